@@ -291,6 +291,36 @@ def _read_core(path: str) -> tuple[str, tuple]:
                          f"that `hwnorm verilog --name NAME -o DIR` wrote") from None
 
 
+def _lanes_table(args) -> int:
+    """hwnorm synth --lanes-table: generic gates at lanes 1, 2, 4, 8 per kind and width; docs/lane_cost.json and the
+    per-lane table of docs/results.md (merged with what an earlier run measured)."""
+    from tqdm import tqdm
+
+    from .reports import DOCS, replace_block
+    from .reports.results import LANE_COST_JSON, lane_cost_table, load_json
+    from .reports.synth import LANE_COUNTS, lane_cost
+    if args.only or args.core or args.custom:
+        raise ValueError("--lanes-table takes --kinds and --widths, not --only/--core/--custom: allowed --lanes-table "
+                         "alone or with --kinds, --widths, --jobs")
+    kinds = args.kinds or list(KINDS)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"--kinds {', '.join(bad)} unknown: allowed {', '.join(KINDS)}")
+    with tqdm(total=len(kinds) * len(args.widths) * len(LANE_COUNTS), desc="lanes",
+              disable=True if args.quiet else None) as bar:
+        got = lane_cost(kinds, args.widths, jobs=args.jobs, progress=bar)
+    merged = {**(load_json(LANE_COST_JSON) or {}), **{k: {str(n): g for n, g in v.items()} for k, v in got.items()}}
+    _dump_json(LANE_COST_JSON, merged)
+    table = lane_cost_table(merged)
+    print(table)
+    try:
+        replace_block(DOCS / "results.md", "lane_cost", table)
+        print(f"wrote {LANE_COST_JSON} and the per-lane table of docs/results.md")
+    except ValueError:                      # a results.md from before the table: `hwnorm report` writes the block
+        print(f"wrote {LANE_COST_JSON}; docs/results.md has no per-lane block yet: `hwnorm report` adds it")
+    return 0
+
+
 def cmd_synth(args) -> int:
     import time
 
@@ -299,6 +329,8 @@ def cmd_synth(args) -> int:
     from .reports.synth import sweep, sweep_configs, timing_summary
     if args.ice40_pnr and args.no_pnr:
         raise ValueError("--ice40-pnr would be ignored with --no-pnr (no place-and-route at all): allowed one of them")
+    if args.lanes_table:
+        return _lanes_table(args)
     cores = {}
     if args.core or args.custom:        # one core outside the sweep: its .json, or the configuration options
         if args.only:
@@ -506,6 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "synthesize each (its DIR/NAME.json) and write its files again with the Resources section filled")
     p.add_argument("--custom", action="store_true", help="one configuration given by the options below instead of the "
                    "sweep: its row is printed and cached (a later `hwnorm verilog --name` includes it)")
+    p.add_argument("--lanes-table", action="store_true", help="instead of the sweep: generic gates of every kind at "
+                   "lanes 1, 2, 4, 8 (the per-lane cost table of docs/results.md; --kinds, --widths pick)")
+    p.add_argument("--kinds", nargs="+", help="with --lanes-table: these kinds (default: all)")
+    p.add_argument("--widths", nargs="+", type=int, choices=(8, 16), default=[8, 16],
+                   help="with --lanes-table: these default widths (default: 8 16)")
     _add_config_args(p)
     p.set_defaults(func=cmd_synth)
 

@@ -337,6 +337,8 @@ class NormConfig:
             del d["overlap"]
         if not d["elementwise"]:    # and the per-element affine
             del d["elementwise"]
+        if d["mantissa_bits"] is None:    # and the gain mantissa, when not the default
+            del d["mantissa_bits"]
         return d
 
     @classmethod
@@ -377,7 +379,8 @@ class NormConfig:
         return (f"{self.kind}{extra} lanes={self.lanes} in={self.in_fmt} out={self.out_fmt} "
                 f"gamma={self.gamma_fmt} beta={self.beta_fmt} max_count={self.max_count} "
                 f"rounding={self.rounding}{' inference-only' if self.inference_only else ''}"
-                f"{' overlap' if self.overlap else ''}{' elementwise' if self.elementwise else ''}")
+                f"{' overlap' if self.overlap else ''}{' elementwise' if self.elementwise else ''}"
+                f"{f' mantissa_bits={self.mantissa_bits}' if self.mantissa_bits is not None else ''}")
 
     @property
     def stat_kind(self) -> str:

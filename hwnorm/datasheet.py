@@ -81,7 +81,7 @@ ROUNDING_DOC = {"half_up": "q = acc >> SH (arithmetic; B holds the half: round h
 def numerics(cfg: NormConfig, name: str = "NAME") -> dict:
     """What every output and statistic is, as formulas in this configuration's numbers (docs/numerics.md)."""
     fi, fo, fg, fb = cfg.in_fmt, cfg.norm_out_fmt, cfg.gamma_fmt, cfg.beta_fmt
-    cf, q = cfg.const_frac_bits, cfg.recip_bits
+    cf = cfg.const_frac_bits
     sigma, den = (FRN_SIGMA if cfg.frn else SIGMA)[cfg.kind if cfg.frn else cfg.stat_kind]
     root = cfg.stat_kind in ("l2", "semidev")
     if root:
@@ -101,18 +101,23 @@ def numerics(cfg: NormConfig, name: str = "NAME") -> dict:
         f"sigma_hat = {sigma}",
         f"Den = n sigma_hat 2^(CF + F_in) = {den}  (CF = const_frac_bits = {cf}, F_in = {fi.frac}; exact integer "
         f"statistics, host constants from {name}_channel_params)",
-        "L = position of Den's leading one,  R = floor(2^(L + Q) / Den)  (Q = recip_bits = %d)" % q,
-        f"M = gamma R,  SH0 = L + Q - CF - F_out + F_g = L + {cfg.shift_base},  K = n,  C = {'0 (no centring)' if cfg.frn else 'S'}",
+        f"Dn = Den's top D bits (D = {cfg.dn_bits}; Den ~ Dn 2^sd),  num = |gamma| n,  "
+        f"E = CF + F_out - F_g - sd,  K = n,  C = {'0 (no centring)' if cfg.frn else 'S'}",
     ]
-    infer = [f"scale = scale_m 2^scale_exp (1/sigma in real units),  M = gamma scale_m,  SH0 = F_g + F_in + MF - F_out - "
-             f"scale_exp = {cfg.inf_shift_base} - scale_exp,  K = 2^MF,  C = mean  (MF = stat_frac_bits = "
+    infer = [f"scale = scale_m 2^scale_exp (1/sigma in real units),  num = |gamma| scale_m,  Dn = 2^(D-1),  "
+             f"E = scale_exp + F_out - F_g - F_in + D - 1,  K = 2^MF,  C = mean  (MF = stat_frac_bits = "
              f"{cfg.stat_frac_bits})"]
     shared = [
         f"SH_lo = max(0, F_b - F_out) + 4 = {cfg.shift_lo},  SH_max = max(SH_lo, in_bits + 5) = {cfg.shift_max},  "
-        f"tK = floor(log2 K)",
-        "pre = max(0, SH_lo - SH0);  t = 0 if SH0 < SH_lo else max(min(tK, SH0 - SH_lo), SH0 - SH_max)",
-        f"A = floor(K M 2^pre / 2^t) ({cfg.a_bits} bits),  SH = SH0 + pre - t,  bias = beta 2^(SH + F_out - F_b) + half,  "
-        f"half = {'0' if cfg.rounding == 'floor' else '2^(SH-1)'},  B = bias - floor(A C / K) ({cfg.b_bits} bits)",
+        f"m = {cfg.gain_bits} (mantissa_bits),  J = {cfg.special_shift_max}",
+        "the gain G = num 2^E / Dn output LSBs per input LSB:  Am = floor(num 2^(E + SH) / Dn) in [2^(m-2), 2^(m-1)) "
+        "(Am = 0, SH = SH_lo for num = 0);  SH > SH_max: Am = floor(Am / 2^(SH - SH_max)), SH = SH_max;  "
+        "SH < SH_lo: the special regime, X = Am 2^min(SH_lo - SH, J), SH = SH_lo;  else X = Am",
+        f"x0 = floor(C / K),  r = C - x0 K,  bias = beta 2^(SH + F_out - F_b) + half,  half = "
+        f"{'0' if cfg.rounding == 'floor' else '2^(SH-1)'},  T = bias - floor(r sgn(gamma) X / K)",
+        f"regular: A = sgn(gamma) X ({cfg.a_bits} bits),  B = T - x0 A ({cfg.b_bits} bits);  special: acc0 = clamp(T), "
+        f"acc1 = clamp(T + sgn(gamma) X) to [(y_min - 2) 2^SH_lo, (y_max + 2) 2^SH_lo],  A = acc1 - acc0,  "
+        f"B = acc0 - x0 A, and x < x0 or x > x0 + 1 saturates (low for gamma > 0 and x < x0)",
         "per value: acc = x A + B (%d bits), then %s" % (cfg.acc_bits, ROUNDING_DOC[cfg.rounding]),
         f"y = clamp(q, {fo.min_int}, {fo.max_int}) (saturation: the clamped outputs are counted in the statistics word's "
         f"`sat`)" + ("; TLU: z = max(y, tau)" if cfg.frn else ""),

@@ -29,29 +29,25 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
+  wire [13:0] \$32 ;
+  wire [13:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [13:0] \$36 ;
-  wire [13:0] \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire \$36 ;
+  wire \$37 ;
+  reg [12:0] \$38 ;
+  reg [165:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  reg [12:0] \$42 ;
-  reg [165:0] \$43 ;
-  reg [2:0] \$44 ;
+  reg [2:0] \$40 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$27 ;
-  wire [57:0] b;
-  wire [57:0] \b$29 ;
+  wire [21:0] a;
+  wire [21:0] \a$27 ;
+  wire [38:0] b;
+  wire [38:0] \b$29 ;
   reg beat;
   wire busy;
   reg [165:0] chan = 166'h000000000000000000000000000000000000000000;
@@ -94,7 +90,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$41 ;
+  reg \clear$49 ;
   input clk;
   wire clk;
   wire [54:0] den;
@@ -108,35 +104,43 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$48 ;
+  wire \i__ready$56 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$47 ;
+  reg \i__valid$55 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$25 ;
   reg more;
+  wire neg;
+  wire \neg$35 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$32 ;
-  wire [15:0] \o__payload$32[0] ;
+  wire [15:0] \o__payload$40 ;
+  wire [15:0] \o__payload$40[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$34 ;
+  wire \o__ready$42 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$33 ;
+  wire \o__valid$41 ;
   wire pop_top;
   wire \pop_top$22 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$39 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$37 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$33 ;
   reg start;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
@@ -154,12 +158,6 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire [15:0] x;
   wire [15:0] \x[0] ;
   reg zero_den;
-  always @(posedge clk)
-    left <= \$42 ;
-  always @(posedge clk)
-    chan <= \$43 ;
-  always @(posedge clk)
-    fsm_state <= \$44 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = zero_den ? 55'h00000000000000 : den;
@@ -176,46 +174,52 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \$12  = ! chan__payload[72:42];
   assign \$13  = ~ chan__payload[0];
   assign \$14  = \$12  & \$13 ;
-  assign \$15  = $signed(chan__payload[165:158]) < $signed(8'h80);
-  assign \$16  = $signed(chan__payload[165:158]) > $signed(4'h4);
+  assign \$15  = $signed(chan__payload[133:110]) < $signed(24'h800000);
+  assign \$16  = $signed(chan__payload[133:110]) > $signed(24'h7fff00);
   assign \$17  = \$15  | \$16 ;
   assign \$18  = \$17  & chan__payload[0];
-  assign \$19  = $signed(chan__payload[133:110]) < $signed(24'h800000);
-  assign \$20  = $signed(chan__payload[133:110]) > $signed(24'h7fff00);
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = \$21  & chan__payload[0];
-  assign refused = | { \$22 , \$18 , \$14 , \$11 , \$4  };
-  assign \$23  = | left;
-  assign \$24  = i__valid & more;
-  assign \$25  = \i__ready$48  & more;
-  assign \$26  = i__valid & \i__ready$48 ;
-  assign \$27  = \$26  & more;
-  assign \$28  = ! fsm_state;
-  assign \$29  = fsm_state == 1'h1;
-  assign \$30  = fsm_state == 2'h2;
-  assign \$31  = fsm_state == 2'h3;
-  assign \$32  = fsm_state == 3'h4;
-  assign \$33  = fsm_state == 3'h5;
-  assign \$34  = fsm_state == 3'h6;
-  assign \$35  = fsm_state == 3'h7;
-  assign \$36  = left - 1'h1;
-  assign \$37  = last ? 14'h0000 : \$36 ;
-  assign \$38  = i__valid & last;
-  assign \$39  = ~ more;
-  assign \$40  = ~ busy;
-  assign \$41  = \$39  & \$40 ;
+  assign refused = | { \$18 , \$14 , \$11 , \$4  };
+  assign \$19  = | left;
+  assign \$20  = i__valid & more;
+  assign \$21  = \i__ready$56  & more;
+  assign \$22  = i__valid & \i__ready$56 ;
+  assign \$23  = \$22  & more;
+  assign \$24  = ! fsm_state;
+  assign \$25  = fsm_state == 1'h1;
+  assign \$26  = fsm_state == 2'h2;
+  assign \$27  = fsm_state == 2'h3;
+  assign \$28  = fsm_state == 3'h4;
+  assign \$29  = fsm_state == 3'h5;
+  assign \$30  = fsm_state == 3'h6;
+  assign \$31  = fsm_state == 3'h7;
+  assign \$32  = left - 1'h1;
+  assign \$33  = last ? 14'h0000 : \$32 ;
+  assign \$34  = i__valid & last;
+  assign \$35  = ~ more;
+  assign \$36  = ~ busy;
+  assign \$37  = \$35  & \$36 ;
+  always @(posedge clk)
+    left <= \$38 ;
+  always @(posedge clk)
+    chan <= \$39 ;
+  always @(posedge clk)
+    fsm_state <= \$40 ;
   \hwnorm_cvar_s16.math  math (
-    .\a$29 (a),
-    .\b$59 (b),
+    .\a$64 (a),
+    .\b$63 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$43 (den),
     .done(done),
     .entry(entry),
+    .\neg$66 (neg),
     .pop_top(pop_top),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
-    .\start$37 (start),
+    .special(special),
+    .\start$35 (start),
     .sum(sum),
     .top(top)
   );
@@ -223,17 +227,21 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$48 ),
-    .clear(\clear$41 ),
+    .ce(\i__ready$56 ),
+    .clear(\clear$49 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$47 ),
+    .i__valid(\i__valid$55 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_cvar_s16.stats_unit  stats_unit (
@@ -247,125 +255,6 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .valid(valid),
     .x(i__payload)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$47  = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          \i__valid$47  = \$24 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__valid = 1'h0;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          /* empty */;
-      3'h7:
-          stats__valid = 1'h1;
-      3'h1:
-          stats__valid = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = left;
-    if (beat) begin
-      \$42  = \$37 [12:0];
-    end
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$42  = chan__payload[13:1];
-          end
-      3'h3:
-          if (\$38 ) begin
-            \$42  = chan[13:1];
-          end
-    endcase
-    if (rst) begin
-      \$42  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = chan;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$43  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$43  = 166'h000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = fsm_state;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$44  = 3'h1;
-            end else if (chan__payload[0]) begin
-              \$44  = 3'h2;
-            end else begin
-              \$44  = 3'h3;
-            end
-          end
-      3'h3:
-          if (\$38 ) begin
-            \$44  = 3'h4;
-          end
-      3'h4:
-          \$44  = 3'h5;
-      3'h2:
-          \$44  = 3'h5;
-      3'h5:
-          if (done) begin
-            \$44  = 3'h6;
-          end
-      3'h6:
-          if (\$41 ) begin
-            \$44  = 3'h7;
-          end
-      3'h7:
-          if (stats__ready) begin
-            \$44  = 3'h0;
-          end
-      3'h1:
-          if (stats__ready) begin
-            \$44  = 3'h0;
-          end
-    endcase
-    if (rst) begin
-      \$44  = 3'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     zero_den = chan[0];
@@ -432,11 +321,11 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$41  = 1'h0;
+    \clear$49  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$41  = 1'h1;
+            \clear$49  = 1'h1;
           end
     endcase
   end
@@ -455,7 +344,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$25 ;
+          i__ready = \$21 ;
     endcase
   end
   always @* begin
@@ -473,7 +362,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$27 ;
+          beat = \$23 ;
     endcase
   end
   always @* begin
@@ -529,8 +418,127 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          more = \$23 ;
+          more = \$19 ;
     endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \i__valid$55  = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          \i__valid$55  = \$20 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__valid = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          stats__valid = 1'h1;
+      3'h1:
+          stats__valid = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$38  = left;
+    if (beat) begin
+      \$38  = \$33 [12:0];
+    end
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$38  = chan__payload[13:1];
+          end
+      3'h3:
+          if (\$34 ) begin
+            \$38  = chan[13:1];
+          end
+    endcase
+    if (rst) begin
+      \$38  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$39  = chan;
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$39  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$39  = 166'h000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$40  = fsm_state;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$40  = 3'h1;
+            end else if (chan__payload[0]) begin
+              \$40  = 3'h2;
+            end else begin
+              \$40  = 3'h3;
+            end
+          end
+      3'h3:
+          if (\$34 ) begin
+            \$40  = 3'h4;
+          end
+      3'h4:
+          \$40  = 3'h5;
+      3'h2:
+          \$40  = 3'h5;
+      3'h5:
+          if (done) begin
+            \$40  = 3'h6;
+          end
+      3'h6:
+          if (\$37 ) begin
+            \$40  = 3'h7;
+          end
+      3'h7:
+          if (stats__ready) begin
+            \$40  = 3'h0;
+          end
+      3'h1:
+          if (stats__ready) begin
+            \$40  = 3'h0;
+          end
+    endcase
+    if (rst) begin
+      \$40  = 3'h0;
+    end
   end
   assign x = i__payload;
   assign \mask$18  = mask;
@@ -541,9 +549,13 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \a$27  = a;
   assign \b$29  = b;
   assign sh = shift;
-  assign \o__payload$32  = o__payload;
-  assign \o__valid$33  = o__valid;
-  assign \o__ready$34  = o__ready;
+  assign \special$33  = special;
+  assign \neg$35  = neg;
+  assign \q_lo$37  = q_lo;
+  assign \q_hi$39  = q_hi;
+  assign \o__payload$40  = o__payload;
+  assign \o__valid$41  = o__valid;
+  assign \o__ready$42  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[41:14];
@@ -582,7 +594,7 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan$20.scale_m  = chan[157:134];
   assign \chan$20.scale_exp  = chan[165:158];
   assign \i__payload$24[0]  = i__payload;
-  assign \o__payload$32[0]  = o__payload;
+  assign \o__payload$40[0]  = o__payload;
   always @*
     stats__payload[96:84] = sat_count;
   always @*
@@ -591,281 +603,224 @@ module hwnorm_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, done, pop_top, den, sh, \a$29 , \b$59 , clk);
+module \hwnorm_cvar_s16.math (rst, \start$35 , entry, chan, sum, top, done, pop_top, \den$43 , sh, \b$63 , \a$64 , special, \neg$66 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
+  wire [5:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
-  wire [5:0] \$101 ;
-  wire [5:0] \$102 ;
+  wire \$101 ;
+  wire [23:0] \$102 ;
   wire [5:0] \$103 ;
-  wire [5:0] \$104 ;
-  wire \$105 ;
-  wire \$106 ;
+  wire \$104 ;
+  wire [51:0] \$105 ;
+  wire [51:0] \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire [5:0] \$109 ;
-  wire \$11 ;
-  wire [5:0] \$110 ;
-  wire [5:0] \$111 ;
-  wire \$112 ;
-  wire [5:0] \$113 ;
-  wire [5:0] \$114 ;
-  wire [5:0] \$115 ;
-  wire [5:0] \$116 ;
-  wire [5:0] \$117 ;
+  wire [55:0] \$109 ;
+  wire [50:0] \$11 ;
+  wire [6:0] \$110 ;
+  wire \$111 ;
+  wire [39:0] \$112 ;
+  wire [6:0] \$113 ;
+  wire [6:0] \$114 ;
+  wire \$115 ;
+  wire [6:0] \$116 ;
+  wire [7:0] \$117 ;
   wire \$118 ;
-  wire \$119 ;
-  wire \$12 ;
+  wire [45:0] \$119 ;
+  wire [35:0] \$12 ;
   wire \$120 ;
-  wire \$121 ;
-  wire \$122 ;
+  wire [51:0] \$121 ;
+  wire [51:0] \$122 ;
   wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire [5:0] \$129 ;
+  wire [23:0] \$124 ;
+  wire [23:0] \$125 ;
+  wire [23:0] \$126 ;
+  wire [9:0] \$127 ;
+  wire [9:0] \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [5:0] \$130 ;
-  wire [5:0] \$131 ;
+  wire \$130 ;
+  wire \$131 ;
   wire \$132 ;
-  wire [5:0] \$133 ;
-  wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
-  wire [5:0] \$136 ;
+  wire [34:0] \$133 ;
+  wire [9:0] \$134 ;
+  wire \$135 ;
+  wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire \$139 ;
-  wire \$14 ;
-  wire \$140 ;
+  wire [35:0] \$139 ;
+  wire [18:0] \$14 ;
+  wire [9:0] \$140 ;
   wire [5:0] \$141 ;
-  wire [5:0] \$142 ;
-  wire [5:0] \$143 ;
+  wire [6:0] \$142 ;
+  wire \$143 ;
   wire \$144 ;
-  wire [5:0] \$145 ;
-  wire [5:0] \$146 ;
-  wire [5:0] \$147 ;
-  wire [5:0] \$148 ;
-  wire [5:0] \$149 ;
-  wire \$15 ;
-  wire [5:0] \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire [3:0] \$156 ;
-  wire [3:0] \$157 ;
-  wire [3:0] \$158 ;
-  wire [3:0] \$159 ;
+  wire [8:0] \$145 ;
+  wire [8:0] \$146 ;
+  wire \$147 ;
+  wire [51:0] \$148 ;
+  wire [51:0] \$149 ;
+  wire [18:0] \$15 ;
+  wire \$150 ;
+  wire [46:0] \$151 ;
+  wire [31:0] \$152 ;
+  wire [31:0] \$153 ;
+  wire [47:0] \$154 ;
+  wire [48:0] \$155 ;
+  wire \$156 ;
+  wire [35:0] \$157 ;
+  wire [35:0] \$158 ;
+  wire [41:0] \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire [3:0] \$164 ;
-  wire [3:0] \$165 ;
-  wire [3:0] \$166 ;
-  wire \$167 ;
-  wire [3:0] \$168 ;
-  wire [3:0] \$169 ;
+  wire [40:0] \$162 ;
+  wire [40:0] \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire [41:0] \$166 ;
+  wire [41:0] \$167 ;
+  wire [39:0] \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [3:0] \$170 ;
-  wire [3:0] \$171 ;
-  wire [5:0] \$172 ;
-  wire [5:0] \$173 ;
-  wire [57:0] \$174 ;
-  wire \$175 ;
-  wire [16:0] \$176 ;
-  wire [16:0] \$177 ;
-  wire \$178 ;
-  wire \$179 ;
-  wire \$18 ;
-  wire [29:0] \$180 ;
-  wire [29:0] \$181 ;
-  wire \$182 ;
-  wire [73:0] \$183 ;
-  wire [58:0] \$184 ;
-  wire \$185 ;
-  wire [16:0] \$186 ;
-  wire [16:0] \$187 ;
-  wire \$188 ;
-  wire \$189 ;
-  wire \$19 ;
-  wire [24:0] \$190 ;
-  wire [24:0] \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
+  wire [35:0] \$170 ;
+  wire [35:0] \$171 ;
+  wire [39:0] \$172 ;
+  wire [40:0] \$173 ;
+  wire \$174 ;
+  wire [18:0] \$175 ;
+  wire [23:0] \$176 ;
+  wire \$177 ;
+  wire [55:0] \$178 ;
+  wire [6:0] \$179 ;
+  wire [16:0] \$18 ;
+  wire \$180 ;
+  wire [39:0] \$181 ;
+  wire [6:0] \$182 ;
+  wire [6:0] \$183 ;
+  wire \$184 ;
+  wire [7:0] \$185 ;
+  wire [8:0] \$186 ;
+  wire \$187 ;
+  wire [45:0] \$188 ;
+  wire [45:0] \$189 ;
+  wire [16:0] \$19 ;
+  wire [23:0] \$190 ;
+  wire [23:0] \$191 ;
+  wire [23:0] \$192 ;
+  wire [9:0] \$193 ;
+  wire [9:0] \$194 ;
   wire \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
-  wire \$199 ;
-  wire \$2 ;
+  wire [34:0] \$199 ;
+  wire [5:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
+  wire [9:0] \$200 ;
   wire \$201 ;
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
+  wire [35:0] \$205 ;
+  wire [9:0] \$206 ;
+  wire [5:0] \$207 ;
+  wire [6:0] \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
+  wire [8:0] \$211 ;
+  wire [8:0] \$212 ;
+  wire [49:0] \$213 ;
+  wire [46:0] \$214 ;
+  wire [31:0] \$215 ;
+  wire [31:0] \$216 ;
+  wire [47:0] \$217 ;
+  wire [48:0] \$218 ;
   wire \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
+  wire [18:0] \$22 ;
+  wire [35:0] \$220 ;
+  wire [35:0] \$221 ;
+  wire [41:0] \$222 ;
   wire \$223 ;
   wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
+  wire [40:0] \$225 ;
+  wire [40:0] \$226 ;
   wire \$227 ;
   wire \$228 ;
-  wire \$229 ;
-  wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
+  wire [41:0] \$229 ;
+  wire [18:0] \$23 ;
+  wire [41:0] \$230 ;
+  wire [39:0] \$231 ;
   wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
+  wire [35:0] \$233 ;
+  wire [35:0] \$234 ;
+  wire [39:0] \$235 ;
+  wire [40:0] \$236 ;
   wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [18:0] \$238 ;
+  reg \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire [23:0] \$244 ;
-  wire [5:0] \$245 ;
-  wire \$246 ;
-  wire [63:0] \$247 ;
-  wire [63:0] \$248 ;
-  wire [63:0] \$249 ;
+  reg \$240 ;
+  reg [6:0] \$241 ;
+  reg [22:0] \$242 ;
+  reg [4:0] \$243 ;
+  reg [15:0] \$244 ;
+  reg \$245 ;
+  reg \$246 ;
+  reg [45:0] \$247 ;
+  reg [54:0] \$248 ;
+  reg [50:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire [7:0] \$251 ;
-  wire \$252 ;
-  wire [10:0] \$253 ;
-  wire [10:0] \$254 ;
-  wire \$255 ;
-  wire [10:0] \$256 ;
-  wire \$257 ;
-  wire [10:0] \$258 ;
-  wire [10:0] \$259 ;
+  reg [50:0] \$250 ;
+  reg \$251 ;
+  reg \$252 ;
+  reg [17:0] \$253 ;
+  reg [13:0] \$254 ;
+  reg [39:0] \$255 ;
+  reg [54:0] \$256 ;
+  reg [38:0] \$257 ;
+  reg [5:0] \$258 ;
+  reg [5:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire [10:0] \$261 ;
-  wire [10:0] \$262 ;
-  wire [10:0] \$263 ;
-  wire [10:0] \$264 ;
-  wire [70:0] \$265 ;
-  wire \$266 ;
-  wire [9:0] \$267 ;
-  wire [10:0] \$268 ;
-  wire [11:0] \$269 ;
+  reg [5:0] \$260 ;
+  reg [8:0] \$261 ;
+  reg \$262 ;
+  reg [23:0] \$263 ;
+  reg [34:0] \$264 ;
+  reg [4:0] \$265 ;
+  reg \$266 ;
+  reg [4:0] \$267 ;
+  reg [49:0] \$268 ;
+  reg [36:0] \$269 ;
   wire \$27 ;
-  wire [63:0] \$270 ;
-  wire [46:0] \$271 ;
-  wire [31:0] \$272 ;
-  wire [31:0] \$273 ;
-  wire [47:0] \$274 ;
-  wire \$275 ;
-  wire [74:0] \$276 ;
-  wire [74:0] \$277 ;
-  wire \$278 ;
-  wire [62:0] \$279 ;
+  reg [40:0] \$270 ;
+  reg [41:0] \$271 ;
+  reg [38:0] \$272 ;
+  reg [38:0] \$273 ;
+  reg [21:0] \$274 ;
+  reg [38:0] \$275 ;
+  reg [38:0] \$276 ;
+  reg [21:0] \$277 ;
+  reg \$278 ;
+  reg \$279 ;
   wire \$28 ;
-  wire [56:0] \$280 ;
-  wire [8:0] \$281 ;
-  wire \$282 ;
-  wire [10:0] \$283 ;
-  wire [10:0] \$284 ;
-  wire \$285 ;
-  wire [10:0] \$286 ;
-  wire \$287 ;
-  wire [10:0] \$288 ;
-  wire [10:0] \$289 ;
+  reg [17:0] \$280 ;
+  reg [17:0] \$281 ;
   wire \$29 ;
-  wire \$290 ;
-  wire [10:0] \$291 ;
-  wire [10:0] \$292 ;
-  wire [10:0] \$293 ;
-  wire [10:0] \$294 ;
-  wire [70:0] \$295 ;
-  wire \$296 ;
-  wire [9:0] \$297 ;
-  wire [10:0] \$298 ;
-  wire [11:0] \$299 ;
-  wire \$3 ;
+  wire [50:0] \$3 ;
   wire \$30 ;
-  wire [63:0] \$300 ;
-  wire [46:0] \$301 ;
-  wire [31:0] \$302 ;
-  wire [31:0] \$303 ;
-  wire [47:0] \$304 ;
-  wire [72:0] \$305 ;
-  wire [62:0] \$306 ;
-  reg \$307 ;
-  reg \$308 ;
-  reg [5:0] \$309 ;
-  wire [5:0] \$31 ;
-  reg [22:0] \$310 ;
-  reg [4:0] \$311 ;
-  reg [15:0] \$312 ;
-  reg \$313 ;
-  reg \$314 ;
-  reg [45:0] \$315 ;
-  reg [54:0] \$316 ;
-  reg [5:0] \$317 ;
-  reg \$318 ;
-  reg [54:0] \$319 ;
-  wire [5:0] \$32 ;
-  reg \$320 ;
-  reg [24:0] \$321 ;
-  reg [41:0] \$322 ;
-  reg [55:0] \$323 ;
-  reg [9:0] \$324 ;
-  reg [3:0] \$325 ;
-  reg [3:0] \$326 ;
-  reg [9:0] \$327 ;
-  reg [63:0] \$328 ;
-  reg [6:0] \$329 ;
+  wire \$31 ;
+  wire \$32 ;
   wire \$33 ;
-  reg [4:0] \$330 ;
-  reg [41:0] \$331 ;
-  reg [57:0] \$332 ;
-  reg [72:0] \$333 ;
-  reg [73:0] \$334 ;
-  reg [73:0] \$335 ;
-  reg \$336 ;
-  reg [61:0] \$337 ;
-  reg [57:0] \$338 ;
-  wire [5:0] \$34 ;
-  wire [5:0] \$35 ;
-  wire [5:0] \$36 ;
-  wire [5:0] \$37 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
+  wire [47:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -875,31 +830,31 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, done, pop_
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
-  wire [5:0] \$49 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
+  wire \$50 ;
+  wire \$51 ;
   wire \$52 ;
-  wire [5:0] \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire [5:0] \$56 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [16:0] \$6 ;
   wire \$60 ;
-  wire [5:0] \$61 ;
-  wire [5:0] \$62 ;
-  wire [5:0] \$63 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
   wire \$64 ;
-  wire [5:0] \$65 ;
-  wire [5:0] \$66 ;
-  wire [5:0] \$67 ;
-  wire [5:0] \$68 ;
-  wire [5:0] \$69 ;
-  wire \$7 ;
-  wire [5:0] \$70 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [16:0] \$7 ;
+  wire \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
@@ -909,7 +864,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, done, pop_
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [50:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -920,7 +875,7 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, done, pop_
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
+  wire [36:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
@@ -928,19 +883,22 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, done, pop_
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
-  wire [5:0] \$97 ;
-  wire [5:0] \$98 ;
-  wire [5:0] \$99 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [46:0] a;
-  output [41:0] \a$29 ;
-  reg [41:0] \a$29  = 42'h00000000000;
-  reg [28:0] b;
-  output [57:0] \b$59 ;
-  reg [57:0] \b$59  = 58'h000000000000000;
+  output [21:0] \a$64 ;
+  reg [21:0] \a$64  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
+  reg [27:0] b;
+  output [38:0] \b$63 ;
+  reg [38:0] \b$63  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
+  wire [4:0] \beta_shift$2 ;
   reg [75:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [165:0] chan;
   wire [165:0] chan;
   wire [15:0] \chan.beta ;
@@ -955,450 +913,396 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, done, pop_
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [54:0] den;
-  reg [54:0] den = 55'h00000000000000;
-  reg [54:0] \den$25 ;
-  wire [5:0] den_lead;
-  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg [23:0] den;
+  output [54:0] \den$43 ;
+  reg [54:0] \den$43  = 55'h00000000000000;
+  reg [54:0] den_norm = 55'h00000000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num = 74'h0000000000000000000;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$43 ;
-  wire \done$46 ;
+  wire \done$41 ;
+  wire \done$45 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
+  reg [17:0] floor_q = 18'h00000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
   reg [15:0] head_top_train_1 = 16'h0000;
   reg [22:0] hsum = 23'h000000;
-  reg [55:0] km = 56'h00000000000000;
-  reg [63:0] km_pre = 64'h0000000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [57:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [34:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg [4:0] merge_step = 5'h00;
   reg neg;
-  reg \neg$24 ;
+  reg \neg$20 ;
+  output \neg$66 ;
+  reg \neg$66  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
   wire [75:0] p;
-  reg [72:0] \p$56  = 73'h0000000000000000000;
   reg pick_on_train_1 = 1'h0;
   reg pop_bottom = 1'h0;
   output pop_top;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
-  wire [59:0] q;
-  reg [61:0] quot = 62'h0000000000000000;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [54:0] recip_rem = 55'h00000000000000;
-  reg [54:0] rem_init;
+  wire [36:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
+  output [17:0] q_lo;
+  reg [17:0] q_lo = 18'h00000;
+  reg [23:0] rem_init;
   input rst;
   wire rst;
+  reg [4:0] scale_count = 5'h00;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  input \start$37 ;
-  wire \start$37 ;
-  reg \start$9  = 1'h0;
+  input \start$35 ;
+  wire \start$35 ;
+  reg \start$5  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$26 ;
+  reg [5:0] \steps$23 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [45:0] t = 46'h000000000000;
-  reg [6:0] t_clamped = 7'h00;
-  reg [3:0] tk = 4'h0;
   input [15:0] top;
   wire [15:0] top;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = den[50] | den[51];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = den[52] | den[53];
-  assign \$20  = \$19  | den[54];
-  assign \$21  = \$18  | \$20 ;
-  assign \$22  = \$15  | \$21 ;
-  assign \$23  = den[48] | den[49];
-  assign \$24  = den[50] | den[51];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = den[52] | den[53];
-  assign \$27  = \$26  | den[54];
-  assign \$28  = \$25  | \$27 ;
-  assign \$29  = den[52] | den[53];
-  assign \$30  = \$29  | den[54];
-  assign \$31  = den[53] ? 6'h35 : 6'h34;
-  assign \$32  = den[54] ? 6'h36 : \$31 ;
-  assign \$33  = den[50] | den[51];
-  assign \$34  = den[51] ? 6'h33 : 6'h32;
-  assign \$35  = den[49] ? 6'h31 : 6'h30;
-  assign \$36  = \$33  ? \$34  : \$35 ;
-  assign \$37  = \$30  ? \$32  : \$36 ;
-  assign \$38  = den[40] | den[41];
-  assign \$39  = den[42] | den[43];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = den[44] | den[45];
-  assign \$42  = den[46] | den[47];
-  assign \$43  = \$41  | \$42 ;
-  assign \$44  = \$40  | \$43 ;
-  assign \$45  = den[44] | den[45];
-  assign \$46  = den[46] | den[47];
-  assign \$47  = \$45  | \$46 ;
-  assign \$48  = den[46] | den[47];
-  assign \$49  = den[47] ? 6'h2f : 6'h2e;
-  assign \$50  = den[45] ? 6'h2d : 6'h2c;
-  assign \$51  = \$48  ? \$49  : \$50 ;
-  assign \$52  = den[42] | den[43];
-  assign \$53  = den[43] ? 6'h2b : 6'h2a;
-  assign \$54  = den[41] ? 6'h29 : 6'h28;
-  assign \$55  = \$52  ? \$53  : \$54 ;
-  assign \$56  = \$47  ? \$51  : \$55 ;
-  assign \$57  = den[36] | den[37];
-  assign \$58  = den[38] | den[39];
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = den[38] | den[39];
-  assign \$61  = den[39] ? 6'h27 : 6'h26;
-  assign \$62  = den[37] ? 6'h25 : 6'h24;
-  assign \$63  = \$60  ? \$61  : \$62 ;
-  assign \$64  = den[34] | den[35];
-  assign \$65  = den[35] ? 6'h23 : 6'h22;
-  assign \$66  = den[33] ? 6'h21 : 6'h20;
-  assign \$67  = \$64  ? \$65  : \$66 ;
-  assign \$68  = \$59  ? \$63  : \$67 ;
-  assign \$69  = \$44  ? \$56  : \$68 ;
-  assign \$70  = \$28  ? \$37  : \$69 ;
-  assign \$71  = den[16] | den[17];
-  assign \$72  = den[18] | den[19];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = den[20] | den[21];
-  assign \$75  = den[22] | den[23];
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$73  | \$76 ;
-  assign \$78  = den[24] | den[25];
-  assign \$79  = den[26] | den[27];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = den[28] | den[29];
-  assign \$82  = den[30] | den[31];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$80  | \$83 ;
-  assign \$85  = \$77  | \$84 ;
-  assign \$86  = den[24] | den[25];
-  assign \$87  = den[26] | den[27];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = den[28] | den[29];
-  assign \$90  = den[30] | den[31];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$88  | \$91 ;
-  assign \$93  = den[28] | den[29];
-  assign \$94  = den[30] | den[31];
-  assign \$95  = \$93  | \$94 ;
-  assign \$96  = den[30] | den[31];
-  assign \$97  = den[31] ? 6'h1f : 6'h1e;
-  assign \$98  = den[29] ? 6'h1d : 6'h1c;
-  assign \$99  = \$96  ? \$97  : \$98 ;
-  assign \$100  = den[26] | den[27];
-  assign \$101  = den[27] ? 6'h1b : 6'h1a;
-  assign \$102  = den[25] ? 6'h19 : 6'h18;
-  assign \$103  = \$100  ? \$101  : \$102 ;
-  assign \$104  = \$95  ? \$99  : \$103 ;
-  assign \$105  = den[20] | den[21];
-  assign \$106  = den[22] | den[23];
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = den[22] | den[23];
-  assign \$109  = den[23] ? 6'h17 : 6'h16;
-  assign \$110  = den[21] ? 6'h15 : 6'h14;
-  assign \$111  = \$108  ? \$109  : \$110 ;
-  assign \$112  = den[18] | den[19];
-  assign \$113  = den[19] ? 6'h13 : 6'h12;
-  assign \$114  = den[17] ? 6'h11 : 6'h10;
-  assign \$115  = \$112  ? \$113  : \$114 ;
-  assign \$116  = \$107  ? \$111  : \$115 ;
-  assign \$117  = \$92  ? \$104  : \$116 ;
-  assign \$118  = den[8] | den[9];
-  assign \$119  = den[10] | den[11];
-  assign \$120  = \$118  | \$119 ;
-  assign \$121  = den[12] | den[13];
-  assign \$122  = den[14] | den[15];
-  assign \$123  = \$121  | \$122 ;
-  assign \$124  = \$120  | \$123 ;
-  assign \$125  = den[12] | den[13];
-  assign \$126  = den[14] | den[15];
-  assign \$127  = \$125  | \$126 ;
-  assign \$128  = den[14] | den[15];
-  assign \$129  = den[15] ? 6'h0f : 6'h0e;
-  assign \$130  = den[13] ? 6'h0d : 6'h0c;
-  assign \$131  = \$128  ? \$129  : \$130 ;
-  assign \$132  = den[10] | den[11];
-  assign \$133  = den[11] ? 6'h0b : 6'h0a;
-  assign \$134  = den[9] ? 6'h09 : 6'h08;
-  assign \$135  = \$132  ? \$133  : \$134 ;
-  assign \$136  = \$127  ? \$131  : \$135 ;
-  assign \$137  = den[4] | den[5];
-  assign \$138  = den[6] | den[7];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = den[6] | den[7];
-  assign \$141  = den[7] ? 6'h07 : 6'h06;
-  assign \$142  = den[5] ? 6'h05 : 6'h04;
-  assign \$143  = \$140  ? \$141  : \$142 ;
-  assign \$144  = den[2] | den[3];
-  assign \$145  = den[3] ? 6'h03 : 6'h02;
-  assign \$146  = den[1] ? 6'h01 : 6'h00;
-  assign \$147  = \$144  ? \$145  : \$146 ;
-  assign \$148  = \$139  ? \$143  : \$147 ;
-  assign \$149  = \$124  ? \$136  : \$148 ;
-  assign \$150  = \$85  ? \$117  : \$149 ;
-  assign den_lead = \$22  ? \$70  : \$150 ;
-  assign \$151  = chan[9] | chan[10];
-  assign \$152  = chan[11] | chan[12];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = \$153  | chan[13];
-  assign \$155  = chan[11] | chan[12];
-  assign \$156  = chan[12] ? 4'hb : 4'ha;
-  assign \$157  = chan[10] ? 4'h9 : 4'h8;
-  assign \$158  = \$155  ? \$156  : \$157 ;
-  assign \$159  = chan[13] ? 4'hc : \$158 ;
-  assign \$160  = chan[5] | chan[6];
-  assign \$161  = chan[7] | chan[8];
-  assign \$162  = \$160  | \$161 ;
-  assign \$163  = chan[7] | chan[8];
-  assign \$164  = chan[8] ? 4'h7 : 4'h6;
-  assign \$165  = chan[6] ? 4'h5 : 4'h4;
-  assign \$166  = \$163  ? \$164  : \$165 ;
-  assign \$167  = chan[3] | chan[4];
-  assign \$168  = chan[4] ? 4'h3 : 4'h2;
-  assign \$169  = chan[2] ? 4'h1 : 4'h0;
-  assign \$170  = \$167  ? \$168  : \$169 ;
-  assign \$171  = \$162  ? \$166  : \$170 ;
-  assign count_lead = \$154  ? \$159  : \$171 ;
-  assign \$172  = sh + 1'h0;
-  assign \$173  = sh + 1'h0;
-  assign \$174  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$175  = $signed(chan[93:78]) < $signed(1'h0);
-  assign \$176  = - $signed(chan[93:78]);
-  assign \$177  = \$175  ? \$176  : { chan[93], chan[93:78] };
-  assign \$178  = $signed(chan[93:78]) < $signed(1'h0);
-  assign \$179  = $signed(sum) < $signed(1'h0);
-  assign \$180  = - $signed(sum);
-  assign \$181  = \$179  ? \$180  : { sum[28], sum };
-  assign \$182  = $signed(sum) < $signed(1'h0);
-  assign \$185  = $signed(chan[93:78]) < $signed(1'h0);
-  assign \$186  = - $signed(chan[93:78]);
-  assign \$187  = \$185  ? \$186  : { chan[93], chan[93:78] };
-  assign \$188  = $signed(chan[93:78]) < $signed(1'h0);
-  assign \$189  = $signed(chan[133:110]) < $signed(1'h0);
-  assign \$190  = - $signed(chan[133:110]);
-  assign \$191  = \$189  ? \$190  : { chan[133], chan[133:110] };
-  assign \$192  = $signed(chan[133:110]) < $signed(1'h0);
-  assign \$193  = ! fsm_state;
-  assign \$194  = fsm_state == 1'h1;
-  assign \$195  = fsm_state == 2'h2;
-  assign \$196  = fsm_state == 2'h3;
-  assign \$197  = fsm_state == 3'h4;
-  assign \$198  = fsm_state == 3'h5;
-  assign \$199  = fsm_state == 3'h6;
-  assign \$200  = fsm_state == 3'h7;
-  assign \$201  = fsm_state == 4'h8;
-  assign \$202  = fsm_state == 4'h9;
-  assign \$203  = fsm_state == 4'ha;
-  assign \$204  = fsm_state == 4'hb;
-  assign \$205  = fsm_state == 4'hc;
-  assign \$206  = fsm_state == 4'hd;
-  assign \$207  = fsm_state == 4'he;
-  assign \$208  = fsm_state == 4'hf;
-  assign \$209  = fsm_state == 5'h10;
-  assign \$210  = fsm_state == 5'h11;
-  assign \$211  = fsm_state == 5'h12;
-  assign \$212  = fsm_state == 5'h13;
-  assign \$213  = fsm_state == 5'h14;
-  assign \$214  = fsm_state == 5'h15;
-  assign \$215  = fsm_state == 5'h16;
-  assign \$216  = fsm_state == 5'h17;
-  assign \$217  = fsm_state == 5'h18;
-  assign \$218  = fsm_state == 5'h19;
-  assign \$219  = fsm_state == 5'h1a;
-  assign \$220  = fsm_state == 5'h1b;
-  assign \$221  = fsm_state == 5'h1c;
-  assign \$222  = fsm_state == 5'h1d;
-  assign \$223  = fsm_state == 5'h1e;
-  assign \$224  = fsm_state == 5'h1f;
-  assign \$225  = fsm_state == 6'h20;
-  assign \$226  = fsm_state == 6'h21;
-  assign \$227  = fsm_state == 6'h22;
-  assign \$228  = fsm_state == 6'h23;
-  assign \$229  = fsm_state == 6'h24;
-  assign \$230  = fsm_state == 6'h25;
-  assign \$231  = fsm_state == 6'h26;
-  assign \$232  = fsm_state == 6'h27;
-  assign \$233  = fsm_state == 6'h28;
-  assign \$234  = fsm_state == 6'h29;
-  assign \$235  = fsm_state == 6'h2a;
-  assign \$236  = fsm_state == 6'h2b;
-  assign \$237  = fsm_state == 6'h2c;
-  assign \$238  = fsm_state == 6'h2d;
-  assign \$239  = fsm_state == 6'h2e;
-  assign \$240  = fsm_state == 6'h2f;
-  assign \$241  = merge_step < chan[77:73];
-  assign \$242  = merge_step == 5'h15;
-  assign \$243  = merge_step < chan[77:73];
-  assign \$244  = $signed(hsum) + $signed(head_top_train_1);
-  assign \$245  = merge_step + 1'h1;
-  assign \$246  = ! lead;
-  assign \$247  = 1'h1 << lead;
-  assign \$249  = \$246  ? 64'h0000000000000000 : \$248 ;
-  assign \$250  = ! lead;
-  assign \$251  = lead + 8'hfc;
-  assign \$252  = $signed(sh0) < $signed(4'h4);
-  assign \$253  = $signed(4'h4) - $signed(sh0);
-  assign \$254  = \$252  ? \$253  : 11'h000;
-  assign \$255  = $signed(sh0) < $signed(4'h4);
-  assign \$256  = $signed(sh0) - $signed(6'h15);
-  assign \$257  = $signed(\$256 ) > $signed({ 1'h0, tk });
-  assign \$258  = $signed(sh0) - $signed(6'h15);
-  assign \$259  = $signed(sh0) - $signed(4'h4);
-  assign \$260  = $signed(\$259 ) < $signed({ 1'h0, tk });
-  assign \$261  = $signed(sh0) - $signed(4'h4);
-  assign \$262  = \$260  ? \$261  : { 7'h00, tk };
-  assign \$263  = \$257  ? \$258  : \$262 ;
-  assign \$264  = \$255  ? 11'h000 : \$263 ;
-  assign \$265  = $signed(km) << pre;
-  assign \$266  = tsh > 7'h40;
-  assign \$267  = \$266  ? 10'h040 : tsh;
-  assign \$268  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$269  = $signed(\$268 ) - $signed({ 1'h0, tsh });
-  assign \$270  = $signed(km_pre) >>> t_clamped;
-  assign \$271  = $signed(chan[109:94]) << \$172 [4:0];
-  assign \$272  = 1'h1 << sh;
-  assign \$274  = $signed(\$271 ) + $signed({ 1'h0, \$273  });
-  assign \$275  = $signed(div_num) < $signed(1'h0);
-  assign \$276  = - $signed(div_num);
-  assign \$277  = \$275  ? \$276  : { div_num[73], div_num };
-  assign \$278  = $signed(div_num) < $signed(1'h0);
-  assign \$279  = $signed(bias) - $signed(quot);
-  assign \$281  = $signed(6'h10) - $signed(chan[165:158]);
-  assign \$282  = $signed(sh0) < $signed(4'h4);
-  assign \$283  = $signed(4'h4) - $signed(sh0);
-  assign \$284  = \$282  ? \$283  : 11'h000;
-  assign \$285  = $signed(sh0) < $signed(4'h4);
-  assign \$286  = $signed(sh0) - $signed(6'h15);
-  assign \$287  = $signed(\$286 ) > $signed({ 1'h0, tk });
-  assign \$288  = $signed(sh0) - $signed(6'h15);
-  assign \$289  = $signed(sh0) - $signed(4'h4);
-  assign \$290  = $signed(\$289 ) < $signed({ 1'h0, tk });
-  assign \$291  = $signed(sh0) - $signed(4'h4);
-  assign \$292  = \$290  ? \$291  : { 7'h00, tk };
-  assign \$293  = \$287  ? \$288  : \$292 ;
-  assign \$294  = \$285  ? 11'h000 : \$293 ;
-  assign \$295  = $signed(km) << pre;
-  assign \$296  = tsh > 7'h40;
-  assign \$297  = \$296  ? 10'h040 : tsh;
-  assign \$298  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$299  = $signed(\$298 ) - $signed({ 1'h0, tsh });
-  assign \$300  = $signed(km_pre) >>> t_clamped;
-  assign \$301  = $signed(chan[109:94]) << \$173 [4:0];
-  assign \$302  = 1'h1 << sh;
-  assign \$304  = $signed(\$301 ) + $signed({ 1'h0, \$303  });
-  assign \$306  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$5  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$6  = - $signed(chan[93:78]);
+  assign \$7  = \$5  ? \$6  : { chan[93], chan[93:78] };
+  assign \$10  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$13  = $signed(floor_q) < $signed(1'h0);
+  assign \$14  = - $signed(floor_q);
+  assign \$15  = \$13  ? \$14  : { floor_q[17], floor_q };
+  assign \$16  = $signed(floor_q) >= $signed(1'h0);
+  assign \$17  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$18  = - $signed(chan[93:78]);
+  assign \$19  = \$17  ? \$18  : { chan[93], chan[93:78] };
+  assign \$20  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$21  = $signed(floor_q) < $signed(1'h0);
+  assign \$22  = - $signed(floor_q);
+  assign \$23  = \$21  ? \$22  : { floor_q[17], floor_q };
+  assign \$24  = $signed(floor_q) >= $signed(1'h0);
+  assign \$25  = ! fsm_state;
+  assign \$26  = fsm_state == 1'h1;
+  assign \$27  = fsm_state == 2'h2;
+  assign \$28  = fsm_state == 2'h3;
+  assign \$29  = fsm_state == 3'h4;
+  assign \$30  = fsm_state == 3'h5;
+  assign \$31  = fsm_state == 3'h6;
+  assign \$32  = fsm_state == 3'h7;
+  assign \$33  = fsm_state == 4'h8;
+  assign \$34  = fsm_state == 4'h9;
+  assign \$35  = fsm_state == 4'ha;
+  assign \$36  = fsm_state == 4'hb;
+  assign \$37  = fsm_state == 4'hc;
+  assign \$38  = fsm_state == 4'hd;
+  assign \$39  = fsm_state == 4'he;
+  assign \$40  = fsm_state == 4'hf;
+  assign \$41  = fsm_state == 5'h10;
+  assign \$42  = fsm_state == 5'h11;
+  assign \$43  = fsm_state == 5'h12;
+  assign \$44  = fsm_state == 5'h13;
+  assign \$45  = fsm_state == 5'h14;
+  assign \$46  = fsm_state == 5'h15;
+  assign \$47  = fsm_state == 5'h16;
+  assign \$48  = fsm_state == 5'h17;
+  assign \$49  = fsm_state == 5'h18;
+  assign \$50  = fsm_state == 5'h19;
+  assign \$51  = fsm_state == 5'h1a;
+  assign \$52  = fsm_state == 5'h1b;
+  assign \$53  = fsm_state == 5'h1c;
+  assign \$54  = fsm_state == 5'h1d;
+  assign \$55  = fsm_state == 5'h1e;
+  assign \$56  = fsm_state == 5'h1f;
+  assign \$57  = fsm_state == 6'h20;
+  assign \$58  = fsm_state == 6'h21;
+  assign \$59  = fsm_state == 6'h22;
+  assign \$60  = fsm_state == 6'h23;
+  assign \$61  = fsm_state == 6'h24;
+  assign \$62  = fsm_state == 6'h25;
+  assign \$63  = fsm_state == 6'h26;
+  assign \$64  = fsm_state == 6'h27;
+  assign \$65  = fsm_state == 6'h28;
+  assign \$66  = fsm_state == 6'h29;
+  assign \$67  = fsm_state == 6'h2a;
+  assign \$68  = fsm_state == 6'h2b;
+  assign \$69  = fsm_state == 6'h2c;
+  assign \$70  = fsm_state == 6'h2d;
+  assign \$71  = fsm_state == 6'h2e;
+  assign \$72  = fsm_state == 6'h2f;
+  assign \$73  = fsm_state == 6'h30;
+  assign \$74  = fsm_state == 6'h31;
+  assign \$75  = fsm_state == 6'h32;
+  assign \$76  = fsm_state == 6'h33;
+  assign \$77  = fsm_state == 6'h34;
+  assign \$78  = fsm_state == 6'h35;
+  assign \$79  = fsm_state == 6'h36;
+  assign \$80  = fsm_state == 6'h37;
+  assign \$81  = fsm_state == 6'h38;
+  assign \$82  = fsm_state == 6'h39;
+  assign \$83  = fsm_state == 6'h3a;
+  assign \$84  = fsm_state == 6'h3b;
+  assign \$85  = fsm_state == 6'h3c;
+  assign \$86  = fsm_state == 6'h3d;
+  assign \$87  = fsm_state == 6'h3e;
+  assign \$88  = fsm_state == 6'h3f;
+  assign \$89  = fsm_state == 7'h40;
+  assign \$90  = fsm_state == 7'h41;
+  assign \$91  = fsm_state == 7'h42;
+  assign \$92  = fsm_state == 7'h43;
+  assign \$93  = fsm_state == 7'h44;
+  assign \$94  = fsm_state == 7'h45;
+  assign \$95  = fsm_state == 7'h46;
+  assign \$96  = fsm_state == 7'h47;
+  assign \$97  = fsm_state == 7'h48;
+  assign \$98  = fsm_state == 7'h49;
+  assign \$99  = merge_step < chan[77:73];
+  assign \$100  = merge_step == 5'h15;
+  assign \$101  = merge_step < chan[77:73];
+  assign \$102  = $signed(hsum) + $signed(head_top_train_1);
+  assign \$103  = merge_step + 1'h1;
+  assign \$104  = $signed(div_num) < $signed(1'h0);
+  assign \$105  = - $signed(div_num);
+  assign \$106  = \$104  ? \$105  : { div_num[50], div_num };
+  assign \$107  = $signed(div_num) < $signed(1'h0);
+  assign \$108  = ~ den_norm[54];
+  assign \$110  = den_zeros + 1'h1;
+  assign \$111  = ~ num_norm[38];
+  assign \$113  = num_zeros + 1'h1;
+  assign \$114  = loop_n + 1'h1;
+  assign \$115  = loop_n == 6'h36;
+  assign \$116  = 4'ha + num_zeros;
+  assign \$117  = \$116  - den_zeros;
+  assign \$118  = ~ num_norm[38];
+  assign \$120  = $signed(div_num) < $signed(1'h0);
+  assign \$121  = - $signed(div_num);
+  assign \$122  = \$120  ? \$121  : { div_num[50], div_num };
+  assign \$123  = $signed(div_num) < $signed(1'h0);
+  assign \$125  = gain_q1[21] ? \$124  : gain_q1;
+  assign \$126  = gain_zero ? 24'h000000 : \$125 ;
+  assign \$127  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$128  = gain_zero ? 10'h004 : \$127 ;
+  assign \$129  = ~ gain_zero;
+  assign \$130  = $signed(gain_shift) < $signed(4'h4);
+  assign \$131  = \$129  & \$130 ;
+  assign \$132  = $signed(gain_shift) > $signed(6'h15);
+  assign \$134  = $signed(gain_shift) - $signed(2'h1);
+  assign \$135  = $signed(gain_shift) < $signed(4'h4);
+  assign \$136  = special_r & \$135 ;
+  assign \$137  = scale_count < 4'hd;
+  assign \$138  = \$136  & \$137 ;
+  assign \$140  = $signed(gain_shift) + $signed(2'h1);
+  assign \$141  = scale_count + 1'h1;
+  assign \$142  = loop_n + 1'h1;
+  assign \$143  = loop_n == 5'h15;
+  assign \$144  = $signed(gain_shift) > $signed(6'h15);
+  assign \$145  = \$144  ? 9'h015 : gain_shift;
+  assign \$146  = special_r ? 9'h004 : \$145 ;
+  assign \$147  = $signed(div_num) < $signed(1'h0);
+  assign \$148  = - $signed(div_num);
+  assign \$149  = \$147  ? \$148  : { div_num[50], div_num };
+  assign \$150  = $signed(div_num) < $signed(1'h0);
+  assign \$151  = $signed(chan[109:94]) << \$1 [4:0];
+  assign \$152  = 1'h1 << sh;
+  assign \$154  = $signed(\$151 ) + $signed({ 1'h0, \$153  });
+  assign \$155  = $signed(\$154 ) - $signed(gain_w);
+  assign \$156  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$157  = - gain_x;
+  assign \$158  = \$156  ? \$157  : { 1'h0, gain_x };
+  assign \$159  = $signed(gain_t) + $signed(\$158 );
+  assign \$160  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$161  = $signed(gain_t) > $signed(21'h080010);
+  assign \$162  = \$161  ? 41'h00000080010 : gain_t;
+  assign \$163  = \$160  ? 41'h1fffff7ffe0 : \$162 ;
+  assign \$164  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$165  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$166  = \$165  ? 42'h00000080010 : gain_t1;
+  assign \$167  = \$164  ? 42'h3fffff7ffe0 : \$166 ;
+  assign \$168  = $signed(acc1) - $signed(acc0);
+  assign \$169  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$170  = - gain_x;
+  assign \$171  = \$169  ? \$170  : { 1'h0, gain_x };
+  assign \$172  = special_r ? \$168  : { \$171 [35], \$171 [35], \$171 [35], \$171 [35], \$171  };
+  assign \$173  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$174  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$175  = $signed(floor_q) + $signed(2'h1);
+  assign \$177  = ~ den_norm[54];
+  assign \$179  = den_zeros + 1'h1;
+  assign \$180  = ~ num_norm[38];
+  assign \$182  = num_zeros + 1'h1;
+  assign \$183  = loop_n + 1'h1;
+  assign \$184  = loop_n == 6'h26;
+  assign \$185  = 8'hf7 + num_zeros;
+  assign \$186  = $signed(\$185 ) - $signed(chan[165:158]);
+  assign \$187  = ~ num_norm[38];
+  assign \$191  = gain_q1[21] ? \$190  : gain_q1;
+  assign \$192  = gain_zero ? 24'h000000 : \$191 ;
+  assign \$193  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$194  = gain_zero ? 10'h004 : \$193 ;
+  assign \$195  = ~ gain_zero;
+  assign \$196  = $signed(gain_shift) < $signed(4'h4);
+  assign \$197  = \$195  & \$196 ;
+  assign \$198  = $signed(gain_shift) > $signed(6'h15);
+  assign \$200  = $signed(gain_shift) - $signed(2'h1);
+  assign \$201  = $signed(gain_shift) < $signed(4'h4);
+  assign \$202  = special_r & \$201 ;
+  assign \$203  = scale_count < 4'hd;
+  assign \$204  = \$202  & \$203 ;
+  assign \$206  = $signed(gain_shift) + $signed(2'h1);
+  assign \$207  = scale_count + 1'h1;
+  assign \$208  = loop_n + 1'h1;
+  assign \$209  = loop_n == 5'h15;
+  assign \$210  = $signed(gain_shift) > $signed(6'h15);
+  assign \$211  = \$210  ? 9'h015 : gain_shift;
+  assign \$212  = special_r ? 9'h004 : \$211 ;
+  assign \$214  = $signed(chan[109:94]) << \$2 [4:0];
+  assign \$215  = 1'h1 << sh;
+  assign \$217  = $signed(\$214 ) + $signed({ 1'h0, \$216  });
+  assign \$218  = $signed(\$217 ) - $signed(gain_w);
+  assign \$219  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$220  = - gain_x;
+  assign \$221  = \$219  ? \$220  : { 1'h0, gain_x };
+  assign \$222  = $signed(gain_t) + $signed(\$221 );
+  assign \$223  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$224  = $signed(gain_t) > $signed(21'h080010);
+  assign \$225  = \$224  ? 41'h00000080010 : gain_t;
+  assign \$226  = \$223  ? 41'h1fffff7ffe0 : \$225 ;
+  assign \$227  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$228  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$229  = \$228  ? 42'h00000080010 : gain_t1;
+  assign \$230  = \$227  ? 42'h3fffff7ffe0 : \$229 ;
+  assign \$231  = $signed(acc1) - $signed(acc0);
+  assign \$232  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$233  = - gain_x;
+  assign \$234  = \$232  ? \$233  : { 1'h0, gain_x };
+  assign \$235  = special_r ? \$231  : { \$234 [35], \$234 [35], \$234 [35], \$234 [35], \$234  };
+  assign \$236  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$237  = $signed(chan[93:78]) < $signed(1'h0);
+  assign \$238  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$307 ;
+    pop_top <= \$239 ;
   always @(posedge clk)
-    pop_bottom <= \$308 ;
+    pop_bottom <= \$240 ;
   always @(posedge clk)
-    fsm_state <= \$309 ;
+    fsm_state <= \$241 ;
   always @(posedge clk)
-    hsum <= \$310 ;
+    hsum <= \$242 ;
   always @(posedge clk)
-    merge_step <= \$311 ;
+    merge_step <= \$243 ;
   always @(posedge clk)
-    head_top_train_1 <= \$312 ;
+    head_top_train_1 <= \$244 ;
   always @(posedge clk)
-    pick_on_train_1 <= \$313 ;
+    pick_on_train_1 <= \$245 ;
   always @(posedge clk)
-    start <= \$314 ;
+    start <= \$246 ;
   always @(posedge clk)
-    t <= \$315 ;
+    t <= \$247 ;
   always @(posedge clk)
-    den <= \$316 ;
+    \den$43  <= \$248 ;
   always @(posedge clk)
-    lead <= \$317 ;
+    div_num <= \$249 ;
   always @(posedge clk)
-    \start$9  <= \$318 ;
+    div_mag <= \$250 ;
   always @(posedge clk)
-    recip_rem <= \$319 ;
+    div_neg <= \$251 ;
   always @(posedge clk)
-    recip_one <= \$320 ;
+    \start$5  <= \$252 ;
   always @(posedge clk)
-    recip <= \$321 ;
+    floor_q <= \$253 ;
   always @(posedge clk)
-    m <= \$322 ;
+    mean_rem <= \$254 ;
   always @(posedge clk)
-    km <= \$323 ;
+    gain_num <= \$255 ;
   always @(posedge clk)
-    sh0 <= \$324 ;
+    den_norm <= \$256 ;
   always @(posedge clk)
-    tk <= \$325 ;
+    num_norm <= \$257 ;
   always @(posedge clk)
-    pre <= \$326 ;
+    num_zeros <= \$258 ;
   always @(posedge clk)
-    tsh <= \$327 ;
+    den_zeros <= \$259 ;
   always @(posedge clk)
-    km_pre <= \$328 ;
+    loop_n <= \$260 ;
   always @(posedge clk)
-    t_clamped <= \$329 ;
+    gain_shift <= \$261 ;
   always @(posedge clk)
-    sh <= \$330 ;
+    gain_zero <= \$262 ;
   always @(posedge clk)
-    \a$29  <= \$331 ;
+    gain_q1 <= \$263 ;
   always @(posedge clk)
-    bias <= \$332 ;
+    gain_x <= \$264 ;
   always @(posedge clk)
-    \p$56  <= \$333 ;
+    scale_count <= \$265 ;
   always @(posedge clk)
-    div_num <= \$334 ;
+    special_r <= \$266 ;
   always @(posedge clk)
-    div_mag <= \$335 ;
+    sh <= \$267 ;
   always @(posedge clk)
-    div_neg <= \$336 ;
+    gain_p <= \$268 ;
   always @(posedge clk)
-    quot <= \$337 ;
+    gain_w <= \$269 ;
   always @(posedge clk)
-    \b$59  <= \$338 ;
+    gain_t <= \$270 ;
+  always @(posedge clk)
+    gain_t1 <= \$271 ;
+  always @(posedge clk)
+    acc0 <= \$272 ;
+  always @(posedge clk)
+    acc1 <= \$273 ;
+  always @(posedge clk)
+    a_fin <= \$274 ;
+  always @(posedge clk)
+    c_fin <= \$275 ;
+  always @(posedge clk)
+    \b$63  <= \$276 ;
+  always @(posedge clk)
+    \a$64  <= \$277 ;
+  always @(posedge clk)
+    special <= \$278 ;
+  always @(posedge clk)
+    \neg$66  <= \$279 ;
+  always @(posedge clk)
+    q_lo <= \$280 ;
+  always @(posedge clk)
+    q_hi <= \$281 ;
   \hwnorm_cvar_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$25 ),
-    .done(\done$46 ),
+    .\den$13 (den),
+    .done(\done$45 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$24 ),
+    .\neg$15 (\neg$20 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$26 )
+    .start(\start$5 ),
+    .steps(\steps$23 )
   );
   \hwnorm_cvar_s16.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$43 ),
+    .done(\done$41 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1409,3086 +1313,6179 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, done, pop_
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 47'h000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           a = { hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum[22], hsum };
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           a = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           a = { t[45], t };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          a = { 22'h000000, recip };
-      6'h15:
+      7'h14:
+          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          a = { m[41], m[41], m[41], m[41], m[41], m };
-      6'h18:
+      7'h17:
+          a = { \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7  };
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          a = { \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29  };
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          a = { 23'h000000, chan[157:134] };
-      6'h26:
+      7'h25:
+          a = { 12'h000, gain_x };
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          a = { \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          a = { \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19  };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          a = { 12'h000, gain_x };
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    b = 29'h00000000;
+    b = 28'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          b = { 16'h0000, chan[13:1] };
-      6'h08:
+      7'h07:
+          b = { 15'h0000, chan[13:1] };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          b = { 24'h000000, chan[77:73] };
-      6'h0b:
+      7'h0a:
+          b = { 23'h000000, chan[77:73] };
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          b = { 1'h0, chan[41:14] };
-      6'h0e:
+      7'h0d:
+          b = chan[41:14];
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          b = { \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177 [16], \$177  };
-      6'h15:
+      7'h14:
+          b = { 15'h0000, chan[13:1] };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          b = { 16'h0000, chan[13:1] };
-      6'h18:
+      7'h17:
+          b = { 15'h0000, chan[13:1] };
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          b = \$181 [28:0];
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          b = { \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187 [16], \$187  };
-      6'h26:
+      7'h25:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          b = { \$191 [24], \$191 [24], \$191 [24], \$191 [24], \$191  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          b = { \$15 [18], \$15 [18], \$15 [18], \$15 [18], \$15 [18], \$15 [18], \$15 [18], \$15 [18], \$15 [18], \$15  };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          b = { 4'h0, chan[157:134] };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          b = { \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     c = 76'h0000000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           c = 76'h0000000000000000000;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           c = { t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           c = { 45'h000000000000, chan[72:42] };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
           c = 76'h0000000000000000000;
-      6'h15:
+      7'h18:
           /* empty */;
-      6'h16:
+      7'h19:
           /* empty */;
-      6'h17:
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
           c = 76'h0000000000000000000;
-      6'h18:
+      7'h26:
           /* empty */;
-      6'h19:
+      7'h27:
           /* empty */;
-      6'h1a:
+      7'h28:
           /* empty */;
-      6'h1b:
+      7'h29:
           /* empty */;
-      6'h1c:
+      7'h2a:
           /* empty */;
-      6'h1d:
+      7'h2b:
           /* empty */;
-      6'h1e:
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
           c = 76'h0000000000000000000;
-      6'h1f:
+      7'h35:
           /* empty */;
-      6'h20:
+      7'h36:
           /* empty */;
-      6'h21:
+      7'h37:
           /* empty */;
-      6'h22:
+      7'h38:
           /* empty */;
-      6'h23:
+      7'h39:
           /* empty */;
-      6'h24:
+      7'h3a:
           /* empty */;
-      6'h03:
+      7'h3b:
           /* empty */;
-      6'h25:
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
           c = 76'h0000000000000000000;
-      6'h26:
+      7'h40:
           /* empty */;
-      6'h27:
+      7'h41:
           /* empty */;
-      6'h28:
+      7'h42:
           /* empty */;
-      6'h29:
+      7'h43:
           /* empty */;
-      6'h2a:
+      7'h44:
           /* empty */;
-      6'h2b:
+      7'h45:
           /* empty */;
-      6'h2c:
-          c = 76'h0000000000000000000;
+      7'h46:
+          /* empty */;
+      7'h47:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           neg = 1'h0;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           neg = 1'h1;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           neg = 1'h0;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          neg = \$178 ;
-      6'h15:
+      7'h14:
+          neg = 1'h1;
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           neg = 1'h0;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          neg = \$182 ;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          neg = \$188 ;
-      6'h26:
+      7'h25:
+          neg = \$10 ;
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          neg = \$192 ;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          neg = \$16 ;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          neg = 1'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          neg = \$20 ;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          neg = \$24 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           steps = 5'h0d;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           steps = 5'h05;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           steps = 5'h1c;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          steps = 5'h10;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
+      7'h14:
           steps = 5'h0d;
-      6'h18:
+      7'h15:
           /* empty */;
-      6'h19:
+      7'h16:
           /* empty */;
-      6'h1a:
+      7'h17:
+          steps = 5'h0d;
+      7'h18:
           /* empty */;
-      6'h1b:
+      7'h19:
           /* empty */;
-      6'h1c:
+      7'h1a:
           /* empty */;
-      6'h1d:
+      7'h1b:
           /* empty */;
-      6'h1e:
-          steps = 5'h1d;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h23:
+      7'h20:
           /* empty */;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h25:
-          steps = 5'h10;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
           /* empty */;
-      6'h28:
+      7'h25:
+          steps = 5'h0d;
+      7'h26:
           /* empty */;
-      6'h29:
+      7'h27:
           /* empty */;
-      6'h2a:
+      7'h28:
           /* empty */;
-      6'h2b:
+      7'h29:
           /* empty */;
-      6'h2c:
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          steps = 5'h11;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
           steps = 5'h18;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          steps = 5'h08;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          steps = 5'h11;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 55'h00000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          rem_init = recip_rem;
-      6'h12:
+      7'h11:
+          rem_init = \$3 [23:0];
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          rem_init = \$8 [23:0];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          rem_init = \$183 [54:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          rem_init = \$11 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 58'h000000000000000;
+    lo_init = 35'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          lo_init = \$174 ;
-      6'h12:
+      7'h11:
+          lo_init = \$4 [34:0];
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          lo_init = \$9 [34:0];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          lo_init = \$184 [57:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          lo_init = \$12 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$24  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \neg$24  = 1'h0;
-      6'h12:
+      7'h11:
+          \neg$20  = div_neg;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          \neg$20  = div_neg;
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \neg$24  = div_neg;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \neg$20  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 55'h00000000000000;
+    den = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \den$25  = den;
-      6'h12:
+      7'h11:
+          den = { 11'h000, chan[13:1] };
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          den = den_norm[54:31];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \den$25  = { 42'h00000000000, chan[13:1] };
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 6'h00;
+    \steps$23  = 6'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \steps$26  = 6'h18;
-      6'h12:
+      7'h11:
+          \steps$23  = 6'h11;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          \steps$23  = 6'h16;
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \steps$26  = 6'h3a;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \steps$23  = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h03:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h27:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h2e:
+      7'h2f:
           /* empty */;
-      6'h2f:
+      7'h30:
           /* empty */;
-      6'h01:
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = 1'h0;
+    \$239  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           (* full_case = 32'd1 *)
-          if (\$242 ) begin
+          if (\$100 ) begin
           end else begin
-            \$307  = \$243 ;
+            \$239  = \$101 ;
           end
     endcase
     if (rst) begin
-      \$307  = 1'h0;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = 1'h0;
+    \$240  = 1'h0;
     if (rst) begin
-      \$308  = 1'h0;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = fsm_state;
+    \$241  = fsm_state;
     casez (fsm_state)
-      6'h00:
-          if (\start$37 ) begin
+      7'h00:
+          if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$309  = 6'h01;
+                  \$241  = 7'h01;
               2'h1:
-                  \$309  = 6'h02;
+                  \$241  = 7'h02;
               2'h2:
-                  \$309  = 6'h03;
+                  \$241  = 7'h03;
             endcase
           end
-      6'h02:
-          \$309  = 6'h04;
-      6'h04:
+      7'h02:
+          \$241  = 7'h04;
+      7'h04:
         begin
-          \$309  = 6'h05;
-          if (\$242 ) begin
-            \$309  = 6'h06;
+          \$241  = 7'h05;
+          if (\$100 ) begin
+            \$241  = 7'h06;
           end
         end
-      6'h05:
-          \$309  = 6'h04;
-      6'h06:
-          \$309  = 6'h07;
-      6'h07:
-          \$309  = 6'h08;
-      6'h08:
-          if (\done$43 ) begin
-            \$309  = 6'h09;
+      7'h05:
+          \$241  = 7'h04;
+      7'h06:
+          \$241  = 7'h07;
+      7'h07:
+          \$241  = 7'h08;
+      7'h08:
+          if (\done$41 ) begin
+            \$241  = 7'h09;
           end
-      6'h09:
-          \$309  = 6'h0a;
-      6'h0a:
-          \$309  = 6'h0b;
-      6'h0b:
-          if (\done$43 ) begin
-            \$309  = 6'h0c;
+      7'h09:
+          \$241  = 7'h0a;
+      7'h0a:
+          \$241  = 7'h0b;
+      7'h0b:
+          if (\done$41 ) begin
+            \$241  = 7'h0c;
           end
-      6'h0c:
-          \$309  = 6'h0d;
-      6'h0d:
-          \$309  = 6'h0e;
-      6'h0e:
-          if (\done$43 ) begin
-            \$309  = 6'h0f;
+      7'h0c:
+          \$241  = 7'h0d;
+      7'h0d:
+          \$241  = 7'h0e;
+      7'h0e:
+          if (\done$41 ) begin
+            \$241  = 7'h0f;
           end
-      6'h0f:
-          \$309  = 6'h10;
-      6'h10:
-          \$309  = 6'h11;
-      6'h11:
-          \$309  = 6'h12;
-      6'h12:
-          if (\done$46 ) begin
-            \$309  = 6'h13;
+      7'h0f:
+          \$241  = 7'h10;
+      7'h10:
+          \$241  = 7'h11;
+      7'h11:
+          \$241  = 7'h12;
+      7'h12:
+          if (\done$45 ) begin
+            \$241  = 7'h13;
           end
-      6'h13:
-          \$309  = 6'h14;
-      6'h14:
-          \$309  = 6'h15;
-      6'h15:
-          if (\done$43 ) begin
-            \$309  = 6'h16;
+      7'h13:
+          \$241  = 7'h14;
+      7'h14:
+          \$241  = 7'h15;
+      7'h15:
+          if (\done$41 ) begin
+            \$241  = 7'h16;
           end
-      6'h16:
-          \$309  = 6'h17;
-      6'h17:
-          \$309  = 6'h18;
-      6'h18:
-          if (\done$43 ) begin
-            \$309  = 6'h19;
+      7'h16:
+          \$241  = 7'h17;
+      7'h17:
+          \$241  = 7'h18;
+      7'h18:
+          if (\done$41 ) begin
+            \$241  = 7'h19;
           end
-      6'h19:
-          \$309  = 6'h1a;
-      6'h1a:
-          \$309  = 6'h1b;
-      6'h1b:
-          \$309  = 6'h1c;
-      6'h1c:
-          \$309  = 6'h1d;
-      6'h1d:
-          \$309  = 6'h1e;
-      6'h1e:
-          \$309  = 6'h1f;
-      6'h1f:
-          if (\done$43 ) begin
-            \$309  = 6'h20;
+      7'h19:
+          \$241  = 7'h1a;
+      7'h1a:
+          if (\$115 ) begin
+            \$241  = 7'h1b;
           end
-      6'h20:
-          \$309  = 6'h21;
-      6'h21:
-          \$309  = 6'h22;
-      6'h22:
-          \$309  = 6'h23;
-      6'h23:
-          if (\done$46 ) begin
-            \$309  = 6'h24;
+      7'h1b:
+          \$241  = 7'h1c;
+      7'h1c:
+          \$241  = 7'h1d;
+      7'h1d:
+          \$241  = 7'h1e;
+      7'h1e:
+          \$241  = 7'h1f;
+      7'h1f:
+          if (\done$45 ) begin
+            \$241  = 7'h20;
           end
-      6'h24:
-          \$309  = 6'h01;
-      6'h03:
-          \$309  = 6'h25;
-      6'h25:
-          \$309  = 6'h26;
-      6'h26:
-          if (\done$43 ) begin
-            \$309  = 6'h27;
+      7'h20:
+          \$241  = 7'h21;
+      7'h21:
+          \$241  = 7'h22;
+      7'h22:
+          if (\$143 ) begin
+            \$241  = 7'h23;
           end
-      6'h27:
-          \$309  = 6'h28;
-      6'h28:
-          \$309  = 6'h29;
-      6'h29:
-          \$309  = 6'h2a;
-      6'h2a:
-          \$309  = 6'h2b;
-      6'h2b:
-          \$309  = 6'h2c;
-      6'h2c:
-          \$309  = 6'h2d;
-      6'h2d:
-          if (\done$43 ) begin
-            \$309  = 6'h2e;
+      7'h23:
+          \$241  = 7'h24;
+      7'h24:
+          \$241  = 7'h25;
+      7'h25:
+          \$241  = 7'h26;
+      7'h26:
+          if (\done$41 ) begin
+            \$241  = 7'h27;
           end
-      6'h2e:
-          \$309  = 6'h2f;
-      6'h2f:
-          \$309  = 6'h01;
-      6'h01:
-          \$309  = 6'h00;
+      7'h27:
+          \$241  = 7'h28;
+      7'h28:
+          \$241  = 7'h29;
+      7'h29:
+          \$241  = 7'h2a;
+      7'h2a:
+          if (\done$45 ) begin
+            \$241  = 7'h2b;
+          end
+      7'h2b:
+          \$241  = 7'h2c;
+      7'h2c:
+          \$241  = 7'h2d;
+      7'h2d:
+          \$241  = 7'h2e;
+      7'h2e:
+          \$241  = 7'h2f;
+      7'h2f:
+          \$241  = 7'h30;
+      7'h30:
+          \$241  = 7'h31;
+      7'h31:
+          if (\done$41 ) begin
+            \$241  = 7'h32;
+          end
+      7'h32:
+          \$241  = 7'h01;
+      7'h03:
+          \$241  = 7'h33;
+      7'h33:
+          \$241  = 7'h34;
+      7'h34:
+          \$241  = 7'h35;
+      7'h35:
+          if (\done$41 ) begin
+            \$241  = 7'h36;
+          end
+      7'h36:
+          \$241  = 7'h37;
+      7'h37:
+          if (\$184 ) begin
+            \$241  = 7'h38;
+          end
+      7'h38:
+          \$241  = 7'h39;
+      7'h39:
+          \$241  = 7'h3a;
+      7'h3a:
+          \$241  = 7'h3b;
+      7'h3b:
+          \$241  = 7'h3c;
+      7'h3c:
+          if (\$209 ) begin
+            \$241  = 7'h3d;
+          end
+      7'h3d:
+          \$241  = 7'h3e;
+      7'h3e:
+          \$241  = 7'h3f;
+      7'h3f:
+          \$241  = 7'h40;
+      7'h40:
+          if (\done$41 ) begin
+            \$241  = 7'h41;
+          end
+      7'h41:
+          \$241  = 7'h42;
+      7'h42:
+          \$241  = 7'h43;
+      7'h43:
+          \$241  = 7'h44;
+      7'h44:
+          \$241  = 7'h45;
+      7'h45:
+          \$241  = 7'h46;
+      7'h46:
+          \$241  = 7'h47;
+      7'h47:
+          \$241  = 7'h48;
+      7'h48:
+          if (\done$41 ) begin
+            \$241  = 7'h49;
+          end
+      7'h49:
+          \$241  = 7'h01;
+      7'h01:
+          \$241  = 7'h00;
     endcase
     if (rst) begin
-      \$309  = 6'h00;
+      \$241  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = hsum;
+    \$242  = hsum;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
-          \$310  = 23'h000000;
-      6'h04:
+      7'h02:
+          \$242  = 23'h000000;
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           if (pick_on_train_1) begin
-            \$310  = \$244 [22:0];
+            \$242  = \$102 [22:0];
           end
     endcase
     if (rst) begin
-      \$310  = 23'h000000;
+      \$242  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = merge_step;
+    \$243  = merge_step;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
-          \$311  = 5'h00;
-      6'h04:
+      7'h02:
+          \$243  = 5'h00;
+      7'h04:
           /* empty */;
-      6'h05:
-          \$311  = \$245 [4:0];
+      7'h05:
+          \$243  = \$103 [4:0];
     endcase
     if (rst) begin
-      \$311  = 5'h00;
+      \$243  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = head_top_train_1;
+    \$244  = head_top_train_1;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          \$312  = top;
+      7'h04:
+          \$244  = top;
     endcase
     if (rst) begin
-      \$312  = 16'h0000;
+      \$244  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = pick_on_train_1;
+    \$245  = pick_on_train_1;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          \$313  = \$241 ;
+      7'h04:
+          \$245  = \$99 ;
     endcase
     if (rst) begin
-      \$313  = 1'h0;
+      \$245  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = start;
+    \$246  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          \$314  = 1'h1;
-      6'h07:
-          \$314  = 1'h0;
-      6'h08:
+      7'h06:
+          \$246  = 1'h1;
+      7'h07:
+          \$246  = 1'h0;
+      7'h08:
           /* empty */;
-      6'h09:
-          \$314  = 1'h1;
-      6'h0a:
-          \$314  = 1'h0;
-      6'h0b:
+      7'h09:
+          \$246  = 1'h1;
+      7'h0a:
+          \$246  = 1'h0;
+      7'h0b:
           /* empty */;
-      6'h0c:
-          \$314  = 1'h1;
-      6'h0d:
-          \$314  = 1'h0;
-      6'h0e:
+      7'h0c:
+          \$246  = 1'h1;
+      7'h0d:
+          \$246  = 1'h0;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
-          \$314  = 1'h1;
-      6'h14:
-          \$314  = 1'h0;
-      6'h15:
+      7'h13:
+          \$246  = 1'h1;
+      7'h14:
+          \$246  = 1'h0;
+      7'h15:
           /* empty */;
-      6'h16:
-          \$314  = 1'h1;
-      6'h17:
-          \$314  = 1'h0;
-      6'h18:
+      7'h16:
+          \$246  = 1'h1;
+      7'h17:
+          \$246  = 1'h0;
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
-          \$314  = 1'h1;
-      6'h1e:
-          \$314  = 1'h0;
-      6'h1f:
+      7'h1d:
           /* empty */;
-      6'h20:
+      7'h1e:
           /* empty */;
-      6'h21:
+      7'h1f:
           /* empty */;
-      6'h22:
+      7'h20:
           /* empty */;
-      6'h23:
+      7'h21:
           /* empty */;
-      6'h24:
+      7'h22:
           /* empty */;
-      6'h03:
-          \$314  = 1'h1;
-      6'h25:
-          \$314  = 1'h0;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
+          \$246  = 1'h1;
+      7'h25:
+          \$246  = 1'h0;
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h29:
+      7'h28:
           /* empty */;
-      6'h2a:
+      7'h29:
           /* empty */;
-      6'h2b:
-          \$314  = 1'h1;
-      6'h2c:
-          \$314  = 1'h0;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$246  = 1'h1;
+      7'h30:
+          \$246  = 1'h0;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          \$246  = 1'h1;
+      7'h34:
+          \$246  = 1'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$246  = 1'h1;
+      7'h3f:
+          \$246  = 1'h0;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \$246  = 1'h1;
+      7'h47:
+          \$246  = 1'h0;
     endcase
     if (rst) begin
-      \$314  = 1'h0;
+      \$246  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = t;
+    \$247  = t;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          if (\done$43 ) begin
-            \$315  = p[45:0];
+      7'h08:
+          if (\done$41 ) begin
+            \$247  = p[45:0];
           end
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          if (\done$43 ) begin
-            \$315  = p[45:0];
-          end
-    endcase
-    if (rst) begin
-      \$315  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$43 ) begin
-            \$316  = p[54:0];
-          end
-    endcase
-    if (rst) begin
-      \$316  = 55'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$317  = den_lead;
-    endcase
-    if (rst) begin
-      \$317  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$318  = 1'h1;
-      6'h11:
-          \$318  = 1'h0;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$318  = 1'h1;
-      6'h22:
-          \$318  = 1'h0;
-    endcase
-    if (rst) begin
-      \$318  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$319  = \$249 [54:0];
-    endcase
-    if (rst) begin
-      \$319  = 55'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$320  = \$250 ;
-    endcase
-    if (rst) begin
-      \$320  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$46 ) begin
-            \$321  = q[24:0];
+      7'h0b:
+          if (\done$41 ) begin
+            \$247  = p[45:0];
           end
     endcase
     if (rst) begin
-      \$321  = 25'h0000000;
+      \$247  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = m;
+    \$248  = \den$43 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          if (\done$43 ) begin
-            \$322  = p[41:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          if (\done$43 ) begin
-            \$322  = p[41:0];
+      7'h0e:
+          if (\done$41 ) begin
+            \$248  = p[54:0];
           end
     endcase
     if (rst) begin
-      \$322  = 42'h00000000000;
+      \$248  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = km;
+    \$249  = div_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
+          \$249  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h10:
           /* empty */;
-      6'h10:
+      7'h11:
           /* empty */;
-      6'h11:
+      7'h12:
           /* empty */;
-      6'h12:
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
-          if (\done$43 ) begin
-            \$323  = p[55:0];
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$249  = { 5'h00, \$119  };
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$249  = { gain_p[49], gain_p };
+    endcase
+    if (rst) begin
+      \$249  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$250  = \$106 [50:0];
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$250  = \$122 [50:0];
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$250  = \$149 [50:0];
+    endcase
+    if (rst) begin
+      \$250  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$251  = \$107 ;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$251  = \$123 ;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$251  = \$150 ;
+    endcase
+    if (rst) begin
+      \$251  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$252  = 1'h1;
+      7'h11:
+          \$252  = 1'h0;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$252  = 1'h1;
+      7'h1e:
+          \$252  = 1'h0;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$252  = 1'h1;
+      7'h29:
+          \$252  = 1'h0;
+    endcase
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = floor_q;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          if (\done$45 ) begin
+            \$253  = q[17:0];
           end
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h1c:
+      7'h16:
           /* empty */;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h1e:
+      7'h18:
           /* empty */;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
           /* empty */;
-      6'h24:
+      7'h1e:
           /* empty */;
-      6'h03:
+      7'h1f:
           /* empty */;
-      6'h25:
+      7'h20:
           /* empty */;
-      6'h26:
+      7'h21:
           /* empty */;
-      6'h27:
-          \$323  = \$280 [55:0];
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          \$253  = \$176 [17:0];
     endcase
     if (rst) begin
-      \$323  = 56'h00000000000000;
+      \$253  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = sh0;
+    \$254  = mean_rem;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$324  = { \$251 [7], \$251 [7], \$251  };
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$324  = { \$281 [8], \$281  };
-    endcase
-    if (rst) begin
-      \$324  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$325  = count_lead;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$325  = 4'h8;
-    endcase
-    if (rst) begin
-      \$325  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$326  = \$254 [3:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$326  = \$284 [3:0];
-    endcase
-    if (rst) begin
-      \$326  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$327  = \$264 [9:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$327  = \$294 [9:0];
-    endcase
-    if (rst) begin
-      \$327  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$328  = \$265 [63:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$328  = \$295 [63:0];
-    endcase
-    if (rst) begin
-      \$328  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$329  = \$267 [6:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$329  = \$297 [6:0];
-    endcase
-    if (rst) begin
-      \$329  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$330  = \$269 [4:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$330  = \$299 [4:0];
-    endcase
-    if (rst) begin
-      \$330  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = \a$29 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$331  = \$270 [41:0];
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$331  = \$300 [41:0];
-    endcase
-    if (rst) begin
-      \$331  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$332  = { \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274 [47], \$274  };
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$332  = { \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304 [47], \$304  };
-    endcase
-    if (rst) begin
-      \$332  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = \p$56 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          if (\done$43 ) begin
-            \$333  = p[72:0];
+      7'h15:
+          if (\done$41 ) begin
+            \$254  = p[13:0];
           end
-      6'h20:
+      7'h16:
           /* empty */;
-      6'h21:
+      7'h17:
           /* empty */;
-      6'h22:
+      7'h18:
           /* empty */;
-      6'h23:
+      7'h19:
           /* empty */;
-      6'h24:
+      7'h1a:
           /* empty */;
-      6'h03:
+      7'h1b:
           /* empty */;
-      6'h25:
+      7'h1c:
           /* empty */;
-      6'h26:
+      7'h1d:
           /* empty */;
-      6'h27:
+      7'h1e:
           /* empty */;
-      6'h28:
+      7'h1f:
           /* empty */;
-      6'h29:
+      7'h20:
           /* empty */;
-      6'h2a:
+      7'h21:
           /* empty */;
-      6'h2b:
+      7'h22:
           /* empty */;
-      6'h2c:
+      7'h23:
           /* empty */;
-      6'h2d:
-          if (\done$43 ) begin
-            \$333  = p[72:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          \$254  = { 6'h00, chan[117:110] };
+    endcase
+    if (rst) begin
+      \$254  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          if (\done$41 ) begin
+            \$255  = p[39:0];
+          end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          if (\done$41 ) begin
+            \$255  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$333  = 73'h0000000000000000000;
+      \$255  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = div_num;
+    \$256  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$334  = { \p$56 [72], \p$56  };
-    endcase
-    if (rst) begin
-      \$334  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$335  = \$277 [73:0];
-    endcase
-    if (rst) begin
-      \$335  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$336  = \$278 ;
-    endcase
-    if (rst) begin
-      \$336  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          if (\done$46 ) begin
-            \$337  = { q[59], q[59], q };
+      7'h19:
+          \$256  = \den$43 ;
+      7'h1a:
+          if (\$108 ) begin
+            \$256  = \$109 [54:0];
           end
-      6'h24:
+      7'h1b:
           /* empty */;
-      6'h03:
+      7'h1c:
           /* empty */;
-      6'h25:
+      7'h1d:
           /* empty */;
-      6'h26:
+      7'h1e:
           /* empty */;
-      6'h27:
+      7'h1f:
           /* empty */;
-      6'h28:
+      7'h20:
           /* empty */;
-      6'h29:
+      7'h21:
           /* empty */;
-      6'h2a:
+      7'h22:
           /* empty */;
-      6'h2b:
+      7'h23:
           /* empty */;
-      6'h2c:
+      7'h24:
           /* empty */;
-      6'h2d:
+      7'h25:
           /* empty */;
-      6'h2e:
-          \$337  = \$305 [61:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$256  = 55'h40000000000000;
+      7'h37:
+          if (\$177 ) begin
+            \$256  = \$178 [54:0];
+          end
     endcase
     if (rst) begin
-      \$337  = 62'h0000000000000000;
+      \$256  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = \b$59 ;
+    \$257  = num_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
+          \$257  = gain_num[38:0];
+      7'h1a:
+          if (\$111 ) begin
+            \$257  = \$112 [38:0];
+          end
+      7'h1b:
           /* empty */;
-      6'h1a:
+      7'h1c:
           /* empty */;
-      6'h1b:
+      7'h1d:
           /* empty */;
-      6'h1c:
+      7'h1e:
           /* empty */;
-      6'h1d:
+      7'h1f:
           /* empty */;
-      6'h1e:
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
-          \$338  = \$279 [57:0];
-      6'h03:
+      7'h26:
           /* empty */;
-      6'h25:
+      7'h27:
           /* empty */;
-      6'h26:
+      7'h28:
           /* empty */;
-      6'h27:
+      7'h29:
           /* empty */;
-      6'h28:
+      7'h2a:
           /* empty */;
-      6'h29:
+      7'h2b:
           /* empty */;
-      6'h2a:
+      7'h2c:
           /* empty */;
-      6'h2b:
+      7'h2d:
           /* empty */;
-      6'h2c:
+      7'h2e:
           /* empty */;
-      6'h2d:
+      7'h2f:
           /* empty */;
-      6'h2e:
+      7'h30:
           /* empty */;
-      6'h2f:
-          \$338  = \$306 [57:0];
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$257  = gain_num[38:0];
+      7'h37:
+          if (\$180 ) begin
+            \$257  = \$181 [38:0];
+          end
     endcase
     if (rst) begin
-      \$338  = 58'h000000000000000;
+      \$257  = 39'h0000000000;
     end
   end
-  assign beta_shift = \$172 [4:0];
-  assign \beta_shift$6  = \$173 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$258  = 6'h00;
+      7'h1a:
+          if (\$111 ) begin
+            \$258  = \$113 [5:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$258  = 6'h00;
+      7'h37:
+          if (\$180 ) begin
+            \$258  = \$182 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$258  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$259  = 6'h00;
+      7'h1a:
+          if (\$108 ) begin
+            \$259  = \$110 [5:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$259  = 6'h00;
+      7'h37:
+          if (\$177 ) begin
+            \$259  = \$179 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$259  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+        begin
+          \$260  = \$114 [5:0];
+          if (\$115 ) begin
+            \$260  = 6'h00;
+          end
+        end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          \$260  = \$142 [5:0];
+          if (\$143 ) begin
+            \$260  = 6'h00;
+          end
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+        begin
+          \$260  = \$183 [5:0];
+          if (\$184 ) begin
+            \$260  = 6'h00;
+          end
+        end
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          \$260  = \$208 [5:0];
+          if (\$209 ) begin
+            \$260  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$260  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$261  = { \$117 [7], \$117  };
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$261  = \$128 [8:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          if (\$132 ) begin
+            \$261  = \$134 [8:0];
+          end
+          if (\$138 ) begin
+            \$261  = \$140 [8:0];
+          end
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$261  = \$186 ;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$261  = \$194 [8:0];
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          if (\$198 ) begin
+            \$261  = \$200 [8:0];
+          end
+          if (\$204 ) begin
+            \$261  = \$206 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$261  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$262  = \$118 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$262  = \$187 ;
+    endcase
+    if (rst) begin
+      \$262  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          if (\done$45 ) begin
+            \$263  = q[23:0];
+          end
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$263  = \$189 [23:0];
+    endcase
+    if (rst) begin
+      \$263  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$264  = { \$126 [23], \$126 [23], \$126 [23], \$126 [23], \$126 [23], \$126 [23], \$126 [23], \$126 [23], \$126 [23], \$126 [23], \$126 [23], \$126  };
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          if (\$132 ) begin
+            \$264  = \$133 ;
+          end
+          if (\$138 ) begin
+            \$264  = \$139 [34:0];
+          end
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$264  = { \$192 [23], \$192 [23], \$192 [23], \$192 [23], \$192 [23], \$192 [23], \$192 [23], \$192 [23], \$192 [23], \$192 [23], \$192 [23], \$192  };
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          if (\$198 ) begin
+            \$264  = \$199 ;
+          end
+          if (\$204 ) begin
+            \$264  = \$205 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$264  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$265  = 5'h00;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$265  = \$141 [4:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$265  = 5'h00;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$265  = \$207 [4:0];
+    endcase
+    if (rst) begin
+      \$265  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$266  = \$131 ;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$266  = \$197 ;
+    endcase
+    if (rst) begin
+      \$266  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$267  = \$146 [4:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$267  = \$212 [4:0];
+    endcase
+    if (rst) begin
+      \$267  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          if (\done$41 ) begin
+            \$268  = p[49:0];
+          end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          if (\done$41 ) begin
+            \$268  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$268  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          if (\done$45 ) begin
+            \$269  = q;
+          end
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$269  = \$213 [36:0];
+    endcase
+    if (rst) begin
+      \$269  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$270  = \$155 [40:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$270  = \$218 [40:0];
+    endcase
+    if (rst) begin
+      \$270  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$271  = \$159 ;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$271  = \$222 ;
+    endcase
+    if (rst) begin
+      \$271  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$272  = \$163 [38:0];
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$272  = \$226 [38:0];
+    endcase
+    if (rst) begin
+      \$272  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$273  = \$167 [38:0];
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$273  = \$230 [38:0];
+    endcase
+    if (rst) begin
+      \$273  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$274  = \$172 [21:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$274  = \$235 [21:0];
+    endcase
+    if (rst) begin
+      \$274  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$275  = \$173 [38:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$275  = \$236 [38:0];
+    endcase
+    if (rst) begin
+      \$275  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = \b$63 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          if (\done$41 ) begin
+            \$276  = p[38:0];
+          end
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          if (\done$41 ) begin
+            \$276  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$276  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = \a$64 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$277  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$277  = a_fin;
+    endcase
+    if (rst) begin
+      \$277  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$278  = special_r;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$278  = special_r;
+    endcase
+    if (rst) begin
+      \$278  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = \neg$66 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$279  = \$174 ;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$279  = \$237 ;
+    endcase
+    if (rst) begin
+      \$279  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$280  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$280  = floor_q;
+    endcase
+    if (rst) begin
+      \$280  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$281  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$281  = \$175 [17:0];
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$281  = \$238 [17:0];
+    endcase
+    if (rst) begin
+      \$281  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[41:14];
@@ -4499,64 +7496,80 @@ module \hwnorm_cvar_s16.math (rst, \start$37 , entry, chan, sum, top, done, pop_
   assign \chan.mean  = chan[133:110];
   assign \chan.scale_m  = chan[157:134];
   assign \chan.scale_exp  = chan[165:158];
-  assign \$183  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$184  = { 1'h0, div_mag[57:0] };
-  assign \$248  = { 1'h0, \$247 [63:1] };
-  assign \$273  = { 1'h0, \$272 [31:1] };
-  assign \$280  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$303  = { 1'h0, \$302 [31:1] };
-  assign \$305  = { \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72], \p$56 [72:8] };
+  assign \$3  = { 17'h00000, div_mag[50:17] };
+  assign \$4  = { 13'h0000, div_mag[16:0], 18'h00000 };
+  assign \$8  = { 22'h000000, div_mag[50:22] };
+  assign \$9  = { 2'h0, div_mag[21:0], 13'h0000 };
+  assign \$11  = { 35'h000000000, div_mag[50:35] };
+  assign \$12  = { 1'h0, div_mag[34:0] };
+  assign \$109  = { den_norm, 1'h0 };
+  assign \$112  = { num_norm, 1'h0 };
+  assign \$119  = { 1'h0, num_norm, 6'h00 };
+  assign \$124  = { gain_q1[23], gain_q1[23:1] };
+  assign \$133  = { 1'h0, gain_x[34:1] };
+  assign \$139  = { gain_x, 1'h0 };
+  assign \$153  = { 1'h0, \$152 [31:1] };
+  assign \$176  = { chan[133], chan[133], chan[133], chan[133], chan[133], chan[133], chan[133], chan[133], chan[133:118] };
+  assign \$178  = { den_norm, 1'h0 };
+  assign \$181  = { num_norm, 1'h0 };
+  assign \$188  = { 1'h0, num_norm, 6'h00 };
+  assign \$189  = { 23'h000000, \$188 [45:23] };
+  assign \$190  = { gain_q1[23], gain_q1[23:1] };
+  assign \$199  = { 1'h0, gain_x[34:1] };
+  assign \$205  = { gain_x, 1'h0 };
+  assign \$213  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$216  = { 1'h0, \$215 [31:1] };
 endmodule
 
 module \hwnorm_cvar_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [55:0] \$1 ;
+  wire [24:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [58:0] \$13 ;
-  wire [59:0] \$14 ;
-  wire [59:0] \$15 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [54:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
-  reg [57:0] \$20 ;
-  reg [54:0] \$21 ;
+  reg [34:0] \$20 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
-  reg [57:0] \$23 ;
+  reg [34:0] \$23 ;
   reg [5:0] \$24 ;
   reg \$25 ;
-  reg [59:0] \$26 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [56:0] \$4 ;
-  wire [56:0] \$5 ;
-  wire [58:0] \$6 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
+  wire [35:0] \$6 ;
   wire \$7 ;
-  wire [58:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [35:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [54:0] den = 55'h00000000000000;
-  input [54:0] \den$13 ;
-  wire [54:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
-  reg [57:0] lo = 58'h000000000000000;
-  input [57:0] lo_init;
-  wire [57:0] lo_init;
+  reg [34:0] lo = 35'h000000000;
+  input [34:0] lo_init;
+  wire [34:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [59:0] q;
-  reg [59:0] q = 60'h000000000000000;
-  reg [57:0] quot = 58'h000000000000000;
-  reg [54:0] rem = 55'h00000000000000;
-  input [54:0] rem_init;
-  wire [54:0] rem_init;
+  output [36:0] q;
+  reg [36:0] q = 37'h0000000000;
+  reg [34:0] quot = 35'h000000000;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -4565,14 +7578,14 @@ module \hwnorm_cvar_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
-  wire [55:0] trial;
-  assign trial = \$1  | { 55'h00000000000000, lo[57] };
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[34] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -4634,10 +7647,10 @@ module \hwnorm_cvar_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [54:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 55'h00000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -4646,10 +7659,10 @@ module \hwnorm_cvar_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [57:0];
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
-      \$20  = 58'h000000000000000;
+      \$20  = 35'h000000000;
     end
   end
   always @* begin
@@ -4659,7 +7672,7 @@ module \hwnorm_cvar_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 55'h00000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -4676,12 +7689,12 @@ module \hwnorm_cvar_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [57:0];
+      \$23  = \$8 [34:0];
     end
     if (rst) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end
   end
   always @* begin
@@ -4713,7 +7726,7 @@ module \hwnorm_cvar_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 60'h000000000000000;
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -4726,23 +7739,23 @@ module \hwnorm_cvar_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
   wire \$1 ;
   reg [75:0] \$10 ;
   reg [75:0] \$11 ;
-  reg [28:0] \$12 ;
+  reg [27:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
   wire [76:0] \$2 ;
   wire [77:0] \$3 ;
   wire [78:0] \$4 ;
   wire [76:0] \$5 ;
-  wire [28:0] \$6 ;
+  wire [27:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
   input [46:0] a;
   wire [46:0] a;
   reg [75:0] a_sh = 76'h0000000000000000000;
-  input [28:0] b;
-  wire [28:0] b;
-  reg [28:0] b_sh = 29'h00000000;
+  input [27:0] b;
+  wire [27:0] b;
+  reg [27:0] b_sh = 28'h0000000;
   input [75:0] c;
   wire [75:0] c;
   input clk;
@@ -4827,7 +7840,7 @@ module \hwnorm_cvar_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
       \$12  = \$6 ;
     end
     if (rst) begin
-      \$12  = 29'h00000000;
+      \$12  = 28'h0000000;
     end
   end
   always @* begin
@@ -4853,68 +7866,92 @@ module \hwnorm_cvar_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
     end
   end
   assign \$5  = { a_sh, 1'h0 };
-  assign \$6  = { 1'h0, b_sh[28:1] };
+  assign \$6  = { 1'h0, b_sh[27:1] };
 endmodule
 
-module \hwnorm_cvar_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_cvar_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
-  wire [58:0] \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire [13:0] \$29 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg [12:0] \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg [15:0] \$43 ;
-  reg [33:0] \$44 ;
-  reg [33:0] \$45 ;
-  reg [24:0] \$46 ;
-  reg [58:0] \$47 ;
-  reg [58:0] \$48 ;
-  reg [58:0] \$49 ;
+  wire [39:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [39:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [13:0] \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
   reg \$50 ;
   reg \$51 ;
-  reg [15:0] \$52 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg [12:0] \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg [15:0] \$68 ;
+  reg [33:0] \$69 ;
   wire \$7 ;
+  reg [21:0] \$70 ;
+  reg [39:0] \$71 ;
+  reg [39:0] \$72 ;
+  reg [39:0] \$73 ;
+  reg \$74 ;
+  reg \$75 ;
+  reg [15:0] \$76 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   output busy;
   wire busy;
   output ce;
@@ -4923,6 +7960,12 @@ module \hwnorm_cvar_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -4931,6 +7974,8 @@ module \hwnorm_cvar_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -4946,16 +7991,21 @@ module \hwnorm_cvar_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -4967,36 +8017,87 @@ module \hwnorm_cvar_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = under0 ? 40'hffffff8000 : q0;
+  assign \$41  = over0 ? 40'h0000007fff : \$40 ;
+  assign \$42  = ok4 ? \$41  : 40'h0000000000;
+  assign \$43  = ~ clear;
+  assign \$44  = \$43  & ce;
+  assign \$45  = v4 & ok4;
+  assign \$46  = over0 | under0;
+  assign \$47  = \$45  & \$46 ;
+  assign \$48  = sat_count + \$47 ;
   always @(posedge clk)
-    ok1 <= \$38 ;
+    v0 <= \$49 ;
   always @(posedge clk)
-    ok2 <= \$39 ;
+    v1 <= \$50 ;
   always @(posedge clk)
-    ok3 <= \$40 ;
+    v2 <= \$51 ;
   always @(posedge clk)
-    ok4 <= \$41 ;
+    v3 <= \$52 ;
   always @(posedge clk)
-    ok5 <= \$42 ;
+    v4 <= \$53 ;
   always @(posedge clk)
-    x0 <= \$43 ;
+    v5 <= \$54 ;
   always @(posedge clk)
-    p0_0 <= \$44 ;
+    sat_count <= \$55 ;
   always @(posedge clk)
-    p0_17 <= \$45 ;
+    ok0 <= \$56 ;
   always @(posedge clk)
-    p0_34 <= \$46 ;
+    ok1 <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$47 ;
+    ok2 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$48 ;
+    ok3 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$49 ;
+    ok4 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$50 ;
+    ok5 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$51 ;
+    force_hi0_0 <= \$62 ;
   always @(posedge clk)
-    o__payload <= \$52 ;
+    force_lo0_0 <= \$63 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$67 ;
+  always @(posedge clk)
+    x0 <= \$68 ;
+  always @(posedge clk)
+    p0_0 <= \$69 ;
+  always @(posedge clk)
+    p0_17 <= \$70 ;
+  always @(posedge clk)
+    acc0 <= \$71 ;
+  always @(posedge clk)
+    qs0 <= \$72 ;
+  always @(posedge clk)
+    q0 <= \$73 ;
+  always @(posedge clk)
+    over0 <= \$74 ;
+  always @(posedge clk)
+    under0 <= \$75 ;
+  always @(posedge clk)
+    o__payload <= \$76 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -5007,170 +8108,38 @@ module \hwnorm_cvar_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$22  = over0 ? 59'h000000000007fff : \$21 ;
-  assign \$23  = ok4 ? \$22  : 59'h000000000000000;
-  assign \$24  = ~ clear;
-  assign \$25  = \$24  & ce;
-  assign \$26  = v4 & ok4;
-  assign \$27  = over0 | under0;
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = sat_count + \$28 ;
-  always @(posedge clk)
-    v0 <= \$30 ;
-  always @(posedge clk)
-    v1 <= \$31 ;
-  always @(posedge clk)
-    v2 <= \$32 ;
-  always @(posedge clk)
-    v3 <= \$33 ;
-  always @(posedge clk)
-    v4 <= \$34 ;
-  always @(posedge clk)
-    v5 <= \$35 ;
-  always @(posedge clk)
-    sat_count <= \$36 ;
-  always @(posedge clk)
-    ok0 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok1;
+    \$49  = v0;
     if (clear) begin
+      \$49  = 1'h0;
     end else if (ce) begin
-      \$38  = ok0;
+      \$49  = i__valid;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok2;
+    \$50  = v1;
     if (clear) begin
+      \$50  = 1'h0;
     end else if (ce) begin
-      \$39  = ok1;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok2;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok3;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok4;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = x0;
-    if (\$8 ) begin
-      \$43  = i__payload;
-    end
-    if (rst) begin
-      \$43  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = p0_0;
-    if (\$8 ) begin
-      \$44  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$44  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = p0_17;
-    if (\$8 ) begin
-      \$45  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$45  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = p0_34;
-    if (\$8 ) begin
-      \$46  = { \$11 [23], \$11  };
-    end
-    if (rst) begin
-      \$46  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = acc0;
-    if (\$8 ) begin
-      \$47  = \$17 [58:0];
-    end
-    if (rst) begin
-      \$47  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = qs0;
-    if (\$8 ) begin
-      \$48  = \$18 ;
-    end
-    if (rst) begin
-      \$48  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = q0;
-    if (\$8 ) begin
-      \$49  = qs0;
-    end
-    if (rst) begin
-      \$49  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = over0;
-    if (\$8 ) begin
-      \$50  = \$19 ;
+      \$50  = v0;
     end
     if (rst) begin
       \$50  = 1'h0;
@@ -5178,9 +8147,11 @@ module \hwnorm_cvar_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = under0;
-    if (\$8 ) begin
-      \$51  = \$20 ;
+    \$51  = v2;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v1;
     end
     if (rst) begin
       \$51  = 1'h0;
@@ -5188,108 +8159,267 @@ module \hwnorm_cvar_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = o__payload;
+    \$52  = v3;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v2;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = v4;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v3;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = v5;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v4;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = sat_count;
+    if (clear) begin
+      \$55  = 13'h0000;
+    end
+    if (\$44 ) begin
+      \$55  = \$48 [12:0];
+    end
+    if (rst) begin
+      \$55  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = mask;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok0;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok1;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$59  = ok2;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$60  = ok3;
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$61  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = ok4;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$62  = force_hi0_0;
     if (\$8 ) begin
-      \$52  = \$23 [15:0];
+      \$62  = \$13 ;
     end
     if (rst) begin
-      \$52  = 16'h0000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v0;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = i__valid;
+    \$63  = force_lo0_0;
+    if (\$8 ) begin
+      \$63  = \$18 ;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v1;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v0;
+    \$64  = force_hi0_1;
+    if (\$20 ) begin
+      \$64  = force_hi0_0;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v2;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v1;
+    \$65  = force_lo0_1;
+    if (\$20 ) begin
+      \$65  = force_lo0_0;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v3;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v2;
+    \$66  = force_hi0_2;
+    if (\$22 ) begin
+      \$66  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v4;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v3;
+    \$67  = force_lo0_2;
+    if (\$22 ) begin
+      \$67  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = v5;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v4;
+    \$68  = x0;
+    if (\$24 ) begin
+      \$68  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$68  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = sat_count;
-    if (clear) begin
-      \$36  = 13'h0000;
-    end
-    if (\$25 ) begin
-      \$36  = \$29 [12:0];
+    \$69  = p0_0;
+    if (\$24 ) begin
+      \$69  = { \$25 [32], \$25  };
     end
     if (rst) begin
-      \$36  = 13'h0000;
+      \$69  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = mask;
+    \$70  = p0_17;
+    if (\$24 ) begin
+      \$70  = { \$26 [20], \$26  };
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$70  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = acc0;
+    if (\$24 ) begin
+      \$71  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$71  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = qs0;
+    if (\$24 ) begin
+      \$72  = \$31 ;
+    end
+    if (rst) begin
+      \$72  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$73  = q0;
+    if (\$24 ) begin
+      \$73  = qs0;
+    end
+    if (rst) begin
+      \$73  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = over0;
+    if (\$24 ) begin
+      \$74  = \$35 ;
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = under0;
+    if (\$24 ) begin
+      \$75  = \$39 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = o__payload;
+    if (\$24 ) begin
+      \$76  = \$42 [15:0];
+    end
+    if (rst) begin
+      \$76  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -5297,9 +8427,8 @@ module \hwnorm_cvar_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_cvar_s16.stats_unit (clk, rst, mask, clear, valid, sum, top, pop, x);

@@ -29,29 +29,25 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
+  wire [13:0] \$32 ;
+  wire [13:0] \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [13:0] \$36 ;
-  wire [13:0] \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire \$36 ;
+  wire \$37 ;
+  reg [12:0] \$38 ;
+  reg [113:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  reg [12:0] \$42 ;
-  reg [113:0] \$43 ;
-  reg [2:0] \$44 ;
+  reg [2:0] \$40 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [26:0] a;
-  wire [26:0] \a$27 ;
-  wire [34:0] b;
-  wire [34:0] \b$29 ;
+  wire [13:0] a;
+  wire [13:0] \a$27 ;
+  wire [22:0] b;
+  wire [22:0] \b$29 ;
   reg beat;
   wire busy;
   reg [113:0] chan = 114'h00000000000000000000000000000;
@@ -94,7 +90,7 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$41 ;
+  reg \clear$49 ;
   input clk;
   wire clk;
   wire [38:0] den;
@@ -108,35 +104,43 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$48 ;
+  wire \i__ready$56 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$47 ;
+  reg \i__valid$55 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$25 ;
   reg more;
+  wire neg;
+  wire \neg$35 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$32 ;
-  wire [7:0] \o__payload$32[0] ;
+  wire [7:0] \o__payload$40 ;
+  wire [7:0] \o__payload$40[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$34 ;
+  wire \o__ready$42 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$33 ;
+  wire \o__valid$41 ;
   wire pop_top;
   wire \pop_top$22 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$39 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$37 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$33 ;
   reg start;
   output [73:0] stats__payload;
   reg [73:0] stats__payload;
@@ -154,12 +158,6 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire [7:0] x;
   wire [7:0] \x[0] ;
   reg zero_den;
-  always @(posedge clk)
-    left <= \$42 ;
-  always @(posedge clk)
-    chan <= \$43 ;
-  always @(posedge clk)
-    fsm_state <= \$44 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = zero_den ? 39'h0000000000 : den;
@@ -176,46 +174,52 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \$12  = ! chan__payload[52:34];
   assign \$13  = ~ chan__payload[0];
   assign \$14  = \$12  & \$13 ;
-  assign \$15  = $signed(chan__payload[113:106]) < $signed(8'h80);
-  assign \$16  = $signed(chan__payload[113:106]) > $signed(3'h2);
+  assign \$15  = $signed(chan__payload[89:74]) < $signed(16'h8000);
+  assign \$16  = $signed(chan__payload[89:74]) > $signed(16'h7f00);
   assign \$17  = \$15  | \$16 ;
   assign \$18  = \$17  & chan__payload[0];
-  assign \$19  = $signed(chan__payload[89:74]) < $signed(16'h8000);
-  assign \$20  = $signed(chan__payload[89:74]) > $signed(16'h7f00);
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = \$21  & chan__payload[0];
-  assign refused = | { \$22 , \$18 , \$14 , \$11 , \$4  };
-  assign \$23  = | left;
-  assign \$24  = i__valid & more;
-  assign \$25  = \i__ready$48  & more;
-  assign \$26  = i__valid & \i__ready$48 ;
-  assign \$27  = \$26  & more;
-  assign \$28  = ! fsm_state;
-  assign \$29  = fsm_state == 1'h1;
-  assign \$30  = fsm_state == 2'h2;
-  assign \$31  = fsm_state == 2'h3;
-  assign \$32  = fsm_state == 3'h4;
-  assign \$33  = fsm_state == 3'h5;
-  assign \$34  = fsm_state == 3'h6;
-  assign \$35  = fsm_state == 3'h7;
-  assign \$36  = left - 1'h1;
-  assign \$37  = last ? 14'h0000 : \$36 ;
-  assign \$38  = i__valid & last;
-  assign \$39  = ~ more;
-  assign \$40  = ~ busy;
-  assign \$41  = \$39  & \$40 ;
+  assign refused = | { \$18 , \$14 , \$11 , \$4  };
+  assign \$19  = | left;
+  assign \$20  = i__valid & more;
+  assign \$21  = \i__ready$56  & more;
+  assign \$22  = i__valid & \i__ready$56 ;
+  assign \$23  = \$22  & more;
+  assign \$24  = ! fsm_state;
+  assign \$25  = fsm_state == 1'h1;
+  assign \$26  = fsm_state == 2'h2;
+  assign \$27  = fsm_state == 2'h3;
+  assign \$28  = fsm_state == 3'h4;
+  assign \$29  = fsm_state == 3'h5;
+  assign \$30  = fsm_state == 3'h6;
+  assign \$31  = fsm_state == 3'h7;
+  assign \$32  = left - 1'h1;
+  assign \$33  = last ? 14'h0000 : \$32 ;
+  assign \$34  = i__valid & last;
+  assign \$35  = ~ more;
+  assign \$36  = ~ busy;
+  assign \$37  = \$35  & \$36 ;
+  always @(posedge clk)
+    left <= \$38 ;
+  always @(posedge clk)
+    chan <= \$39 ;
+  always @(posedge clk)
+    fsm_state <= \$40 ;
   \hwnorm_cvar_s8.math  math (
-    .\a$29 (a),
-    .\b$59 (b),
+    .\a$64 (a),
+    .\b$63 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$43 (den),
     .done(done),
     .entry(entry),
+    .\neg$66 (neg),
     .pop_top(pop_top),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
-    .\start$37 (start),
+    .special(special),
+    .\start$35 (start),
     .sum(sum),
     .top(top)
   );
@@ -223,17 +227,21 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$48 ),
-    .clear(\clear$41 ),
+    .ce(\i__ready$56 ),
+    .clear(\clear$49 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$47 ),
+    .i__valid(\i__valid$55 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_cvar_s8.stats_unit  stats_unit (
@@ -247,125 +255,6 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .valid(valid),
     .x(i__payload)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$47  = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          \i__valid$47  = \$24 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__valid = 1'h0;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          /* empty */;
-      3'h7:
-          stats__valid = 1'h1;
-      3'h1:
-          stats__valid = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = left;
-    if (beat) begin
-      \$42  = \$37 [12:0];
-    end
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$42  = chan__payload[13:1];
-          end
-      3'h3:
-          if (\$38 ) begin
-            \$42  = chan[13:1];
-          end
-    endcase
-    if (rst) begin
-      \$42  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = chan;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$43  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$43  = 114'h00000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = fsm_state;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$44  = 3'h1;
-            end else if (chan__payload[0]) begin
-              \$44  = 3'h2;
-            end else begin
-              \$44  = 3'h3;
-            end
-          end
-      3'h3:
-          if (\$38 ) begin
-            \$44  = 3'h4;
-          end
-      3'h4:
-          \$44  = 3'h5;
-      3'h2:
-          \$44  = 3'h5;
-      3'h5:
-          if (done) begin
-            \$44  = 3'h6;
-          end
-      3'h6:
-          if (\$41 ) begin
-            \$44  = 3'h7;
-          end
-      3'h7:
-          if (stats__ready) begin
-            \$44  = 3'h0;
-          end
-      3'h1:
-          if (stats__ready) begin
-            \$44  = 3'h0;
-          end
-    endcase
-    if (rst) begin
-      \$44  = 3'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     zero_den = chan[0];
@@ -432,11 +321,11 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$41  = 1'h0;
+    \clear$49  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$41  = 1'h1;
+            \clear$49  = 1'h1;
           end
     endcase
   end
@@ -455,7 +344,7 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$25 ;
+          i__ready = \$21 ;
     endcase
   end
   always @* begin
@@ -473,7 +362,7 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$27 ;
+          beat = \$23 ;
     endcase
   end
   always @* begin
@@ -529,8 +418,127 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          more = \$23 ;
+          more = \$19 ;
     endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \i__valid$55  = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          \i__valid$55  = \$20 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__valid = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          stats__valid = 1'h1;
+      3'h1:
+          stats__valid = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$38  = left;
+    if (beat) begin
+      \$38  = \$33 [12:0];
+    end
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$38  = chan__payload[13:1];
+          end
+      3'h3:
+          if (\$34 ) begin
+            \$38  = chan[13:1];
+          end
+    endcase
+    if (rst) begin
+      \$38  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$39  = chan;
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$39  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$39  = 114'h00000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$40  = fsm_state;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$40  = 3'h1;
+            end else if (chan__payload[0]) begin
+              \$40  = 3'h2;
+            end else begin
+              \$40  = 3'h3;
+            end
+          end
+      3'h3:
+          if (\$34 ) begin
+            \$40  = 3'h4;
+          end
+      3'h4:
+          \$40  = 3'h5;
+      3'h2:
+          \$40  = 3'h5;
+      3'h5:
+          if (done) begin
+            \$40  = 3'h6;
+          end
+      3'h6:
+          if (\$37 ) begin
+            \$40  = 3'h7;
+          end
+      3'h7:
+          if (stats__ready) begin
+            \$40  = 3'h0;
+          end
+      3'h1:
+          if (stats__ready) begin
+            \$40  = 3'h0;
+          end
+    endcase
+    if (rst) begin
+      \$40  = 3'h0;
+    end
   end
   assign x = i__payload;
   assign \mask$18  = mask;
@@ -541,9 +549,13 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \a$27  = a;
   assign \b$29  = b;
   assign sh = shift;
-  assign \o__payload$32  = o__payload;
-  assign \o__valid$33  = o__valid;
-  assign \o__ready$34  = o__ready;
+  assign \special$33  = special;
+  assign \neg$35  = neg;
+  assign \q_lo$37  = q_lo;
+  assign \q_hi$39  = q_hi;
+  assign \o__payload$40  = o__payload;
+  assign \o__valid$41  = o__valid;
+  assign \o__ready$42  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[33:14];
@@ -582,7 +594,7 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \chan$20.scale_m  = chan[105:90];
   assign \chan$20.scale_exp  = chan[113:106];
   assign \i__payload$24[0]  = i__payload;
-  assign \o__payload$32[0]  = o__payload;
+  assign \o__payload$40[0]  = o__payload;
   always @*
     stats__payload[72:60] = sat_count;
   always @*
@@ -591,215 +603,213 @@ module hwnorm_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, done, pop_top, den, sh, \a$29 , \b$59 , clk);
+module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_top, \den$43 , sh, \b$63 , \a$64 , special, \neg$66 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire [5:0] \$10 ;
+  wire [4:0] \$1 ;
+  wire \$10 ;
   wire \$100 ;
-  wire [3:0] \$101 ;
-  wire [3:0] \$102 ;
-  wire [3:0] \$103 ;
-  wire [3:0] \$104 ;
-  wire \$105 ;
-  wire \$106 ;
+  wire \$101 ;
+  wire [15:0] \$102 ;
+  wire [5:0] \$103 ;
+  wire \$104 ;
+  wire [43:0] \$105 ;
+  wire [43:0] \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire [3:0] \$109 ;
-  wire \$11 ;
-  wire [3:0] \$110 ;
-  wire [3:0] \$111 ;
-  wire \$112 ;
-  wire [3:0] \$113 ;
-  wire [3:0] \$114 ;
-  wire [3:0] \$115 ;
-  wire [3:0] \$116 ;
-  wire [4:0] \$117 ;
-  wire [4:0] \$118 ;
-  wire [34:0] \$119 ;
-  wire [5:0] \$12 ;
+  wire [39:0] \$109 ;
+  wire [42:0] \$11 ;
+  wire [6:0] \$110 ;
+  wire \$111 ;
+  wire [23:0] \$112 ;
+  wire [5:0] \$113 ;
+  wire [6:0] \$114 ;
+  wire \$115 ;
+  wire [5:0] \$116 ;
+  wire [6:0] \$117 ;
+  wire \$118 ;
+  wire [29:0] \$119 ;
+  wire [27:0] \$12 ;
   wire \$120 ;
-  wire [8:0] \$121 ;
-  wire [8:0] \$122 ;
+  wire [43:0] \$121 ;
+  wire [43:0] \$122 ;
   wire \$123 ;
-  wire \$124 ;
-  wire [21:0] \$125 ;
-  wire [21:0] \$126 ;
-  wire \$127 ;
-  wire [50:0] \$128 ;
-  wire [35:0] \$129 ;
-  wire [5:0] \$13 ;
+  wire [15:0] \$124 ;
+  wire [15:0] \$125 ;
+  wire [15:0] \$126 ;
+  wire [9:0] \$127 ;
+  wire [9:0] \$128 ;
+  wire \$129 ;
+  wire \$13 ;
   wire \$130 ;
-  wire [8:0] \$131 ;
-  wire [8:0] \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire [16:0] \$135 ;
-  wire [16:0] \$136 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [26:0] \$133 ;
+  wire [9:0] \$134 ;
+  wire \$135 ;
+  wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire \$139 ;
-  wire [5:0] \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
+  wire [27:0] \$139 ;
+  wire [10:0] \$14 ;
+  wire [9:0] \$140 ;
+  wire [4:0] \$141 ;
+  wire [6:0] \$142 ;
   wire \$143 ;
   wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
+  wire [8:0] \$145 ;
+  wire [8:0] \$146 ;
   wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
-  wire [5:0] \$15 ;
+  wire [43:0] \$148 ;
+  wire [43:0] \$149 ;
+  wire [10:0] \$15 ;
   wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire [22:0] \$151 ;
+  wire [15:0] \$152 ;
+  wire [15:0] \$153 ;
+  wire [23:0] \$154 ;
+  wire [29:0] \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [27:0] \$157 ;
+  wire [27:0] \$158 ;
+  wire [31:0] \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
+  wire [30:0] \$162 ;
+  wire [30:0] \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
+  wire [31:0] \$166 ;
+  wire [31:0] \$167 ;
+  wire [23:0] \$168 ;
   wire \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
+  wire [27:0] \$170 ;
+  wire [27:0] \$171 ;
+  wire [27:0] \$172 ;
+  wire [30:0] \$173 ;
   wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
+  wire [10:0] \$175 ;
+  wire [15:0] \$176 ;
   wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
-  wire \$18 ;
+  wire [39:0] \$178 ;
+  wire [6:0] \$179 ;
+  wire [8:0] \$18 ;
   wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
+  wire [23:0] \$181 ;
+  wire [5:0] \$182 ;
+  wire [6:0] \$183 ;
   wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
+  wire [6:0] \$185 ;
+  wire [8:0] \$186 ;
   wire \$187 ;
-  wire \$188 ;
-  wire [15:0] \$189 ;
-  wire \$19 ;
-  wire [5:0] \$190 ;
-  wire \$191 ;
-  wire [63:0] \$192 ;
-  wire [63:0] \$193 ;
-  wire [63:0] \$194 ;
+  wire [29:0] \$188 ;
+  wire [29:0] \$189 ;
+  wire [8:0] \$19 ;
+  wire [15:0] \$190 ;
+  wire [15:0] \$191 ;
+  wire [15:0] \$192 ;
+  wire [9:0] \$193 ;
+  wire [9:0] \$194 ;
   wire \$195 ;
-  wire [7:0] \$196 ;
+  wire \$196 ;
   wire \$197 ;
-  wire [10:0] \$198 ;
-  wire [10:0] \$199 ;
-  wire \$2 ;
+  wire \$198 ;
+  wire [26:0] \$199 ;
+  wire [4:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire [10:0] \$201 ;
+  wire [9:0] \$200 ;
+  wire \$201 ;
   wire \$202 ;
-  wire [10:0] \$203 ;
-  wire [10:0] \$204 ;
-  wire \$205 ;
-  wire [10:0] \$206 ;
-  wire [10:0] \$207 ;
-  wire [10:0] \$208 ;
-  wire [10:0] \$209 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [27:0] \$205 ;
+  wire [9:0] \$206 ;
+  wire [4:0] \$207 ;
+  wire [6:0] \$208 ;
+  wire \$209 ;
   wire \$21 ;
-  wire [46:0] \$210 ;
-  wire \$211 ;
-  wire [9:0] \$212 ;
-  wire [10:0] \$213 ;
-  wire [11:0] \$214 ;
-  wire [46:0] \$215 ;
-  wire [22:0] \$216 ;
-  wire [15:0] \$217 ;
-  wire [15:0] \$218 ;
-  wire [23:0] \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire [51:0] \$221 ;
-  wire [51:0] \$222 ;
+  wire \$210 ;
+  wire [8:0] \$211 ;
+  wire [8:0] \$212 ;
+  wire [41:0] \$213 ;
+  wire [22:0] \$214 ;
+  wire [15:0] \$215 ;
+  wire [15:0] \$216 ;
+  wire [23:0] \$217 ;
+  wire [29:0] \$218 ;
+  wire \$219 ;
+  wire [10:0] \$22 ;
+  wire [27:0] \$220 ;
+  wire [27:0] \$221 ;
+  wire [31:0] \$222 ;
   wire \$223 ;
-  wire [39:0] \$224 ;
-  wire [40:0] \$225 ;
-  wire [8:0] \$226 ;
+  wire \$224 ;
+  wire [30:0] \$225 ;
+  wire [30:0] \$226 ;
   wire \$227 ;
-  wire [10:0] \$228 ;
-  wire [10:0] \$229 ;
-  wire \$23 ;
-  wire \$230 ;
-  wire [10:0] \$231 ;
+  wire \$228 ;
+  wire [31:0] \$229 ;
+  wire [10:0] \$23 ;
+  wire [31:0] \$230 ;
+  wire [23:0] \$231 ;
   wire \$232 ;
-  wire [10:0] \$233 ;
-  wire [10:0] \$234 ;
-  wire \$235 ;
-  wire [10:0] \$236 ;
-  wire [10:0] \$237 ;
+  wire [27:0] \$233 ;
+  wire [27:0] \$234 ;
+  wire [27:0] \$235 ;
+  wire [30:0] \$236 ;
+  wire \$237 ;
   wire [10:0] \$238 ;
-  wire [10:0] \$239 ;
+  reg \$239 ;
   wire \$24 ;
-  wire [46:0] \$240 ;
-  wire \$241 ;
-  wire [9:0] \$242 ;
-  wire [10:0] \$243 ;
-  wire [11:0] \$244 ;
-  wire [46:0] \$245 ;
-  wire [22:0] \$246 ;
-  wire [15:0] \$247 ;
-  wire [15:0] \$248 ;
-  wire [23:0] \$249 ;
+  reg \$240 ;
+  reg [6:0] \$241 ;
+  reg [14:0] \$242 ;
+  reg [4:0] \$243 ;
+  reg [7:0] \$244 ;
+  reg \$245 ;
+  reg \$246 ;
+  reg [37:0] \$247 ;
+  reg [38:0] \$248 ;
+  reg [42:0] \$249 ;
   wire \$25 ;
-  wire [49:0] \$250 ;
-  wire [39:0] \$251 ;
+  reg [42:0] \$250 ;
+  reg \$251 ;
   reg \$252 ;
-  reg \$253 ;
-  reg [5:0] \$254 ;
-  reg [14:0] \$255 ;
-  reg [4:0] \$256 ;
-  reg [7:0] \$257 ;
-  reg \$258 ;
-  reg \$259 ;
+  reg [9:0] \$253 ;
+  reg [13:0] \$254 ;
+  reg [23:0] \$255 ;
+  reg [38:0] \$256 ;
+  reg [22:0] \$257 ;
+  reg [4:0] \$258 ;
+  reg [5:0] \$259 ;
   wire \$26 ;
-  reg [37:0] \$260 ;
-  reg [38:0] \$261 ;
-  reg [5:0] \$262 ;
-  reg \$263 ;
-  reg [38:0] \$264 ;
-  reg \$265 ;
-  reg [16:0] \$266 ;
-  reg [25:0] \$267 ;
-  reg [39:0] \$268 ;
-  reg [9:0] \$269 ;
+  reg [5:0] \$260 ;
+  reg [8:0] \$261 ;
+  reg \$262 ;
+  reg [15:0] \$263 ;
+  reg [26:0] \$264 ;
+  reg [3:0] \$265 ;
+  reg \$266 ;
+  reg [3:0] \$267 ;
+  reg [41:0] \$268 ;
+  reg [28:0] \$269 ;
   wire \$27 ;
-  reg [3:0] \$270 ;
-  reg [2:0] \$271 ;
-  reg [9:0] \$272 ;
-  reg [46:0] \$273 ;
-  reg [5:0] \$274 ;
-  reg [3:0] \$275 ;
-  reg [26:0] \$276 ;
-  reg [34:0] \$277 ;
-  reg [49:0] \$278 ;
-  reg [50:0] \$279 ;
+  reg [30:0] \$270 ;
+  reg [31:0] \$271 ;
+  reg [22:0] \$272 ;
+  reg [22:0] \$273 ;
+  reg [13:0] \$274 ;
+  reg [22:0] \$275 ;
+  reg [22:0] \$276 ;
+  reg [13:0] \$277 ;
+  reg \$278 ;
+  reg \$279 ;
   wire \$28 ;
-  reg [50:0] \$280 ;
-  reg \$281 ;
-  reg [38:0] \$282 ;
-  reg [34:0] \$283 ;
+  reg [9:0] \$280 ;
+  reg [9:0] \$281 ;
   wire \$29 ;
-  wire \$3 ;
+  wire [42:0] \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
@@ -810,32 +820,32 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, done, pop_t
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
+  wire [39:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire [5:0] \$42 ;
-  wire [5:0] \$43 ;
-  wire [5:0] \$44 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
   wire \$45 ;
-  wire [5:0] \$46 ;
-  wire [5:0] \$47 ;
-  wire [5:0] \$48 ;
-  wire [5:0] \$49 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
   wire \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire [5:0] \$56 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
-  wire [5:0] \$58 ;
-  wire [5:0] \$59 ;
-  wire \$6 ;
-  wire [5:0] \$60 ;
-  wire [5:0] \$61 ;
-  wire [5:0] \$62 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [8:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
@@ -843,49 +853,52 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, done, pop_t
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [8:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
-  wire [5:0] \$74 ;
-  wire [5:0] \$75 ;
-  wire [5:0] \$76 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
   wire \$77 ;
-  wire [5:0] \$78 ;
-  wire [5:0] \$79 ;
-  wire \$8 ;
-  wire [5:0] \$80 ;
-  wire [5:0] \$81 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire [42:0] \$8 ;
+  wire \$80 ;
+  wire \$81 ;
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
   wire \$89 ;
-  wire [5:0] \$9 ;
-  wire [5:0] \$90 ;
-  wire [5:0] \$91 ;
-  wire [5:0] \$92 ;
-  wire [5:0] \$93 ;
-  wire [5:0] \$94 ;
-  wire [5:0] \$95 ;
+  wire [28:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg [38:0] a;
-  output [26:0] \a$29 ;
-  reg [26:0] \a$29  = 27'h0000000;
-  reg [20:0] b;
-  output [34:0] \b$59 ;
-  reg [34:0] \b$59  = 35'h000000000;
+  output [13:0] \a$64 ;
+  reg [13:0] \a$64  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
+  reg [19:0] b;
+  output [22:0] \b$63 ;
+  reg [22:0] \b$63  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [34:0] bias = 35'h000000000;
+  wire [3:0] \beta_shift$2 ;
   reg [59:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [113:0] chan;
   wire [113:0] chan;
   wire [7:0] \chan.beta ;
@@ -900,395 +913,396 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, done, pop_t
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [38:0] den;
-  reg [38:0] den = 39'h0000000000;
-  reg [38:0] \den$25 ;
-  wire [5:0] den_lead;
-  reg [50:0] div_mag = 51'h0000000000000;
+  reg [15:0] den;
+  output [38:0] \den$43 ;
+  reg [38:0] \den$43  = 39'h0000000000;
+  reg [38:0] den_norm = 39'h0000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [42:0] div_mag = 43'h00000000000;
   reg div_neg = 1'h0;
-  reg [50:0] div_num = 51'h0000000000000;
+  reg [42:0] div_num = 43'h00000000000;
   output done;
   reg done;
-  wire \done$43 ;
-  wire \done$46 ;
+  wire \done$41 ;
+  wire \done$45 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
+  reg [9:0] floor_q = 10'h000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
   reg [7:0] head_top_train_1 = 8'h00;
   reg [14:0] hsum = 15'h0000;
-  reg [39:0] km = 40'h0000000000;
-  reg [46:0] km_pre = 47'h000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [34:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [26:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg [4:0] merge_step = 5'h00;
   reg neg;
-  reg \neg$24 ;
+  reg \neg$20 ;
+  output \neg$66 ;
+  reg \neg$66  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
   wire [59:0] p;
-  reg [49:0] \p$56  = 50'h0000000000000;
   reg pick_on_train_1 = 1'h0;
   reg pop_bottom = 1'h0;
   output pop_top;
   reg pop_top = 1'h0;
-  reg [2:0] pre = 3'h0;
-  wire [36:0] q;
-  reg [38:0] quot = 39'h0000000000;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [38:0] recip_rem = 39'h0000000000;
-  reg [38:0] rem_init;
+  wire [28:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
+  output [9:0] q_lo;
+  reg [9:0] q_lo = 10'h000;
+  reg [15:0] rem_init;
   input rst;
   wire rst;
+  reg [3:0] scale_count = 4'h0;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  input \start$37 ;
-  wire \start$37 ;
-  reg \start$9  = 1'h0;
+  input \start$35 ;
+  wire \start$35 ;
+  reg \start$5  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$26 ;
+  reg [4:0] \steps$23 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [37:0] t = 38'h0000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
   input [7:0] top;
   wire [7:0] top;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = \$4  | den[38];
-  assign \$6  = \$3  | \$5 ;
-  assign \$7  = den[36] | den[37];
-  assign \$8  = \$7  | den[38];
-  assign \$9  = den[37] ? 6'h25 : 6'h24;
-  assign \$10  = den[38] ? 6'h26 : \$9 ;
-  assign \$11  = den[34] | den[35];
-  assign \$12  = den[35] ? 6'h23 : 6'h22;
-  assign \$13  = den[33] ? 6'h21 : 6'h20;
-  assign \$14  = \$11  ? \$12  : \$13 ;
-  assign \$15  = \$8  ? \$10  : \$14 ;
-  assign \$16  = den[16] | den[17];
-  assign \$17  = den[18] | den[19];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = den[20] | den[21];
-  assign \$20  = den[22] | den[23];
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = \$18  | \$21 ;
-  assign \$23  = den[24] | den[25];
-  assign \$24  = den[26] | den[27];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = den[28] | den[29];
-  assign \$27  = den[30] | den[31];
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = \$25  | \$28 ;
-  assign \$30  = \$22  | \$29 ;
-  assign \$31  = den[24] | den[25];
-  assign \$32  = den[26] | den[27];
-  assign \$33  = \$31  | \$32 ;
-  assign \$34  = den[28] | den[29];
-  assign \$35  = den[30] | den[31];
-  assign \$36  = \$34  | \$35 ;
-  assign \$37  = \$33  | \$36 ;
-  assign \$38  = den[28] | den[29];
-  assign \$39  = den[30] | den[31];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = den[30] | den[31];
-  assign \$42  = den[31] ? 6'h1f : 6'h1e;
-  assign \$43  = den[29] ? 6'h1d : 6'h1c;
-  assign \$44  = \$41  ? \$42  : \$43 ;
-  assign \$45  = den[26] | den[27];
-  assign \$46  = den[27] ? 6'h1b : 6'h1a;
-  assign \$47  = den[25] ? 6'h19 : 6'h18;
-  assign \$48  = \$45  ? \$46  : \$47 ;
-  assign \$49  = \$40  ? \$44  : \$48 ;
-  assign \$50  = den[20] | den[21];
-  assign \$51  = den[22] | den[23];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = den[22] | den[23];
-  assign \$54  = den[23] ? 6'h17 : 6'h16;
-  assign \$55  = den[21] ? 6'h15 : 6'h14;
-  assign \$56  = \$53  ? \$54  : \$55 ;
-  assign \$57  = den[18] | den[19];
-  assign \$58  = den[19] ? 6'h13 : 6'h12;
-  assign \$59  = den[17] ? 6'h11 : 6'h10;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = \$52  ? \$56  : \$60 ;
-  assign \$62  = \$37  ? \$49  : \$61 ;
-  assign \$63  = den[8] | den[9];
-  assign \$64  = den[10] | den[11];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = den[12] | den[13];
-  assign \$67  = den[14] | den[15];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$65  | \$68 ;
-  assign \$70  = den[12] | den[13];
-  assign \$71  = den[14] | den[15];
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = den[14] | den[15];
-  assign \$74  = den[15] ? 6'h0f : 6'h0e;
-  assign \$75  = den[13] ? 6'h0d : 6'h0c;
-  assign \$76  = \$73  ? \$74  : \$75 ;
-  assign \$77  = den[10] | den[11];
-  assign \$78  = den[11] ? 6'h0b : 6'h0a;
-  assign \$79  = den[9] ? 6'h09 : 6'h08;
-  assign \$80  = \$77  ? \$78  : \$79 ;
-  assign \$81  = \$72  ? \$76  : \$80 ;
-  assign \$82  = den[4] | den[5];
-  assign \$83  = den[6] | den[7];
-  assign \$84  = \$82  | \$83 ;
-  assign \$85  = den[6] | den[7];
-  assign \$86  = den[7] ? 6'h07 : 6'h06;
-  assign \$87  = den[5] ? 6'h05 : 6'h04;
-  assign \$88  = \$85  ? \$86  : \$87 ;
-  assign \$89  = den[2] | den[3];
-  assign \$90  = den[3] ? 6'h03 : 6'h02;
-  assign \$91  = den[1] ? 6'h01 : 6'h00;
-  assign \$92  = \$89  ? \$90  : \$91 ;
-  assign \$93  = \$84  ? \$88  : \$92 ;
-  assign \$94  = \$69  ? \$81  : \$93 ;
-  assign \$95  = \$30  ? \$62  : \$94 ;
-  assign den_lead = \$6  ? \$15  : \$95 ;
-  assign \$96  = chan[9] | chan[10];
-  assign \$97  = chan[11] | chan[12];
-  assign \$98  = \$96  | \$97 ;
-  assign \$99  = \$98  | chan[13];
-  assign \$100  = chan[11] | chan[12];
-  assign \$101  = chan[12] ? 4'hb : 4'ha;
-  assign \$102  = chan[10] ? 4'h9 : 4'h8;
-  assign \$103  = \$100  ? \$101  : \$102 ;
-  assign \$104  = chan[13] ? 4'hc : \$103 ;
-  assign \$105  = chan[5] | chan[6];
-  assign \$106  = chan[7] | chan[8];
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = chan[7] | chan[8];
-  assign \$109  = chan[8] ? 4'h7 : 4'h6;
-  assign \$110  = chan[6] ? 4'h5 : 4'h4;
-  assign \$111  = \$108  ? \$109  : \$110 ;
-  assign \$112  = chan[3] | chan[4];
-  assign \$113  = chan[4] ? 4'h3 : 4'h2;
-  assign \$114  = chan[2] ? 4'h1 : 4'h0;
-  assign \$115  = \$112  ? \$113  : \$114 ;
-  assign \$116  = \$107  ? \$111  : \$115 ;
-  assign count_lead = \$99  ? \$104  : \$116 ;
-  assign \$117  = sh + 1'h0;
-  assign \$118  = sh + 1'h0;
-  assign \$119  = recip_one ? 35'h400000000 : 35'h000000000;
-  assign \$120  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$121  = - $signed(chan[65:58]);
-  assign \$122  = \$120  ? \$121  : { chan[65], chan[65:58] };
-  assign \$123  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$124  = $signed(sum) < $signed(1'h0);
-  assign \$125  = - $signed(sum);
-  assign \$126  = \$124  ? \$125  : { sum[20], sum };
-  assign \$127  = $signed(sum) < $signed(1'h0);
-  assign \$130  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$131  = - $signed(chan[65:58]);
-  assign \$132  = \$130  ? \$131  : { chan[65], chan[65:58] };
-  assign \$133  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$134  = $signed(chan[89:74]) < $signed(1'h0);
-  assign \$135  = - $signed(chan[89:74]);
-  assign \$136  = \$134  ? \$135  : { chan[89], chan[89:74] };
-  assign \$137  = $signed(chan[89:74]) < $signed(1'h0);
-  assign \$138  = ! fsm_state;
-  assign \$139  = fsm_state == 1'h1;
-  assign \$140  = fsm_state == 2'h2;
-  assign \$141  = fsm_state == 2'h3;
-  assign \$142  = fsm_state == 3'h4;
-  assign \$143  = fsm_state == 3'h5;
-  assign \$144  = fsm_state == 3'h6;
-  assign \$145  = fsm_state == 3'h7;
-  assign \$146  = fsm_state == 4'h8;
-  assign \$147  = fsm_state == 4'h9;
-  assign \$148  = fsm_state == 4'ha;
-  assign \$149  = fsm_state == 4'hb;
-  assign \$150  = fsm_state == 4'hc;
-  assign \$151  = fsm_state == 4'hd;
-  assign \$152  = fsm_state == 4'he;
-  assign \$153  = fsm_state == 4'hf;
-  assign \$154  = fsm_state == 5'h10;
-  assign \$155  = fsm_state == 5'h11;
-  assign \$156  = fsm_state == 5'h12;
-  assign \$157  = fsm_state == 5'h13;
-  assign \$158  = fsm_state == 5'h14;
-  assign \$159  = fsm_state == 5'h15;
-  assign \$160  = fsm_state == 5'h16;
-  assign \$161  = fsm_state == 5'h17;
-  assign \$162  = fsm_state == 5'h18;
-  assign \$163  = fsm_state == 5'h19;
-  assign \$164  = fsm_state == 5'h1a;
-  assign \$165  = fsm_state == 5'h1b;
-  assign \$166  = fsm_state == 5'h1c;
-  assign \$167  = fsm_state == 5'h1d;
-  assign \$168  = fsm_state == 5'h1e;
-  assign \$169  = fsm_state == 5'h1f;
-  assign \$170  = fsm_state == 6'h20;
-  assign \$171  = fsm_state == 6'h21;
-  assign \$172  = fsm_state == 6'h22;
-  assign \$173  = fsm_state == 6'h23;
-  assign \$174  = fsm_state == 6'h24;
-  assign \$175  = fsm_state == 6'h25;
-  assign \$176  = fsm_state == 6'h26;
-  assign \$177  = fsm_state == 6'h27;
-  assign \$178  = fsm_state == 6'h28;
-  assign \$179  = fsm_state == 6'h29;
-  assign \$180  = fsm_state == 6'h2a;
-  assign \$181  = fsm_state == 6'h2b;
-  assign \$182  = fsm_state == 6'h2c;
-  assign \$183  = fsm_state == 6'h2d;
-  assign \$184  = fsm_state == 6'h2e;
-  assign \$185  = fsm_state == 6'h2f;
-  assign \$186  = merge_step < chan[57:53];
-  assign \$187  = merge_step == 5'h15;
-  assign \$188  = merge_step < chan[57:53];
-  assign \$189  = $signed(hsum) + $signed(head_top_train_1);
-  assign \$190  = merge_step + 1'h1;
-  assign \$191  = ! lead;
-  assign \$192  = 1'h1 << lead;
-  assign \$194  = \$191  ? 64'h0000000000000000 : \$193 ;
-  assign \$195  = ! lead;
-  assign \$196  = lead + 8'hfd;
-  assign \$197  = $signed(sh0) < $signed(4'h4);
-  assign \$198  = $signed(4'h4) - $signed(sh0);
-  assign \$199  = \$197  ? \$198  : 11'h000;
-  assign \$200  = $signed(sh0) < $signed(4'h4);
-  assign \$201  = $signed(sh0) - $signed(5'h0d);
-  assign \$202  = $signed(\$201 ) > $signed({ 1'h0, tk });
-  assign \$203  = $signed(sh0) - $signed(5'h0d);
-  assign \$204  = $signed(sh0) - $signed(4'h4);
-  assign \$205  = $signed(\$204 ) < $signed({ 1'h0, tk });
-  assign \$206  = $signed(sh0) - $signed(4'h4);
-  assign \$207  = \$205  ? \$206  : { 7'h00, tk };
-  assign \$208  = \$202  ? \$203  : \$207 ;
-  assign \$209  = \$200  ? 11'h000 : \$208 ;
-  assign \$210  = $signed(km) << pre;
-  assign \$211  = tsh > 6'h2f;
-  assign \$212  = \$211  ? 10'h02f : tsh;
-  assign \$213  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$214  = $signed(\$213 ) - $signed({ 1'h0, tsh });
-  assign \$215  = $signed(km_pre) >>> t_clamped;
-  assign \$216  = $signed(chan[73:66]) << \$117 [3:0];
-  assign \$217  = 1'h1 << sh;
-  assign \$219  = $signed(\$216 ) + $signed({ 1'h0, \$218  });
-  assign \$220  = $signed(div_num) < $signed(1'h0);
-  assign \$221  = - $signed(div_num);
-  assign \$222  = \$220  ? \$221  : { div_num[50], div_num };
-  assign \$223  = $signed(div_num) < $signed(1'h0);
-  assign \$224  = $signed(bias) - $signed(quot);
-  assign \$226  = $signed(5'h0d) - $signed(chan[113:106]);
-  assign \$227  = $signed(sh0) < $signed(4'h4);
-  assign \$228  = $signed(4'h4) - $signed(sh0);
-  assign \$229  = \$227  ? \$228  : 11'h000;
-  assign \$230  = $signed(sh0) < $signed(4'h4);
-  assign \$231  = $signed(sh0) - $signed(5'h0d);
-  assign \$232  = $signed(\$231 ) > $signed({ 1'h0, tk });
-  assign \$233  = $signed(sh0) - $signed(5'h0d);
-  assign \$234  = $signed(sh0) - $signed(4'h4);
-  assign \$235  = $signed(\$234 ) < $signed({ 1'h0, tk });
-  assign \$236  = $signed(sh0) - $signed(4'h4);
-  assign \$237  = \$235  ? \$236  : { 7'h00, tk };
-  assign \$238  = \$232  ? \$233  : \$237 ;
-  assign \$239  = \$230  ? 11'h000 : \$238 ;
-  assign \$240  = $signed(km) << pre;
-  assign \$241  = tsh > 6'h2f;
-  assign \$242  = \$241  ? 10'h02f : tsh;
-  assign \$243  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$244  = $signed(\$243 ) - $signed({ 1'h0, tsh });
-  assign \$245  = $signed(km_pre) >>> t_clamped;
-  assign \$246  = $signed(chan[73:66]) << \$118 [3:0];
-  assign \$247  = 1'h1 << sh;
-  assign \$249  = $signed(\$246 ) + $signed({ 1'h0, \$248  });
-  assign \$251  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$5  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$6  = - $signed(chan[65:58]);
+  assign \$7  = \$5  ? \$6  : { chan[65], chan[65:58] };
+  assign \$10  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$13  = $signed(floor_q) < $signed(1'h0);
+  assign \$14  = - $signed(floor_q);
+  assign \$15  = \$13  ? \$14  : { floor_q[9], floor_q };
+  assign \$16  = $signed(floor_q) >= $signed(1'h0);
+  assign \$17  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$18  = - $signed(chan[65:58]);
+  assign \$19  = \$17  ? \$18  : { chan[65], chan[65:58] };
+  assign \$20  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$21  = $signed(floor_q) < $signed(1'h0);
+  assign \$22  = - $signed(floor_q);
+  assign \$23  = \$21  ? \$22  : { floor_q[9], floor_q };
+  assign \$24  = $signed(floor_q) >= $signed(1'h0);
+  assign \$25  = ! fsm_state;
+  assign \$26  = fsm_state == 1'h1;
+  assign \$27  = fsm_state == 2'h2;
+  assign \$28  = fsm_state == 2'h3;
+  assign \$29  = fsm_state == 3'h4;
+  assign \$30  = fsm_state == 3'h5;
+  assign \$31  = fsm_state == 3'h6;
+  assign \$32  = fsm_state == 3'h7;
+  assign \$33  = fsm_state == 4'h8;
+  assign \$34  = fsm_state == 4'h9;
+  assign \$35  = fsm_state == 4'ha;
+  assign \$36  = fsm_state == 4'hb;
+  assign \$37  = fsm_state == 4'hc;
+  assign \$38  = fsm_state == 4'hd;
+  assign \$39  = fsm_state == 4'he;
+  assign \$40  = fsm_state == 4'hf;
+  assign \$41  = fsm_state == 5'h10;
+  assign \$42  = fsm_state == 5'h11;
+  assign \$43  = fsm_state == 5'h12;
+  assign \$44  = fsm_state == 5'h13;
+  assign \$45  = fsm_state == 5'h14;
+  assign \$46  = fsm_state == 5'h15;
+  assign \$47  = fsm_state == 5'h16;
+  assign \$48  = fsm_state == 5'h17;
+  assign \$49  = fsm_state == 5'h18;
+  assign \$50  = fsm_state == 5'h19;
+  assign \$51  = fsm_state == 5'h1a;
+  assign \$52  = fsm_state == 5'h1b;
+  assign \$53  = fsm_state == 5'h1c;
+  assign \$54  = fsm_state == 5'h1d;
+  assign \$55  = fsm_state == 5'h1e;
+  assign \$56  = fsm_state == 5'h1f;
+  assign \$57  = fsm_state == 6'h20;
+  assign \$58  = fsm_state == 6'h21;
+  assign \$59  = fsm_state == 6'h22;
+  assign \$60  = fsm_state == 6'h23;
+  assign \$61  = fsm_state == 6'h24;
+  assign \$62  = fsm_state == 6'h25;
+  assign \$63  = fsm_state == 6'h26;
+  assign \$64  = fsm_state == 6'h27;
+  assign \$65  = fsm_state == 6'h28;
+  assign \$66  = fsm_state == 6'h29;
+  assign \$67  = fsm_state == 6'h2a;
+  assign \$68  = fsm_state == 6'h2b;
+  assign \$69  = fsm_state == 6'h2c;
+  assign \$70  = fsm_state == 6'h2d;
+  assign \$71  = fsm_state == 6'h2e;
+  assign \$72  = fsm_state == 6'h2f;
+  assign \$73  = fsm_state == 6'h30;
+  assign \$74  = fsm_state == 6'h31;
+  assign \$75  = fsm_state == 6'h32;
+  assign \$76  = fsm_state == 6'h33;
+  assign \$77  = fsm_state == 6'h34;
+  assign \$78  = fsm_state == 6'h35;
+  assign \$79  = fsm_state == 6'h36;
+  assign \$80  = fsm_state == 6'h37;
+  assign \$81  = fsm_state == 6'h38;
+  assign \$82  = fsm_state == 6'h39;
+  assign \$83  = fsm_state == 6'h3a;
+  assign \$84  = fsm_state == 6'h3b;
+  assign \$85  = fsm_state == 6'h3c;
+  assign \$86  = fsm_state == 6'h3d;
+  assign \$87  = fsm_state == 6'h3e;
+  assign \$88  = fsm_state == 6'h3f;
+  assign \$89  = fsm_state == 7'h40;
+  assign \$90  = fsm_state == 7'h41;
+  assign \$91  = fsm_state == 7'h42;
+  assign \$92  = fsm_state == 7'h43;
+  assign \$93  = fsm_state == 7'h44;
+  assign \$94  = fsm_state == 7'h45;
+  assign \$95  = fsm_state == 7'h46;
+  assign \$96  = fsm_state == 7'h47;
+  assign \$97  = fsm_state == 7'h48;
+  assign \$98  = fsm_state == 7'h49;
+  assign \$99  = merge_step < chan[57:53];
+  assign \$100  = merge_step == 5'h15;
+  assign \$101  = merge_step < chan[57:53];
+  assign \$102  = $signed(hsum) + $signed(head_top_train_1);
+  assign \$103  = merge_step + 1'h1;
+  assign \$104  = $signed(div_num) < $signed(1'h0);
+  assign \$105  = - $signed(div_num);
+  assign \$106  = \$104  ? \$105  : { div_num[42], div_num };
+  assign \$107  = $signed(div_num) < $signed(1'h0);
+  assign \$108  = ~ den_norm[38];
+  assign \$110  = den_zeros + 1'h1;
+  assign \$111  = ~ num_norm[22];
+  assign \$113  = num_zeros + 1'h1;
+  assign \$114  = loop_n + 1'h1;
+  assign \$115  = loop_n == 6'h26;
+  assign \$116  = 4'hb + num_zeros;
+  assign \$117  = \$116  - den_zeros;
+  assign \$118  = ~ num_norm[22];
+  assign \$120  = $signed(div_num) < $signed(1'h0);
+  assign \$121  = - $signed(div_num);
+  assign \$122  = \$120  ? \$121  : { div_num[42], div_num };
+  assign \$123  = $signed(div_num) < $signed(1'h0);
+  assign \$125  = gain_q1[13] ? \$124  : gain_q1;
+  assign \$126  = gain_zero ? 16'h0000 : \$125 ;
+  assign \$127  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$128  = gain_zero ? 10'h004 : \$127 ;
+  assign \$129  = ~ gain_zero;
+  assign \$130  = $signed(gain_shift) < $signed(4'h4);
+  assign \$131  = \$129  & \$130 ;
+  assign \$132  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$134  = $signed(gain_shift) - $signed(2'h1);
+  assign \$135  = $signed(gain_shift) < $signed(4'h4);
+  assign \$136  = special_r & \$135 ;
+  assign \$137  = scale_count < 4'hd;
+  assign \$138  = \$136  & \$137 ;
+  assign \$140  = $signed(gain_shift) + $signed(2'h1);
+  assign \$141  = scale_count + 1'h1;
+  assign \$142  = loop_n + 1'h1;
+  assign \$143  = loop_n == 4'hd;
+  assign \$144  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$145  = \$144  ? 9'h00d : gain_shift;
+  assign \$146  = special_r ? 9'h004 : \$145 ;
+  assign \$147  = $signed(div_num) < $signed(1'h0);
+  assign \$148  = - $signed(div_num);
+  assign \$149  = \$147  ? \$148  : { div_num[42], div_num };
+  assign \$150  = $signed(div_num) < $signed(1'h0);
+  assign \$151  = $signed(chan[73:66]) << \$1 [3:0];
+  assign \$152  = 1'h1 << sh;
+  assign \$154  = $signed(\$151 ) + $signed({ 1'h0, \$153  });
+  assign \$155  = $signed(\$154 ) - $signed(gain_w);
+  assign \$156  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$157  = - gain_x;
+  assign \$158  = \$156  ? \$157  : { 1'h0, gain_x };
+  assign \$159  = $signed(gain_t) + $signed(\$158 );
+  assign \$160  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$161  = $signed(gain_t) > $signed(13'h0810);
+  assign \$162  = \$161  ? 31'h00000810 : gain_t;
+  assign \$163  = \$160  ? 31'h7ffff7e0 : \$162 ;
+  assign \$164  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$165  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$166  = \$165  ? 32'd2064 : gain_t1;
+  assign \$167  = \$164  ? 32'd4294965216 : \$166 ;
+  assign \$168  = $signed(acc1) - $signed(acc0);
+  assign \$169  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$170  = - gain_x;
+  assign \$171  = \$169  ? \$170  : { 1'h0, gain_x };
+  assign \$172  = special_r ? { \$168 [23], \$168 [23], \$168 [23], \$168 [23], \$168  } : \$171 ;
+  assign \$173  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$174  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$175  = $signed(floor_q) + $signed(2'h1);
+  assign \$177  = ~ den_norm[38];
+  assign \$179  = den_zeros + 1'h1;
+  assign \$180  = ~ num_norm[22];
+  assign \$182  = num_zeros + 1'h1;
+  assign \$183  = loop_n + 1'h1;
+  assign \$184  = loop_n == 5'h16;
+  assign \$185  = 7'h7c + num_zeros;
+  assign \$186  = $signed(\$185 ) - $signed(chan[113:106]);
+  assign \$187  = ~ num_norm[22];
+  assign \$191  = gain_q1[13] ? \$190  : gain_q1;
+  assign \$192  = gain_zero ? 16'h0000 : \$191 ;
+  assign \$193  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$194  = gain_zero ? 10'h004 : \$193 ;
+  assign \$195  = ~ gain_zero;
+  assign \$196  = $signed(gain_shift) < $signed(4'h4);
+  assign \$197  = \$195  & \$196 ;
+  assign \$198  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$200  = $signed(gain_shift) - $signed(2'h1);
+  assign \$201  = $signed(gain_shift) < $signed(4'h4);
+  assign \$202  = special_r & \$201 ;
+  assign \$203  = scale_count < 4'hd;
+  assign \$204  = \$202  & \$203 ;
+  assign \$206  = $signed(gain_shift) + $signed(2'h1);
+  assign \$207  = scale_count + 1'h1;
+  assign \$208  = loop_n + 1'h1;
+  assign \$209  = loop_n == 4'hd;
+  assign \$210  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$211  = \$210  ? 9'h00d : gain_shift;
+  assign \$212  = special_r ? 9'h004 : \$211 ;
+  assign \$214  = $signed(chan[73:66]) << \$2 [3:0];
+  assign \$215  = 1'h1 << sh;
+  assign \$217  = $signed(\$214 ) + $signed({ 1'h0, \$216  });
+  assign \$218  = $signed(\$217 ) - $signed(gain_w);
+  assign \$219  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$220  = - gain_x;
+  assign \$221  = \$219  ? \$220  : { 1'h0, gain_x };
+  assign \$222  = $signed(gain_t) + $signed(\$221 );
+  assign \$223  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$224  = $signed(gain_t) > $signed(13'h0810);
+  assign \$225  = \$224  ? 31'h00000810 : gain_t;
+  assign \$226  = \$223  ? 31'h7ffff7e0 : \$225 ;
+  assign \$227  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$228  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$229  = \$228  ? 32'd2064 : gain_t1;
+  assign \$230  = \$227  ? 32'd4294965216 : \$229 ;
+  assign \$231  = $signed(acc1) - $signed(acc0);
+  assign \$232  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$233  = - gain_x;
+  assign \$234  = \$232  ? \$233  : { 1'h0, gain_x };
+  assign \$235  = special_r ? { \$231 [23], \$231 [23], \$231 [23], \$231 [23], \$231  } : \$234 ;
+  assign \$236  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$237  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$238  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$252 ;
+    pop_top <= \$239 ;
   always @(posedge clk)
-    pop_bottom <= \$253 ;
+    pop_bottom <= \$240 ;
   always @(posedge clk)
-    fsm_state <= \$254 ;
+    fsm_state <= \$241 ;
   always @(posedge clk)
-    hsum <= \$255 ;
+    hsum <= \$242 ;
   always @(posedge clk)
-    merge_step <= \$256 ;
+    merge_step <= \$243 ;
   always @(posedge clk)
-    head_top_train_1 <= \$257 ;
+    head_top_train_1 <= \$244 ;
   always @(posedge clk)
-    pick_on_train_1 <= \$258 ;
+    pick_on_train_1 <= \$245 ;
   always @(posedge clk)
-    start <= \$259 ;
+    start <= \$246 ;
   always @(posedge clk)
-    t <= \$260 ;
+    t <= \$247 ;
   always @(posedge clk)
-    den <= \$261 ;
+    \den$43  <= \$248 ;
   always @(posedge clk)
-    lead <= \$262 ;
+    div_num <= \$249 ;
   always @(posedge clk)
-    \start$9  <= \$263 ;
+    div_mag <= \$250 ;
   always @(posedge clk)
-    recip_rem <= \$264 ;
+    div_neg <= \$251 ;
   always @(posedge clk)
-    recip_one <= \$265 ;
+    \start$5  <= \$252 ;
   always @(posedge clk)
-    recip <= \$266 ;
+    floor_q <= \$253 ;
   always @(posedge clk)
-    m <= \$267 ;
+    mean_rem <= \$254 ;
   always @(posedge clk)
-    km <= \$268 ;
+    gain_num <= \$255 ;
   always @(posedge clk)
-    sh0 <= \$269 ;
+    den_norm <= \$256 ;
   always @(posedge clk)
-    tk <= \$270 ;
+    num_norm <= \$257 ;
   always @(posedge clk)
-    pre <= \$271 ;
+    num_zeros <= \$258 ;
   always @(posedge clk)
-    tsh <= \$272 ;
+    den_zeros <= \$259 ;
   always @(posedge clk)
-    km_pre <= \$273 ;
+    loop_n <= \$260 ;
   always @(posedge clk)
-    t_clamped <= \$274 ;
+    gain_shift <= \$261 ;
   always @(posedge clk)
-    sh <= \$275 ;
+    gain_zero <= \$262 ;
   always @(posedge clk)
-    \a$29  <= \$276 ;
+    gain_q1 <= \$263 ;
   always @(posedge clk)
-    bias <= \$277 ;
+    gain_x <= \$264 ;
   always @(posedge clk)
-    \p$56  <= \$278 ;
+    scale_count <= \$265 ;
   always @(posedge clk)
-    div_num <= \$279 ;
+    special_r <= \$266 ;
   always @(posedge clk)
-    div_mag <= \$280 ;
+    sh <= \$267 ;
   always @(posedge clk)
-    div_neg <= \$281 ;
+    gain_p <= \$268 ;
   always @(posedge clk)
-    quot <= \$282 ;
+    gain_w <= \$269 ;
   always @(posedge clk)
-    \b$59  <= \$283 ;
+    gain_t <= \$270 ;
+  always @(posedge clk)
+    gain_t1 <= \$271 ;
+  always @(posedge clk)
+    acc0 <= \$272 ;
+  always @(posedge clk)
+    acc1 <= \$273 ;
+  always @(posedge clk)
+    a_fin <= \$274 ;
+  always @(posedge clk)
+    c_fin <= \$275 ;
+  always @(posedge clk)
+    \b$63  <= \$276 ;
+  always @(posedge clk)
+    \a$64  <= \$277 ;
+  always @(posedge clk)
+    special <= \$278 ;
+  always @(posedge clk)
+    \neg$66  <= \$279 ;
+  always @(posedge clk)
+    q_lo <= \$280 ;
+  always @(posedge clk)
+    q_hi <= \$281 ;
   \hwnorm_cvar_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$25 ),
-    .done(\done$46 ),
+    .\den$13 (den),
+    .done(\done$45 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$24 ),
+    .\neg$15 (\neg$20 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$26 )
+    .start(\start$5 ),
+    .steps(\steps$23 )
   );
   \hwnorm_cvar_s8.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$43 ),
+    .done(\done$41 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1299,948 +1313,2187 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, done, pop_t
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 39'h0000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           a = { hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum[14], hsum };
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           a = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           a = { t[37], t };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          a = { 22'h000000, recip };
-      6'h15:
+      7'h14:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      6'h18:
+      7'h17:
+          a = { \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7  };
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          a = { \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29  };
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          a = { 23'h000000, chan[105:90] };
-      6'h26:
+      7'h25:
+          a = { 12'h000, gain_x };
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          a = { \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29 [26], \a$29  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          a = { \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19  };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          a = { 12'h000, gain_x };
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    b = 21'h000000;
+    b = 20'h00000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          b = { 8'h00, chan[13:1] };
-      6'h08:
+      7'h07:
+          b = { 7'h00, chan[13:1] };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          b = { 16'h0000, chan[57:53] };
-      6'h0b:
+      7'h0a:
+          b = { 15'h0000, chan[57:53] };
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          b = { 1'h0, chan[33:14] };
-      6'h0e:
+      7'h0d:
+          b = chan[33:14];
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          b = { \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122 [8], \$122  };
-      6'h15:
+      7'h14:
+          b = { 7'h00, chan[13:1] };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          b = { 8'h00, chan[13:1] };
-      6'h18:
+      7'h17:
+          b = { 7'h00, chan[13:1] };
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          b = \$126 [20:0];
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          b = { \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132  };
-      6'h26:
+      7'h25:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          b = { \$136 [16], \$136 [16], \$136 [16], \$136 [16], \$136  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          b = { \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15  };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          b = { 4'h0, chan[105:90] };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          b = { \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     c = 60'h000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           c = 60'h000000000000000;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           c = { 41'h00000000000, chan[52:34] };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
           c = 60'h000000000000000;
-      6'h15:
+      7'h18:
           /* empty */;
-      6'h16:
+      7'h19:
           /* empty */;
-      6'h17:
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
           c = 60'h000000000000000;
-      6'h18:
+      7'h26:
           /* empty */;
-      6'h19:
+      7'h27:
           /* empty */;
-      6'h1a:
+      7'h28:
           /* empty */;
-      6'h1b:
+      7'h29:
           /* empty */;
-      6'h1c:
+      7'h2a:
           /* empty */;
-      6'h1d:
+      7'h2b:
           /* empty */;
-      6'h1e:
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
           c = 60'h000000000000000;
-      6'h1f:
+      7'h35:
           /* empty */;
-      6'h20:
+      7'h36:
           /* empty */;
-      6'h21:
+      7'h37:
           /* empty */;
-      6'h22:
+      7'h38:
           /* empty */;
-      6'h23:
+      7'h39:
           /* empty */;
-      6'h24:
+      7'h3a:
           /* empty */;
-      6'h03:
+      7'h3b:
           /* empty */;
-      6'h25:
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
           c = 60'h000000000000000;
-      6'h26:
+      7'h40:
           /* empty */;
-      6'h27:
+      7'h41:
           /* empty */;
-      6'h28:
+      7'h42:
           /* empty */;
-      6'h29:
+      7'h43:
           /* empty */;
-      6'h2a:
+      7'h44:
           /* empty */;
-      6'h2b:
+      7'h45:
           /* empty */;
-      6'h2c:
-          c = 60'h000000000000000;
+      7'h46:
+          /* empty */;
+      7'h47:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           neg = 1'h0;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           neg = 1'h1;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           neg = 1'h0;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          neg = \$123 ;
-      6'h15:
+      7'h14:
+          neg = 1'h1;
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           neg = 1'h0;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          neg = \$127 ;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          neg = \$133 ;
-      6'h26:
+      7'h25:
+          neg = \$10 ;
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          neg = \$137 ;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          neg = \$16 ;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          neg = 1'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          neg = \$20 ;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          neg = \$24 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           steps = 5'h0d;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           steps = 5'h05;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           steps = 5'h14;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          steps = 5'h08;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
+      7'h14:
           steps = 5'h0d;
-      6'h18:
+      7'h15:
           /* empty */;
-      6'h19:
+      7'h16:
           /* empty */;
-      6'h1a:
+      7'h17:
+          steps = 5'h0d;
+      7'h18:
           /* empty */;
-      6'h1b:
+      7'h19:
           /* empty */;
-      6'h1c:
+      7'h1a:
           /* empty */;
-      6'h1d:
+      7'h1b:
           /* empty */;
-      6'h1e:
-          steps = 5'h15;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h23:
+      7'h20:
           /* empty */;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h25:
-          steps = 5'h08;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
           /* empty */;
-      6'h28:
+      7'h25:
+          steps = 5'h0d;
+      7'h26:
           /* empty */;
-      6'h29:
+      7'h27:
           /* empty */;
-      6'h2a:
+      7'h28:
           /* empty */;
-      6'h2b:
+      7'h29:
           /* empty */;
-      6'h2c:
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          steps = 5'h09;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
           steps = 5'h10;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          steps = 5'h08;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          steps = 5'h09;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 39'h0000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          rem_init = recip_rem;
-      6'h12:
+      7'h11:
+          rem_init = \$3 [15:0];
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          rem_init = \$8 [15:0];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          rem_init = \$128 [38:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          rem_init = \$11 [15:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 35'h000000000;
+    lo_init = 27'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          lo_init = \$119 ;
-      6'h12:
+      7'h11:
+          lo_init = \$4 [26:0];
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          lo_init = \$9 [26:0];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          lo_init = \$129 [34:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          lo_init = \$12 [26:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$24  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \neg$24  = 1'h0;
-      6'h12:
+      7'h11:
+          \neg$20  = div_neg;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          \neg$20  = div_neg;
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \neg$24  = div_neg;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \neg$20  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 39'h0000000000;
+    den = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \den$25  = den;
-      6'h12:
+      7'h11:
+          den = { 3'h0, chan[13:1] };
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          den = den_norm[38:23];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \den$25  = { 26'h0000000, chan[13:1] };
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 6'h00;
+    \steps$23  = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \steps$26  = 6'h10;
-      6'h12:
+      7'h11:
+          \steps$23  = 5'h09;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          \steps$23  = 5'h0e;
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \steps$26  = 6'h23;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \steps$23  = 5'h1b;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h03:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h27:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h2e:
+      7'h2f:
           /* empty */;
-      6'h2f:
+      7'h30:
           /* empty */;
-      6'h01:
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = 1'h0;
+    \$239  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           (* full_case = 32'd1 *)
-          if (\$187 ) begin
+          if (\$100 ) begin
           end else begin
-            \$252  = \$188 ;
+            \$239  = \$101 ;
           end
+    endcase
+    if (rst) begin
+      \$239  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = 1'h0;
+    if (rst) begin
+      \$240  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = fsm_state;
+    casez (fsm_state)
+      7'h00:
+          if (\start$35 ) begin
+            casez (entry)
+              2'h0:
+                  \$241  = 7'h01;
+              2'h1:
+                  \$241  = 7'h02;
+              2'h2:
+                  \$241  = 7'h03;
+            endcase
+          end
+      7'h02:
+          \$241  = 7'h04;
+      7'h04:
+        begin
+          \$241  = 7'h05;
+          if (\$100 ) begin
+            \$241  = 7'h06;
+          end
+        end
+      7'h05:
+          \$241  = 7'h04;
+      7'h06:
+          \$241  = 7'h07;
+      7'h07:
+          \$241  = 7'h08;
+      7'h08:
+          if (\done$41 ) begin
+            \$241  = 7'h09;
+          end
+      7'h09:
+          \$241  = 7'h0a;
+      7'h0a:
+          \$241  = 7'h0b;
+      7'h0b:
+          if (\done$41 ) begin
+            \$241  = 7'h0c;
+          end
+      7'h0c:
+          \$241  = 7'h0d;
+      7'h0d:
+          \$241  = 7'h0e;
+      7'h0e:
+          if (\done$41 ) begin
+            \$241  = 7'h0f;
+          end
+      7'h0f:
+          \$241  = 7'h10;
+      7'h10:
+          \$241  = 7'h11;
+      7'h11:
+          \$241  = 7'h12;
+      7'h12:
+          if (\done$45 ) begin
+            \$241  = 7'h13;
+          end
+      7'h13:
+          \$241  = 7'h14;
+      7'h14:
+          \$241  = 7'h15;
+      7'h15:
+          if (\done$41 ) begin
+            \$241  = 7'h16;
+          end
+      7'h16:
+          \$241  = 7'h17;
+      7'h17:
+          \$241  = 7'h18;
+      7'h18:
+          if (\done$41 ) begin
+            \$241  = 7'h19;
+          end
+      7'h19:
+          \$241  = 7'h1a;
+      7'h1a:
+          if (\$115 ) begin
+            \$241  = 7'h1b;
+          end
+      7'h1b:
+          \$241  = 7'h1c;
+      7'h1c:
+          \$241  = 7'h1d;
+      7'h1d:
+          \$241  = 7'h1e;
+      7'h1e:
+          \$241  = 7'h1f;
+      7'h1f:
+          if (\done$45 ) begin
+            \$241  = 7'h20;
+          end
+      7'h20:
+          \$241  = 7'h21;
+      7'h21:
+          \$241  = 7'h22;
+      7'h22:
+          if (\$143 ) begin
+            \$241  = 7'h23;
+          end
+      7'h23:
+          \$241  = 7'h24;
+      7'h24:
+          \$241  = 7'h25;
+      7'h25:
+          \$241  = 7'h26;
+      7'h26:
+          if (\done$41 ) begin
+            \$241  = 7'h27;
+          end
+      7'h27:
+          \$241  = 7'h28;
+      7'h28:
+          \$241  = 7'h29;
+      7'h29:
+          \$241  = 7'h2a;
+      7'h2a:
+          if (\done$45 ) begin
+            \$241  = 7'h2b;
+          end
+      7'h2b:
+          \$241  = 7'h2c;
+      7'h2c:
+          \$241  = 7'h2d;
+      7'h2d:
+          \$241  = 7'h2e;
+      7'h2e:
+          \$241  = 7'h2f;
+      7'h2f:
+          \$241  = 7'h30;
+      7'h30:
+          \$241  = 7'h31;
+      7'h31:
+          if (\done$41 ) begin
+            \$241  = 7'h32;
+          end
+      7'h32:
+          \$241  = 7'h01;
+      7'h03:
+          \$241  = 7'h33;
+      7'h33:
+          \$241  = 7'h34;
+      7'h34:
+          \$241  = 7'h35;
+      7'h35:
+          if (\done$41 ) begin
+            \$241  = 7'h36;
+          end
+      7'h36:
+          \$241  = 7'h37;
+      7'h37:
+          if (\$184 ) begin
+            \$241  = 7'h38;
+          end
+      7'h38:
+          \$241  = 7'h39;
+      7'h39:
+          \$241  = 7'h3a;
+      7'h3a:
+          \$241  = 7'h3b;
+      7'h3b:
+          \$241  = 7'h3c;
+      7'h3c:
+          if (\$209 ) begin
+            \$241  = 7'h3d;
+          end
+      7'h3d:
+          \$241  = 7'h3e;
+      7'h3e:
+          \$241  = 7'h3f;
+      7'h3f:
+          \$241  = 7'h40;
+      7'h40:
+          if (\done$41 ) begin
+            \$241  = 7'h41;
+          end
+      7'h41:
+          \$241  = 7'h42;
+      7'h42:
+          \$241  = 7'h43;
+      7'h43:
+          \$241  = 7'h44;
+      7'h44:
+          \$241  = 7'h45;
+      7'h45:
+          \$241  = 7'h46;
+      7'h46:
+          \$241  = 7'h47;
+      7'h47:
+          \$241  = 7'h48;
+      7'h48:
+          if (\done$41 ) begin
+            \$241  = 7'h49;
+          end
+      7'h49:
+          \$241  = 7'h01;
+      7'h01:
+          \$241  = 7'h00;
+    endcase
+    if (rst) begin
+      \$241  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = hsum;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          \$242  = 15'h0000;
+      7'h04:
+          /* empty */;
+      7'h05:
+          if (pick_on_train_1) begin
+            \$242  = \$102 [14:0];
+          end
+    endcase
+    if (rst) begin
+      \$242  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = merge_step;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          \$243  = 5'h00;
+      7'h04:
+          /* empty */;
+      7'h05:
+          \$243  = \$103 [4:0];
+    endcase
+    if (rst) begin
+      \$243  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = head_top_train_1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          \$244  = top;
+    endcase
+    if (rst) begin
+      \$244  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = pick_on_train_1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          \$245  = \$99 ;
+    endcase
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = start;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$246  = 1'h1;
+      7'h07:
+          \$246  = 1'h0;
+      7'h08:
+          /* empty */;
+      7'h09:
+          \$246  = 1'h1;
+      7'h0a:
+          \$246  = 1'h0;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          \$246  = 1'h1;
+      7'h0d:
+          \$246  = 1'h0;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$246  = 1'h1;
+      7'h14:
+          \$246  = 1'h0;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$246  = 1'h1;
+      7'h17:
+          \$246  = 1'h0;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$246  = 1'h1;
+      7'h25:
+          \$246  = 1'h0;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$246  = 1'h1;
+      7'h30:
+          \$246  = 1'h0;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          \$246  = 1'h1;
+      7'h34:
+          \$246  = 1'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$246  = 1'h1;
+      7'h3f:
+          \$246  = 1'h0;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \$246  = 1'h1;
+      7'h47:
+          \$246  = 1'h0;
+    endcase
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          if (\done$41 ) begin
+            \$247  = p[37:0];
+          end
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          if (\done$41 ) begin
+            \$247  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$247  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = \den$43 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          if (\done$41 ) begin
+            \$248  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$248  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = div_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          \$249  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$249  = { 13'h0000, \$119  };
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$249  = { gain_p[41], gain_p };
+    endcase
+    if (rst) begin
+      \$249  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$250  = \$106 [42:0];
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$250  = \$122 [42:0];
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$250  = \$149 [42:0];
+    endcase
+    if (rst) begin
+      \$250  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$251  = \$107 ;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$251  = \$123 ;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$251  = \$150 ;
+    endcase
+    if (rst) begin
+      \$251  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$252  = 1'h1;
+      7'h11:
+          \$252  = 1'h0;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$252  = 1'h1;
+      7'h1e:
+          \$252  = 1'h0;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$252  = 1'h1;
+      7'h29:
+          \$252  = 1'h0;
     endcase
     if (rst) begin
       \$252  = 1'h0;
@@ -2248,2137 +3501,3991 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, done, pop_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = 1'h0;
+    \$253  = floor_q;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          if (\done$45 ) begin
+            \$253  = q[9:0];
+          end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          \$253  = \$176 [9:0];
+    endcase
     if (rst) begin
-      \$253  = 1'h0;
+      \$253  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = fsm_state;
+    \$254  = mean_rem;
     casez (fsm_state)
-      6'h00:
-          if (\start$37 ) begin
-            casez (entry)
-              2'h0:
-                  \$254  = 6'h01;
-              2'h1:
-                  \$254  = 6'h02;
-              2'h2:
-                  \$254  = 6'h03;
-            endcase
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          if (\done$41 ) begin
+            \$254  = p[13:0];
           end
-      6'h02:
-          \$254  = 6'h04;
-      6'h04:
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          \$254  = { 6'h00, chan[81:74] };
+    endcase
+    if (rst) begin
+      \$254  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          if (\done$41 ) begin
+            \$255  = p[23:0];
+          end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          if (\done$41 ) begin
+            \$255  = p[23:0];
+          end
+    endcase
+    if (rst) begin
+      \$255  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = den_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$256  = \den$43 ;
+      7'h1a:
+          if (\$108 ) begin
+            \$256  = \$109 [38:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$256  = 39'h4000000000;
+      7'h37:
+          if (\$177 ) begin
+            \$256  = \$178 [38:0];
+          end
+    endcase
+    if (rst) begin
+      \$256  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$257  = gain_num[22:0];
+      7'h1a:
+          if (\$111 ) begin
+            \$257  = \$112 [22:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$257  = gain_num[22:0];
+      7'h37:
+          if (\$180 ) begin
+            \$257  = \$181 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$257  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$258  = 5'h00;
+      7'h1a:
+          if (\$111 ) begin
+            \$258  = \$113 [4:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$258  = 5'h00;
+      7'h37:
+          if (\$180 ) begin
+            \$258  = \$182 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$258  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$259  = 6'h00;
+      7'h1a:
+          if (\$108 ) begin
+            \$259  = \$110 [5:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$259  = 6'h00;
+      7'h37:
+          if (\$177 ) begin
+            \$259  = \$179 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$259  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
         begin
-          \$254  = 6'h05;
-          if (\$187 ) begin
-            \$254  = 6'h06;
+          \$260  = \$114 [5:0];
+          if (\$115 ) begin
+            \$260  = 6'h00;
           end
         end
-      6'h05:
-          \$254  = 6'h04;
-      6'h06:
-          \$254  = 6'h07;
-      6'h07:
-          \$254  = 6'h08;
-      6'h08:
-          if (\done$43 ) begin
-            \$254  = 6'h09;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          \$260  = \$142 [5:0];
+          if (\$143 ) begin
+            \$260  = 6'h00;
           end
-      6'h09:
-          \$254  = 6'h0a;
-      6'h0a:
-          \$254  = 6'h0b;
-      6'h0b:
-          if (\done$43 ) begin
-            \$254  = 6'h0c;
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+        begin
+          \$260  = \$183 [5:0];
+          if (\$184 ) begin
+            \$260  = 6'h00;
           end
-      6'h0c:
-          \$254  = 6'h0d;
-      6'h0d:
-          \$254  = 6'h0e;
-      6'h0e:
-          if (\done$43 ) begin
-            \$254  = 6'h0f;
+        end
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          \$260  = \$208 [5:0];
+          if (\$209 ) begin
+            \$260  = 6'h00;
           end
-      6'h0f:
-          \$254  = 6'h10;
-      6'h10:
-          \$254  = 6'h11;
-      6'h11:
-          \$254  = 6'h12;
-      6'h12:
-          if (\done$46 ) begin
-            \$254  = 6'h13;
+        end
+    endcase
+    if (rst) begin
+      \$260  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$261  = { \$117 [6], \$117 [6], \$117  };
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$261  = \$128 [8:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          if (\$132 ) begin
+            \$261  = \$134 [8:0];
           end
-      6'h13:
-          \$254  = 6'h14;
-      6'h14:
-          \$254  = 6'h15;
-      6'h15:
-          if (\done$43 ) begin
-            \$254  = 6'h16;
+          if (\$138 ) begin
+            \$261  = \$140 [8:0];
           end
-      6'h16:
-          \$254  = 6'h17;
-      6'h17:
-          \$254  = 6'h18;
-      6'h18:
-          if (\done$43 ) begin
-            \$254  = 6'h19;
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$261  = \$186 ;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$261  = \$194 [8:0];
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          if (\$198 ) begin
+            \$261  = \$200 [8:0];
           end
-      6'h19:
-          \$254  = 6'h1a;
-      6'h1a:
-          \$254  = 6'h1b;
-      6'h1b:
-          \$254  = 6'h1c;
-      6'h1c:
-          \$254  = 6'h1d;
-      6'h1d:
-          \$254  = 6'h1e;
-      6'h1e:
-          \$254  = 6'h1f;
-      6'h1f:
-          if (\done$43 ) begin
-            \$254  = 6'h20;
+          if (\$204 ) begin
+            \$261  = \$206 [8:0];
           end
-      6'h20:
-          \$254  = 6'h21;
-      6'h21:
-          \$254  = 6'h22;
-      6'h22:
-          \$254  = 6'h23;
-      6'h23:
-          if (\done$46 ) begin
-            \$254  = 6'h24;
+        end
+    endcase
+    if (rst) begin
+      \$261  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$262  = \$118 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$262  = \$187 ;
+    endcase
+    if (rst) begin
+      \$262  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          if (\done$45 ) begin
+            \$263  = q[15:0];
           end
-      6'h24:
-          \$254  = 6'h01;
-      6'h03:
-          \$254  = 6'h25;
-      6'h25:
-          \$254  = 6'h26;
-      6'h26:
-          if (\done$43 ) begin
-            \$254  = 6'h27;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$263  = \$189 [15:0];
+    endcase
+    if (rst) begin
+      \$263  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$264  = { \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126  };
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          if (\$132 ) begin
+            \$264  = \$133 ;
           end
-      6'h27:
-          \$254  = 6'h28;
-      6'h28:
-          \$254  = 6'h29;
-      6'h29:
-          \$254  = 6'h2a;
-      6'h2a:
-          \$254  = 6'h2b;
-      6'h2b:
-          \$254  = 6'h2c;
-      6'h2c:
-          \$254  = 6'h2d;
-      6'h2d:
-          if (\done$43 ) begin
-            \$254  = 6'h2e;
+          if (\$138 ) begin
+            \$264  = \$139 [26:0];
           end
-      6'h2e:
-          \$254  = 6'h2f;
-      6'h2f:
-          \$254  = 6'h01;
-      6'h01:
-          \$254  = 6'h00;
-    endcase
-    if (rst) begin
-      \$254  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = hsum;
-    casez (fsm_state)
-      6'h00:
+        end
+      7'h23:
           /* empty */;
-      6'h02:
-          \$255  = 15'h0000;
-      6'h04:
+      7'h24:
           /* empty */;
-      6'h05:
-          if (pick_on_train_1) begin
-            \$255  = \$189 [14:0];
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$264  = { \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192  };
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          if (\$198 ) begin
+            \$264  = \$199 ;
           end
-    endcase
-    if (rst) begin
-      \$255  = 15'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = merge_step;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          \$256  = 5'h00;
-      6'h04:
-          /* empty */;
-      6'h05:
-          \$256  = \$190 [4:0];
-    endcase
-    if (rst) begin
-      \$256  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = head_top_train_1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$257  = top;
-    endcase
-    if (rst) begin
-      \$257  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = pick_on_train_1;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$258  = \$186 ;
-    endcase
-    if (rst) begin
-      \$258  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$259  = 1'h1;
-      6'h07:
-          \$259  = 1'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$259  = 1'h1;
-      6'h0a:
-          \$259  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$259  = 1'h1;
-      6'h0d:
-          \$259  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$259  = 1'h1;
-      6'h14:
-          \$259  = 1'h0;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$259  = 1'h1;
-      6'h17:
-          \$259  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$259  = 1'h1;
-      6'h1e:
-          \$259  = 1'h0;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          \$259  = 1'h1;
-      6'h25:
-          \$259  = 1'h0;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$259  = 1'h1;
-      6'h2c:
-          \$259  = 1'h0;
-    endcase
-    if (rst) begin
-      \$259  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$43 ) begin
-            \$260  = p[37:0];
+          if (\$204 ) begin
+            \$264  = \$205 [26:0];
           end
-      6'h09:
+        end
+    endcase
+    if (rst) begin
+      \$264  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = scale_count;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      6'h0a:
+      7'h02:
           /* empty */;
-      6'h0b:
-          if (\done$43 ) begin
-            \$260  = p[37:0];
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$265  = 4'h0;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$265  = \$141 [3:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$265  = 4'h0;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$265  = \$207 [3:0];
+    endcase
+    if (rst) begin
+      \$265  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$266  = \$131 ;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$266  = \$197 ;
+    endcase
+    if (rst) begin
+      \$266  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$267  = \$146 [3:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$267  = \$212 [3:0];
+    endcase
+    if (rst) begin
+      \$267  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          if (\done$41 ) begin
+            \$268  = p[41:0];
           end
-    endcase
-    if (rst) begin
-      \$260  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = den;
-    casez (fsm_state)
-      6'h00:
+      7'h27:
           /* empty */;
-      6'h02:
+      7'h28:
           /* empty */;
-      6'h04:
+      7'h29:
           /* empty */;
-      6'h05:
+      7'h2a:
           /* empty */;
-      6'h06:
+      7'h2b:
           /* empty */;
-      6'h07:
+      7'h2c:
           /* empty */;
-      6'h08:
+      7'h2d:
           /* empty */;
-      6'h09:
+      7'h2e:
           /* empty */;
-      6'h0a:
+      7'h2f:
           /* empty */;
-      6'h0b:
+      7'h30:
           /* empty */;
-      6'h0c:
+      7'h31:
           /* empty */;
-      6'h0d:
+      7'h32:
           /* empty */;
-      6'h0e:
-          if (\done$43 ) begin
-            \$261  = p[38:0];
-          end
-    endcase
-    if (rst) begin
-      \$261  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = lead;
-    casez (fsm_state)
-      6'h00:
+      7'h03:
           /* empty */;
-      6'h02:
+      7'h33:
           /* empty */;
-      6'h04:
+      7'h34:
           /* empty */;
-      6'h05:
+      7'h35:
           /* empty */;
-      6'h06:
+      7'h36:
           /* empty */;
-      6'h07:
+      7'h37:
           /* empty */;
-      6'h08:
+      7'h38:
           /* empty */;
-      6'h09:
+      7'h39:
           /* empty */;
-      6'h0a:
+      7'h3a:
           /* empty */;
-      6'h0b:
+      7'h3b:
           /* empty */;
-      6'h0c:
+      7'h3c:
           /* empty */;
-      6'h0d:
+      7'h3d:
           /* empty */;
-      6'h0e:
+      7'h3e:
           /* empty */;
-      6'h0f:
-          \$262  = den_lead;
-    endcase
-    if (rst) begin
-      \$262  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
+      7'h3f:
           /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$263  = 1'h1;
-      6'h11:
-          \$263  = 1'h0;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$263  = 1'h1;
-      6'h22:
-          \$263  = 1'h0;
-    endcase
-    if (rst) begin
-      \$263  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$264  = \$194 [38:0];
-    endcase
-    if (rst) begin
-      \$264  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$265  = \$195 ;
-    endcase
-    if (rst) begin
-      \$265  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$46 ) begin
-            \$266  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$266  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          if (\done$43 ) begin
-            \$267  = p[25:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          if (\done$43 ) begin
-            \$267  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$267  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$43 ) begin
-            \$268  = p[39:0];
-          end
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$268  = \$225 [39:0];
-    endcase
-    if (rst) begin
-      \$268  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$269  = { \$196 [7], \$196 [7], \$196  };
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$269  = { \$226 [8], \$226  };
-    endcase
-    if (rst) begin
-      \$269  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$270  = count_lead;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$270  = 4'h8;
-    endcase
-    if (rst) begin
-      \$270  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$271  = \$199 [2:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$271  = \$229 [2:0];
-    endcase
-    if (rst) begin
-      \$271  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$272  = \$209 [9:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$272  = \$239 [9:0];
-    endcase
-    if (rst) begin
-      \$272  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$273  = \$210 ;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$273  = \$240 ;
-    endcase
-    if (rst) begin
-      \$273  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$274  = \$212 [5:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$274  = \$242 [5:0];
-    endcase
-    if (rst) begin
-      \$274  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$275  = \$214 [3:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$275  = \$244 [3:0];
-    endcase
-    if (rst) begin
-      \$275  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = \a$29 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$276  = \$215 [26:0];
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$276  = \$245 [26:0];
-    endcase
-    if (rst) begin
-      \$276  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$277  = { \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219 [23], \$219  };
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$277  = { \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249 [23], \$249  };
-    endcase
-    if (rst) begin
-      \$277  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = \p$56 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          if (\done$43 ) begin
-            \$278  = p[49:0];
-          end
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          if (\done$43 ) begin
-            \$278  = p[49:0];
+      7'h40:
+          if (\done$41 ) begin
+            \$268  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$278  = 50'h0000000000000;
+      \$268  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = div_num;
+    \$269  = gain_w;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
-          \$279  = { \p$56 [49], \p$56  };
-    endcase
-    if (rst) begin
-      \$279  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = div_mag;
-    casez (fsm_state)
-      6'h00:
+      7'h20:
           /* empty */;
-      6'h02:
+      7'h21:
           /* empty */;
-      6'h04:
+      7'h22:
           /* empty */;
-      6'h05:
+      7'h23:
           /* empty */;
-      6'h06:
+      7'h24:
           /* empty */;
-      6'h07:
+      7'h25:
           /* empty */;
-      6'h08:
+      7'h26:
           /* empty */;
-      6'h09:
+      7'h27:
           /* empty */;
-      6'h0a:
+      7'h28:
           /* empty */;
-      6'h0b:
+      7'h29:
           /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$280  = \$222 [50:0];
-    endcase
-    if (rst) begin
-      \$280  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$281  = \$223 ;
-    endcase
-    if (rst) begin
-      \$281  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          if (\done$46 ) begin
-            \$282  = { q[36], q[36], q };
+      7'h2a:
+          if (\done$45 ) begin
+            \$269  = q;
           end
-      6'h24:
+      7'h2b:
           /* empty */;
-      6'h03:
+      7'h2c:
           /* empty */;
-      6'h25:
+      7'h2d:
           /* empty */;
-      6'h26:
+      7'h2e:
           /* empty */;
-      6'h27:
+      7'h2f:
           /* empty */;
-      6'h28:
+      7'h30:
           /* empty */;
-      6'h29:
+      7'h31:
           /* empty */;
-      6'h2a:
+      7'h32:
           /* empty */;
-      6'h2b:
+      7'h03:
           /* empty */;
-      6'h2c:
+      7'h33:
           /* empty */;
-      6'h2d:
+      7'h34:
           /* empty */;
-      6'h2e:
-          \$282  = \$250 [38:0];
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$269  = \$213 [28:0];
     endcase
     if (rst) begin
-      \$282  = 39'h0000000000;
+      \$269  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = \b$59 ;
+    \$270  = gain_t;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
-          \$283  = \$224 [34:0];
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
+          \$270  = { \$155 [29], \$155  };
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h2e:
+      7'h2f:
           /* empty */;
-      6'h2f:
-          \$283  = \$251 [34:0];
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$270  = { \$218 [29], \$218  };
     endcase
     if (rst) begin
-      \$283  = 35'h000000000;
+      \$270  = 31'h00000000;
     end
   end
-  assign beta_shift = \$117 [3:0];
-  assign \beta_shift$6  = \$118 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$271  = \$159 ;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$271  = \$222 ;
+    endcase
+    if (rst) begin
+      \$271  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$272  = \$163 [22:0];
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$272  = \$226 [22:0];
+    endcase
+    if (rst) begin
+      \$272  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$273  = \$167 [22:0];
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$273  = \$230 [22:0];
+    endcase
+    if (rst) begin
+      \$273  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$274  = \$172 [13:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$274  = \$235 [13:0];
+    endcase
+    if (rst) begin
+      \$274  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$275  = \$173 [22:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$275  = \$236 [22:0];
+    endcase
+    if (rst) begin
+      \$275  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = \b$63 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          if (\done$41 ) begin
+            \$276  = p[22:0];
+          end
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          if (\done$41 ) begin
+            \$276  = p[22:0];
+          end
+    endcase
+    if (rst) begin
+      \$276  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = \a$64 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$277  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$277  = a_fin;
+    endcase
+    if (rst) begin
+      \$277  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$278  = special_r;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$278  = special_r;
+    endcase
+    if (rst) begin
+      \$278  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = \neg$66 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$279  = \$174 ;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$279  = \$237 ;
+    endcase
+    if (rst) begin
+      \$279  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$280  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$280  = floor_q;
+    endcase
+    if (rst) begin
+      \$280  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$281  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$281  = \$175 [9:0];
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$281  = \$238 [9:0];
+    endcase
+    if (rst) begin
+      \$281  = 10'h000;
+    end
+  end
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[33:14];
@@ -4389,80 +7496,96 @@ module \hwnorm_cvar_s8.math (rst, \start$37 , entry, chan, sum, top, done, pop_t
   assign \chan.mean  = chan[89:74];
   assign \chan.scale_m  = chan[105:90];
   assign \chan.scale_exp  = chan[113:106];
-  assign \$128  = { 35'h000000000, div_mag[50:35] };
-  assign \$129  = { 1'h0, div_mag[34:0] };
-  assign \$193  = { 1'h0, \$192 [63:1] };
-  assign \$218  = { 1'h0, \$217 [15:1] };
-  assign \$225  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$248  = { 1'h0, \$247 [15:1] };
-  assign \$250  = { \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49], \p$56 [49:8] };
+  assign \$3  = { 9'h000, div_mag[42:9] };
+  assign \$4  = { 13'h0000, div_mag[8:0], 18'h00000 };
+  assign \$8  = { 14'h0000, div_mag[42:14] };
+  assign \$9  = { 2'h0, div_mag[13:0], 13'h0000 };
+  assign \$11  = { 27'h0000000, div_mag[42:27] };
+  assign \$12  = { 1'h0, div_mag[26:0] };
+  assign \$109  = { den_norm, 1'h0 };
+  assign \$112  = { num_norm, 1'h0 };
+  assign \$119  = { 1'h0, num_norm, 6'h00 };
+  assign \$124  = { gain_q1[15], gain_q1[15:1] };
+  assign \$133  = { 1'h0, gain_x[26:1] };
+  assign \$139  = { gain_x, 1'h0 };
+  assign \$153  = { 1'h0, \$152 [15:1] };
+  assign \$176  = { chan[89], chan[89], chan[89], chan[89], chan[89], chan[89], chan[89], chan[89], chan[89:82] };
+  assign \$178  = { den_norm, 1'h0 };
+  assign \$181  = { num_norm, 1'h0 };
+  assign \$188  = { 1'h0, num_norm, 6'h00 };
+  assign \$189  = { 15'h0000, \$188 [29:15] };
+  assign \$190  = { gain_q1[15], gain_q1[15:1] };
+  assign \$199  = { 1'h0, gain_x[26:1] };
+  assign \$205  = { gain_x, 1'h0 };
+  assign \$213  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$216  = { 1'h0, \$215 [15:1] };
 endmodule
 
 module \hwnorm_cvar_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [39:0] \$1 ;
-  wire [6:0] \$10 ;
+  wire [16:0] \$1 ;
+  wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [35:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [36:0] \$15 ;
+  wire [27:0] \$13 ;
+  wire [28:0] \$14 ;
+  wire [28:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [38:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
-  reg [34:0] \$20 ;
-  reg [38:0] \$21 ;
+  reg [26:0] \$20 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
-  reg [34:0] \$23 ;
-  reg [5:0] \$24 ;
+  reg [26:0] \$23 ;
+  reg [4:0] \$24 ;
   reg \$25 ;
-  reg [36:0] \$26 ;
+  reg [28:0] \$26 ;
   wire \$3 ;
-  wire [40:0] \$4 ;
-  wire [40:0] \$5 ;
-  wire [35:0] \$6 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
+  wire [27:0] \$6 ;
   wire \$7 ;
-  wire [35:0] \$8 ;
-  wire [35:0] \$9 ;
+  wire [27:0] \$8 ;
+  wire [27:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [38:0] den = 39'h0000000000;
-  input [38:0] \den$13 ;
-  wire [38:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
-  reg [5:0] left = 6'h00;
-  reg [34:0] lo = 35'h000000000;
-  input [34:0] lo_init;
-  wire [34:0] lo_init;
+  reg [4:0] left = 5'h00;
+  reg [26:0] lo = 27'h0000000;
+  input [26:0] lo_init;
+  wire [26:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [36:0] q;
-  reg [36:0] q = 37'h0000000000;
-  reg [34:0] quot = 35'h000000000;
-  reg [38:0] rem = 39'h0000000000;
-  input [38:0] rem_init;
-  wire [38:0] rem_init;
+  output [28:0] q;
+  reg [28:0] q = 29'h00000000;
+  reg [26:0] quot = 27'h0000000;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
   reg sign = 1'h0;
   input start;
   wire start;
-  input [5:0] steps;
-  wire [5:0] steps;
-  wire [39:0] trial;
-  assign trial = \$1  | { 39'h0000000000, lo[34] };
+  input [4:0] steps;
+  wire [4:0] steps;
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[26] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 35'h000000000, \$7  };
+  assign \$8  = \$6  | { 27'h0000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -4524,10 +7647,10 @@ module \hwnorm_cvar_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [38:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 39'h0000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -4536,10 +7659,10 @@ module \hwnorm_cvar_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [34:0];
+      \$20  = \$9 [26:0];
     end
     if (rst) begin
-      \$20  = 35'h000000000;
+      \$20  = 27'h0000000;
     end
   end
   always @* begin
@@ -4549,7 +7672,7 @@ module \hwnorm_cvar_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 39'h0000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -4566,12 +7689,12 @@ module \hwnorm_cvar_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 35'h000000000;
+      \$23  = 27'h0000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [34:0];
+      \$23  = \$8 [26:0];
     end
     if (rst) begin
-      \$23  = 35'h000000000;
+      \$23  = 27'h0000000;
     end
   end
   always @* begin
@@ -4580,10 +7703,10 @@ module \hwnorm_cvar_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$24  = steps;
     end else if (\$2 ) begin
-      \$24  = \$10 [5:0];
+      \$24  = \$10 [4:0];
     end
     if (rst) begin
-      \$24  = 6'h00;
+      \$24  = 5'h00;
     end
   end
   always @* begin
@@ -4603,7 +7726,7 @@ module \hwnorm_cvar_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 37'h0000000000;
+      \$26  = 29'h00000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -4616,23 +7739,23 @@ module \hwnorm_cvar_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
   wire \$1 ;
   reg [59:0] \$10 ;
   reg [59:0] \$11 ;
-  reg [20:0] \$12 ;
+  reg [19:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
   wire [60:0] \$2 ;
   wire [61:0] \$3 ;
   wire [62:0] \$4 ;
   wire [60:0] \$5 ;
-  wire [20:0] \$6 ;
+  wire [19:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
   input [38:0] a;
   wire [38:0] a;
   reg [59:0] a_sh = 60'h000000000000000;
-  input [20:0] b;
-  wire [20:0] b;
-  reg [20:0] b_sh = 21'h000000;
+  input [19:0] b;
+  wire [19:0] b;
+  reg [19:0] b_sh = 20'h00000;
   input [59:0] c;
   wire [59:0] c;
   input clk;
@@ -4717,7 +7840,7 @@ module \hwnorm_cvar_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
       \$12  = \$6 ;
     end
     if (rst) begin
-      \$12  = 21'h000000;
+      \$12  = 20'h00000;
     end
   end
   always @* begin
@@ -4743,64 +7866,88 @@ module \hwnorm_cvar_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
     end
   end
   assign \$5  = { a_sh, 1'h0 };
-  assign \$6  = { 1'h0, b_sh[20:1] };
+  assign \$6  = { 1'h0, b_sh[19:1] };
 endmodule
 
-module \hwnorm_cvar_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_cvar_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [17:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [49:0] \$12 ;
-  wire [50:0] \$13 ;
-  wire [51:0] \$14 ;
-  wire [35:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [35:0] \$18 ;
-  wire [35:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [35:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire [13:0] \$26 ;
-  reg \$27 ;
-  reg \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg [12:0] \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [23:0] \$37 ;
+  wire [23:0] \$38 ;
+  wire [23:0] \$39 ;
   wire [2:0] \$4 ;
-  reg [7:0] \$40 ;
-  reg [25:0] \$41 ;
-  reg [18:0] \$42 ;
-  reg [35:0] \$43 ;
-  reg [35:0] \$44 ;
-  reg [35:0] \$45 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [13:0] \$45 ;
   reg \$46 ;
   reg \$47 ;
-  reg [7:0] \$48 ;
+  reg \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg [12:0] \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [7:0] \$65 ;
+  reg [22:0] \$66 ;
+  reg [23:0] \$67 ;
+  reg [23:0] \$68 ;
+  reg [23:0] \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg [7:0] \$72 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [26:0] a;
-  wire [26:0] a;
-  reg [35:0] acc0 = 36'h000000000;
-  input [34:0] b;
-  wire [34:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   output busy;
   wire busy;
   output ce;
@@ -4809,6 +7956,12 @@ module \hwnorm_cvar_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -4817,6 +7970,8 @@ module \hwnorm_cvar_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -4831,16 +7986,21 @@ module \hwnorm_cvar_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [18:0] p0_17 = 19'h00000;
-  reg [35:0] q0 = 36'h000000000;
-  reg [35:0] qs0 = 36'h000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -4852,28 +8012,79 @@ module \hwnorm_cvar_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = under0 ? 24'hffff80 : q0;
+  assign \$38  = over0 ? 24'h00007f : \$37 ;
+  assign \$39  = ok4 ? \$38  : 24'h000000;
+  assign \$40  = ~ clear;
+  assign \$41  = \$40  & ce;
+  assign \$42  = v4 & ok4;
+  assign \$43  = over0 | under0;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = sat_count + \$44 ;
   always @(posedge clk)
-    ok4 <= \$38 ;
+    v0 <= \$46 ;
   always @(posedge clk)
-    ok5 <= \$39 ;
+    v1 <= \$47 ;
   always @(posedge clk)
-    x0 <= \$40 ;
+    v2 <= \$48 ;
   always @(posedge clk)
-    p0_0 <= \$41 ;
+    v3 <= \$49 ;
   always @(posedge clk)
-    p0_17 <= \$42 ;
+    v4 <= \$50 ;
   always @(posedge clk)
-    acc0 <= \$43 ;
+    v5 <= \$51 ;
   always @(posedge clk)
-    qs0 <= \$44 ;
+    sat_count <= \$52 ;
   always @(posedge clk)
-    q0 <= \$45 ;
+    ok0 <= \$53 ;
   always @(posedge clk)
-    over0 <= \$46 ;
+    ok1 <= \$54 ;
   always @(posedge clk)
-    under0 <= \$47 ;
+    ok2 <= \$55 ;
   always @(posedge clk)
-    o__payload <= \$48 ;
+    ok3 <= \$56 ;
+  always @(posedge clk)
+    ok4 <= \$57 ;
+  always @(posedge clk)
+    ok5 <= \$58 ;
+  always @(posedge clk)
+    force_hi0_0 <= \$59 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$60 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$61 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$62 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$63 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$64 ;
+  always @(posedge clk)
+    x0 <= \$65 ;
+  always @(posedge clk)
+    p0_0 <= \$66 ;
+  always @(posedge clk)
+    acc0 <= \$67 ;
+  always @(posedge clk)
+    qs0 <= \$68 ;
+  always @(posedge clk)
+    q0 <= \$69 ;
+  always @(posedge clk)
+    over0 <= \$70 ;
+  always @(posedge clk)
+    under0 <= \$71 ;
+  always @(posedge clk)
+    o__payload <= \$72 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4884,120 +8095,30 @@ module \hwnorm_cvar_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[26:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = under0 ? 36'hfffffff80 : q0;
-  assign \$19  = over0 ? 36'h00000007f : \$18 ;
-  assign \$20  = ok4 ? \$19  : 36'h000000000;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
   assign \$21  = ~ clear;
   assign \$22  = \$21  & ce;
-  assign \$23  = v4 & ok4;
-  assign \$24  = over0 | under0;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = sat_count + \$25 ;
-  always @(posedge clk)
-    v0 <= \$27 ;
-  always @(posedge clk)
-    v1 <= \$28 ;
-  always @(posedge clk)
-    v2 <= \$29 ;
-  always @(posedge clk)
-    v3 <= \$30 ;
-  always @(posedge clk)
-    v4 <= \$31 ;
-  always @(posedge clk)
-    v5 <= \$32 ;
-  always @(posedge clk)
-    sat_count <= \$33 ;
-  always @(posedge clk)
-    ok0 <= \$34 ;
-  always @(posedge clk)
-    ok1 <= \$35 ;
-  always @(posedge clk)
-    ok2 <= \$36 ;
-  always @(posedge clk)
-    ok3 <= \$37 ;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok5;
+    \$46  = v0;
     if (clear) begin
+      \$46  = 1'h0;
     end else if (ce) begin
-      \$39  = ok4;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = x0;
-    if (\$8 ) begin
-      \$40  = i__payload;
-    end
-    if (rst) begin
-      \$40  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = p0_0;
-    if (\$8 ) begin
-      \$41  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$41  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = p0_17;
-    if (\$8 ) begin
-      \$42  = { \$10 [17], \$10  };
-    end
-    if (rst) begin
-      \$42  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = acc0;
-    if (\$8 ) begin
-      \$43  = \$14 [35:0];
-    end
-    if (rst) begin
-      \$43  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = qs0;
-    if (\$8 ) begin
-      \$44  = \$15 ;
-    end
-    if (rst) begin
-      \$44  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = q0;
-    if (\$8 ) begin
-      \$45  = qs0;
-    end
-    if (rst) begin
-      \$45  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = over0;
-    if (\$8 ) begin
-      \$46  = \$16 ;
+      \$46  = i__valid;
     end
     if (rst) begin
       \$46  = 1'h0;
@@ -5005,9 +8126,11 @@ module \hwnorm_cvar_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = under0;
-    if (\$8 ) begin
-      \$47  = \$17 ;
+    \$47  = v1;
+    if (clear) begin
+      \$47  = 1'h0;
+    end else if (ce) begin
+      \$47  = v0;
     end
     if (rst) begin
       \$47  = 1'h0;
@@ -5015,152 +8138,269 @@ module \hwnorm_cvar_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = o__payload;
+    \$48  = v2;
+    if (clear) begin
+      \$48  = 1'h0;
+    end else if (ce) begin
+      \$48  = v1;
+    end
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = v3;
+    if (clear) begin
+      \$49  = 1'h0;
+    end else if (ce) begin
+      \$49  = v2;
+    end
+    if (rst) begin
+      \$49  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = v4;
+    if (clear) begin
+      \$50  = 1'h0;
+    end else if (ce) begin
+      \$50  = v3;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$51  = v5;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v4;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = sat_count;
+    if (clear) begin
+      \$52  = 13'h0000;
+    end
+    if (\$41 ) begin
+      \$52  = \$45 [12:0];
+    end
+    if (rst) begin
+      \$52  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$53  = mask;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$54  = ok0;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$55  = ok1;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = ok2;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok3;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok4;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = force_hi0_0;
     if (\$8 ) begin
-      \$48  = \$20 [7:0];
+      \$59  = \$13 ;
     end
     if (rst) begin
-      \$48  = 8'h00;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = v0;
-    if (clear) begin
-      \$27  = 1'h0;
-    end else if (ce) begin
-      \$27  = i__valid;
+    \$60  = force_lo0_0;
+    if (\$8 ) begin
+      \$60  = \$18 ;
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = v1;
-    if (clear) begin
-      \$28  = 1'h0;
-    end else if (ce) begin
-      \$28  = v0;
+    \$61  = force_hi0_1;
+    if (\$20 ) begin
+      \$61  = force_hi0_0;
     end
     if (rst) begin
-      \$28  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = v2;
-    if (clear) begin
-      \$29  = 1'h0;
-    end else if (ce) begin
-      \$29  = v1;
+    \$62  = force_lo0_1;
+    if (\$20 ) begin
+      \$62  = force_lo0_0;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v3;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = v2;
-    end
-    if (rst) begin
-      \$30  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v4;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v3;
-    end
-    if (rst) begin
-      \$31  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v5;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v4;
-    end
-    if (rst) begin
-      \$32  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = sat_count;
-    if (clear) begin
-      \$33  = 13'h0000;
-    end
+    \$63  = force_hi0_2;
     if (\$22 ) begin
-      \$33  = \$26 [12:0];
+      \$63  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 13'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$34  = mask;
+    \$64  = force_lo0_2;
+    if (\$22 ) begin
+      \$64  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$35  = ok0;
+    \$65  = x0;
+    if (\$24 ) begin
+      \$65  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$65  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = ok1;
+    \$66  = p0_0;
+    if (\$24 ) begin
+      \$66  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$66  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok2;
+    \$67  = acc0;
+    if (\$24 ) begin
+      \$67  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$67  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$38  = ok3;
+    \$68  = qs0;
+    if (\$24 ) begin
+      \$68  = \$28 ;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$68  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$69  = q0;
+    if (\$24 ) begin
+      \$69  = qs0;
+    end
+    if (rst) begin
+      \$69  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$70  = over0;
+    if (\$24 ) begin
+      \$70  = \$32 ;
+    end
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = under0;
+    if (\$24 ) begin
+      \$71  = \$36 ;
+    end
+    if (rst) begin
+      \$71  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = o__payload;
+    if (\$24 ) begin
+      \$72  = \$39 [7:0];
+    end
+    if (rst) begin
+      \$72  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -5168,8 +8408,7 @@ module \hwnorm_cvar_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_cvar_s8.stats_unit (clk, rst, mask, clear, valid, sum, top, pop, x);

@@ -21,30 +21,26 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [215:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [215:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$25 ;
-  wire [57:0] b;
-  wire [57:0] \b$27 ;
+  wire [21:0] a;
+  wire [21:0] \a$25 ;
+  wire [38:0] b;
+  wire [38:0] \b$27 ;
   reg beat;
   wire busy;
   reg [215:0] chan = 216'h000000000000000000000000000000000000000000000000000000;
@@ -87,7 +83,7 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$48 ;
   input clk;
   wire clk;
   wire [74:0] den;
@@ -101,27 +97,33 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$55 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$54 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$23 ;
   reg more;
+  wire neg;
+  wire \neg$33 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$31 ;
-  wire [15:0] \o__payload$31[0] ;
+  wire [15:0] \o__payload$39 ;
+  wire [15:0] \o__payload$39[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$41 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$40 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$37 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$35 ;
   wire refused;
   input rst;
   wire rst;
@@ -129,6 +131,8 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [12:0] sat_count;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$31 ;
   reg start;
   output [117:0] stats__payload;
   reg [117:0] stats__payload;
@@ -155,51 +159,51 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$5  = ! chan__payload[111:49];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[215:208]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[215:208]) > $signed(4'h4);
+  assign \$8  = $signed(chan__payload[183:160]) < $signed(24'h800000);
+  assign \$9  = $signed(chan__payload[183:160]) > $signed(24'h7fff00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[183:160]) < $signed(24'h800000);
-  assign \$13  = $signed(chan__payload[183:160]) > $signed(24'h7fff00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$47  & more;
-  assign \$19  = i__valid & \i__ready$47 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$55  & more;
+  assign \$15  = i__valid & \i__ready$55 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_frn_l1_s16.math  math (
-    .\a$29 (a),
-    .\b$50 (b),
+    .\a$60 (a),
+    .\b$59 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$39 (den),
     .done(done),
     .entry(entry),
+    .\neg$62 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
+    .special(special),
     .\start$35 (start),
     .sum(sum)
   );
@@ -207,17 +211,21 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$55 ),
+    .clear(\clear$48 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$54 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .tau(chan[127:112]),
     .v5(o__valid)
   );
@@ -297,11 +305,11 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$48  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$48  = 1'h1;
           end
     endcase
   end
@@ -320,7 +328,7 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -338,7 +346,7 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -394,12 +402,12 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
+    \i__valid$54  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -412,7 +420,7 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$46  = \$17 ;
+          \i__valid$54  = \$13 ;
     endcase
   end
   always @* begin
@@ -440,80 +448,80 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 216'h000000000000000000000000000000000000000000000000000000;
+      \$32  = 216'h000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -524,10 +532,14 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
+  assign \special$31  = special;
+  assign \neg$33  = neg;
+  assign \q_lo$35  = q_lo;
+  assign \q_hi$37  = q_hi;
   assign tau = chan[127:112];
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$39  = o__payload;
+  assign \o__valid$40  = o__valid;
+  assign \o__ready$41  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[48:14];
@@ -566,7 +578,7 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \chan$20.scale_m  = chan[207:184];
   assign \chan$20.scale_exp  = chan[215:208];
   assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \o__payload$39[0]  = o__payload;
   always @*
     stats__payload[116:104] = sat_count;
   always @*
@@ -575,316 +587,199 @@ module hwnorm_frn_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
     stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, den, sh, \a$29 , \b$50 , clk);
+module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, \den$39 , sh, \b$59 , \a$60 , special, \neg$62 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
+  wire [5:0] \$1 ;
+  wire [50:0] \$10 ;
   wire \$100 ;
-  wire [6:0] \$101 ;
-  wire [6:0] \$102 ;
-  wire [6:0] \$103 ;
-  wire [6:0] \$104 ;
-  wire [6:0] \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
-  wire \$11 ;
-  wire \$110 ;
+  wire [45:0] \$101 ;
+  wire \$102 ;
+  wire [51:0] \$103 ;
+  wire [51:0] \$104 ;
+  wire \$105 ;
+  wire [23:0] \$106 ;
+  wire [23:0] \$107 ;
+  wire [23:0] \$108 ;
+  wire [9:0] \$109 ;
+  wire [35:0] \$11 ;
+  wire [9:0] \$110 ;
   wire \$111 ;
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire [6:0] \$117 ;
-  wire [6:0] \$118 ;
-  wire [6:0] \$119 ;
+  wire [34:0] \$115 ;
+  wire [9:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
   wire \$120 ;
-  wire [6:0] \$121 ;
-  wire [6:0] \$122 ;
-  wire [6:0] \$123 ;
-  wire [6:0] \$124 ;
+  wire [35:0] \$121 ;
+  wire [9:0] \$122 ;
+  wire [5:0] \$123 ;
+  wire [7:0] \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire [6:0] \$129 ;
-  wire [6:0] \$13 ;
-  wire [6:0] \$130 ;
-  wire [6:0] \$131 ;
+  wire [8:0] \$127 ;
+  wire [8:0] \$128 ;
+  wire \$129 ;
+  wire [18:0] \$13 ;
+  wire [51:0] \$130 ;
+  wire [51:0] \$131 ;
   wire \$132 ;
-  wire [6:0] \$133 ;
-  wire [6:0] \$134 ;
-  wire [6:0] \$135 ;
-  wire [6:0] \$136 ;
-  wire [6:0] \$137 ;
-  wire [6:0] \$138 ;
-  wire \$139 ;
-  wire [6:0] \$14 ;
-  wire \$140 ;
-  wire \$141 ;
+  wire [46:0] \$133 ;
+  wire [31:0] \$134 ;
+  wire [31:0] \$135 ;
+  wire [47:0] \$136 ;
+  wire [48:0] \$137 ;
+  wire \$138 ;
+  wire [35:0] \$139 ;
+  wire [18:0] \$14 ;
+  wire [35:0] \$140 ;
+  wire [41:0] \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
+  wire [40:0] \$144 ;
+  wire [40:0] \$145 ;
   wire \$146 ;
   wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [41:0] \$148 ;
+  wire [41:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
+  wire [39:0] \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire [35:0] \$152 ;
+  wire [35:0] \$153 ;
+  wire [39:0] \$154 ;
+  wire [40:0] \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
+  wire [18:0] \$157 ;
+  wire [23:0] \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
+  wire [75:0] \$160 ;
+  wire [7:0] \$161 ;
   wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire [6:0] \$165 ;
-  wire [6:0] \$166 ;
-  wire [6:0] \$167 ;
-  wire \$168 ;
-  wire [6:0] \$169 ;
-  wire \$17 ;
-  wire [6:0] \$170 ;
-  wire [6:0] \$171 ;
-  wire [6:0] \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire [6:0] \$177 ;
-  wire [6:0] \$178 ;
-  wire [6:0] \$179 ;
-  wire \$18 ;
+  wire [39:0] \$163 ;
+  wire [6:0] \$164 ;
+  wire [7:0] \$165 ;
+  wire \$166 ;
+  wire [7:0] \$167 ;
+  wire [8:0] \$168 ;
+  wire \$169 ;
+  wire [16:0] \$17 ;
+  wire [45:0] \$170 ;
+  wire [45:0] \$171 ;
+  wire [23:0] \$172 ;
+  wire [23:0] \$173 ;
+  wire [23:0] \$174 ;
+  wire [9:0] \$175 ;
+  wire [9:0] \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [16:0] \$18 ;
   wire \$180 ;
-  wire [6:0] \$181 ;
-  wire [6:0] \$182 ;
-  wire [6:0] \$183 ;
-  wire [6:0] \$184 ;
-  wire [6:0] \$185 ;
+  wire [34:0] \$181 ;
+  wire [9:0] \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
   wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
-  wire [6:0] \$19 ;
-  wire \$190 ;
+  wire [35:0] \$187 ;
+  wire [9:0] \$188 ;
+  wire [5:0] \$189 ;
+  wire \$19 ;
+  wire [7:0] \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire [6:0] \$197 ;
-  wire [6:0] \$198 ;
-  wire [6:0] \$199 ;
-  wire \$2 ;
-  wire [6:0] \$20 ;
-  wire \$200 ;
-  wire [6:0] \$201 ;
-  wire [6:0] \$202 ;
-  wire [6:0] \$203 ;
-  wire [6:0] \$204 ;
+  wire [8:0] \$193 ;
+  wire [8:0] \$194 ;
+  wire [49:0] \$195 ;
+  wire [46:0] \$196 ;
+  wire [31:0] \$197 ;
+  wire [31:0] \$198 ;
+  wire [47:0] \$199 ;
+  wire [5:0] \$2 ;
+  wire \$20 ;
+  wire [48:0] \$200 ;
+  wire \$201 ;
+  wire [35:0] \$202 ;
+  wire [35:0] \$203 ;
+  wire [41:0] \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire [6:0] \$209 ;
-  wire [6:0] \$21 ;
-  wire [6:0] \$210 ;
-  wire [6:0] \$211 ;
-  wire \$212 ;
-  wire [6:0] \$213 ;
-  wire [6:0] \$214 ;
-  wire [6:0] \$215 ;
-  wire [6:0] \$216 ;
-  wire [6:0] \$217 ;
-  wire [6:0] \$218 ;
-  wire [6:0] \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire [3:0] \$225 ;
-  wire [3:0] \$226 ;
-  wire [3:0] \$227 ;
-  wire [3:0] \$228 ;
-  wire \$229 ;
-  wire [6:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire [3:0] \$233 ;
-  wire [3:0] \$234 ;
-  wire [3:0] \$235 ;
-  wire \$236 ;
-  wire [3:0] \$237 ;
-  wire [3:0] \$238 ;
-  wire [3:0] \$239 ;
-  wire [6:0] \$24 ;
-  wire [3:0] \$240 ;
-  wire [5:0] \$241 ;
-  wire [5:0] \$242 ;
-  wire [29:0] \$243 ;
-  wire [23:0] \$244 ;
-  wire \$245 ;
-  wire [16:0] \$246 ;
-  wire [16:0] \$247 ;
-  wire \$248 ;
-  wire \$249 ;
-  wire [6:0] \$25 ;
-  wire [16:0] \$250 ;
-  wire [16:0] \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire [24:0] \$254 ;
-  wire [24:0] \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
-  wire [6:0] \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
-  wire [6:0] \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
+  wire [40:0] \$207 ;
+  wire [40:0] \$208 ;
+  wire \$209 ;
+  wire [18:0] \$21 ;
+  wire \$210 ;
+  wire [41:0] \$211 ;
+  wire [41:0] \$212 ;
+  wire [39:0] \$213 ;
+  wire \$214 ;
+  wire [35:0] \$215 ;
+  wire [35:0] \$216 ;
+  wire [39:0] \$217 ;
+  wire [40:0] \$218 ;
+  wire \$219 ;
+  wire [18:0] \$22 ;
+  wire [18:0] \$220 ;
+  reg \$221 ;
+  reg \$222 ;
+  reg [6:0] \$223 ;
+  reg \$224 ;
+  reg [45:0] \$225 ;
+  reg [74:0] \$226 ;
+  reg [17:0] \$227 ;
+  reg [13:0] \$228 ;
+  reg [39:0] \$229 ;
+  wire \$23 ;
+  reg [74:0] \$230 ;
+  reg [38:0] \$231 ;
+  reg [5:0] \$232 ;
+  reg [6:0] \$233 ;
+  reg [6:0] \$234 ;
+  reg [8:0] \$235 ;
+  reg \$236 ;
+  reg [50:0] \$237 ;
+  reg [50:0] \$238 ;
+  reg \$239 ;
+  wire \$24 ;
+  reg \$240 ;
+  reg [23:0] \$241 ;
+  reg [34:0] \$242 ;
+  reg [4:0] \$243 ;
+  reg \$244 ;
+  reg [4:0] \$245 ;
+  reg [49:0] \$246 ;
+  reg [36:0] \$247 ;
+  reg [40:0] \$248 ;
+  reg [41:0] \$249 ;
+  wire \$25 ;
+  reg [38:0] \$250 ;
+  reg [38:0] \$251 ;
+  reg [21:0] \$252 ;
+  reg [38:0] \$253 ;
+  reg [38:0] \$254 ;
+  reg [21:0] \$255 ;
+  reg \$256 ;
+  reg \$257 ;
+  reg [17:0] \$258 ;
+  reg [17:0] \$259 ;
+  wire \$26 ;
+  wire \$27 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire [127:0] \$297 ;
-  wire [127:0] \$298 ;
-  wire [127:0] \$299 ;
-  wire \$3 ;
+  wire [29:0] \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire [8:0] \$301 ;
-  wire \$302 ;
-  wire [10:0] \$303 ;
-  wire [10:0] \$304 ;
-  wire \$305 ;
-  wire [10:0] \$306 ;
-  wire \$307 ;
-  wire [10:0] \$308 ;
-  wire [10:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire [10:0] \$311 ;
-  wire [10:0] \$312 ;
-  wire [10:0] \$313 ;
-  wire [10:0] \$314 ;
-  wire [70:0] \$315 ;
-  wire \$316 ;
-  wire [9:0] \$317 ;
-  wire [10:0] \$318 ;
-  wire [11:0] \$319 ;
   wire \$32 ;
-  wire [70:0] \$320 ;
-  wire [46:0] \$321 ;
-  wire [31:0] \$322 ;
-  wire [31:0] \$323 ;
-  wire [47:0] \$324 ;
-  wire [56:0] \$325 ;
-  wire [8:0] \$326 ;
-  wire \$327 ;
-  wire [10:0] \$328 ;
-  wire [10:0] \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire [10:0] \$331 ;
-  wire \$332 ;
-  wire [10:0] \$333 ;
-  wire [10:0] \$334 ;
-  wire \$335 ;
-  wire [10:0] \$336 ;
-  wire [10:0] \$337 ;
-  wire [10:0] \$338 ;
-  wire [10:0] \$339 ;
   wire \$34 ;
-  wire [70:0] \$340 ;
-  wire \$341 ;
-  wire [9:0] \$342 ;
-  wire [10:0] \$343 ;
-  wire [11:0] \$344 ;
-  wire [70:0] \$345 ;
-  wire [46:0] \$346 ;
-  wire [31:0] \$347 ;
-  wire [31:0] \$348 ;
-  wire [47:0] \$349 ;
   wire \$35 ;
-  wire [72:0] \$350 ;
-  wire [62:0] \$351 ;
-  reg \$352 ;
-  reg \$353 ;
-  reg [5:0] \$354 ;
-  reg \$355 ;
-  reg [45:0] \$356 ;
-  reg [74:0] \$357 ;
-  reg [6:0] \$358 ;
-  reg \$359 ;
   wire \$36 ;
-  reg [74:0] \$360 ;
-  reg \$361 ;
-  reg [24:0] \$362 ;
-  reg [41:0] \$363 ;
-  reg [55:0] \$364 ;
-  reg [9:0] \$365 ;
-  reg [3:0] \$366 ;
-  reg [3:0] \$367 ;
-  reg [9:0] \$368 ;
-  reg [70:0] \$369 ;
   wire \$37 ;
-  reg [6:0] \$370 ;
-  reg [4:0] \$371 ;
-  reg [41:0] \$372 ;
-  reg [57:0] \$373 ;
-  reg [57:0] \$374 ;
-  reg [72:0] \$375 ;
-  reg [61:0] \$376 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
@@ -898,7 +793,7 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [16:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -909,7 +804,7 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [16:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -920,7 +815,7 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [50:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -931,38 +826,41 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [36:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
-  wire [6:0] \$85 ;
-  wire [6:0] \$86 ;
-  wire [6:0] \$87 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
   wire \$88 ;
-  wire [6:0] \$89 ;
+  wire \$89 ;
   wire \$9 ;
-  wire [6:0] \$90 ;
-  wire [6:0] \$91 ;
-  wire [6:0] \$92 ;
+  wire \$90 ;
+  wire [75:0] \$91 ;
+  wire [7:0] \$92 ;
   wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [6:0] \$97 ;
+  wire [39:0] \$94 ;
+  wire [6:0] \$95 ;
+  wire [7:0] \$96 ;
+  wire \$97 ;
   wire [6:0] \$98 ;
-  wire [6:0] \$99 ;
+  wire [7:0] \$99 ;
   reg [46:0] a;
-  output [41:0] \a$29 ;
-  reg [41:0] \a$29  = 42'h00000000000;
+  output [21:0] \a$60 ;
+  reg [21:0] \a$60  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
   reg [34:0] b;
-  output [57:0] \b$50 ;
-  reg [57:0] \b$50  = 58'h000000000000000;
+  output [38:0] \b$59 ;
+  reg [38:0] \b$59  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
+  wire [4:0] \beta_shift$2 ;
   reg [82:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [215:0] chan;
   wire [215:0] chan;
   wire [15:0] \chan.beta ;
@@ -977,467 +875,359 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   wire [15:0] \chan.tau ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [74:0] den;
-  reg [74:0] den = 75'h0000000000000000000;
-  reg [74:0] \den$25 ;
-  wire [6:0] den_lead;
+  reg [23:0] den;
+  output [74:0] \den$39 ;
+  reg [74:0] \den$39  = 75'h0000000000000000000;
+  reg [74:0] den_norm = 75'h0000000000000000000;
+  reg [6:0] den_zeros = 7'h00;
+  reg [50:0] div_mag = 51'h0000000000000;
+  reg div_neg = 1'h0;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
   wire \done$37 ;
-  wire \done$40 ;
+  wire \done$48 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
-  reg [55:0] km = 56'h00000000000000;
-  reg [70:0] km_pre = 71'h000000000000000000;
-  reg [6:0] lead = 7'h00;
-  reg [23:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [17:0] floor_q = 18'h00000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
+  reg [34:0] lo_init;
+  reg [6:0] loop_n = 7'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$24 ;
+  reg \neg$20 ;
+  output \neg$62 ;
+  reg \neg$62  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
   wire [82:0] p;
-  reg [72:0] \p$51  = 73'h0000000000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
-  wire [25:0] q;
-  reg [61:0] quot = 62'h0000000000000000;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [74:0] recip_rem = 75'h0000000000000000000;
-  reg [74:0] rem_init;
+  wire [36:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
+  output [17:0] q_lo;
+  reg [17:0] q_lo = 18'h00000;
+  reg [23:0] rem_init;
   input rst;
   wire rst;
   input [28:0] s_hi;
   wire [28:0] s_hi;
+  reg [4:0] scale_count = 5'h00;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
   input \start$35 ;
   wire \start$35 ;
-  reg \start$9  = 1'h0;
+  reg \start$5  = 1'h0;
   reg [5:0] steps;
-  reg [4:0] \steps$26 ;
+  reg [5:0] \steps$24 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [45:0] t = 46'h000000000000;
-  reg [6:0] t_clamped = 7'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[64] | den[65];
-  assign \$2  = den[66] | den[67];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[68] | den[69];
-  assign \$5  = den[70] | den[71];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[72] | den[73];
-  assign \$9  = \$8  | den[74];
-  assign \$10  = \$7  | \$9 ;
-  assign \$11  = den[72] | den[73];
-  assign \$12  = \$11  | den[74];
-  assign \$13  = den[73] ? 7'h49 : 7'h48;
-  assign \$14  = den[74] ? 7'h4a : \$13 ;
-  assign \$15  = den[68] | den[69];
-  assign \$16  = den[70] | den[71];
-  assign \$17  = \$15  | \$16 ;
-  assign \$18  = den[70] | den[71];
-  assign \$19  = den[71] ? 7'h47 : 7'h46;
-  assign \$20  = den[69] ? 7'h45 : 7'h44;
-  assign \$21  = \$18  ? \$19  : \$20 ;
-  assign \$22  = den[66] | den[67];
-  assign \$23  = den[67] ? 7'h43 : 7'h42;
-  assign \$24  = den[65] ? 7'h41 : 7'h40;
-  assign \$25  = \$22  ? \$23  : \$24 ;
-  assign \$26  = \$17  ? \$21  : \$25 ;
-  assign \$27  = \$12  ? \$14  : \$26 ;
-  assign \$28  = den[32] | den[33];
-  assign \$29  = den[34] | den[35];
-  assign \$30  = \$28  | \$29 ;
-  assign \$31  = den[36] | den[37];
-  assign \$32  = den[38] | den[39];
-  assign \$33  = \$31  | \$32 ;
-  assign \$34  = \$30  | \$33 ;
-  assign \$35  = den[40] | den[41];
-  assign \$36  = den[42] | den[43];
-  assign \$37  = \$35  | \$36 ;
-  assign \$38  = den[44] | den[45];
-  assign \$39  = den[46] | den[47];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$37  | \$40 ;
-  assign \$42  = \$34  | \$41 ;
-  assign \$43  = den[48] | den[49];
-  assign \$44  = den[50] | den[51];
-  assign \$45  = \$43  | \$44 ;
-  assign \$46  = den[52] | den[53];
-  assign \$47  = den[54] | den[55];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$45  | \$48 ;
-  assign \$50  = den[56] | den[57];
-  assign \$51  = den[58] | den[59];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = den[60] | den[61];
-  assign \$54  = den[62] | den[63];
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = \$52  | \$55 ;
-  assign \$57  = \$49  | \$56 ;
-  assign \$58  = \$42  | \$57 ;
-  assign \$59  = den[48] | den[49];
-  assign \$60  = den[50] | den[51];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = den[52] | den[53];
-  assign \$63  = den[54] | den[55];
-  assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$61  | \$64 ;
-  assign \$66  = den[56] | den[57];
-  assign \$67  = den[58] | den[59];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = den[60] | den[61];
-  assign \$70  = den[62] | den[63];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = \$68  | \$71 ;
-  assign \$73  = \$65  | \$72 ;
-  assign \$74  = den[56] | den[57];
-  assign \$75  = den[58] | den[59];
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = den[60] | den[61];
-  assign \$78  = den[62] | den[63];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = \$76  | \$79 ;
-  assign \$81  = den[60] | den[61];
-  assign \$82  = den[62] | den[63];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = den[62] | den[63];
-  assign \$85  = den[63] ? 7'h3f : 7'h3e;
-  assign \$86  = den[61] ? 7'h3d : 7'h3c;
-  assign \$87  = \$84  ? \$85  : \$86 ;
-  assign \$88  = den[58] | den[59];
-  assign \$89  = den[59] ? 7'h3b : 7'h3a;
-  assign \$90  = den[57] ? 7'h39 : 7'h38;
-  assign \$91  = \$88  ? \$89  : \$90 ;
-  assign \$92  = \$83  ? \$87  : \$91 ;
-  assign \$93  = den[52] | den[53];
-  assign \$94  = den[54] | den[55];
-  assign \$95  = \$93  | \$94 ;
-  assign \$96  = den[54] | den[55];
-  assign \$97  = den[55] ? 7'h37 : 7'h36;
-  assign \$98  = den[53] ? 7'h35 : 7'h34;
-  assign \$99  = \$96  ? \$97  : \$98 ;
-  assign \$100  = den[50] | den[51];
-  assign \$101  = den[51] ? 7'h33 : 7'h32;
-  assign \$102  = den[49] ? 7'h31 : 7'h30;
-  assign \$103  = \$100  ? \$101  : \$102 ;
-  assign \$104  = \$95  ? \$99  : \$103 ;
-  assign \$105  = \$80  ? \$92  : \$104 ;
-  assign \$106  = den[40] | den[41];
-  assign \$107  = den[42] | den[43];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = den[44] | den[45];
-  assign \$110  = den[46] | den[47];
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = \$108  | \$111 ;
-  assign \$113  = den[44] | den[45];
-  assign \$114  = den[46] | den[47];
-  assign \$115  = \$113  | \$114 ;
-  assign \$116  = den[46] | den[47];
-  assign \$117  = den[47] ? 7'h2f : 7'h2e;
-  assign \$118  = den[45] ? 7'h2d : 7'h2c;
-  assign \$119  = \$116  ? \$117  : \$118 ;
-  assign \$120  = den[42] | den[43];
-  assign \$121  = den[43] ? 7'h2b : 7'h2a;
-  assign \$122  = den[41] ? 7'h29 : 7'h28;
-  assign \$123  = \$120  ? \$121  : \$122 ;
-  assign \$124  = \$115  ? \$119  : \$123 ;
-  assign \$125  = den[36] | den[37];
-  assign \$126  = den[38] | den[39];
-  assign \$127  = \$125  | \$126 ;
-  assign \$128  = den[38] | den[39];
-  assign \$129  = den[39] ? 7'h27 : 7'h26;
-  assign \$130  = den[37] ? 7'h25 : 7'h24;
-  assign \$131  = \$128  ? \$129  : \$130 ;
-  assign \$132  = den[34] | den[35];
-  assign \$133  = den[35] ? 7'h23 : 7'h22;
-  assign \$134  = den[33] ? 7'h21 : 7'h20;
-  assign \$135  = \$132  ? \$133  : \$134 ;
-  assign \$136  = \$127  ? \$131  : \$135 ;
-  assign \$137  = \$112  ? \$124  : \$136 ;
-  assign \$138  = \$73  ? \$105  : \$137 ;
-  assign \$139  = den[16] | den[17];
-  assign \$140  = den[18] | den[19];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = den[20] | den[21];
-  assign \$143  = den[22] | den[23];
-  assign \$144  = \$142  | \$143 ;
-  assign \$145  = \$141  | \$144 ;
-  assign \$146  = den[24] | den[25];
-  assign \$147  = den[26] | den[27];
-  assign \$148  = \$146  | \$147 ;
-  assign \$149  = den[28] | den[29];
-  assign \$150  = den[30] | den[31];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = \$148  | \$151 ;
-  assign \$153  = \$145  | \$152 ;
-  assign \$154  = den[24] | den[25];
-  assign \$155  = den[26] | den[27];
-  assign \$156  = \$154  | \$155 ;
-  assign \$157  = den[28] | den[29];
-  assign \$158  = den[30] | den[31];
-  assign \$159  = \$157  | \$158 ;
-  assign \$160  = \$156  | \$159 ;
-  assign \$161  = den[28] | den[29];
-  assign \$162  = den[30] | den[31];
-  assign \$163  = \$161  | \$162 ;
-  assign \$164  = den[30] | den[31];
-  assign \$165  = den[31] ? 7'h1f : 7'h1e;
-  assign \$166  = den[29] ? 7'h1d : 7'h1c;
-  assign \$167  = \$164  ? \$165  : \$166 ;
-  assign \$168  = den[26] | den[27];
-  assign \$169  = den[27] ? 7'h1b : 7'h1a;
-  assign \$170  = den[25] ? 7'h19 : 7'h18;
-  assign \$171  = \$168  ? \$169  : \$170 ;
-  assign \$172  = \$163  ? \$167  : \$171 ;
-  assign \$173  = den[20] | den[21];
-  assign \$174  = den[22] | den[23];
-  assign \$175  = \$173  | \$174 ;
-  assign \$176  = den[22] | den[23];
-  assign \$177  = den[23] ? 7'h17 : 7'h16;
-  assign \$178  = den[21] ? 7'h15 : 7'h14;
-  assign \$179  = \$176  ? \$177  : \$178 ;
-  assign \$180  = den[18] | den[19];
-  assign \$181  = den[19] ? 7'h13 : 7'h12;
-  assign \$182  = den[17] ? 7'h11 : 7'h10;
-  assign \$183  = \$180  ? \$181  : \$182 ;
-  assign \$184  = \$175  ? \$179  : \$183 ;
-  assign \$185  = \$160  ? \$172  : \$184 ;
-  assign \$186  = den[8] | den[9];
-  assign \$187  = den[10] | den[11];
-  assign \$188  = \$186  | \$187 ;
-  assign \$189  = den[12] | den[13];
-  assign \$190  = den[14] | den[15];
-  assign \$191  = \$189  | \$190 ;
-  assign \$192  = \$188  | \$191 ;
-  assign \$193  = den[12] | den[13];
-  assign \$194  = den[14] | den[15];
-  assign \$195  = \$193  | \$194 ;
-  assign \$196  = den[14] | den[15];
-  assign \$197  = den[15] ? 7'h0f : 7'h0e;
-  assign \$198  = den[13] ? 7'h0d : 7'h0c;
-  assign \$199  = \$196  ? \$197  : \$198 ;
-  assign \$200  = den[10] | den[11];
-  assign \$201  = den[11] ? 7'h0b : 7'h0a;
-  assign \$202  = den[9] ? 7'h09 : 7'h08;
-  assign \$203  = \$200  ? \$201  : \$202 ;
-  assign \$204  = \$195  ? \$199  : \$203 ;
-  assign \$205  = den[4] | den[5];
-  assign \$206  = den[6] | den[7];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = den[6] | den[7];
-  assign \$209  = den[7] ? 7'h07 : 7'h06;
-  assign \$210  = den[5] ? 7'h05 : 7'h04;
-  assign \$211  = \$208  ? \$209  : \$210 ;
-  assign \$212  = den[2] | den[3];
-  assign \$213  = den[3] ? 7'h03 : 7'h02;
-  assign \$214  = den[1] ? 7'h01 : 7'h00;
-  assign \$215  = \$212  ? \$213  : \$214 ;
-  assign \$216  = \$207  ? \$211  : \$215 ;
-  assign \$217  = \$192  ? \$204  : \$216 ;
-  assign \$218  = \$153  ? \$185  : \$217 ;
-  assign \$219  = \$58  ? \$138  : \$218 ;
-  assign den_lead = \$10  ? \$27  : \$219 ;
-  assign \$220  = chan[9] | chan[10];
-  assign \$221  = chan[11] | chan[12];
-  assign \$222  = \$220  | \$221 ;
-  assign \$223  = \$222  | chan[13];
-  assign \$224  = chan[11] | chan[12];
-  assign \$225  = chan[12] ? 4'hb : 4'ha;
-  assign \$226  = chan[10] ? 4'h9 : 4'h8;
-  assign \$227  = \$224  ? \$225  : \$226 ;
-  assign \$228  = chan[13] ? 4'hc : \$227 ;
-  assign \$229  = chan[5] | chan[6];
-  assign \$230  = chan[7] | chan[8];
-  assign \$231  = \$229  | \$230 ;
-  assign \$232  = chan[7] | chan[8];
-  assign \$233  = chan[8] ? 4'h7 : 4'h6;
-  assign \$234  = chan[6] ? 4'h5 : 4'h4;
-  assign \$235  = \$232  ? \$233  : \$234 ;
-  assign \$236  = chan[3] | chan[4];
-  assign \$237  = chan[4] ? 4'h3 : 4'h2;
-  assign \$238  = chan[2] ? 4'h1 : 4'h0;
-  assign \$239  = \$236  ? \$237  : \$238 ;
-  assign \$240  = \$231  ? \$235  : \$239 ;
-  assign count_lead = \$223  ? \$228  : \$240 ;
-  assign \$241  = sh + 1'h0;
-  assign \$242  = sh + 1'h0;
-  assign \$244  = recip_one ? 24'h800000 : 24'h000000;
-  assign \$245  = $signed(chan[143:128]) < $signed(1'h0);
-  assign \$246  = - $signed(chan[143:128]);
-  assign \$247  = \$245  ? \$246  : { chan[143], chan[143:128] };
-  assign \$248  = $signed(chan[143:128]) < $signed(1'h0);
-  assign \$249  = $signed(chan[143:128]) < $signed(1'h0);
-  assign \$250  = - $signed(chan[143:128]);
-  assign \$251  = \$249  ? \$250  : { chan[143], chan[143:128] };
-  assign \$252  = $signed(chan[143:128]) < $signed(1'h0);
-  assign \$253  = $signed(chan[183:160]) < $signed(1'h0);
-  assign \$254  = - $signed(chan[183:160]);
-  assign \$255  = \$253  ? \$254  : { chan[183], chan[183:160] };
-  assign \$256  = $signed(chan[183:160]) < $signed(1'h0);
-  assign \$257  = ! fsm_state;
-  assign \$258  = fsm_state == 1'h1;
-  assign \$259  = fsm_state == 2'h2;
-  assign \$260  = fsm_state == 2'h3;
-  assign \$261  = fsm_state == 3'h4;
-  assign \$262  = fsm_state == 3'h5;
-  assign \$263  = fsm_state == 3'h6;
-  assign \$264  = fsm_state == 3'h7;
-  assign \$265  = fsm_state == 4'h8;
-  assign \$266  = fsm_state == 4'h9;
-  assign \$267  = fsm_state == 4'ha;
-  assign \$268  = fsm_state == 4'hb;
-  assign \$269  = fsm_state == 4'hc;
-  assign \$270  = fsm_state == 4'hd;
-  assign \$271  = fsm_state == 4'he;
-  assign \$272  = fsm_state == 4'hf;
-  assign \$273  = fsm_state == 5'h10;
-  assign \$274  = fsm_state == 5'h11;
-  assign \$275  = fsm_state == 5'h12;
-  assign \$276  = fsm_state == 5'h13;
-  assign \$277  = fsm_state == 5'h14;
-  assign \$278  = fsm_state == 5'h15;
-  assign \$279  = fsm_state == 5'h16;
-  assign \$280  = fsm_state == 5'h17;
-  assign \$281  = fsm_state == 5'h18;
-  assign \$282  = fsm_state == 5'h19;
-  assign \$283  = fsm_state == 5'h1a;
-  assign \$284  = fsm_state == 5'h1b;
-  assign \$285  = fsm_state == 5'h1c;
-  assign \$286  = fsm_state == 5'h1d;
-  assign \$287  = fsm_state == 5'h1e;
-  assign \$288  = fsm_state == 5'h1f;
-  assign \$289  = fsm_state == 6'h20;
-  assign \$290  = fsm_state == 6'h21;
-  assign \$291  = fsm_state == 6'h22;
-  assign \$292  = fsm_state == 6'h23;
-  assign \$293  = fsm_state == 6'h24;
-  assign \$294  = fsm_state == 6'h25;
-  assign \$295  = fsm_state == 6'h26;
-  assign \$296  = ! lead;
-  assign \$297  = 1'h1 << lead;
-  assign \$299  = \$296  ? 128'h00000000000000000000000000000000 : \$298 ;
-  assign \$300  = ! lead;
-  assign \$301  = lead + 9'h1f5;
-  assign \$302  = $signed(sh0) < $signed(4'h4);
-  assign \$303  = $signed(4'h4) - $signed(sh0);
-  assign \$304  = \$302  ? \$303  : 11'h000;
-  assign \$305  = $signed(sh0) < $signed(4'h4);
-  assign \$306  = $signed(sh0) - $signed(6'h15);
-  assign \$307  = $signed(\$306 ) > $signed({ 1'h0, tk });
-  assign \$308  = $signed(sh0) - $signed(6'h15);
-  assign \$309  = $signed(sh0) - $signed(4'h4);
-  assign \$310  = $signed(\$309 ) < $signed({ 1'h0, tk });
-  assign \$311  = $signed(sh0) - $signed(4'h4);
-  assign \$312  = \$310  ? \$311  : { 7'h00, tk };
-  assign \$313  = \$307  ? \$308  : \$312 ;
-  assign \$314  = \$305  ? 11'h000 : \$313 ;
-  assign \$315  = $signed(km) << pre;
-  assign \$316  = tsh > 7'h47;
-  assign \$317  = \$316  ? 10'h047 : tsh;
-  assign \$318  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$319  = $signed(\$318 ) - $signed({ 1'h0, tsh });
-  assign \$320  = $signed(km_pre) >>> t_clamped;
-  assign \$321  = $signed(chan[159:144]) << \$241 [4:0];
-  assign \$322  = 1'h1 << sh;
-  assign \$324  = $signed(\$321 ) + $signed({ 1'h0, \$323  });
-  assign \$326  = $signed(6'h10) - $signed(chan[215:208]);
-  assign \$327  = $signed(sh0) < $signed(4'h4);
-  assign \$328  = $signed(4'h4) - $signed(sh0);
-  assign \$329  = \$327  ? \$328  : 11'h000;
-  assign \$330  = $signed(sh0) < $signed(4'h4);
-  assign \$331  = $signed(sh0) - $signed(6'h15);
-  assign \$332  = $signed(\$331 ) > $signed({ 1'h0, tk });
-  assign \$333  = $signed(sh0) - $signed(6'h15);
-  assign \$334  = $signed(sh0) - $signed(4'h4);
-  assign \$335  = $signed(\$334 ) < $signed({ 1'h0, tk });
-  assign \$336  = $signed(sh0) - $signed(4'h4);
-  assign \$337  = \$335  ? \$336  : { 7'h00, tk };
-  assign \$338  = \$332  ? \$333  : \$337 ;
-  assign \$339  = \$330  ? 11'h000 : \$338 ;
-  assign \$340  = $signed(km) << pre;
-  assign \$341  = tsh > 7'h47;
-  assign \$342  = \$341  ? 10'h047 : tsh;
-  assign \$343  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$344  = $signed(\$343 ) - $signed({ 1'h0, tsh });
-  assign \$345  = $signed(km_pre) >>> t_clamped;
-  assign \$346  = $signed(chan[159:144]) << \$242 [4:0];
-  assign \$347  = 1'h1 << sh;
-  assign \$349  = $signed(\$346 ) + $signed({ 1'h0, \$348  });
-  assign \$351  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$4  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$5  = - $signed(chan[143:128]);
+  assign \$6  = \$4  ? \$5  : { chan[143], chan[143:128] };
+  assign \$9  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$12  = $signed(floor_q) < $signed(1'h0);
+  assign \$13  = - $signed(floor_q);
+  assign \$14  = \$12  ? \$13  : { floor_q[17], floor_q };
+  assign \$15  = $signed(floor_q) >= $signed(1'h0);
+  assign \$16  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$17  = - $signed(chan[143:128]);
+  assign \$18  = \$16  ? \$17  : { chan[143], chan[143:128] };
+  assign \$19  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$20  = $signed(floor_q) < $signed(1'h0);
+  assign \$21  = - $signed(floor_q);
+  assign \$22  = \$20  ? \$21  : { floor_q[17], floor_q };
+  assign \$23  = $signed(floor_q) >= $signed(1'h0);
+  assign \$24  = ! fsm_state;
+  assign \$25  = fsm_state == 1'h1;
+  assign \$26  = fsm_state == 2'h2;
+  assign \$27  = fsm_state == 2'h3;
+  assign \$28  = fsm_state == 3'h4;
+  assign \$29  = fsm_state == 3'h5;
+  assign \$30  = fsm_state == 3'h6;
+  assign \$31  = fsm_state == 3'h7;
+  assign \$32  = fsm_state == 4'h8;
+  assign \$33  = fsm_state == 4'h9;
+  assign \$34  = fsm_state == 4'ha;
+  assign \$35  = fsm_state == 4'hb;
+  assign \$36  = fsm_state == 4'hc;
+  assign \$37  = fsm_state == 4'hd;
+  assign \$38  = fsm_state == 4'he;
+  assign \$39  = fsm_state == 4'hf;
+  assign \$40  = fsm_state == 5'h10;
+  assign \$41  = fsm_state == 5'h11;
+  assign \$42  = fsm_state == 5'h12;
+  assign \$43  = fsm_state == 5'h13;
+  assign \$44  = fsm_state == 5'h14;
+  assign \$45  = fsm_state == 5'h15;
+  assign \$46  = fsm_state == 5'h16;
+  assign \$47  = fsm_state == 5'h17;
+  assign \$48  = fsm_state == 5'h18;
+  assign \$49  = fsm_state == 5'h19;
+  assign \$50  = fsm_state == 5'h1a;
+  assign \$51  = fsm_state == 5'h1b;
+  assign \$52  = fsm_state == 5'h1c;
+  assign \$53  = fsm_state == 5'h1d;
+  assign \$54  = fsm_state == 5'h1e;
+  assign \$55  = fsm_state == 5'h1f;
+  assign \$56  = fsm_state == 6'h20;
+  assign \$57  = fsm_state == 6'h21;
+  assign \$58  = fsm_state == 6'h22;
+  assign \$59  = fsm_state == 6'h23;
+  assign \$60  = fsm_state == 6'h24;
+  assign \$61  = fsm_state == 6'h25;
+  assign \$62  = fsm_state == 6'h26;
+  assign \$63  = fsm_state == 6'h27;
+  assign \$64  = fsm_state == 6'h28;
+  assign \$65  = fsm_state == 6'h29;
+  assign \$66  = fsm_state == 6'h2a;
+  assign \$67  = fsm_state == 6'h2b;
+  assign \$68  = fsm_state == 6'h2c;
+  assign \$69  = fsm_state == 6'h2d;
+  assign \$70  = fsm_state == 6'h2e;
+  assign \$71  = fsm_state == 6'h2f;
+  assign \$72  = fsm_state == 6'h30;
+  assign \$73  = fsm_state == 6'h31;
+  assign \$74  = fsm_state == 6'h32;
+  assign \$75  = fsm_state == 6'h33;
+  assign \$76  = fsm_state == 6'h34;
+  assign \$77  = fsm_state == 6'h35;
+  assign \$78  = fsm_state == 6'h36;
+  assign \$79  = fsm_state == 6'h37;
+  assign \$80  = fsm_state == 6'h38;
+  assign \$81  = fsm_state == 6'h39;
+  assign \$82  = fsm_state == 6'h3a;
+  assign \$83  = fsm_state == 6'h3b;
+  assign \$84  = fsm_state == 6'h3c;
+  assign \$85  = fsm_state == 6'h3d;
+  assign \$86  = fsm_state == 6'h3e;
+  assign \$87  = fsm_state == 6'h3f;
+  assign \$88  = fsm_state == 7'h40;
+  assign \$89  = fsm_state == 7'h41;
+  assign \$90  = ~ den_norm[74];
+  assign \$92  = den_zeros + 1'h1;
+  assign \$93  = ~ num_norm[38];
+  assign \$95  = num_zeros + 1'h1;
+  assign \$96  = loop_n + 1'h1;
+  assign \$97  = loop_n == 7'h4a;
+  assign \$98  = 5'h17 + num_zeros;
+  assign \$99  = \$98  - den_zeros;
+  assign \$100  = ~ num_norm[38];
+  assign \$102  = $signed(div_num) < $signed(1'h0);
+  assign \$103  = - $signed(div_num);
+  assign \$104  = \$102  ? \$103  : { div_num[50], div_num };
+  assign \$105  = $signed(div_num) < $signed(1'h0);
+  assign \$107  = gain_q1[21] ? \$106  : gain_q1;
+  assign \$108  = gain_zero ? 24'h000000 : \$107 ;
+  assign \$109  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$110  = gain_zero ? 10'h004 : \$109 ;
+  assign \$111  = ~ gain_zero;
+  assign \$112  = $signed(gain_shift) < $signed(4'h4);
+  assign \$113  = \$111  & \$112 ;
+  assign \$114  = $signed(gain_shift) > $signed(6'h15);
+  assign \$116  = $signed(gain_shift) - $signed(2'h1);
+  assign \$117  = $signed(gain_shift) < $signed(4'h4);
+  assign \$118  = special_r & \$117 ;
+  assign \$119  = scale_count < 4'hd;
+  assign \$120  = \$118  & \$119 ;
+  assign \$122  = $signed(gain_shift) + $signed(2'h1);
+  assign \$123  = scale_count + 1'h1;
+  assign \$124  = loop_n + 1'h1;
+  assign \$125  = loop_n == 5'h15;
+  assign \$126  = $signed(gain_shift) > $signed(6'h15);
+  assign \$127  = \$126  ? 9'h015 : gain_shift;
+  assign \$128  = special_r ? 9'h004 : \$127 ;
+  assign \$129  = $signed(div_num) < $signed(1'h0);
+  assign \$130  = - $signed(div_num);
+  assign \$131  = \$129  ? \$130  : { div_num[50], div_num };
+  assign \$132  = $signed(div_num) < $signed(1'h0);
+  assign \$133  = $signed(chan[159:144]) << \$1 [4:0];
+  assign \$134  = 1'h1 << sh;
+  assign \$136  = $signed(\$133 ) + $signed({ 1'h0, \$135  });
+  assign \$137  = $signed(\$136 ) - $signed(gain_w);
+  assign \$138  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$139  = - gain_x;
+  assign \$140  = \$138  ? \$139  : { 1'h0, gain_x };
+  assign \$141  = $signed(gain_t) + $signed(\$140 );
+  assign \$142  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$143  = $signed(gain_t) > $signed(21'h080010);
+  assign \$144  = \$143  ? 41'h00000080010 : gain_t;
+  assign \$145  = \$142  ? 41'h1fffff7ffe0 : \$144 ;
+  assign \$146  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$147  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$148  = \$147  ? 42'h00000080010 : gain_t1;
+  assign \$149  = \$146  ? 42'h3fffff7ffe0 : \$148 ;
+  assign \$150  = $signed(acc1) - $signed(acc0);
+  assign \$151  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$152  = - gain_x;
+  assign \$153  = \$151  ? \$152  : { 1'h0, gain_x };
+  assign \$154  = special_r ? \$150  : { \$153 [35], \$153 [35], \$153 [35], \$153 [35], \$153  };
+  assign \$155  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$156  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$157  = $signed(floor_q) + $signed(2'h1);
+  assign \$159  = ~ den_norm[74];
+  assign \$161  = den_zeros + 1'h1;
+  assign \$162  = ~ num_norm[38];
+  assign \$164  = num_zeros + 1'h1;
+  assign \$165  = loop_n + 1'h1;
+  assign \$166  = loop_n == 6'h26;
+  assign \$167  = 8'hf7 + num_zeros;
+  assign \$168  = $signed(\$167 ) - $signed(chan[215:208]);
+  assign \$169  = ~ num_norm[38];
+  assign \$173  = gain_q1[21] ? \$172  : gain_q1;
+  assign \$174  = gain_zero ? 24'h000000 : \$173 ;
+  assign \$175  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$176  = gain_zero ? 10'h004 : \$175 ;
+  assign \$177  = ~ gain_zero;
+  assign \$178  = $signed(gain_shift) < $signed(4'h4);
+  assign \$179  = \$177  & \$178 ;
+  assign \$180  = $signed(gain_shift) > $signed(6'h15);
+  assign \$182  = $signed(gain_shift) - $signed(2'h1);
+  assign \$183  = $signed(gain_shift) < $signed(4'h4);
+  assign \$184  = special_r & \$183 ;
+  assign \$185  = scale_count < 4'hd;
+  assign \$186  = \$184  & \$185 ;
+  assign \$188  = $signed(gain_shift) + $signed(2'h1);
+  assign \$189  = scale_count + 1'h1;
+  assign \$190  = loop_n + 1'h1;
+  assign \$191  = loop_n == 5'h15;
+  assign \$192  = $signed(gain_shift) > $signed(6'h15);
+  assign \$193  = \$192  ? 9'h015 : gain_shift;
+  assign \$194  = special_r ? 9'h004 : \$193 ;
+  assign \$196  = $signed(chan[159:144]) << \$2 [4:0];
+  assign \$197  = 1'h1 << sh;
+  assign \$199  = $signed(\$196 ) + $signed({ 1'h0, \$198  });
+  assign \$200  = $signed(\$199 ) - $signed(gain_w);
+  assign \$201  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$202  = - gain_x;
+  assign \$203  = \$201  ? \$202  : { 1'h0, gain_x };
+  assign \$204  = $signed(gain_t) + $signed(\$203 );
+  assign \$205  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$206  = $signed(gain_t) > $signed(21'h080010);
+  assign \$207  = \$206  ? 41'h00000080010 : gain_t;
+  assign \$208  = \$205  ? 41'h1fffff7ffe0 : \$207 ;
+  assign \$209  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$210  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$211  = \$210  ? 42'h00000080010 : gain_t1;
+  assign \$212  = \$209  ? 42'h3fffff7ffe0 : \$211 ;
+  assign \$213  = $signed(acc1) - $signed(acc0);
+  assign \$214  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$215  = - gain_x;
+  assign \$216  = \$214  ? \$215  : { 1'h0, gain_x };
+  assign \$217  = special_r ? \$213  : { \$216 [35], \$216 [35], \$216 [35], \$216 [35], \$216  };
+  assign \$218  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$219  = $signed(chan[143:128]) < $signed(1'h0);
+  assign \$220  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$352 ;
+    pop_top <= \$221 ;
   always @(posedge clk)
-    pop_bottom <= \$353 ;
+    pop_bottom <= \$222 ;
   always @(posedge clk)
-    fsm_state <= \$354 ;
+    fsm_state <= \$223 ;
   always @(posedge clk)
-    start <= \$355 ;
+    start <= \$224 ;
   always @(posedge clk)
-    t <= \$356 ;
+    t <= \$225 ;
   always @(posedge clk)
-    den <= \$357 ;
+    \den$39  <= \$226 ;
   always @(posedge clk)
-    lead <= \$358 ;
+    floor_q <= \$227 ;
   always @(posedge clk)
-    \start$9  <= \$359 ;
+    mean_rem <= \$228 ;
   always @(posedge clk)
-    recip_rem <= \$360 ;
+    gain_num <= \$229 ;
   always @(posedge clk)
-    recip_one <= \$361 ;
+    den_norm <= \$230 ;
   always @(posedge clk)
-    recip <= \$362 ;
+    num_norm <= \$231 ;
   always @(posedge clk)
-    m <= \$363 ;
+    num_zeros <= \$232 ;
   always @(posedge clk)
-    km <= \$364 ;
+    den_zeros <= \$233 ;
   always @(posedge clk)
-    sh0 <= \$365 ;
+    loop_n <= \$234 ;
   always @(posedge clk)
-    tk <= \$366 ;
+    gain_shift <= \$235 ;
   always @(posedge clk)
-    pre <= \$367 ;
+    gain_zero <= \$236 ;
   always @(posedge clk)
-    tsh <= \$368 ;
+    div_num <= \$237 ;
   always @(posedge clk)
-    km_pre <= \$369 ;
+    div_mag <= \$238 ;
   always @(posedge clk)
-    t_clamped <= \$370 ;
+    div_neg <= \$239 ;
   always @(posedge clk)
-    sh <= \$371 ;
+    \start$5  <= \$240 ;
   always @(posedge clk)
-    \a$29  <= \$372 ;
+    gain_q1 <= \$241 ;
   always @(posedge clk)
-    bias <= \$373 ;
+    gain_x <= \$242 ;
   always @(posedge clk)
-    \b$50  <= \$374 ;
+    scale_count <= \$243 ;
   always @(posedge clk)
-    \p$51  <= \$375 ;
+    special_r <= \$244 ;
   always @(posedge clk)
-    quot <= \$376 ;
+    sh <= \$245 ;
+  always @(posedge clk)
+    gain_p <= \$246 ;
+  always @(posedge clk)
+    gain_w <= \$247 ;
+  always @(posedge clk)
+    gain_t <= \$248 ;
+  always @(posedge clk)
+    gain_t1 <= \$249 ;
+  always @(posedge clk)
+    acc0 <= \$250 ;
+  always @(posedge clk)
+    acc1 <= \$251 ;
+  always @(posedge clk)
+    a_fin <= \$252 ;
+  always @(posedge clk)
+    c_fin <= \$253 ;
+  always @(posedge clk)
+    \b$59  <= \$254 ;
+  always @(posedge clk)
+    \a$60  <= \$255 ;
+  always @(posedge clk)
+    special <= \$256 ;
+  always @(posedge clk)
+    \neg$62  <= \$257 ;
+  always @(posedge clk)
+    q_lo <= \$258 ;
+  always @(posedge clk)
+    q_hi <= \$259 ;
   \hwnorm_frn_l1_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$25 ),
-    .done(\done$40 ),
+    .\den$13 (den),
+    .done(\done$48 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$24 ),
+    .\neg$15 (\neg$20 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$26 )
+    .start(\start$5 ),
+    .steps(\steps$24 )
   );
   \hwnorm_frn_l1_s16.math.mul  mul (
     .a(a),
@@ -1455,2130 +1245,5344 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 47'h000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          a = { \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243 [29], \$243  };
-      6'h06:
+      7'h05:
+          a = { \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3  };
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           a = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           a = { t[45], t };
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
+          a = { \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6 [16], \$6  };
+      7'h10:
           /* empty */;
-      6'h10:
+      7'h11:
           /* empty */;
-      6'h11:
+      7'h12:
           /* empty */;
-      6'h12:
-          a = { 22'h000000, recip };
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          a = { m[41], m[41], m[41], m[41], m[41], m };
-      6'h16:
+      7'h15:
           /* empty */;
-      6'h17:
+      7'h16:
           /* empty */;
-      6'h18:
+      7'h17:
           /* empty */;
-      6'h19:
+      7'h18:
           /* empty */;
-      6'h1a:
+      7'h19:
           /* empty */;
-      6'h1b:
+      7'h1a:
           /* empty */;
-      6'h03:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          a = { 23'h000000, chan[207:184] };
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
+          a = { 12'h000, gain_x };
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
-          a = { \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29  };
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          a = { \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18 [16], \$18  };
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          a = { 12'h000, gain_x };
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 35'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           b = { 22'h000000, chan[13:1] };
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           b = { 22'h000000, chan[13:1] };
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           b = chan[48:14];
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          b = { \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247 [16], \$247  };
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h0f:
           b = { 22'h000000, chan[13:1] };
-      6'h16:
+      7'h10:
           /* empty */;
-      6'h17:
+      7'h11:
           /* empty */;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h03:
+      7'h16:
           /* empty */;
-      6'h1c:
-          b = { \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251 [16], \$251  };
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h1e:
+      7'h18:
           /* empty */;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
-          b = { \$255 [24], \$255 [24], \$255 [24], \$255 [24], \$255 [24], \$255 [24], \$255 [24], \$255 [24], \$255 [24], \$255 [24], \$255  };
+      7'h1d:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          b = { \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14 [18], \$14  };
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          b = { 11'h000, chan[207:184] };
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          b = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     c = 83'h000000000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           c = 83'h000000000000000000000;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           c = { t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t };
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           c = { 20'h00000, chan[111:49] };
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
+      7'h0f:
           c = 83'h000000000000000000000;
-      6'h13:
+      7'h10:
           /* empty */;
-      6'h14:
+      7'h11:
           /* empty */;
-      6'h15:
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
           c = 83'h000000000000000000000;
-      6'h16:
+      7'h1e:
           /* empty */;
-      6'h17:
+      7'h1f:
           /* empty */;
-      6'h18:
+      7'h20:
           /* empty */;
-      6'h19:
+      7'h21:
           /* empty */;
-      6'h1a:
+      7'h22:
           /* empty */;
-      6'h1b:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h1c:
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
           c = 83'h000000000000000000000;
-      6'h1d:
+      7'h2d:
           /* empty */;
-      6'h1e:
+      7'h2e:
           /* empty */;
-      6'h1f:
+      7'h2f:
           /* empty */;
-      6'h20:
+      7'h30:
           /* empty */;
-      6'h21:
+      7'h31:
           /* empty */;
-      6'h22:
+      7'h32:
           /* empty */;
-      6'h23:
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
           c = 83'h000000000000000000000;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           neg = 1'h0;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           neg = 1'h1;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           neg = 1'h0;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          neg = \$248 ;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h0f:
           neg = 1'h0;
-      6'h16:
+      7'h10:
           /* empty */;
-      6'h17:
+      7'h11:
           /* empty */;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h03:
+      7'h16:
           /* empty */;
-      6'h1c:
-          neg = \$252 ;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h1e:
+      7'h18:
           /* empty */;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
-          neg = \$256 ;
+      7'h1d:
+          neg = \$9 ;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          neg = \$15 ;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          neg = 1'h0;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          neg = \$19 ;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          neg = \$23 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 6'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           steps = 6'h0d;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           steps = 6'h0d;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           steps = 6'h23;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          steps = 6'h10;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h0f:
           steps = 6'h0d;
-      6'h16:
+      7'h10:
           /* empty */;
-      6'h17:
+      7'h11:
           /* empty */;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h03:
+      7'h16:
           /* empty */;
-      6'h1c:
-          steps = 6'h10;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h1e:
+      7'h18:
           /* empty */;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
+          steps = 6'h0d;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          steps = 6'h11;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
           steps = 6'h18;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          steps = 6'h08;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          steps = 6'h11;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 75'h0000000000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          rem_init = recip_rem;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          rem_init = \$7 [23:0];
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          rem_init = \$10 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 24'h000000;
+    lo_init = 35'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          lo_init = \$244 ;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          lo_init = \$8 [34:0];
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          lo_init = \$11 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$24  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \neg$24  = 1'h0;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \neg$20  = div_neg;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \neg$20  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 75'h0000000000000000000;
+    den = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \den$25  = den;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          den = den_norm[74:51];
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 5'h00;
+    \steps$24  = 6'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \steps$26  = 5'h18;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \steps$24  = 6'h16;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \steps$24  = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h03:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h01:
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = 1'h0;
+    \$221  = 1'h0;
     if (rst) begin
-      \$352  = 1'h0;
+      \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = 1'h0;
+    \$222  = 1'h0;
     if (rst) begin
-      \$353  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = fsm_state;
+    \$223  = fsm_state;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$354  = 6'h01;
+                  \$223  = 7'h01;
               2'h1:
-                  \$354  = 6'h02;
+                  \$223  = 7'h02;
               2'h2:
-                  \$354  = 6'h03;
+                  \$223  = 7'h03;
             endcase
           end
-      6'h02:
-          \$354  = 6'h04;
-      6'h04:
-          \$354  = 6'h05;
-      6'h05:
-          \$354  = 6'h06;
-      6'h06:
+      7'h02:
+          \$223  = 7'h04;
+      7'h04:
+          \$223  = 7'h05;
+      7'h05:
+          \$223  = 7'h06;
+      7'h06:
           if (\done$37 ) begin
-            \$354  = 6'h07;
+            \$223  = 7'h07;
           end
-      6'h07:
-          \$354  = 6'h08;
-      6'h08:
-          \$354  = 6'h09;
-      6'h09:
+      7'h07:
+          \$223  = 7'h08;
+      7'h08:
+          \$223  = 7'h09;
+      7'h09:
           if (\done$37 ) begin
-            \$354  = 6'h0a;
+            \$223  = 7'h0a;
           end
-      6'h0a:
-          \$354  = 6'h0b;
-      6'h0b:
-          \$354  = 6'h0c;
-      6'h0c:
+      7'h0a:
+          \$223  = 7'h0b;
+      7'h0b:
+          \$223  = 7'h0c;
+      7'h0c:
           if (\done$37 ) begin
-            \$354  = 6'h0d;
+            \$223  = 7'h0d;
           end
-      6'h0d:
-          \$354  = 6'h0e;
-      6'h0e:
-          \$354  = 6'h0f;
-      6'h0f:
-          \$354  = 6'h10;
-      6'h10:
-          if (\done$40 ) begin
-            \$354  = 6'h11;
-          end
-      6'h11:
-          \$354  = 6'h12;
-      6'h12:
-          \$354  = 6'h13;
-      6'h13:
+      7'h0d:
+          \$223  = 7'h0e;
+      7'h0e:
+          \$223  = 7'h0f;
+      7'h0f:
+          \$223  = 7'h10;
+      7'h10:
           if (\done$37 ) begin
-            \$354  = 6'h14;
+            \$223  = 7'h11;
           end
-      6'h14:
-          \$354  = 6'h15;
-      6'h15:
-          \$354  = 6'h16;
-      6'h16:
+      7'h11:
+          \$223  = 7'h12;
+      7'h12:
+          if (\$97 ) begin
+            \$223  = 7'h13;
+          end
+      7'h13:
+          \$223  = 7'h14;
+      7'h14:
+          \$223  = 7'h15;
+      7'h15:
+          \$223  = 7'h16;
+      7'h16:
+          \$223  = 7'h17;
+      7'h17:
+          if (\done$48 ) begin
+            \$223  = 7'h18;
+          end
+      7'h18:
+          \$223  = 7'h19;
+      7'h19:
+          \$223  = 7'h1a;
+      7'h1a:
+          if (\$125 ) begin
+            \$223  = 7'h1b;
+          end
+      7'h1b:
+          \$223  = 7'h1c;
+      7'h1c:
+          \$223  = 7'h1d;
+      7'h1d:
+          \$223  = 7'h1e;
+      7'h1e:
           if (\done$37 ) begin
-            \$354  = 6'h17;
+            \$223  = 7'h1f;
           end
-      6'h17:
-          \$354  = 6'h18;
-      6'h18:
-          \$354  = 6'h19;
-      6'h19:
-          \$354  = 6'h1a;
-      6'h1a:
-          \$354  = 6'h1b;
-      6'h1b:
-          \$354  = 6'h01;
-      6'h03:
-          \$354  = 6'h1c;
-      6'h1c:
-          \$354  = 6'h1d;
-      6'h1d:
+      7'h1f:
+          \$223  = 7'h20;
+      7'h20:
+          \$223  = 7'h21;
+      7'h21:
+          \$223  = 7'h22;
+      7'h22:
+          if (\done$48 ) begin
+            \$223  = 7'h23;
+          end
+      7'h23:
+          \$223  = 7'h24;
+      7'h24:
+          \$223  = 7'h25;
+      7'h25:
+          \$223  = 7'h26;
+      7'h26:
+          \$223  = 7'h27;
+      7'h27:
+          \$223  = 7'h28;
+      7'h28:
+          \$223  = 7'h29;
+      7'h29:
           if (\done$37 ) begin
-            \$354  = 6'h1e;
+            \$223  = 7'h2a;
           end
-      6'h1e:
-          \$354  = 6'h1f;
-      6'h1f:
-          \$354  = 6'h20;
-      6'h20:
-          \$354  = 6'h21;
-      6'h21:
-          \$354  = 6'h22;
-      6'h22:
-          \$354  = 6'h23;
-      6'h23:
-          \$354  = 6'h24;
-      6'h24:
+      7'h2a:
+          \$223  = 7'h01;
+      7'h03:
+          \$223  = 7'h2b;
+      7'h2b:
+          \$223  = 7'h2c;
+      7'h2c:
+          \$223  = 7'h2d;
+      7'h2d:
           if (\done$37 ) begin
-            \$354  = 6'h25;
+            \$223  = 7'h2e;
           end
-      6'h25:
-          \$354  = 6'h26;
-      6'h26:
-          \$354  = 6'h01;
-      6'h01:
-          \$354  = 6'h00;
-    endcase
-    if (rst) begin
-      \$354  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$355  = 1'h1;
-      6'h05:
-          \$355  = 1'h0;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$355  = 1'h1;
-      6'h08:
-          \$355  = 1'h0;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \$355  = 1'h1;
-      6'h0b:
-          \$355  = 1'h0;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$355  = 1'h1;
-      6'h12:
-          \$355  = 1'h0;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$355  = 1'h1;
-      6'h15:
-          \$355  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          \$355  = 1'h1;
-      6'h1c:
-          \$355  = 1'h0;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$355  = 1'h1;
-      6'h23:
-          \$355  = 1'h0;
-    endcase
-    if (rst) begin
-      \$355  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
+      7'h2e:
+          \$223  = 7'h2f;
+      7'h2f:
+          if (\$166 ) begin
+            \$223  = 7'h30;
+          end
+      7'h30:
+          \$223  = 7'h31;
+      7'h31:
+          \$223  = 7'h32;
+      7'h32:
+          \$223  = 7'h33;
+      7'h33:
+          \$223  = 7'h34;
+      7'h34:
+          if (\$191 ) begin
+            \$223  = 7'h35;
+          end
+      7'h35:
+          \$223  = 7'h36;
+      7'h36:
+          \$223  = 7'h37;
+      7'h37:
+          \$223  = 7'h38;
+      7'h38:
           if (\done$37 ) begin
-            \$356  = p[45:0];
+            \$223  = 7'h39;
           end
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
+      7'h39:
+          \$223  = 7'h3a;
+      7'h3a:
+          \$223  = 7'h3b;
+      7'h3b:
+          \$223  = 7'h3c;
+      7'h3c:
+          \$223  = 7'h3d;
+      7'h3d:
+          \$223  = 7'h3e;
+      7'h3e:
+          \$223  = 7'h3f;
+      7'h3f:
+          \$223  = 7'h40;
+      7'h40:
           if (\done$37 ) begin
-            \$356  = p[45:0];
+            \$223  = 7'h41;
           end
+      7'h41:
+          \$223  = 7'h01;
+      7'h01:
+          \$223  = 7'h00;
     endcase
     if (rst) begin
-      \$356  = 46'h000000000000;
+      \$223  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = den;
+    \$224  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
+          \$224  = 1'h1;
+      7'h05:
+          \$224  = 1'h0;
+      7'h06:
           /* empty */;
-      6'h05:
+      7'h07:
+          \$224  = 1'h1;
+      7'h08:
+          \$224  = 1'h0;
+      7'h09:
           /* empty */;
-      6'h06:
+      7'h0a:
+          \$224  = 1'h1;
+      7'h0b:
+          \$224  = 1'h0;
+      7'h0c:
           /* empty */;
-      6'h07:
+      7'h0d:
           /* empty */;
-      6'h08:
+      7'h0e:
+          \$224  = 1'h1;
+      7'h0f:
+          \$224  = 1'h0;
+      7'h10:
           /* empty */;
-      6'h09:
+      7'h11:
           /* empty */;
-      6'h0a:
+      7'h12:
           /* empty */;
-      6'h0b:
+      7'h13:
           /* empty */;
-      6'h0c:
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$224  = 1'h1;
+      7'h1d:
+          \$224  = 1'h0;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$224  = 1'h1;
+      7'h28:
+          \$224  = 1'h0;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          \$224  = 1'h1;
+      7'h2c:
+          \$224  = 1'h0;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$224  = 1'h1;
+      7'h37:
+          \$224  = 1'h0;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$224  = 1'h1;
+      7'h3f:
+          \$224  = 1'h0;
+    endcase
+    if (rst) begin
+      \$224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$225  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
           if (\done$37 ) begin
-            \$357  = p[74:0];
+            \$225  = p[45:0];
           end
-    endcase
-    if (rst) begin
-      \$357  = 75'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = lead;
-    casez (fsm_state)
-      6'h00:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h08:
           /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          \$358  = den_lead;
-    endcase
-    if (rst) begin
-      \$358  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$359  = 1'h1;
-      6'h0f:
-          \$359  = 1'h0;
-    endcase
-    if (rst) begin
-      \$359  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$360  = \$299 [74:0];
-    endcase
-    if (rst) begin
-      \$360  = 75'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$361  = \$300 ;
-    endcase
-    if (rst) begin
-      \$361  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$40 ) begin
-            \$362  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$362  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
+      7'h09:
           if (\done$37 ) begin
-            \$363  = p[41:0];
+            \$225  = p[45:0];
           end
-      6'h14:
+    endcase
+    if (rst) begin
+      \$225  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$226  = \den$39 ;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      6'h15:
+      7'h02:
           /* empty */;
-      6'h16:
+      7'h04:
           /* empty */;
-      6'h17:
+      7'h05:
           /* empty */;
-      6'h18:
+      7'h06:
           /* empty */;
-      6'h19:
+      7'h07:
           /* empty */;
-      6'h1a:
+      7'h08:
           /* empty */;
-      6'h1b:
+      7'h09:
           /* empty */;
-      6'h03:
+      7'h0a:
           /* empty */;
-      6'h1c:
+      7'h0b:
           /* empty */;
-      6'h1d:
+      7'h0c:
           if (\done$37 ) begin
-            \$363  = p[41:0];
+            \$226  = p[74:0];
           end
     endcase
     if (rst) begin
-      \$363  = 42'h00000000000;
+      \$226  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = km;
+    \$227  = floor_q;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
+          \$227  = 18'h00000;
+      7'h0e:
           /* empty */;
-      6'h0e:
+      7'h0f:
           /* empty */;
-      6'h0f:
+      7'h10:
           /* empty */;
-      6'h10:
+      7'h11:
           /* empty */;
-      6'h11:
+      7'h12:
           /* empty */;
-      6'h12:
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          \$227  = \$158 [17:0];
+    endcase
+    if (rst) begin
+      \$227  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$228  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          \$228  = 14'h0000;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          \$228  = { 6'h00, chan[167:160] };
+    endcase
+    if (rst) begin
+      \$228  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$229  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
           if (\done$37 ) begin
-            \$364  = p[55:0];
+            \$229  = p[39:0];
           end
-      6'h17:
+      7'h11:
           /* empty */;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h03:
+      7'h16:
           /* empty */;
-      6'h1c:
+      7'h17:
           /* empty */;
-      6'h1d:
+      7'h18:
           /* empty */;
-      6'h1e:
-          \$364  = \$325 [55:0];
-    endcase
-    if (rst) begin
-      \$364  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = sh0;
-    casez (fsm_state)
-      6'h00:
+      7'h19:
           /* empty */;
-      6'h02:
+      7'h1a:
           /* empty */;
-      6'h04:
+      7'h1b:
           /* empty */;
-      6'h05:
+      7'h1c:
           /* empty */;
-      6'h06:
+      7'h1d:
           /* empty */;
-      6'h07:
+      7'h1e:
           /* empty */;
-      6'h08:
+      7'h1f:
           /* empty */;
-      6'h09:
+      7'h20:
           /* empty */;
-      6'h0a:
+      7'h21:
           /* empty */;
-      6'h0b:
+      7'h22:
           /* empty */;
-      6'h0c:
+      7'h23:
           /* empty */;
-      6'h0d:
+      7'h24:
           /* empty */;
-      6'h0e:
+      7'h25:
           /* empty */;
-      6'h0f:
+      7'h26:
           /* empty */;
-      6'h10:
+      7'h27:
           /* empty */;
-      6'h11:
+      7'h28:
           /* empty */;
-      6'h12:
+      7'h29:
           /* empty */;
-      6'h13:
+      7'h2a:
           /* empty */;
-      6'h14:
+      7'h03:
           /* empty */;
-      6'h15:
+      7'h2b:
           /* empty */;
-      6'h16:
+      7'h2c:
           /* empty */;
-      6'h17:
-          \$365  = { \$301 [8], \$301  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$365  = { \$326 [8], \$326  };
-    endcase
-    if (rst) begin
-      \$365  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$366  = count_lead;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$366  = 4'h8;
-    endcase
-    if (rst) begin
-      \$366  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$367  = \$304 [3:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$367  = \$329 [3:0];
-    endcase
-    if (rst) begin
-      \$367  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$368  = \$314 [9:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$368  = \$339 [9:0];
-    endcase
-    if (rst) begin
-      \$368  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$369  = \$315 ;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$369  = \$340 ;
-    endcase
-    if (rst) begin
-      \$369  = 71'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$370  = \$317 [6:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$370  = \$342 [6:0];
-    endcase
-    if (rst) begin
-      \$370  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$371  = \$319 [4:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$371  = \$344 [4:0];
-    endcase
-    if (rst) begin
-      \$371  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = \a$29 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$372  = \$320 [41:0];
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$372  = \$345 [41:0];
-    endcase
-    if (rst) begin
-      \$372  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$373  = { \$324 [47], \$324 [47], \$324 [47], \$324 [47], \$324 [47], \$324 [47], \$324 [47], \$324 [47], \$324 [47], \$324 [47], \$324  };
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$373  = { \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349 [47], \$349  };
-    endcase
-    if (rst) begin
-      \$373  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = \b$50 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$374  = bias;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          \$374  = \$351 [57:0];
-    endcase
-    if (rst) begin
-      \$374  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = \p$51 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
+      7'h2d:
           if (\done$37 ) begin
-            \$375  = p[72:0];
+            \$229  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$375  = 73'h0000000000000000000;
+      \$229  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = quot;
+    \$230  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
+          \$230  = \den$39 ;
+      7'h12:
+          if (\$90 ) begin
+            \$230  = \$91 [74:0];
+          end
+      7'h13:
           /* empty */;
-      6'h12:
+      7'h14:
           /* empty */;
-      6'h13:
+      7'h15:
           /* empty */;
-      6'h14:
+      7'h16:
           /* empty */;
-      6'h15:
+      7'h17:
           /* empty */;
-      6'h16:
+      7'h18:
           /* empty */;
-      6'h17:
+      7'h19:
           /* empty */;
-      6'h18:
+      7'h1a:
           /* empty */;
-      6'h19:
+      7'h1b:
           /* empty */;
-      6'h1a:
+      7'h1c:
           /* empty */;
-      6'h1b:
+      7'h1d:
           /* empty */;
-      6'h03:
+      7'h1e:
           /* empty */;
-      6'h1c:
+      7'h1f:
           /* empty */;
-      6'h1d:
+      7'h20:
           /* empty */;
-      6'h1e:
+      7'h21:
           /* empty */;
-      6'h1f:
+      7'h22:
           /* empty */;
-      6'h20:
+      7'h23:
           /* empty */;
-      6'h21:
+      7'h24:
           /* empty */;
-      6'h22:
+      7'h25:
           /* empty */;
-      6'h23:
+      7'h26:
           /* empty */;
-      6'h24:
+      7'h27:
           /* empty */;
-      6'h25:
-          \$376  = \$350 [61:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$230  = 75'h4000000000000000000;
+      7'h2f:
+          if (\$159 ) begin
+            \$230  = \$160 [74:0];
+          end
     endcase
     if (rst) begin
-      \$376  = 62'h0000000000000000;
+      \$230  = 75'h0000000000000000000;
     end
   end
-  assign beta_shift = \$241 [4:0];
-  assign \beta_shift$6  = \$242 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$231  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$231  = gain_num[38:0];
+      7'h12:
+          if (\$93 ) begin
+            \$231  = \$94 [38:0];
+          end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$231  = gain_num[38:0];
+      7'h2f:
+          if (\$162 ) begin
+            \$231  = \$163 [38:0];
+          end
+    endcase
+    if (rst) begin
+      \$231  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$232  = 6'h00;
+      7'h12:
+          if (\$93 ) begin
+            \$232  = \$95 [5:0];
+          end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$232  = 6'h00;
+      7'h2f:
+          if (\$162 ) begin
+            \$232  = \$164 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$233  = 7'h00;
+      7'h12:
+          if (\$90 ) begin
+            \$233  = \$92 [6:0];
+          end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$233  = 7'h00;
+      7'h2f:
+          if (\$159 ) begin
+            \$233  = \$161 [6:0];
+          end
+    endcase
+    if (rst) begin
+      \$233  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+        begin
+          \$234  = \$96 [6:0];
+          if (\$97 ) begin
+            \$234  = 7'h00;
+          end
+        end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+        begin
+          \$234  = \$124 [6:0];
+          if (\$125 ) begin
+            \$234  = 7'h00;
+          end
+        end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+        begin
+          \$234  = \$165 [6:0];
+          if (\$166 ) begin
+            \$234  = 7'h00;
+          end
+        end
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          \$234  = \$190 [6:0];
+          if (\$191 ) begin
+            \$234  = 7'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$234  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$235  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$235  = { \$99 [7], \$99  };
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \$235  = \$110 [8:0];
+      7'h19:
+          /* empty */;
+      7'h1a:
+        begin
+          if (\$114 ) begin
+            \$235  = \$116 [8:0];
+          end
+          if (\$120 ) begin
+            \$235  = \$122 [8:0];
+          end
+        end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$235  = \$168 ;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$235  = \$176 [8:0];
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          if (\$180 ) begin
+            \$235  = \$182 [8:0];
+          end
+          if (\$186 ) begin
+            \$235  = \$188 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$235  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$236  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$236  = \$100 ;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$236  = \$169 ;
+    endcase
+    if (rst) begin
+      \$236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = div_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$237  = { 5'h00, \$101  };
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$237  = { gain_p[49], gain_p };
+    endcase
+    if (rst) begin
+      \$237  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$238  = \$104 [50:0];
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$238  = \$131 [50:0];
+    endcase
+    if (rst) begin
+      \$238  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$239  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$239  = \$105 ;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$239  = \$132 ;
+    endcase
+    if (rst) begin
+      \$239  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$240  = 1'h1;
+      7'h16:
+          \$240  = 1'h0;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$240  = 1'h1;
+      7'h21:
+          \$240  = 1'h0;
+    endcase
+    if (rst) begin
+      \$240  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          if (\done$48 ) begin
+            \$241  = q[23:0];
+          end
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$241  = \$171 [23:0];
+    endcase
+    if (rst) begin
+      \$241  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \$242  = { \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108  };
+      7'h19:
+          /* empty */;
+      7'h1a:
+        begin
+          if (\$114 ) begin
+            \$242  = \$115 ;
+          end
+          if (\$120 ) begin
+            \$242  = \$121 [34:0];
+          end
+        end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$242  = { \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174  };
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          if (\$180 ) begin
+            \$242  = \$181 ;
+          end
+          if (\$186 ) begin
+            \$242  = \$187 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$242  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \$243  = 5'h00;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$243  = \$123 [4:0];
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$243  = 5'h00;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$243  = \$189 [4:0];
+    endcase
+    if (rst) begin
+      \$243  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$244  = \$113 ;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$244  = \$179 ;
+    endcase
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$245  = \$128 [4:0];
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$245  = \$194 [4:0];
+    endcase
+    if (rst) begin
+      \$245  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          if (\done$37 ) begin
+            \$246  = p[49:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          if (\done$37 ) begin
+            \$246  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$246  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          if (\done$48 ) begin
+            \$247  = q;
+          end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$247  = \$195 [36:0];
+    endcase
+    if (rst) begin
+      \$247  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$248  = \$137 [40:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$248  = \$200 [40:0];
+    endcase
+    if (rst) begin
+      \$248  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$249  = \$141 ;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$249  = \$204 ;
+    endcase
+    if (rst) begin
+      \$249  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$250  = \$145 [38:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$250  = \$208 [38:0];
+    endcase
+    if (rst) begin
+      \$250  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$251  = \$149 [38:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$251  = \$212 [38:0];
+    endcase
+    if (rst) begin
+      \$251  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$252  = \$154 [21:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$252  = \$217 [21:0];
+    endcase
+    if (rst) begin
+      \$252  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$253  = \$155 [38:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$253  = \$218 [38:0];
+    endcase
+    if (rst) begin
+      \$253  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = \b$59 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          if (\done$37 ) begin
+            \$254  = p[38:0];
+          end
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          if (\done$37 ) begin
+            \$254  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$254  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = \a$60 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$255  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$255  = a_fin;
+    endcase
+    if (rst) begin
+      \$255  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$256  = special_r;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$256  = special_r;
+    endcase
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = \neg$62 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$257  = \$156 ;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$257  = \$219 ;
+    endcase
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$258  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$258  = floor_q;
+    endcase
+    if (rst) begin
+      \$258  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$259  = \$157 [17:0];
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$259  = \$220 [17:0];
+    endcase
+    if (rst) begin
+      \$259  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[48:14];
@@ -3589,79 +6593,95 @@ module \hwnorm_frn_l1_s16.math (rst, \start$35 , entry, chan, sum, s_hi, done, d
   assign \chan.mean  = chan[183:160];
   assign \chan.scale_m  = chan[207:184];
   assign \chan.scale_exp  = chan[215:208];
-  assign \$243  = { s_hi, 1'h0 };
-  assign \$298  = { 1'h0, \$297 [127:1] };
-  assign \$323  = { 1'h0, \$322 [31:1] };
-  assign \$325  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$348  = { 1'h0, \$347 [31:1] };
-  assign \$350  = { \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72], \p$51 [72:8] };
+  assign \$3  = { s_hi, 1'h0 };
+  assign \$7  = { 22'h000000, div_mag[50:22] };
+  assign \$8  = { 2'h0, div_mag[21:0], 13'h0000 };
+  assign \$10  = { 35'h000000000, div_mag[50:35] };
+  assign \$11  = { 1'h0, div_mag[34:0] };
+  assign \$91  = { den_norm, 1'h0 };
+  assign \$94  = { num_norm, 1'h0 };
+  assign \$101  = { 1'h0, num_norm, 6'h00 };
+  assign \$106  = { gain_q1[23], gain_q1[23:1] };
+  assign \$115  = { 1'h0, gain_x[34:1] };
+  assign \$121  = { gain_x, 1'h0 };
+  assign \$135  = { 1'h0, \$134 [31:1] };
+  assign \$158  = { chan[183], chan[183], chan[183], chan[183], chan[183], chan[183], chan[183], chan[183], chan[183:168] };
+  assign \$160  = { den_norm, 1'h0 };
+  assign \$163  = { num_norm, 1'h0 };
+  assign \$170  = { 1'h0, num_norm, 6'h00 };
+  assign \$171  = { 23'h000000, \$170 [45:23] };
+  assign \$172  = { gain_q1[23], gain_q1[23:1] };
+  assign \$181  = { 1'h0, gain_x[34:1] };
+  assign \$187  = { gain_x, 1'h0 };
+  assign \$195  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$198  = { 1'h0, \$197 [31:1] };
 endmodule
 
 module \hwnorm_frn_l1_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [75:0] \$1 ;
-  wire [5:0] \$10 ;
+  wire [24:0] \$1 ;
+  wire [6:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [24:0] \$13 ;
-  wire [25:0] \$14 ;
-  wire [25:0] \$15 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [74:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
-  reg [23:0] \$20 ;
-  reg [74:0] \$21 ;
+  reg [34:0] \$20 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
-  reg [23:0] \$23 ;
-  reg [4:0] \$24 ;
+  reg [34:0] \$23 ;
+  reg [5:0] \$24 ;
   reg \$25 ;
-  reg [25:0] \$26 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [76:0] \$4 ;
-  wire [76:0] \$5 ;
-  wire [24:0] \$6 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
+  wire [35:0] \$6 ;
   wire \$7 ;
-  wire [24:0] \$8 ;
-  wire [24:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [35:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [74:0] den = 75'h0000000000000000000;
-  input [74:0] \den$13 ;
-  wire [74:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
-  reg [4:0] left = 5'h00;
-  reg [23:0] lo = 24'h000000;
-  input [23:0] lo_init;
-  wire [23:0] lo_init;
+  reg [5:0] left = 6'h00;
+  reg [34:0] lo = 35'h000000000;
+  input [34:0] lo_init;
+  wire [34:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [25:0] q;
-  reg [25:0] q = 26'h0000000;
-  reg [23:0] quot = 24'h000000;
-  reg [74:0] rem = 75'h0000000000000000000;
-  input [74:0] rem_init;
-  wire [74:0] rem_init;
+  output [36:0] q;
+  reg [36:0] q = 37'h0000000000;
+  reg [34:0] quot = 35'h000000000;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
   reg sign = 1'h0;
   input start;
   wire start;
-  input [4:0] steps;
-  wire [4:0] steps;
-  wire [75:0] trial;
-  assign trial = \$1  | { 75'h0000000000000000000, lo[23] };
+  input [5:0] steps;
+  wire [5:0] steps;
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[34] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 24'h000000, \$7  };
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -3723,10 +6743,10 @@ module \hwnorm_frn_l1_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [74:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 75'h0000000000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -3735,10 +6755,10 @@ module \hwnorm_frn_l1_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [23:0];
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
-      \$20  = 24'h000000;
+      \$20  = 35'h000000000;
     end
   end
   always @* begin
@@ -3748,7 +6768,7 @@ module \hwnorm_frn_l1_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 75'h0000000000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -3765,12 +6785,12 @@ module \hwnorm_frn_l1_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 24'h000000;
+      \$23  = 35'h000000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [23:0];
+      \$23  = \$8 [34:0];
     end
     if (rst) begin
-      \$23  = 24'h000000;
+      \$23  = 35'h000000000;
     end
   end
   always @* begin
@@ -3779,10 +6799,10 @@ module \hwnorm_frn_l1_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
     if (start) begin
       \$24  = steps;
     end else if (\$2 ) begin
-      \$24  = \$10 [4:0];
+      \$24  = \$10 [5:0];
     end
     if (rst) begin
-      \$24  = 5'h00;
+      \$24  = 6'h00;
     end
   end
   always @* begin
@@ -3802,7 +6822,7 @@ module \hwnorm_frn_l1_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 26'h0000000;
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -3945,68 +6965,95 @@ module \hwnorm_frn_l1_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, 
   assign \$6  = { 1'h0, b_sh[34:1] };
 endmodule
 
-module \hwnorm_frn_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_frn_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
-  wire [58:0] \$24 ;
-  wire [58:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  wire \$30 ;
-  wire [13:0] \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [12:0] \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg \$43 ;
-  reg \$44 ;
-  reg [15:0] \$45 ;
-  reg [33:0] \$46 ;
-  reg [33:0] \$47 ;
-  reg [24:0] \$48 ;
-  reg [58:0] \$49 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [39:0] \$44 ;
+  wire [39:0] \$45 ;
+  wire [39:0] \$46 ;
+  wire [39:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire [1:0] \$5 ;
-  reg [58:0] \$50 ;
-  reg [58:0] \$51 ;
-  reg \$52 ;
-  reg \$53 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [13:0] \$53 ;
   reg \$54 ;
-  reg [15:0] \$55 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg [12:0] \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg \$72 ;
+  reg [15:0] \$73 ;
+  reg [33:0] \$74 ;
+  reg [21:0] \$75 ;
+  reg [39:0] \$76 ;
+  reg [39:0] \$77 ;
+  reg [39:0] \$78 ;
+  reg \$79 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  reg \$80 ;
+  reg \$81 ;
+  reg [15:0] \$82 ;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -4016,6 +7063,12 @@ module \hwnorm_frn_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -4024,6 +7077,8 @@ module \hwnorm_frn_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -4039,16 +7094,21 @@ module \hwnorm_frn_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   input [15:0] tau;
   wire [15:0] tau;
   reg under0 = 1'h0;
@@ -4062,44 +7122,100 @@ module \hwnorm_frn_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = ~ force_hi0_2;
+  assign \$41  = $signed(qs0) < $signed(tau);
+  assign \$42  = force_lo0_2 | \$41 ;
+  assign \$43  = \$40  & \$42 ;
+  assign \$44  = under0 ? 40'hffffff8000 : q0;
+  assign \$45  = over0 ? 40'h0000007fff : \$44 ;
+  assign \$46  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$45 ;
+  assign \$47  = ok4 ? \$46  : 40'h0000000000;
+  assign \$48  = ~ clear;
+  assign \$49  = \$48  & ce;
+  assign \$50  = v4 & ok4;
+  assign \$51  = over0 | under0;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = sat_count + \$52 ;
   always @(posedge clk)
-    v5 <= \$37 ;
+    v0 <= \$54 ;
   always @(posedge clk)
-    sat_count <= \$38 ;
+    v1 <= \$55 ;
   always @(posedge clk)
-    ok0 <= \$39 ;
+    v2 <= \$56 ;
   always @(posedge clk)
-    ok1 <= \$40 ;
+    v3 <= \$57 ;
   always @(posedge clk)
-    ok2 <= \$41 ;
+    v4 <= \$58 ;
   always @(posedge clk)
-    ok3 <= \$42 ;
+    v5 <= \$59 ;
   always @(posedge clk)
-    ok4 <= \$43 ;
+    sat_count <= \$60 ;
   always @(posedge clk)
-    ok5 <= \$44 ;
+    ok0 <= \$61 ;
   always @(posedge clk)
-    x0 <= \$45 ;
+    ok1 <= \$62 ;
   always @(posedge clk)
-    p0_0 <= \$46 ;
+    ok2 <= \$63 ;
   always @(posedge clk)
-    p0_17 <= \$47 ;
+    ok3 <= \$64 ;
   always @(posedge clk)
-    p0_34 <= \$48 ;
+    ok4 <= \$65 ;
   always @(posedge clk)
-    acc0 <= \$49 ;
+    ok5 <= \$66 ;
   always @(posedge clk)
-    qs0 <= \$50 ;
+    force_hi0_0 <= \$67 ;
   always @(posedge clk)
-    q0 <= \$51 ;
+    force_lo0_0 <= \$68 ;
   always @(posedge clk)
-    over0 <= \$52 ;
+    force_hi0_1 <= \$69 ;
   always @(posedge clk)
-    under0 <= \$53 ;
+    force_lo0_1 <= \$70 ;
   always @(posedge clk)
-    below_tau0 <= \$54 ;
+    force_hi0_2 <= \$71 ;
   always @(posedge clk)
-    o__payload <= \$55 ;
+    force_lo0_2 <= \$72 ;
+  always @(posedge clk)
+    x0 <= \$73 ;
+  always @(posedge clk)
+    p0_0 <= \$74 ;
+  always @(posedge clk)
+    p0_17 <= \$75 ;
+  always @(posedge clk)
+    acc0 <= \$76 ;
+  always @(posedge clk)
+    qs0 <= \$77 ;
+  always @(posedge clk)
+    q0 <= \$78 ;
+  always @(posedge clk)
+    over0 <= \$79 ;
+  always @(posedge clk)
+    under0 <= \$80 ;
+  always @(posedge clk)
+    below_tau0 <= \$81 ;
+  always @(posedge clk)
+    o__payload <= \$82 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4110,210 +7226,20 @@ module \hwnorm_frn_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = $signed(qs0) < $signed(tau);
-  assign \$22  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$23  = over0 ? 59'h000000000007fff : \$22 ;
-  assign \$24  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$23 ;
-  assign \$25  = ok4 ? \$24  : 59'h000000000000000;
-  assign \$26  = ~ clear;
-  assign \$27  = \$26  & ce;
-  assign \$28  = v4 & ok4;
-  assign \$29  = over0 | under0;
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = sat_count + \$30 ;
-  always @(posedge clk)
-    v0 <= \$32 ;
-  always @(posedge clk)
-    v1 <= \$33 ;
-  always @(posedge clk)
-    v2 <= \$34 ;
-  always @(posedge clk)
-    v3 <= \$35 ;
-  always @(posedge clk)
-    v4 <= \$36 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = sat_count;
+    \$54  = v0;
     if (clear) begin
-      \$38  = 13'h0000;
-    end
-    if (\$27 ) begin
-      \$38  = \$31 [12:0];
-    end
-    if (rst) begin
-      \$38  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok0;
-    if (clear) begin
+      \$54  = 1'h0;
     end else if (ce) begin
-      \$39  = mask;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok0;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok1;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok2;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$43  = ok3;
-    end
-    if (rst) begin
-      \$43  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$44  = ok4;
-    end
-    if (rst) begin
-      \$44  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = x0;
-    if (\$8 ) begin
-      \$45  = i__payload;
-    end
-    if (rst) begin
-      \$45  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = p0_0;
-    if (\$8 ) begin
-      \$46  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$46  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = p0_17;
-    if (\$8 ) begin
-      \$47  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$47  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = p0_34;
-    if (\$8 ) begin
-      \$48  = { \$11 [23], \$11  };
-    end
-    if (rst) begin
-      \$48  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = acc0;
-    if (\$8 ) begin
-      \$49  = \$17 [58:0];
-    end
-    if (rst) begin
-      \$49  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = qs0;
-    if (\$8 ) begin
-      \$50  = \$18 ;
-    end
-    if (rst) begin
-      \$50  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = q0;
-    if (\$8 ) begin
-      \$51  = qs0;
-    end
-    if (rst) begin
-      \$51  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = over0;
-    if (\$8 ) begin
-      \$52  = \$19 ;
-    end
-    if (rst) begin
-      \$52  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$53  = under0;
-    if (\$8 ) begin
-      \$53  = \$20 ;
-    end
-    if (rst) begin
-      \$53  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$54  = below_tau0;
-    if (\$8 ) begin
-      \$54  = \$21 ;
+      \$54  = i__valid;
     end
     if (rst) begin
       \$54  = 1'h0;
@@ -4321,84 +7247,301 @@ module \hwnorm_frn_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$55  = o__payload;
+    \$55  = v1;
+    if (clear) begin
+      \$55  = 1'h0;
+    end else if (ce) begin
+      \$55  = v0;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = v2;
+    if (clear) begin
+      \$56  = 1'h0;
+    end else if (ce) begin
+      \$56  = v1;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = v3;
+    if (clear) begin
+      \$57  = 1'h0;
+    end else if (ce) begin
+      \$57  = v2;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = v4;
+    if (clear) begin
+      \$58  = 1'h0;
+    end else if (ce) begin
+      \$58  = v3;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = v5;
+    if (clear) begin
+      \$59  = 1'h0;
+    end else if (ce) begin
+      \$59  = v4;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = sat_count;
+    if (clear) begin
+      \$60  = 13'h0000;
+    end
+    if (\$49 ) begin
+      \$60  = \$53 [12:0];
+    end
+    if (rst) begin
+      \$60  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$61  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = mask;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$62  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$62  = ok0;
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$63  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$63  = ok1;
+    end
+    if (rst) begin
+      \$63  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$64  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$64  = ok2;
+    end
+    if (rst) begin
+      \$64  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$65  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$65  = ok3;
+    end
+    if (rst) begin
+      \$65  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$66  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$66  = ok4;
+    end
+    if (rst) begin
+      \$66  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$67  = force_hi0_0;
     if (\$8 ) begin
-      \$55  = \$25 [15:0];
+      \$67  = \$13 ;
     end
     if (rst) begin
-      \$55  = 16'h0000;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v0;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = i__valid;
+    \$68  = force_lo0_0;
+    if (\$8 ) begin
+      \$68  = \$18 ;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$68  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v1;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v0;
+    \$69  = force_hi0_1;
+    if (\$20 ) begin
+      \$69  = force_hi0_0;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$69  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v2;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v1;
+    \$70  = force_lo0_1;
+    if (\$20 ) begin
+      \$70  = force_lo0_0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = v3;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v2;
+    \$71  = force_hi0_2;
+    if (\$22 ) begin
+      \$71  = force_hi0_1;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$71  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = v4;
-    if (clear) begin
-      \$36  = 1'h0;
-    end else if (ce) begin
-      \$36  = v3;
+    \$72  = force_lo0_2;
+    if (\$22 ) begin
+      \$72  = force_lo0_1;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$72  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = v5;
-    if (clear) begin
-      \$37  = 1'h0;
-    end else if (ce) begin
-      \$37  = v4;
+    \$73  = x0;
+    if (\$24 ) begin
+      \$73  = i__payload;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$73  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = p0_0;
+    if (\$24 ) begin
+      \$74  = { \$25 [32], \$25  };
+    end
+    if (rst) begin
+      \$74  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = p0_17;
+    if (\$24 ) begin
+      \$75  = { \$26 [20], \$26  };
+    end
+    if (rst) begin
+      \$75  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = acc0;
+    if (\$24 ) begin
+      \$76  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$76  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$77  = qs0;
+    if (\$24 ) begin
+      \$77  = \$31 ;
+    end
+    if (rst) begin
+      \$77  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$78  = q0;
+    if (\$24 ) begin
+      \$78  = qs0;
+    end
+    if (rst) begin
+      \$78  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$79  = over0;
+    if (\$24 ) begin
+      \$79  = \$35 ;
+    end
+    if (rst) begin
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$80  = under0;
+    if (\$24 ) begin
+      \$80  = \$39 ;
+    end
+    if (rst) begin
+      \$80  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$81  = below_tau0;
+    if (\$24 ) begin
+      \$81  = \$43 ;
+    end
+    if (rst) begin
+      \$81  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$82  = o__payload;
+    if (\$24 ) begin
+      \$82  = \$47 [15:0];
+    end
+    if (rst) begin
+      \$82  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -4406,9 +7549,8 @@ module \hwnorm_frn_l1_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_frn_l1_s16.stats_unit (clk, rst, mask, clear, valid, sum, s_hi, x);

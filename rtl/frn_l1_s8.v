@@ -21,30 +21,26 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [151:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [151:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [25:0] a;
-  wire [25:0] \a$25 ;
-  wire [33:0] b;
-  wire [33:0] \b$27 ;
+  wire [13:0] a;
+  wire [13:0] \a$25 ;
+  wire [22:0] b;
+  wire [22:0] \b$27 ;
   reg beat;
   wire busy;
   reg [151:0] chan = 152'h00000000000000000000000000000000000000;
@@ -87,7 +83,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$48 ;
   input clk;
   wire clk;
   wire [58:0] den;
@@ -101,27 +97,33 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$55 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$54 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$23 ;
   reg more;
+  wire neg;
+  wire \neg$33 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$31 ;
-  wire [7:0] \o__payload$31[0] ;
+  wire [7:0] \o__payload$39 ;
+  wire [7:0] \o__payload$39[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$41 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$40 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$37 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$35 ;
   wire refused;
   input rst;
   wire rst;
@@ -129,6 +131,8 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$31 ;
   reg start;
   output [93:0] stats__payload;
   reg [93:0] stats__payload;
@@ -155,51 +159,51 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$5  = ! chan__payload[87:41];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[151:144]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[151:144]) > $signed(2'h1);
+  assign \$8  = $signed(chan__payload[127:112]) < $signed(16'h8000);
+  assign \$9  = $signed(chan__payload[127:112]) > $signed(16'h7f00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[127:112]) < $signed(16'h8000);
-  assign \$13  = $signed(chan__payload[127:112]) > $signed(16'h7f00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$47  & more;
-  assign \$19  = i__valid & \i__ready$47 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$55  & more;
+  assign \$15  = i__valid & \i__ready$55 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_frn_l1_s8.math  math (
-    .\a$29 (a),
-    .\b$50 (b),
+    .\a$60 (a),
+    .\b$59 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$39 (den),
     .done(done),
     .entry(entry),
+    .\neg$62 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
+    .special(special),
     .\start$35 (start),
     .sum(sum)
   );
@@ -207,17 +211,21 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$55 ),
+    .clear(\clear$48 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$54 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .tau(chan[95:88]),
     .v5(o__valid)
   );
@@ -297,11 +305,11 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$48  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$48  = 1'h1;
           end
     endcase
   end
@@ -320,7 +328,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -338,7 +346,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -394,12 +402,12 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
+    \i__valid$54  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -412,7 +420,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$46  = \$17 ;
+          \i__valid$54  = \$13 ;
     endcase
   end
   always @* begin
@@ -440,80 +448,80 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 152'h00000000000000000000000000000000000000;
+      \$32  = 152'h00000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -524,10 +532,14 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
+  assign \special$31  = special;
+  assign \neg$33  = neg;
+  assign \q_lo$35  = q_lo;
+  assign \q_hi$37  = q_hi;
   assign tau = chan[95:88];
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$39  = o__payload;
+  assign \o__valid$40  = o__valid;
+  assign \o__ready$41  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[40:14];
@@ -566,7 +578,7 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \chan$20.scale_m  = chan[143:128];
   assign \chan$20.scale_exp  = chan[151:144];
   assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \o__payload$39[0]  = o__payload;
   always @*
     stats__payload[92:80] = sat_count;
   always @*
@@ -575,341 +587,280 @@ module hwnorm_frn_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, den, sh, \a$29 , \b$50 , clk);
+module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \den$39 , sh, \b$59 , \a$60 , special, \neg$62 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
+  wire [4:0] \$1 ;
+  wire [42:0] \$10 ;
   wire \$100 ;
-  wire \$101 ;
+  wire [29:0] \$101 ;
   wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
+  wire [43:0] \$103 ;
+  wire [43:0] \$104 ;
   wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
-  wire \$11 ;
-  wire \$110 ;
+  wire [15:0] \$106 ;
+  wire [15:0] \$107 ;
+  wire [15:0] \$108 ;
+  wire [9:0] \$109 ;
+  wire [27:0] \$11 ;
+  wire [9:0] \$110 ;
   wire \$111 ;
   wire \$112 ;
-  wire [5:0] \$113 ;
-  wire [5:0] \$114 ;
-  wire [5:0] \$115 ;
-  wire \$116 ;
-  wire [5:0] \$117 ;
-  wire [5:0] \$118 ;
-  wire [5:0] \$119 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire [26:0] \$115 ;
+  wire [9:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [5:0] \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire [5:0] \$125 ;
-  wire [5:0] \$126 ;
-  wire [5:0] \$127 ;
-  wire \$128 ;
-  wire [5:0] \$129 ;
-  wire \$13 ;
-  wire [5:0] \$130 ;
-  wire [5:0] \$131 ;
-  wire [5:0] \$132 ;
-  wire [5:0] \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
+  wire \$120 ;
+  wire [27:0] \$121 ;
+  wire [9:0] \$122 ;
+  wire [4:0] \$123 ;
+  wire [6:0] \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire [8:0] \$127 ;
+  wire [8:0] \$128 ;
+  wire \$129 ;
+  wire [10:0] \$13 ;
+  wire [43:0] \$130 ;
+  wire [43:0] \$131 ;
+  wire \$132 ;
+  wire [22:0] \$133 ;
+  wire [15:0] \$134 ;
+  wire [15:0] \$135 ;
+  wire [23:0] \$136 ;
+  wire [29:0] \$137 ;
   wire \$138 ;
-  wire \$139 ;
-  wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
+  wire [27:0] \$139 ;
+  wire [10:0] \$14 ;
+  wire [27:0] \$140 ;
+  wire [31:0] \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire \$144 ;
-  wire [5:0] \$145 ;
-  wire [5:0] \$146 ;
-  wire [5:0] \$147 ;
-  wire \$148 ;
-  wire [5:0] \$149 ;
+  wire [30:0] \$144 ;
+  wire [30:0] \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire [31:0] \$148 ;
+  wire [31:0] \$149 ;
   wire \$15 ;
-  wire [5:0] \$150 ;
-  wire [5:0] \$151 ;
-  wire [5:0] \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire [23:0] \$150 ;
+  wire \$151 ;
+  wire [27:0] \$152 ;
+  wire [27:0] \$153 ;
+  wire [27:0] \$154 ;
+  wire [30:0] \$155 ;
   wire \$156 ;
-  wire [5:0] \$157 ;
-  wire [5:0] \$158 ;
-  wire [5:0] \$159 ;
+  wire [10:0] \$157 ;
+  wire [15:0] \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire [5:0] \$161 ;
-  wire [5:0] \$162 ;
-  wire [5:0] \$163 ;
+  wire [59:0] \$160 ;
+  wire [6:0] \$161 ;
+  wire \$162 ;
+  wire [23:0] \$163 ;
   wire [5:0] \$164 ;
-  wire [5:0] \$165 ;
-  wire [5:0] \$166 ;
-  wire \$167 ;
-  wire \$168 ;
+  wire [6:0] \$165 ;
+  wire \$166 ;
+  wire [6:0] \$167 ;
+  wire [8:0] \$168 ;
   wire \$169 ;
-  wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire [3:0] \$172 ;
-  wire [3:0] \$173 ;
-  wire [3:0] \$174 ;
-  wire [3:0] \$175 ;
-  wire \$176 ;
+  wire [8:0] \$17 ;
+  wire [29:0] \$170 ;
+  wire [29:0] \$171 ;
+  wire [15:0] \$172 ;
+  wire [15:0] \$173 ;
+  wire [15:0] \$174 ;
+  wire [9:0] \$175 ;
+  wire [9:0] \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire \$18 ;
-  wire [3:0] \$180 ;
-  wire [3:0] \$181 ;
-  wire [3:0] \$182 ;
+  wire [8:0] \$18 ;
+  wire \$180 ;
+  wire [26:0] \$181 ;
+  wire [9:0] \$182 ;
   wire \$183 ;
-  wire [3:0] \$184 ;
-  wire [3:0] \$185 ;
-  wire [3:0] \$186 ;
-  wire [3:0] \$187 ;
-  wire [4:0] \$188 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire [27:0] \$187 ;
+  wire [9:0] \$188 ;
   wire [4:0] \$189 ;
   wire \$19 ;
-  wire [21:0] \$190 ;
-  wire [15:0] \$191 ;
+  wire [6:0] \$190 ;
+  wire \$191 ;
   wire \$192 ;
   wire [8:0] \$193 ;
   wire [8:0] \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire [8:0] \$197 ;
-  wire [8:0] \$198 ;
-  wire \$199 ;
-  wire \$2 ;
+  wire [41:0] \$195 ;
+  wire [22:0] \$196 ;
+  wire [15:0] \$197 ;
+  wire [15:0] \$198 ;
+  wire [23:0] \$199 ;
+  wire [4:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire [16:0] \$201 ;
-  wire [16:0] \$202 ;
-  wire \$203 ;
-  wire \$204 ;
+  wire [29:0] \$200 ;
+  wire \$201 ;
+  wire [27:0] \$202 ;
+  wire [27:0] \$203 ;
+  wire [31:0] \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
+  wire [30:0] \$207 ;
+  wire [30:0] \$208 ;
   wire \$209 ;
-  wire \$21 ;
+  wire [10:0] \$21 ;
   wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
+  wire [31:0] \$211 ;
+  wire [31:0] \$212 ;
+  wire [23:0] \$213 ;
   wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
+  wire [27:0] \$215 ;
+  wire [27:0] \$216 ;
+  wire [27:0] \$217 ;
+  wire [30:0] \$218 ;
   wire \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
+  wire [10:0] \$22 ;
+  wire [10:0] \$220 ;
+  reg \$221 ;
+  reg \$222 ;
+  reg [6:0] \$223 ;
+  reg \$224 ;
+  reg [37:0] \$225 ;
+  reg [58:0] \$226 ;
+  reg [9:0] \$227 ;
+  reg [13:0] \$228 ;
+  reg [23:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  reg [58:0] \$230 ;
+  reg [22:0] \$231 ;
+  reg [4:0] \$232 ;
+  reg [5:0] \$233 ;
+  reg [5:0] \$234 ;
+  reg [8:0] \$235 ;
+  reg \$236 ;
+  reg [42:0] \$237 ;
+  reg [42:0] \$238 ;
+  reg \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire [63:0] \$244 ;
-  wire [63:0] \$245 ;
-  wire [63:0] \$246 ;
-  wire \$247 ;
-  wire [7:0] \$248 ;
-  wire \$249 ;
+  reg \$240 ;
+  reg [15:0] \$241 ;
+  reg [26:0] \$242 ;
+  reg [3:0] \$243 ;
+  reg \$244 ;
+  reg [3:0] \$245 ;
+  reg [41:0] \$246 ;
+  reg [28:0] \$247 ;
+  reg [30:0] \$248 ;
+  reg [31:0] \$249 ;
   wire \$25 ;
-  wire [10:0] \$250 ;
-  wire [10:0] \$251 ;
-  wire \$252 ;
-  wire [10:0] \$253 ;
-  wire \$254 ;
-  wire [10:0] \$255 ;
-  wire [10:0] \$256 ;
-  wire \$257 ;
-  wire [10:0] \$258 ;
-  wire [10:0] \$259 ;
+  reg [22:0] \$250 ;
+  reg [22:0] \$251 ;
+  reg [13:0] \$252 ;
+  reg [22:0] \$253 ;
+  reg [22:0] \$254 ;
+  reg [13:0] \$255 ;
+  reg \$256 ;
+  reg \$257 ;
+  reg [9:0] \$258 ;
+  reg [9:0] \$259 ;
   wire \$26 ;
-  wire [10:0] \$260 ;
-  wire [10:0] \$261 ;
-  wire [54:0] \$262 ;
-  wire \$263 ;
-  wire [9:0] \$264 ;
-  wire [10:0] \$265 ;
-  wire [11:0] \$266 ;
-  wire [53:0] \$267 ;
-  wire [22:0] \$268 ;
-  wire [15:0] \$269 ;
   wire \$27 ;
-  wire [15:0] \$270 ;
-  wire [23:0] \$271 ;
-  wire [40:0] \$272 ;
-  wire [8:0] \$273 ;
-  wire \$274 ;
-  wire [10:0] \$275 ;
-  wire [10:0] \$276 ;
-  wire \$277 ;
-  wire [10:0] \$278 ;
-  wire \$279 ;
   wire \$28 ;
-  wire [10:0] \$280 ;
-  wire [10:0] \$281 ;
-  wire \$282 ;
-  wire [10:0] \$283 ;
-  wire [10:0] \$284 ;
-  wire [10:0] \$285 ;
-  wire [10:0] \$286 ;
-  wire [54:0] \$287 ;
-  wire \$288 ;
-  wire [9:0] \$289 ;
   wire \$29 ;
-  wire [10:0] \$290 ;
-  wire [11:0] \$291 ;
-  wire [53:0] \$292 ;
-  wire [22:0] \$293 ;
-  wire [15:0] \$294 ;
-  wire [15:0] \$295 ;
-  wire [23:0] \$296 ;
-  wire [48:0] \$297 ;
-  wire [38:0] \$298 ;
-  reg \$299 ;
-  wire \$3 ;
+  wire [21:0] \$3 ;
   wire \$30 ;
-  reg \$300 ;
-  reg [5:0] \$301 ;
-  reg \$302 ;
-  reg [37:0] \$303 ;
-  reg [58:0] \$304 ;
-  reg [5:0] \$305 ;
-  reg \$306 ;
-  reg [58:0] \$307 ;
-  reg \$308 ;
-  reg [16:0] \$309 ;
   wire \$31 ;
-  reg [25:0] \$310 ;
-  reg [39:0] \$311 ;
-  reg [9:0] \$312 ;
-  reg [3:0] \$313 ;
-  reg [3:0] \$314 ;
-  reg [9:0] \$315 ;
-  reg [53:0] \$316 ;
-  reg [5:0] \$317 ;
-  reg [3:0] \$318 ;
-  reg [25:0] \$319 ;
   wire \$32 ;
-  reg [33:0] \$320 ;
-  reg [33:0] \$321 ;
-  reg [48:0] \$322 ;
-  reg [37:0] \$323 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [5:0] \$39 ;
+  wire \$39 ;
   wire \$4 ;
-  wire [5:0] \$40 ;
+  wire \$40 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [5:0] \$45 ;
-  wire [5:0] \$46 ;
-  wire [5:0] \$47 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
   wire \$48 ;
-  wire [5:0] \$49 ;
-  wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
-  wire [5:0] \$52 ;
-  wire [5:0] \$53 ;
+  wire \$49 ;
+  wire [8:0] \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [8:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
-  wire [5:0] \$65 ;
-  wire [5:0] \$66 ;
-  wire [5:0] \$67 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [5:0] \$69 ;
-  wire \$7 ;
-  wire [5:0] \$70 ;
-  wire [5:0] \$71 ;
-  wire [5:0] \$72 ;
+  wire \$69 ;
+  wire [42:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire [5:0] \$77 ;
-  wire [5:0] \$78 ;
-  wire [5:0] \$79 ;
-  wire \$8 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire [28:0] \$8 ;
   wire \$80 ;
-  wire [5:0] \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
-  wire [5:0] \$85 ;
-  wire [5:0] \$86 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
+  wire [59:0] \$91 ;
+  wire [6:0] \$92 ;
   wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
+  wire [23:0] \$94 ;
+  wire [5:0] \$95 ;
+  wire [6:0] \$96 ;
   wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
+  wire [5:0] \$98 ;
+  wire [6:0] \$99 ;
   reg [38:0] a;
-  output [25:0] \a$29 ;
-  reg [25:0] \a$29  = 26'h0000000;
+  output [13:0] \a$60 ;
+  reg [13:0] \a$60  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
   reg [26:0] b;
-  output [33:0] \b$50 ;
-  reg [33:0] \b$50  = 34'h000000000;
+  output [22:0] \b$59 ;
+  reg [22:0] \b$59  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [33:0] bias = 34'h000000000;
+  wire [3:0] \beta_shift$2 ;
   reg [66:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [151:0] chan;
   wire [151:0] chan;
   wire [7:0] \chan.beta ;
@@ -924,414 +875,359 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
   wire [7:0] \chan.tau ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [58:0] den;
-  reg [58:0] den = 59'h000000000000000;
-  reg [58:0] \den$25 ;
-  wire [5:0] den_lead;
+  reg [15:0] den;
+  output [58:0] \den$39 ;
+  reg [58:0] \den$39  = 59'h000000000000000;
+  reg [58:0] den_norm = 59'h000000000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [42:0] div_mag = 43'h00000000000;
+  reg div_neg = 1'h0;
+  reg [42:0] div_num = 43'h00000000000;
   output done;
   reg done;
   wire \done$37 ;
-  wire \done$40 ;
+  wire \done$48 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
-  reg [39:0] km = 40'h0000000000;
-  reg [53:0] km_pre = 54'h00000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [15:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [9:0] floor_q = 10'h000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
+  reg [26:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$24 ;
+  reg \neg$20 ;
+  output \neg$62 ;
+  reg \neg$62  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
   wire [66:0] p;
-  reg [48:0] \p$51  = 49'h0000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
-  wire [17:0] q;
-  reg [37:0] quot = 38'h0000000000;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [58:0] recip_rem = 59'h000000000000000;
-  reg [58:0] rem_init;
+  wire [28:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
+  output [9:0] q_lo;
+  reg [9:0] q_lo = 10'h000;
+  reg [15:0] rem_init;
   input rst;
   wire rst;
   input [20:0] s_hi;
   wire [20:0] s_hi;
+  reg [3:0] scale_count = 4'h0;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
   input \start$35 ;
   wire \start$35 ;
-  reg \start$9  = 1'h0;
+  reg \start$5  = 1'h0;
   reg [4:0] steps;
-  reg [4:0] \steps$26 ;
+  reg [4:0] \steps$24 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [37:0] t = 38'h0000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = den[50] | den[51];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = den[52] | den[53];
-  assign \$20  = den[54] | den[55];
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = \$18  | \$21 ;
-  assign \$23  = den[56] | den[57];
-  assign \$24  = \$23  | den[58];
-  assign \$25  = \$22  | \$24 ;
-  assign \$26  = \$15  | \$25 ;
-  assign \$27  = den[48] | den[49];
-  assign \$28  = den[50] | den[51];
-  assign \$29  = \$27  | \$28 ;
-  assign \$30  = den[52] | den[53];
-  assign \$31  = den[54] | den[55];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = \$29  | \$32 ;
-  assign \$34  = den[56] | den[57];
-  assign \$35  = \$34  | den[58];
-  assign \$36  = \$33  | \$35 ;
-  assign \$37  = den[56] | den[57];
-  assign \$38  = \$37  | den[58];
-  assign \$39  = den[57] ? 6'h39 : 6'h38;
-  assign \$40  = den[58] ? 6'h3a : \$39 ;
-  assign \$41  = den[52] | den[53];
-  assign \$42  = den[54] | den[55];
-  assign \$43  = \$41  | \$42 ;
-  assign \$44  = den[54] | den[55];
-  assign \$45  = den[55] ? 6'h37 : 6'h36;
-  assign \$46  = den[53] ? 6'h35 : 6'h34;
-  assign \$47  = \$44  ? \$45  : \$46 ;
-  assign \$48  = den[50] | den[51];
-  assign \$49  = den[51] ? 6'h33 : 6'h32;
-  assign \$50  = den[49] ? 6'h31 : 6'h30;
-  assign \$51  = \$48  ? \$49  : \$50 ;
-  assign \$52  = \$43  ? \$47  : \$51 ;
-  assign \$53  = \$38  ? \$40  : \$52 ;
-  assign \$54  = den[40] | den[41];
-  assign \$55  = den[42] | den[43];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = den[44] | den[45];
-  assign \$58  = den[46] | den[47];
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = \$56  | \$59 ;
-  assign \$61  = den[44] | den[45];
-  assign \$62  = den[46] | den[47];
-  assign \$63  = \$61  | \$62 ;
-  assign \$64  = den[46] | den[47];
-  assign \$65  = den[47] ? 6'h2f : 6'h2e;
-  assign \$66  = den[45] ? 6'h2d : 6'h2c;
-  assign \$67  = \$64  ? \$65  : \$66 ;
-  assign \$68  = den[42] | den[43];
-  assign \$69  = den[43] ? 6'h2b : 6'h2a;
-  assign \$70  = den[41] ? 6'h29 : 6'h28;
-  assign \$71  = \$68  ? \$69  : \$70 ;
-  assign \$72  = \$63  ? \$67  : \$71 ;
-  assign \$73  = den[36] | den[37];
-  assign \$74  = den[38] | den[39];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = den[38] | den[39];
-  assign \$77  = den[39] ? 6'h27 : 6'h26;
-  assign \$78  = den[37] ? 6'h25 : 6'h24;
-  assign \$79  = \$76  ? \$77  : \$78 ;
-  assign \$80  = den[34] | den[35];
-  assign \$81  = den[35] ? 6'h23 : 6'h22;
-  assign \$82  = den[33] ? 6'h21 : 6'h20;
-  assign \$83  = \$80  ? \$81  : \$82 ;
-  assign \$84  = \$75  ? \$79  : \$83 ;
-  assign \$85  = \$60  ? \$72  : \$84 ;
-  assign \$86  = \$36  ? \$53  : \$85 ;
-  assign \$87  = den[16] | den[17];
-  assign \$88  = den[18] | den[19];
-  assign \$89  = \$87  | \$88 ;
-  assign \$90  = den[20] | den[21];
-  assign \$91  = den[22] | den[23];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = \$89  | \$92 ;
-  assign \$94  = den[24] | den[25];
-  assign \$95  = den[26] | den[27];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = den[28] | den[29];
-  assign \$98  = den[30] | den[31];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = \$96  | \$99 ;
-  assign \$101  = \$93  | \$100 ;
-  assign \$102  = den[24] | den[25];
-  assign \$103  = den[26] | den[27];
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = den[28] | den[29];
-  assign \$106  = den[30] | den[31];
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = \$104  | \$107 ;
-  assign \$109  = den[28] | den[29];
-  assign \$110  = den[30] | den[31];
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = den[30] | den[31];
-  assign \$113  = den[31] ? 6'h1f : 6'h1e;
-  assign \$114  = den[29] ? 6'h1d : 6'h1c;
-  assign \$115  = \$112  ? \$113  : \$114 ;
-  assign \$116  = den[26] | den[27];
-  assign \$117  = den[27] ? 6'h1b : 6'h1a;
-  assign \$118  = den[25] ? 6'h19 : 6'h18;
-  assign \$119  = \$116  ? \$117  : \$118 ;
-  assign \$120  = \$111  ? \$115  : \$119 ;
-  assign \$121  = den[20] | den[21];
-  assign \$122  = den[22] | den[23];
-  assign \$123  = \$121  | \$122 ;
-  assign \$124  = den[22] | den[23];
-  assign \$125  = den[23] ? 6'h17 : 6'h16;
-  assign \$126  = den[21] ? 6'h15 : 6'h14;
-  assign \$127  = \$124  ? \$125  : \$126 ;
-  assign \$128  = den[18] | den[19];
-  assign \$129  = den[19] ? 6'h13 : 6'h12;
-  assign \$130  = den[17] ? 6'h11 : 6'h10;
-  assign \$131  = \$128  ? \$129  : \$130 ;
-  assign \$132  = \$123  ? \$127  : \$131 ;
-  assign \$133  = \$108  ? \$120  : \$132 ;
-  assign \$134  = den[8] | den[9];
-  assign \$135  = den[10] | den[11];
-  assign \$136  = \$134  | \$135 ;
-  assign \$137  = den[12] | den[13];
-  assign \$138  = den[14] | den[15];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = \$136  | \$139 ;
-  assign \$141  = den[12] | den[13];
-  assign \$142  = den[14] | den[15];
-  assign \$143  = \$141  | \$142 ;
-  assign \$144  = den[14] | den[15];
-  assign \$145  = den[15] ? 6'h0f : 6'h0e;
-  assign \$146  = den[13] ? 6'h0d : 6'h0c;
-  assign \$147  = \$144  ? \$145  : \$146 ;
-  assign \$148  = den[10] | den[11];
-  assign \$149  = den[11] ? 6'h0b : 6'h0a;
-  assign \$150  = den[9] ? 6'h09 : 6'h08;
-  assign \$151  = \$148  ? \$149  : \$150 ;
-  assign \$152  = \$143  ? \$147  : \$151 ;
-  assign \$153  = den[4] | den[5];
-  assign \$154  = den[6] | den[7];
-  assign \$155  = \$153  | \$154 ;
-  assign \$156  = den[6] | den[7];
-  assign \$157  = den[7] ? 6'h07 : 6'h06;
-  assign \$158  = den[5] ? 6'h05 : 6'h04;
-  assign \$159  = \$156  ? \$157  : \$158 ;
-  assign \$160  = den[2] | den[3];
-  assign \$161  = den[3] ? 6'h03 : 6'h02;
-  assign \$162  = den[1] ? 6'h01 : 6'h00;
-  assign \$163  = \$160  ? \$161  : \$162 ;
-  assign \$164  = \$155  ? \$159  : \$163 ;
-  assign \$165  = \$140  ? \$152  : \$164 ;
-  assign \$166  = \$101  ? \$133  : \$165 ;
-  assign den_lead = \$26  ? \$86  : \$166 ;
-  assign \$167  = chan[9] | chan[10];
-  assign \$168  = chan[11] | chan[12];
-  assign \$169  = \$167  | \$168 ;
-  assign \$170  = \$169  | chan[13];
-  assign \$171  = chan[11] | chan[12];
-  assign \$172  = chan[12] ? 4'hb : 4'ha;
-  assign \$173  = chan[10] ? 4'h9 : 4'h8;
-  assign \$174  = \$171  ? \$172  : \$173 ;
-  assign \$175  = chan[13] ? 4'hc : \$174 ;
-  assign \$176  = chan[5] | chan[6];
-  assign \$177  = chan[7] | chan[8];
-  assign \$178  = \$176  | \$177 ;
-  assign \$179  = chan[7] | chan[8];
-  assign \$180  = chan[8] ? 4'h7 : 4'h6;
-  assign \$181  = chan[6] ? 4'h5 : 4'h4;
-  assign \$182  = \$179  ? \$180  : \$181 ;
-  assign \$183  = chan[3] | chan[4];
-  assign \$184  = chan[4] ? 4'h3 : 4'h2;
-  assign \$185  = chan[2] ? 4'h1 : 4'h0;
-  assign \$186  = \$183  ? \$184  : \$185 ;
-  assign \$187  = \$178  ? \$182  : \$186 ;
-  assign count_lead = \$170  ? \$175  : \$187 ;
-  assign \$188  = sh + 1'h0;
-  assign \$189  = sh + 1'h0;
-  assign \$191  = recip_one ? 16'h8000 : 16'h0000;
-  assign \$192  = $signed(chan[103:96]) < $signed(1'h0);
-  assign \$193  = - $signed(chan[103:96]);
-  assign \$194  = \$192  ? \$193  : { chan[103], chan[103:96] };
-  assign \$195  = $signed(chan[103:96]) < $signed(1'h0);
-  assign \$196  = $signed(chan[103:96]) < $signed(1'h0);
-  assign \$197  = - $signed(chan[103:96]);
-  assign \$198  = \$196  ? \$197  : { chan[103], chan[103:96] };
-  assign \$199  = $signed(chan[103:96]) < $signed(1'h0);
-  assign \$200  = $signed(chan[127:112]) < $signed(1'h0);
-  assign \$201  = - $signed(chan[127:112]);
-  assign \$202  = \$200  ? \$201  : { chan[127], chan[127:112] };
-  assign \$203  = $signed(chan[127:112]) < $signed(1'h0);
-  assign \$204  = ! fsm_state;
-  assign \$205  = fsm_state == 1'h1;
-  assign \$206  = fsm_state == 2'h2;
-  assign \$207  = fsm_state == 2'h3;
-  assign \$208  = fsm_state == 3'h4;
-  assign \$209  = fsm_state == 3'h5;
-  assign \$210  = fsm_state == 3'h6;
-  assign \$211  = fsm_state == 3'h7;
-  assign \$212  = fsm_state == 4'h8;
-  assign \$213  = fsm_state == 4'h9;
-  assign \$214  = fsm_state == 4'ha;
-  assign \$215  = fsm_state == 4'hb;
-  assign \$216  = fsm_state == 4'hc;
-  assign \$217  = fsm_state == 4'hd;
-  assign \$218  = fsm_state == 4'he;
-  assign \$219  = fsm_state == 4'hf;
-  assign \$220  = fsm_state == 5'h10;
-  assign \$221  = fsm_state == 5'h11;
-  assign \$222  = fsm_state == 5'h12;
-  assign \$223  = fsm_state == 5'h13;
-  assign \$224  = fsm_state == 5'h14;
-  assign \$225  = fsm_state == 5'h15;
-  assign \$226  = fsm_state == 5'h16;
-  assign \$227  = fsm_state == 5'h17;
-  assign \$228  = fsm_state == 5'h18;
-  assign \$229  = fsm_state == 5'h19;
-  assign \$230  = fsm_state == 5'h1a;
-  assign \$231  = fsm_state == 5'h1b;
-  assign \$232  = fsm_state == 5'h1c;
-  assign \$233  = fsm_state == 5'h1d;
-  assign \$234  = fsm_state == 5'h1e;
-  assign \$235  = fsm_state == 5'h1f;
-  assign \$236  = fsm_state == 6'h20;
-  assign \$237  = fsm_state == 6'h21;
-  assign \$238  = fsm_state == 6'h22;
-  assign \$239  = fsm_state == 6'h23;
-  assign \$240  = fsm_state == 6'h24;
-  assign \$241  = fsm_state == 6'h25;
-  assign \$242  = fsm_state == 6'h26;
-  assign \$243  = ! lead;
-  assign \$244  = 1'h1 << lead;
-  assign \$246  = \$243  ? 64'h0000000000000000 : \$245 ;
-  assign \$247  = ! lead;
-  assign \$248  = lead + 8'hf6;
-  assign \$249  = $signed(sh0) < $signed(4'h4);
-  assign \$250  = $signed(4'h4) - $signed(sh0);
-  assign \$251  = \$249  ? \$250  : 11'h000;
-  assign \$252  = $signed(sh0) < $signed(4'h4);
-  assign \$253  = $signed(sh0) - $signed(5'h0d);
-  assign \$254  = $signed(\$253 ) > $signed({ 1'h0, tk });
-  assign \$255  = $signed(sh0) - $signed(5'h0d);
-  assign \$256  = $signed(sh0) - $signed(4'h4);
-  assign \$257  = $signed(\$256 ) < $signed({ 1'h0, tk });
-  assign \$258  = $signed(sh0) - $signed(4'h4);
-  assign \$259  = \$257  ? \$258  : { 7'h00, tk };
-  assign \$260  = \$254  ? \$255  : \$259 ;
-  assign \$261  = \$252  ? 11'h000 : \$260 ;
-  assign \$262  = $signed(km) << pre;
-  assign \$263  = tsh > 6'h36;
-  assign \$264  = \$263  ? 10'h036 : tsh;
-  assign \$265  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$266  = $signed(\$265 ) - $signed({ 1'h0, tsh });
-  assign \$267  = $signed(km_pre) >>> t_clamped;
-  assign \$268  = $signed(chan[111:104]) << \$188 [3:0];
-  assign \$269  = 1'h1 << sh;
-  assign \$271  = $signed(\$268 ) + $signed({ 1'h0, \$270  });
-  assign \$273  = $signed(5'h0d) - $signed(chan[151:144]);
-  assign \$274  = $signed(sh0) < $signed(4'h4);
-  assign \$275  = $signed(4'h4) - $signed(sh0);
-  assign \$276  = \$274  ? \$275  : 11'h000;
-  assign \$277  = $signed(sh0) < $signed(4'h4);
-  assign \$278  = $signed(sh0) - $signed(5'h0d);
-  assign \$279  = $signed(\$278 ) > $signed({ 1'h0, tk });
-  assign \$280  = $signed(sh0) - $signed(5'h0d);
-  assign \$281  = $signed(sh0) - $signed(4'h4);
-  assign \$282  = $signed(\$281 ) < $signed({ 1'h0, tk });
-  assign \$283  = $signed(sh0) - $signed(4'h4);
-  assign \$284  = \$282  ? \$283  : { 7'h00, tk };
-  assign \$285  = \$279  ? \$280  : \$284 ;
-  assign \$286  = \$277  ? 11'h000 : \$285 ;
-  assign \$287  = $signed(km) << pre;
-  assign \$288  = tsh > 6'h36;
-  assign \$289  = \$288  ? 10'h036 : tsh;
-  assign \$290  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$291  = $signed(\$290 ) - $signed({ 1'h0, tsh });
-  assign \$292  = $signed(km_pre) >>> t_clamped;
-  assign \$293  = $signed(chan[111:104]) << \$189 [3:0];
-  assign \$294  = 1'h1 << sh;
-  assign \$296  = $signed(\$293 ) + $signed({ 1'h0, \$295  });
-  assign \$298  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$4  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$5  = - $signed(chan[103:96]);
+  assign \$6  = \$4  ? \$5  : { chan[103], chan[103:96] };
+  assign \$9  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$12  = $signed(floor_q) < $signed(1'h0);
+  assign \$13  = - $signed(floor_q);
+  assign \$14  = \$12  ? \$13  : { floor_q[9], floor_q };
+  assign \$15  = $signed(floor_q) >= $signed(1'h0);
+  assign \$16  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$17  = - $signed(chan[103:96]);
+  assign \$18  = \$16  ? \$17  : { chan[103], chan[103:96] };
+  assign \$19  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$20  = $signed(floor_q) < $signed(1'h0);
+  assign \$21  = - $signed(floor_q);
+  assign \$22  = \$20  ? \$21  : { floor_q[9], floor_q };
+  assign \$23  = $signed(floor_q) >= $signed(1'h0);
+  assign \$24  = ! fsm_state;
+  assign \$25  = fsm_state == 1'h1;
+  assign \$26  = fsm_state == 2'h2;
+  assign \$27  = fsm_state == 2'h3;
+  assign \$28  = fsm_state == 3'h4;
+  assign \$29  = fsm_state == 3'h5;
+  assign \$30  = fsm_state == 3'h6;
+  assign \$31  = fsm_state == 3'h7;
+  assign \$32  = fsm_state == 4'h8;
+  assign \$33  = fsm_state == 4'h9;
+  assign \$34  = fsm_state == 4'ha;
+  assign \$35  = fsm_state == 4'hb;
+  assign \$36  = fsm_state == 4'hc;
+  assign \$37  = fsm_state == 4'hd;
+  assign \$38  = fsm_state == 4'he;
+  assign \$39  = fsm_state == 4'hf;
+  assign \$40  = fsm_state == 5'h10;
+  assign \$41  = fsm_state == 5'h11;
+  assign \$42  = fsm_state == 5'h12;
+  assign \$43  = fsm_state == 5'h13;
+  assign \$44  = fsm_state == 5'h14;
+  assign \$45  = fsm_state == 5'h15;
+  assign \$46  = fsm_state == 5'h16;
+  assign \$47  = fsm_state == 5'h17;
+  assign \$48  = fsm_state == 5'h18;
+  assign \$49  = fsm_state == 5'h19;
+  assign \$50  = fsm_state == 5'h1a;
+  assign \$51  = fsm_state == 5'h1b;
+  assign \$52  = fsm_state == 5'h1c;
+  assign \$53  = fsm_state == 5'h1d;
+  assign \$54  = fsm_state == 5'h1e;
+  assign \$55  = fsm_state == 5'h1f;
+  assign \$56  = fsm_state == 6'h20;
+  assign \$57  = fsm_state == 6'h21;
+  assign \$58  = fsm_state == 6'h22;
+  assign \$59  = fsm_state == 6'h23;
+  assign \$60  = fsm_state == 6'h24;
+  assign \$61  = fsm_state == 6'h25;
+  assign \$62  = fsm_state == 6'h26;
+  assign \$63  = fsm_state == 6'h27;
+  assign \$64  = fsm_state == 6'h28;
+  assign \$65  = fsm_state == 6'h29;
+  assign \$66  = fsm_state == 6'h2a;
+  assign \$67  = fsm_state == 6'h2b;
+  assign \$68  = fsm_state == 6'h2c;
+  assign \$69  = fsm_state == 6'h2d;
+  assign \$70  = fsm_state == 6'h2e;
+  assign \$71  = fsm_state == 6'h2f;
+  assign \$72  = fsm_state == 6'h30;
+  assign \$73  = fsm_state == 6'h31;
+  assign \$74  = fsm_state == 6'h32;
+  assign \$75  = fsm_state == 6'h33;
+  assign \$76  = fsm_state == 6'h34;
+  assign \$77  = fsm_state == 6'h35;
+  assign \$78  = fsm_state == 6'h36;
+  assign \$79  = fsm_state == 6'h37;
+  assign \$80  = fsm_state == 6'h38;
+  assign \$81  = fsm_state == 6'h39;
+  assign \$82  = fsm_state == 6'h3a;
+  assign \$83  = fsm_state == 6'h3b;
+  assign \$84  = fsm_state == 6'h3c;
+  assign \$85  = fsm_state == 6'h3d;
+  assign \$86  = fsm_state == 6'h3e;
+  assign \$87  = fsm_state == 6'h3f;
+  assign \$88  = fsm_state == 7'h40;
+  assign \$89  = fsm_state == 7'h41;
+  assign \$90  = ~ den_norm[58];
+  assign \$92  = den_zeros + 1'h1;
+  assign \$93  = ~ num_norm[22];
+  assign \$95  = num_zeros + 1'h1;
+  assign \$96  = loop_n + 1'h1;
+  assign \$97  = loop_n == 6'h3a;
+  assign \$98  = 5'h18 + num_zeros;
+  assign \$99  = \$98  - den_zeros;
+  assign \$100  = ~ num_norm[22];
+  assign \$102  = $signed(div_num) < $signed(1'h0);
+  assign \$103  = - $signed(div_num);
+  assign \$104  = \$102  ? \$103  : { div_num[42], div_num };
+  assign \$105  = $signed(div_num) < $signed(1'h0);
+  assign \$107  = gain_q1[13] ? \$106  : gain_q1;
+  assign \$108  = gain_zero ? 16'h0000 : \$107 ;
+  assign \$109  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$110  = gain_zero ? 10'h004 : \$109 ;
+  assign \$111  = ~ gain_zero;
+  assign \$112  = $signed(gain_shift) < $signed(4'h4);
+  assign \$113  = \$111  & \$112 ;
+  assign \$114  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$116  = $signed(gain_shift) - $signed(2'h1);
+  assign \$117  = $signed(gain_shift) < $signed(4'h4);
+  assign \$118  = special_r & \$117 ;
+  assign \$119  = scale_count < 4'hd;
+  assign \$120  = \$118  & \$119 ;
+  assign \$122  = $signed(gain_shift) + $signed(2'h1);
+  assign \$123  = scale_count + 1'h1;
+  assign \$124  = loop_n + 1'h1;
+  assign \$125  = loop_n == 4'hd;
+  assign \$126  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$127  = \$126  ? 9'h00d : gain_shift;
+  assign \$128  = special_r ? 9'h004 : \$127 ;
+  assign \$129  = $signed(div_num) < $signed(1'h0);
+  assign \$130  = - $signed(div_num);
+  assign \$131  = \$129  ? \$130  : { div_num[42], div_num };
+  assign \$132  = $signed(div_num) < $signed(1'h0);
+  assign \$133  = $signed(chan[111:104]) << \$1 [3:0];
+  assign \$134  = 1'h1 << sh;
+  assign \$136  = $signed(\$133 ) + $signed({ 1'h0, \$135  });
+  assign \$137  = $signed(\$136 ) - $signed(gain_w);
+  assign \$138  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$139  = - gain_x;
+  assign \$140  = \$138  ? \$139  : { 1'h0, gain_x };
+  assign \$141  = $signed(gain_t) + $signed(\$140 );
+  assign \$142  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$143  = $signed(gain_t) > $signed(13'h0810);
+  assign \$144  = \$143  ? 31'h00000810 : gain_t;
+  assign \$145  = \$142  ? 31'h7ffff7e0 : \$144 ;
+  assign \$146  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$147  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$148  = \$147  ? 32'd2064 : gain_t1;
+  assign \$149  = \$146  ? 32'd4294965216 : \$148 ;
+  assign \$150  = $signed(acc1) - $signed(acc0);
+  assign \$151  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$152  = - gain_x;
+  assign \$153  = \$151  ? \$152  : { 1'h0, gain_x };
+  assign \$154  = special_r ? { \$150 [23], \$150 [23], \$150 [23], \$150 [23], \$150  } : \$153 ;
+  assign \$155  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$156  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$157  = $signed(floor_q) + $signed(2'h1);
+  assign \$159  = ~ den_norm[58];
+  assign \$161  = den_zeros + 1'h1;
+  assign \$162  = ~ num_norm[22];
+  assign \$164  = num_zeros + 1'h1;
+  assign \$165  = loop_n + 1'h1;
+  assign \$166  = loop_n == 5'h16;
+  assign \$167  = 7'h7c + num_zeros;
+  assign \$168  = $signed(\$167 ) - $signed(chan[151:144]);
+  assign \$169  = ~ num_norm[22];
+  assign \$173  = gain_q1[13] ? \$172  : gain_q1;
+  assign \$174  = gain_zero ? 16'h0000 : \$173 ;
+  assign \$175  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$176  = gain_zero ? 10'h004 : \$175 ;
+  assign \$177  = ~ gain_zero;
+  assign \$178  = $signed(gain_shift) < $signed(4'h4);
+  assign \$179  = \$177  & \$178 ;
+  assign \$180  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$182  = $signed(gain_shift) - $signed(2'h1);
+  assign \$183  = $signed(gain_shift) < $signed(4'h4);
+  assign \$184  = special_r & \$183 ;
+  assign \$185  = scale_count < 4'hd;
+  assign \$186  = \$184  & \$185 ;
+  assign \$188  = $signed(gain_shift) + $signed(2'h1);
+  assign \$189  = scale_count + 1'h1;
+  assign \$190  = loop_n + 1'h1;
+  assign \$191  = loop_n == 4'hd;
+  assign \$192  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$193  = \$192  ? 9'h00d : gain_shift;
+  assign \$194  = special_r ? 9'h004 : \$193 ;
+  assign \$196  = $signed(chan[111:104]) << \$2 [3:0];
+  assign \$197  = 1'h1 << sh;
+  assign \$199  = $signed(\$196 ) + $signed({ 1'h0, \$198  });
+  assign \$200  = $signed(\$199 ) - $signed(gain_w);
+  assign \$201  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$202  = - gain_x;
+  assign \$203  = \$201  ? \$202  : { 1'h0, gain_x };
+  assign \$204  = $signed(gain_t) + $signed(\$203 );
+  assign \$205  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$206  = $signed(gain_t) > $signed(13'h0810);
+  assign \$207  = \$206  ? 31'h00000810 : gain_t;
+  assign \$208  = \$205  ? 31'h7ffff7e0 : \$207 ;
+  assign \$209  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$210  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$211  = \$210  ? 32'd2064 : gain_t1;
+  assign \$212  = \$209  ? 32'd4294965216 : \$211 ;
+  assign \$213  = $signed(acc1) - $signed(acc0);
+  assign \$214  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$215  = - gain_x;
+  assign \$216  = \$214  ? \$215  : { 1'h0, gain_x };
+  assign \$217  = special_r ? { \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213  } : \$216 ;
+  assign \$218  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$219  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$220  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$299 ;
+    pop_top <= \$221 ;
   always @(posedge clk)
-    pop_bottom <= \$300 ;
+    pop_bottom <= \$222 ;
   always @(posedge clk)
-    fsm_state <= \$301 ;
+    fsm_state <= \$223 ;
   always @(posedge clk)
-    start <= \$302 ;
+    start <= \$224 ;
   always @(posedge clk)
-    t <= \$303 ;
+    t <= \$225 ;
   always @(posedge clk)
-    den <= \$304 ;
+    \den$39  <= \$226 ;
   always @(posedge clk)
-    lead <= \$305 ;
+    floor_q <= \$227 ;
   always @(posedge clk)
-    \start$9  <= \$306 ;
+    mean_rem <= \$228 ;
   always @(posedge clk)
-    recip_rem <= \$307 ;
+    gain_num <= \$229 ;
   always @(posedge clk)
-    recip_one <= \$308 ;
+    den_norm <= \$230 ;
   always @(posedge clk)
-    recip <= \$309 ;
+    num_norm <= \$231 ;
   always @(posedge clk)
-    m <= \$310 ;
+    num_zeros <= \$232 ;
   always @(posedge clk)
-    km <= \$311 ;
+    den_zeros <= \$233 ;
   always @(posedge clk)
-    sh0 <= \$312 ;
+    loop_n <= \$234 ;
   always @(posedge clk)
-    tk <= \$313 ;
+    gain_shift <= \$235 ;
   always @(posedge clk)
-    pre <= \$314 ;
+    gain_zero <= \$236 ;
   always @(posedge clk)
-    tsh <= \$315 ;
+    div_num <= \$237 ;
   always @(posedge clk)
-    km_pre <= \$316 ;
+    div_mag <= \$238 ;
   always @(posedge clk)
-    t_clamped <= \$317 ;
+    div_neg <= \$239 ;
   always @(posedge clk)
-    sh <= \$318 ;
+    \start$5  <= \$240 ;
   always @(posedge clk)
-    \a$29  <= \$319 ;
+    gain_q1 <= \$241 ;
   always @(posedge clk)
-    bias <= \$320 ;
+    gain_x <= \$242 ;
   always @(posedge clk)
-    \b$50  <= \$321 ;
+    scale_count <= \$243 ;
   always @(posedge clk)
-    \p$51  <= \$322 ;
+    special_r <= \$244 ;
   always @(posedge clk)
-    quot <= \$323 ;
+    sh <= \$245 ;
+  always @(posedge clk)
+    gain_p <= \$246 ;
+  always @(posedge clk)
+    gain_w <= \$247 ;
+  always @(posedge clk)
+    gain_t <= \$248 ;
+  always @(posedge clk)
+    gain_t1 <= \$249 ;
+  always @(posedge clk)
+    acc0 <= \$250 ;
+  always @(posedge clk)
+    acc1 <= \$251 ;
+  always @(posedge clk)
+    a_fin <= \$252 ;
+  always @(posedge clk)
+    c_fin <= \$253 ;
+  always @(posedge clk)
+    \b$59  <= \$254 ;
+  always @(posedge clk)
+    \a$60  <= \$255 ;
+  always @(posedge clk)
+    special <= \$256 ;
+  always @(posedge clk)
+    \neg$62  <= \$257 ;
+  always @(posedge clk)
+    q_lo <= \$258 ;
+  always @(posedge clk)
+    q_hi <= \$259 ;
   \hwnorm_frn_l1_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$25 ),
-    .done(\done$40 ),
+    .\den$13 (den),
+    .done(\done$48 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$24 ),
+    .\neg$15 (\neg$20 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$26 )
+    .start(\start$5 ),
+    .steps(\steps$24 )
   );
   \hwnorm_frn_l1_s8.math.mul  mul (
     .a(a),
@@ -1349,2130 +1245,5344 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 39'h0000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          a = { \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190 [21], \$190  };
-      6'h06:
+      7'h05:
+          a = { \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3  };
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           a = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           a = { t[37], t };
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
+          a = { \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6  };
+      7'h10:
           /* empty */;
-      6'h10:
+      7'h11:
           /* empty */;
-      6'h11:
+      7'h12:
           /* empty */;
-      6'h12:
-          a = { 22'h000000, recip };
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      6'h16:
+      7'h15:
           /* empty */;
-      6'h17:
+      7'h16:
           /* empty */;
-      6'h18:
+      7'h17:
           /* empty */;
-      6'h19:
+      7'h18:
           /* empty */;
-      6'h1a:
+      7'h19:
           /* empty */;
-      6'h1b:
+      7'h1a:
           /* empty */;
-      6'h03:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          a = { 23'h000000, chan[143:128] };
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
+          a = { 12'h000, gain_x };
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
-          a = { \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29 [25], \a$29  };
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          a = { \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18  };
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          a = { 12'h000, gain_x };
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 27'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           b = { 14'h0000, chan[13:1] };
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           b = { 14'h0000, chan[13:1] };
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           b = chan[40:14];
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          b = { \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194  };
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h0f:
           b = { 14'h0000, chan[13:1] };
-      6'h16:
+      7'h10:
           /* empty */;
-      6'h17:
+      7'h11:
           /* empty */;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h03:
+      7'h16:
           /* empty */;
-      6'h1c:
-          b = { \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198 [8], \$198  };
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h1e:
+      7'h18:
           /* empty */;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
-          b = { \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202 [16], \$202  };
+      7'h1d:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          b = { \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14  };
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          b = { 11'h000, chan[143:128] };
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          b = { \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     c = 67'h00000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           c = 67'h00000000000000000;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           c = { 20'h00000, chan[87:41] };
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
+      7'h0f:
           c = 67'h00000000000000000;
-      6'h13:
+      7'h10:
           /* empty */;
-      6'h14:
+      7'h11:
           /* empty */;
-      6'h15:
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
           c = 67'h00000000000000000;
-      6'h16:
+      7'h1e:
           /* empty */;
-      6'h17:
+      7'h1f:
           /* empty */;
-      6'h18:
+      7'h20:
           /* empty */;
-      6'h19:
+      7'h21:
           /* empty */;
-      6'h1a:
+      7'h22:
           /* empty */;
-      6'h1b:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h1c:
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
           c = 67'h00000000000000000;
-      6'h1d:
+      7'h2d:
           /* empty */;
-      6'h1e:
+      7'h2e:
           /* empty */;
-      6'h1f:
+      7'h2f:
           /* empty */;
-      6'h20:
+      7'h30:
           /* empty */;
-      6'h21:
+      7'h31:
           /* empty */;
-      6'h22:
+      7'h32:
           /* empty */;
-      6'h23:
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
           c = 67'h00000000000000000;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           neg = 1'h0;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           neg = 1'h1;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           neg = 1'h0;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          neg = \$195 ;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h0f:
           neg = 1'h0;
-      6'h16:
+      7'h10:
           /* empty */;
-      6'h17:
+      7'h11:
           /* empty */;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h03:
+      7'h16:
           /* empty */;
-      6'h1c:
-          neg = \$199 ;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h1e:
+      7'h18:
           /* empty */;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
-          neg = \$203 ;
+      7'h1d:
+          neg = \$9 ;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          neg = \$15 ;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          neg = 1'h0;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          neg = \$19 ;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          neg = \$23 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           steps = 5'h0d;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           steps = 5'h0d;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           steps = 5'h1b;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          steps = 5'h08;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h0f:
           steps = 5'h0d;
-      6'h16:
+      7'h10:
           /* empty */;
-      6'h17:
+      7'h11:
           /* empty */;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h03:
+      7'h16:
           /* empty */;
-      6'h1c:
-          steps = 5'h08;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h1e:
+      7'h18:
           /* empty */;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
+          steps = 5'h0d;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          steps = 5'h09;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
           steps = 5'h10;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          steps = 5'h08;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          steps = 5'h09;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 59'h000000000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          rem_init = recip_rem;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          rem_init = \$7 [15:0];
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          rem_init = \$10 [15:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 16'h0000;
+    lo_init = 27'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          lo_init = \$191 ;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          lo_init = \$8 [26:0];
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          lo_init = \$11 [26:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$24  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \neg$24  = 1'h0;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \neg$20  = div_neg;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \neg$20  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 59'h000000000000000;
+    den = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \den$25  = den;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          den = den_norm[58:43];
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 5'h00;
+    \steps$24  = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \steps$26  = 5'h10;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \steps$24  = 5'h0e;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \steps$24  = 5'h1b;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h03:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h01:
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = 1'h0;
+    \$221  = 1'h0;
     if (rst) begin
-      \$299  = 1'h0;
+      \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = 1'h0;
+    \$222  = 1'h0;
     if (rst) begin
-      \$300  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = fsm_state;
+    \$223  = fsm_state;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$301  = 6'h01;
+                  \$223  = 7'h01;
               2'h1:
-                  \$301  = 6'h02;
+                  \$223  = 7'h02;
               2'h2:
-                  \$301  = 6'h03;
+                  \$223  = 7'h03;
             endcase
           end
-      6'h02:
-          \$301  = 6'h04;
-      6'h04:
-          \$301  = 6'h05;
-      6'h05:
-          \$301  = 6'h06;
-      6'h06:
+      7'h02:
+          \$223  = 7'h04;
+      7'h04:
+          \$223  = 7'h05;
+      7'h05:
+          \$223  = 7'h06;
+      7'h06:
           if (\done$37 ) begin
-            \$301  = 6'h07;
+            \$223  = 7'h07;
           end
-      6'h07:
-          \$301  = 6'h08;
-      6'h08:
-          \$301  = 6'h09;
-      6'h09:
+      7'h07:
+          \$223  = 7'h08;
+      7'h08:
+          \$223  = 7'h09;
+      7'h09:
           if (\done$37 ) begin
-            \$301  = 6'h0a;
+            \$223  = 7'h0a;
           end
-      6'h0a:
-          \$301  = 6'h0b;
-      6'h0b:
-          \$301  = 6'h0c;
-      6'h0c:
+      7'h0a:
+          \$223  = 7'h0b;
+      7'h0b:
+          \$223  = 7'h0c;
+      7'h0c:
           if (\done$37 ) begin
-            \$301  = 6'h0d;
+            \$223  = 7'h0d;
           end
-      6'h0d:
-          \$301  = 6'h0e;
-      6'h0e:
-          \$301  = 6'h0f;
-      6'h0f:
-          \$301  = 6'h10;
-      6'h10:
-          if (\done$40 ) begin
-            \$301  = 6'h11;
-          end
-      6'h11:
-          \$301  = 6'h12;
-      6'h12:
-          \$301  = 6'h13;
-      6'h13:
+      7'h0d:
+          \$223  = 7'h0e;
+      7'h0e:
+          \$223  = 7'h0f;
+      7'h0f:
+          \$223  = 7'h10;
+      7'h10:
           if (\done$37 ) begin
-            \$301  = 6'h14;
+            \$223  = 7'h11;
           end
-      6'h14:
-          \$301  = 6'h15;
-      6'h15:
-          \$301  = 6'h16;
-      6'h16:
+      7'h11:
+          \$223  = 7'h12;
+      7'h12:
+          if (\$97 ) begin
+            \$223  = 7'h13;
+          end
+      7'h13:
+          \$223  = 7'h14;
+      7'h14:
+          \$223  = 7'h15;
+      7'h15:
+          \$223  = 7'h16;
+      7'h16:
+          \$223  = 7'h17;
+      7'h17:
+          if (\done$48 ) begin
+            \$223  = 7'h18;
+          end
+      7'h18:
+          \$223  = 7'h19;
+      7'h19:
+          \$223  = 7'h1a;
+      7'h1a:
+          if (\$125 ) begin
+            \$223  = 7'h1b;
+          end
+      7'h1b:
+          \$223  = 7'h1c;
+      7'h1c:
+          \$223  = 7'h1d;
+      7'h1d:
+          \$223  = 7'h1e;
+      7'h1e:
           if (\done$37 ) begin
-            \$301  = 6'h17;
+            \$223  = 7'h1f;
           end
-      6'h17:
-          \$301  = 6'h18;
-      6'h18:
-          \$301  = 6'h19;
-      6'h19:
-          \$301  = 6'h1a;
-      6'h1a:
-          \$301  = 6'h1b;
-      6'h1b:
-          \$301  = 6'h01;
-      6'h03:
-          \$301  = 6'h1c;
-      6'h1c:
-          \$301  = 6'h1d;
-      6'h1d:
+      7'h1f:
+          \$223  = 7'h20;
+      7'h20:
+          \$223  = 7'h21;
+      7'h21:
+          \$223  = 7'h22;
+      7'h22:
+          if (\done$48 ) begin
+            \$223  = 7'h23;
+          end
+      7'h23:
+          \$223  = 7'h24;
+      7'h24:
+          \$223  = 7'h25;
+      7'h25:
+          \$223  = 7'h26;
+      7'h26:
+          \$223  = 7'h27;
+      7'h27:
+          \$223  = 7'h28;
+      7'h28:
+          \$223  = 7'h29;
+      7'h29:
           if (\done$37 ) begin
-            \$301  = 6'h1e;
+            \$223  = 7'h2a;
           end
-      6'h1e:
-          \$301  = 6'h1f;
-      6'h1f:
-          \$301  = 6'h20;
-      6'h20:
-          \$301  = 6'h21;
-      6'h21:
-          \$301  = 6'h22;
-      6'h22:
-          \$301  = 6'h23;
-      6'h23:
-          \$301  = 6'h24;
-      6'h24:
+      7'h2a:
+          \$223  = 7'h01;
+      7'h03:
+          \$223  = 7'h2b;
+      7'h2b:
+          \$223  = 7'h2c;
+      7'h2c:
+          \$223  = 7'h2d;
+      7'h2d:
           if (\done$37 ) begin
-            \$301  = 6'h25;
+            \$223  = 7'h2e;
           end
-      6'h25:
-          \$301  = 6'h26;
-      6'h26:
-          \$301  = 6'h01;
-      6'h01:
-          \$301  = 6'h00;
-    endcase
-    if (rst) begin
-      \$301  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$302  = 1'h1;
-      6'h05:
-          \$302  = 1'h0;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$302  = 1'h1;
-      6'h08:
-          \$302  = 1'h0;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          \$302  = 1'h1;
-      6'h0b:
-          \$302  = 1'h0;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$302  = 1'h1;
-      6'h12:
-          \$302  = 1'h0;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$302  = 1'h1;
-      6'h15:
-          \$302  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          \$302  = 1'h1;
-      6'h1c:
-          \$302  = 1'h0;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$302  = 1'h1;
-      6'h23:
-          \$302  = 1'h0;
-    endcase
-    if (rst) begin
-      \$302  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
+      7'h2e:
+          \$223  = 7'h2f;
+      7'h2f:
+          if (\$166 ) begin
+            \$223  = 7'h30;
+          end
+      7'h30:
+          \$223  = 7'h31;
+      7'h31:
+          \$223  = 7'h32;
+      7'h32:
+          \$223  = 7'h33;
+      7'h33:
+          \$223  = 7'h34;
+      7'h34:
+          if (\$191 ) begin
+            \$223  = 7'h35;
+          end
+      7'h35:
+          \$223  = 7'h36;
+      7'h36:
+          \$223  = 7'h37;
+      7'h37:
+          \$223  = 7'h38;
+      7'h38:
           if (\done$37 ) begin
-            \$303  = p[37:0];
+            \$223  = 7'h39;
           end
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
+      7'h39:
+          \$223  = 7'h3a;
+      7'h3a:
+          \$223  = 7'h3b;
+      7'h3b:
+          \$223  = 7'h3c;
+      7'h3c:
+          \$223  = 7'h3d;
+      7'h3d:
+          \$223  = 7'h3e;
+      7'h3e:
+          \$223  = 7'h3f;
+      7'h3f:
+          \$223  = 7'h40;
+      7'h40:
           if (\done$37 ) begin
-            \$303  = p[37:0];
+            \$223  = 7'h41;
           end
+      7'h41:
+          \$223  = 7'h01;
+      7'h01:
+          \$223  = 7'h00;
     endcase
     if (rst) begin
-      \$303  = 38'h0000000000;
+      \$223  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = den;
+    \$224  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
+          \$224  = 1'h1;
+      7'h05:
+          \$224  = 1'h0;
+      7'h06:
           /* empty */;
-      6'h05:
+      7'h07:
+          \$224  = 1'h1;
+      7'h08:
+          \$224  = 1'h0;
+      7'h09:
           /* empty */;
-      6'h06:
+      7'h0a:
+          \$224  = 1'h1;
+      7'h0b:
+          \$224  = 1'h0;
+      7'h0c:
           /* empty */;
-      6'h07:
+      7'h0d:
           /* empty */;
-      6'h08:
+      7'h0e:
+          \$224  = 1'h1;
+      7'h0f:
+          \$224  = 1'h0;
+      7'h10:
           /* empty */;
-      6'h09:
+      7'h11:
           /* empty */;
-      6'h0a:
+      7'h12:
           /* empty */;
-      6'h0b:
+      7'h13:
           /* empty */;
-      6'h0c:
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$224  = 1'h1;
+      7'h1d:
+          \$224  = 1'h0;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$224  = 1'h1;
+      7'h28:
+          \$224  = 1'h0;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          \$224  = 1'h1;
+      7'h2c:
+          \$224  = 1'h0;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$224  = 1'h1;
+      7'h37:
+          \$224  = 1'h0;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$224  = 1'h1;
+      7'h3f:
+          \$224  = 1'h0;
+    endcase
+    if (rst) begin
+      \$224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$225  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
           if (\done$37 ) begin
-            \$304  = p[58:0];
+            \$225  = p[37:0];
           end
-    endcase
-    if (rst) begin
-      \$304  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = lead;
-    casez (fsm_state)
-      6'h00:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h08:
           /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          \$305  = den_lead;
-    endcase
-    if (rst) begin
-      \$305  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$306  = 1'h1;
-      6'h0f:
-          \$306  = 1'h0;
-    endcase
-    if (rst) begin
-      \$306  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$307  = \$246 [58:0];
-    endcase
-    if (rst) begin
-      \$307  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$308  = \$247 ;
-    endcase
-    if (rst) begin
-      \$308  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$40 ) begin
-            \$309  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$309  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
+      7'h09:
           if (\done$37 ) begin
-            \$310  = p[25:0];
+            \$225  = p[37:0];
           end
-      6'h14:
+    endcase
+    if (rst) begin
+      \$225  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$226  = \den$39 ;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      6'h15:
+      7'h02:
           /* empty */;
-      6'h16:
+      7'h04:
           /* empty */;
-      6'h17:
+      7'h05:
           /* empty */;
-      6'h18:
+      7'h06:
           /* empty */;
-      6'h19:
+      7'h07:
           /* empty */;
-      6'h1a:
+      7'h08:
           /* empty */;
-      6'h1b:
+      7'h09:
           /* empty */;
-      6'h03:
+      7'h0a:
           /* empty */;
-      6'h1c:
+      7'h0b:
           /* empty */;
-      6'h1d:
+      7'h0c:
           if (\done$37 ) begin
-            \$310  = p[25:0];
+            \$226  = p[58:0];
           end
     endcase
     if (rst) begin
-      \$310  = 26'h0000000;
+      \$226  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = km;
+    \$227  = floor_q;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
+          \$227  = 10'h000;
+      7'h0e:
           /* empty */;
-      6'h0e:
+      7'h0f:
           /* empty */;
-      6'h0f:
+      7'h10:
           /* empty */;
-      6'h10:
+      7'h11:
           /* empty */;
-      6'h11:
+      7'h12:
           /* empty */;
-      6'h12:
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          \$227  = \$158 [9:0];
+    endcase
+    if (rst) begin
+      \$227  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$228  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          \$228  = 14'h0000;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          \$228  = { 6'h00, chan[119:112] };
+    endcase
+    if (rst) begin
+      \$228  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$229  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
           if (\done$37 ) begin
-            \$311  = p[39:0];
+            \$229  = p[23:0];
           end
-      6'h17:
+      7'h11:
           /* empty */;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h03:
+      7'h16:
           /* empty */;
-      6'h1c:
+      7'h17:
           /* empty */;
-      6'h1d:
+      7'h18:
           /* empty */;
-      6'h1e:
-          \$311  = \$272 [39:0];
-    endcase
-    if (rst) begin
-      \$311  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = sh0;
-    casez (fsm_state)
-      6'h00:
+      7'h19:
           /* empty */;
-      6'h02:
+      7'h1a:
           /* empty */;
-      6'h04:
+      7'h1b:
           /* empty */;
-      6'h05:
+      7'h1c:
           /* empty */;
-      6'h06:
+      7'h1d:
           /* empty */;
-      6'h07:
+      7'h1e:
           /* empty */;
-      6'h08:
+      7'h1f:
           /* empty */;
-      6'h09:
+      7'h20:
           /* empty */;
-      6'h0a:
+      7'h21:
           /* empty */;
-      6'h0b:
+      7'h22:
           /* empty */;
-      6'h0c:
+      7'h23:
           /* empty */;
-      6'h0d:
+      7'h24:
           /* empty */;
-      6'h0e:
+      7'h25:
           /* empty */;
-      6'h0f:
+      7'h26:
           /* empty */;
-      6'h10:
+      7'h27:
           /* empty */;
-      6'h11:
+      7'h28:
           /* empty */;
-      6'h12:
+      7'h29:
           /* empty */;
-      6'h13:
+      7'h2a:
           /* empty */;
-      6'h14:
+      7'h03:
           /* empty */;
-      6'h15:
+      7'h2b:
           /* empty */;
-      6'h16:
+      7'h2c:
           /* empty */;
-      6'h17:
-          \$312  = { \$248 [7], \$248 [7], \$248  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$312  = { \$273 [8], \$273  };
-    endcase
-    if (rst) begin
-      \$312  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$313  = count_lead;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$313  = 4'h8;
-    endcase
-    if (rst) begin
-      \$313  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$314  = \$251 [3:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$314  = \$276 [3:0];
-    endcase
-    if (rst) begin
-      \$314  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$315  = \$261 [9:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$315  = \$286 [9:0];
-    endcase
-    if (rst) begin
-      \$315  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$316  = \$262 [53:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$316  = \$287 [53:0];
-    endcase
-    if (rst) begin
-      \$316  = 54'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$317  = \$264 [5:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$317  = \$289 [5:0];
-    endcase
-    if (rst) begin
-      \$317  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$318  = \$266 [3:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$318  = \$291 [3:0];
-    endcase
-    if (rst) begin
-      \$318  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = \a$29 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$319  = \$267 [25:0];
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$319  = \$292 [25:0];
-    endcase
-    if (rst) begin
-      \$319  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$320  = { \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271 [23], \$271  };
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$320  = { \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296 [23], \$296  };
-    endcase
-    if (rst) begin
-      \$320  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = \b$50 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$321  = bias;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          \$321  = \$298 [33:0];
-    endcase
-    if (rst) begin
-      \$321  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = \p$51 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
+      7'h2d:
           if (\done$37 ) begin
-            \$322  = p[48:0];
+            \$229  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$322  = 49'h0000000000000;
+      \$229  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = quot;
+    \$230  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
+          \$230  = \den$39 ;
+      7'h12:
+          if (\$90 ) begin
+            \$230  = \$91 [58:0];
+          end
+      7'h13:
           /* empty */;
-      6'h12:
+      7'h14:
           /* empty */;
-      6'h13:
+      7'h15:
           /* empty */;
-      6'h14:
+      7'h16:
           /* empty */;
-      6'h15:
+      7'h17:
           /* empty */;
-      6'h16:
+      7'h18:
           /* empty */;
-      6'h17:
+      7'h19:
           /* empty */;
-      6'h18:
+      7'h1a:
           /* empty */;
-      6'h19:
+      7'h1b:
           /* empty */;
-      6'h1a:
+      7'h1c:
           /* empty */;
-      6'h1b:
+      7'h1d:
           /* empty */;
-      6'h03:
+      7'h1e:
           /* empty */;
-      6'h1c:
+      7'h1f:
           /* empty */;
-      6'h1d:
+      7'h20:
           /* empty */;
-      6'h1e:
+      7'h21:
           /* empty */;
-      6'h1f:
+      7'h22:
           /* empty */;
-      6'h20:
+      7'h23:
           /* empty */;
-      6'h21:
+      7'h24:
           /* empty */;
-      6'h22:
+      7'h25:
           /* empty */;
-      6'h23:
+      7'h26:
           /* empty */;
-      6'h24:
+      7'h27:
           /* empty */;
-      6'h25:
-          \$323  = \$297 [37:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$230  = 59'h400000000000000;
+      7'h2f:
+          if (\$159 ) begin
+            \$230  = \$160 [58:0];
+          end
     endcase
     if (rst) begin
-      \$323  = 38'h0000000000;
+      \$230  = 59'h000000000000000;
     end
   end
-  assign beta_shift = \$188 [3:0];
-  assign \beta_shift$6  = \$189 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$231  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$231  = gain_num[22:0];
+      7'h12:
+          if (\$93 ) begin
+            \$231  = \$94 [22:0];
+          end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$231  = gain_num[22:0];
+      7'h2f:
+          if (\$162 ) begin
+            \$231  = \$163 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$231  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$232  = 5'h00;
+      7'h12:
+          if (\$93 ) begin
+            \$232  = \$95 [4:0];
+          end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$232  = 5'h00;
+      7'h2f:
+          if (\$162 ) begin
+            \$232  = \$164 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$233  = 6'h00;
+      7'h12:
+          if (\$90 ) begin
+            \$233  = \$92 [5:0];
+          end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$233  = 6'h00;
+      7'h2f:
+          if (\$159 ) begin
+            \$233  = \$161 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$233  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+        begin
+          \$234  = \$96 [5:0];
+          if (\$97 ) begin
+            \$234  = 6'h00;
+          end
+        end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+        begin
+          \$234  = \$124 [5:0];
+          if (\$125 ) begin
+            \$234  = 6'h00;
+          end
+        end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+        begin
+          \$234  = \$165 [5:0];
+          if (\$166 ) begin
+            \$234  = 6'h00;
+          end
+        end
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          \$234  = \$190 [5:0];
+          if (\$191 ) begin
+            \$234  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$234  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$235  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$235  = { \$99 [6], \$99 [6], \$99  };
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \$235  = \$110 [8:0];
+      7'h19:
+          /* empty */;
+      7'h1a:
+        begin
+          if (\$114 ) begin
+            \$235  = \$116 [8:0];
+          end
+          if (\$120 ) begin
+            \$235  = \$122 [8:0];
+          end
+        end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$235  = \$168 ;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$235  = \$176 [8:0];
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          if (\$180 ) begin
+            \$235  = \$182 [8:0];
+          end
+          if (\$186 ) begin
+            \$235  = \$188 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$235  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$236  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$236  = \$100 ;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$236  = \$169 ;
+    endcase
+    if (rst) begin
+      \$236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = div_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$237  = { 13'h0000, \$101  };
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$237  = { gain_p[41], gain_p };
+    endcase
+    if (rst) begin
+      \$237  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$238  = \$104 [42:0];
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$238  = \$131 [42:0];
+    endcase
+    if (rst) begin
+      \$238  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$239  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$239  = \$105 ;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$239  = \$132 ;
+    endcase
+    if (rst) begin
+      \$239  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$240  = 1'h1;
+      7'h16:
+          \$240  = 1'h0;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$240  = 1'h1;
+      7'h21:
+          \$240  = 1'h0;
+    endcase
+    if (rst) begin
+      \$240  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          if (\done$48 ) begin
+            \$241  = q[15:0];
+          end
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$241  = \$171 [15:0];
+    endcase
+    if (rst) begin
+      \$241  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \$242  = { \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108  };
+      7'h19:
+          /* empty */;
+      7'h1a:
+        begin
+          if (\$114 ) begin
+            \$242  = \$115 ;
+          end
+          if (\$120 ) begin
+            \$242  = \$121 [26:0];
+          end
+        end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$242  = { \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174  };
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          if (\$180 ) begin
+            \$242  = \$181 ;
+          end
+          if (\$186 ) begin
+            \$242  = \$187 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$242  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \$243  = 4'h0;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$243  = \$123 [3:0];
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$243  = 4'h0;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$243  = \$189 [3:0];
+    endcase
+    if (rst) begin
+      \$243  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$244  = \$113 ;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$244  = \$179 ;
+    endcase
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$245  = \$128 [3:0];
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$245  = \$194 [3:0];
+    endcase
+    if (rst) begin
+      \$245  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          if (\done$37 ) begin
+            \$246  = p[41:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          if (\done$37 ) begin
+            \$246  = p[41:0];
+          end
+    endcase
+    if (rst) begin
+      \$246  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          if (\done$48 ) begin
+            \$247  = q;
+          end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$247  = \$195 [28:0];
+    endcase
+    if (rst) begin
+      \$247  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$248  = { \$137 [29], \$137  };
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$248  = { \$200 [29], \$200  };
+    endcase
+    if (rst) begin
+      \$248  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$249  = \$141 ;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$249  = \$204 ;
+    endcase
+    if (rst) begin
+      \$249  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$250  = \$145 [22:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$250  = \$208 [22:0];
+    endcase
+    if (rst) begin
+      \$250  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$251  = \$149 [22:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$251  = \$212 [22:0];
+    endcase
+    if (rst) begin
+      \$251  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$252  = \$154 [13:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$252  = \$217 [13:0];
+    endcase
+    if (rst) begin
+      \$252  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$253  = \$155 [22:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$253  = \$218 [22:0];
+    endcase
+    if (rst) begin
+      \$253  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = \b$59 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          if (\done$37 ) begin
+            \$254  = p[22:0];
+          end
+      7'h2a:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          if (\done$37 ) begin
+            \$254  = p[22:0];
+          end
+    endcase
+    if (rst) begin
+      \$254  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = \a$60 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$255  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$255  = a_fin;
+    endcase
+    if (rst) begin
+      \$255  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$256  = special_r;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$256  = special_r;
+    endcase
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = \neg$62 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$257  = \$156 ;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$257  = \$219 ;
+    endcase
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$258  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$258  = floor_q;
+    endcase
+    if (rst) begin
+      \$258  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$259  = \$157 [9:0];
+      7'h03:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$259  = \$220 [9:0];
+    endcase
+    if (rst) begin
+      \$259  = 10'h000;
+    end
+  end
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[40:14];
@@ -3483,63 +6593,79 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, de
   assign \chan.mean  = chan[127:112];
   assign \chan.scale_m  = chan[143:128];
   assign \chan.scale_exp  = chan[151:144];
-  assign \$190  = { s_hi, 1'h0 };
-  assign \$245  = { 1'h0, \$244 [63:1] };
-  assign \$270  = { 1'h0, \$269 [15:1] };
-  assign \$272  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$295  = { 1'h0, \$294 [15:1] };
-  assign \$297  = { \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48], \p$51 [48:8] };
+  assign \$3  = { s_hi, 1'h0 };
+  assign \$7  = { 14'h0000, div_mag[42:14] };
+  assign \$8  = { 2'h0, div_mag[13:0], 13'h0000 };
+  assign \$10  = { 27'h0000000, div_mag[42:27] };
+  assign \$11  = { 1'h0, div_mag[26:0] };
+  assign \$91  = { den_norm, 1'h0 };
+  assign \$94  = { num_norm, 1'h0 };
+  assign \$101  = { 1'h0, num_norm, 6'h00 };
+  assign \$106  = { gain_q1[15], gain_q1[15:1] };
+  assign \$115  = { 1'h0, gain_x[26:1] };
+  assign \$121  = { gain_x, 1'h0 };
+  assign \$135  = { 1'h0, \$134 [15:1] };
+  assign \$158  = { chan[127], chan[127], chan[127], chan[127], chan[127], chan[127], chan[127], chan[127], chan[127:120] };
+  assign \$160  = { den_norm, 1'h0 };
+  assign \$163  = { num_norm, 1'h0 };
+  assign \$170  = { 1'h0, num_norm, 6'h00 };
+  assign \$171  = { 15'h0000, \$170 [29:15] };
+  assign \$172  = { gain_q1[15], gain_q1[15:1] };
+  assign \$181  = { 1'h0, gain_x[26:1] };
+  assign \$187  = { gain_x, 1'h0 };
+  assign \$195  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$198  = { 1'h0, \$197 [15:1] };
 endmodule
 
 module \hwnorm_frn_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [59:0] \$1 ;
+  wire [16:0] \$1 ;
   wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [16:0] \$13 ;
-  wire [17:0] \$14 ;
-  wire [17:0] \$15 ;
+  wire [27:0] \$13 ;
+  wire [28:0] \$14 ;
+  wire [28:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [58:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
-  reg [15:0] \$20 ;
-  reg [58:0] \$21 ;
+  reg [26:0] \$20 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
-  reg [15:0] \$23 ;
+  reg [26:0] \$23 ;
   reg [4:0] \$24 ;
   reg \$25 ;
-  reg [17:0] \$26 ;
+  reg [28:0] \$26 ;
   wire \$3 ;
-  wire [60:0] \$4 ;
-  wire [60:0] \$5 ;
-  wire [16:0] \$6 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
+  wire [27:0] \$6 ;
   wire \$7 ;
-  wire [16:0] \$8 ;
-  wire [16:0] \$9 ;
+  wire [27:0] \$8 ;
+  wire [27:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [58:0] den = 59'h000000000000000;
-  input [58:0] \den$13 ;
-  wire [58:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  reg [15:0] lo = 16'h0000;
-  input [15:0] lo_init;
-  wire [15:0] lo_init;
+  reg [26:0] lo = 27'h0000000;
+  input [26:0] lo_init;
+  wire [26:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [17:0] q;
-  reg [17:0] q = 18'h00000;
-  reg [15:0] quot = 16'h0000;
-  reg [58:0] rem = 59'h000000000000000;
-  input [58:0] rem_init;
-  wire [58:0] rem_init;
+  output [28:0] q;
+  reg [28:0] q = 29'h00000000;
+  reg [26:0] quot = 27'h0000000;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -3548,14 +6674,14 @@ module \hwnorm_frn_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
   wire start;
   input [4:0] steps;
   wire [4:0] steps;
-  wire [59:0] trial;
-  assign trial = \$1  | { 59'h000000000000000, lo[15] };
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[26] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 16'h0000, \$7  };
+  assign \$8  = \$6  | { 27'h0000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -3617,10 +6743,10 @@ module \hwnorm_frn_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [58:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 59'h000000000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -3629,10 +6755,10 @@ module \hwnorm_frn_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [15:0];
+      \$20  = \$9 [26:0];
     end
     if (rst) begin
-      \$20  = 16'h0000;
+      \$20  = 27'h0000000;
     end
   end
   always @* begin
@@ -3642,7 +6768,7 @@ module \hwnorm_frn_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 59'h000000000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -3659,12 +6785,12 @@ module \hwnorm_frn_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 16'h0000;
+      \$23  = 27'h0000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [15:0];
+      \$23  = \$8 [26:0];
     end
     if (rst) begin
-      \$23  = 16'h0000;
+      \$23  = 27'h0000000;
     end
   end
   always @* begin
@@ -3696,7 +6822,7 @@ module \hwnorm_frn_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 18'h00000;
+      \$26  = 29'h00000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -3839,64 +6965,91 @@ module \hwnorm_frn_l1_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p
   assign \$6  = { 1'h0, b_sh[26:1] };
 endmodule
 
-module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [16:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [48:0] \$12 ;
-  wire [49:0] \$13 ;
-  wire [50:0] \$14 ;
-  wire [34:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
-  wire [34:0] \$19 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [34:0] \$20 ;
-  wire [34:0] \$21 ;
-  wire [34:0] \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire [13:0] \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg [12:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg [7:0] \$42 ;
-  reg [25:0] \$43 ;
-  reg [17:0] \$44 ;
-  reg [34:0] \$45 ;
-  reg [34:0] \$46 ;
-  reg [34:0] \$47 ;
-  reg \$48 ;
-  reg \$49 ;
+  wire \$40 ;
+  wire [23:0] \$41 ;
+  wire [23:0] \$42 ;
+  wire [23:0] \$43 ;
+  wire [23:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire [1:0] \$5 ;
-  reg \$50 ;
-  reg [7:0] \$51 ;
+  wire [13:0] \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg [12:0] \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg [7:0] \$70 ;
+  reg [22:0] \$71 ;
+  reg [23:0] \$72 ;
+  reg [23:0] \$73 ;
+  reg [23:0] \$74 ;
+  reg \$75 ;
+  reg \$76 ;
+  reg \$77 ;
+  reg [7:0] \$78 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [25:0] a;
-  wire [25:0] a;
-  reg [34:0] acc0 = 35'h000000000;
-  input [33:0] b;
-  wire [33:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -3906,6 +7059,12 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -3914,6 +7073,8 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -3928,16 +7089,21 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [17:0] p0_17 = 18'h00000;
-  reg [34:0] q0 = 35'h000000000;
-  reg [34:0] qs0 = 35'h000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   input [7:0] tau;
   wire [7:0] tau;
   reg under0 = 1'h0;
@@ -3951,34 +7117,92 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = ~ force_hi0_2;
+  assign \$38  = $signed(qs0) < $signed(tau);
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = \$37  & \$39 ;
+  assign \$41  = under0 ? 24'hffff80 : q0;
+  assign \$42  = over0 ? 24'h00007f : \$41 ;
+  assign \$43  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$42 ;
+  assign \$44  = ok4 ? \$43  : 24'h000000;
+  assign \$45  = ~ clear;
+  assign \$46  = \$45  & ce;
+  assign \$47  = v4 & ok4;
+  assign \$48  = over0 | under0;
+  assign \$49  = \$47  & \$48 ;
+  assign \$50  = sat_count + \$49 ;
   always @(posedge clk)
-    ok2 <= \$38 ;
+    v0 <= \$51 ;
   always @(posedge clk)
-    ok3 <= \$39 ;
+    v1 <= \$52 ;
   always @(posedge clk)
-    ok4 <= \$40 ;
+    v2 <= \$53 ;
   always @(posedge clk)
-    ok5 <= \$41 ;
+    v3 <= \$54 ;
   always @(posedge clk)
-    x0 <= \$42 ;
+    v4 <= \$55 ;
   always @(posedge clk)
-    p0_0 <= \$43 ;
+    v5 <= \$56 ;
   always @(posedge clk)
-    p0_17 <= \$44 ;
+    sat_count <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$45 ;
+    ok0 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$46 ;
+    ok1 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$47 ;
+    ok2 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$48 ;
+    ok3 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$49 ;
+    ok4 <= \$62 ;
   always @(posedge clk)
-    below_tau0 <= \$50 ;
+    ok5 <= \$63 ;
   always @(posedge clk)
-    o__payload <= \$51 ;
+    force_hi0_0 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$67 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$68 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$69 ;
+  always @(posedge clk)
+    x0 <= \$70 ;
+  always @(posedge clk)
+    p0_0 <= \$71 ;
+  always @(posedge clk)
+    acc0 <= \$72 ;
+  always @(posedge clk)
+    qs0 <= \$73 ;
+  always @(posedge clk)
+    q0 <= \$74 ;
+  always @(posedge clk)
+    over0 <= \$75 ;
+  always @(posedge clk)
+    under0 <= \$76 ;
+  always @(posedge clk)
+    below_tau0 <= \$77 ;
+  always @(posedge clk)
+    o__payload <= \$78 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -3989,291 +7213,316 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[25:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = $signed(qs0) < $signed(tau);
-  assign \$19  = under0 ? 35'h7ffffff80 : q0;
-  assign \$20  = over0 ? 35'h00000007f : \$19 ;
-  assign \$21  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$20 ;
-  assign \$22  = ok4 ? \$21  : 35'h000000000;
-  assign \$23  = ~ clear;
-  assign \$24  = \$23  & ce;
-  assign \$25  = v4 & ok4;
-  assign \$26  = over0 | under0;
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = sat_count + \$27 ;
-  always @(posedge clk)
-    v0 <= \$29 ;
-  always @(posedge clk)
-    v1 <= \$30 ;
-  always @(posedge clk)
-    v2 <= \$31 ;
-  always @(posedge clk)
-    v3 <= \$32 ;
-  always @(posedge clk)
-    v4 <= \$33 ;
-  always @(posedge clk)
-    v5 <= \$34 ;
-  always @(posedge clk)
-    sat_count <= \$35 ;
-  always @(posedge clk)
-    ok0 <= \$36 ;
-  always @(posedge clk)
-    ok1 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok2;
+    \$51  = v0;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = i__valid;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = v1;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v0;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = v2;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v1;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = v3;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v2;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = v4;
+    if (clear) begin
+      \$55  = 1'h0;
+    end else if (ce) begin
+      \$55  = v3;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = v5;
+    if (clear) begin
+      \$56  = 1'h0;
+    end else if (ce) begin
+      \$56  = v4;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = sat_count;
+    if (clear) begin
+      \$57  = 13'h0000;
+    end
+    if (\$46 ) begin
+      \$57  = \$50 [12:0];
+    end
+    if (rst) begin
+      \$57  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$38  = ok1;
+      \$58  = mask;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok3;
+    \$59  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$39  = ok2;
+      \$59  = ok0;
     end
     if (rst) begin
-      \$39  = 1'h0;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok4;
+    \$60  = ok2;
     if (clear) begin
     end else if (ce) begin
-      \$40  = ok3;
+      \$60  = ok1;
     end
     if (rst) begin
-      \$40  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok5;
+    \$61  = ok3;
     if (clear) begin
     end else if (ce) begin
-      \$41  = ok4;
+      \$61  = ok2;
     end
     if (rst) begin
-      \$41  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = x0;
-    if (\$8 ) begin
-      \$42  = i__payload;
-    end
-    if (rst) begin
-      \$42  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = p0_0;
-    if (\$8 ) begin
-      \$43  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$43  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = p0_17;
-    if (\$8 ) begin
-      \$44  = { \$10 [16], \$10  };
-    end
-    if (rst) begin
-      \$44  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = acc0;
-    if (\$8 ) begin
-      \$45  = \$14 [34:0];
-    end
-    if (rst) begin
-      \$45  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = qs0;
-    if (\$8 ) begin
-      \$46  = \$15 ;
-    end
-    if (rst) begin
-      \$46  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = q0;
-    if (\$8 ) begin
-      \$47  = qs0;
-    end
-    if (rst) begin
-      \$47  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = over0;
-    if (\$8 ) begin
-      \$48  = \$16 ;
-    end
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = under0;
-    if (\$8 ) begin
-      \$49  = \$17 ;
-    end
-    if (rst) begin
-      \$49  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = below_tau0;
-    if (\$8 ) begin
-      \$50  = \$18 ;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = o__payload;
-    if (\$8 ) begin
-      \$51  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$51  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = v0;
+    \$62  = ok4;
     if (clear) begin
-      \$29  = 1'h0;
     end else if (ce) begin
-      \$29  = i__valid;
+      \$62  = ok3;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v1;
+    \$63  = ok5;
     if (clear) begin
-      \$30  = 1'h0;
     end else if (ce) begin
-      \$30  = v0;
+      \$63  = ok4;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v2;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v1;
+    \$64  = force_hi0_0;
+    if (\$8 ) begin
+      \$64  = \$13 ;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v3;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v2;
+    \$65  = force_lo0_0;
+    if (\$8 ) begin
+      \$65  = \$18 ;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v4;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v3;
+    \$66  = force_hi0_1;
+    if (\$20 ) begin
+      \$66  = force_hi0_0;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v5;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v4;
+    \$67  = force_lo0_1;
+    if (\$20 ) begin
+      \$67  = force_lo0_0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = sat_count;
-    if (clear) begin
-      \$35  = 13'h0000;
+    \$68  = force_hi0_2;
+    if (\$22 ) begin
+      \$68  = force_hi0_1;
     end
+    if (rst) begin
+      \$68  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$69  = force_lo0_2;
+    if (\$22 ) begin
+      \$69  = force_lo0_1;
+    end
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$70  = x0;
     if (\$24 ) begin
-      \$35  = \$28 [12:0];
+      \$70  = i__payload;
     end
     if (rst) begin
-      \$35  = 13'h0000;
+      \$70  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = mask;
+    \$71  = p0_0;
+    if (\$24 ) begin
+      \$71  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$71  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok0;
+    \$72  = acc0;
+    if (\$24 ) begin
+      \$72  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$72  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$73  = qs0;
+    if (\$24 ) begin
+      \$73  = \$28 ;
+    end
+    if (rst) begin
+      \$73  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = q0;
+    if (\$24 ) begin
+      \$74  = qs0;
+    end
+    if (rst) begin
+      \$74  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = over0;
+    if (\$24 ) begin
+      \$75  = \$32 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = under0;
+    if (\$24 ) begin
+      \$76  = \$36 ;
+    end
+    if (rst) begin
+      \$76  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$77  = below_tau0;
+    if (\$24 ) begin
+      \$77  = \$40 ;
+    end
+    if (rst) begin
+      \$77  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$78  = o__payload;
+    if (\$24 ) begin
+      \$78  = \$44 [7:0];
+    end
+    if (rst) begin
+      \$78  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -4281,8 +7530,7 @@ module \hwnorm_frn_l1_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_frn_l1_s8.stats_unit (clk, rst, mask, clear, valid, sum, s_hi, x);

@@ -21,30 +21,26 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [225:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [225:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [45:0] a;
-  wire [45:0] \a$25 ;
-  wire [61:0] b;
-  wire [61:0] \b$27 ;
+  wire [21:0] a;
+  wire [21:0] \a$25 ;
+  wire [38:0] b;
+  wire [38:0] \b$27 ;
   reg beat;
   wire busy;
   reg [225:0] chan = 226'h000000000000000000000000000000000000000000000000000000000;
@@ -87,7 +83,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$48 ;
   input clk;
   wire clk;
   wire [68:0] den;
@@ -102,10 +98,10 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$55 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$54 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire [15:0] lo;
@@ -113,23 +109,31 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \mask$18 ;
   wire \mask$23 ;
   reg more;
+  wire neg;
+  wire \neg$33 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$31 ;
-  wire [15:0] \o__payload$31[0] ;
+  wire [15:0] \o__payload$39 ;
+  wire [15:0] \o__payload$39[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$41 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$40 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$37 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$35 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$31 ;
   reg start;
   output [111:0] stats__payload;
   reg [111:0] stats__payload;
@@ -156,69 +160,73 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$5  = ! chan__payload[121:54];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[225:218]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[225:218]) > $signed(5'h08);
+  assign \$8  = $signed(chan__payload[193:170]) < $signed(24'h800000);
+  assign \$9  = $signed(chan__payload[193:170]) > $signed(24'h7fff00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[193:170]) < $signed(24'h800000);
-  assign \$13  = $signed(chan__payload[193:170]) > $signed(24'h7fff00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$47  & more;
-  assign \$19  = i__valid & \i__ready$47 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$55  & more;
+  assign \$15  = i__valid & \i__ready$55 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_frn_linf_s16.math  math (
-    .\a$27 (a),
-    .\b$50 (b),
+    .\a$60 (a),
+    .\b$59 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$39 (den),
     .done(done),
     .entry(entry),
     .hi(hi),
     .lo(lo),
+    .\neg$62 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
+    .special(special),
     .\start$33 (start)
   );
   \hwnorm_frn_linf_s16.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$55 ),
+    .clear(\clear$48 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$54 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .tau(chan[137:122]),
     .v5(o__valid)
   );
@@ -299,11 +307,11 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$48  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$48  = 1'h1;
           end
     endcase
   end
@@ -322,7 +330,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -340,7 +348,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -396,12 +404,12 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
+    \i__valid$54  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -414,7 +422,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$46  = \$17 ;
+          \i__valid$54  = \$13 ;
     endcase
   end
   always @* begin
@@ -442,80 +450,80 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 226'h000000000000000000000000000000000000000000000000000000000;
+      \$32  = 226'h000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -526,10 +534,14 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
+  assign \special$31  = special;
+  assign \neg$33  = neg;
+  assign \q_lo$35  = q_lo;
+  assign \q_hi$37  = q_hi;
   assign tau = chan[137:122];
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$39  = o__payload;
+  assign \o__valid$40  = o__valid;
+  assign \o__ready$41  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[53:14];
@@ -568,7 +580,7 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \chan$20.scale_m  = chan[217:194];
   assign \chan$20.scale_exp  = chan[225:218];
   assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \o__payload$39[0]  = o__payload;
   always @*
     stats__payload[110:98] = sat_count;
   always @*
@@ -577,301 +589,202 @@ module hwnorm_frn_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, den, sh, \a$27 , \b$50 , clk);
+module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \den$39 , sh, \b$59 , \a$60 , special, \neg$62 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [6:0] \$100 ;
-  wire [6:0] \$101 ;
+  wire [5:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire \$100 ;
+  wire [45:0] \$101 ;
   wire \$102 ;
-  wire [6:0] \$103 ;
-  wire [6:0] \$104 ;
-  wire [6:0] \$105 ;
-  wire [6:0] \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [51:0] \$103 ;
+  wire [51:0] \$104 ;
+  wire \$105 ;
+  wire [23:0] \$106 ;
+  wire [23:0] \$107 ;
+  wire [23:0] \$108 ;
+  wire [9:0] \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire [6:0] \$111 ;
-  wire [6:0] \$112 ;
-  wire [6:0] \$113 ;
+  wire [9:0] \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
   wire \$114 ;
-  wire [6:0] \$115 ;
-  wire [6:0] \$116 ;
-  wire [6:0] \$117 ;
-  wire [6:0] \$118 ;
-  wire [6:0] \$119 ;
-  wire \$12 ;
-  wire [6:0] \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  wire \$123 ;
-  wire \$124 ;
+  wire [34:0] \$115 ;
+  wire [9:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [18:0] \$12 ;
+  wire \$120 ;
+  wire [35:0] \$121 ;
+  wire [9:0] \$122 ;
+  wire [5:0] \$123 ;
+  wire [7:0] \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
+  wire [8:0] \$127 ;
+  wire [8:0] \$128 ;
   wire \$129 ;
-  wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
+  wire [18:0] \$13 ;
+  wire [51:0] \$130 ;
+  wire [51:0] \$131 ;
   wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
+  wire [46:0] \$133 ;
+  wire [31:0] \$134 ;
+  wire [31:0] \$135 ;
+  wire [47:0] \$136 ;
+  wire [48:0] \$137 ;
   wire \$138 ;
-  wire \$139 ;
+  wire [35:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
+  wire [35:0] \$140 ;
+  wire [41:0] \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
+  wire [40:0] \$144 ;
+  wire [40:0] \$145 ;
   wire \$146 ;
-  wire [6:0] \$147 ;
-  wire [6:0] \$148 ;
-  wire [6:0] \$149 ;
+  wire \$147 ;
+  wire [41:0] \$148 ;
+  wire [41:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire [6:0] \$151 ;
-  wire [6:0] \$152 ;
-  wire [6:0] \$153 ;
-  wire [6:0] \$154 ;
-  wire \$155 ;
+  wire [39:0] \$150 ;
+  wire \$151 ;
+  wire [35:0] \$152 ;
+  wire [35:0] \$153 ;
+  wire [39:0] \$154 ;
+  wire [40:0] \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire [6:0] \$159 ;
-  wire \$16 ;
-  wire [6:0] \$160 ;
-  wire [6:0] \$161 ;
+  wire [18:0] \$157 ;
+  wire [23:0] \$158 ;
+  wire \$159 ;
+  wire [16:0] \$16 ;
+  wire [69:0] \$160 ;
+  wire [7:0] \$161 ;
   wire \$162 ;
-  wire [6:0] \$163 ;
+  wire [39:0] \$163 ;
   wire [6:0] \$164 ;
-  wire [6:0] \$165 ;
-  wire [6:0] \$166 ;
-  wire [6:0] \$167 ;
-  wire \$168 ;
+  wire [7:0] \$165 ;
+  wire \$166 ;
+  wire [7:0] \$167 ;
+  wire [8:0] \$168 ;
   wire \$169 ;
-  wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
+  wire [16:0] \$17 ;
+  wire [45:0] \$170 ;
+  wire [45:0] \$171 ;
+  wire [23:0] \$172 ;
+  wire [23:0] \$173 ;
+  wire [23:0] \$174 ;
+  wire [9:0] \$175 ;
+  wire [9:0] \$176 ;
   wire \$177 ;
   wire \$178 ;
-  wire [6:0] \$179 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [6:0] \$180 ;
-  wire [6:0] \$181 ;
-  wire \$182 ;
-  wire [6:0] \$183 ;
-  wire [6:0] \$184 ;
-  wire [6:0] \$185 ;
-  wire [6:0] \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire \$180 ;
+  wire [34:0] \$181 ;
+  wire [9:0] \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire [35:0] \$187 ;
+  wire [9:0] \$188 ;
+  wire [5:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire [6:0] \$191 ;
-  wire [6:0] \$192 ;
-  wire [6:0] \$193 ;
-  wire \$194 ;
-  wire [6:0] \$195 ;
-  wire [6:0] \$196 ;
-  wire [6:0] \$197 ;
-  wire [6:0] \$198 ;
-  wire [6:0] \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire [6:0] \$200 ;
-  wire [6:0] \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
+  wire [7:0] \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire [8:0] \$193 ;
+  wire [8:0] \$194 ;
+  wire [49:0] \$195 ;
+  wire [46:0] \$196 ;
+  wire [31:0] \$197 ;
+  wire [31:0] \$198 ;
+  wire [47:0] \$199 ;
+  wire [5:0] \$2 ;
+  wire [18:0] \$20 ;
+  wire [48:0] \$200 ;
+  wire \$201 ;
+  wire [35:0] \$202 ;
+  wire [35:0] \$203 ;
+  wire [41:0] \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire [3:0] \$207 ;
-  wire [3:0] \$208 ;
-  wire [3:0] \$209 ;
-  wire \$21 ;
-  wire [3:0] \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
+  wire [40:0] \$207 ;
+  wire [40:0] \$208 ;
+  wire \$209 ;
+  wire [18:0] \$21 ;
+  wire \$210 ;
+  wire [41:0] \$211 ;
+  wire [41:0] \$212 ;
+  wire [39:0] \$213 ;
   wire \$214 ;
-  wire [3:0] \$215 ;
-  wire [3:0] \$216 ;
-  wire [3:0] \$217 ;
-  wire \$218 ;
-  wire [3:0] \$219 ;
+  wire [35:0] \$215 ;
+  wire [35:0] \$216 ;
+  wire [39:0] \$217 ;
+  wire [40:0] \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [3:0] \$220 ;
-  wire [3:0] \$221 ;
-  wire [3:0] \$222 ;
-  wire [5:0] \$223 ;
-  wire [5:0] \$224 ;
-  wire [23:0] \$225 ;
-  wire \$226 ;
-  wire [16:0] \$227 ;
-  wire [16:0] \$228 ;
-  wire \$229 ;
+  wire [18:0] \$220 ;
+  reg \$221 ;
+  reg \$222 ;
+  reg [5:0] \$223 ;
+  reg [32:0] \$224 ;
+  reg \$225 ;
+  reg [68:0] \$226 ;
+  reg [17:0] \$227 ;
+  reg [13:0] \$228 ;
+  reg [39:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire [16:0] \$231 ;
-  wire [16:0] \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire [24:0] \$235 ;
-  wire [24:0] \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  reg [68:0] \$230 ;
+  reg [38:0] \$231 ;
+  reg [5:0] \$232 ;
+  reg [6:0] \$233 ;
+  reg [6:0] \$234 ;
+  reg [8:0] \$235 ;
+  reg \$236 ;
+  reg [50:0] \$237 ;
+  reg [50:0] \$238 ;
+  reg \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  reg \$240 ;
+  reg [23:0] \$241 ;
+  reg [34:0] \$242 ;
+  reg [4:0] \$243 ;
+  reg \$244 ;
+  reg [4:0] \$245 ;
+  reg [49:0] \$246 ;
+  reg [36:0] \$247 ;
+  reg [40:0] \$248 ;
+  reg [41:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  reg [38:0] \$250 ;
+  reg [38:0] \$251 ;
+  reg [21:0] \$252 ;
+  reg [38:0] \$253 ;
+  reg [38:0] \$254 ;
+  reg [21:0] \$255 ;
+  reg \$256 ;
+  reg \$257 ;
+  reg [17:0] \$258 ;
+  reg [17:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire [16:0] \$274 ;
-  wire \$275 ;
-  wire [16:0] \$276 ;
-  wire [16:0] \$277 ;
-  wire \$278 ;
-  wire [127:0] \$279 ;
   wire \$28 ;
-  wire [127:0] \$280 ;
-  wire [127:0] \$281 ;
-  wire \$282 ;
-  wire [8:0] \$283 ;
-  wire \$284 ;
-  wire [10:0] \$285 ;
-  wire [10:0] \$286 ;
-  wire \$287 ;
-  wire [10:0] \$288 ;
-  wire \$289 ;
   wire \$29 ;
-  wire [10:0] \$290 ;
-  wire [10:0] \$291 ;
-  wire \$292 ;
-  wire [10:0] \$293 ;
-  wire [10:0] \$294 ;
-  wire [10:0] \$295 ;
-  wire [10:0] \$296 ;
-  wire [86:0] \$297 ;
-  wire \$298 ;
-  wire [9:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [10:0] \$300 ;
-  wire [11:0] \$301 ;
-  wire [75:0] \$302 ;
-  wire [46:0] \$303 ;
-  wire [31:0] \$304 ;
-  wire [31:0] \$305 ;
-  wire [47:0] \$306 ;
-  wire [56:0] \$307 ;
-  wire [8:0] \$308 ;
-  wire \$309 ;
   wire \$31 ;
-  wire [10:0] \$310 ;
-  wire [10:0] \$311 ;
-  wire \$312 ;
-  wire [10:0] \$313 ;
-  wire \$314 ;
-  wire [10:0] \$315 ;
-  wire [10:0] \$316 ;
-  wire \$317 ;
-  wire [10:0] \$318 ;
-  wire [10:0] \$319 ;
   wire \$32 ;
-  wire [10:0] \$320 ;
-  wire [10:0] \$321 ;
-  wire [86:0] \$322 ;
-  wire \$323 ;
-  wire [9:0] \$324 ;
-  wire [10:0] \$325 ;
-  wire [11:0] \$326 ;
-  wire [75:0] \$327 ;
-  wire [46:0] \$328 ;
-  wire [31:0] \$329 ;
   wire \$33 ;
-  wire [31:0] \$330 ;
-  wire [47:0] \$331 ;
-  wire [76:0] \$332 ;
-  wire [66:0] \$333 ;
-  reg \$334 ;
-  reg \$335 ;
-  reg [5:0] \$336 ;
-  reg [32:0] \$337 ;
-  reg \$338 ;
-  reg [68:0] \$339 ;
   wire \$34 ;
-  reg [6:0] \$340 ;
-  reg \$341 ;
-  reg [68:0] \$342 ;
-  reg \$343 ;
-  reg [24:0] \$344 ;
-  reg [41:0] \$345 ;
-  reg [55:0] \$346 ;
-  reg [9:0] \$347 ;
-  reg [3:0] \$348 ;
-  reg [4:0] \$349 ;
   wire \$35 ;
-  reg [9:0] \$350 ;
-  reg [75:0] \$351 ;
-  reg [6:0] \$352 ;
-  reg [4:0] \$353 ;
-  reg [45:0] \$354 ;
-  reg [61:0] \$355 ;
-  reg [61:0] \$356 ;
-  reg [76:0] \$357 ;
-  reg [65:0] \$358 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
+  wire [16:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -882,7 +795,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [16:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -893,7 +806,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [6:0] \$6 ;
+  wire [50:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -901,52 +814,55 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [6:0] \$67 ;
-  wire [6:0] \$68 ;
-  wire [6:0] \$69 ;
-  wire [6:0] \$7 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [36:0] \$7 ;
   wire \$70 ;
-  wire [6:0] \$71 ;
-  wire [6:0] \$72 ;
-  wire [6:0] \$73 ;
-  wire [6:0] \$74 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire [6:0] \$79 ;
-  wire [6:0] \$8 ;
-  wire [6:0] \$80 ;
-  wire [6:0] \$81 ;
+  wire \$79 ;
+  wire \$8 ;
+  wire \$80 ;
+  wire \$81 ;
   wire \$82 ;
-  wire [6:0] \$83 ;
-  wire [6:0] \$84 ;
-  wire [6:0] \$85 ;
-  wire [6:0] \$86 ;
-  wire [6:0] \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire [6:0] \$9 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire [16:0] \$86 ;
+  wire \$87 ;
+  wire [16:0] \$88 ;
+  wire [16:0] \$89 ;
+  wire [50:0] \$9 ;
   wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
+  wire [69:0] \$91 ;
+  wire [7:0] \$92 ;
   wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
+  wire [39:0] \$94 ;
+  wire [6:0] \$95 ;
+  wire [7:0] \$96 ;
   wire \$97 ;
-  wire \$98 ;
-  wire [6:0] \$99 ;
-  reg [46:0] a;
-  output [45:0] \a$27 ;
-  reg [45:0] \a$27  = 46'h000000000000;
+  wire [6:0] \$98 ;
+  wire [7:0] \$99 ;
+  reg [35:0] a;
+  output [21:0] \a$60 ;
+  reg [21:0] \a$60  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
   reg [39:0] b;
-  output [61:0] \b$50 ;
-  reg [61:0] \b$50  = 62'h0000000000000000;
+  output [38:0] \b$59 ;
+  reg [38:0] \b$59  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [61:0] bias = 62'h0000000000000000;
-  reg [78:0] c;
+  wire [4:0] \beta_shift$2 ;
+  reg [74:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [225:0] chan;
   wire [225:0] chan;
   wire [15:0] \chan.beta ;
@@ -961,450 +877,360 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   wire [15:0] \chan.tau ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [68:0] den;
-  reg [68:0] den = 69'h000000000000000000;
-  reg [68:0] \den$23 ;
-  wire [6:0] den_lead;
+  reg [23:0] den;
+  output [68:0] \den$39 ;
+  reg [68:0] \den$39  = 69'h000000000000000000;
+  reg [68:0] den_norm = 69'h000000000000000000;
+  reg [6:0] den_zeros = 7'h00;
+  reg [50:0] div_mag = 51'h0000000000000;
+  reg div_neg = 1'h0;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
   wire \done$37 ;
-  wire \done$40 ;
+  wire \done$48 ;
   input [1:0] entry;
   wire [1:0] entry;
+  reg [17:0] floor_q = 18'h00000;
   reg [5:0] fsm_state = 6'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
   input [15:0] hi;
   wire [15:0] hi;
-  reg [55:0] km = 56'h00000000000000;
-  reg [75:0] km_pre = 76'h0000000000000000000;
-  reg [6:0] lead = 7'h00;
   input [15:0] lo;
   wire [15:0] lo;
-  reg [23:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [34:0] lo_init;
+  reg [6:0] loop_n = 7'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$22 ;
-  wire [78:0] p;
-  reg [76:0] \p$51  = 77'h00000000000000000000;
+  reg \neg$18 ;
+  output \neg$62 ;
+  reg \neg$62  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
+  wire [74:0] p;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [4:0] pre = 5'h00;
-  wire [25:0] q;
-  reg [65:0] quot = 66'h00000000000000000;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [68:0] recip_rem = 69'h000000000000000000;
-  reg [68:0] rem_init;
+  wire [36:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
+  output [17:0] q_lo;
+  reg [17:0] q_lo = 18'h00000;
+  reg [23:0] rem_init;
   input rst;
   wire rst;
+  reg [4:0] scale_count = 5'h00;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
   input \start$33 ;
   wire \start$33 ;
-  reg \start$9  = 1'h0;
+  reg \start$5  = 1'h0;
   reg [5:0] steps;
-  reg [4:0] \steps$24 ;
+  reg [5:0] \steps$22 ;
   reg [32:0] t = 33'h000000000;
-  reg [6:0] t_clamped = 7'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[64] | den[65];
-  assign \$2  = den[66] | den[67];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$3  | den[68];
-  assign \$5  = den[66] | den[67];
-  assign \$6  = den[67] ? 7'h43 : 7'h42;
-  assign \$7  = den[65] ? 7'h41 : 7'h40;
-  assign \$8  = \$5  ? \$6  : \$7 ;
-  assign \$9  = den[68] ? 7'h44 : \$8 ;
-  assign \$10  = den[32] | den[33];
-  assign \$11  = den[34] | den[35];
-  assign \$12  = \$10  | \$11 ;
-  assign \$13  = den[36] | den[37];
-  assign \$14  = den[38] | den[39];
-  assign \$15  = \$13  | \$14 ;
-  assign \$16  = \$12  | \$15 ;
-  assign \$17  = den[40] | den[41];
-  assign \$18  = den[42] | den[43];
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = den[44] | den[45];
-  assign \$21  = den[46] | den[47];
-  assign \$22  = \$20  | \$21 ;
-  assign \$23  = \$19  | \$22 ;
-  assign \$24  = \$16  | \$23 ;
-  assign \$25  = den[48] | den[49];
-  assign \$26  = den[50] | den[51];
-  assign \$27  = \$25  | \$26 ;
-  assign \$28  = den[52] | den[53];
-  assign \$29  = den[54] | den[55];
-  assign \$30  = \$28  | \$29 ;
-  assign \$31  = \$27  | \$30 ;
-  assign \$32  = den[56] | den[57];
-  assign \$33  = den[58] | den[59];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = den[60] | den[61];
-  assign \$36  = den[62] | den[63];
-  assign \$37  = \$35  | \$36 ;
-  assign \$38  = \$34  | \$37 ;
-  assign \$39  = \$31  | \$38 ;
-  assign \$40  = \$24  | \$39 ;
-  assign \$41  = den[48] | den[49];
-  assign \$42  = den[50] | den[51];
-  assign \$43  = \$41  | \$42 ;
-  assign \$44  = den[52] | den[53];
-  assign \$45  = den[54] | den[55];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = \$43  | \$46 ;
-  assign \$48  = den[56] | den[57];
-  assign \$49  = den[58] | den[59];
-  assign \$50  = \$48  | \$49 ;
-  assign \$51  = den[60] | den[61];
-  assign \$52  = den[62] | den[63];
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = \$50  | \$53 ;
-  assign \$55  = \$47  | \$54 ;
-  assign \$56  = den[56] | den[57];
-  assign \$57  = den[58] | den[59];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = den[60] | den[61];
-  assign \$60  = den[62] | den[63];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = \$58  | \$61 ;
-  assign \$63  = den[60] | den[61];
-  assign \$64  = den[62] | den[63];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = den[62] | den[63];
-  assign \$67  = den[63] ? 7'h3f : 7'h3e;
-  assign \$68  = den[61] ? 7'h3d : 7'h3c;
-  assign \$69  = \$66  ? \$67  : \$68 ;
-  assign \$70  = den[58] | den[59];
-  assign \$71  = den[59] ? 7'h3b : 7'h3a;
-  assign \$72  = den[57] ? 7'h39 : 7'h38;
-  assign \$73  = \$70  ? \$71  : \$72 ;
-  assign \$74  = \$65  ? \$69  : \$73 ;
-  assign \$75  = den[52] | den[53];
-  assign \$76  = den[54] | den[55];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = den[54] | den[55];
-  assign \$79  = den[55] ? 7'h37 : 7'h36;
-  assign \$80  = den[53] ? 7'h35 : 7'h34;
-  assign \$81  = \$78  ? \$79  : \$80 ;
-  assign \$82  = den[50] | den[51];
-  assign \$83  = den[51] ? 7'h33 : 7'h32;
-  assign \$84  = den[49] ? 7'h31 : 7'h30;
-  assign \$85  = \$82  ? \$83  : \$84 ;
-  assign \$86  = \$77  ? \$81  : \$85 ;
-  assign \$87  = \$62  ? \$74  : \$86 ;
-  assign \$88  = den[40] | den[41];
-  assign \$89  = den[42] | den[43];
-  assign \$90  = \$88  | \$89 ;
-  assign \$91  = den[44] | den[45];
-  assign \$92  = den[46] | den[47];
-  assign \$93  = \$91  | \$92 ;
-  assign \$94  = \$90  | \$93 ;
-  assign \$95  = den[44] | den[45];
-  assign \$96  = den[46] | den[47];
-  assign \$97  = \$95  | \$96 ;
-  assign \$98  = den[46] | den[47];
-  assign \$99  = den[47] ? 7'h2f : 7'h2e;
-  assign \$100  = den[45] ? 7'h2d : 7'h2c;
-  assign \$101  = \$98  ? \$99  : \$100 ;
-  assign \$102  = den[42] | den[43];
-  assign \$103  = den[43] ? 7'h2b : 7'h2a;
-  assign \$104  = den[41] ? 7'h29 : 7'h28;
-  assign \$105  = \$102  ? \$103  : \$104 ;
-  assign \$106  = \$97  ? \$101  : \$105 ;
-  assign \$107  = den[36] | den[37];
-  assign \$108  = den[38] | den[39];
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = den[38] | den[39];
-  assign \$111  = den[39] ? 7'h27 : 7'h26;
-  assign \$112  = den[37] ? 7'h25 : 7'h24;
-  assign \$113  = \$110  ? \$111  : \$112 ;
-  assign \$114  = den[34] | den[35];
-  assign \$115  = den[35] ? 7'h23 : 7'h22;
-  assign \$116  = den[33] ? 7'h21 : 7'h20;
-  assign \$117  = \$114  ? \$115  : \$116 ;
-  assign \$118  = \$109  ? \$113  : \$117 ;
-  assign \$119  = \$94  ? \$106  : \$118 ;
-  assign \$120  = \$55  ? \$87  : \$119 ;
-  assign \$121  = den[16] | den[17];
-  assign \$122  = den[18] | den[19];
-  assign \$123  = \$121  | \$122 ;
-  assign \$124  = den[20] | den[21];
-  assign \$125  = den[22] | den[23];
-  assign \$126  = \$124  | \$125 ;
-  assign \$127  = \$123  | \$126 ;
-  assign \$128  = den[24] | den[25];
-  assign \$129  = den[26] | den[27];
-  assign \$130  = \$128  | \$129 ;
-  assign \$131  = den[28] | den[29];
-  assign \$132  = den[30] | den[31];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = \$130  | \$133 ;
-  assign \$135  = \$127  | \$134 ;
-  assign \$136  = den[24] | den[25];
-  assign \$137  = den[26] | den[27];
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = den[28] | den[29];
-  assign \$140  = den[30] | den[31];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$138  | \$141 ;
-  assign \$143  = den[28] | den[29];
-  assign \$144  = den[30] | den[31];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = den[30] | den[31];
-  assign \$147  = den[31] ? 7'h1f : 7'h1e;
-  assign \$148  = den[29] ? 7'h1d : 7'h1c;
-  assign \$149  = \$146  ? \$147  : \$148 ;
-  assign \$150  = den[26] | den[27];
-  assign \$151  = den[27] ? 7'h1b : 7'h1a;
-  assign \$152  = den[25] ? 7'h19 : 7'h18;
-  assign \$153  = \$150  ? \$151  : \$152 ;
-  assign \$154  = \$145  ? \$149  : \$153 ;
-  assign \$155  = den[20] | den[21];
-  assign \$156  = den[22] | den[23];
-  assign \$157  = \$155  | \$156 ;
-  assign \$158  = den[22] | den[23];
-  assign \$159  = den[23] ? 7'h17 : 7'h16;
-  assign \$160  = den[21] ? 7'h15 : 7'h14;
-  assign \$161  = \$158  ? \$159  : \$160 ;
-  assign \$162  = den[18] | den[19];
-  assign \$163  = den[19] ? 7'h13 : 7'h12;
-  assign \$164  = den[17] ? 7'h11 : 7'h10;
-  assign \$165  = \$162  ? \$163  : \$164 ;
-  assign \$166  = \$157  ? \$161  : \$165 ;
-  assign \$167  = \$142  ? \$154  : \$166 ;
-  assign \$168  = den[8] | den[9];
-  assign \$169  = den[10] | den[11];
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = den[12] | den[13];
-  assign \$172  = den[14] | den[15];
-  assign \$173  = \$171  | \$172 ;
-  assign \$174  = \$170  | \$173 ;
-  assign \$175  = den[12] | den[13];
-  assign \$176  = den[14] | den[15];
-  assign \$177  = \$175  | \$176 ;
-  assign \$178  = den[14] | den[15];
-  assign \$179  = den[15] ? 7'h0f : 7'h0e;
-  assign \$180  = den[13] ? 7'h0d : 7'h0c;
-  assign \$181  = \$178  ? \$179  : \$180 ;
-  assign \$182  = den[10] | den[11];
-  assign \$183  = den[11] ? 7'h0b : 7'h0a;
-  assign \$184  = den[9] ? 7'h09 : 7'h08;
-  assign \$185  = \$182  ? \$183  : \$184 ;
-  assign \$186  = \$177  ? \$181  : \$185 ;
-  assign \$187  = den[4] | den[5];
-  assign \$188  = den[6] | den[7];
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = den[6] | den[7];
-  assign \$191  = den[7] ? 7'h07 : 7'h06;
-  assign \$192  = den[5] ? 7'h05 : 7'h04;
-  assign \$193  = \$190  ? \$191  : \$192 ;
-  assign \$194  = den[2] | den[3];
-  assign \$195  = den[3] ? 7'h03 : 7'h02;
-  assign \$196  = den[1] ? 7'h01 : 7'h00;
-  assign \$197  = \$194  ? \$195  : \$196 ;
-  assign \$198  = \$189  ? \$193  : \$197 ;
-  assign \$199  = \$174  ? \$186  : \$198 ;
-  assign \$200  = \$135  ? \$167  : \$199 ;
-  assign \$201  = \$40  ? \$120  : \$200 ;
-  assign den_lead = \$4  ? \$9  : \$201 ;
-  assign \$202  = chan[9] | chan[10];
-  assign \$203  = chan[11] | chan[12];
-  assign \$204  = \$202  | \$203 ;
-  assign \$205  = \$204  | chan[13];
-  assign \$206  = chan[11] | chan[12];
-  assign \$207  = chan[12] ? 4'hb : 4'ha;
-  assign \$208  = chan[10] ? 4'h9 : 4'h8;
-  assign \$209  = \$206  ? \$207  : \$208 ;
-  assign \$210  = chan[13] ? 4'hc : \$209 ;
-  assign \$211  = chan[5] | chan[6];
-  assign \$212  = chan[7] | chan[8];
-  assign \$213  = \$211  | \$212 ;
-  assign \$214  = chan[7] | chan[8];
-  assign \$215  = chan[8] ? 4'h7 : 4'h6;
-  assign \$216  = chan[6] ? 4'h5 : 4'h4;
-  assign \$217  = \$214  ? \$215  : \$216 ;
-  assign \$218  = chan[3] | chan[4];
-  assign \$219  = chan[4] ? 4'h3 : 4'h2;
-  assign \$220  = chan[2] ? 4'h1 : 4'h0;
-  assign \$221  = \$218  ? \$219  : \$220 ;
-  assign \$222  = \$213  ? \$217  : \$221 ;
-  assign count_lead = \$205  ? \$210  : \$222 ;
-  assign \$223  = sh + 1'h0;
-  assign \$224  = sh + 1'h0;
-  assign \$225  = recip_one ? 24'h800000 : 24'h000000;
-  assign \$226  = $signed(chan[153:138]) < $signed(1'h0);
-  assign \$227  = - $signed(chan[153:138]);
-  assign \$228  = \$226  ? \$227  : { chan[153], chan[153:138] };
-  assign \$229  = $signed(chan[153:138]) < $signed(1'h0);
-  assign \$230  = $signed(chan[153:138]) < $signed(1'h0);
-  assign \$231  = - $signed(chan[153:138]);
-  assign \$232  = \$230  ? \$231  : { chan[153], chan[153:138] };
-  assign \$233  = $signed(chan[153:138]) < $signed(1'h0);
-  assign \$234  = $signed(chan[193:170]) < $signed(1'h0);
-  assign \$235  = - $signed(chan[193:170]);
-  assign \$236  = \$234  ? \$235  : { chan[193], chan[193:170] };
-  assign \$237  = $signed(chan[193:170]) < $signed(1'h0);
-  assign \$238  = ! fsm_state;
-  assign \$239  = fsm_state == 1'h1;
-  assign \$240  = fsm_state == 2'h2;
-  assign \$241  = fsm_state == 2'h3;
-  assign \$242  = fsm_state == 3'h4;
-  assign \$243  = fsm_state == 3'h5;
-  assign \$244  = fsm_state == 3'h6;
-  assign \$245  = fsm_state == 3'h7;
-  assign \$246  = fsm_state == 4'h8;
-  assign \$247  = fsm_state == 4'h9;
-  assign \$248  = fsm_state == 4'ha;
-  assign \$249  = fsm_state == 4'hb;
-  assign \$250  = fsm_state == 4'hc;
-  assign \$251  = fsm_state == 4'hd;
-  assign \$252  = fsm_state == 4'he;
-  assign \$253  = fsm_state == 4'hf;
-  assign \$254  = fsm_state == 5'h10;
-  assign \$255  = fsm_state == 5'h11;
-  assign \$256  = fsm_state == 5'h12;
-  assign \$257  = fsm_state == 5'h13;
-  assign \$258  = fsm_state == 5'h14;
-  assign \$259  = fsm_state == 5'h15;
-  assign \$260  = fsm_state == 5'h16;
-  assign \$261  = fsm_state == 5'h17;
-  assign \$262  = fsm_state == 5'h18;
-  assign \$263  = fsm_state == 5'h19;
-  assign \$264  = fsm_state == 5'h1a;
-  assign \$265  = fsm_state == 5'h1b;
-  assign \$266  = fsm_state == 5'h1c;
-  assign \$267  = fsm_state == 5'h1d;
-  assign \$268  = fsm_state == 5'h1e;
-  assign \$269  = fsm_state == 5'h1f;
-  assign \$270  = fsm_state == 6'h20;
-  assign \$271  = fsm_state == 6'h21;
-  assign \$272  = fsm_state == 6'h22;
-  assign \$273  = fsm_state == 6'h23;
-  assign \$274  = - $signed(lo);
-  assign \$275  = $signed(hi) > $signed(\$274 );
-  assign \$276  = - $signed(lo);
-  assign \$277  = \$275  ? { hi[15], hi } : \$276 ;
-  assign \$278  = ! lead;
-  assign \$279  = 1'h1 << lead;
-  assign \$281  = \$278  ? 128'h00000000000000000000000000000000 : \$280 ;
-  assign \$282  = ! lead;
-  assign \$283  = lead + 9'h1f0;
-  assign \$284  = $signed(sh0) < $signed(4'h4);
-  assign \$285  = $signed(4'h4) - $signed(sh0);
-  assign \$286  = \$284  ? \$285  : 11'h000;
-  assign \$287  = $signed(sh0) < $signed(4'h4);
-  assign \$288  = $signed(sh0) - $signed(6'h15);
-  assign \$289  = $signed(\$288 ) > $signed({ 1'h0, tk });
-  assign \$290  = $signed(sh0) - $signed(6'h15);
-  assign \$291  = $signed(sh0) - $signed(4'h4);
-  assign \$292  = $signed(\$291 ) < $signed({ 1'h0, tk });
-  assign \$293  = $signed(sh0) - $signed(4'h4);
-  assign \$294  = \$292  ? \$293  : { 7'h00, tk };
-  assign \$295  = \$289  ? \$290  : \$294 ;
-  assign \$296  = \$287  ? 11'h000 : \$295 ;
-  assign \$297  = $signed(km) << pre;
-  assign \$298  = tsh > 7'h4c;
-  assign \$299  = \$298  ? 10'h04c : tsh;
-  assign \$300  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$301  = $signed(\$300 ) - $signed({ 1'h0, tsh });
-  assign \$302  = $signed(km_pre) >>> t_clamped;
-  assign \$303  = $signed(chan[169:154]) << \$223 [4:0];
-  assign \$304  = 1'h1 << sh;
-  assign \$306  = $signed(\$303 ) + $signed({ 1'h0, \$305  });
-  assign \$308  = $signed(6'h10) - $signed(chan[225:218]);
-  assign \$309  = $signed(sh0) < $signed(4'h4);
-  assign \$310  = $signed(4'h4) - $signed(sh0);
-  assign \$311  = \$309  ? \$310  : 11'h000;
-  assign \$312  = $signed(sh0) < $signed(4'h4);
-  assign \$313  = $signed(sh0) - $signed(6'h15);
-  assign \$314  = $signed(\$313 ) > $signed({ 1'h0, tk });
-  assign \$315  = $signed(sh0) - $signed(6'h15);
-  assign \$316  = $signed(sh0) - $signed(4'h4);
-  assign \$317  = $signed(\$316 ) < $signed({ 1'h0, tk });
-  assign \$318  = $signed(sh0) - $signed(4'h4);
-  assign \$319  = \$317  ? \$318  : { 7'h00, tk };
-  assign \$320  = \$314  ? \$315  : \$319 ;
-  assign \$321  = \$312  ? 11'h000 : \$320 ;
-  assign \$322  = $signed(km) << pre;
-  assign \$323  = tsh > 7'h4c;
-  assign \$324  = \$323  ? 10'h04c : tsh;
-  assign \$325  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$326  = $signed(\$325 ) - $signed({ 1'h0, tsh });
-  assign \$327  = $signed(km_pre) >>> t_clamped;
-  assign \$328  = $signed(chan[169:154]) << \$224 [4:0];
-  assign \$329  = 1'h1 << sh;
-  assign \$331  = $signed(\$328 ) + $signed({ 1'h0, \$330  });
-  assign \$333  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$3  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$4  = - $signed(chan[153:138]);
+  assign \$5  = \$3  ? \$4  : { chan[153], chan[153:138] };
+  assign \$8  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$11  = $signed(floor_q) < $signed(1'h0);
+  assign \$12  = - $signed(floor_q);
+  assign \$13  = \$11  ? \$12  : { floor_q[17], floor_q };
+  assign \$14  = $signed(floor_q) >= $signed(1'h0);
+  assign \$15  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$16  = - $signed(chan[153:138]);
+  assign \$17  = \$15  ? \$16  : { chan[153], chan[153:138] };
+  assign \$18  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$19  = $signed(floor_q) < $signed(1'h0);
+  assign \$20  = - $signed(floor_q);
+  assign \$21  = \$19  ? \$20  : { floor_q[17], floor_q };
+  assign \$22  = $signed(floor_q) >= $signed(1'h0);
+  assign \$23  = ! fsm_state;
+  assign \$24  = fsm_state == 1'h1;
+  assign \$25  = fsm_state == 2'h2;
+  assign \$26  = fsm_state == 2'h3;
+  assign \$27  = fsm_state == 3'h4;
+  assign \$28  = fsm_state == 3'h5;
+  assign \$29  = fsm_state == 3'h6;
+  assign \$30  = fsm_state == 3'h7;
+  assign \$31  = fsm_state == 4'h8;
+  assign \$32  = fsm_state == 4'h9;
+  assign \$33  = fsm_state == 4'ha;
+  assign \$34  = fsm_state == 4'hb;
+  assign \$35  = fsm_state == 4'hc;
+  assign \$36  = fsm_state == 4'hd;
+  assign \$37  = fsm_state == 4'he;
+  assign \$38  = fsm_state == 4'hf;
+  assign \$39  = fsm_state == 5'h10;
+  assign \$40  = fsm_state == 5'h11;
+  assign \$41  = fsm_state == 5'h12;
+  assign \$42  = fsm_state == 5'h13;
+  assign \$43  = fsm_state == 5'h14;
+  assign \$44  = fsm_state == 5'h15;
+  assign \$45  = fsm_state == 5'h16;
+  assign \$46  = fsm_state == 5'h17;
+  assign \$47  = fsm_state == 5'h18;
+  assign \$48  = fsm_state == 5'h19;
+  assign \$49  = fsm_state == 5'h1a;
+  assign \$50  = fsm_state == 5'h1b;
+  assign \$51  = fsm_state == 5'h1c;
+  assign \$52  = fsm_state == 5'h1d;
+  assign \$53  = fsm_state == 5'h1e;
+  assign \$54  = fsm_state == 5'h1f;
+  assign \$55  = fsm_state == 6'h20;
+  assign \$56  = fsm_state == 6'h21;
+  assign \$57  = fsm_state == 6'h22;
+  assign \$58  = fsm_state == 6'h23;
+  assign \$59  = fsm_state == 6'h24;
+  assign \$60  = fsm_state == 6'h25;
+  assign \$61  = fsm_state == 6'h26;
+  assign \$62  = fsm_state == 6'h27;
+  assign \$63  = fsm_state == 6'h28;
+  assign \$64  = fsm_state == 6'h29;
+  assign \$65  = fsm_state == 6'h2a;
+  assign \$66  = fsm_state == 6'h2b;
+  assign \$67  = fsm_state == 6'h2c;
+  assign \$68  = fsm_state == 6'h2d;
+  assign \$69  = fsm_state == 6'h2e;
+  assign \$70  = fsm_state == 6'h2f;
+  assign \$71  = fsm_state == 6'h30;
+  assign \$72  = fsm_state == 6'h31;
+  assign \$73  = fsm_state == 6'h32;
+  assign \$74  = fsm_state == 6'h33;
+  assign \$75  = fsm_state == 6'h34;
+  assign \$76  = fsm_state == 6'h35;
+  assign \$77  = fsm_state == 6'h36;
+  assign \$78  = fsm_state == 6'h37;
+  assign \$79  = fsm_state == 6'h38;
+  assign \$80  = fsm_state == 6'h39;
+  assign \$81  = fsm_state == 6'h3a;
+  assign \$82  = fsm_state == 6'h3b;
+  assign \$83  = fsm_state == 6'h3c;
+  assign \$84  = fsm_state == 6'h3d;
+  assign \$85  = fsm_state == 6'h3e;
+  assign \$86  = - $signed(lo);
+  assign \$87  = $signed(hi) > $signed(\$86 );
+  assign \$88  = - $signed(lo);
+  assign \$89  = \$87  ? { hi[15], hi } : \$88 ;
+  assign \$90  = ~ den_norm[68];
+  assign \$92  = den_zeros + 1'h1;
+  assign \$93  = ~ num_norm[38];
+  assign \$95  = num_zeros + 1'h1;
+  assign \$96  = loop_n + 1'h1;
+  assign \$97  = loop_n == 7'h44;
+  assign \$98  = 4'hc + num_zeros;
+  assign \$99  = \$98  - den_zeros;
+  assign \$100  = ~ num_norm[38];
+  assign \$102  = $signed(div_num) < $signed(1'h0);
+  assign \$103  = - $signed(div_num);
+  assign \$104  = \$102  ? \$103  : { div_num[50], div_num };
+  assign \$105  = $signed(div_num) < $signed(1'h0);
+  assign \$107  = gain_q1[21] ? \$106  : gain_q1;
+  assign \$108  = gain_zero ? 24'h000000 : \$107 ;
+  assign \$109  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$110  = gain_zero ? 10'h004 : \$109 ;
+  assign \$111  = ~ gain_zero;
+  assign \$112  = $signed(gain_shift) < $signed(4'h4);
+  assign \$113  = \$111  & \$112 ;
+  assign \$114  = $signed(gain_shift) > $signed(6'h15);
+  assign \$116  = $signed(gain_shift) - $signed(2'h1);
+  assign \$117  = $signed(gain_shift) < $signed(4'h4);
+  assign \$118  = special_r & \$117 ;
+  assign \$119  = scale_count < 4'hd;
+  assign \$120  = \$118  & \$119 ;
+  assign \$122  = $signed(gain_shift) + $signed(2'h1);
+  assign \$123  = scale_count + 1'h1;
+  assign \$124  = loop_n + 1'h1;
+  assign \$125  = loop_n == 5'h15;
+  assign \$126  = $signed(gain_shift) > $signed(6'h15);
+  assign \$127  = \$126  ? 9'h015 : gain_shift;
+  assign \$128  = special_r ? 9'h004 : \$127 ;
+  assign \$129  = $signed(div_num) < $signed(1'h0);
+  assign \$130  = - $signed(div_num);
+  assign \$131  = \$129  ? \$130  : { div_num[50], div_num };
+  assign \$132  = $signed(div_num) < $signed(1'h0);
+  assign \$133  = $signed(chan[169:154]) << \$1 [4:0];
+  assign \$134  = 1'h1 << sh;
+  assign \$136  = $signed(\$133 ) + $signed({ 1'h0, \$135  });
+  assign \$137  = $signed(\$136 ) - $signed(gain_w);
+  assign \$138  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$139  = - gain_x;
+  assign \$140  = \$138  ? \$139  : { 1'h0, gain_x };
+  assign \$141  = $signed(gain_t) + $signed(\$140 );
+  assign \$142  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$143  = $signed(gain_t) > $signed(21'h080010);
+  assign \$144  = \$143  ? 41'h00000080010 : gain_t;
+  assign \$145  = \$142  ? 41'h1fffff7ffe0 : \$144 ;
+  assign \$146  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$147  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$148  = \$147  ? 42'h00000080010 : gain_t1;
+  assign \$149  = \$146  ? 42'h3fffff7ffe0 : \$148 ;
+  assign \$150  = $signed(acc1) - $signed(acc0);
+  assign \$151  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$152  = - gain_x;
+  assign \$153  = \$151  ? \$152  : { 1'h0, gain_x };
+  assign \$154  = special_r ? \$150  : { \$153 [35], \$153 [35], \$153 [35], \$153 [35], \$153  };
+  assign \$155  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$156  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$157  = $signed(floor_q) + $signed(2'h1);
+  assign \$159  = ~ den_norm[68];
+  assign \$161  = den_zeros + 1'h1;
+  assign \$162  = ~ num_norm[38];
+  assign \$164  = num_zeros + 1'h1;
+  assign \$165  = loop_n + 1'h1;
+  assign \$166  = loop_n == 6'h26;
+  assign \$167  = 8'hf7 + num_zeros;
+  assign \$168  = $signed(\$167 ) - $signed(chan[225:218]);
+  assign \$169  = ~ num_norm[38];
+  assign \$173  = gain_q1[21] ? \$172  : gain_q1;
+  assign \$174  = gain_zero ? 24'h000000 : \$173 ;
+  assign \$175  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$176  = gain_zero ? 10'h004 : \$175 ;
+  assign \$177  = ~ gain_zero;
+  assign \$178  = $signed(gain_shift) < $signed(4'h4);
+  assign \$179  = \$177  & \$178 ;
+  assign \$180  = $signed(gain_shift) > $signed(6'h15);
+  assign \$182  = $signed(gain_shift) - $signed(2'h1);
+  assign \$183  = $signed(gain_shift) < $signed(4'h4);
+  assign \$184  = special_r & \$183 ;
+  assign \$185  = scale_count < 4'hd;
+  assign \$186  = \$184  & \$185 ;
+  assign \$188  = $signed(gain_shift) + $signed(2'h1);
+  assign \$189  = scale_count + 1'h1;
+  assign \$190  = loop_n + 1'h1;
+  assign \$191  = loop_n == 5'h15;
+  assign \$192  = $signed(gain_shift) > $signed(6'h15);
+  assign \$193  = \$192  ? 9'h015 : gain_shift;
+  assign \$194  = special_r ? 9'h004 : \$193 ;
+  assign \$196  = $signed(chan[169:154]) << \$2 [4:0];
+  assign \$197  = 1'h1 << sh;
+  assign \$199  = $signed(\$196 ) + $signed({ 1'h0, \$198  });
+  assign \$200  = $signed(\$199 ) - $signed(gain_w);
+  assign \$201  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$202  = - gain_x;
+  assign \$203  = \$201  ? \$202  : { 1'h0, gain_x };
+  assign \$204  = $signed(gain_t) + $signed(\$203 );
+  assign \$205  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$206  = $signed(gain_t) > $signed(21'h080010);
+  assign \$207  = \$206  ? 41'h00000080010 : gain_t;
+  assign \$208  = \$205  ? 41'h1fffff7ffe0 : \$207 ;
+  assign \$209  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$210  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$211  = \$210  ? 42'h00000080010 : gain_t1;
+  assign \$212  = \$209  ? 42'h3fffff7ffe0 : \$211 ;
+  assign \$213  = $signed(acc1) - $signed(acc0);
+  assign \$214  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$215  = - gain_x;
+  assign \$216  = \$214  ? \$215  : { 1'h0, gain_x };
+  assign \$217  = special_r ? \$213  : { \$216 [35], \$216 [35], \$216 [35], \$216 [35], \$216  };
+  assign \$218  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$219  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$220  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$334 ;
+    pop_top <= \$221 ;
   always @(posedge clk)
-    pop_bottom <= \$335 ;
+    pop_bottom <= \$222 ;
   always @(posedge clk)
-    fsm_state <= \$336 ;
+    fsm_state <= \$223 ;
   always @(posedge clk)
-    t <= \$337 ;
+    t <= \$224 ;
   always @(posedge clk)
-    start <= \$338 ;
+    start <= \$225 ;
   always @(posedge clk)
-    den <= \$339 ;
+    \den$39  <= \$226 ;
   always @(posedge clk)
-    lead <= \$340 ;
+    floor_q <= \$227 ;
   always @(posedge clk)
-    \start$9  <= \$341 ;
+    mean_rem <= \$228 ;
   always @(posedge clk)
-    recip_rem <= \$342 ;
+    gain_num <= \$229 ;
   always @(posedge clk)
-    recip_one <= \$343 ;
+    den_norm <= \$230 ;
   always @(posedge clk)
-    recip <= \$344 ;
+    num_norm <= \$231 ;
   always @(posedge clk)
-    m <= \$345 ;
+    num_zeros <= \$232 ;
   always @(posedge clk)
-    km <= \$346 ;
+    den_zeros <= \$233 ;
   always @(posedge clk)
-    sh0 <= \$347 ;
+    loop_n <= \$234 ;
   always @(posedge clk)
-    tk <= \$348 ;
+    gain_shift <= \$235 ;
   always @(posedge clk)
-    pre <= \$349 ;
+    gain_zero <= \$236 ;
   always @(posedge clk)
-    tsh <= \$350 ;
+    div_num <= \$237 ;
   always @(posedge clk)
-    km_pre <= \$351 ;
+    div_mag <= \$238 ;
   always @(posedge clk)
-    t_clamped <= \$352 ;
+    div_neg <= \$239 ;
   always @(posedge clk)
-    sh <= \$353 ;
+    \start$5  <= \$240 ;
   always @(posedge clk)
-    \a$27  <= \$354 ;
+    gain_q1 <= \$241 ;
   always @(posedge clk)
-    bias <= \$355 ;
+    gain_x <= \$242 ;
   always @(posedge clk)
-    \b$50  <= \$356 ;
+    scale_count <= \$243 ;
   always @(posedge clk)
-    \p$51  <= \$357 ;
+    special_r <= \$244 ;
   always @(posedge clk)
-    quot <= \$358 ;
+    sh <= \$245 ;
+  always @(posedge clk)
+    gain_p <= \$246 ;
+  always @(posedge clk)
+    gain_w <= \$247 ;
+  always @(posedge clk)
+    gain_t <= \$248 ;
+  always @(posedge clk)
+    gain_t1 <= \$249 ;
+  always @(posedge clk)
+    acc0 <= \$250 ;
+  always @(posedge clk)
+    acc1 <= \$251 ;
+  always @(posedge clk)
+    a_fin <= \$252 ;
+  always @(posedge clk)
+    c_fin <= \$253 ;
+  always @(posedge clk)
+    \b$59  <= \$254 ;
+  always @(posedge clk)
+    \a$60  <= \$255 ;
+  always @(posedge clk)
+    special <= \$256 ;
+  always @(posedge clk)
+    \neg$62  <= \$257 ;
+  always @(posedge clk)
+    q_lo <= \$258 ;
+  always @(posedge clk)
+    q_hi <= \$259 ;
   \hwnorm_frn_linf_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$23 ),
-    .done(\done$40 ),
+    .\den$13 (den),
+    .done(\done$48 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$22 ),
+    .\neg$15 (\neg$18 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$24 )
+    .start(\start$5 ),
+    .steps(\steps$22 )
   );
   \hwnorm_frn_linf_s16.math.mul  mul (
     .a(a),
@@ -1420,7 +1246,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 47'h000000000000;
+    a = 36'h000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1429,13 +1255,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h04:
           /* empty */;
       6'h05:
-          a = { t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t };
+          a = { t[32], t[32], t[32], t };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          a = { t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t };
+          a = { t[32], t[32], t[32], t };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1443,19 +1269,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          a = { \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5  };
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { 22'h000000, recip };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          a = { m[41], m[41], m[41], m[41], m[41], m };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1468,12 +1294,10 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          a = { 23'h000000, chan[217:194] };
-      6'h1a:
           /* empty */;
+      6'h1a:
+          a = { 1'h0, gain_x };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1485,7 +1309,65 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          a = { \a$27 [45], \a$27  };
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          a = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          a = { 1'h0, gain_x };
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
@@ -1513,19 +1395,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          b = { 27'h0000000, chan[13:1] };
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          b = { \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228 [16], \$228  };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          b = { 27'h0000000, chan[13:1] };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1538,12 +1420,10 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          b = { \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232 [16], \$232  };
-      6'h1a:
           /* empty */;
+      6'h1a:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1555,12 +1435,70 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          b = { \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236 [24], \$236  };
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          b = { \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13  };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          b = { 16'h0000, chan[217:194] };
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          b = { \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 79'h00000000000000000000;
+    c = 75'h0000000000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1569,13 +1507,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h04:
           /* empty */;
       6'h05:
-          c = 79'h00000000000000000000;
+          c = 75'h0000000000000000000;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          c = { 11'h000, chan[121:54] };
+          c = { 7'h00, chan[121:54] };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1583,19 +1521,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          c = 75'h0000000000000000000;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 79'h00000000000000000000;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          c = 79'h00000000000000000000;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1608,12 +1546,10 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          c = 79'h00000000000000000000;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          c = 75'h0000000000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1625,7 +1561,65 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          c = 79'h00000000000000000000;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          c = 75'h0000000000000000000;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          c = 75'h0000000000000000000;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
@@ -1653,19 +1647,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          neg = 1'h0;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          neg = \$229 ;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          neg = 1'h0;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1678,12 +1672,10 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          neg = \$233 ;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          neg = \$8 ;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1695,7 +1687,65 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
-          neg = \$237 ;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          neg = \$14 ;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          neg = 1'h0;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          neg = \$18 ;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          neg = \$22 ;
     endcase
   end
   always @* begin
@@ -1723,19 +1773,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          steps = 6'h0d;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          steps = 6'h10;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          steps = 6'h0d;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1748,12 +1798,10 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          steps = 6'h10;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          steps = 6'h0d;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1765,12 +1813,70 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          steps = 6'h11;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
           steps = 6'h18;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          steps = 6'h08;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          steps = 6'h11;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 69'h000000000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1793,12 +1899,48 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          rem_init = recip_rem;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          rem_init = \$6 [23:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          rem_init = \$9 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 24'h000000;
+    lo_init = 35'h000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1821,12 +1963,48 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          lo_init = \$225 ;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          lo_init = \$7 [34:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          lo_init = \$10 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$22  = 1'h0;
+    \neg$18  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1849,12 +2027,48 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          \neg$22  = 1'h0;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \neg$18  = div_neg;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \neg$18  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$23  = 69'h000000000000000000;
+    den = 24'h000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1877,12 +2091,48 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          \den$23  = den;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          den = den_norm[68:45];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$24  = 5'h00;
+    \steps$22  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1905,7 +2155,43 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h0b:
           /* empty */;
       6'h0c:
-          \steps$24  = 5'h18;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \steps$22  = 6'h16;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \steps$22  = 6'h23;
     endcase
   end
   always @* begin
@@ -1958,8 +2244,6 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1981,6 +2265,62 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h22:
           /* empty */;
       6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -1988,181 +2328,249 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = 1'h0;
+    \$221  = 1'h0;
     if (rst) begin
-      \$334  = 1'h0;
+      \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = 1'h0;
+    \$222  = 1'h0;
     if (rst) begin
-      \$335  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = fsm_state;
+    \$223  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$33 ) begin
             casez (entry)
               2'h0:
-                  \$336  = 6'h01;
+                  \$223  = 6'h01;
               2'h1:
-                  \$336  = 6'h02;
+                  \$223  = 6'h02;
               2'h2:
-                  \$336  = 6'h03;
+                  \$223  = 6'h03;
             endcase
           end
       6'h02:
-          \$336  = 6'h04;
+          \$223  = 6'h04;
       6'h04:
-          \$336  = 6'h05;
+          \$223  = 6'h05;
       6'h05:
-          \$336  = 6'h06;
+          \$223  = 6'h06;
       6'h06:
           if (\done$37 ) begin
-            \$336  = 6'h07;
+            \$223  = 6'h07;
           end
       6'h07:
-          \$336  = 6'h08;
+          \$223  = 6'h08;
       6'h08:
-          \$336  = 6'h09;
+          \$223  = 6'h09;
       6'h09:
           if (\done$37 ) begin
-            \$336  = 6'h0a;
+            \$223  = 6'h0a;
           end
       6'h0a:
-          \$336  = 6'h0b;
+          \$223  = 6'h0b;
       6'h0b:
-          \$336  = 6'h0c;
+          \$223  = 6'h0c;
       6'h0c:
-          \$336  = 6'h0d;
+          \$223  = 6'h0d;
       6'h0d:
-          if (\done$40 ) begin
-            \$336  = 6'h0e;
+          if (\done$37 ) begin
+            \$223  = 6'h0e;
           end
       6'h0e:
-          \$336  = 6'h0f;
+          \$223  = 6'h0f;
       6'h0f:
-          \$336  = 6'h10;
+          if (\$97 ) begin
+            \$223  = 6'h10;
+          end
       6'h10:
-          if (\done$37 ) begin
-            \$336  = 6'h11;
-          end
+          \$223  = 6'h11;
       6'h11:
-          \$336  = 6'h12;
+          \$223  = 6'h12;
       6'h12:
-          \$336  = 6'h13;
+          \$223  = 6'h13;
       6'h13:
-          if (\done$37 ) begin
-            \$336  = 6'h14;
-          end
+          \$223  = 6'h14;
       6'h14:
-          \$336  = 6'h15;
+          if (\done$48 ) begin
+            \$223  = 6'h15;
+          end
       6'h15:
-          \$336  = 6'h16;
+          \$223  = 6'h16;
       6'h16:
-          \$336  = 6'h17;
+          \$223  = 6'h17;
       6'h17:
-          \$336  = 6'h18;
+          if (\$125 ) begin
+            \$223  = 6'h18;
+          end
       6'h18:
-          \$336  = 6'h01;
-      6'h03:
-          \$336  = 6'h19;
+          \$223  = 6'h19;
       6'h19:
-          \$336  = 6'h1a;
+          \$223  = 6'h1a;
       6'h1a:
-          if (\done$37 ) begin
-            \$336  = 6'h1b;
-          end
+          \$223  = 6'h1b;
       6'h1b:
-          \$336  = 6'h1c;
-      6'h1c:
-          \$336  = 6'h1d;
-      6'h1d:
-          \$336  = 6'h1e;
-      6'h1e:
-          \$336  = 6'h1f;
-      6'h1f:
-          \$336  = 6'h20;
-      6'h20:
-          \$336  = 6'h21;
-      6'h21:
           if (\done$37 ) begin
-            \$336  = 6'h22;
+            \$223  = 6'h1c;
           end
+      6'h1c:
+          \$223  = 6'h1d;
+      6'h1d:
+          \$223  = 6'h1e;
+      6'h1e:
+          \$223  = 6'h1f;
+      6'h1f:
+          if (\done$48 ) begin
+            \$223  = 6'h20;
+          end
+      6'h20:
+          \$223  = 6'h21;
+      6'h21:
+          \$223  = 6'h22;
       6'h22:
-          \$336  = 6'h23;
+          \$223  = 6'h23;
       6'h23:
-          \$336  = 6'h01;
+          \$223  = 6'h24;
+      6'h24:
+          \$223  = 6'h25;
+      6'h25:
+          \$223  = 6'h26;
+      6'h26:
+          if (\done$37 ) begin
+            \$223  = 6'h27;
+          end
+      6'h27:
+          \$223  = 6'h01;
+      6'h03:
+          \$223  = 6'h28;
+      6'h28:
+          \$223  = 6'h29;
+      6'h29:
+          \$223  = 6'h2a;
+      6'h2a:
+          if (\done$37 ) begin
+            \$223  = 6'h2b;
+          end
+      6'h2b:
+          \$223  = 6'h2c;
+      6'h2c:
+          if (\$166 ) begin
+            \$223  = 6'h2d;
+          end
+      6'h2d:
+          \$223  = 6'h2e;
+      6'h2e:
+          \$223  = 6'h2f;
+      6'h2f:
+          \$223  = 6'h30;
+      6'h30:
+          \$223  = 6'h31;
+      6'h31:
+          if (\$191 ) begin
+            \$223  = 6'h32;
+          end
+      6'h32:
+          \$223  = 6'h33;
+      6'h33:
+          \$223  = 6'h34;
+      6'h34:
+          \$223  = 6'h35;
+      6'h35:
+          if (\done$37 ) begin
+            \$223  = 6'h36;
+          end
+      6'h36:
+          \$223  = 6'h37;
+      6'h37:
+          \$223  = 6'h38;
+      6'h38:
+          \$223  = 6'h39;
+      6'h39:
+          \$223  = 6'h3a;
+      6'h3a:
+          \$223  = 6'h3b;
+      6'h3b:
+          \$223  = 6'h3c;
+      6'h3c:
+          \$223  = 6'h3d;
+      6'h3d:
+          if (\done$37 ) begin
+            \$223  = 6'h3e;
+          end
+      6'h3e:
+          \$223  = 6'h01;
       6'h01:
-          \$336  = 6'h00;
+          \$223  = 6'h00;
     endcase
     if (rst) begin
-      \$336  = 6'h00;
+      \$223  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = t;
+    \$224  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$337  = { \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277 [16], \$277  };
+          \$224  = { \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89  };
       6'h04:
           /* empty */;
       6'h05:
           /* empty */;
       6'h06:
           if (\done$37 ) begin
-            \$337  = p[32:0];
+            \$224  = p[32:0];
           end
     endcase
     if (rst) begin
-      \$337  = 33'h000000000;
+      \$224  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = start;
+    \$225  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$338  = 1'h1;
+          \$225  = 1'h1;
       6'h05:
-          \$338  = 1'h0;
+          \$225  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          \$338  = 1'h1;
+          \$225  = 1'h1;
       6'h08:
-          \$338  = 1'h0;
+          \$225  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          \$225  = 1'h1;
       6'h0c:
-          /* empty */;
+          \$225  = 1'h0;
       6'h0d:
           /* empty */;
       6'h0e:
-          \$338  = 1'h1;
+          /* empty */;
       6'h0f:
-          \$338  = 1'h0;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \$338  = 1'h1;
+          /* empty */;
       6'h12:
-          \$338  = 1'h0;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -2175,12 +2583,10 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          \$338  = 1'h1;
       6'h19:
-          \$338  = 1'h0;
+          \$225  = 1'h1;
       6'h1a:
-          /* empty */;
+          \$225  = 1'h0;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -2190,17 +2596,75 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h1e:
           /* empty */;
       6'h1f:
-          \$338  = 1'h1;
+          /* empty */;
       6'h20:
-          \$338  = 1'h0;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$225  = 1'h1;
+      6'h25:
+          \$225  = 1'h0;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          \$225  = 1'h1;
+      6'h29:
+          \$225  = 1'h0;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          \$225  = 1'h1;
+      6'h34:
+          \$225  = 1'h0;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          \$225  = 1'h1;
+      6'h3c:
+          \$225  = 1'h0;
     endcase
     if (rst) begin
-      \$338  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = den;
+    \$226  = \den$39 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2218,16 +2682,16 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
           /* empty */;
       6'h09:
           if (\done$37 ) begin
-            \$339  = p[68:0];
+            \$226  = p[68:0];
           end
     endcase
     if (rst) begin
-      \$339  = 69'h000000000000000000;
+      \$226  = 69'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = lead;
+    \$227  = floor_q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2246,883 +2710,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h09:
           /* empty */;
       6'h0a:
-          \$340  = den_lead;
-    endcase
-    if (rst) begin
-      \$340  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$341  = 1'h1;
-      6'h0c:
-          \$341  = 1'h0;
-    endcase
-    if (rst) begin
-      \$341  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$342  = \$281 [68:0];
-    endcase
-    if (rst) begin
-      \$342  = 69'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$343  = \$282 ;
-    endcase
-    if (rst) begin
-      \$343  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (\done$40 ) begin
-            \$344  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$344  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$37 ) begin
-            \$345  = p[41:0];
-          end
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          if (\done$37 ) begin
-            \$345  = p[41:0];
-          end
-    endcase
-    if (rst) begin
-      \$345  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          if (\done$37 ) begin
-            \$346  = p[55:0];
-          end
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$346  = \$307 [55:0];
-    endcase
-    if (rst) begin
-      \$346  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$347  = { \$283 [8], \$283  };
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$347  = { \$308 [8], \$308  };
-    endcase
-    if (rst) begin
-      \$347  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$348  = count_lead;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$348  = 4'h8;
-    endcase
-    if (rst) begin
-      \$348  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$349  = \$286 [4:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$349  = \$311 [4:0];
-    endcase
-    if (rst) begin
-      \$349  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$350  = \$296 [9:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$350  = \$321 [9:0];
-    endcase
-    if (rst) begin
-      \$350  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$351  = \$297 [75:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$351  = \$322 [75:0];
-    endcase
-    if (rst) begin
-      \$351  = 76'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$352  = \$299 [6:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$352  = \$324 [6:0];
-    endcase
-    if (rst) begin
-      \$352  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$353  = \$301 [4:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$353  = \$326 [4:0];
-    endcase
-    if (rst) begin
-      \$353  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = \a$27 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$354  = \$302 [45:0];
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$354  = \$327 [45:0];
-    endcase
-    if (rst) begin
-      \$354  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$355  = { \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306 [47], \$306  };
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$355  = { \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331 [47], \$331  };
-    endcase
-    if (rst) begin
-      \$355  = 62'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = \b$50 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
+          \$227  = 18'h00000;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -3150,8 +2738,6 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          \$356  = bias;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -3174,15 +2760,25 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h22:
           /* empty */;
       6'h23:
-          \$356  = \$333 [61:0];
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$227  = \$158 [17:0];
     endcase
     if (rst) begin
-      \$356  = 62'h0000000000000000;
+      \$227  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = \p$51 ;
+    \$228  = mean_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3201,7 +2797,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h09:
           /* empty */;
       6'h0a:
-          /* empty */;
+          \$228  = 14'h0000;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -3229,85 +2825,6 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$37 ) begin
-            \$357  = p[76:0];
-          end
-    endcase
-    if (rst) begin
-      \$357  = 77'h00000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -3328,16 +2845,3455 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
       6'h21:
           /* empty */;
       6'h22:
-          \$358  = \$332 [65:0];
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$228  = { 6'h00, chan[177:170] };
     endcase
     if (rst) begin
-      \$358  = 66'h00000000000000000;
+      \$228  = 14'h0000;
     end
   end
-  assign beta_shift = \$223 [4:0];
-  assign \beta_shift$6  = \$224 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$229  = gain_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          if (\done$37 ) begin
+            \$229  = p[39:0];
+          end
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          if (\done$37 ) begin
+            \$229  = p[39:0];
+          end
+    endcase
+    if (rst) begin
+      \$229  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$230  = den_norm;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$230  = \den$39 ;
+      6'h0f:
+          if (\$90 ) begin
+            \$230  = \$91 [68:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$230  = 69'h100000000000000000;
+      6'h2c:
+          if (\$159 ) begin
+            \$230  = \$160 [68:0];
+          end
+    endcase
+    if (rst) begin
+      \$230  = 69'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$231  = num_norm;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$231  = gain_num[38:0];
+      6'h0f:
+          if (\$93 ) begin
+            \$231  = \$94 [38:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$231  = gain_num[38:0];
+      6'h2c:
+          if (\$162 ) begin
+            \$231  = \$163 [38:0];
+          end
+    endcase
+    if (rst) begin
+      \$231  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = num_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$232  = 6'h00;
+      6'h0f:
+          if (\$93 ) begin
+            \$232  = \$95 [5:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$232  = 6'h00;
+      6'h2c:
+          if (\$162 ) begin
+            \$232  = \$164 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = den_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$233  = 7'h00;
+      6'h0f:
+          if (\$90 ) begin
+            \$233  = \$92 [6:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$233  = 7'h00;
+      6'h2c:
+          if (\$159 ) begin
+            \$233  = \$161 [6:0];
+          end
+    endcase
+    if (rst) begin
+      \$233  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = loop_n;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+        begin
+          \$234  = \$96 [6:0];
+          if (\$97 ) begin
+            \$234  = 7'h00;
+          end
+        end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          \$234  = \$124 [6:0];
+          if (\$125 ) begin
+            \$234  = 7'h00;
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+        begin
+          \$234  = \$165 [6:0];
+          if (\$166 ) begin
+            \$234  = 7'h00;
+          end
+        end
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          \$234  = \$190 [6:0];
+          if (\$191 ) begin
+            \$234  = 7'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$234  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$235  = gain_shift;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$235  = { \$99 [7], \$99  };
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$235  = \$110 [8:0];
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          if (\$114 ) begin
+            \$235  = \$116 [8:0];
+          end
+          if (\$120 ) begin
+            \$235  = \$122 [8:0];
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$235  = \$168 ;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$235  = \$176 [8:0];
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          if (\$180 ) begin
+            \$235  = \$182 [8:0];
+          end
+          if (\$186 ) begin
+            \$235  = \$188 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$235  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$236  = gain_zero;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$236  = \$100 ;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$236  = \$169 ;
+    endcase
+    if (rst) begin
+      \$236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$237  = { 5'h00, \$101  };
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$237  = { gain_p[49], gain_p };
+    endcase
+    if (rst) begin
+      \$237  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$238  = \$104 [50:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$238  = \$131 [50:0];
+    endcase
+    if (rst) begin
+      \$238  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$239  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$239  = \$105 ;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$239  = \$132 ;
+    endcase
+    if (rst) begin
+      \$239  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = \start$5 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$240  = 1'h1;
+      6'h13:
+          \$240  = 1'h0;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$240  = 1'h1;
+      6'h1e:
+          \$240  = 1'h0;
+    endcase
+    if (rst) begin
+      \$240  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = gain_q1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          if (\done$48 ) begin
+            \$241  = q[23:0];
+          end
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$241  = \$171 [23:0];
+    endcase
+    if (rst) begin
+      \$241  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = gain_x;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$242  = { \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108  };
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          if (\$114 ) begin
+            \$242  = \$115 ;
+          end
+          if (\$120 ) begin
+            \$242  = \$121 [34:0];
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$242  = { \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174  };
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          if (\$180 ) begin
+            \$242  = \$181 ;
+          end
+          if (\$186 ) begin
+            \$242  = \$187 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$242  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = scale_count;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$243  = 5'h00;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$243  = \$123 [4:0];
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$243  = 5'h00;
+      6'h30:
+          /* empty */;
+      6'h31:
+          \$243  = \$189 [4:0];
+    endcase
+    if (rst) begin
+      \$243  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = special_r;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$244  = \$113 ;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \$244  = \$179 ;
+    endcase
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$245  = \$128 [4:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          \$245  = \$194 [4:0];
+    endcase
+    if (rst) begin
+      \$245  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = gain_p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          if (\done$37 ) begin
+            \$246  = p[49:0];
+          end
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          if (\done$37 ) begin
+            \$246  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$246  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = gain_w;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          if (\done$48 ) begin
+            \$247  = q;
+          end
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          \$247  = \$195 [36:0];
+    endcase
+    if (rst) begin
+      \$247  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = gain_t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$248  = \$137 [40:0];
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          \$248  = \$200 [40:0];
+    endcase
+    if (rst) begin
+      \$248  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = gain_t1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$249  = \$141 ;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          \$249  = \$204 ;
+    endcase
+    if (rst) begin
+      \$249  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = acc0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$250  = \$145 [38:0];
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          \$250  = \$208 [38:0];
+    endcase
+    if (rst) begin
+      \$250  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = acc1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$251  = \$149 [38:0];
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          \$251  = \$212 [38:0];
+    endcase
+    if (rst) begin
+      \$251  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = a_fin;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$252  = \$154 [21:0];
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          \$252  = \$217 [21:0];
+    endcase
+    if (rst) begin
+      \$252  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = c_fin;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$253  = \$155 [38:0];
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          \$253  = \$218 [38:0];
+    endcase
+    if (rst) begin
+      \$253  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = \b$59 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          if (\done$37 ) begin
+            \$254  = p[38:0];
+          end
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          if (\done$37 ) begin
+            \$254  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$254  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = \a$60 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$255  = a_fin;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$255  = a_fin;
+    endcase
+    if (rst) begin
+      \$255  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = special;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$256  = special_r;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$256  = special_r;
+    endcase
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = \neg$62 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$257  = \$156 ;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$257  = \$219 ;
+    endcase
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = q_lo;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$258  = floor_q;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$258  = floor_q;
+    endcase
+    if (rst) begin
+      \$258  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = q_hi;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$259  = \$157 [17:0];
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$259  = \$220 [17:0];
+    endcase
+    if (rst) begin
+      \$259  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[53:14];
@@ -3348,78 +6304,94 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, de
   assign \chan.mean  = chan[193:170];
   assign \chan.scale_m  = chan[217:194];
   assign \chan.scale_exp  = chan[225:218];
-  assign \$280  = { 1'h0, \$279 [127:1] };
-  assign \$305  = { 1'h0, \$304 [31:1] };
-  assign \$307  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$330  = { 1'h0, \$329 [31:1] };
-  assign \$332  = { \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76], \p$51 [76:8] };
+  assign \$6  = { 22'h000000, div_mag[50:22] };
+  assign \$7  = { 2'h0, div_mag[21:0], 13'h0000 };
+  assign \$9  = { 35'h000000000, div_mag[50:35] };
+  assign \$10  = { 1'h0, div_mag[34:0] };
+  assign \$91  = { den_norm, 1'h0 };
+  assign \$94  = { num_norm, 1'h0 };
+  assign \$101  = { 1'h0, num_norm, 6'h00 };
+  assign \$106  = { gain_q1[23], gain_q1[23:1] };
+  assign \$115  = { 1'h0, gain_x[34:1] };
+  assign \$121  = { gain_x, 1'h0 };
+  assign \$135  = { 1'h0, \$134 [31:1] };
+  assign \$158  = { chan[193], chan[193], chan[193], chan[193], chan[193], chan[193], chan[193], chan[193], chan[193:178] };
+  assign \$160  = { den_norm, 1'h0 };
+  assign \$163  = { num_norm, 1'h0 };
+  assign \$170  = { 1'h0, num_norm, 6'h00 };
+  assign \$171  = { 23'h000000, \$170 [45:23] };
+  assign \$172  = { gain_q1[23], gain_q1[23:1] };
+  assign \$181  = { 1'h0, gain_x[34:1] };
+  assign \$187  = { gain_x, 1'h0 };
+  assign \$195  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$198  = { 1'h0, \$197 [31:1] };
 endmodule
 
 module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [69:0] \$1 ;
-  wire [5:0] \$10 ;
+  wire [24:0] \$1 ;
+  wire [6:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [24:0] \$13 ;
-  wire [25:0] \$14 ;
-  wire [25:0] \$15 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [68:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
-  reg [23:0] \$20 ;
-  reg [68:0] \$21 ;
+  reg [34:0] \$20 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
-  reg [23:0] \$23 ;
-  reg [4:0] \$24 ;
+  reg [34:0] \$23 ;
+  reg [5:0] \$24 ;
   reg \$25 ;
-  reg [25:0] \$26 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [70:0] \$4 ;
-  wire [70:0] \$5 ;
-  wire [24:0] \$6 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
+  wire [35:0] \$6 ;
   wire \$7 ;
-  wire [24:0] \$8 ;
-  wire [24:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [35:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [68:0] den = 69'h000000000000000000;
-  input [68:0] \den$13 ;
-  wire [68:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
-  reg [4:0] left = 5'h00;
-  reg [23:0] lo = 24'h000000;
-  input [23:0] lo_init;
-  wire [23:0] lo_init;
+  reg [5:0] left = 6'h00;
+  reg [34:0] lo = 35'h000000000;
+  input [34:0] lo_init;
+  wire [34:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [25:0] q;
-  reg [25:0] q = 26'h0000000;
-  reg [23:0] quot = 24'h000000;
-  reg [68:0] rem = 69'h000000000000000000;
-  input [68:0] rem_init;
-  wire [68:0] rem_init;
+  output [36:0] q;
+  reg [36:0] q = 37'h0000000000;
+  reg [34:0] quot = 35'h000000000;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
   reg sign = 1'h0;
   input start;
   wire start;
-  input [4:0] steps;
-  wire [4:0] steps;
-  wire [69:0] trial;
-  assign trial = \$1  | { 69'h000000000000000000, lo[23] };
+  input [5:0] steps;
+  wire [5:0] steps;
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[34] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 24'h000000, \$7  };
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -3481,10 +6453,10 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [68:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 69'h000000000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -3493,10 +6465,10 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [23:0];
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
-      \$20  = 24'h000000;
+      \$20  = 35'h000000000;
     end
   end
   always @* begin
@@ -3506,7 +6478,7 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 69'h000000000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -3523,12 +6495,12 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 24'h000000;
+      \$23  = 35'h000000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [23:0];
+      \$23  = \$8 [34:0];
     end
     if (rst) begin
-      \$23  = 24'h000000;
+      \$23  = 35'h000000000;
     end
   end
   always @* begin
@@ -3537,10 +6509,10 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
     if (start) begin
       \$24  = steps;
     end else if (\$2 ) begin
-      \$24  = \$10 [4:0];
+      \$24  = \$10 [5:0];
     end
     if (rst) begin
-      \$24  = 5'h00;
+      \$24  = 6'h00;
     end
   end
   always @* begin
@@ -3560,7 +6532,7 @@ module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 26'h0000000;
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -3571,27 +6543,27 @@ endmodule
 module \hwnorm_frn_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [78:0] \$10 ;
-  reg [78:0] \$11 ;
+  reg [74:0] \$10 ;
+  reg [74:0] \$11 ;
   reg [39:0] \$12 ;
   reg \$13 ;
   reg [5:0] \$14 ;
-  wire [79:0] \$2 ;
-  wire [80:0] \$3 ;
-  wire [81:0] \$4 ;
-  wire [79:0] \$5 ;
+  wire [75:0] \$2 ;
+  wire [76:0] \$3 ;
+  wire [77:0] \$4 ;
+  wire [75:0] \$5 ;
   wire [39:0] \$6 ;
   wire [6:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
-  input [46:0] a;
-  wire [46:0] a;
-  reg [78:0] a_sh = 79'h00000000000000000000;
+  input [35:0] a;
+  wire [35:0] a;
+  reg [74:0] a_sh = 75'h0000000000000000000;
   input [39:0] b;
   wire [39:0] b;
   reg [39:0] b_sh = 40'h0000000000;
-  input [78:0] c;
-  wire [78:0] c;
+  input [74:0] c;
+  wire [74:0] c;
   input clk;
   wire clk;
   output done;
@@ -3600,8 +6572,8 @@ module \hwnorm_frn_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [78:0] p;
-  reg [78:0] p = 79'h00000000000000000000;
+  output [74:0] p;
+  reg [74:0] p = 75'h0000000000000000000;
   input rst;
   wire rst;
   input start;
@@ -3609,7 +6581,7 @@ module \hwnorm_frn_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done
   input [5:0] steps;
   wire [5:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[78], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[74], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -3646,23 +6618,23 @@ module \hwnorm_frn_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [78:0];
+        \$10  = \$4 [74:0];
       end
     end
     if (rst) begin
-      \$10  = 79'h00000000000000000000;
+      \$10  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a[46], a };
+      \$11  = { a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [78:0];
+      \$11  = \$5 [74:0];
     end
     if (rst) begin
-      \$11  = 79'h00000000000000000000;
+      \$11  = 75'h0000000000000000000;
     end
   end
   always @* begin
@@ -3703,68 +6675,95 @@ module \hwnorm_frn_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done
   assign \$6  = { 1'h0, b_sh[39:1] };
 endmodule
 
-module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [27:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [91:0] \$15 ;
-  wire [92:0] \$16 ;
-  wire [93:0] \$17 ;
-  wire [62:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire [62:0] \$22 ;
-  wire [62:0] \$23 ;
-  wire [62:0] \$24 ;
-  wire [62:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  wire \$30 ;
-  wire [13:0] \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [12:0] \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg \$43 ;
-  reg \$44 ;
-  reg [15:0] \$45 ;
-  reg [33:0] \$46 ;
-  reg [33:0] \$47 ;
-  reg [28:0] \$48 ;
-  reg [62:0] \$49 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [39:0] \$44 ;
+  wire [39:0] \$45 ;
+  wire [39:0] \$46 ;
+  wire [39:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire [1:0] \$5 ;
-  reg [62:0] \$50 ;
-  reg [62:0] \$51 ;
-  reg \$52 ;
-  reg \$53 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [13:0] \$53 ;
   reg \$54 ;
-  reg [15:0] \$55 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg [12:0] \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg \$72 ;
+  reg [15:0] \$73 ;
+  reg [33:0] \$74 ;
+  reg [21:0] \$75 ;
+  reg [39:0] \$76 ;
+  reg [39:0] \$77 ;
+  reg [39:0] \$78 ;
+  reg \$79 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [45:0] a;
-  wire [45:0] a;
-  reg [62:0] acc0 = 63'h0000000000000000;
-  input [61:0] b;
-  wire [61:0] b;
+  reg \$80 ;
+  reg \$81 ;
+  reg [15:0] \$82 ;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -3774,6 +6773,12 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -3782,6 +6787,8 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -3797,16 +6804,21 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [28:0] p0_34 = 29'h00000000;
-  reg [62:0] q0 = 63'h0000000000000000;
-  reg [62:0] qs0 = 63'h0000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   input [15:0] tau;
   wire [15:0] tau;
   reg under0 = 1'h0;
@@ -3820,44 +6832,100 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = ~ force_hi0_2;
+  assign \$41  = $signed(qs0) < $signed(tau);
+  assign \$42  = force_lo0_2 | \$41 ;
+  assign \$43  = \$40  & \$42 ;
+  assign \$44  = under0 ? 40'hffffff8000 : q0;
+  assign \$45  = over0 ? 40'h0000007fff : \$44 ;
+  assign \$46  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$45 ;
+  assign \$47  = ok4 ? \$46  : 40'h0000000000;
+  assign \$48  = ~ clear;
+  assign \$49  = \$48  & ce;
+  assign \$50  = v4 & ok4;
+  assign \$51  = over0 | under0;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = sat_count + \$52 ;
   always @(posedge clk)
-    v5 <= \$37 ;
+    v0 <= \$54 ;
   always @(posedge clk)
-    sat_count <= \$38 ;
+    v1 <= \$55 ;
   always @(posedge clk)
-    ok0 <= \$39 ;
+    v2 <= \$56 ;
   always @(posedge clk)
-    ok1 <= \$40 ;
+    v3 <= \$57 ;
   always @(posedge clk)
-    ok2 <= \$41 ;
+    v4 <= \$58 ;
   always @(posedge clk)
-    ok3 <= \$42 ;
+    v5 <= \$59 ;
   always @(posedge clk)
-    ok4 <= \$43 ;
+    sat_count <= \$60 ;
   always @(posedge clk)
-    ok5 <= \$44 ;
+    ok0 <= \$61 ;
   always @(posedge clk)
-    x0 <= \$45 ;
+    ok1 <= \$62 ;
   always @(posedge clk)
-    p0_0 <= \$46 ;
+    ok2 <= \$63 ;
   always @(posedge clk)
-    p0_17 <= \$47 ;
+    ok3 <= \$64 ;
   always @(posedge clk)
-    p0_34 <= \$48 ;
+    ok4 <= \$65 ;
   always @(posedge clk)
-    acc0 <= \$49 ;
+    ok5 <= \$66 ;
   always @(posedge clk)
-    qs0 <= \$50 ;
+    force_hi0_0 <= \$67 ;
   always @(posedge clk)
-    q0 <= \$51 ;
+    force_lo0_0 <= \$68 ;
   always @(posedge clk)
-    over0 <= \$52 ;
+    force_hi0_1 <= \$69 ;
   always @(posedge clk)
-    under0 <= \$53 ;
+    force_lo0_1 <= \$70 ;
   always @(posedge clk)
-    below_tau0 <= \$54 ;
+    force_hi0_2 <= \$71 ;
   always @(posedge clk)
-    o__payload <= \$55 ;
+    force_lo0_2 <= \$72 ;
+  always @(posedge clk)
+    x0 <= \$73 ;
+  always @(posedge clk)
+    p0_0 <= \$74 ;
+  always @(posedge clk)
+    p0_17 <= \$75 ;
+  always @(posedge clk)
+    acc0 <= \$76 ;
+  always @(posedge clk)
+    qs0 <= \$77 ;
+  always @(posedge clk)
+    q0 <= \$78 ;
+  always @(posedge clk)
+    over0 <= \$79 ;
+  always @(posedge clk)
+    under0 <= \$80 ;
+  always @(posedge clk)
+    below_tau0 <= \$81 ;
+  always @(posedge clk)
+    o__payload <= \$82 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -3868,210 +6936,20 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[45:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = $signed(qs0) < $signed(tau);
-  assign \$22  = under0 ? 63'h7fffffffffff8000 : q0;
-  assign \$23  = over0 ? 63'h0000000000007fff : \$22 ;
-  assign \$24  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$23 ;
-  assign \$25  = ok4 ? \$24  : 63'h0000000000000000;
-  assign \$26  = ~ clear;
-  assign \$27  = \$26  & ce;
-  assign \$28  = v4 & ok4;
-  assign \$29  = over0 | under0;
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = sat_count + \$30 ;
-  always @(posedge clk)
-    v0 <= \$32 ;
-  always @(posedge clk)
-    v1 <= \$33 ;
-  always @(posedge clk)
-    v2 <= \$34 ;
-  always @(posedge clk)
-    v3 <= \$35 ;
-  always @(posedge clk)
-    v4 <= \$36 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = sat_count;
+    \$54  = v0;
     if (clear) begin
-      \$38  = 13'h0000;
-    end
-    if (\$27 ) begin
-      \$38  = \$31 [12:0];
-    end
-    if (rst) begin
-      \$38  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok0;
-    if (clear) begin
+      \$54  = 1'h0;
     end else if (ce) begin
-      \$39  = mask;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok0;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok1;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok2;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$43  = ok3;
-    end
-    if (rst) begin
-      \$43  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$44  = ok4;
-    end
-    if (rst) begin
-      \$44  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = x0;
-    if (\$8 ) begin
-      \$45  = i__payload;
-    end
-    if (rst) begin
-      \$45  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = p0_0;
-    if (\$8 ) begin
-      \$46  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$46  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = p0_17;
-    if (\$8 ) begin
-      \$47  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$47  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = p0_34;
-    if (\$8 ) begin
-      \$48  = { \$11 [27], \$11  };
-    end
-    if (rst) begin
-      \$48  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = acc0;
-    if (\$8 ) begin
-      \$49  = \$17 [62:0];
-    end
-    if (rst) begin
-      \$49  = 63'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = qs0;
-    if (\$8 ) begin
-      \$50  = \$18 ;
-    end
-    if (rst) begin
-      \$50  = 63'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = q0;
-    if (\$8 ) begin
-      \$51  = qs0;
-    end
-    if (rst) begin
-      \$51  = 63'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = over0;
-    if (\$8 ) begin
-      \$52  = \$19 ;
-    end
-    if (rst) begin
-      \$52  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$53  = under0;
-    if (\$8 ) begin
-      \$53  = \$20 ;
-    end
-    if (rst) begin
-      \$53  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$54  = below_tau0;
-    if (\$8 ) begin
-      \$54  = \$21 ;
+      \$54  = i__valid;
     end
     if (rst) begin
       \$54  = 1'h0;
@@ -4079,84 +6957,301 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$55  = o__payload;
+    \$55  = v1;
+    if (clear) begin
+      \$55  = 1'h0;
+    end else if (ce) begin
+      \$55  = v0;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = v2;
+    if (clear) begin
+      \$56  = 1'h0;
+    end else if (ce) begin
+      \$56  = v1;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = v3;
+    if (clear) begin
+      \$57  = 1'h0;
+    end else if (ce) begin
+      \$57  = v2;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = v4;
+    if (clear) begin
+      \$58  = 1'h0;
+    end else if (ce) begin
+      \$58  = v3;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = v5;
+    if (clear) begin
+      \$59  = 1'h0;
+    end else if (ce) begin
+      \$59  = v4;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = sat_count;
+    if (clear) begin
+      \$60  = 13'h0000;
+    end
+    if (\$49 ) begin
+      \$60  = \$53 [12:0];
+    end
+    if (rst) begin
+      \$60  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$61  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = mask;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$62  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$62  = ok0;
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$63  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$63  = ok1;
+    end
+    if (rst) begin
+      \$63  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$64  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$64  = ok2;
+    end
+    if (rst) begin
+      \$64  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$65  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$65  = ok3;
+    end
+    if (rst) begin
+      \$65  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$66  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$66  = ok4;
+    end
+    if (rst) begin
+      \$66  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$67  = force_hi0_0;
     if (\$8 ) begin
-      \$55  = \$25 [15:0];
+      \$67  = \$13 ;
     end
     if (rst) begin
-      \$55  = 16'h0000;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v0;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = i__valid;
+    \$68  = force_lo0_0;
+    if (\$8 ) begin
+      \$68  = \$18 ;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$68  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v1;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v0;
+    \$69  = force_hi0_1;
+    if (\$20 ) begin
+      \$69  = force_hi0_0;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$69  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v2;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v1;
+    \$70  = force_lo0_1;
+    if (\$20 ) begin
+      \$70  = force_lo0_0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = v3;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v2;
+    \$71  = force_hi0_2;
+    if (\$22 ) begin
+      \$71  = force_hi0_1;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$71  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = v4;
-    if (clear) begin
-      \$36  = 1'h0;
-    end else if (ce) begin
-      \$36  = v3;
+    \$72  = force_lo0_2;
+    if (\$22 ) begin
+      \$72  = force_lo0_1;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$72  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = v5;
-    if (clear) begin
-      \$37  = 1'h0;
-    end else if (ce) begin
-      \$37  = v4;
+    \$73  = x0;
+    if (\$24 ) begin
+      \$73  = i__payload;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$73  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = p0_0;
+    if (\$24 ) begin
+      \$74  = { \$25 [32], \$25  };
+    end
+    if (rst) begin
+      \$74  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = p0_17;
+    if (\$24 ) begin
+      \$75  = { \$26 [20], \$26  };
+    end
+    if (rst) begin
+      \$75  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = acc0;
+    if (\$24 ) begin
+      \$76  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$76  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$77  = qs0;
+    if (\$24 ) begin
+      \$77  = \$31 ;
+    end
+    if (rst) begin
+      \$77  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$78  = q0;
+    if (\$24 ) begin
+      \$78  = qs0;
+    end
+    if (rst) begin
+      \$78  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$79  = over0;
+    if (\$24 ) begin
+      \$79  = \$35 ;
+    end
+    if (rst) begin
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$80  = under0;
+    if (\$24 ) begin
+      \$80  = \$39 ;
+    end
+    if (rst) begin
+      \$80  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$81  = below_tau0;
+    if (\$24 ) begin
+      \$81  = \$43 ;
+    end
+    if (rst) begin
+      \$81  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$82  = o__payload;
+    if (\$24 ) begin
+      \$82  = \$47 [15:0];
+    end
+    if (rst) begin
+      \$82  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -4164,9 +7259,8 @@ module \hwnorm_frn_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34[28], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_frn_linf_s16.stats_unit (clk, rst, mask, clear, valid, sum, hi, lo, x);

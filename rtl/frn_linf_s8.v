@@ -21,30 +21,26 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [147:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [147:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [28:0] a;
-  wire [28:0] \a$25 ;
-  wire [36:0] b;
-  wire [36:0] \b$27 ;
+  wire [13:0] a;
+  wire [13:0] \a$25 ;
+  wire [22:0] b;
+  wire [22:0] \b$27 ;
   reg beat;
   wire busy;
   reg [147:0] chan = 148'h0000000000000000000000000000000000000;
@@ -87,7 +83,7 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$48 ;
   input clk;
   wire clk;
   wire [45:0] den;
@@ -102,10 +98,10 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$55 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$54 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire [7:0] lo;
@@ -113,23 +109,31 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \mask$18 ;
   wire \mask$23 ;
   reg more;
+  wire neg;
+  wire \neg$33 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$31 ;
-  wire [7:0] \o__payload$31[0] ;
+  wire [7:0] \o__payload$39 ;
+  wire [7:0] \o__payload$39[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$41 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$40 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$37 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$35 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$31 ;
   reg start;
   output [80:0] stats__payload;
   reg [80:0] stats__payload;
@@ -156,69 +160,73 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$5  = ! chan__payload[83:39];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[147:140]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[147:140]) > $signed(4'h4);
+  assign \$8  = $signed(chan__payload[123:108]) < $signed(16'h8000);
+  assign \$9  = $signed(chan__payload[123:108]) > $signed(16'h7f00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[123:108]) < $signed(16'h8000);
-  assign \$13  = $signed(chan__payload[123:108]) > $signed(16'h7f00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$47  & more;
-  assign \$19  = i__valid & \i__ready$47 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$55  & more;
+  assign \$15  = i__valid & \i__ready$55 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_frn_linf_s8.math  math (
-    .\a$27 (a),
-    .\b$50 (b),
+    .\a$60 (a),
+    .\b$59 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$39 (den),
     .done(done),
     .entry(entry),
     .hi(hi),
     .lo(lo),
+    .\neg$62 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
+    .special(special),
     .\start$33 (start)
   );
   \hwnorm_frn_linf_s8.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$55 ),
+    .clear(\clear$48 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$54 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .tau(chan[91:84]),
     .v5(o__valid)
   );
@@ -299,11 +307,11 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$48  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$48  = 1'h1;
           end
     endcase
   end
@@ -322,7 +330,7 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -340,7 +348,7 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -396,12 +404,12 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
+    \i__valid$54  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -414,7 +422,7 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$46  = \$17 ;
+          \i__valid$54  = \$13 ;
     endcase
   end
   always @* begin
@@ -442,80 +450,80 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 148'h0000000000000000000000000000000000000;
+      \$32  = 148'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -526,10 +534,14 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
+  assign \special$31  = special;
+  assign \neg$33  = neg;
+  assign \q_lo$35  = q_lo;
+  assign \q_hi$37  = q_hi;
   assign tau = chan[91:84];
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$39  = o__payload;
+  assign \o__valid$40  = o__valid;
+  assign \o__ready$41  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[38:14];
@@ -568,7 +580,7 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \chan$20.scale_m  = chan[139:124];
   assign \chan$20.scale_exp  = chan[147:140];
   assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \o__payload$39[0]  = o__payload;
   always @*
     stats__payload[79:67] = sat_count;
   always @*
@@ -577,218 +589,202 @@ module hwnorm_frn_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den, sh, \a$27 , \b$50 , clk);
+module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, \den$39 , sh, \b$59 , \a$60 , special, \neg$62 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
+  wire [4:0] \$1 ;
+  wire [27:0] \$10 ;
   wire \$100 ;
-  wire [5:0] \$101 ;
-  wire [5:0] \$102 ;
-  wire [5:0] \$103 ;
-  wire [5:0] \$104 ;
+  wire [29:0] \$101 ;
+  wire \$102 ;
+  wire [43:0] \$103 ;
+  wire [43:0] \$104 ;
   wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire [5:0] \$109 ;
+  wire [15:0] \$106 ;
+  wire [15:0] \$107 ;
+  wire [15:0] \$108 ;
+  wire [9:0] \$109 ;
   wire \$11 ;
-  wire [5:0] \$110 ;
-  wire [5:0] \$111 ;
+  wire [9:0] \$110 ;
+  wire \$111 ;
   wire \$112 ;
-  wire [5:0] \$113 ;
-  wire [5:0] \$114 ;
-  wire [5:0] \$115 ;
-  wire [5:0] \$116 ;
-  wire [5:0] \$117 ;
-  wire [5:0] \$118 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire [26:0] \$115 ;
+  wire [9:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
   wire \$119 ;
-  wire \$12 ;
+  wire [10:0] \$12 ;
   wire \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  wire \$123 ;
-  wire [3:0] \$124 ;
-  wire [3:0] \$125 ;
-  wire [3:0] \$126 ;
-  wire [3:0] \$127 ;
-  wire \$128 ;
+  wire [27:0] \$121 ;
+  wire [9:0] \$122 ;
+  wire [4:0] \$123 ;
+  wire [6:0] \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire [8:0] \$127 ;
+  wire [8:0] \$128 ;
   wire \$129 ;
-  wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire [3:0] \$132 ;
-  wire [3:0] \$133 ;
-  wire [3:0] \$134 ;
-  wire \$135 ;
-  wire [3:0] \$136 ;
-  wire [3:0] \$137 ;
-  wire [3:0] \$138 ;
-  wire [3:0] \$139 ;
+  wire [10:0] \$13 ;
+  wire [43:0] \$130 ;
+  wire [43:0] \$131 ;
+  wire \$132 ;
+  wire [22:0] \$133 ;
+  wire [15:0] \$134 ;
+  wire [15:0] \$135 ;
+  wire [23:0] \$136 ;
+  wire [29:0] \$137 ;
+  wire \$138 ;
+  wire [27:0] \$139 ;
   wire \$14 ;
-  wire [4:0] \$140 ;
-  wire [4:0] \$141 ;
-  wire [15:0] \$142 ;
+  wire [27:0] \$140 ;
+  wire [31:0] \$141 ;
+  wire \$142 ;
   wire \$143 ;
-  wire [8:0] \$144 ;
-  wire [8:0] \$145 ;
+  wire [30:0] \$144 ;
+  wire [30:0] \$145 ;
   wire \$146 ;
   wire \$147 ;
-  wire [8:0] \$148 ;
-  wire [8:0] \$149 ;
+  wire [31:0] \$148 ;
+  wire [31:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
+  wire [23:0] \$150 ;
   wire \$151 ;
-  wire [16:0] \$152 ;
-  wire [16:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire [27:0] \$152 ;
+  wire [27:0] \$153 ;
+  wire [27:0] \$154 ;
+  wire [30:0] \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
+  wire [10:0] \$157 ;
+  wire [15:0] \$158 ;
   wire \$159 ;
-  wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
+  wire [8:0] \$16 ;
+  wire [46:0] \$160 ;
+  wire [6:0] \$161 ;
   wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
+  wire [23:0] \$163 ;
+  wire [5:0] \$164 ;
+  wire [6:0] \$165 ;
   wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
+  wire [6:0] \$167 ;
+  wire [8:0] \$168 ;
   wire \$169 ;
-  wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
+  wire [8:0] \$17 ;
+  wire [29:0] \$170 ;
+  wire [29:0] \$171 ;
+  wire [15:0] \$172 ;
+  wire [15:0] \$173 ;
+  wire [15:0] \$174 ;
+  wire [9:0] \$175 ;
+  wire [9:0] \$176 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
+  wire [26:0] \$181 ;
+  wire [9:0] \$182 ;
   wire \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [27:0] \$187 ;
+  wire [9:0] \$188 ;
+  wire [4:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire [8:0] \$191 ;
+  wire [6:0] \$190 ;
+  wire \$191 ;
   wire \$192 ;
   wire [8:0] \$193 ;
   wire [8:0] \$194 ;
-  wire \$195 ;
-  wire [63:0] \$196 ;
-  wire [63:0] \$197 ;
-  wire [63:0] \$198 ;
-  wire \$199 ;
-  wire \$2 ;
-  wire [5:0] \$20 ;
-  wire [7:0] \$200 ;
+  wire [41:0] \$195 ;
+  wire [22:0] \$196 ;
+  wire [15:0] \$197 ;
+  wire [15:0] \$198 ;
+  wire [23:0] \$199 ;
+  wire [4:0] \$2 ;
+  wire [10:0] \$20 ;
+  wire [29:0] \$200 ;
   wire \$201 ;
-  wire [10:0] \$202 ;
-  wire [10:0] \$203 ;
-  wire \$204 ;
-  wire [10:0] \$205 ;
+  wire [27:0] \$202 ;
+  wire [27:0] \$203 ;
+  wire [31:0] \$204 ;
+  wire \$205 ;
   wire \$206 ;
-  wire [10:0] \$207 ;
-  wire [10:0] \$208 ;
+  wire [30:0] \$207 ;
+  wire [30:0] \$208 ;
   wire \$209 ;
-  wire \$21 ;
-  wire [10:0] \$210 ;
-  wire [10:0] \$211 ;
-  wire [10:0] \$212 ;
-  wire [10:0] \$213 ;
-  wire [54:0] \$214 ;
-  wire \$215 ;
-  wire [9:0] \$216 ;
-  wire [10:0] \$217 ;
-  wire [11:0] \$218 ;
-  wire [51:0] \$219 ;
-  wire [5:0] \$22 ;
-  wire [22:0] \$220 ;
-  wire [15:0] \$221 ;
-  wire [15:0] \$222 ;
-  wire [23:0] \$223 ;
-  wire [40:0] \$224 ;
-  wire [8:0] \$225 ;
-  wire \$226 ;
-  wire [10:0] \$227 ;
-  wire [10:0] \$228 ;
-  wire \$229 ;
-  wire [5:0] \$23 ;
-  wire [10:0] \$230 ;
-  wire \$231 ;
-  wire [10:0] \$232 ;
-  wire [10:0] \$233 ;
-  wire \$234 ;
-  wire [10:0] \$235 ;
-  wire [10:0] \$236 ;
-  wire [10:0] \$237 ;
-  wire [10:0] \$238 ;
-  wire [54:0] \$239 ;
-  wire [5:0] \$24 ;
-  wire \$240 ;
-  wire [9:0] \$241 ;
-  wire [10:0] \$242 ;
-  wire [11:0] \$243 ;
-  wire [51:0] \$244 ;
-  wire [22:0] \$245 ;
-  wire [15:0] \$246 ;
-  wire [15:0] \$247 ;
-  wire [23:0] \$248 ;
-  wire [51:0] \$249 ;
-  wire [5:0] \$25 ;
-  wire [41:0] \$250 ;
-  reg \$251 ;
-  reg \$252 ;
-  reg [5:0] \$253 ;
-  reg [24:0] \$254 ;
-  reg \$255 ;
-  reg [45:0] \$256 ;
-  reg [5:0] \$257 ;
-  reg \$258 ;
-  reg [45:0] \$259 ;
+  wire [10:0] \$21 ;
+  wire \$210 ;
+  wire [31:0] \$211 ;
+  wire [31:0] \$212 ;
+  wire [23:0] \$213 ;
+  wire \$214 ;
+  wire [27:0] \$215 ;
+  wire [27:0] \$216 ;
+  wire [27:0] \$217 ;
+  wire [30:0] \$218 ;
+  wire \$219 ;
+  wire \$22 ;
+  wire [10:0] \$220 ;
+  reg \$221 ;
+  reg \$222 ;
+  reg [5:0] \$223 ;
+  reg [24:0] \$224 ;
+  reg \$225 ;
+  reg [45:0] \$226 ;
+  reg [9:0] \$227 ;
+  reg [13:0] \$228 ;
+  reg [23:0] \$229 ;
+  wire \$23 ;
+  reg [45:0] \$230 ;
+  reg [22:0] \$231 ;
+  reg [4:0] \$232 ;
+  reg [5:0] \$233 ;
+  reg [5:0] \$234 ;
+  reg [8:0] \$235 ;
+  reg \$236 ;
+  reg [42:0] \$237 ;
+  reg [42:0] \$238 ;
+  reg \$239 ;
+  wire \$24 ;
+  reg \$240 ;
+  reg [15:0] \$241 ;
+  reg [26:0] \$242 ;
+  reg [3:0] \$243 ;
+  reg \$244 ;
+  reg [3:0] \$245 ;
+  reg [41:0] \$246 ;
+  reg [28:0] \$247 ;
+  reg [30:0] \$248 ;
+  reg [31:0] \$249 ;
+  wire \$25 ;
+  reg [22:0] \$250 ;
+  reg [22:0] \$251 ;
+  reg [13:0] \$252 ;
+  reg [22:0] \$253 ;
+  reg [22:0] \$254 ;
+  reg [13:0] \$255 ;
+  reg \$256 ;
+  reg \$257 ;
+  reg [9:0] \$258 ;
+  reg [9:0] \$259 ;
   wire \$26 ;
-  reg \$260 ;
-  reg [16:0] \$261 ;
-  reg [25:0] \$262 ;
-  reg [39:0] \$263 ;
-  reg [9:0] \$264 ;
-  reg [3:0] \$265 ;
-  reg [3:0] \$266 ;
-  reg [9:0] \$267 ;
-  reg [51:0] \$268 ;
-  reg [5:0] \$269 ;
   wire \$27 ;
-  reg [3:0] \$270 ;
-  reg [28:0] \$271 ;
-  reg [36:0] \$272 ;
-  reg [36:0] \$273 ;
-  reg [51:0] \$274 ;
-  reg [40:0] \$275 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
-  wire [5:0] \$30 ;
-  wire [5:0] \$31 ;
-  wire [5:0] \$32 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
   wire \$33 ;
-  wire [5:0] \$34 ;
-  wire [5:0] \$35 ;
-  wire [5:0] \$36 ;
-  wire [5:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
+  wire [8:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -799,7 +795,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [8:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -810,60 +806,63 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [42:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
-  wire [5:0] \$65 ;
-  wire [5:0] \$66 ;
-  wire [5:0] \$67 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
   wire \$68 ;
-  wire [5:0] \$69 ;
-  wire \$7 ;
-  wire [5:0] \$70 ;
-  wire [5:0] \$71 ;
-  wire [5:0] \$72 ;
+  wire \$69 ;
+  wire [28:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire [5:0] \$77 ;
-  wire [5:0] \$78 ;
-  wire [5:0] \$79 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
   wire \$80 ;
-  wire [5:0] \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
-  wire [5:0] \$85 ;
-  wire \$86 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire [8:0] \$86 ;
   wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
-  wire \$9 ;
+  wire [8:0] \$88 ;
+  wire [8:0] \$89 ;
+  wire [42:0] \$9 ;
   wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
+  wire [46:0] \$91 ;
+  wire [6:0] \$92 ;
   wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [5:0] \$97 ;
+  wire [23:0] \$94 ;
+  wire [5:0] \$95 ;
+  wire [6:0] \$96 ;
+  wire \$97 ;
   wire [5:0] \$98 ;
-  wire [5:0] \$99 ;
-  reg [29:0] a;
-  output [28:0] \a$27 ;
-  reg [28:0] \a$27  = 29'h00000000;
+  wire [6:0] \$99 ;
+  reg [27:0] a;
+  output [13:0] \a$60 ;
+  reg [13:0] \a$60  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
   reg [24:0] b;
-  output [36:0] \b$50 ;
-  reg [36:0] \b$50  = 37'h0000000000;
+  output [22:0] \b$59 ;
+  reg [22:0] \b$59  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [36:0] bias = 37'h0000000000;
-  reg [53:0] c;
+  wire [3:0] \beta_shift$2 ;
+  reg [51:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [147:0] chan;
   wire [147:0] chan;
   wire [7:0] \chan.beta ;
@@ -878,367 +877,360 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   wire [7:0] \chan.tau ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [45:0] den;
-  reg [45:0] den = 46'h000000000000;
-  reg [45:0] \den$23 ;
-  wire [5:0] den_lead;
+  reg [15:0] den;
+  output [45:0] \den$39 ;
+  reg [45:0] \den$39  = 46'h000000000000;
+  reg [45:0] den_norm = 46'h000000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [42:0] div_mag = 43'h00000000000;
+  reg div_neg = 1'h0;
+  reg [42:0] div_num = 43'h00000000000;
   output done;
   reg done;
   wire \done$37 ;
-  wire \done$40 ;
+  wire \done$48 ;
   input [1:0] entry;
   wire [1:0] entry;
+  reg [9:0] floor_q = 10'h000;
   reg [5:0] fsm_state = 6'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
   input [7:0] hi;
   wire [7:0] hi;
-  reg [39:0] km = 40'h0000000000;
-  reg [51:0] km_pre = 52'h0000000000000;
-  reg [5:0] lead = 6'h00;
   input [7:0] lo;
   wire [7:0] lo;
-  reg [15:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [26:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$22 ;
-  wire [53:0] p;
-  reg [51:0] \p$51  = 52'h0000000000000;
+  reg \neg$18 ;
+  output \neg$62 ;
+  reg \neg$62  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
+  wire [51:0] p;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
-  wire [17:0] q;
-  reg [40:0] quot = 41'h00000000000;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [45:0] recip_rem = 46'h000000000000;
-  reg [45:0] rem_init;
+  wire [28:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
+  output [9:0] q_lo;
+  reg [9:0] q_lo = 10'h000;
+  reg [15:0] rem_init;
   input rst;
   wire rst;
+  reg [3:0] scale_count = 4'h0;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
   input \start$33 ;
   wire \start$33 ;
-  reg \start$9  = 1'h0;
+  reg \start$5  = 1'h0;
   reg [4:0] steps;
-  reg [4:0] \steps$24 ;
+  reg [4:0] \steps$22 ;
   reg [24:0] t = 25'h0000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = \$10  | \$11 ;
-  assign \$13  = \$7  | \$12 ;
-  assign \$14  = den[40] | den[41];
-  assign \$15  = den[42] | den[43];
-  assign \$16  = \$14  | \$15 ;
-  assign \$17  = den[44] | den[45];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = den[44] | den[45];
-  assign \$20  = den[45] ? 6'h2d : 6'h2c;
-  assign \$21  = den[42] | den[43];
-  assign \$22  = den[43] ? 6'h2b : 6'h2a;
-  assign \$23  = den[41] ? 6'h29 : 6'h28;
-  assign \$24  = \$21  ? \$22  : \$23 ;
-  assign \$25  = \$19  ? \$20  : \$24 ;
-  assign \$26  = den[36] | den[37];
-  assign \$27  = den[38] | den[39];
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = den[38] | den[39];
-  assign \$30  = den[39] ? 6'h27 : 6'h26;
-  assign \$31  = den[37] ? 6'h25 : 6'h24;
-  assign \$32  = \$29  ? \$30  : \$31 ;
-  assign \$33  = den[34] | den[35];
-  assign \$34  = den[35] ? 6'h23 : 6'h22;
-  assign \$35  = den[33] ? 6'h21 : 6'h20;
-  assign \$36  = \$33  ? \$34  : \$35 ;
-  assign \$37  = \$28  ? \$32  : \$36 ;
-  assign \$38  = \$18  ? \$25  : \$37 ;
-  assign \$39  = den[16] | den[17];
-  assign \$40  = den[18] | den[19];
-  assign \$41  = \$39  | \$40 ;
-  assign \$42  = den[20] | den[21];
-  assign \$43  = den[22] | den[23];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$41  | \$44 ;
-  assign \$46  = den[24] | den[25];
-  assign \$47  = den[26] | den[27];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = den[28] | den[29];
-  assign \$50  = den[30] | den[31];
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$48  | \$51 ;
-  assign \$53  = \$45  | \$52 ;
-  assign \$54  = den[24] | den[25];
-  assign \$55  = den[26] | den[27];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = den[28] | den[29];
-  assign \$58  = den[30] | den[31];
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = \$56  | \$59 ;
-  assign \$61  = den[28] | den[29];
-  assign \$62  = den[30] | den[31];
-  assign \$63  = \$61  | \$62 ;
-  assign \$64  = den[30] | den[31];
-  assign \$65  = den[31] ? 6'h1f : 6'h1e;
-  assign \$66  = den[29] ? 6'h1d : 6'h1c;
-  assign \$67  = \$64  ? \$65  : \$66 ;
-  assign \$68  = den[26] | den[27];
-  assign \$69  = den[27] ? 6'h1b : 6'h1a;
-  assign \$70  = den[25] ? 6'h19 : 6'h18;
-  assign \$71  = \$68  ? \$69  : \$70 ;
-  assign \$72  = \$63  ? \$67  : \$71 ;
-  assign \$73  = den[20] | den[21];
-  assign \$74  = den[22] | den[23];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = den[22] | den[23];
-  assign \$77  = den[23] ? 6'h17 : 6'h16;
-  assign \$78  = den[21] ? 6'h15 : 6'h14;
-  assign \$79  = \$76  ? \$77  : \$78 ;
-  assign \$80  = den[18] | den[19];
-  assign \$81  = den[19] ? 6'h13 : 6'h12;
-  assign \$82  = den[17] ? 6'h11 : 6'h10;
-  assign \$83  = \$80  ? \$81  : \$82 ;
-  assign \$84  = \$75  ? \$79  : \$83 ;
-  assign \$85  = \$60  ? \$72  : \$84 ;
-  assign \$86  = den[8] | den[9];
-  assign \$87  = den[10] | den[11];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = den[12] | den[13];
-  assign \$90  = den[14] | den[15];
-  assign \$91  = \$89  | \$90 ;
-  assign \$92  = \$88  | \$91 ;
-  assign \$93  = den[12] | den[13];
-  assign \$94  = den[14] | den[15];
-  assign \$95  = \$93  | \$94 ;
-  assign \$96  = den[14] | den[15];
-  assign \$97  = den[15] ? 6'h0f : 6'h0e;
-  assign \$98  = den[13] ? 6'h0d : 6'h0c;
-  assign \$99  = \$96  ? \$97  : \$98 ;
-  assign \$100  = den[10] | den[11];
-  assign \$101  = den[11] ? 6'h0b : 6'h0a;
-  assign \$102  = den[9] ? 6'h09 : 6'h08;
-  assign \$103  = \$100  ? \$101  : \$102 ;
-  assign \$104  = \$95  ? \$99  : \$103 ;
-  assign \$105  = den[4] | den[5];
-  assign \$106  = den[6] | den[7];
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = den[6] | den[7];
-  assign \$109  = den[7] ? 6'h07 : 6'h06;
-  assign \$110  = den[5] ? 6'h05 : 6'h04;
-  assign \$111  = \$108  ? \$109  : \$110 ;
-  assign \$112  = den[2] | den[3];
-  assign \$113  = den[3] ? 6'h03 : 6'h02;
-  assign \$114  = den[1] ? 6'h01 : 6'h00;
-  assign \$115  = \$112  ? \$113  : \$114 ;
-  assign \$116  = \$107  ? \$111  : \$115 ;
-  assign \$117  = \$92  ? \$104  : \$116 ;
-  assign \$118  = \$53  ? \$85  : \$117 ;
-  assign den_lead = \$13  ? \$38  : \$118 ;
-  assign \$119  = chan[9] | chan[10];
-  assign \$120  = chan[11] | chan[12];
-  assign \$121  = \$119  | \$120 ;
-  assign \$122  = \$121  | chan[13];
-  assign \$123  = chan[11] | chan[12];
-  assign \$124  = chan[12] ? 4'hb : 4'ha;
-  assign \$125  = chan[10] ? 4'h9 : 4'h8;
-  assign \$126  = \$123  ? \$124  : \$125 ;
-  assign \$127  = chan[13] ? 4'hc : \$126 ;
-  assign \$128  = chan[5] | chan[6];
-  assign \$129  = chan[7] | chan[8];
-  assign \$130  = \$128  | \$129 ;
-  assign \$131  = chan[7] | chan[8];
-  assign \$132  = chan[8] ? 4'h7 : 4'h6;
-  assign \$133  = chan[6] ? 4'h5 : 4'h4;
-  assign \$134  = \$131  ? \$132  : \$133 ;
-  assign \$135  = chan[3] | chan[4];
-  assign \$136  = chan[4] ? 4'h3 : 4'h2;
-  assign \$137  = chan[2] ? 4'h1 : 4'h0;
-  assign \$138  = \$135  ? \$136  : \$137 ;
-  assign \$139  = \$130  ? \$134  : \$138 ;
-  assign count_lead = \$122  ? \$127  : \$139 ;
-  assign \$140  = sh + 1'h0;
-  assign \$141  = sh + 1'h0;
-  assign \$142  = recip_one ? 16'h8000 : 16'h0000;
-  assign \$143  = $signed(chan[99:92]) < $signed(1'h0);
-  assign \$144  = - $signed(chan[99:92]);
-  assign \$145  = \$143  ? \$144  : { chan[99], chan[99:92] };
-  assign \$146  = $signed(chan[99:92]) < $signed(1'h0);
-  assign \$147  = $signed(chan[99:92]) < $signed(1'h0);
-  assign \$148  = - $signed(chan[99:92]);
-  assign \$149  = \$147  ? \$148  : { chan[99], chan[99:92] };
-  assign \$150  = $signed(chan[99:92]) < $signed(1'h0);
-  assign \$151  = $signed(chan[123:108]) < $signed(1'h0);
-  assign \$152  = - $signed(chan[123:108]);
-  assign \$153  = \$151  ? \$152  : { chan[123], chan[123:108] };
-  assign \$154  = $signed(chan[123:108]) < $signed(1'h0);
-  assign \$155  = ! fsm_state;
-  assign \$156  = fsm_state == 1'h1;
-  assign \$157  = fsm_state == 2'h2;
-  assign \$158  = fsm_state == 2'h3;
-  assign \$159  = fsm_state == 3'h4;
-  assign \$160  = fsm_state == 3'h5;
-  assign \$161  = fsm_state == 3'h6;
-  assign \$162  = fsm_state == 3'h7;
-  assign \$163  = fsm_state == 4'h8;
-  assign \$164  = fsm_state == 4'h9;
-  assign \$165  = fsm_state == 4'ha;
-  assign \$166  = fsm_state == 4'hb;
-  assign \$167  = fsm_state == 4'hc;
-  assign \$168  = fsm_state == 4'hd;
-  assign \$169  = fsm_state == 4'he;
-  assign \$170  = fsm_state == 4'hf;
-  assign \$171  = fsm_state == 5'h10;
-  assign \$172  = fsm_state == 5'h11;
-  assign \$173  = fsm_state == 5'h12;
-  assign \$174  = fsm_state == 5'h13;
-  assign \$175  = fsm_state == 5'h14;
-  assign \$176  = fsm_state == 5'h15;
-  assign \$177  = fsm_state == 5'h16;
-  assign \$178  = fsm_state == 5'h17;
-  assign \$179  = fsm_state == 5'h18;
-  assign \$180  = fsm_state == 5'h19;
-  assign \$181  = fsm_state == 5'h1a;
-  assign \$182  = fsm_state == 5'h1b;
-  assign \$183  = fsm_state == 5'h1c;
-  assign \$184  = fsm_state == 5'h1d;
-  assign \$185  = fsm_state == 5'h1e;
-  assign \$186  = fsm_state == 5'h1f;
-  assign \$187  = fsm_state == 6'h20;
-  assign \$188  = fsm_state == 6'h21;
-  assign \$189  = fsm_state == 6'h22;
-  assign \$190  = fsm_state == 6'h23;
-  assign \$191  = - $signed(lo);
-  assign \$192  = $signed(hi) > $signed(\$191 );
-  assign \$193  = - $signed(lo);
-  assign \$194  = \$192  ? { hi[7], hi } : \$193 ;
-  assign \$195  = ! lead;
-  assign \$196  = 1'h1 << lead;
-  assign \$198  = \$195  ? 64'h0000000000000000 : \$197 ;
-  assign \$199  = ! lead;
-  assign \$200  = lead + 8'hf8;
-  assign \$201  = $signed(sh0) < $signed(4'h4);
-  assign \$202  = $signed(4'h4) - $signed(sh0);
-  assign \$203  = \$201  ? \$202  : 11'h000;
-  assign \$204  = $signed(sh0) < $signed(4'h4);
-  assign \$205  = $signed(sh0) - $signed(5'h0d);
-  assign \$206  = $signed(\$205 ) > $signed({ 1'h0, tk });
-  assign \$207  = $signed(sh0) - $signed(5'h0d);
-  assign \$208  = $signed(sh0) - $signed(4'h4);
-  assign \$209  = $signed(\$208 ) < $signed({ 1'h0, tk });
-  assign \$210  = $signed(sh0) - $signed(4'h4);
-  assign \$211  = \$209  ? \$210  : { 7'h00, tk };
-  assign \$212  = \$206  ? \$207  : \$211 ;
-  assign \$213  = \$204  ? 11'h000 : \$212 ;
-  assign \$214  = $signed(km) << pre;
-  assign \$215  = tsh > 6'h34;
-  assign \$216  = \$215  ? 10'h034 : tsh;
-  assign \$217  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$218  = $signed(\$217 ) - $signed({ 1'h0, tsh });
-  assign \$219  = $signed(km_pre) >>> t_clamped;
-  assign \$220  = $signed(chan[107:100]) << \$140 [3:0];
-  assign \$221  = 1'h1 << sh;
-  assign \$223  = $signed(\$220 ) + $signed({ 1'h0, \$222  });
-  assign \$225  = $signed(5'h0d) - $signed(chan[147:140]);
-  assign \$226  = $signed(sh0) < $signed(4'h4);
-  assign \$227  = $signed(4'h4) - $signed(sh0);
-  assign \$228  = \$226  ? \$227  : 11'h000;
-  assign \$229  = $signed(sh0) < $signed(4'h4);
-  assign \$230  = $signed(sh0) - $signed(5'h0d);
-  assign \$231  = $signed(\$230 ) > $signed({ 1'h0, tk });
-  assign \$232  = $signed(sh0) - $signed(5'h0d);
-  assign \$233  = $signed(sh0) - $signed(4'h4);
-  assign \$234  = $signed(\$233 ) < $signed({ 1'h0, tk });
-  assign \$235  = $signed(sh0) - $signed(4'h4);
-  assign \$236  = \$234  ? \$235  : { 7'h00, tk };
-  assign \$237  = \$231  ? \$232  : \$236 ;
-  assign \$238  = \$229  ? 11'h000 : \$237 ;
-  assign \$239  = $signed(km) << pre;
-  assign \$240  = tsh > 6'h34;
-  assign \$241  = \$240  ? 10'h034 : tsh;
-  assign \$242  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$243  = $signed(\$242 ) - $signed({ 1'h0, tsh });
-  assign \$244  = $signed(km_pre) >>> t_clamped;
-  assign \$245  = $signed(chan[107:100]) << \$141 [3:0];
-  assign \$246  = 1'h1 << sh;
-  assign \$248  = $signed(\$245 ) + $signed({ 1'h0, \$247  });
-  assign \$250  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$3  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$4  = - $signed(chan[99:92]);
+  assign \$5  = \$3  ? \$4  : { chan[99], chan[99:92] };
+  assign \$8  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$11  = $signed(floor_q) < $signed(1'h0);
+  assign \$12  = - $signed(floor_q);
+  assign \$13  = \$11  ? \$12  : { floor_q[9], floor_q };
+  assign \$14  = $signed(floor_q) >= $signed(1'h0);
+  assign \$15  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$16  = - $signed(chan[99:92]);
+  assign \$17  = \$15  ? \$16  : { chan[99], chan[99:92] };
+  assign \$18  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$19  = $signed(floor_q) < $signed(1'h0);
+  assign \$20  = - $signed(floor_q);
+  assign \$21  = \$19  ? \$20  : { floor_q[9], floor_q };
+  assign \$22  = $signed(floor_q) >= $signed(1'h0);
+  assign \$23  = ! fsm_state;
+  assign \$24  = fsm_state == 1'h1;
+  assign \$25  = fsm_state == 2'h2;
+  assign \$26  = fsm_state == 2'h3;
+  assign \$27  = fsm_state == 3'h4;
+  assign \$28  = fsm_state == 3'h5;
+  assign \$29  = fsm_state == 3'h6;
+  assign \$30  = fsm_state == 3'h7;
+  assign \$31  = fsm_state == 4'h8;
+  assign \$32  = fsm_state == 4'h9;
+  assign \$33  = fsm_state == 4'ha;
+  assign \$34  = fsm_state == 4'hb;
+  assign \$35  = fsm_state == 4'hc;
+  assign \$36  = fsm_state == 4'hd;
+  assign \$37  = fsm_state == 4'he;
+  assign \$38  = fsm_state == 4'hf;
+  assign \$39  = fsm_state == 5'h10;
+  assign \$40  = fsm_state == 5'h11;
+  assign \$41  = fsm_state == 5'h12;
+  assign \$42  = fsm_state == 5'h13;
+  assign \$43  = fsm_state == 5'h14;
+  assign \$44  = fsm_state == 5'h15;
+  assign \$45  = fsm_state == 5'h16;
+  assign \$46  = fsm_state == 5'h17;
+  assign \$47  = fsm_state == 5'h18;
+  assign \$48  = fsm_state == 5'h19;
+  assign \$49  = fsm_state == 5'h1a;
+  assign \$50  = fsm_state == 5'h1b;
+  assign \$51  = fsm_state == 5'h1c;
+  assign \$52  = fsm_state == 5'h1d;
+  assign \$53  = fsm_state == 5'h1e;
+  assign \$54  = fsm_state == 5'h1f;
+  assign \$55  = fsm_state == 6'h20;
+  assign \$56  = fsm_state == 6'h21;
+  assign \$57  = fsm_state == 6'h22;
+  assign \$58  = fsm_state == 6'h23;
+  assign \$59  = fsm_state == 6'h24;
+  assign \$60  = fsm_state == 6'h25;
+  assign \$61  = fsm_state == 6'h26;
+  assign \$62  = fsm_state == 6'h27;
+  assign \$63  = fsm_state == 6'h28;
+  assign \$64  = fsm_state == 6'h29;
+  assign \$65  = fsm_state == 6'h2a;
+  assign \$66  = fsm_state == 6'h2b;
+  assign \$67  = fsm_state == 6'h2c;
+  assign \$68  = fsm_state == 6'h2d;
+  assign \$69  = fsm_state == 6'h2e;
+  assign \$70  = fsm_state == 6'h2f;
+  assign \$71  = fsm_state == 6'h30;
+  assign \$72  = fsm_state == 6'h31;
+  assign \$73  = fsm_state == 6'h32;
+  assign \$74  = fsm_state == 6'h33;
+  assign \$75  = fsm_state == 6'h34;
+  assign \$76  = fsm_state == 6'h35;
+  assign \$77  = fsm_state == 6'h36;
+  assign \$78  = fsm_state == 6'h37;
+  assign \$79  = fsm_state == 6'h38;
+  assign \$80  = fsm_state == 6'h39;
+  assign \$81  = fsm_state == 6'h3a;
+  assign \$82  = fsm_state == 6'h3b;
+  assign \$83  = fsm_state == 6'h3c;
+  assign \$84  = fsm_state == 6'h3d;
+  assign \$85  = fsm_state == 6'h3e;
+  assign \$86  = - $signed(lo);
+  assign \$87  = $signed(hi) > $signed(\$86 );
+  assign \$88  = - $signed(lo);
+  assign \$89  = \$87  ? { hi[7], hi } : \$88 ;
+  assign \$90  = ~ den_norm[45];
+  assign \$92  = den_zeros + 1'h1;
+  assign \$93  = ~ num_norm[22];
+  assign \$95  = num_zeros + 1'h1;
+  assign \$96  = loop_n + 1'h1;
+  assign \$97  = loop_n == 6'h2d;
+  assign \$98  = 4'hd + num_zeros;
+  assign \$99  = \$98  - den_zeros;
+  assign \$100  = ~ num_norm[22];
+  assign \$102  = $signed(div_num) < $signed(1'h0);
+  assign \$103  = - $signed(div_num);
+  assign \$104  = \$102  ? \$103  : { div_num[42], div_num };
+  assign \$105  = $signed(div_num) < $signed(1'h0);
+  assign \$107  = gain_q1[13] ? \$106  : gain_q1;
+  assign \$108  = gain_zero ? 16'h0000 : \$107 ;
+  assign \$109  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$110  = gain_zero ? 10'h004 : \$109 ;
+  assign \$111  = ~ gain_zero;
+  assign \$112  = $signed(gain_shift) < $signed(4'h4);
+  assign \$113  = \$111  & \$112 ;
+  assign \$114  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$116  = $signed(gain_shift) - $signed(2'h1);
+  assign \$117  = $signed(gain_shift) < $signed(4'h4);
+  assign \$118  = special_r & \$117 ;
+  assign \$119  = scale_count < 4'hd;
+  assign \$120  = \$118  & \$119 ;
+  assign \$122  = $signed(gain_shift) + $signed(2'h1);
+  assign \$123  = scale_count + 1'h1;
+  assign \$124  = loop_n + 1'h1;
+  assign \$125  = loop_n == 4'hd;
+  assign \$126  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$127  = \$126  ? 9'h00d : gain_shift;
+  assign \$128  = special_r ? 9'h004 : \$127 ;
+  assign \$129  = $signed(div_num) < $signed(1'h0);
+  assign \$130  = - $signed(div_num);
+  assign \$131  = \$129  ? \$130  : { div_num[42], div_num };
+  assign \$132  = $signed(div_num) < $signed(1'h0);
+  assign \$133  = $signed(chan[107:100]) << \$1 [3:0];
+  assign \$134  = 1'h1 << sh;
+  assign \$136  = $signed(\$133 ) + $signed({ 1'h0, \$135  });
+  assign \$137  = $signed(\$136 ) - $signed(gain_w);
+  assign \$138  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$139  = - gain_x;
+  assign \$140  = \$138  ? \$139  : { 1'h0, gain_x };
+  assign \$141  = $signed(gain_t) + $signed(\$140 );
+  assign \$142  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$143  = $signed(gain_t) > $signed(13'h0810);
+  assign \$144  = \$143  ? 31'h00000810 : gain_t;
+  assign \$145  = \$142  ? 31'h7ffff7e0 : \$144 ;
+  assign \$146  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$147  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$148  = \$147  ? 32'd2064 : gain_t1;
+  assign \$149  = \$146  ? 32'd4294965216 : \$148 ;
+  assign \$150  = $signed(acc1) - $signed(acc0);
+  assign \$151  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$152  = - gain_x;
+  assign \$153  = \$151  ? \$152  : { 1'h0, gain_x };
+  assign \$154  = special_r ? { \$150 [23], \$150 [23], \$150 [23], \$150 [23], \$150  } : \$153 ;
+  assign \$155  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$156  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$157  = $signed(floor_q) + $signed(2'h1);
+  assign \$159  = ~ den_norm[45];
+  assign \$161  = den_zeros + 1'h1;
+  assign \$162  = ~ num_norm[22];
+  assign \$164  = num_zeros + 1'h1;
+  assign \$165  = loop_n + 1'h1;
+  assign \$166  = loop_n == 5'h16;
+  assign \$167  = 7'h7c + num_zeros;
+  assign \$168  = $signed(\$167 ) - $signed(chan[147:140]);
+  assign \$169  = ~ num_norm[22];
+  assign \$173  = gain_q1[13] ? \$172  : gain_q1;
+  assign \$174  = gain_zero ? 16'h0000 : \$173 ;
+  assign \$175  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$176  = gain_zero ? 10'h004 : \$175 ;
+  assign \$177  = ~ gain_zero;
+  assign \$178  = $signed(gain_shift) < $signed(4'h4);
+  assign \$179  = \$177  & \$178 ;
+  assign \$180  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$182  = $signed(gain_shift) - $signed(2'h1);
+  assign \$183  = $signed(gain_shift) < $signed(4'h4);
+  assign \$184  = special_r & \$183 ;
+  assign \$185  = scale_count < 4'hd;
+  assign \$186  = \$184  & \$185 ;
+  assign \$188  = $signed(gain_shift) + $signed(2'h1);
+  assign \$189  = scale_count + 1'h1;
+  assign \$190  = loop_n + 1'h1;
+  assign \$191  = loop_n == 4'hd;
+  assign \$192  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$193  = \$192  ? 9'h00d : gain_shift;
+  assign \$194  = special_r ? 9'h004 : \$193 ;
+  assign \$196  = $signed(chan[107:100]) << \$2 [3:0];
+  assign \$197  = 1'h1 << sh;
+  assign \$199  = $signed(\$196 ) + $signed({ 1'h0, \$198  });
+  assign \$200  = $signed(\$199 ) - $signed(gain_w);
+  assign \$201  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$202  = - gain_x;
+  assign \$203  = \$201  ? \$202  : { 1'h0, gain_x };
+  assign \$204  = $signed(gain_t) + $signed(\$203 );
+  assign \$205  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$206  = $signed(gain_t) > $signed(13'h0810);
+  assign \$207  = \$206  ? 31'h00000810 : gain_t;
+  assign \$208  = \$205  ? 31'h7ffff7e0 : \$207 ;
+  assign \$209  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$210  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$211  = \$210  ? 32'd2064 : gain_t1;
+  assign \$212  = \$209  ? 32'd4294965216 : \$211 ;
+  assign \$213  = $signed(acc1) - $signed(acc0);
+  assign \$214  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$215  = - gain_x;
+  assign \$216  = \$214  ? \$215  : { 1'h0, gain_x };
+  assign \$217  = special_r ? { \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213  } : \$216 ;
+  assign \$218  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$219  = $signed(chan[99:92]) < $signed(1'h0);
+  assign \$220  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$251 ;
+    pop_top <= \$221 ;
   always @(posedge clk)
-    pop_bottom <= \$252 ;
+    pop_bottom <= \$222 ;
   always @(posedge clk)
-    fsm_state <= \$253 ;
+    fsm_state <= \$223 ;
   always @(posedge clk)
-    t <= \$254 ;
+    t <= \$224 ;
   always @(posedge clk)
-    start <= \$255 ;
+    start <= \$225 ;
   always @(posedge clk)
-    den <= \$256 ;
+    \den$39  <= \$226 ;
   always @(posedge clk)
-    lead <= \$257 ;
+    floor_q <= \$227 ;
   always @(posedge clk)
-    \start$9  <= \$258 ;
+    mean_rem <= \$228 ;
   always @(posedge clk)
-    recip_rem <= \$259 ;
+    gain_num <= \$229 ;
   always @(posedge clk)
-    recip_one <= \$260 ;
+    den_norm <= \$230 ;
   always @(posedge clk)
-    recip <= \$261 ;
+    num_norm <= \$231 ;
   always @(posedge clk)
-    m <= \$262 ;
+    num_zeros <= \$232 ;
   always @(posedge clk)
-    km <= \$263 ;
+    den_zeros <= \$233 ;
   always @(posedge clk)
-    sh0 <= \$264 ;
+    loop_n <= \$234 ;
   always @(posedge clk)
-    tk <= \$265 ;
+    gain_shift <= \$235 ;
   always @(posedge clk)
-    pre <= \$266 ;
+    gain_zero <= \$236 ;
   always @(posedge clk)
-    tsh <= \$267 ;
+    div_num <= \$237 ;
   always @(posedge clk)
-    km_pre <= \$268 ;
+    div_mag <= \$238 ;
   always @(posedge clk)
-    t_clamped <= \$269 ;
+    div_neg <= \$239 ;
   always @(posedge clk)
-    sh <= \$270 ;
+    \start$5  <= \$240 ;
   always @(posedge clk)
-    \a$27  <= \$271 ;
+    gain_q1 <= \$241 ;
   always @(posedge clk)
-    bias <= \$272 ;
+    gain_x <= \$242 ;
   always @(posedge clk)
-    \b$50  <= \$273 ;
+    scale_count <= \$243 ;
   always @(posedge clk)
-    \p$51  <= \$274 ;
+    special_r <= \$244 ;
   always @(posedge clk)
-    quot <= \$275 ;
+    sh <= \$245 ;
+  always @(posedge clk)
+    gain_p <= \$246 ;
+  always @(posedge clk)
+    gain_w <= \$247 ;
+  always @(posedge clk)
+    gain_t <= \$248 ;
+  always @(posedge clk)
+    gain_t1 <= \$249 ;
+  always @(posedge clk)
+    acc0 <= \$250 ;
+  always @(posedge clk)
+    acc1 <= \$251 ;
+  always @(posedge clk)
+    a_fin <= \$252 ;
+  always @(posedge clk)
+    c_fin <= \$253 ;
+  always @(posedge clk)
+    \b$59  <= \$254 ;
+  always @(posedge clk)
+    \a$60  <= \$255 ;
+  always @(posedge clk)
+    special <= \$256 ;
+  always @(posedge clk)
+    \neg$62  <= \$257 ;
+  always @(posedge clk)
+    q_lo <= \$258 ;
+  always @(posedge clk)
+    q_hi <= \$259 ;
   \hwnorm_frn_linf_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$23 ),
-    .done(\done$40 ),
+    .\den$13 (den),
+    .done(\done$48 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$22 ),
+    .\neg$15 (\neg$18 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$24 )
+    .start(\start$5 ),
+    .steps(\steps$22 )
   );
   \hwnorm_frn_linf_s8.math.mul  mul (
     .a(a),
@@ -1254,7 +1246,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 30'h00000000;
+    a = 28'h0000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1263,13 +1255,13 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h04:
           /* empty */;
       6'h05:
-          a = { t[24], t[24], t[24], t[24], t[24], t };
+          a = { t[24], t[24], t[24], t };
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          a = { t[24], t[24], t[24], t[24], t[24], t };
+          a = { t[24], t[24], t[24], t };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1277,19 +1269,19 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          a = { \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5  };
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { 13'h0000, recip };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          a = { m[25], m[25], m[25], m[25], m };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1302,12 +1294,10 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          a = { 14'h0000, chan[139:124] };
-      6'h1a:
           /* empty */;
+      6'h1a:
+          a = { 1'h0, gain_x };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1319,7 +1309,65 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          a = { \a$27 [28], \a$27  };
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          a = { \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17  };
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          a = { 1'h0, gain_x };
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
@@ -1347,19 +1395,19 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          b = { 12'h000, chan[13:1] };
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          b = { \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145 [8], \$145  };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          b = { 12'h000, chan[13:1] };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1372,12 +1420,10 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          b = { \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149  };
-      6'h1a:
           /* empty */;
+      6'h1a:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1389,12 +1435,70 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          b = { \$153 [16], \$153 [16], \$153 [16], \$153 [16], \$153 [16], \$153 [16], \$153 [16], \$153 [16], \$153  };
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          b = { \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13  };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          b = { 9'h000, chan[139:124] };
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          b = { \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 54'h00000000000000;
+    c = 52'h0000000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1403,13 +1507,13 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h04:
           /* empty */;
       6'h05:
-          c = 54'h00000000000000;
+          c = 52'h0000000000000;
       6'h06:
           /* empty */;
       6'h07:
           /* empty */;
       6'h08:
-          c = { 9'h000, chan[83:39] };
+          c = { 7'h00, chan[83:39] };
       6'h09:
           /* empty */;
       6'h0a:
@@ -1417,19 +1521,19 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          c = 52'h0000000000000;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 54'h00000000000000;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          c = 54'h00000000000000;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1442,12 +1546,10 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          c = 54'h00000000000000;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          c = 52'h0000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1459,7 +1561,65 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          c = 54'h00000000000000;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          c = 52'h0000000000000;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          c = 52'h0000000000000;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
@@ -1487,19 +1647,19 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          neg = 1'h0;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          neg = \$146 ;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          neg = 1'h0;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1512,12 +1672,10 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          neg = \$150 ;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          neg = \$8 ;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1529,7 +1687,65 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1f:
           /* empty */;
       6'h20:
-          neg = \$154 ;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          neg = \$14 ;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          neg = 1'h0;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          neg = \$18 ;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          neg = \$22 ;
     endcase
   end
   always @* begin
@@ -1557,19 +1773,19 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          steps = 5'h0d;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          steps = 5'h08;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          steps = 5'h0d;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1582,12 +1798,10 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          steps = 5'h08;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          steps = 5'h0d;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1599,12 +1813,70 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          steps = 5'h09;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
           steps = 5'h10;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          steps = 5'h08;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          steps = 5'h09;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 46'h000000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1627,12 +1899,48 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          rem_init = recip_rem;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          rem_init = \$6 [15:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          rem_init = \$9 [15:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 16'h0000;
+    lo_init = 27'h0000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1655,12 +1963,48 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          lo_init = \$142 ;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          lo_init = \$7 [26:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          lo_init = \$10 [26:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$22  = 1'h0;
+    \neg$18  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1683,12 +2027,48 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          \neg$22  = 1'h0;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \neg$18  = div_neg;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \neg$18  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$23  = 46'h000000000000;
+    den = 16'h0000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1711,12 +2091,48 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          \den$23  = den;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          den = den_norm[45:30];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$24  = 5'h00;
+    \steps$22  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1739,7 +2155,43 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h0b:
           /* empty */;
       6'h0c:
-          \steps$24  = 5'h10;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \steps$22  = 5'h0e;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \steps$22  = 5'h1b;
     endcase
   end
   always @* begin
@@ -1792,8 +2244,6 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1815,6 +2265,62 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h22:
           /* empty */;
       6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -1822,181 +2328,249 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = 1'h0;
+    \$221  = 1'h0;
     if (rst) begin
-      \$251  = 1'h0;
+      \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = 1'h0;
+    \$222  = 1'h0;
     if (rst) begin
-      \$252  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = fsm_state;
+    \$223  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$33 ) begin
             casez (entry)
               2'h0:
-                  \$253  = 6'h01;
+                  \$223  = 6'h01;
               2'h1:
-                  \$253  = 6'h02;
+                  \$223  = 6'h02;
               2'h2:
-                  \$253  = 6'h03;
+                  \$223  = 6'h03;
             endcase
           end
       6'h02:
-          \$253  = 6'h04;
+          \$223  = 6'h04;
       6'h04:
-          \$253  = 6'h05;
+          \$223  = 6'h05;
       6'h05:
-          \$253  = 6'h06;
+          \$223  = 6'h06;
       6'h06:
           if (\done$37 ) begin
-            \$253  = 6'h07;
+            \$223  = 6'h07;
           end
       6'h07:
-          \$253  = 6'h08;
+          \$223  = 6'h08;
       6'h08:
-          \$253  = 6'h09;
+          \$223  = 6'h09;
       6'h09:
           if (\done$37 ) begin
-            \$253  = 6'h0a;
+            \$223  = 6'h0a;
           end
       6'h0a:
-          \$253  = 6'h0b;
+          \$223  = 6'h0b;
       6'h0b:
-          \$253  = 6'h0c;
+          \$223  = 6'h0c;
       6'h0c:
-          \$253  = 6'h0d;
+          \$223  = 6'h0d;
       6'h0d:
-          if (\done$40 ) begin
-            \$253  = 6'h0e;
+          if (\done$37 ) begin
+            \$223  = 6'h0e;
           end
       6'h0e:
-          \$253  = 6'h0f;
+          \$223  = 6'h0f;
       6'h0f:
-          \$253  = 6'h10;
+          if (\$97 ) begin
+            \$223  = 6'h10;
+          end
       6'h10:
-          if (\done$37 ) begin
-            \$253  = 6'h11;
-          end
+          \$223  = 6'h11;
       6'h11:
-          \$253  = 6'h12;
+          \$223  = 6'h12;
       6'h12:
-          \$253  = 6'h13;
+          \$223  = 6'h13;
       6'h13:
-          if (\done$37 ) begin
-            \$253  = 6'h14;
-          end
+          \$223  = 6'h14;
       6'h14:
-          \$253  = 6'h15;
+          if (\done$48 ) begin
+            \$223  = 6'h15;
+          end
       6'h15:
-          \$253  = 6'h16;
+          \$223  = 6'h16;
       6'h16:
-          \$253  = 6'h17;
+          \$223  = 6'h17;
       6'h17:
-          \$253  = 6'h18;
+          if (\$125 ) begin
+            \$223  = 6'h18;
+          end
       6'h18:
-          \$253  = 6'h01;
-      6'h03:
-          \$253  = 6'h19;
+          \$223  = 6'h19;
       6'h19:
-          \$253  = 6'h1a;
+          \$223  = 6'h1a;
       6'h1a:
-          if (\done$37 ) begin
-            \$253  = 6'h1b;
-          end
+          \$223  = 6'h1b;
       6'h1b:
-          \$253  = 6'h1c;
-      6'h1c:
-          \$253  = 6'h1d;
-      6'h1d:
-          \$253  = 6'h1e;
-      6'h1e:
-          \$253  = 6'h1f;
-      6'h1f:
-          \$253  = 6'h20;
-      6'h20:
-          \$253  = 6'h21;
-      6'h21:
           if (\done$37 ) begin
-            \$253  = 6'h22;
+            \$223  = 6'h1c;
           end
+      6'h1c:
+          \$223  = 6'h1d;
+      6'h1d:
+          \$223  = 6'h1e;
+      6'h1e:
+          \$223  = 6'h1f;
+      6'h1f:
+          if (\done$48 ) begin
+            \$223  = 6'h20;
+          end
+      6'h20:
+          \$223  = 6'h21;
+      6'h21:
+          \$223  = 6'h22;
       6'h22:
-          \$253  = 6'h23;
+          \$223  = 6'h23;
       6'h23:
-          \$253  = 6'h01;
+          \$223  = 6'h24;
+      6'h24:
+          \$223  = 6'h25;
+      6'h25:
+          \$223  = 6'h26;
+      6'h26:
+          if (\done$37 ) begin
+            \$223  = 6'h27;
+          end
+      6'h27:
+          \$223  = 6'h01;
+      6'h03:
+          \$223  = 6'h28;
+      6'h28:
+          \$223  = 6'h29;
+      6'h29:
+          \$223  = 6'h2a;
+      6'h2a:
+          if (\done$37 ) begin
+            \$223  = 6'h2b;
+          end
+      6'h2b:
+          \$223  = 6'h2c;
+      6'h2c:
+          if (\$166 ) begin
+            \$223  = 6'h2d;
+          end
+      6'h2d:
+          \$223  = 6'h2e;
+      6'h2e:
+          \$223  = 6'h2f;
+      6'h2f:
+          \$223  = 6'h30;
+      6'h30:
+          \$223  = 6'h31;
+      6'h31:
+          if (\$191 ) begin
+            \$223  = 6'h32;
+          end
+      6'h32:
+          \$223  = 6'h33;
+      6'h33:
+          \$223  = 6'h34;
+      6'h34:
+          \$223  = 6'h35;
+      6'h35:
+          if (\done$37 ) begin
+            \$223  = 6'h36;
+          end
+      6'h36:
+          \$223  = 6'h37;
+      6'h37:
+          \$223  = 6'h38;
+      6'h38:
+          \$223  = 6'h39;
+      6'h39:
+          \$223  = 6'h3a;
+      6'h3a:
+          \$223  = 6'h3b;
+      6'h3b:
+          \$223  = 6'h3c;
+      6'h3c:
+          \$223  = 6'h3d;
+      6'h3d:
+          if (\done$37 ) begin
+            \$223  = 6'h3e;
+          end
+      6'h3e:
+          \$223  = 6'h01;
       6'h01:
-          \$253  = 6'h00;
+          \$223  = 6'h00;
     endcase
     if (rst) begin
-      \$253  = 6'h00;
+      \$223  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = t;
+    \$224  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$254  = { \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194 [8], \$194  };
+          \$224  = { \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89 [8], \$89  };
       6'h04:
           /* empty */;
       6'h05:
           /* empty */;
       6'h06:
           if (\done$37 ) begin
-            \$254  = p[24:0];
+            \$224  = p[24:0];
           end
     endcase
     if (rst) begin
-      \$254  = 25'h0000000;
+      \$224  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = start;
+    \$225  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$255  = 1'h1;
+          \$225  = 1'h1;
       6'h05:
-          \$255  = 1'h0;
+          \$225  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          \$255  = 1'h1;
+          \$225  = 1'h1;
       6'h08:
-          \$255  = 1'h0;
+          \$225  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          \$225  = 1'h1;
       6'h0c:
-          /* empty */;
+          \$225  = 1'h0;
       6'h0d:
           /* empty */;
       6'h0e:
-          \$255  = 1'h1;
+          /* empty */;
       6'h0f:
-          \$255  = 1'h0;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \$255  = 1'h1;
+          /* empty */;
       6'h12:
-          \$255  = 1'h0;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -2009,12 +2583,10 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          \$255  = 1'h1;
       6'h19:
-          \$255  = 1'h0;
+          \$225  = 1'h1;
       6'h1a:
-          /* empty */;
+          \$225  = 1'h0;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -2024,17 +2596,75 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h1e:
           /* empty */;
       6'h1f:
-          \$255  = 1'h1;
+          /* empty */;
       6'h20:
-          \$255  = 1'h0;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$225  = 1'h1;
+      6'h25:
+          \$225  = 1'h0;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          \$225  = 1'h1;
+      6'h29:
+          \$225  = 1'h0;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          \$225  = 1'h1;
+      6'h34:
+          \$225  = 1'h0;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          \$225  = 1'h1;
+      6'h3c:
+          \$225  = 1'h0;
     endcase
     if (rst) begin
-      \$255  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = den;
+    \$226  = \den$39 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2052,16 +2682,16 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
           /* empty */;
       6'h09:
           if (\done$37 ) begin
-            \$256  = p[45:0];
+            \$226  = p[45:0];
           end
     endcase
     if (rst) begin
-      \$256  = 46'h000000000000;
+      \$226  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = lead;
+    \$227  = floor_q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2080,883 +2710,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h09:
           /* empty */;
       6'h0a:
-          \$257  = den_lead;
-    endcase
-    if (rst) begin
-      \$257  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$258  = 1'h1;
-      6'h0c:
-          \$258  = 1'h0;
-    endcase
-    if (rst) begin
-      \$258  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$259  = \$198 [45:0];
-    endcase
-    if (rst) begin
-      \$259  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$260  = \$199 ;
-    endcase
-    if (rst) begin
-      \$260  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (\done$40 ) begin
-            \$261  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$261  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$37 ) begin
-            \$262  = p[25:0];
-          end
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          if (\done$37 ) begin
-            \$262  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$262  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          if (\done$37 ) begin
-            \$263  = p[39:0];
-          end
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$263  = \$224 [39:0];
-    endcase
-    if (rst) begin
-      \$263  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$264  = { \$200 [7], \$200 [7], \$200  };
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$264  = { \$225 [8], \$225  };
-    endcase
-    if (rst) begin
-      \$264  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$265  = count_lead;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$265  = 4'h8;
-    endcase
-    if (rst) begin
-      \$265  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$266  = \$203 [3:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$266  = \$228 [3:0];
-    endcase
-    if (rst) begin
-      \$266  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$267  = \$213 [9:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$267  = \$238 [9:0];
-    endcase
-    if (rst) begin
-      \$267  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$268  = \$214 [51:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$268  = \$239 [51:0];
-    endcase
-    if (rst) begin
-      \$268  = 52'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$269  = \$216 [5:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$269  = \$241 [5:0];
-    endcase
-    if (rst) begin
-      \$269  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$270  = \$218 [3:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$270  = \$243 [3:0];
-    endcase
-    if (rst) begin
-      \$270  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = \a$27 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$271  = \$219 [28:0];
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$271  = \$244 [28:0];
-    endcase
-    if (rst) begin
-      \$271  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$272  = { \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223 [23], \$223  };
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$272  = { \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248 [23], \$248  };
-    endcase
-    if (rst) begin
-      \$272  = 37'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = \b$50 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
+          \$227  = 10'h000;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2984,8 +2738,6 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h17:
           /* empty */;
       6'h18:
-          \$273  = bias;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -3008,15 +2760,25 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h22:
           /* empty */;
       6'h23:
-          \$273  = \$250 [36:0];
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$227  = \$158 [9:0];
     endcase
     if (rst) begin
-      \$273  = 37'h0000000000;
+      \$227  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = \p$51 ;
+    \$228  = mean_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3035,7 +2797,7 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h09:
           /* empty */;
       6'h0a:
-          /* empty */;
+          \$228  = 14'h0000;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -3063,85 +2825,6 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$37 ) begin
-            \$274  = p[51:0];
-          end
-    endcase
-    if (rst) begin
-      \$274  = 52'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -3162,16 +2845,3455 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
       6'h21:
           /* empty */;
       6'h22:
-          \$275  = \$249 [40:0];
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$228  = { 6'h00, chan[115:108] };
     endcase
     if (rst) begin
-      \$275  = 41'h00000000000;
+      \$228  = 14'h0000;
     end
   end
-  assign beta_shift = \$140 [3:0];
-  assign \beta_shift$6  = \$141 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$229  = gain_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          if (\done$37 ) begin
+            \$229  = p[23:0];
+          end
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          if (\done$37 ) begin
+            \$229  = p[23:0];
+          end
+    endcase
+    if (rst) begin
+      \$229  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$230  = den_norm;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$230  = \den$39 ;
+      6'h0f:
+          if (\$90 ) begin
+            \$230  = \$91 [45:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$230  = 46'h200000000000;
+      6'h2c:
+          if (\$159 ) begin
+            \$230  = \$160 [45:0];
+          end
+    endcase
+    if (rst) begin
+      \$230  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$231  = num_norm;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$231  = gain_num[22:0];
+      6'h0f:
+          if (\$93 ) begin
+            \$231  = \$94 [22:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$231  = gain_num[22:0];
+      6'h2c:
+          if (\$162 ) begin
+            \$231  = \$163 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$231  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = num_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$232  = 5'h00;
+      6'h0f:
+          if (\$93 ) begin
+            \$232  = \$95 [4:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$232  = 5'h00;
+      6'h2c:
+          if (\$162 ) begin
+            \$232  = \$164 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = den_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$233  = 6'h00;
+      6'h0f:
+          if (\$90 ) begin
+            \$233  = \$92 [5:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$233  = 6'h00;
+      6'h2c:
+          if (\$159 ) begin
+            \$233  = \$161 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$233  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = loop_n;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+        begin
+          \$234  = \$96 [5:0];
+          if (\$97 ) begin
+            \$234  = 6'h00;
+          end
+        end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          \$234  = \$124 [5:0];
+          if (\$125 ) begin
+            \$234  = 6'h00;
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+        begin
+          \$234  = \$165 [5:0];
+          if (\$166 ) begin
+            \$234  = 6'h00;
+          end
+        end
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          \$234  = \$190 [5:0];
+          if (\$191 ) begin
+            \$234  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$234  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$235  = gain_shift;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$235  = { \$99 [6], \$99 [6], \$99  };
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$235  = \$110 [8:0];
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          if (\$114 ) begin
+            \$235  = \$116 [8:0];
+          end
+          if (\$120 ) begin
+            \$235  = \$122 [8:0];
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$235  = \$168 ;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$235  = \$176 [8:0];
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          if (\$180 ) begin
+            \$235  = \$182 [8:0];
+          end
+          if (\$186 ) begin
+            \$235  = \$188 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$235  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$236  = gain_zero;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$236  = \$100 ;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$236  = \$169 ;
+    endcase
+    if (rst) begin
+      \$236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$237  = { 13'h0000, \$101  };
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$237  = { gain_p[41], gain_p };
+    endcase
+    if (rst) begin
+      \$237  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$238  = \$104 [42:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$238  = \$131 [42:0];
+    endcase
+    if (rst) begin
+      \$238  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$239  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$239  = \$105 ;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$239  = \$132 ;
+    endcase
+    if (rst) begin
+      \$239  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = \start$5 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$240  = 1'h1;
+      6'h13:
+          \$240  = 1'h0;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$240  = 1'h1;
+      6'h1e:
+          \$240  = 1'h0;
+    endcase
+    if (rst) begin
+      \$240  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = gain_q1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          if (\done$48 ) begin
+            \$241  = q[15:0];
+          end
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$241  = \$171 [15:0];
+    endcase
+    if (rst) begin
+      \$241  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = gain_x;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$242  = { \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108  };
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          if (\$114 ) begin
+            \$242  = \$115 ;
+          end
+          if (\$120 ) begin
+            \$242  = \$121 [26:0];
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$242  = { \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174  };
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          if (\$180 ) begin
+            \$242  = \$181 ;
+          end
+          if (\$186 ) begin
+            \$242  = \$187 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$242  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = scale_count;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$243  = 4'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$243  = \$123 [3:0];
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$243  = 4'h0;
+      6'h30:
+          /* empty */;
+      6'h31:
+          \$243  = \$189 [3:0];
+    endcase
+    if (rst) begin
+      \$243  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = special_r;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$244  = \$113 ;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \$244  = \$179 ;
+    endcase
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$245  = \$128 [3:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          \$245  = \$194 [3:0];
+    endcase
+    if (rst) begin
+      \$245  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = gain_p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          if (\done$37 ) begin
+            \$246  = p[41:0];
+          end
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          if (\done$37 ) begin
+            \$246  = p[41:0];
+          end
+    endcase
+    if (rst) begin
+      \$246  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = gain_w;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          if (\done$48 ) begin
+            \$247  = q;
+          end
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          \$247  = \$195 [28:0];
+    endcase
+    if (rst) begin
+      \$247  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = gain_t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$248  = { \$137 [29], \$137  };
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          \$248  = { \$200 [29], \$200  };
+    endcase
+    if (rst) begin
+      \$248  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = gain_t1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$249  = \$141 ;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          \$249  = \$204 ;
+    endcase
+    if (rst) begin
+      \$249  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = acc0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$250  = \$145 [22:0];
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          \$250  = \$208 [22:0];
+    endcase
+    if (rst) begin
+      \$250  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = acc1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$251  = \$149 [22:0];
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          \$251  = \$212 [22:0];
+    endcase
+    if (rst) begin
+      \$251  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = a_fin;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$252  = \$154 [13:0];
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          \$252  = \$217 [13:0];
+    endcase
+    if (rst) begin
+      \$252  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = c_fin;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$253  = \$155 [22:0];
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          \$253  = \$218 [22:0];
+    endcase
+    if (rst) begin
+      \$253  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = \b$59 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          if (\done$37 ) begin
+            \$254  = p[22:0];
+          end
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          if (\done$37 ) begin
+            \$254  = p[22:0];
+          end
+    endcase
+    if (rst) begin
+      \$254  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = \a$60 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$255  = a_fin;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$255  = a_fin;
+    endcase
+    if (rst) begin
+      \$255  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = special;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$256  = special_r;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$256  = special_r;
+    endcase
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = \neg$62 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$257  = \$156 ;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$257  = \$219 ;
+    endcase
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = q_lo;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$258  = floor_q;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$258  = floor_q;
+    endcase
+    if (rst) begin
+      \$258  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = q_hi;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$259  = \$157 [9:0];
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$259  = \$220 [9:0];
+    endcase
+    if (rst) begin
+      \$259  = 10'h000;
+    end
+  end
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[38:14];
@@ -3182,62 +6304,78 @@ module \hwnorm_frn_linf_s8.math (rst, \start$33 , entry, chan, hi, lo, done, den
   assign \chan.mean  = chan[123:108];
   assign \chan.scale_m  = chan[139:124];
   assign \chan.scale_exp  = chan[147:140];
-  assign \$197  = { 1'h0, \$196 [63:1] };
-  assign \$222  = { 1'h0, \$221 [15:1] };
-  assign \$224  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$247  = { 1'h0, \$246 [15:1] };
-  assign \$249  = { \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51], \p$51 [51:8] };
+  assign \$6  = { 14'h0000, div_mag[42:14] };
+  assign \$7  = { 2'h0, div_mag[13:0], 13'h0000 };
+  assign \$9  = { 27'h0000000, div_mag[42:27] };
+  assign \$10  = { 1'h0, div_mag[26:0] };
+  assign \$91  = { den_norm, 1'h0 };
+  assign \$94  = { num_norm, 1'h0 };
+  assign \$101  = { 1'h0, num_norm, 6'h00 };
+  assign \$106  = { gain_q1[15], gain_q1[15:1] };
+  assign \$115  = { 1'h0, gain_x[26:1] };
+  assign \$121  = { gain_x, 1'h0 };
+  assign \$135  = { 1'h0, \$134 [15:1] };
+  assign \$158  = { chan[123], chan[123], chan[123], chan[123], chan[123], chan[123], chan[123], chan[123], chan[123:116] };
+  assign \$160  = { den_norm, 1'h0 };
+  assign \$163  = { num_norm, 1'h0 };
+  assign \$170  = { 1'h0, num_norm, 6'h00 };
+  assign \$171  = { 15'h0000, \$170 [29:15] };
+  assign \$172  = { gain_q1[15], gain_q1[15:1] };
+  assign \$181  = { 1'h0, gain_x[26:1] };
+  assign \$187  = { gain_x, 1'h0 };
+  assign \$195  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$198  = { 1'h0, \$197 [15:1] };
 endmodule
 
 module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [46:0] \$1 ;
+  wire [16:0] \$1 ;
   wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [16:0] \$13 ;
-  wire [17:0] \$14 ;
-  wire [17:0] \$15 ;
+  wire [27:0] \$13 ;
+  wire [28:0] \$14 ;
+  wire [28:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [45:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
-  reg [15:0] \$20 ;
-  reg [45:0] \$21 ;
+  reg [26:0] \$20 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
-  reg [15:0] \$23 ;
+  reg [26:0] \$23 ;
   reg [4:0] \$24 ;
   reg \$25 ;
-  reg [17:0] \$26 ;
+  reg [28:0] \$26 ;
   wire \$3 ;
-  wire [47:0] \$4 ;
-  wire [47:0] \$5 ;
-  wire [16:0] \$6 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
+  wire [27:0] \$6 ;
   wire \$7 ;
-  wire [16:0] \$8 ;
-  wire [16:0] \$9 ;
+  wire [27:0] \$8 ;
+  wire [27:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [45:0] den = 46'h000000000000;
-  input [45:0] \den$13 ;
-  wire [45:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  reg [15:0] lo = 16'h0000;
-  input [15:0] lo_init;
-  wire [15:0] lo_init;
+  reg [26:0] lo = 27'h0000000;
+  input [26:0] lo_init;
+  wire [26:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [17:0] q;
-  reg [17:0] q = 18'h00000;
-  reg [15:0] quot = 16'h0000;
-  reg [45:0] rem = 46'h000000000000;
-  input [45:0] rem_init;
-  wire [45:0] rem_init;
+  output [28:0] q;
+  reg [28:0] q = 29'h00000000;
+  reg [26:0] quot = 27'h0000000;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -3246,14 +6384,14 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
   wire start;
   input [4:0] steps;
   wire [4:0] steps;
-  wire [46:0] trial;
-  assign trial = \$1  | { 46'h000000000000, lo[15] };
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[26] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 16'h0000, \$7  };
+  assign \$8  = \$6  | { 27'h0000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -3315,10 +6453,10 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [45:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 46'h000000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -3327,10 +6465,10 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [15:0];
+      \$20  = \$9 [26:0];
     end
     if (rst) begin
-      \$20  = 16'h0000;
+      \$20  = 27'h0000000;
     end
   end
   always @* begin
@@ -3340,7 +6478,7 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 46'h000000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -3357,12 +6495,12 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 16'h0000;
+      \$23  = 27'h0000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [15:0];
+      \$23  = \$8 [26:0];
     end
     if (rst) begin
-      \$23  = 16'h0000;
+      \$23  = 27'h0000000;
     end
   end
   always @* begin
@@ -3394,7 +6532,7 @@ module \hwnorm_frn_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 18'h00000;
+      \$26  = 29'h00000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -3405,27 +6543,27 @@ endmodule
 module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [53:0] \$10 ;
-  reg [53:0] \$11 ;
+  reg [51:0] \$10 ;
+  reg [51:0] \$11 ;
   reg [24:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
-  wire [54:0] \$2 ;
-  wire [55:0] \$3 ;
-  wire [56:0] \$4 ;
-  wire [54:0] \$5 ;
+  wire [52:0] \$2 ;
+  wire [53:0] \$3 ;
+  wire [54:0] \$4 ;
+  wire [52:0] \$5 ;
   wire [24:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
-  input [29:0] a;
-  wire [29:0] a;
-  reg [53:0] a_sh = 54'h00000000000000;
+  input [27:0] a;
+  wire [27:0] a;
+  reg [51:0] a_sh = 52'h0000000000000;
   input [24:0] b;
   wire [24:0] b;
   reg [24:0] b_sh = 25'h0000000;
-  input [53:0] c;
-  wire [53:0] c;
+  input [51:0] c;
+  wire [51:0] c;
   input clk;
   wire clk;
   output done;
@@ -3434,8 +6572,8 @@ module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done,
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [53:0] p;
-  reg [53:0] p = 54'h00000000000000;
+  output [51:0] p;
+  reg [51:0] p = 52'h0000000000000;
   input rst;
   wire rst;
   input start;
@@ -3443,7 +6581,7 @@ module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done,
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[53], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[51], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -3480,23 +6618,23 @@ module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done,
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [53:0];
+        \$10  = \$4 [51:0];
       end
     end
     if (rst) begin
-      \$10  = 54'h00000000000000;
+      \$10  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a[29], a };
+      \$11  = { a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [53:0];
+      \$11  = \$5 [51:0];
     end
     if (rst) begin
-      \$11  = 54'h00000000000000;
+      \$11  = 52'h0000000000000;
     end
   end
   always @* begin
@@ -3537,64 +6675,91 @@ module \hwnorm_frn_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done,
   assign \$6  = { 1'h0, b_sh[24:1] };
 endmodule
 
-module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [19:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [51:0] \$12 ;
-  wire [52:0] \$13 ;
-  wire [53:0] \$14 ;
-  wire [37:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
-  wire [37:0] \$19 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [37:0] \$20 ;
-  wire [37:0] \$21 ;
-  wire [37:0] \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire [13:0] \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg [12:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg [7:0] \$42 ;
-  reg [25:0] \$43 ;
-  reg [20:0] \$44 ;
-  reg [37:0] \$45 ;
-  reg [37:0] \$46 ;
-  reg [37:0] \$47 ;
-  reg \$48 ;
-  reg \$49 ;
+  wire \$40 ;
+  wire [23:0] \$41 ;
+  wire [23:0] \$42 ;
+  wire [23:0] \$43 ;
+  wire [23:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire [1:0] \$5 ;
-  reg \$50 ;
-  reg [7:0] \$51 ;
+  wire [13:0] \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg [12:0] \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg [7:0] \$70 ;
+  reg [22:0] \$71 ;
+  reg [23:0] \$72 ;
+  reg [23:0] \$73 ;
+  reg [23:0] \$74 ;
+  reg \$75 ;
+  reg \$76 ;
+  reg \$77 ;
+  reg [7:0] \$78 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [28:0] a;
-  wire [28:0] a;
-  reg [37:0] acc0 = 38'h0000000000;
-  input [36:0] b;
-  wire [36:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -3604,6 +6769,12 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -3612,6 +6783,8 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -3626,16 +6799,21 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [20:0] p0_17 = 21'h000000;
-  reg [37:0] q0 = 38'h0000000000;
-  reg [37:0] qs0 = 38'h0000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   input [7:0] tau;
   wire [7:0] tau;
   reg under0 = 1'h0;
@@ -3649,34 +6827,92 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = ~ force_hi0_2;
+  assign \$38  = $signed(qs0) < $signed(tau);
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = \$37  & \$39 ;
+  assign \$41  = under0 ? 24'hffff80 : q0;
+  assign \$42  = over0 ? 24'h00007f : \$41 ;
+  assign \$43  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$42 ;
+  assign \$44  = ok4 ? \$43  : 24'h000000;
+  assign \$45  = ~ clear;
+  assign \$46  = \$45  & ce;
+  assign \$47  = v4 & ok4;
+  assign \$48  = over0 | under0;
+  assign \$49  = \$47  & \$48 ;
+  assign \$50  = sat_count + \$49 ;
   always @(posedge clk)
-    ok2 <= \$38 ;
+    v0 <= \$51 ;
   always @(posedge clk)
-    ok3 <= \$39 ;
+    v1 <= \$52 ;
   always @(posedge clk)
-    ok4 <= \$40 ;
+    v2 <= \$53 ;
   always @(posedge clk)
-    ok5 <= \$41 ;
+    v3 <= \$54 ;
   always @(posedge clk)
-    x0 <= \$42 ;
+    v4 <= \$55 ;
   always @(posedge clk)
-    p0_0 <= \$43 ;
+    v5 <= \$56 ;
   always @(posedge clk)
-    p0_17 <= \$44 ;
+    sat_count <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$45 ;
+    ok0 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$46 ;
+    ok1 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$47 ;
+    ok2 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$48 ;
+    ok3 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$49 ;
+    ok4 <= \$62 ;
   always @(posedge clk)
-    below_tau0 <= \$50 ;
+    ok5 <= \$63 ;
   always @(posedge clk)
-    o__payload <= \$51 ;
+    force_hi0_0 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$67 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$68 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$69 ;
+  always @(posedge clk)
+    x0 <= \$70 ;
+  always @(posedge clk)
+    p0_0 <= \$71 ;
+  always @(posedge clk)
+    acc0 <= \$72 ;
+  always @(posedge clk)
+    qs0 <= \$73 ;
+  always @(posedge clk)
+    q0 <= \$74 ;
+  always @(posedge clk)
+    over0 <= \$75 ;
+  always @(posedge clk)
+    under0 <= \$76 ;
+  always @(posedge clk)
+    below_tau0 <= \$77 ;
+  always @(posedge clk)
+    o__payload <= \$78 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -3687,291 +6923,316 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[28:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = $signed(qs0) < $signed(tau);
-  assign \$19  = under0 ? 38'h3fffffff80 : q0;
-  assign \$20  = over0 ? 38'h000000007f : \$19 ;
-  assign \$21  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$20 ;
-  assign \$22  = ok4 ? \$21  : 38'h0000000000;
-  assign \$23  = ~ clear;
-  assign \$24  = \$23  & ce;
-  assign \$25  = v4 & ok4;
-  assign \$26  = over0 | under0;
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = sat_count + \$27 ;
-  always @(posedge clk)
-    v0 <= \$29 ;
-  always @(posedge clk)
-    v1 <= \$30 ;
-  always @(posedge clk)
-    v2 <= \$31 ;
-  always @(posedge clk)
-    v3 <= \$32 ;
-  always @(posedge clk)
-    v4 <= \$33 ;
-  always @(posedge clk)
-    v5 <= \$34 ;
-  always @(posedge clk)
-    sat_count <= \$35 ;
-  always @(posedge clk)
-    ok0 <= \$36 ;
-  always @(posedge clk)
-    ok1 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok2;
+    \$51  = v0;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = i__valid;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = v1;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v0;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = v2;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v1;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = v3;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v2;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = v4;
+    if (clear) begin
+      \$55  = 1'h0;
+    end else if (ce) begin
+      \$55  = v3;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = v5;
+    if (clear) begin
+      \$56  = 1'h0;
+    end else if (ce) begin
+      \$56  = v4;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = sat_count;
+    if (clear) begin
+      \$57  = 13'h0000;
+    end
+    if (\$46 ) begin
+      \$57  = \$50 [12:0];
+    end
+    if (rst) begin
+      \$57  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$38  = ok1;
+      \$58  = mask;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok3;
+    \$59  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$39  = ok2;
+      \$59  = ok0;
     end
     if (rst) begin
-      \$39  = 1'h0;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok4;
+    \$60  = ok2;
     if (clear) begin
     end else if (ce) begin
-      \$40  = ok3;
+      \$60  = ok1;
     end
     if (rst) begin
-      \$40  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok5;
+    \$61  = ok3;
     if (clear) begin
     end else if (ce) begin
-      \$41  = ok4;
+      \$61  = ok2;
     end
     if (rst) begin
-      \$41  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = x0;
-    if (\$8 ) begin
-      \$42  = i__payload;
-    end
-    if (rst) begin
-      \$42  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = p0_0;
-    if (\$8 ) begin
-      \$43  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$43  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = p0_17;
-    if (\$8 ) begin
-      \$44  = { \$10 [19], \$10  };
-    end
-    if (rst) begin
-      \$44  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = acc0;
-    if (\$8 ) begin
-      \$45  = \$14 [37:0];
-    end
-    if (rst) begin
-      \$45  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = qs0;
-    if (\$8 ) begin
-      \$46  = \$15 ;
-    end
-    if (rst) begin
-      \$46  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = q0;
-    if (\$8 ) begin
-      \$47  = qs0;
-    end
-    if (rst) begin
-      \$47  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = over0;
-    if (\$8 ) begin
-      \$48  = \$16 ;
-    end
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = under0;
-    if (\$8 ) begin
-      \$49  = \$17 ;
-    end
-    if (rst) begin
-      \$49  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = below_tau0;
-    if (\$8 ) begin
-      \$50  = \$18 ;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = o__payload;
-    if (\$8 ) begin
-      \$51  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$51  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = v0;
+    \$62  = ok4;
     if (clear) begin
-      \$29  = 1'h0;
     end else if (ce) begin
-      \$29  = i__valid;
+      \$62  = ok3;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v1;
+    \$63  = ok5;
     if (clear) begin
-      \$30  = 1'h0;
     end else if (ce) begin
-      \$30  = v0;
+      \$63  = ok4;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v2;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v1;
+    \$64  = force_hi0_0;
+    if (\$8 ) begin
+      \$64  = \$13 ;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v3;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v2;
+    \$65  = force_lo0_0;
+    if (\$8 ) begin
+      \$65  = \$18 ;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v4;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v3;
+    \$66  = force_hi0_1;
+    if (\$20 ) begin
+      \$66  = force_hi0_0;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v5;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v4;
+    \$67  = force_lo0_1;
+    if (\$20 ) begin
+      \$67  = force_lo0_0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = sat_count;
-    if (clear) begin
-      \$35  = 13'h0000;
+    \$68  = force_hi0_2;
+    if (\$22 ) begin
+      \$68  = force_hi0_1;
     end
+    if (rst) begin
+      \$68  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$69  = force_lo0_2;
+    if (\$22 ) begin
+      \$69  = force_lo0_1;
+    end
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$70  = x0;
     if (\$24 ) begin
-      \$35  = \$28 [12:0];
+      \$70  = i__payload;
     end
     if (rst) begin
-      \$35  = 13'h0000;
+      \$70  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = mask;
+    \$71  = p0_0;
+    if (\$24 ) begin
+      \$71  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$71  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok0;
+    \$72  = acc0;
+    if (\$24 ) begin
+      \$72  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$72  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$73  = qs0;
+    if (\$24 ) begin
+      \$73  = \$28 ;
+    end
+    if (rst) begin
+      \$73  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = q0;
+    if (\$24 ) begin
+      \$74  = qs0;
+    end
+    if (rst) begin
+      \$74  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = over0;
+    if (\$24 ) begin
+      \$75  = \$32 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = under0;
+    if (\$24 ) begin
+      \$76  = \$36 ;
+    end
+    if (rst) begin
+      \$76  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$77  = below_tau0;
+    if (\$24 ) begin
+      \$77  = \$40 ;
+    end
+    if (rst) begin
+      \$77  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$78  = o__payload;
+    if (\$24 ) begin
+      \$78  = \$44 [7:0];
+    end
+    if (rst) begin
+      \$78  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -3979,8 +7240,7 @@ module \hwnorm_frn_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17[20], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_frn_linf_s8.stats_unit (clk, rst, mask, clear, valid, sum, hi, lo, x);

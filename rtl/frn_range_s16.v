@@ -31,29 +31,25 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
+  wire [13:0] \$34 ;
+  wire [13:0] \$35 ;
   wire \$36 ;
   wire \$37 ;
-  wire [13:0] \$38 ;
-  wire [13:0] \$39 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire \$43 ;
-  reg [12:0] \$44 ;
-  reg [262:0] \$45 ;
-  reg [2:0] \$46 ;
+  reg [12:0] \$40 ;
+  reg [262:0] \$41 ;
+  reg [2:0] \$42 ;
   wire \$5 ;
   wire [13:0] \$6 ;
   wire [14:0] \$7 ;
   wire [15:0] \$8 ;
   wire [16:0] \$9 ;
-  wire [50:0] a;
-  wire [50:0] \a$26 ;
-  wire [66:0] b;
-  wire [66:0] \b$28 ;
+  wire [21:0] a;
+  wire [21:0] \a$26 ;
+  wire [38:0] b;
+  wire [38:0] \b$28 ;
   reg beat;
   wire busy;
   reg [262:0] chan = 263'h000000000000000000000000000000000000000000000000000000000000000000;
@@ -103,7 +99,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire chan__valid;
   wire [12:0] chunk_size;
   reg clear;
-  reg \clear$41 ;
+  reg \clear$49 ;
   input clk;
   wire clk;
   wire [69:0] den;
@@ -117,27 +113,33 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$48 ;
+  wire \i__ready$56 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$47 ;
+  reg \i__valid$55 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$24 ;
   reg more;
+  wire neg;
+  wire \neg$34 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$32 ;
-  wire [15:0] \o__payload$32[0] ;
+  wire [15:0] \o__payload$40 ;
+  wire [15:0] \o__payload$40[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$34 ;
+  wire \o__ready$42 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$33 ;
+  wire \o__valid$41 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$38 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$36 ;
   wire [19:0] r_closed;
   wire [15:0] r_open;
   wire refused;
@@ -146,6 +148,8 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [12:0] sat_count;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$32 ;
   reg start;
   output [112:0] stats__payload;
   reg [112:0] stats__payload;
@@ -164,11 +168,9 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [15:0] \x[0] ;
   reg zero_den;
   always @(posedge clk)
-    left <= \$44 ;
+    chan <= \$41 ;
   always @(posedge clk)
-    chan <= \$45 ;
-  always @(posedge clk)
-    fsm_state <= \$46 ;
+    fsm_state <= \$42 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = zero_den ? 70'h000000000000000000 : den;
@@ -185,63 +187,69 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \$14  = ! chan__payload[158:103];
   assign \$15  = ~ chan__payload[0];
   assign \$16  = \$14  & \$15 ;
-  assign \$17  = $signed(chan__payload[262:255]) < $signed(8'h80);
-  assign \$18  = $signed(chan__payload[262:255]) > $signed(5'h0d);
+  assign \$17  = $signed(chan__payload[230:207]) < $signed(24'h800000);
+  assign \$18  = $signed(chan__payload[230:207]) > $signed(24'h7fff00);
   assign \$19  = \$17  | \$18 ;
   assign \$20  = \$19  & chan__payload[0];
-  assign \$21  = $signed(chan__payload[230:207]) < $signed(24'h800000);
-  assign \$22  = $signed(chan__payload[230:207]) > $signed(24'h7fff00);
-  assign \$23  = \$21  | \$22 ;
-  assign \$24  = \$23  & chan__payload[0];
-  assign refused = | { \$24 , \$20 , \$16 , \$13 , \$4  };
-  assign \$25  = | left;
-  assign \$26  = i__valid & more;
-  assign \$27  = \i__ready$48  & more;
-  assign \$28  = i__valid & \i__ready$48 ;
-  assign \$29  = \$28  & more;
-  assign \$30  = ! fsm_state;
-  assign \$31  = fsm_state == 1'h1;
-  assign \$32  = fsm_state == 2'h2;
-  assign \$33  = fsm_state == 2'h3;
-  assign \$34  = fsm_state == 3'h4;
-  assign \$35  = fsm_state == 3'h5;
-  assign \$36  = fsm_state == 3'h6;
-  assign \$37  = fsm_state == 3'h7;
-  assign \$38  = left - 1'h1;
-  assign \$39  = last ? 14'h0000 : \$38 ;
-  assign \$40  = i__valid & last;
-  assign \$41  = ~ more;
-  assign \$42  = ~ busy;
-  assign \$43  = \$41  & \$42 ;
+  assign refused = | { \$20 , \$16 , \$13 , \$4  };
+  assign \$21  = | left;
+  assign \$22  = i__valid & more;
+  assign \$23  = \i__ready$56  & more;
+  assign \$24  = i__valid & \i__ready$56 ;
+  assign \$25  = \$24  & more;
+  assign \$26  = ! fsm_state;
+  assign \$27  = fsm_state == 1'h1;
+  assign \$28  = fsm_state == 2'h2;
+  assign \$29  = fsm_state == 2'h3;
+  assign \$30  = fsm_state == 3'h4;
+  assign \$31  = fsm_state == 3'h5;
+  assign \$32  = fsm_state == 3'h6;
+  assign \$33  = fsm_state == 3'h7;
+  assign \$34  = left - 1'h1;
+  assign \$35  = last ? 14'h0000 : \$34 ;
+  assign \$36  = i__valid & last;
+  assign \$37  = ~ more;
+  assign \$38  = ~ busy;
+  assign \$39  = \$37  & \$38 ;
+  always @(posedge clk)
+    left <= \$40 ;
   \hwnorm_frn_range_s16.math  math (
-    .\a$29 (a),
-    .\b$50 (b),
+    .\a$60 (a),
+    .\b$59 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$39 (den),
     .done(done),
     .entry(entry),
+    .\neg$62 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .r_closed(r_closed),
     .r_open(r_open),
     .rst(rst),
     .sh(shift),
+    .special(special),
     .\start$35 (start)
   );
   \hwnorm_frn_range_s16.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$48 ),
-    .clear(\clear$41 ),
+    .ce(\i__ready$56 ),
+    .clear(\clear$49 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$47 ),
+    .i__valid(\i__valid$55 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .tau(chan[174:159]),
     .v5(o__valid)
   );
@@ -259,177 +267,60 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    valid = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          valid = i__valid;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          start = 1'h1;
-      3'h2:
-          start = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    entry = 2'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          entry = 2'h1;
-      3'h2:
-          entry = 2'h2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    more = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          more = \$25 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$47  = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          \i__valid$47  = \$26 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__valid = 1'h0;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          /* empty */;
-      3'h7:
-          stats__valid = 1'h1;
-      3'h1:
-          stats__valid = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = left;
-    if (beat) begin
-      \$44  = \$39 [12:0];
-    end
+    \$41  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$44  = chan__payload[13:1];
-          end
-      3'h3:
-          if (\$40 ) begin
-            \$44  = chan[13:1];
+            \$41  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$44  = 13'h0000;
+      \$41  = 263'h000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = chan;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$45  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$45  = 263'h000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = fsm_state;
+    \$42  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$46  = 3'h1;
+              \$42  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$46  = 3'h2;
+              \$42  = 3'h2;
             end else begin
-              \$46  = 3'h3;
+              \$42  = 3'h3;
             end
           end
       3'h3:
-          if (\$40 ) begin
-            \$46  = 3'h4;
+          if (\$36 ) begin
+            \$42  = 3'h4;
           end
       3'h4:
-          \$46  = 3'h5;
+          \$42  = 3'h5;
       3'h2:
-          \$46  = 3'h5;
+          \$42  = 3'h5;
       3'h5:
           if (done) begin
-            \$46  = 3'h6;
+            \$42  = 3'h6;
           end
       3'h6:
-          if (\$43 ) begin
-            \$46  = 3'h7;
+          if (\$39 ) begin
+            \$42  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$46  = 3'h0;
+            \$42  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$46  = 3'h0;
+            \$42  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$46  = 3'h0;
+      \$42  = 3'h0;
     end
   end
   always @* begin
@@ -498,11 +389,11 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$41  = 1'h0;
+    \clear$49  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$41  = 1'h1;
+            \clear$49  = 1'h1;
           end
     endcase
   end
@@ -521,7 +412,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$27 ;
+          i__ready = \$23 ;
     endcase
   end
   always @* begin
@@ -539,8 +430,125 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$29 ;
+          beat = \$25 ;
     endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    valid = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          valid = i__valid;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    start = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          start = 1'h1;
+      3'h2:
+          start = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    entry = 2'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          entry = 2'h1;
+      3'h2:
+          entry = 2'h2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    more = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          more = \$21 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \i__valid$55  = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          \i__valid$55  = \$22 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__valid = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          stats__valid = 1'h1;
+      3'h1:
+          stats__valid = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$40  = left;
+    if (beat) begin
+      \$40  = \$35 [12:0];
+    end
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$40  = chan__payload[13:1];
+          end
+      3'h3:
+          if (\$36 ) begin
+            \$40  = chan[13:1];
+          end
+    endcase
+    if (rst) begin
+      \$40  = 13'h0000;
+    end
   end
   assign x = i__payload;
   assign \mask$18  = mask;
@@ -551,10 +559,14 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \a$26  = a;
   assign \b$28  = b;
   assign sh = shift;
+  assign \special$32  = special;
+  assign \neg$34  = neg;
+  assign \q_lo$36  = q_lo;
+  assign \q_hi$38  = q_hi;
   assign tau = chan[174:159];
-  assign \o__payload$32  = o__payload;
-  assign \o__valid$33  = o__valid;
-  assign \o__ready$34  = o__ready;
+  assign \o__payload$40  = o__payload;
+  assign \o__valid$41  = o__valid;
+  assign \o__ready$42  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.chunk_size  = chan__payload[26:14];
@@ -599,7 +611,7 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \chan$20.scale_m  = chan[254:231];
   assign \chan$20.scale_exp  = chan[262:255];
   assign \i__payload$23[0]  = i__payload;
-  assign \o__payload$32[0]  = o__payload;
+  assign \o__payload$40[0]  = o__payload;
   always @*
     stats__payload[111:99] = sat_count;
   always @*
@@ -610,305 +622,203 @@ module hwnorm_frn_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \$8  = { chan__payload[26:14], 3'h0 };
 endmodule
 
-module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_closed, done, den, sh, \a$29 , \b$50 , clk);
+module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_closed, done, \den$39 , sh, \b$59 , \a$60 , special, \neg$62 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire [6:0] \$10 ;
-  wire \$100 ;
+  wire [5:0] \$1 ;
+  wire [35:0] \$10 ;
+  wire [7:0] \$100 ;
   wire \$101 ;
-  wire [6:0] \$102 ;
-  wire [6:0] \$103 ;
-  wire [6:0] \$104 ;
-  wire \$105 ;
-  wire [6:0] \$106 ;
-  wire [6:0] \$107 ;
-  wire [6:0] \$108 ;
-  wire [6:0] \$109 ;
-  wire [6:0] \$11 ;
-  wire \$110 ;
-  wire \$111 ;
+  wire [45:0] \$102 ;
+  wire \$103 ;
+  wire [51:0] \$104 ;
+  wire [51:0] \$105 ;
+  wire \$106 ;
+  wire [23:0] \$107 ;
+  wire [23:0] \$108 ;
+  wire [23:0] \$109 ;
+  wire \$11 ;
+  wire [9:0] \$110 ;
+  wire [9:0] \$111 ;
   wire \$112 ;
   wire \$113 ;
-  wire [6:0] \$114 ;
-  wire [6:0] \$115 ;
-  wire [6:0] \$116 ;
-  wire \$117 ;
-  wire [6:0] \$118 ;
-  wire [6:0] \$119 ;
-  wire [6:0] \$12 ;
-  wire [6:0] \$120 ;
-  wire [6:0] \$121 ;
-  wire [6:0] \$122 ;
-  wire [6:0] \$123 ;
-  wire \$124 ;
-  wire \$125 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [34:0] \$116 ;
+  wire [9:0] \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [18:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [35:0] \$122 ;
+  wire [9:0] \$123 ;
+  wire [5:0] \$124 ;
+  wire [7:0] \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
-  wire \$13 ;
+  wire [8:0] \$128 ;
+  wire [8:0] \$129 ;
+  wire [18:0] \$13 ;
   wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
+  wire [51:0] \$131 ;
+  wire [51:0] \$132 ;
   wire \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
+  wire [46:0] \$134 ;
+  wire [31:0] \$135 ;
+  wire [31:0] \$136 ;
+  wire [47:0] \$137 ;
+  wire [48:0] \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
+  wire [35:0] \$140 ;
+  wire [35:0] \$141 ;
+  wire [41:0] \$142 ;
   wire \$143 ;
   wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
+  wire [40:0] \$145 ;
+  wire [40:0] \$146 ;
   wire \$147 ;
   wire \$148 ;
-  wire \$149 ;
+  wire [41:0] \$149 ;
   wire \$15 ;
-  wire [6:0] \$150 ;
-  wire [6:0] \$151 ;
-  wire [6:0] \$152 ;
-  wire \$153 ;
-  wire [6:0] \$154 ;
-  wire [6:0] \$155 ;
-  wire [6:0] \$156 ;
-  wire [6:0] \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  wire \$16 ;
+  wire [41:0] \$150 ;
+  wire [39:0] \$151 ;
+  wire \$152 ;
+  wire [35:0] \$153 ;
+  wire [35:0] \$154 ;
+  wire [39:0] \$155 ;
+  wire [40:0] \$156 ;
+  wire \$157 ;
+  wire [18:0] \$158 ;
+  wire [23:0] \$159 ;
+  wire [16:0] \$16 ;
   wire \$160 ;
-  wire \$161 ;
-  wire [6:0] \$162 ;
-  wire [6:0] \$163 ;
-  wire [6:0] \$164 ;
-  wire \$165 ;
-  wire [6:0] \$166 ;
-  wire [6:0] \$167 ;
-  wire [6:0] \$168 ;
-  wire [6:0] \$169 ;
-  wire \$17 ;
-  wire [6:0] \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
+  wire [70:0] \$161 ;
+  wire [7:0] \$162 ;
+  wire \$163 ;
+  wire [39:0] \$164 ;
+  wire [6:0] \$165 ;
+  wire [7:0] \$166 ;
+  wire \$167 ;
+  wire [7:0] \$168 ;
+  wire [8:0] \$169 ;
+  wire [16:0] \$17 ;
+  wire \$170 ;
+  wire [45:0] \$171 ;
+  wire [45:0] \$172 ;
+  wire [23:0] \$173 ;
+  wire [23:0] \$174 ;
+  wire [23:0] \$175 ;
+  wire [9:0] \$176 ;
+  wire [9:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
   wire \$181 ;
-  wire [6:0] \$182 ;
-  wire [6:0] \$183 ;
-  wire [6:0] \$184 ;
+  wire [34:0] \$182 ;
+  wire [9:0] \$183 ;
+  wire \$184 ;
   wire \$185 ;
-  wire [6:0] \$186 ;
-  wire [6:0] \$187 ;
-  wire [6:0] \$188 ;
-  wire [6:0] \$189 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire [35:0] \$188 ;
+  wire [9:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
+  wire [5:0] \$190 ;
+  wire [7:0] \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire [6:0] \$194 ;
-  wire [6:0] \$195 ;
-  wire [6:0] \$196 ;
-  wire \$197 ;
-  wire [6:0] \$198 ;
-  wire [6:0] \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire [6:0] \$200 ;
-  wire [6:0] \$201 ;
-  wire [6:0] \$202 ;
-  wire [6:0] \$203 ;
-  wire [6:0] \$204 ;
-  wire \$205 ;
+  wire [8:0] \$194 ;
+  wire [8:0] \$195 ;
+  wire [49:0] \$196 ;
+  wire [46:0] \$197 ;
+  wire [31:0] \$198 ;
+  wire [31:0] \$199 ;
+  wire [5:0] \$2 ;
+  wire [18:0] \$20 ;
+  wire [47:0] \$200 ;
+  wire [48:0] \$201 ;
+  wire \$202 ;
+  wire [35:0] \$203 ;
+  wire [35:0] \$204 ;
+  wire [41:0] \$205 ;
   wire \$206 ;
   wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
-  wire \$21 ;
-  wire [3:0] \$210 ;
-  wire [3:0] \$211 ;
-  wire [3:0] \$212 ;
-  wire [3:0] \$213 ;
-  wire \$214 ;
+  wire [40:0] \$208 ;
+  wire [40:0] \$209 ;
+  wire [18:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire [41:0] \$212 ;
+  wire [41:0] \$213 ;
+  wire [39:0] \$214 ;
   wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire [3:0] \$218 ;
-  wire [3:0] \$219 ;
+  wire [35:0] \$216 ;
+  wire [35:0] \$217 ;
+  wire [39:0] \$218 ;
+  wire [40:0] \$219 ;
   wire \$22 ;
-  wire [3:0] \$220 ;
-  wire \$221 ;
-  wire [3:0] \$222 ;
-  wire [3:0] \$223 ;
-  wire [3:0] \$224 ;
-  wire [3:0] \$225 ;
-  wire [5:0] \$226 ;
-  wire [5:0] \$227 ;
-  wire [23:0] \$228 ;
-  wire \$229 ;
+  wire \$220 ;
+  wire [18:0] \$221 ;
+  reg \$222 ;
+  reg \$223 ;
+  reg [6:0] \$224 ;
+  reg \$225 ;
+  reg [60:0] \$226 ;
+  reg [69:0] \$227 ;
+  reg [17:0] \$228 ;
+  reg [13:0] \$229 ;
   wire \$23 ;
-  wire [16:0] \$230 ;
-  wire [16:0] \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire [16:0] \$234 ;
-  wire [16:0] \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire [24:0] \$238 ;
-  wire [24:0] \$239 ;
+  reg [39:0] \$230 ;
+  reg [69:0] \$231 ;
+  reg [38:0] \$232 ;
+  reg [5:0] \$233 ;
+  reg [6:0] \$234 ;
+  reg [6:0] \$235 ;
+  reg [8:0] \$236 ;
+  reg \$237 ;
+  reg [50:0] \$238 ;
+  reg [50:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg [23:0] \$242 ;
+  reg [34:0] \$243 ;
+  reg [4:0] \$244 ;
+  reg \$245 ;
+  reg [4:0] \$246 ;
+  reg [49:0] \$247 ;
+  reg [36:0] \$248 ;
+  reg [40:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  reg [41:0] \$250 ;
+  reg [38:0] \$251 ;
+  reg [38:0] \$252 ;
+  reg [21:0] \$253 ;
+  reg [38:0] \$254 ;
+  reg [38:0] \$255 ;
+  reg [21:0] \$256 ;
+  reg \$257 ;
+  reg \$258 ;
+  reg [17:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  reg [17:0] \$260 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire [127:0] \$283 ;
-  wire [127:0] \$284 ;
-  wire [127:0] \$285 ;
-  wire \$286 ;
-  wire [8:0] \$287 ;
-  wire \$288 ;
-  wire [10:0] \$289 ;
   wire \$29 ;
-  wire [10:0] \$290 ;
-  wire \$291 ;
-  wire [10:0] \$292 ;
-  wire \$293 ;
-  wire [10:0] \$294 ;
-  wire [10:0] \$295 ;
-  wire \$296 ;
-  wire [10:0] \$297 ;
-  wire [10:0] \$298 ;
-  wire [10:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire [10:0] \$300 ;
-  wire [86:0] \$301 ;
-  wire \$302 ;
-  wire [9:0] \$303 ;
-  wire [10:0] \$304 ;
-  wire [11:0] \$305 ;
-  wire [75:0] \$306 ;
-  wire [46:0] \$307 ;
-  wire [31:0] \$308 ;
-  wire [31:0] \$309 ;
   wire \$31 ;
-  wire [47:0] \$310 ;
-  wire [56:0] \$311 ;
-  wire [8:0] \$312 ;
-  wire \$313 ;
-  wire [10:0] \$314 ;
-  wire [10:0] \$315 ;
-  wire \$316 ;
-  wire [10:0] \$317 ;
-  wire \$318 ;
-  wire [10:0] \$319 ;
   wire \$32 ;
-  wire [10:0] \$320 ;
-  wire \$321 ;
-  wire [10:0] \$322 ;
-  wire [10:0] \$323 ;
-  wire [10:0] \$324 ;
-  wire [10:0] \$325 ;
-  wire [86:0] \$326 ;
-  wire \$327 ;
-  wire [9:0] \$328 ;
-  wire [10:0] \$329 ;
   wire \$33 ;
-  wire [11:0] \$330 ;
-  wire [75:0] \$331 ;
-  wire [46:0] \$332 ;
-  wire [31:0] \$333 ;
-  wire [31:0] \$334 ;
-  wire [47:0] \$335 ;
-  wire [81:0] \$336 ;
-  wire [71:0] \$337 ;
-  reg \$338 ;
-  reg \$339 ;
   wire \$34 ;
-  reg [5:0] \$340 ;
-  reg \$341 ;
-  reg [60:0] \$342 ;
-  reg [69:0] \$343 ;
-  reg [6:0] \$344 ;
-  reg \$345 ;
-  reg [69:0] \$346 ;
-  reg \$347 ;
-  reg [24:0] \$348 ;
-  reg [41:0] \$349 ;
   wire \$35 ;
-  reg [55:0] \$350 ;
-  reg [9:0] \$351 ;
-  reg [3:0] \$352 ;
-  reg [4:0] \$353 ;
-  reg [9:0] \$354 ;
-  reg [75:0] \$355 ;
-  reg [6:0] \$356 ;
-  reg [4:0] \$357 ;
-  reg [50:0] \$358 ;
-  reg [66:0] \$359 ;
   wire \$36 ;
-  reg [66:0] \$360 ;
-  reg [81:0] \$361 ;
-  reg [70:0] \$362 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
+  wire [16:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -919,7 +829,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [16:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -930,7 +840,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [50:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -941,49 +851,52 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [6:0] \$7 ;
-  wire [6:0] \$70 ;
-  wire [6:0] \$71 ;
-  wire [6:0] \$72 ;
+  wire [36:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
-  wire [6:0] \$74 ;
-  wire [6:0] \$75 ;
-  wire [6:0] \$76 ;
-  wire [6:0] \$77 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [6:0] \$82 ;
-  wire [6:0] \$83 ;
-  wire [6:0] \$84 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
-  wire [6:0] \$86 ;
-  wire [6:0] \$87 ;
-  wire [6:0] \$88 ;
-  wire [6:0] \$89 ;
-  wire [6:0] \$9 ;
-  wire [6:0] \$90 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire [50:0] \$9 ;
+  wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
+  wire [70:0] \$92 ;
+  wire [7:0] \$93 ;
   wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire \$97 ;
+  wire [39:0] \$95 ;
+  wire [6:0] \$96 ;
+  wire [7:0] \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [6:0] \$99 ;
   reg [61:0] a;
-  output [50:0] \a$29 ;
-  reg [50:0] \a$29  = 51'h0000000000000;
+  output [21:0] \a$60 ;
+  reg [21:0] \a$60  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
   reg [23:0] b;
-  output [66:0] \b$50 ;
-  reg [66:0] \b$50  = 67'h00000000000000000;
+  output [38:0] \b$59 ;
+  reg [38:0] \b$59  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [66:0] bias = 67'h00000000000000000;
-  reg [83:0] c;
+  wire [4:0] \beta_shift$2 ;
+  reg [75:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [262:0] chan;
   wire [262:0] chan;
   wire [15:0] \chan.beta ;
@@ -1000,454 +913,361 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire [15:0] \chan.tau ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [69:0] den;
-  reg [69:0] den = 70'h000000000000000000;
-  reg [69:0] \den$25 ;
-  wire [6:0] den_lead;
+  reg [23:0] den;
+  output [69:0] \den$39 ;
+  reg [69:0] \den$39  = 70'h000000000000000000;
+  reg [69:0] den_norm = 70'h000000000000000000;
+  reg [6:0] den_zeros = 7'h00;
+  reg [50:0] div_mag = 51'h0000000000000;
+  reg div_neg = 1'h0;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
   wire \done$37 ;
-  wire \done$40 ;
+  wire \done$48 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
-  reg [55:0] km = 56'h00000000000000;
-  reg [75:0] km_pre = 76'h0000000000000000000;
-  reg [6:0] lead = 7'h00;
-  reg [23:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [17:0] floor_q = 18'h00000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
+  reg [34:0] lo_init;
+  reg [6:0] loop_n = 7'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$24 ;
-  wire [83:0] p;
-  reg [81:0] \p$51  = 82'h000000000000000000000;
+  reg \neg$20 ;
+  output \neg$62 ;
+  reg \neg$62  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
+  wire [75:0] p;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [4:0] pre = 5'h00;
-  wire [25:0] q;
-  reg [70:0] quot = 71'h000000000000000000;
+  wire [36:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
+  output [17:0] q_lo;
+  reg [17:0] q_lo = 18'h00000;
   input [19:0] r_closed;
   wire [19:0] r_closed;
   input [15:0] r_open;
   wire [15:0] r_open;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [69:0] recip_rem = 70'h000000000000000000;
-  reg [69:0] rem_init;
+  reg [23:0] rem_init;
   input rst;
   wire rst;
+  reg [4:0] scale_count = 5'h00;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
   input \start$35 ;
   wire \start$35 ;
-  reg \start$9  = 1'h0;
+  reg \start$5  = 1'h0;
   reg [4:0] steps;
-  reg [4:0] \steps$26 ;
+  reg [5:0] \steps$24 ;
   reg [60:0] t = 61'h0000000000000000;
-  reg [6:0] t_clamped = 7'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[64] | den[65];
-  assign \$2  = den[66] | den[67];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[68] | den[69];
-  assign \$5  = \$3  | \$4 ;
-  assign \$6  = den[68] | den[69];
-  assign \$7  = den[69] ? 7'h45 : 7'h44;
-  assign \$8  = den[66] | den[67];
-  assign \$9  = den[67] ? 7'h43 : 7'h42;
-  assign \$10  = den[65] ? 7'h41 : 7'h40;
-  assign \$11  = \$8  ? \$9  : \$10 ;
-  assign \$12  = \$6  ? \$7  : \$11 ;
-  assign \$13  = den[32] | den[33];
-  assign \$14  = den[34] | den[35];
-  assign \$15  = \$13  | \$14 ;
-  assign \$16  = den[36] | den[37];
-  assign \$17  = den[38] | den[39];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = \$15  | \$18 ;
-  assign \$20  = den[40] | den[41];
-  assign \$21  = den[42] | den[43];
-  assign \$22  = \$20  | \$21 ;
-  assign \$23  = den[44] | den[45];
-  assign \$24  = den[46] | den[47];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = \$22  | \$25 ;
-  assign \$27  = \$19  | \$26 ;
-  assign \$28  = den[48] | den[49];
-  assign \$29  = den[50] | den[51];
-  assign \$30  = \$28  | \$29 ;
-  assign \$31  = den[52] | den[53];
-  assign \$32  = den[54] | den[55];
-  assign \$33  = \$31  | \$32 ;
-  assign \$34  = \$30  | \$33 ;
-  assign \$35  = den[56] | den[57];
-  assign \$36  = den[58] | den[59];
-  assign \$37  = \$35  | \$36 ;
-  assign \$38  = den[60] | den[61];
-  assign \$39  = den[62] | den[63];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$37  | \$40 ;
-  assign \$42  = \$34  | \$41 ;
-  assign \$43  = \$27  | \$42 ;
-  assign \$44  = den[48] | den[49];
-  assign \$45  = den[50] | den[51];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = den[52] | den[53];
-  assign \$48  = den[54] | den[55];
-  assign \$49  = \$47  | \$48 ;
-  assign \$50  = \$46  | \$49 ;
-  assign \$51  = den[56] | den[57];
-  assign \$52  = den[58] | den[59];
-  assign \$53  = \$51  | \$52 ;
-  assign \$54  = den[60] | den[61];
-  assign \$55  = den[62] | den[63];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = \$53  | \$56 ;
-  assign \$58  = \$50  | \$57 ;
-  assign \$59  = den[56] | den[57];
-  assign \$60  = den[58] | den[59];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = den[60] | den[61];
-  assign \$63  = den[62] | den[63];
-  assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$61  | \$64 ;
-  assign \$66  = den[60] | den[61];
-  assign \$67  = den[62] | den[63];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = den[62] | den[63];
-  assign \$70  = den[63] ? 7'h3f : 7'h3e;
-  assign \$71  = den[61] ? 7'h3d : 7'h3c;
-  assign \$72  = \$69  ? \$70  : \$71 ;
-  assign \$73  = den[58] | den[59];
-  assign \$74  = den[59] ? 7'h3b : 7'h3a;
-  assign \$75  = den[57] ? 7'h39 : 7'h38;
-  assign \$76  = \$73  ? \$74  : \$75 ;
-  assign \$77  = \$68  ? \$72  : \$76 ;
-  assign \$78  = den[52] | den[53];
-  assign \$79  = den[54] | den[55];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = den[54] | den[55];
-  assign \$82  = den[55] ? 7'h37 : 7'h36;
-  assign \$83  = den[53] ? 7'h35 : 7'h34;
-  assign \$84  = \$81  ? \$82  : \$83 ;
-  assign \$85  = den[50] | den[51];
-  assign \$86  = den[51] ? 7'h33 : 7'h32;
-  assign \$87  = den[49] ? 7'h31 : 7'h30;
-  assign \$88  = \$85  ? \$86  : \$87 ;
-  assign \$89  = \$80  ? \$84  : \$88 ;
-  assign \$90  = \$65  ? \$77  : \$89 ;
-  assign \$91  = den[40] | den[41];
-  assign \$92  = den[42] | den[43];
-  assign \$93  = \$91  | \$92 ;
-  assign \$94  = den[44] | den[45];
-  assign \$95  = den[46] | den[47];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$93  | \$96 ;
-  assign \$98  = den[44] | den[45];
-  assign \$99  = den[46] | den[47];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = den[46] | den[47];
-  assign \$102  = den[47] ? 7'h2f : 7'h2e;
-  assign \$103  = den[45] ? 7'h2d : 7'h2c;
-  assign \$104  = \$101  ? \$102  : \$103 ;
-  assign \$105  = den[42] | den[43];
-  assign \$106  = den[43] ? 7'h2b : 7'h2a;
-  assign \$107  = den[41] ? 7'h29 : 7'h28;
-  assign \$108  = \$105  ? \$106  : \$107 ;
-  assign \$109  = \$100  ? \$104  : \$108 ;
-  assign \$110  = den[36] | den[37];
-  assign \$111  = den[38] | den[39];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = den[38] | den[39];
-  assign \$114  = den[39] ? 7'h27 : 7'h26;
-  assign \$115  = den[37] ? 7'h25 : 7'h24;
-  assign \$116  = \$113  ? \$114  : \$115 ;
-  assign \$117  = den[34] | den[35];
-  assign \$118  = den[35] ? 7'h23 : 7'h22;
-  assign \$119  = den[33] ? 7'h21 : 7'h20;
-  assign \$120  = \$117  ? \$118  : \$119 ;
-  assign \$121  = \$112  ? \$116  : \$120 ;
-  assign \$122  = \$97  ? \$109  : \$121 ;
-  assign \$123  = \$58  ? \$90  : \$122 ;
-  assign \$124  = den[16] | den[17];
-  assign \$125  = den[18] | den[19];
-  assign \$126  = \$124  | \$125 ;
-  assign \$127  = den[20] | den[21];
-  assign \$128  = den[22] | den[23];
-  assign \$129  = \$127  | \$128 ;
-  assign \$130  = \$126  | \$129 ;
-  assign \$131  = den[24] | den[25];
-  assign \$132  = den[26] | den[27];
-  assign \$133  = \$131  | \$132 ;
-  assign \$134  = den[28] | den[29];
-  assign \$135  = den[30] | den[31];
-  assign \$136  = \$134  | \$135 ;
-  assign \$137  = \$133  | \$136 ;
-  assign \$138  = \$130  | \$137 ;
-  assign \$139  = den[24] | den[25];
-  assign \$140  = den[26] | den[27];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = den[28] | den[29];
-  assign \$143  = den[30] | den[31];
-  assign \$144  = \$142  | \$143 ;
-  assign \$145  = \$141  | \$144 ;
-  assign \$146  = den[28] | den[29];
-  assign \$147  = den[30] | den[31];
-  assign \$148  = \$146  | \$147 ;
-  assign \$149  = den[30] | den[31];
-  assign \$150  = den[31] ? 7'h1f : 7'h1e;
-  assign \$151  = den[29] ? 7'h1d : 7'h1c;
-  assign \$152  = \$149  ? \$150  : \$151 ;
-  assign \$153  = den[26] | den[27];
-  assign \$154  = den[27] ? 7'h1b : 7'h1a;
-  assign \$155  = den[25] ? 7'h19 : 7'h18;
-  assign \$156  = \$153  ? \$154  : \$155 ;
-  assign \$157  = \$148  ? \$152  : \$156 ;
-  assign \$158  = den[20] | den[21];
-  assign \$159  = den[22] | den[23];
-  assign \$160  = \$158  | \$159 ;
-  assign \$161  = den[22] | den[23];
-  assign \$162  = den[23] ? 7'h17 : 7'h16;
-  assign \$163  = den[21] ? 7'h15 : 7'h14;
-  assign \$164  = \$161  ? \$162  : \$163 ;
-  assign \$165  = den[18] | den[19];
-  assign \$166  = den[19] ? 7'h13 : 7'h12;
-  assign \$167  = den[17] ? 7'h11 : 7'h10;
-  assign \$168  = \$165  ? \$166  : \$167 ;
-  assign \$169  = \$160  ? \$164  : \$168 ;
-  assign \$170  = \$145  ? \$157  : \$169 ;
-  assign \$171  = den[8] | den[9];
-  assign \$172  = den[10] | den[11];
-  assign \$173  = \$171  | \$172 ;
-  assign \$174  = den[12] | den[13];
-  assign \$175  = den[14] | den[15];
-  assign \$176  = \$174  | \$175 ;
-  assign \$177  = \$173  | \$176 ;
-  assign \$178  = den[12] | den[13];
-  assign \$179  = den[14] | den[15];
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = den[14] | den[15];
-  assign \$182  = den[15] ? 7'h0f : 7'h0e;
-  assign \$183  = den[13] ? 7'h0d : 7'h0c;
-  assign \$184  = \$181  ? \$182  : \$183 ;
-  assign \$185  = den[10] | den[11];
-  assign \$186  = den[11] ? 7'h0b : 7'h0a;
-  assign \$187  = den[9] ? 7'h09 : 7'h08;
-  assign \$188  = \$185  ? \$186  : \$187 ;
-  assign \$189  = \$180  ? \$184  : \$188 ;
-  assign \$190  = den[4] | den[5];
-  assign \$191  = den[6] | den[7];
-  assign \$192  = \$190  | \$191 ;
-  assign \$193  = den[6] | den[7];
-  assign \$194  = den[7] ? 7'h07 : 7'h06;
-  assign \$195  = den[5] ? 7'h05 : 7'h04;
-  assign \$196  = \$193  ? \$194  : \$195 ;
-  assign \$197  = den[2] | den[3];
-  assign \$198  = den[3] ? 7'h03 : 7'h02;
-  assign \$199  = den[1] ? 7'h01 : 7'h00;
-  assign \$200  = \$197  ? \$198  : \$199 ;
-  assign \$201  = \$192  ? \$196  : \$200 ;
-  assign \$202  = \$177  ? \$189  : \$201 ;
-  assign \$203  = \$138  ? \$170  : \$202 ;
-  assign \$204  = \$43  ? \$123  : \$203 ;
-  assign den_lead = \$5  ? \$12  : \$204 ;
-  assign \$205  = chan[9] | chan[10];
-  assign \$206  = chan[11] | chan[12];
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = \$207  | chan[13];
-  assign \$209  = chan[11] | chan[12];
-  assign \$210  = chan[12] ? 4'hb : 4'ha;
-  assign \$211  = chan[10] ? 4'h9 : 4'h8;
-  assign \$212  = \$209  ? \$210  : \$211 ;
-  assign \$213  = chan[13] ? 4'hc : \$212 ;
-  assign \$214  = chan[5] | chan[6];
-  assign \$215  = chan[7] | chan[8];
-  assign \$216  = \$214  | \$215 ;
-  assign \$217  = chan[7] | chan[8];
-  assign \$218  = chan[8] ? 4'h7 : 4'h6;
-  assign \$219  = chan[6] ? 4'h5 : 4'h4;
-  assign \$220  = \$217  ? \$218  : \$219 ;
-  assign \$221  = chan[3] | chan[4];
-  assign \$222  = chan[4] ? 4'h3 : 4'h2;
-  assign \$223  = chan[2] ? 4'h1 : 4'h0;
-  assign \$224  = \$221  ? \$222  : \$223 ;
-  assign \$225  = \$216  ? \$220  : \$224 ;
-  assign count_lead = \$208  ? \$213  : \$225 ;
-  assign \$226  = sh + 1'h0;
-  assign \$227  = sh + 1'h0;
-  assign \$228  = recip_one ? 24'h800000 : 24'h000000;
-  assign \$229  = $signed(chan[190:175]) < $signed(1'h0);
-  assign \$230  = - $signed(chan[190:175]);
-  assign \$231  = \$229  ? \$230  : { chan[190], chan[190:175] };
-  assign \$232  = $signed(chan[190:175]) < $signed(1'h0);
-  assign \$233  = $signed(chan[190:175]) < $signed(1'h0);
-  assign \$234  = - $signed(chan[190:175]);
-  assign \$235  = \$233  ? \$234  : { chan[190], chan[190:175] };
-  assign \$236  = $signed(chan[190:175]) < $signed(1'h0);
-  assign \$237  = $signed(chan[230:207]) < $signed(1'h0);
-  assign \$238  = - $signed(chan[230:207]);
-  assign \$239  = \$237  ? \$238  : { chan[230], chan[230:207] };
-  assign \$240  = $signed(chan[230:207]) < $signed(1'h0);
-  assign \$241  = ! fsm_state;
-  assign \$242  = fsm_state == 1'h1;
-  assign \$243  = fsm_state == 2'h2;
-  assign \$244  = fsm_state == 2'h3;
-  assign \$245  = fsm_state == 3'h4;
-  assign \$246  = fsm_state == 3'h5;
-  assign \$247  = fsm_state == 3'h6;
-  assign \$248  = fsm_state == 3'h7;
-  assign \$249  = fsm_state == 4'h8;
-  assign \$250  = fsm_state == 4'h9;
-  assign \$251  = fsm_state == 4'ha;
-  assign \$252  = fsm_state == 4'hb;
-  assign \$253  = fsm_state == 4'hc;
-  assign \$254  = fsm_state == 4'hd;
-  assign \$255  = fsm_state == 4'he;
-  assign \$256  = fsm_state == 4'hf;
-  assign \$257  = fsm_state == 5'h10;
-  assign \$258  = fsm_state == 5'h11;
-  assign \$259  = fsm_state == 5'h12;
-  assign \$260  = fsm_state == 5'h13;
-  assign \$261  = fsm_state == 5'h14;
-  assign \$262  = fsm_state == 5'h15;
-  assign \$263  = fsm_state == 5'h16;
-  assign \$264  = fsm_state == 5'h17;
-  assign \$265  = fsm_state == 5'h18;
-  assign \$266  = fsm_state == 5'h19;
-  assign \$267  = fsm_state == 5'h1a;
-  assign \$268  = fsm_state == 5'h1b;
-  assign \$269  = fsm_state == 5'h1c;
-  assign \$270  = fsm_state == 5'h1d;
-  assign \$271  = fsm_state == 5'h1e;
-  assign \$272  = fsm_state == 5'h1f;
-  assign \$273  = fsm_state == 6'h20;
-  assign \$274  = fsm_state == 6'h21;
-  assign \$275  = fsm_state == 6'h22;
-  assign \$276  = fsm_state == 6'h23;
-  assign \$277  = fsm_state == 6'h24;
-  assign \$278  = fsm_state == 6'h25;
-  assign \$279  = fsm_state == 6'h26;
-  assign \$280  = fsm_state == 6'h27;
-  assign \$281  = fsm_state == 6'h28;
-  assign \$282  = ! lead;
-  assign \$283  = 1'h1 << lead;
-  assign \$285  = \$282  ? 128'h00000000000000000000000000000000 : \$284 ;
-  assign \$286  = ! lead;
-  assign \$287  = lead + 9'h1f0;
-  assign \$288  = $signed(sh0) < $signed(4'h4);
-  assign \$289  = $signed(4'h4) - $signed(sh0);
-  assign \$290  = \$288  ? \$289  : 11'h000;
-  assign \$291  = $signed(sh0) < $signed(4'h4);
-  assign \$292  = $signed(sh0) - $signed(6'h15);
-  assign \$293  = $signed(\$292 ) > $signed({ 1'h0, tk });
-  assign \$294  = $signed(sh0) - $signed(6'h15);
-  assign \$295  = $signed(sh0) - $signed(4'h4);
-  assign \$296  = $signed(\$295 ) < $signed({ 1'h0, tk });
-  assign \$297  = $signed(sh0) - $signed(4'h4);
-  assign \$298  = \$296  ? \$297  : { 7'h00, tk };
-  assign \$299  = \$293  ? \$294  : \$298 ;
-  assign \$300  = \$291  ? 11'h000 : \$299 ;
-  assign \$301  = $signed(km) << pre;
-  assign \$302  = tsh > 7'h4c;
-  assign \$303  = \$302  ? 10'h04c : tsh;
-  assign \$304  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$305  = $signed(\$304 ) - $signed({ 1'h0, tsh });
-  assign \$306  = $signed(km_pre) >>> t_clamped;
-  assign \$307  = $signed(chan[206:191]) << \$226 [4:0];
-  assign \$308  = 1'h1 << sh;
-  assign \$310  = $signed(\$307 ) + $signed({ 1'h0, \$309  });
-  assign \$312  = $signed(6'h10) - $signed(chan[262:255]);
-  assign \$313  = $signed(sh0) < $signed(4'h4);
-  assign \$314  = $signed(4'h4) - $signed(sh0);
-  assign \$315  = \$313  ? \$314  : 11'h000;
-  assign \$316  = $signed(sh0) < $signed(4'h4);
-  assign \$317  = $signed(sh0) - $signed(6'h15);
-  assign \$318  = $signed(\$317 ) > $signed({ 1'h0, tk });
-  assign \$319  = $signed(sh0) - $signed(6'h15);
-  assign \$320  = $signed(sh0) - $signed(4'h4);
-  assign \$321  = $signed(\$320 ) < $signed({ 1'h0, tk });
-  assign \$322  = $signed(sh0) - $signed(4'h4);
-  assign \$323  = \$321  ? \$322  : { 7'h00, tk };
-  assign \$324  = \$318  ? \$319  : \$323 ;
-  assign \$325  = \$316  ? 11'h000 : \$324 ;
-  assign \$326  = $signed(km) << pre;
-  assign \$327  = tsh > 7'h4c;
-  assign \$328  = \$327  ? 10'h04c : tsh;
-  assign \$329  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$330  = $signed(\$329 ) - $signed({ 1'h0, tsh });
-  assign \$331  = $signed(km_pre) >>> t_clamped;
-  assign \$332  = $signed(chan[206:191]) << \$227 [4:0];
-  assign \$333  = 1'h1 << sh;
-  assign \$335  = $signed(\$332 ) + $signed({ 1'h0, \$334  });
-  assign \$337  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$3  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$4  = - $signed(chan[190:175]);
+  assign \$5  = \$3  ? \$4  : { chan[190], chan[190:175] };
+  assign \$8  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$11  = $signed(floor_q) < $signed(1'h0);
+  assign \$12  = - $signed(floor_q);
+  assign \$13  = \$11  ? \$12  : { floor_q[17], floor_q };
+  assign \$14  = $signed(floor_q) >= $signed(1'h0);
+  assign \$15  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$16  = - $signed(chan[190:175]);
+  assign \$17  = \$15  ? \$16  : { chan[190], chan[190:175] };
+  assign \$18  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$19  = $signed(floor_q) < $signed(1'h0);
+  assign \$20  = - $signed(floor_q);
+  assign \$21  = \$19  ? \$20  : { floor_q[17], floor_q };
+  assign \$22  = $signed(floor_q) >= $signed(1'h0);
+  assign \$23  = ! fsm_state;
+  assign \$24  = fsm_state == 1'h1;
+  assign \$25  = fsm_state == 2'h2;
+  assign \$26  = fsm_state == 2'h3;
+  assign \$27  = fsm_state == 3'h4;
+  assign \$28  = fsm_state == 3'h5;
+  assign \$29  = fsm_state == 3'h6;
+  assign \$30  = fsm_state == 3'h7;
+  assign \$31  = fsm_state == 4'h8;
+  assign \$32  = fsm_state == 4'h9;
+  assign \$33  = fsm_state == 4'ha;
+  assign \$34  = fsm_state == 4'hb;
+  assign \$35  = fsm_state == 4'hc;
+  assign \$36  = fsm_state == 4'hd;
+  assign \$37  = fsm_state == 4'he;
+  assign \$38  = fsm_state == 4'hf;
+  assign \$39  = fsm_state == 5'h10;
+  assign \$40  = fsm_state == 5'h11;
+  assign \$41  = fsm_state == 5'h12;
+  assign \$42  = fsm_state == 5'h13;
+  assign \$43  = fsm_state == 5'h14;
+  assign \$44  = fsm_state == 5'h15;
+  assign \$45  = fsm_state == 5'h16;
+  assign \$46  = fsm_state == 5'h17;
+  assign \$47  = fsm_state == 5'h18;
+  assign \$48  = fsm_state == 5'h19;
+  assign \$49  = fsm_state == 5'h1a;
+  assign \$50  = fsm_state == 5'h1b;
+  assign \$51  = fsm_state == 5'h1c;
+  assign \$52  = fsm_state == 5'h1d;
+  assign \$53  = fsm_state == 5'h1e;
+  assign \$54  = fsm_state == 5'h1f;
+  assign \$55  = fsm_state == 6'h20;
+  assign \$56  = fsm_state == 6'h21;
+  assign \$57  = fsm_state == 6'h22;
+  assign \$58  = fsm_state == 6'h23;
+  assign \$59  = fsm_state == 6'h24;
+  assign \$60  = fsm_state == 6'h25;
+  assign \$61  = fsm_state == 6'h26;
+  assign \$62  = fsm_state == 6'h27;
+  assign \$63  = fsm_state == 6'h28;
+  assign \$64  = fsm_state == 6'h29;
+  assign \$65  = fsm_state == 6'h2a;
+  assign \$66  = fsm_state == 6'h2b;
+  assign \$67  = fsm_state == 6'h2c;
+  assign \$68  = fsm_state == 6'h2d;
+  assign \$69  = fsm_state == 6'h2e;
+  assign \$70  = fsm_state == 6'h2f;
+  assign \$71  = fsm_state == 6'h30;
+  assign \$72  = fsm_state == 6'h31;
+  assign \$73  = fsm_state == 6'h32;
+  assign \$74  = fsm_state == 6'h33;
+  assign \$75  = fsm_state == 6'h34;
+  assign \$76  = fsm_state == 6'h35;
+  assign \$77  = fsm_state == 6'h36;
+  assign \$78  = fsm_state == 6'h37;
+  assign \$79  = fsm_state == 6'h38;
+  assign \$80  = fsm_state == 6'h39;
+  assign \$81  = fsm_state == 6'h3a;
+  assign \$82  = fsm_state == 6'h3b;
+  assign \$83  = fsm_state == 6'h3c;
+  assign \$84  = fsm_state == 6'h3d;
+  assign \$85  = fsm_state == 6'h3e;
+  assign \$86  = fsm_state == 6'h3f;
+  assign \$87  = fsm_state == 7'h40;
+  assign \$88  = fsm_state == 7'h41;
+  assign \$89  = fsm_state == 7'h42;
+  assign \$90  = fsm_state == 7'h43;
+  assign \$91  = ~ den_norm[69];
+  assign \$93  = den_zeros + 1'h1;
+  assign \$94  = ~ num_norm[38];
+  assign \$96  = num_zeros + 1'h1;
+  assign \$97  = loop_n + 1'h1;
+  assign \$98  = loop_n == 7'h45;
+  assign \$99  = 4'hd + num_zeros;
+  assign \$100  = \$99  - den_zeros;
+  assign \$101  = ~ num_norm[38];
+  assign \$103  = $signed(div_num) < $signed(1'h0);
+  assign \$104  = - $signed(div_num);
+  assign \$105  = \$103  ? \$104  : { div_num[50], div_num };
+  assign \$106  = $signed(div_num) < $signed(1'h0);
+  assign \$108  = gain_q1[21] ? \$107  : gain_q1;
+  assign \$109  = gain_zero ? 24'h000000 : \$108 ;
+  assign \$110  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$111  = gain_zero ? 10'h004 : \$110 ;
+  assign \$112  = ~ gain_zero;
+  assign \$113  = $signed(gain_shift) < $signed(4'h4);
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = $signed(gain_shift) > $signed(6'h15);
+  assign \$117  = $signed(gain_shift) - $signed(2'h1);
+  assign \$118  = $signed(gain_shift) < $signed(4'h4);
+  assign \$119  = special_r & \$118 ;
+  assign \$120  = scale_count < 4'hd;
+  assign \$121  = \$119  & \$120 ;
+  assign \$123  = $signed(gain_shift) + $signed(2'h1);
+  assign \$124  = scale_count + 1'h1;
+  assign \$125  = loop_n + 1'h1;
+  assign \$126  = loop_n == 5'h15;
+  assign \$127  = $signed(gain_shift) > $signed(6'h15);
+  assign \$128  = \$127  ? 9'h015 : gain_shift;
+  assign \$129  = special_r ? 9'h004 : \$128 ;
+  assign \$130  = $signed(div_num) < $signed(1'h0);
+  assign \$131  = - $signed(div_num);
+  assign \$132  = \$130  ? \$131  : { div_num[50], div_num };
+  assign \$133  = $signed(div_num) < $signed(1'h0);
+  assign \$134  = $signed(chan[206:191]) << \$1 [4:0];
+  assign \$135  = 1'h1 << sh;
+  assign \$137  = $signed(\$134 ) + $signed({ 1'h0, \$136  });
+  assign \$138  = $signed(\$137 ) - $signed(gain_w);
+  assign \$139  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$140  = - gain_x;
+  assign \$141  = \$139  ? \$140  : { 1'h0, gain_x };
+  assign \$142  = $signed(gain_t) + $signed(\$141 );
+  assign \$143  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$144  = $signed(gain_t) > $signed(21'h080010);
+  assign \$145  = \$144  ? 41'h00000080010 : gain_t;
+  assign \$146  = \$143  ? 41'h1fffff7ffe0 : \$145 ;
+  assign \$147  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$148  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$149  = \$148  ? 42'h00000080010 : gain_t1;
+  assign \$150  = \$147  ? 42'h3fffff7ffe0 : \$149 ;
+  assign \$151  = $signed(acc1) - $signed(acc0);
+  assign \$152  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$153  = - gain_x;
+  assign \$154  = \$152  ? \$153  : { 1'h0, gain_x };
+  assign \$155  = special_r ? \$151  : { \$154 [35], \$154 [35], \$154 [35], \$154 [35], \$154  };
+  assign \$156  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$157  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$158  = $signed(floor_q) + $signed(2'h1);
+  assign \$160  = ~ den_norm[69];
+  assign \$162  = den_zeros + 1'h1;
+  assign \$163  = ~ num_norm[38];
+  assign \$165  = num_zeros + 1'h1;
+  assign \$166  = loop_n + 1'h1;
+  assign \$167  = loop_n == 6'h26;
+  assign \$168  = 8'hf7 + num_zeros;
+  assign \$169  = $signed(\$168 ) - $signed(chan[262:255]);
+  assign \$170  = ~ num_norm[38];
+  assign \$174  = gain_q1[21] ? \$173  : gain_q1;
+  assign \$175  = gain_zero ? 24'h000000 : \$174 ;
+  assign \$176  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$177  = gain_zero ? 10'h004 : \$176 ;
+  assign \$178  = ~ gain_zero;
+  assign \$179  = $signed(gain_shift) < $signed(4'h4);
+  assign \$180  = \$178  & \$179 ;
+  assign \$181  = $signed(gain_shift) > $signed(6'h15);
+  assign \$183  = $signed(gain_shift) - $signed(2'h1);
+  assign \$184  = $signed(gain_shift) < $signed(4'h4);
+  assign \$185  = special_r & \$184 ;
+  assign \$186  = scale_count < 4'hd;
+  assign \$187  = \$185  & \$186 ;
+  assign \$189  = $signed(gain_shift) + $signed(2'h1);
+  assign \$190  = scale_count + 1'h1;
+  assign \$191  = loop_n + 1'h1;
+  assign \$192  = loop_n == 5'h15;
+  assign \$193  = $signed(gain_shift) > $signed(6'h15);
+  assign \$194  = \$193  ? 9'h015 : gain_shift;
+  assign \$195  = special_r ? 9'h004 : \$194 ;
+  assign \$197  = $signed(chan[206:191]) << \$2 [4:0];
+  assign \$198  = 1'h1 << sh;
+  assign \$200  = $signed(\$197 ) + $signed({ 1'h0, \$199  });
+  assign \$201  = $signed(\$200 ) - $signed(gain_w);
+  assign \$202  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$203  = - gain_x;
+  assign \$204  = \$202  ? \$203  : { 1'h0, gain_x };
+  assign \$205  = $signed(gain_t) + $signed(\$204 );
+  assign \$206  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$207  = $signed(gain_t) > $signed(21'h080010);
+  assign \$208  = \$207  ? 41'h00000080010 : gain_t;
+  assign \$209  = \$206  ? 41'h1fffff7ffe0 : \$208 ;
+  assign \$210  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$211  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$212  = \$211  ? 42'h00000080010 : gain_t1;
+  assign \$213  = \$210  ? 42'h3fffff7ffe0 : \$212 ;
+  assign \$214  = $signed(acc1) - $signed(acc0);
+  assign \$215  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$216  = - gain_x;
+  assign \$217  = \$215  ? \$216  : { 1'h0, gain_x };
+  assign \$218  = special_r ? \$214  : { \$217 [35], \$217 [35], \$217 [35], \$217 [35], \$217  };
+  assign \$219  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$220  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$221  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$338 ;
+    pop_top <= \$222 ;
   always @(posedge clk)
-    pop_bottom <= \$339 ;
+    pop_bottom <= \$223 ;
   always @(posedge clk)
-    fsm_state <= \$340 ;
+    fsm_state <= \$224 ;
   always @(posedge clk)
-    start <= \$341 ;
+    start <= \$225 ;
   always @(posedge clk)
-    t <= \$342 ;
+    t <= \$226 ;
   always @(posedge clk)
-    den <= \$343 ;
+    \den$39  <= \$227 ;
   always @(posedge clk)
-    lead <= \$344 ;
+    floor_q <= \$228 ;
   always @(posedge clk)
-    \start$9  <= \$345 ;
+    mean_rem <= \$229 ;
   always @(posedge clk)
-    recip_rem <= \$346 ;
+    gain_num <= \$230 ;
   always @(posedge clk)
-    recip_one <= \$347 ;
+    den_norm <= \$231 ;
   always @(posedge clk)
-    recip <= \$348 ;
+    num_norm <= \$232 ;
   always @(posedge clk)
-    m <= \$349 ;
+    num_zeros <= \$233 ;
   always @(posedge clk)
-    km <= \$350 ;
+    den_zeros <= \$234 ;
   always @(posedge clk)
-    sh0 <= \$351 ;
+    loop_n <= \$235 ;
   always @(posedge clk)
-    tk <= \$352 ;
+    gain_shift <= \$236 ;
   always @(posedge clk)
-    pre <= \$353 ;
+    gain_zero <= \$237 ;
   always @(posedge clk)
-    tsh <= \$354 ;
+    div_num <= \$238 ;
   always @(posedge clk)
-    km_pre <= \$355 ;
+    div_mag <= \$239 ;
   always @(posedge clk)
-    t_clamped <= \$356 ;
+    div_neg <= \$240 ;
   always @(posedge clk)
-    sh <= \$357 ;
+    \start$5  <= \$241 ;
   always @(posedge clk)
-    \a$29  <= \$358 ;
+    gain_q1 <= \$242 ;
   always @(posedge clk)
-    bias <= \$359 ;
+    gain_x <= \$243 ;
   always @(posedge clk)
-    \b$50  <= \$360 ;
+    scale_count <= \$244 ;
   always @(posedge clk)
-    \p$51  <= \$361 ;
+    special_r <= \$245 ;
   always @(posedge clk)
-    quot <= \$362 ;
+    sh <= \$246 ;
+  always @(posedge clk)
+    gain_p <= \$247 ;
+  always @(posedge clk)
+    gain_w <= \$248 ;
+  always @(posedge clk)
+    gain_t <= \$249 ;
+  always @(posedge clk)
+    gain_t1 <= \$250 ;
+  always @(posedge clk)
+    acc0 <= \$251 ;
+  always @(posedge clk)
+    acc1 <= \$252 ;
+  always @(posedge clk)
+    a_fin <= \$253 ;
+  always @(posedge clk)
+    c_fin <= \$254 ;
+  always @(posedge clk)
+    \b$59  <= \$255 ;
+  always @(posedge clk)
+    \a$60  <= \$256 ;
+  always @(posedge clk)
+    special <= \$257 ;
+  always @(posedge clk)
+    \neg$62  <= \$258 ;
+  always @(posedge clk)
+    q_lo <= \$259 ;
+  always @(posedge clk)
+    q_hi <= \$260 ;
   \hwnorm_frn_range_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$25 ),
-    .done(\done$40 ),
+    .\den$13 (den),
+    .done(\done$48 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$24 ),
+    .\neg$15 (\neg$20 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$26 )
+    .start(\start$5 ),
+    .steps(\steps$24 )
   );
   \hwnorm_frn_range_s16.math.mul  mul (
     .a(a),
@@ -1465,2266 +1285,5536 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 62'h0000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           a = { 24'h000000, chan[64:27] };
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           a = { 24'h000000, chan[102:65] };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           a = { t[60], t };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
+          a = { \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5  };
+      7'h12:
           /* empty */;
-      6'h12:
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
-          a = { 37'h0000000000, recip };
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
-      6'h18:
+      7'h17:
           /* empty */;
-      6'h19:
+      7'h18:
           /* empty */;
-      6'h1a:
+      7'h19:
           /* empty */;
-      6'h1b:
+      7'h1a:
           /* empty */;
-      6'h1c:
+      7'h1b:
           /* empty */;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h03:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          a = { 38'h0000000000, chan[254:231] };
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
+          a = { 27'h0000000, gain_x };
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h25:
-          a = { \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29 [50], \a$29  };
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          a = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          a = { 27'h0000000, gain_x };
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           b = { 4'h0, r_closed };
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           b = { 8'h00, r_open };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           b = { 11'h000, chan[13:1] };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          b = { \$231 [16], \$231 [16], \$231 [16], \$231 [16], \$231 [16], \$231 [16], \$231 [16], \$231  };
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
+      7'h11:
           b = { 11'h000, chan[13:1] };
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h1c:
+      7'h16:
           /* empty */;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h03:
+      7'h18:
           /* empty */;
-      6'h1e:
-          b = { \$235 [16], \$235 [16], \$235 [16], \$235 [16], \$235 [16], \$235 [16], \$235 [16], \$235  };
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
           /* empty */;
-      6'h24:
+      7'h1e:
           /* empty */;
-      6'h25:
-          b = \$239 [23:0];
+      7'h1f:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          b = { \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13  };
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          b = chan[254:231];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          b = { \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 84'h000000000000000000000;
+    c = 76'h0000000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          c = { 28'h0000000, chan[158:103] };
-      6'h08:
+      7'h07:
+          c = { 20'h00000, chan[158:103] };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          c = { t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t };
-      6'h0b:
+      7'h0a:
+          c = { t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t[60], t };
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          c = 84'h000000000000000000000;
-      6'h0e:
+      7'h0d:
+          c = 76'h0000000000000000000;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
+          c = 76'h0000000000000000000;
+      7'h12:
           /* empty */;
-      6'h12:
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
-          c = 84'h000000000000000000000;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          c = 84'h000000000000000000000;
-      6'h18:
+      7'h17:
           /* empty */;
-      6'h19:
+      7'h18:
           /* empty */;
-      6'h1a:
+      7'h19:
           /* empty */;
-      6'h1b:
+      7'h1a:
           /* empty */;
-      6'h1c:
+      7'h1b:
           /* empty */;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h03:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          c = 84'h000000000000000000000;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
+          c = 76'h0000000000000000000;
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h25:
-          c = 84'h000000000000000000000;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          c = 76'h0000000000000000000;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          c = 76'h0000000000000000000;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           neg = 1'h0;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           neg = 1'h0;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           neg = 1'h0;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          neg = \$232 ;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
+      7'h11:
           neg = 1'h0;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h1c:
+      7'h16:
           /* empty */;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h03:
+      7'h18:
           /* empty */;
-      6'h1e:
-          neg = \$236 ;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
           /* empty */;
-      6'h24:
+      7'h1e:
           /* empty */;
-      6'h25:
-          neg = \$240 ;
+      7'h1f:
+          neg = \$8 ;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          neg = \$14 ;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          neg = 1'h0;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          neg = \$18 ;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          neg = \$22 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           steps = 5'h14;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           steps = 5'h10;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           steps = 5'h0d;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          steps = 5'h10;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
+      7'h11:
           steps = 5'h0d;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h1c:
+      7'h16:
           /* empty */;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h03:
+      7'h18:
           /* empty */;
-      6'h1e:
-          steps = 5'h10;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
           /* empty */;
-      6'h24:
+      7'h1e:
           /* empty */;
-      6'h25:
+      7'h1f:
+          steps = 5'h0d;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          steps = 5'h11;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
           steps = 5'h18;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          steps = 5'h08;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          steps = 5'h11;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 70'h000000000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          rem_init = recip_rem;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          rem_init = \$6 [23:0];
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          rem_init = \$9 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 24'h000000;
+    lo_init = 35'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          lo_init = \$228 ;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          lo_init = \$7 [34:0];
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          lo_init = \$10 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$24  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \neg$24  = 1'h0;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \neg$20  = div_neg;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \neg$20  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 70'h000000000000000000;
+    den = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \den$25  = den;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          den = den_norm[69:46];
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 5'h00;
+    \steps$24  = 6'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \steps$26  = 5'h18;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \steps$24  = 6'h16;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \steps$24  = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h03:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h27:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h01:
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = 1'h0;
+    \$222  = 1'h0;
     if (rst) begin
-      \$338  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = 1'h0;
+    \$223  = 1'h0;
     if (rst) begin
-      \$339  = 1'h0;
+      \$223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = fsm_state;
+    \$224  = fsm_state;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$340  = 6'h01;
+                  \$224  = 7'h01;
               2'h1:
-                  \$340  = 6'h02;
+                  \$224  = 7'h02;
               2'h2:
-                  \$340  = 6'h03;
+                  \$224  = 7'h03;
             endcase
           end
-      6'h02:
-          \$340  = 6'h04;
-      6'h04:
-          \$340  = 6'h05;
-      6'h05:
-          \$340  = 6'h06;
-      6'h06:
-          \$340  = 6'h07;
-      6'h07:
-          \$340  = 6'h08;
-      6'h08:
+      7'h02:
+          \$224  = 7'h04;
+      7'h04:
+          \$224  = 7'h05;
+      7'h05:
+          \$224  = 7'h06;
+      7'h06:
+          \$224  = 7'h07;
+      7'h07:
+          \$224  = 7'h08;
+      7'h08:
           if (\done$37 ) begin
-            \$340  = 6'h09;
+            \$224  = 7'h09;
           end
-      6'h09:
-          \$340  = 6'h0a;
-      6'h0a:
-          \$340  = 6'h0b;
-      6'h0b:
+      7'h09:
+          \$224  = 7'h0a;
+      7'h0a:
+          \$224  = 7'h0b;
+      7'h0b:
           if (\done$37 ) begin
-            \$340  = 6'h0c;
+            \$224  = 7'h0c;
           end
-      6'h0c:
-          \$340  = 6'h0d;
-      6'h0d:
-          \$340  = 6'h0e;
-      6'h0e:
+      7'h0c:
+          \$224  = 7'h0d;
+      7'h0d:
+          \$224  = 7'h0e;
+      7'h0e:
           if (\done$37 ) begin
-            \$340  = 6'h0f;
+            \$224  = 7'h0f;
           end
-      6'h0f:
-          \$340  = 6'h10;
-      6'h10:
-          \$340  = 6'h11;
-      6'h11:
-          \$340  = 6'h12;
-      6'h12:
-          if (\done$40 ) begin
-            \$340  = 6'h13;
-          end
-      6'h13:
-          \$340  = 6'h14;
-      6'h14:
-          \$340  = 6'h15;
-      6'h15:
+      7'h0f:
+          \$224  = 7'h10;
+      7'h10:
+          \$224  = 7'h11;
+      7'h11:
+          \$224  = 7'h12;
+      7'h12:
           if (\done$37 ) begin
-            \$340  = 6'h16;
+            \$224  = 7'h13;
           end
-      6'h16:
-          \$340  = 6'h17;
-      6'h17:
-          \$340  = 6'h18;
-      6'h18:
+      7'h13:
+          \$224  = 7'h14;
+      7'h14:
+          if (\$98 ) begin
+            \$224  = 7'h15;
+          end
+      7'h15:
+          \$224  = 7'h16;
+      7'h16:
+          \$224  = 7'h17;
+      7'h17:
+          \$224  = 7'h18;
+      7'h18:
+          \$224  = 7'h19;
+      7'h19:
+          if (\done$48 ) begin
+            \$224  = 7'h1a;
+          end
+      7'h1a:
+          \$224  = 7'h1b;
+      7'h1b:
+          \$224  = 7'h1c;
+      7'h1c:
+          if (\$126 ) begin
+            \$224  = 7'h1d;
+          end
+      7'h1d:
+          \$224  = 7'h1e;
+      7'h1e:
+          \$224  = 7'h1f;
+      7'h1f:
+          \$224  = 7'h20;
+      7'h20:
           if (\done$37 ) begin
-            \$340  = 6'h19;
+            \$224  = 7'h21;
           end
-      6'h19:
-          \$340  = 6'h1a;
-      6'h1a:
-          \$340  = 6'h1b;
-      6'h1b:
-          \$340  = 6'h1c;
-      6'h1c:
-          \$340  = 6'h1d;
-      6'h1d:
-          \$340  = 6'h01;
-      6'h03:
-          \$340  = 6'h1e;
-      6'h1e:
-          \$340  = 6'h1f;
-      6'h1f:
+      7'h21:
+          \$224  = 7'h22;
+      7'h22:
+          \$224  = 7'h23;
+      7'h23:
+          \$224  = 7'h24;
+      7'h24:
+          if (\done$48 ) begin
+            \$224  = 7'h25;
+          end
+      7'h25:
+          \$224  = 7'h26;
+      7'h26:
+          \$224  = 7'h27;
+      7'h27:
+          \$224  = 7'h28;
+      7'h28:
+          \$224  = 7'h29;
+      7'h29:
+          \$224  = 7'h2a;
+      7'h2a:
+          \$224  = 7'h2b;
+      7'h2b:
           if (\done$37 ) begin
-            \$340  = 6'h20;
+            \$224  = 7'h2c;
           end
-      6'h20:
-          \$340  = 6'h21;
-      6'h21:
-          \$340  = 6'h22;
-      6'h22:
-          \$340  = 6'h23;
-      6'h23:
-          \$340  = 6'h24;
-      6'h24:
-          \$340  = 6'h25;
-      6'h25:
-          \$340  = 6'h26;
-      6'h26:
+      7'h2c:
+          \$224  = 7'h01;
+      7'h03:
+          \$224  = 7'h2d;
+      7'h2d:
+          \$224  = 7'h2e;
+      7'h2e:
+          \$224  = 7'h2f;
+      7'h2f:
           if (\done$37 ) begin
-            \$340  = 6'h27;
+            \$224  = 7'h30;
           end
-      6'h27:
-          \$340  = 6'h28;
-      6'h28:
-          \$340  = 6'h01;
-      6'h01:
-          \$340  = 6'h00;
-    endcase
-    if (rst) begin
-      \$340  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          \$341  = 1'h1;
-      6'h07:
-          \$341  = 1'h0;
-      6'h08:
-          /* empty */;
-      6'h09:
-          \$341  = 1'h1;
-      6'h0a:
-          \$341  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$341  = 1'h1;
-      6'h0d:
-          \$341  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$341  = 1'h1;
-      6'h14:
-          \$341  = 1'h0;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$341  = 1'h1;
-      6'h17:
-          \$341  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          \$341  = 1'h1;
-      6'h1e:
-          \$341  = 1'h0;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$341  = 1'h1;
-      6'h25:
-          \$341  = 1'h0;
-    endcase
-    if (rst) begin
-      \$341  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
+      7'h30:
+          \$224  = 7'h31;
+      7'h31:
+          if (\$167 ) begin
+            \$224  = 7'h32;
+          end
+      7'h32:
+          \$224  = 7'h33;
+      7'h33:
+          \$224  = 7'h34;
+      7'h34:
+          \$224  = 7'h35;
+      7'h35:
+          \$224  = 7'h36;
+      7'h36:
+          if (\$192 ) begin
+            \$224  = 7'h37;
+          end
+      7'h37:
+          \$224  = 7'h38;
+      7'h38:
+          \$224  = 7'h39;
+      7'h39:
+          \$224  = 7'h3a;
+      7'h3a:
           if (\done$37 ) begin
-            \$342  = p[60:0];
+            \$224  = 7'h3b;
           end
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
+      7'h3b:
+          \$224  = 7'h3c;
+      7'h3c:
+          \$224  = 7'h3d;
+      7'h3d:
+          \$224  = 7'h3e;
+      7'h3e:
+          \$224  = 7'h3f;
+      7'h3f:
+          \$224  = 7'h40;
+      7'h40:
+          \$224  = 7'h41;
+      7'h41:
+          \$224  = 7'h42;
+      7'h42:
           if (\done$37 ) begin
-            \$342  = p[60:0];
+            \$224  = 7'h43;
           end
+      7'h43:
+          \$224  = 7'h01;
+      7'h01:
+          \$224  = 7'h00;
     endcase
     if (rst) begin
-      \$342  = 61'h0000000000000000;
+      \$224  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = den;
+    \$225  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
+          \$225  = 1'h1;
+      7'h07:
+          \$225  = 1'h0;
+      7'h08:
           /* empty */;
-      6'h07:
+      7'h09:
+          \$225  = 1'h1;
+      7'h0a:
+          \$225  = 1'h0;
+      7'h0b:
           /* empty */;
-      6'h08:
+      7'h0c:
+          \$225  = 1'h1;
+      7'h0d:
+          \$225  = 1'h0;
+      7'h0e:
           /* empty */;
-      6'h09:
+      7'h0f:
           /* empty */;
-      6'h0a:
+      7'h10:
+          \$225  = 1'h1;
+      7'h11:
+          \$225  = 1'h0;
+      7'h12:
           /* empty */;
-      6'h0b:
+      7'h13:
           /* empty */;
-      6'h0c:
+      7'h14:
           /* empty */;
-      6'h0d:
+      7'h15:
           /* empty */;
-      6'h0e:
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$225  = 1'h1;
+      7'h1f:
+          \$225  = 1'h0;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \$225  = 1'h1;
+      7'h2a:
+          \$225  = 1'h0;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          \$225  = 1'h1;
+      7'h2e:
+          \$225  = 1'h0;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$225  = 1'h1;
+      7'h39:
+          \$225  = 1'h0;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$225  = 1'h1;
+      7'h41:
+          \$225  = 1'h0;
+    endcase
+    if (rst) begin
+      \$225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$226  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
           if (\done$37 ) begin
-            \$343  = p[69:0];
+            \$226  = p[60:0];
           end
-    endcase
-    if (rst) begin
-      \$343  = 70'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = lead;
-    casez (fsm_state)
-      6'h00:
+      7'h09:
           /* empty */;
-      6'h02:
+      7'h0a:
           /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$344  = den_lead;
-    endcase
-    if (rst) begin
-      \$344  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$345  = 1'h1;
-      6'h11:
-          \$345  = 1'h0;
-    endcase
-    if (rst) begin
-      \$345  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$346  = \$285 [69:0];
-    endcase
-    if (rst) begin
-      \$346  = 70'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$347  = \$286 ;
-    endcase
-    if (rst) begin
-      \$347  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$40 ) begin
-            \$348  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$348  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h0b:
           if (\done$37 ) begin
-            \$349  = p[41:0];
+            \$226  = p[60:0];
           end
-      6'h16:
+    endcase
+    if (rst) begin
+      \$226  = 61'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$227  = \den$39 ;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      6'h17:
+      7'h02:
           /* empty */;
-      6'h18:
+      7'h04:
           /* empty */;
-      6'h19:
+      7'h05:
           /* empty */;
-      6'h1a:
+      7'h06:
           /* empty */;
-      6'h1b:
+      7'h07:
           /* empty */;
-      6'h1c:
+      7'h08:
           /* empty */;
-      6'h1d:
+      7'h09:
           /* empty */;
-      6'h03:
+      7'h0a:
           /* empty */;
-      6'h1e:
+      7'h0b:
           /* empty */;
-      6'h1f:
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
           if (\done$37 ) begin
-            \$349  = p[41:0];
+            \$227  = p[69:0];
           end
     endcase
     if (rst) begin
-      \$349  = 42'h00000000000;
+      \$227  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = km;
+    \$228  = floor_q;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
+          \$228  = 18'h00000;
+      7'h10:
           /* empty */;
-      6'h10:
+      7'h11:
           /* empty */;
-      6'h11:
+      7'h12:
           /* empty */;
-      6'h12:
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          \$228  = \$159 [17:0];
+    endcase
+    if (rst) begin
+      \$228  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$229  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          \$229  = 14'h0000;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          \$229  = { 6'h00, chan[214:207] };
+    endcase
+    if (rst) begin
+      \$229  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$230  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
           if (\done$37 ) begin
-            \$350  = p[55:0];
+            \$230  = p[39:0];
           end
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h1c:
+      7'h16:
           /* empty */;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h03:
+      7'h18:
           /* empty */;
-      6'h1e:
+      7'h19:
           /* empty */;
-      6'h1f:
+      7'h1a:
           /* empty */;
-      6'h20:
-          \$350  = \$311 [55:0];
-    endcase
-    if (rst) begin
-      \$350  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = sh0;
-    casez (fsm_state)
-      6'h00:
+      7'h1b:
           /* empty */;
-      6'h02:
+      7'h1c:
           /* empty */;
-      6'h04:
+      7'h1d:
           /* empty */;
-      6'h05:
+      7'h1e:
           /* empty */;
-      6'h06:
+      7'h1f:
           /* empty */;
-      6'h07:
+      7'h20:
           /* empty */;
-      6'h08:
+      7'h21:
           /* empty */;
-      6'h09:
+      7'h22:
           /* empty */;
-      6'h0a:
+      7'h23:
           /* empty */;
-      6'h0b:
+      7'h24:
           /* empty */;
-      6'h0c:
+      7'h25:
           /* empty */;
-      6'h0d:
+      7'h26:
           /* empty */;
-      6'h0e:
+      7'h27:
           /* empty */;
-      6'h0f:
+      7'h28:
           /* empty */;
-      6'h10:
+      7'h29:
           /* empty */;
-      6'h11:
+      7'h2a:
           /* empty */;
-      6'h12:
+      7'h2b:
           /* empty */;
-      6'h13:
+      7'h2c:
           /* empty */;
-      6'h14:
+      7'h03:
           /* empty */;
-      6'h15:
+      7'h2d:
           /* empty */;
-      6'h16:
+      7'h2e:
           /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$351  = { \$287 [8], \$287  };
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$351  = { \$312 [8], \$312  };
-    endcase
-    if (rst) begin
-      \$351  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$352  = count_lead;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$352  = 4'h8;
-    endcase
-    if (rst) begin
-      \$352  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$353  = \$290 [4:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$353  = \$315 [4:0];
-    endcase
-    if (rst) begin
-      \$353  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$354  = \$300 [9:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$354  = \$325 [9:0];
-    endcase
-    if (rst) begin
-      \$354  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$355  = \$301 [75:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$355  = \$326 [75:0];
-    endcase
-    if (rst) begin
-      \$355  = 76'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$356  = \$303 [6:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$356  = \$328 [6:0];
-    endcase
-    if (rst) begin
-      \$356  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$357  = \$305 [4:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$357  = \$330 [4:0];
-    endcase
-    if (rst) begin
-      \$357  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = \a$29 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$358  = \$306 [50:0];
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          \$358  = \$331 [50:0];
-    endcase
-    if (rst) begin
-      \$358  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$359  = { \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310 [47], \$310  };
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          \$359  = { \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335 [47], \$335  };
-    endcase
-    if (rst) begin
-      \$359  = 67'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = \b$50 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$360  = bias;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$360  = \$337 [66:0];
-    endcase
-    if (rst) begin
-      \$360  = 67'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = \p$51 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
+      7'h2f:
           if (\done$37 ) begin
-            \$361  = p[81:0];
+            \$230  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$361  = 82'h000000000000000000000;
+      \$230  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = quot;
+    \$231  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
+          \$231  = \den$39 ;
+      7'h14:
+          if (\$91 ) begin
+            \$231  = \$92 [69:0];
+          end
+      7'h15:
           /* empty */;
-      6'h14:
+      7'h16:
           /* empty */;
-      6'h15:
+      7'h17:
           /* empty */;
-      6'h16:
+      7'h18:
           /* empty */;
-      6'h17:
+      7'h19:
           /* empty */;
-      6'h18:
+      7'h1a:
           /* empty */;
-      6'h19:
+      7'h1b:
           /* empty */;
-      6'h1a:
+      7'h1c:
           /* empty */;
-      6'h1b:
+      7'h1d:
           /* empty */;
-      6'h1c:
+      7'h1e:
           /* empty */;
-      6'h1d:
+      7'h1f:
           /* empty */;
-      6'h03:
+      7'h20:
           /* empty */;
-      6'h1e:
+      7'h21:
           /* empty */;
-      6'h1f:
+      7'h22:
           /* empty */;
-      6'h20:
+      7'h23:
           /* empty */;
-      6'h21:
+      7'h24:
           /* empty */;
-      6'h22:
+      7'h25:
           /* empty */;
-      6'h23:
+      7'h26:
           /* empty */;
-      6'h24:
+      7'h27:
           /* empty */;
-      6'h25:
+      7'h28:
           /* empty */;
-      6'h26:
+      7'h29:
           /* empty */;
-      6'h27:
-          \$362  = \$336 [70:0];
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$231  = 70'h200000000000000000;
+      7'h31:
+          if (\$160 ) begin
+            \$231  = \$161 [69:0];
+          end
     endcase
     if (rst) begin
-      \$362  = 71'h000000000000000000;
+      \$231  = 70'h000000000000000000;
     end
   end
-  assign beta_shift = \$226 [4:0];
-  assign \beta_shift$6  = \$227 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$232  = gain_num[38:0];
+      7'h14:
+          if (\$94 ) begin
+            \$232  = \$95 [38:0];
+          end
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$232  = gain_num[38:0];
+      7'h31:
+          if (\$163 ) begin
+            \$232  = \$164 [38:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$233  = 6'h00;
+      7'h14:
+          if (\$94 ) begin
+            \$233  = \$96 [5:0];
+          end
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$233  = 6'h00;
+      7'h31:
+          if (\$163 ) begin
+            \$233  = \$165 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$233  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$234  = 7'h00;
+      7'h14:
+          if (\$91 ) begin
+            \$234  = \$93 [6:0];
+          end
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$234  = 7'h00;
+      7'h31:
+          if (\$160 ) begin
+            \$234  = \$162 [6:0];
+          end
+    endcase
+    if (rst) begin
+      \$234  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$235  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+        begin
+          \$235  = \$97 [6:0];
+          if (\$98 ) begin
+            \$235  = 7'h00;
+          end
+        end
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+        begin
+          \$235  = \$125 [6:0];
+          if (\$126 ) begin
+            \$235  = 7'h00;
+          end
+        end
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+        begin
+          \$235  = \$166 [6:0];
+          if (\$167 ) begin
+            \$235  = 7'h00;
+          end
+        end
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+        begin
+          \$235  = \$191 [6:0];
+          if (\$192 ) begin
+            \$235  = 7'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$235  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$236  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$236  = { \$100 [7], \$100  };
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$236  = \$111 [8:0];
+      7'h1b:
+          /* empty */;
+      7'h1c:
+        begin
+          if (\$115 ) begin
+            \$236  = \$117 [8:0];
+          end
+          if (\$121 ) begin
+            \$236  = \$123 [8:0];
+          end
+        end
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$236  = \$169 ;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$236  = \$177 [8:0];
+      7'h35:
+          /* empty */;
+      7'h36:
+        begin
+          if (\$181 ) begin
+            \$236  = \$183 [8:0];
+          end
+          if (\$187 ) begin
+            \$236  = \$189 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$236  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$237  = \$101 ;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$237  = \$170 ;
+    endcase
+    if (rst) begin
+      \$237  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = div_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$238  = { 5'h00, \$102  };
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$238  = { gain_p[49], gain_p };
+    endcase
+    if (rst) begin
+      \$238  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$239  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$239  = \$105 [50:0];
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$239  = \$132 [50:0];
+    endcase
+    if (rst) begin
+      \$239  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$240  = \$106 ;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$240  = \$133 ;
+    endcase
+    if (rst) begin
+      \$240  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$241  = 1'h1;
+      7'h18:
+          \$241  = 1'h0;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$241  = 1'h1;
+      7'h23:
+          \$241  = 1'h0;
+    endcase
+    if (rst) begin
+      \$241  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          if (\done$48 ) begin
+            \$242  = q[23:0];
+          end
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$242  = \$172 [23:0];
+    endcase
+    if (rst) begin
+      \$242  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$243  = { \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109  };
+      7'h1b:
+          /* empty */;
+      7'h1c:
+        begin
+          if (\$115 ) begin
+            \$243  = \$116 ;
+          end
+          if (\$121 ) begin
+            \$243  = \$122 [34:0];
+          end
+        end
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$243  = { \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175  };
+      7'h35:
+          /* empty */;
+      7'h36:
+        begin
+          if (\$181 ) begin
+            \$243  = \$182 ;
+          end
+          if (\$187 ) begin
+            \$243  = \$188 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$243  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$244  = 5'h00;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$244  = \$124 [4:0];
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$244  = 5'h00;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$244  = \$190 [4:0];
+    endcase
+    if (rst) begin
+      \$244  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$245  = \$114 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$245  = \$180 ;
+    endcase
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$246  = \$129 [4:0];
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$246  = \$195 [4:0];
+    endcase
+    if (rst) begin
+      \$246  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          if (\done$37 ) begin
+            \$247  = p[49:0];
+          end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          if (\done$37 ) begin
+            \$247  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$247  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          if (\done$48 ) begin
+            \$248  = q;
+          end
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$248  = \$196 [36:0];
+    endcase
+    if (rst) begin
+      \$248  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$249  = \$138 [40:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$249  = \$201 [40:0];
+    endcase
+    if (rst) begin
+      \$249  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$250  = \$142 ;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$250  = \$205 ;
+    endcase
+    if (rst) begin
+      \$250  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$251  = \$146 [38:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$251  = \$209 [38:0];
+    endcase
+    if (rst) begin
+      \$251  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$252  = \$150 [38:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$252  = \$213 [38:0];
+    endcase
+    if (rst) begin
+      \$252  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$253  = \$155 [21:0];
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$253  = \$218 [21:0];
+    endcase
+    if (rst) begin
+      \$253  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$254  = \$156 [38:0];
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$254  = \$219 [38:0];
+    endcase
+    if (rst) begin
+      \$254  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = \b$59 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          if (\done$37 ) begin
+            \$255  = p[38:0];
+          end
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          if (\done$37 ) begin
+            \$255  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$255  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = \a$60 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$256  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$256  = a_fin;
+    endcase
+    if (rst) begin
+      \$256  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$257  = special_r;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$257  = special_r;
+    endcase
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = \neg$62 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$258  = \$157 ;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$258  = \$220 ;
+    endcase
+    if (rst) begin
+      \$258  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$259  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$259  = floor_q;
+    endcase
+    if (rst) begin
+      \$259  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$260  = \$158 [17:0];
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$260  = \$221 [17:0];
+    endcase
+    if (rst) begin
+      \$260  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
@@ -3737,78 +6827,94 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   assign \chan.mean  = chan[230:207];
   assign \chan.scale_m  = chan[254:231];
   assign \chan.scale_exp  = chan[262:255];
-  assign \$284  = { 1'h0, \$283 [127:1] };
-  assign \$309  = { 1'h0, \$308 [31:1] };
-  assign \$311  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$334  = { 1'h0, \$333 [31:1] };
-  assign \$336  = { \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81], \p$51 [81:8] };
+  assign \$6  = { 22'h000000, div_mag[50:22] };
+  assign \$7  = { 2'h0, div_mag[21:0], 13'h0000 };
+  assign \$9  = { 35'h000000000, div_mag[50:35] };
+  assign \$10  = { 1'h0, div_mag[34:0] };
+  assign \$92  = { den_norm, 1'h0 };
+  assign \$95  = { num_norm, 1'h0 };
+  assign \$102  = { 1'h0, num_norm, 6'h00 };
+  assign \$107  = { gain_q1[23], gain_q1[23:1] };
+  assign \$116  = { 1'h0, gain_x[34:1] };
+  assign \$122  = { gain_x, 1'h0 };
+  assign \$136  = { 1'h0, \$135 [31:1] };
+  assign \$159  = { chan[230], chan[230], chan[230], chan[230], chan[230], chan[230], chan[230], chan[230], chan[230:215] };
+  assign \$161  = { den_norm, 1'h0 };
+  assign \$164  = { num_norm, 1'h0 };
+  assign \$171  = { 1'h0, num_norm, 6'h00 };
+  assign \$172  = { 23'h000000, \$171 [45:23] };
+  assign \$173  = { gain_q1[23], gain_q1[23:1] };
+  assign \$182  = { 1'h0, gain_x[34:1] };
+  assign \$188  = { gain_x, 1'h0 };
+  assign \$196  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$199  = { 1'h0, \$198 [31:1] };
 endmodule
 
 module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [70:0] \$1 ;
-  wire [5:0] \$10 ;
+  wire [24:0] \$1 ;
+  wire [6:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [24:0] \$13 ;
-  wire [25:0] \$14 ;
-  wire [25:0] \$15 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [69:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
-  reg [23:0] \$20 ;
-  reg [69:0] \$21 ;
+  reg [34:0] \$20 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
-  reg [23:0] \$23 ;
-  reg [4:0] \$24 ;
+  reg [34:0] \$23 ;
+  reg [5:0] \$24 ;
   reg \$25 ;
-  reg [25:0] \$26 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [71:0] \$4 ;
-  wire [71:0] \$5 ;
-  wire [24:0] \$6 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
+  wire [35:0] \$6 ;
   wire \$7 ;
-  wire [24:0] \$8 ;
-  wire [24:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [35:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [69:0] den = 70'h000000000000000000;
-  input [69:0] \den$13 ;
-  wire [69:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
-  reg [4:0] left = 5'h00;
-  reg [23:0] lo = 24'h000000;
-  input [23:0] lo_init;
-  wire [23:0] lo_init;
+  reg [5:0] left = 6'h00;
+  reg [34:0] lo = 35'h000000000;
+  input [34:0] lo_init;
+  wire [34:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [25:0] q;
-  reg [25:0] q = 26'h0000000;
-  reg [23:0] quot = 24'h000000;
-  reg [69:0] rem = 70'h000000000000000000;
-  input [69:0] rem_init;
-  wire [69:0] rem_init;
+  output [36:0] q;
+  reg [36:0] q = 37'h0000000000;
+  reg [34:0] quot = 35'h000000000;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
   reg sign = 1'h0;
   input start;
   wire start;
-  input [4:0] steps;
-  wire [4:0] steps;
-  wire [70:0] trial;
-  assign trial = \$1  | { 70'h000000000000000000, lo[23] };
+  input [5:0] steps;
+  wire [5:0] steps;
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[34] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 24'h000000, \$7  };
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -3870,10 +6976,10 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [69:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 70'h000000000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -3882,10 +6988,10 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [23:0];
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
-      \$20  = 24'h000000;
+      \$20  = 35'h000000000;
     end
   end
   always @* begin
@@ -3895,7 +7001,7 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 70'h000000000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -3912,12 +7018,12 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 24'h000000;
+      \$23  = 35'h000000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [23:0];
+      \$23  = \$8 [34:0];
     end
     if (rst) begin
-      \$23  = 24'h000000;
+      \$23  = 35'h000000000;
     end
   end
   always @* begin
@@ -3926,10 +7032,10 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
     if (start) begin
       \$24  = steps;
     end else if (\$2 ) begin
-      \$24  = \$10 [4:0];
+      \$24  = \$10 [5:0];
     end
     if (rst) begin
-      \$24  = 5'h00;
+      \$24  = 6'h00;
     end
   end
   always @* begin
@@ -3949,7 +7055,7 @@ module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 26'h0000000;
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -3960,27 +7066,27 @@ endmodule
 module \hwnorm_frn_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [83:0] \$10 ;
-  reg [83:0] \$11 ;
+  reg [75:0] \$10 ;
+  reg [75:0] \$11 ;
   reg [23:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
-  wire [84:0] \$2 ;
-  wire [85:0] \$3 ;
-  wire [86:0] \$4 ;
-  wire [84:0] \$5 ;
+  wire [76:0] \$2 ;
+  wire [77:0] \$3 ;
+  wire [78:0] \$4 ;
+  wire [76:0] \$5 ;
   wire [23:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
   input [61:0] a;
   wire [61:0] a;
-  reg [83:0] a_sh = 84'h000000000000000000000;
+  reg [75:0] a_sh = 76'h0000000000000000000;
   input [23:0] b;
   wire [23:0] b;
   reg [23:0] b_sh = 24'h000000;
-  input [83:0] c;
-  wire [83:0] c;
+  input [75:0] c;
+  wire [75:0] c;
   input clk;
   wire clk;
   output done;
@@ -3989,8 +7095,8 @@ module \hwnorm_frn_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, don
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [83:0] p;
-  reg [83:0] p = 84'h000000000000000000000;
+  output [75:0] p;
+  reg [75:0] p = 76'h0000000000000000000;
   input rst;
   wire rst;
   input start;
@@ -3998,7 +7104,7 @@ module \hwnorm_frn_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, don
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[83], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[75], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -4035,23 +7141,23 @@ module \hwnorm_frn_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, don
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [83:0];
+        \$10  = \$4 [75:0];
       end
     end
     if (rst) begin
-      \$10  = 84'h000000000000000000000;
+      \$10  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a };
+      \$11  = { a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a[61], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [83:0];
+      \$11  = \$5 [75:0];
     end
     if (rst) begin
-      \$11  = 84'h000000000000000000000;
+      \$11  = 76'h0000000000000000000;
     end
   end
   always @* begin
@@ -4092,68 +7198,95 @@ module \hwnorm_frn_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, don
   assign \$6  = { 1'h0, b_sh[23:1] };
 endmodule
 
-module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [32:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [96:0] \$15 ;
-  wire [97:0] \$16 ;
-  wire [98:0] \$17 ;
-  wire [67:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire [67:0] \$22 ;
-  wire [67:0] \$23 ;
-  wire [67:0] \$24 ;
-  wire [67:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  wire \$30 ;
-  wire [13:0] \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [12:0] \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg \$43 ;
-  reg \$44 ;
-  reg [15:0] \$45 ;
-  reg [33:0] \$46 ;
-  reg [33:0] \$47 ;
-  reg [33:0] \$48 ;
-  reg [67:0] \$49 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [39:0] \$44 ;
+  wire [39:0] \$45 ;
+  wire [39:0] \$46 ;
+  wire [39:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire [1:0] \$5 ;
-  reg [67:0] \$50 ;
-  reg [67:0] \$51 ;
-  reg \$52 ;
-  reg \$53 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [13:0] \$53 ;
   reg \$54 ;
-  reg [15:0] \$55 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg [12:0] \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg \$72 ;
+  reg [15:0] \$73 ;
+  reg [33:0] \$74 ;
+  reg [21:0] \$75 ;
+  reg [39:0] \$76 ;
+  reg [39:0] \$77 ;
+  reg [39:0] \$78 ;
+  reg \$79 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [50:0] a;
-  wire [50:0] a;
-  reg [67:0] acc0 = 68'h00000000000000000;
-  input [66:0] b;
-  wire [66:0] b;
+  reg \$80 ;
+  reg \$81 ;
+  reg [15:0] \$82 ;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -4163,6 +7296,12 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -4171,6 +7310,8 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -4186,16 +7327,21 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [33:0] p0_34 = 34'h000000000;
-  reg [67:0] q0 = 68'h00000000000000000;
-  reg [67:0] qs0 = 68'h00000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   input [15:0] tau;
   wire [15:0] tau;
   reg under0 = 1'h0;
@@ -4209,44 +7355,100 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = ~ force_hi0_2;
+  assign \$41  = $signed(qs0) < $signed(tau);
+  assign \$42  = force_lo0_2 | \$41 ;
+  assign \$43  = \$40  & \$42 ;
+  assign \$44  = under0 ? 40'hffffff8000 : q0;
+  assign \$45  = over0 ? 40'h0000007fff : \$44 ;
+  assign \$46  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$45 ;
+  assign \$47  = ok4 ? \$46  : 40'h0000000000;
+  assign \$48  = ~ clear;
+  assign \$49  = \$48  & ce;
+  assign \$50  = v4 & ok4;
+  assign \$51  = over0 | under0;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = sat_count + \$52 ;
   always @(posedge clk)
-    v5 <= \$37 ;
+    v0 <= \$54 ;
   always @(posedge clk)
-    sat_count <= \$38 ;
+    v1 <= \$55 ;
   always @(posedge clk)
-    ok0 <= \$39 ;
+    v2 <= \$56 ;
   always @(posedge clk)
-    ok1 <= \$40 ;
+    v3 <= \$57 ;
   always @(posedge clk)
-    ok2 <= \$41 ;
+    v4 <= \$58 ;
   always @(posedge clk)
-    ok3 <= \$42 ;
+    v5 <= \$59 ;
   always @(posedge clk)
-    ok4 <= \$43 ;
+    sat_count <= \$60 ;
   always @(posedge clk)
-    ok5 <= \$44 ;
+    ok0 <= \$61 ;
   always @(posedge clk)
-    x0 <= \$45 ;
+    ok1 <= \$62 ;
   always @(posedge clk)
-    p0_0 <= \$46 ;
+    ok2 <= \$63 ;
   always @(posedge clk)
-    p0_17 <= \$47 ;
+    ok3 <= \$64 ;
   always @(posedge clk)
-    p0_34 <= \$48 ;
+    ok4 <= \$65 ;
   always @(posedge clk)
-    acc0 <= \$49 ;
+    ok5 <= \$66 ;
   always @(posedge clk)
-    qs0 <= \$50 ;
+    force_hi0_0 <= \$67 ;
   always @(posedge clk)
-    q0 <= \$51 ;
+    force_lo0_0 <= \$68 ;
   always @(posedge clk)
-    over0 <= \$52 ;
+    force_hi0_1 <= \$69 ;
   always @(posedge clk)
-    under0 <= \$53 ;
+    force_lo0_1 <= \$70 ;
   always @(posedge clk)
-    below_tau0 <= \$54 ;
+    force_hi0_2 <= \$71 ;
   always @(posedge clk)
-    o__payload <= \$55 ;
+    force_lo0_2 <= \$72 ;
+  always @(posedge clk)
+    x0 <= \$73 ;
+  always @(posedge clk)
+    p0_0 <= \$74 ;
+  always @(posedge clk)
+    p0_17 <= \$75 ;
+  always @(posedge clk)
+    acc0 <= \$76 ;
+  always @(posedge clk)
+    qs0 <= \$77 ;
+  always @(posedge clk)
+    q0 <= \$78 ;
+  always @(posedge clk)
+    over0 <= \$79 ;
+  always @(posedge clk)
+    under0 <= \$80 ;
+  always @(posedge clk)
+    below_tau0 <= \$81 ;
+  always @(posedge clk)
+    o__payload <= \$82 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4257,210 +7459,20 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[50:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = $signed(qs0) < $signed(tau);
-  assign \$22  = under0 ? 68'hfffffffffffff8000 : q0;
-  assign \$23  = over0 ? 68'h00000000000007fff : \$22 ;
-  assign \$24  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$23 ;
-  assign \$25  = ok4 ? \$24  : 68'h00000000000000000;
-  assign \$26  = ~ clear;
-  assign \$27  = \$26  & ce;
-  assign \$28  = v4 & ok4;
-  assign \$29  = over0 | under0;
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = sat_count + \$30 ;
-  always @(posedge clk)
-    v0 <= \$32 ;
-  always @(posedge clk)
-    v1 <= \$33 ;
-  always @(posedge clk)
-    v2 <= \$34 ;
-  always @(posedge clk)
-    v3 <= \$35 ;
-  always @(posedge clk)
-    v4 <= \$36 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = sat_count;
+    \$54  = v0;
     if (clear) begin
-      \$38  = 13'h0000;
-    end
-    if (\$27 ) begin
-      \$38  = \$31 [12:0];
-    end
-    if (rst) begin
-      \$38  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok0;
-    if (clear) begin
+      \$54  = 1'h0;
     end else if (ce) begin
-      \$39  = mask;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok0;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok1;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok2;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$43  = ok3;
-    end
-    if (rst) begin
-      \$43  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$44  = ok4;
-    end
-    if (rst) begin
-      \$44  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = x0;
-    if (\$8 ) begin
-      \$45  = i__payload;
-    end
-    if (rst) begin
-      \$45  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = p0_0;
-    if (\$8 ) begin
-      \$46  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$46  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = p0_17;
-    if (\$8 ) begin
-      \$47  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$47  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = p0_34;
-    if (\$8 ) begin
-      \$48  = { \$11 [32], \$11  };
-    end
-    if (rst) begin
-      \$48  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = acc0;
-    if (\$8 ) begin
-      \$49  = \$17 [67:0];
-    end
-    if (rst) begin
-      \$49  = 68'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = qs0;
-    if (\$8 ) begin
-      \$50  = \$18 ;
-    end
-    if (rst) begin
-      \$50  = 68'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = q0;
-    if (\$8 ) begin
-      \$51  = qs0;
-    end
-    if (rst) begin
-      \$51  = 68'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = over0;
-    if (\$8 ) begin
-      \$52  = \$19 ;
-    end
-    if (rst) begin
-      \$52  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$53  = under0;
-    if (\$8 ) begin
-      \$53  = \$20 ;
-    end
-    if (rst) begin
-      \$53  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$54  = below_tau0;
-    if (\$8 ) begin
-      \$54  = \$21 ;
+      \$54  = i__valid;
     end
     if (rst) begin
       \$54  = 1'h0;
@@ -4468,84 +7480,301 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$55  = o__payload;
+    \$55  = v1;
+    if (clear) begin
+      \$55  = 1'h0;
+    end else if (ce) begin
+      \$55  = v0;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = v2;
+    if (clear) begin
+      \$56  = 1'h0;
+    end else if (ce) begin
+      \$56  = v1;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = v3;
+    if (clear) begin
+      \$57  = 1'h0;
+    end else if (ce) begin
+      \$57  = v2;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = v4;
+    if (clear) begin
+      \$58  = 1'h0;
+    end else if (ce) begin
+      \$58  = v3;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = v5;
+    if (clear) begin
+      \$59  = 1'h0;
+    end else if (ce) begin
+      \$59  = v4;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = sat_count;
+    if (clear) begin
+      \$60  = 13'h0000;
+    end
+    if (\$49 ) begin
+      \$60  = \$53 [12:0];
+    end
+    if (rst) begin
+      \$60  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$61  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = mask;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$62  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$62  = ok0;
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$63  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$63  = ok1;
+    end
+    if (rst) begin
+      \$63  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$64  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$64  = ok2;
+    end
+    if (rst) begin
+      \$64  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$65  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$65  = ok3;
+    end
+    if (rst) begin
+      \$65  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$66  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$66  = ok4;
+    end
+    if (rst) begin
+      \$66  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$67  = force_hi0_0;
     if (\$8 ) begin
-      \$55  = \$25 [15:0];
+      \$67  = \$13 ;
     end
     if (rst) begin
-      \$55  = 16'h0000;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v0;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = i__valid;
+    \$68  = force_lo0_0;
+    if (\$8 ) begin
+      \$68  = \$18 ;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$68  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v1;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v0;
+    \$69  = force_hi0_1;
+    if (\$20 ) begin
+      \$69  = force_hi0_0;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$69  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v2;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v1;
+    \$70  = force_lo0_1;
+    if (\$20 ) begin
+      \$70  = force_lo0_0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = v3;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v2;
+    \$71  = force_hi0_2;
+    if (\$22 ) begin
+      \$71  = force_hi0_1;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$71  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = v4;
-    if (clear) begin
-      \$36  = 1'h0;
-    end else if (ce) begin
-      \$36  = v3;
+    \$72  = force_lo0_2;
+    if (\$22 ) begin
+      \$72  = force_lo0_1;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$72  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = v5;
-    if (clear) begin
-      \$37  = 1'h0;
-    end else if (ce) begin
-      \$37  = v4;
+    \$73  = x0;
+    if (\$24 ) begin
+      \$73  = i__payload;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$73  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = p0_0;
+    if (\$24 ) begin
+      \$74  = { \$25 [32], \$25  };
+    end
+    if (rst) begin
+      \$74  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = p0_17;
+    if (\$24 ) begin
+      \$75  = { \$26 [20], \$26  };
+    end
+    if (rst) begin
+      \$75  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = acc0;
+    if (\$24 ) begin
+      \$76  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$76  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$77  = qs0;
+    if (\$24 ) begin
+      \$77  = \$31 ;
+    end
+    if (rst) begin
+      \$77  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$78  = q0;
+    if (\$24 ) begin
+      \$78  = qs0;
+    end
+    if (rst) begin
+      \$78  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$79  = over0;
+    if (\$24 ) begin
+      \$79  = \$35 ;
+    end
+    if (rst) begin
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$80  = under0;
+    if (\$24 ) begin
+      \$80  = \$39 ;
+    end
+    if (rst) begin
+      \$80  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$81  = below_tau0;
+    if (\$24 ) begin
+      \$81  = \$43 ;
+    end
+    if (rst) begin
+      \$81  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$82  = o__payload;
+    if (\$24 ) begin
+      \$82  = \$47 [15:0];
+    end
+    if (rst) begin
+      \$82  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -4553,9 +7782,8 @@ module \hwnorm_frn_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i_
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34[33], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_frn_range_s16.stats_unit (clk, rst, mask, r_open, clear, valid, chunk_size, sum, r_closed, x);

@@ -31,29 +31,25 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
+  wire [13:0] \$34 ;
+  wire [13:0] \$35 ;
   wire \$36 ;
   wire \$37 ;
-  wire [13:0] \$38 ;
-  wire [13:0] \$39 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire \$43 ;
-  reg [12:0] \$44 ;
-  reg [169:0] \$45 ;
-  reg [2:0] \$46 ;
+  reg [12:0] \$40 ;
+  reg [169:0] \$41 ;
+  reg [2:0] \$42 ;
   wire \$5 ;
   wire [13:0] \$6 ;
   wire [14:0] \$7 ;
   wire [15:0] \$8 ;
   wire [16:0] \$9 ;
-  wire [33:0] a;
-  wire [33:0] \a$26 ;
-  wire [41:0] b;
-  wire [41:0] \b$28 ;
+  wire [13:0] a;
+  wire [13:0] \a$26 ;
+  wire [22:0] b;
+  wire [22:0] \b$28 ;
   reg beat;
   wire busy;
   reg [169:0] chan = 170'h0000000000000000000000000000000000000000000;
@@ -103,7 +99,7 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire chan__valid;
   wire [12:0] chunk_size;
   reg clear;
-  reg \clear$41 ;
+  reg \clear$49 ;
   input clk;
   wire clk;
   wire [46:0] den;
@@ -117,27 +113,33 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$48 ;
+  wire \i__ready$56 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$47 ;
+  reg \i__valid$55 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$24 ;
   reg more;
+  wire neg;
+  wire \neg$34 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$32 ;
-  wire [7:0] \o__payload$32[0] ;
+  wire [7:0] \o__payload$40 ;
+  wire [7:0] \o__payload$40[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$34 ;
+  wire \o__ready$42 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$33 ;
+  wire \o__valid$41 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$38 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$36 ;
   wire [11:0] r_closed;
   wire [7:0] r_open;
   wire refused;
@@ -146,6 +148,8 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$32 ;
   reg start;
   output [81:0] stats__payload;
   reg [81:0] stats__payload;
@@ -164,11 +168,9 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [7:0] \x[0] ;
   reg zero_den;
   always @(posedge clk)
-    left <= \$44 ;
+    chan <= \$41 ;
   always @(posedge clk)
-    chan <= \$45 ;
-  always @(posedge clk)
-    fsm_state <= \$46 ;
+    fsm_state <= \$42 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = zero_den ? 47'h000000000000 : den;
@@ -185,63 +187,69 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$14  = ! chan__payload[105:73];
   assign \$15  = ~ chan__payload[0];
   assign \$16  = \$14  & \$15 ;
-  assign \$17  = $signed(chan__payload[169:162]) < $signed(8'h80);
-  assign \$18  = $signed(chan__payload[169:162]) > $signed(5'h09);
+  assign \$17  = $signed(chan__payload[145:130]) < $signed(16'h8000);
+  assign \$18  = $signed(chan__payload[145:130]) > $signed(16'h7f00);
   assign \$19  = \$17  | \$18 ;
   assign \$20  = \$19  & chan__payload[0];
-  assign \$21  = $signed(chan__payload[145:130]) < $signed(16'h8000);
-  assign \$22  = $signed(chan__payload[145:130]) > $signed(16'h7f00);
-  assign \$23  = \$21  | \$22 ;
-  assign \$24  = \$23  & chan__payload[0];
-  assign refused = | { \$24 , \$20 , \$16 , \$13 , \$4  };
-  assign \$25  = | left;
-  assign \$26  = i__valid & more;
-  assign \$27  = \i__ready$48  & more;
-  assign \$28  = i__valid & \i__ready$48 ;
-  assign \$29  = \$28  & more;
-  assign \$30  = ! fsm_state;
-  assign \$31  = fsm_state == 1'h1;
-  assign \$32  = fsm_state == 2'h2;
-  assign \$33  = fsm_state == 2'h3;
-  assign \$34  = fsm_state == 3'h4;
-  assign \$35  = fsm_state == 3'h5;
-  assign \$36  = fsm_state == 3'h6;
-  assign \$37  = fsm_state == 3'h7;
-  assign \$38  = left - 1'h1;
-  assign \$39  = last ? 14'h0000 : \$38 ;
-  assign \$40  = i__valid & last;
-  assign \$41  = ~ more;
-  assign \$42  = ~ busy;
-  assign \$43  = \$41  & \$42 ;
+  assign refused = | { \$20 , \$16 , \$13 , \$4  };
+  assign \$21  = | left;
+  assign \$22  = i__valid & more;
+  assign \$23  = \i__ready$56  & more;
+  assign \$24  = i__valid & \i__ready$56 ;
+  assign \$25  = \$24  & more;
+  assign \$26  = ! fsm_state;
+  assign \$27  = fsm_state == 1'h1;
+  assign \$28  = fsm_state == 2'h2;
+  assign \$29  = fsm_state == 2'h3;
+  assign \$30  = fsm_state == 3'h4;
+  assign \$31  = fsm_state == 3'h5;
+  assign \$32  = fsm_state == 3'h6;
+  assign \$33  = fsm_state == 3'h7;
+  assign \$34  = left - 1'h1;
+  assign \$35  = last ? 14'h0000 : \$34 ;
+  assign \$36  = i__valid & last;
+  assign \$37  = ~ more;
+  assign \$38  = ~ busy;
+  assign \$39  = \$37  & \$38 ;
+  always @(posedge clk)
+    left <= \$40 ;
   \hwnorm_frn_range_s8.math  math (
-    .\a$29 (a),
-    .\b$50 (b),
+    .\a$60 (a),
+    .\b$59 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$39 (den),
     .done(done),
     .entry(entry),
+    .\neg$62 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .r_closed(r_closed),
     .r_open(r_open),
     .rst(rst),
     .sh(shift),
+    .special(special),
     .\start$35 (start)
   );
   \hwnorm_frn_range_s8.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$48 ),
-    .clear(\clear$41 ),
+    .ce(\i__ready$56 ),
+    .clear(\clear$49 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$47 ),
+    .i__valid(\i__valid$55 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .tau(chan[113:106]),
     .v5(o__valid)
   );
@@ -259,177 +267,60 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    valid = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          valid = i__valid;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    start = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          start = 1'h1;
-      3'h2:
-          start = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    entry = 2'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          entry = 2'h1;
-      3'h2:
-          entry = 2'h2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    more = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          more = \$25 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$47  = 1'h0;
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          \i__valid$47  = \$26 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    stats__valid = 1'h0;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          /* empty */;
-      3'h3:
-          /* empty */;
-      3'h4:
-          /* empty */;
-      3'h2:
-          /* empty */;
-      3'h5:
-          /* empty */;
-      3'h6:
-          /* empty */;
-      3'h7:
-          stats__valid = 1'h1;
-      3'h1:
-          stats__valid = 1'h1;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = left;
-    if (beat) begin
-      \$44  = \$39 [12:0];
-    end
+    \$41  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$44  = chan__payload[13:1];
-          end
-      3'h3:
-          if (\$40 ) begin
-            \$44  = chan[13:1];
+            \$41  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$44  = 13'h0000;
+      \$41  = 170'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = chan;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$45  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$45  = 170'h0000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = fsm_state;
+    \$42  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$46  = 3'h1;
+              \$42  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$46  = 3'h2;
+              \$42  = 3'h2;
             end else begin
-              \$46  = 3'h3;
+              \$42  = 3'h3;
             end
           end
       3'h3:
-          if (\$40 ) begin
-            \$46  = 3'h4;
+          if (\$36 ) begin
+            \$42  = 3'h4;
           end
       3'h4:
-          \$46  = 3'h5;
+          \$42  = 3'h5;
       3'h2:
-          \$46  = 3'h5;
+          \$42  = 3'h5;
       3'h5:
           if (done) begin
-            \$46  = 3'h6;
+            \$42  = 3'h6;
           end
       3'h6:
-          if (\$43 ) begin
-            \$46  = 3'h7;
+          if (\$39 ) begin
+            \$42  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$46  = 3'h0;
+            \$42  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$46  = 3'h0;
+            \$42  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$46  = 3'h0;
+      \$42  = 3'h0;
     end
   end
   always @* begin
@@ -498,11 +389,11 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$41  = 1'h0;
+    \clear$49  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$41  = 1'h1;
+            \clear$49  = 1'h1;
           end
     endcase
   end
@@ -521,7 +412,7 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$27 ;
+          i__ready = \$23 ;
     endcase
   end
   always @* begin
@@ -539,8 +430,125 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$29 ;
+          beat = \$25 ;
     endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    valid = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          valid = i__valid;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    start = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          start = 1'h1;
+      3'h2:
+          start = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    entry = 2'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          entry = 2'h1;
+      3'h2:
+          entry = 2'h2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    more = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          more = \$21 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \i__valid$55  = 1'h0;
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          \i__valid$55  = \$22 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    stats__valid = 1'h0;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          /* empty */;
+      3'h3:
+          /* empty */;
+      3'h4:
+          /* empty */;
+      3'h2:
+          /* empty */;
+      3'h5:
+          /* empty */;
+      3'h6:
+          /* empty */;
+      3'h7:
+          stats__valid = 1'h1;
+      3'h1:
+          stats__valid = 1'h1;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$40  = left;
+    if (beat) begin
+      \$40  = \$35 [12:0];
+    end
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$40  = chan__payload[13:1];
+          end
+      3'h3:
+          if (\$36 ) begin
+            \$40  = chan[13:1];
+          end
+    endcase
+    if (rst) begin
+      \$40  = 13'h0000;
+    end
   end
   assign x = i__payload;
   assign \mask$18  = mask;
@@ -551,10 +559,14 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \a$26  = a;
   assign \b$28  = b;
   assign sh = shift;
+  assign \special$32  = special;
+  assign \neg$34  = neg;
+  assign \q_lo$36  = q_lo;
+  assign \q_hi$38  = q_hi;
   assign tau = chan[113:106];
-  assign \o__payload$32  = o__payload;
-  assign \o__valid$33  = o__valid;
-  assign \o__ready$34  = o__ready;
+  assign \o__payload$40  = o__payload;
+  assign \o__valid$41  = o__valid;
+  assign \o__ready$42  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.chunk_size  = chan__payload[26:14];
@@ -599,7 +611,7 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \chan$20.scale_m  = chan[161:146];
   assign \chan$20.scale_exp  = chan[169:162];
   assign \i__payload$23[0]  = i__payload;
-  assign \o__payload$32[0]  = o__payload;
+  assign \o__payload$40[0]  = o__payload;
   always @*
     stats__payload[80:68] = sat_count;
   always @*
@@ -610,226 +622,206 @@ module hwnorm_frn_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$8  = { chan__payload[26:14], 3'h0 };
 endmodule
 
-module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed, done, den, sh, \a$29 , \b$50 , clk);
+module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed, done, \den$39 , sh, \b$59 , \a$60 , special, \neg$62 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire \$100 ;
-  wire [5:0] \$101 ;
-  wire [5:0] \$102 ;
-  wire [5:0] \$103 ;
-  wire \$104 ;
-  wire [5:0] \$105 ;
-  wire [5:0] \$106 ;
-  wire [5:0] \$107 ;
-  wire [5:0] \$108 ;
-  wire \$109 ;
+  wire [4:0] \$1 ;
+  wire [27:0] \$10 ;
+  wire [6:0] \$100 ;
+  wire \$101 ;
+  wire [29:0] \$102 ;
+  wire \$103 ;
+  wire [43:0] \$104 ;
+  wire [43:0] \$105 ;
+  wire \$106 ;
+  wire [15:0] \$107 ;
+  wire [15:0] \$108 ;
+  wire [15:0] \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
+  wire [9:0] \$110 ;
+  wire [9:0] \$111 ;
   wire \$112 ;
-  wire [5:0] \$113 ;
-  wire [5:0] \$114 ;
-  wire [5:0] \$115 ;
-  wire \$116 ;
-  wire [5:0] \$117 ;
-  wire [5:0] \$118 ;
-  wire [5:0] \$119 ;
-  wire \$12 ;
-  wire [5:0] \$120 ;
-  wire [5:0] \$121 ;
-  wire [5:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [26:0] \$116 ;
+  wire [9:0] \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [10:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire [27:0] \$122 ;
+  wire [9:0] \$123 ;
+  wire [4:0] \$124 ;
+  wire [6:0] \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire [3:0] \$128 ;
-  wire [3:0] \$129 ;
-  wire \$13 ;
-  wire [3:0] \$130 ;
-  wire [3:0] \$131 ;
-  wire \$132 ;
+  wire [8:0] \$128 ;
+  wire [8:0] \$129 ;
+  wire [10:0] \$13 ;
+  wire \$130 ;
+  wire [43:0] \$131 ;
+  wire [43:0] \$132 ;
   wire \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire [3:0] \$136 ;
-  wire [3:0] \$137 ;
-  wire [3:0] \$138 ;
+  wire [22:0] \$134 ;
+  wire [15:0] \$135 ;
+  wire [15:0] \$136 ;
+  wire [23:0] \$137 ;
+  wire [29:0] \$138 ;
   wire \$139 ;
   wire \$14 ;
-  wire [3:0] \$140 ;
-  wire [3:0] \$141 ;
-  wire [3:0] \$142 ;
-  wire [3:0] \$143 ;
-  wire [4:0] \$144 ;
-  wire [4:0] \$145 ;
-  wire [15:0] \$146 ;
+  wire [27:0] \$140 ;
+  wire [27:0] \$141 ;
+  wire [31:0] \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire [30:0] \$145 ;
+  wire [30:0] \$146 ;
   wire \$147 ;
-  wire [8:0] \$148 ;
-  wire [8:0] \$149 ;
+  wire \$148 ;
+  wire [31:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire [8:0] \$152 ;
-  wire [8:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire [16:0] \$156 ;
-  wire [16:0] \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  wire \$16 ;
+  wire [31:0] \$150 ;
+  wire [23:0] \$151 ;
+  wire \$152 ;
+  wire [27:0] \$153 ;
+  wire [27:0] \$154 ;
+  wire [27:0] \$155 ;
+  wire [30:0] \$156 ;
+  wire \$157 ;
+  wire [10:0] \$158 ;
+  wire [15:0] \$159 ;
+  wire [8:0] \$16 ;
   wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
+  wire [47:0] \$161 ;
+  wire [6:0] \$162 ;
   wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
+  wire [23:0] \$164 ;
+  wire [5:0] \$165 ;
+  wire [6:0] \$166 ;
   wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
-  wire \$17 ;
+  wire [6:0] \$168 ;
+  wire [8:0] \$169 ;
+  wire [8:0] \$17 ;
   wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
+  wire [29:0] \$171 ;
+  wire [29:0] \$172 ;
+  wire [15:0] \$173 ;
+  wire [15:0] \$174 ;
+  wire [15:0] \$175 ;
+  wire [9:0] \$176 ;
+  wire [9:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
   wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
+  wire [26:0] \$182 ;
+  wire [9:0] \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
   wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [27:0] \$188 ;
+  wire [9:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
+  wire [4:0] \$190 ;
+  wire [6:0] \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$200 ;
-  wire [63:0] \$201 ;
-  wire [63:0] \$202 ;
-  wire [63:0] \$203 ;
-  wire \$204 ;
-  wire [7:0] \$205 ;
+  wire [8:0] \$194 ;
+  wire [8:0] \$195 ;
+  wire [41:0] \$196 ;
+  wire [22:0] \$197 ;
+  wire [15:0] \$198 ;
+  wire [15:0] \$199 ;
+  wire [4:0] \$2 ;
+  wire [10:0] \$20 ;
+  wire [23:0] \$200 ;
+  wire [29:0] \$201 ;
+  wire \$202 ;
+  wire [27:0] \$203 ;
+  wire [27:0] \$204 ;
+  wire [31:0] \$205 ;
   wire \$206 ;
-  wire [10:0] \$207 ;
-  wire [10:0] \$208 ;
-  wire \$209 ;
-  wire \$21 ;
-  wire [10:0] \$210 ;
+  wire \$207 ;
+  wire [30:0] \$208 ;
+  wire [30:0] \$209 ;
+  wire [10:0] \$21 ;
+  wire \$210 ;
   wire \$211 ;
-  wire [10:0] \$212 ;
-  wire [10:0] \$213 ;
-  wire \$214 ;
-  wire [10:0] \$215 ;
-  wire [10:0] \$216 ;
-  wire [10:0] \$217 ;
-  wire [10:0] \$218 ;
-  wire [54:0] \$219 ;
+  wire [31:0] \$212 ;
+  wire [31:0] \$213 ;
+  wire [23:0] \$214 ;
+  wire \$215 ;
+  wire [27:0] \$216 ;
+  wire [27:0] \$217 ;
+  wire [27:0] \$218 ;
+  wire [30:0] \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [9:0] \$221 ;
-  wire [10:0] \$222 ;
-  wire [11:0] \$223 ;
-  wire [51:0] \$224 ;
-  wire [22:0] \$225 ;
-  wire [15:0] \$226 ;
-  wire [15:0] \$227 ;
-  wire [23:0] \$228 ;
-  wire [40:0] \$229 ;
-  wire [5:0] \$23 ;
-  wire [8:0] \$230 ;
-  wire \$231 ;
-  wire [10:0] \$232 ;
-  wire [10:0] \$233 ;
-  wire \$234 ;
-  wire [10:0] \$235 ;
-  wire \$236 ;
-  wire [10:0] \$237 ;
-  wire [10:0] \$238 ;
-  wire \$239 ;
-  wire [5:0] \$24 ;
-  wire [10:0] \$240 ;
-  wire [10:0] \$241 ;
-  wire [10:0] \$242 ;
-  wire [10:0] \$243 ;
-  wire [54:0] \$244 ;
-  wire \$245 ;
-  wire [9:0] \$246 ;
-  wire [10:0] \$247 ;
-  wire [11:0] \$248 ;
-  wire [51:0] \$249 ;
+  wire [10:0] \$221 ;
+  reg \$222 ;
+  reg \$223 ;
+  reg [6:0] \$224 ;
+  reg \$225 ;
+  reg [37:0] \$226 ;
+  reg [46:0] \$227 ;
+  reg [9:0] \$228 ;
+  reg [13:0] \$229 ;
+  wire \$23 ;
+  reg [23:0] \$230 ;
+  reg [46:0] \$231 ;
+  reg [22:0] \$232 ;
+  reg [4:0] \$233 ;
+  reg [5:0] \$234 ;
+  reg [5:0] \$235 ;
+  reg [8:0] \$236 ;
+  reg \$237 ;
+  reg [42:0] \$238 ;
+  reg [42:0] \$239 ;
+  wire \$24 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg [15:0] \$242 ;
+  reg [26:0] \$243 ;
+  reg [3:0] \$244 ;
+  reg \$245 ;
+  reg [3:0] \$246 ;
+  reg [41:0] \$247 ;
+  reg [28:0] \$248 ;
+  reg [30:0] \$249 ;
   wire \$25 ;
-  wire [22:0] \$250 ;
-  wire [15:0] \$251 ;
-  wire [15:0] \$252 ;
-  wire [23:0] \$253 ;
-  wire [56:0] \$254 ;
-  wire [46:0] \$255 ;
-  reg \$256 ;
+  reg [31:0] \$250 ;
+  reg [22:0] \$251 ;
+  reg [22:0] \$252 ;
+  reg [13:0] \$253 ;
+  reg [22:0] \$254 ;
+  reg [22:0] \$255 ;
+  reg [13:0] \$256 ;
   reg \$257 ;
-  reg [5:0] \$258 ;
-  reg \$259 ;
-  wire [5:0] \$26 ;
-  reg [37:0] \$260 ;
-  reg [46:0] \$261 ;
-  reg [5:0] \$262 ;
-  reg \$263 ;
-  reg [46:0] \$264 ;
-  reg \$265 ;
-  reg [16:0] \$266 ;
-  reg [25:0] \$267 ;
-  reg [39:0] \$268 ;
-  reg [9:0] \$269 ;
-  wire [5:0] \$27 ;
-  reg [3:0] \$270 ;
-  reg [3:0] \$271 ;
-  reg [9:0] \$272 ;
-  reg [51:0] \$273 ;
-  reg [5:0] \$274 ;
-  reg [3:0] \$275 ;
-  reg [33:0] \$276 ;
-  reg [41:0] \$277 ;
-  reg [41:0] \$278 ;
-  reg [56:0] \$279 ;
-  wire [5:0] \$28 ;
-  reg [45:0] \$280 ;
-  wire [5:0] \$29 ;
+  reg \$258 ;
+  reg [9:0] \$259 ;
+  wire \$26 ;
+  reg [9:0] \$260 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [5:0] \$34 ;
-  wire [5:0] \$35 ;
-  wire [5:0] \$36 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
   wire \$37 ;
-  wire [5:0] \$38 ;
-  wire [5:0] \$39 ;
-  wire \$4 ;
-  wire [5:0] \$40 ;
-  wire [5:0] \$41 ;
-  wire [5:0] \$42 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [8:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
@@ -837,7 +829,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [8:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -848,7 +840,7 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [42:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -858,50 +850,53 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
-  wire [5:0] \$69 ;
-  wire \$7 ;
-  wire [5:0] \$70 ;
-  wire [5:0] \$71 ;
+  wire \$69 ;
+  wire [28:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
   wire \$72 ;
-  wire [5:0] \$73 ;
-  wire [5:0] \$74 ;
-  wire [5:0] \$75 ;
-  wire [5:0] \$76 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
-  wire [5:0] \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
   wire \$84 ;
-  wire [5:0] \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
-  wire [5:0] \$89 ;
-  wire \$9 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire [42:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
+  wire [47:0] \$92 ;
+  wire [6:0] \$93 ;
   wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire \$97 ;
+  wire [23:0] \$95 ;
+  wire [5:0] \$96 ;
+  wire [6:0] \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [5:0] \$99 ;
   reg [38:0] a;
-  output [33:0] \a$29 ;
-  reg [33:0] \a$29  = 34'h000000000;
+  output [13:0] \a$60 ;
+  reg [13:0] \a$60  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
   reg [15:0] b;
-  output [41:0] \b$50 ;
-  reg [41:0] \b$50  = 42'h00000000000;
+  output [22:0] \b$59 ;
+  reg [22:0] \b$59  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [41:0] bias = 42'h00000000000;
-  reg [58:0] c;
+  wire [3:0] \beta_shift$2 ;
+  reg [52:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [169:0] chan;
   wire [169:0] chan;
   wire [7:0] \chan.beta ;
@@ -918,372 +913,361 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   wire [7:0] \chan.tau ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [46:0] den;
-  reg [46:0] den = 47'h000000000000;
-  reg [46:0] \den$25 ;
-  wire [5:0] den_lead;
+  reg [15:0] den;
+  output [46:0] \den$39 ;
+  reg [46:0] \den$39  = 47'h000000000000;
+  reg [46:0] den_norm = 47'h000000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [42:0] div_mag = 43'h00000000000;
+  reg div_neg = 1'h0;
+  reg [42:0] div_num = 43'h00000000000;
   output done;
   reg done;
   wire \done$37 ;
-  wire \done$40 ;
+  wire \done$48 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
-  reg [39:0] km = 40'h0000000000;
-  reg [51:0] km_pre = 52'h0000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [15:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [9:0] floor_q = 10'h000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
+  reg [26:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$24 ;
-  wire [58:0] p;
-  reg [56:0] \p$51  = 57'h000000000000000;
+  reg \neg$20 ;
+  output \neg$62 ;
+  reg \neg$62  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
+  wire [52:0] p;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
-  wire [17:0] q;
-  reg [45:0] quot = 46'h000000000000;
+  wire [28:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
+  output [9:0] q_lo;
+  reg [9:0] q_lo = 10'h000;
   input [11:0] r_closed;
   wire [11:0] r_closed;
   input [7:0] r_open;
   wire [7:0] r_open;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [46:0] recip_rem = 47'h000000000000;
-  reg [46:0] rem_init;
+  reg [15:0] rem_init;
   input rst;
   wire rst;
+  reg [3:0] scale_count = 4'h0;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
   input \start$35 ;
   wire \start$35 ;
-  reg \start$9  = 1'h0;
+  reg \start$5  = 1'h0;
   reg [4:0] steps;
-  reg [4:0] \steps$26 ;
+  reg [4:0] \steps$24 ;
   reg [37:0] t = 38'h0000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = \$11  | den[46];
-  assign \$13  = \$10  | \$12 ;
-  assign \$14  = \$7  | \$13 ;
-  assign \$15  = den[40] | den[41];
-  assign \$16  = den[42] | den[43];
-  assign \$17  = \$15  | \$16 ;
-  assign \$18  = den[44] | den[45];
-  assign \$19  = \$18  | den[46];
-  assign \$20  = \$17  | \$19 ;
-  assign \$21  = den[44] | den[45];
-  assign \$22  = \$21  | den[46];
-  assign \$23  = den[45] ? 6'h2d : 6'h2c;
-  assign \$24  = den[46] ? 6'h2e : \$23 ;
-  assign \$25  = den[42] | den[43];
-  assign \$26  = den[43] ? 6'h2b : 6'h2a;
-  assign \$27  = den[41] ? 6'h29 : 6'h28;
-  assign \$28  = \$25  ? \$26  : \$27 ;
-  assign \$29  = \$22  ? \$24  : \$28 ;
-  assign \$30  = den[36] | den[37];
-  assign \$31  = den[38] | den[39];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = den[38] | den[39];
-  assign \$34  = den[39] ? 6'h27 : 6'h26;
-  assign \$35  = den[37] ? 6'h25 : 6'h24;
-  assign \$36  = \$33  ? \$34  : \$35 ;
-  assign \$37  = den[34] | den[35];
-  assign \$38  = den[35] ? 6'h23 : 6'h22;
-  assign \$39  = den[33] ? 6'h21 : 6'h20;
-  assign \$40  = \$37  ? \$38  : \$39 ;
-  assign \$41  = \$32  ? \$36  : \$40 ;
-  assign \$42  = \$20  ? \$29  : \$41 ;
-  assign \$43  = den[16] | den[17];
-  assign \$44  = den[18] | den[19];
-  assign \$45  = \$43  | \$44 ;
-  assign \$46  = den[20] | den[21];
-  assign \$47  = den[22] | den[23];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$45  | \$48 ;
-  assign \$50  = den[24] | den[25];
-  assign \$51  = den[26] | den[27];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = den[28] | den[29];
-  assign \$54  = den[30] | den[31];
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = \$52  | \$55 ;
-  assign \$57  = \$49  | \$56 ;
-  assign \$58  = den[24] | den[25];
-  assign \$59  = den[26] | den[27];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = den[28] | den[29];
-  assign \$62  = den[30] | den[31];
-  assign \$63  = \$61  | \$62 ;
-  assign \$64  = \$60  | \$63 ;
-  assign \$65  = den[28] | den[29];
-  assign \$66  = den[30] | den[31];
-  assign \$67  = \$65  | \$66 ;
-  assign \$68  = den[30] | den[31];
-  assign \$69  = den[31] ? 6'h1f : 6'h1e;
-  assign \$70  = den[29] ? 6'h1d : 6'h1c;
-  assign \$71  = \$68  ? \$69  : \$70 ;
-  assign \$72  = den[26] | den[27];
-  assign \$73  = den[27] ? 6'h1b : 6'h1a;
-  assign \$74  = den[25] ? 6'h19 : 6'h18;
-  assign \$75  = \$72  ? \$73  : \$74 ;
-  assign \$76  = \$67  ? \$71  : \$75 ;
-  assign \$77  = den[20] | den[21];
-  assign \$78  = den[22] | den[23];
-  assign \$79  = \$77  | \$78 ;
-  assign \$80  = den[22] | den[23];
-  assign \$81  = den[23] ? 6'h17 : 6'h16;
-  assign \$82  = den[21] ? 6'h15 : 6'h14;
-  assign \$83  = \$80  ? \$81  : \$82 ;
-  assign \$84  = den[18] | den[19];
-  assign \$85  = den[19] ? 6'h13 : 6'h12;
-  assign \$86  = den[17] ? 6'h11 : 6'h10;
-  assign \$87  = \$84  ? \$85  : \$86 ;
-  assign \$88  = \$79  ? \$83  : \$87 ;
-  assign \$89  = \$64  ? \$76  : \$88 ;
-  assign \$90  = den[8] | den[9];
-  assign \$91  = den[10] | den[11];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = den[12] | den[13];
-  assign \$94  = den[14] | den[15];
-  assign \$95  = \$93  | \$94 ;
-  assign \$96  = \$92  | \$95 ;
-  assign \$97  = den[12] | den[13];
-  assign \$98  = den[14] | den[15];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = den[14] | den[15];
-  assign \$101  = den[15] ? 6'h0f : 6'h0e;
-  assign \$102  = den[13] ? 6'h0d : 6'h0c;
-  assign \$103  = \$100  ? \$101  : \$102 ;
-  assign \$104  = den[10] | den[11];
-  assign \$105  = den[11] ? 6'h0b : 6'h0a;
-  assign \$106  = den[9] ? 6'h09 : 6'h08;
-  assign \$107  = \$104  ? \$105  : \$106 ;
-  assign \$108  = \$99  ? \$103  : \$107 ;
-  assign \$109  = den[4] | den[5];
-  assign \$110  = den[6] | den[7];
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = den[6] | den[7];
-  assign \$113  = den[7] ? 6'h07 : 6'h06;
-  assign \$114  = den[5] ? 6'h05 : 6'h04;
-  assign \$115  = \$112  ? \$113  : \$114 ;
-  assign \$116  = den[2] | den[3];
-  assign \$117  = den[3] ? 6'h03 : 6'h02;
-  assign \$118  = den[1] ? 6'h01 : 6'h00;
-  assign \$119  = \$116  ? \$117  : \$118 ;
-  assign \$120  = \$111  ? \$115  : \$119 ;
-  assign \$121  = \$96  ? \$108  : \$120 ;
-  assign \$122  = \$57  ? \$89  : \$121 ;
-  assign den_lead = \$14  ? \$42  : \$122 ;
-  assign \$123  = chan[9] | chan[10];
-  assign \$124  = chan[11] | chan[12];
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = \$125  | chan[13];
-  assign \$127  = chan[11] | chan[12];
-  assign \$128  = chan[12] ? 4'hb : 4'ha;
-  assign \$129  = chan[10] ? 4'h9 : 4'h8;
-  assign \$130  = \$127  ? \$128  : \$129 ;
-  assign \$131  = chan[13] ? 4'hc : \$130 ;
-  assign \$132  = chan[5] | chan[6];
-  assign \$133  = chan[7] | chan[8];
-  assign \$134  = \$132  | \$133 ;
-  assign \$135  = chan[7] | chan[8];
-  assign \$136  = chan[8] ? 4'h7 : 4'h6;
-  assign \$137  = chan[6] ? 4'h5 : 4'h4;
-  assign \$138  = \$135  ? \$136  : \$137 ;
-  assign \$139  = chan[3] | chan[4];
-  assign \$140  = chan[4] ? 4'h3 : 4'h2;
-  assign \$141  = chan[2] ? 4'h1 : 4'h0;
-  assign \$142  = \$139  ? \$140  : \$141 ;
-  assign \$143  = \$134  ? \$138  : \$142 ;
-  assign count_lead = \$126  ? \$131  : \$143 ;
-  assign \$144  = sh + 1'h0;
-  assign \$145  = sh + 1'h0;
-  assign \$146  = recip_one ? 16'h8000 : 16'h0000;
-  assign \$147  = $signed(chan[121:114]) < $signed(1'h0);
-  assign \$148  = - $signed(chan[121:114]);
-  assign \$149  = \$147  ? \$148  : { chan[121], chan[121:114] };
-  assign \$150  = $signed(chan[121:114]) < $signed(1'h0);
-  assign \$151  = $signed(chan[121:114]) < $signed(1'h0);
-  assign \$152  = - $signed(chan[121:114]);
-  assign \$153  = \$151  ? \$152  : { chan[121], chan[121:114] };
-  assign \$154  = $signed(chan[121:114]) < $signed(1'h0);
-  assign \$155  = $signed(chan[145:130]) < $signed(1'h0);
-  assign \$156  = - $signed(chan[145:130]);
-  assign \$157  = \$155  ? \$156  : { chan[145], chan[145:130] };
-  assign \$158  = $signed(chan[145:130]) < $signed(1'h0);
-  assign \$159  = ! fsm_state;
-  assign \$160  = fsm_state == 1'h1;
-  assign \$161  = fsm_state == 2'h2;
-  assign \$162  = fsm_state == 2'h3;
-  assign \$163  = fsm_state == 3'h4;
-  assign \$164  = fsm_state == 3'h5;
-  assign \$165  = fsm_state == 3'h6;
-  assign \$166  = fsm_state == 3'h7;
-  assign \$167  = fsm_state == 4'h8;
-  assign \$168  = fsm_state == 4'h9;
-  assign \$169  = fsm_state == 4'ha;
-  assign \$170  = fsm_state == 4'hb;
-  assign \$171  = fsm_state == 4'hc;
-  assign \$172  = fsm_state == 4'hd;
-  assign \$173  = fsm_state == 4'he;
-  assign \$174  = fsm_state == 4'hf;
-  assign \$175  = fsm_state == 5'h10;
-  assign \$176  = fsm_state == 5'h11;
-  assign \$177  = fsm_state == 5'h12;
-  assign \$178  = fsm_state == 5'h13;
-  assign \$179  = fsm_state == 5'h14;
-  assign \$180  = fsm_state == 5'h15;
-  assign \$181  = fsm_state == 5'h16;
-  assign \$182  = fsm_state == 5'h17;
-  assign \$183  = fsm_state == 5'h18;
-  assign \$184  = fsm_state == 5'h19;
-  assign \$185  = fsm_state == 5'h1a;
-  assign \$186  = fsm_state == 5'h1b;
-  assign \$187  = fsm_state == 5'h1c;
-  assign \$188  = fsm_state == 5'h1d;
-  assign \$189  = fsm_state == 5'h1e;
-  assign \$190  = fsm_state == 5'h1f;
-  assign \$191  = fsm_state == 6'h20;
-  assign \$192  = fsm_state == 6'h21;
-  assign \$193  = fsm_state == 6'h22;
-  assign \$194  = fsm_state == 6'h23;
-  assign \$195  = fsm_state == 6'h24;
-  assign \$196  = fsm_state == 6'h25;
-  assign \$197  = fsm_state == 6'h26;
-  assign \$198  = fsm_state == 6'h27;
-  assign \$199  = fsm_state == 6'h28;
-  assign \$200  = ! lead;
-  assign \$201  = 1'h1 << lead;
-  assign \$203  = \$200  ? 64'h0000000000000000 : \$202 ;
-  assign \$204  = ! lead;
-  assign \$205  = lead + 8'hf8;
-  assign \$206  = $signed(sh0) < $signed(4'h4);
-  assign \$207  = $signed(4'h4) - $signed(sh0);
-  assign \$208  = \$206  ? \$207  : 11'h000;
-  assign \$209  = $signed(sh0) < $signed(4'h4);
-  assign \$210  = $signed(sh0) - $signed(5'h0d);
-  assign \$211  = $signed(\$210 ) > $signed({ 1'h0, tk });
-  assign \$212  = $signed(sh0) - $signed(5'h0d);
-  assign \$213  = $signed(sh0) - $signed(4'h4);
-  assign \$214  = $signed(\$213 ) < $signed({ 1'h0, tk });
-  assign \$215  = $signed(sh0) - $signed(4'h4);
-  assign \$216  = \$214  ? \$215  : { 7'h00, tk };
-  assign \$217  = \$211  ? \$212  : \$216 ;
-  assign \$218  = \$209  ? 11'h000 : \$217 ;
-  assign \$219  = $signed(km) << pre;
-  assign \$220  = tsh > 6'h34;
-  assign \$221  = \$220  ? 10'h034 : tsh;
-  assign \$222  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$223  = $signed(\$222 ) - $signed({ 1'h0, tsh });
-  assign \$224  = $signed(km_pre) >>> t_clamped;
-  assign \$225  = $signed(chan[129:122]) << \$144 [3:0];
-  assign \$226  = 1'h1 << sh;
-  assign \$228  = $signed(\$225 ) + $signed({ 1'h0, \$227  });
-  assign \$230  = $signed(5'h0d) - $signed(chan[169:162]);
-  assign \$231  = $signed(sh0) < $signed(4'h4);
-  assign \$232  = $signed(4'h4) - $signed(sh0);
-  assign \$233  = \$231  ? \$232  : 11'h000;
-  assign \$234  = $signed(sh0) < $signed(4'h4);
-  assign \$235  = $signed(sh0) - $signed(5'h0d);
-  assign \$236  = $signed(\$235 ) > $signed({ 1'h0, tk });
-  assign \$237  = $signed(sh0) - $signed(5'h0d);
-  assign \$238  = $signed(sh0) - $signed(4'h4);
-  assign \$239  = $signed(\$238 ) < $signed({ 1'h0, tk });
-  assign \$240  = $signed(sh0) - $signed(4'h4);
-  assign \$241  = \$239  ? \$240  : { 7'h00, tk };
-  assign \$242  = \$236  ? \$237  : \$241 ;
-  assign \$243  = \$234  ? 11'h000 : \$242 ;
-  assign \$244  = $signed(km) << pre;
-  assign \$245  = tsh > 6'h34;
-  assign \$246  = \$245  ? 10'h034 : tsh;
-  assign \$247  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$248  = $signed(\$247 ) - $signed({ 1'h0, tsh });
-  assign \$249  = $signed(km_pre) >>> t_clamped;
-  assign \$250  = $signed(chan[129:122]) << \$145 [3:0];
-  assign \$251  = 1'h1 << sh;
-  assign \$253  = $signed(\$250 ) + $signed({ 1'h0, \$252  });
-  assign \$255  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$3  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$4  = - $signed(chan[121:114]);
+  assign \$5  = \$3  ? \$4  : { chan[121], chan[121:114] };
+  assign \$8  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$11  = $signed(floor_q) < $signed(1'h0);
+  assign \$12  = - $signed(floor_q);
+  assign \$13  = \$11  ? \$12  : { floor_q[9], floor_q };
+  assign \$14  = $signed(floor_q) >= $signed(1'h0);
+  assign \$15  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$16  = - $signed(chan[121:114]);
+  assign \$17  = \$15  ? \$16  : { chan[121], chan[121:114] };
+  assign \$18  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$19  = $signed(floor_q) < $signed(1'h0);
+  assign \$20  = - $signed(floor_q);
+  assign \$21  = \$19  ? \$20  : { floor_q[9], floor_q };
+  assign \$22  = $signed(floor_q) >= $signed(1'h0);
+  assign \$23  = ! fsm_state;
+  assign \$24  = fsm_state == 1'h1;
+  assign \$25  = fsm_state == 2'h2;
+  assign \$26  = fsm_state == 2'h3;
+  assign \$27  = fsm_state == 3'h4;
+  assign \$28  = fsm_state == 3'h5;
+  assign \$29  = fsm_state == 3'h6;
+  assign \$30  = fsm_state == 3'h7;
+  assign \$31  = fsm_state == 4'h8;
+  assign \$32  = fsm_state == 4'h9;
+  assign \$33  = fsm_state == 4'ha;
+  assign \$34  = fsm_state == 4'hb;
+  assign \$35  = fsm_state == 4'hc;
+  assign \$36  = fsm_state == 4'hd;
+  assign \$37  = fsm_state == 4'he;
+  assign \$38  = fsm_state == 4'hf;
+  assign \$39  = fsm_state == 5'h10;
+  assign \$40  = fsm_state == 5'h11;
+  assign \$41  = fsm_state == 5'h12;
+  assign \$42  = fsm_state == 5'h13;
+  assign \$43  = fsm_state == 5'h14;
+  assign \$44  = fsm_state == 5'h15;
+  assign \$45  = fsm_state == 5'h16;
+  assign \$46  = fsm_state == 5'h17;
+  assign \$47  = fsm_state == 5'h18;
+  assign \$48  = fsm_state == 5'h19;
+  assign \$49  = fsm_state == 5'h1a;
+  assign \$50  = fsm_state == 5'h1b;
+  assign \$51  = fsm_state == 5'h1c;
+  assign \$52  = fsm_state == 5'h1d;
+  assign \$53  = fsm_state == 5'h1e;
+  assign \$54  = fsm_state == 5'h1f;
+  assign \$55  = fsm_state == 6'h20;
+  assign \$56  = fsm_state == 6'h21;
+  assign \$57  = fsm_state == 6'h22;
+  assign \$58  = fsm_state == 6'h23;
+  assign \$59  = fsm_state == 6'h24;
+  assign \$60  = fsm_state == 6'h25;
+  assign \$61  = fsm_state == 6'h26;
+  assign \$62  = fsm_state == 6'h27;
+  assign \$63  = fsm_state == 6'h28;
+  assign \$64  = fsm_state == 6'h29;
+  assign \$65  = fsm_state == 6'h2a;
+  assign \$66  = fsm_state == 6'h2b;
+  assign \$67  = fsm_state == 6'h2c;
+  assign \$68  = fsm_state == 6'h2d;
+  assign \$69  = fsm_state == 6'h2e;
+  assign \$70  = fsm_state == 6'h2f;
+  assign \$71  = fsm_state == 6'h30;
+  assign \$72  = fsm_state == 6'h31;
+  assign \$73  = fsm_state == 6'h32;
+  assign \$74  = fsm_state == 6'h33;
+  assign \$75  = fsm_state == 6'h34;
+  assign \$76  = fsm_state == 6'h35;
+  assign \$77  = fsm_state == 6'h36;
+  assign \$78  = fsm_state == 6'h37;
+  assign \$79  = fsm_state == 6'h38;
+  assign \$80  = fsm_state == 6'h39;
+  assign \$81  = fsm_state == 6'h3a;
+  assign \$82  = fsm_state == 6'h3b;
+  assign \$83  = fsm_state == 6'h3c;
+  assign \$84  = fsm_state == 6'h3d;
+  assign \$85  = fsm_state == 6'h3e;
+  assign \$86  = fsm_state == 6'h3f;
+  assign \$87  = fsm_state == 7'h40;
+  assign \$88  = fsm_state == 7'h41;
+  assign \$89  = fsm_state == 7'h42;
+  assign \$90  = fsm_state == 7'h43;
+  assign \$91  = ~ den_norm[46];
+  assign \$93  = den_zeros + 1'h1;
+  assign \$94  = ~ num_norm[22];
+  assign \$96  = num_zeros + 1'h1;
+  assign \$97  = loop_n + 1'h1;
+  assign \$98  = loop_n == 6'h2e;
+  assign \$99  = 4'he + num_zeros;
+  assign \$100  = \$99  - den_zeros;
+  assign \$101  = ~ num_norm[22];
+  assign \$103  = $signed(div_num) < $signed(1'h0);
+  assign \$104  = - $signed(div_num);
+  assign \$105  = \$103  ? \$104  : { div_num[42], div_num };
+  assign \$106  = $signed(div_num) < $signed(1'h0);
+  assign \$108  = gain_q1[13] ? \$107  : gain_q1;
+  assign \$109  = gain_zero ? 16'h0000 : \$108 ;
+  assign \$110  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$111  = gain_zero ? 10'h004 : \$110 ;
+  assign \$112  = ~ gain_zero;
+  assign \$113  = $signed(gain_shift) < $signed(4'h4);
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$117  = $signed(gain_shift) - $signed(2'h1);
+  assign \$118  = $signed(gain_shift) < $signed(4'h4);
+  assign \$119  = special_r & \$118 ;
+  assign \$120  = scale_count < 4'hd;
+  assign \$121  = \$119  & \$120 ;
+  assign \$123  = $signed(gain_shift) + $signed(2'h1);
+  assign \$124  = scale_count + 1'h1;
+  assign \$125  = loop_n + 1'h1;
+  assign \$126  = loop_n == 4'hd;
+  assign \$127  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$128  = \$127  ? 9'h00d : gain_shift;
+  assign \$129  = special_r ? 9'h004 : \$128 ;
+  assign \$130  = $signed(div_num) < $signed(1'h0);
+  assign \$131  = - $signed(div_num);
+  assign \$132  = \$130  ? \$131  : { div_num[42], div_num };
+  assign \$133  = $signed(div_num) < $signed(1'h0);
+  assign \$134  = $signed(chan[129:122]) << \$1 [3:0];
+  assign \$135  = 1'h1 << sh;
+  assign \$137  = $signed(\$134 ) + $signed({ 1'h0, \$136  });
+  assign \$138  = $signed(\$137 ) - $signed(gain_w);
+  assign \$139  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$140  = - gain_x;
+  assign \$141  = \$139  ? \$140  : { 1'h0, gain_x };
+  assign \$142  = $signed(gain_t) + $signed(\$141 );
+  assign \$143  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$144  = $signed(gain_t) > $signed(13'h0810);
+  assign \$145  = \$144  ? 31'h00000810 : gain_t;
+  assign \$146  = \$143  ? 31'h7ffff7e0 : \$145 ;
+  assign \$147  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$148  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$149  = \$148  ? 32'd2064 : gain_t1;
+  assign \$150  = \$147  ? 32'd4294965216 : \$149 ;
+  assign \$151  = $signed(acc1) - $signed(acc0);
+  assign \$152  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$153  = - gain_x;
+  assign \$154  = \$152  ? \$153  : { 1'h0, gain_x };
+  assign \$155  = special_r ? { \$151 [23], \$151 [23], \$151 [23], \$151 [23], \$151  } : \$154 ;
+  assign \$156  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$157  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$158  = $signed(floor_q) + $signed(2'h1);
+  assign \$160  = ~ den_norm[46];
+  assign \$162  = den_zeros + 1'h1;
+  assign \$163  = ~ num_norm[22];
+  assign \$165  = num_zeros + 1'h1;
+  assign \$166  = loop_n + 1'h1;
+  assign \$167  = loop_n == 5'h16;
+  assign \$168  = 7'h7c + num_zeros;
+  assign \$169  = $signed(\$168 ) - $signed(chan[169:162]);
+  assign \$170  = ~ num_norm[22];
+  assign \$174  = gain_q1[13] ? \$173  : gain_q1;
+  assign \$175  = gain_zero ? 16'h0000 : \$174 ;
+  assign \$176  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$177  = gain_zero ? 10'h004 : \$176 ;
+  assign \$178  = ~ gain_zero;
+  assign \$179  = $signed(gain_shift) < $signed(4'h4);
+  assign \$180  = \$178  & \$179 ;
+  assign \$181  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$183  = $signed(gain_shift) - $signed(2'h1);
+  assign \$184  = $signed(gain_shift) < $signed(4'h4);
+  assign \$185  = special_r & \$184 ;
+  assign \$186  = scale_count < 4'hd;
+  assign \$187  = \$185  & \$186 ;
+  assign \$189  = $signed(gain_shift) + $signed(2'h1);
+  assign \$190  = scale_count + 1'h1;
+  assign \$191  = loop_n + 1'h1;
+  assign \$192  = loop_n == 4'hd;
+  assign \$193  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$194  = \$193  ? 9'h00d : gain_shift;
+  assign \$195  = special_r ? 9'h004 : \$194 ;
+  assign \$197  = $signed(chan[129:122]) << \$2 [3:0];
+  assign \$198  = 1'h1 << sh;
+  assign \$200  = $signed(\$197 ) + $signed({ 1'h0, \$199  });
+  assign \$201  = $signed(\$200 ) - $signed(gain_w);
+  assign \$202  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$203  = - gain_x;
+  assign \$204  = \$202  ? \$203  : { 1'h0, gain_x };
+  assign \$205  = $signed(gain_t) + $signed(\$204 );
+  assign \$206  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$207  = $signed(gain_t) > $signed(13'h0810);
+  assign \$208  = \$207  ? 31'h00000810 : gain_t;
+  assign \$209  = \$206  ? 31'h7ffff7e0 : \$208 ;
+  assign \$210  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$211  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$212  = \$211  ? 32'd2064 : gain_t1;
+  assign \$213  = \$210  ? 32'd4294965216 : \$212 ;
+  assign \$214  = $signed(acc1) - $signed(acc0);
+  assign \$215  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$216  = - gain_x;
+  assign \$217  = \$215  ? \$216  : { 1'h0, gain_x };
+  assign \$218  = special_r ? { \$214 [23], \$214 [23], \$214 [23], \$214 [23], \$214  } : \$217 ;
+  assign \$219  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$220  = $signed(chan[121:114]) < $signed(1'h0);
+  assign \$221  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$256 ;
+    pop_top <= \$222 ;
   always @(posedge clk)
-    pop_bottom <= \$257 ;
+    pop_bottom <= \$223 ;
   always @(posedge clk)
-    fsm_state <= \$258 ;
+    fsm_state <= \$224 ;
   always @(posedge clk)
-    start <= \$259 ;
+    start <= \$225 ;
   always @(posedge clk)
-    t <= \$260 ;
+    t <= \$226 ;
   always @(posedge clk)
-    den <= \$261 ;
+    \den$39  <= \$227 ;
   always @(posedge clk)
-    lead <= \$262 ;
+    floor_q <= \$228 ;
   always @(posedge clk)
-    \start$9  <= \$263 ;
+    mean_rem <= \$229 ;
   always @(posedge clk)
-    recip_rem <= \$264 ;
+    gain_num <= \$230 ;
   always @(posedge clk)
-    recip_one <= \$265 ;
+    den_norm <= \$231 ;
   always @(posedge clk)
-    recip <= \$266 ;
+    num_norm <= \$232 ;
   always @(posedge clk)
-    m <= \$267 ;
+    num_zeros <= \$233 ;
   always @(posedge clk)
-    km <= \$268 ;
+    den_zeros <= \$234 ;
   always @(posedge clk)
-    sh0 <= \$269 ;
+    loop_n <= \$235 ;
   always @(posedge clk)
-    tk <= \$270 ;
+    gain_shift <= \$236 ;
   always @(posedge clk)
-    pre <= \$271 ;
+    gain_zero <= \$237 ;
   always @(posedge clk)
-    tsh <= \$272 ;
+    div_num <= \$238 ;
   always @(posedge clk)
-    km_pre <= \$273 ;
+    div_mag <= \$239 ;
   always @(posedge clk)
-    t_clamped <= \$274 ;
+    div_neg <= \$240 ;
   always @(posedge clk)
-    sh <= \$275 ;
+    \start$5  <= \$241 ;
   always @(posedge clk)
-    \a$29  <= \$276 ;
+    gain_q1 <= \$242 ;
   always @(posedge clk)
-    bias <= \$277 ;
+    gain_x <= \$243 ;
   always @(posedge clk)
-    \b$50  <= \$278 ;
+    scale_count <= \$244 ;
   always @(posedge clk)
-    \p$51  <= \$279 ;
+    special_r <= \$245 ;
   always @(posedge clk)
-    quot <= \$280 ;
+    sh <= \$246 ;
+  always @(posedge clk)
+    gain_p <= \$247 ;
+  always @(posedge clk)
+    gain_w <= \$248 ;
+  always @(posedge clk)
+    gain_t <= \$249 ;
+  always @(posedge clk)
+    gain_t1 <= \$250 ;
+  always @(posedge clk)
+    acc0 <= \$251 ;
+  always @(posedge clk)
+    acc1 <= \$252 ;
+  always @(posedge clk)
+    a_fin <= \$253 ;
+  always @(posedge clk)
+    c_fin <= \$254 ;
+  always @(posedge clk)
+    \b$59  <= \$255 ;
+  always @(posedge clk)
+    \a$60  <= \$256 ;
+  always @(posedge clk)
+    special <= \$257 ;
+  always @(posedge clk)
+    \neg$62  <= \$258 ;
+  always @(posedge clk)
+    q_lo <= \$259 ;
+  always @(posedge clk)
+    q_hi <= \$260 ;
   \hwnorm_frn_range_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$25 ),
-    .done(\done$40 ),
+    .\den$13 (den),
+    .done(\done$48 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$24 ),
+    .\neg$15 (\neg$20 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$26 )
+    .start(\start$5 ),
+    .steps(\steps$24 )
   );
   \hwnorm_frn_range_s8.math.mul  mul (
     .a(a),
@@ -1301,2266 +1285,5536 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 39'h0000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           a = { 16'h0000, chan[49:27] };
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           a = { 16'h0000, chan[72:50] };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           a = { t[37], t };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
+          a = { \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5 [8], \$5  };
+      7'h12:
           /* empty */;
-      6'h12:
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
-          a = { 22'h000000, recip };
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      6'h18:
+      7'h17:
           /* empty */;
-      6'h19:
+      7'h18:
           /* empty */;
-      6'h1a:
+      7'h19:
           /* empty */;
-      6'h1b:
+      7'h1a:
           /* empty */;
-      6'h1c:
+      7'h1b:
           /* empty */;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h03:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          a = { 23'h000000, chan[161:146] };
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
+          a = { 12'h000, gain_x };
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h25:
-          a = { \a$29 [33], \a$29 [33], \a$29 [33], \a$29 [33], \a$29 [33], \a$29  };
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          a = { \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17 [8], \$17  };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          a = { 12'h000, gain_x };
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           b = { 4'h0, r_closed };
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           b = { 8'h00, r_open };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           b = { 3'h0, chan[13:1] };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          b = { \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149 [8], \$149  };
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
+      7'h11:
           b = { 3'h0, chan[13:1] };
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h1c:
+      7'h16:
           /* empty */;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h03:
+      7'h18:
           /* empty */;
-      6'h1e:
-          b = { \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153 [8], \$153  };
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
           /* empty */;
-      6'h24:
+      7'h1e:
           /* empty */;
-      6'h25:
-          b = \$157 [15:0];
+      7'h1f:
+          b = { mean_rem[13], mean_rem[13], mean_rem };
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          b = { \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13 [10], \$13  };
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          b = chan[161:146];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          b = { mean_rem[13], mean_rem[13], mean_rem };
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          b = { \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 59'h000000000000000;
+    c = 53'h00000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          c = { 26'h0000000, chan[105:73] };
-      6'h08:
+      7'h07:
+          c = { 20'h00000, chan[105:73] };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
-      6'h0b:
+      7'h0a:
+          c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          c = 59'h000000000000000;
-      6'h0e:
+      7'h0d:
+          c = 53'h00000000000000;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
+          c = 53'h00000000000000;
+      7'h12:
           /* empty */;
-      6'h12:
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
-          c = 59'h000000000000000;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          c = 59'h000000000000000;
-      6'h18:
+      7'h17:
           /* empty */;
-      6'h19:
+      7'h18:
           /* empty */;
-      6'h1a:
+      7'h19:
           /* empty */;
-      6'h1b:
+      7'h1a:
           /* empty */;
-      6'h1c:
+      7'h1b:
           /* empty */;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h03:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          c = 59'h000000000000000;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
+          c = 53'h00000000000000;
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h25:
-          c = 59'h000000000000000;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          c = 53'h00000000000000;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          c = 53'h00000000000000;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           neg = 1'h0;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           neg = 1'h0;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           neg = 1'h0;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          neg = \$150 ;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
+      7'h11:
           neg = 1'h0;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h1c:
+      7'h16:
           /* empty */;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h03:
+      7'h18:
           /* empty */;
-      6'h1e:
-          neg = \$154 ;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
           /* empty */;
-      6'h24:
+      7'h1e:
           /* empty */;
-      6'h25:
-          neg = \$158 ;
+      7'h1f:
+          neg = \$8 ;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          neg = \$14 ;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          neg = 1'h0;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          neg = \$18 ;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          neg = \$22 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           steps = 5'h0c;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           steps = 5'h08;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           steps = 5'h0d;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          steps = 5'h08;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
+      7'h11:
           steps = 5'h0d;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h1c:
+      7'h16:
           /* empty */;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h03:
+      7'h18:
           /* empty */;
-      6'h1e:
-          steps = 5'h08;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
           /* empty */;
-      6'h24:
+      7'h1e:
           /* empty */;
-      6'h25:
+      7'h1f:
+          steps = 5'h0d;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          steps = 5'h09;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
           steps = 5'h10;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          steps = 5'h08;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          steps = 5'h09;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 47'h000000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          rem_init = recip_rem;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          rem_init = \$6 [15:0];
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          rem_init = \$9 [15:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 16'h0000;
+    lo_init = 27'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          lo_init = \$146 ;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          lo_init = \$7 [26:0];
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          lo_init = \$10 [26:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$24  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \neg$24  = 1'h0;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \neg$20  = div_neg;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \neg$20  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 47'h000000000000;
+    den = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \den$25  = den;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          den = den_norm[46:31];
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 5'h00;
+    \steps$24  = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \steps$26  = 5'h10;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \steps$24  = 5'h0e;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \steps$24  = 5'h1b;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h03:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h27:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h01:
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = 1'h0;
+    \$222  = 1'h0;
     if (rst) begin
-      \$256  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = 1'h0;
+    \$223  = 1'h0;
+    if (rst) begin
+      \$223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$224  = fsm_state;
+    casez (fsm_state)
+      7'h00:
+          if (\start$35 ) begin
+            casez (entry)
+              2'h0:
+                  \$224  = 7'h01;
+              2'h1:
+                  \$224  = 7'h02;
+              2'h2:
+                  \$224  = 7'h03;
+            endcase
+          end
+      7'h02:
+          \$224  = 7'h04;
+      7'h04:
+          \$224  = 7'h05;
+      7'h05:
+          \$224  = 7'h06;
+      7'h06:
+          \$224  = 7'h07;
+      7'h07:
+          \$224  = 7'h08;
+      7'h08:
+          if (\done$37 ) begin
+            \$224  = 7'h09;
+          end
+      7'h09:
+          \$224  = 7'h0a;
+      7'h0a:
+          \$224  = 7'h0b;
+      7'h0b:
+          if (\done$37 ) begin
+            \$224  = 7'h0c;
+          end
+      7'h0c:
+          \$224  = 7'h0d;
+      7'h0d:
+          \$224  = 7'h0e;
+      7'h0e:
+          if (\done$37 ) begin
+            \$224  = 7'h0f;
+          end
+      7'h0f:
+          \$224  = 7'h10;
+      7'h10:
+          \$224  = 7'h11;
+      7'h11:
+          \$224  = 7'h12;
+      7'h12:
+          if (\done$37 ) begin
+            \$224  = 7'h13;
+          end
+      7'h13:
+          \$224  = 7'h14;
+      7'h14:
+          if (\$98 ) begin
+            \$224  = 7'h15;
+          end
+      7'h15:
+          \$224  = 7'h16;
+      7'h16:
+          \$224  = 7'h17;
+      7'h17:
+          \$224  = 7'h18;
+      7'h18:
+          \$224  = 7'h19;
+      7'h19:
+          if (\done$48 ) begin
+            \$224  = 7'h1a;
+          end
+      7'h1a:
+          \$224  = 7'h1b;
+      7'h1b:
+          \$224  = 7'h1c;
+      7'h1c:
+          if (\$126 ) begin
+            \$224  = 7'h1d;
+          end
+      7'h1d:
+          \$224  = 7'h1e;
+      7'h1e:
+          \$224  = 7'h1f;
+      7'h1f:
+          \$224  = 7'h20;
+      7'h20:
+          if (\done$37 ) begin
+            \$224  = 7'h21;
+          end
+      7'h21:
+          \$224  = 7'h22;
+      7'h22:
+          \$224  = 7'h23;
+      7'h23:
+          \$224  = 7'h24;
+      7'h24:
+          if (\done$48 ) begin
+            \$224  = 7'h25;
+          end
+      7'h25:
+          \$224  = 7'h26;
+      7'h26:
+          \$224  = 7'h27;
+      7'h27:
+          \$224  = 7'h28;
+      7'h28:
+          \$224  = 7'h29;
+      7'h29:
+          \$224  = 7'h2a;
+      7'h2a:
+          \$224  = 7'h2b;
+      7'h2b:
+          if (\done$37 ) begin
+            \$224  = 7'h2c;
+          end
+      7'h2c:
+          \$224  = 7'h01;
+      7'h03:
+          \$224  = 7'h2d;
+      7'h2d:
+          \$224  = 7'h2e;
+      7'h2e:
+          \$224  = 7'h2f;
+      7'h2f:
+          if (\done$37 ) begin
+            \$224  = 7'h30;
+          end
+      7'h30:
+          \$224  = 7'h31;
+      7'h31:
+          if (\$167 ) begin
+            \$224  = 7'h32;
+          end
+      7'h32:
+          \$224  = 7'h33;
+      7'h33:
+          \$224  = 7'h34;
+      7'h34:
+          \$224  = 7'h35;
+      7'h35:
+          \$224  = 7'h36;
+      7'h36:
+          if (\$192 ) begin
+            \$224  = 7'h37;
+          end
+      7'h37:
+          \$224  = 7'h38;
+      7'h38:
+          \$224  = 7'h39;
+      7'h39:
+          \$224  = 7'h3a;
+      7'h3a:
+          if (\done$37 ) begin
+            \$224  = 7'h3b;
+          end
+      7'h3b:
+          \$224  = 7'h3c;
+      7'h3c:
+          \$224  = 7'h3d;
+      7'h3d:
+          \$224  = 7'h3e;
+      7'h3e:
+          \$224  = 7'h3f;
+      7'h3f:
+          \$224  = 7'h40;
+      7'h40:
+          \$224  = 7'h41;
+      7'h41:
+          \$224  = 7'h42;
+      7'h42:
+          if (\done$37 ) begin
+            \$224  = 7'h43;
+          end
+      7'h43:
+          \$224  = 7'h01;
+      7'h01:
+          \$224  = 7'h00;
+    endcase
+    if (rst) begin
+      \$224  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$225  = start;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$225  = 1'h1;
+      7'h07:
+          \$225  = 1'h0;
+      7'h08:
+          /* empty */;
+      7'h09:
+          \$225  = 1'h1;
+      7'h0a:
+          \$225  = 1'h0;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          \$225  = 1'h1;
+      7'h0d:
+          \$225  = 1'h0;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$225  = 1'h1;
+      7'h11:
+          \$225  = 1'h0;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$225  = 1'h1;
+      7'h1f:
+          \$225  = 1'h0;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \$225  = 1'h1;
+      7'h2a:
+          \$225  = 1'h0;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          \$225  = 1'h1;
+      7'h2e:
+          \$225  = 1'h0;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$225  = 1'h1;
+      7'h39:
+          \$225  = 1'h0;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$225  = 1'h1;
+      7'h41:
+          \$225  = 1'h0;
+    endcase
+    if (rst) begin
+      \$225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$226  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          if (\done$37 ) begin
+            \$226  = p[37:0];
+          end
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          if (\done$37 ) begin
+            \$226  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$226  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$227  = \den$39 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          if (\done$37 ) begin
+            \$227  = p[46:0];
+          end
+    endcase
+    if (rst) begin
+      \$227  = 47'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$228  = floor_q;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          \$228  = 10'h000;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          \$228  = \$159 [9:0];
+    endcase
+    if (rst) begin
+      \$228  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$229  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          \$229  = 14'h0000;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          \$229  = { 6'h00, chan[137:130] };
+    endcase
+    if (rst) begin
+      \$229  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$230  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          if (\done$37 ) begin
+            \$230  = p[23:0];
+          end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          if (\done$37 ) begin
+            \$230  = p[23:0];
+          end
+    endcase
+    if (rst) begin
+      \$230  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$231  = den_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$231  = \den$39 ;
+      7'h14:
+          if (\$91 ) begin
+            \$231  = \$92 [46:0];
+          end
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$231  = 47'h400000000000;
+      7'h31:
+          if (\$160 ) begin
+            \$231  = \$161 [46:0];
+          end
+    endcase
+    if (rst) begin
+      \$231  = 47'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$232  = gain_num[22:0];
+      7'h14:
+          if (\$94 ) begin
+            \$232  = \$95 [22:0];
+          end
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$232  = gain_num[22:0];
+      7'h31:
+          if (\$163 ) begin
+            \$232  = \$164 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$233  = 5'h00;
+      7'h14:
+          if (\$94 ) begin
+            \$233  = \$96 [4:0];
+          end
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$233  = 5'h00;
+      7'h31:
+          if (\$163 ) begin
+            \$233  = \$165 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$233  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          \$234  = 6'h00;
+      7'h14:
+          if (\$91 ) begin
+            \$234  = \$93 [5:0];
+          end
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$234  = 6'h00;
+      7'h31:
+          if (\$160 ) begin
+            \$234  = \$162 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$234  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$235  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+        begin
+          \$235  = \$97 [5:0];
+          if (\$98 ) begin
+            \$235  = 6'h00;
+          end
+        end
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+        begin
+          \$235  = \$125 [5:0];
+          if (\$126 ) begin
+            \$235  = 6'h00;
+          end
+        end
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+        begin
+          \$235  = \$166 [5:0];
+          if (\$167 ) begin
+            \$235  = 6'h00;
+          end
+        end
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+        begin
+          \$235  = \$191 [5:0];
+          if (\$192 ) begin
+            \$235  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$235  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$236  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$236  = { \$100 [6], \$100 [6], \$100  };
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$236  = \$111 [8:0];
+      7'h1b:
+          /* empty */;
+      7'h1c:
+        begin
+          if (\$115 ) begin
+            \$236  = \$117 [8:0];
+          end
+          if (\$121 ) begin
+            \$236  = \$123 [8:0];
+          end
+        end
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$236  = \$169 ;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$236  = \$177 [8:0];
+      7'h35:
+          /* empty */;
+      7'h36:
+        begin
+          if (\$181 ) begin
+            \$236  = \$183 [8:0];
+          end
+          if (\$187 ) begin
+            \$236  = \$189 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$236  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$237  = \$101 ;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$237  = \$170 ;
+    endcase
+    if (rst) begin
+      \$237  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = div_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$238  = { 13'h0000, \$102  };
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$238  = { gain_p[41], gain_p };
+    endcase
+    if (rst) begin
+      \$238  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$239  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$239  = \$105 [42:0];
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$239  = \$132 [42:0];
+    endcase
+    if (rst) begin
+      \$239  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$240  = \$106 ;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$240  = \$133 ;
+    endcase
+    if (rst) begin
+      \$240  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$241  = 1'h1;
+      7'h18:
+          \$241  = 1'h0;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$241  = 1'h1;
+      7'h23:
+          \$241  = 1'h0;
+    endcase
+    if (rst) begin
+      \$241  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          if (\done$48 ) begin
+            \$242  = q[15:0];
+          end
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$242  = \$172 [15:0];
+    endcase
+    if (rst) begin
+      \$242  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$243  = { \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109  };
+      7'h1b:
+          /* empty */;
+      7'h1c:
+        begin
+          if (\$115 ) begin
+            \$243  = \$116 ;
+          end
+          if (\$121 ) begin
+            \$243  = \$122 [26:0];
+          end
+        end
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$243  = { \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175  };
+      7'h35:
+          /* empty */;
+      7'h36:
+        begin
+          if (\$181 ) begin
+            \$243  = \$182 ;
+          end
+          if (\$187 ) begin
+            \$243  = \$188 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$243  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$244  = 4'h0;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$244  = \$124 [3:0];
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$244  = 4'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$244  = \$190 [3:0];
+    endcase
+    if (rst) begin
+      \$244  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$245  = \$114 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$245  = \$180 ;
+    endcase
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$246  = \$129 [3:0];
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$246  = \$195 [3:0];
+    endcase
+    if (rst) begin
+      \$246  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          if (\done$37 ) begin
+            \$247  = p[41:0];
+          end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          if (\done$37 ) begin
+            \$247  = p[41:0];
+          end
+    endcase
+    if (rst) begin
+      \$247  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          if (\done$48 ) begin
+            \$248  = q;
+          end
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$248  = \$196 [28:0];
+    endcase
+    if (rst) begin
+      \$248  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$249  = { \$138 [29], \$138  };
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$249  = { \$201 [29], \$201  };
+    endcase
+    if (rst) begin
+      \$249  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$250  = \$142 ;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$250  = \$205 ;
+    endcase
+    if (rst) begin
+      \$250  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$251  = \$146 [22:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$251  = \$209 [22:0];
+    endcase
+    if (rst) begin
+      \$251  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$252  = \$150 [22:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$252  = \$213 [22:0];
+    endcase
+    if (rst) begin
+      \$252  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$253  = \$155 [13:0];
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$253  = \$218 [13:0];
+    endcase
+    if (rst) begin
+      \$253  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$254  = \$156 [22:0];
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$254  = \$219 [22:0];
+    endcase
+    if (rst) begin
+      \$254  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = \b$59 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          if (\done$37 ) begin
+            \$255  = p[22:0];
+          end
+      7'h2c:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          if (\done$37 ) begin
+            \$255  = p[22:0];
+          end
+    endcase
+    if (rst) begin
+      \$255  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = \a$60 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$256  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$256  = a_fin;
+    endcase
+    if (rst) begin
+      \$256  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$257  = special_r;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$257  = special_r;
+    endcase
     if (rst) begin
       \$257  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = fsm_state;
+    \$258  = \neg$62 ;
     casez (fsm_state)
-      6'h00:
-          if (\start$35 ) begin
-            casez (entry)
-              2'h0:
-                  \$258  = 6'h01;
-              2'h1:
-                  \$258  = 6'h02;
-              2'h2:
-                  \$258  = 6'h03;
-            endcase
-          end
-      6'h02:
-          \$258  = 6'h04;
-      6'h04:
-          \$258  = 6'h05;
-      6'h05:
-          \$258  = 6'h06;
-      6'h06:
-          \$258  = 6'h07;
-      6'h07:
-          \$258  = 6'h08;
-      6'h08:
-          if (\done$37 ) begin
-            \$258  = 6'h09;
-          end
-      6'h09:
-          \$258  = 6'h0a;
-      6'h0a:
-          \$258  = 6'h0b;
-      6'h0b:
-          if (\done$37 ) begin
-            \$258  = 6'h0c;
-          end
-      6'h0c:
-          \$258  = 6'h0d;
-      6'h0d:
-          \$258  = 6'h0e;
-      6'h0e:
-          if (\done$37 ) begin
-            \$258  = 6'h0f;
-          end
-      6'h0f:
-          \$258  = 6'h10;
-      6'h10:
-          \$258  = 6'h11;
-      6'h11:
-          \$258  = 6'h12;
-      6'h12:
-          if (\done$40 ) begin
-            \$258  = 6'h13;
-          end
-      6'h13:
-          \$258  = 6'h14;
-      6'h14:
-          \$258  = 6'h15;
-      6'h15:
-          if (\done$37 ) begin
-            \$258  = 6'h16;
-          end
-      6'h16:
-          \$258  = 6'h17;
-      6'h17:
-          \$258  = 6'h18;
-      6'h18:
-          if (\done$37 ) begin
-            \$258  = 6'h19;
-          end
-      6'h19:
-          \$258  = 6'h1a;
-      6'h1a:
-          \$258  = 6'h1b;
-      6'h1b:
-          \$258  = 6'h1c;
-      6'h1c:
-          \$258  = 6'h1d;
-      6'h1d:
-          \$258  = 6'h01;
-      6'h03:
-          \$258  = 6'h1e;
-      6'h1e:
-          \$258  = 6'h1f;
-      6'h1f:
-          if (\done$37 ) begin
-            \$258  = 6'h20;
-          end
-      6'h20:
-          \$258  = 6'h21;
-      6'h21:
-          \$258  = 6'h22;
-      6'h22:
-          \$258  = 6'h23;
-      6'h23:
-          \$258  = 6'h24;
-      6'h24:
-          \$258  = 6'h25;
-      6'h25:
-          \$258  = 6'h26;
-      6'h26:
-          if (\done$37 ) begin
-            \$258  = 6'h27;
-          end
-      6'h27:
-          \$258  = 6'h28;
-      6'h28:
-          \$258  = 6'h01;
-      6'h01:
-          \$258  = 6'h00;
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$258  = \$157 ;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$258  = \$220 ;
     endcase
     if (rst) begin
-      \$258  = 6'h00;
+      \$258  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = start;
+    \$259  = q_lo;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          \$259  = 1'h1;
-      6'h07:
-          \$259  = 1'h0;
-      6'h08:
+      7'h06:
           /* empty */;
-      6'h09:
-          \$259  = 1'h1;
-      6'h0a:
-          \$259  = 1'h0;
-      6'h0b:
+      7'h07:
           /* empty */;
-      6'h0c:
-          \$259  = 1'h1;
-      6'h0d:
-          \$259  = 1'h0;
-      6'h0e:
+      7'h08:
           /* empty */;
-      6'h0f:
+      7'h09:
           /* empty */;
-      6'h10:
+      7'h0a:
           /* empty */;
-      6'h11:
+      7'h0b:
           /* empty */;
-      6'h12:
+      7'h0c:
           /* empty */;
-      6'h13:
-          \$259  = 1'h1;
-      6'h14:
-          \$259  = 1'h0;
-      6'h15:
+      7'h0d:
           /* empty */;
-      6'h16:
-          \$259  = 1'h1;
-      6'h17:
-          \$259  = 1'h0;
-      6'h18:
+      7'h0e:
           /* empty */;
-      6'h19:
+      7'h0f:
           /* empty */;
-      6'h1a:
+      7'h10:
           /* empty */;
-      6'h1b:
+      7'h11:
           /* empty */;
-      6'h1c:
+      7'h12:
           /* empty */;
-      6'h1d:
+      7'h13:
           /* empty */;
-      6'h03:
-          \$259  = 1'h1;
-      6'h1e:
-          \$259  = 1'h0;
-      6'h1f:
+      7'h14:
           /* empty */;
-      6'h20:
+      7'h15:
           /* empty */;
-      6'h21:
+      7'h16:
           /* empty */;
-      6'h22:
+      7'h17:
           /* empty */;
-      6'h23:
+      7'h18:
           /* empty */;
-      6'h24:
-          \$259  = 1'h1;
-      6'h25:
-          \$259  = 1'h0;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$259  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$259  = floor_q;
     endcase
     if (rst) begin
-      \$259  = 1'h0;
+      \$259  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = t;
+    \$260  = q_hi;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          if (\done$37 ) begin
-            \$260  = p[37:0];
-          end
-      6'h09:
+      7'h08:
           /* empty */;
-      6'h0a:
+      7'h09:
           /* empty */;
-      6'h0b:
-          if (\done$37 ) begin
-            \$260  = p[37:0];
-          end
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$260  = \$158 [9:0];
+      7'h03:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$260  = \$221 [9:0];
     endcase
     if (rst) begin
-      \$260  = 38'h0000000000;
+      \$260  = 10'h000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$37 ) begin
-            \$261  = p[46:0];
-          end
-    endcase
-    if (rst) begin
-      \$261  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$262  = den_lead;
-    endcase
-    if (rst) begin
-      \$262  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$263  = 1'h1;
-      6'h11:
-          \$263  = 1'h0;
-    endcase
-    if (rst) begin
-      \$263  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$264  = \$203 [46:0];
-    endcase
-    if (rst) begin
-      \$264  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$265  = \$204 ;
-    endcase
-    if (rst) begin
-      \$265  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$40 ) begin
-            \$266  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$266  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          if (\done$37 ) begin
-            \$267  = p[25:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          if (\done$37 ) begin
-            \$267  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$267  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$37 ) begin
-            \$268  = p[39:0];
-          end
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$268  = \$229 [39:0];
-    endcase
-    if (rst) begin
-      \$268  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$269  = { \$205 [7], \$205 [7], \$205  };
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$269  = { \$230 [8], \$230  };
-    endcase
-    if (rst) begin
-      \$269  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$270  = count_lead;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$270  = 4'h8;
-    endcase
-    if (rst) begin
-      \$270  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$271  = \$208 [3:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$271  = \$233 [3:0];
-    endcase
-    if (rst) begin
-      \$271  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$272  = \$218 [9:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$272  = \$243 [9:0];
-    endcase
-    if (rst) begin
-      \$272  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$273  = \$219 [51:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$273  = \$244 [51:0];
-    endcase
-    if (rst) begin
-      \$273  = 52'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$274  = \$221 [5:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$274  = \$246 [5:0];
-    endcase
-    if (rst) begin
-      \$274  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$275  = \$223 [3:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          \$275  = \$248 [3:0];
-    endcase
-    if (rst) begin
-      \$275  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = \a$29 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$276  = \$224 [33:0];
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          \$276  = \$249 [33:0];
-    endcase
-    if (rst) begin
-      \$276  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$277  = { \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228  };
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          \$277  = { \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253 [23], \$253  };
-    endcase
-    if (rst) begin
-      \$277  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = \b$50 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$278  = bias;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$278  = \$255 [41:0];
-    endcase
-    if (rst) begin
-      \$278  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = \p$51 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          if (\done$37 ) begin
-            \$279  = p[56:0];
-          end
-    endcase
-    if (rst) begin
-      \$279  = 57'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$280  = \$254 [45:0];
-    endcase
-    if (rst) begin
-      \$280  = 46'h000000000000;
-    end
-  end
-  assign beta_shift = \$144 [3:0];
-  assign \beta_shift$6  = \$145 [3:0];
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
@@ -3573,62 +6827,78 @@ module \hwnorm_frn_range_s8.math (rst, r_open, \start$35 , entry, chan, r_closed
   assign \chan.mean  = chan[145:130];
   assign \chan.scale_m  = chan[161:146];
   assign \chan.scale_exp  = chan[169:162];
-  assign \$202  = { 1'h0, \$201 [63:1] };
-  assign \$227  = { 1'h0, \$226 [15:1] };
-  assign \$229  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$252  = { 1'h0, \$251 [15:1] };
-  assign \$254  = { \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56], \p$51 [56:8] };
+  assign \$6  = { 14'h0000, div_mag[42:14] };
+  assign \$7  = { 2'h0, div_mag[13:0], 13'h0000 };
+  assign \$9  = { 27'h0000000, div_mag[42:27] };
+  assign \$10  = { 1'h0, div_mag[26:0] };
+  assign \$92  = { den_norm, 1'h0 };
+  assign \$95  = { num_norm, 1'h0 };
+  assign \$102  = { 1'h0, num_norm, 6'h00 };
+  assign \$107  = { gain_q1[15], gain_q1[15:1] };
+  assign \$116  = { 1'h0, gain_x[26:1] };
+  assign \$122  = { gain_x, 1'h0 };
+  assign \$136  = { 1'h0, \$135 [15:1] };
+  assign \$159  = { chan[145], chan[145], chan[145], chan[145], chan[145], chan[145], chan[145], chan[145], chan[145:138] };
+  assign \$161  = { den_norm, 1'h0 };
+  assign \$164  = { num_norm, 1'h0 };
+  assign \$171  = { 1'h0, num_norm, 6'h00 };
+  assign \$172  = { 15'h0000, \$171 [29:15] };
+  assign \$173  = { gain_q1[15], gain_q1[15:1] };
+  assign \$182  = { 1'h0, gain_x[26:1] };
+  assign \$188  = { gain_x, 1'h0 };
+  assign \$196  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$199  = { 1'h0, \$198 [15:1] };
 endmodule
 
 module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [47:0] \$1 ;
+  wire [16:0] \$1 ;
   wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [16:0] \$13 ;
-  wire [17:0] \$14 ;
-  wire [17:0] \$15 ;
+  wire [27:0] \$13 ;
+  wire [28:0] \$14 ;
+  wire [28:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [46:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
-  reg [15:0] \$20 ;
-  reg [46:0] \$21 ;
+  reg [26:0] \$20 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
-  reg [15:0] \$23 ;
+  reg [26:0] \$23 ;
   reg [4:0] \$24 ;
   reg \$25 ;
-  reg [17:0] \$26 ;
+  reg [28:0] \$26 ;
   wire \$3 ;
-  wire [48:0] \$4 ;
-  wire [48:0] \$5 ;
-  wire [16:0] \$6 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
+  wire [27:0] \$6 ;
   wire \$7 ;
-  wire [16:0] \$8 ;
-  wire [16:0] \$9 ;
+  wire [27:0] \$8 ;
+  wire [27:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [46:0] den = 47'h000000000000;
-  input [46:0] \den$13 ;
-  wire [46:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  reg [15:0] lo = 16'h0000;
-  input [15:0] lo_init;
-  wire [15:0] lo_init;
+  reg [26:0] lo = 27'h0000000;
+  input [26:0] lo_init;
+  wire [26:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [17:0] q;
-  reg [17:0] q = 18'h00000;
-  reg [15:0] quot = 16'h0000;
-  reg [46:0] rem = 47'h000000000000;
-  input [46:0] rem_init;
-  wire [46:0] rem_init;
+  output [28:0] q;
+  reg [28:0] q = 29'h00000000;
+  reg [26:0] quot = 27'h0000000;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -3637,14 +6907,14 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
   wire start;
   input [4:0] steps;
   wire [4:0] steps;
-  wire [47:0] trial;
-  assign trial = \$1  | { 47'h000000000000, lo[15] };
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[26] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 16'h0000, \$7  };
+  assign \$8  = \$6  | { 27'h0000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -3706,10 +6976,10 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [46:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 47'h000000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -3718,10 +6988,10 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [15:0];
+      \$20  = \$9 [26:0];
     end
     if (rst) begin
-      \$20  = 16'h0000;
+      \$20  = 27'h0000000;
     end
   end
   always @* begin
@@ -3731,7 +7001,7 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 47'h000000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -3748,12 +7018,12 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 16'h0000;
+      \$23  = 27'h0000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [15:0];
+      \$23  = \$8 [26:0];
     end
     if (rst) begin
-      \$23  = 16'h0000;
+      \$23  = 27'h0000000;
     end
   end
   always @* begin
@@ -3785,7 +7055,7 @@ module \hwnorm_frn_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 18'h00000;
+      \$26  = 29'h00000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -3796,27 +7066,27 @@ endmodule
 module \hwnorm_frn_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [58:0] \$10 ;
-  reg [58:0] \$11 ;
+  reg [52:0] \$10 ;
+  reg [52:0] \$11 ;
   reg [15:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
-  wire [59:0] \$2 ;
-  wire [60:0] \$3 ;
-  wire [61:0] \$4 ;
-  wire [59:0] \$5 ;
+  wire [53:0] \$2 ;
+  wire [54:0] \$3 ;
+  wire [55:0] \$4 ;
+  wire [53:0] \$5 ;
   wire [15:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
   input [38:0] a;
   wire [38:0] a;
-  reg [58:0] a_sh = 59'h000000000000000;
+  reg [52:0] a_sh = 53'h00000000000000;
   input [15:0] b;
   wire [15:0] b;
   reg [15:0] b_sh = 16'h0000;
-  input [58:0] c;
-  wire [58:0] c;
+  input [52:0] c;
+  wire [52:0] c;
   input clk;
   wire clk;
   output done;
@@ -3825,8 +7095,8 @@ module \hwnorm_frn_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [58:0] p;
-  reg [58:0] p = 59'h000000000000000;
+  output [52:0] p;
+  reg [52:0] p = 53'h00000000000000;
   input rst;
   wire rst;
   input start;
@@ -3834,7 +7104,7 @@ module \hwnorm_frn_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[58], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[52], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -3871,23 +7141,23 @@ module \hwnorm_frn_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [58:0];
+        \$10  = \$4 [52:0];
       end
     end
     if (rst) begin
-      \$10  = 59'h000000000000000;
+      \$10  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a };
+      \$11  = { a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a[38], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [58:0];
+      \$11  = \$5 [52:0];
     end
     if (rst) begin
-      \$11  = 59'h000000000000000;
+      \$11  = 53'h00000000000000;
     end
   end
   always @* begin
@@ -3928,64 +7198,91 @@ module \hwnorm_frn_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done
   assign \$6  = { 1'h0, b_sh[15:1] };
 endmodule
 
-module \hwnorm_frn_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_frn_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [24:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [56:0] \$12 ;
-  wire [57:0] \$13 ;
-  wire [58:0] \$14 ;
-  wire [42:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
-  wire [42:0] \$19 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [42:0] \$20 ;
-  wire [42:0] \$21 ;
-  wire [42:0] \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire [13:0] \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg [12:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg [7:0] \$42 ;
-  reg [25:0] \$43 ;
-  reg [25:0] \$44 ;
-  reg [42:0] \$45 ;
-  reg [42:0] \$46 ;
-  reg [42:0] \$47 ;
-  reg \$48 ;
-  reg \$49 ;
+  wire \$40 ;
+  wire [23:0] \$41 ;
+  wire [23:0] \$42 ;
+  wire [23:0] \$43 ;
+  wire [23:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire [1:0] \$5 ;
-  reg \$50 ;
-  reg [7:0] \$51 ;
+  wire [13:0] \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg [12:0] \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg [7:0] \$70 ;
+  reg [22:0] \$71 ;
+  reg [23:0] \$72 ;
+  reg [23:0] \$73 ;
+  reg [23:0] \$74 ;
+  reg \$75 ;
+  reg \$76 ;
+  reg \$77 ;
+  reg [7:0] \$78 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [33:0] a;
-  wire [33:0] a;
-  reg [42:0] acc0 = 43'h00000000000;
-  input [41:0] b;
-  wire [41:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -3995,6 +7292,12 @@ module \hwnorm_frn_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -4003,6 +7306,8 @@ module \hwnorm_frn_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -4017,16 +7322,21 @@ module \hwnorm_frn_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [25:0] p0_17 = 26'h0000000;
-  reg [42:0] q0 = 43'h00000000000;
-  reg [42:0] qs0 = 43'h00000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   input [7:0] tau;
   wire [7:0] tau;
   reg under0 = 1'h0;
@@ -4040,34 +7350,92 @@ module \hwnorm_frn_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = ~ force_hi0_2;
+  assign \$38  = $signed(qs0) < $signed(tau);
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = \$37  & \$39 ;
+  assign \$41  = under0 ? 24'hffff80 : q0;
+  assign \$42  = over0 ? 24'h00007f : \$41 ;
+  assign \$43  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$42 ;
+  assign \$44  = ok4 ? \$43  : 24'h000000;
+  assign \$45  = ~ clear;
+  assign \$46  = \$45  & ce;
+  assign \$47  = v4 & ok4;
+  assign \$48  = over0 | under0;
+  assign \$49  = \$47  & \$48 ;
+  assign \$50  = sat_count + \$49 ;
   always @(posedge clk)
-    ok2 <= \$38 ;
+    v0 <= \$51 ;
   always @(posedge clk)
-    ok3 <= \$39 ;
+    v1 <= \$52 ;
   always @(posedge clk)
-    ok4 <= \$40 ;
+    v2 <= \$53 ;
   always @(posedge clk)
-    ok5 <= \$41 ;
+    v3 <= \$54 ;
   always @(posedge clk)
-    x0 <= \$42 ;
+    v4 <= \$55 ;
   always @(posedge clk)
-    p0_0 <= \$43 ;
+    v5 <= \$56 ;
   always @(posedge clk)
-    p0_17 <= \$44 ;
+    sat_count <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$45 ;
+    ok0 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$46 ;
+    ok1 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$47 ;
+    ok2 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$48 ;
+    ok3 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$49 ;
+    ok4 <= \$62 ;
   always @(posedge clk)
-    below_tau0 <= \$50 ;
+    ok5 <= \$63 ;
   always @(posedge clk)
-    o__payload <= \$51 ;
+    force_hi0_0 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$67 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$68 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$69 ;
+  always @(posedge clk)
+    x0 <= \$70 ;
+  always @(posedge clk)
+    p0_0 <= \$71 ;
+  always @(posedge clk)
+    acc0 <= \$72 ;
+  always @(posedge clk)
+    qs0 <= \$73 ;
+  always @(posedge clk)
+    q0 <= \$74 ;
+  always @(posedge clk)
+    over0 <= \$75 ;
+  always @(posedge clk)
+    under0 <= \$76 ;
+  always @(posedge clk)
+    below_tau0 <= \$77 ;
+  always @(posedge clk)
+    o__payload <= \$78 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4078,291 +7446,316 @@ module \hwnorm_frn_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[33:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = $signed(qs0) < $signed(tau);
-  assign \$19  = under0 ? 43'h7ffffffff80 : q0;
-  assign \$20  = over0 ? 43'h0000000007f : \$19 ;
-  assign \$21  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$20 ;
-  assign \$22  = ok4 ? \$21  : 43'h00000000000;
-  assign \$23  = ~ clear;
-  assign \$24  = \$23  & ce;
-  assign \$25  = v4 & ok4;
-  assign \$26  = over0 | under0;
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = sat_count + \$27 ;
-  always @(posedge clk)
-    v0 <= \$29 ;
-  always @(posedge clk)
-    v1 <= \$30 ;
-  always @(posedge clk)
-    v2 <= \$31 ;
-  always @(posedge clk)
-    v3 <= \$32 ;
-  always @(posedge clk)
-    v4 <= \$33 ;
-  always @(posedge clk)
-    v5 <= \$34 ;
-  always @(posedge clk)
-    sat_count <= \$35 ;
-  always @(posedge clk)
-    ok0 <= \$36 ;
-  always @(posedge clk)
-    ok1 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok2;
+    \$51  = v0;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = i__valid;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = v1;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v0;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = v2;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v1;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = v3;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v2;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = v4;
+    if (clear) begin
+      \$55  = 1'h0;
+    end else if (ce) begin
+      \$55  = v3;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = v5;
+    if (clear) begin
+      \$56  = 1'h0;
+    end else if (ce) begin
+      \$56  = v4;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = sat_count;
+    if (clear) begin
+      \$57  = 13'h0000;
+    end
+    if (\$46 ) begin
+      \$57  = \$50 [12:0];
+    end
+    if (rst) begin
+      \$57  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$38  = ok1;
+      \$58  = mask;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok3;
+    \$59  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$39  = ok2;
+      \$59  = ok0;
     end
     if (rst) begin
-      \$39  = 1'h0;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok4;
+    \$60  = ok2;
     if (clear) begin
     end else if (ce) begin
-      \$40  = ok3;
+      \$60  = ok1;
     end
     if (rst) begin
-      \$40  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok5;
+    \$61  = ok3;
     if (clear) begin
     end else if (ce) begin
-      \$41  = ok4;
+      \$61  = ok2;
     end
     if (rst) begin
-      \$41  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = x0;
-    if (\$8 ) begin
-      \$42  = i__payload;
-    end
-    if (rst) begin
-      \$42  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = p0_0;
-    if (\$8 ) begin
-      \$43  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$43  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = p0_17;
-    if (\$8 ) begin
-      \$44  = { \$10 [24], \$10  };
-    end
-    if (rst) begin
-      \$44  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = acc0;
-    if (\$8 ) begin
-      \$45  = \$14 [42:0];
-    end
-    if (rst) begin
-      \$45  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = qs0;
-    if (\$8 ) begin
-      \$46  = \$15 ;
-    end
-    if (rst) begin
-      \$46  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = q0;
-    if (\$8 ) begin
-      \$47  = qs0;
-    end
-    if (rst) begin
-      \$47  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = over0;
-    if (\$8 ) begin
-      \$48  = \$16 ;
-    end
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = under0;
-    if (\$8 ) begin
-      \$49  = \$17 ;
-    end
-    if (rst) begin
-      \$49  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = below_tau0;
-    if (\$8 ) begin
-      \$50  = \$18 ;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = o__payload;
-    if (\$8 ) begin
-      \$51  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$51  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = v0;
+    \$62  = ok4;
     if (clear) begin
-      \$29  = 1'h0;
     end else if (ce) begin
-      \$29  = i__valid;
+      \$62  = ok3;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v1;
+    \$63  = ok5;
     if (clear) begin
-      \$30  = 1'h0;
     end else if (ce) begin
-      \$30  = v0;
+      \$63  = ok4;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v2;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v1;
+    \$64  = force_hi0_0;
+    if (\$8 ) begin
+      \$64  = \$13 ;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v3;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v2;
+    \$65  = force_lo0_0;
+    if (\$8 ) begin
+      \$65  = \$18 ;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v4;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v3;
+    \$66  = force_hi0_1;
+    if (\$20 ) begin
+      \$66  = force_hi0_0;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v5;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v4;
+    \$67  = force_lo0_1;
+    if (\$20 ) begin
+      \$67  = force_lo0_0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = sat_count;
-    if (clear) begin
-      \$35  = 13'h0000;
+    \$68  = force_hi0_2;
+    if (\$22 ) begin
+      \$68  = force_hi0_1;
     end
+    if (rst) begin
+      \$68  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$69  = force_lo0_2;
+    if (\$22 ) begin
+      \$69  = force_lo0_1;
+    end
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$70  = x0;
     if (\$24 ) begin
-      \$35  = \$28 [12:0];
+      \$70  = i__payload;
     end
     if (rst) begin
-      \$35  = 13'h0000;
+      \$70  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = mask;
+    \$71  = p0_0;
+    if (\$24 ) begin
+      \$71  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$71  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok0;
+    \$72  = acc0;
+    if (\$24 ) begin
+      \$72  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$72  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$73  = qs0;
+    if (\$24 ) begin
+      \$73  = \$28 ;
+    end
+    if (rst) begin
+      \$73  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = q0;
+    if (\$24 ) begin
+      \$74  = qs0;
+    end
+    if (rst) begin
+      \$74  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = over0;
+    if (\$24 ) begin
+      \$75  = \$32 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = under0;
+    if (\$24 ) begin
+      \$76  = \$36 ;
+    end
+    if (rst) begin
+      \$76  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$77  = below_tau0;
+    if (\$24 ) begin
+      \$77  = \$40 ;
+    end
+    if (rst) begin
+      \$77  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$78  = o__payload;
+    if (\$24 ) begin
+      \$78  = \$44 [7:0];
+    end
+    if (rst) begin
+      \$78  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -4370,8 +7763,7 @@ module \hwnorm_frn_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_frn_range_s8.stats_unit (clk, rst, mask, r_open, clear, valid, chunk_size, sum, r_closed, x);

@@ -21,30 +21,26 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [220:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [220:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$25 ;
-  wire [57:0] b;
-  wire [57:0] \b$27 ;
+  wire [21:0] a;
+  wire [21:0] \a$25 ;
+  wire [38:0] b;
+  wire [38:0] \b$27 ;
   reg beat;
   wire busy;
   reg [220:0] chan = 221'h00000000000000000000000000000000000000000000000000000000;
@@ -84,7 +80,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$48 ;
   input clk;
   wire clk;
   wire [51:0] den;
@@ -98,33 +94,41 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$55 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$54 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$23 ;
   reg more;
+  wire neg;
+  wire \neg$33 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$31 ;
-  wire [15:0] \o__payload$31[0] ;
+  wire [15:0] \o__payload$39 ;
+  wire [15:0] \o__payload$39[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$41 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$40 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$37 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$35 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$31 ;
   wire [42:0] sq_sum;
   reg start;
   output [94:0] stats__payload;
@@ -152,50 +156,50 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \$5  = ! chan__payload[116:14];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[220:213]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[220:213]) > $signed(4'h4);
+  assign \$8  = $signed(chan__payload[188:165]) < $signed(24'h800000);
+  assign \$9  = $signed(chan__payload[188:165]) > $signed(24'h7fff00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[188:165]) < $signed(24'h800000);
-  assign \$13  = $signed(chan__payload[188:165]) > $signed(24'h7fff00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$47  & more;
-  assign \$19  = i__valid & \i__ready$47 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$55  & more;
+  assign \$15  = i__valid & \i__ready$55 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_frn_s16.math  math (
-    .\a$31 (a),
-    .\b$54 (b),
+    .\a$64 (a),
+    .\b$63 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$42 (den),
     .done(done),
     .entry(entry),
+    .\neg$66 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
+    .special(special),
     .sq_sum(sq_sum),
     .\start$37 (start)
   );
@@ -203,17 +207,21 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$55 ),
+    .clear(\clear$48 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$54 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .tau(chan[132:117]),
     .v5(o__valid)
   );
@@ -293,11 +301,11 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$48  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$48  = 1'h1;
           end
     endcase
   end
@@ -316,7 +324,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -334,7 +342,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -390,12 +398,12 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
+    \i__valid$54  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -408,7 +416,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$46  = \$17 ;
+          \i__valid$54  = \$13 ;
     endcase
   end
   always @* begin
@@ -436,80 +444,80 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 221'h00000000000000000000000000000000000000000000000000000000;
+      \$32  = 221'h00000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -520,10 +528,14 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
+  assign \special$31  = special;
+  assign \neg$33  = neg;
+  assign \q_lo$35  = q_lo;
+  assign \q_hi$37  = q_hi;
   assign tau = chan[132:117];
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$39  = o__payload;
+  assign \o__valid$40  = o__valid;
+  assign \o__ready$41  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.eps_n  = chan__payload[116:14];
@@ -559,7 +571,7 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \chan$20.scale_m  = chan[212:189];
   assign \chan$20.scale_exp  = chan[220:213];
   assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \o__payload$39[0]  = o__payload;
   always @*
     stats__payload[93:81] = sat_count;
   always @*
@@ -568,227 +580,190 @@ module hwnorm_frn_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh, \a$31 , \b$54 , clk);
+module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 , sh, \b$63 , \a$64 , special, \neg$66 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
+  wire [5:0] \$1 ;
   wire \$10 ;
-  wire [5:0] \$100 ;
-  wire \$101 ;
-  wire [5:0] \$102 ;
-  wire [5:0] \$103 ;
-  wire [5:0] \$104 ;
-  wire [5:0] \$105 ;
-  wire [5:0] \$106 ;
-  wire \$107 ;
-  wire \$108 ;
+  wire \$100 ;
+  wire [51:0] \$101 ;
+  wire [51:0] \$102 ;
+  wire \$103 ;
+  wire [23:0] \$104 ;
+  wire [23:0] \$105 ;
+  wire [23:0] \$106 ;
+  wire [9:0] \$107 ;
+  wire [9:0] \$108 ;
   wire \$109 ;
-  wire \$11 ;
+  wire [50:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
+  wire [34:0] \$113 ;
+  wire [9:0] \$114 ;
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire [5:0] \$118 ;
-  wire [5:0] \$119 ;
-  wire \$12 ;
-  wire [5:0] \$120 ;
-  wire \$121 ;
-  wire [5:0] \$122 ;
-  wire [5:0] \$123 ;
-  wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
-  wire \$126 ;
+  wire \$118 ;
+  wire [35:0] \$119 ;
+  wire [35:0] \$12 ;
+  wire [9:0] \$120 ;
+  wire [5:0] \$121 ;
+  wire [6:0] \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire [8:0] \$125 ;
+  wire [8:0] \$126 ;
   wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire [51:0] \$128 ;
+  wire [51:0] \$129 ;
   wire \$13 ;
-  wire [5:0] \$130 ;
-  wire [5:0] \$131 ;
-  wire [5:0] \$132 ;
-  wire \$133 ;
-  wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
-  wire [5:0] \$136 ;
-  wire [5:0] \$137 ;
-  wire [5:0] \$138 ;
-  wire [5:0] \$139 ;
-  wire \$14 ;
+  wire \$130 ;
+  wire [46:0] \$131 ;
+  wire [31:0] \$132 ;
+  wire [31:0] \$133 ;
+  wire [47:0] \$134 ;
+  wire [48:0] \$135 ;
+  wire \$136 ;
+  wire [35:0] \$137 ;
+  wire [35:0] \$138 ;
+  wire [41:0] \$139 ;
+  wire [18:0] \$14 ;
   wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
+  wire [40:0] \$142 ;
+  wire [40:0] \$143 ;
   wire \$144 ;
-  wire [3:0] \$145 ;
-  wire [3:0] \$146 ;
-  wire [3:0] \$147 ;
-  wire [3:0] \$148 ;
+  wire \$145 ;
+  wire [41:0] \$146 ;
+  wire [41:0] \$147 ;
+  wire [39:0] \$148 ;
   wire \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
-  wire [3:0] \$154 ;
-  wire [3:0] \$155 ;
-  wire \$156 ;
-  wire [3:0] \$157 ;
-  wire [3:0] \$158 ;
-  wire [3:0] \$159 ;
+  wire [18:0] \$15 ;
+  wire [35:0] \$150 ;
+  wire [35:0] \$151 ;
+  wire [39:0] \$152 ;
+  wire [40:0] \$153 ;
+  wire \$154 ;
+  wire [18:0] \$155 ;
+  wire [23:0] \$156 ;
+  wire \$157 ;
+  wire [52:0] \$158 ;
+  wire [6:0] \$159 ;
   wire \$16 ;
-  wire [3:0] \$160 ;
-  wire [5:0] \$161 ;
-  wire [5:0] \$162 ;
-  wire [135:0] \$163 ;
-  wire [136:0] \$164 ;
-  wire [23:0] \$165 ;
-  wire \$166 ;
-  wire [16:0] \$167 ;
-  wire [16:0] \$168 ;
-  wire \$169 ;
+  wire \$160 ;
+  wire [39:0] \$161 ;
+  wire [6:0] \$162 ;
+  wire [6:0] \$163 ;
+  wire \$164 ;
+  wire [7:0] \$165 ;
+  wire [8:0] \$166 ;
+  wire \$167 ;
+  wire [45:0] \$168 ;
+  wire [45:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire [16:0] \$171 ;
-  wire [16:0] \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire [24:0] \$175 ;
-  wire [24:0] \$176 ;
+  wire [23:0] \$170 ;
+  wire [23:0] \$171 ;
+  wire [23:0] \$172 ;
+  wire [9:0] \$173 ;
+  wire [9:0] \$174 ;
+  wire \$175 ;
+  wire \$176 ;
   wire \$177 ;
   wire \$178 ;
-  wire \$179 ;
-  wire \$18 ;
-  wire \$180 ;
+  wire [34:0] \$179 ;
+  wire [16:0] \$18 ;
+  wire [9:0] \$180 ;
   wire \$181 ;
   wire \$182 ;
   wire \$183 ;
   wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
+  wire [35:0] \$185 ;
+  wire [9:0] \$186 ;
+  wire [5:0] \$187 ;
+  wire [6:0] \$188 ;
   wire \$189 ;
-  wire \$19 ;
+  wire [16:0] \$19 ;
   wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
+  wire [8:0] \$191 ;
+  wire [8:0] \$192 ;
+  wire [49:0] \$193 ;
+  wire [46:0] \$194 ;
+  wire [31:0] \$195 ;
+  wire [31:0] \$196 ;
+  wire [47:0] \$197 ;
+  wire [48:0] \$198 ;
   wire \$199 ;
-  wire \$2 ;
+  wire [5:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
+  wire [35:0] \$200 ;
+  wire [35:0] \$201 ;
+  wire [41:0] \$202 ;
   wire \$203 ;
   wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
+  wire [40:0] \$205 ;
+  wire [40:0] \$206 ;
   wire \$207 ;
   wire \$208 ;
-  wire \$209 ;
+  wire [41:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
+  wire [41:0] \$210 ;
+  wire [39:0] \$211 ;
   wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire [63:0] \$215 ;
-  wire [63:0] \$216 ;
-  wire [63:0] \$217 ;
-  wire \$218 ;
-  wire [6:0] \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire [10:0] \$221 ;
-  wire [10:0] \$222 ;
-  wire \$223 ;
-  wire [10:0] \$224 ;
-  wire \$225 ;
-  wire [10:0] \$226 ;
-  wire [10:0] \$227 ;
-  wire \$228 ;
-  wire [10:0] \$229 ;
-  wire \$23 ;
-  wire [10:0] \$230 ;
-  wire [10:0] \$231 ;
-  wire [10:0] \$232 ;
-  wire [62:0] \$233 ;
-  wire \$234 ;
-  wire [9:0] \$235 ;
-  wire [10:0] \$236 ;
-  wire [11:0] \$237 ;
-  wire [59:0] \$238 ;
-  wire [46:0] \$239 ;
-  wire [5:0] \$24 ;
-  wire [31:0] \$240 ;
-  wire [31:0] \$241 ;
-  wire [47:0] \$242 ;
-  wire [56:0] \$243 ;
-  wire [8:0] \$244 ;
-  wire \$245 ;
-  wire [10:0] \$246 ;
-  wire [10:0] \$247 ;
-  wire \$248 ;
-  wire [10:0] \$249 ;
-  wire [5:0] \$25 ;
-  wire \$250 ;
-  wire [10:0] \$251 ;
-  wire [10:0] \$252 ;
-  wire \$253 ;
-  wire [10:0] \$254 ;
-  wire [10:0] \$255 ;
-  wire [10:0] \$256 ;
-  wire [10:0] \$257 ;
-  wire [62:0] \$258 ;
-  wire \$259 ;
-  wire [5:0] \$26 ;
-  wire [9:0] \$260 ;
-  wire [10:0] \$261 ;
-  wire [11:0] \$262 ;
-  wire [59:0] \$263 ;
-  wire [46:0] \$264 ;
-  wire [31:0] \$265 ;
-  wire [31:0] \$266 ;
-  wire [47:0] \$267 ;
-  wire [72:0] \$268 ;
-  wire [62:0] \$269 ;
+  wire [35:0] \$213 ;
+  wire [35:0] \$214 ;
+  wire [39:0] \$215 ;
+  wire [40:0] \$216 ;
+  wire \$217 ;
+  wire [18:0] \$218 ;
+  reg \$219 ;
+  wire [18:0] \$22 ;
+  reg \$220 ;
+  reg [5:0] \$221 ;
+  reg \$222 ;
+  reg [72:0] \$223 ;
+  reg \$224 ;
+  reg [51:0] \$225 ;
+  reg [17:0] \$226 ;
+  reg [13:0] \$227 ;
+  reg [39:0] \$228 ;
+  reg [51:0] \$229 ;
+  wire [18:0] \$23 ;
+  reg [38:0] \$230 ;
+  reg [5:0] \$231 ;
+  reg [5:0] \$232 ;
+  reg [5:0] \$233 ;
+  reg [8:0] \$234 ;
+  reg \$235 ;
+  reg [50:0] \$236 ;
+  reg [50:0] \$237 ;
+  reg \$238 ;
+  reg \$239 ;
+  wire \$24 ;
+  reg [23:0] \$240 ;
+  reg [34:0] \$241 ;
+  reg [4:0] \$242 ;
+  reg \$243 ;
+  reg [4:0] \$244 ;
+  reg [49:0] \$245 ;
+  reg [36:0] \$246 ;
+  reg [40:0] \$247 ;
+  reg [41:0] \$248 ;
+  reg [38:0] \$249 ;
+  wire \$25 ;
+  reg [38:0] \$250 ;
+  reg [21:0] \$251 ;
+  reg [38:0] \$252 ;
+  reg [38:0] \$253 ;
+  reg [21:0] \$254 ;
+  reg \$255 ;
+  reg \$256 ;
+  reg [17:0] \$257 ;
+  reg [17:0] \$258 ;
+  wire \$26 ;
   wire \$27 ;
-  reg \$270 ;
-  reg \$271 ;
-  reg [5:0] \$272 ;
-  reg \$273 ;
-  reg [72:0] \$274 ;
-  reg \$275 ;
-  reg [51:0] \$276 ;
-  reg [5:0] \$277 ;
-  reg \$278 ;
-  reg [51:0] \$279 ;
   wire \$28 ;
-  reg \$280 ;
-  reg [24:0] \$281 ;
-  reg [41:0] \$282 ;
-  reg [55:0] \$283 ;
-  reg [9:0] \$284 ;
-  reg [3:0] \$285 ;
-  reg [2:0] \$286 ;
-  reg [9:0] \$287 ;
-  reg [59:0] \$288 ;
-  reg [5:0] \$289 ;
   wire \$29 ;
-  reg [4:0] \$290 ;
-  reg [41:0] \$291 ;
-  reg [57:0] \$292 ;
-  reg [57:0] \$293 ;
-  reg [72:0] \$294 ;
-  reg [61:0] \$295 ;
-  wire \$3 ;
+  wire [135:0] \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
@@ -797,31 +772,31 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   wire \$35 ;
   wire \$36 ;
   wire \$37 ;
-  wire [5:0] \$38 ;
-  wire [5:0] \$39 ;
-  wire \$4 ;
-  wire [5:0] \$40 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [136:0] \$4 ;
+  wire \$40 ;
   wire \$41 ;
-  wire [5:0] \$42 ;
-  wire [5:0] \$43 ;
-  wire [5:0] \$44 ;
-  wire [5:0] \$45 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
-  wire [5:0] \$52 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
   wire \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire [5:0] \$56 ;
-  wire [5:0] \$57 ;
-  wire [5:0] \$58 ;
-  wire [5:0] \$59 ;
-  wire \$6 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [16:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -832,7 +807,7 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [16:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -843,38 +818,41 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [50:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
-  wire \$89 ;
-  wire \$9 ;
-  wire [5:0] \$90 ;
-  wire [5:0] \$91 ;
-  wire [5:0] \$92 ;
-  wire [5:0] \$93 ;
-  wire \$94 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire [52:0] \$89 ;
+  wire [36:0] \$9 ;
+  wire [6:0] \$90 ;
+  wire \$91 ;
+  wire [39:0] \$92 ;
+  wire [6:0] \$93 ;
+  wire [6:0] \$94 ;
   wire \$95 ;
-  wire \$96 ;
-  wire \$97 ;
-  wire [5:0] \$98 ;
-  wire [5:0] \$99 ;
+  wire [6:0] \$96 ;
+  wire [7:0] \$97 ;
+  wire \$98 ;
+  wire [45:0] \$99 ;
   reg [43:0] a;
-  output [41:0] \a$31 ;
-  reg [41:0] \a$31  = 42'h00000000000;
+  output [21:0] \a$64 ;
+  reg [21:0] \a$64  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
   reg [23:0] b;
-  output [57:0] \b$54 ;
-  reg [57:0] \b$54  = 58'h000000000000000;
+  output [38:0] \b$63 ;
+  reg [38:0] \b$63  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
+  wire [4:0] \beta_shift$2 ;
   reg [74:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [220:0] chan;
   wire [220:0] chan;
   wire [15:0] \chan.beta ;
@@ -888,398 +866,370 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   wire [15:0] \chan.tau ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [51:0] den;
-  reg [51:0] den = 52'h0000000000000;
-  reg [51:0] \den$27 ;
-  wire [5:0] den_lead;
+  reg [23:0] den;
+  output [51:0] \den$42 ;
+  reg [51:0] \den$42  = 52'h0000000000000;
+  reg [51:0] den_norm = 52'h0000000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [50:0] div_mag = 51'h0000000000000;
+  reg div_neg = 1'h0;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
   wire \done$39 ;
   wire \done$41 ;
-  wire \done$44 ;
+  wire \done$52 ;
   input [1:0] entry;
   wire [1:0] entry;
+  reg [17:0] floor_q = 18'h00000;
   reg [5:0] fsm_state = 6'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
   (* init = 1'h0 *)
   wire isqrt_go;
-  reg [55:0] km = 56'h00000000000000;
-  reg [59:0] km_pre = 60'h000000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [23:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [34:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$26 ;
+  reg \neg$22 ;
+  output \neg$66 ;
+  reg \neg$66  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
   wire [74:0] p;
-  reg [72:0] \p$55  = 73'h0000000000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [2:0] pre = 3'h0;
-  wire [25:0] q;
-  reg [61:0] quot = 62'h0000000000000000;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [51:0] recip_rem = 52'h0000000000000;
-  reg [51:0] rem_init;
+  wire [36:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
+  output [17:0] q_lo;
+  reg [17:0] q_lo = 18'h00000;
+  reg [23:0] rem_init;
   wire [51:0] root;
   input rst;
   wire rst;
+  reg [4:0] scale_count = 5'h00;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   input [42:0] sq_sum;
   wire [42:0] sq_sum;
   reg start = 1'h0;
-  reg \start$11  = 1'h0;
   input \start$37 ;
   wire \start$37 ;
-  reg \start$9  = 1'h0;
+  reg \start$5  = 1'h0;
+  reg \start$7  = 1'h0;
   reg [4:0] steps;
-  reg [4:0] \steps$28 ;
+  reg [5:0] \steps$26 ;
   reg [72:0] t = 73'h0000000000000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
   reg [103:0] w;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = den[50] | den[51];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = \$15  | \$18 ;
-  assign \$20  = den[48] | den[49];
-  assign \$21  = den[50] | den[51];
-  assign \$22  = \$20  | \$21 ;
-  assign \$23  = den[50] | den[51];
-  assign \$24  = den[51] ? 6'h33 : 6'h32;
-  assign \$25  = den[49] ? 6'h31 : 6'h30;
-  assign \$26  = \$23  ? \$24  : \$25 ;
-  assign \$27  = den[40] | den[41];
-  assign \$28  = den[42] | den[43];
-  assign \$29  = \$27  | \$28 ;
-  assign \$30  = den[44] | den[45];
-  assign \$31  = den[46] | den[47];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = \$29  | \$32 ;
-  assign \$34  = den[44] | den[45];
-  assign \$35  = den[46] | den[47];
-  assign \$36  = \$34  | \$35 ;
-  assign \$37  = den[46] | den[47];
-  assign \$38  = den[47] ? 6'h2f : 6'h2e;
-  assign \$39  = den[45] ? 6'h2d : 6'h2c;
-  assign \$40  = \$37  ? \$38  : \$39 ;
-  assign \$41  = den[42] | den[43];
-  assign \$42  = den[43] ? 6'h2b : 6'h2a;
-  assign \$43  = den[41] ? 6'h29 : 6'h28;
-  assign \$44  = \$41  ? \$42  : \$43 ;
-  assign \$45  = \$36  ? \$40  : \$44 ;
-  assign \$46  = den[36] | den[37];
-  assign \$47  = den[38] | den[39];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = den[38] | den[39];
-  assign \$50  = den[39] ? 6'h27 : 6'h26;
-  assign \$51  = den[37] ? 6'h25 : 6'h24;
-  assign \$52  = \$49  ? \$50  : \$51 ;
-  assign \$53  = den[34] | den[35];
-  assign \$54  = den[35] ? 6'h23 : 6'h22;
-  assign \$55  = den[33] ? 6'h21 : 6'h20;
-  assign \$56  = \$53  ? \$54  : \$55 ;
-  assign \$57  = \$48  ? \$52  : \$56 ;
-  assign \$58  = \$33  ? \$45  : \$57 ;
-  assign \$59  = \$22  ? \$26  : \$58 ;
-  assign \$60  = den[16] | den[17];
-  assign \$61  = den[18] | den[19];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = den[20] | den[21];
-  assign \$64  = den[22] | den[23];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = \$62  | \$65 ;
-  assign \$67  = den[24] | den[25];
-  assign \$68  = den[26] | den[27];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = den[28] | den[29];
-  assign \$71  = den[30] | den[31];
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = \$69  | \$72 ;
-  assign \$74  = \$66  | \$73 ;
-  assign \$75  = den[24] | den[25];
-  assign \$76  = den[26] | den[27];
-  assign \$77  = \$75  | \$76 ;
-  assign \$78  = den[28] | den[29];
-  assign \$79  = den[30] | den[31];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = \$77  | \$80 ;
-  assign \$82  = den[28] | den[29];
-  assign \$83  = den[30] | den[31];
-  assign \$84  = \$82  | \$83 ;
-  assign \$85  = den[30] | den[31];
-  assign \$86  = den[31] ? 6'h1f : 6'h1e;
-  assign \$87  = den[29] ? 6'h1d : 6'h1c;
-  assign \$88  = \$85  ? \$86  : \$87 ;
-  assign \$89  = den[26] | den[27];
-  assign \$90  = den[27] ? 6'h1b : 6'h1a;
-  assign \$91  = den[25] ? 6'h19 : 6'h18;
-  assign \$92  = \$89  ? \$90  : \$91 ;
-  assign \$93  = \$84  ? \$88  : \$92 ;
-  assign \$94  = den[20] | den[21];
-  assign \$95  = den[22] | den[23];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = den[22] | den[23];
-  assign \$98  = den[23] ? 6'h17 : 6'h16;
-  assign \$99  = den[21] ? 6'h15 : 6'h14;
-  assign \$100  = \$97  ? \$98  : \$99 ;
-  assign \$101  = den[18] | den[19];
-  assign \$102  = den[19] ? 6'h13 : 6'h12;
-  assign \$103  = den[17] ? 6'h11 : 6'h10;
-  assign \$104  = \$101  ? \$102  : \$103 ;
-  assign \$105  = \$96  ? \$100  : \$104 ;
-  assign \$106  = \$81  ? \$93  : \$105 ;
-  assign \$107  = den[8] | den[9];
-  assign \$108  = den[10] | den[11];
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = den[12] | den[13];
-  assign \$111  = den[14] | den[15];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$109  | \$112 ;
-  assign \$114  = den[12] | den[13];
-  assign \$115  = den[14] | den[15];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = den[14] | den[15];
-  assign \$118  = den[15] ? 6'h0f : 6'h0e;
-  assign \$119  = den[13] ? 6'h0d : 6'h0c;
-  assign \$120  = \$117  ? \$118  : \$119 ;
-  assign \$121  = den[10] | den[11];
-  assign \$122  = den[11] ? 6'h0b : 6'h0a;
-  assign \$123  = den[9] ? 6'h09 : 6'h08;
-  assign \$124  = \$121  ? \$122  : \$123 ;
-  assign \$125  = \$116  ? \$120  : \$124 ;
-  assign \$126  = den[4] | den[5];
-  assign \$127  = den[6] | den[7];
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = den[6] | den[7];
-  assign \$130  = den[7] ? 6'h07 : 6'h06;
-  assign \$131  = den[5] ? 6'h05 : 6'h04;
-  assign \$132  = \$129  ? \$130  : \$131 ;
-  assign \$133  = den[2] | den[3];
-  assign \$134  = den[3] ? 6'h03 : 6'h02;
-  assign \$135  = den[1] ? 6'h01 : 6'h00;
-  assign \$136  = \$133  ? \$134  : \$135 ;
-  assign \$137  = \$128  ? \$132  : \$136 ;
-  assign \$138  = \$113  ? \$125  : \$137 ;
-  assign \$139  = \$74  ? \$106  : \$138 ;
-  assign den_lead = \$19  ? \$59  : \$139 ;
-  assign \$140  = chan[9] | chan[10];
-  assign \$141  = chan[11] | chan[12];
-  assign \$142  = \$140  | \$141 ;
-  assign \$143  = \$142  | chan[13];
-  assign \$144  = chan[11] | chan[12];
-  assign \$145  = chan[12] ? 4'hb : 4'ha;
-  assign \$146  = chan[10] ? 4'h9 : 4'h8;
-  assign \$147  = \$144  ? \$145  : \$146 ;
-  assign \$148  = chan[13] ? 4'hc : \$147 ;
-  assign \$149  = chan[5] | chan[6];
-  assign \$150  = chan[7] | chan[8];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = chan[7] | chan[8];
-  assign \$153  = chan[8] ? 4'h7 : 4'h6;
-  assign \$154  = chan[6] ? 4'h5 : 4'h4;
-  assign \$155  = \$152  ? \$153  : \$154 ;
-  assign \$156  = chan[3] | chan[4];
-  assign \$157  = chan[4] ? 4'h3 : 4'h2;
-  assign \$158  = chan[2] ? 4'h1 : 4'h0;
-  assign \$159  = \$156  ? \$157  : \$158 ;
-  assign \$160  = \$151  ? \$155  : \$159 ;
-  assign count_lead = \$143  ? \$148  : \$160 ;
-  assign \$161  = sh + 1'h0;
-  assign \$162  = sh + 1'h0;
-  assign \$164  = $signed(\$163 ) + $signed({ 1'h0, chan[116:14] });
-  assign \$165  = recip_one ? 24'h800000 : 24'h000000;
-  assign \$166  = $signed(chan[148:133]) < $signed(1'h0);
-  assign \$167  = - $signed(chan[148:133]);
-  assign \$168  = \$166  ? \$167  : { chan[148], chan[148:133] };
-  assign \$169  = $signed(chan[148:133]) < $signed(1'h0);
-  assign \$170  = $signed(chan[148:133]) < $signed(1'h0);
-  assign \$171  = - $signed(chan[148:133]);
-  assign \$172  = \$170  ? \$171  : { chan[148], chan[148:133] };
-  assign \$173  = $signed(chan[148:133]) < $signed(1'h0);
-  assign \$174  = $signed(chan[188:165]) < $signed(1'h0);
-  assign \$175  = - $signed(chan[188:165]);
-  assign \$176  = \$174  ? \$175  : { chan[188], chan[188:165] };
-  assign \$177  = $signed(chan[188:165]) < $signed(1'h0);
-  assign \$178  = ! fsm_state;
-  assign \$179  = fsm_state == 1'h1;
-  assign \$180  = fsm_state == 2'h2;
-  assign \$181  = fsm_state == 2'h3;
-  assign \$182  = fsm_state == 3'h4;
-  assign \$183  = fsm_state == 3'h5;
-  assign \$184  = fsm_state == 3'h6;
-  assign \$185  = fsm_state == 3'h7;
-  assign \$186  = fsm_state == 4'h8;
-  assign \$187  = fsm_state == 4'h9;
-  assign \$188  = fsm_state == 4'ha;
-  assign \$189  = fsm_state == 4'hb;
-  assign \$190  = fsm_state == 4'hc;
-  assign \$191  = fsm_state == 4'hd;
-  assign \$192  = fsm_state == 4'he;
-  assign \$193  = fsm_state == 4'hf;
-  assign \$194  = fsm_state == 5'h10;
-  assign \$195  = fsm_state == 5'h11;
-  assign \$196  = fsm_state == 5'h12;
-  assign \$197  = fsm_state == 5'h13;
-  assign \$198  = fsm_state == 5'h14;
-  assign \$199  = fsm_state == 5'h15;
-  assign \$200  = fsm_state == 5'h16;
-  assign \$201  = fsm_state == 5'h17;
-  assign \$202  = fsm_state == 5'h18;
-  assign \$203  = fsm_state == 5'h19;
-  assign \$204  = fsm_state == 5'h1a;
-  assign \$205  = fsm_state == 5'h1b;
-  assign \$206  = fsm_state == 5'h1c;
-  assign \$207  = fsm_state == 5'h1d;
-  assign \$208  = fsm_state == 5'h1e;
-  assign \$209  = fsm_state == 5'h1f;
-  assign \$210  = fsm_state == 6'h20;
-  assign \$211  = fsm_state == 6'h21;
-  assign \$212  = fsm_state == 6'h22;
-  assign \$213  = fsm_state == 6'h23;
-  assign \$214  = ! lead;
-  assign \$215  = 1'h1 << lead;
-  assign \$217  = \$214  ? 64'h0000000000000000 : \$216 ;
-  assign \$218  = ! lead;
-  assign \$219  = lead + 1'h0;
-  assign \$220  = $signed(sh0) < $signed(4'h4);
-  assign \$221  = $signed(4'h4) - $signed(sh0);
-  assign \$222  = \$220  ? \$221  : 11'h000;
-  assign \$223  = $signed(sh0) < $signed(4'h4);
-  assign \$224  = $signed(sh0) - $signed(6'h15);
-  assign \$225  = $signed(\$224 ) > $signed({ 1'h0, tk });
-  assign \$226  = $signed(sh0) - $signed(6'h15);
-  assign \$227  = $signed(sh0) - $signed(4'h4);
-  assign \$228  = $signed(\$227 ) < $signed({ 1'h0, tk });
-  assign \$229  = $signed(sh0) - $signed(4'h4);
-  assign \$230  = \$228  ? \$229  : { 7'h00, tk };
-  assign \$231  = \$225  ? \$226  : \$230 ;
-  assign \$232  = \$223  ? 11'h000 : \$231 ;
-  assign \$233  = $signed(km) << pre;
-  assign \$234  = tsh > 6'h3c;
-  assign \$235  = \$234  ? 10'h03c : tsh;
-  assign \$236  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$237  = $signed(\$236 ) - $signed({ 1'h0, tsh });
-  assign \$238  = $signed(km_pre) >>> t_clamped;
-  assign \$239  = $signed(chan[164:149]) << \$161 [4:0];
-  assign \$240  = 1'h1 << sh;
-  assign \$242  = $signed(\$239 ) + $signed({ 1'h0, \$241  });
-  assign \$244  = $signed(6'h10) - $signed(chan[220:213]);
-  assign \$245  = $signed(sh0) < $signed(4'h4);
-  assign \$246  = $signed(4'h4) - $signed(sh0);
-  assign \$247  = \$245  ? \$246  : 11'h000;
-  assign \$248  = $signed(sh0) < $signed(4'h4);
-  assign \$249  = $signed(sh0) - $signed(6'h15);
-  assign \$250  = $signed(\$249 ) > $signed({ 1'h0, tk });
-  assign \$251  = $signed(sh0) - $signed(6'h15);
-  assign \$252  = $signed(sh0) - $signed(4'h4);
-  assign \$253  = $signed(\$252 ) < $signed({ 1'h0, tk });
-  assign \$254  = $signed(sh0) - $signed(4'h4);
-  assign \$255  = \$253  ? \$254  : { 7'h00, tk };
-  assign \$256  = \$250  ? \$251  : \$255 ;
-  assign \$257  = \$248  ? 11'h000 : \$256 ;
-  assign \$258  = $signed(km) << pre;
-  assign \$259  = tsh > 6'h3c;
-  assign \$260  = \$259  ? 10'h03c : tsh;
-  assign \$261  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$262  = $signed(\$261 ) - $signed({ 1'h0, tsh });
-  assign \$263  = $signed(km_pre) >>> t_clamped;
-  assign \$264  = $signed(chan[164:149]) << \$162 [4:0];
-  assign \$265  = 1'h1 << sh;
-  assign \$267  = $signed(\$264 ) + $signed({ 1'h0, \$266  });
-  assign \$269  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, chan[116:14] });
+  assign \$5  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$6  = - $signed(chan[148:133]);
+  assign \$7  = \$5  ? \$6  : { chan[148], chan[148:133] };
+  assign \$10  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$13  = $signed(floor_q) < $signed(1'h0);
+  assign \$14  = - $signed(floor_q);
+  assign \$15  = \$13  ? \$14  : { floor_q[17], floor_q };
+  assign \$16  = $signed(floor_q) >= $signed(1'h0);
+  assign \$17  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$18  = - $signed(chan[148:133]);
+  assign \$19  = \$17  ? \$18  : { chan[148], chan[148:133] };
+  assign \$20  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$21  = $signed(floor_q) < $signed(1'h0);
+  assign \$22  = - $signed(floor_q);
+  assign \$23  = \$21  ? \$22  : { floor_q[17], floor_q };
+  assign \$24  = $signed(floor_q) >= $signed(1'h0);
+  assign \$25  = ! fsm_state;
+  assign \$26  = fsm_state == 1'h1;
+  assign \$27  = fsm_state == 2'h2;
+  assign \$28  = fsm_state == 2'h3;
+  assign \$29  = fsm_state == 3'h4;
+  assign \$30  = fsm_state == 3'h5;
+  assign \$31  = fsm_state == 3'h6;
+  assign \$32  = fsm_state == 3'h7;
+  assign \$33  = fsm_state == 4'h8;
+  assign \$34  = fsm_state == 4'h9;
+  assign \$35  = fsm_state == 4'ha;
+  assign \$36  = fsm_state == 4'hb;
+  assign \$37  = fsm_state == 4'hc;
+  assign \$38  = fsm_state == 4'hd;
+  assign \$39  = fsm_state == 4'he;
+  assign \$40  = fsm_state == 4'hf;
+  assign \$41  = fsm_state == 5'h10;
+  assign \$42  = fsm_state == 5'h11;
+  assign \$43  = fsm_state == 5'h12;
+  assign \$44  = fsm_state == 5'h13;
+  assign \$45  = fsm_state == 5'h14;
+  assign \$46  = fsm_state == 5'h15;
+  assign \$47  = fsm_state == 5'h16;
+  assign \$48  = fsm_state == 5'h17;
+  assign \$49  = fsm_state == 5'h18;
+  assign \$50  = fsm_state == 5'h19;
+  assign \$51  = fsm_state == 5'h1a;
+  assign \$52  = fsm_state == 5'h1b;
+  assign \$53  = fsm_state == 5'h1c;
+  assign \$54  = fsm_state == 5'h1d;
+  assign \$55  = fsm_state == 5'h1e;
+  assign \$56  = fsm_state == 5'h1f;
+  assign \$57  = fsm_state == 6'h20;
+  assign \$58  = fsm_state == 6'h21;
+  assign \$59  = fsm_state == 6'h22;
+  assign \$60  = fsm_state == 6'h23;
+  assign \$61  = fsm_state == 6'h24;
+  assign \$62  = fsm_state == 6'h25;
+  assign \$63  = fsm_state == 6'h26;
+  assign \$64  = fsm_state == 6'h27;
+  assign \$65  = fsm_state == 6'h28;
+  assign \$66  = fsm_state == 6'h29;
+  assign \$67  = fsm_state == 6'h2a;
+  assign \$68  = fsm_state == 6'h2b;
+  assign \$69  = fsm_state == 6'h2c;
+  assign \$70  = fsm_state == 6'h2d;
+  assign \$71  = fsm_state == 6'h2e;
+  assign \$72  = fsm_state == 6'h2f;
+  assign \$73  = fsm_state == 6'h30;
+  assign \$74  = fsm_state == 6'h31;
+  assign \$75  = fsm_state == 6'h32;
+  assign \$76  = fsm_state == 6'h33;
+  assign \$77  = fsm_state == 6'h34;
+  assign \$78  = fsm_state == 6'h35;
+  assign \$79  = fsm_state == 6'h36;
+  assign \$80  = fsm_state == 6'h37;
+  assign \$81  = fsm_state == 6'h38;
+  assign \$82  = fsm_state == 6'h39;
+  assign \$83  = fsm_state == 6'h3a;
+  assign \$84  = fsm_state == 6'h3b;
+  assign \$85  = fsm_state == 6'h3c;
+  assign \$86  = fsm_state == 6'h3d;
+  assign \$87  = fsm_state == 6'h3e;
+  assign \$88  = ~ den_norm[51];
+  assign \$90  = den_zeros + 1'h1;
+  assign \$91  = ~ num_norm[38];
+  assign \$93  = num_zeros + 1'h1;
+  assign \$94  = loop_n + 1'h1;
+  assign \$95  = loop_n == 6'h33;
+  assign \$96  = 4'hb + num_zeros;
+  assign \$97  = \$96  - den_zeros;
+  assign \$98  = ~ num_norm[38];
+  assign \$100  = $signed(div_num) < $signed(1'h0);
+  assign \$101  = - $signed(div_num);
+  assign \$102  = \$100  ? \$101  : { div_num[50], div_num };
+  assign \$103  = $signed(div_num) < $signed(1'h0);
+  assign \$105  = gain_q1[21] ? \$104  : gain_q1;
+  assign \$106  = gain_zero ? 24'h000000 : \$105 ;
+  assign \$107  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$108  = gain_zero ? 10'h004 : \$107 ;
+  assign \$109  = ~ gain_zero;
+  assign \$110  = $signed(gain_shift) < $signed(4'h4);
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = $signed(gain_shift) > $signed(6'h15);
+  assign \$114  = $signed(gain_shift) - $signed(2'h1);
+  assign \$115  = $signed(gain_shift) < $signed(4'h4);
+  assign \$116  = special_r & \$115 ;
+  assign \$117  = scale_count < 4'hd;
+  assign \$118  = \$116  & \$117 ;
+  assign \$120  = $signed(gain_shift) + $signed(2'h1);
+  assign \$121  = scale_count + 1'h1;
+  assign \$122  = loop_n + 1'h1;
+  assign \$123  = loop_n == 5'h15;
+  assign \$124  = $signed(gain_shift) > $signed(6'h15);
+  assign \$125  = \$124  ? 9'h015 : gain_shift;
+  assign \$126  = special_r ? 9'h004 : \$125 ;
+  assign \$127  = $signed(div_num) < $signed(1'h0);
+  assign \$128  = - $signed(div_num);
+  assign \$129  = \$127  ? \$128  : { div_num[50], div_num };
+  assign \$130  = $signed(div_num) < $signed(1'h0);
+  assign \$131  = $signed(chan[164:149]) << \$1 [4:0];
+  assign \$132  = 1'h1 << sh;
+  assign \$134  = $signed(\$131 ) + $signed({ 1'h0, \$133  });
+  assign \$135  = $signed(\$134 ) - $signed(gain_w);
+  assign \$136  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$137  = - gain_x;
+  assign \$138  = \$136  ? \$137  : { 1'h0, gain_x };
+  assign \$139  = $signed(gain_t) + $signed(\$138 );
+  assign \$140  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$141  = $signed(gain_t) > $signed(21'h080010);
+  assign \$142  = \$141  ? 41'h00000080010 : gain_t;
+  assign \$143  = \$140  ? 41'h1fffff7ffe0 : \$142 ;
+  assign \$144  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$145  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$146  = \$145  ? 42'h00000080010 : gain_t1;
+  assign \$147  = \$144  ? 42'h3fffff7ffe0 : \$146 ;
+  assign \$148  = $signed(acc1) - $signed(acc0);
+  assign \$149  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$150  = - gain_x;
+  assign \$151  = \$149  ? \$150  : { 1'h0, gain_x };
+  assign \$152  = special_r ? \$148  : { \$151 [35], \$151 [35], \$151 [35], \$151 [35], \$151  };
+  assign \$153  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$154  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$155  = $signed(floor_q) + $signed(2'h1);
+  assign \$157  = ~ den_norm[51];
+  assign \$159  = den_zeros + 1'h1;
+  assign \$160  = ~ num_norm[38];
+  assign \$162  = num_zeros + 1'h1;
+  assign \$163  = loop_n + 1'h1;
+  assign \$164  = loop_n == 6'h26;
+  assign \$165  = 8'hf7 + num_zeros;
+  assign \$166  = $signed(\$165 ) - $signed(chan[220:213]);
+  assign \$167  = ~ num_norm[38];
+  assign \$171  = gain_q1[21] ? \$170  : gain_q1;
+  assign \$172  = gain_zero ? 24'h000000 : \$171 ;
+  assign \$173  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$174  = gain_zero ? 10'h004 : \$173 ;
+  assign \$175  = ~ gain_zero;
+  assign \$176  = $signed(gain_shift) < $signed(4'h4);
+  assign \$177  = \$175  & \$176 ;
+  assign \$178  = $signed(gain_shift) > $signed(6'h15);
+  assign \$180  = $signed(gain_shift) - $signed(2'h1);
+  assign \$181  = $signed(gain_shift) < $signed(4'h4);
+  assign \$182  = special_r & \$181 ;
+  assign \$183  = scale_count < 4'hd;
+  assign \$184  = \$182  & \$183 ;
+  assign \$186  = $signed(gain_shift) + $signed(2'h1);
+  assign \$187  = scale_count + 1'h1;
+  assign \$188  = loop_n + 1'h1;
+  assign \$189  = loop_n == 5'h15;
+  assign \$190  = $signed(gain_shift) > $signed(6'h15);
+  assign \$191  = \$190  ? 9'h015 : gain_shift;
+  assign \$192  = special_r ? 9'h004 : \$191 ;
+  assign \$194  = $signed(chan[164:149]) << \$2 [4:0];
+  assign \$195  = 1'h1 << sh;
+  assign \$197  = $signed(\$194 ) + $signed({ 1'h0, \$196  });
+  assign \$198  = $signed(\$197 ) - $signed(gain_w);
+  assign \$199  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$200  = - gain_x;
+  assign \$201  = \$199  ? \$200  : { 1'h0, gain_x };
+  assign \$202  = $signed(gain_t) + $signed(\$201 );
+  assign \$203  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$204  = $signed(gain_t) > $signed(21'h080010);
+  assign \$205  = \$204  ? 41'h00000080010 : gain_t;
+  assign \$206  = \$203  ? 41'h1fffff7ffe0 : \$205 ;
+  assign \$207  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$208  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$209  = \$208  ? 42'h00000080010 : gain_t1;
+  assign \$210  = \$207  ? 42'h3fffff7ffe0 : \$209 ;
+  assign \$211  = $signed(acc1) - $signed(acc0);
+  assign \$212  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$213  = - gain_x;
+  assign \$214  = \$212  ? \$213  : { 1'h0, gain_x };
+  assign \$215  = special_r ? \$211  : { \$214 [35], \$214 [35], \$214 [35], \$214 [35], \$214  };
+  assign \$216  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$217  = $signed(chan[148:133]) < $signed(1'h0);
+  assign \$218  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$270 ;
+    pop_top <= \$219 ;
   always @(posedge clk)
-    pop_bottom <= \$271 ;
+    pop_bottom <= \$220 ;
   always @(posedge clk)
-    fsm_state <= \$272 ;
+    fsm_state <= \$221 ;
   always @(posedge clk)
-    start <= \$273 ;
+    start <= \$222 ;
   always @(posedge clk)
-    t <= \$274 ;
+    t <= \$223 ;
   always @(posedge clk)
-    \start$11  <= \$275 ;
+    \start$7  <= \$224 ;
   always @(posedge clk)
-    den <= \$276 ;
+    \den$42  <= \$225 ;
   always @(posedge clk)
-    lead <= \$277 ;
+    floor_q <= \$226 ;
   always @(posedge clk)
-    \start$9  <= \$278 ;
+    mean_rem <= \$227 ;
   always @(posedge clk)
-    recip_rem <= \$279 ;
+    gain_num <= \$228 ;
   always @(posedge clk)
-    recip_one <= \$280 ;
+    den_norm <= \$229 ;
   always @(posedge clk)
-    recip <= \$281 ;
+    num_norm <= \$230 ;
   always @(posedge clk)
-    m <= \$282 ;
+    num_zeros <= \$231 ;
   always @(posedge clk)
-    km <= \$283 ;
+    den_zeros <= \$232 ;
   always @(posedge clk)
-    sh0 <= \$284 ;
+    loop_n <= \$233 ;
   always @(posedge clk)
-    tk <= \$285 ;
+    gain_shift <= \$234 ;
   always @(posedge clk)
-    pre <= \$286 ;
+    gain_zero <= \$235 ;
   always @(posedge clk)
-    tsh <= \$287 ;
+    div_num <= \$236 ;
   always @(posedge clk)
-    km_pre <= \$288 ;
+    div_mag <= \$237 ;
   always @(posedge clk)
-    t_clamped <= \$289 ;
+    div_neg <= \$238 ;
   always @(posedge clk)
-    sh <= \$290 ;
+    \start$5  <= \$239 ;
   always @(posedge clk)
-    \a$31  <= \$291 ;
+    gain_q1 <= \$240 ;
   always @(posedge clk)
-    bias <= \$292 ;
+    gain_x <= \$241 ;
   always @(posedge clk)
-    \b$54  <= \$293 ;
+    scale_count <= \$242 ;
   always @(posedge clk)
-    \p$55  <= \$294 ;
+    special_r <= \$243 ;
   always @(posedge clk)
-    quot <= \$295 ;
+    sh <= \$244 ;
+  always @(posedge clk)
+    gain_p <= \$245 ;
+  always @(posedge clk)
+    gain_w <= \$246 ;
+  always @(posedge clk)
+    gain_t <= \$247 ;
+  always @(posedge clk)
+    gain_t1 <= \$248 ;
+  always @(posedge clk)
+    acc0 <= \$249 ;
+  always @(posedge clk)
+    acc1 <= \$250 ;
+  always @(posedge clk)
+    a_fin <= \$251 ;
+  always @(posedge clk)
+    c_fin <= \$252 ;
+  always @(posedge clk)
+    \b$63  <= \$253 ;
+  always @(posedge clk)
+    \a$64  <= \$254 ;
+  always @(posedge clk)
+    special <= \$255 ;
+  always @(posedge clk)
+    \neg$66  <= \$256 ;
+  always @(posedge clk)
+    q_lo <= \$257 ;
+  always @(posedge clk)
+    q_hi <= \$258 ;
   \hwnorm_frn_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$27 ),
-    .done(\done$44 ),
+    .\den$13 (den),
+    .done(\done$52 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$26 ),
+    .\neg$15 (\neg$22 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$28 )
+    .start(\start$5 ),
+    .steps(\steps$26 )
   );
   \hwnorm_frn_s16.math.isqrt  isqrt (
     .clk(clk),
     .done(\done$41 ),
     .root(root),
     .rst(rst),
-    .start(\start$11 ),
+    .start(\start$7 ),
     .\w$11 (w)
   );
   \hwnorm_frn_s16.math.mul  mul (
@@ -1319,19 +1269,19 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          a = { \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7  };
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { 19'h00000, recip };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          a = { m[41], m[41], m };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1344,12 +1294,10 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          a = { 20'h00000, chan[212:189] };
-      6'h1a:
           /* empty */;
+      6'h1a:
+          a = { 9'h000, gain_x };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1361,7 +1309,65 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h1f:
           /* empty */;
       6'h20:
-          a = { \a$31 [41], \a$31 [41], \a$31  };
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          a = { \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19  };
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          a = { 9'h000, gain_x };
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
@@ -1389,19 +1395,19 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          b = { 11'h000, chan[13:1] };
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          b = { \$168 [16], \$168 [16], \$168 [16], \$168 [16], \$168 [16], \$168 [16], \$168 [16], \$168  };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          b = { 11'h000, chan[13:1] };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1414,12 +1420,10 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          b = { \$172 [16], \$172 [16], \$172 [16], \$172 [16], \$172 [16], \$172 [16], \$172 [16], \$172  };
-      6'h1a:
           /* empty */;
+      6'h1a:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1431,7 +1435,65 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h1f:
           /* empty */;
       6'h20:
-          b = \$176 [23:0];
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          b = { \$15 [18], \$15 [18], \$15 [18], \$15 [18], \$15 [18], \$15  };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          b = chan[212:189];
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          b = { \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23  };
     endcase
   end
   always @* begin
@@ -1459,19 +1521,19 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          c = 75'h0000000000000000000;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 75'h0000000000000000000;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          c = 75'h0000000000000000000;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1484,12 +1546,10 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          c = 75'h0000000000000000000;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          c = 75'h0000000000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1501,7 +1561,65 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
           c = 75'h0000000000000000000;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          c = 75'h0000000000000000000;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
@@ -1529,19 +1647,19 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          neg = 1'h0;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          neg = \$169 ;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          neg = 1'h0;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1554,12 +1672,10 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          neg = \$173 ;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          neg = \$10 ;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1571,7 +1687,65 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h1f:
           /* empty */;
       6'h20:
-          neg = \$177 ;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          neg = \$16 ;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          neg = 1'h0;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          neg = \$20 ;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          neg = \$24 ;
     endcase
   end
   always @* begin
@@ -1599,19 +1773,19 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          steps = 5'h0d;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          steps = 5'h10;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          steps = 5'h0d;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1624,12 +1798,10 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          steps = 5'h10;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          steps = 5'h0d;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1641,7 +1813,65 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          steps = 5'h11;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
           steps = 5'h18;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          steps = 5'h08;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          steps = 5'h11;
     endcase
   end
   always @* begin
@@ -1661,12 +1891,12 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h07:
           /* empty */;
       6'h08:
-          w = \$164 [103:0];
+          w = \$4 [103:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 52'h0000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1689,12 +1919,48 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0b:
           /* empty */;
       6'h0c:
-          rem_init = recip_rem;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          rem_init = \$8 [23:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          rem_init = \$11 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 24'h000000;
+    lo_init = 35'h000000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1717,12 +1983,48 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0b:
           /* empty */;
       6'h0c:
-          lo_init = \$165 ;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          lo_init = \$9 [34:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          lo_init = \$12 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$26  = 1'h0;
+    \neg$22  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1745,12 +2047,48 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0b:
           /* empty */;
       6'h0c:
-          \neg$26  = 1'h0;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \neg$22  = div_neg;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \neg$22  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$27  = 52'h0000000000000;
+    den = 24'h000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1773,12 +2111,48 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0b:
           /* empty */;
       6'h0c:
-          \den$27  = den;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          den = den_norm[51:28];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$28  = 5'h00;
+    \steps$26  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1801,7 +2175,43 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0b:
           /* empty */;
       6'h0c:
-          \steps$28  = 5'h18;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \steps$26  = 6'h16;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \steps$26  = 6'h23;
     endcase
   end
   always @* begin
@@ -1854,8 +2264,6 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1877,6 +2285,62 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h22:
           /* empty */;
       6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
           /* empty */;
       6'h01:
           done = 1'h1;
@@ -1884,134 +2348,202 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = 1'h0;
+    \$219  = 1'h0;
     if (rst) begin
-      \$270  = 1'h0;
+      \$219  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = 1'h0;
+    \$220  = 1'h0;
     if (rst) begin
-      \$271  = 1'h0;
+      \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = fsm_state;
+    \$221  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$37 ) begin
             casez (entry)
               2'h0:
-                  \$272  = 6'h01;
+                  \$221  = 6'h01;
               2'h1:
-                  \$272  = 6'h02;
+                  \$221  = 6'h02;
               2'h2:
-                  \$272  = 6'h03;
+                  \$221  = 6'h03;
             endcase
           end
       6'h02:
-          \$272  = 6'h04;
+          \$221  = 6'h04;
       6'h04:
-          \$272  = 6'h05;
+          \$221  = 6'h05;
       6'h05:
-          \$272  = 6'h06;
+          \$221  = 6'h06;
       6'h06:
           if (\done$39 ) begin
-            \$272  = 6'h07;
+            \$221  = 6'h07;
           end
       6'h07:
-          \$272  = 6'h08;
+          \$221  = 6'h08;
       6'h08:
-          \$272  = 6'h09;
+          \$221  = 6'h09;
       6'h09:
           if (\done$41 ) begin
-            \$272  = 6'h0a;
+            \$221  = 6'h0a;
           end
       6'h0a:
-          \$272  = 6'h0b;
+          \$221  = 6'h0b;
       6'h0b:
-          \$272  = 6'h0c;
+          \$221  = 6'h0c;
       6'h0c:
-          \$272  = 6'h0d;
+          \$221  = 6'h0d;
       6'h0d:
-          if (\done$44 ) begin
-            \$272  = 6'h0e;
+          if (\done$39 ) begin
+            \$221  = 6'h0e;
           end
       6'h0e:
-          \$272  = 6'h0f;
+          \$221  = 6'h0f;
       6'h0f:
-          \$272  = 6'h10;
+          if (\$95 ) begin
+            \$221  = 6'h10;
+          end
       6'h10:
-          if (\done$39 ) begin
-            \$272  = 6'h11;
-          end
+          \$221  = 6'h11;
       6'h11:
-          \$272  = 6'h12;
+          \$221  = 6'h12;
       6'h12:
-          \$272  = 6'h13;
+          \$221  = 6'h13;
       6'h13:
-          if (\done$39 ) begin
-            \$272  = 6'h14;
-          end
+          \$221  = 6'h14;
       6'h14:
-          \$272  = 6'h15;
+          if (\done$52 ) begin
+            \$221  = 6'h15;
+          end
       6'h15:
-          \$272  = 6'h16;
+          \$221  = 6'h16;
       6'h16:
-          \$272  = 6'h17;
+          \$221  = 6'h17;
       6'h17:
-          \$272  = 6'h18;
+          if (\$123 ) begin
+            \$221  = 6'h18;
+          end
       6'h18:
-          \$272  = 6'h01;
-      6'h03:
-          \$272  = 6'h19;
+          \$221  = 6'h19;
       6'h19:
-          \$272  = 6'h1a;
+          \$221  = 6'h1a;
       6'h1a:
-          if (\done$39 ) begin
-            \$272  = 6'h1b;
-          end
+          \$221  = 6'h1b;
       6'h1b:
-          \$272  = 6'h1c;
-      6'h1c:
-          \$272  = 6'h1d;
-      6'h1d:
-          \$272  = 6'h1e;
-      6'h1e:
-          \$272  = 6'h1f;
-      6'h1f:
-          \$272  = 6'h20;
-      6'h20:
-          \$272  = 6'h21;
-      6'h21:
           if (\done$39 ) begin
-            \$272  = 6'h22;
+            \$221  = 6'h1c;
           end
+      6'h1c:
+          \$221  = 6'h1d;
+      6'h1d:
+          \$221  = 6'h1e;
+      6'h1e:
+          \$221  = 6'h1f;
+      6'h1f:
+          if (\done$52 ) begin
+            \$221  = 6'h20;
+          end
+      6'h20:
+          \$221  = 6'h21;
+      6'h21:
+          \$221  = 6'h22;
       6'h22:
-          \$272  = 6'h23;
+          \$221  = 6'h23;
       6'h23:
-          \$272  = 6'h01;
+          \$221  = 6'h24;
+      6'h24:
+          \$221  = 6'h25;
+      6'h25:
+          \$221  = 6'h26;
+      6'h26:
+          if (\done$39 ) begin
+            \$221  = 6'h27;
+          end
+      6'h27:
+          \$221  = 6'h01;
+      6'h03:
+          \$221  = 6'h28;
+      6'h28:
+          \$221  = 6'h29;
+      6'h29:
+          \$221  = 6'h2a;
+      6'h2a:
+          if (\done$39 ) begin
+            \$221  = 6'h2b;
+          end
+      6'h2b:
+          \$221  = 6'h2c;
+      6'h2c:
+          if (\$164 ) begin
+            \$221  = 6'h2d;
+          end
+      6'h2d:
+          \$221  = 6'h2e;
+      6'h2e:
+          \$221  = 6'h2f;
+      6'h2f:
+          \$221  = 6'h30;
+      6'h30:
+          \$221  = 6'h31;
+      6'h31:
+          if (\$189 ) begin
+            \$221  = 6'h32;
+          end
+      6'h32:
+          \$221  = 6'h33;
+      6'h33:
+          \$221  = 6'h34;
+      6'h34:
+          \$221  = 6'h35;
+      6'h35:
+          if (\done$39 ) begin
+            \$221  = 6'h36;
+          end
+      6'h36:
+          \$221  = 6'h37;
+      6'h37:
+          \$221  = 6'h38;
+      6'h38:
+          \$221  = 6'h39;
+      6'h39:
+          \$221  = 6'h3a;
+      6'h3a:
+          \$221  = 6'h3b;
+      6'h3b:
+          \$221  = 6'h3c;
+      6'h3c:
+          \$221  = 6'h3d;
+      6'h3d:
+          if (\done$39 ) begin
+            \$221  = 6'h3e;
+          end
+      6'h3e:
+          \$221  = 6'h01;
       6'h01:
-          \$272  = 6'h00;
+          \$221  = 6'h00;
     endcase
     if (rst) begin
-      \$272  = 6'h00;
+      \$221  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = start;
+    \$222  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$273  = 1'h1;
+          \$222  = 1'h1;
       6'h05:
-          \$273  = 1'h0;
+          \$222  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
@@ -2023,21 +2555,21 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          \$222  = 1'h1;
       6'h0c:
-          /* empty */;
+          \$222  = 1'h0;
       6'h0d:
           /* empty */;
       6'h0e:
-          \$273  = 1'h1;
+          /* empty */;
       6'h0f:
-          \$273  = 1'h0;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \$273  = 1'h1;
+          /* empty */;
       6'h12:
-          \$273  = 1'h0;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -2050,12 +2582,10 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          \$273  = 1'h1;
       6'h19:
-          \$273  = 1'h0;
+          \$222  = 1'h1;
       6'h1a:
-          /* empty */;
+          \$222  = 1'h0;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -2065,17 +2595,75 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h1e:
           /* empty */;
       6'h1f:
-          \$273  = 1'h1;
+          /* empty */;
       6'h20:
-          \$273  = 1'h0;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$222  = 1'h1;
+      6'h25:
+          \$222  = 1'h0;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          \$222  = 1'h1;
+      6'h29:
+          \$222  = 1'h0;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          \$222  = 1'h1;
+      6'h34:
+          \$222  = 1'h0;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          \$222  = 1'h1;
+      6'h3c:
+          \$222  = 1'h0;
     endcase
     if (rst) begin
-      \$273  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = t;
+    \$223  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2087,16 +2675,16 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
           /* empty */;
       6'h06:
           if (\done$39 ) begin
-            \$274  = p[72:0];
+            \$223  = p[72:0];
           end
     endcase
     if (rst) begin
-      \$274  = 73'h0000000000000000000;
+      \$223  = 73'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = \start$11 ;
+    \$224  = \start$7 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2109,17 +2697,17 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h06:
           /* empty */;
       6'h07:
-          \$275  = 1'h1;
+          \$224  = 1'h1;
       6'h08:
-          \$275  = 1'h0;
+          \$224  = 1'h0;
     endcase
     if (rst) begin
-      \$275  = 1'h0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = den;
+    \$225  = \den$42 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2137,16 +2725,16 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
           /* empty */;
       6'h09:
           if (\done$41 ) begin
-            \$276  = root;
+            \$225  = root;
           end
     endcase
     if (rst) begin
-      \$276  = 52'h0000000000000;
+      \$225  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = lead;
+    \$226  = floor_q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2165,883 +2753,7 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h09:
           /* empty */;
       6'h0a:
-          \$277  = den_lead;
-    endcase
-    if (rst) begin
-      \$277  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$278  = 1'h1;
-      6'h0c:
-          \$278  = 1'h0;
-    endcase
-    if (rst) begin
-      \$278  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$279  = \$217 [51:0];
-    endcase
-    if (rst) begin
-      \$279  = 52'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$280  = \$218 ;
-    endcase
-    if (rst) begin
-      \$280  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (\done$44 ) begin
-            \$281  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$281  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$39 ) begin
-            \$282  = p[41:0];
-          end
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          if (\done$39 ) begin
-            \$282  = p[41:0];
-          end
-    endcase
-    if (rst) begin
-      \$282  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          if (\done$39 ) begin
-            \$283  = p[55:0];
-          end
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$283  = \$243 [55:0];
-    endcase
-    if (rst) begin
-      \$283  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$284  = { 3'h0, \$219  };
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$284  = { \$244 [8], \$244  };
-    endcase
-    if (rst) begin
-      \$284  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$285  = count_lead;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$285  = 4'h8;
-    endcase
-    if (rst) begin
-      \$285  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$286  = \$222 [2:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$286  = \$247 [2:0];
-    endcase
-    if (rst) begin
-      \$286  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$287  = \$232 [9:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$287  = \$257 [9:0];
-    endcase
-    if (rst) begin
-      \$287  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$288  = \$233 [59:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$288  = \$258 [59:0];
-    endcase
-    if (rst) begin
-      \$288  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$289  = \$235 [5:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$289  = \$260 [5:0];
-    endcase
-    if (rst) begin
-      \$289  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$290  = \$237 [4:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$290  = \$262 [4:0];
-    endcase
-    if (rst) begin
-      \$290  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = \a$31 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$291  = \$238 [41:0];
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$291  = \$263 [41:0];
-    endcase
-    if (rst) begin
-      \$291  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$292  = { \$242 [47], \$242 [47], \$242 [47], \$242 [47], \$242 [47], \$242 [47], \$242 [47], \$242 [47], \$242 [47], \$242 [47], \$242  };
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$292  = { \$267 [47], \$267 [47], \$267 [47], \$267 [47], \$267 [47], \$267 [47], \$267 [47], \$267 [47], \$267 [47], \$267 [47], \$267  };
-    endcase
-    if (rst) begin
-      \$292  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = \b$54 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
+          \$226  = 18'h00000;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -3069,8 +2781,6 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h17:
           /* empty */;
       6'h18:
-          \$293  = bias;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -3093,15 +2803,25 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h22:
           /* empty */;
       6'h23:
-          \$293  = \$269 [57:0];
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$226  = \$156 [17:0];
     endcase
     if (rst) begin
-      \$293  = 58'h000000000000000;
+      \$226  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = \p$55 ;
+    \$227  = mean_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3120,7 +2840,7 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h09:
           /* empty */;
       6'h0a:
-          /* empty */;
+          \$227  = 14'h0000;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -3148,85 +2868,6 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$39 ) begin
-            \$294  = p[72:0];
-          end
-    endcase
-    if (rst) begin
-      \$294  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -3247,17 +2888,3456 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
       6'h21:
           /* empty */;
       6'h22:
-          \$295  = \$268 [61:0];
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$227  = { 6'h00, chan[172:165] };
     endcase
     if (rst) begin
-      \$295  = 62'h0000000000000000;
+      \$227  = 14'h0000;
     end
   end
-  assign beta_shift = \$161 [4:0];
-  assign \beta_shift$6  = \$162 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$228  = gain_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          if (\done$39 ) begin
+            \$228  = p[39:0];
+          end
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          if (\done$39 ) begin
+            \$228  = p[39:0];
+          end
+    endcase
+    if (rst) begin
+      \$228  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$229  = den_norm;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$229  = \den$42 ;
+      6'h0f:
+          if (\$88 ) begin
+            \$229  = \$89 [51:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$229  = 52'h8000000000000;
+      6'h2c:
+          if (\$157 ) begin
+            \$229  = \$158 [51:0];
+          end
+    endcase
+    if (rst) begin
+      \$229  = 52'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$230  = num_norm;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$230  = gain_num[38:0];
+      6'h0f:
+          if (\$91 ) begin
+            \$230  = \$92 [38:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$230  = gain_num[38:0];
+      6'h2c:
+          if (\$160 ) begin
+            \$230  = \$161 [38:0];
+          end
+    endcase
+    if (rst) begin
+      \$230  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$231  = num_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$231  = 6'h00;
+      6'h0f:
+          if (\$91 ) begin
+            \$231  = \$93 [5:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$231  = 6'h00;
+      6'h2c:
+          if (\$160 ) begin
+            \$231  = \$162 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$231  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = den_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$232  = 6'h00;
+      6'h0f:
+          if (\$88 ) begin
+            \$232  = \$90 [5:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$232  = 6'h00;
+      6'h2c:
+          if (\$157 ) begin
+            \$232  = \$159 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = loop_n;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+        begin
+          \$233  = \$94 [5:0];
+          if (\$95 ) begin
+            \$233  = 6'h00;
+          end
+        end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          \$233  = \$122 [5:0];
+          if (\$123 ) begin
+            \$233  = 6'h00;
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+        begin
+          \$233  = \$163 [5:0];
+          if (\$164 ) begin
+            \$233  = 6'h00;
+          end
+        end
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          \$233  = \$188 [5:0];
+          if (\$189 ) begin
+            \$233  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$233  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = gain_shift;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$234  = { \$97 [7], \$97  };
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$234  = \$108 [8:0];
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          if (\$112 ) begin
+            \$234  = \$114 [8:0];
+          end
+          if (\$118 ) begin
+            \$234  = \$120 [8:0];
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$234  = \$166 ;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$234  = \$174 [8:0];
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          if (\$178 ) begin
+            \$234  = \$180 [8:0];
+          end
+          if (\$184 ) begin
+            \$234  = \$186 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$234  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$235  = gain_zero;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$235  = \$98 ;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$235  = \$167 ;
+    endcase
+    if (rst) begin
+      \$235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$236  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$236  = { 5'h00, \$99  };
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$236  = { gain_p[49], gain_p };
+    endcase
+    if (rst) begin
+      \$236  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = div_mag;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$237  = \$102 [50:0];
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$237  = \$129 [50:0];
+    endcase
+    if (rst) begin
+      \$237  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = div_neg;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$238  = \$103 ;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$238  = \$130 ;
+    endcase
+    if (rst) begin
+      \$238  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$239  = \start$5 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$239  = 1'h1;
+      6'h13:
+          \$239  = 1'h0;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          \$239  = 1'h1;
+      6'h1e:
+          \$239  = 1'h0;
+    endcase
+    if (rst) begin
+      \$239  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = gain_q1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          if (\done$52 ) begin
+            \$240  = q[23:0];
+          end
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$240  = \$169 [23:0];
+    endcase
+    if (rst) begin
+      \$240  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = gain_x;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$241  = { \$106 [23], \$106 [23], \$106 [23], \$106 [23], \$106 [23], \$106 [23], \$106 [23], \$106 [23], \$106 [23], \$106 [23], \$106 [23], \$106  };
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          if (\$112 ) begin
+            \$241  = \$113 ;
+          end
+          if (\$118 ) begin
+            \$241  = \$119 [34:0];
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$241  = { \$172 [23], \$172 [23], \$172 [23], \$172 [23], \$172 [23], \$172 [23], \$172 [23], \$172 [23], \$172 [23], \$172 [23], \$172 [23], \$172  };
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          if (\$178 ) begin
+            \$241  = \$179 ;
+          end
+          if (\$184 ) begin
+            \$241  = \$185 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$241  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = scale_count;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$242  = 5'h00;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$242  = \$121 [4:0];
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$242  = 5'h00;
+      6'h30:
+          /* empty */;
+      6'h31:
+          \$242  = \$187 [4:0];
+    endcase
+    if (rst) begin
+      \$242  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = special_r;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$243  = \$111 ;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \$243  = \$177 ;
+    endcase
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$244  = \$126 [4:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          \$244  = \$192 [4:0];
+    endcase
+    if (rst) begin
+      \$244  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = gain_p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          if (\done$39 ) begin
+            \$245  = p[49:0];
+          end
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          if (\done$39 ) begin
+            \$245  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$245  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = gain_w;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          if (\done$52 ) begin
+            \$246  = q;
+          end
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          \$246  = \$193 [36:0];
+    endcase
+    if (rst) begin
+      \$246  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = gain_t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$247  = \$135 [40:0];
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          \$247  = \$198 [40:0];
+    endcase
+    if (rst) begin
+      \$247  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = gain_t1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$248  = \$139 ;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          \$248  = \$202 ;
+    endcase
+    if (rst) begin
+      \$248  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = acc0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$249  = \$143 [38:0];
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          \$249  = \$206 [38:0];
+    endcase
+    if (rst) begin
+      \$249  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = acc1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$250  = \$147 [38:0];
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          \$250  = \$210 [38:0];
+    endcase
+    if (rst) begin
+      \$250  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = a_fin;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$251  = \$152 [21:0];
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          \$251  = \$215 [21:0];
+    endcase
+    if (rst) begin
+      \$251  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = c_fin;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$252  = \$153 [38:0];
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          \$252  = \$216 [38:0];
+    endcase
+    if (rst) begin
+      \$252  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = \b$63 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          if (\done$39 ) begin
+            \$253  = p[38:0];
+          end
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          if (\done$39 ) begin
+            \$253  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$253  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = \a$64 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$254  = a_fin;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$254  = a_fin;
+    endcase
+    if (rst) begin
+      \$254  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = special;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$255  = special_r;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$255  = special_r;
+    endcase
+    if (rst) begin
+      \$255  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = \neg$66 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$256  = \$154 ;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$256  = \$217 ;
+    endcase
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = q_lo;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$257  = floor_q;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$257  = floor_q;
+    endcase
+    if (rst) begin
+      \$257  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = q_hi;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$258  = \$155 [17:0];
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$258  = \$218 [17:0];
+    endcase
+    if (rst) begin
+      \$258  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
-  assign isqrt_go = \start$11 ;
+  assign seqdiv_go = \start$5 ;
+  assign isqrt_go = \start$7 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[116:14];
@@ -3267,79 +6347,95 @@ module \hwnorm_frn_s16.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh
   assign \chan.mean  = chan[188:165];
   assign \chan.scale_m  = chan[212:189];
   assign \chan.scale_exp  = chan[220:213];
-  assign \$163  = { t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t, 46'h000000000000 };
-  assign \$216  = { 1'h0, \$215 [63:1] };
-  assign \$241  = { 1'h0, \$240 [31:1] };
-  assign \$243  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$266  = { 1'h0, \$265 [31:1] };
-  assign \$268  = { \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72:8] };
+  assign \$3  = { t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t, 46'h000000000000 };
+  assign \$8  = { 22'h000000, div_mag[50:22] };
+  assign \$9  = { 2'h0, div_mag[21:0], 13'h0000 };
+  assign \$11  = { 35'h000000000, div_mag[50:35] };
+  assign \$12  = { 1'h0, div_mag[34:0] };
+  assign \$89  = { den_norm, 1'h0 };
+  assign \$92  = { num_norm, 1'h0 };
+  assign \$99  = { 1'h0, num_norm, 6'h00 };
+  assign \$104  = { gain_q1[23], gain_q1[23:1] };
+  assign \$113  = { 1'h0, gain_x[34:1] };
+  assign \$119  = { gain_x, 1'h0 };
+  assign \$133  = { 1'h0, \$132 [31:1] };
+  assign \$156  = { chan[188], chan[188], chan[188], chan[188], chan[188], chan[188], chan[188], chan[188], chan[188:173] };
+  assign \$158  = { den_norm, 1'h0 };
+  assign \$161  = { num_norm, 1'h0 };
+  assign \$168  = { 1'h0, num_norm, 6'h00 };
+  assign \$169  = { 23'h000000, \$168 [45:23] };
+  assign \$170  = { gain_q1[23], gain_q1[23:1] };
+  assign \$179  = { 1'h0, gain_x[34:1] };
+  assign \$185  = { gain_x, 1'h0 };
+  assign \$193  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$196  = { 1'h0, \$195 [31:1] };
 endmodule
 
 module \hwnorm_frn_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [52:0] \$1 ;
-  wire [5:0] \$10 ;
+  wire [24:0] \$1 ;
+  wire [6:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [24:0] \$13 ;
-  wire [25:0] \$14 ;
-  wire [25:0] \$15 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [51:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
-  reg [23:0] \$20 ;
-  reg [51:0] \$21 ;
+  reg [34:0] \$20 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
-  reg [23:0] \$23 ;
-  reg [4:0] \$24 ;
+  reg [34:0] \$23 ;
+  reg [5:0] \$24 ;
   reg \$25 ;
-  reg [25:0] \$26 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [53:0] \$4 ;
-  wire [53:0] \$5 ;
-  wire [24:0] \$6 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
+  wire [35:0] \$6 ;
   wire \$7 ;
-  wire [24:0] \$8 ;
-  wire [24:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [35:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [51:0] den = 52'h0000000000000;
-  input [51:0] \den$13 ;
-  wire [51:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
-  reg [4:0] left = 5'h00;
-  reg [23:0] lo = 24'h000000;
-  input [23:0] lo_init;
-  wire [23:0] lo_init;
+  reg [5:0] left = 6'h00;
+  reg [34:0] lo = 35'h000000000;
+  input [34:0] lo_init;
+  wire [34:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [25:0] q;
-  reg [25:0] q = 26'h0000000;
-  reg [23:0] quot = 24'h000000;
-  reg [51:0] rem = 52'h0000000000000;
-  input [51:0] rem_init;
-  wire [51:0] rem_init;
+  output [36:0] q;
+  reg [36:0] q = 37'h0000000000;
+  reg [34:0] quot = 35'h000000000;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
   reg sign = 1'h0;
   input start;
   wire start;
-  input [4:0] steps;
-  wire [4:0] steps;
-  wire [52:0] trial;
-  assign trial = \$1  | { 52'h0000000000000, lo[23] };
+  input [5:0] steps;
+  wire [5:0] steps;
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[34] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 24'h000000, \$7  };
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -3401,10 +6497,10 @@ module \hwnorm_frn_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [51:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 52'h0000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -3413,10 +6509,10 @@ module \hwnorm_frn_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [23:0];
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
-      \$20  = 24'h000000;
+      \$20  = 35'h000000000;
     end
   end
   always @* begin
@@ -3426,7 +6522,7 @@ module \hwnorm_frn_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 52'h0000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -3443,12 +6539,12 @@ module \hwnorm_frn_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 24'h000000;
+      \$23  = 35'h000000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [23:0];
+      \$23  = \$8 [34:0];
     end
     if (rst) begin
-      \$23  = 24'h000000;
+      \$23  = 35'h000000000;
     end
   end
   always @* begin
@@ -3457,10 +6553,10 @@ module \hwnorm_frn_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$24  = steps;
     end else if (\$2 ) begin
-      \$24  = \$10 [4:0];
+      \$24  = \$10 [5:0];
     end
     if (rst) begin
-      \$24  = 5'h00;
+      \$24  = 6'h00;
     end
   end
   always @* begin
@@ -3480,7 +6576,7 @@ module \hwnorm_frn_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 26'h0000000;
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -3763,68 +6859,95 @@ module \hwnorm_frn_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
   assign \$6  = { 1'h0, b_sh[23:1] };
 endmodule
 
-module \hwnorm_frn_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_frn_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
-  wire [58:0] \$24 ;
-  wire [58:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  wire \$30 ;
-  wire [13:0] \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg [12:0] \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg \$43 ;
-  reg \$44 ;
-  reg [15:0] \$45 ;
-  reg [33:0] \$46 ;
-  reg [33:0] \$47 ;
-  reg [24:0] \$48 ;
-  reg [58:0] \$49 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [39:0] \$44 ;
+  wire [39:0] \$45 ;
+  wire [39:0] \$46 ;
+  wire [39:0] \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire [1:0] \$5 ;
-  reg [58:0] \$50 ;
-  reg [58:0] \$51 ;
-  reg \$52 ;
-  reg \$53 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [13:0] \$53 ;
   reg \$54 ;
-  reg [15:0] \$55 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg [12:0] \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg \$72 ;
+  reg [15:0] \$73 ;
+  reg [33:0] \$74 ;
+  reg [21:0] \$75 ;
+  reg [39:0] \$76 ;
+  reg [39:0] \$77 ;
+  reg [39:0] \$78 ;
+  reg \$79 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  reg \$80 ;
+  reg \$81 ;
+  reg [15:0] \$82 ;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -3834,6 +6957,12 @@ module \hwnorm_frn_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -3842,6 +6971,8 @@ module \hwnorm_frn_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -3857,16 +6988,21 @@ module \hwnorm_frn_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   input [15:0] tau;
   wire [15:0] tau;
   reg under0 = 1'h0;
@@ -3880,44 +7016,100 @@ module \hwnorm_frn_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = ~ force_hi0_2;
+  assign \$41  = $signed(qs0) < $signed(tau);
+  assign \$42  = force_lo0_2 | \$41 ;
+  assign \$43  = \$40  & \$42 ;
+  assign \$44  = under0 ? 40'hffffff8000 : q0;
+  assign \$45  = over0 ? 40'h0000007fff : \$44 ;
+  assign \$46  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$45 ;
+  assign \$47  = ok4 ? \$46  : 40'h0000000000;
+  assign \$48  = ~ clear;
+  assign \$49  = \$48  & ce;
+  assign \$50  = v4 & ok4;
+  assign \$51  = over0 | under0;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = sat_count + \$52 ;
   always @(posedge clk)
-    v5 <= \$37 ;
+    v0 <= \$54 ;
   always @(posedge clk)
-    sat_count <= \$38 ;
+    v1 <= \$55 ;
   always @(posedge clk)
-    ok0 <= \$39 ;
+    v2 <= \$56 ;
   always @(posedge clk)
-    ok1 <= \$40 ;
+    v3 <= \$57 ;
   always @(posedge clk)
-    ok2 <= \$41 ;
+    v4 <= \$58 ;
   always @(posedge clk)
-    ok3 <= \$42 ;
+    v5 <= \$59 ;
   always @(posedge clk)
-    ok4 <= \$43 ;
+    sat_count <= \$60 ;
   always @(posedge clk)
-    ok5 <= \$44 ;
+    ok0 <= \$61 ;
   always @(posedge clk)
-    x0 <= \$45 ;
+    ok1 <= \$62 ;
   always @(posedge clk)
-    p0_0 <= \$46 ;
+    ok2 <= \$63 ;
   always @(posedge clk)
-    p0_17 <= \$47 ;
+    ok3 <= \$64 ;
   always @(posedge clk)
-    p0_34 <= \$48 ;
+    ok4 <= \$65 ;
   always @(posedge clk)
-    acc0 <= \$49 ;
+    ok5 <= \$66 ;
   always @(posedge clk)
-    qs0 <= \$50 ;
+    force_hi0_0 <= \$67 ;
   always @(posedge clk)
-    q0 <= \$51 ;
+    force_lo0_0 <= \$68 ;
   always @(posedge clk)
-    over0 <= \$52 ;
+    force_hi0_1 <= \$69 ;
   always @(posedge clk)
-    under0 <= \$53 ;
+    force_lo0_1 <= \$70 ;
   always @(posedge clk)
-    below_tau0 <= \$54 ;
+    force_hi0_2 <= \$71 ;
   always @(posedge clk)
-    o__payload <= \$55 ;
+    force_lo0_2 <= \$72 ;
+  always @(posedge clk)
+    x0 <= \$73 ;
+  always @(posedge clk)
+    p0_0 <= \$74 ;
+  always @(posedge clk)
+    p0_17 <= \$75 ;
+  always @(posedge clk)
+    acc0 <= \$76 ;
+  always @(posedge clk)
+    qs0 <= \$77 ;
+  always @(posedge clk)
+    q0 <= \$78 ;
+  always @(posedge clk)
+    over0 <= \$79 ;
+  always @(posedge clk)
+    under0 <= \$80 ;
+  always @(posedge clk)
+    below_tau0 <= \$81 ;
+  always @(posedge clk)
+    o__payload <= \$82 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -3928,210 +7120,20 @@ module \hwnorm_frn_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = $signed(qs0) < $signed(tau);
-  assign \$22  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$23  = over0 ? 59'h000000000007fff : \$22 ;
-  assign \$24  = below_tau0 ? { tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau[15], tau } : \$23 ;
-  assign \$25  = ok4 ? \$24  : 59'h000000000000000;
-  assign \$26  = ~ clear;
-  assign \$27  = \$26  & ce;
-  assign \$28  = v4 & ok4;
-  assign \$29  = over0 | under0;
-  assign \$30  = \$28  & \$29 ;
-  assign \$31  = sat_count + \$30 ;
-  always @(posedge clk)
-    v0 <= \$32 ;
-  always @(posedge clk)
-    v1 <= \$33 ;
-  always @(posedge clk)
-    v2 <= \$34 ;
-  always @(posedge clk)
-    v3 <= \$35 ;
-  always @(posedge clk)
-    v4 <= \$36 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$38  = sat_count;
+    \$54  = v0;
     if (clear) begin
-      \$38  = 13'h0000;
-    end
-    if (\$27 ) begin
-      \$38  = \$31 [12:0];
-    end
-    if (rst) begin
-      \$38  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$39  = ok0;
-    if (clear) begin
+      \$54  = 1'h0;
     end else if (ce) begin
-      \$39  = mask;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$40  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok0;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$41  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok1;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$42  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok2;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$43  = ok3;
-    end
-    if (rst) begin
-      \$43  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$44  = ok4;
-    end
-    if (rst) begin
-      \$44  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = x0;
-    if (\$8 ) begin
-      \$45  = i__payload;
-    end
-    if (rst) begin
-      \$45  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = p0_0;
-    if (\$8 ) begin
-      \$46  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$46  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = p0_17;
-    if (\$8 ) begin
-      \$47  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$47  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = p0_34;
-    if (\$8 ) begin
-      \$48  = { \$11 [23], \$11  };
-    end
-    if (rst) begin
-      \$48  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = acc0;
-    if (\$8 ) begin
-      \$49  = \$17 [58:0];
-    end
-    if (rst) begin
-      \$49  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = qs0;
-    if (\$8 ) begin
-      \$50  = \$18 ;
-    end
-    if (rst) begin
-      \$50  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = q0;
-    if (\$8 ) begin
-      \$51  = qs0;
-    end
-    if (rst) begin
-      \$51  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = over0;
-    if (\$8 ) begin
-      \$52  = \$19 ;
-    end
-    if (rst) begin
-      \$52  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$53  = under0;
-    if (\$8 ) begin
-      \$53  = \$20 ;
-    end
-    if (rst) begin
-      \$53  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$54  = below_tau0;
-    if (\$8 ) begin
-      \$54  = \$21 ;
+      \$54  = i__valid;
     end
     if (rst) begin
       \$54  = 1'h0;
@@ -4139,84 +7141,301 @@ module \hwnorm_frn_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = o__payload;
+    \$55  = v1;
+    if (clear) begin
+      \$55  = 1'h0;
+    end else if (ce) begin
+      \$55  = v0;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$56  = v2;
+    if (clear) begin
+      \$56  = 1'h0;
+    end else if (ce) begin
+      \$56  = v1;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$57  = v3;
+    if (clear) begin
+      \$57  = 1'h0;
+    end else if (ce) begin
+      \$57  = v2;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = v4;
+    if (clear) begin
+      \$58  = 1'h0;
+    end else if (ce) begin
+      \$58  = v3;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$59  = v5;
+    if (clear) begin
+      \$59  = 1'h0;
+    end else if (ce) begin
+      \$59  = v4;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$60  = sat_count;
+    if (clear) begin
+      \$60  = 13'h0000;
+    end
+    if (\$49 ) begin
+      \$60  = \$53 [12:0];
+    end
+    if (rst) begin
+      \$60  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$61  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = mask;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$62  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$62  = ok0;
+    end
+    if (rst) begin
+      \$62  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$63  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$63  = ok1;
+    end
+    if (rst) begin
+      \$63  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$64  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$64  = ok2;
+    end
+    if (rst) begin
+      \$64  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$65  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$65  = ok3;
+    end
+    if (rst) begin
+      \$65  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$66  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$66  = ok4;
+    end
+    if (rst) begin
+      \$66  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$67  = force_hi0_0;
     if (\$8 ) begin
-      \$55  = \$25 [15:0];
+      \$67  = \$13 ;
     end
     if (rst) begin
-      \$55  = 16'h0000;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$32  = v0;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = i__valid;
+    \$68  = force_lo0_0;
+    if (\$8 ) begin
+      \$68  = \$18 ;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$68  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$33  = v1;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v0;
+    \$69  = force_hi0_1;
+    if (\$20 ) begin
+      \$69  = force_hi0_0;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$69  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$34  = v2;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v1;
+    \$70  = force_lo0_1;
+    if (\$20 ) begin
+      \$70  = force_lo0_0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$35  = v3;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v2;
+    \$71  = force_hi0_2;
+    if (\$22 ) begin
+      \$71  = force_hi0_1;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$71  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$36  = v4;
-    if (clear) begin
-      \$36  = 1'h0;
-    end else if (ce) begin
-      \$36  = v3;
+    \$72  = force_lo0_2;
+    if (\$22 ) begin
+      \$72  = force_lo0_1;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$72  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$37  = v5;
-    if (clear) begin
-      \$37  = 1'h0;
-    end else if (ce) begin
-      \$37  = v4;
+    \$73  = x0;
+    if (\$24 ) begin
+      \$73  = i__payload;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$73  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$74  = p0_0;
+    if (\$24 ) begin
+      \$74  = { \$25 [32], \$25  };
+    end
+    if (rst) begin
+      \$74  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$75  = p0_17;
+    if (\$24 ) begin
+      \$75  = { \$26 [20], \$26  };
+    end
+    if (rst) begin
+      \$75  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$76  = acc0;
+    if (\$24 ) begin
+      \$76  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$76  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$77  = qs0;
+    if (\$24 ) begin
+      \$77  = \$31 ;
+    end
+    if (rst) begin
+      \$77  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$78  = q0;
+    if (\$24 ) begin
+      \$78  = qs0;
+    end
+    if (rst) begin
+      \$78  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$79  = over0;
+    if (\$24 ) begin
+      \$79  = \$35 ;
+    end
+    if (rst) begin
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$80  = under0;
+    if (\$24 ) begin
+      \$80  = \$39 ;
+    end
+    if (rst) begin
+      \$80  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$81  = below_tau0;
+    if (\$24 ) begin
+      \$81  = \$43 ;
+    end
+    if (rst) begin
+      \$81  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$82  = o__payload;
+    if (\$24 ) begin
+      \$82  = \$47 [15:0];
+    end
+    if (rst) begin
+      \$82  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -4224,9 +7443,8 @@ module \hwnorm_frn_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_frn_s16.stats_unit (clk, rst, mask, clear, valid, sum, sq_sum, x);

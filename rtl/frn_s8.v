@@ -21,30 +21,26 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [148:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [148:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [25:0] a;
-  wire [25:0] \a$25 ;
-  wire [33:0] b;
-  wire [33:0] \b$27 ;
+  wire [13:0] a;
+  wire [13:0] \a$25 ;
+  wire [22:0] b;
+  wire [22:0] \b$27 ;
   reg beat;
   wire busy;
   reg [148:0] chan = 149'h00000000000000000000000000000000000000;
@@ -84,7 +80,7 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$48 ;
   input clk;
   wire clk;
   wire [35:0] den;
@@ -98,33 +94,41 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$55 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$54 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$23 ;
   reg more;
+  wire neg;
+  wire \neg$33 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$31 ;
-  wire [7:0] \o__payload$31[0] ;
+  wire [7:0] \o__payload$39 ;
+  wire [7:0] \o__payload$39[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$41 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$40 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$37 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$35 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$31 ;
   wire [26:0] sq_sum;
   reg start;
   output [70:0] stats__payload;
@@ -152,50 +156,50 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \$5  = ! chan__payload[84:14];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[148:141]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[148:141]) > $signed(2'h1);
+  assign \$8  = $signed(chan__payload[124:109]) < $signed(16'h8000);
+  assign \$9  = $signed(chan__payload[124:109]) > $signed(16'h7f00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[124:109]) < $signed(16'h8000);
-  assign \$13  = $signed(chan__payload[124:109]) > $signed(16'h7f00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$47  & more;
-  assign \$19  = i__valid & \i__ready$47 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$55  & more;
+  assign \$15  = i__valid & \i__ready$55 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_frn_s8.math  math (
-    .\a$31 (a),
-    .\b$54 (b),
+    .\a$64 (a),
+    .\b$63 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$42 (den),
     .done(done),
     .entry(entry),
+    .\neg$66 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
+    .special(special),
     .sq_sum(sq_sum),
     .\start$37 (start)
   );
@@ -203,17 +207,21 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$55 ),
+    .clear(\clear$48 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$54 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .tau(chan[92:85]),
     .v5(o__valid)
   );
@@ -293,11 +301,11 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$48  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$48  = 1'h1;
           end
     endcase
   end
@@ -316,7 +324,7 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -334,7 +342,7 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -390,12 +398,12 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
+    \i__valid$54  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -408,7 +416,7 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$46  = \$17 ;
+          \i__valid$54  = \$13 ;
     endcase
   end
   always @* begin
@@ -436,80 +444,80 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 149'h00000000000000000000000000000000000000;
+      \$32  = 149'h00000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -520,10 +528,14 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
+  assign \special$31  = special;
+  assign \neg$33  = neg;
+  assign \q_lo$35  = q_lo;
+  assign \q_hi$37  = q_hi;
   assign tau = chan[92:85];
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \o__payload$39  = o__payload;
+  assign \o__valid$40  = o__valid;
+  assign \o__ready$41  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.eps_n  = chan__payload[84:14];
@@ -559,7 +571,7 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \chan$20.scale_m  = chan[140:125];
   assign \chan$20.scale_exp  = chan[148:141];
   assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \o__payload$39[0]  = o__payload;
   always @*
     stats__payload[69:57] = sat_count;
   always @*
@@ -568,261 +580,279 @@ module hwnorm_frn_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh, \a$31 , \b$54 , clk);
+module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 , sh, \b$63 , \a$64 , special, \neg$66 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
+  wire [4:0] \$1 ;
   wire \$10 ;
   wire \$100 ;
-  wire [3:0] \$101 ;
-  wire [3:0] \$102 ;
-  wire [3:0] \$103 ;
-  wire \$104 ;
-  wire [3:0] \$105 ;
-  wire [3:0] \$106 ;
-  wire [3:0] \$107 ;
-  wire [3:0] \$108 ;
-  wire [4:0] \$109 ;
-  wire \$11 ;
-  wire [4:0] \$110 ;
-  wire [87:0] \$111 ;
-  wire [88:0] \$112 ;
-  wire [15:0] \$113 ;
-  wire \$114 ;
-  wire [8:0] \$115 ;
-  wire [8:0] \$116 ;
+  wire [43:0] \$101 ;
+  wire [43:0] \$102 ;
+  wire \$103 ;
+  wire [15:0] \$104 ;
+  wire [15:0] \$105 ;
+  wire [15:0] \$106 ;
+  wire [9:0] \$107 ;
+  wire [9:0] \$108 ;
+  wire \$109 ;
+  wire [42:0] \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire [26:0] \$113 ;
+  wire [9:0] \$114 ;
+  wire \$115 ;
+  wire \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire [8:0] \$119 ;
-  wire \$12 ;
-  wire [8:0] \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  wire [16:0] \$123 ;
-  wire [16:0] \$124 ;
-  wire \$125 ;
-  wire \$126 ;
+  wire [27:0] \$119 ;
+  wire [27:0] \$12 ;
+  wire [9:0] \$120 ;
+  wire [4:0] \$121 ;
+  wire [6:0] \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire [8:0] \$125 ;
+  wire [8:0] \$126 ;
   wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire [43:0] \$128 ;
+  wire [43:0] \$129 ;
   wire \$13 ;
   wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire \$135 ;
+  wire [22:0] \$131 ;
+  wire [15:0] \$132 ;
+  wire [15:0] \$133 ;
+  wire [23:0] \$134 ;
+  wire [29:0] \$135 ;
   wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
-  wire \$14 ;
+  wire [27:0] \$137 ;
+  wire [27:0] \$138 ;
+  wire [31:0] \$139 ;
+  wire [10:0] \$14 ;
   wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
+  wire [30:0] \$142 ;
+  wire [30:0] \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
+  wire [31:0] \$146 ;
+  wire [31:0] \$147 ;
+  wire [23:0] \$148 ;
   wire \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
+  wire [10:0] \$15 ;
+  wire [27:0] \$150 ;
+  wire [27:0] \$151 ;
+  wire [27:0] \$152 ;
+  wire [30:0] \$153 ;
   wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
+  wire [10:0] \$155 ;
+  wire [15:0] \$156 ;
   wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [36:0] \$158 ;
+  wire [6:0] \$159 ;
   wire \$16 ;
   wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire [63:0] \$163 ;
-  wire [63:0] \$164 ;
-  wire [63:0] \$165 ;
-  wire \$166 ;
-  wire [6:0] \$167 ;
-  wire \$168 ;
-  wire [10:0] \$169 ;
+  wire [23:0] \$161 ;
+  wire [5:0] \$162 ;
+  wire [6:0] \$163 ;
+  wire \$164 ;
+  wire [6:0] \$165 ;
+  wire [8:0] \$166 ;
+  wire \$167 ;
+  wire [29:0] \$168 ;
+  wire [29:0] \$169 ;
   wire \$17 ;
-  wire [10:0] \$170 ;
-  wire \$171 ;
-  wire [10:0] \$172 ;
-  wire \$173 ;
-  wire [10:0] \$174 ;
-  wire [10:0] \$175 ;
+  wire [15:0] \$170 ;
+  wire [15:0] \$171 ;
+  wire [15:0] \$172 ;
+  wire [9:0] \$173 ;
+  wire [9:0] \$174 ;
+  wire \$175 ;
   wire \$176 ;
-  wire [10:0] \$177 ;
-  wire [10:0] \$178 ;
-  wire [10:0] \$179 ;
-  wire \$18 ;
-  wire [10:0] \$180 ;
-  wire [42:0] \$181 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire [26:0] \$179 ;
+  wire [8:0] \$18 ;
+  wire [9:0] \$180 ;
+  wire \$181 ;
   wire \$182 ;
-  wire [9:0] \$183 ;
-  wire [10:0] \$184 ;
-  wire [11:0] \$185 ;
-  wire [42:0] \$186 ;
-  wire [22:0] \$187 ;
-  wire [15:0] \$188 ;
-  wire [15:0] \$189 ;
-  wire \$19 ;
-  wire [23:0] \$190 ;
-  wire [40:0] \$191 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire [27:0] \$185 ;
+  wire [9:0] \$186 ;
+  wire [4:0] \$187 ;
+  wire [6:0] \$188 ;
+  wire \$189 ;
+  wire [8:0] \$19 ;
+  wire \$190 ;
+  wire [8:0] \$191 ;
   wire [8:0] \$192 ;
-  wire \$193 ;
-  wire [10:0] \$194 ;
-  wire [10:0] \$195 ;
-  wire \$196 ;
-  wire [10:0] \$197 ;
-  wire \$198 ;
-  wire [10:0] \$199 ;
-  wire \$2 ;
+  wire [41:0] \$193 ;
+  wire [22:0] \$194 ;
+  wire [15:0] \$195 ;
+  wire [15:0] \$196 ;
+  wire [23:0] \$197 ;
+  wire [29:0] \$198 ;
+  wire \$199 ;
+  wire [4:0] \$2 ;
   wire \$20 ;
-  wire [10:0] \$200 ;
-  wire \$201 ;
-  wire [10:0] \$202 ;
-  wire [10:0] \$203 ;
-  wire [10:0] \$204 ;
-  wire [10:0] \$205 ;
-  wire [42:0] \$206 ;
+  wire [27:0] \$200 ;
+  wire [27:0] \$201 ;
+  wire [31:0] \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [30:0] \$205 ;
+  wire [30:0] \$206 ;
   wire \$207 ;
-  wire [9:0] \$208 ;
-  wire [10:0] \$209 ;
+  wire \$208 ;
+  wire [31:0] \$209 ;
   wire \$21 ;
-  wire [11:0] \$210 ;
-  wire [42:0] \$211 ;
-  wire [22:0] \$212 ;
-  wire [15:0] \$213 ;
-  wire [15:0] \$214 ;
-  wire [23:0] \$215 ;
-  wire [48:0] \$216 ;
-  wire [38:0] \$217 ;
-  reg \$218 ;
+  wire [31:0] \$210 ;
+  wire [23:0] \$211 ;
+  wire \$212 ;
+  wire [27:0] \$213 ;
+  wire [27:0] \$214 ;
+  wire [27:0] \$215 ;
+  wire [30:0] \$216 ;
+  wire \$217 ;
+  wire [10:0] \$218 ;
   reg \$219 ;
-  wire \$22 ;
-  reg [5:0] \$220 ;
-  reg \$221 ;
-  reg [56:0] \$222 ;
-  reg \$223 ;
-  reg [35:0] \$224 ;
-  reg [5:0] \$225 ;
-  reg \$226 ;
-  reg [35:0] \$227 ;
-  reg \$228 ;
-  reg [16:0] \$229 ;
-  wire \$23 ;
-  reg [25:0] \$230 ;
-  reg [39:0] \$231 ;
-  reg [9:0] \$232 ;
-  reg [3:0] \$233 ;
-  reg [1:0] \$234 ;
-  reg [9:0] \$235 ;
+  wire [10:0] \$22 ;
+  reg \$220 ;
+  reg [5:0] \$221 ;
+  reg \$222 ;
+  reg [56:0] \$223 ;
+  reg \$224 ;
+  reg [35:0] \$225 ;
+  reg [9:0] \$226 ;
+  reg [13:0] \$227 ;
+  reg [23:0] \$228 ;
+  reg [35:0] \$229 ;
+  wire [10:0] \$23 ;
+  reg [22:0] \$230 ;
+  reg [4:0] \$231 ;
+  reg [5:0] \$232 ;
+  reg [5:0] \$233 ;
+  reg [8:0] \$234 ;
+  reg \$235 ;
   reg [42:0] \$236 ;
-  reg [5:0] \$237 ;
-  reg [3:0] \$238 ;
-  reg [25:0] \$239 ;
+  reg [42:0] \$237 ;
+  reg \$238 ;
+  reg \$239 ;
   wire \$24 ;
-  reg [33:0] \$240 ;
-  reg [33:0] \$241 ;
-  reg [48:0] \$242 ;
-  reg [37:0] \$243 ;
+  reg [15:0] \$240 ;
+  reg [26:0] \$241 ;
+  reg [3:0] \$242 ;
+  reg \$243 ;
+  reg [3:0] \$244 ;
+  reg [41:0] \$245 ;
+  reg [28:0] \$246 ;
+  reg [30:0] \$247 ;
+  reg [31:0] \$248 ;
+  reg [22:0] \$249 ;
   wire \$25 ;
+  reg [22:0] \$250 ;
+  reg [13:0] \$251 ;
+  reg [22:0] \$252 ;
+  reg [22:0] \$253 ;
+  reg [13:0] \$254 ;
+  reg \$255 ;
+  reg \$256 ;
+  reg [9:0] \$257 ;
+  reg [9:0] \$258 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire \$3 ;
+  wire [87:0] \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [5:0] \$34 ;
-  wire [5:0] \$35 ;
-  wire [5:0] \$36 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
   wire \$37 ;
-  wire [5:0] \$38 ;
-  wire [5:0] \$39 ;
-  wire \$4 ;
-  wire [5:0] \$40 ;
-  wire [5:0] \$41 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [88:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [5:0] \$46 ;
-  wire [5:0] \$47 ;
-  wire [5:0] \$48 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
-  wire [5:0] \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
-  wire [5:0] \$52 ;
-  wire [5:0] \$53 ;
-  wire [5:0] \$54 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [5:0] \$6 ;
+  wire [8:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
-  wire [5:0] \$66 ;
-  wire [5:0] \$67 ;
-  wire [5:0] \$68 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
   wire \$69 ;
-  wire [5:0] \$7 ;
-  wire [5:0] \$70 ;
-  wire [5:0] \$71 ;
-  wire [5:0] \$72 ;
-  wire [5:0] \$73 ;
+  wire [8:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [5:0] \$78 ;
-  wire [5:0] \$79 ;
-  wire \$8 ;
-  wire [5:0] \$80 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire [42:0] \$8 ;
+  wire \$80 ;
   wire \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
-  wire [5:0] \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
   wire \$88 ;
-  wire \$89 ;
-  wire \$9 ;
-  wire \$90 ;
+  wire [36:0] \$89 ;
+  wire [28:0] \$9 ;
+  wire [6:0] \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [3:0] \$93 ;
-  wire [3:0] \$94 ;
-  wire [3:0] \$95 ;
-  wire [3:0] \$96 ;
-  wire \$97 ;
+  wire [23:0] \$92 ;
+  wire [5:0] \$93 ;
+  wire [6:0] \$94 ;
+  wire \$95 ;
+  wire [5:0] \$96 ;
+  wire [6:0] \$97 ;
   wire \$98 ;
-  wire \$99 ;
+  wire [29:0] \$99 ;
   reg [27:0] a;
-  output [25:0] \a$31 ;
-  reg [25:0] \a$31  = 26'h0000000;
+  output [13:0] \a$64 ;
+  reg [13:0] \a$64  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
   reg [15:0] b;
-  output [33:0] \b$54 ;
-  reg [33:0] \b$54  = 34'h000000000;
+  output [22:0] \b$63 ;
+  reg [22:0] \b$63  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [33:0] bias = 34'h000000000;
+  wire [3:0] \beta_shift$2 ;
   reg [58:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [148:0] chan;
   wire [148:0] chan;
   wire [7:0] \chan.beta ;
@@ -836,346 +866,370 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   wire [7:0] \chan.tau ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [35:0] den;
-  reg [35:0] den = 36'h000000000;
-  reg [35:0] \den$27 ;
-  wire [5:0] den_lead;
+  reg [15:0] den;
+  output [35:0] \den$42 ;
+  reg [35:0] \den$42  = 36'h000000000;
+  reg [35:0] den_norm = 36'h000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [42:0] div_mag = 43'h00000000000;
+  reg div_neg = 1'h0;
+  reg [42:0] div_num = 43'h00000000000;
   output done;
   reg done;
   wire \done$39 ;
   wire \done$41 ;
-  wire \done$44 ;
+  wire \done$52 ;
   input [1:0] entry;
   wire [1:0] entry;
+  reg [9:0] floor_q = 10'h000;
   reg [5:0] fsm_state = 6'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
   (* init = 1'h0 *)
   wire isqrt_go;
-  reg [39:0] km = 40'h0000000000;
-  reg [42:0] km_pre = 43'h00000000000;
-  reg [5:0] lead = 6'h00;
-  reg [15:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [26:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$26 ;
+  reg \neg$22 ;
+  output \neg$66 ;
+  reg \neg$66  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
   wire [58:0] p;
-  reg [48:0] \p$55  = 49'h0000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [1:0] pre = 2'h0;
-  wire [17:0] q;
-  reg [37:0] quot = 38'h0000000000;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [35:0] recip_rem = 36'h000000000;
-  reg [35:0] rem_init;
+  wire [28:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
+  output [9:0] q_lo;
+  reg [9:0] q_lo = 10'h000;
+  reg [15:0] rem_init;
   wire [35:0] root;
   input rst;
   wire rst;
+  reg [3:0] scale_count = 4'h0;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   input [26:0] sq_sum;
   wire [26:0] sq_sum;
   reg start = 1'h0;
-  reg \start$11  = 1'h0;
   input \start$37 ;
   wire \start$37 ;
-  reg \start$9  = 1'h0;
+  reg \start$5  = 1'h0;
+  reg \start$7  = 1'h0;
   reg [4:0] steps;
-  reg [4:0] \steps$28 ;
+  reg [4:0] \steps$26 ;
   reg [56:0] t = 57'h000000000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
   reg [71:0] w;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[34] | den[35];
-  assign \$5  = den[35] ? 6'h23 : 6'h22;
-  assign \$6  = den[33] ? 6'h21 : 6'h20;
-  assign \$7  = \$4  ? \$5  : \$6 ;
-  assign \$8  = den[16] | den[17];
-  assign \$9  = den[18] | den[19];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[20] | den[21];
-  assign \$12  = den[22] | den[23];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = den[24] | den[25];
-  assign \$16  = den[26] | den[27];
-  assign \$17  = \$15  | \$16 ;
-  assign \$18  = den[28] | den[29];
-  assign \$19  = den[30] | den[31];
-  assign \$20  = \$18  | \$19 ;
-  assign \$21  = \$17  | \$20 ;
-  assign \$22  = \$14  | \$21 ;
-  assign \$23  = den[24] | den[25];
-  assign \$24  = den[26] | den[27];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = den[28] | den[29];
-  assign \$27  = den[30] | den[31];
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = \$25  | \$28 ;
-  assign \$30  = den[28] | den[29];
-  assign \$31  = den[30] | den[31];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = den[30] | den[31];
-  assign \$34  = den[31] ? 6'h1f : 6'h1e;
-  assign \$35  = den[29] ? 6'h1d : 6'h1c;
-  assign \$36  = \$33  ? \$34  : \$35 ;
-  assign \$37  = den[26] | den[27];
-  assign \$38  = den[27] ? 6'h1b : 6'h1a;
-  assign \$39  = den[25] ? 6'h19 : 6'h18;
-  assign \$40  = \$37  ? \$38  : \$39 ;
-  assign \$41  = \$32  ? \$36  : \$40 ;
-  assign \$42  = den[20] | den[21];
-  assign \$43  = den[22] | den[23];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = den[22] | den[23];
-  assign \$46  = den[23] ? 6'h17 : 6'h16;
-  assign \$47  = den[21] ? 6'h15 : 6'h14;
-  assign \$48  = \$45  ? \$46  : \$47 ;
-  assign \$49  = den[18] | den[19];
-  assign \$50  = den[19] ? 6'h13 : 6'h12;
-  assign \$51  = den[17] ? 6'h11 : 6'h10;
-  assign \$52  = \$49  ? \$50  : \$51 ;
-  assign \$53  = \$44  ? \$48  : \$52 ;
-  assign \$54  = \$29  ? \$41  : \$53 ;
-  assign \$55  = den[8] | den[9];
-  assign \$56  = den[10] | den[11];
-  assign \$57  = \$55  | \$56 ;
-  assign \$58  = den[12] | den[13];
-  assign \$59  = den[14] | den[15];
-  assign \$60  = \$58  | \$59 ;
-  assign \$61  = \$57  | \$60 ;
-  assign \$62  = den[12] | den[13];
-  assign \$63  = den[14] | den[15];
-  assign \$64  = \$62  | \$63 ;
-  assign \$65  = den[14] | den[15];
-  assign \$66  = den[15] ? 6'h0f : 6'h0e;
-  assign \$67  = den[13] ? 6'h0d : 6'h0c;
-  assign \$68  = \$65  ? \$66  : \$67 ;
-  assign \$69  = den[10] | den[11];
-  assign \$70  = den[11] ? 6'h0b : 6'h0a;
-  assign \$71  = den[9] ? 6'h09 : 6'h08;
-  assign \$72  = \$69  ? \$70  : \$71 ;
-  assign \$73  = \$64  ? \$68  : \$72 ;
-  assign \$74  = den[4] | den[5];
-  assign \$75  = den[6] | den[7];
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = den[6] | den[7];
-  assign \$78  = den[7] ? 6'h07 : 6'h06;
-  assign \$79  = den[5] ? 6'h05 : 6'h04;
-  assign \$80  = \$77  ? \$78  : \$79 ;
-  assign \$81  = den[2] | den[3];
-  assign \$82  = den[3] ? 6'h03 : 6'h02;
-  assign \$83  = den[1] ? 6'h01 : 6'h00;
-  assign \$84  = \$81  ? \$82  : \$83 ;
-  assign \$85  = \$76  ? \$80  : \$84 ;
-  assign \$86  = \$61  ? \$73  : \$85 ;
-  assign \$87  = \$22  ? \$54  : \$86 ;
-  assign den_lead = \$3  ? \$7  : \$87 ;
-  assign \$88  = chan[9] | chan[10];
-  assign \$89  = chan[11] | chan[12];
-  assign \$90  = \$88  | \$89 ;
-  assign \$91  = \$90  | chan[13];
-  assign \$92  = chan[11] | chan[12];
-  assign \$93  = chan[12] ? 4'hb : 4'ha;
-  assign \$94  = chan[10] ? 4'h9 : 4'h8;
-  assign \$95  = \$92  ? \$93  : \$94 ;
-  assign \$96  = chan[13] ? 4'hc : \$95 ;
-  assign \$97  = chan[5] | chan[6];
-  assign \$98  = chan[7] | chan[8];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = chan[7] | chan[8];
-  assign \$101  = chan[8] ? 4'h7 : 4'h6;
-  assign \$102  = chan[6] ? 4'h5 : 4'h4;
-  assign \$103  = \$100  ? \$101  : \$102 ;
-  assign \$104  = chan[3] | chan[4];
-  assign \$105  = chan[4] ? 4'h3 : 4'h2;
-  assign \$106  = chan[2] ? 4'h1 : 4'h0;
-  assign \$107  = \$104  ? \$105  : \$106 ;
-  assign \$108  = \$99  ? \$103  : \$107 ;
-  assign count_lead = \$91  ? \$96  : \$108 ;
-  assign \$109  = sh + 1'h0;
-  assign \$110  = sh + 1'h0;
-  assign \$112  = $signed(\$111 ) + $signed({ 1'h0, chan[84:14] });
-  assign \$113  = recip_one ? 16'h8000 : 16'h0000;
-  assign \$114  = $signed(chan[100:93]) < $signed(1'h0);
-  assign \$115  = - $signed(chan[100:93]);
-  assign \$116  = \$114  ? \$115  : { chan[100], chan[100:93] };
-  assign \$117  = $signed(chan[100:93]) < $signed(1'h0);
-  assign \$118  = $signed(chan[100:93]) < $signed(1'h0);
-  assign \$119  = - $signed(chan[100:93]);
-  assign \$120  = \$118  ? \$119  : { chan[100], chan[100:93] };
-  assign \$121  = $signed(chan[100:93]) < $signed(1'h0);
-  assign \$122  = $signed(chan[124:109]) < $signed(1'h0);
-  assign \$123  = - $signed(chan[124:109]);
-  assign \$124  = \$122  ? \$123  : { chan[124], chan[124:109] };
-  assign \$125  = $signed(chan[124:109]) < $signed(1'h0);
-  assign \$126  = ! fsm_state;
-  assign \$127  = fsm_state == 1'h1;
-  assign \$128  = fsm_state == 2'h2;
-  assign \$129  = fsm_state == 2'h3;
-  assign \$130  = fsm_state == 3'h4;
-  assign \$131  = fsm_state == 3'h5;
-  assign \$132  = fsm_state == 3'h6;
-  assign \$133  = fsm_state == 3'h7;
-  assign \$134  = fsm_state == 4'h8;
-  assign \$135  = fsm_state == 4'h9;
-  assign \$136  = fsm_state == 4'ha;
-  assign \$137  = fsm_state == 4'hb;
-  assign \$138  = fsm_state == 4'hc;
-  assign \$139  = fsm_state == 4'hd;
-  assign \$140  = fsm_state == 4'he;
-  assign \$141  = fsm_state == 4'hf;
-  assign \$142  = fsm_state == 5'h10;
-  assign \$143  = fsm_state == 5'h11;
-  assign \$144  = fsm_state == 5'h12;
-  assign \$145  = fsm_state == 5'h13;
-  assign \$146  = fsm_state == 5'h14;
-  assign \$147  = fsm_state == 5'h15;
-  assign \$148  = fsm_state == 5'h16;
-  assign \$149  = fsm_state == 5'h17;
-  assign \$150  = fsm_state == 5'h18;
-  assign \$151  = fsm_state == 5'h19;
-  assign \$152  = fsm_state == 5'h1a;
-  assign \$153  = fsm_state == 5'h1b;
-  assign \$154  = fsm_state == 5'h1c;
-  assign \$155  = fsm_state == 5'h1d;
-  assign \$156  = fsm_state == 5'h1e;
-  assign \$157  = fsm_state == 5'h1f;
-  assign \$158  = fsm_state == 6'h20;
-  assign \$159  = fsm_state == 6'h21;
-  assign \$160  = fsm_state == 6'h22;
-  assign \$161  = fsm_state == 6'h23;
-  assign \$162  = ! lead;
-  assign \$163  = 1'h1 << lead;
-  assign \$165  = \$162  ? 64'h0000000000000000 : \$164 ;
-  assign \$166  = ! lead;
-  assign \$167  = lead + 1'h1;
-  assign \$168  = $signed(sh0) < $signed(4'h4);
-  assign \$169  = $signed(4'h4) - $signed(sh0);
-  assign \$170  = \$168  ? \$169  : 11'h000;
-  assign \$171  = $signed(sh0) < $signed(4'h4);
-  assign \$172  = $signed(sh0) - $signed(5'h0d);
-  assign \$173  = $signed(\$172 ) > $signed({ 1'h0, tk });
-  assign \$174  = $signed(sh0) - $signed(5'h0d);
-  assign \$175  = $signed(sh0) - $signed(4'h4);
-  assign \$176  = $signed(\$175 ) < $signed({ 1'h0, tk });
-  assign \$177  = $signed(sh0) - $signed(4'h4);
-  assign \$178  = \$176  ? \$177  : { 7'h00, tk };
-  assign \$179  = \$173  ? \$174  : \$178 ;
-  assign \$180  = \$171  ? 11'h000 : \$179 ;
-  assign \$181  = $signed(km) << pre;
-  assign \$182  = tsh > 6'h2b;
-  assign \$183  = \$182  ? 10'h02b : tsh;
-  assign \$184  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$185  = $signed(\$184 ) - $signed({ 1'h0, tsh });
-  assign \$186  = $signed(km_pre) >>> t_clamped;
-  assign \$187  = $signed(chan[108:101]) << \$109 [3:0];
-  assign \$188  = 1'h1 << sh;
-  assign \$190  = $signed(\$187 ) + $signed({ 1'h0, \$189  });
-  assign \$192  = $signed(5'h0d) - $signed(chan[148:141]);
-  assign \$193  = $signed(sh0) < $signed(4'h4);
-  assign \$194  = $signed(4'h4) - $signed(sh0);
-  assign \$195  = \$193  ? \$194  : 11'h000;
-  assign \$196  = $signed(sh0) < $signed(4'h4);
-  assign \$197  = $signed(sh0) - $signed(5'h0d);
-  assign \$198  = $signed(\$197 ) > $signed({ 1'h0, tk });
-  assign \$199  = $signed(sh0) - $signed(5'h0d);
-  assign \$200  = $signed(sh0) - $signed(4'h4);
-  assign \$201  = $signed(\$200 ) < $signed({ 1'h0, tk });
-  assign \$202  = $signed(sh0) - $signed(4'h4);
-  assign \$203  = \$201  ? \$202  : { 7'h00, tk };
-  assign \$204  = \$198  ? \$199  : \$203 ;
-  assign \$205  = \$196  ? 11'h000 : \$204 ;
-  assign \$206  = $signed(km) << pre;
-  assign \$207  = tsh > 6'h2b;
-  assign \$208  = \$207  ? 10'h02b : tsh;
-  assign \$209  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$210  = $signed(\$209 ) - $signed({ 1'h0, tsh });
-  assign \$211  = $signed(km_pre) >>> t_clamped;
-  assign \$212  = $signed(chan[108:101]) << \$110 [3:0];
-  assign \$213  = 1'h1 << sh;
-  assign \$215  = $signed(\$212 ) + $signed({ 1'h0, \$214  });
-  assign \$217  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$4  = $signed(\$3 ) + $signed({ 1'h0, chan[84:14] });
+  assign \$5  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$6  = - $signed(chan[100:93]);
+  assign \$7  = \$5  ? \$6  : { chan[100], chan[100:93] };
+  assign \$10  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$13  = $signed(floor_q) < $signed(1'h0);
+  assign \$14  = - $signed(floor_q);
+  assign \$15  = \$13  ? \$14  : { floor_q[9], floor_q };
+  assign \$16  = $signed(floor_q) >= $signed(1'h0);
+  assign \$17  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$18  = - $signed(chan[100:93]);
+  assign \$19  = \$17  ? \$18  : { chan[100], chan[100:93] };
+  assign \$20  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$21  = $signed(floor_q) < $signed(1'h0);
+  assign \$22  = - $signed(floor_q);
+  assign \$23  = \$21  ? \$22  : { floor_q[9], floor_q };
+  assign \$24  = $signed(floor_q) >= $signed(1'h0);
+  assign \$25  = ! fsm_state;
+  assign \$26  = fsm_state == 1'h1;
+  assign \$27  = fsm_state == 2'h2;
+  assign \$28  = fsm_state == 2'h3;
+  assign \$29  = fsm_state == 3'h4;
+  assign \$30  = fsm_state == 3'h5;
+  assign \$31  = fsm_state == 3'h6;
+  assign \$32  = fsm_state == 3'h7;
+  assign \$33  = fsm_state == 4'h8;
+  assign \$34  = fsm_state == 4'h9;
+  assign \$35  = fsm_state == 4'ha;
+  assign \$36  = fsm_state == 4'hb;
+  assign \$37  = fsm_state == 4'hc;
+  assign \$38  = fsm_state == 4'hd;
+  assign \$39  = fsm_state == 4'he;
+  assign \$40  = fsm_state == 4'hf;
+  assign \$41  = fsm_state == 5'h10;
+  assign \$42  = fsm_state == 5'h11;
+  assign \$43  = fsm_state == 5'h12;
+  assign \$44  = fsm_state == 5'h13;
+  assign \$45  = fsm_state == 5'h14;
+  assign \$46  = fsm_state == 5'h15;
+  assign \$47  = fsm_state == 5'h16;
+  assign \$48  = fsm_state == 5'h17;
+  assign \$49  = fsm_state == 5'h18;
+  assign \$50  = fsm_state == 5'h19;
+  assign \$51  = fsm_state == 5'h1a;
+  assign \$52  = fsm_state == 5'h1b;
+  assign \$53  = fsm_state == 5'h1c;
+  assign \$54  = fsm_state == 5'h1d;
+  assign \$55  = fsm_state == 5'h1e;
+  assign \$56  = fsm_state == 5'h1f;
+  assign \$57  = fsm_state == 6'h20;
+  assign \$58  = fsm_state == 6'h21;
+  assign \$59  = fsm_state == 6'h22;
+  assign \$60  = fsm_state == 6'h23;
+  assign \$61  = fsm_state == 6'h24;
+  assign \$62  = fsm_state == 6'h25;
+  assign \$63  = fsm_state == 6'h26;
+  assign \$64  = fsm_state == 6'h27;
+  assign \$65  = fsm_state == 6'h28;
+  assign \$66  = fsm_state == 6'h29;
+  assign \$67  = fsm_state == 6'h2a;
+  assign \$68  = fsm_state == 6'h2b;
+  assign \$69  = fsm_state == 6'h2c;
+  assign \$70  = fsm_state == 6'h2d;
+  assign \$71  = fsm_state == 6'h2e;
+  assign \$72  = fsm_state == 6'h2f;
+  assign \$73  = fsm_state == 6'h30;
+  assign \$74  = fsm_state == 6'h31;
+  assign \$75  = fsm_state == 6'h32;
+  assign \$76  = fsm_state == 6'h33;
+  assign \$77  = fsm_state == 6'h34;
+  assign \$78  = fsm_state == 6'h35;
+  assign \$79  = fsm_state == 6'h36;
+  assign \$80  = fsm_state == 6'h37;
+  assign \$81  = fsm_state == 6'h38;
+  assign \$82  = fsm_state == 6'h39;
+  assign \$83  = fsm_state == 6'h3a;
+  assign \$84  = fsm_state == 6'h3b;
+  assign \$85  = fsm_state == 6'h3c;
+  assign \$86  = fsm_state == 6'h3d;
+  assign \$87  = fsm_state == 6'h3e;
+  assign \$88  = ~ den_norm[35];
+  assign \$90  = den_zeros + 1'h1;
+  assign \$91  = ~ num_norm[22];
+  assign \$93  = num_zeros + 1'h1;
+  assign \$94  = loop_n + 1'h1;
+  assign \$95  = loop_n == 6'h23;
+  assign \$96  = 4'hc + num_zeros;
+  assign \$97  = \$96  - den_zeros;
+  assign \$98  = ~ num_norm[22];
+  assign \$100  = $signed(div_num) < $signed(1'h0);
+  assign \$101  = - $signed(div_num);
+  assign \$102  = \$100  ? \$101  : { div_num[42], div_num };
+  assign \$103  = $signed(div_num) < $signed(1'h0);
+  assign \$105  = gain_q1[13] ? \$104  : gain_q1;
+  assign \$106  = gain_zero ? 16'h0000 : \$105 ;
+  assign \$107  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$108  = gain_zero ? 10'h004 : \$107 ;
+  assign \$109  = ~ gain_zero;
+  assign \$110  = $signed(gain_shift) < $signed(4'h4);
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$114  = $signed(gain_shift) - $signed(2'h1);
+  assign \$115  = $signed(gain_shift) < $signed(4'h4);
+  assign \$116  = special_r & \$115 ;
+  assign \$117  = scale_count < 4'hd;
+  assign \$118  = \$116  & \$117 ;
+  assign \$120  = $signed(gain_shift) + $signed(2'h1);
+  assign \$121  = scale_count + 1'h1;
+  assign \$122  = loop_n + 1'h1;
+  assign \$123  = loop_n == 4'hd;
+  assign \$124  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$125  = \$124  ? 9'h00d : gain_shift;
+  assign \$126  = special_r ? 9'h004 : \$125 ;
+  assign \$127  = $signed(div_num) < $signed(1'h0);
+  assign \$128  = - $signed(div_num);
+  assign \$129  = \$127  ? \$128  : { div_num[42], div_num };
+  assign \$130  = $signed(div_num) < $signed(1'h0);
+  assign \$131  = $signed(chan[108:101]) << \$1 [3:0];
+  assign \$132  = 1'h1 << sh;
+  assign \$134  = $signed(\$131 ) + $signed({ 1'h0, \$133  });
+  assign \$135  = $signed(\$134 ) - $signed(gain_w);
+  assign \$136  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$137  = - gain_x;
+  assign \$138  = \$136  ? \$137  : { 1'h0, gain_x };
+  assign \$139  = $signed(gain_t) + $signed(\$138 );
+  assign \$140  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$141  = $signed(gain_t) > $signed(13'h0810);
+  assign \$142  = \$141  ? 31'h00000810 : gain_t;
+  assign \$143  = \$140  ? 31'h7ffff7e0 : \$142 ;
+  assign \$144  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$145  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$146  = \$145  ? 32'd2064 : gain_t1;
+  assign \$147  = \$144  ? 32'd4294965216 : \$146 ;
+  assign \$148  = $signed(acc1) - $signed(acc0);
+  assign \$149  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$150  = - gain_x;
+  assign \$151  = \$149  ? \$150  : { 1'h0, gain_x };
+  assign \$152  = special_r ? { \$148 [23], \$148 [23], \$148 [23], \$148 [23], \$148  } : \$151 ;
+  assign \$153  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$154  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$155  = $signed(floor_q) + $signed(2'h1);
+  assign \$157  = ~ den_norm[35];
+  assign \$159  = den_zeros + 1'h1;
+  assign \$160  = ~ num_norm[22];
+  assign \$162  = num_zeros + 1'h1;
+  assign \$163  = loop_n + 1'h1;
+  assign \$164  = loop_n == 5'h16;
+  assign \$165  = 7'h7c + num_zeros;
+  assign \$166  = $signed(\$165 ) - $signed(chan[148:141]);
+  assign \$167  = ~ num_norm[22];
+  assign \$171  = gain_q1[13] ? \$170  : gain_q1;
+  assign \$172  = gain_zero ? 16'h0000 : \$171 ;
+  assign \$173  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$174  = gain_zero ? 10'h004 : \$173 ;
+  assign \$175  = ~ gain_zero;
+  assign \$176  = $signed(gain_shift) < $signed(4'h4);
+  assign \$177  = \$175  & \$176 ;
+  assign \$178  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$180  = $signed(gain_shift) - $signed(2'h1);
+  assign \$181  = $signed(gain_shift) < $signed(4'h4);
+  assign \$182  = special_r & \$181 ;
+  assign \$183  = scale_count < 4'hd;
+  assign \$184  = \$182  & \$183 ;
+  assign \$186  = $signed(gain_shift) + $signed(2'h1);
+  assign \$187  = scale_count + 1'h1;
+  assign \$188  = loop_n + 1'h1;
+  assign \$189  = loop_n == 4'hd;
+  assign \$190  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$191  = \$190  ? 9'h00d : gain_shift;
+  assign \$192  = special_r ? 9'h004 : \$191 ;
+  assign \$194  = $signed(chan[108:101]) << \$2 [3:0];
+  assign \$195  = 1'h1 << sh;
+  assign \$197  = $signed(\$194 ) + $signed({ 1'h0, \$196  });
+  assign \$198  = $signed(\$197 ) - $signed(gain_w);
+  assign \$199  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$200  = - gain_x;
+  assign \$201  = \$199  ? \$200  : { 1'h0, gain_x };
+  assign \$202  = $signed(gain_t) + $signed(\$201 );
+  assign \$203  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$204  = $signed(gain_t) > $signed(13'h0810);
+  assign \$205  = \$204  ? 31'h00000810 : gain_t;
+  assign \$206  = \$203  ? 31'h7ffff7e0 : \$205 ;
+  assign \$207  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$208  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$209  = \$208  ? 32'd2064 : gain_t1;
+  assign \$210  = \$207  ? 32'd4294965216 : \$209 ;
+  assign \$211  = $signed(acc1) - $signed(acc0);
+  assign \$212  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$213  = - gain_x;
+  assign \$214  = \$212  ? \$213  : { 1'h0, gain_x };
+  assign \$215  = special_r ? { \$211 [23], \$211 [23], \$211 [23], \$211 [23], \$211  } : \$214 ;
+  assign \$216  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$217  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$218  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$218 ;
+    pop_top <= \$219 ;
   always @(posedge clk)
-    pop_bottom <= \$219 ;
+    pop_bottom <= \$220 ;
   always @(posedge clk)
-    fsm_state <= \$220 ;
+    fsm_state <= \$221 ;
   always @(posedge clk)
-    start <= \$221 ;
+    start <= \$222 ;
   always @(posedge clk)
-    t <= \$222 ;
+    t <= \$223 ;
   always @(posedge clk)
-    \start$11  <= \$223 ;
+    \start$7  <= \$224 ;
   always @(posedge clk)
-    den <= \$224 ;
+    \den$42  <= \$225 ;
   always @(posedge clk)
-    lead <= \$225 ;
+    floor_q <= \$226 ;
   always @(posedge clk)
-    \start$9  <= \$226 ;
+    mean_rem <= \$227 ;
   always @(posedge clk)
-    recip_rem <= \$227 ;
+    gain_num <= \$228 ;
   always @(posedge clk)
-    recip_one <= \$228 ;
+    den_norm <= \$229 ;
   always @(posedge clk)
-    recip <= \$229 ;
+    num_norm <= \$230 ;
   always @(posedge clk)
-    m <= \$230 ;
+    num_zeros <= \$231 ;
   always @(posedge clk)
-    km <= \$231 ;
+    den_zeros <= \$232 ;
   always @(posedge clk)
-    sh0 <= \$232 ;
+    loop_n <= \$233 ;
   always @(posedge clk)
-    tk <= \$233 ;
+    gain_shift <= \$234 ;
   always @(posedge clk)
-    pre <= \$234 ;
+    gain_zero <= \$235 ;
   always @(posedge clk)
-    tsh <= \$235 ;
+    div_num <= \$236 ;
   always @(posedge clk)
-    km_pre <= \$236 ;
+    div_mag <= \$237 ;
   always @(posedge clk)
-    t_clamped <= \$237 ;
+    div_neg <= \$238 ;
   always @(posedge clk)
-    sh <= \$238 ;
+    \start$5  <= \$239 ;
   always @(posedge clk)
-    \a$31  <= \$239 ;
+    gain_q1 <= \$240 ;
   always @(posedge clk)
-    bias <= \$240 ;
+    gain_x <= \$241 ;
   always @(posedge clk)
-    \b$54  <= \$241 ;
+    scale_count <= \$242 ;
   always @(posedge clk)
-    \p$55  <= \$242 ;
+    special_r <= \$243 ;
   always @(posedge clk)
-    quot <= \$243 ;
+    sh <= \$244 ;
+  always @(posedge clk)
+    gain_p <= \$245 ;
+  always @(posedge clk)
+    gain_w <= \$246 ;
+  always @(posedge clk)
+    gain_t <= \$247 ;
+  always @(posedge clk)
+    gain_t1 <= \$248 ;
+  always @(posedge clk)
+    acc0 <= \$249 ;
+  always @(posedge clk)
+    acc1 <= \$250 ;
+  always @(posedge clk)
+    a_fin <= \$251 ;
+  always @(posedge clk)
+    c_fin <= \$252 ;
+  always @(posedge clk)
+    \b$63  <= \$253 ;
+  always @(posedge clk)
+    \a$64  <= \$254 ;
+  always @(posedge clk)
+    special <= \$255 ;
+  always @(posedge clk)
+    \neg$66  <= \$256 ;
+  always @(posedge clk)
+    q_lo <= \$257 ;
+  always @(posedge clk)
+    q_hi <= \$258 ;
   \hwnorm_frn_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$27 ),
-    .done(\done$44 ),
+    .\den$13 (den),
+    .done(\done$52 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$26 ),
+    .\neg$15 (\neg$22 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$28 )
+    .start(\start$5 ),
+    .steps(\steps$26 )
   );
   \hwnorm_frn_s8.math.isqrt  isqrt (
     .clk(clk),
     .done(\done$41 ),
     .root(root),
     .rst(rst),
-    .start(\start$11 ),
+    .start(\start$7 ),
     .\w$11 (w)
   );
   \hwnorm_frn_s8.math.mul  mul (
@@ -1215,19 +1269,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          a = { \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7  };
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          a = { 11'h000, recip };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          a = { m[25], m[25], m };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1240,12 +1294,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          a = { 12'h000, chan[140:125] };
-      6'h1a:
           /* empty */;
+      6'h1a:
+          a = { 1'h0, gain_x };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1257,7 +1309,65 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h1f:
           /* empty */;
       6'h20:
-          a = { \a$31 [25], \a$31 [25], \a$31  };
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          a = { \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19  };
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          a = { 1'h0, gain_x };
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
@@ -1285,19 +1395,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          b = { 3'h0, chan[13:1] };
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          b = { \$116 [8], \$116 [8], \$116 [8], \$116 [8], \$116 [8], \$116 [8], \$116 [8], \$116  };
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          b = { 3'h0, chan[13:1] };
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1310,12 +1420,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          b = { \$120 [8], \$120 [8], \$120 [8], \$120 [8], \$120 [8], \$120 [8], \$120 [8], \$120  };
-      6'h1a:
           /* empty */;
+      6'h1a:
+          b = { mean_rem[13], mean_rem[13], mean_rem };
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1327,7 +1435,65 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h1f:
           /* empty */;
       6'h20:
-          b = \$124 [15:0];
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          b = { \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15  };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          b = chan[140:125];
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          b = { mean_rem[13], mean_rem[13], mean_rem };
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          b = { \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23  };
     endcase
   end
   always @* begin
@@ -1355,19 +1521,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          c = 59'h000000000000000;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          c = 59'h000000000000000;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          c = 59'h000000000000000;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1380,12 +1546,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          c = 59'h000000000000000;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          c = 59'h000000000000000;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1397,7 +1561,65 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
           c = 59'h000000000000000;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          c = 59'h000000000000000;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
@@ -1425,19 +1647,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          neg = 1'h0;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          neg = \$117 ;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          neg = 1'h0;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1450,12 +1672,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          neg = \$121 ;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          neg = \$10 ;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1467,7 +1687,65 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h1f:
           /* empty */;
       6'h20:
-          neg = \$125 ;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          neg = \$16 ;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          neg = 1'h0;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          neg = \$20 ;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          neg = \$24 ;
     endcase
   end
   always @* begin
@@ -1495,19 +1773,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0b:
           /* empty */;
       6'h0c:
-          /* empty */;
+          steps = 5'h0d;
       6'h0d:
           /* empty */;
       6'h0e:
           /* empty */;
       6'h0f:
-          steps = 5'h08;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
           /* empty */;
       6'h12:
-          steps = 5'h0d;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1520,12 +1798,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
-          steps = 5'h08;
-      6'h1a:
           /* empty */;
+      6'h1a:
+          steps = 5'h0d;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1537,7 +1813,65 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h1f:
           /* empty */;
       6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          steps = 5'h09;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
           steps = 5'h10;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          steps = 5'h08;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          steps = 5'h09;
     endcase
   end
   always @* begin
@@ -1557,12 +1891,12 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h07:
           /* empty */;
       6'h08:
-          w = \$112 [71:0];
+          w = \$4 [71:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 36'h000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1585,12 +1919,48 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0b:
           /* empty */;
       6'h0c:
-          rem_init = recip_rem;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          rem_init = \$8 [15:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          rem_init = \$11 [15:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 16'h0000;
+    lo_init = 27'h0000000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1613,12 +1983,48 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0b:
           /* empty */;
       6'h0c:
-          lo_init = \$113 ;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          lo_init = \$9 [26:0];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          lo_init = \$12 [26:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$26  = 1'h0;
+    \neg$22  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1641,12 +2047,48 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0b:
           /* empty */;
       6'h0c:
-          \neg$26  = 1'h0;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \neg$22  = div_neg;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \neg$22  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$27  = 36'h000000000;
+    den = 16'h0000;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1669,12 +2111,48 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0b:
           /* empty */;
       6'h0c:
-          \den$27  = den;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          den = den_norm[35:20];
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$28  = 5'h00;
+    \steps$26  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1697,7 +2175,43 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0b:
           /* empty */;
       6'h0c:
-          \steps$28  = 5'h10;
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \steps$26  = 5'h0e;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \steps$26  = 5'h1b;
     endcase
   end
   always @* begin
@@ -1750,8 +2264,6 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1774,16 +2286,65 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
           /* empty */;
       6'h23:
           /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          /* empty */;
       6'h01:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$218  = 1'h0;
-    if (rst) begin
-      \$218  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -1794,120 +2355,195 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$220  = fsm_state;
+    \$220  = 1'h0;
+    if (rst) begin
+      \$220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$221  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (\start$37 ) begin
             casez (entry)
               2'h0:
-                  \$220  = 6'h01;
+                  \$221  = 6'h01;
               2'h1:
-                  \$220  = 6'h02;
+                  \$221  = 6'h02;
               2'h2:
-                  \$220  = 6'h03;
+                  \$221  = 6'h03;
             endcase
           end
       6'h02:
-          \$220  = 6'h04;
+          \$221  = 6'h04;
       6'h04:
-          \$220  = 6'h05;
+          \$221  = 6'h05;
       6'h05:
-          \$220  = 6'h06;
+          \$221  = 6'h06;
       6'h06:
           if (\done$39 ) begin
-            \$220  = 6'h07;
+            \$221  = 6'h07;
           end
       6'h07:
-          \$220  = 6'h08;
+          \$221  = 6'h08;
       6'h08:
-          \$220  = 6'h09;
+          \$221  = 6'h09;
       6'h09:
           if (\done$41 ) begin
-            \$220  = 6'h0a;
+            \$221  = 6'h0a;
           end
       6'h0a:
-          \$220  = 6'h0b;
+          \$221  = 6'h0b;
       6'h0b:
-          \$220  = 6'h0c;
+          \$221  = 6'h0c;
       6'h0c:
-          \$220  = 6'h0d;
+          \$221  = 6'h0d;
       6'h0d:
-          if (\done$44 ) begin
-            \$220  = 6'h0e;
+          if (\done$39 ) begin
+            \$221  = 6'h0e;
           end
       6'h0e:
-          \$220  = 6'h0f;
+          \$221  = 6'h0f;
       6'h0f:
-          \$220  = 6'h10;
+          if (\$95 ) begin
+            \$221  = 6'h10;
+          end
       6'h10:
-          if (\done$39 ) begin
-            \$220  = 6'h11;
-          end
+          \$221  = 6'h11;
       6'h11:
-          \$220  = 6'h12;
+          \$221  = 6'h12;
       6'h12:
-          \$220  = 6'h13;
+          \$221  = 6'h13;
       6'h13:
-          if (\done$39 ) begin
-            \$220  = 6'h14;
-          end
+          \$221  = 6'h14;
       6'h14:
-          \$220  = 6'h15;
-      6'h15:
-          \$220  = 6'h16;
-      6'h16:
-          \$220  = 6'h17;
-      6'h17:
-          \$220  = 6'h18;
-      6'h18:
-          \$220  = 6'h01;
-      6'h03:
-          \$220  = 6'h19;
-      6'h19:
-          \$220  = 6'h1a;
-      6'h1a:
-          if (\done$39 ) begin
-            \$220  = 6'h1b;
+          if (\done$52 ) begin
+            \$221  = 6'h15;
           end
+      6'h15:
+          \$221  = 6'h16;
+      6'h16:
+          \$221  = 6'h17;
+      6'h17:
+          if (\$123 ) begin
+            \$221  = 6'h18;
+          end
+      6'h18:
+          \$221  = 6'h19;
+      6'h19:
+          \$221  = 6'h1a;
+      6'h1a:
+          \$221  = 6'h1b;
       6'h1b:
-          \$220  = 6'h1c;
+          if (\done$39 ) begin
+            \$221  = 6'h1c;
+          end
       6'h1c:
-          \$220  = 6'h1d;
+          \$221  = 6'h1d;
       6'h1d:
-          \$220  = 6'h1e;
+          \$221  = 6'h1e;
       6'h1e:
-          \$220  = 6'h1f;
+          \$221  = 6'h1f;
       6'h1f:
-          \$220  = 6'h20;
+          if (\done$52 ) begin
+            \$221  = 6'h20;
+          end
       6'h20:
-          \$220  = 6'h21;
+          \$221  = 6'h21;
       6'h21:
-          if (\done$39 ) begin
-            \$220  = 6'h22;
-          end
+          \$221  = 6'h22;
       6'h22:
-          \$220  = 6'h23;
+          \$221  = 6'h23;
       6'h23:
-          \$220  = 6'h01;
+          \$221  = 6'h24;
+      6'h24:
+          \$221  = 6'h25;
+      6'h25:
+          \$221  = 6'h26;
+      6'h26:
+          if (\done$39 ) begin
+            \$221  = 6'h27;
+          end
+      6'h27:
+          \$221  = 6'h01;
+      6'h03:
+          \$221  = 6'h28;
+      6'h28:
+          \$221  = 6'h29;
+      6'h29:
+          \$221  = 6'h2a;
+      6'h2a:
+          if (\done$39 ) begin
+            \$221  = 6'h2b;
+          end
+      6'h2b:
+          \$221  = 6'h2c;
+      6'h2c:
+          if (\$164 ) begin
+            \$221  = 6'h2d;
+          end
+      6'h2d:
+          \$221  = 6'h2e;
+      6'h2e:
+          \$221  = 6'h2f;
+      6'h2f:
+          \$221  = 6'h30;
+      6'h30:
+          \$221  = 6'h31;
+      6'h31:
+          if (\$189 ) begin
+            \$221  = 6'h32;
+          end
+      6'h32:
+          \$221  = 6'h33;
+      6'h33:
+          \$221  = 6'h34;
+      6'h34:
+          \$221  = 6'h35;
+      6'h35:
+          if (\done$39 ) begin
+            \$221  = 6'h36;
+          end
+      6'h36:
+          \$221  = 6'h37;
+      6'h37:
+          \$221  = 6'h38;
+      6'h38:
+          \$221  = 6'h39;
+      6'h39:
+          \$221  = 6'h3a;
+      6'h3a:
+          \$221  = 6'h3b;
+      6'h3b:
+          \$221  = 6'h3c;
+      6'h3c:
+          \$221  = 6'h3d;
+      6'h3d:
+          if (\done$39 ) begin
+            \$221  = 6'h3e;
+          end
+      6'h3e:
+          \$221  = 6'h01;
       6'h01:
-          \$220  = 6'h00;
+          \$221  = 6'h00;
     endcase
     if (rst) begin
-      \$220  = 6'h00;
+      \$221  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$221  = start;
+    \$222  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$221  = 1'h1;
+          \$222  = 1'h1;
       6'h05:
-          \$221  = 1'h0;
+          \$222  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
@@ -1919,21 +2555,21 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h0a:
           /* empty */;
       6'h0b:
-          /* empty */;
+          \$222  = 1'h1;
       6'h0c:
-          /* empty */;
+          \$222  = 1'h0;
       6'h0d:
           /* empty */;
       6'h0e:
-          \$221  = 1'h1;
+          /* empty */;
       6'h0f:
-          \$221  = 1'h0;
+          /* empty */;
       6'h10:
           /* empty */;
       6'h11:
-          \$221  = 1'h1;
+          /* empty */;
       6'h12:
-          \$221  = 1'h0;
+          /* empty */;
       6'h13:
           /* empty */;
       6'h14:
@@ -1946,12 +2582,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
           /* empty */;
       6'h18:
           /* empty */;
-      6'h03:
-          \$221  = 1'h1;
       6'h19:
-          \$221  = 1'h0;
+          \$222  = 1'h1;
       6'h1a:
-          /* empty */;
+          \$222  = 1'h0;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1961,17 +2595,75 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h1e:
           /* empty */;
       6'h1f:
-          \$221  = 1'h1;
+          /* empty */;
       6'h20:
-          \$221  = 1'h0;
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$222  = 1'h1;
+      6'h25:
+          \$222  = 1'h0;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          \$222  = 1'h1;
+      6'h29:
+          \$222  = 1'h0;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          \$222  = 1'h1;
+      6'h34:
+          \$222  = 1'h0;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          \$222  = 1'h1;
+      6'h3c:
+          \$222  = 1'h0;
     endcase
     if (rst) begin
-      \$221  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$222  = t;
+    \$223  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1983,16 +2675,16 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
           /* empty */;
       6'h06:
           if (\done$39 ) begin
-            \$222  = p[56:0];
+            \$223  = p[56:0];
           end
     endcase
     if (rst) begin
-      \$222  = 57'h000000000000000;
+      \$223  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$223  = \start$11 ;
+    \$224  = \start$7 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2005,17 +2697,17 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h06:
           /* empty */;
       6'h07:
-          \$223  = 1'h1;
+          \$224  = 1'h1;
       6'h08:
-          \$223  = 1'h0;
+          \$224  = 1'h0;
     endcase
     if (rst) begin
-      \$223  = 1'h0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$224  = den;
+    \$225  = \den$42 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2033,16 +2725,16 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
           /* empty */;
       6'h09:
           if (\done$41 ) begin
-            \$224  = root;
+            \$225  = root;
           end
     endcase
     if (rst) begin
-      \$224  = 36'h000000000;
+      \$225  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$225  = lead;
+    \$226  = floor_q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2061,544 +2753,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h09:
           /* empty */;
       6'h0a:
-          \$225  = den_lead;
-    endcase
-    if (rst) begin
-      \$225  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$226  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$226  = 1'h1;
-      6'h0c:
-          \$226  = 1'h0;
-    endcase
-    if (rst) begin
-      \$226  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$227  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$227  = \$165 [35:0];
-    endcase
-    if (rst) begin
-      \$227  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$228  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          \$228  = \$166 ;
-    endcase
-    if (rst) begin
-      \$228  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$229  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          if (\done$44 ) begin
-            \$229  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$229  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$230  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$39 ) begin
-            \$230  = p[25:0];
-          end
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          if (\done$39 ) begin
-            \$230  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$230  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$231  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          if (\done$39 ) begin
-            \$231  = p[39:0];
-          end
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$231  = \$191 [39:0];
-    endcase
-    if (rst) begin
-      \$231  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$232  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$232  = { 3'h0, \$167  };
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$232  = { \$192 [8], \$192  };
-    endcase
-    if (rst) begin
-      \$232  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$233  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$233  = count_lead;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$233  = 4'h8;
-    endcase
-    if (rst) begin
-      \$233  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$234  = \$170 [1:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$234  = \$195 [1:0];
-    endcase
-    if (rst) begin
-      \$234  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$235  = \$180 [9:0];
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$235  = \$205 [9:0];
-    endcase
-    if (rst) begin
-      \$235  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
+          \$226  = 10'h000;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2622,12 +2777,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h15:
           /* empty */;
       6'h16:
-          \$236  = \$181 ;
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -2638,7 +2791,1027 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$236  = \$206 ;
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$226  = \$156 [9:0];
+    endcase
+    if (rst) begin
+      \$226  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$227  = mean_rem;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          \$227  = 14'h0000;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          \$227  = { 6'h00, chan[116:109] };
+    endcase
+    if (rst) begin
+      \$227  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$228  = gain_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          if (\done$39 ) begin
+            \$228  = p[23:0];
+          end
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          if (\done$39 ) begin
+            \$228  = p[23:0];
+          end
+    endcase
+    if (rst) begin
+      \$228  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$229  = den_norm;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$229  = \den$42 ;
+      6'h0f:
+          if (\$88 ) begin
+            \$229  = \$89 [35:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$229  = 36'h800000000;
+      6'h2c:
+          if (\$157 ) begin
+            \$229  = \$158 [35:0];
+          end
+    endcase
+    if (rst) begin
+      \$229  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$230  = num_norm;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$230  = gain_num[22:0];
+      6'h0f:
+          if (\$91 ) begin
+            \$230  = \$92 [22:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$230  = gain_num[22:0];
+      6'h2c:
+          if (\$160 ) begin
+            \$230  = \$161 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$230  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$231  = num_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$231  = 5'h00;
+      6'h0f:
+          if (\$91 ) begin
+            \$231  = \$93 [4:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$231  = 5'h00;
+      6'h2c:
+          if (\$160 ) begin
+            \$231  = \$162 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$231  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = den_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          \$232  = 6'h00;
+      6'h0f:
+          if (\$88 ) begin
+            \$232  = \$90 [5:0];
+          end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          \$232  = 6'h00;
+      6'h2c:
+          if (\$157 ) begin
+            \$232  = \$159 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = loop_n;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+        begin
+          \$233  = \$94 [5:0];
+          if (\$95 ) begin
+            \$233  = 6'h00;
+          end
+        end
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          \$233  = \$122 [5:0];
+          if (\$123 ) begin
+            \$233  = 6'h00;
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+        begin
+          \$233  = \$163 [5:0];
+          if (\$164 ) begin
+            \$233  = 6'h00;
+          end
+        end
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          \$233  = \$188 [5:0];
+          if (\$189 ) begin
+            \$233  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$233  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = gain_shift;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$234  = { \$97 [6], \$97 [6], \$97  };
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$234  = \$108 [8:0];
+      6'h16:
+          /* empty */;
+      6'h17:
+        begin
+          if (\$112 ) begin
+            \$234  = \$114 [8:0];
+          end
+          if (\$118 ) begin
+            \$234  = \$120 [8:0];
+          end
+        end
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$234  = \$166 ;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$234  = \$174 [8:0];
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          if (\$178 ) begin
+            \$234  = \$180 [8:0];
+          end
+          if (\$184 ) begin
+            \$234  = \$186 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$234  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$235  = gain_zero;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          \$235  = \$98 ;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          \$235  = \$167 ;
+    endcase
+    if (rst) begin
+      \$235  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$236  = div_num;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$236  = { 13'h0000, \$99  };
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          \$236  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
       \$236  = 43'h00000000000;
@@ -2646,7 +3819,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = t_clamped;
+    \$237  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2681,7 +3854,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          \$237  = \$102 [42:0];
       6'h13:
           /* empty */;
       6'h14:
@@ -2689,12 +3862,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h15:
           /* empty */;
       6'h16:
-          \$237  = \$183 [5:0];
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -2705,15 +3876,15 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$237  = \$208 [5:0];
+          \$237  = \$129 [42:0];
     endcase
     if (rst) begin
-      \$237  = 6'h00;
+      \$237  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = sh;
+    \$238  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2748,7 +3919,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          \$238  = \$103 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -2756,12 +3927,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h15:
           /* empty */;
       6'h16:
-          \$238  = \$185 [3:0];
+          /* empty */;
       6'h17:
           /* empty */;
       6'h18:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -2772,15 +3941,15 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h1c:
           /* empty */;
       6'h1d:
-          \$238  = \$210 [3:0];
+          \$238  = \$130 ;
     endcase
     if (rst) begin
-      \$238  = 4'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = \a$31 ;
+    \$239  = \start$5 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2815,9 +3984,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h11:
           /* empty */;
       6'h12:
-          /* empty */;
+          \$239  = 1'h1;
       6'h13:
-          /* empty */;
+          \$239  = 1'h0;
       6'h14:
           /* empty */;
       6'h15:
@@ -2825,10 +3994,8 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h16:
           /* empty */;
       6'h17:
-          \$239  = \$186 [25:0];
-      6'h18:
           /* empty */;
-      6'h03:
+      6'h18:
           /* empty */;
       6'h19:
           /* empty */;
@@ -2839,17 +4006,17 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h1c:
           /* empty */;
       6'h1d:
-          /* empty */;
+          \$239  = 1'h1;
       6'h1e:
-          \$239  = \$211 [25:0];
+          \$239  = 1'h0;
     endcase
     if (rst) begin
-      \$239  = 26'h0000000;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = bias;
+    \$240  = gain_q1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2888,76 +4055,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h13:
           /* empty */;
       6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$240  = { \$190 [23], \$190 [23], \$190 [23], \$190 [23], \$190 [23], \$190 [23], \$190 [23], \$190 [23], \$190 [23], \$190 [23], \$190  };
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$240  = { \$215 [23], \$215 [23], \$215 [23], \$215 [23], \$215 [23], \$215 [23], \$215 [23], \$215 [23], \$215 [23], \$215 [23], \$215  };
-    endcase
-    if (rst) begin
-      \$240  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = \b$54 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
+          if (\done$52 ) begin
+            \$240  = q[15:0];
+          end
       6'h15:
           /* empty */;
       6'h16:
@@ -2965,8 +4065,6 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h17:
           /* empty */;
       6'h18:
-          \$241  = bias;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -2989,15 +4087,39 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h22:
           /* empty */;
       6'h23:
-          \$241  = \$217 [33:0];
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$240  = \$169 [15:0];
     endcase
     if (rst) begin
-      \$241  = 34'h000000000;
+      \$240  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = \p$55 ;
+    \$241  = gain_x;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3038,91 +4160,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          \$241  = { \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106  };
       6'h16:
           /* empty */;
       6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$39 ) begin
-            \$242  = p[48:0];
+        begin
+          if (\$112 ) begin
+            \$241  = \$113 ;
           end
-    endcase
-    if (rst) begin
-      \$242  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
+          if (\$118 ) begin
+            \$241  = \$119 [26:0];
+          end
+        end
       6'h18:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h19:
           /* empty */;
@@ -3143,17 +4193,2151 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
       6'h21:
           /* empty */;
       6'h22:
-          \$243  = \$216 [37:0];
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$241  = { \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172  };
+      6'h30:
+          /* empty */;
+      6'h31:
+        begin
+          if (\$178 ) begin
+            \$241  = \$179 ;
+          end
+          if (\$184 ) begin
+            \$241  = \$185 [26:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$243  = 38'h0000000000;
+      \$241  = 27'h0000000;
     end
   end
-  assign beta_shift = \$109 [3:0];
-  assign \beta_shift$6  = \$110 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = scale_count;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          \$242  = 4'h0;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$242  = \$121 [3:0];
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          \$242  = 4'h0;
+      6'h30:
+          /* empty */;
+      6'h31:
+          \$242  = \$187 [3:0];
+    endcase
+    if (rst) begin
+      \$242  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = special_r;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$243  = \$111 ;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \$243  = \$177 ;
+    endcase
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$244  = \$126 [3:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          \$244  = \$192 [3:0];
+    endcase
+    if (rst) begin
+      \$244  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = gain_p;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          if (\done$39 ) begin
+            \$245  = p[41:0];
+          end
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          if (\done$39 ) begin
+            \$245  = p[41:0];
+          end
+    endcase
+    if (rst) begin
+      \$245  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = gain_w;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          if (\done$52 ) begin
+            \$246  = q;
+          end
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          \$246  = \$193 [28:0];
+    endcase
+    if (rst) begin
+      \$246  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = gain_t;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          \$247  = { \$135 [29], \$135  };
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          \$247  = { \$198 [29], \$198  };
+    endcase
+    if (rst) begin
+      \$247  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = gain_t1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          \$248  = \$139 ;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          \$248  = \$202 ;
+    endcase
+    if (rst) begin
+      \$248  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = acc0;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$249  = \$143 [22:0];
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          \$249  = \$206 [22:0];
+    endcase
+    if (rst) begin
+      \$249  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = acc1;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          \$250  = \$147 [22:0];
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          \$250  = \$210 [22:0];
+    endcase
+    if (rst) begin
+      \$250  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = a_fin;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$251  = \$152 [13:0];
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          \$251  = \$215 [13:0];
+    endcase
+    if (rst) begin
+      \$251  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = c_fin;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          \$252  = \$153 [22:0];
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          \$252  = \$216 [22:0];
+    endcase
+    if (rst) begin
+      \$252  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = \b$63 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          if (\done$39 ) begin
+            \$253  = p[22:0];
+          end
+      6'h27:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          if (\done$39 ) begin
+            \$253  = p[22:0];
+          end
+    endcase
+    if (rst) begin
+      \$253  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = \a$64 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$254  = a_fin;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$254  = a_fin;
+    endcase
+    if (rst) begin
+      \$254  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = special;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$255  = special_r;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$255  = special_r;
+    endcase
+    if (rst) begin
+      \$255  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = \neg$66 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$256  = \$154 ;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$256  = \$217 ;
+    endcase
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = q_lo;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$257  = floor_q;
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$257  = floor_q;
+    endcase
+    if (rst) begin
+      \$257  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = q_hi;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          \$258  = \$155 [9:0];
+      6'h03:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          \$258  = \$218 [9:0];
+    endcase
+    if (rst) begin
+      \$258  = 10'h000;
+    end
+  end
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
-  assign isqrt_go = \start$11 ;
+  assign seqdiv_go = \start$5 ;
+  assign isqrt_go = \start$7 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[84:14];
@@ -3163,63 +6347,79 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, den, sh,
   assign \chan.mean  = chan[124:109];
   assign \chan.scale_m  = chan[140:125];
   assign \chan.scale_exp  = chan[148:141];
-  assign \$111  = { t[56], t, 30'h00000000 };
-  assign \$164  = { 1'h0, \$163 [63:1] };
-  assign \$189  = { 1'h0, \$188 [15:1] };
-  assign \$191  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$214  = { 1'h0, \$213 [15:1] };
-  assign \$216  = { \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48], \p$55 [48:8] };
+  assign \$3  = { t[56], t, 30'h00000000 };
+  assign \$8  = { 14'h0000, div_mag[42:14] };
+  assign \$9  = { 2'h0, div_mag[13:0], 13'h0000 };
+  assign \$11  = { 27'h0000000, div_mag[42:27] };
+  assign \$12  = { 1'h0, div_mag[26:0] };
+  assign \$89  = { den_norm, 1'h0 };
+  assign \$92  = { num_norm, 1'h0 };
+  assign \$99  = { 1'h0, num_norm, 6'h00 };
+  assign \$104  = { gain_q1[15], gain_q1[15:1] };
+  assign \$113  = { 1'h0, gain_x[26:1] };
+  assign \$119  = { gain_x, 1'h0 };
+  assign \$133  = { 1'h0, \$132 [15:1] };
+  assign \$156  = { chan[124], chan[124], chan[124], chan[124], chan[124], chan[124], chan[124], chan[124], chan[124:117] };
+  assign \$158  = { den_norm, 1'h0 };
+  assign \$161  = { num_norm, 1'h0 };
+  assign \$168  = { 1'h0, num_norm, 6'h00 };
+  assign \$169  = { 15'h0000, \$168 [29:15] };
+  assign \$170  = { gain_q1[15], gain_q1[15:1] };
+  assign \$179  = { 1'h0, gain_x[26:1] };
+  assign \$185  = { gain_x, 1'h0 };
+  assign \$193  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$196  = { 1'h0, \$195 [15:1] };
 endmodule
 
 module \hwnorm_frn_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [36:0] \$1 ;
+  wire [16:0] \$1 ;
   wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [16:0] \$13 ;
-  wire [17:0] \$14 ;
-  wire [17:0] \$15 ;
+  wire [27:0] \$13 ;
+  wire [28:0] \$14 ;
+  wire [28:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [35:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
-  reg [15:0] \$20 ;
-  reg [35:0] \$21 ;
+  reg [26:0] \$20 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
-  reg [15:0] \$23 ;
+  reg [26:0] \$23 ;
   reg [4:0] \$24 ;
   reg \$25 ;
-  reg [17:0] \$26 ;
+  reg [28:0] \$26 ;
   wire \$3 ;
-  wire [37:0] \$4 ;
-  wire [37:0] \$5 ;
-  wire [16:0] \$6 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
+  wire [27:0] \$6 ;
   wire \$7 ;
-  wire [16:0] \$8 ;
-  wire [16:0] \$9 ;
+  wire [27:0] \$8 ;
+  wire [27:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [35:0] den = 36'h000000000;
-  input [35:0] \den$13 ;
-  wire [35:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [4:0] left = 5'h00;
-  reg [15:0] lo = 16'h0000;
-  input [15:0] lo_init;
-  wire [15:0] lo_init;
+  reg [26:0] lo = 27'h0000000;
+  input [26:0] lo_init;
+  wire [26:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [17:0] q;
-  reg [17:0] q = 18'h00000;
-  reg [15:0] quot = 16'h0000;
-  reg [35:0] rem = 36'h000000000;
-  input [35:0] rem_init;
-  wire [35:0] rem_init;
+  output [28:0] q;
+  reg [28:0] q = 29'h00000000;
+  reg [26:0] quot = 27'h0000000;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -3228,14 +6428,14 @@ module \hwnorm_frn_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
   wire start;
   input [4:0] steps;
   wire [4:0] steps;
-  wire [36:0] trial;
-  assign trial = \$1  | { 36'h000000000, lo[15] };
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[26] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 16'h0000, \$7  };
+  assign \$8  = \$6  | { 27'h0000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -3297,10 +6497,10 @@ module \hwnorm_frn_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [35:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 36'h000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -3309,10 +6509,10 @@ module \hwnorm_frn_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [15:0];
+      \$20  = \$9 [26:0];
     end
     if (rst) begin
-      \$20  = 16'h0000;
+      \$20  = 27'h0000000;
     end
   end
   always @* begin
@@ -3322,7 +6522,7 @@ module \hwnorm_frn_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 36'h000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -3339,12 +6539,12 @@ module \hwnorm_frn_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 16'h0000;
+      \$23  = 27'h0000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [15:0];
+      \$23  = \$8 [26:0];
     end
     if (rst) begin
-      \$23  = 16'h0000;
+      \$23  = 27'h0000000;
     end
   end
   always @* begin
@@ -3376,7 +6576,7 @@ module \hwnorm_frn_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 18'h00000;
+      \$26  = 29'h00000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -3659,64 +6859,91 @@ module \hwnorm_frn_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, c
   assign \$6  = { 1'h0, b_sh[15:1] };
 endmodule
 
-module \hwnorm_frn_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_frn_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, tau, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
-  wire [16:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [48:0] \$12 ;
-  wire [49:0] \$13 ;
-  wire [50:0] \$14 ;
-  wire [34:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
-  wire [34:0] \$19 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [34:0] \$20 ;
-  wire [34:0] \$21 ;
-  wire [34:0] \$22 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire [13:0] \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg [12:0] \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg [7:0] \$42 ;
-  reg [25:0] \$43 ;
-  reg [17:0] \$44 ;
-  reg [34:0] \$45 ;
-  reg [34:0] \$46 ;
-  reg [34:0] \$47 ;
-  reg \$48 ;
-  reg \$49 ;
+  wire \$40 ;
+  wire [23:0] \$41 ;
+  wire [23:0] \$42 ;
+  wire [23:0] \$43 ;
+  wire [23:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire [1:0] \$5 ;
-  reg \$50 ;
-  reg [7:0] \$51 ;
+  wire [13:0] \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg [12:0] \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg \$68 ;
+  reg \$69 ;
   wire \$7 ;
+  reg [7:0] \$70 ;
+  reg [22:0] \$71 ;
+  reg [23:0] \$72 ;
+  reg [23:0] \$73 ;
+  reg [23:0] \$74 ;
+  reg \$75 ;
+  reg \$76 ;
+  reg \$77 ;
+  reg [7:0] \$78 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [25:0] a;
-  wire [25:0] a;
-  reg [34:0] acc0 = 35'h000000000;
-  input [33:0] b;
-  wire [33:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   reg below_tau0 = 1'h0;
   output busy;
   wire busy;
@@ -3726,6 +6953,12 @@ module \hwnorm_frn_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -3734,6 +6967,8 @@ module \hwnorm_frn_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -3748,16 +6983,21 @@ module \hwnorm_frn_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [17:0] p0_17 = 18'h00000;
-  reg [34:0] q0 = 35'h000000000;
-  reg [34:0] qs0 = 35'h000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   input [7:0] tau;
   wire [7:0] tau;
   reg under0 = 1'h0;
@@ -3771,34 +7011,92 @@ module \hwnorm_frn_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = ~ force_hi0_2;
+  assign \$38  = $signed(qs0) < $signed(tau);
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = \$37  & \$39 ;
+  assign \$41  = under0 ? 24'hffff80 : q0;
+  assign \$42  = over0 ? 24'h00007f : \$41 ;
+  assign \$43  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$42 ;
+  assign \$44  = ok4 ? \$43  : 24'h000000;
+  assign \$45  = ~ clear;
+  assign \$46  = \$45  & ce;
+  assign \$47  = v4 & ok4;
+  assign \$48  = over0 | under0;
+  assign \$49  = \$47  & \$48 ;
+  assign \$50  = sat_count + \$49 ;
   always @(posedge clk)
-    ok2 <= \$38 ;
+    v0 <= \$51 ;
   always @(posedge clk)
-    ok3 <= \$39 ;
+    v1 <= \$52 ;
   always @(posedge clk)
-    ok4 <= \$40 ;
+    v2 <= \$53 ;
   always @(posedge clk)
-    ok5 <= \$41 ;
+    v3 <= \$54 ;
   always @(posedge clk)
-    x0 <= \$42 ;
+    v4 <= \$55 ;
   always @(posedge clk)
-    p0_0 <= \$43 ;
+    v5 <= \$56 ;
   always @(posedge clk)
-    p0_17 <= \$44 ;
+    sat_count <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$45 ;
+    ok0 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$46 ;
+    ok1 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$47 ;
+    ok2 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$48 ;
+    ok3 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$49 ;
+    ok4 <= \$62 ;
   always @(posedge clk)
-    below_tau0 <= \$50 ;
+    ok5 <= \$63 ;
   always @(posedge clk)
-    o__payload <= \$51 ;
+    force_hi0_0 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$67 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$68 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$69 ;
+  always @(posedge clk)
+    x0 <= \$70 ;
+  always @(posedge clk)
+    p0_0 <= \$71 ;
+  always @(posedge clk)
+    acc0 <= \$72 ;
+  always @(posedge clk)
+    qs0 <= \$73 ;
+  always @(posedge clk)
+    q0 <= \$74 ;
+  always @(posedge clk)
+    over0 <= \$75 ;
+  always @(posedge clk)
+    under0 <= \$76 ;
+  always @(posedge clk)
+    below_tau0 <= \$77 ;
+  always @(posedge clk)
+    o__payload <= \$78 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -3809,291 +7107,316 @@ module \hwnorm_frn_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[25:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = $signed(qs0) < $signed(tau);
-  assign \$19  = under0 ? 35'h7ffffff80 : q0;
-  assign \$20  = over0 ? 35'h00000007f : \$19 ;
-  assign \$21  = below_tau0 ? { tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau[7], tau } : \$20 ;
-  assign \$22  = ok4 ? \$21  : 35'h000000000;
-  assign \$23  = ~ clear;
-  assign \$24  = \$23  & ce;
-  assign \$25  = v4 & ok4;
-  assign \$26  = over0 | under0;
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = sat_count + \$27 ;
-  always @(posedge clk)
-    v0 <= \$29 ;
-  always @(posedge clk)
-    v1 <= \$30 ;
-  always @(posedge clk)
-    v2 <= \$31 ;
-  always @(posedge clk)
-    v3 <= \$32 ;
-  always @(posedge clk)
-    v4 <= \$33 ;
-  always @(posedge clk)
-    v5 <= \$34 ;
-  always @(posedge clk)
-    sat_count <= \$35 ;
-  always @(posedge clk)
-    ok0 <= \$36 ;
-  always @(posedge clk)
-    ok1 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$38  = ok2;
+    \$51  = v0;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = i__valid;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$52  = v1;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v0;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$53  = v2;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v1;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$54  = v3;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v2;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$55  = v4;
+    if (clear) begin
+      \$55  = 1'h0;
+    end else if (ce) begin
+      \$55  = v3;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$56  = v5;
+    if (clear) begin
+      \$56  = 1'h0;
+    end else if (ce) begin
+      \$56  = v4;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$57  = sat_count;
+    if (clear) begin
+      \$57  = 13'h0000;
+    end
+    if (\$46 ) begin
+      \$57  = \$50 [12:0];
+    end
+    if (rst) begin
+      \$57  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = ok0;
     if (clear) begin
     end else if (ce) begin
-      \$38  = ok1;
+      \$58  = mask;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$39  = ok3;
+    \$59  = ok1;
     if (clear) begin
     end else if (ce) begin
-      \$39  = ok2;
+      \$59  = ok0;
     end
     if (rst) begin
-      \$39  = 1'h0;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$40  = ok4;
+    \$60  = ok2;
     if (clear) begin
     end else if (ce) begin
-      \$40  = ok3;
+      \$60  = ok1;
     end
     if (rst) begin
-      \$40  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$41  = ok5;
+    \$61  = ok3;
     if (clear) begin
     end else if (ce) begin
-      \$41  = ok4;
+      \$61  = ok2;
     end
     if (rst) begin
-      \$41  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$42  = x0;
-    if (\$8 ) begin
-      \$42  = i__payload;
-    end
-    if (rst) begin
-      \$42  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = p0_0;
-    if (\$8 ) begin
-      \$43  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$43  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = p0_17;
-    if (\$8 ) begin
-      \$44  = { \$10 [16], \$10  };
-    end
-    if (rst) begin
-      \$44  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = acc0;
-    if (\$8 ) begin
-      \$45  = \$14 [34:0];
-    end
-    if (rst) begin
-      \$45  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = qs0;
-    if (\$8 ) begin
-      \$46  = \$15 ;
-    end
-    if (rst) begin
-      \$46  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = q0;
-    if (\$8 ) begin
-      \$47  = qs0;
-    end
-    if (rst) begin
-      \$47  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = over0;
-    if (\$8 ) begin
-      \$48  = \$16 ;
-    end
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = under0;
-    if (\$8 ) begin
-      \$49  = \$17 ;
-    end
-    if (rst) begin
-      \$49  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = below_tau0;
-    if (\$8 ) begin
-      \$50  = \$18 ;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = o__payload;
-    if (\$8 ) begin
-      \$51  = \$22 [7:0];
-    end
-    if (rst) begin
-      \$51  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$29  = v0;
+    \$62  = ok4;
     if (clear) begin
-      \$29  = 1'h0;
     end else if (ce) begin
-      \$29  = i__valid;
+      \$62  = ok3;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$30  = v1;
+    \$63  = ok5;
     if (clear) begin
-      \$30  = 1'h0;
     end else if (ce) begin
-      \$30  = v0;
+      \$63  = ok4;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$31  = v2;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v1;
+    \$64  = force_hi0_0;
+    if (\$8 ) begin
+      \$64  = \$13 ;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$32  = v3;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v2;
+    \$65  = force_lo0_0;
+    if (\$8 ) begin
+      \$65  = \$18 ;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$33  = v4;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v3;
+    \$66  = force_hi0_1;
+    if (\$20 ) begin
+      \$66  = force_hi0_0;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$34  = v5;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v4;
+    \$67  = force_lo0_1;
+    if (\$20 ) begin
+      \$67  = force_lo0_0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$35  = sat_count;
-    if (clear) begin
-      \$35  = 13'h0000;
+    \$68  = force_hi0_2;
+    if (\$22 ) begin
+      \$68  = force_hi0_1;
     end
+    if (rst) begin
+      \$68  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$69  = force_lo0_2;
+    if (\$22 ) begin
+      \$69  = force_lo0_1;
+    end
+    if (rst) begin
+      \$69  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$70  = x0;
     if (\$24 ) begin
-      \$35  = \$28 [12:0];
+      \$70  = i__payload;
     end
     if (rst) begin
-      \$35  = 13'h0000;
+      \$70  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$36  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = mask;
+    \$71  = p0_0;
+    if (\$24 ) begin
+      \$71  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$71  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$37  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok0;
+    \$72  = acc0;
+    if (\$24 ) begin
+      \$72  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$72  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$73  = qs0;
+    if (\$24 ) begin
+      \$73  = \$28 ;
+    end
+    if (rst) begin
+      \$73  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$74  = q0;
+    if (\$24 ) begin
+      \$74  = qs0;
+    end
+    if (rst) begin
+      \$74  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$75  = over0;
+    if (\$24 ) begin
+      \$75  = \$32 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$76  = under0;
+    if (\$24 ) begin
+      \$76  = \$36 ;
+    end
+    if (rst) begin
+      \$76  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$77  = below_tau0;
+    if (\$24 ) begin
+      \$77  = \$40 ;
+    end
+    if (rst) begin
+      \$77  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$78  = o__payload;
+    if (\$24 ) begin
+      \$78  = \$44 [7:0];
+    end
+    if (rst) begin
+      \$78  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -4101,8 +7424,7 @@ module \hwnorm_frn_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_frn_s8.stats_unit (clk, rst, mask, clear, valid, sum, sq_sum, x);

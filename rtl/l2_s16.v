@@ -21,30 +21,26 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [171:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [171:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$25 ;
-  wire [57:0] b;
-  wire [57:0] \b$27 ;
+  wire [21:0] a;
+  wire [21:0] \a$25 ;
+  wire [38:0] b;
+  wire [38:0] \b$27 ;
   reg beat;
   wire busy;
   reg [171:0] chan = 172'h0000000000000000000000000000000000000000000;
@@ -81,7 +77,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$39 ;
+  reg \clear$47 ;
   input clk;
   wire clk;
   wire [50:0] den;
@@ -95,33 +91,41 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$46 ;
+  wire \i__ready$54 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$45 ;
+  reg \i__valid$53 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$23 ;
   reg more;
+  wire neg;
+  wire \neg$33 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$30 ;
-  wire [15:0] \o__payload$30[0] ;
+  wire [15:0] \o__payload$38 ;
+  wire [15:0] \o__payload$38[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$32 ;
+  wire \o__ready$40 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$31 ;
+  wire \o__valid$39 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$37 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$35 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$31 ;
   wire [42:0] sq_sum;
   reg start;
   output [93:0] stats__payload;
@@ -148,69 +152,73 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \$5  = ! chan__payload[83:14];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[171:164]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[171:164]) > $signed(4'h4);
+  assign \$8  = $signed(chan__payload[139:116]) < $signed(24'h800000);
+  assign \$9  = $signed(chan__payload[139:116]) > $signed(24'h7fff00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[139:116]) < $signed(24'h800000);
-  assign \$13  = $signed(chan__payload[139:116]) > $signed(24'h7fff00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$46  & more;
-  assign \$19  = i__valid & \i__ready$46 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$54  & more;
+  assign \$15  = i__valid & \i__ready$54 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_l2_s16.math  math (
-    .\a$32 (a),
-    .\b$60 (b),
+    .\a$65 (a),
+    .\b$64 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$43 (den),
     .done(done),
     .entry(entry),
+    .\neg$67 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
+    .special(special),
     .sq_sum(sq_sum),
-    .\start$40 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_l2_s16.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$46 ),
-    .clear(\clear$39 ),
+    .ce(\i__ready$54 ),
+    .clear(\clear$47 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$45 ),
+    .i__valid(\i__valid$53 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_l2_s16.stats_unit  stats_unit (
@@ -289,11 +297,11 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$39  = 1'h0;
+    \clear$47  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$39  = 1'h1;
+            \clear$47  = 1'h1;
           end
     endcase
   end
@@ -312,7 +320,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -330,7 +338,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -386,12 +394,12 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$45  = 1'h0;
+    \i__valid$53  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -404,7 +412,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$45  = \$17 ;
+          \i__valid$53  = \$13 ;
     endcase
   end
   always @* begin
@@ -432,80 +440,80 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 172'h0000000000000000000000000000000000000000000;
+      \$32  = 172'h0000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -516,9 +524,13 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
-  assign \o__payload$30  = o__payload;
-  assign \o__valid$31  = o__valid;
-  assign \o__ready$32  = o__ready;
+  assign \special$31  = special;
+  assign \neg$33  = neg;
+  assign \q_lo$35  = q_lo;
+  assign \q_hi$37  = q_hi;
+  assign \o__payload$38  = o__payload;
+  assign \o__valid$39  = o__valid;
+  assign \o__ready$40  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.eps_n  = chan__payload[83:14];
@@ -551,7 +563,7 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \chan$20.scale_m  = chan[163:140];
   assign \chan$20.scale_exp  = chan[171:164];
   assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$30[0]  = o__payload;
+  assign \o__payload$38[0]  = o__payload;
   always @*
     stats__payload[92:80] = sat_count;
   always @*
@@ -560,281 +572,239 @@ module hwnorm_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_l2_s16.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den, sh, \a$32 , \b$60 , clk);
+module \hwnorm_l2_s16.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den$43 , sh, \b$64 , \a$65 , special, \neg$67 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [5:0] \$100 ;
-  wire [5:0] \$101 ;
-  wire [5:0] \$102 ;
+  wire [5:0] \$1 ;
+  wire [136:0] \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
+  wire [51:0] \$106 ;
+  wire [51:0] \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
+  wire [50:0] \$11 ;
+  wire [51:0] \$110 ;
+  wire [6:0] \$111 ;
   wire \$112 ;
-  wire \$113 ;
-  wire [5:0] \$114 ;
-  wire [5:0] \$115 ;
-  wire [5:0] \$116 ;
-  wire \$117 ;
-  wire [5:0] \$118 ;
-  wire [5:0] \$119 ;
-  wire \$12 ;
-  wire [5:0] \$120 ;
-  wire [5:0] \$121 ;
-  wire \$122 ;
-  wire \$123 ;
+  wire [39:0] \$113 ;
+  wire [6:0] \$114 ;
+  wire [6:0] \$115 ;
+  wire \$116 ;
+  wire [6:0] \$117 ;
+  wire [7:0] \$118 ;
+  wire \$119 ;
+  wire [47:0] \$12 ;
+  wire [45:0] \$120 ;
+  wire \$121 ;
+  wire [51:0] \$122 ;
+  wire [51:0] \$123 ;
   wire \$124 ;
-  wire \$125 ;
-  wire [5:0] \$126 ;
-  wire [5:0] \$127 ;
-  wire [5:0] \$128 ;
-  wire \$129 ;
+  wire [23:0] \$125 ;
+  wire [23:0] \$126 ;
+  wire [23:0] \$127 ;
+  wire [9:0] \$128 ;
+  wire [9:0] \$129 ;
   wire \$13 ;
-  wire [5:0] \$130 ;
-  wire [5:0] \$131 ;
-  wire [5:0] \$132 ;
-  wire [5:0] \$133 ;
-  wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [34:0] \$134 ;
+  wire [9:0] \$135 ;
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
-  wire \$14 ;
-  wire \$140 ;
-  wire [3:0] \$141 ;
-  wire [3:0] \$142 ;
-  wire [3:0] \$143 ;
-  wire [3:0] \$144 ;
+  wire [16:0] \$14 ;
+  wire [35:0] \$140 ;
+  wire [9:0] \$141 ;
+  wire [5:0] \$142 ;
+  wire [6:0] \$143 ;
+  wire \$144 ;
   wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
+  wire [8:0] \$146 ;
+  wire [8:0] \$147 ;
   wire \$148 ;
-  wire [3:0] \$149 ;
-  wire \$15 ;
-  wire [3:0] \$150 ;
-  wire [3:0] \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
-  wire [3:0] \$154 ;
-  wire [3:0] \$155 ;
-  wire [3:0] \$156 ;
-  wire [5:0] \$157 ;
-  wire [5:0] \$158 ;
-  wire \$159 ;
-  wire \$16 ;
-  wire [29:0] \$160 ;
-  wire [29:0] \$161 ;
+  wire [51:0] \$149 ;
+  wire [16:0] \$15 ;
+  wire [51:0] \$150 ;
+  wire \$151 ;
+  wire [46:0] \$152 ;
+  wire [31:0] \$153 ;
+  wire [31:0] \$154 ;
+  wire [47:0] \$155 ;
+  wire [48:0] \$156 ;
+  wire \$157 ;
+  wire [35:0] \$158 ;
+  wire [35:0] \$159 ;
+  wire [50:0] \$16 ;
+  wire [41:0] \$160 ;
+  wire \$161 ;
   wire \$162 ;
-  wire [29:0] \$163 ;
-  wire [29:0] \$164 ;
-  wire [135:0] \$165 ;
-  wire [136:0] \$166 ;
-  wire [57:0] \$167 ;
-  wire \$168 ;
-  wire [16:0] \$169 ;
-  wire \$17 ;
-  wire [16:0] \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire [29:0] \$173 ;
-  wire [29:0] \$174 ;
+  wire [40:0] \$163 ;
+  wire [40:0] \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire [41:0] \$167 ;
+  wire [41:0] \$168 ;
+  wire [39:0] \$169 ;
+  wire [36:0] \$17 ;
+  wire \$170 ;
+  wire [35:0] \$171 ;
+  wire [35:0] \$172 ;
+  wire [39:0] \$173 ;
+  wire [40:0] \$174 ;
   wire \$175 ;
-  wire [73:0] \$176 ;
-  wire [58:0] \$177 ;
+  wire [18:0] \$176 ;
+  wire [23:0] \$177 ;
   wire \$178 ;
-  wire [16:0] \$179 ;
+  wire [51:0] \$179 ;
   wire \$18 ;
-  wire [16:0] \$180 ;
+  wire [6:0] \$180 ;
   wire \$181 ;
-  wire \$182 ;
-  wire [24:0] \$183 ;
-  wire [24:0] \$184 ;
+  wire [39:0] \$182 ;
+  wire [6:0] \$183 ;
+  wire [6:0] \$184 ;
   wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
+  wire [7:0] \$186 ;
+  wire [8:0] \$187 ;
   wire \$188 ;
-  wire \$189 ;
-  wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
+  wire [45:0] \$189 ;
+  wire [50:0] \$19 ;
+  wire [45:0] \$190 ;
+  wire [23:0] \$191 ;
+  wire [23:0] \$192 ;
+  wire [23:0] \$193 ;
+  wire [9:0] \$194 ;
+  wire [9:0] \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
+  wire [5:0] \$2 ;
+  wire [35:0] \$20 ;
+  wire [34:0] \$200 ;
+  wire [9:0] \$201 ;
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
-  wire [5:0] \$21 ;
+  wire [35:0] \$206 ;
+  wire [9:0] \$207 ;
+  wire [5:0] \$208 ;
+  wire [6:0] \$209 ;
+  wire \$21 ;
   wire \$210 ;
   wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
-  wire [5:0] \$22 ;
+  wire [8:0] \$212 ;
+  wire [8:0] \$213 ;
+  wire [49:0] \$214 ;
+  wire [46:0] \$215 ;
+  wire [31:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [47:0] \$218 ;
+  wire [48:0] \$219 ;
+  wire [18:0] \$22 ;
   wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
+  wire [35:0] \$221 ;
+  wire [35:0] \$222 ;
+  wire [41:0] \$223 ;
   wire \$224 ;
   wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
+  wire [40:0] \$226 ;
+  wire [40:0] \$227 ;
   wire \$228 ;
   wire \$229 ;
-  wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire [63:0] \$233 ;
-  wire [63:0] \$234 ;
-  wire [63:0] \$235 ;
-  wire \$236 ;
-  wire [6:0] \$237 ;
+  wire [18:0] \$23 ;
+  wire [41:0] \$230 ;
+  wire [41:0] \$231 ;
+  wire [39:0] \$232 ;
+  wire \$233 ;
+  wire [35:0] \$234 ;
+  wire [35:0] \$235 ;
+  wire [39:0] \$236 ;
+  wire [40:0] \$237 ;
   wire \$238 ;
-  wire [10:0] \$239 ;
+  wire [18:0] \$239 ;
   wire \$24 ;
-  wire [10:0] \$240 ;
-  wire \$241 ;
-  wire [10:0] \$242 ;
-  wire \$243 ;
-  wire [10:0] \$244 ;
-  wire [10:0] \$245 ;
-  wire \$246 ;
-  wire [10:0] \$247 ;
-  wire [10:0] \$248 ;
-  wire [10:0] \$249 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg [6:0] \$242 ;
+  reg \$243 ;
+  reg [72:0] \$244 ;
+  reg \$245 ;
+  reg [50:0] \$246 ;
+  reg [50:0] \$247 ;
+  reg [50:0] \$248 ;
+  reg \$249 ;
   wire \$25 ;
-  wire [10:0] \$250 ;
-  wire [62:0] \$251 ;
-  wire \$252 ;
-  wire [9:0] \$253 ;
-  wire [10:0] \$254 ;
-  wire [11:0] \$255 ;
-  wire [59:0] \$256 ;
-  wire [46:0] \$257 ;
-  wire [31:0] \$258 ;
-  wire [31:0] \$259 ;
-  wire \$26 ;
-  wire [47:0] \$260 ;
-  wire \$261 ;
-  wire [74:0] \$262 ;
-  wire [74:0] \$263 ;
-  wire \$264 ;
-  wire [62:0] \$265 ;
-  wire [56:0] \$266 ;
-  wire [8:0] \$267 ;
-  wire \$268 ;
-  wire [10:0] \$269 ;
-  wire \$27 ;
-  wire [10:0] \$270 ;
-  wire \$271 ;
-  wire [10:0] \$272 ;
-  wire \$273 ;
-  wire [10:0] \$274 ;
-  wire [10:0] \$275 ;
-  wire \$276 ;
-  wire [10:0] \$277 ;
-  wire [10:0] \$278 ;
-  wire [10:0] \$279 ;
+  reg \$250 ;
+  reg [17:0] \$251 ;
+  reg [13:0] \$252 ;
+  reg [39:0] \$253 ;
+  reg [50:0] \$254 ;
+  reg [38:0] \$255 ;
+  reg [5:0] \$256 ;
+  reg [5:0] \$257 ;
+  reg [5:0] \$258 ;
+  reg [8:0] \$259 ;
+  wire [16:0] \$26 ;
+  reg \$260 ;
+  reg [23:0] \$261 ;
+  reg [34:0] \$262 ;
+  reg [4:0] \$263 ;
+  reg \$264 ;
+  reg [4:0] \$265 ;
+  reg [49:0] \$266 ;
+  reg [36:0] \$267 ;
+  reg [40:0] \$268 ;
+  reg [41:0] \$269 ;
+  wire [16:0] \$27 ;
+  reg [38:0] \$270 ;
+  reg [38:0] \$271 ;
+  reg [21:0] \$272 ;
+  reg [38:0] \$273 ;
+  reg [38:0] \$274 ;
+  reg [21:0] \$275 ;
+  reg \$276 ;
+  reg \$277 ;
+  reg [17:0] \$278 ;
+  reg [17:0] \$279 ;
   wire \$28 ;
-  wire [10:0] \$280 ;
-  wire [62:0] \$281 ;
-  wire \$282 ;
-  wire [9:0] \$283 ;
-  wire [10:0] \$284 ;
-  wire [11:0] \$285 ;
-  wire [59:0] \$286 ;
-  wire [46:0] \$287 ;
-  wire [31:0] \$288 ;
-  wire [31:0] \$289 ;
   wire \$29 ;
-  wire [47:0] \$290 ;
-  wire [72:0] \$291 ;
-  wire [62:0] \$292 ;
-  reg \$293 ;
-  reg \$294 ;
-  reg [5:0] \$295 ;
-  reg \$296 ;
-  reg [72:0] \$297 ;
-  reg \$298 ;
-  reg [50:0] \$299 ;
   wire \$3 ;
-  wire \$30 ;
-  reg [5:0] \$300 ;
-  reg \$301 ;
-  reg [50:0] \$302 ;
-  reg \$303 ;
-  reg [24:0] \$304 ;
-  reg [41:0] \$305 ;
-  reg [55:0] \$306 ;
-  reg [9:0] \$307 ;
-  reg [3:0] \$308 ;
-  reg [2:0] \$309 ;
-  wire \$31 ;
-  reg [9:0] \$310 ;
-  reg [59:0] \$311 ;
-  reg [5:0] \$312 ;
-  reg [4:0] \$313 ;
-  reg [41:0] \$314 ;
-  reg [57:0] \$315 ;
-  reg [72:0] \$316 ;
-  reg [73:0] \$317 ;
-  reg [73:0] \$318 ;
-  reg \$319 ;
+  wire [18:0] \$30 ;
+  wire [18:0] \$31 ;
   wire \$32 ;
-  reg [61:0] \$320 ;
-  reg [57:0] \$321 ;
   wire \$33 ;
-  wire [5:0] \$34 ;
-  wire [5:0] \$35 ;
-  wire [5:0] \$36 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
   wire \$37 ;
-  wire [5:0] \$38 ;
-  wire [5:0] \$39 ;
-  wire \$4 ;
-  wire [5:0] \$40 ;
-  wire [5:0] \$41 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [29:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [5:0] \$46 ;
-  wire [5:0] \$47 ;
-  wire [5:0] \$48 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
-  wire [5:0] \$52 ;
-  wire [5:0] \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
+  wire [29:0] \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
@@ -850,7 +820,7 @@ module \hwnorm_l2_s16.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [29:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -861,38 +831,41 @@ module \hwnorm_l2_s16.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [29:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
-  wire [5:0] \$89 ;
-  wire \$9 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire [135:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
-  wire [5:0] \$94 ;
-  wire [5:0] \$95 ;
-  wire [5:0] \$96 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
   wire \$97 ;
-  wire [5:0] \$98 ;
-  wire [5:0] \$99 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [43:0] a;
-  output [41:0] \a$32 ;
-  reg [41:0] \a$32  = 42'h00000000000;
+  output [21:0] \a$65 ;
+  reg [21:0] \a$65  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
   reg [28:0] b;
-  output [57:0] \b$60 ;
-  reg [57:0] \b$60  = 58'h000000000000000;
+  output [38:0] \b$64 ;
+  reg [38:0] \b$64  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
+  wire [4:0] \beta_shift$2 ;
   reg [74:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [171:0] chan;
   wire [171:0] chan;
   wire [15:0] \chan.beta ;
@@ -905,430 +878,391 @@ module \hwnorm_l2_s16.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [50:0] den;
-  reg [50:0] den = 51'h0000000000000;
-  reg [50:0] \den$28 ;
-  wire [5:0] den_lead;
-  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg [23:0] den;
+  output [50:0] \den$43 ;
+  reg [50:0] \den$43  = 51'h0000000000000;
+  reg [50:0] den_norm = 51'h0000000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num = 74'h0000000000000000000;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
+  wire \done$40 ;
   wire \done$42 ;
-  wire \done$44 ;
-  wire \done$47 ;
+  wire \done$46 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
+  reg [17:0] floor_q = 18'h00000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
   (* init = 1'h0 *)
   wire isqrt_go;
-  reg [55:0] km = 56'h00000000000000;
-  reg [59:0] km_pre = 60'h000000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [57:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [34:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$27 ;
+  reg \neg$23 ;
+  output \neg$67 ;
+  reg \neg$67  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
   wire [74:0] p;
-  reg [72:0] \p$57  = 73'h0000000000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [2:0] pre = 3'h0;
-  wire [59:0] q;
-  reg [61:0] quot = 62'h0000000000000000;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [50:0] recip_rem = 51'h0000000000000;
-  reg [50:0] rem_init;
+  wire [36:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
+  output [17:0] q_lo;
+  reg [17:0] q_lo = 18'h00000;
+  reg [23:0] rem_init;
   wire [50:0] root;
   input rst;
   wire rst;
+  reg [4:0] scale_count = 5'h00;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   input [42:0] sq_sum;
   wire [42:0] sq_sum;
   reg start = 1'h0;
-  reg \start$11  = 1'h0;
-  input \start$40 ;
-  wire \start$40 ;
-  reg \start$9  = 1'h0;
+  input \start$38 ;
+  wire \start$38 ;
+  reg \start$5  = 1'h0;
+  reg \start$7  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$29 ;
+  reg [5:0] \steps$26 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [72:0] t = 73'h0000000000000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
   reg [100:0] w;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = \$16  | den[50];
-  assign \$18  = \$15  | \$17 ;
-  assign \$19  = den[48] | den[49];
-  assign \$20  = \$19  | den[50];
-  assign \$21  = den[49] ? 6'h31 : 6'h30;
-  assign \$22  = den[50] ? 6'h32 : \$21 ;
-  assign \$23  = den[40] | den[41];
-  assign \$24  = den[42] | den[43];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = den[44] | den[45];
-  assign \$27  = den[46] | den[47];
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = \$25  | \$28 ;
-  assign \$30  = den[44] | den[45];
-  assign \$31  = den[46] | den[47];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = den[46] | den[47];
-  assign \$34  = den[47] ? 6'h2f : 6'h2e;
-  assign \$35  = den[45] ? 6'h2d : 6'h2c;
-  assign \$36  = \$33  ? \$34  : \$35 ;
-  assign \$37  = den[42] | den[43];
-  assign \$38  = den[43] ? 6'h2b : 6'h2a;
-  assign \$39  = den[41] ? 6'h29 : 6'h28;
-  assign \$40  = \$37  ? \$38  : \$39 ;
-  assign \$41  = \$32  ? \$36  : \$40 ;
-  assign \$42  = den[36] | den[37];
-  assign \$43  = den[38] | den[39];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = den[38] | den[39];
-  assign \$46  = den[39] ? 6'h27 : 6'h26;
-  assign \$47  = den[37] ? 6'h25 : 6'h24;
-  assign \$48  = \$45  ? \$46  : \$47 ;
-  assign \$49  = den[34] | den[35];
-  assign \$50  = den[35] ? 6'h23 : 6'h22;
-  assign \$51  = den[33] ? 6'h21 : 6'h20;
-  assign \$52  = \$49  ? \$50  : \$51 ;
-  assign \$53  = \$44  ? \$48  : \$52 ;
-  assign \$54  = \$29  ? \$41  : \$53 ;
-  assign \$55  = \$20  ? \$22  : \$54 ;
-  assign \$56  = den[16] | den[17];
-  assign \$57  = den[18] | den[19];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = den[20] | den[21];
-  assign \$60  = den[22] | den[23];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = \$58  | \$61 ;
-  assign \$63  = den[24] | den[25];
-  assign \$64  = den[26] | den[27];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = den[28] | den[29];
-  assign \$67  = den[30] | den[31];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$65  | \$68 ;
-  assign \$70  = \$62  | \$69 ;
-  assign \$71  = den[24] | den[25];
-  assign \$72  = den[26] | den[27];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = den[28] | den[29];
-  assign \$75  = den[30] | den[31];
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$73  | \$76 ;
-  assign \$78  = den[28] | den[29];
-  assign \$79  = den[30] | den[31];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = den[30] | den[31];
-  assign \$82  = den[31] ? 6'h1f : 6'h1e;
-  assign \$83  = den[29] ? 6'h1d : 6'h1c;
-  assign \$84  = \$81  ? \$82  : \$83 ;
-  assign \$85  = den[26] | den[27];
-  assign \$86  = den[27] ? 6'h1b : 6'h1a;
-  assign \$87  = den[25] ? 6'h19 : 6'h18;
-  assign \$88  = \$85  ? \$86  : \$87 ;
-  assign \$89  = \$80  ? \$84  : \$88 ;
-  assign \$90  = den[20] | den[21];
-  assign \$91  = den[22] | den[23];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = den[22] | den[23];
-  assign \$94  = den[23] ? 6'h17 : 6'h16;
-  assign \$95  = den[21] ? 6'h15 : 6'h14;
-  assign \$96  = \$93  ? \$94  : \$95 ;
-  assign \$97  = den[18] | den[19];
-  assign \$98  = den[19] ? 6'h13 : 6'h12;
-  assign \$99  = den[17] ? 6'h11 : 6'h10;
-  assign \$100  = \$97  ? \$98  : \$99 ;
-  assign \$101  = \$92  ? \$96  : \$100 ;
-  assign \$102  = \$77  ? \$89  : \$101 ;
-  assign \$103  = den[8] | den[9];
-  assign \$104  = den[10] | den[11];
-  assign \$105  = \$103  | \$104 ;
-  assign \$106  = den[12] | den[13];
-  assign \$107  = den[14] | den[15];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$105  | \$108 ;
-  assign \$110  = den[12] | den[13];
-  assign \$111  = den[14] | den[15];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = den[14] | den[15];
-  assign \$114  = den[15] ? 6'h0f : 6'h0e;
-  assign \$115  = den[13] ? 6'h0d : 6'h0c;
-  assign \$116  = \$113  ? \$114  : \$115 ;
-  assign \$117  = den[10] | den[11];
-  assign \$118  = den[11] ? 6'h0b : 6'h0a;
-  assign \$119  = den[9] ? 6'h09 : 6'h08;
-  assign \$120  = \$117  ? \$118  : \$119 ;
-  assign \$121  = \$112  ? \$116  : \$120 ;
-  assign \$122  = den[4] | den[5];
-  assign \$123  = den[6] | den[7];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = den[6] | den[7];
-  assign \$126  = den[7] ? 6'h07 : 6'h06;
-  assign \$127  = den[5] ? 6'h05 : 6'h04;
-  assign \$128  = \$125  ? \$126  : \$127 ;
-  assign \$129  = den[2] | den[3];
-  assign \$130  = den[3] ? 6'h03 : 6'h02;
-  assign \$131  = den[1] ? 6'h01 : 6'h00;
-  assign \$132  = \$129  ? \$130  : \$131 ;
-  assign \$133  = \$124  ? \$128  : \$132 ;
-  assign \$134  = \$109  ? \$121  : \$133 ;
-  assign \$135  = \$70  ? \$102  : \$134 ;
-  assign den_lead = \$18  ? \$55  : \$135 ;
-  assign \$136  = chan[9] | chan[10];
-  assign \$137  = chan[11] | chan[12];
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = \$138  | chan[13];
-  assign \$140  = chan[11] | chan[12];
-  assign \$141  = chan[12] ? 4'hb : 4'ha;
-  assign \$142  = chan[10] ? 4'h9 : 4'h8;
-  assign \$143  = \$140  ? \$141  : \$142 ;
-  assign \$144  = chan[13] ? 4'hc : \$143 ;
-  assign \$145  = chan[5] | chan[6];
-  assign \$146  = chan[7] | chan[8];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = chan[7] | chan[8];
-  assign \$149  = chan[8] ? 4'h7 : 4'h6;
-  assign \$150  = chan[6] ? 4'h5 : 4'h4;
-  assign \$151  = \$148  ? \$149  : \$150 ;
-  assign \$152  = chan[3] | chan[4];
-  assign \$153  = chan[4] ? 4'h3 : 4'h2;
-  assign \$154  = chan[2] ? 4'h1 : 4'h0;
-  assign \$155  = \$152  ? \$153  : \$154 ;
-  assign \$156  = \$147  ? \$151  : \$155 ;
-  assign count_lead = \$139  ? \$144  : \$156 ;
-  assign \$157  = sh + 1'h0;
-  assign \$158  = sh + 1'h0;
-  assign \$159  = $signed(sum) < $signed(1'h0);
-  assign \$160  = - $signed(sum);
-  assign \$161  = \$159  ? \$160  : { sum[28], sum };
-  assign \$162  = $signed(sum) < $signed(1'h0);
-  assign \$163  = - $signed(sum);
-  assign \$164  = \$162  ? \$163  : { sum[28], sum };
-  assign \$166  = $signed(\$165 ) + $signed({ 1'h0, chan[83:14] });
-  assign \$167  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$168  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$169  = - $signed(chan[99:84]);
-  assign \$170  = \$168  ? \$169  : { chan[99], chan[99:84] };
-  assign \$171  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$172  = $signed(sum) < $signed(1'h0);
-  assign \$173  = - $signed(sum);
-  assign \$174  = \$172  ? \$173  : { sum[28], sum };
-  assign \$175  = $signed(sum) < $signed(1'h0);
-  assign \$178  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$179  = - $signed(chan[99:84]);
-  assign \$180  = \$178  ? \$179  : { chan[99], chan[99:84] };
-  assign \$181  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$182  = $signed(chan[139:116]) < $signed(1'h0);
-  assign \$183  = - $signed(chan[139:116]);
-  assign \$184  = \$182  ? \$183  : { chan[139], chan[139:116] };
-  assign \$185  = $signed(chan[139:116]) < $signed(1'h0);
-  assign \$186  = ! fsm_state;
-  assign \$187  = fsm_state == 1'h1;
-  assign \$188  = fsm_state == 2'h2;
-  assign \$189  = fsm_state == 2'h3;
-  assign \$190  = fsm_state == 3'h4;
-  assign \$191  = fsm_state == 3'h5;
-  assign \$192  = fsm_state == 3'h6;
-  assign \$193  = fsm_state == 3'h7;
-  assign \$194  = fsm_state == 4'h8;
-  assign \$195  = fsm_state == 4'h9;
-  assign \$196  = fsm_state == 4'ha;
-  assign \$197  = fsm_state == 4'hb;
-  assign \$198  = fsm_state == 4'hc;
-  assign \$199  = fsm_state == 4'hd;
-  assign \$200  = fsm_state == 4'he;
-  assign \$201  = fsm_state == 4'hf;
-  assign \$202  = fsm_state == 5'h10;
-  assign \$203  = fsm_state == 5'h11;
-  assign \$204  = fsm_state == 5'h12;
-  assign \$205  = fsm_state == 5'h13;
-  assign \$206  = fsm_state == 5'h14;
-  assign \$207  = fsm_state == 5'h15;
-  assign \$208  = fsm_state == 5'h16;
-  assign \$209  = fsm_state == 5'h17;
-  assign \$210  = fsm_state == 5'h18;
-  assign \$211  = fsm_state == 5'h19;
-  assign \$212  = fsm_state == 5'h1a;
-  assign \$213  = fsm_state == 5'h1b;
-  assign \$214  = fsm_state == 5'h1c;
-  assign \$215  = fsm_state == 5'h1d;
-  assign \$216  = fsm_state == 5'h1e;
-  assign \$217  = fsm_state == 5'h1f;
-  assign \$218  = fsm_state == 6'h20;
-  assign \$219  = fsm_state == 6'h21;
-  assign \$220  = fsm_state == 6'h22;
-  assign \$221  = fsm_state == 6'h23;
-  assign \$222  = fsm_state == 6'h24;
-  assign \$223  = fsm_state == 6'h25;
-  assign \$224  = fsm_state == 6'h26;
-  assign \$225  = fsm_state == 6'h27;
-  assign \$226  = fsm_state == 6'h28;
-  assign \$227  = fsm_state == 6'h29;
-  assign \$228  = fsm_state == 6'h2a;
-  assign \$229  = fsm_state == 6'h2b;
-  assign \$230  = fsm_state == 6'h2c;
-  assign \$231  = fsm_state == 6'h2d;
-  assign \$232  = ! lead;
-  assign \$233  = 1'h1 << lead;
-  assign \$235  = \$232  ? 64'h0000000000000000 : \$234 ;
-  assign \$236  = ! lead;
-  assign \$237  = lead + 1'h0;
-  assign \$238  = $signed(sh0) < $signed(4'h4);
-  assign \$239  = $signed(4'h4) - $signed(sh0);
-  assign \$240  = \$238  ? \$239  : 11'h000;
-  assign \$241  = $signed(sh0) < $signed(4'h4);
-  assign \$242  = $signed(sh0) - $signed(6'h15);
-  assign \$243  = $signed(\$242 ) > $signed({ 1'h0, tk });
-  assign \$244  = $signed(sh0) - $signed(6'h15);
-  assign \$245  = $signed(sh0) - $signed(4'h4);
-  assign \$246  = $signed(\$245 ) < $signed({ 1'h0, tk });
-  assign \$247  = $signed(sh0) - $signed(4'h4);
-  assign \$248  = \$246  ? \$247  : { 7'h00, tk };
-  assign \$249  = \$243  ? \$244  : \$248 ;
-  assign \$250  = \$241  ? 11'h000 : \$249 ;
-  assign \$251  = $signed(km) << pre;
-  assign \$252  = tsh > 6'h3c;
-  assign \$253  = \$252  ? 10'h03c : tsh;
-  assign \$254  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$255  = $signed(\$254 ) - $signed({ 1'h0, tsh });
-  assign \$256  = $signed(km_pre) >>> t_clamped;
-  assign \$257  = $signed(chan[115:100]) << \$157 [4:0];
-  assign \$258  = 1'h1 << sh;
-  assign \$260  = $signed(\$257 ) + $signed({ 1'h0, \$259  });
-  assign \$261  = $signed(div_num) < $signed(1'h0);
-  assign \$262  = - $signed(div_num);
-  assign \$263  = \$261  ? \$262  : { div_num[73], div_num };
-  assign \$264  = $signed(div_num) < $signed(1'h0);
-  assign \$265  = $signed(bias) - $signed(quot);
-  assign \$267  = $signed(6'h10) - $signed(chan[171:164]);
-  assign \$268  = $signed(sh0) < $signed(4'h4);
-  assign \$269  = $signed(4'h4) - $signed(sh0);
-  assign \$270  = \$268  ? \$269  : 11'h000;
-  assign \$271  = $signed(sh0) < $signed(4'h4);
-  assign \$272  = $signed(sh0) - $signed(6'h15);
-  assign \$273  = $signed(\$272 ) > $signed({ 1'h0, tk });
-  assign \$274  = $signed(sh0) - $signed(6'h15);
-  assign \$275  = $signed(sh0) - $signed(4'h4);
-  assign \$276  = $signed(\$275 ) < $signed({ 1'h0, tk });
-  assign \$277  = $signed(sh0) - $signed(4'h4);
-  assign \$278  = \$276  ? \$277  : { 7'h00, tk };
-  assign \$279  = \$273  ? \$274  : \$278 ;
-  assign \$280  = \$271  ? 11'h000 : \$279 ;
-  assign \$281  = $signed(km) << pre;
-  assign \$282  = tsh > 6'h3c;
-  assign \$283  = \$282  ? 10'h03c : tsh;
-  assign \$284  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$285  = $signed(\$284 ) - $signed({ 1'h0, tsh });
-  assign \$286  = $signed(km_pre) >>> t_clamped;
-  assign \$287  = $signed(chan[115:100]) << \$158 [4:0];
-  assign \$288  = 1'h1 << sh;
-  assign \$290  = $signed(\$287 ) + $signed({ 1'h0, \$289  });
-  assign \$292  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$3  = $signed(sum) < $signed(1'h0);
+  assign \$4  = - $signed(sum);
+  assign \$5  = \$3  ? \$4  : { sum[28], sum };
+  assign \$6  = $signed(sum) < $signed(1'h0);
+  assign \$7  = - $signed(sum);
+  assign \$8  = \$6  ? \$7  : { sum[28], sum };
+  assign \$10  = $signed(\$9 ) + $signed({ 1'h0, chan[83:14] });
+  assign \$13  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$14  = - $signed(chan[99:84]);
+  assign \$15  = \$13  ? \$14  : { chan[99], chan[99:84] };
+  assign \$18  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$21  = $signed(floor_q) < $signed(1'h0);
+  assign \$22  = - $signed(floor_q);
+  assign \$23  = \$21  ? \$22  : { floor_q[17], floor_q };
+  assign \$24  = $signed(floor_q) >= $signed(1'h0);
+  assign \$25  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$26  = - $signed(chan[99:84]);
+  assign \$27  = \$25  ? \$26  : { chan[99], chan[99:84] };
+  assign \$28  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$29  = $signed(floor_q) < $signed(1'h0);
+  assign \$30  = - $signed(floor_q);
+  assign \$31  = \$29  ? \$30  : { floor_q[17], floor_q };
+  assign \$32  = $signed(floor_q) >= $signed(1'h0);
+  assign \$33  = ! fsm_state;
+  assign \$34  = fsm_state == 1'h1;
+  assign \$35  = fsm_state == 2'h2;
+  assign \$36  = fsm_state == 2'h3;
+  assign \$37  = fsm_state == 3'h4;
+  assign \$38  = fsm_state == 3'h5;
+  assign \$39  = fsm_state == 3'h6;
+  assign \$40  = fsm_state == 3'h7;
+  assign \$41  = fsm_state == 4'h8;
+  assign \$42  = fsm_state == 4'h9;
+  assign \$43  = fsm_state == 4'ha;
+  assign \$44  = fsm_state == 4'hb;
+  assign \$45  = fsm_state == 4'hc;
+  assign \$46  = fsm_state == 4'hd;
+  assign \$47  = fsm_state == 4'he;
+  assign \$48  = fsm_state == 4'hf;
+  assign \$49  = fsm_state == 5'h10;
+  assign \$50  = fsm_state == 5'h11;
+  assign \$51  = fsm_state == 5'h12;
+  assign \$52  = fsm_state == 5'h13;
+  assign \$53  = fsm_state == 5'h14;
+  assign \$54  = fsm_state == 5'h15;
+  assign \$55  = fsm_state == 5'h16;
+  assign \$56  = fsm_state == 5'h17;
+  assign \$57  = fsm_state == 5'h18;
+  assign \$58  = fsm_state == 5'h19;
+  assign \$59  = fsm_state == 5'h1a;
+  assign \$60  = fsm_state == 5'h1b;
+  assign \$61  = fsm_state == 5'h1c;
+  assign \$62  = fsm_state == 5'h1d;
+  assign \$63  = fsm_state == 5'h1e;
+  assign \$64  = fsm_state == 5'h1f;
+  assign \$65  = fsm_state == 6'h20;
+  assign \$66  = fsm_state == 6'h21;
+  assign \$67  = fsm_state == 6'h22;
+  assign \$68  = fsm_state == 6'h23;
+  assign \$69  = fsm_state == 6'h24;
+  assign \$70  = fsm_state == 6'h25;
+  assign \$71  = fsm_state == 6'h26;
+  assign \$72  = fsm_state == 6'h27;
+  assign \$73  = fsm_state == 6'h28;
+  assign \$74  = fsm_state == 6'h29;
+  assign \$75  = fsm_state == 6'h2a;
+  assign \$76  = fsm_state == 6'h2b;
+  assign \$77  = fsm_state == 6'h2c;
+  assign \$78  = fsm_state == 6'h2d;
+  assign \$79  = fsm_state == 6'h2e;
+  assign \$80  = fsm_state == 6'h2f;
+  assign \$81  = fsm_state == 6'h30;
+  assign \$82  = fsm_state == 6'h31;
+  assign \$83  = fsm_state == 6'h32;
+  assign \$84  = fsm_state == 6'h33;
+  assign \$85  = fsm_state == 6'h34;
+  assign \$86  = fsm_state == 6'h35;
+  assign \$87  = fsm_state == 6'h36;
+  assign \$88  = fsm_state == 6'h37;
+  assign \$89  = fsm_state == 6'h38;
+  assign \$90  = fsm_state == 6'h39;
+  assign \$91  = fsm_state == 6'h3a;
+  assign \$92  = fsm_state == 6'h3b;
+  assign \$93  = fsm_state == 6'h3c;
+  assign \$94  = fsm_state == 6'h3d;
+  assign \$95  = fsm_state == 6'h3e;
+  assign \$96  = fsm_state == 6'h3f;
+  assign \$97  = fsm_state == 7'h40;
+  assign \$98  = fsm_state == 7'h41;
+  assign \$99  = fsm_state == 7'h42;
+  assign \$100  = fsm_state == 7'h43;
+  assign \$101  = fsm_state == 7'h44;
+  assign \$102  = fsm_state == 7'h45;
+  assign \$103  = fsm_state == 7'h46;
+  assign \$104  = fsm_state == 7'h47;
+  assign \$105  = $signed(div_num) < $signed(1'h0);
+  assign \$106  = - $signed(div_num);
+  assign \$107  = \$105  ? \$106  : { div_num[50], div_num };
+  assign \$108  = $signed(div_num) < $signed(1'h0);
+  assign \$109  = ~ den_norm[50];
+  assign \$111  = den_zeros + 1'h1;
+  assign \$112  = ~ num_norm[38];
+  assign \$114  = num_zeros + 1'h1;
+  assign \$115  = loop_n + 1'h1;
+  assign \$116  = loop_n == 6'h32;
+  assign \$117  = 4'ha + num_zeros;
+  assign \$118  = \$117  - den_zeros;
+  assign \$119  = ~ num_norm[38];
+  assign \$121  = $signed(div_num) < $signed(1'h0);
+  assign \$122  = - $signed(div_num);
+  assign \$123  = \$121  ? \$122  : { div_num[50], div_num };
+  assign \$124  = $signed(div_num) < $signed(1'h0);
+  assign \$126  = gain_q1[21] ? \$125  : gain_q1;
+  assign \$127  = gain_zero ? 24'h000000 : \$126 ;
+  assign \$128  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$129  = gain_zero ? 10'h004 : \$128 ;
+  assign \$130  = ~ gain_zero;
+  assign \$131  = $signed(gain_shift) < $signed(4'h4);
+  assign \$132  = \$130  & \$131 ;
+  assign \$133  = $signed(gain_shift) > $signed(6'h15);
+  assign \$135  = $signed(gain_shift) - $signed(2'h1);
+  assign \$136  = $signed(gain_shift) < $signed(4'h4);
+  assign \$137  = special_r & \$136 ;
+  assign \$138  = scale_count < 4'hd;
+  assign \$139  = \$137  & \$138 ;
+  assign \$141  = $signed(gain_shift) + $signed(2'h1);
+  assign \$142  = scale_count + 1'h1;
+  assign \$143  = loop_n + 1'h1;
+  assign \$144  = loop_n == 5'h15;
+  assign \$145  = $signed(gain_shift) > $signed(6'h15);
+  assign \$146  = \$145  ? 9'h015 : gain_shift;
+  assign \$147  = special_r ? 9'h004 : \$146 ;
+  assign \$148  = $signed(div_num) < $signed(1'h0);
+  assign \$149  = - $signed(div_num);
+  assign \$150  = \$148  ? \$149  : { div_num[50], div_num };
+  assign \$151  = $signed(div_num) < $signed(1'h0);
+  assign \$152  = $signed(chan[115:100]) << \$1 [4:0];
+  assign \$153  = 1'h1 << sh;
+  assign \$155  = $signed(\$152 ) + $signed({ 1'h0, \$154  });
+  assign \$156  = $signed(\$155 ) - $signed(gain_w);
+  assign \$157  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$158  = - gain_x;
+  assign \$159  = \$157  ? \$158  : { 1'h0, gain_x };
+  assign \$160  = $signed(gain_t) + $signed(\$159 );
+  assign \$161  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$162  = $signed(gain_t) > $signed(21'h080010);
+  assign \$163  = \$162  ? 41'h00000080010 : gain_t;
+  assign \$164  = \$161  ? 41'h1fffff7ffe0 : \$163 ;
+  assign \$165  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$166  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$167  = \$166  ? 42'h00000080010 : gain_t1;
+  assign \$168  = \$165  ? 42'h3fffff7ffe0 : \$167 ;
+  assign \$169  = $signed(acc1) - $signed(acc0);
+  assign \$170  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$171  = - gain_x;
+  assign \$172  = \$170  ? \$171  : { 1'h0, gain_x };
+  assign \$173  = special_r ? \$169  : { \$172 [35], \$172 [35], \$172 [35], \$172 [35], \$172  };
+  assign \$174  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$175  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$176  = $signed(floor_q) + $signed(2'h1);
+  assign \$178  = ~ den_norm[50];
+  assign \$180  = den_zeros + 1'h1;
+  assign \$181  = ~ num_norm[38];
+  assign \$183  = num_zeros + 1'h1;
+  assign \$184  = loop_n + 1'h1;
+  assign \$185  = loop_n == 6'h26;
+  assign \$186  = 8'hf7 + num_zeros;
+  assign \$187  = $signed(\$186 ) - $signed(chan[171:164]);
+  assign \$188  = ~ num_norm[38];
+  assign \$192  = gain_q1[21] ? \$191  : gain_q1;
+  assign \$193  = gain_zero ? 24'h000000 : \$192 ;
+  assign \$194  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$195  = gain_zero ? 10'h004 : \$194 ;
+  assign \$196  = ~ gain_zero;
+  assign \$197  = $signed(gain_shift) < $signed(4'h4);
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = $signed(gain_shift) > $signed(6'h15);
+  assign \$201  = $signed(gain_shift) - $signed(2'h1);
+  assign \$202  = $signed(gain_shift) < $signed(4'h4);
+  assign \$203  = special_r & \$202 ;
+  assign \$204  = scale_count < 4'hd;
+  assign \$205  = \$203  & \$204 ;
+  assign \$207  = $signed(gain_shift) + $signed(2'h1);
+  assign \$208  = scale_count + 1'h1;
+  assign \$209  = loop_n + 1'h1;
+  assign \$210  = loop_n == 5'h15;
+  assign \$211  = $signed(gain_shift) > $signed(6'h15);
+  assign \$212  = \$211  ? 9'h015 : gain_shift;
+  assign \$213  = special_r ? 9'h004 : \$212 ;
+  assign \$215  = $signed(chan[115:100]) << \$2 [4:0];
+  assign \$216  = 1'h1 << sh;
+  assign \$218  = $signed(\$215 ) + $signed({ 1'h0, \$217  });
+  assign \$219  = $signed(\$218 ) - $signed(gain_w);
+  assign \$220  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$221  = - gain_x;
+  assign \$222  = \$220  ? \$221  : { 1'h0, gain_x };
+  assign \$223  = $signed(gain_t) + $signed(\$222 );
+  assign \$224  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$225  = $signed(gain_t) > $signed(21'h080010);
+  assign \$226  = \$225  ? 41'h00000080010 : gain_t;
+  assign \$227  = \$224  ? 41'h1fffff7ffe0 : \$226 ;
+  assign \$228  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$229  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$230  = \$229  ? 42'h00000080010 : gain_t1;
+  assign \$231  = \$228  ? 42'h3fffff7ffe0 : \$230 ;
+  assign \$232  = $signed(acc1) - $signed(acc0);
+  assign \$233  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$234  = - gain_x;
+  assign \$235  = \$233  ? \$234  : { 1'h0, gain_x };
+  assign \$236  = special_r ? \$232  : { \$235 [35], \$235 [35], \$235 [35], \$235 [35], \$235  };
+  assign \$237  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$238  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$239  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$293 ;
+    pop_top <= \$240 ;
   always @(posedge clk)
-    pop_bottom <= \$294 ;
+    pop_bottom <= \$241 ;
   always @(posedge clk)
-    fsm_state <= \$295 ;
+    fsm_state <= \$242 ;
   always @(posedge clk)
-    start <= \$296 ;
+    start <= \$243 ;
   always @(posedge clk)
-    t <= \$297 ;
+    t <= \$244 ;
   always @(posedge clk)
-    \start$11  <= \$298 ;
+    \start$7  <= \$245 ;
   always @(posedge clk)
-    den <= \$299 ;
+    \den$43  <= \$246 ;
   always @(posedge clk)
-    lead <= \$300 ;
+    div_num <= \$247 ;
   always @(posedge clk)
-    \start$9  <= \$301 ;
+    div_mag <= \$248 ;
   always @(posedge clk)
-    recip_rem <= \$302 ;
+    div_neg <= \$249 ;
   always @(posedge clk)
-    recip_one <= \$303 ;
+    \start$5  <= \$250 ;
   always @(posedge clk)
-    recip <= \$304 ;
+    floor_q <= \$251 ;
   always @(posedge clk)
-    m <= \$305 ;
+    mean_rem <= \$252 ;
   always @(posedge clk)
-    km <= \$306 ;
+    gain_num <= \$253 ;
   always @(posedge clk)
-    sh0 <= \$307 ;
+    den_norm <= \$254 ;
   always @(posedge clk)
-    tk <= \$308 ;
+    num_norm <= \$255 ;
   always @(posedge clk)
-    pre <= \$309 ;
+    num_zeros <= \$256 ;
   always @(posedge clk)
-    tsh <= \$310 ;
+    den_zeros <= \$257 ;
   always @(posedge clk)
-    km_pre <= \$311 ;
+    loop_n <= \$258 ;
   always @(posedge clk)
-    t_clamped <= \$312 ;
+    gain_shift <= \$259 ;
   always @(posedge clk)
-    sh <= \$313 ;
+    gain_zero <= \$260 ;
   always @(posedge clk)
-    \a$32  <= \$314 ;
+    gain_q1 <= \$261 ;
   always @(posedge clk)
-    bias <= \$315 ;
+    gain_x <= \$262 ;
   always @(posedge clk)
-    \p$57  <= \$316 ;
+    scale_count <= \$263 ;
   always @(posedge clk)
-    div_num <= \$317 ;
+    special_r <= \$264 ;
   always @(posedge clk)
-    div_mag <= \$318 ;
+    sh <= \$265 ;
   always @(posedge clk)
-    div_neg <= \$319 ;
+    gain_p <= \$266 ;
   always @(posedge clk)
-    quot <= \$320 ;
+    gain_w <= \$267 ;
   always @(posedge clk)
-    \b$60  <= \$321 ;
+    gain_t <= \$268 ;
+  always @(posedge clk)
+    gain_t1 <= \$269 ;
+  always @(posedge clk)
+    acc0 <= \$270 ;
+  always @(posedge clk)
+    acc1 <= \$271 ;
+  always @(posedge clk)
+    a_fin <= \$272 ;
+  always @(posedge clk)
+    c_fin <= \$273 ;
+  always @(posedge clk)
+    \b$64  <= \$274 ;
+  always @(posedge clk)
+    \a$65  <= \$275 ;
+  always @(posedge clk)
+    special <= \$276 ;
+  always @(posedge clk)
+    \neg$67  <= \$277 ;
+  always @(posedge clk)
+    q_lo <= \$278 ;
+  always @(posedge clk)
+    q_hi <= \$279 ;
   \hwnorm_l2_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$28 ),
-    .done(\done$47 ),
+    .\den$13 (den),
+    .done(\done$46 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$27 ),
+    .\neg$15 (\neg$23 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$29 )
+    .start(\start$5 ),
+    .steps(\steps$26 )
   );
   \hwnorm_l2_s16.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$44 ),
+    .done(\done$42 ),
     .root(root),
     .rst(rst),
-    .start(\start$11 ),
+    .start(\start$7 ),
     .\w$11 (w)
   );
   \hwnorm_l2_s16.math.mul  mul (
@@ -1336,7 +1270,7 @@ module \hwnorm_l2_s16.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$42 ),
+    .done(\done$40 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1347,2911 +1281,5960 @@ module \hwnorm_l2_s16.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 44'h00000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           a = { 1'h0, sq_sum };
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          a = { \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161  };
-      6'h09:
+      7'h08:
+          a = { \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5  };
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          a = { 19'h00000, recip };
-      6'h13:
+      7'h12:
+          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          a = { m[41], m[41], m };
-      6'h16:
+      7'h15:
+          a = { \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15 [16], \$15  };
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          a = { \a$32 [41], \a$32 [41], \a$32  };
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          a = { 20'h00000, chan[163:140] };
-      6'h24:
+      7'h23:
+          a = { 9'h000, gain_x };
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          a = { \a$32 [41], \a$32 [41], \a$32  };
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          a = { \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27 [16], \$27  };
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          a = { 9'h000, gain_x };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 29'h00000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           b = { 16'h0000, chan[13:1] };
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          b = \$164 [28:0];
-      6'h09:
+      7'h08:
+          b = \$8 [28:0];
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          b = { \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170  };
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h12:
           b = { 16'h0000, chan[13:1] };
-      6'h16:
+      7'h13:
           /* empty */;
-      6'h17:
+      7'h14:
           /* empty */;
-      6'h18:
+      7'h15:
+          b = { 16'h0000, chan[13:1] };
+      7'h16:
           /* empty */;
-      6'h19:
+      7'h17:
           /* empty */;
-      6'h1a:
+      7'h18:
           /* empty */;
-      6'h1b:
+      7'h19:
           /* empty */;
-      6'h1c:
-          b = \$174 [28:0];
-      6'h1d:
+      7'h1a:
           /* empty */;
-      6'h1e:
+      7'h1b:
           /* empty */;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h03:
+      7'h20:
           /* empty */;
-      6'h23:
-          b = { \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180  };
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
           /* empty */;
-      6'h26:
+      7'h23:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h24:
           /* empty */;
-      6'h27:
+      7'h25:
           /* empty */;
-      6'h28:
+      7'h26:
           /* empty */;
-      6'h29:
+      7'h27:
           /* empty */;
-      6'h2a:
-          b = { \$184 [24], \$184 [24], \$184 [24], \$184 [24], \$184  };
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          b = { \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23  };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          b = { 5'h00, chan[163:140] };
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          b = { \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     c = 75'h0000000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           c = 75'h0000000000000000000;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           c = { t[72], t[72], t };
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
           c = 75'h0000000000000000000;
-      6'h13:
+      7'h16:
           /* empty */;
-      6'h14:
+      7'h17:
           /* empty */;
-      6'h15:
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
           c = 75'h0000000000000000000;
-      6'h16:
+      7'h24:
           /* empty */;
-      6'h17:
+      7'h25:
           /* empty */;
-      6'h18:
+      7'h26:
           /* empty */;
-      6'h19:
+      7'h27:
           /* empty */;
-      6'h1a:
+      7'h28:
           /* empty */;
-      6'h1b:
+      7'h29:
           /* empty */;
-      6'h1c:
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
           c = 75'h0000000000000000000;
-      6'h1d:
+      7'h33:
           /* empty */;
-      6'h1e:
+      7'h34:
           /* empty */;
-      6'h1f:
+      7'h35:
           /* empty */;
-      6'h20:
+      7'h36:
           /* empty */;
-      6'h21:
+      7'h37:
           /* empty */;
-      6'h22:
+      7'h38:
           /* empty */;
-      6'h03:
+      7'h39:
           /* empty */;
-      6'h23:
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
           c = 75'h0000000000000000000;
-      6'h24:
+      7'h3e:
           /* empty */;
-      6'h25:
+      7'h3f:
           /* empty */;
-      6'h26:
+      7'h40:
           /* empty */;
-      6'h27:
+      7'h41:
           /* empty */;
-      6'h28:
+      7'h42:
           /* empty */;
-      6'h29:
+      7'h43:
           /* empty */;
-      6'h2a:
-          c = 75'h0000000000000000000;
+      7'h44:
+          /* empty */;
+      7'h45:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           neg = 1'h0;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           neg = 1'h1;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          neg = \$171 ;
-      6'h13:
+      7'h12:
+          neg = 1'h1;
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           neg = 1'h0;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          neg = \$175 ;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          neg = \$181 ;
-      6'h24:
+      7'h23:
+          neg = \$18 ;
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          neg = \$185 ;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          neg = \$24 ;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          neg = 1'h0;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          neg = \$28 ;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          neg = \$32 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           steps = 5'h0d;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           steps = 5'h1d;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          steps = 5'h10;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h12:
           steps = 5'h0d;
-      6'h16:
+      7'h13:
           /* empty */;
-      6'h17:
+      7'h14:
           /* empty */;
-      6'h18:
+      7'h15:
+          steps = 5'h0d;
+      7'h16:
           /* empty */;
-      6'h19:
+      7'h17:
           /* empty */;
-      6'h1a:
+      7'h18:
           /* empty */;
-      6'h1b:
+      7'h19:
           /* empty */;
-      6'h1c:
-          steps = 5'h1d;
-      6'h1d:
+      7'h1a:
           /* empty */;
-      6'h1e:
+      7'h1b:
           /* empty */;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h03:
+      7'h20:
           /* empty */;
-      6'h23:
-          steps = 5'h10;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
           /* empty */;
-      6'h26:
+      7'h23:
+          steps = 5'h0d;
+      7'h24:
           /* empty */;
-      6'h27:
+      7'h25:
           /* empty */;
-      6'h28:
+      7'h26:
           /* empty */;
-      6'h29:
+      7'h27:
           /* empty */;
-      6'h2a:
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          steps = 5'h11;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
           steps = 5'h18;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          steps = 5'h08;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          steps = 5'h11;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     w = 101'h00000000000000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          w = \$166 [100:0];
+      7'h0b:
+          w = \$10 [100:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 51'h0000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          rem_init = recip_rem;
-      6'h10:
+      7'h0f:
+          rem_init = \$11 [23:0];
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          rem_init = \$16 [23:0];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          rem_init = \$176 [50:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          rem_init = \$19 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 58'h000000000000000;
+    lo_init = 35'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          lo_init = \$167 ;
-      6'h10:
+      7'h0f:
+          lo_init = \$12 [34:0];
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          lo_init = \$17 [34:0];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          lo_init = \$177 [57:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          lo_init = \$20 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$27  = 1'h0;
+    \neg$23  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \neg$27  = 1'h0;
-      6'h10:
+      7'h0f:
+          \neg$23  = div_neg;
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          \neg$23  = div_neg;
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \neg$27  = div_neg;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \neg$23  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$28  = 51'h0000000000000;
+    den = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \den$28  = den;
-      6'h10:
+      7'h0f:
+          den = { 11'h000, chan[13:1] };
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          den = den_norm[50:27];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \den$28  = { 38'h0000000000, chan[13:1] };
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$29  = 6'h00;
+    \steps$26  = 6'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \steps$29  = 6'h18;
-      6'h10:
+      7'h0f:
+          \steps$26  = 6'h11;
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          \steps$26  = 6'h16;
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \steps$29  = 6'h3a;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \steps$26  = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h03:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h27:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h01:
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = 1'h0;
+    \$240  = 1'h0;
     if (rst) begin
-      \$293  = 1'h0;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = 1'h0;
+    \$241  = 1'h0;
     if (rst) begin
-      \$294  = 1'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = fsm_state;
+    \$242  = fsm_state;
     casez (fsm_state)
-      6'h00:
-          if (\start$40 ) begin
+      7'h00:
+          if (\start$38 ) begin
             casez (entry)
               2'h0:
-                  \$295  = 6'h01;
+                  \$242  = 7'h01;
               2'h1:
-                  \$295  = 6'h02;
+                  \$242  = 7'h02;
               2'h2:
-                  \$295  = 6'h03;
+                  \$242  = 7'h03;
             endcase
           end
-      6'h02:
-          \$295  = 6'h04;
-      6'h04:
-          \$295  = 6'h05;
-      6'h05:
-          \$295  = 6'h06;
-      6'h06:
+      7'h02:
+          \$242  = 7'h04;
+      7'h04:
+          \$242  = 7'h05;
+      7'h05:
+          \$242  = 7'h06;
+      7'h06:
+          if (\done$40 ) begin
+            \$242  = 7'h07;
+          end
+      7'h07:
+          \$242  = 7'h08;
+      7'h08:
+          \$242  = 7'h09;
+      7'h09:
+          if (\done$40 ) begin
+            \$242  = 7'h0a;
+          end
+      7'h0a:
+          \$242  = 7'h0b;
+      7'h0b:
+          \$242  = 7'h0c;
+      7'h0c:
           if (\done$42 ) begin
-            \$295  = 6'h07;
+            \$242  = 7'h0d;
           end
-      6'h07:
-          \$295  = 6'h08;
-      6'h08:
-          \$295  = 6'h09;
-      6'h09:
+      7'h0d:
+          \$242  = 7'h0e;
+      7'h0e:
+          \$242  = 7'h0f;
+      7'h0f:
+          \$242  = 7'h10;
+      7'h10:
+          if (\done$46 ) begin
+            \$242  = 7'h11;
+          end
+      7'h11:
+          \$242  = 7'h12;
+      7'h12:
+          \$242  = 7'h13;
+      7'h13:
+          if (\done$40 ) begin
+            \$242  = 7'h14;
+          end
+      7'h14:
+          \$242  = 7'h15;
+      7'h15:
+          \$242  = 7'h16;
+      7'h16:
+          if (\done$40 ) begin
+            \$242  = 7'h17;
+          end
+      7'h17:
+          \$242  = 7'h18;
+      7'h18:
+          if (\$116 ) begin
+            \$242  = 7'h19;
+          end
+      7'h19:
+          \$242  = 7'h1a;
+      7'h1a:
+          \$242  = 7'h1b;
+      7'h1b:
+          \$242  = 7'h1c;
+      7'h1c:
+          \$242  = 7'h1d;
+      7'h1d:
+          if (\done$46 ) begin
+            \$242  = 7'h1e;
+          end
+      7'h1e:
+          \$242  = 7'h1f;
+      7'h1f:
+          \$242  = 7'h20;
+      7'h20:
+          if (\$144 ) begin
+            \$242  = 7'h21;
+          end
+      7'h21:
+          \$242  = 7'h22;
+      7'h22:
+          \$242  = 7'h23;
+      7'h23:
+          \$242  = 7'h24;
+      7'h24:
+          if (\done$40 ) begin
+            \$242  = 7'h25;
+          end
+      7'h25:
+          \$242  = 7'h26;
+      7'h26:
+          \$242  = 7'h27;
+      7'h27:
+          \$242  = 7'h28;
+      7'h28:
+          if (\done$46 ) begin
+            \$242  = 7'h29;
+          end
+      7'h29:
+          \$242  = 7'h2a;
+      7'h2a:
+          \$242  = 7'h2b;
+      7'h2b:
+          \$242  = 7'h2c;
+      7'h2c:
+          \$242  = 7'h2d;
+      7'h2d:
+          \$242  = 7'h2e;
+      7'h2e:
+          \$242  = 7'h2f;
+      7'h2f:
+          if (\done$40 ) begin
+            \$242  = 7'h30;
+          end
+      7'h30:
+          \$242  = 7'h01;
+      7'h03:
+          \$242  = 7'h31;
+      7'h31:
+          \$242  = 7'h32;
+      7'h32:
+          \$242  = 7'h33;
+      7'h33:
+          if (\done$40 ) begin
+            \$242  = 7'h34;
+          end
+      7'h34:
+          \$242  = 7'h35;
+      7'h35:
+          if (\$185 ) begin
+            \$242  = 7'h36;
+          end
+      7'h36:
+          \$242  = 7'h37;
+      7'h37:
+          \$242  = 7'h38;
+      7'h38:
+          \$242  = 7'h39;
+      7'h39:
+          \$242  = 7'h3a;
+      7'h3a:
+          if (\$210 ) begin
+            \$242  = 7'h3b;
+          end
+      7'h3b:
+          \$242  = 7'h3c;
+      7'h3c:
+          \$242  = 7'h3d;
+      7'h3d:
+          \$242  = 7'h3e;
+      7'h3e:
+          if (\done$40 ) begin
+            \$242  = 7'h3f;
+          end
+      7'h3f:
+          \$242  = 7'h40;
+      7'h40:
+          \$242  = 7'h41;
+      7'h41:
+          \$242  = 7'h42;
+      7'h42:
+          \$242  = 7'h43;
+      7'h43:
+          \$242  = 7'h44;
+      7'h44:
+          \$242  = 7'h45;
+      7'h45:
+          \$242  = 7'h46;
+      7'h46:
+          if (\done$40 ) begin
+            \$242  = 7'h47;
+          end
+      7'h47:
+          \$242  = 7'h01;
+      7'h01:
+          \$242  = 7'h00;
+    endcase
+    if (rst) begin
+      \$242  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = start;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          \$243  = 1'h1;
+      7'h05:
+          \$243  = 1'h0;
+      7'h06:
+          /* empty */;
+      7'h07:
+          \$243  = 1'h1;
+      7'h08:
+          \$243  = 1'h0;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$243  = 1'h1;
+      7'h12:
+          \$243  = 1'h0;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$243  = 1'h1;
+      7'h15:
+          \$243  = 1'h0;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$243  = 1'h1;
+      7'h23:
+          \$243  = 1'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$243  = 1'h1;
+      7'h2e:
+          \$243  = 1'h0;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          \$243  = 1'h1;
+      7'h32:
+          \$243  = 1'h0;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$243  = 1'h1;
+      7'h3d:
+          \$243  = 1'h0;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$243  = 1'h1;
+      7'h45:
+          \$243  = 1'h0;
+    endcase
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          if (\done$40 ) begin
+            \$244  = p[72:0];
+          end
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          if (\done$40 ) begin
+            \$244  = p[72:0];
+          end
+    endcase
+    if (rst) begin
+      \$244  = 73'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = \start$7 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          \$245  = 1'h1;
+      7'h0b:
+          \$245  = 1'h0;
+    endcase
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = \den$43 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
           if (\done$42 ) begin
-            \$295  = 6'h0a;
-          end
-      6'h0a:
-          \$295  = 6'h0b;
-      6'h0b:
-          \$295  = 6'h0c;
-      6'h0c:
-          if (\done$44 ) begin
-            \$295  = 6'h0d;
-          end
-      6'h0d:
-          \$295  = 6'h0e;
-      6'h0e:
-          \$295  = 6'h0f;
-      6'h0f:
-          \$295  = 6'h10;
-      6'h10:
-          if (\done$47 ) begin
-            \$295  = 6'h11;
-          end
-      6'h11:
-          \$295  = 6'h12;
-      6'h12:
-          \$295  = 6'h13;
-      6'h13:
-          if (\done$42 ) begin
-            \$295  = 6'h14;
-          end
-      6'h14:
-          \$295  = 6'h15;
-      6'h15:
-          \$295  = 6'h16;
-      6'h16:
-          if (\done$42 ) begin
-            \$295  = 6'h17;
-          end
-      6'h17:
-          \$295  = 6'h18;
-      6'h18:
-          \$295  = 6'h19;
-      6'h19:
-          \$295  = 6'h1a;
-      6'h1a:
-          \$295  = 6'h1b;
-      6'h1b:
-          \$295  = 6'h1c;
-      6'h1c:
-          \$295  = 6'h1d;
-      6'h1d:
-          if (\done$42 ) begin
-            \$295  = 6'h1e;
-          end
-      6'h1e:
-          \$295  = 6'h1f;
-      6'h1f:
-          \$295  = 6'h20;
-      6'h20:
-          \$295  = 6'h21;
-      6'h21:
-          if (\done$47 ) begin
-            \$295  = 6'h22;
-          end
-      6'h22:
-          \$295  = 6'h01;
-      6'h03:
-          \$295  = 6'h23;
-      6'h23:
-          \$295  = 6'h24;
-      6'h24:
-          if (\done$42 ) begin
-            \$295  = 6'h25;
-          end
-      6'h25:
-          \$295  = 6'h26;
-      6'h26:
-          \$295  = 6'h27;
-      6'h27:
-          \$295  = 6'h28;
-      6'h28:
-          \$295  = 6'h29;
-      6'h29:
-          \$295  = 6'h2a;
-      6'h2a:
-          \$295  = 6'h2b;
-      6'h2b:
-          if (\done$42 ) begin
-            \$295  = 6'h2c;
-          end
-      6'h2c:
-          \$295  = 6'h2d;
-      6'h2d:
-          \$295  = 6'h01;
-      6'h01:
-          \$295  = 6'h00;
-    endcase
-    if (rst) begin
-      \$295  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          \$296  = 1'h1;
-      6'h05:
-          \$296  = 1'h0;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$296  = 1'h1;
-      6'h08:
-          \$296  = 1'h0;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$296  = 1'h1;
-      6'h12:
-          \$296  = 1'h0;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$296  = 1'h1;
-      6'h15:
-          \$296  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$296  = 1'h1;
-      6'h1c:
-          \$296  = 1'h0;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          \$296  = 1'h1;
-      6'h23:
-          \$296  = 1'h0;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$296  = 1'h1;
-      6'h2a:
-          \$296  = 1'h0;
-    endcase
-    if (rst) begin
-      \$296  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          if (\done$42 ) begin
-            \$297  = p[72:0];
-          end
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\done$42 ) begin
-            \$297  = p[72:0];
+            \$246  = root;
           end
     endcase
     if (rst) begin
-      \$297  = 73'h0000000000000000000;
+      \$246  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = \start$11 ;
+    \$247  = div_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          \$298  = 1'h1;
-      6'h0b:
-          \$298  = 1'h0;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          \$247  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$247  = { 5'h00, \$120  };
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$247  = { gain_p[49], gain_p };
     endcase
     if (rst) begin
-      \$298  = 1'h0;
+      \$247  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = den;
+    \$248  = div_mag;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
-          if (\done$44 ) begin
-            \$299  = root;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$248  = \$107 [50:0];
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$248  = \$123 [50:0];
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$248  = \$150 [50:0];
+    endcase
+    if (rst) begin
+      \$248  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$249  = \$108 ;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$249  = \$124 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$249  = \$151 ;
+    endcase
+    if (rst) begin
+      \$249  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$250  = 1'h1;
+      7'h0f:
+          \$250  = 1'h0;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$250  = 1'h1;
+      7'h1c:
+          \$250  = 1'h0;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$250  = 1'h1;
+      7'h27:
+          \$250  = 1'h0;
+    endcase
+    if (rst) begin
+      \$250  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = floor_q;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          if (\done$46 ) begin
+            \$251  = q[17:0];
+          end
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          \$251  = \$177 [17:0];
+    endcase
+    if (rst) begin
+      \$251  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          if (\done$40 ) begin
+            \$252  = p[13:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          \$252  = { 6'h00, chan[123:116] };
+    endcase
+    if (rst) begin
+      \$252  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$40 ) begin
+            \$253  = p[39:0];
+          end
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          if (\done$40 ) begin
+            \$253  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$299  = 51'h0000000000000;
+      \$253  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = lead;
+    \$254  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          \$300  = den_lead;
-    endcase
-    if (rst) begin
-      \$300  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
+      7'h0d:
           /* empty */;
-      6'h02:
+      7'h0e:
           /* empty */;
-      6'h04:
+      7'h0f:
           /* empty */;
-      6'h05:
+      7'h10:
           /* empty */;
-      6'h06:
+      7'h11:
           /* empty */;
-      6'h07:
+      7'h12:
           /* empty */;
-      6'h08:
+      7'h13:
           /* empty */;
-      6'h09:
+      7'h14:
           /* empty */;
-      6'h0a:
+      7'h15:
           /* empty */;
-      6'h0b:
+      7'h16:
           /* empty */;
-      6'h0c:
+      7'h17:
+          \$254  = \den$43 ;
+      7'h18:
+          if (\$109 ) begin
+            \$254  = \$110 [50:0];
+          end
+      7'h19:
           /* empty */;
-      6'h0d:
+      7'h1a:
           /* empty */;
-      6'h0e:
-          \$301  = 1'h1;
-      6'h0f:
-          \$301  = 1'h0;
-      6'h10:
+      7'h1b:
           /* empty */;
-      6'h11:
+      7'h1c:
           /* empty */;
-      6'h12:
+      7'h1d:
           /* empty */;
-      6'h13:
+      7'h1e:
           /* empty */;
-      6'h14:
+      7'h1f:
           /* empty */;
-      6'h15:
+      7'h20:
           /* empty */;
-      6'h16:
+      7'h21:
           /* empty */;
-      6'h17:
+      7'h22:
           /* empty */;
-      6'h18:
+      7'h23:
           /* empty */;
-      6'h19:
+      7'h24:
           /* empty */;
-      6'h1a:
+      7'h25:
           /* empty */;
-      6'h1b:
+      7'h26:
           /* empty */;
-      6'h1c:
+      7'h27:
           /* empty */;
-      6'h1d:
+      7'h28:
           /* empty */;
-      6'h1e:
+      7'h29:
           /* empty */;
-      6'h1f:
-          \$301  = 1'h1;
-      6'h20:
-          \$301  = 1'h0;
-    endcase
-    if (rst) begin
-      \$301  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = recip_rem;
-    casez (fsm_state)
-      6'h00:
+      7'h2a:
           /* empty */;
-      6'h02:
+      7'h2b:
           /* empty */;
-      6'h04:
+      7'h2c:
           /* empty */;
-      6'h05:
+      7'h2d:
           /* empty */;
-      6'h06:
+      7'h2e:
           /* empty */;
-      6'h07:
+      7'h2f:
           /* empty */;
-      6'h08:
+      7'h30:
           /* empty */;
-      6'h09:
+      7'h03:
           /* empty */;
-      6'h0a:
+      7'h31:
           /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$302  = \$235 [50:0];
-    endcase
-    if (rst) begin
-      \$302  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$303  = \$236 ;
-    endcase
-    if (rst) begin
-      \$303  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$47 ) begin
-            \$304  = q[24:0];
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$254  = 51'h4000000000000;
+      7'h35:
+          if (\$178 ) begin
+            \$254  = \$179 [50:0];
           end
     endcase
     if (rst) begin
-      \$304  = 25'h0000000;
+      \$254  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = m;
+    \$255  = num_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
-          if (\done$42 ) begin
-            \$305  = p[41:0];
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$255  = gain_num[38:0];
+      7'h18:
+          if (\$112 ) begin
+            \$255  = \$113 [38:0];
           end
-      6'h14:
+      7'h19:
           /* empty */;
-      6'h15:
+      7'h1a:
           /* empty */;
-      6'h16:
+      7'h1b:
           /* empty */;
-      6'h17:
+      7'h1c:
           /* empty */;
-      6'h18:
+      7'h1d:
           /* empty */;
-      6'h19:
+      7'h1e:
           /* empty */;
-      6'h1a:
+      7'h1f:
           /* empty */;
-      6'h1b:
+      7'h20:
           /* empty */;
-      6'h1c:
+      7'h21:
           /* empty */;
-      6'h1d:
+      7'h22:
           /* empty */;
-      6'h1e:
+      7'h23:
           /* empty */;
-      6'h1f:
+      7'h24:
           /* empty */;
-      6'h20:
+      7'h25:
           /* empty */;
-      6'h21:
+      7'h26:
           /* empty */;
-      6'h22:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h23:
+      7'h29:
           /* empty */;
-      6'h24:
-          if (\done$42 ) begin
-            \$305  = p[41:0];
-          end
-    endcase
-    if (rst) begin
-      \$305  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = km;
-    casez (fsm_state)
-      6'h00:
+      7'h2a:
           /* empty */;
-      6'h02:
+      7'h2b:
           /* empty */;
-      6'h04:
+      7'h2c:
           /* empty */;
-      6'h05:
+      7'h2d:
           /* empty */;
-      6'h06:
+      7'h2e:
           /* empty */;
-      6'h07:
+      7'h2f:
           /* empty */;
-      6'h08:
+      7'h30:
           /* empty */;
-      6'h09:
+      7'h03:
           /* empty */;
-      6'h0a:
+      7'h31:
           /* empty */;
-      6'h0b:
+      7'h32:
           /* empty */;
-      6'h0c:
+      7'h33:
           /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$42 ) begin
-            \$306  = p[55:0];
-          end
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$306  = \$266 [55:0];
-    endcase
-    if (rst) begin
-      \$306  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$307  = { 3'h0, \$237  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$307  = { \$267 [8], \$267  };
-    endcase
-    if (rst) begin
-      \$307  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$308  = count_lead;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$308  = 4'h8;
-    endcase
-    if (rst) begin
-      \$308  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$309  = \$240 [2:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          \$309  = \$270 [2:0];
-    endcase
-    if (rst) begin
-      \$309  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$310  = \$250 [9:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          \$310  = \$280 [9:0];
-    endcase
-    if (rst) begin
-      \$310  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$311  = \$251 [59:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$311  = \$281 [59:0];
-    endcase
-    if (rst) begin
-      \$311  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$312  = \$253 [5:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$312  = \$283 [5:0];
-    endcase
-    if (rst) begin
-      \$312  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$313  = \$255 [4:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$313  = \$285 [4:0];
-    endcase
-    if (rst) begin
-      \$313  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = \a$32 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$314  = \$256 [41:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$314  = \$286 [41:0];
-    endcase
-    if (rst) begin
-      \$314  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$315  = { \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260 [47], \$260  };
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$315  = { \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290  };
-    endcase
-    if (rst) begin
-      \$315  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = \p$57 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          if (\done$42 ) begin
-            \$316  = p[72:0];
-          end
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          if (\done$42 ) begin
-            \$316  = p[72:0];
+      7'h34:
+          \$255  = gain_num[38:0];
+      7'h35:
+          if (\$181 ) begin
+            \$255  = \$182 [38:0];
           end
     endcase
     if (rst) begin
-      \$316  = 73'h0000000000000000000;
+      \$255  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = div_num;
+    \$256  = num_zeros;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$317  = { \p$57 [72], \p$57  };
-    endcase
-    if (rst) begin
-      \$317  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$318  = \$263 [73:0];
-    endcase
-    if (rst) begin
-      \$318  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$319  = \$264 ;
-    endcase
-    if (rst) begin
-      \$319  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$47 ) begin
-            \$320  = { q[59], q[59], q };
+      7'h17:
+          \$256  = 6'h00;
+      7'h18:
+          if (\$112 ) begin
+            \$256  = \$114 [5:0];
           end
-      6'h22:
+      7'h19:
           /* empty */;
-      6'h03:
+      7'h1a:
           /* empty */;
-      6'h23:
+      7'h1b:
           /* empty */;
-      6'h24:
+      7'h1c:
           /* empty */;
-      6'h25:
+      7'h1d:
           /* empty */;
-      6'h26:
+      7'h1e:
           /* empty */;
-      6'h27:
+      7'h1f:
           /* empty */;
-      6'h28:
+      7'h20:
           /* empty */;
-      6'h29:
+      7'h21:
           /* empty */;
-      6'h2a:
+      7'h22:
           /* empty */;
-      6'h2b:
+      7'h23:
           /* empty */;
-      6'h2c:
-          \$320  = \$291 [61:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$256  = 6'h00;
+      7'h35:
+          if (\$181 ) begin
+            \$256  = \$183 [5:0];
+          end
     endcase
     if (rst) begin
-      \$320  = 62'h0000000000000000;
+      \$256  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = \b$60 ;
+    \$257  = den_zeros;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
+          \$257  = 6'h00;
+      7'h18:
+          if (\$109 ) begin
+            \$257  = \$111 [5:0];
+          end
+      7'h19:
           /* empty */;
-      6'h18:
+      7'h1a:
           /* empty */;
-      6'h19:
+      7'h1b:
           /* empty */;
-      6'h1a:
+      7'h1c:
           /* empty */;
-      6'h1b:
+      7'h1d:
           /* empty */;
-      6'h1c:
+      7'h1e:
           /* empty */;
-      6'h1d:
+      7'h1f:
           /* empty */;
-      6'h1e:
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
-          \$321  = \$265 [57:0];
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
+      7'h27:
           /* empty */;
-      6'h26:
+      7'h28:
           /* empty */;
-      6'h27:
+      7'h29:
           /* empty */;
-      6'h28:
+      7'h2a:
           /* empty */;
-      6'h29:
+      7'h2b:
           /* empty */;
-      6'h2a:
+      7'h2c:
           /* empty */;
-      6'h2b:
+      7'h2d:
           /* empty */;
-      6'h2c:
+      7'h2e:
           /* empty */;
-      6'h2d:
-          \$321  = \$292 [57:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$257  = 6'h00;
+      7'h35:
+          if (\$178 ) begin
+            \$257  = \$180 [5:0];
+          end
     endcase
     if (rst) begin
-      \$321  = 58'h000000000000000;
+      \$257  = 6'h00;
     end
   end
-  assign beta_shift = \$157 [4:0];
-  assign \beta_shift$6  = \$158 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+        begin
+          \$258  = \$115 [5:0];
+          if (\$116 ) begin
+            \$258  = 6'h00;
+          end
+        end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          \$258  = \$143 [5:0];
+          if (\$144 ) begin
+            \$258  = 6'h00;
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+        begin
+          \$258  = \$184 [5:0];
+          if (\$185 ) begin
+            \$258  = 6'h00;
+          end
+        end
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          \$258  = \$209 [5:0];
+          if (\$210 ) begin
+            \$258  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$258  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$259  = { \$118 [7], \$118  };
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$259  = \$129 [8:0];
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          if (\$133 ) begin
+            \$259  = \$135 [8:0];
+          end
+          if (\$139 ) begin
+            \$259  = \$141 [8:0];
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$259  = \$187 ;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$259  = \$195 [8:0];
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          if (\$199 ) begin
+            \$259  = \$201 [8:0];
+          end
+          if (\$205 ) begin
+            \$259  = \$207 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$259  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$260  = \$119 ;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$260  = \$188 ;
+    endcase
+    if (rst) begin
+      \$260  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$46 ) begin
+            \$261  = q[23:0];
+          end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$261  = \$190 [23:0];
+    endcase
+    if (rst) begin
+      \$261  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$262  = { \$127 [23], \$127 [23], \$127 [23], \$127 [23], \$127 [23], \$127 [23], \$127 [23], \$127 [23], \$127 [23], \$127 [23], \$127 [23], \$127  };
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          if (\$133 ) begin
+            \$262  = \$134 ;
+          end
+          if (\$139 ) begin
+            \$262  = \$140 [34:0];
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$262  = { \$193 [23], \$193 [23], \$193 [23], \$193 [23], \$193 [23], \$193 [23], \$193 [23], \$193 [23], \$193 [23], \$193 [23], \$193 [23], \$193  };
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          if (\$199 ) begin
+            \$262  = \$200 ;
+          end
+          if (\$205 ) begin
+            \$262  = \$206 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$262  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$263  = 5'h00;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$263  = \$142 [4:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$263  = 5'h00;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$263  = \$208 [4:0];
+    endcase
+    if (rst) begin
+      \$263  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$264  = \$132 ;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$264  = \$198 ;
+    endcase
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$265  = \$147 [4:0];
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$265  = \$213 [4:0];
+    endcase
+    if (rst) begin
+      \$265  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          if (\done$40 ) begin
+            \$266  = p[49:0];
+          end
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          if (\done$40 ) begin
+            \$266  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$266  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          if (\done$46 ) begin
+            \$267  = q;
+          end
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$267  = \$214 [36:0];
+    endcase
+    if (rst) begin
+      \$267  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \$268  = \$156 [40:0];
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$268  = \$219 [40:0];
+    endcase
+    if (rst) begin
+      \$268  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$269  = \$160 ;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$269  = \$223 ;
+    endcase
+    if (rst) begin
+      \$269  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$270  = \$164 [38:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$270  = \$227 [38:0];
+    endcase
+    if (rst) begin
+      \$270  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$271  = \$168 [38:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$271  = \$231 [38:0];
+    endcase
+    if (rst) begin
+      \$271  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$272  = \$173 [21:0];
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$272  = \$236 [21:0];
+    endcase
+    if (rst) begin
+      \$272  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$273  = \$174 [38:0];
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$273  = \$237 [38:0];
+    endcase
+    if (rst) begin
+      \$273  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = \b$64 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          if (\done$40 ) begin
+            \$274  = p[38:0];
+          end
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          if (\done$40 ) begin
+            \$274  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$274  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = \a$65 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$275  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$275  = a_fin;
+    endcase
+    if (rst) begin
+      \$275  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$276  = special_r;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$276  = special_r;
+    endcase
+    if (rst) begin
+      \$276  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = \neg$67 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$277  = \$175 ;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$277  = \$238 ;
+    endcase
+    if (rst) begin
+      \$277  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$278  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$278  = floor_q;
+    endcase
+    if (rst) begin
+      \$278  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$279  = \$176 [17:0];
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$279  = \$239 [17:0];
+    endcase
+    if (rst) begin
+      \$279  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
-  assign isqrt_go = \start$11 ;
+  assign seqdiv_go = \start$5 ;
+  assign isqrt_go = \start$7 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[83:14];
@@ -4260,65 +7243,81 @@ module \hwnorm_l2_s16.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den
   assign \chan.mean  = chan[139:116];
   assign \chan.scale_m  = chan[163:140];
   assign \chan.scale_exp  = chan[171:164];
-  assign \$165  = { t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t, 46'h000000000000 };
-  assign \$176  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$177  = { 1'h0, div_mag[57:0] };
-  assign \$234  = { 1'h0, \$233 [63:1] };
-  assign \$259  = { 1'h0, \$258 [31:1] };
-  assign \$266  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$289  = { 1'h0, \$288 [31:1] };
-  assign \$291  = { \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72], \p$57 [72:8] };
+  assign \$9  = { t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t[72], t, 46'h000000000000 };
+  assign \$11  = { 17'h00000, div_mag[50:17] };
+  assign \$12  = { 13'h0000, div_mag[16:0], 18'h00000 };
+  assign \$16  = { 22'h000000, div_mag[50:22] };
+  assign \$17  = { 2'h0, div_mag[21:0], 13'h0000 };
+  assign \$19  = { 35'h000000000, div_mag[50:35] };
+  assign \$20  = { 1'h0, div_mag[34:0] };
+  assign \$110  = { den_norm, 1'h0 };
+  assign \$113  = { num_norm, 1'h0 };
+  assign \$120  = { 1'h0, num_norm, 6'h00 };
+  assign \$125  = { gain_q1[23], gain_q1[23:1] };
+  assign \$134  = { 1'h0, gain_x[34:1] };
+  assign \$140  = { gain_x, 1'h0 };
+  assign \$154  = { 1'h0, \$153 [31:1] };
+  assign \$177  = { chan[139], chan[139], chan[139], chan[139], chan[139], chan[139], chan[139], chan[139], chan[139:124] };
+  assign \$179  = { den_norm, 1'h0 };
+  assign \$182  = { num_norm, 1'h0 };
+  assign \$189  = { 1'h0, num_norm, 6'h00 };
+  assign \$190  = { 23'h000000, \$189 [45:23] };
+  assign \$191  = { gain_q1[23], gain_q1[23:1] };
+  assign \$200  = { 1'h0, gain_x[34:1] };
+  assign \$206  = { gain_x, 1'h0 };
+  assign \$214  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$217  = { 1'h0, \$216 [31:1] };
 endmodule
 
 module \hwnorm_l2_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [51:0] \$1 ;
+  wire [24:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [58:0] \$13 ;
-  wire [59:0] \$14 ;
-  wire [59:0] \$15 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [50:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
-  reg [57:0] \$20 ;
-  reg [50:0] \$21 ;
+  reg [34:0] \$20 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
-  reg [57:0] \$23 ;
+  reg [34:0] \$23 ;
   reg [5:0] \$24 ;
   reg \$25 ;
-  reg [59:0] \$26 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [52:0] \$4 ;
-  wire [52:0] \$5 ;
-  wire [58:0] \$6 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
+  wire [35:0] \$6 ;
   wire \$7 ;
-  wire [58:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [35:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [50:0] den = 51'h0000000000000;
-  input [50:0] \den$13 ;
-  wire [50:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
-  reg [57:0] lo = 58'h000000000000000;
-  input [57:0] lo_init;
-  wire [57:0] lo_init;
+  reg [34:0] lo = 35'h000000000;
+  input [34:0] lo_init;
+  wire [34:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [59:0] q;
-  reg [59:0] q = 60'h000000000000000;
-  reg [57:0] quot = 58'h000000000000000;
-  reg [50:0] rem = 51'h0000000000000;
-  input [50:0] rem_init;
-  wire [50:0] rem_init;
+  output [36:0] q;
+  reg [36:0] q = 37'h0000000000;
+  reg [34:0] quot = 35'h000000000;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -4327,14 +7326,14 @@ module \hwnorm_l2_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
-  wire [51:0] trial;
-  assign trial = \$1  | { 51'h0000000000000, lo[57] };
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[34] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -4396,10 +7395,10 @@ module \hwnorm_l2_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [50:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 51'h0000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -4408,10 +7407,10 @@ module \hwnorm_l2_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [57:0];
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
-      \$20  = 58'h000000000000000;
+      \$20  = 35'h000000000;
     end
   end
   always @* begin
@@ -4421,7 +7420,7 @@ module \hwnorm_l2_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 51'h0000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -4438,12 +7437,12 @@ module \hwnorm_l2_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [57:0];
+      \$23  = \$8 [34:0];
     end
     if (rst) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end
   end
   always @* begin
@@ -4475,7 +7474,7 @@ module \hwnorm_l2_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 60'h000000000000000;
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -4758,65 +7757,89 @@ module \hwnorm_l2_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, c
   assign \$6  = { 1'h0, b_sh[28:1] };
 endmodule
 
-module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
-  wire [58:0] \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire [13:0] \$29 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg [12:0] \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg [15:0] \$43 ;
-  reg [33:0] \$44 ;
-  reg [33:0] \$45 ;
-  reg [24:0] \$46 ;
-  reg [58:0] \$47 ;
-  reg [58:0] \$48 ;
-  reg [58:0] \$49 ;
+  wire [39:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [39:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [13:0] \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
   reg \$50 ;
   reg \$51 ;
-  reg [15:0] \$52 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg [12:0] \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg [15:0] \$68 ;
+  reg [33:0] \$69 ;
   wire \$7 ;
+  reg [21:0] \$70 ;
+  reg [39:0] \$71 ;
+  reg [39:0] \$72 ;
+  reg [39:0] \$73 ;
+  reg \$74 ;
+  reg \$75 ;
+  reg [15:0] \$76 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   output busy;
   wire busy;
   output ce;
@@ -4825,6 +7848,12 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -4833,6 +7862,8 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -4848,16 +7879,21 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -4869,36 +7905,87 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = under0 ? 40'hffffff8000 : q0;
+  assign \$41  = over0 ? 40'h0000007fff : \$40 ;
+  assign \$42  = ok4 ? \$41  : 40'h0000000000;
+  assign \$43  = ~ clear;
+  assign \$44  = \$43  & ce;
+  assign \$45  = v4 & ok4;
+  assign \$46  = over0 | under0;
+  assign \$47  = \$45  & \$46 ;
+  assign \$48  = sat_count + \$47 ;
   always @(posedge clk)
-    ok1 <= \$38 ;
+    v0 <= \$49 ;
   always @(posedge clk)
-    ok2 <= \$39 ;
+    v1 <= \$50 ;
   always @(posedge clk)
-    ok3 <= \$40 ;
+    v2 <= \$51 ;
   always @(posedge clk)
-    ok4 <= \$41 ;
+    v3 <= \$52 ;
   always @(posedge clk)
-    ok5 <= \$42 ;
+    v4 <= \$53 ;
   always @(posedge clk)
-    x0 <= \$43 ;
+    v5 <= \$54 ;
   always @(posedge clk)
-    p0_0 <= \$44 ;
+    sat_count <= \$55 ;
   always @(posedge clk)
-    p0_17 <= \$45 ;
+    ok0 <= \$56 ;
   always @(posedge clk)
-    p0_34 <= \$46 ;
+    ok1 <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$47 ;
+    ok2 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$48 ;
+    ok3 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$49 ;
+    ok4 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$50 ;
+    ok5 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$51 ;
+    force_hi0_0 <= \$62 ;
   always @(posedge clk)
-    o__payload <= \$52 ;
+    force_lo0_0 <= \$63 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$67 ;
+  always @(posedge clk)
+    x0 <= \$68 ;
+  always @(posedge clk)
+    p0_0 <= \$69 ;
+  always @(posedge clk)
+    p0_17 <= \$70 ;
+  always @(posedge clk)
+    acc0 <= \$71 ;
+  always @(posedge clk)
+    qs0 <= \$72 ;
+  always @(posedge clk)
+    q0 <= \$73 ;
+  always @(posedge clk)
+    over0 <= \$74 ;
+  always @(posedge clk)
+    under0 <= \$75 ;
+  always @(posedge clk)
+    o__payload <= \$76 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4909,170 +7996,38 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$22  = over0 ? 59'h000000000007fff : \$21 ;
-  assign \$23  = ok4 ? \$22  : 59'h000000000000000;
-  assign \$24  = ~ clear;
-  assign \$25  = \$24  & ce;
-  assign \$26  = v4 & ok4;
-  assign \$27  = over0 | under0;
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = sat_count + \$28 ;
-  always @(posedge clk)
-    v0 <= \$30 ;
-  always @(posedge clk)
-    v1 <= \$31 ;
-  always @(posedge clk)
-    v2 <= \$32 ;
-  always @(posedge clk)
-    v3 <= \$33 ;
-  always @(posedge clk)
-    v4 <= \$34 ;
-  always @(posedge clk)
-    v5 <= \$35 ;
-  always @(posedge clk)
-    sat_count <= \$36 ;
-  always @(posedge clk)
-    ok0 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$38  = ok1;
+    \$49  = v0;
     if (clear) begin
+      \$49  = 1'h0;
     end else if (ce) begin
-      \$38  = ok0;
+      \$49  = i__valid;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$39  = ok2;
+    \$50  = v1;
     if (clear) begin
+      \$50  = 1'h0;
     end else if (ce) begin
-      \$39  = ok1;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$40  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok2;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$41  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok3;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$42  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok4;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = x0;
-    if (\$8 ) begin
-      \$43  = i__payload;
-    end
-    if (rst) begin
-      \$43  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = p0_0;
-    if (\$8 ) begin
-      \$44  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$44  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = p0_17;
-    if (\$8 ) begin
-      \$45  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$45  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = p0_34;
-    if (\$8 ) begin
-      \$46  = { \$11 [23], \$11  };
-    end
-    if (rst) begin
-      \$46  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = acc0;
-    if (\$8 ) begin
-      \$47  = \$17 [58:0];
-    end
-    if (rst) begin
-      \$47  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = qs0;
-    if (\$8 ) begin
-      \$48  = \$18 ;
-    end
-    if (rst) begin
-      \$48  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = q0;
-    if (\$8 ) begin
-      \$49  = qs0;
-    end
-    if (rst) begin
-      \$49  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = over0;
-    if (\$8 ) begin
-      \$50  = \$19 ;
+      \$50  = v0;
     end
     if (rst) begin
       \$50  = 1'h0;
@@ -5080,9 +8035,11 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = under0;
-    if (\$8 ) begin
-      \$51  = \$20 ;
+    \$51  = v2;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v1;
     end
     if (rst) begin
       \$51  = 1'h0;
@@ -5090,108 +8047,267 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = o__payload;
+    \$52  = v3;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v2;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$53  = v4;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v3;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$54  = v5;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v4;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$55  = sat_count;
+    if (clear) begin
+      \$55  = 13'h0000;
+    end
+    if (\$44 ) begin
+      \$55  = \$48 [12:0];
+    end
+    if (rst) begin
+      \$55  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$56  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = mask;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$57  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok0;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok1;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$59  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$59  = ok2;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$60  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$60  = ok3;
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$61  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = ok4;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$62  = force_hi0_0;
     if (\$8 ) begin
-      \$52  = \$23 [15:0];
+      \$62  = \$13 ;
     end
     if (rst) begin
-      \$52  = 16'h0000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$30  = v0;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = i__valid;
+    \$63  = force_lo0_0;
+    if (\$8 ) begin
+      \$63  = \$18 ;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$31  = v1;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v0;
+    \$64  = force_hi0_1;
+    if (\$20 ) begin
+      \$64  = force_hi0_0;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$32  = v2;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v1;
+    \$65  = force_lo0_1;
+    if (\$20 ) begin
+      \$65  = force_lo0_0;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$33  = v3;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v2;
+    \$66  = force_hi0_2;
+    if (\$22 ) begin
+      \$66  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$34  = v4;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v3;
+    \$67  = force_lo0_2;
+    if (\$22 ) begin
+      \$67  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$35  = v5;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v4;
+    \$68  = x0;
+    if (\$24 ) begin
+      \$68  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$68  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$36  = sat_count;
-    if (clear) begin
-      \$36  = 13'h0000;
-    end
-    if (\$25 ) begin
-      \$36  = \$29 [12:0];
+    \$69  = p0_0;
+    if (\$24 ) begin
+      \$69  = { \$25 [32], \$25  };
     end
     if (rst) begin
-      \$36  = 13'h0000;
+      \$69  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$37  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = mask;
+    \$70  = p0_17;
+    if (\$24 ) begin
+      \$70  = { \$26 [20], \$26  };
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$70  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$71  = acc0;
+    if (\$24 ) begin
+      \$71  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$71  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$72  = qs0;
+    if (\$24 ) begin
+      \$72  = \$31 ;
+    end
+    if (rst) begin
+      \$72  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$73  = q0;
+    if (\$24 ) begin
+      \$73  = qs0;
+    end
+    if (rst) begin
+      \$73  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$74  = over0;
+    if (\$24 ) begin
+      \$74  = \$35 ;
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$75  = under0;
+    if (\$24 ) begin
+      \$75  = \$39 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$76  = o__payload;
+    if (\$24 ) begin
+      \$76  = \$42 [15:0];
+    end
+    if (rst) begin
+      \$76  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -5199,9 +8315,8 @@ module \hwnorm_l2_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_l2_s16.stats_unit (clk, rst, mask, clear, valid, sum, sq_sum, x);

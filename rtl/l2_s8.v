@@ -21,30 +21,26 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [115:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [115:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [25:0] a;
-  wire [25:0] \a$25 ;
-  wire [33:0] b;
-  wire [33:0] \b$27 ;
+  wire [13:0] a;
+  wire [13:0] \a$25 ;
+  wire [22:0] b;
+  wire [22:0] \b$27 ;
   reg beat;
   wire busy;
   reg [115:0] chan = 116'h00000000000000000000000000000;
@@ -81,7 +77,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$39 ;
+  reg \clear$47 ;
   input clk;
   wire clk;
   wire [34:0] den;
@@ -95,33 +91,41 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$46 ;
+  wire \i__ready$54 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$45 ;
+  reg \i__valid$53 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$23 ;
   reg more;
+  wire neg;
+  wire \neg$33 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$30 ;
-  wire [7:0] \o__payload$30[0] ;
+  wire [7:0] \o__payload$38 ;
+  wire [7:0] \o__payload$38[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$32 ;
+  wire \o__ready$40 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$31 ;
+  wire \o__valid$39 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$37 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$35 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$31 ;
   wire [26:0] sq_sum;
   reg start;
   output [69:0] stats__payload;
@@ -148,69 +152,73 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \$5  = ! chan__payload[59:14];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[115:108]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[115:108]) > $signed(2'h1);
+  assign \$8  = $signed(chan__payload[91:76]) < $signed(16'h8000);
+  assign \$9  = $signed(chan__payload[91:76]) > $signed(16'h7f00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[91:76]) < $signed(16'h8000);
-  assign \$13  = $signed(chan__payload[91:76]) > $signed(16'h7f00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$46  & more;
-  assign \$19  = i__valid & \i__ready$46 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$54  & more;
+  assign \$15  = i__valid & \i__ready$54 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_l2_s8.math  math (
-    .\a$32 (a),
-    .\b$60 (b),
+    .\a$65 (a),
+    .\b$64 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$43 (den),
     .done(done),
     .entry(entry),
+    .\neg$67 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
+    .special(special),
     .sq_sum(sq_sum),
-    .\start$40 (start),
+    .\start$38 (start),
     .sum(sum)
   );
   \hwnorm_l2_s8.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$46 ),
-    .clear(\clear$39 ),
+    .ce(\i__ready$54 ),
+    .clear(\clear$47 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$45 ),
+    .i__valid(\i__valid$53 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_l2_s8.stats_unit  stats_unit (
@@ -289,11 +297,11 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$39  = 1'h0;
+    \clear$47  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$39  = 1'h1;
+            \clear$47  = 1'h1;
           end
     endcase
   end
@@ -312,7 +320,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -330,7 +338,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -386,12 +394,12 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$45  = 1'h0;
+    \i__valid$53  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -404,7 +412,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$45  = \$17 ;
+          \i__valid$53  = \$13 ;
     endcase
   end
   always @* begin
@@ -432,80 +440,80 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 116'h00000000000000000000000000000;
+      \$32  = 116'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -516,9 +524,13 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
-  assign \o__payload$30  = o__payload;
-  assign \o__valid$31  = o__valid;
-  assign \o__ready$32  = o__ready;
+  assign \special$31  = special;
+  assign \neg$33  = neg;
+  assign \q_lo$35  = q_lo;
+  assign \q_hi$37  = q_hi;
+  assign \o__payload$38  = o__payload;
+  assign \o__valid$39  = o__valid;
+  assign \o__ready$40  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.eps_n  = chan__payload[59:14];
@@ -551,7 +563,7 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
   assign \chan$20.scale_m  = chan[107:92];
   assign \chan$20.scale_exp  = chan[115:108];
   assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$30[0]  = o__payload;
+  assign \o__payload$38[0]  = o__payload;
   always @*
     stats__payload[68:56] = sat_count;
   always @*
@@ -560,226 +572,235 @@ module hwnorm_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, c
     stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_l2_s8.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den, sh, \a$32 , \b$60 , clk);
+module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den$43 , sh, \b$64 , \a$65 , special, \neg$67 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$100 ;
+  wire [4:0] \$1 ;
+  wire [88:0] \$10 ;
+  wire \$100 ;
   wire \$101 ;
-  wire [3:0] \$102 ;
-  wire [3:0] \$103 ;
-  wire [3:0] \$104 ;
-  wire [3:0] \$105 ;
-  wire [4:0] \$106 ;
-  wire [4:0] \$107 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire [43:0] \$106 ;
+  wire [43:0] \$107 ;
   wire \$108 ;
-  wire [21:0] \$109 ;
-  wire \$11 ;
-  wire [21:0] \$110 ;
-  wire \$111 ;
-  wire [21:0] \$112 ;
-  wire [21:0] \$113 ;
-  wire [87:0] \$114 ;
-  wire [88:0] \$115 ;
-  wire [33:0] \$116 ;
-  wire \$117 ;
-  wire [8:0] \$118 ;
-  wire [8:0] \$119 ;
-  wire \$12 ;
-  wire \$120 ;
+  wire \$109 ;
+  wire [42:0] \$11 ;
+  wire [35:0] \$110 ;
+  wire [6:0] \$111 ;
+  wire \$112 ;
+  wire [23:0] \$113 ;
+  wire [5:0] \$114 ;
+  wire [6:0] \$115 ;
+  wire \$116 ;
+  wire [5:0] \$117 ;
+  wire [6:0] \$118 ;
+  wire \$119 ;
+  wire [39:0] \$12 ;
+  wire [29:0] \$120 ;
   wire \$121 ;
-  wire [21:0] \$122 ;
-  wire [21:0] \$123 ;
+  wire [43:0] \$122 ;
+  wire [43:0] \$123 ;
   wire \$124 ;
-  wire [49:0] \$125 ;
-  wire [34:0] \$126 ;
-  wire \$127 ;
-  wire [8:0] \$128 ;
-  wire [8:0] \$129 ;
+  wire [15:0] \$125 ;
+  wire [15:0] \$126 ;
+  wire [15:0] \$127 ;
+  wire [9:0] \$128 ;
+  wire [9:0] \$129 ;
   wire \$13 ;
   wire \$130 ;
   wire \$131 ;
-  wire [16:0] \$132 ;
-  wire [16:0] \$133 ;
-  wire \$134 ;
-  wire \$135 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [26:0] \$134 ;
+  wire [9:0] \$135 ;
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
-  wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
+  wire [8:0] \$14 ;
+  wire [27:0] \$140 ;
+  wire [9:0] \$141 ;
+  wire [4:0] \$142 ;
+  wire [6:0] \$143 ;
   wire \$144 ;
   wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
+  wire [8:0] \$146 ;
+  wire [8:0] \$147 ;
   wire \$148 ;
-  wire \$149 ;
-  wire \$15 ;
-  wire \$150 ;
+  wire [43:0] \$149 ;
+  wire [8:0] \$15 ;
+  wire [43:0] \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
+  wire [22:0] \$152 ;
+  wire [15:0] \$153 ;
+  wire [15:0] \$154 ;
+  wire [23:0] \$155 ;
+  wire [29:0] \$156 ;
   wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  wire \$16 ;
-  wire \$160 ;
+  wire [27:0] \$158 ;
+  wire [27:0] \$159 ;
+  wire [42:0] \$16 ;
+  wire [31:0] \$160 ;
   wire \$161 ;
   wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
+  wire [30:0] \$163 ;
+  wire [30:0] \$164 ;
   wire \$165 ;
   wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
-  wire \$17 ;
+  wire [31:0] \$167 ;
+  wire [31:0] \$168 ;
+  wire [23:0] \$169 ;
+  wire [28:0] \$17 ;
   wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
+  wire [27:0] \$171 ;
+  wire [27:0] \$172 ;
+  wire [27:0] \$173 ;
+  wire [30:0] \$174 ;
   wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
+  wire [10:0] \$176 ;
+  wire [15:0] \$177 ;
   wire \$178 ;
-  wire \$179 ;
+  wire [35:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [6:0] \$180 ;
   wire \$181 ;
-  wire [63:0] \$182 ;
-  wire [63:0] \$183 ;
-  wire [63:0] \$184 ;
+  wire [23:0] \$182 ;
+  wire [5:0] \$183 ;
+  wire [6:0] \$184 ;
   wire \$185 ;
   wire [6:0] \$186 ;
-  wire \$187 ;
-  wire [10:0] \$188 ;
-  wire [10:0] \$189 ;
-  wire \$19 ;
-  wire \$190 ;
-  wire [10:0] \$191 ;
-  wire \$192 ;
-  wire [10:0] \$193 ;
-  wire [10:0] \$194 ;
-  wire \$195 ;
-  wire [10:0] \$196 ;
-  wire [10:0] \$197 ;
-  wire [10:0] \$198 ;
-  wire [10:0] \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire [42:0] \$200 ;
-  wire \$201 ;
-  wire [9:0] \$202 ;
-  wire [10:0] \$203 ;
-  wire [11:0] \$204 ;
-  wire [42:0] \$205 ;
-  wire [22:0] \$206 ;
-  wire [15:0] \$207 ;
-  wire [15:0] \$208 ;
-  wire [23:0] \$209 ;
+  wire [8:0] \$187 ;
+  wire \$188 ;
+  wire [29:0] \$189 ;
+  wire [42:0] \$19 ;
+  wire [29:0] \$190 ;
+  wire [15:0] \$191 ;
+  wire [15:0] \$192 ;
+  wire [15:0] \$193 ;
+  wire [9:0] \$194 ;
+  wire [9:0] \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
+  wire [4:0] \$2 ;
+  wire [27:0] \$20 ;
+  wire [26:0] \$200 ;
+  wire [9:0] \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire [27:0] \$206 ;
+  wire [9:0] \$207 ;
+  wire [4:0] \$208 ;
+  wire [6:0] \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [50:0] \$211 ;
-  wire [50:0] \$212 ;
-  wire \$213 ;
-  wire [38:0] \$214 ;
-  wire [40:0] \$215 ;
-  wire [8:0] \$216 ;
-  wire \$217 ;
-  wire [10:0] \$218 ;
-  wire [10:0] \$219 ;
-  wire \$22 ;
+  wire \$211 ;
+  wire [8:0] \$212 ;
+  wire [8:0] \$213 ;
+  wire [41:0] \$214 ;
+  wire [22:0] \$215 ;
+  wire [15:0] \$216 ;
+  wire [15:0] \$217 ;
+  wire [23:0] \$218 ;
+  wire [29:0] \$219 ;
+  wire [10:0] \$22 ;
   wire \$220 ;
-  wire [10:0] \$221 ;
-  wire \$222 ;
-  wire [10:0] \$223 ;
-  wire [10:0] \$224 ;
+  wire [27:0] \$221 ;
+  wire [27:0] \$222 ;
+  wire [31:0] \$223 ;
+  wire \$224 ;
   wire \$225 ;
-  wire [10:0] \$226 ;
-  wire [10:0] \$227 ;
-  wire [10:0] \$228 ;
-  wire [10:0] \$229 ;
-  wire \$23 ;
-  wire [42:0] \$230 ;
-  wire \$231 ;
-  wire [9:0] \$232 ;
-  wire [10:0] \$233 ;
-  wire [11:0] \$234 ;
-  wire [42:0] \$235 ;
-  wire [22:0] \$236 ;
-  wire [15:0] \$237 ;
-  wire [15:0] \$238 ;
-  wire [23:0] \$239 ;
+  wire [30:0] \$226 ;
+  wire [30:0] \$227 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire [10:0] \$23 ;
+  wire [31:0] \$230 ;
+  wire [31:0] \$231 ;
+  wire [23:0] \$232 ;
+  wire \$233 ;
+  wire [27:0] \$234 ;
+  wire [27:0] \$235 ;
+  wire [27:0] \$236 ;
+  wire [30:0] \$237 ;
+  wire \$238 ;
+  wire [10:0] \$239 ;
   wire \$24 ;
-  wire [48:0] \$240 ;
-  wire [38:0] \$241 ;
-  reg \$242 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg [6:0] \$242 ;
   reg \$243 ;
-  reg [5:0] \$244 ;
+  reg [56:0] \$244 ;
   reg \$245 ;
-  reg [56:0] \$246 ;
-  reg \$247 ;
-  reg [34:0] \$248 ;
-  reg [5:0] \$249 ;
+  reg [34:0] \$246 ;
+  reg [42:0] \$247 ;
+  reg [42:0] \$248 ;
+  reg \$249 ;
   wire \$25 ;
   reg \$250 ;
-  reg [34:0] \$251 ;
-  reg \$252 ;
-  reg [16:0] \$253 ;
-  reg [25:0] \$254 ;
-  reg [39:0] \$255 ;
-  reg [9:0] \$256 ;
-  reg [3:0] \$257 ;
-  reg [1:0] \$258 ;
-  reg [9:0] \$259 ;
-  wire \$26 ;
-  reg [42:0] \$260 ;
-  reg [5:0] \$261 ;
-  reg [3:0] \$262 ;
-  reg [25:0] \$263 ;
-  reg [33:0] \$264 ;
-  reg [48:0] \$265 ;
-  reg [49:0] \$266 ;
-  reg [49:0] \$267 ;
-  reg \$268 ;
-  reg [37:0] \$269 ;
-  wire \$27 ;
-  reg [33:0] \$270 ;
+  reg [9:0] \$251 ;
+  reg [13:0] \$252 ;
+  reg [23:0] \$253 ;
+  reg [34:0] \$254 ;
+  reg [22:0] \$255 ;
+  reg [4:0] \$256 ;
+  reg [5:0] \$257 ;
+  reg [5:0] \$258 ;
+  reg [8:0] \$259 ;
+  wire [8:0] \$26 ;
+  reg \$260 ;
+  reg [15:0] \$261 ;
+  reg [26:0] \$262 ;
+  reg [3:0] \$263 ;
+  reg \$264 ;
+  reg [3:0] \$265 ;
+  reg [41:0] \$266 ;
+  reg [28:0] \$267 ;
+  reg [30:0] \$268 ;
+  reg [31:0] \$269 ;
+  wire [8:0] \$27 ;
+  reg [22:0] \$270 ;
+  reg [22:0] \$271 ;
+  reg [13:0] \$272 ;
+  reg [22:0] \$273 ;
+  reg [22:0] \$274 ;
+  reg [13:0] \$275 ;
+  reg \$276 ;
+  reg \$277 ;
+  reg [9:0] \$278 ;
+  reg [9:0] \$279 ;
   wire \$28 ;
   wire \$29 ;
-  wire [5:0] \$3 ;
-  wire \$30 ;
-  wire [5:0] \$31 ;
-  wire [5:0] \$32 ;
-  wire [5:0] \$33 ;
+  wire \$3 ;
+  wire [10:0] \$30 ;
+  wire [10:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
   wire \$34 ;
-  wire [5:0] \$35 ;
-  wire [5:0] \$36 ;
-  wire [5:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
-  wire [5:0] \$4 ;
+  wire [21:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [5:0] \$43 ;
-  wire [5:0] \$44 ;
-  wire [5:0] \$45 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
   wire \$46 ;
-  wire [5:0] \$47 ;
-  wire [5:0] \$48 ;
-  wire [5:0] \$49 ;
-  wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire [21:0] \$5 ;
+  wire \$50 ;
+  wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -792,56 +813,59 @@ module \hwnorm_l2_s8.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den,
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [5:0] \$63 ;
-  wire [5:0] \$64 ;
-  wire [5:0] \$65 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
   wire \$66 ;
-  wire [5:0] \$67 ;
-  wire [5:0] \$68 ;
-  wire [5:0] \$69 ;
-  wire \$7 ;
-  wire [5:0] \$70 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [21:0] \$7 ;
+  wire \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire [5:0] \$75 ;
-  wire [5:0] \$76 ;
-  wire [5:0] \$77 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
   wire \$78 ;
-  wire [5:0] \$79 ;
-  wire \$8 ;
-  wire [5:0] \$80 ;
-  wire [5:0] \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
+  wire \$79 ;
+  wire [21:0] \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
-  wire [3:0] \$90 ;
-  wire [3:0] \$91 ;
-  wire [3:0] \$92 ;
-  wire [3:0] \$93 ;
+  wire [87:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
-  wire [3:0] \$98 ;
-  wire [3:0] \$99 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [27:0] a;
-  output [25:0] \a$32 ;
-  reg [25:0] \a$32  = 26'h0000000;
+  output [13:0] \a$65 ;
+  reg [13:0] \a$65  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
   reg [20:0] b;
-  output [33:0] \b$60 ;
-  reg [33:0] \b$60  = 34'h000000000;
+  output [22:0] \b$64 ;
+  reg [22:0] \b$64  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [33:0] bias = 34'h000000000;
+  wire [3:0] \beta_shift$2 ;
   reg [58:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [115:0] chan;
   wire [115:0] chan;
   wire [7:0] \chan.beta ;
@@ -854,379 +878,391 @@ module \hwnorm_l2_s8.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den,
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [34:0] den;
-  reg [34:0] den = 35'h000000000;
-  reg [34:0] \den$28 ;
-  wire [5:0] den_lead;
-  reg [49:0] div_mag = 50'h0000000000000;
+  reg [15:0] den;
+  output [34:0] \den$43 ;
+  reg [34:0] \den$43  = 35'h000000000;
+  reg [34:0] den_norm = 35'h000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [42:0] div_mag = 43'h00000000000;
   reg div_neg = 1'h0;
-  reg [49:0] div_num = 50'h0000000000000;
+  reg [42:0] div_num = 43'h00000000000;
   output done;
   reg done;
+  wire \done$40 ;
   wire \done$42 ;
-  wire \done$44 ;
-  wire \done$47 ;
+  wire \done$46 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
+  reg [9:0] floor_q = 10'h000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
   (* init = 1'h0 *)
   wire isqrt_go;
-  reg [39:0] km = 40'h0000000000;
-  reg [42:0] km_pre = 43'h00000000000;
-  reg [5:0] lead = 6'h00;
-  reg [33:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [26:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$27 ;
+  reg \neg$23 ;
+  output \neg$67 ;
+  reg \neg$67  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
   wire [58:0] p;
-  reg [48:0] \p$57  = 49'h0000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [1:0] pre = 2'h0;
-  wire [35:0] q;
-  reg [37:0] quot = 38'h0000000000;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [34:0] recip_rem = 35'h000000000;
-  reg [34:0] rem_init;
+  wire [28:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
+  output [9:0] q_lo;
+  reg [9:0] q_lo = 10'h000;
+  reg [15:0] rem_init;
   wire [34:0] root;
   input rst;
   wire rst;
+  reg [3:0] scale_count = 4'h0;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   input [26:0] sq_sum;
   wire [26:0] sq_sum;
   reg start = 1'h0;
-  reg \start$11  = 1'h0;
-  input \start$40 ;
-  wire \start$40 ;
-  reg \start$9  = 1'h0;
+  input \start$38 ;
+  wire \start$38 ;
+  reg \start$5  = 1'h0;
+  reg \start$7  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$29 ;
+  reg [4:0] \steps$26 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [56:0] t = 57'h000000000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
   reg [68:0] w;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = \$1  | den[34];
-  assign \$3  = den[33] ? 6'h21 : 6'h20;
-  assign \$4  = den[34] ? 6'h22 : \$3 ;
-  assign \$5  = den[16] | den[17];
-  assign \$6  = den[18] | den[19];
-  assign \$7  = \$5  | \$6 ;
-  assign \$8  = den[20] | den[21];
-  assign \$9  = den[22] | den[23];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = \$7  | \$10 ;
-  assign \$12  = den[24] | den[25];
-  assign \$13  = den[26] | den[27];
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = den[28] | den[29];
-  assign \$16  = den[30] | den[31];
-  assign \$17  = \$15  | \$16 ;
-  assign \$18  = \$14  | \$17 ;
-  assign \$19  = \$11  | \$18 ;
-  assign \$20  = den[24] | den[25];
-  assign \$21  = den[26] | den[27];
-  assign \$22  = \$20  | \$21 ;
-  assign \$23  = den[28] | den[29];
-  assign \$24  = den[30] | den[31];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = \$22  | \$25 ;
-  assign \$27  = den[28] | den[29];
-  assign \$28  = den[30] | den[31];
-  assign \$29  = \$27  | \$28 ;
-  assign \$30  = den[30] | den[31];
-  assign \$31  = den[31] ? 6'h1f : 6'h1e;
-  assign \$32  = den[29] ? 6'h1d : 6'h1c;
-  assign \$33  = \$30  ? \$31  : \$32 ;
-  assign \$34  = den[26] | den[27];
-  assign \$35  = den[27] ? 6'h1b : 6'h1a;
-  assign \$36  = den[25] ? 6'h19 : 6'h18;
-  assign \$37  = \$34  ? \$35  : \$36 ;
-  assign \$38  = \$29  ? \$33  : \$37 ;
-  assign \$39  = den[20] | den[21];
-  assign \$40  = den[22] | den[23];
-  assign \$41  = \$39  | \$40 ;
-  assign \$42  = den[22] | den[23];
-  assign \$43  = den[23] ? 6'h17 : 6'h16;
-  assign \$44  = den[21] ? 6'h15 : 6'h14;
-  assign \$45  = \$42  ? \$43  : \$44 ;
-  assign \$46  = den[18] | den[19];
-  assign \$47  = den[19] ? 6'h13 : 6'h12;
-  assign \$48  = den[17] ? 6'h11 : 6'h10;
-  assign \$49  = \$46  ? \$47  : \$48 ;
-  assign \$50  = \$41  ? \$45  : \$49 ;
-  assign \$51  = \$26  ? \$38  : \$50 ;
-  assign \$52  = den[8] | den[9];
-  assign \$53  = den[10] | den[11];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = den[12] | den[13];
-  assign \$56  = den[14] | den[15];
-  assign \$57  = \$55  | \$56 ;
-  assign \$58  = \$54  | \$57 ;
-  assign \$59  = den[12] | den[13];
-  assign \$60  = den[14] | den[15];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = den[14] | den[15];
-  assign \$63  = den[15] ? 6'h0f : 6'h0e;
-  assign \$64  = den[13] ? 6'h0d : 6'h0c;
-  assign \$65  = \$62  ? \$63  : \$64 ;
-  assign \$66  = den[10] | den[11];
-  assign \$67  = den[11] ? 6'h0b : 6'h0a;
-  assign \$68  = den[9] ? 6'h09 : 6'h08;
-  assign \$69  = \$66  ? \$67  : \$68 ;
-  assign \$70  = \$61  ? \$65  : \$69 ;
-  assign \$71  = den[4] | den[5];
-  assign \$72  = den[6] | den[7];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = den[6] | den[7];
-  assign \$75  = den[7] ? 6'h07 : 6'h06;
-  assign \$76  = den[5] ? 6'h05 : 6'h04;
-  assign \$77  = \$74  ? \$75  : \$76 ;
-  assign \$78  = den[2] | den[3];
-  assign \$79  = den[3] ? 6'h03 : 6'h02;
-  assign \$80  = den[1] ? 6'h01 : 6'h00;
-  assign \$81  = \$78  ? \$79  : \$80 ;
-  assign \$82  = \$73  ? \$77  : \$81 ;
-  assign \$83  = \$58  ? \$70  : \$82 ;
-  assign \$84  = \$19  ? \$51  : \$83 ;
-  assign den_lead = \$2  ? \$4  : \$84 ;
-  assign \$85  = chan[9] | chan[10];
-  assign \$86  = chan[11] | chan[12];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$87  | chan[13];
-  assign \$89  = chan[11] | chan[12];
-  assign \$90  = chan[12] ? 4'hb : 4'ha;
-  assign \$91  = chan[10] ? 4'h9 : 4'h8;
-  assign \$92  = \$89  ? \$90  : \$91 ;
-  assign \$93  = chan[13] ? 4'hc : \$92 ;
-  assign \$94  = chan[5] | chan[6];
-  assign \$95  = chan[7] | chan[8];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = chan[7] | chan[8];
-  assign \$98  = chan[8] ? 4'h7 : 4'h6;
-  assign \$99  = chan[6] ? 4'h5 : 4'h4;
-  assign \$100  = \$97  ? \$98  : \$99 ;
-  assign \$101  = chan[3] | chan[4];
-  assign \$102  = chan[4] ? 4'h3 : 4'h2;
-  assign \$103  = chan[2] ? 4'h1 : 4'h0;
-  assign \$104  = \$101  ? \$102  : \$103 ;
-  assign \$105  = \$96  ? \$100  : \$104 ;
-  assign count_lead = \$88  ? \$93  : \$105 ;
-  assign \$106  = sh + 1'h0;
-  assign \$107  = sh + 1'h0;
-  assign \$108  = $signed(sum) < $signed(1'h0);
-  assign \$109  = - $signed(sum);
-  assign \$110  = \$108  ? \$109  : { sum[20], sum };
-  assign \$111  = $signed(sum) < $signed(1'h0);
-  assign \$112  = - $signed(sum);
-  assign \$113  = \$111  ? \$112  : { sum[20], sum };
-  assign \$115  = $signed(\$114 ) + $signed({ 1'h0, chan[59:14] });
-  assign \$116  = recip_one ? 34'h200000000 : 34'h000000000;
-  assign \$117  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$118  = - $signed(chan[67:60]);
-  assign \$119  = \$117  ? \$118  : { chan[67], chan[67:60] };
-  assign \$120  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$121  = $signed(sum) < $signed(1'h0);
-  assign \$122  = - $signed(sum);
-  assign \$123  = \$121  ? \$122  : { sum[20], sum };
-  assign \$124  = $signed(sum) < $signed(1'h0);
-  assign \$127  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$128  = - $signed(chan[67:60]);
-  assign \$129  = \$127  ? \$128  : { chan[67], chan[67:60] };
-  assign \$130  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$131  = $signed(chan[91:76]) < $signed(1'h0);
-  assign \$132  = - $signed(chan[91:76]);
-  assign \$133  = \$131  ? \$132  : { chan[91], chan[91:76] };
-  assign \$134  = $signed(chan[91:76]) < $signed(1'h0);
-  assign \$135  = ! fsm_state;
-  assign \$136  = fsm_state == 1'h1;
-  assign \$137  = fsm_state == 2'h2;
-  assign \$138  = fsm_state == 2'h3;
-  assign \$139  = fsm_state == 3'h4;
-  assign \$140  = fsm_state == 3'h5;
-  assign \$141  = fsm_state == 3'h6;
-  assign \$142  = fsm_state == 3'h7;
-  assign \$143  = fsm_state == 4'h8;
-  assign \$144  = fsm_state == 4'h9;
-  assign \$145  = fsm_state == 4'ha;
-  assign \$146  = fsm_state == 4'hb;
-  assign \$147  = fsm_state == 4'hc;
-  assign \$148  = fsm_state == 4'hd;
-  assign \$149  = fsm_state == 4'he;
-  assign \$150  = fsm_state == 4'hf;
-  assign \$151  = fsm_state == 5'h10;
-  assign \$152  = fsm_state == 5'h11;
-  assign \$153  = fsm_state == 5'h12;
-  assign \$154  = fsm_state == 5'h13;
-  assign \$155  = fsm_state == 5'h14;
-  assign \$156  = fsm_state == 5'h15;
-  assign \$157  = fsm_state == 5'h16;
-  assign \$158  = fsm_state == 5'h17;
-  assign \$159  = fsm_state == 5'h18;
-  assign \$160  = fsm_state == 5'h19;
-  assign \$161  = fsm_state == 5'h1a;
-  assign \$162  = fsm_state == 5'h1b;
-  assign \$163  = fsm_state == 5'h1c;
-  assign \$164  = fsm_state == 5'h1d;
-  assign \$165  = fsm_state == 5'h1e;
-  assign \$166  = fsm_state == 5'h1f;
-  assign \$167  = fsm_state == 6'h20;
-  assign \$168  = fsm_state == 6'h21;
-  assign \$169  = fsm_state == 6'h22;
-  assign \$170  = fsm_state == 6'h23;
-  assign \$171  = fsm_state == 6'h24;
-  assign \$172  = fsm_state == 6'h25;
-  assign \$173  = fsm_state == 6'h26;
-  assign \$174  = fsm_state == 6'h27;
-  assign \$175  = fsm_state == 6'h28;
-  assign \$176  = fsm_state == 6'h29;
-  assign \$177  = fsm_state == 6'h2a;
-  assign \$178  = fsm_state == 6'h2b;
-  assign \$179  = fsm_state == 6'h2c;
-  assign \$180  = fsm_state == 6'h2d;
-  assign \$181  = ! lead;
-  assign \$182  = 1'h1 << lead;
-  assign \$184  = \$181  ? 64'h0000000000000000 : \$183 ;
-  assign \$185  = ! lead;
-  assign \$186  = lead + 1'h1;
-  assign \$187  = $signed(sh0) < $signed(4'h4);
-  assign \$188  = $signed(4'h4) - $signed(sh0);
-  assign \$189  = \$187  ? \$188  : 11'h000;
-  assign \$190  = $signed(sh0) < $signed(4'h4);
-  assign \$191  = $signed(sh0) - $signed(5'h0d);
-  assign \$192  = $signed(\$191 ) > $signed({ 1'h0, tk });
-  assign \$193  = $signed(sh0) - $signed(5'h0d);
-  assign \$194  = $signed(sh0) - $signed(4'h4);
-  assign \$195  = $signed(\$194 ) < $signed({ 1'h0, tk });
-  assign \$196  = $signed(sh0) - $signed(4'h4);
-  assign \$197  = \$195  ? \$196  : { 7'h00, tk };
-  assign \$198  = \$192  ? \$193  : \$197 ;
-  assign \$199  = \$190  ? 11'h000 : \$198 ;
-  assign \$200  = $signed(km) << pre;
-  assign \$201  = tsh > 6'h2b;
-  assign \$202  = \$201  ? 10'h02b : tsh;
-  assign \$203  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$204  = $signed(\$203 ) - $signed({ 1'h0, tsh });
-  assign \$205  = $signed(km_pre) >>> t_clamped;
-  assign \$206  = $signed(chan[75:68]) << \$106 [3:0];
-  assign \$207  = 1'h1 << sh;
-  assign \$209  = $signed(\$206 ) + $signed({ 1'h0, \$208  });
-  assign \$210  = $signed(div_num) < $signed(1'h0);
-  assign \$211  = - $signed(div_num);
-  assign \$212  = \$210  ? \$211  : { div_num[49], div_num };
-  assign \$213  = $signed(div_num) < $signed(1'h0);
-  assign \$214  = $signed(bias) - $signed(quot);
-  assign \$216  = $signed(5'h0d) - $signed(chan[115:108]);
-  assign \$217  = $signed(sh0) < $signed(4'h4);
-  assign \$218  = $signed(4'h4) - $signed(sh0);
-  assign \$219  = \$217  ? \$218  : 11'h000;
-  assign \$220  = $signed(sh0) < $signed(4'h4);
-  assign \$221  = $signed(sh0) - $signed(5'h0d);
-  assign \$222  = $signed(\$221 ) > $signed({ 1'h0, tk });
-  assign \$223  = $signed(sh0) - $signed(5'h0d);
-  assign \$224  = $signed(sh0) - $signed(4'h4);
-  assign \$225  = $signed(\$224 ) < $signed({ 1'h0, tk });
-  assign \$226  = $signed(sh0) - $signed(4'h4);
-  assign \$227  = \$225  ? \$226  : { 7'h00, tk };
-  assign \$228  = \$222  ? \$223  : \$227 ;
-  assign \$229  = \$220  ? 11'h000 : \$228 ;
-  assign \$230  = $signed(km) << pre;
-  assign \$231  = tsh > 6'h2b;
-  assign \$232  = \$231  ? 10'h02b : tsh;
-  assign \$233  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$234  = $signed(\$233 ) - $signed({ 1'h0, tsh });
-  assign \$235  = $signed(km_pre) >>> t_clamped;
-  assign \$236  = $signed(chan[75:68]) << \$107 [3:0];
-  assign \$237  = 1'h1 << sh;
-  assign \$239  = $signed(\$236 ) + $signed({ 1'h0, \$238  });
-  assign \$241  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$3  = $signed(sum) < $signed(1'h0);
+  assign \$4  = - $signed(sum);
+  assign \$5  = \$3  ? \$4  : { sum[20], sum };
+  assign \$6  = $signed(sum) < $signed(1'h0);
+  assign \$7  = - $signed(sum);
+  assign \$8  = \$6  ? \$7  : { sum[20], sum };
+  assign \$10  = $signed(\$9 ) + $signed({ 1'h0, chan[59:14] });
+  assign \$13  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$14  = - $signed(chan[67:60]);
+  assign \$15  = \$13  ? \$14  : { chan[67], chan[67:60] };
+  assign \$18  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$21  = $signed(floor_q) < $signed(1'h0);
+  assign \$22  = - $signed(floor_q);
+  assign \$23  = \$21  ? \$22  : { floor_q[9], floor_q };
+  assign \$24  = $signed(floor_q) >= $signed(1'h0);
+  assign \$25  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$26  = - $signed(chan[67:60]);
+  assign \$27  = \$25  ? \$26  : { chan[67], chan[67:60] };
+  assign \$28  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$29  = $signed(floor_q) < $signed(1'h0);
+  assign \$30  = - $signed(floor_q);
+  assign \$31  = \$29  ? \$30  : { floor_q[9], floor_q };
+  assign \$32  = $signed(floor_q) >= $signed(1'h0);
+  assign \$33  = ! fsm_state;
+  assign \$34  = fsm_state == 1'h1;
+  assign \$35  = fsm_state == 2'h2;
+  assign \$36  = fsm_state == 2'h3;
+  assign \$37  = fsm_state == 3'h4;
+  assign \$38  = fsm_state == 3'h5;
+  assign \$39  = fsm_state == 3'h6;
+  assign \$40  = fsm_state == 3'h7;
+  assign \$41  = fsm_state == 4'h8;
+  assign \$42  = fsm_state == 4'h9;
+  assign \$43  = fsm_state == 4'ha;
+  assign \$44  = fsm_state == 4'hb;
+  assign \$45  = fsm_state == 4'hc;
+  assign \$46  = fsm_state == 4'hd;
+  assign \$47  = fsm_state == 4'he;
+  assign \$48  = fsm_state == 4'hf;
+  assign \$49  = fsm_state == 5'h10;
+  assign \$50  = fsm_state == 5'h11;
+  assign \$51  = fsm_state == 5'h12;
+  assign \$52  = fsm_state == 5'h13;
+  assign \$53  = fsm_state == 5'h14;
+  assign \$54  = fsm_state == 5'h15;
+  assign \$55  = fsm_state == 5'h16;
+  assign \$56  = fsm_state == 5'h17;
+  assign \$57  = fsm_state == 5'h18;
+  assign \$58  = fsm_state == 5'h19;
+  assign \$59  = fsm_state == 5'h1a;
+  assign \$60  = fsm_state == 5'h1b;
+  assign \$61  = fsm_state == 5'h1c;
+  assign \$62  = fsm_state == 5'h1d;
+  assign \$63  = fsm_state == 5'h1e;
+  assign \$64  = fsm_state == 5'h1f;
+  assign \$65  = fsm_state == 6'h20;
+  assign \$66  = fsm_state == 6'h21;
+  assign \$67  = fsm_state == 6'h22;
+  assign \$68  = fsm_state == 6'h23;
+  assign \$69  = fsm_state == 6'h24;
+  assign \$70  = fsm_state == 6'h25;
+  assign \$71  = fsm_state == 6'h26;
+  assign \$72  = fsm_state == 6'h27;
+  assign \$73  = fsm_state == 6'h28;
+  assign \$74  = fsm_state == 6'h29;
+  assign \$75  = fsm_state == 6'h2a;
+  assign \$76  = fsm_state == 6'h2b;
+  assign \$77  = fsm_state == 6'h2c;
+  assign \$78  = fsm_state == 6'h2d;
+  assign \$79  = fsm_state == 6'h2e;
+  assign \$80  = fsm_state == 6'h2f;
+  assign \$81  = fsm_state == 6'h30;
+  assign \$82  = fsm_state == 6'h31;
+  assign \$83  = fsm_state == 6'h32;
+  assign \$84  = fsm_state == 6'h33;
+  assign \$85  = fsm_state == 6'h34;
+  assign \$86  = fsm_state == 6'h35;
+  assign \$87  = fsm_state == 6'h36;
+  assign \$88  = fsm_state == 6'h37;
+  assign \$89  = fsm_state == 6'h38;
+  assign \$90  = fsm_state == 6'h39;
+  assign \$91  = fsm_state == 6'h3a;
+  assign \$92  = fsm_state == 6'h3b;
+  assign \$93  = fsm_state == 6'h3c;
+  assign \$94  = fsm_state == 6'h3d;
+  assign \$95  = fsm_state == 6'h3e;
+  assign \$96  = fsm_state == 6'h3f;
+  assign \$97  = fsm_state == 7'h40;
+  assign \$98  = fsm_state == 7'h41;
+  assign \$99  = fsm_state == 7'h42;
+  assign \$100  = fsm_state == 7'h43;
+  assign \$101  = fsm_state == 7'h44;
+  assign \$102  = fsm_state == 7'h45;
+  assign \$103  = fsm_state == 7'h46;
+  assign \$104  = fsm_state == 7'h47;
+  assign \$105  = $signed(div_num) < $signed(1'h0);
+  assign \$106  = - $signed(div_num);
+  assign \$107  = \$105  ? \$106  : { div_num[42], div_num };
+  assign \$108  = $signed(div_num) < $signed(1'h0);
+  assign \$109  = ~ den_norm[34];
+  assign \$111  = den_zeros + 1'h1;
+  assign \$112  = ~ num_norm[22];
+  assign \$114  = num_zeros + 1'h1;
+  assign \$115  = loop_n + 1'h1;
+  assign \$116  = loop_n == 6'h22;
+  assign \$117  = 4'hb + num_zeros;
+  assign \$118  = \$117  - den_zeros;
+  assign \$119  = ~ num_norm[22];
+  assign \$121  = $signed(div_num) < $signed(1'h0);
+  assign \$122  = - $signed(div_num);
+  assign \$123  = \$121  ? \$122  : { div_num[42], div_num };
+  assign \$124  = $signed(div_num) < $signed(1'h0);
+  assign \$126  = gain_q1[13] ? \$125  : gain_q1;
+  assign \$127  = gain_zero ? 16'h0000 : \$126 ;
+  assign \$128  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$129  = gain_zero ? 10'h004 : \$128 ;
+  assign \$130  = ~ gain_zero;
+  assign \$131  = $signed(gain_shift) < $signed(4'h4);
+  assign \$132  = \$130  & \$131 ;
+  assign \$133  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$135  = $signed(gain_shift) - $signed(2'h1);
+  assign \$136  = $signed(gain_shift) < $signed(4'h4);
+  assign \$137  = special_r & \$136 ;
+  assign \$138  = scale_count < 4'hd;
+  assign \$139  = \$137  & \$138 ;
+  assign \$141  = $signed(gain_shift) + $signed(2'h1);
+  assign \$142  = scale_count + 1'h1;
+  assign \$143  = loop_n + 1'h1;
+  assign \$144  = loop_n == 4'hd;
+  assign \$145  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$146  = \$145  ? 9'h00d : gain_shift;
+  assign \$147  = special_r ? 9'h004 : \$146 ;
+  assign \$148  = $signed(div_num) < $signed(1'h0);
+  assign \$149  = - $signed(div_num);
+  assign \$150  = \$148  ? \$149  : { div_num[42], div_num };
+  assign \$151  = $signed(div_num) < $signed(1'h0);
+  assign \$152  = $signed(chan[75:68]) << \$1 [3:0];
+  assign \$153  = 1'h1 << sh;
+  assign \$155  = $signed(\$152 ) + $signed({ 1'h0, \$154  });
+  assign \$156  = $signed(\$155 ) - $signed(gain_w);
+  assign \$157  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$158  = - gain_x;
+  assign \$159  = \$157  ? \$158  : { 1'h0, gain_x };
+  assign \$160  = $signed(gain_t) + $signed(\$159 );
+  assign \$161  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$162  = $signed(gain_t) > $signed(13'h0810);
+  assign \$163  = \$162  ? 31'h00000810 : gain_t;
+  assign \$164  = \$161  ? 31'h7ffff7e0 : \$163 ;
+  assign \$165  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$166  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$167  = \$166  ? 32'd2064 : gain_t1;
+  assign \$168  = \$165  ? 32'd4294965216 : \$167 ;
+  assign \$169  = $signed(acc1) - $signed(acc0);
+  assign \$170  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$171  = - gain_x;
+  assign \$172  = \$170  ? \$171  : { 1'h0, gain_x };
+  assign \$173  = special_r ? { \$169 [23], \$169 [23], \$169 [23], \$169 [23], \$169  } : \$172 ;
+  assign \$174  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$175  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$176  = $signed(floor_q) + $signed(2'h1);
+  assign \$178  = ~ den_norm[34];
+  assign \$180  = den_zeros + 1'h1;
+  assign \$181  = ~ num_norm[22];
+  assign \$183  = num_zeros + 1'h1;
+  assign \$184  = loop_n + 1'h1;
+  assign \$185  = loop_n == 5'h16;
+  assign \$186  = 7'h7c + num_zeros;
+  assign \$187  = $signed(\$186 ) - $signed(chan[115:108]);
+  assign \$188  = ~ num_norm[22];
+  assign \$192  = gain_q1[13] ? \$191  : gain_q1;
+  assign \$193  = gain_zero ? 16'h0000 : \$192 ;
+  assign \$194  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$195  = gain_zero ? 10'h004 : \$194 ;
+  assign \$196  = ~ gain_zero;
+  assign \$197  = $signed(gain_shift) < $signed(4'h4);
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$201  = $signed(gain_shift) - $signed(2'h1);
+  assign \$202  = $signed(gain_shift) < $signed(4'h4);
+  assign \$203  = special_r & \$202 ;
+  assign \$204  = scale_count < 4'hd;
+  assign \$205  = \$203  & \$204 ;
+  assign \$207  = $signed(gain_shift) + $signed(2'h1);
+  assign \$208  = scale_count + 1'h1;
+  assign \$209  = loop_n + 1'h1;
+  assign \$210  = loop_n == 4'hd;
+  assign \$211  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$212  = \$211  ? 9'h00d : gain_shift;
+  assign \$213  = special_r ? 9'h004 : \$212 ;
+  assign \$215  = $signed(chan[75:68]) << \$2 [3:0];
+  assign \$216  = 1'h1 << sh;
+  assign \$218  = $signed(\$215 ) + $signed({ 1'h0, \$217  });
+  assign \$219  = $signed(\$218 ) - $signed(gain_w);
+  assign \$220  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$221  = - gain_x;
+  assign \$222  = \$220  ? \$221  : { 1'h0, gain_x };
+  assign \$223  = $signed(gain_t) + $signed(\$222 );
+  assign \$224  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$225  = $signed(gain_t) > $signed(13'h0810);
+  assign \$226  = \$225  ? 31'h00000810 : gain_t;
+  assign \$227  = \$224  ? 31'h7ffff7e0 : \$226 ;
+  assign \$228  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$229  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$230  = \$229  ? 32'd2064 : gain_t1;
+  assign \$231  = \$228  ? 32'd4294965216 : \$230 ;
+  assign \$232  = $signed(acc1) - $signed(acc0);
+  assign \$233  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$234  = - gain_x;
+  assign \$235  = \$233  ? \$234  : { 1'h0, gain_x };
+  assign \$236  = special_r ? { \$232 [23], \$232 [23], \$232 [23], \$232 [23], \$232  } : \$235 ;
+  assign \$237  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$238  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$239  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$242 ;
+    pop_top <= \$240 ;
   always @(posedge clk)
-    pop_bottom <= \$243 ;
+    pop_bottom <= \$241 ;
   always @(posedge clk)
-    fsm_state <= \$244 ;
+    fsm_state <= \$242 ;
   always @(posedge clk)
-    start <= \$245 ;
+    start <= \$243 ;
   always @(posedge clk)
-    t <= \$246 ;
+    t <= \$244 ;
   always @(posedge clk)
-    \start$11  <= \$247 ;
+    \start$7  <= \$245 ;
   always @(posedge clk)
-    den <= \$248 ;
+    \den$43  <= \$246 ;
   always @(posedge clk)
-    lead <= \$249 ;
+    div_num <= \$247 ;
   always @(posedge clk)
-    \start$9  <= \$250 ;
+    div_mag <= \$248 ;
   always @(posedge clk)
-    recip_rem <= \$251 ;
+    div_neg <= \$249 ;
   always @(posedge clk)
-    recip_one <= \$252 ;
+    \start$5  <= \$250 ;
   always @(posedge clk)
-    recip <= \$253 ;
+    floor_q <= \$251 ;
   always @(posedge clk)
-    m <= \$254 ;
+    mean_rem <= \$252 ;
   always @(posedge clk)
-    km <= \$255 ;
+    gain_num <= \$253 ;
   always @(posedge clk)
-    sh0 <= \$256 ;
+    den_norm <= \$254 ;
   always @(posedge clk)
-    tk <= \$257 ;
+    num_norm <= \$255 ;
   always @(posedge clk)
-    pre <= \$258 ;
+    num_zeros <= \$256 ;
   always @(posedge clk)
-    tsh <= \$259 ;
+    den_zeros <= \$257 ;
   always @(posedge clk)
-    km_pre <= \$260 ;
+    loop_n <= \$258 ;
   always @(posedge clk)
-    t_clamped <= \$261 ;
+    gain_shift <= \$259 ;
   always @(posedge clk)
-    sh <= \$262 ;
+    gain_zero <= \$260 ;
   always @(posedge clk)
-    \a$32  <= \$263 ;
+    gain_q1 <= \$261 ;
   always @(posedge clk)
-    bias <= \$264 ;
+    gain_x <= \$262 ;
   always @(posedge clk)
-    \p$57  <= \$265 ;
+    scale_count <= \$263 ;
   always @(posedge clk)
-    div_num <= \$266 ;
+    special_r <= \$264 ;
   always @(posedge clk)
-    div_mag <= \$267 ;
+    sh <= \$265 ;
   always @(posedge clk)
-    div_neg <= \$268 ;
+    gain_p <= \$266 ;
   always @(posedge clk)
-    quot <= \$269 ;
+    gain_w <= \$267 ;
   always @(posedge clk)
-    \b$60  <= \$270 ;
+    gain_t <= \$268 ;
+  always @(posedge clk)
+    gain_t1 <= \$269 ;
+  always @(posedge clk)
+    acc0 <= \$270 ;
+  always @(posedge clk)
+    acc1 <= \$271 ;
+  always @(posedge clk)
+    a_fin <= \$272 ;
+  always @(posedge clk)
+    c_fin <= \$273 ;
+  always @(posedge clk)
+    \b$64  <= \$274 ;
+  always @(posedge clk)
+    \a$65  <= \$275 ;
+  always @(posedge clk)
+    special <= \$276 ;
+  always @(posedge clk)
+    \neg$67  <= \$277 ;
+  always @(posedge clk)
+    q_lo <= \$278 ;
+  always @(posedge clk)
+    q_hi <= \$279 ;
   \hwnorm_l2_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$28 ),
-    .done(\done$47 ),
+    .\den$13 (den),
+    .done(\done$46 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$27 ),
+    .\neg$15 (\neg$23 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$29 )
+    .start(\start$5 ),
+    .steps(\steps$26 )
   );
   \hwnorm_l2_s8.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$44 ),
+    .done(\done$42 ),
     .root(root),
     .rst(rst),
-    .start(\start$11 ),
+    .start(\start$7 ),
     .\w$11 (w)
   );
   \hwnorm_l2_s8.math.mul  mul (
@@ -1234,7 +1270,7 @@ module \hwnorm_l2_s8.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$42 ),
+    .done(\done$40 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1245,1147 +1281,1717 @@ module \hwnorm_l2_s8.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den,
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 28'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           a = { 1'h0, sq_sum };
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          a = { \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110  };
-      6'h09:
+      7'h08:
+          a = { \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5  };
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          a = { 11'h000, recip };
-      6'h13:
+      7'h12:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          a = { m[25], m[25], m };
-      6'h16:
+      7'h15:
+          a = { \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15  };
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          a = { \a$32 [25], \a$32 [25], \a$32  };
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          a = { 12'h000, chan[107:92] };
-      6'h24:
+      7'h23:
+          a = { 1'h0, gain_x };
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          a = { \a$32 [25], \a$32 [25], \a$32  };
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          a = { \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27  };
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          a = { 1'h0, gain_x };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 21'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           b = { 8'h00, chan[13:1] };
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          b = \$113 [20:0];
-      6'h09:
+      7'h08:
+          b = \$8 [20:0];
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          b = { \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119 [8], \$119  };
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h12:
           b = { 8'h00, chan[13:1] };
-      6'h16:
+      7'h13:
           /* empty */;
-      6'h17:
+      7'h14:
           /* empty */;
-      6'h18:
+      7'h15:
+          b = { 8'h00, chan[13:1] };
+      7'h16:
           /* empty */;
-      6'h19:
+      7'h17:
           /* empty */;
-      6'h1a:
+      7'h18:
           /* empty */;
-      6'h1b:
+      7'h19:
           /* empty */;
-      6'h1c:
-          b = \$123 [20:0];
-      6'h1d:
+      7'h1a:
           /* empty */;
-      6'h1e:
+      7'h1b:
           /* empty */;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h03:
+      7'h20:
           /* empty */;
-      6'h23:
-          b = { \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129 [8], \$129  };
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
           /* empty */;
-      6'h26:
+      7'h23:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h24:
           /* empty */;
-      6'h27:
+      7'h25:
           /* empty */;
-      6'h28:
+      7'h26:
           /* empty */;
-      6'h29:
+      7'h27:
           /* empty */;
-      6'h2a:
-          b = { \$133 [16], \$133 [16], \$133 [16], \$133 [16], \$133  };
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          b = { \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23  };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          b = { 5'h00, chan[107:92] };
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          b = { \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     c = 59'h000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           c = 59'h000000000000000;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           c = { t[56], t[56], t };
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
           c = 59'h000000000000000;
-      6'h13:
+      7'h16:
           /* empty */;
-      6'h14:
+      7'h17:
           /* empty */;
-      6'h15:
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
           c = 59'h000000000000000;
-      6'h16:
+      7'h24:
           /* empty */;
-      6'h17:
+      7'h25:
           /* empty */;
-      6'h18:
+      7'h26:
           /* empty */;
-      6'h19:
+      7'h27:
           /* empty */;
-      6'h1a:
+      7'h28:
           /* empty */;
-      6'h1b:
+      7'h29:
           /* empty */;
-      6'h1c:
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
           c = 59'h000000000000000;
-      6'h1d:
+      7'h33:
           /* empty */;
-      6'h1e:
+      7'h34:
           /* empty */;
-      6'h1f:
+      7'h35:
           /* empty */;
-      6'h20:
+      7'h36:
           /* empty */;
-      6'h21:
+      7'h37:
           /* empty */;
-      6'h22:
+      7'h38:
           /* empty */;
-      6'h03:
+      7'h39:
           /* empty */;
-      6'h23:
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
           c = 59'h000000000000000;
-      6'h24:
+      7'h3e:
           /* empty */;
-      6'h25:
+      7'h3f:
           /* empty */;
-      6'h26:
+      7'h40:
           /* empty */;
-      6'h27:
+      7'h41:
           /* empty */;
-      6'h28:
+      7'h42:
           /* empty */;
-      6'h29:
+      7'h43:
           /* empty */;
-      6'h2a:
-          c = 59'h000000000000000;
+      7'h44:
+          /* empty */;
+      7'h45:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           neg = 1'h0;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           neg = 1'h1;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          neg = \$120 ;
-      6'h13:
+      7'h12:
+          neg = 1'h1;
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           neg = 1'h0;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          neg = \$124 ;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          neg = \$130 ;
-      6'h24:
+      7'h23:
+          neg = \$18 ;
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          neg = \$134 ;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          neg = \$24 ;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          neg = 1'h0;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          neg = \$28 ;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          neg = \$32 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           steps = 5'h0d;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           steps = 5'h15;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          steps = 5'h08;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h12:
           steps = 5'h0d;
-      6'h16:
+      7'h13:
           /* empty */;
-      6'h17:
+      7'h14:
           /* empty */;
-      6'h18:
+      7'h15:
+          steps = 5'h0d;
+      7'h16:
           /* empty */;
-      6'h19:
+      7'h17:
           /* empty */;
-      6'h1a:
+      7'h18:
           /* empty */;
-      6'h1b:
+      7'h19:
           /* empty */;
-      6'h1c:
-          steps = 5'h15;
-      6'h1d:
+      7'h1a:
           /* empty */;
-      6'h1e:
+      7'h1b:
           /* empty */;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h03:
+      7'h20:
           /* empty */;
-      6'h23:
-          steps = 5'h08;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
           /* empty */;
-      6'h26:
+      7'h23:
+          steps = 5'h0d;
+      7'h24:
           /* empty */;
-      6'h27:
+      7'h25:
           /* empty */;
-      6'h28:
+      7'h26:
           /* empty */;
-      6'h29:
+      7'h27:
           /* empty */;
-      6'h2a:
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          steps = 5'h09;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
           steps = 5'h10;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          steps = 5'h08;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          steps = 5'h09;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     w = 69'h000000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          w = \$115 [68:0];
+      7'h0b:
+          w = \$10 [68:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 35'h000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          rem_init = recip_rem;
-      6'h10:
+      7'h0f:
+          rem_init = \$11 [15:0];
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          rem_init = \$16 [15:0];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          rem_init = \$125 [34:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          rem_init = \$19 [15:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 34'h000000000;
+    lo_init = 27'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          lo_init = \$116 ;
-      6'h10:
+      7'h0f:
+          lo_init = \$12 [26:0];
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          lo_init = \$17 [26:0];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          lo_init = \$126 [33:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          lo_init = \$20 [26:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$27  = 1'h0;
+    \neg$23  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \neg$27  = 1'h0;
-      6'h10:
+      7'h0f:
+          \neg$23  = div_neg;
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          \neg$23  = div_neg;
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \neg$27  = div_neg;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \neg$23  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$28  = 35'h000000000;
+    den = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \den$28  = den;
-      6'h10:
+      7'h0f:
+          den = { 3'h0, chan[13:1] };
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          den = den_norm[34:19];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \den$28  = { 22'h000000, chan[13:1] };
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$29  = 6'h00;
+    \steps$26  = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \steps$29  = 6'h10;
-      6'h10:
+      7'h0f:
+          \steps$26  = 5'h09;
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          \steps$26  = 5'h0e;
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \steps$29  = 6'h22;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \steps$26  = 5'h1b;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h03:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h27:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h01:
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = 1'h0;
+    \$240  = 1'h0;
     if (rst) begin
-      \$242  = 1'h0;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = 1'h0;
+    \$241  = 1'h0;
+    if (rst) begin
+      \$241  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = fsm_state;
+    casez (fsm_state)
+      7'h00:
+          if (\start$38 ) begin
+            casez (entry)
+              2'h0:
+                  \$242  = 7'h01;
+              2'h1:
+                  \$242  = 7'h02;
+              2'h2:
+                  \$242  = 7'h03;
+            endcase
+          end
+      7'h02:
+          \$242  = 7'h04;
+      7'h04:
+          \$242  = 7'h05;
+      7'h05:
+          \$242  = 7'h06;
+      7'h06:
+          if (\done$40 ) begin
+            \$242  = 7'h07;
+          end
+      7'h07:
+          \$242  = 7'h08;
+      7'h08:
+          \$242  = 7'h09;
+      7'h09:
+          if (\done$40 ) begin
+            \$242  = 7'h0a;
+          end
+      7'h0a:
+          \$242  = 7'h0b;
+      7'h0b:
+          \$242  = 7'h0c;
+      7'h0c:
+          if (\done$42 ) begin
+            \$242  = 7'h0d;
+          end
+      7'h0d:
+          \$242  = 7'h0e;
+      7'h0e:
+          \$242  = 7'h0f;
+      7'h0f:
+          \$242  = 7'h10;
+      7'h10:
+          if (\done$46 ) begin
+            \$242  = 7'h11;
+          end
+      7'h11:
+          \$242  = 7'h12;
+      7'h12:
+          \$242  = 7'h13;
+      7'h13:
+          if (\done$40 ) begin
+            \$242  = 7'h14;
+          end
+      7'h14:
+          \$242  = 7'h15;
+      7'h15:
+          \$242  = 7'h16;
+      7'h16:
+          if (\done$40 ) begin
+            \$242  = 7'h17;
+          end
+      7'h17:
+          \$242  = 7'h18;
+      7'h18:
+          if (\$116 ) begin
+            \$242  = 7'h19;
+          end
+      7'h19:
+          \$242  = 7'h1a;
+      7'h1a:
+          \$242  = 7'h1b;
+      7'h1b:
+          \$242  = 7'h1c;
+      7'h1c:
+          \$242  = 7'h1d;
+      7'h1d:
+          if (\done$46 ) begin
+            \$242  = 7'h1e;
+          end
+      7'h1e:
+          \$242  = 7'h1f;
+      7'h1f:
+          \$242  = 7'h20;
+      7'h20:
+          if (\$144 ) begin
+            \$242  = 7'h21;
+          end
+      7'h21:
+          \$242  = 7'h22;
+      7'h22:
+          \$242  = 7'h23;
+      7'h23:
+          \$242  = 7'h24;
+      7'h24:
+          if (\done$40 ) begin
+            \$242  = 7'h25;
+          end
+      7'h25:
+          \$242  = 7'h26;
+      7'h26:
+          \$242  = 7'h27;
+      7'h27:
+          \$242  = 7'h28;
+      7'h28:
+          if (\done$46 ) begin
+            \$242  = 7'h29;
+          end
+      7'h29:
+          \$242  = 7'h2a;
+      7'h2a:
+          \$242  = 7'h2b;
+      7'h2b:
+          \$242  = 7'h2c;
+      7'h2c:
+          \$242  = 7'h2d;
+      7'h2d:
+          \$242  = 7'h2e;
+      7'h2e:
+          \$242  = 7'h2f;
+      7'h2f:
+          if (\done$40 ) begin
+            \$242  = 7'h30;
+          end
+      7'h30:
+          \$242  = 7'h01;
+      7'h03:
+          \$242  = 7'h31;
+      7'h31:
+          \$242  = 7'h32;
+      7'h32:
+          \$242  = 7'h33;
+      7'h33:
+          if (\done$40 ) begin
+            \$242  = 7'h34;
+          end
+      7'h34:
+          \$242  = 7'h35;
+      7'h35:
+          if (\$185 ) begin
+            \$242  = 7'h36;
+          end
+      7'h36:
+          \$242  = 7'h37;
+      7'h37:
+          \$242  = 7'h38;
+      7'h38:
+          \$242  = 7'h39;
+      7'h39:
+          \$242  = 7'h3a;
+      7'h3a:
+          if (\$210 ) begin
+            \$242  = 7'h3b;
+          end
+      7'h3b:
+          \$242  = 7'h3c;
+      7'h3c:
+          \$242  = 7'h3d;
+      7'h3d:
+          \$242  = 7'h3e;
+      7'h3e:
+          if (\done$40 ) begin
+            \$242  = 7'h3f;
+          end
+      7'h3f:
+          \$242  = 7'h40;
+      7'h40:
+          \$242  = 7'h41;
+      7'h41:
+          \$242  = 7'h42;
+      7'h42:
+          \$242  = 7'h43;
+      7'h43:
+          \$242  = 7'h44;
+      7'h44:
+          \$242  = 7'h45;
+      7'h45:
+          \$242  = 7'h46;
+      7'h46:
+          if (\done$40 ) begin
+            \$242  = 7'h47;
+          end
+      7'h47:
+          \$242  = 7'h01;
+      7'h01:
+          \$242  = 7'h00;
+    endcase
+    if (rst) begin
+      \$242  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = start;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          \$243  = 1'h1;
+      7'h05:
+          \$243  = 1'h0;
+      7'h06:
+          /* empty */;
+      7'h07:
+          \$243  = 1'h1;
+      7'h08:
+          \$243  = 1'h0;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$243  = 1'h1;
+      7'h12:
+          \$243  = 1'h0;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$243  = 1'h1;
+      7'h15:
+          \$243  = 1'h0;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$243  = 1'h1;
+      7'h23:
+          \$243  = 1'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$243  = 1'h1;
+      7'h2e:
+          \$243  = 1'h0;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          \$243  = 1'h1;
+      7'h32:
+          \$243  = 1'h0;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$243  = 1'h1;
+      7'h3d:
+          \$243  = 1'h0;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$243  = 1'h1;
+      7'h45:
+          \$243  = 1'h0;
+    endcase
     if (rst) begin
       \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = fsm_state;
+    \$244  = t;
     casez (fsm_state)
-      6'h00:
-          if (\start$40 ) begin
-            casez (entry)
-              2'h0:
-                  \$244  = 6'h01;
-              2'h1:
-                  \$244  = 6'h02;
-              2'h2:
-                  \$244  = 6'h03;
-            endcase
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          if (\done$40 ) begin
+            \$244  = p[56:0];
           end
-      6'h02:
-          \$244  = 6'h04;
-      6'h04:
-          \$244  = 6'h05;
-      6'h05:
-          \$244  = 6'h06;
-      6'h06:
-          if (\done$42 ) begin
-            \$244  = 6'h07;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          if (\done$40 ) begin
+            \$244  = p[56:0];
           end
-      6'h07:
-          \$244  = 6'h08;
-      6'h08:
-          \$244  = 6'h09;
-      6'h09:
-          if (\done$42 ) begin
-            \$244  = 6'h0a;
-          end
-      6'h0a:
-          \$244  = 6'h0b;
-      6'h0b:
-          \$244  = 6'h0c;
-      6'h0c:
-          if (\done$44 ) begin
-            \$244  = 6'h0d;
-          end
-      6'h0d:
-          \$244  = 6'h0e;
-      6'h0e:
-          \$244  = 6'h0f;
-      6'h0f:
-          \$244  = 6'h10;
-      6'h10:
-          if (\done$47 ) begin
-            \$244  = 6'h11;
-          end
-      6'h11:
-          \$244  = 6'h12;
-      6'h12:
-          \$244  = 6'h13;
-      6'h13:
-          if (\done$42 ) begin
-            \$244  = 6'h14;
-          end
-      6'h14:
-          \$244  = 6'h15;
-      6'h15:
-          \$244  = 6'h16;
-      6'h16:
-          if (\done$42 ) begin
-            \$244  = 6'h17;
-          end
-      6'h17:
-          \$244  = 6'h18;
-      6'h18:
-          \$244  = 6'h19;
-      6'h19:
-          \$244  = 6'h1a;
-      6'h1a:
-          \$244  = 6'h1b;
-      6'h1b:
-          \$244  = 6'h1c;
-      6'h1c:
-          \$244  = 6'h1d;
-      6'h1d:
-          if (\done$42 ) begin
-            \$244  = 6'h1e;
-          end
-      6'h1e:
-          \$244  = 6'h1f;
-      6'h1f:
-          \$244  = 6'h20;
-      6'h20:
-          \$244  = 6'h21;
-      6'h21:
-          if (\done$47 ) begin
-            \$244  = 6'h22;
-          end
-      6'h22:
-          \$244  = 6'h01;
-      6'h03:
-          \$244  = 6'h23;
-      6'h23:
-          \$244  = 6'h24;
-      6'h24:
-          if (\done$42 ) begin
-            \$244  = 6'h25;
-          end
-      6'h25:
-          \$244  = 6'h26;
-      6'h26:
-          \$244  = 6'h27;
-      6'h27:
-          \$244  = 6'h28;
-      6'h28:
-          \$244  = 6'h29;
-      6'h29:
-          \$244  = 6'h2a;
-      6'h2a:
-          \$244  = 6'h2b;
-      6'h2b:
-          if (\done$42 ) begin
-            \$244  = 6'h2c;
-          end
-      6'h2c:
-          \$244  = 6'h2d;
-      6'h2d:
-          \$244  = 6'h01;
-      6'h01:
-          \$244  = 6'h00;
     endcase
     if (rst) begin
-      \$244  = 6'h00;
+      \$244  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = start;
+    \$245  = \start$7 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
           \$245  = 1'h1;
-      6'h05:
-          \$245  = 1'h0;
-      6'h06:
-          /* empty */;
-      6'h07:
-          \$245  = 1'h1;
-      6'h08:
-          \$245  = 1'h0;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$245  = 1'h1;
-      6'h12:
-          \$245  = 1'h0;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$245  = 1'h1;
-      6'h15:
-          \$245  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$245  = 1'h1;
-      6'h1c:
-          \$245  = 1'h0;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          \$245  = 1'h1;
-      6'h23:
-          \$245  = 1'h0;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$245  = 1'h1;
-      6'h2a:
+      7'h0b:
           \$245  = 1'h0;
     endcase
     if (rst) begin
@@ -2394,193 +3000,363 @@ module \hwnorm_l2_s8.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = t;
+    \$246  = \den$43 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
           if (\done$42 ) begin
-            \$246  = p[56:0];
-          end
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          if (\done$42 ) begin
-            \$246  = p[56:0];
+            \$246  = root;
           end
     endcase
     if (rst) begin
-      \$246  = 57'h000000000000000;
+      \$246  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = \start$11 ;
+    \$247  = div_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          \$247  = 1'h1;
-      6'h0b:
-          \$247  = 1'h0;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          \$247  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$247  = { 13'h0000, \$120  };
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$247  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
-      \$247  = 1'h0;
+      \$247  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = den;
+    \$248  = div_mag;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
-          if (\done$44 ) begin
-            \$248  = root;
-          end
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$248  = \$107 [42:0];
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$248  = \$123 [42:0];
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$248  = \$150 [42:0];
     endcase
     if (rst) begin
-      \$248  = 35'h000000000;
+      \$248  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = lead;
+    \$249  = div_neg;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          \$249  = den_lead;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$249  = \$108 ;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$249  = \$124 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$249  = \$151 ;
     endcase
     if (rst) begin
-      \$249  = 6'h00;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = \start$9 ;
+    \$250  = \start$5 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           \$250  = 1'h1;
-      6'h0f:
+      7'h0f:
           \$250  = 1'h0;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
+      7'h1b:
           \$250  = 1'h1;
-      6'h20:
+      7'h1c:
+          \$250  = 1'h0;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$250  = 1'h1;
+      7'h27:
           \$250  = 1'h0;
     endcase
     if (rst) begin
@@ -2589,1567 +3365,3876 @@ module \hwnorm_l2_s8.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = recip_rem;
+    \$251  = floor_q;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          \$251  = \$184 [34:0];
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          if (\done$46 ) begin
+            \$251  = q[9:0];
+          end
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          \$251  = \$177 [9:0];
     endcase
     if (rst) begin
-      \$251  = 35'h000000000;
+      \$251  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = recip_one;
+    \$252  = mean_rem;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          \$252  = \$185 ;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          if (\done$40 ) begin
+            \$252  = p[13:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          \$252  = { 6'h00, chan[83:76] };
     endcase
     if (rst) begin
-      \$252  = 1'h0;
+      \$252  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = recip;
+    \$253  = gain_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
-          if (\done$47 ) begin
-            \$253  = q[16:0];
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$40 ) begin
+            \$253  = p[23:0];
+          end
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          if (\done$40 ) begin
+            \$253  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$253  = 17'h00000;
+      \$253  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = m;
+    \$254  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
-          if (\done$42 ) begin
-            \$254  = p[25:0];
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$254  = \den$43 ;
+      7'h18:
+          if (\$109 ) begin
+            \$254  = \$110 [34:0];
           end
-      6'h14:
+      7'h19:
           /* empty */;
-      6'h15:
+      7'h1a:
           /* empty */;
-      6'h16:
+      7'h1b:
           /* empty */;
-      6'h17:
+      7'h1c:
           /* empty */;
-      6'h18:
+      7'h1d:
           /* empty */;
-      6'h19:
+      7'h1e:
           /* empty */;
-      6'h1a:
+      7'h1f:
           /* empty */;
-      6'h1b:
+      7'h20:
           /* empty */;
-      6'h1c:
+      7'h21:
           /* empty */;
-      6'h1d:
+      7'h22:
           /* empty */;
-      6'h1e:
+      7'h23:
           /* empty */;
-      6'h1f:
+      7'h24:
           /* empty */;
-      6'h20:
+      7'h25:
           /* empty */;
-      6'h21:
+      7'h26:
           /* empty */;
-      6'h22:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h23:
+      7'h29:
           /* empty */;
-      6'h24:
-          if (\done$42 ) begin
-            \$254  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$254  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = km;
-    casez (fsm_state)
-      6'h00:
+      7'h2a:
           /* empty */;
-      6'h02:
+      7'h2b:
           /* empty */;
-      6'h04:
+      7'h2c:
           /* empty */;
-      6'h05:
+      7'h2d:
           /* empty */;
-      6'h06:
+      7'h2e:
           /* empty */;
-      6'h07:
+      7'h2f:
           /* empty */;
-      6'h08:
+      7'h30:
           /* empty */;
-      6'h09:
+      7'h03:
           /* empty */;
-      6'h0a:
+      7'h31:
           /* empty */;
-      6'h0b:
+      7'h32:
           /* empty */;
-      6'h0c:
+      7'h33:
           /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$42 ) begin
-            \$255  = p[39:0];
-          end
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$255  = \$215 [39:0];
-    endcase
-    if (rst) begin
-      \$255  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$256  = { 3'h0, \$186  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$256  = { \$216 [8], \$216  };
-    endcase
-    if (rst) begin
-      \$256  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$257  = count_lead;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$257  = 4'h8;
-    endcase
-    if (rst) begin
-      \$257  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$258  = \$189 [1:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          \$258  = \$219 [1:0];
-    endcase
-    if (rst) begin
-      \$258  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$259  = \$199 [9:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          \$259  = \$229 [9:0];
-    endcase
-    if (rst) begin
-      \$259  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$260  = \$200 ;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$260  = \$230 ;
-    endcase
-    if (rst) begin
-      \$260  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$261  = \$202 [5:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$261  = \$232 [5:0];
-    endcase
-    if (rst) begin
-      \$261  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$262  = \$204 [3:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$262  = \$234 [3:0];
-    endcase
-    if (rst) begin
-      \$262  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = \a$32 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$263  = \$205 [25:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$263  = \$235 [25:0];
-    endcase
-    if (rst) begin
-      \$263  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$264  = { \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209  };
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$264  = { \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239  };
-    endcase
-    if (rst) begin
-      \$264  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = \p$57 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          if (\done$42 ) begin
-            \$265  = p[48:0];
-          end
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          if (\done$42 ) begin
-            \$265  = p[48:0];
+      7'h34:
+          \$254  = 35'h400000000;
+      7'h35:
+          if (\$178 ) begin
+            \$254  = \$179 [34:0];
           end
     endcase
     if (rst) begin
-      \$265  = 49'h0000000000000;
+      \$254  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = div_num;
+    \$255  = num_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$266  = { \p$57 [48], \p$57  };
-    endcase
-    if (rst) begin
-      \$266  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$267  = \$212 [49:0];
-    endcase
-    if (rst) begin
-      \$267  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$268  = \$213 ;
-    endcase
-    if (rst) begin
-      \$268  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$47 ) begin
-            \$269  = { q[35], q[35], q };
+      7'h17:
+          \$255  = gain_num[22:0];
+      7'h18:
+          if (\$112 ) begin
+            \$255  = \$113 [22:0];
           end
-      6'h22:
+      7'h19:
           /* empty */;
-      6'h03:
+      7'h1a:
           /* empty */;
-      6'h23:
+      7'h1b:
           /* empty */;
-      6'h24:
+      7'h1c:
           /* empty */;
-      6'h25:
+      7'h1d:
           /* empty */;
-      6'h26:
+      7'h1e:
           /* empty */;
-      6'h27:
+      7'h1f:
           /* empty */;
-      6'h28:
+      7'h20:
           /* empty */;
-      6'h29:
+      7'h21:
           /* empty */;
-      6'h2a:
+      7'h22:
           /* empty */;
-      6'h2b:
+      7'h23:
           /* empty */;
-      6'h2c:
-          \$269  = \$240 [37:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$255  = gain_num[22:0];
+      7'h35:
+          if (\$181 ) begin
+            \$255  = \$182 [22:0];
+          end
     endcase
     if (rst) begin
-      \$269  = 38'h0000000000;
+      \$255  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = \b$60 ;
+    \$256  = num_zeros;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
+          \$256  = 5'h00;
+      7'h18:
+          if (\$112 ) begin
+            \$256  = \$114 [4:0];
+          end
+      7'h19:
           /* empty */;
-      6'h18:
+      7'h1a:
           /* empty */;
-      6'h19:
+      7'h1b:
           /* empty */;
-      6'h1a:
+      7'h1c:
           /* empty */;
-      6'h1b:
+      7'h1d:
           /* empty */;
-      6'h1c:
+      7'h1e:
           /* empty */;
-      6'h1d:
+      7'h1f:
           /* empty */;
-      6'h1e:
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
-          \$270  = \$214 [33:0];
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
+      7'h27:
           /* empty */;
-      6'h26:
+      7'h28:
           /* empty */;
-      6'h27:
+      7'h29:
           /* empty */;
-      6'h28:
+      7'h2a:
           /* empty */;
-      6'h29:
+      7'h2b:
           /* empty */;
-      6'h2a:
+      7'h2c:
           /* empty */;
-      6'h2b:
+      7'h2d:
           /* empty */;
-      6'h2c:
+      7'h2e:
           /* empty */;
-      6'h2d:
-          \$270  = \$241 [33:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$256  = 5'h00;
+      7'h35:
+          if (\$181 ) begin
+            \$256  = \$183 [4:0];
+          end
     endcase
     if (rst) begin
-      \$270  = 34'h000000000;
+      \$256  = 5'h00;
     end
   end
-  assign beta_shift = \$106 [3:0];
-  assign \beta_shift$6  = \$107 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$257  = 6'h00;
+      7'h18:
+          if (\$109 ) begin
+            \$257  = \$111 [5:0];
+          end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$257  = 6'h00;
+      7'h35:
+          if (\$178 ) begin
+            \$257  = \$180 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$257  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+        begin
+          \$258  = \$115 [5:0];
+          if (\$116 ) begin
+            \$258  = 6'h00;
+          end
+        end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          \$258  = \$143 [5:0];
+          if (\$144 ) begin
+            \$258  = 6'h00;
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+        begin
+          \$258  = \$184 [5:0];
+          if (\$185 ) begin
+            \$258  = 6'h00;
+          end
+        end
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          \$258  = \$209 [5:0];
+          if (\$210 ) begin
+            \$258  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$258  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$259  = { \$118 [6], \$118 [6], \$118  };
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$259  = \$129 [8:0];
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          if (\$133 ) begin
+            \$259  = \$135 [8:0];
+          end
+          if (\$139 ) begin
+            \$259  = \$141 [8:0];
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$259  = \$187 ;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$259  = \$195 [8:0];
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          if (\$199 ) begin
+            \$259  = \$201 [8:0];
+          end
+          if (\$205 ) begin
+            \$259  = \$207 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$259  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$260  = \$119 ;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$260  = \$188 ;
+    endcase
+    if (rst) begin
+      \$260  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$46 ) begin
+            \$261  = q[15:0];
+          end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$261  = \$190 [15:0];
+    endcase
+    if (rst) begin
+      \$261  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$262  = { \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127  };
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          if (\$133 ) begin
+            \$262  = \$134 ;
+          end
+          if (\$139 ) begin
+            \$262  = \$140 [26:0];
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$262  = { \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193  };
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          if (\$199 ) begin
+            \$262  = \$200 ;
+          end
+          if (\$205 ) begin
+            \$262  = \$206 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$262  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$263  = 4'h0;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$263  = \$142 [3:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$263  = 4'h0;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$263  = \$208 [3:0];
+    endcase
+    if (rst) begin
+      \$263  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$264  = \$132 ;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$264  = \$198 ;
+    endcase
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$265  = \$147 [3:0];
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$265  = \$213 [3:0];
+    endcase
+    if (rst) begin
+      \$265  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          if (\done$40 ) begin
+            \$266  = p[41:0];
+          end
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          if (\done$40 ) begin
+            \$266  = p[41:0];
+          end
+    endcase
+    if (rst) begin
+      \$266  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          if (\done$46 ) begin
+            \$267  = q;
+          end
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$267  = \$214 [28:0];
+    endcase
+    if (rst) begin
+      \$267  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \$268  = { \$156 [29], \$156  };
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$268  = { \$219 [29], \$219  };
+    endcase
+    if (rst) begin
+      \$268  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$269  = \$160 ;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$269  = \$223 ;
+    endcase
+    if (rst) begin
+      \$269  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$270  = \$164 [22:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$270  = \$227 [22:0];
+    endcase
+    if (rst) begin
+      \$270  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$271  = \$168 [22:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$271  = \$231 [22:0];
+    endcase
+    if (rst) begin
+      \$271  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$272  = \$173 [13:0];
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$272  = \$236 [13:0];
+    endcase
+    if (rst) begin
+      \$272  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$273  = \$174 [22:0];
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$273  = \$237 [22:0];
+    endcase
+    if (rst) begin
+      \$273  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = \b$64 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          if (\done$40 ) begin
+            \$274  = p[22:0];
+          end
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          if (\done$40 ) begin
+            \$274  = p[22:0];
+          end
+    endcase
+    if (rst) begin
+      \$274  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = \a$65 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$275  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$275  = a_fin;
+    endcase
+    if (rst) begin
+      \$275  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$276  = special_r;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$276  = special_r;
+    endcase
+    if (rst) begin
+      \$276  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = \neg$67 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$277  = \$175 ;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$277  = \$238 ;
+    endcase
+    if (rst) begin
+      \$277  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$278  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$278  = floor_q;
+    endcase
+    if (rst) begin
+      \$278  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$279  = \$176 [9:0];
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$279  = \$239 [9:0];
+    endcase
+    if (rst) begin
+      \$279  = 10'h000;
+    end
+  end
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
-  assign isqrt_go = \start$11 ;
+  assign seqdiv_go = \start$5 ;
+  assign isqrt_go = \start$7 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[59:14];
@@ -4158,81 +7243,97 @@ module \hwnorm_l2_s8.math (rst, \start$40 , entry, chan, sum, sq_sum, done, den,
   assign \chan.mean  = chan[91:76];
   assign \chan.scale_m  = chan[107:92];
   assign \chan.scale_exp  = chan[115:108];
-  assign \$114  = { t[56], t, 30'h00000000 };
-  assign \$125  = { 34'h000000000, div_mag[49:34] };
-  assign \$126  = { 1'h0, div_mag[33:0] };
-  assign \$183  = { 1'h0, \$182 [63:1] };
-  assign \$208  = { 1'h0, \$207 [15:1] };
-  assign \$215  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$238  = { 1'h0, \$237 [15:1] };
-  assign \$240  = { \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48], \p$57 [48:8] };
+  assign \$9  = { t[56], t, 30'h00000000 };
+  assign \$11  = { 9'h000, div_mag[42:9] };
+  assign \$12  = { 13'h0000, div_mag[8:0], 18'h00000 };
+  assign \$16  = { 14'h0000, div_mag[42:14] };
+  assign \$17  = { 2'h0, div_mag[13:0], 13'h0000 };
+  assign \$19  = { 27'h0000000, div_mag[42:27] };
+  assign \$20  = { 1'h0, div_mag[26:0] };
+  assign \$110  = { den_norm, 1'h0 };
+  assign \$113  = { num_norm, 1'h0 };
+  assign \$120  = { 1'h0, num_norm, 6'h00 };
+  assign \$125  = { gain_q1[15], gain_q1[15:1] };
+  assign \$134  = { 1'h0, gain_x[26:1] };
+  assign \$140  = { gain_x, 1'h0 };
+  assign \$154  = { 1'h0, \$153 [15:1] };
+  assign \$177  = { chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91:84] };
+  assign \$179  = { den_norm, 1'h0 };
+  assign \$182  = { num_norm, 1'h0 };
+  assign \$189  = { 1'h0, num_norm, 6'h00 };
+  assign \$190  = { 15'h0000, \$189 [29:15] };
+  assign \$191  = { gain_q1[15], gain_q1[15:1] };
+  assign \$200  = { 1'h0, gain_x[26:1] };
+  assign \$206  = { gain_x, 1'h0 };
+  assign \$214  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$217  = { 1'h0, \$216 [15:1] };
 endmodule
 
 module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [35:0] \$1 ;
-  wire [6:0] \$10 ;
+  wire [16:0] \$1 ;
+  wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [34:0] \$13 ;
-  wire [35:0] \$14 ;
-  wire [35:0] \$15 ;
+  wire [27:0] \$13 ;
+  wire [28:0] \$14 ;
+  wire [28:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [34:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
-  reg [33:0] \$20 ;
-  reg [34:0] \$21 ;
+  reg [26:0] \$20 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
-  reg [33:0] \$23 ;
-  reg [5:0] \$24 ;
+  reg [26:0] \$23 ;
+  reg [4:0] \$24 ;
   reg \$25 ;
-  reg [35:0] \$26 ;
+  reg [28:0] \$26 ;
   wire \$3 ;
-  wire [36:0] \$4 ;
-  wire [36:0] \$5 ;
-  wire [34:0] \$6 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
+  wire [27:0] \$6 ;
   wire \$7 ;
-  wire [34:0] \$8 ;
-  wire [34:0] \$9 ;
+  wire [27:0] \$8 ;
+  wire [27:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [34:0] den = 35'h000000000;
-  input [34:0] \den$13 ;
-  wire [34:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
-  reg [5:0] left = 6'h00;
-  reg [33:0] lo = 34'h000000000;
-  input [33:0] lo_init;
-  wire [33:0] lo_init;
+  reg [4:0] left = 5'h00;
+  reg [26:0] lo = 27'h0000000;
+  input [26:0] lo_init;
+  wire [26:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [35:0] q;
-  reg [35:0] q = 36'h000000000;
-  reg [33:0] quot = 34'h000000000;
-  reg [34:0] rem = 35'h000000000;
-  input [34:0] rem_init;
-  wire [34:0] rem_init;
+  output [28:0] q;
+  reg [28:0] q = 29'h00000000;
+  reg [26:0] quot = 27'h0000000;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
   reg sign = 1'h0;
   input start;
   wire start;
-  input [5:0] steps;
-  wire [5:0] steps;
-  wire [35:0] trial;
-  assign trial = \$1  | { 35'h000000000, lo[33] };
+  input [4:0] steps;
+  wire [4:0] steps;
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[26] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 34'h000000000, \$7  };
+  assign \$8  = \$6  | { 27'h0000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -4294,10 +7395,10 @@ module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [34:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 35'h000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -4306,10 +7407,10 @@ module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [33:0];
+      \$20  = \$9 [26:0];
     end
     if (rst) begin
-      \$20  = 34'h000000000;
+      \$20  = 27'h0000000;
     end
   end
   always @* begin
@@ -4319,7 +7420,7 @@ module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 35'h000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -4336,12 +7437,12 @@ module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 34'h000000000;
+      \$23  = 27'h0000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [33:0];
+      \$23  = \$8 [26:0];
     end
     if (rst) begin
-      \$23  = 34'h000000000;
+      \$23  = 27'h0000000;
     end
   end
   always @* begin
@@ -4350,10 +7451,10 @@ module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps
     if (start) begin
       \$24  = steps;
     end else if (\$2 ) begin
-      \$24  = \$10 [5:0];
+      \$24  = \$10 [4:0];
     end
     if (rst) begin
-      \$24  = 6'h00;
+      \$24  = 5'h00;
     end
   end
   always @* begin
@@ -4373,7 +7474,7 @@ module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 36'h000000000;
+      \$26  = 29'h00000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -4656,61 +7757,85 @@ module \hwnorm_l2_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, cl
   assign \$6  = { 1'h0, b_sh[20:1] };
 endmodule
 
-module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
-  wire [16:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [48:0] \$12 ;
-  wire [49:0] \$13 ;
-  wire [50:0] \$14 ;
-  wire [34:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [34:0] \$18 ;
-  wire [34:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [34:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire [13:0] \$26 ;
-  reg \$27 ;
-  reg \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg [12:0] \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [23:0] \$37 ;
+  wire [23:0] \$38 ;
+  wire [23:0] \$39 ;
   wire [2:0] \$4 ;
-  reg [7:0] \$40 ;
-  reg [25:0] \$41 ;
-  reg [17:0] \$42 ;
-  reg [34:0] \$43 ;
-  reg [34:0] \$44 ;
-  reg [34:0] \$45 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [13:0] \$45 ;
   reg \$46 ;
   reg \$47 ;
-  reg [7:0] \$48 ;
+  reg \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg [12:0] \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [7:0] \$65 ;
+  reg [22:0] \$66 ;
+  reg [23:0] \$67 ;
+  reg [23:0] \$68 ;
+  reg [23:0] \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg [7:0] \$72 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [25:0] a;
-  wire [25:0] a;
-  reg [34:0] acc0 = 35'h000000000;
-  input [33:0] b;
-  wire [33:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   output busy;
   wire busy;
   output ce;
@@ -4719,6 +7844,12 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -4727,6 +7858,8 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -4741,16 +7874,21 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [17:0] p0_17 = 18'h00000;
-  reg [34:0] q0 = 35'h000000000;
-  reg [34:0] qs0 = 35'h000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -4762,28 +7900,79 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = under0 ? 24'hffff80 : q0;
+  assign \$38  = over0 ? 24'h00007f : \$37 ;
+  assign \$39  = ok4 ? \$38  : 24'h000000;
+  assign \$40  = ~ clear;
+  assign \$41  = \$40  & ce;
+  assign \$42  = v4 & ok4;
+  assign \$43  = over0 | under0;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = sat_count + \$44 ;
   always @(posedge clk)
-    ok4 <= \$38 ;
+    v0 <= \$46 ;
   always @(posedge clk)
-    ok5 <= \$39 ;
+    v1 <= \$47 ;
   always @(posedge clk)
-    x0 <= \$40 ;
+    v2 <= \$48 ;
   always @(posedge clk)
-    p0_0 <= \$41 ;
+    v3 <= \$49 ;
   always @(posedge clk)
-    p0_17 <= \$42 ;
+    v4 <= \$50 ;
   always @(posedge clk)
-    acc0 <= \$43 ;
+    v5 <= \$51 ;
   always @(posedge clk)
-    qs0 <= \$44 ;
+    sat_count <= \$52 ;
   always @(posedge clk)
-    q0 <= \$45 ;
+    ok0 <= \$53 ;
   always @(posedge clk)
-    over0 <= \$46 ;
+    ok1 <= \$54 ;
   always @(posedge clk)
-    under0 <= \$47 ;
+    ok2 <= \$55 ;
   always @(posedge clk)
-    o__payload <= \$48 ;
+    ok3 <= \$56 ;
+  always @(posedge clk)
+    ok4 <= \$57 ;
+  always @(posedge clk)
+    ok5 <= \$58 ;
+  always @(posedge clk)
+    force_hi0_0 <= \$59 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$60 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$61 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$62 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$63 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$64 ;
+  always @(posedge clk)
+    x0 <= \$65 ;
+  always @(posedge clk)
+    p0_0 <= \$66 ;
+  always @(posedge clk)
+    acc0 <= \$67 ;
+  always @(posedge clk)
+    qs0 <= \$68 ;
+  always @(posedge clk)
+    q0 <= \$69 ;
+  always @(posedge clk)
+    over0 <= \$70 ;
+  always @(posedge clk)
+    under0 <= \$71 ;
+  always @(posedge clk)
+    o__payload <= \$72 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4794,120 +7983,30 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[25:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = under0 ? 35'h7ffffff80 : q0;
-  assign \$19  = over0 ? 35'h00000007f : \$18 ;
-  assign \$20  = ok4 ? \$19  : 35'h000000000;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
   assign \$21  = ~ clear;
   assign \$22  = \$21  & ce;
-  assign \$23  = v4 & ok4;
-  assign \$24  = over0 | under0;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = sat_count + \$25 ;
-  always @(posedge clk)
-    v0 <= \$27 ;
-  always @(posedge clk)
-    v1 <= \$28 ;
-  always @(posedge clk)
-    v2 <= \$29 ;
-  always @(posedge clk)
-    v3 <= \$30 ;
-  always @(posedge clk)
-    v4 <= \$31 ;
-  always @(posedge clk)
-    v5 <= \$32 ;
-  always @(posedge clk)
-    sat_count <= \$33 ;
-  always @(posedge clk)
-    ok0 <= \$34 ;
-  always @(posedge clk)
-    ok1 <= \$35 ;
-  always @(posedge clk)
-    ok2 <= \$36 ;
-  always @(posedge clk)
-    ok3 <= \$37 ;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$39  = ok5;
+    \$46  = v0;
     if (clear) begin
+      \$46  = 1'h0;
     end else if (ce) begin
-      \$39  = ok4;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$40  = x0;
-    if (\$8 ) begin
-      \$40  = i__payload;
-    end
-    if (rst) begin
-      \$40  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$41  = p0_0;
-    if (\$8 ) begin
-      \$41  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$41  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$42  = p0_17;
-    if (\$8 ) begin
-      \$42  = { \$10 [16], \$10  };
-    end
-    if (rst) begin
-      \$42  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = acc0;
-    if (\$8 ) begin
-      \$43  = \$14 [34:0];
-    end
-    if (rst) begin
-      \$43  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = qs0;
-    if (\$8 ) begin
-      \$44  = \$15 ;
-    end
-    if (rst) begin
-      \$44  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = q0;
-    if (\$8 ) begin
-      \$45  = qs0;
-    end
-    if (rst) begin
-      \$45  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = over0;
-    if (\$8 ) begin
-      \$46  = \$16 ;
+      \$46  = i__valid;
     end
     if (rst) begin
       \$46  = 1'h0;
@@ -4915,9 +8014,11 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = under0;
-    if (\$8 ) begin
-      \$47  = \$17 ;
+    \$47  = v1;
+    if (clear) begin
+      \$47  = 1'h0;
+    end else if (ce) begin
+      \$47  = v0;
     end
     if (rst) begin
       \$47  = 1'h0;
@@ -4925,152 +8026,269 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = o__payload;
+    \$48  = v2;
+    if (clear) begin
+      \$48  = 1'h0;
+    end else if (ce) begin
+      \$48  = v1;
+    end
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$49  = v3;
+    if (clear) begin
+      \$49  = 1'h0;
+    end else if (ce) begin
+      \$49  = v2;
+    end
+    if (rst) begin
+      \$49  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$50  = v4;
+    if (clear) begin
+      \$50  = 1'h0;
+    end else if (ce) begin
+      \$50  = v3;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$51  = v5;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v4;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$52  = sat_count;
+    if (clear) begin
+      \$52  = 13'h0000;
+    end
+    if (\$41 ) begin
+      \$52  = \$45 [12:0];
+    end
+    if (rst) begin
+      \$52  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$53  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$53  = mask;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$54  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$54  = ok0;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$55  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$55  = ok1;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$56  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = ok2;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$57  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok3;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok4;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$59  = force_hi0_0;
     if (\$8 ) begin
-      \$48  = \$20 [7:0];
+      \$59  = \$13 ;
     end
     if (rst) begin
-      \$48  = 8'h00;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$27  = v0;
-    if (clear) begin
-      \$27  = 1'h0;
-    end else if (ce) begin
-      \$27  = i__valid;
+    \$60  = force_lo0_0;
+    if (\$8 ) begin
+      \$60  = \$18 ;
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$28  = v1;
-    if (clear) begin
-      \$28  = 1'h0;
-    end else if (ce) begin
-      \$28  = v0;
+    \$61  = force_hi0_1;
+    if (\$20 ) begin
+      \$61  = force_hi0_0;
     end
     if (rst) begin
-      \$28  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$29  = v2;
-    if (clear) begin
-      \$29  = 1'h0;
-    end else if (ce) begin
-      \$29  = v1;
+    \$62  = force_lo0_1;
+    if (\$20 ) begin
+      \$62  = force_lo0_0;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$30  = v3;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = v2;
-    end
-    if (rst) begin
-      \$30  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$31  = v4;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v3;
-    end
-    if (rst) begin
-      \$31  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$32  = v5;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v4;
-    end
-    if (rst) begin
-      \$32  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$33  = sat_count;
-    if (clear) begin
-      \$33  = 13'h0000;
-    end
+    \$63  = force_hi0_2;
     if (\$22 ) begin
-      \$33  = \$26 [12:0];
+      \$63  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 13'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$34  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$34  = mask;
+    \$64  = force_lo0_2;
+    if (\$22 ) begin
+      \$64  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$35  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$35  = ok0;
+    \$65  = x0;
+    if (\$24 ) begin
+      \$65  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$65  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$36  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = ok1;
+    \$66  = p0_0;
+    if (\$24 ) begin
+      \$66  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$66  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$37  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok2;
+    \$67  = acc0;
+    if (\$24 ) begin
+      \$67  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$67  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$38  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$38  = ok3;
+    \$68  = qs0;
+    if (\$24 ) begin
+      \$68  = \$28 ;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$68  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$69  = q0;
+    if (\$24 ) begin
+      \$69  = qs0;
+    end
+    if (rst) begin
+      \$69  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$70  = over0;
+    if (\$24 ) begin
+      \$70  = \$32 ;
+    end
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$71  = under0;
+    if (\$24 ) begin
+      \$71  = \$36 ;
+    end
+    if (rst) begin
+      \$71  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$72  = o__payload;
+    if (\$24 ) begin
+      \$72  = \$39 [7:0];
+    end
+    if (rst) begin
+      \$72  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -5078,8 +8296,7 @@ module \hwnorm_l2_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, 
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_l2_s8.stats_unit (clk, rst, mask, clear, valid, sum, sq_sum, x);

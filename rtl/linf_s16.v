@@ -21,30 +21,26 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [154:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [154:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$25 ;
-  wire [57:0] b;
-  wire [57:0] \b$27 ;
+  wire [21:0] a;
+  wire [21:0] \a$25 ;
+  wire [38:0] b;
+  wire [38:0] \b$27 ;
   reg beat;
   wire busy;
   reg [154:0] chan = 155'h000000000000000000000000000000000000000;
@@ -84,7 +80,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$39 ;
+  reg \clear$47 ;
   input clk;
   wire clk;
   wire [52:0] den;
@@ -99,10 +95,10 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$46 ;
+  wire \i__ready$54 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$45 ;
+  reg \i__valid$53 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire [15:0] lo;
@@ -110,23 +106,31 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire \mask$18 ;
   wire \mask$23 ;
   reg more;
+  wire neg;
+  wire \neg$33 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$30 ;
-  wire [15:0] \o__payload$30[0] ;
+  wire [15:0] \o__payload$38 ;
+  wire [15:0] \o__payload$38[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$32 ;
+  wire \o__ready$40 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$31 ;
+  wire \o__valid$39 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$37 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$35 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$31 ;
   reg start;
   output [95:0] stats__payload;
   reg [95:0] stats__payload;
@@ -152,70 +156,74 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \$5  = ! chan__payload[66:39];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[154:147]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[154:147]) > $signed(4'h4);
+  assign \$8  = $signed(chan__payload[122:99]) < $signed(24'h800000);
+  assign \$9  = $signed(chan__payload[122:99]) > $signed(24'h7fff00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[122:99]) < $signed(24'h800000);
-  assign \$13  = $signed(chan__payload[122:99]) > $signed(24'h7fff00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$46  & more;
-  assign \$19  = i__valid & \i__ready$46 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$54  & more;
+  assign \$15  = i__valid & \i__ready$54 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_linf_s16.math  math (
-    .\a$30 (a),
-    .\b$57 (b),
+    .\a$62 (a),
+    .\b$61 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$41 (den),
     .done(done),
     .entry(entry),
     .hi(hi),
     .lo(lo),
+    .\neg$64 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
-    .\start$38 (start),
+    .special(special),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_linf_s16.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$46 ),
-    .clear(\clear$39 ),
+    .ce(\i__ready$54 ),
+    .clear(\clear$47 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$45 ),
+    .i__valid(\i__valid$53 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_linf_s16.stats_unit  stats_unit (
@@ -295,11 +303,11 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$39  = 1'h0;
+    \clear$47  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$39  = 1'h1;
+            \clear$47  = 1'h1;
           end
     endcase
   end
@@ -318,7 +326,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -336,7 +344,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -392,12 +400,12 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$45  = 1'h0;
+    \i__valid$53  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -410,7 +418,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$45  = \$17 ;
+          \i__valid$53  = \$13 ;
     endcase
   end
   always @* begin
@@ -438,80 +446,80 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 155'h000000000000000000000000000000000000000;
+      \$32  = 155'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -522,9 +530,13 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
-  assign \o__payload$30  = o__payload;
-  assign \o__valid$31  = o__valid;
-  assign \o__ready$32  = o__ready;
+  assign \special$31  = special;
+  assign \neg$33  = neg;
+  assign \q_lo$35  = q_lo;
+  assign \q_hi$37  = q_hi;
+  assign \o__payload$38  = o__payload;
+  assign \o__valid$39  = o__valid;
+  assign \o__ready$40  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[38:14];
@@ -560,7 +572,7 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan$20.scale_m  = chan[146:123];
   assign \chan$20.scale_exp  = chan[154:147];
   assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$30[0]  = o__payload;
+  assign \o__payload$38[0]  = o__payload;
   always @*
     stats__payload[94:82] = sat_count;
   always @*
@@ -569,258 +581,209 @@ module hwnorm_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_linf_s16.math (rst, \start$38 , entry, chan, sum, hi, lo, done, den, sh, \a$30 , \b$57 , clk);
+module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \den$41 , sh, \b$61 , \a$62 , special, \neg$64 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
+  wire [5:0] \$1 ;
+  wire [36:0] \$10 ;
   wire \$100 ;
-  wire [5:0] \$101 ;
-  wire [5:0] \$102 ;
-  wire [5:0] \$103 ;
+  wire [51:0] \$101 ;
+  wire [51:0] \$102 ;
+  wire \$103 ;
   wire \$104 ;
-  wire [5:0] \$105 ;
-  wire [5:0] \$106 ;
-  wire [5:0] \$107 ;
-  wire [5:0] \$108 ;
-  wire [5:0] \$109 ;
+  wire [53:0] \$105 ;
+  wire [6:0] \$106 ;
+  wire \$107 ;
+  wire [39:0] \$108 ;
+  wire [6:0] \$109 ;
   wire \$11 ;
-  wire \$110 ;
+  wire [6:0] \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
+  wire [6:0] \$112 ;
+  wire [7:0] \$113 ;
   wire \$114 ;
-  wire \$115 ;
+  wire [45:0] \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
+  wire [51:0] \$117 ;
+  wire [51:0] \$118 ;
   wire \$119 ;
-  wire \$12 ;
-  wire \$120 ;
-  wire [5:0] \$121 ;
-  wire [5:0] \$122 ;
-  wire [5:0] \$123 ;
-  wire \$124 ;
-  wire [5:0] \$125 ;
-  wire [5:0] \$126 ;
-  wire [5:0] \$127 ;
-  wire [5:0] \$128 ;
-  wire \$129 ;
-  wire \$13 ;
-  wire \$130 ;
+  wire [50:0] \$12 ;
+  wire [23:0] \$120 ;
+  wire [23:0] \$121 ;
+  wire [23:0] \$122 ;
+  wire [9:0] \$123 ;
+  wire [9:0] \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire [34:0] \$129 ;
+  wire [35:0] \$13 ;
+  wire [9:0] \$130 ;
   wire \$131 ;
   wire \$132 ;
-  wire [5:0] \$133 ;
-  wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
-  wire \$136 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [35:0] \$135 ;
+  wire [9:0] \$136 ;
   wire [5:0] \$137 ;
-  wire [5:0] \$138 ;
-  wire [5:0] \$139 ;
+  wire [6:0] \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire [5:0] \$140 ;
-  wire [5:0] \$141 ;
-  wire [5:0] \$142 ;
+  wire \$140 ;
+  wire [8:0] \$141 ;
+  wire [8:0] \$142 ;
   wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
+  wire [51:0] \$144 ;
+  wire [51:0] \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
-  wire [3:0] \$149 ;
-  wire \$15 ;
-  wire [3:0] \$150 ;
-  wire [3:0] \$151 ;
+  wire [46:0] \$147 ;
+  wire [31:0] \$148 ;
+  wire [31:0] \$149 ;
+  wire [18:0] \$15 ;
+  wire [47:0] \$150 ;
+  wire [48:0] \$151 ;
   wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire [3:0] \$156 ;
-  wire [3:0] \$157 ;
-  wire [3:0] \$158 ;
-  wire \$159 ;
-  wire \$16 ;
-  wire [3:0] \$160 ;
-  wire [3:0] \$161 ;
-  wire [3:0] \$162 ;
-  wire [3:0] \$163 ;
-  wire [5:0] \$164 ;
-  wire [5:0] \$165 ;
-  wire [29:0] \$166 ;
-  wire [57:0] \$167 ;
-  wire \$168 ;
-  wire [16:0] \$169 ;
+  wire [35:0] \$153 ;
+  wire [35:0] \$154 ;
+  wire [41:0] \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire [40:0] \$158 ;
+  wire [40:0] \$159 ;
+  wire [18:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire [41:0] \$162 ;
+  wire [41:0] \$163 ;
+  wire [39:0] \$164 ;
+  wire \$165 ;
+  wire [35:0] \$166 ;
+  wire [35:0] \$167 ;
+  wire [39:0] \$168 ;
+  wire [40:0] \$169 ;
   wire \$17 ;
-  wire [16:0] \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire [29:0] \$173 ;
-  wire [29:0] \$174 ;
-  wire \$175 ;
-  wire [73:0] \$176 ;
-  wire [58:0] \$177 ;
-  wire \$178 ;
-  wire [16:0] \$179 ;
+  wire \$170 ;
+  wire [18:0] \$171 ;
+  wire [23:0] \$172 ;
+  wire \$173 ;
+  wire [53:0] \$174 ;
+  wire [6:0] \$175 ;
+  wire \$176 ;
+  wire [39:0] \$177 ;
+  wire [6:0] \$178 ;
+  wire [6:0] \$179 ;
   wire \$18 ;
-  wire [16:0] \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire [24:0] \$183 ;
-  wire [24:0] \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
-  wire \$19 ;
-  wire \$190 ;
+  wire \$180 ;
+  wire [7:0] \$181 ;
+  wire [8:0] \$182 ;
+  wire \$183 ;
+  wire [45:0] \$184 ;
+  wire [45:0] \$185 ;
+  wire [23:0] \$186 ;
+  wire [23:0] \$187 ;
+  wire [23:0] \$188 ;
+  wire [9:0] \$189 ;
+  wire [16:0] \$19 ;
+  wire [9:0] \$190 ;
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
   wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
+  wire [34:0] \$195 ;
+  wire [9:0] \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire \$2 ;
-  wire \$20 ;
+  wire [5:0] \$2 ;
+  wire [16:0] \$20 ;
   wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
+  wire [35:0] \$201 ;
+  wire [9:0] \$202 ;
+  wire [5:0] \$203 ;
+  wire [6:0] \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire [8:0] \$207 ;
+  wire [8:0] \$208 ;
+  wire [49:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
+  wire [46:0] \$210 ;
+  wire [31:0] \$211 ;
+  wire [31:0] \$212 ;
+  wire [47:0] \$213 ;
+  wire [48:0] \$214 ;
   wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
+  wire [35:0] \$216 ;
+  wire [35:0] \$217 ;
+  wire [41:0] \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
+  wire [40:0] \$221 ;
+  wire [40:0] \$222 ;
   wire \$223 ;
   wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
+  wire [41:0] \$225 ;
+  wire [41:0] \$226 ;
+  wire [39:0] \$227 ;
   wire \$228 ;
-  wire \$229 ;
-  wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire [32:0] \$233 ;
-  wire \$234 ;
-  wire [63:0] \$235 ;
-  wire [63:0] \$236 ;
-  wire [63:0] \$237 ;
-  wire \$238 ;
-  wire [7:0] \$239 ;
-  wire \$24 ;
-  wire \$240 ;
-  wire [10:0] \$241 ;
-  wire [10:0] \$242 ;
-  wire \$243 ;
-  wire [10:0] \$244 ;
-  wire \$245 ;
-  wire [10:0] \$246 ;
-  wire [10:0] \$247 ;
-  wire \$248 ;
-  wire [10:0] \$249 ;
+  wire [35:0] \$229 ;
+  wire [18:0] \$23 ;
+  wire [35:0] \$230 ;
+  wire [39:0] \$231 ;
+  wire [40:0] \$232 ;
+  wire \$233 ;
+  wire [18:0] \$234 ;
+  reg \$235 ;
+  reg \$236 ;
+  reg [6:0] \$237 ;
+  reg \$238 ;
+  reg [32:0] \$239 ;
+  wire [18:0] \$24 ;
+  reg [32:0] \$240 ;
+  reg [52:0] \$241 ;
+  reg [50:0] \$242 ;
+  reg [50:0] \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg [17:0] \$246 ;
+  reg [13:0] \$247 ;
+  reg [39:0] \$248 ;
+  reg [52:0] \$249 ;
   wire \$25 ;
-  wire [10:0] \$250 ;
-  wire [10:0] \$251 ;
-  wire [10:0] \$252 ;
-  wire [62:0] \$253 ;
-  wire \$254 ;
-  wire [9:0] \$255 ;
-  wire [10:0] \$256 ;
-  wire [11:0] \$257 ;
-  wire [60:0] \$258 ;
-  wire [46:0] \$259 ;
-  wire [5:0] \$26 ;
-  wire [31:0] \$260 ;
-  wire [31:0] \$261 ;
-  wire [47:0] \$262 ;
-  wire \$263 ;
-  wire [74:0] \$264 ;
-  wire [74:0] \$265 ;
-  wire \$266 ;
-  wire [62:0] \$267 ;
-  wire [56:0] \$268 ;
-  wire [8:0] \$269 ;
-  wire [5:0] \$27 ;
-  wire \$270 ;
-  wire [10:0] \$271 ;
-  wire [10:0] \$272 ;
-  wire \$273 ;
-  wire [10:0] \$274 ;
-  wire \$275 ;
-  wire [10:0] \$276 ;
-  wire [10:0] \$277 ;
-  wire \$278 ;
-  wire [10:0] \$279 ;
-  wire [5:0] \$28 ;
-  wire [10:0] \$280 ;
-  wire [10:0] \$281 ;
-  wire [10:0] \$282 ;
-  wire [62:0] \$283 ;
-  wire \$284 ;
-  wire [9:0] \$285 ;
-  wire [10:0] \$286 ;
-  wire [11:0] \$287 ;
-  wire [60:0] \$288 ;
-  wire [46:0] \$289 ;
-  wire [5:0] \$29 ;
-  wire [31:0] \$290 ;
-  wire [31:0] \$291 ;
-  wire [47:0] \$292 ;
-  wire [72:0] \$293 ;
-  wire [62:0] \$294 ;
-  reg \$295 ;
-  reg \$296 ;
-  reg [5:0] \$297 ;
-  reg \$298 ;
-  reg [32:0] \$299 ;
-  wire \$3 ;
+  reg [38:0] \$250 ;
+  reg [5:0] \$251 ;
+  reg [5:0] \$252 ;
+  reg [5:0] \$253 ;
+  reg [8:0] \$254 ;
+  reg \$255 ;
+  reg [23:0] \$256 ;
+  reg [34:0] \$257 ;
+  reg [4:0] \$258 ;
+  reg \$259 ;
+  wire \$26 ;
+  reg [4:0] \$260 ;
+  reg [49:0] \$261 ;
+  reg [36:0] \$262 ;
+  reg [40:0] \$263 ;
+  reg [41:0] \$264 ;
+  reg [38:0] \$265 ;
+  reg [38:0] \$266 ;
+  reg [21:0] \$267 ;
+  reg [38:0] \$268 ;
+  reg [38:0] \$269 ;
+  wire \$27 ;
+  reg [21:0] \$270 ;
+  reg \$271 ;
+  reg \$272 ;
+  reg [17:0] \$273 ;
+  reg [17:0] \$274 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire [29:0] \$3 ;
   wire \$30 ;
-  reg [32:0] \$300 ;
-  reg [52:0] \$301 ;
-  reg [5:0] \$302 ;
-  reg \$303 ;
-  reg [52:0] \$304 ;
-  reg \$305 ;
-  reg [24:0] \$306 ;
-  reg [41:0] \$307 ;
-  reg [55:0] \$308 ;
-  reg [9:0] \$309 ;
   wire \$31 ;
-  reg [3:0] \$310 ;
-  reg [2:0] \$311 ;
-  reg [9:0] \$312 ;
-  reg [60:0] \$313 ;
-  reg [5:0] \$314 ;
-  reg [4:0] \$315 ;
-  reg [41:0] \$316 ;
-  reg [57:0] \$317 ;
-  reg [72:0] \$318 ;
-  reg [73:0] \$319 ;
   wire \$32 ;
-  reg [73:0] \$320 ;
-  reg \$321 ;
-  reg [61:0] \$322 ;
-  reg [57:0] \$323 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -828,32 +791,32 @@ module \hwnorm_linf_s16.math (rst, \start$38 , entry, chan, sum, hi, lo, done, d
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
+  wire [50:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [5:0] \$42 ;
-  wire [5:0] \$43 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
   wire \$44 ;
-  wire [5:0] \$45 ;
-  wire [5:0] \$46 ;
-  wire [5:0] \$47 ;
-  wire [5:0] \$48 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [47:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [5:0] \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
   wire \$56 ;
-  wire [5:0] \$57 ;
-  wire [5:0] \$58 ;
-  wire [5:0] \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [5:0] \$60 ;
-  wire [5:0] \$61 ;
-  wire [5:0] \$62 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
@@ -861,7 +824,7 @@ module \hwnorm_linf_s16.math (rst, \start$38 , entry, chan, sum, hi, lo, done, d
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [16:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -872,7 +835,7 @@ module \hwnorm_linf_s16.math (rst, \start$38 , entry, chan, sum, hi, lo, done, d
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [16:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -882,28 +845,31 @@ module \hwnorm_linf_s16.math (rst, \start$38 , entry, chan, sum, hi, lo, done, d
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
-  wire [5:0] \$89 ;
-  wire \$9 ;
-  wire [5:0] \$90 ;
-  wire [5:0] \$91 ;
+  wire \$89 ;
+  wire [50:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
   wire \$92 ;
-  wire [5:0] \$93 ;
-  wire [5:0] \$94 ;
-  wire [5:0] \$95 ;
-  wire [5:0] \$96 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire \$99 ;
-  reg [42:0] a;
-  output [41:0] \a$30 ;
-  reg [41:0] \a$30  = 42'h00000000000;
-  reg [28:0] b;
-  output [57:0] \b$57 ;
-  reg [57:0] \b$57  = 58'h000000000000000;
+  wire [32:0] \$99 ;
+  reg [35:0] a;
+  output [21:0] \a$62 ;
+  reg [21:0] \a$62  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
+  reg [24:0] b;
+  output [38:0] \b$61 ;
+  reg [38:0] \b$61  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
-  reg [74:0] c;
+  wire [4:0] \beta_shift$2 ;
+  reg [59:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [154:0] chan;
   wire [154:0] chan;
   wire [15:0] \chan.beta ;
@@ -917,430 +883,384 @@ module \hwnorm_linf_s16.math (rst, \start$38 , entry, chan, sum, hi, lo, done, d
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [52:0] den;
-  reg [52:0] den = 53'h00000000000000;
-  reg [52:0] \den$26 ;
-  wire [5:0] den_lead;
-  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg [23:0] den;
+  output [52:0] \den$41 ;
+  reg [52:0] \den$41  = 53'h00000000000000;
+  reg [52:0] den_norm = 53'h00000000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num = 74'h0000000000000000000;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$40 ;
-  wire \done$44 ;
+  wire \done$38 ;
+  wire \done$43 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
+  reg [17:0] floor_q = 18'h00000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
   input [15:0] hi;
   wire [15:0] hi;
-  reg [55:0] km = 56'h00000000000000;
-  reg [60:0] km_pre = 61'h0000000000000000;
-  reg [5:0] lead = 6'h00;
   input [15:0] lo;
   wire [15:0] lo;
-  reg [57:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [34:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$25 ;
-  wire [74:0] p;
-  reg [72:0] \p$54  = 73'h0000000000000000000;
+  reg \neg$21 ;
+  output \neg$64 ;
+  reg \neg$64  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
+  wire [59:0] p;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [2:0] pre = 3'h0;
-  wire [59:0] q;
-  reg [61:0] quot = 62'h0000000000000000;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [52:0] recip_rem = 53'h00000000000000;
-  reg [52:0] rem_init;
+  wire [36:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
+  output [17:0] q_lo;
+  reg [17:0] q_lo = 18'h00000;
+  reg [23:0] rem_init;
   input rst;
   wire rst;
+  reg [4:0] scale_count = 5'h00;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  input \start$38 ;
-  wire \start$38 ;
-  reg \start$9  = 1'h0;
+  input \start$36 ;
+  wire \start$36 ;
+  reg \start$5  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$27 ;
+  reg [5:0] \steps$24 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [32:0] t = 33'h000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
   reg [32:0] u = 33'h000000000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = den[50] | den[51];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = \$18  | den[52];
-  assign \$20  = \$15  | \$19 ;
-  assign \$21  = den[48] | den[49];
-  assign \$22  = den[50] | den[51];
-  assign \$23  = \$21  | \$22 ;
-  assign \$24  = \$23  | den[52];
-  assign \$25  = den[50] | den[51];
-  assign \$26  = den[51] ? 6'h33 : 6'h32;
-  assign \$27  = den[49] ? 6'h31 : 6'h30;
-  assign \$28  = \$25  ? \$26  : \$27 ;
-  assign \$29  = den[52] ? 6'h34 : \$28 ;
-  assign \$30  = den[40] | den[41];
-  assign \$31  = den[42] | den[43];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = den[44] | den[45];
-  assign \$34  = den[46] | den[47];
-  assign \$35  = \$33  | \$34 ;
-  assign \$36  = \$32  | \$35 ;
-  assign \$37  = den[44] | den[45];
-  assign \$38  = den[46] | den[47];
-  assign \$39  = \$37  | \$38 ;
-  assign \$40  = den[46] | den[47];
-  assign \$41  = den[47] ? 6'h2f : 6'h2e;
-  assign \$42  = den[45] ? 6'h2d : 6'h2c;
-  assign \$43  = \$40  ? \$41  : \$42 ;
-  assign \$44  = den[42] | den[43];
-  assign \$45  = den[43] ? 6'h2b : 6'h2a;
-  assign \$46  = den[41] ? 6'h29 : 6'h28;
-  assign \$47  = \$44  ? \$45  : \$46 ;
-  assign \$48  = \$39  ? \$43  : \$47 ;
-  assign \$49  = den[36] | den[37];
-  assign \$50  = den[38] | den[39];
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = den[38] | den[39];
-  assign \$53  = den[39] ? 6'h27 : 6'h26;
-  assign \$54  = den[37] ? 6'h25 : 6'h24;
-  assign \$55  = \$52  ? \$53  : \$54 ;
-  assign \$56  = den[34] | den[35];
-  assign \$57  = den[35] ? 6'h23 : 6'h22;
-  assign \$58  = den[33] ? 6'h21 : 6'h20;
-  assign \$59  = \$56  ? \$57  : \$58 ;
-  assign \$60  = \$51  ? \$55  : \$59 ;
-  assign \$61  = \$36  ? \$48  : \$60 ;
-  assign \$62  = \$24  ? \$29  : \$61 ;
-  assign \$63  = den[16] | den[17];
-  assign \$64  = den[18] | den[19];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = den[20] | den[21];
-  assign \$67  = den[22] | den[23];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$65  | \$68 ;
-  assign \$70  = den[24] | den[25];
-  assign \$71  = den[26] | den[27];
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = den[28] | den[29];
-  assign \$74  = den[30] | den[31];
-  assign \$75  = \$73  | \$74 ;
-  assign \$76  = \$72  | \$75 ;
-  assign \$77  = \$69  | \$76 ;
-  assign \$78  = den[24] | den[25];
-  assign \$79  = den[26] | den[27];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = den[28] | den[29];
-  assign \$82  = den[30] | den[31];
-  assign \$83  = \$81  | \$82 ;
-  assign \$84  = \$80  | \$83 ;
-  assign \$85  = den[28] | den[29];
-  assign \$86  = den[30] | den[31];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = den[30] | den[31];
-  assign \$89  = den[31] ? 6'h1f : 6'h1e;
-  assign \$90  = den[29] ? 6'h1d : 6'h1c;
-  assign \$91  = \$88  ? \$89  : \$90 ;
-  assign \$92  = den[26] | den[27];
-  assign \$93  = den[27] ? 6'h1b : 6'h1a;
-  assign \$94  = den[25] ? 6'h19 : 6'h18;
-  assign \$95  = \$92  ? \$93  : \$94 ;
-  assign \$96  = \$87  ? \$91  : \$95 ;
-  assign \$97  = den[20] | den[21];
-  assign \$98  = den[22] | den[23];
-  assign \$99  = \$97  | \$98 ;
-  assign \$100  = den[22] | den[23];
-  assign \$101  = den[23] ? 6'h17 : 6'h16;
-  assign \$102  = den[21] ? 6'h15 : 6'h14;
-  assign \$103  = \$100  ? \$101  : \$102 ;
-  assign \$104  = den[18] | den[19];
-  assign \$105  = den[19] ? 6'h13 : 6'h12;
-  assign \$106  = den[17] ? 6'h11 : 6'h10;
-  assign \$107  = \$104  ? \$105  : \$106 ;
-  assign \$108  = \$99  ? \$103  : \$107 ;
-  assign \$109  = \$84  ? \$96  : \$108 ;
-  assign \$110  = den[8] | den[9];
-  assign \$111  = den[10] | den[11];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = den[12] | den[13];
-  assign \$114  = den[14] | den[15];
-  assign \$115  = \$113  | \$114 ;
-  assign \$116  = \$112  | \$115 ;
-  assign \$117  = den[12] | den[13];
-  assign \$118  = den[14] | den[15];
-  assign \$119  = \$117  | \$118 ;
-  assign \$120  = den[14] | den[15];
-  assign \$121  = den[15] ? 6'h0f : 6'h0e;
-  assign \$122  = den[13] ? 6'h0d : 6'h0c;
-  assign \$123  = \$120  ? \$121  : \$122 ;
-  assign \$124  = den[10] | den[11];
-  assign \$125  = den[11] ? 6'h0b : 6'h0a;
-  assign \$126  = den[9] ? 6'h09 : 6'h08;
-  assign \$127  = \$124  ? \$125  : \$126 ;
-  assign \$128  = \$119  ? \$123  : \$127 ;
-  assign \$129  = den[4] | den[5];
-  assign \$130  = den[6] | den[7];
-  assign \$131  = \$129  | \$130 ;
-  assign \$132  = den[6] | den[7];
-  assign \$133  = den[7] ? 6'h07 : 6'h06;
-  assign \$134  = den[5] ? 6'h05 : 6'h04;
-  assign \$135  = \$132  ? \$133  : \$134 ;
-  assign \$136  = den[2] | den[3];
-  assign \$137  = den[3] ? 6'h03 : 6'h02;
-  assign \$138  = den[1] ? 6'h01 : 6'h00;
-  assign \$139  = \$136  ? \$137  : \$138 ;
-  assign \$140  = \$131  ? \$135  : \$139 ;
-  assign \$141  = \$116  ? \$128  : \$140 ;
-  assign \$142  = \$77  ? \$109  : \$141 ;
-  assign den_lead = \$20  ? \$62  : \$142 ;
-  assign \$143  = chan[9] | chan[10];
-  assign \$144  = chan[11] | chan[12];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = \$145  | chan[13];
-  assign \$147  = chan[11] | chan[12];
-  assign \$148  = chan[12] ? 4'hb : 4'ha;
-  assign \$149  = chan[10] ? 4'h9 : 4'h8;
-  assign \$150  = \$147  ? \$148  : \$149 ;
-  assign \$151  = chan[13] ? 4'hc : \$150 ;
-  assign \$152  = chan[5] | chan[6];
-  assign \$153  = chan[7] | chan[8];
-  assign \$154  = \$152  | \$153 ;
-  assign \$155  = chan[7] | chan[8];
-  assign \$156  = chan[8] ? 4'h7 : 4'h6;
-  assign \$157  = chan[6] ? 4'h5 : 4'h4;
-  assign \$158  = \$155  ? \$156  : \$157 ;
-  assign \$159  = chan[3] | chan[4];
-  assign \$160  = chan[4] ? 4'h3 : 4'h2;
-  assign \$161  = chan[2] ? 4'h1 : 4'h0;
-  assign \$162  = \$159  ? \$160  : \$161 ;
-  assign \$163  = \$154  ? \$158  : \$162 ;
-  assign count_lead = \$146  ? \$151  : \$163 ;
-  assign \$164  = sh + 1'h0;
-  assign \$165  = sh + 1'h0;
-  assign \$166  = - $signed(sum);
-  assign \$167  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$168  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$169  = - $signed(chan[82:67]);
-  assign \$170  = \$168  ? \$169  : { chan[82], chan[82:67] };
-  assign \$171  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$172  = $signed(sum) < $signed(1'h0);
-  assign \$173  = - $signed(sum);
-  assign \$174  = \$172  ? \$173  : { sum[28], sum };
-  assign \$175  = $signed(sum) < $signed(1'h0);
-  assign \$178  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$179  = - $signed(chan[82:67]);
-  assign \$180  = \$178  ? \$179  : { chan[82], chan[82:67] };
-  assign \$181  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$182  = $signed(chan[122:99]) < $signed(1'h0);
-  assign \$183  = - $signed(chan[122:99]);
-  assign \$184  = \$182  ? \$183  : { chan[122], chan[122:99] };
-  assign \$185  = $signed(chan[122:99]) < $signed(1'h0);
-  assign \$186  = ! fsm_state;
-  assign \$187  = fsm_state == 1'h1;
-  assign \$188  = fsm_state == 2'h2;
-  assign \$189  = fsm_state == 2'h3;
-  assign \$190  = fsm_state == 3'h4;
-  assign \$191  = fsm_state == 3'h5;
-  assign \$192  = fsm_state == 3'h6;
-  assign \$193  = fsm_state == 3'h7;
-  assign \$194  = fsm_state == 4'h8;
-  assign \$195  = fsm_state == 4'h9;
-  assign \$196  = fsm_state == 4'ha;
-  assign \$197  = fsm_state == 4'hb;
-  assign \$198  = fsm_state == 4'hc;
-  assign \$199  = fsm_state == 4'hd;
-  assign \$200  = fsm_state == 4'he;
-  assign \$201  = fsm_state == 4'hf;
-  assign \$202  = fsm_state == 5'h10;
-  assign \$203  = fsm_state == 5'h11;
-  assign \$204  = fsm_state == 5'h12;
-  assign \$205  = fsm_state == 5'h13;
-  assign \$206  = fsm_state == 5'h14;
-  assign \$207  = fsm_state == 5'h15;
-  assign \$208  = fsm_state == 5'h16;
-  assign \$209  = fsm_state == 5'h17;
-  assign \$210  = fsm_state == 5'h18;
-  assign \$211  = fsm_state == 5'h19;
-  assign \$212  = fsm_state == 5'h1a;
-  assign \$213  = fsm_state == 5'h1b;
-  assign \$214  = fsm_state == 5'h1c;
-  assign \$215  = fsm_state == 5'h1d;
-  assign \$216  = fsm_state == 5'h1e;
-  assign \$217  = fsm_state == 5'h1f;
-  assign \$218  = fsm_state == 6'h20;
-  assign \$219  = fsm_state == 6'h21;
-  assign \$220  = fsm_state == 6'h22;
-  assign \$221  = fsm_state == 6'h23;
-  assign \$222  = fsm_state == 6'h24;
-  assign \$223  = fsm_state == 6'h25;
-  assign \$224  = fsm_state == 6'h26;
-  assign \$225  = fsm_state == 6'h27;
-  assign \$226  = fsm_state == 6'h28;
-  assign \$227  = fsm_state == 6'h29;
-  assign \$228  = fsm_state == 6'h2a;
-  assign \$229  = fsm_state == 6'h2b;
-  assign \$230  = fsm_state == 6'h2c;
-  assign \$231  = fsm_state == 6'h2d;
-  assign \$232  = $signed(u) > $signed(t);
-  assign \$233  = \$232  ? u : t;
-  assign \$234  = ! lead;
-  assign \$235  = 1'h1 << lead;
-  assign \$237  = \$234  ? 64'h0000000000000000 : \$236 ;
-  assign \$238  = ! lead;
-  assign \$239  = lead + 8'hff;
-  assign \$240  = $signed(sh0) < $signed(4'h4);
-  assign \$241  = $signed(4'h4) - $signed(sh0);
-  assign \$242  = \$240  ? \$241  : 11'h000;
-  assign \$243  = $signed(sh0) < $signed(4'h4);
-  assign \$244  = $signed(sh0) - $signed(6'h15);
-  assign \$245  = $signed(\$244 ) > $signed({ 1'h0, tk });
-  assign \$246  = $signed(sh0) - $signed(6'h15);
-  assign \$247  = $signed(sh0) - $signed(4'h4);
-  assign \$248  = $signed(\$247 ) < $signed({ 1'h0, tk });
-  assign \$249  = $signed(sh0) - $signed(4'h4);
-  assign \$250  = \$248  ? \$249  : { 7'h00, tk };
-  assign \$251  = \$245  ? \$246  : \$250 ;
-  assign \$252  = \$243  ? 11'h000 : \$251 ;
-  assign \$253  = $signed(km) << pre;
-  assign \$254  = tsh > 6'h3d;
-  assign \$255  = \$254  ? 10'h03d : tsh;
-  assign \$256  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$257  = $signed(\$256 ) - $signed({ 1'h0, tsh });
-  assign \$258  = $signed(km_pre) >>> t_clamped;
-  assign \$259  = $signed(chan[98:83]) << \$164 [4:0];
-  assign \$260  = 1'h1 << sh;
-  assign \$262  = $signed(\$259 ) + $signed({ 1'h0, \$261  });
-  assign \$263  = $signed(div_num) < $signed(1'h0);
-  assign \$264  = - $signed(div_num);
-  assign \$265  = \$263  ? \$264  : { div_num[73], div_num };
-  assign \$266  = $signed(div_num) < $signed(1'h0);
-  assign \$267  = $signed(bias) - $signed(quot);
-  assign \$269  = $signed(6'h10) - $signed(chan[154:147]);
-  assign \$270  = $signed(sh0) < $signed(4'h4);
-  assign \$271  = $signed(4'h4) - $signed(sh0);
-  assign \$272  = \$270  ? \$271  : 11'h000;
-  assign \$273  = $signed(sh0) < $signed(4'h4);
-  assign \$274  = $signed(sh0) - $signed(6'h15);
-  assign \$275  = $signed(\$274 ) > $signed({ 1'h0, tk });
-  assign \$276  = $signed(sh0) - $signed(6'h15);
-  assign \$277  = $signed(sh0) - $signed(4'h4);
-  assign \$278  = $signed(\$277 ) < $signed({ 1'h0, tk });
-  assign \$279  = $signed(sh0) - $signed(4'h4);
-  assign \$280  = \$278  ? \$279  : { 7'h00, tk };
-  assign \$281  = \$275  ? \$276  : \$280 ;
-  assign \$282  = \$273  ? 11'h000 : \$281 ;
-  assign \$283  = $signed(km) << pre;
-  assign \$284  = tsh > 6'h3d;
-  assign \$285  = \$284  ? 10'h03d : tsh;
-  assign \$286  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$287  = $signed(\$286 ) - $signed({ 1'h0, tsh });
-  assign \$288  = $signed(km_pre) >>> t_clamped;
-  assign \$289  = $signed(chan[98:83]) << \$165 [4:0];
-  assign \$290  = 1'h1 << sh;
-  assign \$292  = $signed(\$289 ) + $signed({ 1'h0, \$291  });
-  assign \$294  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$3  = - $signed(sum);
+  assign \$6  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$7  = - $signed(chan[82:67]);
+  assign \$8  = \$6  ? \$7  : { chan[82], chan[82:67] };
+  assign \$11  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$14  = $signed(floor_q) < $signed(1'h0);
+  assign \$15  = - $signed(floor_q);
+  assign \$16  = \$14  ? \$15  : { floor_q[17], floor_q };
+  assign \$17  = $signed(floor_q) >= $signed(1'h0);
+  assign \$18  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$19  = - $signed(chan[82:67]);
+  assign \$20  = \$18  ? \$19  : { chan[82], chan[82:67] };
+  assign \$21  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$22  = $signed(floor_q) < $signed(1'h0);
+  assign \$23  = - $signed(floor_q);
+  assign \$24  = \$22  ? \$23  : { floor_q[17], floor_q };
+  assign \$25  = $signed(floor_q) >= $signed(1'h0);
+  assign \$26  = ! fsm_state;
+  assign \$27  = fsm_state == 1'h1;
+  assign \$28  = fsm_state == 2'h2;
+  assign \$29  = fsm_state == 2'h3;
+  assign \$30  = fsm_state == 3'h4;
+  assign \$31  = fsm_state == 3'h5;
+  assign \$32  = fsm_state == 3'h6;
+  assign \$33  = fsm_state == 3'h7;
+  assign \$34  = fsm_state == 4'h8;
+  assign \$35  = fsm_state == 4'h9;
+  assign \$36  = fsm_state == 4'ha;
+  assign \$37  = fsm_state == 4'hb;
+  assign \$38  = fsm_state == 4'hc;
+  assign \$39  = fsm_state == 4'hd;
+  assign \$40  = fsm_state == 4'he;
+  assign \$41  = fsm_state == 4'hf;
+  assign \$42  = fsm_state == 5'h10;
+  assign \$43  = fsm_state == 5'h11;
+  assign \$44  = fsm_state == 5'h12;
+  assign \$45  = fsm_state == 5'h13;
+  assign \$46  = fsm_state == 5'h14;
+  assign \$47  = fsm_state == 5'h15;
+  assign \$48  = fsm_state == 5'h16;
+  assign \$49  = fsm_state == 5'h17;
+  assign \$50  = fsm_state == 5'h18;
+  assign \$51  = fsm_state == 5'h19;
+  assign \$52  = fsm_state == 5'h1a;
+  assign \$53  = fsm_state == 5'h1b;
+  assign \$54  = fsm_state == 5'h1c;
+  assign \$55  = fsm_state == 5'h1d;
+  assign \$56  = fsm_state == 5'h1e;
+  assign \$57  = fsm_state == 5'h1f;
+  assign \$58  = fsm_state == 6'h20;
+  assign \$59  = fsm_state == 6'h21;
+  assign \$60  = fsm_state == 6'h22;
+  assign \$61  = fsm_state == 6'h23;
+  assign \$62  = fsm_state == 6'h24;
+  assign \$63  = fsm_state == 6'h25;
+  assign \$64  = fsm_state == 6'h26;
+  assign \$65  = fsm_state == 6'h27;
+  assign \$66  = fsm_state == 6'h28;
+  assign \$67  = fsm_state == 6'h29;
+  assign \$68  = fsm_state == 6'h2a;
+  assign \$69  = fsm_state == 6'h2b;
+  assign \$70  = fsm_state == 6'h2c;
+  assign \$71  = fsm_state == 6'h2d;
+  assign \$72  = fsm_state == 6'h2e;
+  assign \$73  = fsm_state == 6'h2f;
+  assign \$74  = fsm_state == 6'h30;
+  assign \$75  = fsm_state == 6'h31;
+  assign \$76  = fsm_state == 6'h32;
+  assign \$77  = fsm_state == 6'h33;
+  assign \$78  = fsm_state == 6'h34;
+  assign \$79  = fsm_state == 6'h35;
+  assign \$80  = fsm_state == 6'h36;
+  assign \$81  = fsm_state == 6'h37;
+  assign \$82  = fsm_state == 6'h38;
+  assign \$83  = fsm_state == 6'h39;
+  assign \$84  = fsm_state == 6'h3a;
+  assign \$85  = fsm_state == 6'h3b;
+  assign \$86  = fsm_state == 6'h3c;
+  assign \$87  = fsm_state == 6'h3d;
+  assign \$88  = fsm_state == 6'h3e;
+  assign \$89  = fsm_state == 6'h3f;
+  assign \$90  = fsm_state == 7'h40;
+  assign \$91  = fsm_state == 7'h41;
+  assign \$92  = fsm_state == 7'h42;
+  assign \$93  = fsm_state == 7'h43;
+  assign \$94  = fsm_state == 7'h44;
+  assign \$95  = fsm_state == 7'h45;
+  assign \$96  = fsm_state == 7'h46;
+  assign \$97  = fsm_state == 7'h47;
+  assign \$98  = $signed(u) > $signed(t);
+  assign \$99  = \$98  ? u : t;
+  assign \$100  = $signed(div_num) < $signed(1'h0);
+  assign \$101  = - $signed(div_num);
+  assign \$102  = \$100  ? \$101  : { div_num[50], div_num };
+  assign \$103  = $signed(div_num) < $signed(1'h0);
+  assign \$104  = ~ den_norm[52];
+  assign \$106  = den_zeros + 1'h1;
+  assign \$107  = ~ num_norm[38];
+  assign \$109  = num_zeros + 1'h1;
+  assign \$110  = loop_n + 1'h1;
+  assign \$111  = loop_n == 6'h34;
+  assign \$112  = 4'hb + num_zeros;
+  assign \$113  = \$112  - den_zeros;
+  assign \$114  = ~ num_norm[38];
+  assign \$116  = $signed(div_num) < $signed(1'h0);
+  assign \$117  = - $signed(div_num);
+  assign \$118  = \$116  ? \$117  : { div_num[50], div_num };
+  assign \$119  = $signed(div_num) < $signed(1'h0);
+  assign \$121  = gain_q1[21] ? \$120  : gain_q1;
+  assign \$122  = gain_zero ? 24'h000000 : \$121 ;
+  assign \$123  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$124  = gain_zero ? 10'h004 : \$123 ;
+  assign \$125  = ~ gain_zero;
+  assign \$126  = $signed(gain_shift) < $signed(4'h4);
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = $signed(gain_shift) > $signed(6'h15);
+  assign \$130  = $signed(gain_shift) - $signed(2'h1);
+  assign \$131  = $signed(gain_shift) < $signed(4'h4);
+  assign \$132  = special_r & \$131 ;
+  assign \$133  = scale_count < 4'hd;
+  assign \$134  = \$132  & \$133 ;
+  assign \$136  = $signed(gain_shift) + $signed(2'h1);
+  assign \$137  = scale_count + 1'h1;
+  assign \$138  = loop_n + 1'h1;
+  assign \$139  = loop_n == 5'h15;
+  assign \$140  = $signed(gain_shift) > $signed(6'h15);
+  assign \$141  = \$140  ? 9'h015 : gain_shift;
+  assign \$142  = special_r ? 9'h004 : \$141 ;
+  assign \$143  = $signed(div_num) < $signed(1'h0);
+  assign \$144  = - $signed(div_num);
+  assign \$145  = \$143  ? \$144  : { div_num[50], div_num };
+  assign \$146  = $signed(div_num) < $signed(1'h0);
+  assign \$147  = $signed(chan[98:83]) << \$1 [4:0];
+  assign \$148  = 1'h1 << sh;
+  assign \$150  = $signed(\$147 ) + $signed({ 1'h0, \$149  });
+  assign \$151  = $signed(\$150 ) - $signed(gain_w);
+  assign \$152  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$153  = - gain_x;
+  assign \$154  = \$152  ? \$153  : { 1'h0, gain_x };
+  assign \$155  = $signed(gain_t) + $signed(\$154 );
+  assign \$156  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$157  = $signed(gain_t) > $signed(21'h080010);
+  assign \$158  = \$157  ? 41'h00000080010 : gain_t;
+  assign \$159  = \$156  ? 41'h1fffff7ffe0 : \$158 ;
+  assign \$160  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$161  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$162  = \$161  ? 42'h00000080010 : gain_t1;
+  assign \$163  = \$160  ? 42'h3fffff7ffe0 : \$162 ;
+  assign \$164  = $signed(acc1) - $signed(acc0);
+  assign \$165  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$166  = - gain_x;
+  assign \$167  = \$165  ? \$166  : { 1'h0, gain_x };
+  assign \$168  = special_r ? \$164  : { \$167 [35], \$167 [35], \$167 [35], \$167 [35], \$167  };
+  assign \$169  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$170  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$171  = $signed(floor_q) + $signed(2'h1);
+  assign \$173  = ~ den_norm[52];
+  assign \$175  = den_zeros + 1'h1;
+  assign \$176  = ~ num_norm[38];
+  assign \$178  = num_zeros + 1'h1;
+  assign \$179  = loop_n + 1'h1;
+  assign \$180  = loop_n == 6'h26;
+  assign \$181  = 8'hf7 + num_zeros;
+  assign \$182  = $signed(\$181 ) - $signed(chan[154:147]);
+  assign \$183  = ~ num_norm[38];
+  assign \$187  = gain_q1[21] ? \$186  : gain_q1;
+  assign \$188  = gain_zero ? 24'h000000 : \$187 ;
+  assign \$189  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$190  = gain_zero ? 10'h004 : \$189 ;
+  assign \$191  = ~ gain_zero;
+  assign \$192  = $signed(gain_shift) < $signed(4'h4);
+  assign \$193  = \$191  & \$192 ;
+  assign \$194  = $signed(gain_shift) > $signed(6'h15);
+  assign \$196  = $signed(gain_shift) - $signed(2'h1);
+  assign \$197  = $signed(gain_shift) < $signed(4'h4);
+  assign \$198  = special_r & \$197 ;
+  assign \$199  = scale_count < 4'hd;
+  assign \$200  = \$198  & \$199 ;
+  assign \$202  = $signed(gain_shift) + $signed(2'h1);
+  assign \$203  = scale_count + 1'h1;
+  assign \$204  = loop_n + 1'h1;
+  assign \$205  = loop_n == 5'h15;
+  assign \$206  = $signed(gain_shift) > $signed(6'h15);
+  assign \$207  = \$206  ? 9'h015 : gain_shift;
+  assign \$208  = special_r ? 9'h004 : \$207 ;
+  assign \$210  = $signed(chan[98:83]) << \$2 [4:0];
+  assign \$211  = 1'h1 << sh;
+  assign \$213  = $signed(\$210 ) + $signed({ 1'h0, \$212  });
+  assign \$214  = $signed(\$213 ) - $signed(gain_w);
+  assign \$215  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$216  = - gain_x;
+  assign \$217  = \$215  ? \$216  : { 1'h0, gain_x };
+  assign \$218  = $signed(gain_t) + $signed(\$217 );
+  assign \$219  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$220  = $signed(gain_t) > $signed(21'h080010);
+  assign \$221  = \$220  ? 41'h00000080010 : gain_t;
+  assign \$222  = \$219  ? 41'h1fffff7ffe0 : \$221 ;
+  assign \$223  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$224  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$225  = \$224  ? 42'h00000080010 : gain_t1;
+  assign \$226  = \$223  ? 42'h3fffff7ffe0 : \$225 ;
+  assign \$227  = $signed(acc1) - $signed(acc0);
+  assign \$228  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$229  = - gain_x;
+  assign \$230  = \$228  ? \$229  : { 1'h0, gain_x };
+  assign \$231  = special_r ? \$227  : { \$230 [35], \$230 [35], \$230 [35], \$230 [35], \$230  };
+  assign \$232  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$233  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$234  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$295 ;
+    pop_top <= \$235 ;
   always @(posedge clk)
-    pop_bottom <= \$296 ;
+    pop_bottom <= \$236 ;
   always @(posedge clk)
-    fsm_state <= \$297 ;
+    fsm_state <= \$237 ;
   always @(posedge clk)
-    start <= \$298 ;
+    start <= \$238 ;
   always @(posedge clk)
-    u <= \$299 ;
+    u <= \$239 ;
   always @(posedge clk)
-    t <= \$300 ;
+    t <= \$240 ;
   always @(posedge clk)
-    den <= \$301 ;
+    \den$41  <= \$241 ;
   always @(posedge clk)
-    lead <= \$302 ;
+    div_num <= \$242 ;
   always @(posedge clk)
-    \start$9  <= \$303 ;
+    div_mag <= \$243 ;
   always @(posedge clk)
-    recip_rem <= \$304 ;
+    div_neg <= \$244 ;
   always @(posedge clk)
-    recip_one <= \$305 ;
+    \start$5  <= \$245 ;
   always @(posedge clk)
-    recip <= \$306 ;
+    floor_q <= \$246 ;
   always @(posedge clk)
-    m <= \$307 ;
+    mean_rem <= \$247 ;
   always @(posedge clk)
-    km <= \$308 ;
+    gain_num <= \$248 ;
   always @(posedge clk)
-    sh0 <= \$309 ;
+    den_norm <= \$249 ;
   always @(posedge clk)
-    tk <= \$310 ;
+    num_norm <= \$250 ;
   always @(posedge clk)
-    pre <= \$311 ;
+    num_zeros <= \$251 ;
   always @(posedge clk)
-    tsh <= \$312 ;
+    den_zeros <= \$252 ;
   always @(posedge clk)
-    km_pre <= \$313 ;
+    loop_n <= \$253 ;
   always @(posedge clk)
-    t_clamped <= \$314 ;
+    gain_shift <= \$254 ;
   always @(posedge clk)
-    sh <= \$315 ;
+    gain_zero <= \$255 ;
   always @(posedge clk)
-    \a$30  <= \$316 ;
+    gain_q1 <= \$256 ;
   always @(posedge clk)
-    bias <= \$317 ;
+    gain_x <= \$257 ;
   always @(posedge clk)
-    \p$54  <= \$318 ;
+    scale_count <= \$258 ;
   always @(posedge clk)
-    div_num <= \$319 ;
+    special_r <= \$259 ;
   always @(posedge clk)
-    div_mag <= \$320 ;
+    sh <= \$260 ;
   always @(posedge clk)
-    div_neg <= \$321 ;
+    gain_p <= \$261 ;
   always @(posedge clk)
-    quot <= \$322 ;
+    gain_w <= \$262 ;
   always @(posedge clk)
-    \b$57  <= \$323 ;
+    gain_t <= \$263 ;
+  always @(posedge clk)
+    gain_t1 <= \$264 ;
+  always @(posedge clk)
+    acc0 <= \$265 ;
+  always @(posedge clk)
+    acc1 <= \$266 ;
+  always @(posedge clk)
+    a_fin <= \$267 ;
+  always @(posedge clk)
+    c_fin <= \$268 ;
+  always @(posedge clk)
+    \b$61  <= \$269 ;
+  always @(posedge clk)
+    \a$62  <= \$270 ;
+  always @(posedge clk)
+    special <= \$271 ;
+  always @(posedge clk)
+    \neg$64  <= \$272 ;
+  always @(posedge clk)
+    q_lo <= \$273 ;
+  always @(posedge clk)
+    q_hi <= \$274 ;
   \hwnorm_linf_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$26 ),
-    .done(\done$44 ),
+    .\den$13 (den),
+    .done(\done$43 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$25 ),
+    .\neg$15 (\neg$21 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$27 )
+    .start(\start$5 ),
+    .steps(\steps$24 )
   );
   \hwnorm_linf_s16.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$40 ),
+    .done(\done$38 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1349,2874 +1269,5923 @@ module \hwnorm_linf_s16.math (rst, \start$38 , entry, chan, sum, hi, lo, done, d
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    a = 43'h00000000000;
+    a = 36'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          a = { hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi };
-      6'h05:
+      7'h04:
+          a = { hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi[15], hi };
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          a = { lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo };
-      6'h08:
+      7'h07:
+          a = { lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo[15], lo };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          a = { t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t[32], t };
-      6'h0c:
+      7'h0b:
+          a = { t[32], t[32], t[32], t };
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          a = { 18'h00000, recip };
-      6'h13:
+      7'h12:
+          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          a = { m[41], m };
-      6'h16:
+      7'h15:
+          a = { \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8  };
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          a = { \a$30 [41], \a$30  };
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          a = { 19'h00000, chan[146:123] };
-      6'h24:
+      7'h23:
+          a = { 1'h0, gain_x };
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          a = { \a$30 [41], \a$30  };
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          a = { \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20  };
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          a = { 1'h0, gain_x };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    b = 29'h00000000;
+    b = 25'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          b = { 16'h0000, chan[13:1] };
-      6'h05:
+      7'h04:
+          b = { 12'h000, chan[13:1] };
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          b = { 16'h0000, chan[13:1] };
-      6'h08:
+      7'h07:
+          b = { 12'h000, chan[13:1] };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          b = { 4'h0, chan[38:14] };
-      6'h0c:
+      7'h0b:
+          b = chan[38:14];
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          b = { \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170 [16], \$170  };
-      6'h13:
+      7'h12:
+          b = { 12'h000, chan[13:1] };
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          b = { 16'h0000, chan[13:1] };
-      6'h16:
+      7'h15:
+          b = { 12'h000, chan[13:1] };
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          b = \$174 [28:0];
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          b = { \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180 [16], \$180  };
-      6'h24:
+      7'h23:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          b = { \$184 [24], \$184 [24], \$184 [24], \$184 [24], \$184  };
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          b = { \$16 [18], \$16 [18], \$16 [18], \$16 [18], \$16 [18], \$16 [18], \$16  };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          b = { 1'h0, chan[146:123] };
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          b = { \$24 [18], \$24 [18], \$24 [18], \$24 [18], \$24 [18], \$24 [18], \$24  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 75'h0000000000000000000;
+    c = 60'h000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          c = { \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166 [29], \$166  };
-      6'h05:
+      7'h04:
+          c = { \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3 [29], \$3  };
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      6'h08:
+      7'h07:
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          c = { 47'h000000000000, chan[66:39] };
-      6'h0c:
+      7'h0b:
+          c = { 32'h00000000, chan[66:39] };
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          c = 75'h0000000000000000000;
-      6'h13:
+      7'h12:
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          c = 75'h0000000000000000000;
-      6'h16:
+      7'h15:
+          c = 60'h000000000000000;
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          c = 75'h0000000000000000000;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          c = 75'h0000000000000000000;
-      6'h24:
+      7'h23:
+          c = 60'h000000000000000;
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          c = 75'h0000000000000000000;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          c = 60'h000000000000000;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          c = 60'h000000000000000;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           neg = 1'h0;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           neg = 1'h1;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           neg = 1'h0;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          neg = \$171 ;
-      6'h13:
+      7'h12:
+          neg = 1'h1;
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           neg = 1'h0;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          neg = \$175 ;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          neg = \$181 ;
-      6'h24:
+      7'h23:
+          neg = \$11 ;
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          neg = \$185 ;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          neg = \$17 ;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          neg = 1'h0;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          neg = \$21 ;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          neg = \$25 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           steps = 5'h0d;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           steps = 5'h0d;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           steps = 5'h19;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          steps = 5'h10;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h12:
           steps = 5'h0d;
-      6'h16:
+      7'h13:
           /* empty */;
-      6'h17:
+      7'h14:
           /* empty */;
-      6'h18:
+      7'h15:
+          steps = 5'h0d;
+      7'h16:
           /* empty */;
-      6'h19:
+      7'h17:
           /* empty */;
-      6'h1a:
+      7'h18:
           /* empty */;
-      6'h1b:
+      7'h19:
           /* empty */;
-      6'h1c:
-          steps = 5'h1d;
-      6'h1d:
+      7'h1a:
           /* empty */;
-      6'h1e:
+      7'h1b:
           /* empty */;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h03:
+      7'h20:
           /* empty */;
-      6'h23:
-          steps = 5'h10;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
           /* empty */;
-      6'h26:
+      7'h23:
+          steps = 5'h0d;
+      7'h24:
           /* empty */;
-      6'h27:
+      7'h25:
           /* empty */;
-      6'h28:
+      7'h26:
           /* empty */;
-      6'h29:
+      7'h27:
           /* empty */;
-      6'h2a:
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          steps = 5'h11;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
           steps = 5'h18;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          steps = 5'h08;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          steps = 5'h11;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 53'h00000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          rem_init = recip_rem;
-      6'h10:
+      7'h0f:
+          rem_init = \$4 [23:0];
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          rem_init = \$9 [23:0];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          rem_init = \$176 [52:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          rem_init = \$12 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 58'h000000000000000;
+    lo_init = 35'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          lo_init = \$167 ;
-      6'h10:
+      7'h0f:
+          lo_init = \$5 [34:0];
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          lo_init = \$10 [34:0];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          lo_init = \$177 [57:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          lo_init = \$13 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$25  = 1'h0;
+    \neg$21  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \neg$25  = 1'h0;
-      6'h10:
+      7'h0f:
+          \neg$21  = div_neg;
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          \neg$21  = div_neg;
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \neg$25  = div_neg;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \neg$21  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$26  = 53'h00000000000000;
+    den = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \den$26  = den;
-      6'h10:
+      7'h0f:
+          den = { 11'h000, chan[13:1] };
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          den = den_norm[52:29];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \den$26  = { 40'h0000000000, chan[13:1] };
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$27  = 6'h00;
+    \steps$24  = 6'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \steps$27  = 6'h18;
-      6'h10:
+      7'h0f:
+          \steps$24  = 6'h11;
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          \steps$24  = 6'h16;
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \steps$27  = 6'h3a;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \steps$24  = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h03:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h27:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h01:
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = 1'h0;
+    \$235  = 1'h0;
     if (rst) begin
-      \$295  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = 1'h0;
+    \$236  = 1'h0;
     if (rst) begin
-      \$296  = 1'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = fsm_state;
+    \$237  = fsm_state;
     casez (fsm_state)
-      6'h00:
-          if (\start$38 ) begin
+      7'h00:
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$297  = 6'h01;
+                  \$237  = 7'h01;
               2'h1:
-                  \$297  = 6'h02;
+                  \$237  = 7'h02;
               2'h2:
-                  \$297  = 6'h03;
+                  \$237  = 7'h03;
             endcase
           end
-      6'h02:
-          \$297  = 6'h04;
-      6'h04:
-          \$297  = 6'h05;
-      6'h05:
-          if (\done$40 ) begin
-            \$297  = 6'h06;
+      7'h02:
+          \$237  = 7'h04;
+      7'h04:
+          \$237  = 7'h05;
+      7'h05:
+          if (\done$38 ) begin
+            \$237  = 7'h06;
           end
-      6'h06:
-          \$297  = 6'h07;
-      6'h07:
-          \$297  = 6'h08;
-      6'h08:
-          if (\done$40 ) begin
-            \$297  = 6'h09;
+      7'h06:
+          \$237  = 7'h07;
+      7'h07:
+          \$237  = 7'h08;
+      7'h08:
+          if (\done$38 ) begin
+            \$237  = 7'h09;
           end
-      6'h09:
-          \$297  = 6'h0a;
-      6'h0a:
-          \$297  = 6'h0b;
-      6'h0b:
-          \$297  = 6'h0c;
-      6'h0c:
-          if (\done$40 ) begin
-            \$297  = 6'h0d;
+      7'h09:
+          \$237  = 7'h0a;
+      7'h0a:
+          \$237  = 7'h0b;
+      7'h0b:
+          \$237  = 7'h0c;
+      7'h0c:
+          if (\done$38 ) begin
+            \$237  = 7'h0d;
           end
-      6'h0d:
-          \$297  = 6'h0e;
-      6'h0e:
-          \$297  = 6'h0f;
-      6'h0f:
-          \$297  = 6'h10;
-      6'h10:
-          if (\done$44 ) begin
-            \$297  = 6'h11;
+      7'h0d:
+          \$237  = 7'h0e;
+      7'h0e:
+          \$237  = 7'h0f;
+      7'h0f:
+          \$237  = 7'h10;
+      7'h10:
+          if (\done$43 ) begin
+            \$237  = 7'h11;
           end
-      6'h11:
-          \$297  = 6'h12;
-      6'h12:
-          \$297  = 6'h13;
-      6'h13:
-          if (\done$40 ) begin
-            \$297  = 6'h14;
+      7'h11:
+          \$237  = 7'h12;
+      7'h12:
+          \$237  = 7'h13;
+      7'h13:
+          if (\done$38 ) begin
+            \$237  = 7'h14;
           end
-      6'h14:
-          \$297  = 6'h15;
-      6'h15:
-          \$297  = 6'h16;
-      6'h16:
-          if (\done$40 ) begin
-            \$297  = 6'h17;
+      7'h14:
+          \$237  = 7'h15;
+      7'h15:
+          \$237  = 7'h16;
+      7'h16:
+          if (\done$38 ) begin
+            \$237  = 7'h17;
           end
-      6'h17:
-          \$297  = 6'h18;
-      6'h18:
-          \$297  = 6'h19;
-      6'h19:
-          \$297  = 6'h1a;
-      6'h1a:
-          \$297  = 6'h1b;
-      6'h1b:
-          \$297  = 6'h1c;
-      6'h1c:
-          \$297  = 6'h1d;
-      6'h1d:
-          if (\done$40 ) begin
-            \$297  = 6'h1e;
+      7'h17:
+          \$237  = 7'h18;
+      7'h18:
+          if (\$111 ) begin
+            \$237  = 7'h19;
           end
-      6'h1e:
-          \$297  = 6'h1f;
-      6'h1f:
-          \$297  = 6'h20;
-      6'h20:
-          \$297  = 6'h21;
-      6'h21:
-          if (\done$44 ) begin
-            \$297  = 6'h22;
+      7'h19:
+          \$237  = 7'h1a;
+      7'h1a:
+          \$237  = 7'h1b;
+      7'h1b:
+          \$237  = 7'h1c;
+      7'h1c:
+          \$237  = 7'h1d;
+      7'h1d:
+          if (\done$43 ) begin
+            \$237  = 7'h1e;
           end
-      6'h22:
-          \$297  = 6'h01;
-      6'h03:
-          \$297  = 6'h23;
-      6'h23:
-          \$297  = 6'h24;
-      6'h24:
-          if (\done$40 ) begin
-            \$297  = 6'h25;
+      7'h1e:
+          \$237  = 7'h1f;
+      7'h1f:
+          \$237  = 7'h20;
+      7'h20:
+          if (\$139 ) begin
+            \$237  = 7'h21;
           end
-      6'h25:
-          \$297  = 6'h26;
-      6'h26:
-          \$297  = 6'h27;
-      6'h27:
-          \$297  = 6'h28;
-      6'h28:
-          \$297  = 6'h29;
-      6'h29:
-          \$297  = 6'h2a;
-      6'h2a:
-          \$297  = 6'h2b;
-      6'h2b:
-          if (\done$40 ) begin
-            \$297  = 6'h2c;
+      7'h21:
+          \$237  = 7'h22;
+      7'h22:
+          \$237  = 7'h23;
+      7'h23:
+          \$237  = 7'h24;
+      7'h24:
+          if (\done$38 ) begin
+            \$237  = 7'h25;
           end
-      6'h2c:
-          \$297  = 6'h2d;
-      6'h2d:
-          \$297  = 6'h01;
-      6'h01:
-          \$297  = 6'h00;
+      7'h25:
+          \$237  = 7'h26;
+      7'h26:
+          \$237  = 7'h27;
+      7'h27:
+          \$237  = 7'h28;
+      7'h28:
+          if (\done$43 ) begin
+            \$237  = 7'h29;
+          end
+      7'h29:
+          \$237  = 7'h2a;
+      7'h2a:
+          \$237  = 7'h2b;
+      7'h2b:
+          \$237  = 7'h2c;
+      7'h2c:
+          \$237  = 7'h2d;
+      7'h2d:
+          \$237  = 7'h2e;
+      7'h2e:
+          \$237  = 7'h2f;
+      7'h2f:
+          if (\done$38 ) begin
+            \$237  = 7'h30;
+          end
+      7'h30:
+          \$237  = 7'h01;
+      7'h03:
+          \$237  = 7'h31;
+      7'h31:
+          \$237  = 7'h32;
+      7'h32:
+          \$237  = 7'h33;
+      7'h33:
+          if (\done$38 ) begin
+            \$237  = 7'h34;
+          end
+      7'h34:
+          \$237  = 7'h35;
+      7'h35:
+          if (\$180 ) begin
+            \$237  = 7'h36;
+          end
+      7'h36:
+          \$237  = 7'h37;
+      7'h37:
+          \$237  = 7'h38;
+      7'h38:
+          \$237  = 7'h39;
+      7'h39:
+          \$237  = 7'h3a;
+      7'h3a:
+          if (\$205 ) begin
+            \$237  = 7'h3b;
+          end
+      7'h3b:
+          \$237  = 7'h3c;
+      7'h3c:
+          \$237  = 7'h3d;
+      7'h3d:
+          \$237  = 7'h3e;
+      7'h3e:
+          if (\done$38 ) begin
+            \$237  = 7'h3f;
+          end
+      7'h3f:
+          \$237  = 7'h40;
+      7'h40:
+          \$237  = 7'h41;
+      7'h41:
+          \$237  = 7'h42;
+      7'h42:
+          \$237  = 7'h43;
+      7'h43:
+          \$237  = 7'h44;
+      7'h44:
+          \$237  = 7'h45;
+      7'h45:
+          \$237  = 7'h46;
+      7'h46:
+          if (\done$38 ) begin
+            \$237  = 7'h47;
+          end
+      7'h47:
+          \$237  = 7'h01;
+      7'h01:
+          \$237  = 7'h00;
     endcase
     if (rst) begin
-      \$297  = 6'h00;
+      \$237  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = start;
+    \$238  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
-          \$298  = 1'h1;
-      6'h04:
-          \$298  = 1'h0;
-      6'h05:
+      7'h02:
+          \$238  = 1'h1;
+      7'h04:
+          \$238  = 1'h0;
+      7'h05:
           /* empty */;
-      6'h06:
-          \$298  = 1'h1;
-      6'h07:
-          \$298  = 1'h0;
-      6'h08:
+      7'h06:
+          \$238  = 1'h1;
+      7'h07:
+          \$238  = 1'h0;
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          \$298  = 1'h1;
-      6'h0b:
-          \$298  = 1'h0;
-      6'h0c:
+      7'h0a:
+          \$238  = 1'h1;
+      7'h0b:
+          \$238  = 1'h0;
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \$298  = 1'h1;
-      6'h12:
-          \$298  = 1'h0;
-      6'h13:
+      7'h11:
+          \$238  = 1'h1;
+      7'h12:
+          \$238  = 1'h0;
+      7'h13:
           /* empty */;
-      6'h14:
-          \$298  = 1'h1;
-      6'h15:
-          \$298  = 1'h0;
-      6'h16:
+      7'h14:
+          \$238  = 1'h1;
+      7'h15:
+          \$238  = 1'h0;
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          \$298  = 1'h1;
-      6'h1c:
-          \$298  = 1'h0;
-      6'h1d:
+      7'h1b:
           /* empty */;
-      6'h1e:
+      7'h1c:
           /* empty */;
-      6'h1f:
+      7'h1d:
           /* empty */;
-      6'h20:
+      7'h1e:
           /* empty */;
-      6'h21:
+      7'h1f:
           /* empty */;
-      6'h22:
+      7'h20:
           /* empty */;
-      6'h03:
-          \$298  = 1'h1;
-      6'h23:
-          \$298  = 1'h0;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
+          \$238  = 1'h1;
+      7'h23:
+          \$238  = 1'h0;
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h29:
-          \$298  = 1'h1;
-      6'h2a:
-          \$298  = 1'h0;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$238  = 1'h1;
+      7'h2e:
+          \$238  = 1'h0;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          \$238  = 1'h1;
+      7'h32:
+          \$238  = 1'h0;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$238  = 1'h1;
+      7'h3d:
+          \$238  = 1'h0;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$238  = 1'h1;
+      7'h45:
+          \$238  = 1'h0;
     endcase
     if (rst) begin
-      \$298  = 1'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = u;
+    \$239  = u;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          if (\done$40 ) begin
-            \$299  = p[32:0];
-          end
-    endcase
-    if (rst) begin
-      \$299  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (\done$40 ) begin
-            \$300  = p[32:0];
-          end
-      6'h09:
-          \$300  = \$233 ;
-    endcase
-    if (rst) begin
-      \$300  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          if (\done$40 ) begin
-            \$301  = p[52:0];
-          end
-    endcase
-    if (rst) begin
-      \$301  = 53'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          \$302  = den_lead;
-    endcase
-    if (rst) begin
-      \$302  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$303  = 1'h1;
-      6'h0f:
-          \$303  = 1'h0;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$303  = 1'h1;
-      6'h20:
-          \$303  = 1'h0;
-    endcase
-    if (rst) begin
-      \$303  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$304  = \$237 [52:0];
-    endcase
-    if (rst) begin
-      \$304  = 53'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$305  = \$238 ;
-    endcase
-    if (rst) begin
-      \$305  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$44 ) begin
-            \$306  = q[24:0];
+      7'h05:
+          if (\done$38 ) begin
+            \$239  = p[32:0];
           end
     endcase
     if (rst) begin
-      \$306  = 25'h0000000;
+      \$239  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = m;
+    \$240  = t;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          if (\done$40 ) begin
-            \$307  = p[41:0];
+      7'h08:
+          if (\done$38 ) begin
+            \$240  = p[32:0];
           end
-      6'h14:
+      7'h09:
+          \$240  = \$99 ;
+    endcase
+    if (rst) begin
+      \$240  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = \den$41 ;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      6'h15:
+      7'h02:
           /* empty */;
-      6'h16:
+      7'h04:
           /* empty */;
-      6'h17:
+      7'h05:
           /* empty */;
-      6'h18:
+      7'h06:
           /* empty */;
-      6'h19:
+      7'h07:
           /* empty */;
-      6'h1a:
+      7'h08:
           /* empty */;
-      6'h1b:
+      7'h09:
           /* empty */;
-      6'h1c:
+      7'h0a:
           /* empty */;
-      6'h1d:
+      7'h0b:
           /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          if (\done$40 ) begin
-            \$307  = p[41:0];
+      7'h0c:
+          if (\done$38 ) begin
+            \$241  = p[52:0];
           end
     endcase
     if (rst) begin
-      \$307  = 42'h00000000000;
+      \$241  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = km;
+    \$242  = div_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
+          \$242  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h0e:
           /* empty */;
-      6'h0e:
+      7'h0f:
           /* empty */;
-      6'h0f:
+      7'h10:
           /* empty */;
-      6'h10:
+      7'h11:
           /* empty */;
-      6'h11:
+      7'h12:
           /* empty */;
-      6'h12:
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
-          if (\done$40 ) begin
-            \$308  = p[55:0];
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$242  = { 5'h00, \$115  };
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$242  = { gain_p[49], gain_p };
+    endcase
+    if (rst) begin
+      \$242  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$243  = \$102 [50:0];
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$243  = \$118 [50:0];
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$243  = \$145 [50:0];
+    endcase
+    if (rst) begin
+      \$243  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$244  = \$103 ;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$244  = \$119 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$244  = \$146 ;
+    endcase
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$245  = 1'h1;
+      7'h0f:
+          \$245  = 1'h0;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$245  = 1'h1;
+      7'h1c:
+          \$245  = 1'h0;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$245  = 1'h1;
+      7'h27:
+          \$245  = 1'h0;
+    endcase
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = floor_q;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          if (\done$43 ) begin
+            \$246  = q[17:0];
           end
-      6'h17:
+      7'h11:
           /* empty */;
-      6'h18:
+      7'h12:
           /* empty */;
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h1c:
+      7'h16:
           /* empty */;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h1e:
+      7'h18:
           /* empty */;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h03:
+      7'h1d:
           /* empty */;
-      6'h23:
+      7'h1e:
           /* empty */;
-      6'h24:
+      7'h1f:
           /* empty */;
-      6'h25:
-          \$308  = \$268 [55:0];
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          \$246  = \$172 [17:0];
     endcase
     if (rst) begin
-      \$308  = 56'h00000000000000;
+      \$246  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = sh0;
+    \$247  = mean_rem;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$309  = { \$239 [7], \$239 [7], \$239  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$309  = { \$269 [8], \$269  };
-    endcase
-    if (rst) begin
-      \$309  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$310  = count_lead;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$310  = 4'h8;
-    endcase
-    if (rst) begin
-      \$310  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$311  = \$242 [2:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          \$311  = \$272 [2:0];
-    endcase
-    if (rst) begin
-      \$311  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$312  = \$252 [9:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          \$312  = \$282 [9:0];
-    endcase
-    if (rst) begin
-      \$312  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$313  = \$253 [60:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$313  = \$283 [60:0];
-    endcase
-    if (rst) begin
-      \$313  = 61'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$314  = \$255 [5:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$314  = \$285 [5:0];
-    endcase
-    if (rst) begin
-      \$314  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$315  = \$257 [4:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$315  = \$287 [4:0];
-    endcase
-    if (rst) begin
-      \$315  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = \a$30 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$316  = \$258 [41:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$316  = \$288 [41:0];
-    endcase
-    if (rst) begin
-      \$316  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$317  = { \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262 [47], \$262  };
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$317  = { \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292 [47], \$292  };
-    endcase
-    if (rst) begin
-      \$317  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = \p$54 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          if (\done$40 ) begin
-            \$318  = p[72:0];
+      7'h13:
+          if (\done$38 ) begin
+            \$247  = p[13:0];
           end
-      6'h1e:
+      7'h14:
           /* empty */;
-      6'h1f:
+      7'h15:
           /* empty */;
-      6'h20:
+      7'h16:
           /* empty */;
-      6'h21:
+      7'h17:
           /* empty */;
-      6'h22:
+      7'h18:
           /* empty */;
-      6'h03:
+      7'h19:
           /* empty */;
-      6'h23:
+      7'h1a:
           /* empty */;
-      6'h24:
+      7'h1b:
           /* empty */;
-      6'h25:
+      7'h1c:
           /* empty */;
-      6'h26:
+      7'h1d:
           /* empty */;
-      6'h27:
+      7'h1e:
           /* empty */;
-      6'h28:
+      7'h1f:
           /* empty */;
-      6'h29:
+      7'h20:
           /* empty */;
-      6'h2a:
+      7'h21:
           /* empty */;
-      6'h2b:
-          if (\done$40 ) begin
-            \$318  = p[72:0];
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          \$247  = { 6'h00, chan[106:99] };
+    endcase
+    if (rst) begin
+      \$247  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$38 ) begin
+            \$248  = p[39:0];
+          end
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          if (\done$38 ) begin
+            \$248  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$318  = 73'h0000000000000000000;
+      \$248  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = div_num;
+    \$249  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$319  = { \p$54 [72], \p$54  };
-    endcase
-    if (rst) begin
-      \$319  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$320  = \$265 [73:0];
-    endcase
-    if (rst) begin
-      \$320  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$321  = \$266 ;
-    endcase
-    if (rst) begin
-      \$321  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$44 ) begin
-            \$322  = { q[59], q[59], q };
+      7'h17:
+          \$249  = \den$41 ;
+      7'h18:
+          if (\$104 ) begin
+            \$249  = \$105 [52:0];
           end
-      6'h22:
+      7'h19:
           /* empty */;
-      6'h03:
+      7'h1a:
           /* empty */;
-      6'h23:
+      7'h1b:
           /* empty */;
-      6'h24:
+      7'h1c:
           /* empty */;
-      6'h25:
+      7'h1d:
           /* empty */;
-      6'h26:
+      7'h1e:
           /* empty */;
-      6'h27:
+      7'h1f:
           /* empty */;
-      6'h28:
+      7'h20:
           /* empty */;
-      6'h29:
+      7'h21:
           /* empty */;
-      6'h2a:
+      7'h22:
           /* empty */;
-      6'h2b:
+      7'h23:
           /* empty */;
-      6'h2c:
-          \$322  = \$293 [61:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$249  = 53'h10000000000000;
+      7'h35:
+          if (\$173 ) begin
+            \$249  = \$174 [52:0];
+          end
     endcase
     if (rst) begin
-      \$322  = 62'h0000000000000000;
+      \$249  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = \b$57 ;
+    \$250  = num_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
+          \$250  = gain_num[38:0];
+      7'h18:
+          if (\$107 ) begin
+            \$250  = \$108 [38:0];
+          end
+      7'h19:
           /* empty */;
-      6'h18:
+      7'h1a:
           /* empty */;
-      6'h19:
+      7'h1b:
           /* empty */;
-      6'h1a:
+      7'h1c:
           /* empty */;
-      6'h1b:
+      7'h1d:
           /* empty */;
-      6'h1c:
+      7'h1e:
           /* empty */;
-      6'h1d:
+      7'h1f:
           /* empty */;
-      6'h1e:
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
-          \$323  = \$267 [57:0];
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
+      7'h27:
           /* empty */;
-      6'h26:
+      7'h28:
           /* empty */;
-      6'h27:
+      7'h29:
           /* empty */;
-      6'h28:
+      7'h2a:
           /* empty */;
-      6'h29:
+      7'h2b:
           /* empty */;
-      6'h2a:
+      7'h2c:
           /* empty */;
-      6'h2b:
+      7'h2d:
           /* empty */;
-      6'h2c:
+      7'h2e:
           /* empty */;
-      6'h2d:
-          \$323  = \$294 [57:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$250  = gain_num[38:0];
+      7'h35:
+          if (\$176 ) begin
+            \$250  = \$177 [38:0];
+          end
     endcase
     if (rst) begin
-      \$323  = 58'h000000000000000;
+      \$250  = 39'h0000000000;
     end
   end
-  assign beta_shift = \$164 [4:0];
-  assign \beta_shift$6  = \$165 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$251  = 6'h00;
+      7'h18:
+          if (\$107 ) begin
+            \$251  = \$109 [5:0];
+          end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$251  = 6'h00;
+      7'h35:
+          if (\$176 ) begin
+            \$251  = \$178 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$251  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$252  = 6'h00;
+      7'h18:
+          if (\$104 ) begin
+            \$252  = \$106 [5:0];
+          end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$252  = 6'h00;
+      7'h35:
+          if (\$173 ) begin
+            \$252  = \$175 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$252  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+        begin
+          \$253  = \$110 [5:0];
+          if (\$111 ) begin
+            \$253  = 6'h00;
+          end
+        end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          \$253  = \$138 [5:0];
+          if (\$139 ) begin
+            \$253  = 6'h00;
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+        begin
+          \$253  = \$179 [5:0];
+          if (\$180 ) begin
+            \$253  = 6'h00;
+          end
+        end
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          \$253  = \$204 [5:0];
+          if (\$205 ) begin
+            \$253  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$253  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$254  = { \$113 [7], \$113  };
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$254  = \$124 [8:0];
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          if (\$128 ) begin
+            \$254  = \$130 [8:0];
+          end
+          if (\$134 ) begin
+            \$254  = \$136 [8:0];
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$254  = \$182 ;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$254  = \$190 [8:0];
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          if (\$194 ) begin
+            \$254  = \$196 [8:0];
+          end
+          if (\$200 ) begin
+            \$254  = \$202 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$254  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$255  = \$114 ;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$255  = \$183 ;
+    endcase
+    if (rst) begin
+      \$255  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$43 ) begin
+            \$256  = q[23:0];
+          end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$256  = \$185 [23:0];
+    endcase
+    if (rst) begin
+      \$256  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$257  = { \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122  };
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          if (\$128 ) begin
+            \$257  = \$129 ;
+          end
+          if (\$134 ) begin
+            \$257  = \$135 [34:0];
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$257  = { \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188  };
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          if (\$194 ) begin
+            \$257  = \$195 ;
+          end
+          if (\$200 ) begin
+            \$257  = \$201 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$257  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$258  = 5'h00;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$258  = \$137 [4:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$258  = 5'h00;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$258  = \$203 [4:0];
+    endcase
+    if (rst) begin
+      \$258  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$259  = \$127 ;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$259  = \$193 ;
+    endcase
+    if (rst) begin
+      \$259  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$260  = \$142 [4:0];
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$260  = \$208 [4:0];
+    endcase
+    if (rst) begin
+      \$260  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          if (\done$38 ) begin
+            \$261  = p[49:0];
+          end
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          if (\done$38 ) begin
+            \$261  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$261  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          if (\done$43 ) begin
+            \$262  = q;
+          end
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$262  = \$209 [36:0];
+    endcase
+    if (rst) begin
+      \$262  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \$263  = \$151 [40:0];
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$263  = \$214 [40:0];
+    endcase
+    if (rst) begin
+      \$263  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$264  = \$155 ;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$264  = \$218 ;
+    endcase
+    if (rst) begin
+      \$264  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$265  = \$159 [38:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$265  = \$222 [38:0];
+    endcase
+    if (rst) begin
+      \$265  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$266  = \$163 [38:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$266  = \$226 [38:0];
+    endcase
+    if (rst) begin
+      \$266  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$267  = \$168 [21:0];
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$267  = \$231 [21:0];
+    endcase
+    if (rst) begin
+      \$267  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$268  = \$169 [38:0];
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$268  = \$232 [38:0];
+    endcase
+    if (rst) begin
+      \$268  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = \b$61 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          if (\done$38 ) begin
+            \$269  = p[38:0];
+          end
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          if (\done$38 ) begin
+            \$269  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$269  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = \a$62 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$270  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$270  = a_fin;
+    endcase
+    if (rst) begin
+      \$270  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$271  = special_r;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$271  = special_r;
+    endcase
+    if (rst) begin
+      \$271  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = \neg$64 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$272  = \$170 ;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$272  = \$233 ;
+    endcase
+    if (rst) begin
+      \$272  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$273  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$273  = floor_q;
+    endcase
+    if (rst) begin
+      \$273  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$274  = \$171 [17:0];
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$274  = \$234 [17:0];
+    endcase
+    if (rst) begin
+      \$274  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[38:14];
@@ -4226,64 +7195,80 @@ module \hwnorm_linf_s16.math (rst, \start$38 , entry, chan, sum, hi, lo, done, d
   assign \chan.mean  = chan[122:99];
   assign \chan.scale_m  = chan[146:123];
   assign \chan.scale_exp  = chan[154:147];
-  assign \$176  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$177  = { 1'h0, div_mag[57:0] };
-  assign \$236  = { 1'h0, \$235 [63:1] };
-  assign \$261  = { 1'h0, \$260 [31:1] };
-  assign \$268  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$291  = { 1'h0, \$290 [31:1] };
-  assign \$293  = { \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72], \p$54 [72:8] };
+  assign \$4  = { 17'h00000, div_mag[50:17] };
+  assign \$5  = { 13'h0000, div_mag[16:0], 18'h00000 };
+  assign \$9  = { 22'h000000, div_mag[50:22] };
+  assign \$10  = { 2'h0, div_mag[21:0], 13'h0000 };
+  assign \$12  = { 35'h000000000, div_mag[50:35] };
+  assign \$13  = { 1'h0, div_mag[34:0] };
+  assign \$105  = { den_norm, 1'h0 };
+  assign \$108  = { num_norm, 1'h0 };
+  assign \$115  = { 1'h0, num_norm, 6'h00 };
+  assign \$120  = { gain_q1[23], gain_q1[23:1] };
+  assign \$129  = { 1'h0, gain_x[34:1] };
+  assign \$135  = { gain_x, 1'h0 };
+  assign \$149  = { 1'h0, \$148 [31:1] };
+  assign \$172  = { chan[122], chan[122], chan[122], chan[122], chan[122], chan[122], chan[122], chan[122], chan[122:107] };
+  assign \$174  = { den_norm, 1'h0 };
+  assign \$177  = { num_norm, 1'h0 };
+  assign \$184  = { 1'h0, num_norm, 6'h00 };
+  assign \$185  = { 23'h000000, \$184 [45:23] };
+  assign \$186  = { gain_q1[23], gain_q1[23:1] };
+  assign \$195  = { 1'h0, gain_x[34:1] };
+  assign \$201  = { gain_x, 1'h0 };
+  assign \$209  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$212  = { 1'h0, \$211 [31:1] };
 endmodule
 
 module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [53:0] \$1 ;
+  wire [24:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [58:0] \$13 ;
-  wire [59:0] \$14 ;
-  wire [59:0] \$15 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [52:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
-  reg [57:0] \$20 ;
-  reg [52:0] \$21 ;
+  reg [34:0] \$20 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
-  reg [57:0] \$23 ;
+  reg [34:0] \$23 ;
   reg [5:0] \$24 ;
   reg \$25 ;
-  reg [59:0] \$26 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [54:0] \$4 ;
-  wire [54:0] \$5 ;
-  wire [58:0] \$6 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
+  wire [35:0] \$6 ;
   wire \$7 ;
-  wire [58:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [35:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [52:0] den = 53'h00000000000000;
-  input [52:0] \den$13 ;
-  wire [52:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
-  reg [57:0] lo = 58'h000000000000000;
-  input [57:0] lo_init;
-  wire [57:0] lo_init;
+  reg [34:0] lo = 35'h000000000;
+  input [34:0] lo_init;
+  wire [34:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [59:0] q;
-  reg [59:0] q = 60'h000000000000000;
-  reg [57:0] quot = 58'h000000000000000;
-  reg [52:0] rem = 53'h00000000000000;
-  input [52:0] rem_init;
-  wire [52:0] rem_init;
+  output [36:0] q;
+  reg [36:0] q = 37'h0000000000;
+  reg [34:0] quot = 35'h000000000;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -4292,14 +7277,14 @@ module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
-  wire [53:0] trial;
-  assign trial = \$1  | { 53'h00000000000000, lo[57] };
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[34] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -4361,10 +7346,10 @@ module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [52:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 53'h00000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -4373,10 +7358,10 @@ module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [57:0];
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
-      \$20  = 58'h000000000000000;
+      \$20  = 35'h000000000;
     end
   end
   always @* begin
@@ -4386,7 +7371,7 @@ module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 53'h00000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -4403,12 +7388,12 @@ module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [57:0];
+      \$23  = \$8 [34:0];
     end
     if (rst) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end
   end
   always @* begin
@@ -4440,7 +7425,7 @@ module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 60'h000000000000000;
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -4451,27 +7436,27 @@ endmodule
 module \hwnorm_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [74:0] \$10 ;
-  reg [74:0] \$11 ;
-  reg [28:0] \$12 ;
+  reg [59:0] \$10 ;
+  reg [59:0] \$11 ;
+  reg [24:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
-  wire [75:0] \$2 ;
-  wire [76:0] \$3 ;
-  wire [77:0] \$4 ;
-  wire [75:0] \$5 ;
-  wire [28:0] \$6 ;
+  wire [60:0] \$2 ;
+  wire [61:0] \$3 ;
+  wire [62:0] \$4 ;
+  wire [60:0] \$5 ;
+  wire [24:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
-  input [42:0] a;
-  wire [42:0] a;
-  reg [74:0] a_sh = 75'h0000000000000000000;
-  input [28:0] b;
-  wire [28:0] b;
-  reg [28:0] b_sh = 29'h00000000;
-  input [74:0] c;
-  wire [74:0] c;
+  input [35:0] a;
+  wire [35:0] a;
+  reg [59:0] a_sh = 60'h000000000000000;
+  input [24:0] b;
+  wire [24:0] b;
+  reg [24:0] b_sh = 25'h0000000;
+  input [59:0] c;
+  wire [59:0] c;
   input clk;
   wire clk;
   output done;
@@ -4480,8 +7465,8 @@ module \hwnorm_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [74:0] p;
-  reg [74:0] p = 75'h0000000000000000000;
+  output [59:0] p;
+  reg [59:0] p = 60'h000000000000000;
   input rst;
   wire rst;
   input start;
@@ -4489,7 +7474,7 @@ module \hwnorm_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[74], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[59], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -4526,23 +7511,23 @@ module \hwnorm_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [74:0];
+        \$10  = \$4 [59:0];
       end
     end
     if (rst) begin
-      \$10  = 75'h0000000000000000000;
+      \$10  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a[42], a };
+      \$11  = { a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [74:0];
+      \$11  = \$5 [59:0];
     end
     if (rst) begin
-      \$11  = 75'h0000000000000000000;
+      \$11  = 60'h000000000000000;
     end
   end
   always @* begin
@@ -4554,7 +7539,7 @@ module \hwnorm_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
       \$12  = \$6 ;
     end
     if (rst) begin
-      \$12  = 29'h00000000;
+      \$12  = 25'h0000000;
     end
   end
   always @* begin
@@ -4580,68 +7565,92 @@ module \hwnorm_linf_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
     end
   end
   assign \$5  = { a_sh, 1'h0 };
-  assign \$6  = { 1'h0, b_sh[28:1] };
+  assign \$6  = { 1'h0, b_sh[24:1] };
 endmodule
 
-module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
-  wire [58:0] \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire [13:0] \$29 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg [12:0] \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg [15:0] \$43 ;
-  reg [33:0] \$44 ;
-  reg [33:0] \$45 ;
-  reg [24:0] \$46 ;
-  reg [58:0] \$47 ;
-  reg [58:0] \$48 ;
-  reg [58:0] \$49 ;
+  wire [39:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [39:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [13:0] \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
   reg \$50 ;
   reg \$51 ;
-  reg [15:0] \$52 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg [12:0] \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg [15:0] \$68 ;
+  reg [33:0] \$69 ;
   wire \$7 ;
+  reg [21:0] \$70 ;
+  reg [39:0] \$71 ;
+  reg [39:0] \$72 ;
+  reg [39:0] \$73 ;
+  reg \$74 ;
+  reg \$75 ;
+  reg [15:0] \$76 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   output busy;
   wire busy;
   output ce;
@@ -4650,6 +7659,12 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -4658,6 +7673,8 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -4673,16 +7690,21 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -4694,36 +7716,87 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = under0 ? 40'hffffff8000 : q0;
+  assign \$41  = over0 ? 40'h0000007fff : \$40 ;
+  assign \$42  = ok4 ? \$41  : 40'h0000000000;
+  assign \$43  = ~ clear;
+  assign \$44  = \$43  & ce;
+  assign \$45  = v4 & ok4;
+  assign \$46  = over0 | under0;
+  assign \$47  = \$45  & \$46 ;
+  assign \$48  = sat_count + \$47 ;
   always @(posedge clk)
-    ok1 <= \$38 ;
+    v0 <= \$49 ;
   always @(posedge clk)
-    ok2 <= \$39 ;
+    v1 <= \$50 ;
   always @(posedge clk)
-    ok3 <= \$40 ;
+    v2 <= \$51 ;
   always @(posedge clk)
-    ok4 <= \$41 ;
+    v3 <= \$52 ;
   always @(posedge clk)
-    ok5 <= \$42 ;
+    v4 <= \$53 ;
   always @(posedge clk)
-    x0 <= \$43 ;
+    v5 <= \$54 ;
   always @(posedge clk)
-    p0_0 <= \$44 ;
+    sat_count <= \$55 ;
   always @(posedge clk)
-    p0_17 <= \$45 ;
+    ok0 <= \$56 ;
   always @(posedge clk)
-    p0_34 <= \$46 ;
+    ok1 <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$47 ;
+    ok2 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$48 ;
+    ok3 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$49 ;
+    ok4 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$50 ;
+    ok5 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$51 ;
+    force_hi0_0 <= \$62 ;
   always @(posedge clk)
-    o__payload <= \$52 ;
+    force_lo0_0 <= \$63 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$67 ;
+  always @(posedge clk)
+    x0 <= \$68 ;
+  always @(posedge clk)
+    p0_0 <= \$69 ;
+  always @(posedge clk)
+    p0_17 <= \$70 ;
+  always @(posedge clk)
+    acc0 <= \$71 ;
+  always @(posedge clk)
+    qs0 <= \$72 ;
+  always @(posedge clk)
+    q0 <= \$73 ;
+  always @(posedge clk)
+    over0 <= \$74 ;
+  always @(posedge clk)
+    under0 <= \$75 ;
+  always @(posedge clk)
+    o__payload <= \$76 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4734,170 +7807,38 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$22  = over0 ? 59'h000000000007fff : \$21 ;
-  assign \$23  = ok4 ? \$22  : 59'h000000000000000;
-  assign \$24  = ~ clear;
-  assign \$25  = \$24  & ce;
-  assign \$26  = v4 & ok4;
-  assign \$27  = over0 | under0;
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = sat_count + \$28 ;
-  always @(posedge clk)
-    v0 <= \$30 ;
-  always @(posedge clk)
-    v1 <= \$31 ;
-  always @(posedge clk)
-    v2 <= \$32 ;
-  always @(posedge clk)
-    v3 <= \$33 ;
-  always @(posedge clk)
-    v4 <= \$34 ;
-  always @(posedge clk)
-    v5 <= \$35 ;
-  always @(posedge clk)
-    sat_count <= \$36 ;
-  always @(posedge clk)
-    ok0 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok1;
+    \$49  = v0;
     if (clear) begin
+      \$49  = 1'h0;
     end else if (ce) begin
-      \$38  = ok0;
+      \$49  = i__valid;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok2;
+    \$50  = v1;
     if (clear) begin
+      \$50  = 1'h0;
     end else if (ce) begin
-      \$39  = ok1;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok2;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok3;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok4;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = x0;
-    if (\$8 ) begin
-      \$43  = i__payload;
-    end
-    if (rst) begin
-      \$43  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = p0_0;
-    if (\$8 ) begin
-      \$44  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$44  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = p0_17;
-    if (\$8 ) begin
-      \$45  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$45  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = p0_34;
-    if (\$8 ) begin
-      \$46  = { \$11 [23], \$11  };
-    end
-    if (rst) begin
-      \$46  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = acc0;
-    if (\$8 ) begin
-      \$47  = \$17 [58:0];
-    end
-    if (rst) begin
-      \$47  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = qs0;
-    if (\$8 ) begin
-      \$48  = \$18 ;
-    end
-    if (rst) begin
-      \$48  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = q0;
-    if (\$8 ) begin
-      \$49  = qs0;
-    end
-    if (rst) begin
-      \$49  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = over0;
-    if (\$8 ) begin
-      \$50  = \$19 ;
+      \$50  = v0;
     end
     if (rst) begin
       \$50  = 1'h0;
@@ -4905,9 +7846,11 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = under0;
-    if (\$8 ) begin
-      \$51  = \$20 ;
+    \$51  = v2;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v1;
     end
     if (rst) begin
       \$51  = 1'h0;
@@ -4915,108 +7858,267 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = o__payload;
+    \$52  = v3;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v2;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = v4;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v3;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = v5;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v4;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = sat_count;
+    if (clear) begin
+      \$55  = 13'h0000;
+    end
+    if (\$44 ) begin
+      \$55  = \$48 [12:0];
+    end
+    if (rst) begin
+      \$55  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = mask;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok0;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok1;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$59  = ok2;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$60  = ok3;
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$61  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = ok4;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$62  = force_hi0_0;
     if (\$8 ) begin
-      \$52  = \$23 [15:0];
+      \$62  = \$13 ;
     end
     if (rst) begin
-      \$52  = 16'h0000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v0;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = i__valid;
+    \$63  = force_lo0_0;
+    if (\$8 ) begin
+      \$63  = \$18 ;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v1;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v0;
+    \$64  = force_hi0_1;
+    if (\$20 ) begin
+      \$64  = force_hi0_0;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v2;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v1;
+    \$65  = force_lo0_1;
+    if (\$20 ) begin
+      \$65  = force_lo0_0;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v3;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v2;
+    \$66  = force_hi0_2;
+    if (\$22 ) begin
+      \$66  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v4;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v3;
+    \$67  = force_lo0_2;
+    if (\$22 ) begin
+      \$67  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = v5;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v4;
+    \$68  = x0;
+    if (\$24 ) begin
+      \$68  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$68  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = sat_count;
-    if (clear) begin
-      \$36  = 13'h0000;
-    end
-    if (\$25 ) begin
-      \$36  = \$29 [12:0];
+    \$69  = p0_0;
+    if (\$24 ) begin
+      \$69  = { \$25 [32], \$25  };
     end
     if (rst) begin
-      \$36  = 13'h0000;
+      \$69  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = mask;
+    \$70  = p0_17;
+    if (\$24 ) begin
+      \$70  = { \$26 [20], \$26  };
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$70  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = acc0;
+    if (\$24 ) begin
+      \$71  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$71  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = qs0;
+    if (\$24 ) begin
+      \$72  = \$31 ;
+    end
+    if (rst) begin
+      \$72  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$73  = q0;
+    if (\$24 ) begin
+      \$73  = qs0;
+    end
+    if (rst) begin
+      \$73  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = over0;
+    if (\$24 ) begin
+      \$74  = \$35 ;
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = under0;
+    if (\$24 ) begin
+      \$75  = \$39 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = o__payload;
+    if (\$24 ) begin
+      \$76  = \$42 [15:0];
+    end
+    if (rst) begin
+      \$76  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -5024,9 +8126,8 @@ module \hwnorm_linf_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_linf_s16.stats_unit (clk, rst, mask, clear, valid, sum, hi, lo, x);

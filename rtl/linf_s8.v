@@ -21,30 +21,26 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [102:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [102:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [26:0] a;
-  wire [26:0] \a$25 ;
-  wire [34:0] b;
-  wire [34:0] \b$27 ;
+  wire [13:0] a;
+  wire [13:0] \a$25 ;
+  wire [22:0] b;
+  wire [22:0] \b$27 ;
   reg beat;
   wire busy;
   reg [102:0] chan = 103'h00000000000000000000000000;
@@ -84,7 +80,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$39 ;
+  reg \clear$47 ;
   input clk;
   wire clk;
   wire [36:0] den;
@@ -99,10 +95,10 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$46 ;
+  wire \i__ready$54 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$45 ;
+  reg \i__valid$53 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire [7:0] lo;
@@ -110,23 +106,31 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire \mask$18 ;
   wire \mask$23 ;
   reg more;
+  wire neg;
+  wire \neg$33 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$30 ;
-  wire [7:0] \o__payload$30[0] ;
+  wire [7:0] \o__payload$38 ;
+  wire [7:0] \o__payload$38[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$32 ;
+  wire \o__ready$40 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$31 ;
+  wire \o__valid$39 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$37 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$35 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$31 ;
   reg start;
   output [71:0] stats__payload;
   reg [71:0] stats__payload;
@@ -152,70 +156,74 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \$5  = ! chan__payload[46:31];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[102:95]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[102:95]) > $signed(3'h2);
+  assign \$8  = $signed(chan__payload[78:63]) < $signed(16'h8000);
+  assign \$9  = $signed(chan__payload[78:63]) > $signed(16'h7f00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[78:63]) < $signed(16'h8000);
-  assign \$13  = $signed(chan__payload[78:63]) > $signed(16'h7f00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$46  & more;
-  assign \$19  = i__valid & \i__ready$46 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$54  & more;
+  assign \$15  = i__valid & \i__ready$54 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_linf_s8.math  math (
-    .\a$30 (a),
-    .\b$57 (b),
+    .\a$62 (a),
+    .\b$61 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$41 (den),
     .done(done),
     .entry(entry),
     .hi(hi),
     .lo(lo),
+    .\neg$64 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
-    .\start$38 (start),
+    .special(special),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_linf_s8.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$46 ),
-    .clear(\clear$39 ),
+    .ce(\i__ready$54 ),
+    .clear(\clear$47 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$45 ),
+    .i__valid(\i__valid$53 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_linf_s8.stats_unit  stats_unit (
@@ -295,11 +303,11 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$39  = 1'h0;
+    \clear$47  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$39  = 1'h1;
+            \clear$47  = 1'h1;
           end
     endcase
   end
@@ -318,7 +326,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -336,7 +344,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -392,12 +400,12 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$45  = 1'h0;
+    \i__valid$53  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -410,7 +418,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$45  = \$17 ;
+          \i__valid$53  = \$13 ;
     endcase
   end
   always @* begin
@@ -438,80 +446,80 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 103'h00000000000000000000000000;
+      \$32  = 103'h00000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -522,9 +530,13 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \a$25  = a;
   assign \b$27  = b;
   assign sh = shift;
-  assign \o__payload$30  = o__payload;
-  assign \o__valid$31  = o__valid;
-  assign \o__ready$32  = o__ready;
+  assign \special$31  = special;
+  assign \neg$33  = neg;
+  assign \q_lo$35  = q_lo;
+  assign \q_hi$37  = q_hi;
+  assign \o__payload$38  = o__payload;
+  assign \o__valid$39  = o__valid;
+  assign \o__ready$40  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[30:14];
@@ -560,7 +572,7 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \chan$20.scale_m  = chan[94:79];
   assign \chan$20.scale_exp  = chan[102:95];
   assign \i__payload$22[0]  = i__payload;
-  assign \o__payload$30[0]  = o__payload;
+  assign \o__payload$38[0]  = o__payload;
   always @*
     stats__payload[70:58] = sat_count;
   always @*
@@ -569,235 +581,239 @@ module hwnorm_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_linf_s8.math (rst, \start$38 , entry, chan, sum, hi, lo, done, den, sh, \a$30 , \b$57 , clk);
+module \hwnorm_linf_s8.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \den$41 , sh, \b$61 , \a$62 , special, \neg$64 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
+  wire [4:0] \$1 ;
+  wire [28:0] \$10 ;
   wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire [3:0] \$103 ;
-  wire [3:0] \$104 ;
-  wire [3:0] \$105 ;
-  wire \$106 ;
-  wire [3:0] \$107 ;
-  wire [3:0] \$108 ;
-  wire [3:0] \$109 ;
+  wire [43:0] \$101 ;
+  wire [43:0] \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire [37:0] \$105 ;
+  wire [6:0] \$106 ;
+  wire \$107 ;
+  wire [23:0] \$108 ;
+  wire [5:0] \$109 ;
   wire \$11 ;
-  wire [3:0] \$110 ;
-  wire [4:0] \$111 ;
-  wire [4:0] \$112 ;
-  wire [21:0] \$113 ;
-  wire [34:0] \$114 ;
-  wire \$115 ;
-  wire [8:0] \$116 ;
-  wire [8:0] \$117 ;
-  wire \$118 ;
+  wire [6:0] \$110 ;
+  wire \$111 ;
+  wire [5:0] \$112 ;
+  wire [6:0] \$113 ;
+  wire \$114 ;
+  wire [29:0] \$115 ;
+  wire \$116 ;
+  wire [43:0] \$117 ;
+  wire [43:0] \$118 ;
   wire \$119 ;
-  wire \$12 ;
-  wire [21:0] \$120 ;
-  wire [21:0] \$121 ;
-  wire \$122 ;
-  wire [50:0] \$123 ;
-  wire [35:0] \$124 ;
+  wire [42:0] \$12 ;
+  wire [15:0] \$120 ;
+  wire [15:0] \$121 ;
+  wire [15:0] \$122 ;
+  wire [9:0] \$123 ;
+  wire [9:0] \$124 ;
   wire \$125 ;
-  wire [8:0] \$126 ;
-  wire [8:0] \$127 ;
+  wire \$126 ;
+  wire \$127 ;
   wire \$128 ;
-  wire \$129 ;
-  wire \$13 ;
-  wire [16:0] \$130 ;
-  wire [16:0] \$131 ;
+  wire [26:0] \$129 ;
+  wire [27:0] \$13 ;
+  wire [9:0] \$130 ;
+  wire \$131 ;
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
+  wire [27:0] \$135 ;
+  wire [9:0] \$136 ;
+  wire [4:0] \$137 ;
+  wire [6:0] \$138 ;
   wire \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
+  wire [8:0] \$141 ;
+  wire [8:0] \$142 ;
   wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
+  wire [43:0] \$144 ;
+  wire [43:0] \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
+  wire [22:0] \$147 ;
+  wire [15:0] \$148 ;
+  wire [15:0] \$149 ;
+  wire [10:0] \$15 ;
+  wire [23:0] \$150 ;
+  wire [29:0] \$151 ;
   wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire [27:0] \$153 ;
+  wire [27:0] \$154 ;
+  wire [31:0] \$155 ;
   wire \$156 ;
   wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  wire \$16 ;
+  wire [30:0] \$158 ;
+  wire [30:0] \$159 ;
+  wire [10:0] \$16 ;
   wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
+  wire [31:0] \$162 ;
+  wire [31:0] \$163 ;
+  wire [23:0] \$164 ;
   wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [27:0] \$166 ;
+  wire [27:0] \$167 ;
+  wire [27:0] \$168 ;
+  wire [30:0] \$169 ;
   wire \$17 ;
   wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
+  wire [10:0] \$171 ;
+  wire [15:0] \$172 ;
   wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
+  wire [37:0] \$174 ;
+  wire [6:0] \$175 ;
   wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [23:0] \$177 ;
+  wire [5:0] \$178 ;
+  wire [6:0] \$179 ;
   wire \$18 ;
-  wire [24:0] \$180 ;
-  wire \$181 ;
-  wire [63:0] \$182 ;
-  wire [63:0] \$183 ;
-  wire [63:0] \$184 ;
-  wire \$185 ;
-  wire [6:0] \$186 ;
-  wire \$187 ;
-  wire [10:0] \$188 ;
-  wire [10:0] \$189 ;
-  wire \$19 ;
-  wire \$190 ;
-  wire [10:0] \$191 ;
+  wire \$180 ;
+  wire [6:0] \$181 ;
+  wire [8:0] \$182 ;
+  wire \$183 ;
+  wire [29:0] \$184 ;
+  wire [29:0] \$185 ;
+  wire [15:0] \$186 ;
+  wire [15:0] \$187 ;
+  wire [15:0] \$188 ;
+  wire [9:0] \$189 ;
+  wire [8:0] \$19 ;
+  wire [9:0] \$190 ;
+  wire \$191 ;
   wire \$192 ;
-  wire [10:0] \$193 ;
-  wire [10:0] \$194 ;
-  wire \$195 ;
-  wire [10:0] \$196 ;
-  wire [10:0] \$197 ;
-  wire [10:0] \$198 ;
-  wire [10:0] \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire [46:0] \$200 ;
-  wire \$201 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire [26:0] \$195 ;
+  wire [9:0] \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
+  wire [4:0] \$2 ;
+  wire [8:0] \$20 ;
+  wire \$200 ;
+  wire [27:0] \$201 ;
   wire [9:0] \$202 ;
-  wire [10:0] \$203 ;
-  wire [11:0] \$204 ;
-  wire [43:0] \$205 ;
-  wire [22:0] \$206 ;
-  wire [15:0] \$207 ;
-  wire [15:0] \$208 ;
-  wire [23:0] \$209 ;
+  wire [4:0] \$203 ;
+  wire [6:0] \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire [8:0] \$207 ;
+  wire [8:0] \$208 ;
+  wire [41:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire [51:0] \$211 ;
-  wire [51:0] \$212 ;
-  wire \$213 ;
-  wire [39:0] \$214 ;
-  wire [40:0] \$215 ;
-  wire [8:0] \$216 ;
-  wire \$217 ;
-  wire [10:0] \$218 ;
-  wire [10:0] \$219 ;
+  wire [22:0] \$210 ;
+  wire [15:0] \$211 ;
+  wire [15:0] \$212 ;
+  wire [23:0] \$213 ;
+  wire [29:0] \$214 ;
+  wire \$215 ;
+  wire [27:0] \$216 ;
+  wire [27:0] \$217 ;
+  wire [31:0] \$218 ;
+  wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [10:0] \$221 ;
-  wire \$222 ;
-  wire [10:0] \$223 ;
-  wire [10:0] \$224 ;
-  wire \$225 ;
-  wire [10:0] \$226 ;
-  wire [10:0] \$227 ;
-  wire [10:0] \$228 ;
-  wire [10:0] \$229 ;
-  wire \$23 ;
-  wire [46:0] \$230 ;
-  wire \$231 ;
-  wire [9:0] \$232 ;
-  wire [10:0] \$233 ;
-  wire [11:0] \$234 ;
-  wire [43:0] \$235 ;
-  wire [22:0] \$236 ;
-  wire [15:0] \$237 ;
-  wire [15:0] \$238 ;
-  wire [23:0] \$239 ;
-  wire \$24 ;
-  wire [49:0] \$240 ;
-  wire [39:0] \$241 ;
-  reg \$242 ;
-  reg \$243 ;
-  reg [5:0] \$244 ;
+  wire [30:0] \$221 ;
+  wire [30:0] \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire [31:0] \$225 ;
+  wire [31:0] \$226 ;
+  wire [23:0] \$227 ;
+  wire \$228 ;
+  wire [27:0] \$229 ;
+  wire [10:0] \$23 ;
+  wire [27:0] \$230 ;
+  wire [27:0] \$231 ;
+  wire [30:0] \$232 ;
+  wire \$233 ;
+  wire [10:0] \$234 ;
+  reg \$235 ;
+  reg \$236 ;
+  reg [6:0] \$237 ;
+  reg \$238 ;
+  reg [24:0] \$239 ;
+  wire [10:0] \$24 ;
+  reg [24:0] \$240 ;
+  reg [36:0] \$241 ;
+  reg [42:0] \$242 ;
+  reg [42:0] \$243 ;
+  reg \$244 ;
   reg \$245 ;
-  reg [24:0] \$246 ;
-  reg [24:0] \$247 ;
-  reg [36:0] \$248 ;
-  reg [5:0] \$249 ;
+  reg [9:0] \$246 ;
+  reg [13:0] \$247 ;
+  reg [23:0] \$248 ;
+  reg [36:0] \$249 ;
   wire \$25 ;
-  reg \$250 ;
-  reg [36:0] \$251 ;
-  reg \$252 ;
-  reg [16:0] \$253 ;
-  reg [25:0] \$254 ;
-  reg [39:0] \$255 ;
-  reg [9:0] \$256 ;
-  reg [3:0] \$257 ;
-  reg [2:0] \$258 ;
-  reg [9:0] \$259 ;
+  reg [22:0] \$250 ;
+  reg [4:0] \$251 ;
+  reg [5:0] \$252 ;
+  reg [5:0] \$253 ;
+  reg [8:0] \$254 ;
+  reg \$255 ;
+  reg [15:0] \$256 ;
+  reg [26:0] \$257 ;
+  reg [3:0] \$258 ;
+  reg \$259 ;
   wire \$26 ;
-  reg [43:0] \$260 ;
-  reg [5:0] \$261 ;
-  reg [3:0] \$262 ;
-  reg [26:0] \$263 ;
-  reg [34:0] \$264 ;
-  reg [49:0] \$265 ;
-  reg [50:0] \$266 ;
-  reg [50:0] \$267 ;
-  reg \$268 ;
-  reg [38:0] \$269 ;
+  reg [3:0] \$260 ;
+  reg [41:0] \$261 ;
+  reg [28:0] \$262 ;
+  reg [30:0] \$263 ;
+  reg [31:0] \$264 ;
+  reg [22:0] \$265 ;
+  reg [22:0] \$266 ;
+  reg [13:0] \$267 ;
+  reg [22:0] \$268 ;
+  reg [22:0] \$269 ;
   wire \$27 ;
-  reg [34:0] \$270 ;
+  reg [13:0] \$270 ;
+  reg \$271 ;
+  reg \$272 ;
+  reg [9:0] \$273 ;
+  reg [9:0] \$274 ;
   wire \$28 ;
   wire \$29 ;
-  wire \$3 ;
+  wire [21:0] \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [5:0] \$36 ;
-  wire [5:0] \$37 ;
-  wire [5:0] \$38 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
-  wire [5:0] \$40 ;
-  wire [5:0] \$41 ;
-  wire [5:0] \$42 ;
-  wire [5:0] \$43 ;
+  wire [42:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
   wire \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire [5:0] \$48 ;
-  wire [5:0] \$49 ;
-  wire \$5 ;
-  wire [5:0] \$50 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire [39:0] \$5 ;
+  wire \$50 ;
   wire \$51 ;
-  wire [5:0] \$52 ;
-  wire [5:0] \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire [5:0] \$56 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [5:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -806,51 +822,54 @@ module \hwnorm_linf_s8.math (rst, \start$38 , entry, chan, sum, hi, lo, done, de
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
-  wire [5:0] \$68 ;
-  wire [5:0] \$69 ;
-  wire [5:0] \$7 ;
-  wire [5:0] \$70 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [8:0] \$7 ;
+  wire \$70 ;
   wire \$71 ;
-  wire [5:0] \$72 ;
-  wire [5:0] \$73 ;
-  wire [5:0] \$74 ;
-  wire [5:0] \$75 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [5:0] \$8 ;
-  wire [5:0] \$80 ;
-  wire [5:0] \$81 ;
-  wire [5:0] \$82 ;
+  wire [8:0] \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
   wire \$83 ;
-  wire [5:0] \$84 ;
-  wire [5:0] \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
-  wire [5:0] \$89 ;
-  wire [5:0] \$9 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire [42:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
   wire \$94 ;
-  wire [3:0] \$95 ;
-  wire [3:0] \$96 ;
-  wire [3:0] \$97 ;
-  wire [3:0] \$98 ;
-  wire \$99 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [24:0] \$99 ;
   reg [27:0] a;
-  output [26:0] \a$30 ;
-  reg [26:0] \a$30  = 27'h0000000;
-  reg [20:0] b;
-  output [34:0] \b$57 ;
-  reg [34:0] \b$57  = 35'h000000000;
+  output [13:0] \a$62 ;
+  reg [13:0] \a$62  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
+  reg [16:0] b;
+  output [22:0] \b$61 ;
+  reg [22:0] \b$61  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [34:0] bias = 35'h000000000;
-  reg [51:0] c;
+  wire [3:0] \beta_shift$2 ;
+  reg [43:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [102:0] chan;
   wire [102:0] chan;
   wire [7:0] \chan.beta ;
@@ -864,377 +883,384 @@ module \hwnorm_linf_s8.math (rst, \start$38 , entry, chan, sum, hi, lo, done, de
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [36:0] den;
-  reg [36:0] den = 37'h0000000000;
-  reg [36:0] \den$26 ;
-  wire [5:0] den_lead;
-  reg [50:0] div_mag = 51'h0000000000000;
+  reg [15:0] den;
+  output [36:0] \den$41 ;
+  reg [36:0] \den$41  = 37'h0000000000;
+  reg [36:0] den_norm = 37'h0000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [42:0] div_mag = 43'h00000000000;
   reg div_neg = 1'h0;
-  reg [50:0] div_num = 51'h0000000000000;
+  reg [42:0] div_num = 43'h00000000000;
   output done;
   reg done;
-  wire \done$40 ;
-  wire \done$44 ;
+  wire \done$38 ;
+  wire \done$43 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
+  reg [9:0] floor_q = 10'h000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
   input [7:0] hi;
   wire [7:0] hi;
-  reg [39:0] km = 40'h0000000000;
-  reg [43:0] km_pre = 44'h00000000000;
-  reg [5:0] lead = 6'h00;
   input [7:0] lo;
   wire [7:0] lo;
-  reg [34:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [26:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$25 ;
-  wire [51:0] p;
-  reg [49:0] \p$54  = 50'h0000000000000;
+  reg \neg$21 ;
+  output \neg$64 ;
+  reg \neg$64  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
+  wire [43:0] p;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [2:0] pre = 3'h0;
-  wire [36:0] q;
-  reg [38:0] quot = 39'h0000000000;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [36:0] recip_rem = 37'h0000000000;
-  reg [36:0] rem_init;
+  wire [28:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
+  output [9:0] q_lo;
+  reg [9:0] q_lo = 10'h000;
+  reg [15:0] rem_init;
   input rst;
   wire rst;
+  reg [3:0] scale_count = 4'h0;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  input \start$38 ;
-  wire \start$38 ;
-  reg \start$9  = 1'h0;
+  input \start$36 ;
+  wire \start$36 ;
+  reg \start$5  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$27 ;
+  reg [4:0] \steps$24 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [24:0] t = 25'h0000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
   reg [24:0] u = 25'h0000000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = \$3  | den[36];
-  assign \$5  = den[34] | den[35];
-  assign \$6  = den[35] ? 6'h23 : 6'h22;
-  assign \$7  = den[33] ? 6'h21 : 6'h20;
-  assign \$8  = \$5  ? \$6  : \$7 ;
-  assign \$9  = den[36] ? 6'h24 : \$8 ;
-  assign \$10  = den[16] | den[17];
-  assign \$11  = den[18] | den[19];
-  assign \$12  = \$10  | \$11 ;
-  assign \$13  = den[20] | den[21];
-  assign \$14  = den[22] | den[23];
-  assign \$15  = \$13  | \$14 ;
-  assign \$16  = \$12  | \$15 ;
-  assign \$17  = den[24] | den[25];
-  assign \$18  = den[26] | den[27];
-  assign \$19  = \$17  | \$18 ;
-  assign \$20  = den[28] | den[29];
-  assign \$21  = den[30] | den[31];
-  assign \$22  = \$20  | \$21 ;
-  assign \$23  = \$19  | \$22 ;
-  assign \$24  = \$16  | \$23 ;
-  assign \$25  = den[24] | den[25];
-  assign \$26  = den[26] | den[27];
-  assign \$27  = \$25  | \$26 ;
-  assign \$28  = den[28] | den[29];
-  assign \$29  = den[30] | den[31];
-  assign \$30  = \$28  | \$29 ;
-  assign \$31  = \$27  | \$30 ;
-  assign \$32  = den[28] | den[29];
-  assign \$33  = den[30] | den[31];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = den[30] | den[31];
-  assign \$36  = den[31] ? 6'h1f : 6'h1e;
-  assign \$37  = den[29] ? 6'h1d : 6'h1c;
-  assign \$38  = \$35  ? \$36  : \$37 ;
-  assign \$39  = den[26] | den[27];
-  assign \$40  = den[27] ? 6'h1b : 6'h1a;
-  assign \$41  = den[25] ? 6'h19 : 6'h18;
-  assign \$42  = \$39  ? \$40  : \$41 ;
-  assign \$43  = \$34  ? \$38  : \$42 ;
-  assign \$44  = den[20] | den[21];
-  assign \$45  = den[22] | den[23];
-  assign \$46  = \$44  | \$45 ;
-  assign \$47  = den[22] | den[23];
-  assign \$48  = den[23] ? 6'h17 : 6'h16;
-  assign \$49  = den[21] ? 6'h15 : 6'h14;
-  assign \$50  = \$47  ? \$48  : \$49 ;
-  assign \$51  = den[18] | den[19];
-  assign \$52  = den[19] ? 6'h13 : 6'h12;
-  assign \$53  = den[17] ? 6'h11 : 6'h10;
-  assign \$54  = \$51  ? \$52  : \$53 ;
-  assign \$55  = \$46  ? \$50  : \$54 ;
-  assign \$56  = \$31  ? \$43  : \$55 ;
-  assign \$57  = den[8] | den[9];
-  assign \$58  = den[10] | den[11];
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = den[12] | den[13];
-  assign \$61  = den[14] | den[15];
-  assign \$62  = \$60  | \$61 ;
-  assign \$63  = \$59  | \$62 ;
-  assign \$64  = den[12] | den[13];
-  assign \$65  = den[14] | den[15];
-  assign \$66  = \$64  | \$65 ;
-  assign \$67  = den[14] | den[15];
-  assign \$68  = den[15] ? 6'h0f : 6'h0e;
-  assign \$69  = den[13] ? 6'h0d : 6'h0c;
-  assign \$70  = \$67  ? \$68  : \$69 ;
-  assign \$71  = den[10] | den[11];
-  assign \$72  = den[11] ? 6'h0b : 6'h0a;
-  assign \$73  = den[9] ? 6'h09 : 6'h08;
-  assign \$74  = \$71  ? \$72  : \$73 ;
-  assign \$75  = \$66  ? \$70  : \$74 ;
-  assign \$76  = den[4] | den[5];
-  assign \$77  = den[6] | den[7];
-  assign \$78  = \$76  | \$77 ;
-  assign \$79  = den[6] | den[7];
-  assign \$80  = den[7] ? 6'h07 : 6'h06;
-  assign \$81  = den[5] ? 6'h05 : 6'h04;
-  assign \$82  = \$79  ? \$80  : \$81 ;
-  assign \$83  = den[2] | den[3];
-  assign \$84  = den[3] ? 6'h03 : 6'h02;
-  assign \$85  = den[1] ? 6'h01 : 6'h00;
-  assign \$86  = \$83  ? \$84  : \$85 ;
-  assign \$87  = \$78  ? \$82  : \$86 ;
-  assign \$88  = \$63  ? \$75  : \$87 ;
-  assign \$89  = \$24  ? \$56  : \$88 ;
-  assign den_lead = \$4  ? \$9  : \$89 ;
-  assign \$90  = chan[9] | chan[10];
-  assign \$91  = chan[11] | chan[12];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = \$92  | chan[13];
-  assign \$94  = chan[11] | chan[12];
-  assign \$95  = chan[12] ? 4'hb : 4'ha;
-  assign \$96  = chan[10] ? 4'h9 : 4'h8;
-  assign \$97  = \$94  ? \$95  : \$96 ;
-  assign \$98  = chan[13] ? 4'hc : \$97 ;
-  assign \$99  = chan[5] | chan[6];
-  assign \$100  = chan[7] | chan[8];
-  assign \$101  = \$99  | \$100 ;
-  assign \$102  = chan[7] | chan[8];
-  assign \$103  = chan[8] ? 4'h7 : 4'h6;
-  assign \$104  = chan[6] ? 4'h5 : 4'h4;
-  assign \$105  = \$102  ? \$103  : \$104 ;
-  assign \$106  = chan[3] | chan[4];
-  assign \$107  = chan[4] ? 4'h3 : 4'h2;
-  assign \$108  = chan[2] ? 4'h1 : 4'h0;
-  assign \$109  = \$106  ? \$107  : \$108 ;
-  assign \$110  = \$101  ? \$105  : \$109 ;
-  assign count_lead = \$93  ? \$98  : \$110 ;
-  assign \$111  = sh + 1'h0;
-  assign \$112  = sh + 1'h0;
-  assign \$113  = - $signed(sum);
-  assign \$114  = recip_one ? 35'h400000000 : 35'h000000000;
-  assign \$115  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$116  = - $signed(chan[54:47]);
-  assign \$117  = \$115  ? \$116  : { chan[54], chan[54:47] };
-  assign \$118  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$119  = $signed(sum) < $signed(1'h0);
-  assign \$120  = - $signed(sum);
-  assign \$121  = \$119  ? \$120  : { sum[20], sum };
-  assign \$122  = $signed(sum) < $signed(1'h0);
-  assign \$125  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$126  = - $signed(chan[54:47]);
-  assign \$127  = \$125  ? \$126  : { chan[54], chan[54:47] };
-  assign \$128  = $signed(chan[54:47]) < $signed(1'h0);
-  assign \$129  = $signed(chan[78:63]) < $signed(1'h0);
-  assign \$130  = - $signed(chan[78:63]);
-  assign \$131  = \$129  ? \$130  : { chan[78], chan[78:63] };
-  assign \$132  = $signed(chan[78:63]) < $signed(1'h0);
-  assign \$133  = ! fsm_state;
-  assign \$134  = fsm_state == 1'h1;
-  assign \$135  = fsm_state == 2'h2;
-  assign \$136  = fsm_state == 2'h3;
-  assign \$137  = fsm_state == 3'h4;
-  assign \$138  = fsm_state == 3'h5;
-  assign \$139  = fsm_state == 3'h6;
-  assign \$140  = fsm_state == 3'h7;
-  assign \$141  = fsm_state == 4'h8;
-  assign \$142  = fsm_state == 4'h9;
-  assign \$143  = fsm_state == 4'ha;
-  assign \$144  = fsm_state == 4'hb;
-  assign \$145  = fsm_state == 4'hc;
-  assign \$146  = fsm_state == 4'hd;
-  assign \$147  = fsm_state == 4'he;
-  assign \$148  = fsm_state == 4'hf;
-  assign \$149  = fsm_state == 5'h10;
-  assign \$150  = fsm_state == 5'h11;
-  assign \$151  = fsm_state == 5'h12;
-  assign \$152  = fsm_state == 5'h13;
-  assign \$153  = fsm_state == 5'h14;
-  assign \$154  = fsm_state == 5'h15;
-  assign \$155  = fsm_state == 5'h16;
-  assign \$156  = fsm_state == 5'h17;
-  assign \$157  = fsm_state == 5'h18;
-  assign \$158  = fsm_state == 5'h19;
-  assign \$159  = fsm_state == 5'h1a;
-  assign \$160  = fsm_state == 5'h1b;
-  assign \$161  = fsm_state == 5'h1c;
-  assign \$162  = fsm_state == 5'h1d;
-  assign \$163  = fsm_state == 5'h1e;
-  assign \$164  = fsm_state == 5'h1f;
-  assign \$165  = fsm_state == 6'h20;
-  assign \$166  = fsm_state == 6'h21;
-  assign \$167  = fsm_state == 6'h22;
-  assign \$168  = fsm_state == 6'h23;
-  assign \$169  = fsm_state == 6'h24;
-  assign \$170  = fsm_state == 6'h25;
-  assign \$171  = fsm_state == 6'h26;
-  assign \$172  = fsm_state == 6'h27;
-  assign \$173  = fsm_state == 6'h28;
-  assign \$174  = fsm_state == 6'h29;
-  assign \$175  = fsm_state == 6'h2a;
-  assign \$176  = fsm_state == 6'h2b;
-  assign \$177  = fsm_state == 6'h2c;
-  assign \$178  = fsm_state == 6'h2d;
-  assign \$179  = $signed(u) > $signed(t);
-  assign \$180  = \$179  ? u : t;
-  assign \$181  = ! lead;
-  assign \$182  = 1'h1 << lead;
-  assign \$184  = \$181  ? 64'h0000000000000000 : \$183 ;
-  assign \$185  = ! lead;
-  assign \$186  = lead + 1'h0;
-  assign \$187  = $signed(sh0) < $signed(4'h4);
-  assign \$188  = $signed(4'h4) - $signed(sh0);
-  assign \$189  = \$187  ? \$188  : 11'h000;
-  assign \$190  = $signed(sh0) < $signed(4'h4);
-  assign \$191  = $signed(sh0) - $signed(5'h0d);
-  assign \$192  = $signed(\$191 ) > $signed({ 1'h0, tk });
-  assign \$193  = $signed(sh0) - $signed(5'h0d);
-  assign \$194  = $signed(sh0) - $signed(4'h4);
-  assign \$195  = $signed(\$194 ) < $signed({ 1'h0, tk });
-  assign \$196  = $signed(sh0) - $signed(4'h4);
-  assign \$197  = \$195  ? \$196  : { 7'h00, tk };
-  assign \$198  = \$192  ? \$193  : \$197 ;
-  assign \$199  = \$190  ? 11'h000 : \$198 ;
-  assign \$200  = $signed(km) << pre;
-  assign \$201  = tsh > 6'h2c;
-  assign \$202  = \$201  ? 10'h02c : tsh;
-  assign \$203  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$204  = $signed(\$203 ) - $signed({ 1'h0, tsh });
-  assign \$205  = $signed(km_pre) >>> t_clamped;
-  assign \$206  = $signed(chan[62:55]) << \$111 [3:0];
-  assign \$207  = 1'h1 << sh;
-  assign \$209  = $signed(\$206 ) + $signed({ 1'h0, \$208  });
-  assign \$210  = $signed(div_num) < $signed(1'h0);
-  assign \$211  = - $signed(div_num);
-  assign \$212  = \$210  ? \$211  : { div_num[50], div_num };
-  assign \$213  = $signed(div_num) < $signed(1'h0);
-  assign \$214  = $signed(bias) - $signed(quot);
-  assign \$216  = $signed(5'h0d) - $signed(chan[102:95]);
-  assign \$217  = $signed(sh0) < $signed(4'h4);
-  assign \$218  = $signed(4'h4) - $signed(sh0);
-  assign \$219  = \$217  ? \$218  : 11'h000;
-  assign \$220  = $signed(sh0) < $signed(4'h4);
-  assign \$221  = $signed(sh0) - $signed(5'h0d);
-  assign \$222  = $signed(\$221 ) > $signed({ 1'h0, tk });
-  assign \$223  = $signed(sh0) - $signed(5'h0d);
-  assign \$224  = $signed(sh0) - $signed(4'h4);
-  assign \$225  = $signed(\$224 ) < $signed({ 1'h0, tk });
-  assign \$226  = $signed(sh0) - $signed(4'h4);
-  assign \$227  = \$225  ? \$226  : { 7'h00, tk };
-  assign \$228  = \$222  ? \$223  : \$227 ;
-  assign \$229  = \$220  ? 11'h000 : \$228 ;
-  assign \$230  = $signed(km) << pre;
-  assign \$231  = tsh > 6'h2c;
-  assign \$232  = \$231  ? 10'h02c : tsh;
-  assign \$233  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$234  = $signed(\$233 ) - $signed({ 1'h0, tsh });
-  assign \$235  = $signed(km_pre) >>> t_clamped;
-  assign \$236  = $signed(chan[62:55]) << \$112 [3:0];
-  assign \$237  = 1'h1 << sh;
-  assign \$239  = $signed(\$236 ) + $signed({ 1'h0, \$238  });
-  assign \$241  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$3  = - $signed(sum);
+  assign \$6  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$7  = - $signed(chan[54:47]);
+  assign \$8  = \$6  ? \$7  : { chan[54], chan[54:47] };
+  assign \$11  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$14  = $signed(floor_q) < $signed(1'h0);
+  assign \$15  = - $signed(floor_q);
+  assign \$16  = \$14  ? \$15  : { floor_q[9], floor_q };
+  assign \$17  = $signed(floor_q) >= $signed(1'h0);
+  assign \$18  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$19  = - $signed(chan[54:47]);
+  assign \$20  = \$18  ? \$19  : { chan[54], chan[54:47] };
+  assign \$21  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$22  = $signed(floor_q) < $signed(1'h0);
+  assign \$23  = - $signed(floor_q);
+  assign \$24  = \$22  ? \$23  : { floor_q[9], floor_q };
+  assign \$25  = $signed(floor_q) >= $signed(1'h0);
+  assign \$26  = ! fsm_state;
+  assign \$27  = fsm_state == 1'h1;
+  assign \$28  = fsm_state == 2'h2;
+  assign \$29  = fsm_state == 2'h3;
+  assign \$30  = fsm_state == 3'h4;
+  assign \$31  = fsm_state == 3'h5;
+  assign \$32  = fsm_state == 3'h6;
+  assign \$33  = fsm_state == 3'h7;
+  assign \$34  = fsm_state == 4'h8;
+  assign \$35  = fsm_state == 4'h9;
+  assign \$36  = fsm_state == 4'ha;
+  assign \$37  = fsm_state == 4'hb;
+  assign \$38  = fsm_state == 4'hc;
+  assign \$39  = fsm_state == 4'hd;
+  assign \$40  = fsm_state == 4'he;
+  assign \$41  = fsm_state == 4'hf;
+  assign \$42  = fsm_state == 5'h10;
+  assign \$43  = fsm_state == 5'h11;
+  assign \$44  = fsm_state == 5'h12;
+  assign \$45  = fsm_state == 5'h13;
+  assign \$46  = fsm_state == 5'h14;
+  assign \$47  = fsm_state == 5'h15;
+  assign \$48  = fsm_state == 5'h16;
+  assign \$49  = fsm_state == 5'h17;
+  assign \$50  = fsm_state == 5'h18;
+  assign \$51  = fsm_state == 5'h19;
+  assign \$52  = fsm_state == 5'h1a;
+  assign \$53  = fsm_state == 5'h1b;
+  assign \$54  = fsm_state == 5'h1c;
+  assign \$55  = fsm_state == 5'h1d;
+  assign \$56  = fsm_state == 5'h1e;
+  assign \$57  = fsm_state == 5'h1f;
+  assign \$58  = fsm_state == 6'h20;
+  assign \$59  = fsm_state == 6'h21;
+  assign \$60  = fsm_state == 6'h22;
+  assign \$61  = fsm_state == 6'h23;
+  assign \$62  = fsm_state == 6'h24;
+  assign \$63  = fsm_state == 6'h25;
+  assign \$64  = fsm_state == 6'h26;
+  assign \$65  = fsm_state == 6'h27;
+  assign \$66  = fsm_state == 6'h28;
+  assign \$67  = fsm_state == 6'h29;
+  assign \$68  = fsm_state == 6'h2a;
+  assign \$69  = fsm_state == 6'h2b;
+  assign \$70  = fsm_state == 6'h2c;
+  assign \$71  = fsm_state == 6'h2d;
+  assign \$72  = fsm_state == 6'h2e;
+  assign \$73  = fsm_state == 6'h2f;
+  assign \$74  = fsm_state == 6'h30;
+  assign \$75  = fsm_state == 6'h31;
+  assign \$76  = fsm_state == 6'h32;
+  assign \$77  = fsm_state == 6'h33;
+  assign \$78  = fsm_state == 6'h34;
+  assign \$79  = fsm_state == 6'h35;
+  assign \$80  = fsm_state == 6'h36;
+  assign \$81  = fsm_state == 6'h37;
+  assign \$82  = fsm_state == 6'h38;
+  assign \$83  = fsm_state == 6'h39;
+  assign \$84  = fsm_state == 6'h3a;
+  assign \$85  = fsm_state == 6'h3b;
+  assign \$86  = fsm_state == 6'h3c;
+  assign \$87  = fsm_state == 6'h3d;
+  assign \$88  = fsm_state == 6'h3e;
+  assign \$89  = fsm_state == 6'h3f;
+  assign \$90  = fsm_state == 7'h40;
+  assign \$91  = fsm_state == 7'h41;
+  assign \$92  = fsm_state == 7'h42;
+  assign \$93  = fsm_state == 7'h43;
+  assign \$94  = fsm_state == 7'h44;
+  assign \$95  = fsm_state == 7'h45;
+  assign \$96  = fsm_state == 7'h46;
+  assign \$97  = fsm_state == 7'h47;
+  assign \$98  = $signed(u) > $signed(t);
+  assign \$99  = \$98  ? u : t;
+  assign \$100  = $signed(div_num) < $signed(1'h0);
+  assign \$101  = - $signed(div_num);
+  assign \$102  = \$100  ? \$101  : { div_num[42], div_num };
+  assign \$103  = $signed(div_num) < $signed(1'h0);
+  assign \$104  = ~ den_norm[36];
+  assign \$106  = den_zeros + 1'h1;
+  assign \$107  = ~ num_norm[22];
+  assign \$109  = num_zeros + 1'h1;
+  assign \$110  = loop_n + 1'h1;
+  assign \$111  = loop_n == 6'h24;
+  assign \$112  = 4'hc + num_zeros;
+  assign \$113  = \$112  - den_zeros;
+  assign \$114  = ~ num_norm[22];
+  assign \$116  = $signed(div_num) < $signed(1'h0);
+  assign \$117  = - $signed(div_num);
+  assign \$118  = \$116  ? \$117  : { div_num[42], div_num };
+  assign \$119  = $signed(div_num) < $signed(1'h0);
+  assign \$121  = gain_q1[13] ? \$120  : gain_q1;
+  assign \$122  = gain_zero ? 16'h0000 : \$121 ;
+  assign \$123  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$124  = gain_zero ? 10'h004 : \$123 ;
+  assign \$125  = ~ gain_zero;
+  assign \$126  = $signed(gain_shift) < $signed(4'h4);
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$130  = $signed(gain_shift) - $signed(2'h1);
+  assign \$131  = $signed(gain_shift) < $signed(4'h4);
+  assign \$132  = special_r & \$131 ;
+  assign \$133  = scale_count < 4'hd;
+  assign \$134  = \$132  & \$133 ;
+  assign \$136  = $signed(gain_shift) + $signed(2'h1);
+  assign \$137  = scale_count + 1'h1;
+  assign \$138  = loop_n + 1'h1;
+  assign \$139  = loop_n == 4'hd;
+  assign \$140  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$141  = \$140  ? 9'h00d : gain_shift;
+  assign \$142  = special_r ? 9'h004 : \$141 ;
+  assign \$143  = $signed(div_num) < $signed(1'h0);
+  assign \$144  = - $signed(div_num);
+  assign \$145  = \$143  ? \$144  : { div_num[42], div_num };
+  assign \$146  = $signed(div_num) < $signed(1'h0);
+  assign \$147  = $signed(chan[62:55]) << \$1 [3:0];
+  assign \$148  = 1'h1 << sh;
+  assign \$150  = $signed(\$147 ) + $signed({ 1'h0, \$149  });
+  assign \$151  = $signed(\$150 ) - $signed(gain_w);
+  assign \$152  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$153  = - gain_x;
+  assign \$154  = \$152  ? \$153  : { 1'h0, gain_x };
+  assign \$155  = $signed(gain_t) + $signed(\$154 );
+  assign \$156  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$157  = $signed(gain_t) > $signed(13'h0810);
+  assign \$158  = \$157  ? 31'h00000810 : gain_t;
+  assign \$159  = \$156  ? 31'h7ffff7e0 : \$158 ;
+  assign \$160  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$161  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$162  = \$161  ? 32'd2064 : gain_t1;
+  assign \$163  = \$160  ? 32'd4294965216 : \$162 ;
+  assign \$164  = $signed(acc1) - $signed(acc0);
+  assign \$165  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$166  = - gain_x;
+  assign \$167  = \$165  ? \$166  : { 1'h0, gain_x };
+  assign \$168  = special_r ? { \$164 [23], \$164 [23], \$164 [23], \$164 [23], \$164  } : \$167 ;
+  assign \$169  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$170  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$171  = $signed(floor_q) + $signed(2'h1);
+  assign \$173  = ~ den_norm[36];
+  assign \$175  = den_zeros + 1'h1;
+  assign \$176  = ~ num_norm[22];
+  assign \$178  = num_zeros + 1'h1;
+  assign \$179  = loop_n + 1'h1;
+  assign \$180  = loop_n == 5'h16;
+  assign \$181  = 7'h7c + num_zeros;
+  assign \$182  = $signed(\$181 ) - $signed(chan[102:95]);
+  assign \$183  = ~ num_norm[22];
+  assign \$187  = gain_q1[13] ? \$186  : gain_q1;
+  assign \$188  = gain_zero ? 16'h0000 : \$187 ;
+  assign \$189  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$190  = gain_zero ? 10'h004 : \$189 ;
+  assign \$191  = ~ gain_zero;
+  assign \$192  = $signed(gain_shift) < $signed(4'h4);
+  assign \$193  = \$191  & \$192 ;
+  assign \$194  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$196  = $signed(gain_shift) - $signed(2'h1);
+  assign \$197  = $signed(gain_shift) < $signed(4'h4);
+  assign \$198  = special_r & \$197 ;
+  assign \$199  = scale_count < 4'hd;
+  assign \$200  = \$198  & \$199 ;
+  assign \$202  = $signed(gain_shift) + $signed(2'h1);
+  assign \$203  = scale_count + 1'h1;
+  assign \$204  = loop_n + 1'h1;
+  assign \$205  = loop_n == 4'hd;
+  assign \$206  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$207  = \$206  ? 9'h00d : gain_shift;
+  assign \$208  = special_r ? 9'h004 : \$207 ;
+  assign \$210  = $signed(chan[62:55]) << \$2 [3:0];
+  assign \$211  = 1'h1 << sh;
+  assign \$213  = $signed(\$210 ) + $signed({ 1'h0, \$212  });
+  assign \$214  = $signed(\$213 ) - $signed(gain_w);
+  assign \$215  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$216  = - gain_x;
+  assign \$217  = \$215  ? \$216  : { 1'h0, gain_x };
+  assign \$218  = $signed(gain_t) + $signed(\$217 );
+  assign \$219  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$220  = $signed(gain_t) > $signed(13'h0810);
+  assign \$221  = \$220  ? 31'h00000810 : gain_t;
+  assign \$222  = \$219  ? 31'h7ffff7e0 : \$221 ;
+  assign \$223  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$224  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$225  = \$224  ? 32'd2064 : gain_t1;
+  assign \$226  = \$223  ? 32'd4294965216 : \$225 ;
+  assign \$227  = $signed(acc1) - $signed(acc0);
+  assign \$228  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$229  = - gain_x;
+  assign \$230  = \$228  ? \$229  : { 1'h0, gain_x };
+  assign \$231  = special_r ? { \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227  } : \$230 ;
+  assign \$232  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$233  = $signed(chan[54:47]) < $signed(1'h0);
+  assign \$234  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$242 ;
+    pop_top <= \$235 ;
   always @(posedge clk)
-    pop_bottom <= \$243 ;
+    pop_bottom <= \$236 ;
   always @(posedge clk)
-    fsm_state <= \$244 ;
+    fsm_state <= \$237 ;
   always @(posedge clk)
-    start <= \$245 ;
+    start <= \$238 ;
   always @(posedge clk)
-    u <= \$246 ;
+    u <= \$239 ;
   always @(posedge clk)
-    t <= \$247 ;
+    t <= \$240 ;
   always @(posedge clk)
-    den <= \$248 ;
+    \den$41  <= \$241 ;
   always @(posedge clk)
-    lead <= \$249 ;
+    div_num <= \$242 ;
   always @(posedge clk)
-    \start$9  <= \$250 ;
+    div_mag <= \$243 ;
   always @(posedge clk)
-    recip_rem <= \$251 ;
+    div_neg <= \$244 ;
   always @(posedge clk)
-    recip_one <= \$252 ;
+    \start$5  <= \$245 ;
   always @(posedge clk)
-    recip <= \$253 ;
+    floor_q <= \$246 ;
   always @(posedge clk)
-    m <= \$254 ;
+    mean_rem <= \$247 ;
   always @(posedge clk)
-    km <= \$255 ;
+    gain_num <= \$248 ;
   always @(posedge clk)
-    sh0 <= \$256 ;
+    den_norm <= \$249 ;
   always @(posedge clk)
-    tk <= \$257 ;
+    num_norm <= \$250 ;
   always @(posedge clk)
-    pre <= \$258 ;
+    num_zeros <= \$251 ;
   always @(posedge clk)
-    tsh <= \$259 ;
+    den_zeros <= \$252 ;
   always @(posedge clk)
-    km_pre <= \$260 ;
+    loop_n <= \$253 ;
   always @(posedge clk)
-    t_clamped <= \$261 ;
+    gain_shift <= \$254 ;
   always @(posedge clk)
-    sh <= \$262 ;
+    gain_zero <= \$255 ;
   always @(posedge clk)
-    \a$30  <= \$263 ;
+    gain_q1 <= \$256 ;
   always @(posedge clk)
-    bias <= \$264 ;
+    gain_x <= \$257 ;
   always @(posedge clk)
-    \p$54  <= \$265 ;
+    scale_count <= \$258 ;
   always @(posedge clk)
-    div_num <= \$266 ;
+    special_r <= \$259 ;
   always @(posedge clk)
-    div_mag <= \$267 ;
+    sh <= \$260 ;
   always @(posedge clk)
-    div_neg <= \$268 ;
+    gain_p <= \$261 ;
   always @(posedge clk)
-    quot <= \$269 ;
+    gain_w <= \$262 ;
   always @(posedge clk)
-    \b$57  <= \$270 ;
+    gain_t <= \$263 ;
+  always @(posedge clk)
+    gain_t1 <= \$264 ;
+  always @(posedge clk)
+    acc0 <= \$265 ;
+  always @(posedge clk)
+    acc1 <= \$266 ;
+  always @(posedge clk)
+    a_fin <= \$267 ;
+  always @(posedge clk)
+    c_fin <= \$268 ;
+  always @(posedge clk)
+    \b$61  <= \$269 ;
+  always @(posedge clk)
+    \a$62  <= \$270 ;
+  always @(posedge clk)
+    special <= \$271 ;
+  always @(posedge clk)
+    \neg$64  <= \$272 ;
+  always @(posedge clk)
+    q_lo <= \$273 ;
+  always @(posedge clk)
+    q_hi <= \$274 ;
   \hwnorm_linf_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$26 ),
-    .done(\done$44 ),
+    .\den$13 (den),
+    .done(\done$43 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$25 ),
+    .\neg$15 (\neg$21 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$27 )
+    .start(\start$5 ),
+    .steps(\steps$24 )
   );
   \hwnorm_linf_s8.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$40 ),
+    .done(\done$38 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1245,1121 +1271,2044 @@ module \hwnorm_linf_s8.math (rst, \start$38 , entry, chan, sum, hi, lo, done, de
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 28'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           a = { hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi[7], hi };
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           a = { lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo[7], lo };
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           a = { t[24], t[24], t[24], t };
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          a = { 11'h000, recip };
-      6'h13:
+      7'h12:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          a = { m[25], m[25], m };
-      6'h16:
+      7'h15:
+          a = { \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8 [8], \$8  };
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          a = { \a$30 [26], \a$30  };
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          a = { 12'h000, chan[94:79] };
-      6'h24:
+      7'h23:
+          a = { 1'h0, gain_x };
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          a = { \a$30 [26], \a$30  };
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          a = { \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20 [8], \$20  };
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          a = { 1'h0, gain_x };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    b = 21'h000000;
+    b = 17'h00000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          b = { 8'h00, chan[13:1] };
-      6'h05:
+      7'h04:
+          b = { 4'h0, chan[13:1] };
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          b = { 8'h00, chan[13:1] };
-      6'h08:
+      7'h07:
+          b = { 4'h0, chan[13:1] };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          b = { 4'h0, chan[30:14] };
-      6'h0c:
+      7'h0b:
+          b = chan[30:14];
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          b = { \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117 [8], \$117  };
-      6'h13:
+      7'h12:
+          b = { 4'h0, chan[13:1] };
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          b = { 8'h00, chan[13:1] };
-      6'h16:
+      7'h15:
+          b = { 4'h0, chan[13:1] };
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          b = \$121 [20:0];
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          b = { \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127  };
-      6'h24:
+      7'h23:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          b = { \$131 [16], \$131 [16], \$131 [16], \$131 [16], \$131  };
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          b = { \$16 [10], \$16 [10], \$16 [10], \$16 [10], \$16 [10], \$16 [10], \$16  };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          b = { 1'h0, chan[94:79] };
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          b = { \$24 [10], \$24 [10], \$24 [10], \$24 [10], \$24 [10], \$24 [10], \$24  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 52'h0000000000000;
+    c = 44'h00000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          c = { \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113 [21], \$113  };
-      6'h05:
+      7'h04:
+          c = { \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3 [21], \$3  };
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      6'h08:
+      7'h07:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          c = { 36'h000000000, chan[46:31] };
-      6'h0c:
+      7'h0b:
+          c = { 28'h0000000, chan[46:31] };
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          c = 52'h0000000000000;
-      6'h13:
+      7'h12:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          c = 52'h0000000000000;
-      6'h16:
+      7'h15:
+          c = 44'h00000000000;
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          c = 52'h0000000000000;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          c = 52'h0000000000000;
-      6'h24:
+      7'h23:
+          c = 44'h00000000000;
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          c = 52'h0000000000000;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          c = 44'h00000000000;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          c = 44'h00000000000;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           neg = 1'h0;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           neg = 1'h1;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           neg = 1'h0;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          neg = \$118 ;
-      6'h13:
+      7'h12:
+          neg = 1'h1;
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           neg = 1'h0;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          neg = \$122 ;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h23:
-          neg = \$128 ;
-      6'h24:
+      7'h23:
+          neg = \$11 ;
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
-          neg = \$132 ;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          neg = \$17 ;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          neg = 1'h0;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          neg = \$21 ;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          neg = \$25 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           steps = 5'h0d;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           steps = 5'h0d;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           steps = 5'h11;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          steps = 5'h08;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
+      7'h12:
           steps = 5'h0d;
-      6'h16:
+      7'h13:
           /* empty */;
-      6'h17:
+      7'h14:
           /* empty */;
-      6'h18:
+      7'h15:
+          steps = 5'h0d;
+      7'h16:
           /* empty */;
-      6'h19:
+      7'h17:
           /* empty */;
-      6'h1a:
+      7'h18:
           /* empty */;
-      6'h1b:
+      7'h19:
           /* empty */;
-      6'h1c:
-          steps = 5'h15;
-      6'h1d:
+      7'h1a:
           /* empty */;
-      6'h1e:
+      7'h1b:
           /* empty */;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h03:
+      7'h20:
           /* empty */;
-      6'h23:
-          steps = 5'h08;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
           /* empty */;
-      6'h26:
+      7'h23:
+          steps = 5'h0d;
+      7'h24:
           /* empty */;
-      6'h27:
+      7'h25:
           /* empty */;
-      6'h28:
+      7'h26:
           /* empty */;
-      6'h29:
+      7'h27:
           /* empty */;
-      6'h2a:
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          steps = 5'h09;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
           steps = 5'h10;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          steps = 5'h08;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          steps = 5'h09;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 37'h0000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          rem_init = recip_rem;
-      6'h10:
+      7'h0f:
+          rem_init = \$4 [15:0];
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          rem_init = \$9 [15:0];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          rem_init = \$123 [36:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          rem_init = \$12 [15:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 35'h000000000;
+    lo_init = 27'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          lo_init = \$114 ;
-      6'h10:
+      7'h0f:
+          lo_init = \$5 [26:0];
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          lo_init = \$10 [26:0];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          lo_init = \$124 [34:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          lo_init = \$13 [26:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$25  = 1'h0;
+    \neg$21  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \neg$25  = 1'h0;
-      6'h10:
+      7'h0f:
+          \neg$21  = div_neg;
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          \neg$21  = div_neg;
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \neg$25  = div_neg;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \neg$21  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$26  = 37'h0000000000;
+    den = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \den$26  = den;
-      6'h10:
+      7'h0f:
+          den = { 3'h0, chan[13:1] };
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          den = den_norm[36:21];
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \den$26  = { 24'h000000, chan[13:1] };
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$27  = 6'h00;
+    \steps$24  = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \steps$27  = 6'h10;
-      6'h10:
+      7'h0f:
+          \steps$24  = 5'h09;
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          \steps$24  = 5'h0e;
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
-          \steps$27  = 6'h23;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \steps$24  = 5'h1b;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h03:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h27:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h01:
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = 1'h0;
+    \$235  = 1'h0;
     if (rst) begin
-      \$242  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = 1'h0;
+    \$236  = 1'h0;
     if (rst) begin
-      \$243  = 1'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = fsm_state;
+    \$237  = fsm_state;
     casez (fsm_state)
-      6'h00:
-          if (\start$38 ) begin
+      7'h00:
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$244  = 6'h01;
+                  \$237  = 7'h01;
               2'h1:
-                  \$244  = 6'h02;
+                  \$237  = 7'h02;
               2'h2:
-                  \$244  = 6'h03;
+                  \$237  = 7'h03;
             endcase
           end
-      6'h02:
-          \$244  = 6'h04;
-      6'h04:
-          \$244  = 6'h05;
-      6'h05:
-          if (\done$40 ) begin
-            \$244  = 6'h06;
+      7'h02:
+          \$237  = 7'h04;
+      7'h04:
+          \$237  = 7'h05;
+      7'h05:
+          if (\done$38 ) begin
+            \$237  = 7'h06;
           end
-      6'h06:
-          \$244  = 6'h07;
-      6'h07:
-          \$244  = 6'h08;
-      6'h08:
-          if (\done$40 ) begin
-            \$244  = 6'h09;
+      7'h06:
+          \$237  = 7'h07;
+      7'h07:
+          \$237  = 7'h08;
+      7'h08:
+          if (\done$38 ) begin
+            \$237  = 7'h09;
           end
-      6'h09:
-          \$244  = 6'h0a;
-      6'h0a:
-          \$244  = 6'h0b;
-      6'h0b:
-          \$244  = 6'h0c;
-      6'h0c:
-          if (\done$40 ) begin
-            \$244  = 6'h0d;
+      7'h09:
+          \$237  = 7'h0a;
+      7'h0a:
+          \$237  = 7'h0b;
+      7'h0b:
+          \$237  = 7'h0c;
+      7'h0c:
+          if (\done$38 ) begin
+            \$237  = 7'h0d;
           end
-      6'h0d:
-          \$244  = 6'h0e;
-      6'h0e:
-          \$244  = 6'h0f;
-      6'h0f:
-          \$244  = 6'h10;
-      6'h10:
-          if (\done$44 ) begin
-            \$244  = 6'h11;
+      7'h0d:
+          \$237  = 7'h0e;
+      7'h0e:
+          \$237  = 7'h0f;
+      7'h0f:
+          \$237  = 7'h10;
+      7'h10:
+          if (\done$43 ) begin
+            \$237  = 7'h11;
           end
-      6'h11:
-          \$244  = 6'h12;
-      6'h12:
-          \$244  = 6'h13;
-      6'h13:
-          if (\done$40 ) begin
-            \$244  = 6'h14;
+      7'h11:
+          \$237  = 7'h12;
+      7'h12:
+          \$237  = 7'h13;
+      7'h13:
+          if (\done$38 ) begin
+            \$237  = 7'h14;
           end
-      6'h14:
-          \$244  = 6'h15;
-      6'h15:
-          \$244  = 6'h16;
-      6'h16:
-          if (\done$40 ) begin
-            \$244  = 6'h17;
+      7'h14:
+          \$237  = 7'h15;
+      7'h15:
+          \$237  = 7'h16;
+      7'h16:
+          if (\done$38 ) begin
+            \$237  = 7'h17;
           end
-      6'h17:
-          \$244  = 6'h18;
-      6'h18:
-          \$244  = 6'h19;
-      6'h19:
-          \$244  = 6'h1a;
-      6'h1a:
-          \$244  = 6'h1b;
-      6'h1b:
-          \$244  = 6'h1c;
-      6'h1c:
-          \$244  = 6'h1d;
-      6'h1d:
-          if (\done$40 ) begin
-            \$244  = 6'h1e;
+      7'h17:
+          \$237  = 7'h18;
+      7'h18:
+          if (\$111 ) begin
+            \$237  = 7'h19;
           end
-      6'h1e:
-          \$244  = 6'h1f;
-      6'h1f:
-          \$244  = 6'h20;
-      6'h20:
-          \$244  = 6'h21;
-      6'h21:
-          if (\done$44 ) begin
-            \$244  = 6'h22;
+      7'h19:
+          \$237  = 7'h1a;
+      7'h1a:
+          \$237  = 7'h1b;
+      7'h1b:
+          \$237  = 7'h1c;
+      7'h1c:
+          \$237  = 7'h1d;
+      7'h1d:
+          if (\done$43 ) begin
+            \$237  = 7'h1e;
           end
-      6'h22:
-          \$244  = 6'h01;
-      6'h03:
-          \$244  = 6'h23;
-      6'h23:
-          \$244  = 6'h24;
-      6'h24:
-          if (\done$40 ) begin
-            \$244  = 6'h25;
+      7'h1e:
+          \$237  = 7'h1f;
+      7'h1f:
+          \$237  = 7'h20;
+      7'h20:
+          if (\$139 ) begin
+            \$237  = 7'h21;
           end
-      6'h25:
-          \$244  = 6'h26;
-      6'h26:
-          \$244  = 6'h27;
-      6'h27:
-          \$244  = 6'h28;
-      6'h28:
-          \$244  = 6'h29;
-      6'h29:
-          \$244  = 6'h2a;
-      6'h2a:
-          \$244  = 6'h2b;
-      6'h2b:
-          if (\done$40 ) begin
-            \$244  = 6'h2c;
+      7'h21:
+          \$237  = 7'h22;
+      7'h22:
+          \$237  = 7'h23;
+      7'h23:
+          \$237  = 7'h24;
+      7'h24:
+          if (\done$38 ) begin
+            \$237  = 7'h25;
           end
-      6'h2c:
-          \$244  = 6'h2d;
-      6'h2d:
-          \$244  = 6'h01;
-      6'h01:
-          \$244  = 6'h00;
+      7'h25:
+          \$237  = 7'h26;
+      7'h26:
+          \$237  = 7'h27;
+      7'h27:
+          \$237  = 7'h28;
+      7'h28:
+          if (\done$43 ) begin
+            \$237  = 7'h29;
+          end
+      7'h29:
+          \$237  = 7'h2a;
+      7'h2a:
+          \$237  = 7'h2b;
+      7'h2b:
+          \$237  = 7'h2c;
+      7'h2c:
+          \$237  = 7'h2d;
+      7'h2d:
+          \$237  = 7'h2e;
+      7'h2e:
+          \$237  = 7'h2f;
+      7'h2f:
+          if (\done$38 ) begin
+            \$237  = 7'h30;
+          end
+      7'h30:
+          \$237  = 7'h01;
+      7'h03:
+          \$237  = 7'h31;
+      7'h31:
+          \$237  = 7'h32;
+      7'h32:
+          \$237  = 7'h33;
+      7'h33:
+          if (\done$38 ) begin
+            \$237  = 7'h34;
+          end
+      7'h34:
+          \$237  = 7'h35;
+      7'h35:
+          if (\$180 ) begin
+            \$237  = 7'h36;
+          end
+      7'h36:
+          \$237  = 7'h37;
+      7'h37:
+          \$237  = 7'h38;
+      7'h38:
+          \$237  = 7'h39;
+      7'h39:
+          \$237  = 7'h3a;
+      7'h3a:
+          if (\$205 ) begin
+            \$237  = 7'h3b;
+          end
+      7'h3b:
+          \$237  = 7'h3c;
+      7'h3c:
+          \$237  = 7'h3d;
+      7'h3d:
+          \$237  = 7'h3e;
+      7'h3e:
+          if (\done$38 ) begin
+            \$237  = 7'h3f;
+          end
+      7'h3f:
+          \$237  = 7'h40;
+      7'h40:
+          \$237  = 7'h41;
+      7'h41:
+          \$237  = 7'h42;
+      7'h42:
+          \$237  = 7'h43;
+      7'h43:
+          \$237  = 7'h44;
+      7'h44:
+          \$237  = 7'h45;
+      7'h45:
+          \$237  = 7'h46;
+      7'h46:
+          if (\done$38 ) begin
+            \$237  = 7'h47;
+          end
+      7'h47:
+          \$237  = 7'h01;
+      7'h01:
+          \$237  = 7'h00;
     endcase
     if (rst) begin
-      \$244  = 6'h00;
+      \$237  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = start;
+    \$238  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
+          \$238  = 1'h1;
+      7'h04:
+          \$238  = 1'h0;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$238  = 1'h1;
+      7'h07:
+          \$238  = 1'h0;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          \$238  = 1'h1;
+      7'h0b:
+          \$238  = 1'h0;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$238  = 1'h1;
+      7'h12:
+          \$238  = 1'h0;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$238  = 1'h1;
+      7'h15:
+          \$238  = 1'h0;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$238  = 1'h1;
+      7'h23:
+          \$238  = 1'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$238  = 1'h1;
+      7'h2e:
+          \$238  = 1'h0;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          \$238  = 1'h1;
+      7'h32:
+          \$238  = 1'h0;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$238  = 1'h1;
+      7'h3d:
+          \$238  = 1'h0;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$238  = 1'h1;
+      7'h45:
+          \$238  = 1'h0;
+    endcase
+    if (rst) begin
+      \$238  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$239  = u;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          if (\done$38 ) begin
+            \$239  = p[24:0];
+          end
+    endcase
+    if (rst) begin
+      \$239  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          if (\done$38 ) begin
+            \$240  = p[24:0];
+          end
+      7'h09:
+          \$240  = \$99 ;
+    endcase
+    if (rst) begin
+      \$240  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = \den$41 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          if (\done$38 ) begin
+            \$241  = p[36:0];
+          end
+    endcase
+    if (rst) begin
+      \$241  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = div_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          \$242  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$242  = { 13'h0000, \$115  };
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$242  = { gain_p[41], gain_p };
+    endcase
+    if (rst) begin
+      \$242  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$243  = \$102 [42:0];
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$243  = \$118 [42:0];
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$243  = \$145 [42:0];
+    endcase
+    if (rst) begin
+      \$243  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$244  = \$103 ;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$244  = \$119 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$244  = \$146 ;
+    endcase
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
           \$245  = 1'h1;
-      6'h04:
+      7'h0f:
           \$245  = 1'h0;
-      6'h05:
+      7'h10:
           /* empty */;
-      6'h06:
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
           \$245  = 1'h1;
-      6'h07:
+      7'h1c:
           \$245  = 1'h0;
-      6'h08:
+      7'h1d:
           /* empty */;
-      6'h09:
+      7'h1e:
           /* empty */;
-      6'h0a:
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
           \$245  = 1'h1;
-      6'h0b:
-          \$245  = 1'h0;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$245  = 1'h1;
-      6'h12:
-          \$245  = 1'h0;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$245  = 1'h1;
-      6'h15:
-          \$245  = 1'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$245  = 1'h1;
-      6'h1c:
-          \$245  = 1'h0;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          \$245  = 1'h1;
-      6'h23:
-          \$245  = 1'h0;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$245  = 1'h1;
-      6'h2a:
+      7'h27:
           \$245  = 1'h0;
     endcase
     if (rst) begin
@@ -2368,1749 +3317,3875 @@ module \hwnorm_linf_s8.math (rst, \start$38 , entry, chan, sum, hi, lo, done, de
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = u;
+    \$246  = floor_q;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          if (\done$40 ) begin
-            \$246  = p[24:0];
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          if (\done$43 ) begin
+            \$246  = q[9:0];
+          end
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          \$246  = \$172 [9:0];
+    endcase
+    if (rst) begin
+      \$246  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          if (\done$38 ) begin
+            \$247  = p[13:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          \$247  = { 6'h00, chan[70:63] };
+    endcase
+    if (rst) begin
+      \$247  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$38 ) begin
+            \$248  = p[23:0];
+          end
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          if (\done$38 ) begin
+            \$248  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$246  = 25'h0000000;
+      \$248  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = t;
+    \$249  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          if (\done$40 ) begin
-            \$247  = p[24:0];
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$249  = \den$41 ;
+      7'h18:
+          if (\$104 ) begin
+            \$249  = \$105 [36:0];
           end
-      6'h09:
-          \$247  = \$180 ;
-    endcase
-    if (rst) begin
-      \$247  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = den;
-    casez (fsm_state)
-      6'h00:
+      7'h19:
           /* empty */;
-      6'h02:
+      7'h1a:
           /* empty */;
-      6'h04:
+      7'h1b:
           /* empty */;
-      6'h05:
+      7'h1c:
           /* empty */;
-      6'h06:
+      7'h1d:
           /* empty */;
-      6'h07:
+      7'h1e:
           /* empty */;
-      6'h08:
+      7'h1f:
           /* empty */;
-      6'h09:
+      7'h20:
           /* empty */;
-      6'h0a:
+      7'h21:
           /* empty */;
-      6'h0b:
+      7'h22:
           /* empty */;
-      6'h0c:
-          if (\done$40 ) begin
-            \$248  = p[36:0];
-          end
-    endcase
-    if (rst) begin
-      \$248  = 37'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = lead;
-    casez (fsm_state)
-      6'h00:
+      7'h23:
           /* empty */;
-      6'h02:
+      7'h24:
           /* empty */;
-      6'h04:
+      7'h25:
           /* empty */;
-      6'h05:
+      7'h26:
           /* empty */;
-      6'h06:
+      7'h27:
           /* empty */;
-      6'h07:
+      7'h28:
           /* empty */;
-      6'h08:
+      7'h29:
           /* empty */;
-      6'h09:
+      7'h2a:
           /* empty */;
-      6'h0a:
+      7'h2b:
           /* empty */;
-      6'h0b:
+      7'h2c:
           /* empty */;
-      6'h0c:
+      7'h2d:
           /* empty */;
-      6'h0d:
-          \$249  = den_lead;
-    endcase
-    if (rst) begin
-      \$249  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
+      7'h2e:
           /* empty */;
-      6'h02:
+      7'h2f:
           /* empty */;
-      6'h04:
+      7'h30:
           /* empty */;
-      6'h05:
+      7'h03:
           /* empty */;
-      6'h06:
+      7'h31:
           /* empty */;
-      6'h07:
+      7'h32:
           /* empty */;
-      6'h08:
+      7'h33:
           /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$250  = 1'h1;
-      6'h0f:
-          \$250  = 1'h0;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$250  = 1'h1;
-      6'h20:
-          \$250  = 1'h0;
-    endcase
-    if (rst) begin
-      \$250  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$251  = \$184 [36:0];
-    endcase
-    if (rst) begin
-      \$251  = 37'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$252  = \$185 ;
-    endcase
-    if (rst) begin
-      \$252  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          if (\done$44 ) begin
-            \$253  = q[16:0];
+      7'h34:
+          \$249  = 37'h1000000000;
+      7'h35:
+          if (\$173 ) begin
+            \$249  = \$174 [36:0];
           end
     endcase
     if (rst) begin
-      \$253  = 17'h00000;
+      \$249  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = m;
+    \$250  = num_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
-          if (\done$40 ) begin
-            \$254  = p[25:0];
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$250  = gain_num[22:0];
+      7'h18:
+          if (\$107 ) begin
+            \$250  = \$108 [22:0];
           end
-      6'h14:
+      7'h19:
           /* empty */;
-      6'h15:
+      7'h1a:
           /* empty */;
-      6'h16:
+      7'h1b:
           /* empty */;
-      6'h17:
+      7'h1c:
           /* empty */;
-      6'h18:
+      7'h1d:
           /* empty */;
-      6'h19:
+      7'h1e:
           /* empty */;
-      6'h1a:
+      7'h1f:
           /* empty */;
-      6'h1b:
+      7'h20:
           /* empty */;
-      6'h1c:
+      7'h21:
           /* empty */;
-      6'h1d:
+      7'h22:
           /* empty */;
-      6'h1e:
+      7'h23:
           /* empty */;
-      6'h1f:
+      7'h24:
           /* empty */;
-      6'h20:
+      7'h25:
           /* empty */;
-      6'h21:
+      7'h26:
           /* empty */;
-      6'h22:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h23:
+      7'h29:
           /* empty */;
-      6'h24:
-          if (\done$40 ) begin
-            \$254  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$254  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = km;
-    casez (fsm_state)
-      6'h00:
+      7'h2a:
           /* empty */;
-      6'h02:
+      7'h2b:
           /* empty */;
-      6'h04:
+      7'h2c:
           /* empty */;
-      6'h05:
+      7'h2d:
           /* empty */;
-      6'h06:
+      7'h2e:
           /* empty */;
-      6'h07:
+      7'h2f:
           /* empty */;
-      6'h08:
+      7'h30:
           /* empty */;
-      6'h09:
+      7'h03:
           /* empty */;
-      6'h0a:
+      7'h31:
           /* empty */;
-      6'h0b:
+      7'h32:
           /* empty */;
-      6'h0c:
+      7'h33:
           /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$40 ) begin
-            \$255  = p[39:0];
-          end
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$255  = \$215 [39:0];
-    endcase
-    if (rst) begin
-      \$255  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$256  = { 3'h0, \$186  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$256  = { \$216 [8], \$216  };
-    endcase
-    if (rst) begin
-      \$256  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$257  = count_lead;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          \$257  = 4'h8;
-    endcase
-    if (rst) begin
-      \$257  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$258  = \$189 [2:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          \$258  = \$219 [2:0];
-    endcase
-    if (rst) begin
-      \$258  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$259  = \$199 [9:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          \$259  = \$229 [9:0];
-    endcase
-    if (rst) begin
-      \$259  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$260  = \$200 [43:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$260  = \$230 [43:0];
-    endcase
-    if (rst) begin
-      \$260  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$261  = \$202 [5:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$261  = \$232 [5:0];
-    endcase
-    if (rst) begin
-      \$261  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$262  = \$204 [3:0];
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$262  = \$234 [3:0];
-    endcase
-    if (rst) begin
-      \$262  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = \a$30 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$263  = \$205 [26:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$263  = \$235 [26:0];
-    endcase
-    if (rst) begin
-      \$263  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$264  = { \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209 [23], \$209  };
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$264  = { \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239 [23], \$239  };
-    endcase
-    if (rst) begin
-      \$264  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = \p$54 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          if (\done$40 ) begin
-            \$265  = p[49:0];
-          end
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          if (\done$40 ) begin
-            \$265  = p[49:0];
+      7'h34:
+          \$250  = gain_num[22:0];
+      7'h35:
+          if (\$176 ) begin
+            \$250  = \$177 [22:0];
           end
     endcase
     if (rst) begin
-      \$265  = 50'h0000000000000;
+      \$250  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = div_num;
+    \$251  = num_zeros;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$266  = { \p$54 [49], \p$54  };
-    endcase
-    if (rst) begin
-      \$266  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$267  = \$212 [50:0];
-    endcase
-    if (rst) begin
-      \$267  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$268  = \$213 ;
-    endcase
-    if (rst) begin
-      \$268  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          if (\done$44 ) begin
-            \$269  = { q[36], q[36], q };
+      7'h17:
+          \$251  = 5'h00;
+      7'h18:
+          if (\$107 ) begin
+            \$251  = \$109 [4:0];
           end
-      6'h22:
+      7'h19:
           /* empty */;
-      6'h03:
+      7'h1a:
           /* empty */;
-      6'h23:
+      7'h1b:
           /* empty */;
-      6'h24:
+      7'h1c:
           /* empty */;
-      6'h25:
+      7'h1d:
           /* empty */;
-      6'h26:
+      7'h1e:
           /* empty */;
-      6'h27:
+      7'h1f:
           /* empty */;
-      6'h28:
+      7'h20:
           /* empty */;
-      6'h29:
+      7'h21:
           /* empty */;
-      6'h2a:
+      7'h22:
           /* empty */;
-      6'h2b:
+      7'h23:
           /* empty */;
-      6'h2c:
-          \$269  = \$240 [38:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$251  = 5'h00;
+      7'h35:
+          if (\$176 ) begin
+            \$251  = \$178 [4:0];
+          end
     endcase
     if (rst) begin
-      \$269  = 39'h0000000000;
+      \$251  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = \b$57 ;
+    \$252  = den_zeros;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
+          \$252  = 6'h00;
+      7'h18:
+          if (\$104 ) begin
+            \$252  = \$106 [5:0];
+          end
+      7'h19:
           /* empty */;
-      6'h18:
+      7'h1a:
           /* empty */;
-      6'h19:
+      7'h1b:
           /* empty */;
-      6'h1a:
+      7'h1c:
           /* empty */;
-      6'h1b:
+      7'h1d:
           /* empty */;
-      6'h1c:
+      7'h1e:
           /* empty */;
-      6'h1d:
+      7'h1f:
           /* empty */;
-      6'h1e:
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
-          \$270  = \$214 [34:0];
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
+      7'h27:
           /* empty */;
-      6'h26:
+      7'h28:
           /* empty */;
-      6'h27:
+      7'h29:
           /* empty */;
-      6'h28:
+      7'h2a:
           /* empty */;
-      6'h29:
+      7'h2b:
           /* empty */;
-      6'h2a:
+      7'h2c:
           /* empty */;
-      6'h2b:
+      7'h2d:
           /* empty */;
-      6'h2c:
+      7'h2e:
           /* empty */;
-      6'h2d:
-          \$270  = \$241 [34:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$252  = 6'h00;
+      7'h35:
+          if (\$173 ) begin
+            \$252  = \$175 [5:0];
+          end
     endcase
     if (rst) begin
-      \$270  = 35'h000000000;
+      \$252  = 6'h00;
     end
   end
-  assign beta_shift = \$111 [3:0];
-  assign \beta_shift$6  = \$112 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+        begin
+          \$253  = \$110 [5:0];
+          if (\$111 ) begin
+            \$253  = 6'h00;
+          end
+        end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          \$253  = \$138 [5:0];
+          if (\$139 ) begin
+            \$253  = 6'h00;
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+        begin
+          \$253  = \$179 [5:0];
+          if (\$180 ) begin
+            \$253  = 6'h00;
+          end
+        end
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          \$253  = \$204 [5:0];
+          if (\$205 ) begin
+            \$253  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$253  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$254  = { \$113 [6], \$113 [6], \$113  };
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$254  = \$124 [8:0];
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          if (\$128 ) begin
+            \$254  = \$130 [8:0];
+          end
+          if (\$134 ) begin
+            \$254  = \$136 [8:0];
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$254  = \$182 ;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$254  = \$190 [8:0];
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          if (\$194 ) begin
+            \$254  = \$196 [8:0];
+          end
+          if (\$200 ) begin
+            \$254  = \$202 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$254  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$255  = \$114 ;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$255  = \$183 ;
+    endcase
+    if (rst) begin
+      \$255  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$43 ) begin
+            \$256  = q[15:0];
+          end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$256  = \$185 [15:0];
+    endcase
+    if (rst) begin
+      \$256  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$257  = { \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122  };
+      7'h1f:
+          /* empty */;
+      7'h20:
+        begin
+          if (\$128 ) begin
+            \$257  = \$129 ;
+          end
+          if (\$134 ) begin
+            \$257  = \$135 [26:0];
+          end
+        end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$257  = { \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188  };
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          if (\$194 ) begin
+            \$257  = \$195 ;
+          end
+          if (\$200 ) begin
+            \$257  = \$201 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$257  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$258  = 4'h0;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$258  = \$137 [3:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$258  = 4'h0;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$258  = \$203 [3:0];
+    endcase
+    if (rst) begin
+      \$258  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$259  = \$127 ;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$259  = \$193 ;
+    endcase
+    if (rst) begin
+      \$259  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$260  = \$142 [3:0];
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$260  = \$208 [3:0];
+    endcase
+    if (rst) begin
+      \$260  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          if (\done$38 ) begin
+            \$261  = p[41:0];
+          end
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          if (\done$38 ) begin
+            \$261  = p[41:0];
+          end
+    endcase
+    if (rst) begin
+      \$261  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          if (\done$43 ) begin
+            \$262  = q;
+          end
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$262  = \$209 [28:0];
+    endcase
+    if (rst) begin
+      \$262  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \$263  = { \$151 [29], \$151  };
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$263  = { \$214 [29], \$214  };
+    endcase
+    if (rst) begin
+      \$263  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$264  = \$155 ;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$264  = \$218 ;
+    endcase
+    if (rst) begin
+      \$264  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$265  = \$159 [22:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$265  = \$222 [22:0];
+    endcase
+    if (rst) begin
+      \$265  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$266  = \$163 [22:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$266  = \$226 [22:0];
+    endcase
+    if (rst) begin
+      \$266  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$267  = \$168 [13:0];
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$267  = \$231 [13:0];
+    endcase
+    if (rst) begin
+      \$267  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$268  = \$169 [22:0];
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$268  = \$232 [22:0];
+    endcase
+    if (rst) begin
+      \$268  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = \b$61 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          if (\done$38 ) begin
+            \$269  = p[22:0];
+          end
+      7'h30:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          if (\done$38 ) begin
+            \$269  = p[22:0];
+          end
+    endcase
+    if (rst) begin
+      \$269  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = \a$62 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$270  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$270  = a_fin;
+    endcase
+    if (rst) begin
+      \$270  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$271  = special_r;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$271  = special_r;
+    endcase
+    if (rst) begin
+      \$271  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = \neg$64 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$272  = \$170 ;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$272  = \$233 ;
+    endcase
+    if (rst) begin
+      \$272  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$273  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$273  = floor_q;
+    endcase
+    if (rst) begin
+      \$273  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$274  = \$171 [9:0];
+      7'h03:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$274  = \$234 [9:0];
+    endcase
+    if (rst) begin
+      \$274  = 10'h000;
+    end
+  end
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[30:14];
@@ -4120,80 +7195,96 @@ module \hwnorm_linf_s8.math (rst, \start$38 , entry, chan, sum, hi, lo, done, de
   assign \chan.mean  = chan[78:63];
   assign \chan.scale_m  = chan[94:79];
   assign \chan.scale_exp  = chan[102:95];
-  assign \$123  = { 35'h000000000, div_mag[50:35] };
-  assign \$124  = { 1'h0, div_mag[34:0] };
-  assign \$183  = { 1'h0, \$182 [63:1] };
-  assign \$208  = { 1'h0, \$207 [15:1] };
-  assign \$215  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$238  = { 1'h0, \$237 [15:1] };
-  assign \$240  = { \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49], \p$54 [49:8] };
+  assign \$4  = { 9'h000, div_mag[42:9] };
+  assign \$5  = { 13'h0000, div_mag[8:0], 18'h00000 };
+  assign \$9  = { 14'h0000, div_mag[42:14] };
+  assign \$10  = { 2'h0, div_mag[13:0], 13'h0000 };
+  assign \$12  = { 27'h0000000, div_mag[42:27] };
+  assign \$13  = { 1'h0, div_mag[26:0] };
+  assign \$105  = { den_norm, 1'h0 };
+  assign \$108  = { num_norm, 1'h0 };
+  assign \$115  = { 1'h0, num_norm, 6'h00 };
+  assign \$120  = { gain_q1[15], gain_q1[15:1] };
+  assign \$129  = { 1'h0, gain_x[26:1] };
+  assign \$135  = { gain_x, 1'h0 };
+  assign \$149  = { 1'h0, \$148 [15:1] };
+  assign \$172  = { chan[78], chan[78], chan[78], chan[78], chan[78], chan[78], chan[78], chan[78], chan[78:71] };
+  assign \$174  = { den_norm, 1'h0 };
+  assign \$177  = { num_norm, 1'h0 };
+  assign \$184  = { 1'h0, num_norm, 6'h00 };
+  assign \$185  = { 15'h0000, \$184 [29:15] };
+  assign \$186  = { gain_q1[15], gain_q1[15:1] };
+  assign \$195  = { 1'h0, gain_x[26:1] };
+  assign \$201  = { gain_x, 1'h0 };
+  assign \$209  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$212  = { 1'h0, \$211 [15:1] };
 endmodule
 
 module \hwnorm_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [37:0] \$1 ;
-  wire [6:0] \$10 ;
+  wire [16:0] \$1 ;
+  wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [35:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [36:0] \$15 ;
+  wire [27:0] \$13 ;
+  wire [28:0] \$14 ;
+  wire [28:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [36:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
-  reg [34:0] \$20 ;
-  reg [36:0] \$21 ;
+  reg [26:0] \$20 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
-  reg [34:0] \$23 ;
-  reg [5:0] \$24 ;
+  reg [26:0] \$23 ;
+  reg [4:0] \$24 ;
   reg \$25 ;
-  reg [36:0] \$26 ;
+  reg [28:0] \$26 ;
   wire \$3 ;
-  wire [38:0] \$4 ;
-  wire [38:0] \$5 ;
-  wire [35:0] \$6 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
+  wire [27:0] \$6 ;
   wire \$7 ;
-  wire [35:0] \$8 ;
-  wire [35:0] \$9 ;
+  wire [27:0] \$8 ;
+  wire [27:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [36:0] den = 37'h0000000000;
-  input [36:0] \den$13 ;
-  wire [36:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
-  reg [5:0] left = 6'h00;
-  reg [34:0] lo = 35'h000000000;
-  input [34:0] lo_init;
-  wire [34:0] lo_init;
+  reg [4:0] left = 5'h00;
+  reg [26:0] lo = 27'h0000000;
+  input [26:0] lo_init;
+  wire [26:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [36:0] q;
-  reg [36:0] q = 37'h0000000000;
-  reg [34:0] quot = 35'h000000000;
-  reg [36:0] rem = 37'h0000000000;
-  input [36:0] rem_init;
-  wire [36:0] rem_init;
+  output [28:0] q;
+  reg [28:0] q = 29'h00000000;
+  reg [26:0] quot = 27'h0000000;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
   reg sign = 1'h0;
   input start;
   wire start;
-  input [5:0] steps;
-  wire [5:0] steps;
-  wire [37:0] trial;
-  assign trial = \$1  | { 37'h0000000000, lo[34] };
+  input [4:0] steps;
+  wire [4:0] steps;
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[26] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 35'h000000000, \$7  };
+  assign \$8  = \$6  | { 27'h0000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -4255,10 +7346,10 @@ module \hwnorm_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [36:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 37'h0000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -4267,10 +7358,10 @@ module \hwnorm_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [34:0];
+      \$20  = \$9 [26:0];
     end
     if (rst) begin
-      \$20  = 35'h000000000;
+      \$20  = 27'h0000000;
     end
   end
   always @* begin
@@ -4280,7 +7371,7 @@ module \hwnorm_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 37'h0000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -4297,12 +7388,12 @@ module \hwnorm_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 35'h000000000;
+      \$23  = 27'h0000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [34:0];
+      \$23  = \$8 [26:0];
     end
     if (rst) begin
-      \$23  = 35'h000000000;
+      \$23  = 27'h0000000;
     end
   end
   always @* begin
@@ -4311,10 +7402,10 @@ module \hwnorm_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$24  = steps;
     end else if (\$2 ) begin
-      \$24  = \$10 [5:0];
+      \$24  = \$10 [4:0];
     end
     if (rst) begin
-      \$24  = 6'h00;
+      \$24  = 5'h00;
     end
   end
   always @* begin
@@ -4334,7 +7425,7 @@ module \hwnorm_linf_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 37'h0000000000;
+      \$26  = 29'h00000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -4345,27 +7436,27 @@ endmodule
 module \hwnorm_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [51:0] \$10 ;
-  reg [51:0] \$11 ;
-  reg [20:0] \$12 ;
+  reg [43:0] \$10 ;
+  reg [43:0] \$11 ;
+  reg [16:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
-  wire [52:0] \$2 ;
-  wire [53:0] \$3 ;
-  wire [54:0] \$4 ;
-  wire [52:0] \$5 ;
-  wire [20:0] \$6 ;
+  wire [44:0] \$2 ;
+  wire [45:0] \$3 ;
+  wire [46:0] \$4 ;
+  wire [44:0] \$5 ;
+  wire [16:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
   input [27:0] a;
   wire [27:0] a;
-  reg [51:0] a_sh = 52'h0000000000000;
-  input [20:0] b;
-  wire [20:0] b;
-  reg [20:0] b_sh = 21'h000000;
-  input [51:0] c;
-  wire [51:0] c;
+  reg [43:0] a_sh = 44'h00000000000;
+  input [16:0] b;
+  wire [16:0] b;
+  reg [16:0] b_sh = 17'h00000;
+  input [43:0] c;
+  wire [43:0] c;
   input clk;
   wire clk;
   output done;
@@ -4374,8 +7465,8 @@ module \hwnorm_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [51:0] p;
-  reg [51:0] p = 52'h0000000000000;
+  output [43:0] p;
+  reg [43:0] p = 44'h00000000000;
   input rst;
   wire rst;
   input start;
@@ -4383,7 +7474,7 @@ module \hwnorm_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[51], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[43], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -4420,23 +7511,23 @@ module \hwnorm_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [51:0];
+        \$10  = \$4 [43:0];
       end
     end
     if (rst) begin
-      \$10  = 52'h0000000000000;
+      \$10  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a };
+      \$11  = { a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a[27], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [51:0];
+      \$11  = \$5 [43:0];
     end
     if (rst) begin
-      \$11  = 52'h0000000000000;
+      \$11  = 44'h00000000000;
     end
   end
   always @* begin
@@ -4448,7 +7539,7 @@ module \hwnorm_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
       \$12  = \$6 ;
     end
     if (rst) begin
-      \$12  = 21'h000000;
+      \$12  = 17'h00000;
     end
   end
   always @* begin
@@ -4474,64 +7565,88 @@ module \hwnorm_linf_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
     end
   end
   assign \$5  = { a_sh, 1'h0 };
-  assign \$6  = { 1'h0, b_sh[20:1] };
+  assign \$6  = { 1'h0, b_sh[16:1] };
 endmodule
 
-module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [17:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [49:0] \$12 ;
-  wire [50:0] \$13 ;
-  wire [51:0] \$14 ;
-  wire [35:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [35:0] \$18 ;
-  wire [35:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [35:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire [13:0] \$26 ;
-  reg \$27 ;
-  reg \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg [12:0] \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [23:0] \$37 ;
+  wire [23:0] \$38 ;
+  wire [23:0] \$39 ;
   wire [2:0] \$4 ;
-  reg [7:0] \$40 ;
-  reg [25:0] \$41 ;
-  reg [18:0] \$42 ;
-  reg [35:0] \$43 ;
-  reg [35:0] \$44 ;
-  reg [35:0] \$45 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [13:0] \$45 ;
   reg \$46 ;
   reg \$47 ;
-  reg [7:0] \$48 ;
+  reg \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg [12:0] \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [7:0] \$65 ;
+  reg [22:0] \$66 ;
+  reg [23:0] \$67 ;
+  reg [23:0] \$68 ;
+  reg [23:0] \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg [7:0] \$72 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [26:0] a;
-  wire [26:0] a;
-  reg [35:0] acc0 = 36'h000000000;
-  input [34:0] b;
-  wire [34:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   output busy;
   wire busy;
   output ce;
@@ -4540,6 +7655,12 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -4548,6 +7669,8 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -4562,16 +7685,21 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [18:0] p0_17 = 19'h00000;
-  reg [35:0] q0 = 36'h000000000;
-  reg [35:0] qs0 = 36'h000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -4583,28 +7711,79 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = under0 ? 24'hffff80 : q0;
+  assign \$38  = over0 ? 24'h00007f : \$37 ;
+  assign \$39  = ok4 ? \$38  : 24'h000000;
+  assign \$40  = ~ clear;
+  assign \$41  = \$40  & ce;
+  assign \$42  = v4 & ok4;
+  assign \$43  = over0 | under0;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = sat_count + \$44 ;
   always @(posedge clk)
-    ok4 <= \$38 ;
+    v0 <= \$46 ;
   always @(posedge clk)
-    ok5 <= \$39 ;
+    v1 <= \$47 ;
   always @(posedge clk)
-    x0 <= \$40 ;
+    v2 <= \$48 ;
   always @(posedge clk)
-    p0_0 <= \$41 ;
+    v3 <= \$49 ;
   always @(posedge clk)
-    p0_17 <= \$42 ;
+    v4 <= \$50 ;
   always @(posedge clk)
-    acc0 <= \$43 ;
+    v5 <= \$51 ;
   always @(posedge clk)
-    qs0 <= \$44 ;
+    sat_count <= \$52 ;
   always @(posedge clk)
-    q0 <= \$45 ;
+    ok0 <= \$53 ;
   always @(posedge clk)
-    over0 <= \$46 ;
+    ok1 <= \$54 ;
   always @(posedge clk)
-    under0 <= \$47 ;
+    ok2 <= \$55 ;
   always @(posedge clk)
-    o__payload <= \$48 ;
+    ok3 <= \$56 ;
+  always @(posedge clk)
+    ok4 <= \$57 ;
+  always @(posedge clk)
+    ok5 <= \$58 ;
+  always @(posedge clk)
+    force_hi0_0 <= \$59 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$60 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$61 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$62 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$63 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$64 ;
+  always @(posedge clk)
+    x0 <= \$65 ;
+  always @(posedge clk)
+    p0_0 <= \$66 ;
+  always @(posedge clk)
+    acc0 <= \$67 ;
+  always @(posedge clk)
+    qs0 <= \$68 ;
+  always @(posedge clk)
+    q0 <= \$69 ;
+  always @(posedge clk)
+    over0 <= \$70 ;
+  always @(posedge clk)
+    under0 <= \$71 ;
+  always @(posedge clk)
+    o__payload <= \$72 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4615,120 +7794,30 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[26:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = under0 ? 36'hfffffff80 : q0;
-  assign \$19  = over0 ? 36'h00000007f : \$18 ;
-  assign \$20  = ok4 ? \$19  : 36'h000000000;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
   assign \$21  = ~ clear;
   assign \$22  = \$21  & ce;
-  assign \$23  = v4 & ok4;
-  assign \$24  = over0 | under0;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = sat_count + \$25 ;
-  always @(posedge clk)
-    v0 <= \$27 ;
-  always @(posedge clk)
-    v1 <= \$28 ;
-  always @(posedge clk)
-    v2 <= \$29 ;
-  always @(posedge clk)
-    v3 <= \$30 ;
-  always @(posedge clk)
-    v4 <= \$31 ;
-  always @(posedge clk)
-    v5 <= \$32 ;
-  always @(posedge clk)
-    sat_count <= \$33 ;
-  always @(posedge clk)
-    ok0 <= \$34 ;
-  always @(posedge clk)
-    ok1 <= \$35 ;
-  always @(posedge clk)
-    ok2 <= \$36 ;
-  always @(posedge clk)
-    ok3 <= \$37 ;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok5;
+    \$46  = v0;
     if (clear) begin
+      \$46  = 1'h0;
     end else if (ce) begin
-      \$39  = ok4;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = x0;
-    if (\$8 ) begin
-      \$40  = i__payload;
-    end
-    if (rst) begin
-      \$40  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = p0_0;
-    if (\$8 ) begin
-      \$41  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$41  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = p0_17;
-    if (\$8 ) begin
-      \$42  = { \$10 [17], \$10  };
-    end
-    if (rst) begin
-      \$42  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = acc0;
-    if (\$8 ) begin
-      \$43  = \$14 [35:0];
-    end
-    if (rst) begin
-      \$43  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = qs0;
-    if (\$8 ) begin
-      \$44  = \$15 ;
-    end
-    if (rst) begin
-      \$44  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = q0;
-    if (\$8 ) begin
-      \$45  = qs0;
-    end
-    if (rst) begin
-      \$45  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = over0;
-    if (\$8 ) begin
-      \$46  = \$16 ;
+      \$46  = i__valid;
     end
     if (rst) begin
       \$46  = 1'h0;
@@ -4736,9 +7825,11 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = under0;
-    if (\$8 ) begin
-      \$47  = \$17 ;
+    \$47  = v1;
+    if (clear) begin
+      \$47  = 1'h0;
+    end else if (ce) begin
+      \$47  = v0;
     end
     if (rst) begin
       \$47  = 1'h0;
@@ -4746,152 +7837,269 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = o__payload;
+    \$48  = v2;
+    if (clear) begin
+      \$48  = 1'h0;
+    end else if (ce) begin
+      \$48  = v1;
+    end
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = v3;
+    if (clear) begin
+      \$49  = 1'h0;
+    end else if (ce) begin
+      \$49  = v2;
+    end
+    if (rst) begin
+      \$49  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = v4;
+    if (clear) begin
+      \$50  = 1'h0;
+    end else if (ce) begin
+      \$50  = v3;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$51  = v5;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v4;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = sat_count;
+    if (clear) begin
+      \$52  = 13'h0000;
+    end
+    if (\$41 ) begin
+      \$52  = \$45 [12:0];
+    end
+    if (rst) begin
+      \$52  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$53  = mask;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$54  = ok0;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$55  = ok1;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = ok2;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok3;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok4;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = force_hi0_0;
     if (\$8 ) begin
-      \$48  = \$20 [7:0];
+      \$59  = \$13 ;
     end
     if (rst) begin
-      \$48  = 8'h00;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = v0;
-    if (clear) begin
-      \$27  = 1'h0;
-    end else if (ce) begin
-      \$27  = i__valid;
+    \$60  = force_lo0_0;
+    if (\$8 ) begin
+      \$60  = \$18 ;
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = v1;
-    if (clear) begin
-      \$28  = 1'h0;
-    end else if (ce) begin
-      \$28  = v0;
+    \$61  = force_hi0_1;
+    if (\$20 ) begin
+      \$61  = force_hi0_0;
     end
     if (rst) begin
-      \$28  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = v2;
-    if (clear) begin
-      \$29  = 1'h0;
-    end else if (ce) begin
-      \$29  = v1;
+    \$62  = force_lo0_1;
+    if (\$20 ) begin
+      \$62  = force_lo0_0;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v3;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = v2;
-    end
-    if (rst) begin
-      \$30  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v4;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v3;
-    end
-    if (rst) begin
-      \$31  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v5;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v4;
-    end
-    if (rst) begin
-      \$32  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = sat_count;
-    if (clear) begin
-      \$33  = 13'h0000;
-    end
+    \$63  = force_hi0_2;
     if (\$22 ) begin
-      \$33  = \$26 [12:0];
+      \$63  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 13'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$34  = mask;
+    \$64  = force_lo0_2;
+    if (\$22 ) begin
+      \$64  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$35  = ok0;
+    \$65  = x0;
+    if (\$24 ) begin
+      \$65  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$65  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = ok1;
+    \$66  = p0_0;
+    if (\$24 ) begin
+      \$66  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$66  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok2;
+    \$67  = acc0;
+    if (\$24 ) begin
+      \$67  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$67  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$38  = ok3;
+    \$68  = qs0;
+    if (\$24 ) begin
+      \$68  = \$28 ;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$68  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$69  = q0;
+    if (\$24 ) begin
+      \$69  = qs0;
+    end
+    if (rst) begin
+      \$69  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$70  = over0;
+    if (\$24 ) begin
+      \$70  = \$32 ;
+    end
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = under0;
+    if (\$24 ) begin
+      \$71  = \$36 ;
+    end
+    if (rst) begin
+      \$71  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = o__payload;
+    if (\$24 ) begin
+      \$72  = \$39 [7:0];
+    end
+    if (rst) begin
+      \$72  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -4899,8 +8107,7 @@ module \hwnorm_linf_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_linf_s8.stats_unit (clk, rst, mask, clear, valid, sum, hi, lo, x);

@@ -24,31 +24,27 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
+  wire [13:0] \$28 ;
+  wire [13:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire [13:0] \$32 ;
-  wire [13:0] \$33 ;
+  wire \$32 ;
+  wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  reg [12:0] \$39 ;
+  reg [12:0] \$35 ;
+  reg [174:0] \$36 ;
+  reg [3:0] \$37 ;
   wire \$4 ;
-  reg [174:0] \$40 ;
-  reg [3:0] \$41 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$27 ;
-  wire [57:0] b;
-  wire [57:0] \b$29 ;
+  wire [21:0] a;
+  wire [21:0] \a$27 ;
+  wire [38:0] b;
+  wire [38:0] \b$29 ;
   reg beat;
   wire busy;
   wire [12:0] c_hi;
@@ -89,7 +85,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$41 ;
+  reg \clear$49 ;
   input clk;
   wire clk;
   wire [73:0] den;
@@ -105,27 +101,33 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$49 ;
+  wire \i__ready$57 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$48 ;
+  reg \i__valid$56 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$25 ;
   reg more;
+  wire neg;
+  wire \neg$35 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$32 ;
-  wire [15:0] \o__payload$32[0] ;
+  wire [15:0] \o__payload$40 ;
+  wire [15:0] \o__payload$40[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$34 ;
+  wire \o__ready$42 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$33 ;
+  wire \o__valid$41 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$39 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$37 ;
   wire refused;
   input rst;
   wire rst;
@@ -134,6 +136,8 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   reg second;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$33 ;
   reg start;
   output [116:0] stats__payload;
   reg [116:0] stats__payload;
@@ -150,10 +154,6 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire [15:0] x;
   wire [15:0] \x[0] ;
   reg zero_den;
-  always @(posedge clk)
-    chan <= \$40 ;
-  always @(posedge clk)
-    fsm_state <= \$41 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = zero_den ? 74'h0000000000000000000 : den;
@@ -163,71 +163,79 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \$5  = ! chan__payload[86:49];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[174:167]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[174:167]) > $signed(4'h4);
+  assign \$8  = $signed(chan__payload[142:119]) < $signed(24'h800000);
+  assign \$9  = $signed(chan__payload[142:119]) > $signed(24'h7fff00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[142:119]) < $signed(24'h800000);
-  assign \$13  = $signed(chan__payload[142:119]) > $signed(24'h7fff00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$49  & more;
-  assign \$19  = i__valid & \i__ready$49 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = fsm_state == 4'h8;
-  assign \$30  = fsm_state == 4'h9;
-  assign \$31  = fsm_state == 4'ha;
-  assign \$32  = left - 1'h1;
-  assign \$33  = last ? 14'h0000 : \$32 ;
-  assign \$34  = i__valid & last;
-  assign \$35  = i__valid & last;
-  assign \$36  = ~ more;
-  assign \$37  = ~ busy;
-  assign \$38  = \$36  & \$37 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$57  & more;
+  assign \$15  = i__valid & \i__ready$57 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = fsm_state == 4'h8;
+  assign \$26  = fsm_state == 4'h9;
+  assign \$27  = fsm_state == 4'ha;
+  assign \$28  = left - 1'h1;
+  assign \$29  = last ? 14'h0000 : \$28 ;
+  assign \$30  = i__valid & last;
+  assign \$31  = i__valid & last;
+  assign \$32  = ~ more;
+  assign \$33  = ~ busy;
+  assign \$34  = \$32  & \$33 ;
   always @(posedge clk)
-    left <= \$39 ;
+    left <= \$35 ;
+  always @(posedge clk)
+    chan <= \$36 ;
+  always @(posedge clk)
+    fsm_state <= \$37 ;
   \hwnorm_mad_s16.math  math (
-    .\a$32 (a),
-    .\b$57 (b),
+    .\a$62 (a),
+    .\b$61 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$44 (den),
     .done(done),
     .entry(entry),
     .floor_mean(floor_mean),
+    .\neg$64 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$38 (start),
+    .special(special),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_mad_s16.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$49 ),
-    .clear(\clear$41 ),
+    .ce(\i__ready$57 ),
+    .clear(\clear$49 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$48 ),
+    .i__valid(\i__valid$56 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_mad_s16.stats_unit  stats_unit (
@@ -243,60 +251,6 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .valid(valid),
     .x(i__payload)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$41  = 4'h1;
-            end else if (chan__payload[0]) begin
-              \$41  = 4'h2;
-            end else begin
-              \$41  = 4'h3;
-            end
-          end
-      4'h3:
-          if (\$34 ) begin
-            \$41  = 4'h4;
-          end
-      4'h4:
-          \$41  = 4'h5;
-      4'h5:
-          if (done) begin
-            \$41  = 4'h6;
-          end
-      4'h6:
-          if (\$35 ) begin
-            \$41  = 4'h7;
-          end
-      4'h7:
-          \$41  = 4'h8;
-      4'h2:
-          \$41  = 4'h8;
-      4'h8:
-          if (done) begin
-            \$41  = 4'h9;
-          end
-      4'h9:
-          if (\$38 ) begin
-            \$41  = 4'ha;
-          end
-      4'ha:
-          if (stats__ready) begin
-            \$41  = 4'h0;
-          end
-      4'h1:
-          if (stats__ready) begin
-            \$41  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$41  = 4'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     zero_den = chan[0];
@@ -373,11 +327,11 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$41  = 1'h0;
+    \clear$49  = 1'h0;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \clear$41  = 1'h1;
+            \clear$49  = 1'h1;
           end
     endcase
   end
@@ -402,7 +356,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       4'h8:
           /* empty */;
       4'h9:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -426,7 +380,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       4'h8:
           /* empty */;
       4'h9:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -522,12 +476,12 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       4'h8:
           /* empty */;
       4'h9:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$48  = 1'h0;
+    \i__valid$56  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -546,7 +500,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       4'h8:
           /* empty */;
       4'h9:
-          \i__valid$48  = \$17 ;
+          \i__valid$56  = \$13 ;
     endcase
   end
   always @* begin
@@ -579,43 +533,97 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = left;
+    \$35  = left;
     if (beat) begin
-      \$39  = \$33 [12:0];
+      \$35  = \$29 [12:0];
     end
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$39  = chan__payload[13:1];
+            \$35  = chan__payload[13:1];
           end
       4'h3:
-          if (\$34 ) begin
-            \$39  = chan[13:1];
+          if (\$30 ) begin
+            \$35  = chan[13:1];
           end
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h6:
-          if (\$35 ) begin
-            \$39  = chan[13:1];
+          if (\$31 ) begin
+            \$35  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$39  = 13'h0000;
+      \$35  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = chan;
+    \$36  = chan;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$40  = chan__payload;
+            \$36  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$40  = 175'h00000000000000000000000000000000000000000000;
+      \$36  = 175'h00000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$37  = 4'h1;
+            end else if (chan__payload[0]) begin
+              \$37  = 4'h2;
+            end else begin
+              \$37  = 4'h3;
+            end
+          end
+      4'h3:
+          if (\$30 ) begin
+            \$37  = 4'h4;
+          end
+      4'h4:
+          \$37  = 4'h5;
+      4'h5:
+          if (done) begin
+            \$37  = 4'h6;
+          end
+      4'h6:
+          if (\$31 ) begin
+            \$37  = 4'h7;
+          end
+      4'h7:
+          \$37  = 4'h8;
+      4'h2:
+          \$37  = 4'h8;
+      4'h8:
+          if (done) begin
+            \$37  = 4'h9;
+          end
+      4'h9:
+          if (\$34 ) begin
+            \$37  = 4'ha;
+          end
+      4'ha:
+          if (stats__ready) begin
+            \$37  = 4'h0;
+          end
+      4'h1:
+          if (stats__ready) begin
+            \$37  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$37  = 4'h0;
     end
   end
   assign x = i__payload;
@@ -627,9 +635,13 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \a$27  = a;
   assign \b$29  = b;
   assign sh = shift;
-  assign \o__payload$32  = o__payload;
-  assign \o__valid$33  = o__valid;
-  assign \o__ready$34  = o__ready;
+  assign \special$33  = special;
+  assign \neg$35  = neg;
+  assign \q_lo$37  = q_lo;
+  assign \q_hi$39  = q_hi;
+  assign \o__payload$40  = o__payload;
+  assign \o__valid$41  = o__valid;
+  assign \o__ready$42  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[48:14];
@@ -665,7 +677,7 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \chan$20.scale_m  = chan[166:143];
   assign \chan$20.scale_exp  = chan[174:167];
   assign \i__payload$24[0]  = i__payload;
-  assign \o__payload$32[0]  = o__payload;
+  assign \o__payload$40[0]  = o__payload;
   always @*
     stats__payload[115:103] = sat_count;
   always @*
@@ -674,350 +686,227 @@ module hwnorm_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_mad_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$57 , clk);
+module \hwnorm_mad_s16.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, floor_mean, \den$44 , sh, \b$61 , \a$62 , special, \neg$64 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire [6:0] \$100 ;
-  wire [6:0] \$101 ;
-  wire [6:0] \$102 ;
+  wire [5:0] \$1 ;
+  wire [16:0] \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
+  wire [51:0] \$106 ;
+  wire [51:0] \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire [6:0] \$11 ;
-  wire \$110 ;
-  wire \$111 ;
+  wire [50:0] \$11 ;
+  wire [51:0] \$110 ;
+  wire [51:0] \$111 ;
   wire \$112 ;
   wire \$113 ;
-  wire [6:0] \$114 ;
-  wire [6:0] \$115 ;
-  wire [6:0] \$116 ;
-  wire \$117 ;
+  wire [74:0] \$114 ;
+  wire [7:0] \$115 ;
+  wire \$116 ;
+  wire [39:0] \$117 ;
   wire [6:0] \$118 ;
-  wire [6:0] \$119 ;
-  wire \$12 ;
-  wire [6:0] \$120 ;
+  wire [7:0] \$119 ;
+  wire [36:0] \$12 ;
+  wire \$120 ;
   wire [6:0] \$121 ;
-  wire \$122 ;
+  wire [7:0] \$122 ;
   wire \$123 ;
-  wire \$124 ;
+  wire [45:0] \$124 ;
   wire \$125 ;
-  wire [6:0] \$126 ;
-  wire [6:0] \$127 ;
-  wire [6:0] \$128 ;
-  wire \$129 ;
+  wire [51:0] \$126 ;
+  wire [51:0] \$127 ;
+  wire \$128 ;
+  wire [23:0] \$129 ;
   wire \$13 ;
-  wire [6:0] \$130 ;
-  wire [6:0] \$131 ;
-  wire [6:0] \$132 ;
-  wire [6:0] \$133 ;
-  wire [6:0] \$134 ;
-  wire [6:0] \$135 ;
+  wire [23:0] \$130 ;
+  wire [23:0] \$131 ;
+  wire [9:0] \$132 ;
+  wire [9:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
-  wire \$14 ;
+  wire [34:0] \$138 ;
+  wire [9:0] \$139 ;
+  wire [50:0] \$14 ;
   wire \$140 ;
   wire \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
+  wire [35:0] \$144 ;
+  wire [9:0] \$145 ;
+  wire [5:0] \$146 ;
+  wire [7:0] \$147 ;
   wire \$148 ;
   wire \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
+  wire [35:0] \$15 ;
+  wire [8:0] \$150 ;
+  wire [8:0] \$151 ;
   wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
+  wire [51:0] \$153 ;
+  wire [51:0] \$154 ;
   wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  wire [6:0] \$16 ;
-  wire \$160 ;
+  wire [46:0] \$156 ;
+  wire [31:0] \$157 ;
+  wire [31:0] \$158 ;
+  wire [47:0] \$159 ;
+  wire \$16 ;
+  wire [48:0] \$160 ;
   wire \$161 ;
-  wire [6:0] \$162 ;
-  wire [6:0] \$163 ;
-  wire [6:0] \$164 ;
+  wire [35:0] \$162 ;
+  wire [35:0] \$163 ;
+  wire [41:0] \$164 ;
   wire \$165 ;
-  wire [6:0] \$166 ;
-  wire [6:0] \$167 ;
-  wire [6:0] \$168 ;
-  wire [6:0] \$169 ;
-  wire [6:0] \$17 ;
+  wire \$166 ;
+  wire [40:0] \$167 ;
+  wire [40:0] \$168 ;
+  wire \$169 ;
+  wire [18:0] \$17 ;
   wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire [6:0] \$174 ;
-  wire [6:0] \$175 ;
-  wire [6:0] \$176 ;
-  wire \$177 ;
-  wire [6:0] \$178 ;
-  wire [6:0] \$179 ;
-  wire [6:0] \$18 ;
-  wire [6:0] \$180 ;
-  wire [6:0] \$181 ;
-  wire [6:0] \$182 ;
-  wire \$183 ;
-  wire \$184 ;
+  wire [41:0] \$171 ;
+  wire [41:0] \$172 ;
+  wire [39:0] \$173 ;
+  wire \$174 ;
+  wire [35:0] \$175 ;
+  wire [35:0] \$176 ;
+  wire [39:0] \$177 ;
+  wire [40:0] \$178 ;
+  wire \$179 ;
+  wire [18:0] \$18 ;
+  wire [18:0] \$180 ;
+  wire [23:0] \$181 ;
+  wire \$182 ;
+  wire [74:0] \$183 ;
+  wire [7:0] \$184 ;
   wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
+  wire [39:0] \$186 ;
+  wire [6:0] \$187 ;
+  wire [7:0] \$188 ;
   wire \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
+  wire [7:0] \$190 ;
+  wire [8:0] \$191 ;
   wire \$192 ;
-  wire \$193 ;
-  wire [6:0] \$194 ;
-  wire [6:0] \$195 ;
-  wire [6:0] \$196 ;
-  wire \$197 ;
-  wire [6:0] \$198 ;
-  wire [6:0] \$199 ;
-  wire \$2 ;
-  wire [6:0] \$20 ;
-  wire [6:0] \$200 ;
-  wire [6:0] \$201 ;
+  wire [45:0] \$193 ;
+  wire [45:0] \$194 ;
+  wire [23:0] \$195 ;
+  wire [23:0] \$196 ;
+  wire [23:0] \$197 ;
+  wire [9:0] \$198 ;
+  wire [9:0] \$199 ;
+  wire [5:0] \$2 ;
+  wire \$20 ;
+  wire \$200 ;
+  wire \$201 ;
   wire \$202 ;
   wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire [6:0] \$206 ;
-  wire [6:0] \$207 ;
-  wire [6:0] \$208 ;
+  wire [34:0] \$204 ;
+  wire [9:0] \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
   wire \$209 ;
-  wire [6:0] \$21 ;
-  wire [6:0] \$210 ;
-  wire [6:0] \$211 ;
-  wire [6:0] \$212 ;
-  wire [6:0] \$213 ;
-  wire [6:0] \$214 ;
-  wire [6:0] \$215 ;
-  wire [6:0] \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
-  wire [6:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire [3:0] \$222 ;
-  wire [3:0] \$223 ;
-  wire [3:0] \$224 ;
-  wire [3:0] \$225 ;
-  wire \$226 ;
-  wire \$227 ;
+  wire [16:0] \$21 ;
+  wire [35:0] \$210 ;
+  wire [9:0] \$211 ;
+  wire [5:0] \$212 ;
+  wire [7:0] \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire [8:0] \$216 ;
+  wire [8:0] \$217 ;
+  wire [49:0] \$218 ;
+  wire [46:0] \$219 ;
+  wire [16:0] \$22 ;
+  wire [31:0] \$220 ;
+  wire [31:0] \$221 ;
+  wire [47:0] \$222 ;
+  wire [48:0] \$223 ;
+  wire \$224 ;
+  wire [35:0] \$225 ;
+  wire [35:0] \$226 ;
+  wire [41:0] \$227 ;
   wire \$228 ;
   wire \$229 ;
-  wire [6:0] \$23 ;
-  wire [3:0] \$230 ;
-  wire [3:0] \$231 ;
-  wire [3:0] \$232 ;
+  wire \$23 ;
+  wire [40:0] \$230 ;
+  wire [40:0] \$231 ;
+  wire \$232 ;
   wire \$233 ;
-  wire [3:0] \$234 ;
-  wire [3:0] \$235 ;
-  wire [3:0] \$236 ;
-  wire [3:0] \$237 ;
-  wire [5:0] \$238 ;
-  wire [5:0] \$239 ;
-  wire [6:0] \$24 ;
-  wire [73:0] \$240 ;
-  wire [79:0] \$241 ;
-  wire [46:0] \$242 ;
-  wire [57:0] \$243 ;
-  wire \$244 ;
-  wire [16:0] \$245 ;
-  wire [16:0] \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire [29:0] \$249 ;
-  wire \$25 ;
-  wire [29:0] \$250 ;
-  wire \$251 ;
-  wire [73:0] \$252 ;
-  wire [58:0] \$253 ;
-  wire \$254 ;
-  wire [16:0] \$255 ;
-  wire [16:0] \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire [24:0] \$259 ;
-  wire \$26 ;
-  wire [24:0] \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  wire [41:0] \$234 ;
+  wire [41:0] \$235 ;
+  wire [39:0] \$236 ;
+  wire \$237 ;
+  wire [35:0] \$238 ;
+  wire [35:0] \$239 ;
+  wire \$24 ;
+  wire [39:0] \$240 ;
+  wire [40:0] \$241 ;
+  wire \$242 ;
+  wire [18:0] \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg [6:0] \$246 ;
+  reg [50:0] \$247 ;
+  reg [50:0] \$248 ;
+  reg \$249 ;
+  wire [18:0] \$25 ;
+  reg \$250 ;
+  reg [16:0] \$251 ;
+  reg \$252 ;
+  reg [45:0] \$253 ;
+  reg [73:0] \$254 ;
+  reg [17:0] \$255 ;
+  reg [13:0] \$256 ;
+  reg [39:0] \$257 ;
+  reg [73:0] \$258 ;
+  reg [38:0] \$259 ;
+  wire [18:0] \$26 ;
+  reg [5:0] \$260 ;
+  reg [6:0] \$261 ;
+  reg [6:0] \$262 ;
+  reg [8:0] \$263 ;
+  reg \$264 ;
+  reg [23:0] \$265 ;
+  reg [34:0] \$266 ;
+  reg [4:0] \$267 ;
+  reg \$268 ;
+  reg [4:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
+  reg [49:0] \$270 ;
+  reg [36:0] \$271 ;
+  reg [40:0] \$272 ;
+  reg [41:0] \$273 ;
+  reg [38:0] \$274 ;
+  reg [38:0] \$275 ;
+  reg [21:0] \$276 ;
+  reg [38:0] \$277 ;
+  reg [38:0] \$278 ;
+  reg [21:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
+  reg \$280 ;
+  reg \$281 ;
+  reg [17:0] \$282 ;
+  reg [17:0] \$283 ;
   wire \$29 ;
-  wire \$290 ;
-  wire \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire \$297 ;
-  wire \$298 ;
-  wire \$299 ;
-  wire \$3 ;
+  wire [50:0] \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire [74:0] \$314 ;
-  wire [74:0] \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire [127:0] \$318 ;
-  wire [127:0] \$319 ;
   wire \$32 ;
-  wire [127:0] \$320 ;
-  wire \$321 ;
-  wire [8:0] \$322 ;
-  wire \$323 ;
-  wire [10:0] \$324 ;
-  wire [10:0] \$325 ;
-  wire \$326 ;
-  wire [10:0] \$327 ;
-  wire \$328 ;
-  wire [10:0] \$329 ;
   wire \$33 ;
-  wire [10:0] \$330 ;
-  wire \$331 ;
-  wire [10:0] \$332 ;
-  wire [10:0] \$333 ;
-  wire [10:0] \$334 ;
-  wire [10:0] \$335 ;
-  wire [70:0] \$336 ;
-  wire \$337 ;
-  wire [9:0] \$338 ;
-  wire [10:0] \$339 ;
   wire \$34 ;
-  wire [11:0] \$340 ;
-  wire [70:0] \$341 ;
-  wire [46:0] \$342 ;
-  wire [31:0] \$343 ;
-  wire [31:0] \$344 ;
-  wire [47:0] \$345 ;
-  wire \$346 ;
-  wire [74:0] \$347 ;
-  wire [74:0] \$348 ;
-  wire \$349 ;
   wire \$35 ;
-  wire [62:0] \$350 ;
-  wire [56:0] \$351 ;
-  wire [8:0] \$352 ;
-  wire \$353 ;
-  wire [10:0] \$354 ;
-  wire [10:0] \$355 ;
-  wire \$356 ;
-  wire [10:0] \$357 ;
-  wire \$358 ;
-  wire [10:0] \$359 ;
   wire \$36 ;
-  wire [10:0] \$360 ;
-  wire \$361 ;
-  wire [10:0] \$362 ;
-  wire [10:0] \$363 ;
-  wire [10:0] \$364 ;
-  wire [10:0] \$365 ;
-  wire [70:0] \$366 ;
-  wire \$367 ;
-  wire [9:0] \$368 ;
-  wire [10:0] \$369 ;
   wire \$37 ;
-  wire [11:0] \$370 ;
-  wire [70:0] \$371 ;
-  wire [46:0] \$372 ;
-  wire [31:0] \$373 ;
-  wire [31:0] \$374 ;
-  wire [47:0] \$375 ;
-  wire [72:0] \$376 ;
-  wire [62:0] \$377 ;
-  reg \$378 ;
-  reg \$379 ;
   wire \$38 ;
-  reg [5:0] \$380 ;
-  reg [73:0] \$381 ;
-  reg [73:0] \$382 ;
-  reg \$383 ;
-  reg \$384 ;
-  reg [16:0] \$385 ;
-  reg \$386 ;
-  reg [45:0] \$387 ;
-  reg [73:0] \$388 ;
-  reg [6:0] \$389 ;
   wire \$39 ;
-  reg [73:0] \$390 ;
-  reg \$391 ;
-  reg [24:0] \$392 ;
-  reg [41:0] \$393 ;
-  reg [55:0] \$394 ;
-  reg [9:0] \$395 ;
-  reg [3:0] \$396 ;
-  reg [3:0] \$397 ;
-  reg [9:0] \$398 ;
-  reg [70:0] \$399 ;
-  wire \$4 ;
+  wire [47:0] \$4 ;
   wire \$40 ;
-  reg [6:0] \$400 ;
-  reg [4:0] \$401 ;
-  reg [41:0] \$402 ;
-  reg [57:0] \$403 ;
-  reg [72:0] \$404 ;
-  reg [61:0] \$405 ;
-  reg [57:0] \$406 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
@@ -1027,7 +916,7 @@ module \hwnorm_mad_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
+  wire [46:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -1038,7 +927,7 @@ module \hwnorm_mad_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [50:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -1049,7 +938,7 @@ module \hwnorm_mad_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [47:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -1063,35 +952,38 @@ module \hwnorm_mad_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done
   wire \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [6:0] \$82 ;
-  wire [6:0] \$83 ;
-  wire [6:0] \$84 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
-  wire [6:0] \$86 ;
-  wire [6:0] \$87 ;
-  wire [6:0] \$88 ;
-  wire [6:0] \$89 ;
-  wire \$9 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire [16:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
-  wire [6:0] \$94 ;
-  wire [6:0] \$95 ;
-  wire [6:0] \$96 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
   wire \$97 ;
-  wire [6:0] \$98 ;
-  wire [6:0] \$99 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [47:0] a;
-  output [41:0] \a$32 ;
-  reg [41:0] \a$32  = 42'h00000000000;
+  output [21:0] \a$62 ;
+  reg [21:0] \a$62  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
   reg [34:0] b;
-  output [57:0] \b$57 ;
-  reg [57:0] \b$57  = 58'h000000000000000;
+  output [38:0] \b$61 ;
+  reg [38:0] \b$61  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
+  wire [4:0] \beta_shift$2 ;
   reg [83:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [12:0] c_hi;
   wire [12:0] c_hi;
   input [174:0] chan;
@@ -1107,501 +999,381 @@ module \hwnorm_mad_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [73:0] den;
-  reg [73:0] den = 74'h0000000000000000000;
-  reg [73:0] \den$17 ;
-  wire [6:0] den_lead;
-  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg [23:0] den;
+  output [73:0] \den$44 ;
+  reg [73:0] \den$44  = 74'h0000000000000000000;
+  reg [73:0] den_norm = 74'h0000000000000000000;
+  reg [6:0] den_zeros = 7'h00;
+  reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num = 74'h0000000000000000000;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$41 ;
-  wire \done$44 ;
+  wire \done$39 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [16:0] floor_mean;
   reg [16:0] floor_mean = 17'h00000;
-  reg [5:0] fsm_state = 6'h00;
-  reg [55:0] km = 56'h00000000000000;
-  reg [70:0] km_pre = 71'h000000000000000000;
-  reg [6:0] lead = 7'h00;
-  reg [57:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [17:0] floor_q = 18'h00000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
+  reg [34:0] lo_init;
+  reg [6:0] loop_n = 7'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$23 ;
+  reg \neg$20 ;
+  output \neg$64 ;
+  reg \neg$64  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
   wire [83:0] p;
-  reg [72:0] \p$55  = 73'h0000000000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
-  wire [59:0] q;
-  reg [61:0] quot = 62'h0000000000000000;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [73:0] recip_rem = 74'h0000000000000000000;
-  reg [73:0] rem_init;
+  wire [36:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
+  output [17:0] q_lo;
+  reg [17:0] q_lo = 18'h00000;
+  reg [23:0] rem_init;
   input rst;
   wire rst;
   input [28:0] s_hi;
   wire [28:0] s_hi;
+  reg [4:0] scale_count = 5'h00;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  input \start$38 ;
-  wire \start$38 ;
-  reg \start$9  = 1'h0;
+  input \start$36 ;
+  wire \start$36 ;
+  reg \start$5  = 1'h0;
   reg [5:0] steps;
-  reg [5:0] \steps$24 ;
+  reg [5:0] \steps$21 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [45:0] t = 46'h000000000000;
-  reg [6:0] t_clamped = 7'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[64] | den[65];
-  assign \$2  = den[66] | den[67];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[68] | den[69];
-  assign \$5  = den[70] | den[71];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[72] | den[73];
-  assign \$9  = \$7  | \$8 ;
-  assign \$10  = den[72] | den[73];
-  assign \$11  = den[73] ? 7'h49 : 7'h48;
-  assign \$12  = den[68] | den[69];
-  assign \$13  = den[70] | den[71];
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = den[70] | den[71];
-  assign \$16  = den[71] ? 7'h47 : 7'h46;
-  assign \$17  = den[69] ? 7'h45 : 7'h44;
-  assign \$18  = \$15  ? \$16  : \$17 ;
-  assign \$19  = den[66] | den[67];
-  assign \$20  = den[67] ? 7'h43 : 7'h42;
-  assign \$21  = den[65] ? 7'h41 : 7'h40;
-  assign \$22  = \$19  ? \$20  : \$21 ;
-  assign \$23  = \$14  ? \$18  : \$22 ;
-  assign \$24  = \$10  ? \$11  : \$23 ;
-  assign \$25  = den[32] | den[33];
-  assign \$26  = den[34] | den[35];
-  assign \$27  = \$25  | \$26 ;
-  assign \$28  = den[36] | den[37];
-  assign \$29  = den[38] | den[39];
-  assign \$30  = \$28  | \$29 ;
-  assign \$31  = \$27  | \$30 ;
-  assign \$32  = den[40] | den[41];
-  assign \$33  = den[42] | den[43];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = den[44] | den[45];
-  assign \$36  = den[46] | den[47];
-  assign \$37  = \$35  | \$36 ;
-  assign \$38  = \$34  | \$37 ;
-  assign \$39  = \$31  | \$38 ;
-  assign \$40  = den[48] | den[49];
-  assign \$41  = den[50] | den[51];
-  assign \$42  = \$40  | \$41 ;
-  assign \$43  = den[52] | den[53];
-  assign \$44  = den[54] | den[55];
-  assign \$45  = \$43  | \$44 ;
-  assign \$46  = \$42  | \$45 ;
-  assign \$47  = den[56] | den[57];
-  assign \$48  = den[58] | den[59];
-  assign \$49  = \$47  | \$48 ;
-  assign \$50  = den[60] | den[61];
-  assign \$51  = den[62] | den[63];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$49  | \$52 ;
-  assign \$54  = \$46  | \$53 ;
-  assign \$55  = \$39  | \$54 ;
-  assign \$56  = den[48] | den[49];
-  assign \$57  = den[50] | den[51];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = den[52] | den[53];
-  assign \$60  = den[54] | den[55];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = \$58  | \$61 ;
-  assign \$63  = den[56] | den[57];
-  assign \$64  = den[58] | den[59];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = den[60] | den[61];
-  assign \$67  = den[62] | den[63];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$65  | \$68 ;
-  assign \$70  = \$62  | \$69 ;
-  assign \$71  = den[56] | den[57];
-  assign \$72  = den[58] | den[59];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = den[60] | den[61];
-  assign \$75  = den[62] | den[63];
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$73  | \$76 ;
-  assign \$78  = den[60] | den[61];
-  assign \$79  = den[62] | den[63];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = den[62] | den[63];
-  assign \$82  = den[63] ? 7'h3f : 7'h3e;
-  assign \$83  = den[61] ? 7'h3d : 7'h3c;
-  assign \$84  = \$81  ? \$82  : \$83 ;
-  assign \$85  = den[58] | den[59];
-  assign \$86  = den[59] ? 7'h3b : 7'h3a;
-  assign \$87  = den[57] ? 7'h39 : 7'h38;
-  assign \$88  = \$85  ? \$86  : \$87 ;
-  assign \$89  = \$80  ? \$84  : \$88 ;
-  assign \$90  = den[52] | den[53];
-  assign \$91  = den[54] | den[55];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = den[54] | den[55];
-  assign \$94  = den[55] ? 7'h37 : 7'h36;
-  assign \$95  = den[53] ? 7'h35 : 7'h34;
-  assign \$96  = \$93  ? \$94  : \$95 ;
-  assign \$97  = den[50] | den[51];
-  assign \$98  = den[51] ? 7'h33 : 7'h32;
-  assign \$99  = den[49] ? 7'h31 : 7'h30;
-  assign \$100  = \$97  ? \$98  : \$99 ;
-  assign \$101  = \$92  ? \$96  : \$100 ;
-  assign \$102  = \$77  ? \$89  : \$101 ;
-  assign \$103  = den[40] | den[41];
-  assign \$104  = den[42] | den[43];
-  assign \$105  = \$103  | \$104 ;
-  assign \$106  = den[44] | den[45];
-  assign \$107  = den[46] | den[47];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$105  | \$108 ;
-  assign \$110  = den[44] | den[45];
-  assign \$111  = den[46] | den[47];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = den[46] | den[47];
-  assign \$114  = den[47] ? 7'h2f : 7'h2e;
-  assign \$115  = den[45] ? 7'h2d : 7'h2c;
-  assign \$116  = \$113  ? \$114  : \$115 ;
-  assign \$117  = den[42] | den[43];
-  assign \$118  = den[43] ? 7'h2b : 7'h2a;
-  assign \$119  = den[41] ? 7'h29 : 7'h28;
-  assign \$120  = \$117  ? \$118  : \$119 ;
-  assign \$121  = \$112  ? \$116  : \$120 ;
-  assign \$122  = den[36] | den[37];
-  assign \$123  = den[38] | den[39];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = den[38] | den[39];
-  assign \$126  = den[39] ? 7'h27 : 7'h26;
-  assign \$127  = den[37] ? 7'h25 : 7'h24;
-  assign \$128  = \$125  ? \$126  : \$127 ;
-  assign \$129  = den[34] | den[35];
-  assign \$130  = den[35] ? 7'h23 : 7'h22;
-  assign \$131  = den[33] ? 7'h21 : 7'h20;
-  assign \$132  = \$129  ? \$130  : \$131 ;
-  assign \$133  = \$124  ? \$128  : \$132 ;
-  assign \$134  = \$109  ? \$121  : \$133 ;
-  assign \$135  = \$70  ? \$102  : \$134 ;
-  assign \$136  = den[16] | den[17];
-  assign \$137  = den[18] | den[19];
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = den[20] | den[21];
-  assign \$140  = den[22] | den[23];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = \$138  | \$141 ;
-  assign \$143  = den[24] | den[25];
-  assign \$144  = den[26] | den[27];
-  assign \$145  = \$143  | \$144 ;
-  assign \$146  = den[28] | den[29];
-  assign \$147  = den[30] | den[31];
-  assign \$148  = \$146  | \$147 ;
-  assign \$149  = \$145  | \$148 ;
-  assign \$150  = \$142  | \$149 ;
-  assign \$151  = den[24] | den[25];
-  assign \$152  = den[26] | den[27];
-  assign \$153  = \$151  | \$152 ;
-  assign \$154  = den[28] | den[29];
-  assign \$155  = den[30] | den[31];
-  assign \$156  = \$154  | \$155 ;
-  assign \$157  = \$153  | \$156 ;
-  assign \$158  = den[28] | den[29];
-  assign \$159  = den[30] | den[31];
-  assign \$160  = \$158  | \$159 ;
-  assign \$161  = den[30] | den[31];
-  assign \$162  = den[31] ? 7'h1f : 7'h1e;
-  assign \$163  = den[29] ? 7'h1d : 7'h1c;
-  assign \$164  = \$161  ? \$162  : \$163 ;
-  assign \$165  = den[26] | den[27];
-  assign \$166  = den[27] ? 7'h1b : 7'h1a;
-  assign \$167  = den[25] ? 7'h19 : 7'h18;
-  assign \$168  = \$165  ? \$166  : \$167 ;
-  assign \$169  = \$160  ? \$164  : \$168 ;
-  assign \$170  = den[20] | den[21];
-  assign \$171  = den[22] | den[23];
-  assign \$172  = \$170  | \$171 ;
-  assign \$173  = den[22] | den[23];
-  assign \$174  = den[23] ? 7'h17 : 7'h16;
-  assign \$175  = den[21] ? 7'h15 : 7'h14;
-  assign \$176  = \$173  ? \$174  : \$175 ;
-  assign \$177  = den[18] | den[19];
-  assign \$178  = den[19] ? 7'h13 : 7'h12;
-  assign \$179  = den[17] ? 7'h11 : 7'h10;
-  assign \$180  = \$177  ? \$178  : \$179 ;
-  assign \$181  = \$172  ? \$176  : \$180 ;
-  assign \$182  = \$157  ? \$169  : \$181 ;
-  assign \$183  = den[8] | den[9];
-  assign \$184  = den[10] | den[11];
-  assign \$185  = \$183  | \$184 ;
-  assign \$186  = den[12] | den[13];
-  assign \$187  = den[14] | den[15];
-  assign \$188  = \$186  | \$187 ;
-  assign \$189  = \$185  | \$188 ;
-  assign \$190  = den[12] | den[13];
-  assign \$191  = den[14] | den[15];
-  assign \$192  = \$190  | \$191 ;
-  assign \$193  = den[14] | den[15];
-  assign \$194  = den[15] ? 7'h0f : 7'h0e;
-  assign \$195  = den[13] ? 7'h0d : 7'h0c;
-  assign \$196  = \$193  ? \$194  : \$195 ;
-  assign \$197  = den[10] | den[11];
-  assign \$198  = den[11] ? 7'h0b : 7'h0a;
-  assign \$199  = den[9] ? 7'h09 : 7'h08;
-  assign \$200  = \$197  ? \$198  : \$199 ;
-  assign \$201  = \$192  ? \$196  : \$200 ;
-  assign \$202  = den[4] | den[5];
-  assign \$203  = den[6] | den[7];
-  assign \$204  = \$202  | \$203 ;
-  assign \$205  = den[6] | den[7];
-  assign \$206  = den[7] ? 7'h07 : 7'h06;
-  assign \$207  = den[5] ? 7'h05 : 7'h04;
-  assign \$208  = \$205  ? \$206  : \$207 ;
-  assign \$209  = den[2] | den[3];
-  assign \$210  = den[3] ? 7'h03 : 7'h02;
-  assign \$211  = den[1] ? 7'h01 : 7'h00;
-  assign \$212  = \$209  ? \$210  : \$211 ;
-  assign \$213  = \$204  ? \$208  : \$212 ;
-  assign \$214  = \$189  ? \$201  : \$213 ;
-  assign \$215  = \$150  ? \$182  : \$214 ;
-  assign \$216  = \$55  ? \$135  : \$215 ;
-  assign den_lead = \$9  ? \$24  : \$216 ;
-  assign \$217  = chan[9] | chan[10];
-  assign \$218  = chan[11] | chan[12];
-  assign \$219  = \$217  | \$218 ;
-  assign \$220  = \$219  | chan[13];
-  assign \$221  = chan[11] | chan[12];
-  assign \$222  = chan[12] ? 4'hb : 4'ha;
-  assign \$223  = chan[10] ? 4'h9 : 4'h8;
-  assign \$224  = \$221  ? \$222  : \$223 ;
-  assign \$225  = chan[13] ? 4'hc : \$224 ;
-  assign \$226  = chan[5] | chan[6];
-  assign \$227  = chan[7] | chan[8];
-  assign \$228  = \$226  | \$227 ;
-  assign \$229  = chan[7] | chan[8];
-  assign \$230  = chan[8] ? 4'h7 : 4'h6;
-  assign \$231  = chan[6] ? 4'h5 : 4'h4;
-  assign \$232  = \$229  ? \$230  : \$231 ;
-  assign \$233  = chan[3] | chan[4];
-  assign \$234  = chan[4] ? 4'h3 : 4'h2;
-  assign \$235  = chan[2] ? 4'h1 : 4'h0;
-  assign \$236  = \$233  ? \$234  : \$235 ;
-  assign \$237  = \$228  ? \$232  : \$236 ;
-  assign count_lead = \$220  ? \$225  : \$237 ;
-  assign \$238  = sh + 1'h0;
-  assign \$239  = sh + 1'h0;
-  assign \$243  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$244  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$245  = - $signed(chan[102:87]);
-  assign \$246  = \$244  ? \$245  : { chan[102], chan[102:87] };
-  assign \$247  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$248  = $signed(sum) < $signed(1'h0);
-  assign \$249  = - $signed(sum);
-  assign \$250  = \$248  ? \$249  : { sum[28], sum };
-  assign \$251  = $signed(sum) < $signed(1'h0);
-  assign \$254  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$255  = - $signed(chan[102:87]);
-  assign \$256  = \$254  ? \$255  : { chan[102], chan[102:87] };
-  assign \$257  = $signed(chan[102:87]) < $signed(1'h0);
-  assign \$258  = $signed(chan[142:119]) < $signed(1'h0);
-  assign \$259  = - $signed(chan[142:119]);
-  assign \$260  = \$258  ? \$259  : { chan[142], chan[142:119] };
-  assign \$261  = $signed(chan[142:119]) < $signed(1'h0);
-  assign \$262  = ! fsm_state;
-  assign \$263  = fsm_state == 1'h1;
-  assign \$264  = fsm_state == 2'h2;
-  assign \$265  = fsm_state == 2'h3;
-  assign \$266  = fsm_state == 3'h4;
-  assign \$267  = fsm_state == 3'h5;
-  assign \$268  = fsm_state == 3'h6;
-  assign \$269  = fsm_state == 3'h7;
-  assign \$270  = fsm_state == 4'h8;
-  assign \$271  = fsm_state == 4'h9;
-  assign \$272  = fsm_state == 4'ha;
-  assign \$273  = fsm_state == 4'hb;
-  assign \$274  = fsm_state == 4'hc;
-  assign \$275  = fsm_state == 4'hd;
-  assign \$276  = fsm_state == 4'he;
-  assign \$277  = fsm_state == 4'hf;
-  assign \$278  = fsm_state == 5'h10;
-  assign \$279  = fsm_state == 5'h11;
-  assign \$280  = fsm_state == 5'h12;
-  assign \$281  = fsm_state == 5'h13;
-  assign \$282  = fsm_state == 5'h14;
-  assign \$283  = fsm_state == 5'h15;
-  assign \$284  = fsm_state == 5'h16;
-  assign \$285  = fsm_state == 5'h17;
-  assign \$286  = fsm_state == 5'h18;
-  assign \$287  = fsm_state == 5'h19;
-  assign \$288  = fsm_state == 5'h1a;
-  assign \$289  = fsm_state == 5'h1b;
-  assign \$290  = fsm_state == 5'h1c;
-  assign \$291  = fsm_state == 5'h1d;
-  assign \$292  = fsm_state == 5'h1e;
-  assign \$293  = fsm_state == 5'h1f;
-  assign \$294  = fsm_state == 6'h20;
-  assign \$295  = fsm_state == 6'h21;
-  assign \$296  = fsm_state == 6'h22;
-  assign \$297  = fsm_state == 6'h23;
-  assign \$298  = fsm_state == 6'h24;
-  assign \$299  = fsm_state == 6'h25;
-  assign \$300  = fsm_state == 6'h26;
-  assign \$301  = fsm_state == 6'h27;
-  assign \$302  = fsm_state == 6'h28;
-  assign \$303  = fsm_state == 6'h29;
-  assign \$304  = fsm_state == 6'h2a;
-  assign \$305  = fsm_state == 6'h2b;
-  assign \$306  = fsm_state == 6'h2c;
-  assign \$307  = fsm_state == 6'h2d;
-  assign \$308  = fsm_state == 6'h2e;
-  assign \$309  = fsm_state == 6'h2f;
-  assign \$310  = fsm_state == 6'h30;
-  assign \$311  = fsm_state == 6'h31;
-  assign \$312  = fsm_state == 6'h32;
-  assign \$313  = $signed(div_num) < $signed(1'h0);
-  assign \$314  = - $signed(div_num);
-  assign \$315  = \$313  ? \$314  : { div_num[73], div_num };
-  assign \$316  = $signed(div_num) < $signed(1'h0);
-  assign \$317  = ! lead;
-  assign \$318  = 1'h1 << lead;
-  assign \$320  = \$317  ? 128'h00000000000000000000000000000000 : \$319 ;
-  assign \$321  = ! lead;
-  assign \$322  = lead + 9'h1f5;
-  assign \$323  = $signed(sh0) < $signed(4'h4);
-  assign \$324  = $signed(4'h4) - $signed(sh0);
-  assign \$325  = \$323  ? \$324  : 11'h000;
-  assign \$326  = $signed(sh0) < $signed(4'h4);
-  assign \$327  = $signed(sh0) - $signed(6'h15);
-  assign \$328  = $signed(\$327 ) > $signed({ 1'h0, tk });
-  assign \$329  = $signed(sh0) - $signed(6'h15);
-  assign \$330  = $signed(sh0) - $signed(4'h4);
-  assign \$331  = $signed(\$330 ) < $signed({ 1'h0, tk });
-  assign \$332  = $signed(sh0) - $signed(4'h4);
-  assign \$333  = \$331  ? \$332  : { 7'h00, tk };
-  assign \$334  = \$328  ? \$329  : \$333 ;
-  assign \$335  = \$326  ? 11'h000 : \$334 ;
-  assign \$336  = $signed(km) << pre;
-  assign \$337  = tsh > 7'h47;
-  assign \$338  = \$337  ? 10'h047 : tsh;
-  assign \$339  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$340  = $signed(\$339 ) - $signed({ 1'h0, tsh });
-  assign \$341  = $signed(km_pre) >>> t_clamped;
-  assign \$342  = $signed(chan[118:103]) << \$238 [4:0];
-  assign \$343  = 1'h1 << sh;
-  assign \$345  = $signed(\$342 ) + $signed({ 1'h0, \$344  });
-  assign \$346  = $signed(div_num) < $signed(1'h0);
-  assign \$347  = - $signed(div_num);
-  assign \$348  = \$346  ? \$347  : { div_num[73], div_num };
-  assign \$349  = $signed(div_num) < $signed(1'h0);
-  assign \$350  = $signed(bias) - $signed(quot);
-  assign \$352  = $signed(6'h10) - $signed(chan[174:167]);
-  assign \$353  = $signed(sh0) < $signed(4'h4);
-  assign \$354  = $signed(4'h4) - $signed(sh0);
-  assign \$355  = \$353  ? \$354  : 11'h000;
-  assign \$356  = $signed(sh0) < $signed(4'h4);
-  assign \$357  = $signed(sh0) - $signed(6'h15);
-  assign \$358  = $signed(\$357 ) > $signed({ 1'h0, tk });
-  assign \$359  = $signed(sh0) - $signed(6'h15);
-  assign \$360  = $signed(sh0) - $signed(4'h4);
-  assign \$361  = $signed(\$360 ) < $signed({ 1'h0, tk });
-  assign \$362  = $signed(sh0) - $signed(4'h4);
-  assign \$363  = \$361  ? \$362  : { 7'h00, tk };
-  assign \$364  = \$358  ? \$359  : \$363 ;
-  assign \$365  = \$356  ? 11'h000 : \$364 ;
-  assign \$366  = $signed(km) << pre;
-  assign \$367  = tsh > 7'h47;
-  assign \$368  = \$367  ? 10'h047 : tsh;
-  assign \$369  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$370  = $signed(\$369 ) - $signed({ 1'h0, tsh });
-  assign \$371  = $signed(km_pre) >>> t_clamped;
-  assign \$372  = $signed(chan[118:103]) << \$239 [4:0];
-  assign \$373  = 1'h1 << sh;
-  assign \$375  = $signed(\$372 ) + $signed({ 1'h0, \$374  });
-  assign \$377  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$8  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$9  = - $signed(chan[102:87]);
+  assign \$10  = \$8  ? \$9  : { chan[102], chan[102:87] };
+  assign \$13  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$16  = $signed(floor_q) < $signed(1'h0);
+  assign \$17  = - $signed(floor_q);
+  assign \$18  = \$16  ? \$17  : { floor_q[17], floor_q };
+  assign \$19  = $signed(floor_q) >= $signed(1'h0);
+  assign \$20  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$21  = - $signed(chan[102:87]);
+  assign \$22  = \$20  ? \$21  : { chan[102], chan[102:87] };
+  assign \$23  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$24  = $signed(floor_q) < $signed(1'h0);
+  assign \$25  = - $signed(floor_q);
+  assign \$26  = \$24  ? \$25  : { floor_q[17], floor_q };
+  assign \$27  = $signed(floor_q) >= $signed(1'h0);
+  assign \$28  = ! fsm_state;
+  assign \$29  = fsm_state == 1'h1;
+  assign \$30  = fsm_state == 2'h2;
+  assign \$31  = fsm_state == 2'h3;
+  assign \$32  = fsm_state == 3'h4;
+  assign \$33  = fsm_state == 3'h5;
+  assign \$34  = fsm_state == 3'h6;
+  assign \$35  = fsm_state == 3'h7;
+  assign \$36  = fsm_state == 4'h8;
+  assign \$37  = fsm_state == 4'h9;
+  assign \$38  = fsm_state == 4'ha;
+  assign \$39  = fsm_state == 4'hb;
+  assign \$40  = fsm_state == 4'hc;
+  assign \$41  = fsm_state == 4'hd;
+  assign \$42  = fsm_state == 4'he;
+  assign \$43  = fsm_state == 4'hf;
+  assign \$44  = fsm_state == 5'h10;
+  assign \$45  = fsm_state == 5'h11;
+  assign \$46  = fsm_state == 5'h12;
+  assign \$47  = fsm_state == 5'h13;
+  assign \$48  = fsm_state == 5'h14;
+  assign \$49  = fsm_state == 5'h15;
+  assign \$50  = fsm_state == 5'h16;
+  assign \$51  = fsm_state == 5'h17;
+  assign \$52  = fsm_state == 5'h18;
+  assign \$53  = fsm_state == 5'h19;
+  assign \$54  = fsm_state == 5'h1a;
+  assign \$55  = fsm_state == 5'h1b;
+  assign \$56  = fsm_state == 5'h1c;
+  assign \$57  = fsm_state == 5'h1d;
+  assign \$58  = fsm_state == 5'h1e;
+  assign \$59  = fsm_state == 5'h1f;
+  assign \$60  = fsm_state == 6'h20;
+  assign \$61  = fsm_state == 6'h21;
+  assign \$62  = fsm_state == 6'h22;
+  assign \$63  = fsm_state == 6'h23;
+  assign \$64  = fsm_state == 6'h24;
+  assign \$65  = fsm_state == 6'h25;
+  assign \$66  = fsm_state == 6'h26;
+  assign \$67  = fsm_state == 6'h27;
+  assign \$68  = fsm_state == 6'h28;
+  assign \$69  = fsm_state == 6'h29;
+  assign \$70  = fsm_state == 6'h2a;
+  assign \$71  = fsm_state == 6'h2b;
+  assign \$72  = fsm_state == 6'h2c;
+  assign \$73  = fsm_state == 6'h2d;
+  assign \$74  = fsm_state == 6'h2e;
+  assign \$75  = fsm_state == 6'h2f;
+  assign \$76  = fsm_state == 6'h30;
+  assign \$77  = fsm_state == 6'h31;
+  assign \$78  = fsm_state == 6'h32;
+  assign \$79  = fsm_state == 6'h33;
+  assign \$80  = fsm_state == 6'h34;
+  assign \$81  = fsm_state == 6'h35;
+  assign \$82  = fsm_state == 6'h36;
+  assign \$83  = fsm_state == 6'h37;
+  assign \$84  = fsm_state == 6'h38;
+  assign \$85  = fsm_state == 6'h39;
+  assign \$86  = fsm_state == 6'h3a;
+  assign \$87  = fsm_state == 6'h3b;
+  assign \$88  = fsm_state == 6'h3c;
+  assign \$89  = fsm_state == 6'h3d;
+  assign \$90  = fsm_state == 6'h3e;
+  assign \$91  = fsm_state == 6'h3f;
+  assign \$92  = fsm_state == 7'h40;
+  assign \$93  = fsm_state == 7'h41;
+  assign \$94  = fsm_state == 7'h42;
+  assign \$95  = fsm_state == 7'h43;
+  assign \$96  = fsm_state == 7'h44;
+  assign \$97  = fsm_state == 7'h45;
+  assign \$98  = fsm_state == 7'h46;
+  assign \$99  = fsm_state == 7'h47;
+  assign \$100  = fsm_state == 7'h48;
+  assign \$101  = fsm_state == 7'h49;
+  assign \$102  = fsm_state == 7'h4a;
+  assign \$103  = fsm_state == 7'h4b;
+  assign \$104  = fsm_state == 7'h4c;
+  assign \$105  = $signed(div_num) < $signed(1'h0);
+  assign \$106  = - $signed(div_num);
+  assign \$107  = \$105  ? \$106  : { div_num[50], div_num };
+  assign \$108  = $signed(div_num) < $signed(1'h0);
+  assign \$109  = $signed(div_num) < $signed(1'h0);
+  assign \$110  = - $signed(div_num);
+  assign \$111  = \$109  ? \$110  : { div_num[50], div_num };
+  assign \$112  = $signed(div_num) < $signed(1'h0);
+  assign \$113  = ~ den_norm[73];
+  assign \$115  = den_zeros + 1'h1;
+  assign \$116  = ~ num_norm[38];
+  assign \$118  = num_zeros + 1'h1;
+  assign \$119  = loop_n + 1'h1;
+  assign \$120  = loop_n == 7'h49;
+  assign \$121  = 5'h16 + num_zeros;
+  assign \$122  = \$121  - den_zeros;
+  assign \$123  = ~ num_norm[38];
+  assign \$125  = $signed(div_num) < $signed(1'h0);
+  assign \$126  = - $signed(div_num);
+  assign \$127  = \$125  ? \$126  : { div_num[50], div_num };
+  assign \$128  = $signed(div_num) < $signed(1'h0);
+  assign \$130  = gain_q1[21] ? \$129  : gain_q1;
+  assign \$131  = gain_zero ? 24'h000000 : \$130 ;
+  assign \$132  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$133  = gain_zero ? 10'h004 : \$132 ;
+  assign \$134  = ~ gain_zero;
+  assign \$135  = $signed(gain_shift) < $signed(4'h4);
+  assign \$136  = \$134  & \$135 ;
+  assign \$137  = $signed(gain_shift) > $signed(6'h15);
+  assign \$139  = $signed(gain_shift) - $signed(2'h1);
+  assign \$140  = $signed(gain_shift) < $signed(4'h4);
+  assign \$141  = special_r & \$140 ;
+  assign \$142  = scale_count < 4'hd;
+  assign \$143  = \$141  & \$142 ;
+  assign \$145  = $signed(gain_shift) + $signed(2'h1);
+  assign \$146  = scale_count + 1'h1;
+  assign \$147  = loop_n + 1'h1;
+  assign \$148  = loop_n == 5'h15;
+  assign \$149  = $signed(gain_shift) > $signed(6'h15);
+  assign \$150  = \$149  ? 9'h015 : gain_shift;
+  assign \$151  = special_r ? 9'h004 : \$150 ;
+  assign \$152  = $signed(div_num) < $signed(1'h0);
+  assign \$153  = - $signed(div_num);
+  assign \$154  = \$152  ? \$153  : { div_num[50], div_num };
+  assign \$155  = $signed(div_num) < $signed(1'h0);
+  assign \$156  = $signed(chan[118:103]) << \$1 [4:0];
+  assign \$157  = 1'h1 << sh;
+  assign \$159  = $signed(\$156 ) + $signed({ 1'h0, \$158  });
+  assign \$160  = $signed(\$159 ) - $signed(gain_w);
+  assign \$161  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$162  = - gain_x;
+  assign \$163  = \$161  ? \$162  : { 1'h0, gain_x };
+  assign \$164  = $signed(gain_t) + $signed(\$163 );
+  assign \$165  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$166  = $signed(gain_t) > $signed(21'h080010);
+  assign \$167  = \$166  ? 41'h00000080010 : gain_t;
+  assign \$168  = \$165  ? 41'h1fffff7ffe0 : \$167 ;
+  assign \$169  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$170  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$171  = \$170  ? 42'h00000080010 : gain_t1;
+  assign \$172  = \$169  ? 42'h3fffff7ffe0 : \$171 ;
+  assign \$173  = $signed(acc1) - $signed(acc0);
+  assign \$174  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$175  = - gain_x;
+  assign \$176  = \$174  ? \$175  : { 1'h0, gain_x };
+  assign \$177  = special_r ? \$173  : { \$176 [35], \$176 [35], \$176 [35], \$176 [35], \$176  };
+  assign \$178  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$179  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$180  = $signed(floor_q) + $signed(2'h1);
+  assign \$182  = ~ den_norm[73];
+  assign \$184  = den_zeros + 1'h1;
+  assign \$185  = ~ num_norm[38];
+  assign \$187  = num_zeros + 1'h1;
+  assign \$188  = loop_n + 1'h1;
+  assign \$189  = loop_n == 6'h26;
+  assign \$190  = 8'hf7 + num_zeros;
+  assign \$191  = $signed(\$190 ) - $signed(chan[174:167]);
+  assign \$192  = ~ num_norm[38];
+  assign \$196  = gain_q1[21] ? \$195  : gain_q1;
+  assign \$197  = gain_zero ? 24'h000000 : \$196 ;
+  assign \$198  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$199  = gain_zero ? 10'h004 : \$198 ;
+  assign \$200  = ~ gain_zero;
+  assign \$201  = $signed(gain_shift) < $signed(4'h4);
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = $signed(gain_shift) > $signed(6'h15);
+  assign \$205  = $signed(gain_shift) - $signed(2'h1);
+  assign \$206  = $signed(gain_shift) < $signed(4'h4);
+  assign \$207  = special_r & \$206 ;
+  assign \$208  = scale_count < 4'hd;
+  assign \$209  = \$207  & \$208 ;
+  assign \$211  = $signed(gain_shift) + $signed(2'h1);
+  assign \$212  = scale_count + 1'h1;
+  assign \$213  = loop_n + 1'h1;
+  assign \$214  = loop_n == 5'h15;
+  assign \$215  = $signed(gain_shift) > $signed(6'h15);
+  assign \$216  = \$215  ? 9'h015 : gain_shift;
+  assign \$217  = special_r ? 9'h004 : \$216 ;
+  assign \$219  = $signed(chan[118:103]) << \$2 [4:0];
+  assign \$220  = 1'h1 << sh;
+  assign \$222  = $signed(\$219 ) + $signed({ 1'h0, \$221  });
+  assign \$223  = $signed(\$222 ) - $signed(gain_w);
+  assign \$224  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$225  = - gain_x;
+  assign \$226  = \$224  ? \$225  : { 1'h0, gain_x };
+  assign \$227  = $signed(gain_t) + $signed(\$226 );
+  assign \$228  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$229  = $signed(gain_t) > $signed(21'h080010);
+  assign \$230  = \$229  ? 41'h00000080010 : gain_t;
+  assign \$231  = \$228  ? 41'h1fffff7ffe0 : \$230 ;
+  assign \$232  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$233  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$234  = \$233  ? 42'h00000080010 : gain_t1;
+  assign \$235  = \$232  ? 42'h3fffff7ffe0 : \$234 ;
+  assign \$236  = $signed(acc1) - $signed(acc0);
+  assign \$237  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$238  = - gain_x;
+  assign \$239  = \$237  ? \$238  : { 1'h0, gain_x };
+  assign \$240  = special_r ? \$236  : { \$239 [35], \$239 [35], \$239 [35], \$239 [35], \$239  };
+  assign \$241  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$242  = $signed(chan[102:87]) < $signed(1'h0);
+  assign \$243  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$378 ;
+    pop_top <= \$244 ;
   always @(posedge clk)
-    pop_bottom <= \$379 ;
+    pop_bottom <= \$245 ;
   always @(posedge clk)
-    fsm_state <= \$380 ;
+    fsm_state <= \$246 ;
   always @(posedge clk)
-    div_num <= \$381 ;
+    div_num <= \$247 ;
   always @(posedge clk)
-    div_mag <= \$382 ;
+    div_mag <= \$248 ;
   always @(posedge clk)
-    div_neg <= \$383 ;
+    div_neg <= \$249 ;
   always @(posedge clk)
-    \start$9  <= \$384 ;
+    \start$5  <= \$250 ;
   always @(posedge clk)
-    floor_mean <= \$385 ;
+    floor_mean <= \$251 ;
   always @(posedge clk)
-    start <= \$386 ;
+    start <= \$252 ;
   always @(posedge clk)
-    t <= \$387 ;
+    t <= \$253 ;
   always @(posedge clk)
-    den <= \$388 ;
+    \den$44  <= \$254 ;
   always @(posedge clk)
-    lead <= \$389 ;
+    floor_q <= \$255 ;
   always @(posedge clk)
-    recip_rem <= \$390 ;
+    mean_rem <= \$256 ;
   always @(posedge clk)
-    recip_one <= \$391 ;
+    gain_num <= \$257 ;
   always @(posedge clk)
-    recip <= \$392 ;
+    den_norm <= \$258 ;
   always @(posedge clk)
-    m <= \$393 ;
+    num_norm <= \$259 ;
   always @(posedge clk)
-    km <= \$394 ;
+    num_zeros <= \$260 ;
   always @(posedge clk)
-    sh0 <= \$395 ;
+    den_zeros <= \$261 ;
   always @(posedge clk)
-    tk <= \$396 ;
+    loop_n <= \$262 ;
   always @(posedge clk)
-    pre <= \$397 ;
+    gain_shift <= \$263 ;
   always @(posedge clk)
-    tsh <= \$398 ;
+    gain_zero <= \$264 ;
   always @(posedge clk)
-    km_pre <= \$399 ;
+    gain_q1 <= \$265 ;
   always @(posedge clk)
-    t_clamped <= \$400 ;
+    gain_x <= \$266 ;
   always @(posedge clk)
-    sh <= \$401 ;
+    scale_count <= \$267 ;
   always @(posedge clk)
-    \a$32  <= \$402 ;
+    special_r <= \$268 ;
   always @(posedge clk)
-    bias <= \$403 ;
+    sh <= \$269 ;
   always @(posedge clk)
-    \p$55  <= \$404 ;
+    gain_p <= \$270 ;
   always @(posedge clk)
-    quot <= \$405 ;
+    gain_w <= \$271 ;
   always @(posedge clk)
-    \b$57  <= \$406 ;
+    gain_t <= \$272 ;
+  always @(posedge clk)
+    gain_t1 <= \$273 ;
+  always @(posedge clk)
+    acc0 <= \$274 ;
+  always @(posedge clk)
+    acc1 <= \$275 ;
+  always @(posedge clk)
+    a_fin <= \$276 ;
+  always @(posedge clk)
+    c_fin <= \$277 ;
+  always @(posedge clk)
+    \b$61  <= \$278 ;
+  always @(posedge clk)
+    \a$62  <= \$279 ;
+  always @(posedge clk)
+    special <= \$280 ;
+  always @(posedge clk)
+    \neg$64  <= \$281 ;
+  always @(posedge clk)
+    q_lo <= \$282 ;
+  always @(posedge clk)
+    q_hi <= \$283 ;
   \hwnorm_mad_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$17 ),
-    .done(\done$41 ),
+    .\den$13 (den),
+    .done(\done$39 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
+    .start(\start$5 ),
     .steps(steps)
   );
   \hwnorm_mad_s16.math.mul  mul (
@@ -1609,3261 +1381,6420 @@ module \hwnorm_mad_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$44 ),
-    .\neg$12 (\neg$23 ),
+    .done(\done$42 ),
+    .\neg$12 (\neg$20 ),
     .p(p),
     .rst(rst),
     .start(start),
-    .steps(\steps$24 )
+    .steps(\steps$21 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 74'h0000000000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          rem_init = \$240 ;
-      6'h07:
+      7'h06:
+          rem_init = \$3 [23:0];
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          rem_init = recip_rem;
-      6'h15:
+      7'h14:
+          rem_init = \$6 [23:0];
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          rem_init = \$11 [23:0];
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
-          rem_init = \$252 ;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          rem_init = \$14 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 58'h000000000000000;
+    lo_init = 35'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          lo_init = \$241 [57:0];
-      6'h07:
+      7'h06:
+          lo_init = \$4 [34:0];
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          lo_init = \$243 ;
-      6'h15:
+      7'h14:
+          lo_init = \$7 [34:0];
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          lo_init = \$12 [34:0];
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
-          lo_init = \$253 [57:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          lo_init = \$15 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           neg = div_neg;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          neg = 1'h0;
-      6'h15:
+      7'h14:
+          neg = div_neg;
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          neg = div_neg;
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
           neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$17  = 74'h0000000000000000000;
+    den = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          \den$17  = { 61'h0000000000000000, chan[13:1] };
-      6'h07:
+      7'h06:
+          den = { 11'h000, chan[13:1] };
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          \den$17  = den;
-      6'h15:
+      7'h14:
+          den = { 11'h000, chan[13:1] };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          den = den_norm[73:50];
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
-          \den$17  = { 61'h0000000000000000, chan[13:1] };
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 6'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           steps = 6'h11;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          steps = 6'h18;
-      6'h15:
+      7'h14:
+          steps = 6'h11;
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          steps = 6'h16;
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
-          steps = 6'h3a;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          steps = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 48'h000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           a = { s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi[28], s_hi };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           a = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
-          a = { \$242 [46], \$242  };
-      6'h11:
+      7'h10:
+          a = { \$5 [46], \$5  };
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          a = { 23'h000000, recip };
-      6'h18:
+      7'h17:
+          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m };
-      6'h1b:
+      7'h1a:
+          a = { \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10 [16], \$10  };
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
-          a = { \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32  };
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h03:
+      7'h27:
           /* empty */;
-      6'h28:
-          a = { 24'h000000, chan[166:143] };
-      6'h29:
+      7'h28:
+          a = { 13'h0000, gain_x };
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
-          a = { \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32  };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          a = { \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22 [16], \$22  };
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          a = { 13'h0000, gain_x };
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 35'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           b = { 22'h000000, chan[13:1] };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           b = { 22'h000000, c_hi };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           b = chan[48:14];
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          b = { \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246 [16], \$246  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
+      7'h17:
           b = { 22'h000000, chan[13:1] };
-      6'h1b:
+      7'h18:
           /* empty */;
-      6'h1c:
+      7'h19:
           /* empty */;
-      6'h1d:
+      7'h1a:
+          b = { 22'h000000, chan[13:1] };
+      7'h1b:
           /* empty */;
-      6'h1e:
+      7'h1c:
           /* empty */;
-      6'h1f:
+      7'h1d:
           /* empty */;
-      6'h20:
+      7'h1e:
           /* empty */;
-      6'h21:
-          b = { \$250 [29], \$250 [29], \$250 [29], \$250 [29], \$250 [29], \$250  };
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h23:
+      7'h20:
           /* empty */;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
           /* empty */;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
           /* empty */;
-      6'h03:
+      7'h25:
           /* empty */;
-      6'h28:
-          b = { \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256 [16], \$256  };
-      6'h29:
+      7'h26:
           /* empty */;
-      6'h2a:
+      7'h27:
           /* empty */;
-      6'h2b:
+      7'h28:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h29:
           /* empty */;
-      6'h2c:
+      7'h2a:
           /* empty */;
-      6'h2d:
+      7'h2b:
           /* empty */;
-      6'h2e:
+      7'h2c:
           /* empty */;
-      6'h2f:
-          b = { \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260 [24], \$260  };
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          b = { \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18 [18], \$18  };
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          b = { 11'h000, chan[166:143] };
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          b = { \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26 [18], \$26  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     c = 84'h000000000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           c = 84'h000000000000000000000;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           c = { t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           c = { 46'h000000000000, chan[86:49] };
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
           c = 84'h000000000000000000000;
-      6'h18:
+      7'h1b:
           /* empty */;
-      6'h19:
+      7'h1c:
           /* empty */;
-      6'h1a:
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
           c = 84'h000000000000000000000;
-      6'h1b:
+      7'h29:
           /* empty */;
-      6'h1c:
+      7'h2a:
           /* empty */;
-      6'h1d:
+      7'h2b:
           /* empty */;
-      6'h1e:
+      7'h2c:
           /* empty */;
-      6'h1f:
+      7'h2d:
           /* empty */;
-      6'h20:
+      7'h2e:
           /* empty */;
-      6'h21:
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
           c = 84'h000000000000000000000;
-      6'h22:
+      7'h38:
           /* empty */;
-      6'h23:
+      7'h39:
           /* empty */;
-      6'h24:
+      7'h3a:
           /* empty */;
-      6'h25:
+      7'h3b:
           /* empty */;
-      6'h26:
+      7'h3c:
           /* empty */;
-      6'h27:
+      7'h3d:
           /* empty */;
-      6'h03:
+      7'h3e:
           /* empty */;
-      6'h28:
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
           c = 84'h000000000000000000000;
-      6'h29:
+      7'h43:
           /* empty */;
-      6'h2a:
+      7'h44:
           /* empty */;
-      6'h2b:
+      7'h45:
           /* empty */;
-      6'h2c:
+      7'h46:
           /* empty */;
-      6'h2d:
+      7'h47:
           /* empty */;
-      6'h2e:
+      7'h48:
           /* empty */;
-      6'h2f:
-          c = 84'h000000000000000000000;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$23  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          \neg$23  = 1'h0;
-      6'h0b:
+      7'h0a:
+          \neg$20  = 1'h0;
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          \neg$23  = 1'h1;
-      6'h0e:
+      7'h0d:
+          \neg$20  = 1'h1;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
-          \neg$23  = 1'h0;
-      6'h11:
+      7'h10:
+          \neg$20  = 1'h0;
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          \neg$23  = \$247 ;
-      6'h18:
+      7'h17:
+          \neg$20  = 1'h1;
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
-          \neg$23  = 1'h0;
-      6'h1b:
+      7'h1a:
+          \neg$20  = 1'h0;
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
-          \neg$23  = \$251 ;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h03:
+      7'h27:
           /* empty */;
-      6'h28:
-          \neg$23  = \$257 ;
-      6'h29:
+      7'h28:
+          \neg$20  = \$13 ;
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
-          \neg$23  = \$261 ;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \neg$20  = \$19 ;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \neg$20  = 1'h0;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \neg$20  = \$23 ;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \neg$20  = \$27 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$24  = 6'h00;
+    \steps$21  = 6'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          \steps$24  = 6'h0d;
-      6'h0b:
+      7'h0a:
+          \steps$21  = 6'h0d;
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          \steps$24  = 6'h0d;
-      6'h0e:
+      7'h0d:
+          \steps$21  = 6'h0d;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
-          \steps$24  = 6'h23;
-      6'h11:
+      7'h10:
+          \steps$21  = 6'h23;
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          \steps$24  = 6'h10;
-      6'h18:
+      7'h17:
+          \steps$21  = 6'h0d;
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
-          \steps$24  = 6'h0d;
-      6'h1b:
+      7'h1a:
+          \steps$21  = 6'h0d;
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
-          \steps$24  = 6'h1d;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h03:
+      7'h27:
           /* empty */;
-      6'h28:
-          \steps$24  = 6'h10;
-      6'h29:
+      7'h28:
+          \steps$21  = 6'h0d;
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
-          \steps$24  = 6'h18;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \steps$21  = 6'h11;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \steps$21  = 6'h18;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \steps$21  = 6'h08;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \steps$21  = 6'h11;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h2e:
+      7'h2f:
           /* empty */;
-      6'h2f:
+      7'h30:
           /* empty */;
-      6'h30:
+      7'h31:
           /* empty */;
-      6'h31:
+      7'h32:
           /* empty */;
-      6'h32:
+      7'h33:
           /* empty */;
-      6'h08:
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h08:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = 1'h0;
+    \$244  = 1'h0;
     if (rst) begin
-      \$378  = 1'h0;
+      \$244  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = 1'h0;
+    \$245  = 1'h0;
     if (rst) begin
-      \$379  = 1'h0;
+      \$245  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = fsm_state;
+    \$246  = fsm_state;
     casez (fsm_state)
-      6'h00:
-          if (\start$38 ) begin
+      7'h00:
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$380  = 6'h01;
+                  \$246  = 7'h01;
               2'h1:
-                  \$380  = 6'h02;
+                  \$246  = 7'h02;
               2'h2:
-                  \$380  = 6'h03;
+                  \$246  = 7'h03;
             endcase
           end
-      6'h01:
-          \$380  = 6'h04;
-      6'h04:
-          \$380  = 6'h05;
-      6'h05:
-          \$380  = 6'h06;
-      6'h06:
-          \$380  = 6'h07;
-      6'h07:
-          if (\done$41 ) begin
-            \$380  = 6'h08;
+      7'h01:
+          \$246  = 7'h04;
+      7'h04:
+          \$246  = 7'h05;
+      7'h05:
+          \$246  = 7'h06;
+      7'h06:
+          \$246  = 7'h07;
+      7'h07:
+          if (\done$39 ) begin
+            \$246  = 7'h08;
           end
-      6'h02:
-          \$380  = 6'h09;
-      6'h09:
-          \$380  = 6'h0a;
-      6'h0a:
-          \$380  = 6'h0b;
-      6'h0b:
-          if (\done$44 ) begin
-            \$380  = 6'h0c;
+      7'h02:
+          \$246  = 7'h09;
+      7'h09:
+          \$246  = 7'h0a;
+      7'h0a:
+          \$246  = 7'h0b;
+      7'h0b:
+          if (\done$42 ) begin
+            \$246  = 7'h0c;
           end
-      6'h0c:
-          \$380  = 6'h0d;
-      6'h0d:
-          \$380  = 6'h0e;
-      6'h0e:
-          if (\done$44 ) begin
-            \$380  = 6'h0f;
+      7'h0c:
+          \$246  = 7'h0d;
+      7'h0d:
+          \$246  = 7'h0e;
+      7'h0e:
+          if (\done$42 ) begin
+            \$246  = 7'h0f;
           end
-      6'h0f:
-          \$380  = 6'h10;
-      6'h10:
-          \$380  = 6'h11;
-      6'h11:
-          if (\done$44 ) begin
-            \$380  = 6'h12;
+      7'h0f:
+          \$246  = 7'h10;
+      7'h10:
+          \$246  = 7'h11;
+      7'h11:
+          if (\done$42 ) begin
+            \$246  = 7'h12;
           end
-      6'h12:
-          \$380  = 6'h13;
-      6'h13:
-          \$380  = 6'h14;
-      6'h14:
-          \$380  = 6'h15;
-      6'h15:
-          if (\done$41 ) begin
-            \$380  = 6'h16;
+      7'h12:
+          \$246  = 7'h13;
+      7'h13:
+          \$246  = 7'h14;
+      7'h14:
+          \$246  = 7'h15;
+      7'h15:
+          if (\done$39 ) begin
+            \$246  = 7'h16;
           end
-      6'h16:
-          \$380  = 6'h17;
-      6'h17:
-          \$380  = 6'h18;
-      6'h18:
-          if (\done$44 ) begin
-            \$380  = 6'h19;
+      7'h16:
+          \$246  = 7'h17;
+      7'h17:
+          \$246  = 7'h18;
+      7'h18:
+          if (\done$42 ) begin
+            \$246  = 7'h19;
           end
-      6'h19:
-          \$380  = 6'h1a;
-      6'h1a:
-          \$380  = 6'h1b;
-      6'h1b:
-          if (\done$44 ) begin
-            \$380  = 6'h1c;
+      7'h19:
+          \$246  = 7'h1a;
+      7'h1a:
+          \$246  = 7'h1b;
+      7'h1b:
+          if (\done$42 ) begin
+            \$246  = 7'h1c;
           end
-      6'h1c:
-          \$380  = 6'h1d;
-      6'h1d:
-          \$380  = 6'h1e;
-      6'h1e:
-          \$380  = 6'h1f;
-      6'h1f:
-          \$380  = 6'h20;
-      6'h20:
-          \$380  = 6'h21;
-      6'h21:
-          \$380  = 6'h22;
-      6'h22:
-          if (\done$44 ) begin
-            \$380  = 6'h23;
+      7'h1c:
+          \$246  = 7'h1d;
+      7'h1d:
+          if (\$120 ) begin
+            \$246  = 7'h1e;
           end
-      6'h23:
-          \$380  = 6'h24;
-      6'h24:
-          \$380  = 6'h25;
-      6'h25:
-          \$380  = 6'h26;
-      6'h26:
-          if (\done$41 ) begin
-            \$380  = 6'h27;
+      7'h1e:
+          \$246  = 7'h1f;
+      7'h1f:
+          \$246  = 7'h20;
+      7'h20:
+          \$246  = 7'h21;
+      7'h21:
+          \$246  = 7'h22;
+      7'h22:
+          if (\done$39 ) begin
+            \$246  = 7'h23;
           end
-      6'h27:
-          \$380  = 6'h08;
-      6'h03:
-          \$380  = 6'h28;
-      6'h28:
-          \$380  = 6'h29;
-      6'h29:
-          if (\done$44 ) begin
-            \$380  = 6'h2a;
+      7'h23:
+          \$246  = 7'h24;
+      7'h24:
+          \$246  = 7'h25;
+      7'h25:
+          if (\$148 ) begin
+            \$246  = 7'h26;
           end
-      6'h2a:
-          \$380  = 6'h2b;
-      6'h2b:
-          \$380  = 6'h2c;
-      6'h2c:
-          \$380  = 6'h2d;
-      6'h2d:
-          \$380  = 6'h2e;
-      6'h2e:
-          \$380  = 6'h2f;
-      6'h2f:
-          \$380  = 6'h30;
-      6'h30:
-          if (\done$44 ) begin
-            \$380  = 6'h31;
+      7'h26:
+          \$246  = 7'h27;
+      7'h27:
+          \$246  = 7'h28;
+      7'h28:
+          \$246  = 7'h29;
+      7'h29:
+          if (\done$42 ) begin
+            \$246  = 7'h2a;
           end
-      6'h31:
-          \$380  = 6'h32;
-      6'h32:
-          \$380  = 6'h08;
-      6'h08:
-          \$380  = 6'h00;
+      7'h2a:
+          \$246  = 7'h2b;
+      7'h2b:
+          \$246  = 7'h2c;
+      7'h2c:
+          \$246  = 7'h2d;
+      7'h2d:
+          if (\done$39 ) begin
+            \$246  = 7'h2e;
+          end
+      7'h2e:
+          \$246  = 7'h2f;
+      7'h2f:
+          \$246  = 7'h30;
+      7'h30:
+          \$246  = 7'h31;
+      7'h31:
+          \$246  = 7'h32;
+      7'h32:
+          \$246  = 7'h33;
+      7'h33:
+          \$246  = 7'h34;
+      7'h34:
+          if (\done$42 ) begin
+            \$246  = 7'h35;
+          end
+      7'h35:
+          \$246  = 7'h08;
+      7'h03:
+          \$246  = 7'h36;
+      7'h36:
+          \$246  = 7'h37;
+      7'h37:
+          \$246  = 7'h38;
+      7'h38:
+          if (\done$42 ) begin
+            \$246  = 7'h39;
+          end
+      7'h39:
+          \$246  = 7'h3a;
+      7'h3a:
+          if (\$189 ) begin
+            \$246  = 7'h3b;
+          end
+      7'h3b:
+          \$246  = 7'h3c;
+      7'h3c:
+          \$246  = 7'h3d;
+      7'h3d:
+          \$246  = 7'h3e;
+      7'h3e:
+          \$246  = 7'h3f;
+      7'h3f:
+          if (\$214 ) begin
+            \$246  = 7'h40;
+          end
+      7'h40:
+          \$246  = 7'h41;
+      7'h41:
+          \$246  = 7'h42;
+      7'h42:
+          \$246  = 7'h43;
+      7'h43:
+          if (\done$42 ) begin
+            \$246  = 7'h44;
+          end
+      7'h44:
+          \$246  = 7'h45;
+      7'h45:
+          \$246  = 7'h46;
+      7'h46:
+          \$246  = 7'h47;
+      7'h47:
+          \$246  = 7'h48;
+      7'h48:
+          \$246  = 7'h49;
+      7'h49:
+          \$246  = 7'h4a;
+      7'h4a:
+          \$246  = 7'h4b;
+      7'h4b:
+          if (\done$42 ) begin
+            \$246  = 7'h4c;
+          end
+      7'h4c:
+          \$246  = 7'h08;
+      7'h08:
+          \$246  = 7'h00;
     endcase
     if (rst) begin
-      \$380  = 6'h00;
+      \$246  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = div_num;
+    \$247  = div_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
-          \$381  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      6'h05:
+      7'h04:
+          \$247  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
+          \$247  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
+          \$247  = { 5'h00, \$124  };
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
-          \$381  = { \p$55 [72], \p$55  };
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$247  = { gain_p[49], gain_p };
     endcase
     if (rst) begin
-      \$381  = 74'h0000000000000000000;
+      \$247  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = div_mag;
+    \$248  = div_mag;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          \$382  = \$315 [73:0];
-      6'h06:
+      7'h05:
+          \$248  = \$107 [50:0];
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
+          \$248  = \$111 [50:0];
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
+          \$248  = \$127 [50:0];
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
-          \$382  = \$348 [73:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$248  = \$154 [50:0];
     endcase
     if (rst) begin
-      \$382  = 74'h0000000000000000000;
+      \$248  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = div_neg;
+    \$249  = div_neg;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          \$383  = \$316 ;
-      6'h06:
+      7'h05:
+          \$249  = \$108 ;
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
+          \$249  = \$112 ;
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
+          \$249  = \$128 ;
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
-          \$383  = \$349 ;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$249  = \$155 ;
     endcase
     if (rst) begin
-      \$383  = 1'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = \start$9 ;
+    \$250  = \start$5 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          \$384  = 1'h1;
-      6'h06:
-          \$384  = 1'h0;
-      6'h07:
+      7'h05:
+          \$250  = 1'h1;
+      7'h06:
+          \$250  = 1'h0;
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
-          \$384  = 1'h1;
-      6'h14:
-          \$384  = 1'h0;
-      6'h15:
+      7'h13:
+          \$250  = 1'h1;
+      7'h14:
+          \$250  = 1'h0;
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
+          \$250  = 1'h1;
+      7'h21:
+          \$250  = 1'h0;
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
-          \$384  = 1'h1;
-      6'h25:
-          \$384  = 1'h0;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$250  = 1'h1;
+      7'h2c:
+          \$250  = 1'h0;
     endcase
     if (rst) begin
-      \$384  = 1'h0;
+      \$250  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = floor_mean;
+    \$251  = floor_mean;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          if (\done$41 ) begin
-            \$385  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$385  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          \$386  = 1'h1;
-      6'h0a:
-          \$386  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$386  = 1'h1;
-      6'h0d:
-          \$386  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$386  = 1'h1;
-      6'h10:
-          \$386  = 1'h0;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$386  = 1'h1;
-      6'h17:
-          \$386  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$386  = 1'h1;
-      6'h1a:
-          \$386  = 1'h0;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$386  = 1'h1;
-      6'h21:
-          \$386  = 1'h0;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          \$386  = 1'h1;
-      6'h28:
-          \$386  = 1'h0;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$386  = 1'h1;
-      6'h2f:
-          \$386  = 1'h0;
-    endcase
-    if (rst) begin
-      \$386  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$44 ) begin
-            \$387  = p[45:0];
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$44 ) begin
-            \$387  = p[45:0];
+      7'h07:
+          if (\done$39 ) begin
+            \$251  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$387  = 46'h000000000000;
+      \$251  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = den;
+    \$252  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
+          \$252  = 1'h1;
+      7'h0a:
+          \$252  = 1'h0;
+      7'h0b:
           /* empty */;
-      6'h0a:
+      7'h0c:
+          \$252  = 1'h1;
+      7'h0d:
+          \$252  = 1'h0;
+      7'h0e:
           /* empty */;
-      6'h0b:
+      7'h0f:
+          \$252  = 1'h1;
+      7'h10:
+          \$252  = 1'h0;
+      7'h11:
           /* empty */;
-      6'h0c:
+      7'h12:
           /* empty */;
-      6'h0d:
+      7'h13:
           /* empty */;
-      6'h0e:
+      7'h14:
           /* empty */;
-      6'h0f:
+      7'h15:
           /* empty */;
-      6'h10:
+      7'h16:
+          \$252  = 1'h1;
+      7'h17:
+          \$252  = 1'h0;
+      7'h18:
           /* empty */;
-      6'h11:
-          if (\done$44 ) begin
-            \$388  = p[73:0];
+      7'h19:
+          \$252  = 1'h1;
+      7'h1a:
+          \$252  = 1'h0;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$252  = 1'h1;
+      7'h28:
+          \$252  = 1'h0;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$252  = 1'h1;
+      7'h33:
+          \$252  = 1'h0;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          \$252  = 1'h1;
+      7'h37:
+          \$252  = 1'h0;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$252  = 1'h1;
+      7'h42:
+          \$252  = 1'h0;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$252  = 1'h1;
+      7'h4a:
+          \$252  = 1'h0;
+    endcase
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          if (\done$42 ) begin
+            \$253  = p[45:0];
+          end
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          if (\done$42 ) begin
+            \$253  = p[45:0];
           end
     endcase
     if (rst) begin
-      \$388  = 74'h0000000000000000000;
+      \$253  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = lead;
+    \$254  = \den$44 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$389  = den_lead;
-    endcase
-    if (rst) begin
-      \$389  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$390  = \$320 [73:0];
-    endcase
-    if (rst) begin
-      \$390  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$391  = \$321 ;
-    endcase
-    if (rst) begin
-      \$391  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          if (\done$41 ) begin
-            \$392  = q[24:0];
+      7'h11:
+          if (\done$42 ) begin
+            \$254  = p[73:0];
           end
     endcase
     if (rst) begin
-      \$392  = 25'h0000000;
+      \$254  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = m;
+    \$255  = floor_q;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$44 ) begin
-            \$393  = p[41:0];
+      7'h15:
+          if (\done$39 ) begin
+            \$255  = q[17:0];
           end
-      6'h19:
+      7'h16:
           /* empty */;
-      6'h1a:
+      7'h17:
           /* empty */;
-      6'h1b:
+      7'h18:
           /* empty */;
-      6'h1c:
+      7'h19:
           /* empty */;
-      6'h1d:
+      7'h1a:
           /* empty */;
-      6'h1e:
+      7'h1b:
           /* empty */;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h23:
+      7'h20:
           /* empty */;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
           /* empty */;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
           /* empty */;
-      6'h03:
+      7'h25:
           /* empty */;
-      6'h28:
+      7'h26:
           /* empty */;
-      6'h29:
-          if (\done$44 ) begin
-            \$393  = p[41:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          \$255  = \$181 [17:0];
+    endcase
+    if (rst) begin
+      \$255  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          if (\done$42 ) begin
+            \$256  = p[13:0];
           end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          \$256  = { 6'h00, chan[126:119] };
     endcase
     if (rst) begin
-      \$393  = 42'h00000000000;
+      \$256  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = km;
+    \$257  = gain_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          if (\done$44 ) begin
-            \$394  = p[55:0];
+      7'h1b:
+          if (\done$42 ) begin
+            \$257  = p[39:0];
           end
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
-          \$394  = \$351 [55:0];
-    endcase
-    if (rst) begin
-      \$394  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = sh0;
-    casez (fsm_state)
-      6'h00:
+      7'h2b:
           /* empty */;
-      6'h01:
+      7'h2c:
           /* empty */;
-      6'h04:
+      7'h2d:
           /* empty */;
-      6'h05:
+      7'h2e:
           /* empty */;
-      6'h06:
+      7'h2f:
           /* empty */;
-      6'h07:
+      7'h30:
           /* empty */;
-      6'h02:
+      7'h31:
           /* empty */;
-      6'h09:
+      7'h32:
           /* empty */;
-      6'h0a:
+      7'h33:
           /* empty */;
-      6'h0b:
+      7'h34:
           /* empty */;
-      6'h0c:
+      7'h35:
           /* empty */;
-      6'h0d:
+      7'h03:
           /* empty */;
-      6'h0e:
+      7'h36:
           /* empty */;
-      6'h0f:
+      7'h37:
           /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$395  = { \$322 [8], \$322  };
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$395  = { \$352 [8], \$352  };
-    endcase
-    if (rst) begin
-      \$395  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$396  = count_lead;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$396  = 4'h8;
-    endcase
-    if (rst) begin
-      \$396  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$397  = \$325 [3:0];
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$397  = \$355 [3:0];
-    endcase
-    if (rst) begin
-      \$397  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$398  = \$335 [9:0];
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$398  = \$365 [9:0];
-    endcase
-    if (rst) begin
-      \$398  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$399  = \$336 ;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$399  = \$366 ;
-    endcase
-    if (rst) begin
-      \$399  = 71'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$400  = \$338 [6:0];
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$400  = \$368 [6:0];
-    endcase
-    if (rst) begin
-      \$400  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$401  = \$340 [4:0];
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$401  = \$370 [4:0];
-    endcase
-    if (rst) begin
-      \$401  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = \a$32 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$402  = \$341 [41:0];
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$402  = \$371 [41:0];
-    endcase
-    if (rst) begin
-      \$402  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$403  = { \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345 [47], \$345  };
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$403  = { \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375 [47], \$375  };
-    endcase
-    if (rst) begin
-      \$403  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = \p$55 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          if (\done$44 ) begin
-            \$404  = p[72:0];
-          end
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          if (\done$44 ) begin
-            \$404  = p[72:0];
+      7'h38:
+          if (\done$42 ) begin
+            \$257  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$404  = 73'h0000000000000000000;
+      \$257  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = quot;
+    \$258  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          if (\done$41 ) begin
-            \$405  = { q[59], q[59], q };
+      7'h1c:
+          \$258  = \den$44 ;
+      7'h1d:
+          if (\$113 ) begin
+            \$258  = \$114 [73:0];
           end
-      6'h27:
+      7'h1e:
           /* empty */;
-      6'h03:
+      7'h1f:
           /* empty */;
-      6'h28:
+      7'h20:
           /* empty */;
-      6'h29:
+      7'h21:
           /* empty */;
-      6'h2a:
+      7'h22:
           /* empty */;
-      6'h2b:
+      7'h23:
           /* empty */;
-      6'h2c:
+      7'h24:
           /* empty */;
-      6'h2d:
+      7'h25:
           /* empty */;
-      6'h2e:
+      7'h26:
           /* empty */;
-      6'h2f:
+      7'h27:
           /* empty */;
-      6'h30:
+      7'h28:
           /* empty */;
-      6'h31:
-          \$405  = \$376 [61:0];
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$258  = 74'h2000000000000000000;
+      7'h3a:
+          if (\$182 ) begin
+            \$258  = \$183 [73:0];
+          end
     endcase
     if (rst) begin
-      \$405  = 62'h0000000000000000;
+      \$258  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = \b$57 ;
+    \$259  = num_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          \$259  = gain_num[38:0];
+      7'h1d:
+          if (\$116 ) begin
+            \$259  = \$117 [38:0];
+          end
+      7'h1e:
           /* empty */;
-      6'h1d:
+      7'h1f:
           /* empty */;
-      6'h1e:
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
+      7'h27:
           /* empty */;
-      6'h26:
+      7'h28:
           /* empty */;
-      6'h27:
-          \$406  = \$350 [57:0];
-      6'h03:
+      7'h29:
           /* empty */;
-      6'h28:
+      7'h2a:
           /* empty */;
-      6'h29:
+      7'h2b:
           /* empty */;
-      6'h2a:
+      7'h2c:
           /* empty */;
-      6'h2b:
+      7'h2d:
           /* empty */;
-      6'h2c:
+      7'h2e:
           /* empty */;
-      6'h2d:
+      7'h2f:
           /* empty */;
-      6'h2e:
+      7'h30:
           /* empty */;
-      6'h2f:
+      7'h31:
           /* empty */;
-      6'h30:
+      7'h32:
           /* empty */;
-      6'h31:
+      7'h33:
           /* empty */;
-      6'h32:
-          \$406  = \$377 [57:0];
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$259  = gain_num[38:0];
+      7'h3a:
+          if (\$185 ) begin
+            \$259  = \$186 [38:0];
+          end
     endcase
     if (rst) begin
-      \$406  = 58'h000000000000000;
+      \$259  = 39'h0000000000;
     end
   end
-  assign beta_shift = \$238 [4:0];
-  assign \beta_shift$6  = \$239 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$260  = 6'h00;
+      7'h1d:
+          if (\$116 ) begin
+            \$260  = \$118 [5:0];
+          end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$260  = 6'h00;
+      7'h3a:
+          if (\$185 ) begin
+            \$260  = \$187 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$260  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$261  = 7'h00;
+      7'h1d:
+          if (\$113 ) begin
+            \$261  = \$115 [6:0];
+          end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$261  = 7'h00;
+      7'h3a:
+          if (\$182 ) begin
+            \$261  = \$184 [6:0];
+          end
+    endcase
+    if (rst) begin
+      \$261  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+        begin
+          \$262  = \$119 [6:0];
+          if (\$120 ) begin
+            \$262  = 7'h00;
+          end
+        end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+        begin
+          \$262  = \$147 [6:0];
+          if (\$148 ) begin
+            \$262  = 7'h00;
+          end
+        end
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          \$262  = \$188 [6:0];
+          if (\$189 ) begin
+            \$262  = 7'h00;
+          end
+        end
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+        begin
+          \$262  = \$213 [6:0];
+          if (\$214 ) begin
+            \$262  = 7'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$262  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$263  = { \$122 [7], \$122  };
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$263  = \$133 [8:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+        begin
+          if (\$137 ) begin
+            \$263  = \$139 [8:0];
+          end
+          if (\$143 ) begin
+            \$263  = \$145 [8:0];
+          end
+        end
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$263  = \$191 ;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$263  = \$199 [8:0];
+      7'h3e:
+          /* empty */;
+      7'h3f:
+        begin
+          if (\$203 ) begin
+            \$263  = \$205 [8:0];
+          end
+          if (\$209 ) begin
+            \$263  = \$211 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$263  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$264  = \$123 ;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$264  = \$192 ;
+    endcase
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          if (\done$39 ) begin
+            \$265  = q[23:0];
+          end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$265  = \$194 [23:0];
+    endcase
+    if (rst) begin
+      \$265  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$266  = { \$131 [23], \$131 [23], \$131 [23], \$131 [23], \$131 [23], \$131 [23], \$131 [23], \$131 [23], \$131 [23], \$131 [23], \$131 [23], \$131  };
+      7'h24:
+          /* empty */;
+      7'h25:
+        begin
+          if (\$137 ) begin
+            \$266  = \$138 ;
+          end
+          if (\$143 ) begin
+            \$266  = \$144 [34:0];
+          end
+        end
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$266  = { \$197 [23], \$197 [23], \$197 [23], \$197 [23], \$197 [23], \$197 [23], \$197 [23], \$197 [23], \$197 [23], \$197 [23], \$197 [23], \$197  };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+        begin
+          if (\$203 ) begin
+            \$266  = \$204 ;
+          end
+          if (\$209 ) begin
+            \$266  = \$210 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$266  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$267  = 5'h00;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$267  = \$146 [4:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$267  = 5'h00;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$267  = \$212 [4:0];
+    endcase
+    if (rst) begin
+      \$267  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$268  = \$136 ;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$268  = \$202 ;
+    endcase
+    if (rst) begin
+      \$268  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$269  = \$151 [4:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$269  = \$217 [4:0];
+    endcase
+    if (rst) begin
+      \$269  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          if (\done$42 ) begin
+            \$270  = p[49:0];
+          end
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          if (\done$42 ) begin
+            \$270  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$270  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          if (\done$39 ) begin
+            \$271  = q;
+          end
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$271  = \$218 [36:0];
+    endcase
+    if (rst) begin
+      \$271  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$272  = \$160 [40:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$272  = \$223 [40:0];
+    endcase
+    if (rst) begin
+      \$272  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$273  = \$164 ;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \$273  = \$227 ;
+    endcase
+    if (rst) begin
+      \$273  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$274  = \$168 [38:0];
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$274  = \$231 [38:0];
+    endcase
+    if (rst) begin
+      \$274  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$275  = \$172 [38:0];
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$275  = \$235 [38:0];
+    endcase
+    if (rst) begin
+      \$275  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$276  = \$177 [21:0];
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$276  = \$240 [21:0];
+    endcase
+    if (rst) begin
+      \$276  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$277  = \$178 [38:0];
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$277  = \$241 [38:0];
+    endcase
+    if (rst) begin
+      \$277  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = \b$61 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          if (\done$42 ) begin
+            \$278  = p[38:0];
+          end
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          if (\done$42 ) begin
+            \$278  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$278  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = \a$62 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$279  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$279  = a_fin;
+    endcase
+    if (rst) begin
+      \$279  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$280  = special_r;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$280  = special_r;
+    endcase
+    if (rst) begin
+      \$280  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$281  = \neg$64 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$281  = \$179 ;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$281  = \$242 ;
+    endcase
+    if (rst) begin
+      \$281  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$282  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$282  = floor_q;
+    endcase
+    if (rst) begin
+      \$282  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$283  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$283  = \$180 [17:0];
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$283  = \$243 [17:0];
+    endcase
+    if (rst) begin
+      \$283  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[48:14];
@@ -4873,67 +7804,83 @@ module \hwnorm_mad_s16.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done
   assign \chan.mean  = chan[142:119];
   assign \chan.scale_m  = chan[166:143];
   assign \chan.scale_exp  = chan[174:167];
-  assign \$240  = { 17'h00000, div_mag[73:17] };
-  assign \$241  = { 22'h000000, div_mag[16:0], 41'h00000000000 };
-  assign \$242  = { t, 1'h0 };
-  assign \$252  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$253  = { 1'h0, div_mag[57:0] };
-  assign \$319  = { 1'h0, \$318 [127:1] };
-  assign \$344  = { 1'h0, \$343 [31:1] };
-  assign \$351  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$374  = { 1'h0, \$373 [31:1] };
-  assign \$376  = { \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72], \p$55 [72:8] };
+  assign \$3  = { 17'h00000, div_mag[50:17] };
+  assign \$4  = { 13'h0000, div_mag[16:0], 18'h00000 };
+  assign \$5  = { t, 1'h0 };
+  assign \$6  = { 17'h00000, div_mag[50:17] };
+  assign \$7  = { 13'h0000, div_mag[16:0], 18'h00000 };
+  assign \$11  = { 22'h000000, div_mag[50:22] };
+  assign \$12  = { 2'h0, div_mag[21:0], 13'h0000 };
+  assign \$14  = { 35'h000000000, div_mag[50:35] };
+  assign \$15  = { 1'h0, div_mag[34:0] };
+  assign \$114  = { den_norm, 1'h0 };
+  assign \$117  = { num_norm, 1'h0 };
+  assign \$124  = { 1'h0, num_norm, 6'h00 };
+  assign \$129  = { gain_q1[23], gain_q1[23:1] };
+  assign \$138  = { 1'h0, gain_x[34:1] };
+  assign \$144  = { gain_x, 1'h0 };
+  assign \$158  = { 1'h0, \$157 [31:1] };
+  assign \$181  = { chan[142], chan[142], chan[142], chan[142], chan[142], chan[142], chan[142], chan[142], chan[142:127] };
+  assign \$183  = { den_norm, 1'h0 };
+  assign \$186  = { num_norm, 1'h0 };
+  assign \$193  = { 1'h0, num_norm, 6'h00 };
+  assign \$194  = { 23'h000000, \$193 [45:23] };
+  assign \$195  = { gain_q1[23], gain_q1[23:1] };
+  assign \$204  = { 1'h0, gain_x[34:1] };
+  assign \$210  = { gain_x, 1'h0 };
+  assign \$218  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$221  = { 1'h0, \$220 [31:1] };
 endmodule
 
 module \hwnorm_mad_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [74:0] \$1 ;
+  wire [24:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [58:0] \$13 ;
-  wire [59:0] \$14 ;
-  wire [59:0] \$15 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [73:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
-  reg [57:0] \$20 ;
-  reg [73:0] \$21 ;
+  reg [34:0] \$20 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
-  reg [57:0] \$23 ;
+  reg [34:0] \$23 ;
   reg [5:0] \$24 ;
   reg \$25 ;
-  reg [59:0] \$26 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [75:0] \$4 ;
-  wire [75:0] \$5 ;
-  wire [58:0] \$6 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
+  wire [35:0] \$6 ;
   wire \$7 ;
-  wire [58:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [35:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [73:0] den = 74'h0000000000000000000;
-  input [73:0] \den$13 ;
-  wire [73:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
-  reg [57:0] lo = 58'h000000000000000;
-  input [57:0] lo_init;
-  wire [57:0] lo_init;
+  reg [34:0] lo = 35'h000000000;
+  input [34:0] lo_init;
+  wire [34:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [59:0] q;
-  reg [59:0] q = 60'h000000000000000;
-  reg [57:0] quot = 58'h000000000000000;
-  reg [73:0] rem = 74'h0000000000000000000;
-  input [73:0] rem_init;
-  wire [73:0] rem_init;
+  output [36:0] q;
+  reg [36:0] q = 37'h0000000000;
+  reg [34:0] quot = 35'h000000000;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -4942,14 +7889,14 @@ module \hwnorm_mad_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
-  wire [74:0] trial;
-  assign trial = \$1  | { 74'h0000000000000000000, lo[57] };
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[34] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -5011,10 +7958,10 @@ module \hwnorm_mad_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [73:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 74'h0000000000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -5023,10 +7970,10 @@ module \hwnorm_mad_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [57:0];
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
-      \$20  = 58'h000000000000000;
+      \$20  = 35'h000000000;
     end
   end
   always @* begin
@@ -5036,7 +7983,7 @@ module \hwnorm_mad_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 74'h0000000000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -5053,12 +8000,12 @@ module \hwnorm_mad_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [57:0];
+      \$23  = \$8 [34:0];
     end
     if (rst) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end
   end
   always @* begin
@@ -5090,7 +8037,7 @@ module \hwnorm_mad_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 60'h000000000000000;
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -5233,65 +8180,89 @@ module \hwnorm_mad_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
   assign \$6  = { 1'h0, b_sh[34:1] };
 endmodule
 
-module \hwnorm_mad_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_mad_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
-  wire [58:0] \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire [13:0] \$29 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg [12:0] \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg [15:0] \$43 ;
-  reg [33:0] \$44 ;
-  reg [33:0] \$45 ;
-  reg [24:0] \$46 ;
-  reg [58:0] \$47 ;
-  reg [58:0] \$48 ;
-  reg [58:0] \$49 ;
+  wire [39:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [39:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [13:0] \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
   reg \$50 ;
   reg \$51 ;
-  reg [15:0] \$52 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg [12:0] \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg [15:0] \$68 ;
+  reg [33:0] \$69 ;
   wire \$7 ;
+  reg [21:0] \$70 ;
+  reg [39:0] \$71 ;
+  reg [39:0] \$72 ;
+  reg [39:0] \$73 ;
+  reg \$74 ;
+  reg \$75 ;
+  reg [15:0] \$76 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   output busy;
   wire busy;
   output ce;
@@ -5300,6 +8271,12 @@ module \hwnorm_mad_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -5308,6 +8285,8 @@ module \hwnorm_mad_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -5323,16 +8302,21 @@ module \hwnorm_mad_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -5344,36 +8328,87 @@ module \hwnorm_mad_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = under0 ? 40'hffffff8000 : q0;
+  assign \$41  = over0 ? 40'h0000007fff : \$40 ;
+  assign \$42  = ok4 ? \$41  : 40'h0000000000;
+  assign \$43  = ~ clear;
+  assign \$44  = \$43  & ce;
+  assign \$45  = v4 & ok4;
+  assign \$46  = over0 | under0;
+  assign \$47  = \$45  & \$46 ;
+  assign \$48  = sat_count + \$47 ;
   always @(posedge clk)
-    ok1 <= \$38 ;
+    v0 <= \$49 ;
   always @(posedge clk)
-    ok2 <= \$39 ;
+    v1 <= \$50 ;
   always @(posedge clk)
-    ok3 <= \$40 ;
+    v2 <= \$51 ;
   always @(posedge clk)
-    ok4 <= \$41 ;
+    v3 <= \$52 ;
   always @(posedge clk)
-    ok5 <= \$42 ;
+    v4 <= \$53 ;
   always @(posedge clk)
-    x0 <= \$43 ;
+    v5 <= \$54 ;
   always @(posedge clk)
-    p0_0 <= \$44 ;
+    sat_count <= \$55 ;
   always @(posedge clk)
-    p0_17 <= \$45 ;
+    ok0 <= \$56 ;
   always @(posedge clk)
-    p0_34 <= \$46 ;
+    ok1 <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$47 ;
+    ok2 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$48 ;
+    ok3 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$49 ;
+    ok4 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$50 ;
+    ok5 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$51 ;
+    force_hi0_0 <= \$62 ;
   always @(posedge clk)
-    o__payload <= \$52 ;
+    force_lo0_0 <= \$63 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$67 ;
+  always @(posedge clk)
+    x0 <= \$68 ;
+  always @(posedge clk)
+    p0_0 <= \$69 ;
+  always @(posedge clk)
+    p0_17 <= \$70 ;
+  always @(posedge clk)
+    acc0 <= \$71 ;
+  always @(posedge clk)
+    qs0 <= \$72 ;
+  always @(posedge clk)
+    q0 <= \$73 ;
+  always @(posedge clk)
+    over0 <= \$74 ;
+  always @(posedge clk)
+    under0 <= \$75 ;
+  always @(posedge clk)
+    o__payload <= \$76 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -5384,170 +8419,38 @@ module \hwnorm_mad_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$22  = over0 ? 59'h000000000007fff : \$21 ;
-  assign \$23  = ok4 ? \$22  : 59'h000000000000000;
-  assign \$24  = ~ clear;
-  assign \$25  = \$24  & ce;
-  assign \$26  = v4 & ok4;
-  assign \$27  = over0 | under0;
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = sat_count + \$28 ;
-  always @(posedge clk)
-    v0 <= \$30 ;
-  always @(posedge clk)
-    v1 <= \$31 ;
-  always @(posedge clk)
-    v2 <= \$32 ;
-  always @(posedge clk)
-    v3 <= \$33 ;
-  always @(posedge clk)
-    v4 <= \$34 ;
-  always @(posedge clk)
-    v5 <= \$35 ;
-  always @(posedge clk)
-    sat_count <= \$36 ;
-  always @(posedge clk)
-    ok0 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok1;
+    \$49  = v0;
     if (clear) begin
+      \$49  = 1'h0;
     end else if (ce) begin
-      \$38  = ok0;
+      \$49  = i__valid;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok2;
+    \$50  = v1;
     if (clear) begin
+      \$50  = 1'h0;
     end else if (ce) begin
-      \$39  = ok1;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok2;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok3;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok4;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = x0;
-    if (\$8 ) begin
-      \$43  = i__payload;
-    end
-    if (rst) begin
-      \$43  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = p0_0;
-    if (\$8 ) begin
-      \$44  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$44  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = p0_17;
-    if (\$8 ) begin
-      \$45  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$45  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = p0_34;
-    if (\$8 ) begin
-      \$46  = { \$11 [23], \$11  };
-    end
-    if (rst) begin
-      \$46  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = acc0;
-    if (\$8 ) begin
-      \$47  = \$17 [58:0];
-    end
-    if (rst) begin
-      \$47  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = qs0;
-    if (\$8 ) begin
-      \$48  = \$18 ;
-    end
-    if (rst) begin
-      \$48  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = q0;
-    if (\$8 ) begin
-      \$49  = qs0;
-    end
-    if (rst) begin
-      \$49  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = over0;
-    if (\$8 ) begin
-      \$50  = \$19 ;
+      \$50  = v0;
     end
     if (rst) begin
       \$50  = 1'h0;
@@ -5555,9 +8458,11 @@ module \hwnorm_mad_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = under0;
-    if (\$8 ) begin
-      \$51  = \$20 ;
+    \$51  = v2;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v1;
     end
     if (rst) begin
       \$51  = 1'h0;
@@ -5565,108 +8470,267 @@ module \hwnorm_mad_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = o__payload;
+    \$52  = v3;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v2;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = v4;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v3;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = v5;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v4;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = sat_count;
+    if (clear) begin
+      \$55  = 13'h0000;
+    end
+    if (\$44 ) begin
+      \$55  = \$48 [12:0];
+    end
+    if (rst) begin
+      \$55  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = mask;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok0;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok1;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$59  = ok2;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$60  = ok3;
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$61  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = ok4;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$62  = force_hi0_0;
     if (\$8 ) begin
-      \$52  = \$23 [15:0];
+      \$62  = \$13 ;
     end
     if (rst) begin
-      \$52  = 16'h0000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v0;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = i__valid;
+    \$63  = force_lo0_0;
+    if (\$8 ) begin
+      \$63  = \$18 ;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v1;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v0;
+    \$64  = force_hi0_1;
+    if (\$20 ) begin
+      \$64  = force_hi0_0;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v2;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v1;
+    \$65  = force_lo0_1;
+    if (\$20 ) begin
+      \$65  = force_lo0_0;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v3;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v2;
+    \$66  = force_hi0_2;
+    if (\$22 ) begin
+      \$66  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v4;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v3;
+    \$67  = force_lo0_2;
+    if (\$22 ) begin
+      \$67  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = v5;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v4;
+    \$68  = x0;
+    if (\$24 ) begin
+      \$68  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$68  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = sat_count;
-    if (clear) begin
-      \$36  = 13'h0000;
-    end
-    if (\$25 ) begin
-      \$36  = \$29 [12:0];
+    \$69  = p0_0;
+    if (\$24 ) begin
+      \$69  = { \$25 [32], \$25  };
     end
     if (rst) begin
-      \$36  = 13'h0000;
+      \$69  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = mask;
+    \$70  = p0_17;
+    if (\$24 ) begin
+      \$70  = { \$26 [20], \$26  };
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$70  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = acc0;
+    if (\$24 ) begin
+      \$71  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$71  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = qs0;
+    if (\$24 ) begin
+      \$72  = \$31 ;
+    end
+    if (rst) begin
+      \$72  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$73  = q0;
+    if (\$24 ) begin
+      \$73  = qs0;
+    end
+    if (rst) begin
+      \$73  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = over0;
+    if (\$24 ) begin
+      \$74  = \$35 ;
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = under0;
+    if (\$24 ) begin
+      \$75  = \$39 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = o__payload;
+    if (\$24 ) begin
+      \$76  = \$42 [15:0];
+    end
+    if (rst) begin
+      \$76  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -5674,9 +8738,8 @@ module \hwnorm_mad_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_mad_s16.stats_unit (clk, rst, mask, clear, valid, \second$10 , sum, s_hi, c_hi, floor_mean, x);

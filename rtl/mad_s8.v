@@ -24,31 +24,27 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
+  wire [13:0] \$28 ;
+  wire [13:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire [13:0] \$32 ;
-  wire [13:0] \$33 ;
+  wire \$32 ;
+  wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  reg [12:0] \$39 ;
+  reg [12:0] \$35 ;
+  reg [122:0] \$36 ;
+  reg [3:0] \$37 ;
   wire \$4 ;
-  reg [122:0] \$40 ;
-  reg [3:0] \$41 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [26:0] a;
-  wire [26:0] \a$27 ;
-  wire [34:0] b;
-  wire [34:0] \b$29 ;
+  wire [13:0] a;
+  wire [13:0] \a$27 ;
+  wire [22:0] b;
+  wire [22:0] \b$29 ;
   reg beat;
   wire busy;
   wire [12:0] c_hi;
@@ -89,7 +85,7 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$41 ;
+  reg \clear$49 ;
   input clk;
   wire clk;
   wire [57:0] den;
@@ -105,27 +101,33 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$49 ;
+  wire \i__ready$57 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$48 ;
+  reg \i__valid$56 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$25 ;
   reg more;
+  wire neg;
+  wire \neg$35 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$32 ;
-  wire [7:0] \o__payload$32[0] ;
+  wire [7:0] \o__payload$40 ;
+  wire [7:0] \o__payload$40[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$34 ;
+  wire \o__ready$42 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$33 ;
+  wire \o__valid$41 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$39 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$37 ;
   wire refused;
   input rst;
   wire rst;
@@ -134,6 +136,8 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   reg second;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$33 ;
   reg start;
   output [92:0] stats__payload;
   reg [92:0] stats__payload;
@@ -150,10 +154,6 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   wire [7:0] x;
   wire [7:0] \x[0] ;
   reg zero_den;
-  always @(posedge clk)
-    chan <= \$40 ;
-  always @(posedge clk)
-    fsm_state <= \$41 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = zero_den ? 58'h000000000000000 : den;
@@ -163,71 +163,79 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \$5  = ! chan__payload[66:41];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[122:115]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[122:115]) > $signed(3'h2);
+  assign \$8  = $signed(chan__payload[98:83]) < $signed(16'h8000);
+  assign \$9  = $signed(chan__payload[98:83]) > $signed(16'h7f00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[98:83]) < $signed(16'h8000);
-  assign \$13  = $signed(chan__payload[98:83]) > $signed(16'h7f00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$49  & more;
-  assign \$19  = i__valid & \i__ready$49 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = fsm_state == 4'h8;
-  assign \$30  = fsm_state == 4'h9;
-  assign \$31  = fsm_state == 4'ha;
-  assign \$32  = left - 1'h1;
-  assign \$33  = last ? 14'h0000 : \$32 ;
-  assign \$34  = i__valid & last;
-  assign \$35  = i__valid & last;
-  assign \$36  = ~ more;
-  assign \$37  = ~ busy;
-  assign \$38  = \$36  & \$37 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$57  & more;
+  assign \$15  = i__valid & \i__ready$57 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = fsm_state == 4'h8;
+  assign \$26  = fsm_state == 4'h9;
+  assign \$27  = fsm_state == 4'ha;
+  assign \$28  = left - 1'h1;
+  assign \$29  = last ? 14'h0000 : \$28 ;
+  assign \$30  = i__valid & last;
+  assign \$31  = i__valid & last;
+  assign \$32  = ~ more;
+  assign \$33  = ~ busy;
+  assign \$34  = \$32  & \$33 ;
   always @(posedge clk)
-    left <= \$39 ;
+    left <= \$35 ;
+  always @(posedge clk)
+    chan <= \$36 ;
+  always @(posedge clk)
+    fsm_state <= \$37 ;
   \hwnorm_mad_s8.math  math (
-    .\a$32 (a),
-    .\b$57 (b),
+    .\a$62 (a),
+    .\b$61 (b),
     .c_hi(c_hi),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$44 (den),
     .done(done),
     .entry(entry),
     .floor_mean(floor_mean),
+    .\neg$64 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .s_hi(s_hi),
     .sh(shift),
-    .\start$38 (start),
+    .special(special),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_mad_s8.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$49 ),
-    .clear(\clear$41 ),
+    .ce(\i__ready$57 ),
+    .clear(\clear$49 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$48 ),
+    .i__valid(\i__valid$56 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_mad_s8.stats_unit  stats_unit (
@@ -243,60 +251,6 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     .valid(valid),
     .x(i__payload)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$41  = 4'h1;
-            end else if (chan__payload[0]) begin
-              \$41  = 4'h2;
-            end else begin
-              \$41  = 4'h3;
-            end
-          end
-      4'h3:
-          if (\$34 ) begin
-            \$41  = 4'h4;
-          end
-      4'h4:
-          \$41  = 4'h5;
-      4'h5:
-          if (done) begin
-            \$41  = 4'h6;
-          end
-      4'h6:
-          if (\$35 ) begin
-            \$41  = 4'h7;
-          end
-      4'h7:
-          \$41  = 4'h8;
-      4'h2:
-          \$41  = 4'h8;
-      4'h8:
-          if (done) begin
-            \$41  = 4'h9;
-          end
-      4'h9:
-          if (\$38 ) begin
-            \$41  = 4'ha;
-          end
-      4'ha:
-          if (stats__ready) begin
-            \$41  = 4'h0;
-          end
-      4'h1:
-          if (stats__ready) begin
-            \$41  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$41  = 4'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     zero_den = chan[0];
@@ -373,11 +327,11 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$41  = 1'h0;
+    \clear$49  = 1'h0;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \clear$41  = 1'h1;
+            \clear$49  = 1'h1;
           end
     endcase
   end
@@ -402,7 +356,7 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       4'h8:
           /* empty */;
       4'h9:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -426,7 +380,7 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       4'h8:
           /* empty */;
       4'h9:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -522,12 +476,12 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       4'h8:
           /* empty */;
       4'h9:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$48  = 1'h0;
+    \i__valid$56  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -546,7 +500,7 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
       4'h8:
           /* empty */;
       4'h9:
-          \i__valid$48  = \$17 ;
+          \i__valid$56  = \$13 ;
     endcase
   end
   always @* begin
@@ -579,43 +533,97 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = left;
+    \$35  = left;
     if (beat) begin
-      \$39  = \$33 [12:0];
+      \$35  = \$29 [12:0];
     end
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$39  = chan__payload[13:1];
+            \$35  = chan__payload[13:1];
           end
       4'h3:
-          if (\$34 ) begin
-            \$39  = chan[13:1];
+          if (\$30 ) begin
+            \$35  = chan[13:1];
           end
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h6:
-          if (\$35 ) begin
-            \$39  = chan[13:1];
+          if (\$31 ) begin
+            \$35  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$39  = 13'h0000;
+      \$35  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = chan;
+    \$36  = chan;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$40  = chan__payload;
+            \$36  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$40  = 123'h0000000000000000000000000000000;
+      \$36  = 123'h0000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$37  = 4'h1;
+            end else if (chan__payload[0]) begin
+              \$37  = 4'h2;
+            end else begin
+              \$37  = 4'h3;
+            end
+          end
+      4'h3:
+          if (\$30 ) begin
+            \$37  = 4'h4;
+          end
+      4'h4:
+          \$37  = 4'h5;
+      4'h5:
+          if (done) begin
+            \$37  = 4'h6;
+          end
+      4'h6:
+          if (\$31 ) begin
+            \$37  = 4'h7;
+          end
+      4'h7:
+          \$37  = 4'h8;
+      4'h2:
+          \$37  = 4'h8;
+      4'h8:
+          if (done) begin
+            \$37  = 4'h9;
+          end
+      4'h9:
+          if (\$34 ) begin
+            \$37  = 4'ha;
+          end
+      4'ha:
+          if (stats__ready) begin
+            \$37  = 4'h0;
+          end
+      4'h1:
+          if (stats__ready) begin
+            \$37  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$37  = 4'h0;
     end
   end
   assign x = i__payload;
@@ -627,9 +635,13 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \a$27  = a;
   assign \b$29  = b;
   assign sh = shift;
-  assign \o__payload$32  = o__payload;
-  assign \o__valid$33  = o__valid;
-  assign \o__ready$34  = o__ready;
+  assign \special$33  = special;
+  assign \neg$35  = neg;
+  assign \q_lo$37  = q_lo;
+  assign \q_hi$39  = q_hi;
+  assign \o__payload$40  = o__payload;
+  assign \o__valid$41  = o__valid;
+  assign \o__ready$42  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[40:14];
@@ -665,7 +677,7 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
   assign \chan$20.scale_m  = chan[114:99];
   assign \chan$20.scale_exp  = chan[122:115];
   assign \i__payload$24[0]  = i__payload;
-  assign \o__payload$32[0]  = o__payload;
+  assign \o__payload$40[0]  = o__payload;
   always @*
     stats__payload[91:79] = sat_count;
   always @*
@@ -674,306 +686,237 @@ module hwnorm_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready, 
     stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_mad_s8.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done, floor_mean, den, sh, \a$32 , \b$57 , clk);
+module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done, floor_mean, \den$44 , sh, \b$61 , \a$62 , special, \neg$64 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
+  wire [4:0] \$1 ;
+  wire [8:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
+  wire [43:0] \$106 ;
+  wire [43:0] \$107 ;
   wire \$108 ;
-  wire [5:0] \$109 ;
-  wire \$11 ;
-  wire [5:0] \$110 ;
-  wire [5:0] \$111 ;
+  wire \$109 ;
+  wire [42:0] \$11 ;
+  wire [43:0] \$110 ;
+  wire [43:0] \$111 ;
   wire \$112 ;
-  wire [5:0] \$113 ;
-  wire [5:0] \$114 ;
-  wire [5:0] \$115 ;
-  wire [5:0] \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire \$12 ;
+  wire \$113 ;
+  wire [58:0] \$114 ;
+  wire [6:0] \$115 ;
+  wire \$116 ;
+  wire [23:0] \$117 ;
+  wire [5:0] \$118 ;
+  wire [6:0] \$119 ;
+  wire [28:0] \$12 ;
   wire \$120 ;
   wire [5:0] \$121 ;
-  wire [5:0] \$122 ;
-  wire [5:0] \$123 ;
-  wire \$124 ;
-  wire [5:0] \$125 ;
-  wire [5:0] \$126 ;
-  wire [5:0] \$127 ;
-  wire [5:0] \$128 ;
-  wire [5:0] \$129 ;
+  wire [6:0] \$122 ;
+  wire \$123 ;
+  wire [29:0] \$124 ;
+  wire \$125 ;
+  wire [43:0] \$126 ;
+  wire [43:0] \$127 ;
+  wire \$128 ;
+  wire [15:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
+  wire [15:0] \$130 ;
+  wire [15:0] \$131 ;
+  wire [9:0] \$132 ;
+  wire [9:0] \$133 ;
   wire \$134 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
-  wire \$14 ;
+  wire [26:0] \$138 ;
+  wire [9:0] \$139 ;
+  wire [42:0] \$14 ;
   wire \$140 ;
-  wire [5:0] \$141 ;
-  wire [5:0] \$142 ;
-  wire [5:0] \$143 ;
-  wire \$144 ;
-  wire [5:0] \$145 ;
-  wire [5:0] \$146 ;
-  wire [5:0] \$147 ;
-  wire [5:0] \$148 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [27:0] \$144 ;
+  wire [9:0] \$145 ;
+  wire [4:0] \$146 ;
+  wire [6:0] \$147 ;
+  wire \$148 ;
   wire \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
+  wire [27:0] \$15 ;
+  wire [8:0] \$150 ;
+  wire [8:0] \$151 ;
   wire \$152 ;
-  wire [5:0] \$153 ;
-  wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
-  wire \$156 ;
-  wire [5:0] \$157 ;
-  wire [5:0] \$158 ;
-  wire [5:0] \$159 ;
+  wire [43:0] \$153 ;
+  wire [43:0] \$154 ;
+  wire \$155 ;
+  wire [22:0] \$156 ;
+  wire [15:0] \$157 ;
+  wire [15:0] \$158 ;
+  wire [23:0] \$159 ;
   wire \$16 ;
-  wire [5:0] \$160 ;
-  wire [5:0] \$161 ;
-  wire [5:0] \$162 ;
-  wire \$163 ;
-  wire \$164 ;
+  wire [29:0] \$160 ;
+  wire \$161 ;
+  wire [27:0] \$162 ;
+  wire [27:0] \$163 ;
+  wire [31:0] \$164 ;
   wire \$165 ;
   wire \$166 ;
-  wire \$167 ;
-  wire [3:0] \$168 ;
-  wire [3:0] \$169 ;
-  wire \$17 ;
-  wire [3:0] \$170 ;
-  wire [3:0] \$171 ;
-  wire \$172 ;
-  wire \$173 ;
+  wire [30:0] \$167 ;
+  wire [30:0] \$168 ;
+  wire \$169 ;
+  wire [10:0] \$17 ;
+  wire \$170 ;
+  wire [31:0] \$171 ;
+  wire [31:0] \$172 ;
+  wire [23:0] \$173 ;
   wire \$174 ;
-  wire \$175 ;
-  wire [3:0] \$176 ;
-  wire [3:0] \$177 ;
-  wire [3:0] \$178 ;
+  wire [27:0] \$175 ;
+  wire [27:0] \$176 ;
+  wire [27:0] \$177 ;
+  wire [30:0] \$178 ;
   wire \$179 ;
-  wire \$18 ;
-  wire [3:0] \$180 ;
-  wire [3:0] \$181 ;
-  wire [3:0] \$182 ;
-  wire [3:0] \$183 ;
-  wire [4:0] \$184 ;
-  wire [4:0] \$185 ;
-  wire [50:0] \$186 ;
-  wire [39:0] \$187 ;
-  wire [38:0] \$188 ;
-  wire [34:0] \$189 ;
+  wire [10:0] \$18 ;
+  wire [10:0] \$180 ;
+  wire [15:0] \$181 ;
+  wire \$182 ;
+  wire [58:0] \$183 ;
+  wire [6:0] \$184 ;
+  wire \$185 ;
+  wire [23:0] \$186 ;
+  wire [5:0] \$187 ;
+  wire [6:0] \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire \$190 ;
+  wire [6:0] \$190 ;
   wire [8:0] \$191 ;
-  wire [8:0] \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire [21:0] \$195 ;
-  wire [21:0] \$196 ;
-  wire \$197 ;
-  wire [50:0] \$198 ;
-  wire [35:0] \$199 ;
-  wire \$2 ;
+  wire \$192 ;
+  wire [29:0] \$193 ;
+  wire [29:0] \$194 ;
+  wire [15:0] \$195 ;
+  wire [15:0] \$196 ;
+  wire [15:0] \$197 ;
+  wire [9:0] \$198 ;
+  wire [9:0] \$199 ;
+  wire [4:0] \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire [8:0] \$201 ;
-  wire [8:0] \$202 ;
+  wire \$201 ;
+  wire \$202 ;
   wire \$203 ;
-  wire \$204 ;
-  wire [16:0] \$205 ;
-  wire [16:0] \$206 ;
+  wire [26:0] \$204 ;
+  wire [9:0] \$205 ;
+  wire \$206 ;
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
-  wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
+  wire [8:0] \$21 ;
+  wire [27:0] \$210 ;
+  wire [9:0] \$211 ;
+  wire [4:0] \$212 ;
+  wire [6:0] \$213 ;
   wire \$214 ;
   wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
+  wire [8:0] \$216 ;
+  wire [8:0] \$217 ;
+  wire [41:0] \$218 ;
+  wire [22:0] \$219 ;
+  wire [8:0] \$22 ;
+  wire [15:0] \$220 ;
+  wire [15:0] \$221 ;
+  wire [23:0] \$222 ;
+  wire [29:0] \$223 ;
   wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
+  wire [27:0] \$225 ;
+  wire [27:0] \$226 ;
+  wire [31:0] \$227 ;
   wire \$228 ;
   wire \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
+  wire [30:0] \$230 ;
+  wire [30:0] \$231 ;
   wire \$232 ;
   wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
+  wire [31:0] \$234 ;
+  wire [31:0] \$235 ;
+  wire [23:0] \$236 ;
   wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [27:0] \$238 ;
+  wire [27:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
+  wire [27:0] \$240 ;
+  wire [30:0] \$241 ;
   wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
-  wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
-  wire \$26 ;
-  wire [51:0] \$260 ;
-  wire [51:0] \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire [63:0] \$264 ;
-  wire [63:0] \$265 ;
-  wire [63:0] \$266 ;
-  wire \$267 ;
-  wire [7:0] \$268 ;
-  wire \$269 ;
+  wire [10:0] \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg [6:0] \$246 ;
+  reg [42:0] \$247 ;
+  reg [42:0] \$248 ;
+  reg \$249 ;
+  wire [10:0] \$25 ;
+  reg \$250 ;
+  reg [8:0] \$251 ;
+  reg \$252 ;
+  reg [37:0] \$253 ;
+  reg [57:0] \$254 ;
+  reg [9:0] \$255 ;
+  reg [13:0] \$256 ;
+  reg [23:0] \$257 ;
+  reg [57:0] \$258 ;
+  reg [22:0] \$259 ;
+  wire [10:0] \$26 ;
+  reg [4:0] \$260 ;
+  reg [5:0] \$261 ;
+  reg [5:0] \$262 ;
+  reg [8:0] \$263 ;
+  reg \$264 ;
+  reg [15:0] \$265 ;
+  reg [26:0] \$266 ;
+  reg [3:0] \$267 ;
+  reg \$268 ;
+  reg [3:0] \$269 ;
   wire \$27 ;
-  wire [10:0] \$270 ;
-  wire [10:0] \$271 ;
-  wire \$272 ;
-  wire [10:0] \$273 ;
-  wire \$274 ;
-  wire [10:0] \$275 ;
-  wire [10:0] \$276 ;
-  wire \$277 ;
-  wire [10:0] \$278 ;
-  wire [10:0] \$279 ;
+  reg [41:0] \$270 ;
+  reg [28:0] \$271 ;
+  reg [30:0] \$272 ;
+  reg [31:0] \$273 ;
+  reg [22:0] \$274 ;
+  reg [22:0] \$275 ;
+  reg [13:0] \$276 ;
+  reg [22:0] \$277 ;
+  reg [22:0] \$278 ;
+  reg [13:0] \$279 ;
   wire \$28 ;
-  wire [10:0] \$280 ;
-  wire [10:0] \$281 ;
-  wire [54:0] \$282 ;
-  wire \$283 ;
-  wire [9:0] \$284 ;
-  wire [10:0] \$285 ;
-  wire [11:0] \$286 ;
-  wire [53:0] \$287 ;
-  wire [22:0] \$288 ;
-  wire [15:0] \$289 ;
+  reg \$280 ;
+  reg \$281 ;
+  reg [9:0] \$282 ;
+  reg [9:0] \$283 ;
   wire \$29 ;
-  wire [15:0] \$290 ;
-  wire [23:0] \$291 ;
-  wire \$292 ;
-  wire [51:0] \$293 ;
-  wire [51:0] \$294 ;
-  wire \$295 ;
-  wire [39:0] \$296 ;
-  wire [40:0] \$297 ;
-  wire [8:0] \$298 ;
-  wire \$299 ;
-  wire \$3 ;
+  wire [42:0] \$3 ;
   wire \$30 ;
-  wire [10:0] \$300 ;
-  wire [10:0] \$301 ;
-  wire \$302 ;
-  wire [10:0] \$303 ;
-  wire \$304 ;
-  wire [10:0] \$305 ;
-  wire [10:0] \$306 ;
-  wire \$307 ;
-  wire [10:0] \$308 ;
-  wire [10:0] \$309 ;
   wire \$31 ;
-  wire [10:0] \$310 ;
-  wire [10:0] \$311 ;
-  wire [54:0] \$312 ;
-  wire \$313 ;
-  wire [9:0] \$314 ;
-  wire [10:0] \$315 ;
-  wire [11:0] \$316 ;
-  wire [53:0] \$317 ;
-  wire [22:0] \$318 ;
-  wire [15:0] \$319 ;
   wire \$32 ;
-  wire [15:0] \$320 ;
-  wire [23:0] \$321 ;
-  wire [49:0] \$322 ;
-  wire [39:0] \$323 ;
-  reg \$324 ;
-  reg \$325 ;
-  reg [5:0] \$326 ;
-  reg [50:0] \$327 ;
-  reg [50:0] \$328 ;
-  reg \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg [8:0] \$331 ;
-  reg \$332 ;
-  reg [37:0] \$333 ;
-  reg [57:0] \$334 ;
-  reg [5:0] \$335 ;
-  reg [57:0] \$336 ;
-  reg \$337 ;
-  reg [16:0] \$338 ;
-  reg [25:0] \$339 ;
   wire \$34 ;
-  reg [39:0] \$340 ;
-  reg [9:0] \$341 ;
-  reg [3:0] \$342 ;
-  reg [3:0] \$343 ;
-  reg [9:0] \$344 ;
-  reg [53:0] \$345 ;
-  reg [5:0] \$346 ;
-  reg [3:0] \$347 ;
-  reg [26:0] \$348 ;
-  reg [34:0] \$349 ;
   wire \$35 ;
-  reg [49:0] \$350 ;
-  reg [38:0] \$351 ;
-  reg [34:0] \$352 ;
-  wire [5:0] \$36 ;
+  wire \$36 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
+  wire [39:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$41 ;
-  wire [5:0] \$42 ;
-  wire [5:0] \$43 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
   wire \$44 ;
-  wire [5:0] \$45 ;
-  wire [5:0] \$46 ;
-  wire [5:0] \$47 ;
-  wire [5:0] \$48 ;
-  wire [5:0] \$49 ;
-  wire \$5 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire [38:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -984,32 +927,32 @@ module \hwnorm_mad_s8.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done,
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [42:0] \$6 ;
   wire \$60 ;
-  wire [5:0] \$61 ;
-  wire [5:0] \$62 ;
-  wire [5:0] \$63 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
   wire \$64 ;
-  wire [5:0] \$65 ;
-  wire [5:0] \$66 ;
-  wire [5:0] \$67 ;
-  wire [5:0] \$68 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [39:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire [5:0] \$73 ;
-  wire [5:0] \$74 ;
-  wire [5:0] \$75 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
   wire \$76 ;
-  wire [5:0] \$77 ;
-  wire [5:0] \$78 ;
-  wire [5:0] \$79 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  wire [5:0] \$80 ;
-  wire [5:0] \$81 ;
-  wire [5:0] \$82 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
@@ -1017,7 +960,7 @@ module \hwnorm_mad_s8.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done,
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
+  wire [8:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
@@ -1029,15 +972,18 @@ module \hwnorm_mad_s8.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done,
   wire \$98 ;
   wire \$99 ;
   reg [39:0] a;
-  output [26:0] \a$32 ;
-  reg [26:0] \a$32  = 27'h0000000;
+  output [13:0] \a$62 ;
+  reg [13:0] \a$62  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
   reg [26:0] b;
-  output [34:0] \b$57 ;
-  reg [34:0] \b$57  = 35'h000000000;
+  output [22:0] \b$61 ;
+  reg [22:0] \b$61  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [34:0] bias = 35'h000000000;
+  wire [3:0] \beta_shift$2 ;
   reg [67:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [12:0] c_hi;
   wire [12:0] c_hi;
   input [122:0] chan;
@@ -1053,447 +999,381 @@ module \hwnorm_mad_s8.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done,
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [57:0] den;
-  reg [57:0] den = 58'h000000000000000;
-  reg [57:0] \den$17 ;
-  wire [5:0] den_lead;
-  reg [50:0] div_mag = 51'h0000000000000;
+  reg [15:0] den;
+  output [57:0] \den$44 ;
+  reg [57:0] \den$44  = 58'h000000000000000;
+  reg [57:0] den_norm = 58'h000000000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [42:0] div_mag = 43'h00000000000;
   reg div_neg = 1'h0;
-  reg [50:0] div_num = 51'h0000000000000;
+  reg [42:0] div_num = 43'h00000000000;
   output done;
   reg done;
-  wire \done$41 ;
-  wire \done$44 ;
+  wire \done$39 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [8:0] floor_mean;
   reg [8:0] floor_mean = 9'h000;
-  reg [5:0] fsm_state = 6'h00;
-  reg [39:0] km = 40'h0000000000;
-  reg [53:0] km_pre = 54'h00000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [34:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [9:0] floor_q = 10'h000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
+  reg [26:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$23 ;
+  reg \neg$20 ;
+  output \neg$64 ;
+  reg \neg$64  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
   wire [67:0] p;
-  reg [49:0] \p$55  = 50'h0000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
-  wire [36:0] q;
-  reg [38:0] quot = 39'h0000000000;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [57:0] recip_rem = 58'h000000000000000;
-  reg [57:0] rem_init;
+  wire [28:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
+  output [9:0] q_lo;
+  reg [9:0] q_lo = 10'h000;
+  reg [15:0] rem_init;
   input rst;
   wire rst;
   input [20:0] s_hi;
   wire [20:0] s_hi;
+  reg [3:0] scale_count = 4'h0;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  input \start$38 ;
-  wire \start$38 ;
-  reg \start$9  = 1'h0;
-  reg [5:0] steps;
-  reg [4:0] \steps$24 ;
+  input \start$36 ;
+  wire \start$36 ;
+  reg \start$5  = 1'h0;
+  reg [4:0] steps;
+  reg [4:0] \steps$21 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [37:0] t = 38'h0000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = den[50] | den[51];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = den[52] | den[53];
-  assign \$20  = den[54] | den[55];
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = \$18  | \$21 ;
-  assign \$23  = den[56] | den[57];
-  assign \$24  = \$22  | \$23 ;
-  assign \$25  = \$15  | \$24 ;
-  assign \$26  = den[48] | den[49];
-  assign \$27  = den[50] | den[51];
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = den[52] | den[53];
-  assign \$30  = den[54] | den[55];
-  assign \$31  = \$29  | \$30 ;
-  assign \$32  = \$28  | \$31 ;
-  assign \$33  = den[56] | den[57];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = den[56] | den[57];
-  assign \$36  = den[57] ? 6'h39 : 6'h38;
-  assign \$37  = den[52] | den[53];
-  assign \$38  = den[54] | den[55];
-  assign \$39  = \$37  | \$38 ;
-  assign \$40  = den[54] | den[55];
-  assign \$41  = den[55] ? 6'h37 : 6'h36;
-  assign \$42  = den[53] ? 6'h35 : 6'h34;
-  assign \$43  = \$40  ? \$41  : \$42 ;
-  assign \$44  = den[50] | den[51];
-  assign \$45  = den[51] ? 6'h33 : 6'h32;
-  assign \$46  = den[49] ? 6'h31 : 6'h30;
-  assign \$47  = \$44  ? \$45  : \$46 ;
-  assign \$48  = \$39  ? \$43  : \$47 ;
-  assign \$49  = \$35  ? \$36  : \$48 ;
-  assign \$50  = den[40] | den[41];
-  assign \$51  = den[42] | den[43];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = den[44] | den[45];
-  assign \$54  = den[46] | den[47];
-  assign \$55  = \$53  | \$54 ;
-  assign \$56  = \$52  | \$55 ;
-  assign \$57  = den[44] | den[45];
-  assign \$58  = den[46] | den[47];
-  assign \$59  = \$57  | \$58 ;
-  assign \$60  = den[46] | den[47];
-  assign \$61  = den[47] ? 6'h2f : 6'h2e;
-  assign \$62  = den[45] ? 6'h2d : 6'h2c;
-  assign \$63  = \$60  ? \$61  : \$62 ;
-  assign \$64  = den[42] | den[43];
-  assign \$65  = den[43] ? 6'h2b : 6'h2a;
-  assign \$66  = den[41] ? 6'h29 : 6'h28;
-  assign \$67  = \$64  ? \$65  : \$66 ;
-  assign \$68  = \$59  ? \$63  : \$67 ;
-  assign \$69  = den[36] | den[37];
-  assign \$70  = den[38] | den[39];
-  assign \$71  = \$69  | \$70 ;
-  assign \$72  = den[38] | den[39];
-  assign \$73  = den[39] ? 6'h27 : 6'h26;
-  assign \$74  = den[37] ? 6'h25 : 6'h24;
-  assign \$75  = \$72  ? \$73  : \$74 ;
-  assign \$76  = den[34] | den[35];
-  assign \$77  = den[35] ? 6'h23 : 6'h22;
-  assign \$78  = den[33] ? 6'h21 : 6'h20;
-  assign \$79  = \$76  ? \$77  : \$78 ;
-  assign \$80  = \$71  ? \$75  : \$79 ;
-  assign \$81  = \$56  ? \$68  : \$80 ;
-  assign \$82  = \$34  ? \$49  : \$81 ;
-  assign \$83  = den[16] | den[17];
-  assign \$84  = den[18] | den[19];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = den[20] | den[21];
-  assign \$87  = den[22] | den[23];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = \$85  | \$88 ;
-  assign \$90  = den[24] | den[25];
-  assign \$91  = den[26] | den[27];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = den[28] | den[29];
-  assign \$94  = den[30] | den[31];
-  assign \$95  = \$93  | \$94 ;
-  assign \$96  = \$92  | \$95 ;
-  assign \$97  = \$89  | \$96 ;
-  assign \$98  = den[24] | den[25];
-  assign \$99  = den[26] | den[27];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = den[28] | den[29];
-  assign \$102  = den[30] | den[31];
-  assign \$103  = \$101  | \$102 ;
-  assign \$104  = \$100  | \$103 ;
-  assign \$105  = den[28] | den[29];
-  assign \$106  = den[30] | den[31];
-  assign \$107  = \$105  | \$106 ;
-  assign \$108  = den[30] | den[31];
-  assign \$109  = den[31] ? 6'h1f : 6'h1e;
-  assign \$110  = den[29] ? 6'h1d : 6'h1c;
-  assign \$111  = \$108  ? \$109  : \$110 ;
-  assign \$112  = den[26] | den[27];
-  assign \$113  = den[27] ? 6'h1b : 6'h1a;
-  assign \$114  = den[25] ? 6'h19 : 6'h18;
-  assign \$115  = \$112  ? \$113  : \$114 ;
-  assign \$116  = \$107  ? \$111  : \$115 ;
-  assign \$117  = den[20] | den[21];
-  assign \$118  = den[22] | den[23];
-  assign \$119  = \$117  | \$118 ;
-  assign \$120  = den[22] | den[23];
-  assign \$121  = den[23] ? 6'h17 : 6'h16;
-  assign \$122  = den[21] ? 6'h15 : 6'h14;
-  assign \$123  = \$120  ? \$121  : \$122 ;
-  assign \$124  = den[18] | den[19];
-  assign \$125  = den[19] ? 6'h13 : 6'h12;
-  assign \$126  = den[17] ? 6'h11 : 6'h10;
-  assign \$127  = \$124  ? \$125  : \$126 ;
-  assign \$128  = \$119  ? \$123  : \$127 ;
-  assign \$129  = \$104  ? \$116  : \$128 ;
-  assign \$130  = den[8] | den[9];
-  assign \$131  = den[10] | den[11];
-  assign \$132  = \$130  | \$131 ;
-  assign \$133  = den[12] | den[13];
-  assign \$134  = den[14] | den[15];
-  assign \$135  = \$133  | \$134 ;
-  assign \$136  = \$132  | \$135 ;
-  assign \$137  = den[12] | den[13];
-  assign \$138  = den[14] | den[15];
-  assign \$139  = \$137  | \$138 ;
-  assign \$140  = den[14] | den[15];
-  assign \$141  = den[15] ? 6'h0f : 6'h0e;
-  assign \$142  = den[13] ? 6'h0d : 6'h0c;
-  assign \$143  = \$140  ? \$141  : \$142 ;
-  assign \$144  = den[10] | den[11];
-  assign \$145  = den[11] ? 6'h0b : 6'h0a;
-  assign \$146  = den[9] ? 6'h09 : 6'h08;
-  assign \$147  = \$144  ? \$145  : \$146 ;
-  assign \$148  = \$139  ? \$143  : \$147 ;
-  assign \$149  = den[4] | den[5];
-  assign \$150  = den[6] | den[7];
-  assign \$151  = \$149  | \$150 ;
-  assign \$152  = den[6] | den[7];
-  assign \$153  = den[7] ? 6'h07 : 6'h06;
-  assign \$154  = den[5] ? 6'h05 : 6'h04;
-  assign \$155  = \$152  ? \$153  : \$154 ;
-  assign \$156  = den[2] | den[3];
-  assign \$157  = den[3] ? 6'h03 : 6'h02;
-  assign \$158  = den[1] ? 6'h01 : 6'h00;
-  assign \$159  = \$156  ? \$157  : \$158 ;
-  assign \$160  = \$151  ? \$155  : \$159 ;
-  assign \$161  = \$136  ? \$148  : \$160 ;
-  assign \$162  = \$97  ? \$129  : \$161 ;
-  assign den_lead = \$25  ? \$82  : \$162 ;
-  assign \$163  = chan[9] | chan[10];
-  assign \$164  = chan[11] | chan[12];
-  assign \$165  = \$163  | \$164 ;
-  assign \$166  = \$165  | chan[13];
-  assign \$167  = chan[11] | chan[12];
-  assign \$168  = chan[12] ? 4'hb : 4'ha;
-  assign \$169  = chan[10] ? 4'h9 : 4'h8;
-  assign \$170  = \$167  ? \$168  : \$169 ;
-  assign \$171  = chan[13] ? 4'hc : \$170 ;
-  assign \$172  = chan[5] | chan[6];
-  assign \$173  = chan[7] | chan[8];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = chan[7] | chan[8];
-  assign \$176  = chan[8] ? 4'h7 : 4'h6;
-  assign \$177  = chan[6] ? 4'h5 : 4'h4;
-  assign \$178  = \$175  ? \$176  : \$177 ;
-  assign \$179  = chan[3] | chan[4];
-  assign \$180  = chan[4] ? 4'h3 : 4'h2;
-  assign \$181  = chan[2] ? 4'h1 : 4'h0;
-  assign \$182  = \$179  ? \$180  : \$181 ;
-  assign \$183  = \$174  ? \$178  : \$182 ;
-  assign count_lead = \$166  ? \$171  : \$183 ;
-  assign \$184  = sh + 1'h0;
-  assign \$185  = sh + 1'h0;
-  assign \$189  = recip_one ? 35'h400000000 : 35'h000000000;
-  assign \$190  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$191  = - $signed(chan[74:67]);
-  assign \$192  = \$190  ? \$191  : { chan[74], chan[74:67] };
-  assign \$193  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$194  = $signed(sum) < $signed(1'h0);
-  assign \$195  = - $signed(sum);
-  assign \$196  = \$194  ? \$195  : { sum[20], sum };
-  assign \$197  = $signed(sum) < $signed(1'h0);
-  assign \$200  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$201  = - $signed(chan[74:67]);
-  assign \$202  = \$200  ? \$201  : { chan[74], chan[74:67] };
-  assign \$203  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$204  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$205  = - $signed(chan[98:83]);
-  assign \$206  = \$204  ? \$205  : { chan[98], chan[98:83] };
-  assign \$207  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$208  = ! fsm_state;
-  assign \$209  = fsm_state == 1'h1;
-  assign \$210  = fsm_state == 2'h2;
-  assign \$211  = fsm_state == 2'h3;
-  assign \$212  = fsm_state == 3'h4;
-  assign \$213  = fsm_state == 3'h5;
-  assign \$214  = fsm_state == 3'h6;
-  assign \$215  = fsm_state == 3'h7;
-  assign \$216  = fsm_state == 4'h8;
-  assign \$217  = fsm_state == 4'h9;
-  assign \$218  = fsm_state == 4'ha;
-  assign \$219  = fsm_state == 4'hb;
-  assign \$220  = fsm_state == 4'hc;
-  assign \$221  = fsm_state == 4'hd;
-  assign \$222  = fsm_state == 4'he;
-  assign \$223  = fsm_state == 4'hf;
-  assign \$224  = fsm_state == 5'h10;
-  assign \$225  = fsm_state == 5'h11;
-  assign \$226  = fsm_state == 5'h12;
-  assign \$227  = fsm_state == 5'h13;
-  assign \$228  = fsm_state == 5'h14;
-  assign \$229  = fsm_state == 5'h15;
-  assign \$230  = fsm_state == 5'h16;
-  assign \$231  = fsm_state == 5'h17;
-  assign \$232  = fsm_state == 5'h18;
-  assign \$233  = fsm_state == 5'h19;
-  assign \$234  = fsm_state == 5'h1a;
-  assign \$235  = fsm_state == 5'h1b;
-  assign \$236  = fsm_state == 5'h1c;
-  assign \$237  = fsm_state == 5'h1d;
-  assign \$238  = fsm_state == 5'h1e;
-  assign \$239  = fsm_state == 5'h1f;
-  assign \$240  = fsm_state == 6'h20;
-  assign \$241  = fsm_state == 6'h21;
-  assign \$242  = fsm_state == 6'h22;
-  assign \$243  = fsm_state == 6'h23;
-  assign \$244  = fsm_state == 6'h24;
-  assign \$245  = fsm_state == 6'h25;
-  assign \$246  = fsm_state == 6'h26;
-  assign \$247  = fsm_state == 6'h27;
-  assign \$248  = fsm_state == 6'h28;
-  assign \$249  = fsm_state == 6'h29;
-  assign \$250  = fsm_state == 6'h2a;
-  assign \$251  = fsm_state == 6'h2b;
-  assign \$252  = fsm_state == 6'h2c;
-  assign \$253  = fsm_state == 6'h2d;
-  assign \$254  = fsm_state == 6'h2e;
-  assign \$255  = fsm_state == 6'h2f;
-  assign \$256  = fsm_state == 6'h30;
-  assign \$257  = fsm_state == 6'h31;
-  assign \$258  = fsm_state == 6'h32;
-  assign \$259  = $signed(div_num) < $signed(1'h0);
-  assign \$260  = - $signed(div_num);
-  assign \$261  = \$259  ? \$260  : { div_num[50], div_num };
-  assign \$262  = $signed(div_num) < $signed(1'h0);
-  assign \$263  = ! lead;
-  assign \$264  = 1'h1 << lead;
-  assign \$266  = \$263  ? 64'h0000000000000000 : \$265 ;
-  assign \$267  = ! lead;
-  assign \$268  = lead + 8'hf6;
-  assign \$269  = $signed(sh0) < $signed(4'h4);
-  assign \$270  = $signed(4'h4) - $signed(sh0);
-  assign \$271  = \$269  ? \$270  : 11'h000;
-  assign \$272  = $signed(sh0) < $signed(4'h4);
-  assign \$273  = $signed(sh0) - $signed(5'h0d);
-  assign \$274  = $signed(\$273 ) > $signed({ 1'h0, tk });
-  assign \$275  = $signed(sh0) - $signed(5'h0d);
-  assign \$276  = $signed(sh0) - $signed(4'h4);
-  assign \$277  = $signed(\$276 ) < $signed({ 1'h0, tk });
-  assign \$278  = $signed(sh0) - $signed(4'h4);
-  assign \$279  = \$277  ? \$278  : { 7'h00, tk };
-  assign \$280  = \$274  ? \$275  : \$279 ;
-  assign \$281  = \$272  ? 11'h000 : \$280 ;
-  assign \$282  = $signed(km) << pre;
-  assign \$283  = tsh > 6'h36;
-  assign \$284  = \$283  ? 10'h036 : tsh;
-  assign \$285  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$286  = $signed(\$285 ) - $signed({ 1'h0, tsh });
-  assign \$287  = $signed(km_pre) >>> t_clamped;
-  assign \$288  = $signed(chan[82:75]) << \$184 [3:0];
-  assign \$289  = 1'h1 << sh;
-  assign \$291  = $signed(\$288 ) + $signed({ 1'h0, \$290  });
-  assign \$292  = $signed(div_num) < $signed(1'h0);
-  assign \$293  = - $signed(div_num);
-  assign \$294  = \$292  ? \$293  : { div_num[50], div_num };
-  assign \$295  = $signed(div_num) < $signed(1'h0);
-  assign \$296  = $signed(bias) - $signed(quot);
-  assign \$298  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$299  = $signed(sh0) < $signed(4'h4);
-  assign \$300  = $signed(4'h4) - $signed(sh0);
-  assign \$301  = \$299  ? \$300  : 11'h000;
-  assign \$302  = $signed(sh0) < $signed(4'h4);
-  assign \$303  = $signed(sh0) - $signed(5'h0d);
-  assign \$304  = $signed(\$303 ) > $signed({ 1'h0, tk });
-  assign \$305  = $signed(sh0) - $signed(5'h0d);
-  assign \$306  = $signed(sh0) - $signed(4'h4);
-  assign \$307  = $signed(\$306 ) < $signed({ 1'h0, tk });
-  assign \$308  = $signed(sh0) - $signed(4'h4);
-  assign \$309  = \$307  ? \$308  : { 7'h00, tk };
-  assign \$310  = \$304  ? \$305  : \$309 ;
-  assign \$311  = \$302  ? 11'h000 : \$310 ;
-  assign \$312  = $signed(km) << pre;
-  assign \$313  = tsh > 6'h36;
-  assign \$314  = \$313  ? 10'h036 : tsh;
-  assign \$315  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$316  = $signed(\$315 ) - $signed({ 1'h0, tsh });
-  assign \$317  = $signed(km_pre) >>> t_clamped;
-  assign \$318  = $signed(chan[82:75]) << \$185 [3:0];
-  assign \$319  = 1'h1 << sh;
-  assign \$321  = $signed(\$318 ) + $signed({ 1'h0, \$320  });
-  assign \$323  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$8  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$9  = - $signed(chan[74:67]);
+  assign \$10  = \$8  ? \$9  : { chan[74], chan[74:67] };
+  assign \$13  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$16  = $signed(floor_q) < $signed(1'h0);
+  assign \$17  = - $signed(floor_q);
+  assign \$18  = \$16  ? \$17  : { floor_q[9], floor_q };
+  assign \$19  = $signed(floor_q) >= $signed(1'h0);
+  assign \$20  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$21  = - $signed(chan[74:67]);
+  assign \$22  = \$20  ? \$21  : { chan[74], chan[74:67] };
+  assign \$23  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$24  = $signed(floor_q) < $signed(1'h0);
+  assign \$25  = - $signed(floor_q);
+  assign \$26  = \$24  ? \$25  : { floor_q[9], floor_q };
+  assign \$27  = $signed(floor_q) >= $signed(1'h0);
+  assign \$28  = ! fsm_state;
+  assign \$29  = fsm_state == 1'h1;
+  assign \$30  = fsm_state == 2'h2;
+  assign \$31  = fsm_state == 2'h3;
+  assign \$32  = fsm_state == 3'h4;
+  assign \$33  = fsm_state == 3'h5;
+  assign \$34  = fsm_state == 3'h6;
+  assign \$35  = fsm_state == 3'h7;
+  assign \$36  = fsm_state == 4'h8;
+  assign \$37  = fsm_state == 4'h9;
+  assign \$38  = fsm_state == 4'ha;
+  assign \$39  = fsm_state == 4'hb;
+  assign \$40  = fsm_state == 4'hc;
+  assign \$41  = fsm_state == 4'hd;
+  assign \$42  = fsm_state == 4'he;
+  assign \$43  = fsm_state == 4'hf;
+  assign \$44  = fsm_state == 5'h10;
+  assign \$45  = fsm_state == 5'h11;
+  assign \$46  = fsm_state == 5'h12;
+  assign \$47  = fsm_state == 5'h13;
+  assign \$48  = fsm_state == 5'h14;
+  assign \$49  = fsm_state == 5'h15;
+  assign \$50  = fsm_state == 5'h16;
+  assign \$51  = fsm_state == 5'h17;
+  assign \$52  = fsm_state == 5'h18;
+  assign \$53  = fsm_state == 5'h19;
+  assign \$54  = fsm_state == 5'h1a;
+  assign \$55  = fsm_state == 5'h1b;
+  assign \$56  = fsm_state == 5'h1c;
+  assign \$57  = fsm_state == 5'h1d;
+  assign \$58  = fsm_state == 5'h1e;
+  assign \$59  = fsm_state == 5'h1f;
+  assign \$60  = fsm_state == 6'h20;
+  assign \$61  = fsm_state == 6'h21;
+  assign \$62  = fsm_state == 6'h22;
+  assign \$63  = fsm_state == 6'h23;
+  assign \$64  = fsm_state == 6'h24;
+  assign \$65  = fsm_state == 6'h25;
+  assign \$66  = fsm_state == 6'h26;
+  assign \$67  = fsm_state == 6'h27;
+  assign \$68  = fsm_state == 6'h28;
+  assign \$69  = fsm_state == 6'h29;
+  assign \$70  = fsm_state == 6'h2a;
+  assign \$71  = fsm_state == 6'h2b;
+  assign \$72  = fsm_state == 6'h2c;
+  assign \$73  = fsm_state == 6'h2d;
+  assign \$74  = fsm_state == 6'h2e;
+  assign \$75  = fsm_state == 6'h2f;
+  assign \$76  = fsm_state == 6'h30;
+  assign \$77  = fsm_state == 6'h31;
+  assign \$78  = fsm_state == 6'h32;
+  assign \$79  = fsm_state == 6'h33;
+  assign \$80  = fsm_state == 6'h34;
+  assign \$81  = fsm_state == 6'h35;
+  assign \$82  = fsm_state == 6'h36;
+  assign \$83  = fsm_state == 6'h37;
+  assign \$84  = fsm_state == 6'h38;
+  assign \$85  = fsm_state == 6'h39;
+  assign \$86  = fsm_state == 6'h3a;
+  assign \$87  = fsm_state == 6'h3b;
+  assign \$88  = fsm_state == 6'h3c;
+  assign \$89  = fsm_state == 6'h3d;
+  assign \$90  = fsm_state == 6'h3e;
+  assign \$91  = fsm_state == 6'h3f;
+  assign \$92  = fsm_state == 7'h40;
+  assign \$93  = fsm_state == 7'h41;
+  assign \$94  = fsm_state == 7'h42;
+  assign \$95  = fsm_state == 7'h43;
+  assign \$96  = fsm_state == 7'h44;
+  assign \$97  = fsm_state == 7'h45;
+  assign \$98  = fsm_state == 7'h46;
+  assign \$99  = fsm_state == 7'h47;
+  assign \$100  = fsm_state == 7'h48;
+  assign \$101  = fsm_state == 7'h49;
+  assign \$102  = fsm_state == 7'h4a;
+  assign \$103  = fsm_state == 7'h4b;
+  assign \$104  = fsm_state == 7'h4c;
+  assign \$105  = $signed(div_num) < $signed(1'h0);
+  assign \$106  = - $signed(div_num);
+  assign \$107  = \$105  ? \$106  : { div_num[42], div_num };
+  assign \$108  = $signed(div_num) < $signed(1'h0);
+  assign \$109  = $signed(div_num) < $signed(1'h0);
+  assign \$110  = - $signed(div_num);
+  assign \$111  = \$109  ? \$110  : { div_num[42], div_num };
+  assign \$112  = $signed(div_num) < $signed(1'h0);
+  assign \$113  = ~ den_norm[57];
+  assign \$115  = den_zeros + 1'h1;
+  assign \$116  = ~ num_norm[22];
+  assign \$118  = num_zeros + 1'h1;
+  assign \$119  = loop_n + 1'h1;
+  assign \$120  = loop_n == 6'h39;
+  assign \$121  = 5'h17 + num_zeros;
+  assign \$122  = \$121  - den_zeros;
+  assign \$123  = ~ num_norm[22];
+  assign \$125  = $signed(div_num) < $signed(1'h0);
+  assign \$126  = - $signed(div_num);
+  assign \$127  = \$125  ? \$126  : { div_num[42], div_num };
+  assign \$128  = $signed(div_num) < $signed(1'h0);
+  assign \$130  = gain_q1[13] ? \$129  : gain_q1;
+  assign \$131  = gain_zero ? 16'h0000 : \$130 ;
+  assign \$132  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$133  = gain_zero ? 10'h004 : \$132 ;
+  assign \$134  = ~ gain_zero;
+  assign \$135  = $signed(gain_shift) < $signed(4'h4);
+  assign \$136  = \$134  & \$135 ;
+  assign \$137  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$139  = $signed(gain_shift) - $signed(2'h1);
+  assign \$140  = $signed(gain_shift) < $signed(4'h4);
+  assign \$141  = special_r & \$140 ;
+  assign \$142  = scale_count < 4'hd;
+  assign \$143  = \$141  & \$142 ;
+  assign \$145  = $signed(gain_shift) + $signed(2'h1);
+  assign \$146  = scale_count + 1'h1;
+  assign \$147  = loop_n + 1'h1;
+  assign \$148  = loop_n == 4'hd;
+  assign \$149  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$150  = \$149  ? 9'h00d : gain_shift;
+  assign \$151  = special_r ? 9'h004 : \$150 ;
+  assign \$152  = $signed(div_num) < $signed(1'h0);
+  assign \$153  = - $signed(div_num);
+  assign \$154  = \$152  ? \$153  : { div_num[42], div_num };
+  assign \$155  = $signed(div_num) < $signed(1'h0);
+  assign \$156  = $signed(chan[82:75]) << \$1 [3:0];
+  assign \$157  = 1'h1 << sh;
+  assign \$159  = $signed(\$156 ) + $signed({ 1'h0, \$158  });
+  assign \$160  = $signed(\$159 ) - $signed(gain_w);
+  assign \$161  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$162  = - gain_x;
+  assign \$163  = \$161  ? \$162  : { 1'h0, gain_x };
+  assign \$164  = $signed(gain_t) + $signed(\$163 );
+  assign \$165  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$166  = $signed(gain_t) > $signed(13'h0810);
+  assign \$167  = \$166  ? 31'h00000810 : gain_t;
+  assign \$168  = \$165  ? 31'h7ffff7e0 : \$167 ;
+  assign \$169  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$170  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$171  = \$170  ? 32'd2064 : gain_t1;
+  assign \$172  = \$169  ? 32'd4294965216 : \$171 ;
+  assign \$173  = $signed(acc1) - $signed(acc0);
+  assign \$174  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$175  = - gain_x;
+  assign \$176  = \$174  ? \$175  : { 1'h0, gain_x };
+  assign \$177  = special_r ? { \$173 [23], \$173 [23], \$173 [23], \$173 [23], \$173  } : \$176 ;
+  assign \$178  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$179  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$180  = $signed(floor_q) + $signed(2'h1);
+  assign \$182  = ~ den_norm[57];
+  assign \$184  = den_zeros + 1'h1;
+  assign \$185  = ~ num_norm[22];
+  assign \$187  = num_zeros + 1'h1;
+  assign \$188  = loop_n + 1'h1;
+  assign \$189  = loop_n == 5'h16;
+  assign \$190  = 7'h7c + num_zeros;
+  assign \$191  = $signed(\$190 ) - $signed(chan[122:115]);
+  assign \$192  = ~ num_norm[22];
+  assign \$196  = gain_q1[13] ? \$195  : gain_q1;
+  assign \$197  = gain_zero ? 16'h0000 : \$196 ;
+  assign \$198  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$199  = gain_zero ? 10'h004 : \$198 ;
+  assign \$200  = ~ gain_zero;
+  assign \$201  = $signed(gain_shift) < $signed(4'h4);
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$205  = $signed(gain_shift) - $signed(2'h1);
+  assign \$206  = $signed(gain_shift) < $signed(4'h4);
+  assign \$207  = special_r & \$206 ;
+  assign \$208  = scale_count < 4'hd;
+  assign \$209  = \$207  & \$208 ;
+  assign \$211  = $signed(gain_shift) + $signed(2'h1);
+  assign \$212  = scale_count + 1'h1;
+  assign \$213  = loop_n + 1'h1;
+  assign \$214  = loop_n == 4'hd;
+  assign \$215  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$216  = \$215  ? 9'h00d : gain_shift;
+  assign \$217  = special_r ? 9'h004 : \$216 ;
+  assign \$219  = $signed(chan[82:75]) << \$2 [3:0];
+  assign \$220  = 1'h1 << sh;
+  assign \$222  = $signed(\$219 ) + $signed({ 1'h0, \$221  });
+  assign \$223  = $signed(\$222 ) - $signed(gain_w);
+  assign \$224  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$225  = - gain_x;
+  assign \$226  = \$224  ? \$225  : { 1'h0, gain_x };
+  assign \$227  = $signed(gain_t) + $signed(\$226 );
+  assign \$228  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$229  = $signed(gain_t) > $signed(13'h0810);
+  assign \$230  = \$229  ? 31'h00000810 : gain_t;
+  assign \$231  = \$228  ? 31'h7ffff7e0 : \$230 ;
+  assign \$232  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$233  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$234  = \$233  ? 32'd2064 : gain_t1;
+  assign \$235  = \$232  ? 32'd4294965216 : \$234 ;
+  assign \$236  = $signed(acc1) - $signed(acc0);
+  assign \$237  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$238  = - gain_x;
+  assign \$239  = \$237  ? \$238  : { 1'h0, gain_x };
+  assign \$240  = special_r ? { \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236  } : \$239 ;
+  assign \$241  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$242  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$243  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$324 ;
+    pop_top <= \$244 ;
   always @(posedge clk)
-    pop_bottom <= \$325 ;
+    pop_bottom <= \$245 ;
   always @(posedge clk)
-    fsm_state <= \$326 ;
+    fsm_state <= \$246 ;
   always @(posedge clk)
-    div_num <= \$327 ;
+    div_num <= \$247 ;
   always @(posedge clk)
-    div_mag <= \$328 ;
+    div_mag <= \$248 ;
   always @(posedge clk)
-    div_neg <= \$329 ;
+    div_neg <= \$249 ;
   always @(posedge clk)
-    \start$9  <= \$330 ;
+    \start$5  <= \$250 ;
   always @(posedge clk)
-    floor_mean <= \$331 ;
+    floor_mean <= \$251 ;
   always @(posedge clk)
-    start <= \$332 ;
+    start <= \$252 ;
   always @(posedge clk)
-    t <= \$333 ;
+    t <= \$253 ;
   always @(posedge clk)
-    den <= \$334 ;
+    \den$44  <= \$254 ;
   always @(posedge clk)
-    lead <= \$335 ;
+    floor_q <= \$255 ;
   always @(posedge clk)
-    recip_rem <= \$336 ;
+    mean_rem <= \$256 ;
   always @(posedge clk)
-    recip_one <= \$337 ;
+    gain_num <= \$257 ;
   always @(posedge clk)
-    recip <= \$338 ;
+    den_norm <= \$258 ;
   always @(posedge clk)
-    m <= \$339 ;
+    num_norm <= \$259 ;
   always @(posedge clk)
-    km <= \$340 ;
+    num_zeros <= \$260 ;
   always @(posedge clk)
-    sh0 <= \$341 ;
+    den_zeros <= \$261 ;
   always @(posedge clk)
-    tk <= \$342 ;
+    loop_n <= \$262 ;
   always @(posedge clk)
-    pre <= \$343 ;
+    gain_shift <= \$263 ;
   always @(posedge clk)
-    tsh <= \$344 ;
+    gain_zero <= \$264 ;
   always @(posedge clk)
-    km_pre <= \$345 ;
+    gain_q1 <= \$265 ;
   always @(posedge clk)
-    t_clamped <= \$346 ;
+    gain_x <= \$266 ;
   always @(posedge clk)
-    sh <= \$347 ;
+    scale_count <= \$267 ;
   always @(posedge clk)
-    \a$32  <= \$348 ;
+    special_r <= \$268 ;
   always @(posedge clk)
-    bias <= \$349 ;
+    sh <= \$269 ;
   always @(posedge clk)
-    \p$55  <= \$350 ;
+    gain_p <= \$270 ;
   always @(posedge clk)
-    quot <= \$351 ;
+    gain_w <= \$271 ;
   always @(posedge clk)
-    \b$57  <= \$352 ;
+    gain_t <= \$272 ;
+  always @(posedge clk)
+    gain_t1 <= \$273 ;
+  always @(posedge clk)
+    acc0 <= \$274 ;
+  always @(posedge clk)
+    acc1 <= \$275 ;
+  always @(posedge clk)
+    a_fin <= \$276 ;
+  always @(posedge clk)
+    c_fin <= \$277 ;
+  always @(posedge clk)
+    \b$61  <= \$278 ;
+  always @(posedge clk)
+    \a$62  <= \$279 ;
+  always @(posedge clk)
+    special <= \$280 ;
+  always @(posedge clk)
+    \neg$64  <= \$281 ;
+  always @(posedge clk)
+    q_lo <= \$282 ;
+  always @(posedge clk)
+    q_hi <= \$283 ;
   \hwnorm_mad_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$17 ),
-    .done(\done$41 ),
+    .\den$13 (den),
+    .done(\done$39 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
+    .start(\start$5 ),
     .steps(steps)
   );
   \hwnorm_mad_s8.math.mul  mul (
@@ -1501,3261 +1381,6420 @@ module \hwnorm_mad_s8.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done,
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$44 ),
-    .\neg$12 (\neg$23 ),
+    .done(\done$42 ),
+    .\neg$12 (\neg$20 ),
     .p(p),
     .rst(rst),
     .start(start),
-    .steps(\steps$24 )
+    .steps(\steps$21 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 58'h000000000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          rem_init = { 7'h00, \$186  };
-      6'h07:
+      7'h06:
+          rem_init = \$3 [15:0];
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          rem_init = recip_rem;
-      6'h15:
+      7'h14:
+          rem_init = \$6 [15:0];
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          rem_init = \$11 [15:0];
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
-          rem_init = { 7'h00, \$198  };
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          rem_init = \$14 [15:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 35'h000000000;
+    lo_init = 27'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          lo_init = \$187 [34:0];
-      6'h07:
+      7'h06:
+          lo_init = \$4 [26:0];
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          lo_init = \$189 ;
-      6'h15:
+      7'h14:
+          lo_init = \$7 [26:0];
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          lo_init = \$12 [26:0];
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
-          lo_init = \$199 [34:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          lo_init = \$15 [26:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           neg = div_neg;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          neg = 1'h0;
-      6'h15:
+      7'h14:
+          neg = div_neg;
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          neg = div_neg;
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
           neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$17  = 58'h000000000000000;
+    den = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          \den$17  = { 45'h000000000000, chan[13:1] };
-      6'h07:
+      7'h06:
+          den = { 3'h0, chan[13:1] };
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          \den$17  = den;
-      6'h15:
+      7'h14:
+          den = { 3'h0, chan[13:1] };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          den = den_norm[57:42];
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
-          \den$17  = { 45'h000000000000, chan[13:1] };
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    steps = 6'h00;
+    steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          steps = 6'h09;
-      6'h07:
+      7'h06:
+          steps = 5'h09;
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          steps = 6'h10;
-      6'h15:
+      7'h14:
+          steps = 5'h09;
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          steps = 5'h0e;
+      7'h22:
           /* empty */;
-      6'h22:
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
-          steps = 6'h23;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          steps = 5'h1b;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 40'h0000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           a = { s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi[20], s_hi };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           a = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
-          a = { \$188 [38], \$188  };
-      6'h11:
+      7'h10:
+          a = { \$5 [38], \$5  };
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          a = { 23'h000000, recip };
-      6'h18:
+      7'h17:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      6'h1b:
+      7'h1a:
+          a = { \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10  };
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
-          a = { \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32  };
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h03:
+      7'h27:
           /* empty */;
-      6'h28:
-          a = { 24'h000000, chan[114:99] };
-      6'h29:
+      7'h28:
+          a = { 13'h0000, gain_x };
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
-          a = { \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32  };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          a = { \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22  };
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          a = { 13'h0000, gain_x };
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     b = 27'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           b = { 14'h0000, chan[13:1] };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           b = { 14'h0000, c_hi };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           b = chan[40:14];
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          b = { \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192 [8], \$192  };
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
+      7'h17:
           b = { 14'h0000, chan[13:1] };
-      6'h1b:
+      7'h18:
           /* empty */;
-      6'h1c:
+      7'h19:
           /* empty */;
-      6'h1d:
+      7'h1a:
+          b = { 14'h0000, chan[13:1] };
+      7'h1b:
           /* empty */;
-      6'h1e:
+      7'h1c:
           /* empty */;
-      6'h1f:
+      7'h1d:
           /* empty */;
-      6'h20:
+      7'h1e:
           /* empty */;
-      6'h21:
-          b = { \$196 [21], \$196 [21], \$196 [21], \$196 [21], \$196 [21], \$196  };
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h23:
+      7'h20:
           /* empty */;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
           /* empty */;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
           /* empty */;
-      6'h03:
+      7'h25:
           /* empty */;
-      6'h28:
-          b = { \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202 [8], \$202  };
-      6'h29:
+      7'h26:
           /* empty */;
-      6'h2a:
+      7'h27:
           /* empty */;
-      6'h2b:
+      7'h28:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h29:
           /* empty */;
-      6'h2c:
+      7'h2a:
           /* empty */;
-      6'h2d:
+      7'h2b:
           /* empty */;
-      6'h2e:
+      7'h2c:
           /* empty */;
-      6'h2f:
-          b = { \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206 [16], \$206  };
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          b = { \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18  };
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          b = { 11'h000, chan[114:99] };
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          b = { \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     c = 68'h00000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           c = 68'h00000000000000000;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           c = { 42'h00000000000, chan[66:41] };
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
           c = 68'h00000000000000000;
-      6'h18:
+      7'h1b:
           /* empty */;
-      6'h19:
+      7'h1c:
           /* empty */;
-      6'h1a:
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
           c = 68'h00000000000000000;
-      6'h1b:
+      7'h29:
           /* empty */;
-      6'h1c:
+      7'h2a:
           /* empty */;
-      6'h1d:
+      7'h2b:
           /* empty */;
-      6'h1e:
+      7'h2c:
           /* empty */;
-      6'h1f:
+      7'h2d:
           /* empty */;
-      6'h20:
+      7'h2e:
           /* empty */;
-      6'h21:
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
           c = 68'h00000000000000000;
-      6'h22:
+      7'h38:
           /* empty */;
-      6'h23:
+      7'h39:
           /* empty */;
-      6'h24:
+      7'h3a:
           /* empty */;
-      6'h25:
+      7'h3b:
           /* empty */;
-      6'h26:
+      7'h3c:
           /* empty */;
-      6'h27:
+      7'h3d:
           /* empty */;
-      6'h03:
+      7'h3e:
           /* empty */;
-      6'h28:
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
           c = 68'h00000000000000000;
-      6'h29:
+      7'h43:
           /* empty */;
-      6'h2a:
+      7'h44:
           /* empty */;
-      6'h2b:
+      7'h45:
           /* empty */;
-      6'h2c:
+      7'h46:
           /* empty */;
-      6'h2d:
+      7'h47:
           /* empty */;
-      6'h2e:
+      7'h48:
           /* empty */;
-      6'h2f:
-          c = 68'h00000000000000000;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$23  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          \neg$23  = 1'h0;
-      6'h0b:
+      7'h0a:
+          \neg$20  = 1'h0;
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          \neg$23  = 1'h1;
-      6'h0e:
+      7'h0d:
+          \neg$20  = 1'h1;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
-          \neg$23  = 1'h0;
-      6'h11:
+      7'h10:
+          \neg$20  = 1'h0;
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          \neg$23  = \$193 ;
-      6'h18:
+      7'h17:
+          \neg$20  = 1'h1;
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
-          \neg$23  = 1'h0;
-      6'h1b:
+      7'h1a:
+          \neg$20  = 1'h0;
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
-          \neg$23  = \$197 ;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h03:
+      7'h27:
           /* empty */;
-      6'h28:
-          \neg$23  = \$203 ;
-      6'h29:
+      7'h28:
+          \neg$20  = \$13 ;
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
-          \neg$23  = \$207 ;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \neg$20  = \$19 ;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \neg$20  = 1'h0;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \neg$20  = \$23 ;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \neg$20  = \$27 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$24  = 5'h00;
+    \steps$21  = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          \steps$24  = 5'h0d;
-      6'h0b:
+      7'h0a:
+          \steps$21  = 5'h0d;
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          \steps$24  = 5'h0d;
-      6'h0e:
+      7'h0d:
+          \steps$21  = 5'h0d;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
-          \steps$24  = 5'h1b;
-      6'h11:
+      7'h10:
+          \steps$21  = 5'h1b;
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          \steps$24  = 5'h08;
-      6'h18:
+      7'h17:
+          \steps$21  = 5'h0d;
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
-          \steps$24  = 5'h0d;
-      6'h1b:
+      7'h1a:
+          \steps$21  = 5'h0d;
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
-          \steps$24  = 5'h15;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h03:
+      7'h27:
           /* empty */;
-      6'h28:
-          \steps$24  = 5'h08;
-      6'h29:
+      7'h28:
+          \steps$21  = 5'h0d;
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
-          \steps$24  = 5'h10;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \steps$21  = 5'h09;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \steps$21  = 5'h10;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \steps$21  = 5'h08;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \steps$21  = 5'h09;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h2e:
+      7'h2f:
           /* empty */;
-      6'h2f:
+      7'h30:
           /* empty */;
-      6'h30:
+      7'h31:
           /* empty */;
-      6'h31:
+      7'h32:
           /* empty */;
-      6'h32:
+      7'h33:
           /* empty */;
-      6'h08:
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h08:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = 1'h0;
+    \$244  = 1'h0;
     if (rst) begin
-      \$324  = 1'h0;
+      \$244  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = 1'h0;
+    \$245  = 1'h0;
     if (rst) begin
-      \$325  = 1'h0;
+      \$245  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = fsm_state;
+    \$246  = fsm_state;
     casez (fsm_state)
-      6'h00:
-          if (\start$38 ) begin
+      7'h00:
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$326  = 6'h01;
+                  \$246  = 7'h01;
               2'h1:
-                  \$326  = 6'h02;
+                  \$246  = 7'h02;
               2'h2:
-                  \$326  = 6'h03;
+                  \$246  = 7'h03;
             endcase
           end
-      6'h01:
-          \$326  = 6'h04;
-      6'h04:
-          \$326  = 6'h05;
-      6'h05:
-          \$326  = 6'h06;
-      6'h06:
-          \$326  = 6'h07;
-      6'h07:
-          if (\done$41 ) begin
-            \$326  = 6'h08;
+      7'h01:
+          \$246  = 7'h04;
+      7'h04:
+          \$246  = 7'h05;
+      7'h05:
+          \$246  = 7'h06;
+      7'h06:
+          \$246  = 7'h07;
+      7'h07:
+          if (\done$39 ) begin
+            \$246  = 7'h08;
           end
-      6'h02:
-          \$326  = 6'h09;
-      6'h09:
-          \$326  = 6'h0a;
-      6'h0a:
-          \$326  = 6'h0b;
-      6'h0b:
-          if (\done$44 ) begin
-            \$326  = 6'h0c;
+      7'h02:
+          \$246  = 7'h09;
+      7'h09:
+          \$246  = 7'h0a;
+      7'h0a:
+          \$246  = 7'h0b;
+      7'h0b:
+          if (\done$42 ) begin
+            \$246  = 7'h0c;
           end
-      6'h0c:
-          \$326  = 6'h0d;
-      6'h0d:
-          \$326  = 6'h0e;
-      6'h0e:
-          if (\done$44 ) begin
-            \$326  = 6'h0f;
+      7'h0c:
+          \$246  = 7'h0d;
+      7'h0d:
+          \$246  = 7'h0e;
+      7'h0e:
+          if (\done$42 ) begin
+            \$246  = 7'h0f;
           end
-      6'h0f:
-          \$326  = 6'h10;
-      6'h10:
-          \$326  = 6'h11;
-      6'h11:
-          if (\done$44 ) begin
-            \$326  = 6'h12;
+      7'h0f:
+          \$246  = 7'h10;
+      7'h10:
+          \$246  = 7'h11;
+      7'h11:
+          if (\done$42 ) begin
+            \$246  = 7'h12;
           end
-      6'h12:
-          \$326  = 6'h13;
-      6'h13:
-          \$326  = 6'h14;
-      6'h14:
-          \$326  = 6'h15;
-      6'h15:
-          if (\done$41 ) begin
-            \$326  = 6'h16;
+      7'h12:
+          \$246  = 7'h13;
+      7'h13:
+          \$246  = 7'h14;
+      7'h14:
+          \$246  = 7'h15;
+      7'h15:
+          if (\done$39 ) begin
+            \$246  = 7'h16;
           end
-      6'h16:
-          \$326  = 6'h17;
-      6'h17:
-          \$326  = 6'h18;
-      6'h18:
-          if (\done$44 ) begin
-            \$326  = 6'h19;
+      7'h16:
+          \$246  = 7'h17;
+      7'h17:
+          \$246  = 7'h18;
+      7'h18:
+          if (\done$42 ) begin
+            \$246  = 7'h19;
           end
-      6'h19:
-          \$326  = 6'h1a;
-      6'h1a:
-          \$326  = 6'h1b;
-      6'h1b:
-          if (\done$44 ) begin
-            \$326  = 6'h1c;
+      7'h19:
+          \$246  = 7'h1a;
+      7'h1a:
+          \$246  = 7'h1b;
+      7'h1b:
+          if (\done$42 ) begin
+            \$246  = 7'h1c;
           end
-      6'h1c:
-          \$326  = 6'h1d;
-      6'h1d:
-          \$326  = 6'h1e;
-      6'h1e:
-          \$326  = 6'h1f;
-      6'h1f:
-          \$326  = 6'h20;
-      6'h20:
-          \$326  = 6'h21;
-      6'h21:
-          \$326  = 6'h22;
-      6'h22:
-          if (\done$44 ) begin
-            \$326  = 6'h23;
+      7'h1c:
+          \$246  = 7'h1d;
+      7'h1d:
+          if (\$120 ) begin
+            \$246  = 7'h1e;
           end
-      6'h23:
-          \$326  = 6'h24;
-      6'h24:
-          \$326  = 6'h25;
-      6'h25:
-          \$326  = 6'h26;
-      6'h26:
-          if (\done$41 ) begin
-            \$326  = 6'h27;
+      7'h1e:
+          \$246  = 7'h1f;
+      7'h1f:
+          \$246  = 7'h20;
+      7'h20:
+          \$246  = 7'h21;
+      7'h21:
+          \$246  = 7'h22;
+      7'h22:
+          if (\done$39 ) begin
+            \$246  = 7'h23;
           end
-      6'h27:
-          \$326  = 6'h08;
-      6'h03:
-          \$326  = 6'h28;
-      6'h28:
-          \$326  = 6'h29;
-      6'h29:
-          if (\done$44 ) begin
-            \$326  = 6'h2a;
+      7'h23:
+          \$246  = 7'h24;
+      7'h24:
+          \$246  = 7'h25;
+      7'h25:
+          if (\$148 ) begin
+            \$246  = 7'h26;
           end
-      6'h2a:
-          \$326  = 6'h2b;
-      6'h2b:
-          \$326  = 6'h2c;
-      6'h2c:
-          \$326  = 6'h2d;
-      6'h2d:
-          \$326  = 6'h2e;
-      6'h2e:
-          \$326  = 6'h2f;
-      6'h2f:
-          \$326  = 6'h30;
-      6'h30:
-          if (\done$44 ) begin
-            \$326  = 6'h31;
+      7'h26:
+          \$246  = 7'h27;
+      7'h27:
+          \$246  = 7'h28;
+      7'h28:
+          \$246  = 7'h29;
+      7'h29:
+          if (\done$42 ) begin
+            \$246  = 7'h2a;
           end
-      6'h31:
-          \$326  = 6'h32;
-      6'h32:
-          \$326  = 6'h08;
-      6'h08:
-          \$326  = 6'h00;
+      7'h2a:
+          \$246  = 7'h2b;
+      7'h2b:
+          \$246  = 7'h2c;
+      7'h2c:
+          \$246  = 7'h2d;
+      7'h2d:
+          if (\done$39 ) begin
+            \$246  = 7'h2e;
+          end
+      7'h2e:
+          \$246  = 7'h2f;
+      7'h2f:
+          \$246  = 7'h30;
+      7'h30:
+          \$246  = 7'h31;
+      7'h31:
+          \$246  = 7'h32;
+      7'h32:
+          \$246  = 7'h33;
+      7'h33:
+          \$246  = 7'h34;
+      7'h34:
+          if (\done$42 ) begin
+            \$246  = 7'h35;
+          end
+      7'h35:
+          \$246  = 7'h08;
+      7'h03:
+          \$246  = 7'h36;
+      7'h36:
+          \$246  = 7'h37;
+      7'h37:
+          \$246  = 7'h38;
+      7'h38:
+          if (\done$42 ) begin
+            \$246  = 7'h39;
+          end
+      7'h39:
+          \$246  = 7'h3a;
+      7'h3a:
+          if (\$189 ) begin
+            \$246  = 7'h3b;
+          end
+      7'h3b:
+          \$246  = 7'h3c;
+      7'h3c:
+          \$246  = 7'h3d;
+      7'h3d:
+          \$246  = 7'h3e;
+      7'h3e:
+          \$246  = 7'h3f;
+      7'h3f:
+          if (\$214 ) begin
+            \$246  = 7'h40;
+          end
+      7'h40:
+          \$246  = 7'h41;
+      7'h41:
+          \$246  = 7'h42;
+      7'h42:
+          \$246  = 7'h43;
+      7'h43:
+          if (\done$42 ) begin
+            \$246  = 7'h44;
+          end
+      7'h44:
+          \$246  = 7'h45;
+      7'h45:
+          \$246  = 7'h46;
+      7'h46:
+          \$246  = 7'h47;
+      7'h47:
+          \$246  = 7'h48;
+      7'h48:
+          \$246  = 7'h49;
+      7'h49:
+          \$246  = 7'h4a;
+      7'h4a:
+          \$246  = 7'h4b;
+      7'h4b:
+          if (\done$42 ) begin
+            \$246  = 7'h4c;
+          end
+      7'h4c:
+          \$246  = 7'h08;
+      7'h08:
+          \$246  = 7'h00;
     endcase
     if (rst) begin
-      \$326  = 6'h00;
+      \$246  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = div_num;
+    \$247  = div_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
-          \$327  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      6'h05:
+      7'h04:
+          \$247  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
+          \$247  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
+          \$247  = { 13'h0000, \$124  };
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
-          \$327  = { \p$55 [49], \p$55  };
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          \$247  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
-      \$327  = 51'h0000000000000;
+      \$247  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = div_mag;
+    \$248  = div_mag;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          \$328  = \$261 [50:0];
-      6'h06:
+      7'h05:
+          \$248  = \$107 [42:0];
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
+          \$248  = \$111 [42:0];
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
+          \$248  = \$127 [42:0];
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
-          \$328  = \$294 [50:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$248  = \$154 [42:0];
     endcase
     if (rst) begin
-      \$328  = 51'h0000000000000;
+      \$248  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = div_neg;
+    \$249  = div_neg;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          \$329  = \$262 ;
-      6'h06:
+      7'h05:
+          \$249  = \$108 ;
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
+          \$249  = \$112 ;
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
+          \$249  = \$128 ;
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
-          \$329  = \$295 ;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$249  = \$155 ;
     endcase
     if (rst) begin
-      \$329  = 1'h0;
+      \$249  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = \start$9 ;
+    \$250  = \start$5 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          \$330  = 1'h1;
-      6'h06:
-          \$330  = 1'h0;
-      6'h07:
+      7'h05:
+          \$250  = 1'h1;
+      7'h06:
+          \$250  = 1'h0;
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
-          \$330  = 1'h1;
-      6'h14:
-          \$330  = 1'h0;
-      6'h15:
+      7'h13:
+          \$250  = 1'h1;
+      7'h14:
+          \$250  = 1'h0;
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
+          \$250  = 1'h1;
+      7'h21:
+          \$250  = 1'h0;
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
-          \$330  = 1'h1;
-      6'h25:
-          \$330  = 1'h0;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$250  = 1'h1;
+      7'h2c:
+          \$250  = 1'h0;
     endcase
     if (rst) begin
-      \$330  = 1'h0;
+      \$250  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = floor_mean;
+    \$251  = floor_mean;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          if (\done$41 ) begin
-            \$331  = q[8:0];
-          end
-    endcase
-    if (rst) begin
-      \$331  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = start;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          \$332  = 1'h1;
-      6'h0a:
-          \$332  = 1'h0;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          \$332  = 1'h1;
-      6'h0d:
-          \$332  = 1'h0;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$332  = 1'h1;
-      6'h10:
-          \$332  = 1'h0;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$332  = 1'h1;
-      6'h17:
-          \$332  = 1'h0;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$332  = 1'h1;
-      6'h1a:
-          \$332  = 1'h0;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$332  = 1'h1;
-      6'h21:
-          \$332  = 1'h0;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          \$332  = 1'h1;
-      6'h28:
-          \$332  = 1'h0;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$332  = 1'h1;
-      6'h2f:
-          \$332  = 1'h0;
-    endcase
-    if (rst) begin
-      \$332  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = t;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          if (\done$44 ) begin
-            \$333  = p[37:0];
-          end
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$44 ) begin
-            \$333  = p[37:0];
+      7'h07:
+          if (\done$39 ) begin
+            \$251  = q[8:0];
           end
     endcase
     if (rst) begin
-      \$333  = 38'h0000000000;
+      \$251  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = den;
+    \$252  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
+          \$252  = 1'h1;
+      7'h0a:
+          \$252  = 1'h0;
+      7'h0b:
           /* empty */;
-      6'h0a:
+      7'h0c:
+          \$252  = 1'h1;
+      7'h0d:
+          \$252  = 1'h0;
+      7'h0e:
           /* empty */;
-      6'h0b:
+      7'h0f:
+          \$252  = 1'h1;
+      7'h10:
+          \$252  = 1'h0;
+      7'h11:
           /* empty */;
-      6'h0c:
+      7'h12:
           /* empty */;
-      6'h0d:
+      7'h13:
           /* empty */;
-      6'h0e:
+      7'h14:
           /* empty */;
-      6'h0f:
+      7'h15:
           /* empty */;
-      6'h10:
+      7'h16:
+          \$252  = 1'h1;
+      7'h17:
+          \$252  = 1'h0;
+      7'h18:
           /* empty */;
-      6'h11:
-          if (\done$44 ) begin
-            \$334  = p[57:0];
+      7'h19:
+          \$252  = 1'h1;
+      7'h1a:
+          \$252  = 1'h0;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$252  = 1'h1;
+      7'h28:
+          \$252  = 1'h0;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$252  = 1'h1;
+      7'h33:
+          \$252  = 1'h0;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          \$252  = 1'h1;
+      7'h37:
+          \$252  = 1'h0;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$252  = 1'h1;
+      7'h42:
+          \$252  = 1'h0;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$252  = 1'h1;
+      7'h4a:
+          \$252  = 1'h0;
+    endcase
+    if (rst) begin
+      \$252  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          if (\done$42 ) begin
+            \$253  = p[37:0];
+          end
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          if (\done$42 ) begin
+            \$253  = p[37:0];
           end
     endcase
     if (rst) begin
-      \$334  = 58'h000000000000000;
+      \$253  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = lead;
+    \$254  = \den$44 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$335  = den_lead;
-    endcase
-    if (rst) begin
-      \$335  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$336  = \$266 [57:0];
-    endcase
-    if (rst) begin
-      \$336  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$337  = \$267 ;
-    endcase
-    if (rst) begin
-      \$337  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          if (\done$41 ) begin
-            \$338  = q[16:0];
+      7'h11:
+          if (\done$42 ) begin
+            \$254  = p[57:0];
           end
     endcase
     if (rst) begin
-      \$338  = 17'h00000;
+      \$254  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = m;
+    \$255  = floor_q;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$44 ) begin
-            \$339  = p[25:0];
+      7'h15:
+          if (\done$39 ) begin
+            \$255  = q[9:0];
           end
-      6'h19:
+      7'h16:
           /* empty */;
-      6'h1a:
+      7'h17:
           /* empty */;
-      6'h1b:
+      7'h18:
           /* empty */;
-      6'h1c:
+      7'h19:
           /* empty */;
-      6'h1d:
+      7'h1a:
           /* empty */;
-      6'h1e:
+      7'h1b:
           /* empty */;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h23:
+      7'h20:
           /* empty */;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h25:
+      7'h22:
           /* empty */;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
           /* empty */;
-      6'h03:
+      7'h25:
           /* empty */;
-      6'h28:
+      7'h26:
           /* empty */;
-      6'h29:
-          if (\done$44 ) begin
-            \$339  = p[25:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          \$255  = \$181 [9:0];
+    endcase
+    if (rst) begin
+      \$255  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          if (\done$42 ) begin
+            \$256  = p[13:0];
           end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          \$256  = { 6'h00, chan[90:83] };
     endcase
     if (rst) begin
-      \$339  = 26'h0000000;
+      \$256  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = km;
+    \$257  = gain_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          if (\done$44 ) begin
-            \$340  = p[39:0];
+      7'h1b:
+          if (\done$42 ) begin
+            \$257  = p[23:0];
           end
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
-          \$340  = \$297 [39:0];
-    endcase
-    if (rst) begin
-      \$340  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = sh0;
-    casez (fsm_state)
-      6'h00:
+      7'h2b:
           /* empty */;
-      6'h01:
+      7'h2c:
           /* empty */;
-      6'h04:
+      7'h2d:
           /* empty */;
-      6'h05:
+      7'h2e:
           /* empty */;
-      6'h06:
+      7'h2f:
           /* empty */;
-      6'h07:
+      7'h30:
           /* empty */;
-      6'h02:
+      7'h31:
           /* empty */;
-      6'h09:
+      7'h32:
           /* empty */;
-      6'h0a:
+      7'h33:
           /* empty */;
-      6'h0b:
+      7'h34:
           /* empty */;
-      6'h0c:
+      7'h35:
           /* empty */;
-      6'h0d:
+      7'h03:
           /* empty */;
-      6'h0e:
+      7'h36:
           /* empty */;
-      6'h0f:
+      7'h37:
           /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$341  = { \$268 [7], \$268 [7], \$268  };
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$341  = { \$298 [8], \$298  };
-    endcase
-    if (rst) begin
-      \$341  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$342  = count_lead;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$342  = 4'h8;
-    endcase
-    if (rst) begin
-      \$342  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$343  = \$271 [3:0];
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$343  = \$301 [3:0];
-    endcase
-    if (rst) begin
-      \$343  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$344  = \$281 [9:0];
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$344  = \$311 [9:0];
-    endcase
-    if (rst) begin
-      \$344  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$345  = \$282 [53:0];
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$345  = \$312 [53:0];
-    endcase
-    if (rst) begin
-      \$345  = 54'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$346  = \$284 [5:0];
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$346  = \$314 [5:0];
-    endcase
-    if (rst) begin
-      \$346  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$347  = \$286 [3:0];
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$347  = \$316 [3:0];
-    endcase
-    if (rst) begin
-      \$347  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = \a$32 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$348  = \$287 [26:0];
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$348  = \$317 [26:0];
-    endcase
-    if (rst) begin
-      \$348  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$349  = { \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291 [23], \$291  };
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$349  = { \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321 [23], \$321  };
-    endcase
-    if (rst) begin
-      \$349  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = \p$55 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h01:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          if (\done$44 ) begin
-            \$350  = p[49:0];
-          end
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          if (\done$44 ) begin
-            \$350  = p[49:0];
+      7'h38:
+          if (\done$42 ) begin
+            \$257  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$350  = 50'h0000000000000;
+      \$257  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = quot;
+    \$258  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          if (\done$41 ) begin
-            \$351  = { q[36], q[36], q };
+      7'h1c:
+          \$258  = \den$44 ;
+      7'h1d:
+          if (\$113 ) begin
+            \$258  = \$114 [57:0];
           end
-      6'h27:
+      7'h1e:
           /* empty */;
-      6'h03:
+      7'h1f:
           /* empty */;
-      6'h28:
+      7'h20:
           /* empty */;
-      6'h29:
+      7'h21:
           /* empty */;
-      6'h2a:
+      7'h22:
           /* empty */;
-      6'h2b:
+      7'h23:
           /* empty */;
-      6'h2c:
+      7'h24:
           /* empty */;
-      6'h2d:
+      7'h25:
           /* empty */;
-      6'h2e:
+      7'h26:
           /* empty */;
-      6'h2f:
+      7'h27:
           /* empty */;
-      6'h30:
+      7'h28:
           /* empty */;
-      6'h31:
-          \$351  = \$322 [38:0];
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$258  = 58'h200000000000000;
+      7'h3a:
+          if (\$182 ) begin
+            \$258  = \$183 [57:0];
+          end
     endcase
     if (rst) begin
-      \$351  = 39'h0000000000;
+      \$258  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = \b$57 ;
+    \$259  = num_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h01:
+      7'h01:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
+          \$259  = gain_num[22:0];
+      7'h1d:
+          if (\$116 ) begin
+            \$259  = \$117 [22:0];
+          end
+      7'h1e:
           /* empty */;
-      6'h1d:
+      7'h1f:
           /* empty */;
-      6'h1e:
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
+      7'h27:
           /* empty */;
-      6'h26:
+      7'h28:
           /* empty */;
-      6'h27:
-          \$352  = \$296 [34:0];
-      6'h03:
+      7'h29:
           /* empty */;
-      6'h28:
+      7'h2a:
           /* empty */;
-      6'h29:
+      7'h2b:
           /* empty */;
-      6'h2a:
+      7'h2c:
           /* empty */;
-      6'h2b:
+      7'h2d:
           /* empty */;
-      6'h2c:
+      7'h2e:
           /* empty */;
-      6'h2d:
+      7'h2f:
           /* empty */;
-      6'h2e:
+      7'h30:
           /* empty */;
-      6'h2f:
+      7'h31:
           /* empty */;
-      6'h30:
+      7'h32:
           /* empty */;
-      6'h31:
+      7'h33:
           /* empty */;
-      6'h32:
-          \$352  = \$323 [34:0];
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$259  = gain_num[22:0];
+      7'h3a:
+          if (\$185 ) begin
+            \$259  = \$186 [22:0];
+          end
     endcase
     if (rst) begin
-      \$352  = 35'h000000000;
+      \$259  = 23'h000000;
     end
   end
-  assign beta_shift = \$184 [3:0];
-  assign \beta_shift$6  = \$185 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$260  = 5'h00;
+      7'h1d:
+          if (\$116 ) begin
+            \$260  = \$118 [4:0];
+          end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$260  = 5'h00;
+      7'h3a:
+          if (\$185 ) begin
+            \$260  = \$187 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$260  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$261  = 6'h00;
+      7'h1d:
+          if (\$113 ) begin
+            \$261  = \$115 [5:0];
+          end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$261  = 6'h00;
+      7'h3a:
+          if (\$182 ) begin
+            \$261  = \$184 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$261  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+        begin
+          \$262  = \$119 [5:0];
+          if (\$120 ) begin
+            \$262  = 6'h00;
+          end
+        end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+        begin
+          \$262  = \$147 [5:0];
+          if (\$148 ) begin
+            \$262  = 6'h00;
+          end
+        end
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+        begin
+          \$262  = \$188 [5:0];
+          if (\$189 ) begin
+            \$262  = 6'h00;
+          end
+        end
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+        begin
+          \$262  = \$213 [5:0];
+          if (\$214 ) begin
+            \$262  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$262  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$263  = { \$122 [6], \$122 [6], \$122  };
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$263  = \$133 [8:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+        begin
+          if (\$137 ) begin
+            \$263  = \$139 [8:0];
+          end
+          if (\$143 ) begin
+            \$263  = \$145 [8:0];
+          end
+        end
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$263  = \$191 ;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$263  = \$199 [8:0];
+      7'h3e:
+          /* empty */;
+      7'h3f:
+        begin
+          if (\$203 ) begin
+            \$263  = \$205 [8:0];
+          end
+          if (\$209 ) begin
+            \$263  = \$211 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$263  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$264  = \$123 ;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$264  = \$192 ;
+    endcase
+    if (rst) begin
+      \$264  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          if (\done$39 ) begin
+            \$265  = q[15:0];
+          end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$265  = \$194 [15:0];
+    endcase
+    if (rst) begin
+      \$265  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$266  = { \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131  };
+      7'h24:
+          /* empty */;
+      7'h25:
+        begin
+          if (\$137 ) begin
+            \$266  = \$138 ;
+          end
+          if (\$143 ) begin
+            \$266  = \$144 [26:0];
+          end
+        end
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$266  = { \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197  };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+        begin
+          if (\$203 ) begin
+            \$266  = \$204 ;
+          end
+          if (\$209 ) begin
+            \$266  = \$210 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$266  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$267  = 4'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$267  = \$146 [3:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$267  = 4'h0;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$267  = \$212 [3:0];
+    endcase
+    if (rst) begin
+      \$267  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$268  = \$136 ;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$268  = \$202 ;
+    endcase
+    if (rst) begin
+      \$268  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$269  = \$151 [3:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$269  = \$217 [3:0];
+    endcase
+    if (rst) begin
+      \$269  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          if (\done$42 ) begin
+            \$270  = p[41:0];
+          end
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          if (\done$42 ) begin
+            \$270  = p[41:0];
+          end
+    endcase
+    if (rst) begin
+      \$270  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          if (\done$39 ) begin
+            \$271  = q;
+          end
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$271  = \$218 [28:0];
+    endcase
+    if (rst) begin
+      \$271  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$272  = { \$160 [29], \$160  };
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$272  = { \$223 [29], \$223  };
+    endcase
+    if (rst) begin
+      \$272  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$273  = \$164 ;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \$273  = \$227 ;
+    endcase
+    if (rst) begin
+      \$273  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$274  = \$168 [22:0];
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$274  = \$231 [22:0];
+    endcase
+    if (rst) begin
+      \$274  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$275  = \$172 [22:0];
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$275  = \$235 [22:0];
+    endcase
+    if (rst) begin
+      \$275  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$276  = \$177 [13:0];
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$276  = \$240 [13:0];
+    endcase
+    if (rst) begin
+      \$276  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$277  = \$178 [22:0];
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$277  = \$241 [22:0];
+    endcase
+    if (rst) begin
+      \$277  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = \b$61 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          if (\done$42 ) begin
+            \$278  = p[22:0];
+          end
+      7'h35:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          if (\done$42 ) begin
+            \$278  = p[22:0];
+          end
+    endcase
+    if (rst) begin
+      \$278  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$279  = \a$62 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$279  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$279  = a_fin;
+    endcase
+    if (rst) begin
+      \$279  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$280  = special_r;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$280  = special_r;
+    endcase
+    if (rst) begin
+      \$280  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$281  = \neg$64 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$281  = \$179 ;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$281  = \$242 ;
+    endcase
+    if (rst) begin
+      \$281  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$282  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$282  = floor_q;
+    endcase
+    if (rst) begin
+      \$282  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$283  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$283  = \$180 [9:0];
+      7'h03:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$283  = \$243 [9:0];
+    endcase
+    if (rst) begin
+      \$283  = 10'h000;
+    end
+  end
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[40:14];
@@ -4765,83 +7804,99 @@ module \hwnorm_mad_s8.math (rst, \start$38 , entry, chan, sum, s_hi, c_hi, done,
   assign \chan.mean  = chan[98:83];
   assign \chan.scale_m  = chan[114:99];
   assign \chan.scale_exp  = chan[122:115];
-  assign \$186  = { 9'h000, div_mag[50:9] };
-  assign \$187  = { 5'h00, div_mag[8:0], 26'h0000000 };
-  assign \$188  = { t, 1'h0 };
-  assign \$198  = { 35'h000000000, div_mag[50:35] };
-  assign \$199  = { 1'h0, div_mag[34:0] };
-  assign \$265  = { 1'h0, \$264 [63:1] };
-  assign \$290  = { 1'h0, \$289 [15:1] };
-  assign \$297  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$320  = { 1'h0, \$319 [15:1] };
-  assign \$322  = { \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49], \p$55 [49:8] };
+  assign \$3  = { 9'h000, div_mag[42:9] };
+  assign \$4  = { 13'h0000, div_mag[8:0], 18'h00000 };
+  assign \$5  = { t, 1'h0 };
+  assign \$6  = { 9'h000, div_mag[42:9] };
+  assign \$7  = { 13'h0000, div_mag[8:0], 18'h00000 };
+  assign \$11  = { 14'h0000, div_mag[42:14] };
+  assign \$12  = { 2'h0, div_mag[13:0], 13'h0000 };
+  assign \$14  = { 27'h0000000, div_mag[42:27] };
+  assign \$15  = { 1'h0, div_mag[26:0] };
+  assign \$114  = { den_norm, 1'h0 };
+  assign \$117  = { num_norm, 1'h0 };
+  assign \$124  = { 1'h0, num_norm, 6'h00 };
+  assign \$129  = { gain_q1[15], gain_q1[15:1] };
+  assign \$138  = { 1'h0, gain_x[26:1] };
+  assign \$144  = { gain_x, 1'h0 };
+  assign \$158  = { 1'h0, \$157 [15:1] };
+  assign \$181  = { chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98:91] };
+  assign \$183  = { den_norm, 1'h0 };
+  assign \$186  = { num_norm, 1'h0 };
+  assign \$193  = { 1'h0, num_norm, 6'h00 };
+  assign \$194  = { 15'h0000, \$193 [29:15] };
+  assign \$195  = { gain_q1[15], gain_q1[15:1] };
+  assign \$204  = { 1'h0, gain_x[26:1] };
+  assign \$210  = { gain_x, 1'h0 };
+  assign \$218  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$221  = { 1'h0, \$220 [15:1] };
 endmodule
 
 module \hwnorm_mad_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [58:0] \$1 ;
-  wire [6:0] \$10 ;
+  wire [16:0] \$1 ;
+  wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [35:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [36:0] \$15 ;
+  wire [27:0] \$13 ;
+  wire [28:0] \$14 ;
+  wire [28:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [57:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
-  reg [34:0] \$20 ;
-  reg [57:0] \$21 ;
+  reg [26:0] \$20 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
-  reg [34:0] \$23 ;
-  reg [5:0] \$24 ;
+  reg [26:0] \$23 ;
+  reg [4:0] \$24 ;
   reg \$25 ;
-  reg [36:0] \$26 ;
+  reg [28:0] \$26 ;
   wire \$3 ;
-  wire [59:0] \$4 ;
-  wire [59:0] \$5 ;
-  wire [35:0] \$6 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
+  wire [27:0] \$6 ;
   wire \$7 ;
-  wire [35:0] \$8 ;
-  wire [35:0] \$9 ;
+  wire [27:0] \$8 ;
+  wire [27:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [57:0] den = 58'h000000000000000;
-  input [57:0] \den$13 ;
-  wire [57:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
-  reg [5:0] left = 6'h00;
-  reg [34:0] lo = 35'h000000000;
-  input [34:0] lo_init;
-  wire [34:0] lo_init;
+  reg [4:0] left = 5'h00;
+  reg [26:0] lo = 27'h0000000;
+  input [26:0] lo_init;
+  wire [26:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [36:0] q;
-  reg [36:0] q = 37'h0000000000;
-  reg [34:0] quot = 35'h000000000;
-  reg [57:0] rem = 58'h000000000000000;
-  input [57:0] rem_init;
-  wire [57:0] rem_init;
+  output [28:0] q;
+  reg [28:0] q = 29'h00000000;
+  reg [26:0] quot = 27'h0000000;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
   reg sign = 1'h0;
   input start;
   wire start;
-  input [5:0] steps;
-  wire [5:0] steps;
-  wire [58:0] trial;
-  assign trial = \$1  | { 58'h000000000000000, lo[34] };
+  input [4:0] steps;
+  wire [4:0] steps;
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[26] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 35'h000000000, \$7  };
+  assign \$8  = \$6  | { 27'h0000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -4903,10 +7958,10 @@ module \hwnorm_mad_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [57:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 58'h000000000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -4915,10 +7970,10 @@ module \hwnorm_mad_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [34:0];
+      \$20  = \$9 [26:0];
     end
     if (rst) begin
-      \$20  = 35'h000000000;
+      \$20  = 27'h0000000;
     end
   end
   always @* begin
@@ -4928,7 +7983,7 @@ module \hwnorm_mad_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 58'h000000000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -4945,12 +8000,12 @@ module \hwnorm_mad_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 35'h000000000;
+      \$23  = 27'h0000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [34:0];
+      \$23  = \$8 [26:0];
     end
     if (rst) begin
-      \$23  = 35'h000000000;
+      \$23  = 27'h0000000;
     end
   end
   always @* begin
@@ -4959,10 +8014,10 @@ module \hwnorm_mad_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
     if (start) begin
       \$24  = steps;
     end else if (\$2 ) begin
-      \$24  = \$10 [5:0];
+      \$24  = \$10 [4:0];
     end
     if (rst) begin
-      \$24  = 6'h00;
+      \$24  = 5'h00;
     end
   end
   always @* begin
@@ -4982,7 +8037,7 @@ module \hwnorm_mad_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , step
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 37'h0000000000;
+      \$26  = 29'h00000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -5125,61 +8180,85 @@ module \hwnorm_mad_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, c
   assign \$6  = { 1'h0, b_sh[26:1] };
 endmodule
 
-module \hwnorm_mad_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_mad_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [17:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [49:0] \$12 ;
-  wire [50:0] \$13 ;
-  wire [51:0] \$14 ;
-  wire [35:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [35:0] \$18 ;
-  wire [35:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [35:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire [13:0] \$26 ;
-  reg \$27 ;
-  reg \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg [12:0] \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [23:0] \$37 ;
+  wire [23:0] \$38 ;
+  wire [23:0] \$39 ;
   wire [2:0] \$4 ;
-  reg [7:0] \$40 ;
-  reg [25:0] \$41 ;
-  reg [18:0] \$42 ;
-  reg [35:0] \$43 ;
-  reg [35:0] \$44 ;
-  reg [35:0] \$45 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [13:0] \$45 ;
   reg \$46 ;
   reg \$47 ;
-  reg [7:0] \$48 ;
+  reg \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg [12:0] \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [7:0] \$65 ;
+  reg [22:0] \$66 ;
+  reg [23:0] \$67 ;
+  reg [23:0] \$68 ;
+  reg [23:0] \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg [7:0] \$72 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [26:0] a;
-  wire [26:0] a;
-  reg [35:0] acc0 = 36'h000000000;
-  input [34:0] b;
-  wire [34:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   output busy;
   wire busy;
   output ce;
@@ -5188,6 +8267,12 @@ module \hwnorm_mad_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -5196,6 +8281,8 @@ module \hwnorm_mad_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -5210,16 +8297,21 @@ module \hwnorm_mad_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [18:0] p0_17 = 19'h00000;
-  reg [35:0] q0 = 36'h000000000;
-  reg [35:0] qs0 = 36'h000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -5231,28 +8323,79 @@ module \hwnorm_mad_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = under0 ? 24'hffff80 : q0;
+  assign \$38  = over0 ? 24'h00007f : \$37 ;
+  assign \$39  = ok4 ? \$38  : 24'h000000;
+  assign \$40  = ~ clear;
+  assign \$41  = \$40  & ce;
+  assign \$42  = v4 & ok4;
+  assign \$43  = over0 | under0;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = sat_count + \$44 ;
   always @(posedge clk)
-    ok4 <= \$38 ;
+    v0 <= \$46 ;
   always @(posedge clk)
-    ok5 <= \$39 ;
+    v1 <= \$47 ;
   always @(posedge clk)
-    x0 <= \$40 ;
+    v2 <= \$48 ;
   always @(posedge clk)
-    p0_0 <= \$41 ;
+    v3 <= \$49 ;
   always @(posedge clk)
-    p0_17 <= \$42 ;
+    v4 <= \$50 ;
   always @(posedge clk)
-    acc0 <= \$43 ;
+    v5 <= \$51 ;
   always @(posedge clk)
-    qs0 <= \$44 ;
+    sat_count <= \$52 ;
   always @(posedge clk)
-    q0 <= \$45 ;
+    ok0 <= \$53 ;
   always @(posedge clk)
-    over0 <= \$46 ;
+    ok1 <= \$54 ;
   always @(posedge clk)
-    under0 <= \$47 ;
+    ok2 <= \$55 ;
   always @(posedge clk)
-    o__payload <= \$48 ;
+    ok3 <= \$56 ;
+  always @(posedge clk)
+    ok4 <= \$57 ;
+  always @(posedge clk)
+    ok5 <= \$58 ;
+  always @(posedge clk)
+    force_hi0_0 <= \$59 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$60 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$61 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$62 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$63 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$64 ;
+  always @(posedge clk)
+    x0 <= \$65 ;
+  always @(posedge clk)
+    p0_0 <= \$66 ;
+  always @(posedge clk)
+    acc0 <= \$67 ;
+  always @(posedge clk)
+    qs0 <= \$68 ;
+  always @(posedge clk)
+    q0 <= \$69 ;
+  always @(posedge clk)
+    over0 <= \$70 ;
+  always @(posedge clk)
+    under0 <= \$71 ;
+  always @(posedge clk)
+    o__payload <= \$72 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -5263,120 +8406,30 @@ module \hwnorm_mad_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[26:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = under0 ? 36'hfffffff80 : q0;
-  assign \$19  = over0 ? 36'h00000007f : \$18 ;
-  assign \$20  = ok4 ? \$19  : 36'h000000000;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
   assign \$21  = ~ clear;
   assign \$22  = \$21  & ce;
-  assign \$23  = v4 & ok4;
-  assign \$24  = over0 | under0;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = sat_count + \$25 ;
-  always @(posedge clk)
-    v0 <= \$27 ;
-  always @(posedge clk)
-    v1 <= \$28 ;
-  always @(posedge clk)
-    v2 <= \$29 ;
-  always @(posedge clk)
-    v3 <= \$30 ;
-  always @(posedge clk)
-    v4 <= \$31 ;
-  always @(posedge clk)
-    v5 <= \$32 ;
-  always @(posedge clk)
-    sat_count <= \$33 ;
-  always @(posedge clk)
-    ok0 <= \$34 ;
-  always @(posedge clk)
-    ok1 <= \$35 ;
-  always @(posedge clk)
-    ok2 <= \$36 ;
-  always @(posedge clk)
-    ok3 <= \$37 ;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok5;
+    \$46  = v0;
     if (clear) begin
+      \$46  = 1'h0;
     end else if (ce) begin
-      \$39  = ok4;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = x0;
-    if (\$8 ) begin
-      \$40  = i__payload;
-    end
-    if (rst) begin
-      \$40  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = p0_0;
-    if (\$8 ) begin
-      \$41  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$41  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = p0_17;
-    if (\$8 ) begin
-      \$42  = { \$10 [17], \$10  };
-    end
-    if (rst) begin
-      \$42  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = acc0;
-    if (\$8 ) begin
-      \$43  = \$14 [35:0];
-    end
-    if (rst) begin
-      \$43  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = qs0;
-    if (\$8 ) begin
-      \$44  = \$15 ;
-    end
-    if (rst) begin
-      \$44  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = q0;
-    if (\$8 ) begin
-      \$45  = qs0;
-    end
-    if (rst) begin
-      \$45  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = over0;
-    if (\$8 ) begin
-      \$46  = \$16 ;
+      \$46  = i__valid;
     end
     if (rst) begin
       \$46  = 1'h0;
@@ -5384,9 +8437,11 @@ module \hwnorm_mad_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = under0;
-    if (\$8 ) begin
-      \$47  = \$17 ;
+    \$47  = v1;
+    if (clear) begin
+      \$47  = 1'h0;
+    end else if (ce) begin
+      \$47  = v0;
     end
     if (rst) begin
       \$47  = 1'h0;
@@ -5394,152 +8449,269 @@ module \hwnorm_mad_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = o__payload;
+    \$48  = v2;
+    if (clear) begin
+      \$48  = 1'h0;
+    end else if (ce) begin
+      \$48  = v1;
+    end
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = v3;
+    if (clear) begin
+      \$49  = 1'h0;
+    end else if (ce) begin
+      \$49  = v2;
+    end
+    if (rst) begin
+      \$49  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = v4;
+    if (clear) begin
+      \$50  = 1'h0;
+    end else if (ce) begin
+      \$50  = v3;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$51  = v5;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v4;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = sat_count;
+    if (clear) begin
+      \$52  = 13'h0000;
+    end
+    if (\$41 ) begin
+      \$52  = \$45 [12:0];
+    end
+    if (rst) begin
+      \$52  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$53  = mask;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$54  = ok0;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$55  = ok1;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = ok2;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok3;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok4;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = force_hi0_0;
     if (\$8 ) begin
-      \$48  = \$20 [7:0];
+      \$59  = \$13 ;
     end
     if (rst) begin
-      \$48  = 8'h00;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = v0;
-    if (clear) begin
-      \$27  = 1'h0;
-    end else if (ce) begin
-      \$27  = i__valid;
+    \$60  = force_lo0_0;
+    if (\$8 ) begin
+      \$60  = \$18 ;
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = v1;
-    if (clear) begin
-      \$28  = 1'h0;
-    end else if (ce) begin
-      \$28  = v0;
+    \$61  = force_hi0_1;
+    if (\$20 ) begin
+      \$61  = force_hi0_0;
     end
     if (rst) begin
-      \$28  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = v2;
-    if (clear) begin
-      \$29  = 1'h0;
-    end else if (ce) begin
-      \$29  = v1;
+    \$62  = force_lo0_1;
+    if (\$20 ) begin
+      \$62  = force_lo0_0;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v3;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = v2;
-    end
-    if (rst) begin
-      \$30  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v4;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v3;
-    end
-    if (rst) begin
-      \$31  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v5;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v4;
-    end
-    if (rst) begin
-      \$32  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = sat_count;
-    if (clear) begin
-      \$33  = 13'h0000;
-    end
+    \$63  = force_hi0_2;
     if (\$22 ) begin
-      \$33  = \$26 [12:0];
+      \$63  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 13'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$34  = mask;
+    \$64  = force_lo0_2;
+    if (\$22 ) begin
+      \$64  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$35  = ok0;
+    \$65  = x0;
+    if (\$24 ) begin
+      \$65  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$65  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = ok1;
+    \$66  = p0_0;
+    if (\$24 ) begin
+      \$66  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$66  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok2;
+    \$67  = acc0;
+    if (\$24 ) begin
+      \$67  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$67  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$38  = ok3;
+    \$68  = qs0;
+    if (\$24 ) begin
+      \$68  = \$28 ;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$68  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$69  = q0;
+    if (\$24 ) begin
+      \$69  = qs0;
+    end
+    if (rst) begin
+      \$69  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$70  = over0;
+    if (\$24 ) begin
+      \$70  = \$32 ;
+    end
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = under0;
+    if (\$24 ) begin
+      \$71  = \$36 ;
+    end
+    if (rst) begin
+      \$71  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = o__payload;
+    if (\$24 ) begin
+      \$72  = \$39 [7:0];
+    end
+    if (rst) begin
+      \$72  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -5547,8 +8719,7 @@ module \hwnorm_mad_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid,
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_mad_s8.stats_unit (clk, rst, mask, clear, valid, \second$10 , sum, s_hi, c_hi, floor_mean, x);

@@ -28,29 +28,25 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
+  wire [13:0] \$31 ;
+  wire [13:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [13:0] \$35 ;
-  wire [13:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire \$35 ;
+  wire \$36 ;
+  reg [12:0] \$37 ;
+  reg [170:0] \$38 ;
+  reg [2:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  reg [12:0] \$41 ;
-  reg [170:0] \$42 ;
-  reg [2:0] \$43 ;
   wire \$5 ;
   wire [13:0] \$6 ;
   wire [14:0] \$7 ;
   wire [15:0] \$8 ;
   wire [16:0] \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$26 ;
-  wire [57:0] b;
-  wire [57:0] \b$28 ;
+  wire [21:0] a;
+  wire [21:0] \a$26 ;
+  wire [38:0] b;
+  wire [38:0] \b$28 ;
   reg beat;
   wire busy;
   reg [170:0] chan = 171'h0000000000000000000000000000000000000000000;
@@ -94,7 +90,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire chan__valid;
   wire [12:0] chunk_size;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$48 ;
   input clk;
   wire clk;
   wire [59:0] den;
@@ -108,27 +104,33 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$55 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$54 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$24 ;
   reg more;
+  wire neg;
+  wire \neg$34 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$31 ;
-  wire [15:0] \o__payload$31[0] ;
+  wire [15:0] \o__payload$39 ;
+  wire [15:0] \o__payload$39[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$41 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$40 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$38 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$36 ;
   wire [19:0] r_closed;
   wire [15:0] r_open;
   wire refused;
@@ -137,6 +139,8 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [12:0] sat_count;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$32 ;
   reg start;
   output [102:0] stats__payload;
   reg [102:0] stats__payload;
@@ -153,12 +157,6 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [15:0] x;
   wire [15:0] \x[0] ;
   reg zero_den;
-  always @(posedge clk)
-    left <= \$41 ;
-  always @(posedge clk)
-    chan <= \$42 ;
-  always @(posedge clk)
-    fsm_state <= \$43 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = zero_den ? 60'h000000000000000 : den;
@@ -172,64 +170,74 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$11  = \$5  | \$10 ;
   assign \$12  = ~ chan__payload[0];
   assign \$13  = \$11  & \$12 ;
-  assign \$14  = $signed(chan__payload[170:163]) < $signed(8'h80);
-  assign \$15  = $signed(chan__payload[170:163]) > $signed(4'h4);
+  assign \$14  = $signed(chan__payload[138:115]) < $signed(24'h800000);
+  assign \$15  = $signed(chan__payload[138:115]) > $signed(24'h7fff00);
   assign \$16  = \$14  | \$15 ;
   assign \$17  = \$16  & chan__payload[0];
-  assign \$18  = $signed(chan__payload[138:115]) < $signed(24'h800000);
-  assign \$19  = $signed(chan__payload[138:115]) > $signed(24'h7fff00);
-  assign \$20  = \$18  | \$19 ;
-  assign \$21  = \$20  & chan__payload[0];
-  assign refused = | { \$21 , \$17 , \$13 , \$4  };
-  assign \$22  = | left;
-  assign \$23  = i__valid & more;
-  assign \$24  = \i__ready$47  & more;
-  assign \$25  = i__valid & \i__ready$47 ;
-  assign \$26  = \$25  & more;
-  assign \$27  = ! fsm_state;
-  assign \$28  = fsm_state == 1'h1;
-  assign \$29  = fsm_state == 2'h2;
-  assign \$30  = fsm_state == 2'h3;
-  assign \$31  = fsm_state == 3'h4;
-  assign \$32  = fsm_state == 3'h5;
-  assign \$33  = fsm_state == 3'h6;
-  assign \$34  = fsm_state == 3'h7;
-  assign \$35  = left - 1'h1;
-  assign \$36  = last ? 14'h0000 : \$35 ;
-  assign \$37  = i__valid & last;
-  assign \$38  = ~ more;
-  assign \$39  = ~ busy;
-  assign \$40  = \$38  & \$39 ;
+  assign refused = | { \$17 , \$13 , \$4  };
+  assign \$18  = | left;
+  assign \$19  = i__valid & more;
+  assign \$20  = \i__ready$55  & more;
+  assign \$21  = i__valid & \i__ready$55 ;
+  assign \$22  = \$21  & more;
+  assign \$23  = ! fsm_state;
+  assign \$24  = fsm_state == 1'h1;
+  assign \$25  = fsm_state == 2'h2;
+  assign \$26  = fsm_state == 2'h3;
+  assign \$27  = fsm_state == 3'h4;
+  assign \$28  = fsm_state == 3'h5;
+  assign \$29  = fsm_state == 3'h6;
+  assign \$30  = fsm_state == 3'h7;
+  assign \$31  = left - 1'h1;
+  assign \$32  = last ? 14'h0000 : \$31 ;
+  assign \$33  = i__valid & last;
+  assign \$34  = ~ more;
+  assign \$35  = ~ busy;
+  assign \$36  = \$34  & \$35 ;
+  always @(posedge clk)
+    left <= \$37 ;
+  always @(posedge clk)
+    chan <= \$38 ;
+  always @(posedge clk)
+    fsm_state <= \$39 ;
   \hwnorm_range_s16.math  math (
-    .\a$29 (a),
-    .\b$56 (b),
+    .\a$61 (a),
+    .\b$60 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$40 (den),
     .done(done),
     .entry(entry),
+    .\neg$63 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .r_closed(r_closed),
     .r_open(r_open),
     .rst(rst),
     .sh(shift),
-    .\start$38 (start),
+    .special(special),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_range_s16.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$55 ),
+    .clear(\clear$48 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$54 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_range_s16.stats_unit  stats_unit (
@@ -244,84 +252,6 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
     .valid(valid),
     .x(i__payload)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = left;
-    if (beat) begin
-      \$41  = \$36 [12:0];
-    end
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$41  = chan__payload[13:1];
-          end
-      3'h3:
-          if (\$37 ) begin
-            \$41  = chan[13:1];
-          end
-    endcase
-    if (rst) begin
-      \$41  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = chan;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$42  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$42  = 171'h0000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = fsm_state;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$43  = 3'h1;
-            end else if (chan__payload[0]) begin
-              \$43  = 3'h2;
-            end else begin
-              \$43  = 3'h3;
-            end
-          end
-      3'h3:
-          if (\$37 ) begin
-            \$43  = 3'h4;
-          end
-      3'h4:
-          \$43  = 3'h5;
-      3'h2:
-          \$43  = 3'h5;
-      3'h5:
-          if (done) begin
-            \$43  = 3'h6;
-          end
-      3'h6:
-          if (\$40 ) begin
-            \$43  = 3'h7;
-          end
-      3'h7:
-          if (stats__ready) begin
-            \$43  = 3'h0;
-          end
-      3'h1:
-          if (stats__ready) begin
-            \$43  = 3'h0;
-          end
-    endcase
-    if (rst) begin
-      \$43  = 3'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     zero_den = chan[0];
@@ -388,11 +318,11 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$48  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$48  = 1'h1;
           end
     endcase
   end
@@ -411,7 +341,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$24 ;
+          i__ready = \$20 ;
     endcase
   end
   always @* begin
@@ -429,7 +359,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$26 ;
+          beat = \$22 ;
     endcase
   end
   always @* begin
@@ -485,12 +415,12 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h5:
           /* empty */;
       3'h6:
-          more = \$22 ;
+          more = \$18 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
+    \i__valid$54  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -503,7 +433,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$46  = \$23 ;
+          \i__valid$54  = \$19 ;
     endcase
   end
   always @* begin
@@ -529,6 +459,84 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
           stats__valid = 1'h1;
     endcase
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = left;
+    if (beat) begin
+      \$37  = \$32 [12:0];
+    end
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$37  = chan__payload[13:1];
+          end
+      3'h3:
+          if (\$33 ) begin
+            \$37  = chan[13:1];
+          end
+    endcase
+    if (rst) begin
+      \$37  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$38  = chan;
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$38  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$38  = 171'h0000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$39  = fsm_state;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$39  = 3'h1;
+            end else if (chan__payload[0]) begin
+              \$39  = 3'h2;
+            end else begin
+              \$39  = 3'h3;
+            end
+          end
+      3'h3:
+          if (\$33 ) begin
+            \$39  = 3'h4;
+          end
+      3'h4:
+          \$39  = 3'h5;
+      3'h2:
+          \$39  = 3'h5;
+      3'h5:
+          if (done) begin
+            \$39  = 3'h6;
+          end
+      3'h6:
+          if (\$36 ) begin
+            \$39  = 3'h7;
+          end
+      3'h7:
+          if (stats__ready) begin
+            \$39  = 3'h0;
+          end
+      3'h1:
+          if (stats__ready) begin
+            \$39  = 3'h0;
+          end
+    endcase
+    if (rst) begin
+      \$39  = 3'h0;
+    end
+  end
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
@@ -538,9 +546,13 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \a$26  = a;
   assign \b$28  = b;
   assign sh = shift;
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \special$32  = special;
+  assign \neg$34  = neg;
+  assign \q_lo$36  = q_lo;
+  assign \q_hi$38  = q_hi;
+  assign \o__payload$39  = o__payload;
+  assign \o__valid$40  = o__valid;
+  assign \o__ready$41  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.chunk_size  = chan__payload[26:14];
@@ -579,7 +591,7 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \chan$20.scale_m  = chan[162:139];
   assign \chan$20.scale_exp  = chan[170:163];
   assign \i__payload$23[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \o__payload$39[0]  = o__payload;
   always @*
     stats__payload[101:89] = sat_count;
   always @*
@@ -590,315 +602,237 @@ module hwnorm_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$8  = { chan__payload[26:14], 3'h0 };
 endmodule
 
-module \hwnorm_range_s16.math (rst, r_open, \start$38 , entry, chan, sum, r_closed, done, den, sh, \a$29 , \b$56 , clk);
+module \hwnorm_range_s16.math (rst, r_open, \start$36 , entry, chan, sum, r_closed, done, \den$40 , sh, \b$60 , \a$61 , special, \neg$63 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
+  wire [5:0] \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire \$101 ;
+  wire [51:0] \$100 ;
+  wire [51:0] \$101 ;
   wire \$102 ;
   wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
+  wire [60:0] \$104 ;
+  wire [6:0] \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
-  wire \$11 ;
+  wire [39:0] \$107 ;
+  wire [6:0] \$108 ;
+  wire [6:0] \$109 ;
+  wire [50:0] \$11 ;
   wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
+  wire [6:0] \$111 ;
+  wire [7:0] \$112 ;
   wire \$113 ;
-  wire \$114 ;
+  wire [45:0] \$114 ;
   wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire [5:0] \$118 ;
-  wire [5:0] \$119 ;
-  wire \$12 ;
-  wire [5:0] \$120 ;
-  wire \$121 ;
-  wire [5:0] \$122 ;
-  wire [5:0] \$123 ;
-  wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
+  wire [51:0] \$116 ;
+  wire [51:0] \$117 ;
+  wire \$118 ;
+  wire [23:0] \$119 ;
+  wire [35:0] \$12 ;
+  wire [23:0] \$120 ;
+  wire [23:0] \$121 ;
+  wire [9:0] \$122 ;
+  wire [9:0] \$123 ;
+  wire \$124 ;
+  wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire [34:0] \$128 ;
+  wire [9:0] \$129 ;
   wire \$13 ;
-  wire [5:0] \$130 ;
-  wire [5:0] \$131 ;
-  wire [5:0] \$132 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
   wire \$133 ;
-  wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire [35:0] \$134 ;
+  wire [9:0] \$135 ;
   wire [5:0] \$136 ;
-  wire [5:0] \$137 ;
-  wire [5:0] \$138 ;
+  wire [6:0] \$137 ;
+  wire \$138 ;
   wire \$139 ;
-  wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
+  wire [18:0] \$14 ;
+  wire [8:0] \$140 ;
+  wire [8:0] \$141 ;
   wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
+  wire [51:0] \$143 ;
+  wire [51:0] \$144 ;
   wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
-  wire \$15 ;
-  wire [5:0] \$150 ;
-  wire [5:0] \$151 ;
-  wire [5:0] \$152 ;
-  wire \$153 ;
-  wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
-  wire [5:0] \$156 ;
-  wire [5:0] \$157 ;
-  wire \$158 ;
+  wire [46:0] \$146 ;
+  wire [31:0] \$147 ;
+  wire [31:0] \$148 ;
+  wire [47:0] \$149 ;
+  wire [18:0] \$15 ;
+  wire [48:0] \$150 ;
+  wire \$151 ;
+  wire [35:0] \$152 ;
+  wire [35:0] \$153 ;
+  wire [41:0] \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire [40:0] \$157 ;
+  wire [40:0] \$158 ;
   wire \$159 ;
   wire \$16 ;
   wire \$160 ;
-  wire \$161 ;
-  wire [5:0] \$162 ;
-  wire [5:0] \$163 ;
-  wire [5:0] \$164 ;
-  wire \$165 ;
-  wire [5:0] \$166 ;
-  wire [5:0] \$167 ;
-  wire [5:0] \$168 ;
-  wire [5:0] \$169 ;
+  wire [41:0] \$161 ;
+  wire [41:0] \$162 ;
+  wire [39:0] \$163 ;
+  wire \$164 ;
+  wire [35:0] \$165 ;
+  wire [35:0] \$166 ;
+  wire [39:0] \$167 ;
+  wire [40:0] \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [5:0] \$170 ;
-  wire [5:0] \$171 ;
+  wire [18:0] \$170 ;
+  wire [23:0] \$171 ;
   wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
+  wire [60:0] \$173 ;
+  wire [6:0] \$174 ;
   wire \$175 ;
-  wire \$176 ;
-  wire [3:0] \$177 ;
-  wire [3:0] \$178 ;
-  wire [3:0] \$179 ;
-  wire \$18 ;
-  wire [3:0] \$180 ;
-  wire \$181 ;
+  wire [39:0] \$176 ;
+  wire [6:0] \$177 ;
+  wire [6:0] \$178 ;
+  wire \$179 ;
+  wire [16:0] \$18 ;
+  wire [7:0] \$180 ;
+  wire [8:0] \$181 ;
   wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire [3:0] \$185 ;
-  wire [3:0] \$186 ;
-  wire [3:0] \$187 ;
-  wire \$188 ;
-  wire [3:0] \$189 ;
-  wire \$19 ;
-  wire [3:0] \$190 ;
-  wire [3:0] \$191 ;
-  wire [3:0] \$192 ;
-  wire [5:0] \$193 ;
-  wire [5:0] \$194 ;
-  wire [57:0] \$195 ;
+  wire [45:0] \$183 ;
+  wire [45:0] \$184 ;
+  wire [23:0] \$185 ;
+  wire [23:0] \$186 ;
+  wire [23:0] \$187 ;
+  wire [9:0] \$188 ;
+  wire [9:0] \$189 ;
+  wire [16:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire [34:0] \$194 ;
+  wire [9:0] \$195 ;
   wire \$196 ;
-  wire [16:0] \$197 ;
-  wire [16:0] \$198 ;
+  wire \$197 ;
+  wire \$198 ;
   wire \$199 ;
-  wire \$2 ;
+  wire [5:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire [29:0] \$201 ;
-  wire [29:0] \$202 ;
-  wire \$203 ;
-  wire [73:0] \$204 ;
-  wire [58:0] \$205 ;
-  wire \$206 ;
-  wire [16:0] \$207 ;
-  wire [16:0] \$208 ;
-  wire \$209 ;
+  wire [35:0] \$200 ;
+  wire [9:0] \$201 ;
+  wire [5:0] \$202 ;
+  wire [6:0] \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire [8:0] \$206 ;
+  wire [8:0] \$207 ;
+  wire [49:0] \$208 ;
+  wire [46:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire [24:0] \$211 ;
-  wire [24:0] \$212 ;
-  wire \$213 ;
+  wire [31:0] \$210 ;
+  wire [31:0] \$211 ;
+  wire [47:0] \$212 ;
+  wire [48:0] \$213 ;
   wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
+  wire [35:0] \$215 ;
+  wire [35:0] \$216 ;
+  wire [41:0] \$217 ;
   wire \$218 ;
   wire \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
+  wire [18:0] \$22 ;
+  wire [40:0] \$220 ;
+  wire [40:0] \$221 ;
   wire \$222 ;
   wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
+  wire [41:0] \$224 ;
+  wire [41:0] \$225 ;
+  wire [39:0] \$226 ;
   wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
-  wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
+  wire [35:0] \$228 ;
+  wire [35:0] \$229 ;
+  wire [18:0] \$23 ;
+  wire [39:0] \$230 ;
+  wire [40:0] \$231 ;
   wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [18:0] \$233 ;
+  reg \$234 ;
+  reg \$235 ;
+  reg [6:0] \$236 ;
+  reg \$237 ;
+  reg [50:0] \$238 ;
+  reg [59:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  reg [50:0] \$240 ;
+  reg [50:0] \$241 ;
+  reg \$242 ;
+  reg \$243 ;
+  reg [17:0] \$244 ;
+  reg [13:0] \$245 ;
+  reg [39:0] \$246 ;
+  reg [59:0] \$247 ;
+  reg [38:0] \$248 ;
+  reg [5:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  reg [5:0] \$250 ;
+  reg [5:0] \$251 ;
+  reg [8:0] \$252 ;
+  reg \$253 ;
+  reg [23:0] \$254 ;
+  reg [34:0] \$255 ;
+  reg [4:0] \$256 ;
+  reg \$257 ;
+  reg [4:0] \$258 ;
+  reg [49:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire [63:0] \$263 ;
-  wire [63:0] \$264 ;
-  wire [63:0] \$265 ;
-  wire \$266 ;
-  wire [7:0] \$267 ;
-  wire \$268 ;
-  wire [10:0] \$269 ;
+  reg [36:0] \$260 ;
+  reg [40:0] \$261 ;
+  reg [41:0] \$262 ;
+  reg [38:0] \$263 ;
+  reg [38:0] \$264 ;
+  reg [21:0] \$265 ;
+  reg [38:0] \$266 ;
+  reg [38:0] \$267 ;
+  reg [21:0] \$268 ;
+  reg \$269 ;
   wire \$27 ;
-  wire [10:0] \$270 ;
-  wire \$271 ;
-  wire [10:0] \$272 ;
-  wire \$273 ;
-  wire [10:0] \$274 ;
-  wire [10:0] \$275 ;
-  wire \$276 ;
-  wire [10:0] \$277 ;
-  wire [10:0] \$278 ;
-  wire [10:0] \$279 ;
+  reg \$270 ;
+  reg [17:0] \$271 ;
+  reg [17:0] \$272 ;
   wire \$28 ;
-  wire [10:0] \$280 ;
-  wire [70:0] \$281 ;
-  wire \$282 ;
-  wire [9:0] \$283 ;
-  wire [10:0] \$284 ;
-  wire [11:0] \$285 ;
-  wire [65:0] \$286 ;
-  wire [46:0] \$287 ;
-  wire [31:0] \$288 ;
-  wire [31:0] \$289 ;
   wire \$29 ;
-  wire [47:0] \$290 ;
-  wire \$291 ;
-  wire [74:0] \$292 ;
-  wire [74:0] \$293 ;
-  wire \$294 ;
-  wire [62:0] \$295 ;
-  wire [56:0] \$296 ;
-  wire [8:0] \$297 ;
-  wire \$298 ;
-  wire [10:0] \$299 ;
-  wire \$3 ;
+  wire [50:0] \$3 ;
   wire \$30 ;
-  wire [10:0] \$300 ;
-  wire \$301 ;
-  wire [10:0] \$302 ;
-  wire \$303 ;
-  wire [10:0] \$304 ;
-  wire [10:0] \$305 ;
-  wire \$306 ;
-  wire [10:0] \$307 ;
-  wire [10:0] \$308 ;
-  wire [10:0] \$309 ;
   wire \$31 ;
-  wire [10:0] \$310 ;
-  wire [70:0] \$311 ;
-  wire \$312 ;
-  wire [9:0] \$313 ;
-  wire [10:0] \$314 ;
-  wire [11:0] \$315 ;
-  wire [65:0] \$316 ;
-  wire [46:0] \$317 ;
-  wire [31:0] \$318 ;
-  wire [31:0] \$319 ;
   wire \$32 ;
-  wire [47:0] \$320 ;
-  wire [72:0] \$321 ;
-  wire [62:0] \$322 ;
-  reg \$323 ;
-  reg \$324 ;
-  reg [5:0] \$325 ;
-  reg \$326 ;
-  reg [50:0] \$327 ;
-  reg [59:0] \$328 ;
-  reg [5:0] \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg [59:0] \$331 ;
-  reg \$332 ;
-  reg [24:0] \$333 ;
-  reg [41:0] \$334 ;
-  reg [55:0] \$335 ;
-  reg [9:0] \$336 ;
-  reg [3:0] \$337 ;
-  reg [3:0] \$338 ;
-  reg [9:0] \$339 ;
   wire \$34 ;
-  reg [65:0] \$340 ;
-  reg [6:0] \$341 ;
-  reg [4:0] \$342 ;
-  reg [41:0] \$343 ;
-  reg [57:0] \$344 ;
-  reg [72:0] \$345 ;
-  reg [73:0] \$346 ;
-  reg [73:0] \$347 ;
-  reg \$348 ;
-  reg [61:0] \$349 ;
   wire \$35 ;
-  reg [57:0] \$350 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
+  wire [47:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [5:0] \$43 ;
-  wire [5:0] \$44 ;
-  wire [5:0] \$45 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
-  wire [5:0] \$52 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
   wire \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire [5:0] \$56 ;
-  wire [5:0] \$57 ;
-  wire [5:0] \$58 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [16:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -909,31 +843,31 @@ module \hwnorm_range_s16.math (rst, r_open, \start$38 , entry, chan, sum, r_clos
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
-  wire [5:0] \$70 ;
-  wire [5:0] \$71 ;
-  wire [5:0] \$72 ;
+  wire [16:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
-  wire [5:0] \$74 ;
-  wire [5:0] \$75 ;
-  wire [5:0] \$76 ;
-  wire [5:0] \$77 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [50:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
-  wire [5:0] \$89 ;
-  wire \$9 ;
-  wire [5:0] \$90 ;
-  wire [5:0] \$91 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
+  wire [36:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
   wire \$92 ;
   wire \$93 ;
   wire \$94 ;
@@ -943,15 +877,18 @@ module \hwnorm_range_s16.math (rst, r_open, \start$38 , entry, chan, sum, r_clos
   wire \$98 ;
   wire \$99 ;
   reg [51:0] a;
-  output [41:0] \a$29 ;
-  reg [41:0] \a$29  = 42'h00000000000;
-  reg [28:0] b;
-  output [57:0] \b$56 ;
-  reg [57:0] \b$56  = 58'h000000000000000;
+  output [21:0] \a$61 ;
+  reg [21:0] \a$61  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
+  reg [23:0] b;
+  output [38:0] \b$60 ;
+  reg [38:0] \b$60  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
-  reg [74:0] c;
+  wire [4:0] \beta_shift$2 ;
+  reg [65:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [170:0] chan;
   wire [170:0] chan;
   wire [15:0] \chan.beta ;
@@ -966,455 +903,380 @@ module \hwnorm_range_s16.math (rst, r_open, \start$38 , entry, chan, sum, r_clos
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [59:0] den;
-  reg [59:0] den = 60'h000000000000000;
-  reg [59:0] \den$25 ;
-  wire [5:0] den_lead;
-  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg [23:0] den;
+  output [59:0] \den$40 ;
+  reg [59:0] \den$40  = 60'h000000000000000;
+  reg [59:0] den_norm = 60'h000000000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num = 74'h0000000000000000000;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$40 ;
-  wire \done$43 ;
+  wire \done$38 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
-  reg [55:0] km = 56'h00000000000000;
-  reg [65:0] km_pre = 66'h00000000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [57:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [17:0] floor_q = 18'h00000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
+  reg [34:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$24 ;
-  wire [74:0] p;
-  reg [72:0] \p$53  = 73'h0000000000000000000;
+  reg \neg$20 ;
+  output \neg$63 ;
+  reg \neg$63  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
+  wire [65:0] p;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
-  wire [59:0] q;
-  reg [61:0] quot = 62'h0000000000000000;
+  wire [36:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
+  output [17:0] q_lo;
+  reg [17:0] q_lo = 18'h00000;
   input [19:0] r_closed;
   wire [19:0] r_closed;
   input [15:0] r_open;
   wire [15:0] r_open;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [59:0] recip_rem = 60'h000000000000000;
-  reg [59:0] rem_init;
+  reg [23:0] rem_init;
   input rst;
   wire rst;
+  reg [4:0] scale_count = 5'h00;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  input \start$38 ;
-  wire \start$38 ;
-  reg \start$9  = 1'h0;
+  input \start$36 ;
+  wire \start$36 ;
+  reg \start$5  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$26 ;
+  reg [5:0] \steps$23 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [50:0] t = 51'h0000000000000;
-  reg [6:0] t_clamped = 7'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = den[50] | den[51];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = den[52] | den[53];
-  assign \$20  = den[54] | den[55];
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = \$18  | \$21 ;
-  assign \$23  = den[56] | den[57];
-  assign \$24  = den[58] | den[59];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = \$22  | \$25 ;
-  assign \$27  = \$15  | \$26 ;
-  assign \$28  = den[48] | den[49];
-  assign \$29  = den[50] | den[51];
-  assign \$30  = \$28  | \$29 ;
-  assign \$31  = den[52] | den[53];
-  assign \$32  = den[54] | den[55];
-  assign \$33  = \$31  | \$32 ;
-  assign \$34  = \$30  | \$33 ;
-  assign \$35  = den[56] | den[57];
-  assign \$36  = den[58] | den[59];
-  assign \$37  = \$35  | \$36 ;
-  assign \$38  = \$34  | \$37 ;
-  assign \$39  = den[56] | den[57];
-  assign \$40  = den[58] | den[59];
-  assign \$41  = \$39  | \$40 ;
-  assign \$42  = den[58] | den[59];
-  assign \$43  = den[59] ? 6'h3b : 6'h3a;
-  assign \$44  = den[57] ? 6'h39 : 6'h38;
-  assign \$45  = \$42  ? \$43  : \$44 ;
-  assign \$46  = den[52] | den[53];
-  assign \$47  = den[54] | den[55];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = den[54] | den[55];
-  assign \$50  = den[55] ? 6'h37 : 6'h36;
-  assign \$51  = den[53] ? 6'h35 : 6'h34;
-  assign \$52  = \$49  ? \$50  : \$51 ;
-  assign \$53  = den[50] | den[51];
-  assign \$54  = den[51] ? 6'h33 : 6'h32;
-  assign \$55  = den[49] ? 6'h31 : 6'h30;
-  assign \$56  = \$53  ? \$54  : \$55 ;
-  assign \$57  = \$48  ? \$52  : \$56 ;
-  assign \$58  = \$41  ? \$45  : \$57 ;
-  assign \$59  = den[40] | den[41];
-  assign \$60  = den[42] | den[43];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = den[44] | den[45];
-  assign \$63  = den[46] | den[47];
-  assign \$64  = \$62  | \$63 ;
-  assign \$65  = \$61  | \$64 ;
-  assign \$66  = den[44] | den[45];
-  assign \$67  = den[46] | den[47];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = den[46] | den[47];
-  assign \$70  = den[47] ? 6'h2f : 6'h2e;
-  assign \$71  = den[45] ? 6'h2d : 6'h2c;
-  assign \$72  = \$69  ? \$70  : \$71 ;
-  assign \$73  = den[42] | den[43];
-  assign \$74  = den[43] ? 6'h2b : 6'h2a;
-  assign \$75  = den[41] ? 6'h29 : 6'h28;
-  assign \$76  = \$73  ? \$74  : \$75 ;
-  assign \$77  = \$68  ? \$72  : \$76 ;
-  assign \$78  = den[36] | den[37];
-  assign \$79  = den[38] | den[39];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = den[38] | den[39];
-  assign \$82  = den[39] ? 6'h27 : 6'h26;
-  assign \$83  = den[37] ? 6'h25 : 6'h24;
-  assign \$84  = \$81  ? \$82  : \$83 ;
-  assign \$85  = den[34] | den[35];
-  assign \$86  = den[35] ? 6'h23 : 6'h22;
-  assign \$87  = den[33] ? 6'h21 : 6'h20;
-  assign \$88  = \$85  ? \$86  : \$87 ;
-  assign \$89  = \$80  ? \$84  : \$88 ;
-  assign \$90  = \$65  ? \$77  : \$89 ;
-  assign \$91  = \$38  ? \$58  : \$90 ;
-  assign \$92  = den[16] | den[17];
-  assign \$93  = den[18] | den[19];
-  assign \$94  = \$92  | \$93 ;
-  assign \$95  = den[20] | den[21];
-  assign \$96  = den[22] | den[23];
-  assign \$97  = \$95  | \$96 ;
-  assign \$98  = \$94  | \$97 ;
-  assign \$99  = den[24] | den[25];
-  assign \$100  = den[26] | den[27];
-  assign \$101  = \$99  | \$100 ;
-  assign \$102  = den[28] | den[29];
-  assign \$103  = den[30] | den[31];
-  assign \$104  = \$102  | \$103 ;
-  assign \$105  = \$101  | \$104 ;
-  assign \$106  = \$98  | \$105 ;
-  assign \$107  = den[24] | den[25];
-  assign \$108  = den[26] | den[27];
-  assign \$109  = \$107  | \$108 ;
-  assign \$110  = den[28] | den[29];
-  assign \$111  = den[30] | den[31];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = \$109  | \$112 ;
-  assign \$114  = den[28] | den[29];
-  assign \$115  = den[30] | den[31];
-  assign \$116  = \$114  | \$115 ;
-  assign \$117  = den[30] | den[31];
-  assign \$118  = den[31] ? 6'h1f : 6'h1e;
-  assign \$119  = den[29] ? 6'h1d : 6'h1c;
-  assign \$120  = \$117  ? \$118  : \$119 ;
-  assign \$121  = den[26] | den[27];
-  assign \$122  = den[27] ? 6'h1b : 6'h1a;
-  assign \$123  = den[25] ? 6'h19 : 6'h18;
-  assign \$124  = \$121  ? \$122  : \$123 ;
-  assign \$125  = \$116  ? \$120  : \$124 ;
-  assign \$126  = den[20] | den[21];
-  assign \$127  = den[22] | den[23];
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = den[22] | den[23];
-  assign \$130  = den[23] ? 6'h17 : 6'h16;
-  assign \$131  = den[21] ? 6'h15 : 6'h14;
-  assign \$132  = \$129  ? \$130  : \$131 ;
-  assign \$133  = den[18] | den[19];
-  assign \$134  = den[19] ? 6'h13 : 6'h12;
-  assign \$135  = den[17] ? 6'h11 : 6'h10;
-  assign \$136  = \$133  ? \$134  : \$135 ;
-  assign \$137  = \$128  ? \$132  : \$136 ;
-  assign \$138  = \$113  ? \$125  : \$137 ;
-  assign \$139  = den[8] | den[9];
-  assign \$140  = den[10] | den[11];
-  assign \$141  = \$139  | \$140 ;
-  assign \$142  = den[12] | den[13];
-  assign \$143  = den[14] | den[15];
-  assign \$144  = \$142  | \$143 ;
-  assign \$145  = \$141  | \$144 ;
-  assign \$146  = den[12] | den[13];
-  assign \$147  = den[14] | den[15];
-  assign \$148  = \$146  | \$147 ;
-  assign \$149  = den[14] | den[15];
-  assign \$150  = den[15] ? 6'h0f : 6'h0e;
-  assign \$151  = den[13] ? 6'h0d : 6'h0c;
-  assign \$152  = \$149  ? \$150  : \$151 ;
-  assign \$153  = den[10] | den[11];
-  assign \$154  = den[11] ? 6'h0b : 6'h0a;
-  assign \$155  = den[9] ? 6'h09 : 6'h08;
-  assign \$156  = \$153  ? \$154  : \$155 ;
-  assign \$157  = \$148  ? \$152  : \$156 ;
-  assign \$158  = den[4] | den[5];
-  assign \$159  = den[6] | den[7];
-  assign \$160  = \$158  | \$159 ;
-  assign \$161  = den[6] | den[7];
-  assign \$162  = den[7] ? 6'h07 : 6'h06;
-  assign \$163  = den[5] ? 6'h05 : 6'h04;
-  assign \$164  = \$161  ? \$162  : \$163 ;
-  assign \$165  = den[2] | den[3];
-  assign \$166  = den[3] ? 6'h03 : 6'h02;
-  assign \$167  = den[1] ? 6'h01 : 6'h00;
-  assign \$168  = \$165  ? \$166  : \$167 ;
-  assign \$169  = \$160  ? \$164  : \$168 ;
-  assign \$170  = \$145  ? \$157  : \$169 ;
-  assign \$171  = \$106  ? \$138  : \$170 ;
-  assign den_lead = \$27  ? \$91  : \$171 ;
-  assign \$172  = chan[9] | chan[10];
-  assign \$173  = chan[11] | chan[12];
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = \$174  | chan[13];
-  assign \$176  = chan[11] | chan[12];
-  assign \$177  = chan[12] ? 4'hb : 4'ha;
-  assign \$178  = chan[10] ? 4'h9 : 4'h8;
-  assign \$179  = \$176  ? \$177  : \$178 ;
-  assign \$180  = chan[13] ? 4'hc : \$179 ;
-  assign \$181  = chan[5] | chan[6];
-  assign \$182  = chan[7] | chan[8];
-  assign \$183  = \$181  | \$182 ;
-  assign \$184  = chan[7] | chan[8];
-  assign \$185  = chan[8] ? 4'h7 : 4'h6;
-  assign \$186  = chan[6] ? 4'h5 : 4'h4;
-  assign \$187  = \$184  ? \$185  : \$186 ;
-  assign \$188  = chan[3] | chan[4];
-  assign \$189  = chan[4] ? 4'h3 : 4'h2;
-  assign \$190  = chan[2] ? 4'h1 : 4'h0;
-  assign \$191  = \$188  ? \$189  : \$190 ;
-  assign \$192  = \$183  ? \$187  : \$191 ;
-  assign count_lead = \$175  ? \$180  : \$192 ;
-  assign \$193  = sh + 1'h0;
-  assign \$194  = sh + 1'h0;
-  assign \$195  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$196  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$197  = - $signed(chan[98:83]);
-  assign \$198  = \$196  ? \$197  : { chan[98], chan[98:83] };
-  assign \$199  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$200  = $signed(sum) < $signed(1'h0);
-  assign \$201  = - $signed(sum);
-  assign \$202  = \$200  ? \$201  : { sum[28], sum };
-  assign \$203  = $signed(sum) < $signed(1'h0);
-  assign \$206  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$207  = - $signed(chan[98:83]);
-  assign \$208  = \$206  ? \$207  : { chan[98], chan[98:83] };
-  assign \$209  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$210  = $signed(chan[138:115]) < $signed(1'h0);
-  assign \$211  = - $signed(chan[138:115]);
-  assign \$212  = \$210  ? \$211  : { chan[138], chan[138:115] };
-  assign \$213  = $signed(chan[138:115]) < $signed(1'h0);
-  assign \$214  = ! fsm_state;
-  assign \$215  = fsm_state == 1'h1;
-  assign \$216  = fsm_state == 2'h2;
-  assign \$217  = fsm_state == 2'h3;
-  assign \$218  = fsm_state == 3'h4;
-  assign \$219  = fsm_state == 3'h5;
-  assign \$220  = fsm_state == 3'h6;
-  assign \$221  = fsm_state == 3'h7;
-  assign \$222  = fsm_state == 4'h8;
-  assign \$223  = fsm_state == 4'h9;
-  assign \$224  = fsm_state == 4'ha;
-  assign \$225  = fsm_state == 4'hb;
-  assign \$226  = fsm_state == 4'hc;
-  assign \$227  = fsm_state == 4'hd;
-  assign \$228  = fsm_state == 4'he;
-  assign \$229  = fsm_state == 4'hf;
-  assign \$230  = fsm_state == 5'h10;
-  assign \$231  = fsm_state == 5'h11;
-  assign \$232  = fsm_state == 5'h12;
-  assign \$233  = fsm_state == 5'h13;
-  assign \$234  = fsm_state == 5'h14;
-  assign \$235  = fsm_state == 5'h15;
-  assign \$236  = fsm_state == 5'h16;
-  assign \$237  = fsm_state == 5'h17;
-  assign \$238  = fsm_state == 5'h18;
-  assign \$239  = fsm_state == 5'h19;
-  assign \$240  = fsm_state == 5'h1a;
-  assign \$241  = fsm_state == 5'h1b;
-  assign \$242  = fsm_state == 5'h1c;
-  assign \$243  = fsm_state == 5'h1d;
-  assign \$244  = fsm_state == 5'h1e;
-  assign \$245  = fsm_state == 5'h1f;
-  assign \$246  = fsm_state == 6'h20;
-  assign \$247  = fsm_state == 6'h21;
-  assign \$248  = fsm_state == 6'h22;
-  assign \$249  = fsm_state == 6'h23;
-  assign \$250  = fsm_state == 6'h24;
-  assign \$251  = fsm_state == 6'h25;
-  assign \$252  = fsm_state == 6'h26;
-  assign \$253  = fsm_state == 6'h27;
-  assign \$254  = fsm_state == 6'h28;
-  assign \$255  = fsm_state == 6'h29;
-  assign \$256  = fsm_state == 6'h2a;
-  assign \$257  = fsm_state == 6'h2b;
-  assign \$258  = fsm_state == 6'h2c;
-  assign \$259  = fsm_state == 6'h2d;
-  assign \$260  = fsm_state == 6'h2e;
-  assign \$261  = fsm_state == 6'h2f;
-  assign \$262  = ! lead;
-  assign \$263  = 1'h1 << lead;
-  assign \$265  = \$262  ? 64'h0000000000000000 : \$264 ;
-  assign \$266  = ! lead;
-  assign \$267  = lead + 8'hfa;
-  assign \$268  = $signed(sh0) < $signed(4'h4);
-  assign \$269  = $signed(4'h4) - $signed(sh0);
-  assign \$270  = \$268  ? \$269  : 11'h000;
-  assign \$271  = $signed(sh0) < $signed(4'h4);
-  assign \$272  = $signed(sh0) - $signed(6'h15);
-  assign \$273  = $signed(\$272 ) > $signed({ 1'h0, tk });
-  assign \$274  = $signed(sh0) - $signed(6'h15);
-  assign \$275  = $signed(sh0) - $signed(4'h4);
-  assign \$276  = $signed(\$275 ) < $signed({ 1'h0, tk });
-  assign \$277  = $signed(sh0) - $signed(4'h4);
-  assign \$278  = \$276  ? \$277  : { 7'h00, tk };
-  assign \$279  = \$273  ? \$274  : \$278 ;
-  assign \$280  = \$271  ? 11'h000 : \$279 ;
-  assign \$281  = $signed(km) << pre;
-  assign \$282  = tsh > 7'h42;
-  assign \$283  = \$282  ? 10'h042 : tsh;
-  assign \$284  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$285  = $signed(\$284 ) - $signed({ 1'h0, tsh });
-  assign \$286  = $signed(km_pre) >>> t_clamped;
-  assign \$287  = $signed(chan[114:99]) << \$193 [4:0];
-  assign \$288  = 1'h1 << sh;
-  assign \$290  = $signed(\$287 ) + $signed({ 1'h0, \$289  });
-  assign \$291  = $signed(div_num) < $signed(1'h0);
-  assign \$292  = - $signed(div_num);
-  assign \$293  = \$291  ? \$292  : { div_num[73], div_num };
-  assign \$294  = $signed(div_num) < $signed(1'h0);
-  assign \$295  = $signed(bias) - $signed(quot);
-  assign \$297  = $signed(6'h10) - $signed(chan[170:163]);
-  assign \$298  = $signed(sh0) < $signed(4'h4);
-  assign \$299  = $signed(4'h4) - $signed(sh0);
-  assign \$300  = \$298  ? \$299  : 11'h000;
-  assign \$301  = $signed(sh0) < $signed(4'h4);
-  assign \$302  = $signed(sh0) - $signed(6'h15);
-  assign \$303  = $signed(\$302 ) > $signed({ 1'h0, tk });
-  assign \$304  = $signed(sh0) - $signed(6'h15);
-  assign \$305  = $signed(sh0) - $signed(4'h4);
-  assign \$306  = $signed(\$305 ) < $signed({ 1'h0, tk });
-  assign \$307  = $signed(sh0) - $signed(4'h4);
-  assign \$308  = \$306  ? \$307  : { 7'h00, tk };
-  assign \$309  = \$303  ? \$304  : \$308 ;
-  assign \$310  = \$301  ? 11'h000 : \$309 ;
-  assign \$311  = $signed(km) << pre;
-  assign \$312  = tsh > 7'h42;
-  assign \$313  = \$312  ? 10'h042 : tsh;
-  assign \$314  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$315  = $signed(\$314 ) - $signed({ 1'h0, tsh });
-  assign \$316  = $signed(km_pre) >>> t_clamped;
-  assign \$317  = $signed(chan[114:99]) << \$194 [4:0];
-  assign \$318  = 1'h1 << sh;
-  assign \$320  = $signed(\$317 ) + $signed({ 1'h0, \$319  });
-  assign \$322  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$5  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$6  = - $signed(chan[98:83]);
+  assign \$7  = \$5  ? \$6  : { chan[98], chan[98:83] };
+  assign \$10  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$13  = $signed(floor_q) < $signed(1'h0);
+  assign \$14  = - $signed(floor_q);
+  assign \$15  = \$13  ? \$14  : { floor_q[17], floor_q };
+  assign \$16  = $signed(floor_q) >= $signed(1'h0);
+  assign \$17  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$18  = - $signed(chan[98:83]);
+  assign \$19  = \$17  ? \$18  : { chan[98], chan[98:83] };
+  assign \$20  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$21  = $signed(floor_q) < $signed(1'h0);
+  assign \$22  = - $signed(floor_q);
+  assign \$23  = \$21  ? \$22  : { floor_q[17], floor_q };
+  assign \$24  = $signed(floor_q) >= $signed(1'h0);
+  assign \$25  = ! fsm_state;
+  assign \$26  = fsm_state == 1'h1;
+  assign \$27  = fsm_state == 2'h2;
+  assign \$28  = fsm_state == 2'h3;
+  assign \$29  = fsm_state == 3'h4;
+  assign \$30  = fsm_state == 3'h5;
+  assign \$31  = fsm_state == 3'h6;
+  assign \$32  = fsm_state == 3'h7;
+  assign \$33  = fsm_state == 4'h8;
+  assign \$34  = fsm_state == 4'h9;
+  assign \$35  = fsm_state == 4'ha;
+  assign \$36  = fsm_state == 4'hb;
+  assign \$37  = fsm_state == 4'hc;
+  assign \$38  = fsm_state == 4'hd;
+  assign \$39  = fsm_state == 4'he;
+  assign \$40  = fsm_state == 4'hf;
+  assign \$41  = fsm_state == 5'h10;
+  assign \$42  = fsm_state == 5'h11;
+  assign \$43  = fsm_state == 5'h12;
+  assign \$44  = fsm_state == 5'h13;
+  assign \$45  = fsm_state == 5'h14;
+  assign \$46  = fsm_state == 5'h15;
+  assign \$47  = fsm_state == 5'h16;
+  assign \$48  = fsm_state == 5'h17;
+  assign \$49  = fsm_state == 5'h18;
+  assign \$50  = fsm_state == 5'h19;
+  assign \$51  = fsm_state == 5'h1a;
+  assign \$52  = fsm_state == 5'h1b;
+  assign \$53  = fsm_state == 5'h1c;
+  assign \$54  = fsm_state == 5'h1d;
+  assign \$55  = fsm_state == 5'h1e;
+  assign \$56  = fsm_state == 5'h1f;
+  assign \$57  = fsm_state == 6'h20;
+  assign \$58  = fsm_state == 6'h21;
+  assign \$59  = fsm_state == 6'h22;
+  assign \$60  = fsm_state == 6'h23;
+  assign \$61  = fsm_state == 6'h24;
+  assign \$62  = fsm_state == 6'h25;
+  assign \$63  = fsm_state == 6'h26;
+  assign \$64  = fsm_state == 6'h27;
+  assign \$65  = fsm_state == 6'h28;
+  assign \$66  = fsm_state == 6'h29;
+  assign \$67  = fsm_state == 6'h2a;
+  assign \$68  = fsm_state == 6'h2b;
+  assign \$69  = fsm_state == 6'h2c;
+  assign \$70  = fsm_state == 6'h2d;
+  assign \$71  = fsm_state == 6'h2e;
+  assign \$72  = fsm_state == 6'h2f;
+  assign \$73  = fsm_state == 6'h30;
+  assign \$74  = fsm_state == 6'h31;
+  assign \$75  = fsm_state == 6'h32;
+  assign \$76  = fsm_state == 6'h33;
+  assign \$77  = fsm_state == 6'h34;
+  assign \$78  = fsm_state == 6'h35;
+  assign \$79  = fsm_state == 6'h36;
+  assign \$80  = fsm_state == 6'h37;
+  assign \$81  = fsm_state == 6'h38;
+  assign \$82  = fsm_state == 6'h39;
+  assign \$83  = fsm_state == 6'h3a;
+  assign \$84  = fsm_state == 6'h3b;
+  assign \$85  = fsm_state == 6'h3c;
+  assign \$86  = fsm_state == 6'h3d;
+  assign \$87  = fsm_state == 6'h3e;
+  assign \$88  = fsm_state == 6'h3f;
+  assign \$89  = fsm_state == 7'h40;
+  assign \$90  = fsm_state == 7'h41;
+  assign \$91  = fsm_state == 7'h42;
+  assign \$92  = fsm_state == 7'h43;
+  assign \$93  = fsm_state == 7'h44;
+  assign \$94  = fsm_state == 7'h45;
+  assign \$95  = fsm_state == 7'h46;
+  assign \$96  = fsm_state == 7'h47;
+  assign \$97  = fsm_state == 7'h48;
+  assign \$98  = fsm_state == 7'h49;
+  assign \$99  = $signed(div_num) < $signed(1'h0);
+  assign \$100  = - $signed(div_num);
+  assign \$101  = \$99  ? \$100  : { div_num[50], div_num };
+  assign \$102  = $signed(div_num) < $signed(1'h0);
+  assign \$103  = ~ den_norm[59];
+  assign \$105  = den_zeros + 1'h1;
+  assign \$106  = ~ num_norm[38];
+  assign \$108  = num_zeros + 1'h1;
+  assign \$109  = loop_n + 1'h1;
+  assign \$110  = loop_n == 6'h3b;
+  assign \$111  = 4'hd + num_zeros;
+  assign \$112  = \$111  - den_zeros;
+  assign \$113  = ~ num_norm[38];
+  assign \$115  = $signed(div_num) < $signed(1'h0);
+  assign \$116  = - $signed(div_num);
+  assign \$117  = \$115  ? \$116  : { div_num[50], div_num };
+  assign \$118  = $signed(div_num) < $signed(1'h0);
+  assign \$120  = gain_q1[21] ? \$119  : gain_q1;
+  assign \$121  = gain_zero ? 24'h000000 : \$120 ;
+  assign \$122  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$123  = gain_zero ? 10'h004 : \$122 ;
+  assign \$124  = ~ gain_zero;
+  assign \$125  = $signed(gain_shift) < $signed(4'h4);
+  assign \$126  = \$124  & \$125 ;
+  assign \$127  = $signed(gain_shift) > $signed(6'h15);
+  assign \$129  = $signed(gain_shift) - $signed(2'h1);
+  assign \$130  = $signed(gain_shift) < $signed(4'h4);
+  assign \$131  = special_r & \$130 ;
+  assign \$132  = scale_count < 4'hd;
+  assign \$133  = \$131  & \$132 ;
+  assign \$135  = $signed(gain_shift) + $signed(2'h1);
+  assign \$136  = scale_count + 1'h1;
+  assign \$137  = loop_n + 1'h1;
+  assign \$138  = loop_n == 5'h15;
+  assign \$139  = $signed(gain_shift) > $signed(6'h15);
+  assign \$140  = \$139  ? 9'h015 : gain_shift;
+  assign \$141  = special_r ? 9'h004 : \$140 ;
+  assign \$142  = $signed(div_num) < $signed(1'h0);
+  assign \$143  = - $signed(div_num);
+  assign \$144  = \$142  ? \$143  : { div_num[50], div_num };
+  assign \$145  = $signed(div_num) < $signed(1'h0);
+  assign \$146  = $signed(chan[114:99]) << \$1 [4:0];
+  assign \$147  = 1'h1 << sh;
+  assign \$149  = $signed(\$146 ) + $signed({ 1'h0, \$148  });
+  assign \$150  = $signed(\$149 ) - $signed(gain_w);
+  assign \$151  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$152  = - gain_x;
+  assign \$153  = \$151  ? \$152  : { 1'h0, gain_x };
+  assign \$154  = $signed(gain_t) + $signed(\$153 );
+  assign \$155  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$156  = $signed(gain_t) > $signed(21'h080010);
+  assign \$157  = \$156  ? 41'h00000080010 : gain_t;
+  assign \$158  = \$155  ? 41'h1fffff7ffe0 : \$157 ;
+  assign \$159  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$160  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$161  = \$160  ? 42'h00000080010 : gain_t1;
+  assign \$162  = \$159  ? 42'h3fffff7ffe0 : \$161 ;
+  assign \$163  = $signed(acc1) - $signed(acc0);
+  assign \$164  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$165  = - gain_x;
+  assign \$166  = \$164  ? \$165  : { 1'h0, gain_x };
+  assign \$167  = special_r ? \$163  : { \$166 [35], \$166 [35], \$166 [35], \$166 [35], \$166  };
+  assign \$168  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$169  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$170  = $signed(floor_q) + $signed(2'h1);
+  assign \$172  = ~ den_norm[59];
+  assign \$174  = den_zeros + 1'h1;
+  assign \$175  = ~ num_norm[38];
+  assign \$177  = num_zeros + 1'h1;
+  assign \$178  = loop_n + 1'h1;
+  assign \$179  = loop_n == 6'h26;
+  assign \$180  = 8'hf7 + num_zeros;
+  assign \$181  = $signed(\$180 ) - $signed(chan[170:163]);
+  assign \$182  = ~ num_norm[38];
+  assign \$186  = gain_q1[21] ? \$185  : gain_q1;
+  assign \$187  = gain_zero ? 24'h000000 : \$186 ;
+  assign \$188  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$189  = gain_zero ? 10'h004 : \$188 ;
+  assign \$190  = ~ gain_zero;
+  assign \$191  = $signed(gain_shift) < $signed(4'h4);
+  assign \$192  = \$190  & \$191 ;
+  assign \$193  = $signed(gain_shift) > $signed(6'h15);
+  assign \$195  = $signed(gain_shift) - $signed(2'h1);
+  assign \$196  = $signed(gain_shift) < $signed(4'h4);
+  assign \$197  = special_r & \$196 ;
+  assign \$198  = scale_count < 4'hd;
+  assign \$199  = \$197  & \$198 ;
+  assign \$201  = $signed(gain_shift) + $signed(2'h1);
+  assign \$202  = scale_count + 1'h1;
+  assign \$203  = loop_n + 1'h1;
+  assign \$204  = loop_n == 5'h15;
+  assign \$205  = $signed(gain_shift) > $signed(6'h15);
+  assign \$206  = \$205  ? 9'h015 : gain_shift;
+  assign \$207  = special_r ? 9'h004 : \$206 ;
+  assign \$209  = $signed(chan[114:99]) << \$2 [4:0];
+  assign \$210  = 1'h1 << sh;
+  assign \$212  = $signed(\$209 ) + $signed({ 1'h0, \$211  });
+  assign \$213  = $signed(\$212 ) - $signed(gain_w);
+  assign \$214  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$215  = - gain_x;
+  assign \$216  = \$214  ? \$215  : { 1'h0, gain_x };
+  assign \$217  = $signed(gain_t) + $signed(\$216 );
+  assign \$218  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$219  = $signed(gain_t) > $signed(21'h080010);
+  assign \$220  = \$219  ? 41'h00000080010 : gain_t;
+  assign \$221  = \$218  ? 41'h1fffff7ffe0 : \$220 ;
+  assign \$222  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$223  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$224  = \$223  ? 42'h00000080010 : gain_t1;
+  assign \$225  = \$222  ? 42'h3fffff7ffe0 : \$224 ;
+  assign \$226  = $signed(acc1) - $signed(acc0);
+  assign \$227  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$228  = - gain_x;
+  assign \$229  = \$227  ? \$228  : { 1'h0, gain_x };
+  assign \$230  = special_r ? \$226  : { \$229 [35], \$229 [35], \$229 [35], \$229 [35], \$229  };
+  assign \$231  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$232  = $signed(chan[98:83]) < $signed(1'h0);
+  assign \$233  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$323 ;
+    pop_top <= \$234 ;
   always @(posedge clk)
-    pop_bottom <= \$324 ;
+    pop_bottom <= \$235 ;
   always @(posedge clk)
-    fsm_state <= \$325 ;
+    fsm_state <= \$236 ;
   always @(posedge clk)
-    start <= \$326 ;
+    start <= \$237 ;
   always @(posedge clk)
-    t <= \$327 ;
+    t <= \$238 ;
   always @(posedge clk)
-    den <= \$328 ;
+    \den$40  <= \$239 ;
   always @(posedge clk)
-    lead <= \$329 ;
+    div_num <= \$240 ;
   always @(posedge clk)
-    \start$9  <= \$330 ;
+    div_mag <= \$241 ;
   always @(posedge clk)
-    recip_rem <= \$331 ;
+    div_neg <= \$242 ;
   always @(posedge clk)
-    recip_one <= \$332 ;
+    \start$5  <= \$243 ;
   always @(posedge clk)
-    recip <= \$333 ;
+    floor_q <= \$244 ;
   always @(posedge clk)
-    m <= \$334 ;
+    mean_rem <= \$245 ;
   always @(posedge clk)
-    km <= \$335 ;
+    gain_num <= \$246 ;
   always @(posedge clk)
-    sh0 <= \$336 ;
+    den_norm <= \$247 ;
   always @(posedge clk)
-    tk <= \$337 ;
+    num_norm <= \$248 ;
   always @(posedge clk)
-    pre <= \$338 ;
+    num_zeros <= \$249 ;
   always @(posedge clk)
-    tsh <= \$339 ;
+    den_zeros <= \$250 ;
   always @(posedge clk)
-    km_pre <= \$340 ;
+    loop_n <= \$251 ;
   always @(posedge clk)
-    t_clamped <= \$341 ;
+    gain_shift <= \$252 ;
   always @(posedge clk)
-    sh <= \$342 ;
+    gain_zero <= \$253 ;
   always @(posedge clk)
-    \a$29  <= \$343 ;
+    gain_q1 <= \$254 ;
   always @(posedge clk)
-    bias <= \$344 ;
+    gain_x <= \$255 ;
   always @(posedge clk)
-    \p$53  <= \$345 ;
+    scale_count <= \$256 ;
   always @(posedge clk)
-    div_num <= \$346 ;
+    special_r <= \$257 ;
   always @(posedge clk)
-    div_mag <= \$347 ;
+    sh <= \$258 ;
   always @(posedge clk)
-    div_neg <= \$348 ;
+    gain_p <= \$259 ;
   always @(posedge clk)
-    quot <= \$349 ;
+    gain_w <= \$260 ;
   always @(posedge clk)
-    \b$56  <= \$350 ;
+    gain_t <= \$261 ;
+  always @(posedge clk)
+    gain_t1 <= \$262 ;
+  always @(posedge clk)
+    acc0 <= \$263 ;
+  always @(posedge clk)
+    acc1 <= \$264 ;
+  always @(posedge clk)
+    a_fin <= \$265 ;
+  always @(posedge clk)
+    c_fin <= \$266 ;
+  always @(posedge clk)
+    \b$60  <= \$267 ;
+  always @(posedge clk)
+    \a$61  <= \$268 ;
+  always @(posedge clk)
+    special <= \$269 ;
+  always @(posedge clk)
+    \neg$63  <= \$270 ;
+  always @(posedge clk)
+    q_lo <= \$271 ;
+  always @(posedge clk)
+    q_hi <= \$272 ;
   \hwnorm_range_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$25 ),
-    .done(\done$43 ),
+    .\den$13 (den),
+    .done(\done$42 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$24 ),
+    .\neg$15 (\neg$20 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$26 )
+    .start(\start$5 ),
+    .steps(\steps$23 )
   );
   \hwnorm_range_s16.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$40 ),
+    .done(\done$38 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1425,3003 +1287,6096 @@ module \hwnorm_range_s16.math (rst, r_open, \start$38 , entry, chan, sum, r_clos
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 52'h0000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           a = { 24'h000000, chan[54:27] };
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           a = { 24'h000000, chan[82:55] };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           a = { t[50], t };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          a = { 27'h0000000, recip };
-      6'h15:
+      7'h14:
+          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
-      6'h18:
+      7'h17:
+          a = { \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7 [16], \$7  };
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          a = { \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29  };
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          a = { 28'h0000000, chan[162:139] };
-      6'h26:
+      7'h25:
+          a = { 17'h00000, gain_x };
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          a = { \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29 [41], \a$29  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          a = { \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19 [16], \$19  };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          a = { 17'h00000, gain_x };
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    b = 29'h00000000;
+    b = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          b = { 9'h000, r_closed };
-      6'h08:
+      7'h07:
+          b = { 4'h0, r_closed };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          b = { 13'h0000, r_open };
-      6'h0b:
+      7'h0a:
+          b = { 8'h00, r_open };
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          b = { 16'h0000, chan[13:1] };
-      6'h0e:
+      7'h0d:
+          b = { 11'h000, chan[13:1] };
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          b = { \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198  };
-      6'h15:
+      7'h14:
+          b = { 11'h000, chan[13:1] };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          b = { 16'h0000, chan[13:1] };
-      6'h18:
+      7'h17:
+          b = { 11'h000, chan[13:1] };
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          b = \$202 [28:0];
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          b = { \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208 [16], \$208  };
-      6'h26:
+      7'h25:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          b = { \$212 [24], \$212 [24], \$212 [24], \$212 [24], \$212  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          b = { \$15 [18], \$15 [18], \$15 [18], \$15 [18], \$15 [18], \$15  };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          b = chan[162:139];
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          b = { \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23 [18], \$23  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 75'h0000000000000000000;
+    c = 66'h00000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          c = 75'h00000000000000035b0;
-      6'h08:
+      7'h07:
+          c = 66'h000000000000035b0;
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          c = { t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t };
-      6'h0b:
+      7'h0a:
+          c = { t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t[50], t };
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          c = 75'h0000000000000000000;
-      6'h0e:
+      7'h0d:
+          c = 66'h00000000000000000;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          c = 75'h0000000000000000000;
-      6'h15:
+      7'h14:
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          c = 75'h0000000000000000000;
-      6'h18:
+      7'h17:
+          c = 66'h00000000000000000;
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          c = 75'h0000000000000000000;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          c = 75'h0000000000000000000;
-      6'h26:
+      7'h25:
+          c = 66'h00000000000000000;
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          c = 75'h0000000000000000000;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          c = 66'h00000000000000000;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          c = 66'h00000000000000000;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           neg = 1'h0;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           neg = 1'h0;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           neg = 1'h0;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          neg = \$199 ;
-      6'h15:
+      7'h14:
+          neg = 1'h1;
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           neg = 1'h0;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          neg = \$203 ;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          neg = \$209 ;
-      6'h26:
+      7'h25:
+          neg = \$10 ;
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          neg = \$213 ;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          neg = \$16 ;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          neg = 1'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          neg = \$20 ;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          neg = \$24 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           steps = 5'h14;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           steps = 5'h10;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           steps = 5'h0d;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          steps = 5'h10;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
+      7'h14:
           steps = 5'h0d;
-      6'h18:
+      7'h15:
           /* empty */;
-      6'h19:
+      7'h16:
           /* empty */;
-      6'h1a:
+      7'h17:
+          steps = 5'h0d;
+      7'h18:
           /* empty */;
-      6'h1b:
+      7'h19:
           /* empty */;
-      6'h1c:
+      7'h1a:
           /* empty */;
-      6'h1d:
+      7'h1b:
           /* empty */;
-      6'h1e:
-          steps = 5'h1d;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h23:
+      7'h20:
           /* empty */;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h25:
-          steps = 5'h10;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
           /* empty */;
-      6'h28:
+      7'h25:
+          steps = 5'h0d;
+      7'h26:
           /* empty */;
-      6'h29:
+      7'h27:
           /* empty */;
-      6'h2a:
+      7'h28:
           /* empty */;
-      6'h2b:
+      7'h29:
           /* empty */;
-      6'h2c:
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          steps = 5'h11;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
           steps = 5'h18;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          steps = 5'h08;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          steps = 5'h11;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 60'h000000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          rem_init = recip_rem;
-      6'h12:
+      7'h11:
+          rem_init = \$3 [23:0];
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          rem_init = \$8 [23:0];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          rem_init = \$204 [59:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          rem_init = \$11 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 58'h000000000000000;
+    lo_init = 35'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          lo_init = \$195 ;
-      6'h12:
+      7'h11:
+          lo_init = \$4 [34:0];
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          lo_init = \$9 [34:0];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          lo_init = \$205 [57:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          lo_init = \$12 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$24  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \neg$24  = 1'h0;
-      6'h12:
+      7'h11:
+          \neg$20  = div_neg;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          \neg$20  = div_neg;
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \neg$24  = div_neg;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \neg$20  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 60'h000000000000000;
+    den = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \den$25  = den;
-      6'h12:
+      7'h11:
+          den = { 11'h000, chan[13:1] };
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          den = den_norm[59:36];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \den$25  = { 47'h000000000000, chan[13:1] };
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 6'h00;
+    \steps$23  = 6'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \steps$26  = 6'h18;
-      6'h12:
+      7'h11:
+          \steps$23  = 6'h11;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          \steps$23  = 6'h16;
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \steps$26  = 6'h3a;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \steps$23  = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h03:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h27:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h2e:
+      7'h2f:
           /* empty */;
-      6'h2f:
+      7'h30:
           /* empty */;
-      6'h01:
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = 1'h0;
+    \$234  = 1'h0;
     if (rst) begin
-      \$323  = 1'h0;
+      \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = 1'h0;
+    \$235  = 1'h0;
     if (rst) begin
-      \$324  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = fsm_state;
+    \$236  = fsm_state;
     casez (fsm_state)
-      6'h00:
-          if (\start$38 ) begin
+      7'h00:
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$325  = 6'h01;
+                  \$236  = 7'h01;
               2'h1:
-                  \$325  = 6'h02;
+                  \$236  = 7'h02;
               2'h2:
-                  \$325  = 6'h03;
+                  \$236  = 7'h03;
             endcase
           end
-      6'h02:
-          \$325  = 6'h04;
-      6'h04:
-          \$325  = 6'h05;
-      6'h05:
-          \$325  = 6'h06;
-      6'h06:
-          \$325  = 6'h07;
-      6'h07:
-          \$325  = 6'h08;
-      6'h08:
-          if (\done$40 ) begin
-            \$325  = 6'h09;
+      7'h02:
+          \$236  = 7'h04;
+      7'h04:
+          \$236  = 7'h05;
+      7'h05:
+          \$236  = 7'h06;
+      7'h06:
+          \$236  = 7'h07;
+      7'h07:
+          \$236  = 7'h08;
+      7'h08:
+          if (\done$38 ) begin
+            \$236  = 7'h09;
           end
-      6'h09:
-          \$325  = 6'h0a;
-      6'h0a:
-          \$325  = 6'h0b;
-      6'h0b:
-          if (\done$40 ) begin
-            \$325  = 6'h0c;
+      7'h09:
+          \$236  = 7'h0a;
+      7'h0a:
+          \$236  = 7'h0b;
+      7'h0b:
+          if (\done$38 ) begin
+            \$236  = 7'h0c;
           end
-      6'h0c:
-          \$325  = 6'h0d;
-      6'h0d:
-          \$325  = 6'h0e;
-      6'h0e:
-          if (\done$40 ) begin
-            \$325  = 6'h0f;
+      7'h0c:
+          \$236  = 7'h0d;
+      7'h0d:
+          \$236  = 7'h0e;
+      7'h0e:
+          if (\done$38 ) begin
+            \$236  = 7'h0f;
           end
-      6'h0f:
-          \$325  = 6'h10;
-      6'h10:
-          \$325  = 6'h11;
-      6'h11:
-          \$325  = 6'h12;
-      6'h12:
-          if (\done$43 ) begin
-            \$325  = 6'h13;
+      7'h0f:
+          \$236  = 7'h10;
+      7'h10:
+          \$236  = 7'h11;
+      7'h11:
+          \$236  = 7'h12;
+      7'h12:
+          if (\done$42 ) begin
+            \$236  = 7'h13;
           end
-      6'h13:
-          \$325  = 6'h14;
-      6'h14:
-          \$325  = 6'h15;
-      6'h15:
-          if (\done$40 ) begin
-            \$325  = 6'h16;
+      7'h13:
+          \$236  = 7'h14;
+      7'h14:
+          \$236  = 7'h15;
+      7'h15:
+          if (\done$38 ) begin
+            \$236  = 7'h16;
           end
-      6'h16:
-          \$325  = 6'h17;
-      6'h17:
-          \$325  = 6'h18;
-      6'h18:
-          if (\done$40 ) begin
-            \$325  = 6'h19;
+      7'h16:
+          \$236  = 7'h17;
+      7'h17:
+          \$236  = 7'h18;
+      7'h18:
+          if (\done$38 ) begin
+            \$236  = 7'h19;
           end
-      6'h19:
-          \$325  = 6'h1a;
-      6'h1a:
-          \$325  = 6'h1b;
-      6'h1b:
-          \$325  = 6'h1c;
-      6'h1c:
-          \$325  = 6'h1d;
-      6'h1d:
-          \$325  = 6'h1e;
-      6'h1e:
-          \$325  = 6'h1f;
-      6'h1f:
-          if (\done$40 ) begin
-            \$325  = 6'h20;
+      7'h19:
+          \$236  = 7'h1a;
+      7'h1a:
+          if (\$110 ) begin
+            \$236  = 7'h1b;
           end
-      6'h20:
-          \$325  = 6'h21;
-      6'h21:
-          \$325  = 6'h22;
-      6'h22:
-          \$325  = 6'h23;
-      6'h23:
-          if (\done$43 ) begin
-            \$325  = 6'h24;
+      7'h1b:
+          \$236  = 7'h1c;
+      7'h1c:
+          \$236  = 7'h1d;
+      7'h1d:
+          \$236  = 7'h1e;
+      7'h1e:
+          \$236  = 7'h1f;
+      7'h1f:
+          if (\done$42 ) begin
+            \$236  = 7'h20;
           end
-      6'h24:
-          \$325  = 6'h01;
-      6'h03:
-          \$325  = 6'h25;
-      6'h25:
-          \$325  = 6'h26;
-      6'h26:
-          if (\done$40 ) begin
-            \$325  = 6'h27;
+      7'h20:
+          \$236  = 7'h21;
+      7'h21:
+          \$236  = 7'h22;
+      7'h22:
+          if (\$138 ) begin
+            \$236  = 7'h23;
           end
-      6'h27:
-          \$325  = 6'h28;
-      6'h28:
-          \$325  = 6'h29;
-      6'h29:
-          \$325  = 6'h2a;
-      6'h2a:
-          \$325  = 6'h2b;
-      6'h2b:
-          \$325  = 6'h2c;
-      6'h2c:
-          \$325  = 6'h2d;
-      6'h2d:
-          if (\done$40 ) begin
-            \$325  = 6'h2e;
+      7'h23:
+          \$236  = 7'h24;
+      7'h24:
+          \$236  = 7'h25;
+      7'h25:
+          \$236  = 7'h26;
+      7'h26:
+          if (\done$38 ) begin
+            \$236  = 7'h27;
           end
-      6'h2e:
-          \$325  = 6'h2f;
-      6'h2f:
-          \$325  = 6'h01;
-      6'h01:
-          \$325  = 6'h00;
+      7'h27:
+          \$236  = 7'h28;
+      7'h28:
+          \$236  = 7'h29;
+      7'h29:
+          \$236  = 7'h2a;
+      7'h2a:
+          if (\done$42 ) begin
+            \$236  = 7'h2b;
+          end
+      7'h2b:
+          \$236  = 7'h2c;
+      7'h2c:
+          \$236  = 7'h2d;
+      7'h2d:
+          \$236  = 7'h2e;
+      7'h2e:
+          \$236  = 7'h2f;
+      7'h2f:
+          \$236  = 7'h30;
+      7'h30:
+          \$236  = 7'h31;
+      7'h31:
+          if (\done$38 ) begin
+            \$236  = 7'h32;
+          end
+      7'h32:
+          \$236  = 7'h01;
+      7'h03:
+          \$236  = 7'h33;
+      7'h33:
+          \$236  = 7'h34;
+      7'h34:
+          \$236  = 7'h35;
+      7'h35:
+          if (\done$38 ) begin
+            \$236  = 7'h36;
+          end
+      7'h36:
+          \$236  = 7'h37;
+      7'h37:
+          if (\$179 ) begin
+            \$236  = 7'h38;
+          end
+      7'h38:
+          \$236  = 7'h39;
+      7'h39:
+          \$236  = 7'h3a;
+      7'h3a:
+          \$236  = 7'h3b;
+      7'h3b:
+          \$236  = 7'h3c;
+      7'h3c:
+          if (\$204 ) begin
+            \$236  = 7'h3d;
+          end
+      7'h3d:
+          \$236  = 7'h3e;
+      7'h3e:
+          \$236  = 7'h3f;
+      7'h3f:
+          \$236  = 7'h40;
+      7'h40:
+          if (\done$38 ) begin
+            \$236  = 7'h41;
+          end
+      7'h41:
+          \$236  = 7'h42;
+      7'h42:
+          \$236  = 7'h43;
+      7'h43:
+          \$236  = 7'h44;
+      7'h44:
+          \$236  = 7'h45;
+      7'h45:
+          \$236  = 7'h46;
+      7'h46:
+          \$236  = 7'h47;
+      7'h47:
+          \$236  = 7'h48;
+      7'h48:
+          if (\done$38 ) begin
+            \$236  = 7'h49;
+          end
+      7'h49:
+          \$236  = 7'h01;
+      7'h01:
+          \$236  = 7'h00;
     endcase
     if (rst) begin
-      \$325  = 6'h00;
+      \$236  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = start;
+    \$237  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          \$326  = 1'h1;
-      6'h07:
-          \$326  = 1'h0;
-      6'h08:
+      7'h06:
+          \$237  = 1'h1;
+      7'h07:
+          \$237  = 1'h0;
+      7'h08:
           /* empty */;
-      6'h09:
-          \$326  = 1'h1;
-      6'h0a:
-          \$326  = 1'h0;
-      6'h0b:
+      7'h09:
+          \$237  = 1'h1;
+      7'h0a:
+          \$237  = 1'h0;
+      7'h0b:
           /* empty */;
-      6'h0c:
-          \$326  = 1'h1;
-      6'h0d:
-          \$326  = 1'h0;
-      6'h0e:
+      7'h0c:
+          \$237  = 1'h1;
+      7'h0d:
+          \$237  = 1'h0;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
-          \$326  = 1'h1;
-      6'h14:
-          \$326  = 1'h0;
-      6'h15:
+      7'h13:
+          \$237  = 1'h1;
+      7'h14:
+          \$237  = 1'h0;
+      7'h15:
           /* empty */;
-      6'h16:
-          \$326  = 1'h1;
-      6'h17:
-          \$326  = 1'h0;
-      6'h18:
+      7'h16:
+          \$237  = 1'h1;
+      7'h17:
+          \$237  = 1'h0;
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
-          \$326  = 1'h1;
-      6'h1e:
-          \$326  = 1'h0;
-      6'h1f:
+      7'h1d:
           /* empty */;
-      6'h20:
+      7'h1e:
           /* empty */;
-      6'h21:
+      7'h1f:
           /* empty */;
-      6'h22:
+      7'h20:
           /* empty */;
-      6'h23:
+      7'h21:
           /* empty */;
-      6'h24:
+      7'h22:
           /* empty */;
-      6'h03:
-          \$326  = 1'h1;
-      6'h25:
-          \$326  = 1'h0;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
+          \$237  = 1'h1;
+      7'h25:
+          \$237  = 1'h0;
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h29:
+      7'h28:
           /* empty */;
-      6'h2a:
+      7'h29:
           /* empty */;
-      6'h2b:
-          \$326  = 1'h1;
-      6'h2c:
-          \$326  = 1'h0;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$237  = 1'h1;
+      7'h30:
+          \$237  = 1'h0;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          \$237  = 1'h1;
+      7'h34:
+          \$237  = 1'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$237  = 1'h1;
+      7'h3f:
+          \$237  = 1'h0;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \$237  = 1'h1;
+      7'h47:
+          \$237  = 1'h0;
     endcase
     if (rst) begin
-      \$326  = 1'h0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = t;
+    \$238  = t;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          if (\done$40 ) begin
-            \$327  = p[50:0];
+      7'h08:
+          if (\done$38 ) begin
+            \$238  = p[50:0];
           end
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          if (\done$40 ) begin
-            \$327  = p[50:0];
-          end
-    endcase
-    if (rst) begin
-      \$327  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          if (\done$40 ) begin
-            \$328  = p[59:0];
-          end
-    endcase
-    if (rst) begin
-      \$328  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          \$329  = den_lead;
-    endcase
-    if (rst) begin
-      \$329  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = \start$9 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$330  = 1'h1;
-      6'h11:
-          \$330  = 1'h0;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$330  = 1'h1;
-      6'h22:
-          \$330  = 1'h0;
-    endcase
-    if (rst) begin
-      \$330  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$331  = \$265 [59:0];
-    endcase
-    if (rst) begin
-      \$331  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          \$332  = \$266 ;
-    endcase
-    if (rst) begin
-      \$332  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$43 ) begin
-            \$333  = q[24:0];
+      7'h0b:
+          if (\done$38 ) begin
+            \$238  = p[50:0];
           end
     endcase
     if (rst) begin
-      \$333  = 25'h0000000;
+      \$238  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = m;
+    \$239  = \den$40 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          if (\done$40 ) begin
-            \$334  = p[41:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          if (\done$40 ) begin
-            \$334  = p[41:0];
+      7'h0e:
+          if (\done$38 ) begin
+            \$239  = p[59:0];
           end
     endcase
     if (rst) begin
-      \$334  = 42'h00000000000;
+      \$239  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = km;
+    \$240  = div_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
+          \$240  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h10:
           /* empty */;
-      6'h10:
+      7'h11:
           /* empty */;
-      6'h11:
+      7'h12:
           /* empty */;
-      6'h12:
+      7'h13:
           /* empty */;
-      6'h13:
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
-          if (\done$40 ) begin
-            \$335  = p[55:0];
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$240  = { 5'h00, \$114  };
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$240  = { gain_p[49], gain_p };
+    endcase
+    if (rst) begin
+      \$240  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$241  = \$101 [50:0];
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$241  = \$117 [50:0];
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$241  = \$144 [50:0];
+    endcase
+    if (rst) begin
+      \$241  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$242  = \$102 ;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$242  = \$118 ;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$242  = \$145 ;
+    endcase
+    if (rst) begin
+      \$242  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$243  = 1'h1;
+      7'h11:
+          \$243  = 1'h0;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$243  = 1'h1;
+      7'h1e:
+          \$243  = 1'h0;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$243  = 1'h1;
+      7'h29:
+          \$243  = 1'h0;
+    endcase
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = floor_q;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          if (\done$42 ) begin
+            \$244  = q[17:0];
           end
-      6'h19:
+      7'h13:
           /* empty */;
-      6'h1a:
+      7'h14:
           /* empty */;
-      6'h1b:
+      7'h15:
           /* empty */;
-      6'h1c:
+      7'h16:
           /* empty */;
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h1e:
+      7'h18:
           /* empty */;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
           /* empty */;
-      6'h24:
+      7'h1e:
           /* empty */;
-      6'h03:
+      7'h1f:
           /* empty */;
-      6'h25:
+      7'h20:
           /* empty */;
-      6'h26:
+      7'h21:
           /* empty */;
-      6'h27:
-          \$335  = \$296 [55:0];
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          \$244  = \$171 [17:0];
     endcase
     if (rst) begin
-      \$335  = 56'h00000000000000;
+      \$244  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = sh0;
+    \$245  = mean_rem;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$336  = { \$267 [7], \$267 [7], \$267  };
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$336  = { \$297 [8], \$297  };
-    endcase
-    if (rst) begin
-      \$336  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$337  = count_lead;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$337  = 4'h8;
-    endcase
-    if (rst) begin
-      \$337  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$338  = \$270 [3:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$338  = \$300 [3:0];
-    endcase
-    if (rst) begin
-      \$338  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$339  = \$280 [9:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$339  = \$310 [9:0];
-    endcase
-    if (rst) begin
-      \$339  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$340  = \$281 [65:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$340  = \$311 [65:0];
-    endcase
-    if (rst) begin
-      \$340  = 66'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$341  = \$283 [6:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$341  = \$313 [6:0];
-    endcase
-    if (rst) begin
-      \$341  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$342  = \$285 [4:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$342  = \$315 [4:0];
-    endcase
-    if (rst) begin
-      \$342  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = \a$29 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$343  = \$286 [41:0];
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$343  = \$316 [41:0];
-    endcase
-    if (rst) begin
-      \$343  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$344  = { \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290 [47], \$290  };
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$344  = { \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320 [47], \$320  };
-    endcase
-    if (rst) begin
-      \$344  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = \p$53 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          if (\done$40 ) begin
-            \$345  = p[72:0];
+      7'h15:
+          if (\done$38 ) begin
+            \$245  = p[13:0];
           end
-      6'h20:
+      7'h16:
           /* empty */;
-      6'h21:
+      7'h17:
           /* empty */;
-      6'h22:
+      7'h18:
           /* empty */;
-      6'h23:
+      7'h19:
           /* empty */;
-      6'h24:
+      7'h1a:
           /* empty */;
-      6'h03:
+      7'h1b:
           /* empty */;
-      6'h25:
+      7'h1c:
           /* empty */;
-      6'h26:
+      7'h1d:
           /* empty */;
-      6'h27:
+      7'h1e:
           /* empty */;
-      6'h28:
+      7'h1f:
           /* empty */;
-      6'h29:
+      7'h20:
           /* empty */;
-      6'h2a:
+      7'h21:
           /* empty */;
-      6'h2b:
+      7'h22:
           /* empty */;
-      6'h2c:
+      7'h23:
           /* empty */;
-      6'h2d:
-          if (\done$40 ) begin
-            \$345  = p[72:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          \$245  = { 6'h00, chan[122:115] };
+    endcase
+    if (rst) begin
+      \$245  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          if (\done$38 ) begin
+            \$246  = p[39:0];
+          end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          if (\done$38 ) begin
+            \$246  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$345  = 73'h0000000000000000000;
+      \$246  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = div_num;
+    \$247  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$346  = { \p$53 [72], \p$53  };
-    endcase
-    if (rst) begin
-      \$346  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$347  = \$293 [73:0];
-    endcase
-    if (rst) begin
-      \$347  = 74'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$348  = \$294 ;
-    endcase
-    if (rst) begin
-      \$348  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          if (\done$43 ) begin
-            \$349  = { q[59], q[59], q };
+      7'h19:
+          \$247  = \den$40 ;
+      7'h1a:
+          if (\$103 ) begin
+            \$247  = \$104 [59:0];
           end
-      6'h24:
+      7'h1b:
           /* empty */;
-      6'h03:
+      7'h1c:
           /* empty */;
-      6'h25:
+      7'h1d:
           /* empty */;
-      6'h26:
+      7'h1e:
           /* empty */;
-      6'h27:
+      7'h1f:
           /* empty */;
-      6'h28:
+      7'h20:
           /* empty */;
-      6'h29:
+      7'h21:
           /* empty */;
-      6'h2a:
+      7'h22:
           /* empty */;
-      6'h2b:
+      7'h23:
           /* empty */;
-      6'h2c:
+      7'h24:
           /* empty */;
-      6'h2d:
+      7'h25:
           /* empty */;
-      6'h2e:
-          \$349  = \$321 [61:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$247  = 60'h800000000000000;
+      7'h37:
+          if (\$172 ) begin
+            \$247  = \$173 [59:0];
+          end
     endcase
     if (rst) begin
-      \$349  = 62'h0000000000000000;
+      \$247  = 60'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = \b$56 ;
+    \$248  = num_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
+          \$248  = gain_num[38:0];
+      7'h1a:
+          if (\$106 ) begin
+            \$248  = \$107 [38:0];
+          end
+      7'h1b:
           /* empty */;
-      6'h1a:
+      7'h1c:
           /* empty */;
-      6'h1b:
+      7'h1d:
           /* empty */;
-      6'h1c:
+      7'h1e:
           /* empty */;
-      6'h1d:
+      7'h1f:
           /* empty */;
-      6'h1e:
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
-          \$350  = \$295 [57:0];
-      6'h03:
+      7'h26:
           /* empty */;
-      6'h25:
+      7'h27:
           /* empty */;
-      6'h26:
+      7'h28:
           /* empty */;
-      6'h27:
+      7'h29:
           /* empty */;
-      6'h28:
+      7'h2a:
           /* empty */;
-      6'h29:
+      7'h2b:
           /* empty */;
-      6'h2a:
+      7'h2c:
           /* empty */;
-      6'h2b:
+      7'h2d:
           /* empty */;
-      6'h2c:
+      7'h2e:
           /* empty */;
-      6'h2d:
+      7'h2f:
           /* empty */;
-      6'h2e:
+      7'h30:
           /* empty */;
-      6'h2f:
-          \$350  = \$322 [57:0];
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$248  = gain_num[38:0];
+      7'h37:
+          if (\$175 ) begin
+            \$248  = \$176 [38:0];
+          end
     endcase
     if (rst) begin
-      \$350  = 58'h000000000000000;
+      \$248  = 39'h0000000000;
     end
   end
-  assign beta_shift = \$193 [4:0];
-  assign \beta_shift$6  = \$194 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$249  = 6'h00;
+      7'h1a:
+          if (\$106 ) begin
+            \$249  = \$108 [5:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$249  = 6'h00;
+      7'h37:
+          if (\$175 ) begin
+            \$249  = \$177 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$249  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$250  = 6'h00;
+      7'h1a:
+          if (\$103 ) begin
+            \$250  = \$105 [5:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$250  = 6'h00;
+      7'h37:
+          if (\$172 ) begin
+            \$250  = \$174 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$250  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+        begin
+          \$251  = \$109 [5:0];
+          if (\$110 ) begin
+            \$251  = 6'h00;
+          end
+        end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          \$251  = \$137 [5:0];
+          if (\$138 ) begin
+            \$251  = 6'h00;
+          end
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+        begin
+          \$251  = \$178 [5:0];
+          if (\$179 ) begin
+            \$251  = 6'h00;
+          end
+        end
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          \$251  = \$203 [5:0];
+          if (\$204 ) begin
+            \$251  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$251  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$252  = { \$112 [7], \$112  };
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$252  = \$123 [8:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          if (\$127 ) begin
+            \$252  = \$129 [8:0];
+          end
+          if (\$133 ) begin
+            \$252  = \$135 [8:0];
+          end
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$252  = \$181 ;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$252  = \$189 [8:0];
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          if (\$193 ) begin
+            \$252  = \$195 [8:0];
+          end
+          if (\$199 ) begin
+            \$252  = \$201 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$252  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$253  = \$113 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$253  = \$182 ;
+    endcase
+    if (rst) begin
+      \$253  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          if (\done$42 ) begin
+            \$254  = q[23:0];
+          end
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$254  = \$184 [23:0];
+    endcase
+    if (rst) begin
+      \$254  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$255  = { \$121 [23], \$121 [23], \$121 [23], \$121 [23], \$121 [23], \$121 [23], \$121 [23], \$121 [23], \$121 [23], \$121 [23], \$121 [23], \$121  };
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          if (\$127 ) begin
+            \$255  = \$128 ;
+          end
+          if (\$133 ) begin
+            \$255  = \$134 [34:0];
+          end
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$255  = { \$187 [23], \$187 [23], \$187 [23], \$187 [23], \$187 [23], \$187 [23], \$187 [23], \$187 [23], \$187 [23], \$187 [23], \$187 [23], \$187  };
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          if (\$193 ) begin
+            \$255  = \$194 ;
+          end
+          if (\$199 ) begin
+            \$255  = \$200 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$255  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$256  = 5'h00;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$256  = \$136 [4:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$256  = 5'h00;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$256  = \$202 [4:0];
+    endcase
+    if (rst) begin
+      \$256  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$257  = \$126 ;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$257  = \$192 ;
+    endcase
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$258  = \$141 [4:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$258  = \$207 [4:0];
+    endcase
+    if (rst) begin
+      \$258  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          if (\done$38 ) begin
+            \$259  = p[49:0];
+          end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          if (\done$38 ) begin
+            \$259  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$259  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          if (\done$42 ) begin
+            \$260  = q;
+          end
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$260  = \$208 [36:0];
+    endcase
+    if (rst) begin
+      \$260  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$261  = \$150 [40:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$261  = \$213 [40:0];
+    endcase
+    if (rst) begin
+      \$261  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$262  = \$154 ;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$262  = \$217 ;
+    endcase
+    if (rst) begin
+      \$262  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$263  = \$158 [38:0];
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$263  = \$221 [38:0];
+    endcase
+    if (rst) begin
+      \$263  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$264  = \$162 [38:0];
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$264  = \$225 [38:0];
+    endcase
+    if (rst) begin
+      \$264  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$265  = \$167 [21:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$265  = \$230 [21:0];
+    endcase
+    if (rst) begin
+      \$265  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$266  = \$168 [38:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$266  = \$231 [38:0];
+    endcase
+    if (rst) begin
+      \$266  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = \b$60 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          if (\done$38 ) begin
+            \$267  = p[38:0];
+          end
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          if (\done$38 ) begin
+            \$267  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$267  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = \a$61 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$268  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$268  = a_fin;
+    endcase
+    if (rst) begin
+      \$268  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$269  = special_r;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$269  = special_r;
+    endcase
+    if (rst) begin
+      \$269  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = \neg$63 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$270  = \$169 ;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$270  = \$232 ;
+    endcase
+    if (rst) begin
+      \$270  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$271  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$271  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$271  = floor_q;
+    endcase
+    if (rst) begin
+      \$271  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$272  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$272  = \$170 [17:0];
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$272  = \$233 [17:0];
+    endcase
+    if (rst) begin
+      \$272  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
@@ -4432,64 +7387,80 @@ module \hwnorm_range_s16.math (rst, r_open, \start$38 , entry, chan, sum, r_clos
   assign \chan.mean  = chan[138:115];
   assign \chan.scale_m  = chan[162:139];
   assign \chan.scale_exp  = chan[170:163];
-  assign \$204  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$205  = { 1'h0, div_mag[57:0] };
-  assign \$264  = { 1'h0, \$263 [63:1] };
-  assign \$289  = { 1'h0, \$288 [31:1] };
-  assign \$296  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$319  = { 1'h0, \$318 [31:1] };
-  assign \$321  = { \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72], \p$53 [72:8] };
+  assign \$3  = { 17'h00000, div_mag[50:17] };
+  assign \$4  = { 13'h0000, div_mag[16:0], 18'h00000 };
+  assign \$8  = { 22'h000000, div_mag[50:22] };
+  assign \$9  = { 2'h0, div_mag[21:0], 13'h0000 };
+  assign \$11  = { 35'h000000000, div_mag[50:35] };
+  assign \$12  = { 1'h0, div_mag[34:0] };
+  assign \$104  = { den_norm, 1'h0 };
+  assign \$107  = { num_norm, 1'h0 };
+  assign \$114  = { 1'h0, num_norm, 6'h00 };
+  assign \$119  = { gain_q1[23], gain_q1[23:1] };
+  assign \$128  = { 1'h0, gain_x[34:1] };
+  assign \$134  = { gain_x, 1'h0 };
+  assign \$148  = { 1'h0, \$147 [31:1] };
+  assign \$171  = { chan[138], chan[138], chan[138], chan[138], chan[138], chan[138], chan[138], chan[138], chan[138:123] };
+  assign \$173  = { den_norm, 1'h0 };
+  assign \$176  = { num_norm, 1'h0 };
+  assign \$183  = { 1'h0, num_norm, 6'h00 };
+  assign \$184  = { 23'h000000, \$183 [45:23] };
+  assign \$185  = { gain_q1[23], gain_q1[23:1] };
+  assign \$194  = { 1'h0, gain_x[34:1] };
+  assign \$200  = { gain_x, 1'h0 };
+  assign \$208  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$211  = { 1'h0, \$210 [31:1] };
 endmodule
 
 module \hwnorm_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [60:0] \$1 ;
+  wire [24:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [58:0] \$13 ;
-  wire [59:0] \$14 ;
-  wire [59:0] \$15 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [59:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
-  reg [57:0] \$20 ;
-  reg [59:0] \$21 ;
+  reg [34:0] \$20 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
-  reg [57:0] \$23 ;
+  reg [34:0] \$23 ;
   reg [5:0] \$24 ;
   reg \$25 ;
-  reg [59:0] \$26 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [61:0] \$4 ;
-  wire [61:0] \$5 ;
-  wire [58:0] \$6 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
+  wire [35:0] \$6 ;
   wire \$7 ;
-  wire [58:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [35:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [59:0] den = 60'h000000000000000;
-  input [59:0] \den$13 ;
-  wire [59:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
-  reg [57:0] lo = 58'h000000000000000;
-  input [57:0] lo_init;
-  wire [57:0] lo_init;
+  reg [34:0] lo = 35'h000000000;
+  input [34:0] lo_init;
+  wire [34:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [59:0] q;
-  reg [59:0] q = 60'h000000000000000;
-  reg [57:0] quot = 58'h000000000000000;
-  reg [59:0] rem = 60'h000000000000000;
-  input [59:0] rem_init;
-  wire [59:0] rem_init;
+  output [36:0] q;
+  reg [36:0] q = 37'h0000000000;
+  reg [34:0] quot = 35'h000000000;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -4498,14 +7469,14 @@ module \hwnorm_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
-  wire [60:0] trial;
-  assign trial = \$1  | { 60'h000000000000000, lo[57] };
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[34] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -4567,10 +7538,10 @@ module \hwnorm_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [59:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 60'h000000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -4579,10 +7550,10 @@ module \hwnorm_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [57:0];
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
-      \$20  = 58'h000000000000000;
+      \$20  = 35'h000000000;
     end
   end
   always @* begin
@@ -4592,7 +7563,7 @@ module \hwnorm_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 60'h000000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -4609,12 +7580,12 @@ module \hwnorm_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [57:0];
+      \$23  = \$8 [34:0];
     end
     if (rst) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end
   end
   always @* begin
@@ -4646,7 +7617,7 @@ module \hwnorm_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , s
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 60'h000000000000000;
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -4657,27 +7628,27 @@ endmodule
 module \hwnorm_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [74:0] \$10 ;
-  reg [74:0] \$11 ;
-  reg [28:0] \$12 ;
+  reg [65:0] \$10 ;
+  reg [65:0] \$11 ;
+  reg [23:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
-  wire [75:0] \$2 ;
-  wire [76:0] \$3 ;
-  wire [77:0] \$4 ;
-  wire [75:0] \$5 ;
-  wire [28:0] \$6 ;
+  wire [66:0] \$2 ;
+  wire [67:0] \$3 ;
+  wire [68:0] \$4 ;
+  wire [66:0] \$5 ;
+  wire [23:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
   input [51:0] a;
   wire [51:0] a;
-  reg [74:0] a_sh = 75'h0000000000000000000;
-  input [28:0] b;
-  wire [28:0] b;
-  reg [28:0] b_sh = 29'h00000000;
-  input [74:0] c;
-  wire [74:0] c;
+  reg [65:0] a_sh = 66'h00000000000000000;
+  input [23:0] b;
+  wire [23:0] b;
+  reg [23:0] b_sh = 24'h000000;
+  input [65:0] c;
+  wire [65:0] c;
   input clk;
   wire clk;
   output done;
@@ -4686,8 +7657,8 @@ module \hwnorm_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [74:0] p;
-  reg [74:0] p = 75'h0000000000000000000;
+  output [65:0] p;
+  reg [65:0] p = 66'h00000000000000000;
   input rst;
   wire rst;
   input start;
@@ -4695,7 +7666,7 @@ module \hwnorm_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[74], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[65], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -4732,23 +7703,23 @@ module \hwnorm_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [74:0];
+        \$10  = \$4 [65:0];
       end
     end
     if (rst) begin
-      \$10  = 75'h0000000000000000000;
+      \$10  = 66'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a };
+      \$11  = { a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a[51], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [74:0];
+      \$11  = \$5 [65:0];
     end
     if (rst) begin
-      \$11  = 75'h0000000000000000000;
+      \$11  = 66'h00000000000000000;
     end
   end
   always @* begin
@@ -4760,7 +7731,7 @@ module \hwnorm_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p
       \$12  = \$6 ;
     end
     if (rst) begin
-      \$12  = 29'h00000000;
+      \$12  = 24'h000000;
     end
   end
   always @* begin
@@ -4786,68 +7757,92 @@ module \hwnorm_range_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p
     end
   end
   assign \$5  = { a_sh, 1'h0 };
-  assign \$6  = { 1'h0, b_sh[28:1] };
+  assign \$6  = { 1'h0, b_sh[23:1] };
 endmodule
 
-module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
-  wire [58:0] \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire [13:0] \$29 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg [12:0] \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg [15:0] \$43 ;
-  reg [33:0] \$44 ;
-  reg [33:0] \$45 ;
-  reg [24:0] \$46 ;
-  reg [58:0] \$47 ;
-  reg [58:0] \$48 ;
-  reg [58:0] \$49 ;
+  wire [39:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [39:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [13:0] \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
   reg \$50 ;
   reg \$51 ;
-  reg [15:0] \$52 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg [12:0] \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg [15:0] \$68 ;
+  reg [33:0] \$69 ;
   wire \$7 ;
+  reg [21:0] \$70 ;
+  reg [39:0] \$71 ;
+  reg [39:0] \$72 ;
+  reg [39:0] \$73 ;
+  reg \$74 ;
+  reg \$75 ;
+  reg [15:0] \$76 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   output busy;
   wire busy;
   output ce;
@@ -4856,6 +7851,12 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -4864,6 +7865,8 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -4879,16 +7882,21 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -4900,36 +7908,87 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = under0 ? 40'hffffff8000 : q0;
+  assign \$41  = over0 ? 40'h0000007fff : \$40 ;
+  assign \$42  = ok4 ? \$41  : 40'h0000000000;
+  assign \$43  = ~ clear;
+  assign \$44  = \$43  & ce;
+  assign \$45  = v4 & ok4;
+  assign \$46  = over0 | under0;
+  assign \$47  = \$45  & \$46 ;
+  assign \$48  = sat_count + \$47 ;
   always @(posedge clk)
-    ok1 <= \$38 ;
+    v0 <= \$49 ;
   always @(posedge clk)
-    ok2 <= \$39 ;
+    v1 <= \$50 ;
   always @(posedge clk)
-    ok3 <= \$40 ;
+    v2 <= \$51 ;
   always @(posedge clk)
-    ok4 <= \$41 ;
+    v3 <= \$52 ;
   always @(posedge clk)
-    ok5 <= \$42 ;
+    v4 <= \$53 ;
   always @(posedge clk)
-    x0 <= \$43 ;
+    v5 <= \$54 ;
   always @(posedge clk)
-    p0_0 <= \$44 ;
+    sat_count <= \$55 ;
   always @(posedge clk)
-    p0_17 <= \$45 ;
+    ok0 <= \$56 ;
   always @(posedge clk)
-    p0_34 <= \$46 ;
+    ok1 <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$47 ;
+    ok2 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$48 ;
+    ok3 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$49 ;
+    ok4 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$50 ;
+    ok5 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$51 ;
+    force_hi0_0 <= \$62 ;
   always @(posedge clk)
-    o__payload <= \$52 ;
+    force_lo0_0 <= \$63 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$67 ;
+  always @(posedge clk)
+    x0 <= \$68 ;
+  always @(posedge clk)
+    p0_0 <= \$69 ;
+  always @(posedge clk)
+    p0_17 <= \$70 ;
+  always @(posedge clk)
+    acc0 <= \$71 ;
+  always @(posedge clk)
+    qs0 <= \$72 ;
+  always @(posedge clk)
+    q0 <= \$73 ;
+  always @(posedge clk)
+    over0 <= \$74 ;
+  always @(posedge clk)
+    under0 <= \$75 ;
+  always @(posedge clk)
+    o__payload <= \$76 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4940,170 +7999,38 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$22  = over0 ? 59'h000000000007fff : \$21 ;
-  assign \$23  = ok4 ? \$22  : 59'h000000000000000;
-  assign \$24  = ~ clear;
-  assign \$25  = \$24  & ce;
-  assign \$26  = v4 & ok4;
-  assign \$27  = over0 | under0;
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = sat_count + \$28 ;
-  always @(posedge clk)
-    v0 <= \$30 ;
-  always @(posedge clk)
-    v1 <= \$31 ;
-  always @(posedge clk)
-    v2 <= \$32 ;
-  always @(posedge clk)
-    v3 <= \$33 ;
-  always @(posedge clk)
-    v4 <= \$34 ;
-  always @(posedge clk)
-    v5 <= \$35 ;
-  always @(posedge clk)
-    sat_count <= \$36 ;
-  always @(posedge clk)
-    ok0 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok1;
+    \$49  = v0;
     if (clear) begin
+      \$49  = 1'h0;
     end else if (ce) begin
-      \$38  = ok0;
+      \$49  = i__valid;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok2;
+    \$50  = v1;
     if (clear) begin
+      \$50  = 1'h0;
     end else if (ce) begin
-      \$39  = ok1;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok2;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok3;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok4;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = x0;
-    if (\$8 ) begin
-      \$43  = i__payload;
-    end
-    if (rst) begin
-      \$43  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = p0_0;
-    if (\$8 ) begin
-      \$44  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$44  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = p0_17;
-    if (\$8 ) begin
-      \$45  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$45  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = p0_34;
-    if (\$8 ) begin
-      \$46  = { \$11 [23], \$11  };
-    end
-    if (rst) begin
-      \$46  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = acc0;
-    if (\$8 ) begin
-      \$47  = \$17 [58:0];
-    end
-    if (rst) begin
-      \$47  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = qs0;
-    if (\$8 ) begin
-      \$48  = \$18 ;
-    end
-    if (rst) begin
-      \$48  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = q0;
-    if (\$8 ) begin
-      \$49  = qs0;
-    end
-    if (rst) begin
-      \$49  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = over0;
-    if (\$8 ) begin
-      \$50  = \$19 ;
+      \$50  = v0;
     end
     if (rst) begin
       \$50  = 1'h0;
@@ -5111,9 +8038,11 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = under0;
-    if (\$8 ) begin
-      \$51  = \$20 ;
+    \$51  = v2;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v1;
     end
     if (rst) begin
       \$51  = 1'h0;
@@ -5121,108 +8050,267 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = o__payload;
+    \$52  = v3;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v2;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = v4;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v3;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = v5;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v4;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = sat_count;
+    if (clear) begin
+      \$55  = 13'h0000;
+    end
+    if (\$44 ) begin
+      \$55  = \$48 [12:0];
+    end
+    if (rst) begin
+      \$55  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = mask;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok0;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok1;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$59  = ok2;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$60  = ok3;
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$61  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = ok4;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$62  = force_hi0_0;
     if (\$8 ) begin
-      \$52  = \$23 [15:0];
+      \$62  = \$13 ;
     end
     if (rst) begin
-      \$52  = 16'h0000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v0;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = i__valid;
+    \$63  = force_lo0_0;
+    if (\$8 ) begin
+      \$63  = \$18 ;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v1;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v0;
+    \$64  = force_hi0_1;
+    if (\$20 ) begin
+      \$64  = force_hi0_0;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v2;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v1;
+    \$65  = force_lo0_1;
+    if (\$20 ) begin
+      \$65  = force_lo0_0;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v3;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v2;
+    \$66  = force_hi0_2;
+    if (\$22 ) begin
+      \$66  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v4;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v3;
+    \$67  = force_lo0_2;
+    if (\$22 ) begin
+      \$67  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = v5;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v4;
+    \$68  = x0;
+    if (\$24 ) begin
+      \$68  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$68  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = sat_count;
-    if (clear) begin
-      \$36  = 13'h0000;
-    end
-    if (\$25 ) begin
-      \$36  = \$29 [12:0];
+    \$69  = p0_0;
+    if (\$24 ) begin
+      \$69  = { \$25 [32], \$25  };
     end
     if (rst) begin
-      \$36  = 13'h0000;
+      \$69  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = mask;
+    \$70  = p0_17;
+    if (\$24 ) begin
+      \$70  = { \$26 [20], \$26  };
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$70  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = acc0;
+    if (\$24 ) begin
+      \$71  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$71  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = qs0;
+    if (\$24 ) begin
+      \$72  = \$31 ;
+    end
+    if (rst) begin
+      \$72  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$73  = q0;
+    if (\$24 ) begin
+      \$73  = qs0;
+    end
+    if (rst) begin
+      \$73  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = over0;
+    if (\$24 ) begin
+      \$74  = \$35 ;
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = under0;
+    if (\$24 ) begin
+      \$75  = \$39 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = o__payload;
+    if (\$24 ) begin
+      \$76  = \$42 [15:0];
+    end
+    if (rst) begin
+      \$76  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -5230,9 +8318,8 @@ module \hwnorm_range_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__val
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_range_s16.stats_unit (clk, rst, mask, r_open, clear, valid, chunk_size, sum, r_closed, x);

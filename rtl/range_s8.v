@@ -28,29 +28,25 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
+  wire [13:0] \$31 ;
+  wire [13:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [13:0] \$35 ;
-  wire [13:0] \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire \$35 ;
+  wire \$36 ;
+  reg [12:0] \$37 ;
+  reg [122:0] \$38 ;
+  reg [2:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  reg [12:0] \$41 ;
-  reg [122:0] \$42 ;
-  reg [2:0] \$43 ;
   wire \$5 ;
   wire [13:0] \$6 ;
   wire [14:0] \$7 ;
   wire [15:0] \$8 ;
   wire [16:0] \$9 ;
-  wire [33:0] a;
-  wire [33:0] \a$26 ;
-  wire [41:0] b;
-  wire [41:0] \b$28 ;
+  wire [13:0] a;
+  wire [13:0] \a$26 ;
+  wire [22:0] b;
+  wire [22:0] \b$28 ;
   reg beat;
   wire busy;
   reg [122:0] chan = 123'h0000000000000000000000000000000;
@@ -94,7 +90,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire chan__valid;
   wire [12:0] chunk_size;
   reg clear;
-  reg \clear$40 ;
+  reg \clear$48 ;
   input clk;
   wire clk;
   wire [43:0] den;
@@ -108,27 +104,33 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$47 ;
+  wire \i__ready$55 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$46 ;
+  reg \i__valid$54 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$24 ;
   reg more;
+  wire neg;
+  wire \neg$34 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$31 ;
-  wire [7:0] \o__payload$31[0] ;
+  wire [7:0] \o__payload$39 ;
+  wire [7:0] \o__payload$39[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$33 ;
+  wire \o__ready$41 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$32 ;
+  wire \o__valid$40 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$38 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$36 ;
   wire [11:0] r_closed;
   wire [7:0] r_open;
   wire refused;
@@ -137,6 +139,8 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$32 ;
   reg start;
   output [78:0] stats__payload;
   reg [78:0] stats__payload;
@@ -153,12 +157,6 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire [7:0] x;
   wire [7:0] \x[0] ;
   reg zero_den;
-  always @(posedge clk)
-    left <= \$41 ;
-  always @(posedge clk)
-    chan <= \$42 ;
-  always @(posedge clk)
-    fsm_state <= \$43 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = zero_den ? 44'h00000000000 : den;
@@ -172,64 +170,74 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \$11  = \$5  | \$10 ;
   assign \$12  = ~ chan__payload[0];
   assign \$13  = \$11  & \$12 ;
-  assign \$14  = $signed(chan__payload[122:115]) < $signed(8'h80);
-  assign \$15  = $signed(chan__payload[122:115]) > $signed(5'h09);
+  assign \$14  = $signed(chan__payload[98:83]) < $signed(16'h8000);
+  assign \$15  = $signed(chan__payload[98:83]) > $signed(16'h7f00);
   assign \$16  = \$14  | \$15 ;
   assign \$17  = \$16  & chan__payload[0];
-  assign \$18  = $signed(chan__payload[98:83]) < $signed(16'h8000);
-  assign \$19  = $signed(chan__payload[98:83]) > $signed(16'h7f00);
-  assign \$20  = \$18  | \$19 ;
-  assign \$21  = \$20  & chan__payload[0];
-  assign refused = | { \$21 , \$17 , \$13 , \$4  };
-  assign \$22  = | left;
-  assign \$23  = i__valid & more;
-  assign \$24  = \i__ready$47  & more;
-  assign \$25  = i__valid & \i__ready$47 ;
-  assign \$26  = \$25  & more;
-  assign \$27  = ! fsm_state;
-  assign \$28  = fsm_state == 1'h1;
-  assign \$29  = fsm_state == 2'h2;
-  assign \$30  = fsm_state == 2'h3;
-  assign \$31  = fsm_state == 3'h4;
-  assign \$32  = fsm_state == 3'h5;
-  assign \$33  = fsm_state == 3'h6;
-  assign \$34  = fsm_state == 3'h7;
-  assign \$35  = left - 1'h1;
-  assign \$36  = last ? 14'h0000 : \$35 ;
-  assign \$37  = i__valid & last;
-  assign \$38  = ~ more;
-  assign \$39  = ~ busy;
-  assign \$40  = \$38  & \$39 ;
+  assign refused = | { \$17 , \$13 , \$4  };
+  assign \$18  = | left;
+  assign \$19  = i__valid & more;
+  assign \$20  = \i__ready$55  & more;
+  assign \$21  = i__valid & \i__ready$55 ;
+  assign \$22  = \$21  & more;
+  assign \$23  = ! fsm_state;
+  assign \$24  = fsm_state == 1'h1;
+  assign \$25  = fsm_state == 2'h2;
+  assign \$26  = fsm_state == 2'h3;
+  assign \$27  = fsm_state == 3'h4;
+  assign \$28  = fsm_state == 3'h5;
+  assign \$29  = fsm_state == 3'h6;
+  assign \$30  = fsm_state == 3'h7;
+  assign \$31  = left - 1'h1;
+  assign \$32  = last ? 14'h0000 : \$31 ;
+  assign \$33  = i__valid & last;
+  assign \$34  = ~ more;
+  assign \$35  = ~ busy;
+  assign \$36  = \$34  & \$35 ;
+  always @(posedge clk)
+    left <= \$37 ;
+  always @(posedge clk)
+    chan <= \$38 ;
+  always @(posedge clk)
+    fsm_state <= \$39 ;
   \hwnorm_range_s8.math  math (
-    .\a$29 (a),
-    .\b$56 (b),
+    .\a$61 (a),
+    .\b$60 (b),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$40 (den),
     .done(done),
     .entry(entry),
+    .\neg$63 (neg),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .r_closed(r_closed),
     .r_open(r_open),
     .rst(rst),
     .sh(shift),
-    .\start$38 (start),
+    .special(special),
+    .\start$36 (start),
     .sum(sum)
   );
   \hwnorm_range_s8.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$47 ),
-    .clear(\clear$40 ),
+    .ce(\i__ready$55 ),
+    .clear(\clear$48 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$46 ),
+    .i__valid(\i__valid$54 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_range_s8.stats_unit  stats_unit (
@@ -244,84 +252,6 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .valid(valid),
     .x(i__payload)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = left;
-    if (beat) begin
-      \$41  = \$36 [12:0];
-    end
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$41  = chan__payload[13:1];
-          end
-      3'h3:
-          if (\$37 ) begin
-            \$41  = chan[13:1];
-          end
-    endcase
-    if (rst) begin
-      \$41  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = chan;
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            \$42  = chan__payload;
-          end
-    endcase
-    if (rst) begin
-      \$42  = 123'h0000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = fsm_state;
-    (* full_case = 32'd1 *)
-    casez (fsm_state)
-      3'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$43  = 3'h1;
-            end else if (chan__payload[0]) begin
-              \$43  = 3'h2;
-            end else begin
-              \$43  = 3'h3;
-            end
-          end
-      3'h3:
-          if (\$37 ) begin
-            \$43  = 3'h4;
-          end
-      3'h4:
-          \$43  = 3'h5;
-      3'h2:
-          \$43  = 3'h5;
-      3'h5:
-          if (done) begin
-            \$43  = 3'h6;
-          end
-      3'h6:
-          if (\$40 ) begin
-            \$43  = 3'h7;
-          end
-      3'h7:
-          if (stats__ready) begin
-            \$43  = 3'h0;
-          end
-      3'h1:
-          if (stats__ready) begin
-            \$43  = 3'h0;
-          end
-    endcase
-    if (rst) begin
-      \$43  = 3'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     zero_den = chan[0];
@@ -388,11 +318,11 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$40  = 1'h0;
+    \clear$48  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$40  = 1'h1;
+            \clear$48  = 1'h1;
           end
     endcase
   end
@@ -411,7 +341,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$24 ;
+          i__ready = \$20 ;
     endcase
   end
   always @* begin
@@ -429,7 +359,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$26 ;
+          beat = \$22 ;
     endcase
   end
   always @* begin
@@ -485,12 +415,12 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          more = \$22 ;
+          more = \$18 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$46  = 1'h0;
+    \i__valid$54  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -503,7 +433,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$46  = \$23 ;
+          \i__valid$54  = \$19 ;
     endcase
   end
   always @* begin
@@ -529,6 +459,84 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
           stats__valid = 1'h1;
     endcase
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = left;
+    if (beat) begin
+      \$37  = \$32 [12:0];
+    end
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$37  = chan__payload[13:1];
+          end
+      3'h3:
+          if (\$33 ) begin
+            \$37  = chan[13:1];
+          end
+    endcase
+    if (rst) begin
+      \$37  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$38  = chan;
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            \$38  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$38  = 123'h0000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$39  = fsm_state;
+    (* full_case = 32'd1 *)
+    casez (fsm_state)
+      3'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$39  = 3'h1;
+            end else if (chan__payload[0]) begin
+              \$39  = 3'h2;
+            end else begin
+              \$39  = 3'h3;
+            end
+          end
+      3'h3:
+          if (\$33 ) begin
+            \$39  = 3'h4;
+          end
+      3'h4:
+          \$39  = 3'h5;
+      3'h2:
+          \$39  = 3'h5;
+      3'h5:
+          if (done) begin
+            \$39  = 3'h6;
+          end
+      3'h6:
+          if (\$36 ) begin
+            \$39  = 3'h7;
+          end
+      3'h7:
+          if (stats__ready) begin
+            \$39  = 3'h0;
+          end
+      3'h1:
+          if (stats__ready) begin
+            \$39  = 3'h0;
+          end
+    endcase
+    if (rst) begin
+      \$39  = 3'h0;
+    end
+  end
   assign x = i__payload;
   assign \mask$18  = mask;
   assign \chan$20  = chan;
@@ -538,9 +546,13 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \a$26  = a;
   assign \b$28  = b;
   assign sh = shift;
-  assign \o__payload$31  = o__payload;
-  assign \o__valid$32  = o__valid;
-  assign \o__ready$33  = o__ready;
+  assign \special$32  = special;
+  assign \neg$34  = neg;
+  assign \q_lo$36  = q_lo;
+  assign \q_hi$38  = q_hi;
+  assign \o__payload$39  = o__payload;
+  assign \o__valid$40  = o__valid;
+  assign \o__ready$41  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.chunk_size  = chan__payload[26:14];
@@ -579,7 +591,7 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan$20.scale_m  = chan[114:99];
   assign \chan$20.scale_exp  = chan[122:115];
   assign \i__payload$23[0]  = i__payload;
-  assign \o__payload$31[0]  = o__payload;
+  assign \o__payload$39[0]  = o__payload;
   always @*
     stats__payload[77:65] = sat_count;
   always @*
@@ -590,224 +602,206 @@ module hwnorm_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \$8  = { chan__payload[26:14], 3'h0 };
 endmodule
 
-module \hwnorm_range_s8.math (rst, r_open, \start$38 , entry, chan, sum, r_closed, done, den, sh, \a$29 , \b$56 , clk);
+module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_closed, done, \den$40 , sh, \b$60 , \a$61 , special, \neg$63 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
+  wire [4:0] \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire [5:0] \$102 ;
-  wire [5:0] \$103 ;
-  wire [5:0] \$104 ;
-  wire \$105 ;
-  wire [5:0] \$106 ;
-  wire [5:0] \$107 ;
+  wire [43:0] \$100 ;
+  wire [43:0] \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire [44:0] \$104 ;
+  wire [6:0] \$105 ;
+  wire \$106 ;
+  wire [23:0] \$107 ;
   wire [5:0] \$108 ;
-  wire [5:0] \$109 ;
-  wire \$11 ;
-  wire [5:0] \$110 ;
+  wire [6:0] \$109 ;
+  wire [42:0] \$11 ;
+  wire \$110 ;
   wire [5:0] \$111 ;
-  wire \$112 ;
+  wire [6:0] \$112 ;
   wire \$113 ;
-  wire \$114 ;
+  wire [29:0] \$114 ;
   wire \$115 ;
-  wire \$116 ;
-  wire [3:0] \$117 ;
-  wire [3:0] \$118 ;
-  wire [3:0] \$119 ;
-  wire \$12 ;
-  wire [3:0] \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  wire \$123 ;
+  wire [43:0] \$116 ;
+  wire [43:0] \$117 ;
+  wire \$118 ;
+  wire [15:0] \$119 ;
+  wire [27:0] \$12 ;
+  wire [15:0] \$120 ;
+  wire [15:0] \$121 ;
+  wire [9:0] \$122 ;
+  wire [9:0] \$123 ;
   wire \$124 ;
-  wire [3:0] \$125 ;
-  wire [3:0] \$126 ;
-  wire [3:0] \$127 ;
-  wire \$128 ;
-  wire [3:0] \$129 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire [26:0] \$128 ;
+  wire [9:0] \$129 ;
   wire \$13 ;
-  wire [3:0] \$130 ;
-  wire [3:0] \$131 ;
-  wire [3:0] \$132 ;
-  wire [4:0] \$133 ;
-  wire [4:0] \$134 ;
-  wire [41:0] \$135 ;
-  wire \$136 ;
-  wire [8:0] \$137 ;
-  wire [8:0] \$138 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [27:0] \$134 ;
+  wire [9:0] \$135 ;
+  wire [4:0] \$136 ;
+  wire [6:0] \$137 ;
+  wire \$138 ;
   wire \$139 ;
-  wire \$14 ;
-  wire \$140 ;
-  wire [21:0] \$141 ;
-  wire [21:0] \$142 ;
-  wire \$143 ;
-  wire [57:0] \$144 ;
-  wire [42:0] \$145 ;
-  wire \$146 ;
-  wire [8:0] \$147 ;
-  wire [8:0] \$148 ;
-  wire \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire [16:0] \$151 ;
-  wire [16:0] \$152 ;
-  wire \$153 ;
-  wire \$154 ;
+  wire [10:0] \$14 ;
+  wire [8:0] \$140 ;
+  wire [8:0] \$141 ;
+  wire \$142 ;
+  wire [43:0] \$143 ;
+  wire [43:0] \$144 ;
+  wire \$145 ;
+  wire [22:0] \$146 ;
+  wire [15:0] \$147 ;
+  wire [15:0] \$148 ;
+  wire [23:0] \$149 ;
+  wire [10:0] \$15 ;
+  wire [29:0] \$150 ;
+  wire \$151 ;
+  wire [27:0] \$152 ;
+  wire [27:0] \$153 ;
+  wire [31:0] \$154 ;
   wire \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
+  wire [30:0] \$157 ;
+  wire [30:0] \$158 ;
   wire \$159 ;
-  wire [5:0] \$16 ;
+  wire \$16 ;
   wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
+  wire [31:0] \$161 ;
+  wire [31:0] \$162 ;
+  wire [23:0] \$163 ;
   wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
+  wire [27:0] \$165 ;
+  wire [27:0] \$166 ;
+  wire [27:0] \$167 ;
+  wire [30:0] \$168 ;
   wire \$169 ;
-  wire [5:0] \$17 ;
-  wire \$170 ;
-  wire \$171 ;
+  wire \$17 ;
+  wire [10:0] \$170 ;
+  wire [15:0] \$171 ;
   wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
+  wire [44:0] \$173 ;
+  wire [6:0] \$174 ;
   wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
+  wire [23:0] \$176 ;
+  wire [5:0] \$177 ;
+  wire [6:0] \$178 ;
   wire \$179 ;
-  wire [5:0] \$18 ;
-  wire \$180 ;
-  wire \$181 ;
+  wire [8:0] \$18 ;
+  wire [6:0] \$180 ;
+  wire [8:0] \$181 ;
   wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
-  wire \$19 ;
+  wire [29:0] \$183 ;
+  wire [29:0] \$184 ;
+  wire [15:0] \$185 ;
+  wire [15:0] \$186 ;
+  wire [15:0] \$187 ;
+  wire [9:0] \$188 ;
+  wire [9:0] \$189 ;
+  wire [8:0] \$19 ;
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
+  wire [26:0] \$194 ;
+  wire [9:0] \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire \$2 ;
+  wire [4:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire [63:0] \$203 ;
-  wire [63:0] \$204 ;
-  wire [63:0] \$205 ;
-  wire \$206 ;
-  wire [7:0] \$207 ;
-  wire \$208 ;
-  wire [10:0] \$209 ;
+  wire [27:0] \$200 ;
+  wire [9:0] \$201 ;
+  wire [4:0] \$202 ;
+  wire [6:0] \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire [8:0] \$206 ;
+  wire [8:0] \$207 ;
+  wire [41:0] \$208 ;
+  wire [22:0] \$209 ;
   wire \$21 ;
-  wire [10:0] \$210 ;
-  wire \$211 ;
-  wire [10:0] \$212 ;
-  wire \$213 ;
-  wire [10:0] \$214 ;
-  wire [10:0] \$215 ;
-  wire \$216 ;
-  wire [10:0] \$217 ;
-  wire [10:0] \$218 ;
-  wire [10:0] \$219 ;
-  wire \$22 ;
-  wire [10:0] \$220 ;
-  wire [54:0] \$221 ;
+  wire [15:0] \$210 ;
+  wire [15:0] \$211 ;
+  wire [23:0] \$212 ;
+  wire [29:0] \$213 ;
+  wire \$214 ;
+  wire [27:0] \$215 ;
+  wire [27:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire \$218 ;
+  wire \$219 ;
+  wire [10:0] \$22 ;
+  wire [30:0] \$220 ;
+  wire [30:0] \$221 ;
   wire \$222 ;
-  wire [9:0] \$223 ;
-  wire [10:0] \$224 ;
-  wire [11:0] \$225 ;
-  wire [48:0] \$226 ;
-  wire [22:0] \$227 ;
-  wire [15:0] \$228 ;
-  wire [15:0] \$229 ;
-  wire [5:0] \$23 ;
-  wire [23:0] \$230 ;
-  wire \$231 ;
-  wire [58:0] \$232 ;
-  wire [58:0] \$233 ;
-  wire \$234 ;
-  wire [46:0] \$235 ;
-  wire [40:0] \$236 ;
-  wire [8:0] \$237 ;
-  wire \$238 ;
-  wire [10:0] \$239 ;
-  wire [5:0] \$24 ;
-  wire [10:0] \$240 ;
-  wire \$241 ;
-  wire [10:0] \$242 ;
-  wire \$243 ;
-  wire [10:0] \$244 ;
-  wire [10:0] \$245 ;
-  wire \$246 ;
-  wire [10:0] \$247 ;
-  wire [10:0] \$248 ;
-  wire [10:0] \$249 ;
-  wire [5:0] \$25 ;
-  wire [10:0] \$250 ;
-  wire [54:0] \$251 ;
-  wire \$252 ;
-  wire [9:0] \$253 ;
-  wire [10:0] \$254 ;
-  wire [11:0] \$255 ;
-  wire [48:0] \$256 ;
-  wire [22:0] \$257 ;
-  wire [15:0] \$258 ;
-  wire [15:0] \$259 ;
+  wire \$223 ;
+  wire [31:0] \$224 ;
+  wire [31:0] \$225 ;
+  wire [23:0] \$226 ;
+  wire \$227 ;
+  wire [27:0] \$228 ;
+  wire [27:0] \$229 ;
+  wire [10:0] \$23 ;
+  wire [27:0] \$230 ;
+  wire [30:0] \$231 ;
+  wire \$232 ;
+  wire [10:0] \$233 ;
+  reg \$234 ;
+  reg \$235 ;
+  reg [6:0] \$236 ;
+  reg \$237 ;
+  reg [34:0] \$238 ;
+  reg [43:0] \$239 ;
+  wire \$24 ;
+  reg [42:0] \$240 ;
+  reg [42:0] \$241 ;
+  reg \$242 ;
+  reg \$243 ;
+  reg [9:0] \$244 ;
+  reg [13:0] \$245 ;
+  reg [23:0] \$246 ;
+  reg [43:0] \$247 ;
+  reg [22:0] \$248 ;
+  reg [4:0] \$249 ;
+  wire \$25 ;
+  reg [5:0] \$250 ;
+  reg [5:0] \$251 ;
+  reg [8:0] \$252 ;
+  reg \$253 ;
+  reg [15:0] \$254 ;
+  reg [26:0] \$255 ;
+  reg [3:0] \$256 ;
+  reg \$257 ;
+  reg [3:0] \$258 ;
+  reg [41:0] \$259 ;
   wire \$26 ;
-  wire [23:0] \$260 ;
-  wire [56:0] \$261 ;
-  wire [46:0] \$262 ;
-  reg \$263 ;
-  reg \$264 ;
-  reg [5:0] \$265 ;
-  reg \$266 ;
-  reg [34:0] \$267 ;
-  reg [43:0] \$268 ;
-  reg [5:0] \$269 ;
-  wire [5:0] \$27 ;
+  reg [28:0] \$260 ;
+  reg [30:0] \$261 ;
+  reg [31:0] \$262 ;
+  reg [22:0] \$263 ;
+  reg [22:0] \$264 ;
+  reg [13:0] \$265 ;
+  reg [22:0] \$266 ;
+  reg [22:0] \$267 ;
+  reg [13:0] \$268 ;
+  reg \$269 ;
+  wire \$27 ;
   reg \$270 ;
-  reg [43:0] \$271 ;
-  reg \$272 ;
-  reg [16:0] \$273 ;
-  reg [25:0] \$274 ;
-  reg [39:0] \$275 ;
-  reg [9:0] \$276 ;
-  reg [3:0] \$277 ;
-  reg [3:0] \$278 ;
-  reg [9:0] \$279 ;
-  wire [5:0] \$28 ;
-  reg [48:0] \$280 ;
-  reg [5:0] \$281 ;
-  reg [3:0] \$282 ;
-  reg [33:0] \$283 ;
-  reg [41:0] \$284 ;
-  reg [56:0] \$285 ;
-  reg [57:0] \$286 ;
-  reg [57:0] \$287 ;
-  reg \$288 ;
-  reg [45:0] \$289 ;
-  wire [5:0] \$29 ;
-  reg [41:0] \$290 ;
-  wire \$3 ;
-  wire [5:0] \$30 ;
-  wire [5:0] \$31 ;
+  reg [9:0] \$271 ;
+  reg [9:0] \$272 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire [42:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
@@ -816,7 +810,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$38 , entry, chan, sum, r_close
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
+  wire [39:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
@@ -836,31 +830,31 @@ module \hwnorm_range_s8.math (rst, r_open, \start$38 , entry, chan, sum, r_close
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [5:0] \$58 ;
-  wire [5:0] \$59 ;
-  wire \$6 ;
-  wire [5:0] \$60 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [8:0] \$6 ;
+  wire \$60 ;
   wire \$61 ;
-  wire [5:0] \$62 ;
-  wire [5:0] \$63 ;
-  wire [5:0] \$64 ;
-  wire [5:0] \$65 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
-  wire [5:0] \$70 ;
-  wire [5:0] \$71 ;
-  wire [5:0] \$72 ;
+  wire [8:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
   wire \$73 ;
-  wire [5:0] \$74 ;
-  wire [5:0] \$75 ;
-  wire [5:0] \$76 ;
-  wire [5:0] \$77 ;
-  wire [5:0] \$78 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [42:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -871,27 +865,30 @@ module \hwnorm_range_s8.math (rst, r_open, \start$38 , entry, chan, sum, r_close
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
-  wire [5:0] \$90 ;
-  wire [5:0] \$91 ;
-  wire [5:0] \$92 ;
+  wire [28:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
   wire \$93 ;
-  wire [5:0] \$94 ;
-  wire [5:0] \$95 ;
-  wire [5:0] \$96 ;
-  wire [5:0] \$97 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
   wire \$98 ;
   wire \$99 ;
   reg [35:0] a;
-  output [33:0] \a$29 ;
-  reg [33:0] \a$29  = 34'h000000000;
-  reg [20:0] b;
-  output [41:0] \b$56 ;
-  reg [41:0] \b$56  = 42'h00000000000;
+  output [13:0] \a$61 ;
+  reg [13:0] \a$61  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
+  reg [15:0] b;
+  output [22:0] \b$60 ;
+  reg [22:0] \b$60  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [41:0] bias = 42'h00000000000;
-  reg [58:0] c;
+  wire [3:0] \beta_shift$2 ;
+  reg [49:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [122:0] chan;
   wire [122:0] chan;
   wire [7:0] \chan.beta ;
@@ -906,395 +903,380 @@ module \hwnorm_range_s8.math (rst, r_open, \start$38 , entry, chan, sum, r_close
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [43:0] den;
-  reg [43:0] den = 44'h00000000000;
-  reg [43:0] \den$25 ;
-  wire [5:0] den_lead;
-  reg [57:0] div_mag = 58'h000000000000000;
+  reg [15:0] den;
+  output [43:0] \den$40 ;
+  reg [43:0] \den$40  = 44'h00000000000;
+  reg [43:0] den_norm = 44'h00000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [42:0] div_mag = 43'h00000000000;
   reg div_neg = 1'h0;
-  reg [57:0] div_num = 58'h000000000000000;
+  reg [42:0] div_num = 43'h00000000000;
   output done;
   reg done;
-  wire \done$40 ;
-  wire \done$43 ;
+  wire \done$38 ;
+  wire \done$42 ;
   input [1:0] entry;
   wire [1:0] entry;
-  reg [5:0] fsm_state = 6'h00;
-  reg [39:0] km = 40'h0000000000;
-  reg [48:0] km_pre = 49'h0000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [41:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [9:0] floor_q = 10'h000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
+  reg [26:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$24 ;
-  wire [58:0] p;
-  reg [56:0] \p$53  = 57'h000000000000000;
+  reg \neg$20 ;
+  output \neg$63 ;
+  reg \neg$63  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
+  wire [49:0] p;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
-  wire [43:0] q;
-  reg [45:0] quot = 46'h000000000000;
+  wire [28:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
+  output [9:0] q_lo;
+  reg [9:0] q_lo = 10'h000;
   input [11:0] r_closed;
   wire [11:0] r_closed;
   input [7:0] r_open;
   wire [7:0] r_open;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [43:0] recip_rem = 44'h00000000000;
-  reg [43:0] rem_init;
+  reg [15:0] rem_init;
   input rst;
   wire rst;
+  reg [3:0] scale_count = 4'h0;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  input \start$38 ;
-  wire \start$38 ;
-  reg \start$9  = 1'h0;
+  input \start$36 ;
+  wire \start$36 ;
+  reg \start$5  = 1'h0;
   reg [4:0] steps;
-  reg [5:0] \steps$26 ;
+  reg [4:0] \steps$23 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [34:0] t = 35'h000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = \$7  | \$10 ;
-  assign \$12  = den[40] | den[41];
-  assign \$13  = den[42] | den[43];
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = den[42] | den[43];
-  assign \$16  = den[43] ? 6'h2b : 6'h2a;
-  assign \$17  = den[41] ? 6'h29 : 6'h28;
-  assign \$18  = \$15  ? \$16  : \$17 ;
-  assign \$19  = den[36] | den[37];
-  assign \$20  = den[38] | den[39];
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = den[38] | den[39];
-  assign \$23  = den[39] ? 6'h27 : 6'h26;
-  assign \$24  = den[37] ? 6'h25 : 6'h24;
-  assign \$25  = \$22  ? \$23  : \$24 ;
-  assign \$26  = den[34] | den[35];
-  assign \$27  = den[35] ? 6'h23 : 6'h22;
-  assign \$28  = den[33] ? 6'h21 : 6'h20;
-  assign \$29  = \$26  ? \$27  : \$28 ;
-  assign \$30  = \$21  ? \$25  : \$29 ;
-  assign \$31  = \$14  ? \$18  : \$30 ;
-  assign \$32  = den[16] | den[17];
-  assign \$33  = den[18] | den[19];
-  assign \$34  = \$32  | \$33 ;
-  assign \$35  = den[20] | den[21];
-  assign \$36  = den[22] | den[23];
-  assign \$37  = \$35  | \$36 ;
-  assign \$38  = \$34  | \$37 ;
-  assign \$39  = den[24] | den[25];
-  assign \$40  = den[26] | den[27];
-  assign \$41  = \$39  | \$40 ;
-  assign \$42  = den[28] | den[29];
-  assign \$43  = den[30] | den[31];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = \$41  | \$44 ;
-  assign \$46  = \$38  | \$45 ;
-  assign \$47  = den[24] | den[25];
-  assign \$48  = den[26] | den[27];
-  assign \$49  = \$47  | \$48 ;
-  assign \$50  = den[28] | den[29];
-  assign \$51  = den[30] | den[31];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = \$49  | \$52 ;
-  assign \$54  = den[28] | den[29];
-  assign \$55  = den[30] | den[31];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = den[30] | den[31];
-  assign \$58  = den[31] ? 6'h1f : 6'h1e;
-  assign \$59  = den[29] ? 6'h1d : 6'h1c;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = den[26] | den[27];
-  assign \$62  = den[27] ? 6'h1b : 6'h1a;
-  assign \$63  = den[25] ? 6'h19 : 6'h18;
-  assign \$64  = \$61  ? \$62  : \$63 ;
-  assign \$65  = \$56  ? \$60  : \$64 ;
-  assign \$66  = den[20] | den[21];
-  assign \$67  = den[22] | den[23];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = den[22] | den[23];
-  assign \$70  = den[23] ? 6'h17 : 6'h16;
-  assign \$71  = den[21] ? 6'h15 : 6'h14;
-  assign \$72  = \$69  ? \$70  : \$71 ;
-  assign \$73  = den[18] | den[19];
-  assign \$74  = den[19] ? 6'h13 : 6'h12;
-  assign \$75  = den[17] ? 6'h11 : 6'h10;
-  assign \$76  = \$73  ? \$74  : \$75 ;
-  assign \$77  = \$68  ? \$72  : \$76 ;
-  assign \$78  = \$53  ? \$65  : \$77 ;
-  assign \$79  = den[8] | den[9];
-  assign \$80  = den[10] | den[11];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = den[12] | den[13];
-  assign \$83  = den[14] | den[15];
-  assign \$84  = \$82  | \$83 ;
-  assign \$85  = \$81  | \$84 ;
-  assign \$86  = den[12] | den[13];
-  assign \$87  = den[14] | den[15];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = den[14] | den[15];
-  assign \$90  = den[15] ? 6'h0f : 6'h0e;
-  assign \$91  = den[13] ? 6'h0d : 6'h0c;
-  assign \$92  = \$89  ? \$90  : \$91 ;
-  assign \$93  = den[10] | den[11];
-  assign \$94  = den[11] ? 6'h0b : 6'h0a;
-  assign \$95  = den[9] ? 6'h09 : 6'h08;
-  assign \$96  = \$93  ? \$94  : \$95 ;
-  assign \$97  = \$88  ? \$92  : \$96 ;
-  assign \$98  = den[4] | den[5];
-  assign \$99  = den[6] | den[7];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = den[6] | den[7];
-  assign \$102  = den[7] ? 6'h07 : 6'h06;
-  assign \$103  = den[5] ? 6'h05 : 6'h04;
-  assign \$104  = \$101  ? \$102  : \$103 ;
-  assign \$105  = den[2] | den[3];
-  assign \$106  = den[3] ? 6'h03 : 6'h02;
-  assign \$107  = den[1] ? 6'h01 : 6'h00;
-  assign \$108  = \$105  ? \$106  : \$107 ;
-  assign \$109  = \$100  ? \$104  : \$108 ;
-  assign \$110  = \$85  ? \$97  : \$109 ;
-  assign \$111  = \$46  ? \$78  : \$110 ;
-  assign den_lead = \$11  ? \$31  : \$111 ;
-  assign \$112  = chan[9] | chan[10];
-  assign \$113  = chan[11] | chan[12];
-  assign \$114  = \$112  | \$113 ;
-  assign \$115  = \$114  | chan[13];
-  assign \$116  = chan[11] | chan[12];
-  assign \$117  = chan[12] ? 4'hb : 4'ha;
-  assign \$118  = chan[10] ? 4'h9 : 4'h8;
-  assign \$119  = \$116  ? \$117  : \$118 ;
-  assign \$120  = chan[13] ? 4'hc : \$119 ;
-  assign \$121  = chan[5] | chan[6];
-  assign \$122  = chan[7] | chan[8];
-  assign \$123  = \$121  | \$122 ;
-  assign \$124  = chan[7] | chan[8];
-  assign \$125  = chan[8] ? 4'h7 : 4'h6;
-  assign \$126  = chan[6] ? 4'h5 : 4'h4;
-  assign \$127  = \$124  ? \$125  : \$126 ;
-  assign \$128  = chan[3] | chan[4];
-  assign \$129  = chan[4] ? 4'h3 : 4'h2;
-  assign \$130  = chan[2] ? 4'h1 : 4'h0;
-  assign \$131  = \$128  ? \$129  : \$130 ;
-  assign \$132  = \$123  ? \$127  : \$131 ;
-  assign count_lead = \$115  ? \$120  : \$132 ;
-  assign \$133  = sh + 1'h0;
-  assign \$134  = sh + 1'h0;
-  assign \$135  = recip_one ? 42'h20000000000 : 42'h00000000000;
-  assign \$136  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$137  = - $signed(chan[74:67]);
-  assign \$138  = \$136  ? \$137  : { chan[74], chan[74:67] };
-  assign \$139  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$140  = $signed(sum) < $signed(1'h0);
-  assign \$141  = - $signed(sum);
-  assign \$142  = \$140  ? \$141  : { sum[20], sum };
-  assign \$143  = $signed(sum) < $signed(1'h0);
-  assign \$146  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$147  = - $signed(chan[74:67]);
-  assign \$148  = \$146  ? \$147  : { chan[74], chan[74:67] };
-  assign \$149  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$150  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$151  = - $signed(chan[98:83]);
-  assign \$152  = \$150  ? \$151  : { chan[98], chan[98:83] };
-  assign \$153  = $signed(chan[98:83]) < $signed(1'h0);
-  assign \$154  = ! fsm_state;
-  assign \$155  = fsm_state == 1'h1;
-  assign \$156  = fsm_state == 2'h2;
-  assign \$157  = fsm_state == 2'h3;
-  assign \$158  = fsm_state == 3'h4;
-  assign \$159  = fsm_state == 3'h5;
-  assign \$160  = fsm_state == 3'h6;
-  assign \$161  = fsm_state == 3'h7;
-  assign \$162  = fsm_state == 4'h8;
-  assign \$163  = fsm_state == 4'h9;
-  assign \$164  = fsm_state == 4'ha;
-  assign \$165  = fsm_state == 4'hb;
-  assign \$166  = fsm_state == 4'hc;
-  assign \$167  = fsm_state == 4'hd;
-  assign \$168  = fsm_state == 4'he;
-  assign \$169  = fsm_state == 4'hf;
-  assign \$170  = fsm_state == 5'h10;
-  assign \$171  = fsm_state == 5'h11;
-  assign \$172  = fsm_state == 5'h12;
-  assign \$173  = fsm_state == 5'h13;
-  assign \$174  = fsm_state == 5'h14;
-  assign \$175  = fsm_state == 5'h15;
-  assign \$176  = fsm_state == 5'h16;
-  assign \$177  = fsm_state == 5'h17;
-  assign \$178  = fsm_state == 5'h18;
-  assign \$179  = fsm_state == 5'h19;
-  assign \$180  = fsm_state == 5'h1a;
-  assign \$181  = fsm_state == 5'h1b;
-  assign \$182  = fsm_state == 5'h1c;
-  assign \$183  = fsm_state == 5'h1d;
-  assign \$184  = fsm_state == 5'h1e;
-  assign \$185  = fsm_state == 5'h1f;
-  assign \$186  = fsm_state == 6'h20;
-  assign \$187  = fsm_state == 6'h21;
-  assign \$188  = fsm_state == 6'h22;
-  assign \$189  = fsm_state == 6'h23;
-  assign \$190  = fsm_state == 6'h24;
-  assign \$191  = fsm_state == 6'h25;
-  assign \$192  = fsm_state == 6'h26;
-  assign \$193  = fsm_state == 6'h27;
-  assign \$194  = fsm_state == 6'h28;
-  assign \$195  = fsm_state == 6'h29;
-  assign \$196  = fsm_state == 6'h2a;
-  assign \$197  = fsm_state == 6'h2b;
-  assign \$198  = fsm_state == 6'h2c;
-  assign \$199  = fsm_state == 6'h2d;
-  assign \$200  = fsm_state == 6'h2e;
-  assign \$201  = fsm_state == 6'h2f;
-  assign \$202  = ! lead;
-  assign \$203  = 1'h1 << lead;
-  assign \$205  = \$202  ? 64'h0000000000000000 : \$204 ;
-  assign \$206  = ! lead;
-  assign \$207  = lead + 8'hfb;
-  assign \$208  = $signed(sh0) < $signed(4'h4);
-  assign \$209  = $signed(4'h4) - $signed(sh0);
-  assign \$210  = \$208  ? \$209  : 11'h000;
-  assign \$211  = $signed(sh0) < $signed(4'h4);
-  assign \$212  = $signed(sh0) - $signed(5'h0d);
-  assign \$213  = $signed(\$212 ) > $signed({ 1'h0, tk });
-  assign \$214  = $signed(sh0) - $signed(5'h0d);
-  assign \$215  = $signed(sh0) - $signed(4'h4);
-  assign \$216  = $signed(\$215 ) < $signed({ 1'h0, tk });
-  assign \$217  = $signed(sh0) - $signed(4'h4);
-  assign \$218  = \$216  ? \$217  : { 7'h00, tk };
-  assign \$219  = \$213  ? \$214  : \$218 ;
-  assign \$220  = \$211  ? 11'h000 : \$219 ;
-  assign \$221  = $signed(km) << pre;
-  assign \$222  = tsh > 6'h31;
-  assign \$223  = \$222  ? 10'h031 : tsh;
-  assign \$224  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$225  = $signed(\$224 ) - $signed({ 1'h0, tsh });
-  assign \$226  = $signed(km_pre) >>> t_clamped;
-  assign \$227  = $signed(chan[82:75]) << \$133 [3:0];
-  assign \$228  = 1'h1 << sh;
-  assign \$230  = $signed(\$227 ) + $signed({ 1'h0, \$229  });
-  assign \$231  = $signed(div_num) < $signed(1'h0);
-  assign \$232  = - $signed(div_num);
-  assign \$233  = \$231  ? \$232  : { div_num[57], div_num };
-  assign \$234  = $signed(div_num) < $signed(1'h0);
-  assign \$235  = $signed(bias) - $signed(quot);
-  assign \$237  = $signed(5'h0d) - $signed(chan[122:115]);
-  assign \$238  = $signed(sh0) < $signed(4'h4);
-  assign \$239  = $signed(4'h4) - $signed(sh0);
-  assign \$240  = \$238  ? \$239  : 11'h000;
-  assign \$241  = $signed(sh0) < $signed(4'h4);
-  assign \$242  = $signed(sh0) - $signed(5'h0d);
-  assign \$243  = $signed(\$242 ) > $signed({ 1'h0, tk });
-  assign \$244  = $signed(sh0) - $signed(5'h0d);
-  assign \$245  = $signed(sh0) - $signed(4'h4);
-  assign \$246  = $signed(\$245 ) < $signed({ 1'h0, tk });
-  assign \$247  = $signed(sh0) - $signed(4'h4);
-  assign \$248  = \$246  ? \$247  : { 7'h00, tk };
-  assign \$249  = \$243  ? \$244  : \$248 ;
-  assign \$250  = \$241  ? 11'h000 : \$249 ;
-  assign \$251  = $signed(km) << pre;
-  assign \$252  = tsh > 6'h31;
-  assign \$253  = \$252  ? 10'h031 : tsh;
-  assign \$254  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$255  = $signed(\$254 ) - $signed({ 1'h0, tsh });
-  assign \$256  = $signed(km_pre) >>> t_clamped;
-  assign \$257  = $signed(chan[82:75]) << \$134 [3:0];
-  assign \$258  = 1'h1 << sh;
-  assign \$260  = $signed(\$257 ) + $signed({ 1'h0, \$259  });
-  assign \$262  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$5  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$6  = - $signed(chan[74:67]);
+  assign \$7  = \$5  ? \$6  : { chan[74], chan[74:67] };
+  assign \$10  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$13  = $signed(floor_q) < $signed(1'h0);
+  assign \$14  = - $signed(floor_q);
+  assign \$15  = \$13  ? \$14  : { floor_q[9], floor_q };
+  assign \$16  = $signed(floor_q) >= $signed(1'h0);
+  assign \$17  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$18  = - $signed(chan[74:67]);
+  assign \$19  = \$17  ? \$18  : { chan[74], chan[74:67] };
+  assign \$20  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$21  = $signed(floor_q) < $signed(1'h0);
+  assign \$22  = - $signed(floor_q);
+  assign \$23  = \$21  ? \$22  : { floor_q[9], floor_q };
+  assign \$24  = $signed(floor_q) >= $signed(1'h0);
+  assign \$25  = ! fsm_state;
+  assign \$26  = fsm_state == 1'h1;
+  assign \$27  = fsm_state == 2'h2;
+  assign \$28  = fsm_state == 2'h3;
+  assign \$29  = fsm_state == 3'h4;
+  assign \$30  = fsm_state == 3'h5;
+  assign \$31  = fsm_state == 3'h6;
+  assign \$32  = fsm_state == 3'h7;
+  assign \$33  = fsm_state == 4'h8;
+  assign \$34  = fsm_state == 4'h9;
+  assign \$35  = fsm_state == 4'ha;
+  assign \$36  = fsm_state == 4'hb;
+  assign \$37  = fsm_state == 4'hc;
+  assign \$38  = fsm_state == 4'hd;
+  assign \$39  = fsm_state == 4'he;
+  assign \$40  = fsm_state == 4'hf;
+  assign \$41  = fsm_state == 5'h10;
+  assign \$42  = fsm_state == 5'h11;
+  assign \$43  = fsm_state == 5'h12;
+  assign \$44  = fsm_state == 5'h13;
+  assign \$45  = fsm_state == 5'h14;
+  assign \$46  = fsm_state == 5'h15;
+  assign \$47  = fsm_state == 5'h16;
+  assign \$48  = fsm_state == 5'h17;
+  assign \$49  = fsm_state == 5'h18;
+  assign \$50  = fsm_state == 5'h19;
+  assign \$51  = fsm_state == 5'h1a;
+  assign \$52  = fsm_state == 5'h1b;
+  assign \$53  = fsm_state == 5'h1c;
+  assign \$54  = fsm_state == 5'h1d;
+  assign \$55  = fsm_state == 5'h1e;
+  assign \$56  = fsm_state == 5'h1f;
+  assign \$57  = fsm_state == 6'h20;
+  assign \$58  = fsm_state == 6'h21;
+  assign \$59  = fsm_state == 6'h22;
+  assign \$60  = fsm_state == 6'h23;
+  assign \$61  = fsm_state == 6'h24;
+  assign \$62  = fsm_state == 6'h25;
+  assign \$63  = fsm_state == 6'h26;
+  assign \$64  = fsm_state == 6'h27;
+  assign \$65  = fsm_state == 6'h28;
+  assign \$66  = fsm_state == 6'h29;
+  assign \$67  = fsm_state == 6'h2a;
+  assign \$68  = fsm_state == 6'h2b;
+  assign \$69  = fsm_state == 6'h2c;
+  assign \$70  = fsm_state == 6'h2d;
+  assign \$71  = fsm_state == 6'h2e;
+  assign \$72  = fsm_state == 6'h2f;
+  assign \$73  = fsm_state == 6'h30;
+  assign \$74  = fsm_state == 6'h31;
+  assign \$75  = fsm_state == 6'h32;
+  assign \$76  = fsm_state == 6'h33;
+  assign \$77  = fsm_state == 6'h34;
+  assign \$78  = fsm_state == 6'h35;
+  assign \$79  = fsm_state == 6'h36;
+  assign \$80  = fsm_state == 6'h37;
+  assign \$81  = fsm_state == 6'h38;
+  assign \$82  = fsm_state == 6'h39;
+  assign \$83  = fsm_state == 6'h3a;
+  assign \$84  = fsm_state == 6'h3b;
+  assign \$85  = fsm_state == 6'h3c;
+  assign \$86  = fsm_state == 6'h3d;
+  assign \$87  = fsm_state == 6'h3e;
+  assign \$88  = fsm_state == 6'h3f;
+  assign \$89  = fsm_state == 7'h40;
+  assign \$90  = fsm_state == 7'h41;
+  assign \$91  = fsm_state == 7'h42;
+  assign \$92  = fsm_state == 7'h43;
+  assign \$93  = fsm_state == 7'h44;
+  assign \$94  = fsm_state == 7'h45;
+  assign \$95  = fsm_state == 7'h46;
+  assign \$96  = fsm_state == 7'h47;
+  assign \$97  = fsm_state == 7'h48;
+  assign \$98  = fsm_state == 7'h49;
+  assign \$99  = $signed(div_num) < $signed(1'h0);
+  assign \$100  = - $signed(div_num);
+  assign \$101  = \$99  ? \$100  : { div_num[42], div_num };
+  assign \$102  = $signed(div_num) < $signed(1'h0);
+  assign \$103  = ~ den_norm[43];
+  assign \$105  = den_zeros + 1'h1;
+  assign \$106  = ~ num_norm[22];
+  assign \$108  = num_zeros + 1'h1;
+  assign \$109  = loop_n + 1'h1;
+  assign \$110  = loop_n == 6'h2b;
+  assign \$111  = 4'he + num_zeros;
+  assign \$112  = \$111  - den_zeros;
+  assign \$113  = ~ num_norm[22];
+  assign \$115  = $signed(div_num) < $signed(1'h0);
+  assign \$116  = - $signed(div_num);
+  assign \$117  = \$115  ? \$116  : { div_num[42], div_num };
+  assign \$118  = $signed(div_num) < $signed(1'h0);
+  assign \$120  = gain_q1[13] ? \$119  : gain_q1;
+  assign \$121  = gain_zero ? 16'h0000 : \$120 ;
+  assign \$122  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$123  = gain_zero ? 10'h004 : \$122 ;
+  assign \$124  = ~ gain_zero;
+  assign \$125  = $signed(gain_shift) < $signed(4'h4);
+  assign \$126  = \$124  & \$125 ;
+  assign \$127  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$129  = $signed(gain_shift) - $signed(2'h1);
+  assign \$130  = $signed(gain_shift) < $signed(4'h4);
+  assign \$131  = special_r & \$130 ;
+  assign \$132  = scale_count < 4'hd;
+  assign \$133  = \$131  & \$132 ;
+  assign \$135  = $signed(gain_shift) + $signed(2'h1);
+  assign \$136  = scale_count + 1'h1;
+  assign \$137  = loop_n + 1'h1;
+  assign \$138  = loop_n == 4'hd;
+  assign \$139  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$140  = \$139  ? 9'h00d : gain_shift;
+  assign \$141  = special_r ? 9'h004 : \$140 ;
+  assign \$142  = $signed(div_num) < $signed(1'h0);
+  assign \$143  = - $signed(div_num);
+  assign \$144  = \$142  ? \$143  : { div_num[42], div_num };
+  assign \$145  = $signed(div_num) < $signed(1'h0);
+  assign \$146  = $signed(chan[82:75]) << \$1 [3:0];
+  assign \$147  = 1'h1 << sh;
+  assign \$149  = $signed(\$146 ) + $signed({ 1'h0, \$148  });
+  assign \$150  = $signed(\$149 ) - $signed(gain_w);
+  assign \$151  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$152  = - gain_x;
+  assign \$153  = \$151  ? \$152  : { 1'h0, gain_x };
+  assign \$154  = $signed(gain_t) + $signed(\$153 );
+  assign \$155  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$156  = $signed(gain_t) > $signed(13'h0810);
+  assign \$157  = \$156  ? 31'h00000810 : gain_t;
+  assign \$158  = \$155  ? 31'h7ffff7e0 : \$157 ;
+  assign \$159  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$160  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$161  = \$160  ? 32'd2064 : gain_t1;
+  assign \$162  = \$159  ? 32'd4294965216 : \$161 ;
+  assign \$163  = $signed(acc1) - $signed(acc0);
+  assign \$164  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$165  = - gain_x;
+  assign \$166  = \$164  ? \$165  : { 1'h0, gain_x };
+  assign \$167  = special_r ? { \$163 [23], \$163 [23], \$163 [23], \$163 [23], \$163  } : \$166 ;
+  assign \$168  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$169  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$170  = $signed(floor_q) + $signed(2'h1);
+  assign \$172  = ~ den_norm[43];
+  assign \$174  = den_zeros + 1'h1;
+  assign \$175  = ~ num_norm[22];
+  assign \$177  = num_zeros + 1'h1;
+  assign \$178  = loop_n + 1'h1;
+  assign \$179  = loop_n == 5'h16;
+  assign \$180  = 7'h7c + num_zeros;
+  assign \$181  = $signed(\$180 ) - $signed(chan[122:115]);
+  assign \$182  = ~ num_norm[22];
+  assign \$186  = gain_q1[13] ? \$185  : gain_q1;
+  assign \$187  = gain_zero ? 16'h0000 : \$186 ;
+  assign \$188  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$189  = gain_zero ? 10'h004 : \$188 ;
+  assign \$190  = ~ gain_zero;
+  assign \$191  = $signed(gain_shift) < $signed(4'h4);
+  assign \$192  = \$190  & \$191 ;
+  assign \$193  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$195  = $signed(gain_shift) - $signed(2'h1);
+  assign \$196  = $signed(gain_shift) < $signed(4'h4);
+  assign \$197  = special_r & \$196 ;
+  assign \$198  = scale_count < 4'hd;
+  assign \$199  = \$197  & \$198 ;
+  assign \$201  = $signed(gain_shift) + $signed(2'h1);
+  assign \$202  = scale_count + 1'h1;
+  assign \$203  = loop_n + 1'h1;
+  assign \$204  = loop_n == 4'hd;
+  assign \$205  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$206  = \$205  ? 9'h00d : gain_shift;
+  assign \$207  = special_r ? 9'h004 : \$206 ;
+  assign \$209  = $signed(chan[82:75]) << \$2 [3:0];
+  assign \$210  = 1'h1 << sh;
+  assign \$212  = $signed(\$209 ) + $signed({ 1'h0, \$211  });
+  assign \$213  = $signed(\$212 ) - $signed(gain_w);
+  assign \$214  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$215  = - gain_x;
+  assign \$216  = \$214  ? \$215  : { 1'h0, gain_x };
+  assign \$217  = $signed(gain_t) + $signed(\$216 );
+  assign \$218  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$219  = $signed(gain_t) > $signed(13'h0810);
+  assign \$220  = \$219  ? 31'h00000810 : gain_t;
+  assign \$221  = \$218  ? 31'h7ffff7e0 : \$220 ;
+  assign \$222  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$223  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$224  = \$223  ? 32'd2064 : gain_t1;
+  assign \$225  = \$222  ? 32'd4294965216 : \$224 ;
+  assign \$226  = $signed(acc1) - $signed(acc0);
+  assign \$227  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$228  = - gain_x;
+  assign \$229  = \$227  ? \$228  : { 1'h0, gain_x };
+  assign \$230  = special_r ? { \$226 [23], \$226 [23], \$226 [23], \$226 [23], \$226  } : \$229 ;
+  assign \$231  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$232  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$233  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$263 ;
+    pop_top <= \$234 ;
   always @(posedge clk)
-    pop_bottom <= \$264 ;
+    pop_bottom <= \$235 ;
   always @(posedge clk)
-    fsm_state <= \$265 ;
+    fsm_state <= \$236 ;
   always @(posedge clk)
-    start <= \$266 ;
+    start <= \$237 ;
   always @(posedge clk)
-    t <= \$267 ;
+    t <= \$238 ;
   always @(posedge clk)
-    den <= \$268 ;
+    \den$40  <= \$239 ;
   always @(posedge clk)
-    lead <= \$269 ;
+    div_num <= \$240 ;
   always @(posedge clk)
-    \start$9  <= \$270 ;
+    div_mag <= \$241 ;
   always @(posedge clk)
-    recip_rem <= \$271 ;
+    div_neg <= \$242 ;
   always @(posedge clk)
-    recip_one <= \$272 ;
+    \start$5  <= \$243 ;
   always @(posedge clk)
-    recip <= \$273 ;
+    floor_q <= \$244 ;
   always @(posedge clk)
-    m <= \$274 ;
+    mean_rem <= \$245 ;
   always @(posedge clk)
-    km <= \$275 ;
+    gain_num <= \$246 ;
   always @(posedge clk)
-    sh0 <= \$276 ;
+    den_norm <= \$247 ;
   always @(posedge clk)
-    tk <= \$277 ;
+    num_norm <= \$248 ;
   always @(posedge clk)
-    pre <= \$278 ;
+    num_zeros <= \$249 ;
   always @(posedge clk)
-    tsh <= \$279 ;
+    den_zeros <= \$250 ;
   always @(posedge clk)
-    km_pre <= \$280 ;
+    loop_n <= \$251 ;
   always @(posedge clk)
-    t_clamped <= \$281 ;
+    gain_shift <= \$252 ;
   always @(posedge clk)
-    sh <= \$282 ;
+    gain_zero <= \$253 ;
   always @(posedge clk)
-    \a$29  <= \$283 ;
+    gain_q1 <= \$254 ;
   always @(posedge clk)
-    bias <= \$284 ;
+    gain_x <= \$255 ;
   always @(posedge clk)
-    \p$53  <= \$285 ;
+    scale_count <= \$256 ;
   always @(posedge clk)
-    div_num <= \$286 ;
+    special_r <= \$257 ;
   always @(posedge clk)
-    div_mag <= \$287 ;
+    sh <= \$258 ;
   always @(posedge clk)
-    div_neg <= \$288 ;
+    gain_p <= \$259 ;
   always @(posedge clk)
-    quot <= \$289 ;
+    gain_w <= \$260 ;
   always @(posedge clk)
-    \b$56  <= \$290 ;
+    gain_t <= \$261 ;
+  always @(posedge clk)
+    gain_t1 <= \$262 ;
+  always @(posedge clk)
+    acc0 <= \$263 ;
+  always @(posedge clk)
+    acc1 <= \$264 ;
+  always @(posedge clk)
+    a_fin <= \$265 ;
+  always @(posedge clk)
+    c_fin <= \$266 ;
+  always @(posedge clk)
+    \b$60  <= \$267 ;
+  always @(posedge clk)
+    \a$61  <= \$268 ;
+  always @(posedge clk)
+    special <= \$269 ;
+  always @(posedge clk)
+    \neg$63  <= \$270 ;
+  always @(posedge clk)
+    q_lo <= \$271 ;
+  always @(posedge clk)
+    q_hi <= \$272 ;
   \hwnorm_range_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$25 ),
-    .done(\done$43 ),
+    .\den$13 (den),
+    .done(\done$42 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$24 ),
+    .\neg$15 (\neg$20 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
-    .steps(\steps$26 )
+    .start(\start$5 ),
+    .steps(\steps$23 )
   );
   \hwnorm_range_s8.math.mul  mul (
     .a(a),
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$40 ),
+    .done(\done$38 ),
     .\neg$12 (neg),
     .p(p),
     .rst(rst),
@@ -1305,1356 +1287,5777 @@ module \hwnorm_range_s8.math (rst, r_open, \start$38 , entry, chan, sum, r_close
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 36'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           a = { 16'h0000, chan[46:27] };
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           a = { 16'h0000, chan[66:47] };
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           a = { t[34], t };
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          a = { 19'h00000, recip };
-      6'h15:
+      7'h14:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      6'h18:
+      7'h17:
+          a = { \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7  };
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          a = { \a$29 [33], \a$29 [33], \a$29  };
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          a = { 20'h00000, chan[114:99] };
-      6'h26:
+      7'h25:
+          a = { 9'h000, gain_x };
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          a = { \a$29 [33], \a$29 [33], \a$29  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          a = { \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19  };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          a = { 9'h000, gain_x };
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    b = 21'h000000;
+    b = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          b = { 9'h000, r_closed };
-      6'h08:
+      7'h07:
+          b = { 4'h0, r_closed };
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          b = { 13'h0000, r_open };
-      6'h0b:
+      7'h0a:
+          b = { 8'h00, r_open };
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          b = { 8'h00, chan[13:1] };
-      6'h0e:
+      7'h0d:
+          b = { 3'h0, chan[13:1] };
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          b = { \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138 [8], \$138  };
-      6'h15:
+      7'h14:
+          b = { 3'h0, chan[13:1] };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          b = { 8'h00, chan[13:1] };
-      6'h18:
+      7'h17:
+          b = { 3'h0, chan[13:1] };
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          b = \$142 [20:0];
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          b = { \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148 [8], \$148  };
-      6'h26:
+      7'h25:
+          b = { mean_rem[13], mean_rem[13], mean_rem };
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          b = { \$152 [16], \$152 [16], \$152 [16], \$152 [16], \$152  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          b = { \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15  };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          b = chan[114:99];
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          b = { mean_rem[13], mean_rem[13], mean_rem };
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          b = { \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    c = 59'h000000000000000;
+    c = 50'h0000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          c = 59'h000000000000003;
-      6'h08:
+      7'h07:
+          c = 50'h0000000000003;
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          c = { t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t };
-      6'h0b:
+      7'h0a:
+          c = { t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t[34], t };
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
-          c = 59'h000000000000000;
-      6'h0e:
+      7'h0d:
+          c = 50'h0000000000000;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          c = 59'h000000000000000;
-      6'h15:
+      7'h14:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          c = 59'h000000000000000;
-      6'h18:
+      7'h17:
+          c = 50'h0000000000000;
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          c = 59'h000000000000000;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          c = 59'h000000000000000;
-      6'h26:
+      7'h25:
+          c = 50'h0000000000000;
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          c = 59'h000000000000000;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          c = 50'h0000000000000;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          c = 50'h0000000000000;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           neg = 1'h0;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           neg = 1'h0;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           neg = 1'h0;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          neg = \$139 ;
-      6'h15:
+      7'h14:
+          neg = 1'h1;
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           neg = 1'h0;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          neg = \$143 ;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h03:
+      7'h24:
           /* empty */;
-      6'h25:
-          neg = \$149 ;
-      6'h26:
+      7'h25:
+          neg = \$10 ;
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          neg = \$153 ;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          neg = \$16 ;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          neg = 1'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          neg = \$20 ;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          neg = \$24 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           steps = 5'h0c;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           steps = 5'h08;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           steps = 5'h0d;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          steps = 5'h08;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
+      7'h14:
           steps = 5'h0d;
-      6'h18:
+      7'h15:
           /* empty */;
-      6'h19:
+      7'h16:
           /* empty */;
-      6'h1a:
+      7'h17:
+          steps = 5'h0d;
+      7'h18:
           /* empty */;
-      6'h1b:
+      7'h19:
           /* empty */;
-      6'h1c:
+      7'h1a:
           /* empty */;
-      6'h1d:
+      7'h1b:
           /* empty */;
-      6'h1e:
-          steps = 5'h15;
-      6'h1f:
+      7'h1c:
           /* empty */;
-      6'h20:
+      7'h1d:
           /* empty */;
-      6'h21:
+      7'h1e:
           /* empty */;
-      6'h22:
+      7'h1f:
           /* empty */;
-      6'h23:
+      7'h20:
           /* empty */;
-      6'h24:
+      7'h21:
           /* empty */;
-      6'h03:
+      7'h22:
           /* empty */;
-      6'h25:
-          steps = 5'h08;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
           /* empty */;
-      6'h28:
+      7'h25:
+          steps = 5'h0d;
+      7'h26:
           /* empty */;
-      6'h29:
+      7'h27:
           /* empty */;
-      6'h2a:
+      7'h28:
           /* empty */;
-      6'h2b:
+      7'h29:
           /* empty */;
-      6'h2c:
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          steps = 5'h09;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
           steps = 5'h10;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          steps = 5'h08;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          steps = 5'h09;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 44'h00000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          rem_init = recip_rem;
-      6'h12:
+      7'h11:
+          rem_init = \$3 [15:0];
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          rem_init = \$8 [15:0];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          rem_init = \$144 [43:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          rem_init = \$11 [15:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 42'h00000000000;
+    lo_init = 27'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          lo_init = \$135 ;
-      6'h12:
+      7'h11:
+          lo_init = \$4 [26:0];
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          lo_init = \$9 [26:0];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          lo_init = \$145 [41:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          lo_init = \$12 [26:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$24  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \neg$24  = 1'h0;
-      6'h12:
+      7'h11:
+          \neg$20  = div_neg;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          \neg$20  = div_neg;
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \neg$24  = div_neg;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \neg$20  = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$25  = 44'h00000000000;
+    den = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \den$25  = den;
-      6'h12:
+      7'h11:
+          den = { 3'h0, chan[13:1] };
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          den = den_norm[43:28];
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \den$25  = { 31'h00000000, chan[13:1] };
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 6'h00;
+    \steps$23  = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \steps$26  = 6'h10;
-      6'h12:
+      7'h11:
+          \steps$23  = 5'h09;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
+          \steps$23  = 5'h0e;
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
           /* empty */;
-      6'h21:
+      7'h22:
           /* empty */;
-      6'h22:
-          \steps$26  = 6'h2a;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \steps$23  = 5'h1b;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h03:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
           /* empty */;
-      6'h27:
+      7'h28:
           /* empty */;
-      6'h28:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h2e:
+      7'h2f:
           /* empty */;
-      6'h2f:
+      7'h30:
           /* empty */;
-      6'h01:
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = 1'h0;
+    \$234  = 1'h0;
     if (rst) begin
-      \$263  = 1'h0;
+      \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = 1'h0;
+    \$235  = 1'h0;
     if (rst) begin
-      \$264  = 1'h0;
+      \$235  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = fsm_state;
+    \$236  = fsm_state;
     casez (fsm_state)
-      6'h00:
-          if (\start$38 ) begin
+      7'h00:
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$265  = 6'h01;
+                  \$236  = 7'h01;
               2'h1:
-                  \$265  = 6'h02;
+                  \$236  = 7'h02;
               2'h2:
-                  \$265  = 6'h03;
+                  \$236  = 7'h03;
             endcase
           end
-      6'h02:
-          \$265  = 6'h04;
-      6'h04:
-          \$265  = 6'h05;
-      6'h05:
-          \$265  = 6'h06;
-      6'h06:
-          \$265  = 6'h07;
-      6'h07:
-          \$265  = 6'h08;
-      6'h08:
-          if (\done$40 ) begin
-            \$265  = 6'h09;
+      7'h02:
+          \$236  = 7'h04;
+      7'h04:
+          \$236  = 7'h05;
+      7'h05:
+          \$236  = 7'h06;
+      7'h06:
+          \$236  = 7'h07;
+      7'h07:
+          \$236  = 7'h08;
+      7'h08:
+          if (\done$38 ) begin
+            \$236  = 7'h09;
           end
-      6'h09:
-          \$265  = 6'h0a;
-      6'h0a:
-          \$265  = 6'h0b;
-      6'h0b:
-          if (\done$40 ) begin
-            \$265  = 6'h0c;
+      7'h09:
+          \$236  = 7'h0a;
+      7'h0a:
+          \$236  = 7'h0b;
+      7'h0b:
+          if (\done$38 ) begin
+            \$236  = 7'h0c;
           end
-      6'h0c:
-          \$265  = 6'h0d;
-      6'h0d:
-          \$265  = 6'h0e;
-      6'h0e:
-          if (\done$40 ) begin
-            \$265  = 6'h0f;
+      7'h0c:
+          \$236  = 7'h0d;
+      7'h0d:
+          \$236  = 7'h0e;
+      7'h0e:
+          if (\done$38 ) begin
+            \$236  = 7'h0f;
           end
-      6'h0f:
-          \$265  = 6'h10;
-      6'h10:
-          \$265  = 6'h11;
-      6'h11:
-          \$265  = 6'h12;
-      6'h12:
-          if (\done$43 ) begin
-            \$265  = 6'h13;
+      7'h0f:
+          \$236  = 7'h10;
+      7'h10:
+          \$236  = 7'h11;
+      7'h11:
+          \$236  = 7'h12;
+      7'h12:
+          if (\done$42 ) begin
+            \$236  = 7'h13;
           end
-      6'h13:
-          \$265  = 6'h14;
-      6'h14:
-          \$265  = 6'h15;
-      6'h15:
-          if (\done$40 ) begin
-            \$265  = 6'h16;
+      7'h13:
+          \$236  = 7'h14;
+      7'h14:
+          \$236  = 7'h15;
+      7'h15:
+          if (\done$38 ) begin
+            \$236  = 7'h16;
           end
-      6'h16:
-          \$265  = 6'h17;
-      6'h17:
-          \$265  = 6'h18;
-      6'h18:
-          if (\done$40 ) begin
-            \$265  = 6'h19;
+      7'h16:
+          \$236  = 7'h17;
+      7'h17:
+          \$236  = 7'h18;
+      7'h18:
+          if (\done$38 ) begin
+            \$236  = 7'h19;
           end
-      6'h19:
-          \$265  = 6'h1a;
-      6'h1a:
-          \$265  = 6'h1b;
-      6'h1b:
-          \$265  = 6'h1c;
-      6'h1c:
-          \$265  = 6'h1d;
-      6'h1d:
-          \$265  = 6'h1e;
-      6'h1e:
-          \$265  = 6'h1f;
-      6'h1f:
-          if (\done$40 ) begin
-            \$265  = 6'h20;
+      7'h19:
+          \$236  = 7'h1a;
+      7'h1a:
+          if (\$110 ) begin
+            \$236  = 7'h1b;
           end
-      6'h20:
-          \$265  = 6'h21;
-      6'h21:
-          \$265  = 6'h22;
-      6'h22:
-          \$265  = 6'h23;
-      6'h23:
-          if (\done$43 ) begin
-            \$265  = 6'h24;
+      7'h1b:
+          \$236  = 7'h1c;
+      7'h1c:
+          \$236  = 7'h1d;
+      7'h1d:
+          \$236  = 7'h1e;
+      7'h1e:
+          \$236  = 7'h1f;
+      7'h1f:
+          if (\done$42 ) begin
+            \$236  = 7'h20;
           end
-      6'h24:
-          \$265  = 6'h01;
-      6'h03:
-          \$265  = 6'h25;
-      6'h25:
-          \$265  = 6'h26;
-      6'h26:
-          if (\done$40 ) begin
-            \$265  = 6'h27;
+      7'h20:
+          \$236  = 7'h21;
+      7'h21:
+          \$236  = 7'h22;
+      7'h22:
+          if (\$138 ) begin
+            \$236  = 7'h23;
           end
-      6'h27:
-          \$265  = 6'h28;
-      6'h28:
-          \$265  = 6'h29;
-      6'h29:
-          \$265  = 6'h2a;
-      6'h2a:
-          \$265  = 6'h2b;
-      6'h2b:
-          \$265  = 6'h2c;
-      6'h2c:
-          \$265  = 6'h2d;
-      6'h2d:
-          if (\done$40 ) begin
-            \$265  = 6'h2e;
+      7'h23:
+          \$236  = 7'h24;
+      7'h24:
+          \$236  = 7'h25;
+      7'h25:
+          \$236  = 7'h26;
+      7'h26:
+          if (\done$38 ) begin
+            \$236  = 7'h27;
           end
-      6'h2e:
-          \$265  = 6'h2f;
-      6'h2f:
-          \$265  = 6'h01;
-      6'h01:
-          \$265  = 6'h00;
+      7'h27:
+          \$236  = 7'h28;
+      7'h28:
+          \$236  = 7'h29;
+      7'h29:
+          \$236  = 7'h2a;
+      7'h2a:
+          if (\done$42 ) begin
+            \$236  = 7'h2b;
+          end
+      7'h2b:
+          \$236  = 7'h2c;
+      7'h2c:
+          \$236  = 7'h2d;
+      7'h2d:
+          \$236  = 7'h2e;
+      7'h2e:
+          \$236  = 7'h2f;
+      7'h2f:
+          \$236  = 7'h30;
+      7'h30:
+          \$236  = 7'h31;
+      7'h31:
+          if (\done$38 ) begin
+            \$236  = 7'h32;
+          end
+      7'h32:
+          \$236  = 7'h01;
+      7'h03:
+          \$236  = 7'h33;
+      7'h33:
+          \$236  = 7'h34;
+      7'h34:
+          \$236  = 7'h35;
+      7'h35:
+          if (\done$38 ) begin
+            \$236  = 7'h36;
+          end
+      7'h36:
+          \$236  = 7'h37;
+      7'h37:
+          if (\$179 ) begin
+            \$236  = 7'h38;
+          end
+      7'h38:
+          \$236  = 7'h39;
+      7'h39:
+          \$236  = 7'h3a;
+      7'h3a:
+          \$236  = 7'h3b;
+      7'h3b:
+          \$236  = 7'h3c;
+      7'h3c:
+          if (\$204 ) begin
+            \$236  = 7'h3d;
+          end
+      7'h3d:
+          \$236  = 7'h3e;
+      7'h3e:
+          \$236  = 7'h3f;
+      7'h3f:
+          \$236  = 7'h40;
+      7'h40:
+          if (\done$38 ) begin
+            \$236  = 7'h41;
+          end
+      7'h41:
+          \$236  = 7'h42;
+      7'h42:
+          \$236  = 7'h43;
+      7'h43:
+          \$236  = 7'h44;
+      7'h44:
+          \$236  = 7'h45;
+      7'h45:
+          \$236  = 7'h46;
+      7'h46:
+          \$236  = 7'h47;
+      7'h47:
+          \$236  = 7'h48;
+      7'h48:
+          if (\done$38 ) begin
+            \$236  = 7'h49;
+          end
+      7'h49:
+          \$236  = 7'h01;
+      7'h01:
+          \$236  = 7'h00;
     endcase
     if (rst) begin
-      \$265  = 6'h00;
+      \$236  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = start;
+    \$237  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          \$266  = 1'h1;
-      6'h07:
-          \$266  = 1'h0;
-      6'h08:
+      7'h06:
+          \$237  = 1'h1;
+      7'h07:
+          \$237  = 1'h0;
+      7'h08:
           /* empty */;
-      6'h09:
-          \$266  = 1'h1;
-      6'h0a:
-          \$266  = 1'h0;
-      6'h0b:
+      7'h09:
+          \$237  = 1'h1;
+      7'h0a:
+          \$237  = 1'h0;
+      7'h0b:
           /* empty */;
-      6'h0c:
-          \$266  = 1'h1;
-      6'h0d:
-          \$266  = 1'h0;
-      6'h0e:
+      7'h0c:
+          \$237  = 1'h1;
+      7'h0d:
+          \$237  = 1'h0;
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
-          \$266  = 1'h1;
-      6'h14:
-          \$266  = 1'h0;
-      6'h15:
+      7'h13:
+          \$237  = 1'h1;
+      7'h14:
+          \$237  = 1'h0;
+      7'h15:
           /* empty */;
-      6'h16:
-          \$266  = 1'h1;
-      6'h17:
-          \$266  = 1'h0;
-      6'h18:
+      7'h16:
+          \$237  = 1'h1;
+      7'h17:
+          \$237  = 1'h0;
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
-          \$266  = 1'h1;
-      6'h1e:
-          \$266  = 1'h0;
-      6'h1f:
+      7'h1d:
           /* empty */;
-      6'h20:
+      7'h1e:
           /* empty */;
-      6'h21:
+      7'h1f:
           /* empty */;
-      6'h22:
+      7'h20:
           /* empty */;
-      6'h23:
+      7'h21:
           /* empty */;
-      6'h24:
+      7'h22:
           /* empty */;
-      6'h03:
-          \$266  = 1'h1;
-      6'h25:
-          \$266  = 1'h0;
-      6'h26:
+      7'h23:
           /* empty */;
-      6'h27:
+      7'h24:
+          \$237  = 1'h1;
+      7'h25:
+          \$237  = 1'h0;
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h29:
+      7'h28:
           /* empty */;
-      6'h2a:
+      7'h29:
           /* empty */;
-      6'h2b:
-          \$266  = 1'h1;
-      6'h2c:
-          \$266  = 1'h0;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$237  = 1'h1;
+      7'h30:
+          \$237  = 1'h0;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          \$237  = 1'h1;
+      7'h34:
+          \$237  = 1'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$237  = 1'h1;
+      7'h3f:
+          \$237  = 1'h0;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \$237  = 1'h1;
+      7'h47:
+          \$237  = 1'h0;
     endcase
     if (rst) begin
-      \$266  = 1'h0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = t;
+    \$238  = t;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          if (\done$40 ) begin
-            \$267  = p[34:0];
+      7'h08:
+          if (\done$38 ) begin
+            \$238  = p[34:0];
           end
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          if (\done$40 ) begin
-            \$267  = p[34:0];
+      7'h0b:
+          if (\done$38 ) begin
+            \$238  = p[34:0];
           end
     endcase
     if (rst) begin
-      \$267  = 35'h000000000;
+      \$238  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = den;
+    \$239  = \den$40 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          if (\done$40 ) begin
-            \$268  = p[43:0];
+      7'h0e:
+          if (\done$38 ) begin
+            \$239  = p[43:0];
           end
     endcase
     if (rst) begin
-      \$268  = 44'h00000000000;
+      \$239  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = lead;
+    \$240  = div_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          \$269  = den_lead;
+      7'h0f:
+          \$240  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$240  = { 13'h0000, \$114  };
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$240  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
-      \$269  = 6'h00;
+      \$240  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = \start$9 ;
+    \$241  = div_mag;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
-          \$270  = 1'h1;
-      6'h11:
-          \$270  = 1'h0;
-      6'h12:
+      7'h10:
+          \$241  = \$101 [42:0];
+      7'h11:
           /* empty */;
-      6'h13:
+      7'h12:
           /* empty */;
-      6'h14:
+      7'h13:
           /* empty */;
-      6'h15:
+      7'h14:
           /* empty */;
-      6'h16:
+      7'h15:
           /* empty */;
-      6'h17:
+      7'h16:
           /* empty */;
-      6'h18:
+      7'h17:
           /* empty */;
-      6'h19:
+      7'h18:
           /* empty */;
-      6'h1a:
+      7'h19:
           /* empty */;
-      6'h1b:
+      7'h1a:
           /* empty */;
-      6'h1c:
+      7'h1b:
           /* empty */;
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
+          \$241  = \$117 [42:0];
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
-          \$270  = 1'h1;
-      6'h22:
-          \$270  = 1'h0;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$241  = \$144 [42:0];
+    endcase
+    if (rst) begin
+      \$241  = 43'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$242  = \$102 ;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$242  = \$118 ;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$242  = \$145 ;
+    endcase
+    if (rst) begin
+      \$242  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$243  = 1'h1;
+      7'h11:
+          \$243  = 1'h0;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$243  = 1'h1;
+      7'h1e:
+          \$243  = 1'h0;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$243  = 1'h1;
+      7'h29:
+          \$243  = 1'h0;
+    endcase
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = floor_q;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          if (\done$42 ) begin
+            \$244  = q[9:0];
+          end
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          \$244  = \$171 [9:0];
+    endcase
+    if (rst) begin
+      \$244  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          if (\done$38 ) begin
+            \$245  = p[13:0];
+          end
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          \$245  = { 6'h00, chan[90:83] };
+    endcase
+    if (rst) begin
+      \$245  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          if (\done$38 ) begin
+            \$246  = p[23:0];
+          end
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          if (\done$38 ) begin
+            \$246  = p[23:0];
+          end
+    endcase
+    if (rst) begin
+      \$246  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = den_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$247  = \den$40 ;
+      7'h1a:
+          if (\$103 ) begin
+            \$247  = \$104 [43:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$247  = 44'h80000000000;
+      7'h37:
+          if (\$172 ) begin
+            \$247  = \$173 [43:0];
+          end
+    endcase
+    if (rst) begin
+      \$247  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$248  = gain_num[22:0];
+      7'h1a:
+          if (\$106 ) begin
+            \$248  = \$107 [22:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$248  = gain_num[22:0];
+      7'h37:
+          if (\$175 ) begin
+            \$248  = \$176 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$248  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$249  = 5'h00;
+      7'h1a:
+          if (\$106 ) begin
+            \$249  = \$108 [4:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$249  = 5'h00;
+      7'h37:
+          if (\$175 ) begin
+            \$249  = \$177 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$249  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$250  = 6'h00;
+      7'h1a:
+          if (\$103 ) begin
+            \$250  = \$105 [5:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$250  = 6'h00;
+      7'h37:
+          if (\$172 ) begin
+            \$250  = \$174 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$250  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+        begin
+          \$251  = \$109 [5:0];
+          if (\$110 ) begin
+            \$251  = 6'h00;
+          end
+        end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          \$251  = \$137 [5:0];
+          if (\$138 ) begin
+            \$251  = 6'h00;
+          end
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+        begin
+          \$251  = \$178 [5:0];
+          if (\$179 ) begin
+            \$251  = 6'h00;
+          end
+        end
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          \$251  = \$203 [5:0];
+          if (\$204 ) begin
+            \$251  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$251  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$252  = { \$112 [6], \$112 [6], \$112  };
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$252  = \$123 [8:0];
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          if (\$127 ) begin
+            \$252  = \$129 [8:0];
+          end
+          if (\$133 ) begin
+            \$252  = \$135 [8:0];
+          end
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$252  = \$181 ;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$252  = \$189 [8:0];
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          if (\$193 ) begin
+            \$252  = \$195 [8:0];
+          end
+          if (\$199 ) begin
+            \$252  = \$201 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$252  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$253  = \$113 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$253  = \$182 ;
+    endcase
+    if (rst) begin
+      \$253  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          if (\done$42 ) begin
+            \$254  = q[15:0];
+          end
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$254  = \$184 [15:0];
+    endcase
+    if (rst) begin
+      \$254  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$255  = { \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121  };
+      7'h21:
+          /* empty */;
+      7'h22:
+        begin
+          if (\$127 ) begin
+            \$255  = \$128 ;
+          end
+          if (\$133 ) begin
+            \$255  = \$134 [26:0];
+          end
+        end
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$255  = { \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187  };
+      7'h3b:
+          /* empty */;
+      7'h3c:
+        begin
+          if (\$193 ) begin
+            \$255  = \$194 ;
+          end
+          if (\$199 ) begin
+            \$255  = \$200 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$255  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$256  = 4'h0;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$256  = \$136 [3:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$256  = 4'h0;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$256  = \$202 [3:0];
+    endcase
+    if (rst) begin
+      \$256  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$257  = \$126 ;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$257  = \$192 ;
+    endcase
+    if (rst) begin
+      \$257  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$258  = \$141 [3:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$258  = \$207 [3:0];
+    endcase
+    if (rst) begin
+      \$258  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          if (\done$38 ) begin
+            \$259  = p[41:0];
+          end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          if (\done$38 ) begin
+            \$259  = p[41:0];
+          end
+    endcase
+    if (rst) begin
+      \$259  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          if (\done$42 ) begin
+            \$260  = q;
+          end
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$260  = \$208 [28:0];
+    endcase
+    if (rst) begin
+      \$260  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$261  = { \$150 [29], \$150  };
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$261  = { \$213 [29], \$213  };
+    endcase
+    if (rst) begin
+      \$261  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$262  = \$154 ;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \$262  = \$217 ;
+    endcase
+    if (rst) begin
+      \$262  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$263  = \$158 [22:0];
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$263  = \$221 [22:0];
+    endcase
+    if (rst) begin
+      \$263  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$264  = \$162 [22:0];
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$264  = \$225 [22:0];
+    endcase
+    if (rst) begin
+      \$264  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$265  = \$167 [13:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$265  = \$230 [13:0];
+    endcase
+    if (rst) begin
+      \$265  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$266  = \$168 [22:0];
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$266  = \$231 [22:0];
+    endcase
+    if (rst) begin
+      \$266  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = \b$60 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          if (\done$38 ) begin
+            \$267  = p[22:0];
+          end
+      7'h32:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          if (\done$38 ) begin
+            \$267  = p[22:0];
+          end
+    endcase
+    if (rst) begin
+      \$267  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = \a$61 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$268  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$268  = a_fin;
+    endcase
+    if (rst) begin
+      \$268  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$269  = special_r;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$269  = special_r;
+    endcase
+    if (rst) begin
+      \$269  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = \neg$63 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$270  = \$169 ;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$270  = \$232 ;
     endcase
     if (rst) begin
       \$270  = 1'h0;
@@ -2662,1646 +7065,318 @@ module \hwnorm_range_s8.math (rst, r_open, \start$38 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = recip_rem;
+    \$271  = q_lo;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
-          \$271  = \$205 [43:0];
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$271  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$271  = floor_q;
     endcase
     if (rst) begin
-      \$271  = 44'h00000000000;
+      \$271  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = recip_one;
+    \$272  = q_hi;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
-          \$272  = \$206 ;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$272  = \$170 [9:0];
+      7'h03:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$272  = \$233 [9:0];
     endcase
     if (rst) begin
-      \$272  = 1'h0;
+      \$272  = 10'h000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$43 ) begin
-            \$273  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$273  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = m;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          if (\done$40 ) begin
-            \$274  = p[25:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          if (\done$40 ) begin
-            \$274  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$274  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = km;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          if (\done$40 ) begin
-            \$275  = p[39:0];
-          end
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$275  = \$236 [39:0];
-    endcase
-    if (rst) begin
-      \$275  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = sh0;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$276  = { \$207 [7], \$207 [7], \$207  };
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$276  = { \$237 [8], \$237  };
-    endcase
-    if (rst) begin
-      \$276  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          \$277  = count_lead;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          \$277  = 4'h8;
-    endcase
-    if (rst) begin
-      \$277  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$278  = \$210 [3:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$278  = \$240 [3:0];
-    endcase
-    if (rst) begin
-      \$278  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          \$279  = \$220 [9:0];
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$279  = \$250 [9:0];
-    endcase
-    if (rst) begin
-      \$279  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$280  = \$221 [48:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$280  = \$251 [48:0];
-    endcase
-    if (rst) begin
-      \$280  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$281  = \$223 [5:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$281  = \$253 [5:0];
-    endcase
-    if (rst) begin
-      \$281  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          \$282  = \$225 [3:0];
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          \$282  = \$255 [3:0];
-    endcase
-    if (rst) begin
-      \$282  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = \a$29 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$283  = \$226 [33:0];
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$283  = \$256 [33:0];
-    endcase
-    if (rst) begin
-      \$283  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$284  = { \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230  };
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          \$284  = { \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260 [23], \$260  };
-    endcase
-    if (rst) begin
-      \$284  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = \p$53 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          if (\done$40 ) begin
-            \$285  = p[56:0];
-          end
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          if (\done$40 ) begin
-            \$285  = p[56:0];
-          end
-    endcase
-    if (rst) begin
-      \$285  = 57'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$286  = { \p$53 [56], \p$53  };
-    endcase
-    if (rst) begin
-      \$286  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = div_mag;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$287  = \$233 [57:0];
-    endcase
-    if (rst) begin
-      \$287  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = div_neg;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          \$288  = \$234 ;
-    endcase
-    if (rst) begin
-      \$288  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          if (\done$43 ) begin
-            \$289  = { q[43], q[43], q };
-          end
-      6'h24:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$289  = \$261 [45:0];
-    endcase
-    if (rst) begin
-      \$289  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = \b$56 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          \$290  = \$235 [41:0];
-      6'h03:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          \$290  = \$262 [41:0];
-    endcase
-    if (rst) begin
-      \$290  = 42'h00000000000;
-    end
-  end
-  assign beta_shift = \$133 [3:0];
-  assign \beta_shift$6  = \$134 [3:0];
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.chunk_size  = chan[26:14];
@@ -4312,80 +7387,96 @@ module \hwnorm_range_s8.math (rst, r_open, \start$38 , entry, chan, sum, r_close
   assign \chan.mean  = chan[98:83];
   assign \chan.scale_m  = chan[114:99];
   assign \chan.scale_exp  = chan[122:115];
-  assign \$144  = { 42'h00000000000, div_mag[57:42] };
-  assign \$145  = { 1'h0, div_mag[41:0] };
-  assign \$204  = { 1'h0, \$203 [63:1] };
-  assign \$229  = { 1'h0, \$228 [15:1] };
-  assign \$236  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$259  = { 1'h0, \$258 [15:1] };
-  assign \$261  = { \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56], \p$53 [56:8] };
+  assign \$3  = { 9'h000, div_mag[42:9] };
+  assign \$4  = { 13'h0000, div_mag[8:0], 18'h00000 };
+  assign \$8  = { 14'h0000, div_mag[42:14] };
+  assign \$9  = { 2'h0, div_mag[13:0], 13'h0000 };
+  assign \$11  = { 27'h0000000, div_mag[42:27] };
+  assign \$12  = { 1'h0, div_mag[26:0] };
+  assign \$104  = { den_norm, 1'h0 };
+  assign \$107  = { num_norm, 1'h0 };
+  assign \$114  = { 1'h0, num_norm, 6'h00 };
+  assign \$119  = { gain_q1[15], gain_q1[15:1] };
+  assign \$128  = { 1'h0, gain_x[26:1] };
+  assign \$134  = { gain_x, 1'h0 };
+  assign \$148  = { 1'h0, \$147 [15:1] };
+  assign \$171  = { chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98:91] };
+  assign \$173  = { den_norm, 1'h0 };
+  assign \$176  = { num_norm, 1'h0 };
+  assign \$183  = { 1'h0, num_norm, 6'h00 };
+  assign \$184  = { 15'h0000, \$183 [29:15] };
+  assign \$185  = { gain_q1[15], gain_q1[15:1] };
+  assign \$194  = { 1'h0, gain_x[26:1] };
+  assign \$200  = { gain_x, 1'h0 };
+  assign \$208  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$211  = { 1'h0, \$210 [15:1] };
 endmodule
 
 module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [44:0] \$1 ;
-  wire [6:0] \$10 ;
+  wire [16:0] \$1 ;
+  wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [42:0] \$13 ;
-  wire [43:0] \$14 ;
-  wire [43:0] \$15 ;
+  wire [27:0] \$13 ;
+  wire [28:0] \$14 ;
+  wire [28:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [43:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
-  reg [41:0] \$20 ;
-  reg [43:0] \$21 ;
+  reg [26:0] \$20 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
-  reg [41:0] \$23 ;
-  reg [5:0] \$24 ;
+  reg [26:0] \$23 ;
+  reg [4:0] \$24 ;
   reg \$25 ;
-  reg [43:0] \$26 ;
+  reg [28:0] \$26 ;
   wire \$3 ;
-  wire [45:0] \$4 ;
-  wire [45:0] \$5 ;
-  wire [42:0] \$6 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
+  wire [27:0] \$6 ;
   wire \$7 ;
-  wire [42:0] \$8 ;
-  wire [42:0] \$9 ;
+  wire [27:0] \$8 ;
+  wire [27:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [43:0] den = 44'h00000000000;
-  input [43:0] \den$13 ;
-  wire [43:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
-  reg [5:0] left = 6'h00;
-  reg [41:0] lo = 42'h00000000000;
-  input [41:0] lo_init;
-  wire [41:0] lo_init;
+  reg [4:0] left = 5'h00;
+  reg [26:0] lo = 27'h0000000;
+  input [26:0] lo_init;
+  wire [26:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [43:0] q;
-  reg [43:0] q = 44'h00000000000;
-  reg [41:0] quot = 42'h00000000000;
-  reg [43:0] rem = 44'h00000000000;
-  input [43:0] rem_init;
-  wire [43:0] rem_init;
+  output [28:0] q;
+  reg [28:0] q = 29'h00000000;
+  reg [26:0] quot = 27'h0000000;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
   reg sign = 1'h0;
   input start;
   wire start;
-  input [5:0] steps;
-  wire [5:0] steps;
-  wire [44:0] trial;
-  assign trial = \$1  | { 44'h00000000000, lo[41] };
+  input [4:0] steps;
+  wire [4:0] steps;
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[26] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 42'h00000000000, \$7  };
+  assign \$8  = \$6  | { 27'h0000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -4447,10 +7538,10 @@ module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [43:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 44'h00000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -4459,10 +7550,10 @@ module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [41:0];
+      \$20  = \$9 [26:0];
     end
     if (rst) begin
-      \$20  = 42'h00000000000;
+      \$20  = 27'h0000000;
     end
   end
   always @* begin
@@ -4472,7 +7563,7 @@ module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 44'h00000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -4489,12 +7580,12 @@ module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 42'h00000000000;
+      \$23  = 27'h0000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [41:0];
+      \$23  = \$8 [26:0];
     end
     if (rst) begin
-      \$23  = 42'h00000000000;
+      \$23  = 27'h0000000;
     end
   end
   always @* begin
@@ -4503,10 +7594,10 @@ module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (start) begin
       \$24  = steps;
     end else if (\$2 ) begin
-      \$24  = \$10 [5:0];
+      \$24  = \$10 [4:0];
     end
     if (rst) begin
-      \$24  = 6'h00;
+      \$24  = 5'h00;
     end
   end
   always @* begin
@@ -4526,7 +7617,7 @@ module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 44'h00000000000;
+      \$26  = 29'h00000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -4537,27 +7628,27 @@ endmodule
 module \hwnorm_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  reg [58:0] \$10 ;
-  reg [58:0] \$11 ;
-  reg [20:0] \$12 ;
+  reg [49:0] \$10 ;
+  reg [49:0] \$11 ;
+  reg [15:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
-  wire [59:0] \$2 ;
-  wire [60:0] \$3 ;
-  wire [61:0] \$4 ;
-  wire [59:0] \$5 ;
-  wire [20:0] \$6 ;
+  wire [50:0] \$2 ;
+  wire [51:0] \$3 ;
+  wire [52:0] \$4 ;
+  wire [50:0] \$5 ;
+  wire [15:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
   input [35:0] a;
   wire [35:0] a;
-  reg [58:0] a_sh = 59'h000000000000000;
-  input [20:0] b;
-  wire [20:0] b;
-  reg [20:0] b_sh = 21'h000000;
-  input [58:0] c;
-  wire [58:0] c;
+  reg [49:0] a_sh = 50'h0000000000000;
+  input [15:0] b;
+  wire [15:0] b;
+  reg [15:0] b_sh = 16'h0000;
+  input [49:0] c;
+  wire [49:0] c;
   input clk;
   wire clk;
   output done;
@@ -4566,8 +7657,8 @@ module \hwnorm_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
   reg neg = 1'h0;
   input \neg$12 ;
   wire \neg$12 ;
-  output [58:0] p;
-  reg [58:0] p = 59'h000000000000000;
+  output [49:0] p;
+  reg [49:0] p = 50'h0000000000000;
   input rst;
   wire rst;
   input start;
@@ -4575,7 +7666,7 @@ module \hwnorm_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
   input [4:0] steps;
   wire [4:0] steps;
   assign \$1  = | left;
-  assign \$2  = { a_sh[58], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
+  assign \$2  = { a_sh[49], a_sh } ^ { 1'h0, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg, neg };
   assign \$3  = $signed(p) + $signed(\$2 );
   assign \$4  = $signed(\$3 ) + $signed({ 1'h0, neg });
   assign \$7  = left - 1'h1;
@@ -4612,23 +7703,23 @@ module \hwnorm_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
       \$10  = c;
     end else if (\$1 ) begin
       if (b_sh[0]) begin
-        \$10  = \$4 [58:0];
+        \$10  = \$4 [49:0];
       end
     end
     if (rst) begin
-      \$10  = 59'h000000000000000;
+      \$10  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$11  = a_sh;
     if (start) begin
-      \$11  = { a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a };
+      \$11  = { a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a[35], a };
     end else if (\$1 ) begin
-      \$11  = \$5 [58:0];
+      \$11  = \$5 [49:0];
     end
     if (rst) begin
-      \$11  = 59'h000000000000000;
+      \$11  = 50'h0000000000000;
     end
   end
   always @* begin
@@ -4640,7 +7731,7 @@ module \hwnorm_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
       \$12  = \$6 ;
     end
     if (rst) begin
-      \$12  = 21'h000000;
+      \$12  = 16'h0000;
     end
   end
   always @* begin
@@ -4666,64 +7757,88 @@ module \hwnorm_range_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
     end
   end
   assign \$5  = { a_sh, 1'h0 };
-  assign \$6  = { 1'h0, b_sh[20:1] };
+  assign \$6  = { 1'h0, b_sh[15:1] };
 endmodule
 
-module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [24:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [56:0] \$12 ;
-  wire [57:0] \$13 ;
-  wire [58:0] \$14 ;
-  wire [42:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [42:0] \$18 ;
-  wire [42:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [42:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire [13:0] \$26 ;
-  reg \$27 ;
-  reg \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg [12:0] \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [23:0] \$37 ;
+  wire [23:0] \$38 ;
+  wire [23:0] \$39 ;
   wire [2:0] \$4 ;
-  reg [7:0] \$40 ;
-  reg [25:0] \$41 ;
-  reg [25:0] \$42 ;
-  reg [42:0] \$43 ;
-  reg [42:0] \$44 ;
-  reg [42:0] \$45 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [13:0] \$45 ;
   reg \$46 ;
   reg \$47 ;
-  reg [7:0] \$48 ;
+  reg \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg [12:0] \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [7:0] \$65 ;
+  reg [22:0] \$66 ;
+  reg [23:0] \$67 ;
+  reg [23:0] \$68 ;
+  reg [23:0] \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg [7:0] \$72 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [33:0] a;
-  wire [33:0] a;
-  reg [42:0] acc0 = 43'h00000000000;
-  input [41:0] b;
-  wire [41:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   output busy;
   wire busy;
   output ce;
@@ -4732,6 +7847,12 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -4740,6 +7861,8 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -4754,16 +7877,21 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [25:0] p0_17 = 26'h0000000;
-  reg [42:0] q0 = 43'h00000000000;
-  reg [42:0] qs0 = 43'h00000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -4775,28 +7903,79 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = under0 ? 24'hffff80 : q0;
+  assign \$38  = over0 ? 24'h00007f : \$37 ;
+  assign \$39  = ok4 ? \$38  : 24'h000000;
+  assign \$40  = ~ clear;
+  assign \$41  = \$40  & ce;
+  assign \$42  = v4 & ok4;
+  assign \$43  = over0 | under0;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = sat_count + \$44 ;
   always @(posedge clk)
-    ok4 <= \$38 ;
+    v0 <= \$46 ;
   always @(posedge clk)
-    ok5 <= \$39 ;
+    v1 <= \$47 ;
   always @(posedge clk)
-    x0 <= \$40 ;
+    v2 <= \$48 ;
   always @(posedge clk)
-    p0_0 <= \$41 ;
+    v3 <= \$49 ;
   always @(posedge clk)
-    p0_17 <= \$42 ;
+    v4 <= \$50 ;
   always @(posedge clk)
-    acc0 <= \$43 ;
+    v5 <= \$51 ;
   always @(posedge clk)
-    qs0 <= \$44 ;
+    sat_count <= \$52 ;
   always @(posedge clk)
-    q0 <= \$45 ;
+    ok0 <= \$53 ;
   always @(posedge clk)
-    over0 <= \$46 ;
+    ok1 <= \$54 ;
   always @(posedge clk)
-    under0 <= \$47 ;
+    ok2 <= \$55 ;
   always @(posedge clk)
-    o__payload <= \$48 ;
+    ok3 <= \$56 ;
+  always @(posedge clk)
+    ok4 <= \$57 ;
+  always @(posedge clk)
+    ok5 <= \$58 ;
+  always @(posedge clk)
+    force_hi0_0 <= \$59 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$60 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$61 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$62 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$63 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$64 ;
+  always @(posedge clk)
+    x0 <= \$65 ;
+  always @(posedge clk)
+    p0_0 <= \$66 ;
+  always @(posedge clk)
+    acc0 <= \$67 ;
+  always @(posedge clk)
+    qs0 <= \$68 ;
+  always @(posedge clk)
+    q0 <= \$69 ;
+  always @(posedge clk)
+    over0 <= \$70 ;
+  always @(posedge clk)
+    under0 <= \$71 ;
+  always @(posedge clk)
+    o__payload <= \$72 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -4807,120 +7986,30 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[33:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = under0 ? 43'h7ffffffff80 : q0;
-  assign \$19  = over0 ? 43'h0000000007f : \$18 ;
-  assign \$20  = ok4 ? \$19  : 43'h00000000000;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
   assign \$21  = ~ clear;
   assign \$22  = \$21  & ce;
-  assign \$23  = v4 & ok4;
-  assign \$24  = over0 | under0;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = sat_count + \$25 ;
-  always @(posedge clk)
-    v0 <= \$27 ;
-  always @(posedge clk)
-    v1 <= \$28 ;
-  always @(posedge clk)
-    v2 <= \$29 ;
-  always @(posedge clk)
-    v3 <= \$30 ;
-  always @(posedge clk)
-    v4 <= \$31 ;
-  always @(posedge clk)
-    v5 <= \$32 ;
-  always @(posedge clk)
-    sat_count <= \$33 ;
-  always @(posedge clk)
-    ok0 <= \$34 ;
-  always @(posedge clk)
-    ok1 <= \$35 ;
-  always @(posedge clk)
-    ok2 <= \$36 ;
-  always @(posedge clk)
-    ok3 <= \$37 ;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok5;
+    \$46  = v0;
     if (clear) begin
+      \$46  = 1'h0;
     end else if (ce) begin
-      \$39  = ok4;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = x0;
-    if (\$8 ) begin
-      \$40  = i__payload;
-    end
-    if (rst) begin
-      \$40  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = p0_0;
-    if (\$8 ) begin
-      \$41  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$41  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = p0_17;
-    if (\$8 ) begin
-      \$42  = { \$10 [24], \$10  };
-    end
-    if (rst) begin
-      \$42  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = acc0;
-    if (\$8 ) begin
-      \$43  = \$14 [42:0];
-    end
-    if (rst) begin
-      \$43  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = qs0;
-    if (\$8 ) begin
-      \$44  = \$15 ;
-    end
-    if (rst) begin
-      \$44  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = q0;
-    if (\$8 ) begin
-      \$45  = qs0;
-    end
-    if (rst) begin
-      \$45  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = over0;
-    if (\$8 ) begin
-      \$46  = \$16 ;
+      \$46  = i__valid;
     end
     if (rst) begin
       \$46  = 1'h0;
@@ -4928,9 +8017,11 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = under0;
-    if (\$8 ) begin
-      \$47  = \$17 ;
+    \$47  = v1;
+    if (clear) begin
+      \$47  = 1'h0;
+    end else if (ce) begin
+      \$47  = v0;
     end
     if (rst) begin
       \$47  = 1'h0;
@@ -4938,152 +8029,269 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = o__payload;
+    \$48  = v2;
+    if (clear) begin
+      \$48  = 1'h0;
+    end else if (ce) begin
+      \$48  = v1;
+    end
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = v3;
+    if (clear) begin
+      \$49  = 1'h0;
+    end else if (ce) begin
+      \$49  = v2;
+    end
+    if (rst) begin
+      \$49  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = v4;
+    if (clear) begin
+      \$50  = 1'h0;
+    end else if (ce) begin
+      \$50  = v3;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$51  = v5;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v4;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = sat_count;
+    if (clear) begin
+      \$52  = 13'h0000;
+    end
+    if (\$41 ) begin
+      \$52  = \$45 [12:0];
+    end
+    if (rst) begin
+      \$52  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$53  = mask;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$54  = ok0;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$55  = ok1;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = ok2;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok3;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok4;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = force_hi0_0;
     if (\$8 ) begin
-      \$48  = \$20 [7:0];
+      \$59  = \$13 ;
     end
     if (rst) begin
-      \$48  = 8'h00;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = v0;
-    if (clear) begin
-      \$27  = 1'h0;
-    end else if (ce) begin
-      \$27  = i__valid;
+    \$60  = force_lo0_0;
+    if (\$8 ) begin
+      \$60  = \$18 ;
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = v1;
-    if (clear) begin
-      \$28  = 1'h0;
-    end else if (ce) begin
-      \$28  = v0;
+    \$61  = force_hi0_1;
+    if (\$20 ) begin
+      \$61  = force_hi0_0;
     end
     if (rst) begin
-      \$28  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = v2;
-    if (clear) begin
-      \$29  = 1'h0;
-    end else if (ce) begin
-      \$29  = v1;
+    \$62  = force_lo0_1;
+    if (\$20 ) begin
+      \$62  = force_lo0_0;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v3;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = v2;
-    end
-    if (rst) begin
-      \$30  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v4;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v3;
-    end
-    if (rst) begin
-      \$31  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v5;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v4;
-    end
-    if (rst) begin
-      \$32  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = sat_count;
-    if (clear) begin
-      \$33  = 13'h0000;
-    end
+    \$63  = force_hi0_2;
     if (\$22 ) begin
-      \$33  = \$26 [12:0];
+      \$63  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 13'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$34  = mask;
+    \$64  = force_lo0_2;
+    if (\$22 ) begin
+      \$64  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$35  = ok0;
+    \$65  = x0;
+    if (\$24 ) begin
+      \$65  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$65  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = ok1;
+    \$66  = p0_0;
+    if (\$24 ) begin
+      \$66  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$66  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok2;
+    \$67  = acc0;
+    if (\$24 ) begin
+      \$67  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$67  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$38  = ok3;
+    \$68  = qs0;
+    if (\$24 ) begin
+      \$68  = \$28 ;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$68  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$69  = q0;
+    if (\$24 ) begin
+      \$69  = qs0;
+    end
+    if (rst) begin
+      \$69  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$70  = over0;
+    if (\$24 ) begin
+      \$70  = \$32 ;
+    end
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = under0;
+    if (\$24 ) begin
+      \$71  = \$36 ;
+    end
+    if (rst) begin
+      \$71  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = o__payload;
+    if (\$24 ) begin
+      \$72  = \$39 [7:0];
+    end
+    if (rst) begin
+      \$72  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -5091,8 +8299,7 @@ module \hwnorm_range_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17[25], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_range_s8.stats_unit (clk, rst, mask, r_open, clear, valid, chunk_size, sum, r_closed, x);

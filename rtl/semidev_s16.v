@@ -24,31 +24,27 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
+  wire [13:0] \$28 ;
+  wire [13:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire [13:0] \$32 ;
-  wire [13:0] \$33 ;
+  wire \$32 ;
+  wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  reg [12:0] \$39 ;
+  reg [12:0] \$35 ;
+  reg [171:0] \$36 ;
+  reg [3:0] \$37 ;
   wire \$4 ;
-  reg [171:0] \$40 ;
-  reg [3:0] \$41 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$27 ;
-  wire [57:0] b;
-  wire [57:0] \b$29 ;
+  wire [21:0] a;
+  wire [21:0] \a$27 ;
+  wire [38:0] b;
+  wire [38:0] \b$29 ;
   reg beat;
   wire busy;
   wire [12:0] c_lo;
@@ -86,7 +82,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$41 ;
+  reg \clear$49 ;
   input clk;
   wire clk;
   wire [50:0] den;
@@ -102,28 +98,34 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$49 ;
+  wire \i__ready$57 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$48 ;
+  reg \i__valid$56 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$25 ;
   reg more;
+  wire neg;
+  wire \neg$35 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$32 ;
-  wire [15:0] \o__payload$32[0] ;
+  wire [15:0] \o__payload$40 ;
+  wire [15:0] \o__payload$40[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$34 ;
+  wire \o__ready$42 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$33 ;
-  wire [42:0] q_lo;
+  wire \o__valid$41 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$39 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$37 ;
+  wire [42:0] \q_lo$60 ;
   wire refused;
   input rst;
   wire rst;
@@ -132,6 +134,8 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg second;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$33 ;
   reg start;
   output [93:0] stats__payload;
   reg [93:0] stats__payload;
@@ -148,10 +152,6 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [15:0] x;
   wire [15:0] \x[0] ;
   reg zero_den;
-  always @(posedge clk)
-    chan <= \$40 ;
-  always @(posedge clk)
-    fsm_state <= \$41 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = zero_den ? 51'h0000000000000 : den;
@@ -161,72 +161,80 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$5  = ! chan__payload[83:14];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[171:164]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[171:164]) > $signed(4'h4);
+  assign \$8  = $signed(chan__payload[139:116]) < $signed(24'h800000);
+  assign \$9  = $signed(chan__payload[139:116]) > $signed(24'h7fff00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[139:116]) < $signed(24'h800000);
-  assign \$13  = $signed(chan__payload[139:116]) > $signed(24'h7fff00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$49  & more;
-  assign \$19  = i__valid & \i__ready$49 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = fsm_state == 4'h8;
-  assign \$30  = fsm_state == 4'h9;
-  assign \$31  = fsm_state == 4'ha;
-  assign \$32  = left - 1'h1;
-  assign \$33  = last ? 14'h0000 : \$32 ;
-  assign \$34  = i__valid & last;
-  assign \$35  = i__valid & last;
-  assign \$36  = ~ more;
-  assign \$37  = ~ busy;
-  assign \$38  = \$36  & \$37 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$57  & more;
+  assign \$15  = i__valid & \i__ready$57 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = fsm_state == 4'h8;
+  assign \$26  = fsm_state == 4'h9;
+  assign \$27  = fsm_state == 4'ha;
+  assign \$28  = left - 1'h1;
+  assign \$29  = last ? 14'h0000 : \$28 ;
+  assign \$30  = i__valid & last;
+  assign \$31  = i__valid & last;
+  assign \$32  = ~ more;
+  assign \$33  = ~ busy;
+  assign \$34  = \$32  & \$33 ;
   always @(posedge clk)
-    left <= \$39 ;
+    left <= \$35 ;
+  always @(posedge clk)
+    chan <= \$36 ;
+  always @(posedge clk)
+    fsm_state <= \$37 ;
   \hwnorm_semidev_s16.math  math (
-    .\a$38 (a),
-    .\b$65 (b),
+    .\a$70 (a),
+    .\b$69 (b),
     .c_lo(c_lo),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$51 (den),
     .done(done),
     .entry(entry),
     .floor_mean(floor_mean),
-    .q_lo(q_lo),
+    .\neg$72 (neg),
+    .q_hi(q_hi),
+    .q_lo(\q_lo$60 ),
+    .\q_lo$73 (q_lo),
     .rst(rst),
     .s_lo(s_lo),
     .sh(shift),
-    .\start$44 (start),
+    .special(special),
+    .\start$42 (start),
     .sum(sum)
   );
   \hwnorm_semidev_s16.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$49 ),
-    .clear(\clear$41 ),
+    .ce(\i__ready$57 ),
+    .clear(\clear$49 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$48 ),
+    .i__valid(\i__valid$56 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_semidev_s16.stats_unit  stats_unit (
@@ -235,7 +243,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     .clk(clk),
     .floor_mean(floor_mean),
     .mask(mask),
-    .q_lo(q_lo),
+    .q_lo(\q_lo$60 ),
     .rst(rst),
     .s_lo(s_lo),
     .\second$10 (second),
@@ -243,60 +251,6 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     .valid(valid),
     .x(i__payload)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$41  = 4'h1;
-            end else if (chan__payload[0]) begin
-              \$41  = 4'h2;
-            end else begin
-              \$41  = 4'h3;
-            end
-          end
-      4'h3:
-          if (\$34 ) begin
-            \$41  = 4'h4;
-          end
-      4'h4:
-          \$41  = 4'h5;
-      4'h5:
-          if (done) begin
-            \$41  = 4'h6;
-          end
-      4'h6:
-          if (\$35 ) begin
-            \$41  = 4'h7;
-          end
-      4'h7:
-          \$41  = 4'h8;
-      4'h2:
-          \$41  = 4'h8;
-      4'h8:
-          if (done) begin
-            \$41  = 4'h9;
-          end
-      4'h9:
-          if (\$38 ) begin
-            \$41  = 4'ha;
-          end
-      4'ha:
-          if (stats__ready) begin
-            \$41  = 4'h0;
-          end
-      4'h1:
-          if (stats__ready) begin
-            \$41  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$41  = 4'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     zero_den = chan[0];
@@ -373,11 +327,11 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$41  = 1'h0;
+    \clear$49  = 1'h0;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \clear$41  = 1'h1;
+            \clear$49  = 1'h1;
           end
     endcase
   end
@@ -402,7 +356,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       4'h8:
           /* empty */;
       4'h9:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -426,7 +380,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       4'h8:
           /* empty */;
       4'h9:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -522,12 +476,12 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       4'h8:
           /* empty */;
       4'h9:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$48  = 1'h0;
+    \i__valid$56  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -546,7 +500,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       4'h8:
           /* empty */;
       4'h9:
-          \i__valid$48  = \$17 ;
+          \i__valid$56  = \$13 ;
     endcase
   end
   always @* begin
@@ -579,43 +533,97 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = left;
+    \$35  = left;
     if (beat) begin
-      \$39  = \$33 [12:0];
+      \$35  = \$29 [12:0];
     end
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$39  = chan__payload[13:1];
+            \$35  = chan__payload[13:1];
           end
       4'h3:
-          if (\$34 ) begin
-            \$39  = chan[13:1];
+          if (\$30 ) begin
+            \$35  = chan[13:1];
           end
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h6:
-          if (\$35 ) begin
-            \$39  = chan[13:1];
+          if (\$31 ) begin
+            \$35  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$39  = 13'h0000;
+      \$35  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = chan;
+    \$36  = chan;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$40  = chan__payload;
+            \$36  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$40  = 172'h0000000000000000000000000000000000000000000;
+      \$36  = 172'h0000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$37  = 4'h1;
+            end else if (chan__payload[0]) begin
+              \$37  = 4'h2;
+            end else begin
+              \$37  = 4'h3;
+            end
+          end
+      4'h3:
+          if (\$30 ) begin
+            \$37  = 4'h4;
+          end
+      4'h4:
+          \$37  = 4'h5;
+      4'h5:
+          if (done) begin
+            \$37  = 4'h6;
+          end
+      4'h6:
+          if (\$31 ) begin
+            \$37  = 4'h7;
+          end
+      4'h7:
+          \$37  = 4'h8;
+      4'h2:
+          \$37  = 4'h8;
+      4'h8:
+          if (done) begin
+            \$37  = 4'h9;
+          end
+      4'h9:
+          if (\$34 ) begin
+            \$37  = 4'ha;
+          end
+      4'ha:
+          if (stats__ready) begin
+            \$37  = 4'h0;
+          end
+      4'h1:
+          if (stats__ready) begin
+            \$37  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$37  = 4'h0;
     end
   end
   assign x = i__payload;
@@ -627,9 +635,13 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \a$27  = a;
   assign \b$29  = b;
   assign sh = shift;
-  assign \o__payload$32  = o__payload;
-  assign \o__valid$33  = o__valid;
-  assign \o__ready$34  = o__ready;
+  assign \special$33  = special;
+  assign \neg$35  = neg;
+  assign \q_lo$37  = q_lo;
+  assign \q_hi$39  = q_hi;
+  assign \o__payload$40  = o__payload;
+  assign \o__valid$41  = o__valid;
+  assign \o__ready$42  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.eps_n  = chan__payload[83:14];
@@ -662,7 +674,7 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \chan$20.scale_m  = chan[163:140];
   assign \chan$20.scale_exp  = chan[171:164];
   assign \i__payload$24[0]  = i__payload;
-  assign \o__payload$32[0]  = o__payload;
+  assign \o__payload$40[0]  = o__payload;
   always @*
     stats__payload[92:80] = sat_count;
   always @*
@@ -671,13 +683,13 @@ module hwnorm_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, den, sh, \a$38 , \b$65 , clk);
+module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, \den$51 , sh, \b$69 , \a$70 , special, \neg$72 , \q_lo$73 , q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
+  wire [5:0] \$1 ;
   wire \$10 ;
-  wire [5:0] \$100 ;
-  wire [5:0] \$101 ;
-  wire [5:0] \$102 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
@@ -685,307 +697,265 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
   wire \$107 ;
   wire \$108 ;
   wire \$109 ;
-  wire \$11 ;
+  wire [29:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
   wire \$113 ;
-  wire [5:0] \$114 ;
-  wire [5:0] \$115 ;
-  wire [5:0] \$116 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
   wire \$117 ;
-  wire [5:0] \$118 ;
-  wire [5:0] \$119 ;
-  wire \$12 ;
-  wire [5:0] \$120 ;
-  wire [5:0] \$121 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [29:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
   wire \$122 ;
   wire \$123 ;
   wire \$124 ;
   wire \$125 ;
-  wire [5:0] \$126 ;
-  wire [5:0] \$127 ;
-  wire [5:0] \$128 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [5:0] \$130 ;
-  wire [5:0] \$131 ;
-  wire [5:0] \$132 ;
-  wire [5:0] \$133 ;
-  wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [140:0] \$134 ;
+  wire [140:0] \$135 ;
   wire \$136 ;
-  wire \$137 ;
+  wire [138:0] \$137 ;
   wire \$138 ;
-  wire \$139 ;
-  wire \$14 ;
-  wire \$140 ;
-  wire [3:0] \$141 ;
-  wire [3:0] \$142 ;
-  wire [3:0] \$143 ;
-  wire [3:0] \$144 ;
+  wire [140:0] \$139 ;
+  wire [29:0] \$14 ;
+  wire [140:0] \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire [140:0] \$143 ;
+  wire [140:0] \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire [3:0] \$149 ;
-  wire \$15 ;
-  wire [3:0] \$150 ;
-  wire [3:0] \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
-  wire [3:0] \$154 ;
-  wire [3:0] \$155 ;
-  wire [3:0] \$156 ;
-  wire [5:0] \$157 ;
-  wire [5:0] \$158 ;
-  wire [139:0] \$159 ;
-  wire \$16 ;
-  wire [143:0] \$160 ;
-  wire [29:0] \$161 ;
-  wire \$162 ;
-  wire [29:0] \$163 ;
-  wire [29:0] \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire [29:0] \$167 ;
-  wire [29:0] \$168 ;
+  wire [51:0] \$147 ;
+  wire [6:0] \$148 ;
+  wire \$149 ;
+  wire [29:0] \$15 ;
+  wire [39:0] \$150 ;
+  wire [6:0] \$151 ;
+  wire [6:0] \$152 ;
+  wire \$153 ;
+  wire [6:0] \$154 ;
+  wire [7:0] \$155 ;
+  wire \$156 ;
+  wire [45:0] \$157 ;
+  wire \$158 ;
+  wire [140:0] \$159 ;
+  wire [139:0] \$16 ;
+  wire [140:0] \$160 ;
+  wire \$161 ;
+  wire [23:0] \$162 ;
+  wire [23:0] \$163 ;
+  wire [23:0] \$164 ;
+  wire [9:0] \$165 ;
+  wire [9:0] \$166 ;
+  wire \$167 ;
+  wire \$168 ;
   wire \$169 ;
-  wire \$17 ;
-  wire [29:0] \$170 ;
-  wire [29:0] \$171 ;
-  wire [139:0] \$172 ;
-  wire [100:0] \$173 ;
-  wire [101:0] \$174 ;
-  wire [99:0] \$175 ;
+  wire [100:0] \$17 ;
+  wire \$170 ;
+  wire [34:0] \$171 ;
+  wire [9:0] \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
   wire \$176 ;
-  wire [16:0] \$177 ;
-  wire [16:0] \$178 ;
-  wire \$179 ;
-  wire \$18 ;
-  wire \$180 ;
-  wire [29:0] \$181 ;
-  wire [29:0] \$182 ;
-  wire \$183 ;
-  wire [139:0] \$184 ;
-  wire [120:0] \$185 ;
-  wire \$186 ;
-  wire [16:0] \$187 ;
-  wire [16:0] \$188 ;
-  wire \$189 ;
-  wire \$19 ;
-  wire \$190 ;
-  wire [24:0] \$191 ;
-  wire [24:0] \$192 ;
-  wire \$193 ;
+  wire [35:0] \$177 ;
+  wire [9:0] \$178 ;
+  wire [5:0] \$179 ;
+  wire [101:0] \$18 ;
+  wire [6:0] \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire [8:0] \$183 ;
+  wire [8:0] \$184 ;
+  wire \$185 ;
+  wire [140:0] \$186 ;
+  wire [140:0] \$187 ;
+  wire \$188 ;
+  wire [46:0] \$189 ;
+  wire [139:0] \$19 ;
+  wire [31:0] \$190 ;
+  wire [31:0] \$191 ;
+  wire [47:0] \$192 ;
+  wire [48:0] \$193 ;
   wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
+  wire [35:0] \$195 ;
+  wire [35:0] \$196 ;
+  wire [41:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
+  wire [5:0] \$2 ;
+  wire [143:0] \$20 ;
+  wire [40:0] \$200 ;
+  wire [40:0] \$201 ;
   wire \$202 ;
   wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
+  wire [41:0] \$204 ;
+  wire [41:0] \$205 ;
+  wire [39:0] \$206 ;
   wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
-  wire [5:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
+  wire [35:0] \$208 ;
+  wire [35:0] \$209 ;
+  wire \$21 ;
+  wire [39:0] \$210 ;
+  wire [40:0] \$211 ;
   wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
+  wire [18:0] \$213 ;
+  wire [23:0] \$214 ;
   wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
+  wire [51:0] \$216 ;
+  wire [6:0] \$217 ;
   wire \$218 ;
-  wire \$219 ;
-  wire [5:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
+  wire [39:0] \$219 ;
+  wire [16:0] \$22 ;
+  wire [6:0] \$220 ;
+  wire [6:0] \$221 ;
   wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
+  wire [7:0] \$223 ;
+  wire [8:0] \$224 ;
   wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
-  wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
+  wire [45:0] \$226 ;
+  wire [45:0] \$227 ;
+  wire [23:0] \$228 ;
+  wire [23:0] \$229 ;
+  wire [16:0] \$23 ;
+  wire [23:0] \$230 ;
+  wire [9:0] \$231 ;
+  wire [9:0] \$232 ;
   wire \$233 ;
   wire \$234 ;
   wire \$235 ;
   wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
+  wire [34:0] \$237 ;
+  wire [9:0] \$238 ;
   wire \$239 ;
-  wire \$24 ;
+  wire [139:0] \$24 ;
   wire \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
+  wire [35:0] \$243 ;
+  wire [9:0] \$244 ;
+  wire [5:0] \$245 ;
+  wire [6:0] \$246 ;
   wire \$247 ;
   wire \$248 ;
-  wire \$249 ;
-  wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
+  wire [8:0] \$249 ;
+  wire [148:0] \$25 ;
+  wire [8:0] \$250 ;
+  wire [49:0] \$251 ;
+  wire [46:0] \$252 ;
+  wire [31:0] \$253 ;
+  wire [31:0] \$254 ;
+  wire [47:0] \$255 ;
+  wire [48:0] \$256 ;
   wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  wire [35:0] \$258 ;
+  wire [35:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire [140:0] \$261 ;
-  wire [140:0] \$262 ;
-  wire \$263 ;
-  wire [138:0] \$264 ;
+  wire [41:0] \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire [40:0] \$263 ;
+  wire [40:0] \$264 ;
   wire \$265 ;
-  wire [140:0] \$266 ;
-  wire [140:0] \$267 ;
-  wire \$268 ;
-  wire \$269 ;
-  wire \$27 ;
-  wire [63:0] \$270 ;
-  wire [63:0] \$271 ;
-  wire [63:0] \$272 ;
-  wire \$273 ;
-  wire [6:0] \$274 ;
+  wire \$266 ;
+  wire [41:0] \$267 ;
+  wire [41:0] \$268 ;
+  wire [39:0] \$269 ;
+  wire [139:0] \$27 ;
+  wire \$270 ;
+  wire [35:0] \$271 ;
+  wire [35:0] \$272 ;
+  wire [39:0] \$273 ;
+  wire [40:0] \$274 ;
   wire \$275 ;
-  wire [10:0] \$276 ;
-  wire [10:0] \$277 ;
-  wire \$278 ;
-  wire [10:0] \$279 ;
-  wire \$28 ;
-  wire \$280 ;
-  wire [10:0] \$281 ;
-  wire [10:0] \$282 ;
-  wire \$283 ;
-  wire [10:0] \$284 ;
-  wire [10:0] \$285 ;
-  wire [10:0] \$286 ;
-  wire [10:0] \$287 ;
-  wire [62:0] \$288 ;
-  wire \$289 ;
+  wire [18:0] \$276 ;
+  reg \$277 ;
+  reg \$278 ;
+  reg [6:0] \$279 ;
+  wire [161:0] \$28 ;
+  reg [139:0] \$280 ;
+  reg [139:0] \$281 ;
+  reg \$282 ;
+  reg \$283 ;
+  reg [16:0] \$284 ;
+  reg \$285 ;
+  reg [75:0] \$286 ;
+  reg [75:0] \$287 ;
+  reg [100:0] \$288 ;
+  reg \$289 ;
   wire \$29 ;
-  wire [9:0] \$290 ;
-  wire [10:0] \$291 ;
-  wire [11:0] \$292 ;
-  wire [59:0] \$293 ;
-  wire [46:0] \$294 ;
-  wire [31:0] \$295 ;
-  wire [31:0] \$296 ;
-  wire [47:0] \$297 ;
-  wire \$298 ;
-  wire [140:0] \$299 ;
-  wire \$3 ;
-  wire \$30 ;
-  wire [140:0] \$300 ;
-  wire \$301 ;
-  wire [62:0] \$302 ;
-  wire [56:0] \$303 ;
-  wire [8:0] \$304 ;
-  wire \$305 ;
-  wire [10:0] \$306 ;
-  wire [10:0] \$307 ;
-  wire \$308 ;
-  wire [10:0] \$309 ;
-  wire \$31 ;
-  wire \$310 ;
-  wire [10:0] \$311 ;
-  wire [10:0] \$312 ;
-  wire \$313 ;
-  wire [10:0] \$314 ;
-  wire [10:0] \$315 ;
-  wire [10:0] \$316 ;
-  wire [10:0] \$317 ;
-  wire [62:0] \$318 ;
-  wire \$319 ;
+  reg [50:0] \$290 ;
+  reg [17:0] \$291 ;
+  reg [13:0] \$292 ;
+  reg [39:0] \$293 ;
+  reg [50:0] \$294 ;
+  reg [38:0] \$295 ;
+  reg [5:0] \$296 ;
+  reg [5:0] \$297 ;
+  reg [5:0] \$298 ;
+  reg [8:0] \$299 ;
+  wire [139:0] \$3 ;
+  wire [18:0] \$30 ;
+  reg \$300 ;
+  reg [23:0] \$301 ;
+  reg [34:0] \$302 ;
+  reg [4:0] \$303 ;
+  reg \$304 ;
+  reg [4:0] \$305 ;
+  reg [49:0] \$306 ;
+  reg [36:0] \$307 ;
+  reg [40:0] \$308 ;
+  reg [41:0] \$309 ;
+  wire [18:0] \$31 ;
+  reg [38:0] \$310 ;
+  reg [38:0] \$311 ;
+  reg [21:0] \$312 ;
+  reg [38:0] \$313 ;
+  reg [38:0] \$314 ;
+  reg [21:0] \$315 ;
+  reg \$316 ;
+  reg \$317 ;
+  reg [17:0] \$318 ;
+  reg [17:0] \$319 ;
   wire \$32 ;
-  wire [9:0] \$320 ;
-  wire [10:0] \$321 ;
-  wire [11:0] \$322 ;
-  wire [59:0] \$323 ;
-  wire [46:0] \$324 ;
-  wire [31:0] \$325 ;
-  wire [31:0] \$326 ;
-  wire [47:0] \$327 ;
-  wire [72:0] \$328 ;
-  wire [62:0] \$329 ;
   wire \$33 ;
-  reg \$330 ;
-  reg \$331 ;
-  reg [6:0] \$332 ;
-  reg [139:0] \$333 ;
-  reg [139:0] \$334 ;
-  reg \$335 ;
-  reg \$336 ;
-  reg [16:0] \$337 ;
-  reg \$338 ;
-  reg [75:0] \$339 ;
-  wire [5:0] \$34 ;
-  reg [75:0] \$340 ;
-  reg [100:0] \$341 ;
-  reg \$342 ;
-  reg [50:0] \$343 ;
-  reg [5:0] \$344 ;
-  reg [50:0] \$345 ;
-  reg \$346 ;
-  reg [24:0] \$347 ;
-  reg [41:0] \$348 ;
-  reg [55:0] \$349 ;
-  wire [5:0] \$35 ;
-  reg [9:0] \$350 ;
-  reg [3:0] \$351 ;
-  reg [2:0] \$352 ;
-  reg [9:0] \$353 ;
-  reg [59:0] \$354 ;
-  reg [5:0] \$355 ;
-  reg [4:0] \$356 ;
-  reg [41:0] \$357 ;
-  reg [57:0] \$358 ;
-  reg [72:0] \$359 ;
-  wire [5:0] \$36 ;
-  reg [61:0] \$360 ;
-  reg [57:0] \$361 ;
+  wire [16:0] \$34 ;
+  wire [16:0] \$35 ;
+  wire \$36 ;
   wire \$37 ;
-  wire [5:0] \$38 ;
-  wire [5:0] \$39 ;
-  wire \$4 ;
-  wire [5:0] \$40 ;
-  wire [5:0] \$41 ;
+  wire [18:0] \$38 ;
+  wire [18:0] \$39 ;
+  wire [143:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [5:0] \$46 ;
-  wire [5:0] \$47 ;
-  wire [5:0] \$48 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
-  wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
-  wire [5:0] \$52 ;
-  wire [5:0] \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
+  wire [29:0] \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
@@ -1001,7 +971,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [29:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -1012,38 +982,41 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
+  wire [29:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
-  wire [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [5:0] \$88 ;
-  wire [5:0] \$89 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
   wire \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
   wire \$93 ;
-  wire [5:0] \$94 ;
-  wire [5:0] \$95 ;
-  wire [5:0] \$96 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
   wire \$97 ;
-  wire [5:0] \$98 ;
-  wire [5:0] \$99 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [76:0] a;
-  output [41:0] \a$38 ;
-  reg [41:0] \a$38  = 42'h00000000000;
+  output [21:0] \a$70 ;
+  reg [21:0] \a$70  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
   reg [28:0] b;
-  output [57:0] \b$65 ;
-  reg [57:0] \b$65  = 58'h000000000000000;
+  output [38:0] \b$69 ;
+  reg [38:0] \b$69  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
+  wire [4:0] \beta_shift$2 ;
   reg [90:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [12:0] c_lo;
   wire [12:0] c_lo;
   input [171:0] chan;
@@ -1058,51 +1031,62 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [50:0] den;
-  reg [50:0] den = 51'h0000000000000;
-  reg [50:0] \den$19 ;
-  wire [5:0] den_lead;
+  reg [23:0] den;
+  output [50:0] \den$51 ;
+  reg [50:0] \den$51  = 51'h0000000000000;
+  reg [50:0] den_norm = 51'h0000000000000;
+  reg [5:0] den_zeros = 6'h00;
   reg [139:0] div_mag = 140'h00000000000000000000000000000000000;
   reg div_neg = 1'h0;
   reg [139:0] div_num = 140'h00000000000000000000000000000000000;
   output done;
   reg done;
-  wire \done$47 ;
+  wire \done$45 ;
+  wire \done$48 ;
   wire \done$50 ;
-  wire \done$52 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [16:0] floor_mean;
   reg [16:0] floor_mean = 17'h00000;
+  reg [17:0] floor_q = 18'h00000;
   reg [6:0] fsm_state = 7'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
   (* init = 1'h0 *)
   wire isqrt_go;
-  reg [55:0] km = 56'h00000000000000;
-  reg [59:0] km_pre = 60'h000000000000000;
-  reg [5:0] lead = 6'h00;
   reg [99:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$25 ;
+  reg \neg$22 ;
+  output \neg$72 ;
+  reg \neg$72  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
   wire [90:0] p;
-  reg [72:0] \p$63  = 73'h0000000000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [2:0] pre = 3'h0;
   wire [101:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
   input [42:0] q_lo;
   wire [42:0] q_lo;
-  reg [61:0] quot = 62'h0000000000000000;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [50:0] recip_rem = 51'h0000000000000;
-  reg [50:0] rem_init;
+  output [17:0] \q_lo$73 ;
+  reg [17:0] \q_lo$73  = 18'h00000;
+  reg [23:0] rem_init;
   wire [50:0] root;
   input rst;
   wire rst;
   input [28:0] s_lo;
   wire [28:0] s_lo;
+  reg [4:0] scale_count = 5'h00;
   reg [100:0] semi_w = 101'h00000000000000000000000000;
   (* init = 1'h0 *)
   wire seqdiv_go;
@@ -1110,422 +1094,372 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  reg \start$11  = 1'h0;
-  input \start$44 ;
-  wire \start$44 ;
-  reg \start$9  = 1'h0;
+  input \start$42 ;
+  wire \start$42 ;
+  reg \start$5  = 1'h0;
+  reg \start$7  = 1'h0;
   reg [6:0] steps;
-  reg [4:0] \steps$26 ;
+  reg [4:0] \steps$23 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [75:0] t = 76'h0000000000000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
   reg [75:0] u = 76'h0000000000000000000;
   reg [100:0] w;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = \$16  | den[50];
-  assign \$18  = \$15  | \$17 ;
-  assign \$19  = den[48] | den[49];
-  assign \$20  = \$19  | den[50];
-  assign \$21  = den[49] ? 6'h31 : 6'h30;
-  assign \$22  = den[50] ? 6'h32 : \$21 ;
-  assign \$23  = den[40] | den[41];
-  assign \$24  = den[42] | den[43];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = den[44] | den[45];
-  assign \$27  = den[46] | den[47];
-  assign \$28  = \$26  | \$27 ;
-  assign \$29  = \$25  | \$28 ;
-  assign \$30  = den[44] | den[45];
-  assign \$31  = den[46] | den[47];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = den[46] | den[47];
-  assign \$34  = den[47] ? 6'h2f : 6'h2e;
-  assign \$35  = den[45] ? 6'h2d : 6'h2c;
-  assign \$36  = \$33  ? \$34  : \$35 ;
-  assign \$37  = den[42] | den[43];
-  assign \$38  = den[43] ? 6'h2b : 6'h2a;
-  assign \$39  = den[41] ? 6'h29 : 6'h28;
-  assign \$40  = \$37  ? \$38  : \$39 ;
-  assign \$41  = \$32  ? \$36  : \$40 ;
-  assign \$42  = den[36] | den[37];
-  assign \$43  = den[38] | den[39];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = den[38] | den[39];
-  assign \$46  = den[39] ? 6'h27 : 6'h26;
-  assign \$47  = den[37] ? 6'h25 : 6'h24;
-  assign \$48  = \$45  ? \$46  : \$47 ;
-  assign \$49  = den[34] | den[35];
-  assign \$50  = den[35] ? 6'h23 : 6'h22;
-  assign \$51  = den[33] ? 6'h21 : 6'h20;
-  assign \$52  = \$49  ? \$50  : \$51 ;
-  assign \$53  = \$44  ? \$48  : \$52 ;
-  assign \$54  = \$29  ? \$41  : \$53 ;
-  assign \$55  = \$20  ? \$22  : \$54 ;
-  assign \$56  = den[16] | den[17];
-  assign \$57  = den[18] | den[19];
-  assign \$58  = \$56  | \$57 ;
-  assign \$59  = den[20] | den[21];
-  assign \$60  = den[22] | den[23];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = \$58  | \$61 ;
-  assign \$63  = den[24] | den[25];
-  assign \$64  = den[26] | den[27];
-  assign \$65  = \$63  | \$64 ;
-  assign \$66  = den[28] | den[29];
-  assign \$67  = den[30] | den[31];
-  assign \$68  = \$66  | \$67 ;
-  assign \$69  = \$65  | \$68 ;
-  assign \$70  = \$62  | \$69 ;
-  assign \$71  = den[24] | den[25];
-  assign \$72  = den[26] | den[27];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = den[28] | den[29];
-  assign \$75  = den[30] | den[31];
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$73  | \$76 ;
-  assign \$78  = den[28] | den[29];
-  assign \$79  = den[30] | den[31];
-  assign \$80  = \$78  | \$79 ;
-  assign \$81  = den[30] | den[31];
-  assign \$82  = den[31] ? 6'h1f : 6'h1e;
-  assign \$83  = den[29] ? 6'h1d : 6'h1c;
-  assign \$84  = \$81  ? \$82  : \$83 ;
-  assign \$85  = den[26] | den[27];
-  assign \$86  = den[27] ? 6'h1b : 6'h1a;
-  assign \$87  = den[25] ? 6'h19 : 6'h18;
-  assign \$88  = \$85  ? \$86  : \$87 ;
-  assign \$89  = \$80  ? \$84  : \$88 ;
-  assign \$90  = den[20] | den[21];
-  assign \$91  = den[22] | den[23];
-  assign \$92  = \$90  | \$91 ;
-  assign \$93  = den[22] | den[23];
-  assign \$94  = den[23] ? 6'h17 : 6'h16;
-  assign \$95  = den[21] ? 6'h15 : 6'h14;
-  assign \$96  = \$93  ? \$94  : \$95 ;
-  assign \$97  = den[18] | den[19];
-  assign \$98  = den[19] ? 6'h13 : 6'h12;
-  assign \$99  = den[17] ? 6'h11 : 6'h10;
-  assign \$100  = \$97  ? \$98  : \$99 ;
-  assign \$101  = \$92  ? \$96  : \$100 ;
-  assign \$102  = \$77  ? \$89  : \$101 ;
-  assign \$103  = den[8] | den[9];
-  assign \$104  = den[10] | den[11];
-  assign \$105  = \$103  | \$104 ;
-  assign \$106  = den[12] | den[13];
-  assign \$107  = den[14] | den[15];
-  assign \$108  = \$106  | \$107 ;
-  assign \$109  = \$105  | \$108 ;
-  assign \$110  = den[12] | den[13];
-  assign \$111  = den[14] | den[15];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = den[14] | den[15];
-  assign \$114  = den[15] ? 6'h0f : 6'h0e;
-  assign \$115  = den[13] ? 6'h0d : 6'h0c;
-  assign \$116  = \$113  ? \$114  : \$115 ;
-  assign \$117  = den[10] | den[11];
-  assign \$118  = den[11] ? 6'h0b : 6'h0a;
-  assign \$119  = den[9] ? 6'h09 : 6'h08;
-  assign \$120  = \$117  ? \$118  : \$119 ;
-  assign \$121  = \$112  ? \$116  : \$120 ;
-  assign \$122  = den[4] | den[5];
-  assign \$123  = den[6] | den[7];
-  assign \$124  = \$122  | \$123 ;
-  assign \$125  = den[6] | den[7];
-  assign \$126  = den[7] ? 6'h07 : 6'h06;
-  assign \$127  = den[5] ? 6'h05 : 6'h04;
-  assign \$128  = \$125  ? \$126  : \$127 ;
-  assign \$129  = den[2] | den[3];
-  assign \$130  = den[3] ? 6'h03 : 6'h02;
-  assign \$131  = den[1] ? 6'h01 : 6'h00;
-  assign \$132  = \$129  ? \$130  : \$131 ;
-  assign \$133  = \$124  ? \$128  : \$132 ;
-  assign \$134  = \$109  ? \$121  : \$133 ;
-  assign \$135  = \$70  ? \$102  : \$134 ;
-  assign den_lead = \$18  ? \$55  : \$135 ;
-  assign \$136  = chan[9] | chan[10];
-  assign \$137  = chan[11] | chan[12];
-  assign \$138  = \$136  | \$137 ;
-  assign \$139  = \$138  | chan[13];
-  assign \$140  = chan[11] | chan[12];
-  assign \$141  = chan[12] ? 4'hb : 4'ha;
-  assign \$142  = chan[10] ? 4'h9 : 4'h8;
-  assign \$143  = \$140  ? \$141  : \$142 ;
-  assign \$144  = chan[13] ? 4'hc : \$143 ;
-  assign \$145  = chan[5] | chan[6];
-  assign \$146  = chan[7] | chan[8];
-  assign \$147  = \$145  | \$146 ;
-  assign \$148  = chan[7] | chan[8];
-  assign \$149  = chan[8] ? 4'h7 : 4'h6;
-  assign \$150  = chan[6] ? 4'h5 : 4'h4;
-  assign \$151  = \$148  ? \$149  : \$150 ;
-  assign \$152  = chan[3] | chan[4];
-  assign \$153  = chan[4] ? 4'h3 : 4'h2;
-  assign \$154  = chan[2] ? 4'h1 : 4'h0;
-  assign \$155  = \$152  ? \$153  : \$154 ;
-  assign \$156  = \$147  ? \$151  : \$155 ;
-  assign count_lead = \$139  ? \$144  : \$156 ;
-  assign \$157  = sh + 1'h0;
-  assign \$158  = sh + 1'h0;
-  assign \$162  = $signed(sum) < $signed(1'h0);
-  assign \$163  = - $signed(sum);
-  assign \$164  = \$162  ? \$163  : { sum[28], sum };
-  assign \$165  = $signed(sum) >= $signed(1'h0);
-  assign \$166  = $signed(sum) < $signed(1'h0);
-  assign \$167  = - $signed(sum);
-  assign \$168  = \$166  ? \$167  : { sum[28], sum };
-  assign \$169  = $signed(sum) < $signed(1'h0);
-  assign \$170  = - $signed(sum);
-  assign \$171  = \$169  ? \$170  : { sum[28], sum };
-  assign \$174  = semi_w + chan[83:14];
-  assign \$175  = recip_one ? 100'h8000000000000000000000000 : 100'h0000000000000000000000000;
-  assign \$176  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$177  = - $signed(chan[99:84]);
-  assign \$178  = \$176  ? \$177  : { chan[99], chan[99:84] };
-  assign \$179  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$180  = $signed(sum) < $signed(1'h0);
-  assign \$181  = - $signed(sum);
-  assign \$182  = \$180  ? \$181  : { sum[28], sum };
-  assign \$183  = $signed(sum) < $signed(1'h0);
-  assign \$186  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$187  = - $signed(chan[99:84]);
-  assign \$188  = \$186  ? \$187  : { chan[99], chan[99:84] };
-  assign \$189  = $signed(chan[99:84]) < $signed(1'h0);
-  assign \$190  = $signed(chan[139:116]) < $signed(1'h0);
-  assign \$191  = - $signed(chan[139:116]);
-  assign \$192  = \$190  ? \$191  : { chan[139], chan[139:116] };
-  assign \$193  = $signed(chan[139:116]) < $signed(1'h0);
-  assign \$194  = ! fsm_state;
-  assign \$195  = fsm_state == 1'h1;
-  assign \$196  = fsm_state == 2'h2;
-  assign \$197  = fsm_state == 2'h3;
-  assign \$198  = fsm_state == 3'h4;
-  assign \$199  = fsm_state == 3'h5;
-  assign \$200  = fsm_state == 3'h6;
-  assign \$201  = fsm_state == 3'h7;
-  assign \$202  = fsm_state == 4'h8;
-  assign \$203  = fsm_state == 4'h9;
-  assign \$204  = fsm_state == 4'ha;
-  assign \$205  = fsm_state == 4'hb;
-  assign \$206  = fsm_state == 4'hc;
-  assign \$207  = fsm_state == 4'hd;
-  assign \$208  = fsm_state == 4'he;
-  assign \$209  = fsm_state == 4'hf;
-  assign \$210  = fsm_state == 5'h10;
-  assign \$211  = fsm_state == 5'h11;
-  assign \$212  = fsm_state == 5'h12;
-  assign \$213  = fsm_state == 5'h13;
-  assign \$214  = fsm_state == 5'h14;
-  assign \$215  = fsm_state == 5'h15;
-  assign \$216  = fsm_state == 5'h16;
-  assign \$217  = fsm_state == 5'h17;
-  assign \$218  = fsm_state == 5'h18;
-  assign \$219  = fsm_state == 5'h19;
-  assign \$220  = fsm_state == 5'h1a;
-  assign \$221  = fsm_state == 5'h1b;
-  assign \$222  = fsm_state == 5'h1c;
-  assign \$223  = fsm_state == 5'h1d;
-  assign \$224  = fsm_state == 5'h1e;
-  assign \$225  = fsm_state == 5'h1f;
-  assign \$226  = fsm_state == 6'h20;
-  assign \$227  = fsm_state == 6'h21;
-  assign \$228  = fsm_state == 6'h22;
-  assign \$229  = fsm_state == 6'h23;
-  assign \$230  = fsm_state == 6'h24;
-  assign \$231  = fsm_state == 6'h25;
-  assign \$232  = fsm_state == 6'h26;
-  assign \$233  = fsm_state == 6'h27;
-  assign \$234  = fsm_state == 6'h28;
-  assign \$235  = fsm_state == 6'h29;
-  assign \$236  = fsm_state == 6'h2a;
-  assign \$237  = fsm_state == 6'h2b;
-  assign \$238  = fsm_state == 6'h2c;
-  assign \$239  = fsm_state == 6'h2d;
-  assign \$240  = fsm_state == 6'h2e;
-  assign \$241  = fsm_state == 6'h2f;
-  assign \$242  = fsm_state == 6'h30;
-  assign \$243  = fsm_state == 6'h31;
-  assign \$244  = fsm_state == 6'h32;
-  assign \$245  = fsm_state == 6'h33;
-  assign \$246  = fsm_state == 6'h34;
-  assign \$247  = fsm_state == 6'h35;
-  assign \$248  = fsm_state == 6'h36;
-  assign \$249  = fsm_state == 6'h37;
-  assign \$250  = fsm_state == 6'h38;
-  assign \$251  = fsm_state == 6'h39;
-  assign \$252  = fsm_state == 6'h3a;
-  assign \$253  = fsm_state == 6'h3b;
-  assign \$254  = fsm_state == 6'h3c;
-  assign \$255  = fsm_state == 6'h3d;
-  assign \$256  = fsm_state == 6'h3e;
-  assign \$257  = fsm_state == 6'h3f;
-  assign \$258  = fsm_state == 7'h40;
-  assign \$259  = fsm_state == 7'h41;
-  assign \$260  = $signed(div_num) < $signed(1'h0);
-  assign \$261  = - $signed(div_num);
-  assign \$262  = \$260  ? \$261  : { div_num[139], div_num };
-  assign \$263  = $signed(div_num) < $signed(1'h0);
-  assign \$265  = $signed(div_num) < $signed(1'h0);
-  assign \$266  = - $signed(div_num);
-  assign \$267  = \$265  ? \$266  : { div_num[139], div_num };
-  assign \$268  = $signed(div_num) < $signed(1'h0);
-  assign \$269  = ! lead;
-  assign \$270  = 1'h1 << lead;
-  assign \$272  = \$269  ? 64'h0000000000000000 : \$271 ;
-  assign \$273  = ! lead;
-  assign \$274  = lead + 1'h0;
-  assign \$275  = $signed(sh0) < $signed(4'h4);
-  assign \$276  = $signed(4'h4) - $signed(sh0);
-  assign \$277  = \$275  ? \$276  : 11'h000;
-  assign \$278  = $signed(sh0) < $signed(4'h4);
-  assign \$279  = $signed(sh0) - $signed(6'h15);
-  assign \$280  = $signed(\$279 ) > $signed({ 1'h0, tk });
-  assign \$281  = $signed(sh0) - $signed(6'h15);
-  assign \$282  = $signed(sh0) - $signed(4'h4);
-  assign \$283  = $signed(\$282 ) < $signed({ 1'h0, tk });
-  assign \$284  = $signed(sh0) - $signed(4'h4);
-  assign \$285  = \$283  ? \$284  : { 7'h00, tk };
-  assign \$286  = \$280  ? \$281  : \$285 ;
-  assign \$287  = \$278  ? 11'h000 : \$286 ;
-  assign \$288  = $signed(km) << pre;
-  assign \$289  = tsh > 6'h3c;
-  assign \$290  = \$289  ? 10'h03c : tsh;
-  assign \$291  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$292  = $signed(\$291 ) - $signed({ 1'h0, tsh });
-  assign \$293  = $signed(km_pre) >>> t_clamped;
-  assign \$294  = $signed(chan[115:100]) << \$157 [4:0];
-  assign \$295  = 1'h1 << sh;
-  assign \$297  = $signed(\$294 ) + $signed({ 1'h0, \$296  });
-  assign \$298  = $signed(div_num) < $signed(1'h0);
-  assign \$299  = - $signed(div_num);
-  assign \$300  = \$298  ? \$299  : { div_num[139], div_num };
-  assign \$301  = $signed(div_num) < $signed(1'h0);
-  assign \$302  = $signed(bias) - $signed(quot);
-  assign \$304  = $signed(6'h10) - $signed(chan[171:164]);
-  assign \$305  = $signed(sh0) < $signed(4'h4);
-  assign \$306  = $signed(4'h4) - $signed(sh0);
-  assign \$307  = \$305  ? \$306  : 11'h000;
-  assign \$308  = $signed(sh0) < $signed(4'h4);
-  assign \$309  = $signed(sh0) - $signed(6'h15);
-  assign \$310  = $signed(\$309 ) > $signed({ 1'h0, tk });
-  assign \$311  = $signed(sh0) - $signed(6'h15);
-  assign \$312  = $signed(sh0) - $signed(4'h4);
-  assign \$313  = $signed(\$312 ) < $signed({ 1'h0, tk });
-  assign \$314  = $signed(sh0) - $signed(4'h4);
-  assign \$315  = \$313  ? \$314  : { 7'h00, tk };
-  assign \$316  = \$310  ? \$311  : \$315 ;
-  assign \$317  = \$308  ? 11'h000 : \$316 ;
-  assign \$318  = $signed(km) << pre;
-  assign \$319  = tsh > 6'h3c;
-  assign \$320  = \$319  ? 10'h03c : tsh;
-  assign \$321  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$322  = $signed(\$321 ) - $signed({ 1'h0, tsh });
-  assign \$323  = $signed(km_pre) >>> t_clamped;
-  assign \$324  = $signed(chan[115:100]) << \$158 [4:0];
-  assign \$325  = 1'h1 << sh;
-  assign \$327  = $signed(\$324 ) + $signed({ 1'h0, \$326  });
-  assign \$329  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$6  = $signed(sum) < $signed(1'h0);
+  assign \$7  = - $signed(sum);
+  assign \$8  = \$6  ? \$7  : { sum[28], sum };
+  assign \$9  = $signed(sum) >= $signed(1'h0);
+  assign \$10  = $signed(sum) < $signed(1'h0);
+  assign \$11  = - $signed(sum);
+  assign \$12  = \$10  ? \$11  : { sum[28], sum };
+  assign \$13  = $signed(sum) < $signed(1'h0);
+  assign \$14  = - $signed(sum);
+  assign \$15  = \$13  ? \$14  : { sum[28], sum };
+  assign \$18  = semi_w + chan[83:14];
+  assign \$21  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$22  = - $signed(chan[99:84]);
+  assign \$23  = \$21  ? \$22  : { chan[99], chan[99:84] };
+  assign \$26  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$29  = $signed(floor_q) < $signed(1'h0);
+  assign \$30  = - $signed(floor_q);
+  assign \$31  = \$29  ? \$30  : { floor_q[17], floor_q };
+  assign \$32  = $signed(floor_q) >= $signed(1'h0);
+  assign \$33  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$34  = - $signed(chan[99:84]);
+  assign \$35  = \$33  ? \$34  : { chan[99], chan[99:84] };
+  assign \$36  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$37  = $signed(floor_q) < $signed(1'h0);
+  assign \$38  = - $signed(floor_q);
+  assign \$39  = \$37  ? \$38  : { floor_q[17], floor_q };
+  assign \$40  = $signed(floor_q) >= $signed(1'h0);
+  assign \$41  = ! fsm_state;
+  assign \$42  = fsm_state == 1'h1;
+  assign \$43  = fsm_state == 2'h2;
+  assign \$44  = fsm_state == 2'h3;
+  assign \$45  = fsm_state == 3'h4;
+  assign \$46  = fsm_state == 3'h5;
+  assign \$47  = fsm_state == 3'h6;
+  assign \$48  = fsm_state == 3'h7;
+  assign \$49  = fsm_state == 4'h8;
+  assign \$50  = fsm_state == 4'h9;
+  assign \$51  = fsm_state == 4'ha;
+  assign \$52  = fsm_state == 4'hb;
+  assign \$53  = fsm_state == 4'hc;
+  assign \$54  = fsm_state == 4'hd;
+  assign \$55  = fsm_state == 4'he;
+  assign \$56  = fsm_state == 4'hf;
+  assign \$57  = fsm_state == 5'h10;
+  assign \$58  = fsm_state == 5'h11;
+  assign \$59  = fsm_state == 5'h12;
+  assign \$60  = fsm_state == 5'h13;
+  assign \$61  = fsm_state == 5'h14;
+  assign \$62  = fsm_state == 5'h15;
+  assign \$63  = fsm_state == 5'h16;
+  assign \$64  = fsm_state == 5'h17;
+  assign \$65  = fsm_state == 5'h18;
+  assign \$66  = fsm_state == 5'h19;
+  assign \$67  = fsm_state == 5'h1a;
+  assign \$68  = fsm_state == 5'h1b;
+  assign \$69  = fsm_state == 5'h1c;
+  assign \$70  = fsm_state == 5'h1d;
+  assign \$71  = fsm_state == 5'h1e;
+  assign \$72  = fsm_state == 5'h1f;
+  assign \$73  = fsm_state == 6'h20;
+  assign \$74  = fsm_state == 6'h21;
+  assign \$75  = fsm_state == 6'h22;
+  assign \$76  = fsm_state == 6'h23;
+  assign \$77  = fsm_state == 6'h24;
+  assign \$78  = fsm_state == 6'h25;
+  assign \$79  = fsm_state == 6'h26;
+  assign \$80  = fsm_state == 6'h27;
+  assign \$81  = fsm_state == 6'h28;
+  assign \$82  = fsm_state == 6'h29;
+  assign \$83  = fsm_state == 6'h2a;
+  assign \$84  = fsm_state == 6'h2b;
+  assign \$85  = fsm_state == 6'h2c;
+  assign \$86  = fsm_state == 6'h2d;
+  assign \$87  = fsm_state == 6'h2e;
+  assign \$88  = fsm_state == 6'h2f;
+  assign \$89  = fsm_state == 6'h30;
+  assign \$90  = fsm_state == 6'h31;
+  assign \$91  = fsm_state == 6'h32;
+  assign \$92  = fsm_state == 6'h33;
+  assign \$93  = fsm_state == 6'h34;
+  assign \$94  = fsm_state == 6'h35;
+  assign \$95  = fsm_state == 6'h36;
+  assign \$96  = fsm_state == 6'h37;
+  assign \$97  = fsm_state == 6'h38;
+  assign \$98  = fsm_state == 6'h39;
+  assign \$99  = fsm_state == 6'h3a;
+  assign \$100  = fsm_state == 6'h3b;
+  assign \$101  = fsm_state == 6'h3c;
+  assign \$102  = fsm_state == 6'h3d;
+  assign \$103  = fsm_state == 6'h3e;
+  assign \$104  = fsm_state == 6'h3f;
+  assign \$105  = fsm_state == 7'h40;
+  assign \$106  = fsm_state == 7'h41;
+  assign \$107  = fsm_state == 7'h42;
+  assign \$108  = fsm_state == 7'h43;
+  assign \$109  = fsm_state == 7'h44;
+  assign \$110  = fsm_state == 7'h45;
+  assign \$111  = fsm_state == 7'h46;
+  assign \$112  = fsm_state == 7'h47;
+  assign \$113  = fsm_state == 7'h48;
+  assign \$114  = fsm_state == 7'h49;
+  assign \$115  = fsm_state == 7'h4a;
+  assign \$116  = fsm_state == 7'h4b;
+  assign \$117  = fsm_state == 7'h4c;
+  assign \$118  = fsm_state == 7'h4d;
+  assign \$119  = fsm_state == 7'h4e;
+  assign \$120  = fsm_state == 7'h4f;
+  assign \$121  = fsm_state == 7'h50;
+  assign \$122  = fsm_state == 7'h51;
+  assign \$123  = fsm_state == 7'h52;
+  assign \$124  = fsm_state == 7'h53;
+  assign \$125  = fsm_state == 7'h54;
+  assign \$126  = fsm_state == 7'h55;
+  assign \$127  = fsm_state == 7'h56;
+  assign \$128  = fsm_state == 7'h57;
+  assign \$129  = fsm_state == 7'h58;
+  assign \$130  = fsm_state == 7'h59;
+  assign \$131  = fsm_state == 7'h5a;
+  assign \$132  = fsm_state == 7'h5b;
+  assign \$133  = $signed(div_num) < $signed(1'h0);
+  assign \$134  = - $signed(div_num);
+  assign \$135  = \$133  ? \$134  : { div_num[139], div_num };
+  assign \$136  = $signed(div_num) < $signed(1'h0);
+  assign \$138  = $signed(div_num) < $signed(1'h0);
+  assign \$139  = - $signed(div_num);
+  assign \$140  = \$138  ? \$139  : { div_num[139], div_num };
+  assign \$141  = $signed(div_num) < $signed(1'h0);
+  assign \$142  = $signed(div_num) < $signed(1'h0);
+  assign \$143  = - $signed(div_num);
+  assign \$144  = \$142  ? \$143  : { div_num[139], div_num };
+  assign \$145  = $signed(div_num) < $signed(1'h0);
+  assign \$146  = ~ den_norm[50];
+  assign \$148  = den_zeros + 1'h1;
+  assign \$149  = ~ num_norm[38];
+  assign \$151  = num_zeros + 1'h1;
+  assign \$152  = loop_n + 1'h1;
+  assign \$153  = loop_n == 6'h32;
+  assign \$154  = 4'ha + num_zeros;
+  assign \$155  = \$154  - den_zeros;
+  assign \$156  = ~ num_norm[38];
+  assign \$158  = $signed(div_num) < $signed(1'h0);
+  assign \$159  = - $signed(div_num);
+  assign \$160  = \$158  ? \$159  : { div_num[139], div_num };
+  assign \$161  = $signed(div_num) < $signed(1'h0);
+  assign \$163  = gain_q1[21] ? \$162  : gain_q1;
+  assign \$164  = gain_zero ? 24'h000000 : \$163 ;
+  assign \$165  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$166  = gain_zero ? 10'h004 : \$165 ;
+  assign \$167  = ~ gain_zero;
+  assign \$168  = $signed(gain_shift) < $signed(4'h4);
+  assign \$169  = \$167  & \$168 ;
+  assign \$170  = $signed(gain_shift) > $signed(6'h15);
+  assign \$172  = $signed(gain_shift) - $signed(2'h1);
+  assign \$173  = $signed(gain_shift) < $signed(4'h4);
+  assign \$174  = special_r & \$173 ;
+  assign \$175  = scale_count < 4'hd;
+  assign \$176  = \$174  & \$175 ;
+  assign \$178  = $signed(gain_shift) + $signed(2'h1);
+  assign \$179  = scale_count + 1'h1;
+  assign \$180  = loop_n + 1'h1;
+  assign \$181  = loop_n == 5'h15;
+  assign \$182  = $signed(gain_shift) > $signed(6'h15);
+  assign \$183  = \$182  ? 9'h015 : gain_shift;
+  assign \$184  = special_r ? 9'h004 : \$183 ;
+  assign \$185  = $signed(div_num) < $signed(1'h0);
+  assign \$186  = - $signed(div_num);
+  assign \$187  = \$185  ? \$186  : { div_num[139], div_num };
+  assign \$188  = $signed(div_num) < $signed(1'h0);
+  assign \$189  = $signed(chan[115:100]) << \$1 [4:0];
+  assign \$190  = 1'h1 << sh;
+  assign \$192  = $signed(\$189 ) + $signed({ 1'h0, \$191  });
+  assign \$193  = $signed(\$192 ) - $signed(gain_w);
+  assign \$194  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$195  = - gain_x;
+  assign \$196  = \$194  ? \$195  : { 1'h0, gain_x };
+  assign \$197  = $signed(gain_t) + $signed(\$196 );
+  assign \$198  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$199  = $signed(gain_t) > $signed(21'h080010);
+  assign \$200  = \$199  ? 41'h00000080010 : gain_t;
+  assign \$201  = \$198  ? 41'h1fffff7ffe0 : \$200 ;
+  assign \$202  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$203  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$204  = \$203  ? 42'h00000080010 : gain_t1;
+  assign \$205  = \$202  ? 42'h3fffff7ffe0 : \$204 ;
+  assign \$206  = $signed(acc1) - $signed(acc0);
+  assign \$207  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$208  = - gain_x;
+  assign \$209  = \$207  ? \$208  : { 1'h0, gain_x };
+  assign \$210  = special_r ? \$206  : { \$209 [35], \$209 [35], \$209 [35], \$209 [35], \$209  };
+  assign \$211  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$212  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$213  = $signed(floor_q) + $signed(2'h1);
+  assign \$215  = ~ den_norm[50];
+  assign \$217  = den_zeros + 1'h1;
+  assign \$218  = ~ num_norm[38];
+  assign \$220  = num_zeros + 1'h1;
+  assign \$221  = loop_n + 1'h1;
+  assign \$222  = loop_n == 6'h26;
+  assign \$223  = 8'hf7 + num_zeros;
+  assign \$224  = $signed(\$223 ) - $signed(chan[171:164]);
+  assign \$225  = ~ num_norm[38];
+  assign \$229  = gain_q1[21] ? \$228  : gain_q1;
+  assign \$230  = gain_zero ? 24'h000000 : \$229 ;
+  assign \$231  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$232  = gain_zero ? 10'h004 : \$231 ;
+  assign \$233  = ~ gain_zero;
+  assign \$234  = $signed(gain_shift) < $signed(4'h4);
+  assign \$235  = \$233  & \$234 ;
+  assign \$236  = $signed(gain_shift) > $signed(6'h15);
+  assign \$238  = $signed(gain_shift) - $signed(2'h1);
+  assign \$239  = $signed(gain_shift) < $signed(4'h4);
+  assign \$240  = special_r & \$239 ;
+  assign \$241  = scale_count < 4'hd;
+  assign \$242  = \$240  & \$241 ;
+  assign \$244  = $signed(gain_shift) + $signed(2'h1);
+  assign \$245  = scale_count + 1'h1;
+  assign \$246  = loop_n + 1'h1;
+  assign \$247  = loop_n == 5'h15;
+  assign \$248  = $signed(gain_shift) > $signed(6'h15);
+  assign \$249  = \$248  ? 9'h015 : gain_shift;
+  assign \$250  = special_r ? 9'h004 : \$249 ;
+  assign \$252  = $signed(chan[115:100]) << \$2 [4:0];
+  assign \$253  = 1'h1 << sh;
+  assign \$255  = $signed(\$252 ) + $signed({ 1'h0, \$254  });
+  assign \$256  = $signed(\$255 ) - $signed(gain_w);
+  assign \$257  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$258  = - gain_x;
+  assign \$259  = \$257  ? \$258  : { 1'h0, gain_x };
+  assign \$260  = $signed(gain_t) + $signed(\$259 );
+  assign \$261  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$262  = $signed(gain_t) > $signed(21'h080010);
+  assign \$263  = \$262  ? 41'h00000080010 : gain_t;
+  assign \$264  = \$261  ? 41'h1fffff7ffe0 : \$263 ;
+  assign \$265  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$266  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$267  = \$266  ? 42'h00000080010 : gain_t1;
+  assign \$268  = \$265  ? 42'h3fffff7ffe0 : \$267 ;
+  assign \$269  = $signed(acc1) - $signed(acc0);
+  assign \$270  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$271  = - gain_x;
+  assign \$272  = \$270  ? \$271  : { 1'h0, gain_x };
+  assign \$273  = special_r ? \$269  : { \$272 [35], \$272 [35], \$272 [35], \$272 [35], \$272  };
+  assign \$274  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$275  = $signed(chan[99:84]) < $signed(1'h0);
+  assign \$276  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$330 ;
+    pop_top <= \$277 ;
   always @(posedge clk)
-    pop_bottom <= \$331 ;
+    pop_bottom <= \$278 ;
   always @(posedge clk)
-    fsm_state <= \$332 ;
+    fsm_state <= \$279 ;
   always @(posedge clk)
-    div_num <= \$333 ;
+    div_num <= \$280 ;
   always @(posedge clk)
-    div_mag <= \$334 ;
+    div_mag <= \$281 ;
   always @(posedge clk)
-    div_neg <= \$335 ;
+    div_neg <= \$282 ;
   always @(posedge clk)
-    \start$9  <= \$336 ;
+    \start$5  <= \$283 ;
   always @(posedge clk)
-    floor_mean <= \$337 ;
+    floor_mean <= \$284 ;
   always @(posedge clk)
-    start <= \$338 ;
+    start <= \$285 ;
   always @(posedge clk)
-    t <= \$339 ;
+    t <= \$286 ;
   always @(posedge clk)
-    u <= \$340 ;
+    u <= \$287 ;
   always @(posedge clk)
-    semi_w <= \$341 ;
+    semi_w <= \$288 ;
   always @(posedge clk)
-    \start$11  <= \$342 ;
+    \start$7  <= \$289 ;
   always @(posedge clk)
-    den <= \$343 ;
+    \den$51  <= \$290 ;
   always @(posedge clk)
-    lead <= \$344 ;
+    floor_q <= \$291 ;
   always @(posedge clk)
-    recip_rem <= \$345 ;
+    mean_rem <= \$292 ;
   always @(posedge clk)
-    recip_one <= \$346 ;
+    gain_num <= \$293 ;
   always @(posedge clk)
-    recip <= \$347 ;
+    den_norm <= \$294 ;
   always @(posedge clk)
-    m <= \$348 ;
+    num_norm <= \$295 ;
   always @(posedge clk)
-    km <= \$349 ;
+    num_zeros <= \$296 ;
   always @(posedge clk)
-    sh0 <= \$350 ;
+    den_zeros <= \$297 ;
   always @(posedge clk)
-    tk <= \$351 ;
+    loop_n <= \$298 ;
   always @(posedge clk)
-    pre <= \$352 ;
+    gain_shift <= \$299 ;
   always @(posedge clk)
-    tsh <= \$353 ;
+    gain_zero <= \$300 ;
   always @(posedge clk)
-    km_pre <= \$354 ;
+    gain_q1 <= \$301 ;
   always @(posedge clk)
-    t_clamped <= \$355 ;
+    gain_x <= \$302 ;
   always @(posedge clk)
-    sh <= \$356 ;
+    scale_count <= \$303 ;
   always @(posedge clk)
-    \a$38  <= \$357 ;
+    special_r <= \$304 ;
   always @(posedge clk)
-    bias <= \$358 ;
+    sh <= \$305 ;
   always @(posedge clk)
-    \p$63  <= \$359 ;
+    gain_p <= \$306 ;
   always @(posedge clk)
-    quot <= \$360 ;
+    gain_w <= \$307 ;
   always @(posedge clk)
-    \b$65  <= \$361 ;
+    gain_t <= \$308 ;
+  always @(posedge clk)
+    gain_t1 <= \$309 ;
+  always @(posedge clk)
+    acc0 <= \$310 ;
+  always @(posedge clk)
+    acc1 <= \$311 ;
+  always @(posedge clk)
+    a_fin <= \$312 ;
+  always @(posedge clk)
+    c_fin <= \$313 ;
+  always @(posedge clk)
+    \b$69  <= \$314 ;
+  always @(posedge clk)
+    \a$70  <= \$315 ;
+  always @(posedge clk)
+    special <= \$316 ;
+  always @(posedge clk)
+    \neg$72  <= \$317 ;
+  always @(posedge clk)
+    \q_lo$73  <= \$318 ;
+  always @(posedge clk)
+    q_hi <= \$319 ;
   \hwnorm_semidev_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$19 ),
-    .done(\done$47 ),
+    .\den$13 (den),
+    .done(\done$45 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
+    .start(\start$5 ),
     .steps(steps)
   );
   \hwnorm_semidev_s16.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$52 ),
+    .done(\done$50 ),
     .root(root),
     .rst(rst),
-    .start(\start$11 ),
+    .start(\start$7 ),
     .\w$11 (w)
   );
   \hwnorm_semidev_s16.math.mul  mul (
@@ -1533,16 +1467,16 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$50 ),
-    .\neg$12 (\neg$25 ),
+    .done(\done$48 ),
+    .\neg$12 (\neg$22 ),
     .p(p),
     .rst(rst),
     .start(start),
-    .steps(\steps$26 )
+    .steps(\steps$23 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 51'h0000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -1555,7 +1489,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h06:
           /* empty */;
       7'h07:
-          rem_init = \$159 [50:0];
+          rem_init = \$3 [23:0];
       7'h08:
           /* empty */;
       7'h02:
@@ -1597,7 +1531,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h1b:
           /* empty */;
       7'h1c:
-          rem_init = \$172 [50:0];
+          rem_init = \$16 [23:0];
       7'h1d:
           /* empty */;
       7'h1e:
@@ -1611,7 +1545,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h22:
           /* empty */;
       7'h23:
-          rem_init = recip_rem;
+          rem_init = \$19 [23:0];
       7'h24:
           /* empty */;
       7'h25:
@@ -1637,7 +1571,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
+          rem_init = \$24 [23:0];
       7'h31:
           /* empty */;
       7'h32:
@@ -1645,7 +1579,21 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h33:
           /* empty */;
       7'h34:
-          rem_init = \$184 [50:0];
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          rem_init = \$27 [23:0];
     endcase
   end
   always @* begin
@@ -1663,7 +1611,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h06:
           /* empty */;
       7'h07:
-          lo_init = \$160 [99:0];
+          lo_init = \$4 [99:0];
       7'h08:
           /* empty */;
       7'h02:
@@ -1705,7 +1653,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h1b:
           /* empty */;
       7'h1c:
-          lo_init = \$173 [99:0];
+          lo_init = \$17 [99:0];
       7'h1d:
           /* empty */;
       7'h1e:
@@ -1719,7 +1667,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h22:
           /* empty */;
       7'h23:
-          lo_init = \$175 ;
+          lo_init = \$20 [99:0];
       7'h24:
           /* empty */;
       7'h25:
@@ -1745,7 +1693,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
+          lo_init = \$25 [99:0];
       7'h31:
           /* empty */;
       7'h32:
@@ -1753,7 +1701,21 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h33:
           /* empty */;
       7'h34:
-          lo_init = \$185 [99:0];
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          lo_init = \$28 [99:0];
     endcase
   end
   always @* begin
@@ -1827,7 +1789,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h22:
           /* empty */;
       7'h23:
-          neg = 1'h0;
+          neg = div_neg;
       7'h24:
           /* empty */;
       7'h25:
@@ -1853,7 +1815,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
+          neg = div_neg;
       7'h31:
           /* empty */;
       7'h32:
@@ -1861,12 +1823,26 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h33:
           /* empty */;
       7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
           neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$19  = 51'h0000000000000;
+    den = 24'h000000;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -1879,7 +1855,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h06:
           /* empty */;
       7'h07:
-          \den$19  = { 38'h0000000000, chan[13:1] };
+          den = { 11'h000, chan[13:1] };
       7'h08:
           /* empty */;
       7'h02:
@@ -1921,7 +1897,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h1b:
           /* empty */;
       7'h1c:
-          \den$19  = { 38'h0000000000, chan[13:1] };
+          den = { 11'h000, chan[13:1] };
       7'h1d:
           /* empty */;
       7'h1e:
@@ -1935,7 +1911,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h22:
           /* empty */;
       7'h23:
-          \den$19  = den;
+          den = { 11'h000, chan[13:1] };
       7'h24:
           /* empty */;
       7'h25:
@@ -1961,7 +1937,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
+          den = den_norm[50:27];
       7'h31:
           /* empty */;
       7'h32:
@@ -1969,7 +1945,21 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h33:
           /* empty */;
       7'h34:
-          \den$19  = { 38'h0000000000, chan[13:1] };
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
@@ -2043,7 +2033,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h22:
           /* empty */;
       7'h23:
-          steps = 7'h18;
+          steps = 7'h11;
       7'h24:
           /* empty */;
       7'h25:
@@ -2069,7 +2059,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
+          steps = 7'h16;
       7'h31:
           /* empty */;
       7'h32:
@@ -2077,7 +2067,21 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h33:
           /* empty */;
       7'h34:
-          steps = 7'h3a;
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          steps = 7'h23;
     endcase
   end
   always @* begin
@@ -2111,7 +2115,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h0e:
           /* empty */;
       7'h0f:
-          a = { \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161 [29], \$161  };
+          a = { \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5 [29], \$5  };
       7'h10:
           /* empty */;
       7'h11:
@@ -2123,7 +2127,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h14:
           /* empty */;
       7'h15:
-          a = { \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168 [29], \$168  };
+          a = { \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12 [29], \$12  };
       7'h16:
           /* empty */;
       7'h17:
@@ -2157,13 +2161,13 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h25:
           /* empty */;
       7'h26:
-          a = { 52'h0000000000000, recip };
+          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
       7'h27:
           /* empty */;
       7'h28:
           /* empty */;
       7'h29:
-          a = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m[41], m };
+          a = { \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23 [16], \$23  };
       7'h2a:
           /* empty */;
       7'h2b:
@@ -2177,7 +2181,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          a = { \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38  };
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -2190,10 +2194,8 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
-          a = { 53'h00000000000000, chan[163:140] };
+          a = { 42'h00000000000, gain_x };
       7'h38:
           /* empty */;
       7'h39:
@@ -2207,7 +2209,63 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h3d:
           /* empty */;
       7'h3e:
-          a = { \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38 [41], \a$38  };
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          a = { \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35 [16], \$35  };
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          a = { 42'h00000000000, gain_x };
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
@@ -2241,7 +2299,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h0e:
           /* empty */;
       7'h0f:
-          b = \$164 [28:0];
+          b = \$8 [28:0];
       7'h10:
           /* empty */;
       7'h11:
@@ -2253,7 +2311,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h14:
           /* empty */;
       7'h15:
-          b = \$171 [28:0];
+          b = \$15 [28:0];
       7'h16:
           /* empty */;
       7'h17:
@@ -2287,7 +2345,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h25:
           /* empty */;
       7'h26:
-          b = { \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178 [16], \$178  };
+          b = { 16'h0000, chan[13:1] };
       7'h27:
           /* empty */;
       7'h28:
@@ -2307,7 +2365,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          b = \$182 [28:0];
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -2320,10 +2378,8 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
-          b = { \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188  };
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h38:
           /* empty */;
       7'h39:
@@ -2337,7 +2393,63 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h3d:
           /* empty */;
       7'h3e:
-          b = { \$192 [24], \$192 [24], \$192 [24], \$192 [24], \$192  };
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          b = { \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31 [18], \$31  };
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          b = { 5'h00, chan[163:140] };
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          b = { \$39 [18], \$39 [18], \$39 [18], \$39 [18], \$39 [18], \$39 [18], \$39 [18], \$39 [18], \$39 [18], \$39 [18], \$39  };
     endcase
   end
   always @* begin
@@ -2417,7 +2529,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h25:
           /* empty */;
       7'h26:
-          c = 91'h00000000000000000000000;
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       7'h27:
           /* empty */;
       7'h28:
@@ -2437,7 +2549,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          c = 91'h00000000000000000000000;
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -2449,8 +2561,6 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h35:
           /* empty */;
       7'h36:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h37:
           c = 91'h00000000000000000000000;
@@ -2467,12 +2577,68 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h3d:
           /* empty */;
       7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
           c = 91'h00000000000000000000000;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          c = 91'h00000000000000000000000;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$25  = 1'h0;
+    \neg$22  = 1'h0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2495,31 +2661,31 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h0b:
           /* empty */;
       7'h0c:
-          \neg$25  = 1'h0;
+          \neg$22  = 1'h0;
       7'h0d:
           /* empty */;
       7'h0e:
           /* empty */;
       7'h0f:
-          \neg$25  = \$165 ;
+          \neg$22  = \$9 ;
       7'h10:
           /* empty */;
       7'h11:
           /* empty */;
       7'h12:
-          \neg$25  = 1'h0;
+          \neg$22  = 1'h0;
       7'h13:
           /* empty */;
       7'h14:
           /* empty */;
       7'h15:
-          \neg$25  = 1'h0;
+          \neg$22  = 1'h0;
       7'h16:
           /* empty */;
       7'h17:
           /* empty */;
       7'h18:
-          \neg$25  = 1'h0;
+          \neg$22  = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -2547,13 +2713,13 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h25:
           /* empty */;
       7'h26:
-          \neg$25  = \$179 ;
+          \neg$22  = 1'h1;
       7'h27:
           /* empty */;
       7'h28:
           /* empty */;
       7'h29:
-          \neg$25  = 1'h0;
+          \neg$22  = 1'h0;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -2567,7 +2733,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          \neg$25  = \$183 ;
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -2580,10 +2746,8 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
-          \neg$25  = \$189 ;
+          \neg$22  = \$26 ;
       7'h38:
           /* empty */;
       7'h39:
@@ -2597,12 +2761,68 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h3d:
           /* empty */;
       7'h3e:
-          \neg$25  = \$193 ;
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \neg$22  = \$32 ;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \neg$22  = 1'h0;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          \neg$22  = \$36 ;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          \neg$22  = \$40 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 5'h00;
+    \steps$23  = 5'h00;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2625,31 +2845,31 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h0b:
           /* empty */;
       7'h0c:
-          \steps$26  = 5'h0d;
+          \steps$23  = 5'h0d;
       7'h0d:
           /* empty */;
       7'h0e:
           /* empty */;
       7'h0f:
-          \steps$26  = 5'h1d;
+          \steps$23  = 5'h1d;
       7'h10:
           /* empty */;
       7'h11:
           /* empty */;
       7'h12:
-          \steps$26  = 5'h0d;
+          \steps$23  = 5'h0d;
       7'h13:
           /* empty */;
       7'h14:
           /* empty */;
       7'h15:
-          \steps$26  = 5'h1d;
+          \steps$23  = 5'h1d;
       7'h16:
           /* empty */;
       7'h17:
           /* empty */;
       7'h18:
-          \steps$26  = 5'h0d;
+          \steps$23  = 5'h0d;
       7'h19:
           /* empty */;
       7'h1a:
@@ -2677,13 +2897,13 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h25:
           /* empty */;
       7'h26:
-          \steps$26  = 5'h10;
+          \steps$23  = 5'h0d;
       7'h27:
           /* empty */;
       7'h28:
           /* empty */;
       7'h29:
-          \steps$26  = 5'h0d;
+          \steps$23  = 5'h0d;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -2697,7 +2917,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2f:
           /* empty */;
       7'h30:
-          \steps$26  = 5'h1d;
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -2710,10 +2930,8 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
-          \steps$26  = 5'h10;
+          \steps$23  = 5'h0d;
       7'h38:
           /* empty */;
       7'h39:
@@ -2727,7 +2945,63 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h3d:
           /* empty */;
       7'h3e:
-          \steps$26  = 5'h18;
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \steps$23  = 5'h11;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \steps$23  = 5'h18;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          \steps$23  = 5'h08;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          \steps$23  = 5'h11;
     endcase
   end
   always @* begin
@@ -2793,7 +3067,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h1e:
           /* empty */;
       7'h1f:
-          w = \$174 [100:0];
+          w = \$18 [100:0];
     endcase
   end
   always @* begin
@@ -2906,8 +3180,6 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
           /* empty */;
       7'h38:
@@ -2929,6 +3201,60 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h40:
           /* empty */;
       7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
           /* empty */;
       7'h09:
           done = 1'h1;
@@ -2936,201 +3262,267 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = 1'h0;
+    \$277  = 1'h0;
     if (rst) begin
-      \$330  = 1'h0;
+      \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = 1'h0;
+    \$278  = 1'h0;
     if (rst) begin
-      \$331  = 1'h0;
+      \$278  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = fsm_state;
+    \$279  = fsm_state;
     casez (fsm_state)
       7'h00:
-          if (\start$44 ) begin
+          if (\start$42 ) begin
             casez (entry)
               2'h0:
-                  \$332  = 7'h01;
+                  \$279  = 7'h01;
               2'h1:
-                  \$332  = 7'h02;
+                  \$279  = 7'h02;
               2'h2:
-                  \$332  = 7'h03;
+                  \$279  = 7'h03;
             endcase
           end
       7'h01:
-          \$332  = 7'h04;
+          \$279  = 7'h04;
       7'h04:
-          \$332  = 7'h05;
+          \$279  = 7'h05;
       7'h05:
-          \$332  = 7'h06;
+          \$279  = 7'h06;
       7'h06:
-          \$332  = 7'h07;
+          \$279  = 7'h07;
       7'h07:
-          \$332  = 7'h08;
+          \$279  = 7'h08;
       7'h08:
-          if (\done$47 ) begin
-            \$332  = 7'h09;
+          if (\done$45 ) begin
+            \$279  = 7'h09;
           end
       7'h02:
-          \$332  = 7'h0a;
+          \$279  = 7'h0a;
       7'h0a:
-          \$332  = 7'h0b;
+          \$279  = 7'h0b;
       7'h0b:
-          \$332  = 7'h0c;
+          \$279  = 7'h0c;
       7'h0c:
-          \$332  = 7'h0d;
+          \$279  = 7'h0d;
       7'h0d:
-          if (\done$50 ) begin
-            \$332  = 7'h0e;
+          if (\done$48 ) begin
+            \$279  = 7'h0e;
           end
       7'h0e:
-          \$332  = 7'h0f;
+          \$279  = 7'h0f;
       7'h0f:
-          \$332  = 7'h10;
+          \$279  = 7'h10;
       7'h10:
-          if (\done$50 ) begin
-            \$332  = 7'h11;
+          if (\done$48 ) begin
+            \$279  = 7'h11;
           end
       7'h11:
-          \$332  = 7'h12;
+          \$279  = 7'h12;
       7'h12:
-          \$332  = 7'h13;
+          \$279  = 7'h13;
       7'h13:
-          if (\done$50 ) begin
-            \$332  = 7'h14;
+          if (\done$48 ) begin
+            \$279  = 7'h14;
           end
       7'h14:
-          \$332  = 7'h15;
+          \$279  = 7'h15;
       7'h15:
-          \$332  = 7'h16;
+          \$279  = 7'h16;
       7'h16:
-          if (\done$50 ) begin
-            \$332  = 7'h17;
+          if (\done$48 ) begin
+            \$279  = 7'h17;
           end
       7'h17:
-          \$332  = 7'h18;
+          \$279  = 7'h18;
       7'h18:
-          \$332  = 7'h19;
+          \$279  = 7'h19;
       7'h19:
-          if (\done$50 ) begin
-            \$332  = 7'h1a;
+          if (\done$48 ) begin
+            \$279  = 7'h1a;
           end
       7'h1a:
-          \$332  = 7'h1b;
+          \$279  = 7'h1b;
       7'h1b:
-          \$332  = 7'h1c;
+          \$279  = 7'h1c;
       7'h1c:
-          \$332  = 7'h1d;
+          \$279  = 7'h1d;
       7'h1d:
-          if (\done$47 ) begin
-            \$332  = 7'h1e;
+          if (\done$45 ) begin
+            \$279  = 7'h1e;
           end
       7'h1e:
-          \$332  = 7'h1f;
+          \$279  = 7'h1f;
       7'h1f:
-          \$332  = 7'h20;
+          \$279  = 7'h20;
       7'h20:
-          if (\done$52 ) begin
-            \$332  = 7'h21;
+          if (\done$50 ) begin
+            \$279  = 7'h21;
           end
       7'h21:
-          \$332  = 7'h22;
+          \$279  = 7'h22;
       7'h22:
-          \$332  = 7'h23;
+          \$279  = 7'h23;
       7'h23:
-          \$332  = 7'h24;
+          \$279  = 7'h24;
       7'h24:
-          if (\done$47 ) begin
-            \$332  = 7'h25;
+          if (\done$45 ) begin
+            \$279  = 7'h25;
           end
       7'h25:
-          \$332  = 7'h26;
+          \$279  = 7'h26;
       7'h26:
-          \$332  = 7'h27;
+          \$279  = 7'h27;
       7'h27:
-          if (\done$50 ) begin
-            \$332  = 7'h28;
+          if (\done$48 ) begin
+            \$279  = 7'h28;
           end
       7'h28:
-          \$332  = 7'h29;
+          \$279  = 7'h29;
       7'h29:
-          \$332  = 7'h2a;
+          \$279  = 7'h2a;
       7'h2a:
-          if (\done$50 ) begin
-            \$332  = 7'h2b;
+          if (\done$48 ) begin
+            \$279  = 7'h2b;
           end
       7'h2b:
-          \$332  = 7'h2c;
+          \$279  = 7'h2c;
       7'h2c:
-          \$332  = 7'h2d;
+          if (\$153 ) begin
+            \$279  = 7'h2d;
+          end
       7'h2d:
-          \$332  = 7'h2e;
+          \$279  = 7'h2e;
       7'h2e:
-          \$332  = 7'h2f;
+          \$279  = 7'h2f;
       7'h2f:
-          \$332  = 7'h30;
+          \$279  = 7'h30;
       7'h30:
-          \$332  = 7'h31;
+          \$279  = 7'h31;
       7'h31:
-          if (\done$50 ) begin
-            \$332  = 7'h32;
+          if (\done$45 ) begin
+            \$279  = 7'h32;
           end
       7'h32:
-          \$332  = 7'h33;
+          \$279  = 7'h33;
       7'h33:
-          \$332  = 7'h34;
+          \$279  = 7'h34;
       7'h34:
-          \$332  = 7'h35;
-      7'h35:
-          if (\done$47 ) begin
-            \$332  = 7'h36;
+          if (\$181 ) begin
+            \$279  = 7'h35;
           end
+      7'h35:
+          \$279  = 7'h36;
       7'h36:
-          \$332  = 7'h09;
-      7'h03:
-          \$332  = 7'h37;
+          \$279  = 7'h37;
       7'h37:
-          \$332  = 7'h38;
+          \$279  = 7'h38;
       7'h38:
-          if (\done$50 ) begin
-            \$332  = 7'h39;
+          if (\done$48 ) begin
+            \$279  = 7'h39;
           end
       7'h39:
-          \$332  = 7'h3a;
+          \$279  = 7'h3a;
       7'h3a:
-          \$332  = 7'h3b;
+          \$279  = 7'h3b;
       7'h3b:
-          \$332  = 7'h3c;
+          \$279  = 7'h3c;
       7'h3c:
-          \$332  = 7'h3d;
-      7'h3d:
-          \$332  = 7'h3e;
-      7'h3e:
-          \$332  = 7'h3f;
-      7'h3f:
-          if (\done$50 ) begin
-            \$332  = 7'h40;
+          if (\done$45 ) begin
+            \$279  = 7'h3d;
           end
+      7'h3d:
+          \$279  = 7'h3e;
+      7'h3e:
+          \$279  = 7'h3f;
+      7'h3f:
+          \$279  = 7'h40;
       7'h40:
-          \$332  = 7'h41;
+          \$279  = 7'h41;
       7'h41:
-          \$332  = 7'h09;
+          \$279  = 7'h42;
+      7'h42:
+          \$279  = 7'h43;
+      7'h43:
+          if (\done$48 ) begin
+            \$279  = 7'h44;
+          end
+      7'h44:
+          \$279  = 7'h09;
+      7'h03:
+          \$279  = 7'h45;
+      7'h45:
+          \$279  = 7'h46;
+      7'h46:
+          \$279  = 7'h47;
+      7'h47:
+          if (\done$48 ) begin
+            \$279  = 7'h48;
+          end
+      7'h48:
+          \$279  = 7'h49;
+      7'h49:
+          if (\$222 ) begin
+            \$279  = 7'h4a;
+          end
+      7'h4a:
+          \$279  = 7'h4b;
+      7'h4b:
+          \$279  = 7'h4c;
+      7'h4c:
+          \$279  = 7'h4d;
+      7'h4d:
+          \$279  = 7'h4e;
+      7'h4e:
+          if (\$247 ) begin
+            \$279  = 7'h4f;
+          end
+      7'h4f:
+          \$279  = 7'h50;
+      7'h50:
+          \$279  = 7'h51;
+      7'h51:
+          \$279  = 7'h52;
+      7'h52:
+          if (\done$48 ) begin
+            \$279  = 7'h53;
+          end
+      7'h53:
+          \$279  = 7'h54;
+      7'h54:
+          \$279  = 7'h55;
+      7'h55:
+          \$279  = 7'h56;
+      7'h56:
+          \$279  = 7'h57;
+      7'h57:
+          \$279  = 7'h58;
+      7'h58:
+          \$279  = 7'h59;
+      7'h59:
+          \$279  = 7'h5a;
+      7'h5a:
+          if (\done$48 ) begin
+            \$279  = 7'h5b;
+          end
+      7'h5b:
+          \$279  = 7'h09;
       7'h09:
-          \$332  = 7'h00;
+          \$279  = 7'h00;
     endcase
     if (rst) begin
-      \$332  = 7'h00;
+      \$279  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = div_num;
+    \$280  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3139,7 +3531,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h04:
           /* empty */;
       7'h05:
-          \$333  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+          \$280  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       7'h06:
           /* empty */;
       7'h07:
@@ -3181,7 +3573,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h19:
           /* empty */;
       7'h1a:
-          \$333  = { \$264 [138], \$264  };
+          \$280  = { \$137 [138], \$137  };
       7'h1b:
           /* empty */;
       7'h1c:
@@ -3195,7 +3587,7 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h20:
           /* empty */;
       7'h21:
-          /* empty */;
+          \$280  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       7'h22:
           /* empty */;
       7'h23:
@@ -3221,472 +3613,11 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h2d:
           /* empty */;
       7'h2e:
-          /* empty */;
+          \$280  = { 94'h000000000000000000000000, \$157  };
       7'h2f:
           /* empty */;
       7'h30:
           /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          \$333  = { \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63  };
-    endcase
-    if (rst) begin
-      \$333  = 140'h00000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = div_mag;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$334  = \$262 [139:0];
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$334  = \$267 [139:0];
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          \$334  = \$300 [139:0];
-    endcase
-    if (rst) begin
-      \$334  = 140'h00000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = div_neg;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$335  = \$263 ;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$335  = \$268 ;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          \$335  = \$301 ;
-    endcase
-    if (rst) begin
-      \$335  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = \start$9 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$336  = 1'h1;
-      7'h07:
-          \$336  = 1'h0;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$336  = 1'h1;
-      7'h1c:
-          \$336  = 1'h0;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          \$336  = 1'h1;
-      7'h23:
-          \$336  = 1'h0;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          \$336  = 1'h1;
-      7'h34:
-          \$336  = 1'h0;
-    endcase
-    if (rst) begin
-      \$336  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = floor_mean;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          if (\done$47 ) begin
-            \$337  = q[16:0];
-          end
-    endcase
-    if (rst) begin
-      \$337  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = start;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          \$338  = 1'h1;
-      7'h0c:
-          \$338  = 1'h0;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          \$338  = 1'h1;
-      7'h0f:
-          \$338  = 1'h0;
-      7'h10:
-          /* empty */;
-      7'h11:
-          \$338  = 1'h1;
-      7'h12:
-          \$338  = 1'h0;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$338  = 1'h1;
-      7'h15:
-          \$338  = 1'h0;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$338  = 1'h1;
-      7'h18:
-          \$338  = 1'h0;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          \$338  = 1'h1;
-      7'h26:
-          \$338  = 1'h0;
-      7'h27:
-          /* empty */;
-      7'h28:
-          \$338  = 1'h1;
-      7'h29:
-          \$338  = 1'h0;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          \$338  = 1'h1;
-      7'h30:
-          \$338  = 1'h0;
       7'h31:
           /* empty */;
       7'h32:
@@ -3699,32 +3630,391 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          \$338  = 1'h1;
       7'h37:
-          \$338  = 1'h0;
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$280  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p };
+    endcase
+    if (rst) begin
+      \$280  = 140'h00000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$281  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$281  = \$135 [139:0];
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$281  = \$140 [139:0];
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$281  = \$144 [139:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$281  = \$160 [139:0];
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
       7'h38:
           /* empty */;
       7'h39:
           /* empty */;
       7'h3a:
+          \$281  = \$187 [139:0];
+    endcase
+    if (rst) begin
+      \$281  = 140'h00000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = div_neg;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$282  = \$136 ;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$282  = \$141 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$282  = \$145 ;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$282  = \$161 ;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$282  = \$188 ;
+    endcase
+    if (rst) begin
+      \$282  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$283  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$283  = 1'h1;
+      7'h07:
+          \$283  = 1'h0;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$283  = 1'h1;
+      7'h1c:
+          \$283  = 1'h0;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$283  = 1'h1;
+      7'h23:
+          \$283  = 1'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$283  = 1'h1;
+      7'h30:
+          \$283  = 1'h0;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$283  = 1'h1;
       7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          \$338  = 1'h1;
-      7'h3e:
-          \$338  = 1'h0;
+          \$283  = 1'h0;
     endcase
     if (rst) begin
-      \$338  = 1'h0;
+      \$283  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = t;
+    \$284  = floor_mean;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3739,57 +4029,17 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h07:
           /* empty */;
       7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          if (\done$50 ) begin
-            \$339  = p[75:0];
-          end
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          if (\done$50 ) begin
-            \$339  = p[75:0];
-          end
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          if (\done$50 ) begin
-            \$339  = p[75:0];
-          end
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          if (\done$50 ) begin
-            \$339  = p[75:0];
+          if (\done$45 ) begin
+            \$284  = q[16:0];
           end
     endcase
     if (rst) begin
-      \$339  = 76'h0000000000000000000;
+      \$284  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = u;
+    \$285  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3810,599 +4060,33 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h0a:
           /* empty */;
       7'h0b:
-          /* empty */;
+          \$285  = 1'h1;
       7'h0c:
-          /* empty */;
+          \$285  = 1'h0;
       7'h0d:
           /* empty */;
       7'h0e:
-          /* empty */;
+          \$285  = 1'h1;
       7'h0f:
-          /* empty */;
+          \$285  = 1'h0;
       7'h10:
           /* empty */;
       7'h11:
-          /* empty */;
+          \$285  = 1'h1;
       7'h12:
-          /* empty */;
+          \$285  = 1'h0;
       7'h13:
           /* empty */;
       7'h14:
-          /* empty */;
+          \$285  = 1'h1;
       7'h15:
-          /* empty */;
-      7'h16:
-          if (\done$50 ) begin
-            \$340  = p[75:0];
-          end
-    endcase
-    if (rst) begin
-      \$340  = 76'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = semi_w;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
+          \$285  = 1'h0;
       7'h16:
           /* empty */;
       7'h17:
-          /* empty */;
+          \$285  = 1'h1;
       7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          if (\done$47 ) begin
-            \$341  = q[100:0];
-          end
-    endcase
-    if (rst) begin
-      \$341  = 101'h00000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = \start$11 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          \$342  = 1'h1;
-      7'h1f:
-          \$342  = 1'h0;
-    endcase
-    if (rst) begin
-      \$342  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = den;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          if (\done$52 ) begin
-            \$343  = root;
-          end
-    endcase
-    if (rst) begin
-      \$343  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = lead;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$344  = den_lead;
-    endcase
-    if (rst) begin
-      \$344  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = recip_rem;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          \$345  = \$272 [50:0];
-    endcase
-    if (rst) begin
-      \$345  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = recip_one;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          \$346  = \$273 ;
-    endcase
-    if (rst) begin
-      \$346  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = recip;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          if (\done$47 ) begin
-            \$347  = q[24:0];
-          end
-    endcase
-    if (rst) begin
-      \$347  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = m;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
+          \$285  = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -4428,17 +4112,15 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h24:
           /* empty */;
       7'h25:
-          /* empty */;
+          \$285  = 1'h1;
       7'h26:
-          /* empty */;
+          \$285  = 1'h0;
       7'h27:
-          if (\done$50 ) begin
-            \$348  = p[41:0];
-          end
+          /* empty */;
       7'h28:
-          /* empty */;
+          \$285  = 1'h1;
       7'h29:
-          /* empty */;
+          \$285  = 1'h0;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -4464,1535 +4146,9 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h35:
           /* empty */;
       7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
+          \$285  = 1'h1;
       7'h37:
-          /* empty */;
-      7'h38:
-          if (\done$50 ) begin
-            \$348  = p[41:0];
-          end
-    endcase
-    if (rst) begin
-      \$348  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = km;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          if (\done$50 ) begin
-            \$349  = p[55:0];
-          end
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$349  = \$303 [55:0];
-    endcase
-    if (rst) begin
-      \$349  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = sh0;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$350  = { 3'h0, \$274  };
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$350  = { \$304 [8], \$304  };
-    endcase
-    if (rst) begin
-      \$350  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = tk;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$351  = count_lead;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$351  = 4'h8;
-    endcase
-    if (rst) begin
-      \$351  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = pre;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          \$352  = \$277 [2:0];
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          \$352  = \$307 [2:0];
-    endcase
-    if (rst) begin
-      \$352  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = tsh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          \$353  = \$287 [9:0];
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          \$353  = \$317 [9:0];
-    endcase
-    if (rst) begin
-      \$353  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = km_pre;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          \$354  = \$288 [59:0];
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          \$354  = \$318 [59:0];
-    endcase
-    if (rst) begin
-      \$354  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = t_clamped;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          \$355  = \$290 [5:0];
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          \$355  = \$320 [5:0];
-    endcase
-    if (rst) begin
-      \$355  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          \$356  = \$292 [4:0];
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          \$356  = \$322 [4:0];
-    endcase
-    if (rst) begin
-      \$356  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = \a$38 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$357  = \$293 [41:0];
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          \$357  = \$323 [41:0];
-    endcase
-    if (rst) begin
-      \$357  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = bias;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$358  = { \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297 [47], \$297  };
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          \$358  = { \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327 [47], \$327  };
-    endcase
-    if (rst) begin
-      \$358  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = \p$63 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          if (\done$50 ) begin
-            \$359  = p[72:0];
-          end
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          if (\done$50 ) begin
-            \$359  = p[72:0];
-          end
-    endcase
-    if (rst) begin
-      \$359  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = quot;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          if (\done$47 ) begin
-            \$360  = q[61:0];
-          end
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
+          \$285  = 1'h0;
       7'h38:
           /* empty */;
       7'h39:
@@ -6010,15 +4166,394 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h3f:
           /* empty */;
       7'h40:
-          \$360  = \$328 [61:0];
+          /* empty */;
+      7'h41:
+          \$285  = 1'h1;
+      7'h42:
+          \$285  = 1'h0;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          \$285  = 1'h1;
+      7'h46:
+          \$285  = 1'h0;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          \$285  = 1'h1;
+      7'h51:
+          \$285  = 1'h0;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          \$285  = 1'h1;
+      7'h59:
+          \$285  = 1'h0;
     endcase
     if (rst) begin
-      \$360  = 62'h0000000000000000;
+      \$285  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = \b$65 ;
+    \$286  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          if (\done$48 ) begin
+            \$286  = p[75:0];
+          end
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          if (\done$48 ) begin
+            \$286  = p[75:0];
+          end
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          if (\done$48 ) begin
+            \$286  = p[75:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          if (\done$48 ) begin
+            \$286  = p[75:0];
+          end
+    endcase
+    if (rst) begin
+      \$286  = 76'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$287  = u;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$48 ) begin
+            \$287  = p[75:0];
+          end
+    endcase
+    if (rst) begin
+      \$287  = 76'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$288  = semi_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$45 ) begin
+            \$288  = q[100:0];
+          end
+    endcase
+    if (rst) begin
+      \$288  = 101'h00000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$289  = \start$7 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$289  = 1'h1;
+      7'h1f:
+          \$289  = 1'h0;
+    endcase
+    if (rst) begin
+      \$289  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = \den$51 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          if (\done$50 ) begin
+            \$290  = root;
+          end
+    endcase
+    if (rst) begin
+      \$290  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$291  = floor_q;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6089,7 +4624,9 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h23:
           /* empty */;
       7'h24:
-          /* empty */;
+          if (\done$45 ) begin
+            \$291  = q[17:0];
+          end
       7'h25:
           /* empty */;
       7'h26:
@@ -6125,8 +4662,6 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h35:
           /* empty */;
       7'h36:
-          \$361  = \$302 [57:0];
-      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -6149,17 +4684,4905 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
       7'h40:
           /* empty */;
       7'h41:
-          \$361  = \$329 [57:0];
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          \$291  = \$214 [17:0];
     endcase
     if (rst) begin
-      \$361  = 58'h000000000000000;
+      \$291  = 18'h00000;
     end
   end
-  assign beta_shift = \$157 [4:0];
-  assign \beta_shift$6  = \$158 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$292  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          if (\done$48 ) begin
+            \$292  = p[13:0];
+          end
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          \$292  = { 6'h00, chan[123:116] };
+    endcase
+    if (rst) begin
+      \$292  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$293  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          if (\done$48 ) begin
+            \$293  = p[39:0];
+          end
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          if (\done$48 ) begin
+            \$293  = p[39:0];
+          end
+    endcase
+    if (rst) begin
+      \$293  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = den_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$294  = \den$51 ;
+      7'h2c:
+          if (\$146 ) begin
+            \$294  = \$147 [50:0];
+          end
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$294  = 51'h4000000000000;
+      7'h49:
+          if (\$215 ) begin
+            \$294  = \$216 [50:0];
+          end
+    endcase
+    if (rst) begin
+      \$294  = 51'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$295  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$295  = gain_num[38:0];
+      7'h2c:
+          if (\$149 ) begin
+            \$295  = \$150 [38:0];
+          end
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$295  = gain_num[38:0];
+      7'h49:
+          if (\$218 ) begin
+            \$295  = \$219 [38:0];
+          end
+    endcase
+    if (rst) begin
+      \$295  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$296  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$296  = 6'h00;
+      7'h2c:
+          if (\$149 ) begin
+            \$296  = \$151 [5:0];
+          end
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$296  = 6'h00;
+      7'h49:
+          if (\$218 ) begin
+            \$296  = \$220 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$296  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$297  = 6'h00;
+      7'h2c:
+          if (\$146 ) begin
+            \$297  = \$148 [5:0];
+          end
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$297  = 6'h00;
+      7'h49:
+          if (\$215 ) begin
+            \$297  = \$217 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$297  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+        begin
+          \$298  = \$152 [5:0];
+          if (\$153 ) begin
+            \$298  = 6'h00;
+          end
+        end
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          \$298  = \$180 [5:0];
+          if (\$181 ) begin
+            \$298  = 6'h00;
+          end
+        end
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+        begin
+          \$298  = \$221 [5:0];
+          if (\$222 ) begin
+            \$298  = 6'h00;
+          end
+        end
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+        begin
+          \$298  = \$246 [5:0];
+          if (\$247 ) begin
+            \$298  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$298  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$299  = { \$155 [7], \$155  };
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$299  = \$166 [8:0];
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          if (\$170 ) begin
+            \$299  = \$172 [8:0];
+          end
+          if (\$176 ) begin
+            \$299  = \$178 [8:0];
+          end
+        end
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \$299  = \$224 ;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$299  = \$232 [8:0];
+      7'h4d:
+          /* empty */;
+      7'h4e:
+        begin
+          if (\$236 ) begin
+            \$299  = \$238 [8:0];
+          end
+          if (\$242 ) begin
+            \$299  = \$244 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$299  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$300  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$300  = \$156 ;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \$300  = \$225 ;
+    endcase
+    if (rst) begin
+      \$300  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$301  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          if (\done$45 ) begin
+            \$301  = q[23:0];
+          end
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          \$301  = \$227 [23:0];
+    endcase
+    if (rst) begin
+      \$301  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$302  = { \$164 [23], \$164 [23], \$164 [23], \$164 [23], \$164 [23], \$164 [23], \$164 [23], \$164 [23], \$164 [23], \$164 [23], \$164 [23], \$164  };
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          if (\$170 ) begin
+            \$302  = \$171 ;
+          end
+          if (\$176 ) begin
+            \$302  = \$177 [34:0];
+          end
+        end
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$302  = { \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230 [23], \$230  };
+      7'h4d:
+          /* empty */;
+      7'h4e:
+        begin
+          if (\$236 ) begin
+            \$302  = \$237 ;
+          end
+          if (\$242 ) begin
+            \$302  = \$243 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$302  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$303  = 5'h00;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$303  = \$179 [4:0];
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$303  = 5'h00;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          \$303  = \$245 [4:0];
+    endcase
+    if (rst) begin
+      \$303  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$304  = \$169 ;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$304  = \$235 ;
+    endcase
+    if (rst) begin
+      \$304  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$305  = \$184 [4:0];
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          \$305  = \$250 [4:0];
+    endcase
+    if (rst) begin
+      \$305  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          if (\done$48 ) begin
+            \$306  = p[49:0];
+          end
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          if (\done$48 ) begin
+            \$306  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$306  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          if (\done$45 ) begin
+            \$307  = q[36:0];
+          end
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          \$307  = \$251 [36:0];
+    endcase
+    if (rst) begin
+      \$307  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$308  = \$193 [40:0];
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          \$308  = \$256 [40:0];
+    endcase
+    if (rst) begin
+      \$308  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$309  = \$197 ;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          \$309  = \$260 ;
+    endcase
+    if (rst) begin
+      \$309  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$310  = \$201 [38:0];
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          \$310  = \$264 [38:0];
+    endcase
+    if (rst) begin
+      \$310  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$311  = \$205 [38:0];
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          \$311  = \$268 [38:0];
+    endcase
+    if (rst) begin
+      \$311  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$312  = \$210 [21:0];
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          \$312  = \$273 [21:0];
+    endcase
+    if (rst) begin
+      \$312  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$313  = \$211 [38:0];
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          \$313  = \$274 [38:0];
+    endcase
+    if (rst) begin
+      \$313  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = \b$69 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          if (\done$48 ) begin
+            \$314  = p[38:0];
+          end
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          if (\done$48 ) begin
+            \$314  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$314  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = \a$70 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$315  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          \$315  = a_fin;
+    endcase
+    if (rst) begin
+      \$315  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$316  = special_r;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          \$316  = special_r;
+    endcase
+    if (rst) begin
+      \$316  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = \neg$72 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$317  = \$212 ;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          \$317  = \$275 ;
+    endcase
+    if (rst) begin
+      \$317  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = \q_lo$73 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$318  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          \$318  = floor_q;
+    endcase
+    if (rst) begin
+      \$318  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$319  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$319  = \$213 [17:0];
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          \$319  = \$276 [17:0];
+    endcase
+    if (rst) begin
+      \$319  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
-  assign isqrt_go = \start$11 ;
+  assign seqdiv_go = \start$5 ;
+  assign isqrt_go = \start$7 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[83:14];
@@ -6168,24 +9591,40 @@ module \hwnorm_semidev_s16.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, 
   assign \chan.mean  = chan[139:116];
   assign \chan.scale_m  = chan[163:140];
   assign \chan.scale_exp  = chan[171:164];
-  assign \$159  = { 17'h00000, div_mag[139:17] };
-  assign \$160  = { 44'h00000000000, div_mag[16:0], 83'h000000000000000000000 };
-  assign \$161  = { s_lo, 1'h0 };
-  assign \$172  = { 100'h0000000000000000000000000, div_mag[139:100] };
-  assign \$173  = { 1'h0, div_mag[99:0] };
-  assign \$184  = { 58'h000000000000000, div_mag[139:58] };
-  assign \$185  = { 21'h000000, div_mag[57:0], 42'h00000000000 };
-  assign \$264  = { t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t, 46'h000000000000 };
-  assign \$271  = { 1'h0, \$270 [63:1] };
-  assign \$296  = { 1'h0, \$295 [31:1] };
-  assign \$303  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$326  = { 1'h0, \$325 [31:1] };
-  assign \$328  = { \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72], \p$63 [72:8] };
+  assign \$3  = { 17'h00000, div_mag[139:17] };
+  assign \$4  = { 44'h00000000000, div_mag[16:0], 83'h000000000000000000000 };
+  assign \$5  = { s_lo, 1'h0 };
+  assign \$16  = { 100'h0000000000000000000000000, div_mag[139:100] };
+  assign \$17  = { 1'h0, div_mag[99:0] };
+  assign \$19  = { 17'h00000, div_mag[139:17] };
+  assign \$20  = { 44'h00000000000, div_mag[16:0], 83'h000000000000000000000 };
+  assign \$24  = { 22'h000000, div_mag[139:22] };
+  assign \$25  = { 49'h0000000000000, div_mag[21:0], 78'h00000000000000000000 };
+  assign \$27  = { 35'h000000000, div_mag[139:35] };
+  assign \$28  = { 62'h0000000000000000, div_mag[34:0], 65'h00000000000000000 };
+  assign \$137  = { t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t[75], t, 46'h000000000000 };
+  assign \$147  = { den_norm, 1'h0 };
+  assign \$150  = { num_norm, 1'h0 };
+  assign \$157  = { 1'h0, num_norm, 6'h00 };
+  assign \$162  = { gain_q1[23], gain_q1[23:1] };
+  assign \$171  = { 1'h0, gain_x[34:1] };
+  assign \$177  = { gain_x, 1'h0 };
+  assign \$191  = { 1'h0, \$190 [31:1] };
+  assign \$214  = { chan[139], chan[139], chan[139], chan[139], chan[139], chan[139], chan[139], chan[139], chan[139:124] };
+  assign \$216  = { den_norm, 1'h0 };
+  assign \$219  = { num_norm, 1'h0 };
+  assign \$226  = { 1'h0, num_norm, 6'h00 };
+  assign \$227  = { 23'h000000, \$226 [45:23] };
+  assign \$228  = { gain_q1[23], gain_q1[23:1] };
+  assign \$237  = { 1'h0, gain_x[34:1] };
+  assign \$243  = { gain_x, 1'h0 };
+  assign \$251  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$254  = { 1'h0, \$253 [31:1] };
 endmodule
 
 module \hwnorm_semidev_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [51:0] \$1 ;
+  wire [24:0] \$1 ;
   wire [7:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -6195,18 +9634,18 @@ module \hwnorm_semidev_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [50:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
   reg [99:0] \$20 ;
-  reg [50:0] \$21 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
   reg [99:0] \$23 ;
   reg [6:0] \$24 ;
   reg \$25 ;
   reg [101:0] \$26 ;
   wire \$3 ;
-  wire [52:0] \$4 ;
-  wire [52:0] \$5 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
   wire [100:0] \$6 ;
   wire \$7 ;
   wire [100:0] \$8 ;
@@ -6214,9 +9653,9 @@ module \hwnorm_semidev_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [50:0] den = 51'h0000000000000;
-  input [50:0] \den$13 ;
-  wire [50:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [6:0] left = 7'h00;
@@ -6229,9 +9668,9 @@ module \hwnorm_semidev_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
   output [101:0] q;
   reg [101:0] q = 102'h00000000000000000000000000;
   reg [99:0] quot = 100'h0000000000000000000000000;
-  reg [50:0] rem = 51'h0000000000000;
-  input [50:0] rem_init;
-  wire [50:0] rem_init;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -6240,8 +9679,8 @@ module \hwnorm_semidev_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
   wire start;
   input [6:0] steps;
   wire [6:0] steps;
-  wire [51:0] trial;
-  assign trial = \$1  | { 51'h0000000000000, lo[99] };
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[99] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
@@ -6309,10 +9748,10 @@ module \hwnorm_semidev_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [50:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 51'h0000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -6334,7 +9773,7 @@ module \hwnorm_semidev_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 ,
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 51'h0000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -6671,65 +10110,89 @@ module \hwnorm_semidev_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done,
   assign \$6  = { 1'h0, b_sh[28:1] };
 endmodule
 
-module \hwnorm_semidev_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_semidev_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
-  wire [58:0] \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire [13:0] \$29 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg [12:0] \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg [15:0] \$43 ;
-  reg [33:0] \$44 ;
-  reg [33:0] \$45 ;
-  reg [24:0] \$46 ;
-  reg [58:0] \$47 ;
-  reg [58:0] \$48 ;
-  reg [58:0] \$49 ;
+  wire [39:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [39:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [13:0] \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
   reg \$50 ;
   reg \$51 ;
-  reg [15:0] \$52 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg [12:0] \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg [15:0] \$68 ;
+  reg [33:0] \$69 ;
   wire \$7 ;
+  reg [21:0] \$70 ;
+  reg [39:0] \$71 ;
+  reg [39:0] \$72 ;
+  reg [39:0] \$73 ;
+  reg \$74 ;
+  reg \$75 ;
+  reg [15:0] \$76 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   output busy;
   wire busy;
   output ce;
@@ -6738,6 +10201,12 @@ module \hwnorm_semidev_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -6746,6 +10215,8 @@ module \hwnorm_semidev_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -6761,16 +10232,21 @@ module \hwnorm_semidev_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -6782,36 +10258,87 @@ module \hwnorm_semidev_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = under0 ? 40'hffffff8000 : q0;
+  assign \$41  = over0 ? 40'h0000007fff : \$40 ;
+  assign \$42  = ok4 ? \$41  : 40'h0000000000;
+  assign \$43  = ~ clear;
+  assign \$44  = \$43  & ce;
+  assign \$45  = v4 & ok4;
+  assign \$46  = over0 | under0;
+  assign \$47  = \$45  & \$46 ;
+  assign \$48  = sat_count + \$47 ;
   always @(posedge clk)
-    ok1 <= \$38 ;
+    v0 <= \$49 ;
   always @(posedge clk)
-    ok2 <= \$39 ;
+    v1 <= \$50 ;
   always @(posedge clk)
-    ok3 <= \$40 ;
+    v2 <= \$51 ;
   always @(posedge clk)
-    ok4 <= \$41 ;
+    v3 <= \$52 ;
   always @(posedge clk)
-    ok5 <= \$42 ;
+    v4 <= \$53 ;
   always @(posedge clk)
-    x0 <= \$43 ;
+    v5 <= \$54 ;
   always @(posedge clk)
-    p0_0 <= \$44 ;
+    sat_count <= \$55 ;
   always @(posedge clk)
-    p0_17 <= \$45 ;
+    ok0 <= \$56 ;
   always @(posedge clk)
-    p0_34 <= \$46 ;
+    ok1 <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$47 ;
+    ok2 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$48 ;
+    ok3 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$49 ;
+    ok4 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$50 ;
+    ok5 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$51 ;
+    force_hi0_0 <= \$62 ;
   always @(posedge clk)
-    o__payload <= \$52 ;
+    force_lo0_0 <= \$63 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$67 ;
+  always @(posedge clk)
+    x0 <= \$68 ;
+  always @(posedge clk)
+    p0_0 <= \$69 ;
+  always @(posedge clk)
+    p0_17 <= \$70 ;
+  always @(posedge clk)
+    acc0 <= \$71 ;
+  always @(posedge clk)
+    qs0 <= \$72 ;
+  always @(posedge clk)
+    q0 <= \$73 ;
+  always @(posedge clk)
+    over0 <= \$74 ;
+  always @(posedge clk)
+    under0 <= \$75 ;
+  always @(posedge clk)
+    o__payload <= \$76 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -6822,170 +10349,38 @@ module \hwnorm_semidev_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$22  = over0 ? 59'h000000000007fff : \$21 ;
-  assign \$23  = ok4 ? \$22  : 59'h000000000000000;
-  assign \$24  = ~ clear;
-  assign \$25  = \$24  & ce;
-  assign \$26  = v4 & ok4;
-  assign \$27  = over0 | under0;
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = sat_count + \$28 ;
-  always @(posedge clk)
-    v0 <= \$30 ;
-  always @(posedge clk)
-    v1 <= \$31 ;
-  always @(posedge clk)
-    v2 <= \$32 ;
-  always @(posedge clk)
-    v3 <= \$33 ;
-  always @(posedge clk)
-    v4 <= \$34 ;
-  always @(posedge clk)
-    v5 <= \$35 ;
-  always @(posedge clk)
-    sat_count <= \$36 ;
-  always @(posedge clk)
-    ok0 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$38  = ok1;
+    \$49  = v0;
     if (clear) begin
+      \$49  = 1'h0;
     end else if (ce) begin
-      \$38  = ok0;
+      \$49  = i__valid;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$39  = ok2;
+    \$50  = v1;
     if (clear) begin
+      \$50  = 1'h0;
     end else if (ce) begin
-      \$39  = ok1;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$40  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok2;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$41  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok3;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$42  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok4;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = x0;
-    if (\$8 ) begin
-      \$43  = i__payload;
-    end
-    if (rst) begin
-      \$43  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = p0_0;
-    if (\$8 ) begin
-      \$44  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$44  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = p0_17;
-    if (\$8 ) begin
-      \$45  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$45  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = p0_34;
-    if (\$8 ) begin
-      \$46  = { \$11 [23], \$11  };
-    end
-    if (rst) begin
-      \$46  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = acc0;
-    if (\$8 ) begin
-      \$47  = \$17 [58:0];
-    end
-    if (rst) begin
-      \$47  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = qs0;
-    if (\$8 ) begin
-      \$48  = \$18 ;
-    end
-    if (rst) begin
-      \$48  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = q0;
-    if (\$8 ) begin
-      \$49  = qs0;
-    end
-    if (rst) begin
-      \$49  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = over0;
-    if (\$8 ) begin
-      \$50  = \$19 ;
+      \$50  = v0;
     end
     if (rst) begin
       \$50  = 1'h0;
@@ -6993,9 +10388,11 @@ module \hwnorm_semidev_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = under0;
-    if (\$8 ) begin
-      \$51  = \$20 ;
+    \$51  = v2;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v1;
     end
     if (rst) begin
       \$51  = 1'h0;
@@ -7003,108 +10400,267 @@ module \hwnorm_semidev_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = o__payload;
+    \$52  = v3;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v2;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$53  = v4;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v3;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$54  = v5;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v4;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$55  = sat_count;
+    if (clear) begin
+      \$55  = 13'h0000;
+    end
+    if (\$44 ) begin
+      \$55  = \$48 [12:0];
+    end
+    if (rst) begin
+      \$55  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$56  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = mask;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$57  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok0;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok1;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$59  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$59  = ok2;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$60  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$60  = ok3;
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$61  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = ok4;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$62  = force_hi0_0;
     if (\$8 ) begin
-      \$52  = \$23 [15:0];
+      \$62  = \$13 ;
     end
     if (rst) begin
-      \$52  = 16'h0000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$30  = v0;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = i__valid;
+    \$63  = force_lo0_0;
+    if (\$8 ) begin
+      \$63  = \$18 ;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$31  = v1;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v0;
+    \$64  = force_hi0_1;
+    if (\$20 ) begin
+      \$64  = force_hi0_0;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$32  = v2;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v1;
+    \$65  = force_lo0_1;
+    if (\$20 ) begin
+      \$65  = force_lo0_0;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$33  = v3;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v2;
+    \$66  = force_hi0_2;
+    if (\$22 ) begin
+      \$66  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$34  = v4;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v3;
+    \$67  = force_lo0_2;
+    if (\$22 ) begin
+      \$67  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$35  = v5;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v4;
+    \$68  = x0;
+    if (\$24 ) begin
+      \$68  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$68  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$36  = sat_count;
-    if (clear) begin
-      \$36  = 13'h0000;
-    end
-    if (\$25 ) begin
-      \$36  = \$29 [12:0];
+    \$69  = p0_0;
+    if (\$24 ) begin
+      \$69  = { \$25 [32], \$25  };
     end
     if (rst) begin
-      \$36  = 13'h0000;
+      \$69  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$37  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = mask;
+    \$70  = p0_17;
+    if (\$24 ) begin
+      \$70  = { \$26 [20], \$26  };
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$70  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$71  = acc0;
+    if (\$24 ) begin
+      \$71  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$71  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$72  = qs0;
+    if (\$24 ) begin
+      \$72  = \$31 ;
+    end
+    if (rst) begin
+      \$72  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$73  = q0;
+    if (\$24 ) begin
+      \$73  = qs0;
+    end
+    if (rst) begin
+      \$73  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$74  = over0;
+    if (\$24 ) begin
+      \$74  = \$35 ;
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$75  = under0;
+    if (\$24 ) begin
+      \$75  = \$39 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$76  = o__payload;
+    if (\$24 ) begin
+      \$76  = \$42 [15:0];
+    end
+    if (rst) begin
+      \$76  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -7112,9 +10668,8 @@ module \hwnorm_semidev_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__v
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_semidev_s16.stats_unit (clk, rst, mask, clear, valid, \second$10 , sum, s_lo, c_lo, q_lo, floor_mean, x);

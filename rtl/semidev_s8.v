@@ -24,31 +24,27 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
+  wire [13:0] \$28 ;
+  wire [13:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire [13:0] \$32 ;
-  wire [13:0] \$33 ;
+  wire \$32 ;
+  wire \$33 ;
   wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  reg [12:0] \$39 ;
+  reg [12:0] \$35 ;
+  reg [115:0] \$36 ;
+  reg [3:0] \$37 ;
   wire \$4 ;
-  reg [115:0] \$40 ;
-  reg [3:0] \$41 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [25:0] a;
-  wire [25:0] \a$27 ;
-  wire [33:0] b;
-  wire [33:0] \b$29 ;
+  wire [13:0] a;
+  wire [13:0] \a$27 ;
+  wire [22:0] b;
+  wire [22:0] \b$29 ;
   reg beat;
   wire busy;
   wire [12:0] c_lo;
@@ -86,7 +82,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$41 ;
+  reg \clear$49 ;
   input clk;
   wire clk;
   wire [34:0] den;
@@ -102,28 +98,34 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$49 ;
+  wire \i__ready$57 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$48 ;
+  reg \i__valid$56 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$25 ;
   reg more;
+  wire neg;
+  wire \neg$35 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$32 ;
-  wire [7:0] \o__payload$32[0] ;
+  wire [7:0] \o__payload$40 ;
+  wire [7:0] \o__payload$40[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$34 ;
+  wire \o__ready$42 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$33 ;
-  wire [26:0] q_lo;
+  wire \o__valid$41 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$39 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$37 ;
+  wire [26:0] \q_lo$60 ;
   wire refused;
   input rst;
   wire rst;
@@ -132,6 +134,8 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg second;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$33 ;
   reg start;
   output [69:0] stats__payload;
   reg [69:0] stats__payload;
@@ -148,10 +152,6 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [7:0] x;
   wire [7:0] \x[0] ;
   reg zero_den;
-  always @(posedge clk)
-    chan <= \$40 ;
-  always @(posedge clk)
-    fsm_state <= \$41 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = zero_den ? 35'h000000000 : den;
@@ -161,72 +161,80 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$5  = ! chan__payload[59:14];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[115:108]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[115:108]) > $signed(2'h1);
+  assign \$8  = $signed(chan__payload[91:76]) < $signed(16'h8000);
+  assign \$9  = $signed(chan__payload[91:76]) > $signed(16'h7f00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[91:76]) < $signed(16'h8000);
-  assign \$13  = $signed(chan__payload[91:76]) > $signed(16'h7f00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$49  & more;
-  assign \$19  = i__valid & \i__ready$49 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = fsm_state == 4'h8;
-  assign \$30  = fsm_state == 4'h9;
-  assign \$31  = fsm_state == 4'ha;
-  assign \$32  = left - 1'h1;
-  assign \$33  = last ? 14'h0000 : \$32 ;
-  assign \$34  = i__valid & last;
-  assign \$35  = i__valid & last;
-  assign \$36  = ~ more;
-  assign \$37  = ~ busy;
-  assign \$38  = \$36  & \$37 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$57  & more;
+  assign \$15  = i__valid & \i__ready$57 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = fsm_state == 4'h8;
+  assign \$26  = fsm_state == 4'h9;
+  assign \$27  = fsm_state == 4'ha;
+  assign \$28  = left - 1'h1;
+  assign \$29  = last ? 14'h0000 : \$28 ;
+  assign \$30  = i__valid & last;
+  assign \$31  = i__valid & last;
+  assign \$32  = ~ more;
+  assign \$33  = ~ busy;
+  assign \$34  = \$32  & \$33 ;
   always @(posedge clk)
-    left <= \$39 ;
+    left <= \$35 ;
+  always @(posedge clk)
+    chan <= \$36 ;
+  always @(posedge clk)
+    fsm_state <= \$37 ;
   \hwnorm_semidev_s8.math  math (
-    .\a$38 (a),
-    .\b$65 (b),
+    .\a$70 (a),
+    .\b$69 (b),
     .c_lo(c_lo),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$51 (den),
     .done(done),
     .entry(entry),
     .floor_mean(floor_mean),
-    .q_lo(q_lo),
+    .\neg$72 (neg),
+    .q_hi(q_hi),
+    .q_lo(\q_lo$60 ),
+    .\q_lo$73 (q_lo),
     .rst(rst),
     .s_lo(s_lo),
     .sh(shift),
-    .\start$44 (start),
+    .special(special),
+    .\start$42 (start),
     .sum(sum)
   );
   \hwnorm_semidev_s8.norm  norm (
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$49 ),
-    .clear(\clear$41 ),
+    .ce(\i__ready$57 ),
+    .clear(\clear$49 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$48 ),
+    .i__valid(\i__valid$56 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_semidev_s8.stats_unit  stats_unit (
@@ -235,7 +243,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .clk(clk),
     .floor_mean(floor_mean),
     .mask(mask),
-    .q_lo(q_lo),
+    .q_lo(\q_lo$60 ),
     .rst(rst),
     .s_lo(s_lo),
     .\second$10 (second),
@@ -243,60 +251,6 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .valid(valid),
     .x(i__payload)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$41  = 4'h1;
-            end else if (chan__payload[0]) begin
-              \$41  = 4'h2;
-            end else begin
-              \$41  = 4'h3;
-            end
-          end
-      4'h3:
-          if (\$34 ) begin
-            \$41  = 4'h4;
-          end
-      4'h4:
-          \$41  = 4'h5;
-      4'h5:
-          if (done) begin
-            \$41  = 4'h6;
-          end
-      4'h6:
-          if (\$35 ) begin
-            \$41  = 4'h7;
-          end
-      4'h7:
-          \$41  = 4'h8;
-      4'h2:
-          \$41  = 4'h8;
-      4'h8:
-          if (done) begin
-            \$41  = 4'h9;
-          end
-      4'h9:
-          if (\$38 ) begin
-            \$41  = 4'ha;
-          end
-      4'ha:
-          if (stats__ready) begin
-            \$41  = 4'h0;
-          end
-      4'h1:
-          if (stats__ready) begin
-            \$41  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$41  = 4'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     zero_den = chan[0];
@@ -373,11 +327,11 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$41  = 1'h0;
+    \clear$49  = 1'h0;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \clear$41  = 1'h1;
+            \clear$49  = 1'h1;
           end
     endcase
   end
@@ -402,7 +356,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       4'h8:
           /* empty */;
       4'h9:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -426,7 +380,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       4'h8:
           /* empty */;
       4'h9:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -522,12 +476,12 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       4'h8:
           /* empty */;
       4'h9:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$48  = 1'h0;
+    \i__valid$56  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -546,7 +500,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       4'h8:
           /* empty */;
       4'h9:
-          \i__valid$48  = \$17 ;
+          \i__valid$56  = \$13 ;
     endcase
   end
   always @* begin
@@ -579,43 +533,97 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = left;
+    \$35  = left;
     if (beat) begin
-      \$39  = \$33 [12:0];
+      \$35  = \$29 [12:0];
     end
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$39  = chan__payload[13:1];
+            \$35  = chan__payload[13:1];
           end
       4'h3:
-          if (\$34 ) begin
-            \$39  = chan[13:1];
+          if (\$30 ) begin
+            \$35  = chan[13:1];
           end
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h6:
-          if (\$35 ) begin
-            \$39  = chan[13:1];
+          if (\$31 ) begin
+            \$35  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$39  = 13'h0000;
+      \$35  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = chan;
+    \$36  = chan;
     casez (fsm_state)
       4'h0:
           if (chan__valid) begin
-            \$40  = chan__payload;
+            \$36  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$40  = 116'h00000000000000000000000000000;
+      \$36  = 116'h00000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$37  = 4'h1;
+            end else if (chan__payload[0]) begin
+              \$37  = 4'h2;
+            end else begin
+              \$37  = 4'h3;
+            end
+          end
+      4'h3:
+          if (\$30 ) begin
+            \$37  = 4'h4;
+          end
+      4'h4:
+          \$37  = 4'h5;
+      4'h5:
+          if (done) begin
+            \$37  = 4'h6;
+          end
+      4'h6:
+          if (\$31 ) begin
+            \$37  = 4'h7;
+          end
+      4'h7:
+          \$37  = 4'h8;
+      4'h2:
+          \$37  = 4'h8;
+      4'h8:
+          if (done) begin
+            \$37  = 4'h9;
+          end
+      4'h9:
+          if (\$34 ) begin
+            \$37  = 4'ha;
+          end
+      4'ha:
+          if (stats__ready) begin
+            \$37  = 4'h0;
+          end
+      4'h1:
+          if (stats__ready) begin
+            \$37  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$37  = 4'h0;
     end
   end
   assign x = i__payload;
@@ -627,9 +635,13 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \a$27  = a;
   assign \b$29  = b;
   assign sh = shift;
-  assign \o__payload$32  = o__payload;
-  assign \o__valid$33  = o__valid;
-  assign \o__ready$34  = o__ready;
+  assign \special$33  = special;
+  assign \neg$35  = neg;
+  assign \q_lo$37  = q_lo;
+  assign \q_hi$39  = q_hi;
+  assign \o__payload$40  = o__payload;
+  assign \o__valid$41  = o__valid;
+  assign \o__ready$42  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.eps_n  = chan__payload[59:14];
@@ -662,7 +674,7 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \chan$20.scale_m  = chan[107:92];
   assign \chan$20.scale_exp  = chan[115:108];
   assign \i__payload$24[0]  = i__payload;
-  assign \o__payload$32[0]  = o__payload;
+  assign \o__payload$40[0]  = o__payload;
   always @*
     stats__payload[68:56] = sat_count;
   always @*
@@ -671,266 +683,275 @@ module hwnorm_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
     stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, den, sh, \a$38 , \b$65 , clk);
+module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q_lo, done, floor_mean, \den$51 , sh, \b$69 , \a$70 , special, \neg$72 , \q_lo$73 , q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
+  wire [4:0] \$1 ;
   wire \$10 ;
-  wire [3:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire [3:0] \$102 ;
-  wire [3:0] \$103 ;
-  wire [3:0] \$104 ;
-  wire [3:0] \$105 ;
-  wire [4:0] \$106 ;
-  wire [4:0] \$107 ;
-  wire [91:0] \$108 ;
-  wire [71:0] \$109 ;
-  wire \$11 ;
-  wire [21:0] \$110 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
+  wire [21:0] \$11 ;
+  wire \$110 ;
   wire \$111 ;
-  wire [21:0] \$112 ;
-  wire [21:0] \$113 ;
+  wire \$112 ;
+  wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire [21:0] \$116 ;
-  wire [21:0] \$117 ;
+  wire \$116 ;
+  wire \$117 ;
   wire \$118 ;
-  wire [21:0] \$119 ;
-  wire \$12 ;
-  wire [21:0] \$120 ;
-  wire [91:0] \$121 ;
-  wire [68:0] \$122 ;
-  wire [69:0] \$123 ;
-  wire [67:0] \$124 ;
+  wire \$119 ;
+  wire [21:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
   wire \$125 ;
-  wire [8:0] \$126 ;
-  wire [8:0] \$127 ;
+  wire \$126 ;
+  wire \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [21:0] \$130 ;
-  wire [21:0] \$131 ;
+  wire \$130 ;
+  wire \$131 ;
   wire \$132 ;
-  wire [91:0] \$133 ;
-  wire [96:0] \$134 ;
-  wire \$135 ;
-  wire [8:0] \$136 ;
-  wire [8:0] \$137 ;
+  wire \$133 ;
+  wire [92:0] \$134 ;
+  wire [92:0] \$135 ;
+  wire \$136 ;
+  wire [90:0] \$137 ;
   wire \$138 ;
-  wire \$139 ;
-  wire \$14 ;
-  wire [16:0] \$140 ;
-  wire [16:0] \$141 ;
+  wire [92:0] \$139 ;
+  wire [21:0] \$14 ;
+  wire [92:0] \$140 ;
+  wire \$141 ;
   wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
+  wire [92:0] \$143 ;
+  wire [92:0] \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
+  wire [35:0] \$147 ;
+  wire [6:0] \$148 ;
   wire \$149 ;
-  wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
+  wire [21:0] \$15 ;
+  wire [23:0] \$150 ;
+  wire [5:0] \$151 ;
+  wire [6:0] \$152 ;
   wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
+  wire [5:0] \$154 ;
+  wire [6:0] \$155 ;
   wire \$156 ;
-  wire \$157 ;
+  wire [29:0] \$157 ;
   wire \$158 ;
-  wire \$159 ;
-  wire \$16 ;
-  wire \$160 ;
+  wire [92:0] \$159 ;
+  wire [91:0] \$16 ;
+  wire [92:0] \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
+  wire [15:0] \$162 ;
+  wire [15:0] \$163 ;
+  wire [15:0] \$164 ;
+  wire [9:0] \$165 ;
+  wire [9:0] \$166 ;
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire \$17 ;
+  wire [68:0] \$17 ;
   wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
+  wire [26:0] \$171 ;
+  wire [9:0] \$172 ;
   wire \$173 ;
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
-  wire \$18 ;
-  wire \$180 ;
+  wire [27:0] \$177 ;
+  wire [9:0] \$178 ;
+  wire [4:0] \$179 ;
+  wire [69:0] \$18 ;
+  wire [6:0] \$180 ;
   wire \$181 ;
   wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
+  wire [8:0] \$183 ;
+  wire [8:0] \$184 ;
   wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
+  wire [92:0] \$186 ;
+  wire [92:0] \$187 ;
   wire \$188 ;
-  wire \$189 ;
-  wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
+  wire [22:0] \$189 ;
+  wire [91:0] \$19 ;
+  wire [15:0] \$190 ;
+  wire [15:0] \$191 ;
+  wire [23:0] \$192 ;
+  wire [29:0] \$193 ;
   wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
+  wire [27:0] \$195 ;
+  wire [27:0] \$196 ;
+  wire [31:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
+  wire [4:0] \$2 ;
+  wire [71:0] \$20 ;
+  wire [30:0] \$200 ;
+  wire [30:0] \$201 ;
   wire \$202 ;
   wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
+  wire [31:0] \$204 ;
+  wire [31:0] \$205 ;
+  wire [23:0] \$206 ;
   wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire [27:0] \$208 ;
+  wire [27:0] \$209 ;
   wire \$21 ;
-  wire [92:0] \$210 ;
-  wire [92:0] \$211 ;
+  wire [27:0] \$210 ;
+  wire [30:0] \$211 ;
   wire \$212 ;
-  wire [90:0] \$213 ;
-  wire \$214 ;
-  wire [92:0] \$215 ;
-  wire [92:0] \$216 ;
-  wire \$217 ;
+  wire [10:0] \$213 ;
+  wire [15:0] \$214 ;
+  wire \$215 ;
+  wire [35:0] \$216 ;
+  wire [6:0] \$217 ;
   wire \$218 ;
-  wire [63:0] \$219 ;
-  wire \$22 ;
-  wire [63:0] \$220 ;
-  wire [63:0] \$221 ;
+  wire [23:0] \$219 ;
+  wire [8:0] \$22 ;
+  wire [5:0] \$220 ;
+  wire [6:0] \$221 ;
   wire \$222 ;
   wire [6:0] \$223 ;
-  wire \$224 ;
-  wire [10:0] \$225 ;
-  wire [10:0] \$226 ;
-  wire \$227 ;
-  wire [10:0] \$228 ;
-  wire \$229 ;
-  wire \$23 ;
-  wire [10:0] \$230 ;
-  wire [10:0] \$231 ;
-  wire \$232 ;
-  wire [10:0] \$233 ;
-  wire [10:0] \$234 ;
-  wire [10:0] \$235 ;
-  wire [10:0] \$236 ;
-  wire [42:0] \$237 ;
-  wire \$238 ;
-  wire [9:0] \$239 ;
-  wire \$24 ;
-  wire [10:0] \$240 ;
-  wire [11:0] \$241 ;
-  wire [42:0] \$242 ;
-  wire [22:0] \$243 ;
-  wire [15:0] \$244 ;
-  wire [15:0] \$245 ;
-  wire [23:0] \$246 ;
+  wire [8:0] \$224 ;
+  wire \$225 ;
+  wire [29:0] \$226 ;
+  wire [29:0] \$227 ;
+  wire [15:0] \$228 ;
+  wire [15:0] \$229 ;
+  wire [8:0] \$23 ;
+  wire [15:0] \$230 ;
+  wire [9:0] \$231 ;
+  wire [9:0] \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire [26:0] \$237 ;
+  wire [9:0] \$238 ;
+  wire \$239 ;
+  wire [91:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire [27:0] \$243 ;
+  wire [9:0] \$244 ;
+  wire [4:0] \$245 ;
+  wire [6:0] \$246 ;
   wire \$247 ;
-  wire [92:0] \$248 ;
-  wire [92:0] \$249 ;
-  wire \$25 ;
-  wire \$250 ;
-  wire [38:0] \$251 ;
-  wire [40:0] \$252 ;
-  wire [8:0] \$253 ;
-  wire \$254 ;
-  wire [10:0] \$255 ;
-  wire [10:0] \$256 ;
+  wire \$248 ;
+  wire [8:0] \$249 ;
+  wire [76:0] \$25 ;
+  wire [8:0] \$250 ;
+  wire [41:0] \$251 ;
+  wire [22:0] \$252 ;
+  wire [15:0] \$253 ;
+  wire [15:0] \$254 ;
+  wire [23:0] \$255 ;
+  wire [29:0] \$256 ;
   wire \$257 ;
-  wire [10:0] \$258 ;
-  wire \$259 ;
+  wire [27:0] \$258 ;
+  wire [27:0] \$259 ;
   wire \$26 ;
-  wire [10:0] \$260 ;
-  wire [10:0] \$261 ;
+  wire [31:0] \$260 ;
+  wire \$261 ;
   wire \$262 ;
-  wire [10:0] \$263 ;
-  wire [10:0] \$264 ;
-  wire [10:0] \$265 ;
-  wire [10:0] \$266 ;
-  wire [42:0] \$267 ;
-  wire \$268 ;
-  wire [9:0] \$269 ;
-  wire \$27 ;
-  wire [10:0] \$270 ;
-  wire [11:0] \$271 ;
-  wire [42:0] \$272 ;
-  wire [22:0] \$273 ;
-  wire [15:0] \$274 ;
-  wire [15:0] \$275 ;
-  wire [23:0] \$276 ;
-  wire [48:0] \$277 ;
-  wire [38:0] \$278 ;
-  reg \$279 ;
-  wire \$28 ;
-  reg \$280 ;
-  reg [6:0] \$281 ;
-  reg [91:0] \$282 ;
-  reg [91:0] \$283 ;
-  reg \$284 ;
+  wire [30:0] \$263 ;
+  wire [30:0] \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire [31:0] \$267 ;
+  wire [31:0] \$268 ;
+  wire [23:0] \$269 ;
+  wire [91:0] \$27 ;
+  wire \$270 ;
+  wire [27:0] \$271 ;
+  wire [27:0] \$272 ;
+  wire [27:0] \$273 ;
+  wire [30:0] \$274 ;
+  wire \$275 ;
+  wire [10:0] \$276 ;
+  reg \$277 ;
+  reg \$278 ;
+  reg [6:0] \$279 ;
+  wire [89:0] \$28 ;
+  reg [91:0] \$280 ;
+  reg [91:0] \$281 ;
+  reg \$282 ;
+  reg \$283 ;
+  reg [8:0] \$284 ;
   reg \$285 ;
-  reg [8:0] \$286 ;
-  reg \$287 ;
-  reg [59:0] \$288 ;
-  reg [59:0] \$289 ;
+  reg [59:0] \$286 ;
+  reg [59:0] \$287 ;
+  reg [68:0] \$288 ;
+  reg \$289 ;
   wire \$29 ;
-  reg [68:0] \$290 ;
-  reg \$291 ;
-  reg [34:0] \$292 ;
-  reg [5:0] \$293 ;
+  reg [34:0] \$290 ;
+  reg [9:0] \$291 ;
+  reg [13:0] \$292 ;
+  reg [23:0] \$293 ;
   reg [34:0] \$294 ;
-  reg \$295 ;
-  reg [16:0] \$296 ;
-  reg [25:0] \$297 ;
-  reg [39:0] \$298 ;
-  reg [9:0] \$299 ;
-  wire [5:0] \$3 ;
-  wire \$30 ;
-  reg [3:0] \$300 ;
-  reg [1:0] \$301 ;
-  reg [9:0] \$302 ;
-  reg [42:0] \$303 ;
-  reg [5:0] \$304 ;
+  reg [22:0] \$295 ;
+  reg [4:0] \$296 ;
+  reg [5:0] \$297 ;
+  reg [5:0] \$298 ;
+  reg [8:0] \$299 ;
+  wire [91:0] \$3 ;
+  wire [10:0] \$30 ;
+  reg \$300 ;
+  reg [15:0] \$301 ;
+  reg [26:0] \$302 ;
+  reg [3:0] \$303 ;
+  reg \$304 ;
   reg [3:0] \$305 ;
-  reg [25:0] \$306 ;
-  reg [33:0] \$307 ;
-  reg [48:0] \$308 ;
-  reg [37:0] \$309 ;
-  wire [5:0] \$31 ;
-  reg [33:0] \$310 ;
-  wire [5:0] \$32 ;
-  wire [5:0] \$33 ;
-  wire \$34 ;
-  wire [5:0] \$35 ;
-  wire [5:0] \$36 ;
-  wire [5:0] \$37 ;
-  wire [5:0] \$38 ;
-  wire \$39 ;
-  wire [5:0] \$4 ;
+  reg [41:0] \$306 ;
+  reg [28:0] \$307 ;
+  reg [30:0] \$308 ;
+  reg [31:0] \$309 ;
+  wire [10:0] \$31 ;
+  reg [22:0] \$310 ;
+  reg [22:0] \$311 ;
+  reg [13:0] \$312 ;
+  reg [22:0] \$313 ;
+  reg [22:0] \$314 ;
+  reg [13:0] \$315 ;
+  reg \$316 ;
+  reg \$317 ;
+  reg [9:0] \$318 ;
+  reg [9:0] \$319 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire [8:0] \$34 ;
+  wire [8:0] \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire [10:0] \$38 ;
+  wire [10:0] \$39 ;
+  wire [71:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [5:0] \$43 ;
-  wire [5:0] \$44 ;
-  wire [5:0] \$45 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
   wire \$46 ;
-  wire [5:0] \$47 ;
-  wire [5:0] \$48 ;
-  wire [5:0] \$49 ;
-  wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
+  wire [21:0] \$5 ;
+  wire \$50 ;
+  wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -943,56 +964,59 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [5:0] \$63 ;
-  wire [5:0] \$64 ;
-  wire [5:0] \$65 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
   wire \$66 ;
-  wire [5:0] \$67 ;
-  wire [5:0] \$68 ;
-  wire [5:0] \$69 ;
-  wire \$7 ;
-  wire [5:0] \$70 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [21:0] \$7 ;
+  wire \$70 ;
   wire \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire [5:0] \$75 ;
-  wire [5:0] \$76 ;
-  wire [5:0] \$77 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
   wire \$78 ;
-  wire [5:0] \$79 ;
-  wire \$8 ;
-  wire [5:0] \$80 ;
-  wire [5:0] \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
+  wire \$79 ;
+  wire [21:0] \$8 ;
+  wire \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire [3:0] \$90 ;
-  wire [3:0] \$91 ;
-  wire [3:0] \$92 ;
-  wire [3:0] \$93 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
-  wire [3:0] \$98 ;
-  wire [3:0] \$99 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [60:0] a;
-  output [25:0] \a$38 ;
-  reg [25:0] \a$38  = 26'h0000000;
+  output [13:0] \a$70 ;
+  reg [13:0] \a$70  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
   reg [20:0] b;
-  output [33:0] \b$65 ;
-  reg [33:0] \b$65  = 34'h000000000;
+  output [22:0] \b$69 ;
+  reg [22:0] \b$69  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [33:0] bias = 34'h000000000;
+  wire [3:0] \beta_shift$2 ;
   reg [74:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [12:0] c_lo;
   wire [12:0] c_lo;
   input [115:0] chan;
@@ -1007,51 +1031,62 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
-  output [34:0] den;
-  reg [34:0] den = 35'h000000000;
-  reg [34:0] \den$19 ;
-  wire [5:0] den_lead;
+  reg [15:0] den;
+  output [34:0] \den$51 ;
+  reg [34:0] \den$51  = 35'h000000000;
+  reg [34:0] den_norm = 35'h000000000;
+  reg [5:0] den_zeros = 6'h00;
   reg [91:0] div_mag = 92'h00000000000000000000000;
   reg div_neg = 1'h0;
   reg [91:0] div_num = 92'h00000000000000000000000;
   output done;
   reg done;
-  wire \done$47 ;
+  wire \done$45 ;
+  wire \done$48 ;
   wire \done$50 ;
-  wire \done$52 ;
   input [1:0] entry;
   wire [1:0] entry;
   output [8:0] floor_mean;
   reg [8:0] floor_mean = 9'h000;
+  reg [9:0] floor_q = 10'h000;
   reg [6:0] fsm_state = 7'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
   (* init = 1'h0 *)
   wire isqrt_go;
-  reg [39:0] km = 40'h0000000000;
-  reg [42:0] km_pre = 43'h00000000000;
-  reg [5:0] lead = 6'h00;
   reg [67:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg neg;
-  reg \neg$25 ;
+  reg \neg$22 ;
+  output \neg$72 ;
+  reg \neg$72  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
   wire [74:0] p;
-  reg [48:0] \p$63  = 49'h0000000000000;
   reg pop_bottom = 1'h0;
   reg pop_top = 1'h0;
-  reg [1:0] pre = 2'h0;
   wire [69:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
   input [26:0] q_lo;
   wire [26:0] q_lo;
-  reg [37:0] quot = 38'h0000000000;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [34:0] recip_rem = 35'h000000000;
-  reg [34:0] rem_init;
+  output [9:0] \q_lo$73 ;
+  reg [9:0] \q_lo$73  = 10'h000;
+  reg [15:0] rem_init;
   wire [34:0] root;
   input rst;
   wire rst;
   input [20:0] s_lo;
   wire [20:0] s_lo;
+  reg [3:0] scale_count = 4'h0;
   reg [68:0] semi_w = 69'h000000000000000000;
   (* init = 1'h0 *)
   wire seqdiv_go;
@@ -1059,371 +1094,372 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  reg \start$11  = 1'h0;
-  input \start$44 ;
-  wire \start$44 ;
-  reg \start$9  = 1'h0;
+  input \start$42 ;
+  wire \start$42 ;
+  reg \start$5  = 1'h0;
+  reg \start$7  = 1'h0;
   reg [6:0] steps;
-  reg [4:0] \steps$26 ;
+  reg [4:0] \steps$23 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [59:0] t = 60'h000000000000000;
-  reg [5:0] t_clamped = 6'h00;
-  reg [3:0] tk = 4'h0;
-  reg [9:0] tsh = 10'h000;
   reg [59:0] u = 60'h000000000000000;
   reg [68:0] w;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = \$1  | den[34];
-  assign \$3  = den[33] ? 6'h21 : 6'h20;
-  assign \$4  = den[34] ? 6'h22 : \$3 ;
-  assign \$5  = den[16] | den[17];
-  assign \$6  = den[18] | den[19];
-  assign \$7  = \$5  | \$6 ;
-  assign \$8  = den[20] | den[21];
-  assign \$9  = den[22] | den[23];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = \$7  | \$10 ;
-  assign \$12  = den[24] | den[25];
-  assign \$13  = den[26] | den[27];
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = den[28] | den[29];
-  assign \$16  = den[30] | den[31];
-  assign \$17  = \$15  | \$16 ;
-  assign \$18  = \$14  | \$17 ;
-  assign \$19  = \$11  | \$18 ;
-  assign \$20  = den[24] | den[25];
-  assign \$21  = den[26] | den[27];
-  assign \$22  = \$20  | \$21 ;
-  assign \$23  = den[28] | den[29];
-  assign \$24  = den[30] | den[31];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = \$22  | \$25 ;
-  assign \$27  = den[28] | den[29];
-  assign \$28  = den[30] | den[31];
-  assign \$29  = \$27  | \$28 ;
-  assign \$30  = den[30] | den[31];
-  assign \$31  = den[31] ? 6'h1f : 6'h1e;
-  assign \$32  = den[29] ? 6'h1d : 6'h1c;
-  assign \$33  = \$30  ? \$31  : \$32 ;
-  assign \$34  = den[26] | den[27];
-  assign \$35  = den[27] ? 6'h1b : 6'h1a;
-  assign \$36  = den[25] ? 6'h19 : 6'h18;
-  assign \$37  = \$34  ? \$35  : \$36 ;
-  assign \$38  = \$29  ? \$33  : \$37 ;
-  assign \$39  = den[20] | den[21];
-  assign \$40  = den[22] | den[23];
-  assign \$41  = \$39  | \$40 ;
-  assign \$42  = den[22] | den[23];
-  assign \$43  = den[23] ? 6'h17 : 6'h16;
-  assign \$44  = den[21] ? 6'h15 : 6'h14;
-  assign \$45  = \$42  ? \$43  : \$44 ;
-  assign \$46  = den[18] | den[19];
-  assign \$47  = den[19] ? 6'h13 : 6'h12;
-  assign \$48  = den[17] ? 6'h11 : 6'h10;
-  assign \$49  = \$46  ? \$47  : \$48 ;
-  assign \$50  = \$41  ? \$45  : \$49 ;
-  assign \$51  = \$26  ? \$38  : \$50 ;
-  assign \$52  = den[8] | den[9];
-  assign \$53  = den[10] | den[11];
-  assign \$54  = \$52  | \$53 ;
-  assign \$55  = den[12] | den[13];
-  assign \$56  = den[14] | den[15];
-  assign \$57  = \$55  | \$56 ;
-  assign \$58  = \$54  | \$57 ;
-  assign \$59  = den[12] | den[13];
-  assign \$60  = den[14] | den[15];
-  assign \$61  = \$59  | \$60 ;
-  assign \$62  = den[14] | den[15];
-  assign \$63  = den[15] ? 6'h0f : 6'h0e;
-  assign \$64  = den[13] ? 6'h0d : 6'h0c;
-  assign \$65  = \$62  ? \$63  : \$64 ;
-  assign \$66  = den[10] | den[11];
-  assign \$67  = den[11] ? 6'h0b : 6'h0a;
-  assign \$68  = den[9] ? 6'h09 : 6'h08;
-  assign \$69  = \$66  ? \$67  : \$68 ;
-  assign \$70  = \$61  ? \$65  : \$69 ;
-  assign \$71  = den[4] | den[5];
-  assign \$72  = den[6] | den[7];
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = den[6] | den[7];
-  assign \$75  = den[7] ? 6'h07 : 6'h06;
-  assign \$76  = den[5] ? 6'h05 : 6'h04;
-  assign \$77  = \$74  ? \$75  : \$76 ;
-  assign \$78  = den[2] | den[3];
-  assign \$79  = den[3] ? 6'h03 : 6'h02;
-  assign \$80  = den[1] ? 6'h01 : 6'h00;
-  assign \$81  = \$78  ? \$79  : \$80 ;
-  assign \$82  = \$73  ? \$77  : \$81 ;
-  assign \$83  = \$58  ? \$70  : \$82 ;
-  assign \$84  = \$19  ? \$51  : \$83 ;
-  assign den_lead = \$2  ? \$4  : \$84 ;
-  assign \$85  = chan[9] | chan[10];
-  assign \$86  = chan[11] | chan[12];
-  assign \$87  = \$85  | \$86 ;
-  assign \$88  = \$87  | chan[13];
-  assign \$89  = chan[11] | chan[12];
-  assign \$90  = chan[12] ? 4'hb : 4'ha;
-  assign \$91  = chan[10] ? 4'h9 : 4'h8;
-  assign \$92  = \$89  ? \$90  : \$91 ;
-  assign \$93  = chan[13] ? 4'hc : \$92 ;
-  assign \$94  = chan[5] | chan[6];
-  assign \$95  = chan[7] | chan[8];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = chan[7] | chan[8];
-  assign \$98  = chan[8] ? 4'h7 : 4'h6;
-  assign \$99  = chan[6] ? 4'h5 : 4'h4;
-  assign \$100  = \$97  ? \$98  : \$99 ;
-  assign \$101  = chan[3] | chan[4];
-  assign \$102  = chan[4] ? 4'h3 : 4'h2;
-  assign \$103  = chan[2] ? 4'h1 : 4'h0;
-  assign \$104  = \$101  ? \$102  : \$103 ;
-  assign \$105  = \$96  ? \$100  : \$104 ;
-  assign count_lead = \$88  ? \$93  : \$105 ;
-  assign \$106  = sh + 1'h0;
-  assign \$107  = sh + 1'h0;
-  assign \$111  = $signed(sum) < $signed(1'h0);
-  assign \$112  = - $signed(sum);
-  assign \$113  = \$111  ? \$112  : { sum[20], sum };
-  assign \$114  = $signed(sum) >= $signed(1'h0);
-  assign \$115  = $signed(sum) < $signed(1'h0);
-  assign \$116  = - $signed(sum);
-  assign \$117  = \$115  ? \$116  : { sum[20], sum };
-  assign \$118  = $signed(sum) < $signed(1'h0);
-  assign \$119  = - $signed(sum);
-  assign \$120  = \$118  ? \$119  : { sum[20], sum };
-  assign \$123  = semi_w + chan[59:14];
-  assign \$124  = recip_one ? 68'h80000000000000000 : 68'h00000000000000000;
-  assign \$125  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$126  = - $signed(chan[67:60]);
-  assign \$127  = \$125  ? \$126  : { chan[67], chan[67:60] };
-  assign \$128  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$129  = $signed(sum) < $signed(1'h0);
-  assign \$130  = - $signed(sum);
-  assign \$131  = \$129  ? \$130  : { sum[20], sum };
-  assign \$132  = $signed(sum) < $signed(1'h0);
-  assign \$135  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$136  = - $signed(chan[67:60]);
-  assign \$137  = \$135  ? \$136  : { chan[67], chan[67:60] };
-  assign \$138  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$139  = $signed(chan[91:76]) < $signed(1'h0);
-  assign \$140  = - $signed(chan[91:76]);
-  assign \$141  = \$139  ? \$140  : { chan[91], chan[91:76] };
-  assign \$142  = $signed(chan[91:76]) < $signed(1'h0);
-  assign \$143  = ! fsm_state;
-  assign \$144  = fsm_state == 1'h1;
-  assign \$145  = fsm_state == 2'h2;
-  assign \$146  = fsm_state == 2'h3;
-  assign \$147  = fsm_state == 3'h4;
-  assign \$148  = fsm_state == 3'h5;
-  assign \$149  = fsm_state == 3'h6;
-  assign \$150  = fsm_state == 3'h7;
-  assign \$151  = fsm_state == 4'h8;
-  assign \$152  = fsm_state == 4'h9;
-  assign \$153  = fsm_state == 4'ha;
-  assign \$154  = fsm_state == 4'hb;
-  assign \$155  = fsm_state == 4'hc;
-  assign \$156  = fsm_state == 4'hd;
-  assign \$157  = fsm_state == 4'he;
-  assign \$158  = fsm_state == 4'hf;
-  assign \$159  = fsm_state == 5'h10;
-  assign \$160  = fsm_state == 5'h11;
-  assign \$161  = fsm_state == 5'h12;
-  assign \$162  = fsm_state == 5'h13;
-  assign \$163  = fsm_state == 5'h14;
-  assign \$164  = fsm_state == 5'h15;
-  assign \$165  = fsm_state == 5'h16;
-  assign \$166  = fsm_state == 5'h17;
-  assign \$167  = fsm_state == 5'h18;
-  assign \$168  = fsm_state == 5'h19;
-  assign \$169  = fsm_state == 5'h1a;
-  assign \$170  = fsm_state == 5'h1b;
-  assign \$171  = fsm_state == 5'h1c;
-  assign \$172  = fsm_state == 5'h1d;
-  assign \$173  = fsm_state == 5'h1e;
-  assign \$174  = fsm_state == 5'h1f;
-  assign \$175  = fsm_state == 6'h20;
-  assign \$176  = fsm_state == 6'h21;
-  assign \$177  = fsm_state == 6'h22;
-  assign \$178  = fsm_state == 6'h23;
-  assign \$179  = fsm_state == 6'h24;
-  assign \$180  = fsm_state == 6'h25;
-  assign \$181  = fsm_state == 6'h26;
-  assign \$182  = fsm_state == 6'h27;
-  assign \$183  = fsm_state == 6'h28;
-  assign \$184  = fsm_state == 6'h29;
-  assign \$185  = fsm_state == 6'h2a;
-  assign \$186  = fsm_state == 6'h2b;
-  assign \$187  = fsm_state == 6'h2c;
-  assign \$188  = fsm_state == 6'h2d;
-  assign \$189  = fsm_state == 6'h2e;
-  assign \$190  = fsm_state == 6'h2f;
-  assign \$191  = fsm_state == 6'h30;
-  assign \$192  = fsm_state == 6'h31;
-  assign \$193  = fsm_state == 6'h32;
-  assign \$194  = fsm_state == 6'h33;
-  assign \$195  = fsm_state == 6'h34;
-  assign \$196  = fsm_state == 6'h35;
-  assign \$197  = fsm_state == 6'h36;
-  assign \$198  = fsm_state == 6'h37;
-  assign \$199  = fsm_state == 6'h38;
-  assign \$200  = fsm_state == 6'h39;
-  assign \$201  = fsm_state == 6'h3a;
-  assign \$202  = fsm_state == 6'h3b;
-  assign \$203  = fsm_state == 6'h3c;
-  assign \$204  = fsm_state == 6'h3d;
-  assign \$205  = fsm_state == 6'h3e;
-  assign \$206  = fsm_state == 6'h3f;
-  assign \$207  = fsm_state == 7'h40;
-  assign \$208  = fsm_state == 7'h41;
-  assign \$209  = $signed(div_num) < $signed(1'h0);
-  assign \$210  = - $signed(div_num);
-  assign \$211  = \$209  ? \$210  : { div_num[91], div_num };
-  assign \$212  = $signed(div_num) < $signed(1'h0);
-  assign \$214  = $signed(div_num) < $signed(1'h0);
-  assign \$215  = - $signed(div_num);
-  assign \$216  = \$214  ? \$215  : { div_num[91], div_num };
-  assign \$217  = $signed(div_num) < $signed(1'h0);
-  assign \$218  = ! lead;
-  assign \$219  = 1'h1 << lead;
-  assign \$221  = \$218  ? 64'h0000000000000000 : \$220 ;
-  assign \$222  = ! lead;
-  assign \$223  = lead + 1'h1;
-  assign \$224  = $signed(sh0) < $signed(4'h4);
-  assign \$225  = $signed(4'h4) - $signed(sh0);
-  assign \$226  = \$224  ? \$225  : 11'h000;
-  assign \$227  = $signed(sh0) < $signed(4'h4);
-  assign \$228  = $signed(sh0) - $signed(5'h0d);
-  assign \$229  = $signed(\$228 ) > $signed({ 1'h0, tk });
-  assign \$230  = $signed(sh0) - $signed(5'h0d);
-  assign \$231  = $signed(sh0) - $signed(4'h4);
-  assign \$232  = $signed(\$231 ) < $signed({ 1'h0, tk });
-  assign \$233  = $signed(sh0) - $signed(4'h4);
-  assign \$234  = \$232  ? \$233  : { 7'h00, tk };
-  assign \$235  = \$229  ? \$230  : \$234 ;
-  assign \$236  = \$227  ? 11'h000 : \$235 ;
-  assign \$237  = $signed(km) << pre;
-  assign \$238  = tsh > 6'h2b;
-  assign \$239  = \$238  ? 10'h02b : tsh;
-  assign \$240  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$241  = $signed(\$240 ) - $signed({ 1'h0, tsh });
-  assign \$242  = $signed(km_pre) >>> t_clamped;
-  assign \$243  = $signed(chan[75:68]) << \$106 [3:0];
-  assign \$244  = 1'h1 << sh;
-  assign \$246  = $signed(\$243 ) + $signed({ 1'h0, \$245  });
-  assign \$247  = $signed(div_num) < $signed(1'h0);
-  assign \$248  = - $signed(div_num);
-  assign \$249  = \$247  ? \$248  : { div_num[91], div_num };
-  assign \$250  = $signed(div_num) < $signed(1'h0);
-  assign \$251  = $signed(bias) - $signed(quot);
-  assign \$253  = $signed(5'h0d) - $signed(chan[115:108]);
-  assign \$254  = $signed(sh0) < $signed(4'h4);
-  assign \$255  = $signed(4'h4) - $signed(sh0);
-  assign \$256  = \$254  ? \$255  : 11'h000;
-  assign \$257  = $signed(sh0) < $signed(4'h4);
-  assign \$258  = $signed(sh0) - $signed(5'h0d);
-  assign \$259  = $signed(\$258 ) > $signed({ 1'h0, tk });
-  assign \$260  = $signed(sh0) - $signed(5'h0d);
-  assign \$261  = $signed(sh0) - $signed(4'h4);
-  assign \$262  = $signed(\$261 ) < $signed({ 1'h0, tk });
-  assign \$263  = $signed(sh0) - $signed(4'h4);
-  assign \$264  = \$262  ? \$263  : { 7'h00, tk };
-  assign \$265  = \$259  ? \$260  : \$264 ;
-  assign \$266  = \$257  ? 11'h000 : \$265 ;
-  assign \$267  = $signed(km) << pre;
-  assign \$268  = tsh > 6'h2b;
-  assign \$269  = \$268  ? 10'h02b : tsh;
-  assign \$270  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$271  = $signed(\$270 ) - $signed({ 1'h0, tsh });
-  assign \$272  = $signed(km_pre) >>> t_clamped;
-  assign \$273  = $signed(chan[75:68]) << \$107 [3:0];
-  assign \$274  = 1'h1 << sh;
-  assign \$276  = $signed(\$273 ) + $signed({ 1'h0, \$275  });
-  assign \$278  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$6  = $signed(sum) < $signed(1'h0);
+  assign \$7  = - $signed(sum);
+  assign \$8  = \$6  ? \$7  : { sum[20], sum };
+  assign \$9  = $signed(sum) >= $signed(1'h0);
+  assign \$10  = $signed(sum) < $signed(1'h0);
+  assign \$11  = - $signed(sum);
+  assign \$12  = \$10  ? \$11  : { sum[20], sum };
+  assign \$13  = $signed(sum) < $signed(1'h0);
+  assign \$14  = - $signed(sum);
+  assign \$15  = \$13  ? \$14  : { sum[20], sum };
+  assign \$18  = semi_w + chan[59:14];
+  assign \$21  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$22  = - $signed(chan[67:60]);
+  assign \$23  = \$21  ? \$22  : { chan[67], chan[67:60] };
+  assign \$26  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$29  = $signed(floor_q) < $signed(1'h0);
+  assign \$30  = - $signed(floor_q);
+  assign \$31  = \$29  ? \$30  : { floor_q[9], floor_q };
+  assign \$32  = $signed(floor_q) >= $signed(1'h0);
+  assign \$33  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$34  = - $signed(chan[67:60]);
+  assign \$35  = \$33  ? \$34  : { chan[67], chan[67:60] };
+  assign \$36  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$37  = $signed(floor_q) < $signed(1'h0);
+  assign \$38  = - $signed(floor_q);
+  assign \$39  = \$37  ? \$38  : { floor_q[9], floor_q };
+  assign \$40  = $signed(floor_q) >= $signed(1'h0);
+  assign \$41  = ! fsm_state;
+  assign \$42  = fsm_state == 1'h1;
+  assign \$43  = fsm_state == 2'h2;
+  assign \$44  = fsm_state == 2'h3;
+  assign \$45  = fsm_state == 3'h4;
+  assign \$46  = fsm_state == 3'h5;
+  assign \$47  = fsm_state == 3'h6;
+  assign \$48  = fsm_state == 3'h7;
+  assign \$49  = fsm_state == 4'h8;
+  assign \$50  = fsm_state == 4'h9;
+  assign \$51  = fsm_state == 4'ha;
+  assign \$52  = fsm_state == 4'hb;
+  assign \$53  = fsm_state == 4'hc;
+  assign \$54  = fsm_state == 4'hd;
+  assign \$55  = fsm_state == 4'he;
+  assign \$56  = fsm_state == 4'hf;
+  assign \$57  = fsm_state == 5'h10;
+  assign \$58  = fsm_state == 5'h11;
+  assign \$59  = fsm_state == 5'h12;
+  assign \$60  = fsm_state == 5'h13;
+  assign \$61  = fsm_state == 5'h14;
+  assign \$62  = fsm_state == 5'h15;
+  assign \$63  = fsm_state == 5'h16;
+  assign \$64  = fsm_state == 5'h17;
+  assign \$65  = fsm_state == 5'h18;
+  assign \$66  = fsm_state == 5'h19;
+  assign \$67  = fsm_state == 5'h1a;
+  assign \$68  = fsm_state == 5'h1b;
+  assign \$69  = fsm_state == 5'h1c;
+  assign \$70  = fsm_state == 5'h1d;
+  assign \$71  = fsm_state == 5'h1e;
+  assign \$72  = fsm_state == 5'h1f;
+  assign \$73  = fsm_state == 6'h20;
+  assign \$74  = fsm_state == 6'h21;
+  assign \$75  = fsm_state == 6'h22;
+  assign \$76  = fsm_state == 6'h23;
+  assign \$77  = fsm_state == 6'h24;
+  assign \$78  = fsm_state == 6'h25;
+  assign \$79  = fsm_state == 6'h26;
+  assign \$80  = fsm_state == 6'h27;
+  assign \$81  = fsm_state == 6'h28;
+  assign \$82  = fsm_state == 6'h29;
+  assign \$83  = fsm_state == 6'h2a;
+  assign \$84  = fsm_state == 6'h2b;
+  assign \$85  = fsm_state == 6'h2c;
+  assign \$86  = fsm_state == 6'h2d;
+  assign \$87  = fsm_state == 6'h2e;
+  assign \$88  = fsm_state == 6'h2f;
+  assign \$89  = fsm_state == 6'h30;
+  assign \$90  = fsm_state == 6'h31;
+  assign \$91  = fsm_state == 6'h32;
+  assign \$92  = fsm_state == 6'h33;
+  assign \$93  = fsm_state == 6'h34;
+  assign \$94  = fsm_state == 6'h35;
+  assign \$95  = fsm_state == 6'h36;
+  assign \$96  = fsm_state == 6'h37;
+  assign \$97  = fsm_state == 6'h38;
+  assign \$98  = fsm_state == 6'h39;
+  assign \$99  = fsm_state == 6'h3a;
+  assign \$100  = fsm_state == 6'h3b;
+  assign \$101  = fsm_state == 6'h3c;
+  assign \$102  = fsm_state == 6'h3d;
+  assign \$103  = fsm_state == 6'h3e;
+  assign \$104  = fsm_state == 6'h3f;
+  assign \$105  = fsm_state == 7'h40;
+  assign \$106  = fsm_state == 7'h41;
+  assign \$107  = fsm_state == 7'h42;
+  assign \$108  = fsm_state == 7'h43;
+  assign \$109  = fsm_state == 7'h44;
+  assign \$110  = fsm_state == 7'h45;
+  assign \$111  = fsm_state == 7'h46;
+  assign \$112  = fsm_state == 7'h47;
+  assign \$113  = fsm_state == 7'h48;
+  assign \$114  = fsm_state == 7'h49;
+  assign \$115  = fsm_state == 7'h4a;
+  assign \$116  = fsm_state == 7'h4b;
+  assign \$117  = fsm_state == 7'h4c;
+  assign \$118  = fsm_state == 7'h4d;
+  assign \$119  = fsm_state == 7'h4e;
+  assign \$120  = fsm_state == 7'h4f;
+  assign \$121  = fsm_state == 7'h50;
+  assign \$122  = fsm_state == 7'h51;
+  assign \$123  = fsm_state == 7'h52;
+  assign \$124  = fsm_state == 7'h53;
+  assign \$125  = fsm_state == 7'h54;
+  assign \$126  = fsm_state == 7'h55;
+  assign \$127  = fsm_state == 7'h56;
+  assign \$128  = fsm_state == 7'h57;
+  assign \$129  = fsm_state == 7'h58;
+  assign \$130  = fsm_state == 7'h59;
+  assign \$131  = fsm_state == 7'h5a;
+  assign \$132  = fsm_state == 7'h5b;
+  assign \$133  = $signed(div_num) < $signed(1'h0);
+  assign \$134  = - $signed(div_num);
+  assign \$135  = \$133  ? \$134  : { div_num[91], div_num };
+  assign \$136  = $signed(div_num) < $signed(1'h0);
+  assign \$138  = $signed(div_num) < $signed(1'h0);
+  assign \$139  = - $signed(div_num);
+  assign \$140  = \$138  ? \$139  : { div_num[91], div_num };
+  assign \$141  = $signed(div_num) < $signed(1'h0);
+  assign \$142  = $signed(div_num) < $signed(1'h0);
+  assign \$143  = - $signed(div_num);
+  assign \$144  = \$142  ? \$143  : { div_num[91], div_num };
+  assign \$145  = $signed(div_num) < $signed(1'h0);
+  assign \$146  = ~ den_norm[34];
+  assign \$148  = den_zeros + 1'h1;
+  assign \$149  = ~ num_norm[22];
+  assign \$151  = num_zeros + 1'h1;
+  assign \$152  = loop_n + 1'h1;
+  assign \$153  = loop_n == 6'h22;
+  assign \$154  = 4'hb + num_zeros;
+  assign \$155  = \$154  - den_zeros;
+  assign \$156  = ~ num_norm[22];
+  assign \$158  = $signed(div_num) < $signed(1'h0);
+  assign \$159  = - $signed(div_num);
+  assign \$160  = \$158  ? \$159  : { div_num[91], div_num };
+  assign \$161  = $signed(div_num) < $signed(1'h0);
+  assign \$163  = gain_q1[13] ? \$162  : gain_q1;
+  assign \$164  = gain_zero ? 16'h0000 : \$163 ;
+  assign \$165  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$166  = gain_zero ? 10'h004 : \$165 ;
+  assign \$167  = ~ gain_zero;
+  assign \$168  = $signed(gain_shift) < $signed(4'h4);
+  assign \$169  = \$167  & \$168 ;
+  assign \$170  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$172  = $signed(gain_shift) - $signed(2'h1);
+  assign \$173  = $signed(gain_shift) < $signed(4'h4);
+  assign \$174  = special_r & \$173 ;
+  assign \$175  = scale_count < 4'hd;
+  assign \$176  = \$174  & \$175 ;
+  assign \$178  = $signed(gain_shift) + $signed(2'h1);
+  assign \$179  = scale_count + 1'h1;
+  assign \$180  = loop_n + 1'h1;
+  assign \$181  = loop_n == 4'hd;
+  assign \$182  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$183  = \$182  ? 9'h00d : gain_shift;
+  assign \$184  = special_r ? 9'h004 : \$183 ;
+  assign \$185  = $signed(div_num) < $signed(1'h0);
+  assign \$186  = - $signed(div_num);
+  assign \$187  = \$185  ? \$186  : { div_num[91], div_num };
+  assign \$188  = $signed(div_num) < $signed(1'h0);
+  assign \$189  = $signed(chan[75:68]) << \$1 [3:0];
+  assign \$190  = 1'h1 << sh;
+  assign \$192  = $signed(\$189 ) + $signed({ 1'h0, \$191  });
+  assign \$193  = $signed(\$192 ) - $signed(gain_w);
+  assign \$194  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$195  = - gain_x;
+  assign \$196  = \$194  ? \$195  : { 1'h0, gain_x };
+  assign \$197  = $signed(gain_t) + $signed(\$196 );
+  assign \$198  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$199  = $signed(gain_t) > $signed(13'h0810);
+  assign \$200  = \$199  ? 31'h00000810 : gain_t;
+  assign \$201  = \$198  ? 31'h7ffff7e0 : \$200 ;
+  assign \$202  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$203  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$204  = \$203  ? 32'd2064 : gain_t1;
+  assign \$205  = \$202  ? 32'd4294965216 : \$204 ;
+  assign \$206  = $signed(acc1) - $signed(acc0);
+  assign \$207  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$208  = - gain_x;
+  assign \$209  = \$207  ? \$208  : { 1'h0, gain_x };
+  assign \$210  = special_r ? { \$206 [23], \$206 [23], \$206 [23], \$206 [23], \$206  } : \$209 ;
+  assign \$211  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$212  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$213  = $signed(floor_q) + $signed(2'h1);
+  assign \$215  = ~ den_norm[34];
+  assign \$217  = den_zeros + 1'h1;
+  assign \$218  = ~ num_norm[22];
+  assign \$220  = num_zeros + 1'h1;
+  assign \$221  = loop_n + 1'h1;
+  assign \$222  = loop_n == 5'h16;
+  assign \$223  = 7'h7c + num_zeros;
+  assign \$224  = $signed(\$223 ) - $signed(chan[115:108]);
+  assign \$225  = ~ num_norm[22];
+  assign \$229  = gain_q1[13] ? \$228  : gain_q1;
+  assign \$230  = gain_zero ? 16'h0000 : \$229 ;
+  assign \$231  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$232  = gain_zero ? 10'h004 : \$231 ;
+  assign \$233  = ~ gain_zero;
+  assign \$234  = $signed(gain_shift) < $signed(4'h4);
+  assign \$235  = \$233  & \$234 ;
+  assign \$236  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$238  = $signed(gain_shift) - $signed(2'h1);
+  assign \$239  = $signed(gain_shift) < $signed(4'h4);
+  assign \$240  = special_r & \$239 ;
+  assign \$241  = scale_count < 4'hd;
+  assign \$242  = \$240  & \$241 ;
+  assign \$244  = $signed(gain_shift) + $signed(2'h1);
+  assign \$245  = scale_count + 1'h1;
+  assign \$246  = loop_n + 1'h1;
+  assign \$247  = loop_n == 4'hd;
+  assign \$248  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$249  = \$248  ? 9'h00d : gain_shift;
+  assign \$250  = special_r ? 9'h004 : \$249 ;
+  assign \$252  = $signed(chan[75:68]) << \$2 [3:0];
+  assign \$253  = 1'h1 << sh;
+  assign \$255  = $signed(\$252 ) + $signed({ 1'h0, \$254  });
+  assign \$256  = $signed(\$255 ) - $signed(gain_w);
+  assign \$257  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$258  = - gain_x;
+  assign \$259  = \$257  ? \$258  : { 1'h0, gain_x };
+  assign \$260  = $signed(gain_t) + $signed(\$259 );
+  assign \$261  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$262  = $signed(gain_t) > $signed(13'h0810);
+  assign \$263  = \$262  ? 31'h00000810 : gain_t;
+  assign \$264  = \$261  ? 31'h7ffff7e0 : \$263 ;
+  assign \$265  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$266  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$267  = \$266  ? 32'd2064 : gain_t1;
+  assign \$268  = \$265  ? 32'd4294965216 : \$267 ;
+  assign \$269  = $signed(acc1) - $signed(acc0);
+  assign \$270  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$271  = - gain_x;
+  assign \$272  = \$270  ? \$271  : { 1'h0, gain_x };
+  assign \$273  = special_r ? { \$269 [23], \$269 [23], \$269 [23], \$269 [23], \$269  } : \$272 ;
+  assign \$274  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$275  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$276  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$279 ;
+    pop_top <= \$277 ;
   always @(posedge clk)
-    pop_bottom <= \$280 ;
+    pop_bottom <= \$278 ;
   always @(posedge clk)
-    fsm_state <= \$281 ;
+    fsm_state <= \$279 ;
   always @(posedge clk)
-    div_num <= \$282 ;
+    div_num <= \$280 ;
   always @(posedge clk)
-    div_mag <= \$283 ;
+    div_mag <= \$281 ;
   always @(posedge clk)
-    div_neg <= \$284 ;
+    div_neg <= \$282 ;
   always @(posedge clk)
-    \start$9  <= \$285 ;
+    \start$5  <= \$283 ;
   always @(posedge clk)
-    floor_mean <= \$286 ;
+    floor_mean <= \$284 ;
   always @(posedge clk)
-    start <= \$287 ;
+    start <= \$285 ;
   always @(posedge clk)
-    t <= \$288 ;
+    t <= \$286 ;
   always @(posedge clk)
-    u <= \$289 ;
+    u <= \$287 ;
   always @(posedge clk)
-    semi_w <= \$290 ;
+    semi_w <= \$288 ;
   always @(posedge clk)
-    \start$11  <= \$291 ;
+    \start$7  <= \$289 ;
   always @(posedge clk)
-    den <= \$292 ;
+    \den$51  <= \$290 ;
   always @(posedge clk)
-    lead <= \$293 ;
+    floor_q <= \$291 ;
   always @(posedge clk)
-    recip_rem <= \$294 ;
+    mean_rem <= \$292 ;
   always @(posedge clk)
-    recip_one <= \$295 ;
+    gain_num <= \$293 ;
   always @(posedge clk)
-    recip <= \$296 ;
+    den_norm <= \$294 ;
   always @(posedge clk)
-    m <= \$297 ;
+    num_norm <= \$295 ;
   always @(posedge clk)
-    km <= \$298 ;
+    num_zeros <= \$296 ;
   always @(posedge clk)
-    sh0 <= \$299 ;
+    den_zeros <= \$297 ;
   always @(posedge clk)
-    tk <= \$300 ;
+    loop_n <= \$298 ;
   always @(posedge clk)
-    pre <= \$301 ;
+    gain_shift <= \$299 ;
   always @(posedge clk)
-    tsh <= \$302 ;
+    gain_zero <= \$300 ;
   always @(posedge clk)
-    km_pre <= \$303 ;
+    gain_q1 <= \$301 ;
   always @(posedge clk)
-    t_clamped <= \$304 ;
+    gain_x <= \$302 ;
+  always @(posedge clk)
+    scale_count <= \$303 ;
+  always @(posedge clk)
+    special_r <= \$304 ;
   always @(posedge clk)
     sh <= \$305 ;
   always @(posedge clk)
-    \a$38  <= \$306 ;
+    gain_p <= \$306 ;
   always @(posedge clk)
-    bias <= \$307 ;
+    gain_w <= \$307 ;
   always @(posedge clk)
-    \p$63  <= \$308 ;
+    gain_t <= \$308 ;
   always @(posedge clk)
-    quot <= \$309 ;
+    gain_t1 <= \$309 ;
   always @(posedge clk)
-    \b$65  <= \$310 ;
+    acc0 <= \$310 ;
+  always @(posedge clk)
+    acc1 <= \$311 ;
+  always @(posedge clk)
+    a_fin <= \$312 ;
+  always @(posedge clk)
+    c_fin <= \$313 ;
+  always @(posedge clk)
+    \b$69  <= \$314 ;
+  always @(posedge clk)
+    \a$70  <= \$315 ;
+  always @(posedge clk)
+    special <= \$316 ;
+  always @(posedge clk)
+    \neg$72  <= \$317 ;
+  always @(posedge clk)
+    \q_lo$73  <= \$318 ;
+  always @(posedge clk)
+    q_hi <= \$319 ;
   \hwnorm_semidev_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$19 ),
-    .done(\done$47 ),
+    .\den$13 (den),
+    .done(\done$45 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
+    .start(\start$5 ),
     .steps(steps)
   );
   \hwnorm_semidev_s8.math.isqrt  isqrt (
     .clk(clk),
-    .done(\done$52 ),
+    .done(\done$50 ),
     .root(root),
     .rst(rst),
-    .start(\start$11 ),
+    .start(\start$7 ),
     .\w$11 (w)
   );
   \hwnorm_semidev_s8.math.mul  mul (
@@ -1431,16 +1467,16 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$50 ),
-    .\neg$12 (\neg$25 ),
+    .done(\done$48 ),
+    .\neg$12 (\neg$22 ),
     .p(p),
     .rst(rst),
     .start(start),
-    .steps(\steps$26 )
+    .steps(\steps$23 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 35'h000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -1453,7 +1489,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h06:
           /* empty */;
       7'h07:
-          rem_init = \$108 [34:0];
+          rem_init = \$3 [15:0];
       7'h08:
           /* empty */;
       7'h02:
@@ -1495,7 +1531,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h1b:
           /* empty */;
       7'h1c:
-          rem_init = \$121 [34:0];
+          rem_init = \$16 [15:0];
       7'h1d:
           /* empty */;
       7'h1e:
@@ -1509,7 +1545,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          rem_init = recip_rem;
+          rem_init = \$19 [15:0];
       7'h24:
           /* empty */;
       7'h25:
@@ -1535,7 +1571,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
+          rem_init = \$24 [15:0];
       7'h31:
           /* empty */;
       7'h32:
@@ -1543,7 +1579,21 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h33:
           /* empty */;
       7'h34:
-          rem_init = \$133 [34:0];
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          rem_init = \$27 [15:0];
     endcase
   end
   always @* begin
@@ -1561,7 +1611,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h06:
           /* empty */;
       7'h07:
-          lo_init = \$109 [67:0];
+          lo_init = \$4 [67:0];
       7'h08:
           /* empty */;
       7'h02:
@@ -1603,7 +1653,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h1b:
           /* empty */;
       7'h1c:
-          lo_init = \$122 [67:0];
+          lo_init = \$17 [67:0];
       7'h1d:
           /* empty */;
       7'h1e:
@@ -1617,7 +1667,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          lo_init = \$124 ;
+          lo_init = \$20 [67:0];
       7'h24:
           /* empty */;
       7'h25:
@@ -1643,7 +1693,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
+          lo_init = \$25 [67:0];
       7'h31:
           /* empty */;
       7'h32:
@@ -1651,7 +1701,21 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h33:
           /* empty */;
       7'h34:
-          lo_init = \$134 [67:0];
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          lo_init = \$28 [67:0];
     endcase
   end
   always @* begin
@@ -1725,7 +1789,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          neg = 1'h0;
+          neg = div_neg;
       7'h24:
           /* empty */;
       7'h25:
@@ -1751,7 +1815,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
+          neg = div_neg;
       7'h31:
           /* empty */;
       7'h32:
@@ -1759,12 +1823,26 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h33:
           /* empty */;
       7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
           neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$19  = 35'h000000000;
+    den = 16'h0000;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -1777,7 +1855,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h06:
           /* empty */;
       7'h07:
-          \den$19  = { 22'h000000, chan[13:1] };
+          den = { 3'h0, chan[13:1] };
       7'h08:
           /* empty */;
       7'h02:
@@ -1819,7 +1897,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h1b:
           /* empty */;
       7'h1c:
-          \den$19  = { 22'h000000, chan[13:1] };
+          den = { 3'h0, chan[13:1] };
       7'h1d:
           /* empty */;
       7'h1e:
@@ -1833,7 +1911,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          \den$19  = den;
+          den = { 3'h0, chan[13:1] };
       7'h24:
           /* empty */;
       7'h25:
@@ -1859,7 +1937,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
+          den = den_norm[34:19];
       7'h31:
           /* empty */;
       7'h32:
@@ -1867,7 +1945,21 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h33:
           /* empty */;
       7'h34:
-          \den$19  = { 22'h000000, chan[13:1] };
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
@@ -1941,7 +2033,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          steps = 7'h10;
+          steps = 7'h09;
       7'h24:
           /* empty */;
       7'h25:
@@ -1967,7 +2059,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
+          steps = 7'h0e;
       7'h31:
           /* empty */;
       7'h32:
@@ -1975,7 +2067,21 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h33:
           /* empty */;
       7'h34:
-          steps = 7'h22;
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          steps = 7'h1b;
     endcase
   end
   always @* begin
@@ -2009,7 +2115,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h0e:
           /* empty */;
       7'h0f:
-          a = { \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110 [21], \$110  };
+          a = { \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5 [21], \$5  };
       7'h10:
           /* empty */;
       7'h11:
@@ -2021,7 +2127,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h14:
           /* empty */;
       7'h15:
-          a = { \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117 [21], \$117  };
+          a = { \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12 [21], \$12  };
       7'h16:
           /* empty */;
       7'h17:
@@ -2055,13 +2161,13 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          a = { 44'h00000000000, recip };
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
       7'h27:
           /* empty */;
       7'h28:
           /* empty */;
       7'h29:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
+          a = { \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23  };
       7'h2a:
           /* empty */;
       7'h2b:
@@ -2075,7 +2181,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          a = { \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38  };
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -2088,10 +2194,8 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
-          a = { 45'h000000000000, chan[107:92] };
+          a = { 34'h000000000, gain_x };
       7'h38:
           /* empty */;
       7'h39:
@@ -2105,7 +2209,63 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h3d:
           /* empty */;
       7'h3e:
-          a = { \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38 [25], \a$38  };
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          a = { \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35  };
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          a = { 34'h000000000, gain_x };
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
@@ -2139,7 +2299,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h0e:
           /* empty */;
       7'h0f:
-          b = \$113 [20:0];
+          b = \$8 [20:0];
       7'h10:
           /* empty */;
       7'h11:
@@ -2151,7 +2311,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h14:
           /* empty */;
       7'h15:
-          b = \$120 [20:0];
+          b = \$15 [20:0];
       7'h16:
           /* empty */;
       7'h17:
@@ -2185,7 +2345,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          b = { \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127 [8], \$127  };
+          b = { 8'h00, chan[13:1] };
       7'h27:
           /* empty */;
       7'h28:
@@ -2205,7 +2365,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          b = \$131 [20:0];
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -2218,10 +2378,8 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
-          b = { \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137 [8], \$137  };
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h38:
           /* empty */;
       7'h39:
@@ -2235,7 +2393,63 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h3d:
           /* empty */;
       7'h3e:
-          b = { \$141 [16], \$141 [16], \$141 [16], \$141 [16], \$141  };
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          b = { \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31  };
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          b = { 5'h00, chan[107:92] };
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          b = { \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39  };
     endcase
   end
   always @* begin
@@ -2315,7 +2529,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          c = 75'h0000000000000000000;
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h27:
           /* empty */;
       7'h28:
@@ -2335,7 +2549,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          c = 75'h0000000000000000000;
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -2347,8 +2561,6 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h35:
           /* empty */;
       7'h36:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h37:
           c = 75'h0000000000000000000;
@@ -2365,12 +2577,68 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h3d:
           /* empty */;
       7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
           c = 75'h0000000000000000000;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          c = 75'h0000000000000000000;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$25  = 1'h0;
+    \neg$22  = 1'h0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2393,31 +2661,31 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h0b:
           /* empty */;
       7'h0c:
-          \neg$25  = 1'h0;
+          \neg$22  = 1'h0;
       7'h0d:
           /* empty */;
       7'h0e:
           /* empty */;
       7'h0f:
-          \neg$25  = \$114 ;
+          \neg$22  = \$9 ;
       7'h10:
           /* empty */;
       7'h11:
           /* empty */;
       7'h12:
-          \neg$25  = 1'h0;
+          \neg$22  = 1'h0;
       7'h13:
           /* empty */;
       7'h14:
           /* empty */;
       7'h15:
-          \neg$25  = 1'h0;
+          \neg$22  = 1'h0;
       7'h16:
           /* empty */;
       7'h17:
           /* empty */;
       7'h18:
-          \neg$25  = 1'h0;
+          \neg$22  = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -2445,13 +2713,13 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          \neg$25  = \$128 ;
+          \neg$22  = 1'h1;
       7'h27:
           /* empty */;
       7'h28:
           /* empty */;
       7'h29:
-          \neg$25  = 1'h0;
+          \neg$22  = 1'h0;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -2465,7 +2733,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          \neg$25  = \$132 ;
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -2478,10 +2746,8 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
-          \neg$25  = \$138 ;
+          \neg$22  = \$26 ;
       7'h38:
           /* empty */;
       7'h39:
@@ -2495,12 +2761,68 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h3d:
           /* empty */;
       7'h3e:
-          \neg$25  = \$142 ;
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \neg$22  = \$32 ;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \neg$22  = 1'h0;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          \neg$22  = \$36 ;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          \neg$22  = \$40 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$26  = 5'h00;
+    \steps$23  = 5'h00;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2523,31 +2845,31 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h0b:
           /* empty */;
       7'h0c:
-          \steps$26  = 5'h0d;
+          \steps$23  = 5'h0d;
       7'h0d:
           /* empty */;
       7'h0e:
           /* empty */;
       7'h0f:
-          \steps$26  = 5'h15;
+          \steps$23  = 5'h15;
       7'h10:
           /* empty */;
       7'h11:
           /* empty */;
       7'h12:
-          \steps$26  = 5'h0d;
+          \steps$23  = 5'h0d;
       7'h13:
           /* empty */;
       7'h14:
           /* empty */;
       7'h15:
-          \steps$26  = 5'h15;
+          \steps$23  = 5'h15;
       7'h16:
           /* empty */;
       7'h17:
           /* empty */;
       7'h18:
-          \steps$26  = 5'h0d;
+          \steps$23  = 5'h0d;
       7'h19:
           /* empty */;
       7'h1a:
@@ -2575,13 +2897,13 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          \steps$26  = 5'h08;
+          \steps$23  = 5'h0d;
       7'h27:
           /* empty */;
       7'h28:
           /* empty */;
       7'h29:
-          \steps$26  = 5'h0d;
+          \steps$23  = 5'h0d;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -2595,7 +2917,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          \steps$26  = 5'h15;
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -2608,10 +2930,8 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
-          \steps$26  = 5'h08;
+          \steps$23  = 5'h0d;
       7'h38:
           /* empty */;
       7'h39:
@@ -2625,7 +2945,63 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h3d:
           /* empty */;
       7'h3e:
-          \steps$26  = 5'h10;
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \steps$23  = 5'h09;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \steps$23  = 5'h10;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          \steps$23  = 5'h08;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          \steps$23  = 5'h09;
     endcase
   end
   always @* begin
@@ -2691,7 +3067,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h1e:
           /* empty */;
       7'h1f:
-          w = \$123 [68:0];
+          w = \$18 [68:0];
     endcase
   end
   always @* begin
@@ -2804,8 +3180,6 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
           /* empty */;
       7'h38:
@@ -2827,6 +3201,60 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h40:
           /* empty */;
       7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
           /* empty */;
       7'h09:
           done = 1'h1;
@@ -2834,201 +3262,267 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = 1'h0;
+    \$277  = 1'h0;
     if (rst) begin
-      \$279  = 1'h0;
+      \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = 1'h0;
+    \$278  = 1'h0;
     if (rst) begin
-      \$280  = 1'h0;
+      \$278  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = fsm_state;
+    \$279  = fsm_state;
     casez (fsm_state)
       7'h00:
-          if (\start$44 ) begin
+          if (\start$42 ) begin
             casez (entry)
               2'h0:
-                  \$281  = 7'h01;
+                  \$279  = 7'h01;
               2'h1:
-                  \$281  = 7'h02;
+                  \$279  = 7'h02;
               2'h2:
-                  \$281  = 7'h03;
+                  \$279  = 7'h03;
             endcase
           end
       7'h01:
-          \$281  = 7'h04;
+          \$279  = 7'h04;
       7'h04:
-          \$281  = 7'h05;
+          \$279  = 7'h05;
       7'h05:
-          \$281  = 7'h06;
+          \$279  = 7'h06;
       7'h06:
-          \$281  = 7'h07;
+          \$279  = 7'h07;
       7'h07:
-          \$281  = 7'h08;
+          \$279  = 7'h08;
       7'h08:
-          if (\done$47 ) begin
-            \$281  = 7'h09;
+          if (\done$45 ) begin
+            \$279  = 7'h09;
           end
       7'h02:
-          \$281  = 7'h0a;
+          \$279  = 7'h0a;
       7'h0a:
-          \$281  = 7'h0b;
+          \$279  = 7'h0b;
       7'h0b:
-          \$281  = 7'h0c;
+          \$279  = 7'h0c;
       7'h0c:
-          \$281  = 7'h0d;
+          \$279  = 7'h0d;
       7'h0d:
-          if (\done$50 ) begin
-            \$281  = 7'h0e;
+          if (\done$48 ) begin
+            \$279  = 7'h0e;
           end
       7'h0e:
-          \$281  = 7'h0f;
+          \$279  = 7'h0f;
       7'h0f:
-          \$281  = 7'h10;
+          \$279  = 7'h10;
       7'h10:
-          if (\done$50 ) begin
-            \$281  = 7'h11;
+          if (\done$48 ) begin
+            \$279  = 7'h11;
           end
       7'h11:
-          \$281  = 7'h12;
+          \$279  = 7'h12;
       7'h12:
-          \$281  = 7'h13;
+          \$279  = 7'h13;
       7'h13:
-          if (\done$50 ) begin
-            \$281  = 7'h14;
+          if (\done$48 ) begin
+            \$279  = 7'h14;
           end
       7'h14:
-          \$281  = 7'h15;
+          \$279  = 7'h15;
       7'h15:
-          \$281  = 7'h16;
+          \$279  = 7'h16;
       7'h16:
-          if (\done$50 ) begin
-            \$281  = 7'h17;
+          if (\done$48 ) begin
+            \$279  = 7'h17;
           end
       7'h17:
-          \$281  = 7'h18;
+          \$279  = 7'h18;
       7'h18:
-          \$281  = 7'h19;
+          \$279  = 7'h19;
       7'h19:
-          if (\done$50 ) begin
-            \$281  = 7'h1a;
+          if (\done$48 ) begin
+            \$279  = 7'h1a;
           end
       7'h1a:
-          \$281  = 7'h1b;
+          \$279  = 7'h1b;
       7'h1b:
-          \$281  = 7'h1c;
+          \$279  = 7'h1c;
       7'h1c:
-          \$281  = 7'h1d;
+          \$279  = 7'h1d;
       7'h1d:
-          if (\done$47 ) begin
-            \$281  = 7'h1e;
+          if (\done$45 ) begin
+            \$279  = 7'h1e;
           end
       7'h1e:
-          \$281  = 7'h1f;
+          \$279  = 7'h1f;
       7'h1f:
-          \$281  = 7'h20;
+          \$279  = 7'h20;
       7'h20:
-          if (\done$52 ) begin
-            \$281  = 7'h21;
+          if (\done$50 ) begin
+            \$279  = 7'h21;
           end
       7'h21:
-          \$281  = 7'h22;
+          \$279  = 7'h22;
       7'h22:
-          \$281  = 7'h23;
+          \$279  = 7'h23;
       7'h23:
-          \$281  = 7'h24;
+          \$279  = 7'h24;
       7'h24:
-          if (\done$47 ) begin
-            \$281  = 7'h25;
+          if (\done$45 ) begin
+            \$279  = 7'h25;
           end
       7'h25:
-          \$281  = 7'h26;
+          \$279  = 7'h26;
       7'h26:
-          \$281  = 7'h27;
+          \$279  = 7'h27;
       7'h27:
-          if (\done$50 ) begin
-            \$281  = 7'h28;
+          if (\done$48 ) begin
+            \$279  = 7'h28;
           end
       7'h28:
-          \$281  = 7'h29;
+          \$279  = 7'h29;
       7'h29:
-          \$281  = 7'h2a;
+          \$279  = 7'h2a;
       7'h2a:
-          if (\done$50 ) begin
-            \$281  = 7'h2b;
+          if (\done$48 ) begin
+            \$279  = 7'h2b;
           end
       7'h2b:
-          \$281  = 7'h2c;
+          \$279  = 7'h2c;
       7'h2c:
-          \$281  = 7'h2d;
+          if (\$153 ) begin
+            \$279  = 7'h2d;
+          end
       7'h2d:
-          \$281  = 7'h2e;
+          \$279  = 7'h2e;
       7'h2e:
-          \$281  = 7'h2f;
+          \$279  = 7'h2f;
       7'h2f:
-          \$281  = 7'h30;
+          \$279  = 7'h30;
       7'h30:
-          \$281  = 7'h31;
+          \$279  = 7'h31;
       7'h31:
-          if (\done$50 ) begin
-            \$281  = 7'h32;
+          if (\done$45 ) begin
+            \$279  = 7'h32;
           end
       7'h32:
-          \$281  = 7'h33;
+          \$279  = 7'h33;
       7'h33:
-          \$281  = 7'h34;
+          \$279  = 7'h34;
       7'h34:
-          \$281  = 7'h35;
-      7'h35:
-          if (\done$47 ) begin
-            \$281  = 7'h36;
+          if (\$181 ) begin
+            \$279  = 7'h35;
           end
+      7'h35:
+          \$279  = 7'h36;
       7'h36:
-          \$281  = 7'h09;
-      7'h03:
-          \$281  = 7'h37;
+          \$279  = 7'h37;
       7'h37:
-          \$281  = 7'h38;
+          \$279  = 7'h38;
       7'h38:
-          if (\done$50 ) begin
-            \$281  = 7'h39;
+          if (\done$48 ) begin
+            \$279  = 7'h39;
           end
       7'h39:
-          \$281  = 7'h3a;
+          \$279  = 7'h3a;
       7'h3a:
-          \$281  = 7'h3b;
+          \$279  = 7'h3b;
       7'h3b:
-          \$281  = 7'h3c;
+          \$279  = 7'h3c;
       7'h3c:
-          \$281  = 7'h3d;
-      7'h3d:
-          \$281  = 7'h3e;
-      7'h3e:
-          \$281  = 7'h3f;
-      7'h3f:
-          if (\done$50 ) begin
-            \$281  = 7'h40;
+          if (\done$45 ) begin
+            \$279  = 7'h3d;
           end
+      7'h3d:
+          \$279  = 7'h3e;
+      7'h3e:
+          \$279  = 7'h3f;
+      7'h3f:
+          \$279  = 7'h40;
       7'h40:
-          \$281  = 7'h41;
+          \$279  = 7'h41;
       7'h41:
-          \$281  = 7'h09;
+          \$279  = 7'h42;
+      7'h42:
+          \$279  = 7'h43;
+      7'h43:
+          if (\done$48 ) begin
+            \$279  = 7'h44;
+          end
+      7'h44:
+          \$279  = 7'h09;
+      7'h03:
+          \$279  = 7'h45;
+      7'h45:
+          \$279  = 7'h46;
+      7'h46:
+          \$279  = 7'h47;
+      7'h47:
+          if (\done$48 ) begin
+            \$279  = 7'h48;
+          end
+      7'h48:
+          \$279  = 7'h49;
+      7'h49:
+          if (\$222 ) begin
+            \$279  = 7'h4a;
+          end
+      7'h4a:
+          \$279  = 7'h4b;
+      7'h4b:
+          \$279  = 7'h4c;
+      7'h4c:
+          \$279  = 7'h4d;
+      7'h4d:
+          \$279  = 7'h4e;
+      7'h4e:
+          if (\$247 ) begin
+            \$279  = 7'h4f;
+          end
+      7'h4f:
+          \$279  = 7'h50;
+      7'h50:
+          \$279  = 7'h51;
+      7'h51:
+          \$279  = 7'h52;
+      7'h52:
+          if (\done$48 ) begin
+            \$279  = 7'h53;
+          end
+      7'h53:
+          \$279  = 7'h54;
+      7'h54:
+          \$279  = 7'h55;
+      7'h55:
+          \$279  = 7'h56;
+      7'h56:
+          \$279  = 7'h57;
+      7'h57:
+          \$279  = 7'h58;
+      7'h58:
+          \$279  = 7'h59;
+      7'h59:
+          \$279  = 7'h5a;
+      7'h5a:
+          if (\done$48 ) begin
+            \$279  = 7'h5b;
+          end
+      7'h5b:
+          \$279  = 7'h09;
       7'h09:
-          \$281  = 7'h00;
+          \$279  = 7'h00;
     endcase
     if (rst) begin
-      \$281  = 7'h00;
+      \$279  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = div_num;
+    \$280  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3037,7 +3531,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h04:
           /* empty */;
       7'h05:
-          \$282  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          \$280  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h06:
           /* empty */;
       7'h07:
@@ -3079,7 +3573,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h19:
           /* empty */;
       7'h1a:
-          \$282  = { \$213 [90], \$213  };
+          \$280  = { \$137 [90], \$137  };
       7'h1b:
           /* empty */;
       7'h1c:
@@ -3093,7 +3587,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h20:
           /* empty */;
       7'h21:
-          /* empty */;
+          \$280  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h22:
           /* empty */;
       7'h23:
@@ -3119,114 +3613,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2d:
           /* empty */;
       7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          \$282  = { \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63  };
-    endcase
-    if (rst) begin
-      \$282  = 92'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = div_mag;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$283  = \$211 [91:0];
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$283  = \$216 [91:0];
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
+          \$280  = { 62'h0000000000000000, \$157  };
       7'h2f:
           /* empty */;
       7'h30:
@@ -3236,226 +3623,601 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h32:
           /* empty */;
       7'h33:
-          \$283  = \$249 [91:0];
-    endcase
-    if (rst) begin
-      \$283  = 92'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = div_neg;
-    casez (fsm_state)
-      7'h00:
           /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$284  = \$212 ;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$284  = \$217 ;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          \$284  = \$250 ;
-    endcase
-    if (rst) begin
-      \$284  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = \start$9 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$285  = 1'h1;
-      7'h07:
-          \$285  = 1'h0;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$285  = 1'h1;
-      7'h1c:
-          \$285  = 1'h0;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          \$285  = 1'h1;
-      7'h23:
-          \$285  = 1'h0;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          \$285  = 1'h1;
       7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$280  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p };
+    endcase
+    if (rst) begin
+      \$280  = 92'h00000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$281  = div_mag;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$281  = \$135 [91:0];
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$281  = \$140 [91:0];
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$281  = \$144 [91:0];
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$281  = \$160 [91:0];
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$281  = \$187 [91:0];
+    endcase
+    if (rst) begin
+      \$281  = 92'h00000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = div_neg;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$282  = \$136 ;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$282  = \$141 ;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$282  = \$145 ;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$282  = \$161 ;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$282  = \$188 ;
+    endcase
+    if (rst) begin
+      \$282  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$283  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$283  = 1'h1;
+      7'h07:
+          \$283  = 1'h0;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$283  = 1'h1;
+      7'h1c:
+          \$283  = 1'h0;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$283  = 1'h1;
+      7'h23:
+          \$283  = 1'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$283  = 1'h1;
+      7'h30:
+          \$283  = 1'h0;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$283  = 1'h1;
+      7'h3b:
+          \$283  = 1'h0;
+    endcase
+    if (rst) begin
+      \$283  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$284  = floor_mean;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          if (\done$45 ) begin
+            \$284  = q[8:0];
+          end
+    endcase
+    if (rst) begin
+      \$284  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$285  = start;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          \$285  = 1'h1;
+      7'h0c:
+          \$285  = 1'h0;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          \$285  = 1'h1;
+      7'h0f:
+          \$285  = 1'h0;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$285  = 1'h1;
+      7'h12:
+          \$285  = 1'h0;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$285  = 1'h1;
+      7'h15:
+          \$285  = 1'h0;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$285  = 1'h1;
+      7'h18:
+          \$285  = 1'h0;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$285  = 1'h1;
+      7'h26:
+          \$285  = 1'h0;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$285  = 1'h1;
+      7'h29:
+          \$285  = 1'h0;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$285  = 1'h1;
+      7'h37:
+          \$285  = 1'h0;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$285  = 1'h1;
+      7'h42:
+          \$285  = 1'h0;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          \$285  = 1'h1;
+      7'h46:
+          \$285  = 1'h0;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          \$285  = 1'h1;
+      7'h51:
+          \$285  = 1'h0;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          \$285  = 1'h1;
+      7'h59:
           \$285  = 1'h0;
     endcase
     if (rst) begin
@@ -3464,32 +4226,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = floor_mean;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          if (\done$47 ) begin
-            \$286  = q[8:0];
-          end
-    endcase
-    if (rst) begin
-      \$286  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = start;
+    \$286  = t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3510,33 +4247,360 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h0a:
           /* empty */;
       7'h0b:
-          \$287  = 1'h1;
+          /* empty */;
       7'h0c:
-          \$287  = 1'h0;
+          /* empty */;
       7'h0d:
-          /* empty */;
+          if (\done$48 ) begin
+            \$286  = p[59:0];
+          end
       7'h0e:
-          \$287  = 1'h1;
+          /* empty */;
       7'h0f:
-          \$287  = 1'h0;
+          /* empty */;
       7'h10:
-          /* empty */;
+          if (\done$48 ) begin
+            \$286  = p[59:0];
+          end
       7'h11:
-          \$287  = 1'h1;
-      7'h12:
-          \$287  = 1'h0;
-      7'h13:
           /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          if (\done$48 ) begin
+            \$286  = p[59:0];
+          end
       7'h14:
-          \$287  = 1'h1;
+          /* empty */;
       7'h15:
-          \$287  = 1'h0;
+          /* empty */;
       7'h16:
           /* empty */;
       7'h17:
-          \$287  = 1'h1;
+          /* empty */;
       7'h18:
-          \$287  = 1'h0;
+          /* empty */;
+      7'h19:
+          if (\done$48 ) begin
+            \$286  = p[59:0];
+          end
+    endcase
+    if (rst) begin
+      \$286  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$287  = u;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$48 ) begin
+            \$287  = p[59:0];
+          end
+    endcase
+    if (rst) begin
+      \$287  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$288  = semi_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          if (\done$45 ) begin
+            \$288  = q[68:0];
+          end
+    endcase
+    if (rst) begin
+      \$288  = 69'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$289  = \start$7 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$289  = 1'h1;
+      7'h1f:
+          \$289  = 1'h0;
+    endcase
+    if (rst) begin
+      \$289  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = \den$51 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          if (\done$50 ) begin
+            \$290  = root;
+          end
+    endcase
+    if (rst) begin
+      \$290  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$291  = floor_q;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
       7'h19:
           /* empty */;
       7'h1a:
@@ -3560,17 +4624,19 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h23:
           /* empty */;
       7'h24:
-          /* empty */;
+          if (\done$45 ) begin
+            \$291  = q[9:0];
+          end
       7'h25:
-          \$287  = 1'h1;
+          /* empty */;
       7'h26:
-          \$287  = 1'h0;
+          /* empty */;
       7'h27:
           /* empty */;
       7'h28:
-          \$287  = 1'h1;
+          /* empty */;
       7'h29:
-          \$287  = 1'h0;
+          /* empty */;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -3582,9 +4648,9 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2e:
           /* empty */;
       7'h2f:
-          \$287  = 1'h1;
+          /* empty */;
       7'h30:
-          \$287  = 1'h0;
+          /* empty */;
       7'h31:
           /* empty */;
       7'h32:
@@ -3597,10 +4663,8 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          \$287  = 1'h1;
       7'h37:
-          \$287  = 1'h0;
+          /* empty */;
       7'h38:
           /* empty */;
       7'h39:
@@ -3612,417 +4676,31 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h3c:
           /* empty */;
       7'h3d:
-          \$287  = 1'h1;
+          /* empty */;
       7'h3e:
-          \$287  = 1'h0;
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          \$291  = \$214 [9:0];
     endcase
     if (rst) begin
-      \$287  = 1'h0;
+      \$291  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = t;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          if (\done$50 ) begin
-            \$288  = p[59:0];
-          end
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          if (\done$50 ) begin
-            \$288  = p[59:0];
-          end
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          if (\done$50 ) begin
-            \$288  = p[59:0];
-          end
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          if (\done$50 ) begin
-            \$288  = p[59:0];
-          end
-    endcase
-    if (rst) begin
-      \$288  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = u;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          if (\done$50 ) begin
-            \$289  = p[59:0];
-          end
-    endcase
-    if (rst) begin
-      \$289  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = semi_w;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          if (\done$47 ) begin
-            \$290  = q[68:0];
-          end
-    endcase
-    if (rst) begin
-      \$290  = 69'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = \start$11 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          \$291  = 1'h1;
-      7'h1f:
-          \$291  = 1'h0;
-    endcase
-    if (rst) begin
-      \$291  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = den;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          if (\done$52 ) begin
-            \$292  = root;
-          end
-    endcase
-    if (rst) begin
-      \$292  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = lead;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$293  = den_lead;
-    endcase
-    if (rst) begin
-      \$293  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = recip_rem;
+    \$292  = mean_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4089,7 +4767,393 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h21:
           /* empty */;
       7'h22:
-          \$294  = \$221 [34:0];
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          if (\done$48 ) begin
+            \$292  = p[13:0];
+          end
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          \$292  = { 6'h00, chan[83:76] };
+    endcase
+    if (rst) begin
+      \$292  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$293  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          if (\done$48 ) begin
+            \$293  = p[23:0];
+          end
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          if (\done$48 ) begin
+            \$293  = p[23:0];
+          end
+    endcase
+    if (rst) begin
+      \$293  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = den_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$294  = \den$51 ;
+      7'h2c:
+          if (\$146 ) begin
+            \$294  = \$147 [34:0];
+          end
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$294  = 35'h400000000;
+      7'h49:
+          if (\$215 ) begin
+            \$294  = \$216 [34:0];
+          end
     endcase
     if (rst) begin
       \$294  = 35'h000000000;
@@ -4097,82 +5161,7 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = recip_one;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          \$295  = \$222 ;
-    endcase
-    if (rst) begin
-      \$295  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = recip;
+    \$295  = num_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4243,106 +5232,25 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h23:
           /* empty */;
       7'h24:
-          if (\done$47 ) begin
-            \$296  = q[16:0];
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$295  = gain_num[22:0];
+      7'h2c:
+          if (\$149 ) begin
+            \$295  = \$150 [22:0];
           end
-    endcase
-    if (rst) begin
-      \$296  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = m;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          if (\done$50 ) begin
-            \$297  = p[25:0];
-          end
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
       7'h2d:
           /* empty */;
       7'h2e:
@@ -4362,752 +5270,6 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h35:
           /* empty */;
       7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          if (\done$50 ) begin
-            \$297  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$297  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = km;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          if (\done$50 ) begin
-            \$298  = p[39:0];
-          end
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$298  = \$252 [39:0];
-    endcase
-    if (rst) begin
-      \$298  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = sh0;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$299  = { 3'h0, \$223  };
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$299  = { \$253 [8], \$253  };
-    endcase
-    if (rst) begin
-      \$299  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = tk;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$300  = count_lead;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$300  = 4'h8;
-    endcase
-    if (rst) begin
-      \$300  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = pre;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          \$301  = \$226 [1:0];
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          \$301  = \$256 [1:0];
-    endcase
-    if (rst) begin
-      \$301  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = tsh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          \$302  = \$236 [9:0];
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          \$302  = \$266 [9:0];
-    endcase
-    if (rst) begin
-      \$302  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = km_pre;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          \$303  = \$237 ;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -5118,15 +5280,550 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
-          \$303  = \$267 ;
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$295  = gain_num[22:0];
+      7'h49:
+          if (\$218 ) begin
+            \$295  = \$219 [22:0];
+          end
     endcase
     if (rst) begin
-      \$303  = 43'h00000000000;
+      \$295  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = t_clamped;
+    \$296  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$296  = 5'h00;
+      7'h2c:
+          if (\$149 ) begin
+            \$296  = \$151 [4:0];
+          end
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$296  = 5'h00;
+      7'h49:
+          if (\$218 ) begin
+            \$296  = \$220 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$296  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$297  = 6'h00;
+      7'h2c:
+          if (\$146 ) begin
+            \$297  = \$148 [5:0];
+          end
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$297  = 6'h00;
+      7'h49:
+          if (\$215 ) begin
+            \$297  = \$217 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$297  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+        begin
+          \$298  = \$152 [5:0];
+          if (\$153 ) begin
+            \$298  = 6'h00;
+          end
+        end
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          \$298  = \$180 [5:0];
+          if (\$181 ) begin
+            \$298  = 6'h00;
+          end
+        end
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+        begin
+          \$298  = \$221 [5:0];
+          if (\$222 ) begin
+            \$298  = 6'h00;
+          end
+        end
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+        begin
+          \$298  = \$246 [5:0];
+          if (\$247 ) begin
+            \$298  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$298  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = gain_shift;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5215,7 +5912,186 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2c:
           /* empty */;
       7'h2d:
-          \$304  = \$239 [5:0];
+          \$299  = { \$155 [6], \$155 [6], \$155  };
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$299  = \$166 [8:0];
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          if (\$170 ) begin
+            \$299  = \$172 [8:0];
+          end
+          if (\$176 ) begin
+            \$299  = \$178 [8:0];
+          end
+        end
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \$299  = \$224 ;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$299  = \$232 [8:0];
+      7'h4d:
+          /* empty */;
+      7'h4e:
+        begin
+          if (\$236 ) begin
+            \$299  = \$238 [8:0];
+          end
+          if (\$242 ) begin
+            \$299  = \$244 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$299  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$300  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$300  = \$156 ;
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5234,7 +6110,164 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h36:
           /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
       7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \$300  = \$225 ;
+    endcase
+    if (rst) begin
+      \$300  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$301  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          if (\done$45 ) begin
+            \$301  = q[15:0];
+          end
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
           /* empty */;
       7'h37:
           /* empty */;
@@ -5245,10 +6278,551 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
-          \$304  = \$269 [5:0];
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          \$301  = \$227 [15:0];
     endcase
     if (rst) begin
-      \$304  = 6'h00;
+      \$301  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$302  = { \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164  };
+      7'h33:
+          /* empty */;
+      7'h34:
+        begin
+          if (\$170 ) begin
+            \$302  = \$171 ;
+          end
+          if (\$176 ) begin
+            \$302  = \$177 [26:0];
+          end
+        end
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$302  = { \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230  };
+      7'h4d:
+          /* empty */;
+      7'h4e:
+        begin
+          if (\$236 ) begin
+            \$302  = \$237 ;
+          end
+          if (\$242 ) begin
+            \$302  = \$243 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$302  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$303  = 4'h0;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$303  = \$179 [3:0];
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$303  = 4'h0;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          \$303  = \$245 [3:0];
+    endcase
+    if (rst) begin
+      \$303  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$304  = \$169 ;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$304  = \$235 ;
+    endcase
+    if (rst) begin
+      \$304  = 1'h0;
     end
   end
   always @* begin
@@ -5342,530 +6916,6 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h2c:
           /* empty */;
       7'h2d:
-          \$305  = \$241 [3:0];
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          \$305  = \$271 [3:0];
-    endcase
-    if (rst) begin
-      \$305  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = \a$38 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$306  = \$242 [25:0];
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          \$306  = \$272 [25:0];
-    endcase
-    if (rst) begin
-      \$306  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = bias;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$307  = { \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246 [23], \$246  };
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          \$307  = { \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276 [23], \$276  };
-    endcase
-    if (rst) begin
-      \$307  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = \p$63 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          if (\done$50 ) begin
-            \$308  = p[48:0];
-          end
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          if (\done$50 ) begin
-            \$308  = p[48:0];
-          end
-    endcase
-    if (rst) begin
-      \$308  = 49'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = quot;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -5882,149 +6932,8 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h34:
           /* empty */;
       7'h35:
-          if (\done$47 ) begin
-            \$309  = q[37:0];
-          end
+          \$305  = \$184 [3:0];
       7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          \$309  = \$277 [37:0];
-    endcase
-    if (rst) begin
-      \$309  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = \b$65 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          \$310  = \$251 [33:0];
-      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -6047,17 +6956,2633 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
       7'h40:
           /* empty */;
       7'h41:
-          \$310  = \$278 [33:0];
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          \$305  = \$250 [3:0];
     endcase
     if (rst) begin
-      \$310  = 34'h000000000;
+      \$305  = 4'h0;
     end
   end
-  assign beta_shift = \$106 [3:0];
-  assign \beta_shift$6  = \$107 [3:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          if (\done$48 ) begin
+            \$306  = p[41:0];
+          end
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          if (\done$48 ) begin
+            \$306  = p[41:0];
+          end
+    endcase
+    if (rst) begin
+      \$306  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          if (\done$45 ) begin
+            \$307  = q[28:0];
+          end
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          \$307  = \$251 [28:0];
+    endcase
+    if (rst) begin
+      \$307  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$308  = { \$193 [29], \$193  };
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          \$308  = { \$256 [29], \$256  };
+    endcase
+    if (rst) begin
+      \$308  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$309  = \$197 ;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          \$309  = \$260 ;
+    endcase
+    if (rst) begin
+      \$309  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$310  = \$201 [22:0];
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          \$310  = \$264 [22:0];
+    endcase
+    if (rst) begin
+      \$310  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$311  = \$205 [22:0];
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          \$311  = \$268 [22:0];
+    endcase
+    if (rst) begin
+      \$311  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$312  = \$210 [13:0];
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          \$312  = \$273 [13:0];
+    endcase
+    if (rst) begin
+      \$312  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$313  = \$211 [22:0];
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          \$313  = \$274 [22:0];
+    endcase
+    if (rst) begin
+      \$313  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = \b$69 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          if (\done$48 ) begin
+            \$314  = p[22:0];
+          end
+      7'h44:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          if (\done$48 ) begin
+            \$314  = p[22:0];
+          end
+    endcase
+    if (rst) begin
+      \$314  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = \a$70 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$315  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          \$315  = a_fin;
+    endcase
+    if (rst) begin
+      \$315  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$316  = special_r;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          \$316  = special_r;
+    endcase
+    if (rst) begin
+      \$316  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = \neg$72 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$317  = \$212 ;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          \$317  = \$275 ;
+    endcase
+    if (rst) begin
+      \$317  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = \q_lo$73 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$318  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          \$318  = floor_q;
+    endcase
+    if (rst) begin
+      \$318  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$319  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$319  = \$213 [9:0];
+      7'h03:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          \$319  = \$276 [9:0];
+    endcase
+    if (rst) begin
+      \$319  = 10'h000;
+    end
+  end
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
-  assign isqrt_go = \start$11 ;
+  assign seqdiv_go = \start$5 ;
+  assign isqrt_go = \start$7 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.eps_n  = chan[59:14];
@@ -6066,24 +9591,40 @@ module \hwnorm_semidev_s8.math (rst, \start$44 , entry, chan, sum, s_lo, c_lo, q
   assign \chan.mean  = chan[91:76];
   assign \chan.scale_m  = chan[107:92];
   assign \chan.scale_exp  = chan[115:108];
-  assign \$108  = { 9'h000, div_mag[91:9] };
-  assign \$109  = { 4'h0, div_mag[8:0], 59'h000000000000000 };
-  assign \$110  = { s_lo, 1'h0 };
-  assign \$121  = { 68'h00000000000000000, div_mag[91:68] };
-  assign \$122  = { 1'h0, div_mag[67:0] };
-  assign \$133  = { 34'h000000000, div_mag[91:34] };
-  assign \$134  = { 29'h00000000, div_mag[33:0], 34'h000000000 };
-  assign \$213  = { t[59], t, 30'h00000000 };
-  assign \$220  = { 1'h0, \$219 [63:1] };
-  assign \$245  = { 1'h0, \$244 [15:1] };
-  assign \$252  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$275  = { 1'h0, \$274 [15:1] };
-  assign \$277  = { \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48], \p$63 [48:8] };
+  assign \$3  = { 9'h000, div_mag[91:9] };
+  assign \$4  = { 4'h0, div_mag[8:0], 59'h000000000000000 };
+  assign \$5  = { s_lo, 1'h0 };
+  assign \$16  = { 68'h00000000000000000, div_mag[91:68] };
+  assign \$17  = { 1'h0, div_mag[67:0] };
+  assign \$19  = { 9'h000, div_mag[91:9] };
+  assign \$20  = { 4'h0, div_mag[8:0], 59'h000000000000000 };
+  assign \$24  = { 14'h0000, div_mag[91:14] };
+  assign \$25  = { 9'h000, div_mag[13:0], 54'h00000000000000 };
+  assign \$27  = { 27'h0000000, div_mag[91:27] };
+  assign \$28  = { 22'h000000, div_mag[26:0], 41'h00000000000 };
+  assign \$137  = { t[59], t, 30'h00000000 };
+  assign \$147  = { den_norm, 1'h0 };
+  assign \$150  = { num_norm, 1'h0 };
+  assign \$157  = { 1'h0, num_norm, 6'h00 };
+  assign \$162  = { gain_q1[15], gain_q1[15:1] };
+  assign \$171  = { 1'h0, gain_x[26:1] };
+  assign \$177  = { gain_x, 1'h0 };
+  assign \$191  = { 1'h0, \$190 [15:1] };
+  assign \$214  = { chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91:84] };
+  assign \$216  = { den_norm, 1'h0 };
+  assign \$219  = { num_norm, 1'h0 };
+  assign \$226  = { 1'h0, num_norm, 6'h00 };
+  assign \$227  = { 15'h0000, \$226 [29:15] };
+  assign \$228  = { gain_q1[15], gain_q1[15:1] };
+  assign \$237  = { 1'h0, gain_x[26:1] };
+  assign \$243  = { gain_x, 1'h0 };
+  assign \$251  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$254  = { 1'h0, \$253 [15:1] };
 endmodule
 
 module \hwnorm_semidev_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [35:0] \$1 ;
+  wire [16:0] \$1 ;
   wire [7:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
@@ -6093,18 +9634,18 @@ module \hwnorm_semidev_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [34:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
   reg [67:0] \$20 ;
-  reg [34:0] \$21 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
   reg [67:0] \$23 ;
   reg [6:0] \$24 ;
   reg \$25 ;
   reg [69:0] \$26 ;
   wire \$3 ;
-  wire [36:0] \$4 ;
-  wire [36:0] \$5 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
   wire [68:0] \$6 ;
   wire \$7 ;
   wire [68:0] \$8 ;
@@ -6112,9 +9653,9 @@ module \hwnorm_semidev_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [34:0] den = 35'h000000000;
-  input [34:0] \den$13 ;
-  wire [34:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [6:0] left = 7'h00;
@@ -6127,9 +9668,9 @@ module \hwnorm_semidev_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
   output [69:0] q;
   reg [69:0] q = 70'h000000000000000000;
   reg [67:0] quot = 68'h00000000000000000;
-  reg [34:0] rem = 35'h000000000;
-  input [34:0] rem_init;
-  wire [34:0] rem_init;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -6138,8 +9679,8 @@ module \hwnorm_semidev_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
   wire start;
   input [6:0] steps;
   wire [6:0] steps;
-  wire [35:0] trial;
-  assign trial = \$1  | { 35'h000000000, lo[67] };
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[67] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
@@ -6207,10 +9748,10 @@ module \hwnorm_semidev_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [34:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 35'h000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -6232,7 +9773,7 @@ module \hwnorm_semidev_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , 
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 35'h000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -6569,61 +10110,85 @@ module \hwnorm_semidev_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, 
   assign \$6  = { 1'h0, b_sh[20:1] };
 endmodule
 
-module \hwnorm_semidev_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_semidev_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
-  wire [16:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [48:0] \$12 ;
-  wire [49:0] \$13 ;
-  wire [50:0] \$14 ;
-  wire [34:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [34:0] \$18 ;
-  wire [34:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [34:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire [13:0] \$26 ;
-  reg \$27 ;
-  reg \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg [12:0] \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [23:0] \$37 ;
+  wire [23:0] \$38 ;
+  wire [23:0] \$39 ;
   wire [2:0] \$4 ;
-  reg [7:0] \$40 ;
-  reg [25:0] \$41 ;
-  reg [17:0] \$42 ;
-  reg [34:0] \$43 ;
-  reg [34:0] \$44 ;
-  reg [34:0] \$45 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [13:0] \$45 ;
   reg \$46 ;
   reg \$47 ;
-  reg [7:0] \$48 ;
+  reg \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg [12:0] \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [7:0] \$65 ;
+  reg [22:0] \$66 ;
+  reg [23:0] \$67 ;
+  reg [23:0] \$68 ;
+  reg [23:0] \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg [7:0] \$72 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [25:0] a;
-  wire [25:0] a;
-  reg [34:0] acc0 = 35'h000000000;
-  input [33:0] b;
-  wire [33:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   output busy;
   wire busy;
   output ce;
@@ -6632,6 +10197,12 @@ module \hwnorm_semidev_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -6640,6 +10211,8 @@ module \hwnorm_semidev_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -6654,16 +10227,21 @@ module \hwnorm_semidev_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [17:0] p0_17 = 18'h00000;
-  reg [34:0] q0 = 35'h000000000;
-  reg [34:0] qs0 = 35'h000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -6675,28 +10253,79 @@ module \hwnorm_semidev_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = under0 ? 24'hffff80 : q0;
+  assign \$38  = over0 ? 24'h00007f : \$37 ;
+  assign \$39  = ok4 ? \$38  : 24'h000000;
+  assign \$40  = ~ clear;
+  assign \$41  = \$40  & ce;
+  assign \$42  = v4 & ok4;
+  assign \$43  = over0 | under0;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = sat_count + \$44 ;
   always @(posedge clk)
-    ok4 <= \$38 ;
+    v0 <= \$46 ;
   always @(posedge clk)
-    ok5 <= \$39 ;
+    v1 <= \$47 ;
   always @(posedge clk)
-    x0 <= \$40 ;
+    v2 <= \$48 ;
   always @(posedge clk)
-    p0_0 <= \$41 ;
+    v3 <= \$49 ;
   always @(posedge clk)
-    p0_17 <= \$42 ;
+    v4 <= \$50 ;
   always @(posedge clk)
-    acc0 <= \$43 ;
+    v5 <= \$51 ;
   always @(posedge clk)
-    qs0 <= \$44 ;
+    sat_count <= \$52 ;
   always @(posedge clk)
-    q0 <= \$45 ;
+    ok0 <= \$53 ;
   always @(posedge clk)
-    over0 <= \$46 ;
+    ok1 <= \$54 ;
   always @(posedge clk)
-    under0 <= \$47 ;
+    ok2 <= \$55 ;
   always @(posedge clk)
-    o__payload <= \$48 ;
+    ok3 <= \$56 ;
+  always @(posedge clk)
+    ok4 <= \$57 ;
+  always @(posedge clk)
+    ok5 <= \$58 ;
+  always @(posedge clk)
+    force_hi0_0 <= \$59 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$60 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$61 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$62 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$63 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$64 ;
+  always @(posedge clk)
+    x0 <= \$65 ;
+  always @(posedge clk)
+    p0_0 <= \$66 ;
+  always @(posedge clk)
+    acc0 <= \$67 ;
+  always @(posedge clk)
+    qs0 <= \$68 ;
+  always @(posedge clk)
+    q0 <= \$69 ;
+  always @(posedge clk)
+    over0 <= \$70 ;
+  always @(posedge clk)
+    under0 <= \$71 ;
+  always @(posedge clk)
+    o__payload <= \$72 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -6707,120 +10336,30 @@ module \hwnorm_semidev_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[25:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = under0 ? 35'h7ffffff80 : q0;
-  assign \$19  = over0 ? 35'h00000007f : \$18 ;
-  assign \$20  = ok4 ? \$19  : 35'h000000000;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
   assign \$21  = ~ clear;
   assign \$22  = \$21  & ce;
-  assign \$23  = v4 & ok4;
-  assign \$24  = over0 | under0;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = sat_count + \$25 ;
-  always @(posedge clk)
-    v0 <= \$27 ;
-  always @(posedge clk)
-    v1 <= \$28 ;
-  always @(posedge clk)
-    v2 <= \$29 ;
-  always @(posedge clk)
-    v3 <= \$30 ;
-  always @(posedge clk)
-    v4 <= \$31 ;
-  always @(posedge clk)
-    v5 <= \$32 ;
-  always @(posedge clk)
-    sat_count <= \$33 ;
-  always @(posedge clk)
-    ok0 <= \$34 ;
-  always @(posedge clk)
-    ok1 <= \$35 ;
-  always @(posedge clk)
-    ok2 <= \$36 ;
-  always @(posedge clk)
-    ok3 <= \$37 ;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$39  = ok5;
+    \$46  = v0;
     if (clear) begin
+      \$46  = 1'h0;
     end else if (ce) begin
-      \$39  = ok4;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$40  = x0;
-    if (\$8 ) begin
-      \$40  = i__payload;
-    end
-    if (rst) begin
-      \$40  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$41  = p0_0;
-    if (\$8 ) begin
-      \$41  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$41  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$42  = p0_17;
-    if (\$8 ) begin
-      \$42  = { \$10 [16], \$10  };
-    end
-    if (rst) begin
-      \$42  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = acc0;
-    if (\$8 ) begin
-      \$43  = \$14 [34:0];
-    end
-    if (rst) begin
-      \$43  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = qs0;
-    if (\$8 ) begin
-      \$44  = \$15 ;
-    end
-    if (rst) begin
-      \$44  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = q0;
-    if (\$8 ) begin
-      \$45  = qs0;
-    end
-    if (rst) begin
-      \$45  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = over0;
-    if (\$8 ) begin
-      \$46  = \$16 ;
+      \$46  = i__valid;
     end
     if (rst) begin
       \$46  = 1'h0;
@@ -6828,9 +10367,11 @@ module \hwnorm_semidev_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = under0;
-    if (\$8 ) begin
-      \$47  = \$17 ;
+    \$47  = v1;
+    if (clear) begin
+      \$47  = 1'h0;
+    end else if (ce) begin
+      \$47  = v0;
     end
     if (rst) begin
       \$47  = 1'h0;
@@ -6838,152 +10379,269 @@ module \hwnorm_semidev_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = o__payload;
+    \$48  = v2;
+    if (clear) begin
+      \$48  = 1'h0;
+    end else if (ce) begin
+      \$48  = v1;
+    end
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$49  = v3;
+    if (clear) begin
+      \$49  = 1'h0;
+    end else if (ce) begin
+      \$49  = v2;
+    end
+    if (rst) begin
+      \$49  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$50  = v4;
+    if (clear) begin
+      \$50  = 1'h0;
+    end else if (ce) begin
+      \$50  = v3;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$51  = v5;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v4;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$52  = sat_count;
+    if (clear) begin
+      \$52  = 13'h0000;
+    end
+    if (\$41 ) begin
+      \$52  = \$45 [12:0];
+    end
+    if (rst) begin
+      \$52  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$53  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$53  = mask;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$54  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$54  = ok0;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$55  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$55  = ok1;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$56  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = ok2;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$57  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok3;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$58  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok4;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$59  = force_hi0_0;
     if (\$8 ) begin
-      \$48  = \$20 [7:0];
+      \$59  = \$13 ;
     end
     if (rst) begin
-      \$48  = 8'h00;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$27  = v0;
-    if (clear) begin
-      \$27  = 1'h0;
-    end else if (ce) begin
-      \$27  = i__valid;
+    \$60  = force_lo0_0;
+    if (\$8 ) begin
+      \$60  = \$18 ;
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$28  = v1;
-    if (clear) begin
-      \$28  = 1'h0;
-    end else if (ce) begin
-      \$28  = v0;
+    \$61  = force_hi0_1;
+    if (\$20 ) begin
+      \$61  = force_hi0_0;
     end
     if (rst) begin
-      \$28  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$29  = v2;
-    if (clear) begin
-      \$29  = 1'h0;
-    end else if (ce) begin
-      \$29  = v1;
+    \$62  = force_lo0_1;
+    if (\$20 ) begin
+      \$62  = force_lo0_0;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$30  = v3;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = v2;
-    end
-    if (rst) begin
-      \$30  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$31  = v4;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v3;
-    end
-    if (rst) begin
-      \$31  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$32  = v5;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v4;
-    end
-    if (rst) begin
-      \$32  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$33  = sat_count;
-    if (clear) begin
-      \$33  = 13'h0000;
-    end
+    \$63  = force_hi0_2;
     if (\$22 ) begin
-      \$33  = \$26 [12:0];
+      \$63  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 13'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$34  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$34  = mask;
+    \$64  = force_lo0_2;
+    if (\$22 ) begin
+      \$64  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$35  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$35  = ok0;
+    \$65  = x0;
+    if (\$24 ) begin
+      \$65  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$65  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$36  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = ok1;
+    \$66  = p0_0;
+    if (\$24 ) begin
+      \$66  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$66  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$37  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok2;
+    \$67  = acc0;
+    if (\$24 ) begin
+      \$67  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$67  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$38  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$38  = ok3;
+    \$68  = qs0;
+    if (\$24 ) begin
+      \$68  = \$28 ;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$68  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$69  = q0;
+    if (\$24 ) begin
+      \$69  = qs0;
+    end
+    if (rst) begin
+      \$69  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$70  = over0;
+    if (\$24 ) begin
+      \$70  = \$32 ;
+    end
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$71  = under0;
+    if (\$24 ) begin
+      \$71  = \$36 ;
+    end
+    if (rst) begin
+      \$71  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$72  = o__payload;
+    if (\$24 ) begin
+      \$72  = \$39 [7:0];
+    end
+    if (rst) begin
+      \$72  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -6991,8 +10649,7 @@ module \hwnorm_semidev_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__va
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17[17], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_semidev_s8.stats_unit (clk, rst, mask, clear, valid, \second$10 , sum, s_lo, c_lo, q_lo, floor_mean, x);

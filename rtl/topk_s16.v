@@ -21,30 +21,26 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [160:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [160:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [41:0] a;
-  wire [41:0] \a$29 ;
-  wire [57:0] b;
-  wire [57:0] \b$31 ;
+  wire [21:0] a;
+  wire [21:0] \a$29 ;
+  wire [38:0] b;
+  wire [38:0] \b$31 ;
   reg beat;
   wire [15:0] bottom;
   wire busy;
@@ -85,7 +81,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$43 ;
+  reg \clear$51 ;
   input clk;
   wire clk;
   wire [55:0] den;
@@ -99,37 +95,45 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   wire [15:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$50 ;
+  wire \i__ready$58 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$49 ;
+  reg \i__valid$57 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$27 ;
   reg more;
+  wire neg;
+  wire \neg$37 ;
   output [15:0] o__payload;
   wire [15:0] o__payload;
-  wire [15:0] \o__payload$34 ;
-  wire [15:0] \o__payload$34[0] ;
+  wire [15:0] \o__payload$42 ;
+  wire [15:0] \o__payload$42[0] ;
   wire [15:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$36 ;
+  wire \o__ready$44 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$35 ;
+  wire \o__valid$43 ;
   wire pop_bottom;
   wire \pop_bottom$24 ;
   wire pop_top;
   wire \pop_top$22 ;
+  wire [17:0] q_hi;
+  wire [17:0] \q_hi$41 ;
+  wire [17:0] q_lo;
+  wire [17:0] \q_lo$39 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [4:0] sh;
   wire [4:0] shift;
+  wire special;
+  wire \special$35 ;
   reg start;
   output [98:0] stats__payload;
   reg [98:0] stats__payload;
@@ -156,54 +160,54 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \$5  = ! chan__payload[72:42];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[160:153]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[160:153]) > $signed(4'h4);
+  assign \$8  = $signed(chan__payload[128:105]) < $signed(24'h800000);
+  assign \$9  = $signed(chan__payload[128:105]) > $signed(24'h7fff00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[128:105]) < $signed(24'h800000);
-  assign \$13  = $signed(chan__payload[128:105]) > $signed(24'h7fff00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$50  & more;
-  assign \$19  = i__valid & \i__ready$50 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$58  & more;
+  assign \$15  = i__valid & \i__ready$58 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_topk_s16.math  math (
-    .\a$32 (a),
-    .\b$64 (b),
+    .\a$69 (a),
+    .\b$68 (b),
     .bottom(bottom),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$51 (den),
     .done(done),
     .entry(entry),
+    .\neg$71 (neg),
     .pop_bottom(pop_bottom),
     .pop_top(pop_top),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
-    .\start$38 (start),
+    .special(special),
+    .\start$36 (start),
     .sum(sum),
     .top(top)
   );
@@ -211,17 +215,21 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$50 ),
-    .clear(\clear$43 ),
+    .ce(\i__ready$58 ),
+    .clear(\clear$51 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$49 ),
+    .i__valid(\i__valid$57 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_topk_s16.stats_unit  stats_unit (
@@ -303,11 +311,11 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$43  = 1'h0;
+    \clear$51  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$43  = 1'h1;
+            \clear$51  = 1'h1;
           end
     endcase
   end
@@ -326,7 +334,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -344,7 +352,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -400,12 +408,12 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$49  = 1'h0;
+    \i__valid$57  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -418,7 +426,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$49  = \$17 ;
+          \i__valid$57  = \$13 ;
     endcase
   end
   always @* begin
@@ -446,80 +454,80 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 161'h00000000000000000000000000000000000000000;
+      \$32  = 161'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -532,9 +540,13 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \a$29  = a;
   assign \b$31  = b;
   assign sh = shift;
-  assign \o__payload$34  = o__payload;
-  assign \o__valid$35  = o__valid;
-  assign \o__ready$36  = o__ready;
+  assign \special$35  = special;
+  assign \neg$37  = neg;
+  assign \q_lo$39  = q_lo;
+  assign \q_hi$41  = q_hi;
+  assign \o__payload$42  = o__payload;
+  assign \o__valid$43  = o__valid;
+  assign \o__ready$44  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[41:14];
@@ -570,7 +582,7 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
   assign \chan$20.scale_m  = chan[152:129];
   assign \chan$20.scale_exp  = chan[160:153];
   assign \i__payload$26[0]  = i__payload;
-  assign \o__payload$34[0]  = o__payload;
+  assign \o__payload$42[0]  = o__payload;
   always @*
     stats__payload[97:85] = sat_count;
   always @*
@@ -579,328 +591,266 @@ module hwnorm_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__ready
     stats__payload[28:0] = sum;
 endmodule
 
-module \hwnorm_topk_s16.math (rst, \start$38 , entry, chan, sum, top, bottom, done, pop_top, pop_bottom, den, sh, \a$32 , \b$64 , clk);
+module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, done, pop_top, pop_bottom, \den$51 , sh, \b$68 , \a$69 , special, \neg$71 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
+  wire [5:0] \$1 ;
+  wire [47:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [5:0] \$102 ;
-  wire [5:0] \$103 ;
-  wire [5:0] \$104 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
   wire \$105 ;
-  wire [5:0] \$106 ;
-  wire [5:0] \$107 ;
-  wire [5:0] \$108 ;
-  wire [5:0] \$109 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire [29:0] \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
+  wire [51:0] \$111 ;
+  wire [51:0] \$112 ;
   wire \$113 ;
-  wire [5:0] \$114 ;
-  wire [5:0] \$115 ;
-  wire [5:0] \$116 ;
-  wire \$117 ;
-  wire [5:0] \$118 ;
-  wire [5:0] \$119 ;
-  wire \$12 ;
-  wire [5:0] \$120 ;
-  wire [5:0] \$121 ;
-  wire [5:0] \$122 ;
-  wire \$123 ;
+  wire [16:0] \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire [12:0] \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [16:0] \$12 ;
+  wire \$120 ;
+  wire [12:0] \$121 ;
+  wire \$122 ;
+  wire [16:0] \$123 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
+  wire [12:0] \$127 ;
   wire \$128 ;
-  wire \$129 ;
-  wire \$13 ;
+  wire [16:0] \$129 ;
+  wire [16:0] \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
-  wire [5:0] \$136 ;
-  wire \$137 ;
-  wire [5:0] \$138 ;
-  wire [5:0] \$139 ;
-  wire \$14 ;
-  wire [5:0] \$140 ;
-  wire [5:0] \$141 ;
+  wire [22:0] \$134 ;
+  wire [6:0] \$135 ;
+  wire [22:0] \$136 ;
+  wire [6:0] \$137 ;
+  wire [4:0] \$138 ;
+  wire \$139 ;
+  wire [50:0] \$14 ;
+  wire [51:0] \$140 ;
+  wire [51:0] \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire [5:0] \$146 ;
-  wire [5:0] \$147 ;
-  wire [5:0] \$148 ;
-  wire \$149 ;
-  wire \$15 ;
-  wire [5:0] \$150 ;
-  wire [5:0] \$151 ;
-  wire [5:0] \$152 ;
-  wire [5:0] \$153 ;
-  wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
-  wire \$156 ;
-  wire \$157 ;
+  wire [56:0] \$144 ;
+  wire [6:0] \$145 ;
+  wire \$146 ;
+  wire [39:0] \$147 ;
+  wire [6:0] \$148 ;
+  wire [6:0] \$149 ;
+  wire [36:0] \$15 ;
+  wire \$150 ;
+  wire [6:0] \$151 ;
+  wire [7:0] \$152 ;
+  wire \$153 ;
+  wire [45:0] \$154 ;
+  wire \$155 ;
+  wire [51:0] \$156 ;
+  wire [51:0] \$157 ;
   wire \$158 ;
-  wire \$159 ;
+  wire [23:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire [3:0] \$161 ;
-  wire [3:0] \$162 ;
-  wire [3:0] \$163 ;
-  wire [3:0] \$164 ;
+  wire [23:0] \$160 ;
+  wire [23:0] \$161 ;
+  wire [9:0] \$162 ;
+  wire [9:0] \$163 ;
+  wire \$164 ;
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
-  wire \$168 ;
-  wire [3:0] \$169 ;
-  wire \$17 ;
-  wire [3:0] \$170 ;
-  wire [3:0] \$171 ;
+  wire [34:0] \$168 ;
+  wire [9:0] \$169 ;
+  wire [50:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
   wire \$172 ;
-  wire [3:0] \$173 ;
-  wire [3:0] \$174 ;
-  wire [3:0] \$175 ;
-  wire [3:0] \$176 ;
-  wire [5:0] \$177 ;
-  wire [5:0] \$178 ;
-  wire [73:0] \$179 ;
-  wire \$18 ;
-  wire [80:0] \$180 ;
-  wire \$181 ;
-  wire [6:0] \$182 ;
-  wire [6:0] \$183 ;
-  wire \$184 ;
-  wire [57:0] \$185 ;
-  wire \$186 ;
-  wire [16:0] \$187 ;
-  wire [16:0] \$188 ;
-  wire \$189 ;
+  wire \$173 ;
+  wire [35:0] \$174 ;
+  wire [9:0] \$175 ;
+  wire [5:0] \$176 ;
+  wire [6:0] \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire [35:0] \$18 ;
+  wire [8:0] \$180 ;
+  wire [8:0] \$181 ;
+  wire \$182 ;
+  wire [51:0] \$183 ;
+  wire [51:0] \$184 ;
+  wire \$185 ;
+  wire [46:0] \$186 ;
+  wire [31:0] \$187 ;
+  wire [31:0] \$188 ;
+  wire [47:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire [29:0] \$191 ;
-  wire [29:0] \$192 ;
-  wire \$193 ;
-  wire [73:0] \$194 ;
-  wire [58:0] \$195 ;
+  wire [48:0] \$190 ;
+  wire \$191 ;
+  wire [35:0] \$192 ;
+  wire [35:0] \$193 ;
+  wire [41:0] \$194 ;
+  wire \$195 ;
   wire \$196 ;
-  wire [16:0] \$197 ;
-  wire [16:0] \$198 ;
+  wire [40:0] \$197 ;
+  wire [40:0] \$198 ;
   wire \$199 ;
-  wire \$2 ;
-  wire \$20 ;
+  wire [5:0] \$2 ;
+  wire [18:0] \$20 ;
   wire \$200 ;
-  wire [24:0] \$201 ;
-  wire [24:0] \$202 ;
-  wire \$203 ;
+  wire [41:0] \$201 ;
+  wire [41:0] \$202 ;
+  wire [39:0] \$203 ;
   wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
+  wire [35:0] \$205 ;
+  wire [35:0] \$206 ;
+  wire [39:0] \$207 ;
+  wire [40:0] \$208 ;
   wire \$209 ;
-  wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$210 ;
+  wire [23:0] \$211 ;
   wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
+  wire [56:0] \$213 ;
+  wire [6:0] \$214 ;
   wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
+  wire [39:0] \$216 ;
+  wire [6:0] \$217 ;
+  wire [6:0] \$218 ;
   wire \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
+  wire [7:0] \$220 ;
+  wire [8:0] \$221 ;
   wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
+  wire [45:0] \$223 ;
+  wire [45:0] \$224 ;
+  wire [23:0] \$225 ;
+  wire [23:0] \$226 ;
+  wire [23:0] \$227 ;
+  wire [9:0] \$228 ;
+  wire [9:0] \$229 ;
   wire \$23 ;
   wire \$230 ;
   wire \$231 ;
   wire \$232 ;
   wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
+  wire [34:0] \$234 ;
+  wire [9:0] \$235 ;
   wire \$236 ;
   wire \$237 ;
   wire \$238 ;
   wire \$239 ;
-  wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
+  wire [16:0] \$24 ;
+  wire [35:0] \$240 ;
+  wire [9:0] \$241 ;
+  wire [5:0] \$242 ;
+  wire [6:0] \$243 ;
   wire \$244 ;
   wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
-  wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
+  wire [8:0] \$246 ;
+  wire [8:0] \$247 ;
+  wire [49:0] \$248 ;
+  wire [46:0] \$249 ;
+  wire [16:0] \$25 ;
+  wire [31:0] \$250 ;
+  wire [31:0] \$251 ;
+  wire [47:0] \$252 ;
+  wire [48:0] \$253 ;
   wire \$254 ;
-  wire \$255 ;
-  wire [29:0] \$256 ;
-  wire \$257 ;
-  wire [74:0] \$258 ;
-  wire [74:0] \$259 ;
+  wire [35:0] \$255 ;
+  wire [35:0] \$256 ;
+  wire [41:0] \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire [16:0] \$261 ;
+  wire [40:0] \$260 ;
+  wire [40:0] \$261 ;
   wire \$262 ;
   wire \$263 ;
-  wire [12:0] \$264 ;
-  wire \$265 ;
-  wire \$266 ;
+  wire [41:0] \$264 ;
+  wire [41:0] \$265 ;
+  wire [39:0] \$266 ;
   wire \$267 ;
-  wire [12:0] \$268 ;
-  wire \$269 ;
+  wire [35:0] \$268 ;
+  wire [35:0] \$269 ;
   wire \$27 ;
-  wire [16:0] \$270 ;
-  wire \$271 ;
+  wire [39:0] \$270 ;
+  wire [40:0] \$271 ;
   wire \$272 ;
-  wire \$273 ;
-  wire [12:0] \$274 ;
-  wire \$275 ;
-  wire [16:0] \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
-  wire \$28 ;
-  wire \$280 ;
-  wire [22:0] \$281 ;
-  wire [6:0] \$282 ;
-  wire [22:0] \$283 ;
-  wire [6:0] \$284 ;
-  wire [4:0] \$285 ;
-  wire \$286 ;
-  wire [63:0] \$287 ;
-  wire [63:0] \$288 ;
-  wire [63:0] \$289 ;
-  wire \$29 ;
-  wire \$290 ;
-  wire [7:0] \$291 ;
-  wire \$292 ;
-  wire [10:0] \$293 ;
-  wire [10:0] \$294 ;
-  wire \$295 ;
-  wire [10:0] \$296 ;
-  wire \$297 ;
-  wire [10:0] \$298 ;
-  wire [10:0] \$299 ;
-  wire \$3 ;
+  wire [18:0] \$273 ;
+  reg \$274 ;
+  reg \$275 ;
+  reg [6:0] \$276 ;
+  reg [50:0] \$277 ;
+  reg [50:0] \$278 ;
+  reg \$279 ;
+  wire [18:0] \$28 ;
+  reg \$280 ;
+  reg [18:0] \$281 ;
+  reg [21:0] \$282 ;
+  reg [5:0] \$283 ;
+  reg [3:0] \$284 ;
+  reg [15:0] \$285 ;
+  reg [15:0] \$286 ;
+  reg \$287 ;
+  reg \$288 ;
+  reg \$289 ;
+  wire [18:0] \$29 ;
+  reg [45:0] \$290 ;
+  reg [55:0] \$291 ;
+  reg [17:0] \$292 ;
+  reg [13:0] \$293 ;
+  reg [39:0] \$294 ;
+  reg [55:0] \$295 ;
+  reg [38:0] \$296 ;
+  reg [5:0] \$297 ;
+  reg [5:0] \$298 ;
+  reg [5:0] \$299 ;
+  wire [50:0] \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire [10:0] \$301 ;
-  wire [10:0] \$302 ;
-  wire [10:0] \$303 ;
-  wire [10:0] \$304 ;
-  wire [70:0] \$305 ;
-  wire \$306 ;
-  wire [9:0] \$307 ;
-  wire [10:0] \$308 ;
-  wire [11:0] \$309 ;
+  reg [8:0] \$300 ;
+  reg \$301 ;
+  reg [23:0] \$302 ;
+  reg [34:0] \$303 ;
+  reg [4:0] \$304 ;
+  reg \$305 ;
+  reg [4:0] \$306 ;
+  reg [49:0] \$307 ;
+  reg [36:0] \$308 ;
+  reg [40:0] \$309 ;
   wire \$31 ;
-  wire [63:0] \$310 ;
-  wire [46:0] \$311 ;
-  wire [31:0] \$312 ;
-  wire [31:0] \$313 ;
-  wire [47:0] \$314 ;
-  wire \$315 ;
-  wire [74:0] \$316 ;
-  wire [74:0] \$317 ;
-  wire \$318 ;
-  wire [62:0] \$319 ;
+  reg [41:0] \$310 ;
+  reg [38:0] \$311 ;
+  reg [38:0] \$312 ;
+  reg [21:0] \$313 ;
+  reg [38:0] \$314 ;
+  reg [38:0] \$315 ;
+  reg [21:0] \$316 ;
+  reg \$317 ;
+  reg \$318 ;
+  reg [17:0] \$319 ;
   wire \$32 ;
-  wire [56:0] \$320 ;
-  wire [8:0] \$321 ;
-  wire \$322 ;
-  wire [10:0] \$323 ;
-  wire [10:0] \$324 ;
-  wire \$325 ;
-  wire [10:0] \$326 ;
-  wire \$327 ;
-  wire [10:0] \$328 ;
-  wire [10:0] \$329 ;
+  reg [17:0] \$320 ;
   wire \$33 ;
-  wire \$330 ;
-  wire [10:0] \$331 ;
-  wire [10:0] \$332 ;
-  wire [10:0] \$333 ;
-  wire [10:0] \$334 ;
-  wire [70:0] \$335 ;
-  wire \$336 ;
-  wire [9:0] \$337 ;
-  wire [10:0] \$338 ;
-  wire [11:0] \$339 ;
   wire \$34 ;
-  wire [63:0] \$340 ;
-  wire [46:0] \$341 ;
-  wire [31:0] \$342 ;
-  wire [31:0] \$343 ;
-  wire [47:0] \$344 ;
-  wire [72:0] \$345 ;
-  wire [62:0] \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg [5:0] \$349 ;
-  wire [5:0] \$35 ;
-  reg [73:0] \$350 ;
-  reg [73:0] \$351 ;
-  reg \$352 ;
-  reg \$353 ;
-  reg [18:0] \$354 ;
-  reg [21:0] \$355 ;
-  reg [5:0] \$356 ;
-  reg [3:0] \$357 ;
-  reg [15:0] \$358 ;
-  reg [15:0] \$359 ;
-  wire [5:0] \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg [45:0] \$363 ;
-  reg [55:0] \$364 ;
-  reg [5:0] \$365 ;
-  reg [55:0] \$366 ;
-  reg \$367 ;
-  reg [24:0] \$368 ;
-  reg [41:0] \$369 ;
-  wire [5:0] \$37 ;
-  reg [55:0] \$370 ;
-  reg [9:0] \$371 ;
-  reg [3:0] \$372 ;
-  reg [3:0] \$373 ;
-  reg [9:0] \$374 ;
-  reg [63:0] \$375 ;
-  reg [6:0] \$376 ;
-  reg [4:0] \$377 ;
-  reg [41:0] \$378 ;
-  reg [57:0] \$379 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
   wire \$38 ;
-  reg [72:0] \$380 ;
-  reg [61:0] \$381 ;
-  reg [57:0] \$382 ;
-  wire [5:0] \$39 ;
-  wire \$4 ;
-  wire [5:0] \$40 ;
-  wire [5:0] \$41 ;
-  wire [5:0] \$42 ;
+  wire \$39 ;
+  wire [48:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
@@ -913,30 +863,30 @@ module \hwnorm_topk_s16.math (rst, \start$38 , entry, chan, sum, top, bottom, do
   wire \$51 ;
   wire \$52 ;
   wire \$53 ;
-  wire [5:0] \$54 ;
-  wire [5:0] \$55 ;
-  wire [5:0] \$56 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
-  wire [5:0] \$58 ;
-  wire [5:0] \$59 ;
-  wire \$6 ;
-  wire [5:0] \$60 ;
-  wire [5:0] \$61 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [6:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
-  wire [5:0] \$66 ;
-  wire [5:0] \$67 ;
-  wire [5:0] \$68 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
-  wire [5:0] \$70 ;
-  wire [5:0] \$71 ;
-  wire [5:0] \$72 ;
-  wire [5:0] \$73 ;
-  wire [5:0] \$74 ;
-  wire [5:0] \$75 ;
+  wire [6:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
@@ -952,7 +902,7 @@ module \hwnorm_topk_s16.math (rst, \start$38 , entry, chan, sum, top, bottom, do
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
+  wire [50:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
   wire \$92 ;
@@ -964,17 +914,20 @@ module \hwnorm_topk_s16.math (rst, \start$38 , entry, chan, sum, top, bottom, do
   wire \$98 ;
   wire \$99 ;
   reg [46:0] a;
-  output [41:0] \a$32 ;
-  reg [41:0] \a$32  = 42'h00000000000;
-  reg [28:0] b;
-  output [57:0] \b$64 ;
-  reg [57:0] \b$64  = 58'h000000000000000;
+  output [21:0] \a$69 ;
+  reg [21:0] \a$69  = 22'h000000;
+  reg [21:0] a_fin = 22'h000000;
+  reg [38:0] acc0 = 39'h0000000000;
+  reg [38:0] acc1 = 39'h0000000000;
+  reg [27:0] b;
+  output [38:0] \b$68 ;
+  reg [38:0] \b$68  = 39'h0000000000;
   wire [4:0] beta_shift;
-  wire [4:0] \beta_shift$6 ;
-  reg [57:0] bias = 58'h000000000000000;
+  wire [4:0] \beta_shift$2 ;
   input [15:0] bottom;
   wire [15:0] bottom;
   reg [75:0] c;
+  reg [38:0] c_fin = 39'h0000000000;
   input [160:0] chan;
   wire [160:0] chan;
   wire [15:0] \chan.beta ;
@@ -988,492 +941,433 @@ module \hwnorm_topk_s16.math (rst, \start$38 , entry, chan, sum, top, bottom, do
   wire [23:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
   reg [5:0] dcount = 6'h00;
-  output [55:0] den;
-  reg [55:0] den = 56'h00000000000000;
-  reg [55:0] \den$17 ;
-  wire [5:0] den_lead;
-  reg [73:0] div_mag = 74'h0000000000000000000;
+  reg [23:0] den;
+  output [55:0] \den$51 ;
+  reg [55:0] \den$51  = 56'h00000000000000;
+  reg [55:0] den_norm = 56'h00000000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [50:0] div_mag = 51'h0000000000000;
   reg div_neg = 1'h0;
-  reg [73:0] div_num = 74'h0000000000000000000;
+  reg [50:0] div_num = 51'h0000000000000;
   output done;
   reg done;
-  wire \done$41 ;
-  wire \done$51 ;
+  wire \done$39 ;
+  wire \done$49 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [18:0] f2 = 19'h00000;
-  reg [5:0] fsm_state = 6'h00;
+  reg [17:0] floor_q = 18'h00000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [39:0] gain_num = 40'h0000000000;
+  reg [49:0] gain_p = 50'h0000000000000;
+  reg [23:0] gain_q1 = 24'h000000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [40:0] gain_t = 41'h00000000000;
+  reg [41:0] gain_t1 = 42'h00000000000;
+  reg [36:0] gain_w = 37'h0000000000;
+  reg [34:0] gain_x = 35'h000000000;
+  reg gain_zero = 1'h0;
   reg [15:0] head_bottom = 16'h0000;
   reg [15:0] head_top = 16'h0000;
   reg [21:0] hsum = 22'h000000;
-  reg [55:0] km = 56'h00000000000000;
-  reg [63:0] km_pre = 64'h0000000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [57:0] lo_init;
-  reg [41:0] m = 42'h00000000000;
+  reg [34:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg [3:0] merge_step = 4'h0;
   reg neg;
-  reg \neg$23 ;
+  reg \neg$20 ;
+  output \neg$71 ;
+  reg \neg$71  = 1'h0;
+  reg [38:0] num_norm = 39'h0000000000;
+  reg [5:0] num_zeros = 6'h00;
   wire [75:0] p;
-  reg [72:0] \p$62  = 73'h0000000000000000000;
   reg pick_on_train_2 = 1'h0;
   output pop_bottom;
   reg pop_bottom = 1'h0;
   output pop_top;
   reg pop_top = 1'h0;
-  reg [3:0] pre = 4'h0;
-  wire [59:0] q;
-  reg [61:0] quot = 62'h0000000000000000;
-  reg [24:0] recip = 25'h0000000;
-  reg recip_one = 1'h0;
-  reg [55:0] recip_rem = 56'h00000000000000;
-  reg [55:0] rem_init;
+  wire [36:0] q;
+  output [17:0] q_hi;
+  reg [17:0] q_hi = 18'h00000;
+  output [17:0] q_lo;
+  reg [17:0] q_lo = 18'h00000;
+  reg [23:0] rem_init;
   input rst;
   wire rst;
+  reg [4:0] scale_count = 5'h00;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [4:0] sh;
   reg [4:0] sh = 5'h00;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  input \start$38 ;
-  wire \start$38 ;
-  reg \start$9  = 1'h0;
+  input \start$36 ;
+  wire \start$36 ;
+  reg \start$5  = 1'h0;
   reg [5:0] steps;
-  reg [4:0] \steps$24 ;
+  reg [4:0] \steps$21 ;
   input [28:0] sum;
   wire [28:0] sum;
   reg [45:0] t = 46'h000000000000;
-  reg [6:0] t_clamped = 7'h00;
   reg take_top_train_2 = 1'h0;
-  reg [3:0] tk = 4'h0;
   input [15:0] top;
   wire [15:0] top;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[40] | den[41];
-  assign \$9  = den[42] | den[43];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[44] | den[45];
-  assign \$12  = den[46] | den[47];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = \$10  | \$13 ;
-  assign \$15  = \$7  | \$14 ;
-  assign \$16  = den[48] | den[49];
-  assign \$17  = den[50] | den[51];
-  assign \$18  = \$16  | \$17 ;
-  assign \$19  = den[52] | den[53];
-  assign \$20  = den[54] | den[55];
-  assign \$21  = \$19  | \$20 ;
-  assign \$22  = \$18  | \$21 ;
-  assign \$23  = \$15  | \$22 ;
-  assign \$24  = den[48] | den[49];
-  assign \$25  = den[50] | den[51];
-  assign \$26  = \$24  | \$25 ;
-  assign \$27  = den[52] | den[53];
-  assign \$28  = den[54] | den[55];
-  assign \$29  = \$27  | \$28 ;
-  assign \$30  = \$26  | \$29 ;
-  assign \$31  = den[52] | den[53];
-  assign \$32  = den[54] | den[55];
-  assign \$33  = \$31  | \$32 ;
-  assign \$34  = den[54] | den[55];
-  assign \$35  = den[55] ? 6'h37 : 6'h36;
-  assign \$36  = den[53] ? 6'h35 : 6'h34;
-  assign \$37  = \$34  ? \$35  : \$36 ;
-  assign \$38  = den[50] | den[51];
-  assign \$39  = den[51] ? 6'h33 : 6'h32;
-  assign \$40  = den[49] ? 6'h31 : 6'h30;
-  assign \$41  = \$38  ? \$39  : \$40 ;
-  assign \$42  = \$33  ? \$37  : \$41 ;
-  assign \$43  = den[40] | den[41];
-  assign \$44  = den[42] | den[43];
-  assign \$45  = \$43  | \$44 ;
-  assign \$46  = den[44] | den[45];
-  assign \$47  = den[46] | den[47];
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = \$45  | \$48 ;
-  assign \$50  = den[44] | den[45];
-  assign \$51  = den[46] | den[47];
-  assign \$52  = \$50  | \$51 ;
-  assign \$53  = den[46] | den[47];
-  assign \$54  = den[47] ? 6'h2f : 6'h2e;
-  assign \$55  = den[45] ? 6'h2d : 6'h2c;
-  assign \$56  = \$53  ? \$54  : \$55 ;
-  assign \$57  = den[42] | den[43];
-  assign \$58  = den[43] ? 6'h2b : 6'h2a;
-  assign \$59  = den[41] ? 6'h29 : 6'h28;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = \$52  ? \$56  : \$60 ;
-  assign \$62  = den[36] | den[37];
-  assign \$63  = den[38] | den[39];
-  assign \$64  = \$62  | \$63 ;
-  assign \$65  = den[38] | den[39];
-  assign \$66  = den[39] ? 6'h27 : 6'h26;
-  assign \$67  = den[37] ? 6'h25 : 6'h24;
-  assign \$68  = \$65  ? \$66  : \$67 ;
-  assign \$69  = den[34] | den[35];
-  assign \$70  = den[35] ? 6'h23 : 6'h22;
-  assign \$71  = den[33] ? 6'h21 : 6'h20;
-  assign \$72  = \$69  ? \$70  : \$71 ;
-  assign \$73  = \$64  ? \$68  : \$72 ;
-  assign \$74  = \$49  ? \$61  : \$73 ;
-  assign \$75  = \$30  ? \$42  : \$74 ;
-  assign \$76  = den[16] | den[17];
-  assign \$77  = den[18] | den[19];
-  assign \$78  = \$76  | \$77 ;
-  assign \$79  = den[20] | den[21];
-  assign \$80  = den[22] | den[23];
-  assign \$81  = \$79  | \$80 ;
-  assign \$82  = \$78  | \$81 ;
-  assign \$83  = den[24] | den[25];
-  assign \$84  = den[26] | den[27];
-  assign \$85  = \$83  | \$84 ;
-  assign \$86  = den[28] | den[29];
-  assign \$87  = den[30] | den[31];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = \$85  | \$88 ;
-  assign \$90  = \$82  | \$89 ;
-  assign \$91  = den[24] | den[25];
-  assign \$92  = den[26] | den[27];
-  assign \$93  = \$91  | \$92 ;
-  assign \$94  = den[28] | den[29];
-  assign \$95  = den[30] | den[31];
-  assign \$96  = \$94  | \$95 ;
-  assign \$97  = \$93  | \$96 ;
-  assign \$98  = den[28] | den[29];
-  assign \$99  = den[30] | den[31];
-  assign \$100  = \$98  | \$99 ;
-  assign \$101  = den[30] | den[31];
-  assign \$102  = den[31] ? 6'h1f : 6'h1e;
-  assign \$103  = den[29] ? 6'h1d : 6'h1c;
-  assign \$104  = \$101  ? \$102  : \$103 ;
-  assign \$105  = den[26] | den[27];
-  assign \$106  = den[27] ? 6'h1b : 6'h1a;
-  assign \$107  = den[25] ? 6'h19 : 6'h18;
-  assign \$108  = \$105  ? \$106  : \$107 ;
-  assign \$109  = \$100  ? \$104  : \$108 ;
-  assign \$110  = den[20] | den[21];
-  assign \$111  = den[22] | den[23];
-  assign \$112  = \$110  | \$111 ;
-  assign \$113  = den[22] | den[23];
-  assign \$114  = den[23] ? 6'h17 : 6'h16;
-  assign \$115  = den[21] ? 6'h15 : 6'h14;
-  assign \$116  = \$113  ? \$114  : \$115 ;
-  assign \$117  = den[18] | den[19];
-  assign \$118  = den[19] ? 6'h13 : 6'h12;
-  assign \$119  = den[17] ? 6'h11 : 6'h10;
-  assign \$120  = \$117  ? \$118  : \$119 ;
-  assign \$121  = \$112  ? \$116  : \$120 ;
-  assign \$122  = \$97  ? \$109  : \$121 ;
-  assign \$123  = den[8] | den[9];
-  assign \$124  = den[10] | den[11];
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = den[12] | den[13];
-  assign \$127  = den[14] | den[15];
-  assign \$128  = \$126  | \$127 ;
-  assign \$129  = \$125  | \$128 ;
-  assign \$130  = den[12] | den[13];
-  assign \$131  = den[14] | den[15];
-  assign \$132  = \$130  | \$131 ;
-  assign \$133  = den[14] | den[15];
-  assign \$134  = den[15] ? 6'h0f : 6'h0e;
-  assign \$135  = den[13] ? 6'h0d : 6'h0c;
-  assign \$136  = \$133  ? \$134  : \$135 ;
-  assign \$137  = den[10] | den[11];
-  assign \$138  = den[11] ? 6'h0b : 6'h0a;
-  assign \$139  = den[9] ? 6'h09 : 6'h08;
-  assign \$140  = \$137  ? \$138  : \$139 ;
-  assign \$141  = \$132  ? \$136  : \$140 ;
-  assign \$142  = den[4] | den[5];
-  assign \$143  = den[6] | den[7];
-  assign \$144  = \$142  | \$143 ;
-  assign \$145  = den[6] | den[7];
-  assign \$146  = den[7] ? 6'h07 : 6'h06;
-  assign \$147  = den[5] ? 6'h05 : 6'h04;
-  assign \$148  = \$145  ? \$146  : \$147 ;
-  assign \$149  = den[2] | den[3];
-  assign \$150  = den[3] ? 6'h03 : 6'h02;
-  assign \$151  = den[1] ? 6'h01 : 6'h00;
-  assign \$152  = \$149  ? \$150  : \$151 ;
-  assign \$153  = \$144  ? \$148  : \$152 ;
-  assign \$154  = \$129  ? \$141  : \$153 ;
-  assign \$155  = \$90  ? \$122  : \$154 ;
-  assign den_lead = \$23  ? \$75  : \$155 ;
-  assign \$156  = chan[9] | chan[10];
-  assign \$157  = chan[11] | chan[12];
-  assign \$158  = \$156  | \$157 ;
-  assign \$159  = \$158  | chan[13];
-  assign \$160  = chan[11] | chan[12];
-  assign \$161  = chan[12] ? 4'hb : 4'ha;
-  assign \$162  = chan[10] ? 4'h9 : 4'h8;
-  assign \$163  = \$160  ? \$161  : \$162 ;
-  assign \$164  = chan[13] ? 4'hc : \$163 ;
-  assign \$165  = chan[5] | chan[6];
-  assign \$166  = chan[7] | chan[8];
-  assign \$167  = \$165  | \$166 ;
-  assign \$168  = chan[7] | chan[8];
-  assign \$169  = chan[8] ? 4'h7 : 4'h6;
-  assign \$170  = chan[6] ? 4'h5 : 4'h4;
-  assign \$171  = \$168  ? \$169  : \$170 ;
-  assign \$172  = chan[3] | chan[4];
-  assign \$173  = chan[4] ? 4'h3 : 4'h2;
-  assign \$174  = chan[2] ? 4'h1 : 4'h0;
-  assign \$175  = \$172  ? \$173  : \$174 ;
-  assign \$176  = \$167  ? \$171  : \$175 ;
-  assign count_lead = \$159  ? \$164  : \$176 ;
-  assign \$177  = sh + 1'h0;
-  assign \$178  = sh + 1'h0;
-  assign \$181  = $signed(dcount) < $signed(1'h0);
-  assign \$182  = - $signed(dcount);
-  assign \$183  = \$181  ? \$182  : { dcount[5], dcount };
-  assign \$184  = $signed(dcount) < $signed(1'h0);
-  assign \$185  = recip_one ? 58'h200000000000000 : 58'h000000000000000;
-  assign \$186  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$187  = - $signed(chan[88:73]);
-  assign \$188  = \$186  ? \$187  : { chan[88], chan[88:73] };
-  assign \$189  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$190  = $signed(sum) < $signed(1'h0);
-  assign \$191  = - $signed(sum);
-  assign \$192  = \$190  ? \$191  : { sum[28], sum };
-  assign \$193  = $signed(sum) < $signed(1'h0);
-  assign \$196  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$197  = - $signed(chan[88:73]);
-  assign \$198  = \$196  ? \$197  : { chan[88], chan[88:73] };
-  assign \$199  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$200  = $signed(chan[128:105]) < $signed(1'h0);
-  assign \$201  = - $signed(chan[128:105]);
-  assign \$202  = \$200  ? \$201  : { chan[128], chan[128:105] };
-  assign \$203  = $signed(chan[128:105]) < $signed(1'h0);
-  assign \$204  = ! fsm_state;
-  assign \$205  = fsm_state == 1'h1;
-  assign \$206  = fsm_state == 2'h2;
-  assign \$207  = fsm_state == 2'h3;
-  assign \$208  = fsm_state == 3'h4;
-  assign \$209  = fsm_state == 3'h5;
-  assign \$210  = fsm_state == 3'h6;
-  assign \$211  = fsm_state == 3'h7;
-  assign \$212  = fsm_state == 4'h8;
-  assign \$213  = fsm_state == 4'h9;
-  assign \$214  = fsm_state == 4'ha;
-  assign \$215  = fsm_state == 4'hb;
-  assign \$216  = fsm_state == 4'hc;
-  assign \$217  = fsm_state == 4'hd;
-  assign \$218  = fsm_state == 4'he;
-  assign \$219  = fsm_state == 4'hf;
-  assign \$220  = fsm_state == 5'h10;
-  assign \$221  = fsm_state == 5'h11;
-  assign \$222  = fsm_state == 5'h12;
-  assign \$223  = fsm_state == 5'h13;
-  assign \$224  = fsm_state == 5'h14;
-  assign \$225  = fsm_state == 5'h15;
-  assign \$226  = fsm_state == 5'h16;
-  assign \$227  = fsm_state == 5'h17;
-  assign \$228  = fsm_state == 5'h18;
-  assign \$229  = fsm_state == 5'h19;
-  assign \$230  = fsm_state == 5'h1a;
-  assign \$231  = fsm_state == 5'h1b;
-  assign \$232  = fsm_state == 5'h1c;
-  assign \$233  = fsm_state == 5'h1d;
-  assign \$234  = fsm_state == 5'h1e;
-  assign \$235  = fsm_state == 5'h1f;
-  assign \$236  = fsm_state == 6'h20;
-  assign \$237  = fsm_state == 6'h21;
-  assign \$238  = fsm_state == 6'h22;
-  assign \$239  = fsm_state == 6'h23;
-  assign \$240  = fsm_state == 6'h24;
-  assign \$241  = fsm_state == 6'h25;
-  assign \$242  = fsm_state == 6'h26;
-  assign \$243  = fsm_state == 6'h27;
-  assign \$244  = fsm_state == 6'h28;
-  assign \$245  = fsm_state == 6'h29;
-  assign \$246  = fsm_state == 6'h2a;
-  assign \$247  = fsm_state == 6'h2b;
-  assign \$248  = fsm_state == 6'h2c;
-  assign \$249  = fsm_state == 6'h2d;
-  assign \$250  = fsm_state == 6'h2e;
-  assign \$251  = fsm_state == 6'h2f;
-  assign \$252  = fsm_state == 6'h30;
-  assign \$253  = fsm_state == 6'h31;
-  assign \$254  = fsm_state == 6'h32;
-  assign \$255  = fsm_state == 6'h33;
-  assign \$257  = $signed(div_num) < $signed(1'h0);
-  assign \$258  = - $signed(div_num);
-  assign \$259  = \$257  ? \$258  : { div_num[73], div_num };
-  assign \$260  = $signed(div_num) < $signed(1'h0);
-  assign \$261  = $signed(top) + $signed(bottom);
-  assign \$262  = $signed(\$261 ) > $signed(f2);
-  assign \$263  = chan[13:1] < 4'ha;
-  assign \$264  = \$263  ? chan[13:1] : 13'h000a;
-  assign \$265  = merge_step < \$264 ;
-  assign \$266  = merge_step == 4'ha;
-  assign \$267  = chan[13:1] < 4'ha;
-  assign \$268  = \$267  ? chan[13:1] : 13'h000a;
-  assign \$269  = merge_step < \$268 ;
-  assign \$270  = $signed(top) + $signed(bottom);
-  assign \$271  = $signed(\$270 ) > $signed(f2);
-  assign \$272  = \$269  & \$271 ;
-  assign \$273  = chan[13:1] < 4'ha;
-  assign \$274  = \$273  ? chan[13:1] : 13'h000a;
-  assign \$275  = merge_step < \$274 ;
-  assign \$276  = $signed(top) + $signed(bottom);
-  assign \$277  = $signed(\$276 ) > $signed(f2);
-  assign \$278  = ~ \$277 ;
-  assign \$279  = \$275  & \$278 ;
-  assign \$280  = pick_on_train_2 & take_top_train_2;
-  assign \$281  = $signed(hsum) + $signed(head_top);
-  assign \$282  = $signed(dcount) - $signed(2'h1);
-  assign \$283  = $signed(hsum) - $signed(head_bottom);
-  assign \$284  = $signed(dcount) + $signed(2'h1);
-  assign \$285  = merge_step + 1'h1;
-  assign \$286  = ! lead;
-  assign \$287  = 1'h1 << lead;
-  assign \$289  = \$286  ? 64'h0000000000000000 : \$288 ;
-  assign \$290  = ! lead;
-  assign \$291  = lead + 8'hfc;
-  assign \$292  = $signed(sh0) < $signed(4'h4);
-  assign \$293  = $signed(4'h4) - $signed(sh0);
-  assign \$294  = \$292  ? \$293  : 11'h000;
-  assign \$295  = $signed(sh0) < $signed(4'h4);
-  assign \$296  = $signed(sh0) - $signed(6'h15);
-  assign \$297  = $signed(\$296 ) > $signed({ 1'h0, tk });
-  assign \$298  = $signed(sh0) - $signed(6'h15);
-  assign \$299  = $signed(sh0) - $signed(4'h4);
-  assign \$300  = $signed(\$299 ) < $signed({ 1'h0, tk });
-  assign \$301  = $signed(sh0) - $signed(4'h4);
-  assign \$302  = \$300  ? \$301  : { 7'h00, tk };
-  assign \$303  = \$297  ? \$298  : \$302 ;
-  assign \$304  = \$295  ? 11'h000 : \$303 ;
-  assign \$305  = $signed(km) << pre;
-  assign \$306  = tsh > 7'h40;
-  assign \$307  = \$306  ? 10'h040 : tsh;
-  assign \$308  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$309  = $signed(\$308 ) - $signed({ 1'h0, tsh });
-  assign \$310  = $signed(km_pre) >>> t_clamped;
-  assign \$311  = $signed(chan[104:89]) << \$177 [4:0];
-  assign \$312  = 1'h1 << sh;
-  assign \$314  = $signed(\$311 ) + $signed({ 1'h0, \$313  });
-  assign \$315  = $signed(div_num) < $signed(1'h0);
-  assign \$316  = - $signed(div_num);
-  assign \$317  = \$315  ? \$316  : { div_num[73], div_num };
-  assign \$318  = $signed(div_num) < $signed(1'h0);
-  assign \$319  = $signed(bias) - $signed(quot);
-  assign \$321  = $signed(6'h10) - $signed(chan[160:153]);
-  assign \$322  = $signed(sh0) < $signed(4'h4);
-  assign \$323  = $signed(4'h4) - $signed(sh0);
-  assign \$324  = \$322  ? \$323  : 11'h000;
-  assign \$325  = $signed(sh0) < $signed(4'h4);
-  assign \$326  = $signed(sh0) - $signed(6'h15);
-  assign \$327  = $signed(\$326 ) > $signed({ 1'h0, tk });
-  assign \$328  = $signed(sh0) - $signed(6'h15);
-  assign \$329  = $signed(sh0) - $signed(4'h4);
-  assign \$330  = $signed(\$329 ) < $signed({ 1'h0, tk });
-  assign \$331  = $signed(sh0) - $signed(4'h4);
-  assign \$332  = \$330  ? \$331  : { 7'h00, tk };
-  assign \$333  = \$327  ? \$328  : \$332 ;
-  assign \$334  = \$325  ? 11'h000 : \$333 ;
-  assign \$335  = $signed(km) << pre;
-  assign \$336  = tsh > 7'h40;
-  assign \$337  = \$336  ? 10'h040 : tsh;
-  assign \$338  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$339  = $signed(\$338 ) - $signed({ 1'h0, tsh });
-  assign \$340  = $signed(km_pre) >>> t_clamped;
-  assign \$341  = $signed(chan[104:89]) << \$178 [4:0];
-  assign \$342  = 1'h1 << sh;
-  assign \$344  = $signed(\$341 ) + $signed({ 1'h0, \$343  });
-  assign \$346  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$5  = $signed(dcount) < $signed(1'h0);
+  assign \$6  = - $signed(dcount);
+  assign \$7  = \$5  ? \$6  : { dcount[5], dcount };
+  assign \$8  = $signed(dcount) < $signed(1'h0);
+  assign \$11  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$12  = - $signed(chan[88:73]);
+  assign \$13  = \$11  ? \$12  : { chan[88], chan[88:73] };
+  assign \$16  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$19  = $signed(floor_q) < $signed(1'h0);
+  assign \$20  = - $signed(floor_q);
+  assign \$21  = \$19  ? \$20  : { floor_q[17], floor_q };
+  assign \$22  = $signed(floor_q) >= $signed(1'h0);
+  assign \$23  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$24  = - $signed(chan[88:73]);
+  assign \$25  = \$23  ? \$24  : { chan[88], chan[88:73] };
+  assign \$26  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$27  = $signed(floor_q) < $signed(1'h0);
+  assign \$28  = - $signed(floor_q);
+  assign \$29  = \$27  ? \$28  : { floor_q[17], floor_q };
+  assign \$30  = $signed(floor_q) >= $signed(1'h0);
+  assign \$31  = ! fsm_state;
+  assign \$32  = fsm_state == 1'h1;
+  assign \$33  = fsm_state == 2'h2;
+  assign \$34  = fsm_state == 2'h3;
+  assign \$35  = fsm_state == 3'h4;
+  assign \$36  = fsm_state == 3'h5;
+  assign \$37  = fsm_state == 3'h6;
+  assign \$38  = fsm_state == 3'h7;
+  assign \$39  = fsm_state == 4'h8;
+  assign \$40  = fsm_state == 4'h9;
+  assign \$41  = fsm_state == 4'ha;
+  assign \$42  = fsm_state == 4'hb;
+  assign \$43  = fsm_state == 4'hc;
+  assign \$44  = fsm_state == 4'hd;
+  assign \$45  = fsm_state == 4'he;
+  assign \$46  = fsm_state == 4'hf;
+  assign \$47  = fsm_state == 5'h10;
+  assign \$48  = fsm_state == 5'h11;
+  assign \$49  = fsm_state == 5'h12;
+  assign \$50  = fsm_state == 5'h13;
+  assign \$51  = fsm_state == 5'h14;
+  assign \$52  = fsm_state == 5'h15;
+  assign \$53  = fsm_state == 5'h16;
+  assign \$54  = fsm_state == 5'h17;
+  assign \$55  = fsm_state == 5'h18;
+  assign \$56  = fsm_state == 5'h19;
+  assign \$57  = fsm_state == 5'h1a;
+  assign \$58  = fsm_state == 5'h1b;
+  assign \$59  = fsm_state == 5'h1c;
+  assign \$60  = fsm_state == 5'h1d;
+  assign \$61  = fsm_state == 5'h1e;
+  assign \$62  = fsm_state == 5'h1f;
+  assign \$63  = fsm_state == 6'h20;
+  assign \$64  = fsm_state == 6'h21;
+  assign \$65  = fsm_state == 6'h22;
+  assign \$66  = fsm_state == 6'h23;
+  assign \$67  = fsm_state == 6'h24;
+  assign \$68  = fsm_state == 6'h25;
+  assign \$69  = fsm_state == 6'h26;
+  assign \$70  = fsm_state == 6'h27;
+  assign \$71  = fsm_state == 6'h28;
+  assign \$72  = fsm_state == 6'h29;
+  assign \$73  = fsm_state == 6'h2a;
+  assign \$74  = fsm_state == 6'h2b;
+  assign \$75  = fsm_state == 6'h2c;
+  assign \$76  = fsm_state == 6'h2d;
+  assign \$77  = fsm_state == 6'h2e;
+  assign \$78  = fsm_state == 6'h2f;
+  assign \$79  = fsm_state == 6'h30;
+  assign \$80  = fsm_state == 6'h31;
+  assign \$81  = fsm_state == 6'h32;
+  assign \$82  = fsm_state == 6'h33;
+  assign \$83  = fsm_state == 6'h34;
+  assign \$84  = fsm_state == 6'h35;
+  assign \$85  = fsm_state == 6'h36;
+  assign \$86  = fsm_state == 6'h37;
+  assign \$87  = fsm_state == 6'h38;
+  assign \$88  = fsm_state == 6'h39;
+  assign \$89  = fsm_state == 6'h3a;
+  assign \$90  = fsm_state == 6'h3b;
+  assign \$91  = fsm_state == 6'h3c;
+  assign \$92  = fsm_state == 6'h3d;
+  assign \$93  = fsm_state == 6'h3e;
+  assign \$94  = fsm_state == 6'h3f;
+  assign \$95  = fsm_state == 7'h40;
+  assign \$96  = fsm_state == 7'h41;
+  assign \$97  = fsm_state == 7'h42;
+  assign \$98  = fsm_state == 7'h43;
+  assign \$99  = fsm_state == 7'h44;
+  assign \$100  = fsm_state == 7'h45;
+  assign \$101  = fsm_state == 7'h46;
+  assign \$102  = fsm_state == 7'h47;
+  assign \$103  = fsm_state == 7'h48;
+  assign \$104  = fsm_state == 7'h49;
+  assign \$105  = fsm_state == 7'h4a;
+  assign \$106  = fsm_state == 7'h4b;
+  assign \$107  = fsm_state == 7'h4c;
+  assign \$108  = fsm_state == 7'h4d;
+  assign \$110  = $signed(div_num) < $signed(1'h0);
+  assign \$111  = - $signed(div_num);
+  assign \$112  = \$110  ? \$111  : { div_num[50], div_num };
+  assign \$113  = $signed(div_num) < $signed(1'h0);
+  assign \$114  = $signed(top) + $signed(bottom);
+  assign \$115  = $signed(\$114 ) > $signed(f2);
+  assign \$116  = chan[13:1] < 4'ha;
+  assign \$117  = \$116  ? chan[13:1] : 13'h000a;
+  assign \$118  = merge_step < \$117 ;
+  assign \$119  = merge_step == 4'ha;
+  assign \$120  = chan[13:1] < 4'ha;
+  assign \$121  = \$120  ? chan[13:1] : 13'h000a;
+  assign \$122  = merge_step < \$121 ;
+  assign \$123  = $signed(top) + $signed(bottom);
+  assign \$124  = $signed(\$123 ) > $signed(f2);
+  assign \$125  = \$122  & \$124 ;
+  assign \$126  = chan[13:1] < 4'ha;
+  assign \$127  = \$126  ? chan[13:1] : 13'h000a;
+  assign \$128  = merge_step < \$127 ;
+  assign \$129  = $signed(top) + $signed(bottom);
+  assign \$130  = $signed(\$129 ) > $signed(f2);
+  assign \$131  = ~ \$130 ;
+  assign \$132  = \$128  & \$131 ;
+  assign \$133  = pick_on_train_2 & take_top_train_2;
+  assign \$134  = $signed(hsum) + $signed(head_top);
+  assign \$135  = $signed(dcount) - $signed(2'h1);
+  assign \$136  = $signed(hsum) - $signed(head_bottom);
+  assign \$137  = $signed(dcount) + $signed(2'h1);
+  assign \$138  = merge_step + 1'h1;
+  assign \$139  = $signed(div_num) < $signed(1'h0);
+  assign \$140  = - $signed(div_num);
+  assign \$141  = \$139  ? \$140  : { div_num[50], div_num };
+  assign \$142  = $signed(div_num) < $signed(1'h0);
+  assign \$143  = ~ den_norm[55];
+  assign \$145  = den_zeros + 1'h1;
+  assign \$146  = ~ num_norm[38];
+  assign \$148  = num_zeros + 1'h1;
+  assign \$149  = loop_n + 1'h1;
+  assign \$150  = loop_n == 6'h37;
+  assign \$151  = 4'hb + num_zeros;
+  assign \$152  = \$151  - den_zeros;
+  assign \$153  = ~ num_norm[38];
+  assign \$155  = $signed(div_num) < $signed(1'h0);
+  assign \$156  = - $signed(div_num);
+  assign \$157  = \$155  ? \$156  : { div_num[50], div_num };
+  assign \$158  = $signed(div_num) < $signed(1'h0);
+  assign \$160  = gain_q1[21] ? \$159  : gain_q1;
+  assign \$161  = gain_zero ? 24'h000000 : \$160 ;
+  assign \$162  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$163  = gain_zero ? 10'h004 : \$162 ;
+  assign \$164  = ~ gain_zero;
+  assign \$165  = $signed(gain_shift) < $signed(4'h4);
+  assign \$166  = \$164  & \$165 ;
+  assign \$167  = $signed(gain_shift) > $signed(6'h15);
+  assign \$169  = $signed(gain_shift) - $signed(2'h1);
+  assign \$170  = $signed(gain_shift) < $signed(4'h4);
+  assign \$171  = special_r & \$170 ;
+  assign \$172  = scale_count < 4'hd;
+  assign \$173  = \$171  & \$172 ;
+  assign \$175  = $signed(gain_shift) + $signed(2'h1);
+  assign \$176  = scale_count + 1'h1;
+  assign \$177  = loop_n + 1'h1;
+  assign \$178  = loop_n == 5'h15;
+  assign \$179  = $signed(gain_shift) > $signed(6'h15);
+  assign \$180  = \$179  ? 9'h015 : gain_shift;
+  assign \$181  = special_r ? 9'h004 : \$180 ;
+  assign \$182  = $signed(div_num) < $signed(1'h0);
+  assign \$183  = - $signed(div_num);
+  assign \$184  = \$182  ? \$183  : { div_num[50], div_num };
+  assign \$185  = $signed(div_num) < $signed(1'h0);
+  assign \$186  = $signed(chan[104:89]) << \$1 [4:0];
+  assign \$187  = 1'h1 << sh;
+  assign \$189  = $signed(\$186 ) + $signed({ 1'h0, \$188  });
+  assign \$190  = $signed(\$189 ) - $signed(gain_w);
+  assign \$191  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$192  = - gain_x;
+  assign \$193  = \$191  ? \$192  : { 1'h0, gain_x };
+  assign \$194  = $signed(gain_t) + $signed(\$193 );
+  assign \$195  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$196  = $signed(gain_t) > $signed(21'h080010);
+  assign \$197  = \$196  ? 41'h00000080010 : gain_t;
+  assign \$198  = \$195  ? 41'h1fffff7ffe0 : \$197 ;
+  assign \$199  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$200  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$201  = \$200  ? 42'h00000080010 : gain_t1;
+  assign \$202  = \$199  ? 42'h3fffff7ffe0 : \$201 ;
+  assign \$203  = $signed(acc1) - $signed(acc0);
+  assign \$204  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$205  = - gain_x;
+  assign \$206  = \$204  ? \$205  : { 1'h0, gain_x };
+  assign \$207  = special_r ? \$203  : { \$206 [35], \$206 [35], \$206 [35], \$206 [35], \$206  };
+  assign \$208  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$209  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$210  = $signed(floor_q) + $signed(2'h1);
+  assign \$212  = ~ den_norm[55];
+  assign \$214  = den_zeros + 1'h1;
+  assign \$215  = ~ num_norm[38];
+  assign \$217  = num_zeros + 1'h1;
+  assign \$218  = loop_n + 1'h1;
+  assign \$219  = loop_n == 6'h26;
+  assign \$220  = 8'hf7 + num_zeros;
+  assign \$221  = $signed(\$220 ) - $signed(chan[160:153]);
+  assign \$222  = ~ num_norm[38];
+  assign \$226  = gain_q1[21] ? \$225  : gain_q1;
+  assign \$227  = gain_zero ? 24'h000000 : \$226 ;
+  assign \$228  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$229  = gain_zero ? 10'h004 : \$228 ;
+  assign \$230  = ~ gain_zero;
+  assign \$231  = $signed(gain_shift) < $signed(4'h4);
+  assign \$232  = \$230  & \$231 ;
+  assign \$233  = $signed(gain_shift) > $signed(6'h15);
+  assign \$235  = $signed(gain_shift) - $signed(2'h1);
+  assign \$236  = $signed(gain_shift) < $signed(4'h4);
+  assign \$237  = special_r & \$236 ;
+  assign \$238  = scale_count < 4'hd;
+  assign \$239  = \$237  & \$238 ;
+  assign \$241  = $signed(gain_shift) + $signed(2'h1);
+  assign \$242  = scale_count + 1'h1;
+  assign \$243  = loop_n + 1'h1;
+  assign \$244  = loop_n == 5'h15;
+  assign \$245  = $signed(gain_shift) > $signed(6'h15);
+  assign \$246  = \$245  ? 9'h015 : gain_shift;
+  assign \$247  = special_r ? 9'h004 : \$246 ;
+  assign \$249  = $signed(chan[104:89]) << \$2 [4:0];
+  assign \$250  = 1'h1 << sh;
+  assign \$252  = $signed(\$249 ) + $signed({ 1'h0, \$251  });
+  assign \$253  = $signed(\$252 ) - $signed(gain_w);
+  assign \$254  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$255  = - gain_x;
+  assign \$256  = \$254  ? \$255  : { 1'h0, gain_x };
+  assign \$257  = $signed(gain_t) + $signed(\$256 );
+  assign \$258  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$259  = $signed(gain_t) > $signed(21'h080010);
+  assign \$260  = \$259  ? 41'h00000080010 : gain_t;
+  assign \$261  = \$258  ? 41'h1fffff7ffe0 : \$260 ;
+  assign \$262  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$263  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$264  = \$263  ? 42'h00000080010 : gain_t1;
+  assign \$265  = \$262  ? 42'h3fffff7ffe0 : \$264 ;
+  assign \$266  = $signed(acc1) - $signed(acc0);
+  assign \$267  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$268  = - gain_x;
+  assign \$269  = \$267  ? \$268  : { 1'h0, gain_x };
+  assign \$270  = special_r ? \$266  : { \$269 [35], \$269 [35], \$269 [35], \$269 [35], \$269  };
+  assign \$271  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$272  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$273  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$347 ;
+    pop_top <= \$274 ;
   always @(posedge clk)
-    pop_bottom <= \$348 ;
+    pop_bottom <= \$275 ;
   always @(posedge clk)
-    fsm_state <= \$349 ;
+    fsm_state <= \$276 ;
   always @(posedge clk)
-    div_num <= \$350 ;
+    div_num <= \$277 ;
   always @(posedge clk)
-    div_mag <= \$351 ;
+    div_mag <= \$278 ;
   always @(posedge clk)
-    div_neg <= \$352 ;
+    div_neg <= \$279 ;
   always @(posedge clk)
-    \start$9  <= \$353 ;
+    \start$5  <= \$280 ;
   always @(posedge clk)
-    f2 <= \$354 ;
+    f2 <= \$281 ;
   always @(posedge clk)
-    hsum <= \$355 ;
+    hsum <= \$282 ;
   always @(posedge clk)
-    dcount <= \$356 ;
+    dcount <= \$283 ;
   always @(posedge clk)
-    merge_step <= \$357 ;
+    merge_step <= \$284 ;
   always @(posedge clk)
-    head_top <= \$358 ;
+    head_top <= \$285 ;
   always @(posedge clk)
-    head_bottom <= \$359 ;
+    head_bottom <= \$286 ;
   always @(posedge clk)
-    take_top_train_2 <= \$360 ;
+    take_top_train_2 <= \$287 ;
   always @(posedge clk)
-    pick_on_train_2 <= \$361 ;
+    pick_on_train_2 <= \$288 ;
   always @(posedge clk)
-    start <= \$362 ;
+    start <= \$289 ;
   always @(posedge clk)
-    t <= \$363 ;
+    t <= \$290 ;
   always @(posedge clk)
-    den <= \$364 ;
+    \den$51  <= \$291 ;
   always @(posedge clk)
-    lead <= \$365 ;
+    floor_q <= \$292 ;
   always @(posedge clk)
-    recip_rem <= \$366 ;
+    mean_rem <= \$293 ;
   always @(posedge clk)
-    recip_one <= \$367 ;
+    gain_num <= \$294 ;
   always @(posedge clk)
-    recip <= \$368 ;
+    den_norm <= \$295 ;
   always @(posedge clk)
-    m <= \$369 ;
+    num_norm <= \$296 ;
   always @(posedge clk)
-    km <= \$370 ;
+    num_zeros <= \$297 ;
   always @(posedge clk)
-    sh0 <= \$371 ;
+    den_zeros <= \$298 ;
   always @(posedge clk)
-    tk <= \$372 ;
+    loop_n <= \$299 ;
   always @(posedge clk)
-    pre <= \$373 ;
+    gain_shift <= \$300 ;
   always @(posedge clk)
-    tsh <= \$374 ;
+    gain_zero <= \$301 ;
   always @(posedge clk)
-    km_pre <= \$375 ;
+    gain_q1 <= \$302 ;
   always @(posedge clk)
-    t_clamped <= \$376 ;
+    gain_x <= \$303 ;
   always @(posedge clk)
-    sh <= \$377 ;
+    scale_count <= \$304 ;
   always @(posedge clk)
-    \a$32  <= \$378 ;
+    special_r <= \$305 ;
   always @(posedge clk)
-    bias <= \$379 ;
+    sh <= \$306 ;
   always @(posedge clk)
-    \p$62  <= \$380 ;
+    gain_p <= \$307 ;
   always @(posedge clk)
-    quot <= \$381 ;
+    gain_w <= \$308 ;
   always @(posedge clk)
-    \b$64  <= \$382 ;
+    gain_t <= \$309 ;
+  always @(posedge clk)
+    gain_t1 <= \$310 ;
+  always @(posedge clk)
+    acc0 <= \$311 ;
+  always @(posedge clk)
+    acc1 <= \$312 ;
+  always @(posedge clk)
+    a_fin <= \$313 ;
+  always @(posedge clk)
+    c_fin <= \$314 ;
+  always @(posedge clk)
+    \b$68  <= \$315 ;
+  always @(posedge clk)
+    \a$69  <= \$316 ;
+  always @(posedge clk)
+    special <= \$317 ;
+  always @(posedge clk)
+    \neg$71  <= \$318 ;
+  always @(posedge clk)
+    q_lo <= \$319 ;
+  always @(posedge clk)
+    q_hi <= \$320 ;
   \hwnorm_topk_s16.math.div  div (
     .clk(clk),
-    .\den$13 (\den$17 ),
-    .done(\done$41 ),
+    .\den$13 (den),
+    .done(\done$39 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
+    .start(\start$5 ),
     .steps(steps)
   );
   \hwnorm_topk_s16.math.mul  mul (
@@ -1481,3553 +1375,6734 @@ module \hwnorm_topk_s16.math (rst, \start$38 , entry, chan, sum, top, bottom, do
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$51 ),
-    .\neg$12 (\neg$23 ),
+    .done(\done$49 ),
+    .\neg$12 (\neg$20 ),
     .p(p),
     .rst(rst),
     .start(start),
-    .steps(\steps$24 )
+    .steps(\steps$21 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 56'h00000000000000;
+    rem_init = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          rem_init = \$179 [55:0];
-      6'h06:
+      7'h05:
+          rem_init = \$3 [23:0];
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          rem_init = recip_rem;
-      6'h16:
+      7'h15:
+          rem_init = \$9 [23:0];
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
+          rem_init = \$14 [23:0];
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
-          rem_init = \$194 [55:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          rem_init = \$17 [23:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 58'h000000000000000;
+    lo_init = 35'h000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          lo_init = \$180 [57:0];
-      6'h06:
+      7'h05:
+          lo_init = \$4 [34:0];
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          lo_init = \$185 ;
-      6'h16:
+      7'h15:
+          lo_init = \$10 [34:0];
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
+          lo_init = \$15 [34:0];
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
-          lo_init = \$195 [57:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          lo_init = \$18 [34:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           neg = div_neg;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          neg = 1'h0;
-      6'h16:
+      7'h15:
+          neg = div_neg;
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
+          neg = div_neg;
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
           neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$17  = 56'h00000000000000;
+    den = 24'h000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          \den$17  = { 43'h00000000000, chan[13:1] };
-      6'h06:
+      7'h05:
+          den = { 11'h000, chan[13:1] };
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          \den$17  = den;
-      6'h16:
+      7'h15:
+          den = { 11'h000, chan[13:1] };
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
+          den = den_norm[55:32];
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
-          \den$17  = { 43'h00000000000, chan[13:1] };
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          den = { 11'h000, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     steps = 6'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           steps = 6'h12;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          steps = 6'h18;
-      6'h16:
+      7'h15:
+          steps = 6'h11;
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
+          steps = 6'h16;
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
-          steps = 6'h3a;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          steps = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 47'h000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           a = { hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum[21], hsum };
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           a = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           a = { t[45], t };
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
-          a = { 22'h000000, recip };
-      6'h19:
+      7'h18:
+          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          a = { m[41], m[41], m[41], m[41], m[41], m };
-      6'h1c:
+      7'h1b:
+          a = { \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13  };
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
-          a = { \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32  };
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
-          a = { 23'h000000, chan[152:129] };
-      6'h2a:
+      7'h29:
+          a = { 12'h000, gain_x };
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
+      7'h2f:
           /* empty */;
-      6'h30:
-          a = { \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32 [41], \a$32  };
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          a = { \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25  };
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          a = { 12'h000, gain_x };
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    b = 29'h00000000;
+    b = 28'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          b = { 16'h0000, chan[13:1] };
-      6'h0c:
+      7'h0b:
+          b = { 15'h0000, chan[13:1] };
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          b = { \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183 [6], \$183  };
-      6'h0f:
+      7'h0e:
+          b = { \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7  };
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          b = { 1'h0, chan[41:14] };
-      6'h12:
+      7'h11:
+          b = chan[41:14];
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
-          b = { \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188 [16], \$188  };
-      6'h19:
+      7'h18:
+          b = { 15'h0000, chan[13:1] };
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          b = { 16'h0000, chan[13:1] };
-      6'h1c:
+      7'h1b:
+          b = { 15'h0000, chan[13:1] };
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
-          b = \$192 [28:0];
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
-          b = { \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198 [16], \$198  };
-      6'h2a:
+      7'h29:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
+      7'h2f:
           /* empty */;
-      6'h30:
-          b = { \$202 [24], \$202 [24], \$202 [24], \$202 [24], \$202  };
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          b = { \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21  };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          b = { 4'h0, chan[152:129] };
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          b = { \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     c = 76'h0000000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           c = 76'h0000000000000000000;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           c = { t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t[45], t };
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           c = { 45'h000000000000, chan[72:42] };
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
           c = 76'h0000000000000000000;
-      6'h19:
+      7'h1c:
           /* empty */;
-      6'h1a:
+      7'h1d:
           /* empty */;
-      6'h1b:
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
           c = 76'h0000000000000000000;
-      6'h1c:
+      7'h2a:
           /* empty */;
-      6'h1d:
+      7'h2b:
           /* empty */;
-      6'h1e:
+      7'h2c:
           /* empty */;
-      6'h1f:
+      7'h2d:
           /* empty */;
-      6'h20:
+      7'h2e:
           /* empty */;
-      6'h21:
+      7'h2f:
           /* empty */;
-      6'h22:
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
           c = 76'h0000000000000000000;
-      6'h23:
+      7'h39:
           /* empty */;
-      6'h24:
+      7'h3a:
           /* empty */;
-      6'h25:
+      7'h3b:
           /* empty */;
-      6'h26:
+      7'h3c:
           /* empty */;
-      6'h27:
+      7'h3d:
           /* empty */;
-      6'h28:
+      7'h3e:
           /* empty */;
-      6'h03:
+      7'h3f:
           /* empty */;
-      6'h29:
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
           c = 76'h0000000000000000000;
-      6'h2a:
+      7'h44:
           /* empty */;
-      6'h2b:
+      7'h45:
           /* empty */;
-      6'h2c:
+      7'h46:
           /* empty */;
-      6'h2d:
+      7'h47:
           /* empty */;
-      6'h2e:
+      7'h48:
           /* empty */;
-      6'h2f:
+      7'h49:
           /* empty */;
-      6'h30:
-          c = 76'h0000000000000000000;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$23  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          \neg$23  = 1'h0;
-      6'h0c:
+      7'h0b:
+          \neg$20  = 1'h0;
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          \neg$23  = \$184 ;
-      6'h0f:
+      7'h0e:
+          \neg$20  = \$8 ;
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \neg$23  = 1'h0;
-      6'h12:
+      7'h11:
+          \neg$20  = 1'h0;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
-          \neg$23  = \$189 ;
-      6'h19:
+      7'h18:
+          \neg$20  = 1'h1;
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          \neg$23  = 1'h0;
-      6'h1c:
+      7'h1b:
+          \neg$20  = 1'h0;
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
-          \neg$23  = \$193 ;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
-          \neg$23  = \$199 ;
-      6'h2a:
+      7'h29:
+          \neg$20  = \$16 ;
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
+      7'h2f:
           /* empty */;
-      6'h30:
-          \neg$23  = \$203 ;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \neg$20  = \$22 ;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \neg$20  = 1'h0;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \neg$20  = \$26 ;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          \neg$20  = \$30 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$24  = 5'h00;
+    \steps$21  = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          \steps$24  = 5'h0d;
-      6'h0c:
+      7'h0b:
+          \steps$21  = 5'h0d;
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          \steps$24  = 5'h05;
-      6'h0f:
+      7'h0e:
+          \steps$21  = 5'h05;
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \steps$24  = 5'h1c;
-      6'h12:
+      7'h11:
+          \steps$21  = 5'h1c;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
-          \steps$24  = 5'h10;
-      6'h19:
+      7'h18:
+          \steps$21  = 5'h0d;
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          \steps$24  = 5'h0d;
-      6'h1c:
+      7'h1b:
+          \steps$21  = 5'h0d;
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
-          \steps$24  = 5'h1d;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
-          \steps$24  = 5'h10;
-      6'h2a:
+      7'h29:
+          \steps$21  = 5'h0d;
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
+      7'h2f:
           /* empty */;
-      6'h30:
-          \steps$24  = 5'h18;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \steps$21  = 5'h11;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \steps$21  = 5'h18;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \steps$21  = 5'h08;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          \steps$21  = 5'h11;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h03:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h2e:
+      7'h2f:
           /* empty */;
-      6'h2f:
+      7'h30:
           /* empty */;
-      6'h30:
+      7'h31:
           /* empty */;
-      6'h31:
+      7'h32:
           /* empty */;
-      6'h32:
+      7'h33:
           /* empty */;
-      6'h33:
+      7'h34:
           /* empty */;
-      6'h01:
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = 1'h0;
+    \$274  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           (* full_case = 32'd1 *)
-          if (\$266 ) begin
+          if (\$119 ) begin
           end else begin
-            \$347  = \$272 ;
+            \$274  = \$125 ;
           end
     endcase
     if (rst) begin
-      \$347  = 1'h0;
+      \$274  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = 1'h0;
+    \$275  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           (* full_case = 32'd1 *)
-          if (\$266 ) begin
+          if (\$119 ) begin
           end else begin
-            \$348  = \$279 ;
+            \$275  = \$132 ;
           end
     endcase
     if (rst) begin
-      \$348  = 1'h0;
+      \$275  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = fsm_state;
+    \$276  = fsm_state;
     casez (fsm_state)
-      6'h00:
-          if (\start$38 ) begin
+      7'h00:
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$349  = 6'h01;
+                  \$276  = 7'h01;
               2'h1:
-                  \$349  = 6'h02;
+                  \$276  = 7'h02;
               2'h2:
-                  \$349  = 6'h03;
+                  \$276  = 7'h03;
             endcase
           end
-      6'h02:
-          \$349  = 6'h04;
-      6'h04:
-          \$349  = 6'h05;
-      6'h05:
-          \$349  = 6'h06;
-      6'h06:
-          if (\done$41 ) begin
-            \$349  = 6'h07;
+      7'h02:
+          \$276  = 7'h04;
+      7'h04:
+          \$276  = 7'h05;
+      7'h05:
+          \$276  = 7'h06;
+      7'h06:
+          if (\done$39 ) begin
+            \$276  = 7'h07;
           end
-      6'h07:
-          \$349  = 6'h08;
-      6'h08:
+      7'h07:
+          \$276  = 7'h08;
+      7'h08:
         begin
-          \$349  = 6'h09;
-          if (\$266 ) begin
-            \$349  = 6'h0a;
+          \$276  = 7'h09;
+          if (\$119 ) begin
+            \$276  = 7'h0a;
           end
         end
-      6'h09:
-          \$349  = 6'h08;
-      6'h0a:
-          \$349  = 6'h0b;
-      6'h0b:
-          \$349  = 6'h0c;
-      6'h0c:
-          if (\done$51 ) begin
-            \$349  = 6'h0d;
+      7'h09:
+          \$276  = 7'h08;
+      7'h0a:
+          \$276  = 7'h0b;
+      7'h0b:
+          \$276  = 7'h0c;
+      7'h0c:
+          if (\done$49 ) begin
+            \$276  = 7'h0d;
           end
-      6'h0d:
-          \$349  = 6'h0e;
-      6'h0e:
-          \$349  = 6'h0f;
-      6'h0f:
-          if (\done$51 ) begin
-            \$349  = 6'h10;
+      7'h0d:
+          \$276  = 7'h0e;
+      7'h0e:
+          \$276  = 7'h0f;
+      7'h0f:
+          if (\done$49 ) begin
+            \$276  = 7'h10;
           end
-      6'h10:
-          \$349  = 6'h11;
-      6'h11:
-          \$349  = 6'h12;
-      6'h12:
-          if (\done$51 ) begin
-            \$349  = 6'h13;
+      7'h10:
+          \$276  = 7'h11;
+      7'h11:
+          \$276  = 7'h12;
+      7'h12:
+          if (\done$49 ) begin
+            \$276  = 7'h13;
           end
-      6'h13:
-          \$349  = 6'h14;
-      6'h14:
-          \$349  = 6'h15;
-      6'h15:
-          \$349  = 6'h16;
-      6'h16:
-          if (\done$41 ) begin
-            \$349  = 6'h17;
+      7'h13:
+          \$276  = 7'h14;
+      7'h14:
+          \$276  = 7'h15;
+      7'h15:
+          \$276  = 7'h16;
+      7'h16:
+          if (\done$39 ) begin
+            \$276  = 7'h17;
           end
-      6'h17:
-          \$349  = 6'h18;
-      6'h18:
-          \$349  = 6'h19;
-      6'h19:
-          if (\done$51 ) begin
-            \$349  = 6'h1a;
+      7'h17:
+          \$276  = 7'h18;
+      7'h18:
+          \$276  = 7'h19;
+      7'h19:
+          if (\done$49 ) begin
+            \$276  = 7'h1a;
           end
-      6'h1a:
-          \$349  = 6'h1b;
-      6'h1b:
-          \$349  = 6'h1c;
-      6'h1c:
-          if (\done$51 ) begin
-            \$349  = 6'h1d;
+      7'h1a:
+          \$276  = 7'h1b;
+      7'h1b:
+          \$276  = 7'h1c;
+      7'h1c:
+          if (\done$49 ) begin
+            \$276  = 7'h1d;
           end
-      6'h1d:
-          \$349  = 6'h1e;
-      6'h1e:
-          \$349  = 6'h1f;
-      6'h1f:
-          \$349  = 6'h20;
-      6'h20:
-          \$349  = 6'h21;
-      6'h21:
-          \$349  = 6'h22;
-      6'h22:
-          \$349  = 6'h23;
-      6'h23:
-          if (\done$51 ) begin
-            \$349  = 6'h24;
+      7'h1d:
+          \$276  = 7'h1e;
+      7'h1e:
+          if (\$150 ) begin
+            \$276  = 7'h1f;
           end
-      6'h24:
-          \$349  = 6'h25;
-      6'h25:
-          \$349  = 6'h26;
-      6'h26:
-          \$349  = 6'h27;
-      6'h27:
-          if (\done$41 ) begin
-            \$349  = 6'h28;
+      7'h1f:
+          \$276  = 7'h20;
+      7'h20:
+          \$276  = 7'h21;
+      7'h21:
+          \$276  = 7'h22;
+      7'h22:
+          \$276  = 7'h23;
+      7'h23:
+          if (\done$39 ) begin
+            \$276  = 7'h24;
           end
-      6'h28:
-          \$349  = 6'h01;
-      6'h03:
-          \$349  = 6'h29;
-      6'h29:
-          \$349  = 6'h2a;
-      6'h2a:
-          if (\done$51 ) begin
-            \$349  = 6'h2b;
+      7'h24:
+          \$276  = 7'h25;
+      7'h25:
+          \$276  = 7'h26;
+      7'h26:
+          if (\$178 ) begin
+            \$276  = 7'h27;
           end
-      6'h2b:
-          \$349  = 6'h2c;
-      6'h2c:
-          \$349  = 6'h2d;
-      6'h2d:
-          \$349  = 6'h2e;
-      6'h2e:
-          \$349  = 6'h2f;
-      6'h2f:
-          \$349  = 6'h30;
-      6'h30:
-          \$349  = 6'h31;
-      6'h31:
-          if (\done$51 ) begin
-            \$349  = 6'h32;
+      7'h27:
+          \$276  = 7'h28;
+      7'h28:
+          \$276  = 7'h29;
+      7'h29:
+          \$276  = 7'h2a;
+      7'h2a:
+          if (\done$49 ) begin
+            \$276  = 7'h2b;
           end
-      6'h32:
-          \$349  = 6'h33;
-      6'h33:
-          \$349  = 6'h01;
-      6'h01:
-          \$349  = 6'h00;
+      7'h2b:
+          \$276  = 7'h2c;
+      7'h2c:
+          \$276  = 7'h2d;
+      7'h2d:
+          \$276  = 7'h2e;
+      7'h2e:
+          if (\done$39 ) begin
+            \$276  = 7'h2f;
+          end
+      7'h2f:
+          \$276  = 7'h30;
+      7'h30:
+          \$276  = 7'h31;
+      7'h31:
+          \$276  = 7'h32;
+      7'h32:
+          \$276  = 7'h33;
+      7'h33:
+          \$276  = 7'h34;
+      7'h34:
+          \$276  = 7'h35;
+      7'h35:
+          if (\done$49 ) begin
+            \$276  = 7'h36;
+          end
+      7'h36:
+          \$276  = 7'h01;
+      7'h03:
+          \$276  = 7'h37;
+      7'h37:
+          \$276  = 7'h38;
+      7'h38:
+          \$276  = 7'h39;
+      7'h39:
+          if (\done$49 ) begin
+            \$276  = 7'h3a;
+          end
+      7'h3a:
+          \$276  = 7'h3b;
+      7'h3b:
+          if (\$219 ) begin
+            \$276  = 7'h3c;
+          end
+      7'h3c:
+          \$276  = 7'h3d;
+      7'h3d:
+          \$276  = 7'h3e;
+      7'h3e:
+          \$276  = 7'h3f;
+      7'h3f:
+          \$276  = 7'h40;
+      7'h40:
+          if (\$244 ) begin
+            \$276  = 7'h41;
+          end
+      7'h41:
+          \$276  = 7'h42;
+      7'h42:
+          \$276  = 7'h43;
+      7'h43:
+          \$276  = 7'h44;
+      7'h44:
+          if (\done$49 ) begin
+            \$276  = 7'h45;
+          end
+      7'h45:
+          \$276  = 7'h46;
+      7'h46:
+          \$276  = 7'h47;
+      7'h47:
+          \$276  = 7'h48;
+      7'h48:
+          \$276  = 7'h49;
+      7'h49:
+          \$276  = 7'h4a;
+      7'h4a:
+          \$276  = 7'h4b;
+      7'h4b:
+          \$276  = 7'h4c;
+      7'h4c:
+          if (\done$49 ) begin
+            \$276  = 7'h4d;
+          end
+      7'h4d:
+          \$276  = 7'h01;
+      7'h01:
+          \$276  = 7'h00;
     endcase
     if (rst) begin
-      \$349  = 6'h00;
+      \$276  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = div_num;
+    \$277  = div_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
-          \$350  = { \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256 [29], \$256  };
-      6'h04:
+      7'h02:
+          \$277  = { \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109  };
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
+          \$277  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
+          \$277  = { 5'h00, \$154  };
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
-          \$350  = { \p$62 [72], \p$62  };
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$277  = { gain_p[49], gain_p };
     endcase
     if (rst) begin
-      \$350  = 74'h0000000000000000000;
+      \$277  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = div_mag;
+    \$278  = div_mag;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          \$351  = \$259 [73:0];
-      6'h05:
+      7'h04:
+          \$278  = \$112 [50:0];
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
+          \$278  = \$141 [50:0];
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
+          \$278  = \$157 [50:0];
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
-          \$351  = \$317 [73:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$278  = \$184 [50:0];
     endcase
     if (rst) begin
-      \$351  = 74'h0000000000000000000;
+      \$278  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = div_neg;
+    \$279  = div_neg;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          \$352  = \$260 ;
-      6'h05:
+      7'h04:
+          \$279  = \$113 ;
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
+          \$279  = \$142 ;
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
+          \$279  = \$158 ;
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
-          \$352  = \$318 ;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$279  = \$185 ;
     endcase
     if (rst) begin
-      \$352  = 1'h0;
+      \$279  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = \start$9 ;
+    \$280  = \start$5 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          \$353  = 1'h1;
-      6'h05:
-          \$353  = 1'h0;
-      6'h06:
+      7'h04:
+          \$280  = 1'h1;
+      7'h05:
+          \$280  = 1'h0;
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          \$353  = 1'h1;
-      6'h15:
-          \$353  = 1'h0;
-      6'h16:
+      7'h14:
+          \$280  = 1'h1;
+      7'h15:
+          \$280  = 1'h0;
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          \$280  = 1'h1;
+      7'h22:
+          \$280  = 1'h0;
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
-          \$353  = 1'h1;
-      6'h26:
-          \$353  = 1'h0;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$280  = 1'h1;
+      7'h2d:
+          \$280  = 1'h0;
     endcase
     if (rst) begin
-      \$353  = 1'h0;
+      \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = f2;
+    \$281  = f2;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          if (\done$41 ) begin
-            \$354  = q[18:0];
+      7'h06:
+          if (\done$39 ) begin
+            \$281  = q[18:0];
           end
     endcase
     if (rst) begin
-      \$354  = 19'h00000;
+      \$281  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = hsum;
+    \$282  = hsum;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          \$355  = 22'h000000;
-      6'h08:
+      7'h07:
+          \$282  = 22'h000000;
+      7'h08:
           /* empty */;
-      6'h09:
-          if (\$280 ) begin
-            \$355  = \$281 [21:0];
+      7'h09:
+          if (\$133 ) begin
+            \$282  = \$134 [21:0];
           end else if (pick_on_train_2) begin
-            \$355  = \$283 [21:0];
+            \$282  = \$136 [21:0];
           end
     endcase
     if (rst) begin
-      \$355  = 22'h000000;
+      \$282  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = dcount;
+    \$283  = dcount;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          \$356  = 6'h00;
-      6'h08:
+      7'h07:
+          \$283  = 6'h00;
+      7'h08:
           /* empty */;
-      6'h09:
-          if (\$280 ) begin
-            \$356  = \$282 [5:0];
+      7'h09:
+          if (\$133 ) begin
+            \$283  = \$135 [5:0];
           end else if (pick_on_train_2) begin
-            \$356  = \$284 [5:0];
+            \$283  = \$137 [5:0];
           end
     endcase
     if (rst) begin
-      \$356  = 6'h00;
+      \$283  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = merge_step;
+    \$284  = merge_step;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          \$357  = 4'h0;
-      6'h08:
+      7'h07:
+          \$284  = 4'h0;
+      7'h08:
           /* empty */;
-      6'h09:
-          \$357  = \$285 [3:0];
+      7'h09:
+          \$284  = \$138 [3:0];
     endcase
     if (rst) begin
-      \$357  = 4'h0;
+      \$284  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = head_top;
+    \$285  = head_top;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          \$358  = top;
+      7'h08:
+          \$285  = top;
     endcase
     if (rst) begin
-      \$358  = 16'h0000;
+      \$285  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = head_bottom;
+    \$286  = head_bottom;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          \$359  = bottom;
+      7'h08:
+          \$286  = bottom;
     endcase
     if (rst) begin
-      \$359  = 16'h0000;
+      \$286  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = take_top_train_2;
+    \$287  = take_top_train_2;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          \$360  = \$262 ;
+      7'h08:
+          \$287  = \$115 ;
     endcase
     if (rst) begin
-      \$360  = 1'h0;
+      \$287  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = pick_on_train_2;
+    \$288  = pick_on_train_2;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          \$361  = \$265 ;
+      7'h08:
+          \$288  = \$118 ;
     endcase
     if (rst) begin
-      \$361  = 1'h0;
+      \$288  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = start;
+    \$289  = start;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          \$362  = 1'h1;
-      6'h0b:
-          \$362  = 1'h0;
-      6'h0c:
+      7'h0a:
+          \$289  = 1'h1;
+      7'h0b:
+          \$289  = 1'h0;
+      7'h0c:
           /* empty */;
-      6'h0d:
-          \$362  = 1'h1;
-      6'h0e:
-          \$362  = 1'h0;
-      6'h0f:
+      7'h0d:
+          \$289  = 1'h1;
+      7'h0e:
+          \$289  = 1'h0;
+      7'h0f:
           /* empty */;
-      6'h10:
-          \$362  = 1'h1;
-      6'h11:
-          \$362  = 1'h0;
-      6'h12:
+      7'h10:
+          \$289  = 1'h1;
+      7'h11:
+          \$289  = 1'h0;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
-          \$362  = 1'h1;
-      6'h18:
-          \$362  = 1'h0;
-      6'h19:
+      7'h17:
+          \$289  = 1'h1;
+      7'h18:
+          \$289  = 1'h0;
+      7'h19:
           /* empty */;
-      6'h1a:
-          \$362  = 1'h1;
-      6'h1b:
-          \$362  = 1'h0;
-      6'h1c:
+      7'h1a:
+          \$289  = 1'h1;
+      7'h1b:
+          \$289  = 1'h0;
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
-          \$362  = 1'h1;
-      6'h22:
-          \$362  = 1'h0;
-      6'h23:
+      7'h21:
           /* empty */;
-      6'h24:
+      7'h22:
           /* empty */;
-      6'h25:
+      7'h23:
           /* empty */;
-      6'h26:
+      7'h24:
           /* empty */;
-      6'h27:
+      7'h25:
           /* empty */;
-      6'h28:
+      7'h26:
           /* empty */;
-      6'h03:
-          \$362  = 1'h1;
-      6'h29:
-          \$362  = 1'h0;
-      6'h2a:
+      7'h27:
           /* empty */;
-      6'h2b:
+      7'h28:
+          \$289  = 1'h1;
+      7'h29:
+          \$289  = 1'h0;
+      7'h2a:
           /* empty */;
-      6'h2c:
+      7'h2b:
           /* empty */;
-      6'h2d:
+      7'h2c:
           /* empty */;
-      6'h2e:
+      7'h2d:
           /* empty */;
-      6'h2f:
-          \$362  = 1'h1;
-      6'h30:
-          \$362  = 1'h0;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$289  = 1'h1;
+      7'h34:
+          \$289  = 1'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          \$289  = 1'h1;
+      7'h38:
+          \$289  = 1'h0;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$289  = 1'h1;
+      7'h43:
+          \$289  = 1'h0;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \$289  = 1'h1;
+      7'h4b:
+          \$289  = 1'h0;
     endcase
     if (rst) begin
-      \$362  = 1'h0;
+      \$289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = t;
+    \$290  = t;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
-          if (\done$51 ) begin
-            \$363  = p[45:0];
+      7'h0c:
+          if (\done$49 ) begin
+            \$290  = p[45:0];
           end
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
-          if (\done$51 ) begin
-            \$363  = p[45:0];
-          end
-    endcase
-    if (rst) begin
-      \$363  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = den;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          if (\done$51 ) begin
-            \$364  = p[55:0];
-          end
-    endcase
-    if (rst) begin
-      \$364  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = lead;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$365  = den_lead;
-    endcase
-    if (rst) begin
-      \$365  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$366  = \$289 [55:0];
-    endcase
-    if (rst) begin
-      \$366  = 56'h00000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$367  = \$290 ;
-    endcase
-    if (rst) begin
-      \$367  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$41 ) begin
-            \$368  = q[24:0];
+      7'h0f:
+          if (\done$49 ) begin
+            \$290  = p[45:0];
           end
     endcase
     if (rst) begin
-      \$368  = 25'h0000000;
+      \$290  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = m;
+    \$291  = \den$51 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          if (\done$51 ) begin
-            \$369  = p[41:0];
-          end
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          if (\done$51 ) begin
-            \$369  = p[41:0];
+      7'h12:
+          if (\done$49 ) begin
+            \$291  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$369  = 42'h00000000000;
+      \$291  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = km;
+    \$292  = floor_q;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          if (\done$51 ) begin
-            \$370  = p[55:0];
+      7'h16:
+          if (\done$39 ) begin
+            \$292  = q[17:0];
           end
-      6'h1d:
+      7'h17:
           /* empty */;
-      6'h1e:
+      7'h18:
           /* empty */;
-      6'h1f:
+      7'h19:
           /* empty */;
-      6'h20:
+      7'h1a:
           /* empty */;
-      6'h21:
+      7'h1b:
           /* empty */;
-      6'h22:
+      7'h1c:
           /* empty */;
-      6'h23:
+      7'h1d:
           /* empty */;
-      6'h24:
+      7'h1e:
           /* empty */;
-      6'h25:
+      7'h1f:
           /* empty */;
-      6'h26:
+      7'h20:
           /* empty */;
-      6'h27:
+      7'h21:
           /* empty */;
-      6'h28:
+      7'h22:
           /* empty */;
-      6'h03:
+      7'h23:
           /* empty */;
-      6'h29:
+      7'h24:
           /* empty */;
-      6'h2a:
+      7'h25:
           /* empty */;
-      6'h2b:
-          \$370  = \$320 [55:0];
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          \$292  = \$211 [17:0];
     endcase
     if (rst) begin
-      \$370  = 56'h00000000000000;
+      \$292  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = sh0;
+    \$293  = mean_rem;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$371  = { \$291 [7], \$291 [7], \$291  };
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$371  = { \$321 [8], \$321  };
-    endcase
-    if (rst) begin
-      \$371  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = tk;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          \$372  = count_lead;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$372  = 4'h8;
-    endcase
-    if (rst) begin
-      \$372  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$373  = \$294 [3:0];
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$373  = \$324 [3:0];
-    endcase
-    if (rst) begin
-      \$373  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = tsh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          \$374  = \$304 [9:0];
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          \$374  = \$334 [9:0];
-    endcase
-    if (rst) begin
-      \$374  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$375  = \$305 [63:0];
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$375  = \$335 [63:0];
-    endcase
-    if (rst) begin
-      \$375  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$376  = \$307 [6:0];
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$376  = \$337 [6:0];
-    endcase
-    if (rst) begin
-      \$376  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$377  = \$309 [4:0];
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$377  = \$339 [4:0];
-    endcase
-    if (rst) begin
-      \$377  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = \a$32 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$378  = \$310 [41:0];
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$378  = \$340 [41:0];
-    endcase
-    if (rst) begin
-      \$378  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$379  = { \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314 [47], \$314  };
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$379  = { \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344 [47], \$344  };
-    endcase
-    if (rst) begin
-      \$379  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = \p$62 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          if (\done$51 ) begin
-            \$380  = p[72:0];
+      7'h19:
+          if (\done$49 ) begin
+            \$293  = p[13:0];
           end
-      6'h24:
+      7'h1a:
           /* empty */;
-      6'h25:
+      7'h1b:
           /* empty */;
-      6'h26:
+      7'h1c:
           /* empty */;
-      6'h27:
+      7'h1d:
           /* empty */;
-      6'h28:
+      7'h1e:
           /* empty */;
-      6'h03:
+      7'h1f:
           /* empty */;
-      6'h29:
+      7'h20:
           /* empty */;
-      6'h2a:
+      7'h21:
           /* empty */;
-      6'h2b:
+      7'h22:
           /* empty */;
-      6'h2c:
+      7'h23:
           /* empty */;
-      6'h2d:
+      7'h24:
           /* empty */;
-      6'h2e:
+      7'h25:
           /* empty */;
-      6'h2f:
+      7'h26:
           /* empty */;
-      6'h30:
+      7'h27:
           /* empty */;
-      6'h31:
-          if (\done$51 ) begin
-            \$380  = p[72:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          \$293  = { 6'h00, chan[112:105] };
+    endcase
+    if (rst) begin
+      \$293  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          if (\done$49 ) begin
+            \$294  = p[39:0];
+          end
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          if (\done$49 ) begin
+            \$294  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$380  = 73'h0000000000000000000;
+      \$294  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = quot;
+    \$295  = den_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          if (\done$41 ) begin
-            \$381  = { q[59], q[59], q };
+      7'h1d:
+          \$295  = \den$51 ;
+      7'h1e:
+          if (\$143 ) begin
+            \$295  = \$144 [55:0];
           end
-      6'h28:
+      7'h1f:
           /* empty */;
-      6'h03:
+      7'h20:
           /* empty */;
-      6'h29:
+      7'h21:
           /* empty */;
-      6'h2a:
+      7'h22:
           /* empty */;
-      6'h2b:
+      7'h23:
           /* empty */;
-      6'h2c:
+      7'h24:
           /* empty */;
-      6'h2d:
+      7'h25:
           /* empty */;
-      6'h2e:
+      7'h26:
           /* empty */;
-      6'h2f:
+      7'h27:
           /* empty */;
-      6'h30:
+      7'h28:
           /* empty */;
-      6'h31:
+      7'h29:
           /* empty */;
-      6'h32:
-          \$381  = \$345 [61:0];
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$295  = 56'h80000000000000;
+      7'h3b:
+          if (\$212 ) begin
+            \$295  = \$213 [55:0];
+          end
     endcase
     if (rst) begin
-      \$381  = 62'h0000000000000000;
+      \$295  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = \b$64 ;
+    \$296  = num_norm;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
+          \$296  = gain_num[38:0];
+      7'h1e:
+          if (\$146 ) begin
+            \$296  = \$147 [38:0];
+          end
+      7'h1f:
           /* empty */;
-      6'h1e:
+      7'h20:
           /* empty */;
-      6'h1f:
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
+      7'h27:
           /* empty */;
-      6'h26:
+      7'h28:
           /* empty */;
-      6'h27:
+      7'h29:
           /* empty */;
-      6'h28:
-          \$382  = \$319 [57:0];
-      6'h03:
+      7'h2a:
           /* empty */;
-      6'h29:
+      7'h2b:
           /* empty */;
-      6'h2a:
+      7'h2c:
           /* empty */;
-      6'h2b:
+      7'h2d:
           /* empty */;
-      6'h2c:
+      7'h2e:
           /* empty */;
-      6'h2d:
+      7'h2f:
           /* empty */;
-      6'h2e:
+      7'h30:
           /* empty */;
-      6'h2f:
+      7'h31:
           /* empty */;
-      6'h30:
+      7'h32:
           /* empty */;
-      6'h31:
+      7'h33:
           /* empty */;
-      6'h32:
+      7'h34:
           /* empty */;
-      6'h33:
-          \$382  = \$346 [57:0];
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$296  = gain_num[38:0];
+      7'h3b:
+          if (\$215 ) begin
+            \$296  = \$216 [38:0];
+          end
     endcase
     if (rst) begin
-      \$382  = 58'h000000000000000;
+      \$296  = 39'h0000000000;
     end
   end
-  assign beta_shift = \$177 [4:0];
-  assign \beta_shift$6  = \$178 [4:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$297  = 6'h00;
+      7'h1e:
+          if (\$146 ) begin
+            \$297  = \$148 [5:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$297  = 6'h00;
+      7'h3b:
+          if (\$215 ) begin
+            \$297  = \$217 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$297  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$298  = 6'h00;
+      7'h1e:
+          if (\$143 ) begin
+            \$298  = \$145 [5:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$298  = 6'h00;
+      7'h3b:
+          if (\$212 ) begin
+            \$298  = \$214 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$298  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+        begin
+          \$299  = \$149 [5:0];
+          if (\$150 ) begin
+            \$299  = 6'h00;
+          end
+        end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+        begin
+          \$299  = \$177 [5:0];
+          if (\$178 ) begin
+            \$299  = 6'h00;
+          end
+        end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+        begin
+          \$299  = \$218 [5:0];
+          if (\$219 ) begin
+            \$299  = 6'h00;
+          end
+        end
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+        begin
+          \$299  = \$243 [5:0];
+          if (\$244 ) begin
+            \$299  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$299  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$300  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$300  = { \$152 [7], \$152  };
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$300  = \$163 [8:0];
+      7'h25:
+          /* empty */;
+      7'h26:
+        begin
+          if (\$167 ) begin
+            \$300  = \$169 [8:0];
+          end
+          if (\$173 ) begin
+            \$300  = \$175 [8:0];
+          end
+        end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$300  = \$221 ;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$300  = \$229 [8:0];
+      7'h3f:
+          /* empty */;
+      7'h40:
+        begin
+          if (\$233 ) begin
+            \$300  = \$235 [8:0];
+          end
+          if (\$239 ) begin
+            \$300  = \$241 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$300  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$301  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$301  = \$153 ;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$301  = \$222 ;
+    endcase
+    if (rst) begin
+      \$301  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          if (\done$39 ) begin
+            \$302  = q[23:0];
+          end
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$302  = \$224 [23:0];
+    endcase
+    if (rst) begin
+      \$302  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$303  = { \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161  };
+      7'h25:
+          /* empty */;
+      7'h26:
+        begin
+          if (\$167 ) begin
+            \$303  = \$168 ;
+          end
+          if (\$173 ) begin
+            \$303  = \$174 [34:0];
+          end
+        end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$303  = { \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227  };
+      7'h3f:
+          /* empty */;
+      7'h40:
+        begin
+          if (\$233 ) begin
+            \$303  = \$234 ;
+          end
+          if (\$239 ) begin
+            \$303  = \$240 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$303  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$304  = 5'h00;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$304  = \$176 [4:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$304  = 5'h00;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$304  = \$242 [4:0];
+    endcase
+    if (rst) begin
+      \$304  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$305  = \$166 ;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$305  = \$232 ;
+    endcase
+    if (rst) begin
+      \$305  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = sh;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$306  = \$181 [4:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$306  = \$247 [4:0];
+    endcase
+    if (rst) begin
+      \$306  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = gain_p;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          if (\done$49 ) begin
+            \$307  = p[49:0];
+          end
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          if (\done$49 ) begin
+            \$307  = p[49:0];
+          end
+    endcase
+    if (rst) begin
+      \$307  = 50'h0000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$308  = gain_w;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          if (\done$39 ) begin
+            \$308  = q;
+          end
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$308  = \$248 [36:0];
+    endcase
+    if (rst) begin
+      \$308  = 37'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$309  = \$190 [40:0];
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \$309  = \$253 [40:0];
+    endcase
+    if (rst) begin
+      \$309  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$310  = \$194 ;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$310  = \$257 ;
+    endcase
+    if (rst) begin
+      \$310  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$311  = \$198 [38:0];
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$311  = \$261 [38:0];
+    endcase
+    if (rst) begin
+      \$311  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$312  = \$202 [38:0];
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$312  = \$265 [38:0];
+    endcase
+    if (rst) begin
+      \$312  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$313  = \$207 [21:0];
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$313  = \$270 [21:0];
+    endcase
+    if (rst) begin
+      \$313  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$314  = \$208 [38:0];
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$314  = \$271 [38:0];
+    endcase
+    if (rst) begin
+      \$314  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = \b$68 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          if (\done$49 ) begin
+            \$315  = p[38:0];
+          end
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          if (\done$49 ) begin
+            \$315  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$315  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$316  = \a$69 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$316  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$316  = a_fin;
+    endcase
+    if (rst) begin
+      \$316  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$317  = special;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$317  = special_r;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$317  = special_r;
+    endcase
+    if (rst) begin
+      \$317  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$318  = \neg$71 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$318  = \$209 ;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$318  = \$272 ;
+    endcase
+    if (rst) begin
+      \$318  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$319  = q_lo;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$319  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$319  = floor_q;
+    endcase
+    if (rst) begin
+      \$319  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$320  = \$210 [17:0];
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$320  = \$273 [17:0];
+    endcase
+    if (rst) begin
+      \$320  = 18'h00000;
+    end
+  end
+  assign beta_shift = \$1 [4:0];
+  assign \beta_shift$2  = \$2 [4:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[41:14];
@@ -5037,67 +8112,83 @@ module \hwnorm_topk_s16.math (rst, \start$38 , entry, chan, sum, top, bottom, do
   assign \chan.mean  = chan[128:105];
   assign \chan.scale_m  = chan[152:129];
   assign \chan.scale_exp  = chan[160:153];
-  assign \$179  = { 18'h00000, div_mag[73:18] };
-  assign \$180  = { 23'h000000, div_mag[17:0], 40'h0000000000 };
-  assign \$194  = { 58'h000000000000000, div_mag[73:58] };
-  assign \$195  = { 1'h0, div_mag[57:0] };
-  assign \$256  = { sum, 1'h0 };
-  assign \$288  = { 1'h0, \$287 [63:1] };
-  assign \$313  = { 1'h0, \$312 [31:1] };
-  assign \$320  = { m[41], m[41], m[41], m[41], m[41], m[41], m[41], m, 8'h00 };
-  assign \$343  = { 1'h0, \$342 [31:1] };
-  assign \$345  = { \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72], \p$62 [72:8] };
+  assign \$3  = { 18'h00000, div_mag[50:18] };
+  assign \$4  = { 14'h0000, div_mag[17:0], 17'h00000 };
+  assign \$9  = { 17'h00000, div_mag[50:17] };
+  assign \$10  = { 13'h0000, div_mag[16:0], 18'h00000 };
+  assign \$14  = { 22'h000000, div_mag[50:22] };
+  assign \$15  = { 2'h0, div_mag[21:0], 13'h0000 };
+  assign \$17  = { 35'h000000000, div_mag[50:35] };
+  assign \$18  = { 1'h0, div_mag[34:0] };
+  assign \$109  = { sum, 1'h0 };
+  assign \$144  = { den_norm, 1'h0 };
+  assign \$147  = { num_norm, 1'h0 };
+  assign \$154  = { 1'h0, num_norm, 6'h00 };
+  assign \$159  = { gain_q1[23], gain_q1[23:1] };
+  assign \$168  = { 1'h0, gain_x[34:1] };
+  assign \$174  = { gain_x, 1'h0 };
+  assign \$188  = { 1'h0, \$187 [31:1] };
+  assign \$211  = { chan[128], chan[128], chan[128], chan[128], chan[128], chan[128], chan[128], chan[128], chan[128:113] };
+  assign \$213  = { den_norm, 1'h0 };
+  assign \$216  = { num_norm, 1'h0 };
+  assign \$223  = { 1'h0, num_norm, 6'h00 };
+  assign \$224  = { 23'h000000, \$223 [45:23] };
+  assign \$225  = { gain_q1[23], gain_q1[23:1] };
+  assign \$234  = { 1'h0, gain_x[34:1] };
+  assign \$240  = { gain_x, 1'h0 };
+  assign \$248  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$251  = { 1'h0, \$250 [31:1] };
 endmodule
 
 module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [56:0] \$1 ;
+  wire [24:0] \$1 ;
   wire [6:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [58:0] \$13 ;
-  wire [59:0] \$14 ;
-  wire [59:0] \$15 ;
+  wire [35:0] \$13 ;
+  wire [36:0] \$14 ;
+  wire [36:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [55:0] \$19 ;
+  reg [23:0] \$19 ;
   wire \$2 ;
-  reg [57:0] \$20 ;
-  reg [55:0] \$21 ;
+  reg [34:0] \$20 ;
+  reg [23:0] \$21 ;
   reg \$22 ;
-  reg [57:0] \$23 ;
+  reg [34:0] \$23 ;
   reg [5:0] \$24 ;
   reg \$25 ;
-  reg [59:0] \$26 ;
+  reg [36:0] \$26 ;
   wire \$3 ;
-  wire [57:0] \$4 ;
-  wire [57:0] \$5 ;
-  wire [58:0] \$6 ;
+  wire [25:0] \$4 ;
+  wire [25:0] \$5 ;
+  wire [35:0] \$6 ;
   wire \$7 ;
-  wire [58:0] \$8 ;
-  wire [58:0] \$9 ;
+  wire [35:0] \$8 ;
+  wire [35:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [55:0] den = 56'h00000000000000;
-  input [55:0] \den$13 ;
-  wire [55:0] \den$13 ;
+  reg [23:0] den = 24'h000000;
+  input [23:0] \den$13 ;
+  wire [23:0] \den$13 ;
   output done;
   reg done = 1'h0;
   reg [5:0] left = 6'h00;
-  reg [57:0] lo = 58'h000000000000000;
-  input [57:0] lo_init;
-  wire [57:0] lo_init;
+  reg [34:0] lo = 35'h000000000;
+  input [34:0] lo_init;
+  wire [34:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [59:0] q;
-  reg [59:0] q = 60'h000000000000000;
-  reg [57:0] quot = 58'h000000000000000;
-  reg [55:0] rem = 56'h00000000000000;
-  input [55:0] rem_init;
-  wire [55:0] rem_init;
+  output [36:0] q;
+  reg [36:0] q = 37'h0000000000;
+  reg [34:0] quot = 35'h000000000;
+  reg [23:0] rem = 24'h000000;
+  input [23:0] rem_init;
+  wire [23:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
@@ -5106,14 +8197,14 @@ module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
   wire start;
   input [5:0] steps;
   wire [5:0] steps;
-  wire [56:0] trial;
-  assign trial = \$1  | { 56'h00000000000000, lo[57] };
+  wire [24:0] trial;
+  assign trial = \$1  | { 24'h000000, lo[34] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 58'h000000000000000, \$7  };
+  assign \$8  = \$6  | { 35'h000000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -5175,10 +8266,10 @@ module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [55:0];
+      \$19  = \$5 [23:0];
     end
     if (rst) begin
-      \$19  = 56'h00000000000000;
+      \$19  = 24'h000000;
     end
   end
   always @* begin
@@ -5187,10 +8278,10 @@ module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [57:0];
+      \$20  = \$9 [34:0];
     end
     if (rst) begin
-      \$20  = 58'h000000000000000;
+      \$20  = 35'h000000000;
     end
   end
   always @* begin
@@ -5200,7 +8291,7 @@ module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 56'h00000000000000;
+      \$21  = 24'h000000;
     end
   end
   always @* begin
@@ -5217,12 +8308,12 @@ module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [57:0];
+      \$23  = \$8 [34:0];
     end
     if (rst) begin
-      \$23  = 58'h000000000000000;
+      \$23  = 35'h000000000;
     end
   end
   always @* begin
@@ -5254,7 +8345,7 @@ module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , st
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 60'h000000000000000;
+      \$26  = 37'h0000000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -5267,23 +8358,23 @@ module \hwnorm_topk_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
   wire \$1 ;
   reg [75:0] \$10 ;
   reg [75:0] \$11 ;
-  reg [28:0] \$12 ;
+  reg [27:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
   wire [76:0] \$2 ;
   wire [77:0] \$3 ;
   wire [78:0] \$4 ;
   wire [76:0] \$5 ;
-  wire [28:0] \$6 ;
+  wire [27:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
   input [46:0] a;
   wire [46:0] a;
   reg [75:0] a_sh = 76'h0000000000000000000;
-  input [28:0] b;
-  wire [28:0] b;
-  reg [28:0] b_sh = 29'h00000000;
+  input [27:0] b;
+  wire [27:0] b;
+  reg [27:0] b_sh = 28'h0000000;
   input [75:0] c;
   wire [75:0] c;
   input clk;
@@ -5368,7 +8459,7 @@ module \hwnorm_topk_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
       \$12  = \$6 ;
     end
     if (rst) begin
-      \$12  = 29'h00000000;
+      \$12  = 28'h0000000;
     end
   end
   always @* begin
@@ -5394,68 +8485,92 @@ module \hwnorm_topk_s16.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p,
     end
   end
   assign \$5  = { a_sh, 1'h0 };
-  assign \$6  = { 1'h0, b_sh[28:1] };
+  assign \$6  = { 1'h0, b_sh[27:1] };
 endmodule
 
-module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [32:0] \$10 ;
-  wire [23:0] \$11 ;
-  wire [34:0] \$12 ;
-  wire [64:0] \$13 ;
-  wire [65:0] \$14 ;
-  wire [87:0] \$15 ;
-  wire [88:0] \$16 ;
-  wire [89:0] \$17 ;
-  wire [58:0] \$18 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [1:0] \$2 ;
   wire \$20 ;
-  wire [58:0] \$21 ;
-  wire [58:0] \$22 ;
-  wire [58:0] \$23 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire [13:0] \$29 ;
+  wire [32:0] \$25 ;
+  wire [20:0] \$26 ;
+  wire [34:0] \$27 ;
+  wire [52:0] \$28 ;
+  wire [53:0] \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg [12:0] \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire [54:0] \$30 ;
+  wire [39:0] \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire [2:0] \$4 ;
-  reg \$40 ;
-  reg \$41 ;
-  reg \$42 ;
-  reg [15:0] \$43 ;
-  reg [33:0] \$44 ;
-  reg [33:0] \$45 ;
-  reg [24:0] \$46 ;
-  reg [58:0] \$47 ;
-  reg [58:0] \$48 ;
-  reg [58:0] \$49 ;
+  wire [39:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [39:0] \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire [13:0] \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
   reg \$50 ;
   reg \$51 ;
-  reg [15:0] \$52 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg [12:0] \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg [15:0] \$68 ;
+  reg [33:0] \$69 ;
   wire \$7 ;
+  reg [21:0] \$70 ;
+  reg [39:0] \$71 ;
+  reg [39:0] \$72 ;
+  reg [39:0] \$73 ;
+  reg \$74 ;
+  reg \$75 ;
+  reg [15:0] \$76 ;
   wire \$8 ;
-  wire [32:0] \$9 ;
-  input [41:0] a;
-  wire [41:0] a;
-  reg [58:0] acc0 = 59'h000000000000000;
-  input [57:0] b;
-  wire [57:0] b;
+  wire \$9 ;
+  input [21:0] a;
+  wire [21:0] a;
+  reg [39:0] acc0 = 40'h0000000000;
+  input [38:0] b;
+  wire [38:0] b;
   output busy;
   wire busy;
   output ce;
@@ -5464,6 +8579,12 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [15:0] i__payload;
   wire [15:0] i__payload;
   wire [15:0] \i__payload[0] ;
@@ -5472,6 +8593,8 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -5487,16 +8610,21 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
   reg [33:0] p0_0 = 34'h000000000;
-  reg [33:0] p0_17 = 34'h000000000;
-  reg [24:0] p0_34 = 25'h0000000;
-  reg [58:0] q0 = 59'h000000000000000;
-  reg [58:0] qs0 = 59'h000000000000000;
+  reg [21:0] p0_17 = 22'h000000;
+  reg [39:0] q0 = 40'h0000000000;
+  input [17:0] q_hi;
+  wire [17:0] q_hi;
+  input [17:0] q_lo;
+  wire [17:0] q_lo;
+  reg [39:0] qs0 = 40'h0000000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [4:0] shift;
   wire [4:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -5508,36 +8636,87 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   reg [15:0] x0 = 16'h0000;
   (* init = 16'h0000 *)
   wire [15:0] y0;
+  assign \$22  = \$21  & ce;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed({ 1'h0, a[16:0] });
+  assign \$26  = $signed(x0) * $signed(a[21:17]);
+  assign \$29  = $signed(\$27 ) + $signed(\$28 );
+  assign \$30  = $signed(\$29 ) + $signed(b);
+  assign \$31  = $signed(acc0) >>> shift;
+  assign \$32  = ~ force_lo0_2;
+  assign \$33  = $signed(qs0) > $signed(16'h7fff);
+  assign \$34  = \$32  & \$33 ;
+  assign \$35  = force_hi0_2 | \$34 ;
+  assign \$36  = ~ force_hi0_2;
+  assign \$37  = $signed(qs0) < $signed(16'h8000);
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = force_lo0_2 | \$38 ;
+  assign \$40  = under0 ? 40'hffffff8000 : q0;
+  assign \$41  = over0 ? 40'h0000007fff : \$40 ;
+  assign \$42  = ok4 ? \$41  : 40'h0000000000;
+  assign \$43  = ~ clear;
+  assign \$44  = \$43  & ce;
+  assign \$45  = v4 & ok4;
+  assign \$46  = over0 | under0;
+  assign \$47  = \$45  & \$46 ;
+  assign \$48  = sat_count + \$47 ;
   always @(posedge clk)
-    ok1 <= \$38 ;
+    v0 <= \$49 ;
   always @(posedge clk)
-    ok2 <= \$39 ;
+    v1 <= \$50 ;
   always @(posedge clk)
-    ok3 <= \$40 ;
+    v2 <= \$51 ;
   always @(posedge clk)
-    ok4 <= \$41 ;
+    v3 <= \$52 ;
   always @(posedge clk)
-    ok5 <= \$42 ;
+    v4 <= \$53 ;
   always @(posedge clk)
-    x0 <= \$43 ;
+    v5 <= \$54 ;
   always @(posedge clk)
-    p0_0 <= \$44 ;
+    sat_count <= \$55 ;
   always @(posedge clk)
-    p0_17 <= \$45 ;
+    ok0 <= \$56 ;
   always @(posedge clk)
-    p0_34 <= \$46 ;
+    ok1 <= \$57 ;
   always @(posedge clk)
-    acc0 <= \$47 ;
+    ok2 <= \$58 ;
   always @(posedge clk)
-    qs0 <= \$48 ;
+    ok3 <= \$59 ;
   always @(posedge clk)
-    q0 <= \$49 ;
+    ok4 <= \$60 ;
   always @(posedge clk)
-    over0 <= \$50 ;
+    ok5 <= \$61 ;
   always @(posedge clk)
-    under0 <= \$51 ;
+    force_hi0_0 <= \$62 ;
   always @(posedge clk)
-    o__payload <= \$52 ;
+    force_lo0_0 <= \$63 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$64 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$65 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$66 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$67 ;
+  always @(posedge clk)
+    x0 <= \$68 ;
+  always @(posedge clk)
+    p0_0 <= \$69 ;
+  always @(posedge clk)
+    p0_17 <= \$70 ;
+  always @(posedge clk)
+    acc0 <= \$71 ;
+  always @(posedge clk)
+    qs0 <= \$72 ;
+  always @(posedge clk)
+    q0 <= \$73 ;
+  always @(posedge clk)
+    over0 <= \$74 ;
+  always @(posedge clk)
+    under0 <= \$75 ;
+  always @(posedge clk)
+    o__payload <= \$76 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -5548,170 +8727,38 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed({ 1'h0, a[33:17] });
-  assign \$11  = $signed(x0) * $signed(a[41:34]);
-  assign \$14  = $signed(\$12 ) + $signed(\$13 );
-  assign \$16  = $signed(\$15 ) + $signed(b);
-  assign \$17  = $signed(\$14 ) + $signed(\$16 );
-  assign \$18  = $signed(acc0) >>> shift;
-  assign \$19  = $signed(qs0) > $signed(16'h7fff);
-  assign \$20  = $signed(qs0) < $signed(16'h8000);
-  assign \$21  = under0 ? 59'h7ffffffffff8000 : q0;
-  assign \$22  = over0 ? 59'h000000000007fff : \$21 ;
-  assign \$23  = ok4 ? \$22  : 59'h000000000000000;
-  assign \$24  = ~ clear;
-  assign \$25  = \$24  & ce;
-  assign \$26  = v4 & ok4;
-  assign \$27  = over0 | under0;
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = sat_count + \$28 ;
-  always @(posedge clk)
-    v0 <= \$30 ;
-  always @(posedge clk)
-    v1 <= \$31 ;
-  always @(posedge clk)
-    v2 <= \$32 ;
-  always @(posedge clk)
-    v3 <= \$33 ;
-  always @(posedge clk)
-    v4 <= \$34 ;
-  always @(posedge clk)
-    v5 <= \$35 ;
-  always @(posedge clk)
-    sat_count <= \$36 ;
-  always @(posedge clk)
-    ok0 <= \$37 ;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
+  assign \$21  = ~ clear;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok1;
+    \$49  = v0;
     if (clear) begin
+      \$49  = 1'h0;
     end else if (ce) begin
-      \$38  = ok0;
+      \$49  = i__valid;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok2;
+    \$50  = v1;
     if (clear) begin
+      \$50  = 1'h0;
     end else if (ce) begin
-      \$39  = ok1;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$40  = ok2;
-    end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$41  = ok3;
-    end
-    if (rst) begin
-      \$41  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = ok5;
-    if (clear) begin
-    end else if (ce) begin
-      \$42  = ok4;
-    end
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = x0;
-    if (\$8 ) begin
-      \$43  = i__payload;
-    end
-    if (rst) begin
-      \$43  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = p0_0;
-    if (\$8 ) begin
-      \$44  = { \$9 [32], \$9  };
-    end
-    if (rst) begin
-      \$44  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = p0_17;
-    if (\$8 ) begin
-      \$45  = { \$10 [32], \$10  };
-    end
-    if (rst) begin
-      \$45  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = p0_34;
-    if (\$8 ) begin
-      \$46  = { \$11 [23], \$11  };
-    end
-    if (rst) begin
-      \$46  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = acc0;
-    if (\$8 ) begin
-      \$47  = \$17 [58:0];
-    end
-    if (rst) begin
-      \$47  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = qs0;
-    if (\$8 ) begin
-      \$48  = \$18 ;
-    end
-    if (rst) begin
-      \$48  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = q0;
-    if (\$8 ) begin
-      \$49  = qs0;
-    end
-    if (rst) begin
-      \$49  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = over0;
-    if (\$8 ) begin
-      \$50  = \$19 ;
+      \$50  = v0;
     end
     if (rst) begin
       \$50  = 1'h0;
@@ -5719,9 +8766,11 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$51  = under0;
-    if (\$8 ) begin
-      \$51  = \$20 ;
+    \$51  = v2;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v1;
     end
     if (rst) begin
       \$51  = 1'h0;
@@ -5729,108 +8778,267 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = o__payload;
+    \$52  = v3;
+    if (clear) begin
+      \$52  = 1'h0;
+    end else if (ce) begin
+      \$52  = v2;
+    end
+    if (rst) begin
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = v4;
+    if (clear) begin
+      \$53  = 1'h0;
+    end else if (ce) begin
+      \$53  = v3;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = v5;
+    if (clear) begin
+      \$54  = 1'h0;
+    end else if (ce) begin
+      \$54  = v4;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = sat_count;
+    if (clear) begin
+      \$55  = 13'h0000;
+    end
+    if (\$44 ) begin
+      \$55  = \$48 [12:0];
+    end
+    if (rst) begin
+      \$55  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = mask;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok0;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok1;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$59  = ok2;
+    end
+    if (rst) begin
+      \$59  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$60  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$60  = ok3;
+    end
+    if (rst) begin
+      \$60  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$61  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$61  = ok4;
+    end
+    if (rst) begin
+      \$61  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$62  = force_hi0_0;
     if (\$8 ) begin
-      \$52  = \$23 [15:0];
+      \$62  = \$13 ;
     end
     if (rst) begin
-      \$52  = 16'h0000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v0;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = i__valid;
+    \$63  = force_lo0_0;
+    if (\$8 ) begin
+      \$63  = \$18 ;
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v1;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v0;
+    \$64  = force_hi0_1;
+    if (\$20 ) begin
+      \$64  = force_hi0_0;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v2;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v1;
+    \$65  = force_lo0_1;
+    if (\$20 ) begin
+      \$65  = force_lo0_0;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = v3;
-    if (clear) begin
-      \$33  = 1'h0;
-    end else if (ce) begin
-      \$33  = v2;
+    \$66  = force_hi0_2;
+    if (\$22 ) begin
+      \$66  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = v4;
-    if (clear) begin
-      \$34  = 1'h0;
-    end else if (ce) begin
-      \$34  = v3;
+    \$67  = force_lo0_2;
+    if (\$22 ) begin
+      \$67  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = v5;
-    if (clear) begin
-      \$35  = 1'h0;
-    end else if (ce) begin
-      \$35  = v4;
+    \$68  = x0;
+    if (\$24 ) begin
+      \$68  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$68  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = sat_count;
-    if (clear) begin
-      \$36  = 13'h0000;
-    end
-    if (\$25 ) begin
-      \$36  = \$29 [12:0];
+    \$69  = p0_0;
+    if (\$24 ) begin
+      \$69  = { \$25 [32], \$25  };
     end
     if (rst) begin
-      \$36  = 13'h0000;
+      \$69  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = mask;
+    \$70  = p0_17;
+    if (\$24 ) begin
+      \$70  = { \$26 [20], \$26  };
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$70  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = acc0;
+    if (\$24 ) begin
+      \$71  = \$30 [39:0];
+    end
+    if (rst) begin
+      \$71  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = qs0;
+    if (\$24 ) begin
+      \$72  = \$31 ;
+    end
+    if (rst) begin
+      \$72  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$73  = q0;
+    if (\$24 ) begin
+      \$73  = qs0;
+    end
+    if (rst) begin
+      \$73  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = over0;
+    if (\$24 ) begin
+      \$74  = \$35 ;
+    end
+    if (rst) begin
+      \$74  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = under0;
+    if (\$24 ) begin
+      \$75  = \$39 ;
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = o__payload;
+    if (\$24 ) begin
+      \$76  = \$42 [15:0];
+    end
+    if (rst) begin
+      \$76  = 16'h0000;
     end
   end
   assign i__ready = ce;
@@ -5838,9 +9046,8 @@ module \hwnorm_topk_s16.norm (o__ready, clk, rst, mask, ce, busy, clear, i__vali
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$12  = { p0_0[33], p0_0 };
-  assign \$13  = { p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17[33], p0_17, 17'h00000 };
-  assign \$15  = { p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34[24], p0_34, 34'h000000000 };
+  assign \$27  = { p0_0[33], p0_0 };
+  assign \$28  = { p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17[21], p0_17, 17'h00000 };
 endmodule
 
 module \hwnorm_topk_s16.stats_unit (clk, rst, mask, clear, valid, sum, top, bottom, pop, \pop$26 , x);

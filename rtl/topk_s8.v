@@ -21,30 +21,26 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
+  wire [13:0] \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [13:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire [13:0] \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  reg [12:0] \$35 ;
-  reg [108:0] \$36 ;
-  reg [2:0] \$37 ;
+  wire \$30 ;
+  reg [12:0] \$31 ;
+  reg [108:0] \$32 ;
+  reg [2:0] \$33 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  wire [26:0] a;
-  wire [26:0] \a$29 ;
-  wire [34:0] b;
-  wire [34:0] \b$31 ;
+  wire [13:0] a;
+  wire [13:0] \a$29 ;
+  wire [22:0] b;
+  wire [22:0] \b$31 ;
   reg beat;
   wire [7:0] bottom;
   wire busy;
@@ -85,7 +81,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   input chan__valid;
   wire chan__valid;
   reg clear;
-  reg \clear$43 ;
+  reg \clear$51 ;
   input clk;
   wire clk;
   wire [39:0] den;
@@ -99,37 +95,45 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   wire [7:0] \i__payload[0] ;
   output i__ready;
   reg i__ready;
-  wire \i__ready$50 ;
+  wire \i__ready$58 ;
   input i__valid;
   wire i__valid;
-  reg \i__valid$49 ;
+  reg \i__valid$57 ;
   wire last;
   reg [12:0] left = 13'h0000;
   wire mask;
   wire \mask$18 ;
   wire \mask$27 ;
   reg more;
+  wire neg;
+  wire \neg$37 ;
   output [7:0] o__payload;
   wire [7:0] o__payload;
-  wire [7:0] \o__payload$34 ;
-  wire [7:0] \o__payload$34[0] ;
+  wire [7:0] \o__payload$42 ;
+  wire [7:0] \o__payload$42[0] ;
   wire [7:0] \o__payload[0] ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$36 ;
+  wire \o__ready$44 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$35 ;
+  wire \o__valid$43 ;
   wire pop_bottom;
   wire \pop_bottom$24 ;
   wire pop_top;
   wire \pop_top$22 ;
+  wire [9:0] q_hi;
+  wire [9:0] \q_hi$41 ;
+  wire [9:0] q_lo;
+  wire [9:0] \q_lo$39 ;
   wire refused;
   input rst;
   wire rst;
   wire [12:0] sat_count;
   wire [3:0] sh;
   wire [3:0] shift;
+  wire special;
+  wire \special$35 ;
   reg start;
   output [74:0] stats__payload;
   reg [74:0] stats__payload;
@@ -156,54 +160,54 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \$5  = ! chan__payload[52:34];
   assign \$6  = ~ chan__payload[0];
   assign \$7  = \$5  & \$6 ;
-  assign \$8  = $signed(chan__payload[108:101]) < $signed(8'h80);
-  assign \$9  = $signed(chan__payload[108:101]) > $signed(3'h2);
+  assign \$8  = $signed(chan__payload[84:69]) < $signed(16'h8000);
+  assign \$9  = $signed(chan__payload[84:69]) > $signed(16'h7f00);
   assign \$10  = \$8  | \$9 ;
   assign \$11  = \$10  & chan__payload[0];
-  assign \$12  = $signed(chan__payload[84:69]) < $signed(16'h8000);
-  assign \$13  = $signed(chan__payload[84:69]) > $signed(16'h7f00);
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = \$14  & chan__payload[0];
-  assign refused = | { \$15 , \$11 , \$7 , \$4  };
-  assign \$16  = | left;
-  assign \$17  = i__valid & more;
-  assign \$18  = \i__ready$50  & more;
-  assign \$19  = i__valid & \i__ready$50 ;
-  assign \$20  = \$19  & more;
-  assign \$21  = ! fsm_state;
-  assign \$22  = fsm_state == 1'h1;
-  assign \$23  = fsm_state == 2'h2;
-  assign \$24  = fsm_state == 2'h3;
-  assign \$25  = fsm_state == 3'h4;
-  assign \$26  = fsm_state == 3'h5;
-  assign \$27  = fsm_state == 3'h6;
-  assign \$28  = fsm_state == 3'h7;
-  assign \$29  = left - 1'h1;
-  assign \$30  = last ? 14'h0000 : \$29 ;
-  assign \$31  = i__valid & last;
-  assign \$32  = ~ more;
-  assign \$33  = ~ busy;
-  assign \$34  = \$32  & \$33 ;
+  assign refused = | { \$11 , \$7 , \$4  };
+  assign \$12  = | left;
+  assign \$13  = i__valid & more;
+  assign \$14  = \i__ready$58  & more;
+  assign \$15  = i__valid & \i__ready$58 ;
+  assign \$16  = \$15  & more;
+  assign \$17  = ! fsm_state;
+  assign \$18  = fsm_state == 1'h1;
+  assign \$19  = fsm_state == 2'h2;
+  assign \$20  = fsm_state == 2'h3;
+  assign \$21  = fsm_state == 3'h4;
+  assign \$22  = fsm_state == 3'h5;
+  assign \$23  = fsm_state == 3'h6;
+  assign \$24  = fsm_state == 3'h7;
+  assign \$25  = left - 1'h1;
+  assign \$26  = last ? 14'h0000 : \$25 ;
+  assign \$27  = i__valid & last;
+  assign \$28  = ~ more;
+  assign \$29  = ~ busy;
+  assign \$30  = \$28  & \$29 ;
   always @(posedge clk)
-    left <= \$35 ;
+    left <= \$31 ;
   always @(posedge clk)
-    chan <= \$36 ;
+    chan <= \$32 ;
   always @(posedge clk)
-    fsm_state <= \$37 ;
+    fsm_state <= \$33 ;
   \hwnorm_topk_s8.math  math (
-    .\a$32 (a),
-    .\b$64 (b),
+    .\a$69 (a),
+    .\b$68 (b),
     .bottom(bottom),
     .chan(chan),
     .clk(clk),
-    .den(den),
+    .\den$51 (den),
     .done(done),
     .entry(entry),
+    .\neg$71 (neg),
     .pop_bottom(pop_bottom),
     .pop_top(pop_top),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sh(shift),
-    .\start$38 (start),
+    .special(special),
+    .\start$36 (start),
     .sum(sum),
     .top(top)
   );
@@ -211,17 +215,21 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     .a(a),
     .b(b),
     .busy(busy),
-    .ce(\i__ready$50 ),
-    .clear(\clear$43 ),
+    .ce(\i__ready$58 ),
+    .clear(\clear$51 ),
     .clk(clk),
     .i__payload(i__payload),
-    .i__valid(\i__valid$49 ),
+    .i__valid(\i__valid$57 ),
     .mask(mask),
+    .neg(neg),
     .o__payload(o__payload),
     .o__ready(o__ready),
+    .q_hi(q_hi),
+    .q_lo(q_lo),
     .rst(rst),
     .sat_count(sat_count),
     .shift(shift),
+    .special(special),
     .v5(o__valid)
   );
   \hwnorm_topk_s8.stats_unit  stats_unit (
@@ -303,11 +311,11 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \clear$43  = 1'h0;
+    \clear$51  = 1'h0;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \clear$43  = 1'h1;
+            \clear$51  = 1'h1;
           end
     endcase
   end
@@ -326,7 +334,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          i__ready = \$18 ;
+          i__ready = \$14 ;
     endcase
   end
   always @* begin
@@ -344,7 +352,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          beat = \$20 ;
+          beat = \$16 ;
     endcase
   end
   always @* begin
@@ -400,12 +408,12 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          more = \$16 ;
+          more = \$12 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \i__valid$49  = 1'h0;
+    \i__valid$57  = 1'h0;
     casez (fsm_state)
       3'h0:
           /* empty */;
@@ -418,7 +426,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
       3'h5:
           /* empty */;
       3'h6:
-          \i__valid$49  = \$17 ;
+          \i__valid$57  = \$13 ;
     endcase
   end
   always @* begin
@@ -446,80 +454,80 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = left;
+    \$31  = left;
     if (beat) begin
-      \$35  = \$30 [12:0];
+      \$31  = \$26 [12:0];
     end
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$35  = chan__payload[13:1];
+            \$31  = chan__payload[13:1];
           end
       3'h3:
-          if (\$31 ) begin
-            \$35  = chan[13:1];
+          if (\$27 ) begin
+            \$31  = chan[13:1];
           end
     endcase
     if (rst) begin
-      \$35  = 13'h0000;
+      \$31  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = chan;
+    \$32  = chan;
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
-            \$36  = chan__payload;
+            \$32  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$36  = 109'h0000000000000000000000000000;
+      \$32  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = fsm_state;
+    \$33  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
       3'h0:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$37  = 3'h1;
+              \$33  = 3'h1;
             end else if (chan__payload[0]) begin
-              \$37  = 3'h2;
+              \$33  = 3'h2;
             end else begin
-              \$37  = 3'h3;
+              \$33  = 3'h3;
             end
           end
       3'h3:
-          if (\$31 ) begin
-            \$37  = 3'h4;
+          if (\$27 ) begin
+            \$33  = 3'h4;
           end
       3'h4:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h2:
-          \$37  = 3'h5;
+          \$33  = 3'h5;
       3'h5:
           if (done) begin
-            \$37  = 3'h6;
+            \$33  = 3'h6;
           end
       3'h6:
-          if (\$34 ) begin
-            \$37  = 3'h7;
+          if (\$30 ) begin
+            \$33  = 3'h7;
           end
       3'h7:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
       3'h1:
           if (stats__ready) begin
-            \$37  = 3'h0;
+            \$33  = 3'h0;
           end
     endcase
     if (rst) begin
-      \$37  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   assign x = i__payload;
@@ -532,9 +540,13 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \a$29  = a;
   assign \b$31  = b;
   assign sh = shift;
-  assign \o__payload$34  = o__payload;
-  assign \o__valid$35  = o__valid;
-  assign \o__ready$36  = o__ready;
+  assign \special$35  = special;
+  assign \neg$37  = neg;
+  assign \q_lo$39  = q_lo;
+  assign \q_hi$41  = q_hi;
+  assign \o__payload$42  = o__payload;
+  assign \o__valid$43  = o__valid;
+  assign \o__ready$44  = o__ready;
   assign \chan__payload.infer  = chan__payload[0];
   assign \chan__payload.count  = chan__payload[13:1];
   assign \chan__payload.c  = chan__payload[33:14];
@@ -570,7 +582,7 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
   assign \chan$20.scale_m  = chan[100:85];
   assign \chan$20.scale_exp  = chan[108:101];
   assign \i__payload$26[0]  = i__payload;
-  assign \o__payload$34[0]  = o__payload;
+  assign \o__payload$42[0]  = o__payload;
   always @*
     stats__payload[73:61] = sat_count;
   always @*
@@ -579,261 +591,255 @@ module hwnorm_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__ready,
     stats__payload[20:0] = sum;
 endmodule
 
-module \hwnorm_topk_s8.math (rst, \start$38 , entry, chan, sum, top, bottom, done, pop_top, pop_bottom, den, sh, \a$32 , \b$64 , clk);
+module \hwnorm_topk_s8.math (rst, \start$36 , entry, chan, sum, top, bottom, done, pop_top, pop_bottom, \den$51 , sh, \b$68 , \a$69 , special, \neg$71 , q_lo, q_hi, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$10 ;
+  wire [4:0] \$1 ;
+  wire [39:0] \$10 ;
   wire \$100 ;
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
   wire \$104 ;
-  wire [3:0] \$105 ;
-  wire [3:0] \$106 ;
-  wire [3:0] \$107 ;
-  wire [3:0] \$108 ;
-  wire \$109 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire [21:0] \$109 ;
   wire \$11 ;
   wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire [3:0] \$113 ;
-  wire [3:0] \$114 ;
-  wire [3:0] \$115 ;
+  wire [43:0] \$111 ;
+  wire [43:0] \$112 ;
+  wire \$113 ;
+  wire [8:0] \$114 ;
+  wire \$115 ;
   wire \$116 ;
-  wire [3:0] \$117 ;
-  wire [3:0] \$118 ;
-  wire [3:0] \$119 ;
-  wire [5:0] \$12 ;
-  wire [3:0] \$120 ;
-  wire [4:0] \$121 ;
-  wire [4:0] \$122 ;
-  wire [50:0] \$123 ;
-  wire [40:0] \$124 ;
+  wire [12:0] \$117 ;
+  wire \$118 ;
+  wire \$119 ;
+  wire [8:0] \$12 ;
+  wire \$120 ;
+  wire [12:0] \$121 ;
+  wire \$122 ;
+  wire [8:0] \$123 ;
+  wire \$124 ;
   wire \$125 ;
-  wire [6:0] \$126 ;
-  wire [6:0] \$127 ;
+  wire \$126 ;
+  wire [12:0] \$127 ;
   wire \$128 ;
-  wire [34:0] \$129 ;
-  wire [5:0] \$13 ;
+  wire [8:0] \$129 ;
+  wire [8:0] \$13 ;
   wire \$130 ;
-  wire [8:0] \$131 ;
-  wire [8:0] \$132 ;
+  wire \$131 ;
+  wire \$132 ;
   wire \$133 ;
-  wire \$134 ;
-  wire [21:0] \$135 ;
-  wire [21:0] \$136 ;
-  wire \$137 ;
-  wire [50:0] \$138 ;
-  wire [35:0] \$139 ;
-  wire [5:0] \$14 ;
-  wire \$140 ;
-  wire [8:0] \$141 ;
-  wire [8:0] \$142 ;
+  wire [14:0] \$134 ;
+  wire [6:0] \$135 ;
+  wire [14:0] \$136 ;
+  wire [6:0] \$137 ;
+  wire [4:0] \$138 ;
+  wire \$139 ;
+  wire [42:0] \$14 ;
+  wire [43:0] \$140 ;
+  wire [43:0] \$141 ;
+  wire \$142 ;
   wire \$143 ;
-  wire \$144 ;
-  wire [16:0] \$145 ;
-  wire [16:0] \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
-  wire \$15 ;
+  wire [40:0] \$144 ;
+  wire [6:0] \$145 ;
+  wire \$146 ;
+  wire [23:0] \$147 ;
+  wire [5:0] \$148 ;
+  wire [6:0] \$149 ;
+  wire [28:0] \$15 ;
   wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
+  wire [5:0] \$151 ;
+  wire [6:0] \$152 ;
   wire \$153 ;
-  wire \$154 ;
+  wire [29:0] \$154 ;
   wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
+  wire [43:0] \$156 ;
+  wire [43:0] \$157 ;
   wire \$158 ;
-  wire \$159 ;
-  wire [5:0] \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
+  wire [15:0] \$159 ;
+  wire \$16 ;
+  wire [15:0] \$160 ;
+  wire [15:0] \$161 ;
+  wire [9:0] \$162 ;
+  wire [9:0] \$163 ;
   wire \$164 ;
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
-  wire [5:0] \$17 ;
+  wire [26:0] \$168 ;
+  wire [9:0] \$169 ;
+  wire [42:0] \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
+  wire [27:0] \$174 ;
+  wire [9:0] \$175 ;
+  wire [4:0] \$176 ;
+  wire [6:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
-  wire [5:0] \$18 ;
-  wire \$180 ;
-  wire \$181 ;
+  wire [27:0] \$18 ;
+  wire [8:0] \$180 ;
+  wire [8:0] \$181 ;
   wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
+  wire [43:0] \$183 ;
+  wire [43:0] \$184 ;
   wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
-  wire [5:0] \$19 ;
-  wire \$190 ;
+  wire [22:0] \$186 ;
+  wire [15:0] \$187 ;
+  wire [15:0] \$188 ;
+  wire [23:0] \$189 ;
+  wire \$19 ;
+  wire [29:0] \$190 ;
   wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
+  wire [27:0] \$192 ;
+  wire [27:0] \$193 ;
+  wire [31:0] \$194 ;
   wire \$195 ;
   wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
+  wire [30:0] \$197 ;
+  wire [30:0] \$198 ;
   wire \$199 ;
-  wire \$2 ;
-  wire \$20 ;
-  wire [21:0] \$200 ;
-  wire \$201 ;
-  wire [51:0] \$202 ;
-  wire [51:0] \$203 ;
+  wire [4:0] \$2 ;
+  wire [10:0] \$20 ;
+  wire \$200 ;
+  wire [31:0] \$201 ;
+  wire [31:0] \$202 ;
+  wire [23:0] \$203 ;
   wire \$204 ;
-  wire [8:0] \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire [12:0] \$208 ;
+  wire [27:0] \$205 ;
+  wire [27:0] \$206 ;
+  wire [27:0] \$207 ;
+  wire [30:0] \$208 ;
   wire \$209 ;
-  wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire [12:0] \$212 ;
-  wire \$213 ;
-  wire [8:0] \$214 ;
+  wire [10:0] \$21 ;
+  wire [10:0] \$210 ;
+  wire [15:0] \$211 ;
+  wire \$212 ;
+  wire [40:0] \$213 ;
+  wire [6:0] \$214 ;
   wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire [12:0] \$218 ;
+  wire [23:0] \$216 ;
+  wire [5:0] \$217 ;
+  wire [6:0] \$218 ;
   wire \$219 ;
   wire \$22 ;
-  wire [8:0] \$220 ;
-  wire \$221 ;
+  wire [6:0] \$220 ;
+  wire [8:0] \$221 ;
   wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire [14:0] \$225 ;
-  wire [6:0] \$226 ;
-  wire [14:0] \$227 ;
-  wire [6:0] \$228 ;
-  wire [4:0] \$229 ;
+  wire [29:0] \$223 ;
+  wire [29:0] \$224 ;
+  wire [15:0] \$225 ;
+  wire [15:0] \$226 ;
+  wire [15:0] \$227 ;
+  wire [9:0] \$228 ;
+  wire [9:0] \$229 ;
   wire \$23 ;
   wire \$230 ;
-  wire [63:0] \$231 ;
-  wire [63:0] \$232 ;
-  wire [63:0] \$233 ;
-  wire \$234 ;
-  wire [7:0] \$235 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire [26:0] \$234 ;
+  wire [9:0] \$235 ;
   wire \$236 ;
-  wire [10:0] \$237 ;
-  wire [10:0] \$238 ;
+  wire \$237 ;
+  wire \$238 ;
   wire \$239 ;
-  wire \$24 ;
-  wire [10:0] \$240 ;
-  wire \$241 ;
-  wire [10:0] \$242 ;
-  wire [10:0] \$243 ;
+  wire [8:0] \$24 ;
+  wire [27:0] \$240 ;
+  wire [9:0] \$241 ;
+  wire [4:0] \$242 ;
+  wire [6:0] \$243 ;
   wire \$244 ;
-  wire [10:0] \$245 ;
-  wire [10:0] \$246 ;
-  wire [10:0] \$247 ;
-  wire [10:0] \$248 ;
-  wire [46:0] \$249 ;
-  wire \$25 ;
-  wire \$250 ;
-  wire [9:0] \$251 ;
-  wire [10:0] \$252 ;
-  wire [11:0] \$253 ;
-  wire [46:0] \$254 ;
-  wire [22:0] \$255 ;
-  wire [15:0] \$256 ;
-  wire [15:0] \$257 ;
-  wire [23:0] \$258 ;
+  wire \$245 ;
+  wire [8:0] \$246 ;
+  wire [8:0] \$247 ;
+  wire [41:0] \$248 ;
+  wire [22:0] \$249 ;
+  wire [8:0] \$25 ;
+  wire [15:0] \$250 ;
+  wire [15:0] \$251 ;
+  wire [23:0] \$252 ;
+  wire [29:0] \$253 ;
+  wire \$254 ;
+  wire [27:0] \$255 ;
+  wire [27:0] \$256 ;
+  wire [31:0] \$257 ;
+  wire \$258 ;
   wire \$259 ;
   wire \$26 ;
-  wire [51:0] \$260 ;
-  wire [51:0] \$261 ;
+  wire [30:0] \$260 ;
+  wire [30:0] \$261 ;
   wire \$262 ;
-  wire [39:0] \$263 ;
-  wire [40:0] \$264 ;
-  wire [8:0] \$265 ;
-  wire \$266 ;
-  wire [10:0] \$267 ;
-  wire [10:0] \$268 ;
-  wire \$269 ;
+  wire \$263 ;
+  wire [31:0] \$264 ;
+  wire [31:0] \$265 ;
+  wire [23:0] \$266 ;
+  wire \$267 ;
+  wire [27:0] \$268 ;
+  wire [27:0] \$269 ;
   wire \$27 ;
-  wire [10:0] \$270 ;
-  wire \$271 ;
-  wire [10:0] \$272 ;
+  wire [27:0] \$270 ;
+  wire [30:0] \$271 ;
+  wire \$272 ;
   wire [10:0] \$273 ;
-  wire \$274 ;
-  wire [10:0] \$275 ;
-  wire [10:0] \$276 ;
-  wire [10:0] \$277 ;
-  wire [10:0] \$278 ;
-  wire [46:0] \$279 ;
-  wire \$28 ;
-  wire \$280 ;
-  wire [9:0] \$281 ;
-  wire [10:0] \$282 ;
-  wire [11:0] \$283 ;
-  wire [46:0] \$284 ;
-  wire [22:0] \$285 ;
-  wire [15:0] \$286 ;
-  wire [15:0] \$287 ;
-  wire [23:0] \$288 ;
-  wire [49:0] \$289 ;
-  wire \$29 ;
-  wire [39:0] \$290 ;
-  reg \$291 ;
-  reg \$292 ;
-  reg [5:0] \$293 ;
-  reg [50:0] \$294 ;
-  reg [50:0] \$295 ;
-  reg \$296 ;
-  reg \$297 ;
-  reg [10:0] \$298 ;
-  reg [13:0] \$299 ;
-  wire \$3 ;
+  reg \$274 ;
+  reg \$275 ;
+  reg [6:0] \$276 ;
+  reg [42:0] \$277 ;
+  reg [42:0] \$278 ;
+  reg \$279 ;
+  wire [10:0] \$28 ;
+  reg \$280 ;
+  reg [10:0] \$281 ;
+  reg [13:0] \$282 ;
+  reg [5:0] \$283 ;
+  reg [3:0] \$284 ;
+  reg [7:0] \$285 ;
+  reg [7:0] \$286 ;
+  reg \$287 ;
+  reg \$288 ;
+  reg \$289 ;
+  wire [10:0] \$29 ;
+  reg [37:0] \$290 ;
+  reg [39:0] \$291 ;
+  reg [9:0] \$292 ;
+  reg [13:0] \$293 ;
+  reg [23:0] \$294 ;
+  reg [39:0] \$295 ;
+  reg [22:0] \$296 ;
+  reg [4:0] \$297 ;
+  reg [5:0] \$298 ;
+  reg [5:0] \$299 ;
+  wire [42:0] \$3 ;
   wire \$30 ;
-  reg [5:0] \$300 ;
-  reg [3:0] \$301 ;
-  reg [7:0] \$302 ;
-  reg [7:0] \$303 ;
-  reg \$304 ;
+  reg [8:0] \$300 ;
+  reg \$301 ;
+  reg [15:0] \$302 ;
+  reg [26:0] \$303 ;
+  reg [3:0] \$304 ;
   reg \$305 ;
-  reg \$306 ;
-  reg [37:0] \$307 ;
-  reg [39:0] \$308 ;
-  reg [5:0] \$309 ;
+  reg [3:0] \$306 ;
+  reg [41:0] \$307 ;
+  reg [28:0] \$308 ;
+  reg [30:0] \$309 ;
   wire \$31 ;
-  reg [39:0] \$310 ;
-  reg \$311 ;
-  reg [16:0] \$312 ;
-  reg [25:0] \$313 ;
-  reg [39:0] \$314 ;
-  reg [9:0] \$315 ;
-  reg [3:0] \$316 ;
-  reg [2:0] \$317 ;
-  reg [9:0] \$318 ;
-  reg [46:0] \$319 ;
+  reg [31:0] \$310 ;
+  reg [22:0] \$311 ;
+  reg [22:0] \$312 ;
+  reg [13:0] \$313 ;
+  reg [22:0] \$314 ;
+  reg [22:0] \$315 ;
+  reg [13:0] \$316 ;
+  reg \$317 ;
+  reg \$318 ;
+  reg [9:0] \$319 ;
   wire \$32 ;
-  reg [5:0] \$320 ;
-  reg [3:0] \$321 ;
-  reg [26:0] \$322 ;
-  reg [34:0] \$323 ;
-  reg [49:0] \$324 ;
-  reg [38:0] \$325 ;
-  reg [34:0] \$326 ;
+  reg [9:0] \$320 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -841,40 +847,40 @@ module \hwnorm_topk_s8.math (rst, \start$38 , entry, chan, sum, top, bottom, don
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire \$4 ;
+  wire [40:0] \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [5:0] \$46 ;
-  wire [5:0] \$47 ;
-  wire [5:0] \$48 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [5:0] \$50 ;
-  wire [5:0] \$51 ;
-  wire [5:0] \$52 ;
-  wire [5:0] \$53 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
-  wire [5:0] \$58 ;
-  wire [5:0] \$59 ;
-  wire \$6 ;
-  wire [5:0] \$60 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [6:0] \$6 ;
+  wire \$60 ;
   wire \$61 ;
-  wire [5:0] \$62 ;
-  wire [5:0] \$63 ;
-  wire [5:0] \$64 ;
-  wire [5:0] \$65 ;
-  wire [5:0] \$66 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire \$7 ;
+  wire [6:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -883,42 +889,45 @@ module \hwnorm_topk_s8.math (rst, \start$38 , entry, chan, sum, top, bottom, don
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
-  wire [5:0] \$78 ;
-  wire [5:0] \$79 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  wire [5:0] \$80 ;
+  wire \$80 ;
   wire \$81 ;
-  wire [5:0] \$82 ;
-  wire [5:0] \$83 ;
-  wire [5:0] \$84 ;
-  wire [5:0] \$85 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire \$9 ;
-  wire [5:0] \$90 ;
-  wire [5:0] \$91 ;
-  wire [5:0] \$92 ;
+  wire [42:0] \$9 ;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
   wire \$93 ;
-  wire [5:0] \$94 ;
-  wire [5:0] \$95 ;
-  wire [5:0] \$96 ;
-  wire [5:0] \$97 ;
-  wire [5:0] \$98 ;
-  wire [5:0] \$99 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg [38:0] a;
-  output [26:0] \a$32 ;
-  reg [26:0] \a$32  = 27'h0000000;
-  reg [20:0] b;
-  output [34:0] \b$64 ;
-  reg [34:0] \b$64  = 35'h000000000;
+  output [13:0] \a$69 ;
+  reg [13:0] \a$69  = 14'h0000;
+  reg [13:0] a_fin = 14'h0000;
+  reg [22:0] acc0 = 23'h000000;
+  reg [22:0] acc1 = 23'h000000;
+  reg [19:0] b;
+  output [22:0] \b$68 ;
+  reg [22:0] \b$68  = 23'h000000;
   wire [3:0] beta_shift;
-  wire [3:0] \beta_shift$6 ;
-  reg [34:0] bias = 35'h000000000;
+  wire [3:0] \beta_shift$2 ;
   input [7:0] bottom;
   wire [7:0] bottom;
   reg [59:0] c;
+  reg [22:0] c_fin = 23'h000000;
   input [108:0] chan;
   wire [108:0] chan;
   wire [7:0] \chan.beta ;
@@ -932,436 +941,433 @@ module \hwnorm_topk_s8.math (rst, \start$38 , entry, chan, sum, top, bottom, don
   wire [15:0] \chan.scale_m ;
   input clk;
   wire clk;
-  wire [3:0] count_lead;
   reg [5:0] dcount = 6'h00;
-  output [39:0] den;
-  reg [39:0] den = 40'h0000000000;
-  reg [39:0] \den$17 ;
-  wire [5:0] den_lead;
-  reg [50:0] div_mag = 51'h0000000000000;
+  reg [15:0] den;
+  output [39:0] \den$51 ;
+  reg [39:0] \den$51  = 40'h0000000000;
+  reg [39:0] den_norm = 40'h0000000000;
+  reg [5:0] den_zeros = 6'h00;
+  reg [42:0] div_mag = 43'h00000000000;
   reg div_neg = 1'h0;
-  reg [50:0] div_num = 51'h0000000000000;
+  reg [42:0] div_num = 43'h00000000000;
   output done;
   reg done;
-  wire \done$41 ;
-  wire \done$51 ;
+  wire \done$39 ;
+  wire \done$49 ;
   input [1:0] entry;
   wire [1:0] entry;
   reg [10:0] f2 = 11'h000;
-  reg [5:0] fsm_state = 6'h00;
+  reg [9:0] floor_q = 10'h000;
+  reg [6:0] fsm_state = 7'h00;
+  reg [23:0] gain_num = 24'h000000;
+  reg [41:0] gain_p = 42'h00000000000;
+  reg [15:0] gain_q1 = 16'h0000;
+  reg [8:0] gain_shift = 9'h000;
+  reg [30:0] gain_t = 31'h00000000;
+  reg [31:0] gain_t1 = 32'd0;
+  reg [28:0] gain_w = 29'h00000000;
+  reg [26:0] gain_x = 27'h0000000;
+  reg gain_zero = 1'h0;
   reg [7:0] head_bottom = 8'h00;
   reg [7:0] head_top = 8'h00;
   reg [13:0] hsum = 14'h0000;
-  reg [39:0] km = 40'h0000000000;
-  reg [46:0] km_pre = 47'h000000000000;
-  reg [5:0] lead = 6'h00;
-  reg [34:0] lo_init;
-  reg [25:0] m = 26'h0000000;
+  reg [26:0] lo_init;
+  reg [5:0] loop_n = 6'h00;
+  reg [13:0] mean_rem = 14'h0000;
   reg [3:0] merge_step = 4'h0;
   reg neg;
-  reg \neg$23 ;
+  reg \neg$20 ;
+  output \neg$71 ;
+  reg \neg$71  = 1'h0;
+  reg [22:0] num_norm = 23'h000000;
+  reg [4:0] num_zeros = 5'h00;
   wire [59:0] p;
-  reg [49:0] \p$62  = 50'h0000000000000;
   reg pick_on_train_2 = 1'h0;
   output pop_bottom;
   reg pop_bottom = 1'h0;
   output pop_top;
   reg pop_top = 1'h0;
-  reg [2:0] pre = 3'h0;
-  wire [36:0] q;
-  reg [38:0] quot = 39'h0000000000;
-  reg [16:0] recip = 17'h00000;
-  reg recip_one = 1'h0;
-  reg [39:0] recip_rem = 40'h0000000000;
-  reg [39:0] rem_init;
+  wire [28:0] q;
+  output [9:0] q_hi;
+  reg [9:0] q_hi = 10'h000;
+  output [9:0] q_lo;
+  reg [9:0] q_lo = 10'h000;
+  reg [15:0] rem_init;
   input rst;
   wire rst;
+  reg [3:0] scale_count = 4'h0;
   (* init = 1'h0 *)
   wire seqdiv_go;
   (* init = 1'h0 *)
   wire seqmul_go;
   output [3:0] sh;
   reg [3:0] sh = 4'h0;
-  reg [9:0] sh0 = 10'h000;
+  output special;
+  reg special = 1'h0;
+  reg special_r = 1'h0;
   reg start = 1'h0;
-  input \start$38 ;
-  wire \start$38 ;
-  reg \start$9  = 1'h0;
-  reg [5:0] steps;
-  reg [4:0] \steps$24 ;
+  input \start$36 ;
+  wire \start$36 ;
+  reg \start$5  = 1'h0;
+  reg [4:0] steps;
+  reg [4:0] \steps$21 ;
   input [20:0] sum;
   wire [20:0] sum;
   reg [37:0] t = 38'h0000000000;
-  reg [5:0] t_clamped = 6'h00;
   reg take_top_train_2 = 1'h0;
-  reg [3:0] tk = 4'h0;
   input [7:0] top;
   wire [7:0] top;
-  reg [9:0] tsh = 10'h000;
-  assign \$1  = den[32] | den[33];
-  assign \$2  = den[34] | den[35];
-  assign \$3  = \$1  | \$2 ;
-  assign \$4  = den[36] | den[37];
-  assign \$5  = den[38] | den[39];
-  assign \$6  = \$4  | \$5 ;
-  assign \$7  = \$3  | \$6 ;
-  assign \$8  = den[36] | den[37];
-  assign \$9  = den[38] | den[39];
-  assign \$10  = \$8  | \$9 ;
-  assign \$11  = den[38] | den[39];
-  assign \$12  = den[39] ? 6'h27 : 6'h26;
-  assign \$13  = den[37] ? 6'h25 : 6'h24;
-  assign \$14  = \$11  ? \$12  : \$13 ;
-  assign \$15  = den[34] | den[35];
-  assign \$16  = den[35] ? 6'h23 : 6'h22;
-  assign \$17  = den[33] ? 6'h21 : 6'h20;
-  assign \$18  = \$15  ? \$16  : \$17 ;
-  assign \$19  = \$10  ? \$14  : \$18 ;
-  assign \$20  = den[16] | den[17];
-  assign \$21  = den[18] | den[19];
-  assign \$22  = \$20  | \$21 ;
-  assign \$23  = den[20] | den[21];
-  assign \$24  = den[22] | den[23];
-  assign \$25  = \$23  | \$24 ;
-  assign \$26  = \$22  | \$25 ;
-  assign \$27  = den[24] | den[25];
-  assign \$28  = den[26] | den[27];
-  assign \$29  = \$27  | \$28 ;
-  assign \$30  = den[28] | den[29];
-  assign \$31  = den[30] | den[31];
-  assign \$32  = \$30  | \$31 ;
-  assign \$33  = \$29  | \$32 ;
-  assign \$34  = \$26  | \$33 ;
-  assign \$35  = den[24] | den[25];
-  assign \$36  = den[26] | den[27];
-  assign \$37  = \$35  | \$36 ;
-  assign \$38  = den[28] | den[29];
-  assign \$39  = den[30] | den[31];
-  assign \$40  = \$38  | \$39 ;
-  assign \$41  = \$37  | \$40 ;
-  assign \$42  = den[28] | den[29];
-  assign \$43  = den[30] | den[31];
-  assign \$44  = \$42  | \$43 ;
-  assign \$45  = den[30] | den[31];
-  assign \$46  = den[31] ? 6'h1f : 6'h1e;
-  assign \$47  = den[29] ? 6'h1d : 6'h1c;
-  assign \$48  = \$45  ? \$46  : \$47 ;
-  assign \$49  = den[26] | den[27];
-  assign \$50  = den[27] ? 6'h1b : 6'h1a;
-  assign \$51  = den[25] ? 6'h19 : 6'h18;
-  assign \$52  = \$49  ? \$50  : \$51 ;
-  assign \$53  = \$44  ? \$48  : \$52 ;
-  assign \$54  = den[20] | den[21];
-  assign \$55  = den[22] | den[23];
-  assign \$56  = \$54  | \$55 ;
-  assign \$57  = den[22] | den[23];
-  assign \$58  = den[23] ? 6'h17 : 6'h16;
-  assign \$59  = den[21] ? 6'h15 : 6'h14;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = den[18] | den[19];
-  assign \$62  = den[19] ? 6'h13 : 6'h12;
-  assign \$63  = den[17] ? 6'h11 : 6'h10;
-  assign \$64  = \$61  ? \$62  : \$63 ;
-  assign \$65  = \$56  ? \$60  : \$64 ;
-  assign \$66  = \$41  ? \$53  : \$65 ;
-  assign \$67  = den[8] | den[9];
-  assign \$68  = den[10] | den[11];
-  assign \$69  = \$67  | \$68 ;
-  assign \$70  = den[12] | den[13];
-  assign \$71  = den[14] | den[15];
-  assign \$72  = \$70  | \$71 ;
-  assign \$73  = \$69  | \$72 ;
-  assign \$74  = den[12] | den[13];
-  assign \$75  = den[14] | den[15];
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = den[14] | den[15];
-  assign \$78  = den[15] ? 6'h0f : 6'h0e;
-  assign \$79  = den[13] ? 6'h0d : 6'h0c;
-  assign \$80  = \$77  ? \$78  : \$79 ;
-  assign \$81  = den[10] | den[11];
-  assign \$82  = den[11] ? 6'h0b : 6'h0a;
-  assign \$83  = den[9] ? 6'h09 : 6'h08;
-  assign \$84  = \$81  ? \$82  : \$83 ;
-  assign \$85  = \$76  ? \$80  : \$84 ;
-  assign \$86  = den[4] | den[5];
-  assign \$87  = den[6] | den[7];
-  assign \$88  = \$86  | \$87 ;
-  assign \$89  = den[6] | den[7];
-  assign \$90  = den[7] ? 6'h07 : 6'h06;
-  assign \$91  = den[5] ? 6'h05 : 6'h04;
-  assign \$92  = \$89  ? \$90  : \$91 ;
-  assign \$93  = den[2] | den[3];
-  assign \$94  = den[3] ? 6'h03 : 6'h02;
-  assign \$95  = den[1] ? 6'h01 : 6'h00;
-  assign \$96  = \$93  ? \$94  : \$95 ;
-  assign \$97  = \$88  ? \$92  : \$96 ;
-  assign \$98  = \$73  ? \$85  : \$97 ;
-  assign \$99  = \$34  ? \$66  : \$98 ;
-  assign den_lead = \$7  ? \$19  : \$99 ;
-  assign \$100  = chan[9] | chan[10];
-  assign \$101  = chan[11] | chan[12];
-  assign \$102  = \$100  | \$101 ;
-  assign \$103  = \$102  | chan[13];
-  assign \$104  = chan[11] | chan[12];
-  assign \$105  = chan[12] ? 4'hb : 4'ha;
-  assign \$106  = chan[10] ? 4'h9 : 4'h8;
-  assign \$107  = \$104  ? \$105  : \$106 ;
-  assign \$108  = chan[13] ? 4'hc : \$107 ;
-  assign \$109  = chan[5] | chan[6];
-  assign \$110  = chan[7] | chan[8];
-  assign \$111  = \$109  | \$110 ;
-  assign \$112  = chan[7] | chan[8];
-  assign \$113  = chan[8] ? 4'h7 : 4'h6;
-  assign \$114  = chan[6] ? 4'h5 : 4'h4;
-  assign \$115  = \$112  ? \$113  : \$114 ;
-  assign \$116  = chan[3] | chan[4];
-  assign \$117  = chan[4] ? 4'h3 : 4'h2;
-  assign \$118  = chan[2] ? 4'h1 : 4'h0;
-  assign \$119  = \$116  ? \$117  : \$118 ;
-  assign \$120  = \$111  ? \$115  : \$119 ;
-  assign count_lead = \$103  ? \$108  : \$120 ;
-  assign \$121  = sh + 1'h0;
-  assign \$122  = sh + 1'h0;
-  assign \$125  = $signed(dcount) < $signed(1'h0);
-  assign \$126  = - $signed(dcount);
-  assign \$127  = \$125  ? \$126  : { dcount[5], dcount };
-  assign \$128  = $signed(dcount) < $signed(1'h0);
-  assign \$129  = recip_one ? 35'h400000000 : 35'h000000000;
-  assign \$130  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$131  = - $signed(chan[60:53]);
-  assign \$132  = \$130  ? \$131  : { chan[60], chan[60:53] };
-  assign \$133  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$134  = $signed(sum) < $signed(1'h0);
-  assign \$135  = - $signed(sum);
-  assign \$136  = \$134  ? \$135  : { sum[20], sum };
-  assign \$137  = $signed(sum) < $signed(1'h0);
-  assign \$140  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$141  = - $signed(chan[60:53]);
-  assign \$142  = \$140  ? \$141  : { chan[60], chan[60:53] };
-  assign \$143  = $signed(chan[60:53]) < $signed(1'h0);
-  assign \$144  = $signed(chan[84:69]) < $signed(1'h0);
-  assign \$145  = - $signed(chan[84:69]);
-  assign \$146  = \$144  ? \$145  : { chan[84], chan[84:69] };
-  assign \$147  = $signed(chan[84:69]) < $signed(1'h0);
-  assign \$148  = ! fsm_state;
-  assign \$149  = fsm_state == 1'h1;
-  assign \$150  = fsm_state == 2'h2;
-  assign \$151  = fsm_state == 2'h3;
-  assign \$152  = fsm_state == 3'h4;
-  assign \$153  = fsm_state == 3'h5;
-  assign \$154  = fsm_state == 3'h6;
-  assign \$155  = fsm_state == 3'h7;
-  assign \$156  = fsm_state == 4'h8;
-  assign \$157  = fsm_state == 4'h9;
-  assign \$158  = fsm_state == 4'ha;
-  assign \$159  = fsm_state == 4'hb;
-  assign \$160  = fsm_state == 4'hc;
-  assign \$161  = fsm_state == 4'hd;
-  assign \$162  = fsm_state == 4'he;
-  assign \$163  = fsm_state == 4'hf;
-  assign \$164  = fsm_state == 5'h10;
-  assign \$165  = fsm_state == 5'h11;
-  assign \$166  = fsm_state == 5'h12;
-  assign \$167  = fsm_state == 5'h13;
-  assign \$168  = fsm_state == 5'h14;
-  assign \$169  = fsm_state == 5'h15;
-  assign \$170  = fsm_state == 5'h16;
-  assign \$171  = fsm_state == 5'h17;
-  assign \$172  = fsm_state == 5'h18;
-  assign \$173  = fsm_state == 5'h19;
-  assign \$174  = fsm_state == 5'h1a;
-  assign \$175  = fsm_state == 5'h1b;
-  assign \$176  = fsm_state == 5'h1c;
-  assign \$177  = fsm_state == 5'h1d;
-  assign \$178  = fsm_state == 5'h1e;
-  assign \$179  = fsm_state == 5'h1f;
-  assign \$180  = fsm_state == 6'h20;
-  assign \$181  = fsm_state == 6'h21;
-  assign \$182  = fsm_state == 6'h22;
-  assign \$183  = fsm_state == 6'h23;
-  assign \$184  = fsm_state == 6'h24;
-  assign \$185  = fsm_state == 6'h25;
-  assign \$186  = fsm_state == 6'h26;
-  assign \$187  = fsm_state == 6'h27;
-  assign \$188  = fsm_state == 6'h28;
-  assign \$189  = fsm_state == 6'h29;
-  assign \$190  = fsm_state == 6'h2a;
-  assign \$191  = fsm_state == 6'h2b;
-  assign \$192  = fsm_state == 6'h2c;
-  assign \$193  = fsm_state == 6'h2d;
-  assign \$194  = fsm_state == 6'h2e;
-  assign \$195  = fsm_state == 6'h2f;
-  assign \$196  = fsm_state == 6'h30;
-  assign \$197  = fsm_state == 6'h31;
-  assign \$198  = fsm_state == 6'h32;
-  assign \$199  = fsm_state == 6'h33;
-  assign \$201  = $signed(div_num) < $signed(1'h0);
-  assign \$202  = - $signed(div_num);
-  assign \$203  = \$201  ? \$202  : { div_num[50], div_num };
-  assign \$204  = $signed(div_num) < $signed(1'h0);
-  assign \$205  = $signed(top) + $signed(bottom);
-  assign \$206  = $signed(\$205 ) > $signed(f2);
-  assign \$207  = chan[13:1] < 4'ha;
-  assign \$208  = \$207  ? chan[13:1] : 13'h000a;
-  assign \$209  = merge_step < \$208 ;
-  assign \$210  = merge_step == 4'ha;
-  assign \$211  = chan[13:1] < 4'ha;
-  assign \$212  = \$211  ? chan[13:1] : 13'h000a;
-  assign \$213  = merge_step < \$212 ;
-  assign \$214  = $signed(top) + $signed(bottom);
-  assign \$215  = $signed(\$214 ) > $signed(f2);
-  assign \$216  = \$213  & \$215 ;
-  assign \$217  = chan[13:1] < 4'ha;
-  assign \$218  = \$217  ? chan[13:1] : 13'h000a;
-  assign \$219  = merge_step < \$218 ;
-  assign \$220  = $signed(top) + $signed(bottom);
-  assign \$221  = $signed(\$220 ) > $signed(f2);
-  assign \$222  = ~ \$221 ;
-  assign \$223  = \$219  & \$222 ;
-  assign \$224  = pick_on_train_2 & take_top_train_2;
-  assign \$225  = $signed(hsum) + $signed(head_top);
-  assign \$226  = $signed(dcount) - $signed(2'h1);
-  assign \$227  = $signed(hsum) - $signed(head_bottom);
-  assign \$228  = $signed(dcount) + $signed(2'h1);
-  assign \$229  = merge_step + 1'h1;
-  assign \$230  = ! lead;
-  assign \$231  = 1'h1 << lead;
-  assign \$233  = \$230  ? 64'h0000000000000000 : \$232 ;
-  assign \$234  = ! lead;
-  assign \$235  = lead + 8'hfd;
-  assign \$236  = $signed(sh0) < $signed(4'h4);
-  assign \$237  = $signed(4'h4) - $signed(sh0);
-  assign \$238  = \$236  ? \$237  : 11'h000;
-  assign \$239  = $signed(sh0) < $signed(4'h4);
-  assign \$240  = $signed(sh0) - $signed(5'h0d);
-  assign \$241  = $signed(\$240 ) > $signed({ 1'h0, tk });
-  assign \$242  = $signed(sh0) - $signed(5'h0d);
-  assign \$243  = $signed(sh0) - $signed(4'h4);
-  assign \$244  = $signed(\$243 ) < $signed({ 1'h0, tk });
-  assign \$245  = $signed(sh0) - $signed(4'h4);
-  assign \$246  = \$244  ? \$245  : { 7'h00, tk };
-  assign \$247  = \$241  ? \$242  : \$246 ;
-  assign \$248  = \$239  ? 11'h000 : \$247 ;
-  assign \$249  = $signed(km) << pre;
-  assign \$250  = tsh > 6'h2f;
-  assign \$251  = \$250  ? 10'h02f : tsh;
-  assign \$252  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$253  = $signed(\$252 ) - $signed({ 1'h0, tsh });
-  assign \$254  = $signed(km_pre) >>> t_clamped;
-  assign \$255  = $signed(chan[68:61]) << \$121 [3:0];
-  assign \$256  = 1'h1 << sh;
-  assign \$258  = $signed(\$255 ) + $signed({ 1'h0, \$257  });
-  assign \$259  = $signed(div_num) < $signed(1'h0);
-  assign \$260  = - $signed(div_num);
-  assign \$261  = \$259  ? \$260  : { div_num[50], div_num };
-  assign \$262  = $signed(div_num) < $signed(1'h0);
-  assign \$263  = $signed(bias) - $signed(quot);
-  assign \$265  = $signed(5'h0d) - $signed(chan[108:101]);
-  assign \$266  = $signed(sh0) < $signed(4'h4);
-  assign \$267  = $signed(4'h4) - $signed(sh0);
-  assign \$268  = \$266  ? \$267  : 11'h000;
-  assign \$269  = $signed(sh0) < $signed(4'h4);
-  assign \$270  = $signed(sh0) - $signed(5'h0d);
-  assign \$271  = $signed(\$270 ) > $signed({ 1'h0, tk });
-  assign \$272  = $signed(sh0) - $signed(5'h0d);
-  assign \$273  = $signed(sh0) - $signed(4'h4);
-  assign \$274  = $signed(\$273 ) < $signed({ 1'h0, tk });
-  assign \$275  = $signed(sh0) - $signed(4'h4);
-  assign \$276  = \$274  ? \$275  : { 7'h00, tk };
-  assign \$277  = \$271  ? \$272  : \$276 ;
-  assign \$278  = \$269  ? 11'h000 : \$277 ;
-  assign \$279  = $signed(km) << pre;
-  assign \$280  = tsh > 6'h2f;
-  assign \$281  = \$280  ? 10'h02f : tsh;
-  assign \$282  = $signed(sh0) + $signed({ 1'h0, pre });
-  assign \$283  = $signed(\$282 ) - $signed({ 1'h0, tsh });
-  assign \$284  = $signed(km_pre) >>> t_clamped;
-  assign \$285  = $signed(chan[68:61]) << \$122 [3:0];
-  assign \$286  = 1'h1 << sh;
-  assign \$288  = $signed(\$285 ) + $signed({ 1'h0, \$287  });
-  assign \$290  = $signed(bias) - $signed(quot);
+  assign \$1  = sh + 1'h0;
+  assign \$2  = sh + 1'h0;
+  assign \$5  = $signed(dcount) < $signed(1'h0);
+  assign \$6  = - $signed(dcount);
+  assign \$7  = \$5  ? \$6  : { dcount[5], dcount };
+  assign \$8  = $signed(dcount) < $signed(1'h0);
+  assign \$11  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$12  = - $signed(chan[60:53]);
+  assign \$13  = \$11  ? \$12  : { chan[60], chan[60:53] };
+  assign \$16  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$19  = $signed(floor_q) < $signed(1'h0);
+  assign \$20  = - $signed(floor_q);
+  assign \$21  = \$19  ? \$20  : { floor_q[9], floor_q };
+  assign \$22  = $signed(floor_q) >= $signed(1'h0);
+  assign \$23  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$24  = - $signed(chan[60:53]);
+  assign \$25  = \$23  ? \$24  : { chan[60], chan[60:53] };
+  assign \$26  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$27  = $signed(floor_q) < $signed(1'h0);
+  assign \$28  = - $signed(floor_q);
+  assign \$29  = \$27  ? \$28  : { floor_q[9], floor_q };
+  assign \$30  = $signed(floor_q) >= $signed(1'h0);
+  assign \$31  = ! fsm_state;
+  assign \$32  = fsm_state == 1'h1;
+  assign \$33  = fsm_state == 2'h2;
+  assign \$34  = fsm_state == 2'h3;
+  assign \$35  = fsm_state == 3'h4;
+  assign \$36  = fsm_state == 3'h5;
+  assign \$37  = fsm_state == 3'h6;
+  assign \$38  = fsm_state == 3'h7;
+  assign \$39  = fsm_state == 4'h8;
+  assign \$40  = fsm_state == 4'h9;
+  assign \$41  = fsm_state == 4'ha;
+  assign \$42  = fsm_state == 4'hb;
+  assign \$43  = fsm_state == 4'hc;
+  assign \$44  = fsm_state == 4'hd;
+  assign \$45  = fsm_state == 4'he;
+  assign \$46  = fsm_state == 4'hf;
+  assign \$47  = fsm_state == 5'h10;
+  assign \$48  = fsm_state == 5'h11;
+  assign \$49  = fsm_state == 5'h12;
+  assign \$50  = fsm_state == 5'h13;
+  assign \$51  = fsm_state == 5'h14;
+  assign \$52  = fsm_state == 5'h15;
+  assign \$53  = fsm_state == 5'h16;
+  assign \$54  = fsm_state == 5'h17;
+  assign \$55  = fsm_state == 5'h18;
+  assign \$56  = fsm_state == 5'h19;
+  assign \$57  = fsm_state == 5'h1a;
+  assign \$58  = fsm_state == 5'h1b;
+  assign \$59  = fsm_state == 5'h1c;
+  assign \$60  = fsm_state == 5'h1d;
+  assign \$61  = fsm_state == 5'h1e;
+  assign \$62  = fsm_state == 5'h1f;
+  assign \$63  = fsm_state == 6'h20;
+  assign \$64  = fsm_state == 6'h21;
+  assign \$65  = fsm_state == 6'h22;
+  assign \$66  = fsm_state == 6'h23;
+  assign \$67  = fsm_state == 6'h24;
+  assign \$68  = fsm_state == 6'h25;
+  assign \$69  = fsm_state == 6'h26;
+  assign \$70  = fsm_state == 6'h27;
+  assign \$71  = fsm_state == 6'h28;
+  assign \$72  = fsm_state == 6'h29;
+  assign \$73  = fsm_state == 6'h2a;
+  assign \$74  = fsm_state == 6'h2b;
+  assign \$75  = fsm_state == 6'h2c;
+  assign \$76  = fsm_state == 6'h2d;
+  assign \$77  = fsm_state == 6'h2e;
+  assign \$78  = fsm_state == 6'h2f;
+  assign \$79  = fsm_state == 6'h30;
+  assign \$80  = fsm_state == 6'h31;
+  assign \$81  = fsm_state == 6'h32;
+  assign \$82  = fsm_state == 6'h33;
+  assign \$83  = fsm_state == 6'h34;
+  assign \$84  = fsm_state == 6'h35;
+  assign \$85  = fsm_state == 6'h36;
+  assign \$86  = fsm_state == 6'h37;
+  assign \$87  = fsm_state == 6'h38;
+  assign \$88  = fsm_state == 6'h39;
+  assign \$89  = fsm_state == 6'h3a;
+  assign \$90  = fsm_state == 6'h3b;
+  assign \$91  = fsm_state == 6'h3c;
+  assign \$92  = fsm_state == 6'h3d;
+  assign \$93  = fsm_state == 6'h3e;
+  assign \$94  = fsm_state == 6'h3f;
+  assign \$95  = fsm_state == 7'h40;
+  assign \$96  = fsm_state == 7'h41;
+  assign \$97  = fsm_state == 7'h42;
+  assign \$98  = fsm_state == 7'h43;
+  assign \$99  = fsm_state == 7'h44;
+  assign \$100  = fsm_state == 7'h45;
+  assign \$101  = fsm_state == 7'h46;
+  assign \$102  = fsm_state == 7'h47;
+  assign \$103  = fsm_state == 7'h48;
+  assign \$104  = fsm_state == 7'h49;
+  assign \$105  = fsm_state == 7'h4a;
+  assign \$106  = fsm_state == 7'h4b;
+  assign \$107  = fsm_state == 7'h4c;
+  assign \$108  = fsm_state == 7'h4d;
+  assign \$110  = $signed(div_num) < $signed(1'h0);
+  assign \$111  = - $signed(div_num);
+  assign \$112  = \$110  ? \$111  : { div_num[42], div_num };
+  assign \$113  = $signed(div_num) < $signed(1'h0);
+  assign \$114  = $signed(top) + $signed(bottom);
+  assign \$115  = $signed(\$114 ) > $signed(f2);
+  assign \$116  = chan[13:1] < 4'ha;
+  assign \$117  = \$116  ? chan[13:1] : 13'h000a;
+  assign \$118  = merge_step < \$117 ;
+  assign \$119  = merge_step == 4'ha;
+  assign \$120  = chan[13:1] < 4'ha;
+  assign \$121  = \$120  ? chan[13:1] : 13'h000a;
+  assign \$122  = merge_step < \$121 ;
+  assign \$123  = $signed(top) + $signed(bottom);
+  assign \$124  = $signed(\$123 ) > $signed(f2);
+  assign \$125  = \$122  & \$124 ;
+  assign \$126  = chan[13:1] < 4'ha;
+  assign \$127  = \$126  ? chan[13:1] : 13'h000a;
+  assign \$128  = merge_step < \$127 ;
+  assign \$129  = $signed(top) + $signed(bottom);
+  assign \$130  = $signed(\$129 ) > $signed(f2);
+  assign \$131  = ~ \$130 ;
+  assign \$132  = \$128  & \$131 ;
+  assign \$133  = pick_on_train_2 & take_top_train_2;
+  assign \$134  = $signed(hsum) + $signed(head_top);
+  assign \$135  = $signed(dcount) - $signed(2'h1);
+  assign \$136  = $signed(hsum) - $signed(head_bottom);
+  assign \$137  = $signed(dcount) + $signed(2'h1);
+  assign \$138  = merge_step + 1'h1;
+  assign \$139  = $signed(div_num) < $signed(1'h0);
+  assign \$140  = - $signed(div_num);
+  assign \$141  = \$139  ? \$140  : { div_num[42], div_num };
+  assign \$142  = $signed(div_num) < $signed(1'h0);
+  assign \$143  = ~ den_norm[39];
+  assign \$145  = den_zeros + 1'h1;
+  assign \$146  = ~ num_norm[22];
+  assign \$148  = num_zeros + 1'h1;
+  assign \$149  = loop_n + 1'h1;
+  assign \$150  = loop_n == 6'h27;
+  assign \$151  = 4'hc + num_zeros;
+  assign \$152  = \$151  - den_zeros;
+  assign \$153  = ~ num_norm[22];
+  assign \$155  = $signed(div_num) < $signed(1'h0);
+  assign \$156  = - $signed(div_num);
+  assign \$157  = \$155  ? \$156  : { div_num[42], div_num };
+  assign \$158  = $signed(div_num) < $signed(1'h0);
+  assign \$160  = gain_q1[13] ? \$159  : gain_q1;
+  assign \$161  = gain_zero ? 16'h0000 : \$160 ;
+  assign \$162  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$163  = gain_zero ? 10'h004 : \$162 ;
+  assign \$164  = ~ gain_zero;
+  assign \$165  = $signed(gain_shift) < $signed(4'h4);
+  assign \$166  = \$164  & \$165 ;
+  assign \$167  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$169  = $signed(gain_shift) - $signed(2'h1);
+  assign \$170  = $signed(gain_shift) < $signed(4'h4);
+  assign \$171  = special_r & \$170 ;
+  assign \$172  = scale_count < 4'hd;
+  assign \$173  = \$171  & \$172 ;
+  assign \$175  = $signed(gain_shift) + $signed(2'h1);
+  assign \$176  = scale_count + 1'h1;
+  assign \$177  = loop_n + 1'h1;
+  assign \$178  = loop_n == 4'hd;
+  assign \$179  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$180  = \$179  ? 9'h00d : gain_shift;
+  assign \$181  = special_r ? 9'h004 : \$180 ;
+  assign \$182  = $signed(div_num) < $signed(1'h0);
+  assign \$183  = - $signed(div_num);
+  assign \$184  = \$182  ? \$183  : { div_num[42], div_num };
+  assign \$185  = $signed(div_num) < $signed(1'h0);
+  assign \$186  = $signed(chan[68:61]) << \$1 [3:0];
+  assign \$187  = 1'h1 << sh;
+  assign \$189  = $signed(\$186 ) + $signed({ 1'h0, \$188  });
+  assign \$190  = $signed(\$189 ) - $signed(gain_w);
+  assign \$191  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$192  = - gain_x;
+  assign \$193  = \$191  ? \$192  : { 1'h0, gain_x };
+  assign \$194  = $signed(gain_t) + $signed(\$193 );
+  assign \$195  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$196  = $signed(gain_t) > $signed(13'h0810);
+  assign \$197  = \$196  ? 31'h00000810 : gain_t;
+  assign \$198  = \$195  ? 31'h7ffff7e0 : \$197 ;
+  assign \$199  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$200  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$201  = \$200  ? 32'd2064 : gain_t1;
+  assign \$202  = \$199  ? 32'd4294965216 : \$201 ;
+  assign \$203  = $signed(acc1) - $signed(acc0);
+  assign \$204  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$205  = - gain_x;
+  assign \$206  = \$204  ? \$205  : { 1'h0, gain_x };
+  assign \$207  = special_r ? { \$203 [23], \$203 [23], \$203 [23], \$203 [23], \$203  } : \$206 ;
+  assign \$208  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$209  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$210  = $signed(floor_q) + $signed(2'h1);
+  assign \$212  = ~ den_norm[39];
+  assign \$214  = den_zeros + 1'h1;
+  assign \$215  = ~ num_norm[22];
+  assign \$217  = num_zeros + 1'h1;
+  assign \$218  = loop_n + 1'h1;
+  assign \$219  = loop_n == 5'h16;
+  assign \$220  = 7'h7c + num_zeros;
+  assign \$221  = $signed(\$220 ) - $signed(chan[108:101]);
+  assign \$222  = ~ num_norm[22];
+  assign \$226  = gain_q1[13] ? \$225  : gain_q1;
+  assign \$227  = gain_zero ? 16'h0000 : \$226 ;
+  assign \$228  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$229  = gain_zero ? 10'h004 : \$228 ;
+  assign \$230  = ~ gain_zero;
+  assign \$231  = $signed(gain_shift) < $signed(4'h4);
+  assign \$232  = \$230  & \$231 ;
+  assign \$233  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$235  = $signed(gain_shift) - $signed(2'h1);
+  assign \$236  = $signed(gain_shift) < $signed(4'h4);
+  assign \$237  = special_r & \$236 ;
+  assign \$238  = scale_count < 4'hd;
+  assign \$239  = \$237  & \$238 ;
+  assign \$241  = $signed(gain_shift) + $signed(2'h1);
+  assign \$242  = scale_count + 1'h1;
+  assign \$243  = loop_n + 1'h1;
+  assign \$244  = loop_n == 4'hd;
+  assign \$245  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$246  = \$245  ? 9'h00d : gain_shift;
+  assign \$247  = special_r ? 9'h004 : \$246 ;
+  assign \$249  = $signed(chan[68:61]) << \$2 [3:0];
+  assign \$250  = 1'h1 << sh;
+  assign \$252  = $signed(\$249 ) + $signed({ 1'h0, \$251  });
+  assign \$253  = $signed(\$252 ) - $signed(gain_w);
+  assign \$254  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$255  = - gain_x;
+  assign \$256  = \$254  ? \$255  : { 1'h0, gain_x };
+  assign \$257  = $signed(gain_t) + $signed(\$256 );
+  assign \$258  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$259  = $signed(gain_t) > $signed(13'h0810);
+  assign \$260  = \$259  ? 31'h00000810 : gain_t;
+  assign \$261  = \$258  ? 31'h7ffff7e0 : \$260 ;
+  assign \$262  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$263  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$264  = \$263  ? 32'd2064 : gain_t1;
+  assign \$265  = \$262  ? 32'd4294965216 : \$264 ;
+  assign \$266  = $signed(acc1) - $signed(acc0);
+  assign \$267  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$268  = - gain_x;
+  assign \$269  = \$267  ? \$268  : { 1'h0, gain_x };
+  assign \$270  = special_r ? { \$266 [23], \$266 [23], \$266 [23], \$266 [23], \$266  } : \$269 ;
+  assign \$271  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$272  = $signed(chan[60:53]) < $signed(1'h0);
+  assign \$273  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$291 ;
+    pop_top <= \$274 ;
   always @(posedge clk)
-    pop_bottom <= \$292 ;
+    pop_bottom <= \$275 ;
   always @(posedge clk)
-    fsm_state <= \$293 ;
+    fsm_state <= \$276 ;
   always @(posedge clk)
-    div_num <= \$294 ;
+    div_num <= \$277 ;
   always @(posedge clk)
-    div_mag <= \$295 ;
+    div_mag <= \$278 ;
   always @(posedge clk)
-    div_neg <= \$296 ;
+    div_neg <= \$279 ;
   always @(posedge clk)
-    \start$9  <= \$297 ;
+    \start$5  <= \$280 ;
   always @(posedge clk)
-    f2 <= \$298 ;
+    f2 <= \$281 ;
   always @(posedge clk)
-    hsum <= \$299 ;
+    hsum <= \$282 ;
   always @(posedge clk)
-    dcount <= \$300 ;
+    dcount <= \$283 ;
   always @(posedge clk)
-    merge_step <= \$301 ;
+    merge_step <= \$284 ;
   always @(posedge clk)
-    head_top <= \$302 ;
+    head_top <= \$285 ;
   always @(posedge clk)
-    head_bottom <= \$303 ;
+    head_bottom <= \$286 ;
   always @(posedge clk)
-    take_top_train_2 <= \$304 ;
+    take_top_train_2 <= \$287 ;
   always @(posedge clk)
-    pick_on_train_2 <= \$305 ;
+    pick_on_train_2 <= \$288 ;
   always @(posedge clk)
-    start <= \$306 ;
+    start <= \$289 ;
   always @(posedge clk)
-    t <= \$307 ;
+    t <= \$290 ;
   always @(posedge clk)
-    den <= \$308 ;
+    \den$51  <= \$291 ;
   always @(posedge clk)
-    lead <= \$309 ;
+    floor_q <= \$292 ;
   always @(posedge clk)
-    recip_rem <= \$310 ;
+    mean_rem <= \$293 ;
   always @(posedge clk)
-    recip_one <= \$311 ;
+    gain_num <= \$294 ;
   always @(posedge clk)
-    recip <= \$312 ;
+    den_norm <= \$295 ;
   always @(posedge clk)
-    m <= \$313 ;
+    num_norm <= \$296 ;
   always @(posedge clk)
-    km <= \$314 ;
+    num_zeros <= \$297 ;
   always @(posedge clk)
-    sh0 <= \$315 ;
+    den_zeros <= \$298 ;
   always @(posedge clk)
-    tk <= \$316 ;
+    loop_n <= \$299 ;
   always @(posedge clk)
-    pre <= \$317 ;
+    gain_shift <= \$300 ;
   always @(posedge clk)
-    tsh <= \$318 ;
+    gain_zero <= \$301 ;
   always @(posedge clk)
-    km_pre <= \$319 ;
+    gain_q1 <= \$302 ;
   always @(posedge clk)
-    t_clamped <= \$320 ;
+    gain_x <= \$303 ;
   always @(posedge clk)
-    sh <= \$321 ;
+    scale_count <= \$304 ;
   always @(posedge clk)
-    \a$32  <= \$322 ;
+    special_r <= \$305 ;
   always @(posedge clk)
-    bias <= \$323 ;
+    sh <= \$306 ;
   always @(posedge clk)
-    \p$62  <= \$324 ;
+    gain_p <= \$307 ;
   always @(posedge clk)
-    quot <= \$325 ;
+    gain_w <= \$308 ;
   always @(posedge clk)
-    \b$64  <= \$326 ;
+    gain_t <= \$309 ;
+  always @(posedge clk)
+    gain_t1 <= \$310 ;
+  always @(posedge clk)
+    acc0 <= \$311 ;
+  always @(posedge clk)
+    acc1 <= \$312 ;
+  always @(posedge clk)
+    a_fin <= \$313 ;
+  always @(posedge clk)
+    c_fin <= \$314 ;
+  always @(posedge clk)
+    \b$68  <= \$315 ;
+  always @(posedge clk)
+    \a$69  <= \$316 ;
+  always @(posedge clk)
+    special <= \$317 ;
+  always @(posedge clk)
+    \neg$71  <= \$318 ;
+  always @(posedge clk)
+    q_lo <= \$319 ;
+  always @(posedge clk)
+    q_hi <= \$320 ;
   \hwnorm_topk_s8.math.div  div (
     .clk(clk),
-    .\den$13 (\den$17 ),
-    .done(\done$41 ),
+    .\den$13 (den),
+    .done(\done$39 ),
     .lo_init(lo_init),
     .\neg$15 (neg),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$9 ),
+    .start(\start$5 ),
     .steps(steps)
   );
   \hwnorm_topk_s8.math.mul  mul (
@@ -1369,1751 +1375,4392 @@ module \hwnorm_topk_s8.math (rst, \start$38 , entry, chan, sum, top, bottom, don
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$51 ),
-    .\neg$12 (\neg$23 ),
+    .done(\done$49 ),
+    .\neg$12 (\neg$20 ),
     .p(p),
     .rst(rst),
     .start(start),
-    .steps(\steps$24 )
+    .steps(\steps$21 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    rem_init = 40'h0000000000;
+    rem_init = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          rem_init = \$123 [39:0];
-      6'h06:
+      7'h05:
+          rem_init = \$3 [15:0];
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          rem_init = recip_rem;
-      6'h16:
+      7'h15:
+          rem_init = \$9 [15:0];
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
+          rem_init = \$14 [15:0];
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
-          rem_init = \$138 [39:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          rem_init = \$17 [15:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    lo_init = 35'h000000000;
+    lo_init = 27'h0000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          lo_init = \$124 [34:0];
-      6'h06:
+      7'h05:
+          lo_init = \$4 [26:0];
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          lo_init = \$129 ;
-      6'h16:
+      7'h15:
+          lo_init = \$10 [26:0];
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
+          lo_init = \$15 [26:0];
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
-          lo_init = \$139 [34:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          lo_init = \$18 [26:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     neg = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           neg = div_neg;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          neg = 1'h0;
-      6'h16:
+      7'h15:
+          neg = div_neg;
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
+          neg = div_neg;
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
           neg = div_neg;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \den$17  = 40'h0000000000;
+    den = 16'h0000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          \den$17  = { 27'h0000000, chan[13:1] };
-      6'h06:
+      7'h05:
+          den = { 3'h0, chan[13:1] };
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          \den$17  = den;
-      6'h16:
+      7'h15:
+          den = { 3'h0, chan[13:1] };
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
+          den = den_norm[39:24];
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
-          \den$17  = { 27'h0000000, chan[13:1] };
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          den = { 3'h0, chan[13:1] };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    steps = 6'h00;
+    steps = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
-          steps = 6'h0a;
-      6'h06:
+      7'h05:
+          steps = 5'h0a;
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
-          steps = 6'h10;
-      6'h16:
+      7'h15:
+          steps = 5'h09;
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
+          steps = 5'h0e;
+      7'h23:
           /* empty */;
-      6'h23:
+      7'h24:
           /* empty */;
-      6'h24:
+      7'h25:
           /* empty */;
-      6'h25:
+      7'h26:
           /* empty */;
-      6'h26:
-          steps = 6'h23;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          steps = 5'h1b;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     a = 39'h0000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           a = { hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum[13], hsum };
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           a = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           a = { t[37], t };
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
-          a = { 22'h000000, recip };
-      6'h19:
+      7'h18:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          a = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m[25], m };
-      6'h1c:
+      7'h1b:
+          a = { \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13 [8], \$13  };
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
-          a = { \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32  };
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
-          a = { 23'h000000, chan[100:85] };
-      6'h2a:
+      7'h29:
+          a = { 12'h000, gain_x };
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
+      7'h2f:
           /* empty */;
-      6'h30:
-          a = { \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32 [26], \a$32  };
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          a = { \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25 [8], \$25  };
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          a = { 12'h000, gain_x };
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    b = 21'h000000;
+    b = 20'h00000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          b = { 8'h00, chan[13:1] };
-      6'h0c:
+      7'h0b:
+          b = { 7'h00, chan[13:1] };
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          b = { \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127 [6], \$127  };
-      6'h0f:
+      7'h0e:
+          b = { \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7 [6], \$7  };
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          b = { 1'h0, chan[33:14] };
-      6'h12:
+      7'h11:
+          b = chan[33:14];
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
-          b = { \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132 [8], \$132  };
-      6'h19:
+      7'h18:
+          b = { 7'h00, chan[13:1] };
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          b = { 8'h00, chan[13:1] };
-      6'h1c:
+      7'h1b:
+          b = { 7'h00, chan[13:1] };
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
-          b = \$136 [20:0];
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
-          b = { \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142 [8], \$142  };
-      6'h2a:
+      7'h29:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
+      7'h2f:
           /* empty */;
-      6'h30:
-          b = { \$146 [16], \$146 [16], \$146 [16], \$146 [16], \$146  };
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          b = { \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21 [10], \$21  };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          b = { 4'h0, chan[100:85] };
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          b = { \$29 [10], \$29 [10], \$29 [10], \$29 [10], \$29 [10], \$29 [10], \$29 [10], \$29 [10], \$29 [10], \$29  };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     c = 60'h000000000000000;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           c = 60'h000000000000000;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           c = { t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t[37], t };
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           c = { 41'h00000000000, chan[52:34] };
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
           c = 60'h000000000000000;
-      6'h19:
+      7'h1c:
           /* empty */;
-      6'h1a:
+      7'h1d:
           /* empty */;
-      6'h1b:
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
           c = 60'h000000000000000;
-      6'h1c:
+      7'h2a:
           /* empty */;
-      6'h1d:
+      7'h2b:
           /* empty */;
-      6'h1e:
+      7'h2c:
           /* empty */;
-      6'h1f:
+      7'h2d:
           /* empty */;
-      6'h20:
+      7'h2e:
           /* empty */;
-      6'h21:
+      7'h2f:
           /* empty */;
-      6'h22:
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
           c = 60'h000000000000000;
-      6'h23:
+      7'h39:
           /* empty */;
-      6'h24:
+      7'h3a:
           /* empty */;
-      6'h25:
+      7'h3b:
           /* empty */;
-      6'h26:
+      7'h3c:
           /* empty */;
-      6'h27:
+      7'h3d:
           /* empty */;
-      6'h28:
+      7'h3e:
           /* empty */;
-      6'h03:
+      7'h3f:
           /* empty */;
-      6'h29:
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
           c = 60'h000000000000000;
-      6'h2a:
+      7'h44:
           /* empty */;
-      6'h2b:
+      7'h45:
           /* empty */;
-      6'h2c:
+      7'h46:
           /* empty */;
-      6'h2d:
+      7'h47:
           /* empty */;
-      6'h2e:
+      7'h48:
           /* empty */;
-      6'h2f:
+      7'h49:
           /* empty */;
-      6'h30:
-          c = 60'h000000000000000;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \neg$23  = 1'h0;
+    \neg$20  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          \neg$23  = 1'h0;
-      6'h0c:
+      7'h0b:
+          \neg$20  = 1'h0;
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          \neg$23  = \$128 ;
-      6'h0f:
+      7'h0e:
+          \neg$20  = \$8 ;
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \neg$23  = 1'h0;
-      6'h12:
+      7'h11:
+          \neg$20  = 1'h0;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
-          \neg$23  = \$133 ;
-      6'h19:
+      7'h18:
+          \neg$20  = 1'h1;
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          \neg$23  = 1'h0;
-      6'h1c:
+      7'h1b:
+          \neg$20  = 1'h0;
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
-          \neg$23  = \$137 ;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
-          \neg$23  = \$143 ;
-      6'h2a:
+      7'h29:
+          \neg$20  = \$16 ;
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
+      7'h2f:
           /* empty */;
-      6'h30:
-          \neg$23  = \$147 ;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \neg$20  = \$22 ;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \neg$20  = 1'h0;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \neg$20  = \$26 ;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          \neg$20  = \$30 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \steps$24  = 5'h00;
+    \steps$21  = 5'h00;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
-          \steps$24  = 5'h0d;
-      6'h0c:
+      7'h0b:
+          \steps$21  = 5'h0d;
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
-          \steps$24  = 5'h05;
-      6'h0f:
+      7'h0e:
+          \steps$21  = 5'h05;
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
-          \steps$24  = 5'h14;
-      6'h12:
+      7'h11:
+          \steps$21  = 5'h14;
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
-          \steps$24  = 5'h08;
-      6'h19:
+      7'h18:
+          \steps$21  = 5'h0d;
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
-          \steps$24  = 5'h0d;
-      6'h1c:
+      7'h1b:
+          \steps$21  = 5'h0d;
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
-          \steps$24  = 5'h15;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
-          \steps$24  = 5'h08;
-      6'h2a:
+      7'h29:
+          \steps$21  = 5'h0d;
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
+      7'h2c:
           /* empty */;
-      6'h2d:
+      7'h2d:
           /* empty */;
-      6'h2e:
+      7'h2e:
           /* empty */;
-      6'h2f:
+      7'h2f:
           /* empty */;
-      6'h30:
-          \steps$24  = 5'h10;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \steps$21  = 5'h09;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \steps$21  = 5'h10;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          \steps$21  = 5'h08;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          \steps$21  = 5'h09;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
           /* empty */;
-      6'h22:
+      7'h22:
           /* empty */;
-      6'h23:
+      7'h23:
           /* empty */;
-      6'h24:
+      7'h24:
           /* empty */;
-      6'h25:
+      7'h25:
           /* empty */;
-      6'h26:
+      7'h26:
           /* empty */;
-      6'h27:
+      7'h27:
           /* empty */;
-      6'h28:
+      7'h28:
           /* empty */;
-      6'h03:
+      7'h29:
           /* empty */;
-      6'h29:
+      7'h2a:
           /* empty */;
-      6'h2a:
+      7'h2b:
           /* empty */;
-      6'h2b:
+      7'h2c:
           /* empty */;
-      6'h2c:
+      7'h2d:
           /* empty */;
-      6'h2d:
+      7'h2e:
           /* empty */;
-      6'h2e:
+      7'h2f:
           /* empty */;
-      6'h2f:
+      7'h30:
           /* empty */;
-      6'h30:
+      7'h31:
           /* empty */;
-      6'h31:
+      7'h32:
           /* empty */;
-      6'h32:
+      7'h33:
           /* empty */;
-      6'h33:
+      7'h34:
           /* empty */;
-      6'h01:
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h01:
           done = 1'h1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = 1'h0;
+    \$274  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           (* full_case = 32'd1 *)
-          if (\$210 ) begin
+          if (\$119 ) begin
           end else begin
-            \$291  = \$216 ;
+            \$274  = \$125 ;
           end
     endcase
     if (rst) begin
-      \$291  = 1'h0;
+      \$274  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = 1'h0;
+    \$275  = 1'h0;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           (* full_case = 32'd1 *)
-          if (\$210 ) begin
+          if (\$119 ) begin
           end else begin
-            \$292  = \$223 ;
+            \$275  = \$132 ;
           end
     endcase
     if (rst) begin
-      \$292  = 1'h0;
+      \$275  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = fsm_state;
+    \$276  = fsm_state;
     casez (fsm_state)
-      6'h00:
-          if (\start$38 ) begin
+      7'h00:
+          if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$293  = 6'h01;
+                  \$276  = 7'h01;
               2'h1:
-                  \$293  = 6'h02;
+                  \$276  = 7'h02;
               2'h2:
-                  \$293  = 6'h03;
+                  \$276  = 7'h03;
             endcase
           end
-      6'h02:
-          \$293  = 6'h04;
-      6'h04:
-          \$293  = 6'h05;
-      6'h05:
-          \$293  = 6'h06;
-      6'h06:
-          if (\done$41 ) begin
-            \$293  = 6'h07;
+      7'h02:
+          \$276  = 7'h04;
+      7'h04:
+          \$276  = 7'h05;
+      7'h05:
+          \$276  = 7'h06;
+      7'h06:
+          if (\done$39 ) begin
+            \$276  = 7'h07;
           end
-      6'h07:
-          \$293  = 6'h08;
-      6'h08:
+      7'h07:
+          \$276  = 7'h08;
+      7'h08:
         begin
-          \$293  = 6'h09;
-          if (\$210 ) begin
-            \$293  = 6'h0a;
+          \$276  = 7'h09;
+          if (\$119 ) begin
+            \$276  = 7'h0a;
           end
         end
-      6'h09:
-          \$293  = 6'h08;
-      6'h0a:
-          \$293  = 6'h0b;
-      6'h0b:
-          \$293  = 6'h0c;
-      6'h0c:
-          if (\done$51 ) begin
-            \$293  = 6'h0d;
+      7'h09:
+          \$276  = 7'h08;
+      7'h0a:
+          \$276  = 7'h0b;
+      7'h0b:
+          \$276  = 7'h0c;
+      7'h0c:
+          if (\done$49 ) begin
+            \$276  = 7'h0d;
           end
-      6'h0d:
-          \$293  = 6'h0e;
-      6'h0e:
-          \$293  = 6'h0f;
-      6'h0f:
-          if (\done$51 ) begin
-            \$293  = 6'h10;
+      7'h0d:
+          \$276  = 7'h0e;
+      7'h0e:
+          \$276  = 7'h0f;
+      7'h0f:
+          if (\done$49 ) begin
+            \$276  = 7'h10;
           end
-      6'h10:
-          \$293  = 6'h11;
-      6'h11:
-          \$293  = 6'h12;
-      6'h12:
-          if (\done$51 ) begin
-            \$293  = 6'h13;
+      7'h10:
+          \$276  = 7'h11;
+      7'h11:
+          \$276  = 7'h12;
+      7'h12:
+          if (\done$49 ) begin
+            \$276  = 7'h13;
           end
-      6'h13:
-          \$293  = 6'h14;
-      6'h14:
-          \$293  = 6'h15;
-      6'h15:
-          \$293  = 6'h16;
-      6'h16:
-          if (\done$41 ) begin
-            \$293  = 6'h17;
+      7'h13:
+          \$276  = 7'h14;
+      7'h14:
+          \$276  = 7'h15;
+      7'h15:
+          \$276  = 7'h16;
+      7'h16:
+          if (\done$39 ) begin
+            \$276  = 7'h17;
           end
-      6'h17:
-          \$293  = 6'h18;
-      6'h18:
-          \$293  = 6'h19;
-      6'h19:
-          if (\done$51 ) begin
-            \$293  = 6'h1a;
+      7'h17:
+          \$276  = 7'h18;
+      7'h18:
+          \$276  = 7'h19;
+      7'h19:
+          if (\done$49 ) begin
+            \$276  = 7'h1a;
           end
-      6'h1a:
-          \$293  = 6'h1b;
-      6'h1b:
-          \$293  = 6'h1c;
-      6'h1c:
-          if (\done$51 ) begin
-            \$293  = 6'h1d;
+      7'h1a:
+          \$276  = 7'h1b;
+      7'h1b:
+          \$276  = 7'h1c;
+      7'h1c:
+          if (\done$49 ) begin
+            \$276  = 7'h1d;
           end
-      6'h1d:
-          \$293  = 6'h1e;
-      6'h1e:
-          \$293  = 6'h1f;
-      6'h1f:
-          \$293  = 6'h20;
-      6'h20:
-          \$293  = 6'h21;
-      6'h21:
-          \$293  = 6'h22;
-      6'h22:
-          \$293  = 6'h23;
-      6'h23:
-          if (\done$51 ) begin
-            \$293  = 6'h24;
+      7'h1d:
+          \$276  = 7'h1e;
+      7'h1e:
+          if (\$150 ) begin
+            \$276  = 7'h1f;
           end
-      6'h24:
-          \$293  = 6'h25;
-      6'h25:
-          \$293  = 6'h26;
-      6'h26:
-          \$293  = 6'h27;
-      6'h27:
-          if (\done$41 ) begin
-            \$293  = 6'h28;
+      7'h1f:
+          \$276  = 7'h20;
+      7'h20:
+          \$276  = 7'h21;
+      7'h21:
+          \$276  = 7'h22;
+      7'h22:
+          \$276  = 7'h23;
+      7'h23:
+          if (\done$39 ) begin
+            \$276  = 7'h24;
           end
-      6'h28:
-          \$293  = 6'h01;
-      6'h03:
-          \$293  = 6'h29;
-      6'h29:
-          \$293  = 6'h2a;
-      6'h2a:
-          if (\done$51 ) begin
-            \$293  = 6'h2b;
+      7'h24:
+          \$276  = 7'h25;
+      7'h25:
+          \$276  = 7'h26;
+      7'h26:
+          if (\$178 ) begin
+            \$276  = 7'h27;
           end
-      6'h2b:
-          \$293  = 6'h2c;
-      6'h2c:
-          \$293  = 6'h2d;
-      6'h2d:
-          \$293  = 6'h2e;
-      6'h2e:
-          \$293  = 6'h2f;
-      6'h2f:
-          \$293  = 6'h30;
-      6'h30:
-          \$293  = 6'h31;
-      6'h31:
-          if (\done$51 ) begin
-            \$293  = 6'h32;
+      7'h27:
+          \$276  = 7'h28;
+      7'h28:
+          \$276  = 7'h29;
+      7'h29:
+          \$276  = 7'h2a;
+      7'h2a:
+          if (\done$49 ) begin
+            \$276  = 7'h2b;
           end
-      6'h32:
-          \$293  = 6'h33;
-      6'h33:
-          \$293  = 6'h01;
-      6'h01:
-          \$293  = 6'h00;
+      7'h2b:
+          \$276  = 7'h2c;
+      7'h2c:
+          \$276  = 7'h2d;
+      7'h2d:
+          \$276  = 7'h2e;
+      7'h2e:
+          if (\done$39 ) begin
+            \$276  = 7'h2f;
+          end
+      7'h2f:
+          \$276  = 7'h30;
+      7'h30:
+          \$276  = 7'h31;
+      7'h31:
+          \$276  = 7'h32;
+      7'h32:
+          \$276  = 7'h33;
+      7'h33:
+          \$276  = 7'h34;
+      7'h34:
+          \$276  = 7'h35;
+      7'h35:
+          if (\done$49 ) begin
+            \$276  = 7'h36;
+          end
+      7'h36:
+          \$276  = 7'h01;
+      7'h03:
+          \$276  = 7'h37;
+      7'h37:
+          \$276  = 7'h38;
+      7'h38:
+          \$276  = 7'h39;
+      7'h39:
+          if (\done$49 ) begin
+            \$276  = 7'h3a;
+          end
+      7'h3a:
+          \$276  = 7'h3b;
+      7'h3b:
+          if (\$219 ) begin
+            \$276  = 7'h3c;
+          end
+      7'h3c:
+          \$276  = 7'h3d;
+      7'h3d:
+          \$276  = 7'h3e;
+      7'h3e:
+          \$276  = 7'h3f;
+      7'h3f:
+          \$276  = 7'h40;
+      7'h40:
+          if (\$244 ) begin
+            \$276  = 7'h41;
+          end
+      7'h41:
+          \$276  = 7'h42;
+      7'h42:
+          \$276  = 7'h43;
+      7'h43:
+          \$276  = 7'h44;
+      7'h44:
+          if (\done$49 ) begin
+            \$276  = 7'h45;
+          end
+      7'h45:
+          \$276  = 7'h46;
+      7'h46:
+          \$276  = 7'h47;
+      7'h47:
+          \$276  = 7'h48;
+      7'h48:
+          \$276  = 7'h49;
+      7'h49:
+          \$276  = 7'h4a;
+      7'h4a:
+          \$276  = 7'h4b;
+      7'h4b:
+          \$276  = 7'h4c;
+      7'h4c:
+          if (\done$49 ) begin
+            \$276  = 7'h4d;
+          end
+      7'h4d:
+          \$276  = 7'h01;
+      7'h01:
+          \$276  = 7'h00;
     endcase
     if (rst) begin
-      \$293  = 6'h00;
+      \$276  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = div_num;
+    \$277  = div_num;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
-          \$294  = { \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200 [21], \$200  };
-      6'h04:
+      7'h02:
+          \$277  = { \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109 [21], \$109  };
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
+          \$277  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+      7'h14:
           /* empty */;
-      6'h14:
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
+          \$277  = { 13'h0000, \$154  };
+      7'h21:
           /* empty */;
-      6'h20:
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
-          \$294  = { \p$62 [49], \p$62  };
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$277  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
-      \$294  = 51'h0000000000000;
+      \$277  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = div_mag;
+    \$278  = div_mag;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          \$295  = \$203 [50:0];
-      6'h05:
+      7'h04:
+          \$278  = \$112 [42:0];
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
+          \$278  = \$141 [42:0];
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
+          \$278  = \$157 [42:0];
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
-          \$295  = \$261 [50:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$278  = \$184 [42:0];
     endcase
     if (rst) begin
-      \$295  = 51'h0000000000000;
+      \$278  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = div_neg;
+    \$279  = div_neg;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          \$296  = \$204 ;
-      6'h05:
+      7'h04:
+          \$279  = \$113 ;
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
+          \$279  = \$142 ;
+      7'h15:
           /* empty */;
-      6'h15:
+      7'h16:
           /* empty */;
-      6'h16:
+      7'h17:
           /* empty */;
-      6'h17:
+      7'h18:
           /* empty */;
-      6'h18:
+      7'h19:
           /* empty */;
-      6'h19:
+      7'h1a:
           /* empty */;
-      6'h1a:
+      7'h1b:
           /* empty */;
-      6'h1b:
+      7'h1c:
           /* empty */;
-      6'h1c:
+      7'h1d:
           /* empty */;
-      6'h1d:
+      7'h1e:
           /* empty */;
-      6'h1e:
+      7'h1f:
           /* empty */;
-      6'h1f:
+      7'h20:
           /* empty */;
-      6'h20:
+      7'h21:
+          \$279  = \$158 ;
+      7'h22:
           /* empty */;
-      6'h21:
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
-          \$296  = \$262 ;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$279  = \$185 ;
     endcase
     if (rst) begin
-      \$296  = 1'h0;
+      \$279  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = \start$9 ;
+    \$280  = \start$5 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
-          \$297  = 1'h1;
-      6'h05:
-          \$297  = 1'h0;
-      6'h06:
+      7'h04:
+          \$280  = 1'h1;
+      7'h05:
+          \$280  = 1'h0;
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
-          \$297  = 1'h1;
-      6'h15:
-          \$297  = 1'h0;
-      6'h16:
+      7'h14:
+          \$280  = 1'h1;
+      7'h15:
+          \$280  = 1'h0;
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
+      7'h1e:
           /* empty */;
-      6'h1f:
+      7'h1f:
           /* empty */;
-      6'h20:
+      7'h20:
           /* empty */;
-      6'h21:
+      7'h21:
+          \$280  = 1'h1;
+      7'h22:
+          \$280  = 1'h0;
+      7'h23:
           /* empty */;
-      6'h22:
+      7'h24:
           /* empty */;
-      6'h23:
+      7'h25:
           /* empty */;
-      6'h24:
+      7'h26:
           /* empty */;
-      6'h25:
-          \$297  = 1'h1;
-      6'h26:
-          \$297  = 1'h0;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$280  = 1'h1;
+      7'h2d:
+          \$280  = 1'h0;
     endcase
     if (rst) begin
-      \$297  = 1'h0;
+      \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = f2;
+    \$281  = f2;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
-          if (\done$41 ) begin
-            \$298  = q[10:0];
+      7'h06:
+          if (\done$39 ) begin
+            \$281  = q[10:0];
           end
     endcase
     if (rst) begin
-      \$298  = 11'h000;
+      \$281  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = hsum;
+    \$282  = hsum;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          \$299  = 14'h0000;
-      6'h08:
+      7'h07:
+          \$282  = 14'h0000;
+      7'h08:
           /* empty */;
-      6'h09:
-          if (\$224 ) begin
-            \$299  = \$225 [13:0];
+      7'h09:
+          if (\$133 ) begin
+            \$282  = \$134 [13:0];
           end else if (pick_on_train_2) begin
-            \$299  = \$227 [13:0];
+            \$282  = \$136 [13:0];
           end
     endcase
     if (rst) begin
-      \$299  = 14'h0000;
+      \$282  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = dcount;
+    \$283  = dcount;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          \$300  = 6'h00;
-      6'h08:
+      7'h07:
+          \$283  = 6'h00;
+      7'h08:
           /* empty */;
-      6'h09:
-          if (\$224 ) begin
-            \$300  = \$226 [5:0];
+      7'h09:
+          if (\$133 ) begin
+            \$283  = \$135 [5:0];
           end else if (pick_on_train_2) begin
-            \$300  = \$228 [5:0];
+            \$283  = \$137 [5:0];
           end
     endcase
     if (rst) begin
-      \$300  = 6'h00;
+      \$283  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = merge_step;
+    \$284  = merge_step;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
-          \$301  = 4'h0;
-      6'h08:
+      7'h07:
+          \$284  = 4'h0;
+      7'h08:
           /* empty */;
-      6'h09:
-          \$301  = \$229 [3:0];
+      7'h09:
+          \$284  = \$138 [3:0];
     endcase
     if (rst) begin
-      \$301  = 4'h0;
+      \$284  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = head_top;
+    \$285  = head_top;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          \$302  = top;
+      7'h08:
+          \$285  = top;
     endcase
     if (rst) begin
-      \$302  = 8'h00;
+      \$285  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = head_bottom;
+    \$286  = head_bottom;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          \$303  = bottom;
+      7'h08:
+          \$286  = bottom;
     endcase
     if (rst) begin
-      \$303  = 8'h00;
+      \$286  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = take_top_train_2;
+    \$287  = take_top_train_2;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          \$304  = \$206 ;
+      7'h08:
+          \$287  = \$115 ;
     endcase
     if (rst) begin
-      \$304  = 1'h0;
+      \$287  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = pick_on_train_2;
+    \$288  = pick_on_train_2;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
-          \$305  = \$209 ;
+      7'h08:
+          \$288  = \$118 ;
+    endcase
+    if (rst) begin
+      \$288  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$289  = start;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          \$289  = 1'h1;
+      7'h0b:
+          \$289  = 1'h0;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          \$289  = 1'h1;
+      7'h0e:
+          \$289  = 1'h0;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          \$289  = 1'h1;
+      7'h11:
+          \$289  = 1'h0;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          \$289  = 1'h1;
+      7'h18:
+          \$289  = 1'h0;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$289  = 1'h1;
+      7'h1b:
+          \$289  = 1'h0;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          \$289  = 1'h1;
+      7'h29:
+          \$289  = 1'h0;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$289  = 1'h1;
+      7'h34:
+          \$289  = 1'h0;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          \$289  = 1'h1;
+      7'h38:
+          \$289  = 1'h0;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$289  = 1'h1;
+      7'h43:
+          \$289  = 1'h0;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \$289  = 1'h1;
+      7'h4b:
+          \$289  = 1'h0;
+    endcase
+    if (rst) begin
+      \$289  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          if (\done$49 ) begin
+            \$290  = p[37:0];
+          end
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          if (\done$49 ) begin
+            \$290  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$290  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$291  = \den$51 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          if (\done$49 ) begin
+            \$291  = p[39:0];
+          end
+    endcase
+    if (rst) begin
+      \$291  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$292  = floor_q;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$39 ) begin
+            \$292  = q[9:0];
+          end
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          \$292  = \$211 [9:0];
+    endcase
+    if (rst) begin
+      \$292  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$293  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          if (\done$49 ) begin
+            \$293  = p[13:0];
+          end
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          \$293  = { 6'h00, chan[76:69] };
+    endcase
+    if (rst) begin
+      \$293  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$294  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          if (\done$49 ) begin
+            \$294  = p[23:0];
+          end
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          if (\done$49 ) begin
+            \$294  = p[23:0];
+          end
+    endcase
+    if (rst) begin
+      \$294  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$295  = den_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$295  = \den$51 ;
+      7'h1e:
+          if (\$143 ) begin
+            \$295  = \$144 [39:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$295  = 40'h8000000000;
+      7'h3b:
+          if (\$212 ) begin
+            \$295  = \$213 [39:0];
+          end
+    endcase
+    if (rst) begin
+      \$295  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$296  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$296  = gain_num[22:0];
+      7'h1e:
+          if (\$146 ) begin
+            \$296  = \$147 [22:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$296  = gain_num[22:0];
+      7'h3b:
+          if (\$215 ) begin
+            \$296  = \$216 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$296  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$297  = 5'h00;
+      7'h1e:
+          if (\$146 ) begin
+            \$297  = \$148 [4:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$297  = 5'h00;
+      7'h3b:
+          if (\$215 ) begin
+            \$297  = \$217 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$297  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$298  = 6'h00;
+      7'h1e:
+          if (\$143 ) begin
+            \$298  = \$145 [5:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$298  = 6'h00;
+      7'h3b:
+          if (\$212 ) begin
+            \$298  = \$214 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$298  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$299  = loop_n;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+        begin
+          \$299  = \$149 [5:0];
+          if (\$150 ) begin
+            \$299  = 6'h00;
+          end
+        end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+        begin
+          \$299  = \$177 [5:0];
+          if (\$178 ) begin
+            \$299  = 6'h00;
+          end
+        end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+        begin
+          \$299  = \$218 [5:0];
+          if (\$219 ) begin
+            \$299  = 6'h00;
+          end
+        end
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+        begin
+          \$299  = \$243 [5:0];
+          if (\$244 ) begin
+            \$299  = 6'h00;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$299  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$300  = gain_shift;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$300  = { \$152 [6], \$152 [6], \$152  };
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$300  = \$163 [8:0];
+      7'h25:
+          /* empty */;
+      7'h26:
+        begin
+          if (\$167 ) begin
+            \$300  = \$169 [8:0];
+          end
+          if (\$173 ) begin
+            \$300  = \$175 [8:0];
+          end
+        end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$300  = \$221 ;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$300  = \$229 [8:0];
+      7'h3f:
+          /* empty */;
+      7'h40:
+        begin
+          if (\$233 ) begin
+            \$300  = \$235 [8:0];
+          end
+          if (\$239 ) begin
+            \$300  = \$241 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$300  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$301  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$301  = \$153 ;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$301  = \$222 ;
+    endcase
+    if (rst) begin
+      \$301  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          if (\done$39 ) begin
+            \$302  = q[15:0];
+          end
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$302  = \$224 [15:0];
+    endcase
+    if (rst) begin
+      \$302  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$303  = { \$161 [15], \$161 [15], \$161 [15], \$161 [15], \$161 [15], \$161 [15], \$161 [15], \$161 [15], \$161 [15], \$161 [15], \$161 [15], \$161  };
+      7'h25:
+          /* empty */;
+      7'h26:
+        begin
+          if (\$167 ) begin
+            \$303  = \$168 ;
+          end
+          if (\$173 ) begin
+            \$303  = \$174 [26:0];
+          end
+        end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$303  = { \$227 [15], \$227 [15], \$227 [15], \$227 [15], \$227 [15], \$227 [15], \$227 [15], \$227 [15], \$227 [15], \$227 [15], \$227 [15], \$227  };
+      7'h3f:
+          /* empty */;
+      7'h40:
+        begin
+          if (\$233 ) begin
+            \$303  = \$234 ;
+          end
+          if (\$239 ) begin
+            \$303  = \$240 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$303  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$304  = 4'h0;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$304  = \$176 [3:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$304  = 4'h0;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$304  = \$242 [3:0];
+    endcase
+    if (rst) begin
+      \$304  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$305  = \$166 ;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$305  = \$232 ;
     endcase
     if (rst) begin
       \$305  = 1'h0;
@@ -3121,1801 +5768,2341 @@ module \hwnorm_topk_s8.math (rst, \start$38 , entry, chan, sum, top, bottom, don
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = start;
+    \$306  = sh;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
-          \$306  = 1'h1;
-      6'h0b:
-          \$306  = 1'h0;
-      6'h0c:
+      7'h0a:
           /* empty */;
-      6'h0d:
-          \$306  = 1'h1;
-      6'h0e:
-          \$306  = 1'h0;
-      6'h0f:
+      7'h0b:
           /* empty */;
-      6'h10:
-          \$306  = 1'h1;
-      6'h11:
-          \$306  = 1'h0;
-      6'h12:
+      7'h0c:
           /* empty */;
-      6'h13:
+      7'h0d:
           /* empty */;
-      6'h14:
+      7'h0e:
           /* empty */;
-      6'h15:
+      7'h0f:
           /* empty */;
-      6'h16:
+      7'h10:
           /* empty */;
-      6'h17:
-          \$306  = 1'h1;
-      6'h18:
-          \$306  = 1'h0;
-      6'h19:
+      7'h11:
           /* empty */;
-      6'h1a:
-          \$306  = 1'h1;
-      6'h1b:
-          \$306  = 1'h0;
-      6'h1c:
+      7'h12:
           /* empty */;
-      6'h1d:
+      7'h13:
           /* empty */;
-      6'h1e:
+      7'h14:
           /* empty */;
-      6'h1f:
+      7'h15:
           /* empty */;
-      6'h20:
+      7'h16:
           /* empty */;
-      6'h21:
-          \$306  = 1'h1;
-      6'h22:
-          \$306  = 1'h0;
-      6'h23:
+      7'h17:
           /* empty */;
-      6'h24:
+      7'h18:
           /* empty */;
-      6'h25:
+      7'h19:
           /* empty */;
-      6'h26:
+      7'h1a:
           /* empty */;
-      6'h27:
+      7'h1b:
           /* empty */;
-      6'h28:
+      7'h1c:
           /* empty */;
-      6'h03:
-          \$306  = 1'h1;
-      6'h29:
-          \$306  = 1'h0;
-      6'h2a:
+      7'h1d:
           /* empty */;
-      6'h2b:
+      7'h1e:
           /* empty */;
-      6'h2c:
+      7'h1f:
           /* empty */;
-      6'h2d:
+      7'h20:
           /* empty */;
-      6'h2e:
+      7'h21:
           /* empty */;
-      6'h2f:
-          \$306  = 1'h1;
-      6'h30:
-          \$306  = 1'h0;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$306  = \$181 [3:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$306  = \$247 [3:0];
     endcase
     if (rst) begin
-      \$306  = 1'h0;
+      \$306  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = t;
+    \$307  = gain_p;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
-          if (\done$51 ) begin
-            \$307  = p[37:0];
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          if (\done$49 ) begin
+            \$307  = p[41:0];
           end
-      6'h0d:
+      7'h2b:
           /* empty */;
-      6'h0e:
+      7'h2c:
           /* empty */;
-      6'h0f:
-          if (\done$51 ) begin
-            \$307  = p[37:0];
-          end
-    endcase
-    if (rst) begin
-      \$307  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = den;
-    casez (fsm_state)
-      6'h00:
+      7'h2d:
           /* empty */;
-      6'h02:
+      7'h2e:
           /* empty */;
-      6'h04:
+      7'h2f:
           /* empty */;
-      6'h05:
+      7'h30:
           /* empty */;
-      6'h06:
+      7'h31:
           /* empty */;
-      6'h07:
+      7'h32:
           /* empty */;
-      6'h08:
+      7'h33:
           /* empty */;
-      6'h09:
+      7'h34:
           /* empty */;
-      6'h0a:
+      7'h35:
           /* empty */;
-      6'h0b:
+      7'h36:
           /* empty */;
-      6'h0c:
+      7'h03:
           /* empty */;
-      6'h0d:
+      7'h37:
           /* empty */;
-      6'h0e:
+      7'h38:
           /* empty */;
-      6'h0f:
+      7'h39:
           /* empty */;
-      6'h10:
+      7'h3a:
           /* empty */;
-      6'h11:
+      7'h3b:
           /* empty */;
-      6'h12:
-          if (\done$51 ) begin
-            \$308  = p[39:0];
-          end
-    endcase
-    if (rst) begin
-      \$308  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = lead;
-    casez (fsm_state)
-      6'h00:
+      7'h3c:
           /* empty */;
-      6'h02:
+      7'h3d:
           /* empty */;
-      6'h04:
+      7'h3e:
           /* empty */;
-      6'h05:
+      7'h3f:
           /* empty */;
-      6'h06:
+      7'h40:
           /* empty */;
-      6'h07:
+      7'h41:
           /* empty */;
-      6'h08:
+      7'h42:
           /* empty */;
-      6'h09:
+      7'h43:
           /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          \$309  = den_lead;
-    endcase
-    if (rst) begin
-      \$309  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = recip_rem;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$310  = \$233 [39:0];
-    endcase
-    if (rst) begin
-      \$310  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = recip_one;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          \$311  = \$234 ;
-    endcase
-    if (rst) begin
-      \$311  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = recip;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          if (\done$41 ) begin
-            \$312  = q[16:0];
+      7'h44:
+          if (\done$49 ) begin
+            \$307  = p[41:0];
           end
     endcase
     if (rst) begin
-      \$312  = 17'h00000;
+      \$307  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = m;
+    \$308  = gain_w;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
-          if (\done$51 ) begin
-            \$313  = p[25:0];
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          if (\done$39 ) begin
+            \$308  = q;
           end
-      6'h1a:
+      7'h2f:
           /* empty */;
-      6'h1b:
+      7'h30:
           /* empty */;
-      6'h1c:
+      7'h31:
           /* empty */;
-      6'h1d:
+      7'h32:
           /* empty */;
-      6'h1e:
+      7'h33:
           /* empty */;
-      6'h1f:
+      7'h34:
           /* empty */;
-      6'h20:
+      7'h35:
           /* empty */;
-      6'h21:
+      7'h36:
           /* empty */;
-      6'h22:
+      7'h03:
           /* empty */;
-      6'h23:
+      7'h37:
           /* empty */;
-      6'h24:
+      7'h38:
           /* empty */;
-      6'h25:
+      7'h39:
           /* empty */;
-      6'h26:
+      7'h3a:
           /* empty */;
-      6'h27:
+      7'h3b:
           /* empty */;
-      6'h28:
+      7'h3c:
           /* empty */;
-      6'h03:
+      7'h3d:
           /* empty */;
-      6'h29:
+      7'h3e:
           /* empty */;
-      6'h2a:
-          if (\done$51 ) begin
-            \$313  = p[25:0];
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$308  = \$248 [28:0];
+    endcase
+    if (rst) begin
+      \$308  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$309  = gain_t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$309  = { \$190 [29], \$190  };
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \$309  = { \$253 [29], \$253  };
+    endcase
+    if (rst) begin
+      \$309  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$310  = gain_t1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$310  = \$194 ;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$310  = \$257 ;
+    endcase
+    if (rst) begin
+      \$310  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$311  = acc0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$311  = \$198 [22:0];
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$311  = \$261 [22:0];
+    endcase
+    if (rst) begin
+      \$311  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$312  = acc1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$312  = \$202 [22:0];
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$312  = \$265 [22:0];
+    endcase
+    if (rst) begin
+      \$312  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$313  = a_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$313  = \$207 [13:0];
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$313  = \$270 [13:0];
+    endcase
+    if (rst) begin
+      \$313  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = c_fin;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$314  = \$208 [22:0];
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$314  = \$271 [22:0];
+    endcase
+    if (rst) begin
+      \$314  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = \b$68 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          if (\done$49 ) begin
+            \$315  = p[22:0];
+          end
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          if (\done$49 ) begin
+            \$315  = p[22:0];
           end
     endcase
     if (rst) begin
-      \$313  = 26'h0000000;
+      \$315  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = km;
+    \$316  = \a$69 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
-          if (\done$51 ) begin
-            \$314  = p[39:0];
-          end
-      6'h1d:
+      7'h1c:
           /* empty */;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
-          \$314  = \$264 [39:0];
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$316  = a_fin;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$316  = a_fin;
     endcase
     if (rst) begin
-      \$314  = 40'h0000000000;
+      \$316  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = sh0;
+    \$317  = special;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
-          \$315  = { \$235 [7], \$235 [7], \$235  };
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
-          \$315  = { \$265 [8], \$265  };
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$317  = special_r;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$317  = special_r;
     endcase
     if (rst) begin
-      \$315  = 10'h000;
+      \$317  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = tk;
+    \$318  = \neg$71 ;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
-          \$316  = count_lead;
-      6'h1e:
+      7'h1d:
           /* empty */;
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
-          \$316  = 4'h8;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$318  = \$209 ;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$318  = \$272 ;
     endcase
     if (rst) begin
-      \$316  = 4'h0;
+      \$318  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = pre;
+    \$319  = q_lo;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          \$317  = \$238 [2:0];
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          \$317  = \$268 [2:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$319  = floor_q;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$319  = floor_q;
     endcase
     if (rst) begin
-      \$317  = 3'h0;
+      \$319  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = tsh;
+    \$320  = q_hi;
     casez (fsm_state)
-      6'h00:
+      7'h00:
           /* empty */;
-      6'h02:
+      7'h02:
           /* empty */;
-      6'h04:
+      7'h04:
           /* empty */;
-      6'h05:
+      7'h05:
           /* empty */;
-      6'h06:
+      7'h06:
           /* empty */;
-      6'h07:
+      7'h07:
           /* empty */;
-      6'h08:
+      7'h08:
           /* empty */;
-      6'h09:
+      7'h09:
           /* empty */;
-      6'h0a:
+      7'h0a:
           /* empty */;
-      6'h0b:
+      7'h0b:
           /* empty */;
-      6'h0c:
+      7'h0c:
           /* empty */;
-      6'h0d:
+      7'h0d:
           /* empty */;
-      6'h0e:
+      7'h0e:
           /* empty */;
-      6'h0f:
+      7'h0f:
           /* empty */;
-      6'h10:
+      7'h10:
           /* empty */;
-      6'h11:
+      7'h11:
           /* empty */;
-      6'h12:
+      7'h12:
           /* empty */;
-      6'h13:
+      7'h13:
           /* empty */;
-      6'h14:
+      7'h14:
           /* empty */;
-      6'h15:
+      7'h15:
           /* empty */;
-      6'h16:
+      7'h16:
           /* empty */;
-      6'h17:
+      7'h17:
           /* empty */;
-      6'h18:
+      7'h18:
           /* empty */;
-      6'h19:
+      7'h19:
           /* empty */;
-      6'h1a:
+      7'h1a:
           /* empty */;
-      6'h1b:
+      7'h1b:
           /* empty */;
-      6'h1c:
+      7'h1c:
           /* empty */;
-      6'h1d:
+      7'h1d:
           /* empty */;
-      6'h1e:
-          \$318  = \$248 [9:0];
-      6'h1f:
+      7'h1e:
           /* empty */;
-      6'h20:
+      7'h1f:
           /* empty */;
-      6'h21:
+      7'h20:
           /* empty */;
-      6'h22:
+      7'h21:
           /* empty */;
-      6'h23:
+      7'h22:
           /* empty */;
-      6'h24:
+      7'h23:
           /* empty */;
-      6'h25:
+      7'h24:
           /* empty */;
-      6'h26:
+      7'h25:
           /* empty */;
-      6'h27:
+      7'h26:
           /* empty */;
-      6'h28:
+      7'h27:
           /* empty */;
-      6'h03:
+      7'h28:
           /* empty */;
-      6'h29:
+      7'h29:
           /* empty */;
-      6'h2a:
+      7'h2a:
           /* empty */;
-      6'h2b:
+      7'h2b:
           /* empty */;
-      6'h2c:
-          \$318  = \$278 [9:0];
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$320  = \$210 [9:0];
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$320  = \$273 [9:0];
     endcase
     if (rst) begin
-      \$318  = 10'h000;
+      \$320  = 10'h000;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = km_pre;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$319  = \$249 ;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$319  = \$279 ;
-    endcase
-    if (rst) begin
-      \$319  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = t_clamped;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$320  = \$251 [5:0];
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$320  = \$281 [5:0];
-    endcase
-    if (rst) begin
-      \$320  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          \$321  = \$253 [3:0];
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          \$321  = \$283 [3:0];
-    endcase
-    if (rst) begin
-      \$321  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = \a$32 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$322  = \$254 [26:0];
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$322  = \$284 [26:0];
-    endcase
-    if (rst) begin
-      \$322  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = bias;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          \$323  = { \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258 [23], \$258  };
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          \$323  = { \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288 [23], \$288  };
-    endcase
-    if (rst) begin
-      \$323  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = \p$62 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          if (\done$51 ) begin
-            \$324  = p[49:0];
-          end
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          if (\done$51 ) begin
-            \$324  = p[49:0];
-          end
-    endcase
-    if (rst) begin
-      \$324  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = quot;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          if (\done$41 ) begin
-            \$325  = { q[36], q[36], q };
-          end
-      6'h28:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          \$325  = \$289 [38:0];
-    endcase
-    if (rst) begin
-      \$325  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = \b$64 ;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          \$326  = \$263 [34:0];
-      6'h03:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          \$326  = \$290 [34:0];
-    endcase
-    if (rst) begin
-      \$326  = 35'h000000000;
-    end
-  end
-  assign beta_shift = \$121 [3:0];
-  assign \beta_shift$6  = \$122 [3:0];
+  assign beta_shift = \$1 [3:0];
+  assign \beta_shift$2  = \$2 [3:0];
   assign seqmul_go = start;
-  assign seqdiv_go = \start$9 ;
+  assign seqdiv_go = \start$5 ;
   assign \chan.infer  = chan[0];
   assign \chan.count  = chan[13:1];
   assign \chan.c  = chan[33:14];
@@ -4925,83 +8112,99 @@ module \hwnorm_topk_s8.math (rst, \start$38 , entry, chan, sum, top, bottom, don
   assign \chan.mean  = chan[84:69];
   assign \chan.scale_m  = chan[100:85];
   assign \chan.scale_exp  = chan[108:101];
-  assign \$123  = { 10'h000, div_mag[50:10] };
-  assign \$124  = { 6'h00, div_mag[9:0], 25'h0000000 };
-  assign \$138  = { 35'h000000000, div_mag[50:35] };
-  assign \$139  = { 1'h0, div_mag[34:0] };
-  assign \$200  = { sum, 1'h0 };
-  assign \$232  = { 1'h0, \$231 [63:1] };
-  assign \$257  = { 1'h0, \$256 [15:1] };
-  assign \$264  = { m[25], m[25], m[25], m[25], m[25], m[25], m[25], m, 8'h00 };
-  assign \$287  = { 1'h0, \$286 [15:1] };
-  assign \$289  = { \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49], \p$62 [49:8] };
+  assign \$3  = { 10'h000, div_mag[42:10] };
+  assign \$4  = { 14'h0000, div_mag[9:0], 17'h00000 };
+  assign \$9  = { 9'h000, div_mag[42:9] };
+  assign \$10  = { 13'h0000, div_mag[8:0], 18'h00000 };
+  assign \$14  = { 14'h0000, div_mag[42:14] };
+  assign \$15  = { 2'h0, div_mag[13:0], 13'h0000 };
+  assign \$17  = { 27'h0000000, div_mag[42:27] };
+  assign \$18  = { 1'h0, div_mag[26:0] };
+  assign \$109  = { sum, 1'h0 };
+  assign \$144  = { den_norm, 1'h0 };
+  assign \$147  = { num_norm, 1'h0 };
+  assign \$154  = { 1'h0, num_norm, 6'h00 };
+  assign \$159  = { gain_q1[15], gain_q1[15:1] };
+  assign \$168  = { 1'h0, gain_x[26:1] };
+  assign \$174  = { gain_x, 1'h0 };
+  assign \$188  = { 1'h0, \$187 [15:1] };
+  assign \$211  = { chan[84], chan[84], chan[84], chan[84], chan[84], chan[84], chan[84], chan[84], chan[84:77] };
+  assign \$213  = { den_norm, 1'h0 };
+  assign \$216  = { num_norm, 1'h0 };
+  assign \$223  = { 1'h0, num_norm, 6'h00 };
+  assign \$224  = { 15'h0000, \$223 [29:15] };
+  assign \$225  = { gain_q1[15], gain_q1[15:1] };
+  assign \$234  = { 1'h0, gain_x[26:1] };
+  assign \$240  = { gain_x, 1'h0 };
+  assign \$248  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$251  = { 1'h0, \$250 [15:1] };
 endmodule
 
 module \hwnorm_topk_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  wire [40:0] \$1 ;
-  wire [6:0] \$10 ;
+  wire [16:0] \$1 ;
+  wire [5:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire [35:0] \$13 ;
-  wire [36:0] \$14 ;
-  wire [36:0] \$15 ;
+  wire [27:0] \$13 ;
+  wire [28:0] \$14 ;
+  wire [28:0] \$15 ;
   reg \$16 ;
   reg \$17 ;
   reg \$18 ;
-  reg [39:0] \$19 ;
+  reg [15:0] \$19 ;
   wire \$2 ;
-  reg [34:0] \$20 ;
-  reg [39:0] \$21 ;
+  reg [26:0] \$20 ;
+  reg [15:0] \$21 ;
   reg \$22 ;
-  reg [34:0] \$23 ;
-  reg [5:0] \$24 ;
+  reg [26:0] \$23 ;
+  reg [4:0] \$24 ;
   reg \$25 ;
-  reg [36:0] \$26 ;
+  reg [28:0] \$26 ;
   wire \$3 ;
-  wire [41:0] \$4 ;
-  wire [41:0] \$5 ;
-  wire [35:0] \$6 ;
+  wire [17:0] \$4 ;
+  wire [17:0] \$5 ;
+  wire [27:0] \$6 ;
   wire \$7 ;
-  wire [35:0] \$8 ;
-  wire [35:0] \$9 ;
+  wire [27:0] \$8 ;
+  wire [27:0] \$9 ;
   reg \$signal  = 1'h0;
   input clk;
   wire clk;
-  reg [39:0] den = 40'h0000000000;
-  input [39:0] \den$13 ;
-  wire [39:0] \den$13 ;
+  reg [15:0] den = 16'h0000;
+  input [15:0] \den$13 ;
+  wire [15:0] \den$13 ;
   output done;
   reg done = 1'h0;
-  reg [5:0] left = 6'h00;
-  reg [34:0] lo = 35'h000000000;
-  input [34:0] lo_init;
-  wire [34:0] lo_init;
+  reg [4:0] left = 5'h00;
+  reg [26:0] lo = 27'h0000000;
+  input [26:0] lo_init;
+  wire [26:0] lo_init;
   reg neg = 1'h0;
   input \neg$15 ;
   wire \neg$15 ;
-  output [36:0] q;
-  reg [36:0] q = 37'h0000000000;
-  reg [34:0] quot = 35'h000000000;
-  reg [39:0] rem = 40'h0000000000;
-  input [39:0] rem_init;
-  wire [39:0] rem_init;
+  output [28:0] q;
+  reg [28:0] q = 29'h00000000;
+  reg [26:0] quot = 27'h0000000;
+  reg [15:0] rem = 16'h0000;
+  input [15:0] rem_init;
+  wire [15:0] rem_init;
   reg rem_zero = 1'h0;
   input rst;
   wire rst;
   reg sign = 1'h0;
   input start;
   wire start;
-  input [5:0] steps;
-  wire [5:0] steps;
-  wire [40:0] trial;
-  assign trial = \$1  | { 40'h0000000000, lo[34] };
+  input [4:0] steps;
+  wire [4:0] steps;
+  wire [16:0] trial;
+  assign trial = \$1  | { 16'h0000, lo[26] };
   assign \$2  = | left;
   assign \$3  = trial >= den;
   assign \$4  = trial - den;
   assign \$5  = \$3  ? \$4  : { 1'h0, trial };
   assign \$7  = trial >= den;
-  assign \$8  = \$6  | { 35'h000000000, \$7  };
+  assign \$8  = \$6  | { 27'h0000000, \$7  };
   assign \$10  = left - 1'h1;
   assign \$11  = left == 1'h1;
   assign \$12  = ! rem;
@@ -5063,10 +8266,10 @@ module \hwnorm_topk_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$19  = rem_init;
     end else if (\$2 ) begin
-      \$19  = \$5 [39:0];
+      \$19  = \$5 [15:0];
     end
     if (rst) begin
-      \$19  = 40'h0000000000;
+      \$19  = 16'h0000;
     end
   end
   always @* begin
@@ -5075,10 +8278,10 @@ module \hwnorm_topk_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$20  = lo_init;
     end else if (\$2 ) begin
-      \$20  = \$9 [34:0];
+      \$20  = \$9 [26:0];
     end
     if (rst) begin
-      \$20  = 35'h000000000;
+      \$20  = 27'h0000000;
     end
   end
   always @* begin
@@ -5088,7 +8291,7 @@ module \hwnorm_topk_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
       \$21  = \den$13 ;
     end
     if (rst) begin
-      \$21  = 40'h0000000000;
+      \$21  = 16'h0000;
     end
   end
   always @* begin
@@ -5105,12 +8308,12 @@ module \hwnorm_topk_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$23  = quot;
     if (start) begin
-      \$23  = 35'h000000000;
+      \$23  = 27'h0000000;
     end else if (\$2 ) begin
-      \$23  = \$8 [34:0];
+      \$23  = \$8 [26:0];
     end
     if (rst) begin
-      \$23  = 35'h000000000;
+      \$23  = 27'h0000000;
     end
   end
   always @* begin
@@ -5119,10 +8322,10 @@ module \hwnorm_topk_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
     if (start) begin
       \$24  = steps;
     end else if (\$2 ) begin
-      \$24  = \$10 [5:0];
+      \$24  = \$10 [4:0];
     end
     if (rst) begin
-      \$24  = 6'h00;
+      \$24  = 5'h00;
     end
   end
   always @* begin
@@ -5142,7 +8345,7 @@ module \hwnorm_topk_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , ste
       \$26  = \$15 ;
     end
     if (rst) begin
-      \$26  = 37'h0000000000;
+      \$26  = 29'h00000000;
     end
   end
   assign \$1  = { rem, 1'h0 };
@@ -5155,23 +8358,23 @@ module \hwnorm_topk_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
   wire \$1 ;
   reg [59:0] \$10 ;
   reg [59:0] \$11 ;
-  reg [20:0] \$12 ;
+  reg [19:0] \$12 ;
   reg \$13 ;
   reg [4:0] \$14 ;
   wire [60:0] \$2 ;
   wire [61:0] \$3 ;
   wire [62:0] \$4 ;
   wire [60:0] \$5 ;
-  wire [20:0] \$6 ;
+  wire [19:0] \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
   reg \$9 ;
   input [38:0] a;
   wire [38:0] a;
   reg [59:0] a_sh = 60'h000000000000000;
-  input [20:0] b;
-  wire [20:0] b;
-  reg [20:0] b_sh = 21'h000000;
+  input [19:0] b;
+  wire [19:0] b;
+  reg [19:0] b_sh = 20'h00000;
   input [59:0] c;
   wire [59:0] c;
   input clk;
@@ -5256,7 +8459,7 @@ module \hwnorm_topk_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
       \$12  = \$6 ;
     end
     if (rst) begin
-      \$12  = 21'h000000;
+      \$12  = 20'h00000;
     end
   end
   always @* begin
@@ -5282,64 +8485,88 @@ module \hwnorm_topk_s8.math.mul (rst, a, b, c, \neg$12 , steps, start, done, p, 
     end
   end
   assign \$5  = { a_sh, 1'h0 };
-  assign \$6  = { 1'h0, b_sh[20:1] };
+  assign \$6  = { 1'h0, b_sh[19:1] };
 endmodule
 
-module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, a, b, v5, sat_count, o__payload, i__payload);
+module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid, shift, b, a, special, neg, q_lo, q_hi, v5, sat_count, o__payload, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [17:0] \$10 ;
-  wire [26:0] \$11 ;
-  wire [49:0] \$12 ;
-  wire [50:0] \$13 ;
-  wire [51:0] \$14 ;
-  wire [35:0] \$15 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [35:0] \$18 ;
-  wire [35:0] \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [1:0] \$2 ;
-  wire [35:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
-  wire [13:0] \$26 ;
-  reg \$27 ;
-  reg \$28 ;
-  reg \$29 ;
+  wire [21:0] \$25 ;
+  wire [23:0] \$26 ;
+  wire [24:0] \$27 ;
+  wire [23:0] \$28 ;
+  wire \$29 ;
   wire [1:0] \$3 ;
-  reg \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg [12:0] \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg \$39 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire [23:0] \$37 ;
+  wire [23:0] \$38 ;
+  wire [23:0] \$39 ;
   wire [2:0] \$4 ;
-  reg [7:0] \$40 ;
-  reg [25:0] \$41 ;
-  reg [18:0] \$42 ;
-  reg [35:0] \$43 ;
-  reg [35:0] \$44 ;
-  reg [35:0] \$45 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [13:0] \$45 ;
   reg \$46 ;
   reg \$47 ;
-  reg [7:0] \$48 ;
+  reg \$48 ;
+  reg \$49 ;
   wire [1:0] \$5 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg [12:0] \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
+  reg \$57 ;
+  reg \$58 ;
+  reg \$59 ;
   wire [3:0] \$6 ;
+  reg \$60 ;
+  reg \$61 ;
+  reg \$62 ;
+  reg \$63 ;
+  reg \$64 ;
+  reg [7:0] \$65 ;
+  reg [22:0] \$66 ;
+  reg [23:0] \$67 ;
+  reg [23:0] \$68 ;
+  reg [23:0] \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg \$71 ;
+  reg [7:0] \$72 ;
   wire \$8 ;
-  wire [24:0] \$9 ;
-  input [26:0] a;
-  wire [26:0] a;
-  reg [35:0] acc0 = 36'h000000000;
-  input [34:0] b;
-  wire [34:0] b;
+  wire \$9 ;
+  input [13:0] a;
+  wire [13:0] a;
+  reg [23:0] acc0 = 24'h000000;
+  input [22:0] b;
+  wire [22:0] b;
   output busy;
   wire busy;
   output ce;
@@ -5348,6 +8575,12 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   wire clear;
   input clk;
   wire clk;
+  reg force_hi0_0 = 1'h0;
+  reg force_hi0_1 = 1'h0;
+  reg force_hi0_2 = 1'h0;
+  reg force_lo0_0 = 1'h0;
+  reg force_lo0_1 = 1'h0;
+  reg force_lo0_2 = 1'h0;
   input [7:0] i__payload;
   wire [7:0] i__payload;
   wire [7:0] \i__payload[0] ;
@@ -5356,6 +8589,8 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   wire i__valid;
   input mask;
   wire mask;
+  input neg;
+  wire neg;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -5370,16 +8605,21 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg ok4 = 1'h0;
   reg ok5 = 1'h0;
   reg over0 = 1'h0;
-  reg [25:0] p0_0 = 26'h0000000;
-  reg [18:0] p0_17 = 19'h00000;
-  reg [35:0] q0 = 36'h000000000;
-  reg [35:0] qs0 = 36'h000000000;
+  reg [22:0] p0_0 = 23'h000000;
+  reg [23:0] q0 = 24'h000000;
+  input [9:0] q_hi;
+  wire [9:0] q_hi;
+  input [9:0] q_lo;
+  wire [9:0] q_lo;
+  reg [23:0] qs0 = 24'h000000;
   input rst;
   wire rst;
   output [12:0] sat_count;
   reg [12:0] sat_count = 13'h0000;
   input [3:0] shift;
   wire [3:0] shift;
+  input special;
+  wire special;
   reg under0 = 1'h0;
   reg v0 = 1'h0;
   reg v1 = 1'h0;
@@ -5391,28 +8631,79 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   reg [7:0] x0 = 8'h00;
   (* init = 8'h00 *)
   wire [7:0] y0;
+  assign \$27  = $signed(\$26 ) + $signed(b);
+  assign \$28  = $signed(acc0) >>> shift;
+  assign \$29  = ~ force_lo0_2;
+  assign \$30  = $signed(qs0) > $signed(8'h7f);
+  assign \$31  = \$29  & \$30 ;
+  assign \$32  = force_hi0_2 | \$31 ;
+  assign \$33  = ~ force_hi0_2;
+  assign \$34  = $signed(qs0) < $signed(8'h80);
+  assign \$35  = \$33  & \$34 ;
+  assign \$36  = force_lo0_2 | \$35 ;
+  assign \$37  = under0 ? 24'hffff80 : q0;
+  assign \$38  = over0 ? 24'h00007f : \$37 ;
+  assign \$39  = ok4 ? \$38  : 24'h000000;
+  assign \$40  = ~ clear;
+  assign \$41  = \$40  & ce;
+  assign \$42  = v4 & ok4;
+  assign \$43  = over0 | under0;
+  assign \$44  = \$42  & \$43 ;
+  assign \$45  = sat_count + \$44 ;
   always @(posedge clk)
-    ok4 <= \$38 ;
+    v0 <= \$46 ;
   always @(posedge clk)
-    ok5 <= \$39 ;
+    v1 <= \$47 ;
   always @(posedge clk)
-    x0 <= \$40 ;
+    v2 <= \$48 ;
   always @(posedge clk)
-    p0_0 <= \$41 ;
+    v3 <= \$49 ;
   always @(posedge clk)
-    p0_17 <= \$42 ;
+    v4 <= \$50 ;
   always @(posedge clk)
-    acc0 <= \$43 ;
+    v5 <= \$51 ;
   always @(posedge clk)
-    qs0 <= \$44 ;
+    sat_count <= \$52 ;
   always @(posedge clk)
-    q0 <= \$45 ;
+    ok0 <= \$53 ;
   always @(posedge clk)
-    over0 <= \$46 ;
+    ok1 <= \$54 ;
   always @(posedge clk)
-    under0 <= \$47 ;
+    ok2 <= \$55 ;
   always @(posedge clk)
-    o__payload <= \$48 ;
+    ok3 <= \$56 ;
+  always @(posedge clk)
+    ok4 <= \$57 ;
+  always @(posedge clk)
+    ok5 <= \$58 ;
+  always @(posedge clk)
+    force_hi0_0 <= \$59 ;
+  always @(posedge clk)
+    force_lo0_0 <= \$60 ;
+  always @(posedge clk)
+    force_hi0_1 <= \$61 ;
+  always @(posedge clk)
+    force_lo0_1 <= \$62 ;
+  always @(posedge clk)
+    force_hi0_2 <= \$63 ;
+  always @(posedge clk)
+    force_lo0_2 <= \$64 ;
+  always @(posedge clk)
+    x0 <= \$65 ;
+  always @(posedge clk)
+    p0_0 <= \$66 ;
+  always @(posedge clk)
+    acc0 <= \$67 ;
+  always @(posedge clk)
+    qs0 <= \$68 ;
+  always @(posedge clk)
+    q0 <= \$69 ;
+  always @(posedge clk)
+    over0 <= \$70 ;
+  always @(posedge clk)
+    under0 <= \$71 ;
+  always @(posedge clk)
+    o__payload <= \$72 ;
   assign \$1  = ~ v5;
   assign ce = \$1  | o__ready;
   assign \$2  = v0 + v1;
@@ -5423,120 +8714,30 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign busy = | \$6 ;
   assign \$7  = ~ clear;
   assign \$8  = \$7  & ce;
-  assign \$9  = $signed(x0) * $signed({ 1'h0, a[16:0] });
-  assign \$10  = $signed(x0) * $signed(a[26:17]);
-  assign \$13  = $signed(\$11 ) + $signed(\$12 );
-  assign \$14  = $signed(\$13 ) + $signed(b);
-  assign \$15  = $signed(acc0) >>> shift;
-  assign \$16  = $signed(qs0) > $signed(8'h7f);
-  assign \$17  = $signed(qs0) < $signed(8'h80);
-  assign \$18  = under0 ? 36'hfffffff80 : q0;
-  assign \$19  = over0 ? 36'h00000007f : \$18 ;
-  assign \$20  = ok4 ? \$19  : 36'h000000000;
+  assign \$9  = $signed(x0) < $signed(q_lo);
+  assign \$10  = special & \$9 ;
+  assign \$11  = $signed(x0) > $signed(q_hi);
+  assign \$12  = special & \$11 ;
+  assign \$13  = neg ? \$10  : \$12 ;
+  assign \$14  = $signed(x0) > $signed(q_hi);
+  assign \$15  = special & \$14 ;
+  assign \$16  = $signed(x0) < $signed(q_lo);
+  assign \$17  = special & \$16 ;
+  assign \$18  = neg ? \$15  : \$17 ;
+  assign \$19  = ~ clear;
+  assign \$20  = \$19  & ce;
   assign \$21  = ~ clear;
   assign \$22  = \$21  & ce;
-  assign \$23  = v4 & ok4;
-  assign \$24  = over0 | under0;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = sat_count + \$25 ;
-  always @(posedge clk)
-    v0 <= \$27 ;
-  always @(posedge clk)
-    v1 <= \$28 ;
-  always @(posedge clk)
-    v2 <= \$29 ;
-  always @(posedge clk)
-    v3 <= \$30 ;
-  always @(posedge clk)
-    v4 <= \$31 ;
-  always @(posedge clk)
-    v5 <= \$32 ;
-  always @(posedge clk)
-    sat_count <= \$33 ;
-  always @(posedge clk)
-    ok0 <= \$34 ;
-  always @(posedge clk)
-    ok1 <= \$35 ;
-  always @(posedge clk)
-    ok2 <= \$36 ;
-  always @(posedge clk)
-    ok3 <= \$37 ;
+  assign \$23  = ~ clear;
+  assign \$24  = \$23  & ce;
+  assign \$25  = $signed(x0) * $signed(a);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$39  = ok5;
+    \$46  = v0;
     if (clear) begin
+      \$46  = 1'h0;
     end else if (ce) begin
-      \$39  = ok4;
-    end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$40  = x0;
-    if (\$8 ) begin
-      \$40  = i__payload;
-    end
-    if (rst) begin
-      \$40  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = p0_0;
-    if (\$8 ) begin
-      \$41  = { \$9 [24], \$9  };
-    end
-    if (rst) begin
-      \$41  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = p0_17;
-    if (\$8 ) begin
-      \$42  = { \$10 [17], \$10  };
-    end
-    if (rst) begin
-      \$42  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = acc0;
-    if (\$8 ) begin
-      \$43  = \$14 [35:0];
-    end
-    if (rst) begin
-      \$43  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = qs0;
-    if (\$8 ) begin
-      \$44  = \$15 ;
-    end
-    if (rst) begin
-      \$44  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = q0;
-    if (\$8 ) begin
-      \$45  = qs0;
-    end
-    if (rst) begin
-      \$45  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = over0;
-    if (\$8 ) begin
-      \$46  = \$16 ;
+      \$46  = i__valid;
     end
     if (rst) begin
       \$46  = 1'h0;
@@ -5544,9 +8745,11 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = under0;
-    if (\$8 ) begin
-      \$47  = \$17 ;
+    \$47  = v1;
+    if (clear) begin
+      \$47  = 1'h0;
+    end else if (ce) begin
+      \$47  = v0;
     end
     if (rst) begin
       \$47  = 1'h0;
@@ -5554,152 +8757,269 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = o__payload;
+    \$48  = v2;
+    if (clear) begin
+      \$48  = 1'h0;
+    end else if (ce) begin
+      \$48  = v1;
+    end
+    if (rst) begin
+      \$48  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = v3;
+    if (clear) begin
+      \$49  = 1'h0;
+    end else if (ce) begin
+      \$49  = v2;
+    end
+    if (rst) begin
+      \$49  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = v4;
+    if (clear) begin
+      \$50  = 1'h0;
+    end else if (ce) begin
+      \$50  = v3;
+    end
+    if (rst) begin
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$51  = v5;
+    if (clear) begin
+      \$51  = 1'h0;
+    end else if (ce) begin
+      \$51  = v4;
+    end
+    if (rst) begin
+      \$51  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$52  = sat_count;
+    if (clear) begin
+      \$52  = 13'h0000;
+    end
+    if (\$41 ) begin
+      \$52  = \$45 [12:0];
+    end
+    if (rst) begin
+      \$52  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$53  = ok0;
+    if (clear) begin
+    end else if (ce) begin
+      \$53  = mask;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$54  = ok1;
+    if (clear) begin
+    end else if (ce) begin
+      \$54  = ok0;
+    end
+    if (rst) begin
+      \$54  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$55  = ok2;
+    if (clear) begin
+    end else if (ce) begin
+      \$55  = ok1;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$56  = ok3;
+    if (clear) begin
+    end else if (ce) begin
+      \$56  = ok2;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$57  = ok4;
+    if (clear) begin
+    end else if (ce) begin
+      \$57  = ok3;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$58  = ok5;
+    if (clear) begin
+    end else if (ce) begin
+      \$58  = ok4;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$59  = force_hi0_0;
     if (\$8 ) begin
-      \$48  = \$20 [7:0];
+      \$59  = \$13 ;
     end
     if (rst) begin
-      \$48  = 8'h00;
+      \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$27  = v0;
-    if (clear) begin
-      \$27  = 1'h0;
-    end else if (ce) begin
-      \$27  = i__valid;
+    \$60  = force_lo0_0;
+    if (\$8 ) begin
+      \$60  = \$18 ;
     end
     if (rst) begin
-      \$27  = 1'h0;
+      \$60  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$28  = v1;
-    if (clear) begin
-      \$28  = 1'h0;
-    end else if (ce) begin
-      \$28  = v0;
+    \$61  = force_hi0_1;
+    if (\$20 ) begin
+      \$61  = force_hi0_0;
     end
     if (rst) begin
-      \$28  = 1'h0;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$29  = v2;
-    if (clear) begin
-      \$29  = 1'h0;
-    end else if (ce) begin
-      \$29  = v1;
+    \$62  = force_lo0_1;
+    if (\$20 ) begin
+      \$62  = force_lo0_0;
     end
     if (rst) begin
-      \$29  = 1'h0;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$30  = v3;
-    if (clear) begin
-      \$30  = 1'h0;
-    end else if (ce) begin
-      \$30  = v2;
-    end
-    if (rst) begin
-      \$30  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$31  = v4;
-    if (clear) begin
-      \$31  = 1'h0;
-    end else if (ce) begin
-      \$31  = v3;
-    end
-    if (rst) begin
-      \$31  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$32  = v5;
-    if (clear) begin
-      \$32  = 1'h0;
-    end else if (ce) begin
-      \$32  = v4;
-    end
-    if (rst) begin
-      \$32  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$33  = sat_count;
-    if (clear) begin
-      \$33  = 13'h0000;
-    end
+    \$63  = force_hi0_2;
     if (\$22 ) begin
-      \$33  = \$26 [12:0];
+      \$63  = force_hi0_1;
     end
     if (rst) begin
-      \$33  = 13'h0000;
+      \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$34  = ok0;
-    if (clear) begin
-    end else if (ce) begin
-      \$34  = mask;
+    \$64  = force_lo0_2;
+    if (\$22 ) begin
+      \$64  = force_lo0_1;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$35  = ok1;
-    if (clear) begin
-    end else if (ce) begin
-      \$35  = ok0;
+    \$65  = x0;
+    if (\$24 ) begin
+      \$65  = i__payload;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$65  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$36  = ok2;
-    if (clear) begin
-    end else if (ce) begin
-      \$36  = ok1;
+    \$66  = p0_0;
+    if (\$24 ) begin
+      \$66  = { \$25 [21], \$25  };
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$66  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$37  = ok3;
-    if (clear) begin
-    end else if (ce) begin
-      \$37  = ok2;
+    \$67  = acc0;
+    if (\$24 ) begin
+      \$67  = \$27 [23:0];
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$67  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$38  = ok4;
-    if (clear) begin
-    end else if (ce) begin
-      \$38  = ok3;
+    \$68  = qs0;
+    if (\$24 ) begin
+      \$68  = \$28 ;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$68  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$69  = q0;
+    if (\$24 ) begin
+      \$69  = qs0;
+    end
+    if (rst) begin
+      \$69  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$70  = over0;
+    if (\$24 ) begin
+      \$70  = \$32 ;
+    end
+    if (rst) begin
+      \$70  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$71  = under0;
+    if (\$24 ) begin
+      \$71  = \$36 ;
+    end
+    if (rst) begin
+      \$71  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$72  = o__payload;
+    if (\$24 ) begin
+      \$72  = \$39 [7:0];
+    end
+    if (rst) begin
+      \$72  = 8'h00;
     end
   end
   assign i__ready = ce;
@@ -5707,8 +9027,7 @@ module \hwnorm_topk_s8.norm (o__ready, clk, rst, mask, ce, busy, clear, i__valid
   assign y0 = o__payload;
   assign \o__payload[0]  = o__payload;
   assign \i__payload[0]  = i__payload;
-  assign \$11  = { p0_0[25], p0_0 };
-  assign \$12  = { p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17[18], p0_17, 17'h00000 };
+  assign \$26  = { p0_0[22], p0_0 };
 endmodule
 
 module \hwnorm_topk_s8.stats_unit (clk, rst, mask, clear, valid, sum, top, bottom, pop, \pop$26 , x);

@@ -1,6 +1,7 @@
 """ChannelMath alone in amaranth.sim: a stand-in statistics unit whose outputs the test sets from a few lines of
 NumPy, the training ('mid' for L1, then 'train') and the inference programs, against the golden model's
-per-channel constants (Den, and A, B, SH and the special regime's flag, sign and q from golden.channel_constants); the latency ChannelMath.latency_for states."""
+per-channel constants (Den, and A, B, SH and the special regime's flag, sign and q from golden.channel_constants);
+the latency ChannelMath.latency_for states."""
 import random
 
 import numpy as np

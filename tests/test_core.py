@@ -173,8 +173,9 @@ def test_datasheet_states_the_formulas_eps_rounding_saturation_and_last_beat(l1c
     cf, fi = cfg.const_frac_bits, cfg.in_fmt.frac
     for words in ("## Numerics", "sigma_hat = sqrt(pi/2) mean|x - mu| + eps", "c 2 (n S_hi - c_hi S) + neps",
                   f"eps_int = max(1, round(eps 2^(CF + F_in))) = {cfg.eps_int}", f"in units of 2^-{cf + fi} input units",
-                  f"R = floor(2^(L + Q) / Den)  (Q = recip_bits = {cfg.recip_bits})", "K = 2^MF,  C = mean",
-                  f"A = floor(K M 2^pre / 2^t) ({cfg.a_bits} bits)", "round half up", "y = clamp(q, -128, 127)",
+                  f"Dn = Den's top D bits (D = {cfg.dn_bits}", "K = 2^MF,  C = mean",
+                  f"A = sgn(gamma) X ({cfg.a_bits} bits)", f"m = {cfg.gain_bits} (mantissa_bits)",
+                  "x < x0 or x > x0 + 1 saturates", "round half up", "y = clamp(q, -128, 127)",
                   "its other output lanes are 0", "an inference channel reports sum = den = 0",
                   "my_norm_channel_params"):
         assert words in md, words

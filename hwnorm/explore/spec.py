@@ -7,13 +7,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import KINDS, LANES, ROUNDING_MODES, FixedFormat, NormConfig
+from ..config import KINDS, LANES, MANTISSA_MAX, ROUNDING_MODES, FixedFormat, NormConfig
 
-AXES = ("kind", "formats", "lanes", "chunks", "k", "rounding", "max_count", "stat_frac_bits", "eps")
+AXES = ("kind", "formats", "lanes", "chunks", "k", "rounding", "max_count", "stat_frac_bits", "eps", "mantissa_bits")
 AXIS_HELP = {"kind": ", ".join(KINDS), "formats": "'s<bits>' (e.g. 's8', 's16') or an 'in:out' pair such as 's6.2:s6.3'",
              "lanes": ", ".join(map(str, LANES)), "chunks": "integers in [1, 64] (range only)",
              "k": "integers in [1, 32] (topk only)", "rounding": ", ".join(ROUNDING_MODES),
-             "max_count": "integers in [1, 1048576]", "stat_frac_bits": "integers in [0, 16]", "eps": "floats in (0, 1)"}
+             "max_count": "integers in [1, 1048576]", "stat_frac_bits": "integers in [0, 16]", "eps": "floats in (0, 1)",
+             "mantissa_bits": f"integers in [the configuration's mantissa_min (14 at s8, 22 at s16), {MANTISSA_MAX}]"}
 MEASUREMENTS = {"synth": {"pnr": bool, "cpus": (int, float)},
                 "numerics": {"seed": int, "trials": int, "cpus": (int, float)},
                 "accuracy": {"dataset": str, "seeds": list, "epochs": int, "train_limit": int, "cpus": (int, float)}}
@@ -112,6 +113,8 @@ def _check_axis_value(axis: str, value):
         except (ValueError, TypeError):
             raise bad from None
     if axis == "eps" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1):
+        raise bad
+    if axis == "mantissa_bits" and (isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= MANTISSA_MAX):
         raise bad
 
 

@@ -2,9 +2,9 @@
 
 Between the passes it turns the channel's statistics into Den (the kind's deviation) and the normalize pass's
 constants: an m-bit gain mantissa A from Den's top D bits, its shift SH, and B from floor(mu) and the mean's remainder
-(or the special regime's two-point line); in inference it turns the given mean and scale into the same. Each program is a fixed list of steps on a shift-add multiplier, a
-restoring divider and (L2, semidev) a square root, so its latency is fixed and known (`latency`), and paid once
-per channel, not per value.
+(or the special regime's two-point line); in inference it turns the given mean and scale into the same. Each
+program is a fixed list of steps on a shift-add multiplier, a restoring divider, (L2, semidev) a square root and
+serial shifts, so its latency is fixed and known (`latency`), and paid once per channel, not per value.
 """
 from dataclasses import dataclass
 
@@ -150,8 +150,7 @@ class ChannelMath(wiring.Component):
     def programs(self, st):
         """{entry: [steps]} over the statistics unit `st` (its outputs are stable while a program runs)."""
         cfg, chan = self.cfg, self.chan
-        n, s = chan.count, st.sum
-        q = cfg.recip_bits
+        s = st.sum
         r = self._regs
         progs = {"mid": [], "train": [], "infer": []}
         if cfg.inference_only:
@@ -296,7 +295,8 @@ class ChannelMath(wiring.Component):
         steps = head + [
             normalize,
             Set([shr.eq(sh1), zero.eq(~top_n)]),
-            Div(q1, nn << lift, dn, m_bits),                            # Am, or 2 Am: one bit too many
+            # Am, or 2 Am: one bit too many (inference: Dn = 2**(D-1), so the quotient is a slice)
+            Div(q1, nn << lift, dn, m_bits) if train else Set([q1.eq((nn << lift) >> (d_bits - 1))]),
             Set([xm.eq(Mux(zero, 0, Mux(q1[m_bits - 1], q1 >> 1, q1))),
                  shr.eq(Mux(zero, lo_sh, shr - q1[m_bits - 1])), cnt.eq(0)]),
             Set([spec.eq(~zero & under)]),

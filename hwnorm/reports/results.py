@@ -12,6 +12,10 @@ KIND_LABEL = {"l2": "L2 (baseline)", "range": "Range", "l1": "L1", "linf": "L-in
               "mad": "MAD", "semidev": "Semi-deviation", "cvar": "CVaR (alpha=0.995)", "frn": "FRN+TLU",
               "frn_range": "FRN-Range+TLU", "frn_l1": "FRN-L1+TLU", "frn_linf": "FRN-Linf+TLU"}
 BEFORE_JSON = DOCS / "synth_before.json"
+BEFORE_FLOOR_JSON = DOCS / "synth_before_floor.json"       # the sweep before issue 20's floor-level datapath
+LANE_COST_JSON = DOCS / "lane_cost.json"
+FLOOR_GOALS = {"range_s8_p1": 3500, "l2_s8_p1": 3600}        # issue 20's gate goals
+FLOOR_RATIO = 1 / 1.8                                          # every configuration >= 1.8x fewer gates
 FMAX_TARGET_MHZ = 100.0
 # The published peer (/work/shared/style.md: DeepWok/mase group norm, synthesized with this project's flow).
 PEER = {"luts": 1600, "dsps": 20, "brams": 4, "text": "group norm, a fixed 64-value group, no affine step, "
@@ -93,6 +97,74 @@ def targets(rows: dict, before: dict) -> list[dict]:
                                 f"{fmax[slow]:.1f} MHz ({slow})" + (f"; {missing} without Fmax" if missing else ""),
                     "met": len(ok) == len(rows)})
     return out
+
+
+def lane_fit(gates: dict) -> tuple[float, float]:
+    """(fixed part, gates per added lane): the least-squares line through {lanes: gates}."""
+    xs, ys = [int(k) for k in gates], list(gates.values())
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def floor_targets(rows: dict, before: dict, lanes: dict | None) -> list[dict]:
+    """Issue 20's goals from one sweep (and the per-lane table, if measured): {what, target, measured, met}."""
+    out = []
+    for name, bound in FLOOR_GOALS.items():
+        r, b = rows.get(name, {}), before.get(name, {})
+        out.append({"what": f"{name}, two-input gates (before: {b.get('gates', '-')})", "target": f"<= {bound}",
+                    "measured": str(r["gates"]) if "gates" in r else "-",
+                    "met": r["gates"] <= bound if "gates" in r else None})
+    ratios = {n: r["gates"] / before[n]["gates"] for n, r in rows.items() if before.get(n, {}).get("gates")}
+    if ratios:
+        worst = max(ratios, key=ratios.get)
+        ok = sum(v <= FLOOR_RATIO for v in ratios.values())
+        out.append({"what": "whole datapath, two-input gates, before / after, every configuration",
+                    "target": ">= 1.80 each", "met": ok == len(ratios),
+                    "measured": f"{ok} of {len(ratios)} meet; least {1 / ratios[worst]:.2f} ({worst}), most "
+                                f"{1 / min(ratios.values()):.2f}"})
+    r = _ratio(rows, "range_s8_p1", "l2_s8_p1", "gates")
+    out.append({"what": "Range / L2, two-input gates, 8 bits 1 lane", "target": "<= 0.92",
+                "measured": f"{r:.2f}" if r is not None else "-", "met": r <= 0.92 if r is not None else None})
+    if lanes and "l2_s8" in lanes:
+        l2 = lanes["l2_s8"].get("8") or lanes["l2_s8"].get(8)
+        per = [f"{k.rsplit('_', 1)[0]} {(v.get('8') or v.get(8)) / l2:.2f}" for k, v in lanes.items()
+               if k.endswith("_s8") and k != "l2_s8"]
+        out.append({"what": "each kind / L2, two-input gates, 8 bits 8 lanes", "target": "reported",
+                    "measured": ", ".join(per), "met": None})
+    fmax = {n: r["fmax_ecp5"] for n, r in rows.items() if r.get("fmax_ecp5")}
+    if fmax:
+        slow = min(fmax, key=fmax.get)
+        ok = sum(f >= FMAX_TARGET_MHZ for f in fmax.values())
+        out.append({"what": "Fmax on the ECP5, every configuration", "target": f">= {FMAX_TARGET_MHZ:.0f} MHz each",
+                    "measured": f"{ok} of {len(rows)} meet; slowest {fmax[slow]:.1f} MHz ({slow})",
+                    "met": ok == len(rows)})
+    return out
+
+
+def lane_cost_table(lanes: dict | None) -> str:
+    """The per-lane cost: gates at lanes 1, 2, 4, 8, the fixed part and each added lane (least squares), per kind."""
+    if not lanes:
+        return "Not measured yet: `hwnorm synth --lanes-table`."
+    out = ["| config | lanes 1 | lanes 2 | lanes 4 | lanes 8 | fixed part | per added lane | 8 lanes / L2's |",
+           "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(lanes, key=lambda k: (int(k.rsplit("_s", 1)[1]), KIND_ORDER.index(k.rsplit("_s", 1)[0]))):
+        g = {int(n): v for n, v in lanes[key].items()}
+        fixed, per = lane_fit(g)
+        l2 = lanes.get(f"l2_s{key.rsplit('_s', 1)[1]}", {})
+        l2_8 = l2.get("8") or l2.get(8)
+        rel = f"{g[8] / l2_8:.2f}" if l2_8 and 8 in g else "-"
+        out.append(f"| {key} | " + " | ".join(str(g.get(n, "-")) for n in (1, 2, 4, 8)) +
+                   f" | {fixed:.0f} | {per:.0f} | {rel} |")
+    return "\n".join(out)
+
+
+def floor_targets_table(rows: dict, before: dict, lanes: dict | None) -> str:
+    out = ["| issue 20 goal | bound | measured | met |", "|---|---|---|---|"]
+    for t in floor_targets(rows, before, lanes):
+        met = "-" if t["met"] is None else ("yes" if t["met"] else "no")
+        out.append(f"| {t['what']} | {t['target']} | {t['measured']} | {met} |")
+    return "\n".join(out)
 
 
 def targets_table(rows: dict, before: dict) -> str:
@@ -605,6 +677,15 @@ def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, benc
         parts += [peer, ""]
     parts += ["![area per kind](img/area_per_kind.png)", "",
               "![area against numeric error](img/area_vs_error.png)", "",
+              "## Issue 20 goals: the floor-level datapath", "",
+              "Measured from this one sweep; \"before\" is `docs/synth_before_floor.json` (this report's figures before "
+              "the floor-level datapath).", "",
+              floor_targets_table(rows, load_before(BEFORE_FLOOR_JSON), load_json(LANE_COST_JSON)), "",
+              "### Per-lane cost (`hwnorm synth --lanes-table`)", "",
+              "Generic two-input gates of the whole datapath at 1, 2, 4 and 8 lanes (the same flow as below, no FPGA "
+              "steps); the fixed part and the cost of each added lane are the least-squares line through the four. "
+              "The lanes are what scales in an accelerator.", "",
+              "<!-- lane_cost:begin -->", lane_cost_table(load_json(LANE_COST_JSON)), "<!-- lane_cost:end -->", "",
               "## Issue 8 targets", "",
               "Measured from this one sweep; \"before\" is `docs/synth_before.json` (the figures of this report before "
               "the datapath redesign). A bound of \"reported\" means issue 8 asks for the ratio without one.", "",
@@ -620,9 +701,9 @@ def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, benc
         if failed:
             parts += ["Failed (no row written): " + ", ".join(failed), ""]
     parts += ["### Before and after", "",
-              "Per configuration, `docs/synth_before.json` -> this sweep (ECP5 figures before exist for range_s8_p1 "
-              "and l2_s8_p1 only; iCE40 Fmax before only where the design fitted the HX8K).", "",
-              before_after_table(rows, before), "",
+              "Per configuration, `docs/synth_before_floor.json` (the sweep before issue 20's floor-level datapath) -> "
+              "this sweep (iCE40 figures before are not in it).", "",
+              before_after_table(rows, load_before(BEFORE_FLOOR_JSON)), "",
               "### Relative to the L2 baseline", "",
               "Two-input gates of each kind relative to L2 at the same width and lanes: the whole datapath, and "
               "its statistics unit alone (the sum and the kind's deviation hardware: what distinguishes the kinds; "

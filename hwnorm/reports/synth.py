@@ -288,6 +288,41 @@ def synth(cfg: NormConfig, pnr: bool = True) -> dict:
     return row
 
 
+def lane_gates(cfg: NormConfig) -> int:
+    """Generic two-input gates of cfg's whole datapath alone (no FPGA flow): the per-lane cost table's unit, cached."""
+    text = verilog_text(cfg, name=TOP)
+    who = f"lane cost of {cfg.describe()}"
+
+    def build(work: Path) -> dict:
+        (work / "top.v").write_text(text)
+        return generic_gates(work, TOP, who, {})
+
+    return _cached(f"gates-{cfg.name}", f"{FLOW_VERSION}\ngates\n{text}", build)["gates"]
+
+
+LANE_COUNTS = (1, 2, 4, 8)
+
+
+def lane_cost(kinds, widths, jobs: int = 2, progress=None) -> dict:
+    """{"<kind>_s<w>": {lanes: gates}} for lanes 1, 2, 4, 8 of every default configuration asked for (generic gates,
+    `jobs` syntheses at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    from ..config import default_configs
+    defaults = default_configs()
+    jobs_list = [(f"{k}_s{w}", n, replace(defaults[f"{k}_s{w}"], lanes=n)) for w in widths for k in kinds
+                 for n in LANE_COUNTS]
+    out: dict = {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [(key, n, pool.submit(lane_gates, cfg)) for key, n, cfg in jobs_list]
+        for key, n, fut in futures:
+            out.setdefault(key, {})[n] = fut.result()
+            if progress is not None:
+                progress.update(1)
+    return out
+
+
 def ice40_fmax(cfg: NormConfig, luts_nodsp: int) -> dict:
     """iCE40 Fmax where the design fits an HX8K (cached separately: it costs as much as the ECP5 flow);
     luts_nodsp is the design's iCE40 LUT4 count without DSPs (synth()'s ice40_luts_nodsp)."""
