@@ -609,205 +609,206 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   wire \$10 ;
   wire \$100 ;
   wire \$101 ;
-  wire [15:0] \$102 ;
-  wire [5:0] \$103 ;
-  wire \$104 ;
-  wire [43:0] \$105 ;
+  wire \$102 ;
+  wire [15:0] \$103 ;
+  wire [5:0] \$104 ;
+  wire \$105 ;
   wire [43:0] \$106 ;
-  wire \$107 ;
+  wire [43:0] \$107 ;
   wire \$108 ;
-  wire [39:0] \$109 ;
+  wire \$109 ;
   wire [42:0] \$11 ;
-  wire [6:0] \$110 ;
-  wire \$111 ;
-  wire [23:0] \$112 ;
-  wire [5:0] \$113 ;
-  wire [6:0] \$114 ;
-  wire \$115 ;
-  wire [5:0] \$116 ;
-  wire [6:0] \$117 ;
-  wire \$118 ;
-  wire [29:0] \$119 ;
+  wire [39:0] \$110 ;
+  wire [6:0] \$111 ;
+  wire \$112 ;
+  wire [23:0] \$113 ;
+  wire [5:0] \$114 ;
+  wire [6:0] \$115 ;
+  wire \$116 ;
+  wire [5:0] \$117 ;
+  wire [6:0] \$118 ;
+  wire \$119 ;
   wire [27:0] \$12 ;
-  wire \$120 ;
-  wire [43:0] \$121 ;
+  wire [29:0] \$120 ;
+  wire \$121 ;
   wire [43:0] \$122 ;
-  wire \$123 ;
-  wire [15:0] \$124 ;
+  wire [43:0] \$123 ;
+  wire \$124 ;
   wire [15:0] \$125 ;
   wire [15:0] \$126 ;
-  wire [9:0] \$127 ;
+  wire [15:0] \$127 ;
   wire [9:0] \$128 ;
-  wire \$129 ;
+  wire [9:0] \$129 ;
   wire \$13 ;
   wire \$130 ;
   wire \$131 ;
   wire \$132 ;
-  wire [26:0] \$133 ;
-  wire [9:0] \$134 ;
-  wire \$135 ;
+  wire \$133 ;
+  wire [26:0] \$134 ;
+  wire [9:0] \$135 ;
   wire \$136 ;
   wire \$137 ;
   wire \$138 ;
-  wire [27:0] \$139 ;
+  wire \$139 ;
   wire [10:0] \$14 ;
-  wire [9:0] \$140 ;
-  wire [4:0] \$141 ;
-  wire [6:0] \$142 ;
-  wire \$143 ;
+  wire [27:0] \$140 ;
+  wire [9:0] \$141 ;
+  wire [4:0] \$142 ;
+  wire [6:0] \$143 ;
   wire \$144 ;
-  wire [8:0] \$145 ;
+  wire \$145 ;
   wire [8:0] \$146 ;
-  wire \$147 ;
-  wire [43:0] \$148 ;
+  wire [8:0] \$147 ;
+  wire \$148 ;
   wire [43:0] \$149 ;
   wire [10:0] \$15 ;
-  wire \$150 ;
-  wire [22:0] \$151 ;
-  wire [15:0] \$152 ;
+  wire [43:0] \$150 ;
+  wire \$151 ;
+  wire [22:0] \$152 ;
   wire [15:0] \$153 ;
-  wire [23:0] \$154 ;
-  wire [29:0] \$155 ;
-  wire \$156 ;
-  wire [27:0] \$157 ;
+  wire [15:0] \$154 ;
+  wire [23:0] \$155 ;
+  wire [29:0] \$156 ;
+  wire \$157 ;
   wire [27:0] \$158 ;
-  wire [31:0] \$159 ;
+  wire [27:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
+  wire [31:0] \$160 ;
   wire \$161 ;
-  wire [30:0] \$162 ;
+  wire \$162 ;
   wire [30:0] \$163 ;
-  wire \$164 ;
+  wire [30:0] \$164 ;
   wire \$165 ;
-  wire [31:0] \$166 ;
+  wire \$166 ;
   wire [31:0] \$167 ;
-  wire [23:0] \$168 ;
-  wire \$169 ;
+  wire [31:0] \$168 ;
+  wire [23:0] \$169 ;
   wire \$17 ;
-  wire [27:0] \$170 ;
+  wire \$170 ;
   wire [27:0] \$171 ;
   wire [27:0] \$172 ;
-  wire [30:0] \$173 ;
-  wire \$174 ;
-  wire [10:0] \$175 ;
-  wire [15:0] \$176 ;
-  wire \$177 ;
-  wire [39:0] \$178 ;
-  wire [6:0] \$179 ;
+  wire [27:0] \$173 ;
+  wire [30:0] \$174 ;
+  wire \$175 ;
+  wire [10:0] \$176 ;
+  wire [15:0] \$177 ;
+  wire \$178 ;
+  wire [39:0] \$179 ;
   wire [8:0] \$18 ;
-  wire \$180 ;
-  wire [23:0] \$181 ;
-  wire [5:0] \$182 ;
-  wire [6:0] \$183 ;
-  wire \$184 ;
-  wire [6:0] \$185 ;
-  wire [8:0] \$186 ;
-  wire \$187 ;
-  wire [29:0] \$188 ;
+  wire [6:0] \$180 ;
+  wire \$181 ;
+  wire [23:0] \$182 ;
+  wire [5:0] \$183 ;
+  wire [6:0] \$184 ;
+  wire \$185 ;
+  wire [6:0] \$186 ;
+  wire [8:0] \$187 ;
+  wire \$188 ;
   wire [29:0] \$189 ;
   wire [8:0] \$19 ;
-  wire [15:0] \$190 ;
+  wire [29:0] \$190 ;
   wire [15:0] \$191 ;
   wire [15:0] \$192 ;
-  wire [9:0] \$193 ;
+  wire [15:0] \$193 ;
   wire [9:0] \$194 ;
-  wire \$195 ;
+  wire [9:0] \$195 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
-  wire [26:0] \$199 ;
+  wire \$199 ;
   wire [4:0] \$2 ;
   wire \$20 ;
-  wire [9:0] \$200 ;
-  wire \$201 ;
+  wire [26:0] \$200 ;
+  wire [9:0] \$201 ;
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
-  wire [27:0] \$205 ;
-  wire [9:0] \$206 ;
-  wire [4:0] \$207 ;
-  wire [6:0] \$208 ;
-  wire \$209 ;
+  wire \$205 ;
+  wire [27:0] \$206 ;
+  wire [9:0] \$207 ;
+  wire [4:0] \$208 ;
+  wire [6:0] \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [8:0] \$211 ;
+  wire \$211 ;
   wire [8:0] \$212 ;
-  wire [41:0] \$213 ;
-  wire [22:0] \$214 ;
-  wire [15:0] \$215 ;
+  wire [8:0] \$213 ;
+  wire [41:0] \$214 ;
+  wire [22:0] \$215 ;
   wire [15:0] \$216 ;
-  wire [23:0] \$217 ;
-  wire [29:0] \$218 ;
-  wire \$219 ;
+  wire [15:0] \$217 ;
+  wire [23:0] \$218 ;
+  wire [29:0] \$219 ;
   wire [10:0] \$22 ;
-  wire [27:0] \$220 ;
+  wire \$220 ;
   wire [27:0] \$221 ;
-  wire [31:0] \$222 ;
-  wire \$223 ;
+  wire [27:0] \$222 ;
+  wire [31:0] \$223 ;
   wire \$224 ;
-  wire [30:0] \$225 ;
+  wire \$225 ;
   wire [30:0] \$226 ;
-  wire \$227 ;
+  wire [30:0] \$227 ;
   wire \$228 ;
-  wire [31:0] \$229 ;
+  wire \$229 ;
   wire [10:0] \$23 ;
   wire [31:0] \$230 ;
-  wire [23:0] \$231 ;
-  wire \$232 ;
-  wire [27:0] \$233 ;
+  wire [31:0] \$231 ;
+  wire [23:0] \$232 ;
+  wire \$233 ;
   wire [27:0] \$234 ;
   wire [27:0] \$235 ;
-  wire [30:0] \$236 ;
-  wire \$237 ;
-  wire [10:0] \$238 ;
-  reg \$239 ;
+  wire [27:0] \$236 ;
+  wire [30:0] \$237 ;
+  wire \$238 ;
+  wire [10:0] \$239 ;
   wire \$24 ;
   reg \$240 ;
-  reg [6:0] \$241 ;
-  reg [14:0] \$242 ;
-  reg [4:0] \$243 ;
-  reg [7:0] \$244 ;
-  reg \$245 ;
+  reg \$241 ;
+  reg [6:0] \$242 ;
+  reg [14:0] \$243 ;
+  reg [4:0] \$244 ;
+  reg [7:0] \$245 ;
   reg \$246 ;
-  reg [37:0] \$247 ;
-  reg [38:0] \$248 ;
-  reg [42:0] \$249 ;
+  reg \$247 ;
+  reg [37:0] \$248 ;
+  reg [38:0] \$249 ;
   wire \$25 ;
   reg [42:0] \$250 ;
-  reg \$251 ;
+  reg [42:0] \$251 ;
   reg \$252 ;
-  reg [9:0] \$253 ;
-  reg [13:0] \$254 ;
-  reg [23:0] \$255 ;
-  reg [38:0] \$256 ;
-  reg [22:0] \$257 ;
-  reg [4:0] \$258 ;
-  reg [5:0] \$259 ;
+  reg \$253 ;
+  reg [9:0] \$254 ;
+  reg [13:0] \$255 ;
+  reg [23:0] \$256 ;
+  reg [38:0] \$257 ;
+  reg [22:0] \$258 ;
+  reg [4:0] \$259 ;
   wire \$26 ;
   reg [5:0] \$260 ;
-  reg [8:0] \$261 ;
-  reg \$262 ;
-  reg [15:0] \$263 ;
-  reg [26:0] \$264 ;
-  reg [3:0] \$265 ;
-  reg \$266 ;
-  reg [3:0] \$267 ;
-  reg [41:0] \$268 ;
-  reg [28:0] \$269 ;
+  reg [5:0] \$261 ;
+  reg [8:0] \$262 ;
+  reg \$263 ;
+  reg [15:0] \$264 ;
+  reg [26:0] \$265 ;
+  reg [3:0] \$266 ;
+  reg \$267 ;
+  reg [3:0] \$268 ;
+  reg [41:0] \$269 ;
   wire \$27 ;
-  reg [30:0] \$270 ;
-  reg [31:0] \$271 ;
-  reg [22:0] \$272 ;
+  reg [28:0] \$270 ;
+  reg [30:0] \$271 ;
+  reg [31:0] \$272 ;
   reg [22:0] \$273 ;
-  reg [13:0] \$274 ;
-  reg [22:0] \$275 ;
+  reg [22:0] \$274 ;
+  reg [13:0] \$275 ;
   reg [22:0] \$276 ;
-  reg [13:0] \$277 ;
-  reg \$278 ;
+  reg [22:0] \$277 ;
+  reg [13:0] \$278 ;
   reg \$279 ;
   wire \$28 ;
-  reg [9:0] \$280 ;
+  reg \$280 ;
   reg [9:0] \$281 ;
+  reg [9:0] \$282 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
@@ -1076,215 +1077,216 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   assign \$96  = fsm_state == 7'h47;
   assign \$97  = fsm_state == 7'h48;
   assign \$98  = fsm_state == 7'h49;
-  assign \$99  = merge_step < chan[57:53];
-  assign \$100  = merge_step == 5'h15;
-  assign \$101  = merge_step < chan[57:53];
-  assign \$102  = $signed(hsum) + $signed(head_top_train_1);
-  assign \$103  = merge_step + 1'h1;
-  assign \$104  = $signed(div_num) < $signed(1'h0);
-  assign \$105  = - $signed(div_num);
-  assign \$106  = \$104  ? \$105  : { div_num[42], div_num };
-  assign \$107  = $signed(div_num) < $signed(1'h0);
-  assign \$108  = ~ den_norm[38];
-  assign \$110  = den_zeros + 1'h1;
-  assign \$111  = ~ num_norm[22];
-  assign \$113  = num_zeros + 1'h1;
-  assign \$114  = loop_n + 1'h1;
-  assign \$115  = loop_n == 6'h26;
-  assign \$116  = 4'hb + num_zeros;
-  assign \$117  = \$116  - den_zeros;
-  assign \$118  = ~ num_norm[22];
-  assign \$120  = $signed(div_num) < $signed(1'h0);
-  assign \$121  = - $signed(div_num);
-  assign \$122  = \$120  ? \$121  : { div_num[42], div_num };
-  assign \$123  = $signed(div_num) < $signed(1'h0);
-  assign \$125  = gain_q1[13] ? \$124  : gain_q1;
-  assign \$126  = gain_zero ? 16'h0000 : \$125 ;
-  assign \$127  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$128  = gain_zero ? 10'h004 : \$127 ;
-  assign \$129  = ~ gain_zero;
-  assign \$130  = $signed(gain_shift) < $signed(4'h4);
-  assign \$131  = \$129  & \$130 ;
-  assign \$132  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$134  = $signed(gain_shift) - $signed(2'h1);
-  assign \$135  = $signed(gain_shift) < $signed(4'h4);
-  assign \$136  = special_r & \$135 ;
-  assign \$137  = scale_count < 4'hd;
-  assign \$138  = \$136  & \$137 ;
-  assign \$140  = $signed(gain_shift) + $signed(2'h1);
-  assign \$141  = scale_count + 1'h1;
-  assign \$142  = loop_n + 1'h1;
-  assign \$143  = loop_n == 4'hd;
-  assign \$144  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$145  = \$144  ? 9'h00d : gain_shift;
-  assign \$146  = special_r ? 9'h004 : \$145 ;
-  assign \$147  = $signed(div_num) < $signed(1'h0);
-  assign \$148  = - $signed(div_num);
-  assign \$149  = \$147  ? \$148  : { div_num[42], div_num };
-  assign \$150  = $signed(div_num) < $signed(1'h0);
-  assign \$151  = $signed(chan[73:66]) << \$1 [3:0];
-  assign \$152  = 1'h1 << sh;
-  assign \$154  = $signed(\$151 ) + $signed({ 1'h0, \$153  });
-  assign \$155  = $signed(\$154 ) - $signed(gain_w);
-  assign \$156  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$157  = - gain_x;
-  assign \$158  = \$156  ? \$157  : { 1'h0, gain_x };
-  assign \$159  = $signed(gain_t) + $signed(\$158 );
-  assign \$160  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$161  = $signed(gain_t) > $signed(13'h0810);
-  assign \$162  = \$161  ? 31'h00000810 : gain_t;
-  assign \$163  = \$160  ? 31'h7ffff7e0 : \$162 ;
-  assign \$164  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$165  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$166  = \$165  ? 32'd2064 : gain_t1;
-  assign \$167  = \$164  ? 32'd4294965216 : \$166 ;
-  assign \$168  = $signed(acc1) - $signed(acc0);
-  assign \$169  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$170  = - gain_x;
-  assign \$171  = \$169  ? \$170  : { 1'h0, gain_x };
-  assign \$172  = special_r ? { \$168 [23], \$168 [23], \$168 [23], \$168 [23], \$168  } : \$171 ;
-  assign \$173  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$174  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$175  = $signed(floor_q) + $signed(2'h1);
-  assign \$177  = ~ den_norm[38];
-  assign \$179  = den_zeros + 1'h1;
-  assign \$180  = ~ num_norm[22];
-  assign \$182  = num_zeros + 1'h1;
-  assign \$183  = loop_n + 1'h1;
-  assign \$184  = loop_n == 5'h16;
-  assign \$185  = 7'h7c + num_zeros;
-  assign \$186  = $signed(\$185 ) - $signed(chan[113:106]);
-  assign \$187  = ~ num_norm[22];
-  assign \$191  = gain_q1[13] ? \$190  : gain_q1;
-  assign \$192  = gain_zero ? 16'h0000 : \$191 ;
-  assign \$193  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$194  = gain_zero ? 10'h004 : \$193 ;
-  assign \$195  = ~ gain_zero;
-  assign \$196  = $signed(gain_shift) < $signed(4'h4);
-  assign \$197  = \$195  & \$196 ;
-  assign \$198  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$200  = $signed(gain_shift) - $signed(2'h1);
-  assign \$201  = $signed(gain_shift) < $signed(4'h4);
-  assign \$202  = special_r & \$201 ;
-  assign \$203  = scale_count < 4'hd;
-  assign \$204  = \$202  & \$203 ;
-  assign \$206  = $signed(gain_shift) + $signed(2'h1);
-  assign \$207  = scale_count + 1'h1;
-  assign \$208  = loop_n + 1'h1;
-  assign \$209  = loop_n == 4'hd;
-  assign \$210  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$211  = \$210  ? 9'h00d : gain_shift;
-  assign \$212  = special_r ? 9'h004 : \$211 ;
-  assign \$214  = $signed(chan[73:66]) << \$2 [3:0];
-  assign \$215  = 1'h1 << sh;
-  assign \$217  = $signed(\$214 ) + $signed({ 1'h0, \$216  });
-  assign \$218  = $signed(\$217 ) - $signed(gain_w);
-  assign \$219  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$220  = - gain_x;
-  assign \$221  = \$219  ? \$220  : { 1'h0, gain_x };
-  assign \$222  = $signed(gain_t) + $signed(\$221 );
-  assign \$223  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$224  = $signed(gain_t) > $signed(13'h0810);
-  assign \$225  = \$224  ? 31'h00000810 : gain_t;
-  assign \$226  = \$223  ? 31'h7ffff7e0 : \$225 ;
-  assign \$227  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$228  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$229  = \$228  ? 32'd2064 : gain_t1;
-  assign \$230  = \$227  ? 32'd4294965216 : \$229 ;
-  assign \$231  = $signed(acc1) - $signed(acc0);
-  assign \$232  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$233  = - gain_x;
-  assign \$234  = \$232  ? \$233  : { 1'h0, gain_x };
-  assign \$235  = special_r ? { \$231 [23], \$231 [23], \$231 [23], \$231 [23], \$231  } : \$234 ;
-  assign \$236  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$237  = $signed(chan[65:58]) < $signed(1'h0);
-  assign \$238  = $signed(floor_q) + $signed(2'h1);
+  assign \$99  = fsm_state == 7'h4a;
+  assign \$100  = merge_step < chan[57:53];
+  assign \$101  = merge_step == 5'h15;
+  assign \$102  = merge_step < chan[57:53];
+  assign \$103  = $signed(hsum) + $signed(head_top_train_1);
+  assign \$104  = merge_step + 1'h1;
+  assign \$105  = $signed(div_num) < $signed(1'h0);
+  assign \$106  = - $signed(div_num);
+  assign \$107  = \$105  ? \$106  : { div_num[42], div_num };
+  assign \$108  = $signed(div_num) < $signed(1'h0);
+  assign \$109  = ~ den_norm[38];
+  assign \$111  = den_zeros + 1'h1;
+  assign \$112  = ~ num_norm[22];
+  assign \$114  = num_zeros + 1'h1;
+  assign \$115  = loop_n + 1'h1;
+  assign \$116  = loop_n == 6'h26;
+  assign \$117  = 4'hb + num_zeros;
+  assign \$118  = \$117  - den_zeros;
+  assign \$119  = ~ num_norm[22];
+  assign \$121  = $signed(div_num) < $signed(1'h0);
+  assign \$122  = - $signed(div_num);
+  assign \$123  = \$121  ? \$122  : { div_num[42], div_num };
+  assign \$124  = $signed(div_num) < $signed(1'h0);
+  assign \$126  = gain_q1[13] ? \$125  : gain_q1;
+  assign \$127  = gain_zero ? 16'h0000 : \$126 ;
+  assign \$128  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$129  = gain_zero ? 10'h004 : \$128 ;
+  assign \$130  = ~ gain_zero;
+  assign \$131  = $signed(gain_shift) < $signed(4'h4);
+  assign \$132  = \$130  & \$131 ;
+  assign \$133  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$135  = $signed(gain_shift) - $signed(2'h1);
+  assign \$136  = $signed(gain_shift) < $signed(4'h4);
+  assign \$137  = special_r & \$136 ;
+  assign \$138  = scale_count < 4'hd;
+  assign \$139  = \$137  & \$138 ;
+  assign \$141  = $signed(gain_shift) + $signed(2'h1);
+  assign \$142  = scale_count + 1'h1;
+  assign \$143  = loop_n + 1'h1;
+  assign \$144  = loop_n == 4'hd;
+  assign \$145  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$146  = \$145  ? 9'h00d : gain_shift;
+  assign \$147  = special_r ? 9'h004 : \$146 ;
+  assign \$148  = $signed(div_num) < $signed(1'h0);
+  assign \$149  = - $signed(div_num);
+  assign \$150  = \$148  ? \$149  : { div_num[42], div_num };
+  assign \$151  = $signed(div_num) < $signed(1'h0);
+  assign \$152  = $signed(chan[73:66]) << \$1 [3:0];
+  assign \$153  = 1'h1 << sh;
+  assign \$155  = $signed(\$152 ) + $signed({ 1'h0, \$154  });
+  assign \$156  = $signed(\$155 ) - $signed(gain_w);
+  assign \$157  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$158  = - gain_x;
+  assign \$159  = \$157  ? \$158  : { 1'h0, gain_x };
+  assign \$160  = $signed(gain_t) + $signed(\$159 );
+  assign \$161  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$162  = $signed(gain_t) > $signed(13'h0810);
+  assign \$163  = \$162  ? 31'h00000810 : gain_t;
+  assign \$164  = \$161  ? 31'h7ffff7e0 : \$163 ;
+  assign \$165  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$166  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$167  = \$166  ? 32'd2064 : gain_t1;
+  assign \$168  = \$165  ? 32'd4294965216 : \$167 ;
+  assign \$169  = $signed(acc1) - $signed(acc0);
+  assign \$170  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$171  = - gain_x;
+  assign \$172  = \$170  ? \$171  : { 1'h0, gain_x };
+  assign \$173  = special_r ? { \$169 [23], \$169 [23], \$169 [23], \$169 [23], \$169  } : \$172 ;
+  assign \$174  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$175  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$176  = $signed(floor_q) + $signed(2'h1);
+  assign \$178  = ~ den_norm[38];
+  assign \$180  = den_zeros + 1'h1;
+  assign \$181  = ~ num_norm[22];
+  assign \$183  = num_zeros + 1'h1;
+  assign \$184  = loop_n + 1'h1;
+  assign \$185  = loop_n == 5'h16;
+  assign \$186  = 7'h7c + num_zeros;
+  assign \$187  = $signed(\$186 ) - $signed(chan[113:106]);
+  assign \$188  = ~ num_norm[22];
+  assign \$192  = gain_q1[13] ? \$191  : gain_q1;
+  assign \$193  = gain_zero ? 16'h0000 : \$192 ;
+  assign \$194  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$195  = gain_zero ? 10'h004 : \$194 ;
+  assign \$196  = ~ gain_zero;
+  assign \$197  = $signed(gain_shift) < $signed(4'h4);
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$201  = $signed(gain_shift) - $signed(2'h1);
+  assign \$202  = $signed(gain_shift) < $signed(4'h4);
+  assign \$203  = special_r & \$202 ;
+  assign \$204  = scale_count < 4'hd;
+  assign \$205  = \$203  & \$204 ;
+  assign \$207  = $signed(gain_shift) + $signed(2'h1);
+  assign \$208  = scale_count + 1'h1;
+  assign \$209  = loop_n + 1'h1;
+  assign \$210  = loop_n == 4'hd;
+  assign \$211  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$212  = \$211  ? 9'h00d : gain_shift;
+  assign \$213  = special_r ? 9'h004 : \$212 ;
+  assign \$215  = $signed(chan[73:66]) << \$2 [3:0];
+  assign \$216  = 1'h1 << sh;
+  assign \$218  = $signed(\$215 ) + $signed({ 1'h0, \$217  });
+  assign \$219  = $signed(\$218 ) - $signed(gain_w);
+  assign \$220  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$221  = - gain_x;
+  assign \$222  = \$220  ? \$221  : { 1'h0, gain_x };
+  assign \$223  = $signed(gain_t) + $signed(\$222 );
+  assign \$224  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$225  = $signed(gain_t) > $signed(13'h0810);
+  assign \$226  = \$225  ? 31'h00000810 : gain_t;
+  assign \$227  = \$224  ? 31'h7ffff7e0 : \$226 ;
+  assign \$228  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$229  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$230  = \$229  ? 32'd2064 : gain_t1;
+  assign \$231  = \$228  ? 32'd4294965216 : \$230 ;
+  assign \$232  = $signed(acc1) - $signed(acc0);
+  assign \$233  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$234  = - gain_x;
+  assign \$235  = \$233  ? \$234  : { 1'h0, gain_x };
+  assign \$236  = special_r ? { \$232 [23], \$232 [23], \$232 [23], \$232 [23], \$232  } : \$235 ;
+  assign \$237  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$238  = $signed(chan[65:58]) < $signed(1'h0);
+  assign \$239  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$239 ;
+    pop_top <= \$240 ;
   always @(posedge clk)
-    pop_bottom <= \$240 ;
+    pop_bottom <= \$241 ;
   always @(posedge clk)
-    fsm_state <= \$241 ;
+    fsm_state <= \$242 ;
   always @(posedge clk)
-    hsum <= \$242 ;
+    hsum <= \$243 ;
   always @(posedge clk)
-    merge_step <= \$243 ;
+    merge_step <= \$244 ;
   always @(posedge clk)
-    head_top_train_1 <= \$244 ;
+    head_top_train_1 <= \$245 ;
   always @(posedge clk)
-    pick_on_train_1 <= \$245 ;
+    pick_on_train_1 <= \$246 ;
   always @(posedge clk)
-    start <= \$246 ;
+    start <= \$247 ;
   always @(posedge clk)
-    t <= \$247 ;
+    t <= \$248 ;
   always @(posedge clk)
-    \den$43  <= \$248 ;
+    \den$43  <= \$249 ;
   always @(posedge clk)
-    div_num <= \$249 ;
+    div_num <= \$250 ;
   always @(posedge clk)
-    div_mag <= \$250 ;
+    div_mag <= \$251 ;
   always @(posedge clk)
-    div_neg <= \$251 ;
+    div_neg <= \$252 ;
   always @(posedge clk)
-    \start$5  <= \$252 ;
+    \start$5  <= \$253 ;
   always @(posedge clk)
-    floor_q <= \$253 ;
+    floor_q <= \$254 ;
   always @(posedge clk)
-    mean_rem <= \$254 ;
+    mean_rem <= \$255 ;
   always @(posedge clk)
-    gain_num <= \$255 ;
+    gain_num <= \$256 ;
   always @(posedge clk)
-    den_norm <= \$256 ;
+    den_norm <= \$257 ;
   always @(posedge clk)
-    num_norm <= \$257 ;
+    num_norm <= \$258 ;
   always @(posedge clk)
-    num_zeros <= \$258 ;
+    num_zeros <= \$259 ;
   always @(posedge clk)
-    den_zeros <= \$259 ;
+    den_zeros <= \$260 ;
   always @(posedge clk)
-    loop_n <= \$260 ;
+    loop_n <= \$261 ;
   always @(posedge clk)
-    gain_shift <= \$261 ;
+    gain_shift <= \$262 ;
   always @(posedge clk)
-    gain_zero <= \$262 ;
+    gain_zero <= \$263 ;
   always @(posedge clk)
-    gain_q1 <= \$263 ;
+    gain_q1 <= \$264 ;
   always @(posedge clk)
-    gain_x <= \$264 ;
+    gain_x <= \$265 ;
   always @(posedge clk)
-    scale_count <= \$265 ;
+    scale_count <= \$266 ;
   always @(posedge clk)
-    special_r <= \$266 ;
+    special_r <= \$267 ;
   always @(posedge clk)
-    sh <= \$267 ;
+    sh <= \$268 ;
   always @(posedge clk)
-    gain_p <= \$268 ;
+    gain_p <= \$269 ;
   always @(posedge clk)
-    gain_w <= \$269 ;
+    gain_w <= \$270 ;
   always @(posedge clk)
-    gain_t <= \$270 ;
+    gain_t <= \$271 ;
   always @(posedge clk)
-    gain_t1 <= \$271 ;
+    gain_t1 <= \$272 ;
   always @(posedge clk)
-    acc0 <= \$272 ;
+    acc0 <= \$273 ;
   always @(posedge clk)
-    acc1 <= \$273 ;
+    acc1 <= \$274 ;
   always @(posedge clk)
-    a_fin <= \$274 ;
+    a_fin <= \$275 ;
   always @(posedge clk)
-    c_fin <= \$275 ;
+    c_fin <= \$276 ;
   always @(posedge clk)
-    \b$63  <= \$276 ;
+    \b$63  <= \$277 ;
   always @(posedge clk)
-    \a$64  <= \$277 ;
+    \a$64  <= \$278 ;
   always @(posedge clk)
-    special <= \$278 ;
+    special <= \$279 ;
   always @(posedge clk)
-    \neg$66  <= \$279 ;
+    \neg$66  <= \$280 ;
   always @(posedge clk)
-    q_lo <= \$280 ;
+    q_lo <= \$281 ;
   always @(posedge clk)
-    q_hi <= \$281 ;
+    q_hi <= \$282 ;
   \hwnorm_cvar_s8.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1350,15 +1352,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h13:
           /* empty */;
       7'h14:
-          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
-      7'h15:
           /* empty */;
+      7'h15:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
       7'h16:
           /* empty */;
       7'h17:
-          a = { \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7  };
-      7'h18:
           /* empty */;
+      7'h18:
+          a = { \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7  };
       7'h19:
           /* empty */;
       7'h1a:
@@ -1384,9 +1386,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h24:
           /* empty */;
       7'h25:
-          a = { 12'h000, gain_x };
-      7'h26:
           /* empty */;
+      7'h26:
+          a = { 12'h000, gain_x };
       7'h27:
           /* empty */;
       7'h28:
@@ -1406,19 +1408,19 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2f:
           /* empty */;
       7'h30:
-          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+          /* empty */;
       7'h31:
-          /* empty */;
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
       7'h32:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h33:
           /* empty */;
-      7'h34:
-          a = { \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19  };
-      7'h35:
+      7'h03:
           /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          a = { \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19  };
       7'h36:
           /* empty */;
       7'h37:
@@ -1438,9 +1440,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h3e:
           /* empty */;
       7'h3f:
-          a = { 12'h000, gain_x };
-      7'h40:
           /* empty */;
+      7'h40:
+          a = { 12'h000, gain_x };
       7'h41:
           /* empty */;
       7'h42:
@@ -1454,6 +1456,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
@@ -1498,15 +1502,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h13:
           /* empty */;
       7'h14:
-          b = { 7'h00, chan[13:1] };
-      7'h15:
           /* empty */;
+      7'h15:
+          b = { 7'h00, chan[13:1] };
       7'h16:
           /* empty */;
       7'h17:
-          b = { 7'h00, chan[13:1] };
-      7'h18:
           /* empty */;
+      7'h18:
+          b = { 7'h00, chan[13:1] };
       7'h19:
           /* empty */;
       7'h1a:
@@ -1532,9 +1536,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h24:
           /* empty */;
       7'h25:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h26:
           /* empty */;
+      7'h26:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h27:
           /* empty */;
       7'h28:
@@ -1554,19 +1558,19 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2f:
           /* empty */;
       7'h30:
-          b = { \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15  };
+          /* empty */;
       7'h31:
-          /* empty */;
+          b = { \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15  };
       7'h32:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h33:
           /* empty */;
-      7'h34:
-          b = { 4'h0, chan[105:90] };
-      7'h35:
+      7'h03:
           /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          b = { 4'h0, chan[105:90] };
       7'h36:
           /* empty */;
       7'h37:
@@ -1586,9 +1590,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h3e:
           /* empty */;
       7'h3f:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h40:
           /* empty */;
+      7'h40:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h41:
           /* empty */;
       7'h42:
@@ -1602,6 +1606,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           b = { \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23  };
     endcase
   end
@@ -1646,15 +1652,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h13:
           /* empty */;
       7'h14:
-          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      7'h15:
           /* empty */;
+      7'h15:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h16:
           /* empty */;
       7'h17:
-          c = 60'h000000000000000;
-      7'h18:
           /* empty */;
+      7'h18:
+          c = 60'h000000000000000;
       7'h19:
           /* empty */;
       7'h1a:
@@ -1680,9 +1686,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h24:
           /* empty */;
       7'h25:
-          c = 60'h000000000000000;
-      7'h26:
           /* empty */;
+      7'h26:
+          c = 60'h000000000000000;
       7'h27:
           /* empty */;
       7'h28:
@@ -1702,19 +1708,19 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2f:
           /* empty */;
       7'h30:
-          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+          /* empty */;
       7'h31:
-          /* empty */;
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
       7'h32:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h33:
           /* empty */;
-      7'h34:
-          c = 60'h000000000000000;
-      7'h35:
+      7'h03:
           /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          c = 60'h000000000000000;
       7'h36:
           /* empty */;
       7'h37:
@@ -1734,9 +1740,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h3e:
           /* empty */;
       7'h3f:
-          c = 60'h000000000000000;
-      7'h40:
           /* empty */;
+      7'h40:
+          c = 60'h000000000000000;
       7'h41:
           /* empty */;
       7'h42:
@@ -1750,6 +1756,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
@@ -1794,15 +1802,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h13:
           /* empty */;
       7'h14:
-          neg = 1'h1;
-      7'h15:
           /* empty */;
+      7'h15:
+          neg = 1'h1;
       7'h16:
           /* empty */;
       7'h17:
-          neg = 1'h0;
-      7'h18:
           /* empty */;
+      7'h18:
+          neg = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -1828,9 +1836,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h24:
           /* empty */;
       7'h25:
-          neg = \$10 ;
-      7'h26:
           /* empty */;
+      7'h26:
+          neg = \$10 ;
       7'h27:
           /* empty */;
       7'h28:
@@ -1850,19 +1858,19 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2f:
           /* empty */;
       7'h30:
-          neg = \$16 ;
+          /* empty */;
       7'h31:
-          /* empty */;
+          neg = \$16 ;
       7'h32:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h33:
           /* empty */;
-      7'h34:
-          neg = 1'h0;
-      7'h35:
+      7'h03:
           /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          neg = 1'h0;
       7'h36:
           /* empty */;
       7'h37:
@@ -1882,9 +1890,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h3e:
           /* empty */;
       7'h3f:
-          neg = \$20 ;
-      7'h40:
           /* empty */;
+      7'h40:
+          neg = \$20 ;
       7'h41:
           /* empty */;
       7'h42:
@@ -1898,6 +1906,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           neg = \$24 ;
     endcase
   end
@@ -1942,15 +1952,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h13:
           /* empty */;
       7'h14:
-          steps = 5'h0d;
-      7'h15:
           /* empty */;
+      7'h15:
+          steps = 5'h0d;
       7'h16:
           /* empty */;
       7'h17:
-          steps = 5'h0d;
-      7'h18:
           /* empty */;
+      7'h18:
+          steps = 5'h0d;
       7'h19:
           /* empty */;
       7'h1a:
@@ -1976,9 +1986,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h24:
           /* empty */;
       7'h25:
-          steps = 5'h0d;
-      7'h26:
           /* empty */;
+      7'h26:
+          steps = 5'h0d;
       7'h27:
           /* empty */;
       7'h28:
@@ -1998,19 +2008,19 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2f:
           /* empty */;
       7'h30:
-          steps = 5'h09;
+          /* empty */;
       7'h31:
-          /* empty */;
+          steps = 5'h09;
       7'h32:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h33:
           /* empty */;
-      7'h34:
-          steps = 5'h10;
-      7'h35:
+      7'h03:
           /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          steps = 5'h10;
       7'h36:
           /* empty */;
       7'h37:
@@ -2030,9 +2040,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h3e:
           /* empty */;
       7'h3f:
-          steps = 5'h08;
-      7'h40:
           /* empty */;
+      7'h40:
+          steps = 5'h08;
       7'h41:
           /* empty */;
       7'h42:
@@ -2046,6 +2056,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           steps = 5'h09;
     endcase
   end
@@ -2084,9 +2096,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h10:
           /* empty */;
       7'h11:
-          rem_init = \$3 [15:0];
-      7'h12:
           /* empty */;
+      7'h12:
+          rem_init = \$3 [15:0];
       7'h13:
           /* empty */;
       7'h14:
@@ -2110,9 +2122,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1d:
           /* empty */;
       7'h1e:
-          rem_init = \$8 [15:0];
-      7'h1f:
           /* empty */;
+      7'h1f:
+          rem_init = \$8 [15:0];
       7'h20:
           /* empty */;
       7'h21:
@@ -2132,6 +2144,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h28:
           /* empty */;
       7'h29:
+          /* empty */;
+      7'h2a:
           rem_init = \$11 [15:0];
     endcase
   end
@@ -2170,9 +2184,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h10:
           /* empty */;
       7'h11:
-          lo_init = \$4 [26:0];
-      7'h12:
           /* empty */;
+      7'h12:
+          lo_init = \$4 [26:0];
       7'h13:
           /* empty */;
       7'h14:
@@ -2196,9 +2210,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1d:
           /* empty */;
       7'h1e:
-          lo_init = \$9 [26:0];
-      7'h1f:
           /* empty */;
+      7'h1f:
+          lo_init = \$9 [26:0];
       7'h20:
           /* empty */;
       7'h21:
@@ -2218,6 +2232,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h28:
           /* empty */;
       7'h29:
+          /* empty */;
+      7'h2a:
           lo_init = \$12 [26:0];
     endcase
   end
@@ -2256,9 +2272,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h10:
           /* empty */;
       7'h11:
-          \neg$20  = div_neg;
-      7'h12:
           /* empty */;
+      7'h12:
+          \neg$20  = div_neg;
       7'h13:
           /* empty */;
       7'h14:
@@ -2282,9 +2298,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1d:
           /* empty */;
       7'h1e:
-          \neg$20  = div_neg;
-      7'h1f:
           /* empty */;
+      7'h1f:
+          \neg$20  = div_neg;
       7'h20:
           /* empty */;
       7'h21:
@@ -2304,6 +2320,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h28:
           /* empty */;
       7'h29:
+          /* empty */;
+      7'h2a:
           \neg$20  = div_neg;
     endcase
   end
@@ -2342,9 +2360,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h10:
           /* empty */;
       7'h11:
-          den = { 3'h0, chan[13:1] };
-      7'h12:
           /* empty */;
+      7'h12:
+          den = { 3'h0, chan[13:1] };
       7'h13:
           /* empty */;
       7'h14:
@@ -2368,9 +2386,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1d:
           /* empty */;
       7'h1e:
-          den = den_norm[38:23];
-      7'h1f:
           /* empty */;
+      7'h1f:
+          den = den_norm[38:23];
       7'h20:
           /* empty */;
       7'h21:
@@ -2390,6 +2408,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h28:
           /* empty */;
       7'h29:
+          /* empty */;
+      7'h2a:
           den = { 3'h0, chan[13:1] };
     endcase
   end
@@ -2428,9 +2448,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h10:
           /* empty */;
       7'h11:
-          \steps$23  = 5'h09;
-      7'h12:
           /* empty */;
+      7'h12:
+          \steps$23  = 5'h09;
       7'h13:
           /* empty */;
       7'h14:
@@ -2454,9 +2474,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1d:
           /* empty */;
       7'h1e:
-          \steps$23  = 5'h0e;
-      7'h1f:
           /* empty */;
+      7'h1f:
+          \steps$23  = 5'h0e;
       7'h20:
           /* empty */;
       7'h21:
@@ -2476,6 +2496,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h28:
           /* empty */;
       7'h29:
+          /* empty */;
+      7'h2a:
           \steps$23  = 5'h1b;
     endcase
   end
@@ -2581,9 +2603,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -2628,6 +2650,8 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h48:
           /* empty */;
       7'h49:
+          /* empty */;
+      7'h4a:
           /* empty */;
       7'h01:
           done = 1'h1;
@@ -2635,7 +2659,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = 1'h0;
+    \$240  = 1'h0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2643,439 +2667,290 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h04:
           (* full_case = 32'd1 *)
-          if (\$100 ) begin
+          if (\$101 ) begin
           end else begin
-            \$239  = \$101 ;
+            \$240  = \$102 ;
           end
     endcase
-    if (rst) begin
-      \$239  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = 1'h0;
     if (rst) begin
       \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = fsm_state;
+    \$241  = 1'h0;
+    if (rst) begin
+      \$241  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = fsm_state;
     casez (fsm_state)
       7'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$241  = 7'h01;
+                  \$242  = 7'h01;
               2'h1:
-                  \$241  = 7'h02;
+                  \$242  = 7'h02;
               2'h2:
-                  \$241  = 7'h03;
+                  \$242  = 7'h03;
             endcase
           end
       7'h02:
-          \$241  = 7'h04;
+          \$242  = 7'h04;
       7'h04:
         begin
-          \$241  = 7'h05;
-          if (\$100 ) begin
-            \$241  = 7'h06;
+          \$242  = 7'h05;
+          if (\$101 ) begin
+            \$242  = 7'h06;
           end
         end
       7'h05:
-          \$241  = 7'h04;
+          \$242  = 7'h04;
       7'h06:
-          \$241  = 7'h07;
+          \$242  = 7'h07;
       7'h07:
-          \$241  = 7'h08;
+          \$242  = 7'h08;
       7'h08:
           if (\done$41 ) begin
-            \$241  = 7'h09;
+            \$242  = 7'h09;
           end
       7'h09:
-          \$241  = 7'h0a;
+          \$242  = 7'h0a;
       7'h0a:
-          \$241  = 7'h0b;
+          \$242  = 7'h0b;
       7'h0b:
           if (\done$41 ) begin
-            \$241  = 7'h0c;
+            \$242  = 7'h0c;
           end
       7'h0c:
-          \$241  = 7'h0d;
+          \$242  = 7'h0d;
       7'h0d:
-          \$241  = 7'h0e;
+          \$242  = 7'h0e;
       7'h0e:
           if (\done$41 ) begin
-            \$241  = 7'h0f;
+            \$242  = 7'h0f;
           end
       7'h0f:
-          \$241  = 7'h10;
+          \$242  = 7'h10;
       7'h10:
-          \$241  = 7'h11;
+          \$242  = 7'h11;
       7'h11:
-          \$241  = 7'h12;
+          \$242  = 7'h12;
       7'h12:
-          if (\done$45 ) begin
-            \$241  = 7'h13;
-          end
+          \$242  = 7'h13;
       7'h13:
-          \$241  = 7'h14;
+          if (\done$45 ) begin
+            \$242  = 7'h14;
+          end
       7'h14:
-          \$241  = 7'h15;
+          \$242  = 7'h15;
       7'h15:
-          if (\done$41 ) begin
-            \$241  = 7'h16;
-          end
+          \$242  = 7'h16;
       7'h16:
-          \$241  = 7'h17;
+          if (\done$41 ) begin
+            \$242  = 7'h17;
+          end
       7'h17:
-          \$241  = 7'h18;
+          \$242  = 7'h18;
       7'h18:
-          if (\done$41 ) begin
-            \$241  = 7'h19;
-          end
+          \$242  = 7'h19;
       7'h19:
-          \$241  = 7'h1a;
+          if (\done$41 ) begin
+            \$242  = 7'h1a;
+          end
       7'h1a:
-          if (\$115 ) begin
-            \$241  = 7'h1b;
-          end
+          \$242  = 7'h1b;
       7'h1b:
-          \$241  = 7'h1c;
+          if (\$116 ) begin
+            \$242  = 7'h1c;
+          end
       7'h1c:
-          \$241  = 7'h1d;
+          \$242  = 7'h1d;
       7'h1d:
-          \$241  = 7'h1e;
+          \$242  = 7'h1e;
       7'h1e:
-          \$241  = 7'h1f;
+          \$242  = 7'h1f;
       7'h1f:
-          if (\done$45 ) begin
-            \$241  = 7'h20;
-          end
+          \$242  = 7'h20;
       7'h20:
-          \$241  = 7'h21;
-      7'h21:
-          \$241  = 7'h22;
-      7'h22:
-          if (\$143 ) begin
-            \$241  = 7'h23;
-          end
-      7'h23:
-          \$241  = 7'h24;
-      7'h24:
-          \$241  = 7'h25;
-      7'h25:
-          \$241  = 7'h26;
-      7'h26:
-          if (\done$41 ) begin
-            \$241  = 7'h27;
-          end
-      7'h27:
-          \$241  = 7'h28;
-      7'h28:
-          \$241  = 7'h29;
-      7'h29:
-          \$241  = 7'h2a;
-      7'h2a:
           if (\done$45 ) begin
-            \$241  = 7'h2b;
+            \$242  = 7'h21;
           end
+      7'h21:
+          \$242  = 7'h22;
+      7'h22:
+          \$242  = 7'h23;
+      7'h23:
+          if (\$144 ) begin
+            \$242  = 7'h24;
+          end
+      7'h24:
+          \$242  = 7'h25;
+      7'h25:
+          \$242  = 7'h26;
+      7'h26:
+          \$242  = 7'h27;
+      7'h27:
+          if (\done$41 ) begin
+            \$242  = 7'h28;
+          end
+      7'h28:
+          \$242  = 7'h29;
+      7'h29:
+          \$242  = 7'h2a;
+      7'h2a:
+          \$242  = 7'h2b;
       7'h2b:
-          \$241  = 7'h2c;
+          if (\done$45 ) begin
+            \$242  = 7'h2c;
+          end
       7'h2c:
-          \$241  = 7'h2d;
+          \$242  = 7'h2d;
       7'h2d:
-          \$241  = 7'h2e;
+          \$242  = 7'h2e;
       7'h2e:
-          \$241  = 7'h2f;
+          \$242  = 7'h2f;
       7'h2f:
-          \$241  = 7'h30;
+          \$242  = 7'h30;
       7'h30:
-          \$241  = 7'h31;
+          \$242  = 7'h31;
       7'h31:
-          if (\done$41 ) begin
-            \$241  = 7'h32;
-          end
+          \$242  = 7'h32;
       7'h32:
-          \$241  = 7'h01;
-      7'h03:
-          \$241  = 7'h33;
+          if (\done$41 ) begin
+            \$242  = 7'h33;
+          end
       7'h33:
-          \$241  = 7'h34;
+          \$242  = 7'h01;
+      7'h03:
+          \$242  = 7'h34;
       7'h34:
-          \$241  = 7'h35;
+          \$242  = 7'h35;
       7'h35:
-          if (\done$41 ) begin
-            \$241  = 7'h36;
-          end
+          \$242  = 7'h36;
       7'h36:
-          \$241  = 7'h37;
+          if (\done$41 ) begin
+            \$242  = 7'h37;
+          end
       7'h37:
-          if (\$184 ) begin
-            \$241  = 7'h38;
-          end
+          \$242  = 7'h38;
       7'h38:
-          \$241  = 7'h39;
+          if (\$185 ) begin
+            \$242  = 7'h39;
+          end
       7'h39:
-          \$241  = 7'h3a;
+          \$242  = 7'h3a;
       7'h3a:
-          \$241  = 7'h3b;
+          \$242  = 7'h3b;
       7'h3b:
-          \$241  = 7'h3c;
+          \$242  = 7'h3c;
       7'h3c:
-          if (\$209 ) begin
-            \$241  = 7'h3d;
-          end
+          \$242  = 7'h3d;
       7'h3d:
-          \$241  = 7'h3e;
+          if (\$210 ) begin
+            \$242  = 7'h3e;
+          end
       7'h3e:
-          \$241  = 7'h3f;
+          \$242  = 7'h3f;
       7'h3f:
-          \$241  = 7'h40;
+          \$242  = 7'h40;
       7'h40:
-          if (\done$41 ) begin
-            \$241  = 7'h41;
-          end
+          \$242  = 7'h41;
       7'h41:
-          \$241  = 7'h42;
-      7'h42:
-          \$241  = 7'h43;
-      7'h43:
-          \$241  = 7'h44;
-      7'h44:
-          \$241  = 7'h45;
-      7'h45:
-          \$241  = 7'h46;
-      7'h46:
-          \$241  = 7'h47;
-      7'h47:
-          \$241  = 7'h48;
-      7'h48:
           if (\done$41 ) begin
-            \$241  = 7'h49;
+            \$242  = 7'h42;
           end
+      7'h42:
+          \$242  = 7'h43;
+      7'h43:
+          \$242  = 7'h44;
+      7'h44:
+          \$242  = 7'h45;
+      7'h45:
+          \$242  = 7'h46;
+      7'h46:
+          \$242  = 7'h47;
+      7'h47:
+          \$242  = 7'h48;
+      7'h48:
+          \$242  = 7'h49;
       7'h49:
-          \$241  = 7'h01;
+          if (\done$41 ) begin
+            \$242  = 7'h4a;
+          end
+      7'h4a:
+          \$242  = 7'h01;
       7'h01:
-          \$241  = 7'h00;
+          \$242  = 7'h00;
     endcase
     if (rst) begin
-      \$241  = 7'h00;
+      \$242  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = hsum;
+    \$243  = hsum;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h02:
-          \$242  = 15'h0000;
+          \$243  = 15'h0000;
       7'h04:
           /* empty */;
       7'h05:
           if (pick_on_train_1) begin
-            \$242  = \$102 [14:0];
+            \$243  = \$103 [14:0];
           end
     endcase
     if (rst) begin
-      \$242  = 15'h0000;
+      \$243  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = merge_step;
+    \$244  = merge_step;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h02:
-          \$243  = 5'h00;
+          \$244  = 5'h00;
       7'h04:
           /* empty */;
       7'h05:
-          \$243  = \$103 [4:0];
+          \$244  = \$104 [4:0];
     endcase
     if (rst) begin
-      \$243  = 5'h00;
+      \$244  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = head_top_train_1;
+    \$245  = head_top_train_1;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h02:
           /* empty */;
       7'h04:
-          \$244  = top;
+          \$245  = top;
     endcase
     if (rst) begin
-      \$244  = 8'h00;
+      \$245  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = pick_on_train_1;
+    \$246  = pick_on_train_1;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h02:
           /* empty */;
       7'h04:
-          \$245  = \$99 ;
-    endcase
-    if (rst) begin
-      \$245  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = start;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$246  = 1'h1;
-      7'h07:
-          \$246  = 1'h0;
-      7'h08:
-          /* empty */;
-      7'h09:
-          \$246  = 1'h1;
-      7'h0a:
-          \$246  = 1'h0;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          \$246  = 1'h1;
-      7'h0d:
-          \$246  = 1'h0;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          \$246  = 1'h1;
-      7'h14:
-          \$246  = 1'h0;
-      7'h15:
-          /* empty */;
-      7'h16:
-          \$246  = 1'h1;
-      7'h17:
-          \$246  = 1'h0;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          \$246  = 1'h1;
-      7'h25:
-          \$246  = 1'h0;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          \$246  = 1'h1;
-      7'h30:
-          \$246  = 1'h0;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          \$246  = 1'h1;
-      7'h34:
-          \$246  = 1'h0;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          \$246  = 1'h1;
-      7'h3f:
-          \$246  = 1'h0;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          \$246  = 1'h1;
-      7'h47:
-          \$246  = 1'h0;
+          \$246  = \$100 ;
     endcase
     if (rst) begin
       \$246  = 1'h0;
@@ -3083,7 +2958,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = t;
+    \$247  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3094,95 +2969,25 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h05:
           /* empty */;
       7'h06:
-          /* empty */;
+          \$247  = 1'h1;
       7'h07:
-          /* empty */;
-      7'h08:
-          if (\done$41 ) begin
-            \$247  = p[37:0];
-          end
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          if (\done$41 ) begin
-            \$247  = p[37:0];
-          end
-    endcase
-    if (rst) begin
-      \$247  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = \den$43 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
+          \$247  = 1'h0;
       7'h08:
           /* empty */;
       7'h09:
-          /* empty */;
+          \$247  = 1'h1;
       7'h0a:
-          /* empty */;
+          \$247  = 1'h0;
       7'h0b:
           /* empty */;
       7'h0c:
-          /* empty */;
+          \$247  = 1'h1;
       7'h0d:
-          /* empty */;
-      7'h0e:
-          if (\done$41 ) begin
-            \$248  = p[38:0];
-          end
-    endcase
-    if (rst) begin
-      \$248  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = div_num;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
+          \$247  = 1'h0;
       7'h0e:
           /* empty */;
       7'h0f:
-          \$249  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          /* empty */;
       7'h10:
           /* empty */;
       7'h11:
@@ -3192,15 +2997,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h13:
           /* empty */;
       7'h14:
-          /* empty */;
+          \$247  = 1'h1;
       7'h15:
-          /* empty */;
+          \$247  = 1'h0;
       7'h16:
           /* empty */;
       7'h17:
-          /* empty */;
+          \$247  = 1'h1;
       7'h18:
-          /* empty */;
+          \$247  = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -3208,7 +3013,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1b:
           /* empty */;
       7'h1c:
-          \$249  = { 13'h0000, \$119  };
+          /* empty */;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3226,19 +3031,157 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h24:
           /* empty */;
       7'h25:
-          /* empty */;
+          \$247  = 1'h1;
       7'h26:
-          /* empty */;
+          \$247  = 1'h0;
       7'h27:
-          \$249  = { gain_p[41], gain_p };
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$247  = 1'h1;
+      7'h31:
+          \$247  = 1'h0;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          \$247  = 1'h1;
+      7'h35:
+          \$247  = 1'h0;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$247  = 1'h1;
+      7'h40:
+          \$247  = 1'h0;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \$247  = 1'h1;
+      7'h48:
+          \$247  = 1'h0;
     endcase
     if (rst) begin
-      \$249  = 43'h00000000000;
+      \$247  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = div_mag;
+    \$248  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          if (\done$41 ) begin
+            \$248  = p[37:0];
+          end
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          if (\done$41 ) begin
+            \$248  = p[37:0];
+          end
+    endcase
+    if (rst) begin
+      \$248  = 38'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = \den$43 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          if (\done$41 ) begin
+            \$249  = p[38:0];
+          end
+    endcase
+    if (rst) begin
+      \$249  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3269,7 +3212,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h0f:
           /* empty */;
       7'h10:
-          \$250  = \$106 [42:0];
+          \$250  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h11:
           /* empty */;
       7'h12:
@@ -3295,7 +3238,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1c:
           /* empty */;
       7'h1d:
-          \$250  = \$122 [42:0];
+          \$250  = { 13'h0000, \$120  };
       7'h1e:
           /* empty */;
       7'h1f:
@@ -3317,7 +3260,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h27:
           /* empty */;
       7'h28:
-          \$250  = \$149 [42:0];
+          \$250  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
       \$250  = 43'h00000000000;
@@ -3325,7 +3268,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = div_neg;
+    \$251  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3356,9 +3299,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h0f:
           /* empty */;
       7'h10:
-          \$251  = \$107 ;
-      7'h11:
           /* empty */;
+      7'h11:
+          \$251  = \$107 [42:0];
       7'h12:
           /* empty */;
       7'h13:
@@ -3382,9 +3325,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1c:
           /* empty */;
       7'h1d:
-          \$251  = \$123 ;
-      7'h1e:
           /* empty */;
+      7'h1e:
+          \$251  = \$123 [42:0];
       7'h1f:
           /* empty */;
       7'h20:
@@ -3404,15 +3347,17 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h27:
           /* empty */;
       7'h28:
-          \$251  = \$150 ;
+          /* empty */;
+      7'h29:
+          \$251  = \$150 [42:0];
     endcase
     if (rst) begin
-      \$251  = 1'h0;
+      \$251  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = \start$5 ;
+    \$252  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3443,9 +3388,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h0f:
           /* empty */;
       7'h10:
-          \$252  = 1'h1;
+          /* empty */;
       7'h11:
-          \$252  = 1'h0;
+          \$252  = \$108 ;
       7'h12:
           /* empty */;
       7'h13:
@@ -3469,9 +3414,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1c:
           /* empty */;
       7'h1d:
-          \$252  = 1'h1;
+          /* empty */;
       7'h1e:
-          \$252  = 1'h0;
+          \$252  = \$124 ;
       7'h1f:
           /* empty */;
       7'h20:
@@ -3491,9 +3436,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h27:
           /* empty */;
       7'h28:
-          \$252  = 1'h1;
+          /* empty */;
       7'h29:
-          \$252  = 1'h0;
+          \$252  = \$151 ;
     endcase
     if (rst) begin
       \$252  = 1'h0;
@@ -3501,7 +3446,98 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = floor_q;
+    \$253  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$253  = 1'h1;
+      7'h12:
+          \$253  = 1'h0;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$253  = 1'h1;
+      7'h1f:
+          \$253  = 1'h0;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \$253  = 1'h1;
+      7'h2a:
+          \$253  = 1'h0;
+    endcase
+    if (rst) begin
+      \$253  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = floor_q;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3536,11 +3572,11 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h11:
           /* empty */;
       7'h12:
+          /* empty */;
+      7'h13:
           if (\done$45 ) begin
-            \$253  = q[9:0];
+            \$254  = q[9:0];
           end
-      7'h13:
-          /* empty */;
       7'h14:
           /* empty */;
       7'h15:
@@ -3603,16 +3639,18 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
+      7'h33:
+          /* empty */;
       7'h03:
-          \$253  = \$176 [9:0];
+          \$254  = \$177 [9:0];
     endcase
     if (rst) begin
-      \$253  = 10'h000;
+      \$254  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = mean_rem;
+    \$255  = mean_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3653,11 +3691,11 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h14:
           /* empty */;
       7'h15:
+          /* empty */;
+      7'h16:
           if (\done$41 ) begin
-            \$254  = p[13:0];
+            \$255  = p[13:0];
           end
-      7'h16:
-          /* empty */;
       7'h17:
           /* empty */;
       7'h18:
@@ -3714,16 +3752,18 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
+      7'h33:
+          /* empty */;
       7'h03:
-          \$254  = { 6'h00, chan[81:74] };
+          \$255  = { 6'h00, chan[81:74] };
     endcase
     if (rst) begin
-      \$254  = 14'h0000;
+      \$255  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = gain_num;
+    \$256  = gain_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3770,11 +3810,11 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h17:
           /* empty */;
       7'h18:
+          /* empty */;
+      7'h19:
           if (\done$41 ) begin
-            \$255  = p[23:0];
+            \$256  = p[23:0];
           end
-      7'h19:
-          /* empty */;
       7'h1a:
           /* empty */;
       7'h1b:
@@ -3825,516 +3865,26 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
       7'h35:
+          /* empty */;
+      7'h36:
           if (\done$41 ) begin
-            \$255  = p[23:0];
+            \$256  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$255  = 24'h000000;
+      \$256  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = den_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          \$256  = \den$43 ;
-      7'h1a:
-          if (\$108 ) begin
-            \$256  = \$109 [38:0];
-          end
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          \$256  = 39'h4000000000;
-      7'h37:
-          if (\$177 ) begin
-            \$256  = \$178 [38:0];
-          end
-    endcase
-    if (rst) begin
-      \$256  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = num_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          \$257  = gain_num[22:0];
-      7'h1a:
-          if (\$111 ) begin
-            \$257  = \$112 [22:0];
-          end
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          \$257  = gain_num[22:0];
-      7'h37:
-          if (\$180 ) begin
-            \$257  = \$181 [22:0];
-          end
-    endcase
-    if (rst) begin
-      \$257  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = num_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          \$258  = 5'h00;
-      7'h1a:
-          if (\$111 ) begin
-            \$258  = \$113 [4:0];
-          end
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          \$258  = 5'h00;
-      7'h37:
-          if (\$180 ) begin
-            \$258  = \$182 [4:0];
-          end
-    endcase
-    if (rst) begin
-      \$258  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = den_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          \$259  = 6'h00;
-      7'h1a:
-          if (\$108 ) begin
-            \$259  = \$110 [5:0];
-          end
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          \$259  = 6'h00;
-      7'h37:
-          if (\$177 ) begin
-            \$259  = \$179 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$259  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = loop_n;
+    \$257  = den_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4385,14 +3935,11 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h19:
           /* empty */;
       7'h1a:
-        begin
-          \$260  = \$114 [5:0];
-          if (\$115 ) begin
-            \$260  = 6'h00;
-          end
-        end
+          \$257  = \den$43 ;
       7'h1b:
-          /* empty */;
+          if (\$109 ) begin
+            \$257  = \$110 [38:0];
+          end
       7'h1c:
           /* empty */;
       7'h1d:
@@ -4406,12 +3953,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h21:
           /* empty */;
       7'h22:
-        begin
-          \$260  = \$142 [5:0];
-          if (\$143 ) begin
-            \$260  = 6'h00;
-          end
-        end
+          /* empty */;
       7'h23:
           /* empty */;
       7'h24:
@@ -4444,9 +3986,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -4455,27 +3997,386 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h36:
           /* empty */;
       7'h37:
-        begin
-          \$260  = \$183 [5:0];
-          if (\$184 ) begin
-            \$260  = 6'h00;
-          end
-        end
+          \$257  = 39'h4000000000;
       7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-        begin
-          \$260  = \$208 [5:0];
-          if (\$209 ) begin
-            \$260  = 6'h00;
+          if (\$178 ) begin
+            \$257  = \$179 [38:0];
           end
-        end
+    endcase
+    if (rst) begin
+      \$257  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$258  = gain_num[22:0];
+      7'h1b:
+          if (\$112 ) begin
+            \$258  = \$113 [22:0];
+          end
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$258  = gain_num[22:0];
+      7'h38:
+          if (\$181 ) begin
+            \$258  = \$182 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$258  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$259  = 5'h00;
+      7'h1b:
+          if (\$112 ) begin
+            \$259  = \$114 [4:0];
+          end
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$259  = 5'h00;
+      7'h38:
+          if (\$181 ) begin
+            \$259  = \$183 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$259  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$260  = 6'h00;
+      7'h1b:
+          if (\$109 ) begin
+            \$260  = \$111 [5:0];
+          end
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$260  = 6'h00;
+      7'h38:
+          if (\$178 ) begin
+            \$260  = \$180 [5:0];
+          end
     endcase
     if (rst) begin
       \$260  = 6'h00;
@@ -4483,7 +4384,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = gain_shift;
+    \$261  = loop_n;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4536,7 +4437,12 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1a:
           /* empty */;
       7'h1b:
-          \$261  = { \$117 [6], \$117 [6], \$117  };
+        begin
+          \$261  = \$115 [5:0];
+          if (\$116 ) begin
+            \$261  = 6'h00;
+          end
+        end
       7'h1c:
           /* empty */;
       7'h1d:
@@ -4546,20 +4452,18 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1f:
           /* empty */;
       7'h20:
-          \$261  = \$128 [8:0];
+          /* empty */;
       7'h21:
           /* empty */;
       7'h22:
+          /* empty */;
+      7'h23:
         begin
-          if (\$132 ) begin
-            \$261  = \$134 [8:0];
-          end
-          if (\$138 ) begin
-            \$261  = \$140 [8:0];
+          \$261  = \$143 [5:0];
+          if (\$144 ) begin
+            \$261  = 6'h00;
           end
         end
-      7'h23:
-          /* empty */;
       7'h24:
           /* empty */;
       7'h25:
@@ -4590,9 +4494,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -4603,30 +4507,35 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h37:
           /* empty */;
       7'h38:
-          \$261  = \$186 ;
+        begin
+          \$261  = \$184 [5:0];
+          if (\$185 ) begin
+            \$261  = 6'h00;
+          end
+        end
       7'h39:
           /* empty */;
       7'h3a:
-          \$261  = \$194 [8:0];
+          /* empty */;
       7'h3b:
           /* empty */;
       7'h3c:
+          /* empty */;
+      7'h3d:
         begin
-          if (\$198 ) begin
-            \$261  = \$200 [8:0];
-          end
-          if (\$204 ) begin
-            \$261  = \$206 [8:0];
+          \$261  = \$209 [5:0];
+          if (\$210 ) begin
+            \$261  = 6'h00;
           end
         end
     endcase
     if (rst) begin
-      \$261  = 9'h000;
+      \$261  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = gain_zero;
+    \$262  = gain_shift;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4679,9 +4588,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h1a:
           /* empty */;
       7'h1b:
-          \$262  = \$118 ;
-      7'h1c:
           /* empty */;
+      7'h1c:
+          \$262  = { \$118 [6], \$118 [6], \$118  };
       7'h1d:
           /* empty */;
       7'h1e:
@@ -4691,11 +4600,18 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h20:
           /* empty */;
       7'h21:
-          /* empty */;
+          \$262  = \$129 [8:0];
       7'h22:
           /* empty */;
       7'h23:
-          /* empty */;
+        begin
+          if (\$133 ) begin
+            \$262  = \$135 [8:0];
+          end
+          if (\$139 ) begin
+            \$262  = \$141 [8:0];
+          end
+        end
       7'h24:
           /* empty */;
       7'h25:
@@ -4726,9 +4642,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -4739,670 +4655,687 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h37:
           /* empty */;
       7'h38:
+          /* empty */;
+      7'h39:
           \$262  = \$187 ;
-    endcase
-    if (rst) begin
-      \$262  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = gain_q1;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          if (\done$45 ) begin
-            \$263  = q[15:0];
-          end
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$263  = \$189 [15:0];
-    endcase
-    if (rst) begin
-      \$263  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = gain_x;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          \$264  = { \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126 [15], \$126  };
-      7'h21:
-          /* empty */;
-      7'h22:
-        begin
-          if (\$132 ) begin
-            \$264  = \$133 ;
-          end
-          if (\$138 ) begin
-            \$264  = \$139 [26:0];
-          end
-        end
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          \$264  = { \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192 [15], \$192  };
-      7'h3b:
-          /* empty */;
-      7'h3c:
-        begin
-          if (\$198 ) begin
-            \$264  = \$199 ;
-          end
-          if (\$204 ) begin
-            \$264  = \$205 [26:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$264  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = scale_count;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          \$265  = 4'h0;
-      7'h21:
-          /* empty */;
-      7'h22:
-          \$265  = \$141 [3:0];
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          \$265  = 4'h0;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          \$265  = \$207 [3:0];
-    endcase
-    if (rst) begin
-      \$265  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = special_r;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$266  = \$131 ;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
       7'h3a:
           /* empty */;
       7'h3b:
-          \$266  = \$197 ;
-    endcase
-    if (rst) begin
-      \$266  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          \$267  = \$146 [3:0];
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
+          \$262  = \$195 [8:0];
       7'h3c:
           /* empty */;
       7'h3d:
-          \$267  = \$212 [3:0];
+        begin
+          if (\$199 ) begin
+            \$262  = \$201 [8:0];
+          end
+          if (\$205 ) begin
+            \$262  = \$207 [8:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$267  = 4'h0;
+      \$262  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = gain_p;
+    \$263  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$263  = \$119 ;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$263  = \$188 ;
+    endcase
+    if (rst) begin
+      \$263  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          if (\done$45 ) begin
+            \$264  = q[15:0];
+          end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$264  = \$190 [15:0];
+    endcase
+    if (rst) begin
+      \$264  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$265  = { \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127  };
+      7'h22:
+          /* empty */;
+      7'h23:
+        begin
+          if (\$133 ) begin
+            \$265  = \$134 ;
+          end
+          if (\$139 ) begin
+            \$265  = \$140 [26:0];
+          end
+        end
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$265  = { \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193  };
+      7'h3c:
+          /* empty */;
+      7'h3d:
+        begin
+          if (\$199 ) begin
+            \$265  = \$200 ;
+          end
+          if (\$205 ) begin
+            \$265  = \$206 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$265  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$266  = 4'h0;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$266  = \$142 [3:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$266  = 4'h0;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$266  = \$208 [3:0];
+    endcase
+    if (rst) begin
+      \$266  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$267  = \$132 ;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$267  = \$198 ;
+    endcase
+    if (rst) begin
+      \$267  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5473,13 +5406,11 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h23:
           /* empty */;
       7'h24:
-          /* empty */;
+          \$268  = \$147 [3:0];
       7'h25:
           /* empty */;
       7'h26:
-          if (\done$41 ) begin
-            \$268  = p[41:0];
-          end
+          /* empty */;
       7'h27:
           /* empty */;
       7'h28:
@@ -5504,9 +5435,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -5529,21 +5460,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h3d:
           /* empty */;
       7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          if (\done$41 ) begin
-            \$268  = p[41:0];
-          end
+          \$268  = \$213 [3:0];
     endcase
     if (rst) begin
-      \$268  = 42'h00000000000;
+      \$268  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = gain_w;
+    \$269  = gain_p;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5620,15 +5545,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h26:
           /* empty */;
       7'h27:
-          /* empty */;
+          if (\done$41 ) begin
+            \$269  = p[41:0];
+          end
       7'h28:
           /* empty */;
       7'h29:
           /* empty */;
       7'h2a:
-          if (\done$45 ) begin
-            \$269  = q;
-          end
+          /* empty */;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -5645,9 +5570,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -5676,15 +5601,17 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h40:
           /* empty */;
       7'h41:
-          \$269  = \$213 [28:0];
+          if (\done$41 ) begin
+            \$269  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$269  = 29'h00000000;
+      \$269  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = gain_t;
+    \$270  = gain_w;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5769,7 +5696,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2a:
           /* empty */;
       7'h2b:
-          \$270  = { \$155 [29], \$155  };
+          if (\done$45 ) begin
+            \$270  = q;
+          end
       7'h2c:
           /* empty */;
       7'h2d:
@@ -5784,9 +5713,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -5817,15 +5746,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h41:
           /* empty */;
       7'h42:
-          \$270  = { \$218 [29], \$218  };
+          \$270  = \$214 [28:0];
     endcase
     if (rst) begin
-      \$270  = 31'h00000000;
+      \$270  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = gain_t1;
+    \$271  = gain_t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5912,7 +5841,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2b:
           /* empty */;
       7'h2c:
-          \$271  = \$159 ;
+          \$271  = { \$156 [29], \$156  };
       7'h2d:
           /* empty */;
       7'h2e:
@@ -5925,9 +5854,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -5960,15 +5889,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h42:
           /* empty */;
       7'h43:
-          \$271  = \$222 ;
+          \$271  = { \$219 [29], \$219  };
     endcase
     if (rst) begin
-      \$271  = 32'd0;
+      \$271  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = acc0;
+    \$272  = gain_t1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6057,7 +5986,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2c:
           /* empty */;
       7'h2d:
-          \$272  = \$163 [22:0];
+          \$272  = \$160 ;
       7'h2e:
           /* empty */;
       7'h2f:
@@ -6068,9 +5997,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -6105,15 +6034,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h43:
           /* empty */;
       7'h44:
-          \$272  = \$226 [22:0];
+          \$272  = \$223 ;
     endcase
     if (rst) begin
-      \$272  = 23'h000000;
+      \$272  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = acc1;
+    \$273  = acc0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6202,9 +6131,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2c:
           /* empty */;
       7'h2d:
-          \$273  = \$167 [22:0];
-      7'h2e:
           /* empty */;
+      7'h2e:
+          \$273  = \$164 [22:0];
       7'h2f:
           /* empty */;
       7'h30:
@@ -6213,9 +6142,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -6250,7 +6179,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h43:
           /* empty */;
       7'h44:
-          \$273  = \$230 [22:0];
+          /* empty */;
+      7'h45:
+          \$273  = \$227 [22:0];
     endcase
     if (rst) begin
       \$273  = 23'h000000;
@@ -6258,7 +6189,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = a_fin;
+    \$274  = acc1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6349,7 +6280,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2d:
           /* empty */;
       7'h2e:
-          \$274  = \$172 [13:0];
+          \$274  = \$168 [22:0];
       7'h2f:
           /* empty */;
       7'h30:
@@ -6358,9 +6289,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -6397,162 +6328,15 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h44:
           /* empty */;
       7'h45:
-          \$274  = \$235 [13:0];
+          \$274  = \$231 [22:0];
     endcase
     if (rst) begin
-      \$274  = 14'h0000;
+      \$274  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = c_fin;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$275  = \$173 [22:0];
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h45:
-          \$275  = \$236 [22:0];
-    endcase
-    if (rst) begin
-      \$275  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = \b$63 ;
+    \$275  = a_fin;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6645,18 +6429,16 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h2e:
           /* empty */;
       7'h2f:
-          /* empty */;
+          \$275  = \$173 [13:0];
       7'h30:
           /* empty */;
       7'h31:
-          if (\done$41 ) begin
-            \$276  = p[22:0];
-          end
+          /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -6695,13 +6477,156 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h45:
           /* empty */;
       7'h46:
+          \$275  = \$236 [13:0];
+    endcase
+    if (rst) begin
+      \$275  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$276  = c_fin;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      7'h47:
+      7'h02:
           /* empty */;
-      7'h48:
-          if (\done$41 ) begin
-            \$276  = p[22:0];
-          end
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$276  = \$174 [22:0];
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \$276  = \$237 [22:0];
     endcase
     if (rst) begin
       \$276  = 23'h000000;
@@ -6709,7 +6634,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = \a$64 ;
+    \$277  = \b$63 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6808,10 +6733,12 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h31:
           /* empty */;
       7'h32:
-          \$277  = a_fin;
-      7'h03:
-          /* empty */;
+          if (\done$41 ) begin
+            \$277  = p[22:0];
+          end
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -6856,15 +6783,17 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h48:
           /* empty */;
       7'h49:
-          \$277  = a_fin;
+          if (\done$41 ) begin
+            \$277  = p[22:0];
+          end
     endcase
     if (rst) begin
-      \$277  = 14'h0000;
+      \$277  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = special;
+    \$278  = \a$64 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6963,10 +6892,10 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h31:
           /* empty */;
       7'h32:
-          \$278  = special_r;
-      7'h03:
           /* empty */;
       7'h33:
+          \$278  = a_fin;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -7011,15 +6940,17 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h48:
           /* empty */;
       7'h49:
-          \$278  = special_r;
+          /* empty */;
+      7'h4a:
+          \$278  = a_fin;
     endcase
     if (rst) begin
-      \$278  = 1'h0;
+      \$278  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = \neg$66 ;
+    \$279  = special;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7118,10 +7049,10 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h31:
           /* empty */;
       7'h32:
-          \$279  = \$174 ;
-      7'h03:
           /* empty */;
       7'h33:
+          \$279  = special_r;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -7166,7 +7097,9 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h48:
           /* empty */;
       7'h49:
-          \$279  = \$237 ;
+          /* empty */;
+      7'h4a:
+          \$279  = special_r;
     endcase
     if (rst) begin
       \$279  = 1'h0;
@@ -7174,7 +7107,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = q_lo;
+    \$280  = \neg$66 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7273,10 +7206,10 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h31:
           /* empty */;
       7'h32:
-          \$280  = floor_q;
-      7'h03:
           /* empty */;
       7'h33:
+          \$280  = \$175 ;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -7321,15 +7254,17 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h48:
           /* empty */;
       7'h49:
-          \$280  = floor_q;
+          /* empty */;
+      7'h4a:
+          \$280  = \$238 ;
     endcase
     if (rst) begin
-      \$280  = 10'h000;
+      \$280  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = q_hi;
+    \$281  = q_lo;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7428,10 +7363,10 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h31:
           /* empty */;
       7'h32:
-          \$281  = \$175 [9:0];
-      7'h03:
           /* empty */;
       7'h33:
+          \$281  = floor_q;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -7476,10 +7411,169 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
       7'h48:
           /* empty */;
       7'h49:
-          \$281  = \$238 [9:0];
+          /* empty */;
+      7'h4a:
+          \$281  = floor_q;
     endcase
     if (rst) begin
       \$281  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$282  = \$176 [9:0];
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \$282  = \$239 [9:0];
+    endcase
+    if (rst) begin
+      \$282  = 10'h000;
     end
   end
   assign beta_shift = \$1 [3:0];
@@ -7502,23 +7596,23 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   assign \$9  = { 2'h0, div_mag[13:0], 13'h0000 };
   assign \$11  = { 27'h0000000, div_mag[42:27] };
   assign \$12  = { 1'h0, div_mag[26:0] };
-  assign \$109  = { den_norm, 1'h0 };
-  assign \$112  = { num_norm, 1'h0 };
-  assign \$119  = { 1'h0, num_norm, 6'h00 };
-  assign \$124  = { gain_q1[15], gain_q1[15:1] };
-  assign \$133  = { 1'h0, gain_x[26:1] };
-  assign \$139  = { gain_x, 1'h0 };
-  assign \$153  = { 1'h0, \$152 [15:1] };
-  assign \$176  = { chan[89], chan[89], chan[89], chan[89], chan[89], chan[89], chan[89], chan[89], chan[89:82] };
-  assign \$178  = { den_norm, 1'h0 };
-  assign \$181  = { num_norm, 1'h0 };
-  assign \$188  = { 1'h0, num_norm, 6'h00 };
-  assign \$189  = { 15'h0000, \$188 [29:15] };
-  assign \$190  = { gain_q1[15], gain_q1[15:1] };
-  assign \$199  = { 1'h0, gain_x[26:1] };
-  assign \$205  = { gain_x, 1'h0 };
-  assign \$213  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
-  assign \$216  = { 1'h0, \$215 [15:1] };
+  assign \$110  = { den_norm, 1'h0 };
+  assign \$113  = { num_norm, 1'h0 };
+  assign \$120  = { 1'h0, num_norm, 6'h00 };
+  assign \$125  = { gain_q1[15], gain_q1[15:1] };
+  assign \$134  = { 1'h0, gain_x[26:1] };
+  assign \$140  = { gain_x, 1'h0 };
+  assign \$154  = { 1'h0, \$153 [15:1] };
+  assign \$177  = { chan[89], chan[89], chan[89], chan[89], chan[89], chan[89], chan[89], chan[89], chan[89:82] };
+  assign \$179  = { den_norm, 1'h0 };
+  assign \$182  = { num_norm, 1'h0 };
+  assign \$189  = { 1'h0, num_norm, 6'h00 };
+  assign \$190  = { 15'h0000, \$189 [29:15] };
+  assign \$191  = { gain_q1[15], gain_q1[15:1] };
+  assign \$200  = { 1'h0, gain_x[26:1] };
+  assign \$206  = { gain_x, 1'h0 };
+  assign \$214  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$217  = { 1'h0, \$216 [15:1] };
 endmodule
 
 module \hwnorm_cvar_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

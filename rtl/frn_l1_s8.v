@@ -591,183 +591,184 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [4:0] \$1 ;
   wire [42:0] \$10 ;
-  wire \$100 ;
-  wire [29:0] \$101 ;
-  wire \$102 ;
-  wire [43:0] \$103 ;
+  wire [6:0] \$100 ;
+  wire \$101 ;
+  wire [29:0] \$102 ;
+  wire \$103 ;
   wire [43:0] \$104 ;
-  wire \$105 ;
-  wire [15:0] \$106 ;
+  wire [43:0] \$105 ;
+  wire \$106 ;
   wire [15:0] \$107 ;
   wire [15:0] \$108 ;
-  wire [9:0] \$109 ;
+  wire [15:0] \$109 ;
   wire [27:0] \$11 ;
   wire [9:0] \$110 ;
-  wire \$111 ;
+  wire [9:0] \$111 ;
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire [26:0] \$115 ;
-  wire [9:0] \$116 ;
-  wire \$117 ;
+  wire \$115 ;
+  wire [26:0] \$116 ;
+  wire [9:0] \$117 ;
   wire \$118 ;
   wire \$119 ;
   wire \$12 ;
   wire \$120 ;
-  wire [27:0] \$121 ;
-  wire [9:0] \$122 ;
-  wire [4:0] \$123 ;
-  wire [6:0] \$124 ;
-  wire \$125 ;
+  wire \$121 ;
+  wire [27:0] \$122 ;
+  wire [9:0] \$123 ;
+  wire [4:0] \$124 ;
+  wire [6:0] \$125 ;
   wire \$126 ;
-  wire [8:0] \$127 ;
+  wire \$127 ;
   wire [8:0] \$128 ;
-  wire \$129 ;
+  wire [8:0] \$129 ;
   wire [10:0] \$13 ;
-  wire [43:0] \$130 ;
+  wire \$130 ;
   wire [43:0] \$131 ;
-  wire \$132 ;
-  wire [22:0] \$133 ;
-  wire [15:0] \$134 ;
+  wire [43:0] \$132 ;
+  wire \$133 ;
+  wire [22:0] \$134 ;
   wire [15:0] \$135 ;
-  wire [23:0] \$136 ;
-  wire [29:0] \$137 ;
-  wire \$138 ;
-  wire [27:0] \$139 ;
+  wire [15:0] \$136 ;
+  wire [23:0] \$137 ;
+  wire [29:0] \$138 ;
+  wire \$139 ;
   wire [10:0] \$14 ;
   wire [27:0] \$140 ;
-  wire [31:0] \$141 ;
-  wire \$142 ;
+  wire [27:0] \$141 ;
+  wire [31:0] \$142 ;
   wire \$143 ;
-  wire [30:0] \$144 ;
+  wire \$144 ;
   wire [30:0] \$145 ;
-  wire \$146 ;
+  wire [30:0] \$146 ;
   wire \$147 ;
-  wire [31:0] \$148 ;
+  wire \$148 ;
   wire [31:0] \$149 ;
   wire \$15 ;
-  wire [23:0] \$150 ;
-  wire \$151 ;
-  wire [27:0] \$152 ;
+  wire [31:0] \$150 ;
+  wire [23:0] \$151 ;
+  wire \$152 ;
   wire [27:0] \$153 ;
   wire [27:0] \$154 ;
-  wire [30:0] \$155 ;
-  wire \$156 ;
-  wire [10:0] \$157 ;
-  wire [15:0] \$158 ;
-  wire \$159 ;
+  wire [27:0] \$155 ;
+  wire [30:0] \$156 ;
+  wire \$157 ;
+  wire [10:0] \$158 ;
+  wire [15:0] \$159 ;
   wire \$16 ;
-  wire [59:0] \$160 ;
-  wire [6:0] \$161 ;
-  wire \$162 ;
-  wire [23:0] \$163 ;
-  wire [5:0] \$164 ;
-  wire [6:0] \$165 ;
-  wire \$166 ;
-  wire [6:0] \$167 ;
-  wire [8:0] \$168 ;
-  wire \$169 ;
+  wire \$160 ;
+  wire [59:0] \$161 ;
+  wire [6:0] \$162 ;
+  wire \$163 ;
+  wire [23:0] \$164 ;
+  wire [5:0] \$165 ;
+  wire [6:0] \$166 ;
+  wire \$167 ;
+  wire [6:0] \$168 ;
+  wire [8:0] \$169 ;
   wire [8:0] \$17 ;
-  wire [29:0] \$170 ;
+  wire \$170 ;
   wire [29:0] \$171 ;
-  wire [15:0] \$172 ;
+  wire [29:0] \$172 ;
   wire [15:0] \$173 ;
   wire [15:0] \$174 ;
-  wire [9:0] \$175 ;
+  wire [15:0] \$175 ;
   wire [9:0] \$176 ;
-  wire \$177 ;
+  wire [9:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire [8:0] \$18 ;
   wire \$180 ;
-  wire [26:0] \$181 ;
-  wire [9:0] \$182 ;
-  wire \$183 ;
+  wire \$181 ;
+  wire [26:0] \$182 ;
+  wire [9:0] \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
-  wire [27:0] \$187 ;
-  wire [9:0] \$188 ;
-  wire [4:0] \$189 ;
+  wire \$187 ;
+  wire [27:0] \$188 ;
+  wire [9:0] \$189 ;
   wire \$19 ;
-  wire [6:0] \$190 ;
-  wire \$191 ;
+  wire [4:0] \$190 ;
+  wire [6:0] \$191 ;
   wire \$192 ;
-  wire [8:0] \$193 ;
+  wire \$193 ;
   wire [8:0] \$194 ;
-  wire [41:0] \$195 ;
-  wire [22:0] \$196 ;
-  wire [15:0] \$197 ;
+  wire [8:0] \$195 ;
+  wire [41:0] \$196 ;
+  wire [22:0] \$197 ;
   wire [15:0] \$198 ;
-  wire [23:0] \$199 ;
+  wire [15:0] \$199 ;
   wire [4:0] \$2 ;
   wire \$20 ;
-  wire [29:0] \$200 ;
-  wire \$201 ;
-  wire [27:0] \$202 ;
+  wire [23:0] \$200 ;
+  wire [29:0] \$201 ;
+  wire \$202 ;
   wire [27:0] \$203 ;
-  wire [31:0] \$204 ;
-  wire \$205 ;
+  wire [27:0] \$204 ;
+  wire [31:0] \$205 ;
   wire \$206 ;
-  wire [30:0] \$207 ;
+  wire \$207 ;
   wire [30:0] \$208 ;
-  wire \$209 ;
+  wire [30:0] \$209 ;
   wire [10:0] \$21 ;
   wire \$210 ;
-  wire [31:0] \$211 ;
+  wire \$211 ;
   wire [31:0] \$212 ;
-  wire [23:0] \$213 ;
-  wire \$214 ;
-  wire [27:0] \$215 ;
+  wire [31:0] \$213 ;
+  wire [23:0] \$214 ;
+  wire \$215 ;
   wire [27:0] \$216 ;
   wire [27:0] \$217 ;
-  wire [30:0] \$218 ;
-  wire \$219 ;
+  wire [27:0] \$218 ;
+  wire [30:0] \$219 ;
   wire [10:0] \$22 ;
-  wire [10:0] \$220 ;
-  reg \$221 ;
+  wire \$220 ;
+  wire [10:0] \$221 ;
   reg \$222 ;
-  reg [6:0] \$223 ;
-  reg \$224 ;
-  reg [37:0] \$225 ;
-  reg [58:0] \$226 ;
-  reg [9:0] \$227 ;
-  reg [13:0] \$228 ;
-  reg [23:0] \$229 ;
+  reg \$223 ;
+  reg [6:0] \$224 ;
+  reg \$225 ;
+  reg [37:0] \$226 ;
+  reg [58:0] \$227 ;
+  reg [9:0] \$228 ;
+  reg [13:0] \$229 ;
   wire \$23 ;
-  reg [58:0] \$230 ;
-  reg [22:0] \$231 ;
-  reg [4:0] \$232 ;
-  reg [5:0] \$233 ;
+  reg [23:0] \$230 ;
+  reg [58:0] \$231 ;
+  reg [22:0] \$232 ;
+  reg [4:0] \$233 ;
   reg [5:0] \$234 ;
-  reg [8:0] \$235 ;
-  reg \$236 ;
-  reg [42:0] \$237 ;
+  reg [5:0] \$235 ;
+  reg [8:0] \$236 ;
+  reg \$237 ;
   reg [42:0] \$238 ;
-  reg \$239 ;
+  reg [42:0] \$239 ;
   wire \$24 ;
   reg \$240 ;
-  reg [15:0] \$241 ;
-  reg [26:0] \$242 ;
-  reg [3:0] \$243 ;
-  reg \$244 ;
-  reg [3:0] \$245 ;
-  reg [41:0] \$246 ;
-  reg [28:0] \$247 ;
-  reg [30:0] \$248 ;
-  reg [31:0] \$249 ;
+  reg \$241 ;
+  reg [15:0] \$242 ;
+  reg [26:0] \$243 ;
+  reg [3:0] \$244 ;
+  reg \$245 ;
+  reg [3:0] \$246 ;
+  reg [41:0] \$247 ;
+  reg [28:0] \$248 ;
+  reg [30:0] \$249 ;
   wire \$25 ;
-  reg [22:0] \$250 ;
+  reg [31:0] \$250 ;
   reg [22:0] \$251 ;
-  reg [13:0] \$252 ;
-  reg [22:0] \$253 ;
+  reg [22:0] \$252 ;
+  reg [13:0] \$253 ;
   reg [22:0] \$254 ;
-  reg [13:0] \$255 ;
-  reg \$256 ;
+  reg [22:0] \$255 ;
+  reg [13:0] \$256 ;
   reg \$257 ;
-  reg [9:0] \$258 ;
+  reg \$258 ;
   reg [9:0] \$259 ;
   wire \$26 ;
+  reg [9:0] \$260 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
@@ -839,15 +840,15 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   wire \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire [59:0] \$91 ;
-  wire [6:0] \$92 ;
-  wire \$93 ;
-  wire [23:0] \$94 ;
-  wire [5:0] \$95 ;
-  wire [6:0] \$96 ;
-  wire \$97 ;
-  wire [5:0] \$98 ;
-  wire [6:0] \$99 ;
+  wire \$91 ;
+  wire [59:0] \$92 ;
+  wire [6:0] \$93 ;
+  wire \$94 ;
+  wire [23:0] \$95 ;
+  wire [5:0] \$96 ;
+  wire [6:0] \$97 ;
+  wire \$98 ;
+  wire [5:0] \$99 ;
   reg [38:0] a;
   output [13:0] \a$60 ;
   reg [13:0] \a$60  = 14'h0000;
@@ -1025,198 +1026,199 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   assign \$87  = fsm_state == 6'h3f;
   assign \$88  = fsm_state == 7'h40;
   assign \$89  = fsm_state == 7'h41;
-  assign \$90  = ~ den_norm[58];
-  assign \$92  = den_zeros + 1'h1;
-  assign \$93  = ~ num_norm[22];
-  assign \$95  = num_zeros + 1'h1;
-  assign \$96  = loop_n + 1'h1;
-  assign \$97  = loop_n == 6'h3a;
-  assign \$98  = 5'h18 + num_zeros;
-  assign \$99  = \$98  - den_zeros;
-  assign \$100  = ~ num_norm[22];
-  assign \$102  = $signed(div_num) < $signed(1'h0);
-  assign \$103  = - $signed(div_num);
-  assign \$104  = \$102  ? \$103  : { div_num[42], div_num };
-  assign \$105  = $signed(div_num) < $signed(1'h0);
-  assign \$107  = gain_q1[13] ? \$106  : gain_q1;
-  assign \$108  = gain_zero ? 16'h0000 : \$107 ;
-  assign \$109  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$110  = gain_zero ? 10'h004 : \$109 ;
-  assign \$111  = ~ gain_zero;
-  assign \$112  = $signed(gain_shift) < $signed(4'h4);
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$116  = $signed(gain_shift) - $signed(2'h1);
-  assign \$117  = $signed(gain_shift) < $signed(4'h4);
-  assign \$118  = special_r & \$117 ;
-  assign \$119  = scale_count < 4'hd;
-  assign \$120  = \$118  & \$119 ;
-  assign \$122  = $signed(gain_shift) + $signed(2'h1);
-  assign \$123  = scale_count + 1'h1;
-  assign \$124  = loop_n + 1'h1;
-  assign \$125  = loop_n == 4'hd;
-  assign \$126  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$127  = \$126  ? 9'h00d : gain_shift;
-  assign \$128  = special_r ? 9'h004 : \$127 ;
-  assign \$129  = $signed(div_num) < $signed(1'h0);
-  assign \$130  = - $signed(div_num);
-  assign \$131  = \$129  ? \$130  : { div_num[42], div_num };
-  assign \$132  = $signed(div_num) < $signed(1'h0);
-  assign \$133  = $signed(chan[111:104]) << \$1 [3:0];
-  assign \$134  = 1'h1 << sh;
-  assign \$136  = $signed(\$133 ) + $signed({ 1'h0, \$135  });
-  assign \$137  = $signed(\$136 ) - $signed(gain_w);
-  assign \$138  = $signed(chan[103:96]) < $signed(1'h0);
-  assign \$139  = - gain_x;
-  assign \$140  = \$138  ? \$139  : { 1'h0, gain_x };
-  assign \$141  = $signed(gain_t) + $signed(\$140 );
-  assign \$142  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$143  = $signed(gain_t) > $signed(13'h0810);
-  assign \$144  = \$143  ? 31'h00000810 : gain_t;
-  assign \$145  = \$142  ? 31'h7ffff7e0 : \$144 ;
-  assign \$146  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$147  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$148  = \$147  ? 32'd2064 : gain_t1;
-  assign \$149  = \$146  ? 32'd4294965216 : \$148 ;
-  assign \$150  = $signed(acc1) - $signed(acc0);
-  assign \$151  = $signed(chan[103:96]) < $signed(1'h0);
-  assign \$152  = - gain_x;
-  assign \$153  = \$151  ? \$152  : { 1'h0, gain_x };
-  assign \$154  = special_r ? { \$150 [23], \$150 [23], \$150 [23], \$150 [23], \$150  } : \$153 ;
-  assign \$155  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$156  = $signed(chan[103:96]) < $signed(1'h0);
-  assign \$157  = $signed(floor_q) + $signed(2'h1);
-  assign \$159  = ~ den_norm[58];
-  assign \$161  = den_zeros + 1'h1;
-  assign \$162  = ~ num_norm[22];
-  assign \$164  = num_zeros + 1'h1;
-  assign \$165  = loop_n + 1'h1;
-  assign \$166  = loop_n == 5'h16;
-  assign \$167  = 7'h7c + num_zeros;
-  assign \$168  = $signed(\$167 ) - $signed(chan[151:144]);
-  assign \$169  = ~ num_norm[22];
-  assign \$173  = gain_q1[13] ? \$172  : gain_q1;
-  assign \$174  = gain_zero ? 16'h0000 : \$173 ;
-  assign \$175  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$176  = gain_zero ? 10'h004 : \$175 ;
-  assign \$177  = ~ gain_zero;
-  assign \$178  = $signed(gain_shift) < $signed(4'h4);
-  assign \$179  = \$177  & \$178 ;
-  assign \$180  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$182  = $signed(gain_shift) - $signed(2'h1);
-  assign \$183  = $signed(gain_shift) < $signed(4'h4);
-  assign \$184  = special_r & \$183 ;
-  assign \$185  = scale_count < 4'hd;
-  assign \$186  = \$184  & \$185 ;
-  assign \$188  = $signed(gain_shift) + $signed(2'h1);
-  assign \$189  = scale_count + 1'h1;
-  assign \$190  = loop_n + 1'h1;
-  assign \$191  = loop_n == 4'hd;
-  assign \$192  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$193  = \$192  ? 9'h00d : gain_shift;
-  assign \$194  = special_r ? 9'h004 : \$193 ;
-  assign \$196  = $signed(chan[111:104]) << \$2 [3:0];
-  assign \$197  = 1'h1 << sh;
-  assign \$199  = $signed(\$196 ) + $signed({ 1'h0, \$198  });
-  assign \$200  = $signed(\$199 ) - $signed(gain_w);
-  assign \$201  = $signed(chan[103:96]) < $signed(1'h0);
-  assign \$202  = - gain_x;
-  assign \$203  = \$201  ? \$202  : { 1'h0, gain_x };
-  assign \$204  = $signed(gain_t) + $signed(\$203 );
-  assign \$205  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$206  = $signed(gain_t) > $signed(13'h0810);
-  assign \$207  = \$206  ? 31'h00000810 : gain_t;
-  assign \$208  = \$205  ? 31'h7ffff7e0 : \$207 ;
-  assign \$209  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$210  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$211  = \$210  ? 32'd2064 : gain_t1;
-  assign \$212  = \$209  ? 32'd4294965216 : \$211 ;
-  assign \$213  = $signed(acc1) - $signed(acc0);
-  assign \$214  = $signed(chan[103:96]) < $signed(1'h0);
-  assign \$215  = - gain_x;
-  assign \$216  = \$214  ? \$215  : { 1'h0, gain_x };
-  assign \$217  = special_r ? { \$213 [23], \$213 [23], \$213 [23], \$213 [23], \$213  } : \$216 ;
-  assign \$218  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$219  = $signed(chan[103:96]) < $signed(1'h0);
-  assign \$220  = $signed(floor_q) + $signed(2'h1);
+  assign \$90  = fsm_state == 7'h42;
+  assign \$91  = ~ den_norm[58];
+  assign \$93  = den_zeros + 1'h1;
+  assign \$94  = ~ num_norm[22];
+  assign \$96  = num_zeros + 1'h1;
+  assign \$97  = loop_n + 1'h1;
+  assign \$98  = loop_n == 6'h3a;
+  assign \$99  = 5'h18 + num_zeros;
+  assign \$100  = \$99  - den_zeros;
+  assign \$101  = ~ num_norm[22];
+  assign \$103  = $signed(div_num) < $signed(1'h0);
+  assign \$104  = - $signed(div_num);
+  assign \$105  = \$103  ? \$104  : { div_num[42], div_num };
+  assign \$106  = $signed(div_num) < $signed(1'h0);
+  assign \$108  = gain_q1[13] ? \$107  : gain_q1;
+  assign \$109  = gain_zero ? 16'h0000 : \$108 ;
+  assign \$110  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$111  = gain_zero ? 10'h004 : \$110 ;
+  assign \$112  = ~ gain_zero;
+  assign \$113  = $signed(gain_shift) < $signed(4'h4);
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$117  = $signed(gain_shift) - $signed(2'h1);
+  assign \$118  = $signed(gain_shift) < $signed(4'h4);
+  assign \$119  = special_r & \$118 ;
+  assign \$120  = scale_count < 4'hd;
+  assign \$121  = \$119  & \$120 ;
+  assign \$123  = $signed(gain_shift) + $signed(2'h1);
+  assign \$124  = scale_count + 1'h1;
+  assign \$125  = loop_n + 1'h1;
+  assign \$126  = loop_n == 4'hd;
+  assign \$127  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$128  = \$127  ? 9'h00d : gain_shift;
+  assign \$129  = special_r ? 9'h004 : \$128 ;
+  assign \$130  = $signed(div_num) < $signed(1'h0);
+  assign \$131  = - $signed(div_num);
+  assign \$132  = \$130  ? \$131  : { div_num[42], div_num };
+  assign \$133  = $signed(div_num) < $signed(1'h0);
+  assign \$134  = $signed(chan[111:104]) << \$1 [3:0];
+  assign \$135  = 1'h1 << sh;
+  assign \$137  = $signed(\$134 ) + $signed({ 1'h0, \$136  });
+  assign \$138  = $signed(\$137 ) - $signed(gain_w);
+  assign \$139  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$140  = - gain_x;
+  assign \$141  = \$139  ? \$140  : { 1'h0, gain_x };
+  assign \$142  = $signed(gain_t) + $signed(\$141 );
+  assign \$143  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$144  = $signed(gain_t) > $signed(13'h0810);
+  assign \$145  = \$144  ? 31'h00000810 : gain_t;
+  assign \$146  = \$143  ? 31'h7ffff7e0 : \$145 ;
+  assign \$147  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$148  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$149  = \$148  ? 32'd2064 : gain_t1;
+  assign \$150  = \$147  ? 32'd4294965216 : \$149 ;
+  assign \$151  = $signed(acc1) - $signed(acc0);
+  assign \$152  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$153  = - gain_x;
+  assign \$154  = \$152  ? \$153  : { 1'h0, gain_x };
+  assign \$155  = special_r ? { \$151 [23], \$151 [23], \$151 [23], \$151 [23], \$151  } : \$154 ;
+  assign \$156  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$157  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$158  = $signed(floor_q) + $signed(2'h1);
+  assign \$160  = ~ den_norm[58];
+  assign \$162  = den_zeros + 1'h1;
+  assign \$163  = ~ num_norm[22];
+  assign \$165  = num_zeros + 1'h1;
+  assign \$166  = loop_n + 1'h1;
+  assign \$167  = loop_n == 5'h16;
+  assign \$168  = 7'h7c + num_zeros;
+  assign \$169  = $signed(\$168 ) - $signed(chan[151:144]);
+  assign \$170  = ~ num_norm[22];
+  assign \$174  = gain_q1[13] ? \$173  : gain_q1;
+  assign \$175  = gain_zero ? 16'h0000 : \$174 ;
+  assign \$176  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$177  = gain_zero ? 10'h004 : \$176 ;
+  assign \$178  = ~ gain_zero;
+  assign \$179  = $signed(gain_shift) < $signed(4'h4);
+  assign \$180  = \$178  & \$179 ;
+  assign \$181  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$183  = $signed(gain_shift) - $signed(2'h1);
+  assign \$184  = $signed(gain_shift) < $signed(4'h4);
+  assign \$185  = special_r & \$184 ;
+  assign \$186  = scale_count < 4'hd;
+  assign \$187  = \$185  & \$186 ;
+  assign \$189  = $signed(gain_shift) + $signed(2'h1);
+  assign \$190  = scale_count + 1'h1;
+  assign \$191  = loop_n + 1'h1;
+  assign \$192  = loop_n == 4'hd;
+  assign \$193  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$194  = \$193  ? 9'h00d : gain_shift;
+  assign \$195  = special_r ? 9'h004 : \$194 ;
+  assign \$197  = $signed(chan[111:104]) << \$2 [3:0];
+  assign \$198  = 1'h1 << sh;
+  assign \$200  = $signed(\$197 ) + $signed({ 1'h0, \$199  });
+  assign \$201  = $signed(\$200 ) - $signed(gain_w);
+  assign \$202  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$203  = - gain_x;
+  assign \$204  = \$202  ? \$203  : { 1'h0, gain_x };
+  assign \$205  = $signed(gain_t) + $signed(\$204 );
+  assign \$206  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$207  = $signed(gain_t) > $signed(13'h0810);
+  assign \$208  = \$207  ? 31'h00000810 : gain_t;
+  assign \$209  = \$206  ? 31'h7ffff7e0 : \$208 ;
+  assign \$210  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$211  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$212  = \$211  ? 32'd2064 : gain_t1;
+  assign \$213  = \$210  ? 32'd4294965216 : \$212 ;
+  assign \$214  = $signed(acc1) - $signed(acc0);
+  assign \$215  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$216  = - gain_x;
+  assign \$217  = \$215  ? \$216  : { 1'h0, gain_x };
+  assign \$218  = special_r ? { \$214 [23], \$214 [23], \$214 [23], \$214 [23], \$214  } : \$217 ;
+  assign \$219  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$220  = $signed(chan[103:96]) < $signed(1'h0);
+  assign \$221  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$221 ;
+    pop_top <= \$222 ;
   always @(posedge clk)
-    pop_bottom <= \$222 ;
+    pop_bottom <= \$223 ;
   always @(posedge clk)
-    fsm_state <= \$223 ;
+    fsm_state <= \$224 ;
   always @(posedge clk)
-    start <= \$224 ;
+    start <= \$225 ;
   always @(posedge clk)
-    t <= \$225 ;
+    t <= \$226 ;
   always @(posedge clk)
-    \den$39  <= \$226 ;
+    \den$39  <= \$227 ;
   always @(posedge clk)
-    floor_q <= \$227 ;
+    floor_q <= \$228 ;
   always @(posedge clk)
-    mean_rem <= \$228 ;
+    mean_rem <= \$229 ;
   always @(posedge clk)
-    gain_num <= \$229 ;
+    gain_num <= \$230 ;
   always @(posedge clk)
-    den_norm <= \$230 ;
+    den_norm <= \$231 ;
   always @(posedge clk)
-    num_norm <= \$231 ;
+    num_norm <= \$232 ;
   always @(posedge clk)
-    num_zeros <= \$232 ;
+    num_zeros <= \$233 ;
   always @(posedge clk)
-    den_zeros <= \$233 ;
+    den_zeros <= \$234 ;
   always @(posedge clk)
-    loop_n <= \$234 ;
+    loop_n <= \$235 ;
   always @(posedge clk)
-    gain_shift <= \$235 ;
+    gain_shift <= \$236 ;
   always @(posedge clk)
-    gain_zero <= \$236 ;
+    gain_zero <= \$237 ;
   always @(posedge clk)
-    div_num <= \$237 ;
+    div_num <= \$238 ;
   always @(posedge clk)
-    div_mag <= \$238 ;
+    div_mag <= \$239 ;
   always @(posedge clk)
-    div_neg <= \$239 ;
+    div_neg <= \$240 ;
   always @(posedge clk)
-    \start$5  <= \$240 ;
+    \start$5  <= \$241 ;
   always @(posedge clk)
-    gain_q1 <= \$241 ;
+    gain_q1 <= \$242 ;
   always @(posedge clk)
-    gain_x <= \$242 ;
+    gain_x <= \$243 ;
   always @(posedge clk)
-    scale_count <= \$243 ;
+    scale_count <= \$244 ;
   always @(posedge clk)
-    special_r <= \$244 ;
+    special_r <= \$245 ;
   always @(posedge clk)
-    sh <= \$245 ;
+    sh <= \$246 ;
   always @(posedge clk)
-    gain_p <= \$246 ;
+    gain_p <= \$247 ;
   always @(posedge clk)
-    gain_w <= \$247 ;
+    gain_w <= \$248 ;
   always @(posedge clk)
-    gain_t <= \$248 ;
+    gain_t <= \$249 ;
   always @(posedge clk)
-    gain_t1 <= \$249 ;
+    gain_t1 <= \$250 ;
   always @(posedge clk)
-    acc0 <= \$250 ;
+    acc0 <= \$251 ;
   always @(posedge clk)
-    acc1 <= \$251 ;
+    acc1 <= \$252 ;
   always @(posedge clk)
-    a_fin <= \$252 ;
+    a_fin <= \$253 ;
   always @(posedge clk)
-    c_fin <= \$253 ;
+    c_fin <= \$254 ;
   always @(posedge clk)
-    \b$59  <= \$254 ;
+    \b$59  <= \$255 ;
   always @(posedge clk)
-    \a$60  <= \$255 ;
+    \a$60  <= \$256 ;
   always @(posedge clk)
-    special <= \$256 ;
+    special <= \$257 ;
   always @(posedge clk)
-    \neg$62  <= \$257 ;
+    \neg$62  <= \$258 ;
   always @(posedge clk)
-    q_lo <= \$258 ;
+    q_lo <= \$259 ;
   always @(posedge clk)
-    q_hi <= \$259 ;
+    q_hi <= \$260 ;
   \hwnorm_frn_l1_s8.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1272,9 +1274,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h0e:
           /* empty */;
       7'h0f:
-          a = { \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6  };
-      7'h10:
           /* empty */;
+      7'h10:
+          a = { \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6 [8], \$6  };
       7'h11:
           /* empty */;
       7'h12:
@@ -1300,9 +1302,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1c:
           /* empty */;
       7'h1d:
-          a = { 12'h000, gain_x };
-      7'h1e:
           /* empty */;
+      7'h1e:
+          a = { 12'h000, gain_x };
       7'h1f:
           /* empty */;
       7'h20:
@@ -1322,19 +1324,19 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h27:
           /* empty */;
       7'h28:
-          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+          /* empty */;
       7'h29:
-          /* empty */;
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
       7'h2a:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h2b:
           /* empty */;
-      7'h2c:
-          a = { \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18  };
-      7'h2d:
+      7'h03:
           /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          a = { \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18 [8], \$18  };
       7'h2e:
           /* empty */;
       7'h2f:
@@ -1354,9 +1356,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h36:
           /* empty */;
       7'h37:
-          a = { 12'h000, gain_x };
-      7'h38:
           /* empty */;
+      7'h38:
+          a = { 12'h000, gain_x };
       7'h39:
           /* empty */;
       7'h3a:
@@ -1370,6 +1372,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3e:
           /* empty */;
       7'h3f:
+          /* empty */;
+      7'h40:
           a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
@@ -1404,9 +1408,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h0e:
           /* empty */;
       7'h0f:
-          b = { 14'h0000, chan[13:1] };
-      7'h10:
           /* empty */;
+      7'h10:
+          b = { 14'h0000, chan[13:1] };
       7'h11:
           /* empty */;
       7'h12:
@@ -1432,9 +1436,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1c:
           /* empty */;
       7'h1d:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h1e:
           /* empty */;
+      7'h1e:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h1f:
           /* empty */;
       7'h20:
@@ -1454,19 +1458,19 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h27:
           /* empty */;
       7'h28:
-          b = { \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14  };
+          /* empty */;
       7'h29:
-          /* empty */;
+          b = { \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14 [10], \$14  };
       7'h2a:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h2b:
           /* empty */;
-      7'h2c:
-          b = { 11'h000, chan[143:128] };
-      7'h2d:
+      7'h03:
           /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          b = { 11'h000, chan[143:128] };
       7'h2e:
           /* empty */;
       7'h2f:
@@ -1486,9 +1490,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h36:
           /* empty */;
       7'h37:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h38:
           /* empty */;
+      7'h38:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h39:
           /* empty */;
       7'h3a:
@@ -1502,6 +1506,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3e:
           /* empty */;
       7'h3f:
+          /* empty */;
+      7'h40:
           b = { \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22 [10], \$22  };
     endcase
   end
@@ -1536,9 +1542,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h0e:
           /* empty */;
       7'h0f:
-          c = 67'h00000000000000000;
-      7'h10:
           /* empty */;
+      7'h10:
+          c = 67'h00000000000000000;
       7'h11:
           /* empty */;
       7'h12:
@@ -1564,9 +1570,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1c:
           /* empty */;
       7'h1d:
-          c = 67'h00000000000000000;
-      7'h1e:
           /* empty */;
+      7'h1e:
+          c = 67'h00000000000000000;
       7'h1f:
           /* empty */;
       7'h20:
@@ -1586,19 +1592,19 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h27:
           /* empty */;
       7'h28:
-          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+          /* empty */;
       7'h29:
-          /* empty */;
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
       7'h2a:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h2b:
           /* empty */;
-      7'h2c:
-          c = 67'h00000000000000000;
-      7'h2d:
+      7'h03:
           /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          c = 67'h00000000000000000;
       7'h2e:
           /* empty */;
       7'h2f:
@@ -1618,9 +1624,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h36:
           /* empty */;
       7'h37:
-          c = 67'h00000000000000000;
-      7'h38:
           /* empty */;
+      7'h38:
+          c = 67'h00000000000000000;
       7'h39:
           /* empty */;
       7'h3a:
@@ -1634,6 +1640,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3e:
           /* empty */;
       7'h3f:
+          /* empty */;
+      7'h40:
           c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
@@ -1668,9 +1676,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h0e:
           /* empty */;
       7'h0f:
-          neg = 1'h0;
-      7'h10:
           /* empty */;
+      7'h10:
+          neg = 1'h0;
       7'h11:
           /* empty */;
       7'h12:
@@ -1696,9 +1704,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1c:
           /* empty */;
       7'h1d:
-          neg = \$9 ;
-      7'h1e:
           /* empty */;
+      7'h1e:
+          neg = \$9 ;
       7'h1f:
           /* empty */;
       7'h20:
@@ -1718,19 +1726,19 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h27:
           /* empty */;
       7'h28:
-          neg = \$15 ;
+          /* empty */;
       7'h29:
-          /* empty */;
+          neg = \$15 ;
       7'h2a:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h2b:
           /* empty */;
-      7'h2c:
-          neg = 1'h0;
-      7'h2d:
+      7'h03:
           /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          neg = 1'h0;
       7'h2e:
           /* empty */;
       7'h2f:
@@ -1750,9 +1758,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h36:
           /* empty */;
       7'h37:
-          neg = \$19 ;
-      7'h38:
           /* empty */;
+      7'h38:
+          neg = \$19 ;
       7'h39:
           /* empty */;
       7'h3a:
@@ -1766,6 +1774,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3e:
           /* empty */;
       7'h3f:
+          /* empty */;
+      7'h40:
           neg = \$23 ;
     endcase
   end
@@ -1800,9 +1810,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h0e:
           /* empty */;
       7'h0f:
-          steps = 5'h0d;
-      7'h10:
           /* empty */;
+      7'h10:
+          steps = 5'h0d;
       7'h11:
           /* empty */;
       7'h12:
@@ -1828,9 +1838,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1c:
           /* empty */;
       7'h1d:
-          steps = 5'h0d;
-      7'h1e:
           /* empty */;
+      7'h1e:
+          steps = 5'h0d;
       7'h1f:
           /* empty */;
       7'h20:
@@ -1850,19 +1860,19 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h27:
           /* empty */;
       7'h28:
-          steps = 5'h09;
+          /* empty */;
       7'h29:
-          /* empty */;
+          steps = 5'h09;
       7'h2a:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h2b:
           /* empty */;
-      7'h2c:
-          steps = 5'h10;
-      7'h2d:
+      7'h03:
           /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          steps = 5'h10;
       7'h2e:
           /* empty */;
       7'h2f:
@@ -1882,9 +1892,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h36:
           /* empty */;
       7'h37:
-          steps = 5'h08;
-      7'h38:
           /* empty */;
+      7'h38:
+          steps = 5'h08;
       7'h39:
           /* empty */;
       7'h3a:
@@ -1898,6 +1908,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3e:
           /* empty */;
       7'h3f:
+          /* empty */;
+      7'h40:
           steps = 5'h09;
     endcase
   end
@@ -1946,9 +1958,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h15:
           /* empty */;
       7'h16:
-          rem_init = \$7 [15:0];
-      7'h17:
           /* empty */;
+      7'h17:
+          rem_init = \$7 [15:0];
       7'h18:
           /* empty */;
       7'h19:
@@ -1968,6 +1980,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h20:
           /* empty */;
       7'h21:
+          /* empty */;
+      7'h22:
           rem_init = \$10 [15:0];
     endcase
   end
@@ -2016,9 +2030,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h15:
           /* empty */;
       7'h16:
-          lo_init = \$8 [26:0];
-      7'h17:
           /* empty */;
+      7'h17:
+          lo_init = \$8 [26:0];
       7'h18:
           /* empty */;
       7'h19:
@@ -2038,6 +2052,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h20:
           /* empty */;
       7'h21:
+          /* empty */;
+      7'h22:
           lo_init = \$11 [26:0];
     endcase
   end
@@ -2086,9 +2102,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h15:
           /* empty */;
       7'h16:
-          \neg$20  = div_neg;
-      7'h17:
           /* empty */;
+      7'h17:
+          \neg$20  = div_neg;
       7'h18:
           /* empty */;
       7'h19:
@@ -2108,6 +2124,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h20:
           /* empty */;
       7'h21:
+          /* empty */;
+      7'h22:
           \neg$20  = div_neg;
     endcase
   end
@@ -2156,9 +2174,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h15:
           /* empty */;
       7'h16:
-          den = den_norm[58:43];
-      7'h17:
           /* empty */;
+      7'h17:
+          den = den_norm[58:43];
       7'h18:
           /* empty */;
       7'h19:
@@ -2178,6 +2196,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h20:
           /* empty */;
       7'h21:
+          /* empty */;
+      7'h22:
           den = { 3'h0, chan[13:1] };
     endcase
   end
@@ -2226,9 +2246,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h15:
           /* empty */;
       7'h16:
-          \steps$24  = 5'h0e;
-      7'h17:
           /* empty */;
+      7'h17:
+          \steps$24  = 5'h0e;
       7'h18:
           /* empty */;
       7'h19:
@@ -2248,6 +2268,8 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h20:
           /* empty */;
       7'h21:
+          /* empty */;
+      7'h22:
           \steps$24  = 5'h1b;
     endcase
   end
@@ -2337,9 +2359,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -2385,16 +2407,11 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h41:
           /* empty */;
+      7'h42:
+          /* empty */;
       7'h01:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$221  = 1'h0;
-    if (rst) begin
-      \$221  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2405,218 +2422,227 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$223  = fsm_state;
+    \$223  = 1'h0;
+    if (rst) begin
+      \$223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$224  = fsm_state;
     casez (fsm_state)
       7'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$223  = 7'h01;
+                  \$224  = 7'h01;
               2'h1:
-                  \$223  = 7'h02;
+                  \$224  = 7'h02;
               2'h2:
-                  \$223  = 7'h03;
+                  \$224  = 7'h03;
             endcase
           end
       7'h02:
-          \$223  = 7'h04;
+          \$224  = 7'h04;
       7'h04:
-          \$223  = 7'h05;
+          \$224  = 7'h05;
       7'h05:
-          \$223  = 7'h06;
+          \$224  = 7'h06;
       7'h06:
           if (\done$37 ) begin
-            \$223  = 7'h07;
+            \$224  = 7'h07;
           end
       7'h07:
-          \$223  = 7'h08;
+          \$224  = 7'h08;
       7'h08:
-          \$223  = 7'h09;
+          \$224  = 7'h09;
       7'h09:
           if (\done$37 ) begin
-            \$223  = 7'h0a;
+            \$224  = 7'h0a;
           end
       7'h0a:
-          \$223  = 7'h0b;
+          \$224  = 7'h0b;
       7'h0b:
-          \$223  = 7'h0c;
+          \$224  = 7'h0c;
       7'h0c:
           if (\done$37 ) begin
-            \$223  = 7'h0d;
+            \$224  = 7'h0d;
           end
       7'h0d:
-          \$223  = 7'h0e;
+          \$224  = 7'h0e;
       7'h0e:
-          \$223  = 7'h0f;
+          \$224  = 7'h0f;
       7'h0f:
-          \$223  = 7'h10;
+          \$224  = 7'h10;
       7'h10:
-          if (\done$37 ) begin
-            \$223  = 7'h11;
-          end
+          \$224  = 7'h11;
       7'h11:
-          \$223  = 7'h12;
+          if (\done$37 ) begin
+            \$224  = 7'h12;
+          end
       7'h12:
-          if (\$97 ) begin
-            \$223  = 7'h13;
-          end
+          \$224  = 7'h13;
       7'h13:
-          \$223  = 7'h14;
+          if (\$98 ) begin
+            \$224  = 7'h14;
+          end
       7'h14:
-          \$223  = 7'h15;
+          \$224  = 7'h15;
       7'h15:
-          \$223  = 7'h16;
+          \$224  = 7'h16;
       7'h16:
-          \$223  = 7'h17;
+          \$224  = 7'h17;
       7'h17:
-          if (\done$48 ) begin
-            \$223  = 7'h18;
-          end
+          \$224  = 7'h18;
       7'h18:
-          \$223  = 7'h19;
-      7'h19:
-          \$223  = 7'h1a;
-      7'h1a:
-          if (\$125 ) begin
-            \$223  = 7'h1b;
-          end
-      7'h1b:
-          \$223  = 7'h1c;
-      7'h1c:
-          \$223  = 7'h1d;
-      7'h1d:
-          \$223  = 7'h1e;
-      7'h1e:
-          if (\done$37 ) begin
-            \$223  = 7'h1f;
-          end
-      7'h1f:
-          \$223  = 7'h20;
-      7'h20:
-          \$223  = 7'h21;
-      7'h21:
-          \$223  = 7'h22;
-      7'h22:
           if (\done$48 ) begin
-            \$223  = 7'h23;
+            \$224  = 7'h19;
           end
+      7'h19:
+          \$224  = 7'h1a;
+      7'h1a:
+          \$224  = 7'h1b;
+      7'h1b:
+          if (\$126 ) begin
+            \$224  = 7'h1c;
+          end
+      7'h1c:
+          \$224  = 7'h1d;
+      7'h1d:
+          \$224  = 7'h1e;
+      7'h1e:
+          \$224  = 7'h1f;
+      7'h1f:
+          if (\done$37 ) begin
+            \$224  = 7'h20;
+          end
+      7'h20:
+          \$224  = 7'h21;
+      7'h21:
+          \$224  = 7'h22;
+      7'h22:
+          \$224  = 7'h23;
       7'h23:
-          \$223  = 7'h24;
+          if (\done$48 ) begin
+            \$224  = 7'h24;
+          end
       7'h24:
-          \$223  = 7'h25;
+          \$224  = 7'h25;
       7'h25:
-          \$223  = 7'h26;
+          \$224  = 7'h26;
       7'h26:
-          \$223  = 7'h27;
+          \$224  = 7'h27;
       7'h27:
-          \$223  = 7'h28;
+          \$224  = 7'h28;
       7'h28:
-          \$223  = 7'h29;
+          \$224  = 7'h29;
       7'h29:
-          if (\done$37 ) begin
-            \$223  = 7'h2a;
-          end
+          \$224  = 7'h2a;
       7'h2a:
-          \$223  = 7'h01;
-      7'h03:
-          \$223  = 7'h2b;
+          if (\done$37 ) begin
+            \$224  = 7'h2b;
+          end
       7'h2b:
-          \$223  = 7'h2c;
+          \$224  = 7'h01;
+      7'h03:
+          \$224  = 7'h2c;
       7'h2c:
-          \$223  = 7'h2d;
+          \$224  = 7'h2d;
       7'h2d:
-          if (\done$37 ) begin
-            \$223  = 7'h2e;
-          end
+          \$224  = 7'h2e;
       7'h2e:
-          \$223  = 7'h2f;
-      7'h2f:
-          if (\$166 ) begin
-            \$223  = 7'h30;
-          end
-      7'h30:
-          \$223  = 7'h31;
-      7'h31:
-          \$223  = 7'h32;
-      7'h32:
-          \$223  = 7'h33;
-      7'h33:
-          \$223  = 7'h34;
-      7'h34:
-          if (\$191 ) begin
-            \$223  = 7'h35;
-          end
-      7'h35:
-          \$223  = 7'h36;
-      7'h36:
-          \$223  = 7'h37;
-      7'h37:
-          \$223  = 7'h38;
-      7'h38:
           if (\done$37 ) begin
-            \$223  = 7'h39;
+            \$224  = 7'h2f;
           end
+      7'h2f:
+          \$224  = 7'h30;
+      7'h30:
+          if (\$167 ) begin
+            \$224  = 7'h31;
+          end
+      7'h31:
+          \$224  = 7'h32;
+      7'h32:
+          \$224  = 7'h33;
+      7'h33:
+          \$224  = 7'h34;
+      7'h34:
+          \$224  = 7'h35;
+      7'h35:
+          if (\$192 ) begin
+            \$224  = 7'h36;
+          end
+      7'h36:
+          \$224  = 7'h37;
+      7'h37:
+          \$224  = 7'h38;
+      7'h38:
+          \$224  = 7'h39;
       7'h39:
-          \$223  = 7'h3a;
+          if (\done$37 ) begin
+            \$224  = 7'h3a;
+          end
       7'h3a:
-          \$223  = 7'h3b;
+          \$224  = 7'h3b;
       7'h3b:
-          \$223  = 7'h3c;
+          \$224  = 7'h3c;
       7'h3c:
-          \$223  = 7'h3d;
+          \$224  = 7'h3d;
       7'h3d:
-          \$223  = 7'h3e;
+          \$224  = 7'h3e;
       7'h3e:
-          \$223  = 7'h3f;
+          \$224  = 7'h3f;
       7'h3f:
-          \$223  = 7'h40;
+          \$224  = 7'h40;
       7'h40:
-          if (\done$37 ) begin
-            \$223  = 7'h41;
-          end
+          \$224  = 7'h41;
       7'h41:
-          \$223  = 7'h01;
+          if (\done$37 ) begin
+            \$224  = 7'h42;
+          end
+      7'h42:
+          \$224  = 7'h01;
       7'h01:
-          \$223  = 7'h00;
+          \$224  = 7'h00;
     endcase
     if (rst) begin
-      \$223  = 7'h00;
+      \$224  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$224  = start;
+    \$225  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h02:
           /* empty */;
       7'h04:
-          \$224  = 1'h1;
+          \$225  = 1'h1;
       7'h05:
-          \$224  = 1'h0;
+          \$225  = 1'h0;
       7'h06:
           /* empty */;
       7'h07:
-          \$224  = 1'h1;
+          \$225  = 1'h1;
       7'h08:
-          \$224  = 1'h0;
+          \$225  = 1'h0;
       7'h09:
           /* empty */;
       7'h0a:
-          \$224  = 1'h1;
+          \$225  = 1'h1;
       7'h0b:
-          \$224  = 1'h0;
+          \$225  = 1'h0;
       7'h0c:
           /* empty */;
       7'h0d:
           /* empty */;
       7'h0e:
-          \$224  = 1'h1;
-      7'h0f:
-          \$224  = 1'h0;
-      7'h10:
           /* empty */;
+      7'h0f:
+          \$225  = 1'h1;
+      7'h10:
+          \$225  = 1'h0;
       7'h11:
           /* empty */;
       7'h12:
@@ -2640,11 +2666,11 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1b:
           /* empty */;
       7'h1c:
-          \$224  = 1'h1;
-      7'h1d:
-          \$224  = 1'h0;
-      7'h1e:
           /* empty */;
+      7'h1d:
+          \$225  = 1'h1;
+      7'h1e:
+          \$225  = 1'h0;
       7'h1f:
           /* empty */;
       7'h20:
@@ -2662,21 +2688,21 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h26:
           /* empty */;
       7'h27:
-          \$224  = 1'h1;
-      7'h28:
-          \$224  = 1'h0;
-      7'h29:
           /* empty */;
+      7'h28:
+          \$225  = 1'h1;
+      7'h29:
+          \$225  = 1'h0;
       7'h2a:
+          /* empty */;
+      7'h2b:
           /* empty */;
       7'h03:
           /* empty */;
-      7'h2b:
-          \$224  = 1'h1;
       7'h2c:
-          \$224  = 1'h0;
+          \$225  = 1'h1;
       7'h2d:
-          /* empty */;
+          \$225  = 1'h0;
       7'h2e:
           /* empty */;
       7'h2f:
@@ -2694,11 +2720,11 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h35:
           /* empty */;
       7'h36:
-          \$224  = 1'h1;
-      7'h37:
-          \$224  = 1'h0;
-      7'h38:
           /* empty */;
+      7'h37:
+          \$225  = 1'h1;
+      7'h38:
+          \$225  = 1'h0;
       7'h39:
           /* empty */;
       7'h3a:
@@ -2710,17 +2736,19 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3d:
           /* empty */;
       7'h3e:
-          \$224  = 1'h1;
+          /* empty */;
       7'h3f:
-          \$224  = 1'h0;
+          \$225  = 1'h1;
+      7'h40:
+          \$225  = 1'h0;
     endcase
     if (rst) begin
-      \$224  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$225  = t;
+    \$226  = t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2732,7 +2760,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h06:
           if (\done$37 ) begin
-            \$225  = p[37:0];
+            \$226  = p[37:0];
           end
       7'h07:
           /* empty */;
@@ -2740,16 +2768,16 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h09:
           if (\done$37 ) begin
-            \$225  = p[37:0];
+            \$226  = p[37:0];
           end
     endcase
     if (rst) begin
-      \$225  = 38'h0000000000;
+      \$226  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$226  = \den$39 ;
+    \$227  = \den$39 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2773,16 +2801,16 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h0c:
           if (\done$37 ) begin
-            \$226  = p[58:0];
+            \$227  = p[58:0];
           end
     endcase
     if (rst) begin
-      \$226  = 59'h000000000000000;
+      \$227  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$227  = floor_q;
+    \$228  = floor_q;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2807,9 +2835,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h0c:
           /* empty */;
       7'h0d:
-          \$227  = 10'h000;
-      7'h0e:
           /* empty */;
+      7'h0e:
+          \$228  = 10'h000;
       7'h0f:
           /* empty */;
       7'h10:
@@ -2866,16 +2894,18 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
+      7'h2b:
+          /* empty */;
       7'h03:
-          \$227  = \$158 [9:0];
+          \$228  = \$159 [9:0];
     endcase
     if (rst) begin
-      \$227  = 10'h000;
+      \$228  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$228  = mean_rem;
+    \$229  = mean_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2900,9 +2930,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h0c:
           /* empty */;
       7'h0d:
-          \$228  = 14'h0000;
-      7'h0e:
           /* empty */;
+      7'h0e:
+          \$229  = 14'h0000;
       7'h0f:
           /* empty */;
       7'h10:
@@ -2959,16 +2989,18 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
+      7'h2b:
+          /* empty */;
       7'h03:
-          \$228  = { 6'h00, chan[119:112] };
+          \$229  = { 6'h00, chan[119:112] };
     endcase
     if (rst) begin
-      \$228  = 14'h0000;
+      \$229  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$229  = gain_num;
+    \$230  = gain_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2999,11 +3031,11 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h0f:
           /* empty */;
       7'h10:
+          /* empty */;
+      7'h11:
           if (\done$37 ) begin
-            \$229  = p[23:0];
+            \$230  = p[23:0];
           end
-      7'h11:
-          /* empty */;
       7'h12:
           /* empty */;
       7'h13:
@@ -3054,24 +3086,26 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
       7'h2d:
+          /* empty */;
+      7'h2e:
           if (\done$37 ) begin
-            \$229  = p[23:0];
+            \$230  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$229  = 24'h000000;
+      \$230  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$230  = den_norm;
+    \$231  = den_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3104,13 +3138,13 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h10:
           /* empty */;
       7'h11:
-          \$230  = \den$39 ;
-      7'h12:
-          if (\$90 ) begin
-            \$230  = \$91 [58:0];
-          end
-      7'h13:
           /* empty */;
+      7'h12:
+          \$231  = \den$39 ;
+      7'h13:
+          if (\$91 ) begin
+            \$231  = \$92 [58:0];
+          end
       7'h14:
           /* empty */;
       7'h15:
@@ -3157,445 +3191,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
           /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$230  = 59'h400000000000000;
-      7'h2f:
-          if (\$159 ) begin
-            \$230  = \$160 [58:0];
-          end
-    endcase
-    if (rst) begin
-      \$230  = 59'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$231  = num_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          \$231  = gain_num[22:0];
-      7'h12:
-          if (\$93 ) begin
-            \$231  = \$94 [22:0];
-          end
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
       7'h03:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$231  = gain_num[22:0];
-      7'h2f:
-          if (\$162 ) begin
-            \$231  = \$163 [22:0];
-          end
-    endcase
-    if (rst) begin
-      \$231  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$232  = num_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          \$232  = 5'h00;
-      7'h12:
-          if (\$93 ) begin
-            \$232  = \$95 [4:0];
-          end
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$232  = 5'h00;
-      7'h2f:
-          if (\$162 ) begin
-            \$232  = \$164 [4:0];
-          end
-    endcase
-    if (rst) begin
-      \$232  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$233  = den_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          \$233  = 6'h00;
-      7'h12:
-          if (\$90 ) begin
-            \$233  = \$92 [5:0];
-          end
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$233  = 6'h00;
-      7'h2f:
-          if (\$159 ) begin
-            \$233  = \$161 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$233  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = loop_n;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-        begin
-          \$234  = \$96 [5:0];
-          if (\$97 ) begin
-            \$234  = 6'h00;
-          end
-        end
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-        begin
-          \$234  = \$124 [5:0];
-          if (\$125 ) begin
-            \$234  = 6'h00;
-          end
-        end
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2b:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -3604,27 +3202,338 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h2e:
           /* empty */;
       7'h2f:
-        begin
-          \$234  = \$165 [5:0];
-          if (\$166 ) begin
-            \$234  = 6'h00;
-          end
-        end
+          \$231  = 59'h400000000000000;
       7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-        begin
-          \$234  = \$190 [5:0];
-          if (\$191 ) begin
-            \$234  = 6'h00;
+          if (\$160 ) begin
+            \$231  = \$161 [58:0];
           end
-        end
+    endcase
+    if (rst) begin
+      \$231  = 59'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          \$232  = gain_num[22:0];
+      7'h13:
+          if (\$94 ) begin
+            \$232  = \$95 [22:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$232  = gain_num[22:0];
+      7'h30:
+          if (\$163 ) begin
+            \$232  = \$164 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          \$233  = 5'h00;
+      7'h13:
+          if (\$94 ) begin
+            \$233  = \$96 [4:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$233  = 5'h00;
+      7'h30:
+          if (\$163 ) begin
+            \$233  = \$165 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$233  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          \$234  = 6'h00;
+      7'h13:
+          if (\$91 ) begin
+            \$234  = \$93 [5:0];
+          end
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$234  = 6'h00;
+      7'h30:
+          if (\$160 ) begin
+            \$234  = \$162 [5:0];
+          end
     endcase
     if (rst) begin
       \$234  = 6'h00;
@@ -3632,7 +3541,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = gain_shift;
+    \$235  = loop_n;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3669,7 +3578,12 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h12:
           /* empty */;
       7'h13:
-          \$235  = { \$99 [6], \$99 [6], \$99  };
+        begin
+          \$235  = \$97 [5:0];
+          if (\$98 ) begin
+            \$235  = 6'h00;
+          end
+        end
       7'h14:
           /* empty */;
       7'h15:
@@ -3679,20 +3593,18 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h17:
           /* empty */;
       7'h18:
-          \$235  = \$110 [8:0];
+          /* empty */;
       7'h19:
           /* empty */;
       7'h1a:
+          /* empty */;
+      7'h1b:
         begin
-          if (\$114 ) begin
-            \$235  = \$116 [8:0];
-          end
-          if (\$120 ) begin
-            \$235  = \$122 [8:0];
+          \$235  = \$125 [5:0];
+          if (\$126 ) begin
+            \$235  = 6'h00;
           end
         end
-      7'h1b:
-          /* empty */;
       7'h1c:
           /* empty */;
       7'h1d:
@@ -3723,9 +3635,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -3736,30 +3648,35 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h2f:
           /* empty */;
       7'h30:
-          \$235  = \$168 ;
+        begin
+          \$235  = \$166 [5:0];
+          if (\$167 ) begin
+            \$235  = 6'h00;
+          end
+        end
       7'h31:
           /* empty */;
       7'h32:
-          \$235  = \$176 [8:0];
+          /* empty */;
       7'h33:
           /* empty */;
       7'h34:
+          /* empty */;
+      7'h35:
         begin
-          if (\$180 ) begin
-            \$235  = \$182 [8:0];
-          end
-          if (\$186 ) begin
-            \$235  = \$188 [8:0];
+          \$235  = \$191 [5:0];
+          if (\$192 ) begin
+            \$235  = 6'h00;
           end
         end
     endcase
     if (rst) begin
-      \$235  = 9'h000;
+      \$235  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = gain_zero;
+    \$236  = gain_shift;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3796,9 +3713,138 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h12:
           /* empty */;
       7'h13:
-          \$236  = \$100 ;
-      7'h14:
           /* empty */;
+      7'h14:
+          \$236  = { \$100 [6], \$100 [6], \$100  };
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$236  = \$111 [8:0];
+      7'h1a:
+          /* empty */;
+      7'h1b:
+        begin
+          if (\$115 ) begin
+            \$236  = \$117 [8:0];
+          end
+          if (\$121 ) begin
+            \$236  = \$123 [8:0];
+          end
+        end
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$236  = \$169 ;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$236  = \$177 [8:0];
+      7'h34:
+          /* empty */;
+      7'h35:
+        begin
+          if (\$181 ) begin
+            \$236  = \$183 [8:0];
+          end
+          if (\$187 ) begin
+            \$236  = \$189 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$236  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$237  = \$101 ;
       7'h15:
           /* empty */;
       7'h16:
@@ -3843,9 +3889,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -3856,84 +3902,17 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h2f:
           /* empty */;
       7'h30:
-          \$236  = \$169 ;
+          /* empty */;
+      7'h31:
+          \$237  = \$170 ;
     endcase
     if (rst) begin
-      \$236  = 1'h0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = div_num;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          \$237  = { 13'h0000, \$101  };
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          \$237  = { gain_p[41], gain_p };
-    endcase
-    if (rst) begin
-      \$237  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = div_mag;
+    \$238  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3974,7 +3953,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h14:
           /* empty */;
       7'h15:
-          \$238  = \$104 [42:0];
+          \$238  = { 13'h0000, \$102  };
       7'h16:
           /* empty */;
       7'h17:
@@ -3996,7 +3975,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1f:
           /* empty */;
       7'h20:
-          \$238  = \$131 [42:0];
+          \$238  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
       \$238  = 43'h00000000000;
@@ -4004,7 +3983,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = div_neg;
+    \$239  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4045,9 +4024,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h14:
           /* empty */;
       7'h15:
-          \$239  = \$105 ;
-      7'h16:
           /* empty */;
+      7'h16:
+          \$239  = \$105 [42:0];
       7'h17:
           /* empty */;
       7'h18:
@@ -4067,15 +4046,17 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1f:
           /* empty */;
       7'h20:
-          \$239  = \$132 ;
+          /* empty */;
+      7'h21:
+          \$239  = \$132 [42:0];
     endcase
     if (rst) begin
-      \$239  = 1'h0;
+      \$239  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = \start$5 ;
+    \$240  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4116,9 +4097,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h14:
           /* empty */;
       7'h15:
-          \$240  = 1'h1;
+          /* empty */;
       7'h16:
-          \$240  = 1'h0;
+          \$240  = \$106 ;
       7'h17:
           /* empty */;
       7'h18:
@@ -4138,9 +4119,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1f:
           /* empty */;
       7'h20:
-          \$240  = 1'h1;
+          /* empty */;
       7'h21:
-          \$240  = 1'h0;
+          \$240  = \$133 ;
     endcase
     if (rst) begin
       \$240  = 1'h0;
@@ -4148,7 +4129,82 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = gain_q1;
+    \$241  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$241  = 1'h1;
+      7'h17:
+          \$241  = 1'h0;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$241  = 1'h1;
+      7'h22:
+          \$241  = 1'h0;
+    endcase
+    if (rst) begin
+      \$241  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = gain_q1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4193,11 +4249,11 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h16:
           /* empty */;
       7'h17:
+          /* empty */;
+      7'h18:
           if (\done$48 ) begin
-            \$241  = q[15:0];
+            \$242  = q[15:0];
           end
-      7'h18:
-          /* empty */;
       7'h19:
           /* empty */;
       7'h1a:
@@ -4234,9 +4290,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -4249,15 +4305,17 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h30:
           /* empty */;
       7'h31:
-          \$241  = \$171 [15:0];
+          /* empty */;
+      7'h32:
+          \$242  = \$172 [15:0];
     endcase
     if (rst) begin
-      \$241  = 16'h0000;
+      \$242  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = gain_x;
+    \$243  = gain_x;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4304,20 +4362,20 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h17:
           /* empty */;
       7'h18:
-          \$242  = { \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108 [15], \$108  };
-      7'h19:
           /* empty */;
+      7'h19:
+          \$243  = { \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109 [15], \$109  };
       7'h1a:
+          /* empty */;
+      7'h1b:
         begin
-          if (\$114 ) begin
-            \$242  = \$115 ;
+          if (\$115 ) begin
+            \$243  = \$116 ;
           end
-          if (\$120 ) begin
-            \$242  = \$121 [26:0];
+          if (\$121 ) begin
+            \$243  = \$122 [26:0];
           end
         end
-      7'h1b:
-          /* empty */;
       7'h1c:
           /* empty */;
       7'h1d:
@@ -4348,242 +4406,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
           /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          \$242  = { \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174 [15], \$174  };
-      7'h33:
-          /* empty */;
-      7'h34:
-        begin
-          if (\$180 ) begin
-            \$242  = \$181 ;
-          end
-          if (\$186 ) begin
-            \$242  = \$187 [26:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$242  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = scale_count;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          \$243  = 4'h0;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          \$243  = \$123 [3:0];
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
       7'h03:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          \$243  = 4'h0;
-      7'h33:
-          /* empty */;
-      7'h34:
-          \$243  = \$189 [3:0];
-    endcase
-    if (rst) begin
-      \$243  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = special_r;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          \$244  = \$113 ;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2b:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -4600,130 +4425,254 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h32:
           /* empty */;
       7'h33:
-          \$244  = \$179 ;
-    endcase
-    if (rst) begin
-      \$244  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$245  = \$128 [3:0];
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
+          \$243  = { \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175 [15], \$175  };
       7'h34:
           /* empty */;
       7'h35:
-          \$245  = \$194 [3:0];
+        begin
+          if (\$181 ) begin
+            \$243  = \$182 ;
+          end
+          if (\$187 ) begin
+            \$243  = \$188 [26:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$245  = 4'h0;
+      \$243  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = gain_p;
+    \$244  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          \$244  = 4'h0;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$244  = \$124 [3:0];
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$244  = 4'h0;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$244  = \$190 [3:0];
+    endcase
+    if (rst) begin
+      \$244  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$245  = \$114 ;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$245  = \$180 ;
+    endcase
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4778,13 +4727,11 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1b:
           /* empty */;
       7'h1c:
-          /* empty */;
+          \$246  = \$129 [3:0];
       7'h1d:
           /* empty */;
       7'h1e:
-          if (\done$37 ) begin
-            \$246  = p[41:0];
-          end
+          /* empty */;
       7'h1f:
           /* empty */;
       7'h20:
@@ -4809,9 +4756,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -4834,21 +4781,15 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h35:
           /* empty */;
       7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          if (\done$37 ) begin
-            \$246  = p[41:0];
-          end
+          \$246  = \$195 [3:0];
     endcase
     if (rst) begin
-      \$246  = 42'h00000000000;
+      \$246  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = gain_w;
+    \$247  = gain_p;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4909,15 +4850,15 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h1e:
           /* empty */;
       7'h1f:
-          /* empty */;
+          if (\done$37 ) begin
+            \$247  = p[41:0];
+          end
       7'h20:
           /* empty */;
       7'h21:
           /* empty */;
       7'h22:
-          if (\done$48 ) begin
-            \$247  = q;
-          end
+          /* empty */;
       7'h23:
           /* empty */;
       7'h24:
@@ -4934,9 +4875,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -4965,15 +4906,17 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h38:
           /* empty */;
       7'h39:
-          \$247  = \$195 [28:0];
+          if (\done$37 ) begin
+            \$247  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$247  = 29'h00000000;
+      \$247  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = gain_t;
+    \$248  = gain_w;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5042,7 +4985,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h22:
           /* empty */;
       7'h23:
-          \$248  = { \$137 [29], \$137  };
+          if (\done$48 ) begin
+            \$248  = q;
+          end
       7'h24:
           /* empty */;
       7'h25:
@@ -5057,9 +5002,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -5090,15 +5035,15 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h39:
           /* empty */;
       7'h3a:
-          \$248  = { \$200 [29], \$200  };
+          \$248  = \$196 [28:0];
     endcase
     if (rst) begin
-      \$248  = 31'h00000000;
+      \$248  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = gain_t1;
+    \$249  = gain_t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5169,7 +5114,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h23:
           /* empty */;
       7'h24:
-          \$249  = \$141 ;
+          \$249  = { \$138 [29], \$138  };
       7'h25:
           /* empty */;
       7'h26:
@@ -5182,9 +5127,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -5217,15 +5162,15 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3a:
           /* empty */;
       7'h3b:
-          \$249  = \$204 ;
+          \$249  = { \$201 [29], \$201  };
     endcase
     if (rst) begin
-      \$249  = 32'd0;
+      \$249  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = acc0;
+    \$250  = gain_t1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5298,7 +5243,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h24:
           /* empty */;
       7'h25:
-          \$250  = \$145 [22:0];
+          \$250  = \$142 ;
       7'h26:
           /* empty */;
       7'h27:
@@ -5309,9 +5254,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -5346,15 +5291,15 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3b:
           /* empty */;
       7'h3c:
-          \$250  = \$208 [22:0];
+          \$250  = \$205 ;
     endcase
     if (rst) begin
-      \$250  = 23'h000000;
+      \$250  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = acc1;
+    \$251  = acc0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5427,9 +5372,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h24:
           /* empty */;
       7'h25:
-          \$251  = \$149 [22:0];
-      7'h26:
           /* empty */;
+      7'h26:
+          \$251  = \$146 [22:0];
       7'h27:
           /* empty */;
       7'h28:
@@ -5438,9 +5383,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -5475,7 +5420,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3b:
           /* empty */;
       7'h3c:
-          \$251  = \$212 [22:0];
+          /* empty */;
+      7'h3d:
+          \$251  = \$209 [22:0];
     endcase
     if (rst) begin
       \$251  = 23'h000000;
@@ -5483,7 +5430,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = a_fin;
+    \$252  = acc1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5558,7 +5505,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h25:
           /* empty */;
       7'h26:
-          \$252  = \$154 [13:0];
+          \$252  = \$150 [22:0];
       7'h27:
           /* empty */;
       7'h28:
@@ -5567,9 +5514,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
           /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -5606,146 +5553,15 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3c:
           /* empty */;
       7'h3d:
-          \$252  = \$217 [13:0];
+          \$252  = \$213 [22:0];
     endcase
     if (rst) begin
-      \$252  = 14'h0000;
+      \$252  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = c_fin;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          \$253  = \$155 [22:0];
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          \$253  = \$218 [22:0];
-    endcase
-    if (rst) begin
-      \$253  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = \b$59 ;
+    \$253  = a_fin;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5822,18 +5638,16 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h26:
           /* empty */;
       7'h27:
-          /* empty */;
+          \$253  = \$155 [13:0];
       7'h28:
           /* empty */;
       7'h29:
-          if (\done$37 ) begin
-            \$254  = p[22:0];
-          end
+          /* empty */;
       7'h2a:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -5872,13 +5686,140 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h3d:
           /* empty */;
       7'h3e:
+          \$253  = \$218 [13:0];
+    endcase
+    if (rst) begin
+      \$253  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = c_fin;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      7'h3f:
+      7'h02:
           /* empty */;
-      7'h40:
-          if (\done$37 ) begin
-            \$254  = p[22:0];
-          end
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$254  = \$156 [22:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$254  = \$219 [22:0];
     endcase
     if (rst) begin
       \$254  = 23'h000000;
@@ -5886,7 +5827,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = \a$60 ;
+    \$255  = \b$59 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5969,10 +5910,12 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h29:
           /* empty */;
       7'h2a:
-          \$255  = a_fin;
-      7'h03:
-          /* empty */;
+          if (\done$37 ) begin
+            \$255  = p[22:0];
+          end
       7'h2b:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -6017,15 +5960,17 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h40:
           /* empty */;
       7'h41:
-          \$255  = a_fin;
+          if (\done$37 ) begin
+            \$255  = p[22:0];
+          end
     endcase
     if (rst) begin
-      \$255  = 14'h0000;
+      \$255  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = special;
+    \$256  = \a$60 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6108,10 +6053,10 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h29:
           /* empty */;
       7'h2a:
-          \$256  = special_r;
-      7'h03:
           /* empty */;
       7'h2b:
+          \$256  = a_fin;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -6156,15 +6101,17 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h40:
           /* empty */;
       7'h41:
-          \$256  = special_r;
+          /* empty */;
+      7'h42:
+          \$256  = a_fin;
     endcase
     if (rst) begin
-      \$256  = 1'h0;
+      \$256  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = \neg$62 ;
+    \$257  = special;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6247,10 +6194,10 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h29:
           /* empty */;
       7'h2a:
-          \$257  = \$156 ;
-      7'h03:
           /* empty */;
       7'h2b:
+          \$257  = special_r;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -6295,7 +6242,9 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h40:
           /* empty */;
       7'h41:
-          \$257  = \$219 ;
+          /* empty */;
+      7'h42:
+          \$257  = special_r;
     endcase
     if (rst) begin
       \$257  = 1'h0;
@@ -6303,7 +6252,7 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = q_lo;
+    \$258  = \neg$62 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6386,10 +6335,10 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h29:
           /* empty */;
       7'h2a:
-          \$258  = floor_q;
-      7'h03:
           /* empty */;
       7'h2b:
+          \$258  = \$157 ;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -6434,15 +6383,17 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h40:
           /* empty */;
       7'h41:
-          \$258  = floor_q;
+          /* empty */;
+      7'h42:
+          \$258  = \$220 ;
     endcase
     if (rst) begin
-      \$258  = 10'h000;
+      \$258  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = q_hi;
+    \$259  = q_lo;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6525,10 +6476,10 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h29:
           /* empty */;
       7'h2a:
-          \$259  = \$157 [9:0];
-      7'h03:
           /* empty */;
       7'h2b:
+          \$259  = floor_q;
+      7'h03:
           /* empty */;
       7'h2c:
           /* empty */;
@@ -6573,10 +6524,153 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
       7'h40:
           /* empty */;
       7'h41:
-          \$259  = \$220 [9:0];
+          /* empty */;
+      7'h42:
+          \$259  = floor_q;
     endcase
     if (rst) begin
       \$259  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          \$260  = \$158 [9:0];
+      7'h03:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          \$260  = \$221 [9:0];
+    endcase
+    if (rst) begin
+      \$260  = 10'h000;
     end
   end
   assign beta_shift = \$1 [3:0];
@@ -6598,23 +6692,23 @@ module \hwnorm_frn_l1_s8.math (rst, \start$35 , entry, chan, sum, s_hi, done, \d
   assign \$8  = { 2'h0, div_mag[13:0], 13'h0000 };
   assign \$10  = { 27'h0000000, div_mag[42:27] };
   assign \$11  = { 1'h0, div_mag[26:0] };
-  assign \$91  = { den_norm, 1'h0 };
-  assign \$94  = { num_norm, 1'h0 };
-  assign \$101  = { 1'h0, num_norm, 6'h00 };
-  assign \$106  = { gain_q1[15], gain_q1[15:1] };
-  assign \$115  = { 1'h0, gain_x[26:1] };
-  assign \$121  = { gain_x, 1'h0 };
-  assign \$135  = { 1'h0, \$134 [15:1] };
-  assign \$158  = { chan[127], chan[127], chan[127], chan[127], chan[127], chan[127], chan[127], chan[127], chan[127:120] };
-  assign \$160  = { den_norm, 1'h0 };
-  assign \$163  = { num_norm, 1'h0 };
-  assign \$170  = { 1'h0, num_norm, 6'h00 };
-  assign \$171  = { 15'h0000, \$170 [29:15] };
-  assign \$172  = { gain_q1[15], gain_q1[15:1] };
-  assign \$181  = { 1'h0, gain_x[26:1] };
-  assign \$187  = { gain_x, 1'h0 };
-  assign \$195  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
-  assign \$198  = { 1'h0, \$197 [15:1] };
+  assign \$92  = { den_norm, 1'h0 };
+  assign \$95  = { num_norm, 1'h0 };
+  assign \$102  = { 1'h0, num_norm, 6'h00 };
+  assign \$107  = { gain_q1[15], gain_q1[15:1] };
+  assign \$116  = { 1'h0, gain_x[26:1] };
+  assign \$122  = { gain_x, 1'h0 };
+  assign \$136  = { 1'h0, \$135 [15:1] };
+  assign \$159  = { chan[127], chan[127], chan[127], chan[127], chan[127], chan[127], chan[127], chan[127], chan[127:120] };
+  assign \$161  = { den_norm, 1'h0 };
+  assign \$164  = { num_norm, 1'h0 };
+  assign \$171  = { 1'h0, num_norm, 6'h00 };
+  assign \$172  = { 15'h0000, \$171 [29:15] };
+  assign \$173  = { gain_q1[15], gain_q1[15:1] };
+  assign \$182  = { 1'h0, gain_x[26:1] };
+  assign \$188  = { gain_x, 1'h0 };
+  assign \$196  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$199  = { 1'h0, \$198 [15:1] };
 endmodule
 
 module \hwnorm_frn_l1_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -593,183 +593,184 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [5:0] \$1 ;
   wire [35:0] \$10 ;
-  wire \$100 ;
-  wire [45:0] \$101 ;
-  wire \$102 ;
-  wire [51:0] \$103 ;
+  wire [7:0] \$100 ;
+  wire \$101 ;
+  wire [45:0] \$102 ;
+  wire \$103 ;
   wire [51:0] \$104 ;
-  wire \$105 ;
-  wire [23:0] \$106 ;
+  wire [51:0] \$105 ;
+  wire \$106 ;
   wire [23:0] \$107 ;
   wire [23:0] \$108 ;
-  wire [9:0] \$109 ;
+  wire [23:0] \$109 ;
   wire \$11 ;
   wire [9:0] \$110 ;
-  wire \$111 ;
+  wire [9:0] \$111 ;
   wire \$112 ;
   wire \$113 ;
   wire \$114 ;
-  wire [34:0] \$115 ;
-  wire [9:0] \$116 ;
-  wire \$117 ;
+  wire \$115 ;
+  wire [34:0] \$116 ;
+  wire [9:0] \$117 ;
   wire \$118 ;
   wire \$119 ;
   wire [18:0] \$12 ;
   wire \$120 ;
-  wire [35:0] \$121 ;
-  wire [9:0] \$122 ;
-  wire [5:0] \$123 ;
-  wire [7:0] \$124 ;
-  wire \$125 ;
+  wire \$121 ;
+  wire [35:0] \$122 ;
+  wire [9:0] \$123 ;
+  wire [5:0] \$124 ;
+  wire [7:0] \$125 ;
   wire \$126 ;
-  wire [8:0] \$127 ;
+  wire \$127 ;
   wire [8:0] \$128 ;
-  wire \$129 ;
+  wire [8:0] \$129 ;
   wire [18:0] \$13 ;
-  wire [51:0] \$130 ;
+  wire \$130 ;
   wire [51:0] \$131 ;
-  wire \$132 ;
-  wire [46:0] \$133 ;
-  wire [31:0] \$134 ;
+  wire [51:0] \$132 ;
+  wire \$133 ;
+  wire [46:0] \$134 ;
   wire [31:0] \$135 ;
-  wire [47:0] \$136 ;
-  wire [48:0] \$137 ;
-  wire \$138 ;
-  wire [35:0] \$139 ;
+  wire [31:0] \$136 ;
+  wire [47:0] \$137 ;
+  wire [48:0] \$138 ;
+  wire \$139 ;
   wire \$14 ;
   wire [35:0] \$140 ;
-  wire [41:0] \$141 ;
-  wire \$142 ;
+  wire [35:0] \$141 ;
+  wire [41:0] \$142 ;
   wire \$143 ;
-  wire [40:0] \$144 ;
+  wire \$144 ;
   wire [40:0] \$145 ;
-  wire \$146 ;
+  wire [40:0] \$146 ;
   wire \$147 ;
-  wire [41:0] \$148 ;
+  wire \$148 ;
   wire [41:0] \$149 ;
   wire \$15 ;
-  wire [39:0] \$150 ;
-  wire \$151 ;
-  wire [35:0] \$152 ;
+  wire [41:0] \$150 ;
+  wire [39:0] \$151 ;
+  wire \$152 ;
   wire [35:0] \$153 ;
-  wire [39:0] \$154 ;
-  wire [40:0] \$155 ;
-  wire \$156 ;
-  wire [18:0] \$157 ;
-  wire [23:0] \$158 ;
-  wire \$159 ;
+  wire [35:0] \$154 ;
+  wire [39:0] \$155 ;
+  wire [40:0] \$156 ;
+  wire \$157 ;
+  wire [18:0] \$158 ;
+  wire [23:0] \$159 ;
   wire [16:0] \$16 ;
-  wire [69:0] \$160 ;
-  wire [7:0] \$161 ;
-  wire \$162 ;
-  wire [39:0] \$163 ;
-  wire [6:0] \$164 ;
-  wire [7:0] \$165 ;
-  wire \$166 ;
-  wire [7:0] \$167 ;
-  wire [8:0] \$168 ;
-  wire \$169 ;
+  wire \$160 ;
+  wire [69:0] \$161 ;
+  wire [7:0] \$162 ;
+  wire \$163 ;
+  wire [39:0] \$164 ;
+  wire [6:0] \$165 ;
+  wire [7:0] \$166 ;
+  wire \$167 ;
+  wire [7:0] \$168 ;
+  wire [8:0] \$169 ;
   wire [16:0] \$17 ;
-  wire [45:0] \$170 ;
+  wire \$170 ;
   wire [45:0] \$171 ;
-  wire [23:0] \$172 ;
+  wire [45:0] \$172 ;
   wire [23:0] \$173 ;
   wire [23:0] \$174 ;
-  wire [9:0] \$175 ;
+  wire [23:0] \$175 ;
   wire [9:0] \$176 ;
-  wire \$177 ;
+  wire [9:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
-  wire [34:0] \$181 ;
-  wire [9:0] \$182 ;
-  wire \$183 ;
+  wire \$181 ;
+  wire [34:0] \$182 ;
+  wire [9:0] \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
-  wire [35:0] \$187 ;
-  wire [9:0] \$188 ;
-  wire [5:0] \$189 ;
+  wire \$187 ;
+  wire [35:0] \$188 ;
+  wire [9:0] \$189 ;
   wire \$19 ;
-  wire [7:0] \$190 ;
-  wire \$191 ;
+  wire [5:0] \$190 ;
+  wire [7:0] \$191 ;
   wire \$192 ;
-  wire [8:0] \$193 ;
+  wire \$193 ;
   wire [8:0] \$194 ;
-  wire [49:0] \$195 ;
-  wire [46:0] \$196 ;
-  wire [31:0] \$197 ;
+  wire [8:0] \$195 ;
+  wire [49:0] \$196 ;
+  wire [46:0] \$197 ;
   wire [31:0] \$198 ;
-  wire [47:0] \$199 ;
+  wire [31:0] \$199 ;
   wire [5:0] \$2 ;
   wire [18:0] \$20 ;
-  wire [48:0] \$200 ;
-  wire \$201 ;
-  wire [35:0] \$202 ;
+  wire [47:0] \$200 ;
+  wire [48:0] \$201 ;
+  wire \$202 ;
   wire [35:0] \$203 ;
-  wire [41:0] \$204 ;
-  wire \$205 ;
+  wire [35:0] \$204 ;
+  wire [41:0] \$205 ;
   wire \$206 ;
-  wire [40:0] \$207 ;
+  wire \$207 ;
   wire [40:0] \$208 ;
-  wire \$209 ;
+  wire [40:0] \$209 ;
   wire [18:0] \$21 ;
   wire \$210 ;
-  wire [41:0] \$211 ;
+  wire \$211 ;
   wire [41:0] \$212 ;
-  wire [39:0] \$213 ;
-  wire \$214 ;
-  wire [35:0] \$215 ;
+  wire [41:0] \$213 ;
+  wire [39:0] \$214 ;
+  wire \$215 ;
   wire [35:0] \$216 ;
-  wire [39:0] \$217 ;
-  wire [40:0] \$218 ;
-  wire \$219 ;
+  wire [35:0] \$217 ;
+  wire [39:0] \$218 ;
+  wire [40:0] \$219 ;
   wire \$22 ;
-  wire [18:0] \$220 ;
-  reg \$221 ;
+  wire \$220 ;
+  wire [18:0] \$221 ;
   reg \$222 ;
-  reg [5:0] \$223 ;
-  reg [32:0] \$224 ;
-  reg \$225 ;
-  reg [68:0] \$226 ;
-  reg [17:0] \$227 ;
-  reg [13:0] \$228 ;
-  reg [39:0] \$229 ;
+  reg \$223 ;
+  reg [5:0] \$224 ;
+  reg [32:0] \$225 ;
+  reg \$226 ;
+  reg [68:0] \$227 ;
+  reg [17:0] \$228 ;
+  reg [13:0] \$229 ;
   wire \$23 ;
-  reg [68:0] \$230 ;
-  reg [38:0] \$231 ;
-  reg [5:0] \$232 ;
-  reg [6:0] \$233 ;
+  reg [39:0] \$230 ;
+  reg [68:0] \$231 ;
+  reg [38:0] \$232 ;
+  reg [5:0] \$233 ;
   reg [6:0] \$234 ;
-  reg [8:0] \$235 ;
-  reg \$236 ;
-  reg [50:0] \$237 ;
+  reg [6:0] \$235 ;
+  reg [8:0] \$236 ;
+  reg \$237 ;
   reg [50:0] \$238 ;
-  reg \$239 ;
+  reg [50:0] \$239 ;
   wire \$24 ;
   reg \$240 ;
-  reg [23:0] \$241 ;
-  reg [34:0] \$242 ;
-  reg [4:0] \$243 ;
-  reg \$244 ;
-  reg [4:0] \$245 ;
-  reg [49:0] \$246 ;
-  reg [36:0] \$247 ;
-  reg [40:0] \$248 ;
-  reg [41:0] \$249 ;
+  reg \$241 ;
+  reg [23:0] \$242 ;
+  reg [34:0] \$243 ;
+  reg [4:0] \$244 ;
+  reg \$245 ;
+  reg [4:0] \$246 ;
+  reg [49:0] \$247 ;
+  reg [36:0] \$248 ;
+  reg [40:0] \$249 ;
   wire \$25 ;
-  reg [38:0] \$250 ;
+  reg [41:0] \$250 ;
   reg [38:0] \$251 ;
-  reg [21:0] \$252 ;
-  reg [38:0] \$253 ;
+  reg [38:0] \$252 ;
+  reg [21:0] \$253 ;
   reg [38:0] \$254 ;
-  reg [21:0] \$255 ;
-  reg \$256 ;
+  reg [38:0] \$255 ;
+  reg [21:0] \$256 ;
   reg \$257 ;
-  reg [17:0] \$258 ;
+  reg \$258 ;
   reg [17:0] \$259 ;
   wire \$26 ;
+  reg [17:0] \$260 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
@@ -835,21 +836,21 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   wire \$83 ;
   wire \$84 ;
   wire \$85 ;
-  wire [16:0] \$86 ;
-  wire \$87 ;
-  wire [16:0] \$88 ;
+  wire \$86 ;
+  wire [16:0] \$87 ;
+  wire \$88 ;
   wire [16:0] \$89 ;
   wire [50:0] \$9 ;
-  wire \$90 ;
-  wire [69:0] \$91 ;
-  wire [7:0] \$92 ;
-  wire \$93 ;
-  wire [39:0] \$94 ;
-  wire [6:0] \$95 ;
-  wire [7:0] \$96 ;
-  wire \$97 ;
-  wire [6:0] \$98 ;
-  wire [7:0] \$99 ;
+  wire [16:0] \$90 ;
+  wire \$91 ;
+  wire [69:0] \$92 ;
+  wire [7:0] \$93 ;
+  wire \$94 ;
+  wire [39:0] \$95 ;
+  wire [6:0] \$96 ;
+  wire [7:0] \$97 ;
+  wire \$98 ;
+  wire [6:0] \$99 ;
   reg [35:0] a;
   output [21:0] \a$60 ;
   reg [21:0] \a$60  = 22'h000000;
@@ -1024,202 +1025,203 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   assign \$83  = fsm_state == 6'h3c;
   assign \$84  = fsm_state == 6'h3d;
   assign \$85  = fsm_state == 6'h3e;
-  assign \$86  = - $signed(lo);
-  assign \$87  = $signed(hi) > $signed(\$86 );
-  assign \$88  = - $signed(lo);
-  assign \$89  = \$87  ? { hi[15], hi } : \$88 ;
-  assign \$90  = ~ den_norm[68];
-  assign \$92  = den_zeros + 1'h1;
-  assign \$93  = ~ num_norm[38];
-  assign \$95  = num_zeros + 1'h1;
-  assign \$96  = loop_n + 1'h1;
-  assign \$97  = loop_n == 7'h44;
-  assign \$98  = 4'hc + num_zeros;
-  assign \$99  = \$98  - den_zeros;
-  assign \$100  = ~ num_norm[38];
-  assign \$102  = $signed(div_num) < $signed(1'h0);
-  assign \$103  = - $signed(div_num);
-  assign \$104  = \$102  ? \$103  : { div_num[50], div_num };
-  assign \$105  = $signed(div_num) < $signed(1'h0);
-  assign \$107  = gain_q1[21] ? \$106  : gain_q1;
-  assign \$108  = gain_zero ? 24'h000000 : \$107 ;
-  assign \$109  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
-  assign \$110  = gain_zero ? 10'h004 : \$109 ;
-  assign \$111  = ~ gain_zero;
-  assign \$112  = $signed(gain_shift) < $signed(4'h4);
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = $signed(gain_shift) > $signed(6'h15);
-  assign \$116  = $signed(gain_shift) - $signed(2'h1);
-  assign \$117  = $signed(gain_shift) < $signed(4'h4);
-  assign \$118  = special_r & \$117 ;
-  assign \$119  = scale_count < 4'hd;
-  assign \$120  = \$118  & \$119 ;
-  assign \$122  = $signed(gain_shift) + $signed(2'h1);
-  assign \$123  = scale_count + 1'h1;
-  assign \$124  = loop_n + 1'h1;
-  assign \$125  = loop_n == 5'h15;
-  assign \$126  = $signed(gain_shift) > $signed(6'h15);
-  assign \$127  = \$126  ? 9'h015 : gain_shift;
-  assign \$128  = special_r ? 9'h004 : \$127 ;
-  assign \$129  = $signed(div_num) < $signed(1'h0);
-  assign \$130  = - $signed(div_num);
-  assign \$131  = \$129  ? \$130  : { div_num[50], div_num };
-  assign \$132  = $signed(div_num) < $signed(1'h0);
-  assign \$133  = $signed(chan[169:154]) << \$1 [4:0];
-  assign \$134  = 1'h1 << sh;
-  assign \$136  = $signed(\$133 ) + $signed({ 1'h0, \$135  });
-  assign \$137  = $signed(\$136 ) - $signed(gain_w);
-  assign \$138  = $signed(chan[153:138]) < $signed(1'h0);
-  assign \$139  = - gain_x;
-  assign \$140  = \$138  ? \$139  : { 1'h0, gain_x };
-  assign \$141  = $signed(gain_t) + $signed(\$140 );
-  assign \$142  = $signed(gain_t) < $signed(21'h17ffe0);
-  assign \$143  = $signed(gain_t) > $signed(21'h080010);
-  assign \$144  = \$143  ? 41'h00000080010 : gain_t;
-  assign \$145  = \$142  ? 41'h1fffff7ffe0 : \$144 ;
-  assign \$146  = $signed(gain_t1) < $signed(21'h17ffe0);
-  assign \$147  = $signed(gain_t1) > $signed(21'h080010);
-  assign \$148  = \$147  ? 42'h00000080010 : gain_t1;
-  assign \$149  = \$146  ? 42'h3fffff7ffe0 : \$148 ;
-  assign \$150  = $signed(acc1) - $signed(acc0);
-  assign \$151  = $signed(chan[153:138]) < $signed(1'h0);
-  assign \$152  = - gain_x;
-  assign \$153  = \$151  ? \$152  : { 1'h0, gain_x };
-  assign \$154  = special_r ? \$150  : { \$153 [35], \$153 [35], \$153 [35], \$153 [35], \$153  };
-  assign \$155  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
-  assign \$156  = $signed(chan[153:138]) < $signed(1'h0);
-  assign \$157  = $signed(floor_q) + $signed(2'h1);
-  assign \$159  = ~ den_norm[68];
-  assign \$161  = den_zeros + 1'h1;
-  assign \$162  = ~ num_norm[38];
-  assign \$164  = num_zeros + 1'h1;
-  assign \$165  = loop_n + 1'h1;
-  assign \$166  = loop_n == 6'h26;
-  assign \$167  = 8'hf7 + num_zeros;
-  assign \$168  = $signed(\$167 ) - $signed(chan[225:218]);
-  assign \$169  = ~ num_norm[38];
-  assign \$173  = gain_q1[21] ? \$172  : gain_q1;
-  assign \$174  = gain_zero ? 24'h000000 : \$173 ;
-  assign \$175  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
-  assign \$176  = gain_zero ? 10'h004 : \$175 ;
-  assign \$177  = ~ gain_zero;
-  assign \$178  = $signed(gain_shift) < $signed(4'h4);
-  assign \$179  = \$177  & \$178 ;
-  assign \$180  = $signed(gain_shift) > $signed(6'h15);
-  assign \$182  = $signed(gain_shift) - $signed(2'h1);
-  assign \$183  = $signed(gain_shift) < $signed(4'h4);
-  assign \$184  = special_r & \$183 ;
-  assign \$185  = scale_count < 4'hd;
-  assign \$186  = \$184  & \$185 ;
-  assign \$188  = $signed(gain_shift) + $signed(2'h1);
-  assign \$189  = scale_count + 1'h1;
-  assign \$190  = loop_n + 1'h1;
-  assign \$191  = loop_n == 5'h15;
-  assign \$192  = $signed(gain_shift) > $signed(6'h15);
-  assign \$193  = \$192  ? 9'h015 : gain_shift;
-  assign \$194  = special_r ? 9'h004 : \$193 ;
-  assign \$196  = $signed(chan[169:154]) << \$2 [4:0];
-  assign \$197  = 1'h1 << sh;
-  assign \$199  = $signed(\$196 ) + $signed({ 1'h0, \$198  });
-  assign \$200  = $signed(\$199 ) - $signed(gain_w);
-  assign \$201  = $signed(chan[153:138]) < $signed(1'h0);
-  assign \$202  = - gain_x;
-  assign \$203  = \$201  ? \$202  : { 1'h0, gain_x };
-  assign \$204  = $signed(gain_t) + $signed(\$203 );
-  assign \$205  = $signed(gain_t) < $signed(21'h17ffe0);
-  assign \$206  = $signed(gain_t) > $signed(21'h080010);
-  assign \$207  = \$206  ? 41'h00000080010 : gain_t;
-  assign \$208  = \$205  ? 41'h1fffff7ffe0 : \$207 ;
-  assign \$209  = $signed(gain_t1) < $signed(21'h17ffe0);
-  assign \$210  = $signed(gain_t1) > $signed(21'h080010);
-  assign \$211  = \$210  ? 42'h00000080010 : gain_t1;
-  assign \$212  = \$209  ? 42'h3fffff7ffe0 : \$211 ;
-  assign \$213  = $signed(acc1) - $signed(acc0);
-  assign \$214  = $signed(chan[153:138]) < $signed(1'h0);
-  assign \$215  = - gain_x;
-  assign \$216  = \$214  ? \$215  : { 1'h0, gain_x };
-  assign \$217  = special_r ? \$213  : { \$216 [35], \$216 [35], \$216 [35], \$216 [35], \$216  };
-  assign \$218  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
-  assign \$219  = $signed(chan[153:138]) < $signed(1'h0);
-  assign \$220  = $signed(floor_q) + $signed(2'h1);
+  assign \$86  = fsm_state == 6'h3f;
+  assign \$87  = - $signed(lo);
+  assign \$88  = $signed(hi) > $signed(\$87 );
+  assign \$89  = - $signed(lo);
+  assign \$90  = \$88  ? { hi[15], hi } : \$89 ;
+  assign \$91  = ~ den_norm[68];
+  assign \$93  = den_zeros + 1'h1;
+  assign \$94  = ~ num_norm[38];
+  assign \$96  = num_zeros + 1'h1;
+  assign \$97  = loop_n + 1'h1;
+  assign \$98  = loop_n == 7'h44;
+  assign \$99  = 4'hc + num_zeros;
+  assign \$100  = \$99  - den_zeros;
+  assign \$101  = ~ num_norm[38];
+  assign \$103  = $signed(div_num) < $signed(1'h0);
+  assign \$104  = - $signed(div_num);
+  assign \$105  = \$103  ? \$104  : { div_num[50], div_num };
+  assign \$106  = $signed(div_num) < $signed(1'h0);
+  assign \$108  = gain_q1[21] ? \$107  : gain_q1;
+  assign \$109  = gain_zero ? 24'h000000 : \$108 ;
+  assign \$110  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$111  = gain_zero ? 10'h004 : \$110 ;
+  assign \$112  = ~ gain_zero;
+  assign \$113  = $signed(gain_shift) < $signed(4'h4);
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = $signed(gain_shift) > $signed(6'h15);
+  assign \$117  = $signed(gain_shift) - $signed(2'h1);
+  assign \$118  = $signed(gain_shift) < $signed(4'h4);
+  assign \$119  = special_r & \$118 ;
+  assign \$120  = scale_count < 4'hd;
+  assign \$121  = \$119  & \$120 ;
+  assign \$123  = $signed(gain_shift) + $signed(2'h1);
+  assign \$124  = scale_count + 1'h1;
+  assign \$125  = loop_n + 1'h1;
+  assign \$126  = loop_n == 5'h15;
+  assign \$127  = $signed(gain_shift) > $signed(6'h15);
+  assign \$128  = \$127  ? 9'h015 : gain_shift;
+  assign \$129  = special_r ? 9'h004 : \$128 ;
+  assign \$130  = $signed(div_num) < $signed(1'h0);
+  assign \$131  = - $signed(div_num);
+  assign \$132  = \$130  ? \$131  : { div_num[50], div_num };
+  assign \$133  = $signed(div_num) < $signed(1'h0);
+  assign \$134  = $signed(chan[169:154]) << \$1 [4:0];
+  assign \$135  = 1'h1 << sh;
+  assign \$137  = $signed(\$134 ) + $signed({ 1'h0, \$136  });
+  assign \$138  = $signed(\$137 ) - $signed(gain_w);
+  assign \$139  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$140  = - gain_x;
+  assign \$141  = \$139  ? \$140  : { 1'h0, gain_x };
+  assign \$142  = $signed(gain_t) + $signed(\$141 );
+  assign \$143  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$144  = $signed(gain_t) > $signed(21'h080010);
+  assign \$145  = \$144  ? 41'h00000080010 : gain_t;
+  assign \$146  = \$143  ? 41'h1fffff7ffe0 : \$145 ;
+  assign \$147  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$148  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$149  = \$148  ? 42'h00000080010 : gain_t1;
+  assign \$150  = \$147  ? 42'h3fffff7ffe0 : \$149 ;
+  assign \$151  = $signed(acc1) - $signed(acc0);
+  assign \$152  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$153  = - gain_x;
+  assign \$154  = \$152  ? \$153  : { 1'h0, gain_x };
+  assign \$155  = special_r ? \$151  : { \$154 [35], \$154 [35], \$154 [35], \$154 [35], \$154  };
+  assign \$156  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$157  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$158  = $signed(floor_q) + $signed(2'h1);
+  assign \$160  = ~ den_norm[68];
+  assign \$162  = den_zeros + 1'h1;
+  assign \$163  = ~ num_norm[38];
+  assign \$165  = num_zeros + 1'h1;
+  assign \$166  = loop_n + 1'h1;
+  assign \$167  = loop_n == 6'h26;
+  assign \$168  = 8'hf7 + num_zeros;
+  assign \$169  = $signed(\$168 ) - $signed(chan[225:218]);
+  assign \$170  = ~ num_norm[38];
+  assign \$174  = gain_q1[21] ? \$173  : gain_q1;
+  assign \$175  = gain_zero ? 24'h000000 : \$174 ;
+  assign \$176  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$177  = gain_zero ? 10'h004 : \$176 ;
+  assign \$178  = ~ gain_zero;
+  assign \$179  = $signed(gain_shift) < $signed(4'h4);
+  assign \$180  = \$178  & \$179 ;
+  assign \$181  = $signed(gain_shift) > $signed(6'h15);
+  assign \$183  = $signed(gain_shift) - $signed(2'h1);
+  assign \$184  = $signed(gain_shift) < $signed(4'h4);
+  assign \$185  = special_r & \$184 ;
+  assign \$186  = scale_count < 4'hd;
+  assign \$187  = \$185  & \$186 ;
+  assign \$189  = $signed(gain_shift) + $signed(2'h1);
+  assign \$190  = scale_count + 1'h1;
+  assign \$191  = loop_n + 1'h1;
+  assign \$192  = loop_n == 5'h15;
+  assign \$193  = $signed(gain_shift) > $signed(6'h15);
+  assign \$194  = \$193  ? 9'h015 : gain_shift;
+  assign \$195  = special_r ? 9'h004 : \$194 ;
+  assign \$197  = $signed(chan[169:154]) << \$2 [4:0];
+  assign \$198  = 1'h1 << sh;
+  assign \$200  = $signed(\$197 ) + $signed({ 1'h0, \$199  });
+  assign \$201  = $signed(\$200 ) - $signed(gain_w);
+  assign \$202  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$203  = - gain_x;
+  assign \$204  = \$202  ? \$203  : { 1'h0, gain_x };
+  assign \$205  = $signed(gain_t) + $signed(\$204 );
+  assign \$206  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$207  = $signed(gain_t) > $signed(21'h080010);
+  assign \$208  = \$207  ? 41'h00000080010 : gain_t;
+  assign \$209  = \$206  ? 41'h1fffff7ffe0 : \$208 ;
+  assign \$210  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$211  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$212  = \$211  ? 42'h00000080010 : gain_t1;
+  assign \$213  = \$210  ? 42'h3fffff7ffe0 : \$212 ;
+  assign \$214  = $signed(acc1) - $signed(acc0);
+  assign \$215  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$216  = - gain_x;
+  assign \$217  = \$215  ? \$216  : { 1'h0, gain_x };
+  assign \$218  = special_r ? \$214  : { \$217 [35], \$217 [35], \$217 [35], \$217 [35], \$217  };
+  assign \$219  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$220  = $signed(chan[153:138]) < $signed(1'h0);
+  assign \$221  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$221 ;
+    pop_top <= \$222 ;
   always @(posedge clk)
-    pop_bottom <= \$222 ;
+    pop_bottom <= \$223 ;
   always @(posedge clk)
-    fsm_state <= \$223 ;
+    fsm_state <= \$224 ;
   always @(posedge clk)
-    t <= \$224 ;
+    t <= \$225 ;
   always @(posedge clk)
-    start <= \$225 ;
+    start <= \$226 ;
   always @(posedge clk)
-    \den$39  <= \$226 ;
+    \den$39  <= \$227 ;
   always @(posedge clk)
-    floor_q <= \$227 ;
+    floor_q <= \$228 ;
   always @(posedge clk)
-    mean_rem <= \$228 ;
+    mean_rem <= \$229 ;
   always @(posedge clk)
-    gain_num <= \$229 ;
+    gain_num <= \$230 ;
   always @(posedge clk)
-    den_norm <= \$230 ;
+    den_norm <= \$231 ;
   always @(posedge clk)
-    num_norm <= \$231 ;
+    num_norm <= \$232 ;
   always @(posedge clk)
-    num_zeros <= \$232 ;
+    num_zeros <= \$233 ;
   always @(posedge clk)
-    den_zeros <= \$233 ;
+    den_zeros <= \$234 ;
   always @(posedge clk)
-    loop_n <= \$234 ;
+    loop_n <= \$235 ;
   always @(posedge clk)
-    gain_shift <= \$235 ;
+    gain_shift <= \$236 ;
   always @(posedge clk)
-    gain_zero <= \$236 ;
+    gain_zero <= \$237 ;
   always @(posedge clk)
-    div_num <= \$237 ;
+    div_num <= \$238 ;
   always @(posedge clk)
-    div_mag <= \$238 ;
+    div_mag <= \$239 ;
   always @(posedge clk)
-    div_neg <= \$239 ;
+    div_neg <= \$240 ;
   always @(posedge clk)
-    \start$5  <= \$240 ;
+    \start$5  <= \$241 ;
   always @(posedge clk)
-    gain_q1 <= \$241 ;
+    gain_q1 <= \$242 ;
   always @(posedge clk)
-    gain_x <= \$242 ;
+    gain_x <= \$243 ;
   always @(posedge clk)
-    scale_count <= \$243 ;
+    scale_count <= \$244 ;
   always @(posedge clk)
-    special_r <= \$244 ;
+    special_r <= \$245 ;
   always @(posedge clk)
-    sh <= \$245 ;
+    sh <= \$246 ;
   always @(posedge clk)
-    gain_p <= \$246 ;
+    gain_p <= \$247 ;
   always @(posedge clk)
-    gain_w <= \$247 ;
+    gain_w <= \$248 ;
   always @(posedge clk)
-    gain_t <= \$248 ;
+    gain_t <= \$249 ;
   always @(posedge clk)
-    gain_t1 <= \$249 ;
+    gain_t1 <= \$250 ;
   always @(posedge clk)
-    acc0 <= \$250 ;
+    acc0 <= \$251 ;
   always @(posedge clk)
-    acc1 <= \$251 ;
+    acc1 <= \$252 ;
   always @(posedge clk)
-    a_fin <= \$252 ;
+    a_fin <= \$253 ;
   always @(posedge clk)
-    c_fin <= \$253 ;
+    c_fin <= \$254 ;
   always @(posedge clk)
-    \b$59  <= \$254 ;
+    \b$59  <= \$255 ;
   always @(posedge clk)
-    \a$60  <= \$255 ;
+    \a$60  <= \$256 ;
   always @(posedge clk)
-    special <= \$256 ;
+    special <= \$257 ;
   always @(posedge clk)
-    \neg$62  <= \$257 ;
+    \neg$62  <= \$258 ;
   always @(posedge clk)
-    q_lo <= \$258 ;
+    q_lo <= \$259 ;
   always @(posedge clk)
-    q_hi <= \$259 ;
+    q_hi <= \$260 ;
   \hwnorm_frn_linf_s16.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1269,9 +1271,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h0b:
           /* empty */;
       6'h0c:
-          a = { \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5  };
-      6'h0d:
           /* empty */;
+      6'h0d:
+          a = { \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5  };
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1297,9 +1299,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h19:
           /* empty */;
       6'h1a:
-          a = { 1'h0, gain_x };
-      6'h1b:
           /* empty */;
+      6'h1b:
+          a = { 1'h0, gain_x };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1319,19 +1321,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h24:
           /* empty */;
       6'h25:
-          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+          /* empty */;
       6'h26:
-          /* empty */;
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
       6'h27:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          a = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
-      6'h2a:
+      6'h03:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          a = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1351,9 +1353,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h33:
           /* empty */;
       6'h34:
-          a = { 1'h0, gain_x };
-      6'h35:
           /* empty */;
+      6'h35:
+          a = { 1'h0, gain_x };
       6'h36:
           /* empty */;
       6'h37:
@@ -1367,6 +1369,8 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3b:
           /* empty */;
       6'h3c:
+          /* empty */;
+      6'h3d:
           a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
@@ -1395,9 +1399,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h0b:
           /* empty */;
       6'h0c:
-          b = { 27'h0000000, chan[13:1] };
-      6'h0d:
           /* empty */;
+      6'h0d:
+          b = { 27'h0000000, chan[13:1] };
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1423,9 +1427,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h19:
           /* empty */;
       6'h1a:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      6'h1b:
           /* empty */;
+      6'h1b:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1445,19 +1449,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h24:
           /* empty */;
       6'h25:
-          b = { \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13  };
+          /* empty */;
       6'h26:
-          /* empty */;
+          b = { \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13  };
       6'h27:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          b = { 16'h0000, chan[217:194] };
-      6'h2a:
+      6'h03:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          b = { 16'h0000, chan[217:194] };
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1477,9 +1481,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h33:
           /* empty */;
       6'h34:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      6'h35:
           /* empty */;
+      6'h35:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       6'h36:
           /* empty */;
       6'h37:
@@ -1493,6 +1497,8 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3b:
           /* empty */;
       6'h3c:
+          /* empty */;
+      6'h3d:
           b = { \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21  };
     endcase
   end
@@ -1521,9 +1527,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h0b:
           /* empty */;
       6'h0c:
-          c = 75'h0000000000000000000;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          c = 75'h0000000000000000000;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1549,9 +1555,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h19:
           /* empty */;
       6'h1a:
-          c = 75'h0000000000000000000;
-      6'h1b:
           /* empty */;
+      6'h1b:
+          c = 75'h0000000000000000000;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1571,19 +1577,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h24:
           /* empty */;
       6'h25:
-          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+          /* empty */;
       6'h26:
-          /* empty */;
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
       6'h27:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          c = 75'h0000000000000000000;
-      6'h2a:
+      6'h03:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          c = 75'h0000000000000000000;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1603,9 +1609,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h33:
           /* empty */;
       6'h34:
-          c = 75'h0000000000000000000;
-      6'h35:
           /* empty */;
+      6'h35:
+          c = 75'h0000000000000000000;
       6'h36:
           /* empty */;
       6'h37:
@@ -1619,6 +1625,8 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3b:
           /* empty */;
       6'h3c:
+          /* empty */;
+      6'h3d:
           c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
@@ -1647,9 +1655,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h0b:
           /* empty */;
       6'h0c:
-          neg = 1'h0;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          neg = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1675,9 +1683,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h19:
           /* empty */;
       6'h1a:
-          neg = \$8 ;
-      6'h1b:
           /* empty */;
+      6'h1b:
+          neg = \$8 ;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1697,19 +1705,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h24:
           /* empty */;
       6'h25:
-          neg = \$14 ;
+          /* empty */;
       6'h26:
-          /* empty */;
+          neg = \$14 ;
       6'h27:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          neg = 1'h0;
-      6'h2a:
+      6'h03:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          neg = 1'h0;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1729,9 +1737,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h33:
           /* empty */;
       6'h34:
-          neg = \$18 ;
-      6'h35:
           /* empty */;
+      6'h35:
+          neg = \$18 ;
       6'h36:
           /* empty */;
       6'h37:
@@ -1745,6 +1753,8 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3b:
           /* empty */;
       6'h3c:
+          /* empty */;
+      6'h3d:
           neg = \$22 ;
     endcase
   end
@@ -1773,9 +1783,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h0b:
           /* empty */;
       6'h0c:
-          steps = 6'h0d;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          steps = 6'h0d;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1801,9 +1811,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h19:
           /* empty */;
       6'h1a:
-          steps = 6'h0d;
-      6'h1b:
           /* empty */;
+      6'h1b:
+          steps = 6'h0d;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1823,19 +1833,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h24:
           /* empty */;
       6'h25:
-          steps = 6'h11;
+          /* empty */;
       6'h26:
-          /* empty */;
+          steps = 6'h11;
       6'h27:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          steps = 6'h18;
-      6'h2a:
+      6'h03:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          steps = 6'h18;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1855,9 +1865,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h33:
           /* empty */;
       6'h34:
-          steps = 6'h08;
-      6'h35:
           /* empty */;
+      6'h35:
+          steps = 6'h08;
       6'h36:
           /* empty */;
       6'h37:
@@ -1871,6 +1881,8 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3b:
           /* empty */;
       6'h3c:
+          /* empty */;
+      6'h3d:
           steps = 6'h11;
     endcase
   end
@@ -1913,9 +1925,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h12:
           /* empty */;
       6'h13:
-          rem_init = \$6 [23:0];
-      6'h14:
           /* empty */;
+      6'h14:
+          rem_init = \$6 [23:0];
       6'h15:
           /* empty */;
       6'h16:
@@ -1935,6 +1947,8 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h1f:
           rem_init = \$9 [23:0];
     endcase
   end
@@ -1977,9 +1991,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h12:
           /* empty */;
       6'h13:
-          lo_init = \$7 [34:0];
-      6'h14:
           /* empty */;
+      6'h14:
+          lo_init = \$7 [34:0];
       6'h15:
           /* empty */;
       6'h16:
@@ -1999,6 +2013,8 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h1f:
           lo_init = \$10 [34:0];
     endcase
   end
@@ -2041,9 +2057,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h12:
           /* empty */;
       6'h13:
-          \neg$18  = div_neg;
-      6'h14:
           /* empty */;
+      6'h14:
+          \neg$18  = div_neg;
       6'h15:
           /* empty */;
       6'h16:
@@ -2063,6 +2079,8 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h1f:
           \neg$18  = div_neg;
     endcase
   end
@@ -2105,9 +2123,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h12:
           /* empty */;
       6'h13:
-          den = den_norm[68:45];
-      6'h14:
           /* empty */;
+      6'h14:
+          den = den_norm[68:45];
       6'h15:
           /* empty */;
       6'h16:
@@ -2127,6 +2145,8 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h1f:
           den = { 11'h000, chan[13:1] };
     endcase
   end
@@ -2169,9 +2189,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h12:
           /* empty */;
       6'h13:
-          \steps$22  = 6'h16;
-      6'h14:
           /* empty */;
+      6'h14:
+          \steps$22  = 6'h16;
       6'h15:
           /* empty */;
       6'h16:
@@ -2191,12 +2211,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h1f:
           \steps$22  = 6'h23;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
+    (* full_case = 32'd1 *)
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2274,9 +2297,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -2322,16 +2345,11 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h3e:
           /* empty */;
+      6'h3f:
+          /* empty */;
       6'h01:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$221  = 1'h0;
-    if (rst) begin
-      \$221  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2342,225 +2360,235 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$223  = fsm_state;
+    \$223  = 1'h0;
+    if (rst) begin
+      \$223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$224  = fsm_state;
+    (* full_case = 32'd1 *)
     casez (fsm_state)
       6'h00:
           if (\start$33 ) begin
             casez (entry)
               2'h0:
-                  \$223  = 6'h01;
+                  \$224  = 6'h01;
               2'h1:
-                  \$223  = 6'h02;
+                  \$224  = 6'h02;
               2'h2:
-                  \$223  = 6'h03;
+                  \$224  = 6'h03;
             endcase
           end
       6'h02:
-          \$223  = 6'h04;
+          \$224  = 6'h04;
       6'h04:
-          \$223  = 6'h05;
+          \$224  = 6'h05;
       6'h05:
-          \$223  = 6'h06;
+          \$224  = 6'h06;
       6'h06:
           if (\done$37 ) begin
-            \$223  = 6'h07;
+            \$224  = 6'h07;
           end
       6'h07:
-          \$223  = 6'h08;
+          \$224  = 6'h08;
       6'h08:
-          \$223  = 6'h09;
+          \$224  = 6'h09;
       6'h09:
           if (\done$37 ) begin
-            \$223  = 6'h0a;
+            \$224  = 6'h0a;
           end
       6'h0a:
-          \$223  = 6'h0b;
+          \$224  = 6'h0b;
       6'h0b:
-          \$223  = 6'h0c;
+          \$224  = 6'h0c;
       6'h0c:
-          \$223  = 6'h0d;
+          \$224  = 6'h0d;
       6'h0d:
-          if (\done$37 ) begin
-            \$223  = 6'h0e;
-          end
+          \$224  = 6'h0e;
       6'h0e:
-          \$223  = 6'h0f;
+          if (\done$37 ) begin
+            \$224  = 6'h0f;
+          end
       6'h0f:
-          if (\$97 ) begin
-            \$223  = 6'h10;
-          end
+          \$224  = 6'h10;
       6'h10:
-          \$223  = 6'h11;
+          if (\$98 ) begin
+            \$224  = 6'h11;
+          end
       6'h11:
-          \$223  = 6'h12;
+          \$224  = 6'h12;
       6'h12:
-          \$223  = 6'h13;
+          \$224  = 6'h13;
       6'h13:
-          \$223  = 6'h14;
+          \$224  = 6'h14;
       6'h14:
-          if (\done$48 ) begin
-            \$223  = 6'h15;
-          end
+          \$224  = 6'h15;
       6'h15:
-          \$223  = 6'h16;
-      6'h16:
-          \$223  = 6'h17;
-      6'h17:
-          if (\$125 ) begin
-            \$223  = 6'h18;
-          end
-      6'h18:
-          \$223  = 6'h19;
-      6'h19:
-          \$223  = 6'h1a;
-      6'h1a:
-          \$223  = 6'h1b;
-      6'h1b:
-          if (\done$37 ) begin
-            \$223  = 6'h1c;
-          end
-      6'h1c:
-          \$223  = 6'h1d;
-      6'h1d:
-          \$223  = 6'h1e;
-      6'h1e:
-          \$223  = 6'h1f;
-      6'h1f:
           if (\done$48 ) begin
-            \$223  = 6'h20;
+            \$224  = 6'h16;
           end
+      6'h16:
+          \$224  = 6'h17;
+      6'h17:
+          \$224  = 6'h18;
+      6'h18:
+          if (\$126 ) begin
+            \$224  = 6'h19;
+          end
+      6'h19:
+          \$224  = 6'h1a;
+      6'h1a:
+          \$224  = 6'h1b;
+      6'h1b:
+          \$224  = 6'h1c;
+      6'h1c:
+          if (\done$37 ) begin
+            \$224  = 6'h1d;
+          end
+      6'h1d:
+          \$224  = 6'h1e;
+      6'h1e:
+          \$224  = 6'h1f;
+      6'h1f:
+          \$224  = 6'h20;
       6'h20:
-          \$223  = 6'h21;
+          if (\done$48 ) begin
+            \$224  = 6'h21;
+          end
       6'h21:
-          \$223  = 6'h22;
+          \$224  = 6'h22;
       6'h22:
-          \$223  = 6'h23;
+          \$224  = 6'h23;
       6'h23:
-          \$223  = 6'h24;
+          \$224  = 6'h24;
       6'h24:
-          \$223  = 6'h25;
+          \$224  = 6'h25;
       6'h25:
-          \$223  = 6'h26;
+          \$224  = 6'h26;
       6'h26:
-          if (\done$37 ) begin
-            \$223  = 6'h27;
-          end
+          \$224  = 6'h27;
       6'h27:
-          \$223  = 6'h01;
-      6'h03:
-          \$223  = 6'h28;
+          if (\done$37 ) begin
+            \$224  = 6'h28;
+          end
       6'h28:
-          \$223  = 6'h29;
+          \$224  = 6'h01;
+      6'h03:
+          \$224  = 6'h29;
       6'h29:
-          \$223  = 6'h2a;
+          \$224  = 6'h2a;
       6'h2a:
-          if (\done$37 ) begin
-            \$223  = 6'h2b;
-          end
+          \$224  = 6'h2b;
       6'h2b:
-          \$223  = 6'h2c;
-      6'h2c:
-          if (\$166 ) begin
-            \$223  = 6'h2d;
-          end
-      6'h2d:
-          \$223  = 6'h2e;
-      6'h2e:
-          \$223  = 6'h2f;
-      6'h2f:
-          \$223  = 6'h30;
-      6'h30:
-          \$223  = 6'h31;
-      6'h31:
-          if (\$191 ) begin
-            \$223  = 6'h32;
-          end
-      6'h32:
-          \$223  = 6'h33;
-      6'h33:
-          \$223  = 6'h34;
-      6'h34:
-          \$223  = 6'h35;
-      6'h35:
           if (\done$37 ) begin
-            \$223  = 6'h36;
+            \$224  = 6'h2c;
           end
+      6'h2c:
+          \$224  = 6'h2d;
+      6'h2d:
+          if (\$167 ) begin
+            \$224  = 6'h2e;
+          end
+      6'h2e:
+          \$224  = 6'h2f;
+      6'h2f:
+          \$224  = 6'h30;
+      6'h30:
+          \$224  = 6'h31;
+      6'h31:
+          \$224  = 6'h32;
+      6'h32:
+          if (\$192 ) begin
+            \$224  = 6'h33;
+          end
+      6'h33:
+          \$224  = 6'h34;
+      6'h34:
+          \$224  = 6'h35;
+      6'h35:
+          \$224  = 6'h36;
       6'h36:
-          \$223  = 6'h37;
+          if (\done$37 ) begin
+            \$224  = 6'h37;
+          end
       6'h37:
-          \$223  = 6'h38;
+          \$224  = 6'h38;
       6'h38:
-          \$223  = 6'h39;
+          \$224  = 6'h39;
       6'h39:
-          \$223  = 6'h3a;
+          \$224  = 6'h3a;
       6'h3a:
-          \$223  = 6'h3b;
+          \$224  = 6'h3b;
       6'h3b:
-          \$223  = 6'h3c;
+          \$224  = 6'h3c;
       6'h3c:
-          \$223  = 6'h3d;
+          \$224  = 6'h3d;
       6'h3d:
-          if (\done$37 ) begin
-            \$223  = 6'h3e;
-          end
+          \$224  = 6'h3e;
       6'h3e:
-          \$223  = 6'h01;
+          if (\done$37 ) begin
+            \$224  = 6'h3f;
+          end
+      6'h3f:
+          \$224  = 6'h01;
       6'h01:
-          \$223  = 6'h00;
+          \$224  = 6'h00;
     endcase
     if (rst) begin
-      \$223  = 6'h00;
+      \$224  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$224  = t;
+    \$225  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$224  = { \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89 [16], \$89  };
+          \$225  = { \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90 [16], \$90  };
       6'h04:
           /* empty */;
       6'h05:
           /* empty */;
       6'h06:
           if (\done$37 ) begin
-            \$224  = p[32:0];
+            \$225  = p[32:0];
           end
     endcase
     if (rst) begin
-      \$224  = 33'h000000000;
+      \$225  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$225  = start;
+    \$226  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$225  = 1'h1;
+          \$226  = 1'h1;
       6'h05:
-          \$225  = 1'h0;
+          \$226  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
-          \$225  = 1'h1;
+          \$226  = 1'h1;
       6'h08:
-          \$225  = 1'h0;
+          \$226  = 1'h0;
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          \$225  = 1'h1;
-      6'h0c:
-          \$225  = 1'h0;
-      6'h0d:
           /* empty */;
+      6'h0c:
+          \$226  = 1'h1;
+      6'h0d:
+          \$226  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2584,11 +2612,11 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h18:
           /* empty */;
       6'h19:
-          \$225  = 1'h1;
-      6'h1a:
-          \$225  = 1'h0;
-      6'h1b:
           /* empty */;
+      6'h1a:
+          \$226  = 1'h1;
+      6'h1b:
+          \$226  = 1'h0;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2606,21 +2634,21 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h23:
           /* empty */;
       6'h24:
-          \$225  = 1'h1;
-      6'h25:
-          \$225  = 1'h0;
-      6'h26:
           /* empty */;
+      6'h25:
+          \$226  = 1'h1;
+      6'h26:
+          \$226  = 1'h0;
       6'h27:
+          /* empty */;
+      6'h28:
           /* empty */;
       6'h03:
           /* empty */;
-      6'h28:
-          \$225  = 1'h1;
       6'h29:
-          \$225  = 1'h0;
+          \$226  = 1'h1;
       6'h2a:
-          /* empty */;
+          \$226  = 1'h0;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2638,11 +2666,11 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h32:
           /* empty */;
       6'h33:
-          \$225  = 1'h1;
-      6'h34:
-          \$225  = 1'h0;
-      6'h35:
           /* empty */;
+      6'h34:
+          \$226  = 1'h1;
+      6'h35:
+          \$226  = 1'h0;
       6'h36:
           /* empty */;
       6'h37:
@@ -2654,17 +2682,19 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3a:
           /* empty */;
       6'h3b:
-          \$225  = 1'h1;
+          /* empty */;
       6'h3c:
-          \$225  = 1'h0;
+          \$226  = 1'h1;
+      6'h3d:
+          \$226  = 1'h0;
     endcase
     if (rst) begin
-      \$225  = 1'h0;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$226  = \den$39 ;
+    \$227  = \den$39 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2682,16 +2712,16 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h09:
           if (\done$37 ) begin
-            \$226  = p[68:0];
+            \$227  = p[68:0];
           end
     endcase
     if (rst) begin
-      \$226  = 69'h000000000000000000;
+      \$227  = 69'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$227  = floor_q;
+    \$228  = floor_q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2710,9 +2740,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h09:
           /* empty */;
       6'h0a:
-          \$227  = 18'h00000;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \$228  = 18'h00000;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2769,16 +2799,18 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
+      6'h28:
+          /* empty */;
       6'h03:
-          \$227  = \$158 [17:0];
+          \$228  = \$159 [17:0];
     endcase
     if (rst) begin
-      \$227  = 18'h00000;
+      \$228  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$228  = mean_rem;
+    \$229  = mean_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2797,9 +2829,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h09:
           /* empty */;
       6'h0a:
-          \$228  = 14'h0000;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \$229  = 14'h0000;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2856,16 +2888,18 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
+      6'h28:
+          /* empty */;
       6'h03:
-          \$228  = { 6'h00, chan[177:170] };
+          \$229  = { 6'h00, chan[177:170] };
     endcase
     if (rst) begin
-      \$228  = 14'h0000;
+      \$229  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$229  = gain_num;
+    \$230  = gain_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2890,11 +2924,11 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h0c:
           /* empty */;
       6'h0d:
+          /* empty */;
+      6'h0e:
           if (\done$37 ) begin
-            \$229  = p[39:0];
+            \$230  = p[39:0];
           end
-      6'h0e:
-          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -2945,24 +2979,26 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
       6'h2a:
+          /* empty */;
+      6'h2b:
           if (\done$37 ) begin
-            \$229  = p[39:0];
+            \$230  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$229  = 40'h0000000000;
+      \$230  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$230  = den_norm;
+    \$231  = den_norm;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2989,13 +3025,13 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h0d:
           /* empty */;
       6'h0e:
-          \$230  = \den$39 ;
-      6'h0f:
-          if (\$90 ) begin
-            \$230  = \$91 [68:0];
-          end
-      6'h10:
           /* empty */;
+      6'h0f:
+          \$231  = \den$39 ;
+      6'h10:
+          if (\$91 ) begin
+            \$231  = \$92 [68:0];
+          end
       6'h11:
           /* empty */;
       6'h12:
@@ -3042,421 +3078,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$230  = 69'h100000000000000000;
-      6'h2c:
-          if (\$159 ) begin
-            \$230  = \$160 [68:0];
-          end
-    endcase
-    if (rst) begin
-      \$230  = 69'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$231  = num_norm;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$231  = gain_num[38:0];
-      6'h0f:
-          if (\$93 ) begin
-            \$231  = \$94 [38:0];
-          end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
       6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$231  = gain_num[38:0];
-      6'h2c:
-          if (\$162 ) begin
-            \$231  = \$163 [38:0];
-          end
-    endcase
-    if (rst) begin
-      \$231  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$232  = num_zeros;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$232  = 6'h00;
-      6'h0f:
-          if (\$93 ) begin
-            \$232  = \$95 [5:0];
-          end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$232  = 6'h00;
-      6'h2c:
-          if (\$162 ) begin
-            \$232  = \$164 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$232  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$233  = den_zeros;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$233  = 7'h00;
-      6'h0f:
-          if (\$90 ) begin
-            \$233  = \$92 [6:0];
-          end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$233  = 7'h00;
-      6'h2c:
-          if (\$159 ) begin
-            \$233  = \$161 [6:0];
-          end
-    endcase
-    if (rst) begin
-      \$233  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = loop_n;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-        begin
-          \$234  = \$96 [6:0];
-          if (\$97 ) begin
-            \$234  = 7'h00;
-          end
-        end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-        begin
-          \$234  = \$124 [6:0];
-          if (\$125 ) begin
-            \$234  = 7'h00;
-          end
-        end
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
           /* empty */;
       6'h29:
           /* empty */;
@@ -3465,27 +3089,320 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h2b:
           /* empty */;
       6'h2c:
-        begin
-          \$234  = \$165 [6:0];
-          if (\$166 ) begin
-            \$234  = 7'h00;
-          end
-        end
+          \$231  = 69'h100000000000000000;
       6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-        begin
-          \$234  = \$190 [6:0];
-          if (\$191 ) begin
-            \$234  = 7'h00;
+          if (\$160 ) begin
+            \$231  = \$161 [68:0];
           end
-        end
+    endcase
+    if (rst) begin
+      \$231  = 69'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = num_norm;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$232  = gain_num[38:0];
+      6'h10:
+          if (\$94 ) begin
+            \$232  = \$95 [38:0];
+          end
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$232  = gain_num[38:0];
+      6'h2d:
+          if (\$163 ) begin
+            \$232  = \$164 [38:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = num_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$233  = 6'h00;
+      6'h10:
+          if (\$94 ) begin
+            \$233  = \$96 [5:0];
+          end
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$233  = 6'h00;
+      6'h2d:
+          if (\$163 ) begin
+            \$233  = \$165 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$233  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = den_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$234  = 7'h00;
+      6'h10:
+          if (\$91 ) begin
+            \$234  = \$93 [6:0];
+          end
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$234  = 7'h00;
+      6'h2d:
+          if (\$160 ) begin
+            \$234  = \$162 [6:0];
+          end
     endcase
     if (rst) begin
       \$234  = 7'h00;
@@ -3493,7 +3410,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = gain_shift;
+    \$235  = loop_n;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3524,7 +3441,12 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h0f:
           /* empty */;
       6'h10:
-          \$235  = { \$99 [7], \$99  };
+        begin
+          \$235  = \$97 [6:0];
+          if (\$98 ) begin
+            \$235  = 7'h00;
+          end
+        end
       6'h11:
           /* empty */;
       6'h12:
@@ -3534,20 +3456,18 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h14:
           /* empty */;
       6'h15:
-          \$235  = \$110 [8:0];
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
         begin
-          if (\$114 ) begin
-            \$235  = \$116 [8:0];
-          end
-          if (\$120 ) begin
-            \$235  = \$122 [8:0];
+          \$235  = \$125 [6:0];
+          if (\$126 ) begin
+            \$235  = 7'h00;
           end
         end
-      6'h18:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -3578,9 +3498,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -3591,30 +3511,35 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h2c:
           /* empty */;
       6'h2d:
-          \$235  = \$168 ;
+        begin
+          \$235  = \$166 [6:0];
+          if (\$167 ) begin
+            \$235  = 7'h00;
+          end
+        end
       6'h2e:
           /* empty */;
       6'h2f:
-          \$235  = \$176 [8:0];
+          /* empty */;
       6'h30:
           /* empty */;
       6'h31:
+          /* empty */;
+      6'h32:
         begin
-          if (\$180 ) begin
-            \$235  = \$182 [8:0];
-          end
-          if (\$186 ) begin
-            \$235  = \$188 [8:0];
+          \$235  = \$191 [6:0];
+          if (\$192 ) begin
+            \$235  = 7'h00;
           end
         end
     endcase
     if (rst) begin
-      \$235  = 9'h000;
+      \$235  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = gain_zero;
+    \$236  = gain_shift;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3645,9 +3570,132 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h0f:
           /* empty */;
       6'h10:
-          \$236  = \$100 ;
-      6'h11:
           /* empty */;
+      6'h11:
+          \$236  = { \$100 [7], \$100  };
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$236  = \$111 [8:0];
+      6'h17:
+          /* empty */;
+      6'h18:
+        begin
+          if (\$115 ) begin
+            \$236  = \$117 [8:0];
+          end
+          if (\$121 ) begin
+            \$236  = \$123 [8:0];
+          end
+        end
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$236  = \$169 ;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \$236  = \$177 [8:0];
+      6'h31:
+          /* empty */;
+      6'h32:
+        begin
+          if (\$181 ) begin
+            \$236  = \$183 [8:0];
+          end
+          if (\$187 ) begin
+            \$236  = \$189 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$236  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = gain_zero;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$237  = \$101 ;
       6'h12:
           /* empty */;
       6'h13:
@@ -3692,9 +3740,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -3705,78 +3753,17 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h2c:
           /* empty */;
       6'h2d:
-          \$236  = \$169 ;
+          /* empty */;
+      6'h2e:
+          \$237  = \$170 ;
     endcase
     if (rst) begin
-      \$236  = 1'h0;
+      \$237  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$237  = { 5'h00, \$101  };
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$237  = { gain_p[49], gain_p };
-    endcase
-    if (rst) begin
-      \$237  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = div_mag;
+    \$238  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3811,7 +3798,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h11:
           /* empty */;
       6'h12:
-          \$238  = \$104 [50:0];
+          \$238  = { 5'h00, \$102  };
       6'h13:
           /* empty */;
       6'h14:
@@ -3833,7 +3820,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h1c:
           /* empty */;
       6'h1d:
-          \$238  = \$131 [50:0];
+          \$238  = { gain_p[49], gain_p };
     endcase
     if (rst) begin
       \$238  = 51'h0000000000000;
@@ -3841,7 +3828,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = div_neg;
+    \$239  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3876,9 +3863,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h11:
           /* empty */;
       6'h12:
-          \$239  = \$105 ;
-      6'h13:
           /* empty */;
+      6'h13:
+          \$239  = \$105 [50:0];
       6'h14:
           /* empty */;
       6'h15:
@@ -3898,15 +3885,17 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h1c:
           /* empty */;
       6'h1d:
-          \$239  = \$132 ;
+          /* empty */;
+      6'h1e:
+          \$239  = \$132 [50:0];
     endcase
     if (rst) begin
-      \$239  = 1'h0;
+      \$239  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = \start$5 ;
+    \$240  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3941,9 +3930,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h11:
           /* empty */;
       6'h12:
-          \$240  = 1'h1;
+          /* empty */;
       6'h13:
-          \$240  = 1'h0;
+          \$240  = \$106 ;
       6'h14:
           /* empty */;
       6'h15:
@@ -3963,9 +3952,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h1c:
           /* empty */;
       6'h1d:
-          \$240  = 1'h1;
+          /* empty */;
       6'h1e:
-          \$240  = 1'h0;
+          \$240  = \$133 ;
     endcase
     if (rst) begin
       \$240  = 1'h0;
@@ -3973,7 +3962,76 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = gain_q1;
+    \$241  = \start$5 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$241  = 1'h1;
+      6'h14:
+          \$241  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$241  = 1'h1;
+      6'h1f:
+          \$241  = 1'h0;
+    endcase
+    if (rst) begin
+      \$241  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = gain_q1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4012,11 +4070,11 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h13:
           /* empty */;
       6'h14:
+          /* empty */;
+      6'h15:
           if (\done$48 ) begin
-            \$241  = q[23:0];
+            \$242  = q[23:0];
           end
-      6'h15:
-          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
@@ -4053,9 +4111,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4068,15 +4126,17 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h2d:
           /* empty */;
       6'h2e:
-          \$241  = \$171 [23:0];
+          /* empty */;
+      6'h2f:
+          \$242  = \$172 [23:0];
     endcase
     if (rst) begin
-      \$241  = 24'h000000;
+      \$242  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = gain_x;
+    \$243  = gain_x;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4117,20 +4177,20 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h14:
           /* empty */;
       6'h15:
-          \$242  = { \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108 [23], \$108  };
-      6'h16:
           /* empty */;
+      6'h16:
+          \$243  = { \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109  };
       6'h17:
+          /* empty */;
+      6'h18:
         begin
-          if (\$114 ) begin
-            \$242  = \$115 ;
+          if (\$115 ) begin
+            \$243  = \$116 ;
           end
-          if (\$120 ) begin
-            \$242  = \$121 [34:0];
+          if (\$121 ) begin
+            \$243  = \$122 [34:0];
           end
         end
-      6'h18:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -4161,230 +4221,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          \$242  = { \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174  };
-      6'h30:
-          /* empty */;
-      6'h31:
-        begin
-          if (\$180 ) begin
-            \$242  = \$181 ;
-          end
-          if (\$186 ) begin
-            \$242  = \$187 [34:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$242  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = scale_count;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$243  = 5'h00;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$243  = \$123 [4:0];
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
       6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          \$243  = 5'h00;
-      6'h30:
-          /* empty */;
-      6'h31:
-          \$243  = \$189 [4:0];
-    endcase
-    if (rst) begin
-      \$243  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = special_r;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$244  = \$113 ;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4401,124 +4240,242 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h2f:
           /* empty */;
       6'h30:
-          \$244  = \$179 ;
-    endcase
-    if (rst) begin
-      \$244  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$245  = \$128 [4:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
+          \$243  = { \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175  };
       6'h31:
           /* empty */;
       6'h32:
-          \$245  = \$194 [4:0];
+        begin
+          if (\$181 ) begin
+            \$243  = \$182 ;
+          end
+          if (\$187 ) begin
+            \$243  = \$188 [34:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$245  = 5'h00;
+      \$243  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = gain_p;
+    \$244  = scale_count;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$244  = 5'h00;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$244  = \$124 [4:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \$244  = 5'h00;
+      6'h31:
+          /* empty */;
+      6'h32:
+          \$244  = \$190 [4:0];
+    endcase
+    if (rst) begin
+      \$244  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = special_r;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$245  = \$114 ;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          \$245  = \$180 ;
+    endcase
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4567,13 +4524,11 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          \$246  = \$129 [4:0];
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$37 ) begin
-            \$246  = p[49:0];
-          end
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -4598,9 +4553,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4623,21 +4578,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h32:
           /* empty */;
       6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          if (\done$37 ) begin
-            \$246  = p[49:0];
-          end
+          \$246  = \$195 [4:0];
     endcase
     if (rst) begin
-      \$246  = 50'h0000000000000;
+      \$246  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = gain_w;
+    \$247  = gain_p;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4692,15 +4641,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          if (\done$37 ) begin
+            \$247  = p[49:0];
+          end
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
-          if (\done$48 ) begin
-            \$247  = q;
-          end
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -4717,9 +4666,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4748,15 +4697,17 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h35:
           /* empty */;
       6'h36:
-          \$247  = \$195 [36:0];
+          if (\done$37 ) begin
+            \$247  = p[49:0];
+          end
     endcase
     if (rst) begin
-      \$247  = 37'h0000000000;
+      \$247  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = gain_t;
+    \$248  = gain_w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4819,7 +4770,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h1f:
           /* empty */;
       6'h20:
-          \$248  = \$137 [40:0];
+          if (\done$48 ) begin
+            \$248  = q;
+          end
       6'h21:
           /* empty */;
       6'h22:
@@ -4834,9 +4787,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4867,15 +4820,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h36:
           /* empty */;
       6'h37:
-          \$248  = \$200 [40:0];
+          \$248  = \$196 [36:0];
     endcase
     if (rst) begin
-      \$248  = 41'h00000000000;
+      \$248  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = gain_t1;
+    \$249  = gain_t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4940,7 +4893,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h20:
           /* empty */;
       6'h21:
-          \$249  = \$141 ;
+          \$249  = \$138 [40:0];
       6'h22:
           /* empty */;
       6'h23:
@@ -4953,9 +4906,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4988,15 +4941,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h37:
           /* empty */;
       6'h38:
-          \$249  = \$204 ;
+          \$249  = \$201 [40:0];
     endcase
     if (rst) begin
-      \$249  = 42'h00000000000;
+      \$249  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = acc0;
+    \$250  = gain_t1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5063,7 +5016,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h21:
           /* empty */;
       6'h22:
-          \$250  = \$145 [38:0];
+          \$250  = \$142 ;
       6'h23:
           /* empty */;
       6'h24:
@@ -5074,9 +5027,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5111,15 +5064,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h38:
           /* empty */;
       6'h39:
-          \$250  = \$208 [38:0];
+          \$250  = \$205 ;
     endcase
     if (rst) begin
-      \$250  = 39'h0000000000;
+      \$250  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = acc1;
+    \$251  = acc0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5186,9 +5139,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h21:
           /* empty */;
       6'h22:
-          \$251  = \$149 [38:0];
-      6'h23:
           /* empty */;
+      6'h23:
+          \$251  = \$146 [38:0];
       6'h24:
           /* empty */;
       6'h25:
@@ -5197,9 +5150,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5234,7 +5187,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h38:
           /* empty */;
       6'h39:
-          \$251  = \$212 [38:0];
+          /* empty */;
+      6'h3a:
+          \$251  = \$209 [38:0];
     endcase
     if (rst) begin
       \$251  = 39'h0000000000;
@@ -5242,7 +5197,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = a_fin;
+    \$252  = acc1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5311,7 +5266,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h22:
           /* empty */;
       6'h23:
-          \$252  = \$154 [21:0];
+          \$252  = \$150 [38:0];
       6'h24:
           /* empty */;
       6'h25:
@@ -5320,9 +5275,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5359,140 +5314,15 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h39:
           /* empty */;
       6'h3a:
-          \$252  = \$217 [21:0];
+          \$252  = \$213 [38:0];
     endcase
     if (rst) begin
-      \$252  = 22'h000000;
+      \$252  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = c_fin;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          \$253  = \$155 [38:0];
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h37:
-          /* empty */;
-      6'h38:
-          /* empty */;
-      6'h39:
-          /* empty */;
-      6'h3a:
-          \$253  = \$218 [38:0];
-    endcase
-    if (rst) begin
-      \$253  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = \b$59 ;
+    \$253  = a_fin;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5563,18 +5393,16 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h23:
           /* empty */;
       6'h24:
-          /* empty */;
+          \$253  = \$155 [21:0];
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$37 ) begin
-            \$254  = p[38:0];
-          end
+          /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5613,13 +5441,134 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3a:
           /* empty */;
       6'h3b:
+          \$253  = \$218 [21:0];
+    endcase
+    if (rst) begin
+      \$253  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$254  = c_fin;
+    casez (fsm_state)
+      6'h00:
           /* empty */;
-      6'h3c:
+      6'h02:
           /* empty */;
-      6'h3d:
-          if (\done$37 ) begin
-            \$254  = p[38:0];
-          end
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$254  = \$156 [38:0];
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          \$254  = \$219 [38:0];
     endcase
     if (rst) begin
       \$254  = 39'h0000000000;
@@ -5627,7 +5576,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = \a$60 ;
+    \$255  = \b$59 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5704,10 +5653,12 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h26:
           /* empty */;
       6'h27:
-          \$255  = a_fin;
-      6'h03:
-          /* empty */;
+          if (\done$37 ) begin
+            \$255  = p[38:0];
+          end
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5752,15 +5703,17 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3d:
           /* empty */;
       6'h3e:
-          \$255  = a_fin;
+          if (\done$37 ) begin
+            \$255  = p[38:0];
+          end
     endcase
     if (rst) begin
-      \$255  = 22'h000000;
+      \$255  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = special;
+    \$256  = \a$60 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5837,10 +5790,10 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h26:
           /* empty */;
       6'h27:
-          \$256  = special_r;
-      6'h03:
           /* empty */;
       6'h28:
+          \$256  = a_fin;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5885,15 +5838,17 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3d:
           /* empty */;
       6'h3e:
-          \$256  = special_r;
+          /* empty */;
+      6'h3f:
+          \$256  = a_fin;
     endcase
     if (rst) begin
-      \$256  = 1'h0;
+      \$256  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = \neg$62 ;
+    \$257  = special;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5970,10 +5925,10 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h26:
           /* empty */;
       6'h27:
-          \$257  = \$156 ;
-      6'h03:
           /* empty */;
       6'h28:
+          \$257  = special_r;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -6018,7 +5973,9 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3d:
           /* empty */;
       6'h3e:
-          \$257  = \$219 ;
+          /* empty */;
+      6'h3f:
+          \$257  = special_r;
     endcase
     if (rst) begin
       \$257  = 1'h0;
@@ -6026,7 +5983,7 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = q_lo;
+    \$258  = \neg$62 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6103,10 +6060,10 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h26:
           /* empty */;
       6'h27:
-          \$258  = floor_q;
-      6'h03:
           /* empty */;
       6'h28:
+          \$258  = \$157 ;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -6151,15 +6108,17 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3d:
           /* empty */;
       6'h3e:
-          \$258  = floor_q;
+          /* empty */;
+      6'h3f:
+          \$258  = \$220 ;
     endcase
     if (rst) begin
-      \$258  = 18'h00000;
+      \$258  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = q_hi;
+    \$259  = q_lo;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6236,10 +6195,10 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h26:
           /* empty */;
       6'h27:
-          \$259  = \$157 [17:0];
-      6'h03:
           /* empty */;
       6'h28:
+          \$259  = floor_q;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -6284,10 +6243,147 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
       6'h3d:
           /* empty */;
       6'h3e:
-          \$259  = \$220 [17:0];
+          /* empty */;
+      6'h3f:
+          \$259  = floor_q;
     endcase
     if (rst) begin
       \$259  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = q_hi;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$260  = \$158 [17:0];
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          /* empty */;
+      6'h3f:
+          \$260  = \$221 [17:0];
+    endcase
+    if (rst) begin
+      \$260  = 18'h00000;
     end
   end
   assign beta_shift = \$1 [4:0];
@@ -6308,23 +6404,23 @@ module \hwnorm_frn_linf_s16.math (rst, \start$33 , entry, chan, hi, lo, done, \d
   assign \$7  = { 2'h0, div_mag[21:0], 13'h0000 };
   assign \$9  = { 35'h000000000, div_mag[50:35] };
   assign \$10  = { 1'h0, div_mag[34:0] };
-  assign \$91  = { den_norm, 1'h0 };
-  assign \$94  = { num_norm, 1'h0 };
-  assign \$101  = { 1'h0, num_norm, 6'h00 };
-  assign \$106  = { gain_q1[23], gain_q1[23:1] };
-  assign \$115  = { 1'h0, gain_x[34:1] };
-  assign \$121  = { gain_x, 1'h0 };
-  assign \$135  = { 1'h0, \$134 [31:1] };
-  assign \$158  = { chan[193], chan[193], chan[193], chan[193], chan[193], chan[193], chan[193], chan[193], chan[193:178] };
-  assign \$160  = { den_norm, 1'h0 };
-  assign \$163  = { num_norm, 1'h0 };
-  assign \$170  = { 1'h0, num_norm, 6'h00 };
-  assign \$171  = { 23'h000000, \$170 [45:23] };
-  assign \$172  = { gain_q1[23], gain_q1[23:1] };
-  assign \$181  = { 1'h0, gain_x[34:1] };
-  assign \$187  = { gain_x, 1'h0 };
-  assign \$195  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
-  assign \$198  = { 1'h0, \$197 [31:1] };
+  assign \$92  = { den_norm, 1'h0 };
+  assign \$95  = { num_norm, 1'h0 };
+  assign \$102  = { 1'h0, num_norm, 6'h00 };
+  assign \$107  = { gain_q1[23], gain_q1[23:1] };
+  assign \$116  = { 1'h0, gain_x[34:1] };
+  assign \$122  = { gain_x, 1'h0 };
+  assign \$136  = { 1'h0, \$135 [31:1] };
+  assign \$159  = { chan[193], chan[193], chan[193], chan[193], chan[193], chan[193], chan[193], chan[193], chan[193:178] };
+  assign \$161  = { den_norm, 1'h0 };
+  assign \$164  = { num_norm, 1'h0 };
+  assign \$171  = { 1'h0, num_norm, 6'h00 };
+  assign \$172  = { 23'h000000, \$171 [45:23] };
+  assign \$173  = { gain_q1[23], gain_q1[23:1] };
+  assign \$182  = { 1'h0, gain_x[34:1] };
+  assign \$188  = { gain_x, 1'h0 };
+  assign \$196  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$199  = { 1'h0, \$198 [31:1] };
 endmodule
 
 module \hwnorm_frn_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

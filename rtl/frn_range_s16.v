@@ -626,184 +626,185 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [5:0] \$1 ;
   wire [35:0] \$10 ;
-  wire [7:0] \$100 ;
-  wire \$101 ;
-  wire [45:0] \$102 ;
-  wire \$103 ;
-  wire [51:0] \$104 ;
+  wire [6:0] \$100 ;
+  wire [7:0] \$101 ;
+  wire \$102 ;
+  wire [45:0] \$103 ;
+  wire \$104 ;
   wire [51:0] \$105 ;
-  wire \$106 ;
-  wire [23:0] \$107 ;
+  wire [51:0] \$106 ;
+  wire \$107 ;
   wire [23:0] \$108 ;
   wire [23:0] \$109 ;
   wire \$11 ;
-  wire [9:0] \$110 ;
+  wire [23:0] \$110 ;
   wire [9:0] \$111 ;
-  wire \$112 ;
+  wire [9:0] \$112 ;
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire [34:0] \$116 ;
-  wire [9:0] \$117 ;
-  wire \$118 ;
+  wire \$116 ;
+  wire [34:0] \$117 ;
+  wire [9:0] \$118 ;
   wire \$119 ;
   wire [18:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
-  wire [35:0] \$122 ;
-  wire [9:0] \$123 ;
-  wire [5:0] \$124 ;
-  wire [7:0] \$125 ;
-  wire \$126 ;
+  wire \$122 ;
+  wire [35:0] \$123 ;
+  wire [9:0] \$124 ;
+  wire [5:0] \$125 ;
+  wire [7:0] \$126 ;
   wire \$127 ;
-  wire [8:0] \$128 ;
+  wire \$128 ;
   wire [8:0] \$129 ;
   wire [18:0] \$13 ;
-  wire \$130 ;
-  wire [51:0] \$131 ;
+  wire [8:0] \$130 ;
+  wire \$131 ;
   wire [51:0] \$132 ;
-  wire \$133 ;
-  wire [46:0] \$134 ;
-  wire [31:0] \$135 ;
+  wire [51:0] \$133 ;
+  wire \$134 ;
+  wire [46:0] \$135 ;
   wire [31:0] \$136 ;
-  wire [47:0] \$137 ;
-  wire [48:0] \$138 ;
-  wire \$139 ;
+  wire [31:0] \$137 ;
+  wire [47:0] \$138 ;
+  wire [48:0] \$139 ;
   wire \$14 ;
-  wire [35:0] \$140 ;
+  wire \$140 ;
   wire [35:0] \$141 ;
-  wire [41:0] \$142 ;
-  wire \$143 ;
+  wire [35:0] \$142 ;
+  wire [41:0] \$143 ;
   wire \$144 ;
-  wire [40:0] \$145 ;
+  wire \$145 ;
   wire [40:0] \$146 ;
-  wire \$147 ;
+  wire [40:0] \$147 ;
   wire \$148 ;
-  wire [41:0] \$149 ;
+  wire \$149 ;
   wire \$15 ;
   wire [41:0] \$150 ;
-  wire [39:0] \$151 ;
-  wire \$152 ;
-  wire [35:0] \$153 ;
+  wire [41:0] \$151 ;
+  wire [39:0] \$152 ;
+  wire \$153 ;
   wire [35:0] \$154 ;
-  wire [39:0] \$155 ;
-  wire [40:0] \$156 ;
-  wire \$157 ;
-  wire [18:0] \$158 ;
-  wire [23:0] \$159 ;
+  wire [35:0] \$155 ;
+  wire [39:0] \$156 ;
+  wire [40:0] \$157 ;
+  wire \$158 ;
+  wire [18:0] \$159 ;
   wire [16:0] \$16 ;
-  wire \$160 ;
-  wire [70:0] \$161 ;
-  wire [7:0] \$162 ;
-  wire \$163 ;
-  wire [39:0] \$164 ;
-  wire [6:0] \$165 ;
-  wire [7:0] \$166 ;
-  wire \$167 ;
-  wire [7:0] \$168 ;
-  wire [8:0] \$169 ;
+  wire [23:0] \$160 ;
+  wire \$161 ;
+  wire [70:0] \$162 ;
+  wire [7:0] \$163 ;
+  wire \$164 ;
+  wire [39:0] \$165 ;
+  wire [6:0] \$166 ;
+  wire [7:0] \$167 ;
+  wire \$168 ;
+  wire [7:0] \$169 ;
   wire [16:0] \$17 ;
-  wire \$170 ;
-  wire [45:0] \$171 ;
+  wire [8:0] \$170 ;
+  wire \$171 ;
   wire [45:0] \$172 ;
-  wire [23:0] \$173 ;
+  wire [45:0] \$173 ;
   wire [23:0] \$174 ;
   wire [23:0] \$175 ;
-  wire [9:0] \$176 ;
+  wire [23:0] \$176 ;
   wire [9:0] \$177 ;
-  wire \$178 ;
+  wire [9:0] \$178 ;
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
   wire \$181 ;
-  wire [34:0] \$182 ;
-  wire [9:0] \$183 ;
-  wire \$184 ;
+  wire \$182 ;
+  wire [34:0] \$183 ;
+  wire [9:0] \$184 ;
   wire \$185 ;
   wire \$186 ;
   wire \$187 ;
-  wire [35:0] \$188 ;
-  wire [9:0] \$189 ;
+  wire \$188 ;
+  wire [35:0] \$189 ;
   wire \$19 ;
-  wire [5:0] \$190 ;
-  wire [7:0] \$191 ;
-  wire \$192 ;
+  wire [9:0] \$190 ;
+  wire [5:0] \$191 ;
+  wire [7:0] \$192 ;
   wire \$193 ;
-  wire [8:0] \$194 ;
+  wire \$194 ;
   wire [8:0] \$195 ;
-  wire [49:0] \$196 ;
-  wire [46:0] \$197 ;
-  wire [31:0] \$198 ;
+  wire [8:0] \$196 ;
+  wire [49:0] \$197 ;
+  wire [46:0] \$198 ;
   wire [31:0] \$199 ;
   wire [5:0] \$2 ;
   wire [18:0] \$20 ;
-  wire [47:0] \$200 ;
-  wire [48:0] \$201 ;
-  wire \$202 ;
-  wire [35:0] \$203 ;
+  wire [31:0] \$200 ;
+  wire [47:0] \$201 ;
+  wire [48:0] \$202 ;
+  wire \$203 ;
   wire [35:0] \$204 ;
-  wire [41:0] \$205 ;
-  wire \$206 ;
+  wire [35:0] \$205 ;
+  wire [41:0] \$206 ;
   wire \$207 ;
-  wire [40:0] \$208 ;
+  wire \$208 ;
   wire [40:0] \$209 ;
   wire [18:0] \$21 ;
-  wire \$210 ;
+  wire [40:0] \$210 ;
   wire \$211 ;
-  wire [41:0] \$212 ;
+  wire \$212 ;
   wire [41:0] \$213 ;
-  wire [39:0] \$214 ;
-  wire \$215 ;
-  wire [35:0] \$216 ;
+  wire [41:0] \$214 ;
+  wire [39:0] \$215 ;
+  wire \$216 ;
   wire [35:0] \$217 ;
-  wire [39:0] \$218 ;
-  wire [40:0] \$219 ;
+  wire [35:0] \$218 ;
+  wire [39:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire [18:0] \$221 ;
-  reg \$222 ;
+  wire [40:0] \$220 ;
+  wire \$221 ;
+  wire [18:0] \$222 ;
   reg \$223 ;
-  reg [6:0] \$224 ;
-  reg \$225 ;
-  reg [60:0] \$226 ;
-  reg [69:0] \$227 ;
-  reg [17:0] \$228 ;
-  reg [13:0] \$229 ;
+  reg \$224 ;
+  reg [6:0] \$225 ;
+  reg \$226 ;
+  reg [60:0] \$227 ;
+  reg [69:0] \$228 ;
+  reg [17:0] \$229 ;
   wire \$23 ;
-  reg [39:0] \$230 ;
-  reg [69:0] \$231 ;
-  reg [38:0] \$232 ;
-  reg [5:0] \$233 ;
-  reg [6:0] \$234 ;
+  reg [13:0] \$230 ;
+  reg [39:0] \$231 ;
+  reg [69:0] \$232 ;
+  reg [38:0] \$233 ;
+  reg [5:0] \$234 ;
   reg [6:0] \$235 ;
-  reg [8:0] \$236 ;
-  reg \$237 ;
-  reg [50:0] \$238 ;
+  reg [6:0] \$236 ;
+  reg [8:0] \$237 ;
+  reg \$238 ;
   reg [50:0] \$239 ;
   wire \$24 ;
-  reg \$240 ;
+  reg [50:0] \$240 ;
   reg \$241 ;
-  reg [23:0] \$242 ;
-  reg [34:0] \$243 ;
-  reg [4:0] \$244 ;
-  reg \$245 ;
-  reg [4:0] \$246 ;
-  reg [49:0] \$247 ;
-  reg [36:0] \$248 ;
-  reg [40:0] \$249 ;
+  reg \$242 ;
+  reg [23:0] \$243 ;
+  reg [34:0] \$244 ;
+  reg [4:0] \$245 ;
+  reg \$246 ;
+  reg [4:0] \$247 ;
+  reg [49:0] \$248 ;
+  reg [36:0] \$249 ;
   wire \$25 ;
-  reg [41:0] \$250 ;
-  reg [38:0] \$251 ;
+  reg [40:0] \$250 ;
+  reg [41:0] \$251 ;
   reg [38:0] \$252 ;
-  reg [21:0] \$253 ;
-  reg [38:0] \$254 ;
+  reg [38:0] \$253 ;
+  reg [21:0] \$254 ;
   reg [38:0] \$255 ;
-  reg [21:0] \$256 ;
-  reg \$257 ;
+  reg [38:0] \$256 ;
+  reg [21:0] \$257 ;
   reg \$258 ;
-  reg [17:0] \$259 ;
+  reg \$259 ;
   wire \$26 ;
   reg [17:0] \$260 ;
+  reg [17:0] \$261 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
@@ -876,14 +877,14 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   wire [50:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire [70:0] \$92 ;
-  wire [7:0] \$93 ;
-  wire \$94 ;
-  wire [39:0] \$95 ;
-  wire [6:0] \$96 ;
-  wire [7:0] \$97 ;
-  wire \$98 ;
-  wire [6:0] \$99 ;
+  wire \$92 ;
+  wire [70:0] \$93 ;
+  wire [7:0] \$94 ;
+  wire \$95 ;
+  wire [39:0] \$96 ;
+  wire [6:0] \$97 ;
+  wire [7:0] \$98 ;
+  wire \$99 ;
   reg [61:0] a;
   output [21:0] \a$60 ;
   reg [21:0] \a$60  = 22'h000000;
@@ -1065,198 +1066,199 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   assign \$88  = fsm_state == 7'h41;
   assign \$89  = fsm_state == 7'h42;
   assign \$90  = fsm_state == 7'h43;
-  assign \$91  = ~ den_norm[69];
-  assign \$93  = den_zeros + 1'h1;
-  assign \$94  = ~ num_norm[38];
-  assign \$96  = num_zeros + 1'h1;
-  assign \$97  = loop_n + 1'h1;
-  assign \$98  = loop_n == 7'h45;
-  assign \$99  = 4'hd + num_zeros;
-  assign \$100  = \$99  - den_zeros;
-  assign \$101  = ~ num_norm[38];
-  assign \$103  = $signed(div_num) < $signed(1'h0);
-  assign \$104  = - $signed(div_num);
-  assign \$105  = \$103  ? \$104  : { div_num[50], div_num };
-  assign \$106  = $signed(div_num) < $signed(1'h0);
-  assign \$108  = gain_q1[21] ? \$107  : gain_q1;
-  assign \$109  = gain_zero ? 24'h000000 : \$108 ;
-  assign \$110  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
-  assign \$111  = gain_zero ? 10'h004 : \$110 ;
-  assign \$112  = ~ gain_zero;
-  assign \$113  = $signed(gain_shift) < $signed(4'h4);
-  assign \$114  = \$112  & \$113 ;
-  assign \$115  = $signed(gain_shift) > $signed(6'h15);
-  assign \$117  = $signed(gain_shift) - $signed(2'h1);
-  assign \$118  = $signed(gain_shift) < $signed(4'h4);
-  assign \$119  = special_r & \$118 ;
-  assign \$120  = scale_count < 4'hd;
-  assign \$121  = \$119  & \$120 ;
-  assign \$123  = $signed(gain_shift) + $signed(2'h1);
-  assign \$124  = scale_count + 1'h1;
-  assign \$125  = loop_n + 1'h1;
-  assign \$126  = loop_n == 5'h15;
-  assign \$127  = $signed(gain_shift) > $signed(6'h15);
-  assign \$128  = \$127  ? 9'h015 : gain_shift;
-  assign \$129  = special_r ? 9'h004 : \$128 ;
-  assign \$130  = $signed(div_num) < $signed(1'h0);
-  assign \$131  = - $signed(div_num);
-  assign \$132  = \$130  ? \$131  : { div_num[50], div_num };
-  assign \$133  = $signed(div_num) < $signed(1'h0);
-  assign \$134  = $signed(chan[206:191]) << \$1 [4:0];
-  assign \$135  = 1'h1 << sh;
-  assign \$137  = $signed(\$134 ) + $signed({ 1'h0, \$136  });
-  assign \$138  = $signed(\$137 ) - $signed(gain_w);
-  assign \$139  = $signed(chan[190:175]) < $signed(1'h0);
-  assign \$140  = - gain_x;
-  assign \$141  = \$139  ? \$140  : { 1'h0, gain_x };
-  assign \$142  = $signed(gain_t) + $signed(\$141 );
-  assign \$143  = $signed(gain_t) < $signed(21'h17ffe0);
-  assign \$144  = $signed(gain_t) > $signed(21'h080010);
-  assign \$145  = \$144  ? 41'h00000080010 : gain_t;
-  assign \$146  = \$143  ? 41'h1fffff7ffe0 : \$145 ;
-  assign \$147  = $signed(gain_t1) < $signed(21'h17ffe0);
-  assign \$148  = $signed(gain_t1) > $signed(21'h080010);
-  assign \$149  = \$148  ? 42'h00000080010 : gain_t1;
-  assign \$150  = \$147  ? 42'h3fffff7ffe0 : \$149 ;
-  assign \$151  = $signed(acc1) - $signed(acc0);
-  assign \$152  = $signed(chan[190:175]) < $signed(1'h0);
-  assign \$153  = - gain_x;
-  assign \$154  = \$152  ? \$153  : { 1'h0, gain_x };
-  assign \$155  = special_r ? \$151  : { \$154 [35], \$154 [35], \$154 [35], \$154 [35], \$154  };
-  assign \$156  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
-  assign \$157  = $signed(chan[190:175]) < $signed(1'h0);
-  assign \$158  = $signed(floor_q) + $signed(2'h1);
-  assign \$160  = ~ den_norm[69];
-  assign \$162  = den_zeros + 1'h1;
-  assign \$163  = ~ num_norm[38];
-  assign \$165  = num_zeros + 1'h1;
-  assign \$166  = loop_n + 1'h1;
-  assign \$167  = loop_n == 6'h26;
-  assign \$168  = 8'hf7 + num_zeros;
-  assign \$169  = $signed(\$168 ) - $signed(chan[262:255]);
-  assign \$170  = ~ num_norm[38];
-  assign \$174  = gain_q1[21] ? \$173  : gain_q1;
-  assign \$175  = gain_zero ? 24'h000000 : \$174 ;
-  assign \$176  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
-  assign \$177  = gain_zero ? 10'h004 : \$176 ;
-  assign \$178  = ~ gain_zero;
-  assign \$179  = $signed(gain_shift) < $signed(4'h4);
-  assign \$180  = \$178  & \$179 ;
-  assign \$181  = $signed(gain_shift) > $signed(6'h15);
-  assign \$183  = $signed(gain_shift) - $signed(2'h1);
-  assign \$184  = $signed(gain_shift) < $signed(4'h4);
-  assign \$185  = special_r & \$184 ;
-  assign \$186  = scale_count < 4'hd;
-  assign \$187  = \$185  & \$186 ;
-  assign \$189  = $signed(gain_shift) + $signed(2'h1);
-  assign \$190  = scale_count + 1'h1;
-  assign \$191  = loop_n + 1'h1;
-  assign \$192  = loop_n == 5'h15;
-  assign \$193  = $signed(gain_shift) > $signed(6'h15);
-  assign \$194  = \$193  ? 9'h015 : gain_shift;
-  assign \$195  = special_r ? 9'h004 : \$194 ;
-  assign \$197  = $signed(chan[206:191]) << \$2 [4:0];
-  assign \$198  = 1'h1 << sh;
-  assign \$200  = $signed(\$197 ) + $signed({ 1'h0, \$199  });
-  assign \$201  = $signed(\$200 ) - $signed(gain_w);
-  assign \$202  = $signed(chan[190:175]) < $signed(1'h0);
-  assign \$203  = - gain_x;
-  assign \$204  = \$202  ? \$203  : { 1'h0, gain_x };
-  assign \$205  = $signed(gain_t) + $signed(\$204 );
-  assign \$206  = $signed(gain_t) < $signed(21'h17ffe0);
-  assign \$207  = $signed(gain_t) > $signed(21'h080010);
-  assign \$208  = \$207  ? 41'h00000080010 : gain_t;
-  assign \$209  = \$206  ? 41'h1fffff7ffe0 : \$208 ;
-  assign \$210  = $signed(gain_t1) < $signed(21'h17ffe0);
-  assign \$211  = $signed(gain_t1) > $signed(21'h080010);
-  assign \$212  = \$211  ? 42'h00000080010 : gain_t1;
-  assign \$213  = \$210  ? 42'h3fffff7ffe0 : \$212 ;
-  assign \$214  = $signed(acc1) - $signed(acc0);
-  assign \$215  = $signed(chan[190:175]) < $signed(1'h0);
-  assign \$216  = - gain_x;
-  assign \$217  = \$215  ? \$216  : { 1'h0, gain_x };
-  assign \$218  = special_r ? \$214  : { \$217 [35], \$217 [35], \$217 [35], \$217 [35], \$217  };
-  assign \$219  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
-  assign \$220  = $signed(chan[190:175]) < $signed(1'h0);
-  assign \$221  = $signed(floor_q) + $signed(2'h1);
+  assign \$91  = fsm_state == 7'h44;
+  assign \$92  = ~ den_norm[69];
+  assign \$94  = den_zeros + 1'h1;
+  assign \$95  = ~ num_norm[38];
+  assign \$97  = num_zeros + 1'h1;
+  assign \$98  = loop_n + 1'h1;
+  assign \$99  = loop_n == 7'h45;
+  assign \$100  = 4'hd + num_zeros;
+  assign \$101  = \$100  - den_zeros;
+  assign \$102  = ~ num_norm[38];
+  assign \$104  = $signed(div_num) < $signed(1'h0);
+  assign \$105  = - $signed(div_num);
+  assign \$106  = \$104  ? \$105  : { div_num[50], div_num };
+  assign \$107  = $signed(div_num) < $signed(1'h0);
+  assign \$109  = gain_q1[21] ? \$108  : gain_q1;
+  assign \$110  = gain_zero ? 24'h000000 : \$109 ;
+  assign \$111  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$112  = gain_zero ? 10'h004 : \$111 ;
+  assign \$113  = ~ gain_zero;
+  assign \$114  = $signed(gain_shift) < $signed(4'h4);
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = $signed(gain_shift) > $signed(6'h15);
+  assign \$118  = $signed(gain_shift) - $signed(2'h1);
+  assign \$119  = $signed(gain_shift) < $signed(4'h4);
+  assign \$120  = special_r & \$119 ;
+  assign \$121  = scale_count < 4'hd;
+  assign \$122  = \$120  & \$121 ;
+  assign \$124  = $signed(gain_shift) + $signed(2'h1);
+  assign \$125  = scale_count + 1'h1;
+  assign \$126  = loop_n + 1'h1;
+  assign \$127  = loop_n == 5'h15;
+  assign \$128  = $signed(gain_shift) > $signed(6'h15);
+  assign \$129  = \$128  ? 9'h015 : gain_shift;
+  assign \$130  = special_r ? 9'h004 : \$129 ;
+  assign \$131  = $signed(div_num) < $signed(1'h0);
+  assign \$132  = - $signed(div_num);
+  assign \$133  = \$131  ? \$132  : { div_num[50], div_num };
+  assign \$134  = $signed(div_num) < $signed(1'h0);
+  assign \$135  = $signed(chan[206:191]) << \$1 [4:0];
+  assign \$136  = 1'h1 << sh;
+  assign \$138  = $signed(\$135 ) + $signed({ 1'h0, \$137  });
+  assign \$139  = $signed(\$138 ) - $signed(gain_w);
+  assign \$140  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$141  = - gain_x;
+  assign \$142  = \$140  ? \$141  : { 1'h0, gain_x };
+  assign \$143  = $signed(gain_t) + $signed(\$142 );
+  assign \$144  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$145  = $signed(gain_t) > $signed(21'h080010);
+  assign \$146  = \$145  ? 41'h00000080010 : gain_t;
+  assign \$147  = \$144  ? 41'h1fffff7ffe0 : \$146 ;
+  assign \$148  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$149  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$150  = \$149  ? 42'h00000080010 : gain_t1;
+  assign \$151  = \$148  ? 42'h3fffff7ffe0 : \$150 ;
+  assign \$152  = $signed(acc1) - $signed(acc0);
+  assign \$153  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$154  = - gain_x;
+  assign \$155  = \$153  ? \$154  : { 1'h0, gain_x };
+  assign \$156  = special_r ? \$152  : { \$155 [35], \$155 [35], \$155 [35], \$155 [35], \$155  };
+  assign \$157  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$158  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$159  = $signed(floor_q) + $signed(2'h1);
+  assign \$161  = ~ den_norm[69];
+  assign \$163  = den_zeros + 1'h1;
+  assign \$164  = ~ num_norm[38];
+  assign \$166  = num_zeros + 1'h1;
+  assign \$167  = loop_n + 1'h1;
+  assign \$168  = loop_n == 6'h26;
+  assign \$169  = 8'hf7 + num_zeros;
+  assign \$170  = $signed(\$169 ) - $signed(chan[262:255]);
+  assign \$171  = ~ num_norm[38];
+  assign \$175  = gain_q1[21] ? \$174  : gain_q1;
+  assign \$176  = gain_zero ? 24'h000000 : \$175 ;
+  assign \$177  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$178  = gain_zero ? 10'h004 : \$177 ;
+  assign \$179  = ~ gain_zero;
+  assign \$180  = $signed(gain_shift) < $signed(4'h4);
+  assign \$181  = \$179  & \$180 ;
+  assign \$182  = $signed(gain_shift) > $signed(6'h15);
+  assign \$184  = $signed(gain_shift) - $signed(2'h1);
+  assign \$185  = $signed(gain_shift) < $signed(4'h4);
+  assign \$186  = special_r & \$185 ;
+  assign \$187  = scale_count < 4'hd;
+  assign \$188  = \$186  & \$187 ;
+  assign \$190  = $signed(gain_shift) + $signed(2'h1);
+  assign \$191  = scale_count + 1'h1;
+  assign \$192  = loop_n + 1'h1;
+  assign \$193  = loop_n == 5'h15;
+  assign \$194  = $signed(gain_shift) > $signed(6'h15);
+  assign \$195  = \$194  ? 9'h015 : gain_shift;
+  assign \$196  = special_r ? 9'h004 : \$195 ;
+  assign \$198  = $signed(chan[206:191]) << \$2 [4:0];
+  assign \$199  = 1'h1 << sh;
+  assign \$201  = $signed(\$198 ) + $signed({ 1'h0, \$200  });
+  assign \$202  = $signed(\$201 ) - $signed(gain_w);
+  assign \$203  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$204  = - gain_x;
+  assign \$205  = \$203  ? \$204  : { 1'h0, gain_x };
+  assign \$206  = $signed(gain_t) + $signed(\$205 );
+  assign \$207  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$208  = $signed(gain_t) > $signed(21'h080010);
+  assign \$209  = \$208  ? 41'h00000080010 : gain_t;
+  assign \$210  = \$207  ? 41'h1fffff7ffe0 : \$209 ;
+  assign \$211  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$212  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$213  = \$212  ? 42'h00000080010 : gain_t1;
+  assign \$214  = \$211  ? 42'h3fffff7ffe0 : \$213 ;
+  assign \$215  = $signed(acc1) - $signed(acc0);
+  assign \$216  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$217  = - gain_x;
+  assign \$218  = \$216  ? \$217  : { 1'h0, gain_x };
+  assign \$219  = special_r ? \$215  : { \$218 [35], \$218 [35], \$218 [35], \$218 [35], \$218  };
+  assign \$220  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$221  = $signed(chan[190:175]) < $signed(1'h0);
+  assign \$222  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$222 ;
+    pop_top <= \$223 ;
   always @(posedge clk)
-    pop_bottom <= \$223 ;
+    pop_bottom <= \$224 ;
   always @(posedge clk)
-    fsm_state <= \$224 ;
+    fsm_state <= \$225 ;
   always @(posedge clk)
-    start <= \$225 ;
+    start <= \$226 ;
   always @(posedge clk)
-    t <= \$226 ;
+    t <= \$227 ;
   always @(posedge clk)
-    \den$39  <= \$227 ;
+    \den$39  <= \$228 ;
   always @(posedge clk)
-    floor_q <= \$228 ;
+    floor_q <= \$229 ;
   always @(posedge clk)
-    mean_rem <= \$229 ;
+    mean_rem <= \$230 ;
   always @(posedge clk)
-    gain_num <= \$230 ;
+    gain_num <= \$231 ;
   always @(posedge clk)
-    den_norm <= \$231 ;
+    den_norm <= \$232 ;
   always @(posedge clk)
-    num_norm <= \$232 ;
+    num_norm <= \$233 ;
   always @(posedge clk)
-    num_zeros <= \$233 ;
+    num_zeros <= \$234 ;
   always @(posedge clk)
-    den_zeros <= \$234 ;
+    den_zeros <= \$235 ;
   always @(posedge clk)
-    loop_n <= \$235 ;
+    loop_n <= \$236 ;
   always @(posedge clk)
-    gain_shift <= \$236 ;
+    gain_shift <= \$237 ;
   always @(posedge clk)
-    gain_zero <= \$237 ;
+    gain_zero <= \$238 ;
   always @(posedge clk)
-    div_num <= \$238 ;
+    div_num <= \$239 ;
   always @(posedge clk)
-    div_mag <= \$239 ;
+    div_mag <= \$240 ;
   always @(posedge clk)
-    div_neg <= \$240 ;
+    div_neg <= \$241 ;
   always @(posedge clk)
-    \start$5  <= \$241 ;
+    \start$5  <= \$242 ;
   always @(posedge clk)
-    gain_q1 <= \$242 ;
+    gain_q1 <= \$243 ;
   always @(posedge clk)
-    gain_x <= \$243 ;
+    gain_x <= \$244 ;
   always @(posedge clk)
-    scale_count <= \$244 ;
+    scale_count <= \$245 ;
   always @(posedge clk)
-    special_r <= \$245 ;
+    special_r <= \$246 ;
   always @(posedge clk)
-    sh <= \$246 ;
+    sh <= \$247 ;
   always @(posedge clk)
-    gain_p <= \$247 ;
+    gain_p <= \$248 ;
   always @(posedge clk)
-    gain_w <= \$248 ;
+    gain_w <= \$249 ;
   always @(posedge clk)
-    gain_t <= \$249 ;
+    gain_t <= \$250 ;
   always @(posedge clk)
-    gain_t1 <= \$250 ;
+    gain_t1 <= \$251 ;
   always @(posedge clk)
-    acc0 <= \$251 ;
+    acc0 <= \$252 ;
   always @(posedge clk)
-    acc1 <= \$252 ;
+    acc1 <= \$253 ;
   always @(posedge clk)
-    a_fin <= \$253 ;
+    a_fin <= \$254 ;
   always @(posedge clk)
-    c_fin <= \$254 ;
+    c_fin <= \$255 ;
   always @(posedge clk)
-    \b$59  <= \$255 ;
+    \b$59  <= \$256 ;
   always @(posedge clk)
-    \a$60  <= \$256 ;
+    \a$60  <= \$257 ;
   always @(posedge clk)
-    special <= \$257 ;
+    special <= \$258 ;
   always @(posedge clk)
-    \neg$62  <= \$258 ;
+    \neg$62  <= \$259 ;
   always @(posedge clk)
-    q_lo <= \$259 ;
+    q_lo <= \$260 ;
   always @(posedge clk)
-    q_hi <= \$260 ;
+    q_hi <= \$261 ;
   \hwnorm_frn_range_s16.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1316,9 +1318,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h10:
           /* empty */;
       7'h11:
-          a = { \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5  };
-      7'h12:
           /* empty */;
+      7'h12:
+          a = { \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5 [16], \$5  };
       7'h13:
           /* empty */;
       7'h14:
@@ -1344,9 +1346,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h1e:
           /* empty */;
       7'h1f:
-          a = { 27'h0000000, gain_x };
-      7'h20:
           /* empty */;
+      7'h20:
+          a = { 27'h0000000, gain_x };
       7'h21:
           /* empty */;
       7'h22:
@@ -1366,19 +1368,19 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h29:
           /* empty */;
       7'h2a:
-          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+          /* empty */;
       7'h2b:
-          /* empty */;
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
       7'h2c:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h2d:
           /* empty */;
-      7'h2e:
-          a = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
-      7'h2f:
+      7'h03:
           /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          a = { \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17 [16], \$17  };
       7'h30:
           /* empty */;
       7'h31:
@@ -1398,9 +1400,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h38:
           /* empty */;
       7'h39:
-          a = { 27'h0000000, gain_x };
-      7'h3a:
           /* empty */;
+      7'h3a:
+          a = { 27'h0000000, gain_x };
       7'h3b:
           /* empty */;
       7'h3c:
@@ -1414,6 +1416,8 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h40:
           /* empty */;
       7'h41:
+          /* empty */;
+      7'h42:
           a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
@@ -1452,9 +1456,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h10:
           /* empty */;
       7'h11:
-          b = { 11'h000, chan[13:1] };
-      7'h12:
           /* empty */;
+      7'h12:
+          b = { 11'h000, chan[13:1] };
       7'h13:
           /* empty */;
       7'h14:
@@ -1480,9 +1484,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h1e:
           /* empty */;
       7'h1f:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h20:
           /* empty */;
+      7'h20:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h21:
           /* empty */;
       7'h22:
@@ -1502,19 +1506,19 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h29:
           /* empty */;
       7'h2a:
-          b = { \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13  };
+          /* empty */;
       7'h2b:
-          /* empty */;
+          b = { \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13 [18], \$13  };
       7'h2c:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h2d:
           /* empty */;
-      7'h2e:
-          b = chan[254:231];
-      7'h2f:
+      7'h03:
           /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          b = chan[254:231];
       7'h30:
           /* empty */;
       7'h31:
@@ -1534,9 +1538,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h38:
           /* empty */;
       7'h39:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h3a:
           /* empty */;
+      7'h3a:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h3b:
           /* empty */;
       7'h3c:
@@ -1550,6 +1554,8 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h40:
           /* empty */;
       7'h41:
+          /* empty */;
+      7'h42:
           b = { \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21  };
     endcase
   end
@@ -1588,9 +1594,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h10:
           /* empty */;
       7'h11:
-          c = 76'h0000000000000000000;
-      7'h12:
           /* empty */;
+      7'h12:
+          c = 76'h0000000000000000000;
       7'h13:
           /* empty */;
       7'h14:
@@ -1616,9 +1622,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h1e:
           /* empty */;
       7'h1f:
-          c = 76'h0000000000000000000;
-      7'h20:
           /* empty */;
+      7'h20:
+          c = 76'h0000000000000000000;
       7'h21:
           /* empty */;
       7'h22:
@@ -1638,19 +1644,19 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h29:
           /* empty */;
       7'h2a:
-          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+          /* empty */;
       7'h2b:
-          /* empty */;
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
       7'h2c:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h2d:
           /* empty */;
-      7'h2e:
-          c = 76'h0000000000000000000;
-      7'h2f:
+      7'h03:
           /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          c = 76'h0000000000000000000;
       7'h30:
           /* empty */;
       7'h31:
@@ -1670,9 +1676,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h38:
           /* empty */;
       7'h39:
-          c = 76'h0000000000000000000;
-      7'h3a:
           /* empty */;
+      7'h3a:
+          c = 76'h0000000000000000000;
       7'h3b:
           /* empty */;
       7'h3c:
@@ -1686,6 +1692,8 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h40:
           /* empty */;
       7'h41:
+          /* empty */;
+      7'h42:
           c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
@@ -1724,9 +1732,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h10:
           /* empty */;
       7'h11:
-          neg = 1'h0;
-      7'h12:
           /* empty */;
+      7'h12:
+          neg = 1'h0;
       7'h13:
           /* empty */;
       7'h14:
@@ -1752,9 +1760,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h1e:
           /* empty */;
       7'h1f:
-          neg = \$8 ;
-      7'h20:
           /* empty */;
+      7'h20:
+          neg = \$8 ;
       7'h21:
           /* empty */;
       7'h22:
@@ -1774,19 +1782,19 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h29:
           /* empty */;
       7'h2a:
-          neg = \$14 ;
+          /* empty */;
       7'h2b:
-          /* empty */;
+          neg = \$14 ;
       7'h2c:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h2d:
           /* empty */;
-      7'h2e:
-          neg = 1'h0;
-      7'h2f:
+      7'h03:
           /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          neg = 1'h0;
       7'h30:
           /* empty */;
       7'h31:
@@ -1806,9 +1814,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h38:
           /* empty */;
       7'h39:
-          neg = \$18 ;
-      7'h3a:
           /* empty */;
+      7'h3a:
+          neg = \$18 ;
       7'h3b:
           /* empty */;
       7'h3c:
@@ -1822,6 +1830,8 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h40:
           /* empty */;
       7'h41:
+          /* empty */;
+      7'h42:
           neg = \$22 ;
     endcase
   end
@@ -1860,9 +1870,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h10:
           /* empty */;
       7'h11:
-          steps = 5'h0d;
-      7'h12:
           /* empty */;
+      7'h12:
+          steps = 5'h0d;
       7'h13:
           /* empty */;
       7'h14:
@@ -1888,9 +1898,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h1e:
           /* empty */;
       7'h1f:
-          steps = 5'h0d;
-      7'h20:
           /* empty */;
+      7'h20:
+          steps = 5'h0d;
       7'h21:
           /* empty */;
       7'h22:
@@ -1910,19 +1920,19 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h29:
           /* empty */;
       7'h2a:
-          steps = 5'h11;
+          /* empty */;
       7'h2b:
-          /* empty */;
+          steps = 5'h11;
       7'h2c:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h2d:
           /* empty */;
-      7'h2e:
-          steps = 5'h18;
-      7'h2f:
+      7'h03:
           /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          steps = 5'h18;
       7'h30:
           /* empty */;
       7'h31:
@@ -1942,9 +1952,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h38:
           /* empty */;
       7'h39:
-          steps = 5'h08;
-      7'h3a:
           /* empty */;
+      7'h3a:
+          steps = 5'h08;
       7'h3b:
           /* empty */;
       7'h3c:
@@ -1958,6 +1968,8 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h40:
           /* empty */;
       7'h41:
+          /* empty */;
+      7'h42:
           steps = 5'h11;
     endcase
   end
@@ -2010,9 +2022,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h17:
           /* empty */;
       7'h18:
-          rem_init = \$6 [23:0];
-      7'h19:
           /* empty */;
+      7'h19:
+          rem_init = \$6 [23:0];
       7'h1a:
           /* empty */;
       7'h1b:
@@ -2032,6 +2044,8 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h22:
           /* empty */;
       7'h23:
+          /* empty */;
+      7'h24:
           rem_init = \$9 [23:0];
     endcase
   end
@@ -2084,9 +2098,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h17:
           /* empty */;
       7'h18:
-          lo_init = \$7 [34:0];
-      7'h19:
           /* empty */;
+      7'h19:
+          lo_init = \$7 [34:0];
       7'h1a:
           /* empty */;
       7'h1b:
@@ -2106,6 +2120,8 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h22:
           /* empty */;
       7'h23:
+          /* empty */;
+      7'h24:
           lo_init = \$10 [34:0];
     endcase
   end
@@ -2158,9 +2174,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h17:
           /* empty */;
       7'h18:
-          \neg$20  = div_neg;
-      7'h19:
           /* empty */;
+      7'h19:
+          \neg$20  = div_neg;
       7'h1a:
           /* empty */;
       7'h1b:
@@ -2180,6 +2196,8 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h22:
           /* empty */;
       7'h23:
+          /* empty */;
+      7'h24:
           \neg$20  = div_neg;
     endcase
   end
@@ -2232,9 +2250,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h17:
           /* empty */;
       7'h18:
-          den = den_norm[69:46];
-      7'h19:
           /* empty */;
+      7'h19:
+          den = den_norm[69:46];
       7'h1a:
           /* empty */;
       7'h1b:
@@ -2254,6 +2272,8 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h22:
           /* empty */;
       7'h23:
+          /* empty */;
+      7'h24:
           den = { 11'h000, chan[13:1] };
     endcase
   end
@@ -2306,9 +2326,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h17:
           /* empty */;
       7'h18:
-          \steps$24  = 6'h16;
-      7'h19:
           /* empty */;
+      7'h19:
+          \steps$24  = 6'h16;
       7'h1a:
           /* empty */;
       7'h1b:
@@ -2328,6 +2348,8 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h22:
           /* empty */;
       7'h23:
+          /* empty */;
+      7'h24:
           \steps$24  = 6'h23;
     endcase
   end
@@ -2421,9 +2443,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -2469,16 +2491,11 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h43:
           /* empty */;
+      7'h44:
+          /* empty */;
       7'h01:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$222  = 1'h0;
-    if (rst) begin
-      \$222  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2489,191 +2506,200 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$224  = fsm_state;
+    \$224  = 1'h0;
+    if (rst) begin
+      \$224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$225  = fsm_state;
     casez (fsm_state)
       7'h00:
           if (\start$35 ) begin
             casez (entry)
               2'h0:
-                  \$224  = 7'h01;
+                  \$225  = 7'h01;
               2'h1:
-                  \$224  = 7'h02;
+                  \$225  = 7'h02;
               2'h2:
-                  \$224  = 7'h03;
+                  \$225  = 7'h03;
             endcase
           end
       7'h02:
-          \$224  = 7'h04;
+          \$225  = 7'h04;
       7'h04:
-          \$224  = 7'h05;
+          \$225  = 7'h05;
       7'h05:
-          \$224  = 7'h06;
+          \$225  = 7'h06;
       7'h06:
-          \$224  = 7'h07;
+          \$225  = 7'h07;
       7'h07:
-          \$224  = 7'h08;
+          \$225  = 7'h08;
       7'h08:
           if (\done$37 ) begin
-            \$224  = 7'h09;
+            \$225  = 7'h09;
           end
       7'h09:
-          \$224  = 7'h0a;
+          \$225  = 7'h0a;
       7'h0a:
-          \$224  = 7'h0b;
+          \$225  = 7'h0b;
       7'h0b:
           if (\done$37 ) begin
-            \$224  = 7'h0c;
+            \$225  = 7'h0c;
           end
       7'h0c:
-          \$224  = 7'h0d;
+          \$225  = 7'h0d;
       7'h0d:
-          \$224  = 7'h0e;
+          \$225  = 7'h0e;
       7'h0e:
           if (\done$37 ) begin
-            \$224  = 7'h0f;
+            \$225  = 7'h0f;
           end
       7'h0f:
-          \$224  = 7'h10;
+          \$225  = 7'h10;
       7'h10:
-          \$224  = 7'h11;
+          \$225  = 7'h11;
       7'h11:
-          \$224  = 7'h12;
+          \$225  = 7'h12;
       7'h12:
-          if (\done$37 ) begin
-            \$224  = 7'h13;
-          end
+          \$225  = 7'h13;
       7'h13:
-          \$224  = 7'h14;
+          if (\done$37 ) begin
+            \$225  = 7'h14;
+          end
       7'h14:
-          if (\$98 ) begin
-            \$224  = 7'h15;
-          end
+          \$225  = 7'h15;
       7'h15:
-          \$224  = 7'h16;
+          if (\$99 ) begin
+            \$225  = 7'h16;
+          end
       7'h16:
-          \$224  = 7'h17;
+          \$225  = 7'h17;
       7'h17:
-          \$224  = 7'h18;
+          \$225  = 7'h18;
       7'h18:
-          \$224  = 7'h19;
+          \$225  = 7'h19;
       7'h19:
-          if (\done$48 ) begin
-            \$224  = 7'h1a;
-          end
+          \$225  = 7'h1a;
       7'h1a:
-          \$224  = 7'h1b;
-      7'h1b:
-          \$224  = 7'h1c;
-      7'h1c:
-          if (\$126 ) begin
-            \$224  = 7'h1d;
-          end
-      7'h1d:
-          \$224  = 7'h1e;
-      7'h1e:
-          \$224  = 7'h1f;
-      7'h1f:
-          \$224  = 7'h20;
-      7'h20:
-          if (\done$37 ) begin
-            \$224  = 7'h21;
-          end
-      7'h21:
-          \$224  = 7'h22;
-      7'h22:
-          \$224  = 7'h23;
-      7'h23:
-          \$224  = 7'h24;
-      7'h24:
           if (\done$48 ) begin
-            \$224  = 7'h25;
+            \$225  = 7'h1b;
           end
+      7'h1b:
+          \$225  = 7'h1c;
+      7'h1c:
+          \$225  = 7'h1d;
+      7'h1d:
+          if (\$127 ) begin
+            \$225  = 7'h1e;
+          end
+      7'h1e:
+          \$225  = 7'h1f;
+      7'h1f:
+          \$225  = 7'h20;
+      7'h20:
+          \$225  = 7'h21;
+      7'h21:
+          if (\done$37 ) begin
+            \$225  = 7'h22;
+          end
+      7'h22:
+          \$225  = 7'h23;
+      7'h23:
+          \$225  = 7'h24;
+      7'h24:
+          \$225  = 7'h25;
       7'h25:
-          \$224  = 7'h26;
+          if (\done$48 ) begin
+            \$225  = 7'h26;
+          end
       7'h26:
-          \$224  = 7'h27;
+          \$225  = 7'h27;
       7'h27:
-          \$224  = 7'h28;
+          \$225  = 7'h28;
       7'h28:
-          \$224  = 7'h29;
+          \$225  = 7'h29;
       7'h29:
-          \$224  = 7'h2a;
+          \$225  = 7'h2a;
       7'h2a:
-          \$224  = 7'h2b;
+          \$225  = 7'h2b;
       7'h2b:
-          if (\done$37 ) begin
-            \$224  = 7'h2c;
-          end
+          \$225  = 7'h2c;
       7'h2c:
-          \$224  = 7'h01;
-      7'h03:
-          \$224  = 7'h2d;
+          if (\done$37 ) begin
+            \$225  = 7'h2d;
+          end
       7'h2d:
-          \$224  = 7'h2e;
+          \$225  = 7'h01;
+      7'h03:
+          \$225  = 7'h2e;
       7'h2e:
-          \$224  = 7'h2f;
+          \$225  = 7'h2f;
       7'h2f:
-          if (\done$37 ) begin
-            \$224  = 7'h30;
-          end
+          \$225  = 7'h30;
       7'h30:
-          \$224  = 7'h31;
-      7'h31:
-          if (\$167 ) begin
-            \$224  = 7'h32;
-          end
-      7'h32:
-          \$224  = 7'h33;
-      7'h33:
-          \$224  = 7'h34;
-      7'h34:
-          \$224  = 7'h35;
-      7'h35:
-          \$224  = 7'h36;
-      7'h36:
-          if (\$192 ) begin
-            \$224  = 7'h37;
-          end
-      7'h37:
-          \$224  = 7'h38;
-      7'h38:
-          \$224  = 7'h39;
-      7'h39:
-          \$224  = 7'h3a;
-      7'h3a:
           if (\done$37 ) begin
-            \$224  = 7'h3b;
+            \$225  = 7'h31;
           end
+      7'h31:
+          \$225  = 7'h32;
+      7'h32:
+          if (\$168 ) begin
+            \$225  = 7'h33;
+          end
+      7'h33:
+          \$225  = 7'h34;
+      7'h34:
+          \$225  = 7'h35;
+      7'h35:
+          \$225  = 7'h36;
+      7'h36:
+          \$225  = 7'h37;
+      7'h37:
+          if (\$193 ) begin
+            \$225  = 7'h38;
+          end
+      7'h38:
+          \$225  = 7'h39;
+      7'h39:
+          \$225  = 7'h3a;
+      7'h3a:
+          \$225  = 7'h3b;
       7'h3b:
-          \$224  = 7'h3c;
+          if (\done$37 ) begin
+            \$225  = 7'h3c;
+          end
       7'h3c:
-          \$224  = 7'h3d;
+          \$225  = 7'h3d;
       7'h3d:
-          \$224  = 7'h3e;
+          \$225  = 7'h3e;
       7'h3e:
-          \$224  = 7'h3f;
+          \$225  = 7'h3f;
       7'h3f:
-          \$224  = 7'h40;
+          \$225  = 7'h40;
       7'h40:
-          \$224  = 7'h41;
+          \$225  = 7'h41;
       7'h41:
-          \$224  = 7'h42;
+          \$225  = 7'h42;
       7'h42:
-          if (\done$37 ) begin
-            \$224  = 7'h43;
-          end
+          \$225  = 7'h43;
       7'h43:
-          \$224  = 7'h01;
+          if (\done$37 ) begin
+            \$225  = 7'h44;
+          end
+      7'h44:
+          \$225  = 7'h01;
       7'h01:
-          \$224  = 7'h00;
+          \$225  = 7'h00;
     endcase
     if (rst) begin
-      \$224  = 7'h00;
+      \$225  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$225  = start;
+    \$226  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2684,31 +2710,31 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h05:
           /* empty */;
       7'h06:
-          \$225  = 1'h1;
+          \$226  = 1'h1;
       7'h07:
-          \$225  = 1'h0;
+          \$226  = 1'h0;
       7'h08:
           /* empty */;
       7'h09:
-          \$225  = 1'h1;
+          \$226  = 1'h1;
       7'h0a:
-          \$225  = 1'h0;
+          \$226  = 1'h0;
       7'h0b:
           /* empty */;
       7'h0c:
-          \$225  = 1'h1;
+          \$226  = 1'h1;
       7'h0d:
-          \$225  = 1'h0;
+          \$226  = 1'h0;
       7'h0e:
           /* empty */;
       7'h0f:
           /* empty */;
       7'h10:
-          \$225  = 1'h1;
-      7'h11:
-          \$225  = 1'h0;
-      7'h12:
           /* empty */;
+      7'h11:
+          \$226  = 1'h1;
+      7'h12:
+          \$226  = 1'h0;
       7'h13:
           /* empty */;
       7'h14:
@@ -2732,11 +2758,11 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h1d:
           /* empty */;
       7'h1e:
-          \$225  = 1'h1;
-      7'h1f:
-          \$225  = 1'h0;
-      7'h20:
           /* empty */;
+      7'h1f:
+          \$226  = 1'h1;
+      7'h20:
+          \$226  = 1'h0;
       7'h21:
           /* empty */;
       7'h22:
@@ -2754,21 +2780,21 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h28:
           /* empty */;
       7'h29:
-          \$225  = 1'h1;
-      7'h2a:
-          \$225  = 1'h0;
-      7'h2b:
           /* empty */;
+      7'h2a:
+          \$226  = 1'h1;
+      7'h2b:
+          \$226  = 1'h0;
       7'h2c:
+          /* empty */;
+      7'h2d:
           /* empty */;
       7'h03:
           /* empty */;
-      7'h2d:
-          \$225  = 1'h1;
       7'h2e:
-          \$225  = 1'h0;
+          \$226  = 1'h1;
       7'h2f:
-          /* empty */;
+          \$226  = 1'h0;
       7'h30:
           /* empty */;
       7'h31:
@@ -2786,11 +2812,11 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h37:
           /* empty */;
       7'h38:
-          \$225  = 1'h1;
-      7'h39:
-          \$225  = 1'h0;
-      7'h3a:
           /* empty */;
+      7'h39:
+          \$226  = 1'h1;
+      7'h3a:
+          \$226  = 1'h0;
       7'h3b:
           /* empty */;
       7'h3c:
@@ -2802,17 +2828,19 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h3f:
           /* empty */;
       7'h40:
-          \$225  = 1'h1;
+          /* empty */;
       7'h41:
-          \$225  = 1'h0;
+          \$226  = 1'h1;
+      7'h42:
+          \$226  = 1'h0;
     endcase
     if (rst) begin
-      \$225  = 1'h0;
+      \$226  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$226  = t;
+    \$227  = t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2828,7 +2856,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h08:
           if (\done$37 ) begin
-            \$226  = p[60:0];
+            \$227  = p[60:0];
           end
       7'h09:
           /* empty */;
@@ -2836,16 +2864,16 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h0b:
           if (\done$37 ) begin
-            \$226  = p[60:0];
+            \$227  = p[60:0];
           end
     endcase
     if (rst) begin
-      \$226  = 61'h0000000000000000;
+      \$227  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$227  = \den$39 ;
+    \$228  = \den$39 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2873,16 +2901,16 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h0e:
           if (\done$37 ) begin
-            \$227  = p[69:0];
+            \$228  = p[69:0];
           end
     endcase
     if (rst) begin
-      \$227  = 70'h000000000000000000;
+      \$228  = 70'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$228  = floor_q;
+    \$229  = floor_q;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2911,9 +2939,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h0e:
           /* empty */;
       7'h0f:
-          \$228  = 18'h00000;
-      7'h10:
           /* empty */;
+      7'h10:
+          \$229  = 18'h00000;
       7'h11:
           /* empty */;
       7'h12:
@@ -2970,16 +2998,18 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
+      7'h2d:
+          /* empty */;
       7'h03:
-          \$228  = \$159 [17:0];
+          \$229  = \$160 [17:0];
     endcase
     if (rst) begin
-      \$228  = 18'h00000;
+      \$229  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$229  = mean_rem;
+    \$230  = mean_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3008,9 +3038,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h0e:
           /* empty */;
       7'h0f:
-          \$229  = 14'h0000;
-      7'h10:
           /* empty */;
+      7'h10:
+          \$230  = 14'h0000;
       7'h11:
           /* empty */;
       7'h12:
@@ -3067,16 +3097,18 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
+      7'h2d:
+          /* empty */;
       7'h03:
-          \$229  = { 6'h00, chan[214:207] };
+          \$230  = { 6'h00, chan[214:207] };
     endcase
     if (rst) begin
-      \$229  = 14'h0000;
+      \$230  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$230  = gain_num;
+    \$231  = gain_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3111,11 +3143,11 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h11:
           /* empty */;
       7'h12:
+          /* empty */;
+      7'h13:
           if (\done$37 ) begin
-            \$230  = p[39:0];
+            \$231  = p[39:0];
           end
-      7'h13:
-          /* empty */;
       7'h14:
           /* empty */;
       7'h15:
@@ -3166,24 +3198,26 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
       7'h2f:
+          /* empty */;
+      7'h30:
           if (\done$37 ) begin
-            \$230  = p[39:0];
+            \$231  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$230  = 40'h0000000000;
+      \$231  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$231  = den_norm;
+    \$232  = den_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3220,13 +3254,13 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h12:
           /* empty */;
       7'h13:
-          \$231  = \den$39 ;
-      7'h14:
-          if (\$91 ) begin
-            \$231  = \$92 [69:0];
-          end
-      7'h15:
           /* empty */;
+      7'h14:
+          \$232  = \den$39 ;
+      7'h15:
+          if (\$92 ) begin
+            \$232  = \$93 [69:0];
+          end
       7'h16:
           /* empty */;
       7'h17:
@@ -3273,461 +3307,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
           /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          \$231  = 70'h200000000000000000;
-      7'h31:
-          if (\$160 ) begin
-            \$231  = \$161 [69:0];
-          end
-    endcase
-    if (rst) begin
-      \$231  = 70'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$232  = num_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          \$232  = gain_num[38:0];
-      7'h14:
-          if (\$94 ) begin
-            \$232  = \$95 [38:0];
-          end
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
       7'h03:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          \$232  = gain_num[38:0];
-      7'h31:
-          if (\$163 ) begin
-            \$232  = \$164 [38:0];
-          end
-    endcase
-    if (rst) begin
-      \$232  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$233  = num_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          \$233  = 6'h00;
-      7'h14:
-          if (\$94 ) begin
-            \$233  = \$96 [5:0];
-          end
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          \$233  = 6'h00;
-      7'h31:
-          if (\$163 ) begin
-            \$233  = \$165 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$233  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = den_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          \$234  = 7'h00;
-      7'h14:
-          if (\$91 ) begin
-            \$234  = \$93 [6:0];
-          end
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          \$234  = 7'h00;
-      7'h31:
-          if (\$160 ) begin
-            \$234  = \$162 [6:0];
-          end
-    endcase
-    if (rst) begin
-      \$234  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = loop_n;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-        begin
-          \$235  = \$97 [6:0];
-          if (\$98 ) begin
-            \$235  = 7'h00;
-          end
-        end
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-        begin
-          \$235  = \$125 [6:0];
-          if (\$126 ) begin
-            \$235  = 7'h00;
-          end
-        end
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2d:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -3736,27 +3318,350 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h30:
           /* empty */;
       7'h31:
-        begin
-          \$235  = \$166 [6:0];
-          if (\$167 ) begin
-            \$235  = 7'h00;
-          end
-        end
+          \$232  = 70'h200000000000000000;
       7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-        begin
-          \$235  = \$191 [6:0];
-          if (\$192 ) begin
-            \$235  = 7'h00;
+          if (\$161 ) begin
+            \$232  = \$162 [69:0];
           end
-        end
+    endcase
+    if (rst) begin
+      \$232  = 70'h000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$233  = gain_num[38:0];
+      7'h15:
+          if (\$95 ) begin
+            \$233  = \$96 [38:0];
+          end
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$233  = gain_num[38:0];
+      7'h32:
+          if (\$164 ) begin
+            \$233  = \$165 [38:0];
+          end
+    endcase
+    if (rst) begin
+      \$233  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$234  = 6'h00;
+      7'h15:
+          if (\$95 ) begin
+            \$234  = \$97 [5:0];
+          end
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$234  = 6'h00;
+      7'h32:
+          if (\$164 ) begin
+            \$234  = \$166 [5:0];
+          end
+    endcase
+    if (rst) begin
+      \$234  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$235  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$235  = 7'h00;
+      7'h15:
+          if (\$92 ) begin
+            \$235  = \$94 [6:0];
+          end
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$235  = 7'h00;
+      7'h32:
+          if (\$161 ) begin
+            \$235  = \$163 [6:0];
+          end
     endcase
     if (rst) begin
       \$235  = 7'h00;
@@ -3764,7 +3669,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = gain_shift;
+    \$236  = loop_n;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3805,7 +3710,12 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h14:
           /* empty */;
       7'h15:
-          \$236  = { \$100 [7], \$100  };
+        begin
+          \$236  = \$98 [6:0];
+          if (\$99 ) begin
+            \$236  = 7'h00;
+          end
+        end
       7'h16:
           /* empty */;
       7'h17:
@@ -3815,20 +3725,18 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h19:
           /* empty */;
       7'h1a:
-          \$236  = \$111 [8:0];
+          /* empty */;
       7'h1b:
           /* empty */;
       7'h1c:
+          /* empty */;
+      7'h1d:
         begin
-          if (\$115 ) begin
-            \$236  = \$117 [8:0];
-          end
-          if (\$121 ) begin
-            \$236  = \$123 [8:0];
+          \$236  = \$126 [6:0];
+          if (\$127 ) begin
+            \$236  = 7'h00;
           end
         end
-      7'h1d:
-          /* empty */;
       7'h1e:
           /* empty */;
       7'h1f:
@@ -3859,9 +3767,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -3872,30 +3780,35 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h31:
           /* empty */;
       7'h32:
-          \$236  = \$169 ;
+        begin
+          \$236  = \$167 [6:0];
+          if (\$168 ) begin
+            \$236  = 7'h00;
+          end
+        end
       7'h33:
           /* empty */;
       7'h34:
-          \$236  = \$177 [8:0];
+          /* empty */;
       7'h35:
           /* empty */;
       7'h36:
+          /* empty */;
+      7'h37:
         begin
-          if (\$181 ) begin
-            \$236  = \$183 [8:0];
-          end
-          if (\$187 ) begin
-            \$236  = \$189 [8:0];
+          \$236  = \$192 [6:0];
+          if (\$193 ) begin
+            \$236  = 7'h00;
           end
         end
     endcase
     if (rst) begin
-      \$236  = 9'h000;
+      \$236  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = gain_zero;
+    \$237  = gain_shift;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3936,9 +3849,142 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h14:
           /* empty */;
       7'h15:
-          \$237  = \$101 ;
-      7'h16:
           /* empty */;
+      7'h16:
+          \$237  = { \$101 [7], \$101  };
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$237  = \$112 [8:0];
+      7'h1c:
+          /* empty */;
+      7'h1d:
+        begin
+          if (\$116 ) begin
+            \$237  = \$118 [8:0];
+          end
+          if (\$122 ) begin
+            \$237  = \$124 [8:0];
+          end
+        end
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$237  = \$170 ;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$237  = \$178 [8:0];
+      7'h36:
+          /* empty */;
+      7'h37:
+        begin
+          if (\$182 ) begin
+            \$237  = \$184 [8:0];
+          end
+          if (\$188 ) begin
+            \$237  = \$190 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$237  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          \$238  = \$102 ;
       7'h17:
           /* empty */;
       7'h18:
@@ -3983,9 +4029,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -3996,88 +4042,17 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h31:
           /* empty */;
       7'h32:
-          \$237  = \$170 ;
+          /* empty */;
+      7'h33:
+          \$238  = \$171 ;
     endcase
     if (rst) begin
-      \$237  = 1'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = div_num;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          \$238  = { 5'h00, \$102  };
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$238  = { gain_p[49], gain_p };
-    endcase
-    if (rst) begin
-      \$238  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = div_mag;
+    \$239  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4122,7 +4097,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h16:
           /* empty */;
       7'h17:
-          \$239  = \$105 [50:0];
+          \$239  = { 5'h00, \$103  };
       7'h18:
           /* empty */;
       7'h19:
@@ -4144,7 +4119,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h21:
           /* empty */;
       7'h22:
-          \$239  = \$132 [50:0];
+          \$239  = { gain_p[49], gain_p };
     endcase
     if (rst) begin
       \$239  = 51'h0000000000000;
@@ -4152,7 +4127,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = div_neg;
+    \$240  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4197,9 +4172,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h16:
           /* empty */;
       7'h17:
-          \$240  = \$106 ;
-      7'h18:
           /* empty */;
+      7'h18:
+          \$240  = \$106 [50:0];
       7'h19:
           /* empty */;
       7'h1a:
@@ -4219,15 +4194,17 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h21:
           /* empty */;
       7'h22:
-          \$240  = \$133 ;
+          /* empty */;
+      7'h23:
+          \$240  = \$133 [50:0];
     endcase
     if (rst) begin
-      \$240  = 1'h0;
+      \$240  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = \start$5 ;
+    \$241  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4272,9 +4249,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h16:
           /* empty */;
       7'h17:
-          \$241  = 1'h1;
+          /* empty */;
       7'h18:
-          \$241  = 1'h0;
+          \$241  = \$107 ;
       7'h19:
           /* empty */;
       7'h1a:
@@ -4294,9 +4271,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h21:
           /* empty */;
       7'h22:
-          \$241  = 1'h1;
+          /* empty */;
       7'h23:
-          \$241  = 1'h0;
+          \$241  = \$134 ;
     endcase
     if (rst) begin
       \$241  = 1'h0;
@@ -4304,7 +4281,86 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = gain_q1;
+    \$242  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \$242  = 1'h1;
+      7'h19:
+          \$242  = 1'h0;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$242  = 1'h1;
+      7'h24:
+          \$242  = 1'h0;
+    endcase
+    if (rst) begin
+      \$242  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = gain_q1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4353,11 +4409,11 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h18:
           /* empty */;
       7'h19:
+          /* empty */;
+      7'h1a:
           if (\done$48 ) begin
-            \$242  = q[23:0];
+            \$243  = q[23:0];
           end
-      7'h1a:
-          /* empty */;
       7'h1b:
           /* empty */;
       7'h1c:
@@ -4394,9 +4450,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -4409,15 +4465,17 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h32:
           /* empty */;
       7'h33:
-          \$242  = \$172 [23:0];
+          /* empty */;
+      7'h34:
+          \$243  = \$173 [23:0];
     endcase
     if (rst) begin
-      \$242  = 24'h000000;
+      \$243  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = gain_x;
+    \$244  = gain_x;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4468,20 +4526,20 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h19:
           /* empty */;
       7'h1a:
-          \$243  = { \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109 [23], \$109  };
-      7'h1b:
           /* empty */;
+      7'h1b:
+          \$244  = { \$110 [23], \$110 [23], \$110 [23], \$110 [23], \$110 [23], \$110 [23], \$110 [23], \$110 [23], \$110 [23], \$110 [23], \$110 [23], \$110  };
       7'h1c:
+          /* empty */;
+      7'h1d:
         begin
-          if (\$115 ) begin
-            \$243  = \$116 ;
+          if (\$116 ) begin
+            \$244  = \$117 ;
           end
-          if (\$121 ) begin
-            \$243  = \$122 [34:0];
+          if (\$122 ) begin
+            \$244  = \$123 [34:0];
           end
         end
-      7'h1d:
-          /* empty */;
       7'h1e:
           /* empty */;
       7'h1f:
@@ -4512,250 +4570,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
           /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          \$243  = { \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175 [23], \$175  };
-      7'h35:
-          /* empty */;
-      7'h36:
-        begin
-          if (\$181 ) begin
-            \$243  = \$182 ;
-          end
-          if (\$187 ) begin
-            \$243  = \$188 [34:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$243  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = scale_count;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          \$244  = 5'h00;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          \$244  = \$124 [4:0];
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
       7'h03:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          \$244  = 5'h00;
-      7'h35:
-          /* empty */;
-      7'h36:
-          \$244  = \$190 [4:0];
-    endcase
-    if (rst) begin
-      \$244  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = special_r;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$245  = \$114 ;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2d:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -4772,134 +4589,262 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h34:
           /* empty */;
       7'h35:
-          \$245  = \$180 ;
-    endcase
-    if (rst) begin
-      \$245  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          \$246  = \$129 [4:0];
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
+          \$244  = { \$176 [23], \$176 [23], \$176 [23], \$176 [23], \$176 [23], \$176 [23], \$176 [23], \$176 [23], \$176 [23], \$176 [23], \$176 [23], \$176  };
       7'h36:
           /* empty */;
       7'h37:
-          \$246  = \$195 [4:0];
+        begin
+          if (\$182 ) begin
+            \$244  = \$183 ;
+          end
+          if (\$188 ) begin
+            \$244  = \$189 [34:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$246  = 5'h00;
+      \$244  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = gain_p;
+    \$245  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$245  = 5'h00;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$245  = \$125 [4:0];
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$245  = 5'h00;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$245  = \$191 [4:0];
+    endcase
+    if (rst) begin
+      \$245  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$246  = \$115 ;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$246  = \$181 ;
+    endcase
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4958,13 +4903,11 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h1d:
           /* empty */;
       7'h1e:
-          /* empty */;
+          \$247  = \$130 [4:0];
       7'h1f:
           /* empty */;
       7'h20:
-          if (\done$37 ) begin
-            \$247  = p[49:0];
-          end
+          /* empty */;
       7'h21:
           /* empty */;
       7'h22:
@@ -4989,9 +4932,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -5014,21 +4957,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h37:
           /* empty */;
       7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          if (\done$37 ) begin
-            \$247  = p[49:0];
-          end
+          \$247  = \$196 [4:0];
     endcase
     if (rst) begin
-      \$247  = 50'h0000000000000;
+      \$247  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = gain_w;
+    \$248  = gain_p;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5093,15 +5030,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h20:
           /* empty */;
       7'h21:
-          /* empty */;
+          if (\done$37 ) begin
+            \$248  = p[49:0];
+          end
       7'h22:
           /* empty */;
       7'h23:
           /* empty */;
       7'h24:
-          if (\done$48 ) begin
-            \$248  = q;
-          end
+          /* empty */;
       7'h25:
           /* empty */;
       7'h26:
@@ -5118,9 +5055,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -5149,15 +5086,17 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h3a:
           /* empty */;
       7'h3b:
-          \$248  = \$196 [36:0];
+          if (\done$37 ) begin
+            \$248  = p[49:0];
+          end
     endcase
     if (rst) begin
-      \$248  = 37'h0000000000;
+      \$248  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = gain_t;
+    \$249  = gain_w;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5230,7 +5169,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h24:
           /* empty */;
       7'h25:
-          \$249  = \$138 [40:0];
+          if (\done$48 ) begin
+            \$249  = q;
+          end
       7'h26:
           /* empty */;
       7'h27:
@@ -5245,9 +5186,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -5278,15 +5219,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h3b:
           /* empty */;
       7'h3c:
-          \$249  = \$201 [40:0];
+          \$249  = \$197 [36:0];
     endcase
     if (rst) begin
-      \$249  = 41'h00000000000;
+      \$249  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = gain_t1;
+    \$250  = gain_t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5361,7 +5302,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h25:
           /* empty */;
       7'h26:
-          \$250  = \$142 ;
+          \$250  = \$139 [40:0];
       7'h27:
           /* empty */;
       7'h28:
@@ -5374,9 +5315,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -5409,15 +5350,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h3c:
           /* empty */;
       7'h3d:
-          \$250  = \$205 ;
+          \$250  = \$202 [40:0];
     endcase
     if (rst) begin
-      \$250  = 42'h00000000000;
+      \$250  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = acc0;
+    \$251  = gain_t1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5494,7 +5435,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h26:
           /* empty */;
       7'h27:
-          \$251  = \$146 [38:0];
+          \$251  = \$143 ;
       7'h28:
           /* empty */;
       7'h29:
@@ -5505,9 +5446,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -5542,15 +5483,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h3d:
           /* empty */;
       7'h3e:
-          \$251  = \$209 [38:0];
+          \$251  = \$206 ;
     endcase
     if (rst) begin
-      \$251  = 39'h0000000000;
+      \$251  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = acc1;
+    \$252  = acc0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5627,9 +5568,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h26:
           /* empty */;
       7'h27:
-          \$252  = \$150 [38:0];
-      7'h28:
           /* empty */;
+      7'h28:
+          \$252  = \$147 [38:0];
       7'h29:
           /* empty */;
       7'h2a:
@@ -5638,9 +5579,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -5675,7 +5616,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h3d:
           /* empty */;
       7'h3e:
-          \$252  = \$213 [38:0];
+          /* empty */;
+      7'h3f:
+          \$252  = \$210 [38:0];
     endcase
     if (rst) begin
       \$252  = 39'h0000000000;
@@ -5683,7 +5626,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = a_fin;
+    \$253  = acc1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5762,7 +5705,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h27:
           /* empty */;
       7'h28:
-          \$253  = \$155 [21:0];
+          \$253  = \$151 [38:0];
       7'h29:
           /* empty */;
       7'h2a:
@@ -5771,9 +5714,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
           /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -5810,150 +5753,15 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h3e:
           /* empty */;
       7'h3f:
-          \$253  = \$218 [21:0];
+          \$253  = \$214 [38:0];
     endcase
     if (rst) begin
-      \$253  = 22'h000000;
+      \$253  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = c_fin;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          \$254  = \$156 [38:0];
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          \$254  = \$219 [38:0];
-    endcase
-    if (rst) begin
-      \$254  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = \b$59 ;
+    \$254  = a_fin;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6034,18 +5842,16 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h28:
           /* empty */;
       7'h29:
-          /* empty */;
+          \$254  = \$156 [21:0];
       7'h2a:
           /* empty */;
       7'h2b:
-          if (\done$37 ) begin
-            \$255  = p[38:0];
-          end
+          /* empty */;
       7'h2c:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -6084,13 +5890,144 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h3f:
           /* empty */;
       7'h40:
+          \$254  = \$219 [21:0];
+    endcase
+    if (rst) begin
+      \$254  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = c_fin;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      7'h41:
+      7'h02:
           /* empty */;
-      7'h42:
-          if (\done$37 ) begin
-            \$255  = p[38:0];
-          end
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \$255  = \$157 [38:0];
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$255  = \$220 [38:0];
     endcase
     if (rst) begin
       \$255  = 39'h0000000000;
@@ -6098,7 +6035,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = \a$60 ;
+    \$256  = \b$59 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6185,10 +6122,12 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h2b:
           /* empty */;
       7'h2c:
-          \$256  = a_fin;
-      7'h03:
-          /* empty */;
+          if (\done$37 ) begin
+            \$256  = p[38:0];
+          end
       7'h2d:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -6233,15 +6172,17 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h42:
           /* empty */;
       7'h43:
-          \$256  = a_fin;
+          if (\done$37 ) begin
+            \$256  = p[38:0];
+          end
     endcase
     if (rst) begin
-      \$256  = 22'h000000;
+      \$256  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = special;
+    \$257  = \a$60 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6328,10 +6269,10 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h2b:
           /* empty */;
       7'h2c:
-          \$257  = special_r;
-      7'h03:
           /* empty */;
       7'h2d:
+          \$257  = a_fin;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -6376,15 +6317,17 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h42:
           /* empty */;
       7'h43:
-          \$257  = special_r;
+          /* empty */;
+      7'h44:
+          \$257  = a_fin;
     endcase
     if (rst) begin
-      \$257  = 1'h0;
+      \$257  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = \neg$62 ;
+    \$258  = special;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6471,10 +6414,10 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h2b:
           /* empty */;
       7'h2c:
-          \$258  = \$157 ;
-      7'h03:
           /* empty */;
       7'h2d:
+          \$258  = special_r;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -6519,7 +6462,9 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h42:
           /* empty */;
       7'h43:
-          \$258  = \$220 ;
+          /* empty */;
+      7'h44:
+          \$258  = special_r;
     endcase
     if (rst) begin
       \$258  = 1'h0;
@@ -6527,7 +6472,7 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = q_lo;
+    \$259  = \neg$62 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6614,10 +6559,10 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h2b:
           /* empty */;
       7'h2c:
-          \$259  = floor_q;
-      7'h03:
           /* empty */;
       7'h2d:
+          \$259  = \$158 ;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -6662,15 +6607,17 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h42:
           /* empty */;
       7'h43:
-          \$259  = floor_q;
+          /* empty */;
+      7'h44:
+          \$259  = \$221 ;
     endcase
     if (rst) begin
-      \$259  = 18'h00000;
+      \$259  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = q_hi;
+    \$260  = q_lo;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6757,10 +6704,10 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h2b:
           /* empty */;
       7'h2c:
-          \$260  = \$158 [17:0];
-      7'h03:
           /* empty */;
       7'h2d:
+          \$260  = floor_q;
+      7'h03:
           /* empty */;
       7'h2e:
           /* empty */;
@@ -6805,10 +6752,157 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
       7'h42:
           /* empty */;
       7'h43:
-          \$260  = \$221 [17:0];
+          /* empty */;
+      7'h44:
+          \$260  = floor_q;
     endcase
     if (rst) begin
       \$260  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$261  = \$159 [17:0];
+      7'h03:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$261  = \$222 [17:0];
+    endcase
+    if (rst) begin
+      \$261  = 18'h00000;
     end
   end
   assign beta_shift = \$1 [4:0];
@@ -6831,23 +6925,23 @@ module \hwnorm_frn_range_s16.math (rst, r_open, \start$35 , entry, chan, r_close
   assign \$7  = { 2'h0, div_mag[21:0], 13'h0000 };
   assign \$9  = { 35'h000000000, div_mag[50:35] };
   assign \$10  = { 1'h0, div_mag[34:0] };
-  assign \$92  = { den_norm, 1'h0 };
-  assign \$95  = { num_norm, 1'h0 };
-  assign \$102  = { 1'h0, num_norm, 6'h00 };
-  assign \$107  = { gain_q1[23], gain_q1[23:1] };
-  assign \$116  = { 1'h0, gain_x[34:1] };
-  assign \$122  = { gain_x, 1'h0 };
-  assign \$136  = { 1'h0, \$135 [31:1] };
-  assign \$159  = { chan[230], chan[230], chan[230], chan[230], chan[230], chan[230], chan[230], chan[230], chan[230:215] };
-  assign \$161  = { den_norm, 1'h0 };
-  assign \$164  = { num_norm, 1'h0 };
-  assign \$171  = { 1'h0, num_norm, 6'h00 };
-  assign \$172  = { 23'h000000, \$171 [45:23] };
-  assign \$173  = { gain_q1[23], gain_q1[23:1] };
-  assign \$182  = { 1'h0, gain_x[34:1] };
-  assign \$188  = { gain_x, 1'h0 };
-  assign \$196  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
-  assign \$199  = { 1'h0, \$198 [31:1] };
+  assign \$93  = { den_norm, 1'h0 };
+  assign \$96  = { num_norm, 1'h0 };
+  assign \$103  = { 1'h0, num_norm, 6'h00 };
+  assign \$108  = { gain_q1[23], gain_q1[23:1] };
+  assign \$117  = { 1'h0, gain_x[34:1] };
+  assign \$123  = { gain_x, 1'h0 };
+  assign \$137  = { 1'h0, \$136 [31:1] };
+  assign \$160  = { chan[230], chan[230], chan[230], chan[230], chan[230], chan[230], chan[230], chan[230], chan[230:215] };
+  assign \$162  = { den_norm, 1'h0 };
+  assign \$165  = { num_norm, 1'h0 };
+  assign \$172  = { 1'h0, num_norm, 6'h00 };
+  assign \$173  = { 23'h000000, \$172 [45:23] };
+  assign \$174  = { gain_q1[23], gain_q1[23:1] };
+  assign \$183  = { 1'h0, gain_x[34:1] };
+  assign \$189  = { gain_x, 1'h0 };
+  assign \$197  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$200  = { 1'h0, \$199 [31:1] };
 endmodule
 
 module \hwnorm_frn_range_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

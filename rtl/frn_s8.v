@@ -584,181 +584,182 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [4:0] \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire [43:0] \$101 ;
+  wire [29:0] \$100 ;
+  wire \$101 ;
   wire [43:0] \$102 ;
-  wire \$103 ;
-  wire [15:0] \$104 ;
+  wire [43:0] \$103 ;
+  wire \$104 ;
   wire [15:0] \$105 ;
   wire [15:0] \$106 ;
-  wire [9:0] \$107 ;
+  wire [15:0] \$107 ;
   wire [9:0] \$108 ;
-  wire \$109 ;
+  wire [9:0] \$109 ;
   wire [42:0] \$11 ;
   wire \$110 ;
   wire \$111 ;
   wire \$112 ;
-  wire [26:0] \$113 ;
-  wire [9:0] \$114 ;
-  wire \$115 ;
+  wire \$113 ;
+  wire [26:0] \$114 ;
+  wire [9:0] \$115 ;
   wire \$116 ;
   wire \$117 ;
   wire \$118 ;
-  wire [27:0] \$119 ;
+  wire \$119 ;
   wire [27:0] \$12 ;
-  wire [9:0] \$120 ;
-  wire [4:0] \$121 ;
-  wire [6:0] \$122 ;
-  wire \$123 ;
+  wire [27:0] \$120 ;
+  wire [9:0] \$121 ;
+  wire [4:0] \$122 ;
+  wire [6:0] \$123 ;
   wire \$124 ;
-  wire [8:0] \$125 ;
+  wire \$125 ;
   wire [8:0] \$126 ;
-  wire \$127 ;
-  wire [43:0] \$128 ;
+  wire [8:0] \$127 ;
+  wire \$128 ;
   wire [43:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire [22:0] \$131 ;
-  wire [15:0] \$132 ;
+  wire [43:0] \$130 ;
+  wire \$131 ;
+  wire [22:0] \$132 ;
   wire [15:0] \$133 ;
-  wire [23:0] \$134 ;
-  wire [29:0] \$135 ;
-  wire \$136 ;
-  wire [27:0] \$137 ;
+  wire [15:0] \$134 ;
+  wire [23:0] \$135 ;
+  wire [29:0] \$136 ;
+  wire \$137 ;
   wire [27:0] \$138 ;
-  wire [31:0] \$139 ;
+  wire [27:0] \$139 ;
   wire [10:0] \$14 ;
-  wire \$140 ;
+  wire [31:0] \$140 ;
   wire \$141 ;
-  wire [30:0] \$142 ;
+  wire \$142 ;
   wire [30:0] \$143 ;
-  wire \$144 ;
+  wire [30:0] \$144 ;
   wire \$145 ;
-  wire [31:0] \$146 ;
+  wire \$146 ;
   wire [31:0] \$147 ;
-  wire [23:0] \$148 ;
-  wire \$149 ;
+  wire [31:0] \$148 ;
+  wire [23:0] \$149 ;
   wire [10:0] \$15 ;
-  wire [27:0] \$150 ;
+  wire \$150 ;
   wire [27:0] \$151 ;
   wire [27:0] \$152 ;
-  wire [30:0] \$153 ;
-  wire \$154 ;
-  wire [10:0] \$155 ;
-  wire [15:0] \$156 ;
-  wire \$157 ;
-  wire [36:0] \$158 ;
-  wire [6:0] \$159 ;
+  wire [27:0] \$153 ;
+  wire [30:0] \$154 ;
+  wire \$155 ;
+  wire [10:0] \$156 ;
+  wire [15:0] \$157 ;
+  wire \$158 ;
+  wire [36:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire [23:0] \$161 ;
-  wire [5:0] \$162 ;
-  wire [6:0] \$163 ;
-  wire \$164 ;
-  wire [6:0] \$165 ;
-  wire [8:0] \$166 ;
-  wire \$167 ;
-  wire [29:0] \$168 ;
+  wire [6:0] \$160 ;
+  wire \$161 ;
+  wire [23:0] \$162 ;
+  wire [5:0] \$163 ;
+  wire [6:0] \$164 ;
+  wire \$165 ;
+  wire [6:0] \$166 ;
+  wire [8:0] \$167 ;
+  wire \$168 ;
   wire [29:0] \$169 ;
   wire \$17 ;
-  wire [15:0] \$170 ;
+  wire [29:0] \$170 ;
   wire [15:0] \$171 ;
   wire [15:0] \$172 ;
-  wire [9:0] \$173 ;
+  wire [15:0] \$173 ;
   wire [9:0] \$174 ;
-  wire \$175 ;
+  wire [9:0] \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
-  wire [26:0] \$179 ;
+  wire \$179 ;
   wire [8:0] \$18 ;
-  wire [9:0] \$180 ;
-  wire \$181 ;
+  wire [26:0] \$180 ;
+  wire [9:0] \$181 ;
   wire \$182 ;
   wire \$183 ;
   wire \$184 ;
-  wire [27:0] \$185 ;
-  wire [9:0] \$186 ;
-  wire [4:0] \$187 ;
-  wire [6:0] \$188 ;
-  wire \$189 ;
+  wire \$185 ;
+  wire [27:0] \$186 ;
+  wire [9:0] \$187 ;
+  wire [4:0] \$188 ;
+  wire [6:0] \$189 ;
   wire [8:0] \$19 ;
   wire \$190 ;
-  wire [8:0] \$191 ;
+  wire \$191 ;
   wire [8:0] \$192 ;
-  wire [41:0] \$193 ;
-  wire [22:0] \$194 ;
-  wire [15:0] \$195 ;
+  wire [8:0] \$193 ;
+  wire [41:0] \$194 ;
+  wire [22:0] \$195 ;
   wire [15:0] \$196 ;
-  wire [23:0] \$197 ;
-  wire [29:0] \$198 ;
-  wire \$199 ;
+  wire [15:0] \$197 ;
+  wire [23:0] \$198 ;
+  wire [29:0] \$199 ;
   wire [4:0] \$2 ;
   wire \$20 ;
-  wire [27:0] \$200 ;
+  wire \$200 ;
   wire [27:0] \$201 ;
-  wire [31:0] \$202 ;
-  wire \$203 ;
+  wire [27:0] \$202 ;
+  wire [31:0] \$203 ;
   wire \$204 ;
-  wire [30:0] \$205 ;
+  wire \$205 ;
   wire [30:0] \$206 ;
-  wire \$207 ;
+  wire [30:0] \$207 ;
   wire \$208 ;
-  wire [31:0] \$209 ;
+  wire \$209 ;
   wire \$21 ;
   wire [31:0] \$210 ;
-  wire [23:0] \$211 ;
-  wire \$212 ;
-  wire [27:0] \$213 ;
+  wire [31:0] \$211 ;
+  wire [23:0] \$212 ;
+  wire \$213 ;
   wire [27:0] \$214 ;
   wire [27:0] \$215 ;
-  wire [30:0] \$216 ;
-  wire \$217 ;
-  wire [10:0] \$218 ;
-  reg \$219 ;
+  wire [27:0] \$216 ;
+  wire [30:0] \$217 ;
+  wire \$218 ;
+  wire [10:0] \$219 ;
   wire [10:0] \$22 ;
   reg \$220 ;
-  reg [5:0] \$221 ;
-  reg \$222 ;
-  reg [56:0] \$223 ;
-  reg \$224 ;
-  reg [35:0] \$225 ;
-  reg [9:0] \$226 ;
-  reg [13:0] \$227 ;
-  reg [23:0] \$228 ;
-  reg [35:0] \$229 ;
+  reg \$221 ;
+  reg [5:0] \$222 ;
+  reg \$223 ;
+  reg [56:0] \$224 ;
+  reg \$225 ;
+  reg [35:0] \$226 ;
+  reg [9:0] \$227 ;
+  reg [13:0] \$228 ;
+  reg [23:0] \$229 ;
   wire [10:0] \$23 ;
-  reg [22:0] \$230 ;
-  reg [4:0] \$231 ;
-  reg [5:0] \$232 ;
+  reg [35:0] \$230 ;
+  reg [22:0] \$231 ;
+  reg [4:0] \$232 ;
   reg [5:0] \$233 ;
-  reg [8:0] \$234 ;
-  reg \$235 ;
-  reg [42:0] \$236 ;
+  reg [5:0] \$234 ;
+  reg [8:0] \$235 ;
+  reg \$236 ;
   reg [42:0] \$237 ;
-  reg \$238 ;
+  reg [42:0] \$238 ;
   reg \$239 ;
   wire \$24 ;
-  reg [15:0] \$240 ;
-  reg [26:0] \$241 ;
-  reg [3:0] \$242 ;
-  reg \$243 ;
-  reg [3:0] \$244 ;
-  reg [41:0] \$245 ;
-  reg [28:0] \$246 ;
-  reg [30:0] \$247 ;
-  reg [31:0] \$248 ;
-  reg [22:0] \$249 ;
+  reg \$240 ;
+  reg [15:0] \$241 ;
+  reg [26:0] \$242 ;
+  reg [3:0] \$243 ;
+  reg \$244 ;
+  reg [3:0] \$245 ;
+  reg [41:0] \$246 ;
+  reg [28:0] \$247 ;
+  reg [30:0] \$248 ;
+  reg [31:0] \$249 ;
   wire \$25 ;
   reg [22:0] \$250 ;
-  reg [13:0] \$251 ;
-  reg [22:0] \$252 ;
+  reg [22:0] \$251 ;
+  reg [13:0] \$252 ;
   reg [22:0] \$253 ;
-  reg [13:0] \$254 ;
-  reg \$255 ;
+  reg [22:0] \$254 ;
+  reg [13:0] \$255 ;
   reg \$256 ;
-  reg [9:0] \$257 ;
+  reg \$257 ;
   reg [9:0] \$258 ;
+  reg [9:0] \$259 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
@@ -828,18 +829,18 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
-  wire [36:0] \$89 ;
+  wire \$89 ;
   wire [28:0] \$9 ;
-  wire [6:0] \$90 ;
-  wire \$91 ;
-  wire [23:0] \$92 ;
-  wire [5:0] \$93 ;
-  wire [6:0] \$94 ;
-  wire \$95 ;
-  wire [5:0] \$96 ;
-  wire [6:0] \$97 ;
-  wire \$98 ;
-  wire [29:0] \$99 ;
+  wire [36:0] \$90 ;
+  wire [6:0] \$91 ;
+  wire \$92 ;
+  wire [23:0] \$93 ;
+  wire [5:0] \$94 ;
+  wire [6:0] \$95 ;
+  wire \$96 ;
+  wire [5:0] \$97 ;
+  wire [6:0] \$98 ;
+  wire \$99 ;
   reg [27:0] a;
   output [13:0] \a$64 ;
   reg [13:0] \a$64  = 14'h0000;
@@ -1018,200 +1019,201 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   assign \$85  = fsm_state == 6'h3c;
   assign \$86  = fsm_state == 6'h3d;
   assign \$87  = fsm_state == 6'h3e;
-  assign \$88  = ~ den_norm[35];
-  assign \$90  = den_zeros + 1'h1;
-  assign \$91  = ~ num_norm[22];
-  assign \$93  = num_zeros + 1'h1;
-  assign \$94  = loop_n + 1'h1;
-  assign \$95  = loop_n == 6'h23;
-  assign \$96  = 4'hc + num_zeros;
-  assign \$97  = \$96  - den_zeros;
-  assign \$98  = ~ num_norm[22];
-  assign \$100  = $signed(div_num) < $signed(1'h0);
-  assign \$101  = - $signed(div_num);
-  assign \$102  = \$100  ? \$101  : { div_num[42], div_num };
-  assign \$103  = $signed(div_num) < $signed(1'h0);
-  assign \$105  = gain_q1[13] ? \$104  : gain_q1;
-  assign \$106  = gain_zero ? 16'h0000 : \$105 ;
-  assign \$107  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$108  = gain_zero ? 10'h004 : \$107 ;
-  assign \$109  = ~ gain_zero;
-  assign \$110  = $signed(gain_shift) < $signed(4'h4);
-  assign \$111  = \$109  & \$110 ;
-  assign \$112  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$114  = $signed(gain_shift) - $signed(2'h1);
-  assign \$115  = $signed(gain_shift) < $signed(4'h4);
-  assign \$116  = special_r & \$115 ;
-  assign \$117  = scale_count < 4'hd;
-  assign \$118  = \$116  & \$117 ;
-  assign \$120  = $signed(gain_shift) + $signed(2'h1);
-  assign \$121  = scale_count + 1'h1;
-  assign \$122  = loop_n + 1'h1;
-  assign \$123  = loop_n == 4'hd;
-  assign \$124  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$125  = \$124  ? 9'h00d : gain_shift;
-  assign \$126  = special_r ? 9'h004 : \$125 ;
-  assign \$127  = $signed(div_num) < $signed(1'h0);
-  assign \$128  = - $signed(div_num);
-  assign \$129  = \$127  ? \$128  : { div_num[42], div_num };
-  assign \$130  = $signed(div_num) < $signed(1'h0);
-  assign \$131  = $signed(chan[108:101]) << \$1 [3:0];
-  assign \$132  = 1'h1 << sh;
-  assign \$134  = $signed(\$131 ) + $signed({ 1'h0, \$133  });
-  assign \$135  = $signed(\$134 ) - $signed(gain_w);
-  assign \$136  = $signed(chan[100:93]) < $signed(1'h0);
-  assign \$137  = - gain_x;
-  assign \$138  = \$136  ? \$137  : { 1'h0, gain_x };
-  assign \$139  = $signed(gain_t) + $signed(\$138 );
-  assign \$140  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$141  = $signed(gain_t) > $signed(13'h0810);
-  assign \$142  = \$141  ? 31'h00000810 : gain_t;
-  assign \$143  = \$140  ? 31'h7ffff7e0 : \$142 ;
-  assign \$144  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$145  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$146  = \$145  ? 32'd2064 : gain_t1;
-  assign \$147  = \$144  ? 32'd4294965216 : \$146 ;
-  assign \$148  = $signed(acc1) - $signed(acc0);
-  assign \$149  = $signed(chan[100:93]) < $signed(1'h0);
-  assign \$150  = - gain_x;
-  assign \$151  = \$149  ? \$150  : { 1'h0, gain_x };
-  assign \$152  = special_r ? { \$148 [23], \$148 [23], \$148 [23], \$148 [23], \$148  } : \$151 ;
-  assign \$153  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$154  = $signed(chan[100:93]) < $signed(1'h0);
-  assign \$155  = $signed(floor_q) + $signed(2'h1);
-  assign \$157  = ~ den_norm[35];
-  assign \$159  = den_zeros + 1'h1;
-  assign \$160  = ~ num_norm[22];
-  assign \$162  = num_zeros + 1'h1;
-  assign \$163  = loop_n + 1'h1;
-  assign \$164  = loop_n == 5'h16;
-  assign \$165  = 7'h7c + num_zeros;
-  assign \$166  = $signed(\$165 ) - $signed(chan[148:141]);
-  assign \$167  = ~ num_norm[22];
-  assign \$171  = gain_q1[13] ? \$170  : gain_q1;
-  assign \$172  = gain_zero ? 16'h0000 : \$171 ;
-  assign \$173  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$174  = gain_zero ? 10'h004 : \$173 ;
-  assign \$175  = ~ gain_zero;
-  assign \$176  = $signed(gain_shift) < $signed(4'h4);
-  assign \$177  = \$175  & \$176 ;
-  assign \$178  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$180  = $signed(gain_shift) - $signed(2'h1);
-  assign \$181  = $signed(gain_shift) < $signed(4'h4);
-  assign \$182  = special_r & \$181 ;
-  assign \$183  = scale_count < 4'hd;
-  assign \$184  = \$182  & \$183 ;
-  assign \$186  = $signed(gain_shift) + $signed(2'h1);
-  assign \$187  = scale_count + 1'h1;
-  assign \$188  = loop_n + 1'h1;
-  assign \$189  = loop_n == 4'hd;
-  assign \$190  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$191  = \$190  ? 9'h00d : gain_shift;
-  assign \$192  = special_r ? 9'h004 : \$191 ;
-  assign \$194  = $signed(chan[108:101]) << \$2 [3:0];
-  assign \$195  = 1'h1 << sh;
-  assign \$197  = $signed(\$194 ) + $signed({ 1'h0, \$196  });
-  assign \$198  = $signed(\$197 ) - $signed(gain_w);
-  assign \$199  = $signed(chan[100:93]) < $signed(1'h0);
-  assign \$200  = - gain_x;
-  assign \$201  = \$199  ? \$200  : { 1'h0, gain_x };
-  assign \$202  = $signed(gain_t) + $signed(\$201 );
-  assign \$203  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$204  = $signed(gain_t) > $signed(13'h0810);
-  assign \$205  = \$204  ? 31'h00000810 : gain_t;
-  assign \$206  = \$203  ? 31'h7ffff7e0 : \$205 ;
-  assign \$207  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$208  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$209  = \$208  ? 32'd2064 : gain_t1;
-  assign \$210  = \$207  ? 32'd4294965216 : \$209 ;
-  assign \$211  = $signed(acc1) - $signed(acc0);
-  assign \$212  = $signed(chan[100:93]) < $signed(1'h0);
-  assign \$213  = - gain_x;
-  assign \$214  = \$212  ? \$213  : { 1'h0, gain_x };
-  assign \$215  = special_r ? { \$211 [23], \$211 [23], \$211 [23], \$211 [23], \$211  } : \$214 ;
-  assign \$216  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$217  = $signed(chan[100:93]) < $signed(1'h0);
-  assign \$218  = $signed(floor_q) + $signed(2'h1);
+  assign \$88  = fsm_state == 6'h3f;
+  assign \$89  = ~ den_norm[35];
+  assign \$91  = den_zeros + 1'h1;
+  assign \$92  = ~ num_norm[22];
+  assign \$94  = num_zeros + 1'h1;
+  assign \$95  = loop_n + 1'h1;
+  assign \$96  = loop_n == 6'h23;
+  assign \$97  = 4'hc + num_zeros;
+  assign \$98  = \$97  - den_zeros;
+  assign \$99  = ~ num_norm[22];
+  assign \$101  = $signed(div_num) < $signed(1'h0);
+  assign \$102  = - $signed(div_num);
+  assign \$103  = \$101  ? \$102  : { div_num[42], div_num };
+  assign \$104  = $signed(div_num) < $signed(1'h0);
+  assign \$106  = gain_q1[13] ? \$105  : gain_q1;
+  assign \$107  = gain_zero ? 16'h0000 : \$106 ;
+  assign \$108  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$109  = gain_zero ? 10'h004 : \$108 ;
+  assign \$110  = ~ gain_zero;
+  assign \$111  = $signed(gain_shift) < $signed(4'h4);
+  assign \$112  = \$110  & \$111 ;
+  assign \$113  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$115  = $signed(gain_shift) - $signed(2'h1);
+  assign \$116  = $signed(gain_shift) < $signed(4'h4);
+  assign \$117  = special_r & \$116 ;
+  assign \$118  = scale_count < 4'hd;
+  assign \$119  = \$117  & \$118 ;
+  assign \$121  = $signed(gain_shift) + $signed(2'h1);
+  assign \$122  = scale_count + 1'h1;
+  assign \$123  = loop_n + 1'h1;
+  assign \$124  = loop_n == 4'hd;
+  assign \$125  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$126  = \$125  ? 9'h00d : gain_shift;
+  assign \$127  = special_r ? 9'h004 : \$126 ;
+  assign \$128  = $signed(div_num) < $signed(1'h0);
+  assign \$129  = - $signed(div_num);
+  assign \$130  = \$128  ? \$129  : { div_num[42], div_num };
+  assign \$131  = $signed(div_num) < $signed(1'h0);
+  assign \$132  = $signed(chan[108:101]) << \$1 [3:0];
+  assign \$133  = 1'h1 << sh;
+  assign \$135  = $signed(\$132 ) + $signed({ 1'h0, \$134  });
+  assign \$136  = $signed(\$135 ) - $signed(gain_w);
+  assign \$137  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$138  = - gain_x;
+  assign \$139  = \$137  ? \$138  : { 1'h0, gain_x };
+  assign \$140  = $signed(gain_t) + $signed(\$139 );
+  assign \$141  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$142  = $signed(gain_t) > $signed(13'h0810);
+  assign \$143  = \$142  ? 31'h00000810 : gain_t;
+  assign \$144  = \$141  ? 31'h7ffff7e0 : \$143 ;
+  assign \$145  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$146  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$147  = \$146  ? 32'd2064 : gain_t1;
+  assign \$148  = \$145  ? 32'd4294965216 : \$147 ;
+  assign \$149  = $signed(acc1) - $signed(acc0);
+  assign \$150  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$151  = - gain_x;
+  assign \$152  = \$150  ? \$151  : { 1'h0, gain_x };
+  assign \$153  = special_r ? { \$149 [23], \$149 [23], \$149 [23], \$149 [23], \$149  } : \$152 ;
+  assign \$154  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$155  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$156  = $signed(floor_q) + $signed(2'h1);
+  assign \$158  = ~ den_norm[35];
+  assign \$160  = den_zeros + 1'h1;
+  assign \$161  = ~ num_norm[22];
+  assign \$163  = num_zeros + 1'h1;
+  assign \$164  = loop_n + 1'h1;
+  assign \$165  = loop_n == 5'h16;
+  assign \$166  = 7'h7c + num_zeros;
+  assign \$167  = $signed(\$166 ) - $signed(chan[148:141]);
+  assign \$168  = ~ num_norm[22];
+  assign \$172  = gain_q1[13] ? \$171  : gain_q1;
+  assign \$173  = gain_zero ? 16'h0000 : \$172 ;
+  assign \$174  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$175  = gain_zero ? 10'h004 : \$174 ;
+  assign \$176  = ~ gain_zero;
+  assign \$177  = $signed(gain_shift) < $signed(4'h4);
+  assign \$178  = \$176  & \$177 ;
+  assign \$179  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$181  = $signed(gain_shift) - $signed(2'h1);
+  assign \$182  = $signed(gain_shift) < $signed(4'h4);
+  assign \$183  = special_r & \$182 ;
+  assign \$184  = scale_count < 4'hd;
+  assign \$185  = \$183  & \$184 ;
+  assign \$187  = $signed(gain_shift) + $signed(2'h1);
+  assign \$188  = scale_count + 1'h1;
+  assign \$189  = loop_n + 1'h1;
+  assign \$190  = loop_n == 4'hd;
+  assign \$191  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$192  = \$191  ? 9'h00d : gain_shift;
+  assign \$193  = special_r ? 9'h004 : \$192 ;
+  assign \$195  = $signed(chan[108:101]) << \$2 [3:0];
+  assign \$196  = 1'h1 << sh;
+  assign \$198  = $signed(\$195 ) + $signed({ 1'h0, \$197  });
+  assign \$199  = $signed(\$198 ) - $signed(gain_w);
+  assign \$200  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$201  = - gain_x;
+  assign \$202  = \$200  ? \$201  : { 1'h0, gain_x };
+  assign \$203  = $signed(gain_t) + $signed(\$202 );
+  assign \$204  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$205  = $signed(gain_t) > $signed(13'h0810);
+  assign \$206  = \$205  ? 31'h00000810 : gain_t;
+  assign \$207  = \$204  ? 31'h7ffff7e0 : \$206 ;
+  assign \$208  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$209  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$210  = \$209  ? 32'd2064 : gain_t1;
+  assign \$211  = \$208  ? 32'd4294965216 : \$210 ;
+  assign \$212  = $signed(acc1) - $signed(acc0);
+  assign \$213  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$214  = - gain_x;
+  assign \$215  = \$213  ? \$214  : { 1'h0, gain_x };
+  assign \$216  = special_r ? { \$212 [23], \$212 [23], \$212 [23], \$212 [23], \$212  } : \$215 ;
+  assign \$217  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$218  = $signed(chan[100:93]) < $signed(1'h0);
+  assign \$219  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$219 ;
+    pop_top <= \$220 ;
   always @(posedge clk)
-    pop_bottom <= \$220 ;
+    pop_bottom <= \$221 ;
   always @(posedge clk)
-    fsm_state <= \$221 ;
+    fsm_state <= \$222 ;
   always @(posedge clk)
-    start <= \$222 ;
+    start <= \$223 ;
   always @(posedge clk)
-    t <= \$223 ;
+    t <= \$224 ;
   always @(posedge clk)
-    \start$7  <= \$224 ;
+    \start$7  <= \$225 ;
   always @(posedge clk)
-    \den$42  <= \$225 ;
+    \den$42  <= \$226 ;
   always @(posedge clk)
-    floor_q <= \$226 ;
+    floor_q <= \$227 ;
   always @(posedge clk)
-    mean_rem <= \$227 ;
+    mean_rem <= \$228 ;
   always @(posedge clk)
-    gain_num <= \$228 ;
+    gain_num <= \$229 ;
   always @(posedge clk)
-    den_norm <= \$229 ;
+    den_norm <= \$230 ;
   always @(posedge clk)
-    num_norm <= \$230 ;
+    num_norm <= \$231 ;
   always @(posedge clk)
-    num_zeros <= \$231 ;
+    num_zeros <= \$232 ;
   always @(posedge clk)
-    den_zeros <= \$232 ;
+    den_zeros <= \$233 ;
   always @(posedge clk)
-    loop_n <= \$233 ;
+    loop_n <= \$234 ;
   always @(posedge clk)
-    gain_shift <= \$234 ;
+    gain_shift <= \$235 ;
   always @(posedge clk)
-    gain_zero <= \$235 ;
+    gain_zero <= \$236 ;
   always @(posedge clk)
-    div_num <= \$236 ;
+    div_num <= \$237 ;
   always @(posedge clk)
-    div_mag <= \$237 ;
+    div_mag <= \$238 ;
   always @(posedge clk)
-    div_neg <= \$238 ;
+    div_neg <= \$239 ;
   always @(posedge clk)
-    \start$5  <= \$239 ;
+    \start$5  <= \$240 ;
   always @(posedge clk)
-    gain_q1 <= \$240 ;
+    gain_q1 <= \$241 ;
   always @(posedge clk)
-    gain_x <= \$241 ;
+    gain_x <= \$242 ;
   always @(posedge clk)
-    scale_count <= \$242 ;
+    scale_count <= \$243 ;
   always @(posedge clk)
-    special_r <= \$243 ;
+    special_r <= \$244 ;
   always @(posedge clk)
-    sh <= \$244 ;
+    sh <= \$245 ;
   always @(posedge clk)
-    gain_p <= \$245 ;
+    gain_p <= \$246 ;
   always @(posedge clk)
-    gain_w <= \$246 ;
+    gain_w <= \$247 ;
   always @(posedge clk)
-    gain_t <= \$247 ;
+    gain_t <= \$248 ;
   always @(posedge clk)
-    gain_t1 <= \$248 ;
+    gain_t1 <= \$249 ;
   always @(posedge clk)
-    acc0 <= \$249 ;
+    acc0 <= \$250 ;
   always @(posedge clk)
-    acc1 <= \$250 ;
+    acc1 <= \$251 ;
   always @(posedge clk)
-    a_fin <= \$251 ;
+    a_fin <= \$252 ;
   always @(posedge clk)
-    c_fin <= \$252 ;
+    c_fin <= \$253 ;
   always @(posedge clk)
-    \b$63  <= \$253 ;
+    \b$63  <= \$254 ;
   always @(posedge clk)
-    \a$64  <= \$254 ;
+    \a$64  <= \$255 ;
   always @(posedge clk)
-    special <= \$255 ;
+    special <= \$256 ;
   always @(posedge clk)
-    \neg$66  <= \$256 ;
+    \neg$66  <= \$257 ;
   always @(posedge clk)
-    q_lo <= \$257 ;
+    q_lo <= \$258 ;
   always @(posedge clk)
-    q_hi <= \$258 ;
+    q_hi <= \$259 ;
   \hwnorm_frn_s8.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1269,9 +1271,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h0b:
           /* empty */;
       6'h0c:
-          a = { \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7  };
-      6'h0d:
           /* empty */;
+      6'h0d:
+          a = { \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7  };
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1297,9 +1299,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h19:
           /* empty */;
       6'h1a:
-          a = { 1'h0, gain_x };
-      6'h1b:
           /* empty */;
+      6'h1b:
+          a = { 1'h0, gain_x };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1319,19 +1321,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h24:
           /* empty */;
       6'h25:
-          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+          /* empty */;
       6'h26:
-          /* empty */;
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
       6'h27:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          a = { \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19  };
-      6'h2a:
+      6'h03:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          a = { \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19  };
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1351,9 +1353,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h33:
           /* empty */;
       6'h34:
-          a = { 1'h0, gain_x };
-      6'h35:
           /* empty */;
+      6'h35:
+          a = { 1'h0, gain_x };
       6'h36:
           /* empty */;
       6'h37:
@@ -1367,6 +1369,8 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3b:
           /* empty */;
       6'h3c:
+          /* empty */;
+      6'h3d:
           a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
@@ -1395,9 +1399,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h0b:
           /* empty */;
       6'h0c:
-          b = { 3'h0, chan[13:1] };
-      6'h0d:
           /* empty */;
+      6'h0d:
+          b = { 3'h0, chan[13:1] };
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1423,9 +1427,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h19:
           /* empty */;
       6'h1a:
-          b = { mean_rem[13], mean_rem[13], mean_rem };
-      6'h1b:
           /* empty */;
+      6'h1b:
+          b = { mean_rem[13], mean_rem[13], mean_rem };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1445,19 +1449,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h24:
           /* empty */;
       6'h25:
-          b = { \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15  };
+          /* empty */;
       6'h26:
-          /* empty */;
+          b = { \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15  };
       6'h27:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          b = chan[140:125];
-      6'h2a:
+      6'h03:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          b = chan[140:125];
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1477,9 +1481,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h33:
           /* empty */;
       6'h34:
-          b = { mean_rem[13], mean_rem[13], mean_rem };
-      6'h35:
           /* empty */;
+      6'h35:
+          b = { mean_rem[13], mean_rem[13], mean_rem };
       6'h36:
           /* empty */;
       6'h37:
@@ -1493,6 +1497,8 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3b:
           /* empty */;
       6'h3c:
+          /* empty */;
+      6'h3d:
           b = { \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23  };
     endcase
   end
@@ -1521,9 +1527,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h0b:
           /* empty */;
       6'h0c:
-          c = 59'h000000000000000;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          c = 59'h000000000000000;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1549,9 +1555,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h19:
           /* empty */;
       6'h1a:
-          c = 59'h000000000000000;
-      6'h1b:
           /* empty */;
+      6'h1b:
+          c = 59'h000000000000000;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1571,19 +1577,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h24:
           /* empty */;
       6'h25:
-          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+          /* empty */;
       6'h26:
-          /* empty */;
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
       6'h27:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          c = 59'h000000000000000;
-      6'h2a:
+      6'h03:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          c = 59'h000000000000000;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1603,9 +1609,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h33:
           /* empty */;
       6'h34:
-          c = 59'h000000000000000;
-      6'h35:
           /* empty */;
+      6'h35:
+          c = 59'h000000000000000;
       6'h36:
           /* empty */;
       6'h37:
@@ -1619,6 +1625,8 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3b:
           /* empty */;
       6'h3c:
+          /* empty */;
+      6'h3d:
           c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
@@ -1647,9 +1655,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h0b:
           /* empty */;
       6'h0c:
-          neg = 1'h0;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          neg = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1675,9 +1683,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h19:
           /* empty */;
       6'h1a:
-          neg = \$10 ;
-      6'h1b:
           /* empty */;
+      6'h1b:
+          neg = \$10 ;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1697,19 +1705,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h24:
           /* empty */;
       6'h25:
-          neg = \$16 ;
+          /* empty */;
       6'h26:
-          /* empty */;
+          neg = \$16 ;
       6'h27:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          neg = 1'h0;
-      6'h2a:
+      6'h03:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          neg = 1'h0;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1729,9 +1737,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h33:
           /* empty */;
       6'h34:
-          neg = \$20 ;
-      6'h35:
           /* empty */;
+      6'h35:
+          neg = \$20 ;
       6'h36:
           /* empty */;
       6'h37:
@@ -1745,6 +1753,8 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3b:
           /* empty */;
       6'h3c:
+          /* empty */;
+      6'h3d:
           neg = \$24 ;
     endcase
   end
@@ -1773,9 +1783,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h0b:
           /* empty */;
       6'h0c:
-          steps = 5'h0d;
-      6'h0d:
           /* empty */;
+      6'h0d:
+          steps = 5'h0d;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1801,9 +1811,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h19:
           /* empty */;
       6'h1a:
-          steps = 5'h0d;
-      6'h1b:
           /* empty */;
+      6'h1b:
+          steps = 5'h0d;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1823,19 +1833,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h24:
           /* empty */;
       6'h25:
-          steps = 5'h09;
+          /* empty */;
       6'h26:
-          /* empty */;
+          steps = 5'h09;
       6'h27:
-          /* empty */;
-      6'h03:
           /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          steps = 5'h10;
-      6'h2a:
+      6'h03:
           /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          steps = 5'h10;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1855,9 +1865,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h33:
           /* empty */;
       6'h34:
-          steps = 5'h08;
-      6'h35:
           /* empty */;
+      6'h35:
+          steps = 5'h08;
       6'h36:
           /* empty */;
       6'h37:
@@ -1871,6 +1881,8 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3b:
           /* empty */;
       6'h3c:
+          /* empty */;
+      6'h3d:
           steps = 5'h09;
     endcase
   end
@@ -1933,9 +1945,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h12:
           /* empty */;
       6'h13:
-          rem_init = \$8 [15:0];
-      6'h14:
           /* empty */;
+      6'h14:
+          rem_init = \$8 [15:0];
       6'h15:
           /* empty */;
       6'h16:
@@ -1955,6 +1967,8 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h1f:
           rem_init = \$11 [15:0];
     endcase
   end
@@ -1997,9 +2011,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h12:
           /* empty */;
       6'h13:
-          lo_init = \$9 [26:0];
-      6'h14:
           /* empty */;
+      6'h14:
+          lo_init = \$9 [26:0];
       6'h15:
           /* empty */;
       6'h16:
@@ -2019,6 +2033,8 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h1f:
           lo_init = \$12 [26:0];
     endcase
   end
@@ -2061,9 +2077,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h12:
           /* empty */;
       6'h13:
-          \neg$22  = div_neg;
-      6'h14:
           /* empty */;
+      6'h14:
+          \neg$22  = div_neg;
       6'h15:
           /* empty */;
       6'h16:
@@ -2083,6 +2099,8 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h1f:
           \neg$22  = div_neg;
     endcase
   end
@@ -2125,9 +2143,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h12:
           /* empty */;
       6'h13:
-          den = den_norm[35:20];
-      6'h14:
           /* empty */;
+      6'h14:
+          den = den_norm[35:20];
       6'h15:
           /* empty */;
       6'h16:
@@ -2147,6 +2165,8 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h1f:
           den = { 3'h0, chan[13:1] };
     endcase
   end
@@ -2189,9 +2209,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h12:
           /* empty */;
       6'h13:
-          \steps$26  = 5'h0e;
-      6'h14:
           /* empty */;
+      6'h14:
+          \steps$26  = 5'h0e;
       6'h15:
           /* empty */;
       6'h16:
@@ -2211,12 +2231,15 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h1d:
           /* empty */;
       6'h1e:
+          /* empty */;
+      6'h1f:
           \steps$26  = 5'h1b;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     done = 1'h0;
+    (* full_case = 32'd1 *)
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2294,9 +2317,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -2342,16 +2365,11 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h3e:
           /* empty */;
+      6'h3f:
+          /* empty */;
       6'h01:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$219  = 1'h0;
-    if (rst) begin
-      \$219  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2362,188 +2380,198 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$221  = fsm_state;
+    \$221  = 1'h0;
+    if (rst) begin
+      \$221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$222  = fsm_state;
+    (* full_case = 32'd1 *)
     casez (fsm_state)
       6'h00:
           if (\start$37 ) begin
             casez (entry)
               2'h0:
-                  \$221  = 6'h01;
+                  \$222  = 6'h01;
               2'h1:
-                  \$221  = 6'h02;
+                  \$222  = 6'h02;
               2'h2:
-                  \$221  = 6'h03;
+                  \$222  = 6'h03;
             endcase
           end
       6'h02:
-          \$221  = 6'h04;
+          \$222  = 6'h04;
       6'h04:
-          \$221  = 6'h05;
+          \$222  = 6'h05;
       6'h05:
-          \$221  = 6'h06;
+          \$222  = 6'h06;
       6'h06:
           if (\done$39 ) begin
-            \$221  = 6'h07;
+            \$222  = 6'h07;
           end
       6'h07:
-          \$221  = 6'h08;
+          \$222  = 6'h08;
       6'h08:
-          \$221  = 6'h09;
+          \$222  = 6'h09;
       6'h09:
           if (\done$41 ) begin
-            \$221  = 6'h0a;
+            \$222  = 6'h0a;
           end
       6'h0a:
-          \$221  = 6'h0b;
+          \$222  = 6'h0b;
       6'h0b:
-          \$221  = 6'h0c;
+          \$222  = 6'h0c;
       6'h0c:
-          \$221  = 6'h0d;
+          \$222  = 6'h0d;
       6'h0d:
-          if (\done$39 ) begin
-            \$221  = 6'h0e;
-          end
+          \$222  = 6'h0e;
       6'h0e:
-          \$221  = 6'h0f;
+          if (\done$39 ) begin
+            \$222  = 6'h0f;
+          end
       6'h0f:
-          if (\$95 ) begin
-            \$221  = 6'h10;
-          end
+          \$222  = 6'h10;
       6'h10:
-          \$221  = 6'h11;
+          if (\$96 ) begin
+            \$222  = 6'h11;
+          end
       6'h11:
-          \$221  = 6'h12;
+          \$222  = 6'h12;
       6'h12:
-          \$221  = 6'h13;
+          \$222  = 6'h13;
       6'h13:
-          \$221  = 6'h14;
+          \$222  = 6'h14;
       6'h14:
-          if (\done$52 ) begin
-            \$221  = 6'h15;
-          end
+          \$222  = 6'h15;
       6'h15:
-          \$221  = 6'h16;
-      6'h16:
-          \$221  = 6'h17;
-      6'h17:
-          if (\$123 ) begin
-            \$221  = 6'h18;
-          end
-      6'h18:
-          \$221  = 6'h19;
-      6'h19:
-          \$221  = 6'h1a;
-      6'h1a:
-          \$221  = 6'h1b;
-      6'h1b:
-          if (\done$39 ) begin
-            \$221  = 6'h1c;
-          end
-      6'h1c:
-          \$221  = 6'h1d;
-      6'h1d:
-          \$221  = 6'h1e;
-      6'h1e:
-          \$221  = 6'h1f;
-      6'h1f:
           if (\done$52 ) begin
-            \$221  = 6'h20;
+            \$222  = 6'h16;
           end
+      6'h16:
+          \$222  = 6'h17;
+      6'h17:
+          \$222  = 6'h18;
+      6'h18:
+          if (\$124 ) begin
+            \$222  = 6'h19;
+          end
+      6'h19:
+          \$222  = 6'h1a;
+      6'h1a:
+          \$222  = 6'h1b;
+      6'h1b:
+          \$222  = 6'h1c;
+      6'h1c:
+          if (\done$39 ) begin
+            \$222  = 6'h1d;
+          end
+      6'h1d:
+          \$222  = 6'h1e;
+      6'h1e:
+          \$222  = 6'h1f;
+      6'h1f:
+          \$222  = 6'h20;
       6'h20:
-          \$221  = 6'h21;
+          if (\done$52 ) begin
+            \$222  = 6'h21;
+          end
       6'h21:
-          \$221  = 6'h22;
+          \$222  = 6'h22;
       6'h22:
-          \$221  = 6'h23;
+          \$222  = 6'h23;
       6'h23:
-          \$221  = 6'h24;
+          \$222  = 6'h24;
       6'h24:
-          \$221  = 6'h25;
+          \$222  = 6'h25;
       6'h25:
-          \$221  = 6'h26;
+          \$222  = 6'h26;
       6'h26:
-          if (\done$39 ) begin
-            \$221  = 6'h27;
-          end
+          \$222  = 6'h27;
       6'h27:
-          \$221  = 6'h01;
-      6'h03:
-          \$221  = 6'h28;
+          if (\done$39 ) begin
+            \$222  = 6'h28;
+          end
       6'h28:
-          \$221  = 6'h29;
+          \$222  = 6'h01;
+      6'h03:
+          \$222  = 6'h29;
       6'h29:
-          \$221  = 6'h2a;
+          \$222  = 6'h2a;
       6'h2a:
-          if (\done$39 ) begin
-            \$221  = 6'h2b;
-          end
+          \$222  = 6'h2b;
       6'h2b:
-          \$221  = 6'h2c;
-      6'h2c:
-          if (\$164 ) begin
-            \$221  = 6'h2d;
-          end
-      6'h2d:
-          \$221  = 6'h2e;
-      6'h2e:
-          \$221  = 6'h2f;
-      6'h2f:
-          \$221  = 6'h30;
-      6'h30:
-          \$221  = 6'h31;
-      6'h31:
-          if (\$189 ) begin
-            \$221  = 6'h32;
-          end
-      6'h32:
-          \$221  = 6'h33;
-      6'h33:
-          \$221  = 6'h34;
-      6'h34:
-          \$221  = 6'h35;
-      6'h35:
           if (\done$39 ) begin
-            \$221  = 6'h36;
+            \$222  = 6'h2c;
           end
+      6'h2c:
+          \$222  = 6'h2d;
+      6'h2d:
+          if (\$165 ) begin
+            \$222  = 6'h2e;
+          end
+      6'h2e:
+          \$222  = 6'h2f;
+      6'h2f:
+          \$222  = 6'h30;
+      6'h30:
+          \$222  = 6'h31;
+      6'h31:
+          \$222  = 6'h32;
+      6'h32:
+          if (\$190 ) begin
+            \$222  = 6'h33;
+          end
+      6'h33:
+          \$222  = 6'h34;
+      6'h34:
+          \$222  = 6'h35;
+      6'h35:
+          \$222  = 6'h36;
       6'h36:
-          \$221  = 6'h37;
+          if (\done$39 ) begin
+            \$222  = 6'h37;
+          end
       6'h37:
-          \$221  = 6'h38;
+          \$222  = 6'h38;
       6'h38:
-          \$221  = 6'h39;
+          \$222  = 6'h39;
       6'h39:
-          \$221  = 6'h3a;
+          \$222  = 6'h3a;
       6'h3a:
-          \$221  = 6'h3b;
+          \$222  = 6'h3b;
       6'h3b:
-          \$221  = 6'h3c;
+          \$222  = 6'h3c;
       6'h3c:
-          \$221  = 6'h3d;
+          \$222  = 6'h3d;
       6'h3d:
-          if (\done$39 ) begin
-            \$221  = 6'h3e;
-          end
+          \$222  = 6'h3e;
       6'h3e:
-          \$221  = 6'h01;
+          if (\done$39 ) begin
+            \$222  = 6'h3f;
+          end
+      6'h3f:
+          \$222  = 6'h01;
       6'h01:
-          \$221  = 6'h00;
+          \$222  = 6'h00;
     endcase
     if (rst) begin
-      \$221  = 6'h00;
+      \$222  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$222  = start;
+    \$223  = start;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
           /* empty */;
       6'h04:
-          \$222  = 1'h1;
+          \$223  = 1'h1;
       6'h05:
-          \$222  = 1'h0;
+          \$223  = 1'h0;
       6'h06:
           /* empty */;
       6'h07:
@@ -2555,11 +2583,11 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h0a:
           /* empty */;
       6'h0b:
-          \$222  = 1'h1;
-      6'h0c:
-          \$222  = 1'h0;
-      6'h0d:
           /* empty */;
+      6'h0c:
+          \$223  = 1'h1;
+      6'h0d:
+          \$223  = 1'h0;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2583,11 +2611,11 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h18:
           /* empty */;
       6'h19:
-          \$222  = 1'h1;
-      6'h1a:
-          \$222  = 1'h0;
-      6'h1b:
           /* empty */;
+      6'h1a:
+          \$223  = 1'h1;
+      6'h1b:
+          \$223  = 1'h0;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -2605,21 +2633,21 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h23:
           /* empty */;
       6'h24:
-          \$222  = 1'h1;
-      6'h25:
-          \$222  = 1'h0;
-      6'h26:
           /* empty */;
+      6'h25:
+          \$223  = 1'h1;
+      6'h26:
+          \$223  = 1'h0;
       6'h27:
+          /* empty */;
+      6'h28:
           /* empty */;
       6'h03:
           /* empty */;
-      6'h28:
-          \$222  = 1'h1;
       6'h29:
-          \$222  = 1'h0;
+          \$223  = 1'h1;
       6'h2a:
-          /* empty */;
+          \$223  = 1'h0;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2637,11 +2665,11 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h32:
           /* empty */;
       6'h33:
-          \$222  = 1'h1;
-      6'h34:
-          \$222  = 1'h0;
-      6'h35:
           /* empty */;
+      6'h34:
+          \$223  = 1'h1;
+      6'h35:
+          \$223  = 1'h0;
       6'h36:
           /* empty */;
       6'h37:
@@ -2653,17 +2681,19 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3a:
           /* empty */;
       6'h3b:
-          \$222  = 1'h1;
+          /* empty */;
       6'h3c:
-          \$222  = 1'h0;
+          \$223  = 1'h1;
+      6'h3d:
+          \$223  = 1'h0;
     endcase
     if (rst) begin
-      \$222  = 1'h0;
+      \$223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$223  = t;
+    \$224  = t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2675,16 +2705,16 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h06:
           if (\done$39 ) begin
-            \$223  = p[56:0];
+            \$224  = p[56:0];
           end
     endcase
     if (rst) begin
-      \$223  = 57'h000000000000000;
+      \$224  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$224  = \start$7 ;
+    \$225  = \start$7 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2697,17 +2727,17 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h06:
           /* empty */;
       6'h07:
-          \$224  = 1'h1;
+          \$225  = 1'h1;
       6'h08:
-          \$224  = 1'h0;
+          \$225  = 1'h0;
     endcase
     if (rst) begin
-      \$224  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$225  = \den$42 ;
+    \$226  = \den$42 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2725,16 +2755,16 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h09:
           if (\done$41 ) begin
-            \$225  = root;
+            \$226  = root;
           end
     endcase
     if (rst) begin
-      \$225  = 36'h000000000;
+      \$226  = 36'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$226  = floor_q;
+    \$227  = floor_q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2753,9 +2783,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h09:
           /* empty */;
       6'h0a:
-          \$226  = 10'h000;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \$227  = 10'h000;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2812,16 +2842,18 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
+      6'h28:
+          /* empty */;
       6'h03:
-          \$226  = \$156 [9:0];
+          \$227  = \$157 [9:0];
     endcase
     if (rst) begin
-      \$226  = 10'h000;
+      \$227  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$227  = mean_rem;
+    \$228  = mean_rem;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2840,9 +2872,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h09:
           /* empty */;
       6'h0a:
-          \$227  = 14'h0000;
-      6'h0b:
           /* empty */;
+      6'h0b:
+          \$228  = 14'h0000;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2899,16 +2931,18 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
+      6'h28:
+          /* empty */;
       6'h03:
-          \$227  = { 6'h00, chan[116:109] };
+          \$228  = { 6'h00, chan[116:109] };
     endcase
     if (rst) begin
-      \$227  = 14'h0000;
+      \$228  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$228  = gain_num;
+    \$229  = gain_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2933,11 +2967,11 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h0c:
           /* empty */;
       6'h0d:
+          /* empty */;
+      6'h0e:
           if (\done$39 ) begin
-            \$228  = p[23:0];
+            \$229  = p[23:0];
           end
-      6'h0e:
-          /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
@@ -2988,24 +3022,26 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
       6'h2a:
+          /* empty */;
+      6'h2b:
           if (\done$39 ) begin
-            \$228  = p[23:0];
+            \$229  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$228  = 24'h000000;
+      \$229  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$229  = den_norm;
+    \$230  = den_norm;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3032,13 +3068,13 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h0d:
           /* empty */;
       6'h0e:
-          \$229  = \den$42 ;
-      6'h0f:
-          if (\$88 ) begin
-            \$229  = \$89 [35:0];
-          end
-      6'h10:
           /* empty */;
+      6'h0f:
+          \$230  = \den$42 ;
+      6'h10:
+          if (\$89 ) begin
+            \$230  = \$90 [35:0];
+          end
       6'h11:
           /* empty */;
       6'h12:
@@ -3085,421 +3121,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$229  = 36'h800000000;
-      6'h2c:
-          if (\$157 ) begin
-            \$229  = \$158 [35:0];
-          end
-    endcase
-    if (rst) begin
-      \$229  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$230  = num_norm;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$230  = gain_num[22:0];
-      6'h0f:
-          if (\$91 ) begin
-            \$230  = \$92 [22:0];
-          end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
       6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$230  = gain_num[22:0];
-      6'h2c:
-          if (\$160 ) begin
-            \$230  = \$161 [22:0];
-          end
-    endcase
-    if (rst) begin
-      \$230  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$231  = num_zeros;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$231  = 5'h00;
-      6'h0f:
-          if (\$91 ) begin
-            \$231  = \$93 [4:0];
-          end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$231  = 5'h00;
-      6'h2c:
-          if (\$160 ) begin
-            \$231  = \$162 [4:0];
-          end
-    endcase
-    if (rst) begin
-      \$231  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$232  = den_zeros;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          \$232  = 6'h00;
-      6'h0f:
-          if (\$88 ) begin
-            \$232  = \$90 [5:0];
-          end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          \$232  = 6'h00;
-      6'h2c:
-          if (\$157 ) begin
-            \$232  = \$159 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$232  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$233  = loop_n;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-        begin
-          \$233  = \$94 [5:0];
-          if (\$95 ) begin
-            \$233  = 6'h00;
-          end
-        end
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-        begin
-          \$233  = \$122 [5:0];
-          if (\$123 ) begin
-            \$233  = 6'h00;
-          end
-        end
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
           /* empty */;
       6'h29:
           /* empty */;
@@ -3508,27 +3132,320 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h2b:
           /* empty */;
       6'h2c:
-        begin
-          \$233  = \$163 [5:0];
-          if (\$164 ) begin
-            \$233  = 6'h00;
-          end
-        end
+          \$230  = 36'h800000000;
       6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-        begin
-          \$233  = \$188 [5:0];
-          if (\$189 ) begin
-            \$233  = 6'h00;
+          if (\$158 ) begin
+            \$230  = \$159 [35:0];
           end
-        end
+    endcase
+    if (rst) begin
+      \$230  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$231  = num_norm;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$231  = gain_num[22:0];
+      6'h10:
+          if (\$92 ) begin
+            \$231  = \$93 [22:0];
+          end
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$231  = gain_num[22:0];
+      6'h2d:
+          if (\$161 ) begin
+            \$231  = \$162 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$231  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = num_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$232  = 5'h00;
+      6'h10:
+          if (\$92 ) begin
+            \$232  = \$94 [4:0];
+          end
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$232  = 5'h00;
+      6'h2d:
+          if (\$161 ) begin
+            \$232  = \$163 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$232  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = den_zeros;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          \$233  = 6'h00;
+      6'h10:
+          if (\$89 ) begin
+            \$233  = \$91 [5:0];
+          end
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$233  = 6'h00;
+      6'h2d:
+          if (\$158 ) begin
+            \$233  = \$160 [5:0];
+          end
     endcase
     if (rst) begin
       \$233  = 6'h00;
@@ -3536,7 +3453,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = gain_shift;
+    \$234  = loop_n;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3567,7 +3484,12 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h0f:
           /* empty */;
       6'h10:
-          \$234  = { \$97 [6], \$97 [6], \$97  };
+        begin
+          \$234  = \$95 [5:0];
+          if (\$96 ) begin
+            \$234  = 6'h00;
+          end
+        end
       6'h11:
           /* empty */;
       6'h12:
@@ -3577,20 +3499,18 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h14:
           /* empty */;
       6'h15:
-          \$234  = \$108 [8:0];
+          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
+          /* empty */;
+      6'h18:
         begin
-          if (\$112 ) begin
-            \$234  = \$114 [8:0];
-          end
-          if (\$118 ) begin
-            \$234  = \$120 [8:0];
+          \$234  = \$123 [5:0];
+          if (\$124 ) begin
+            \$234  = 6'h00;
           end
         end
-      6'h18:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -3621,9 +3541,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -3634,30 +3554,35 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h2c:
           /* empty */;
       6'h2d:
-          \$234  = \$166 ;
+        begin
+          \$234  = \$164 [5:0];
+          if (\$165 ) begin
+            \$234  = 6'h00;
+          end
+        end
       6'h2e:
           /* empty */;
       6'h2f:
-          \$234  = \$174 [8:0];
+          /* empty */;
       6'h30:
           /* empty */;
       6'h31:
+          /* empty */;
+      6'h32:
         begin
-          if (\$178 ) begin
-            \$234  = \$180 [8:0];
-          end
-          if (\$184 ) begin
-            \$234  = \$186 [8:0];
+          \$234  = \$189 [5:0];
+          if (\$190 ) begin
+            \$234  = 6'h00;
           end
         end
     endcase
     if (rst) begin
-      \$234  = 9'h000;
+      \$234  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = gain_zero;
+    \$235  = gain_shift;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3688,9 +3613,132 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h0f:
           /* empty */;
       6'h10:
-          \$235  = \$98 ;
-      6'h11:
           /* empty */;
+      6'h11:
+          \$235  = { \$98 [6], \$98 [6], \$98  };
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$235  = \$109 [8:0];
+      6'h17:
+          /* empty */;
+      6'h18:
+        begin
+          if (\$113 ) begin
+            \$235  = \$115 [8:0];
+          end
+          if (\$119 ) begin
+            \$235  = \$121 [8:0];
+          end
+        end
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          \$235  = \$167 ;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \$235  = \$175 [8:0];
+      6'h31:
+          /* empty */;
+      6'h32:
+        begin
+          if (\$179 ) begin
+            \$235  = \$181 [8:0];
+          end
+          if (\$185 ) begin
+            \$235  = \$187 [8:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$235  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$236  = gain_zero;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          \$236  = \$99 ;
       6'h12:
           /* empty */;
       6'h13:
@@ -3735,9 +3783,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -3748,78 +3796,17 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h2c:
           /* empty */;
       6'h2d:
-          \$235  = \$167 ;
+          /* empty */;
+      6'h2e:
+          \$236  = \$168 ;
     endcase
     if (rst) begin
-      \$235  = 1'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = div_num;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          \$236  = { 13'h0000, \$99  };
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          \$236  = { gain_p[41], gain_p };
-    endcase
-    if (rst) begin
-      \$236  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = div_mag;
+    \$237  = div_num;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3854,7 +3841,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h11:
           /* empty */;
       6'h12:
-          \$237  = \$102 [42:0];
+          \$237  = { 13'h0000, \$100  };
       6'h13:
           /* empty */;
       6'h14:
@@ -3876,7 +3863,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h1c:
           /* empty */;
       6'h1d:
-          \$237  = \$129 [42:0];
+          \$237  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
       \$237  = 43'h00000000000;
@@ -3884,7 +3871,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = div_neg;
+    \$238  = div_mag;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3919,9 +3906,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h11:
           /* empty */;
       6'h12:
-          \$238  = \$103 ;
-      6'h13:
           /* empty */;
+      6'h13:
+          \$238  = \$103 [42:0];
       6'h14:
           /* empty */;
       6'h15:
@@ -3941,15 +3928,17 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h1c:
           /* empty */;
       6'h1d:
-          \$238  = \$130 ;
+          /* empty */;
+      6'h1e:
+          \$238  = \$130 [42:0];
     endcase
     if (rst) begin
-      \$238  = 1'h0;
+      \$238  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = \start$5 ;
+    \$239  = div_neg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3984,9 +3973,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h11:
           /* empty */;
       6'h12:
-          \$239  = 1'h1;
+          /* empty */;
       6'h13:
-          \$239  = 1'h0;
+          \$239  = \$104 ;
       6'h14:
           /* empty */;
       6'h15:
@@ -4006,9 +3995,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h1c:
           /* empty */;
       6'h1d:
-          \$239  = 1'h1;
+          /* empty */;
       6'h1e:
-          \$239  = 1'h0;
+          \$239  = \$131 ;
     endcase
     if (rst) begin
       \$239  = 1'h0;
@@ -4016,7 +4005,76 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = gain_q1;
+    \$240  = \start$5 ;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          \$240  = 1'h1;
+      6'h14:
+          \$240  = 1'h0;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          \$240  = 1'h1;
+      6'h1f:
+          \$240  = 1'h0;
+    endcase
+    if (rst) begin
+      \$240  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = gain_q1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4055,11 +4113,11 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h13:
           /* empty */;
       6'h14:
+          /* empty */;
+      6'h15:
           if (\done$52 ) begin
-            \$240  = q[15:0];
+            \$241  = q[15:0];
           end
-      6'h15:
-          /* empty */;
       6'h16:
           /* empty */;
       6'h17:
@@ -4096,9 +4154,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4111,15 +4169,17 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h2d:
           /* empty */;
       6'h2e:
-          \$240  = \$169 [15:0];
+          /* empty */;
+      6'h2f:
+          \$241  = \$170 [15:0];
     endcase
     if (rst) begin
-      \$240  = 16'h0000;
+      \$241  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = gain_x;
+    \$242  = gain_x;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4160,20 +4220,20 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h14:
           /* empty */;
       6'h15:
-          \$241  = { \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106 [15], \$106  };
-      6'h16:
           /* empty */;
+      6'h16:
+          \$242  = { \$107 [15], \$107 [15], \$107 [15], \$107 [15], \$107 [15], \$107 [15], \$107 [15], \$107 [15], \$107 [15], \$107 [15], \$107 [15], \$107  };
       6'h17:
+          /* empty */;
+      6'h18:
         begin
-          if (\$112 ) begin
-            \$241  = \$113 ;
+          if (\$113 ) begin
+            \$242  = \$114 ;
           end
-          if (\$118 ) begin
-            \$241  = \$119 [26:0];
+          if (\$119 ) begin
+            \$242  = \$120 [26:0];
           end
         end
-      6'h18:
-          /* empty */;
       6'h19:
           /* empty */;
       6'h1a:
@@ -4204,230 +4264,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
           /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          \$241  = { \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172 [15], \$172  };
-      6'h30:
-          /* empty */;
-      6'h31:
-        begin
-          if (\$178 ) begin
-            \$241  = \$179 ;
-          end
-          if (\$184 ) begin
-            \$241  = \$185 [26:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$241  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = scale_count;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          \$242  = 4'h0;
-      6'h16:
-          /* empty */;
-      6'h17:
-          \$242  = \$121 [3:0];
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
       6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          \$242  = 4'h0;
-      6'h30:
-          /* empty */;
-      6'h31:
-          \$242  = \$187 [3:0];
-    endcase
-    if (rst) begin
-      \$242  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = special_r;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          \$243  = \$111 ;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4444,124 +4283,242 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h2f:
           /* empty */;
       6'h30:
-          \$243  = \$177 ;
-    endcase
-    if (rst) begin
-      \$243  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          \$244  = \$126 [3:0];
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
+          \$242  = { \$173 [15], \$173 [15], \$173 [15], \$173 [15], \$173 [15], \$173 [15], \$173 [15], \$173 [15], \$173 [15], \$173 [15], \$173 [15], \$173  };
       6'h31:
           /* empty */;
       6'h32:
-          \$244  = \$192 [3:0];
+        begin
+          if (\$179 ) begin
+            \$242  = \$180 ;
+          end
+          if (\$185 ) begin
+            \$242  = \$186 [26:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$244  = 4'h0;
+      \$242  = 27'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = gain_p;
+    \$243  = scale_count;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          \$243  = 4'h0;
+      6'h17:
+          /* empty */;
+      6'h18:
+          \$243  = \$122 [3:0];
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          \$243  = 4'h0;
+      6'h31:
+          /* empty */;
+      6'h32:
+          \$243  = \$188 [3:0];
+    endcase
+    if (rst) begin
+      \$243  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = special_r;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          \$244  = \$112 ;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          \$244  = \$178 ;
+    endcase
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4610,13 +4567,11 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h18:
           /* empty */;
       6'h19:
-          /* empty */;
+          \$245  = \$127 [3:0];
       6'h1a:
           /* empty */;
       6'h1b:
-          if (\done$39 ) begin
-            \$245  = p[41:0];
-          end
+          /* empty */;
       6'h1c:
           /* empty */;
       6'h1d:
@@ -4641,9 +4596,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4666,21 +4621,15 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h32:
           /* empty */;
       6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          if (\done$39 ) begin
-            \$245  = p[41:0];
-          end
+          \$245  = \$193 [3:0];
     endcase
     if (rst) begin
-      \$245  = 42'h00000000000;
+      \$245  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = gain_w;
+    \$246  = gain_p;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4735,15 +4684,15 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h1b:
           /* empty */;
       6'h1c:
-          /* empty */;
+          if (\done$39 ) begin
+            \$246  = p[41:0];
+          end
       6'h1d:
           /* empty */;
       6'h1e:
           /* empty */;
       6'h1f:
-          if (\done$52 ) begin
-            \$246  = q;
-          end
+          /* empty */;
       6'h20:
           /* empty */;
       6'h21:
@@ -4760,9 +4709,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4791,15 +4740,17 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h35:
           /* empty */;
       6'h36:
-          \$246  = \$193 [28:0];
+          if (\done$39 ) begin
+            \$246  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$246  = 29'h00000000;
+      \$246  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = gain_t;
+    \$247  = gain_w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4862,7 +4813,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h1f:
           /* empty */;
       6'h20:
-          \$247  = { \$135 [29], \$135  };
+          if (\done$52 ) begin
+            \$247  = q;
+          end
       6'h21:
           /* empty */;
       6'h22:
@@ -4877,9 +4830,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -4910,15 +4863,15 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h36:
           /* empty */;
       6'h37:
-          \$247  = { \$198 [29], \$198  };
+          \$247  = \$194 [28:0];
     endcase
     if (rst) begin
-      \$247  = 31'h00000000;
+      \$247  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = gain_t1;
+    \$248  = gain_t;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4983,7 +4936,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h20:
           /* empty */;
       6'h21:
-          \$248  = \$139 ;
+          \$248  = { \$136 [29], \$136  };
       6'h22:
           /* empty */;
       6'h23:
@@ -4996,9 +4949,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5031,15 +4984,15 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h37:
           /* empty */;
       6'h38:
-          \$248  = \$202 ;
+          \$248  = { \$199 [29], \$199  };
     endcase
     if (rst) begin
-      \$248  = 32'd0;
+      \$248  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = acc0;
+    \$249  = gain_t1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5106,7 +5059,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h21:
           /* empty */;
       6'h22:
-          \$249  = \$143 [22:0];
+          \$249  = \$140 ;
       6'h23:
           /* empty */;
       6'h24:
@@ -5117,9 +5070,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5154,15 +5107,15 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h38:
           /* empty */;
       6'h39:
-          \$249  = \$206 [22:0];
+          \$249  = \$203 ;
     endcase
     if (rst) begin
-      \$249  = 23'h000000;
+      \$249  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = acc1;
+    \$250  = acc0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5229,9 +5182,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h21:
           /* empty */;
       6'h22:
-          \$250  = \$147 [22:0];
-      6'h23:
           /* empty */;
+      6'h23:
+          \$250  = \$144 [22:0];
       6'h24:
           /* empty */;
       6'h25:
@@ -5240,9 +5193,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5277,7 +5230,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h38:
           /* empty */;
       6'h39:
-          \$250  = \$210 [22:0];
+          /* empty */;
+      6'h3a:
+          \$250  = \$207 [22:0];
     endcase
     if (rst) begin
       \$250  = 23'h000000;
@@ -5285,7 +5240,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = a_fin;
+    \$251  = acc1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5354,7 +5309,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h22:
           /* empty */;
       6'h23:
-          \$251  = \$152 [13:0];
+          \$251  = \$148 [22:0];
       6'h24:
           /* empty */;
       6'h25:
@@ -5363,9 +5318,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
           /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5402,140 +5357,15 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h39:
           /* empty */;
       6'h3a:
-          \$251  = \$215 [13:0];
+          \$251  = \$211 [22:0];
     endcase
     if (rst) begin
-      \$251  = 14'h0000;
+      \$251  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = c_fin;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          /* empty */;
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          \$252  = \$153 [22:0];
-      6'h24:
-          /* empty */;
-      6'h25:
-          /* empty */;
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          /* empty */;
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          /* empty */;
-      6'h34:
-          /* empty */;
-      6'h35:
-          /* empty */;
-      6'h36:
-          /* empty */;
-      6'h37:
-          /* empty */;
-      6'h38:
-          /* empty */;
-      6'h39:
-          /* empty */;
-      6'h3a:
-          \$252  = \$216 [22:0];
-    endcase
-    if (rst) begin
-      \$252  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = \b$63 ;
+    \$252  = a_fin;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5606,18 +5436,16 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h23:
           /* empty */;
       6'h24:
-          /* empty */;
+          \$252  = \$153 [13:0];
       6'h25:
           /* empty */;
       6'h26:
-          if (\done$39 ) begin
-            \$253  = p[22:0];
-          end
+          /* empty */;
       6'h27:
           /* empty */;
-      6'h03:
-          /* empty */;
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5656,13 +5484,134 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3a:
           /* empty */;
       6'h3b:
+          \$252  = \$216 [13:0];
+    endcase
+    if (rst) begin
+      \$252  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$253  = c_fin;
+    casez (fsm_state)
+      6'h00:
           /* empty */;
-      6'h3c:
+      6'h02:
           /* empty */;
-      6'h3d:
-          if (\done$39 ) begin
-            \$253  = p[22:0];
-          end
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          \$253  = \$154 [22:0];
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          \$253  = \$217 [22:0];
     endcase
     if (rst) begin
       \$253  = 23'h000000;
@@ -5670,7 +5619,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = \a$64 ;
+    \$254  = \b$63 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5747,10 +5696,12 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h26:
           /* empty */;
       6'h27:
-          \$254  = a_fin;
-      6'h03:
-          /* empty */;
+          if (\done$39 ) begin
+            \$254  = p[22:0];
+          end
       6'h28:
+          /* empty */;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5795,15 +5746,17 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3d:
           /* empty */;
       6'h3e:
-          \$254  = a_fin;
+          if (\done$39 ) begin
+            \$254  = p[22:0];
+          end
     endcase
     if (rst) begin
-      \$254  = 14'h0000;
+      \$254  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = special;
+    \$255  = \a$64 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -5880,10 +5833,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h26:
           /* empty */;
       6'h27:
-          \$255  = special_r;
-      6'h03:
           /* empty */;
       6'h28:
+          \$255  = a_fin;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -5928,15 +5881,17 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3d:
           /* empty */;
       6'h3e:
-          \$255  = special_r;
+          /* empty */;
+      6'h3f:
+          \$255  = a_fin;
     endcase
     if (rst) begin
-      \$255  = 1'h0;
+      \$255  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = \neg$66 ;
+    \$256  = special;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6013,10 +5968,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h26:
           /* empty */;
       6'h27:
-          \$256  = \$154 ;
-      6'h03:
           /* empty */;
       6'h28:
+          \$256  = special_r;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -6061,7 +6016,9 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3d:
           /* empty */;
       6'h3e:
-          \$256  = \$217 ;
+          /* empty */;
+      6'h3f:
+          \$256  = special_r;
     endcase
     if (rst) begin
       \$256  = 1'h0;
@@ -6069,7 +6026,7 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = q_lo;
+    \$257  = \neg$66 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6146,10 +6103,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h26:
           /* empty */;
       6'h27:
-          \$257  = floor_q;
-      6'h03:
           /* empty */;
       6'h28:
+          \$257  = \$155 ;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -6194,15 +6151,17 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3d:
           /* empty */;
       6'h3e:
-          \$257  = floor_q;
+          /* empty */;
+      6'h3f:
+          \$257  = \$218 ;
     endcase
     if (rst) begin
-      \$257  = 10'h000;
+      \$257  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = q_hi;
+    \$258  = q_lo;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -6279,10 +6238,10 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h26:
           /* empty */;
       6'h27:
-          \$258  = \$155 [9:0];
-      6'h03:
           /* empty */;
       6'h28:
+          \$258  = floor_q;
+      6'h03:
           /* empty */;
       6'h29:
           /* empty */;
@@ -6327,10 +6286,147 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
       6'h3d:
           /* empty */;
       6'h3e:
-          \$258  = \$218 [9:0];
+          /* empty */;
+      6'h3f:
+          \$258  = floor_q;
     endcase
     if (rst) begin
       \$258  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = q_hi;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          /* empty */;
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          \$259  = \$156 [9:0];
+      6'h03:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          /* empty */;
+      6'h2d:
+          /* empty */;
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          /* empty */;
+      6'h31:
+          /* empty */;
+      6'h32:
+          /* empty */;
+      6'h33:
+          /* empty */;
+      6'h34:
+          /* empty */;
+      6'h35:
+          /* empty */;
+      6'h36:
+          /* empty */;
+      6'h37:
+          /* empty */;
+      6'h38:
+          /* empty */;
+      6'h39:
+          /* empty */;
+      6'h3a:
+          /* empty */;
+      6'h3b:
+          /* empty */;
+      6'h3c:
+          /* empty */;
+      6'h3d:
+          /* empty */;
+      6'h3e:
+          /* empty */;
+      6'h3f:
+          \$259  = \$219 [9:0];
+    endcase
+    if (rst) begin
+      \$259  = 10'h000;
     end
   end
   assign beta_shift = \$1 [3:0];
@@ -6352,23 +6448,23 @@ module \hwnorm_frn_s8.math (rst, \start$37 , entry, chan, sq_sum, done, \den$42 
   assign \$9  = { 2'h0, div_mag[13:0], 13'h0000 };
   assign \$11  = { 27'h0000000, div_mag[42:27] };
   assign \$12  = { 1'h0, div_mag[26:0] };
-  assign \$89  = { den_norm, 1'h0 };
-  assign \$92  = { num_norm, 1'h0 };
-  assign \$99  = { 1'h0, num_norm, 6'h00 };
-  assign \$104  = { gain_q1[15], gain_q1[15:1] };
-  assign \$113  = { 1'h0, gain_x[26:1] };
-  assign \$119  = { gain_x, 1'h0 };
-  assign \$133  = { 1'h0, \$132 [15:1] };
-  assign \$156  = { chan[124], chan[124], chan[124], chan[124], chan[124], chan[124], chan[124], chan[124], chan[124:117] };
-  assign \$158  = { den_norm, 1'h0 };
-  assign \$161  = { num_norm, 1'h0 };
-  assign \$168  = { 1'h0, num_norm, 6'h00 };
-  assign \$169  = { 15'h0000, \$168 [29:15] };
-  assign \$170  = { gain_q1[15], gain_q1[15:1] };
-  assign \$179  = { 1'h0, gain_x[26:1] };
-  assign \$185  = { gain_x, 1'h0 };
-  assign \$193  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
-  assign \$196  = { 1'h0, \$195 [15:1] };
+  assign \$90  = { den_norm, 1'h0 };
+  assign \$93  = { num_norm, 1'h0 };
+  assign \$100  = { 1'h0, num_norm, 6'h00 };
+  assign \$105  = { gain_q1[15], gain_q1[15:1] };
+  assign \$114  = { 1'h0, gain_x[26:1] };
+  assign \$120  = { gain_x, 1'h0 };
+  assign \$134  = { 1'h0, \$133 [15:1] };
+  assign \$157  = { chan[124], chan[124], chan[124], chan[124], chan[124], chan[124], chan[124], chan[124], chan[124:117] };
+  assign \$159  = { den_norm, 1'h0 };
+  assign \$162  = { num_norm, 1'h0 };
+  assign \$169  = { 1'h0, num_norm, 6'h00 };
+  assign \$170  = { 15'h0000, \$169 [29:15] };
+  assign \$171  = { gain_q1[15], gain_q1[15:1] };
+  assign \$180  = { 1'h0, gain_x[26:1] };
+  assign \$186  = { gain_x, 1'h0 };
+  assign \$194  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$197  = { 1'h0, \$196 [15:1] };
 endmodule
 
 module \hwnorm_frn_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

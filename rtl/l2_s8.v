@@ -582,199 +582,200 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
-  wire [43:0] \$106 ;
+  wire \$106 ;
   wire [43:0] \$107 ;
-  wire \$108 ;
+  wire [43:0] \$108 ;
   wire \$109 ;
   wire [42:0] \$11 ;
-  wire [35:0] \$110 ;
-  wire [6:0] \$111 ;
-  wire \$112 ;
-  wire [23:0] \$113 ;
-  wire [5:0] \$114 ;
-  wire [6:0] \$115 ;
-  wire \$116 ;
-  wire [5:0] \$117 ;
-  wire [6:0] \$118 ;
-  wire \$119 ;
+  wire \$110 ;
+  wire [35:0] \$111 ;
+  wire [6:0] \$112 ;
+  wire \$113 ;
+  wire [23:0] \$114 ;
+  wire [5:0] \$115 ;
+  wire [6:0] \$116 ;
+  wire \$117 ;
+  wire [5:0] \$118 ;
+  wire [6:0] \$119 ;
   wire [39:0] \$12 ;
-  wire [29:0] \$120 ;
-  wire \$121 ;
-  wire [43:0] \$122 ;
+  wire \$120 ;
+  wire [29:0] \$121 ;
+  wire \$122 ;
   wire [43:0] \$123 ;
-  wire \$124 ;
-  wire [15:0] \$125 ;
+  wire [43:0] \$124 ;
+  wire \$125 ;
   wire [15:0] \$126 ;
   wire [15:0] \$127 ;
-  wire [9:0] \$128 ;
+  wire [15:0] \$128 ;
   wire [9:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
+  wire [9:0] \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [26:0] \$134 ;
-  wire [9:0] \$135 ;
-  wire \$136 ;
+  wire \$134 ;
+  wire [26:0] \$135 ;
+  wire [9:0] \$136 ;
   wire \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire [8:0] \$14 ;
-  wire [27:0] \$140 ;
-  wire [9:0] \$141 ;
-  wire [4:0] \$142 ;
-  wire [6:0] \$143 ;
-  wire \$144 ;
+  wire \$140 ;
+  wire [27:0] \$141 ;
+  wire [9:0] \$142 ;
+  wire [4:0] \$143 ;
+  wire [6:0] \$144 ;
   wire \$145 ;
-  wire [8:0] \$146 ;
+  wire \$146 ;
   wire [8:0] \$147 ;
-  wire \$148 ;
-  wire [43:0] \$149 ;
+  wire [8:0] \$148 ;
+  wire \$149 ;
   wire [8:0] \$15 ;
   wire [43:0] \$150 ;
-  wire \$151 ;
-  wire [22:0] \$152 ;
-  wire [15:0] \$153 ;
+  wire [43:0] \$151 ;
+  wire \$152 ;
+  wire [22:0] \$153 ;
   wire [15:0] \$154 ;
-  wire [23:0] \$155 ;
-  wire [29:0] \$156 ;
-  wire \$157 ;
-  wire [27:0] \$158 ;
+  wire [15:0] \$155 ;
+  wire [23:0] \$156 ;
+  wire [29:0] \$157 ;
+  wire \$158 ;
   wire [27:0] \$159 ;
   wire [42:0] \$16 ;
-  wire [31:0] \$160 ;
-  wire \$161 ;
+  wire [27:0] \$160 ;
+  wire [31:0] \$161 ;
   wire \$162 ;
-  wire [30:0] \$163 ;
+  wire \$163 ;
   wire [30:0] \$164 ;
-  wire \$165 ;
+  wire [30:0] \$165 ;
   wire \$166 ;
-  wire [31:0] \$167 ;
+  wire \$167 ;
   wire [31:0] \$168 ;
-  wire [23:0] \$169 ;
+  wire [31:0] \$169 ;
   wire [28:0] \$17 ;
-  wire \$170 ;
-  wire [27:0] \$171 ;
+  wire [23:0] \$170 ;
+  wire \$171 ;
   wire [27:0] \$172 ;
   wire [27:0] \$173 ;
-  wire [30:0] \$174 ;
-  wire \$175 ;
-  wire [10:0] \$176 ;
-  wire [15:0] \$177 ;
-  wire \$178 ;
-  wire [35:0] \$179 ;
+  wire [27:0] \$174 ;
+  wire [30:0] \$175 ;
+  wire \$176 ;
+  wire [10:0] \$177 ;
+  wire [15:0] \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [6:0] \$180 ;
-  wire \$181 ;
-  wire [23:0] \$182 ;
-  wire [5:0] \$183 ;
-  wire [6:0] \$184 ;
-  wire \$185 ;
-  wire [6:0] \$186 ;
-  wire [8:0] \$187 ;
-  wire \$188 ;
-  wire [29:0] \$189 ;
+  wire [35:0] \$180 ;
+  wire [6:0] \$181 ;
+  wire \$182 ;
+  wire [23:0] \$183 ;
+  wire [5:0] \$184 ;
+  wire [6:0] \$185 ;
+  wire \$186 ;
+  wire [6:0] \$187 ;
+  wire [8:0] \$188 ;
+  wire \$189 ;
   wire [42:0] \$19 ;
   wire [29:0] \$190 ;
-  wire [15:0] \$191 ;
+  wire [29:0] \$191 ;
   wire [15:0] \$192 ;
   wire [15:0] \$193 ;
-  wire [9:0] \$194 ;
+  wire [15:0] \$194 ;
   wire [9:0] \$195 ;
-  wire \$196 ;
+  wire [9:0] \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire [4:0] \$2 ;
   wire [27:0] \$20 ;
-  wire [26:0] \$200 ;
-  wire [9:0] \$201 ;
-  wire \$202 ;
+  wire \$200 ;
+  wire [26:0] \$201 ;
+  wire [9:0] \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
-  wire [27:0] \$206 ;
-  wire [9:0] \$207 ;
-  wire [4:0] \$208 ;
-  wire [6:0] \$209 ;
+  wire \$206 ;
+  wire [27:0] \$207 ;
+  wire [9:0] \$208 ;
+  wire [4:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
+  wire [6:0] \$210 ;
   wire \$211 ;
-  wire [8:0] \$212 ;
+  wire \$212 ;
   wire [8:0] \$213 ;
-  wire [41:0] \$214 ;
-  wire [22:0] \$215 ;
-  wire [15:0] \$216 ;
+  wire [8:0] \$214 ;
+  wire [41:0] \$215 ;
+  wire [22:0] \$216 ;
   wire [15:0] \$217 ;
-  wire [23:0] \$218 ;
-  wire [29:0] \$219 ;
+  wire [15:0] \$218 ;
+  wire [23:0] \$219 ;
   wire [10:0] \$22 ;
-  wire \$220 ;
-  wire [27:0] \$221 ;
+  wire [29:0] \$220 ;
+  wire \$221 ;
   wire [27:0] \$222 ;
-  wire [31:0] \$223 ;
-  wire \$224 ;
+  wire [27:0] \$223 ;
+  wire [31:0] \$224 ;
   wire \$225 ;
-  wire [30:0] \$226 ;
+  wire \$226 ;
   wire [30:0] \$227 ;
-  wire \$228 ;
+  wire [30:0] \$228 ;
   wire \$229 ;
   wire [10:0] \$23 ;
-  wire [31:0] \$230 ;
+  wire \$230 ;
   wire [31:0] \$231 ;
-  wire [23:0] \$232 ;
-  wire \$233 ;
-  wire [27:0] \$234 ;
+  wire [31:0] \$232 ;
+  wire [23:0] \$233 ;
+  wire \$234 ;
   wire [27:0] \$235 ;
   wire [27:0] \$236 ;
-  wire [30:0] \$237 ;
-  wire \$238 ;
-  wire [10:0] \$239 ;
+  wire [27:0] \$237 ;
+  wire [30:0] \$238 ;
+  wire \$239 ;
   wire \$24 ;
-  reg \$240 ;
+  wire [10:0] \$240 ;
   reg \$241 ;
-  reg [6:0] \$242 ;
-  reg \$243 ;
-  reg [56:0] \$244 ;
-  reg \$245 ;
-  reg [34:0] \$246 ;
-  reg [42:0] \$247 ;
+  reg \$242 ;
+  reg [6:0] \$243 ;
+  reg \$244 ;
+  reg [56:0] \$245 ;
+  reg \$246 ;
+  reg [34:0] \$247 ;
   reg [42:0] \$248 ;
-  reg \$249 ;
+  reg [42:0] \$249 ;
   wire \$25 ;
   reg \$250 ;
-  reg [9:0] \$251 ;
-  reg [13:0] \$252 ;
-  reg [23:0] \$253 ;
-  reg [34:0] \$254 ;
-  reg [22:0] \$255 ;
-  reg [4:0] \$256 ;
-  reg [5:0] \$257 ;
+  reg \$251 ;
+  reg [9:0] \$252 ;
+  reg [13:0] \$253 ;
+  reg [23:0] \$254 ;
+  reg [34:0] \$255 ;
+  reg [22:0] \$256 ;
+  reg [4:0] \$257 ;
   reg [5:0] \$258 ;
-  reg [8:0] \$259 ;
+  reg [5:0] \$259 ;
   wire [8:0] \$26 ;
-  reg \$260 ;
-  reg [15:0] \$261 ;
-  reg [26:0] \$262 ;
-  reg [3:0] \$263 ;
-  reg \$264 ;
-  reg [3:0] \$265 ;
-  reg [41:0] \$266 ;
-  reg [28:0] \$267 ;
-  reg [30:0] \$268 ;
-  reg [31:0] \$269 ;
+  reg [8:0] \$260 ;
+  reg \$261 ;
+  reg [15:0] \$262 ;
+  reg [26:0] \$263 ;
+  reg [3:0] \$264 ;
+  reg \$265 ;
+  reg [3:0] \$266 ;
+  reg [41:0] \$267 ;
+  reg [28:0] \$268 ;
+  reg [30:0] \$269 ;
   wire [8:0] \$27 ;
-  reg [22:0] \$270 ;
+  reg [31:0] \$270 ;
   reg [22:0] \$271 ;
-  reg [13:0] \$272 ;
-  reg [22:0] \$273 ;
+  reg [22:0] \$272 ;
+  reg [13:0] \$273 ;
   reg [22:0] \$274 ;
-  reg [13:0] \$275 ;
-  reg \$276 ;
+  reg [22:0] \$275 ;
+  reg [13:0] \$276 ;
   reg \$277 ;
-  reg [9:0] \$278 ;
+  reg \$278 ;
   reg [9:0] \$279 ;
   wire \$28 ;
+  reg [9:0] \$280 ;
   wire \$29 ;
   wire \$3 ;
   wire [10:0] \$30 ;
@@ -1047,204 +1048,205 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
   assign \$102  = fsm_state == 7'h45;
   assign \$103  = fsm_state == 7'h46;
   assign \$104  = fsm_state == 7'h47;
-  assign \$105  = $signed(div_num) < $signed(1'h0);
-  assign \$106  = - $signed(div_num);
-  assign \$107  = \$105  ? \$106  : { div_num[42], div_num };
-  assign \$108  = $signed(div_num) < $signed(1'h0);
-  assign \$109  = ~ den_norm[34];
-  assign \$111  = den_zeros + 1'h1;
-  assign \$112  = ~ num_norm[22];
-  assign \$114  = num_zeros + 1'h1;
-  assign \$115  = loop_n + 1'h1;
-  assign \$116  = loop_n == 6'h22;
-  assign \$117  = 4'hb + num_zeros;
-  assign \$118  = \$117  - den_zeros;
-  assign \$119  = ~ num_norm[22];
-  assign \$121  = $signed(div_num) < $signed(1'h0);
-  assign \$122  = - $signed(div_num);
-  assign \$123  = \$121  ? \$122  : { div_num[42], div_num };
-  assign \$124  = $signed(div_num) < $signed(1'h0);
-  assign \$126  = gain_q1[13] ? \$125  : gain_q1;
-  assign \$127  = gain_zero ? 16'h0000 : \$126 ;
-  assign \$128  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$129  = gain_zero ? 10'h004 : \$128 ;
-  assign \$130  = ~ gain_zero;
-  assign \$131  = $signed(gain_shift) < $signed(4'h4);
-  assign \$132  = \$130  & \$131 ;
-  assign \$133  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$135  = $signed(gain_shift) - $signed(2'h1);
-  assign \$136  = $signed(gain_shift) < $signed(4'h4);
-  assign \$137  = special_r & \$136 ;
-  assign \$138  = scale_count < 4'hd;
-  assign \$139  = \$137  & \$138 ;
-  assign \$141  = $signed(gain_shift) + $signed(2'h1);
-  assign \$142  = scale_count + 1'h1;
-  assign \$143  = loop_n + 1'h1;
-  assign \$144  = loop_n == 4'hd;
-  assign \$145  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$146  = \$145  ? 9'h00d : gain_shift;
-  assign \$147  = special_r ? 9'h004 : \$146 ;
-  assign \$148  = $signed(div_num) < $signed(1'h0);
-  assign \$149  = - $signed(div_num);
-  assign \$150  = \$148  ? \$149  : { div_num[42], div_num };
-  assign \$151  = $signed(div_num) < $signed(1'h0);
-  assign \$152  = $signed(chan[75:68]) << \$1 [3:0];
-  assign \$153  = 1'h1 << sh;
-  assign \$155  = $signed(\$152 ) + $signed({ 1'h0, \$154  });
-  assign \$156  = $signed(\$155 ) - $signed(gain_w);
-  assign \$157  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$158  = - gain_x;
-  assign \$159  = \$157  ? \$158  : { 1'h0, gain_x };
-  assign \$160  = $signed(gain_t) + $signed(\$159 );
-  assign \$161  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$162  = $signed(gain_t) > $signed(13'h0810);
-  assign \$163  = \$162  ? 31'h00000810 : gain_t;
-  assign \$164  = \$161  ? 31'h7ffff7e0 : \$163 ;
-  assign \$165  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$166  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$167  = \$166  ? 32'd2064 : gain_t1;
-  assign \$168  = \$165  ? 32'd4294965216 : \$167 ;
-  assign \$169  = $signed(acc1) - $signed(acc0);
-  assign \$170  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$171  = - gain_x;
-  assign \$172  = \$170  ? \$171  : { 1'h0, gain_x };
-  assign \$173  = special_r ? { \$169 [23], \$169 [23], \$169 [23], \$169 [23], \$169  } : \$172 ;
-  assign \$174  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$175  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$176  = $signed(floor_q) + $signed(2'h1);
-  assign \$178  = ~ den_norm[34];
-  assign \$180  = den_zeros + 1'h1;
-  assign \$181  = ~ num_norm[22];
-  assign \$183  = num_zeros + 1'h1;
-  assign \$184  = loop_n + 1'h1;
-  assign \$185  = loop_n == 5'h16;
-  assign \$186  = 7'h7c + num_zeros;
-  assign \$187  = $signed(\$186 ) - $signed(chan[115:108]);
-  assign \$188  = ~ num_norm[22];
-  assign \$192  = gain_q1[13] ? \$191  : gain_q1;
-  assign \$193  = gain_zero ? 16'h0000 : \$192 ;
-  assign \$194  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$195  = gain_zero ? 10'h004 : \$194 ;
-  assign \$196  = ~ gain_zero;
-  assign \$197  = $signed(gain_shift) < $signed(4'h4);
-  assign \$198  = \$196  & \$197 ;
-  assign \$199  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$201  = $signed(gain_shift) - $signed(2'h1);
-  assign \$202  = $signed(gain_shift) < $signed(4'h4);
-  assign \$203  = special_r & \$202 ;
-  assign \$204  = scale_count < 4'hd;
-  assign \$205  = \$203  & \$204 ;
-  assign \$207  = $signed(gain_shift) + $signed(2'h1);
-  assign \$208  = scale_count + 1'h1;
-  assign \$209  = loop_n + 1'h1;
-  assign \$210  = loop_n == 4'hd;
-  assign \$211  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$212  = \$211  ? 9'h00d : gain_shift;
-  assign \$213  = special_r ? 9'h004 : \$212 ;
-  assign \$215  = $signed(chan[75:68]) << \$2 [3:0];
-  assign \$216  = 1'h1 << sh;
-  assign \$218  = $signed(\$215 ) + $signed({ 1'h0, \$217  });
-  assign \$219  = $signed(\$218 ) - $signed(gain_w);
-  assign \$220  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$221  = - gain_x;
-  assign \$222  = \$220  ? \$221  : { 1'h0, gain_x };
-  assign \$223  = $signed(gain_t) + $signed(\$222 );
-  assign \$224  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$225  = $signed(gain_t) > $signed(13'h0810);
-  assign \$226  = \$225  ? 31'h00000810 : gain_t;
-  assign \$227  = \$224  ? 31'h7ffff7e0 : \$226 ;
-  assign \$228  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$229  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$230  = \$229  ? 32'd2064 : gain_t1;
-  assign \$231  = \$228  ? 32'd4294965216 : \$230 ;
-  assign \$232  = $signed(acc1) - $signed(acc0);
-  assign \$233  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$234  = - gain_x;
-  assign \$235  = \$233  ? \$234  : { 1'h0, gain_x };
-  assign \$236  = special_r ? { \$232 [23], \$232 [23], \$232 [23], \$232 [23], \$232  } : \$235 ;
-  assign \$237  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$238  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$239  = $signed(floor_q) + $signed(2'h1);
+  assign \$105  = fsm_state == 7'h48;
+  assign \$106  = $signed(div_num) < $signed(1'h0);
+  assign \$107  = - $signed(div_num);
+  assign \$108  = \$106  ? \$107  : { div_num[42], div_num };
+  assign \$109  = $signed(div_num) < $signed(1'h0);
+  assign \$110  = ~ den_norm[34];
+  assign \$112  = den_zeros + 1'h1;
+  assign \$113  = ~ num_norm[22];
+  assign \$115  = num_zeros + 1'h1;
+  assign \$116  = loop_n + 1'h1;
+  assign \$117  = loop_n == 6'h22;
+  assign \$118  = 4'hb + num_zeros;
+  assign \$119  = \$118  - den_zeros;
+  assign \$120  = ~ num_norm[22];
+  assign \$122  = $signed(div_num) < $signed(1'h0);
+  assign \$123  = - $signed(div_num);
+  assign \$124  = \$122  ? \$123  : { div_num[42], div_num };
+  assign \$125  = $signed(div_num) < $signed(1'h0);
+  assign \$127  = gain_q1[13] ? \$126  : gain_q1;
+  assign \$128  = gain_zero ? 16'h0000 : \$127 ;
+  assign \$129  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$130  = gain_zero ? 10'h004 : \$129 ;
+  assign \$131  = ~ gain_zero;
+  assign \$132  = $signed(gain_shift) < $signed(4'h4);
+  assign \$133  = \$131  & \$132 ;
+  assign \$134  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$136  = $signed(gain_shift) - $signed(2'h1);
+  assign \$137  = $signed(gain_shift) < $signed(4'h4);
+  assign \$138  = special_r & \$137 ;
+  assign \$139  = scale_count < 4'hd;
+  assign \$140  = \$138  & \$139 ;
+  assign \$142  = $signed(gain_shift) + $signed(2'h1);
+  assign \$143  = scale_count + 1'h1;
+  assign \$144  = loop_n + 1'h1;
+  assign \$145  = loop_n == 4'hd;
+  assign \$146  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$147  = \$146  ? 9'h00d : gain_shift;
+  assign \$148  = special_r ? 9'h004 : \$147 ;
+  assign \$149  = $signed(div_num) < $signed(1'h0);
+  assign \$150  = - $signed(div_num);
+  assign \$151  = \$149  ? \$150  : { div_num[42], div_num };
+  assign \$152  = $signed(div_num) < $signed(1'h0);
+  assign \$153  = $signed(chan[75:68]) << \$1 [3:0];
+  assign \$154  = 1'h1 << sh;
+  assign \$156  = $signed(\$153 ) + $signed({ 1'h0, \$155  });
+  assign \$157  = $signed(\$156 ) - $signed(gain_w);
+  assign \$158  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$159  = - gain_x;
+  assign \$160  = \$158  ? \$159  : { 1'h0, gain_x };
+  assign \$161  = $signed(gain_t) + $signed(\$160 );
+  assign \$162  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$163  = $signed(gain_t) > $signed(13'h0810);
+  assign \$164  = \$163  ? 31'h00000810 : gain_t;
+  assign \$165  = \$162  ? 31'h7ffff7e0 : \$164 ;
+  assign \$166  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$167  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$168  = \$167  ? 32'd2064 : gain_t1;
+  assign \$169  = \$166  ? 32'd4294965216 : \$168 ;
+  assign \$170  = $signed(acc1) - $signed(acc0);
+  assign \$171  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$172  = - gain_x;
+  assign \$173  = \$171  ? \$172  : { 1'h0, gain_x };
+  assign \$174  = special_r ? { \$170 [23], \$170 [23], \$170 [23], \$170 [23], \$170  } : \$173 ;
+  assign \$175  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$176  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$177  = $signed(floor_q) + $signed(2'h1);
+  assign \$179  = ~ den_norm[34];
+  assign \$181  = den_zeros + 1'h1;
+  assign \$182  = ~ num_norm[22];
+  assign \$184  = num_zeros + 1'h1;
+  assign \$185  = loop_n + 1'h1;
+  assign \$186  = loop_n == 5'h16;
+  assign \$187  = 7'h7c + num_zeros;
+  assign \$188  = $signed(\$187 ) - $signed(chan[115:108]);
+  assign \$189  = ~ num_norm[22];
+  assign \$193  = gain_q1[13] ? \$192  : gain_q1;
+  assign \$194  = gain_zero ? 16'h0000 : \$193 ;
+  assign \$195  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$196  = gain_zero ? 10'h004 : \$195 ;
+  assign \$197  = ~ gain_zero;
+  assign \$198  = $signed(gain_shift) < $signed(4'h4);
+  assign \$199  = \$197  & \$198 ;
+  assign \$200  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$202  = $signed(gain_shift) - $signed(2'h1);
+  assign \$203  = $signed(gain_shift) < $signed(4'h4);
+  assign \$204  = special_r & \$203 ;
+  assign \$205  = scale_count < 4'hd;
+  assign \$206  = \$204  & \$205 ;
+  assign \$208  = $signed(gain_shift) + $signed(2'h1);
+  assign \$209  = scale_count + 1'h1;
+  assign \$210  = loop_n + 1'h1;
+  assign \$211  = loop_n == 4'hd;
+  assign \$212  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$213  = \$212  ? 9'h00d : gain_shift;
+  assign \$214  = special_r ? 9'h004 : \$213 ;
+  assign \$216  = $signed(chan[75:68]) << \$2 [3:0];
+  assign \$217  = 1'h1 << sh;
+  assign \$219  = $signed(\$216 ) + $signed({ 1'h0, \$218  });
+  assign \$220  = $signed(\$219 ) - $signed(gain_w);
+  assign \$221  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$222  = - gain_x;
+  assign \$223  = \$221  ? \$222  : { 1'h0, gain_x };
+  assign \$224  = $signed(gain_t) + $signed(\$223 );
+  assign \$225  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$226  = $signed(gain_t) > $signed(13'h0810);
+  assign \$227  = \$226  ? 31'h00000810 : gain_t;
+  assign \$228  = \$225  ? 31'h7ffff7e0 : \$227 ;
+  assign \$229  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$230  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$231  = \$230  ? 32'd2064 : gain_t1;
+  assign \$232  = \$229  ? 32'd4294965216 : \$231 ;
+  assign \$233  = $signed(acc1) - $signed(acc0);
+  assign \$234  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$235  = - gain_x;
+  assign \$236  = \$234  ? \$235  : { 1'h0, gain_x };
+  assign \$237  = special_r ? { \$233 [23], \$233 [23], \$233 [23], \$233 [23], \$233  } : \$236 ;
+  assign \$238  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$239  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$240  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$240 ;
+    pop_top <= \$241 ;
   always @(posedge clk)
-    pop_bottom <= \$241 ;
+    pop_bottom <= \$242 ;
   always @(posedge clk)
-    fsm_state <= \$242 ;
+    fsm_state <= \$243 ;
   always @(posedge clk)
-    start <= \$243 ;
+    start <= \$244 ;
   always @(posedge clk)
-    t <= \$244 ;
+    t <= \$245 ;
   always @(posedge clk)
-    \start$7  <= \$245 ;
+    \start$7  <= \$246 ;
   always @(posedge clk)
-    \den$43  <= \$246 ;
+    \den$43  <= \$247 ;
   always @(posedge clk)
-    div_num <= \$247 ;
+    div_num <= \$248 ;
   always @(posedge clk)
-    div_mag <= \$248 ;
+    div_mag <= \$249 ;
   always @(posedge clk)
-    div_neg <= \$249 ;
+    div_neg <= \$250 ;
   always @(posedge clk)
-    \start$5  <= \$250 ;
+    \start$5  <= \$251 ;
   always @(posedge clk)
-    floor_q <= \$251 ;
+    floor_q <= \$252 ;
   always @(posedge clk)
-    mean_rem <= \$252 ;
+    mean_rem <= \$253 ;
   always @(posedge clk)
-    gain_num <= \$253 ;
+    gain_num <= \$254 ;
   always @(posedge clk)
-    den_norm <= \$254 ;
+    den_norm <= \$255 ;
   always @(posedge clk)
-    num_norm <= \$255 ;
+    num_norm <= \$256 ;
   always @(posedge clk)
-    num_zeros <= \$256 ;
+    num_zeros <= \$257 ;
   always @(posedge clk)
-    den_zeros <= \$257 ;
+    den_zeros <= \$258 ;
   always @(posedge clk)
-    loop_n <= \$258 ;
+    loop_n <= \$259 ;
   always @(posedge clk)
-    gain_shift <= \$259 ;
+    gain_shift <= \$260 ;
   always @(posedge clk)
-    gain_zero <= \$260 ;
+    gain_zero <= \$261 ;
   always @(posedge clk)
-    gain_q1 <= \$261 ;
+    gain_q1 <= \$262 ;
   always @(posedge clk)
-    gain_x <= \$262 ;
+    gain_x <= \$263 ;
   always @(posedge clk)
-    scale_count <= \$263 ;
+    scale_count <= \$264 ;
   always @(posedge clk)
-    special_r <= \$264 ;
+    special_r <= \$265 ;
   always @(posedge clk)
-    sh <= \$265 ;
+    sh <= \$266 ;
   always @(posedge clk)
-    gain_p <= \$266 ;
+    gain_p <= \$267 ;
   always @(posedge clk)
-    gain_w <= \$267 ;
+    gain_w <= \$268 ;
   always @(posedge clk)
-    gain_t <= \$268 ;
+    gain_t <= \$269 ;
   always @(posedge clk)
-    gain_t1 <= \$269 ;
+    gain_t1 <= \$270 ;
   always @(posedge clk)
-    acc0 <= \$270 ;
+    acc0 <= \$271 ;
   always @(posedge clk)
-    acc1 <= \$271 ;
+    acc1 <= \$272 ;
   always @(posedge clk)
-    a_fin <= \$272 ;
+    a_fin <= \$273 ;
   always @(posedge clk)
-    c_fin <= \$273 ;
+    c_fin <= \$274 ;
   always @(posedge clk)
-    \b$64  <= \$274 ;
+    \b$64  <= \$275 ;
   always @(posedge clk)
-    \a$65  <= \$275 ;
+    \a$65  <= \$276 ;
   always @(posedge clk)
-    special <= \$276 ;
+    special <= \$277 ;
   always @(posedge clk)
-    \neg$67  <= \$277 ;
+    \neg$67  <= \$278 ;
   always @(posedge clk)
-    q_lo <= \$278 ;
+    q_lo <= \$279 ;
   always @(posedge clk)
-    q_hi <= \$279 ;
+    q_hi <= \$280 ;
   \hwnorm_l2_s8.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1314,15 +1316,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h11:
           /* empty */;
       7'h12:
-          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
-      7'h13:
           /* empty */;
+      7'h13:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
       7'h14:
           /* empty */;
       7'h15:
-          a = { \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15  };
-      7'h16:
           /* empty */;
+      7'h16:
+          a = { \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15 [8], \$15  };
       7'h17:
           /* empty */;
       7'h18:
@@ -1348,9 +1350,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h22:
           /* empty */;
       7'h23:
-          a = { 1'h0, gain_x };
-      7'h24:
           /* empty */;
+      7'h24:
+          a = { 1'h0, gain_x };
       7'h25:
           /* empty */;
       7'h26:
@@ -1370,19 +1372,19 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2d:
           /* empty */;
       7'h2e:
-          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+          /* empty */;
       7'h2f:
-          /* empty */;
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
       7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          a = { \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27  };
-      7'h33:
+      7'h03:
           /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          a = { \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27 [8], \$27  };
       7'h34:
           /* empty */;
       7'h35:
@@ -1402,9 +1404,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h3c:
           /* empty */;
       7'h3d:
-          a = { 1'h0, gain_x };
-      7'h3e:
           /* empty */;
+      7'h3e:
+          a = { 1'h0, gain_x };
       7'h3f:
           /* empty */;
       7'h40:
@@ -1418,6 +1420,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h44:
           /* empty */;
       7'h45:
+          /* empty */;
+      7'h46:
           a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
@@ -1458,15 +1462,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h11:
           /* empty */;
       7'h12:
-          b = { 8'h00, chan[13:1] };
-      7'h13:
           /* empty */;
+      7'h13:
+          b = { 8'h00, chan[13:1] };
       7'h14:
           /* empty */;
       7'h15:
-          b = { 8'h00, chan[13:1] };
-      7'h16:
           /* empty */;
+      7'h16:
+          b = { 8'h00, chan[13:1] };
       7'h17:
           /* empty */;
       7'h18:
@@ -1492,9 +1496,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h22:
           /* empty */;
       7'h23:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h24:
           /* empty */;
+      7'h24:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h25:
           /* empty */;
       7'h26:
@@ -1514,19 +1518,19 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2d:
           /* empty */;
       7'h2e:
-          b = { \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23  };
+          /* empty */;
       7'h2f:
-          /* empty */;
+          b = { \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23  };
       7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          b = { 5'h00, chan[107:92] };
-      7'h33:
+      7'h03:
           /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          b = { 5'h00, chan[107:92] };
       7'h34:
           /* empty */;
       7'h35:
@@ -1546,9 +1550,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h3c:
           /* empty */;
       7'h3d:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h3e:
           /* empty */;
+      7'h3e:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h3f:
           /* empty */;
       7'h40:
@@ -1562,6 +1566,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h44:
           /* empty */;
       7'h45:
+          /* empty */;
+      7'h46:
           b = { \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31  };
     endcase
   end
@@ -1602,15 +1608,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h11:
           /* empty */;
       7'h12:
-          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      7'h13:
           /* empty */;
+      7'h13:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h14:
           /* empty */;
       7'h15:
-          c = 59'h000000000000000;
-      7'h16:
           /* empty */;
+      7'h16:
+          c = 59'h000000000000000;
       7'h17:
           /* empty */;
       7'h18:
@@ -1636,9 +1642,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h22:
           /* empty */;
       7'h23:
-          c = 59'h000000000000000;
-      7'h24:
           /* empty */;
+      7'h24:
+          c = 59'h000000000000000;
       7'h25:
           /* empty */;
       7'h26:
@@ -1658,19 +1664,19 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2d:
           /* empty */;
       7'h2e:
-          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+          /* empty */;
       7'h2f:
-          /* empty */;
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
       7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          c = 59'h000000000000000;
-      7'h33:
+      7'h03:
           /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          c = 59'h000000000000000;
       7'h34:
           /* empty */;
       7'h35:
@@ -1690,9 +1696,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h3c:
           /* empty */;
       7'h3d:
-          c = 59'h000000000000000;
-      7'h3e:
           /* empty */;
+      7'h3e:
+          c = 59'h000000000000000;
       7'h3f:
           /* empty */;
       7'h40:
@@ -1706,6 +1712,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h44:
           /* empty */;
       7'h45:
+          /* empty */;
+      7'h46:
           c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
@@ -1746,15 +1754,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h11:
           /* empty */;
       7'h12:
-          neg = 1'h1;
-      7'h13:
           /* empty */;
+      7'h13:
+          neg = 1'h1;
       7'h14:
           /* empty */;
       7'h15:
-          neg = 1'h0;
-      7'h16:
           /* empty */;
+      7'h16:
+          neg = 1'h0;
       7'h17:
           /* empty */;
       7'h18:
@@ -1780,9 +1788,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h22:
           /* empty */;
       7'h23:
-          neg = \$18 ;
-      7'h24:
           /* empty */;
+      7'h24:
+          neg = \$18 ;
       7'h25:
           /* empty */;
       7'h26:
@@ -1802,19 +1810,19 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2d:
           /* empty */;
       7'h2e:
-          neg = \$24 ;
+          /* empty */;
       7'h2f:
-          /* empty */;
+          neg = \$24 ;
       7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          neg = 1'h0;
-      7'h33:
+      7'h03:
           /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          neg = 1'h0;
       7'h34:
           /* empty */;
       7'h35:
@@ -1834,9 +1842,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h3c:
           /* empty */;
       7'h3d:
-          neg = \$28 ;
-      7'h3e:
           /* empty */;
+      7'h3e:
+          neg = \$28 ;
       7'h3f:
           /* empty */;
       7'h40:
@@ -1850,6 +1858,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h44:
           /* empty */;
       7'h45:
+          /* empty */;
+      7'h46:
           neg = \$32 ;
     endcase
   end
@@ -1890,15 +1900,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h11:
           /* empty */;
       7'h12:
-          steps = 5'h0d;
-      7'h13:
           /* empty */;
+      7'h13:
+          steps = 5'h0d;
       7'h14:
           /* empty */;
       7'h15:
-          steps = 5'h0d;
-      7'h16:
           /* empty */;
+      7'h16:
+          steps = 5'h0d;
       7'h17:
           /* empty */;
       7'h18:
@@ -1924,9 +1934,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h22:
           /* empty */;
       7'h23:
-          steps = 5'h0d;
-      7'h24:
           /* empty */;
+      7'h24:
+          steps = 5'h0d;
       7'h25:
           /* empty */;
       7'h26:
@@ -1946,19 +1956,19 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2d:
           /* empty */;
       7'h2e:
-          steps = 5'h09;
+          /* empty */;
       7'h2f:
-          /* empty */;
+          steps = 5'h09;
       7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          steps = 5'h10;
-      7'h33:
+      7'h03:
           /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          steps = 5'h10;
       7'h34:
           /* empty */;
       7'h35:
@@ -1978,9 +1988,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h3c:
           /* empty */;
       7'h3d:
-          steps = 5'h08;
-      7'h3e:
           /* empty */;
+      7'h3e:
+          steps = 5'h08;
       7'h3f:
           /* empty */;
       7'h40:
@@ -1994,6 +2004,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h44:
           /* empty */;
       7'h45:
+          /* empty */;
+      7'h46:
           steps = 5'h09;
     endcase
   end
@@ -2054,9 +2066,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h0e:
           /* empty */;
       7'h0f:
-          rem_init = \$11 [15:0];
-      7'h10:
           /* empty */;
+      7'h10:
+          rem_init = \$11 [15:0];
       7'h11:
           /* empty */;
       7'h12:
@@ -2080,9 +2092,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1b:
           /* empty */;
       7'h1c:
-          rem_init = \$16 [15:0];
-      7'h1d:
           /* empty */;
+      7'h1d:
+          rem_init = \$16 [15:0];
       7'h1e:
           /* empty */;
       7'h1f:
@@ -2102,6 +2114,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           rem_init = \$19 [15:0];
     endcase
   end
@@ -2136,9 +2150,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h0e:
           /* empty */;
       7'h0f:
-          lo_init = \$12 [26:0];
-      7'h10:
           /* empty */;
+      7'h10:
+          lo_init = \$12 [26:0];
       7'h11:
           /* empty */;
       7'h12:
@@ -2162,9 +2176,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1b:
           /* empty */;
       7'h1c:
-          lo_init = \$17 [26:0];
-      7'h1d:
           /* empty */;
+      7'h1d:
+          lo_init = \$17 [26:0];
       7'h1e:
           /* empty */;
       7'h1f:
@@ -2184,6 +2198,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           lo_init = \$20 [26:0];
     endcase
   end
@@ -2218,9 +2234,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h0e:
           /* empty */;
       7'h0f:
-          \neg$23  = div_neg;
-      7'h10:
           /* empty */;
+      7'h10:
+          \neg$23  = div_neg;
       7'h11:
           /* empty */;
       7'h12:
@@ -2244,9 +2260,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1b:
           /* empty */;
       7'h1c:
-          \neg$23  = div_neg;
-      7'h1d:
           /* empty */;
+      7'h1d:
+          \neg$23  = div_neg;
       7'h1e:
           /* empty */;
       7'h1f:
@@ -2266,6 +2282,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           \neg$23  = div_neg;
     endcase
   end
@@ -2300,9 +2318,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h0e:
           /* empty */;
       7'h0f:
-          den = { 3'h0, chan[13:1] };
-      7'h10:
           /* empty */;
+      7'h10:
+          den = { 3'h0, chan[13:1] };
       7'h11:
           /* empty */;
       7'h12:
@@ -2326,9 +2344,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1b:
           /* empty */;
       7'h1c:
-          den = den_norm[34:19];
-      7'h1d:
           /* empty */;
+      7'h1d:
+          den = den_norm[34:19];
       7'h1e:
           /* empty */;
       7'h1f:
@@ -2348,6 +2366,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           den = { 3'h0, chan[13:1] };
     endcase
   end
@@ -2382,9 +2402,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h0e:
           /* empty */;
       7'h0f:
-          \steps$26  = 5'h09;
-      7'h10:
           /* empty */;
+      7'h10:
+          \steps$26  = 5'h09;
       7'h11:
           /* empty */;
       7'h12:
@@ -2408,9 +2428,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1b:
           /* empty */;
       7'h1c:
-          \steps$26  = 5'h0e;
-      7'h1d:
           /* empty */;
+      7'h1d:
+          \steps$26  = 5'h0e;
       7'h1e:
           /* empty */;
       7'h1f:
@@ -2430,6 +2450,8 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           \steps$26  = 5'h1b;
     endcase
   end
@@ -2531,9 +2553,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -2579,16 +2601,11 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h47:
           /* empty */;
+      7'h48:
+          /* empty */;
       7'h01:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = 1'h0;
-    if (rst) begin
-      \$240  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2599,218 +2616,227 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = fsm_state;
+    \$242  = 1'h0;
+    if (rst) begin
+      \$242  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = fsm_state;
     casez (fsm_state)
       7'h00:
           if (\start$38 ) begin
             casez (entry)
               2'h0:
-                  \$242  = 7'h01;
+                  \$243  = 7'h01;
               2'h1:
-                  \$242  = 7'h02;
+                  \$243  = 7'h02;
               2'h2:
-                  \$242  = 7'h03;
+                  \$243  = 7'h03;
             endcase
           end
       7'h02:
-          \$242  = 7'h04;
+          \$243  = 7'h04;
       7'h04:
-          \$242  = 7'h05;
+          \$243  = 7'h05;
       7'h05:
-          \$242  = 7'h06;
+          \$243  = 7'h06;
       7'h06:
           if (\done$40 ) begin
-            \$242  = 7'h07;
+            \$243  = 7'h07;
           end
       7'h07:
-          \$242  = 7'h08;
+          \$243  = 7'h08;
       7'h08:
-          \$242  = 7'h09;
+          \$243  = 7'h09;
       7'h09:
           if (\done$40 ) begin
-            \$242  = 7'h0a;
+            \$243  = 7'h0a;
           end
       7'h0a:
-          \$242  = 7'h0b;
+          \$243  = 7'h0b;
       7'h0b:
-          \$242  = 7'h0c;
+          \$243  = 7'h0c;
       7'h0c:
           if (\done$42 ) begin
-            \$242  = 7'h0d;
+            \$243  = 7'h0d;
           end
       7'h0d:
-          \$242  = 7'h0e;
+          \$243  = 7'h0e;
       7'h0e:
-          \$242  = 7'h0f;
+          \$243  = 7'h0f;
       7'h0f:
-          \$242  = 7'h10;
+          \$243  = 7'h10;
       7'h10:
-          if (\done$46 ) begin
-            \$242  = 7'h11;
-          end
+          \$243  = 7'h11;
       7'h11:
-          \$242  = 7'h12;
+          if (\done$46 ) begin
+            \$243  = 7'h12;
+          end
       7'h12:
-          \$242  = 7'h13;
+          \$243  = 7'h13;
       7'h13:
-          if (\done$40 ) begin
-            \$242  = 7'h14;
-          end
+          \$243  = 7'h14;
       7'h14:
-          \$242  = 7'h15;
+          if (\done$40 ) begin
+            \$243  = 7'h15;
+          end
       7'h15:
-          \$242  = 7'h16;
+          \$243  = 7'h16;
       7'h16:
-          if (\done$40 ) begin
-            \$242  = 7'h17;
-          end
+          \$243  = 7'h17;
       7'h17:
-          \$242  = 7'h18;
+          if (\done$40 ) begin
+            \$243  = 7'h18;
+          end
       7'h18:
-          if (\$116 ) begin
-            \$242  = 7'h19;
-          end
+          \$243  = 7'h19;
       7'h19:
-          \$242  = 7'h1a;
+          if (\$117 ) begin
+            \$243  = 7'h1a;
+          end
       7'h1a:
-          \$242  = 7'h1b;
+          \$243  = 7'h1b;
       7'h1b:
-          \$242  = 7'h1c;
+          \$243  = 7'h1c;
       7'h1c:
-          \$242  = 7'h1d;
+          \$243  = 7'h1d;
       7'h1d:
-          if (\done$46 ) begin
-            \$242  = 7'h1e;
-          end
+          \$243  = 7'h1e;
       7'h1e:
-          \$242  = 7'h1f;
-      7'h1f:
-          \$242  = 7'h20;
-      7'h20:
-          if (\$144 ) begin
-            \$242  = 7'h21;
-          end
-      7'h21:
-          \$242  = 7'h22;
-      7'h22:
-          \$242  = 7'h23;
-      7'h23:
-          \$242  = 7'h24;
-      7'h24:
-          if (\done$40 ) begin
-            \$242  = 7'h25;
-          end
-      7'h25:
-          \$242  = 7'h26;
-      7'h26:
-          \$242  = 7'h27;
-      7'h27:
-          \$242  = 7'h28;
-      7'h28:
           if (\done$46 ) begin
-            \$242  = 7'h29;
+            \$243  = 7'h1f;
           end
+      7'h1f:
+          \$243  = 7'h20;
+      7'h20:
+          \$243  = 7'h21;
+      7'h21:
+          if (\$145 ) begin
+            \$243  = 7'h22;
+          end
+      7'h22:
+          \$243  = 7'h23;
+      7'h23:
+          \$243  = 7'h24;
+      7'h24:
+          \$243  = 7'h25;
+      7'h25:
+          if (\done$40 ) begin
+            \$243  = 7'h26;
+          end
+      7'h26:
+          \$243  = 7'h27;
+      7'h27:
+          \$243  = 7'h28;
+      7'h28:
+          \$243  = 7'h29;
       7'h29:
-          \$242  = 7'h2a;
+          if (\done$46 ) begin
+            \$243  = 7'h2a;
+          end
       7'h2a:
-          \$242  = 7'h2b;
+          \$243  = 7'h2b;
       7'h2b:
-          \$242  = 7'h2c;
+          \$243  = 7'h2c;
       7'h2c:
-          \$242  = 7'h2d;
+          \$243  = 7'h2d;
       7'h2d:
-          \$242  = 7'h2e;
+          \$243  = 7'h2e;
       7'h2e:
-          \$242  = 7'h2f;
+          \$243  = 7'h2f;
       7'h2f:
-          if (\done$40 ) begin
-            \$242  = 7'h30;
-          end
+          \$243  = 7'h30;
       7'h30:
-          \$242  = 7'h01;
-      7'h03:
-          \$242  = 7'h31;
+          if (\done$40 ) begin
+            \$243  = 7'h31;
+          end
       7'h31:
-          \$242  = 7'h32;
+          \$243  = 7'h01;
+      7'h03:
+          \$243  = 7'h32;
       7'h32:
-          \$242  = 7'h33;
+          \$243  = 7'h33;
       7'h33:
-          if (\done$40 ) begin
-            \$242  = 7'h34;
-          end
+          \$243  = 7'h34;
       7'h34:
-          \$242  = 7'h35;
-      7'h35:
-          if (\$185 ) begin
-            \$242  = 7'h36;
-          end
-      7'h36:
-          \$242  = 7'h37;
-      7'h37:
-          \$242  = 7'h38;
-      7'h38:
-          \$242  = 7'h39;
-      7'h39:
-          \$242  = 7'h3a;
-      7'h3a:
-          if (\$210 ) begin
-            \$242  = 7'h3b;
-          end
-      7'h3b:
-          \$242  = 7'h3c;
-      7'h3c:
-          \$242  = 7'h3d;
-      7'h3d:
-          \$242  = 7'h3e;
-      7'h3e:
           if (\done$40 ) begin
-            \$242  = 7'h3f;
+            \$243  = 7'h35;
           end
+      7'h35:
+          \$243  = 7'h36;
+      7'h36:
+          if (\$186 ) begin
+            \$243  = 7'h37;
+          end
+      7'h37:
+          \$243  = 7'h38;
+      7'h38:
+          \$243  = 7'h39;
+      7'h39:
+          \$243  = 7'h3a;
+      7'h3a:
+          \$243  = 7'h3b;
+      7'h3b:
+          if (\$211 ) begin
+            \$243  = 7'h3c;
+          end
+      7'h3c:
+          \$243  = 7'h3d;
+      7'h3d:
+          \$243  = 7'h3e;
+      7'h3e:
+          \$243  = 7'h3f;
       7'h3f:
-          \$242  = 7'h40;
+          if (\done$40 ) begin
+            \$243  = 7'h40;
+          end
       7'h40:
-          \$242  = 7'h41;
+          \$243  = 7'h41;
       7'h41:
-          \$242  = 7'h42;
+          \$243  = 7'h42;
       7'h42:
-          \$242  = 7'h43;
+          \$243  = 7'h43;
       7'h43:
-          \$242  = 7'h44;
+          \$243  = 7'h44;
       7'h44:
-          \$242  = 7'h45;
+          \$243  = 7'h45;
       7'h45:
-          \$242  = 7'h46;
+          \$243  = 7'h46;
       7'h46:
-          if (\done$40 ) begin
-            \$242  = 7'h47;
-          end
+          \$243  = 7'h47;
       7'h47:
-          \$242  = 7'h01;
+          if (\done$40 ) begin
+            \$243  = 7'h48;
+          end
+      7'h48:
+          \$243  = 7'h01;
       7'h01:
-          \$242  = 7'h00;
+          \$243  = 7'h00;
     endcase
     if (rst) begin
-      \$242  = 7'h00;
+      \$243  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = start;
+    \$244  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h02:
           /* empty */;
       7'h04:
-          \$243  = 1'h1;
+          \$244  = 1'h1;
       7'h05:
-          \$243  = 1'h0;
+          \$244  = 1'h0;
       7'h06:
           /* empty */;
       7'h07:
-          \$243  = 1'h1;
+          \$244  = 1'h1;
       7'h08:
-          \$243  = 1'h0;
+          \$244  = 1'h0;
       7'h09:
           /* empty */;
       7'h0a:
@@ -2828,17 +2854,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h10:
           /* empty */;
       7'h11:
-          \$243  = 1'h1;
+          /* empty */;
       7'h12:
-          \$243  = 1'h0;
+          \$244  = 1'h1;
       7'h13:
-          /* empty */;
+          \$244  = 1'h0;
       7'h14:
-          \$243  = 1'h1;
-      7'h15:
-          \$243  = 1'h0;
-      7'h16:
           /* empty */;
+      7'h15:
+          \$244  = 1'h1;
+      7'h16:
+          \$244  = 1'h0;
       7'h17:
           /* empty */;
       7'h18:
@@ -2862,11 +2888,11 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h21:
           /* empty */;
       7'h22:
-          \$243  = 1'h1;
-      7'h23:
-          \$243  = 1'h0;
-      7'h24:
           /* empty */;
+      7'h23:
+          \$244  = 1'h1;
+      7'h24:
+          \$244  = 1'h0;
       7'h25:
           /* empty */;
       7'h26:
@@ -2884,21 +2910,21 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2c:
           /* empty */;
       7'h2d:
-          \$243  = 1'h1;
-      7'h2e:
-          \$243  = 1'h0;
-      7'h2f:
           /* empty */;
+      7'h2e:
+          \$244  = 1'h1;
+      7'h2f:
+          \$244  = 1'h0;
       7'h30:
+          /* empty */;
+      7'h31:
           /* empty */;
       7'h03:
           /* empty */;
-      7'h31:
-          \$243  = 1'h1;
       7'h32:
-          \$243  = 1'h0;
+          \$244  = 1'h1;
       7'h33:
-          /* empty */;
+          \$244  = 1'h0;
       7'h34:
           /* empty */;
       7'h35:
@@ -2916,11 +2942,11 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h3b:
           /* empty */;
       7'h3c:
-          \$243  = 1'h1;
-      7'h3d:
-          \$243  = 1'h0;
-      7'h3e:
           /* empty */;
+      7'h3d:
+          \$244  = 1'h1;
+      7'h3e:
+          \$244  = 1'h0;
       7'h3f:
           /* empty */;
       7'h40:
@@ -2932,17 +2958,19 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h43:
           /* empty */;
       7'h44:
-          \$243  = 1'h1;
+          /* empty */;
       7'h45:
-          \$243  = 1'h0;
+          \$244  = 1'h1;
+      7'h46:
+          \$244  = 1'h0;
     endcase
     if (rst) begin
-      \$243  = 1'h0;
+      \$244  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = t;
+    \$245  = t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2954,7 +2982,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h06:
           if (\done$40 ) begin
-            \$244  = p[56:0];
+            \$245  = p[56:0];
           end
       7'h07:
           /* empty */;
@@ -2962,16 +2990,16 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h09:
           if (\done$40 ) begin
-            \$244  = p[56:0];
+            \$245  = p[56:0];
           end
     endcase
     if (rst) begin
-      \$244  = 57'h000000000000000;
+      \$245  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = \start$7 ;
+    \$246  = \start$7 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2990,17 +3018,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h09:
           /* empty */;
       7'h0a:
-          \$245  = 1'h1;
+          \$246  = 1'h1;
       7'h0b:
-          \$245  = 1'h0;
+          \$246  = 1'h0;
     endcase
     if (rst) begin
-      \$245  = 1'h0;
+      \$246  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = \den$43 ;
+    \$247  = \den$43 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3024,97 +3052,16 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h0c:
           if (\done$42 ) begin
-            \$246  = root;
+            \$247  = root;
           end
     endcase
     if (rst) begin
-      \$246  = 35'h000000000;
+      \$247  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = div_num;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          \$247  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          \$247  = { 13'h0000, \$120  };
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          \$247  = { gain_p[41], gain_p };
-    endcase
-    if (rst) begin
-      \$247  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = div_mag;
+    \$248  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3141,7 +3088,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h0d:
           /* empty */;
       7'h0e:
-          \$248  = \$107 [42:0];
+          \$248  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h0f:
           /* empty */;
       7'h10:
@@ -3167,7 +3114,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1a:
           /* empty */;
       7'h1b:
-          \$248  = \$123 [42:0];
+          \$248  = { 13'h0000, \$121  };
       7'h1c:
           /* empty */;
       7'h1d:
@@ -3189,7 +3136,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h25:
           /* empty */;
       7'h26:
-          \$248  = \$150 [42:0];
+          \$248  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
       \$248  = 43'h00000000000;
@@ -3197,7 +3144,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = div_neg;
+    \$249  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3224,9 +3171,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h0d:
           /* empty */;
       7'h0e:
-          \$249  = \$108 ;
-      7'h0f:
           /* empty */;
+      7'h0f:
+          \$249  = \$108 [42:0];
       7'h10:
           /* empty */;
       7'h11:
@@ -3250,9 +3197,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1a:
           /* empty */;
       7'h1b:
-          \$249  = \$124 ;
-      7'h1c:
           /* empty */;
+      7'h1c:
+          \$249  = \$124 [42:0];
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3272,15 +3219,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h25:
           /* empty */;
       7'h26:
-          \$249  = \$151 ;
+          /* empty */;
+      7'h27:
+          \$249  = \$151 [42:0];
     endcase
     if (rst) begin
-      \$249  = 1'h0;
+      \$249  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = \start$5 ;
+    \$250  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3307,9 +3256,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h0d:
           /* empty */;
       7'h0e:
-          \$250  = 1'h1;
+          /* empty */;
       7'h0f:
-          \$250  = 1'h0;
+          \$250  = \$109 ;
       7'h10:
           /* empty */;
       7'h11:
@@ -3333,9 +3282,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1a:
           /* empty */;
       7'h1b:
-          \$250  = 1'h1;
+          /* empty */;
       7'h1c:
-          \$250  = 1'h0;
+          \$250  = \$125 ;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3355,9 +3304,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h25:
           /* empty */;
       7'h26:
-          \$250  = 1'h1;
+          /* empty */;
       7'h27:
-          \$250  = 1'h0;
+          \$250  = \$152 ;
     endcase
     if (rst) begin
       \$250  = 1'h0;
@@ -3365,7 +3314,94 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = floor_q;
+    \$251  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          \$251  = 1'h1;
+      7'h10:
+          \$251  = 1'h0;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$251  = 1'h1;
+      7'h1d:
+          \$251  = 1'h0;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$251  = 1'h1;
+      7'h28:
+          \$251  = 1'h0;
+    endcase
+    if (rst) begin
+      \$251  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = floor_q;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3396,11 +3432,11 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h0f:
           /* empty */;
       7'h10:
+          /* empty */;
+      7'h11:
           if (\done$46 ) begin
-            \$251  = q[9:0];
+            \$252  = q[9:0];
           end
-      7'h11:
-          /* empty */;
       7'h12:
           /* empty */;
       7'h13:
@@ -3463,16 +3499,18 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
+      7'h31:
+          /* empty */;
       7'h03:
-          \$251  = \$177 [9:0];
+          \$252  = \$178 [9:0];
     endcase
     if (rst) begin
-      \$251  = 10'h000;
+      \$252  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = mean_rem;
+    \$253  = mean_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3509,11 +3547,11 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h12:
           /* empty */;
       7'h13:
+          /* empty */;
+      7'h14:
           if (\done$40 ) begin
-            \$252  = p[13:0];
+            \$253  = p[13:0];
           end
-      7'h14:
-          /* empty */;
       7'h15:
           /* empty */;
       7'h16:
@@ -3570,16 +3608,18 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
+      7'h31:
+          /* empty */;
       7'h03:
-          \$252  = { 6'h00, chan[83:76] };
+          \$253  = { 6'h00, chan[83:76] };
     endcase
     if (rst) begin
-      \$252  = 14'h0000;
+      \$253  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = gain_num;
+    \$254  = gain_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3622,11 +3662,11 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h15:
           /* empty */;
       7'h16:
+          /* empty */;
+      7'h17:
           if (\done$40 ) begin
-            \$253  = p[23:0];
+            \$254  = p[23:0];
           end
-      7'h17:
-          /* empty */;
       7'h18:
           /* empty */;
       7'h19:
@@ -3677,500 +3717,26 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
       7'h33:
+          /* empty */;
+      7'h34:
           if (\done$40 ) begin
-            \$253  = p[23:0];
+            \$254  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$253  = 24'h000000;
+      \$254  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = den_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$254  = \den$43 ;
-      7'h18:
-          if (\$109 ) begin
-            \$254  = \$110 [34:0];
-          end
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          \$254  = 35'h400000000;
-      7'h35:
-          if (\$178 ) begin
-            \$254  = \$179 [34:0];
-          end
-    endcase
-    if (rst) begin
-      \$254  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = num_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$255  = gain_num[22:0];
-      7'h18:
-          if (\$112 ) begin
-            \$255  = \$113 [22:0];
-          end
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          \$255  = gain_num[22:0];
-      7'h35:
-          if (\$181 ) begin
-            \$255  = \$182 [22:0];
-          end
-    endcase
-    if (rst) begin
-      \$255  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = num_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$256  = 5'h00;
-      7'h18:
-          if (\$112 ) begin
-            \$256  = \$114 [4:0];
-          end
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          \$256  = 5'h00;
-      7'h35:
-          if (\$181 ) begin
-            \$256  = \$183 [4:0];
-          end
-    endcase
-    if (rst) begin
-      \$256  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = den_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          \$257  = 6'h00;
-      7'h18:
-          if (\$109 ) begin
-            \$257  = \$111 [5:0];
-          end
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          \$257  = 6'h00;
-      7'h35:
-          if (\$178 ) begin
-            \$257  = \$180 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$257  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = loop_n;
+    \$255  = den_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4217,14 +3783,11 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h17:
           /* empty */;
       7'h18:
-        begin
-          \$258  = \$115 [5:0];
-          if (\$116 ) begin
-            \$258  = 6'h00;
-          end
-        end
+          \$255  = \den$43 ;
       7'h19:
-          /* empty */;
+          if (\$110 ) begin
+            \$255  = \$111 [34:0];
+          end
       7'h1a:
           /* empty */;
       7'h1b:
@@ -4238,12 +3801,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1f:
           /* empty */;
       7'h20:
-        begin
-          \$258  = \$143 [5:0];
-          if (\$144 ) begin
-            \$258  = 6'h00;
-          end
-        end
+          /* empty */;
       7'h21:
           /* empty */;
       7'h22:
@@ -4276,9 +3834,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -4287,27 +3845,374 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h34:
           /* empty */;
       7'h35:
-        begin
-          \$258  = \$184 [5:0];
-          if (\$185 ) begin
-            \$258  = 6'h00;
-          end
-        end
+          \$255  = 35'h400000000;
       7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-        begin
-          \$258  = \$209 [5:0];
-          if (\$210 ) begin
-            \$258  = 6'h00;
+          if (\$179 ) begin
+            \$255  = \$180 [34:0];
           end
-        end
+    endcase
+    if (rst) begin
+      \$255  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \$256  = gain_num[22:0];
+      7'h19:
+          if (\$113 ) begin
+            \$256  = \$114 [22:0];
+          end
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$256  = gain_num[22:0];
+      7'h36:
+          if (\$182 ) begin
+            \$256  = \$183 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$256  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \$257  = 5'h00;
+      7'h19:
+          if (\$113 ) begin
+            \$257  = \$115 [4:0];
+          end
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$257  = 5'h00;
+      7'h36:
+          if (\$182 ) begin
+            \$257  = \$184 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$257  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          \$258  = 6'h00;
+      7'h19:
+          if (\$110 ) begin
+            \$258  = \$112 [5:0];
+          end
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$258  = 6'h00;
+      7'h36:
+          if (\$179 ) begin
+            \$258  = \$181 [5:0];
+          end
     endcase
     if (rst) begin
       \$258  = 6'h00;
@@ -4315,7 +4220,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = gain_shift;
+    \$259  = loop_n;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4364,7 +4269,12 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h18:
           /* empty */;
       7'h19:
-          \$259  = { \$118 [6], \$118 [6], \$118  };
+        begin
+          \$259  = \$116 [5:0];
+          if (\$117 ) begin
+            \$259  = 6'h00;
+          end
+        end
       7'h1a:
           /* empty */;
       7'h1b:
@@ -4374,20 +4284,18 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1d:
           /* empty */;
       7'h1e:
-          \$259  = \$129 [8:0];
+          /* empty */;
       7'h1f:
           /* empty */;
       7'h20:
+          /* empty */;
+      7'h21:
         begin
-          if (\$133 ) begin
-            \$259  = \$135 [8:0];
-          end
-          if (\$139 ) begin
-            \$259  = \$141 [8:0];
+          \$259  = \$144 [5:0];
+          if (\$145 ) begin
+            \$259  = 6'h00;
           end
         end
-      7'h21:
-          /* empty */;
       7'h22:
           /* empty */;
       7'h23:
@@ -4418,9 +4326,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -4431,30 +4339,35 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h35:
           /* empty */;
       7'h36:
-          \$259  = \$187 ;
+        begin
+          \$259  = \$185 [5:0];
+          if (\$186 ) begin
+            \$259  = 6'h00;
+          end
+        end
       7'h37:
           /* empty */;
       7'h38:
-          \$259  = \$195 [8:0];
+          /* empty */;
       7'h39:
           /* empty */;
       7'h3a:
+          /* empty */;
+      7'h3b:
         begin
-          if (\$199 ) begin
-            \$259  = \$201 [8:0];
-          end
-          if (\$205 ) begin
-            \$259  = \$207 [8:0];
+          \$259  = \$210 [5:0];
+          if (\$211 ) begin
+            \$259  = 6'h00;
           end
         end
     endcase
     if (rst) begin
-      \$259  = 9'h000;
+      \$259  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = gain_zero;
+    \$260  = gain_shift;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4503,9 +4416,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h18:
           /* empty */;
       7'h19:
-          \$260  = \$119 ;
-      7'h1a:
           /* empty */;
+      7'h1a:
+          \$260  = { \$119 [6], \$119 [6], \$119  };
       7'h1b:
           /* empty */;
       7'h1c:
@@ -4515,11 +4428,18 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h1e:
           /* empty */;
       7'h1f:
-          /* empty */;
+          \$260  = \$130 [8:0];
       7'h20:
           /* empty */;
       7'h21:
-          /* empty */;
+        begin
+          if (\$134 ) begin
+            \$260  = \$136 [8:0];
+          end
+          if (\$140 ) begin
+            \$260  = \$142 [8:0];
+          end
+        end
       7'h22:
           /* empty */;
       7'h23:
@@ -4550,9 +4470,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -4563,650 +4483,667 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h35:
           /* empty */;
       7'h36:
+          /* empty */;
+      7'h37:
           \$260  = \$188 ;
-    endcase
-    if (rst) begin
-      \$260  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = gain_q1;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          if (\done$46 ) begin
-            \$261  = q[15:0];
-          end
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          \$261  = \$190 [15:0];
-    endcase
-    if (rst) begin
-      \$261  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = gain_x;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          \$262  = { \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127 [15], \$127  };
-      7'h1f:
-          /* empty */;
-      7'h20:
-        begin
-          if (\$133 ) begin
-            \$262  = \$134 ;
-          end
-          if (\$139 ) begin
-            \$262  = \$140 [26:0];
-          end
-        end
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          \$262  = { \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193 [15], \$193  };
-      7'h39:
-          /* empty */;
-      7'h3a:
-        begin
-          if (\$199 ) begin
-            \$262  = \$200 ;
-          end
-          if (\$205 ) begin
-            \$262  = \$206 [26:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$262  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = scale_count;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          \$263  = 4'h0;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          \$263  = \$142 [3:0];
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          \$263  = 4'h0;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          \$263  = \$208 [3:0];
-    endcase
-    if (rst) begin
-      \$263  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = special_r;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          \$264  = \$132 ;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
       7'h38:
           /* empty */;
       7'h39:
-          \$264  = \$198 ;
-    endcase
-    if (rst) begin
-      \$264  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$265  = \$147 [3:0];
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
+          \$260  = \$196 [8:0];
       7'h3a:
           /* empty */;
       7'h3b:
-          \$265  = \$213 [3:0];
+        begin
+          if (\$200 ) begin
+            \$260  = \$202 [8:0];
+          end
+          if (\$206 ) begin
+            \$260  = \$208 [8:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$265  = 4'h0;
+      \$260  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = gain_p;
+    \$261  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$261  = \$120 ;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$261  = \$189 ;
+    endcase
+    if (rst) begin
+      \$261  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          if (\done$46 ) begin
+            \$262  = q[15:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$262  = \$191 [15:0];
+    endcase
+    if (rst) begin
+      \$262  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$263  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$263  = { \$128 [15], \$128 [15], \$128 [15], \$128 [15], \$128 [15], \$128 [15], \$128 [15], \$128 [15], \$128 [15], \$128 [15], \$128 [15], \$128  };
+      7'h20:
+          /* empty */;
+      7'h21:
+        begin
+          if (\$134 ) begin
+            \$263  = \$135 ;
+          end
+          if (\$140 ) begin
+            \$263  = \$141 [26:0];
+          end
+        end
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$263  = { \$194 [15], \$194 [15], \$194 [15], \$194 [15], \$194 [15], \$194 [15], \$194 [15], \$194 [15], \$194 [15], \$194 [15], \$194 [15], \$194  };
+      7'h3a:
+          /* empty */;
+      7'h3b:
+        begin
+          if (\$200 ) begin
+            \$263  = \$201 ;
+          end
+          if (\$206 ) begin
+            \$263  = \$207 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$263  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$264  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$264  = 4'h0;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$264  = \$143 [3:0];
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$264  = 4'h0;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$264  = \$209 [3:0];
+    endcase
+    if (rst) begin
+      \$264  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$265  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$265  = \$133 ;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$265  = \$199 ;
+    endcase
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5273,13 +5210,11 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h21:
           /* empty */;
       7'h22:
-          /* empty */;
+          \$266  = \$148 [3:0];
       7'h23:
           /* empty */;
       7'h24:
-          if (\done$40 ) begin
-            \$266  = p[41:0];
-          end
+          /* empty */;
       7'h25:
           /* empty */;
       7'h26:
@@ -5304,9 +5239,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5329,21 +5264,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h3b:
           /* empty */;
       7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          if (\done$40 ) begin
-            \$266  = p[41:0];
-          end
+          \$266  = \$214 [3:0];
     endcase
     if (rst) begin
-      \$266  = 42'h00000000000;
+      \$266  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = gain_w;
+    \$267  = gain_p;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5416,15 +5345,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h24:
           /* empty */;
       7'h25:
-          /* empty */;
+          if (\done$40 ) begin
+            \$267  = p[41:0];
+          end
       7'h26:
           /* empty */;
       7'h27:
           /* empty */;
       7'h28:
-          if (\done$46 ) begin
-            \$267  = q;
-          end
+          /* empty */;
       7'h29:
           /* empty */;
       7'h2a:
@@ -5441,9 +5370,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5472,15 +5401,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h3e:
           /* empty */;
       7'h3f:
-          \$267  = \$214 [28:0];
+          if (\done$40 ) begin
+            \$267  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$267  = 29'h00000000;
+      \$267  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = gain_t;
+    \$268  = gain_w;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5561,7 +5492,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h28:
           /* empty */;
       7'h29:
-          \$268  = { \$156 [29], \$156  };
+          if (\done$46 ) begin
+            \$268  = q;
+          end
       7'h2a:
           /* empty */;
       7'h2b:
@@ -5576,9 +5509,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5609,15 +5542,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h3f:
           /* empty */;
       7'h40:
-          \$268  = { \$219 [29], \$219  };
+          \$268  = \$215 [28:0];
     endcase
     if (rst) begin
-      \$268  = 31'h00000000;
+      \$268  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = gain_t1;
+    \$269  = gain_t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5700,7 +5633,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h29:
           /* empty */;
       7'h2a:
-          \$269  = \$160 ;
+          \$269  = { \$157 [29], \$157  };
       7'h2b:
           /* empty */;
       7'h2c:
@@ -5713,9 +5646,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5748,15 +5681,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h40:
           /* empty */;
       7'h41:
-          \$269  = \$223 ;
+          \$269  = { \$220 [29], \$220  };
     endcase
     if (rst) begin
-      \$269  = 32'd0;
+      \$269  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = acc0;
+    \$270  = gain_t1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5841,7 +5774,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2a:
           /* empty */;
       7'h2b:
-          \$270  = \$164 [22:0];
+          \$270  = \$161 ;
       7'h2c:
           /* empty */;
       7'h2d:
@@ -5852,9 +5785,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5889,15 +5822,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h41:
           /* empty */;
       7'h42:
-          \$270  = \$227 [22:0];
+          \$270  = \$224 ;
     endcase
     if (rst) begin
-      \$270  = 23'h000000;
+      \$270  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = acc1;
+    \$271  = acc0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5982,9 +5915,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2a:
           /* empty */;
       7'h2b:
-          \$271  = \$168 [22:0];
-      7'h2c:
           /* empty */;
+      7'h2c:
+          \$271  = \$165 [22:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -5993,9 +5926,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6030,7 +5963,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h41:
           /* empty */;
       7'h42:
-          \$271  = \$231 [22:0];
+          /* empty */;
+      7'h43:
+          \$271  = \$228 [22:0];
     endcase
     if (rst) begin
       \$271  = 23'h000000;
@@ -6038,7 +5973,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = a_fin;
+    \$272  = acc1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6125,7 +6060,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2b:
           /* empty */;
       7'h2c:
-          \$272  = \$173 [13:0];
+          \$272  = \$169 [22:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -6134,9 +6069,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6173,158 +6108,15 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h42:
           /* empty */;
       7'h43:
-          \$272  = \$236 [13:0];
+          \$272  = \$232 [22:0];
     endcase
     if (rst) begin
-      \$272  = 14'h0000;
+      \$272  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = c_fin;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          \$273  = \$174 [22:0];
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          \$273  = \$237 [22:0];
-    endcase
-    if (rst) begin
-      \$273  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = \b$64 ;
+    \$273  = a_fin;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6413,18 +6205,16 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2c:
           /* empty */;
       7'h2d:
-          /* empty */;
+          \$273  = \$174 [13:0];
       7'h2e:
           /* empty */;
       7'h2f:
-          if (\done$40 ) begin
-            \$274  = p[22:0];
-          end
+          /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6463,13 +6253,152 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h43:
           /* empty */;
       7'h44:
+          \$273  = \$237 [13:0];
+    endcase
+    if (rst) begin
+      \$273  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$274  = c_fin;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      7'h45:
+      7'h02:
           /* empty */;
-      7'h46:
-          if (\done$40 ) begin
-            \$274  = p[22:0];
-          end
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$274  = \$175 [22:0];
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$274  = \$238 [22:0];
     endcase
     if (rst) begin
       \$274  = 23'h000000;
@@ -6477,7 +6406,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = \a$65 ;
+    \$275  = \b$64 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6572,10 +6501,12 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2f:
           /* empty */;
       7'h30:
-          \$275  = a_fin;
-      7'h03:
-          /* empty */;
+          if (\done$40 ) begin
+            \$275  = p[22:0];
+          end
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6620,15 +6551,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h46:
           /* empty */;
       7'h47:
-          \$275  = a_fin;
+          if (\done$40 ) begin
+            \$275  = p[22:0];
+          end
     endcase
     if (rst) begin
-      \$275  = 14'h0000;
+      \$275  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = special;
+    \$276  = \a$65 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6723,10 +6656,10 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2f:
           /* empty */;
       7'h30:
-          \$276  = special_r;
-      7'h03:
           /* empty */;
       7'h31:
+          \$276  = a_fin;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6771,15 +6704,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h46:
           /* empty */;
       7'h47:
-          \$276  = special_r;
+          /* empty */;
+      7'h48:
+          \$276  = a_fin;
     endcase
     if (rst) begin
-      \$276  = 1'h0;
+      \$276  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = \neg$67 ;
+    \$277  = special;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6874,10 +6809,10 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2f:
           /* empty */;
       7'h30:
-          \$277  = \$175 ;
-      7'h03:
           /* empty */;
       7'h31:
+          \$277  = special_r;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6922,7 +6857,9 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h46:
           /* empty */;
       7'h47:
-          \$277  = \$238 ;
+          /* empty */;
+      7'h48:
+          \$277  = special_r;
     endcase
     if (rst) begin
       \$277  = 1'h0;
@@ -6930,7 +6867,7 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = q_lo;
+    \$278  = \neg$67 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7025,10 +6962,10 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2f:
           /* empty */;
       7'h30:
-          \$278  = floor_q;
-      7'h03:
           /* empty */;
       7'h31:
+          \$278  = \$176 ;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -7073,15 +7010,17 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h46:
           /* empty */;
       7'h47:
-          \$278  = floor_q;
+          /* empty */;
+      7'h48:
+          \$278  = \$239 ;
     endcase
     if (rst) begin
-      \$278  = 10'h000;
+      \$278  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = q_hi;
+    \$279  = q_lo;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7176,10 +7115,10 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h2f:
           /* empty */;
       7'h30:
-          \$279  = \$176 [9:0];
-      7'h03:
           /* empty */;
       7'h31:
+          \$279  = floor_q;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -7224,10 +7163,165 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
       7'h46:
           /* empty */;
       7'h47:
-          \$279  = \$239 [9:0];
+          /* empty */;
+      7'h48:
+          \$279  = floor_q;
     endcase
     if (rst) begin
       \$279  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$280  = \$177 [9:0];
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$280  = \$240 [9:0];
+    endcase
+    if (rst) begin
+      \$280  = 10'h000;
     end
   end
   assign beta_shift = \$1 [3:0];
@@ -7250,23 +7344,23 @@ module \hwnorm_l2_s8.math (rst, \start$38 , entry, chan, sum, sq_sum, done, \den
   assign \$17  = { 2'h0, div_mag[13:0], 13'h0000 };
   assign \$19  = { 27'h0000000, div_mag[42:27] };
   assign \$20  = { 1'h0, div_mag[26:0] };
-  assign \$110  = { den_norm, 1'h0 };
-  assign \$113  = { num_norm, 1'h0 };
-  assign \$120  = { 1'h0, num_norm, 6'h00 };
-  assign \$125  = { gain_q1[15], gain_q1[15:1] };
-  assign \$134  = { 1'h0, gain_x[26:1] };
-  assign \$140  = { gain_x, 1'h0 };
-  assign \$154  = { 1'h0, \$153 [15:1] };
-  assign \$177  = { chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91:84] };
-  assign \$179  = { den_norm, 1'h0 };
-  assign \$182  = { num_norm, 1'h0 };
-  assign \$189  = { 1'h0, num_norm, 6'h00 };
-  assign \$190  = { 15'h0000, \$189 [29:15] };
-  assign \$191  = { gain_q1[15], gain_q1[15:1] };
-  assign \$200  = { 1'h0, gain_x[26:1] };
-  assign \$206  = { gain_x, 1'h0 };
-  assign \$214  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
-  assign \$217  = { 1'h0, \$216 [15:1] };
+  assign \$111  = { den_norm, 1'h0 };
+  assign \$114  = { num_norm, 1'h0 };
+  assign \$121  = { 1'h0, num_norm, 6'h00 };
+  assign \$126  = { gain_q1[15], gain_q1[15:1] };
+  assign \$135  = { 1'h0, gain_x[26:1] };
+  assign \$141  = { gain_x, 1'h0 };
+  assign \$155  = { 1'h0, \$154 [15:1] };
+  assign \$178  = { chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91:84] };
+  assign \$180  = { den_norm, 1'h0 };
+  assign \$183  = { num_norm, 1'h0 };
+  assign \$190  = { 1'h0, num_norm, 6'h00 };
+  assign \$191  = { 15'h0000, \$190 [29:15] };
+  assign \$192  = { gain_q1[15], gain_q1[15:1] };
+  assign \$201  = { 1'h0, gain_x[26:1] };
+  assign \$207  = { gain_x, 1'h0 };
+  assign \$215  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$218  = { 1'h0, \$217 [15:1] };
 endmodule
 
 module \hwnorm_l2_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

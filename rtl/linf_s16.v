@@ -585,199 +585,200 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [5:0] \$1 ;
   wire [36:0] \$10 ;
-  wire \$100 ;
-  wire [51:0] \$101 ;
+  wire [32:0] \$100 ;
+  wire \$101 ;
   wire [51:0] \$102 ;
-  wire \$103 ;
+  wire [51:0] \$103 ;
   wire \$104 ;
-  wire [53:0] \$105 ;
-  wire [6:0] \$106 ;
-  wire \$107 ;
-  wire [39:0] \$108 ;
-  wire [6:0] \$109 ;
+  wire \$105 ;
+  wire [53:0] \$106 ;
+  wire [6:0] \$107 ;
+  wire \$108 ;
+  wire [39:0] \$109 ;
   wire \$11 ;
   wire [6:0] \$110 ;
-  wire \$111 ;
-  wire [6:0] \$112 ;
-  wire [7:0] \$113 ;
-  wire \$114 ;
-  wire [45:0] \$115 ;
-  wire \$116 ;
-  wire [51:0] \$117 ;
+  wire [6:0] \$111 ;
+  wire \$112 ;
+  wire [6:0] \$113 ;
+  wire [7:0] \$114 ;
+  wire \$115 ;
+  wire [45:0] \$116 ;
+  wire \$117 ;
   wire [51:0] \$118 ;
-  wire \$119 ;
+  wire [51:0] \$119 ;
   wire [50:0] \$12 ;
-  wire [23:0] \$120 ;
+  wire \$120 ;
   wire [23:0] \$121 ;
   wire [23:0] \$122 ;
-  wire [9:0] \$123 ;
+  wire [23:0] \$123 ;
   wire [9:0] \$124 ;
-  wire \$125 ;
+  wire [9:0] \$125 ;
   wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire [34:0] \$129 ;
+  wire \$129 ;
   wire [35:0] \$13 ;
-  wire [9:0] \$130 ;
-  wire \$131 ;
+  wire [34:0] \$130 ;
+  wire [9:0] \$131 ;
   wire \$132 ;
   wire \$133 ;
   wire \$134 ;
-  wire [35:0] \$135 ;
-  wire [9:0] \$136 ;
-  wire [5:0] \$137 ;
-  wire [6:0] \$138 ;
-  wire \$139 ;
+  wire \$135 ;
+  wire [35:0] \$136 ;
+  wire [9:0] \$137 ;
+  wire [5:0] \$138 ;
+  wire [6:0] \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire [8:0] \$141 ;
+  wire \$141 ;
   wire [8:0] \$142 ;
-  wire \$143 ;
-  wire [51:0] \$144 ;
+  wire [8:0] \$143 ;
+  wire \$144 ;
   wire [51:0] \$145 ;
-  wire \$146 ;
-  wire [46:0] \$147 ;
-  wire [31:0] \$148 ;
+  wire [51:0] \$146 ;
+  wire \$147 ;
+  wire [46:0] \$148 ;
   wire [31:0] \$149 ;
   wire [18:0] \$15 ;
-  wire [47:0] \$150 ;
-  wire [48:0] \$151 ;
-  wire \$152 ;
-  wire [35:0] \$153 ;
+  wire [31:0] \$150 ;
+  wire [47:0] \$151 ;
+  wire [48:0] \$152 ;
+  wire \$153 ;
   wire [35:0] \$154 ;
-  wire [41:0] \$155 ;
-  wire \$156 ;
+  wire [35:0] \$155 ;
+  wire [41:0] \$156 ;
   wire \$157 ;
-  wire [40:0] \$158 ;
+  wire \$158 ;
   wire [40:0] \$159 ;
   wire [18:0] \$16 ;
-  wire \$160 ;
+  wire [40:0] \$160 ;
   wire \$161 ;
-  wire [41:0] \$162 ;
+  wire \$162 ;
   wire [41:0] \$163 ;
-  wire [39:0] \$164 ;
-  wire \$165 ;
-  wire [35:0] \$166 ;
+  wire [41:0] \$164 ;
+  wire [39:0] \$165 ;
+  wire \$166 ;
   wire [35:0] \$167 ;
-  wire [39:0] \$168 ;
-  wire [40:0] \$169 ;
+  wire [35:0] \$168 ;
+  wire [39:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire [18:0] \$171 ;
-  wire [23:0] \$172 ;
-  wire \$173 ;
-  wire [53:0] \$174 ;
-  wire [6:0] \$175 ;
-  wire \$176 ;
-  wire [39:0] \$177 ;
-  wire [6:0] \$178 ;
+  wire [40:0] \$170 ;
+  wire \$171 ;
+  wire [18:0] \$172 ;
+  wire [23:0] \$173 ;
+  wire \$174 ;
+  wire [53:0] \$175 ;
+  wire [6:0] \$176 ;
+  wire \$177 ;
+  wire [39:0] \$178 ;
   wire [6:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire [7:0] \$181 ;
-  wire [8:0] \$182 ;
-  wire \$183 ;
-  wire [45:0] \$184 ;
+  wire [6:0] \$180 ;
+  wire \$181 ;
+  wire [7:0] \$182 ;
+  wire [8:0] \$183 ;
+  wire \$184 ;
   wire [45:0] \$185 ;
-  wire [23:0] \$186 ;
+  wire [45:0] \$186 ;
   wire [23:0] \$187 ;
   wire [23:0] \$188 ;
-  wire [9:0] \$189 ;
+  wire [23:0] \$189 ;
   wire [16:0] \$19 ;
   wire [9:0] \$190 ;
-  wire \$191 ;
+  wire [9:0] \$191 ;
   wire \$192 ;
   wire \$193 ;
   wire \$194 ;
-  wire [34:0] \$195 ;
-  wire [9:0] \$196 ;
-  wire \$197 ;
+  wire \$195 ;
+  wire [34:0] \$196 ;
+  wire [9:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire [5:0] \$2 ;
   wire [16:0] \$20 ;
   wire \$200 ;
-  wire [35:0] \$201 ;
-  wire [9:0] \$202 ;
-  wire [5:0] \$203 ;
-  wire [6:0] \$204 ;
-  wire \$205 ;
+  wire \$201 ;
+  wire [35:0] \$202 ;
+  wire [9:0] \$203 ;
+  wire [5:0] \$204 ;
+  wire [6:0] \$205 ;
   wire \$206 ;
-  wire [8:0] \$207 ;
+  wire \$207 ;
   wire [8:0] \$208 ;
-  wire [49:0] \$209 ;
+  wire [8:0] \$209 ;
   wire \$21 ;
-  wire [46:0] \$210 ;
-  wire [31:0] \$211 ;
+  wire [49:0] \$210 ;
+  wire [46:0] \$211 ;
   wire [31:0] \$212 ;
-  wire [47:0] \$213 ;
-  wire [48:0] \$214 ;
-  wire \$215 ;
-  wire [35:0] \$216 ;
+  wire [31:0] \$213 ;
+  wire [47:0] \$214 ;
+  wire [48:0] \$215 ;
+  wire \$216 ;
   wire [35:0] \$217 ;
-  wire [41:0] \$218 ;
-  wire \$219 ;
+  wire [35:0] \$218 ;
+  wire [41:0] \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [40:0] \$221 ;
+  wire \$221 ;
   wire [40:0] \$222 ;
-  wire \$223 ;
+  wire [40:0] \$223 ;
   wire \$224 ;
-  wire [41:0] \$225 ;
+  wire \$225 ;
   wire [41:0] \$226 ;
-  wire [39:0] \$227 ;
-  wire \$228 ;
-  wire [35:0] \$229 ;
+  wire [41:0] \$227 ;
+  wire [39:0] \$228 ;
+  wire \$229 ;
   wire [18:0] \$23 ;
   wire [35:0] \$230 ;
-  wire [39:0] \$231 ;
-  wire [40:0] \$232 ;
-  wire \$233 ;
-  wire [18:0] \$234 ;
-  reg \$235 ;
+  wire [35:0] \$231 ;
+  wire [39:0] \$232 ;
+  wire [40:0] \$233 ;
+  wire \$234 ;
+  wire [18:0] \$235 ;
   reg \$236 ;
-  reg [6:0] \$237 ;
-  reg \$238 ;
-  reg [32:0] \$239 ;
+  reg \$237 ;
+  reg [6:0] \$238 ;
+  reg \$239 ;
   wire [18:0] \$24 ;
   reg [32:0] \$240 ;
-  reg [52:0] \$241 ;
-  reg [50:0] \$242 ;
+  reg [32:0] \$241 ;
+  reg [52:0] \$242 ;
   reg [50:0] \$243 ;
-  reg \$244 ;
+  reg [50:0] \$244 ;
   reg \$245 ;
-  reg [17:0] \$246 ;
-  reg [13:0] \$247 ;
-  reg [39:0] \$248 ;
-  reg [52:0] \$249 ;
+  reg \$246 ;
+  reg [17:0] \$247 ;
+  reg [13:0] \$248 ;
+  reg [39:0] \$249 ;
   wire \$25 ;
-  reg [38:0] \$250 ;
-  reg [5:0] \$251 ;
+  reg [52:0] \$250 ;
+  reg [38:0] \$251 ;
   reg [5:0] \$252 ;
   reg [5:0] \$253 ;
-  reg [8:0] \$254 ;
-  reg \$255 ;
-  reg [23:0] \$256 ;
-  reg [34:0] \$257 ;
-  reg [4:0] \$258 ;
-  reg \$259 ;
+  reg [5:0] \$254 ;
+  reg [8:0] \$255 ;
+  reg \$256 ;
+  reg [23:0] \$257 ;
+  reg [34:0] \$258 ;
+  reg [4:0] \$259 ;
   wire \$26 ;
-  reg [4:0] \$260 ;
-  reg [49:0] \$261 ;
-  reg [36:0] \$262 ;
-  reg [40:0] \$263 ;
-  reg [41:0] \$264 ;
-  reg [38:0] \$265 ;
+  reg \$260 ;
+  reg [4:0] \$261 ;
+  reg [49:0] \$262 ;
+  reg [36:0] \$263 ;
+  reg [40:0] \$264 ;
+  reg [41:0] \$265 ;
   reg [38:0] \$266 ;
-  reg [21:0] \$267 ;
-  reg [38:0] \$268 ;
+  reg [38:0] \$267 ;
+  reg [21:0] \$268 ;
   reg [38:0] \$269 ;
   wire \$27 ;
-  reg [21:0] \$270 ;
-  reg \$271 ;
+  reg [38:0] \$270 ;
+  reg [21:0] \$271 ;
   reg \$272 ;
-  reg [17:0] \$273 ;
+  reg \$273 ;
   reg [17:0] \$274 ;
+  reg [17:0] \$275 ;
   wire \$28 ;
   wire \$29 ;
   wire [29:0] \$3 ;
@@ -856,7 +857,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire [32:0] \$99 ;
+  wire \$99 ;
   reg [35:0] a;
   output [21:0] \a$62 ;
   reg [21:0] \a$62  = 22'h000000;
@@ -1043,206 +1044,207 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   assign \$95  = fsm_state == 7'h45;
   assign \$96  = fsm_state == 7'h46;
   assign \$97  = fsm_state == 7'h47;
-  assign \$98  = $signed(u) > $signed(t);
-  assign \$99  = \$98  ? u : t;
-  assign \$100  = $signed(div_num) < $signed(1'h0);
-  assign \$101  = - $signed(div_num);
-  assign \$102  = \$100  ? \$101  : { div_num[50], div_num };
-  assign \$103  = $signed(div_num) < $signed(1'h0);
-  assign \$104  = ~ den_norm[52];
-  assign \$106  = den_zeros + 1'h1;
-  assign \$107  = ~ num_norm[38];
-  assign \$109  = num_zeros + 1'h1;
-  assign \$110  = loop_n + 1'h1;
-  assign \$111  = loop_n == 6'h34;
-  assign \$112  = 4'hb + num_zeros;
-  assign \$113  = \$112  - den_zeros;
-  assign \$114  = ~ num_norm[38];
-  assign \$116  = $signed(div_num) < $signed(1'h0);
-  assign \$117  = - $signed(div_num);
-  assign \$118  = \$116  ? \$117  : { div_num[50], div_num };
-  assign \$119  = $signed(div_num) < $signed(1'h0);
-  assign \$121  = gain_q1[21] ? \$120  : gain_q1;
-  assign \$122  = gain_zero ? 24'h000000 : \$121 ;
-  assign \$123  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
-  assign \$124  = gain_zero ? 10'h004 : \$123 ;
-  assign \$125  = ~ gain_zero;
-  assign \$126  = $signed(gain_shift) < $signed(4'h4);
-  assign \$127  = \$125  & \$126 ;
-  assign \$128  = $signed(gain_shift) > $signed(6'h15);
-  assign \$130  = $signed(gain_shift) - $signed(2'h1);
-  assign \$131  = $signed(gain_shift) < $signed(4'h4);
-  assign \$132  = special_r & \$131 ;
-  assign \$133  = scale_count < 4'hd;
-  assign \$134  = \$132  & \$133 ;
-  assign \$136  = $signed(gain_shift) + $signed(2'h1);
-  assign \$137  = scale_count + 1'h1;
-  assign \$138  = loop_n + 1'h1;
-  assign \$139  = loop_n == 5'h15;
-  assign \$140  = $signed(gain_shift) > $signed(6'h15);
-  assign \$141  = \$140  ? 9'h015 : gain_shift;
-  assign \$142  = special_r ? 9'h004 : \$141 ;
-  assign \$143  = $signed(div_num) < $signed(1'h0);
-  assign \$144  = - $signed(div_num);
-  assign \$145  = \$143  ? \$144  : { div_num[50], div_num };
-  assign \$146  = $signed(div_num) < $signed(1'h0);
-  assign \$147  = $signed(chan[98:83]) << \$1 [4:0];
-  assign \$148  = 1'h1 << sh;
-  assign \$150  = $signed(\$147 ) + $signed({ 1'h0, \$149  });
-  assign \$151  = $signed(\$150 ) - $signed(gain_w);
-  assign \$152  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$153  = - gain_x;
-  assign \$154  = \$152  ? \$153  : { 1'h0, gain_x };
-  assign \$155  = $signed(gain_t) + $signed(\$154 );
-  assign \$156  = $signed(gain_t) < $signed(21'h17ffe0);
-  assign \$157  = $signed(gain_t) > $signed(21'h080010);
-  assign \$158  = \$157  ? 41'h00000080010 : gain_t;
-  assign \$159  = \$156  ? 41'h1fffff7ffe0 : \$158 ;
-  assign \$160  = $signed(gain_t1) < $signed(21'h17ffe0);
-  assign \$161  = $signed(gain_t1) > $signed(21'h080010);
-  assign \$162  = \$161  ? 42'h00000080010 : gain_t1;
-  assign \$163  = \$160  ? 42'h3fffff7ffe0 : \$162 ;
-  assign \$164  = $signed(acc1) - $signed(acc0);
-  assign \$165  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$166  = - gain_x;
-  assign \$167  = \$165  ? \$166  : { 1'h0, gain_x };
-  assign \$168  = special_r ? \$164  : { \$167 [35], \$167 [35], \$167 [35], \$167 [35], \$167  };
-  assign \$169  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
-  assign \$170  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$171  = $signed(floor_q) + $signed(2'h1);
-  assign \$173  = ~ den_norm[52];
-  assign \$175  = den_zeros + 1'h1;
-  assign \$176  = ~ num_norm[38];
-  assign \$178  = num_zeros + 1'h1;
-  assign \$179  = loop_n + 1'h1;
-  assign \$180  = loop_n == 6'h26;
-  assign \$181  = 8'hf7 + num_zeros;
-  assign \$182  = $signed(\$181 ) - $signed(chan[154:147]);
-  assign \$183  = ~ num_norm[38];
-  assign \$187  = gain_q1[21] ? \$186  : gain_q1;
-  assign \$188  = gain_zero ? 24'h000000 : \$187 ;
-  assign \$189  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
-  assign \$190  = gain_zero ? 10'h004 : \$189 ;
-  assign \$191  = ~ gain_zero;
-  assign \$192  = $signed(gain_shift) < $signed(4'h4);
-  assign \$193  = \$191  & \$192 ;
-  assign \$194  = $signed(gain_shift) > $signed(6'h15);
-  assign \$196  = $signed(gain_shift) - $signed(2'h1);
-  assign \$197  = $signed(gain_shift) < $signed(4'h4);
-  assign \$198  = special_r & \$197 ;
-  assign \$199  = scale_count < 4'hd;
-  assign \$200  = \$198  & \$199 ;
-  assign \$202  = $signed(gain_shift) + $signed(2'h1);
-  assign \$203  = scale_count + 1'h1;
-  assign \$204  = loop_n + 1'h1;
-  assign \$205  = loop_n == 5'h15;
-  assign \$206  = $signed(gain_shift) > $signed(6'h15);
-  assign \$207  = \$206  ? 9'h015 : gain_shift;
-  assign \$208  = special_r ? 9'h004 : \$207 ;
-  assign \$210  = $signed(chan[98:83]) << \$2 [4:0];
-  assign \$211  = 1'h1 << sh;
-  assign \$213  = $signed(\$210 ) + $signed({ 1'h0, \$212  });
-  assign \$214  = $signed(\$213 ) - $signed(gain_w);
-  assign \$215  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$216  = - gain_x;
-  assign \$217  = \$215  ? \$216  : { 1'h0, gain_x };
-  assign \$218  = $signed(gain_t) + $signed(\$217 );
-  assign \$219  = $signed(gain_t) < $signed(21'h17ffe0);
-  assign \$220  = $signed(gain_t) > $signed(21'h080010);
-  assign \$221  = \$220  ? 41'h00000080010 : gain_t;
-  assign \$222  = \$219  ? 41'h1fffff7ffe0 : \$221 ;
-  assign \$223  = $signed(gain_t1) < $signed(21'h17ffe0);
-  assign \$224  = $signed(gain_t1) > $signed(21'h080010);
-  assign \$225  = \$224  ? 42'h00000080010 : gain_t1;
-  assign \$226  = \$223  ? 42'h3fffff7ffe0 : \$225 ;
-  assign \$227  = $signed(acc1) - $signed(acc0);
-  assign \$228  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$229  = - gain_x;
-  assign \$230  = \$228  ? \$229  : { 1'h0, gain_x };
-  assign \$231  = special_r ? \$227  : { \$230 [35], \$230 [35], \$230 [35], \$230 [35], \$230  };
-  assign \$232  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
-  assign \$233  = $signed(chan[82:67]) < $signed(1'h0);
-  assign \$234  = $signed(floor_q) + $signed(2'h1);
+  assign \$98  = fsm_state == 7'h48;
+  assign \$99  = $signed(u) > $signed(t);
+  assign \$100  = \$99  ? u : t;
+  assign \$101  = $signed(div_num) < $signed(1'h0);
+  assign \$102  = - $signed(div_num);
+  assign \$103  = \$101  ? \$102  : { div_num[50], div_num };
+  assign \$104  = $signed(div_num) < $signed(1'h0);
+  assign \$105  = ~ den_norm[52];
+  assign \$107  = den_zeros + 1'h1;
+  assign \$108  = ~ num_norm[38];
+  assign \$110  = num_zeros + 1'h1;
+  assign \$111  = loop_n + 1'h1;
+  assign \$112  = loop_n == 6'h34;
+  assign \$113  = 4'hb + num_zeros;
+  assign \$114  = \$113  - den_zeros;
+  assign \$115  = ~ num_norm[38];
+  assign \$117  = $signed(div_num) < $signed(1'h0);
+  assign \$118  = - $signed(div_num);
+  assign \$119  = \$117  ? \$118  : { div_num[50], div_num };
+  assign \$120  = $signed(div_num) < $signed(1'h0);
+  assign \$122  = gain_q1[21] ? \$121  : gain_q1;
+  assign \$123  = gain_zero ? 24'h000000 : \$122 ;
+  assign \$124  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$125  = gain_zero ? 10'h004 : \$124 ;
+  assign \$126  = ~ gain_zero;
+  assign \$127  = $signed(gain_shift) < $signed(4'h4);
+  assign \$128  = \$126  & \$127 ;
+  assign \$129  = $signed(gain_shift) > $signed(6'h15);
+  assign \$131  = $signed(gain_shift) - $signed(2'h1);
+  assign \$132  = $signed(gain_shift) < $signed(4'h4);
+  assign \$133  = special_r & \$132 ;
+  assign \$134  = scale_count < 4'hd;
+  assign \$135  = \$133  & \$134 ;
+  assign \$137  = $signed(gain_shift) + $signed(2'h1);
+  assign \$138  = scale_count + 1'h1;
+  assign \$139  = loop_n + 1'h1;
+  assign \$140  = loop_n == 5'h15;
+  assign \$141  = $signed(gain_shift) > $signed(6'h15);
+  assign \$142  = \$141  ? 9'h015 : gain_shift;
+  assign \$143  = special_r ? 9'h004 : \$142 ;
+  assign \$144  = $signed(div_num) < $signed(1'h0);
+  assign \$145  = - $signed(div_num);
+  assign \$146  = \$144  ? \$145  : { div_num[50], div_num };
+  assign \$147  = $signed(div_num) < $signed(1'h0);
+  assign \$148  = $signed(chan[98:83]) << \$1 [4:0];
+  assign \$149  = 1'h1 << sh;
+  assign \$151  = $signed(\$148 ) + $signed({ 1'h0, \$150  });
+  assign \$152  = $signed(\$151 ) - $signed(gain_w);
+  assign \$153  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$154  = - gain_x;
+  assign \$155  = \$153  ? \$154  : { 1'h0, gain_x };
+  assign \$156  = $signed(gain_t) + $signed(\$155 );
+  assign \$157  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$158  = $signed(gain_t) > $signed(21'h080010);
+  assign \$159  = \$158  ? 41'h00000080010 : gain_t;
+  assign \$160  = \$157  ? 41'h1fffff7ffe0 : \$159 ;
+  assign \$161  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$162  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$163  = \$162  ? 42'h00000080010 : gain_t1;
+  assign \$164  = \$161  ? 42'h3fffff7ffe0 : \$163 ;
+  assign \$165  = $signed(acc1) - $signed(acc0);
+  assign \$166  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$167  = - gain_x;
+  assign \$168  = \$166  ? \$167  : { 1'h0, gain_x };
+  assign \$169  = special_r ? \$165  : { \$168 [35], \$168 [35], \$168 [35], \$168 [35], \$168  };
+  assign \$170  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$171  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$172  = $signed(floor_q) + $signed(2'h1);
+  assign \$174  = ~ den_norm[52];
+  assign \$176  = den_zeros + 1'h1;
+  assign \$177  = ~ num_norm[38];
+  assign \$179  = num_zeros + 1'h1;
+  assign \$180  = loop_n + 1'h1;
+  assign \$181  = loop_n == 6'h26;
+  assign \$182  = 8'hf7 + num_zeros;
+  assign \$183  = $signed(\$182 ) - $signed(chan[154:147]);
+  assign \$184  = ~ num_norm[38];
+  assign \$188  = gain_q1[21] ? \$187  : gain_q1;
+  assign \$189  = gain_zero ? 24'h000000 : \$188 ;
+  assign \$190  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$191  = gain_zero ? 10'h004 : \$190 ;
+  assign \$192  = ~ gain_zero;
+  assign \$193  = $signed(gain_shift) < $signed(4'h4);
+  assign \$194  = \$192  & \$193 ;
+  assign \$195  = $signed(gain_shift) > $signed(6'h15);
+  assign \$197  = $signed(gain_shift) - $signed(2'h1);
+  assign \$198  = $signed(gain_shift) < $signed(4'h4);
+  assign \$199  = special_r & \$198 ;
+  assign \$200  = scale_count < 4'hd;
+  assign \$201  = \$199  & \$200 ;
+  assign \$203  = $signed(gain_shift) + $signed(2'h1);
+  assign \$204  = scale_count + 1'h1;
+  assign \$205  = loop_n + 1'h1;
+  assign \$206  = loop_n == 5'h15;
+  assign \$207  = $signed(gain_shift) > $signed(6'h15);
+  assign \$208  = \$207  ? 9'h015 : gain_shift;
+  assign \$209  = special_r ? 9'h004 : \$208 ;
+  assign \$211  = $signed(chan[98:83]) << \$2 [4:0];
+  assign \$212  = 1'h1 << sh;
+  assign \$214  = $signed(\$211 ) + $signed({ 1'h0, \$213  });
+  assign \$215  = $signed(\$214 ) - $signed(gain_w);
+  assign \$216  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$217  = - gain_x;
+  assign \$218  = \$216  ? \$217  : { 1'h0, gain_x };
+  assign \$219  = $signed(gain_t) + $signed(\$218 );
+  assign \$220  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$221  = $signed(gain_t) > $signed(21'h080010);
+  assign \$222  = \$221  ? 41'h00000080010 : gain_t;
+  assign \$223  = \$220  ? 41'h1fffff7ffe0 : \$222 ;
+  assign \$224  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$225  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$226  = \$225  ? 42'h00000080010 : gain_t1;
+  assign \$227  = \$224  ? 42'h3fffff7ffe0 : \$226 ;
+  assign \$228  = $signed(acc1) - $signed(acc0);
+  assign \$229  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$230  = - gain_x;
+  assign \$231  = \$229  ? \$230  : { 1'h0, gain_x };
+  assign \$232  = special_r ? \$228  : { \$231 [35], \$231 [35], \$231 [35], \$231 [35], \$231  };
+  assign \$233  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$234  = $signed(chan[82:67]) < $signed(1'h0);
+  assign \$235  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$235 ;
+    pop_top <= \$236 ;
   always @(posedge clk)
-    pop_bottom <= \$236 ;
+    pop_bottom <= \$237 ;
   always @(posedge clk)
-    fsm_state <= \$237 ;
+    fsm_state <= \$238 ;
   always @(posedge clk)
-    start <= \$238 ;
+    start <= \$239 ;
   always @(posedge clk)
-    u <= \$239 ;
+    u <= \$240 ;
   always @(posedge clk)
-    t <= \$240 ;
+    t <= \$241 ;
   always @(posedge clk)
-    \den$41  <= \$241 ;
+    \den$41  <= \$242 ;
   always @(posedge clk)
-    div_num <= \$242 ;
+    div_num <= \$243 ;
   always @(posedge clk)
-    div_mag <= \$243 ;
+    div_mag <= \$244 ;
   always @(posedge clk)
-    div_neg <= \$244 ;
+    div_neg <= \$245 ;
   always @(posedge clk)
-    \start$5  <= \$245 ;
+    \start$5  <= \$246 ;
   always @(posedge clk)
-    floor_q <= \$246 ;
+    floor_q <= \$247 ;
   always @(posedge clk)
-    mean_rem <= \$247 ;
+    mean_rem <= \$248 ;
   always @(posedge clk)
-    gain_num <= \$248 ;
+    gain_num <= \$249 ;
   always @(posedge clk)
-    den_norm <= \$249 ;
+    den_norm <= \$250 ;
   always @(posedge clk)
-    num_norm <= \$250 ;
+    num_norm <= \$251 ;
   always @(posedge clk)
-    num_zeros <= \$251 ;
+    num_zeros <= \$252 ;
   always @(posedge clk)
-    den_zeros <= \$252 ;
+    den_zeros <= \$253 ;
   always @(posedge clk)
-    loop_n <= \$253 ;
+    loop_n <= \$254 ;
   always @(posedge clk)
-    gain_shift <= \$254 ;
+    gain_shift <= \$255 ;
   always @(posedge clk)
-    gain_zero <= \$255 ;
+    gain_zero <= \$256 ;
   always @(posedge clk)
-    gain_q1 <= \$256 ;
+    gain_q1 <= \$257 ;
   always @(posedge clk)
-    gain_x <= \$257 ;
+    gain_x <= \$258 ;
   always @(posedge clk)
-    scale_count <= \$258 ;
+    scale_count <= \$259 ;
   always @(posedge clk)
-    special_r <= \$259 ;
+    special_r <= \$260 ;
   always @(posedge clk)
-    sh <= \$260 ;
+    sh <= \$261 ;
   always @(posedge clk)
-    gain_p <= \$261 ;
+    gain_p <= \$262 ;
   always @(posedge clk)
-    gain_w <= \$262 ;
+    gain_w <= \$263 ;
   always @(posedge clk)
-    gain_t <= \$263 ;
+    gain_t <= \$264 ;
   always @(posedge clk)
-    gain_t1 <= \$264 ;
+    gain_t1 <= \$265 ;
   always @(posedge clk)
-    acc0 <= \$265 ;
+    acc0 <= \$266 ;
   always @(posedge clk)
-    acc1 <= \$266 ;
+    acc1 <= \$267 ;
   always @(posedge clk)
-    a_fin <= \$267 ;
+    a_fin <= \$268 ;
   always @(posedge clk)
-    c_fin <= \$268 ;
+    c_fin <= \$269 ;
   always @(posedge clk)
-    \b$61  <= \$269 ;
+    \b$61  <= \$270 ;
   always @(posedge clk)
-    \a$62  <= \$270 ;
+    \a$62  <= \$271 ;
   always @(posedge clk)
-    special <= \$271 ;
+    special <= \$272 ;
   always @(posedge clk)
-    \neg$64  <= \$272 ;
+    \neg$64  <= \$273 ;
   always @(posedge clk)
-    q_lo <= \$273 ;
+    q_lo <= \$274 ;
   always @(posedge clk)
-    q_hi <= \$274 ;
+    q_hi <= \$275 ;
   \hwnorm_linf_s16.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1304,15 +1306,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h11:
           /* empty */;
       7'h12:
-          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
-      7'h13:
           /* empty */;
+      7'h13:
+          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
       7'h14:
           /* empty */;
       7'h15:
-          a = { \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8  };
-      7'h16:
           /* empty */;
+      7'h16:
+          a = { \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8 [16], \$8  };
       7'h17:
           /* empty */;
       7'h18:
@@ -1338,9 +1340,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h22:
           /* empty */;
       7'h23:
-          a = { 1'h0, gain_x };
-      7'h24:
           /* empty */;
+      7'h24:
+          a = { 1'h0, gain_x };
       7'h25:
           /* empty */;
       7'h26:
@@ -1360,19 +1362,19 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2d:
           /* empty */;
       7'h2e:
-          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+          /* empty */;
       7'h2f:
-          /* empty */;
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
       7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          a = { \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20  };
-      7'h33:
+      7'h03:
           /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          a = { \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20 [16], \$20  };
       7'h34:
           /* empty */;
       7'h35:
@@ -1392,9 +1394,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h3c:
           /* empty */;
       7'h3d:
-          a = { 1'h0, gain_x };
-      7'h3e:
           /* empty */;
+      7'h3e:
+          a = { 1'h0, gain_x };
       7'h3f:
           /* empty */;
       7'h40:
@@ -1408,6 +1410,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h44:
           /* empty */;
       7'h45:
+          /* empty */;
+      7'h46:
           a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
@@ -1448,15 +1452,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h11:
           /* empty */;
       7'h12:
-          b = { 12'h000, chan[13:1] };
-      7'h13:
           /* empty */;
+      7'h13:
+          b = { 12'h000, chan[13:1] };
       7'h14:
           /* empty */;
       7'h15:
-          b = { 12'h000, chan[13:1] };
-      7'h16:
           /* empty */;
+      7'h16:
+          b = { 12'h000, chan[13:1] };
       7'h17:
           /* empty */;
       7'h18:
@@ -1482,9 +1486,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h22:
           /* empty */;
       7'h23:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h24:
           /* empty */;
+      7'h24:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h25:
           /* empty */;
       7'h26:
@@ -1504,19 +1508,19 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2d:
           /* empty */;
       7'h2e:
-          b = { \$16 [18], \$16 [18], \$16 [18], \$16 [18], \$16 [18], \$16 [18], \$16  };
+          /* empty */;
       7'h2f:
-          /* empty */;
+          b = { \$16 [18], \$16 [18], \$16 [18], \$16 [18], \$16 [18], \$16 [18], \$16  };
       7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          b = { 1'h0, chan[146:123] };
-      7'h33:
+      7'h03:
           /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          b = { 1'h0, chan[146:123] };
       7'h34:
           /* empty */;
       7'h35:
@@ -1536,9 +1540,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h3c:
           /* empty */;
       7'h3d:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h3e:
           /* empty */;
+      7'h3e:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h3f:
           /* empty */;
       7'h40:
@@ -1552,6 +1556,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h44:
           /* empty */;
       7'h45:
+          /* empty */;
+      7'h46:
           b = { \$24 [18], \$24 [18], \$24 [18], \$24 [18], \$24 [18], \$24 [18], \$24  };
     endcase
   end
@@ -1592,15 +1598,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h11:
           /* empty */;
       7'h12:
-          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      7'h13:
           /* empty */;
+      7'h13:
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       7'h14:
           /* empty */;
       7'h15:
-          c = 60'h000000000000000;
-      7'h16:
           /* empty */;
+      7'h16:
+          c = 60'h000000000000000;
       7'h17:
           /* empty */;
       7'h18:
@@ -1626,9 +1632,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h22:
           /* empty */;
       7'h23:
-          c = 60'h000000000000000;
-      7'h24:
           /* empty */;
+      7'h24:
+          c = 60'h000000000000000;
       7'h25:
           /* empty */;
       7'h26:
@@ -1648,19 +1654,19 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2d:
           /* empty */;
       7'h2e:
-          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+          /* empty */;
       7'h2f:
-          /* empty */;
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
       7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          c = 60'h000000000000000;
-      7'h33:
+      7'h03:
           /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          c = 60'h000000000000000;
       7'h34:
           /* empty */;
       7'h35:
@@ -1680,9 +1686,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h3c:
           /* empty */;
       7'h3d:
-          c = 60'h000000000000000;
-      7'h3e:
           /* empty */;
+      7'h3e:
+          c = 60'h000000000000000;
       7'h3f:
           /* empty */;
       7'h40:
@@ -1696,6 +1702,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h44:
           /* empty */;
       7'h45:
+          /* empty */;
+      7'h46:
           c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
@@ -1736,15 +1744,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h11:
           /* empty */;
       7'h12:
-          neg = 1'h1;
-      7'h13:
           /* empty */;
+      7'h13:
+          neg = 1'h1;
       7'h14:
           /* empty */;
       7'h15:
-          neg = 1'h0;
-      7'h16:
           /* empty */;
+      7'h16:
+          neg = 1'h0;
       7'h17:
           /* empty */;
       7'h18:
@@ -1770,9 +1778,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h22:
           /* empty */;
       7'h23:
-          neg = \$11 ;
-      7'h24:
           /* empty */;
+      7'h24:
+          neg = \$11 ;
       7'h25:
           /* empty */;
       7'h26:
@@ -1792,19 +1800,19 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2d:
           /* empty */;
       7'h2e:
-          neg = \$17 ;
+          /* empty */;
       7'h2f:
-          /* empty */;
+          neg = \$17 ;
       7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          neg = 1'h0;
-      7'h33:
+      7'h03:
           /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          neg = 1'h0;
       7'h34:
           /* empty */;
       7'h35:
@@ -1824,9 +1832,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h3c:
           /* empty */;
       7'h3d:
-          neg = \$21 ;
-      7'h3e:
           /* empty */;
+      7'h3e:
+          neg = \$21 ;
       7'h3f:
           /* empty */;
       7'h40:
@@ -1840,6 +1848,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h44:
           /* empty */;
       7'h45:
+          /* empty */;
+      7'h46:
           neg = \$25 ;
     endcase
   end
@@ -1880,15 +1890,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h11:
           /* empty */;
       7'h12:
-          steps = 5'h0d;
-      7'h13:
           /* empty */;
+      7'h13:
+          steps = 5'h0d;
       7'h14:
           /* empty */;
       7'h15:
-          steps = 5'h0d;
-      7'h16:
           /* empty */;
+      7'h16:
+          steps = 5'h0d;
       7'h17:
           /* empty */;
       7'h18:
@@ -1914,9 +1924,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h22:
           /* empty */;
       7'h23:
-          steps = 5'h0d;
-      7'h24:
           /* empty */;
+      7'h24:
+          steps = 5'h0d;
       7'h25:
           /* empty */;
       7'h26:
@@ -1936,19 +1946,19 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2d:
           /* empty */;
       7'h2e:
-          steps = 5'h11;
+          /* empty */;
       7'h2f:
-          /* empty */;
+          steps = 5'h11;
       7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          steps = 5'h18;
-      7'h33:
+      7'h03:
           /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          steps = 5'h18;
       7'h34:
           /* empty */;
       7'h35:
@@ -1968,9 +1978,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h3c:
           /* empty */;
       7'h3d:
-          steps = 5'h08;
-      7'h3e:
           /* empty */;
+      7'h3e:
+          steps = 5'h08;
       7'h3f:
           /* empty */;
       7'h40:
@@ -1984,6 +1994,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h44:
           /* empty */;
       7'h45:
+          /* empty */;
+      7'h46:
           steps = 5'h11;
     endcase
   end
@@ -2018,9 +2030,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h0e:
           /* empty */;
       7'h0f:
-          rem_init = \$4 [23:0];
-      7'h10:
           /* empty */;
+      7'h10:
+          rem_init = \$4 [23:0];
       7'h11:
           /* empty */;
       7'h12:
@@ -2044,9 +2056,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1b:
           /* empty */;
       7'h1c:
-          rem_init = \$9 [23:0];
-      7'h1d:
           /* empty */;
+      7'h1d:
+          rem_init = \$9 [23:0];
       7'h1e:
           /* empty */;
       7'h1f:
@@ -2066,6 +2078,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           rem_init = \$12 [23:0];
     endcase
   end
@@ -2100,9 +2114,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h0e:
           /* empty */;
       7'h0f:
-          lo_init = \$5 [34:0];
-      7'h10:
           /* empty */;
+      7'h10:
+          lo_init = \$5 [34:0];
       7'h11:
           /* empty */;
       7'h12:
@@ -2126,9 +2140,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1b:
           /* empty */;
       7'h1c:
-          lo_init = \$10 [34:0];
-      7'h1d:
           /* empty */;
+      7'h1d:
+          lo_init = \$10 [34:0];
       7'h1e:
           /* empty */;
       7'h1f:
@@ -2148,6 +2162,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           lo_init = \$13 [34:0];
     endcase
   end
@@ -2182,9 +2198,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h0e:
           /* empty */;
       7'h0f:
-          \neg$21  = div_neg;
-      7'h10:
           /* empty */;
+      7'h10:
+          \neg$21  = div_neg;
       7'h11:
           /* empty */;
       7'h12:
@@ -2208,9 +2224,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1b:
           /* empty */;
       7'h1c:
-          \neg$21  = div_neg;
-      7'h1d:
           /* empty */;
+      7'h1d:
+          \neg$21  = div_neg;
       7'h1e:
           /* empty */;
       7'h1f:
@@ -2230,6 +2246,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           \neg$21  = div_neg;
     endcase
   end
@@ -2264,9 +2282,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h0e:
           /* empty */;
       7'h0f:
-          den = { 11'h000, chan[13:1] };
-      7'h10:
           /* empty */;
+      7'h10:
+          den = { 11'h000, chan[13:1] };
       7'h11:
           /* empty */;
       7'h12:
@@ -2290,9 +2308,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1b:
           /* empty */;
       7'h1c:
-          den = den_norm[52:29];
-      7'h1d:
           /* empty */;
+      7'h1d:
+          den = den_norm[52:29];
       7'h1e:
           /* empty */;
       7'h1f:
@@ -2312,6 +2330,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           den = { 11'h000, chan[13:1] };
     endcase
   end
@@ -2346,9 +2366,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h0e:
           /* empty */;
       7'h0f:
-          \steps$24  = 6'h11;
-      7'h10:
           /* empty */;
+      7'h10:
+          \steps$24  = 6'h11;
       7'h11:
           /* empty */;
       7'h12:
@@ -2372,9 +2392,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1b:
           /* empty */;
       7'h1c:
-          \steps$24  = 6'h16;
-      7'h1d:
           /* empty */;
+      7'h1d:
+          \steps$24  = 6'h16;
       7'h1e:
           /* empty */;
       7'h1f:
@@ -2394,6 +2414,8 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           \steps$24  = 6'h23;
     endcase
   end
@@ -2495,9 +2517,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -2543,16 +2565,11 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h47:
           /* empty */;
+      7'h48:
+          /* empty */;
       7'h01:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = 1'h0;
-    if (rst) begin
-      \$235  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2563,224 +2580,233 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = fsm_state;
+    \$237  = 1'h0;
+    if (rst) begin
+      \$237  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = fsm_state;
     casez (fsm_state)
       7'h00:
           if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$237  = 7'h01;
+                  \$238  = 7'h01;
               2'h1:
-                  \$237  = 7'h02;
+                  \$238  = 7'h02;
               2'h2:
-                  \$237  = 7'h03;
+                  \$238  = 7'h03;
             endcase
           end
       7'h02:
-          \$237  = 7'h04;
+          \$238  = 7'h04;
       7'h04:
-          \$237  = 7'h05;
+          \$238  = 7'h05;
       7'h05:
           if (\done$38 ) begin
-            \$237  = 7'h06;
+            \$238  = 7'h06;
           end
       7'h06:
-          \$237  = 7'h07;
+          \$238  = 7'h07;
       7'h07:
-          \$237  = 7'h08;
+          \$238  = 7'h08;
       7'h08:
           if (\done$38 ) begin
-            \$237  = 7'h09;
+            \$238  = 7'h09;
           end
       7'h09:
-          \$237  = 7'h0a;
+          \$238  = 7'h0a;
       7'h0a:
-          \$237  = 7'h0b;
+          \$238  = 7'h0b;
       7'h0b:
-          \$237  = 7'h0c;
+          \$238  = 7'h0c;
       7'h0c:
           if (\done$38 ) begin
-            \$237  = 7'h0d;
+            \$238  = 7'h0d;
           end
       7'h0d:
-          \$237  = 7'h0e;
+          \$238  = 7'h0e;
       7'h0e:
-          \$237  = 7'h0f;
+          \$238  = 7'h0f;
       7'h0f:
-          \$237  = 7'h10;
+          \$238  = 7'h10;
       7'h10:
-          if (\done$43 ) begin
-            \$237  = 7'h11;
-          end
+          \$238  = 7'h11;
       7'h11:
-          \$237  = 7'h12;
+          if (\done$43 ) begin
+            \$238  = 7'h12;
+          end
       7'h12:
-          \$237  = 7'h13;
+          \$238  = 7'h13;
       7'h13:
-          if (\done$38 ) begin
-            \$237  = 7'h14;
-          end
+          \$238  = 7'h14;
       7'h14:
-          \$237  = 7'h15;
+          if (\done$38 ) begin
+            \$238  = 7'h15;
+          end
       7'h15:
-          \$237  = 7'h16;
+          \$238  = 7'h16;
       7'h16:
-          if (\done$38 ) begin
-            \$237  = 7'h17;
-          end
+          \$238  = 7'h17;
       7'h17:
-          \$237  = 7'h18;
+          if (\done$38 ) begin
+            \$238  = 7'h18;
+          end
       7'h18:
-          if (\$111 ) begin
-            \$237  = 7'h19;
-          end
+          \$238  = 7'h19;
       7'h19:
-          \$237  = 7'h1a;
+          if (\$112 ) begin
+            \$238  = 7'h1a;
+          end
       7'h1a:
-          \$237  = 7'h1b;
+          \$238  = 7'h1b;
       7'h1b:
-          \$237  = 7'h1c;
+          \$238  = 7'h1c;
       7'h1c:
-          \$237  = 7'h1d;
+          \$238  = 7'h1d;
       7'h1d:
-          if (\done$43 ) begin
-            \$237  = 7'h1e;
-          end
+          \$238  = 7'h1e;
       7'h1e:
-          \$237  = 7'h1f;
-      7'h1f:
-          \$237  = 7'h20;
-      7'h20:
-          if (\$139 ) begin
-            \$237  = 7'h21;
-          end
-      7'h21:
-          \$237  = 7'h22;
-      7'h22:
-          \$237  = 7'h23;
-      7'h23:
-          \$237  = 7'h24;
-      7'h24:
-          if (\done$38 ) begin
-            \$237  = 7'h25;
-          end
-      7'h25:
-          \$237  = 7'h26;
-      7'h26:
-          \$237  = 7'h27;
-      7'h27:
-          \$237  = 7'h28;
-      7'h28:
           if (\done$43 ) begin
-            \$237  = 7'h29;
+            \$238  = 7'h1f;
           end
+      7'h1f:
+          \$238  = 7'h20;
+      7'h20:
+          \$238  = 7'h21;
+      7'h21:
+          if (\$140 ) begin
+            \$238  = 7'h22;
+          end
+      7'h22:
+          \$238  = 7'h23;
+      7'h23:
+          \$238  = 7'h24;
+      7'h24:
+          \$238  = 7'h25;
+      7'h25:
+          if (\done$38 ) begin
+            \$238  = 7'h26;
+          end
+      7'h26:
+          \$238  = 7'h27;
+      7'h27:
+          \$238  = 7'h28;
+      7'h28:
+          \$238  = 7'h29;
       7'h29:
-          \$237  = 7'h2a;
+          if (\done$43 ) begin
+            \$238  = 7'h2a;
+          end
       7'h2a:
-          \$237  = 7'h2b;
+          \$238  = 7'h2b;
       7'h2b:
-          \$237  = 7'h2c;
+          \$238  = 7'h2c;
       7'h2c:
-          \$237  = 7'h2d;
+          \$238  = 7'h2d;
       7'h2d:
-          \$237  = 7'h2e;
+          \$238  = 7'h2e;
       7'h2e:
-          \$237  = 7'h2f;
+          \$238  = 7'h2f;
       7'h2f:
-          if (\done$38 ) begin
-            \$237  = 7'h30;
-          end
+          \$238  = 7'h30;
       7'h30:
-          \$237  = 7'h01;
-      7'h03:
-          \$237  = 7'h31;
+          if (\done$38 ) begin
+            \$238  = 7'h31;
+          end
       7'h31:
-          \$237  = 7'h32;
+          \$238  = 7'h01;
+      7'h03:
+          \$238  = 7'h32;
       7'h32:
-          \$237  = 7'h33;
+          \$238  = 7'h33;
       7'h33:
-          if (\done$38 ) begin
-            \$237  = 7'h34;
-          end
+          \$238  = 7'h34;
       7'h34:
-          \$237  = 7'h35;
-      7'h35:
-          if (\$180 ) begin
-            \$237  = 7'h36;
-          end
-      7'h36:
-          \$237  = 7'h37;
-      7'h37:
-          \$237  = 7'h38;
-      7'h38:
-          \$237  = 7'h39;
-      7'h39:
-          \$237  = 7'h3a;
-      7'h3a:
-          if (\$205 ) begin
-            \$237  = 7'h3b;
-          end
-      7'h3b:
-          \$237  = 7'h3c;
-      7'h3c:
-          \$237  = 7'h3d;
-      7'h3d:
-          \$237  = 7'h3e;
-      7'h3e:
           if (\done$38 ) begin
-            \$237  = 7'h3f;
+            \$238  = 7'h35;
           end
+      7'h35:
+          \$238  = 7'h36;
+      7'h36:
+          if (\$181 ) begin
+            \$238  = 7'h37;
+          end
+      7'h37:
+          \$238  = 7'h38;
+      7'h38:
+          \$238  = 7'h39;
+      7'h39:
+          \$238  = 7'h3a;
+      7'h3a:
+          \$238  = 7'h3b;
+      7'h3b:
+          if (\$206 ) begin
+            \$238  = 7'h3c;
+          end
+      7'h3c:
+          \$238  = 7'h3d;
+      7'h3d:
+          \$238  = 7'h3e;
+      7'h3e:
+          \$238  = 7'h3f;
       7'h3f:
-          \$237  = 7'h40;
+          if (\done$38 ) begin
+            \$238  = 7'h40;
+          end
       7'h40:
-          \$237  = 7'h41;
+          \$238  = 7'h41;
       7'h41:
-          \$237  = 7'h42;
+          \$238  = 7'h42;
       7'h42:
-          \$237  = 7'h43;
+          \$238  = 7'h43;
       7'h43:
-          \$237  = 7'h44;
+          \$238  = 7'h44;
       7'h44:
-          \$237  = 7'h45;
+          \$238  = 7'h45;
       7'h45:
-          \$237  = 7'h46;
+          \$238  = 7'h46;
       7'h46:
-          if (\done$38 ) begin
-            \$237  = 7'h47;
-          end
+          \$238  = 7'h47;
       7'h47:
-          \$237  = 7'h01;
+          if (\done$38 ) begin
+            \$238  = 7'h48;
+          end
+      7'h48:
+          \$238  = 7'h01;
       7'h01:
-          \$237  = 7'h00;
+          \$238  = 7'h00;
     endcase
     if (rst) begin
-      \$237  = 7'h00;
+      \$238  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = start;
+    \$239  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h02:
-          \$238  = 1'h1;
+          \$239  = 1'h1;
       7'h04:
-          \$238  = 1'h0;
+          \$239  = 1'h0;
       7'h05:
           /* empty */;
       7'h06:
-          \$238  = 1'h1;
+          \$239  = 1'h1;
       7'h07:
-          \$238  = 1'h0;
+          \$239  = 1'h0;
       7'h08:
           /* empty */;
       7'h09:
           /* empty */;
       7'h0a:
-          \$238  = 1'h1;
+          \$239  = 1'h1;
       7'h0b:
-          \$238  = 1'h0;
+          \$239  = 1'h0;
       7'h0c:
           /* empty */;
       7'h0d:
@@ -2792,17 +2818,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h10:
           /* empty */;
       7'h11:
-          \$238  = 1'h1;
+          /* empty */;
       7'h12:
-          \$238  = 1'h0;
+          \$239  = 1'h1;
       7'h13:
-          /* empty */;
+          \$239  = 1'h0;
       7'h14:
-          \$238  = 1'h1;
-      7'h15:
-          \$238  = 1'h0;
-      7'h16:
           /* empty */;
+      7'h15:
+          \$239  = 1'h1;
+      7'h16:
+          \$239  = 1'h0;
       7'h17:
           /* empty */;
       7'h18:
@@ -2826,11 +2852,11 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h21:
           /* empty */;
       7'h22:
-          \$238  = 1'h1;
-      7'h23:
-          \$238  = 1'h0;
-      7'h24:
           /* empty */;
+      7'h23:
+          \$239  = 1'h1;
+      7'h24:
+          \$239  = 1'h0;
       7'h25:
           /* empty */;
       7'h26:
@@ -2848,21 +2874,21 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2c:
           /* empty */;
       7'h2d:
-          \$238  = 1'h1;
-      7'h2e:
-          \$238  = 1'h0;
-      7'h2f:
           /* empty */;
+      7'h2e:
+          \$239  = 1'h1;
+      7'h2f:
+          \$239  = 1'h0;
       7'h30:
+          /* empty */;
+      7'h31:
           /* empty */;
       7'h03:
           /* empty */;
-      7'h31:
-          \$238  = 1'h1;
       7'h32:
-          \$238  = 1'h0;
+          \$239  = 1'h1;
       7'h33:
-          /* empty */;
+          \$239  = 1'h0;
       7'h34:
           /* empty */;
       7'h35:
@@ -2880,11 +2906,11 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h3b:
           /* empty */;
       7'h3c:
-          \$238  = 1'h1;
-      7'h3d:
-          \$238  = 1'h0;
-      7'h3e:
           /* empty */;
+      7'h3d:
+          \$239  = 1'h1;
+      7'h3e:
+          \$239  = 1'h0;
       7'h3f:
           /* empty */;
       7'h40:
@@ -2896,17 +2922,19 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h43:
           /* empty */;
       7'h44:
-          \$238  = 1'h1;
+          /* empty */;
       7'h45:
-          \$238  = 1'h0;
+          \$239  = 1'h1;
+      7'h46:
+          \$239  = 1'h0;
     endcase
     if (rst) begin
-      \$238  = 1'h0;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = u;
+    \$240  = u;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2915,36 +2943,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h04:
           /* empty */;
       7'h05:
-          if (\done$38 ) begin
-            \$239  = p[32:0];
-          end
-    endcase
-    if (rst) begin
-      \$239  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = t;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
           if (\done$38 ) begin
             \$240  = p[32:0];
           end
-      7'h09:
-          \$240  = \$99 ;
     endcase
     if (rst) begin
       \$240  = 33'h000000000;
@@ -2952,7 +2953,34 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = \den$41 ;
+    \$241  = t;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          if (\done$38 ) begin
+            \$241  = p[32:0];
+          end
+      7'h09:
+          \$241  = \$100 ;
+    endcase
+    if (rst) begin
+      \$241  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = \den$41 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2976,97 +3004,16 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h0c:
           if (\done$38 ) begin
-            \$241  = p[52:0];
+            \$242  = p[52:0];
           end
     endcase
     if (rst) begin
-      \$241  = 53'h00000000000000;
+      \$242  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = div_num;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          \$242  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          \$242  = { 5'h00, \$115  };
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          \$242  = { gain_p[49], gain_p };
-    endcase
-    if (rst) begin
-      \$242  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = div_mag;
+    \$243  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3093,7 +3040,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h0d:
           /* empty */;
       7'h0e:
-          \$243  = \$102 [50:0];
+          \$243  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       7'h0f:
           /* empty */;
       7'h10:
@@ -3119,7 +3066,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1a:
           /* empty */;
       7'h1b:
-          \$243  = \$118 [50:0];
+          \$243  = { 5'h00, \$116  };
       7'h1c:
           /* empty */;
       7'h1d:
@@ -3141,7 +3088,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h25:
           /* empty */;
       7'h26:
-          \$243  = \$145 [50:0];
+          \$243  = { gain_p[49], gain_p };
     endcase
     if (rst) begin
       \$243  = 51'h0000000000000;
@@ -3149,7 +3096,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = div_neg;
+    \$244  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3176,9 +3123,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h0d:
           /* empty */;
       7'h0e:
-          \$244  = \$103 ;
-      7'h0f:
           /* empty */;
+      7'h0f:
+          \$244  = \$103 [50:0];
       7'h10:
           /* empty */;
       7'h11:
@@ -3202,9 +3149,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1a:
           /* empty */;
       7'h1b:
-          \$244  = \$119 ;
-      7'h1c:
           /* empty */;
+      7'h1c:
+          \$244  = \$119 [50:0];
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3224,15 +3171,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h25:
           /* empty */;
       7'h26:
-          \$244  = \$146 ;
+          /* empty */;
+      7'h27:
+          \$244  = \$146 [50:0];
     endcase
     if (rst) begin
-      \$244  = 1'h0;
+      \$244  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = \start$5 ;
+    \$245  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3259,9 +3208,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h0d:
           /* empty */;
       7'h0e:
-          \$245  = 1'h1;
+          /* empty */;
       7'h0f:
-          \$245  = 1'h0;
+          \$245  = \$104 ;
       7'h10:
           /* empty */;
       7'h11:
@@ -3285,9 +3234,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1a:
           /* empty */;
       7'h1b:
-          \$245  = 1'h1;
+          /* empty */;
       7'h1c:
-          \$245  = 1'h0;
+          \$245  = \$120 ;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3307,9 +3256,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h25:
           /* empty */;
       7'h26:
-          \$245  = 1'h1;
+          /* empty */;
       7'h27:
-          \$245  = 1'h0;
+          \$245  = \$147 ;
     endcase
     if (rst) begin
       \$245  = 1'h0;
@@ -3317,7 +3266,94 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = floor_q;
+    \$246  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          \$246  = 1'h1;
+      7'h10:
+          \$246  = 1'h0;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$246  = 1'h1;
+      7'h1d:
+          \$246  = 1'h0;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$246  = 1'h1;
+      7'h28:
+          \$246  = 1'h0;
+    endcase
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = floor_q;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3348,11 +3384,11 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h0f:
           /* empty */;
       7'h10:
+          /* empty */;
+      7'h11:
           if (\done$43 ) begin
-            \$246  = q[17:0];
+            \$247  = q[17:0];
           end
-      7'h11:
-          /* empty */;
       7'h12:
           /* empty */;
       7'h13:
@@ -3414,239 +3450,19 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2f:
           /* empty */;
       7'h30:
-          /* empty */;
-      7'h03:
-          \$246  = \$172 [17:0];
-    endcase
-    if (rst) begin
-      \$246  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = mean_rem;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          if (\done$38 ) begin
-            \$247  = p[13:0];
-          end
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          \$247  = { 6'h00, chan[106:99] };
-    endcase
-    if (rst) begin
-      \$247  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = gain_num;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          if (\done$38 ) begin
-            \$248  = p[39:0];
-          end
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h31:
           /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          if (\done$38 ) begin
-            \$248  = p[39:0];
-          end
+      7'h03:
+          \$247  = \$173 [17:0];
     endcase
     if (rst) begin
-      \$248  = 40'h0000000000;
+      \$247  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = den_norm;
+    \$248  = mean_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3685,17 +3501,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h13:
           /* empty */;
       7'h14:
-          /* empty */;
+          if (\done$38 ) begin
+            \$248  = p[13:0];
+          end
       7'h15:
           /* empty */;
       7'h16:
           /* empty */;
       7'h17:
-          \$249  = \den$41 ;
+          /* empty */;
       7'h18:
-          if (\$104 ) begin
-            \$249  = \$105 [52:0];
-          end
+          /* empty */;
       7'h19:
           /* empty */;
       7'h1a:
@@ -3744,28 +3560,135 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
+      7'h31:
+          /* empty */;
       7'h03:
+          \$248  = { 6'h00, chan[106:99] };
+    endcase
+    if (rst) begin
+      \$248  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = gain_num;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          if (\done$38 ) begin
+            \$249  = p[39:0];
+          end
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
           /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
       7'h33:
           /* empty */;
       7'h34:
-          \$249  = 53'h10000000000000;
-      7'h35:
-          if (\$173 ) begin
-            \$249  = \$174 [52:0];
+          if (\done$38 ) begin
+            \$249  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$249  = 53'h00000000000000;
+      \$249  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = num_norm;
+    \$250  = den_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3810,13 +3733,13 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h16:
           /* empty */;
       7'h17:
-          \$250  = gain_num[38:0];
-      7'h18:
-          if (\$107 ) begin
-            \$250  = \$108 [38:0];
-          end
-      7'h19:
           /* empty */;
+      7'h18:
+          \$250  = \den$41 ;
+      7'h19:
+          if (\$105 ) begin
+            \$250  = \$106 [52:0];
+          end
       7'h1a:
           /* empty */;
       7'h1b:
@@ -3863,28 +3786,30 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
       7'h33:
           /* empty */;
       7'h34:
-          \$250  = gain_num[38:0];
+          /* empty */;
       7'h35:
-          if (\$176 ) begin
-            \$250  = \$177 [38:0];
+          \$250  = 53'h10000000000000;
+      7'h36:
+          if (\$174 ) begin
+            \$250  = \$175 [52:0];
           end
     endcase
     if (rst) begin
-      \$250  = 39'h0000000000;
+      \$250  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = num_zeros;
+    \$251  = num_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3929,13 +3854,13 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h16:
           /* empty */;
       7'h17:
-          \$251  = 6'h00;
-      7'h18:
-          if (\$107 ) begin
-            \$251  = \$109 [5:0];
-          end
-      7'h19:
           /* empty */;
+      7'h18:
+          \$251  = gain_num[38:0];
+      7'h19:
+          if (\$108 ) begin
+            \$251  = \$109 [38:0];
+          end
       7'h1a:
           /* empty */;
       7'h1b:
@@ -3982,28 +3907,30 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
       7'h33:
           /* empty */;
       7'h34:
-          \$251  = 6'h00;
+          /* empty */;
       7'h35:
-          if (\$176 ) begin
-            \$251  = \$178 [5:0];
+          \$251  = gain_num[38:0];
+      7'h36:
+          if (\$177 ) begin
+            \$251  = \$178 [38:0];
           end
     endcase
     if (rst) begin
-      \$251  = 6'h00;
+      \$251  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = den_zeros;
+    \$252  = num_zeros;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4048,13 +3975,13 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h16:
           /* empty */;
       7'h17:
+          /* empty */;
+      7'h18:
           \$252  = 6'h00;
-      7'h18:
-          if (\$104 ) begin
-            \$252  = \$106 [5:0];
-          end
       7'h19:
-          /* empty */;
+          if (\$108 ) begin
+            \$252  = \$110 [5:0];
+          end
       7'h1a:
           /* empty */;
       7'h1b:
@@ -4101,19 +4028,21 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
       7'h33:
           /* empty */;
       7'h34:
-          \$252  = 6'h00;
+          /* empty */;
       7'h35:
-          if (\$173 ) begin
-            \$252  = \$175 [5:0];
+          \$252  = 6'h00;
+      7'h36:
+          if (\$177 ) begin
+            \$252  = \$179 [5:0];
           end
     endcase
     if (rst) begin
@@ -4122,7 +4051,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = loop_n;
+    \$253  = den_zeros;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4169,14 +4098,11 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h17:
           /* empty */;
       7'h18:
-        begin
-          \$253  = \$110 [5:0];
-          if (\$111 ) begin
-            \$253  = 6'h00;
-          end
-        end
+          \$253  = 6'h00;
       7'h19:
-          /* empty */;
+          if (\$105 ) begin
+            \$253  = \$107 [5:0];
+          end
       7'h1a:
           /* empty */;
       7'h1b:
@@ -4190,12 +4116,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1f:
           /* empty */;
       7'h20:
-        begin
-          \$253  = \$138 [5:0];
-          if (\$139 ) begin
-            \$253  = 6'h00;
-          end
-        end
+          /* empty */;
       7'h21:
           /* empty */;
       7'h22:
@@ -4228,9 +4149,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -4239,27 +4160,11 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h34:
           /* empty */;
       7'h35:
-        begin
-          \$253  = \$179 [5:0];
-          if (\$180 ) begin
-            \$253  = 6'h00;
-          end
-        end
+          \$253  = 6'h00;
       7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-        begin
-          \$253  = \$204 [5:0];
-          if (\$205 ) begin
-            \$253  = 6'h00;
+          if (\$174 ) begin
+            \$253  = \$176 [5:0];
           end
-        end
     endcase
     if (rst) begin
       \$253  = 6'h00;
@@ -4267,7 +4172,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = gain_shift;
+    \$254  = loop_n;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4316,7 +4221,12 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h18:
           /* empty */;
       7'h19:
-          \$254  = { \$113 [7], \$113  };
+        begin
+          \$254  = \$111 [5:0];
+          if (\$112 ) begin
+            \$254  = 6'h00;
+          end
+        end
       7'h1a:
           /* empty */;
       7'h1b:
@@ -4326,20 +4236,18 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1d:
           /* empty */;
       7'h1e:
-          \$254  = \$124 [8:0];
+          /* empty */;
       7'h1f:
           /* empty */;
       7'h20:
+          /* empty */;
+      7'h21:
         begin
-          if (\$128 ) begin
-            \$254  = \$130 [8:0];
-          end
-          if (\$134 ) begin
-            \$254  = \$136 [8:0];
+          \$254  = \$139 [5:0];
+          if (\$140 ) begin
+            \$254  = 6'h00;
           end
         end
-      7'h21:
-          /* empty */;
       7'h22:
           /* empty */;
       7'h23:
@@ -4370,9 +4278,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -4383,30 +4291,35 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h35:
           /* empty */;
       7'h36:
-          \$254  = \$182 ;
+        begin
+          \$254  = \$180 [5:0];
+          if (\$181 ) begin
+            \$254  = 6'h00;
+          end
+        end
       7'h37:
           /* empty */;
       7'h38:
-          \$254  = \$190 [8:0];
+          /* empty */;
       7'h39:
           /* empty */;
       7'h3a:
+          /* empty */;
+      7'h3b:
         begin
-          if (\$194 ) begin
-            \$254  = \$196 [8:0];
-          end
-          if (\$200 ) begin
-            \$254  = \$202 [8:0];
+          \$254  = \$205 [5:0];
+          if (\$206 ) begin
+            \$254  = 6'h00;
           end
         end
     endcase
     if (rst) begin
-      \$254  = 9'h000;
+      \$254  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = gain_zero;
+    \$255  = gain_shift;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4455,9 +4368,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h18:
           /* empty */;
       7'h19:
-          \$255  = \$114 ;
-      7'h1a:
           /* empty */;
+      7'h1a:
+          \$255  = { \$114 [7], \$114  };
       7'h1b:
           /* empty */;
       7'h1c:
@@ -4467,11 +4380,18 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h1e:
           /* empty */;
       7'h1f:
-          /* empty */;
+          \$255  = \$125 [8:0];
       7'h20:
           /* empty */;
       7'h21:
-          /* empty */;
+        begin
+          if (\$129 ) begin
+            \$255  = \$131 [8:0];
+          end
+          if (\$135 ) begin
+            \$255  = \$137 [8:0];
+          end
+        end
       7'h22:
           /* empty */;
       7'h23:
@@ -4502,9 +4422,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -4515,650 +4435,667 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h35:
           /* empty */;
       7'h36:
+          /* empty */;
+      7'h37:
           \$255  = \$183 ;
-    endcase
-    if (rst) begin
-      \$255  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = gain_q1;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          if (\done$43 ) begin
-            \$256  = q[23:0];
-          end
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          \$256  = \$185 [23:0];
-    endcase
-    if (rst) begin
-      \$256  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = gain_x;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          \$257  = { \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122 [23], \$122  };
-      7'h1f:
-          /* empty */;
-      7'h20:
-        begin
-          if (\$128 ) begin
-            \$257  = \$129 ;
-          end
-          if (\$134 ) begin
-            \$257  = \$135 [34:0];
-          end
-        end
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          \$257  = { \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188 [23], \$188  };
-      7'h39:
-          /* empty */;
-      7'h3a:
-        begin
-          if (\$194 ) begin
-            \$257  = \$195 ;
-          end
-          if (\$200 ) begin
-            \$257  = \$201 [34:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$257  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = scale_count;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          \$258  = 5'h00;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          \$258  = \$137 [4:0];
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          \$258  = 5'h00;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          \$258  = \$203 [4:0];
-    endcase
-    if (rst) begin
-      \$258  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = special_r;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          \$259  = \$127 ;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
       7'h38:
           /* empty */;
       7'h39:
-          \$259  = \$193 ;
-    endcase
-    if (rst) begin
-      \$259  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$260  = \$142 [4:0];
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
+          \$255  = \$191 [8:0];
       7'h3a:
           /* empty */;
       7'h3b:
-          \$260  = \$208 [4:0];
+        begin
+          if (\$195 ) begin
+            \$255  = \$197 [8:0];
+          end
+          if (\$201 ) begin
+            \$255  = \$203 [8:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$260  = 5'h00;
+      \$255  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = gain_p;
+    \$256  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$256  = \$115 ;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$256  = \$184 ;
+    endcase
+    if (rst) begin
+      \$256  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          if (\done$43 ) begin
+            \$257  = q[23:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \$257  = \$186 [23:0];
+    endcase
+    if (rst) begin
+      \$257  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$258  = { \$123 [23], \$123 [23], \$123 [23], \$123 [23], \$123 [23], \$123 [23], \$123 [23], \$123 [23], \$123 [23], \$123 [23], \$123 [23], \$123  };
+      7'h20:
+          /* empty */;
+      7'h21:
+        begin
+          if (\$129 ) begin
+            \$258  = \$130 ;
+          end
+          if (\$135 ) begin
+            \$258  = \$136 [34:0];
+          end
+        end
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$258  = { \$189 [23], \$189 [23], \$189 [23], \$189 [23], \$189 [23], \$189 [23], \$189 [23], \$189 [23], \$189 [23], \$189 [23], \$189 [23], \$189  };
+      7'h3a:
+          /* empty */;
+      7'h3b:
+        begin
+          if (\$195 ) begin
+            \$258  = \$196 ;
+          end
+          if (\$201 ) begin
+            \$258  = \$202 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$258  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$259  = 5'h00;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$259  = \$138 [4:0];
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$259  = 5'h00;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$259  = \$204 [4:0];
+    endcase
+    if (rst) begin
+      \$259  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$260  = \$128 ;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$260  = \$194 ;
+    endcase
+    if (rst) begin
+      \$260  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5225,13 +5162,11 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h21:
           /* empty */;
       7'h22:
-          /* empty */;
+          \$261  = \$143 [4:0];
       7'h23:
           /* empty */;
       7'h24:
-          if (\done$38 ) begin
-            \$261  = p[49:0];
-          end
+          /* empty */;
       7'h25:
           /* empty */;
       7'h26:
@@ -5256,9 +5191,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5281,21 +5216,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h3b:
           /* empty */;
       7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          if (\done$38 ) begin
-            \$261  = p[49:0];
-          end
+          \$261  = \$209 [4:0];
     endcase
     if (rst) begin
-      \$261  = 50'h0000000000000;
+      \$261  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = gain_w;
+    \$262  = gain_p;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5368,15 +5297,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h24:
           /* empty */;
       7'h25:
-          /* empty */;
+          if (\done$38 ) begin
+            \$262  = p[49:0];
+          end
       7'h26:
           /* empty */;
       7'h27:
           /* empty */;
       7'h28:
-          if (\done$43 ) begin
-            \$262  = q;
-          end
+          /* empty */;
       7'h29:
           /* empty */;
       7'h2a:
@@ -5393,9 +5322,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5424,15 +5353,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h3e:
           /* empty */;
       7'h3f:
-          \$262  = \$209 [36:0];
+          if (\done$38 ) begin
+            \$262  = p[49:0];
+          end
     endcase
     if (rst) begin
-      \$262  = 37'h0000000000;
+      \$262  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = gain_t;
+    \$263  = gain_w;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5513,7 +5444,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h28:
           /* empty */;
       7'h29:
-          \$263  = \$151 [40:0];
+          if (\done$43 ) begin
+            \$263  = q;
+          end
       7'h2a:
           /* empty */;
       7'h2b:
@@ -5528,9 +5461,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5561,15 +5494,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h3f:
           /* empty */;
       7'h40:
-          \$263  = \$214 [40:0];
+          \$263  = \$210 [36:0];
     endcase
     if (rst) begin
-      \$263  = 41'h00000000000;
+      \$263  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = gain_t1;
+    \$264  = gain_t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5652,7 +5585,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h29:
           /* empty */;
       7'h2a:
-          \$264  = \$155 ;
+          \$264  = \$152 [40:0];
       7'h2b:
           /* empty */;
       7'h2c:
@@ -5665,9 +5598,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5700,15 +5633,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h40:
           /* empty */;
       7'h41:
-          \$264  = \$218 ;
+          \$264  = \$215 [40:0];
     endcase
     if (rst) begin
-      \$264  = 42'h00000000000;
+      \$264  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = acc0;
+    \$265  = gain_t1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5793,7 +5726,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2a:
           /* empty */;
       7'h2b:
-          \$265  = \$159 [38:0];
+          \$265  = \$156 ;
       7'h2c:
           /* empty */;
       7'h2d:
@@ -5804,9 +5737,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5841,15 +5774,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h41:
           /* empty */;
       7'h42:
-          \$265  = \$222 [38:0];
+          \$265  = \$219 ;
     endcase
     if (rst) begin
-      \$265  = 39'h0000000000;
+      \$265  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = acc1;
+    \$266  = acc0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5934,9 +5867,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2a:
           /* empty */;
       7'h2b:
-          \$266  = \$163 [38:0];
-      7'h2c:
           /* empty */;
+      7'h2c:
+          \$266  = \$160 [38:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -5945,9 +5878,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -5982,7 +5915,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h41:
           /* empty */;
       7'h42:
-          \$266  = \$226 [38:0];
+          /* empty */;
+      7'h43:
+          \$266  = \$223 [38:0];
     endcase
     if (rst) begin
       \$266  = 39'h0000000000;
@@ -5990,7 +5925,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = a_fin;
+    \$267  = acc1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6077,7 +6012,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2b:
           /* empty */;
       7'h2c:
-          \$267  = \$168 [21:0];
+          \$267  = \$164 [38:0];
       7'h2d:
           /* empty */;
       7'h2e:
@@ -6086,9 +6021,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
           /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6125,158 +6060,15 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h42:
           /* empty */;
       7'h43:
-          \$267  = \$231 [21:0];
+          \$267  = \$227 [38:0];
     endcase
     if (rst) begin
-      \$267  = 22'h000000;
+      \$267  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = c_fin;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          \$268  = \$169 [38:0];
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          \$268  = \$232 [38:0];
-    endcase
-    if (rst) begin
-      \$268  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = \b$61 ;
+    \$268  = a_fin;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6365,18 +6157,16 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2c:
           /* empty */;
       7'h2d:
-          /* empty */;
+          \$268  = \$169 [21:0];
       7'h2e:
           /* empty */;
       7'h2f:
-          if (\done$38 ) begin
-            \$269  = p[38:0];
-          end
+          /* empty */;
       7'h30:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6415,13 +6205,152 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h43:
           /* empty */;
       7'h44:
+          \$268  = \$232 [21:0];
+    endcase
+    if (rst) begin
+      \$268  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = c_fin;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      7'h45:
+      7'h02:
           /* empty */;
-      7'h46:
-          if (\done$38 ) begin
-            \$269  = p[38:0];
-          end
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$269  = \$170 [38:0];
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          \$269  = \$233 [38:0];
     endcase
     if (rst) begin
       \$269  = 39'h0000000000;
@@ -6429,7 +6358,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = \a$62 ;
+    \$270  = \b$61 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6524,10 +6453,12 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2f:
           /* empty */;
       7'h30:
-          \$270  = a_fin;
-      7'h03:
-          /* empty */;
+          if (\done$38 ) begin
+            \$270  = p[38:0];
+          end
       7'h31:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6572,15 +6503,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h46:
           /* empty */;
       7'h47:
-          \$270  = a_fin;
+          if (\done$38 ) begin
+            \$270  = p[38:0];
+          end
     endcase
     if (rst) begin
-      \$270  = 22'h000000;
+      \$270  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = special;
+    \$271  = \a$62 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6675,10 +6608,10 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2f:
           /* empty */;
       7'h30:
-          \$271  = special_r;
-      7'h03:
           /* empty */;
       7'h31:
+          \$271  = a_fin;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6723,15 +6656,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h46:
           /* empty */;
       7'h47:
-          \$271  = special_r;
+          /* empty */;
+      7'h48:
+          \$271  = a_fin;
     endcase
     if (rst) begin
-      \$271  = 1'h0;
+      \$271  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = \neg$64 ;
+    \$272  = special;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6826,10 +6761,10 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2f:
           /* empty */;
       7'h30:
-          \$272  = \$170 ;
-      7'h03:
           /* empty */;
       7'h31:
+          \$272  = special_r;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -6874,7 +6809,9 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h46:
           /* empty */;
       7'h47:
-          \$272  = \$233 ;
+          /* empty */;
+      7'h48:
+          \$272  = special_r;
     endcase
     if (rst) begin
       \$272  = 1'h0;
@@ -6882,7 +6819,7 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = q_lo;
+    \$273  = \neg$64 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6977,10 +6914,10 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2f:
           /* empty */;
       7'h30:
-          \$273  = floor_q;
-      7'h03:
           /* empty */;
       7'h31:
+          \$273  = \$171 ;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -7025,15 +6962,17 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h46:
           /* empty */;
       7'h47:
-          \$273  = floor_q;
+          /* empty */;
+      7'h48:
+          \$273  = \$234 ;
     endcase
     if (rst) begin
-      \$273  = 18'h00000;
+      \$273  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = q_hi;
+    \$274  = q_lo;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7128,10 +7067,10 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h2f:
           /* empty */;
       7'h30:
-          \$274  = \$171 [17:0];
-      7'h03:
           /* empty */;
       7'h31:
+          \$274  = floor_q;
+      7'h03:
           /* empty */;
       7'h32:
           /* empty */;
@@ -7176,10 +7115,165 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
       7'h46:
           /* empty */;
       7'h47:
-          \$274  = \$234 [17:0];
+          /* empty */;
+      7'h48:
+          \$274  = floor_q;
     endcase
     if (rst) begin
       \$274  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$275  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          \$275  = \$172 [17:0];
+      7'h03:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          \$275  = \$235 [17:0];
+    endcase
+    if (rst) begin
+      \$275  = 18'h00000;
     end
   end
   assign beta_shift = \$1 [4:0];
@@ -7201,23 +7295,23 @@ module \hwnorm_linf_s16.math (rst, \start$36 , entry, chan, sum, hi, lo, done, \
   assign \$10  = { 2'h0, div_mag[21:0], 13'h0000 };
   assign \$12  = { 35'h000000000, div_mag[50:35] };
   assign \$13  = { 1'h0, div_mag[34:0] };
-  assign \$105  = { den_norm, 1'h0 };
-  assign \$108  = { num_norm, 1'h0 };
-  assign \$115  = { 1'h0, num_norm, 6'h00 };
-  assign \$120  = { gain_q1[23], gain_q1[23:1] };
-  assign \$129  = { 1'h0, gain_x[34:1] };
-  assign \$135  = { gain_x, 1'h0 };
-  assign \$149  = { 1'h0, \$148 [31:1] };
-  assign \$172  = { chan[122], chan[122], chan[122], chan[122], chan[122], chan[122], chan[122], chan[122], chan[122:107] };
-  assign \$174  = { den_norm, 1'h0 };
-  assign \$177  = { num_norm, 1'h0 };
-  assign \$184  = { 1'h0, num_norm, 6'h00 };
-  assign \$185  = { 23'h000000, \$184 [45:23] };
-  assign \$186  = { gain_q1[23], gain_q1[23:1] };
-  assign \$195  = { 1'h0, gain_x[34:1] };
-  assign \$201  = { gain_x, 1'h0 };
-  assign \$209  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
-  assign \$212  = { 1'h0, \$211 [31:1] };
+  assign \$106  = { den_norm, 1'h0 };
+  assign \$109  = { num_norm, 1'h0 };
+  assign \$116  = { 1'h0, num_norm, 6'h00 };
+  assign \$121  = { gain_q1[23], gain_q1[23:1] };
+  assign \$130  = { 1'h0, gain_x[34:1] };
+  assign \$136  = { gain_x, 1'h0 };
+  assign \$150  = { 1'h0, \$149 [31:1] };
+  assign \$173  = { chan[122], chan[122], chan[122], chan[122], chan[122], chan[122], chan[122], chan[122], chan[122:107] };
+  assign \$175  = { den_norm, 1'h0 };
+  assign \$178  = { num_norm, 1'h0 };
+  assign \$185  = { 1'h0, num_norm, 6'h00 };
+  assign \$186  = { 23'h000000, \$185 [45:23] };
+  assign \$187  = { gain_q1[23], gain_q1[23:1] };
+  assign \$196  = { 1'h0, gain_x[34:1] };
+  assign \$202  = { gain_x, 1'h0 };
+  assign \$210  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$213  = { 1'h0, \$212 [31:1] };
 endmodule
 
 module \hwnorm_linf_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -696,203 +696,204 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   wire \$103 ;
   wire \$104 ;
   wire \$105 ;
-  wire [43:0] \$106 ;
+  wire \$106 ;
   wire [43:0] \$107 ;
-  wire \$108 ;
+  wire [43:0] \$108 ;
   wire \$109 ;
   wire [42:0] \$11 ;
-  wire [43:0] \$110 ;
+  wire \$110 ;
   wire [43:0] \$111 ;
-  wire \$112 ;
+  wire [43:0] \$112 ;
   wire \$113 ;
-  wire [58:0] \$114 ;
-  wire [6:0] \$115 ;
-  wire \$116 ;
-  wire [23:0] \$117 ;
-  wire [5:0] \$118 ;
-  wire [6:0] \$119 ;
+  wire \$114 ;
+  wire [58:0] \$115 ;
+  wire [6:0] \$116 ;
+  wire \$117 ;
+  wire [23:0] \$118 ;
+  wire [5:0] \$119 ;
   wire [28:0] \$12 ;
-  wire \$120 ;
-  wire [5:0] \$121 ;
-  wire [6:0] \$122 ;
-  wire \$123 ;
-  wire [29:0] \$124 ;
-  wire \$125 ;
-  wire [43:0] \$126 ;
+  wire [6:0] \$120 ;
+  wire \$121 ;
+  wire [5:0] \$122 ;
+  wire [6:0] \$123 ;
+  wire \$124 ;
+  wire [29:0] \$125 ;
+  wire \$126 ;
   wire [43:0] \$127 ;
-  wire \$128 ;
-  wire [15:0] \$129 ;
+  wire [43:0] \$128 ;
+  wire \$129 ;
   wire \$13 ;
   wire [15:0] \$130 ;
   wire [15:0] \$131 ;
-  wire [9:0] \$132 ;
+  wire [15:0] \$132 ;
   wire [9:0] \$133 ;
-  wire \$134 ;
+  wire [9:0] \$134 ;
   wire \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire [26:0] \$138 ;
-  wire [9:0] \$139 ;
+  wire \$138 ;
+  wire [26:0] \$139 ;
   wire [42:0] \$14 ;
-  wire \$140 ;
+  wire [9:0] \$140 ;
   wire \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire [27:0] \$144 ;
-  wire [9:0] \$145 ;
-  wire [4:0] \$146 ;
-  wire [6:0] \$147 ;
-  wire \$148 ;
+  wire \$144 ;
+  wire [27:0] \$145 ;
+  wire [9:0] \$146 ;
+  wire [4:0] \$147 ;
+  wire [6:0] \$148 ;
   wire \$149 ;
   wire [27:0] \$15 ;
-  wire [8:0] \$150 ;
+  wire \$150 ;
   wire [8:0] \$151 ;
-  wire \$152 ;
-  wire [43:0] \$153 ;
+  wire [8:0] \$152 ;
+  wire \$153 ;
   wire [43:0] \$154 ;
-  wire \$155 ;
-  wire [22:0] \$156 ;
-  wire [15:0] \$157 ;
+  wire [43:0] \$155 ;
+  wire \$156 ;
+  wire [22:0] \$157 ;
   wire [15:0] \$158 ;
-  wire [23:0] \$159 ;
+  wire [15:0] \$159 ;
   wire \$16 ;
-  wire [29:0] \$160 ;
-  wire \$161 ;
-  wire [27:0] \$162 ;
+  wire [23:0] \$160 ;
+  wire [29:0] \$161 ;
+  wire \$162 ;
   wire [27:0] \$163 ;
-  wire [31:0] \$164 ;
-  wire \$165 ;
+  wire [27:0] \$164 ;
+  wire [31:0] \$165 ;
   wire \$166 ;
-  wire [30:0] \$167 ;
+  wire \$167 ;
   wire [30:0] \$168 ;
-  wire \$169 ;
+  wire [30:0] \$169 ;
   wire [10:0] \$17 ;
   wire \$170 ;
-  wire [31:0] \$171 ;
+  wire \$171 ;
   wire [31:0] \$172 ;
-  wire [23:0] \$173 ;
-  wire \$174 ;
-  wire [27:0] \$175 ;
+  wire [31:0] \$173 ;
+  wire [23:0] \$174 ;
+  wire \$175 ;
   wire [27:0] \$176 ;
   wire [27:0] \$177 ;
-  wire [30:0] \$178 ;
-  wire \$179 ;
+  wire [27:0] \$178 ;
+  wire [30:0] \$179 ;
   wire [10:0] \$18 ;
-  wire [10:0] \$180 ;
-  wire [15:0] \$181 ;
-  wire \$182 ;
-  wire [58:0] \$183 ;
-  wire [6:0] \$184 ;
-  wire \$185 ;
-  wire [23:0] \$186 ;
-  wire [5:0] \$187 ;
-  wire [6:0] \$188 ;
-  wire \$189 ;
+  wire \$180 ;
+  wire [10:0] \$181 ;
+  wire [15:0] \$182 ;
+  wire \$183 ;
+  wire [58:0] \$184 ;
+  wire [6:0] \$185 ;
+  wire \$186 ;
+  wire [23:0] \$187 ;
+  wire [5:0] \$188 ;
+  wire [6:0] \$189 ;
   wire \$19 ;
-  wire [6:0] \$190 ;
-  wire [8:0] \$191 ;
-  wire \$192 ;
-  wire [29:0] \$193 ;
+  wire \$190 ;
+  wire [6:0] \$191 ;
+  wire [8:0] \$192 ;
+  wire \$193 ;
   wire [29:0] \$194 ;
-  wire [15:0] \$195 ;
+  wire [29:0] \$195 ;
   wire [15:0] \$196 ;
   wire [15:0] \$197 ;
-  wire [9:0] \$198 ;
+  wire [15:0] \$198 ;
   wire [9:0] \$199 ;
   wire [4:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
+  wire [9:0] \$200 ;
   wire \$201 ;
   wire \$202 ;
   wire \$203 ;
-  wire [26:0] \$204 ;
-  wire [9:0] \$205 ;
-  wire \$206 ;
+  wire \$204 ;
+  wire [26:0] \$205 ;
+  wire [9:0] \$206 ;
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire [8:0] \$21 ;
-  wire [27:0] \$210 ;
-  wire [9:0] \$211 ;
-  wire [4:0] \$212 ;
-  wire [6:0] \$213 ;
-  wire \$214 ;
+  wire \$210 ;
+  wire [27:0] \$211 ;
+  wire [9:0] \$212 ;
+  wire [4:0] \$213 ;
+  wire [6:0] \$214 ;
   wire \$215 ;
-  wire [8:0] \$216 ;
+  wire \$216 ;
   wire [8:0] \$217 ;
-  wire [41:0] \$218 ;
-  wire [22:0] \$219 ;
+  wire [8:0] \$218 ;
+  wire [41:0] \$219 ;
   wire [8:0] \$22 ;
-  wire [15:0] \$220 ;
+  wire [22:0] \$220 ;
   wire [15:0] \$221 ;
-  wire [23:0] \$222 ;
-  wire [29:0] \$223 ;
-  wire \$224 ;
-  wire [27:0] \$225 ;
+  wire [15:0] \$222 ;
+  wire [23:0] \$223 ;
+  wire [29:0] \$224 ;
+  wire \$225 ;
   wire [27:0] \$226 ;
-  wire [31:0] \$227 ;
-  wire \$228 ;
+  wire [27:0] \$227 ;
+  wire [31:0] \$228 ;
   wire \$229 ;
   wire \$23 ;
-  wire [30:0] \$230 ;
+  wire \$230 ;
   wire [30:0] \$231 ;
-  wire \$232 ;
+  wire [30:0] \$232 ;
   wire \$233 ;
-  wire [31:0] \$234 ;
+  wire \$234 ;
   wire [31:0] \$235 ;
-  wire [23:0] \$236 ;
-  wire \$237 ;
-  wire [27:0] \$238 ;
+  wire [31:0] \$236 ;
+  wire [23:0] \$237 ;
+  wire \$238 ;
   wire [27:0] \$239 ;
   wire \$24 ;
   wire [27:0] \$240 ;
-  wire [30:0] \$241 ;
-  wire \$242 ;
-  wire [10:0] \$243 ;
-  reg \$244 ;
+  wire [27:0] \$241 ;
+  wire [30:0] \$242 ;
+  wire \$243 ;
+  wire [10:0] \$244 ;
   reg \$245 ;
-  reg [6:0] \$246 ;
-  reg [42:0] \$247 ;
+  reg \$246 ;
+  reg [6:0] \$247 ;
   reg [42:0] \$248 ;
-  reg \$249 ;
+  reg [42:0] \$249 ;
   wire [10:0] \$25 ;
   reg \$250 ;
-  reg [8:0] \$251 ;
-  reg \$252 ;
-  reg [37:0] \$253 ;
-  reg [57:0] \$254 ;
-  reg [9:0] \$255 ;
-  reg [13:0] \$256 ;
-  reg [23:0] \$257 ;
-  reg [57:0] \$258 ;
-  reg [22:0] \$259 ;
+  reg \$251 ;
+  reg [8:0] \$252 ;
+  reg \$253 ;
+  reg [37:0] \$254 ;
+  reg [57:0] \$255 ;
+  reg [9:0] \$256 ;
+  reg [13:0] \$257 ;
+  reg [23:0] \$258 ;
+  reg [57:0] \$259 ;
   wire [10:0] \$26 ;
-  reg [4:0] \$260 ;
-  reg [5:0] \$261 ;
+  reg [22:0] \$260 ;
+  reg [4:0] \$261 ;
   reg [5:0] \$262 ;
-  reg [8:0] \$263 ;
-  reg \$264 ;
-  reg [15:0] \$265 ;
-  reg [26:0] \$266 ;
-  reg [3:0] \$267 ;
-  reg \$268 ;
-  reg [3:0] \$269 ;
+  reg [5:0] \$263 ;
+  reg [8:0] \$264 ;
+  reg \$265 ;
+  reg [15:0] \$266 ;
+  reg [26:0] \$267 ;
+  reg [3:0] \$268 ;
+  reg \$269 ;
   wire \$27 ;
-  reg [41:0] \$270 ;
-  reg [28:0] \$271 ;
-  reg [30:0] \$272 ;
-  reg [31:0] \$273 ;
-  reg [22:0] \$274 ;
+  reg [3:0] \$270 ;
+  reg [41:0] \$271 ;
+  reg [28:0] \$272 ;
+  reg [30:0] \$273 ;
+  reg [31:0] \$274 ;
   reg [22:0] \$275 ;
-  reg [13:0] \$276 ;
-  reg [22:0] \$277 ;
+  reg [22:0] \$276 ;
+  reg [13:0] \$277 ;
   reg [22:0] \$278 ;
-  reg [13:0] \$279 ;
+  reg [22:0] \$279 ;
   wire \$28 ;
-  reg \$280 ;
+  reg [13:0] \$280 ;
   reg \$281 ;
-  reg [9:0] \$282 ;
+  reg \$282 ;
   reg [9:0] \$283 ;
+  reg [9:0] \$284 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
@@ -1162,208 +1163,209 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   assign \$102  = fsm_state == 7'h4a;
   assign \$103  = fsm_state == 7'h4b;
   assign \$104  = fsm_state == 7'h4c;
-  assign \$105  = $signed(div_num) < $signed(1'h0);
-  assign \$106  = - $signed(div_num);
-  assign \$107  = \$105  ? \$106  : { div_num[42], div_num };
-  assign \$108  = $signed(div_num) < $signed(1'h0);
+  assign \$105  = fsm_state == 7'h4d;
+  assign \$106  = $signed(div_num) < $signed(1'h0);
+  assign \$107  = - $signed(div_num);
+  assign \$108  = \$106  ? \$107  : { div_num[42], div_num };
   assign \$109  = $signed(div_num) < $signed(1'h0);
-  assign \$110  = - $signed(div_num);
-  assign \$111  = \$109  ? \$110  : { div_num[42], div_num };
-  assign \$112  = $signed(div_num) < $signed(1'h0);
-  assign \$113  = ~ den_norm[57];
-  assign \$115  = den_zeros + 1'h1;
-  assign \$116  = ~ num_norm[22];
-  assign \$118  = num_zeros + 1'h1;
-  assign \$119  = loop_n + 1'h1;
-  assign \$120  = loop_n == 6'h39;
-  assign \$121  = 5'h17 + num_zeros;
-  assign \$122  = \$121  - den_zeros;
-  assign \$123  = ~ num_norm[22];
-  assign \$125  = $signed(div_num) < $signed(1'h0);
-  assign \$126  = - $signed(div_num);
-  assign \$127  = \$125  ? \$126  : { div_num[42], div_num };
-  assign \$128  = $signed(div_num) < $signed(1'h0);
-  assign \$130  = gain_q1[13] ? \$129  : gain_q1;
-  assign \$131  = gain_zero ? 16'h0000 : \$130 ;
-  assign \$132  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$133  = gain_zero ? 10'h004 : \$132 ;
-  assign \$134  = ~ gain_zero;
-  assign \$135  = $signed(gain_shift) < $signed(4'h4);
-  assign \$136  = \$134  & \$135 ;
-  assign \$137  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$139  = $signed(gain_shift) - $signed(2'h1);
-  assign \$140  = $signed(gain_shift) < $signed(4'h4);
-  assign \$141  = special_r & \$140 ;
-  assign \$142  = scale_count < 4'hd;
-  assign \$143  = \$141  & \$142 ;
-  assign \$145  = $signed(gain_shift) + $signed(2'h1);
-  assign \$146  = scale_count + 1'h1;
-  assign \$147  = loop_n + 1'h1;
-  assign \$148  = loop_n == 4'hd;
-  assign \$149  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$150  = \$149  ? 9'h00d : gain_shift;
-  assign \$151  = special_r ? 9'h004 : \$150 ;
-  assign \$152  = $signed(div_num) < $signed(1'h0);
-  assign \$153  = - $signed(div_num);
-  assign \$154  = \$152  ? \$153  : { div_num[42], div_num };
-  assign \$155  = $signed(div_num) < $signed(1'h0);
-  assign \$156  = $signed(chan[82:75]) << \$1 [3:0];
-  assign \$157  = 1'h1 << sh;
-  assign \$159  = $signed(\$156 ) + $signed({ 1'h0, \$158  });
-  assign \$160  = $signed(\$159 ) - $signed(gain_w);
-  assign \$161  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$162  = - gain_x;
-  assign \$163  = \$161  ? \$162  : { 1'h0, gain_x };
-  assign \$164  = $signed(gain_t) + $signed(\$163 );
-  assign \$165  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$166  = $signed(gain_t) > $signed(13'h0810);
-  assign \$167  = \$166  ? 31'h00000810 : gain_t;
-  assign \$168  = \$165  ? 31'h7ffff7e0 : \$167 ;
-  assign \$169  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$170  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$171  = \$170  ? 32'd2064 : gain_t1;
-  assign \$172  = \$169  ? 32'd4294965216 : \$171 ;
-  assign \$173  = $signed(acc1) - $signed(acc0);
-  assign \$174  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$175  = - gain_x;
-  assign \$176  = \$174  ? \$175  : { 1'h0, gain_x };
-  assign \$177  = special_r ? { \$173 [23], \$173 [23], \$173 [23], \$173 [23], \$173  } : \$176 ;
-  assign \$178  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$179  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$180  = $signed(floor_q) + $signed(2'h1);
-  assign \$182  = ~ den_norm[57];
-  assign \$184  = den_zeros + 1'h1;
-  assign \$185  = ~ num_norm[22];
-  assign \$187  = num_zeros + 1'h1;
-  assign \$188  = loop_n + 1'h1;
-  assign \$189  = loop_n == 5'h16;
-  assign \$190  = 7'h7c + num_zeros;
-  assign \$191  = $signed(\$190 ) - $signed(chan[122:115]);
-  assign \$192  = ~ num_norm[22];
-  assign \$196  = gain_q1[13] ? \$195  : gain_q1;
-  assign \$197  = gain_zero ? 16'h0000 : \$196 ;
-  assign \$198  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$199  = gain_zero ? 10'h004 : \$198 ;
-  assign \$200  = ~ gain_zero;
-  assign \$201  = $signed(gain_shift) < $signed(4'h4);
-  assign \$202  = \$200  & \$201 ;
-  assign \$203  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$205  = $signed(gain_shift) - $signed(2'h1);
-  assign \$206  = $signed(gain_shift) < $signed(4'h4);
-  assign \$207  = special_r & \$206 ;
-  assign \$208  = scale_count < 4'hd;
-  assign \$209  = \$207  & \$208 ;
-  assign \$211  = $signed(gain_shift) + $signed(2'h1);
-  assign \$212  = scale_count + 1'h1;
-  assign \$213  = loop_n + 1'h1;
-  assign \$214  = loop_n == 4'hd;
-  assign \$215  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$216  = \$215  ? 9'h00d : gain_shift;
-  assign \$217  = special_r ? 9'h004 : \$216 ;
-  assign \$219  = $signed(chan[82:75]) << \$2 [3:0];
-  assign \$220  = 1'h1 << sh;
-  assign \$222  = $signed(\$219 ) + $signed({ 1'h0, \$221  });
-  assign \$223  = $signed(\$222 ) - $signed(gain_w);
-  assign \$224  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$225  = - gain_x;
-  assign \$226  = \$224  ? \$225  : { 1'h0, gain_x };
-  assign \$227  = $signed(gain_t) + $signed(\$226 );
-  assign \$228  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$229  = $signed(gain_t) > $signed(13'h0810);
-  assign \$230  = \$229  ? 31'h00000810 : gain_t;
-  assign \$231  = \$228  ? 31'h7ffff7e0 : \$230 ;
-  assign \$232  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$233  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$234  = \$233  ? 32'd2064 : gain_t1;
-  assign \$235  = \$232  ? 32'd4294965216 : \$234 ;
-  assign \$236  = $signed(acc1) - $signed(acc0);
-  assign \$237  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$238  = - gain_x;
-  assign \$239  = \$237  ? \$238  : { 1'h0, gain_x };
-  assign \$240  = special_r ? { \$236 [23], \$236 [23], \$236 [23], \$236 [23], \$236  } : \$239 ;
-  assign \$241  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$242  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$243  = $signed(floor_q) + $signed(2'h1);
+  assign \$110  = $signed(div_num) < $signed(1'h0);
+  assign \$111  = - $signed(div_num);
+  assign \$112  = \$110  ? \$111  : { div_num[42], div_num };
+  assign \$113  = $signed(div_num) < $signed(1'h0);
+  assign \$114  = ~ den_norm[57];
+  assign \$116  = den_zeros + 1'h1;
+  assign \$117  = ~ num_norm[22];
+  assign \$119  = num_zeros + 1'h1;
+  assign \$120  = loop_n + 1'h1;
+  assign \$121  = loop_n == 6'h39;
+  assign \$122  = 5'h17 + num_zeros;
+  assign \$123  = \$122  - den_zeros;
+  assign \$124  = ~ num_norm[22];
+  assign \$126  = $signed(div_num) < $signed(1'h0);
+  assign \$127  = - $signed(div_num);
+  assign \$128  = \$126  ? \$127  : { div_num[42], div_num };
+  assign \$129  = $signed(div_num) < $signed(1'h0);
+  assign \$131  = gain_q1[13] ? \$130  : gain_q1;
+  assign \$132  = gain_zero ? 16'h0000 : \$131 ;
+  assign \$133  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$134  = gain_zero ? 10'h004 : \$133 ;
+  assign \$135  = ~ gain_zero;
+  assign \$136  = $signed(gain_shift) < $signed(4'h4);
+  assign \$137  = \$135  & \$136 ;
+  assign \$138  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$140  = $signed(gain_shift) - $signed(2'h1);
+  assign \$141  = $signed(gain_shift) < $signed(4'h4);
+  assign \$142  = special_r & \$141 ;
+  assign \$143  = scale_count < 4'hd;
+  assign \$144  = \$142  & \$143 ;
+  assign \$146  = $signed(gain_shift) + $signed(2'h1);
+  assign \$147  = scale_count + 1'h1;
+  assign \$148  = loop_n + 1'h1;
+  assign \$149  = loop_n == 4'hd;
+  assign \$150  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$151  = \$150  ? 9'h00d : gain_shift;
+  assign \$152  = special_r ? 9'h004 : \$151 ;
+  assign \$153  = $signed(div_num) < $signed(1'h0);
+  assign \$154  = - $signed(div_num);
+  assign \$155  = \$153  ? \$154  : { div_num[42], div_num };
+  assign \$156  = $signed(div_num) < $signed(1'h0);
+  assign \$157  = $signed(chan[82:75]) << \$1 [3:0];
+  assign \$158  = 1'h1 << sh;
+  assign \$160  = $signed(\$157 ) + $signed({ 1'h0, \$159  });
+  assign \$161  = $signed(\$160 ) - $signed(gain_w);
+  assign \$162  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$163  = - gain_x;
+  assign \$164  = \$162  ? \$163  : { 1'h0, gain_x };
+  assign \$165  = $signed(gain_t) + $signed(\$164 );
+  assign \$166  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$167  = $signed(gain_t) > $signed(13'h0810);
+  assign \$168  = \$167  ? 31'h00000810 : gain_t;
+  assign \$169  = \$166  ? 31'h7ffff7e0 : \$168 ;
+  assign \$170  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$171  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$172  = \$171  ? 32'd2064 : gain_t1;
+  assign \$173  = \$170  ? 32'd4294965216 : \$172 ;
+  assign \$174  = $signed(acc1) - $signed(acc0);
+  assign \$175  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$176  = - gain_x;
+  assign \$177  = \$175  ? \$176  : { 1'h0, gain_x };
+  assign \$178  = special_r ? { \$174 [23], \$174 [23], \$174 [23], \$174 [23], \$174  } : \$177 ;
+  assign \$179  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$180  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$181  = $signed(floor_q) + $signed(2'h1);
+  assign \$183  = ~ den_norm[57];
+  assign \$185  = den_zeros + 1'h1;
+  assign \$186  = ~ num_norm[22];
+  assign \$188  = num_zeros + 1'h1;
+  assign \$189  = loop_n + 1'h1;
+  assign \$190  = loop_n == 5'h16;
+  assign \$191  = 7'h7c + num_zeros;
+  assign \$192  = $signed(\$191 ) - $signed(chan[122:115]);
+  assign \$193  = ~ num_norm[22];
+  assign \$197  = gain_q1[13] ? \$196  : gain_q1;
+  assign \$198  = gain_zero ? 16'h0000 : \$197 ;
+  assign \$199  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$200  = gain_zero ? 10'h004 : \$199 ;
+  assign \$201  = ~ gain_zero;
+  assign \$202  = $signed(gain_shift) < $signed(4'h4);
+  assign \$203  = \$201  & \$202 ;
+  assign \$204  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$206  = $signed(gain_shift) - $signed(2'h1);
+  assign \$207  = $signed(gain_shift) < $signed(4'h4);
+  assign \$208  = special_r & \$207 ;
+  assign \$209  = scale_count < 4'hd;
+  assign \$210  = \$208  & \$209 ;
+  assign \$212  = $signed(gain_shift) + $signed(2'h1);
+  assign \$213  = scale_count + 1'h1;
+  assign \$214  = loop_n + 1'h1;
+  assign \$215  = loop_n == 4'hd;
+  assign \$216  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$217  = \$216  ? 9'h00d : gain_shift;
+  assign \$218  = special_r ? 9'h004 : \$217 ;
+  assign \$220  = $signed(chan[82:75]) << \$2 [3:0];
+  assign \$221  = 1'h1 << sh;
+  assign \$223  = $signed(\$220 ) + $signed({ 1'h0, \$222  });
+  assign \$224  = $signed(\$223 ) - $signed(gain_w);
+  assign \$225  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$226  = - gain_x;
+  assign \$227  = \$225  ? \$226  : { 1'h0, gain_x };
+  assign \$228  = $signed(gain_t) + $signed(\$227 );
+  assign \$229  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$230  = $signed(gain_t) > $signed(13'h0810);
+  assign \$231  = \$230  ? 31'h00000810 : gain_t;
+  assign \$232  = \$229  ? 31'h7ffff7e0 : \$231 ;
+  assign \$233  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$234  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$235  = \$234  ? 32'd2064 : gain_t1;
+  assign \$236  = \$233  ? 32'd4294965216 : \$235 ;
+  assign \$237  = $signed(acc1) - $signed(acc0);
+  assign \$238  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$239  = - gain_x;
+  assign \$240  = \$238  ? \$239  : { 1'h0, gain_x };
+  assign \$241  = special_r ? { \$237 [23], \$237 [23], \$237 [23], \$237 [23], \$237  } : \$240 ;
+  assign \$242  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$243  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$244  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$244 ;
+    pop_top <= \$245 ;
   always @(posedge clk)
-    pop_bottom <= \$245 ;
+    pop_bottom <= \$246 ;
   always @(posedge clk)
-    fsm_state <= \$246 ;
+    fsm_state <= \$247 ;
   always @(posedge clk)
-    div_num <= \$247 ;
+    div_num <= \$248 ;
   always @(posedge clk)
-    div_mag <= \$248 ;
+    div_mag <= \$249 ;
   always @(posedge clk)
-    div_neg <= \$249 ;
+    div_neg <= \$250 ;
   always @(posedge clk)
-    \start$5  <= \$250 ;
+    \start$5  <= \$251 ;
   always @(posedge clk)
-    floor_mean <= \$251 ;
+    floor_mean <= \$252 ;
   always @(posedge clk)
-    start <= \$252 ;
+    start <= \$253 ;
   always @(posedge clk)
-    t <= \$253 ;
+    t <= \$254 ;
   always @(posedge clk)
-    \den$44  <= \$254 ;
+    \den$44  <= \$255 ;
   always @(posedge clk)
-    floor_q <= \$255 ;
+    floor_q <= \$256 ;
   always @(posedge clk)
-    mean_rem <= \$256 ;
+    mean_rem <= \$257 ;
   always @(posedge clk)
-    gain_num <= \$257 ;
+    gain_num <= \$258 ;
   always @(posedge clk)
-    den_norm <= \$258 ;
+    den_norm <= \$259 ;
   always @(posedge clk)
-    num_norm <= \$259 ;
+    num_norm <= \$260 ;
   always @(posedge clk)
-    num_zeros <= \$260 ;
+    num_zeros <= \$261 ;
   always @(posedge clk)
-    den_zeros <= \$261 ;
+    den_zeros <= \$262 ;
   always @(posedge clk)
-    loop_n <= \$262 ;
+    loop_n <= \$263 ;
   always @(posedge clk)
-    gain_shift <= \$263 ;
+    gain_shift <= \$264 ;
   always @(posedge clk)
-    gain_zero <= \$264 ;
+    gain_zero <= \$265 ;
   always @(posedge clk)
-    gain_q1 <= \$265 ;
+    gain_q1 <= \$266 ;
   always @(posedge clk)
-    gain_x <= \$266 ;
+    gain_x <= \$267 ;
   always @(posedge clk)
-    scale_count <= \$267 ;
+    scale_count <= \$268 ;
   always @(posedge clk)
-    special_r <= \$268 ;
+    special_r <= \$269 ;
   always @(posedge clk)
-    sh <= \$269 ;
+    sh <= \$270 ;
   always @(posedge clk)
-    gain_p <= \$270 ;
+    gain_p <= \$271 ;
   always @(posedge clk)
-    gain_w <= \$271 ;
+    gain_w <= \$272 ;
   always @(posedge clk)
-    gain_t <= \$272 ;
+    gain_t <= \$273 ;
   always @(posedge clk)
-    gain_t1 <= \$273 ;
+    gain_t1 <= \$274 ;
   always @(posedge clk)
-    acc0 <= \$274 ;
+    acc0 <= \$275 ;
   always @(posedge clk)
-    acc1 <= \$275 ;
+    acc1 <= \$276 ;
   always @(posedge clk)
-    a_fin <= \$276 ;
+    a_fin <= \$277 ;
   always @(posedge clk)
-    c_fin <= \$277 ;
+    c_fin <= \$278 ;
   always @(posedge clk)
-    \b$61  <= \$278 ;
+    \b$61  <= \$279 ;
   always @(posedge clk)
-    \a$62  <= \$279 ;
+    \a$62  <= \$280 ;
   always @(posedge clk)
-    special <= \$280 ;
+    special <= \$281 ;
   always @(posedge clk)
-    \neg$64  <= \$281 ;
+    \neg$64  <= \$282 ;
   always @(posedge clk)
-    q_lo <= \$282 ;
+    q_lo <= \$283 ;
   always @(posedge clk)
-    q_hi <= \$283 ;
+    q_hi <= \$284 ;
   \hwnorm_mad_s8.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1429,9 +1431,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h13:
           /* empty */;
       7'h14:
-          rem_init = \$6 [15:0];
-      7'h15:
           /* empty */;
+      7'h15:
+          rem_init = \$6 [15:0];
       7'h16:
           /* empty */;
       7'h17:
@@ -1455,9 +1457,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h20:
           /* empty */;
       7'h21:
-          rem_init = \$11 [15:0];
-      7'h22:
           /* empty */;
+      7'h22:
+          rem_init = \$11 [15:0];
       7'h23:
           /* empty */;
       7'h24:
@@ -1477,6 +1479,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2b:
           /* empty */;
       7'h2c:
+          /* empty */;
+      7'h2d:
           rem_init = \$14 [15:0];
     endcase
   end
@@ -1521,9 +1525,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h13:
           /* empty */;
       7'h14:
-          lo_init = \$7 [26:0];
-      7'h15:
           /* empty */;
+      7'h15:
+          lo_init = \$7 [26:0];
       7'h16:
           /* empty */;
       7'h17:
@@ -1547,9 +1551,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h20:
           /* empty */;
       7'h21:
-          lo_init = \$12 [26:0];
-      7'h22:
           /* empty */;
+      7'h22:
+          lo_init = \$12 [26:0];
       7'h23:
           /* empty */;
       7'h24:
@@ -1569,6 +1573,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2b:
           /* empty */;
       7'h2c:
+          /* empty */;
+      7'h2d:
           lo_init = \$15 [26:0];
     endcase
   end
@@ -1613,9 +1619,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h13:
           /* empty */;
       7'h14:
-          neg = div_neg;
-      7'h15:
           /* empty */;
+      7'h15:
+          neg = div_neg;
       7'h16:
           /* empty */;
       7'h17:
@@ -1639,9 +1645,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h20:
           /* empty */;
       7'h21:
-          neg = div_neg;
-      7'h22:
           /* empty */;
+      7'h22:
+          neg = div_neg;
       7'h23:
           /* empty */;
       7'h24:
@@ -1661,6 +1667,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2b:
           /* empty */;
       7'h2c:
+          /* empty */;
+      7'h2d:
           neg = div_neg;
     endcase
   end
@@ -1705,9 +1713,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h13:
           /* empty */;
       7'h14:
-          den = { 3'h0, chan[13:1] };
-      7'h15:
           /* empty */;
+      7'h15:
+          den = { 3'h0, chan[13:1] };
       7'h16:
           /* empty */;
       7'h17:
@@ -1731,9 +1739,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h20:
           /* empty */;
       7'h21:
-          den = den_norm[57:42];
-      7'h22:
           /* empty */;
+      7'h22:
+          den = den_norm[57:42];
       7'h23:
           /* empty */;
       7'h24:
@@ -1753,6 +1761,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2b:
           /* empty */;
       7'h2c:
+          /* empty */;
+      7'h2d:
           den = { 3'h0, chan[13:1] };
     endcase
   end
@@ -1797,9 +1807,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h13:
           /* empty */;
       7'h14:
-          steps = 5'h09;
-      7'h15:
           /* empty */;
+      7'h15:
+          steps = 5'h09;
       7'h16:
           /* empty */;
       7'h17:
@@ -1823,9 +1833,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h20:
           /* empty */;
       7'h21:
-          steps = 5'h0e;
-      7'h22:
           /* empty */;
+      7'h22:
+          steps = 5'h0e;
       7'h23:
           /* empty */;
       7'h24:
@@ -1845,6 +1855,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2b:
           /* empty */;
       7'h2c:
+          /* empty */;
+      7'h2d:
           steps = 5'h1b;
     endcase
   end
@@ -1895,15 +1907,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h16:
           /* empty */;
       7'h17:
-          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
-      7'h18:
           /* empty */;
+      7'h18:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
       7'h19:
           /* empty */;
       7'h1a:
-          a = { \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10  };
-      7'h1b:
           /* empty */;
+      7'h1b:
+          a = { \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10 [8], \$10  };
       7'h1c:
           /* empty */;
       7'h1d:
@@ -1929,9 +1941,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h27:
           /* empty */;
       7'h28:
-          a = { 13'h0000, gain_x };
-      7'h29:
           /* empty */;
+      7'h29:
+          a = { 13'h0000, gain_x };
       7'h2a:
           /* empty */;
       7'h2b:
@@ -1951,19 +1963,19 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h32:
           /* empty */;
       7'h33:
-          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+          /* empty */;
       7'h34:
-          /* empty */;
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
       7'h35:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h36:
           /* empty */;
-      7'h37:
-          a = { \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22  };
-      7'h38:
+      7'h03:
           /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          a = { \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22 [8], \$22  };
       7'h39:
           /* empty */;
       7'h3a:
@@ -1983,9 +1995,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h41:
           /* empty */;
       7'h42:
-          a = { 13'h0000, gain_x };
-      7'h43:
           /* empty */;
+      7'h43:
+          a = { 13'h0000, gain_x };
       7'h44:
           /* empty */;
       7'h45:
@@ -1999,6 +2011,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h49:
           /* empty */;
       7'h4a:
+          /* empty */;
+      7'h4b:
           a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
@@ -2049,15 +2063,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h16:
           /* empty */;
       7'h17:
-          b = { 14'h0000, chan[13:1] };
-      7'h18:
           /* empty */;
+      7'h18:
+          b = { 14'h0000, chan[13:1] };
       7'h19:
           /* empty */;
       7'h1a:
-          b = { 14'h0000, chan[13:1] };
-      7'h1b:
           /* empty */;
+      7'h1b:
+          b = { 14'h0000, chan[13:1] };
       7'h1c:
           /* empty */;
       7'h1d:
@@ -2083,9 +2097,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h27:
           /* empty */;
       7'h28:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h29:
           /* empty */;
+      7'h29:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h2a:
           /* empty */;
       7'h2b:
@@ -2105,19 +2119,19 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h32:
           /* empty */;
       7'h33:
-          b = { \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18  };
+          /* empty */;
       7'h34:
-          /* empty */;
+          b = { \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18 [10], \$18  };
       7'h35:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h36:
           /* empty */;
-      7'h37:
-          b = { 11'h000, chan[114:99] };
-      7'h38:
+      7'h03:
           /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          b = { 11'h000, chan[114:99] };
       7'h39:
           /* empty */;
       7'h3a:
@@ -2137,9 +2151,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h41:
           /* empty */;
       7'h42:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h43:
           /* empty */;
+      7'h43:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h44:
           /* empty */;
       7'h45:
@@ -2153,6 +2167,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h49:
           /* empty */;
       7'h4a:
+          /* empty */;
+      7'h4b:
           b = { \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26 [10], \$26  };
     endcase
   end
@@ -2203,15 +2219,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h16:
           /* empty */;
       7'h17:
-          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      7'h18:
           /* empty */;
+      7'h18:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h19:
           /* empty */;
       7'h1a:
-          c = 68'h00000000000000000;
-      7'h1b:
           /* empty */;
+      7'h1b:
+          c = 68'h00000000000000000;
       7'h1c:
           /* empty */;
       7'h1d:
@@ -2237,9 +2253,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h27:
           /* empty */;
       7'h28:
-          c = 68'h00000000000000000;
-      7'h29:
           /* empty */;
+      7'h29:
+          c = 68'h00000000000000000;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -2259,19 +2275,19 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h32:
           /* empty */;
       7'h33:
-          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+          /* empty */;
       7'h34:
-          /* empty */;
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
       7'h35:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h36:
           /* empty */;
-      7'h37:
-          c = 68'h00000000000000000;
-      7'h38:
+      7'h03:
           /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          c = 68'h00000000000000000;
       7'h39:
           /* empty */;
       7'h3a:
@@ -2291,9 +2307,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h41:
           /* empty */;
       7'h42:
-          c = 68'h00000000000000000;
-      7'h43:
           /* empty */;
+      7'h43:
+          c = 68'h00000000000000000;
       7'h44:
           /* empty */;
       7'h45:
@@ -2307,6 +2323,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h49:
           /* empty */;
       7'h4a:
+          /* empty */;
+      7'h4b:
           c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
@@ -2357,15 +2375,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h16:
           /* empty */;
       7'h17:
-          \neg$20  = 1'h1;
-      7'h18:
           /* empty */;
+      7'h18:
+          \neg$20  = 1'h1;
       7'h19:
           /* empty */;
       7'h1a:
-          \neg$20  = 1'h0;
-      7'h1b:
           /* empty */;
+      7'h1b:
+          \neg$20  = 1'h0;
       7'h1c:
           /* empty */;
       7'h1d:
@@ -2391,9 +2409,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h27:
           /* empty */;
       7'h28:
-          \neg$20  = \$13 ;
-      7'h29:
           /* empty */;
+      7'h29:
+          \neg$20  = \$13 ;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -2413,19 +2431,19 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h32:
           /* empty */;
       7'h33:
-          \neg$20  = \$19 ;
+          /* empty */;
       7'h34:
-          /* empty */;
+          \neg$20  = \$19 ;
       7'h35:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h36:
           /* empty */;
-      7'h37:
-          \neg$20  = 1'h0;
-      7'h38:
+      7'h03:
           /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \neg$20  = 1'h0;
       7'h39:
           /* empty */;
       7'h3a:
@@ -2445,9 +2463,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h41:
           /* empty */;
       7'h42:
-          \neg$20  = \$23 ;
-      7'h43:
           /* empty */;
+      7'h43:
+          \neg$20  = \$23 ;
       7'h44:
           /* empty */;
       7'h45:
@@ -2461,6 +2479,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h49:
           /* empty */;
       7'h4a:
+          /* empty */;
+      7'h4b:
           \neg$20  = \$27 ;
     endcase
   end
@@ -2511,15 +2531,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h16:
           /* empty */;
       7'h17:
-          \steps$21  = 5'h0d;
-      7'h18:
           /* empty */;
+      7'h18:
+          \steps$21  = 5'h0d;
       7'h19:
           /* empty */;
       7'h1a:
-          \steps$21  = 5'h0d;
-      7'h1b:
           /* empty */;
+      7'h1b:
+          \steps$21  = 5'h0d;
       7'h1c:
           /* empty */;
       7'h1d:
@@ -2545,9 +2565,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h27:
           /* empty */;
       7'h28:
-          \steps$21  = 5'h0d;
-      7'h29:
           /* empty */;
+      7'h29:
+          \steps$21  = 5'h0d;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -2567,19 +2587,19 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h32:
           /* empty */;
       7'h33:
-          \steps$21  = 5'h09;
+          /* empty */;
       7'h34:
-          /* empty */;
+          \steps$21  = 5'h09;
       7'h35:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h36:
           /* empty */;
-      7'h37:
-          \steps$21  = 5'h10;
-      7'h38:
+      7'h03:
           /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          \steps$21  = 5'h10;
       7'h39:
           /* empty */;
       7'h3a:
@@ -2599,9 +2619,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h41:
           /* empty */;
       7'h42:
-          \steps$21  = 5'h08;
-      7'h43:
           /* empty */;
+      7'h43:
+          \steps$21  = 5'h08;
       7'h44:
           /* empty */;
       7'h45:
@@ -2615,6 +2635,8 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h49:
           /* empty */;
       7'h4a:
+          /* empty */;
+      7'h4b:
           \steps$21  = 5'h09;
     endcase
   end
@@ -2726,9 +2748,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -2774,16 +2796,11 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h4c:
           /* empty */;
+      7'h4d:
+          /* empty */;
       7'h08:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = 1'h0;
-    if (rst) begin
-      \$244  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2794,222 +2811,231 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = fsm_state;
+    \$246  = 1'h0;
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = fsm_state;
     casez (fsm_state)
       7'h00:
           if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$246  = 7'h01;
+                  \$247  = 7'h01;
               2'h1:
-                  \$246  = 7'h02;
+                  \$247  = 7'h02;
               2'h2:
-                  \$246  = 7'h03;
+                  \$247  = 7'h03;
             endcase
           end
       7'h01:
-          \$246  = 7'h04;
+          \$247  = 7'h04;
       7'h04:
-          \$246  = 7'h05;
+          \$247  = 7'h05;
       7'h05:
-          \$246  = 7'h06;
+          \$247  = 7'h06;
       7'h06:
-          \$246  = 7'h07;
+          \$247  = 7'h07;
       7'h07:
           if (\done$39 ) begin
-            \$246  = 7'h08;
+            \$247  = 7'h08;
           end
       7'h02:
-          \$246  = 7'h09;
+          \$247  = 7'h09;
       7'h09:
-          \$246  = 7'h0a;
+          \$247  = 7'h0a;
       7'h0a:
-          \$246  = 7'h0b;
+          \$247  = 7'h0b;
       7'h0b:
           if (\done$42 ) begin
-            \$246  = 7'h0c;
+            \$247  = 7'h0c;
           end
       7'h0c:
-          \$246  = 7'h0d;
+          \$247  = 7'h0d;
       7'h0d:
-          \$246  = 7'h0e;
+          \$247  = 7'h0e;
       7'h0e:
           if (\done$42 ) begin
-            \$246  = 7'h0f;
+            \$247  = 7'h0f;
           end
       7'h0f:
-          \$246  = 7'h10;
+          \$247  = 7'h10;
       7'h10:
-          \$246  = 7'h11;
+          \$247  = 7'h11;
       7'h11:
           if (\done$42 ) begin
-            \$246  = 7'h12;
+            \$247  = 7'h12;
           end
       7'h12:
-          \$246  = 7'h13;
+          \$247  = 7'h13;
       7'h13:
-          \$246  = 7'h14;
+          \$247  = 7'h14;
       7'h14:
-          \$246  = 7'h15;
+          \$247  = 7'h15;
       7'h15:
-          if (\done$39 ) begin
-            \$246  = 7'h16;
-          end
+          \$247  = 7'h16;
       7'h16:
-          \$246  = 7'h17;
-      7'h17:
-          \$246  = 7'h18;
-      7'h18:
-          if (\done$42 ) begin
-            \$246  = 7'h19;
-          end
-      7'h19:
-          \$246  = 7'h1a;
-      7'h1a:
-          \$246  = 7'h1b;
-      7'h1b:
-          if (\done$42 ) begin
-            \$246  = 7'h1c;
-          end
-      7'h1c:
-          \$246  = 7'h1d;
-      7'h1d:
-          if (\$120 ) begin
-            \$246  = 7'h1e;
-          end
-      7'h1e:
-          \$246  = 7'h1f;
-      7'h1f:
-          \$246  = 7'h20;
-      7'h20:
-          \$246  = 7'h21;
-      7'h21:
-          \$246  = 7'h22;
-      7'h22:
           if (\done$39 ) begin
-            \$246  = 7'h23;
+            \$247  = 7'h17;
           end
-      7'h23:
-          \$246  = 7'h24;
-      7'h24:
-          \$246  = 7'h25;
-      7'h25:
-          if (\$148 ) begin
-            \$246  = 7'h26;
-          end
-      7'h26:
-          \$246  = 7'h27;
-      7'h27:
-          \$246  = 7'h28;
-      7'h28:
-          \$246  = 7'h29;
-      7'h29:
+      7'h17:
+          \$247  = 7'h18;
+      7'h18:
+          \$247  = 7'h19;
+      7'h19:
           if (\done$42 ) begin
-            \$246  = 7'h2a;
+            \$247  = 7'h1a;
           end
+      7'h1a:
+          \$247  = 7'h1b;
+      7'h1b:
+          \$247  = 7'h1c;
+      7'h1c:
+          if (\done$42 ) begin
+            \$247  = 7'h1d;
+          end
+      7'h1d:
+          \$247  = 7'h1e;
+      7'h1e:
+          if (\$121 ) begin
+            \$247  = 7'h1f;
+          end
+      7'h1f:
+          \$247  = 7'h20;
+      7'h20:
+          \$247  = 7'h21;
+      7'h21:
+          \$247  = 7'h22;
+      7'h22:
+          \$247  = 7'h23;
+      7'h23:
+          if (\done$39 ) begin
+            \$247  = 7'h24;
+          end
+      7'h24:
+          \$247  = 7'h25;
+      7'h25:
+          \$247  = 7'h26;
+      7'h26:
+          if (\$149 ) begin
+            \$247  = 7'h27;
+          end
+      7'h27:
+          \$247  = 7'h28;
+      7'h28:
+          \$247  = 7'h29;
+      7'h29:
+          \$247  = 7'h2a;
       7'h2a:
-          \$246  = 7'h2b;
+          if (\done$42 ) begin
+            \$247  = 7'h2b;
+          end
       7'h2b:
-          \$246  = 7'h2c;
+          \$247  = 7'h2c;
       7'h2c:
-          \$246  = 7'h2d;
+          \$247  = 7'h2d;
       7'h2d:
-          if (\done$39 ) begin
-            \$246  = 7'h2e;
-          end
+          \$247  = 7'h2e;
       7'h2e:
-          \$246  = 7'h2f;
+          if (\done$39 ) begin
+            \$247  = 7'h2f;
+          end
       7'h2f:
-          \$246  = 7'h30;
+          \$247  = 7'h30;
       7'h30:
-          \$246  = 7'h31;
+          \$247  = 7'h31;
       7'h31:
-          \$246  = 7'h32;
+          \$247  = 7'h32;
       7'h32:
-          \$246  = 7'h33;
+          \$247  = 7'h33;
       7'h33:
-          \$246  = 7'h34;
+          \$247  = 7'h34;
       7'h34:
-          if (\done$42 ) begin
-            \$246  = 7'h35;
-          end
+          \$247  = 7'h35;
       7'h35:
-          \$246  = 7'h08;
-      7'h03:
-          \$246  = 7'h36;
+          if (\done$42 ) begin
+            \$247  = 7'h36;
+          end
       7'h36:
-          \$246  = 7'h37;
+          \$247  = 7'h08;
+      7'h03:
+          \$247  = 7'h37;
       7'h37:
-          \$246  = 7'h38;
+          \$247  = 7'h38;
       7'h38:
-          if (\done$42 ) begin
-            \$246  = 7'h39;
-          end
+          \$247  = 7'h39;
       7'h39:
-          \$246  = 7'h3a;
+          if (\done$42 ) begin
+            \$247  = 7'h3a;
+          end
       7'h3a:
-          if (\$189 ) begin
-            \$246  = 7'h3b;
-          end
+          \$247  = 7'h3b;
       7'h3b:
-          \$246  = 7'h3c;
+          if (\$190 ) begin
+            \$247  = 7'h3c;
+          end
       7'h3c:
-          \$246  = 7'h3d;
+          \$247  = 7'h3d;
       7'h3d:
-          \$246  = 7'h3e;
+          \$247  = 7'h3e;
       7'h3e:
-          \$246  = 7'h3f;
+          \$247  = 7'h3f;
       7'h3f:
-          if (\$214 ) begin
-            \$246  = 7'h40;
-          end
+          \$247  = 7'h40;
       7'h40:
-          \$246  = 7'h41;
+          if (\$215 ) begin
+            \$247  = 7'h41;
+          end
       7'h41:
-          \$246  = 7'h42;
+          \$247  = 7'h42;
       7'h42:
-          \$246  = 7'h43;
+          \$247  = 7'h43;
       7'h43:
-          if (\done$42 ) begin
-            \$246  = 7'h44;
-          end
+          \$247  = 7'h44;
       7'h44:
-          \$246  = 7'h45;
-      7'h45:
-          \$246  = 7'h46;
-      7'h46:
-          \$246  = 7'h47;
-      7'h47:
-          \$246  = 7'h48;
-      7'h48:
-          \$246  = 7'h49;
-      7'h49:
-          \$246  = 7'h4a;
-      7'h4a:
-          \$246  = 7'h4b;
-      7'h4b:
           if (\done$42 ) begin
-            \$246  = 7'h4c;
+            \$247  = 7'h45;
           end
+      7'h45:
+          \$247  = 7'h46;
+      7'h46:
+          \$247  = 7'h47;
+      7'h47:
+          \$247  = 7'h48;
+      7'h48:
+          \$247  = 7'h49;
+      7'h49:
+          \$247  = 7'h4a;
+      7'h4a:
+          \$247  = 7'h4b;
+      7'h4b:
+          \$247  = 7'h4c;
       7'h4c:
-          \$246  = 7'h08;
+          if (\done$42 ) begin
+            \$247  = 7'h4d;
+          end
+      7'h4d:
+          \$247  = 7'h08;
       7'h08:
-          \$246  = 7'h00;
+          \$247  = 7'h00;
     endcase
     if (rst) begin
-      \$246  = 7'h00;
+      \$247  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = div_num;
+    \$248  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h01:
           /* empty */;
       7'h04:
-          \$247  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          \$248  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h05:
           /* empty */;
       7'h06:
@@ -3037,100 +3063,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h11:
           /* empty */;
       7'h12:
-          \$247  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          \$247  = { 13'h0000, \$124  };
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          \$247  = { gain_p[41], gain_p };
-    endcase
-    if (rst) begin
-      \$247  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = div_mag;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          \$248  = \$107 [42:0];
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
           /* empty */;
       7'h13:
-          \$248  = \$111 [42:0];
+          \$248  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h14:
           /* empty */;
       7'h15:
@@ -3156,7 +3091,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h1f:
           /* empty */;
       7'h20:
-          \$248  = \$127 [42:0];
+          \$248  = { 13'h0000, \$125  };
       7'h21:
           /* empty */;
       7'h22:
@@ -3178,7 +3113,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2a:
           /* empty */;
       7'h2b:
-          \$248  = \$154 [42:0];
+          \$248  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
       \$248  = 43'h00000000000;
@@ -3186,7 +3121,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = div_neg;
+    \$249  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3195,7 +3130,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h04:
           /* empty */;
       7'h05:
-          \$249  = \$108 ;
+          \$249  = \$108 [42:0];
       7'h06:
           /* empty */;
       7'h07:
@@ -3223,9 +3158,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h12:
           /* empty */;
       7'h13:
-          \$249  = \$112 ;
-      7'h14:
           /* empty */;
+      7'h14:
+          \$249  = \$112 [42:0];
       7'h15:
           /* empty */;
       7'h16:
@@ -3249,9 +3184,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h1f:
           /* empty */;
       7'h20:
-          \$249  = \$128 ;
-      7'h21:
           /* empty */;
+      7'h21:
+          \$249  = \$128 [42:0];
       7'h22:
           /* empty */;
       7'h23:
@@ -3271,15 +3206,17 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2a:
           /* empty */;
       7'h2b:
-          \$249  = \$155 ;
+          /* empty */;
+      7'h2c:
+          \$249  = \$155 [42:0];
     endcase
     if (rst) begin
-      \$249  = 1'h0;
+      \$249  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = \start$5 ;
+    \$250  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3288,9 +3225,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h04:
           /* empty */;
       7'h05:
-          \$250  = 1'h1;
+          \$250  = \$109 ;
       7'h06:
-          \$250  = 1'h0;
+          /* empty */;
       7'h07:
           /* empty */;
       7'h02:
@@ -3316,9 +3253,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h12:
           /* empty */;
       7'h13:
-          \$250  = 1'h1;
+          /* empty */;
       7'h14:
-          \$250  = 1'h0;
+          \$250  = \$113 ;
       7'h15:
           /* empty */;
       7'h16:
@@ -3342,9 +3279,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h1f:
           /* empty */;
       7'h20:
-          \$250  = 1'h1;
+          /* empty */;
       7'h21:
-          \$250  = 1'h0;
+          \$250  = \$129 ;
       7'h22:
           /* empty */;
       7'h23:
@@ -3364,9 +3301,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2a:
           /* empty */;
       7'h2b:
-          \$250  = 1'h1;
+          /* empty */;
       7'h2c:
-          \$250  = 1'h0;
+          \$250  = \$156 ;
     endcase
     if (rst) begin
       \$250  = 1'h0;
@@ -3374,7 +3311,104 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = floor_mean;
+    \$251  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          \$251  = 1'h1;
+      7'h06:
+          \$251  = 1'h0;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          \$251  = 1'h1;
+      7'h15:
+          \$251  = 1'h0;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$251  = 1'h1;
+      7'h22:
+          \$251  = 1'h0;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$251  = 1'h1;
+      7'h2d:
+          \$251  = 1'h0;
+    endcase
+    if (rst) begin
+      \$251  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = floor_mean;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3388,16 +3422,16 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h07:
           if (\done$39 ) begin
-            \$251  = q[8:0];
+            \$252  = q[8:0];
           end
     endcase
     if (rst) begin
-      \$251  = 9'h000;
+      \$252  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = start;
+    \$253  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3414,21 +3448,21 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h02:
           /* empty */;
       7'h09:
-          \$252  = 1'h1;
+          \$253  = 1'h1;
       7'h0a:
-          \$252  = 1'h0;
+          \$253  = 1'h0;
       7'h0b:
           /* empty */;
       7'h0c:
-          \$252  = 1'h1;
+          \$253  = 1'h1;
       7'h0d:
-          \$252  = 1'h0;
+          \$253  = 1'h0;
       7'h0e:
           /* empty */;
       7'h0f:
-          \$252  = 1'h1;
+          \$253  = 1'h1;
       7'h10:
-          \$252  = 1'h0;
+          \$253  = 1'h0;
       7'h11:
           /* empty */;
       7'h12:
@@ -3440,17 +3474,17 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h15:
           /* empty */;
       7'h16:
-          \$252  = 1'h1;
+          /* empty */;
       7'h17:
-          \$252  = 1'h0;
+          \$253  = 1'h1;
       7'h18:
-          /* empty */;
+          \$253  = 1'h0;
       7'h19:
-          \$252  = 1'h1;
-      7'h1a:
-          \$252  = 1'h0;
-      7'h1b:
           /* empty */;
+      7'h1a:
+          \$253  = 1'h1;
+      7'h1b:
+          \$253  = 1'h0;
       7'h1c:
           /* empty */;
       7'h1d:
@@ -3474,11 +3508,11 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h26:
           /* empty */;
       7'h27:
-          \$252  = 1'h1;
-      7'h28:
-          \$252  = 1'h0;
-      7'h29:
           /* empty */;
+      7'h28:
+          \$253  = 1'h1;
+      7'h29:
+          \$253  = 1'h0;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -3496,21 +3530,21 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h31:
           /* empty */;
       7'h32:
-          \$252  = 1'h1;
-      7'h33:
-          \$252  = 1'h0;
-      7'h34:
           /* empty */;
+      7'h33:
+          \$253  = 1'h1;
+      7'h34:
+          \$253  = 1'h0;
       7'h35:
+          /* empty */;
+      7'h36:
           /* empty */;
       7'h03:
           /* empty */;
-      7'h36:
-          \$252  = 1'h1;
       7'h37:
-          \$252  = 1'h0;
+          \$253  = 1'h1;
       7'h38:
-          /* empty */;
+          \$253  = 1'h0;
       7'h39:
           /* empty */;
       7'h3a:
@@ -3528,11 +3562,11 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h40:
           /* empty */;
       7'h41:
-          \$252  = 1'h1;
-      7'h42:
-          \$252  = 1'h0;
-      7'h43:
           /* empty */;
+      7'h42:
+          \$253  = 1'h1;
+      7'h43:
+          \$253  = 1'h0;
       7'h44:
           /* empty */;
       7'h45:
@@ -3544,17 +3578,19 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h48:
           /* empty */;
       7'h49:
-          \$252  = 1'h1;
+          /* empty */;
       7'h4a:
-          \$252  = 1'h0;
+          \$253  = 1'h1;
+      7'h4b:
+          \$253  = 1'h0;
     endcase
     if (rst) begin
-      \$252  = 1'h0;
+      \$253  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = t;
+    \$254  = t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3576,7 +3612,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h0b:
           if (\done$42 ) begin
-            \$253  = p[37:0];
+            \$254  = p[37:0];
           end
       7'h0c:
           /* empty */;
@@ -3584,16 +3620,16 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h0e:
           if (\done$42 ) begin
-            \$253  = p[37:0];
+            \$254  = p[37:0];
           end
     endcase
     if (rst) begin
-      \$253  = 38'h0000000000;
+      \$254  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = \den$44 ;
+    \$255  = \den$44 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3627,16 +3663,16 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h11:
           if (\done$42 ) begin
-            \$254  = p[57:0];
+            \$255  = p[57:0];
           end
     endcase
     if (rst) begin
-      \$254  = 58'h000000000000000;
+      \$255  = 58'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = floor_q;
+    \$256  = floor_q;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3677,11 +3713,11 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h14:
           /* empty */;
       7'h15:
+          /* empty */;
+      7'h16:
           if (\done$39 ) begin
-            \$255  = q[9:0];
+            \$256  = q[9:0];
           end
-      7'h16:
-          /* empty */;
       7'h17:
           /* empty */;
       7'h18:
@@ -3744,16 +3780,18 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
+      7'h36:
+          /* empty */;
       7'h03:
-          \$255  = \$181 [9:0];
+          \$256  = \$182 [9:0];
     endcase
     if (rst) begin
-      \$255  = 10'h000;
+      \$256  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = mean_rem;
+    \$257  = mean_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3800,11 +3838,11 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h17:
           /* empty */;
       7'h18:
+          /* empty */;
+      7'h19:
           if (\done$42 ) begin
-            \$256  = p[13:0];
+            \$257  = p[13:0];
           end
-      7'h19:
-          /* empty */;
       7'h1a:
           /* empty */;
       7'h1b:
@@ -3861,16 +3899,18 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
+      7'h36:
+          /* empty */;
       7'h03:
-          \$256  = { 6'h00, chan[90:83] };
+          \$257  = { 6'h00, chan[90:83] };
     endcase
     if (rst) begin
-      \$256  = 14'h0000;
+      \$257  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = gain_num;
+    \$258  = gain_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3923,11 +3963,11 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h1a:
           /* empty */;
       7'h1b:
+          /* empty */;
+      7'h1c:
           if (\done$42 ) begin
-            \$257  = p[23:0];
+            \$258  = p[23:0];
           end
-      7'h1c:
-          /* empty */;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3978,540 +4018,26 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
       7'h38:
+          /* empty */;
+      7'h39:
           if (\done$42 ) begin
-            \$257  = p[23:0];
+            \$258  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$257  = 24'h000000;
+      \$258  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = den_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          \$258  = \den$44 ;
-      7'h1d:
-          if (\$113 ) begin
-            \$258  = \$114 [57:0];
-          end
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$258  = 58'h200000000000000;
-      7'h3a:
-          if (\$182 ) begin
-            \$258  = \$183 [57:0];
-          end
-    endcase
-    if (rst) begin
-      \$258  = 58'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = num_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          \$259  = gain_num[22:0];
-      7'h1d:
-          if (\$116 ) begin
-            \$259  = \$117 [22:0];
-          end
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$259  = gain_num[22:0];
-      7'h3a:
-          if (\$185 ) begin
-            \$259  = \$186 [22:0];
-          end
-    endcase
-    if (rst) begin
-      \$259  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = num_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          \$260  = 5'h00;
-      7'h1d:
-          if (\$116 ) begin
-            \$260  = \$118 [4:0];
-          end
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$260  = 5'h00;
-      7'h3a:
-          if (\$185 ) begin
-            \$260  = \$187 [4:0];
-          end
-    endcase
-    if (rst) begin
-      \$260  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = den_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          \$261  = 6'h00;
-      7'h1d:
-          if (\$113 ) begin
-            \$261  = \$115 [5:0];
-          end
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$261  = 6'h00;
-      7'h3a:
-          if (\$182 ) begin
-            \$261  = \$184 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$261  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = loop_n;
+    \$259  = den_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4568,14 +4094,11 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h1c:
           /* empty */;
       7'h1d:
-        begin
-          \$262  = \$119 [5:0];
-          if (\$120 ) begin
-            \$262  = 6'h00;
-          end
-        end
+          \$259  = \den$44 ;
       7'h1e:
-          /* empty */;
+          if (\$114 ) begin
+            \$259  = \$115 [57:0];
+          end
       7'h1f:
           /* empty */;
       7'h20:
@@ -4589,12 +4112,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h24:
           /* empty */;
       7'h25:
-        begin
-          \$262  = \$147 [5:0];
-          if (\$148 ) begin
-            \$262  = 6'h00;
-          end
-        end
+          /* empty */;
       7'h26:
           /* empty */;
       7'h27:
@@ -4627,9 +4145,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -4638,27 +4156,404 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h39:
           /* empty */;
       7'h3a:
-        begin
-          \$262  = \$188 [5:0];
-          if (\$189 ) begin
-            \$262  = 6'h00;
-          end
-        end
+          \$259  = 58'h200000000000000;
       7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-        begin
-          \$262  = \$213 [5:0];
-          if (\$214 ) begin
-            \$262  = 6'h00;
+          if (\$183 ) begin
+            \$259  = \$184 [57:0];
           end
-        end
+    endcase
+    if (rst) begin
+      \$259  = 58'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$260  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$260  = gain_num[22:0];
+      7'h1e:
+          if (\$117 ) begin
+            \$260  = \$118 [22:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$260  = gain_num[22:0];
+      7'h3b:
+          if (\$186 ) begin
+            \$260  = \$187 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$260  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$261  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$261  = 5'h00;
+      7'h1e:
+          if (\$117 ) begin
+            \$261  = \$119 [4:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$261  = 5'h00;
+      7'h3b:
+          if (\$186 ) begin
+            \$261  = \$188 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$261  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$262  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          \$262  = 6'h00;
+      7'h1e:
+          if (\$114 ) begin
+            \$262  = \$116 [5:0];
+          end
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$262  = 6'h00;
+      7'h3b:
+          if (\$183 ) begin
+            \$262  = \$185 [5:0];
+          end
     endcase
     if (rst) begin
       \$262  = 6'h00;
@@ -4666,7 +4561,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = gain_shift;
+    \$263  = loop_n;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4725,7 +4620,12 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h1d:
           /* empty */;
       7'h1e:
-          \$263  = { \$122 [6], \$122 [6], \$122  };
+        begin
+          \$263  = \$120 [5:0];
+          if (\$121 ) begin
+            \$263  = 6'h00;
+          end
+        end
       7'h1f:
           /* empty */;
       7'h20:
@@ -4735,20 +4635,18 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h22:
           /* empty */;
       7'h23:
-          \$263  = \$133 [8:0];
+          /* empty */;
       7'h24:
           /* empty */;
       7'h25:
+          /* empty */;
+      7'h26:
         begin
-          if (\$137 ) begin
-            \$263  = \$139 [8:0];
-          end
-          if (\$143 ) begin
-            \$263  = \$145 [8:0];
+          \$263  = \$148 [5:0];
+          if (\$149 ) begin
+            \$263  = 6'h00;
           end
         end
-      7'h26:
-          /* empty */;
       7'h27:
           /* empty */;
       7'h28:
@@ -4779,9 +4677,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -4792,30 +4690,35 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h3a:
           /* empty */;
       7'h3b:
-          \$263  = \$191 ;
+        begin
+          \$263  = \$189 [5:0];
+          if (\$190 ) begin
+            \$263  = 6'h00;
+          end
+        end
       7'h3c:
           /* empty */;
       7'h3d:
-          \$263  = \$199 [8:0];
+          /* empty */;
       7'h3e:
           /* empty */;
       7'h3f:
+          /* empty */;
+      7'h40:
         begin
-          if (\$203 ) begin
-            \$263  = \$205 [8:0];
-          end
-          if (\$209 ) begin
-            \$263  = \$211 [8:0];
+          \$263  = \$214 [5:0];
+          if (\$215 ) begin
+            \$263  = 6'h00;
           end
         end
     endcase
     if (rst) begin
-      \$263  = 9'h000;
+      \$263  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = gain_zero;
+    \$264  = gain_shift;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4874,9 +4777,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h1d:
           /* empty */;
       7'h1e:
-          \$264  = \$123 ;
-      7'h1f:
           /* empty */;
+      7'h1f:
+          \$264  = { \$123 [6], \$123 [6], \$123  };
       7'h20:
           /* empty */;
       7'h21:
@@ -4886,11 +4789,18 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h23:
           /* empty */;
       7'h24:
-          /* empty */;
+          \$264  = \$134 [8:0];
       7'h25:
           /* empty */;
       7'h26:
-          /* empty */;
+        begin
+          if (\$138 ) begin
+            \$264  = \$140 [8:0];
+          end
+          if (\$144 ) begin
+            \$264  = \$146 [8:0];
+          end
+        end
       7'h27:
           /* empty */;
       7'h28:
@@ -4921,9 +4831,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -4934,700 +4844,717 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h3a:
           /* empty */;
       7'h3b:
+          /* empty */;
+      7'h3c:
           \$264  = \$192 ;
-    endcase
-    if (rst) begin
-      \$264  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = gain_q1;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          if (\done$39 ) begin
-            \$265  = q[15:0];
-          end
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          \$265  = \$194 [15:0];
-    endcase
-    if (rst) begin
-      \$265  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = gain_x;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          \$266  = { \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131 [15], \$131  };
-      7'h24:
-          /* empty */;
-      7'h25:
-        begin
-          if (\$137 ) begin
-            \$266  = \$138 ;
-          end
-          if (\$143 ) begin
-            \$266  = \$144 [26:0];
-          end
-        end
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          \$266  = { \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197 [15], \$197  };
-      7'h3e:
-          /* empty */;
-      7'h3f:
-        begin
-          if (\$203 ) begin
-            \$266  = \$204 ;
-          end
-          if (\$209 ) begin
-            \$266  = \$210 [26:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$266  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = scale_count;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          \$267  = 4'h0;
-      7'h24:
-          /* empty */;
-      7'h25:
-          \$267  = \$146 [3:0];
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          \$267  = 4'h0;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          \$267  = \$212 [3:0];
-    endcase
-    if (rst) begin
-      \$267  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = special_r;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          \$268  = \$136 ;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
       7'h3d:
           /* empty */;
       7'h3e:
-          \$268  = \$202 ;
-    endcase
-    if (rst) begin
-      \$268  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          \$269  = \$151 [3:0];
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
+          \$264  = \$200 [8:0];
       7'h3f:
           /* empty */;
       7'h40:
-          \$269  = \$217 [3:0];
+        begin
+          if (\$204 ) begin
+            \$264  = \$206 [8:0];
+          end
+          if (\$210 ) begin
+            \$264  = \$212 [8:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$269  = 4'h0;
+      \$264  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = gain_p;
+    \$265  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          \$265  = \$124 ;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$265  = \$193 ;
+    endcase
+    if (rst) begin
+      \$265  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$266  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          if (\done$39 ) begin
+            \$266  = q[15:0];
+          end
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$266  = \$195 [15:0];
+    endcase
+    if (rst) begin
+      \$266  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$267  = { \$132 [15], \$132 [15], \$132 [15], \$132 [15], \$132 [15], \$132 [15], \$132 [15], \$132 [15], \$132 [15], \$132 [15], \$132 [15], \$132  };
+      7'h25:
+          /* empty */;
+      7'h26:
+        begin
+          if (\$138 ) begin
+            \$267  = \$139 ;
+          end
+          if (\$144 ) begin
+            \$267  = \$145 [26:0];
+          end
+        end
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$267  = { \$198 [15], \$198 [15], \$198 [15], \$198 [15], \$198 [15], \$198 [15], \$198 [15], \$198 [15], \$198 [15], \$198 [15], \$198 [15], \$198  };
+      7'h3f:
+          /* empty */;
+      7'h40:
+        begin
+          if (\$204 ) begin
+            \$267  = \$205 ;
+          end
+          if (\$210 ) begin
+            \$267  = \$211 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$267  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$268  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          \$268  = 4'h0;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$268  = \$147 [3:0];
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$268  = 4'h0;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$268  = \$213 [3:0];
+    endcase
+    if (rst) begin
+      \$268  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$269  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$269  = \$137 ;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$269  = \$203 ;
+    endcase
+    if (rst) begin
+      \$269  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$270  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5704,13 +5631,11 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h26:
           /* empty */;
       7'h27:
-          /* empty */;
+          \$270  = \$152 [3:0];
       7'h28:
           /* empty */;
       7'h29:
-          if (\done$42 ) begin
-            \$270  = p[41:0];
-          end
+          /* empty */;
       7'h2a:
           /* empty */;
       7'h2b:
@@ -5735,9 +5660,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -5760,21 +5685,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h40:
           /* empty */;
       7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          if (\done$42 ) begin
-            \$270  = p[41:0];
-          end
+          \$270  = \$218 [3:0];
     endcase
     if (rst) begin
-      \$270  = 42'h00000000000;
+      \$270  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = gain_w;
+    \$271  = gain_p;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5857,15 +5776,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h29:
           /* empty */;
       7'h2a:
-          /* empty */;
+          if (\done$42 ) begin
+            \$271  = p[41:0];
+          end
       7'h2b:
           /* empty */;
       7'h2c:
           /* empty */;
       7'h2d:
-          if (\done$39 ) begin
-            \$271  = q;
-          end
+          /* empty */;
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5882,9 +5801,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -5913,15 +5832,17 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h43:
           /* empty */;
       7'h44:
-          \$271  = \$218 [28:0];
+          if (\done$42 ) begin
+            \$271  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$271  = 29'h00000000;
+      \$271  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = gain_t;
+    \$272  = gain_w;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6012,7 +5933,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2d:
           /* empty */;
       7'h2e:
-          \$272  = { \$160 [29], \$160  };
+          if (\done$39 ) begin
+            \$272  = q;
+          end
       7'h2f:
           /* empty */;
       7'h30:
@@ -6027,9 +5950,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -6060,15 +5983,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h44:
           /* empty */;
       7'h45:
-          \$272  = { \$223 [29], \$223  };
+          \$272  = \$219 [28:0];
     endcase
     if (rst) begin
-      \$272  = 31'h00000000;
+      \$272  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = gain_t1;
+    \$273  = gain_t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6161,7 +6084,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2e:
           /* empty */;
       7'h2f:
-          \$273  = \$164 ;
+          \$273  = { \$161 [29], \$161  };
       7'h30:
           /* empty */;
       7'h31:
@@ -6174,9 +6097,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -6209,15 +6132,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h45:
           /* empty */;
       7'h46:
-          \$273  = \$227 ;
+          \$273  = { \$224 [29], \$224  };
     endcase
     if (rst) begin
-      \$273  = 32'd0;
+      \$273  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = acc0;
+    \$274  = gain_t1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6312,7 +6235,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2f:
           /* empty */;
       7'h30:
-          \$274  = \$168 [22:0];
+          \$274  = \$165 ;
       7'h31:
           /* empty */;
       7'h32:
@@ -6323,9 +6246,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -6360,15 +6283,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h46:
           /* empty */;
       7'h47:
-          \$274  = \$231 [22:0];
+          \$274  = \$228 ;
     endcase
     if (rst) begin
-      \$274  = 23'h000000;
+      \$274  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = acc1;
+    \$275  = acc0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6463,9 +6386,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h2f:
           /* empty */;
       7'h30:
-          \$275  = \$172 [22:0];
-      7'h31:
           /* empty */;
+      7'h31:
+          \$275  = \$169 [22:0];
       7'h32:
           /* empty */;
       7'h33:
@@ -6474,9 +6397,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -6511,7 +6434,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h46:
           /* empty */;
       7'h47:
-          \$275  = \$235 [22:0];
+          /* empty */;
+      7'h48:
+          \$275  = \$232 [22:0];
     endcase
     if (rst) begin
       \$275  = 23'h000000;
@@ -6519,7 +6444,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = a_fin;
+    \$276  = acc1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6616,7 +6541,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h30:
           /* empty */;
       7'h31:
-          \$276  = \$177 [13:0];
+          \$276  = \$173 [22:0];
       7'h32:
           /* empty */;
       7'h33:
@@ -6625,9 +6550,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
           /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -6664,168 +6589,15 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h47:
           /* empty */;
       7'h48:
-          \$276  = \$240 [13:0];
+          \$276  = \$236 [22:0];
     endcase
     if (rst) begin
-      \$276  = 14'h0000;
+      \$276  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = c_fin;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          \$277  = \$178 [22:0];
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          \$277  = \$241 [22:0];
-    endcase
-    if (rst) begin
-      \$277  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = \b$61 ;
+    \$277  = a_fin;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6924,18 +6696,16 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h31:
           /* empty */;
       7'h32:
-          /* empty */;
+          \$277  = \$178 [13:0];
       7'h33:
           /* empty */;
       7'h34:
-          if (\done$42 ) begin
-            \$278  = p[22:0];
-          end
+          /* empty */;
       7'h35:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -6974,13 +6744,162 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h48:
           /* empty */;
       7'h49:
+          \$277  = \$241 [13:0];
+    endcase
+    if (rst) begin
+      \$277  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$278  = c_fin;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      7'h4a:
+      7'h01:
           /* empty */;
-      7'h4b:
-          if (\done$42 ) begin
-            \$278  = p[22:0];
-          end
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          \$278  = \$179 [22:0];
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$278  = \$242 [22:0];
     endcase
     if (rst) begin
       \$278  = 23'h000000;
@@ -6988,7 +6907,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = \a$62 ;
+    \$279  = \b$61 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7093,10 +7012,12 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h34:
           /* empty */;
       7'h35:
-          \$279  = a_fin;
-      7'h03:
-          /* empty */;
+          if (\done$42 ) begin
+            \$279  = p[22:0];
+          end
       7'h36:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -7141,15 +7062,17 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h4b:
           /* empty */;
       7'h4c:
-          \$279  = a_fin;
+          if (\done$42 ) begin
+            \$279  = p[22:0];
+          end
     endcase
     if (rst) begin
-      \$279  = 14'h0000;
+      \$279  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = special;
+    \$280  = \a$62 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7254,10 +7177,10 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h34:
           /* empty */;
       7'h35:
-          \$280  = special_r;
-      7'h03:
           /* empty */;
       7'h36:
+          \$280  = a_fin;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -7302,15 +7225,17 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h4b:
           /* empty */;
       7'h4c:
-          \$280  = special_r;
+          /* empty */;
+      7'h4d:
+          \$280  = a_fin;
     endcase
     if (rst) begin
-      \$280  = 1'h0;
+      \$280  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = \neg$64 ;
+    \$281  = special;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7415,10 +7340,10 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h34:
           /* empty */;
       7'h35:
-          \$281  = \$179 ;
-      7'h03:
           /* empty */;
       7'h36:
+          \$281  = special_r;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -7463,7 +7388,9 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h4b:
           /* empty */;
       7'h4c:
-          \$281  = \$242 ;
+          /* empty */;
+      7'h4d:
+          \$281  = special_r;
     endcase
     if (rst) begin
       \$281  = 1'h0;
@@ -7471,7 +7398,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = q_lo;
+    \$282  = \neg$64 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7576,10 +7503,10 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h34:
           /* empty */;
       7'h35:
-          \$282  = floor_q;
-      7'h03:
           /* empty */;
       7'h36:
+          \$282  = \$180 ;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -7624,15 +7551,17 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h4b:
           /* empty */;
       7'h4c:
-          \$282  = floor_q;
+          /* empty */;
+      7'h4d:
+          \$282  = \$243 ;
     endcase
     if (rst) begin
-      \$282  = 10'h000;
+      \$282  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = q_hi;
+    \$283  = q_lo;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7737,10 +7666,10 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h34:
           /* empty */;
       7'h35:
-          \$283  = \$180 [9:0];
-      7'h03:
           /* empty */;
       7'h36:
+          \$283  = floor_q;
+      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
@@ -7785,10 +7714,175 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
       7'h4b:
           /* empty */;
       7'h4c:
-          \$283  = \$243 [9:0];
+          /* empty */;
+      7'h4d:
+          \$283  = floor_q;
     endcase
     if (rst) begin
       \$283  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$284  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          \$284  = \$181 [9:0];
+      7'h03:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$284  = \$244 [9:0];
+    endcase
+    if (rst) begin
+      \$284  = 10'h000;
     end
   end
   assign beta_shift = \$1 [3:0];
@@ -7813,23 +7907,23 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   assign \$12  = { 2'h0, div_mag[13:0], 13'h0000 };
   assign \$14  = { 27'h0000000, div_mag[42:27] };
   assign \$15  = { 1'h0, div_mag[26:0] };
-  assign \$114  = { den_norm, 1'h0 };
-  assign \$117  = { num_norm, 1'h0 };
-  assign \$124  = { 1'h0, num_norm, 6'h00 };
-  assign \$129  = { gain_q1[15], gain_q1[15:1] };
-  assign \$138  = { 1'h0, gain_x[26:1] };
-  assign \$144  = { gain_x, 1'h0 };
-  assign \$158  = { 1'h0, \$157 [15:1] };
-  assign \$181  = { chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98:91] };
-  assign \$183  = { den_norm, 1'h0 };
-  assign \$186  = { num_norm, 1'h0 };
-  assign \$193  = { 1'h0, num_norm, 6'h00 };
-  assign \$194  = { 15'h0000, \$193 [29:15] };
-  assign \$195  = { gain_q1[15], gain_q1[15:1] };
-  assign \$204  = { 1'h0, gain_x[26:1] };
-  assign \$210  = { gain_x, 1'h0 };
-  assign \$218  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
-  assign \$221  = { 1'h0, \$220 [15:1] };
+  assign \$115  = { den_norm, 1'h0 };
+  assign \$118  = { num_norm, 1'h0 };
+  assign \$125  = { 1'h0, num_norm, 6'h00 };
+  assign \$130  = { gain_q1[15], gain_q1[15:1] };
+  assign \$139  = { 1'h0, gain_x[26:1] };
+  assign \$145  = { gain_x, 1'h0 };
+  assign \$159  = { 1'h0, \$158 [15:1] };
+  assign \$182  = { chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98:91] };
+  assign \$184  = { den_norm, 1'h0 };
+  assign \$187  = { num_norm, 1'h0 };
+  assign \$194  = { 1'h0, num_norm, 6'h00 };
+  assign \$195  = { 15'h0000, \$194 [29:15] };
+  assign \$196  = { gain_q1[15], gain_q1[15:1] };
+  assign \$205  = { 1'h0, gain_x[26:1] };
+  assign \$211  = { gain_x, 1'h0 };
+  assign \$219  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$222  = { 1'h0, \$221 [15:1] };
 endmodule
 
 module \hwnorm_mad_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

@@ -606,197 +606,198 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [4:0] \$1 ;
   wire \$10 ;
-  wire [43:0] \$100 ;
+  wire \$100 ;
   wire [43:0] \$101 ;
-  wire \$102 ;
+  wire [43:0] \$102 ;
   wire \$103 ;
-  wire [44:0] \$104 ;
-  wire [6:0] \$105 ;
-  wire \$106 ;
-  wire [23:0] \$107 ;
-  wire [5:0] \$108 ;
-  wire [6:0] \$109 ;
+  wire \$104 ;
+  wire [44:0] \$105 ;
+  wire [6:0] \$106 ;
+  wire \$107 ;
+  wire [23:0] \$108 ;
+  wire [5:0] \$109 ;
   wire [42:0] \$11 ;
-  wire \$110 ;
-  wire [5:0] \$111 ;
-  wire [6:0] \$112 ;
-  wire \$113 ;
-  wire [29:0] \$114 ;
-  wire \$115 ;
-  wire [43:0] \$116 ;
+  wire [6:0] \$110 ;
+  wire \$111 ;
+  wire [5:0] \$112 ;
+  wire [6:0] \$113 ;
+  wire \$114 ;
+  wire [29:0] \$115 ;
+  wire \$116 ;
   wire [43:0] \$117 ;
-  wire \$118 ;
-  wire [15:0] \$119 ;
+  wire [43:0] \$118 ;
+  wire \$119 ;
   wire [27:0] \$12 ;
   wire [15:0] \$120 ;
   wire [15:0] \$121 ;
-  wire [9:0] \$122 ;
+  wire [15:0] \$122 ;
   wire [9:0] \$123 ;
-  wire \$124 ;
+  wire [9:0] \$124 ;
   wire \$125 ;
   wire \$126 ;
   wire \$127 ;
-  wire [26:0] \$128 ;
-  wire [9:0] \$129 ;
+  wire \$128 ;
+  wire [26:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
+  wire [9:0] \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [27:0] \$134 ;
-  wire [9:0] \$135 ;
-  wire [4:0] \$136 ;
-  wire [6:0] \$137 ;
-  wire \$138 ;
+  wire \$134 ;
+  wire [27:0] \$135 ;
+  wire [9:0] \$136 ;
+  wire [4:0] \$137 ;
+  wire [6:0] \$138 ;
   wire \$139 ;
   wire [10:0] \$14 ;
-  wire [8:0] \$140 ;
+  wire \$140 ;
   wire [8:0] \$141 ;
-  wire \$142 ;
-  wire [43:0] \$143 ;
+  wire [8:0] \$142 ;
+  wire \$143 ;
   wire [43:0] \$144 ;
-  wire \$145 ;
-  wire [22:0] \$146 ;
-  wire [15:0] \$147 ;
+  wire [43:0] \$145 ;
+  wire \$146 ;
+  wire [22:0] \$147 ;
   wire [15:0] \$148 ;
-  wire [23:0] \$149 ;
+  wire [15:0] \$149 ;
   wire [10:0] \$15 ;
-  wire [29:0] \$150 ;
-  wire \$151 ;
-  wire [27:0] \$152 ;
+  wire [23:0] \$150 ;
+  wire [29:0] \$151 ;
+  wire \$152 ;
   wire [27:0] \$153 ;
-  wire [31:0] \$154 ;
-  wire \$155 ;
+  wire [27:0] \$154 ;
+  wire [31:0] \$155 ;
   wire \$156 ;
-  wire [30:0] \$157 ;
+  wire \$157 ;
   wire [30:0] \$158 ;
-  wire \$159 ;
+  wire [30:0] \$159 ;
   wire \$16 ;
   wire \$160 ;
-  wire [31:0] \$161 ;
+  wire \$161 ;
   wire [31:0] \$162 ;
-  wire [23:0] \$163 ;
-  wire \$164 ;
-  wire [27:0] \$165 ;
+  wire [31:0] \$163 ;
+  wire [23:0] \$164 ;
+  wire \$165 ;
   wire [27:0] \$166 ;
   wire [27:0] \$167 ;
-  wire [30:0] \$168 ;
-  wire \$169 ;
+  wire [27:0] \$168 ;
+  wire [30:0] \$169 ;
   wire \$17 ;
-  wire [10:0] \$170 ;
-  wire [15:0] \$171 ;
-  wire \$172 ;
-  wire [44:0] \$173 ;
-  wire [6:0] \$174 ;
-  wire \$175 ;
-  wire [23:0] \$176 ;
-  wire [5:0] \$177 ;
-  wire [6:0] \$178 ;
-  wire \$179 ;
+  wire \$170 ;
+  wire [10:0] \$171 ;
+  wire [15:0] \$172 ;
+  wire \$173 ;
+  wire [44:0] \$174 ;
+  wire [6:0] \$175 ;
+  wire \$176 ;
+  wire [23:0] \$177 ;
+  wire [5:0] \$178 ;
+  wire [6:0] \$179 ;
   wire [8:0] \$18 ;
-  wire [6:0] \$180 ;
-  wire [8:0] \$181 ;
-  wire \$182 ;
-  wire [29:0] \$183 ;
+  wire \$180 ;
+  wire [6:0] \$181 ;
+  wire [8:0] \$182 ;
+  wire \$183 ;
   wire [29:0] \$184 ;
-  wire [15:0] \$185 ;
+  wire [29:0] \$185 ;
   wire [15:0] \$186 ;
   wire [15:0] \$187 ;
-  wire [9:0] \$188 ;
+  wire [15:0] \$188 ;
   wire [9:0] \$189 ;
   wire [8:0] \$19 ;
-  wire \$190 ;
+  wire [9:0] \$190 ;
   wire \$191 ;
   wire \$192 ;
   wire \$193 ;
-  wire [26:0] \$194 ;
-  wire [9:0] \$195 ;
-  wire \$196 ;
+  wire \$194 ;
+  wire [26:0] \$195 ;
+  wire [9:0] \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire [4:0] \$2 ;
   wire \$20 ;
-  wire [27:0] \$200 ;
-  wire [9:0] \$201 ;
-  wire [4:0] \$202 ;
-  wire [6:0] \$203 ;
-  wire \$204 ;
+  wire \$200 ;
+  wire [27:0] \$201 ;
+  wire [9:0] \$202 ;
+  wire [4:0] \$203 ;
+  wire [6:0] \$204 ;
   wire \$205 ;
-  wire [8:0] \$206 ;
+  wire \$206 ;
   wire [8:0] \$207 ;
-  wire [41:0] \$208 ;
-  wire [22:0] \$209 ;
+  wire [8:0] \$208 ;
+  wire [41:0] \$209 ;
   wire \$21 ;
-  wire [15:0] \$210 ;
+  wire [22:0] \$210 ;
   wire [15:0] \$211 ;
-  wire [23:0] \$212 ;
-  wire [29:0] \$213 ;
-  wire \$214 ;
-  wire [27:0] \$215 ;
+  wire [15:0] \$212 ;
+  wire [23:0] \$213 ;
+  wire [29:0] \$214 ;
+  wire \$215 ;
   wire [27:0] \$216 ;
-  wire [31:0] \$217 ;
-  wire \$218 ;
+  wire [27:0] \$217 ;
+  wire [31:0] \$218 ;
   wire \$219 ;
   wire [10:0] \$22 ;
-  wire [30:0] \$220 ;
+  wire \$220 ;
   wire [30:0] \$221 ;
-  wire \$222 ;
+  wire [30:0] \$222 ;
   wire \$223 ;
-  wire [31:0] \$224 ;
+  wire \$224 ;
   wire [31:0] \$225 ;
-  wire [23:0] \$226 ;
-  wire \$227 ;
-  wire [27:0] \$228 ;
+  wire [31:0] \$226 ;
+  wire [23:0] \$227 ;
+  wire \$228 ;
   wire [27:0] \$229 ;
   wire [10:0] \$23 ;
   wire [27:0] \$230 ;
-  wire [30:0] \$231 ;
-  wire \$232 ;
-  wire [10:0] \$233 ;
-  reg \$234 ;
+  wire [27:0] \$231 ;
+  wire [30:0] \$232 ;
+  wire \$233 ;
+  wire [10:0] \$234 ;
   reg \$235 ;
-  reg [6:0] \$236 ;
-  reg \$237 ;
-  reg [34:0] \$238 ;
-  reg [43:0] \$239 ;
+  reg \$236 ;
+  reg [6:0] \$237 ;
+  reg \$238 ;
+  reg [34:0] \$239 ;
   wire \$24 ;
-  reg [42:0] \$240 ;
+  reg [43:0] \$240 ;
   reg [42:0] \$241 ;
-  reg \$242 ;
+  reg [42:0] \$242 ;
   reg \$243 ;
-  reg [9:0] \$244 ;
-  reg [13:0] \$245 ;
-  reg [23:0] \$246 ;
-  reg [43:0] \$247 ;
-  reg [22:0] \$248 ;
-  reg [4:0] \$249 ;
+  reg \$244 ;
+  reg [9:0] \$245 ;
+  reg [13:0] \$246 ;
+  reg [23:0] \$247 ;
+  reg [43:0] \$248 ;
+  reg [22:0] \$249 ;
   wire \$25 ;
-  reg [5:0] \$250 ;
+  reg [4:0] \$250 ;
   reg [5:0] \$251 ;
-  reg [8:0] \$252 ;
-  reg \$253 ;
-  reg [15:0] \$254 ;
-  reg [26:0] \$255 ;
-  reg [3:0] \$256 ;
-  reg \$257 ;
-  reg [3:0] \$258 ;
-  reg [41:0] \$259 ;
+  reg [5:0] \$252 ;
+  reg [8:0] \$253 ;
+  reg \$254 ;
+  reg [15:0] \$255 ;
+  reg [26:0] \$256 ;
+  reg [3:0] \$257 ;
+  reg \$258 ;
+  reg [3:0] \$259 ;
   wire \$26 ;
-  reg [28:0] \$260 ;
-  reg [30:0] \$261 ;
-  reg [31:0] \$262 ;
-  reg [22:0] \$263 ;
+  reg [41:0] \$260 ;
+  reg [28:0] \$261 ;
+  reg [30:0] \$262 ;
+  reg [31:0] \$263 ;
   reg [22:0] \$264 ;
-  reg [13:0] \$265 ;
-  reg [22:0] \$266 ;
+  reg [22:0] \$265 ;
+  reg [13:0] \$266 ;
   reg [22:0] \$267 ;
-  reg [13:0] \$268 ;
-  reg \$269 ;
+  reg [22:0] \$268 ;
+  reg [13:0] \$269 ;
   wire \$27 ;
   reg \$270 ;
-  reg [9:0] \$271 ;
+  reg \$271 ;
   reg [9:0] \$272 ;
+  reg [9:0] \$273 ;
   wire \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
@@ -1063,202 +1064,203 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   assign \$96  = fsm_state == 7'h47;
   assign \$97  = fsm_state == 7'h48;
   assign \$98  = fsm_state == 7'h49;
-  assign \$99  = $signed(div_num) < $signed(1'h0);
-  assign \$100  = - $signed(div_num);
-  assign \$101  = \$99  ? \$100  : { div_num[42], div_num };
-  assign \$102  = $signed(div_num) < $signed(1'h0);
-  assign \$103  = ~ den_norm[43];
-  assign \$105  = den_zeros + 1'h1;
-  assign \$106  = ~ num_norm[22];
-  assign \$108  = num_zeros + 1'h1;
-  assign \$109  = loop_n + 1'h1;
-  assign \$110  = loop_n == 6'h2b;
-  assign \$111  = 4'he + num_zeros;
-  assign \$112  = \$111  - den_zeros;
-  assign \$113  = ~ num_norm[22];
-  assign \$115  = $signed(div_num) < $signed(1'h0);
-  assign \$116  = - $signed(div_num);
-  assign \$117  = \$115  ? \$116  : { div_num[42], div_num };
-  assign \$118  = $signed(div_num) < $signed(1'h0);
-  assign \$120  = gain_q1[13] ? \$119  : gain_q1;
-  assign \$121  = gain_zero ? 16'h0000 : \$120 ;
-  assign \$122  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$123  = gain_zero ? 10'h004 : \$122 ;
-  assign \$124  = ~ gain_zero;
-  assign \$125  = $signed(gain_shift) < $signed(4'h4);
-  assign \$126  = \$124  & \$125 ;
-  assign \$127  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$129  = $signed(gain_shift) - $signed(2'h1);
-  assign \$130  = $signed(gain_shift) < $signed(4'h4);
-  assign \$131  = special_r & \$130 ;
-  assign \$132  = scale_count < 4'hd;
-  assign \$133  = \$131  & \$132 ;
-  assign \$135  = $signed(gain_shift) + $signed(2'h1);
-  assign \$136  = scale_count + 1'h1;
-  assign \$137  = loop_n + 1'h1;
-  assign \$138  = loop_n == 4'hd;
-  assign \$139  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$140  = \$139  ? 9'h00d : gain_shift;
-  assign \$141  = special_r ? 9'h004 : \$140 ;
-  assign \$142  = $signed(div_num) < $signed(1'h0);
-  assign \$143  = - $signed(div_num);
-  assign \$144  = \$142  ? \$143  : { div_num[42], div_num };
-  assign \$145  = $signed(div_num) < $signed(1'h0);
-  assign \$146  = $signed(chan[82:75]) << \$1 [3:0];
-  assign \$147  = 1'h1 << sh;
-  assign \$149  = $signed(\$146 ) + $signed({ 1'h0, \$148  });
-  assign \$150  = $signed(\$149 ) - $signed(gain_w);
-  assign \$151  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$152  = - gain_x;
-  assign \$153  = \$151  ? \$152  : { 1'h0, gain_x };
-  assign \$154  = $signed(gain_t) + $signed(\$153 );
-  assign \$155  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$156  = $signed(gain_t) > $signed(13'h0810);
-  assign \$157  = \$156  ? 31'h00000810 : gain_t;
-  assign \$158  = \$155  ? 31'h7ffff7e0 : \$157 ;
-  assign \$159  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$160  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$161  = \$160  ? 32'd2064 : gain_t1;
-  assign \$162  = \$159  ? 32'd4294965216 : \$161 ;
-  assign \$163  = $signed(acc1) - $signed(acc0);
-  assign \$164  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$165  = - gain_x;
-  assign \$166  = \$164  ? \$165  : { 1'h0, gain_x };
-  assign \$167  = special_r ? { \$163 [23], \$163 [23], \$163 [23], \$163 [23], \$163  } : \$166 ;
-  assign \$168  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$169  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$170  = $signed(floor_q) + $signed(2'h1);
-  assign \$172  = ~ den_norm[43];
-  assign \$174  = den_zeros + 1'h1;
-  assign \$175  = ~ num_norm[22];
-  assign \$177  = num_zeros + 1'h1;
-  assign \$178  = loop_n + 1'h1;
-  assign \$179  = loop_n == 5'h16;
-  assign \$180  = 7'h7c + num_zeros;
-  assign \$181  = $signed(\$180 ) - $signed(chan[122:115]);
-  assign \$182  = ~ num_norm[22];
-  assign \$186  = gain_q1[13] ? \$185  : gain_q1;
-  assign \$187  = gain_zero ? 16'h0000 : \$186 ;
-  assign \$188  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$189  = gain_zero ? 10'h004 : \$188 ;
-  assign \$190  = ~ gain_zero;
-  assign \$191  = $signed(gain_shift) < $signed(4'h4);
-  assign \$192  = \$190  & \$191 ;
-  assign \$193  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$195  = $signed(gain_shift) - $signed(2'h1);
-  assign \$196  = $signed(gain_shift) < $signed(4'h4);
-  assign \$197  = special_r & \$196 ;
-  assign \$198  = scale_count < 4'hd;
-  assign \$199  = \$197  & \$198 ;
-  assign \$201  = $signed(gain_shift) + $signed(2'h1);
-  assign \$202  = scale_count + 1'h1;
-  assign \$203  = loop_n + 1'h1;
-  assign \$204  = loop_n == 4'hd;
-  assign \$205  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$206  = \$205  ? 9'h00d : gain_shift;
-  assign \$207  = special_r ? 9'h004 : \$206 ;
-  assign \$209  = $signed(chan[82:75]) << \$2 [3:0];
-  assign \$210  = 1'h1 << sh;
-  assign \$212  = $signed(\$209 ) + $signed({ 1'h0, \$211  });
-  assign \$213  = $signed(\$212 ) - $signed(gain_w);
-  assign \$214  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$215  = - gain_x;
-  assign \$216  = \$214  ? \$215  : { 1'h0, gain_x };
-  assign \$217  = $signed(gain_t) + $signed(\$216 );
-  assign \$218  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$219  = $signed(gain_t) > $signed(13'h0810);
-  assign \$220  = \$219  ? 31'h00000810 : gain_t;
-  assign \$221  = \$218  ? 31'h7ffff7e0 : \$220 ;
-  assign \$222  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$223  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$224  = \$223  ? 32'd2064 : gain_t1;
-  assign \$225  = \$222  ? 32'd4294965216 : \$224 ;
-  assign \$226  = $signed(acc1) - $signed(acc0);
-  assign \$227  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$228  = - gain_x;
-  assign \$229  = \$227  ? \$228  : { 1'h0, gain_x };
-  assign \$230  = special_r ? { \$226 [23], \$226 [23], \$226 [23], \$226 [23], \$226  } : \$229 ;
-  assign \$231  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$232  = $signed(chan[74:67]) < $signed(1'h0);
-  assign \$233  = $signed(floor_q) + $signed(2'h1);
+  assign \$99  = fsm_state == 7'h4a;
+  assign \$100  = $signed(div_num) < $signed(1'h0);
+  assign \$101  = - $signed(div_num);
+  assign \$102  = \$100  ? \$101  : { div_num[42], div_num };
+  assign \$103  = $signed(div_num) < $signed(1'h0);
+  assign \$104  = ~ den_norm[43];
+  assign \$106  = den_zeros + 1'h1;
+  assign \$107  = ~ num_norm[22];
+  assign \$109  = num_zeros + 1'h1;
+  assign \$110  = loop_n + 1'h1;
+  assign \$111  = loop_n == 6'h2b;
+  assign \$112  = 4'he + num_zeros;
+  assign \$113  = \$112  - den_zeros;
+  assign \$114  = ~ num_norm[22];
+  assign \$116  = $signed(div_num) < $signed(1'h0);
+  assign \$117  = - $signed(div_num);
+  assign \$118  = \$116  ? \$117  : { div_num[42], div_num };
+  assign \$119  = $signed(div_num) < $signed(1'h0);
+  assign \$121  = gain_q1[13] ? \$120  : gain_q1;
+  assign \$122  = gain_zero ? 16'h0000 : \$121 ;
+  assign \$123  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$124  = gain_zero ? 10'h004 : \$123 ;
+  assign \$125  = ~ gain_zero;
+  assign \$126  = $signed(gain_shift) < $signed(4'h4);
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$130  = $signed(gain_shift) - $signed(2'h1);
+  assign \$131  = $signed(gain_shift) < $signed(4'h4);
+  assign \$132  = special_r & \$131 ;
+  assign \$133  = scale_count < 4'hd;
+  assign \$134  = \$132  & \$133 ;
+  assign \$136  = $signed(gain_shift) + $signed(2'h1);
+  assign \$137  = scale_count + 1'h1;
+  assign \$138  = loop_n + 1'h1;
+  assign \$139  = loop_n == 4'hd;
+  assign \$140  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$141  = \$140  ? 9'h00d : gain_shift;
+  assign \$142  = special_r ? 9'h004 : \$141 ;
+  assign \$143  = $signed(div_num) < $signed(1'h0);
+  assign \$144  = - $signed(div_num);
+  assign \$145  = \$143  ? \$144  : { div_num[42], div_num };
+  assign \$146  = $signed(div_num) < $signed(1'h0);
+  assign \$147  = $signed(chan[82:75]) << \$1 [3:0];
+  assign \$148  = 1'h1 << sh;
+  assign \$150  = $signed(\$147 ) + $signed({ 1'h0, \$149  });
+  assign \$151  = $signed(\$150 ) - $signed(gain_w);
+  assign \$152  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$153  = - gain_x;
+  assign \$154  = \$152  ? \$153  : { 1'h0, gain_x };
+  assign \$155  = $signed(gain_t) + $signed(\$154 );
+  assign \$156  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$157  = $signed(gain_t) > $signed(13'h0810);
+  assign \$158  = \$157  ? 31'h00000810 : gain_t;
+  assign \$159  = \$156  ? 31'h7ffff7e0 : \$158 ;
+  assign \$160  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$161  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$162  = \$161  ? 32'd2064 : gain_t1;
+  assign \$163  = \$160  ? 32'd4294965216 : \$162 ;
+  assign \$164  = $signed(acc1) - $signed(acc0);
+  assign \$165  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$166  = - gain_x;
+  assign \$167  = \$165  ? \$166  : { 1'h0, gain_x };
+  assign \$168  = special_r ? { \$164 [23], \$164 [23], \$164 [23], \$164 [23], \$164  } : \$167 ;
+  assign \$169  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$170  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$171  = $signed(floor_q) + $signed(2'h1);
+  assign \$173  = ~ den_norm[43];
+  assign \$175  = den_zeros + 1'h1;
+  assign \$176  = ~ num_norm[22];
+  assign \$178  = num_zeros + 1'h1;
+  assign \$179  = loop_n + 1'h1;
+  assign \$180  = loop_n == 5'h16;
+  assign \$181  = 7'h7c + num_zeros;
+  assign \$182  = $signed(\$181 ) - $signed(chan[122:115]);
+  assign \$183  = ~ num_norm[22];
+  assign \$187  = gain_q1[13] ? \$186  : gain_q1;
+  assign \$188  = gain_zero ? 16'h0000 : \$187 ;
+  assign \$189  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$190  = gain_zero ? 10'h004 : \$189 ;
+  assign \$191  = ~ gain_zero;
+  assign \$192  = $signed(gain_shift) < $signed(4'h4);
+  assign \$193  = \$191  & \$192 ;
+  assign \$194  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$196  = $signed(gain_shift) - $signed(2'h1);
+  assign \$197  = $signed(gain_shift) < $signed(4'h4);
+  assign \$198  = special_r & \$197 ;
+  assign \$199  = scale_count < 4'hd;
+  assign \$200  = \$198  & \$199 ;
+  assign \$202  = $signed(gain_shift) + $signed(2'h1);
+  assign \$203  = scale_count + 1'h1;
+  assign \$204  = loop_n + 1'h1;
+  assign \$205  = loop_n == 4'hd;
+  assign \$206  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$207  = \$206  ? 9'h00d : gain_shift;
+  assign \$208  = special_r ? 9'h004 : \$207 ;
+  assign \$210  = $signed(chan[82:75]) << \$2 [3:0];
+  assign \$211  = 1'h1 << sh;
+  assign \$213  = $signed(\$210 ) + $signed({ 1'h0, \$212  });
+  assign \$214  = $signed(\$213 ) - $signed(gain_w);
+  assign \$215  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$216  = - gain_x;
+  assign \$217  = \$215  ? \$216  : { 1'h0, gain_x };
+  assign \$218  = $signed(gain_t) + $signed(\$217 );
+  assign \$219  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$220  = $signed(gain_t) > $signed(13'h0810);
+  assign \$221  = \$220  ? 31'h00000810 : gain_t;
+  assign \$222  = \$219  ? 31'h7ffff7e0 : \$221 ;
+  assign \$223  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$224  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$225  = \$224  ? 32'd2064 : gain_t1;
+  assign \$226  = \$223  ? 32'd4294965216 : \$225 ;
+  assign \$227  = $signed(acc1) - $signed(acc0);
+  assign \$228  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$229  = - gain_x;
+  assign \$230  = \$228  ? \$229  : { 1'h0, gain_x };
+  assign \$231  = special_r ? { \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227  } : \$230 ;
+  assign \$232  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$233  = $signed(chan[74:67]) < $signed(1'h0);
+  assign \$234  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$234 ;
+    pop_top <= \$235 ;
   always @(posedge clk)
-    pop_bottom <= \$235 ;
+    pop_bottom <= \$236 ;
   always @(posedge clk)
-    fsm_state <= \$236 ;
+    fsm_state <= \$237 ;
   always @(posedge clk)
-    start <= \$237 ;
+    start <= \$238 ;
   always @(posedge clk)
-    t <= \$238 ;
+    t <= \$239 ;
   always @(posedge clk)
-    \den$40  <= \$239 ;
+    \den$40  <= \$240 ;
   always @(posedge clk)
-    div_num <= \$240 ;
+    div_num <= \$241 ;
   always @(posedge clk)
-    div_mag <= \$241 ;
+    div_mag <= \$242 ;
   always @(posedge clk)
-    div_neg <= \$242 ;
+    div_neg <= \$243 ;
   always @(posedge clk)
-    \start$5  <= \$243 ;
+    \start$5  <= \$244 ;
   always @(posedge clk)
-    floor_q <= \$244 ;
+    floor_q <= \$245 ;
   always @(posedge clk)
-    mean_rem <= \$245 ;
+    mean_rem <= \$246 ;
   always @(posedge clk)
-    gain_num <= \$246 ;
+    gain_num <= \$247 ;
   always @(posedge clk)
-    den_norm <= \$247 ;
+    den_norm <= \$248 ;
   always @(posedge clk)
-    num_norm <= \$248 ;
+    num_norm <= \$249 ;
   always @(posedge clk)
-    num_zeros <= \$249 ;
+    num_zeros <= \$250 ;
   always @(posedge clk)
-    den_zeros <= \$250 ;
+    den_zeros <= \$251 ;
   always @(posedge clk)
-    loop_n <= \$251 ;
+    loop_n <= \$252 ;
   always @(posedge clk)
-    gain_shift <= \$252 ;
+    gain_shift <= \$253 ;
   always @(posedge clk)
-    gain_zero <= \$253 ;
+    gain_zero <= \$254 ;
   always @(posedge clk)
-    gain_q1 <= \$254 ;
+    gain_q1 <= \$255 ;
   always @(posedge clk)
-    gain_x <= \$255 ;
+    gain_x <= \$256 ;
   always @(posedge clk)
-    scale_count <= \$256 ;
+    scale_count <= \$257 ;
   always @(posedge clk)
-    special_r <= \$257 ;
+    special_r <= \$258 ;
   always @(posedge clk)
-    sh <= \$258 ;
+    sh <= \$259 ;
   always @(posedge clk)
-    gain_p <= \$259 ;
+    gain_p <= \$260 ;
   always @(posedge clk)
-    gain_w <= \$260 ;
+    gain_w <= \$261 ;
   always @(posedge clk)
-    gain_t <= \$261 ;
+    gain_t <= \$262 ;
   always @(posedge clk)
-    gain_t1 <= \$262 ;
+    gain_t1 <= \$263 ;
   always @(posedge clk)
-    acc0 <= \$263 ;
+    acc0 <= \$264 ;
   always @(posedge clk)
-    acc1 <= \$264 ;
+    acc1 <= \$265 ;
   always @(posedge clk)
-    a_fin <= \$265 ;
+    a_fin <= \$266 ;
   always @(posedge clk)
-    c_fin <= \$266 ;
+    c_fin <= \$267 ;
   always @(posedge clk)
-    \b$60  <= \$267 ;
+    \b$60  <= \$268 ;
   always @(posedge clk)
-    \a$61  <= \$268 ;
+    \a$61  <= \$269 ;
   always @(posedge clk)
-    special <= \$269 ;
+    special <= \$270 ;
   always @(posedge clk)
-    \neg$63  <= \$270 ;
+    \neg$63  <= \$271 ;
   always @(posedge clk)
-    q_lo <= \$271 ;
+    q_lo <= \$272 ;
   always @(posedge clk)
-    q_hi <= \$272 ;
+    q_hi <= \$273 ;
   \hwnorm_range_s8.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1324,15 +1326,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h13:
           /* empty */;
       7'h14:
-          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
-      7'h15:
           /* empty */;
+      7'h15:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
       7'h16:
           /* empty */;
       7'h17:
-          a = { \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7  };
-      7'h18:
           /* empty */;
+      7'h18:
+          a = { \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7 [8], \$7  };
       7'h19:
           /* empty */;
       7'h1a:
@@ -1358,9 +1360,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h24:
           /* empty */;
       7'h25:
-          a = { 9'h000, gain_x };
-      7'h26:
           /* empty */;
+      7'h26:
+          a = { 9'h000, gain_x };
       7'h27:
           /* empty */;
       7'h28:
@@ -1380,19 +1382,19 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2f:
           /* empty */;
       7'h30:
-          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+          /* empty */;
       7'h31:
-          /* empty */;
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
       7'h32:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h33:
           /* empty */;
-      7'h34:
-          a = { \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19  };
-      7'h35:
+      7'h03:
           /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          a = { \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19 [8], \$19  };
       7'h36:
           /* empty */;
       7'h37:
@@ -1412,9 +1414,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h3e:
           /* empty */;
       7'h3f:
-          a = { 9'h000, gain_x };
-      7'h40:
           /* empty */;
+      7'h40:
+          a = { 9'h000, gain_x };
       7'h41:
           /* empty */;
       7'h42:
@@ -1428,6 +1430,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
@@ -1472,15 +1476,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h13:
           /* empty */;
       7'h14:
-          b = { 3'h0, chan[13:1] };
-      7'h15:
           /* empty */;
+      7'h15:
+          b = { 3'h0, chan[13:1] };
       7'h16:
           /* empty */;
       7'h17:
-          b = { 3'h0, chan[13:1] };
-      7'h18:
           /* empty */;
+      7'h18:
+          b = { 3'h0, chan[13:1] };
       7'h19:
           /* empty */;
       7'h1a:
@@ -1506,9 +1510,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h24:
           /* empty */;
       7'h25:
-          b = { mean_rem[13], mean_rem[13], mean_rem };
-      7'h26:
           /* empty */;
+      7'h26:
+          b = { mean_rem[13], mean_rem[13], mean_rem };
       7'h27:
           /* empty */;
       7'h28:
@@ -1528,19 +1532,19 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2f:
           /* empty */;
       7'h30:
-          b = { \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15  };
+          /* empty */;
       7'h31:
-          /* empty */;
+          b = { \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15 [10], \$15  };
       7'h32:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h33:
           /* empty */;
-      7'h34:
-          b = chan[114:99];
-      7'h35:
+      7'h03:
           /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          b = chan[114:99];
       7'h36:
           /* empty */;
       7'h37:
@@ -1560,9 +1564,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h3e:
           /* empty */;
       7'h3f:
-          b = { mean_rem[13], mean_rem[13], mean_rem };
-      7'h40:
           /* empty */;
+      7'h40:
+          b = { mean_rem[13], mean_rem[13], mean_rem };
       7'h41:
           /* empty */;
       7'h42:
@@ -1576,6 +1580,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           b = { \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23 [10], \$23  };
     endcase
   end
@@ -1620,15 +1626,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h13:
           /* empty */;
       7'h14:
-          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      7'h15:
           /* empty */;
+      7'h15:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h16:
           /* empty */;
       7'h17:
-          c = 50'h0000000000000;
-      7'h18:
           /* empty */;
+      7'h18:
+          c = 50'h0000000000000;
       7'h19:
           /* empty */;
       7'h1a:
@@ -1654,9 +1660,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h24:
           /* empty */;
       7'h25:
-          c = 50'h0000000000000;
-      7'h26:
           /* empty */;
+      7'h26:
+          c = 50'h0000000000000;
       7'h27:
           /* empty */;
       7'h28:
@@ -1676,19 +1682,19 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2f:
           /* empty */;
       7'h30:
-          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+          /* empty */;
       7'h31:
-          /* empty */;
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
       7'h32:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h33:
           /* empty */;
-      7'h34:
-          c = 50'h0000000000000;
-      7'h35:
+      7'h03:
           /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          c = 50'h0000000000000;
       7'h36:
           /* empty */;
       7'h37:
@@ -1708,9 +1714,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h3e:
           /* empty */;
       7'h3f:
-          c = 50'h0000000000000;
-      7'h40:
           /* empty */;
+      7'h40:
+          c = 50'h0000000000000;
       7'h41:
           /* empty */;
       7'h42:
@@ -1724,6 +1730,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
@@ -1768,15 +1776,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h13:
           /* empty */;
       7'h14:
-          neg = 1'h1;
-      7'h15:
           /* empty */;
+      7'h15:
+          neg = 1'h1;
       7'h16:
           /* empty */;
       7'h17:
-          neg = 1'h0;
-      7'h18:
           /* empty */;
+      7'h18:
+          neg = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -1802,9 +1810,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h24:
           /* empty */;
       7'h25:
-          neg = \$10 ;
-      7'h26:
           /* empty */;
+      7'h26:
+          neg = \$10 ;
       7'h27:
           /* empty */;
       7'h28:
@@ -1824,19 +1832,19 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2f:
           /* empty */;
       7'h30:
-          neg = \$16 ;
+          /* empty */;
       7'h31:
-          /* empty */;
+          neg = \$16 ;
       7'h32:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h33:
           /* empty */;
-      7'h34:
-          neg = 1'h0;
-      7'h35:
+      7'h03:
           /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          neg = 1'h0;
       7'h36:
           /* empty */;
       7'h37:
@@ -1856,9 +1864,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h3e:
           /* empty */;
       7'h3f:
-          neg = \$20 ;
-      7'h40:
           /* empty */;
+      7'h40:
+          neg = \$20 ;
       7'h41:
           /* empty */;
       7'h42:
@@ -1872,6 +1880,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           neg = \$24 ;
     endcase
   end
@@ -1916,15 +1926,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h13:
           /* empty */;
       7'h14:
-          steps = 5'h0d;
-      7'h15:
           /* empty */;
+      7'h15:
+          steps = 5'h0d;
       7'h16:
           /* empty */;
       7'h17:
-          steps = 5'h0d;
-      7'h18:
           /* empty */;
+      7'h18:
+          steps = 5'h0d;
       7'h19:
           /* empty */;
       7'h1a:
@@ -1950,9 +1960,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h24:
           /* empty */;
       7'h25:
-          steps = 5'h0d;
-      7'h26:
           /* empty */;
+      7'h26:
+          steps = 5'h0d;
       7'h27:
           /* empty */;
       7'h28:
@@ -1972,19 +1982,19 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2f:
           /* empty */;
       7'h30:
-          steps = 5'h09;
+          /* empty */;
       7'h31:
-          /* empty */;
+          steps = 5'h09;
       7'h32:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h33:
           /* empty */;
-      7'h34:
-          steps = 5'h10;
-      7'h35:
+      7'h03:
           /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          steps = 5'h10;
       7'h36:
           /* empty */;
       7'h37:
@@ -2004,9 +2014,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h3e:
           /* empty */;
       7'h3f:
-          steps = 5'h08;
-      7'h40:
           /* empty */;
+      7'h40:
+          steps = 5'h08;
       7'h41:
           /* empty */;
       7'h42:
@@ -2020,6 +2030,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           steps = 5'h09;
     endcase
   end
@@ -2058,9 +2070,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h10:
           /* empty */;
       7'h11:
-          rem_init = \$3 [15:0];
-      7'h12:
           /* empty */;
+      7'h12:
+          rem_init = \$3 [15:0];
       7'h13:
           /* empty */;
       7'h14:
@@ -2084,9 +2096,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1d:
           /* empty */;
       7'h1e:
-          rem_init = \$8 [15:0];
-      7'h1f:
           /* empty */;
+      7'h1f:
+          rem_init = \$8 [15:0];
       7'h20:
           /* empty */;
       7'h21:
@@ -2106,6 +2118,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h28:
           /* empty */;
       7'h29:
+          /* empty */;
+      7'h2a:
           rem_init = \$11 [15:0];
     endcase
   end
@@ -2144,9 +2158,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h10:
           /* empty */;
       7'h11:
-          lo_init = \$4 [26:0];
-      7'h12:
           /* empty */;
+      7'h12:
+          lo_init = \$4 [26:0];
       7'h13:
           /* empty */;
       7'h14:
@@ -2170,9 +2184,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1d:
           /* empty */;
       7'h1e:
-          lo_init = \$9 [26:0];
-      7'h1f:
           /* empty */;
+      7'h1f:
+          lo_init = \$9 [26:0];
       7'h20:
           /* empty */;
       7'h21:
@@ -2192,6 +2206,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h28:
           /* empty */;
       7'h29:
+          /* empty */;
+      7'h2a:
           lo_init = \$12 [26:0];
     endcase
   end
@@ -2230,9 +2246,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h10:
           /* empty */;
       7'h11:
-          \neg$20  = div_neg;
-      7'h12:
           /* empty */;
+      7'h12:
+          \neg$20  = div_neg;
       7'h13:
           /* empty */;
       7'h14:
@@ -2256,9 +2272,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1d:
           /* empty */;
       7'h1e:
-          \neg$20  = div_neg;
-      7'h1f:
           /* empty */;
+      7'h1f:
+          \neg$20  = div_neg;
       7'h20:
           /* empty */;
       7'h21:
@@ -2278,6 +2294,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h28:
           /* empty */;
       7'h29:
+          /* empty */;
+      7'h2a:
           \neg$20  = div_neg;
     endcase
   end
@@ -2316,9 +2334,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h10:
           /* empty */;
       7'h11:
-          den = { 3'h0, chan[13:1] };
-      7'h12:
           /* empty */;
+      7'h12:
+          den = { 3'h0, chan[13:1] };
       7'h13:
           /* empty */;
       7'h14:
@@ -2342,9 +2360,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1d:
           /* empty */;
       7'h1e:
-          den = den_norm[43:28];
-      7'h1f:
           /* empty */;
+      7'h1f:
+          den = den_norm[43:28];
       7'h20:
           /* empty */;
       7'h21:
@@ -2364,6 +2382,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h28:
           /* empty */;
       7'h29:
+          /* empty */;
+      7'h2a:
           den = { 3'h0, chan[13:1] };
     endcase
   end
@@ -2402,9 +2422,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h10:
           /* empty */;
       7'h11:
-          \steps$23  = 5'h09;
-      7'h12:
           /* empty */;
+      7'h12:
+          \steps$23  = 5'h09;
       7'h13:
           /* empty */;
       7'h14:
@@ -2428,9 +2448,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1d:
           /* empty */;
       7'h1e:
-          \steps$23  = 5'h0e;
-      7'h1f:
           /* empty */;
+      7'h1f:
+          \steps$23  = 5'h0e;
       7'h20:
           /* empty */;
       7'h21:
@@ -2450,6 +2470,8 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h28:
           /* empty */;
       7'h29:
+          /* empty */;
+      7'h2a:
           \steps$23  = 5'h1b;
     endcase
   end
@@ -2555,9 +2577,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -2603,16 +2625,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h49:
           /* empty */;
+      7'h4a:
+          /* empty */;
       7'h01:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = 1'h0;
-    if (rst) begin
-      \$234  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2623,207 +2640,216 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = fsm_state;
+    \$236  = 1'h0;
+    if (rst) begin
+      \$236  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = fsm_state;
     casez (fsm_state)
       7'h00:
           if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$236  = 7'h01;
+                  \$237  = 7'h01;
               2'h1:
-                  \$236  = 7'h02;
+                  \$237  = 7'h02;
               2'h2:
-                  \$236  = 7'h03;
+                  \$237  = 7'h03;
             endcase
           end
       7'h02:
-          \$236  = 7'h04;
+          \$237  = 7'h04;
       7'h04:
-          \$236  = 7'h05;
+          \$237  = 7'h05;
       7'h05:
-          \$236  = 7'h06;
+          \$237  = 7'h06;
       7'h06:
-          \$236  = 7'h07;
+          \$237  = 7'h07;
       7'h07:
-          \$236  = 7'h08;
+          \$237  = 7'h08;
       7'h08:
           if (\done$38 ) begin
-            \$236  = 7'h09;
+            \$237  = 7'h09;
           end
       7'h09:
-          \$236  = 7'h0a;
+          \$237  = 7'h0a;
       7'h0a:
-          \$236  = 7'h0b;
+          \$237  = 7'h0b;
       7'h0b:
           if (\done$38 ) begin
-            \$236  = 7'h0c;
+            \$237  = 7'h0c;
           end
       7'h0c:
-          \$236  = 7'h0d;
+          \$237  = 7'h0d;
       7'h0d:
-          \$236  = 7'h0e;
+          \$237  = 7'h0e;
       7'h0e:
           if (\done$38 ) begin
-            \$236  = 7'h0f;
+            \$237  = 7'h0f;
           end
       7'h0f:
-          \$236  = 7'h10;
+          \$237  = 7'h10;
       7'h10:
-          \$236  = 7'h11;
+          \$237  = 7'h11;
       7'h11:
-          \$236  = 7'h12;
+          \$237  = 7'h12;
       7'h12:
-          if (\done$42 ) begin
-            \$236  = 7'h13;
-          end
+          \$237  = 7'h13;
       7'h13:
-          \$236  = 7'h14;
+          if (\done$42 ) begin
+            \$237  = 7'h14;
+          end
       7'h14:
-          \$236  = 7'h15;
+          \$237  = 7'h15;
       7'h15:
-          if (\done$38 ) begin
-            \$236  = 7'h16;
-          end
+          \$237  = 7'h16;
       7'h16:
-          \$236  = 7'h17;
+          if (\done$38 ) begin
+            \$237  = 7'h17;
+          end
       7'h17:
-          \$236  = 7'h18;
+          \$237  = 7'h18;
       7'h18:
-          if (\done$38 ) begin
-            \$236  = 7'h19;
-          end
+          \$237  = 7'h19;
       7'h19:
-          \$236  = 7'h1a;
+          if (\done$38 ) begin
+            \$237  = 7'h1a;
+          end
       7'h1a:
-          if (\$110 ) begin
-            \$236  = 7'h1b;
-          end
+          \$237  = 7'h1b;
       7'h1b:
-          \$236  = 7'h1c;
+          if (\$111 ) begin
+            \$237  = 7'h1c;
+          end
       7'h1c:
-          \$236  = 7'h1d;
+          \$237  = 7'h1d;
       7'h1d:
-          \$236  = 7'h1e;
+          \$237  = 7'h1e;
       7'h1e:
-          \$236  = 7'h1f;
+          \$237  = 7'h1f;
       7'h1f:
-          if (\done$42 ) begin
-            \$236  = 7'h20;
-          end
+          \$237  = 7'h20;
       7'h20:
-          \$236  = 7'h21;
-      7'h21:
-          \$236  = 7'h22;
-      7'h22:
-          if (\$138 ) begin
-            \$236  = 7'h23;
-          end
-      7'h23:
-          \$236  = 7'h24;
-      7'h24:
-          \$236  = 7'h25;
-      7'h25:
-          \$236  = 7'h26;
-      7'h26:
-          if (\done$38 ) begin
-            \$236  = 7'h27;
-          end
-      7'h27:
-          \$236  = 7'h28;
-      7'h28:
-          \$236  = 7'h29;
-      7'h29:
-          \$236  = 7'h2a;
-      7'h2a:
           if (\done$42 ) begin
-            \$236  = 7'h2b;
+            \$237  = 7'h21;
           end
+      7'h21:
+          \$237  = 7'h22;
+      7'h22:
+          \$237  = 7'h23;
+      7'h23:
+          if (\$139 ) begin
+            \$237  = 7'h24;
+          end
+      7'h24:
+          \$237  = 7'h25;
+      7'h25:
+          \$237  = 7'h26;
+      7'h26:
+          \$237  = 7'h27;
+      7'h27:
+          if (\done$38 ) begin
+            \$237  = 7'h28;
+          end
+      7'h28:
+          \$237  = 7'h29;
+      7'h29:
+          \$237  = 7'h2a;
+      7'h2a:
+          \$237  = 7'h2b;
       7'h2b:
-          \$236  = 7'h2c;
+          if (\done$42 ) begin
+            \$237  = 7'h2c;
+          end
       7'h2c:
-          \$236  = 7'h2d;
+          \$237  = 7'h2d;
       7'h2d:
-          \$236  = 7'h2e;
+          \$237  = 7'h2e;
       7'h2e:
-          \$236  = 7'h2f;
+          \$237  = 7'h2f;
       7'h2f:
-          \$236  = 7'h30;
+          \$237  = 7'h30;
       7'h30:
-          \$236  = 7'h31;
+          \$237  = 7'h31;
       7'h31:
-          if (\done$38 ) begin
-            \$236  = 7'h32;
-          end
+          \$237  = 7'h32;
       7'h32:
-          \$236  = 7'h01;
-      7'h03:
-          \$236  = 7'h33;
+          if (\done$38 ) begin
+            \$237  = 7'h33;
+          end
       7'h33:
-          \$236  = 7'h34;
+          \$237  = 7'h01;
+      7'h03:
+          \$237  = 7'h34;
       7'h34:
-          \$236  = 7'h35;
+          \$237  = 7'h35;
       7'h35:
-          if (\done$38 ) begin
-            \$236  = 7'h36;
-          end
+          \$237  = 7'h36;
       7'h36:
-          \$236  = 7'h37;
-      7'h37:
-          if (\$179 ) begin
-            \$236  = 7'h38;
-          end
-      7'h38:
-          \$236  = 7'h39;
-      7'h39:
-          \$236  = 7'h3a;
-      7'h3a:
-          \$236  = 7'h3b;
-      7'h3b:
-          \$236  = 7'h3c;
-      7'h3c:
-          if (\$204 ) begin
-            \$236  = 7'h3d;
-          end
-      7'h3d:
-          \$236  = 7'h3e;
-      7'h3e:
-          \$236  = 7'h3f;
-      7'h3f:
-          \$236  = 7'h40;
-      7'h40:
           if (\done$38 ) begin
-            \$236  = 7'h41;
+            \$237  = 7'h37;
           end
+      7'h37:
+          \$237  = 7'h38;
+      7'h38:
+          if (\$180 ) begin
+            \$237  = 7'h39;
+          end
+      7'h39:
+          \$237  = 7'h3a;
+      7'h3a:
+          \$237  = 7'h3b;
+      7'h3b:
+          \$237  = 7'h3c;
+      7'h3c:
+          \$237  = 7'h3d;
+      7'h3d:
+          if (\$205 ) begin
+            \$237  = 7'h3e;
+          end
+      7'h3e:
+          \$237  = 7'h3f;
+      7'h3f:
+          \$237  = 7'h40;
+      7'h40:
+          \$237  = 7'h41;
       7'h41:
-          \$236  = 7'h42;
+          if (\done$38 ) begin
+            \$237  = 7'h42;
+          end
       7'h42:
-          \$236  = 7'h43;
+          \$237  = 7'h43;
       7'h43:
-          \$236  = 7'h44;
+          \$237  = 7'h44;
       7'h44:
-          \$236  = 7'h45;
+          \$237  = 7'h45;
       7'h45:
-          \$236  = 7'h46;
+          \$237  = 7'h46;
       7'h46:
-          \$236  = 7'h47;
+          \$237  = 7'h47;
       7'h47:
-          \$236  = 7'h48;
+          \$237  = 7'h48;
       7'h48:
-          if (\done$38 ) begin
-            \$236  = 7'h49;
-          end
+          \$237  = 7'h49;
       7'h49:
-          \$236  = 7'h01;
+          if (\done$38 ) begin
+            \$237  = 7'h4a;
+          end
+      7'h4a:
+          \$237  = 7'h01;
       7'h01:
-          \$236  = 7'h00;
+          \$237  = 7'h00;
     endcase
     if (rst) begin
-      \$236  = 7'h00;
+      \$237  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = start;
+    \$238  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2834,21 +2860,21 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h05:
           /* empty */;
       7'h06:
-          \$237  = 1'h1;
+          \$238  = 1'h1;
       7'h07:
-          \$237  = 1'h0;
+          \$238  = 1'h0;
       7'h08:
           /* empty */;
       7'h09:
-          \$237  = 1'h1;
+          \$238  = 1'h1;
       7'h0a:
-          \$237  = 1'h0;
+          \$238  = 1'h0;
       7'h0b:
           /* empty */;
       7'h0c:
-          \$237  = 1'h1;
+          \$238  = 1'h1;
       7'h0d:
-          \$237  = 1'h0;
+          \$238  = 1'h0;
       7'h0e:
           /* empty */;
       7'h0f:
@@ -2860,17 +2886,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h12:
           /* empty */;
       7'h13:
-          \$237  = 1'h1;
+          /* empty */;
       7'h14:
-          \$237  = 1'h0;
+          \$238  = 1'h1;
       7'h15:
-          /* empty */;
+          \$238  = 1'h0;
       7'h16:
-          \$237  = 1'h1;
-      7'h17:
-          \$237  = 1'h0;
-      7'h18:
           /* empty */;
+      7'h17:
+          \$238  = 1'h1;
+      7'h18:
+          \$238  = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -2894,11 +2920,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h23:
           /* empty */;
       7'h24:
-          \$237  = 1'h1;
-      7'h25:
-          \$237  = 1'h0;
-      7'h26:
           /* empty */;
+      7'h25:
+          \$238  = 1'h1;
+      7'h26:
+          \$238  = 1'h0;
       7'h27:
           /* empty */;
       7'h28:
@@ -2916,21 +2942,21 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2e:
           /* empty */;
       7'h2f:
-          \$237  = 1'h1;
-      7'h30:
-          \$237  = 1'h0;
-      7'h31:
           /* empty */;
+      7'h30:
+          \$238  = 1'h1;
+      7'h31:
+          \$238  = 1'h0;
       7'h32:
+          /* empty */;
+      7'h33:
           /* empty */;
       7'h03:
           /* empty */;
-      7'h33:
-          \$237  = 1'h1;
       7'h34:
-          \$237  = 1'h0;
+          \$238  = 1'h1;
       7'h35:
-          /* empty */;
+          \$238  = 1'h0;
       7'h36:
           /* empty */;
       7'h37:
@@ -2948,11 +2974,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h3d:
           /* empty */;
       7'h3e:
-          \$237  = 1'h1;
-      7'h3f:
-          \$237  = 1'h0;
-      7'h40:
           /* empty */;
+      7'h3f:
+          \$238  = 1'h1;
+      7'h40:
+          \$238  = 1'h0;
       7'h41:
           /* empty */;
       7'h42:
@@ -2964,17 +2990,19 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h45:
           /* empty */;
       7'h46:
-          \$237  = 1'h1;
+          /* empty */;
       7'h47:
-          \$237  = 1'h0;
+          \$238  = 1'h1;
+      7'h48:
+          \$238  = 1'h0;
     endcase
     if (rst) begin
-      \$237  = 1'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = t;
+    \$239  = t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -2990,7 +3018,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h08:
           if (\done$38 ) begin
-            \$238  = p[34:0];
+            \$239  = p[34:0];
           end
       7'h09:
           /* empty */;
@@ -2998,53 +3026,16 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h0b:
           if (\done$38 ) begin
-            \$238  = p[34:0];
+            \$239  = p[34:0];
           end
     endcase
     if (rst) begin
-      \$238  = 35'h000000000;
+      \$239  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = \den$40 ;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          if (\done$38 ) begin
-            \$239  = p[43:0];
-          end
-    endcase
-    if (rst) begin
-      \$239  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = div_num;
+    \$240  = \den$40 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3071,65 +3062,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h0d:
           /* empty */;
       7'h0e:
-          /* empty */;
-      7'h0f:
-          \$240  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          \$240  = { 13'h0000, \$114  };
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          \$240  = { gain_p[41], gain_p };
+          if (\done$38 ) begin
+            \$240  = p[43:0];
+          end
     endcase
     if (rst) begin
-      \$240  = 43'h00000000000;
+      \$240  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = div_mag;
+    \$241  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3160,7 +3103,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h0f:
           /* empty */;
       7'h10:
-          \$241  = \$101 [42:0];
+          \$241  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h11:
           /* empty */;
       7'h12:
@@ -3186,7 +3129,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1c:
           /* empty */;
       7'h1d:
-          \$241  = \$117 [42:0];
+          \$241  = { 13'h0000, \$115  };
       7'h1e:
           /* empty */;
       7'h1f:
@@ -3208,7 +3151,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h27:
           /* empty */;
       7'h28:
-          \$241  = \$144 [42:0];
+          \$241  = { gain_p[41], gain_p };
     endcase
     if (rst) begin
       \$241  = 43'h00000000000;
@@ -3216,7 +3159,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = div_neg;
+    \$242  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3247,9 +3190,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h0f:
           /* empty */;
       7'h10:
-          \$242  = \$102 ;
-      7'h11:
           /* empty */;
+      7'h11:
+          \$242  = \$102 [42:0];
       7'h12:
           /* empty */;
       7'h13:
@@ -3273,9 +3216,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1c:
           /* empty */;
       7'h1d:
-          \$242  = \$118 ;
-      7'h1e:
           /* empty */;
+      7'h1e:
+          \$242  = \$118 [42:0];
       7'h1f:
           /* empty */;
       7'h20:
@@ -3295,15 +3238,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h27:
           /* empty */;
       7'h28:
-          \$242  = \$145 ;
+          /* empty */;
+      7'h29:
+          \$242  = \$145 [42:0];
     endcase
     if (rst) begin
-      \$242  = 1'h0;
+      \$242  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = \start$5 ;
+    \$243  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3334,9 +3279,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h0f:
           /* empty */;
       7'h10:
-          \$243  = 1'h1;
+          /* empty */;
       7'h11:
-          \$243  = 1'h0;
+          \$243  = \$103 ;
       7'h12:
           /* empty */;
       7'h13:
@@ -3360,9 +3305,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1c:
           /* empty */;
       7'h1d:
-          \$243  = 1'h1;
+          /* empty */;
       7'h1e:
-          \$243  = 1'h0;
+          \$243  = \$119 ;
       7'h1f:
           /* empty */;
       7'h20:
@@ -3382,9 +3327,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h27:
           /* empty */;
       7'h28:
-          \$243  = 1'h1;
+          /* empty */;
       7'h29:
-          \$243  = 1'h0;
+          \$243  = \$146 ;
     endcase
     if (rst) begin
       \$243  = 1'h0;
@@ -3392,7 +3337,98 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = floor_q;
+    \$244  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          \$244  = 1'h1;
+      7'h12:
+          \$244  = 1'h0;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          \$244  = 1'h1;
+      7'h1f:
+          \$244  = 1'h0;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          \$244  = 1'h1;
+      7'h2a:
+          \$244  = 1'h0;
+    endcase
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = floor_q;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3427,11 +3463,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h11:
           /* empty */;
       7'h12:
+          /* empty */;
+      7'h13:
           if (\done$42 ) begin
-            \$244  = q[9:0];
+            \$245  = q[9:0];
           end
-      7'h13:
-          /* empty */;
       7'h14:
           /* empty */;
       7'h15:
@@ -3494,16 +3530,18 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
+      7'h33:
+          /* empty */;
       7'h03:
-          \$244  = \$171 [9:0];
+          \$245  = \$172 [9:0];
     endcase
     if (rst) begin
-      \$244  = 10'h000;
+      \$245  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = mean_rem;
+    \$246  = mean_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3544,11 +3582,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h14:
           /* empty */;
       7'h15:
+          /* empty */;
+      7'h16:
           if (\done$38 ) begin
-            \$245  = p[13:0];
+            \$246  = p[13:0];
           end
-      7'h16:
-          /* empty */;
       7'h17:
           /* empty */;
       7'h18:
@@ -3605,16 +3643,18 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
+      7'h33:
+          /* empty */;
       7'h03:
-          \$245  = { 6'h00, chan[90:83] };
+          \$246  = { 6'h00, chan[90:83] };
     endcase
     if (rst) begin
-      \$245  = 14'h0000;
+      \$246  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = gain_num;
+    \$247  = gain_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3661,11 +3701,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h17:
           /* empty */;
       7'h18:
+          /* empty */;
+      7'h19:
           if (\done$38 ) begin
-            \$246  = p[23:0];
+            \$247  = p[23:0];
           end
-      7'h19:
-          /* empty */;
       7'h1a:
           /* empty */;
       7'h1b:
@@ -3716,516 +3756,26 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
       7'h35:
+          /* empty */;
+      7'h36:
           if (\done$38 ) begin
-            \$246  = p[23:0];
+            \$247  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$246  = 24'h000000;
+      \$247  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = den_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          \$247  = \den$40 ;
-      7'h1a:
-          if (\$103 ) begin
-            \$247  = \$104 [43:0];
-          end
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          \$247  = 44'h80000000000;
-      7'h37:
-          if (\$172 ) begin
-            \$247  = \$173 [43:0];
-          end
-    endcase
-    if (rst) begin
-      \$247  = 44'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = num_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          \$248  = gain_num[22:0];
-      7'h1a:
-          if (\$106 ) begin
-            \$248  = \$107 [22:0];
-          end
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          \$248  = gain_num[22:0];
-      7'h37:
-          if (\$175 ) begin
-            \$248  = \$176 [22:0];
-          end
-    endcase
-    if (rst) begin
-      \$248  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = num_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          \$249  = 5'h00;
-      7'h1a:
-          if (\$106 ) begin
-            \$249  = \$108 [4:0];
-          end
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          \$249  = 5'h00;
-      7'h37:
-          if (\$175 ) begin
-            \$249  = \$177 [4:0];
-          end
-    endcase
-    if (rst) begin
-      \$249  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = den_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          \$250  = 6'h00;
-      7'h1a:
-          if (\$103 ) begin
-            \$250  = \$105 [5:0];
-          end
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          \$250  = 6'h00;
-      7'h37:
-          if (\$172 ) begin
-            \$250  = \$174 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$250  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = loop_n;
+    \$248  = den_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4276,14 +3826,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h19:
           /* empty */;
       7'h1a:
-        begin
-          \$251  = \$109 [5:0];
-          if (\$110 ) begin
-            \$251  = 6'h00;
-          end
-        end
+          \$248  = \den$40 ;
       7'h1b:
-          /* empty */;
+          if (\$104 ) begin
+            \$248  = \$105 [43:0];
+          end
       7'h1c:
           /* empty */;
       7'h1d:
@@ -4297,12 +3844,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h21:
           /* empty */;
       7'h22:
-        begin
-          \$251  = \$137 [5:0];
-          if (\$138 ) begin
-            \$251  = 6'h00;
-          end
-        end
+          /* empty */;
       7'h23:
           /* empty */;
       7'h24:
@@ -4335,9 +3877,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -4346,27 +3888,386 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h36:
           /* empty */;
       7'h37:
-        begin
-          \$251  = \$178 [5:0];
-          if (\$179 ) begin
-            \$251  = 6'h00;
-          end
-        end
+          \$248  = 44'h80000000000;
       7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-        begin
-          \$251  = \$203 [5:0];
-          if (\$204 ) begin
-            \$251  = 6'h00;
+          if (\$173 ) begin
+            \$248  = \$174 [43:0];
           end
-        end
+    endcase
+    if (rst) begin
+      \$248  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$249  = gain_num[22:0];
+      7'h1b:
+          if (\$107 ) begin
+            \$249  = \$108 [22:0];
+          end
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$249  = gain_num[22:0];
+      7'h38:
+          if (\$176 ) begin
+            \$249  = \$177 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$249  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$250  = 5'h00;
+      7'h1b:
+          if (\$107 ) begin
+            \$250  = \$109 [4:0];
+          end
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$250  = 5'h00;
+      7'h38:
+          if (\$176 ) begin
+            \$250  = \$178 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$250  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          \$251  = 6'h00;
+      7'h1b:
+          if (\$104 ) begin
+            \$251  = \$106 [5:0];
+          end
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$251  = 6'h00;
+      7'h38:
+          if (\$173 ) begin
+            \$251  = \$175 [5:0];
+          end
     endcase
     if (rst) begin
       \$251  = 6'h00;
@@ -4374,7 +4275,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = gain_shift;
+    \$252  = loop_n;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4427,7 +4328,12 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1a:
           /* empty */;
       7'h1b:
-          \$252  = { \$112 [6], \$112 [6], \$112  };
+        begin
+          \$252  = \$110 [5:0];
+          if (\$111 ) begin
+            \$252  = 6'h00;
+          end
+        end
       7'h1c:
           /* empty */;
       7'h1d:
@@ -4437,20 +4343,18 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1f:
           /* empty */;
       7'h20:
-          \$252  = \$123 [8:0];
+          /* empty */;
       7'h21:
           /* empty */;
       7'h22:
+          /* empty */;
+      7'h23:
         begin
-          if (\$127 ) begin
-            \$252  = \$129 [8:0];
-          end
-          if (\$133 ) begin
-            \$252  = \$135 [8:0];
+          \$252  = \$138 [5:0];
+          if (\$139 ) begin
+            \$252  = 6'h00;
           end
         end
-      7'h23:
-          /* empty */;
       7'h24:
           /* empty */;
       7'h25:
@@ -4481,9 +4385,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -4494,30 +4398,35 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h37:
           /* empty */;
       7'h38:
-          \$252  = \$181 ;
+        begin
+          \$252  = \$179 [5:0];
+          if (\$180 ) begin
+            \$252  = 6'h00;
+          end
+        end
       7'h39:
           /* empty */;
       7'h3a:
-          \$252  = \$189 [8:0];
+          /* empty */;
       7'h3b:
           /* empty */;
       7'h3c:
+          /* empty */;
+      7'h3d:
         begin
-          if (\$193 ) begin
-            \$252  = \$195 [8:0];
-          end
-          if (\$199 ) begin
-            \$252  = \$201 [8:0];
+          \$252  = \$204 [5:0];
+          if (\$205 ) begin
+            \$252  = 6'h00;
           end
         end
     endcase
     if (rst) begin
-      \$252  = 9'h000;
+      \$252  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = gain_zero;
+    \$253  = gain_shift;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4570,9 +4479,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h1a:
           /* empty */;
       7'h1b:
-          \$253  = \$113 ;
-      7'h1c:
           /* empty */;
+      7'h1c:
+          \$253  = { \$113 [6], \$113 [6], \$113  };
       7'h1d:
           /* empty */;
       7'h1e:
@@ -4582,11 +4491,18 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h20:
           /* empty */;
       7'h21:
-          /* empty */;
+          \$253  = \$124 [8:0];
       7'h22:
           /* empty */;
       7'h23:
-          /* empty */;
+        begin
+          if (\$128 ) begin
+            \$253  = \$130 [8:0];
+          end
+          if (\$134 ) begin
+            \$253  = \$136 [8:0];
+          end
+        end
       7'h24:
           /* empty */;
       7'h25:
@@ -4617,9 +4533,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -4630,670 +4546,687 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h37:
           /* empty */;
       7'h38:
+          /* empty */;
+      7'h39:
           \$253  = \$182 ;
-    endcase
-    if (rst) begin
-      \$253  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = gain_q1;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          if (\done$42 ) begin
-            \$254  = q[15:0];
-          end
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$254  = \$184 [15:0];
-    endcase
-    if (rst) begin
-      \$254  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = gain_x;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          \$255  = { \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121 [15], \$121  };
-      7'h21:
-          /* empty */;
-      7'h22:
-        begin
-          if (\$127 ) begin
-            \$255  = \$128 ;
-          end
-          if (\$133 ) begin
-            \$255  = \$134 [26:0];
-          end
-        end
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          \$255  = { \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187 [15], \$187  };
-      7'h3b:
-          /* empty */;
-      7'h3c:
-        begin
-          if (\$193 ) begin
-            \$255  = \$194 ;
-          end
-          if (\$199 ) begin
-            \$255  = \$200 [26:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$255  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = scale_count;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          \$256  = 4'h0;
-      7'h21:
-          /* empty */;
-      7'h22:
-          \$256  = \$136 [3:0];
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          \$256  = 4'h0;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          \$256  = \$202 [3:0];
-    endcase
-    if (rst) begin
-      \$256  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = special_r;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          \$257  = \$126 ;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
       7'h3a:
           /* empty */;
       7'h3b:
-          \$257  = \$192 ;
-    endcase
-    if (rst) begin
-      \$257  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          \$258  = \$141 [3:0];
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
+          \$253  = \$190 [8:0];
       7'h3c:
           /* empty */;
       7'h3d:
-          \$258  = \$207 [3:0];
+        begin
+          if (\$194 ) begin
+            \$253  = \$196 [8:0];
+          end
+          if (\$200 ) begin
+            \$253  = \$202 [8:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$258  = 4'h0;
+      \$253  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = gain_p;
+    \$254  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          \$254  = \$114 ;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \$254  = \$183 ;
+    endcase
+    if (rst) begin
+      \$254  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$255  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          if (\done$42 ) begin
+            \$255  = q[15:0];
+          end
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          \$255  = \$185 [15:0];
+    endcase
+    if (rst) begin
+      \$255  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$256  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$256  = { \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122 [15], \$122  };
+      7'h22:
+          /* empty */;
+      7'h23:
+        begin
+          if (\$128 ) begin
+            \$256  = \$129 ;
+          end
+          if (\$134 ) begin
+            \$256  = \$135 [26:0];
+          end
+        end
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$256  = { \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188 [15], \$188  };
+      7'h3c:
+          /* empty */;
+      7'h3d:
+        begin
+          if (\$194 ) begin
+            \$256  = \$195 ;
+          end
+          if (\$200 ) begin
+            \$256  = \$201 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$256  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$257  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          \$257  = 4'h0;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$257  = \$137 [3:0];
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$257  = 4'h0;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$257  = \$203 [3:0];
+    endcase
+    if (rst) begin
+      \$257  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$258  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$258  = \$127 ;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          \$258  = \$193 ;
+    endcase
+    if (rst) begin
+      \$258  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$259  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5364,13 +5297,11 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h23:
           /* empty */;
       7'h24:
-          /* empty */;
+          \$259  = \$142 [3:0];
       7'h25:
           /* empty */;
       7'h26:
-          if (\done$38 ) begin
-            \$259  = p[41:0];
-          end
+          /* empty */;
       7'h27:
           /* empty */;
       7'h28:
@@ -5395,9 +5326,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -5420,21 +5351,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h3d:
           /* empty */;
       7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          if (\done$38 ) begin
-            \$259  = p[41:0];
-          end
+          \$259  = \$208 [3:0];
     endcase
     if (rst) begin
-      \$259  = 42'h00000000000;
+      \$259  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = gain_w;
+    \$260  = gain_p;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5511,15 +5436,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h26:
           /* empty */;
       7'h27:
-          /* empty */;
+          if (\done$38 ) begin
+            \$260  = p[41:0];
+          end
       7'h28:
           /* empty */;
       7'h29:
           /* empty */;
       7'h2a:
-          if (\done$42 ) begin
-            \$260  = q;
-          end
+          /* empty */;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -5536,9 +5461,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -5567,15 +5492,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h40:
           /* empty */;
       7'h41:
-          \$260  = \$208 [28:0];
+          if (\done$38 ) begin
+            \$260  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$260  = 29'h00000000;
+      \$260  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = gain_t;
+    \$261  = gain_w;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5660,7 +5587,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2a:
           /* empty */;
       7'h2b:
-          \$261  = { \$150 [29], \$150  };
+          if (\done$42 ) begin
+            \$261  = q;
+          end
       7'h2c:
           /* empty */;
       7'h2d:
@@ -5675,9 +5604,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -5708,15 +5637,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h41:
           /* empty */;
       7'h42:
-          \$261  = { \$213 [29], \$213  };
+          \$261  = \$209 [28:0];
     endcase
     if (rst) begin
-      \$261  = 31'h00000000;
+      \$261  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = gain_t1;
+    \$262  = gain_t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5803,7 +5732,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2b:
           /* empty */;
       7'h2c:
-          \$262  = \$154 ;
+          \$262  = { \$151 [29], \$151  };
       7'h2d:
           /* empty */;
       7'h2e:
@@ -5816,9 +5745,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -5851,15 +5780,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h42:
           /* empty */;
       7'h43:
-          \$262  = \$217 ;
+          \$262  = { \$214 [29], \$214  };
     endcase
     if (rst) begin
-      \$262  = 32'd0;
+      \$262  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = acc0;
+    \$263  = gain_t1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5948,7 +5877,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2c:
           /* empty */;
       7'h2d:
-          \$263  = \$158 [22:0];
+          \$263  = \$155 ;
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5959,9 +5888,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -5996,15 +5925,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h43:
           /* empty */;
       7'h44:
-          \$263  = \$221 [22:0];
+          \$263  = \$218 ;
     endcase
     if (rst) begin
-      \$263  = 23'h000000;
+      \$263  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = acc1;
+    \$264  = acc0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6093,9 +6022,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2c:
           /* empty */;
       7'h2d:
-          \$264  = \$162 [22:0];
-      7'h2e:
           /* empty */;
+      7'h2e:
+          \$264  = \$159 [22:0];
       7'h2f:
           /* empty */;
       7'h30:
@@ -6104,9 +6033,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -6141,7 +6070,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h43:
           /* empty */;
       7'h44:
-          \$264  = \$225 [22:0];
+          /* empty */;
+      7'h45:
+          \$264  = \$222 [22:0];
     endcase
     if (rst) begin
       \$264  = 23'h000000;
@@ -6149,7 +6080,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = a_fin;
+    \$265  = acc1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6240,7 +6171,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2d:
           /* empty */;
       7'h2e:
-          \$265  = \$167 [13:0];
+          \$265  = \$163 [22:0];
       7'h2f:
           /* empty */;
       7'h30:
@@ -6249,9 +6180,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
           /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -6288,162 +6219,15 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h44:
           /* empty */;
       7'h45:
-          \$265  = \$230 [13:0];
+          \$265  = \$226 [22:0];
     endcase
     if (rst) begin
-      \$265  = 14'h0000;
+      \$265  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = c_fin;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$266  = \$168 [22:0];
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h45:
-          \$266  = \$231 [22:0];
-    endcase
-    if (rst) begin
-      \$266  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = \b$60 ;
+    \$266  = a_fin;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6536,18 +6320,16 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h2e:
           /* empty */;
       7'h2f:
-          /* empty */;
+          \$266  = \$168 [13:0];
       7'h30:
           /* empty */;
       7'h31:
-          if (\done$38 ) begin
-            \$267  = p[22:0];
-          end
+          /* empty */;
       7'h32:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -6586,13 +6368,156 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h45:
           /* empty */;
       7'h46:
+          \$266  = \$231 [13:0];
+    endcase
+    if (rst) begin
+      \$266  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$267  = c_fin;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      7'h47:
+      7'h02:
           /* empty */;
-      7'h48:
-          if (\done$38 ) begin
-            \$267  = p[22:0];
-          end
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          \$267  = \$169 [22:0];
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          \$267  = \$232 [22:0];
     endcase
     if (rst) begin
       \$267  = 23'h000000;
@@ -6600,7 +6525,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = \a$61 ;
+    \$268  = \b$60 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6699,10 +6624,12 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h31:
           /* empty */;
       7'h32:
-          \$268  = a_fin;
-      7'h03:
-          /* empty */;
+          if (\done$38 ) begin
+            \$268  = p[22:0];
+          end
       7'h33:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -6747,15 +6674,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h48:
           /* empty */;
       7'h49:
-          \$268  = a_fin;
+          if (\done$38 ) begin
+            \$268  = p[22:0];
+          end
     endcase
     if (rst) begin
-      \$268  = 14'h0000;
+      \$268  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = special;
+    \$269  = \a$61 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6854,10 +6783,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h31:
           /* empty */;
       7'h32:
-          \$269  = special_r;
-      7'h03:
           /* empty */;
       7'h33:
+          \$269  = a_fin;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -6902,15 +6831,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h48:
           /* empty */;
       7'h49:
-          \$269  = special_r;
+          /* empty */;
+      7'h4a:
+          \$269  = a_fin;
     endcase
     if (rst) begin
-      \$269  = 1'h0;
+      \$269  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = \neg$63 ;
+    \$270  = special;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7009,10 +6940,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h31:
           /* empty */;
       7'h32:
-          \$270  = \$169 ;
-      7'h03:
           /* empty */;
       7'h33:
+          \$270  = special_r;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -7057,7 +6988,9 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h48:
           /* empty */;
       7'h49:
-          \$270  = \$232 ;
+          /* empty */;
+      7'h4a:
+          \$270  = special_r;
     endcase
     if (rst) begin
       \$270  = 1'h0;
@@ -7065,7 +6998,7 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = q_lo;
+    \$271  = \neg$63 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7164,10 +7097,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h31:
           /* empty */;
       7'h32:
-          \$271  = floor_q;
-      7'h03:
           /* empty */;
       7'h33:
+          \$271  = \$170 ;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -7212,15 +7145,17 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h48:
           /* empty */;
       7'h49:
-          \$271  = floor_q;
+          /* empty */;
+      7'h4a:
+          \$271  = \$233 ;
     endcase
     if (rst) begin
-      \$271  = 10'h000;
+      \$271  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = q_hi;
+    \$272  = q_lo;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7319,10 +7254,10 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h31:
           /* empty */;
       7'h32:
-          \$272  = \$170 [9:0];
-      7'h03:
           /* empty */;
       7'h33:
+          \$272  = floor_q;
+      7'h03:
           /* empty */;
       7'h34:
           /* empty */;
@@ -7367,10 +7302,169 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
       7'h48:
           /* empty */;
       7'h49:
-          \$272  = \$233 [9:0];
+          /* empty */;
+      7'h4a:
+          \$272  = floor_q;
     endcase
     if (rst) begin
       \$272  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$273  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$273  = \$171 [9:0];
+      7'h03:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \$273  = \$234 [9:0];
+    endcase
+    if (rst) begin
+      \$273  = 10'h000;
     end
   end
   assign beta_shift = \$1 [3:0];
@@ -7393,23 +7487,23 @@ module \hwnorm_range_s8.math (rst, r_open, \start$36 , entry, chan, sum, r_close
   assign \$9  = { 2'h0, div_mag[13:0], 13'h0000 };
   assign \$11  = { 27'h0000000, div_mag[42:27] };
   assign \$12  = { 1'h0, div_mag[26:0] };
-  assign \$104  = { den_norm, 1'h0 };
-  assign \$107  = { num_norm, 1'h0 };
-  assign \$114  = { 1'h0, num_norm, 6'h00 };
-  assign \$119  = { gain_q1[15], gain_q1[15:1] };
-  assign \$128  = { 1'h0, gain_x[26:1] };
-  assign \$134  = { gain_x, 1'h0 };
-  assign \$148  = { 1'h0, \$147 [15:1] };
-  assign \$171  = { chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98:91] };
-  assign \$173  = { den_norm, 1'h0 };
-  assign \$176  = { num_norm, 1'h0 };
-  assign \$183  = { 1'h0, num_norm, 6'h00 };
-  assign \$184  = { 15'h0000, \$183 [29:15] };
-  assign \$185  = { gain_q1[15], gain_q1[15:1] };
-  assign \$194  = { 1'h0, gain_x[26:1] };
-  assign \$200  = { gain_x, 1'h0 };
-  assign \$208  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
-  assign \$211  = { 1'h0, \$210 [15:1] };
+  assign \$105  = { den_norm, 1'h0 };
+  assign \$108  = { num_norm, 1'h0 };
+  assign \$115  = { 1'h0, num_norm, 6'h00 };
+  assign \$120  = { gain_q1[15], gain_q1[15:1] };
+  assign \$129  = { 1'h0, gain_x[26:1] };
+  assign \$135  = { gain_x, 1'h0 };
+  assign \$149  = { 1'h0, \$148 [15:1] };
+  assign \$172  = { chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98], chan[98:91] };
+  assign \$174  = { den_norm, 1'h0 };
+  assign \$177  = { num_norm, 1'h0 };
+  assign \$184  = { 1'h0, num_norm, 6'h00 };
+  assign \$185  = { 15'h0000, \$184 [29:15] };
+  assign \$186  = { gain_q1[15], gain_q1[15:1] };
+  assign \$195  = { 1'h0, gain_x[26:1] };
+  assign \$201  = { gain_x, 1'h0 };
+  assign \$209  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$212  = { 1'h0, \$211 [15:1] };
 endmodule
 
 module \hwnorm_range_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

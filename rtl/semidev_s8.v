@@ -724,213 +724,214 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [92:0] \$134 ;
+  wire \$134 ;
   wire [92:0] \$135 ;
-  wire \$136 ;
-  wire [90:0] \$137 ;
-  wire \$138 ;
-  wire [92:0] \$139 ;
+  wire [92:0] \$136 ;
+  wire \$137 ;
+  wire [90:0] \$138 ;
+  wire \$139 ;
   wire [21:0] \$14 ;
   wire [92:0] \$140 ;
-  wire \$141 ;
+  wire [92:0] \$141 ;
   wire \$142 ;
-  wire [92:0] \$143 ;
+  wire \$143 ;
   wire [92:0] \$144 ;
-  wire \$145 ;
+  wire [92:0] \$145 ;
   wire \$146 ;
-  wire [35:0] \$147 ;
-  wire [6:0] \$148 ;
-  wire \$149 ;
+  wire \$147 ;
+  wire [35:0] \$148 ;
+  wire [6:0] \$149 ;
   wire [21:0] \$15 ;
-  wire [23:0] \$150 ;
-  wire [5:0] \$151 ;
-  wire [6:0] \$152 ;
-  wire \$153 ;
-  wire [5:0] \$154 ;
-  wire [6:0] \$155 ;
-  wire \$156 ;
-  wire [29:0] \$157 ;
-  wire \$158 ;
-  wire [92:0] \$159 ;
+  wire \$150 ;
+  wire [23:0] \$151 ;
+  wire [5:0] \$152 ;
+  wire [6:0] \$153 ;
+  wire \$154 ;
+  wire [5:0] \$155 ;
+  wire [6:0] \$156 ;
+  wire \$157 ;
+  wire [29:0] \$158 ;
+  wire \$159 ;
   wire [91:0] \$16 ;
   wire [92:0] \$160 ;
-  wire \$161 ;
-  wire [15:0] \$162 ;
+  wire [92:0] \$161 ;
+  wire \$162 ;
   wire [15:0] \$163 ;
   wire [15:0] \$164 ;
-  wire [9:0] \$165 ;
+  wire [15:0] \$165 ;
   wire [9:0] \$166 ;
-  wire \$167 ;
+  wire [9:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire [68:0] \$17 ;
   wire \$170 ;
-  wire [26:0] \$171 ;
-  wire [9:0] \$172 ;
-  wire \$173 ;
+  wire \$171 ;
+  wire [26:0] \$172 ;
+  wire [9:0] \$173 ;
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [27:0] \$177 ;
-  wire [9:0] \$178 ;
-  wire [4:0] \$179 ;
+  wire \$177 ;
+  wire [27:0] \$178 ;
+  wire [9:0] \$179 ;
   wire [69:0] \$18 ;
-  wire [6:0] \$180 ;
-  wire \$181 ;
+  wire [4:0] \$180 ;
+  wire [6:0] \$181 ;
   wire \$182 ;
-  wire [8:0] \$183 ;
+  wire \$183 ;
   wire [8:0] \$184 ;
-  wire \$185 ;
-  wire [92:0] \$186 ;
+  wire [8:0] \$185 ;
+  wire \$186 ;
   wire [92:0] \$187 ;
-  wire \$188 ;
-  wire [22:0] \$189 ;
+  wire [92:0] \$188 ;
+  wire \$189 ;
   wire [91:0] \$19 ;
-  wire [15:0] \$190 ;
+  wire [22:0] \$190 ;
   wire [15:0] \$191 ;
-  wire [23:0] \$192 ;
-  wire [29:0] \$193 ;
-  wire \$194 ;
-  wire [27:0] \$195 ;
+  wire [15:0] \$192 ;
+  wire [23:0] \$193 ;
+  wire [29:0] \$194 ;
+  wire \$195 ;
   wire [27:0] \$196 ;
-  wire [31:0] \$197 ;
-  wire \$198 ;
+  wire [27:0] \$197 ;
+  wire [31:0] \$198 ;
   wire \$199 ;
   wire [4:0] \$2 ;
   wire [71:0] \$20 ;
-  wire [30:0] \$200 ;
+  wire \$200 ;
   wire [30:0] \$201 ;
-  wire \$202 ;
+  wire [30:0] \$202 ;
   wire \$203 ;
-  wire [31:0] \$204 ;
+  wire \$204 ;
   wire [31:0] \$205 ;
-  wire [23:0] \$206 ;
-  wire \$207 ;
-  wire [27:0] \$208 ;
+  wire [31:0] \$206 ;
+  wire [23:0] \$207 ;
+  wire \$208 ;
   wire [27:0] \$209 ;
   wire \$21 ;
   wire [27:0] \$210 ;
-  wire [30:0] \$211 ;
-  wire \$212 ;
-  wire [10:0] \$213 ;
-  wire [15:0] \$214 ;
-  wire \$215 ;
-  wire [35:0] \$216 ;
-  wire [6:0] \$217 ;
-  wire \$218 ;
-  wire [23:0] \$219 ;
+  wire [27:0] \$211 ;
+  wire [30:0] \$212 ;
+  wire \$213 ;
+  wire [10:0] \$214 ;
+  wire [15:0] \$215 ;
+  wire \$216 ;
+  wire [35:0] \$217 ;
+  wire [6:0] \$218 ;
+  wire \$219 ;
   wire [8:0] \$22 ;
-  wire [5:0] \$220 ;
-  wire [6:0] \$221 ;
-  wire \$222 ;
-  wire [6:0] \$223 ;
-  wire [8:0] \$224 ;
-  wire \$225 ;
-  wire [29:0] \$226 ;
+  wire [23:0] \$220 ;
+  wire [5:0] \$221 ;
+  wire [6:0] \$222 ;
+  wire \$223 ;
+  wire [6:0] \$224 ;
+  wire [8:0] \$225 ;
+  wire \$226 ;
   wire [29:0] \$227 ;
-  wire [15:0] \$228 ;
+  wire [29:0] \$228 ;
   wire [15:0] \$229 ;
   wire [8:0] \$23 ;
   wire [15:0] \$230 ;
-  wire [9:0] \$231 ;
+  wire [15:0] \$231 ;
   wire [9:0] \$232 ;
-  wire \$233 ;
+  wire [9:0] \$233 ;
   wire \$234 ;
   wire \$235 ;
   wire \$236 ;
-  wire [26:0] \$237 ;
-  wire [9:0] \$238 ;
-  wire \$239 ;
+  wire \$237 ;
+  wire [26:0] \$238 ;
+  wire [9:0] \$239 ;
   wire [91:0] \$24 ;
   wire \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire [27:0] \$243 ;
-  wire [9:0] \$244 ;
-  wire [4:0] \$245 ;
-  wire [6:0] \$246 ;
-  wire \$247 ;
+  wire \$243 ;
+  wire [27:0] \$244 ;
+  wire [9:0] \$245 ;
+  wire [4:0] \$246 ;
+  wire [6:0] \$247 ;
   wire \$248 ;
-  wire [8:0] \$249 ;
+  wire \$249 ;
   wire [76:0] \$25 ;
   wire [8:0] \$250 ;
-  wire [41:0] \$251 ;
-  wire [22:0] \$252 ;
-  wire [15:0] \$253 ;
+  wire [8:0] \$251 ;
+  wire [41:0] \$252 ;
+  wire [22:0] \$253 ;
   wire [15:0] \$254 ;
-  wire [23:0] \$255 ;
-  wire [29:0] \$256 ;
-  wire \$257 ;
-  wire [27:0] \$258 ;
+  wire [15:0] \$255 ;
+  wire [23:0] \$256 ;
+  wire [29:0] \$257 ;
+  wire \$258 ;
   wire [27:0] \$259 ;
   wire \$26 ;
-  wire [31:0] \$260 ;
-  wire \$261 ;
+  wire [27:0] \$260 ;
+  wire [31:0] \$261 ;
   wire \$262 ;
-  wire [30:0] \$263 ;
+  wire \$263 ;
   wire [30:0] \$264 ;
-  wire \$265 ;
+  wire [30:0] \$265 ;
   wire \$266 ;
-  wire [31:0] \$267 ;
+  wire \$267 ;
   wire [31:0] \$268 ;
-  wire [23:0] \$269 ;
+  wire [31:0] \$269 ;
   wire [91:0] \$27 ;
-  wire \$270 ;
-  wire [27:0] \$271 ;
+  wire [23:0] \$270 ;
+  wire \$271 ;
   wire [27:0] \$272 ;
   wire [27:0] \$273 ;
-  wire [30:0] \$274 ;
-  wire \$275 ;
-  wire [10:0] \$276 ;
-  reg \$277 ;
+  wire [27:0] \$274 ;
+  wire [30:0] \$275 ;
+  wire \$276 ;
+  wire [10:0] \$277 ;
   reg \$278 ;
-  reg [6:0] \$279 ;
+  reg \$279 ;
   wire [89:0] \$28 ;
-  reg [91:0] \$280 ;
+  reg [6:0] \$280 ;
   reg [91:0] \$281 ;
-  reg \$282 ;
+  reg [91:0] \$282 ;
   reg \$283 ;
-  reg [8:0] \$284 ;
-  reg \$285 ;
-  reg [59:0] \$286 ;
+  reg \$284 ;
+  reg [8:0] \$285 ;
+  reg \$286 ;
   reg [59:0] \$287 ;
-  reg [68:0] \$288 ;
-  reg \$289 ;
+  reg [59:0] \$288 ;
+  reg [68:0] \$289 ;
   wire \$29 ;
-  reg [34:0] \$290 ;
-  reg [9:0] \$291 ;
-  reg [13:0] \$292 ;
-  reg [23:0] \$293 ;
-  reg [34:0] \$294 ;
-  reg [22:0] \$295 ;
-  reg [4:0] \$296 ;
-  reg [5:0] \$297 ;
+  reg \$290 ;
+  reg [34:0] \$291 ;
+  reg [9:0] \$292 ;
+  reg [13:0] \$293 ;
+  reg [23:0] \$294 ;
+  reg [34:0] \$295 ;
+  reg [22:0] \$296 ;
+  reg [4:0] \$297 ;
   reg [5:0] \$298 ;
-  reg [8:0] \$299 ;
+  reg [5:0] \$299 ;
   wire [91:0] \$3 ;
   wire [10:0] \$30 ;
-  reg \$300 ;
-  reg [15:0] \$301 ;
-  reg [26:0] \$302 ;
-  reg [3:0] \$303 ;
-  reg \$304 ;
-  reg [3:0] \$305 ;
-  reg [41:0] \$306 ;
-  reg [28:0] \$307 ;
-  reg [30:0] \$308 ;
-  reg [31:0] \$309 ;
+  reg [8:0] \$300 ;
+  reg \$301 ;
+  reg [15:0] \$302 ;
+  reg [26:0] \$303 ;
+  reg [3:0] \$304 ;
+  reg \$305 ;
+  reg [3:0] \$306 ;
+  reg [41:0] \$307 ;
+  reg [28:0] \$308 ;
+  reg [30:0] \$309 ;
   wire [10:0] \$31 ;
-  reg [22:0] \$310 ;
+  reg [31:0] \$310 ;
   reg [22:0] \$311 ;
-  reg [13:0] \$312 ;
-  reg [22:0] \$313 ;
+  reg [22:0] \$312 ;
+  reg [13:0] \$313 ;
   reg [22:0] \$314 ;
-  reg [13:0] \$315 ;
-  reg \$316 ;
+  reg [22:0] \$315 ;
+  reg [13:0] \$316 ;
   reg \$317 ;
-  reg [9:0] \$318 ;
+  reg \$318 ;
   reg [9:0] \$319 ;
   wire \$32 ;
+  reg [9:0] \$320 ;
   wire \$33 ;
   wire [8:0] \$34 ;
   wire [8:0] \$35 ;
@@ -1230,218 +1231,219 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   assign \$130  = fsm_state == 7'h59;
   assign \$131  = fsm_state == 7'h5a;
   assign \$132  = fsm_state == 7'h5b;
-  assign \$133  = $signed(div_num) < $signed(1'h0);
-  assign \$134  = - $signed(div_num);
-  assign \$135  = \$133  ? \$134  : { div_num[91], div_num };
-  assign \$136  = $signed(div_num) < $signed(1'h0);
-  assign \$138  = $signed(div_num) < $signed(1'h0);
-  assign \$139  = - $signed(div_num);
-  assign \$140  = \$138  ? \$139  : { div_num[91], div_num };
-  assign \$141  = $signed(div_num) < $signed(1'h0);
+  assign \$133  = fsm_state == 7'h5c;
+  assign \$134  = $signed(div_num) < $signed(1'h0);
+  assign \$135  = - $signed(div_num);
+  assign \$136  = \$134  ? \$135  : { div_num[91], div_num };
+  assign \$137  = $signed(div_num) < $signed(1'h0);
+  assign \$139  = $signed(div_num) < $signed(1'h0);
+  assign \$140  = - $signed(div_num);
+  assign \$141  = \$139  ? \$140  : { div_num[91], div_num };
   assign \$142  = $signed(div_num) < $signed(1'h0);
-  assign \$143  = - $signed(div_num);
-  assign \$144  = \$142  ? \$143  : { div_num[91], div_num };
-  assign \$145  = $signed(div_num) < $signed(1'h0);
-  assign \$146  = ~ den_norm[34];
-  assign \$148  = den_zeros + 1'h1;
-  assign \$149  = ~ num_norm[22];
-  assign \$151  = num_zeros + 1'h1;
-  assign \$152  = loop_n + 1'h1;
-  assign \$153  = loop_n == 6'h22;
-  assign \$154  = 4'hb + num_zeros;
-  assign \$155  = \$154  - den_zeros;
-  assign \$156  = ~ num_norm[22];
-  assign \$158  = $signed(div_num) < $signed(1'h0);
-  assign \$159  = - $signed(div_num);
-  assign \$160  = \$158  ? \$159  : { div_num[91], div_num };
-  assign \$161  = $signed(div_num) < $signed(1'h0);
-  assign \$163  = gain_q1[13] ? \$162  : gain_q1;
-  assign \$164  = gain_zero ? 16'h0000 : \$163 ;
-  assign \$165  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$166  = gain_zero ? 10'h004 : \$165 ;
-  assign \$167  = ~ gain_zero;
-  assign \$168  = $signed(gain_shift) < $signed(4'h4);
-  assign \$169  = \$167  & \$168 ;
-  assign \$170  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$172  = $signed(gain_shift) - $signed(2'h1);
-  assign \$173  = $signed(gain_shift) < $signed(4'h4);
-  assign \$174  = special_r & \$173 ;
-  assign \$175  = scale_count < 4'hd;
-  assign \$176  = \$174  & \$175 ;
-  assign \$178  = $signed(gain_shift) + $signed(2'h1);
-  assign \$179  = scale_count + 1'h1;
-  assign \$180  = loop_n + 1'h1;
-  assign \$181  = loop_n == 4'hd;
-  assign \$182  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$183  = \$182  ? 9'h00d : gain_shift;
-  assign \$184  = special_r ? 9'h004 : \$183 ;
-  assign \$185  = $signed(div_num) < $signed(1'h0);
-  assign \$186  = - $signed(div_num);
-  assign \$187  = \$185  ? \$186  : { div_num[91], div_num };
-  assign \$188  = $signed(div_num) < $signed(1'h0);
-  assign \$189  = $signed(chan[75:68]) << \$1 [3:0];
-  assign \$190  = 1'h1 << sh;
-  assign \$192  = $signed(\$189 ) + $signed({ 1'h0, \$191  });
-  assign \$193  = $signed(\$192 ) - $signed(gain_w);
-  assign \$194  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$195  = - gain_x;
-  assign \$196  = \$194  ? \$195  : { 1'h0, gain_x };
-  assign \$197  = $signed(gain_t) + $signed(\$196 );
-  assign \$198  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$199  = $signed(gain_t) > $signed(13'h0810);
-  assign \$200  = \$199  ? 31'h00000810 : gain_t;
-  assign \$201  = \$198  ? 31'h7ffff7e0 : \$200 ;
-  assign \$202  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$203  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$204  = \$203  ? 32'd2064 : gain_t1;
-  assign \$205  = \$202  ? 32'd4294965216 : \$204 ;
-  assign \$206  = $signed(acc1) - $signed(acc0);
-  assign \$207  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$208  = - gain_x;
-  assign \$209  = \$207  ? \$208  : { 1'h0, gain_x };
-  assign \$210  = special_r ? { \$206 [23], \$206 [23], \$206 [23], \$206 [23], \$206  } : \$209 ;
-  assign \$211  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$212  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$213  = $signed(floor_q) + $signed(2'h1);
-  assign \$215  = ~ den_norm[34];
-  assign \$217  = den_zeros + 1'h1;
-  assign \$218  = ~ num_norm[22];
-  assign \$220  = num_zeros + 1'h1;
-  assign \$221  = loop_n + 1'h1;
-  assign \$222  = loop_n == 5'h16;
-  assign \$223  = 7'h7c + num_zeros;
-  assign \$224  = $signed(\$223 ) - $signed(chan[115:108]);
-  assign \$225  = ~ num_norm[22];
-  assign \$229  = gain_q1[13] ? \$228  : gain_q1;
-  assign \$230  = gain_zero ? 16'h0000 : \$229 ;
-  assign \$231  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
-  assign \$232  = gain_zero ? 10'h004 : \$231 ;
-  assign \$233  = ~ gain_zero;
-  assign \$234  = $signed(gain_shift) < $signed(4'h4);
-  assign \$235  = \$233  & \$234 ;
-  assign \$236  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$238  = $signed(gain_shift) - $signed(2'h1);
-  assign \$239  = $signed(gain_shift) < $signed(4'h4);
-  assign \$240  = special_r & \$239 ;
-  assign \$241  = scale_count < 4'hd;
-  assign \$242  = \$240  & \$241 ;
-  assign \$244  = $signed(gain_shift) + $signed(2'h1);
-  assign \$245  = scale_count + 1'h1;
-  assign \$246  = loop_n + 1'h1;
-  assign \$247  = loop_n == 4'hd;
-  assign \$248  = $signed(gain_shift) > $signed(5'h0d);
-  assign \$249  = \$248  ? 9'h00d : gain_shift;
-  assign \$250  = special_r ? 9'h004 : \$249 ;
-  assign \$252  = $signed(chan[75:68]) << \$2 [3:0];
-  assign \$253  = 1'h1 << sh;
-  assign \$255  = $signed(\$252 ) + $signed({ 1'h0, \$254  });
-  assign \$256  = $signed(\$255 ) - $signed(gain_w);
-  assign \$257  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$258  = - gain_x;
-  assign \$259  = \$257  ? \$258  : { 1'h0, gain_x };
-  assign \$260  = $signed(gain_t) + $signed(\$259 );
-  assign \$261  = $signed(gain_t) < $signed(13'h17e0);
-  assign \$262  = $signed(gain_t) > $signed(13'h0810);
-  assign \$263  = \$262  ? 31'h00000810 : gain_t;
-  assign \$264  = \$261  ? 31'h7ffff7e0 : \$263 ;
-  assign \$265  = $signed(gain_t1) < $signed(13'h17e0);
-  assign \$266  = $signed(gain_t1) > $signed(13'h0810);
-  assign \$267  = \$266  ? 32'd2064 : gain_t1;
-  assign \$268  = \$265  ? 32'd4294965216 : \$267 ;
-  assign \$269  = $signed(acc1) - $signed(acc0);
-  assign \$270  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$271  = - gain_x;
-  assign \$272  = \$270  ? \$271  : { 1'h0, gain_x };
-  assign \$273  = special_r ? { \$269 [23], \$269 [23], \$269 [23], \$269 [23], \$269  } : \$272 ;
-  assign \$274  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
-  assign \$275  = $signed(chan[67:60]) < $signed(1'h0);
-  assign \$276  = $signed(floor_q) + $signed(2'h1);
+  assign \$143  = $signed(div_num) < $signed(1'h0);
+  assign \$144  = - $signed(div_num);
+  assign \$145  = \$143  ? \$144  : { div_num[91], div_num };
+  assign \$146  = $signed(div_num) < $signed(1'h0);
+  assign \$147  = ~ den_norm[34];
+  assign \$149  = den_zeros + 1'h1;
+  assign \$150  = ~ num_norm[22];
+  assign \$152  = num_zeros + 1'h1;
+  assign \$153  = loop_n + 1'h1;
+  assign \$154  = loop_n == 6'h22;
+  assign \$155  = 4'hb + num_zeros;
+  assign \$156  = \$155  - den_zeros;
+  assign \$157  = ~ num_norm[22];
+  assign \$159  = $signed(div_num) < $signed(1'h0);
+  assign \$160  = - $signed(div_num);
+  assign \$161  = \$159  ? \$160  : { div_num[91], div_num };
+  assign \$162  = $signed(div_num) < $signed(1'h0);
+  assign \$164  = gain_q1[13] ? \$163  : gain_q1;
+  assign \$165  = gain_zero ? 16'h0000 : \$164 ;
+  assign \$166  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$167  = gain_zero ? 10'h004 : \$166 ;
+  assign \$168  = ~ gain_zero;
+  assign \$169  = $signed(gain_shift) < $signed(4'h4);
+  assign \$170  = \$168  & \$169 ;
+  assign \$171  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$173  = $signed(gain_shift) - $signed(2'h1);
+  assign \$174  = $signed(gain_shift) < $signed(4'h4);
+  assign \$175  = special_r & \$174 ;
+  assign \$176  = scale_count < 4'hd;
+  assign \$177  = \$175  & \$176 ;
+  assign \$179  = $signed(gain_shift) + $signed(2'h1);
+  assign \$180  = scale_count + 1'h1;
+  assign \$181  = loop_n + 1'h1;
+  assign \$182  = loop_n == 4'hd;
+  assign \$183  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$184  = \$183  ? 9'h00d : gain_shift;
+  assign \$185  = special_r ? 9'h004 : \$184 ;
+  assign \$186  = $signed(div_num) < $signed(1'h0);
+  assign \$187  = - $signed(div_num);
+  assign \$188  = \$186  ? \$187  : { div_num[91], div_num };
+  assign \$189  = $signed(div_num) < $signed(1'h0);
+  assign \$190  = $signed(chan[75:68]) << \$1 [3:0];
+  assign \$191  = 1'h1 << sh;
+  assign \$193  = $signed(\$190 ) + $signed({ 1'h0, \$192  });
+  assign \$194  = $signed(\$193 ) - $signed(gain_w);
+  assign \$195  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$196  = - gain_x;
+  assign \$197  = \$195  ? \$196  : { 1'h0, gain_x };
+  assign \$198  = $signed(gain_t) + $signed(\$197 );
+  assign \$199  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$200  = $signed(gain_t) > $signed(13'h0810);
+  assign \$201  = \$200  ? 31'h00000810 : gain_t;
+  assign \$202  = \$199  ? 31'h7ffff7e0 : \$201 ;
+  assign \$203  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$204  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$205  = \$204  ? 32'd2064 : gain_t1;
+  assign \$206  = \$203  ? 32'd4294965216 : \$205 ;
+  assign \$207  = $signed(acc1) - $signed(acc0);
+  assign \$208  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$209  = - gain_x;
+  assign \$210  = \$208  ? \$209  : { 1'h0, gain_x };
+  assign \$211  = special_r ? { \$207 [23], \$207 [23], \$207 [23], \$207 [23], \$207  } : \$210 ;
+  assign \$212  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$213  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$214  = $signed(floor_q) + $signed(2'h1);
+  assign \$216  = ~ den_norm[34];
+  assign \$218  = den_zeros + 1'h1;
+  assign \$219  = ~ num_norm[22];
+  assign \$221  = num_zeros + 1'h1;
+  assign \$222  = loop_n + 1'h1;
+  assign \$223  = loop_n == 5'h16;
+  assign \$224  = 7'h7c + num_zeros;
+  assign \$225  = $signed(\$224 ) - $signed(chan[115:108]);
+  assign \$226  = ~ num_norm[22];
+  assign \$230  = gain_q1[13] ? \$229  : gain_q1;
+  assign \$231  = gain_zero ? 16'h0000 : \$230 ;
+  assign \$232  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[13] });
+  assign \$233  = gain_zero ? 10'h004 : \$232 ;
+  assign \$234  = ~ gain_zero;
+  assign \$235  = $signed(gain_shift) < $signed(4'h4);
+  assign \$236  = \$234  & \$235 ;
+  assign \$237  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$239  = $signed(gain_shift) - $signed(2'h1);
+  assign \$240  = $signed(gain_shift) < $signed(4'h4);
+  assign \$241  = special_r & \$240 ;
+  assign \$242  = scale_count < 4'hd;
+  assign \$243  = \$241  & \$242 ;
+  assign \$245  = $signed(gain_shift) + $signed(2'h1);
+  assign \$246  = scale_count + 1'h1;
+  assign \$247  = loop_n + 1'h1;
+  assign \$248  = loop_n == 4'hd;
+  assign \$249  = $signed(gain_shift) > $signed(5'h0d);
+  assign \$250  = \$249  ? 9'h00d : gain_shift;
+  assign \$251  = special_r ? 9'h004 : \$250 ;
+  assign \$253  = $signed(chan[75:68]) << \$2 [3:0];
+  assign \$254  = 1'h1 << sh;
+  assign \$256  = $signed(\$253 ) + $signed({ 1'h0, \$255  });
+  assign \$257  = $signed(\$256 ) - $signed(gain_w);
+  assign \$258  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$259  = - gain_x;
+  assign \$260  = \$258  ? \$259  : { 1'h0, gain_x };
+  assign \$261  = $signed(gain_t) + $signed(\$260 );
+  assign \$262  = $signed(gain_t) < $signed(13'h17e0);
+  assign \$263  = $signed(gain_t) > $signed(13'h0810);
+  assign \$264  = \$263  ? 31'h00000810 : gain_t;
+  assign \$265  = \$262  ? 31'h7ffff7e0 : \$264 ;
+  assign \$266  = $signed(gain_t1) < $signed(13'h17e0);
+  assign \$267  = $signed(gain_t1) > $signed(13'h0810);
+  assign \$268  = \$267  ? 32'd2064 : gain_t1;
+  assign \$269  = \$266  ? 32'd4294965216 : \$268 ;
+  assign \$270  = $signed(acc1) - $signed(acc0);
+  assign \$271  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$272  = - gain_x;
+  assign \$273  = \$271  ? \$272  : { 1'h0, gain_x };
+  assign \$274  = special_r ? { \$270 [23], \$270 [23], \$270 [23], \$270 [23], \$270  } : \$273 ;
+  assign \$275  = special_r ? { acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0[22], acc0 } : gain_t;
+  assign \$276  = $signed(chan[67:60]) < $signed(1'h0);
+  assign \$277  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$277 ;
+    pop_top <= \$278 ;
   always @(posedge clk)
-    pop_bottom <= \$278 ;
+    pop_bottom <= \$279 ;
   always @(posedge clk)
-    fsm_state <= \$279 ;
+    fsm_state <= \$280 ;
   always @(posedge clk)
-    div_num <= \$280 ;
+    div_num <= \$281 ;
   always @(posedge clk)
-    div_mag <= \$281 ;
+    div_mag <= \$282 ;
   always @(posedge clk)
-    div_neg <= \$282 ;
+    div_neg <= \$283 ;
   always @(posedge clk)
-    \start$5  <= \$283 ;
+    \start$5  <= \$284 ;
   always @(posedge clk)
-    floor_mean <= \$284 ;
+    floor_mean <= \$285 ;
   always @(posedge clk)
-    start <= \$285 ;
+    start <= \$286 ;
   always @(posedge clk)
-    t <= \$286 ;
+    t <= \$287 ;
   always @(posedge clk)
-    u <= \$287 ;
+    u <= \$288 ;
   always @(posedge clk)
-    semi_w <= \$288 ;
+    semi_w <= \$289 ;
   always @(posedge clk)
-    \start$7  <= \$289 ;
+    \start$7  <= \$290 ;
   always @(posedge clk)
-    \den$51  <= \$290 ;
+    \den$51  <= \$291 ;
   always @(posedge clk)
-    floor_q <= \$291 ;
+    floor_q <= \$292 ;
   always @(posedge clk)
-    mean_rem <= \$292 ;
+    mean_rem <= \$293 ;
   always @(posedge clk)
-    gain_num <= \$293 ;
+    gain_num <= \$294 ;
   always @(posedge clk)
-    den_norm <= \$294 ;
+    den_norm <= \$295 ;
   always @(posedge clk)
-    num_norm <= \$295 ;
+    num_norm <= \$296 ;
   always @(posedge clk)
-    num_zeros <= \$296 ;
+    num_zeros <= \$297 ;
   always @(posedge clk)
-    den_zeros <= \$297 ;
+    den_zeros <= \$298 ;
   always @(posedge clk)
-    loop_n <= \$298 ;
+    loop_n <= \$299 ;
   always @(posedge clk)
-    gain_shift <= \$299 ;
+    gain_shift <= \$300 ;
   always @(posedge clk)
-    gain_zero <= \$300 ;
+    gain_zero <= \$301 ;
   always @(posedge clk)
-    gain_q1 <= \$301 ;
+    gain_q1 <= \$302 ;
   always @(posedge clk)
-    gain_x <= \$302 ;
+    gain_x <= \$303 ;
   always @(posedge clk)
-    scale_count <= \$303 ;
+    scale_count <= \$304 ;
   always @(posedge clk)
-    special_r <= \$304 ;
+    special_r <= \$305 ;
   always @(posedge clk)
-    sh <= \$305 ;
+    sh <= \$306 ;
   always @(posedge clk)
-    gain_p <= \$306 ;
+    gain_p <= \$307 ;
   always @(posedge clk)
-    gain_w <= \$307 ;
+    gain_w <= \$308 ;
   always @(posedge clk)
-    gain_t <= \$308 ;
+    gain_t <= \$309 ;
   always @(posedge clk)
-    gain_t1 <= \$309 ;
+    gain_t1 <= \$310 ;
   always @(posedge clk)
-    acc0 <= \$310 ;
+    acc0 <= \$311 ;
   always @(posedge clk)
-    acc1 <= \$311 ;
+    acc1 <= \$312 ;
   always @(posedge clk)
-    a_fin <= \$312 ;
+    a_fin <= \$313 ;
   always @(posedge clk)
-    c_fin <= \$313 ;
+    c_fin <= \$314 ;
   always @(posedge clk)
-    \b$69  <= \$314 ;
+    \b$69  <= \$315 ;
   always @(posedge clk)
-    \a$70  <= \$315 ;
+    \a$70  <= \$316 ;
   always @(posedge clk)
-    special <= \$316 ;
+    special <= \$317 ;
   always @(posedge clk)
-    \neg$72  <= \$317 ;
+    \neg$72  <= \$318 ;
   always @(posedge clk)
-    \q_lo$73  <= \$318 ;
+    \q_lo$73  <= \$319 ;
   always @(posedge clk)
-    q_hi <= \$319 ;
+    q_hi <= \$320 ;
   \hwnorm_semidev_s8.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1545,9 +1547,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          rem_init = \$19 [15:0];
-      7'h24:
           /* empty */;
+      7'h24:
+          rem_init = \$19 [15:0];
       7'h25:
           /* empty */;
       7'h26:
@@ -1571,9 +1573,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          rem_init = \$24 [15:0];
-      7'h31:
           /* empty */;
+      7'h31:
+          rem_init = \$24 [15:0];
       7'h32:
           /* empty */;
       7'h33:
@@ -1593,6 +1595,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
+          /* empty */;
+      7'h3c:
           rem_init = \$27 [15:0];
     endcase
   end
@@ -1667,9 +1671,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          lo_init = \$20 [67:0];
-      7'h24:
           /* empty */;
+      7'h24:
+          lo_init = \$20 [67:0];
       7'h25:
           /* empty */;
       7'h26:
@@ -1693,9 +1697,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          lo_init = \$25 [67:0];
-      7'h31:
           /* empty */;
+      7'h31:
+          lo_init = \$25 [67:0];
       7'h32:
           /* empty */;
       7'h33:
@@ -1715,6 +1719,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
+          /* empty */;
+      7'h3c:
           lo_init = \$28 [67:0];
     endcase
   end
@@ -1789,9 +1795,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          neg = div_neg;
-      7'h24:
           /* empty */;
+      7'h24:
+          neg = div_neg;
       7'h25:
           /* empty */;
       7'h26:
@@ -1815,9 +1821,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          neg = div_neg;
-      7'h31:
           /* empty */;
+      7'h31:
+          neg = div_neg;
       7'h32:
           /* empty */;
       7'h33:
@@ -1837,6 +1843,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
+          /* empty */;
+      7'h3c:
           neg = div_neg;
     endcase
   end
@@ -1911,9 +1919,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          den = { 3'h0, chan[13:1] };
-      7'h24:
           /* empty */;
+      7'h24:
+          den = { 3'h0, chan[13:1] };
       7'h25:
           /* empty */;
       7'h26:
@@ -1937,9 +1945,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          den = den_norm[34:19];
-      7'h31:
           /* empty */;
+      7'h31:
+          den = den_norm[34:19];
       7'h32:
           /* empty */;
       7'h33:
@@ -1959,6 +1967,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
+          /* empty */;
+      7'h3c:
           den = { 3'h0, chan[13:1] };
     endcase
   end
@@ -2033,9 +2043,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h22:
           /* empty */;
       7'h23:
-          steps = 7'h09;
-      7'h24:
           /* empty */;
+      7'h24:
+          steps = 7'h09;
       7'h25:
           /* empty */;
       7'h26:
@@ -2059,9 +2069,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2f:
           /* empty */;
       7'h30:
-          steps = 7'h0e;
-      7'h31:
           /* empty */;
+      7'h31:
+          steps = 7'h0e;
       7'h32:
           /* empty */;
       7'h33:
@@ -2081,6 +2091,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3a:
           /* empty */;
       7'h3b:
+          /* empty */;
+      7'h3c:
           steps = 7'h1b;
     endcase
   end
@@ -2161,15 +2173,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
-      7'h27:
           /* empty */;
+      7'h27:
+          a = { floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q[9], floor_q };
       7'h28:
           /* empty */;
       7'h29:
-          a = { \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23  };
-      7'h2a:
           /* empty */;
+      7'h2a:
+          a = { \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23 [8], \$23  };
       7'h2b:
           /* empty */;
       7'h2c:
@@ -2195,9 +2207,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h36:
           /* empty */;
       7'h37:
-          a = { 34'h000000000, gain_x };
-      7'h38:
           /* empty */;
+      7'h38:
+          a = { 34'h000000000, gain_x };
       7'h39:
           /* empty */;
       7'h3a:
@@ -2217,19 +2229,19 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h41:
           /* empty */;
       7'h42:
-          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
+          /* empty */;
       7'h43:
-          /* empty */;
+          a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
       7'h44:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h45:
           /* empty */;
-      7'h46:
-          a = { \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35  };
-      7'h47:
+      7'h03:
           /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          a = { \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35 [8], \$35  };
       7'h48:
           /* empty */;
       7'h49:
@@ -2249,9 +2261,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h50:
           /* empty */;
       7'h51:
-          a = { 34'h000000000, gain_x };
-      7'h52:
           /* empty */;
+      7'h52:
+          a = { 34'h000000000, gain_x };
       7'h53:
           /* empty */;
       7'h54:
@@ -2265,6 +2277,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h58:
           /* empty */;
       7'h59:
+          /* empty */;
+      7'h5a:
           a = { a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin[13], a_fin };
     endcase
   end
@@ -2345,15 +2359,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          b = { 8'h00, chan[13:1] };
-      7'h27:
           /* empty */;
+      7'h27:
+          b = { 8'h00, chan[13:1] };
       7'h28:
           /* empty */;
       7'h29:
-          b = { 8'h00, chan[13:1] };
-      7'h2a:
           /* empty */;
+      7'h2a:
+          b = { 8'h00, chan[13:1] };
       7'h2b:
           /* empty */;
       7'h2c:
@@ -2379,9 +2393,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h36:
           /* empty */;
       7'h37:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h38:
           /* empty */;
+      7'h38:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h39:
           /* empty */;
       7'h3a:
@@ -2401,19 +2415,19 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h41:
           /* empty */;
       7'h42:
-          b = { \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31  };
+          /* empty */;
       7'h43:
-          /* empty */;
+          b = { \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31 [10], \$31  };
       7'h44:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h45:
           /* empty */;
-      7'h46:
-          b = { 5'h00, chan[107:92] };
-      7'h47:
+      7'h03:
           /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          b = { 5'h00, chan[107:92] };
       7'h48:
           /* empty */;
       7'h49:
@@ -2433,9 +2447,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h50:
           /* empty */;
       7'h51:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h52:
           /* empty */;
+      7'h52:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h53:
           /* empty */;
       7'h54:
@@ -2449,6 +2463,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h58:
           /* empty */;
       7'h59:
+          /* empty */;
+      7'h5a:
           b = { \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39 [10], \$39  };
     endcase
   end
@@ -2529,15 +2545,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      7'h27:
           /* empty */;
+      7'h27:
+          c = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h28:
           /* empty */;
       7'h29:
-          c = 75'h0000000000000000000;
-      7'h2a:
           /* empty */;
+      7'h2a:
+          c = 75'h0000000000000000000;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -2563,9 +2579,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h36:
           /* empty */;
       7'h37:
-          c = 75'h0000000000000000000;
-      7'h38:
           /* empty */;
+      7'h38:
+          c = 75'h0000000000000000000;
       7'h39:
           /* empty */;
       7'h3a:
@@ -2585,19 +2601,19 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h41:
           /* empty */;
       7'h42:
-          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
+          /* empty */;
       7'h43:
-          /* empty */;
+          c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
       7'h44:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h45:
           /* empty */;
-      7'h46:
-          c = 75'h0000000000000000000;
-      7'h47:
+      7'h03:
           /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          c = 75'h0000000000000000000;
       7'h48:
           /* empty */;
       7'h49:
@@ -2617,9 +2633,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h50:
           /* empty */;
       7'h51:
-          c = 75'h0000000000000000000;
-      7'h52:
           /* empty */;
+      7'h52:
+          c = 75'h0000000000000000000;
       7'h53:
           /* empty */;
       7'h54:
@@ -2633,6 +2649,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h58:
           /* empty */;
       7'h59:
+          /* empty */;
+      7'h5a:
           c = { c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin[22], c_fin };
     endcase
   end
@@ -2713,15 +2731,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          \neg$22  = 1'h1;
-      7'h27:
           /* empty */;
+      7'h27:
+          \neg$22  = 1'h1;
       7'h28:
           /* empty */;
       7'h29:
-          \neg$22  = 1'h0;
-      7'h2a:
           /* empty */;
+      7'h2a:
+          \neg$22  = 1'h0;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -2747,9 +2765,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h36:
           /* empty */;
       7'h37:
-          \neg$22  = \$26 ;
-      7'h38:
           /* empty */;
+      7'h38:
+          \neg$22  = \$26 ;
       7'h39:
           /* empty */;
       7'h3a:
@@ -2769,19 +2787,19 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h41:
           /* empty */;
       7'h42:
-          \neg$22  = \$32 ;
+          /* empty */;
       7'h43:
-          /* empty */;
+          \neg$22  = \$32 ;
       7'h44:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h45:
           /* empty */;
-      7'h46:
-          \neg$22  = 1'h0;
-      7'h47:
+      7'h03:
           /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \neg$22  = 1'h0;
       7'h48:
           /* empty */;
       7'h49:
@@ -2801,9 +2819,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h50:
           /* empty */;
       7'h51:
-          \neg$22  = \$36 ;
-      7'h52:
           /* empty */;
+      7'h52:
+          \neg$22  = \$36 ;
       7'h53:
           /* empty */;
       7'h54:
@@ -2817,6 +2835,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h58:
           /* empty */;
       7'h59:
+          /* empty */;
+      7'h5a:
           \neg$22  = \$40 ;
     endcase
   end
@@ -2897,15 +2917,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h25:
           /* empty */;
       7'h26:
-          \steps$23  = 5'h0d;
-      7'h27:
           /* empty */;
+      7'h27:
+          \steps$23  = 5'h0d;
       7'h28:
           /* empty */;
       7'h29:
-          \steps$23  = 5'h0d;
-      7'h2a:
           /* empty */;
+      7'h2a:
+          \steps$23  = 5'h0d;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -2931,9 +2951,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h36:
           /* empty */;
       7'h37:
-          \steps$23  = 5'h0d;
-      7'h38:
           /* empty */;
+      7'h38:
+          \steps$23  = 5'h0d;
       7'h39:
           /* empty */;
       7'h3a:
@@ -2953,19 +2973,19 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h41:
           /* empty */;
       7'h42:
-          \steps$23  = 5'h09;
+          /* empty */;
       7'h43:
-          /* empty */;
+          \steps$23  = 5'h09;
       7'h44:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h45:
           /* empty */;
-      7'h46:
-          \steps$23  = 5'h10;
-      7'h47:
+      7'h03:
           /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          \steps$23  = 5'h10;
       7'h48:
           /* empty */;
       7'h49:
@@ -2985,9 +3005,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h50:
           /* empty */;
       7'h51:
-          \steps$23  = 5'h08;
-      7'h52:
           /* empty */;
+      7'h52:
+          \steps$23  = 5'h08;
       7'h53:
           /* empty */;
       7'h54:
@@ -3001,6 +3021,8 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h58:
           /* empty */;
       7'h59:
+          /* empty */;
+      7'h5a:
           \steps$23  = 5'h09;
     endcase
   end
@@ -3208,9 +3230,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -3256,16 +3278,11 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h5b:
           /* empty */;
+      7'h5c:
+          /* empty */;
       7'h09:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = 1'h0;
-    if (rst) begin
-      \$277  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3276,253 +3293,262 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = fsm_state;
+    \$279  = 1'h0;
+    if (rst) begin
+      \$279  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$280  = fsm_state;
     casez (fsm_state)
       7'h00:
           if (\start$42 ) begin
             casez (entry)
               2'h0:
-                  \$279  = 7'h01;
+                  \$280  = 7'h01;
               2'h1:
-                  \$279  = 7'h02;
+                  \$280  = 7'h02;
               2'h2:
-                  \$279  = 7'h03;
+                  \$280  = 7'h03;
             endcase
           end
       7'h01:
-          \$279  = 7'h04;
+          \$280  = 7'h04;
       7'h04:
-          \$279  = 7'h05;
+          \$280  = 7'h05;
       7'h05:
-          \$279  = 7'h06;
+          \$280  = 7'h06;
       7'h06:
-          \$279  = 7'h07;
+          \$280  = 7'h07;
       7'h07:
-          \$279  = 7'h08;
+          \$280  = 7'h08;
       7'h08:
           if (\done$45 ) begin
-            \$279  = 7'h09;
+            \$280  = 7'h09;
           end
       7'h02:
-          \$279  = 7'h0a;
+          \$280  = 7'h0a;
       7'h0a:
-          \$279  = 7'h0b;
+          \$280  = 7'h0b;
       7'h0b:
-          \$279  = 7'h0c;
+          \$280  = 7'h0c;
       7'h0c:
-          \$279  = 7'h0d;
+          \$280  = 7'h0d;
       7'h0d:
           if (\done$48 ) begin
-            \$279  = 7'h0e;
+            \$280  = 7'h0e;
           end
       7'h0e:
-          \$279  = 7'h0f;
+          \$280  = 7'h0f;
       7'h0f:
-          \$279  = 7'h10;
+          \$280  = 7'h10;
       7'h10:
           if (\done$48 ) begin
-            \$279  = 7'h11;
+            \$280  = 7'h11;
           end
       7'h11:
-          \$279  = 7'h12;
+          \$280  = 7'h12;
       7'h12:
-          \$279  = 7'h13;
+          \$280  = 7'h13;
       7'h13:
           if (\done$48 ) begin
-            \$279  = 7'h14;
+            \$280  = 7'h14;
           end
       7'h14:
-          \$279  = 7'h15;
+          \$280  = 7'h15;
       7'h15:
-          \$279  = 7'h16;
+          \$280  = 7'h16;
       7'h16:
           if (\done$48 ) begin
-            \$279  = 7'h17;
+            \$280  = 7'h17;
           end
       7'h17:
-          \$279  = 7'h18;
+          \$280  = 7'h18;
       7'h18:
-          \$279  = 7'h19;
+          \$280  = 7'h19;
       7'h19:
           if (\done$48 ) begin
-            \$279  = 7'h1a;
+            \$280  = 7'h1a;
           end
       7'h1a:
-          \$279  = 7'h1b;
+          \$280  = 7'h1b;
       7'h1b:
-          \$279  = 7'h1c;
+          \$280  = 7'h1c;
       7'h1c:
-          \$279  = 7'h1d;
+          \$280  = 7'h1d;
       7'h1d:
           if (\done$45 ) begin
-            \$279  = 7'h1e;
+            \$280  = 7'h1e;
           end
       7'h1e:
-          \$279  = 7'h1f;
+          \$280  = 7'h1f;
       7'h1f:
-          \$279  = 7'h20;
+          \$280  = 7'h20;
       7'h20:
           if (\done$50 ) begin
-            \$279  = 7'h21;
+            \$280  = 7'h21;
           end
       7'h21:
-          \$279  = 7'h22;
+          \$280  = 7'h22;
       7'h22:
-          \$279  = 7'h23;
+          \$280  = 7'h23;
       7'h23:
-          \$279  = 7'h24;
+          \$280  = 7'h24;
       7'h24:
-          if (\done$45 ) begin
-            \$279  = 7'h25;
-          end
+          \$280  = 7'h25;
       7'h25:
-          \$279  = 7'h26;
-      7'h26:
-          \$279  = 7'h27;
-      7'h27:
-          if (\done$48 ) begin
-            \$279  = 7'h28;
-          end
-      7'h28:
-          \$279  = 7'h29;
-      7'h29:
-          \$279  = 7'h2a;
-      7'h2a:
-          if (\done$48 ) begin
-            \$279  = 7'h2b;
-          end
-      7'h2b:
-          \$279  = 7'h2c;
-      7'h2c:
-          if (\$153 ) begin
-            \$279  = 7'h2d;
-          end
-      7'h2d:
-          \$279  = 7'h2e;
-      7'h2e:
-          \$279  = 7'h2f;
-      7'h2f:
-          \$279  = 7'h30;
-      7'h30:
-          \$279  = 7'h31;
-      7'h31:
           if (\done$45 ) begin
-            \$279  = 7'h32;
+            \$280  = 7'h26;
           end
-      7'h32:
-          \$279  = 7'h33;
-      7'h33:
-          \$279  = 7'h34;
-      7'h34:
-          if (\$181 ) begin
-            \$279  = 7'h35;
-          end
-      7'h35:
-          \$279  = 7'h36;
-      7'h36:
-          \$279  = 7'h37;
-      7'h37:
-          \$279  = 7'h38;
-      7'h38:
+      7'h26:
+          \$280  = 7'h27;
+      7'h27:
+          \$280  = 7'h28;
+      7'h28:
           if (\done$48 ) begin
-            \$279  = 7'h39;
+            \$280  = 7'h29;
           end
+      7'h29:
+          \$280  = 7'h2a;
+      7'h2a:
+          \$280  = 7'h2b;
+      7'h2b:
+          if (\done$48 ) begin
+            \$280  = 7'h2c;
+          end
+      7'h2c:
+          \$280  = 7'h2d;
+      7'h2d:
+          if (\$154 ) begin
+            \$280  = 7'h2e;
+          end
+      7'h2e:
+          \$280  = 7'h2f;
+      7'h2f:
+          \$280  = 7'h30;
+      7'h30:
+          \$280  = 7'h31;
+      7'h31:
+          \$280  = 7'h32;
+      7'h32:
+          if (\done$45 ) begin
+            \$280  = 7'h33;
+          end
+      7'h33:
+          \$280  = 7'h34;
+      7'h34:
+          \$280  = 7'h35;
+      7'h35:
+          if (\$182 ) begin
+            \$280  = 7'h36;
+          end
+      7'h36:
+          \$280  = 7'h37;
+      7'h37:
+          \$280  = 7'h38;
+      7'h38:
+          \$280  = 7'h39;
       7'h39:
-          \$279  = 7'h3a;
+          if (\done$48 ) begin
+            \$280  = 7'h3a;
+          end
       7'h3a:
-          \$279  = 7'h3b;
+          \$280  = 7'h3b;
       7'h3b:
-          \$279  = 7'h3c;
+          \$280  = 7'h3c;
       7'h3c:
-          if (\done$45 ) begin
-            \$279  = 7'h3d;
-          end
+          \$280  = 7'h3d;
       7'h3d:
-          \$279  = 7'h3e;
+          if (\done$45 ) begin
+            \$280  = 7'h3e;
+          end
       7'h3e:
-          \$279  = 7'h3f;
+          \$280  = 7'h3f;
       7'h3f:
-          \$279  = 7'h40;
+          \$280  = 7'h40;
       7'h40:
-          \$279  = 7'h41;
+          \$280  = 7'h41;
       7'h41:
-          \$279  = 7'h42;
+          \$280  = 7'h42;
       7'h42:
-          \$279  = 7'h43;
+          \$280  = 7'h43;
       7'h43:
-          if (\done$48 ) begin
-            \$279  = 7'h44;
-          end
+          \$280  = 7'h44;
       7'h44:
-          \$279  = 7'h09;
-      7'h03:
-          \$279  = 7'h45;
+          if (\done$48 ) begin
+            \$280  = 7'h45;
+          end
       7'h45:
-          \$279  = 7'h46;
+          \$280  = 7'h09;
+      7'h03:
+          \$280  = 7'h46;
       7'h46:
-          \$279  = 7'h47;
+          \$280  = 7'h47;
       7'h47:
-          if (\done$48 ) begin
-            \$279  = 7'h48;
-          end
+          \$280  = 7'h48;
       7'h48:
-          \$279  = 7'h49;
+          if (\done$48 ) begin
+            \$280  = 7'h49;
+          end
       7'h49:
-          if (\$222 ) begin
-            \$279  = 7'h4a;
-          end
+          \$280  = 7'h4a;
       7'h4a:
-          \$279  = 7'h4b;
+          if (\$223 ) begin
+            \$280  = 7'h4b;
+          end
       7'h4b:
-          \$279  = 7'h4c;
+          \$280  = 7'h4c;
       7'h4c:
-          \$279  = 7'h4d;
+          \$280  = 7'h4d;
       7'h4d:
-          \$279  = 7'h4e;
+          \$280  = 7'h4e;
       7'h4e:
-          if (\$247 ) begin
-            \$279  = 7'h4f;
-          end
+          \$280  = 7'h4f;
       7'h4f:
-          \$279  = 7'h50;
+          if (\$248 ) begin
+            \$280  = 7'h50;
+          end
       7'h50:
-          \$279  = 7'h51;
+          \$280  = 7'h51;
       7'h51:
-          \$279  = 7'h52;
+          \$280  = 7'h52;
       7'h52:
-          if (\done$48 ) begin
-            \$279  = 7'h53;
-          end
+          \$280  = 7'h53;
       7'h53:
-          \$279  = 7'h54;
-      7'h54:
-          \$279  = 7'h55;
-      7'h55:
-          \$279  = 7'h56;
-      7'h56:
-          \$279  = 7'h57;
-      7'h57:
-          \$279  = 7'h58;
-      7'h58:
-          \$279  = 7'h59;
-      7'h59:
-          \$279  = 7'h5a;
-      7'h5a:
           if (\done$48 ) begin
-            \$279  = 7'h5b;
+            \$280  = 7'h54;
           end
+      7'h54:
+          \$280  = 7'h55;
+      7'h55:
+          \$280  = 7'h56;
+      7'h56:
+          \$280  = 7'h57;
+      7'h57:
+          \$280  = 7'h58;
+      7'h58:
+          \$280  = 7'h59;
+      7'h59:
+          \$280  = 7'h5a;
+      7'h5a:
+          \$280  = 7'h5b;
       7'h5b:
-          \$279  = 7'h09;
+          if (\done$48 ) begin
+            \$280  = 7'h5c;
+          end
+      7'h5c:
+          \$280  = 7'h09;
       7'h09:
-          \$279  = 7'h00;
+          \$280  = 7'h00;
     endcase
     if (rst) begin
-      \$279  = 7'h00;
+      \$280  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = div_num;
+    \$281  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3531,7 +3557,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h04:
           /* empty */;
       7'h05:
-          \$280  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
+          \$281  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h06:
           /* empty */;
       7'h07:
@@ -3573,7 +3599,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h19:
           /* empty */;
       7'h1a:
-          \$280  = { \$137 [90], \$137  };
+          \$281  = { \$138 [90], \$138  };
       7'h1b:
           /* empty */;
       7'h1c:
@@ -3587,130 +3613,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h20:
           /* empty */;
       7'h21:
-          \$280  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          \$280  = { 62'h0000000000000000, \$157  };
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          \$280  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p };
-    endcase
-    if (rst) begin
-      \$280  = 92'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = div_mag;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          \$281  = \$135 [91:0];
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          \$281  = \$140 [91:0];
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
           /* empty */;
       7'h22:
-          \$281  = \$144 [91:0];
+          \$281  = { sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum[20], sum };
       7'h23:
           /* empty */;
       7'h24:
@@ -3736,7 +3641,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2e:
           /* empty */;
       7'h2f:
-          \$281  = \$160 [91:0];
+          \$281  = { 62'h0000000000000000, \$158  };
       7'h30:
           /* empty */;
       7'h31:
@@ -3758,7 +3663,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h39:
           /* empty */;
       7'h3a:
-          \$281  = \$187 [91:0];
+          \$281  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p };
     endcase
     if (rst) begin
       \$281  = 92'h00000000000000000000000;
@@ -3766,7 +3671,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = div_neg;
+    \$282  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3777,7 +3682,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h05:
           /* empty */;
       7'h06:
-          \$282  = \$136 ;
+          \$282  = \$136 [91:0];
       7'h07:
           /* empty */;
       7'h08:
@@ -3819,7 +3724,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h1a:
           /* empty */;
       7'h1b:
-          \$282  = \$141 ;
+          \$282  = \$141 [91:0];
       7'h1c:
           /* empty */;
       7'h1d:
@@ -3833,9 +3738,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h21:
           /* empty */;
       7'h22:
-          \$282  = \$145 ;
-      7'h23:
           /* empty */;
+      7'h23:
+          \$282  = \$145 [91:0];
       7'h24:
           /* empty */;
       7'h25:
@@ -3859,9 +3764,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2e:
           /* empty */;
       7'h2f:
-          \$282  = \$161 ;
-      7'h30:
           /* empty */;
+      7'h30:
+          \$282  = \$161 [91:0];
       7'h31:
           /* empty */;
       7'h32:
@@ -3881,15 +3786,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h39:
           /* empty */;
       7'h3a:
-          \$282  = \$188 ;
+          /* empty */;
+      7'h3b:
+          \$282  = \$188 [91:0];
     endcase
     if (rst) begin
-      \$282  = 1'h0;
+      \$282  = 92'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = \start$5 ;
+    \$283  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3900,9 +3807,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h05:
           /* empty */;
       7'h06:
-          \$283  = 1'h1;
+          \$283  = \$137 ;
       7'h07:
-          \$283  = 1'h0;
+          /* empty */;
       7'h08:
           /* empty */;
       7'h02:
@@ -3942,9 +3849,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h1a:
           /* empty */;
       7'h1b:
-          \$283  = 1'h1;
+          \$283  = \$142 ;
       7'h1c:
-          \$283  = 1'h0;
+          /* empty */;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3956,9 +3863,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h21:
           /* empty */;
       7'h22:
-          \$283  = 1'h1;
+          /* empty */;
       7'h23:
-          \$283  = 1'h0;
+          \$283  = \$146 ;
       7'h24:
           /* empty */;
       7'h25:
@@ -3982,9 +3889,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2e:
           /* empty */;
       7'h2f:
-          \$283  = 1'h1;
+          /* empty */;
       7'h30:
-          \$283  = 1'h0;
+          \$283  = \$162 ;
       7'h31:
           /* empty */;
       7'h32:
@@ -4004,9 +3911,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h39:
           /* empty */;
       7'h3a:
-          \$283  = 1'h1;
+          /* empty */;
       7'h3b:
-          \$283  = 1'h0;
+          \$283  = \$189 ;
     endcase
     if (rst) begin
       \$283  = 1'h0;
@@ -4014,7 +3921,134 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = floor_mean;
+    \$284  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          \$284  = 1'h1;
+      7'h07:
+          \$284  = 1'h0;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          \$284  = 1'h1;
+      7'h1c:
+          \$284  = 1'h0;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          \$284  = 1'h1;
+      7'h24:
+          \$284  = 1'h0;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          \$284  = 1'h1;
+      7'h31:
+          \$284  = 1'h0;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          \$284  = 1'h1;
+      7'h3c:
+          \$284  = 1'h0;
+    endcase
+    if (rst) begin
+      \$284  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$285  = floor_mean;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4030,16 +4064,16 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h08:
           if (\done$45 ) begin
-            \$284  = q[8:0];
+            \$285  = q[8:0];
           end
     endcase
     if (rst) begin
-      \$284  = 9'h000;
+      \$285  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = start;
+    \$286  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4060,33 +4094,33 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h0a:
           /* empty */;
       7'h0b:
-          \$285  = 1'h1;
+          \$286  = 1'h1;
       7'h0c:
-          \$285  = 1'h0;
+          \$286  = 1'h0;
       7'h0d:
           /* empty */;
       7'h0e:
-          \$285  = 1'h1;
+          \$286  = 1'h1;
       7'h0f:
-          \$285  = 1'h0;
+          \$286  = 1'h0;
       7'h10:
           /* empty */;
       7'h11:
-          \$285  = 1'h1;
+          \$286  = 1'h1;
       7'h12:
-          \$285  = 1'h0;
+          \$286  = 1'h0;
       7'h13:
           /* empty */;
       7'h14:
-          \$285  = 1'h1;
+          \$286  = 1'h1;
       7'h15:
-          \$285  = 1'h0;
+          \$286  = 1'h0;
       7'h16:
           /* empty */;
       7'h17:
-          \$285  = 1'h1;
+          \$286  = 1'h1;
       7'h18:
-          \$285  = 1'h0;
+          \$286  = 1'h0;
       7'h19:
           /* empty */;
       7'h1a:
@@ -4112,17 +4146,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h24:
           /* empty */;
       7'h25:
-          \$285  = 1'h1;
+          /* empty */;
       7'h26:
-          \$285  = 1'h0;
+          \$286  = 1'h1;
       7'h27:
-          /* empty */;
+          \$286  = 1'h0;
       7'h28:
-          \$285  = 1'h1;
-      7'h29:
-          \$285  = 1'h0;
-      7'h2a:
           /* empty */;
+      7'h29:
+          \$286  = 1'h1;
+      7'h2a:
+          \$286  = 1'h0;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -4146,11 +4180,11 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h35:
           /* empty */;
       7'h36:
-          \$285  = 1'h1;
-      7'h37:
-          \$285  = 1'h0;
-      7'h38:
           /* empty */;
+      7'h37:
+          \$286  = 1'h1;
+      7'h38:
+          \$286  = 1'h0;
       7'h39:
           /* empty */;
       7'h3a:
@@ -4168,21 +4202,21 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h40:
           /* empty */;
       7'h41:
-          \$285  = 1'h1;
-      7'h42:
-          \$285  = 1'h0;
-      7'h43:
           /* empty */;
+      7'h42:
+          \$286  = 1'h1;
+      7'h43:
+          \$286  = 1'h0;
       7'h44:
+          /* empty */;
+      7'h45:
           /* empty */;
       7'h03:
           /* empty */;
-      7'h45:
-          \$285  = 1'h1;
       7'h46:
-          \$285  = 1'h0;
+          \$286  = 1'h1;
       7'h47:
-          /* empty */;
+          \$286  = 1'h0;
       7'h48:
           /* empty */;
       7'h49:
@@ -4200,11 +4234,11 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h4f:
           /* empty */;
       7'h50:
-          \$285  = 1'h1;
-      7'h51:
-          \$285  = 1'h0;
-      7'h52:
           /* empty */;
+      7'h51:
+          \$286  = 1'h1;
+      7'h52:
+          \$286  = 1'h0;
       7'h53:
           /* empty */;
       7'h54:
@@ -4216,17 +4250,19 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h57:
           /* empty */;
       7'h58:
-          \$285  = 1'h1;
+          /* empty */;
       7'h59:
-          \$285  = 1'h0;
+          \$286  = 1'h1;
+      7'h5a:
+          \$286  = 1'h0;
     endcase
     if (rst) begin
-      \$285  = 1'h0;
+      \$286  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = t;
+    \$287  = t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4252,7 +4288,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h0d:
           if (\done$48 ) begin
-            \$286  = p[59:0];
+            \$287  = p[59:0];
           end
       7'h0e:
           /* empty */;
@@ -4260,7 +4296,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h10:
           if (\done$48 ) begin
-            \$286  = p[59:0];
+            \$287  = p[59:0];
           end
       7'h11:
           /* empty */;
@@ -4268,7 +4304,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h13:
           if (\done$48 ) begin
-            \$286  = p[59:0];
+            \$287  = p[59:0];
           end
       7'h14:
           /* empty */;
@@ -4281,59 +4317,6 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h18:
           /* empty */;
       7'h19:
-          if (\done$48 ) begin
-            \$286  = p[59:0];
-          end
-    endcase
-    if (rst) begin
-      \$286  = 60'h000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = u;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
           if (\done$48 ) begin
             \$287  = p[59:0];
           end
@@ -4344,7 +4327,60 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = semi_w;
+    \$288  = u;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          if (\done$48 ) begin
+            \$288  = p[59:0];
+          end
+    endcase
+    if (rst) begin
+      \$288  = 60'h000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$289  = semi_w;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4402,16 +4438,16 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h1d:
           if (\done$45 ) begin
-            \$288  = q[68:0];
+            \$289  = q[68:0];
           end
     endcase
     if (rst) begin
-      \$288  = 69'h000000000000000000;
+      \$289  = 69'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = \start$7 ;
+    \$290  = \start$7 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4470,17 +4506,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h1d:
           /* empty */;
       7'h1e:
-          \$289  = 1'h1;
+          \$290  = 1'h1;
       7'h1f:
-          \$289  = 1'h0;
+          \$290  = 1'h0;
     endcase
     if (rst) begin
-      \$289  = 1'h0;
+      \$290  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = \den$51 ;
+    \$291  = \den$51 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4544,16 +4580,16 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h20:
           if (\done$50 ) begin
-            \$290  = root;
+            \$291  = root;
           end
     endcase
     if (rst) begin
-      \$290  = 35'h000000000;
+      \$291  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = floor_q;
+    \$292  = floor_q;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4624,11 +4660,11 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h23:
           /* empty */;
       7'h24:
+          /* empty */;
+      7'h25:
           if (\done$45 ) begin
-            \$291  = q[9:0];
+            \$292  = q[9:0];
           end
-      7'h25:
-          /* empty */;
       7'h26:
           /* empty */;
       7'h27:
@@ -4691,16 +4727,18 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
+      7'h45:
+          /* empty */;
       7'h03:
-          \$291  = \$214 [9:0];
+          \$292  = \$215 [9:0];
     endcase
     if (rst) begin
-      \$291  = 10'h000;
+      \$292  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = mean_rem;
+    \$293  = mean_rem;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4777,11 +4815,11 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h26:
           /* empty */;
       7'h27:
+          /* empty */;
+      7'h28:
           if (\done$48 ) begin
-            \$292  = p[13:0];
+            \$293  = p[13:0];
           end
-      7'h28:
-          /* empty */;
       7'h29:
           /* empty */;
       7'h2a:
@@ -4838,16 +4876,18 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
+      7'h45:
+          /* empty */;
       7'h03:
-          \$292  = { 6'h00, chan[83:76] };
+          \$293  = { 6'h00, chan[83:76] };
     endcase
     if (rst) begin
-      \$292  = 14'h0000;
+      \$293  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = gain_num;
+    \$294  = gain_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4930,11 +4970,11 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h29:
           /* empty */;
       7'h2a:
+          /* empty */;
+      7'h2b:
           if (\done$48 ) begin
-            \$293  = p[23:0];
+            \$294  = p[23:0];
           end
-      7'h2b:
-          /* empty */;
       7'h2c:
           /* empty */;
       7'h2d:
@@ -4985,660 +5025,26 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
       7'h47:
+          /* empty */;
+      7'h48:
           if (\done$48 ) begin
-            \$293  = p[23:0];
+            \$294  = p[23:0];
           end
     endcase
     if (rst) begin
-      \$293  = 24'h000000;
+      \$294  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = den_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$294  = \den$51 ;
-      7'h2c:
-          if (\$146 ) begin
-            \$294  = \$147 [34:0];
-          end
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          \$294  = 35'h400000000;
-      7'h49:
-          if (\$215 ) begin
-            \$294  = \$216 [34:0];
-          end
-    endcase
-    if (rst) begin
-      \$294  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = num_norm;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$295  = gain_num[22:0];
-      7'h2c:
-          if (\$149 ) begin
-            \$295  = \$150 [22:0];
-          end
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          \$295  = gain_num[22:0];
-      7'h49:
-          if (\$218 ) begin
-            \$295  = \$219 [22:0];
-          end
-    endcase
-    if (rst) begin
-      \$295  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = num_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$296  = 5'h00;
-      7'h2c:
-          if (\$149 ) begin
-            \$296  = \$151 [4:0];
-          end
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          \$296  = 5'h00;
-      7'h49:
-          if (\$218 ) begin
-            \$296  = \$220 [4:0];
-          end
-    endcase
-    if (rst) begin
-      \$296  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = den_zeros;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$297  = 6'h00;
-      7'h2c:
-          if (\$146 ) begin
-            \$297  = \$148 [5:0];
-          end
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          \$297  = 6'h00;
-      7'h49:
-          if (\$215 ) begin
-            \$297  = \$217 [5:0];
-          end
-    endcase
-    if (rst) begin
-      \$297  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = loop_n;
+    \$295  = den_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5725,14 +5131,11 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2b:
           /* empty */;
       7'h2c:
-        begin
-          \$298  = \$152 [5:0];
-          if (\$153 ) begin
-            \$298  = 6'h00;
-          end
-        end
+          \$295  = \den$51 ;
       7'h2d:
-          /* empty */;
+          if (\$147 ) begin
+            \$295  = \$148 [34:0];
+          end
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5746,12 +5149,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h33:
           /* empty */;
       7'h34:
-        begin
-          \$298  = \$180 [5:0];
-          if (\$181 ) begin
-            \$298  = 6'h00;
-          end
-        end
+          /* empty */;
       7'h35:
           /* empty */;
       7'h36:
@@ -5784,9 +5182,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -5795,27 +5193,494 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h48:
           /* empty */;
       7'h49:
-        begin
-          \$298  = \$221 [5:0];
-          if (\$222 ) begin
-            \$298  = 6'h00;
-          end
-        end
+          \$295  = 35'h400000000;
       7'h4a:
-          /* empty */;
-      7'h4b:
-          /* empty */;
-      7'h4c:
-          /* empty */;
-      7'h4d:
-          /* empty */;
-      7'h4e:
-        begin
-          \$298  = \$246 [5:0];
-          if (\$247 ) begin
-            \$298  = 6'h00;
+          if (\$216 ) begin
+            \$295  = \$217 [34:0];
           end
-        end
+    endcase
+    if (rst) begin
+      \$295  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$296  = num_norm;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$296  = gain_num[22:0];
+      7'h2d:
+          if (\$150 ) begin
+            \$296  = \$151 [22:0];
+          end
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$296  = gain_num[22:0];
+      7'h4a:
+          if (\$219 ) begin
+            \$296  = \$220 [22:0];
+          end
+    endcase
+    if (rst) begin
+      \$296  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$297  = num_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$297  = 5'h00;
+      7'h2d:
+          if (\$150 ) begin
+            \$297  = \$152 [4:0];
+          end
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$297  = 5'h00;
+      7'h4a:
+          if (\$219 ) begin
+            \$297  = \$221 [4:0];
+          end
+    endcase
+    if (rst) begin
+      \$297  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$298  = den_zeros;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          \$298  = 6'h00;
+      7'h2d:
+          if (\$147 ) begin
+            \$298  = \$149 [5:0];
+          end
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          \$298  = 6'h00;
+      7'h4a:
+          if (\$216 ) begin
+            \$298  = \$218 [5:0];
+          end
     endcase
     if (rst) begin
       \$298  = 6'h00;
@@ -5823,7 +5688,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = gain_shift;
+    \$299  = loop_n;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5912,7 +5777,12 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2c:
           /* empty */;
       7'h2d:
-          \$299  = { \$155 [6], \$155 [6], \$155  };
+        begin
+          \$299  = \$153 [5:0];
+          if (\$154 ) begin
+            \$299  = 6'h00;
+          end
+        end
       7'h2e:
           /* empty */;
       7'h2f:
@@ -5922,20 +5792,18 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h31:
           /* empty */;
       7'h32:
-          \$299  = \$166 [8:0];
+          /* empty */;
       7'h33:
           /* empty */;
       7'h34:
+          /* empty */;
+      7'h35:
         begin
-          if (\$170 ) begin
-            \$299  = \$172 [8:0];
-          end
-          if (\$176 ) begin
-            \$299  = \$178 [8:0];
+          \$299  = \$181 [5:0];
+          if (\$182 ) begin
+            \$299  = 6'h00;
           end
         end
-      7'h35:
-          /* empty */;
       7'h36:
           /* empty */;
       7'h37:
@@ -5966,9 +5834,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -5979,30 +5847,35 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h49:
           /* empty */;
       7'h4a:
-          \$299  = \$224 ;
+        begin
+          \$299  = \$222 [5:0];
+          if (\$223 ) begin
+            \$299  = 6'h00;
+          end
+        end
       7'h4b:
           /* empty */;
       7'h4c:
-          \$299  = \$232 [8:0];
+          /* empty */;
       7'h4d:
           /* empty */;
       7'h4e:
+          /* empty */;
+      7'h4f:
         begin
-          if (\$236 ) begin
-            \$299  = \$238 [8:0];
-          end
-          if (\$242 ) begin
-            \$299  = \$244 [8:0];
+          \$299  = \$247 [5:0];
+          if (\$248 ) begin
+            \$299  = 6'h00;
           end
         end
     endcase
     if (rst) begin
-      \$299  = 9'h000;
+      \$299  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = gain_zero;
+    \$300  = gain_shift;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6091,9 +5964,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h2c:
           /* empty */;
       7'h2d:
-          \$300  = \$156 ;
-      7'h2e:
           /* empty */;
+      7'h2e:
+          \$300  = { \$156 [6], \$156 [6], \$156  };
       7'h2f:
           /* empty */;
       7'h30:
@@ -6103,11 +5976,18 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h32:
           /* empty */;
       7'h33:
-          /* empty */;
+          \$300  = \$167 [8:0];
       7'h34:
           /* empty */;
       7'h35:
-          /* empty */;
+        begin
+          if (\$171 ) begin
+            \$300  = \$173 [8:0];
+          end
+          if (\$177 ) begin
+            \$300  = \$179 [8:0];
+          end
+        end
       7'h36:
           /* empty */;
       7'h37:
@@ -6138,9 +6018,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -6151,850 +6031,867 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h49:
           /* empty */;
       7'h4a:
+          /* empty */;
+      7'h4b:
           \$300  = \$225 ;
-    endcase
-    if (rst) begin
-      \$300  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = gain_q1;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          if (\done$45 ) begin
-            \$301  = q[15:0];
-          end
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          /* empty */;
-      7'h49:
-          /* empty */;
-      7'h4a:
-          /* empty */;
-      7'h4b:
-          \$301  = \$227 [15:0];
-    endcase
-    if (rst) begin
-      \$301  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = gain_x;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          \$302  = { \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164 [15], \$164  };
-      7'h33:
-          /* empty */;
-      7'h34:
-        begin
-          if (\$170 ) begin
-            \$302  = \$171 ;
-          end
-          if (\$176 ) begin
-            \$302  = \$177 [26:0];
-          end
-        end
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          /* empty */;
-      7'h49:
-          /* empty */;
-      7'h4a:
-          /* empty */;
-      7'h4b:
-          /* empty */;
-      7'h4c:
-          \$302  = { \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230 [15], \$230  };
-      7'h4d:
-          /* empty */;
-      7'h4e:
-        begin
-          if (\$236 ) begin
-            \$302  = \$237 ;
-          end
-          if (\$242 ) begin
-            \$302  = \$243 [26:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$302  = 27'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = scale_count;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          \$303  = 4'h0;
-      7'h33:
-          /* empty */;
-      7'h34:
-          \$303  = \$179 [3:0];
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          /* empty */;
-      7'h49:
-          /* empty */;
-      7'h4a:
-          /* empty */;
-      7'h4b:
-          /* empty */;
-      7'h4c:
-          \$303  = 4'h0;
-      7'h4d:
-          /* empty */;
-      7'h4e:
-          \$303  = \$245 [3:0];
-    endcase
-    if (rst) begin
-      \$303  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = special_r;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          \$304  = \$169 ;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          /* empty */;
-      7'h49:
-          /* empty */;
-      7'h4a:
-          /* empty */;
-      7'h4b:
-          /* empty */;
       7'h4c:
           /* empty */;
       7'h4d:
-          \$304  = \$235 ;
-    endcase
-    if (rst) begin
-      \$304  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          \$305  = \$184 [3:0];
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          /* empty */;
-      7'h49:
-          /* empty */;
-      7'h4a:
-          /* empty */;
-      7'h4b:
-          /* empty */;
-      7'h4c:
-          /* empty */;
-      7'h4d:
-          /* empty */;
+          \$300  = \$233 [8:0];
       7'h4e:
           /* empty */;
       7'h4f:
-          \$305  = \$250 [3:0];
+        begin
+          if (\$237 ) begin
+            \$300  = \$239 [8:0];
+          end
+          if (\$243 ) begin
+            \$300  = \$245 [8:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$305  = 4'h0;
+      \$300  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = gain_p;
+    \$301  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          \$301  = \$157 ;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          \$301  = \$226 ;
+    endcase
+    if (rst) begin
+      \$301  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$302  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          if (\done$45 ) begin
+            \$302  = q[15:0];
+          end
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          \$302  = \$228 [15:0];
+    endcase
+    if (rst) begin
+      \$302  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$303  = { \$165 [15], \$165 [15], \$165 [15], \$165 [15], \$165 [15], \$165 [15], \$165 [15], \$165 [15], \$165 [15], \$165 [15], \$165 [15], \$165  };
+      7'h34:
+          /* empty */;
+      7'h35:
+        begin
+          if (\$171 ) begin
+            \$303  = \$172 ;
+          end
+          if (\$177 ) begin
+            \$303  = \$178 [26:0];
+          end
+        end
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$303  = { \$231 [15], \$231 [15], \$231 [15], \$231 [15], \$231 [15], \$231 [15], \$231 [15], \$231 [15], \$231 [15], \$231 [15], \$231 [15], \$231  };
+      7'h4e:
+          /* empty */;
+      7'h4f:
+        begin
+          if (\$237 ) begin
+            \$303  = \$238 ;
+          end
+          if (\$243 ) begin
+            \$303  = \$244 [26:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$303  = 27'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$304  = 4'h0;
+      7'h34:
+          /* empty */;
+      7'h35:
+          \$304  = \$180 [3:0];
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          \$304  = 4'h0;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          \$304  = \$246 [3:0];
+    endcase
+    if (rst) begin
+      \$304  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          \$305  = \$170 ;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          \$305  = \$236 ;
+    endcase
+    if (rst) begin
+      \$305  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7101,13 +6998,11 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h35:
           /* empty */;
       7'h36:
-          /* empty */;
+          \$306  = \$185 [3:0];
       7'h37:
           /* empty */;
       7'h38:
-          if (\done$48 ) begin
-            \$306  = p[41:0];
-          end
+          /* empty */;
       7'h39:
           /* empty */;
       7'h3a:
@@ -7132,9 +7027,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -7157,21 +7052,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h4f:
           /* empty */;
       7'h50:
-          /* empty */;
-      7'h51:
-          /* empty */;
-      7'h52:
-          if (\done$48 ) begin
-            \$306  = p[41:0];
-          end
+          \$306  = \$251 [3:0];
     endcase
     if (rst) begin
-      \$306  = 42'h00000000000;
+      \$306  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = gain_w;
+    \$307  = gain_p;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7284,15 +7173,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h38:
           /* empty */;
       7'h39:
-          /* empty */;
+          if (\done$48 ) begin
+            \$307  = p[41:0];
+          end
       7'h3a:
           /* empty */;
       7'h3b:
           /* empty */;
       7'h3c:
-          if (\done$45 ) begin
-            \$307  = q[28:0];
-          end
+          /* empty */;
       7'h3d:
           /* empty */;
       7'h3e:
@@ -7309,9 +7198,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -7340,15 +7229,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h52:
           /* empty */;
       7'h53:
-          \$307  = \$251 [28:0];
+          if (\done$48 ) begin
+            \$307  = p[41:0];
+          end
     endcase
     if (rst) begin
-      \$307  = 29'h00000000;
+      \$307  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = gain_t;
+    \$308  = gain_w;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7469,7 +7360,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3c:
           /* empty */;
       7'h3d:
-          \$308  = { \$193 [29], \$193  };
+          if (\done$45 ) begin
+            \$308  = q[28:0];
+          end
       7'h3e:
           /* empty */;
       7'h3f:
@@ -7484,9 +7377,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -7517,15 +7410,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h53:
           /* empty */;
       7'h54:
-          \$308  = { \$256 [29], \$256  };
+          \$308  = \$252 [28:0];
     endcase
     if (rst) begin
-      \$308  = 31'h00000000;
+      \$308  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = gain_t1;
+    \$309  = gain_t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7648,7 +7541,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3d:
           /* empty */;
       7'h3e:
-          \$309  = \$197 ;
+          \$309  = { \$194 [29], \$194  };
       7'h3f:
           /* empty */;
       7'h40:
@@ -7661,9 +7554,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -7696,15 +7589,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h54:
           /* empty */;
       7'h55:
-          \$309  = \$260 ;
+          \$309  = { \$257 [29], \$257  };
     endcase
     if (rst) begin
-      \$309  = 32'd0;
+      \$309  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = acc0;
+    \$310  = gain_t1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7829,7 +7722,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3e:
           /* empty */;
       7'h3f:
-          \$310  = \$201 [22:0];
+          \$310  = \$198 ;
       7'h40:
           /* empty */;
       7'h41:
@@ -7840,9 +7733,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -7877,15 +7770,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h55:
           /* empty */;
       7'h56:
-          \$310  = \$264 [22:0];
+          \$310  = \$261 ;
     endcase
     if (rst) begin
-      \$310  = 23'h000000;
+      \$310  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = acc1;
+    \$311  = acc0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -8010,9 +7903,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3e:
           /* empty */;
       7'h3f:
-          \$311  = \$205 [22:0];
-      7'h40:
           /* empty */;
+      7'h40:
+          \$311  = \$202 [22:0];
       7'h41:
           /* empty */;
       7'h42:
@@ -8021,9 +7914,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -8058,7 +7951,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h55:
           /* empty */;
       7'h56:
-          \$311  = \$268 [22:0];
+          /* empty */;
+      7'h57:
+          \$311  = \$265 [22:0];
     endcase
     if (rst) begin
       \$311  = 23'h000000;
@@ -8066,7 +7961,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = a_fin;
+    \$312  = acc1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -8193,7 +8088,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h3f:
           /* empty */;
       7'h40:
-          \$312  = \$210 [13:0];
+          \$312  = \$206 [22:0];
       7'h41:
           /* empty */;
       7'h42:
@@ -8202,9 +8097,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
           /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -8241,198 +8136,15 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h56:
           /* empty */;
       7'h57:
-          \$312  = \$273 [13:0];
+          \$312  = \$269 [22:0];
     endcase
     if (rst) begin
-      \$312  = 14'h0000;
+      \$312  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = c_fin;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h01:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          \$313  = \$211 [22:0];
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          /* empty */;
-      7'h49:
-          /* empty */;
-      7'h4a:
-          /* empty */;
-      7'h4b:
-          /* empty */;
-      7'h4c:
-          /* empty */;
-      7'h4d:
-          /* empty */;
-      7'h4e:
-          /* empty */;
-      7'h4f:
-          /* empty */;
-      7'h50:
-          /* empty */;
-      7'h51:
-          /* empty */;
-      7'h52:
-          /* empty */;
-      7'h53:
-          /* empty */;
-      7'h54:
-          /* empty */;
-      7'h55:
-          /* empty */;
-      7'h56:
-          /* empty */;
-      7'h57:
-          \$313  = \$274 [22:0];
-    endcase
-    if (rst) begin
-      \$313  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = \b$69 ;
+    \$313  = a_fin;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -8561,18 +8273,16 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h40:
           /* empty */;
       7'h41:
-          /* empty */;
+          \$313  = \$211 [13:0];
       7'h42:
           /* empty */;
       7'h43:
-          if (\done$48 ) begin
-            \$314  = p[22:0];
-          end
+          /* empty */;
       7'h44:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -8611,13 +8321,192 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h57:
           /* empty */;
       7'h58:
+          \$313  = \$274 [13:0];
+    endcase
+    if (rst) begin
+      \$313  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$314  = c_fin;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      7'h59:
+      7'h01:
           /* empty */;
-      7'h5a:
-          if (\done$48 ) begin
-            \$314  = p[22:0];
-          end
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$314  = \$212 [22:0];
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          \$314  = \$275 [22:0];
     endcase
     if (rst) begin
       \$314  = 23'h000000;
@@ -8625,7 +8514,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = \a$70 ;
+    \$315  = \b$69 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -8760,10 +8649,12 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h43:
           /* empty */;
       7'h44:
-          \$315  = a_fin;
-      7'h03:
-          /* empty */;
+          if (\done$48 ) begin
+            \$315  = p[22:0];
+          end
       7'h45:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -8808,15 +8699,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h5a:
           /* empty */;
       7'h5b:
-          \$315  = a_fin;
+          if (\done$48 ) begin
+            \$315  = p[22:0];
+          end
     endcase
     if (rst) begin
-      \$315  = 14'h0000;
+      \$315  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = special;
+    \$316  = \a$70 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -8951,10 +8844,10 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h43:
           /* empty */;
       7'h44:
-          \$316  = special_r;
-      7'h03:
           /* empty */;
       7'h45:
+          \$316  = a_fin;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -8999,15 +8892,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h5a:
           /* empty */;
       7'h5b:
-          \$316  = special_r;
+          /* empty */;
+      7'h5c:
+          \$316  = a_fin;
     endcase
     if (rst) begin
-      \$316  = 1'h0;
+      \$316  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = \neg$72 ;
+    \$317  = special;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -9142,10 +9037,10 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h43:
           /* empty */;
       7'h44:
-          \$317  = \$212 ;
-      7'h03:
           /* empty */;
       7'h45:
+          \$317  = special_r;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -9190,7 +9085,9 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h5a:
           /* empty */;
       7'h5b:
-          \$317  = \$275 ;
+          /* empty */;
+      7'h5c:
+          \$317  = special_r;
     endcase
     if (rst) begin
       \$317  = 1'h0;
@@ -9198,7 +9095,7 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = \q_lo$73 ;
+    \$318  = \neg$72 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -9333,10 +9230,10 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h43:
           /* empty */;
       7'h44:
-          \$318  = floor_q;
-      7'h03:
           /* empty */;
       7'h45:
+          \$318  = \$213 ;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -9381,15 +9278,17 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h5a:
           /* empty */;
       7'h5b:
-          \$318  = floor_q;
+          /* empty */;
+      7'h5c:
+          \$318  = \$276 ;
     endcase
     if (rst) begin
-      \$318  = 10'h000;
+      \$318  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = q_hi;
+    \$319  = \q_lo$73 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -9524,10 +9423,10 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h43:
           /* empty */;
       7'h44:
-          \$319  = \$213 [9:0];
-      7'h03:
           /* empty */;
       7'h45:
+          \$319  = floor_q;
+      7'h03:
           /* empty */;
       7'h46:
           /* empty */;
@@ -9572,10 +9471,205 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
       7'h5a:
           /* empty */;
       7'h5b:
-          \$319  = \$276 [9:0];
+          /* empty */;
+      7'h5c:
+          \$319  = floor_q;
     endcase
     if (rst) begin
       \$319  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$320  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h01:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          \$320  = \$214 [9:0];
+      7'h03:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          /* empty */;
+      7'h4f:
+          /* empty */;
+      7'h50:
+          /* empty */;
+      7'h51:
+          /* empty */;
+      7'h52:
+          /* empty */;
+      7'h53:
+          /* empty */;
+      7'h54:
+          /* empty */;
+      7'h55:
+          /* empty */;
+      7'h56:
+          /* empty */;
+      7'h57:
+          /* empty */;
+      7'h58:
+          /* empty */;
+      7'h59:
+          /* empty */;
+      7'h5a:
+          /* empty */;
+      7'h5b:
+          /* empty */;
+      7'h5c:
+          \$320  = \$277 [9:0];
+    endcase
+    if (rst) begin
+      \$320  = 10'h000;
     end
   end
   assign beta_shift = \$1 [3:0];
@@ -9602,24 +9696,24 @@ module \hwnorm_semidev_s8.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, q
   assign \$25  = { 9'h000, div_mag[13:0], 54'h00000000000000 };
   assign \$27  = { 27'h0000000, div_mag[91:27] };
   assign \$28  = { 22'h000000, div_mag[26:0], 41'h00000000000 };
-  assign \$137  = { t[59], t, 30'h00000000 };
-  assign \$147  = { den_norm, 1'h0 };
-  assign \$150  = { num_norm, 1'h0 };
-  assign \$157  = { 1'h0, num_norm, 6'h00 };
-  assign \$162  = { gain_q1[15], gain_q1[15:1] };
-  assign \$171  = { 1'h0, gain_x[26:1] };
-  assign \$177  = { gain_x, 1'h0 };
-  assign \$191  = { 1'h0, \$190 [15:1] };
-  assign \$214  = { chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91:84] };
-  assign \$216  = { den_norm, 1'h0 };
-  assign \$219  = { num_norm, 1'h0 };
-  assign \$226  = { 1'h0, num_norm, 6'h00 };
-  assign \$227  = { 15'h0000, \$226 [29:15] };
-  assign \$228  = { gain_q1[15], gain_q1[15:1] };
-  assign \$237  = { 1'h0, gain_x[26:1] };
-  assign \$243  = { gain_x, 1'h0 };
-  assign \$251  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
-  assign \$254  = { 1'h0, \$253 [15:1] };
+  assign \$138  = { t[59], t, 30'h00000000 };
+  assign \$148  = { den_norm, 1'h0 };
+  assign \$151  = { num_norm, 1'h0 };
+  assign \$158  = { 1'h0, num_norm, 6'h00 };
+  assign \$163  = { gain_q1[15], gain_q1[15:1] };
+  assign \$172  = { 1'h0, gain_x[26:1] };
+  assign \$178  = { gain_x, 1'h0 };
+  assign \$192  = { 1'h0, \$191 [15:1] };
+  assign \$215  = { chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91], chan[91:84] };
+  assign \$217  = { den_norm, 1'h0 };
+  assign \$220  = { num_norm, 1'h0 };
+  assign \$227  = { 1'h0, num_norm, 6'h00 };
+  assign \$228  = { 15'h0000, \$227 [29:15] };
+  assign \$229  = { gain_q1[15], gain_q1[15:1] };
+  assign \$238  = { 1'h0, gain_x[26:1] };
+  assign \$244  = { gain_x, 1'h0 };
+  assign \$252  = { gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41], gain_p[41:8] };
+  assign \$255  = { 1'h0, \$254 [15:1] };
 endmodule
 
 module \hwnorm_semidev_s8.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

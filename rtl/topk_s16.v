@@ -604,242 +604,243 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
-  wire [29:0] \$109 ;
+  wire \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire [51:0] \$111 ;
+  wire [29:0] \$110 ;
+  wire \$111 ;
   wire [51:0] \$112 ;
-  wire \$113 ;
-  wire [16:0] \$114 ;
-  wire \$115 ;
+  wire [51:0] \$113 ;
+  wire \$114 ;
+  wire [16:0] \$115 ;
   wire \$116 ;
-  wire [12:0] \$117 ;
-  wire \$118 ;
+  wire \$117 ;
+  wire [12:0] \$118 ;
   wire \$119 ;
   wire [16:0] \$12 ;
   wire \$120 ;
-  wire [12:0] \$121 ;
-  wire \$122 ;
-  wire [16:0] \$123 ;
-  wire \$124 ;
+  wire \$121 ;
+  wire [12:0] \$122 ;
+  wire \$123 ;
+  wire [16:0] \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire [12:0] \$127 ;
-  wire \$128 ;
-  wire [16:0] \$129 ;
+  wire \$127 ;
+  wire [12:0] \$128 ;
+  wire \$129 ;
   wire [16:0] \$13 ;
-  wire \$130 ;
+  wire [16:0] \$130 ;
   wire \$131 ;
   wire \$132 ;
   wire \$133 ;
-  wire [22:0] \$134 ;
-  wire [6:0] \$135 ;
-  wire [22:0] \$136 ;
-  wire [6:0] \$137 ;
-  wire [4:0] \$138 ;
-  wire \$139 ;
+  wire \$134 ;
+  wire [22:0] \$135 ;
+  wire [6:0] \$136 ;
+  wire [22:0] \$137 ;
+  wire [6:0] \$138 ;
+  wire [4:0] \$139 ;
   wire [50:0] \$14 ;
-  wire [51:0] \$140 ;
+  wire \$140 ;
   wire [51:0] \$141 ;
-  wire \$142 ;
+  wire [51:0] \$142 ;
   wire \$143 ;
-  wire [56:0] \$144 ;
-  wire [6:0] \$145 ;
-  wire \$146 ;
-  wire [39:0] \$147 ;
-  wire [6:0] \$148 ;
+  wire \$144 ;
+  wire [56:0] \$145 ;
+  wire [6:0] \$146 ;
+  wire \$147 ;
+  wire [39:0] \$148 ;
   wire [6:0] \$149 ;
   wire [36:0] \$15 ;
-  wire \$150 ;
-  wire [6:0] \$151 ;
-  wire [7:0] \$152 ;
-  wire \$153 ;
-  wire [45:0] \$154 ;
-  wire \$155 ;
-  wire [51:0] \$156 ;
+  wire [6:0] \$150 ;
+  wire \$151 ;
+  wire [6:0] \$152 ;
+  wire [7:0] \$153 ;
+  wire \$154 ;
+  wire [45:0] \$155 ;
+  wire \$156 ;
   wire [51:0] \$157 ;
-  wire \$158 ;
-  wire [23:0] \$159 ;
+  wire [51:0] \$158 ;
+  wire \$159 ;
   wire \$16 ;
   wire [23:0] \$160 ;
   wire [23:0] \$161 ;
-  wire [9:0] \$162 ;
+  wire [23:0] \$162 ;
   wire [9:0] \$163 ;
-  wire \$164 ;
+  wire [9:0] \$164 ;
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
-  wire [34:0] \$168 ;
-  wire [9:0] \$169 ;
+  wire \$168 ;
+  wire [34:0] \$169 ;
   wire [50:0] \$17 ;
-  wire \$170 ;
+  wire [9:0] \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire [35:0] \$174 ;
-  wire [9:0] \$175 ;
-  wire [5:0] \$176 ;
-  wire [6:0] \$177 ;
-  wire \$178 ;
+  wire \$174 ;
+  wire [35:0] \$175 ;
+  wire [9:0] \$176 ;
+  wire [5:0] \$177 ;
+  wire [6:0] \$178 ;
   wire \$179 ;
   wire [35:0] \$18 ;
-  wire [8:0] \$180 ;
+  wire \$180 ;
   wire [8:0] \$181 ;
-  wire \$182 ;
-  wire [51:0] \$183 ;
+  wire [8:0] \$182 ;
+  wire \$183 ;
   wire [51:0] \$184 ;
-  wire \$185 ;
-  wire [46:0] \$186 ;
-  wire [31:0] \$187 ;
+  wire [51:0] \$185 ;
+  wire \$186 ;
+  wire [46:0] \$187 ;
   wire [31:0] \$188 ;
-  wire [47:0] \$189 ;
+  wire [31:0] \$189 ;
   wire \$19 ;
-  wire [48:0] \$190 ;
-  wire \$191 ;
-  wire [35:0] \$192 ;
+  wire [47:0] \$190 ;
+  wire [48:0] \$191 ;
+  wire \$192 ;
   wire [35:0] \$193 ;
-  wire [41:0] \$194 ;
-  wire \$195 ;
+  wire [35:0] \$194 ;
+  wire [41:0] \$195 ;
   wire \$196 ;
-  wire [40:0] \$197 ;
+  wire \$197 ;
   wire [40:0] \$198 ;
-  wire \$199 ;
+  wire [40:0] \$199 ;
   wire [5:0] \$2 ;
   wire [18:0] \$20 ;
   wire \$200 ;
-  wire [41:0] \$201 ;
+  wire \$201 ;
   wire [41:0] \$202 ;
-  wire [39:0] \$203 ;
-  wire \$204 ;
-  wire [35:0] \$205 ;
+  wire [41:0] \$203 ;
+  wire [39:0] \$204 ;
+  wire \$205 ;
   wire [35:0] \$206 ;
-  wire [39:0] \$207 ;
-  wire [40:0] \$208 ;
-  wire \$209 ;
+  wire [35:0] \$207 ;
+  wire [39:0] \$208 ;
+  wire [40:0] \$209 ;
   wire [18:0] \$21 ;
-  wire [18:0] \$210 ;
-  wire [23:0] \$211 ;
-  wire \$212 ;
-  wire [56:0] \$213 ;
-  wire [6:0] \$214 ;
-  wire \$215 ;
-  wire [39:0] \$216 ;
-  wire [6:0] \$217 ;
+  wire \$210 ;
+  wire [18:0] \$211 ;
+  wire [23:0] \$212 ;
+  wire \$213 ;
+  wire [56:0] \$214 ;
+  wire [6:0] \$215 ;
+  wire \$216 ;
+  wire [39:0] \$217 ;
   wire [6:0] \$218 ;
-  wire \$219 ;
+  wire [6:0] \$219 ;
   wire \$22 ;
-  wire [7:0] \$220 ;
-  wire [8:0] \$221 ;
-  wire \$222 ;
-  wire [45:0] \$223 ;
+  wire \$220 ;
+  wire [7:0] \$221 ;
+  wire [8:0] \$222 ;
+  wire \$223 ;
   wire [45:0] \$224 ;
-  wire [23:0] \$225 ;
+  wire [45:0] \$225 ;
   wire [23:0] \$226 ;
   wire [23:0] \$227 ;
-  wire [9:0] \$228 ;
+  wire [23:0] \$228 ;
   wire [9:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
+  wire [9:0] \$230 ;
   wire \$231 ;
   wire \$232 ;
   wire \$233 ;
-  wire [34:0] \$234 ;
-  wire [9:0] \$235 ;
-  wire \$236 ;
+  wire \$234 ;
+  wire [34:0] \$235 ;
+  wire [9:0] \$236 ;
   wire \$237 ;
   wire \$238 ;
   wire \$239 ;
   wire [16:0] \$24 ;
-  wire [35:0] \$240 ;
-  wire [9:0] \$241 ;
-  wire [5:0] \$242 ;
-  wire [6:0] \$243 ;
-  wire \$244 ;
+  wire \$240 ;
+  wire [35:0] \$241 ;
+  wire [9:0] \$242 ;
+  wire [5:0] \$243 ;
+  wire [6:0] \$244 ;
   wire \$245 ;
-  wire [8:0] \$246 ;
+  wire \$246 ;
   wire [8:0] \$247 ;
-  wire [49:0] \$248 ;
-  wire [46:0] \$249 ;
+  wire [8:0] \$248 ;
+  wire [49:0] \$249 ;
   wire [16:0] \$25 ;
-  wire [31:0] \$250 ;
+  wire [46:0] \$250 ;
   wire [31:0] \$251 ;
-  wire [47:0] \$252 ;
-  wire [48:0] \$253 ;
-  wire \$254 ;
-  wire [35:0] \$255 ;
+  wire [31:0] \$252 ;
+  wire [47:0] \$253 ;
+  wire [48:0] \$254 ;
+  wire \$255 ;
   wire [35:0] \$256 ;
-  wire [41:0] \$257 ;
-  wire \$258 ;
+  wire [35:0] \$257 ;
+  wire [41:0] \$258 ;
   wire \$259 ;
   wire \$26 ;
-  wire [40:0] \$260 ;
+  wire \$260 ;
   wire [40:0] \$261 ;
-  wire \$262 ;
+  wire [40:0] \$262 ;
   wire \$263 ;
-  wire [41:0] \$264 ;
+  wire \$264 ;
   wire [41:0] \$265 ;
-  wire [39:0] \$266 ;
-  wire \$267 ;
-  wire [35:0] \$268 ;
+  wire [41:0] \$266 ;
+  wire [39:0] \$267 ;
+  wire \$268 ;
   wire [35:0] \$269 ;
   wire \$27 ;
-  wire [39:0] \$270 ;
-  wire [40:0] \$271 ;
-  wire \$272 ;
-  wire [18:0] \$273 ;
-  reg \$274 ;
+  wire [35:0] \$270 ;
+  wire [39:0] \$271 ;
+  wire [40:0] \$272 ;
+  wire \$273 ;
+  wire [18:0] \$274 ;
   reg \$275 ;
-  reg [6:0] \$276 ;
-  reg [50:0] \$277 ;
+  reg \$276 ;
+  reg [6:0] \$277 ;
   reg [50:0] \$278 ;
-  reg \$279 ;
+  reg [50:0] \$279 ;
   wire [18:0] \$28 ;
   reg \$280 ;
-  reg [18:0] \$281 ;
-  reg [21:0] \$282 ;
-  reg [5:0] \$283 ;
-  reg [3:0] \$284 ;
-  reg [15:0] \$285 ;
+  reg \$281 ;
+  reg [18:0] \$282 ;
+  reg [21:0] \$283 ;
+  reg [5:0] \$284 ;
+  reg [3:0] \$285 ;
   reg [15:0] \$286 ;
-  reg \$287 ;
+  reg [15:0] \$287 ;
   reg \$288 ;
   reg \$289 ;
   wire [18:0] \$29 ;
-  reg [45:0] \$290 ;
-  reg [55:0] \$291 ;
-  reg [17:0] \$292 ;
-  reg [13:0] \$293 ;
-  reg [39:0] \$294 ;
-  reg [55:0] \$295 ;
-  reg [38:0] \$296 ;
-  reg [5:0] \$297 ;
+  reg \$290 ;
+  reg [45:0] \$291 ;
+  reg [55:0] \$292 ;
+  reg [17:0] \$293 ;
+  reg [13:0] \$294 ;
+  reg [39:0] \$295 ;
+  reg [55:0] \$296 ;
+  reg [38:0] \$297 ;
   reg [5:0] \$298 ;
   reg [5:0] \$299 ;
   wire [50:0] \$3 ;
   wire \$30 ;
-  reg [8:0] \$300 ;
-  reg \$301 ;
-  reg [23:0] \$302 ;
-  reg [34:0] \$303 ;
-  reg [4:0] \$304 ;
-  reg \$305 ;
-  reg [4:0] \$306 ;
-  reg [49:0] \$307 ;
-  reg [36:0] \$308 ;
-  reg [40:0] \$309 ;
+  reg [5:0] \$300 ;
+  reg [8:0] \$301 ;
+  reg \$302 ;
+  reg [23:0] \$303 ;
+  reg [34:0] \$304 ;
+  reg [4:0] \$305 ;
+  reg \$306 ;
+  reg [4:0] \$307 ;
+  reg [49:0] \$308 ;
+  reg [36:0] \$309 ;
   wire \$31 ;
-  reg [41:0] \$310 ;
-  reg [38:0] \$311 ;
+  reg [40:0] \$310 ;
+  reg [41:0] \$311 ;
   reg [38:0] \$312 ;
-  reg [21:0] \$313 ;
-  reg [38:0] \$314 ;
+  reg [38:0] \$313 ;
+  reg [21:0] \$314 ;
   reg [38:0] \$315 ;
-  reg [21:0] \$316 ;
-  reg \$317 ;
+  reg [38:0] \$316 ;
+  reg [21:0] \$317 ;
   reg \$318 ;
-  reg [17:0] \$319 ;
+  reg \$319 ;
   wire \$32 ;
   reg [17:0] \$320 ;
+  reg [17:0] \$321 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
@@ -1117,247 +1118,248 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   assign \$106  = fsm_state == 7'h4b;
   assign \$107  = fsm_state == 7'h4c;
   assign \$108  = fsm_state == 7'h4d;
-  assign \$110  = $signed(div_num) < $signed(1'h0);
-  assign \$111  = - $signed(div_num);
-  assign \$112  = \$110  ? \$111  : { div_num[50], div_num };
-  assign \$113  = $signed(div_num) < $signed(1'h0);
-  assign \$114  = $signed(top) + $signed(bottom);
-  assign \$115  = $signed(\$114 ) > $signed(f2);
-  assign \$116  = chan[13:1] < 4'ha;
-  assign \$117  = \$116  ? chan[13:1] : 13'h000a;
-  assign \$118  = merge_step < \$117 ;
-  assign \$119  = merge_step == 4'ha;
-  assign \$120  = chan[13:1] < 4'ha;
-  assign \$121  = \$120  ? chan[13:1] : 13'h000a;
-  assign \$122  = merge_step < \$121 ;
-  assign \$123  = $signed(top) + $signed(bottom);
-  assign \$124  = $signed(\$123 ) > $signed(f2);
-  assign \$125  = \$122  & \$124 ;
-  assign \$126  = chan[13:1] < 4'ha;
-  assign \$127  = \$126  ? chan[13:1] : 13'h000a;
-  assign \$128  = merge_step < \$127 ;
-  assign \$129  = $signed(top) + $signed(bottom);
-  assign \$130  = $signed(\$129 ) > $signed(f2);
-  assign \$131  = ~ \$130 ;
-  assign \$132  = \$128  & \$131 ;
-  assign \$133  = pick_on_train_2 & take_top_train_2;
-  assign \$134  = $signed(hsum) + $signed(head_top);
-  assign \$135  = $signed(dcount) - $signed(2'h1);
-  assign \$136  = $signed(hsum) - $signed(head_bottom);
-  assign \$137  = $signed(dcount) + $signed(2'h1);
-  assign \$138  = merge_step + 1'h1;
-  assign \$139  = $signed(div_num) < $signed(1'h0);
-  assign \$140  = - $signed(div_num);
-  assign \$141  = \$139  ? \$140  : { div_num[50], div_num };
-  assign \$142  = $signed(div_num) < $signed(1'h0);
-  assign \$143  = ~ den_norm[55];
-  assign \$145  = den_zeros + 1'h1;
-  assign \$146  = ~ num_norm[38];
-  assign \$148  = num_zeros + 1'h1;
-  assign \$149  = loop_n + 1'h1;
-  assign \$150  = loop_n == 6'h37;
-  assign \$151  = 4'hb + num_zeros;
-  assign \$152  = \$151  - den_zeros;
-  assign \$153  = ~ num_norm[38];
-  assign \$155  = $signed(div_num) < $signed(1'h0);
-  assign \$156  = - $signed(div_num);
-  assign \$157  = \$155  ? \$156  : { div_num[50], div_num };
-  assign \$158  = $signed(div_num) < $signed(1'h0);
-  assign \$160  = gain_q1[21] ? \$159  : gain_q1;
-  assign \$161  = gain_zero ? 24'h000000 : \$160 ;
-  assign \$162  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
-  assign \$163  = gain_zero ? 10'h004 : \$162 ;
-  assign \$164  = ~ gain_zero;
-  assign \$165  = $signed(gain_shift) < $signed(4'h4);
-  assign \$166  = \$164  & \$165 ;
-  assign \$167  = $signed(gain_shift) > $signed(6'h15);
-  assign \$169  = $signed(gain_shift) - $signed(2'h1);
-  assign \$170  = $signed(gain_shift) < $signed(4'h4);
-  assign \$171  = special_r & \$170 ;
-  assign \$172  = scale_count < 4'hd;
-  assign \$173  = \$171  & \$172 ;
-  assign \$175  = $signed(gain_shift) + $signed(2'h1);
-  assign \$176  = scale_count + 1'h1;
-  assign \$177  = loop_n + 1'h1;
-  assign \$178  = loop_n == 5'h15;
-  assign \$179  = $signed(gain_shift) > $signed(6'h15);
-  assign \$180  = \$179  ? 9'h015 : gain_shift;
-  assign \$181  = special_r ? 9'h004 : \$180 ;
-  assign \$182  = $signed(div_num) < $signed(1'h0);
-  assign \$183  = - $signed(div_num);
-  assign \$184  = \$182  ? \$183  : { div_num[50], div_num };
-  assign \$185  = $signed(div_num) < $signed(1'h0);
-  assign \$186  = $signed(chan[104:89]) << \$1 [4:0];
-  assign \$187  = 1'h1 << sh;
-  assign \$189  = $signed(\$186 ) + $signed({ 1'h0, \$188  });
-  assign \$190  = $signed(\$189 ) - $signed(gain_w);
-  assign \$191  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$192  = - gain_x;
-  assign \$193  = \$191  ? \$192  : { 1'h0, gain_x };
-  assign \$194  = $signed(gain_t) + $signed(\$193 );
-  assign \$195  = $signed(gain_t) < $signed(21'h17ffe0);
-  assign \$196  = $signed(gain_t) > $signed(21'h080010);
-  assign \$197  = \$196  ? 41'h00000080010 : gain_t;
-  assign \$198  = \$195  ? 41'h1fffff7ffe0 : \$197 ;
-  assign \$199  = $signed(gain_t1) < $signed(21'h17ffe0);
-  assign \$200  = $signed(gain_t1) > $signed(21'h080010);
-  assign \$201  = \$200  ? 42'h00000080010 : gain_t1;
-  assign \$202  = \$199  ? 42'h3fffff7ffe0 : \$201 ;
-  assign \$203  = $signed(acc1) - $signed(acc0);
-  assign \$204  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$205  = - gain_x;
-  assign \$206  = \$204  ? \$205  : { 1'h0, gain_x };
-  assign \$207  = special_r ? \$203  : { \$206 [35], \$206 [35], \$206 [35], \$206 [35], \$206  };
-  assign \$208  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
-  assign \$209  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$210  = $signed(floor_q) + $signed(2'h1);
-  assign \$212  = ~ den_norm[55];
-  assign \$214  = den_zeros + 1'h1;
-  assign \$215  = ~ num_norm[38];
-  assign \$217  = num_zeros + 1'h1;
-  assign \$218  = loop_n + 1'h1;
-  assign \$219  = loop_n == 6'h26;
-  assign \$220  = 8'hf7 + num_zeros;
-  assign \$221  = $signed(\$220 ) - $signed(chan[160:153]);
-  assign \$222  = ~ num_norm[38];
-  assign \$226  = gain_q1[21] ? \$225  : gain_q1;
-  assign \$227  = gain_zero ? 24'h000000 : \$226 ;
-  assign \$228  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
-  assign \$229  = gain_zero ? 10'h004 : \$228 ;
-  assign \$230  = ~ gain_zero;
-  assign \$231  = $signed(gain_shift) < $signed(4'h4);
-  assign \$232  = \$230  & \$231 ;
-  assign \$233  = $signed(gain_shift) > $signed(6'h15);
-  assign \$235  = $signed(gain_shift) - $signed(2'h1);
-  assign \$236  = $signed(gain_shift) < $signed(4'h4);
-  assign \$237  = special_r & \$236 ;
-  assign \$238  = scale_count < 4'hd;
-  assign \$239  = \$237  & \$238 ;
-  assign \$241  = $signed(gain_shift) + $signed(2'h1);
-  assign \$242  = scale_count + 1'h1;
-  assign \$243  = loop_n + 1'h1;
-  assign \$244  = loop_n == 5'h15;
-  assign \$245  = $signed(gain_shift) > $signed(6'h15);
-  assign \$246  = \$245  ? 9'h015 : gain_shift;
-  assign \$247  = special_r ? 9'h004 : \$246 ;
-  assign \$249  = $signed(chan[104:89]) << \$2 [4:0];
-  assign \$250  = 1'h1 << sh;
-  assign \$252  = $signed(\$249 ) + $signed({ 1'h0, \$251  });
-  assign \$253  = $signed(\$252 ) - $signed(gain_w);
-  assign \$254  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$255  = - gain_x;
-  assign \$256  = \$254  ? \$255  : { 1'h0, gain_x };
-  assign \$257  = $signed(gain_t) + $signed(\$256 );
-  assign \$258  = $signed(gain_t) < $signed(21'h17ffe0);
-  assign \$259  = $signed(gain_t) > $signed(21'h080010);
-  assign \$260  = \$259  ? 41'h00000080010 : gain_t;
-  assign \$261  = \$258  ? 41'h1fffff7ffe0 : \$260 ;
-  assign \$262  = $signed(gain_t1) < $signed(21'h17ffe0);
-  assign \$263  = $signed(gain_t1) > $signed(21'h080010);
-  assign \$264  = \$263  ? 42'h00000080010 : gain_t1;
-  assign \$265  = \$262  ? 42'h3fffff7ffe0 : \$264 ;
-  assign \$266  = $signed(acc1) - $signed(acc0);
-  assign \$267  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$268  = - gain_x;
-  assign \$269  = \$267  ? \$268  : { 1'h0, gain_x };
-  assign \$270  = special_r ? \$266  : { \$269 [35], \$269 [35], \$269 [35], \$269 [35], \$269  };
-  assign \$271  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
-  assign \$272  = $signed(chan[88:73]) < $signed(1'h0);
-  assign \$273  = $signed(floor_q) + $signed(2'h1);
+  assign \$109  = fsm_state == 7'h4e;
+  assign \$111  = $signed(div_num) < $signed(1'h0);
+  assign \$112  = - $signed(div_num);
+  assign \$113  = \$111  ? \$112  : { div_num[50], div_num };
+  assign \$114  = $signed(div_num) < $signed(1'h0);
+  assign \$115  = $signed(top) + $signed(bottom);
+  assign \$116  = $signed(\$115 ) > $signed(f2);
+  assign \$117  = chan[13:1] < 4'ha;
+  assign \$118  = \$117  ? chan[13:1] : 13'h000a;
+  assign \$119  = merge_step < \$118 ;
+  assign \$120  = merge_step == 4'ha;
+  assign \$121  = chan[13:1] < 4'ha;
+  assign \$122  = \$121  ? chan[13:1] : 13'h000a;
+  assign \$123  = merge_step < \$122 ;
+  assign \$124  = $signed(top) + $signed(bottom);
+  assign \$125  = $signed(\$124 ) > $signed(f2);
+  assign \$126  = \$123  & \$125 ;
+  assign \$127  = chan[13:1] < 4'ha;
+  assign \$128  = \$127  ? chan[13:1] : 13'h000a;
+  assign \$129  = merge_step < \$128 ;
+  assign \$130  = $signed(top) + $signed(bottom);
+  assign \$131  = $signed(\$130 ) > $signed(f2);
+  assign \$132  = ~ \$131 ;
+  assign \$133  = \$129  & \$132 ;
+  assign \$134  = pick_on_train_2 & take_top_train_2;
+  assign \$135  = $signed(hsum) + $signed(head_top);
+  assign \$136  = $signed(dcount) - $signed(2'h1);
+  assign \$137  = $signed(hsum) - $signed(head_bottom);
+  assign \$138  = $signed(dcount) + $signed(2'h1);
+  assign \$139  = merge_step + 1'h1;
+  assign \$140  = $signed(div_num) < $signed(1'h0);
+  assign \$141  = - $signed(div_num);
+  assign \$142  = \$140  ? \$141  : { div_num[50], div_num };
+  assign \$143  = $signed(div_num) < $signed(1'h0);
+  assign \$144  = ~ den_norm[55];
+  assign \$146  = den_zeros + 1'h1;
+  assign \$147  = ~ num_norm[38];
+  assign \$149  = num_zeros + 1'h1;
+  assign \$150  = loop_n + 1'h1;
+  assign \$151  = loop_n == 6'h37;
+  assign \$152  = 4'hb + num_zeros;
+  assign \$153  = \$152  - den_zeros;
+  assign \$154  = ~ num_norm[38];
+  assign \$156  = $signed(div_num) < $signed(1'h0);
+  assign \$157  = - $signed(div_num);
+  assign \$158  = \$156  ? \$157  : { div_num[50], div_num };
+  assign \$159  = $signed(div_num) < $signed(1'h0);
+  assign \$161  = gain_q1[21] ? \$160  : gain_q1;
+  assign \$162  = gain_zero ? 24'h000000 : \$161 ;
+  assign \$163  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$164  = gain_zero ? 10'h004 : \$163 ;
+  assign \$165  = ~ gain_zero;
+  assign \$166  = $signed(gain_shift) < $signed(4'h4);
+  assign \$167  = \$165  & \$166 ;
+  assign \$168  = $signed(gain_shift) > $signed(6'h15);
+  assign \$170  = $signed(gain_shift) - $signed(2'h1);
+  assign \$171  = $signed(gain_shift) < $signed(4'h4);
+  assign \$172  = special_r & \$171 ;
+  assign \$173  = scale_count < 4'hd;
+  assign \$174  = \$172  & \$173 ;
+  assign \$176  = $signed(gain_shift) + $signed(2'h1);
+  assign \$177  = scale_count + 1'h1;
+  assign \$178  = loop_n + 1'h1;
+  assign \$179  = loop_n == 5'h15;
+  assign \$180  = $signed(gain_shift) > $signed(6'h15);
+  assign \$181  = \$180  ? 9'h015 : gain_shift;
+  assign \$182  = special_r ? 9'h004 : \$181 ;
+  assign \$183  = $signed(div_num) < $signed(1'h0);
+  assign \$184  = - $signed(div_num);
+  assign \$185  = \$183  ? \$184  : { div_num[50], div_num };
+  assign \$186  = $signed(div_num) < $signed(1'h0);
+  assign \$187  = $signed(chan[104:89]) << \$1 [4:0];
+  assign \$188  = 1'h1 << sh;
+  assign \$190  = $signed(\$187 ) + $signed({ 1'h0, \$189  });
+  assign \$191  = $signed(\$190 ) - $signed(gain_w);
+  assign \$192  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$193  = - gain_x;
+  assign \$194  = \$192  ? \$193  : { 1'h0, gain_x };
+  assign \$195  = $signed(gain_t) + $signed(\$194 );
+  assign \$196  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$197  = $signed(gain_t) > $signed(21'h080010);
+  assign \$198  = \$197  ? 41'h00000080010 : gain_t;
+  assign \$199  = \$196  ? 41'h1fffff7ffe0 : \$198 ;
+  assign \$200  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$201  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$202  = \$201  ? 42'h00000080010 : gain_t1;
+  assign \$203  = \$200  ? 42'h3fffff7ffe0 : \$202 ;
+  assign \$204  = $signed(acc1) - $signed(acc0);
+  assign \$205  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$206  = - gain_x;
+  assign \$207  = \$205  ? \$206  : { 1'h0, gain_x };
+  assign \$208  = special_r ? \$204  : { \$207 [35], \$207 [35], \$207 [35], \$207 [35], \$207  };
+  assign \$209  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$210  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$211  = $signed(floor_q) + $signed(2'h1);
+  assign \$213  = ~ den_norm[55];
+  assign \$215  = den_zeros + 1'h1;
+  assign \$216  = ~ num_norm[38];
+  assign \$218  = num_zeros + 1'h1;
+  assign \$219  = loop_n + 1'h1;
+  assign \$220  = loop_n == 6'h26;
+  assign \$221  = 8'hf7 + num_zeros;
+  assign \$222  = $signed(\$221 ) - $signed(chan[160:153]);
+  assign \$223  = ~ num_norm[38];
+  assign \$227  = gain_q1[21] ? \$226  : gain_q1;
+  assign \$228  = gain_zero ? 24'h000000 : \$227 ;
+  assign \$229  = $signed(gain_shift) - $signed({ 1'h0, gain_q1[21] });
+  assign \$230  = gain_zero ? 10'h004 : \$229 ;
+  assign \$231  = ~ gain_zero;
+  assign \$232  = $signed(gain_shift) < $signed(4'h4);
+  assign \$233  = \$231  & \$232 ;
+  assign \$234  = $signed(gain_shift) > $signed(6'h15);
+  assign \$236  = $signed(gain_shift) - $signed(2'h1);
+  assign \$237  = $signed(gain_shift) < $signed(4'h4);
+  assign \$238  = special_r & \$237 ;
+  assign \$239  = scale_count < 4'hd;
+  assign \$240  = \$238  & \$239 ;
+  assign \$242  = $signed(gain_shift) + $signed(2'h1);
+  assign \$243  = scale_count + 1'h1;
+  assign \$244  = loop_n + 1'h1;
+  assign \$245  = loop_n == 5'h15;
+  assign \$246  = $signed(gain_shift) > $signed(6'h15);
+  assign \$247  = \$246  ? 9'h015 : gain_shift;
+  assign \$248  = special_r ? 9'h004 : \$247 ;
+  assign \$250  = $signed(chan[104:89]) << \$2 [4:0];
+  assign \$251  = 1'h1 << sh;
+  assign \$253  = $signed(\$250 ) + $signed({ 1'h0, \$252  });
+  assign \$254  = $signed(\$253 ) - $signed(gain_w);
+  assign \$255  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$256  = - gain_x;
+  assign \$257  = \$255  ? \$256  : { 1'h0, gain_x };
+  assign \$258  = $signed(gain_t) + $signed(\$257 );
+  assign \$259  = $signed(gain_t) < $signed(21'h17ffe0);
+  assign \$260  = $signed(gain_t) > $signed(21'h080010);
+  assign \$261  = \$260  ? 41'h00000080010 : gain_t;
+  assign \$262  = \$259  ? 41'h1fffff7ffe0 : \$261 ;
+  assign \$263  = $signed(gain_t1) < $signed(21'h17ffe0);
+  assign \$264  = $signed(gain_t1) > $signed(21'h080010);
+  assign \$265  = \$264  ? 42'h00000080010 : gain_t1;
+  assign \$266  = \$263  ? 42'h3fffff7ffe0 : \$265 ;
+  assign \$267  = $signed(acc1) - $signed(acc0);
+  assign \$268  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$269  = - gain_x;
+  assign \$270  = \$268  ? \$269  : { 1'h0, gain_x };
+  assign \$271  = special_r ? \$267  : { \$270 [35], \$270 [35], \$270 [35], \$270 [35], \$270  };
+  assign \$272  = special_r ? { acc0[38], acc0[38], acc0 } : gain_t;
+  assign \$273  = $signed(chan[88:73]) < $signed(1'h0);
+  assign \$274  = $signed(floor_q) + $signed(2'h1);
   always @(posedge clk)
-    pop_top <= \$274 ;
+    pop_top <= \$275 ;
   always @(posedge clk)
-    pop_bottom <= \$275 ;
+    pop_bottom <= \$276 ;
   always @(posedge clk)
-    fsm_state <= \$276 ;
+    fsm_state <= \$277 ;
   always @(posedge clk)
-    div_num <= \$277 ;
+    div_num <= \$278 ;
   always @(posedge clk)
-    div_mag <= \$278 ;
+    div_mag <= \$279 ;
   always @(posedge clk)
-    div_neg <= \$279 ;
+    div_neg <= \$280 ;
   always @(posedge clk)
-    \start$5  <= \$280 ;
+    \start$5  <= \$281 ;
   always @(posedge clk)
-    f2 <= \$281 ;
+    f2 <= \$282 ;
   always @(posedge clk)
-    hsum <= \$282 ;
+    hsum <= \$283 ;
   always @(posedge clk)
-    dcount <= \$283 ;
+    dcount <= \$284 ;
   always @(posedge clk)
-    merge_step <= \$284 ;
+    merge_step <= \$285 ;
   always @(posedge clk)
-    head_top <= \$285 ;
+    head_top <= \$286 ;
   always @(posedge clk)
-    head_bottom <= \$286 ;
+    head_bottom <= \$287 ;
   always @(posedge clk)
-    take_top_train_2 <= \$287 ;
+    take_top_train_2 <= \$288 ;
   always @(posedge clk)
-    pick_on_train_2 <= \$288 ;
+    pick_on_train_2 <= \$289 ;
   always @(posedge clk)
-    start <= \$289 ;
+    start <= \$290 ;
   always @(posedge clk)
-    t <= \$290 ;
+    t <= \$291 ;
   always @(posedge clk)
-    \den$51  <= \$291 ;
+    \den$51  <= \$292 ;
   always @(posedge clk)
-    floor_q <= \$292 ;
+    floor_q <= \$293 ;
   always @(posedge clk)
-    mean_rem <= \$293 ;
+    mean_rem <= \$294 ;
   always @(posedge clk)
-    gain_num <= \$294 ;
+    gain_num <= \$295 ;
   always @(posedge clk)
-    den_norm <= \$295 ;
+    den_norm <= \$296 ;
   always @(posedge clk)
-    num_norm <= \$296 ;
+    num_norm <= \$297 ;
   always @(posedge clk)
-    num_zeros <= \$297 ;
+    num_zeros <= \$298 ;
   always @(posedge clk)
-    den_zeros <= \$298 ;
+    den_zeros <= \$299 ;
   always @(posedge clk)
-    loop_n <= \$299 ;
+    loop_n <= \$300 ;
   always @(posedge clk)
-    gain_shift <= \$300 ;
+    gain_shift <= \$301 ;
   always @(posedge clk)
-    gain_zero <= \$301 ;
+    gain_zero <= \$302 ;
   always @(posedge clk)
-    gain_q1 <= \$302 ;
+    gain_q1 <= \$303 ;
   always @(posedge clk)
-    gain_x <= \$303 ;
+    gain_x <= \$304 ;
   always @(posedge clk)
-    scale_count <= \$304 ;
+    scale_count <= \$305 ;
   always @(posedge clk)
-    special_r <= \$305 ;
+    special_r <= \$306 ;
   always @(posedge clk)
-    sh <= \$306 ;
+    sh <= \$307 ;
   always @(posedge clk)
-    gain_p <= \$307 ;
+    gain_p <= \$308 ;
   always @(posedge clk)
-    gain_w <= \$308 ;
+    gain_w <= \$309 ;
   always @(posedge clk)
-    gain_t <= \$309 ;
+    gain_t <= \$310 ;
   always @(posedge clk)
-    gain_t1 <= \$310 ;
+    gain_t1 <= \$311 ;
   always @(posedge clk)
-    acc0 <= \$311 ;
+    acc0 <= \$312 ;
   always @(posedge clk)
-    acc1 <= \$312 ;
+    acc1 <= \$313 ;
   always @(posedge clk)
-    a_fin <= \$313 ;
+    a_fin <= \$314 ;
   always @(posedge clk)
-    c_fin <= \$314 ;
+    c_fin <= \$315 ;
   always @(posedge clk)
-    \b$68  <= \$315 ;
+    \b$68  <= \$316 ;
   always @(posedge clk)
-    \a$69  <= \$316 ;
+    \a$69  <= \$317 ;
   always @(posedge clk)
-    special <= \$317 ;
+    special <= \$318 ;
   always @(posedge clk)
-    \neg$71  <= \$318 ;
+    \neg$71  <= \$319 ;
   always @(posedge clk)
-    q_lo <= \$319 ;
+    q_lo <= \$320 ;
   always @(posedge clk)
-    q_hi <= \$320 ;
+    q_hi <= \$321 ;
   \hwnorm_topk_s16.math.div  div (
     .clk(clk),
     .\den$13 (den),
@@ -1425,9 +1427,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h14:
           /* empty */;
       7'h15:
-          rem_init = \$9 [23:0];
-      7'h16:
           /* empty */;
+      7'h16:
+          rem_init = \$9 [23:0];
       7'h17:
           /* empty */;
       7'h18:
@@ -1451,9 +1453,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h21:
           /* empty */;
       7'h22:
-          rem_init = \$14 [23:0];
-      7'h23:
           /* empty */;
+      7'h23:
+          rem_init = \$14 [23:0];
       7'h24:
           /* empty */;
       7'h25:
@@ -1473,6 +1475,8 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2c:
           /* empty */;
       7'h2d:
+          /* empty */;
+      7'h2e:
           rem_init = \$17 [23:0];
     endcase
   end
@@ -1519,9 +1523,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h14:
           /* empty */;
       7'h15:
-          lo_init = \$10 [34:0];
-      7'h16:
           /* empty */;
+      7'h16:
+          lo_init = \$10 [34:0];
       7'h17:
           /* empty */;
       7'h18:
@@ -1545,9 +1549,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h21:
           /* empty */;
       7'h22:
-          lo_init = \$15 [34:0];
-      7'h23:
           /* empty */;
+      7'h23:
+          lo_init = \$15 [34:0];
       7'h24:
           /* empty */;
       7'h25:
@@ -1567,6 +1571,8 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2c:
           /* empty */;
       7'h2d:
+          /* empty */;
+      7'h2e:
           lo_init = \$18 [34:0];
     endcase
   end
@@ -1613,9 +1619,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h14:
           /* empty */;
       7'h15:
-          neg = div_neg;
-      7'h16:
           /* empty */;
+      7'h16:
+          neg = div_neg;
       7'h17:
           /* empty */;
       7'h18:
@@ -1639,9 +1645,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h21:
           /* empty */;
       7'h22:
-          neg = div_neg;
-      7'h23:
           /* empty */;
+      7'h23:
+          neg = div_neg;
       7'h24:
           /* empty */;
       7'h25:
@@ -1661,6 +1667,8 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2c:
           /* empty */;
       7'h2d:
+          /* empty */;
+      7'h2e:
           neg = div_neg;
     endcase
   end
@@ -1707,9 +1715,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h14:
           /* empty */;
       7'h15:
-          den = { 11'h000, chan[13:1] };
-      7'h16:
           /* empty */;
+      7'h16:
+          den = { 11'h000, chan[13:1] };
       7'h17:
           /* empty */;
       7'h18:
@@ -1733,9 +1741,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h21:
           /* empty */;
       7'h22:
-          den = den_norm[55:32];
-      7'h23:
           /* empty */;
+      7'h23:
+          den = den_norm[55:32];
       7'h24:
           /* empty */;
       7'h25:
@@ -1755,6 +1763,8 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2c:
           /* empty */;
       7'h2d:
+          /* empty */;
+      7'h2e:
           den = { 11'h000, chan[13:1] };
     endcase
   end
@@ -1801,9 +1811,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h14:
           /* empty */;
       7'h15:
-          steps = 6'h11;
-      7'h16:
           /* empty */;
+      7'h16:
+          steps = 6'h11;
       7'h17:
           /* empty */;
       7'h18:
@@ -1827,9 +1837,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h21:
           /* empty */;
       7'h22:
-          steps = 6'h16;
-      7'h23:
           /* empty */;
+      7'h23:
+          steps = 6'h16;
       7'h24:
           /* empty */;
       7'h25:
@@ -1849,6 +1859,8 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2c:
           /* empty */;
       7'h2d:
+          /* empty */;
+      7'h2e:
           steps = 6'h23;
     endcase
   end
@@ -1901,15 +1913,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h17:
           /* empty */;
       7'h18:
-          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
-      7'h19:
           /* empty */;
+      7'h19:
+          a = { floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q[17], floor_q };
       7'h1a:
           /* empty */;
       7'h1b:
-          a = { \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13  };
-      7'h1c:
           /* empty */;
+      7'h1c:
+          a = { \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13 [16], \$13  };
       7'h1d:
           /* empty */;
       7'h1e:
@@ -1935,9 +1947,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h28:
           /* empty */;
       7'h29:
-          a = { 12'h000, gain_x };
-      7'h2a:
           /* empty */;
+      7'h2a:
+          a = { 12'h000, gain_x };
       7'h2b:
           /* empty */;
       7'h2c:
@@ -1957,19 +1969,19 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h33:
           /* empty */;
       7'h34:
-          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
+          /* empty */;
       7'h35:
-          /* empty */;
+          a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
       7'h36:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
-      7'h38:
-          a = { \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25  };
-      7'h39:
+      7'h03:
           /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          a = { \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25 [16], \$25  };
       7'h3a:
           /* empty */;
       7'h3b:
@@ -1989,9 +2001,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h42:
           /* empty */;
       7'h43:
-          a = { 12'h000, gain_x };
-      7'h44:
           /* empty */;
+      7'h44:
+          a = { 12'h000, gain_x };
       7'h45:
           /* empty */;
       7'h46:
@@ -2005,6 +2017,8 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h4a:
           /* empty */;
       7'h4b:
+          /* empty */;
+      7'h4c:
           a = { a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin[21], a_fin };
     endcase
   end
@@ -2057,15 +2071,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h17:
           /* empty */;
       7'h18:
-          b = { 15'h0000, chan[13:1] };
-      7'h19:
           /* empty */;
+      7'h19:
+          b = { 15'h0000, chan[13:1] };
       7'h1a:
           /* empty */;
       7'h1b:
-          b = { 15'h0000, chan[13:1] };
-      7'h1c:
           /* empty */;
+      7'h1c:
+          b = { 15'h0000, chan[13:1] };
       7'h1d:
           /* empty */;
       7'h1e:
@@ -2091,9 +2105,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h28:
           /* empty */;
       7'h29:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h2a:
           /* empty */;
+      7'h2a:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h2b:
           /* empty */;
       7'h2c:
@@ -2113,19 +2127,19 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h33:
           /* empty */;
       7'h34:
-          b = { \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21  };
+          /* empty */;
       7'h35:
-          /* empty */;
+          b = { \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21 [18], \$21  };
       7'h36:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
-      7'h38:
-          b = { 4'h0, chan[152:129] };
-      7'h39:
+      7'h03:
           /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          b = { 4'h0, chan[152:129] };
       7'h3a:
           /* empty */;
       7'h3b:
@@ -2145,9 +2159,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h42:
           /* empty */;
       7'h43:
-          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
-      7'h44:
           /* empty */;
+      7'h44:
+          b = { mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem[13], mean_rem };
       7'h45:
           /* empty */;
       7'h46:
@@ -2161,6 +2175,8 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h4a:
           /* empty */;
       7'h4b:
+          /* empty */;
+      7'h4c:
           b = { \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29 [18], \$29  };
     endcase
   end
@@ -2213,15 +2229,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h17:
           /* empty */;
       7'h18:
-          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      7'h19:
           /* empty */;
+      7'h19:
+          c = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       7'h1a:
           /* empty */;
       7'h1b:
-          c = 76'h0000000000000000000;
-      7'h1c:
           /* empty */;
+      7'h1c:
+          c = 76'h0000000000000000000;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -2247,9 +2263,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h28:
           /* empty */;
       7'h29:
-          c = 76'h0000000000000000000;
-      7'h2a:
           /* empty */;
+      7'h2a:
+          c = 76'h0000000000000000000;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -2269,19 +2285,19 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h33:
           /* empty */;
       7'h34:
-          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
+          /* empty */;
       7'h35:
-          /* empty */;
+          c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
       7'h36:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
-      7'h38:
-          c = 76'h0000000000000000000;
-      7'h39:
+      7'h03:
           /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          c = 76'h0000000000000000000;
       7'h3a:
           /* empty */;
       7'h3b:
@@ -2301,9 +2317,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h42:
           /* empty */;
       7'h43:
-          c = 76'h0000000000000000000;
-      7'h44:
           /* empty */;
+      7'h44:
+          c = 76'h0000000000000000000;
       7'h45:
           /* empty */;
       7'h46:
@@ -2317,6 +2333,8 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h4a:
           /* empty */;
       7'h4b:
+          /* empty */;
+      7'h4c:
           c = { c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin[38], c_fin };
     endcase
   end
@@ -2369,15 +2387,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h17:
           /* empty */;
       7'h18:
-          \neg$20  = 1'h1;
-      7'h19:
           /* empty */;
+      7'h19:
+          \neg$20  = 1'h1;
       7'h1a:
           /* empty */;
       7'h1b:
-          \neg$20  = 1'h0;
-      7'h1c:
           /* empty */;
+      7'h1c:
+          \neg$20  = 1'h0;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -2403,9 +2421,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h28:
           /* empty */;
       7'h29:
-          \neg$20  = \$16 ;
-      7'h2a:
           /* empty */;
+      7'h2a:
+          \neg$20  = \$16 ;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -2425,19 +2443,19 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h33:
           /* empty */;
       7'h34:
-          \neg$20  = \$22 ;
+          /* empty */;
       7'h35:
-          /* empty */;
+          \neg$20  = \$22 ;
       7'h36:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
-      7'h38:
-          \neg$20  = 1'h0;
-      7'h39:
+      7'h03:
           /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \neg$20  = 1'h0;
       7'h3a:
           /* empty */;
       7'h3b:
@@ -2457,9 +2475,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h42:
           /* empty */;
       7'h43:
-          \neg$20  = \$26 ;
-      7'h44:
           /* empty */;
+      7'h44:
+          \neg$20  = \$26 ;
       7'h45:
           /* empty */;
       7'h46:
@@ -2473,6 +2491,8 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h4a:
           /* empty */;
       7'h4b:
+          /* empty */;
+      7'h4c:
           \neg$20  = \$30 ;
     endcase
   end
@@ -2525,15 +2545,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h17:
           /* empty */;
       7'h18:
-          \steps$21  = 5'h0d;
-      7'h19:
           /* empty */;
+      7'h19:
+          \steps$21  = 5'h0d;
       7'h1a:
           /* empty */;
       7'h1b:
-          \steps$21  = 5'h0d;
-      7'h1c:
           /* empty */;
+      7'h1c:
+          \steps$21  = 5'h0d;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -2559,9 +2579,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h28:
           /* empty */;
       7'h29:
-          \steps$21  = 5'h0d;
-      7'h2a:
           /* empty */;
+      7'h2a:
+          \steps$21  = 5'h0d;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -2581,19 +2601,19 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h33:
           /* empty */;
       7'h34:
-          \steps$21  = 5'h11;
+          /* empty */;
       7'h35:
-          /* empty */;
+          \steps$21  = 5'h11;
       7'h36:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
-      7'h38:
-          \steps$21  = 5'h18;
-      7'h39:
+      7'h03:
           /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          \steps$21  = 5'h18;
       7'h3a:
           /* empty */;
       7'h3b:
@@ -2613,9 +2633,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h42:
           /* empty */;
       7'h43:
-          \steps$21  = 5'h08;
-      7'h44:
           /* empty */;
+      7'h44:
+          \steps$21  = 5'h08;
       7'h45:
           /* empty */;
       7'h46:
@@ -2629,6 +2649,8 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h4a:
           /* empty */;
       7'h4b:
+          /* empty */;
+      7'h4c:
           \steps$21  = 5'h11;
     endcase
   end
@@ -2742,9 +2764,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -2790,36 +2812,11 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h4d:
           /* empty */;
+      7'h4e:
+          /* empty */;
       7'h01:
           done = 1'h1;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = 1'h0;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          (* full_case = 32'd1 *)
-          if (\$119 ) begin
-          end else begin
-            \$274  = \$125 ;
-          end
-    endcase
-    if (rst) begin
-      \$274  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2839,9 +2836,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h08:
           (* full_case = 32'd1 *)
-          if (\$119 ) begin
+          if (\$120 ) begin
           end else begin
-            \$275  = \$132 ;
+            \$275  = \$126 ;
           end
     endcase
     if (rst) begin
@@ -2850,227 +2847,256 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = fsm_state;
+    \$276  = 1'h0;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          (* full_case = 32'd1 *)
+          if (\$120 ) begin
+          end else begin
+            \$276  = \$133 ;
+          end
+    endcase
+    if (rst) begin
+      \$276  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$277  = fsm_state;
     casez (fsm_state)
       7'h00:
           if (\start$36 ) begin
             casez (entry)
               2'h0:
-                  \$276  = 7'h01;
+                  \$277  = 7'h01;
               2'h1:
-                  \$276  = 7'h02;
+                  \$277  = 7'h02;
               2'h2:
-                  \$276  = 7'h03;
+                  \$277  = 7'h03;
             endcase
           end
       7'h02:
-          \$276  = 7'h04;
+          \$277  = 7'h04;
       7'h04:
-          \$276  = 7'h05;
+          \$277  = 7'h05;
       7'h05:
-          \$276  = 7'h06;
+          \$277  = 7'h06;
       7'h06:
           if (\done$39 ) begin
-            \$276  = 7'h07;
+            \$277  = 7'h07;
           end
       7'h07:
-          \$276  = 7'h08;
+          \$277  = 7'h08;
       7'h08:
         begin
-          \$276  = 7'h09;
-          if (\$119 ) begin
-            \$276  = 7'h0a;
+          \$277  = 7'h09;
+          if (\$120 ) begin
+            \$277  = 7'h0a;
           end
         end
       7'h09:
-          \$276  = 7'h08;
+          \$277  = 7'h08;
       7'h0a:
-          \$276  = 7'h0b;
+          \$277  = 7'h0b;
       7'h0b:
-          \$276  = 7'h0c;
+          \$277  = 7'h0c;
       7'h0c:
           if (\done$49 ) begin
-            \$276  = 7'h0d;
+            \$277  = 7'h0d;
           end
       7'h0d:
-          \$276  = 7'h0e;
+          \$277  = 7'h0e;
       7'h0e:
-          \$276  = 7'h0f;
+          \$277  = 7'h0f;
       7'h0f:
           if (\done$49 ) begin
-            \$276  = 7'h10;
+            \$277  = 7'h10;
           end
       7'h10:
-          \$276  = 7'h11;
+          \$277  = 7'h11;
       7'h11:
-          \$276  = 7'h12;
+          \$277  = 7'h12;
       7'h12:
           if (\done$49 ) begin
-            \$276  = 7'h13;
+            \$277  = 7'h13;
           end
       7'h13:
-          \$276  = 7'h14;
+          \$277  = 7'h14;
       7'h14:
-          \$276  = 7'h15;
+          \$277  = 7'h15;
       7'h15:
-          \$276  = 7'h16;
+          \$277  = 7'h16;
       7'h16:
-          if (\done$39 ) begin
-            \$276  = 7'h17;
-          end
+          \$277  = 7'h17;
       7'h17:
-          \$276  = 7'h18;
-      7'h18:
-          \$276  = 7'h19;
-      7'h19:
-          if (\done$49 ) begin
-            \$276  = 7'h1a;
-          end
-      7'h1a:
-          \$276  = 7'h1b;
-      7'h1b:
-          \$276  = 7'h1c;
-      7'h1c:
-          if (\done$49 ) begin
-            \$276  = 7'h1d;
-          end
-      7'h1d:
-          \$276  = 7'h1e;
-      7'h1e:
-          if (\$150 ) begin
-            \$276  = 7'h1f;
-          end
-      7'h1f:
-          \$276  = 7'h20;
-      7'h20:
-          \$276  = 7'h21;
-      7'h21:
-          \$276  = 7'h22;
-      7'h22:
-          \$276  = 7'h23;
-      7'h23:
           if (\done$39 ) begin
-            \$276  = 7'h24;
+            \$277  = 7'h18;
           end
-      7'h24:
-          \$276  = 7'h25;
-      7'h25:
-          \$276  = 7'h26;
-      7'h26:
-          if (\$178 ) begin
-            \$276  = 7'h27;
-          end
-      7'h27:
-          \$276  = 7'h28;
-      7'h28:
-          \$276  = 7'h29;
-      7'h29:
-          \$276  = 7'h2a;
-      7'h2a:
+      7'h18:
+          \$277  = 7'h19;
+      7'h19:
+          \$277  = 7'h1a;
+      7'h1a:
           if (\done$49 ) begin
-            \$276  = 7'h2b;
+            \$277  = 7'h1b;
           end
+      7'h1b:
+          \$277  = 7'h1c;
+      7'h1c:
+          \$277  = 7'h1d;
+      7'h1d:
+          if (\done$49 ) begin
+            \$277  = 7'h1e;
+          end
+      7'h1e:
+          \$277  = 7'h1f;
+      7'h1f:
+          if (\$151 ) begin
+            \$277  = 7'h20;
+          end
+      7'h20:
+          \$277  = 7'h21;
+      7'h21:
+          \$277  = 7'h22;
+      7'h22:
+          \$277  = 7'h23;
+      7'h23:
+          \$277  = 7'h24;
+      7'h24:
+          if (\done$39 ) begin
+            \$277  = 7'h25;
+          end
+      7'h25:
+          \$277  = 7'h26;
+      7'h26:
+          \$277  = 7'h27;
+      7'h27:
+          if (\$179 ) begin
+            \$277  = 7'h28;
+          end
+      7'h28:
+          \$277  = 7'h29;
+      7'h29:
+          \$277  = 7'h2a;
+      7'h2a:
+          \$277  = 7'h2b;
       7'h2b:
-          \$276  = 7'h2c;
+          if (\done$49 ) begin
+            \$277  = 7'h2c;
+          end
       7'h2c:
-          \$276  = 7'h2d;
+          \$277  = 7'h2d;
       7'h2d:
-          \$276  = 7'h2e;
+          \$277  = 7'h2e;
       7'h2e:
-          if (\done$39 ) begin
-            \$276  = 7'h2f;
-          end
+          \$277  = 7'h2f;
       7'h2f:
-          \$276  = 7'h30;
+          if (\done$39 ) begin
+            \$277  = 7'h30;
+          end
       7'h30:
-          \$276  = 7'h31;
+          \$277  = 7'h31;
       7'h31:
-          \$276  = 7'h32;
+          \$277  = 7'h32;
       7'h32:
-          \$276  = 7'h33;
+          \$277  = 7'h33;
       7'h33:
-          \$276  = 7'h34;
+          \$277  = 7'h34;
       7'h34:
-          \$276  = 7'h35;
+          \$277  = 7'h35;
       7'h35:
-          if (\done$49 ) begin
-            \$276  = 7'h36;
-          end
+          \$277  = 7'h36;
       7'h36:
-          \$276  = 7'h01;
-      7'h03:
-          \$276  = 7'h37;
+          if (\done$49 ) begin
+            \$277  = 7'h37;
+          end
       7'h37:
-          \$276  = 7'h38;
+          \$277  = 7'h01;
+      7'h03:
+          \$277  = 7'h38;
       7'h38:
-          \$276  = 7'h39;
+          \$277  = 7'h39;
       7'h39:
-          if (\done$49 ) begin
-            \$276  = 7'h3a;
-          end
+          \$277  = 7'h3a;
       7'h3a:
-          \$276  = 7'h3b;
+          if (\done$49 ) begin
+            \$277  = 7'h3b;
+          end
       7'h3b:
-          if (\$219 ) begin
-            \$276  = 7'h3c;
-          end
+          \$277  = 7'h3c;
       7'h3c:
-          \$276  = 7'h3d;
+          if (\$220 ) begin
+            \$277  = 7'h3d;
+          end
       7'h3d:
-          \$276  = 7'h3e;
+          \$277  = 7'h3e;
       7'h3e:
-          \$276  = 7'h3f;
+          \$277  = 7'h3f;
       7'h3f:
-          \$276  = 7'h40;
+          \$277  = 7'h40;
       7'h40:
-          if (\$244 ) begin
-            \$276  = 7'h41;
-          end
+          \$277  = 7'h41;
       7'h41:
-          \$276  = 7'h42;
+          if (\$245 ) begin
+            \$277  = 7'h42;
+          end
       7'h42:
-          \$276  = 7'h43;
+          \$277  = 7'h43;
       7'h43:
-          \$276  = 7'h44;
+          \$277  = 7'h44;
       7'h44:
-          if (\done$49 ) begin
-            \$276  = 7'h45;
-          end
+          \$277  = 7'h45;
       7'h45:
-          \$276  = 7'h46;
-      7'h46:
-          \$276  = 7'h47;
-      7'h47:
-          \$276  = 7'h48;
-      7'h48:
-          \$276  = 7'h49;
-      7'h49:
-          \$276  = 7'h4a;
-      7'h4a:
-          \$276  = 7'h4b;
-      7'h4b:
-          \$276  = 7'h4c;
-      7'h4c:
           if (\done$49 ) begin
-            \$276  = 7'h4d;
+            \$277  = 7'h46;
           end
+      7'h46:
+          \$277  = 7'h47;
+      7'h47:
+          \$277  = 7'h48;
+      7'h48:
+          \$277  = 7'h49;
+      7'h49:
+          \$277  = 7'h4a;
+      7'h4a:
+          \$277  = 7'h4b;
+      7'h4b:
+          \$277  = 7'h4c;
+      7'h4c:
+          \$277  = 7'h4d;
       7'h4d:
-          \$276  = 7'h01;
+          if (\done$49 ) begin
+            \$277  = 7'h4e;
+          end
+      7'h4e:
+          \$277  = 7'h01;
       7'h01:
-          \$276  = 7'h00;
+          \$277  = 7'h00;
     endcase
     if (rst) begin
-      \$276  = 7'h00;
+      \$277  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = div_num;
+    \$278  = div_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h02:
-          \$277  = { \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109 [29], \$109  };
+          \$278  = { \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110 [29], \$110  };
       7'h04:
           /* empty */;
       7'h05:
@@ -3102,102 +3128,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h12:
           /* empty */;
       7'h13:
-          \$277  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          \$277  = { 5'h00, \$154  };
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          \$277  = { gain_p[49], gain_p };
-    endcase
-    if (rst) begin
-      \$277  = 51'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = div_mag;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          \$278  = \$112 [50:0];
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
           /* empty */;
       7'h14:
-          \$278  = \$141 [50:0];
+          \$278  = { sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum[28], sum };
       7'h15:
           /* empty */;
       7'h16:
@@ -3223,7 +3156,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h20:
           /* empty */;
       7'h21:
-          \$278  = \$157 [50:0];
+          \$278  = { 5'h00, \$155  };
       7'h22:
           /* empty */;
       7'h23:
@@ -3245,7 +3178,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2b:
           /* empty */;
       7'h2c:
-          \$278  = \$184 [50:0];
+          \$278  = { gain_p[49], gain_p };
     endcase
     if (rst) begin
       \$278  = 51'h0000000000000;
@@ -3253,14 +3186,14 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = div_neg;
+    \$279  = div_mag;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h02:
           /* empty */;
       7'h04:
-          \$279  = \$113 ;
+          \$279  = \$113 [50:0];
       7'h05:
           /* empty */;
       7'h06:
@@ -3292,9 +3225,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h13:
           /* empty */;
       7'h14:
-          \$279  = \$142 ;
-      7'h15:
           /* empty */;
+      7'h15:
+          \$279  = \$142 [50:0];
       7'h16:
           /* empty */;
       7'h17:
@@ -3318,9 +3251,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h20:
           /* empty */;
       7'h21:
-          \$279  = \$158 ;
-      7'h22:
           /* empty */;
+      7'h22:
+          \$279  = \$158 [50:0];
       7'h23:
           /* empty */;
       7'h24:
@@ -3340,24 +3273,26 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2b:
           /* empty */;
       7'h2c:
-          \$279  = \$185 ;
+          /* empty */;
+      7'h2d:
+          \$279  = \$185 [50:0];
     endcase
     if (rst) begin
-      \$279  = 1'h0;
+      \$279  = 51'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = \start$5 ;
+    \$280  = div_neg;
     casez (fsm_state)
       7'h00:
           /* empty */;
       7'h02:
           /* empty */;
       7'h04:
-          \$280  = 1'h1;
+          \$280  = \$114 ;
       7'h05:
-          \$280  = 1'h0;
+          /* empty */;
       7'h06:
           /* empty */;
       7'h07:
@@ -3387,9 +3322,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h13:
           /* empty */;
       7'h14:
-          \$280  = 1'h1;
+          /* empty */;
       7'h15:
-          \$280  = 1'h0;
+          \$280  = \$143 ;
       7'h16:
           /* empty */;
       7'h17:
@@ -3413,9 +3348,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h20:
           /* empty */;
       7'h21:
-          \$280  = 1'h1;
+          /* empty */;
       7'h22:
-          \$280  = 1'h0;
+          \$280  = \$159 ;
       7'h23:
           /* empty */;
       7'h24:
@@ -3435,9 +3370,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2b:
           /* empty */;
       7'h2c:
-          \$280  = 1'h1;
+          /* empty */;
       7'h2d:
-          \$280  = 1'h0;
+          \$280  = \$186 ;
     endcase
     if (rst) begin
       \$280  = 1'h0;
@@ -3445,7 +3380,106 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = f2;
+    \$281  = \start$5 ;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          \$281  = 1'h1;
+      7'h05:
+          \$281  = 1'h0;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          \$281  = 1'h1;
+      7'h16:
+          \$281  = 1'h0;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          \$281  = 1'h1;
+      7'h23:
+          \$281  = 1'h0;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          \$281  = 1'h1;
+      7'h2e:
+          \$281  = 1'h0;
+    endcase
+    if (rst) begin
+      \$281  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$282  = f2;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3457,16 +3491,16 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h06:
           if (\done$39 ) begin
-            \$281  = q[18:0];
+            \$282  = q[18:0];
           end
     endcase
     if (rst) begin
-      \$281  = 19'h00000;
+      \$282  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = hsum;
+    \$283  = hsum;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3479,23 +3513,23 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h06:
           /* empty */;
       7'h07:
-          \$282  = 22'h000000;
+          \$283  = 22'h000000;
       7'h08:
           /* empty */;
       7'h09:
-          if (\$133 ) begin
-            \$282  = \$134 [21:0];
+          if (\$134 ) begin
+            \$283  = \$135 [21:0];
           end else if (pick_on_train_2) begin
-            \$282  = \$136 [21:0];
+            \$283  = \$137 [21:0];
           end
     endcase
     if (rst) begin
-      \$282  = 22'h000000;
+      \$283  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = dcount;
+    \$284  = dcount;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3508,23 +3542,23 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h06:
           /* empty */;
       7'h07:
-          \$283  = 6'h00;
+          \$284  = 6'h00;
       7'h08:
           /* empty */;
       7'h09:
-          if (\$133 ) begin
-            \$283  = \$135 [5:0];
+          if (\$134 ) begin
+            \$284  = \$136 [5:0];
           end else if (pick_on_train_2) begin
-            \$283  = \$137 [5:0];
+            \$284  = \$138 [5:0];
           end
     endcase
     if (rst) begin
-      \$283  = 6'h00;
+      \$284  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = merge_step;
+    \$285  = merge_step;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3537,19 +3571,19 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h06:
           /* empty */;
       7'h07:
-          \$284  = 4'h0;
+          \$285  = 4'h0;
       7'h08:
           /* empty */;
       7'h09:
-          \$284  = \$138 [3:0];
+          \$285  = \$139 [3:0];
     endcase
     if (rst) begin
-      \$284  = 4'h0;
+      \$285  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = head_top;
+    \$286  = head_top;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3564,30 +3598,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h07:
           /* empty */;
       7'h08:
-          \$285  = top;
-    endcase
-    if (rst) begin
-      \$285  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = head_bottom;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          \$286  = bottom;
+          \$286  = top;
     endcase
     if (rst) begin
       \$286  = 16'h0000;
@@ -3595,7 +3606,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = take_top_train_2;
+    \$287  = head_bottom;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3610,15 +3621,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h07:
           /* empty */;
       7'h08:
-          \$287  = \$115 ;
+          \$287  = bottom;
     endcase
     if (rst) begin
-      \$287  = 1'h0;
+      \$287  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = pick_on_train_2;
+    \$288  = take_top_train_2;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3633,7 +3644,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h07:
           /* empty */;
       7'h08:
-          \$288  = \$118 ;
+          \$288  = \$116 ;
     endcase
     if (rst) begin
       \$288  = 1'h0;
@@ -3641,7 +3652,30 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = start;
+    \$289  = pick_on_train_2;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          \$289  = \$119 ;
+    endcase
+    if (rst) begin
+      \$289  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$290  = start;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3660,21 +3694,21 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h09:
           /* empty */;
       7'h0a:
-          \$289  = 1'h1;
+          \$290  = 1'h1;
       7'h0b:
-          \$289  = 1'h0;
+          \$290  = 1'h0;
       7'h0c:
           /* empty */;
       7'h0d:
-          \$289  = 1'h1;
+          \$290  = 1'h1;
       7'h0e:
-          \$289  = 1'h0;
+          \$290  = 1'h0;
       7'h0f:
           /* empty */;
       7'h10:
-          \$289  = 1'h1;
+          \$290  = 1'h1;
       7'h11:
-          \$289  = 1'h0;
+          \$290  = 1'h0;
       7'h12:
           /* empty */;
       7'h13:
@@ -3686,17 +3720,17 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h16:
           /* empty */;
       7'h17:
-          \$289  = 1'h1;
+          /* empty */;
       7'h18:
-          \$289  = 1'h0;
+          \$290  = 1'h1;
       7'h19:
-          /* empty */;
+          \$290  = 1'h0;
       7'h1a:
-          \$289  = 1'h1;
-      7'h1b:
-          \$289  = 1'h0;
-      7'h1c:
           /* empty */;
+      7'h1b:
+          \$290  = 1'h1;
+      7'h1c:
+          \$290  = 1'h0;
       7'h1d:
           /* empty */;
       7'h1e:
@@ -3720,11 +3754,11 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h27:
           /* empty */;
       7'h28:
-          \$289  = 1'h1;
-      7'h29:
-          \$289  = 1'h0;
-      7'h2a:
           /* empty */;
+      7'h29:
+          \$290  = 1'h1;
+      7'h2a:
+          \$290  = 1'h0;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -3742,21 +3776,21 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h32:
           /* empty */;
       7'h33:
-          \$289  = 1'h1;
-      7'h34:
-          \$289  = 1'h0;
-      7'h35:
           /* empty */;
+      7'h34:
+          \$290  = 1'h1;
+      7'h35:
+          \$290  = 1'h0;
       7'h36:
+          /* empty */;
+      7'h37:
           /* empty */;
       7'h03:
           /* empty */;
-      7'h37:
-          \$289  = 1'h1;
       7'h38:
-          \$289  = 1'h0;
+          \$290  = 1'h1;
       7'h39:
-          /* empty */;
+          \$290  = 1'h0;
       7'h3a:
           /* empty */;
       7'h3b:
@@ -3774,11 +3808,11 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h41:
           /* empty */;
       7'h42:
-          \$289  = 1'h1;
-      7'h43:
-          \$289  = 1'h0;
-      7'h44:
           /* empty */;
+      7'h43:
+          \$290  = 1'h1;
+      7'h44:
+          \$290  = 1'h0;
       7'h45:
           /* empty */;
       7'h46:
@@ -3790,17 +3824,19 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h49:
           /* empty */;
       7'h4a:
-          \$289  = 1'h1;
+          /* empty */;
       7'h4b:
-          \$289  = 1'h0;
+          \$290  = 1'h1;
+      7'h4c:
+          \$290  = 1'h0;
     endcase
     if (rst) begin
-      \$289  = 1'h0;
+      \$290  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = t;
+    \$291  = t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3824,7 +3860,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h0c:
           if (\done$49 ) begin
-            \$290  = p[45:0];
+            \$291  = p[45:0];
           end
       7'h0d:
           /* empty */;
@@ -3832,16 +3868,16 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h0f:
           if (\done$49 ) begin
-            \$290  = p[45:0];
+            \$291  = p[45:0];
           end
     endcase
     if (rst) begin
-      \$290  = 46'h000000000000;
+      \$291  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = \den$51 ;
+    \$292  = \den$51 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3877,16 +3913,16 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h12:
           if (\done$49 ) begin
-            \$291  = p[55:0];
+            \$292  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$291  = 56'h00000000000000;
+      \$292  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = floor_q;
+    \$293  = floor_q;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -3929,11 +3965,11 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h15:
           /* empty */;
       7'h16:
+          /* empty */;
+      7'h17:
           if (\done$39 ) begin
-            \$292  = q[17:0];
+            \$293  = q[17:0];
           end
-      7'h17:
-          /* empty */;
       7'h18:
           /* empty */;
       7'h19:
@@ -3995,263 +4031,140 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h35:
           /* empty */;
       7'h36:
-          /* empty */;
-      7'h03:
-          \$292  = \$211 [17:0];
-    endcase
-    if (rst) begin
-      \$292  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = mean_rem;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          if (\done$49 ) begin
-            \$293  = p[13:0];
-          end
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          \$293  = { 6'h00, chan[112:105] };
-    endcase
-    if (rst) begin
-      \$293  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = gain_num;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          if (\done$49 ) begin
-            \$294  = p[39:0];
-          end
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
           /* empty */;
       7'h37:
           /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          if (\done$49 ) begin
-            \$294  = p[39:0];
-          end
+      7'h03:
+          \$293  = \$212 [17:0];
     endcase
     if (rst) begin
-      \$294  = 40'h0000000000;
+      \$293  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = den_norm;
+    \$294  = mean_rem;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          if (\done$49 ) begin
+            \$294  = p[13:0];
+          end
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h03:
+          \$294  = { 6'h00, chan[112:105] };
+    endcase
+    if (rst) begin
+      \$294  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$295  = gain_num;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4308,11 +4221,11 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h1c:
           /* empty */;
       7'h1d:
-          \$295  = \den$51 ;
-      7'h1e:
-          if (\$143 ) begin
-            \$295  = \$144 [55:0];
+          if (\done$49 ) begin
+            \$295  = p[39:0];
           end
+      7'h1e:
+          /* empty */;
       7'h1f:
           /* empty */;
       7'h20:
@@ -4361,28 +4274,26 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
       7'h39:
           /* empty */;
       7'h3a:
-          \$295  = 56'h80000000000000;
-      7'h3b:
-          if (\$212 ) begin
-            \$295  = \$213 [55:0];
+          if (\done$49 ) begin
+            \$295  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$295  = 56'h00000000000000;
+      \$295  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = num_norm;
+    \$296  = den_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4439,13 +4350,13 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h1c:
           /* empty */;
       7'h1d:
-          \$296  = gain_num[38:0];
-      7'h1e:
-          if (\$146 ) begin
-            \$296  = \$147 [38:0];
-          end
-      7'h1f:
           /* empty */;
+      7'h1e:
+          \$296  = \den$51 ;
+      7'h1f:
+          if (\$144 ) begin
+            \$296  = \$145 [55:0];
+          end
       7'h20:
           /* empty */;
       7'h21:
@@ -4492,28 +4403,30 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
       7'h39:
           /* empty */;
       7'h3a:
-          \$296  = gain_num[38:0];
+          /* empty */;
       7'h3b:
-          if (\$215 ) begin
-            \$296  = \$216 [38:0];
+          \$296  = 56'h80000000000000;
+      7'h3c:
+          if (\$213 ) begin
+            \$296  = \$214 [55:0];
           end
     endcase
     if (rst) begin
-      \$296  = 39'h0000000000;
+      \$296  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = num_zeros;
+    \$297  = num_norm;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4570,13 +4483,13 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h1c:
           /* empty */;
       7'h1d:
-          \$297  = 6'h00;
-      7'h1e:
-          if (\$146 ) begin
-            \$297  = \$148 [5:0];
-          end
-      7'h1f:
           /* empty */;
+      7'h1e:
+          \$297  = gain_num[38:0];
+      7'h1f:
+          if (\$147 ) begin
+            \$297  = \$148 [38:0];
+          end
       7'h20:
           /* empty */;
       7'h21:
@@ -4623,28 +4536,30 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
       7'h39:
           /* empty */;
       7'h3a:
-          \$297  = 6'h00;
+          /* empty */;
       7'h3b:
-          if (\$215 ) begin
-            \$297  = \$217 [5:0];
+          \$297  = gain_num[38:0];
+      7'h3c:
+          if (\$216 ) begin
+            \$297  = \$217 [38:0];
           end
     endcase
     if (rst) begin
-      \$297  = 6'h00;
+      \$297  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = den_zeros;
+    \$298  = num_zeros;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4701,13 +4616,13 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h1c:
           /* empty */;
       7'h1d:
+          /* empty */;
+      7'h1e:
           \$298  = 6'h00;
-      7'h1e:
-          if (\$143 ) begin
-            \$298  = \$145 [5:0];
-          end
       7'h1f:
-          /* empty */;
+          if (\$147 ) begin
+            \$298  = \$149 [5:0];
+          end
       7'h20:
           /* empty */;
       7'h21:
@@ -4754,19 +4669,21 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
       7'h39:
           /* empty */;
       7'h3a:
-          \$298  = 6'h00;
+          /* empty */;
       7'h3b:
-          if (\$212 ) begin
-            \$298  = \$214 [5:0];
+          \$298  = 6'h00;
+      7'h3c:
+          if (\$216 ) begin
+            \$298  = \$218 [5:0];
           end
     endcase
     if (rst) begin
@@ -4775,7 +4692,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = loop_n;
+    \$299  = den_zeros;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4834,14 +4751,11 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h1d:
           /* empty */;
       7'h1e:
-        begin
-          \$299  = \$149 [5:0];
-          if (\$150 ) begin
-            \$299  = 6'h00;
-          end
-        end
+          \$299  = 6'h00;
       7'h1f:
-          /* empty */;
+          if (\$144 ) begin
+            \$299  = \$146 [5:0];
+          end
       7'h20:
           /* empty */;
       7'h21:
@@ -4855,12 +4769,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h25:
           /* empty */;
       7'h26:
-        begin
-          \$299  = \$177 [5:0];
-          if (\$178 ) begin
-            \$299  = 6'h00;
-          end
-        end
+          /* empty */;
       7'h27:
           /* empty */;
       7'h28:
@@ -4893,9 +4802,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -4904,27 +4813,11 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h3a:
           /* empty */;
       7'h3b:
-        begin
-          \$299  = \$218 [5:0];
-          if (\$219 ) begin
-            \$299  = 6'h00;
-          end
-        end
+          \$299  = 6'h00;
       7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-        begin
-          \$299  = \$243 [5:0];
-          if (\$244 ) begin
-            \$299  = 6'h00;
+          if (\$213 ) begin
+            \$299  = \$215 [5:0];
           end
-        end
     endcase
     if (rst) begin
       \$299  = 6'h00;
@@ -4932,7 +4825,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = gain_shift;
+    \$300  = loop_n;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -4993,7 +4886,12 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h1e:
           /* empty */;
       7'h1f:
-          \$300  = { \$152 [7], \$152  };
+        begin
+          \$300  = \$150 [5:0];
+          if (\$151 ) begin
+            \$300  = 6'h00;
+          end
+        end
       7'h20:
           /* empty */;
       7'h21:
@@ -5003,20 +4901,18 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h23:
           /* empty */;
       7'h24:
-          \$300  = \$163 [8:0];
+          /* empty */;
       7'h25:
           /* empty */;
       7'h26:
+          /* empty */;
+      7'h27:
         begin
-          if (\$167 ) begin
-            \$300  = \$169 [8:0];
-          end
-          if (\$173 ) begin
-            \$300  = \$175 [8:0];
+          \$300  = \$178 [5:0];
+          if (\$179 ) begin
+            \$300  = 6'h00;
           end
         end
-      7'h27:
-          /* empty */;
       7'h28:
           /* empty */;
       7'h29:
@@ -5047,9 +4943,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -5060,30 +4956,35 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h3b:
           /* empty */;
       7'h3c:
-          \$300  = \$221 ;
+        begin
+          \$300  = \$219 [5:0];
+          if (\$220 ) begin
+            \$300  = 6'h00;
+          end
+        end
       7'h3d:
           /* empty */;
       7'h3e:
-          \$300  = \$229 [8:0];
+          /* empty */;
       7'h3f:
           /* empty */;
       7'h40:
+          /* empty */;
+      7'h41:
         begin
-          if (\$233 ) begin
-            \$300  = \$235 [8:0];
-          end
-          if (\$239 ) begin
-            \$300  = \$241 [8:0];
+          \$300  = \$244 [5:0];
+          if (\$245 ) begin
+            \$300  = 6'h00;
           end
         end
     endcase
     if (rst) begin
-      \$300  = 9'h000;
+      \$300  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = gain_zero;
+    \$301  = gain_shift;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5144,9 +5045,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h1e:
           /* empty */;
       7'h1f:
-          \$301  = \$153 ;
-      7'h20:
           /* empty */;
+      7'h20:
+          \$301  = { \$153 [7], \$153  };
       7'h21:
           /* empty */;
       7'h22:
@@ -5156,11 +5057,18 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h24:
           /* empty */;
       7'h25:
-          /* empty */;
+          \$301  = \$164 [8:0];
       7'h26:
           /* empty */;
       7'h27:
-          /* empty */;
+        begin
+          if (\$168 ) begin
+            \$301  = \$170 [8:0];
+          end
+          if (\$174 ) begin
+            \$301  = \$176 [8:0];
+          end
+        end
       7'h28:
           /* empty */;
       7'h29:
@@ -5191,9 +5099,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -5204,710 +5112,727 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h3b:
           /* empty */;
       7'h3c:
+          /* empty */;
+      7'h3d:
           \$301  = \$222 ;
-    endcase
-    if (rst) begin
-      \$301  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = gain_q1;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          if (\done$39 ) begin
-            \$302  = q[23:0];
-          end
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          \$302  = \$224 [23:0];
-    endcase
-    if (rst) begin
-      \$302  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = gain_x;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          \$303  = { \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161 [23], \$161  };
-      7'h25:
-          /* empty */;
-      7'h26:
-        begin
-          if (\$167 ) begin
-            \$303  = \$168 ;
-          end
-          if (\$173 ) begin
-            \$303  = \$174 [34:0];
-          end
-        end
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          \$303  = { \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227 [23], \$227  };
-      7'h3f:
-          /* empty */;
-      7'h40:
-        begin
-          if (\$233 ) begin
-            \$303  = \$234 ;
-          end
-          if (\$239 ) begin
-            \$303  = \$240 [34:0];
-          end
-        end
-    endcase
-    if (rst) begin
-      \$303  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = scale_count;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          \$304  = 5'h00;
-      7'h25:
-          /* empty */;
-      7'h26:
-          \$304  = \$176 [4:0];
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          \$304  = 5'h00;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          \$304  = \$242 [4:0];
-    endcase
-    if (rst) begin
-      \$304  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = special_r;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          \$305  = \$166 ;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
       7'h3e:
           /* empty */;
       7'h3f:
-          \$305  = \$232 ;
-    endcase
-    if (rst) begin
-      \$305  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = sh;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          \$306  = \$181 [4:0];
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          /* empty */;
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
+          \$301  = \$230 [8:0];
       7'h40:
           /* empty */;
       7'h41:
-          \$306  = \$247 [4:0];
+        begin
+          if (\$234 ) begin
+            \$301  = \$236 [8:0];
+          end
+          if (\$240 ) begin
+            \$301  = \$242 [8:0];
+          end
+        end
     endcase
     if (rst) begin
-      \$306  = 5'h00;
+      \$301  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = gain_p;
+    \$302  = gain_zero;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          \$302  = \$154 ;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          \$302  = \$223 ;
+    endcase
+    if (rst) begin
+      \$302  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$303  = gain_q1;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          if (\done$39 ) begin
+            \$303  = q[23:0];
+          end
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          \$303  = \$225 [23:0];
+    endcase
+    if (rst) begin
+      \$303  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$304  = gain_x;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$304  = { \$162 [23], \$162 [23], \$162 [23], \$162 [23], \$162 [23], \$162 [23], \$162 [23], \$162 [23], \$162 [23], \$162 [23], \$162 [23], \$162  };
+      7'h26:
+          /* empty */;
+      7'h27:
+        begin
+          if (\$168 ) begin
+            \$304  = \$169 ;
+          end
+          if (\$174 ) begin
+            \$304  = \$175 [34:0];
+          end
+        end
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$304  = { \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228 [23], \$228  };
+      7'h40:
+          /* empty */;
+      7'h41:
+        begin
+          if (\$234 ) begin
+            \$304  = \$235 ;
+          end
+          if (\$240 ) begin
+            \$304  = \$241 [34:0];
+          end
+        end
+    endcase
+    if (rst) begin
+      \$304  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$305  = scale_count;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          \$305  = 5'h00;
+      7'h26:
+          /* empty */;
+      7'h27:
+          \$305  = \$177 [4:0];
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          \$305  = 5'h00;
+      7'h40:
+          /* empty */;
+      7'h41:
+          \$305  = \$243 [4:0];
+    endcase
+    if (rst) begin
+      \$305  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$306  = special_r;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          \$306  = \$167 ;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          \$306  = \$233 ;
+    endcase
+    if (rst) begin
+      \$306  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$307  = sh;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -5986,13 +5911,11 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h27:
           /* empty */;
       7'h28:
-          /* empty */;
+          \$307  = \$182 [4:0];
       7'h29:
           /* empty */;
       7'h2a:
-          if (\done$49 ) begin
-            \$307  = p[49:0];
-          end
+          /* empty */;
       7'h2b:
           /* empty */;
       7'h2c:
@@ -6017,9 +5940,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -6042,21 +5965,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h41:
           /* empty */;
       7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          if (\done$49 ) begin
-            \$307  = p[49:0];
-          end
+          \$307  = \$248 [4:0];
     endcase
     if (rst) begin
-      \$307  = 50'h0000000000000;
+      \$307  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = gain_w;
+    \$308  = gain_p;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6141,15 +6058,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2a:
           /* empty */;
       7'h2b:
-          /* empty */;
+          if (\done$49 ) begin
+            \$308  = p[49:0];
+          end
       7'h2c:
           /* empty */;
       7'h2d:
           /* empty */;
       7'h2e:
-          if (\done$39 ) begin
-            \$308  = q;
-          end
+          /* empty */;
       7'h2f:
           /* empty */;
       7'h30:
@@ -6166,9 +6083,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -6197,15 +6114,17 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h44:
           /* empty */;
       7'h45:
-          \$308  = \$248 [36:0];
+          if (\done$49 ) begin
+            \$308  = p[49:0];
+          end
     endcase
     if (rst) begin
-      \$308  = 37'h0000000000;
+      \$308  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = gain_t;
+    \$309  = gain_w;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6298,7 +6217,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2e:
           /* empty */;
       7'h2f:
-          \$309  = \$190 [40:0];
+          if (\done$39 ) begin
+            \$309  = q;
+          end
       7'h30:
           /* empty */;
       7'h31:
@@ -6313,9 +6234,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -6346,15 +6267,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h45:
           /* empty */;
       7'h46:
-          \$309  = \$253 [40:0];
+          \$309  = \$249 [36:0];
     endcase
     if (rst) begin
-      \$309  = 41'h00000000000;
+      \$309  = 37'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = gain_t1;
+    \$310  = gain_t;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6449,7 +6370,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h2f:
           /* empty */;
       7'h30:
-          \$310  = \$194 ;
+          \$310  = \$191 [40:0];
       7'h31:
           /* empty */;
       7'h32:
@@ -6462,9 +6383,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -6497,15 +6418,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h46:
           /* empty */;
       7'h47:
-          \$310  = \$257 ;
+          \$310  = \$254 [40:0];
     endcase
     if (rst) begin
-      \$310  = 42'h00000000000;
+      \$310  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = acc0;
+    \$311  = gain_t1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6602,7 +6523,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h30:
           /* empty */;
       7'h31:
-          \$311  = \$198 [38:0];
+          \$311  = \$195 ;
       7'h32:
           /* empty */;
       7'h33:
@@ -6613,9 +6534,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -6650,15 +6571,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h47:
           /* empty */;
       7'h48:
-          \$311  = \$261 [38:0];
+          \$311  = \$258 ;
     endcase
     if (rst) begin
-      \$311  = 39'h0000000000;
+      \$311  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = acc1;
+    \$312  = acc0;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6755,9 +6676,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h30:
           /* empty */;
       7'h31:
-          \$312  = \$202 [38:0];
-      7'h32:
           /* empty */;
+      7'h32:
+          \$312  = \$199 [38:0];
       7'h33:
           /* empty */;
       7'h34:
@@ -6766,9 +6687,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -6803,7 +6724,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h47:
           /* empty */;
       7'h48:
-          \$312  = \$265 [38:0];
+          /* empty */;
+      7'h49:
+          \$312  = \$262 [38:0];
     endcase
     if (rst) begin
       \$312  = 39'h0000000000;
@@ -6811,7 +6734,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = a_fin;
+    \$313  = acc1;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -6910,7 +6833,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h31:
           /* empty */;
       7'h32:
-          \$313  = \$207 [21:0];
+          \$313  = \$203 [38:0];
       7'h33:
           /* empty */;
       7'h34:
@@ -6919,9 +6842,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
           /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -6958,170 +6881,15 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h48:
           /* empty */;
       7'h49:
-          \$313  = \$270 [21:0];
+          \$313  = \$266 [38:0];
     endcase
     if (rst) begin
-      \$313  = 22'h000000;
+      \$313  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = c_fin;
-    casez (fsm_state)
-      7'h00:
-          /* empty */;
-      7'h02:
-          /* empty */;
-      7'h04:
-          /* empty */;
-      7'h05:
-          /* empty */;
-      7'h06:
-          /* empty */;
-      7'h07:
-          /* empty */;
-      7'h08:
-          /* empty */;
-      7'h09:
-          /* empty */;
-      7'h0a:
-          /* empty */;
-      7'h0b:
-          /* empty */;
-      7'h0c:
-          /* empty */;
-      7'h0d:
-          /* empty */;
-      7'h0e:
-          /* empty */;
-      7'h0f:
-          /* empty */;
-      7'h10:
-          /* empty */;
-      7'h11:
-          /* empty */;
-      7'h12:
-          /* empty */;
-      7'h13:
-          /* empty */;
-      7'h14:
-          /* empty */;
-      7'h15:
-          /* empty */;
-      7'h16:
-          /* empty */;
-      7'h17:
-          /* empty */;
-      7'h18:
-          /* empty */;
-      7'h19:
-          /* empty */;
-      7'h1a:
-          /* empty */;
-      7'h1b:
-          /* empty */;
-      7'h1c:
-          /* empty */;
-      7'h1d:
-          /* empty */;
-      7'h1e:
-          /* empty */;
-      7'h1f:
-          /* empty */;
-      7'h20:
-          /* empty */;
-      7'h21:
-          /* empty */;
-      7'h22:
-          /* empty */;
-      7'h23:
-          /* empty */;
-      7'h24:
-          /* empty */;
-      7'h25:
-          /* empty */;
-      7'h26:
-          /* empty */;
-      7'h27:
-          /* empty */;
-      7'h28:
-          /* empty */;
-      7'h29:
-          /* empty */;
-      7'h2a:
-          /* empty */;
-      7'h2b:
-          /* empty */;
-      7'h2c:
-          /* empty */;
-      7'h2d:
-          /* empty */;
-      7'h2e:
-          /* empty */;
-      7'h2f:
-          /* empty */;
-      7'h30:
-          /* empty */;
-      7'h31:
-          /* empty */;
-      7'h32:
-          \$314  = \$208 [38:0];
-      7'h33:
-          /* empty */;
-      7'h34:
-          /* empty */;
-      7'h35:
-          /* empty */;
-      7'h36:
-          /* empty */;
-      7'h03:
-          /* empty */;
-      7'h37:
-          /* empty */;
-      7'h38:
-          /* empty */;
-      7'h39:
-          /* empty */;
-      7'h3a:
-          /* empty */;
-      7'h3b:
-          /* empty */;
-      7'h3c:
-          /* empty */;
-      7'h3d:
-          /* empty */;
-      7'h3e:
-          /* empty */;
-      7'h3f:
-          /* empty */;
-      7'h40:
-          /* empty */;
-      7'h41:
-          /* empty */;
-      7'h42:
-          /* empty */;
-      7'h43:
-          /* empty */;
-      7'h44:
-          /* empty */;
-      7'h45:
-          /* empty */;
-      7'h46:
-          /* empty */;
-      7'h47:
-          /* empty */;
-      7'h48:
-          /* empty */;
-      7'h49:
-          \$314  = \$271 [38:0];
-    endcase
-    if (rst) begin
-      \$314  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = \b$68 ;
+    \$314  = a_fin;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7222,18 +6990,16 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h32:
           /* empty */;
       7'h33:
-          /* empty */;
+          \$314  = \$208 [21:0];
       7'h34:
           /* empty */;
       7'h35:
-          if (\done$49 ) begin
-            \$315  = p[38:0];
-          end
+          /* empty */;
       7'h36:
           /* empty */;
-      7'h03:
-          /* empty */;
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -7272,13 +7038,164 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h49:
           /* empty */;
       7'h4a:
+          \$314  = \$271 [21:0];
+    endcase
+    if (rst) begin
+      \$314  = 22'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$315  = c_fin;
+    casez (fsm_state)
+      7'h00:
           /* empty */;
-      7'h4b:
+      7'h02:
           /* empty */;
-      7'h4c:
-          if (\done$49 ) begin
-            \$315  = p[38:0];
-          end
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          \$315  = \$209 [38:0];
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          /* empty */;
+      7'h03:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          \$315  = \$272 [38:0];
     endcase
     if (rst) begin
       \$315  = 39'h0000000000;
@@ -7286,7 +7203,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = \a$69 ;
+    \$316  = \b$68 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7393,10 +7310,12 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h35:
           /* empty */;
       7'h36:
-          \$316  = a_fin;
-      7'h03:
-          /* empty */;
+          if (\done$49 ) begin
+            \$316  = p[38:0];
+          end
       7'h37:
+          /* empty */;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -7441,15 +7360,17 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h4c:
           /* empty */;
       7'h4d:
-          \$316  = a_fin;
+          if (\done$49 ) begin
+            \$316  = p[38:0];
+          end
     endcase
     if (rst) begin
-      \$316  = 22'h000000;
+      \$316  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = special;
+    \$317  = \a$69 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7556,10 +7477,10 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h35:
           /* empty */;
       7'h36:
-          \$317  = special_r;
-      7'h03:
           /* empty */;
       7'h37:
+          \$317  = a_fin;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -7604,15 +7525,17 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h4c:
           /* empty */;
       7'h4d:
-          \$317  = special_r;
+          /* empty */;
+      7'h4e:
+          \$317  = a_fin;
     endcase
     if (rst) begin
-      \$317  = 1'h0;
+      \$317  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = \neg$71 ;
+    \$318  = special;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7719,10 +7642,10 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h35:
           /* empty */;
       7'h36:
-          \$318  = \$209 ;
-      7'h03:
           /* empty */;
       7'h37:
+          \$318  = special_r;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -7767,7 +7690,9 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h4c:
           /* empty */;
       7'h4d:
-          \$318  = \$272 ;
+          /* empty */;
+      7'h4e:
+          \$318  = special_r;
     endcase
     if (rst) begin
       \$318  = 1'h0;
@@ -7775,7 +7700,7 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = q_lo;
+    \$319  = \neg$71 ;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -7882,10 +7807,10 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h35:
           /* empty */;
       7'h36:
-          \$319  = floor_q;
-      7'h03:
           /* empty */;
       7'h37:
+          \$319  = \$210 ;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -7930,15 +7855,17 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h4c:
           /* empty */;
       7'h4d:
-          \$319  = floor_q;
+          /* empty */;
+      7'h4e:
+          \$319  = \$273 ;
     endcase
     if (rst) begin
-      \$319  = 18'h00000;
+      \$319  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = q_hi;
+    \$320  = q_lo;
     casez (fsm_state)
       7'h00:
           /* empty */;
@@ -8045,10 +7972,10 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h35:
           /* empty */;
       7'h36:
-          \$320  = \$210 [17:0];
-      7'h03:
           /* empty */;
       7'h37:
+          \$320  = floor_q;
+      7'h03:
           /* empty */;
       7'h38:
           /* empty */;
@@ -8093,10 +8020,177 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
       7'h4c:
           /* empty */;
       7'h4d:
-          \$320  = \$273 [17:0];
+          /* empty */;
+      7'h4e:
+          \$320  = floor_q;
     endcase
     if (rst) begin
       \$320  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$321  = q_hi;
+    casez (fsm_state)
+      7'h00:
+          /* empty */;
+      7'h02:
+          /* empty */;
+      7'h04:
+          /* empty */;
+      7'h05:
+          /* empty */;
+      7'h06:
+          /* empty */;
+      7'h07:
+          /* empty */;
+      7'h08:
+          /* empty */;
+      7'h09:
+          /* empty */;
+      7'h0a:
+          /* empty */;
+      7'h0b:
+          /* empty */;
+      7'h0c:
+          /* empty */;
+      7'h0d:
+          /* empty */;
+      7'h0e:
+          /* empty */;
+      7'h0f:
+          /* empty */;
+      7'h10:
+          /* empty */;
+      7'h11:
+          /* empty */;
+      7'h12:
+          /* empty */;
+      7'h13:
+          /* empty */;
+      7'h14:
+          /* empty */;
+      7'h15:
+          /* empty */;
+      7'h16:
+          /* empty */;
+      7'h17:
+          /* empty */;
+      7'h18:
+          /* empty */;
+      7'h19:
+          /* empty */;
+      7'h1a:
+          /* empty */;
+      7'h1b:
+          /* empty */;
+      7'h1c:
+          /* empty */;
+      7'h1d:
+          /* empty */;
+      7'h1e:
+          /* empty */;
+      7'h1f:
+          /* empty */;
+      7'h20:
+          /* empty */;
+      7'h21:
+          /* empty */;
+      7'h22:
+          /* empty */;
+      7'h23:
+          /* empty */;
+      7'h24:
+          /* empty */;
+      7'h25:
+          /* empty */;
+      7'h26:
+          /* empty */;
+      7'h27:
+          /* empty */;
+      7'h28:
+          /* empty */;
+      7'h29:
+          /* empty */;
+      7'h2a:
+          /* empty */;
+      7'h2b:
+          /* empty */;
+      7'h2c:
+          /* empty */;
+      7'h2d:
+          /* empty */;
+      7'h2e:
+          /* empty */;
+      7'h2f:
+          /* empty */;
+      7'h30:
+          /* empty */;
+      7'h31:
+          /* empty */;
+      7'h32:
+          /* empty */;
+      7'h33:
+          /* empty */;
+      7'h34:
+          /* empty */;
+      7'h35:
+          /* empty */;
+      7'h36:
+          /* empty */;
+      7'h37:
+          \$321  = \$211 [17:0];
+      7'h03:
+          /* empty */;
+      7'h38:
+          /* empty */;
+      7'h39:
+          /* empty */;
+      7'h3a:
+          /* empty */;
+      7'h3b:
+          /* empty */;
+      7'h3c:
+          /* empty */;
+      7'h3d:
+          /* empty */;
+      7'h3e:
+          /* empty */;
+      7'h3f:
+          /* empty */;
+      7'h40:
+          /* empty */;
+      7'h41:
+          /* empty */;
+      7'h42:
+          /* empty */;
+      7'h43:
+          /* empty */;
+      7'h44:
+          /* empty */;
+      7'h45:
+          /* empty */;
+      7'h46:
+          /* empty */;
+      7'h47:
+          /* empty */;
+      7'h48:
+          /* empty */;
+      7'h49:
+          /* empty */;
+      7'h4a:
+          /* empty */;
+      7'h4b:
+          /* empty */;
+      7'h4c:
+          /* empty */;
+      7'h4d:
+          /* empty */;
+      7'h4e:
+          \$321  = \$274 [17:0];
+    endcase
+    if (rst) begin
+      \$321  = 18'h00000;
     end
   end
   assign beta_shift = \$1 [4:0];
@@ -8120,24 +8214,24 @@ module \hwnorm_topk_s16.math (rst, \start$36 , entry, chan, sum, top, bottom, do
   assign \$15  = { 2'h0, div_mag[21:0], 13'h0000 };
   assign \$17  = { 35'h000000000, div_mag[50:35] };
   assign \$18  = { 1'h0, div_mag[34:0] };
-  assign \$109  = { sum, 1'h0 };
-  assign \$144  = { den_norm, 1'h0 };
-  assign \$147  = { num_norm, 1'h0 };
-  assign \$154  = { 1'h0, num_norm, 6'h00 };
-  assign \$159  = { gain_q1[23], gain_q1[23:1] };
-  assign \$168  = { 1'h0, gain_x[34:1] };
-  assign \$174  = { gain_x, 1'h0 };
-  assign \$188  = { 1'h0, \$187 [31:1] };
-  assign \$211  = { chan[128], chan[128], chan[128], chan[128], chan[128], chan[128], chan[128], chan[128], chan[128:113] };
-  assign \$213  = { den_norm, 1'h0 };
-  assign \$216  = { num_norm, 1'h0 };
-  assign \$223  = { 1'h0, num_norm, 6'h00 };
-  assign \$224  = { 23'h000000, \$223 [45:23] };
-  assign \$225  = { gain_q1[23], gain_q1[23:1] };
-  assign \$234  = { 1'h0, gain_x[34:1] };
-  assign \$240  = { gain_x, 1'h0 };
-  assign \$248  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
-  assign \$251  = { 1'h0, \$250 [31:1] };
+  assign \$110  = { sum, 1'h0 };
+  assign \$145  = { den_norm, 1'h0 };
+  assign \$148  = { num_norm, 1'h0 };
+  assign \$155  = { 1'h0, num_norm, 6'h00 };
+  assign \$160  = { gain_q1[23], gain_q1[23:1] };
+  assign \$169  = { 1'h0, gain_x[34:1] };
+  assign \$175  = { gain_x, 1'h0 };
+  assign \$189  = { 1'h0, \$188 [31:1] };
+  assign \$212  = { chan[128], chan[128], chan[128], chan[128], chan[128], chan[128], chan[128], chan[128], chan[128:113] };
+  assign \$214  = { den_norm, 1'h0 };
+  assign \$217  = { num_norm, 1'h0 };
+  assign \$224  = { 1'h0, num_norm, 6'h00 };
+  assign \$225  = { 23'h000000, \$224 [45:23] };
+  assign \$226  = { gain_q1[23], gain_q1[23:1] };
+  assign \$235  = { 1'h0, gain_x[34:1] };
+  assign \$241  = { gain_x, 1'h0 };
+  assign \$249  = { gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49], gain_p[49:8] };
+  assign \$252  = { 1'h0, \$251 [31:1] };
 endmodule
 
 module \hwnorm_topk_s16.math.div (rst, rem_init, lo_init, \neg$15 , \den$13 , steps, start, done, q, clk);

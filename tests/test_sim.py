@@ -23,7 +23,7 @@ MAKE_TEST = {
     "l1_ew_floor_small_p2": "the per-element affine with floor rounding",
 }
 CONFIGS = {k: c for k, c in regression_configs(full=False).items() if k in MAKE_TEST}
-COCOTB_TESTS = 12
+COCOTB_TESTS = 13
 
 
 def test_cocotb_tests_are_listed():

@@ -45,6 +45,8 @@ class Result:
     mult: np.ndarray         # internal: per-channel multiplier A of the normalize pass
     shift: np.ndarray        # internal: final right shift SH
     unrounded: np.ndarray    # (x*A + B - half) / 2**SH as float64: the value before rounding, output LSBs
+    special: np.ndarray | None = None    # per channel: the gain took the special regime
+    forced: np.ndarray | None = None     # per channel: values the special regime forced to saturate
 
 
 def _col(v) -> np.ndarray:
@@ -286,6 +288,14 @@ def channel_constants(cfg: NormConfig, k: int, c: int, num: int, e: int, dn: int
     return Gain(a, b, sh, special, q, neg)
 
 
+def _regimes(consts, x) -> dict:
+    """Result's special / forced fields: per channel, whether the gain took the special regime and how many values it
+    forced to saturate."""
+    force = _forced(consts, x)
+    forced = np.zeros(len(consts), dtype=np.int64) if force is None else (force[0] | force[1]).sum(axis=1)
+    return {"special": np.array([c.special for c in consts], dtype=bool), "forced": forced}
+
+
 def _forced(consts, x):
     """(force_hi, force_lo) per value: a special-regime channel's x below q or above q + 1 (neg: the other way)."""
     special = np.array([c.special for c in consts], dtype=bool)[:, None]
@@ -471,7 +481,7 @@ def train(cfg: NormConfig, x, gamma, beta, tau=None, unrounded: bool = True, exa
     else:
         y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
     return Result(y=_tlu(y, tau), stats=ChannelStats(sum=s.astype(np.int64), den=den, sat=sat), mult=mult, shift=shift,
-                  unrounded=unr)
+                  unrounded=unr, **_regimes(consts, x))
 
 
 def _check_inference(cfg: NormConfig, c: int, mean, scale_m, scale_exp):
@@ -511,7 +521,7 @@ def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, tau=None, u
     y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
     zeros = np.zeros(c, dtype=np.int64)
     return Result(y=_tlu(y, tau), stats=ChannelStats(sum=zeros, den=zeros.astype(object), sat=sat), mult=mult, shift=shift,
-                  unrounded=unr)
+                  unrounded=unr, **_regimes(consts, x))
 
 
 def _elementwise(cfg: NormConfig, x, gamma, beta, unrounded: bool, run_core) -> Result:
@@ -523,7 +533,7 @@ def _elementwise(cfg: NormConfig, x, gamma, beta, unrounded: bool, run_core) -> 
     y, sat, unr = ew.apply(cfg, core.y, g, b, unrounded)
     st = core.stats
     return Result(y=y, stats=ChannelStats(sum=st.sum, den=st.den, sat=st.sat + sat), mult=core.mult, shift=core.shift,
-                  unrounded=unr)
+                  unrounded=unr, special=core.special, forced=core.forced)
 
 
 def range_bn(cfg: NormConfig, x, gamma, beta) -> Result:

@@ -162,7 +162,8 @@ class ChannelMath(wiring.Component):
             mid = self._mid_program(st)
             progs["mid"] = drain + mid if mid else []
             # overlap: S copied after the deviation; from then on the statistics unit is free
-            free = [Set([r["s_hold"].eq(st.sum), self.released.eq(1)])] if cfg.overlap else []
+            # (a no-op step without overlap: both latencies the same)
+            free = [Set([r["s_hold"].eq(st.sum), self.released.eq(1)] if cfg.overlap else [])]
             c = None if cfg.frn else r["s_hold"] if cfg.overlap else s
             progs["train"] = drain + self._den_program(st) + free + self._gain_program(c, train=True)
         progs["infer"] = self._gain_program(chan.mean, train=False)

@@ -118,6 +118,19 @@ def refused_bins(cfg: NormConfig) -> list[str]:
     return out + (["ended_sequence"] if cfg.overlap else [])
 
 
+GAIN_BINS = ("regular", "shift_max", "special", "special_forced")
+
+
+def gain_labels(cfg: NormConfig, res) -> set:
+    """The normalize constants' regime of a golden result's channel 0 (docs/numerics.md): regular, SH at SH_max (a
+    tiny gain), the special regime, and whether it forced any value to saturate."""
+    if res.special is None:
+        return set()
+    if res.special[0]:
+        return {"special"} | ({"special_forced"} if res.forced[0] else set())
+    return {"shift_max" if int(res.shift[0]) == cfg.core.shift_max else "regular"}
+
+
 def bins(cfg: NormConfig) -> dict[str, list[str]]:
     """Every applicable bin of every cover point, for this configuration."""
     counts = range(1, cfg.max_count + 1)
@@ -137,6 +150,7 @@ def bins(cfg: NormConfig) -> dict[str, list[str]]:
         topk.append("tie_at_k")
     out["topk"] = topk
     out["data"] = ["zero_deviation", "sat_high", "sat_low"]
+    out["gain"] = list(GAIN_BINS)
     passes = pass_labels(cfg)
     stall = [f"{p}:{e}" for p in passes + ["infer"] for e in ("input_gap", "o_ready_low")]
     stall += [f"{p}:{e}" for p in (passes[-1], "infer") for e in ("o_backpressure", "i_held")]
@@ -187,10 +201,11 @@ class Coverage:
         if name in self._sample and labels:
             self._sample[name](labels)
 
-    def channel(self, x, infer: bool, y, sat: int, unrounded=None, keep=None, seed=None):
+    def channel(self, x, infer: bool, y, sat: int, unrounded=None, keep=None, seed=None, gain=()):
         """A channel whose outputs and statistics the scoreboard checked (`keep`, `seed`: a dropout build's
-        training mask and seed)."""
+        training mask and seed; `gain`: gain_labels of its golden result)."""
         cfg, n = self.cfg, len(x)
+        self.hit("gain", gain)
         if keep is not None:
             drop = set()
             if not keep.all():
@@ -274,7 +289,7 @@ def summarize(per_config: dict[str, dict]) -> tuple[int, int, dict, list]:
 def format_report(per_config: dict[str, dict]) -> str:
     hit, total, points, missed = summarize(per_config)
     lines = [f"functional coverage over {len(per_config)} configurations (bins hit / applicable bins):"]
-    for point in ("count", "last_beat", "chunk_start", "topk", "data", "stall", "reset", "sequence", "refused", "dropout",
+    for point in ("count", "last_beat", "chunk_start", "topk", "data", "gain", "stall", "reset", "sequence", "refused", "dropout",
                   "tlu"):
         if point in points:
             h, t = points[point]

@@ -22,7 +22,7 @@ from hwnorm.fields import pack, unpack
 from hwnorm.golden import infer, train
 from hwnorm.golden.dropout import keep_mask
 
-from hwnorm.verify.funcov import Coverage
+from hwnorm.verify.funcov import Coverage, gain_labels
 
 
 def tlu_threshold(cfg: NormConfig, x, gamma: int, beta: int) -> int:
@@ -313,7 +313,8 @@ class NormTB:
             self.cov.hit("refused", self.pending.popleft()["refused"])
         elif self.pending:
             ch = self.pending.popleft()
-            self.cov.channel(ch["x"], ch["infer"], ch["y"], ch["sat"], ch["unrounded"], ch["keep"], ch["seed"])
+            self.cov.channel(ch["x"], ch["infer"], ch["y"], ch["sat"], ch["unrounded"], ch["keep"], ch["seed"],
+                             ch["gain"])
             self.cov.stall(self.stall_events)
             self.stall_events = set()
 
@@ -377,7 +378,8 @@ class NormTB:
         rec = dict(idx=self.channels, start=self.queued, beats=len(beats), passes=passes,
                    infer=inference is not None, out=0, x=x, y=res.y[0], sat=int(res.stats.sat[0]),
                    unrounded=None if unrounded is None else unrounded[0], desc=self.descriptors, end=None, seed=seed,
-                   keep=keep_mask(cfg, [seed], len(x))[0] if cfg.dropout_active and inference is None else None)
+                   keep=keep_mask(cfg, [seed], len(x))[0] if cfg.dropout_active and inference is None else None,
+                   gain=gain_labels(cfg, res))
         self.pending.append(rec)
         self.descriptors += 1
         self.channels += 1

@@ -147,6 +147,36 @@ async def saturating_affine(dut):
 
 
 @cocotb.test()
+async def gain_regimes(dut):
+    """The normalize constants' regimes (docs/numerics.md): a huge gain takes the special regime, its x0 and x0 + 1 on
+    a two-point line and every other value forced to saturate (inference with a large scale and a mean off the grid;
+    range with fewer values than chunks: sigma is eps alone); a tiny gain clamps SH at SH_max; one value off a constant
+    channel (a gain in the regular regime even for an elementwise build's wide x_hat); gamma = 0."""
+    tb, rng = await _bench(dut, 0.2, 0.2)
+    lo, hi = FI.min_int, FI.max_int
+    n = min(CFG.max_count, 24)
+    for sign in (1, -1):
+        mean = float(rng.uniform(lo + 4, hi - 4)) * FI.lsb
+        x0 = int(np.floor(mean / FI.lsb))
+        near = np.clip(x0 + rng.integers(-3, 5, size=n), lo, hi)          # x0 - 3 .. x0 + 4
+        huge = inference_params(CFG, mean, 2.0 ** (CFG.recip_bits + 40) * (1 + float(rng.random())))
+        tb.channel(near, sign * FG.max_int, int(rng.integers(FB.min_int, FB.max_int + 1) // 4), inference=huge)
+        tiny = inference_params(CFG, mean, 2.0 ** (CFG.recip_bits - 60))
+        tb.channel(_x(rng, n), sign, 0, inference=tiny)
+        if not CFG.inference_only:
+            if CFG.stat_kind == "range":           # every chunk holds one value: sigma is eps alone
+                tb.channel(_x(rng, min(CFG.max_count, CFG.chunks)), sign * FG.max_int, 0)
+            alt = np.where(np.arange(n) % 2 == 0, lo, hi)                  # the widest deviation, the smallest gamma
+            tb.channel(alt, sign, FB.max_int // 2)
+            one = np.full(min(CFG.max_count, 300), int(rng.integers(lo, hi)))  # one value off: a tiny deviation
+            one[int(rng.integers(len(one)))] += 1
+            tb.channel(one, sign * FG.max_int, 0)
+    tb.channel(_x(rng, n), 0, FB.min_int // 2)
+    await tb.run()
+    tb.record("gain_regimes")
+
+
+@cocotb.test()
 async def reset_mid_channel(dut):
     """Reset during the first pass and during the last pass; the next channels must be exact."""
     tb, rng = await _bench(dut, 0.2, 0.2)
