@@ -37,7 +37,7 @@ def int_in(lo: int, hi: int | None = None):
 
 
 CONFIG_OPTIONS = ("kind", "in_fmt", "out_fmt", "gamma_fmt", "beta_fmt", "max_count", "chunks", "k", "alpha", "lanes",
-                  "rounding", "eps", "stat_frac_bits", "dropout", "overlap", "elementwise")
+                  "rounding", "eps", "stat_frac_bits", "dropout", "overlap", "elementwise", "mantissa_bits")
 
 
 def _add_config_args(p: argparse.ArgumentParser):
@@ -65,6 +65,8 @@ def _add_config_args(p: argparse.ArgumentParser):
     g.add_argument("--elementwise", action="store_const", const=True,
                    help="per-element affine: gamma/beta codes stream beside x in the normalize pass, y = round(gamma "
                         "x_hat + beta) per value (the descriptor's gamma/beta are ignored); default off")
+    g.add_argument("--mantissa-bits", type=int, help="bits of the normalize pass's gain mantissa A (the per-lane "
+                                                     "multiplier's width): at least out bits + SH_lo + 2, the default")
 
 
 def _config(args) -> NormConfig:

@@ -230,6 +230,8 @@ class NormConfig:
         if self.mantissa_bits is not None:
             object.__setattr__(self, "mantissa_bits", _as_int(self.mantissa_bits))
             _check_range("mantissa_bits", self.mantissa_bits, self.mantissa_min, MANTISSA_MAX)
+            if self.mantissa_bits == self.mantissa_min:      # the default, spelled out: the same configuration
+                object.__setattr__(self, "mantissa_bits", None)
         if self.scale_exp_range[0] > self.scale_exp_range[1]:
             raise ValueError(f"formats in={self.in_fmt} gamma={self.gamma_fmt} out={self.out_fmt} leave no inference "
                              f"scale exponent within the {constants.SCALE_EXP_BITS}-bit field: narrow the fraction bits")
@@ -288,9 +290,7 @@ class NormConfig:
         widths and descriptor are this configuration's."""
         if not self.elementwise:
             return self
-        extra = None if self.mantissa_bits is None else self.mantissa_bits - self.mantissa_min
-        core = dataclasses.replace(self, out_fmt=self.norm_out_fmt, elementwise=False, mantissa_bits=None)
-        return core if extra is None else dataclasses.replace(core, mantissa_bits=core.mantissa_min + extra)
+        return dataclasses.replace(self, out_fmt=self.norm_out_fmt, elementwise=False)   # the same mantissa_min
 
     def _check_dropout(self):
         """dropout p in [0, 1): the probability that a training output is zeroed (0: no dropout stage)."""

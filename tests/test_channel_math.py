@@ -150,11 +150,14 @@ def channel_set(cfg, rnd):
     ("l2", 8, MAX_COUNT), ("range", 8, MAX_COUNT), ("linf", 8, MAX_COUNT), ("l1", 8, MAX_COUNT), ("mad", 8, MAX_COUNT),
     ("semidev", 8, MAX_COUNT), ("l2", 16, MAX_COUNT), ("range", 16, MAX_COUNT), ("frn", 8, MAX_COUNT),
     ("frn_range", 8, MAX_COUNT), ("frn_l1", 8, MAX_COUNT), ("frn_linf", 16, MAX_COUNT),
-    ("range", 8, 4096), ("l2", 16, 4096)])            # the default count: the special regime's widest shift J
+    ("range", 8, 4096), ("l2", 16, 4096),             # the default count: the special regime's widest shift J
+    ("l1", 8, -18), ("frn_range", 16, -30)])          # a wider gain mantissa (mantissa_bits 18 / 30)
 def test_channel_math_forms_den_a_b_sh_as_the_golden_model(kind, bits, max_count):
     fmt = {8: "s8.4", 16: "s16.8"}[bits]
-    cfg = NormConfig(kind=kind, lanes=1, max_count=max_count, in_fmt=fmt, out_fmt=fmt)
-    rnd = random.Random(f"{kind}{bits}{max_count}")
+    mantissa = -max_count if max_count < 0 else None
+    max_count = MAX_COUNT if max_count < 0 else max_count
+    cfg = NormConfig(kind=kind, lanes=1, max_count=max_count, in_fmt=fmt, out_fmt=fmt, mantissa_bits=mantissa)
+    rnd = random.Random(f"{kind}{bits}{max_count}{mantissa}")
     channels = channel_set(cfg, rnd)
     regimes = set()
     for got, (x, gamma, beta, inference) in zip(check_channels(cfg, channels), channels):

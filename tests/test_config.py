@@ -153,3 +153,17 @@ def test_a_rule_applies_only_to_the_channels_that_read_the_field():
     assert ov.descriptor_error({"count": 0}) is None                                   # the end of a sequence
     # every scale_exp is accepted (a large gain takes the special regime): no rule for it
     assert [r[0] for r in NormConfig(inference_only=True).descriptor_rules] == ["count", "mean"]
+
+
+def test_the_gain_mantissa_is_a_field_with_a_floor_and_the_default_spelled_out_is_the_same_configuration():
+    cfg = NormConfig()
+    assert cfg.a_bits == cfg.gain_bits == cfg.mantissa_min == cfg.out_fmt.bits + cfg.shift_lo + 2
+    assert NormConfig(mantissa_bits=cfg.mantissa_min).hash == cfg.hash            # no duplicate builds
+    wide = NormConfig(mantissa_bits=20)
+    assert wide.a_bits == 20 and wide.hash != cfg.hash and "mantissa_bits=20" in wide.describe()
+    assert wide.dn_bits == 22 and wide.acc_bits > cfg.acc_bits
+    for bad in (cfg.mantissa_min - 1, 49, 2.5, True):
+        with pytest.raises(ValueError, match=r"mantissa_bits=.* (is out of range: allowed \[14, 48\]|is not an integer)"):
+            NormConfig(mantissa_bits=bad)
+    ew = NormConfig(elementwise=True, mantissa_bits=30)         # the core's x_hat is wider: its floor is too
+    assert ew.core.gain_bits == 30 and ew.mantissa_min == ew.core.mantissa_min > cfg.mantissa_min
