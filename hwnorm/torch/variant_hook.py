@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from .nn import check_input, routed_input_is_empty
+from .warn import hardware_warning
 from .variants import _CrossIterationBatchNorm, _DomainSpecificBatchNorm, base_normalize, base_running, base_stats, \
     update_base_running
 from .variants_extra import ALL_VARIANTS as VARIANTS, _BatchKalmanNorm, _InstanceEnhancementBN, _MixtureNorm, _ProxyNorm
@@ -103,7 +104,8 @@ def _memory_forward(session, name, module):
     @torch.compiler.disable
     def forward(x, weight=None):
         if session._calibrating:          # calibrate(): the float base layer, so its range hook sees the input
-            return module.bn(x)
+            y = module.bn(x)              # (MBN's eval() normalizes with its memory, not the base's running statistics:
+            return y if cbn or module.training else type(module).forward(module, x)     # the layers after see that)
         st.reached = True
         if routed_input_is_empty(name, module, x, lambda t: check_input(module, t, module.dims)):
             return x.clone()
@@ -120,10 +122,28 @@ def _memory_forward(session, name, module):
         else:
             hm, hs = base_running(module.bn) if cbn else module.eval_stats()
             y_ref = base_normalize(module.bn, x, hm, hs)
+        _cover(session, base, x, hm, module.training)
         y_hw = session.normalize(base, x, np.asarray(hm.detach().cpu()), np.asarray(hs.detach().cpu()))
         st.host_steps += 1
         return y_ref + (y_hw.to(y_ref.dtype) - y_ref).detach()
     return forward
+
+
+def _cover(session, base, x, mean, training):
+    """With in_range='batch', a training call's normalize pass takes the range of the batch *and* of the supplied
+    means (memorized, estimated or a component's may lie outside this batch's largest |x|: the inference path holds
+    the mean in the input format)."""
+    largest = float(mean.detach().abs().max())
+    session.input_scale(base, max(float(x.detach().abs().max()), largest), training)
+    st = session.layers[base]
+    if st.in_max is not None and largest > st.in_max:          # eval() or a calibrated range: widened, and said
+        if "mean_range" not in st.warned:
+            st.warned.add("mean_range")
+            hardware_warning(f"layer {base!r}: a supplied mean of |{largest:.4g}| lies outside the input range "
+                             f"|x| <= {st.in_max:.4g} (the inference path holds the mean in the input format): the range "
+                             f"is widened to it for this call and the following ones (coarser input LSB); calibrate() on "
+                             f"data whose statistics match, or in_range='batch' in training")
+        st.in_max = largest
 
 
 def _to_np(t):
@@ -148,6 +168,7 @@ def _kalman_forward(session, name, module):
         (pm, ps), (hm, hs) = module.step(*base_stats(module.bn, x), measured=(measured.mean, measured.sigma),
                                          n=measured.count)
         y_ref = base_normalize(module.bn, x, pm, ps)
+        _cover(session, base, x, hm, True)
         y_hw = session.normalize(base, x, _to_np(hm), _to_np(hs))
         st.host_steps += 1
         return y_ref + (y_hw.to(y_ref.dtype) - y_ref).detach()
@@ -168,6 +189,7 @@ def _mixture_forward(session, name, module):
             return x.clone()
         session.input_scale(base, float(x.detach().abs().max()), module.training)
         weights, mu, sigma = module.mixture(x)
+        _cover(session, base, x, mu, module.training)
         xf = x.to(torch.float64)
         y_ref = module.combine(x, weights, [base_normalize(module.bn, xf, mu[j], sigma[j])
                                             for j in range(module.components)])
