@@ -46,11 +46,12 @@ class _BatchKalmanNorm(_Variant):
         self.prev_features = None if prev_features is None else check_int("prev_features", prev_features, 1)
         self.kind = kind
         self.bn = make_base(kind, self.two_d, num_features, **kw)
-        self.gain = nn.Parameter(torch.zeros(num_features))           # q = sigmoid(gain): 0.5 at the start
         if self.prev_features is not None:
+            self.gain = nn.Parameter(torch.zeros(num_features))       # q = sigmoid(gain): 0.5 at the start
             self.transition = nn.Parameter(torch.zeros(num_features, self.prev_features))     # A (C_k x C_{k-1})
             self.noise = nn.Parameter(torch.full((num_features,), math.log(math.e - 1)))      # R = softplus: 1
-        else:
+        else:                                      # the first layer of a chain: no prediction, no gain
+            self.register_parameter("gain", None)
             self.register_parameter("transition", None)
             self.register_parameter("noise", None)
         self.__dict__["_prev"] = None
