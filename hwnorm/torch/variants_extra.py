@@ -242,7 +242,7 @@ class _MixtureNorm(_Variant):
     @torch.no_grad()
     def _update_running(self, prior, mu, sigma):
         m = self.momentum
-        var = sigma.detach() ** 2 if self.kind == "l2" else sigma.detach() ** 2        # the l1 sigma_hat squared as var
+        var = sigma.detach() ** 2                  # l2: the weighted variance + eps; l1: sigma_hat^2 as the variance
         self.running_prior.mul_(1 - m).add_(prior.detach(), alpha=m)
         self.running_mean.mul_(1 - m).add_(mu.detach(), alpha=m)
         self.running_var.mul_(1 - m).add_(var, alpha=m)
@@ -258,7 +258,7 @@ class _MixtureNorm(_Variant):
         else:
             p = self.points(x.detach()).to(torch.float64)
             prior, mu = self.running_prior, self.running_mean
-            sigma = torch.sqrt(self.running_var) if self.kind == "l2" else torch.sqrt(self.running_var)
+            sigma = torch.sqrt(self.running_var)
             tau = self.posterior(p, prior, mu, self.running_var)
         return tau / torch.sqrt(prior.detach())[None], mu, sigma
 
