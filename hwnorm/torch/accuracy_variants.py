@@ -134,7 +134,8 @@ class VariantJob:
     def recipe(self, steps: int | None = None) -> dict:
         r = dict(RECIPE, widths=A.RECIPES[self.dataset]["widths"], kind_kw=KIND_KW.get(self.kind, {}),
                  fmt={k: str(v) for k, v in A.formats(self.bits).items()},
-                 numerics=A.numerics_fingerprint(self.backend), sources=source_hash(SOURCES))
+                 numerics=A.numerics_fingerprint(self.backend) if self.backend != "float" else None,
+                 sources=source_hash(SOURCES))
         if steps is not None:
             r["steps"] = steps
         return r
