@@ -242,7 +242,32 @@ def _backward_roundings(args, A) -> tuple:
     return grad
 
 
+def cmd_accuracy_variants(args) -> int:
+    """hwnorm accuracy --variants: the batch-norm variants on micro-batches (hwnorm/torch/accuracy_variants.py)."""
+    from .torch import accuracy_variants as V
+    for flag, on in (("--full", args.full), ("--family", args.family), ("--backward", args.backward is not None),
+                     ("--stats", args.stats), ("--bits", args.bits), ("--norms", args.norms), ("--epochs", args.epochs)):
+        if on:
+            raise ValueError(f"--variants with {flag}: the variants sweep is its own (golden, 8 bits, --steps "
+                             f"micro-batches): allowed --variants with --datasets --kinds --seeds --batches --steps")
+    res = V.run(datasets=args.datasets or V.DATASETS, kinds=args.kinds or V.DEFAULT_KINDS,
+                batches=tuple(args.batches or V.BATCHES), seeds=tuple(args.seeds or V.SEEDS), steps=args.steps,
+                quiet=args.quiet)
+    res["command"] = "hwnorm accuracy" + (" " + " ".join(args.argv) if args.argv else "")
+    if args.write:
+        from .reports import DOCS, replace_block
+        from .reports.results import load_json
+        prev = load_json(DOCS / "accuracy_variants.json")
+        res = V.merge(prev, res) if prev else V.merge({}, res)
+        _dump_json(DOCS / "accuracy_variants.json", res)
+        replace_block(DOCS / "results.md", "variants_accuracy", V.format_table(res))
+        print("wrote docs/accuracy_variants.json and the variants_accuracy table of docs/results.md", file=sys.stderr)
+    return _emit(res, V.format_table(res), args.json)
+
+
 def cmd_accuracy(args) -> int:
+    if args.variants:
+        return cmd_accuracy_variants(args)
     from .torch import accuracy as A
     sweep = _accuracy_sweep(args, A)
     res = A.run(**sweep, epochs=args.epochs, jobs=args.jobs, quiet=args.quiet, cached_only=args.cached_only,
@@ -501,6 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "baseline (the forward-only rows of docs/accuracy.json stand beside it); --write goes to "
                    "docs/accuracy_backward.json and the accuracy_backward section of docs/results.md")
     p.add_argument("--epochs", type=int_in(1), help="override every dataset's epochs")
+    p.add_argument("--variants", action="store_true", help="the batch-norm variants' sweep on micro-batches (issue 23): "
+                   "golden at 8 bits, BN against CBN, MBN, BKN, IEBN and Mixture, LayerNorm against Proxy Norm, a two-"
+                   "domain split for domain-specific BN; default datasets digits mnist1d, kinds l2 (also: range), "
+                   "--batches 2 4, --seeds 0 1 2; --write goes to docs/accuracy_variants.json and the "
+                   "variants_accuracy table of docs/results.md (merged with the runs already there)")
+    p.add_argument("--batches", nargs="+", type=int_in(2), help="--variants: micro-batch sizes (default 2 4)")
+    p.add_argument("--steps", type=int_in(1), help="--variants: training steps per run (default 2000)")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: summarize the runs of this sweep already in build/accuracy/")
     p.add_argument("--jobs", type=int_in(1), default=min(2, os.cpu_count() or 1), help="parallel runs (processes)")

@@ -27,3 +27,7 @@ from .variants import *  # noqa: E402,F401,F403  DomainSpecific / Memorized / Cr
 from .variants import __all__ as _variants  # noqa: E402
 
 __all__ += _variants
+from .variants_extra import *  # noqa: E402,F401,F403  BatchKalmanNorm, MixtureNorm, ProxyNorm, InstanceEnhancementBatchNorm
+from .variants_extra import __all__ as _variants_extra  # noqa: E402
+
+__all__ += _variants_extra

@@ -50,7 +50,7 @@ from torch import nn
 
 from . import group_nn
 from . import nn as hnn
-from .variants import VARIANTS
+from .variants_extra import ALL_VARIANTS as VARIANTS
 
 KINDS = ("range", "l1", "linf", "topk", "l2", "mad", "semidev", "cvar")
 PREFIX = {"range": "Range", "l1": "L1", "linf": "Linf", "topk": "Topk", "l2": "L2", "mad": "Mad", "semidev": "Semidev",

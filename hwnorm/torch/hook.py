@@ -19,8 +19,9 @@ from torch's generator (so torch.manual_seed makes it repeatable), the host deri
 through the same mask (the reference output times keep / keep probability). eval() never drops.
 The FRN modules (hwnorm/torch/frn.py) take `frn_forward`: one datapath channel per (sample, channel), the training
 datapath (each sample's own statistics) in train() and eval() alike, gamma, beta and the TLU's tau in the descriptor.
-The batch-norm variants (domain-specific, memorized, cross-iteration BN; hwnorm/torch/variants.py) have their base
-batch-norms routed as above and take hwnorm/torch/variant_hook.py's forward: only the variant's own step on the host.
+The batch-norm variants (domain-specific, memorized, cross-iteration BN, hwnorm/torch/variants.py; Kalman, mixture,
+proxy and instance-enhanced, variants_extra.py) have their base batch-norms (proxy: grouped norm) routed as above
+and take hwnorm/torch/variant_hook.py's forward: only the variant's own step on the host.
 """
 from __future__ import annotations
 
@@ -95,8 +96,8 @@ class LayerStats:
     backward_values: int = 0
     saturated_dy: int = 0            # dL/dy codes clipped to grad_fmt
     saturated_dx: int = 0            # dL/dx codes clamped to dx_fmt
-    variant: str | None = None       # the base layer of a batch-norm variant (dsbn, mbn, cbn; hwnorm/torch/variants.py)
-    host_steps: int = 0              # that variant's host steps (domain picked, memory pooled / compensated)
+    variant: str | None = None       # the base layer of a batch-norm variant (dsbn, mbn, cbn, bkn, mixture, proxy, iebn)
+    host_steps: int = 0              # that variant's host steps (domain picked, memory pooled, Kalman update, ...)
 
     @property
     def param_config(self) -> NormConfig:
@@ -311,7 +312,8 @@ class HardwareSession:
     def report(self) -> SessionReport:
         """Per layer (named as in model.named_modules()): kind, backend, formats, values, saturation, gamma/beta
         clamps, seconds; with backward=True also the backward's calls, values and dy / dx saturation; with a
-        batch-norm variant routed, each row's variant (dsbn, mbn, cbn, or "-") and its host steps."""
+        batch-norm variant routed, each row's variant (dsbn, mbn, cbn, bkn, mixture, proxy, iebn, or "-") and its host
+        steps."""
         return SessionReport([dict(layer=n, kind=s.config.kind, backend=self.backend.name,
                                    format=f"{s.config.in_fmt}:{s.param_config.out_fmt}", calls=s.calls, values=s.values,
                                    saturated_in=s.saturated_in, saturated_out=s.saturated_out, clamped=s.clamped,

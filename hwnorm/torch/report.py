@@ -14,8 +14,9 @@ class SessionReport:
     saturated_in counts input values clipped, saturated_out outputs clamped, clamped the gamma/beta/tau entries
     clipped to their formats (per call); a backward=True session adds backward_calls, backward_values, saturated_dy
     (dL/dy codes clipped to grad_fmt) and saturated_dx (dL/dx codes clamped to dx_fmt); a session with a batch-norm
-    variant routed adds variant (dsbn, mbn, cbn: the row is its base layer; "-" otherwise) and host_steps (its host
-    steps: a domain picked, a memory pooled or compensated)."""
+    variant routed adds variant (dsbn, mbn, cbn, bkn, mixture, proxy, iebn: the row is its base layer; "-" otherwise)
+    and host_steps (its host steps: a domain picked, a memory pooled or compensated, a Kalman update, a mixture fit and
+    weighted sum, a proxy or a per-instance gate)."""
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
