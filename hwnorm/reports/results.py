@@ -718,8 +718,26 @@ def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, benc
               "<!-- accuracy_backward:begin -->", backward_section(load_json(DOCS / "accuracy_backward.json"), acc),
               "<!-- accuracy_backward:end -->", "",
               "## The family on hardware (`hwnorm accuracy --family`)", "", "<!-- family:begin -->",
-              family_section(family), "<!-- family:end -->", ""]
+              family_section(family), "<!-- family:end -->", "", variants_section()]
     return "\n".join(parts)
+
+
+def variants_section(path: Path = DOCS / "results.md") -> str:
+    """The batch-norm variants' section (issue 23): its prose and cost tables as `hwnorm accuracy --variants` and
+    examples/variant_cost.py wrote them into docs/results.md, carried over, with the variants_accuracy table redone
+    from docs/accuracy_variants.json."""
+    import re
+    doc = path.read_text() if path.exists() else ""
+    m = re.search(r"<!-- variants:begin -->\n.*?<!-- variants:end -->", doc, re.S)
+    if not m:
+        return ""
+    text = m.group(0)
+    res = load_json(DOCS / "accuracy_variants.json")
+    if res:
+        from ..torch.accuracy_variants import format_table
+        text = re.sub(r"(<!-- variants_accuracy:begin -->\n).*?(<!-- variants_accuracy:end -->)",
+                      lambda mm: mm.group(1) + format_table(res) + "\n" + mm.group(2), text, flags=re.S)
+    return text + "\n"
 
 
 def write(rows, synth_errors, numeric, numerics_md, bench, acc, docs: Path = DOCS, before: dict | None = None) -> Path:
