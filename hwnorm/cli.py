@@ -528,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int_in(1), help="override every dataset's epochs")
     p.add_argument("--variants", action="store_true", help="the batch-norm variants' sweep on micro-batches (issue 23): "
                    "golden at 8 bits, BN against CBN, MBN, BKN, IEBN and Mixture, LayerNorm against Proxy Norm, a two-"
-                   "domain split for domain-specific BN; default datasets digits mnist1d, kinds l2 (also: range), "
+                   "domain split for domain-specific BN; default datasets digits mnist1d, kind l2 (--kinds: any batch-norm kind), "
                    "--batches 2 4, --seeds 0 1 2; --write goes to docs/accuracy_variants.json and the "
                    "variants_accuracy table of docs/results.md (merged with the runs already there)")
     p.add_argument("--batches", nargs="+", type=int_in(2), help="--variants: micro-batch sizes (default 2 4)")

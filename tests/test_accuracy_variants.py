@@ -35,6 +35,10 @@ def test_a_short_run_trains_on_golden_counts_host_steps_and_is_summarized_agains
 def test_plan_skips_the_mixture_for_kinds_without_it_and_refuses_bad_arguments(capsys):
     jobs = V.plan(datasets=("digits",), kinds=("range",), batches=(2,), seeds=(0,))
     assert {j.variant for j in jobs} == set(V.VARIANT_ROWS) - {"mixture"}
+    cvar = V.plan(datasets=("digits",), kinds=("cvar",), batches=(2,), seeds=(0,))
+    assert {j.variant for j in cvar} == set(V.VARIANT_ROWS) - {"mixture", "ln", "proxy"}      # no grouped cvar module
+    with pytest.raises(ValueError, match=r"kind='semidev' has no proxy row"):
+        V.run_job(V.VariantJob("digits", "proxy", "semidev", 2, 0), steps=1)
     with pytest.raises(ValueError, match=r"batch=1 is out of range: allowed an integer >= 2"):
         V.plan(batches=(1,))
     with pytest.raises(ValueError, match=r"variant"):

@@ -32,15 +32,15 @@ from .. import nn as A_hnn
 from ..cache import BUILD_ROOT, source_hash
 from . import accuracy as A
 from .hook import HardwareWarning, to_hardware
-from .variants import make_base
-from .variants_extra import MIXTURE_KINDS, bind_chain
+from .variants import BASES, make_base
+from .variants_extra import MIXTURE_KINDS, PROXY_KINDS, bind_chain
 
 VARIANT_ROWS = ("bn", "cbn", "mbn", "bkn", "iebn", "mixture", "ln", "proxy", "bn_2dom", "dsbn")
 DOMAIN_ROWS = ("bn_2dom", "dsbn")
 BATCHES = (2, 4)
 SEEDS = (0, 1, 2)
 DATASETS = ("digits", "mnist1d")
-KINDS = ("l2", "range")
+KINDS = tuple(BASES)                        # every batch-norm kind (the mixture: l2, l1; ln / proxy: the grouped kinds)
 DEFAULT_KINDS = ("l2",)
 RECIPE = dict(lr=1e-3, steps=2000, cal=A.CAL_SAMPLES, cbn_window=4, mbn_memory=4, mixture_components=3, version=1)
 SOURCES = ("torch/variants.py", "torch/variants_extra.py", "torch/variant_hook.py", "torch/statistics.py",
@@ -151,6 +151,8 @@ def _check_job(job: VariantJob):
         raise ValueError(f"variant={job.variant!r} is not supported: allowed {', '.join(VARIANT_ROWS)}")
     if job.variant == "mixture" and job.kind not in MIXTURE_KINDS:
         raise ValueError(f"kind={job.kind!r} has no mixture row: allowed {', '.join(MIXTURE_KINDS)}")
+    if job.variant in ("ln", "proxy") and job.kind not in PROXY_KINDS:
+        raise ValueError(f"kind={job.kind!r} has no {job.variant} row (no grouped module): allowed {', '.join(PROXY_KINDS)}")
 
 
 def run_job(job: VariantJob, *, steps: int | None = None, cache_dir: Path | None = None) -> dict:
@@ -259,7 +261,8 @@ def plan(datasets=DATASETS, kinds=DEFAULT_KINDS, batches=BATCHES, seeds=SEEDS, v
         if isinstance(b, bool) or not isinstance(b, int) or b < 2:
             raise ValueError(f"batch={b!r} is out of range: allowed an integer >= 2")
     return [VariantJob(d, v, k, b, s) for d in datasets for k in kinds for b in batches for v in variants
-            if not (v == "mixture" and k not in MIXTURE_KINDS) for s in seeds]
+            if not (v == "mixture" and k not in MIXTURE_KINDS) and not (v in ("ln", "proxy") and k not in PROXY_KINDS)
+            for s in seeds]
 
 
 def summarize(runs: list) -> list:

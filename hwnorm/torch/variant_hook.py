@@ -57,7 +57,7 @@ def variant_layers(model) -> dict:
 
 
 def base_names(name: str, module) -> list:
-    """The routed layers of variant `name`: its base batch-norm(s)."""
+    """The routed layers of variant `name`: its base batch-norm(s); Proxy Normalization: its grouped norm."""
     prefix = f"{name}." if name else ""
     if isinstance(module, _DomainSpecificBatchNorm):
         return [f"{prefix}bns.{d}" for d in range(module.num_domains)]
