@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -147,8 +147,12 @@ def _eps_only(cfg: NormConfig, x: np.ndarray) -> np.ndarray:
     """Channels whose deviation estimate is eps alone although the values differ (range: every chunk
     constant, e.g. one value per chunk). docs/numerics.md: eps is then held to CF + F_in fraction bits,
     so the output may differ from the float reference by more than 1 LSB (it saturates for any gamma of
-    practical size)."""
-    if cfg.kind != "range":
+    practical size). The FRN kinds measure about 0, so there it is any non-zero channel whose statistic is eps alone:
+    frn_range with every chunk constant, frn_linf at n = 1 (C_inf(1) = 0); the hook refuses both by name (their eps
+    is raised to the descriptor's smallest, docs/numerics.md "FRN eps in real units")."""
+    if cfg.kind == "frn_linf":
+        return np.array([len(row) == 1 and row.any() for row in x], dtype=bool)
+    if cfg.kind not in ("range", "frn_range"):
         return np.zeros(x.shape[0], dtype=bool)
     out = []
     for row in x:
@@ -156,12 +160,19 @@ def _eps_only(cfg: NormConfig, x: np.ndarray) -> np.ndarray:
         for m in chunk_sizes(len(row), cfg.chunks):
             flat &= bool(row[start:start + m].min() == row[start:start + m].max())
             start += m
-        out.append(flat and row.min() != row.max())
-    return np.array(out)
+        out.append(flat and (row.any() if cfg.frn else row.min() != row.max()))
+    return np.array(out, dtype=bool)
+
+
+# hypothesis found it (CI, 2026-12-07): frn_range at n = 1 <= chunks, sigma_hat is the raised descriptor eps alone
+FRN_EPS_ONLY = (NormConfig(kind="frn_range", in_fmt=FixedFormat(3, 0, False), out_fmt=FixedFormat(3, 0, False),
+                           gamma_fmt=FixedFormat(3, 11, False), beta_fmt=FixedFormat(3, 1, False), max_count=1,
+                           stat_frac_bits=0), np.array([[1]]), np.array([1]), np.array([0]))
 
 
 @MEDIUM
 @given(golden_case())
+@example(FRN_EPS_ONLY)
 def test_golden_within_one_lsb_of_float_reference(case):
     cfg, x, g, b = case
     res = train(cfg, x, g, b, unrounded=False)
