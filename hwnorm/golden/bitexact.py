@@ -288,10 +288,9 @@ def channel_constants(cfg: NormConfig, k: int, c: int, num: int, e: int, dn: int
     return Gain(a, b, sh, special, q, neg)
 
 
-def _regimes(consts, x) -> dict:
+def _regimes(consts, force) -> dict:
     """Result's special / forced fields: per channel, whether the gain took the special regime and how many values it
     forced to saturate."""
-    force = _forced(consts, x)
     forced = np.zeros(len(consts), dtype=np.int64) if force is None else (force[0] | force[1]).sum(axis=1)
     return {"special": np.array([c.special for c in consts], dtype=bool), "forced": forced}
 
@@ -346,12 +345,11 @@ def _normalize_fast(cfg: NormConfig, x: np.ndarray, a, b, shift: np.ndarray, unr
     return acc, sat.astype(np.int64), unr
 
 
-def _normalize(cfg: NormConfig, x, consts, unrounded: bool, fast: bool):
+def _normalize(cfg: NormConfig, x, consts, force, unrounded: bool, fast: bool):
     """y = sat(round((x*A + B) >> SH)) with saturations counted, a special-regime channel's values beyond q + 1 and
     below q forced to saturate: -> (y, sat, A, SH, unrounded)."""
     a, b = [c.a for c in consts], [c.b for c in consts]
     shift = np.array([c.sh for c in consts], dtype=np.int64)
-    force = _forced(consts, x)
     y, sat, unr = (_normalize_fast if fast else _normalize_exact)(cfg, x, a, b, shift, unrounded, force)
     mult = np.array(a, dtype=np.int64 if cfg.acc_bits <= INT64_BITS else object)   # dtype from cfg only
     return y, sat, mult, shift, unr
@@ -372,7 +370,7 @@ def _apply_force(cfg: NormConfig, acc, shift: np.ndarray, force, unr):
     return acc, unr
 
 
-def _normalize_dropout(cfg: NormConfig, x, consts, keep: np.ndarray, unrounded: bool):
+def _normalize_dropout(cfg: NormConfig, x, consts, force, keep: np.ndarray, unrounded: bool):
     """The normalize pass with inverted dropout (a training channel of a dropout build), on Python integers:
     t = floor((x*A + B - half) / 2**(SH-E)) (E = DROPOUT_FRAC fraction bits), clamped to one LSB beyond the
     output range, z = t * S, y = sat(round(z >> (F + E))) for kept values, 0 for dropped ones; sat counts the
@@ -380,7 +378,6 @@ def _normalize_dropout(cfg: NormConfig, x, consts, keep: np.ndarray, unrounded: 
     a, b = [c.a for c in consts], [c.b for c in consts]
     shift = np.array([c.sh for c in consts], dtype=np.int64)
     e, f, s_mult = DROPOUT_FRAC, cfg.dropout_scale_frac, cfg.dropout_scale
-    force = _forced(consts, x)
     acc, _ = _apply_force(cfg, x.astype(object) * _col(a) + _col(b), shift, force, None)
     low = _col(shift - e)
     floor = cfg.rounding == "floor"
@@ -476,12 +473,13 @@ def train(cfg: NormConfig, x, gamma, beta, tau=None, unrounded: bool = True, exa
     hp = channel_params(cfg, n, eps=eps)
     s, den = (_stats_fast if plan["stats"] else _stats_exact)(cfg, x, hp)
     consts = train_constants(cfg, n, s, den, g, b)
+    force = _forced(consts, x)        # the special regime's forced values, once: the pass and Result use them
     if cfg.dropout_active:
-        y, sat, mult, shift, unr = _normalize_dropout(cfg, x, consts, keep_mask(cfg, seeds, n), unrounded)
+        y, sat, mult, shift, unr = _normalize_dropout(cfg, x, consts, force, keep_mask(cfg, seeds, n), unrounded)
     else:
-        y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
+        y, sat, mult, shift, unr = _normalize(cfg, x, consts, force, unrounded, plan["normalize"])
     return Result(y=_tlu(y, tau), stats=ChannelStats(sum=s.astype(np.int64), den=den, sat=sat), mult=mult, shift=shift,
-                  unrounded=unr, **_regimes(consts, x))
+                  unrounded=unr, **_regimes(consts, force))
 
 
 def _check_inference(cfg: NormConfig, c: int, mean, scale_m, scale_exp):
@@ -518,10 +516,11 @@ def infer(cfg: NormConfig, x, gamma, beta, mean, scale_m, scale_exp, tau=None, u
     c = x.shape[0]
     mean, scale_m, scale_exp = _check_inference(cfg, c, mean, scale_m, scale_exp)
     consts = infer_constants(cfg, mean, scale_m, scale_exp, g, b)
-    y, sat, mult, shift, unr = _normalize(cfg, x, consts, unrounded, plan["normalize"])
+    force = _forced(consts, x)
+    y, sat, mult, shift, unr = _normalize(cfg, x, consts, force, unrounded, plan["normalize"])
     zeros = np.zeros(c, dtype=np.int64)
     return Result(y=_tlu(y, tau), stats=ChannelStats(sum=zeros, den=zeros.astype(object), sat=sat), mult=mult, shift=shift,
-                  unrounded=unr, **_regimes(consts, x))
+                  unrounded=unr, **_regimes(consts, force))
 
 
 def _elementwise(cfg: NormConfig, x, gamma, beta, unrounded: bool, run_core) -> Result:
