@@ -800,6 +800,78 @@ class NormConfig:
                 return f"{name}={v} is out of range: allowed {allowed}" + (f" (count={n})" if name in ("chunk_size", "m") else "")
         return None
 
+    # -- the backward datapath (issue 21: hwnorm/hdl/backward.py; docs/numerics.md "Backward") ---------------
+
+    def backward_den_floor(self, count: int) -> int:
+        """The least Den a forward channel of `count` values reports (Den's leading one L >= floor(log2 count) +
+        den_per_count_log2_min), at least 1: the backward refuses a smaller one, which bounds its constants' widths."""
+        return 1 << max(0, count.bit_length() - 1 + self.den_per_count_log2_min)
+
+    def backward_channel_fields(self, gcfg) -> list[tuple[str, int, bool]]:
+        """(name, width, signed) of the backward datapath's per-channel descriptor, LSB first: count, the forward's
+        S (`sum`) and `den` (its ChannelStats), the kind's host constants as the forward descriptor names them
+        (constants.channel_params: range chunk_size, c_full, c_last; l1 / mad / linf / topk c; cvar c, m; l2 none),
+        gamma, and with stochastic rounding the 32-bit LFSR `seed` of the dx pass (the golden backward's `seed`)."""
+        kind_fields = {
+            "range": [("chunk_size", self.count_bits, False), ("c_full", self.const_bits, False),
+                      ("c_last", self.const_bits, False)],
+            "l2": [], "semidev": [],
+            "cvar": [("c", self.const_bits, False), ("m", self.k.bit_length(), False)],
+        }.get(self.stat_kind, [("c", self.const_bits, False)])
+        return ([("count", self.count_bits, False), ("sum", self.sum_bits, True), ("den", self.den_bits, False)] +
+                kind_fields + [("gamma", self.gamma_fmt.bits, self.gamma_fmt.signed)] +
+                ([("seed", DROPOUT_SEED_BITS, False)] if gcfg.rounding == "stochastic" else []))
+
+    def backward_sg_bits(self, gcfg) -> int:
+        """Signed width of Sg = sum(g) over a channel (the stats word's dbeta)."""
+        return gcfg.grad_fmt.bits + self.count_bits
+
+    def backward_qg_max(self, gcfg, count: int) -> int:
+        """A bound of |Qg| = |sum g (n x - S)| for `count` values (|n x - S| <= n (2**in_bits - 1))."""
+        return count * count * (1 << (gcfg.grad_fmt.bits - 1)) * self._xmax
+
+    def backward_dgamma_bits(self, gcfg) -> int:
+        """Signed width of dgamma = round(Qg 2**CF / Den), Den >= backward_den_floor(count)."""
+        top = 0
+        for b in range(self.count_bits):                 # counts with b + 1 bits: the largest, over the least Den
+            n = min(self.max_count, (2 << b) - 1)
+            top = max(top, (self.backward_qg_max(gcfg, n) << self.const_frac_bits) // self.backward_den_floor(1 << b))
+        return (top + 1).bit_length() + 1
+
+    def backward_stats_fields(self, gcfg) -> list[tuple[str, int, bool]]:
+        """(name, width, signed) of the backward datapath's per-channel word, LSB first: dgamma (grad_fmt fraction
+        bits, rounded half up), dbeta = Sg (exact), the dx values saturated, error (a refused descriptor: the rest 0)."""
+        return [("dgamma", self.backward_dgamma_bits(gcfg), True), ("dbeta", self.backward_sg_bits(gcfg), True),
+                ("sat", self.count_bits, False), ("error", 1, False)]
+
+    def backward_descriptor_rules(self, gcfg) -> list[tuple[str, str]]:
+        """(field, allowed values) of every backward descriptor value the core checks (a descriptor that breaks one
+        is refused: one stats word with error = 1, no beat taken on `i`)."""
+        names = {n for n, _, _ in self.backward_channel_fields(gcfg)}
+        rules = [("count", f"1 .. max_count = {self.max_count}")]
+        if "chunk_size" in names:
+            rules.append(("chunk_size", f"chunk_size >= 1 and chunks * chunk_size >= count (at most chunks = "
+                                        f"{self.chunks} chunks)"))
+        if "m" in names:
+            rules.append(("m", f"1 .. min(k = {self.k}, count)"))
+        rules.append(("den", f">= 2**(floor(log2 count) + {self.den_per_count_log2_min}), at least 1 (the least a "
+                             f"forward channel reports)"))
+        return rules
+
+    def backward_descriptor_error(self, gcfg, desc: dict) -> str | None:
+        """None if the backward core accepts `desc` (backward_channel_fields' names, missing ones 0), else why not."""
+        d = {n: int(desc.get(n, 0)) for n, _, _ in self.backward_channel_fields(gcfg)}
+        n = d["count"]
+        for name, allowed in self.backward_descriptor_rules(gcfg):
+            v = d[name]
+            bad = {"count": lambda: not 1 <= n <= self.max_count,
+                   "chunk_size": lambda: v < 1 or self.chunks * v < n,
+                   "m": lambda: not 1 <= v <= min(self.k, n),
+                   "den": lambda: v < self.backward_den_floor(max(n, 1))}[name]()
+            if bad:
+                return f"{name}={v} is out of range: allowed {allowed}" + (f" (count={n})" if name != "count" else "")
+        return None
+
     def widths(self) -> dict:
         """All derived widths, for reports and docs."""
         names = ["count_bits", "sum_bits", "precision_bits", "const_frac_bits", "const_bits",
