@@ -348,6 +348,54 @@ def _lanes_table(args) -> int:
     return 0
 
 
+def _synth_backward(args) -> int:
+    """hwnorm synth --backward [--only NAME ...] [--lanes-table]: the backward datapaths' rows (or their per-lane cost
+    at 8 bits), merged into docs/synth_backward.json, and the backward_cost block of docs/results.md."""
+    from tqdm import tqdm
+
+    from .reports import DOCS, replace_block
+    from .reports.results import BACKWARD_COST_JSON, backward_cost_section, load_json
+    from .reports.synth_backward import (LANE_COUNTS, backward_lane_cost, backward_sweep, backward_sweep_configs,
+                                         built_kinds)
+    if args.core or args.custom or args.ice40_pnr:
+        raise ValueError("--backward takes --only, --lanes-table, --kinds, --jobs and --no-pnr: allowed without "
+                         "--core, --custom and --ice40-pnr")
+    _refuse_config_options(args, "--backward synthesizes each built kind's default configuration")
+    kinds = args.kinds or list(built_kinds())
+    bad = [k for k in kinds if k not in built_kinds()]
+    if bad:
+        raise ValueError(f"--kinds {', '.join(bad)} has no backward datapath: allowed {', '.join(built_kinds())}")
+    data = load_json(BACKWARD_COST_JSON) or {}
+    if args.lanes_table:
+        with tqdm(total=len(kinds) * len(LANE_COUNTS), desc="lanes", disable=True if args.quiet else None) as bar:
+            got = backward_lane_cost(kinds, jobs=args.jobs, progress=bar)
+        data["lanes"] = {**data.get("lanes", {}), **{k: {str(n): g for n, g in v.items()} for k, v in got.items()}}
+    else:
+        cfgs = backward_sweep_configs(kinds)
+        if args.only:
+            unknown = [k for k in args.only if k not in cfgs]
+            if unknown:
+                raise ValueError(f"--only {', '.join(unknown)} unknown: allowed {', '.join(cfgs)}")
+            cfgs = {k: cfgs[k] for k in args.only}
+        with tqdm(total=len(cfgs), desc="synth --backward", disable=True if args.quiet else None) as bar:
+            rows, errors = backward_sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, progress=bar)
+        keep = ("config", "kind", "in_bits", "lanes", "rounding", "gates", "ecp5_luts", "ecp5_luts_nodsp", "ecp5_ffs",
+                "ecp5_mult18", "fmax_ecp5")
+        data["rows"] = {**data.get("rows", {}), **{n: {k: r.get(k) for k in keep} for n, r in rows.items()}}
+        data["errors"] = {n: e for n, e in {**data.get("errors", {}), **errors}.items() if n not in rows}
+        for name, err in errors.items():
+            print(f"{name}: synthesis failed, no row written:\n{err}", file=sys.stderr)
+    _dump_json(BACKWARD_COST_JSON, data)
+    text = backward_cost_section(data)
+    print(text)
+    try:
+        replace_block(DOCS / "results.md", "backward_cost", text)
+        print(f"wrote {BACKWARD_COST_JSON} and the backward_cost block of docs/results.md")
+    except ValueError:                      # a results.md from before the block: `hwnorm report` writes it
+        print(f"wrote {BACKWARD_COST_JSON}; docs/results.md has no backward_cost block yet: `hwnorm report` adds it")
+    return 1 if data.get("errors") else 0
+
+
 def cmd_synth(args) -> int:
     import time
 
@@ -356,6 +404,8 @@ def cmd_synth(args) -> int:
     from .reports.synth import sweep, sweep_configs, timing_summary
     if args.ice40_pnr and args.no_pnr:
         raise ValueError("--ice40-pnr would be ignored with --no-pnr (no place-and-route at all): allowed one of them")
+    if args.backward:
+        return _synth_backward(args)
     if args.lanes_table:
         return _lanes_table(args)
     cores = {}
@@ -574,7 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "sweep: its row is printed and cached (a later `hwnorm verilog --name` includes it)")
     p.add_argument("--lanes-table", action="store_true", help="instead of the sweep: generic gates of every kind at "
                    "lanes 1, 2, 4, 8 (the per-lane cost table of docs/results.md; --kinds, --widths pick)")
-    p.add_argument("--kinds", nargs="+", help="with --lanes-table: these kinds (default: all)")
+    p.add_argument("--kinds", nargs="+", help="with --lanes-table or --backward: these kinds (default: all)")
+    p.add_argument("--backward", action="store_true", help="the backward datapaths instead (issue 21): every built kind "
+                   "at 8 and 16 bits, lanes 1 and 4 (with --lanes-table: lanes 1, 2, 4, 8 at 8 bits); "
+                   "docs/synth_backward.json and the backward_cost block of docs/results.md")
     p.add_argument("--widths", nargs="+", type=int, choices=(8, 16), default=[8, 16],
                    help="with --lanes-table: these default widths (default: 8 16)")
     _add_config_args(p)

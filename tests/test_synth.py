@@ -273,3 +273,48 @@ def test_synth_refuses_options_it_would_ignore_or_a_missing_core(argv, words, ca
     err = capsys.readouterr().err
     for w in words:
         assert w in err
+
+
+def test_backward_sweep_names_every_built_kind_width_and_lane_count():
+    from hwnorm.reports.synth_backward import backward_key, backward_sweep_configs, built_kinds
+    cfgs = backward_sweep_configs()
+    for k in built_kinds():
+        for w in (8, 16):
+            for lanes in (1, 4):
+                cfg, gcfg = cfgs[f"bwd_{k}_s{w}_p{lanes}"]
+                assert (cfg.kind, cfg.in_fmt.bits, cfg.lanes, gcfg.grad_fmt.bits) == (k, w, lanes, w)
+    cfg, gcfg = cfgs["bwd_range_s8_p4_sr"]
+    assert gcfg.rounding == "stochastic"
+    keys = {backward_key(c, g) for c, g in cfgs.values()}
+    assert len(keys) == len(cfgs)             # each build cached apart (the stochastic one too)
+
+
+def test_backward_goals_and_table_from_rows():
+    from hwnorm.reports.results import backward_cost_section
+    from hwnorm.reports.synth_backward import backward_goals
+
+    def row(kind, gates, fmax, lanes=4):
+        return {"kind": kind, "in_bits": 8, "lanes": lanes, "rounding": "half_up", "gates": gates, "ecp5_luts": 1,
+                "ecp5_luts_nodsp": 2, "ecp5_ffs": 3, "ecp5_mult18": 4, "fmax_ecp5": fmax}
+    rows = {"bwd_l2_s8_p4": row("l2", 1000, 120.0), "bwd_range_s8_p4": row("range", 700, 99.0),
+            "bwd_l1_s8_p4": row("l1", 800, 130.0)}
+    goals = backward_goals(rows)
+    assert [g["met"] for g in goals] == [True, False, False]
+    assert "0.70" in goals[0]["measured"] and "bwd_range_s8_p4 99.0" in goals[2]["measured"]
+    text = backward_cost_section({"rows": rows, "lanes": {"bwd_l2_s8": {"1": 100, "2": 200, "4": 400, "8": 800},
+                                                          "bwd_range_s8": {"1": 100, "2": 150, "4": 250, "8": 450}}})
+    assert "| bwd_range_s8_p4 | half_up | 700 |" in text and "| 0.70 |" in text
+    assert "| bwd_range_s8 | 100 | 150 | 250 | 450 |" in text and "| 0.50 |" in text     # 50 a lane against 100
+    assert backward_cost_section(None).startswith("Not measured yet")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["synth", "--backward", "--kinds", "frn", "--no-pnr"], ["--kinds frn has no backward datapath", "allowed range"]),
+    (["synth", "--backward", "--only", "bwd_range_s8_p9"], ["--only bwd_range_s8_p9 unknown", "bwd_range_s8_p4"]),
+    (["synth", "--backward", "--kind", "l1"], ["--kind would be ignored"]),
+])
+def test_synth_backward_refuses_what_it_cannot_build(argv, words, capsys):
+    from hwnorm.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err

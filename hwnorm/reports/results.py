@@ -717,6 +717,11 @@ def render(rows: dict, synth_errors: dict, numeric: dict, numerics_md: str, benc
               "## Training with the backward on the hardware (`hwnorm accuracy --backward`)", "",
               "<!-- accuracy_backward:begin -->", backward_section(load_json(DOCS / "accuracy_backward.json"), acc),
               "<!-- accuracy_backward:end -->", "",
+              "## The backward datapaths' cost (`hwnorm synth --backward`)", "",
+              "The same flows as the forward's (above), on `hwnorm.hdl.backward.BackwardDatapath` with each width's "
+              "default gradient formats (s8.6 -> s8.5, s16.14 -> s16.15).", "",
+              "<!-- backward_cost:begin -->", backward_cost_section(load_json(BACKWARD_COST_JSON)),
+              "<!-- backward_cost:end -->", "",
               "## The family on hardware (`hwnorm accuracy --family`)", "", "<!-- family:begin -->",
               family_section(family), "<!-- family:end -->", "", variants_section()]
     return "\n".join(parts)
@@ -760,3 +765,46 @@ def readme_headline(rows: dict, numeric: dict, before: dict | None = None) -> st
 
 def load_json(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
+
+
+BACKWARD_COST_JSON = DOCS / "synth_backward.json"
+
+
+def backward_cost_section(data: dict | None) -> str:
+    """The backward datapaths' cost (`hwnorm synth --backward`, docs/synth_backward.json): issue 21's goals, one row
+    per configuration, and the per-lane cost at 8 bits."""
+    from .synth_backward import backward_goals
+    if not data or not (data.get("rows") or data.get("lanes")):
+        return "Not measured yet: `hwnorm synth --backward` and `hwnorm synth --backward --lanes-table`."
+    rows, lanes = data.get("rows") or {}, data.get("lanes") or {}
+    out = []
+    if rows:
+        out += ["| issue 21 goal | bound | measured | met |", "|---|---|---|---|"]
+        for t in backward_goals(rows):
+            met = "-" if t["met"] is None else ("yes" if t["met"] else "no")
+            out.append(f"| {t['what']} | {t['target']} | {t['measured']} | {met} |")
+        out += ["", "| config | rounding | gates (2-input) | ECP5 LUT4 | ECP5 LUT4 no DSP | ECP5 FF | MULT18X18D | "
+                "ECP5 Fmax (MHz) | gates / L2's |", "|---|---|---|---|---|---|---|---|---|"]
+        for name in sorted(rows, key=lambda n: (rows[n]["in_bits"], rows[n]["lanes"], n)):
+            r = rows[name]
+            base = rows.get(f"bwd_l2_s{r['in_bits']}_p{r['lanes']}" + ("_sr" if name.endswith("_sr") else ""))
+            rel = f"{r['gates'] / base['gates']:.2f}" if base else "-"
+            out.append(f"| {name} | {r.get('rounding', '-')} | {r['gates']} | {r['ecp5_luts']} | {r['ecp5_luts_nodsp']} | "
+                       f"{r['ecp5_ffs']} | {r['ecp5_mult18']} | {_mhz(r['fmax_ecp5'])} | {rel} |")
+    errors = data.get("errors") or {}
+    if errors:
+        out += ["", "Failed (no row written): " + ", ".join(sorted(errors))]
+    if lanes:
+        out += ["", "Per-lane cost at 8 bits (`hwnorm synth --backward --lanes-table`: generic gates of the whole "
+                "backward datapath at 1, 2, 4, 8 lanes; the fixed part and each added lane by least squares):", "",
+                "| config | lanes 1 | lanes 2 | lanes 4 | lanes 8 | fixed part | per added lane | per lane / L2's |",
+                "|---|---|---|---|---|---|---|---|"]
+        fits = {k: lane_fit({int(n): g for n, g in v.items()}) for k, v in lanes.items()}
+        l2 = fits.get("bwd_l2_s8")
+        for key in sorted(lanes):
+            g = {int(n): v for n, v in lanes[key].items()}
+            fixed, per = fits[key]
+            rel = f"{per / l2[1]:.2f}" if l2 else "-"
+            out.append(f"| {key} | " + " | ".join(str(g.get(n, "-")) for n in (1, 2, 4, 8)) +
+                       f" | {fixed:.0f} | {per:.0f} | {rel} |")
+    return "\n".join(out)

@@ -265,13 +265,17 @@ def synth(cfg: NormConfig, pnr: bool = True) -> dict:
     """Synthesize cfg's datapath (cached): generic gates, ECP5 and iCE40 area with and without DSPs,
     and with pnr the ECP5 Fmax. Returns one row of the area/timing table; row["seconds"] holds each
     step's wall time. The iCE40 Fmax is a separate, optional step: ice40_fmax()."""
-    text = verilog_text(cfg, name=TOP)
-    who = cfg.describe()
+    return synth_text(cfg.name, verilog_text(cfg, name=TOP), cfg.describe(),
+                      {"kind": cfg.kind, "in_bits": cfg.in_fmt.bits, "lanes": cfg.lanes}, pnr)
 
+
+def synth_text(key: str, text: str, who: str, fields: dict, pnr: bool = True) -> dict:
+    """synth()'s flows on any Verilog whose top is TOP (a forward or a backward datapath), cached under `key`;
+    `fields` start the row."""
     def build(work: Path) -> dict:
         times: dict = {}
         (work / "top.v").write_text(text)
-        row = {"config": who, "kind": cfg.kind, "in_bits": cfg.in_fmt.bits, "lanes": cfg.lanes}
+        row = {"config": who, **fields}
         row.update(generic_gates(work, TOP, who, times))
         row.update(_ecp5_synth(work, TOP, who, times, json_out=pnr))
         row.update(_ice40_synth(work, TOP, who, times))
@@ -281,23 +285,25 @@ def synth(cfg: NormConfig, pnr: bool = True) -> dict:
         row["seconds"] = times
         return row
 
-    row = _cached(cfg.name, f"{FLOW_VERSION}\n{int(pnr)}\n{text}", build)
+    row = _cached(key, f"{FLOW_VERSION}\n{int(pnr)}\n{text}", build)
     row.setdefault("_cached", False)
     row.update(fmax_ice40=None, ice40_timing=_hx8k_rule(row["ice40_luts_nodsp"]) or
                "may fit the HX8K: place-and-route with --ice40-pnr")
     return row
 
 
-def lane_gates(cfg: NormConfig) -> int:
-    """Generic two-input gates of cfg's whole datapath alone (no FPGA flow): the per-lane cost table's unit, cached."""
-    text = verilog_text(cfg, name=TOP)
-    who = f"lane cost of {cfg.describe()}"
-
+def text_gates(key: str, text: str, who: str) -> int:
+    """Generic two-input gates of any Verilog whose top is TOP, cached under `key` (no FPGA flow)."""
     def build(work: Path) -> dict:
         (work / "top.v").write_text(text)
         return generic_gates(work, TOP, who, {})
 
-    return _cached(f"gates-{cfg.name}", f"{FLOW_VERSION}\ngates\n{text}", build)["gates"]
+    return _cached(key, f"{FLOW_VERSION}\ngates\n{text}", build)["gates"]
+
+
+def lane_gates(cfg: NormConfig) -> int:
+    """Generic two-input gates of cfg's whole datapath alone (no FPGA flow): the per-lane cost table's unit, cached."""
+    return text_gates(f"gates-{cfg.name}", verilog_text(cfg, name=TOP), f"lane cost of {cfg.describe()}")
 
 
 LANE_COUNTS = (1, 2, 4, 8)
