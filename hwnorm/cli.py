@@ -84,6 +84,8 @@ def cmd_verilog(args) -> int:
     from .emit import write_defaults
     if args.custom and args.name is not None:
         raise ValueError("--custom would be ignored: --name names the core; allowed one of --custom, --name")
+    if args.backward:
+        return _verilog_backward(args)
     if args.custom or args.name is not None or args.axi_stream:
         from .core import write_core
         from .datasheet import cached_resources
@@ -95,6 +97,24 @@ def cmd_verilog(args) -> int:
     _refuse_config_options(args, "allowed only with --name NAME (or --custom), which generate one core")
     for path in write_defaults(Path(args.output) if args.output else REPO / "rtl"):
         print(f"wrote {path}")
+    return 0
+
+
+def _verilog_backward(args) -> int:
+    """hwnorm verilog --name NAME --backward: the backward core of the configuration options, with its datasheet and
+    C header (hwnorm.core_backward)."""
+    from .config import GradConfig
+    from .core import write_files
+    from .core_backward import backward_core_files
+    if args.name is None or args.axi_stream or args.custom:
+        raise ValueError("--backward writes one named core: allowed with --name NAME, without --custom and --axi-stream")
+    cfg = _config(args)
+    base = GradConfig.for_width(f"s{cfg.in_fmt.bits}", args.grad_rounding)
+    gcfg = GradConfig(grad_fmt=args.grad_fmt or base.grad_fmt, dx_fmt=args.dx_fmt or base.dx_fmt,
+                      rounding=args.grad_rounding)
+    paths = write_files(backward_core_files(cfg, gcfg, args.name), args.output or ".")
+    print(f"wrote {', '.join(str(p) for p in paths)} (the backward of {cfg.describe()}, dy {gcfg.grad_fmt} -> dx "
+          f"{gcfg.dx_fmt}, {gcfg.rounding})")
     return 0
 
 
@@ -528,6 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--custom", action="store_true", help="as --name, named by the configuration's hash")
     p.add_argument("--axi-stream", action="store_true",
                    help="wrap the core in AXI4-Stream ports (tdata/tvalid/tready/tlast, tkeep on the output)")
+    p.add_argument("--backward", action="store_true", help="with --name: the backward core of the configuration "
+                   "(hwnorm.hdl.backward; issue 21), with its datasheet and C header")
+    p.add_argument("--grad-fmt", help="with --backward: dL/dy's format (default s8.6, or s16.14 above 8 bits)")
+    p.add_argument("--dx-fmt", help="with --backward: dL/dx's format (default s8.5, or s16.15 above 8 bits)")
+    p.add_argument("--grad-rounding", choices=("half_up", "stochastic"), default="half_up",
+                   help="with --backward: the dx pass's rounding (default half_up)")
     _add_config_args(p)
     p.set_defaults(func=cmd_verilog)
 

@@ -78,7 +78,11 @@ def check_out_dir(out_dir) -> Path:
 def write_core(cfg: NormConfig, name: str, out_dir, axi: bool = False, resources: dict | None = None) -> list[Path]:
     """Write the core's files into out_dir: every file is generated first, then each is written to a
     temporary file and renamed in place; on any failure the temporaries are removed and no file is replaced."""
-    files = core_files(cfg, name, axi=axi, resources=resources)
+    return write_files(core_files(cfg, name, axi=axi, resources=resources), out_dir)
+
+
+def write_files(files: dict[str, str], out_dir) -> list[Path]:
+    """{file name: text} into out_dir, all or nothing (temporary files renamed in place)."""
     path = check_out_dir(out_dir)
     temps: list[tuple[str, Path]] = []
     try:
