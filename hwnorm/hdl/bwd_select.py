@@ -156,8 +156,9 @@ class TopSelect(_Select):
                 prev = cur[p - 1] if p else None
                 here_new = ~ge[p] & (ge[p - 1] if p else 1)
                 shifted = prev if prev is not None else cur[p]
-                ent = tuple(Mux(~self.mask[j] | ge[p], a, Mux(here_new, b, c))
-                            for a, b, c in zip(cur[p], (1, keys[j], ts[j]), shifted))
+                ent = (Signal(name=f"v{j}_{p}"), Signal(signed(kb), name=f"k{j}_{p}"), Signal(signed(2), name=f"t{j}_{p}"))
+                m.d.comb += [e.eq(Mux(~self.mask[j] | ge[p], a, Mux(here_new, b, c)))
+                             for e, a, b, c in zip(ent, cur[p], (1, keys[j], ts[j]), shifted)]
                 nxt.append(ent)
             cur = nxt
         with m.If(self.clear):
