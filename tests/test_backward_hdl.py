@@ -187,3 +187,59 @@ def test_backward_bit_exact(kind, width, lanes):
     cfg = small_cfg(kind, width, lanes)
     gcfg = GradConfig.for_width(f"s{width}", rounding)
     check(cfg, gcfg, zlib.crc32(f"{kind}{width}{lanes}{rounding}".encode()))
+
+
+def _bad_descriptors(cfg, gcfg):
+    """Descriptors breaking each of NormConfig.backward_descriptor_rules, from a valid one."""
+    n = 5
+    good = descriptor(cfg, gcfg, [1, -2, 3, 0, 2], 10, 7)
+    bad = [dict(good, count=0), dict(good, count=cfg.max_count + 1), dict(good, den=0)]
+    floor = cfg.backward_den_floor(n)
+    if floor > 1:
+        bad.append(dict(good, den=floor - 1))
+    if "chunk_size" in good:
+        bad += [dict(good, chunk_size=0), dict(good, chunk_size=1, count=cfg.chunks + 1)]
+    if "m" in good:
+        bad += [dict(good, m=0), dict(good, m=min(cfg.k, n) + 1)]
+    return bad
+
+
+@pytest.mark.parametrize("kind", ["range", "cvar", "l2"])
+def test_refused_descriptors(kind):
+    """Each refused descriptor takes no beat and answers one word with error = 1 and every other field 0; the
+    channels after it run as usual; the hardware's verdict is NormConfig.backward_descriptor_error's."""
+    cfg = small_cfg(kind, 8, 4)
+    gcfg = GradConfig.for_width("s8")
+    bad = _bad_descriptors(cfg, gcfg)
+    for d in bad:
+        assert cfg.backward_descriptor_error(gcfg, d) is not None, d
+    check(cfg, gcfg, 5, bad=bad)
+
+
+@pytest.mark.parametrize("name", ["range_s8", "l1_s16", "linf_s8", "topk_s16", "cvar_s8", "l2_s8", "l2_s16", "mad_s8"])
+def test_den_floor_takes_every_forward_channel(name):
+    """The refusal rule Den >= backward_den_floor(count) never refuses a channel the forward reports: constant data
+    (the least Den) and two-valued data at counts 1 .. max_count."""
+    cfg = default_configs()[name]
+    gcfg = GradConfig.for_width(name[-3:].replace("_", ""))
+    for n in sorted({1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 100, 1000, 2047, 2048, 4095, 4096}):
+        hp = channel_params(cfg, n)
+        for x in (np.zeros((1, n), dtype=np.int64), np.full((1, n), cfg.in_fmt.max_int),
+                  (np.arange(n) % 2).reshape(1, n)):
+            s = x.sum(axis=1).astype(object)
+            den = int(deviation_den(cfg, x, s, hp)[0])
+            desc = {"count": n, "sum": int(s[0]), "den": den, **{k: v for k, v in hp.items() if k != "count"}}
+            assert cfg.backward_descriptor_error(gcfg, desc) is None, (name, n, den)
+
+
+@pytest.mark.parametrize("change, param", [
+    (dict(kind="frn"), "kind"), (dict(kind="semidev"), "kind"), (dict(dropout=0.25), "dropout"),
+    (dict(elementwise=True), "elementwise"), (dict(inference_only=True), "inference_only"),
+    (dict(overlap=True), "overlap")])
+def test_refused_builds(change, param):
+    """Builds out of scope: a ValueError naming the parameter and what is allowed."""
+    cfg = dataclasses.replace(default_configs()["l2_s8"], **change)
+    with pytest.raises(ValueError, match=f"{param}=.*allowed"):
+        BackwardDatapath(cfg, GradConfig())
+    with pytest.raises(ValueError, match="gcfg=.*allowed"):
+        BackwardDatapath(default_configs()["l2_s8"], "s8")
