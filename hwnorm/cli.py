@@ -113,7 +113,8 @@ def add_sim_args(p: argparse.ArgumentParser):
     """The options of `hwnorm sim` (run by hwnorm/verify/regression.py)."""
     p.add_argument("--full", action="store_true", help="run the full configuration matrix and longer random tests")
     p.add_argument("--config", action="append", help="only these regression configurations (names as listed by --list)")
-    p.add_argument("--test", help="only this cocotb test of hwnorm/verify/cocotb_tests/test_norm.py")
+    p.add_argument("--test", help="only this cocotb test of hwnorm/verify/cocotb_tests/test_norm.py (or test_backward.py: "
+                                  "the backward datapaths)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--jobs", type=int_in(1), default=os.cpu_count() or 1, help="parallel simulators")
     p.add_argument("--list", action="store_true", help="list the regression configurations and exit")
