@@ -50,7 +50,8 @@ def descriptor(cfg, gcfg, x, gamma, seed):
 def make_channels(cfg, gcfg, rnd):
     """(x, g, gamma, seed) per channel: count 1; lanes + 1 small integers (ties at every extreme); max_count over the
     whole input range; a random count of small integers whose deviations tie with both signs (x and -x); zero
-    gradients; small integers with the extreme gradients and gamma (dx saturates)."""
+    gradients; small integers with the extreme gradients and gamma (dx saturates); constant chunks at different
+    levels (range's Den is eps alone: huge constants, clamped)."""
     fi, fg, fgam = cfg.in_fmt, gcfg.grad_fmt, cfg.gamma_fmt
 
     def wide(n):
@@ -70,12 +71,16 @@ def make_channels(cfg, gcfg, rnd):
     sym = [v for a in small(half) for v in (a, -a)]
     rnd.shuffle(sym)
     n5 = rnd.randint(2, cfg.max_count)
+    # constant chunks at different levels: range's Den is eps alone, its constants far beyond the clamp
+    size = -(-cfg.max_count // cfg.chunks)
+    steps = [lvl for lvl in wide(cfg.chunks) for _ in range(size)][:cfg.max_count]
     chans = [(wide(1), grads(1), gam()),
              (small(n_odd), grads(n_odd), gam()),
              (wide(cfg.max_count), grads(cfg.max_count), fgam.max_int),
              (sym, grads(len(sym)), gam()),
              (wide(n5), [0] * n5, gam()),
-             (small(n5), [rnd.choice((fg.min_int, fg.max_int)) for _ in range(n5)], fgam.min_int)]
+             (small(n5), [rnd.choice((fg.min_int, fg.max_int)) for _ in range(n5)], fgam.min_int),
+             (steps, grads(len(steps)), gam())]
     return [(x, g, gm, rnd.getrandbits(32) if c % 3 else 0) for c, (x, g, gm) in enumerate(chans)]
 
 

@@ -47,7 +47,9 @@ def _sbits(v: int) -> int:
 @dataclass(frozen=True)
 class BackwardWidths:
     """The widths of the backward's registers, from bounds over every count and every Den the descriptor rules let
-    through (Den >= NormConfig.backward_den_floor(count)): exact arithmetic, nothing clamps."""
+    through (Den >= NormConfig.backward_den_floor(count)); the sequential unit's are exact for any such Den, the
+    lanes' are exact for the forward's Den of the channel's x (l2's B': |Qg| <= n 2**(grad_bits-1) (Den + 1) 2**-CF,
+    Cauchy-Schwarz), and the constants C are clamped to +-clamp, beyond which every dx they give saturates anyway."""
     e: int          # E = CF + F_in + F_dx - F_gr - F_gamma
     sh_max: int     # the largest SH; the dx pass shifts every constant left by sh_max - SH and then right by sh_max
     sg: int
@@ -57,7 +59,9 @@ class BackwardWidths:
     m2: int
     lane_a: int     # A' = n M1 2**(sh_max - SH)
     lane_b: int     # l2: B' = n M2 2**(sh_max - SH)
-    lane_c: int     # the per-channel constants of the dx sum, aligned
+    clamp: int      # the constants C of the dx sum, aligned, are clamped to [-clamp, clamp]
+    lane_c: int     # their width
+    wide_c: int     # C before the clamp (the sequential unit's registers)
     acc: int        # a lane's sum g A' (- x B') + C + rnd
     x: int          # G Qg (times c or n): the numerator of M2
     p: int          # SeqMul's product register
@@ -88,7 +92,7 @@ def backward_widths(cfg, gcfg) -> BackwardWidths:
     sh_max = sh_of(gcfg, nmax, coef_max_bound(cfg, gcfg, nmax))
     kind = cfg.stat_kind
     cmax = (1 << cfg.const_bits) - 1
-    top = dict(m1=0, m2=0, a=0, b=0, c=0, acc=0, x=0)
+    top = dict(m1=0, m2=0, a=0, b=0, c=0, x=0)
     for b in range(cfg.count_bits):
         n = min(nmax, (2 << b) - 1)
         dlo = cfg.backward_den_floor(1 << b)
@@ -98,29 +102,33 @@ def backward_widths(cfg, gcfg) -> BackwardWidths:
         if kind == "l2":
             m2 = ((gmag * qg) << (2 * cf + e + sh_max)) // dlo ** 3 + slack
             x = gmag * qg
+            bl = ((2 * gmag * n * n * gh) << (cf + e + sh_max)) // dlo ** 2 + n * slack     # Cauchy-Schwarz
         elif kind == "range":
             m2 = ((n * gmag * qg) << (e + sh_max)) // dlo ** 2 + slack
-            x = n * gmag * qg
+            x, bl = n * gmag * qg, 0
         else:
             m2 = ((gmag * qg * cmax) << (e + sh_max)) // dlo ** 2 + slack
-            x = gmag * qg * cmax
+            x, bl = gmag * qg * cmax, 0
         a = n * m1
-        bl = n * m2 if kind == "l2" else 0
         coef = coef_max_bound(cfg, gcfg, n) + (n * xmag if kind == "l2" else 0)
         c = n * gh * m1 + coef * m2 + (n + 1) * m2
-        acc = gh * a + xmag * bl + c + (1 << sh_max)
-        for key, v in (("m1", m1), ("m2", m2), ("a", a), ("b", bl), ("c", c), ("acc", acc), ("x", x)):
+        for key, v in (("m1", m1), ("m2", m2), ("a", a), ("b", bl), ("c", c), ("x", x)):
             top[key] = max(top[key], v)
+    # a constant C beyond +-clamp saturates every dx of its lanes: g A' + x B' + rnd moves the sum by less than
+    # clamp - 2**(sh_max + dx_bits - 1)
+    clamp = gh * top["a"] + xmag * top["b"] + (1 << sh_max) + (1 << (sh_max + gcfg.dx_fmt.bits - 1))
     sg = cfg.backward_sg_bits(gcfg)
     sgx = _sbits(nmax * gh * xmag)
     qg = _sbits(cfg.backward_qg_max(gcfg, nmax))
     m1, m2 = _sbits(top["m1"]), _sbits(top["m2"])
-    lane_a, lane_b, lane_c = _sbits(top["a"]), _sbits(top["b"]), _sbits(top["c"])
-    p = max(lane_a, lane_b, lane_c, _sbits(top["x"]), qg + cfg.count_bits, sgx + cfg.count_bits) + 1
+    lane_a, lane_b, wide_c = _sbits(top["a"]), _sbits(top["b"]), _sbits(top["c"])
+    p = max(lane_a, lane_b, wide_c, _sbits(top["x"]), qg + cfg.count_bits, sgx + cfg.count_bits) + 1
     shifts = (2 * cf if kind == "l2" else 0) + e + sh_max + 1
     q = max(_sbits(top["x"]) + shifts, cfg.gamma_fmt.bits + e + sh_max + 1, qg + cf + 1, cfg.sum_bits)
+    acc = gh * top["a"] + xmag * top["b"] + clamp + (1 << sh_max)
     return BackwardWidths(e=e, sh_max=sh_max, sg=sg, sgx=sgx, qg=qg, m1=m1, m2=m2, lane_a=lane_a, lane_b=lane_b,
-                          lane_c=lane_c, acc=_sbits(top["acc"]) + 1, x=_sbits(top["x"]), p=p, q=q)
+                          clamp=clamp, lane_c=_sbits(clamp), wide_c=wide_c, acc=_sbits(acc) + 1, x=_sbits(top["x"]),
+                          p=p, q=q)
 
 
 class BackwardDatapath(wiring.Component):
@@ -248,6 +256,7 @@ class BackwardDatapath(wiring.Component):
 
         e = w.e
         gam = chan.gamma
+        c0w = Signal(signed(w.p))                  # C0 before its alignment and clamp
         prog = [
             mul_op(scratch, sgx, n, cb),                                   # n sum(g x)
             mul_op(qg, sg, absv(chan.sum), cfg.sum_bits, c=scratch, neg=~sgn(chan.sum)),  # Qg = n sum(gx) - S Sg
@@ -256,29 +265,33 @@ class BackwardDatapath(wiring.Component):
             div_shift(tq, qg, w.qg, cf + 1),                               # dgamma = round(Qg 2**CF / Den)
             ("half", dgamma, tq),
             mul_op(lane_a, m1, n, cb),                                     # A = n M1
-            mul_op(consts[0], m1, absv(sg), w.sg, neg=~sgn(sg)),           # C0 = -Sg M1
+            ("shl", lane_a),                                               # A' = A 2**(sh_max - SH)
+            mul_op(c0w, m1, absv(sg), w.sg, neg=~sgn(sg)),                 # C0 = -Sg M1
             mul_op(scratch, qg, absv(gam), cfg.gamma_fmt.bits, neg=sgn(gam)),   # G Qg
         ]
+
+        def const_op(i, mul=None):          # consts[i] = clamp((C0 +- M2 b) 2**(sh_max - SH))
+            return ([mul] if mul is not None else [("set", scratch, c0w)]) + [("shl", scratch), ("clamp", consts[i])]
+
         if kind == "l2":
             prog += [div_shift(tq, scratch, w.x, 2 * cf + e + 1 + sh), ("div", tq, tq, w.q + 2, 0),
                      ("div", tq, tq, w.q + 2, 0), ("half", m2, tq),
-                     mul_op(lane_b, m2, n, cb),                                        # B = n M2
-                     mul_op(consts[0], m2, absv(chan.sum), cfg.sum_bits, c=consts[0], neg=sgn(chan.sum))]  # + S M2
+                     mul_op(lane_b, m2, n, cb), ("shl", lane_b)]                       # B' = n M2 2**(sh_max - SH)
+            prog += const_op(0, mul_op(scratch, m2, absv(chan.sum), cfg.sum_bits, c=c0w, neg=sgn(chan.sum)))  # + S M2
         else:
             factor, fbits = (n, cb) if kind == "range" else (chan.c, cfg.const_bits)
             prog += [mul_op(scratch, scratch, factor, fbits), div_shift(tq, scratch, w.x, e + 1 + sh),
                      ("div", tq, tq, w.q + 2, 0), ("half", m2, tq)]
             if kind == "range":     # coef +c: C0 - c M2; -c: C0 + c M2
-                prog += [mul_op(consts[i], m2, c, cfg.const_bits, c=consts[0], neg=ng)
-                         for i, c, ng in ((1, chan.c_full, 1), (2, chan.c_full, 0), (3, chan.c_last, 1),
-                                          (4, chan.c_last, 0))]
+                prog += const_op(0)
+                for i, c, ng in ((1, chan.c_full, 1), (2, chan.c_full, 0), (3, chan.c_last, 1), (4, chan.c_last, 0)):
+                    prog += const_op(i, mul_op(scratch, m2, c, cfg.const_bits, c=c0w, neg=ng))
             else:                   # coef n t - T: t = +1: C0 - (n - T) M2, t = -1: C0 + (n + T) M2, 0: C0 + T M2
                 tsum = sel.tsum
-                prog += [mul_op(consts[1], m2, n - tsum, cb + 1, c=consts[0], neg=1),
-                         mul_op(consts[2], m2, n + tsum, cb + 1, c=consts[0], neg=0),
-                         mul_op(consts[0], m2, absv(tsum), cb + 1, c=consts[0], neg=sgn(tsum))]
+                prog += const_op(1, mul_op(scratch, m2, n - tsum, cb + 1, c=c0w, neg=1))
+                prog += const_op(2, mul_op(scratch, m2, n + tsum, cb + 1, c=c0w, neg=0))
+                prog += const_op(0, mul_op(scratch, m2, absv(tsum), cb + 1, c=c0w, neg=sgn(tsum)))
 
-        lane_regs = [lane_a] + ([lane_b] if lane_b is not None else []) + consts
         align = Signal(range(w.sh_max + 1))
 
         # LFSR of the stochastic rounding
@@ -379,12 +392,24 @@ class BackwardDatapath(wiring.Component):
                         m.d.sync += left.eq(n)
                         m.next = "S0"
             for idx, op in enumerate(prog):
-                nxt = f"S{idx + 1}" if idx + 1 < len(prog) else "ALIGN"
-                if op[0] == "half":
-                    _, dst, src = op
+                nxt = f"S{idx + 1}" if idx + 1 < len(prog) else "PASS2"
+                if op[0] in ("half", "set", "clamp", "shl"):
                     with m.State(f"S{idx}"):
-                        m.d.sync += dst.eq((src + 1) >> 1)
-                        m.next = nxt
+                        if op[0] == "half":
+                            m.d.sync += op[1].eq((op[2] + 1) >> 1)
+                        elif op[0] == "set":
+                            m.d.sync += op[1].eq(op[2])
+                        elif op[0] == "clamp":
+                            t = w.clamp
+                            m.d.sync += op[1].eq(Mux(scratch > t, t, Mux(scratch < -t, -t, scratch)))
+                        else:                              # << (sh_max - SH), one bit a cycle
+                            with m.If(align + sh == w.sh_max):
+                                m.d.sync += align.eq(0)
+                                m.next = nxt
+                            with m.Else():
+                                m.d.sync += [op[1].eq(op[1] << 1), align.eq(align + 1)]
+                        if op[0] != "shl":
+                            m.next = nxt
                     continue
                 with m.State(f"S{idx}"):
                     if op[0] == "mul":
@@ -408,12 +433,6 @@ class BackwardDatapath(wiring.Component):
                     with m.If(eng.done):
                         m.d.sync += dst.eq(mul.p if op[0] == "mul" else div.q)
                         m.next = nxt
-            with m.State("ALIGN"):                 # every lane constant << (sh_max - SH), one bit a cycle
-                with m.If(align + sh == w.sh_max):
-                    m.next = "PASS2"
-                with m.Else():
-                    m.d.sync += [r.eq(r << 1) for r in lane_regs]
-                    m.d.sync += align.eq(align + 1)
             with m.State("PASS2"):
                 more = left != 0
                 m.d.comb += [self.i.ready.eq(more & (~o_valid | self.o.ready)),
