@@ -248,3 +248,87 @@ def test_refused_builds(change, param):
         BackwardDatapath(cfg, GradConfig())
     with pytest.raises(ValueError, match="gcfg=.*allowed"):
         BackwardDatapath(default_configs()["l2_s8"], "s8")
+
+
+# -- the selection units alone (hwnorm/hdl/bwd_select.py) against a few lines of NumPy ---------------------------
+
+def ref_select(cfg, x, m=None):
+    """Per value: the sel code the dx pass takes (0 none; sign kinds 1: t = +1, 2: t = -1; range 1 / 2 the chunk's
+    first max / min, 3 / 4 in the last chunk) and sum(t)."""
+    x = np.asarray(x, dtype=np.int64)
+    n, s = len(x), int(x.sum())
+    d = n * x - s
+    if cfg.kind == "range":
+        cs = -(-n // cfg.chunks)
+        code = np.zeros(n, dtype=np.int64)
+        starts = list(range(0, n, cs))
+        for a in starts:
+            part = x[a:a + cs]
+            hi, lo = a + int(part.argmax()), a + int(part.argmin())
+            if hi != lo:
+                code[hi], code[lo] = (3, 4) if a == starts[-1] else (1, 2)
+        return code, 0
+    if cfg.kind in ("l1", "mad"):
+        t = np.sign(d)
+    else:
+        order = np.argsort(-(d if cfg.kind == "cvar" else np.abs(d)), kind="stable")[:m]
+        t = np.zeros(n, dtype=np.int64)
+        t[order] = 1 if cfg.kind == "cvar" else np.sign(d[order])
+    return np.where(t > 0, 1, np.where(t < 0, 2, 0)), int(t.sum())
+
+
+@pytest.mark.parametrize("kind", ["l1", "range", "linf", "topk", "cvar"])
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_select_units(kind, lanes):
+    """SignSelect, ChunkExtremes, TopSelect: pass 1, then pass 2's per-lane codes and sum(t) against ref_select, on
+    small integers (ties everywhere) and wide ones, counts 1 .. max_count."""
+    from hwnorm.hdl.bwd_select import ChunkExtremes, SignSelect, TopSelect
+    cfg = small_cfg(kind, 8, lanes)
+    unit = {"l1": SignSelect, "range": ChunkExtremes}.get(kind, TopSelect)(cfg)
+    rnd = random.Random(lanes * 7 + len(kind))
+    chans = []
+    for c in range(10):
+        n = [1, 2, lanes + 1, cfg.max_count][c] if c < 4 else rnd.randint(1, cfg.max_count)
+        lo, hi = (-2, 2) if c % 2 else (cfg.in_fmt.min_int, cfg.in_fmt.max_int)
+        chans.append([rnd.randint(lo, hi) for _ in range(n)])
+
+    async def bench(ctx):
+        for x in chans:
+            n, s = len(x), sum(x)
+            m = {"topk": min(cfg.k, n), "linf": 1, "cvar": rnd.randint(1, min(cfg.k, n))}.get(kind)
+            want, want_t = ref_select(cfg, x, m)
+            if kind == "l1":
+                ctx.set(unit.q, s // n)
+                ctx.set(unit.rz, s % n == 0)
+            elif kind == "range":
+                ctx.set(unit.chunk_size, -(-n // cfg.chunks))
+            else:
+                ctx.set(unit.n, n)
+                ctx.set(unit.s, s)
+                ctx.set(unit.m, m)
+            ctx.set(unit.clear, 1)
+            await ctx.tick()
+            ctx.set(unit.clear, 0)
+            for p in (1, 2):
+                for b in range(0, n, lanes):
+                    for j in range(lanes):
+                        ctx.set(unit.x[j], x[b + j] if b + j < n else rnd.randint(-3, 3))
+                    ctx.set(unit.mask, sum(1 << j for j in range(lanes) if b + j < n))
+                    if p == 2:
+                        got = [ctx.get(unit.sel[j]) for j in range(min(lanes, n - b))]
+                        assert got == list(want[b:b + lanes]), (kind, x, b, got, want)
+                    ctx.set(unit.p1 if p == 1 else unit.p2, 1)
+                    if kind == "range" and p == 1 and b + lanes >= n:
+                        ctx.set(unit.rewind, 1)
+                    await ctx.tick()
+                    ctx.set(unit.p1, 0)
+                    ctx.set(unit.p2, 0)
+                    if kind == "range":
+                        ctx.set(unit.rewind, 0)
+                if p == 1 and kind != "range":
+                    assert ctx.get(unit.tsum) == want_t, (kind, x, ctx.get(unit.tsum), want_t)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
