@@ -17,27 +17,131 @@ Ports (stable; the host packs them from hwnorm.config):
 Built: range, l1, mad, linf, topk, cvar, l2, per-channel gamma, rounding half_up and stochastic. Refused in the
 constructor: the FRN kinds, semidev, dropout builds, elementwise (per-value gamma) and inference-only builds.
 """
-from amaranth.hdl import Module
+from dataclasses import dataclass
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import GradConfig
-from .common import fmt_shape, lanes_of
+from ..config import DROPOUT_SEED_BITS, SR_BITS, GradConfig
+from ..constants import MASK32, SEED_ZERO
+from .bwd_select import ChunkExtremes, SignSelect, TopSelect
+from .common import fmt_shape, lanes_of, leading_one, tree_sum
+from .dropout import xorshift_step
+from .sequential import SeqDiv, SeqMul
 
 BACKWARD_HDL_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar", "l2")
+SIGN_KINDS = ("l1", "mad", "linf", "topk", "cvar")
+BWD_GUARD = 4                  # SH = max(SR_BITS, BWD_GUARD + bitlen(n 2**grad_bits + coef_max)), as the golden's
 
 
 def _layout(fields):
-    from amaranth.hdl import signed
     return data.StructLayout({n: (signed(w) if s else w) for n, w, s in fields})
+
+
+def _sbits(v: int) -> int:
+    """Signed width holding -v .. v."""
+    return int(v).bit_length() + 1
+
+
+@dataclass(frozen=True)
+class BackwardWidths:
+    """The widths of the backward's registers, from bounds over every count and every Den the descriptor rules let
+    through (Den >= NormConfig.backward_den_floor(count)); the sequential unit's are exact for any such Den, the
+    lanes' are exact for the forward's Den of the channel's x (l2's B': |Qg| <= n 2**(grad_bits-1) (Den + 1) 2**-CF,
+    Cauchy-Schwarz), and the constants C are clamped to +-clamp, beyond which every dx they give saturates anyway."""
+    e: int          # E = CF + F_in + F_dx - F_gr - F_gamma
+    sh_max: int     # the largest SH; the dx pass shifts every constant left by sh_max - SH and then right by sh_max
+    sg: int
+    sgx: int
+    qg: int
+    m1: int
+    m2: int
+    lane_a: int     # A' = n M1 2**(sh_max - SH)
+    lane_b: int     # l2: B' = n M2 2**(sh_max - SH)
+    clamp: int      # the constants C of the dx sum, aligned, are clamped to [-clamp, clamp]
+    lane_c: int     # their width
+    wide_c: int     # C before the clamp (the sequential unit's registers)
+    acc: int        # a lane's sum g A' (- x B') + C + rnd
+    x: int          # G Qg (times c or n): the numerator of M2
+    p: int          # SeqMul's product register
+    q: int          # SeqDiv's quotient bits
+
+
+def coef_max_bound(cfg, gcfg, n: int) -> int:
+    kind = cfg.stat_kind
+    if kind == "l2":
+        return n << cfg.in_fmt.bits
+    if kind == "range":
+        return (1 << cfg.const_bits) - 1
+    return 2 * n
+
+
+def sh_of(gcfg, n: int, coef_max: int) -> int:
+    return max(SR_BITS, BWD_GUARD + ((n << gcfg.grad_fmt.bits) + coef_max).bit_length())
+
+
+def backward_widths(cfg, gcfg) -> BackwardWidths:
+    """Register widths of BackwardDatapath(cfg, gcfg) (see BackwardWidths)."""
+    fi, gb, cf = cfg.in_fmt, gcfg.grad_fmt.bits, cfg.const_frac_bits
+    e = cf + fi.frac + gcfg.dx_fmt.frac - gcfg.grad_fmt.frac - cfg.gamma_fmt.frac
+    gmag = max(-cfg.gamma_fmt.min_int, cfg.gamma_fmt.max_int)
+    xmag = max(-fi.min_int, fi.max_int)
+    gh = 1 << (gb - 1)
+    nmax = cfg.max_count
+    sh_max = sh_of(gcfg, nmax, coef_max_bound(cfg, gcfg, nmax))
+    kind = cfg.stat_kind
+    cmax = (1 << cfg.const_bits) - 1
+    top = dict(m1=0, m2=0, a=0, b=0, c=0, x=0)
+    for b in range(cfg.count_bits):
+        n = min(nmax, (2 << b) - 1)
+        dlo = cfg.backward_den_floor(1 << b)
+        qg = cfg.backward_qg_max(gcfg, n)
+        slack = 1 << (sh_max - SR_BITS)
+        m1 = ((gmag << (e + sh_max)) // dlo) + slack         # M1 (aligned to sh_max: no less than unaligned)
+        if kind == "l2":
+            m2 = ((gmag * qg) << (2 * cf + e + sh_max)) // dlo ** 3 + slack
+            x = gmag * qg
+            bl = ((2 * gmag * n * n * gh) << (cf + e + sh_max)) // dlo ** 2 + n * slack     # Cauchy-Schwarz
+        elif kind == "range":
+            m2 = ((n * gmag * qg) << (e + sh_max)) // dlo ** 2 + slack
+            x, bl = n * gmag * qg, 0
+        else:
+            m2 = ((gmag * qg * cmax) << (e + sh_max)) // dlo ** 2 + slack
+            x, bl = gmag * qg * cmax, 0
+        a = n * m1
+        coef = coef_max_bound(cfg, gcfg, n) + (n * xmag if kind == "l2" else 0)
+        c = n * gh * m1 + coef * m2 + (n + 1) * m2
+        for key, v in (("m1", m1), ("m2", m2), ("a", a), ("b", bl), ("c", c), ("x", x)):
+            top[key] = max(top[key], v)
+    # a constant C beyond +-clamp saturates every dx of its lanes: g A' + x B' + rnd moves the sum by less than
+    # clamp - 2**(sh_max + dx_bits - 1)
+    clamp = gh * top["a"] + xmag * top["b"] + (1 << sh_max) + (1 << (sh_max + gcfg.dx_fmt.bits - 1))
+    sg = cfg.backward_sg_bits(gcfg)
+    sgx = _sbits(nmax * gh * xmag)
+    qg = _sbits(cfg.backward_qg_max(gcfg, nmax))
+    m1, m2 = _sbits(top["m1"]), _sbits(top["m2"])
+    lane_a, lane_b, wide_c = _sbits(top["a"]), _sbits(top["b"]), _sbits(top["c"])
+    p = max(lane_a, lane_b, wide_c, _sbits(top["x"]), qg + cfg.count_bits, sgx + cfg.count_bits) + 1
+    shifts = (2 * cf if kind == "l2" else 0) + e + sh_max + 1
+    q = max(_sbits(top["x"]) + shifts, cfg.gamma_fmt.bits + e + sh_max + 1, qg + cf + 1, cfg.sum_bits)
+    acc = gh * top["a"] + xmag * top["b"] + clamp + (1 << sh_max)
+    return BackwardWidths(e=e, sh_max=sh_max, sg=sg, sgx=sgx, qg=qg, m1=m1, m2=m2, lane_a=lane_a, lane_b=lane_b,
+                          clamp=clamp, lane_c=_sbits(clamp), wide_c=wide_c, acc=_sbits(acc) + 1, x=_sbits(top["x"]),
+                          p=p, q=q)
 
 
 class BackwardDatapath(wiring.Component):
     """The backward datapath of (cfg, gcfg): reduction pass, per-channel constants, dx pass (module docstring)."""
 
     def __init__(self, cfg, gcfg):
-        check_backward(cfg, gcfg)
+        try:
+            check_backward(cfg, gcfg)
+        except ValueError:
+            self._MustUse__silence = True        # refused: never elaborated, no warning
+            raise
         self.cfg, self.gcfg = cfg, gcfg
+        self.w = backward_widths(cfg, gcfg)
         lanes = cfg.lanes
         super().__init__({
             "chan": In(stream.Signature(_layout(cfg.backward_channel_fields(gcfg)))),
@@ -47,8 +151,306 @@ class BackwardDatapath(wiring.Component):
             "stats": Out(stream.Signature(_layout(cfg.backward_stats_fields(gcfg)))),
         })
 
+    # -- the descriptor check ----------------------------------------------------------------------------------
+
+    def _refused(self, m, desc):
+        """1 when desc breaks NormConfig.backward_descriptor_rules (the same verdict as backward_descriptor_error)."""
+        cfg = self.cfg
+        n = desc.count
+        terms = [(n == 0) | (n > cfg.max_count)]
+        if cfg.stat_kind == "range":
+            cs = desc.chunk_size
+            times = sum(cs << b for b in range(cfg.chunks.bit_length()) if cfg.chunks >> b & 1)
+            terms.append((cs == 0) | (times < n))
+        if cfg.kind == "cvar":
+            terms.append((desc.m == 0) | (desc.m > cfg.k) | (desc.m > n))
+        lead_d = leading_one(m, desc.den, "den_lead")
+        lead_n = leading_one(m, n, "count_lead")
+        dplm = cfg.den_per_count_log2_min          # Den >= 2**(lead(n) + dplm) (when that exponent is >= 0)
+        need = lead_n + dplm
+        terms.append((desc.den == 0) | ((need > 0) & (lead_d < need)))
+        refused = Signal()
+        m.d.comb += refused.eq(Cat(*terms).any())
+        return refused
+
+    # -- the per-channel program (sequential, on one SeqMul and one SeqDiv) ------------------------------------
+
     def elaborate(self, platform):
         m = Module()
+        cfg, gcfg, w = self.cfg, self.gcfg, self.w
+        lanes, kind = cfg.lanes, cfg.stat_kind
+        gb, cb, cf = gcfg.grad_fmt.bits, cfg.count_bits, cfg.const_frac_bits
+        stoch = gcfg.rounding == "stochastic"
+        xs, gs = self.i.payload.x, self.i.payload.g
+
+        chan = Signal.like(self.chan.payload)
+        n = chan.count
+        left = Signal(cb)
+        mask = Signal(lanes)
+        last = Signal()
+        m.d.comb += [mask[j].eq(left > j) for j in range(lanes)]
+        m.d.comb += last.eq(left <= lanes)
+
+        # selection unit
+        if kind == "range":
+            m.submodules.sel = sel = ChunkExtremes(cfg)
+            m.d.comb += sel.chunk_size.eq(chan.chunk_size)
+            nconst = 5
+        elif kind in ("l1", "mad"):
+            m.submodules.sel = sel = SignSelect(cfg)
+            q_mean, rz = Signal(signed(cfg.in_fmt.bits + 1)), Signal()
+            m.d.comb += [sel.q.eq(q_mean), sel.rz.eq(rz)]
+            nconst = 3
+        elif kind in SIGN_KINDS:
+            m.submodules.sel = sel = TopSelect(cfg)
+            mm = chan.m if cfg.kind == "cvar" else Mux(n < cfg.k, n, cfg.k)
+            m.d.comb += [sel.n.eq(n), sel.s.eq(chan.sum), sel.m.eq(mm)]
+            nconst = 3
+        else:
+            sel = None
+            nconst = 1
+        if sel is not None:
+            m.d.comb += [sel.x.eq(xs), sel.mask.eq(mask)]
+
+        # reduction registers
+        sg = Signal(signed(w.sg))
+        sgx = Signal(signed(w.sgx))
+        # per-channel registers
+        qg = Signal(signed(w.qg))
+        sh = Signal(range(w.sh_max + 1))
+        m1 = Signal(signed(w.m1))
+        m2 = Signal(signed(w.m2))
+        tq = Signal(signed(w.q + 2))              # a quotient on its way (a chained division's numerator)
+        dgamma = Signal(signed(len(self.stats.payload.dgamma)))
+        lane_a = Signal(signed(w.lane_a))
+        lane_b = Signal(signed(w.lane_b)) if kind == "l2" else None
+        consts = [Signal(signed(w.lane_c), name=f"const{i}") for i in range(nconst)]
+        scratch = Signal(signed(w.p))             # a product on its way
+        sat = Signal(cb)
+
+        # SH = max(16, 4 + bitlen(n 2**gb + coef_max)) from the descriptor
+        coef_max = {"l2": n << cfg.in_fmt.bits,
+                    "range": Mux(chan.c_full > chan.c_last, chan.c_full, chan.c_last) if kind == "range" else 0,
+                    }.get(kind, n << 1)
+        shv = Signal(w.p)
+        m.d.comb += shv.eq((n << gb) + coef_max)
+        lead = leading_one(m, shv, "sh_lead")
+        sh_new = Signal(range(w.sh_max + 8))
+        m.d.comb += sh_new.eq(Mux(lead + 1 + BWD_GUARD > SR_BITS, lead + 1 + BWD_GUARD, SR_BITS))
+
+        m.submodules.mul = mul = SeqMul(w.p, max(cb, cfg.sum_bits, w.sg, cfg.const_bits, cfg.gamma_fmt.bits) + 1, w.p)
+        m.submodules.div = div = SeqDiv(cfg.den_bits, w.q)
+
+        # -- the program: (kind of step, operands, destination)
+        def mul_op(dst, a, b, b_bits, c=0, neg=0):
+            return ("mul", dst, a, b, b_bits, c, neg)
+
+        def div_shift(dst, v, v_bits, shift):     # dst = floor(v 2**shift / Den), v signed, v_bits its width
+            return ("div", dst, v, v_bits, shift)
+
+        def absv(v):
+            return Mux(v < 0, -v, v)
+
+        def sgn(v):
+            return v < 0
+
+        e = w.e
+        gam = chan.gamma
+        c0w = Signal(signed(w.p))                  # C0 before its alignment and clamp
+        prog = [
+            mul_op(scratch, sgx, n, cb),                                   # n sum(g x)
+            mul_op(qg, sg, absv(chan.sum), cfg.sum_bits, c=scratch, neg=~sgn(chan.sum)),  # Qg = n sum(gx) - S Sg
+            div_shift(tq, gam, cfg.gamma_fmt.bits, e + 1 + sh),            # M1 = round(G 2**(E+SH) / Den)
+            ("half", m1, tq),
+            div_shift(tq, qg, w.qg, cf + 1),                               # dgamma = round(Qg 2**CF / Den)
+            ("half", dgamma, tq),
+            mul_op(lane_a, m1, n, cb),                                     # A = n M1
+            ("shl", lane_a),                                               # A' = A 2**(sh_max - SH)
+            mul_op(c0w, m1, absv(sg), w.sg, neg=~sgn(sg)),                 # C0 = -Sg M1
+            mul_op(scratch, qg, absv(gam), cfg.gamma_fmt.bits, neg=sgn(gam)),   # G Qg
+        ]
+
+        def const_op(i, mul=None):          # consts[i] = clamp((C0 +- M2 b) 2**(sh_max - SH))
+            return ([mul] if mul is not None else [("set", scratch, c0w)]) + [("shl", scratch), ("clamp", consts[i])]
+
+        if kind == "l2":
+            prog += [div_shift(tq, scratch, w.x, 2 * cf + e + 1 + sh), ("div", tq, tq, w.q + 2, 0),
+                     ("div", tq, tq, w.q + 2, 0), ("half", m2, tq),
+                     mul_op(lane_b, m2, n, cb), ("shl", lane_b)]                       # B' = n M2 2**(sh_max - SH)
+            prog += const_op(0, mul_op(scratch, m2, absv(chan.sum), cfg.sum_bits, c=c0w, neg=sgn(chan.sum)))  # + S M2
+        else:
+            factor, fbits = (n, cb) if kind == "range" else (chan.c, cfg.const_bits)
+            prog += [mul_op(scratch, scratch, factor, fbits), div_shift(tq, scratch, w.x, e + 1 + sh),
+                     ("div", tq, tq, w.q + 2, 0), ("half", m2, tq)]
+            if kind == "range":     # coef +c: C0 - c M2; -c: C0 + c M2
+                prog += const_op(0)
+                for i, c, ng in ((1, chan.c_full, 1), (2, chan.c_full, 0), (3, chan.c_last, 1), (4, chan.c_last, 0)):
+                    prog += const_op(i, mul_op(scratch, m2, c, cfg.const_bits, c=c0w, neg=ng))
+            else:                   # coef n t - T: t = +1: C0 - (n - T) M2, t = -1: C0 + (n + T) M2, 0: C0 + T M2
+                tsum = sel.tsum
+                prog += const_op(1, mul_op(scratch, m2, n - tsum, cb + 1, c=c0w, neg=1))
+                prog += const_op(2, mul_op(scratch, m2, n + tsum, cb + 1, c=c0w, neg=0))
+                prog += const_op(0, mul_op(scratch, m2, absv(tsum), cb + 1, c=c0w, neg=sgn(tsum)))
+
+        align = Signal(range(w.sh_max + 1))
+
+        # LFSR of the stochastic rounding
+        if stoch:
+            state = Signal(32, init=SEED_ZERO & MASK32)
+            draws, s = [], state
+            for j in range(lanes):
+                s = xorshift_step(m, s, f"sr{j}")
+                draws.append(s[32 - SR_BITS:])
+            lfsr_next = s
+
+        # -- the dx lanes: acc = g A' (- x B') + C[sel] + rnd, >> sh_max, saturate; one output register
+        dxf = gcfg.dx_fmt
+        o_valid = Signal()
+        o_data = Signal(lanes_of(fmt_shape(dxf), lanes))
+        m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(o_data)]
+        take = Signal()                             # a pass-2 beat moves into the output register
+        dx_vals, sat_flags = [], []
+        for j in range(lanes):
+            cj = consts[0] if nconst == 1 else Mux(sel.sel[j] == 0, consts[0], consts[1])
+            if nconst > 1:
+                for i in range(2, nconst):
+                    cj = Mux(sel.sel[j] == i, consts[i], cj)
+            acc = Signal(signed(w.acc), name=f"acc{j}")
+            expr = gs[j] * lane_a + cj
+            if lane_b is not None:
+                expr = expr - xs[j] * lane_b
+            rnd = (draws[j] << (w.sh_max - SR_BITS)) if stoch else (1 << (w.sh_max - 1))
+            m.d.comb += acc.eq(expr + rnd)
+            v = acc >> w.sh_max
+            over, under = v > dxf.max_int, v < dxf.min_int
+            dx_vals.append(Mux(~mask[j], 0, Mux(over, dxf.max_int, Mux(under, dxf.min_int, v[:dxf.bits]))))
+            sat_flags.append(mask[j] & (over | under))
+        with m.If(self.o.ready):
+            m.d.sync += o_valid.eq(0)
+        with m.If(take):
+            m.d.sync += [o_valid.eq(1), o_data.eq(Cat(*[d[:dxf.bits] for d in dx_vals])),
+                         sat.eq(sat + tree_sum(sat_flags))]
+            if stoch:
+                m.d.sync += state.eq(lfsr_next)
+
+        # -- stats word
+        m.d.comb += [self.stats.payload.dgamma.eq(dgamma), self.stats.payload.dbeta.eq(sg),
+                     self.stats.payload.sat.eq(sat)]
+
+        refused = self._refused(m, self.chan.payload)
+        beat = Signal()
+        with m.If(beat):
+            m.d.sync += left.eq(Mux(last, 0, left - lanes))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.chan.ready.eq(1)
+                with m.If(self.chan.valid):
+                    p = self.chan.payload
+                    m.d.sync += [chan.eq(p), left.eq(p.count), sg.eq(0), sgx.eq(0), sat.eq(0), dgamma.eq(0),
+                                 align.eq(0)]
+                    if stoch:
+                        m.d.sync += state.eq(Mux(p.seed == 0, SEED_ZERO, p.seed))
+                    if sel is not None:
+                        m.d.comb += sel.clear.eq(1)
+                    with m.If(refused):
+                        m.d.sync += sg.eq(0)
+                        m.next = "REFUSED"
+                    with m.Else():
+                        m.next = "PRE" if kind in ("l1", "mad") else "PASS1"
+            if kind in ("l1", "mad"):
+                # q = floor(S / n), then rz: S - q n == 0
+                with m.State("PRE"):
+                    s = chan.sum
+                    m.d.comb += [div.start.eq(1), div.rem_init.eq(0), div.lo_init.eq(absv(s)),
+                                 div.neg.eq(sgn(s)), div.den.eq(n), div.steps.eq(w.q)]
+                    m.next = "PRE_DIV"
+                with m.State("PRE_DIV"):
+                    with m.If(div.done):
+                        m.d.sync += q_mean.eq(div.q)
+                        m.next = "PRE_MUL"
+                with m.State("PRE_MUL"):
+                    m.d.comb += [mul.start.eq(1), mul.a.eq(q_mean), mul.b.eq(n), mul.c.eq(chan.sum), mul.neg.eq(1),
+                                 mul.steps.eq(cb)]
+                    m.next = "PRE_WAIT"
+                with m.State("PRE_WAIT"):
+                    with m.If(mul.done):
+                        m.d.sync += rz.eq(mul.p == 0)
+                        m.next = "PASS1"
+            with m.State("PASS1"):
+                m.d.comb += [self.i.ready.eq(1), beat.eq(self.i.valid)]
+                m.d.sync += sh.eq(sh_new)
+                if kind == "range":
+                    m.d.comb += sel.rewind.eq(self.i.valid & last)
+                if sel is not None:
+                    m.d.comb += sel.p1.eq(self.i.valid)
+                terms_g = [Mux(mask[j], gs[j], 0) for j in range(lanes)]
+                terms_gx = [Mux(mask[j], gs[j] * xs[j], 0) for j in range(lanes)]
+                with m.If(self.i.valid):
+                    m.d.sync += [sg.eq(sg + tree_sum(terms_g)), sgx.eq(sgx + tree_sum(terms_gx))]
+                    with m.If(last):
+                        m.d.sync += left.eq(n)
+                        m.next = "S0"
+            for idx, op in enumerate(prog):
+                nxt = f"S{idx + 1}" if idx + 1 < len(prog) else "PASS2"
+                if op[0] in ("half", "set", "clamp", "shl"):
+                    with m.State(f"S{idx}"):
+                        if op[0] == "half":
+                            m.d.sync += op[1].eq((op[2] + 1) >> 1)
+                        elif op[0] == "set":
+                            m.d.sync += op[1].eq(op[2])
+                        elif op[0] == "clamp":
+                            t = w.clamp
+                            m.d.sync += op[1].eq(Mux(scratch > t, t, Mux(scratch < -t, -t, scratch)))
+                        else:                              # << (sh_max - SH), one bit a cycle
+                            with m.If(align + sh == w.sh_max):
+                                m.d.sync += align.eq(0)
+                                m.next = nxt
+                            with m.Else():
+                                m.d.sync += [op[1].eq(op[1] << 1), align.eq(align + 1)]
+                        if op[0] != "shl":
+                            m.next = nxt
+                    continue
+                with m.State(f"S{idx}"):
+                    if op[0] == "mul":
+                        _, dst, a, b, b_bits, c, neg = op
+                        m.d.comb += [mul.start.eq(1), mul.a.eq(a), mul.b.eq(b), mul.c.eq(c), mul.neg.eq(neg),
+                                     mul.steps.eq(b_bits)]
+                    else:
+                        _, dst, v, v_bits, shift = op
+                        # |v| 2**shift: |v| at the top of the quotient register, v_bits + shift steps
+                        mag = absv(v)
+                        if isinstance(shift, int) and shift == 0:
+                            m.d.comb += div.lo_init.eq(mag)
+                            m.d.comb += div.steps.eq(w.q)
+                        else:
+                            m.d.comb += div.lo_init.eq(mag << (w.q - v_bits))
+                            m.d.comb += div.steps.eq(v_bits + shift)
+                        m.d.comb += [div.start.eq(1), div.rem_init.eq(0), div.neg.eq(sgn(v)), div.den.eq(chan.den)]
+                    m.next = f"W{idx}"
+                with m.State(f"W{idx}"):
+                    eng = mul if op[0] == "mul" else div
+                    with m.If(eng.done):
+                        m.d.sync += dst.eq(mul.p if op[0] == "mul" else div.q)
+                        m.next = nxt
+            with m.State("PASS2"):
+                more = left != 0
+                m.d.comb += [self.i.ready.eq(more & (~o_valid | self.o.ready)),
+                             take.eq(self.i.valid & self.i.ready), beat.eq(take)]
+                if sel is not None:
+                    m.d.comb += sel.p2.eq(take)
+                with m.If(~more & (~o_valid | self.o.ready)):
+                    m.next = "REPORT"
+            with m.State("REPORT"):
+                m.d.comb += self.stats.valid.eq(1)
+                with m.If(self.stats.ready):
+                    m.next = "IDLE"
+            with m.State("REFUSED"):
+                m.d.comb += [self.stats.valid.eq(1), self.stats.payload.error.eq(1),
+                             self.stats.payload.dgamma.eq(0), self.stats.payload.dbeta.eq(0),
+                             self.stats.payload.sat.eq(0)]
+                with m.If(self.stats.ready):
+                    m.next = "IDLE"
         return m
 
 
@@ -65,3 +467,7 @@ def check_backward(cfg, gcfg):
                                       (cfg.overlap, "overlap", True, "False")):
         if bad:
             raise ValueError(f"{name}={value!r} is not supported by the backward datapath: allowed {allowed}")
+    w = backward_widths(cfg, gcfg)
+    if w.e + SR_BITS + 1 < 0:
+        raise ValueError(f"formats in={cfg.in_fmt} gamma={cfg.gamma_fmt} grad={gcfg.grad_fmt} dx={gcfg.dx_fmt} give "
+                         f"E = {w.e}: allowed E >= {-SR_BITS - 1} (fewer gradient or gamma fraction bits)")

@@ -1,0 +1,187 @@
+"""The backward's per-lane selections, found again from x (nothing is kept from the forward but S and Den).
+
+Each unit sees the channel's x twice: pass 1 (`p1`: a beat accepted) builds what the selection needs, pass 2 (`p2`)
+answers, per lane of the current beat, `sel`: which per-channel dx constant the lane takes (0: coef 0). The sign kinds'
+codes are 1 (t = +1) and 2 (t = -1), with `tsum` = sum(t) after pass 1; range's are 1 / 2 (+c_full / -c_full: the
+chunk's first max / first min) and 3 / 4 (the same in the last chunk, c_last). Ties go to the lowest index, as in the
+golden backward (hwnorm/golden/backward.py `_selection`).
+"""
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .common import fmt_shape, lanes_of, tree_sum
+
+
+class _Select(wiring.Component):
+    """Common ports: clear (a new channel), p1 / p2 (a beat of pass 1 / 2 is accepted), x, mask, sel, tsum."""
+
+    def __init__(self, cfg, members):
+        self.cfg = cfg
+        super().__init__({
+            "clear": In(1), "p1": In(1), "p2": In(1),
+            "x": In(lanes_of(fmt_shape(cfg.in_fmt), cfg.lanes)), "mask": In(cfg.lanes),
+            "sel": Out(lanes_of(3, cfg.lanes)), "tsum": Out(signed(cfg.count_bits + 1)),
+            **members,
+        })
+
+
+class SignSelect(_Select):
+    """l1, mad: t_i = sgn(n x_i - S) by compares with q = floor(S / n) (rz: S = q n): +1 above q, 0 at q when rz,
+    else -1. No multiplier."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg, {"q": In(signed(cfg.in_fmt.bits + 1)), "rz": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        ts = []
+        for j in range(self.cfg.lanes):
+            x = self.x[j]
+            pos, zero = x > self.q, (x == self.q) & self.rz
+            m.d.comb += self.sel[j].eq(Mux(~self.mask[j] | zero, 0, Mux(pos, 1, 2)))
+            ts.append(Mux(~self.mask[j] | zero, 0, Mux(pos, 1, -1)))
+        with m.If(self.clear):
+            m.d.sync += self.tsum.eq(0)
+        with m.Elif(self.p1):
+            m.d.sync += self.tsum.eq(self.tsum + tree_sum(ts))
+        return m
+
+
+class ChunkExtremes(_Select):
+    """range: each chunk's first max and first min position (pass 1), matched against each lane's index (pass 2).
+    Lane j's chunk is the beat's first chunk plus the chunk starts it passed: compares of cpos + j with t * chunk_size
+    (t < lanes, constant multiples); `rewind` returns to the channel's first value between the passes."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "rewind": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        lanes, nch, cb = cfg.lanes, cfg.chunks, cfg.count_bits
+        shape = fmt_shape(cfg.in_fmt)
+        cs = self.chunk_size
+        mult = [Signal(cb + 4, name=f"cs_x{t}") for t in range(lanes + 1)]
+        m.d.comb += [mult[t].eq(sum((cs << b) for b in range(t.bit_length()) if t >> b & 1) if t else 0)
+                     for t in range(lanes + 1)]
+        cpos = Signal(cb)                      # lane 0's offset in its chunk
+        cidx = Signal(range(nch + lanes + 1))  # lane 0's chunk
+        base = Signal(cb + 1)                  # lane 0's index in the channel
+        hi_v = Array(Signal(shape, name=f"hi_v{c}") for c in range(nch))
+        lo_v = Array(Signal(shape, name=f"lo_v{c}") for c in range(nch))
+        hi_i = Array(Signal(cb, name=f"hi_i{c}") for c in range(nch))
+        lo_i = Array(Signal(cb, name=f"lo_i{c}") for c in range(nch))
+        last = Signal.like(cidx)               # the channel's last chunk
+
+        chunk, start, idx = [], [], []
+        for j in range(lanes):
+            off = cpos + j
+            cross = tree_sum([off >= mult[t] for t in range(1, lanes)]) if lanes > 1 else 0
+            cj = Signal.like(cidx, name=f"chunk{j}")
+            sj = Signal(name=f"start{j}")
+            m.d.comb += [cj.eq(cidx + cross), sj.eq(Cat(*[off == mult[t] for t in range(lanes)]).any())]
+            chunk.append(cj)
+            start.append(sj)
+            idx.append((base + j)[:cb])
+        cross_l = tree_sum([(cpos + lanes) >= mult[t] for t in range(1, lanes + 1)])
+        step = Signal(cb + 4)
+        m.d.comb += step.eq(Array(mult)[cross_l])
+        with m.If(self.clear | self.rewind):
+            m.d.sync += [cpos.eq(0), cidx.eq(0), base.eq(0)]
+        with m.Elif(self.p1 | self.p2):
+            m.d.sync += [cpos.eq(cpos + lanes - step), cidx.eq(cidx + cross_l), base.eq(base + lanes)]
+
+        with m.If(self.p1):                    # the chunk registers: lanes in order, strict compares (first wins)
+            for c in range(nch):
+                hv, hix, lv, lix = hi_v[c], hi_i[c], lo_v[c], lo_i[c]
+                for j in range(lanes):
+                    here = self.mask[j] & (chunk[j] == c)
+                    th = here & (start[j] | (self.x[j] > hv))
+                    tl = here & (start[j] | (self.x[j] < lv))
+                    hv, hix = Mux(th, self.x[j], hv), Mux(th, idx[j], hix)
+                    lv, lix = Mux(tl, self.x[j], lv), Mux(tl, idx[j], lix)
+                m.d.sync += [hi_v[c].eq(hv), hi_i[c].eq(hix), lo_v[c].eq(lv), lo_i[c].eq(lix)]
+            lc = last
+            for j in range(lanes):
+                lc = Mux(self.mask[j], chunk[j], lc)
+            m.d.sync += last.eq(lc)
+
+        for j in range(lanes):                 # pass 2: the lane's index against its chunk's extremes
+            cj = Mux(chunk[j] < nch, chunk[j], 0)
+            hmax = hi_i[cj] == idx[j]
+            hmin = lo_i[cj] == idx[j]
+            lst = chunk[j] == last
+            m.d.comb += self.sel[j].eq(Mux(~self.mask[j] | (hmax == hmin), 0,
+                                           Mux(hmax, Mux(lst, 3, 1), Mux(lst, 4, 2))))
+        return m
+
+
+class TopSelect(_Select):
+    """linf, topk (key |d|, t = sgn d) and cvar (key d, t = 1): the m largest keys, ties to the lowest index, d_i =
+    n x_i - S (a count x input multiplier per lane). Pass 1 keeps the k largest (key, t) in a sorted register, a new
+    value going after equal ones; then thr = the m-th key, `budget` = how many of the first m equal it and tsum =
+    their t. Pass 2 selects key > thr, and key = thr while fewer than `budget` such values came before."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg, {"n": In(cfg.count_bits), "s": In(signed(cfg.sum_bits)),
+                               "m": In(range(cfg.k + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        lanes, k = cfg.lanes, cfg.k
+        cvar = cfg.kind == "cvar"
+        kb = cfg.dev_bits + 2
+        keys, ts = [], []
+        for j in range(lanes):
+            d = Signal(signed(kb), name=f"d{j}")
+            key = Signal(signed(kb), name=f"key{j}")
+            t = Signal(signed(2), name=f"t{j}")
+            m.d.comb += d.eq(self.n * self.x[j] - self.s)
+            if cvar:
+                m.d.comb += [key.eq(d), t.eq(1)]
+            else:
+                m.d.comb += [key.eq(Mux(d < 0, -d, d)), t.eq(Mux(d > 0, 1, Mux(d < 0, -1, 0)))]
+            keys.append(key)
+            ts.append(t)
+        valid = [Signal(name=f"valid{p}") for p in range(k)]
+        kreg = [Signal(signed(kb), name=f"kreg{p}") for p in range(k)]
+        treg = [Signal(signed(2), name=f"treg{p}") for p in range(k)]
+        cur = list(zip(valid, kreg, treg))
+        for j in range(lanes):                 # insert lane j after the entries with key >= its own
+            ge = [v & (kk >= keys[j]) for v, kk, _ in cur]
+            nxt = []
+            for p in range(k):
+                prev = cur[p - 1] if p else None
+                here_new = ~ge[p] & (ge[p - 1] if p else 1)
+                shifted = prev if prev is not None else cur[p]
+                ent = (Signal(name=f"v{j}_{p}"), Signal(signed(kb), name=f"k{j}_{p}"), Signal(signed(2), name=f"t{j}_{p}"))
+                m.d.comb += [e.eq(Mux(~self.mask[j] | ge[p], a, Mux(here_new, b, c)))
+                             for e, a, b, c in zip(ent, cur[p], (1, keys[j], ts[j]), shifted)]
+                nxt.append(ent)
+            cur = nxt
+        with m.If(self.clear):
+            m.d.sync += [v.eq(0) for v in valid]
+        with m.Elif(self.p1):
+            for p in range(k):
+                m.d.sync += [valid[p].eq(cur[p][0]), kreg[p].eq(cur[p][1]), treg[p].eq(cur[p][2])]
+
+        thr = Signal(signed(kb))
+        budget = Signal(range(k + 1))
+        m.d.comb += thr.eq(Array(kreg)[self.m - 1])
+        in_m = [p < self.m for p in range(k)]
+        m.d.comb += [budget.eq(tree_sum([in_m[p] & (kreg[p] == thr) for p in range(k)])),
+                     self.tsum.eq(tree_sum([Mux(in_m[p], treg[p], 0) for p in range(k)]))]
+
+        seen = Signal(range(cfg.max_count + 1))
+        eqs = [self.mask[j] & (keys[j] == thr) for j in range(lanes)]
+        for j in range(lanes):
+            before = seen + (tree_sum(eqs[:j]) if j else 0)
+            pick = self.mask[j] & ((keys[j] > thr) | (eqs[j] & (before < budget)))
+            m.d.comb += self.sel[j].eq(Mux(pick & (ts[j] != 0), Mux(ts[j] > 0, 1, 2), 0))
+        with m.If(self.clear):
+            m.d.sync += seen.eq(0)
+        with m.Elif(self.p2):
+            m.d.sync += seen.eq(seen + tree_sum(eqs))
+        return m

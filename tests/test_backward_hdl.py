@@ -1,0 +1,334 @@
+"""BackwardDatapath (hwnorm/hdl/backward.py) in amaranth.sim against the golden backward, bit for bit.
+
+Every built kind at 8 and 16 bits, lanes 1 and 4, rounding half up and stochastic: channels with counts 1, a count
+that is not a multiple of the lanes, small integers (ties at every extreme), zero gradients, gradients that saturate dx,
+random stalls on `i` and random back-pressure on `o`; dx, dgamma, dbeta and the sat count against
+hwnorm.golden.backward.backward. A refused descriptor answers one error word. Small max_count keeps the widths (and
+the sequential unit's cycles) short.
+"""
+import dataclasses
+import random
+import zlib
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hwnorm.config import GradConfig, NormConfig, default_configs
+from hwnorm.constants import channel_params
+from hwnorm.golden.backward import backward
+from hwnorm.golden.bitexact import centre, deviation_den
+from hwnorm.hdl.backward import BACKWARD_HDL_KINDS, BackwardDatapath
+
+MAX_COUNT = 24
+GUARD_CYCLES = 200_000
+
+
+def small_cfg(kind, width, lanes):
+    cfg = default_configs()[f"{kind}_s{width}"]
+    extra = {"k": None, "alpha": 0.8} if kind == "cvar" else {"k": 4} if kind == "topk" else {}
+    extra.update({"chunks": 4} if kind == "range" else {})
+    return dataclasses.replace(cfg, max_count=MAX_COUNT, lanes=lanes, **extra)
+
+
+def descriptor(cfg, gcfg, x, gamma, seed):
+    """The backward descriptor of one channel (NormConfig.backward_channel_fields) from its x, as the host packs it."""
+    n = len(x)
+    hp = channel_params(cfg, n)
+    xa = np.asarray([x], dtype=np.int64)
+    s = int(xa.sum())
+    den = int(deviation_den(cfg, xa, np.asarray([s], dtype=object), hp)[0])
+    d = {"count": n, "sum": s, "den": den, "gamma": int(gamma)}
+    for name, _, _ in cfg.backward_channel_fields(gcfg):
+        if name in hp and name != "count":
+            d[name] = int(hp[name])
+    if "seed" in {f for f, _, _ in cfg.backward_channel_fields(gcfg)}:
+        d["seed"] = seed
+    return d
+
+
+def make_channels(cfg, gcfg, rnd):
+    """(x, g, gamma, seed) per channel: count 1; lanes + 1 small integers (ties at every extreme); max_count over the
+    whole input range; a random count of small integers whose deviations tie with both signs (x and -x); zero
+    gradients; small integers with the extreme gradients and gamma (dx saturates); constant chunks at different
+    levels (range's Den is eps alone: huge constants, clamped)."""
+    fi, fg, fgam = cfg.in_fmt, gcfg.grad_fmt, cfg.gamma_fmt
+
+    def wide(n):
+        return [rnd.randint(fi.min_int, fi.max_int) for _ in range(n)]
+
+    def small(n):
+        return [rnd.randint(-2, 2) for _ in range(n)]
+
+    def grads(n):
+        return [rnd.randint(fg.min_int, fg.max_int) for _ in range(n)]
+
+    def gam():
+        return rnd.randint(fgam.min_int, fgam.max_int)
+
+    n_odd = cfg.lanes + 1 if cfg.lanes > 1 else 3
+    half = rnd.randint(1, cfg.max_count // 2)
+    sym = [v for a in small(half) for v in (a, -a)]
+    rnd.shuffle(sym)
+    n5 = rnd.randint(2, cfg.max_count)
+    # constant chunks at different levels: range's Den is eps alone, its constants far beyond the clamp
+    size = -(-cfg.max_count // cfg.chunks)
+    steps = [lvl for lvl in wide(cfg.chunks) for _ in range(size)][:cfg.max_count]
+    chans = [(wide(1), grads(1), gam()),
+             (small(n_odd), grads(n_odd), gam()),
+             (wide(cfg.max_count), grads(cfg.max_count), fgam.max_int),
+             (sym, grads(len(sym)), gam()),
+             (wide(n5), [0] * n5, gam()),
+             (small(n5), [rnd.choice((fg.min_int, fg.max_int)) for _ in range(n5)], fgam.min_int),
+             (steps, grads(len(steps)), gam())]
+    return [(x, g, gm, rnd.getrandbits(32) if c % 3 else 0) for c, (x, g, gm) in enumerate(chans)]
+
+
+def run_dut(cfg, gcfg, channels, rnd, bad=()):
+    """Drive the channels (and the refused descriptors `bad` first) through BackwardDatapath; return per channel
+    (dx list, stats dict) in order."""
+    dut = BackwardDatapath(cfg, gcfg)
+    lanes = cfg.lanes
+    descs = [(d, None, None) for d in bad]
+    for x, g, gamma, seed in channels:
+        descs.append((descriptor(cfg, gcfg, x, gamma, seed), x, g))
+    results = {"o": [], "stats": []}
+
+    async def send(ctx, stream, fields):
+        while rnd.random() < 0.3:
+            await ctx.tick()
+        for name, value in fields.items():
+            ctx.set(getattr(stream.payload, name), value)
+        ctx.set(stream.valid, 1)
+        await ctx.tick().until(stream.ready)
+        ctx.set(stream.valid, 0)
+
+    async def producer(ctx):
+        for d, x, g in descs:
+            for name, value in d.items():
+                ctx.set(getattr(dut.chan.payload, name), value)
+            ctx.set(dut.chan.valid, 1)
+            await ctx.tick().until(dut.chan.ready)
+            ctx.set(dut.chan.valid, 0)
+            if x is None:
+                continue
+            for _ in range(2):                                   # pass 1, pass 2
+                for b in range(0, len(x), lanes):
+                    while rnd.random() < 0.3:
+                        await ctx.tick()
+                    for j in range(lanes):
+                        k = b + j
+                        ctx.set(dut.i.payload.x[j], x[k] if k < len(x) else rnd.randint(cfg.in_fmt.min_int, 0))
+                        ctx.set(dut.i.payload.g[j], g[k] if k < len(x) else rnd.randint(-3, 3))
+                    ctx.set(dut.i.valid, 1)
+                    await ctx.tick().until(dut.i.ready)
+                    ctx.set(dut.i.valid, 0)
+
+    async def o_sink(ctx):
+        while True:
+            ctx.set(dut.o.ready, rnd.random() < 0.7)
+            await ctx.tick()
+            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
+                pass
+
+    async def collector(ctx):
+        cycles = 0
+        want = len(descs)
+        dx_now = []
+        while len(results["stats"]) < want:
+            ctx.set(dut.stats.ready, rnd.random() < 0.8)
+            _, _, ov, ordy, op, sv, srdy, sp = await ctx.tick().sample(
+                dut.o.valid, dut.o.ready, dut.o.payload, dut.stats.valid, dut.stats.ready, dut.stats.payload)
+            if ov and ordy:
+                dx_now.extend(int(op[j]) for j in range(lanes))
+            if sv and srdy:
+                results["stats"].append(({"dgamma": int(sp.dgamma), "dbeta": int(sp.dbeta), "sat": int(sp.sat),
+                                          "error": int(sp.error)}, dx_now))
+                dx_now = []
+            cycles += 1
+            assert cycles < GUARD_CYCLES, "the backward datapath hung"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(o_sink, background=True)
+    sim.add_testbench(collector)
+    sim.run()
+    return results["stats"]
+
+
+def golden(cfg, gcfg, x, g, gamma, seed):
+    r = backward(cfg, gcfg, np.asarray([x]), np.asarray([g]), np.asarray([gamma]),
+                 seed=[seed] if gcfg.rounding == "stochastic" else None)
+    return [int(v) for v in r.dx[0]], int(r.dgamma[0]), int(r.dbeta[0]), int(r.sat[0])
+
+
+def check(cfg, gcfg, seed, bad=()):
+    rnd = random.Random(seed)
+    channels = make_channels(cfg, gcfg, rnd)
+    got = run_dut(cfg, gcfg, channels, rnd, bad)
+    for d in bad:
+        st, dx = got.pop(0)
+        assert st == {"dgamma": 0, "dbeta": 0, "sat": 0, "error": 1} and dx == [], (d, st)
+    sats = 0
+    for (x, g, gamma, s), (st, dx) in zip(channels, got):
+        ref_dx, ref_dg, ref_db, ref_sat = golden(cfg, gcfg, x, g, gamma, s)
+        n = len(x)
+        assert st["error"] == 0
+        assert dx[:n] == ref_dx, (cfg.kind, n, x, g, gamma, dx[:n], ref_dx)
+        assert all(v == 0 for v in dx[n:]), "masked lanes are 0"
+        assert (st["dgamma"], st["dbeta"], st["sat"]) == (ref_dg, ref_db, ref_sat), (cfg.kind, n, st, ref_dg, ref_db,
+                                                                                       ref_sat)
+        sats += ref_sat
+    return sats
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("kind", BACKWARD_HDL_KINDS)
+def test_backward_bit_exact(kind, width, lanes):
+    """Each kind and width in both roundings: stochastic at lanes 1 / 8 bits and lanes 4 / 16 bits, half up else."""
+    rounding = "stochastic" if (lanes == 1) == (width == 8) else "half_up"
+    cfg = small_cfg(kind, width, lanes)
+    gcfg = GradConfig.for_width(f"s{width}", rounding)
+    check(cfg, gcfg, zlib.crc32(f"{kind}{width}{lanes}{rounding}".encode()))
+
+
+def _bad_descriptors(cfg, gcfg):
+    """Descriptors breaking each of NormConfig.backward_descriptor_rules, from a valid one."""
+    n = 5
+    good = descriptor(cfg, gcfg, [1, -2, 3, 0, 2], 10, 7)
+    bad = [dict(good, count=0), dict(good, count=cfg.max_count + 1), dict(good, den=0)]
+    floor = cfg.backward_den_floor(n)
+    if floor > 1:
+        bad.append(dict(good, den=floor - 1))
+    if "chunk_size" in good:
+        bad += [dict(good, chunk_size=0), dict(good, chunk_size=1, count=cfg.chunks + 1)]
+    if "m" in good:
+        bad += [dict(good, m=0), dict(good, m=min(cfg.k, n) + 1)]
+    return bad
+
+
+@pytest.mark.parametrize("kind", ["range", "cvar", "l2"])
+def test_refused_descriptors(kind):
+    """Each refused descriptor takes no beat and answers one word with error = 1 and every other field 0; the
+    channels after it run as usual; the hardware's verdict is NormConfig.backward_descriptor_error's."""
+    cfg = small_cfg(kind, 8, 4)
+    gcfg = GradConfig.for_width("s8")
+    bad = _bad_descriptors(cfg, gcfg)
+    for d in bad:
+        assert cfg.backward_descriptor_error(gcfg, d) is not None, d
+    check(cfg, gcfg, 5, bad=bad)
+
+
+@pytest.mark.parametrize("name", ["range_s8", "l1_s16", "linf_s8", "topk_s16", "cvar_s8", "l2_s8", "l2_s16", "mad_s8"])
+def test_den_floor_takes_every_forward_channel(name):
+    """The refusal rule Den >= backward_den_floor(count) never refuses a channel the forward reports: constant data
+    (the least Den) and two-valued data at counts 1 .. max_count."""
+    cfg = default_configs()[name]
+    gcfg = GradConfig.for_width(name[-3:].replace("_", ""))
+    for n in sorted({1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 100, 1000, 2047, 2048, 4095, 4096}):
+        hp = channel_params(cfg, n)
+        for x in (np.zeros((1, n), dtype=np.int64), np.full((1, n), cfg.in_fmt.max_int),
+                  (np.arange(n) % 2).reshape(1, n)):
+            s = x.sum(axis=1).astype(object)
+            den = int(deviation_den(cfg, x, s, hp)[0])
+            desc = {"count": n, "sum": int(s[0]), "den": den, **{k: v for k, v in hp.items() if k != "count"}}
+            assert cfg.backward_descriptor_error(gcfg, desc) is None, (name, n, den)
+
+
+@pytest.mark.parametrize("change, param", [
+    (dict(kind="frn"), "kind"), (dict(kind="semidev"), "kind"), (dict(dropout=0.25), "dropout"),
+    (dict(elementwise=True), "elementwise"), (dict(inference_only=True), "inference_only"),
+    (dict(overlap=True), "overlap")])
+def test_refused_builds(change, param):
+    """Builds out of scope: a ValueError naming the parameter and what is allowed."""
+    cfg = dataclasses.replace(default_configs()["l2_s8"], **change)
+    with pytest.raises(ValueError, match=f"{param}=.*allowed"):
+        BackwardDatapath(cfg, GradConfig())
+    with pytest.raises(ValueError, match="gcfg=.*allowed"):
+        BackwardDatapath(default_configs()["l2_s8"], "s8")
+
+
+# -- the selection units alone (hwnorm/hdl/bwd_select.py) against a few lines of NumPy ---------------------------
+
+def ref_select(cfg, x, m=None):
+    """Per value: the sel code the dx pass takes (0 none; sign kinds 1: t = +1, 2: t = -1; range 1 / 2 the chunk's
+    first max / min, 3 / 4 in the last chunk) and sum(t)."""
+    x = np.asarray(x, dtype=np.int64)
+    n, s = len(x), int(x.sum())
+    d = n * x - s
+    if cfg.kind == "range":
+        cs = -(-n // cfg.chunks)
+        code = np.zeros(n, dtype=np.int64)
+        starts = list(range(0, n, cs))
+        for a in starts:
+            part = x[a:a + cs]
+            hi, lo = a + int(part.argmax()), a + int(part.argmin())
+            if hi != lo:
+                code[hi], code[lo] = (3, 4) if a == starts[-1] else (1, 2)
+        return code, 0
+    if cfg.kind in ("l1", "mad"):
+        t = np.sign(d)
+    else:
+        order = np.argsort(-(d if cfg.kind == "cvar" else np.abs(d)), kind="stable")[:m]
+        t = np.zeros(n, dtype=np.int64)
+        t[order] = 1 if cfg.kind == "cvar" else np.sign(d[order])
+    return np.where(t > 0, 1, np.where(t < 0, 2, 0)), int(t.sum())
+
+
+@pytest.mark.parametrize("kind", ["l1", "range", "linf", "topk", "cvar"])
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_select_units(kind, lanes):
+    """SignSelect, ChunkExtremes, TopSelect: pass 1, then pass 2's per-lane codes and sum(t) against ref_select, on
+    small integers (ties everywhere) and wide ones, counts 1 .. max_count."""
+    from hwnorm.hdl.bwd_select import ChunkExtremes, SignSelect, TopSelect
+    cfg = small_cfg(kind, 8, lanes)
+    unit = {"l1": SignSelect, "range": ChunkExtremes}.get(kind, TopSelect)(cfg)
+    rnd = random.Random(lanes * 7 + len(kind))
+    chans = []
+    for c in range(10):
+        n = [1, 2, lanes + 1, cfg.max_count][c] if c < 4 else rnd.randint(1, cfg.max_count)
+        lo, hi = (-2, 2) if c % 2 else (cfg.in_fmt.min_int, cfg.in_fmt.max_int)
+        chans.append([rnd.randint(lo, hi) for _ in range(n)])
+
+    async def bench(ctx):
+        for x in chans:
+            n, s = len(x), sum(x)
+            m = {"topk": min(cfg.k, n), "linf": 1, "cvar": rnd.randint(1, min(cfg.k, n))}.get(kind)
+            want, want_t = ref_select(cfg, x, m)
+            if kind == "l1":
+                ctx.set(unit.q, s // n)
+                ctx.set(unit.rz, s % n == 0)
+            elif kind == "range":
+                ctx.set(unit.chunk_size, -(-n // cfg.chunks))
+            else:
+                ctx.set(unit.n, n)
+                ctx.set(unit.s, s)
+                ctx.set(unit.m, m)
+            ctx.set(unit.clear, 1)
+            await ctx.tick()
+            ctx.set(unit.clear, 0)
+            for p in (1, 2):
+                for b in range(0, n, lanes):
+                    for j in range(lanes):
+                        ctx.set(unit.x[j], x[b + j] if b + j < n else rnd.randint(-3, 3))
+                    ctx.set(unit.mask, sum(1 << j for j in range(lanes) if b + j < n))
+                    if p == 2:
+                        got = [ctx.get(unit.sel[j]) for j in range(min(lanes, n - b))]
+                        assert got == list(want[b:b + lanes]), (kind, x, b, got, want)
+                    ctx.set(unit.p1 if p == 1 else unit.p2, 1)
+                    if kind == "range" and p == 1 and b + lanes >= n:
+                        ctx.set(unit.rewind, 1)
+                    await ctx.tick()
+                    ctx.set(unit.p1, 0)
+                    ctx.set(unit.p2, 0)
+                    if kind == "range":
+                        ctx.set(unit.rewind, 0)
+                if p == 1 and kind != "range":
+                    assert ctx.get(unit.tsum) == want_t, (kind, x, ctx.get(unit.tsum), want_t)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
