@@ -2,10 +2,12 @@
 golden backward bit for bit (dx, dgamma, dbeta, saturation) per built kind, through Backend.backward and through
 to_hardware(..., backend='rtl', backward=True); the host side (descriptor packing against the field lists, the
 scoreboard's golden side) and the refusals of what the hardware lacks, by name."""
+import copy
 import json
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 import hwnorm.nn as hn
@@ -162,3 +164,86 @@ def test_make_sim_has_every_built_kind_at_8_and_16_bits_and_lanes_1_and_4():
     assert all(k in RTL_BACKWARD_KINDS for k, *_ in seen)
     if RTL_BACKWARD_KINDS:
         assert any(r == "stochastic" for *_, r in seen)
+
+
+# -- the hardware: golden == rtl bit for bit -------------------------------------------------------------------------
+
+# one Verilator build per kind (cached under build/rtl/), spread over widths, lanes and rounding
+# (top-k and cvar at 1 lane: their lanes-4 selection takes a minute to elaborate; make sim runs them)
+HW = {"range": (8, 1, "half_up"), "l1": (8, 4, "stochastic"), "mad": (16, 1, "half_up"), "linf": (8, 4, "half_up"),
+      "topk": (16, 1, "half_up"), "l2": (16, 4, "stochastic"), "cvar": (8, 1, "half_up")}
+HW_KINDS = [k for k in RTL_BACKWARD_KINDS if k in HW]
+
+
+def hw_case(kind):
+    width, lanes, rounding = HW[kind]
+    return NormConfig(kind=kind, lanes=lanes, **(FORMATS_16 if width == 16 else {})), \
+        GradConfig.for_width(f"s{width}", rounding)
+
+
+@pytest.mark.parametrize("kind", HW_KINDS)
+def test_the_verilated_backward_is_the_golden_backward_on_codes(kind):
+    """Codes in, codes out: random channels, ties (two values, a repeated extreme), a constant channel, zero gradients,
+    narrow data with extreme g and gamma (dx saturates), counts 1, 2, a masked last beat; dx, dgamma, dbeta, sat and
+    error as the golden backward says, bit for bit."""
+    cfg, gcfg = hw_case(kind)
+    model = get_backend("rtl").backward_model(cfg, gcfg)
+    rng = np.random.default_rng(7)
+    fi, fg, fgam = cfg.in_fmt, gcfg.grad_fmt, cfg.gamma_fmt
+    sat = 0
+    for n in (1, 2, 7, 61):
+        x, g, gamma = codes(cfg, gcfg, 4, n, seed=n)
+        x[1] = np.where(np.arange(n) % 3 == 0, fi.min_int // 2, fi.max_int // 2)          # two values: ties
+        x[2] = int(rng.integers(fi.min_int, fi.max_int + 1))                               # constant
+        g[2, : n // 2] = 0
+        g[3] = rng.choice([fg.min_int, fg.max_int], size=n)                                # extreme g, narrow x
+        x[3] = np.clip(int(rng.integers(fi.min_int, fi.max_int)) + rng.integers(0, 2, size=n), fi.min_int, fi.max_int)
+        gamma[3] = fgam.max_int
+        if n > 2:
+            g[0] = 0                                                                       # zero gradients
+        seeds = [int(v) for v in rng.integers(0, 1 << 32, size=4)] if gcfg.rounding == "stochastic" else None
+        dx, stats = model.run(x, g, gamma, seeds)
+        want_dx, want = expected(cfg, gcfg, x, g, gamma, seeds)
+        assert np.array_equal(dx, want_dx), (n, np.argwhere(dx != want_dx)[:5])
+        assert stats == want, n
+        sat += sum(s["sat"] for s in stats)
+    assert sat > 0, "no dx saturated: the test data is wrong"
+
+
+@pytest.mark.parametrize("kind", HW_KINDS)
+def test_the_rtl_backend_backward_is_golden_bit_for_bit(kind):
+    """Backend.backward on float tensors: rtl and golden give the same dx, dgamma, dbeta and saturation counts."""
+    cfg, gcfg = hw_case(kind)
+    rng = np.random.default_rng(11)
+    x, dy = rng.normal(0.3, 1.5, size=(3, 50)), rng.normal(0.0, 1.0, size=(3, 50))
+    gamma = rng.uniform(0.5, 1.5, size=3)
+    kw = dict(in_scale=4.0 / cfg.in_fmt.max_int, seed=12345 if gcfg.rounding == "stochastic" else None)
+    got = get_backend("rtl").backward(cfg, gcfg, x, dy, gamma, **kw)
+    want = get_backend("golden").backward(cfg, gcfg, x, dy, gamma, **kw)
+    for f in ("dx", "dgamma", "dbeta"):
+        assert np.array_equal(getattr(got, f), getattr(want, f)), f
+    assert (got.saturated_dx, got.saturated_dy, got.values) == (want.saturated_dx, want.saturated_dy, want.values)
+
+
+def step_grads(model, x, y, backend):
+    """Parameter gradients and the report of one cross-entropy step of a copy of `model` with backward=True."""
+    m = copy.deepcopy(model)
+    with to_hardware(m, backend=backend, fmt="s8", backward=True, warn_saturation=1.0) as hw:
+        hw.calibrate([x])
+        nn.functional.cross_entropy(m(x), y).backward()
+        return [p.grad.clone() for p in m.parameters()], hw.report().as_dict()
+
+
+@pytest.mark.skipif("range" not in RTL_BACKWARD_KINDS, reason="needs range's backward datapath")
+def test_a_training_step_on_rtl_is_the_golden_step_bit_for_bit():
+    """The README's model shape (conv, Range BN, ReLU, linear): one to_hardware(..., backend='rtl', backward=True)
+    step gives every parameter gradient bit for bit as backend='golden', and the report counts the same backward."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), hn.RangeBatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 3))
+    x, y = torch.randn(6, 1, 6, 6), torch.randint(0, 3, (6,))
+    rtl, rep_rtl = step_grads(model, x, y, "rtl")
+    gold, rep_gold = step_grads(model, x, y, "golden")
+    assert all(torch.equal(a, b) for a, b in zip(rtl, gold))
+    keys = ("backward_calls", "backward_values", "saturated_dx", "saturated_dy")
+    assert [rep_rtl["1"][k] for k in keys] == [rep_gold["1"][k] for k in keys] and rep_rtl["1"]["backward_calls"] == 1
