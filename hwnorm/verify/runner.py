@@ -149,11 +149,12 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, modul
     test_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-", dir=runs))
     results_json = test_dir / "hwnorm_results.jsonl"
     coverage_json = test_dir / "hwnorm_coverage.json"
-    env = {"HWNORM_CONFIG": cfg.cfg.to_json() if backward else cfg.to_json(), "HWNORM_RESULTS": str(results_json),
-           "HWNORM_COVERAGE": str(coverage_json), "HWNORM_FULL": "1" if full else "0", **(env or {})}
+    grad = {}
     if backward:
         from hwnorm.backends.rtl_backward import grad_json
-        env["HWNORM_GRAD"] = grad_json(cfg.gcfg)
+        grad = {"HWNORM_GRAD": grad_json(cfg.gcfg)}
+    env = {"HWNORM_CONFIG": cfg.cfg.to_json() if backward else cfg.to_json(), **grad, "HWNORM_RESULTS": str(results_json),
+           "HWNORM_COVERAGE": str(coverage_json), "HWNORM_FULL": "1" if full else "0", **(env or {})}
     xml = _runner().test(test_module=f"{COCOTB_PACKAGE}.{module}", hdl_toplevel=top_name(cfg, axi), build_dir=build_dir,
                          hdl_toplevel_lang="verilog", test_dir=test_dir, testcase=testcase, seed=seed, extra_env=env,
                          log_file=test_dir / "sim.log")
