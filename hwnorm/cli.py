@@ -133,6 +133,9 @@ def add_sim_args(p: argparse.ArgumentParser):
                            "(default 25000)")
     soak.add_argument("--soak-cocotb-configs", type=int_in(0), metavar="J",
                       help="how many of the configurations also run the cocotb protocol soak (default 2)")
+    soak.add_argument("--soak-backward-configs", type=int_in(0), metavar="B",
+                      help="random backward datapath configurations, rtl vs the golden backward, on N/8 values more "
+                           "(default 4; their seeds start at 1000000)")
 
 
 def _numerics_table(args, block: str, make_table, trials: int) -> bool:

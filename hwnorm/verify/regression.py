@@ -32,9 +32,9 @@ def run_args(args, error) -> int:
         pick = lambda v, default: default if v is None else v     # noqa: E731
         return soak_main(args.soak, configs=pick(args.soak_configs, 16), master_seed=args.seed, only_seed=args.soak_seed,
                          cocotb_configs=pick(args.soak_cocotb_configs, 2), cocotb_values=pick(args.soak_cocotb, 25_000),
-                         jobs=args.jobs)
-    soak_only = [o for o in ("soak_configs", "soak_cocotb", "soak_cocotb_configs")
-                 if getattr(args, o) is not None]
+                         jobs=args.jobs, backward_configs=pick(getattr(args, "soak_backward_configs", None), 4))
+    soak_only = [o for o in ("soak_configs", "soak_cocotb", "soak_cocotb_configs", "soak_backward_configs")
+                 if getattr(args, o, None) is not None]
     if soak_only:
         error(f"--{soak_only[0].replace('_', '-')} applies to --soak N only: allowed with --soak")
     if getattr(args, "address", None) and getattr(args, "engine", "threads") not in ("ray", "auto"):
