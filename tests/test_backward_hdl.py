@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hwnorm.config import GradConfig, NormConfig, default_configs
+from hwnorm.config import GradConfig, default_configs
 from hwnorm.constants import channel_params
 from hwnorm.golden.backward import backward
-from hwnorm.golden.bitexact import centre, deviation_den
+from hwnorm.golden.bitexact import deviation_den
 from hwnorm.hdl.backward import BACKWARD_HDL_KINDS, BackwardDatapath
 
 MAX_COUNT = 24
