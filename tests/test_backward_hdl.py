@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hwnorm.config import GradConfig, NormConfig, default_configs
+from hwnorm.config import GradConfig, default_configs
 from hwnorm.constants import channel_params
 from hwnorm.golden.backward import backward
-from hwnorm.golden.bitexact import centre, deviation_den
+from hwnorm.golden.bitexact import deviation_den
 from hwnorm.hdl.backward import BACKWARD_HDL_KINDS, BackwardDatapath
 
 MAX_COUNT = 24
@@ -57,8 +57,10 @@ def make_channels(cfg, gcfg, rnd):
     def wide(n):
         return [rnd.randint(fi.min_int, fi.max_int) for _ in range(n)]
 
+    mid = 0 if fi.signed else 3                   # small integers around 0, or around 3 for an unsigned in_fmt
+
     def small(n):
-        return [rnd.randint(-2, 2) for _ in range(n)]
+        return [mid + rnd.randint(-2, 2) for _ in range(n)]
 
     def grads(n):
         return [rnd.randint(fg.min_int, fg.max_int) for _ in range(n)]
@@ -68,7 +70,7 @@ def make_channels(cfg, gcfg, rnd):
 
     n_odd = cfg.lanes + 1 if cfg.lanes > 1 else 3
     half = rnd.randint(1, cfg.max_count // 2)
-    sym = [v for a in small(half) for v in (a, -a)]
+    sym = [mid + v for a in small(half) for v in (a - mid, mid - a)]
     rnd.shuffle(sym)
     n5 = rnd.randint(2, cfg.max_count)
     # constant chunks at different levels: range's Den is eps alone, its constants far beyond the clamp
@@ -332,3 +334,12 @@ def test_select_units(kind, lanes):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+
+
+@pytest.mark.parametrize("kind, lanes, rounding", [("range", 2, "half_up"), ("l1", 8, "stochastic"),
+                                                   ("topk", 8, "half_up"), ("l2", 2, "stochastic")])
+def test_backward_unsigned_input_and_other_lanes(kind, lanes, rounding):
+    """An unsigned in_fmt (u8.4), lanes 2 and 8: the same bits as the golden backward."""
+    from hwnorm.config import FixedFormat
+    cfg = dataclasses.replace(small_cfg(kind, 8, lanes), in_fmt=FixedFormat(8, 4, signed=False))
+    check(cfg, GradConfig.for_width("s8", rounding), zlib.crc32(f"u{kind}{lanes}".encode()))

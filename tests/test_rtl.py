@@ -2,17 +2,26 @@
 import pytest
 
 from hwnorm.config import default_configs
-from hwnorm.emit import RTL_DIR, verilog_text
+from hwnorm.emit import RTL_DIR, backward_default_configs, backward_verilog_text, verilog_text
 
 
 def test_rtl_holds_every_default_config_and_nothing_else():
-    assert sorted(p.stem for p in RTL_DIR.glob("*.v")) == sorted(default_configs())
+    assert sorted(p.stem for p in RTL_DIR.glob("*.v")) == sorted([*default_configs(), *backward_default_configs()])
 
 
 @pytest.mark.parametrize("key", sorted(default_configs()))
 def test_rtl_is_not_stale(key):
     cfg = default_configs()[key]
     want = verilog_text(cfg, name=f"hwnorm_{key}")
+    have = (RTL_DIR / f"{key}.v").read_text()
+    assert have == want, f"rtl/{key}.v is stale: run `make verilog`"
+    assert f"module hwnorm_{key}(" in have
+
+
+@pytest.mark.parametrize("key", sorted(backward_default_configs()))
+def test_backward_rtl_is_not_stale(key):
+    cfg, gcfg = backward_default_configs()[key]
+    want = backward_verilog_text(cfg, gcfg, name=f"hwnorm_{key}")
     have = (RTL_DIR / f"{key}.v").read_text()
     assert have == want, f"rtl/{key}.v is stale: run `make verilog`"
     assert f"module hwnorm_{key}(" in have

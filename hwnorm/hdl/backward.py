@@ -23,7 +23,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import DROPOUT_SEED_BITS, SR_BITS, GradConfig
+from ..config import SR_BITS, GradConfig
 from ..constants import MASK32, SEED_ZERO
 from .bwd_select import ChunkExtremes, SignSelect, TopSelect
 from .common import fmt_shape, lanes_of, leading_one, tree_sum
