@@ -247,3 +247,19 @@ def test_a_training_step_on_rtl_is_the_golden_step_bit_for_bit():
     assert all(torch.equal(a, b) for a, b in zip(rtl, gold))
     keys = ("backward_calls", "backward_values", "saturated_dx", "saturated_dy")
     assert [rep_rtl["1"][k] for k in keys] == [rep_gold["1"][k] for k in keys] and rep_rtl["1"]["backward_calls"] == 1
+
+
+@pytest.mark.skipif("range" not in RTL_BACKWARD_KINDS, reason="needs range's backward datapath")
+def test_loss_backward_after_an_eval_forward_on_rtl_is_refused_by_name():
+    """eval(): the batch-norm's forward runs on the running statistics, whose backward (the inference one) the
+    backward datapath does not have: loss.backward() says so, naming the layer, instead of a silent other gradient."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), hn.RangeBatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 3)).eval()
+    x = torch.randn(6, 1, 6, 6)
+    with to_hardware(model, backend="rtl", fmt="s8", backward=True, warn_saturation=1.0) as hw:
+        hw.calibrate([x])
+        out = model(x)
+        with pytest.raises(ValueError, match=r"layer '1' \(RangeBatchNorm2d\) backward: backend='rtl': the backward "
+                                             r"datapath has no inference-mode backward \(eval\(\): the running statistics\)"):
+            out.sum().backward()
