@@ -154,3 +154,14 @@ def test_backward_cocotb_regression_is_bit_exact(key):
     assert r.mismatches == 0 and r.values > 3000 and r.stats > 40
     hit, total, _, missed = summarize(r.coverage)
     assert total >= 20 and not missed, missed
+
+
+def test_the_backward_scoreboard_sees_a_wrong_dx(monkeypatch):
+    """The testbench's golden side told another dx format than the hardware's (one fraction bit fewer): the
+    scoreboard reports mismatches and the test fails (it is not blind)."""
+    from hwnorm.backends.rtl_backward import grad_json
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")       # else cocotb's runner raises on the failure instead of counting it
+    sim = backward_configs()["bwd_range_s8_p1"]
+    wrong = grad_json(type(sim.gcfg)(grad_fmt=sim.gcfg.grad_fmt, dx_fmt="s8.4", rounding=sim.gcfg.rounding))
+    r = run(sim, "random_counts", seed=3, env={"HWNORM_GRAD": wrong})
+    assert r.tests == 1 and r.failed == 1 and r.mismatches > 0
