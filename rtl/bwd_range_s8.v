@@ -4701,349 +4701,113 @@ endmodule
 module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, chunk_size, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [13:0] \$1 ;
-  wire [3:0] \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire [14:0] \$102 ;
-  wire [12:0] \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire [7:0] \$109 ;
-  reg [12:0] \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire [14:0] \$115 ;
-  wire [12:0] \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire [14:0] \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire [7:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [14:0] \$128 ;
-  wire [12:0] \$129 ;
+  wire \$10 ;
+  reg [7:0] \$100 ;
+  reg [7:0] \$101 ;
+  reg [7:0] \$102 ;
+  reg [7:0] \$103 ;
+  reg [3:0] \$104 ;
+  wire [7:0] \$11 ;
+  wire \$12 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire [7:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [14:0] \$141 ;
-  wire [12:0] \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire [7:0] \$148 ;
-  wire \$149 ;
-  wire [3:0] \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire [14:0] \$154 ;
-  wire [12:0] \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  reg [12:0] \$16 ;
-  wire \$160 ;
-  wire [7:0] \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire [14:0] \$167 ;
-  wire [12:0] \$168 ;
-  wire \$169 ;
-  wire [14:0] \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire [7:0] \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
-  wire \$18 ;
-  wire [14:0] \$180 ;
-  wire [12:0] \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire [7:0] \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [7:0] \$15 ;
+  wire \$16 ;
+  wire [3:0] \$17 ;
+  reg [7:0] \$18 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire [14:0] \$193 ;
-  wire [12:0] \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
   wire [14:0] \$2 ;
   wire \$20 ;
-  wire [7:0] \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire [14:0] \$206 ;
-  wire [12:0] \$207 ;
-  wire \$208 ;
-  wire \$209 ;
-  wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire [7:0] \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire [14:0] \$219 ;
-  wire [3:0] \$22 ;
-  wire [12:0] \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire [7:0] \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
-  reg [12:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire [14:0] \$232 ;
-  wire [12:0] \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire [7:0] \$239 ;
-  wire [14:0] \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire [14:0] \$245 ;
-  wire [12:0] \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  wire [3:0] \$21 ;
+  reg [7:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire [7:0] \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire [14:0] \$258 ;
-  wire [12:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire [7:0] \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
-  wire [1:0] \$27 ;
-  wire \$270 ;
-  wire [14:0] \$271 ;
-  wire [12:0] \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire [7:0] \$278 ;
-  wire \$279 ;
+  wire \$27 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire [14:0] \$284 ;
-  wire [12:0] \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
-  wire [2:0] \$29 ;
-  wire \$290 ;
-  wire [7:0] \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire [14:0] \$297 ;
-  wire [12:0] \$298 ;
-  wire [3:0] \$299 ;
+  wire \$29 ;
   wire [4:0] \$3 ;
-  wire [2:0] \$30 ;
-  reg [12:0] \$300 ;
-  reg [3:0] \$301 ;
-  reg [13:0] \$302 ;
-  reg [7:0] \$303 ;
-  reg [12:0] \$304 ;
-  reg [7:0] \$305 ;
-  reg [12:0] \$306 ;
-  reg [7:0] \$307 ;
-  reg [12:0] \$308 ;
-  reg [7:0] \$309 ;
+  wire \$30 ;
   wire \$31 ;
-  reg [12:0] \$310 ;
-  reg [7:0] \$311 ;
-  reg [12:0] \$312 ;
-  reg [7:0] \$313 ;
-  reg [12:0] \$314 ;
-  reg [7:0] \$315 ;
-  reg [12:0] \$316 ;
-  reg [7:0] \$317 ;
-  reg [12:0] \$318 ;
-  reg [7:0] \$319 ;
   wire \$32 ;
-  reg [12:0] \$320 ;
-  reg [7:0] \$321 ;
-  reg [12:0] \$322 ;
-  reg [7:0] \$323 ;
-  reg [12:0] \$324 ;
-  reg [7:0] \$325 ;
-  reg [12:0] \$326 ;
-  reg [7:0] \$327 ;
-  reg [12:0] \$328 ;
-  reg [7:0] \$329 ;
-  wire [13:0] \$33 ;
-  reg [12:0] \$330 ;
-  reg [7:0] \$331 ;
-  reg [12:0] \$332 ;
-  reg [7:0] \$333 ;
-  reg [12:0] \$334 ;
-  reg [7:0] \$335 ;
-  reg [12:0] \$336 ;
-  reg [7:0] \$337 ;
-  reg [12:0] \$338 ;
-  reg [7:0] \$339 ;
-  wire [17:0] \$34 ;
-  reg [12:0] \$340 ;
-  reg [7:0] \$341 ;
-  reg [12:0] \$342 ;
-  reg [3:0] \$343 ;
-  wire [13:0] \$35 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
   wire \$36 ;
-  wire [4:0] \$37 ;
-  wire [14:0] \$38 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
   wire [13:0] \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
-  wire \$42 ;
-  wire \$43 ;
-  wire [7:0] \$44 ;
+  wire [2:0] \$42 ;
+  wire [2:0] \$43 ;
+  wire \$44 ;
   wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [13:0] \$46 ;
+  wire [17:0] \$47 ;
+  wire [13:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [14:0] \$50 ;
-  wire [12:0] \$51 ;
+  wire [4:0] \$50 ;
+  wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [7:0] \$57 ;
+  wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire [13:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [14:0] \$63 ;
-  wire [12:0] \$64 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire [7:0] \$70 ;
-  wire \$71 ;
+  wire \$70 ;
+  wire [3:0] \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire [14:0] \$76 ;
-  wire [12:0] \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire \$76 ;
+  wire \$77 ;
+  reg [12:0] \$78 ;
+  reg [3:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire [7:0] \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [14:0] \$89 ;
+  reg \$80 ;
+  reg \$81 ;
+  reg [7:0] \$82 ;
+  reg [7:0] \$83 ;
+  reg [7:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg [7:0] \$89 ;
   wire \$9 ;
-  wire [12:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire [7:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
-  reg [13:0] base = 14'h0000;
+  reg [7:0] \$90 ;
+  reg [7:0] \$91 ;
+  reg [7:0] \$92 ;
+  reg [7:0] \$93 ;
+  reg [7:0] \$94 ;
+  reg [7:0] \$95 ;
+  reg [7:0] \$96 ;
+  reg [7:0] \$97 ;
+  reg [7:0] \$98 ;
+  reg [7:0] \$99 ;
+  reg [7:0] \$signal  = 8'h00;
+  reg \$signal$38  = 1'h0;
+  wire before_hi0;
+  wire before_lo0;
   wire [3:0] chunk0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
@@ -5055,16 +4819,9 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   reg [12:0] cpos = 13'h0000;
   wire [16:0] cs_x0;
   wire [16:0] cs_x1;
-  reg [12:0] hi_i0 = 13'h0000;
-  reg [12:0] hi_i1 = 13'h0000;
-  reg [12:0] hi_i2 = 13'h0000;
-  reg [12:0] hi_i3 = 13'h0000;
-  reg [12:0] hi_i4 = 13'h0000;
-  reg [12:0] hi_i5 = 13'h0000;
-  reg [12:0] hi_i6 = 13'h0000;
-  reg [12:0] hi_i7 = 13'h0000;
-  reg [12:0] hi_i8 = 13'h0000;
-  reg [12:0] hi_i9 = 13'h0000;
+  wire eq_hi0;
+  wire eq_lo0;
+  reg found_lo = 1'h0;
   reg [7:0] hi_v0 = 8'h00;
   reg [7:0] hi_v1 = 8'h00;
   reg [7:0] hi_v2 = 8'h00;
@@ -5076,16 +4833,6 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   reg [7:0] hi_v8 = 8'h00;
   reg [7:0] hi_v9 = 8'h00;
   reg [3:0] last = 4'h0;
-  reg [12:0] lo_i0 = 13'h0000;
-  reg [12:0] lo_i1 = 13'h0000;
-  reg [12:0] lo_i2 = 13'h0000;
-  reg [12:0] lo_i3 = 13'h0000;
-  reg [12:0] lo_i4 = 13'h0000;
-  reg [12:0] lo_i5 = 13'h0000;
-  reg [12:0] lo_i6 = 13'h0000;
-  reg [12:0] lo_i7 = 13'h0000;
-  reg [12:0] lo_i8 = 13'h0000;
-  reg [12:0] lo_i9 = 13'h0000;
   reg [7:0] lo_v0 = 8'h00;
   reg [7:0] lo_v1 = 8'h00;
   reg [7:0] lo_v2 = 8'h00;
@@ -5098,6 +4845,7 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   reg [7:0] lo_v9 = 8'h00;
   input mask;
   wire mask;
+  reg [7:0] open_lo = 8'h00;
   input p1;
   wire p1;
   input p2;
@@ -5106,6 +4854,9 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   wire rewind;
   input rst;
   wire rst;
+  wire [7:0] run_hi0;
+  wire [7:0] run_lo0;
+  wire [-1:0] seg0;
   output [2:0] sel;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
@@ -5121,383 +4872,130 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   assign \$6  = cpos + 1'h1;
   assign \$7  = \$6  >= \$2 ;
   assign \$8  = ~ mask;
-  assign \$9  = \$3 [3:0] < 4'ha;
-  assign \$10  = \$9  ? \$3 [3:0] : 4'h0;
-  assign \$12  = base + 1'h0;
-  assign \$13  = \$11  == \$12 [12:0];
-  assign \$14  = \$3 [3:0] < 4'ha;
-  assign \$15  = \$14  ? \$3 [3:0] : 4'h0;
-  assign \$17  = base + 1'h0;
-  assign \$18  = \$16  == \$17 [12:0];
-  assign \$19  = \$13  == \$18 ;
-  assign \$20  = \$8  | \$19 ;
-  assign \$21  = \$3 [3:0] < 4'ha;
-  assign \$22  = \$21  ? \$3 [3:0] : 4'h0;
-  assign \$24  = base + 1'h0;
-  assign \$25  = \$23  == \$24 [12:0];
-  assign \$26  = \$3 [3:0] == last;
-  assign \$27  = \$26  ? 2'h3 : 2'h1;
-  assign \$28  = \$3 [3:0] == last;
-  assign \$29  = \$28  ? 3'h4 : 3'h2;
-  assign \$30  = \$25  ? { 1'h0, \$27  } : \$29 ;
-  assign sel = \$20  ? 3'h0 : \$30 ;
-  assign \$31  = clear | rewind;
-  assign \$32  = p1 | p2;
-  assign \$33  = cpos + 1'h1;
-  assign \$34  = \$33  - step;
-  assign \$35  = cpos + 1'h1;
-  assign \$36  = \$35  >= \$2 ;
-  assign \$37  = cidx + \$36 ;
-  assign \$38  = base + 1'h1;
-  assign \$39  = ! \$3 [3:0];
-  assign \$40  = mask & \$39 ;
-  assign \$41  = $signed(x) > $signed(hi_v0);
-  assign \$42  = start0 | \$41 ;
-  assign \$43  = \$40  & \$42 ;
-  assign \$44  = \$43  ? x : hi_v0;
-  assign \$45  = ! \$3 [3:0];
-  assign \$46  = mask & \$45 ;
-  assign \$47  = $signed(x) > $signed(hi_v0);
-  assign \$48  = start0 | \$47 ;
-  assign \$49  = \$46  & \$48 ;
-  assign \$50  = base + 1'h0;
-  assign \$51  = \$49  ? \$50 [12:0] : hi_i0;
-  assign \$52  = ! \$3 [3:0];
-  assign \$53  = mask & \$52 ;
-  assign \$54  = $signed(x) < $signed(lo_v0);
-  assign \$55  = start0 | \$54 ;
-  assign \$56  = \$53  & \$55 ;
-  assign \$57  = \$56  ? x : lo_v0;
-  assign \$58  = ! \$3 [3:0];
-  assign \$59  = mask & \$58 ;
-  assign \$60  = $signed(x) < $signed(lo_v0);
-  assign \$61  = start0 | \$60 ;
-  assign \$62  = \$59  & \$61 ;
-  assign \$63  = base + 1'h0;
-  assign \$64  = \$62  ? \$63 [12:0] : lo_i0;
-  assign \$65  = \$3 [3:0] == 1'h1;
+  assign \$9  = $signed(x) > $signed(\$signal );
+  assign \$10  = start0 | \$9 ;
+  assign \$11  = \$10  ? x : \$signal ;
+  assign run_hi0 = mask ? \$11  : \$signal ;
+  assign \$12  = ~ mask;
+  assign \$13  = $signed(x) < $signed(open_lo);
+  assign \$14  = start0 | \$13 ;
+  assign \$15  = \$14  ? x : open_lo;
+  assign run_lo0 = mask ? \$15  : open_lo;
+  assign \$16  = \$3 [3:0] < 4'ha;
+  assign \$17  = \$16  ? \$3 [3:0] : 4'h0;
+  assign \$19  = \$18  == x;
+  assign eq_hi0 = mask & \$19 ;
+  assign \$20  = \$3 [3:0] < 4'ha;
+  assign \$21  = \$20  ? \$3 [3:0] : 4'h0;
+  assign \$23  = \$22  == x;
+  assign eq_lo0 = mask & \$23 ;
+  assign \$25  = | cpos;
+  assign \$26  = \$signal$38  & \$25 ;
+  assign \$28  = | cpos;
+  assign \$29  = found_lo & \$28 ;
+  assign \$30  = ~ mask;
+  assign \$31  = ~ before_hi0;
+  assign \$32  = eq_hi0 & \$31 ;
+  assign \$33  = ~ before_lo0;
+  assign \$34  = eq_lo0 & \$33 ;
+  assign \$35  = \$32  == \$34 ;
+  assign \$36  = \$30  | \$35 ;
+  assign \$37  = ~ before_hi0;
+  assign \$38  = eq_hi0 & \$37 ;
+  assign \$39  = \$3 [3:0] == last;
+  assign \$40  = \$39  ? 2'h3 : 2'h1;
+  assign \$41  = \$3 [3:0] == last;
+  assign \$42  = \$41  ? 3'h4 : 3'h2;
+  assign \$43  = \$38  ? { 1'h0, \$40  } : \$42 ;
+  assign sel = \$36  ? 3'h0 : \$43 ;
+  assign \$44  = clear | rewind;
+  assign \$45  = p1 | p2;
+  assign \$46  = cpos + 1'h1;
+  assign \$47  = \$46  - step;
+  assign \$48  = cpos + 1'h1;
+  assign \$49  = \$48  >= \$2 ;
+  assign \$50  = cidx + \$49 ;
+  assign \$51  = ! \$3 [3:0];
+  assign \$52  = mask & \$51 ;
+  assign \$53  = \$3 [3:0] == 1'h1;
+  assign \$54  = mask & \$53 ;
+  assign \$55  = \$3 [3:0] == 2'h2;
+  assign \$56  = mask & \$55 ;
+  assign \$57  = \$3 [3:0] == 2'h3;
+  assign \$58  = mask & \$57 ;
+  assign \$59  = \$3 [3:0] == 3'h4;
+  assign \$60  = mask & \$59 ;
+  assign \$61  = \$3 [3:0] == 3'h5;
+  assign \$62  = mask & \$61 ;
+  assign \$63  = \$3 [3:0] == 3'h6;
+  assign \$64  = mask & \$63 ;
+  assign \$65  = \$3 [3:0] == 3'h7;
   assign \$66  = mask & \$65 ;
-  assign \$67  = $signed(x) > $signed(hi_v1);
-  assign \$68  = start0 | \$67 ;
-  assign \$69  = \$66  & \$68 ;
-  assign \$70  = \$69  ? x : hi_v1;
-  assign \$71  = \$3 [3:0] == 1'h1;
-  assign \$72  = mask & \$71 ;
-  assign \$73  = $signed(x) > $signed(hi_v1);
-  assign \$74  = start0 | \$73 ;
-  assign \$75  = \$72  & \$74 ;
-  assign \$76  = base + 1'h0;
-  assign \$77  = \$75  ? \$76 [12:0] : hi_i1;
-  assign \$78  = \$3 [3:0] == 1'h1;
-  assign \$79  = mask & \$78 ;
-  assign \$80  = $signed(x) < $signed(lo_v1);
-  assign \$81  = start0 | \$80 ;
-  assign \$82  = \$79  & \$81 ;
-  assign \$83  = \$82  ? x : lo_v1;
-  assign \$84  = \$3 [3:0] == 1'h1;
-  assign \$85  = mask & \$84 ;
-  assign \$86  = $signed(x) < $signed(lo_v1);
-  assign \$87  = start0 | \$86 ;
-  assign \$88  = \$85  & \$87 ;
-  assign \$89  = base + 1'h0;
-  assign \$90  = \$88  ? \$89 [12:0] : lo_i1;
-  assign \$91  = \$3 [3:0] == 2'h2;
-  assign \$92  = mask & \$91 ;
-  assign \$93  = $signed(x) > $signed(hi_v2);
-  assign \$94  = start0 | \$93 ;
-  assign \$95  = \$92  & \$94 ;
-  assign \$96  = \$95  ? x : hi_v2;
-  assign \$97  = \$3 [3:0] == 2'h2;
-  assign \$98  = mask & \$97 ;
-  assign \$99  = $signed(x) > $signed(hi_v2);
-  assign \$100  = start0 | \$99 ;
-  assign \$101  = \$98  & \$100 ;
-  assign \$102  = base + 1'h0;
-  assign \$103  = \$101  ? \$102 [12:0] : hi_i2;
-  assign \$104  = \$3 [3:0] == 2'h2;
-  assign \$105  = mask & \$104 ;
-  assign \$106  = $signed(x) < $signed(lo_v2);
-  assign \$107  = start0 | \$106 ;
-  assign \$108  = \$105  & \$107 ;
-  assign \$109  = \$108  ? x : lo_v2;
-  assign \$110  = \$3 [3:0] == 2'h2;
-  assign \$111  = mask & \$110 ;
-  assign \$112  = $signed(x) < $signed(lo_v2);
-  assign \$113  = start0 | \$112 ;
-  assign \$114  = \$111  & \$113 ;
-  assign \$115  = base + 1'h0;
-  assign \$116  = \$114  ? \$115 [12:0] : lo_i2;
-  assign \$117  = \$3 [3:0] == 2'h3;
-  assign \$118  = mask & \$117 ;
-  assign \$119  = $signed(x) > $signed(hi_v3);
-  assign \$120  = start0 | \$119 ;
-  assign \$121  = \$118  & \$120 ;
-  assign \$122  = \$121  ? x : hi_v3;
-  assign \$123  = \$3 [3:0] == 2'h3;
-  assign \$124  = mask & \$123 ;
-  assign \$125  = $signed(x) > $signed(hi_v3);
-  assign \$126  = start0 | \$125 ;
-  assign \$127  = \$124  & \$126 ;
-  assign \$128  = base + 1'h0;
-  assign \$129  = \$127  ? \$128 [12:0] : hi_i3;
-  assign \$130  = \$3 [3:0] == 2'h3;
-  assign \$131  = mask & \$130 ;
-  assign \$132  = $signed(x) < $signed(lo_v3);
-  assign \$133  = start0 | \$132 ;
-  assign \$134  = \$131  & \$133 ;
-  assign \$135  = \$134  ? x : lo_v3;
-  assign \$136  = \$3 [3:0] == 2'h3;
-  assign \$137  = mask & \$136 ;
-  assign \$138  = $signed(x) < $signed(lo_v3);
-  assign \$139  = start0 | \$138 ;
-  assign \$140  = \$137  & \$139 ;
-  assign \$141  = base + 1'h0;
-  assign \$142  = \$140  ? \$141 [12:0] : lo_i3;
-  assign \$143  = \$3 [3:0] == 3'h4;
-  assign \$144  = mask & \$143 ;
-  assign \$145  = $signed(x) > $signed(hi_v4);
-  assign \$146  = start0 | \$145 ;
-  assign \$147  = \$144  & \$146 ;
-  assign \$148  = \$147  ? x : hi_v4;
-  assign \$149  = \$3 [3:0] == 3'h4;
-  assign \$150  = mask & \$149 ;
-  assign \$151  = $signed(x) > $signed(hi_v4);
-  assign \$152  = start0 | \$151 ;
-  assign \$153  = \$150  & \$152 ;
-  assign \$154  = base + 1'h0;
-  assign \$155  = \$153  ? \$154 [12:0] : hi_i4;
-  assign \$156  = \$3 [3:0] == 3'h4;
-  assign \$157  = mask & \$156 ;
-  assign \$158  = $signed(x) < $signed(lo_v4);
-  assign \$159  = start0 | \$158 ;
-  assign \$160  = \$157  & \$159 ;
-  assign \$161  = \$160  ? x : lo_v4;
-  assign \$162  = \$3 [3:0] == 3'h4;
-  assign \$163  = mask & \$162 ;
-  assign \$164  = $signed(x) < $signed(lo_v4);
-  assign \$165  = start0 | \$164 ;
-  assign \$166  = \$163  & \$165 ;
-  assign \$167  = base + 1'h0;
-  assign \$168  = \$166  ? \$167 [12:0] : lo_i4;
-  assign \$169  = \$3 [3:0] == 3'h5;
-  assign \$170  = mask & \$169 ;
-  assign \$171  = $signed(x) > $signed(hi_v5);
-  assign \$172  = start0 | \$171 ;
-  assign \$173  = \$170  & \$172 ;
-  assign \$174  = \$173  ? x : hi_v5;
-  assign \$175  = \$3 [3:0] == 3'h5;
-  assign \$176  = mask & \$175 ;
-  assign \$177  = $signed(x) > $signed(hi_v5);
-  assign \$178  = start0 | \$177 ;
-  assign \$179  = \$176  & \$178 ;
-  assign \$180  = base + 1'h0;
-  assign \$181  = \$179  ? \$180 [12:0] : hi_i5;
-  assign \$182  = \$3 [3:0] == 3'h5;
-  assign \$183  = mask & \$182 ;
-  assign \$184  = $signed(x) < $signed(lo_v5);
-  assign \$185  = start0 | \$184 ;
-  assign \$186  = \$183  & \$185 ;
-  assign \$187  = \$186  ? x : lo_v5;
-  assign \$188  = \$3 [3:0] == 3'h5;
-  assign \$189  = mask & \$188 ;
-  assign \$190  = $signed(x) < $signed(lo_v5);
-  assign \$191  = start0 | \$190 ;
-  assign \$192  = \$189  & \$191 ;
-  assign \$193  = base + 1'h0;
-  assign \$194  = \$192  ? \$193 [12:0] : lo_i5;
-  assign \$195  = \$3 [3:0] == 3'h6;
-  assign \$196  = mask & \$195 ;
-  assign \$197  = $signed(x) > $signed(hi_v6);
-  assign \$198  = start0 | \$197 ;
-  assign \$199  = \$196  & \$198 ;
-  assign \$200  = \$199  ? x : hi_v6;
-  assign \$201  = \$3 [3:0] == 3'h6;
-  assign \$202  = mask & \$201 ;
-  assign \$203  = $signed(x) > $signed(hi_v6);
-  assign \$204  = start0 | \$203 ;
-  assign \$205  = \$202  & \$204 ;
-  assign \$206  = base + 1'h0;
-  assign \$207  = \$205  ? \$206 [12:0] : hi_i6;
-  assign \$208  = \$3 [3:0] == 3'h6;
-  assign \$209  = mask & \$208 ;
-  assign \$210  = $signed(x) < $signed(lo_v6);
-  assign \$211  = start0 | \$210 ;
-  assign \$212  = \$209  & \$211 ;
-  assign \$213  = \$212  ? x : lo_v6;
-  assign \$214  = \$3 [3:0] == 3'h6;
-  assign \$215  = mask & \$214 ;
-  assign \$216  = $signed(x) < $signed(lo_v6);
-  assign \$217  = start0 | \$216 ;
-  assign \$218  = \$215  & \$217 ;
-  assign \$219  = base + 1'h0;
-  assign \$220  = \$218  ? \$219 [12:0] : lo_i6;
-  assign \$221  = \$3 [3:0] == 3'h7;
-  assign \$222  = mask & \$221 ;
-  assign \$223  = $signed(x) > $signed(hi_v7);
-  assign \$224  = start0 | \$223 ;
-  assign \$225  = \$222  & \$224 ;
-  assign \$226  = \$225  ? x : hi_v7;
-  assign \$227  = \$3 [3:0] == 3'h7;
-  assign \$228  = mask & \$227 ;
-  assign \$229  = $signed(x) > $signed(hi_v7);
-  assign \$230  = start0 | \$229 ;
-  assign \$231  = \$228  & \$230 ;
-  assign \$232  = base + 1'h0;
-  assign \$233  = \$231  ? \$232 [12:0] : hi_i7;
-  assign \$234  = \$3 [3:0] == 3'h7;
-  assign \$235  = mask & \$234 ;
-  assign \$236  = $signed(x) < $signed(lo_v7);
-  assign \$237  = start0 | \$236 ;
-  assign \$238  = \$235  & \$237 ;
-  assign \$239  = \$238  ? x : lo_v7;
-  assign \$240  = \$3 [3:0] == 3'h7;
-  assign \$241  = mask & \$240 ;
-  assign \$242  = $signed(x) < $signed(lo_v7);
-  assign \$243  = start0 | \$242 ;
-  assign \$244  = \$241  & \$243 ;
-  assign \$245  = base + 1'h0;
-  assign \$246  = \$244  ? \$245 [12:0] : lo_i7;
-  assign \$247  = \$3 [3:0] == 4'h8;
-  assign \$248  = mask & \$247 ;
-  assign \$249  = $signed(x) > $signed(hi_v8);
-  assign \$250  = start0 | \$249 ;
-  assign \$251  = \$248  & \$250 ;
-  assign \$252  = \$251  ? x : hi_v8;
-  assign \$253  = \$3 [3:0] == 4'h8;
-  assign \$254  = mask & \$253 ;
-  assign \$255  = $signed(x) > $signed(hi_v8);
-  assign \$256  = start0 | \$255 ;
-  assign \$257  = \$254  & \$256 ;
-  assign \$258  = base + 1'h0;
-  assign \$259  = \$257  ? \$258 [12:0] : hi_i8;
-  assign \$260  = \$3 [3:0] == 4'h8;
-  assign \$261  = mask & \$260 ;
-  assign \$262  = $signed(x) < $signed(lo_v8);
-  assign \$263  = start0 | \$262 ;
-  assign \$264  = \$261  & \$263 ;
-  assign \$265  = \$264  ? x : lo_v8;
-  assign \$266  = \$3 [3:0] == 4'h8;
-  assign \$267  = mask & \$266 ;
-  assign \$268  = $signed(x) < $signed(lo_v8);
-  assign \$269  = start0 | \$268 ;
-  assign \$270  = \$267  & \$269 ;
-  assign \$271  = base + 1'h0;
-  assign \$272  = \$270  ? \$271 [12:0] : lo_i8;
-  assign \$273  = \$3 [3:0] == 4'h9;
-  assign \$274  = mask & \$273 ;
-  assign \$275  = $signed(x) > $signed(hi_v9);
-  assign \$276  = start0 | \$275 ;
-  assign \$277  = \$274  & \$276 ;
-  assign \$278  = \$277  ? x : hi_v9;
-  assign \$279  = \$3 [3:0] == 4'h9;
-  assign \$280  = mask & \$279 ;
-  assign \$281  = $signed(x) > $signed(hi_v9);
-  assign \$282  = start0 | \$281 ;
-  assign \$283  = \$280  & \$282 ;
-  assign \$284  = base + 1'h0;
-  assign \$285  = \$283  ? \$284 [12:0] : hi_i9;
-  assign \$286  = \$3 [3:0] == 4'h9;
-  assign \$287  = mask & \$286 ;
-  assign \$288  = $signed(x) < $signed(lo_v9);
-  assign \$289  = start0 | \$288 ;
-  assign \$290  = \$287  & \$289 ;
-  assign \$291  = \$290  ? x : lo_v9;
-  assign \$292  = \$3 [3:0] == 4'h9;
-  assign \$293  = mask & \$292 ;
-  assign \$294  = $signed(x) < $signed(lo_v9);
-  assign \$295  = start0 | \$294 ;
-  assign \$296  = \$293  & \$295 ;
-  assign \$297  = base + 1'h0;
-  assign \$298  = \$296  ? \$297 [12:0] : lo_i9;
-  assign \$299  = mask ? \$3 [3:0] : last;
+  assign \$67  = \$3 [3:0] == 4'h8;
+  assign \$68  = mask & \$67 ;
+  assign \$69  = \$3 [3:0] == 4'h9;
+  assign \$70  = mask & \$69 ;
+  assign \$71  = mask ? \$3 [3:0] : last;
+  assign \$72  = ~ rewind;
+  assign \$73  = p2 & \$72 ;
+  assign \$74  = ~ clear;
+  assign \$75  = \$73  & \$74 ;
+  assign \$76  = before_hi0 | eq_hi0;
+  assign \$77  = before_lo0 | eq_lo0;
   always @(posedge clk)
-    cpos <= \$300 ;
+    cpos <= \$78 ;
   always @(posedge clk)
-    cidx <= \$301 ;
+    cidx <= \$79 ;
   always @(posedge clk)
-    base <= \$302 ;
+    \$signal$38  <= \$80 ;
   always @(posedge clk)
-    hi_v0 <= \$303 ;
+    found_lo <= \$81 ;
   always @(posedge clk)
-    hi_i0 <= \$304 ;
+    \$signal  <= \$82 ;
   always @(posedge clk)
-    lo_v0 <= \$305 ;
+    open_lo <= \$83 ;
   always @(posedge clk)
-    lo_i0 <= \$306 ;
+    hi_v0 <= \$84 ;
   always @(posedge clk)
-    hi_v1 <= \$307 ;
+    lo_v0 <= \$85 ;
   always @(posedge clk)
-    hi_i1 <= \$308 ;
+    hi_v1 <= \$86 ;
   always @(posedge clk)
-    lo_v1 <= \$309 ;
+    lo_v1 <= \$87 ;
   always @(posedge clk)
-    lo_i1 <= \$310 ;
+    hi_v2 <= \$88 ;
   always @(posedge clk)
-    hi_v2 <= \$311 ;
+    lo_v2 <= \$89 ;
   always @(posedge clk)
-    hi_i2 <= \$312 ;
+    hi_v3 <= \$90 ;
   always @(posedge clk)
-    lo_v2 <= \$313 ;
+    lo_v3 <= \$91 ;
   always @(posedge clk)
-    lo_i2 <= \$314 ;
+    hi_v4 <= \$92 ;
   always @(posedge clk)
-    hi_v3 <= \$315 ;
+    lo_v4 <= \$93 ;
   always @(posedge clk)
-    hi_i3 <= \$316 ;
+    hi_v5 <= \$94 ;
   always @(posedge clk)
-    lo_v3 <= \$317 ;
+    lo_v5 <= \$95 ;
   always @(posedge clk)
-    lo_i3 <= \$318 ;
+    hi_v6 <= \$96 ;
   always @(posedge clk)
-    hi_v4 <= \$319 ;
+    lo_v6 <= \$97 ;
   always @(posedge clk)
-    hi_i4 <= \$320 ;
+    hi_v7 <= \$98 ;
   always @(posedge clk)
-    lo_v4 <= \$321 ;
+    lo_v7 <= \$99 ;
   always @(posedge clk)
-    lo_i4 <= \$322 ;
+    hi_v8 <= \$100 ;
   always @(posedge clk)
-    hi_v5 <= \$323 ;
+    lo_v8 <= \$101 ;
   always @(posedge clk)
-    hi_i5 <= \$324 ;
+    hi_v9 <= \$102 ;
   always @(posedge clk)
-    lo_v5 <= \$325 ;
+    lo_v9 <= \$103 ;
   always @(posedge clk)
-    lo_i5 <= \$326 ;
-  always @(posedge clk)
-    hi_v6 <= \$327 ;
-  always @(posedge clk)
-    hi_i6 <= \$328 ;
-  always @(posedge clk)
-    lo_v6 <= \$329 ;
-  always @(posedge clk)
-    lo_i6 <= \$330 ;
-  always @(posedge clk)
-    hi_v7 <= \$331 ;
-  always @(posedge clk)
-    hi_i7 <= \$332 ;
-  always @(posedge clk)
-    lo_v7 <= \$333 ;
-  always @(posedge clk)
-    lo_i7 <= \$334 ;
-  always @(posedge clk)
-    hi_v8 <= \$335 ;
-  always @(posedge clk)
-    hi_i8 <= \$336 ;
-  always @(posedge clk)
-    lo_v8 <= \$337 ;
-  always @(posedge clk)
-    lo_i8 <= \$338 ;
-  always @(posedge clk)
-    hi_v9 <= \$339 ;
-  always @(posedge clk)
-    hi_i9 <= \$340 ;
-  always @(posedge clk)
-    lo_v9 <= \$341 ;
-  always @(posedge clk)
-    lo_i9 <= \$342 ;
-  always @(posedge clk)
-    last <= \$343 ;
+    last <= \$104 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
@@ -5510,533 +5008,385 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = 13'h0000;
-    casez (\$10 )
+    \$18  = 8'h00;
+    casez (\$17 )
       4'h0:
-          \$11  = hi_i0;
+          \$18  = hi_v0;
       4'h1:
-          \$11  = hi_i1;
+          \$18  = hi_v1;
       4'h2:
-          \$11  = hi_i2;
+          \$18  = hi_v2;
       4'h3:
-          \$11  = hi_i3;
+          \$18  = hi_v3;
       4'h4:
-          \$11  = hi_i4;
+          \$18  = hi_v4;
       4'h5:
-          \$11  = hi_i5;
+          \$18  = hi_v5;
       4'h6:
-          \$11  = hi_i6;
+          \$18  = hi_v6;
       4'h7:
-          \$11  = hi_i7;
+          \$18  = hi_v7;
       4'h8:
-          \$11  = hi_i8;
+          \$18  = hi_v8;
       4'h9:
-          \$11  = hi_i9;
+          \$18  = hi_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$16  = 13'h0000;
-    casez (\$15 )
+    \$22  = 8'h00;
+    casez (\$21 )
       4'h0:
-          \$16  = lo_i0;
+          \$22  = lo_v0;
       4'h1:
-          \$16  = lo_i1;
+          \$22  = lo_v1;
       4'h2:
-          \$16  = lo_i2;
+          \$22  = lo_v2;
       4'h3:
-          \$16  = lo_i3;
+          \$22  = lo_v3;
       4'h4:
-          \$16  = lo_i4;
+          \$22  = lo_v4;
       4'h5:
-          \$16  = lo_i5;
+          \$22  = lo_v5;
       4'h6:
-          \$16  = lo_i6;
+          \$22  = lo_v6;
       4'h7:
-          \$16  = lo_i7;
+          \$22  = lo_v7;
       4'h8:
-          \$16  = lo_i8;
+          \$22  = lo_v8;
       4'h9:
-          \$16  = lo_i9;
+          \$22  = lo_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$23  = 13'h0000;
-    casez (\$22 )
-      4'h0:
-          \$23  = hi_i0;
-      4'h1:
-          \$23  = hi_i1;
-      4'h2:
-          \$23  = hi_i2;
-      4'h3:
-          \$23  = hi_i3;
-      4'h4:
-          \$23  = hi_i4;
-      4'h5:
-          \$23  = hi_i5;
-      4'h6:
-          \$23  = hi_i6;
-      4'h7:
-          \$23  = hi_i7;
-      4'h8:
-          \$23  = hi_i8;
-      4'h9:
-          \$23  = hi_i9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$300  = cpos;
-    if (\$31 ) begin
-      \$300  = 13'h0000;
-    end else if (\$32 ) begin
-      \$300  = \$34 [12:0];
+    \$78  = cpos;
+    if (\$44 ) begin
+      \$78  = 13'h0000;
+    end else if (\$45 ) begin
+      \$78  = \$47 [12:0];
     end
     if (rst) begin
-      \$300  = 13'h0000;
+      \$78  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$301  = cidx;
-    if (\$31 ) begin
-      \$301  = 4'h0;
-    end else if (\$32 ) begin
-      \$301  = \$37 [3:0];
+    \$79  = cidx;
+    if (\$44 ) begin
+      \$79  = 4'h0;
+    end else if (\$45 ) begin
+      \$79  = \$50 [3:0];
     end
     if (rst) begin
-      \$301  = 4'h0;
+      \$79  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$302  = base;
-    if (\$31 ) begin
-      \$302  = 14'h0000;
-    end else if (\$32 ) begin
-      \$302  = \$38 [13:0];
+    \$80  = \$signal$38 ;
+    if (\$44 ) begin
+      \$80  = 1'h0;
+    end
+    if (\$75 ) begin
+      \$80  = \$76 ;
     end
     if (rst) begin
-      \$302  = 14'h0000;
+      \$80  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$303  = hi_v0;
+    \$81  = found_lo;
+    if (\$44 ) begin
+      \$81  = 1'h0;
+    end
+    if (\$75 ) begin
+      \$81  = \$77 ;
+    end
+    if (rst) begin
+      \$81  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$82  = \$signal ;
     if (p1) begin
-      \$303  = \$44 ;
+      \$82  = run_hi0;
     end
     if (rst) begin
-      \$303  = 8'h00;
+      \$82  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$304  = hi_i0;
+    \$83  = open_lo;
     if (p1) begin
-      \$304  = \$51 ;
+      \$83  = run_lo0;
     end
     if (rst) begin
-      \$304  = 13'h0000;
+      \$83  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$305  = lo_v0;
+    \$84  = hi_v0;
     if (p1) begin
-      \$305  = \$57 ;
+      if (\$52 ) begin
+        \$84  = run_hi0;
+      end
     end
     if (rst) begin
-      \$305  = 8'h00;
+      \$84  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$306  = lo_i0;
+    \$85  = lo_v0;
     if (p1) begin
-      \$306  = \$64 ;
+      if (\$52 ) begin
+        \$85  = run_lo0;
+      end
     end
     if (rst) begin
-      \$306  = 13'h0000;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$307  = hi_v1;
+    \$86  = hi_v1;
     if (p1) begin
-      \$307  = \$70 ;
+      if (\$54 ) begin
+        \$86  = run_hi0;
+      end
     end
     if (rst) begin
-      \$307  = 8'h00;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$308  = hi_i1;
+    \$87  = lo_v1;
     if (p1) begin
-      \$308  = \$77 ;
+      if (\$54 ) begin
+        \$87  = run_lo0;
+      end
     end
     if (rst) begin
-      \$308  = 13'h0000;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$309  = lo_v1;
+    \$88  = hi_v2;
     if (p1) begin
-      \$309  = \$83 ;
+      if (\$56 ) begin
+        \$88  = run_hi0;
+      end
     end
     if (rst) begin
-      \$309  = 8'h00;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$310  = lo_i1;
+    \$89  = lo_v2;
     if (p1) begin
-      \$310  = \$90 ;
+      if (\$56 ) begin
+        \$89  = run_lo0;
+      end
     end
     if (rst) begin
-      \$310  = 13'h0000;
+      \$89  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$311  = hi_v2;
+    \$90  = hi_v3;
     if (p1) begin
-      \$311  = \$96 ;
+      if (\$58 ) begin
+        \$90  = run_hi0;
+      end
     end
     if (rst) begin
-      \$311  = 8'h00;
+      \$90  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$312  = hi_i2;
+    \$91  = lo_v3;
     if (p1) begin
-      \$312  = \$103 ;
+      if (\$58 ) begin
+        \$91  = run_lo0;
+      end
     end
     if (rst) begin
-      \$312  = 13'h0000;
+      \$91  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$313  = lo_v2;
+    \$92  = hi_v4;
     if (p1) begin
-      \$313  = \$109 ;
+      if (\$60 ) begin
+        \$92  = run_hi0;
+      end
     end
     if (rst) begin
-      \$313  = 8'h00;
+      \$92  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$314  = lo_i2;
+    \$93  = lo_v4;
     if (p1) begin
-      \$314  = \$116 ;
+      if (\$60 ) begin
+        \$93  = run_lo0;
+      end
     end
     if (rst) begin
-      \$314  = 13'h0000;
+      \$93  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$315  = hi_v3;
+    \$94  = hi_v5;
     if (p1) begin
-      \$315  = \$122 ;
+      if (\$62 ) begin
+        \$94  = run_hi0;
+      end
     end
     if (rst) begin
-      \$315  = 8'h00;
+      \$94  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$316  = hi_i3;
+    \$95  = lo_v5;
     if (p1) begin
-      \$316  = \$129 ;
+      if (\$62 ) begin
+        \$95  = run_lo0;
+      end
     end
     if (rst) begin
-      \$316  = 13'h0000;
+      \$95  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$317  = lo_v3;
+    \$96  = hi_v6;
     if (p1) begin
-      \$317  = \$135 ;
+      if (\$64 ) begin
+        \$96  = run_hi0;
+      end
     end
     if (rst) begin
-      \$317  = 8'h00;
+      \$96  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$318  = lo_i3;
+    \$97  = lo_v6;
     if (p1) begin
-      \$318  = \$142 ;
+      if (\$64 ) begin
+        \$97  = run_lo0;
+      end
     end
     if (rst) begin
-      \$318  = 13'h0000;
+      \$97  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$319  = hi_v4;
+    \$98  = hi_v7;
     if (p1) begin
-      \$319  = \$148 ;
+      if (\$66 ) begin
+        \$98  = run_hi0;
+      end
     end
     if (rst) begin
-      \$319  = 8'h00;
+      \$98  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$320  = hi_i4;
+    \$99  = lo_v7;
     if (p1) begin
-      \$320  = \$155 ;
+      if (\$66 ) begin
+        \$99  = run_lo0;
+      end
     end
     if (rst) begin
-      \$320  = 13'h0000;
+      \$99  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$321  = lo_v4;
+    \$100  = hi_v8;
     if (p1) begin
-      \$321  = \$161 ;
+      if (\$68 ) begin
+        \$100  = run_hi0;
+      end
     end
     if (rst) begin
-      \$321  = 8'h00;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$322  = lo_i4;
+    \$101  = lo_v8;
     if (p1) begin
-      \$322  = \$168 ;
+      if (\$68 ) begin
+        \$101  = run_lo0;
+      end
     end
     if (rst) begin
-      \$322  = 13'h0000;
+      \$101  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$323  = hi_v5;
+    \$102  = hi_v9;
     if (p1) begin
-      \$323  = \$174 ;
+      if (\$70 ) begin
+        \$102  = run_hi0;
+      end
     end
     if (rst) begin
-      \$323  = 8'h00;
+      \$102  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$324  = hi_i5;
+    \$103  = lo_v9;
     if (p1) begin
-      \$324  = \$181 ;
+      if (\$70 ) begin
+        \$103  = run_lo0;
+      end
     end
     if (rst) begin
-      \$324  = 13'h0000;
+      \$103  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$325  = lo_v5;
+    \$104  = last;
     if (p1) begin
-      \$325  = \$187 ;
+      \$104  = \$71 ;
     end
     if (rst) begin
-      \$325  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$326  = lo_i5;
-    if (p1) begin
-      \$326  = \$194 ;
-    end
-    if (rst) begin
-      \$326  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$327  = hi_v6;
-    if (p1) begin
-      \$327  = \$200 ;
-    end
-    if (rst) begin
-      \$327  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$328  = hi_i6;
-    if (p1) begin
-      \$328  = \$207 ;
-    end
-    if (rst) begin
-      \$328  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$329  = lo_v6;
-    if (p1) begin
-      \$329  = \$213 ;
-    end
-    if (rst) begin
-      \$329  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$330  = lo_i6;
-    if (p1) begin
-      \$330  = \$220 ;
-    end
-    if (rst) begin
-      \$330  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$331  = hi_v7;
-    if (p1) begin
-      \$331  = \$226 ;
-    end
-    if (rst) begin
-      \$331  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$332  = hi_i7;
-    if (p1) begin
-      \$332  = \$233 ;
-    end
-    if (rst) begin
-      \$332  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$333  = lo_v7;
-    if (p1) begin
-      \$333  = \$239 ;
-    end
-    if (rst) begin
-      \$333  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$334  = lo_i7;
-    if (p1) begin
-      \$334  = \$246 ;
-    end
-    if (rst) begin
-      \$334  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$335  = hi_v8;
-    if (p1) begin
-      \$335  = \$252 ;
-    end
-    if (rst) begin
-      \$335  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$336  = hi_i8;
-    if (p1) begin
-      \$336  = \$259 ;
-    end
-    if (rst) begin
-      \$336  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$337  = lo_v8;
-    if (p1) begin
-      \$337  = \$265 ;
-    end
-    if (rst) begin
-      \$337  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$338  = lo_i8;
-    if (p1) begin
-      \$338  = \$272 ;
-    end
-    if (rst) begin
-      \$338  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$339  = hi_v9;
-    if (p1) begin
-      \$339  = \$278 ;
-    end
-    if (rst) begin
-      \$339  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$340  = hi_i9;
-    if (p1) begin
-      \$340  = \$285 ;
-    end
-    if (rst) begin
-      \$340  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$341  = lo_v9;
-    if (p1) begin
-      \$341  = \$291 ;
-    end
-    if (rst) begin
-      \$341  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$342  = lo_i9;
-    if (p1) begin
-      \$342  = \$298 ;
-    end
-    if (rst) begin
-      \$342  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$343  = last;
-    if (p1) begin
-      \$343  = \$299 ;
-    end
-    if (rst) begin
-      \$343  = 4'h0;
+      \$104  = 4'h0;
     end
   end
   assign cs_x0 = 17'h00000;
   assign cs_x1 = { 2'h0, \$2  };
   assign chunk0 = \$3 [3:0];
-  assign \sel[0]  = sel;
   assign \x[0]  = x;
+  assign \sel[0]  = sel;
   assign \$1  = { 1'h0, chunk_size };
   assign start0 = \$5 ;
+  assign \$24  = 1'h1;
+  assign before_hi0 = \$26 ;
+  assign \$27  = 1'h1;
+  assign before_lo0 = \$29 ;
 endmodule
