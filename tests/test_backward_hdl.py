@@ -343,3 +343,24 @@ def test_backward_unsigned_input_and_other_lanes(kind, lanes, rounding):
     from hwnorm.config import FixedFormat
     cfg = dataclasses.replace(small_cfg(kind, 8, lanes), in_fmt=FixedFormat(8, 4, signed=False))
     check(cfg, GradConfig.for_width("s8", rounding), zlib.crc32(f"u{kind}{lanes}".encode()))
+
+
+@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("kind", BACKWARD_HDL_KINDS)
+def test_backward_default_configs(kind, width):
+    """The committed rtl's configurations (max_count 4096, the widths they imply) at 4 lanes: a longer channel of wide
+    values and one of small integers, the extreme gammas; half up at 8 bits, stochastic at 16."""
+    cfg = dataclasses.replace(default_configs()[f"{kind}_s{width}"], lanes=4)
+    gcfg = GradConfig.for_width(f"s{width}", "half_up" if width == 8 else "stochastic")
+    rnd = random.Random(zlib.crc32(f"default{kind}{width}".encode()))
+    fi, fg = cfg.in_fmt, gcfg.grad_fmt
+    chans = []
+    for n, lo, hi, gam in ((250, fi.min_int, fi.max_int, cfg.gamma_fmt.min_int), (61, -2, 2, cfg.gamma_fmt.max_int)):
+        x = [rnd.randint(lo, hi) for _ in range(n)]
+        g = [rnd.randint(fg.min_int, fg.max_int) for _ in range(n)]
+        chans.append((x, g, gam, rnd.getrandbits(32)))
+    got = run_dut(cfg, gcfg, chans, rnd)
+    for (x, g, gamma, s), (st, dx) in zip(chans, got):
+        ref_dx, ref_dg, ref_db, ref_sat = golden(cfg, gcfg, x, g, gamma, s)
+        assert dx[:len(x)] == ref_dx and (st["dgamma"], st["dbeta"], st["sat"], st["error"]) == \
+            (ref_dg, ref_db, ref_sat, 0), (kind, width, len(x))
