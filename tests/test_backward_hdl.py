@@ -223,7 +223,8 @@ def test_refused_descriptors(kind):
     check(cfg, gcfg, 5, bad=bad)
 
 
-@pytest.mark.parametrize("name", ["range_s8", "l1_s16", "linf_s8", "topk_s16", "cvar_s8", "l2_s8", "l2_s16", "mad_s8"])
+@pytest.mark.parametrize("name", ["range_s8", "l1_s16", "linf_s8", "topk_s16", "cvar_s8", "l2_s8", "l2_s16", "mad_s8",
+                                  "semidev_s8", "semidev_s16"])
 def test_den_floor_takes_every_forward_channel(name):
     """The refusal rule Den >= backward_den_floor(count) never refuses a channel the forward reports: constant data
     (the least Den) and two-valued data at counts 1 .. max_count."""
@@ -240,7 +241,7 @@ def test_den_floor_takes_every_forward_channel(name):
 
 
 @pytest.mark.parametrize("change, param", [
-    (dict(kind="frn"), "kind"), (dict(kind="semidev"), "kind"), (dict(dropout=0.25), "dropout"),
+    (dict(kind="frn"), "kind"), (dict(kind="frn_range"), "kind"), (dict(dropout=0.25), "dropout"),
     (dict(elementwise=True), "elementwise"), (dict(inference_only=True), "inference_only"),
     (dict(overlap=True), "overlap")])
 def test_refused_builds(change, param):
@@ -345,11 +346,11 @@ def test_backward_unsigned_input_and_other_lanes(kind, lanes, rounding):
     check(cfg, GradConfig.for_width("s8", rounding), zlib.crc32(f"u{kind}{lanes}".encode()))
 
 
-@pytest.mark.parametrize("width", [8, 16])
-@pytest.mark.parametrize("kind", BACKWARD_HDL_KINDS)
+@pytest.mark.parametrize("kind, width", [(k, 8 if i % 2 else 16) for i, k in enumerate(BACKWARD_HDL_KINDS)])
 def test_backward_default_configs(kind, width):
-    """The committed rtl's configurations (max_count 4096, the widths they imply) at 4 lanes: a longer channel of wide
-    values and one of small integers, the extreme gammas; half up at 8 bits, stochastic at 16."""
+    """The committed rtl's configurations (max_count 4096, the widths they imply) at 4 lanes, each kind at one width
+    (the other's is tested at small max_count above): a longer channel of wide values and one of small integers, the
+    extreme gammas; half up at 8 bits, stochastic at 16."""
     cfg = dataclasses.replace(default_configs()[f"{kind}_s{width}"], lanes=4)
     gcfg = GradConfig.for_width(f"s{width}", "half_up" if width == 8 else "stochastic")
     rnd = random.Random(zlib.crc32(f"default{kind}{width}".encode()))

@@ -14,8 +14,10 @@ Ports (stable; the host packs them from hwnorm.config):
                        values saturated), error (a refused descriptor, NormConfig.backward_descriptor_error: no beat
                        taken on `i`, none given on `o`, every other field 0)
 
-Built: range, l1, mad, linf, topk, cvar, l2, per-channel gamma, rounding half_up and stochastic. Refused in the
-constructor: the FRN kinds, semidev, dropout builds, elementwise (per-value gamma) and inference-only builds.
+Built: range, l1, mad, linf, topk, cvar, l2, semidev, per-channel gamma, rounding half_up and stochastic. Refused in
+the constructor: the FRN kinds, dropout builds, elementwise (per-value gamma), inference-only and overlap builds.
+(Changes since the first commit of these ports: none to the ports or the descriptor / stats fields; semidev added,
+its descriptor has no kind constant, as l2's.)
 """
 from dataclasses import dataclass
 
@@ -30,7 +32,7 @@ from .common import fmt_shape, lanes_of, leading_one, tree_sum
 from .dropout import xorshift_step
 from .sequential import SeqDiv, SeqMul
 
-BACKWARD_HDL_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar", "l2")
+BACKWARD_HDL_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar", "l2", "semidev")
 SIGN_KINDS = ("l1", "mad", "linf", "topk", "cvar")
 BWD_GUARD = 4                  # SH = max(SR_BITS, BWD_GUARD + bitlen(n 2**grad_bits + coef_max)), as the golden's
 
@@ -72,6 +74,8 @@ def coef_max_bound(cfg, gcfg, n: int) -> int:
     kind = cfg.stat_kind
     if kind == "l2":
         return n << cfg.in_fmt.bits
+    if kind == "semidev":
+        return (n * n) << cfg.in_fmt.bits
     if kind == "range":
         return (1 << cfg.const_bits) - 1
     return 2 * n
@@ -103,6 +107,10 @@ def backward_widths(cfg, gcfg) -> BackwardWidths:
             m2 = ((gmag * qg) << (2 * cf + e + sh_max)) // dlo ** 3 + slack
             x = gmag * qg
             bl = ((2 * gmag * n * n * gh) << (cf + e + sh_max)) // dlo ** 2 + n * slack     # Cauchy-Schwarz
+        elif kind == "semidev":     # sum|d| = 2 sum_neg|d| <= 2 sqrt(n T), sqrt(T / n) 2**CF < Den + 1
+            m2 = ((gmag * qg) << (2 * cf + e + sh_max)) // ((1 << b) * dlo ** 3) + slack
+            x = gmag * qg
+            bl = ((4 * gmag * gh * n * n) << (cf + e + sh_max)) // dlo ** 2 + n * n * slack
         elif kind == "range":
             m2 = ((n * gmag * qg) << (e + sh_max)) // dlo ** 2 + slack
             x, bl = n * gmag * qg, 0
@@ -110,7 +118,7 @@ def backward_widths(cfg, gcfg) -> BackwardWidths:
             m2 = ((gmag * qg * cmax) << (e + sh_max)) // dlo ** 2 + slack
             x, bl = gmag * qg * cmax, 0
         a = n * m1
-        coef = coef_max_bound(cfg, gcfg, n) + (n * xmag if kind == "l2" else 0)
+        coef = coef_max_bound(cfg, gcfg, n) + (n * xmag if kind == "l2" else n * n * xmag if kind == "semidev" else 0)
         c = n * gh * m1 + coef * m2 + (n + 1) * m2
         for key, v in (("m1", m1), ("m2", m2), ("a", a), ("b", bl), ("c", c), ("x", x)):
             top[key] = max(top[key], v)
@@ -123,7 +131,7 @@ def backward_widths(cfg, gcfg) -> BackwardWidths:
     m1, m2 = _sbits(top["m1"]), _sbits(top["m2"])
     lane_a, lane_b, wide_c = _sbits(top["a"]), _sbits(top["b"]), _sbits(top["c"])
     p = max(lane_a, lane_b, wide_c, _sbits(top["x"]), qg + cfg.count_bits, sgx + cfg.count_bits) + 1
-    shifts = (2 * cf if kind == "l2" else 0) + e + sh_max + 1
+    shifts = (2 * cf if kind in ("l2", "semidev") else 0) + e + sh_max + 1
     q = max(_sbits(top["x"]) + shifts, cfg.gamma_fmt.bits + e + sh_max + 1, qg + cf + 1, cfg.sum_bits)
     acc = gh * top["a"] + xmag * top["b"] + clamp + (1 << sh_max)
     return BackwardWidths(e=e, sh_max=sh_max, sg=sg, sgx=sgx, qg=qg, m1=m1, m2=m2, lane_a=lane_a, lane_b=lane_b,
@@ -196,11 +204,11 @@ class BackwardDatapath(wiring.Component):
             m.submodules.sel = sel = ChunkExtremes(cfg)
             m.d.comb += sel.chunk_size.eq(chan.chunk_size)
             nconst = 5
-        elif kind in ("l1", "mad"):
+        elif kind in ("l1", "mad", "semidev"):
             m.submodules.sel = sel = SignSelect(cfg)
             q_mean, rz = Signal(signed(cfg.in_fmt.bits + 1)), Signal()
             m.d.comb += [sel.q.eq(q_mean), sel.rz.eq(rz)]
-            nconst = 3
+            nconst = 2 if kind == "semidev" else 3
         elif kind in SIGN_KINDS:
             m.submodules.sel = sel = TopSelect(cfg)
             mm = chan.m if cfg.kind == "cvar" else Mux(n < cfg.k, n, cfg.k)
@@ -223,13 +231,18 @@ class BackwardDatapath(wiring.Component):
         tq = Signal(signed(w.q + 2))              # a quotient on its way (a chained division's numerator)
         dgamma = Signal(signed(len(self.stats.payload.dgamma)))
         lane_a = Signal(signed(w.lane_a))
-        lane_b = Signal(signed(w.lane_b)) if kind == "l2" else None
+        lane_b = Signal(signed(w.lane_b)) if kind in ("l2", "semidev") else None
+        if kind == "semidev":       # the negative deviations: sum of their x, their count, W = sum min(d, 0); n^2
+            sx_neg = Signal(signed(cfg.sum_bits))
+            c_neg = Signal(cb)
+            wsum = Signal(signed(w.p))
+            nn = Signal(2 * cb)
         consts = [Signal(signed(w.lane_c), name=f"const{i}") for i in range(nconst)]
         scratch = Signal(signed(w.p))             # a product on its way
         sat = Signal(cb)
 
         # SH = max(16, 4 + bitlen(n 2**gb + coef_max)) from the descriptor
-        coef_max = {"l2": n << cfg.in_fmt.bits,
+        coef_max = {"l2": n << cfg.in_fmt.bits, "semidev": (nn << cfg.in_fmt.bits) if kind == "semidev" else 0,
                     "range": Mux(chan.c_full > chan.c_last, chan.c_full, chan.c_last) if kind == "range" else 0,
                     }.get(kind, n << 1)
         shv = Signal(w.p)
@@ -238,15 +251,17 @@ class BackwardDatapath(wiring.Component):
         sh_new = Signal(range(w.sh_max + 8))
         m.d.comb += sh_new.eq(Mux(lead + 1 + BWD_GUARD > SR_BITS, lead + 1 + BWD_GUARD, SR_BITS))
 
-        m.submodules.mul = mul = SeqMul(w.p, max(cb, cfg.sum_bits, w.sg, cfg.const_bits, cfg.gamma_fmt.bits) + 1, w.p)
+        wn_bits = 2 * cb + cfg.in_fmt.bits + 1      # |W| <= n^2 2**in_bits (semidev)
+        m.submodules.mul = mul = SeqMul(w.p, max(cb, cfg.sum_bits, w.sg, cfg.const_bits, cfg.gamma_fmt.bits,
+                                                 wn_bits if kind == "semidev" else 0) + 1, w.p)
         m.submodules.div = div = SeqDiv(cfg.den_bits, w.q)
 
         # -- the program: (kind of step, operands, destination)
         def mul_op(dst, a, b, b_bits, c=0, neg=0):
             return ("mul", dst, a, b, b_bits, c, neg)
 
-        def div_shift(dst, v, v_bits, shift):     # dst = floor(v 2**shift / Den), v signed, v_bits its width
-            return ("div", dst, v, v_bits, shift)
+        def div_shift(dst, v, v_bits, shift, den=None):   # dst = floor(v 2**shift / Den), v signed, v_bits its width
+            return ("div", dst, v, v_bits, shift, chan.den if den is None else den)
 
         def absv(v):
             return Mux(v < 0, -v, v)
@@ -273,15 +288,25 @@ class BackwardDatapath(wiring.Component):
         def const_op(i, mul=None):          # consts[i] = clamp((C0 +- M2 b) 2**(sh_max - SH))
             return ([mul] if mul is not None else [("set", scratch, c0w)]) + [("shl", scratch), ("clamp", consts[i])]
 
-        if kind == "l2":
-            prog += [div_shift(tq, scratch, w.x, 2 * cf + e + 1 + sh), ("div", tq, tq, w.q + 2, 0),
-                     ("div", tq, tq, w.q + 2, 0), ("half", m2, tq),
+        if kind == "semidev":       # M2 = round(G Qg 2**(2CF+E+SH) / (n Den^3)); B'' = n^2 M2; W = n sum_neg x - S c_neg
+            prog += [div_shift(tq, scratch, w.x, 2 * cf + e + 1 + sh), div_shift(tq, tq, w.q + 2, 0),
+                     div_shift(tq, tq, w.q + 2, 0), div_shift(tq, tq, w.q + 2, 0, den=n), ("half", m2, tq),
+                     mul_op(lane_b, m2, nn, 2 * cb), ("shl", lane_b),
+                     mul_op(wsum, sx_neg, n, cb),
+                     mul_op(wsum, chan.sum, c_neg, cb, c=wsum, neg=1),
+                     mul_op(c0w, m2, absv(wsum), wn_bits, c=c0w, neg=sgn(wsum))]          # C0 = -Sg M1 + W M2
+            prog += const_op(0)
+            prog += [mul_op(scratch, m2, absv(chan.sum), cfg.sum_bits, neg=sgn(chan.sum)),  # C1 = C0 + n S M2
+                     mul_op(scratch, scratch, n, cb, c=c0w), ("shl", scratch), ("clamp", consts[1])]
+        elif kind == "l2":
+            prog += [div_shift(tq, scratch, w.x, 2 * cf + e + 1 + sh), div_shift(tq, tq, w.q + 2, 0),
+                     div_shift(tq, tq, w.q + 2, 0), ("half", m2, tq),
                      mul_op(lane_b, m2, n, cb), ("shl", lane_b)]                       # B' = n M2 2**(sh_max - SH)
             prog += const_op(0, mul_op(scratch, m2, absv(chan.sum), cfg.sum_bits, c=c0w, neg=sgn(chan.sum)))  # + S M2
         else:
             factor, fbits = (n, cb) if kind == "range" else (chan.c, cfg.const_bits)
             prog += [mul_op(scratch, scratch, factor, fbits), div_shift(tq, scratch, w.x, e + 1 + sh),
-                     ("div", tq, tq, w.q + 2, 0), ("half", m2, tq)]
+                     div_shift(tq, tq, w.q + 2, 0), ("half", m2, tq)]
             if kind == "range":     # coef +c: C0 - c M2; -c: C0 + c M2
                 prog += const_op(0)
                 for i, c, ng in ((1, chan.c_full, 1), (2, chan.c_full, 0), (3, chan.c_last, 1), (4, chan.c_last, 0)):
@@ -311,13 +336,18 @@ class BackwardDatapath(wiring.Component):
         take = Signal()                             # a pass-2 beat moves into the output register
         dx_vals, sat_flags = [], []
         for j in range(lanes):
-            cj = consts[0] if nconst == 1 else Mux(sel.sel[j] == 0, consts[0], consts[1])
+            if kind == "semidev":       # C1 where d < 0 (sel 2), C0 elsewhere
+                cj = Mux(sel.sel[j] == 2, consts[1], consts[0])
+            else:
+                cj = consts[0] if nconst == 1 else Mux(sel.sel[j] == 0, consts[0], consts[1])
             if nconst > 1:
                 for i in range(2, nconst):
                     cj = Mux(sel.sel[j] == i, consts[i], cj)
             acc = Signal(signed(w.acc), name=f"acc{j}")
             expr = gs[j] * lane_a + cj
-            if lane_b is not None:
+            if kind == "semidev":
+                expr = expr - Mux(sel.sel[j] == 2, xs[j] * lane_b, 0)
+            elif lane_b is not None:
                 expr = expr - xs[j] * lane_b
             rnd = (draws[j] << (w.sh_max - SR_BITS)) if stoch else (1 << (w.sh_max - 1))
             m.d.comb += acc.eq(expr + rnd)
@@ -357,8 +387,10 @@ class BackwardDatapath(wiring.Component):
                         m.d.sync += sg.eq(0)
                         m.next = "REFUSED"
                     with m.Else():
-                        m.next = "PRE" if kind in ("l1", "mad") else "PASS1"
-            if kind in ("l1", "mad"):
+                        m.next = "PRE" if kind in ("l1", "mad", "semidev") else "PASS1"
+                    if kind == "semidev":
+                        m.d.sync += [sx_neg.eq(0), c_neg.eq(0)]
+            if kind in ("l1", "mad", "semidev"):
                 # q = floor(S / n), then rz: S - q n == 0
                 with m.State("PRE"):
                     s = chan.sum
@@ -376,7 +408,16 @@ class BackwardDatapath(wiring.Component):
                 with m.State("PRE_WAIT"):
                     with m.If(mul.done):
                         m.d.sync += rz.eq(mul.p == 0)
-                        m.next = "PASS1"
+                        m.next = "PRE_NN" if kind == "semidev" else "PASS1"
+                if kind == "semidev":   # n^2, for SH (coef_max = n^2 2**in_bits) and B''
+                    with m.State("PRE_NN"):
+                        m.d.comb += [mul.start.eq(1), mul.a.eq(n), mul.b.eq(n), mul.c.eq(0), mul.neg.eq(0),
+                                     mul.steps.eq(cb)]
+                        m.next = "PRE_NN_WAIT"
+                    with m.State("PRE_NN_WAIT"):
+                        with m.If(mul.done):
+                            m.d.sync += nn.eq(mul.p)
+                            m.next = "PASS1"
             with m.State("PASS1"):
                 m.d.comb += [self.i.ready.eq(1), beat.eq(self.i.valid)]
                 m.d.sync += sh.eq(sh_new)
@@ -388,6 +429,10 @@ class BackwardDatapath(wiring.Component):
                 terms_gx = [Mux(mask[j], gs[j] * xs[j], 0) for j in range(lanes)]
                 with m.If(self.i.valid):
                     m.d.sync += [sg.eq(sg + tree_sum(terms_g)), sgx.eq(sgx + tree_sum(terms_gx))]
+                    if kind == "semidev":
+                        negs = [sel.sel[j] == 2 for j in range(lanes)]
+                        m.d.sync += [sx_neg.eq(sx_neg + tree_sum([Mux(negs[j], xs[j], 0) for j in range(lanes)])),
+                                     c_neg.eq(c_neg + tree_sum(negs))]
                     with m.If(last):
                         m.d.sync += left.eq(n)
                         m.next = "S0"
@@ -417,7 +462,7 @@ class BackwardDatapath(wiring.Component):
                         m.d.comb += [mul.start.eq(1), mul.a.eq(a), mul.b.eq(b), mul.c.eq(c), mul.neg.eq(neg),
                                      mul.steps.eq(b_bits)]
                     else:
-                        _, dst, v, v_bits, shift = op
+                        _, dst, v, v_bits, shift, divisor = op
                         # |v| 2**shift: |v| at the top of the quotient register, v_bits + shift steps
                         mag = absv(v)
                         if isinstance(shift, int) and shift == 0:
@@ -426,7 +471,7 @@ class BackwardDatapath(wiring.Component):
                         else:
                             m.d.comb += div.lo_init.eq(mag << (w.q - v_bits))
                             m.d.comb += div.steps.eq(v_bits + shift)
-                        m.d.comb += [div.start.eq(1), div.rem_init.eq(0), div.neg.eq(sgn(v)), div.den.eq(chan.den)]
+                        m.d.comb += [div.start.eq(1), div.rem_init.eq(0), div.neg.eq(sgn(v)), div.den.eq(divisor)]
                     m.next = f"W{idx}"
                 with m.State(f"W{idx}"):
                     eng = mul if op[0] == "mul" else div
