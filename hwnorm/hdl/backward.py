@@ -18,6 +18,15 @@ Built: range, l1, mad, linf, topk, cvar, l2, semidev, per-channel gamma, roundin
 the constructor: the FRN kinds, dropout builds, elementwise (per-value gamma), inference-only and overlap builds.
 (Changes since the first commit of these ports: none to the ports or the descriptor / stats fields; semidev added,
 its descriptor has no kind constant, as l2's.)
+
+Architecture (docs/architecture.md "BackwardDatapath"): pass 1 sums g and g x per lane (an in_bits x grad_bits
+multiplier) into Sg and sum(g x), and the kind's selection unit (bwd_select.py) finds what coef needs from x alone;
+then one sequential program on a SeqMul and a SeqDiv (sequential.py) computes Qg = n sum(g x) - S Sg, SH, M1, dgamma,
+M2 (chained divisions by Den, never by Den^2 or Den^3) and the dx constants: A' = n M1 and (l2, semidev) B', and the
+kind's few constants C = -Sg M1 - coef M2, each shifted left by sh_max - SH (one bit a cycle) and clamped where every
+dx it gives saturates. Pass 2 per lane: g A' [- x B'] + C[sel] + rnd, >> sh_max (a constant), clamp, into one output
+register; rnd is 2**(sh_max-1) or the xorshift32 draw (dropout.py's xorshift_step) << (sh_max - 16). Bit-exact: the
+constants are the golden's, unrounded further (backward_widths says why every register holds its value).
 """
 from dataclasses import dataclass
 
