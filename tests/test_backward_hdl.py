@@ -366,3 +366,62 @@ def test_backward_default_configs(kind, width):
         ref_dx, ref_dg, ref_db, ref_sat = golden(cfg, gcfg, x, g, gamma, s)
         assert dx[:len(x)] == ref_dx and (st["dgamma"], st["dbeta"], st["sat"], st["error"]) == \
             (ref_dg, ref_db, ref_sat, 0), (kind, width, len(x))
+
+
+def _extreme_channels(cfg, gcfg, n):
+    """(x, g, gamma) at the edges of what the widths must hold: constant, two-valued, one outlier, constant chunks at
+    different levels; gradients all at one extreme or alternating; gamma at both extremes."""
+    fi, fg, fgam = cfg.in_fmt, gcfg.grad_fmt, cfg.gamma_fmt
+    idx = np.arange(n)
+    xs = [np.full(n, fi.max_int), np.where(idx % 2, fi.max_int, fi.min_int), np.where(idx == 0, fi.max_int, fi.min_int),
+          np.where(idx == n - 1, fi.min_int + 1, fi.min_int), (idx // max(1, -(-n // cfg.chunks))) % 2 * fi.max_int]
+    gs = [np.full(n, fg.max_int), np.full(n, fg.min_int), np.where(idx % 2, fg.max_int, fg.min_int),
+          np.where(idx == 0, fg.min_int, fg.max_int)]
+    return [(x.astype(np.int64), g.astype(np.int64), gam) for x in xs for g in gs for gam in (fgam.min_int, fgam.max_int)]
+
+
+@pytest.mark.parametrize("kind", BACKWARD_HDL_KINDS)
+def test_backward_widths_hold_the_extremes(kind):
+    """backward_widths against the constants of extreme channels (the golden's formulas, in Python integers), at the
+    default configurations (max_count 4096) and 8 and 16 bits: M1, M2, A', B', every constant C before its clamp, the
+    numerator of M2, Qg, dgamma fit their registers."""
+    from hwnorm.golden.backward import _m2, _selection, rdiv, scaled
+    from hwnorm.hdl.backward import backward_widths
+
+    def fits(v, bits):
+        return -(1 << (bits - 1)) <= int(v) < (1 << (bits - 1))
+
+    for width in (8, 16):
+        cfg = default_configs()[f"{kind}_s{width}"]
+        gcfg = GradConfig.for_width(f"s{width}")
+        w = backward_widths(cfg, gcfg)
+        dg_bits = dict((f, b) for f, b, _ in cfg.backward_stats_fields(gcfg))["dgamma"]
+        for n in (1, 2, 3, 10, 11, 100, 4095, 4096):
+            hp = channel_params(cfg, n)
+            for x, g, gam in _extreme_channels(cfg, gcfg, n):
+                xa = x.reshape(1, n)
+                s = int(x.sum())
+                den = int(deviation_den(cfg, xa, np.asarray([s], dtype=object), hp)[0])
+                d = n * x.astype(object) - s
+                sg, qg = int(g.sum()), int((g.astype(object) * d).sum())
+                coef, coef_max = _selection(cfg, xa, d.reshape(1, n), n)
+                coef = [int(c) for c in coef[0]]
+                sh = max(16, 4 + ((n << gcfg.grad_fmt.bits) + int(coef_max)).bit_length())
+                k = w.sh_max - sh
+                m1 = scaled(gam, w.e + sh, den)
+                m2 = _m2(cfg, hp, n, gam * qg, den, w.e + sh)
+                a = n * m1 << k
+                consts = {-sg * m1 * 1 - c * m2 for c in coef} if kind not in ("l2", "semidev") else set()
+                if kind == "l2":
+                    b = n * m2 << k
+                    consts = {-sg * m1 + s * m2}
+                elif kind == "semidev":
+                    b = n * n * m2 << k
+                    neg = d < 0
+                    wsum = int(d[neg].sum()) if neg.any() else 0
+                    consts = {-sg * m1 + wsum * m2, -sg * m1 + wsum * m2 + n * s * m2}
+                else:
+                    b = 0
+                assert fits(m1, w.m1) and fits(m2, w.m2) and fits(a, w.lane_a) and fits(b, w.lane_b), (kind, n)
+                assert all(fits(c << k, w.p - 1) for c in consts), (kind, n)
+                assert fits(qg, w.qg) and fits(rdiv(qg << cfg.const_frac_bits, den), dg_bits), (kind, n)
