@@ -135,12 +135,16 @@ def run_dut(cfg, gcfg, channels, rnd, bad=()):
 
     async def collector(ctx):
         cycles = 0
+        waiting, bound = 0, BackwardDatapath.gap_bound(cfg, gcfg) + 64   # i.valid high and i.ready low in a row
         want = len(descs)
         dx_now = []
         while len(results["stats"]) < want:
             ctx.set(dut.stats.ready, rnd.random() < 0.8)
-            _, _, ov, ordy, op, sv, srdy, sp = await ctx.tick().sample(
-                dut.o.valid, dut.o.ready, dut.o.payload, dut.stats.valid, dut.stats.ready, dut.stats.payload)
+            _, _, ov, ordy, op, sv, srdy, sp, iv, ir = await ctx.tick().sample(
+                dut.o.valid, dut.o.ready, dut.o.payload, dut.stats.valid, dut.stats.ready, dut.stats.payload,
+                dut.i.valid, dut.i.ready)
+            waiting = waiting + 1 if iv and not ir else 0
+            assert waiting < bound, f"i.ready low for more than gap_bound = {bound - 64} cycles"
             if ov and ordy:
                 dx_now.extend(int(op[j]) for j in range(lanes))
             if sv and srdy:

@@ -168,6 +168,16 @@ class BackwardDatapath(wiring.Component):
             "stats": Out(stream.Signature(_layout(cfg.backward_stats_fields(gcfg)))),
         })
 
+    @staticmethod
+    def gap_bound(cfg, gcfg) -> int:
+        """An upper bound of the cycles `i.ready` stays low before pass 1 plus between the passes of one channel (a
+        testbench's timeout): at most 7 divisions of at most `q` steps, 16 multiplications, 6 alignments and 20 single
+        steps (measured at 8 bits: 490 to 610 cycles between the passes, semidev 900; docs/architecture.md)."""
+        w = backward_widths(cfg, gcfg)
+        b_bits = max(cfg.count_bits, cfg.sum_bits, w.sg, cfg.const_bits, cfg.gamma_fmt.bits,
+                     2 * cfg.count_bits + cfg.in_fmt.bits + 1) + 1
+        return 7 * (w.q + 5) + 16 * (b_bits + 3) + 6 * (w.sh_max - SR_BITS + 2) + 20
+
     # -- the descriptor check ----------------------------------------------------------------------------------
 
     def _refused(self, m, desc):
