@@ -382,18 +382,18 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [7:0] \$436 ;
   wire [8:0] \$437 ;
   wire [8:0] \$438 ;
-  wire [79:0] \$439 ;
+  wire \$439 ;
   wire \$44 ;
   wire \$440 ;
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
-  wire [78:0] \$444 ;
-  wire [78:0] \$445 ;
-  wire [78:0] \$446 ;
-  wire [78:0] \$447 ;
-  wire [80:0] \$448 ;
-  wire [81:0] \$449 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
   wire \$450 ;
   wire \$451 ;
@@ -430,72 +430,72 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
-  wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
+  wire [5:0] \$482 ;
+  wire [5:0] \$483 ;
+  wire [5:0] \$484 ;
   wire \$485 ;
   wire \$486 ;
   wire \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [5:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire \$491 ;
-  wire [5:0] \$492 ;
+  wire [5:0] \$490 ;
+  wire [5:0] \$491 ;
+  wire \$492 ;
   wire [5:0] \$493 ;
   wire [5:0] \$494 ;
-  wire \$495 ;
-  wire \$496 ;
-  wire \$497 ;
+  wire [5:0] \$495 ;
+  wire [5:0] \$496 ;
+  wire [5:0] \$497 ;
   wire \$498 ;
-  wire [5:0] \$499 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [5:0] \$500 ;
-  wire [5:0] \$501 ;
+  wire \$500 ;
+  wire \$501 ;
   wire \$502 ;
-  wire [5:0] \$503 ;
-  wire [5:0] \$504 ;
-  wire [5:0] \$505 ;
-  wire [5:0] \$506 ;
-  wire [5:0] \$507 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
   wire \$508 ;
-  wire \$509 ;
+  wire [5:0] \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
+  wire [5:0] \$510 ;
+  wire [5:0] \$511 ;
   wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire \$516 ;
+  wire [5:0] \$513 ;
+  wire [5:0] \$514 ;
+  wire [5:0] \$515 ;
+  wire [5:0] \$516 ;
   wire \$517 ;
   wire \$518 ;
-  wire [5:0] \$519 ;
+  wire \$519 ;
   wire \$52 ;
-  wire [5:0] \$520 ;
+  wire \$520 ;
   wire [5:0] \$521 ;
-  wire \$522 ;
+  wire [5:0] \$522 ;
   wire [5:0] \$523 ;
-  wire [5:0] \$524 ;
+  wire \$524 ;
   wire [5:0] \$525 ;
   wire [5:0] \$526 ;
-  wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
+  wire [5:0] \$527 ;
+  wire [5:0] \$528 ;
+  wire [5:0] \$529 ;
   wire \$53 ;
-  wire \$530 ;
-  wire [5:0] \$531 ;
-  wire [5:0] \$532 ;
-  wire [5:0] \$533 ;
+  wire [5:0] \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
   wire \$534 ;
-  wire [5:0] \$535 ;
-  wire [5:0] \$536 ;
-  wire [5:0] \$537 ;
-  wire [5:0] \$538 ;
-  wire [5:0] \$539 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [5:0] \$540 ;
+  wire \$540 ;
   wire \$541 ;
   wire \$542 ;
   wire \$543 ;
@@ -513,160 +513,160 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$554 ;
   wire \$555 ;
   wire \$556 ;
-  wire \$557 ;
-  wire \$558 ;
-  wire \$559 ;
+  wire [5:0] \$557 ;
+  wire [5:0] \$558 ;
+  wire [5:0] \$559 ;
   wire \$56 ;
   wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire \$563 ;
-  wire \$564 ;
+  wire [5:0] \$561 ;
+  wire [5:0] \$562 ;
+  wire [5:0] \$563 ;
+  wire [5:0] \$564 ;
   wire \$565 ;
   wire \$566 ;
-  wire [5:0] \$567 ;
-  wire [5:0] \$568 ;
+  wire \$567 ;
+  wire \$568 ;
   wire [5:0] \$569 ;
   wire \$57 ;
-  wire \$570 ;
+  wire [5:0] \$570 ;
   wire [5:0] \$571 ;
-  wire [5:0] \$572 ;
+  wire \$572 ;
   wire [5:0] \$573 ;
   wire [5:0] \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire \$577 ;
+  wire [5:0] \$575 ;
+  wire [5:0] \$576 ;
+  wire [5:0] \$577 ;
   wire \$578 ;
-  wire [5:0] \$579 ;
+  wire \$579 ;
   wire \$58 ;
-  wire [5:0] \$580 ;
-  wire [5:0] \$581 ;
+  wire \$580 ;
+  wire \$581 ;
   wire \$582 ;
-  wire [5:0] \$583 ;
-  wire [5:0] \$584 ;
-  wire [5:0] \$585 ;
-  wire [5:0] \$586 ;
-  wire [5:0] \$587 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
   wire \$588 ;
-  wire \$589 ;
+  wire [5:0] \$589 ;
   wire \$59 ;
-  wire \$590 ;
-  wire \$591 ;
+  wire [5:0] \$590 ;
+  wire [5:0] \$591 ;
   wire \$592 ;
-  wire \$593 ;
-  wire \$594 ;
-  wire \$595 ;
-  wire \$596 ;
+  wire [5:0] \$593 ;
+  wire [5:0] \$594 ;
+  wire [5:0] \$595 ;
+  wire [5:0] \$596 ;
   wire \$597 ;
   wire \$598 ;
-  wire [5:0] \$599 ;
+  wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [5:0] \$600 ;
+  wire \$600 ;
   wire [5:0] \$601 ;
-  wire \$602 ;
+  wire [5:0] \$602 ;
   wire [5:0] \$603 ;
-  wire [5:0] \$604 ;
+  wire \$604 ;
   wire [5:0] \$605 ;
   wire [5:0] \$606 ;
-  wire \$607 ;
-  wire \$608 ;
-  wire \$609 ;
+  wire [5:0] \$607 ;
+  wire [5:0] \$608 ;
+  wire [5:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
-  wire [5:0] \$611 ;
-  wire [5:0] \$612 ;
-  wire [5:0] \$613 ;
+  wire [5:0] \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
   wire \$614 ;
-  wire [5:0] \$615 ;
-  wire [5:0] \$616 ;
-  wire [5:0] \$617 ;
-  wire [5:0] \$618 ;
-  wire [5:0] \$619 ;
+  wire \$615 ;
+  wire [3:0] \$616 ;
+  wire [3:0] \$617 ;
+  wire [3:0] \$618 ;
+  wire [3:0] \$619 ;
   wire \$62 ;
-  wire [5:0] \$620 ;
+  wire \$620 ;
   wire \$621 ;
   wire \$622 ;
   wire \$623 ;
-  wire \$624 ;
-  wire \$625 ;
+  wire [3:0] \$624 ;
+  wire [3:0] \$625 ;
   wire [3:0] \$626 ;
-  wire [3:0] \$627 ;
+  wire \$627 ;
   wire [3:0] \$628 ;
   wire [3:0] \$629 ;
   wire \$63 ;
-  wire \$630 ;
-  wire \$631 ;
+  wire [3:0] \$630 ;
+  wire [3:0] \$631 ;
   wire \$632 ;
   wire \$633 ;
-  wire [3:0] \$634 ;
-  wire [3:0] \$635 ;
-  wire [3:0] \$636 ;
-  wire \$637 ;
-  wire [3:0] \$638 ;
-  wire [3:0] \$639 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire [13:0] \$636 ;
+  wire [14:0] \$637 ;
+  wire [15:0] \$638 ;
+  wire [16:0] \$639 ;
   wire \$64 ;
-  wire [3:0] \$640 ;
-  wire [3:0] \$641 ;
+  wire \$640 ;
+  wire \$641 ;
   wire \$642 ;
-  wire \$643 ;
+  wire [4:0] \$643 ;
   wire \$644 ;
-  wire \$645 ;
-  wire [13:0] \$646 ;
-  wire [14:0] \$647 ;
-  wire [15:0] \$648 ;
-  wire [16:0] \$649 ;
+  wire [4:0] \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
   wire \$650 ;
-  wire \$651 ;
-  wire \$652 ;
-  wire [4:0] \$653 ;
+  wire [29:0] \$651 ;
+  wire [29:0] \$652 ;
+  wire \$653 ;
   wire \$654 ;
-  wire [4:0] \$655 ;
-  wire \$656 ;
-  wire \$657 ;
-  wire \$658 ;
-  wire \$659 ;
+  wire \$655 ;
+  wire [16:0] \$656 ;
+  wire [16:0] \$657 ;
+  wire [143:0] \$658 ;
+  wire [6:0] \$659 ;
   wire \$66 ;
-  wire \$660 ;
-  wire [29:0] \$661 ;
-  wire [29:0] \$662 ;
-  wire \$663 ;
-  wire \$664 ;
-  wire \$665 ;
-  wire [16:0] \$666 ;
-  wire [16:0] \$667 ;
-  wire [143:0] \$668 ;
-  wire [6:0] \$669 ;
+  wire [7:0] \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire [56:0] \$663 ;
+  wire [56:0] \$664 ;
+  wire [183:0] \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire [29:0] \$668 ;
+  wire [29:0] \$669 ;
   wire \$67 ;
-  wire [7:0] \$670 ;
+  wire \$670 ;
   wire \$671 ;
   wire \$672 ;
-  wire [56:0] \$673 ;
-  wire [56:0] \$674 ;
-  wire [183:0] \$675 ;
+  wire [16:0] \$673 ;
+  wire [16:0] \$674 ;
+  wire \$675 ;
   wire \$676 ;
-  wire \$677 ;
-  wire [29:0] \$678 ;
-  wire [29:0] \$679 ;
+  wire [125:0] \$677 ;
+  wire [125:0] \$678 ;
+  wire [188:0] \$679 ;
   wire \$68 ;
-  wire \$680 ;
-  wire \$681 ;
+  wire [6:0] \$680 ;
+  wire [7:0] \$681 ;
   wire \$682 ;
-  wire [16:0] \$683 ;
-  wire [16:0] \$684 ;
-  wire \$685 ;
+  wire \$683 ;
+  wire [145:0] \$684 ;
+  wire [145:0] \$685 ;
   wire \$686 ;
-  wire [125:0] \$687 ;
-  wire [125:0] \$688 ;
-  wire [188:0] \$689 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
   wire \$69 ;
-  wire [6:0] \$690 ;
-  wire [7:0] \$691 ;
+  wire \$690 ;
+  wire \$691 ;
   wire \$692 ;
   wire \$693 ;
-  wire [145:0] \$694 ;
-  wire [145:0] \$695 ;
+  wire \$694 ;
+  wire \$695 ;
   wire \$696 ;
   wire \$697 ;
   wire \$698 ;
@@ -714,132 +714,141 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$735 ;
   wire \$736 ;
   wire \$737 ;
-  wire \$738 ;
+  wire [79:0] \$738 ;
   wire \$739 ;
   wire \$74 ;
   wire \$740 ;
   wire \$741 ;
   wire \$742 ;
-  wire \$743 ;
-  wire \$744 ;
-  wire \$745 ;
-  wire \$746 ;
-  wire \$747 ;
-  wire \$748 ;
+  wire [78:0] \$743 ;
+  wire [78:0] \$744 ;
+  wire [78:0] \$745 ;
+  wire [78:0] \$746 ;
+  wire [80:0] \$747 ;
+  wire [81:0] \$748 ;
   wire \$749 ;
   wire \$75 ;
-  wire \$750 ;
-  wire [80:0] \$751 ;
-  wire \$752 ;
-  wire [80:0] \$753 ;
-  wire \$754 ;
-  wire [80:0] \$755 ;
+  wire [80:0] \$750 ;
+  wire \$751 ;
+  wire [80:0] \$752 ;
+  wire \$753 ;
+  wire [80:0] \$754 ;
+  wire [16:0] \$755 ;
   wire [16:0] \$756 ;
   wire [16:0] \$757 ;
-  wire [16:0] \$758 ;
-  wire [80:0] \$759 ;
+  wire [80:0] \$758 ;
+  wire \$759 ;
   wire \$76 ;
-  wire \$760 ;
-  wire [80:0] \$761 ;
+  wire [80:0] \$760 ;
+  wire \$761 ;
   wire \$762 ;
   wire \$763 ;
-  wire \$764 ;
+  wire [13:0] \$764 ;
   wire [13:0] \$765 ;
   wire [13:0] \$766 ;
-  wire [13:0] \$767 ;
-  wire [15:0] \$768 ;
-  wire [29:0] \$769 ;
+  wire [15:0] \$767 ;
+  wire [29:0] \$768 ;
+  wire [31:0] \$769 ;
   wire \$77 ;
   wire [31:0] \$770 ;
-  wire [31:0] \$771 ;
-  wire [44:0] \$772 ;
+  wire [44:0] \$771 ;
+  wire [145:0] \$772 ;
   wire [145:0] \$773 ;
   wire [145:0] \$774 ;
   wire [145:0] \$775 ;
-  wire [145:0] \$776 ;
-  wire [6:0] \$777 ;
-  wire \$778 ;
-  wire [64:0] \$779 ;
+  wire [6:0] \$776 ;
+  wire \$777 ;
+  wire [64:0] \$778 ;
+  wire [6:0] \$779 ;
   wire \$78 ;
-  wire [6:0] \$780 ;
+  wire [145:0] \$780 ;
   wire [145:0] \$781 ;
-  wire [145:0] \$782 ;
-  wire [6:0] \$783 ;
-  wire \$784 ;
-  wire [125:0] \$785 ;
-  wire [6:0] \$786 ;
+  wire [6:0] \$782 ;
+  wire \$783 ;
+  wire [125:0] \$784 ;
+  wire [6:0] \$785 ;
+  wire \$786 ;
   wire \$787 ;
-  wire \$788 ;
+  wire [124:0] \$788 ;
   wire [124:0] \$789 ;
   wire \$79 ;
-  wire [124:0] \$790 ;
-  wire [6:0] \$791 ;
-  wire \$792 ;
-  wire [125:0] \$793 ;
-  wire [6:0] \$794 ;
+  wire [6:0] \$790 ;
+  wire \$791 ;
+  wire [125:0] \$792 ;
+  wire [6:0] \$793 ;
+  wire \$794 ;
   wire \$795 ;
-  wire \$796 ;
+  wire [124:0] \$796 ;
   wire [124:0] \$797 ;
-  wire [124:0] \$798 ;
-  wire [6:0] \$799 ;
+  wire [6:0] \$798 ;
+  wire \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire \$800 ;
-  wire [125:0] \$801 ;
-  wire [6:0] \$802 ;
+  wire [125:0] \$800 ;
+  wire [6:0] \$801 ;
+  wire \$802 ;
   wire \$803 ;
-  wire \$804 ;
+  wire [124:0] \$804 ;
   wire [124:0] \$805 ;
-  wire [124:0] \$806 ;
-  wire [6:0] \$807 ;
-  wire \$808 ;
-  wire [125:0] \$809 ;
+  wire [6:0] \$806 ;
+  wire \$807 ;
+  wire [125:0] \$808 ;
+  wire [6:0] \$809 ;
   wire \$81 ;
-  wire [6:0] \$810 ;
+  wire \$810 ;
   wire \$811 ;
-  wire \$812 ;
+  wire [124:0] \$812 ;
   wire [124:0] \$813 ;
-  wire [124:0] \$814 ;
-  wire [6:0] \$815 ;
-  wire \$816 ;
-  wire [125:0] \$817 ;
-  wire [6:0] \$818 ;
+  wire [6:0] \$814 ;
+  wire \$815 ;
+  wire [125:0] \$816 ;
+  wire [6:0] \$817 ;
+  wire \$818 ;
   wire \$819 ;
   wire \$82 ;
-  wire \$820 ;
+  wire [124:0] \$820 ;
   wire [124:0] \$821 ;
-  wire [124:0] \$822 ;
+  wire \$822 ;
   wire \$823 ;
   wire \$824 ;
   wire \$825 ;
   wire \$826 ;
   wire \$827 ;
-  reg \$828 ;
+  wire \$828 ;
   reg [15:0] \$829 ;
   wire \$83 ;
-  reg [12:0] \$830 ;
-  reg [12:0] \$831 ;
-  reg [186:0] \$832 ;
-  reg [28:0] \$833 ;
-  reg [43:0] \$834 ;
-  reg [61:0] \$835 ;
-  reg [5:0] \$836 ;
-  reg [5:0] \$837 ;
-  reg [5:0] \$838 ;
-  reg [124:0] \$839 ;
+  reg [15:0] \$830 ;
+  reg \$831 ;
+  reg [2:0] \$832 ;
+  reg \$833 ;
+  reg \$834 ;
+  reg \$835 ;
+  reg \$836 ;
+  reg [80:0] \$837 ;
+  reg [15:0] \$838 ;
+  reg [12:0] \$839 ;
   wire \$84 ;
-  reg [55:0] \$840 ;
-  reg [144:0] \$841 ;
-  reg [63:0] \$842 ;
-  reg [63:0] \$843 ;
-  reg [124:0] \$844 ;
-  reg [95:0] \$845 ;
-  reg [78:0] \$846 ;
-  reg [78:0] \$847 ;
-  reg [78:0] \$848 ;
-  reg [78:0] \$849 ;
+  reg [12:0] \$840 ;
+  reg [186:0] \$841 ;
+  reg [28:0] \$842 ;
+  reg [43:0] \$843 ;
+  reg [61:0] \$844 ;
+  reg [5:0] \$845 ;
+  reg [5:0] \$846 ;
+  reg [5:0] \$847 ;
+  reg [124:0] \$848 ;
+  reg [55:0] \$849 ;
   wire \$85 ;
-  reg [78:0] \$850 ;
+  reg [144:0] \$850 ;
+  reg [63:0] \$851 ;
+  reg [63:0] \$852 ;
+  reg [124:0] \$853 ;
+  reg [95:0] \$854 ;
+  reg [78:0] \$855 ;
+  reg [78:0] \$856 ;
+  reg [78:0] \$857 ;
+  reg [78:0] \$858 ;
+  reg [78:0] \$859 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -855,8 +864,12 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg [2:0] \$signal  = 3'h0;
+  reg \$signal$66  = 1'h0;
+  wire [2:0] \$signal[0] ;
   reg [124:0] a;
-  wire [80:0] acc0;
+  reg [80:0] acc0 = 81'h000000000000000000000;
+  wire adv;
   reg [5:0] align = 6'h00;
   reg [29:0] b;
   reg beat;
@@ -897,7 +910,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [5:0] den_lead;
   reg [61:0] dgamma = 62'h0000000000000000;
   wire done;
-  wire \done$70 ;
+  wire \done$78 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -918,7 +931,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire mask;
   wire \mask$20 ;
   reg neg;
-  reg \neg$58 ;
+  reg \neg$51 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -941,6 +954,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   reg rewind;
   input rst;
   wire rst;
+  reg [15:0] s0_g = 16'h0000;
+  wire [15:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [15:0] s0_x = 16'h0000;
+  wire [15:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [124:0] scratch = 125'h00000000000000000000000000000000;
   wire [2:0] sel;
@@ -952,7 +972,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [5:0] sh_new;
   wire [124:0] shv;
   reg start;
-  reg \start$56 ;
+  reg \start$49 ;
   output [104:0] stats__payload;
   reg [104:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -964,7 +984,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [7:0] \steps$54 ;
+  reg [7:0] \steps$47 ;
   reg take;
   reg [144:0] tq = 145'h0000000000000000000000000000000000000;
   wire [15:0] x;
@@ -1090,425 +1110,443 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \$436  = sh_lead + 1'h1;
   assign \$437  = \$436  + 3'h4;
   assign \$438  = \$435  ? \$437  : 9'h010;
-  assign \$439  = $signed(i__payload[31:16]) * $signed(lane_a);
-  assign \$440  = sel == 3'h4;
-  assign \$441  = sel == 2'h3;
-  assign \$442  = sel == 2'h2;
-  assign \$443  = ! sel;
-  assign \$444  = \$443  ? const0 : const1;
-  assign \$445  = \$442  ? const2 : \$444 ;
-  assign \$446  = \$441  ? const3 : \$445 ;
-  assign \$447  = \$440  ? const4 : \$446 ;
-  assign \$448  = $signed(\$439 ) + $signed(\$447 );
-  assign \$449  = $signed(\$448 ) + $signed(34'h100000000);
-  assign \$450  = chan__payload[74] | chan__payload[75];
-  assign \$451  = chan__payload[76] | chan__payload[77];
+  assign \$439  = ~ o__valid;
+  assign adv = \$439  | o__ready;
+  assign \$440  = chan__payload[74] | chan__payload[75];
+  assign \$441  = chan__payload[76] | chan__payload[77];
+  assign \$442  = \$440  | \$441 ;
+  assign \$443  = chan__payload[78] | chan__payload[79];
+  assign \$444  = chan__payload[80] | chan__payload[81];
+  assign \$445  = \$443  | \$444 ;
+  assign \$446  = \$442  | \$445 ;
+  assign \$447  = chan__payload[82] | chan__payload[83];
+  assign \$448  = chan__payload[84] | chan__payload[85];
+  assign \$449  = \$447  | \$448 ;
+  assign \$450  = chan__payload[86] | chan__payload[87];
+  assign \$451  = chan__payload[88] | chan__payload[89];
   assign \$452  = \$450  | \$451 ;
-  assign \$453  = chan__payload[78] | chan__payload[79];
-  assign \$454  = chan__payload[80] | chan__payload[81];
-  assign \$455  = \$453  | \$454 ;
-  assign \$456  = \$452  | \$455 ;
-  assign \$457  = chan__payload[82] | chan__payload[83];
-  assign \$458  = chan__payload[84] | chan__payload[85];
-  assign \$459  = \$457  | \$458 ;
-  assign \$460  = chan__payload[86] | chan__payload[87];
-  assign \$461  = chan__payload[88] | chan__payload[89];
-  assign \$462  = \$460  | \$461 ;
-  assign \$463  = \$459  | \$462 ;
-  assign \$464  = \$456  | \$463 ;
-  assign \$465  = chan__payload[90] | chan__payload[91];
-  assign \$466  = chan__payload[92] | chan__payload[93];
-  assign \$467  = \$465  | \$466 ;
-  assign \$468  = chan__payload[94] | chan__payload[95];
-  assign \$469  = chan__payload[96] | chan__payload[97];
-  assign \$470  = \$468  | \$469 ;
-  assign \$471  = \$467  | \$470 ;
-  assign \$472  = chan__payload[98] | chan__payload[99];
-  assign \$473  = chan__payload[100] | chan__payload[101];
-  assign \$474  = \$472  | \$473 ;
-  assign \$475  = \$471  | \$474 ;
-  assign \$476  = \$464  | \$475 ;
-  assign \$477  = chan__payload[90] | chan__payload[91];
-  assign \$478  = chan__payload[92] | chan__payload[93];
-  assign \$479  = \$477  | \$478 ;
-  assign \$480  = chan__payload[94] | chan__payload[95];
-  assign \$481  = chan__payload[96] | chan__payload[97];
-  assign \$482  = \$480  | \$481 ;
-  assign \$483  = \$479  | \$482 ;
-  assign \$484  = chan__payload[98] | chan__payload[99];
-  assign \$485  = chan__payload[100] | chan__payload[101];
-  assign \$486  = \$484  | \$485 ;
-  assign \$487  = \$483  | \$486 ;
-  assign \$488  = chan__payload[98] | chan__payload[99];
-  assign \$489  = chan__payload[100] | chan__payload[101];
-  assign \$490  = \$488  | \$489 ;
-  assign \$491  = chan__payload[100] | chan__payload[101];
-  assign \$492  = chan__payload[101] ? 6'h3b : 6'h3a;
-  assign \$493  = chan__payload[99] ? 6'h39 : 6'h38;
-  assign \$494  = \$491  ? \$492  : \$493 ;
-  assign \$495  = chan__payload[94] | chan__payload[95];
-  assign \$496  = chan__payload[96] | chan__payload[97];
-  assign \$497  = \$495  | \$496 ;
-  assign \$498  = chan__payload[96] | chan__payload[97];
-  assign \$499  = chan__payload[97] ? 6'h37 : 6'h36;
-  assign \$500  = chan__payload[95] ? 6'h35 : 6'h34;
-  assign \$501  = \$498  ? \$499  : \$500 ;
-  assign \$502  = chan__payload[92] | chan__payload[93];
-  assign \$503  = chan__payload[93] ? 6'h33 : 6'h32;
-  assign \$504  = chan__payload[91] ? 6'h31 : 6'h30;
-  assign \$505  = \$502  ? \$503  : \$504 ;
-  assign \$506  = \$497  ? \$501  : \$505 ;
-  assign \$507  = \$490  ? \$494  : \$506 ;
-  assign \$508  = chan__payload[82] | chan__payload[83];
-  assign \$509  = chan__payload[84] | chan__payload[85];
-  assign \$510  = \$508  | \$509 ;
-  assign \$511  = chan__payload[86] | chan__payload[87];
-  assign \$512  = chan__payload[88] | chan__payload[89];
-  assign \$513  = \$511  | \$512 ;
-  assign \$514  = \$510  | \$513 ;
-  assign \$515  = chan__payload[86] | chan__payload[87];
-  assign \$516  = chan__payload[88] | chan__payload[89];
-  assign \$517  = \$515  | \$516 ;
-  assign \$518  = chan__payload[88] | chan__payload[89];
-  assign \$519  = chan__payload[89] ? 6'h2f : 6'h2e;
-  assign \$520  = chan__payload[87] ? 6'h2d : 6'h2c;
-  assign \$521  = \$518  ? \$519  : \$520 ;
-  assign \$522  = chan__payload[84] | chan__payload[85];
-  assign \$523  = chan__payload[85] ? 6'h2b : 6'h2a;
-  assign \$524  = chan__payload[83] ? 6'h29 : 6'h28;
-  assign \$525  = \$522  ? \$523  : \$524 ;
-  assign \$526  = \$517  ? \$521  : \$525 ;
-  assign \$527  = chan__payload[78] | chan__payload[79];
-  assign \$528  = chan__payload[80] | chan__payload[81];
-  assign \$529  = \$527  | \$528 ;
-  assign \$530  = chan__payload[80] | chan__payload[81];
-  assign \$531  = chan__payload[81] ? 6'h27 : 6'h26;
-  assign \$532  = chan__payload[79] ? 6'h25 : 6'h24;
-  assign \$533  = \$530  ? \$531  : \$532 ;
-  assign \$534  = chan__payload[76] | chan__payload[77];
-  assign \$535  = chan__payload[77] ? 6'h23 : 6'h22;
-  assign \$536  = chan__payload[75] ? 6'h21 : 6'h20;
-  assign \$537  = \$534  ? \$535  : \$536 ;
-  assign \$538  = \$529  ? \$533  : \$537 ;
-  assign \$539  = \$514  ? \$526  : \$538 ;
-  assign \$540  = \$487  ? \$507  : \$539 ;
-  assign \$541  = chan__payload[58] | chan__payload[59];
-  assign \$542  = chan__payload[60] | chan__payload[61];
+  assign \$453  = \$449  | \$452 ;
+  assign \$454  = \$446  | \$453 ;
+  assign \$455  = chan__payload[90] | chan__payload[91];
+  assign \$456  = chan__payload[92] | chan__payload[93];
+  assign \$457  = \$455  | \$456 ;
+  assign \$458  = chan__payload[94] | chan__payload[95];
+  assign \$459  = chan__payload[96] | chan__payload[97];
+  assign \$460  = \$458  | \$459 ;
+  assign \$461  = \$457  | \$460 ;
+  assign \$462  = chan__payload[98] | chan__payload[99];
+  assign \$463  = chan__payload[100] | chan__payload[101];
+  assign \$464  = \$462  | \$463 ;
+  assign \$465  = \$461  | \$464 ;
+  assign \$466  = \$454  | \$465 ;
+  assign \$467  = chan__payload[90] | chan__payload[91];
+  assign \$468  = chan__payload[92] | chan__payload[93];
+  assign \$469  = \$467  | \$468 ;
+  assign \$470  = chan__payload[94] | chan__payload[95];
+  assign \$471  = chan__payload[96] | chan__payload[97];
+  assign \$472  = \$470  | \$471 ;
+  assign \$473  = \$469  | \$472 ;
+  assign \$474  = chan__payload[98] | chan__payload[99];
+  assign \$475  = chan__payload[100] | chan__payload[101];
+  assign \$476  = \$474  | \$475 ;
+  assign \$477  = \$473  | \$476 ;
+  assign \$478  = chan__payload[98] | chan__payload[99];
+  assign \$479  = chan__payload[100] | chan__payload[101];
+  assign \$480  = \$478  | \$479 ;
+  assign \$481  = chan__payload[100] | chan__payload[101];
+  assign \$482  = chan__payload[101] ? 6'h3b : 6'h3a;
+  assign \$483  = chan__payload[99] ? 6'h39 : 6'h38;
+  assign \$484  = \$481  ? \$482  : \$483 ;
+  assign \$485  = chan__payload[94] | chan__payload[95];
+  assign \$486  = chan__payload[96] | chan__payload[97];
+  assign \$487  = \$485  | \$486 ;
+  assign \$488  = chan__payload[96] | chan__payload[97];
+  assign \$489  = chan__payload[97] ? 6'h37 : 6'h36;
+  assign \$490  = chan__payload[95] ? 6'h35 : 6'h34;
+  assign \$491  = \$488  ? \$489  : \$490 ;
+  assign \$492  = chan__payload[92] | chan__payload[93];
+  assign \$493  = chan__payload[93] ? 6'h33 : 6'h32;
+  assign \$494  = chan__payload[91] ? 6'h31 : 6'h30;
+  assign \$495  = \$492  ? \$493  : \$494 ;
+  assign \$496  = \$487  ? \$491  : \$495 ;
+  assign \$497  = \$480  ? \$484  : \$496 ;
+  assign \$498  = chan__payload[82] | chan__payload[83];
+  assign \$499  = chan__payload[84] | chan__payload[85];
+  assign \$500  = \$498  | \$499 ;
+  assign \$501  = chan__payload[86] | chan__payload[87];
+  assign \$502  = chan__payload[88] | chan__payload[89];
+  assign \$503  = \$501  | \$502 ;
+  assign \$504  = \$500  | \$503 ;
+  assign \$505  = chan__payload[86] | chan__payload[87];
+  assign \$506  = chan__payload[88] | chan__payload[89];
+  assign \$507  = \$505  | \$506 ;
+  assign \$508  = chan__payload[88] | chan__payload[89];
+  assign \$509  = chan__payload[89] ? 6'h2f : 6'h2e;
+  assign \$510  = chan__payload[87] ? 6'h2d : 6'h2c;
+  assign \$511  = \$508  ? \$509  : \$510 ;
+  assign \$512  = chan__payload[84] | chan__payload[85];
+  assign \$513  = chan__payload[85] ? 6'h2b : 6'h2a;
+  assign \$514  = chan__payload[83] ? 6'h29 : 6'h28;
+  assign \$515  = \$512  ? \$513  : \$514 ;
+  assign \$516  = \$507  ? \$511  : \$515 ;
+  assign \$517  = chan__payload[78] | chan__payload[79];
+  assign \$518  = chan__payload[80] | chan__payload[81];
+  assign \$519  = \$517  | \$518 ;
+  assign \$520  = chan__payload[80] | chan__payload[81];
+  assign \$521  = chan__payload[81] ? 6'h27 : 6'h26;
+  assign \$522  = chan__payload[79] ? 6'h25 : 6'h24;
+  assign \$523  = \$520  ? \$521  : \$522 ;
+  assign \$524  = chan__payload[76] | chan__payload[77];
+  assign \$525  = chan__payload[77] ? 6'h23 : 6'h22;
+  assign \$526  = chan__payload[75] ? 6'h21 : 6'h20;
+  assign \$527  = \$524  ? \$525  : \$526 ;
+  assign \$528  = \$519  ? \$523  : \$527 ;
+  assign \$529  = \$504  ? \$516  : \$528 ;
+  assign \$530  = \$477  ? \$497  : \$529 ;
+  assign \$531  = chan__payload[58] | chan__payload[59];
+  assign \$532  = chan__payload[60] | chan__payload[61];
+  assign \$533  = \$531  | \$532 ;
+  assign \$534  = chan__payload[62] | chan__payload[63];
+  assign \$535  = chan__payload[64] | chan__payload[65];
+  assign \$536  = \$534  | \$535 ;
+  assign \$537  = \$533  | \$536 ;
+  assign \$538  = chan__payload[66] | chan__payload[67];
+  assign \$539  = chan__payload[68] | chan__payload[69];
+  assign \$540  = \$538  | \$539 ;
+  assign \$541  = chan__payload[70] | chan__payload[71];
+  assign \$542  = chan__payload[72] | chan__payload[73];
   assign \$543  = \$541  | \$542 ;
-  assign \$544  = chan__payload[62] | chan__payload[63];
-  assign \$545  = chan__payload[64] | chan__payload[65];
-  assign \$546  = \$544  | \$545 ;
-  assign \$547  = \$543  | \$546 ;
-  assign \$548  = chan__payload[66] | chan__payload[67];
-  assign \$549  = chan__payload[68] | chan__payload[69];
-  assign \$550  = \$548  | \$549 ;
-  assign \$551  = chan__payload[70] | chan__payload[71];
-  assign \$552  = chan__payload[72] | chan__payload[73];
-  assign \$553  = \$551  | \$552 ;
-  assign \$554  = \$550  | \$553 ;
-  assign \$555  = \$547  | \$554 ;
-  assign \$556  = chan__payload[66] | chan__payload[67];
-  assign \$557  = chan__payload[68] | chan__payload[69];
-  assign \$558  = \$556  | \$557 ;
-  assign \$559  = chan__payload[70] | chan__payload[71];
-  assign \$560  = chan__payload[72] | chan__payload[73];
-  assign \$561  = \$559  | \$560 ;
-  assign \$562  = \$558  | \$561 ;
-  assign \$563  = chan__payload[70] | chan__payload[71];
-  assign \$564  = chan__payload[72] | chan__payload[73];
-  assign \$565  = \$563  | \$564 ;
-  assign \$566  = chan__payload[72] | chan__payload[73];
-  assign \$567  = chan__payload[73] ? 6'h1f : 6'h1e;
-  assign \$568  = chan__payload[71] ? 6'h1d : 6'h1c;
-  assign \$569  = \$566  ? \$567  : \$568 ;
-  assign \$570  = chan__payload[68] | chan__payload[69];
-  assign \$571  = chan__payload[69] ? 6'h1b : 6'h1a;
-  assign \$572  = chan__payload[67] ? 6'h19 : 6'h18;
-  assign \$573  = \$570  ? \$571  : \$572 ;
-  assign \$574  = \$565  ? \$569  : \$573 ;
-  assign \$575  = chan__payload[62] | chan__payload[63];
-  assign \$576  = chan__payload[64] | chan__payload[65];
-  assign \$577  = \$575  | \$576 ;
-  assign \$578  = chan__payload[64] | chan__payload[65];
-  assign \$579  = chan__payload[65] ? 6'h17 : 6'h16;
-  assign \$580  = chan__payload[63] ? 6'h15 : 6'h14;
-  assign \$581  = \$578  ? \$579  : \$580 ;
-  assign \$582  = chan__payload[60] | chan__payload[61];
-  assign \$583  = chan__payload[61] ? 6'h13 : 6'h12;
-  assign \$584  = chan__payload[59] ? 6'h11 : 6'h10;
-  assign \$585  = \$582  ? \$583  : \$584 ;
-  assign \$586  = \$577  ? \$581  : \$585 ;
-  assign \$587  = \$562  ? \$574  : \$586 ;
-  assign \$588  = chan__payload[50] | chan__payload[51];
-  assign \$589  = chan__payload[52] | chan__payload[53];
-  assign \$590  = \$588  | \$589 ;
-  assign \$591  = chan__payload[54] | chan__payload[55];
-  assign \$592  = chan__payload[56] | chan__payload[57];
-  assign \$593  = \$591  | \$592 ;
-  assign \$594  = \$590  | \$593 ;
-  assign \$595  = chan__payload[54] | chan__payload[55];
-  assign \$596  = chan__payload[56] | chan__payload[57];
-  assign \$597  = \$595  | \$596 ;
-  assign \$598  = chan__payload[56] | chan__payload[57];
-  assign \$599  = chan__payload[57] ? 6'h0f : 6'h0e;
-  assign \$600  = chan__payload[55] ? 6'h0d : 6'h0c;
-  assign \$601  = \$598  ? \$599  : \$600 ;
-  assign \$602  = chan__payload[52] | chan__payload[53];
-  assign \$603  = chan__payload[53] ? 6'h0b : 6'h0a;
-  assign \$604  = chan__payload[51] ? 6'h09 : 6'h08;
-  assign \$605  = \$602  ? \$603  : \$604 ;
-  assign \$606  = \$597  ? \$601  : \$605 ;
-  assign \$607  = chan__payload[46] | chan__payload[47];
-  assign \$608  = chan__payload[48] | chan__payload[49];
-  assign \$609  = \$607  | \$608 ;
-  assign \$610  = chan__payload[48] | chan__payload[49];
-  assign \$611  = chan__payload[49] ? 6'h07 : 6'h06;
-  assign \$612  = chan__payload[47] ? 6'h05 : 6'h04;
-  assign \$613  = \$610  ? \$611  : \$612 ;
-  assign \$614  = chan__payload[44] | chan__payload[45];
-  assign \$615  = chan__payload[45] ? 6'h03 : 6'h02;
-  assign \$616  = chan__payload[43] ? 6'h01 : 6'h00;
-  assign \$617  = \$614  ? \$615  : \$616 ;
-  assign \$618  = \$609  ? \$613  : \$617 ;
-  assign \$619  = \$594  ? \$606  : \$618 ;
-  assign \$620  = \$555  ? \$587  : \$619 ;
-  assign den_lead = \$476  ? \$540  : \$620 ;
-  assign \$621  = chan__payload[8] | chan__payload[9];
-  assign \$622  = chan__payload[10] | chan__payload[11];
-  assign \$623  = \$621  | \$622 ;
-  assign \$624  = \$623  | chan__payload[12];
-  assign \$625  = chan__payload[10] | chan__payload[11];
-  assign \$626  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$627  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$628  = \$625  ? \$626  : \$627 ;
-  assign \$629  = chan__payload[12] ? 4'hc : \$628 ;
-  assign \$630  = chan__payload[4] | chan__payload[5];
-  assign \$631  = chan__payload[6] | chan__payload[7];
-  assign \$632  = \$630  | \$631 ;
-  assign \$633  = chan__payload[6] | chan__payload[7];
-  assign \$634  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$635  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$636  = \$633  ? \$634  : \$635 ;
-  assign \$637  = chan__payload[2] | chan__payload[3];
-  assign \$638  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$639  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$640  = \$637  ? \$638  : \$639 ;
-  assign \$641  = \$632  ? \$636  : \$640 ;
-  assign count_lead = \$624  ? \$629  : \$641 ;
-  assign \$642  = ! chan__payload[12:0];
-  assign \$643  = chan__payload[12:0] > 13'h1000;
-  assign \$644  = \$642  | \$643 ;
-  assign \$645  = ! chan__payload[114:102];
-  assign \$647  = 1'h0 + \$646 ;
-  assign \$649  = \$647  + \$648 ;
-  assign \$650  = \$649  < chan__payload[12:0];
-  assign \$651  = \$645  | \$650 ;
-  assign \$652  = ! chan__payload[101:42];
-  assign \$653  = count_lead + 4'hc;
-  assign \$654  = \$653  > 1'h0;
-  assign \$655  = count_lead + 4'hc;
-  assign \$656  = den_lead < \$655 ;
-  assign \$657  = \$654  & \$656 ;
-  assign \$658  = \$652  | \$657 ;
-  assign refused = | { \$658 , \$651 , \$644  };
-  assign \$659  = i__valid & last;
-  assign \$660  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$661  = - $signed(chan[41:13]);
-  assign \$662  = \$660  ? \$661  : { chan[41], chan[41:13] };
-  assign \$663  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$664  = ~ \$663 ;
-  assign \$665  = $signed(chan[186:171]) < $signed(1'h0);
-  assign \$666  = - $signed(chan[186:171]);
-  assign \$667  = \$665  ? \$666  : { chan[186], chan[186:171] };
-  assign \$669  = 5'h1b + sh;
-  assign \$670  = 5'h10 + \$669 ;
-  assign \$671  = $signed(chan[186:171]) < $signed(1'h0);
-  assign \$672  = $signed(qg) < $signed(1'h0);
-  assign \$673  = - $signed(qg);
-  assign \$674  = \$672  ? \$673  : { qg[55], qg };
-  assign \$676  = $signed(qg) < $signed(1'h0);
-  assign \$677  = $signed(sg) < $signed(1'h0);
-  assign \$678  = - $signed(sg);
-  assign \$679  = \$677  ? \$678  : { sg[28], sg };
-  assign \$680  = $signed(sg) < $signed(1'h0);
-  assign \$681  = ~ \$680 ;
-  assign \$682  = $signed(chan[186:171]) < $signed(1'h0);
-  assign \$683  = - $signed(chan[186:171]);
-  assign \$684  = \$682  ? \$683  : { chan[186], chan[186:171] };
-  assign \$685  = $signed(chan[186:171]) < $signed(1'h0);
-  assign \$686  = $signed(scratch) < $signed(1'h0);
-  assign \$687  = - $signed(scratch);
-  assign \$688  = \$686  ? \$687  : { scratch[124], scratch };
-  assign \$690  = 5'h1b + sh;
-  assign \$691  = 7'h53 + \$690 ;
-  assign \$692  = $signed(scratch) < $signed(1'h0);
-  assign \$693  = $signed(tq) < $signed(1'h0);
-  assign \$694  = - $signed(tq);
-  assign \$695  = \$693  ? \$694  : { tq[144], tq };
-  assign \$696  = $signed(tq) < $signed(1'h0);
-  assign \$697  = | left;
-  assign \$698  = ~ o__valid;
-  assign \$699  = \$698  | o__ready;
-  assign \$700  = \$697  & \$699 ;
-  assign \$701  = i__valid & i__ready;
-  assign \$702  = ! fsm_state;
-  assign \$703  = fsm_state == 1'h1;
-  assign \$704  = fsm_state == 2'h2;
-  assign \$705  = fsm_state == 2'h3;
-  assign \$706  = fsm_state == 3'h4;
-  assign \$707  = fsm_state == 3'h5;
-  assign \$708  = fsm_state == 3'h6;
-  assign \$709  = fsm_state == 3'h7;
-  assign \$710  = fsm_state == 4'h8;
-  assign \$711  = fsm_state == 4'h9;
-  assign \$712  = fsm_state == 4'ha;
-  assign \$713  = fsm_state == 4'hb;
-  assign \$714  = fsm_state == 4'hc;
-  assign \$715  = fsm_state == 4'hd;
-  assign \$716  = fsm_state == 4'he;
-  assign \$717  = fsm_state == 4'hf;
-  assign \$718  = fsm_state == 5'h10;
-  assign \$719  = fsm_state == 5'h11;
-  assign \$720  = fsm_state == 5'h12;
-  assign \$721  = fsm_state == 5'h13;
-  assign \$722  = fsm_state == 5'h14;
-  assign \$723  = fsm_state == 5'h15;
-  assign \$724  = fsm_state == 5'h16;
-  assign \$725  = fsm_state == 5'h17;
-  assign \$726  = fsm_state == 5'h18;
-  assign \$727  = fsm_state == 5'h19;
-  assign \$728  = fsm_state == 5'h1a;
-  assign \$729  = fsm_state == 5'h1b;
-  assign \$730  = fsm_state == 5'h1c;
-  assign \$731  = fsm_state == 5'h1d;
-  assign \$732  = fsm_state == 5'h1e;
-  assign \$733  = fsm_state == 5'h1f;
-  assign \$734  = fsm_state == 6'h20;
-  assign \$735  = fsm_state == 6'h21;
-  assign \$736  = fsm_state == 6'h22;
-  assign \$737  = fsm_state == 6'h23;
-  assign \$738  = fsm_state == 6'h24;
-  assign \$739  = fsm_state == 6'h25;
-  assign \$740  = fsm_state == 6'h26;
-  assign \$741  = fsm_state == 6'h27;
-  assign \$742  = fsm_state == 6'h28;
-  assign \$743  = fsm_state == 6'h29;
-  assign \$744  = fsm_state == 6'h2a;
-  assign \$745  = fsm_state == 6'h2b;
-  assign \$746  = fsm_state == 6'h2c;
-  assign \$747  = fsm_state == 6'h2d;
-  assign \$748  = fsm_state == 6'h2e;
-  assign \$749  = fsm_state == 6'h2f;
-  assign \$750  = ~ mask;
-  assign \$752  = $signed(\$751 ) > $signed(16'h7fff);
-  assign \$754  = $signed(\$753 ) < $signed(16'h8000);
-  assign \$756  = \$754  ? 17'h18000 : { 1'h0, \$755 [15:0] };
-  assign \$757  = \$752  ? 17'h07fff : \$756 ;
-  assign \$758  = mask ? \$757  : 17'h00000;
-  assign \$760  = $signed(\$759 ) > $signed(16'h7fff);
-  assign \$762  = $signed(\$761 ) < $signed(16'h8000);
-  assign \$763  = \$760  | \$762 ;
-  assign \$764  = mask & \$763 ;
-  assign \$765  = sat + \$764 ;
-  assign \$766  = left - 1'h1;
-  assign \$767  = last ? 14'h0000 : \$766 ;
-  assign \$768  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$769  = $signed(sg) + $signed(\$768 );
-  assign \$770  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$771  = mask ? \$770  : 32'd0;
-  assign \$772  = $signed(sgx) + $signed(\$771 );
-  assign \$773  = $signed(tq) + $signed(2'h1);
-  assign \$775  = $signed(tq) + $signed(2'h1);
-  assign \$777  = align + sh;
-  assign \$778  = \$777  == 6'h21;
-  assign \$780  = align + 1'h1;
-  assign \$781  = $signed(tq) + $signed(2'h1);
-  assign \$783  = align + sh;
-  assign \$784  = \$783  == 6'h21;
-  assign \$786  = align + 1'h1;
-  assign \$787  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$788  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$789  = \$788  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$790  = \$787  ? 125'h0000000000003ffc0001100100000000 : \$789 ;
-  assign \$791  = align + sh;
-  assign \$792  = \$791  == 6'h21;
-  assign \$794  = align + 1'h1;
-  assign \$795  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$796  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$797  = \$796  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$798  = \$795  ? 125'h0000000000003ffc0001100100000000 : \$797 ;
-  assign \$799  = align + sh;
-  assign \$800  = \$799  == 6'h21;
-  assign \$802  = align + 1'h1;
-  assign \$803  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$804  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$805  = \$804  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$806  = \$803  ? 125'h0000000000003ffc0001100100000000 : \$805 ;
-  assign \$807  = align + sh;
-  assign \$808  = \$807  == 6'h21;
-  assign \$810  = align + 1'h1;
-  assign \$811  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$812  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$813  = \$812  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$814  = \$811  ? 125'h0000000000003ffc0001100100000000 : \$813 ;
-  assign \$815  = align + sh;
-  assign \$816  = \$815  == 6'h21;
-  assign \$818  = align + 1'h1;
-  assign \$819  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$820  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$821  = \$820  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$822  = \$819  ? 125'h0000000000003ffc0001100100000000 : \$821 ;
-  assign \$823  = | left;
-  assign \$824  = ~ \$823 ;
-  assign \$825  = ~ o__valid;
-  assign \$826  = \$825  | o__ready;
-  assign \$827  = \$824  & \$826 ;
+  assign \$544  = \$540  | \$543 ;
+  assign \$545  = \$537  | \$544 ;
+  assign \$546  = chan__payload[66] | chan__payload[67];
+  assign \$547  = chan__payload[68] | chan__payload[69];
+  assign \$548  = \$546  | \$547 ;
+  assign \$549  = chan__payload[70] | chan__payload[71];
+  assign \$550  = chan__payload[72] | chan__payload[73];
+  assign \$551  = \$549  | \$550 ;
+  assign \$552  = \$548  | \$551 ;
+  assign \$553  = chan__payload[70] | chan__payload[71];
+  assign \$554  = chan__payload[72] | chan__payload[73];
+  assign \$555  = \$553  | \$554 ;
+  assign \$556  = chan__payload[72] | chan__payload[73];
+  assign \$557  = chan__payload[73] ? 6'h1f : 6'h1e;
+  assign \$558  = chan__payload[71] ? 6'h1d : 6'h1c;
+  assign \$559  = \$556  ? \$557  : \$558 ;
+  assign \$560  = chan__payload[68] | chan__payload[69];
+  assign \$561  = chan__payload[69] ? 6'h1b : 6'h1a;
+  assign \$562  = chan__payload[67] ? 6'h19 : 6'h18;
+  assign \$563  = \$560  ? \$561  : \$562 ;
+  assign \$564  = \$555  ? \$559  : \$563 ;
+  assign \$565  = chan__payload[62] | chan__payload[63];
+  assign \$566  = chan__payload[64] | chan__payload[65];
+  assign \$567  = \$565  | \$566 ;
+  assign \$568  = chan__payload[64] | chan__payload[65];
+  assign \$569  = chan__payload[65] ? 6'h17 : 6'h16;
+  assign \$570  = chan__payload[63] ? 6'h15 : 6'h14;
+  assign \$571  = \$568  ? \$569  : \$570 ;
+  assign \$572  = chan__payload[60] | chan__payload[61];
+  assign \$573  = chan__payload[61] ? 6'h13 : 6'h12;
+  assign \$574  = chan__payload[59] ? 6'h11 : 6'h10;
+  assign \$575  = \$572  ? \$573  : \$574 ;
+  assign \$576  = \$567  ? \$571  : \$575 ;
+  assign \$577  = \$552  ? \$564  : \$576 ;
+  assign \$578  = chan__payload[50] | chan__payload[51];
+  assign \$579  = chan__payload[52] | chan__payload[53];
+  assign \$580  = \$578  | \$579 ;
+  assign \$581  = chan__payload[54] | chan__payload[55];
+  assign \$582  = chan__payload[56] | chan__payload[57];
+  assign \$583  = \$581  | \$582 ;
+  assign \$584  = \$580  | \$583 ;
+  assign \$585  = chan__payload[54] | chan__payload[55];
+  assign \$586  = chan__payload[56] | chan__payload[57];
+  assign \$587  = \$585  | \$586 ;
+  assign \$588  = chan__payload[56] | chan__payload[57];
+  assign \$589  = chan__payload[57] ? 6'h0f : 6'h0e;
+  assign \$590  = chan__payload[55] ? 6'h0d : 6'h0c;
+  assign \$591  = \$588  ? \$589  : \$590 ;
+  assign \$592  = chan__payload[52] | chan__payload[53];
+  assign \$593  = chan__payload[53] ? 6'h0b : 6'h0a;
+  assign \$594  = chan__payload[51] ? 6'h09 : 6'h08;
+  assign \$595  = \$592  ? \$593  : \$594 ;
+  assign \$596  = \$587  ? \$591  : \$595 ;
+  assign \$597  = chan__payload[46] | chan__payload[47];
+  assign \$598  = chan__payload[48] | chan__payload[49];
+  assign \$599  = \$597  | \$598 ;
+  assign \$600  = chan__payload[48] | chan__payload[49];
+  assign \$601  = chan__payload[49] ? 6'h07 : 6'h06;
+  assign \$602  = chan__payload[47] ? 6'h05 : 6'h04;
+  assign \$603  = \$600  ? \$601  : \$602 ;
+  assign \$604  = chan__payload[44] | chan__payload[45];
+  assign \$605  = chan__payload[45] ? 6'h03 : 6'h02;
+  assign \$606  = chan__payload[43] ? 6'h01 : 6'h00;
+  assign \$607  = \$604  ? \$605  : \$606 ;
+  assign \$608  = \$599  ? \$603  : \$607 ;
+  assign \$609  = \$584  ? \$596  : \$608 ;
+  assign \$610  = \$545  ? \$577  : \$609 ;
+  assign den_lead = \$466  ? \$530  : \$610 ;
+  assign \$611  = chan__payload[8] | chan__payload[9];
+  assign \$612  = chan__payload[10] | chan__payload[11];
+  assign \$613  = \$611  | \$612 ;
+  assign \$614  = \$613  | chan__payload[12];
+  assign \$615  = chan__payload[10] | chan__payload[11];
+  assign \$616  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$617  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$618  = \$615  ? \$616  : \$617 ;
+  assign \$619  = chan__payload[12] ? 4'hc : \$618 ;
+  assign \$620  = chan__payload[4] | chan__payload[5];
+  assign \$621  = chan__payload[6] | chan__payload[7];
+  assign \$622  = \$620  | \$621 ;
+  assign \$623  = chan__payload[6] | chan__payload[7];
+  assign \$624  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$625  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$626  = \$623  ? \$624  : \$625 ;
+  assign \$627  = chan__payload[2] | chan__payload[3];
+  assign \$628  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$629  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$630  = \$627  ? \$628  : \$629 ;
+  assign \$631  = \$622  ? \$626  : \$630 ;
+  assign count_lead = \$614  ? \$619  : \$631 ;
+  assign \$632  = ! chan__payload[12:0];
+  assign \$633  = chan__payload[12:0] > 13'h1000;
+  assign \$634  = \$632  | \$633 ;
+  assign \$635  = ! chan__payload[114:102];
+  assign \$637  = 1'h0 + \$636 ;
+  assign \$639  = \$637  + \$638 ;
+  assign \$640  = \$639  < chan__payload[12:0];
+  assign \$641  = \$635  | \$640 ;
+  assign \$642  = ! chan__payload[101:42];
+  assign \$643  = count_lead + 4'hc;
+  assign \$644  = \$643  > 1'h0;
+  assign \$645  = count_lead + 4'hc;
+  assign \$646  = den_lead < \$645 ;
+  assign \$647  = \$644  & \$646 ;
+  assign \$648  = \$642  | \$647 ;
+  assign refused = | { \$648 , \$641 , \$634  };
+  assign \$649  = i__valid & last;
+  assign \$650  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$651  = - $signed(chan[41:13]);
+  assign \$652  = \$650  ? \$651  : { chan[41], chan[41:13] };
+  assign \$653  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$654  = ~ \$653 ;
+  assign \$655  = $signed(chan[186:171]) < $signed(1'h0);
+  assign \$656  = - $signed(chan[186:171]);
+  assign \$657  = \$655  ? \$656  : { chan[186], chan[186:171] };
+  assign \$659  = 5'h1b + sh;
+  assign \$660  = 5'h10 + \$659 ;
+  assign \$661  = $signed(chan[186:171]) < $signed(1'h0);
+  assign \$662  = $signed(qg) < $signed(1'h0);
+  assign \$663  = - $signed(qg);
+  assign \$664  = \$662  ? \$663  : { qg[55], qg };
+  assign \$666  = $signed(qg) < $signed(1'h0);
+  assign \$667  = $signed(sg) < $signed(1'h0);
+  assign \$668  = - $signed(sg);
+  assign \$669  = \$667  ? \$668  : { sg[28], sg };
+  assign \$670  = $signed(sg) < $signed(1'h0);
+  assign \$671  = ~ \$670 ;
+  assign \$672  = $signed(chan[186:171]) < $signed(1'h0);
+  assign \$673  = - $signed(chan[186:171]);
+  assign \$674  = \$672  ? \$673  : { chan[186], chan[186:171] };
+  assign \$675  = $signed(chan[186:171]) < $signed(1'h0);
+  assign \$676  = $signed(scratch) < $signed(1'h0);
+  assign \$677  = - $signed(scratch);
+  assign \$678  = \$676  ? \$677  : { scratch[124], scratch };
+  assign \$680  = 5'h1b + sh;
+  assign \$681  = 7'h53 + \$680 ;
+  assign \$682  = $signed(scratch) < $signed(1'h0);
+  assign \$683  = $signed(tq) < $signed(1'h0);
+  assign \$684  = - $signed(tq);
+  assign \$685  = \$683  ? \$684  : { tq[144], tq };
+  assign \$686  = $signed(tq) < $signed(1'h0);
+  assign \$687  = | left;
+  assign \$688  = \$687  & adv;
+  assign \$689  = i__valid & i__ready;
+  assign \$690  = ! fsm_state;
+  assign \$691  = fsm_state == 1'h1;
+  assign \$692  = fsm_state == 2'h2;
+  assign \$693  = fsm_state == 2'h3;
+  assign \$694  = fsm_state == 3'h4;
+  assign \$695  = fsm_state == 3'h5;
+  assign \$696  = fsm_state == 3'h6;
+  assign \$697  = fsm_state == 3'h7;
+  assign \$698  = fsm_state == 4'h8;
+  assign \$699  = fsm_state == 4'h9;
+  assign \$700  = fsm_state == 4'ha;
+  assign \$701  = fsm_state == 4'hb;
+  assign \$702  = fsm_state == 4'hc;
+  assign \$703  = fsm_state == 4'hd;
+  assign \$704  = fsm_state == 4'he;
+  assign \$705  = fsm_state == 4'hf;
+  assign \$706  = fsm_state == 5'h10;
+  assign \$707  = fsm_state == 5'h11;
+  assign \$708  = fsm_state == 5'h12;
+  assign \$709  = fsm_state == 5'h13;
+  assign \$710  = fsm_state == 5'h14;
+  assign \$711  = fsm_state == 5'h15;
+  assign \$712  = fsm_state == 5'h16;
+  assign \$713  = fsm_state == 5'h17;
+  assign \$714  = fsm_state == 5'h18;
+  assign \$715  = fsm_state == 5'h19;
+  assign \$716  = fsm_state == 5'h1a;
+  assign \$717  = fsm_state == 5'h1b;
+  assign \$718  = fsm_state == 5'h1c;
+  assign \$719  = fsm_state == 5'h1d;
+  assign \$720  = fsm_state == 5'h1e;
+  assign \$721  = fsm_state == 5'h1f;
+  assign \$722  = fsm_state == 6'h20;
+  assign \$723  = fsm_state == 6'h21;
+  assign \$724  = fsm_state == 6'h22;
+  assign \$725  = fsm_state == 6'h23;
+  assign \$726  = fsm_state == 6'h24;
+  assign \$727  = fsm_state == 6'h25;
+  assign \$728  = fsm_state == 6'h26;
+  assign \$729  = fsm_state == 6'h27;
+  assign \$730  = fsm_state == 6'h28;
+  assign \$731  = fsm_state == 6'h29;
+  assign \$732  = fsm_state == 6'h2a;
+  assign \$733  = fsm_state == 6'h2b;
+  assign \$734  = fsm_state == 6'h2c;
+  assign \$735  = fsm_state == 6'h2d;
+  assign \$736  = fsm_state == 6'h2e;
+  assign \$737  = fsm_state == 6'h2f;
+  assign \$738  = $signed(s0_g) * $signed(lane_a);
+  assign \$739  = \$signal  == 3'h4;
+  assign \$740  = \$signal  == 2'h3;
+  assign \$741  = \$signal  == 2'h2;
+  assign \$742  = ! \$signal ;
+  assign \$743  = \$742  ? const0 : const1;
+  assign \$744  = \$741  ? const2 : \$743 ;
+  assign \$745  = \$740  ? const3 : \$744 ;
+  assign \$746  = \$739  ? const4 : \$745 ;
+  assign \$747  = $signed(\$738 ) + $signed(\$746 );
+  assign \$748  = $signed(\$747 ) + $signed(34'h100000000);
+  assign \$749  = ~ s1_mask;
+  assign \$751  = $signed(\$750 ) > $signed(16'h7fff);
+  assign \$753  = $signed(\$752 ) < $signed(16'h8000);
+  assign \$755  = \$753  ? 17'h18000 : { 1'h0, \$754 [15:0] };
+  assign \$756  = \$751  ? 17'h07fff : \$755 ;
+  assign \$757  = s1_mask ? \$756  : 17'h00000;
+  assign \$759  = $signed(\$758 ) > $signed(16'h7fff);
+  assign \$761  = $signed(\$760 ) < $signed(16'h8000);
+  assign \$762  = \$759  | \$761 ;
+  assign \$763  = s1_mask & \$762 ;
+  assign \$764  = sat + \$763 ;
+  assign \$765  = left - 1'h1;
+  assign \$766  = last ? 14'h0000 : \$765 ;
+  assign \$767  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$768  = $signed(sg) + $signed(\$767 );
+  assign \$769  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$770  = mask ? \$769  : 32'd0;
+  assign \$771  = $signed(sgx) + $signed(\$770 );
+  assign \$772  = $signed(tq) + $signed(2'h1);
+  assign \$774  = $signed(tq) + $signed(2'h1);
+  assign \$776  = align + sh;
+  assign \$777  = \$776  == 6'h21;
+  assign \$779  = align + 1'h1;
+  assign \$780  = $signed(tq) + $signed(2'h1);
+  assign \$782  = align + sh;
+  assign \$783  = \$782  == 6'h21;
+  assign \$785  = align + 1'h1;
+  assign \$786  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$787  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$788  = \$787  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$789  = \$786  ? 125'h0000000000003ffc0001100100000000 : \$788 ;
+  assign \$790  = align + sh;
+  assign \$791  = \$790  == 6'h21;
+  assign \$793  = align + 1'h1;
+  assign \$794  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$795  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$796  = \$795  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$797  = \$794  ? 125'h0000000000003ffc0001100100000000 : \$796 ;
+  assign \$798  = align + sh;
+  assign \$799  = \$798  == 6'h21;
+  assign \$801  = align + 1'h1;
+  assign \$802  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$803  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$804  = \$803  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$805  = \$802  ? 125'h0000000000003ffc0001100100000000 : \$804 ;
+  assign \$806  = align + sh;
+  assign \$807  = \$806  == 6'h21;
+  assign \$809  = align + 1'h1;
+  assign \$810  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$811  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$812  = \$811  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$813  = \$810  ? 125'h0000000000003ffc0001100100000000 : \$812 ;
+  assign \$814  = align + sh;
+  assign \$815  = \$814  == 6'h21;
+  assign \$817  = align + 1'h1;
+  assign \$818  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$819  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$820  = \$819  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$821  = \$818  ? 125'h0000000000003ffc0001100100000000 : \$820 ;
+  assign \$822  = | left;
+  assign \$823  = ~ \$822 ;
+  assign \$824  = ~ \$signal$66 ;
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = ~ s1_valid;
+  assign \$827  = \$825  & \$826 ;
+  assign \$828  = \$827  & adv;
   always @(posedge clk)
-    o__valid <= \$828 ;
+    s0_x <= \$829 ;
   always @(posedge clk)
-    o__payload <= \$829 ;
+    s0_g <= \$830 ;
   always @(posedge clk)
-    sat <= \$830 ;
+    s0_mask <= \$831 ;
   always @(posedge clk)
-    left <= \$831 ;
+    \$signal  <= \$832 ;
   always @(posedge clk)
-    chan <= \$832 ;
+    o__valid <= \$833 ;
   always @(posedge clk)
-    sg <= \$833 ;
+    s1_valid <= \$834 ;
   always @(posedge clk)
-    sgx <= \$834 ;
+    \$signal$66  <= \$835 ;
   always @(posedge clk)
-    dgamma <= \$835 ;
+    s1_mask <= \$836 ;
   always @(posedge clk)
-    align <= \$836 ;
+    acc0 <= \$837 ;
   always @(posedge clk)
-    fsm_state <= \$837 ;
+    o__payload <= \$838 ;
   always @(posedge clk)
-    sh <= \$838 ;
+    sat <= \$839 ;
   always @(posedge clk)
-    scratch <= \$839 ;
+    left <= \$840 ;
   always @(posedge clk)
-    qg <= \$840 ;
+    chan <= \$841 ;
   always @(posedge clk)
-    tq <= \$841 ;
+    sg <= \$842 ;
   always @(posedge clk)
-    m1 <= \$842 ;
+    sgx <= \$843 ;
   always @(posedge clk)
-    lane_a <= \$843 ;
+    dgamma <= \$844 ;
   always @(posedge clk)
-    c0w <= \$844 ;
+    align <= \$845 ;
   always @(posedge clk)
-    m2 <= \$845 ;
+    fsm_state <= \$846 ;
   always @(posedge clk)
-    const0 <= \$846 ;
+    sh <= \$847 ;
   always @(posedge clk)
-    const1 <= \$847 ;
+    scratch <= \$848 ;
   always @(posedge clk)
-    const2 <= \$848 ;
+    qg <= \$849 ;
   always @(posedge clk)
-    const3 <= \$849 ;
+    tq <= \$850 ;
   always @(posedge clk)
-    const4 <= \$850 ;
+    m1 <= \$851 ;
+  always @(posedge clk)
+    lane_a <= \$852 ;
+  always @(posedge clk)
+    c0w <= \$853 ;
+  always @(posedge clk)
+    m2 <= \$854 ;
+  always @(posedge clk)
+    const0 <= \$855 ;
+  always @(posedge clk)
+    const1 <= \$856 ;
+  always @(posedge clk)
+    const2 <= \$857 ;
+  always @(posedge clk)
+    const3 <= \$858 ;
+  always @(posedge clk)
+    const4 <= \$859 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$2  = chan[142:115] > chan[170:143];
@@ -1517,14 +1555,14 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   \hwnorm_bwd_range_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$70 ),
+    .done(\done$78 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$58 ),
+    .\neg$15 (\neg$51 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$56 ),
-    .steps(\steps$54 )
+    .start(\start$49 ),
+    .steps(\steps$47 )
   );
   \hwnorm_bwd_range_s16.mul  mul (
     .a(a),
@@ -1538,7 +1576,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_range_s16.sel$72  \sel$72  (
+  \hwnorm_bwd_range_s16.sel$80  \sel$80  (
     .chunk_size(chan[114:102]),
     .clear(clear),
     .clk(clk),
@@ -1773,7 +1811,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h2d:
           /* empty */;
       6'h2e:
-          i__ready = \$700 ;
+          i__ready = \$688 ;
     endcase
   end
   always @* begin
@@ -1881,7 +1919,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h00:
           /* empty */;
       6'h02:
-          rewind = \$659 ;
+          rewind = \$649 ;
     endcase
   end
   always @* begin
@@ -2087,7 +2125,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h04:
           /* empty */;
       6'h05:
-          b = \$662 ;
+          b = \$652 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -2109,11 +2147,11 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$679 ;
+          b = \$669 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684  };
+          b = { \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674  };
       6'h13:
           /* empty */;
       6'h14:
@@ -2267,7 +2305,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$664 ;
+          neg = \$654 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -2289,11 +2327,11 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$681 ;
+          neg = \$671 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$685 ;
+          neg = \$675 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -2451,13 +2489,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$668 [142:0];
+          lo_init = \$658 [142:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$675 [142:0];
+          lo_init = \$665 [142:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2481,16 +2519,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          lo_init = \$689 [142:0];
+          lo_init = \$679 [142:0];
       6'h17:
           /* empty */;
       6'h18:
-          lo_init = \$695 [142:0];
+          lo_init = \$685 [142:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$54  = 8'h00;
+    \steps$47  = 8'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2505,13 +2543,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          \steps$54  = \$670 ;
+          \steps$47  = \$660 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$54  = 8'h56;
+          \steps$47  = 8'h56;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2535,16 +2573,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          \steps$54  = \$691 ;
+          \steps$47  = \$681 ;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$54  = 8'h8f;
+          \steps$47  = 8'h8f;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$56  = 1'h0;
+    \start$49  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2559,13 +2597,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2589,11 +2627,11 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
     endcase
   end
   always @* begin
@@ -2652,7 +2690,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$58  = 1'h0;
+    \neg$51  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2667,13 +2705,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          \neg$58  = \$671 ;
+          \neg$51  = \$661 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$58  = \$676 ;
+          \neg$51  = \$666 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2697,11 +2735,11 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          \neg$58  = \$692 ;
+          \neg$51  = \$682 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$58  = \$696 ;
+          \neg$51  = \$686 ;
     endcase
   end
   always @* begin
@@ -2853,7 +2891,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h2d:
           /* empty */;
       6'h2e:
-          take = \$701 ;
+          take = \$689 ;
     endcase
   end
   always @* begin
@@ -3058,22 +3096,9 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$828  = o__valid;
-    if (o__ready) begin
-      \$828  = 1'h0;
-    end
+    \$829  = s0_x;
     if (take) begin
-      \$828  = 1'h1;
-    end
-    if (rst) begin
-      \$828  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$829  = o__payload;
-    if (take) begin
-      \$829  = \$758 [15:0];
+      \$829  = i__payload[15:0];
     end
     if (rst) begin
       \$829  = 16'h0000;
@@ -3081,99 +3106,191 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$830  = sat;
+    \$830  = s0_g;
     if (take) begin
-      \$830  = \$765 [12:0];
+      \$830  = i__payload[31:16];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$830  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$830  = 13'h0000;
+      \$830  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = left;
-    if (beat) begin
-      \$831  = \$767 [12:0];
+    \$831  = s0_mask;
+    if (take) begin
+      \$831  = mask;
+    end
+    if (rst) begin
+      \$831  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$832  = \$signal ;
+    if (take) begin
+      \$832  = sel;
+    end
+    if (rst) begin
+      \$832  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$833  = o__valid;
+    if (adv) begin
+      \$833  = s1_valid;
+    end
+    if (rst) begin
+      \$833  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$834  = s1_valid;
+    if (adv) begin
+      \$834  = \$signal$66 ;
+    end
+    if (rst) begin
+      \$834  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$835  = \$signal$66 ;
+    if (adv) begin
+      \$835  = take;
+    end
+    if (rst) begin
+      \$835  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$836  = s1_mask;
+    if (adv) begin
+      \$836  = s0_mask;
+    end
+    if (rst) begin
+      \$836  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$837  = acc0;
+    if (adv) begin
+      \$837  = \$748 [80:0];
+    end
+    if (rst) begin
+      \$837  = 81'h000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$838  = o__payload;
+    if (adv) begin
+      \$838  = \$757 [15:0];
+    end
+    if (rst) begin
+      \$838  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$839  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$839  = \$764 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$831  = chan__payload[12:0];
+            \$839  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$839  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$840  = left;
+    if (beat) begin
+      \$840  = \$766 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$840  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$831  = chan[12:0];
+              \$840  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$831  = 13'h0000;
+      \$840  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = chan;
+    \$841  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$832  = chan__payload;
+            \$841  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$832  = 187'h00000000000000000000000000000000000000000000000;
+      \$841  = 187'h00000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = sg;
+    \$842  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$833  = 29'h00000000;
+            \$842  = 29'h00000000;
             if (refused) begin
-              \$833  = 29'h00000000;
+              \$842  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$833  = \$769 [28:0];
+            \$842  = \$768 [28:0];
           end
     endcase
     if (rst) begin
-      \$833  = 29'h00000000;
+      \$842  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$834  = sgx;
+    \$843  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$834  = 44'h00000000000;
+            \$843  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$834  = \$772 [43:0];
+            \$843  = \$771 [43:0];
           end
     endcase
     if (rst) begin
-      \$834  = 44'h00000000000;
+      \$843  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$835  = dgamma;
+    \$844  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$835  = 62'h0000000000000000;
+            \$844  = 62'h0000000000000000;
           end
       6'h02:
           /* empty */;
@@ -3196,19 +3313,19 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h0b:
           /* empty */;
       6'h0c:
-          \$835  = \$776 [61:0];
+          \$844  = \$775 [61:0];
     endcase
     if (rst) begin
-      \$835  = 62'h0000000000000000;
+      \$844  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$836  = align;
+    \$845  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$836  = 6'h00;
+            \$845  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3238,10 +3355,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$778 ) begin
-            \$836  = 6'h00;
+          if (\$777 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$780 [5:0];
+            \$845  = \$779 [5:0];
           end
       6'h10:
           /* empty */;
@@ -3269,10 +3386,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h1c:
           (* full_case = 32'd1 *)
-          if (\$784 ) begin
-            \$836  = 6'h00;
+          if (\$783 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$786 [5:0];
+            \$845  = \$785 [5:0];
           end
       6'h1d:
           /* empty */;
@@ -3282,10 +3399,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$792 ) begin
-            \$836  = 6'h00;
+          if (\$791 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$794 [5:0];
+            \$845  = \$793 [5:0];
           end
       6'h21:
           /* empty */;
@@ -3295,10 +3412,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h24:
           (* full_case = 32'd1 *)
-          if (\$800 ) begin
-            \$836  = 6'h00;
+          if (\$799 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$802 [5:0];
+            \$845  = \$801 [5:0];
           end
       6'h25:
           /* empty */;
@@ -3308,10 +3425,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h28:
           (* full_case = 32'd1 *)
-          if (\$808 ) begin
-            \$836  = 6'h00;
+          if (\$807 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$810 [5:0];
+            \$845  = \$809 [5:0];
           end
       6'h29:
           /* empty */;
@@ -3321,194 +3438,194 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$816 ) begin
-            \$836  = 6'h00;
+          if (\$815 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$818 [5:0];
+            \$845  = \$817 [5:0];
           end
     endcase
     if (rst) begin
-      \$836  = 6'h00;
+      \$845  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$837  = fsm_state;
+    \$846  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$837  = 6'h01;
+              \$846  = 6'h01;
             end else begin
-              \$837  = 6'h02;
+              \$846  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$837  = 6'h03;
+              \$846  = 6'h03;
             end
           end
       6'h03:
-          \$837  = 6'h04;
+          \$846  = 6'h04;
       6'h04:
           if (done) begin
-            \$837  = 6'h05;
+            \$846  = 6'h05;
           end
       6'h05:
-          \$837  = 6'h06;
+          \$846  = 6'h06;
       6'h06:
           if (done) begin
-            \$837  = 6'h07;
+            \$846  = 6'h07;
           end
       6'h07:
-          \$837  = 6'h08;
+          \$846  = 6'h08;
       6'h08:
-          if (\done$70 ) begin
-            \$837  = 6'h09;
+          if (\done$78 ) begin
+            \$846  = 6'h09;
           end
       6'h09:
-          \$837  = 6'h0a;
+          \$846  = 6'h0a;
       6'h0a:
-          \$837  = 6'h0b;
+          \$846  = 6'h0b;
       6'h0b:
-          if (\done$70 ) begin
-            \$837  = 6'h0c;
+          if (\done$78 ) begin
+            \$846  = 6'h0c;
           end
       6'h0c:
-          \$837  = 6'h0d;
+          \$846  = 6'h0d;
       6'h0d:
-          \$837  = 6'h0e;
+          \$846  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$837  = 6'h0f;
+            \$846  = 6'h0f;
           end
       6'h0f:
-          if (\$778 ) begin
-            \$837  = 6'h10;
+          if (\$777 ) begin
+            \$846  = 6'h10;
           end
       6'h10:
-          \$837  = 6'h11;
+          \$846  = 6'h11;
       6'h11:
           if (done) begin
-            \$837  = 6'h12;
+            \$846  = 6'h12;
           end
       6'h12:
-          \$837  = 6'h13;
+          \$846  = 6'h13;
       6'h13:
           if (done) begin
-            \$837  = 6'h14;
+            \$846  = 6'h14;
           end
       6'h14:
-          \$837  = 6'h15;
+          \$846  = 6'h15;
       6'h15:
           if (done) begin
-            \$837  = 6'h16;
+            \$846  = 6'h16;
           end
       6'h16:
-          \$837  = 6'h17;
+          \$846  = 6'h17;
       6'h17:
-          if (\done$70 ) begin
-            \$837  = 6'h18;
+          if (\done$78 ) begin
+            \$846  = 6'h18;
           end
       6'h18:
-          \$837  = 6'h19;
+          \$846  = 6'h19;
       6'h19:
-          if (\done$70 ) begin
-            \$837  = 6'h1a;
+          if (\done$78 ) begin
+            \$846  = 6'h1a;
           end
       6'h1a:
-          \$837  = 6'h1b;
+          \$846  = 6'h1b;
       6'h1b:
-          \$837  = 6'h1c;
+          \$846  = 6'h1c;
       6'h1c:
-          if (\$784 ) begin
-            \$837  = 6'h1d;
+          if (\$783 ) begin
+            \$846  = 6'h1d;
           end
       6'h1d:
-          \$837  = 6'h1e;
+          \$846  = 6'h1e;
       6'h1e:
-          \$837  = 6'h1f;
+          \$846  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$837  = 6'h20;
+            \$846  = 6'h20;
           end
       6'h20:
-          if (\$792 ) begin
-            \$837  = 6'h21;
+          if (\$791 ) begin
+            \$846  = 6'h21;
           end
       6'h21:
-          \$837  = 6'h22;
+          \$846  = 6'h22;
       6'h22:
-          \$837  = 6'h23;
+          \$846  = 6'h23;
       6'h23:
           if (done) begin
-            \$837  = 6'h24;
+            \$846  = 6'h24;
           end
       6'h24:
-          if (\$800 ) begin
-            \$837  = 6'h25;
+          if (\$799 ) begin
+            \$846  = 6'h25;
           end
       6'h25:
-          \$837  = 6'h26;
+          \$846  = 6'h26;
       6'h26:
-          \$837  = 6'h27;
+          \$846  = 6'h27;
       6'h27:
           if (done) begin
-            \$837  = 6'h28;
+            \$846  = 6'h28;
           end
       6'h28:
-          if (\$808 ) begin
-            \$837  = 6'h29;
+          if (\$807 ) begin
+            \$846  = 6'h29;
           end
       6'h29:
-          \$837  = 6'h2a;
+          \$846  = 6'h2a;
       6'h2a:
-          \$837  = 6'h2b;
+          \$846  = 6'h2b;
       6'h2b:
           if (done) begin
-            \$837  = 6'h2c;
+            \$846  = 6'h2c;
           end
       6'h2c:
-          if (\$816 ) begin
-            \$837  = 6'h2d;
+          if (\$815 ) begin
+            \$846  = 6'h2d;
           end
       6'h2d:
-          \$837  = 6'h2e;
+          \$846  = 6'h2e;
       6'h2e:
-          if (\$827 ) begin
-            \$837  = 6'h2f;
+          if (\$828 ) begin
+            \$846  = 6'h2f;
           end
       6'h2f:
           if (stats__ready) begin
-            \$837  = 6'h00;
+            \$846  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$837  = 6'h00;
+            \$846  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$837  = 6'h00;
+      \$846  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$838  = sh;
+    \$847  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$838  = \$438 [5:0];
+          \$847  = \$438 [5:0];
     endcase
     if (rst) begin
-      \$838  = 6'h00;
+      \$847  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$839  = scratch;
+    \$848  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3518,7 +3635,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h04:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h05:
           /* empty */;
@@ -3550,13 +3667,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h13:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h16:
           /* empty */;
@@ -3569,12 +3686,12 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h1a:
           /* empty */;
       6'h1b:
-          \$839  = c0w;
+          \$848  = c0w;
       6'h1c:
           (* full_case = 32'd1 *)
-          if (\$784 ) begin
+          if (\$783 ) begin
           end else begin
-            \$839  = \$785 [124:0];
+            \$848  = \$784 [124:0];
           end
       6'h1d:
           /* empty */;
@@ -3582,13 +3699,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h1f:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$792 ) begin
+          if (\$791 ) begin
           end else begin
-            \$839  = \$793 [124:0];
+            \$848  = \$792 [124:0];
           end
       6'h21:
           /* empty */;
@@ -3596,13 +3713,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h23:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h24:
           (* full_case = 32'd1 *)
-          if (\$800 ) begin
+          if (\$799 ) begin
           end else begin
-            \$839  = \$801 [124:0];
+            \$848  = \$800 [124:0];
           end
       6'h25:
           /* empty */;
@@ -3610,13 +3727,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h27:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h28:
           (* full_case = 32'd1 *)
-          if (\$808 ) begin
+          if (\$807 ) begin
           end else begin
-            \$839  = \$809 [124:0];
+            \$848  = \$808 [124:0];
           end
       6'h29:
           /* empty */;
@@ -3624,22 +3741,22 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h2b:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$816 ) begin
+          if (\$815 ) begin
           end else begin
-            \$839  = \$817 [124:0];
+            \$848  = \$816 [124:0];
           end
     endcase
     if (rst) begin
-      \$839  = 125'h00000000000000000000000000000000;
+      \$848  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$840  = qg;
+    \$849  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3653,16 +3770,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h06:
           if (done) begin
-            \$840  = p[55:0];
+            \$849  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$840  = 56'h00000000000000;
+      \$849  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$841  = tq;
+    \$850  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3679,16 +3796,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$70 ) begin
-            \$841  = q;
+          if (\done$78 ) begin
+            \$850  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$70 ) begin
-            \$841  = q;
+          if (\done$78 ) begin
+            \$850  = q;
           end
       6'h0c:
           /* empty */;
@@ -3713,23 +3830,23 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$70 ) begin
-            \$841  = q;
+          if (\done$78 ) begin
+            \$850  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$70 ) begin
-            \$841  = q;
+          if (\done$78 ) begin
+            \$850  = q;
           end
     endcase
     if (rst) begin
-      \$841  = 145'h0000000000000000000000000000000000000;
+      \$850  = 145'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$842  = m1;
+    \$851  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3748,15 +3865,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h08:
           /* empty */;
       6'h09:
-          \$842  = \$774 [63:0];
+          \$851  = \$773 [63:0];
     endcase
     if (rst) begin
-      \$842  = 64'h0000000000000000;
+      \$851  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$843  = lane_a;
+    \$852  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3786,22 +3903,22 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h0e:
           if (done) begin
-            \$843  = p[63:0];
+            \$852  = p[63:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$778 ) begin
+          if (\$777 ) begin
           end else begin
-            \$843  = \$779 [63:0];
+            \$852  = \$778 [63:0];
           end
     endcase
     if (rst) begin
-      \$843  = 64'h0000000000000000;
+      \$852  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$844  = c0w;
+    \$853  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3837,16 +3954,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h11:
           if (done) begin
-            \$844  = p;
+            \$853  = p;
           end
     endcase
     if (rst) begin
-      \$844  = 125'h00000000000000000000000000000000;
+      \$853  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$845  = m2;
+    \$854  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3899,15 +4016,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h19:
           /* empty */;
       6'h1a:
-          \$845  = \$782 [95:0];
+          \$854  = \$781 [95:0];
     endcase
     if (rst) begin
-      \$845  = 96'h000000000000000000000000;
+      \$854  = 96'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$846  = const0;
+    \$855  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3966,15 +4083,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h1c:
           /* empty */;
       6'h1d:
-          \$846  = \$790 [78:0];
+          \$855  = \$789 [78:0];
     endcase
     if (rst) begin
-      \$846  = 79'h00000000000000000000;
+      \$855  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$847  = const1;
+    \$856  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4041,15 +4158,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h20:
           /* empty */;
       6'h21:
-          \$847  = \$798 [78:0];
+          \$856  = \$797 [78:0];
     endcase
     if (rst) begin
-      \$847  = 79'h00000000000000000000;
+      \$856  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$848  = const2;
+    \$857  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4124,15 +4241,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h24:
           /* empty */;
       6'h25:
-          \$848  = \$806 [78:0];
+          \$857  = \$805 [78:0];
     endcase
     if (rst) begin
-      \$848  = 79'h00000000000000000000;
+      \$857  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$849  = const3;
+    \$858  = const3;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4215,15 +4332,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h28:
           /* empty */;
       6'h29:
-          \$849  = \$814 [78:0];
+          \$858  = \$813 [78:0];
     endcase
     if (rst) begin
-      \$849  = 79'h00000000000000000000;
+      \$858  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$850  = const4;
+    \$859  = const4;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4314,10 +4431,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h2c:
           /* empty */;
       6'h2d:
-          \$850  = \$822 [78:0];
+          \$859  = \$821 [78:0];
     endcase
     if (rst) begin
-      \$850  = 79'h00000000000000000000;
+      \$859  = 79'h00000000000000000000;
     end
   end
   assign chunk_size = chan[114:102];
@@ -4327,7 +4444,6 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign sh_new = \$438 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$449 [80:0];
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[101:42];
@@ -4353,6 +4469,9 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \chan.gamma  = chan[186:171];
   assign \x[0]  = i__payload[15:0];
   assign \o_data[0]  = o__payload;
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal[0]  = \$signal ;
   assign \sel[0]  = sel;
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$5  = 1'h0;
@@ -4669,25 +4788,25 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \$332  = 7'h2c;
   assign \$351  = \$350 ;
   assign sh_lead = \$432 ;
-  assign \$646  = { chan__payload[114:102], 1'h0 };
-  assign \$648  = { chan__payload[114:102], 3'h0 };
-  assign \$668  = { \$667 , 127'h00000000000000000000000000000000 };
-  assign \$675  = { \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 , 87'h0000000000000000000000 };
-  assign \$689  = { \$688 [125], \$688 [125], \$688 [125], \$688 , 60'h000000000000000 };
-  assign \$751  = { \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80:33] };
-  assign \$753  = { \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80:33] };
-  assign \$755  = { \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80:33] };
-  assign \$759  = { \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80:33] };
-  assign \$761  = { \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80:33] };
-  assign \$774  = { \$773 [145], \$773 [145:1] };
-  assign \$776  = { \$775 [145], \$775 [145:1] };
-  assign \$779  = { lane_a, 1'h0 };
-  assign \$782  = { \$781 [145], \$781 [145:1] };
-  assign \$785  = { scratch, 1'h0 };
-  assign \$793  = { scratch, 1'h0 };
-  assign \$801  = { scratch, 1'h0 };
-  assign \$809  = { scratch, 1'h0 };
-  assign \$817  = { scratch, 1'h0 };
+  assign \$636  = { chan__payload[114:102], 1'h0 };
+  assign \$638  = { chan__payload[114:102], 3'h0 };
+  assign \$658  = { \$657 , 127'h00000000000000000000000000000000 };
+  assign \$665  = { \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 , 87'h0000000000000000000000 };
+  assign \$679  = { \$678 [125], \$678 [125], \$678 [125], \$678 , 60'h000000000000000 };
+  assign \$750  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
+  assign \$752  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
+  assign \$754  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
+  assign \$758  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
+  assign \$760  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
+  assign \$773  = { \$772 [145], \$772 [145:1] };
+  assign \$775  = { \$774 [145], \$774 [145:1] };
+  assign \$778  = { lane_a, 1'h0 };
+  assign \$781  = { \$780 [145], \$780 [145:1] };
+  assign \$784  = { scratch, 1'h0 };
+  assign \$792  = { scratch, 1'h0 };
+  assign \$800  = { scratch, 1'h0 };
+  assign \$808  = { scratch, 1'h0 };
+  assign \$816  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_range_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -5038,7 +5157,7 @@ module \hwnorm_bwd_range_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p,
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_range_s16.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, chunk_size, x);
+module \hwnorm_bwd_range_s16.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, chunk_size, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [13:0] \$1 ;
   wire \$10 ;

@@ -335,17 +335,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire [7:0] \$394 ;
   wire [8:0] \$395 ;
   wire [8:0] \$396 ;
-  wire [76:0] \$397 ;
+  wire \$397 ;
   wire \$398 ;
-  wire [95:0] \$399 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [96:0] \$400 ;
+  wire \$400 ;
   wire \$401 ;
-  wire [96:0] \$402 ;
-  wire [96:0] \$403 ;
-  wire [97:0] \$404 ;
-  wire [98:0] \$405 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
@@ -359,8 +359,8 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire \$415 ;
   wire \$416 ;
   wire \$417 ;
-  wire \$418 ;
-  wire \$419 ;
+  wire [5:0] \$418 ;
+  wire [5:0] \$419 ;
   wire \$42 ;
   wire \$420 ;
   wire \$421 ;
@@ -368,45 +368,45 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire \$423 ;
   wire \$424 ;
   wire \$425 ;
-  wire [5:0] \$426 ;
-  wire [5:0] \$427 ;
+  wire \$426 ;
+  wire \$427 ;
   wire \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
-  wire \$431 ;
-  wire \$432 ;
-  wire \$433 ;
+  wire [5:0] \$431 ;
+  wire [5:0] \$432 ;
+  wire [5:0] \$433 ;
   wire \$434 ;
-  wire \$435 ;
-  wire \$436 ;
-  wire \$437 ;
-  wire \$438 ;
-  wire [5:0] \$439 ;
+  wire [5:0] \$435 ;
+  wire [5:0] \$436 ;
+  wire [5:0] \$437 ;
+  wire [5:0] \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  wire [5:0] \$440 ;
-  wire [5:0] \$441 ;
+  wire \$440 ;
+  wire \$441 ;
   wire \$442 ;
   wire [5:0] \$443 ;
   wire [5:0] \$444 ;
   wire [5:0] \$445 ;
-  wire [5:0] \$446 ;
-  wire \$447 ;
-  wire \$448 ;
-  wire \$449 ;
+  wire \$446 ;
+  wire [5:0] \$447 ;
+  wire [5:0] \$448 ;
+  wire [5:0] \$449 ;
   wire \$45 ;
-  wire \$450 ;
+  wire [5:0] \$450 ;
   wire [5:0] \$451 ;
   wire [5:0] \$452 ;
-  wire [5:0] \$453 ;
+  wire \$453 ;
   wire \$454 ;
-  wire [5:0] \$455 ;
-  wire [5:0] \$456 ;
-  wire [5:0] \$457 ;
-  wire [5:0] \$458 ;
-  wire [5:0] \$459 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [5:0] \$460 ;
+  wire \$460 ;
   wire \$461 ;
   wire \$462 ;
   wire \$463 ;
@@ -426,77 +426,77 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire \$476 ;
   wire \$477 ;
   wire \$478 ;
-  wire \$479 ;
+  wire [5:0] \$479 ;
   wire \$48 ;
-  wire \$480 ;
-  wire \$481 ;
+  wire [5:0] \$480 ;
+  wire [5:0] \$481 ;
   wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
-  wire \$485 ;
-  wire \$486 ;
-  wire [5:0] \$487 ;
-  wire [5:0] \$488 ;
-  wire [5:0] \$489 ;
+  wire [5:0] \$483 ;
+  wire [5:0] \$484 ;
+  wire [5:0] \$485 ;
+  wire [5:0] \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
   wire \$490 ;
   wire [5:0] \$491 ;
   wire [5:0] \$492 ;
   wire [5:0] \$493 ;
-  wire [5:0] \$494 ;
-  wire \$495 ;
-  wire \$496 ;
-  wire \$497 ;
-  wire \$498 ;
+  wire \$494 ;
+  wire [5:0] \$495 ;
+  wire [5:0] \$496 ;
+  wire [5:0] \$497 ;
+  wire [5:0] \$498 ;
   wire [5:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [5:0] \$500 ;
-  wire [5:0] \$501 ;
+  wire \$500 ;
+  wire \$501 ;
   wire \$502 ;
-  wire [5:0] \$503 ;
-  wire [5:0] \$504 ;
-  wire [5:0] \$505 ;
-  wire [5:0] \$506 ;
-  wire [5:0] \$507 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
   wire \$508 ;
   wire \$509 ;
   wire \$51 ;
   wire \$510 ;
-  wire \$511 ;
-  wire \$512 ;
-  wire \$513 ;
+  wire [5:0] \$511 ;
+  wire [5:0] \$512 ;
+  wire [5:0] \$513 ;
   wire \$514 ;
-  wire \$515 ;
-  wire \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire [5:0] \$519 ;
+  wire [5:0] \$515 ;
+  wire [5:0] \$516 ;
+  wire [5:0] \$517 ;
+  wire [5:0] \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  wire [5:0] \$520 ;
-  wire [5:0] \$521 ;
+  wire \$520 ;
+  wire \$521 ;
   wire \$522 ;
   wire [5:0] \$523 ;
   wire [5:0] \$524 ;
   wire [5:0] \$525 ;
-  wire [5:0] \$526 ;
-  wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
+  wire \$526 ;
+  wire [5:0] \$527 ;
+  wire [5:0] \$528 ;
+  wire [5:0] \$529 ;
   wire \$53 ;
-  wire \$530 ;
+  wire [5:0] \$530 ;
   wire [5:0] \$531 ;
   wire [5:0] \$532 ;
-  wire [5:0] \$533 ;
+  wire \$533 ;
   wire \$534 ;
-  wire [5:0] \$535 ;
-  wire [5:0] \$536 ;
-  wire [5:0] \$537 ;
-  wire [5:0] \$538 ;
-  wire [5:0] \$539 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire [3:0] \$538 ;
+  wire [3:0] \$539 ;
   wire \$54 ;
-  wire [5:0] \$540 ;
-  wire \$541 ;
+  wire [3:0] \$540 ;
+  wire [3:0] \$541 ;
   wire \$542 ;
   wire \$543 ;
   wire \$544 ;
@@ -504,72 +504,72 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire [3:0] \$546 ;
   wire [3:0] \$547 ;
   wire [3:0] \$548 ;
-  wire [3:0] \$549 ;
+  wire \$549 ;
   wire \$55 ;
-  wire \$550 ;
-  wire \$551 ;
-  wire \$552 ;
-  wire \$553 ;
-  wire [3:0] \$554 ;
-  wire [3:0] \$555 ;
-  wire [3:0] \$556 ;
+  wire [3:0] \$550 ;
+  wire [3:0] \$551 ;
+  wire [3:0] \$552 ;
+  wire [3:0] \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
   wire \$557 ;
-  wire [3:0] \$558 ;
-  wire [3:0] \$559 ;
+  wire [5:0] \$558 ;
+  wire \$559 ;
   wire \$56 ;
-  wire [3:0] \$560 ;
-  wire [3:0] \$561 ;
+  wire [5:0] \$560 ;
+  wire \$561 ;
   wire \$562 ;
   wire \$563 ;
   wire \$564 ;
-  wire \$565 ;
-  wire [5:0] \$566 ;
+  wire [29:0] \$565 ;
+  wire [29:0] \$566 ;
   wire \$567 ;
-  wire [5:0] \$568 ;
-  wire \$569 ;
+  wire \$568 ;
+  wire [29:0] \$569 ;
   wire \$57 ;
-  wire \$570 ;
+  wire [29:0] \$570 ;
   wire \$571 ;
   wire \$572 ;
-  wire [29:0] \$573 ;
-  wire [29:0] \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire [29:0] \$577 ;
-  wire [29:0] \$578 ;
+  wire \$573 ;
+  wire [16:0] \$574 ;
+  wire [16:0] \$575 ;
+  wire [271:0] \$576 ;
+  wire [6:0] \$577 ;
+  wire [7:0] \$578 ;
   wire \$579 ;
   wire \$58 ;
   wire \$580 ;
-  wire \$581 ;
-  wire [16:0] \$582 ;
-  wire [16:0] \$583 ;
-  wire [271:0] \$584 ;
-  wire [6:0] \$585 ;
-  wire [7:0] \$586 ;
-  wire \$587 ;
+  wire [56:0] \$581 ;
+  wire [56:0] \$582 ;
+  wire [183:0] \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire [29:0] \$586 ;
+  wire [29:0] \$587 ;
   wire \$588 ;
-  wire [56:0] \$589 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [56:0] \$590 ;
-  wire [183:0] \$591 ;
-  wire \$592 ;
+  wire \$590 ;
+  wire [16:0] \$591 ;
+  wire [16:0] \$592 ;
   wire \$593 ;
-  wire [29:0] \$594 ;
-  wire [29:0] \$595 ;
-  wire \$596 ;
-  wire \$597 ;
-  wire \$598 ;
-  wire [16:0] \$599 ;
+  wire \$594 ;
+  wire [117:0] \$595 ;
+  wire [117:0] \$596 ;
+  wire [244:0] \$597 ;
+  wire [7:0] \$598 ;
+  wire [8:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [16:0] \$600 ;
+  wire \$600 ;
   wire \$601 ;
-  wire \$602 ;
-  wire [117:0] \$603 ;
-  wire [117:0] \$604 ;
-  wire [244:0] \$605 ;
-  wire [7:0] \$606 ;
-  wire [8:0] \$607 ;
+  wire [185:0] \$602 ;
+  wire [185:0] \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire [185:0] \$606 ;
+  wire [185:0] \$607 ;
   wire \$608 ;
   wire \$609 ;
   wire \$61 ;
@@ -577,21 +577,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire [185:0] \$611 ;
   wire \$612 ;
   wire \$613 ;
-  wire [185:0] \$614 ;
-  wire [185:0] \$615 ;
+  wire [117:0] \$614 ;
+  wire [117:0] \$615 ;
   wire \$616 ;
   wire \$617 ;
-  wire [185:0] \$618 ;
-  wire [185:0] \$619 ;
+  wire [29:0] \$618 ;
+  wire [29:0] \$619 ;
   wire \$62 ;
   wire \$620 ;
   wire \$621 ;
-  wire [117:0] \$622 ;
-  wire [117:0] \$623 ;
+  wire \$622 ;
+  wire \$623 ;
   wire \$624 ;
   wire \$625 ;
-  wire [29:0] \$626 ;
-  wire [29:0] \$627 ;
+  wire \$626 ;
+  wire \$627 ;
   wire \$628 ;
   wire \$629 ;
   wire \$63 ;
@@ -648,120 +648,129 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire \$676 ;
   wire \$677 ;
   wire \$678 ;
-  wire \$679 ;
+  wire [76:0] \$679 ;
   wire \$68 ;
   wire \$680 ;
-  wire \$681 ;
-  wire \$682 ;
+  wire [95:0] \$681 ;
+  wire [96:0] \$682 ;
   wire \$683 ;
-  wire \$684 ;
-  wire \$685 ;
-  wire \$686 ;
-  wire \$687 ;
+  wire [96:0] \$684 ;
+  wire [96:0] \$685 ;
+  wire [97:0] \$686 ;
+  wire [98:0] \$687 ;
   wire \$688 ;
-  wire \$689 ;
+  wire [97:0] \$689 ;
   wire \$69 ;
-  wire [97:0] \$690 ;
-  wire \$691 ;
-  wire [97:0] \$692 ;
-  wire \$693 ;
-  wire [97:0] \$694 ;
+  wire \$690 ;
+  wire [97:0] \$691 ;
+  wire \$692 ;
+  wire [97:0] \$693 ;
+  wire [16:0] \$694 ;
   wire [16:0] \$695 ;
   wire [16:0] \$696 ;
-  wire [16:0] \$697 ;
-  wire [97:0] \$698 ;
-  wire \$699 ;
+  wire [97:0] \$697 ;
+  wire \$698 ;
+  wire [97:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire [97:0] \$700 ;
+  wire \$700 ;
   wire \$701 ;
   wire \$702 ;
-  wire \$703 ;
+  wire [13:0] \$703 ;
   wire [13:0] \$704 ;
   wire [13:0] \$705 ;
-  wire [13:0] \$706 ;
-  wire \$707 ;
-  wire [15:0] \$708 ;
-  wire [29:0] \$709 ;
+  wire \$706 ;
+  wire [15:0] \$707 ;
+  wire [29:0] \$708 ;
+  wire [31:0] \$709 ;
   wire \$71 ;
   wire [31:0] \$710 ;
-  wire [31:0] \$711 ;
-  wire [44:0] \$712 ;
-  wire \$713 ;
-  wire [15:0] \$714 ;
-  wire [29:0] \$715 ;
-  wire \$716 ;
-  wire [13:0] \$717 ;
+  wire [44:0] \$711 ;
+  wire \$712 ;
+  wire [15:0] \$713 ;
+  wire [29:0] \$714 ;
+  wire \$715 ;
+  wire [13:0] \$716 ;
+  wire [185:0] \$717 ;
   wire [185:0] \$718 ;
   wire [185:0] \$719 ;
   wire \$72 ;
   wire [185:0] \$720 ;
-  wire [185:0] \$721 ;
-  wire [6:0] \$722 ;
-  wire \$723 ;
-  wire [61:0] \$724 ;
-  wire [6:0] \$725 ;
+  wire [6:0] \$721 ;
+  wire \$722 ;
+  wire [61:0] \$723 ;
+  wire [6:0] \$724 ;
+  wire [185:0] \$725 ;
   wire [185:0] \$726 ;
-  wire [185:0] \$727 ;
-  wire [6:0] \$728 ;
-  wire \$729 ;
+  wire [6:0] \$727 ;
+  wire \$728 ;
+  wire [81:0] \$729 ;
   wire \$73 ;
-  wire [81:0] \$730 ;
+  wire [6:0] \$730 ;
   wire [6:0] \$731 ;
-  wire [6:0] \$732 ;
-  wire \$733 ;
-  wire [117:0] \$734 ;
-  wire [6:0] \$735 ;
+  wire \$732 ;
+  wire [117:0] \$733 ;
+  wire [6:0] \$734 ;
+  wire \$735 ;
   wire \$736 ;
-  wire \$737 ;
+  wire [116:0] \$737 ;
   wire [116:0] \$738 ;
-  wire [116:0] \$739 ;
+  wire [6:0] \$739 ;
   wire \$74 ;
-  wire [6:0] \$740 ;
-  wire \$741 ;
-  wire [117:0] \$742 ;
-  wire [6:0] \$743 ;
+  wire \$740 ;
+  wire [117:0] \$741 ;
+  wire [6:0] \$742 ;
+  wire \$743 ;
   wire \$744 ;
-  wire \$745 ;
+  wire [116:0] \$745 ;
   wire [116:0] \$746 ;
-  wire [116:0] \$747 ;
+  wire \$747 ;
   wire \$748 ;
   wire \$749 ;
   wire \$75 ;
   wire \$750 ;
   wire \$751 ;
   wire \$752 ;
-  reg \$753 ;
+  wire \$753 ;
   reg [15:0] \$754 ;
-  reg [12:0] \$755 ;
-  reg [12:0] \$756 ;
-  reg [108:0] \$757 ;
-  reg [28:0] \$758 ;
-  reg [43:0] \$759 ;
+  reg [15:0] \$755 ;
+  reg \$756 ;
+  reg [2:0] \$757 ;
+  reg \$758 ;
+  reg \$759 ;
   wire \$76 ;
-  reg [46:0] \$760 ;
-  reg [5:0] \$761 ;
-  reg [5:0] \$762 ;
-  reg [28:0] \$763 ;
+  reg \$760 ;
+  reg \$761 ;
+  reg [97:0] \$762 ;
+  reg [15:0] \$763 ;
   reg [12:0] \$764 ;
-  reg [16:0] \$765 ;
-  reg \$766 ;
-  reg [25:0] \$767 ;
-  reg [5:0] \$768 ;
-  reg [116:0] \$769 ;
+  reg [12:0] \$765 ;
+  reg [108:0] \$766 ;
+  reg [28:0] \$767 ;
+  reg [43:0] \$768 ;
+  reg [46:0] \$769 ;
   wire \$77 ;
-  reg [55:0] \$770 ;
-  reg [184:0] \$771 ;
-  reg [60:0] \$772 ;
-  reg [60:0] \$773 ;
-  reg [116:0] \$774 ;
-  reg [94:0] \$775 ;
-  reg [80:0] \$776 ;
-  reg [116:0] \$777 ;
-  reg [95:0] \$778 ;
-  reg [95:0] \$779 ;
+  reg [5:0] \$770 ;
+  reg [5:0] \$771 ;
+  reg [28:0] \$772 ;
+  reg [12:0] \$773 ;
+  reg [16:0] \$774 ;
+  reg \$775 ;
+  reg [25:0] \$776 ;
+  reg [5:0] \$777 ;
+  reg [116:0] \$778 ;
+  reg [55:0] \$779 ;
   wire \$78 ;
-  wire [1:0] \$780 ;
+  reg [184:0] \$780 ;
+  reg [60:0] \$781 ;
+  reg [60:0] \$782 ;
+  reg [116:0] \$783 ;
+  reg [94:0] \$784 ;
+  reg [80:0] \$785 ;
+  reg [116:0] \$786 ;
+  reg [95:0] \$787 ;
+  reg [95:0] \$788 ;
+  wire [1:0] \$789 ;
   wire \$79 ;
   wire \$8 ;
   wire \$80 ;
@@ -787,9 +796,13 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire \$99 ;
   (* init = 17'h00000 *)
   wire [16:0] \$signal ;
-  reg [80:0] \$signal$35  = 81'h000000000000000000000;
+  reg [2:0] \$signal$69  = 3'h0;
+  wire [2:0] \$signal$69[0] ;
+  reg \$signal$72  = 1'h0;
+  reg [80:0] \$signal$78  = 81'h000000000000000000000;
   reg [116:0] a;
-  wire [97:0] acc0;
+  reg [97:0] acc0 = 98'h0000000000000000000000000;
+  wire adv;
   reg [5:0] align = 6'h00;
   reg [43:0] b;
   reg beat;
@@ -821,7 +834,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire [5:0] den_lead;
   reg [46:0] dgamma = 47'h000000000000;
   wire done;
-  wire \done$74 ;
+  wire \done$82 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -842,7 +855,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire mask;
   wire \mask$22 ;
   reg neg;
-  reg \neg$54 ;
+  reg \neg$49 ;
   reg [25:0] nn = 26'h0000000;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
@@ -860,7 +873,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   reg p1;
   reg p2;
   reg [16:0] q = 17'h00000;
-  wire [184:0] \q$73 ;
+  wire [184:0] \q$81 ;
   reg [55:0] qg = 56'h00000000000000;
   wire refused;
   reg [50:0] rem_init;
@@ -869,6 +882,13 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   reg rz = 1'h0;
   (* init = 1'h0 *)
   wire \rz$20 ;
+  reg [15:0] s0_g = 16'h0000;
+  wire [15:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [15:0] s0_x = 16'h0000;
+  wire [15:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [116:0] scratch = 117'h000000000000000000000000000000;
   wire [2:0] sel;
@@ -880,7 +900,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   wire [5:0] sh_new;
   wire [116:0] shv;
   reg start;
-  reg \start$50 ;
+  reg \start$45 ;
   output [89:0] stats__payload;
   reg [89:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -892,13 +912,22 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   output stats__valid;
   reg stats__valid;
   reg [7:0] steps;
-  reg [5:0] \steps$55 ;
+  reg [5:0] \steps$50 ;
   reg [28:0] sx_neg = 29'h00000000;
   reg take;
   reg [184:0] tq = 185'h00000000000000000000000000000000000000000000000;
   reg [116:0] wsum = 117'h000000000000000000000000000000;
   wire [15:0] x;
   wire [15:0] \x[0] ;
+  assign \$209  = \$3 [44] | \$3 [45];
+  assign \$210  = \$3 [46] | \$3 [47];
+  assign \$211  = \$209  | \$210 ;
+  assign \$212  = \$208  | \$211 ;
+  assign \$213  = \$205  | \$212 ;
+  assign \$214  = \$3 [48] | \$3 [49];
+  assign \$215  = \$3 [50] | \$3 [51];
+  assign \$216  = \$214  | \$215 ;
+  assign \$217  = \$3 [52] | \$3 [53];
   assign \$218  = \$3 [54] | \$3 [55];
   assign \$219  = \$217  | \$218 ;
   assign \$220  = \$216  | \$219 ;
@@ -1049,77 +1078,78 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$394  = sh_lead + 1'h1;
   assign \$395  = \$394  + 3'h4;
   assign \$396  = \$393  ? \$395  : 9'h010;
-  assign \$397  = $signed(i__payload[31:16]) * $signed(lane_a);
-  assign \$398  = \$780  == 2'h2;
-  assign \$399  = \$398  ? const1 : const0;
-  assign \$400  = $signed(\$397 ) + $signed(\$399 );
-  assign \$401  = \$780  == 2'h2;
-  assign \$402  = $signed(i__payload[15:0]) * $signed(\$signal$35 );
-  assign \$403  = \$401  ? \$402  : 97'h0000000000000000000000000;
-  assign \$404  = $signed(\$400 ) - $signed(\$403 );
-  assign \$405  = $signed(\$404 ) + $signed(46'h100000000000);
-  assign \$406  = chan__payload[74] | chan__payload[75];
-  assign \$407  = chan__payload[76] | chan__payload[77];
-  assign \$408  = \$406  | \$407 ;
-  assign \$409  = chan__payload[78] | chan__payload[79];
-  assign \$410  = chan__payload[80] | chan__payload[81];
-  assign \$411  = \$409  | \$410 ;
-  assign \$412  = \$408  | \$411 ;
-  assign \$413  = chan__payload[82] | chan__payload[83];
-  assign \$414  = chan__payload[84] | chan__payload[85];
-  assign \$415  = \$413  | \$414 ;
-  assign \$416  = chan__payload[86] | chan__payload[87];
-  assign \$417  = chan__payload[88] | chan__payload[89];
-  assign \$418  = \$416  | \$417 ;
-  assign \$419  = \$415  | \$418 ;
-  assign \$420  = \$412  | \$419 ;
-  assign \$421  = chan__payload[90] | chan__payload[91];
-  assign \$422  = \$421  | chan__payload[92];
-  assign \$423  = \$420  | \$422 ;
-  assign \$424  = chan__payload[90] | chan__payload[91];
-  assign \$425  = \$424  | chan__payload[92];
-  assign \$426  = chan__payload[91] ? 6'h31 : 6'h30;
-  assign \$427  = chan__payload[92] ? 6'h32 : \$426 ;
-  assign \$428  = chan__payload[82] | chan__payload[83];
-  assign \$429  = chan__payload[84] | chan__payload[85];
-  assign \$430  = \$428  | \$429 ;
-  assign \$431  = chan__payload[86] | chan__payload[87];
-  assign \$432  = chan__payload[88] | chan__payload[89];
-  assign \$433  = \$431  | \$432 ;
-  assign \$434  = \$430  | \$433 ;
-  assign \$435  = chan__payload[86] | chan__payload[87];
-  assign \$436  = chan__payload[88] | chan__payload[89];
-  assign \$437  = \$435  | \$436 ;
-  assign \$438  = chan__payload[88] | chan__payload[89];
-  assign \$439  = chan__payload[89] ? 6'h2f : 6'h2e;
-  assign \$440  = chan__payload[87] ? 6'h2d : 6'h2c;
-  assign \$441  = \$438  ? \$439  : \$440 ;
-  assign \$442  = chan__payload[84] | chan__payload[85];
-  assign \$443  = chan__payload[85] ? 6'h2b : 6'h2a;
-  assign \$444  = chan__payload[83] ? 6'h29 : 6'h28;
+  assign \$397  = ~ o__valid;
+  assign adv = \$397  | o__ready;
+  assign \$398  = chan__payload[74] | chan__payload[75];
+  assign \$399  = chan__payload[76] | chan__payload[77];
+  assign \$400  = \$398  | \$399 ;
+  assign \$401  = chan__payload[78] | chan__payload[79];
+  assign \$402  = chan__payload[80] | chan__payload[81];
+  assign \$403  = \$401  | \$402 ;
+  assign \$404  = \$400  | \$403 ;
+  assign \$405  = chan__payload[82] | chan__payload[83];
+  assign \$406  = chan__payload[84] | chan__payload[85];
+  assign \$407  = \$405  | \$406 ;
+  assign \$408  = chan__payload[86] | chan__payload[87];
+  assign \$409  = chan__payload[88] | chan__payload[89];
+  assign \$410  = \$408  | \$409 ;
+  assign \$411  = \$407  | \$410 ;
+  assign \$412  = \$404  | \$411 ;
+  assign \$413  = chan__payload[90] | chan__payload[91];
+  assign \$414  = \$413  | chan__payload[92];
+  assign \$415  = \$412  | \$414 ;
+  assign \$416  = chan__payload[90] | chan__payload[91];
+  assign \$417  = \$416  | chan__payload[92];
+  assign \$418  = chan__payload[91] ? 6'h31 : 6'h30;
+  assign \$419  = chan__payload[92] ? 6'h32 : \$418 ;
+  assign \$420  = chan__payload[82] | chan__payload[83];
+  assign \$421  = chan__payload[84] | chan__payload[85];
+  assign \$422  = \$420  | \$421 ;
+  assign \$423  = chan__payload[86] | chan__payload[87];
+  assign \$424  = chan__payload[88] | chan__payload[89];
+  assign \$425  = \$423  | \$424 ;
+  assign \$426  = \$422  | \$425 ;
+  assign \$427  = chan__payload[86] | chan__payload[87];
+  assign \$428  = chan__payload[88] | chan__payload[89];
+  assign \$429  = \$427  | \$428 ;
+  assign \$430  = chan__payload[88] | chan__payload[89];
+  assign \$431  = chan__payload[89] ? 6'h2f : 6'h2e;
+  assign \$432  = chan__payload[87] ? 6'h2d : 6'h2c;
+  assign \$433  = \$430  ? \$431  : \$432 ;
+  assign \$434  = chan__payload[84] | chan__payload[85];
+  assign \$435  = chan__payload[85] ? 6'h2b : 6'h2a;
+  assign \$436  = chan__payload[83] ? 6'h29 : 6'h28;
+  assign \$437  = \$434  ? \$435  : \$436 ;
+  assign \$438  = \$429  ? \$433  : \$437 ;
+  assign \$439  = chan__payload[78] | chan__payload[79];
+  assign \$440  = chan__payload[80] | chan__payload[81];
+  assign \$441  = \$439  | \$440 ;
+  assign \$442  = chan__payload[80] | chan__payload[81];
+  assign \$443  = chan__payload[81] ? 6'h27 : 6'h26;
+  assign \$444  = chan__payload[79] ? 6'h25 : 6'h24;
   assign \$445  = \$442  ? \$443  : \$444 ;
-  assign \$446  = \$437  ? \$441  : \$445 ;
-  assign \$447  = chan__payload[78] | chan__payload[79];
-  assign \$448  = chan__payload[80] | chan__payload[81];
-  assign \$449  = \$447  | \$448 ;
-  assign \$450  = chan__payload[80] | chan__payload[81];
-  assign \$451  = chan__payload[81] ? 6'h27 : 6'h26;
-  assign \$452  = chan__payload[79] ? 6'h25 : 6'h24;
-  assign \$453  = \$450  ? \$451  : \$452 ;
-  assign \$454  = chan__payload[76] | chan__payload[77];
-  assign \$455  = chan__payload[77] ? 6'h23 : 6'h22;
-  assign \$456  = chan__payload[75] ? 6'h21 : 6'h20;
-  assign \$457  = \$454  ? \$455  : \$456 ;
-  assign \$458  = \$449  ? \$453  : \$457 ;
-  assign \$459  = \$434  ? \$446  : \$458 ;
-  assign \$460  = \$425  ? \$427  : \$459 ;
-  assign \$461  = chan__payload[58] | chan__payload[59];
-  assign \$462  = chan__payload[60] | chan__payload[61];
-  assign \$463  = \$461  | \$462 ;
-  assign \$464  = chan__payload[62] | chan__payload[63];
-  assign \$465  = chan__payload[64] | chan__payload[65];
-  assign \$466  = \$464  | \$465 ;
-  assign \$467  = \$463  | \$466 ;
+  assign \$446  = chan__payload[76] | chan__payload[77];
+  assign \$447  = chan__payload[77] ? 6'h23 : 6'h22;
+  assign \$448  = chan__payload[75] ? 6'h21 : 6'h20;
+  assign \$449  = \$446  ? \$447  : \$448 ;
+  assign \$450  = \$441  ? \$445  : \$449 ;
+  assign \$451  = \$426  ? \$438  : \$450 ;
+  assign \$452  = \$417  ? \$419  : \$451 ;
+  assign \$453  = chan__payload[58] | chan__payload[59];
+  assign \$454  = chan__payload[60] | chan__payload[61];
+  assign \$455  = \$453  | \$454 ;
+  assign \$456  = chan__payload[62] | chan__payload[63];
+  assign \$457  = chan__payload[64] | chan__payload[65];
+  assign \$458  = \$456  | \$457 ;
+  assign \$459  = \$455  | \$458 ;
+  assign \$460  = chan__payload[66] | chan__payload[67];
+  assign \$461  = chan__payload[68] | chan__payload[69];
+  assign \$462  = \$460  | \$461 ;
+  assign \$463  = chan__payload[70] | chan__payload[71];
+  assign \$464  = chan__payload[72] | chan__payload[73];
+  assign \$465  = \$463  | \$464 ;
+  assign \$466  = \$462  | \$465 ;
+  assign \$467  = \$459  | \$466 ;
   assign \$468  = chan__payload[66] | chan__payload[67];
   assign \$469  = chan__payload[68] | chan__payload[69];
   assign \$470  = \$468  | \$469 ;
@@ -1127,326 +1157,343 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$472  = chan__payload[72] | chan__payload[73];
   assign \$473  = \$471  | \$472 ;
   assign \$474  = \$470  | \$473 ;
-  assign \$475  = \$467  | \$474 ;
-  assign \$476  = chan__payload[66] | chan__payload[67];
-  assign \$477  = chan__payload[68] | chan__payload[69];
-  assign \$478  = \$476  | \$477 ;
-  assign \$479  = chan__payload[70] | chan__payload[71];
-  assign \$480  = chan__payload[72] | chan__payload[73];
-  assign \$481  = \$479  | \$480 ;
-  assign \$482  = \$478  | \$481 ;
-  assign \$483  = chan__payload[70] | chan__payload[71];
-  assign \$484  = chan__payload[72] | chan__payload[73];
-  assign \$485  = \$483  | \$484 ;
-  assign \$486  = chan__payload[72] | chan__payload[73];
-  assign \$487  = chan__payload[73] ? 6'h1f : 6'h1e;
-  assign \$488  = chan__payload[71] ? 6'h1d : 6'h1c;
-  assign \$489  = \$486  ? \$487  : \$488 ;
-  assign \$490  = chan__payload[68] | chan__payload[69];
-  assign \$491  = chan__payload[69] ? 6'h1b : 6'h1a;
-  assign \$492  = chan__payload[67] ? 6'h19 : 6'h18;
+  assign \$475  = chan__payload[70] | chan__payload[71];
+  assign \$476  = chan__payload[72] | chan__payload[73];
+  assign \$477  = \$475  | \$476 ;
+  assign \$478  = chan__payload[72] | chan__payload[73];
+  assign \$479  = chan__payload[73] ? 6'h1f : 6'h1e;
+  assign \$480  = chan__payload[71] ? 6'h1d : 6'h1c;
+  assign \$481  = \$478  ? \$479  : \$480 ;
+  assign \$482  = chan__payload[68] | chan__payload[69];
+  assign \$483  = chan__payload[69] ? 6'h1b : 6'h1a;
+  assign \$484  = chan__payload[67] ? 6'h19 : 6'h18;
+  assign \$485  = \$482  ? \$483  : \$484 ;
+  assign \$486  = \$477  ? \$481  : \$485 ;
+  assign \$487  = chan__payload[62] | chan__payload[63];
+  assign \$488  = chan__payload[64] | chan__payload[65];
+  assign \$489  = \$487  | \$488 ;
+  assign \$490  = chan__payload[64] | chan__payload[65];
+  assign \$491  = chan__payload[65] ? 6'h17 : 6'h16;
+  assign \$492  = chan__payload[63] ? 6'h15 : 6'h14;
   assign \$493  = \$490  ? \$491  : \$492 ;
-  assign \$494  = \$485  ? \$489  : \$493 ;
-  assign \$495  = chan__payload[62] | chan__payload[63];
-  assign \$496  = chan__payload[64] | chan__payload[65];
-  assign \$497  = \$495  | \$496 ;
-  assign \$498  = chan__payload[64] | chan__payload[65];
-  assign \$499  = chan__payload[65] ? 6'h17 : 6'h16;
-  assign \$500  = chan__payload[63] ? 6'h15 : 6'h14;
-  assign \$501  = \$498  ? \$499  : \$500 ;
-  assign \$502  = chan__payload[60] | chan__payload[61];
-  assign \$503  = chan__payload[61] ? 6'h13 : 6'h12;
-  assign \$504  = chan__payload[59] ? 6'h11 : 6'h10;
-  assign \$505  = \$502  ? \$503  : \$504 ;
-  assign \$506  = \$497  ? \$501  : \$505 ;
-  assign \$507  = \$482  ? \$494  : \$506 ;
-  assign \$508  = chan__payload[50] | chan__payload[51];
-  assign \$509  = chan__payload[52] | chan__payload[53];
-  assign \$510  = \$508  | \$509 ;
-  assign \$511  = chan__payload[54] | chan__payload[55];
-  assign \$512  = chan__payload[56] | chan__payload[57];
-  assign \$513  = \$511  | \$512 ;
-  assign \$514  = \$510  | \$513 ;
-  assign \$515  = chan__payload[54] | chan__payload[55];
-  assign \$516  = chan__payload[56] | chan__payload[57];
-  assign \$517  = \$515  | \$516 ;
-  assign \$518  = chan__payload[56] | chan__payload[57];
-  assign \$519  = chan__payload[57] ? 6'h0f : 6'h0e;
-  assign \$520  = chan__payload[55] ? 6'h0d : 6'h0c;
-  assign \$521  = \$518  ? \$519  : \$520 ;
-  assign \$522  = chan__payload[52] | chan__payload[53];
-  assign \$523  = chan__payload[53] ? 6'h0b : 6'h0a;
-  assign \$524  = chan__payload[51] ? 6'h09 : 6'h08;
+  assign \$494  = chan__payload[60] | chan__payload[61];
+  assign \$495  = chan__payload[61] ? 6'h13 : 6'h12;
+  assign \$496  = chan__payload[59] ? 6'h11 : 6'h10;
+  assign \$497  = \$494  ? \$495  : \$496 ;
+  assign \$498  = \$489  ? \$493  : \$497 ;
+  assign \$499  = \$474  ? \$486  : \$498 ;
+  assign \$500  = chan__payload[50] | chan__payload[51];
+  assign \$501  = chan__payload[52] | chan__payload[53];
+  assign \$502  = \$500  | \$501 ;
+  assign \$503  = chan__payload[54] | chan__payload[55];
+  assign \$504  = chan__payload[56] | chan__payload[57];
+  assign \$505  = \$503  | \$504 ;
+  assign \$506  = \$502  | \$505 ;
+  assign \$507  = chan__payload[54] | chan__payload[55];
+  assign \$508  = chan__payload[56] | chan__payload[57];
+  assign \$509  = \$507  | \$508 ;
+  assign \$510  = chan__payload[56] | chan__payload[57];
+  assign \$511  = chan__payload[57] ? 6'h0f : 6'h0e;
+  assign \$512  = chan__payload[55] ? 6'h0d : 6'h0c;
+  assign \$513  = \$510  ? \$511  : \$512 ;
+  assign \$514  = chan__payload[52] | chan__payload[53];
+  assign \$515  = chan__payload[53] ? 6'h0b : 6'h0a;
+  assign \$516  = chan__payload[51] ? 6'h09 : 6'h08;
+  assign \$517  = \$514  ? \$515  : \$516 ;
+  assign \$518  = \$509  ? \$513  : \$517 ;
+  assign \$519  = chan__payload[46] | chan__payload[47];
+  assign \$520  = chan__payload[48] | chan__payload[49];
+  assign \$521  = \$519  | \$520 ;
+  assign \$522  = chan__payload[48] | chan__payload[49];
+  assign \$523  = chan__payload[49] ? 6'h07 : 6'h06;
+  assign \$524  = chan__payload[47] ? 6'h05 : 6'h04;
   assign \$525  = \$522  ? \$523  : \$524 ;
-  assign \$526  = \$517  ? \$521  : \$525 ;
-  assign \$527  = chan__payload[46] | chan__payload[47];
-  assign \$528  = chan__payload[48] | chan__payload[49];
-  assign \$529  = \$527  | \$528 ;
-  assign \$530  = chan__payload[48] | chan__payload[49];
-  assign \$531  = chan__payload[49] ? 6'h07 : 6'h06;
-  assign \$532  = chan__payload[47] ? 6'h05 : 6'h04;
-  assign \$533  = \$530  ? \$531  : \$532 ;
-  assign \$534  = chan__payload[44] | chan__payload[45];
-  assign \$535  = chan__payload[45] ? 6'h03 : 6'h02;
-  assign \$536  = chan__payload[43] ? 6'h01 : 6'h00;
-  assign \$537  = \$534  ? \$535  : \$536 ;
-  assign \$538  = \$529  ? \$533  : \$537 ;
-  assign \$539  = \$514  ? \$526  : \$538 ;
-  assign \$540  = \$475  ? \$507  : \$539 ;
-  assign den_lead = \$423  ? \$460  : \$540 ;
-  assign \$541  = chan__payload[8] | chan__payload[9];
-  assign \$542  = chan__payload[10] | chan__payload[11];
-  assign \$543  = \$541  | \$542 ;
-  assign \$544  = \$543  | chan__payload[12];
-  assign \$545  = chan__payload[10] | chan__payload[11];
-  assign \$546  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$547  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$526  = chan__payload[44] | chan__payload[45];
+  assign \$527  = chan__payload[45] ? 6'h03 : 6'h02;
+  assign \$528  = chan__payload[43] ? 6'h01 : 6'h00;
+  assign \$529  = \$526  ? \$527  : \$528 ;
+  assign \$530  = \$521  ? \$525  : \$529 ;
+  assign \$531  = \$506  ? \$518  : \$530 ;
+  assign \$532  = \$467  ? \$499  : \$531 ;
+  assign den_lead = \$415  ? \$452  : \$532 ;
+  assign \$533  = chan__payload[8] | chan__payload[9];
+  assign \$534  = chan__payload[10] | chan__payload[11];
+  assign \$535  = \$533  | \$534 ;
+  assign \$536  = \$535  | chan__payload[12];
+  assign \$537  = chan__payload[10] | chan__payload[11];
+  assign \$538  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$539  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$540  = \$537  ? \$538  : \$539 ;
+  assign \$541  = chan__payload[12] ? 4'hc : \$540 ;
+  assign \$542  = chan__payload[4] | chan__payload[5];
+  assign \$543  = chan__payload[6] | chan__payload[7];
+  assign \$544  = \$542  | \$543 ;
+  assign \$545  = chan__payload[6] | chan__payload[7];
+  assign \$546  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$547  = chan__payload[5] ? 4'h5 : 4'h4;
   assign \$548  = \$545  ? \$546  : \$547 ;
-  assign \$549  = chan__payload[12] ? 4'hc : \$548 ;
-  assign \$550  = chan__payload[4] | chan__payload[5];
-  assign \$551  = chan__payload[6] | chan__payload[7];
-  assign \$552  = \$550  | \$551 ;
-  assign \$553  = chan__payload[6] | chan__payload[7];
-  assign \$554  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$555  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$556  = \$553  ? \$554  : \$555 ;
-  assign \$557  = chan__payload[2] | chan__payload[3];
-  assign \$558  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$559  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$560  = \$557  ? \$558  : \$559 ;
-  assign \$561  = \$552  ? \$556  : \$560 ;
-  assign count_lead = \$544  ? \$549  : \$561 ;
-  assign \$562  = ! chan__payload[12:0];
-  assign \$563  = chan__payload[12:0] > 13'h1000;
-  assign \$564  = \$562  | \$563 ;
-  assign \$565  = ! chan__payload[92:42];
-  assign \$566  = count_lead + 5'h15;
-  assign \$567  = \$566  > 1'h0;
-  assign \$568  = count_lead + 5'h15;
-  assign \$569  = den_lead < \$568 ;
-  assign \$570  = \$567  & \$569 ;
-  assign \$571  = \$565  | \$570 ;
-  assign refused = | { \$571 , \$564  };
-  assign \$572  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$573  = - $signed(chan[41:13]);
-  assign \$574  = \$572  ? \$573  : { chan[41], chan[41:13] };
-  assign \$575  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$576  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$577  = - $signed(chan[41:13]);
-  assign \$578  = \$576  ? \$577  : { chan[41], chan[41:13] };
-  assign \$579  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$580  = ~ \$579 ;
-  assign \$581  = $signed(chan[108:93]) < $signed(1'h0);
-  assign \$582  = - $signed(chan[108:93]);
-  assign \$583  = \$581  ? \$582  : { chan[108], chan[108:93] };
-  assign \$585  = 5'h15 + sh;
-  assign \$586  = 5'h10 + \$585 ;
-  assign \$587  = $signed(chan[108:93]) < $signed(1'h0);
-  assign \$588  = $signed(qg) < $signed(1'h0);
-  assign \$589  = - $signed(qg);
-  assign \$590  = \$588  ? \$589  : { qg[55], qg };
-  assign \$592  = $signed(qg) < $signed(1'h0);
-  assign \$593  = $signed(sg) < $signed(1'h0);
-  assign \$594  = - $signed(sg);
-  assign \$595  = \$593  ? \$594  : { sg[28], sg };
-  assign \$596  = $signed(sg) < $signed(1'h0);
-  assign \$597  = ~ \$596 ;
-  assign \$598  = $signed(chan[108:93]) < $signed(1'h0);
-  assign \$599  = - $signed(chan[108:93]);
-  assign \$600  = \$598  ? \$599  : { chan[108], chan[108:93] };
-  assign \$601  = $signed(chan[108:93]) < $signed(1'h0);
-  assign \$602  = $signed(scratch) < $signed(1'h0);
-  assign \$603  = - $signed(scratch);
-  assign \$604  = \$602  ? \$603  : { scratch[116], scratch };
-  assign \$606  = 7'h43 + sh;
-  assign \$607  = 7'h47 + \$606 ;
-  assign \$608  = $signed(scratch) < $signed(1'h0);
+  assign \$549  = chan__payload[2] | chan__payload[3];
+  assign \$550  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$551  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$552  = \$549  ? \$550  : \$551 ;
+  assign \$553  = \$544  ? \$548  : \$552 ;
+  assign count_lead = \$536  ? \$541  : \$553 ;
+  assign \$554  = ! chan__payload[12:0];
+  assign \$555  = chan__payload[12:0] > 13'h1000;
+  assign \$556  = \$554  | \$555 ;
+  assign \$557  = ! chan__payload[92:42];
+  assign \$558  = count_lead + 5'h15;
+  assign \$559  = \$558  > 1'h0;
+  assign \$560  = count_lead + 5'h15;
+  assign \$561  = den_lead < \$560 ;
+  assign \$562  = \$559  & \$561 ;
+  assign \$563  = \$557  | \$562 ;
+  assign refused = | { \$563 , \$556  };
+  assign \$564  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$565  = - $signed(chan[41:13]);
+  assign \$566  = \$564  ? \$565  : { chan[41], chan[41:13] };
+  assign \$567  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$568  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$569  = - $signed(chan[41:13]);
+  assign \$570  = \$568  ? \$569  : { chan[41], chan[41:13] };
+  assign \$571  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$572  = ~ \$571 ;
+  assign \$573  = $signed(chan[108:93]) < $signed(1'h0);
+  assign \$574  = - $signed(chan[108:93]);
+  assign \$575  = \$573  ? \$574  : { chan[108], chan[108:93] };
+  assign \$577  = 5'h15 + sh;
+  assign \$578  = 5'h10 + \$577 ;
+  assign \$579  = $signed(chan[108:93]) < $signed(1'h0);
+  assign \$580  = $signed(qg) < $signed(1'h0);
+  assign \$581  = - $signed(qg);
+  assign \$582  = \$580  ? \$581  : { qg[55], qg };
+  assign \$584  = $signed(qg) < $signed(1'h0);
+  assign \$585  = $signed(sg) < $signed(1'h0);
+  assign \$586  = - $signed(sg);
+  assign \$587  = \$585  ? \$586  : { sg[28], sg };
+  assign \$588  = $signed(sg) < $signed(1'h0);
+  assign \$589  = ~ \$588 ;
+  assign \$590  = $signed(chan[108:93]) < $signed(1'h0);
+  assign \$591  = - $signed(chan[108:93]);
+  assign \$592  = \$590  ? \$591  : { chan[108], chan[108:93] };
+  assign \$593  = $signed(chan[108:93]) < $signed(1'h0);
+  assign \$594  = $signed(scratch) < $signed(1'h0);
+  assign \$595  = - $signed(scratch);
+  assign \$596  = \$594  ? \$595  : { scratch[116], scratch };
+  assign \$598  = 7'h43 + sh;
+  assign \$599  = 7'h47 + \$598 ;
+  assign \$600  = $signed(scratch) < $signed(1'h0);
+  assign \$601  = $signed(tq) < $signed(1'h0);
+  assign \$602  = - $signed(tq);
+  assign \$603  = \$601  ? \$602  : { tq[184], tq };
+  assign \$604  = $signed(tq) < $signed(1'h0);
+  assign \$605  = $signed(tq) < $signed(1'h0);
+  assign \$606  = - $signed(tq);
+  assign \$607  = \$605  ? \$606  : { tq[184], tq };
+  assign \$608  = $signed(tq) < $signed(1'h0);
   assign \$609  = $signed(tq) < $signed(1'h0);
   assign \$610  = - $signed(tq);
   assign \$611  = \$609  ? \$610  : { tq[184], tq };
   assign \$612  = $signed(tq) < $signed(1'h0);
-  assign \$613  = $signed(tq) < $signed(1'h0);
-  assign \$614  = - $signed(tq);
-  assign \$615  = \$613  ? \$614  : { tq[184], tq };
-  assign \$616  = $signed(tq) < $signed(1'h0);
-  assign \$617  = $signed(tq) < $signed(1'h0);
-  assign \$618  = - $signed(tq);
-  assign \$619  = \$617  ? \$618  : { tq[184], tq };
-  assign \$620  = $signed(tq) < $signed(1'h0);
-  assign \$621  = $signed(wsum) < $signed(1'h0);
-  assign \$622  = - $signed(wsum);
-  assign \$623  = \$621  ? \$622  : { wsum[116], wsum };
-  assign \$624  = $signed(wsum) < $signed(1'h0);
-  assign \$625  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$626  = - $signed(chan[41:13]);
-  assign \$627  = \$625  ? \$626  : { chan[41], chan[41:13] };
-  assign \$628  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$629  = | left;
-  assign \$630  = ~ o__valid;
-  assign \$631  = \$630  | o__ready;
-  assign \$632  = \$629  & \$631 ;
-  assign \$633  = i__valid & i__ready;
-  assign \$634  = ! fsm_state;
-  assign \$635  = fsm_state == 1'h1;
-  assign \$636  = fsm_state == 2'h2;
-  assign \$637  = fsm_state == 2'h3;
-  assign \$638  = fsm_state == 3'h4;
-  assign \$639  = fsm_state == 3'h5;
-  assign \$640  = fsm_state == 3'h6;
-  assign \$641  = fsm_state == 3'h7;
-  assign \$642  = fsm_state == 4'h8;
-  assign \$643  = fsm_state == 4'h9;
-  assign \$644  = fsm_state == 4'ha;
-  assign \$645  = fsm_state == 4'hb;
-  assign \$646  = fsm_state == 4'hc;
-  assign \$647  = fsm_state == 4'hd;
-  assign \$648  = fsm_state == 4'he;
-  assign \$649  = fsm_state == 4'hf;
-  assign \$650  = fsm_state == 5'h10;
-  assign \$651  = fsm_state == 5'h11;
-  assign \$652  = fsm_state == 5'h12;
-  assign \$653  = fsm_state == 5'h13;
-  assign \$654  = fsm_state == 5'h14;
-  assign \$655  = fsm_state == 5'h15;
-  assign \$656  = fsm_state == 5'h16;
-  assign \$657  = fsm_state == 5'h17;
-  assign \$658  = fsm_state == 5'h18;
-  assign \$659  = fsm_state == 5'h19;
-  assign \$660  = fsm_state == 5'h1a;
-  assign \$661  = fsm_state == 5'h1b;
-  assign \$662  = fsm_state == 5'h1c;
-  assign \$663  = fsm_state == 5'h1d;
-  assign \$664  = fsm_state == 5'h1e;
-  assign \$665  = fsm_state == 5'h1f;
-  assign \$666  = fsm_state == 6'h20;
-  assign \$667  = fsm_state == 6'h21;
-  assign \$668  = fsm_state == 6'h22;
-  assign \$669  = fsm_state == 6'h23;
-  assign \$670  = fsm_state == 6'h24;
-  assign \$671  = fsm_state == 6'h25;
-  assign \$672  = fsm_state == 6'h26;
-  assign \$673  = fsm_state == 6'h27;
-  assign \$674  = fsm_state == 6'h28;
-  assign \$675  = fsm_state == 6'h29;
-  assign \$676  = fsm_state == 6'h2a;
-  assign \$677  = fsm_state == 6'h2b;
-  assign \$678  = fsm_state == 6'h2c;
-  assign \$679  = fsm_state == 6'h2d;
-  assign \$680  = fsm_state == 6'h2e;
-  assign \$681  = fsm_state == 6'h2f;
-  assign \$682  = fsm_state == 6'h30;
-  assign \$683  = fsm_state == 6'h31;
-  assign \$684  = fsm_state == 6'h32;
-  assign \$685  = fsm_state == 6'h33;
-  assign \$686  = fsm_state == 6'h34;
-  assign \$687  = fsm_state == 6'h35;
-  assign \$688  = fsm_state == 6'h36;
-  assign \$689  = ~ mask;
-  assign \$691  = $signed(\$690 ) > $signed(16'h7fff);
-  assign \$693  = $signed(\$692 ) < $signed(16'h8000);
-  assign \$695  = \$693  ? 17'h18000 : { 1'h0, \$694 [15:0] };
-  assign \$696  = \$691  ? 17'h07fff : \$695 ;
-  assign \$697  = mask ? \$696  : 17'h00000;
-  assign \$699  = $signed(\$698 ) > $signed(16'h7fff);
-  assign \$701  = $signed(\$700 ) < $signed(16'h8000);
-  assign \$702  = \$699  | \$701 ;
-  assign \$703  = mask & \$702 ;
-  assign \$704  = sat + \$703 ;
-  assign \$705  = left - 1'h1;
-  assign \$706  = last ? 14'h0000 : \$705 ;
-  assign \$707  = ! p;
-  assign \$708  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$709  = $signed(sg) + $signed(\$708 );
-  assign \$710  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$711  = mask ? \$710  : 32'd0;
-  assign \$712  = $signed(sgx) + $signed(\$711 );
-  assign \$713  = \$780  == 2'h2;
-  assign \$714  = \$713  ? i__payload[15:0] : 16'h0000;
-  assign \$715  = $signed(sx_neg) + $signed(\$714 );
-  assign \$716  = \$780  == 2'h2;
-  assign \$717  = c_neg + \$716 ;
-  assign \$718  = $signed(tq) + $signed(2'h1);
-  assign \$720  = $signed(tq) + $signed(2'h1);
-  assign \$722  = align + sh;
-  assign \$723  = \$722  == 6'h2d;
-  assign \$725  = align + 1'h1;
-  assign \$726  = $signed(tq) + $signed(2'h1);
-  assign \$728  = align + sh;
-  assign \$729  = \$728  == 6'h2d;
-  assign \$731  = align + 1'h1;
-  assign \$732  = align + sh;
-  assign \$733  = \$732  == 6'h2d;
-  assign \$735  = align + 1'h1;
-  assign \$736  = $signed(scratch) > $signed(96'h7ff0088f8f00200000000000);
-  assign \$737  = $signed(scratch) < $signed(96'h800ff77070ffe00000000000);
-  assign \$738  = \$737  ? 117'h1fffff800ff77070ffe00000000000 : scratch;
-  assign \$739  = \$736  ? 117'h0000007ff0088f8f00200000000000 : \$738 ;
-  assign \$740  = align + sh;
-  assign \$741  = \$740  == 6'h2d;
-  assign \$743  = align + 1'h1;
-  assign \$744  = $signed(scratch) > $signed(96'h7ff0088f8f00200000000000);
-  assign \$745  = $signed(scratch) < $signed(96'h800ff77070ffe00000000000);
-  assign \$746  = \$745  ? 117'h1fffff800ff77070ffe00000000000 : scratch;
-  assign \$747  = \$744  ? 117'h0000007ff0088f8f00200000000000 : \$746 ;
-  assign \$748  = | left;
-  assign \$749  = ~ \$748 ;
-  assign \$750  = ~ o__valid;
-  assign \$751  = \$750  | o__ready;
-  assign \$752  = \$749  & \$751 ;
+  assign \$613  = $signed(wsum) < $signed(1'h0);
+  assign \$614  = - $signed(wsum);
+  assign \$615  = \$613  ? \$614  : { wsum[116], wsum };
+  assign \$616  = $signed(wsum) < $signed(1'h0);
+  assign \$617  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$618  = - $signed(chan[41:13]);
+  assign \$619  = \$617  ? \$618  : { chan[41], chan[41:13] };
+  assign \$620  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$621  = | left;
+  assign \$622  = \$621  & adv;
+  assign \$623  = i__valid & i__ready;
+  assign \$624  = ! fsm_state;
+  assign \$625  = fsm_state == 1'h1;
+  assign \$626  = fsm_state == 2'h2;
+  assign \$627  = fsm_state == 2'h3;
+  assign \$628  = fsm_state == 3'h4;
+  assign \$629  = fsm_state == 3'h5;
+  assign \$630  = fsm_state == 3'h6;
+  assign \$631  = fsm_state == 3'h7;
+  assign \$632  = fsm_state == 4'h8;
+  assign \$633  = fsm_state == 4'h9;
+  assign \$634  = fsm_state == 4'ha;
+  assign \$635  = fsm_state == 4'hb;
+  assign \$636  = fsm_state == 4'hc;
+  assign \$637  = fsm_state == 4'hd;
+  assign \$638  = fsm_state == 4'he;
+  assign \$639  = fsm_state == 4'hf;
+  assign \$640  = fsm_state == 5'h10;
+  assign \$641  = fsm_state == 5'h11;
+  assign \$642  = fsm_state == 5'h12;
+  assign \$643  = fsm_state == 5'h13;
+  assign \$644  = fsm_state == 5'h14;
+  assign \$645  = fsm_state == 5'h15;
+  assign \$646  = fsm_state == 5'h16;
+  assign \$647  = fsm_state == 5'h17;
+  assign \$648  = fsm_state == 5'h18;
+  assign \$649  = fsm_state == 5'h19;
+  assign \$650  = fsm_state == 5'h1a;
+  assign \$651  = fsm_state == 5'h1b;
+  assign \$652  = fsm_state == 5'h1c;
+  assign \$653  = fsm_state == 5'h1d;
+  assign \$654  = fsm_state == 5'h1e;
+  assign \$655  = fsm_state == 5'h1f;
+  assign \$656  = fsm_state == 6'h20;
+  assign \$657  = fsm_state == 6'h21;
+  assign \$658  = fsm_state == 6'h22;
+  assign \$659  = fsm_state == 6'h23;
+  assign \$660  = fsm_state == 6'h24;
+  assign \$661  = fsm_state == 6'h25;
+  assign \$662  = fsm_state == 6'h26;
+  assign \$663  = fsm_state == 6'h27;
+  assign \$664  = fsm_state == 6'h28;
+  assign \$665  = fsm_state == 6'h29;
+  assign \$666  = fsm_state == 6'h2a;
+  assign \$667  = fsm_state == 6'h2b;
+  assign \$668  = fsm_state == 6'h2c;
+  assign \$669  = fsm_state == 6'h2d;
+  assign \$670  = fsm_state == 6'h2e;
+  assign \$671  = fsm_state == 6'h2f;
+  assign \$672  = fsm_state == 6'h30;
+  assign \$673  = fsm_state == 6'h31;
+  assign \$674  = fsm_state == 6'h32;
+  assign \$675  = fsm_state == 6'h33;
+  assign \$676  = fsm_state == 6'h34;
+  assign \$677  = fsm_state == 6'h35;
+  assign \$678  = fsm_state == 6'h36;
+  assign \$679  = $signed(s0_g) * $signed(lane_a);
+  assign \$680  = \$signal$69  == 2'h2;
+  assign \$681  = \$680  ? const1 : const0;
+  assign \$682  = $signed(\$679 ) + $signed(\$681 );
+  assign \$683  = \$signal$69  == 2'h2;
+  assign \$684  = $signed(s0_x) * $signed(\$signal$78 );
+  assign \$685  = \$683  ? \$684  : 97'h0000000000000000000000000;
+  assign \$686  = $signed(\$682 ) - $signed(\$685 );
+  assign \$687  = $signed(\$686 ) + $signed(46'h100000000000);
+  assign \$688  = ~ s1_mask;
+  assign \$690  = $signed(\$689 ) > $signed(16'h7fff);
+  assign \$692  = $signed(\$691 ) < $signed(16'h8000);
+  assign \$694  = \$692  ? 17'h18000 : { 1'h0, \$693 [15:0] };
+  assign \$695  = \$690  ? 17'h07fff : \$694 ;
+  assign \$696  = s1_mask ? \$695  : 17'h00000;
+  assign \$698  = $signed(\$697 ) > $signed(16'h7fff);
+  assign \$700  = $signed(\$699 ) < $signed(16'h8000);
+  assign \$701  = \$698  | \$700 ;
+  assign \$702  = s1_mask & \$701 ;
+  assign \$703  = sat + \$702 ;
+  assign \$704  = left - 1'h1;
+  assign \$705  = last ? 14'h0000 : \$704 ;
+  assign \$706  = ! p;
+  assign \$707  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$708  = $signed(sg) + $signed(\$707 );
+  assign \$709  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$710  = mask ? \$709  : 32'd0;
+  assign \$711  = $signed(sgx) + $signed(\$710 );
+  assign \$712  = \$789  == 2'h2;
+  assign \$713  = \$712  ? i__payload[15:0] : 16'h0000;
+  assign \$714  = $signed(sx_neg) + $signed(\$713 );
+  assign \$715  = \$789  == 2'h2;
+  assign \$716  = c_neg + \$715 ;
+  assign \$717  = $signed(tq) + $signed(2'h1);
+  assign \$719  = $signed(tq) + $signed(2'h1);
+  assign \$721  = align + sh;
+  assign \$722  = \$721  == 6'h2d;
+  assign \$724  = align + 1'h1;
+  assign \$725  = $signed(tq) + $signed(2'h1);
+  assign \$727  = align + sh;
+  assign \$728  = \$727  == 6'h2d;
+  assign \$730  = align + 1'h1;
+  assign \$731  = align + sh;
+  assign \$732  = \$731  == 6'h2d;
+  assign \$734  = align + 1'h1;
+  assign \$735  = $signed(scratch) > $signed(96'h7ff0088f8f00200000000000);
+  assign \$736  = $signed(scratch) < $signed(96'h800ff77070ffe00000000000);
+  assign \$737  = \$736  ? 117'h1fffff800ff77070ffe00000000000 : scratch;
+  assign \$738  = \$735  ? 117'h0000007ff0088f8f00200000000000 : \$737 ;
+  assign \$739  = align + sh;
+  assign \$740  = \$739  == 6'h2d;
+  assign \$742  = align + 1'h1;
+  assign \$743  = $signed(scratch) > $signed(96'h7ff0088f8f00200000000000);
+  assign \$744  = $signed(scratch) < $signed(96'h800ff77070ffe00000000000);
+  assign \$745  = \$744  ? 117'h1fffff800ff77070ffe00000000000 : scratch;
+  assign \$746  = \$743  ? 117'h0000007ff0088f8f00200000000000 : \$745 ;
+  assign \$747  = | left;
+  assign \$748  = ~ \$747 ;
+  assign \$749  = ~ \$signal$72 ;
+  assign \$750  = \$748  & \$749 ;
+  assign \$751  = ~ s1_valid;
+  assign \$752  = \$750  & \$751 ;
+  assign \$753  = \$752  & adv;
   always @(posedge clk)
-    o__valid <= \$753 ;
+    s0_x <= \$754 ;
   always @(posedge clk)
-    o__payload <= \$754 ;
+    s0_g <= \$755 ;
   always @(posedge clk)
-    sat <= \$755 ;
+    s0_mask <= \$756 ;
   always @(posedge clk)
-    left <= \$756 ;
+    \$signal$69  <= \$757 ;
   always @(posedge clk)
-    chan <= \$757 ;
+    o__valid <= \$758 ;
   always @(posedge clk)
-    sg <= \$758 ;
+    s1_valid <= \$759 ;
   always @(posedge clk)
-    sgx <= \$759 ;
+    \$signal$72  <= \$760 ;
   always @(posedge clk)
-    dgamma <= \$760 ;
+    s1_mask <= \$761 ;
   always @(posedge clk)
-    align <= \$761 ;
+    acc0 <= \$762 ;
   always @(posedge clk)
-    fsm_state <= \$762 ;
+    o__payload <= \$763 ;
   always @(posedge clk)
-    sx_neg <= \$763 ;
+    sat <= \$764 ;
   always @(posedge clk)
-    c_neg <= \$764 ;
+    left <= \$765 ;
   always @(posedge clk)
-    q <= \$765 ;
+    chan <= \$766 ;
   always @(posedge clk)
-    rz <= \$766 ;
+    sg <= \$767 ;
   always @(posedge clk)
-    nn <= \$767 ;
+    sgx <= \$768 ;
   always @(posedge clk)
-    sh <= \$768 ;
+    dgamma <= \$769 ;
   always @(posedge clk)
-    scratch <= \$769 ;
+    align <= \$770 ;
   always @(posedge clk)
-    qg <= \$770 ;
+    fsm_state <= \$771 ;
   always @(posedge clk)
-    tq <= \$771 ;
+    sx_neg <= \$772 ;
   always @(posedge clk)
-    m1 <= \$772 ;
+    c_neg <= \$773 ;
   always @(posedge clk)
-    lane_a <= \$773 ;
+    q <= \$774 ;
   always @(posedge clk)
-    c0w <= \$774 ;
+    rz <= \$775 ;
   always @(posedge clk)
-    m2 <= \$775 ;
+    nn <= \$776 ;
   always @(posedge clk)
-    \$signal$35  <= \$776 ;
+    sh <= \$777 ;
   always @(posedge clk)
-    wsum <= \$777 ;
+    scratch <= \$778 ;
   always @(posedge clk)
-    const0 <= \$778 ;
+    qg <= \$779 ;
   always @(posedge clk)
-    const1 <= \$779 ;
+    tq <= \$780 ;
+  always @(posedge clk)
+    m1 <= \$781 ;
+  always @(posedge clk)
+    lane_a <= \$782 ;
+  always @(posedge clk)
+    c0w <= \$783 ;
+  always @(posedge clk)
+    m2 <= \$784 ;
+  always @(posedge clk)
+    \$signal$78  <= \$785 ;
+  always @(posedge clk)
+    wsum <= \$786 ;
+  always @(posedge clk)
+    const0 <= \$787 ;
+  always @(posedge clk)
+    const1 <= \$788 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1460,22 +1507,13 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$206  = \$3 [40] | \$3 [41];
   assign \$207  = \$3 [42] | \$3 [43];
   assign \$208  = \$206  | \$207 ;
-  assign \$209  = \$3 [44] | \$3 [45];
-  assign \$210  = \$3 [46] | \$3 [47];
-  assign \$211  = \$209  | \$210 ;
-  assign \$212  = \$208  | \$211 ;
-  assign \$213  = \$205  | \$212 ;
-  assign \$214  = \$3 [48] | \$3 [49];
-  assign \$215  = \$3 [50] | \$3 [51];
-  assign \$216  = \$214  | \$215 ;
-  assign \$217  = \$3 [52] | \$3 [53];
   \hwnorm_bwd_semidev_s16.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$73 ),
+    .q(\q$81 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1486,19 +1524,19 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$74 ),
-    .\neg$12 (\neg$54 ),
+    .done(\done$82 ),
+    .\neg$12 (\neg$49 ),
     .p(p),
     .rst(rst),
-    .start(\start$50 ),
-    .steps(\steps$55 )
+    .start(\start$45 ),
+    .steps(\steps$50 )
   );
-  \hwnorm_bwd_semidev_s16.sel$76  \sel$76  (
+  \hwnorm_bwd_semidev_s16.sel$84  \sel$84  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$874$0 (\$780 ),
+    .\port$878$0 (\$789 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -1793,7 +1831,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h00:
           /* empty */;
       6'h02:
-          lo_init = { \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574 [29], \$574  };
+          lo_init = { \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566 [29], \$566  };
       6'h03:
           /* empty */;
       6'h04:
@@ -1815,13 +1853,13 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h0c:
           /* empty */;
       6'h0d:
-          lo_init = \$584 [182:0];
+          lo_init = \$576 [182:0];
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          lo_init = \$591 [182:0];
+          lo_init = \$583 [182:0];
       6'h11:
           /* empty */;
       6'h12:
@@ -1841,19 +1879,19 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h19:
           /* empty */;
       6'h1a:
-          lo_init = \$605 [182:0];
+          lo_init = \$597 [182:0];
       6'h1b:
           /* empty */;
       6'h1c:
-          lo_init = \$611 [182:0];
+          lo_init = \$603 [182:0];
       6'h1d:
           /* empty */;
       6'h1e:
-          lo_init = \$615 [182:0];
+          lo_init = \$607 [182:0];
       6'h1f:
           /* empty */;
       6'h20:
-          lo_init = \$619 [182:0];
+          lo_init = \$611 [182:0];
     endcase
   end
   always @* begin
@@ -1863,7 +1901,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h00:
           /* empty */;
       6'h02:
-          neg = \$575 ;
+          neg = \$567 ;
       6'h03:
           /* empty */;
       6'h04:
@@ -1885,13 +1923,13 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h0c:
           /* empty */;
       6'h0d:
-          neg = \$587 ;
+          neg = \$579 ;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$592 ;
+          neg = \$584 ;
       6'h11:
           /* empty */;
       6'h12:
@@ -1911,19 +1949,19 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h19:
           /* empty */;
       6'h1a:
-          neg = \$608 ;
+          neg = \$600 ;
       6'h1b:
           /* empty */;
       6'h1c:
-          neg = \$612 ;
+          neg = \$604 ;
       6'h1d:
           /* empty */;
       6'h1e:
-          neg = \$616 ;
+          neg = \$608 ;
       6'h1f:
           /* empty */;
       6'h20:
-          neg = \$620 ;
+          neg = \$612 ;
     endcase
   end
   always @* begin
@@ -2025,7 +2063,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h0c:
           /* empty */;
       6'h0d:
-          steps = \$586 ;
+          steps = \$578 ;
       6'h0e:
           /* empty */;
       6'h0f:
@@ -2051,7 +2089,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h19:
           /* empty */;
       6'h1a:
-          steps = \$607 [7:0];
+          steps = \$599 [7:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -2068,7 +2106,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$50  = 1'h0;
+    \start$45  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2077,21 +2115,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h03:
           /* empty */;
       6'h04:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2107,17 +2145,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h12:
           /* empty */;
       6'h13:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2139,21 +2177,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h22:
           /* empty */;
       6'h23:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h27:
           /* empty */;
       6'h28:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h29:
           /* empty */;
       6'h2a:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2163,11 +2201,11 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2e:
           /* empty */;
       6'h2f:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h30:
           /* empty */;
       6'h31:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
     endcase
   end
   always @* begin
@@ -2299,7 +2337,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h0a:
           /* empty */;
       6'h0b:
-          b = { \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578 [29], \$578  };
+          b = { \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570 [29], \$570  };
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2321,11 +2359,11 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h15:
           /* empty */;
       6'h16:
-          b = { \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595 [29], \$595  };
+          b = { \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587 [29], \$587  };
       6'h17:
           /* empty */;
       6'h18:
-          b = { \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600 [16], \$600  };
+          b = { \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592 [16], \$592  };
       6'h19:
           /* empty */;
       6'h1a:
@@ -2361,7 +2399,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h29:
           /* empty */;
       6'h2a:
-          b = \$623 [43:0];
+          b = \$615 [43:0];
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2371,7 +2409,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2e:
           /* empty */;
       6'h2f:
-          b = { \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627 [29], \$627  };
+          b = { \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619 [29], \$619  };
       6'h30:
           /* empty */;
       6'h31:
@@ -2484,7 +2522,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$54  = 1'h0;
+    \neg$49  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2493,21 +2531,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h03:
           /* empty */;
       6'h04:
-          \neg$54  = 1'h1;
+          \neg$49  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
       6'h0a:
           /* empty */;
       6'h0b:
-          \neg$54  = \$580 ;
+          \neg$49  = \$572 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2523,17 +2561,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h12:
           /* empty */;
       6'h13:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$54  = \$597 ;
+          \neg$49  = \$589 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$54  = \$601 ;
+          \neg$49  = \$593 ;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2555,21 +2593,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h22:
           /* empty */;
       6'h23:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
       6'h27:
           /* empty */;
       6'h28:
-          \neg$54  = 1'h1;
+          \neg$49  = 1'h1;
       6'h29:
           /* empty */;
       6'h2a:
-          \neg$54  = \$624 ;
+          \neg$49  = \$616 ;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2579,16 +2617,16 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2e:
           /* empty */;
       6'h2f:
-          \neg$54  = \$628 ;
+          \neg$49  = \$620 ;
       6'h30:
           /* empty */;
       6'h31:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$55  = 6'h00;
+    \steps$50  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2597,21 +2635,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h03:
           /* empty */;
       6'h04:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h05:
           /* empty */;
       6'h06:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h0a:
           /* empty */;
       6'h0b:
-          \steps$55  = 6'h1d;
+          \steps$50  = 6'h1d;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2627,17 +2665,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h12:
           /* empty */;
       6'h13:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$55  = 6'h1d;
+          \steps$50  = 6'h1d;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$55  = 6'h10;
+          \steps$50  = 6'h10;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2659,21 +2697,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h22:
           /* empty */;
       6'h23:
-          \steps$55  = 6'h1a;
+          \steps$50  = 6'h1a;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h27:
           /* empty */;
       6'h28:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h29:
           /* empty */;
       6'h2a:
-          \steps$55  = 6'h2b;
+          \steps$50  = 6'h2b;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2683,11 +2721,11 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2e:
           /* empty */;
       6'h2f:
-          \steps$55  = 6'h1d;
+          \steps$50  = 6'h1d;
       6'h30:
           /* empty */;
       6'h31:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
     endcase
   end
   always @* begin
@@ -2799,7 +2837,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h34:
           /* empty */;
       6'h35:
-          i__ready = \$632 ;
+          i__ready = \$622 ;
     endcase
   end
   always @* begin
@@ -3045,7 +3083,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h34:
           /* empty */;
       6'h35:
-          take = \$633 ;
+          take = \$623 ;
     endcase
   end
   always @* begin
@@ -3278,22 +3316,9 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = o__valid;
-    if (o__ready) begin
-      \$753  = 1'h0;
-    end
+    \$754  = s0_x;
     if (take) begin
-      \$753  = 1'h1;
-    end
-    if (rst) begin
-      \$753  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = o__payload;
-    if (take) begin
-      \$754  = \$697 [15:0];
+      \$754  = i__payload[15:0];
     end
     if (rst) begin
       \$754  = 16'h0000;
@@ -3301,544 +3326,106 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = sat;
+    \$755  = s0_g;
     if (take) begin
-      \$755  = \$704 [12:0];
+      \$755  = i__payload[31:16];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$755  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$755  = 13'h0000;
+      \$755  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = left;
-    if (beat) begin
-      \$756  = \$706 [12:0];
+    \$756  = s0_mask;
+    if (take) begin
+      \$756  = mask;
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$756  = chan__payload[12:0];
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            if (last) begin
-              \$756  = chan[12:0];
-            end
-          end
-    endcase
     if (rst) begin
-      \$756  = 13'h0000;
+      \$756  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = chan;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$757  = chan__payload;
-          end
-    endcase
+    \$757  = \$signal$69 ;
+    if (take) begin
+      \$757  = { 1'h0, \$789  };
+    end
     if (rst) begin
-      \$757  = 109'h0000000000000000000000000000;
+      \$757  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$758  = 29'h00000000;
-            if (refused) begin
-              \$758  = 29'h00000000;
-            end
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$758  = \$709 [28:0];
-          end
-    endcase
+    \$758  = o__valid;
+    if (adv) begin
+      \$758  = s1_valid;
+    end
     if (rst) begin
-      \$758  = 29'h00000000;
+      \$758  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$759  = 44'h00000000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$759  = \$712 [43:0];
-          end
-    endcase
+    \$759  = s1_valid;
+    if (adv) begin
+      \$759  = \$signal$72 ;
+    end
     if (rst) begin
-      \$759  = 44'h00000000000;
+      \$759  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$760  = 47'h000000000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$760  = \$721 [46:0];
-    endcase
+    \$760  = \$signal$72 ;
+    if (adv) begin
+      \$760  = take;
+    end
     if (rst) begin
-      \$760  = 47'h000000000000;
+      \$760  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = align;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$761  = 6'h00;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          (* full_case = 32'd1 *)
-          if (\$723 ) begin
-            \$761  = 6'h00;
-          end else begin
-            \$761  = \$725 [5:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          (* full_case = 32'd1 *)
-          if (\$729 ) begin
-            \$761  = 6'h00;
-          end else begin
-            \$761  = \$731 [5:0];
-          end
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          (* full_case = 32'd1 *)
-          if (\$733 ) begin
-            \$761  = 6'h00;
-          end else begin
-            \$761  = \$735 [5:0];
-          end
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          (* full_case = 32'd1 *)
-          if (\$741 ) begin
-            \$761  = 6'h00;
-          end else begin
-            \$761  = \$743 [5:0];
-          end
-    endcase
+    \$761  = s1_mask;
+    if (adv) begin
+      \$761  = s0_mask;
+    end
     if (rst) begin
-      \$761  = 6'h00;
+      \$761  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$762  = 6'h01;
-            end else begin
-              \$762  = 6'h02;
-            end
-          end
-      6'h02:
-          \$762  = 6'h03;
-      6'h03:
-          if (done) begin
-            \$762  = 6'h04;
-          end
-      6'h04:
-          \$762  = 6'h05;
-      6'h05:
-          if (\done$74 ) begin
-            \$762  = 6'h06;
-          end
-      6'h06:
-          \$762  = 6'h07;
-      6'h07:
-          if (\done$74 ) begin
-            \$762  = 6'h08;
-          end
-      6'h08:
-          if (i__valid) begin
-            if (last) begin
-              \$762  = 6'h09;
-            end
-          end
-      6'h09:
-          \$762  = 6'h0a;
-      6'h0a:
-          if (\done$74 ) begin
-            \$762  = 6'h0b;
-          end
-      6'h0b:
-          \$762  = 6'h0c;
-      6'h0c:
-          if (\done$74 ) begin
-            \$762  = 6'h0d;
-          end
-      6'h0d:
-          \$762  = 6'h0e;
-      6'h0e:
-          if (done) begin
-            \$762  = 6'h0f;
-          end
-      6'h0f:
-          \$762  = 6'h10;
-      6'h10:
-          \$762  = 6'h11;
-      6'h11:
-          if (done) begin
-            \$762  = 6'h12;
-          end
-      6'h12:
-          \$762  = 6'h13;
-      6'h13:
-          \$762  = 6'h14;
-      6'h14:
-          if (\done$74 ) begin
-            \$762  = 6'h15;
-          end
-      6'h15:
-          if (\$723 ) begin
-            \$762  = 6'h16;
-          end
-      6'h16:
-          \$762  = 6'h17;
-      6'h17:
-          if (\done$74 ) begin
-            \$762  = 6'h18;
-          end
-      6'h18:
-          \$762  = 6'h19;
-      6'h19:
-          if (\done$74 ) begin
-            \$762  = 6'h1a;
-          end
-      6'h1a:
-          \$762  = 6'h1b;
-      6'h1b:
-          if (done) begin
-            \$762  = 6'h1c;
-          end
-      6'h1c:
-          \$762  = 6'h1d;
-      6'h1d:
-          if (done) begin
-            \$762  = 6'h1e;
-          end
-      6'h1e:
-          \$762  = 6'h1f;
-      6'h1f:
-          if (done) begin
-            \$762  = 6'h20;
-          end
-      6'h20:
-          \$762  = 6'h21;
-      6'h21:
-          if (done) begin
-            \$762  = 6'h22;
-          end
-      6'h22:
-          \$762  = 6'h23;
-      6'h23:
-          \$762  = 6'h24;
-      6'h24:
-          if (\done$74 ) begin
-            \$762  = 6'h25;
-          end
-      6'h25:
-          if (\$729 ) begin
-            \$762  = 6'h26;
-          end
-      6'h26:
-          \$762  = 6'h27;
-      6'h27:
-          if (\done$74 ) begin
-            \$762  = 6'h28;
-          end
-      6'h28:
-          \$762  = 6'h29;
-      6'h29:
-          if (\done$74 ) begin
-            \$762  = 6'h2a;
-          end
-      6'h2a:
-          \$762  = 6'h2b;
-      6'h2b:
-          if (\done$74 ) begin
-            \$762  = 6'h2c;
-          end
-      6'h2c:
-          \$762  = 6'h2d;
-      6'h2d:
-          if (\$733 ) begin
-            \$762  = 6'h2e;
-          end
-      6'h2e:
-          \$762  = 6'h2f;
-      6'h2f:
-          \$762  = 6'h30;
-      6'h30:
-          if (\done$74 ) begin
-            \$762  = 6'h31;
-          end
-      6'h31:
-          \$762  = 6'h32;
-      6'h32:
-          if (\done$74 ) begin
-            \$762  = 6'h33;
-          end
-      6'h33:
-          if (\$741 ) begin
-            \$762  = 6'h34;
-          end
-      6'h34:
-          \$762  = 6'h35;
-      6'h35:
-          if (\$752 ) begin
-            \$762  = 6'h36;
-          end
-      6'h36:
-          if (stats__ready) begin
-            \$762  = 6'h00;
-          end
-      6'h01:
-          if (stats__ready) begin
-            \$762  = 6'h00;
-          end
-    endcase
+    \$762  = acc0;
+    if (adv) begin
+      \$762  = \$687 [97:0];
+    end
     if (rst) begin
-      \$762  = 6'h00;
+      \$762  = 98'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = sx_neg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$763  = 29'h00000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$763  = \$715 [28:0];
-          end
-    endcase
+    \$763  = o__payload;
+    if (adv) begin
+      \$763  = \$696 [15:0];
+    end
     if (rst) begin
-      \$763  = 29'h00000000;
+      \$763  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = c_neg;
+    \$764  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$764  = \$703 [12:0];
+      end
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             \$764  = 13'h0000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$764  = \$717 [12:0];
           end
     endcase
     if (rst) begin
@@ -3847,73 +3434,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = q;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          if (done) begin
-            \$765  = \q$73 [16:0];
-          end
-    endcase
-    if (rst) begin
-      \$765  = 17'h00000;
+    \$765  = left;
+    if (beat) begin
+      \$765  = \$705 [12:0];
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = rz;
     casez (fsm_state)
       6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$74 ) begin
-            \$766  = \$707 ;
+          if (chan__valid) begin
+            \$765  = chan__payload[12:0];
           end
-    endcase
-    if (rst) begin
-      \$766  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$767  = nn;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$74 ) begin
-            \$767  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$767  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$768  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
       6'h02:
           /* empty */;
       6'h03:
@@ -3927,18 +3456,98 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h07:
           /* empty */;
       6'h08:
-          \$768  = \$396 [5:0];
+          if (i__valid) begin
+            if (last) begin
+              \$765  = chan[12:0];
+            end
+          end
     endcase
     if (rst) begin
-      \$768  = 6'h00;
+      \$765  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$769  = scratch;
+    \$766  = chan;
     casez (fsm_state)
       6'h00:
+          if (chan__valid) begin
+            \$766  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$766  = 109'h0000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$767  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$767  = 29'h00000000;
+            if (refused) begin
+              \$767  = 29'h00000000;
+            end
+          end
+      6'h02:
           /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$767  = \$708 [28:0];
+          end
+    endcase
+    if (rst) begin
+      \$767  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$768  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$768  = 44'h00000000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$768  = \$711 [43:0];
+          end
+    endcase
+    if (rst) begin
+      \$768  = 44'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$769  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$769  = 47'h000000000000;
+          end
       6'h02:
           /* empty */;
       6'h03:
@@ -3956,9 +3565,54 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$74 ) begin
-            \$769  = p;
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$769  = \$720 [46:0];
+    endcase
+    if (rst) begin
+      \$769  = 47'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$770  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$770  = 6'h00;
           end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -3980,7 +3634,12 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$722 ) begin
+            \$770  = 6'h00;
+          end else begin
+            \$770  = \$724 [5:0];
+          end
       6'h16:
           /* empty */;
       6'h17:
@@ -3988,9 +3647,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$74 ) begin
-            \$769  = p;
-          end
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -4014,7 +3671,12 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h24:
           /* empty */;
       6'h25:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$728 ) begin
+            \$770  = 6'h00;
+          end else begin
+            \$770  = \$730 [5:0];
+          end
       6'h26:
           /* empty */;
       6'h27:
@@ -4028,41 +3690,496 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2b:
           /* empty */;
       6'h2c:
-          \$769  = c0w;
+          /* empty */;
       6'h2d:
           (* full_case = 32'd1 *)
-          if (\$733 ) begin
+          if (\$732 ) begin
+            \$770  = 6'h00;
           end else begin
-            \$769  = \$734 [116:0];
+            \$770  = \$734 [5:0];
           end
       6'h2e:
           /* empty */;
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$74 ) begin
-            \$769  = p;
-          end
+          /* empty */;
       6'h31:
           /* empty */;
       6'h32:
-          if (\done$74 ) begin
-            \$769  = p;
-          end
+          /* empty */;
       6'h33:
           (* full_case = 32'd1 *)
-          if (\$741 ) begin
+          if (\$740 ) begin
+            \$770  = 6'h00;
           end else begin
-            \$769  = \$742 [116:0];
+            \$770  = \$742 [5:0];
           end
     endcase
     if (rst) begin
-      \$769  = 117'h000000000000000000000000000000;
+      \$770  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$770  = qg;
+    \$771  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$771  = 6'h01;
+            end else begin
+              \$771  = 6'h02;
+            end
+          end
+      6'h02:
+          \$771  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$771  = 6'h04;
+          end
+      6'h04:
+          \$771  = 6'h05;
+      6'h05:
+          if (\done$82 ) begin
+            \$771  = 6'h06;
+          end
+      6'h06:
+          \$771  = 6'h07;
+      6'h07:
+          if (\done$82 ) begin
+            \$771  = 6'h08;
+          end
+      6'h08:
+          if (i__valid) begin
+            if (last) begin
+              \$771  = 6'h09;
+            end
+          end
+      6'h09:
+          \$771  = 6'h0a;
+      6'h0a:
+          if (\done$82 ) begin
+            \$771  = 6'h0b;
+          end
+      6'h0b:
+          \$771  = 6'h0c;
+      6'h0c:
+          if (\done$82 ) begin
+            \$771  = 6'h0d;
+          end
+      6'h0d:
+          \$771  = 6'h0e;
+      6'h0e:
+          if (done) begin
+            \$771  = 6'h0f;
+          end
+      6'h0f:
+          \$771  = 6'h10;
+      6'h10:
+          \$771  = 6'h11;
+      6'h11:
+          if (done) begin
+            \$771  = 6'h12;
+          end
+      6'h12:
+          \$771  = 6'h13;
+      6'h13:
+          \$771  = 6'h14;
+      6'h14:
+          if (\done$82 ) begin
+            \$771  = 6'h15;
+          end
+      6'h15:
+          if (\$722 ) begin
+            \$771  = 6'h16;
+          end
+      6'h16:
+          \$771  = 6'h17;
+      6'h17:
+          if (\done$82 ) begin
+            \$771  = 6'h18;
+          end
+      6'h18:
+          \$771  = 6'h19;
+      6'h19:
+          if (\done$82 ) begin
+            \$771  = 6'h1a;
+          end
+      6'h1a:
+          \$771  = 6'h1b;
+      6'h1b:
+          if (done) begin
+            \$771  = 6'h1c;
+          end
+      6'h1c:
+          \$771  = 6'h1d;
+      6'h1d:
+          if (done) begin
+            \$771  = 6'h1e;
+          end
+      6'h1e:
+          \$771  = 6'h1f;
+      6'h1f:
+          if (done) begin
+            \$771  = 6'h20;
+          end
+      6'h20:
+          \$771  = 6'h21;
+      6'h21:
+          if (done) begin
+            \$771  = 6'h22;
+          end
+      6'h22:
+          \$771  = 6'h23;
+      6'h23:
+          \$771  = 6'h24;
+      6'h24:
+          if (\done$82 ) begin
+            \$771  = 6'h25;
+          end
+      6'h25:
+          if (\$728 ) begin
+            \$771  = 6'h26;
+          end
+      6'h26:
+          \$771  = 6'h27;
+      6'h27:
+          if (\done$82 ) begin
+            \$771  = 6'h28;
+          end
+      6'h28:
+          \$771  = 6'h29;
+      6'h29:
+          if (\done$82 ) begin
+            \$771  = 6'h2a;
+          end
+      6'h2a:
+          \$771  = 6'h2b;
+      6'h2b:
+          if (\done$82 ) begin
+            \$771  = 6'h2c;
+          end
+      6'h2c:
+          \$771  = 6'h2d;
+      6'h2d:
+          if (\$732 ) begin
+            \$771  = 6'h2e;
+          end
+      6'h2e:
+          \$771  = 6'h2f;
+      6'h2f:
+          \$771  = 6'h30;
+      6'h30:
+          if (\done$82 ) begin
+            \$771  = 6'h31;
+          end
+      6'h31:
+          \$771  = 6'h32;
+      6'h32:
+          if (\done$82 ) begin
+            \$771  = 6'h33;
+          end
+      6'h33:
+          if (\$740 ) begin
+            \$771  = 6'h34;
+          end
+      6'h34:
+          \$771  = 6'h35;
+      6'h35:
+          if (\$753 ) begin
+            \$771  = 6'h36;
+          end
+      6'h36:
+          if (stats__ready) begin
+            \$771  = 6'h00;
+          end
+      6'h01:
+          if (stats__ready) begin
+            \$771  = 6'h00;
+          end
+    endcase
+    if (rst) begin
+      \$771  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$772  = sx_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$772  = 29'h00000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$772  = \$714 [28:0];
+          end
+    endcase
+    if (rst) begin
+      \$772  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$773  = c_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$773  = 13'h0000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$773  = \$716 [12:0];
+          end
+    endcase
+    if (rst) begin
+      \$773  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$774  = q;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$774  = \q$81 [16:0];
+          end
+    endcase
+    if (rst) begin
+      \$774  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$775  = rz;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$82 ) begin
+            \$775  = \$706 ;
+          end
+    endcase
+    if (rst) begin
+      \$775  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$776  = nn;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          if (\done$82 ) begin
+            \$776  = p[25:0];
+          end
+    endcase
+    if (rst) begin
+      \$776  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$777  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$777  = \$396 [5:0];
+    endcase
+    if (rst) begin
+      \$777  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$778  = scratch;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          if (\done$82 ) begin
+            \$778  = p;
+          end
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          if (\done$82 ) begin
+            \$778  = p;
+          end
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$778  = c0w;
+      6'h2d:
+          (* full_case = 32'd1 *)
+          if (\$732 ) begin
+          end else begin
+            \$778  = \$733 [116:0];
+          end
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          if (\done$82 ) begin
+            \$778  = p;
+          end
+      6'h31:
+          /* empty */;
+      6'h32:
+          if (\done$82 ) begin
+            \$778  = p;
+          end
+      6'h33:
+          (* full_case = 32'd1 *)
+          if (\$740 ) begin
+          end else begin
+            \$778  = \$741 [116:0];
+          end
+    endcase
+    if (rst) begin
+      \$778  = 117'h000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$779  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4087,17 +4204,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$74 ) begin
-            \$770  = p[55:0];
+          if (\done$82 ) begin
+            \$779  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$770  = 56'h00000000000000;
+      \$779  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$771  = tq;
+    \$780  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4127,7 +4244,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h0e:
           if (done) begin
-            \$771  = \q$73 ;
+            \$780  = \q$81 ;
           end
       6'h0f:
           /* empty */;
@@ -4135,7 +4252,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h11:
           if (done) begin
-            \$771  = \q$73 ;
+            \$780  = \q$81 ;
           end
       6'h12:
           /* empty */;
@@ -4157,34 +4274,34 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
           /* empty */;
       6'h1b:
           if (done) begin
-            \$771  = \q$73 ;
+            \$780  = \q$81 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$771  = \q$73 ;
+            \$780  = \q$81 ;
           end
       6'h1e:
           /* empty */;
       6'h1f:
           if (done) begin
-            \$771  = \q$73 ;
+            \$780  = \q$81 ;
           end
       6'h20:
           /* empty */;
       6'h21:
           if (done) begin
-            \$771  = \q$73 ;
+            \$780  = \q$81 ;
           end
     endcase
     if (rst) begin
-      \$771  = 185'h00000000000000000000000000000000000000000000000;
+      \$780  = 185'h00000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$772  = m1;
+    \$781  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4215,15 +4332,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h0e:
           /* empty */;
       6'h0f:
-          \$772  = \$719 [60:0];
+          \$781  = \$718 [60:0];
     endcase
     if (rst) begin
-      \$772  = 61'h0000000000000000;
+      \$781  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$773  = lane_a;
+    \$782  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4264,23 +4381,23 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h13:
           /* empty */;
       6'h14:
-          if (\done$74 ) begin
-            \$773  = p[60:0];
+          if (\done$82 ) begin
+            \$782  = p[60:0];
           end
       6'h15:
           (* full_case = 32'd1 *)
-          if (\$723 ) begin
+          if (\$722 ) begin
           end else begin
-            \$773  = \$724 [60:0];
+            \$782  = \$723 [60:0];
           end
     endcase
     if (rst) begin
-      \$773  = 61'h0000000000000000;
+      \$782  = 61'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$774  = c0w;
+    \$783  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4327,8 +4444,8 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$74 ) begin
-            \$774  = p;
+          if (\done$82 ) begin
+            \$783  = p;
           end
       6'h18:
           /* empty */;
@@ -4369,17 +4486,17 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2a:
           /* empty */;
       6'h2b:
-          if (\done$74 ) begin
-            \$774  = p;
+          if (\done$82 ) begin
+            \$783  = p;
           end
     endcase
     if (rst) begin
-      \$774  = 117'h000000000000000000000000000000;
+      \$783  = 117'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$775  = m2;
+    \$784  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4448,15 +4565,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h21:
           /* empty */;
       6'h22:
-          \$775  = \$727 [94:0];
+          \$784  = \$726 [94:0];
     endcase
     if (rst) begin
-      \$775  = 95'h000000000000000000000000;
+      \$784  = 95'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$776  = \$signal$35 ;
+    \$785  = \$signal$78 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4529,23 +4646,23 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$74 ) begin
-            \$776  = p[80:0];
+          if (\done$82 ) begin
+            \$785  = p[80:0];
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$729 ) begin
+          if (\$728 ) begin
           end else begin
-            \$776  = \$730 [80:0];
+            \$785  = \$729 [80:0];
           end
     endcase
     if (rst) begin
-      \$776  = 81'h000000000000000000000;
+      \$785  = 81'h000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$777  = wsum;
+    \$786  = wsum;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4624,23 +4741,23 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h26:
           /* empty */;
       6'h27:
-          if (\done$74 ) begin
-            \$777  = p;
+          if (\done$82 ) begin
+            \$786  = p;
           end
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$74 ) begin
-            \$777  = p;
+          if (\done$82 ) begin
+            \$786  = p;
           end
     endcase
     if (rst) begin
-      \$777  = 117'h000000000000000000000000000000;
+      \$786  = 117'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$778  = const0;
+    \$787  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4733,15 +4850,15 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h2d:
           /* empty */;
       6'h2e:
-          \$778  = \$739 [95:0];
+          \$787  = \$738 [95:0];
     endcase
     if (rst) begin
-      \$778  = 96'h000000000000000000000000;
+      \$787  = 96'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$779  = const1;
+    \$788  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4846,10 +4963,10 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
       6'h33:
           /* empty */;
       6'h34:
-          \$779  = \$747 [95:0];
+          \$788  = \$746 [95:0];
     endcase
     if (rst) begin
-      \$779  = 96'h000000000000000000000000;
+      \$788  = 96'h000000000000000000000000;
     end
   end
   assign \$signal  = q;
@@ -4860,8 +4977,7 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign sh_new = \$396 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$405 [97:0];
-  assign sel = { 1'h0, \$780  };
+  assign sel = { 1'h0, \$789  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[92:42];
@@ -4881,7 +4997,10 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \chan.den  = chan[92:42];
   assign \chan.gamma  = chan[108:93];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$780  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal$69[0]  = \$signal$69 ;
+  assign \sel[0]  = { 1'h0, \$789  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { 15'h0000, nn, 16'h0000 };
   assign \$4  = 1'h0;
@@ -5109,21 +5228,21 @@ module hwnorm_bwd_semidev_s16(chan__valid, i__payload, i__valid, o__ready, stats
   assign \$262  = \$261 ;
   assign \$263  = \$262 ;
   assign sh_lead = \$390 ;
-  assign \$584  = { \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 [16], \$583 , 167'h000000000000000000000000000000000000000000 };
-  assign \$591  = { \$590 , 127'h00000000000000000000000000000000 };
-  assign \$605  = { \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 [117], \$604 , 112'h0000000000000000000000000000 };
-  assign \$690  = { \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97:45] };
-  assign \$692  = { \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97:45] };
-  assign \$694  = { \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97:45] };
-  assign \$698  = { \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97:45] };
-  assign \$700  = { \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97], \$405 [97:45] };
-  assign \$719  = { \$718 [185], \$718 [185:1] };
-  assign \$721  = { \$720 [185], \$720 [185:1] };
-  assign \$724  = { lane_a, 1'h0 };
-  assign \$727  = { \$726 [185], \$726 [185:1] };
-  assign \$730  = { \$signal$35 , 1'h0 };
-  assign \$734  = { scratch, 1'h0 };
-  assign \$742  = { scratch, 1'h0 };
+  assign \$576  = { \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 [16], \$575 , 167'h000000000000000000000000000000000000000000 };
+  assign \$583  = { \$582 , 127'h00000000000000000000000000000000 };
+  assign \$597  = { \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 [117], \$596 , 112'h0000000000000000000000000000 };
+  assign \$689  = { acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97:45] };
+  assign \$691  = { acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97:45] };
+  assign \$693  = { acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97:45] };
+  assign \$697  = { acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97:45] };
+  assign \$699  = { acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97], acc0[97:45] };
+  assign \$718  = { \$717 [185], \$717 [185:1] };
+  assign \$720  = { \$719 [185], \$719 [185:1] };
+  assign \$723  = { lane_a, 1'h0 };
+  assign \$726  = { \$725 [185], \$725 [185:1] };
+  assign \$729  = { \$signal$78 , 1'h0 };
+  assign \$733  = { scratch, 1'h0 };
+  assign \$741  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_semidev_s16.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -5474,7 +5593,7 @@ module \hwnorm_bwd_semidev_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, 
   assign \$6  = { 1'h0, b_sh[43:1] };
 endmodule
 
-module \hwnorm_bwd_semidev_s16.sel$76 (clk, rst, mask, \port$874$0 , clear, p1, q, rz, x);
+module \hwnorm_bwd_semidev_s16.sel$84 (clk, rst, mask, \port$878$0 , clear, p1, q, rz, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5500,8 +5619,8 @@ module \hwnorm_bwd_semidev_s16.sel$76 (clk, rst, mask, \port$874$0 , clear, p1, 
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$874$0 ;
-  wire [1:0] \port$874$0 ;
+  output [1:0] \port$878$0 ;
+  wire [1:0] \port$878$0 ;
   input [16:0] q;
   wire [16:0] q;
   input rst;
@@ -5544,7 +5663,7 @@ module \hwnorm_bwd_semidev_s16.sel$76 (clk, rst, mask, \port$874$0 , clear, p1, 
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$874$0  = \$7 ;
+  assign \port$878$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -206,20 +206,20 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [8:0] \$278 ;
   wire [8:0] \$279 ;
   wire \$28 ;
-  wire [56:0] \$280 ;
+  wire \$280 ;
   wire \$281 ;
-  wire [71:0] \$282 ;
-  wire [72:0] \$283 ;
-  wire \$284 ;
-  wire [72:0] \$285 ;
-  wire [72:0] \$286 ;
-  wire [73:0] \$287 ;
-  wire [74:0] \$288 ;
+  wire \$282 ;
+  wire [5:0] \$283 ;
+  wire [5:0] \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire [5:0] \$291 ;
-  wire [5:0] \$292 ;
+  wire \$291 ;
+  wire \$292 ;
   wire \$293 ;
   wire \$294 ;
   wire \$295 ;
@@ -241,75 +241,75 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire \$309 ;
   wire \$31 ;
   wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
+  wire [5:0] \$311 ;
+  wire [5:0] \$312 ;
+  wire [5:0] \$313 ;
   wire \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire [5:0] \$319 ;
+  wire [5:0] \$315 ;
+  wire [5:0] \$316 ;
+  wire [5:0] \$317 ;
+  wire [5:0] \$318 ;
+  wire \$319 ;
   wire \$32 ;
-  wire [5:0] \$320 ;
-  wire [5:0] \$321 ;
+  wire \$320 ;
+  wire \$321 ;
   wire \$322 ;
   wire [5:0] \$323 ;
   wire [5:0] \$324 ;
   wire [5:0] \$325 ;
-  wire [5:0] \$326 ;
-  wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
+  wire \$326 ;
+  wire [5:0] \$327 ;
+  wire [5:0] \$328 ;
+  wire [5:0] \$329 ;
   wire \$33 ;
-  wire \$330 ;
+  wire [5:0] \$330 ;
   wire [5:0] \$331 ;
-  wire [5:0] \$332 ;
-  wire [5:0] \$333 ;
+  wire \$332 ;
+  wire \$333 ;
   wire \$334 ;
-  wire [5:0] \$335 ;
-  wire [5:0] \$336 ;
-  wire [5:0] \$337 ;
-  wire [5:0] \$338 ;
-  wire [5:0] \$339 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
+  wire [5:0] \$343 ;
+  wire [5:0] \$344 ;
+  wire [5:0] \$345 ;
   wire \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
+  wire [5:0] \$347 ;
+  wire [5:0] \$348 ;
+  wire [5:0] \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire [5:0] \$351 ;
-  wire [5:0] \$352 ;
-  wire [5:0] \$353 ;
+  wire [5:0] \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
   wire \$354 ;
   wire [5:0] \$355 ;
   wire [5:0] \$356 ;
   wire [5:0] \$357 ;
-  wire [5:0] \$358 ;
-  wire \$359 ;
+  wire \$358 ;
+  wire [5:0] \$359 ;
   wire \$36 ;
-  wire \$360 ;
-  wire \$361 ;
-  wire \$362 ;
+  wire [5:0] \$360 ;
+  wire [5:0] \$361 ;
+  wire [5:0] \$362 ;
   wire [5:0] \$363 ;
   wire [5:0] \$364 ;
-  wire [5:0] \$365 ;
+  wire \$365 ;
   wire \$366 ;
-  wire [5:0] \$367 ;
-  wire [5:0] \$368 ;
-  wire [5:0] \$369 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [5:0] \$370 ;
-  wire [5:0] \$371 ;
-  wire [5:0] \$372 ;
-  wire \$373 ;
+  wire [3:0] \$370 ;
+  wire [3:0] \$371 ;
+  wire [3:0] \$372 ;
+  wire [3:0] \$373 ;
   wire \$374 ;
   wire \$375 ;
   wire \$376 ;
@@ -318,71 +318,71 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [3:0] \$379 ;
   wire \$38 ;
   wire [3:0] \$380 ;
-  wire [3:0] \$381 ;
-  wire \$382 ;
-  wire \$383 ;
-  wire \$384 ;
-  wire \$385 ;
-  wire [3:0] \$386 ;
-  wire [3:0] \$387 ;
-  wire [3:0] \$388 ;
+  wire \$381 ;
+  wire [3:0] \$382 ;
+  wire [3:0] \$383 ;
+  wire [3:0] \$384 ;
+  wire [3:0] \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
   wire \$389 ;
   wire \$39 ;
-  wire [3:0] \$390 ;
-  wire [3:0] \$391 ;
-  wire [3:0] \$392 ;
-  wire [3:0] \$393 ;
+  wire [4:0] \$390 ;
+  wire \$391 ;
+  wire [4:0] \$392 ;
+  wire \$393 ;
   wire \$394 ;
   wire \$395 ;
   wire \$396 ;
-  wire \$397 ;
-  wire [4:0] \$398 ;
+  wire [21:0] \$397 ;
+  wire [21:0] \$398 ;
   wire \$399 ;
   wire \$4 ;
   wire [6:0] \$40 ;
-  wire [4:0] \$400 ;
-  wire \$401 ;
-  wire \$402 ;
+  wire \$400 ;
+  wire [21:0] \$401 ;
+  wire [21:0] \$402 ;
   wire \$403 ;
   wire \$404 ;
-  wire [21:0] \$405 ;
-  wire [21:0] \$406 ;
-  wire \$407 ;
-  wire \$408 ;
-  wire [21:0] \$409 ;
+  wire \$405 ;
+  wire [8:0] \$406 ;
+  wire [8:0] \$407 ;
+  wire [135:0] \$408 ;
+  wire [6:0] \$409 ;
   wire [6:0] \$41 ;
-  wire [21:0] \$410 ;
+  wire [7:0] \$410 ;
   wire \$411 ;
   wire \$412 ;
-  wire \$413 ;
-  wire [8:0] \$414 ;
-  wire [8:0] \$415 ;
-  wire [135:0] \$416 ;
-  wire [6:0] \$417 ;
-  wire [7:0] \$418 ;
-  wire \$419 ;
+  wire [40:0] \$413 ;
+  wire [40:0] \$414 ;
+  wire [167:0] \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire [21:0] \$418 ;
+  wire [21:0] \$419 ;
   wire [6:0] \$42 ;
   wire \$420 ;
-  wire [40:0] \$421 ;
-  wire [40:0] \$422 ;
-  wire [167:0] \$423 ;
-  wire \$424 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire [8:0] \$423 ;
+  wire [8:0] \$424 ;
   wire \$425 ;
-  wire [21:0] \$426 ;
-  wire [21:0] \$427 ;
-  wire \$428 ;
-  wire \$429 ;
+  wire \$426 ;
+  wire [89:0] \$427 ;
+  wire [89:0] \$428 ;
+  wire [216:0] \$429 ;
   wire \$43 ;
-  wire \$430 ;
-  wire [8:0] \$431 ;
-  wire [8:0] \$432 ;
+  wire [6:0] \$430 ;
+  wire [7:0] \$431 ;
+  wire \$432 ;
   wire \$433 ;
-  wire \$434 ;
-  wire [89:0] \$435 ;
-  wire [89:0] \$436 ;
-  wire [216:0] \$437 ;
-  wire [6:0] \$438 ;
-  wire [7:0] \$439 ;
+  wire [129:0] \$434 ;
+  wire [129:0] \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire [129:0] \$438 ;
+  wire [129:0] \$439 ;
   wire [6:0] \$44 ;
   wire \$440 ;
   wire \$441 ;
@@ -390,21 +390,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [129:0] \$443 ;
   wire \$444 ;
   wire \$445 ;
-  wire [129:0] \$446 ;
-  wire [129:0] \$447 ;
+  wire [89:0] \$446 ;
+  wire [89:0] \$447 ;
   wire \$448 ;
   wire \$449 ;
   wire [6:0] \$45 ;
-  wire [129:0] \$450 ;
-  wire [129:0] \$451 ;
+  wire [21:0] \$450 ;
+  wire [21:0] \$451 ;
   wire \$452 ;
   wire \$453 ;
-  wire [89:0] \$454 ;
-  wire [89:0] \$455 ;
+  wire \$454 ;
+  wire \$455 ;
   wire \$456 ;
   wire \$457 ;
-  wire [21:0] \$458 ;
-  wire [21:0] \$459 ;
+  wire \$458 ;
+  wire \$459 ;
   wire [6:0] \$46 ;
   wire \$460 ;
   wire \$461 ;
@@ -463,120 +463,129 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire \$509 ;
   wire \$51 ;
   wire \$510 ;
-  wire \$511 ;
+  wire [56:0] \$511 ;
   wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
+  wire [71:0] \$513 ;
+  wire [72:0] \$514 ;
   wire \$515 ;
-  wire \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  wire [72:0] \$516 ;
+  wire [72:0] \$517 ;
+  wire [73:0] \$518 ;
+  wire [74:0] \$519 ;
   wire \$52 ;
   wire \$520 ;
-  wire \$521 ;
-  wire [73:0] \$522 ;
-  wire \$523 ;
-  wire [73:0] \$524 ;
-  wire \$525 ;
-  wire [73:0] \$526 ;
+  wire [73:0] \$521 ;
+  wire \$522 ;
+  wire [73:0] \$523 ;
+  wire \$524 ;
+  wire [73:0] \$525 ;
+  wire [8:0] \$526 ;
   wire [8:0] \$527 ;
   wire [8:0] \$528 ;
-  wire [8:0] \$529 ;
+  wire [73:0] \$529 ;
   wire \$53 ;
-  wire [73:0] \$530 ;
-  wire \$531 ;
-  wire [73:0] \$532 ;
+  wire \$530 ;
+  wire [73:0] \$531 ;
+  wire \$532 ;
   wire \$533 ;
   wire \$534 ;
-  wire \$535 ;
+  wire [13:0] \$535 ;
   wire [13:0] \$536 ;
   wire [13:0] \$537 ;
-  wire [13:0] \$538 ;
-  wire \$539 ;
+  wire \$538 ;
+  wire [7:0] \$539 ;
   wire \$54 ;
-  wire [7:0] \$540 ;
-  wire [21:0] \$541 ;
+  wire [21:0] \$540 ;
+  wire [15:0] \$541 ;
   wire [15:0] \$542 ;
-  wire [15:0] \$543 ;
-  wire [28:0] \$544 ;
-  wire \$545 ;
-  wire [7:0] \$546 ;
-  wire [21:0] \$547 ;
-  wire \$548 ;
-  wire [13:0] \$549 ;
+  wire [28:0] \$543 ;
+  wire \$544 ;
+  wire [7:0] \$545 ;
+  wire [21:0] \$546 ;
+  wire \$547 ;
+  wire [13:0] \$548 ;
+  wire [129:0] \$549 ;
   wire \$55 ;
   wire [129:0] \$550 ;
   wire [129:0] \$551 ;
   wire [129:0] \$552 ;
-  wire [129:0] \$553 ;
-  wire [6:0] \$554 ;
-  wire \$555 ;
-  wire [49:0] \$556 ;
-  wire [6:0] \$557 ;
+  wire [6:0] \$553 ;
+  wire \$554 ;
+  wire [49:0] \$555 ;
+  wire [6:0] \$556 ;
+  wire [129:0] \$557 ;
   wire [129:0] \$558 ;
-  wire [129:0] \$559 ;
+  wire [6:0] \$559 ;
   wire \$56 ;
-  wire [6:0] \$560 ;
-  wire \$561 ;
-  wire [65:0] \$562 ;
+  wire \$560 ;
+  wire [65:0] \$561 ;
+  wire [6:0] \$562 ;
   wire [6:0] \$563 ;
-  wire [6:0] \$564 ;
-  wire \$565 ;
-  wire [89:0] \$566 ;
-  wire [6:0] \$567 ;
+  wire \$564 ;
+  wire [89:0] \$565 ;
+  wire [6:0] \$566 ;
+  wire \$567 ;
   wire \$568 ;
-  wire \$569 ;
+  wire [88:0] \$569 ;
   wire \$57 ;
   wire [88:0] \$570 ;
-  wire [88:0] \$571 ;
-  wire [6:0] \$572 ;
-  wire \$573 ;
-  wire [89:0] \$574 ;
-  wire [6:0] \$575 ;
+  wire [6:0] \$571 ;
+  wire \$572 ;
+  wire [89:0] \$573 ;
+  wire [6:0] \$574 ;
+  wire \$575 ;
   wire \$576 ;
-  wire \$577 ;
+  wire [88:0] \$577 ;
   wire [88:0] \$578 ;
-  wire [88:0] \$579 ;
+  wire \$579 ;
   wire \$58 ;
   wire \$580 ;
   wire \$581 ;
   wire \$582 ;
   wire \$583 ;
   wire \$584 ;
-  reg \$585 ;
+  wire \$585 ;
   reg [7:0] \$586 ;
-  reg [12:0] \$587 ;
-  reg [12:0] \$588 ;
-  reg [76:0] \$589 ;
+  reg [7:0] \$587 ;
+  reg \$588 ;
+  reg [2:0] \$589 ;
   wire \$59 ;
-  reg [20:0] \$590 ;
-  reg [27:0] \$591 ;
-  reg [34:0] \$592 ;
-  reg [5:0] \$593 ;
-  reg [5:0] \$594 ;
-  reg [20:0] \$595 ;
+  reg \$590 ;
+  reg \$591 ;
+  reg \$592 ;
+  reg \$593 ;
+  reg [73:0] \$594 ;
+  reg [7:0] \$595 ;
   reg [12:0] \$596 ;
-  reg [8:0] \$597 ;
-  reg \$598 ;
-  reg [25:0] \$599 ;
+  reg [12:0] \$597 ;
+  reg [76:0] \$598 ;
+  reg [20:0] \$599 ;
   wire \$6 ;
   wire [6:0] \$60 ;
-  reg [5:0] \$600 ;
-  reg [88:0] \$601 ;
-  reg [39:0] \$602 ;
-  reg [128:0] \$603 ;
-  reg [48:0] \$604 ;
-  reg [48:0] \$605 ;
-  reg [88:0] \$606 ;
-  reg [74:0] \$607 ;
-  reg [64:0] \$608 ;
-  reg [88:0] \$609 ;
+  reg [27:0] \$600 ;
+  reg [34:0] \$601 ;
+  reg [5:0] \$602 ;
+  reg [5:0] \$603 ;
+  reg [20:0] \$604 ;
+  reg [12:0] \$605 ;
+  reg [8:0] \$606 ;
+  reg \$607 ;
+  reg [25:0] \$608 ;
+  reg [5:0] \$609 ;
   wire [6:0] \$61 ;
-  reg [71:0] \$610 ;
-  reg [71:0] \$611 ;
-  wire [1:0] \$612 ;
+  reg [88:0] \$610 ;
+  reg [39:0] \$611 ;
+  reg [128:0] \$612 ;
+  reg [48:0] \$613 ;
+  reg [48:0] \$614 ;
+  reg [88:0] \$615 ;
+  reg [74:0] \$616 ;
+  reg [64:0] \$617 ;
+  reg [88:0] \$618 ;
+  reg [71:0] \$619 ;
   wire [6:0] \$62 ;
+  reg [71:0] \$620 ;
+  wire [1:0] \$621 ;
   wire \$63 ;
   wire [6:0] \$64 ;
   wire [6:0] \$65 ;
@@ -619,9 +628,13 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire \$99 ;
   (* init = 9'h000 *)
   wire [8:0] \$signal ;
-  reg [64:0] \$signal$35  = 65'h00000000000000000;
+  reg [2:0] \$signal$69  = 3'h0;
+  wire [2:0] \$signal$69[0] ;
+  reg \$signal$72  = 1'h0;
+  reg [64:0] \$signal$78  = 65'h00000000000000000;
   reg [88:0] a;
-  wire [73:0] acc0;
+  reg [73:0] acc0 = 74'h0000000000000000000;
+  wire adv;
   reg [5:0] align = 6'h00;
   reg [35:0] b;
   reg beat;
@@ -653,7 +666,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [5:0] den_lead;
   reg [34:0] dgamma = 35'h000000000;
   wire done;
-  wire \done$74 ;
+  wire \done$82 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -674,7 +687,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire mask;
   wire \mask$22 ;
   reg neg;
-  reg \neg$54 ;
+  reg \neg$49 ;
   reg [25:0] nn = 26'h0000000;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
@@ -692,7 +705,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   reg p1;
   reg p2;
   reg [8:0] q = 9'h000;
-  wire [128:0] \q$73 ;
+  wire [128:0] \q$81 ;
   reg [39:0] qg = 40'h0000000000;
   wire refused;
   reg [34:0] rem_init;
@@ -701,6 +714,13 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   reg rz = 1'h0;
   (* init = 1'h0 *)
   wire \rz$20 ;
+  reg [7:0] s0_g = 8'h00;
+  wire [7:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [7:0] s0_x = 8'h00;
+  wire [7:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [88:0] scratch = 89'h00000000000000000000000;
   wire [2:0] sel;
@@ -712,7 +732,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [5:0] sh_new;
   wire [88:0] shv;
   reg start;
-  reg \start$50 ;
+  reg \start$45 ;
   output [69:0] stats__payload;
   reg [69:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -724,255 +744,282 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   output stats__valid;
   reg stats__valid;
   reg [6:0] steps;
-  reg [5:0] \steps$55 ;
+  reg [5:0] \steps$50 ;
   reg [20:0] sx_neg = 21'h000000;
   reg take;
   reg [128:0] tq = 129'h000000000000000000000000000000000;
   reg [88:0] wsum = 89'h00000000000000000000000;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$384  = \$382  | \$383 ;
-  assign \$385  = chan__payload[6] | chan__payload[7];
-  assign \$386  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$387  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$388  = \$385  ? \$386  : \$387 ;
-  assign \$389  = chan__payload[2] | chan__payload[3];
-  assign \$390  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$391  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$392  = \$389  ? \$390  : \$391 ;
-  assign \$393  = \$384  ? \$388  : \$392 ;
-  assign count_lead = \$376  ? \$381  : \$393 ;
-  assign \$394  = ! chan__payload[12:0];
-  assign \$395  = chan__payload[12:0] > 13'h1000;
-  assign \$396  = \$394  | \$395 ;
-  assign \$397  = ! chan__payload[68:34];
-  assign \$398  = count_lead + 4'h9;
-  assign \$399  = \$398  > 1'h0;
-  assign \$400  = count_lead + 4'h9;
-  assign \$401  = den_lead < \$400 ;
-  assign \$402  = \$399  & \$401 ;
-  assign \$403  = \$397  | \$402 ;
-  assign refused = | { \$403 , \$396  };
-  assign \$404  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$405  = - $signed(chan[33:13]);
-  assign \$406  = \$404  ? \$405  : { chan[33], chan[33:13] };
-  assign \$407  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$408  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$409  = - $signed(chan[33:13]);
-  assign \$410  = \$408  ? \$409  : { chan[33], chan[33:13] };
-  assign \$411  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$412  = ~ \$411 ;
-  assign \$413  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$414  = - $signed(chan[76:69]);
-  assign \$415  = \$413  ? \$414  : { chan[76], chan[76:69] };
-  assign \$417  = 4'hd + sh;
-  assign \$418  = 4'h8 + \$417 ;
-  assign \$419  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$420  = $signed(qg) < $signed(1'h0);
-  assign \$421  = - $signed(qg);
-  assign \$422  = \$420  ? \$421  : { qg[39], qg };
-  assign \$424  = $signed(qg) < $signed(1'h0);
-  assign \$425  = $signed(sg) < $signed(1'h0);
-  assign \$426  = - $signed(sg);
-  assign \$427  = \$425  ? \$426  : { sg[20], sg };
-  assign \$428  = $signed(sg) < $signed(1'h0);
-  assign \$429  = ~ \$428 ;
-  assign \$430  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$431  = - $signed(chan[76:69]);
-  assign \$432  = \$430  ? \$431  : { chan[76], chan[76:69] };
-  assign \$433  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$434  = $signed(scratch) < $signed(1'h0);
-  assign \$435  = - $signed(scratch);
-  assign \$436  = \$434  ? \$435  : { scratch[88], scratch };
-  assign \$438  = 6'h2b + sh;
-  assign \$439  = 6'h2f + \$438 ;
-  assign \$440  = $signed(scratch) < $signed(1'h0);
+  assign \$374  = chan__payload[4] | chan__payload[5];
+  assign \$375  = chan__payload[6] | chan__payload[7];
+  assign \$376  = \$374  | \$375 ;
+  assign \$377  = chan__payload[6] | chan__payload[7];
+  assign \$378  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$379  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$380  = \$377  ? \$378  : \$379 ;
+  assign \$381  = chan__payload[2] | chan__payload[3];
+  assign \$382  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$383  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$384  = \$381  ? \$382  : \$383 ;
+  assign \$385  = \$376  ? \$380  : \$384 ;
+  assign count_lead = \$368  ? \$373  : \$385 ;
+  assign \$386  = ! chan__payload[12:0];
+  assign \$387  = chan__payload[12:0] > 13'h1000;
+  assign \$388  = \$386  | \$387 ;
+  assign \$389  = ! chan__payload[68:34];
+  assign \$390  = count_lead + 4'h9;
+  assign \$391  = \$390  > 1'h0;
+  assign \$392  = count_lead + 4'h9;
+  assign \$393  = den_lead < \$392 ;
+  assign \$394  = \$391  & \$393 ;
+  assign \$395  = \$389  | \$394 ;
+  assign refused = | { \$395 , \$388  };
+  assign \$396  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$397  = - $signed(chan[33:13]);
+  assign \$398  = \$396  ? \$397  : { chan[33], chan[33:13] };
+  assign \$399  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$400  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$401  = - $signed(chan[33:13]);
+  assign \$402  = \$400  ? \$401  : { chan[33], chan[33:13] };
+  assign \$403  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$404  = ~ \$403 ;
+  assign \$405  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$406  = - $signed(chan[76:69]);
+  assign \$407  = \$405  ? \$406  : { chan[76], chan[76:69] };
+  assign \$409  = 4'hd + sh;
+  assign \$410  = 4'h8 + \$409 ;
+  assign \$411  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$412  = $signed(qg) < $signed(1'h0);
+  assign \$413  = - $signed(qg);
+  assign \$414  = \$412  ? \$413  : { qg[39], qg };
+  assign \$416  = $signed(qg) < $signed(1'h0);
+  assign \$417  = $signed(sg) < $signed(1'h0);
+  assign \$418  = - $signed(sg);
+  assign \$419  = \$417  ? \$418  : { sg[20], sg };
+  assign \$420  = $signed(sg) < $signed(1'h0);
+  assign \$421  = ~ \$420 ;
+  assign \$422  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$423  = - $signed(chan[76:69]);
+  assign \$424  = \$422  ? \$423  : { chan[76], chan[76:69] };
+  assign \$425  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$426  = $signed(scratch) < $signed(1'h0);
+  assign \$427  = - $signed(scratch);
+  assign \$428  = \$426  ? \$427  : { scratch[88], scratch };
+  assign \$430  = 6'h2b + sh;
+  assign \$431  = 6'h2f + \$430 ;
+  assign \$432  = $signed(scratch) < $signed(1'h0);
+  assign \$433  = $signed(tq) < $signed(1'h0);
+  assign \$434  = - $signed(tq);
+  assign \$435  = \$433  ? \$434  : { tq[128], tq };
+  assign \$436  = $signed(tq) < $signed(1'h0);
+  assign \$437  = $signed(tq) < $signed(1'h0);
+  assign \$438  = - $signed(tq);
+  assign \$439  = \$437  ? \$438  : { tq[128], tq };
+  assign \$440  = $signed(tq) < $signed(1'h0);
   assign \$441  = $signed(tq) < $signed(1'h0);
   assign \$442  = - $signed(tq);
   assign \$443  = \$441  ? \$442  : { tq[128], tq };
   assign \$444  = $signed(tq) < $signed(1'h0);
-  assign \$445  = $signed(tq) < $signed(1'h0);
-  assign \$446  = - $signed(tq);
-  assign \$447  = \$445  ? \$446  : { tq[128], tq };
-  assign \$448  = $signed(tq) < $signed(1'h0);
-  assign \$449  = $signed(tq) < $signed(1'h0);
-  assign \$450  = - $signed(tq);
-  assign \$451  = \$449  ? \$450  : { tq[128], tq };
-  assign \$452  = $signed(tq) < $signed(1'h0);
-  assign \$453  = $signed(wsum) < $signed(1'h0);
-  assign \$454  = - $signed(wsum);
-  assign \$455  = \$453  ? \$454  : { wsum[88], wsum };
-  assign \$456  = $signed(wsum) < $signed(1'h0);
-  assign \$457  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$458  = - $signed(chan[33:13]);
-  assign \$459  = \$457  ? \$458  : { chan[33], chan[33:13] };
-  assign \$460  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$461  = | left;
-  assign \$462  = ~ o__valid;
-  assign \$463  = \$462  | o__ready;
-  assign \$464  = \$461  & \$463 ;
-  assign \$465  = i__valid & i__ready;
-  assign \$466  = ! fsm_state;
-  assign \$467  = fsm_state == 1'h1;
-  assign \$468  = fsm_state == 2'h2;
-  assign \$469  = fsm_state == 2'h3;
-  assign \$470  = fsm_state == 3'h4;
-  assign \$471  = fsm_state == 3'h5;
-  assign \$472  = fsm_state == 3'h6;
-  assign \$473  = fsm_state == 3'h7;
-  assign \$474  = fsm_state == 4'h8;
-  assign \$475  = fsm_state == 4'h9;
-  assign \$476  = fsm_state == 4'ha;
-  assign \$477  = fsm_state == 4'hb;
-  assign \$478  = fsm_state == 4'hc;
-  assign \$479  = fsm_state == 4'hd;
-  assign \$480  = fsm_state == 4'he;
-  assign \$481  = fsm_state == 4'hf;
-  assign \$482  = fsm_state == 5'h10;
-  assign \$483  = fsm_state == 5'h11;
-  assign \$484  = fsm_state == 5'h12;
-  assign \$485  = fsm_state == 5'h13;
-  assign \$486  = fsm_state == 5'h14;
-  assign \$487  = fsm_state == 5'h15;
-  assign \$488  = fsm_state == 5'h16;
-  assign \$489  = fsm_state == 5'h17;
-  assign \$490  = fsm_state == 5'h18;
-  assign \$491  = fsm_state == 5'h19;
-  assign \$492  = fsm_state == 5'h1a;
-  assign \$493  = fsm_state == 5'h1b;
-  assign \$494  = fsm_state == 5'h1c;
-  assign \$495  = fsm_state == 5'h1d;
-  assign \$496  = fsm_state == 5'h1e;
-  assign \$497  = fsm_state == 5'h1f;
-  assign \$498  = fsm_state == 6'h20;
-  assign \$499  = fsm_state == 6'h21;
-  assign \$500  = fsm_state == 6'h22;
-  assign \$501  = fsm_state == 6'h23;
-  assign \$502  = fsm_state == 6'h24;
-  assign \$503  = fsm_state == 6'h25;
-  assign \$504  = fsm_state == 6'h26;
-  assign \$505  = fsm_state == 6'h27;
-  assign \$506  = fsm_state == 6'h28;
-  assign \$507  = fsm_state == 6'h29;
-  assign \$508  = fsm_state == 6'h2a;
-  assign \$509  = fsm_state == 6'h2b;
-  assign \$510  = fsm_state == 6'h2c;
-  assign \$511  = fsm_state == 6'h2d;
-  assign \$512  = fsm_state == 6'h2e;
-  assign \$513  = fsm_state == 6'h2f;
-  assign \$514  = fsm_state == 6'h30;
-  assign \$515  = fsm_state == 6'h31;
-  assign \$516  = fsm_state == 6'h32;
-  assign \$517  = fsm_state == 6'h33;
-  assign \$518  = fsm_state == 6'h34;
-  assign \$519  = fsm_state == 6'h35;
-  assign \$520  = fsm_state == 6'h36;
-  assign \$521  = ~ mask;
-  assign \$523  = $signed(\$522 ) > $signed(8'h7f);
-  assign \$525  = $signed(\$524 ) < $signed(8'h80);
-  assign \$527  = \$525  ? 9'h180 : { 1'h0, \$526 [7:0] };
-  assign \$528  = \$523  ? 9'h07f : \$527 ;
-  assign \$529  = mask ? \$528  : 9'h000;
-  assign \$531  = $signed(\$530 ) > $signed(8'h7f);
-  assign \$533  = $signed(\$532 ) < $signed(8'h80);
-  assign \$534  = \$531  | \$533 ;
-  assign \$535  = mask & \$534 ;
-  assign \$536  = sat + \$535 ;
-  assign \$537  = left - 1'h1;
-  assign \$538  = last ? 14'h0000 : \$537 ;
-  assign \$539  = ! p;
-  assign \$540  = mask ? i__payload[15:8] : 8'h00;
-  assign \$541  = $signed(sg) + $signed(\$540 );
-  assign \$542  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$543  = mask ? \$542  : 16'h0000;
-  assign \$544  = $signed(sgx) + $signed(\$543 );
-  assign \$545  = \$612  == 2'h2;
-  assign \$546  = \$545  ? i__payload[7:0] : 8'h00;
-  assign \$547  = $signed(sx_neg) + $signed(\$546 );
-  assign \$548  = \$612  == 2'h2;
-  assign \$549  = c_neg + \$548 ;
-  assign \$550  = $signed(tq) + $signed(2'h1);
-  assign \$552  = $signed(tq) + $signed(2'h1);
-  assign \$554  = align + sh;
-  assign \$555  = \$554  == 6'h25;
-  assign \$557  = align + 1'h1;
-  assign \$558  = $signed(tq) + $signed(2'h1);
-  assign \$560  = align + sh;
-  assign \$561  = \$560  == 6'h25;
-  assign \$563  = align + 1'h1;
-  assign \$564  = align + sh;
-  assign \$565  = \$564  == 6'h25;
-  assign \$567  = align + 1'h1;
-  assign \$568  = $signed(scratch) > $signed(72'h7ff090872000000000);
-  assign \$569  = $signed(scratch) < $signed(72'h800f6f78e000000000);
-  assign \$570  = \$569  ? 89'h1ffff800f6f78e000000000 : scratch;
-  assign \$571  = \$568  ? 89'h000007ff090872000000000 : \$570 ;
-  assign \$572  = align + sh;
-  assign \$573  = \$572  == 6'h25;
-  assign \$575  = align + 1'h1;
-  assign \$576  = $signed(scratch) > $signed(72'h7ff090872000000000);
-  assign \$577  = $signed(scratch) < $signed(72'h800f6f78e000000000);
-  assign \$578  = \$577  ? 89'h1ffff800f6f78e000000000 : scratch;
-  assign \$579  = \$576  ? 89'h000007ff090872000000000 : \$578 ;
-  assign \$580  = | left;
-  assign \$581  = ~ \$580 ;
-  assign \$582  = ~ o__valid;
-  assign \$583  = \$582  | o__ready;
-  assign \$584  = \$581  & \$583 ;
+  assign \$445  = $signed(wsum) < $signed(1'h0);
+  assign \$446  = - $signed(wsum);
+  assign \$447  = \$445  ? \$446  : { wsum[88], wsum };
+  assign \$448  = $signed(wsum) < $signed(1'h0);
+  assign \$449  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$450  = - $signed(chan[33:13]);
+  assign \$451  = \$449  ? \$450  : { chan[33], chan[33:13] };
+  assign \$452  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$453  = | left;
+  assign \$454  = \$453  & adv;
+  assign \$455  = i__valid & i__ready;
+  assign \$456  = ! fsm_state;
+  assign \$457  = fsm_state == 1'h1;
+  assign \$458  = fsm_state == 2'h2;
+  assign \$459  = fsm_state == 2'h3;
+  assign \$460  = fsm_state == 3'h4;
+  assign \$461  = fsm_state == 3'h5;
+  assign \$462  = fsm_state == 3'h6;
+  assign \$463  = fsm_state == 3'h7;
+  assign \$464  = fsm_state == 4'h8;
+  assign \$465  = fsm_state == 4'h9;
+  assign \$466  = fsm_state == 4'ha;
+  assign \$467  = fsm_state == 4'hb;
+  assign \$468  = fsm_state == 4'hc;
+  assign \$469  = fsm_state == 4'hd;
+  assign \$470  = fsm_state == 4'he;
+  assign \$471  = fsm_state == 4'hf;
+  assign \$472  = fsm_state == 5'h10;
+  assign \$473  = fsm_state == 5'h11;
+  assign \$474  = fsm_state == 5'h12;
+  assign \$475  = fsm_state == 5'h13;
+  assign \$476  = fsm_state == 5'h14;
+  assign \$477  = fsm_state == 5'h15;
+  assign \$478  = fsm_state == 5'h16;
+  assign \$479  = fsm_state == 5'h17;
+  assign \$480  = fsm_state == 5'h18;
+  assign \$481  = fsm_state == 5'h19;
+  assign \$482  = fsm_state == 5'h1a;
+  assign \$483  = fsm_state == 5'h1b;
+  assign \$484  = fsm_state == 5'h1c;
+  assign \$485  = fsm_state == 5'h1d;
+  assign \$486  = fsm_state == 5'h1e;
+  assign \$487  = fsm_state == 5'h1f;
+  assign \$488  = fsm_state == 6'h20;
+  assign \$489  = fsm_state == 6'h21;
+  assign \$490  = fsm_state == 6'h22;
+  assign \$491  = fsm_state == 6'h23;
+  assign \$492  = fsm_state == 6'h24;
+  assign \$493  = fsm_state == 6'h25;
+  assign \$494  = fsm_state == 6'h26;
+  assign \$495  = fsm_state == 6'h27;
+  assign \$496  = fsm_state == 6'h28;
+  assign \$497  = fsm_state == 6'h29;
+  assign \$498  = fsm_state == 6'h2a;
+  assign \$499  = fsm_state == 6'h2b;
+  assign \$500  = fsm_state == 6'h2c;
+  assign \$501  = fsm_state == 6'h2d;
+  assign \$502  = fsm_state == 6'h2e;
+  assign \$503  = fsm_state == 6'h2f;
+  assign \$504  = fsm_state == 6'h30;
+  assign \$505  = fsm_state == 6'h31;
+  assign \$506  = fsm_state == 6'h32;
+  assign \$507  = fsm_state == 6'h33;
+  assign \$508  = fsm_state == 6'h34;
+  assign \$509  = fsm_state == 6'h35;
+  assign \$510  = fsm_state == 6'h36;
+  assign \$511  = $signed(s0_g) * $signed(lane_a);
+  assign \$512  = \$signal$69  == 2'h2;
+  assign \$513  = \$512  ? const1 : const0;
+  assign \$514  = $signed(\$511 ) + $signed(\$513 );
+  assign \$515  = \$signal$69  == 2'h2;
+  assign \$516  = $signed(s0_x) * $signed(\$signal$78 );
+  assign \$517  = \$515  ? \$516  : 73'h0000000000000000000;
+  assign \$518  = $signed(\$514 ) - $signed(\$517 );
+  assign \$519  = $signed(\$518 ) + $signed(38'h1000000000);
+  assign \$520  = ~ s1_mask;
+  assign \$522  = $signed(\$521 ) > $signed(8'h7f);
+  assign \$524  = $signed(\$523 ) < $signed(8'h80);
+  assign \$526  = \$524  ? 9'h180 : { 1'h0, \$525 [7:0] };
+  assign \$527  = \$522  ? 9'h07f : \$526 ;
+  assign \$528  = s1_mask ? \$527  : 9'h000;
+  assign \$530  = $signed(\$529 ) > $signed(8'h7f);
+  assign \$532  = $signed(\$531 ) < $signed(8'h80);
+  assign \$533  = \$530  | \$532 ;
+  assign \$534  = s1_mask & \$533 ;
+  assign \$535  = sat + \$534 ;
+  assign \$536  = left - 1'h1;
+  assign \$537  = last ? 14'h0000 : \$536 ;
+  assign \$538  = ! p;
+  assign \$539  = mask ? i__payload[15:8] : 8'h00;
+  assign \$540  = $signed(sg) + $signed(\$539 );
+  assign \$541  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$542  = mask ? \$541  : 16'h0000;
+  assign \$543  = $signed(sgx) + $signed(\$542 );
+  assign \$544  = \$621  == 2'h2;
+  assign \$545  = \$544  ? i__payload[7:0] : 8'h00;
+  assign \$546  = $signed(sx_neg) + $signed(\$545 );
+  assign \$547  = \$621  == 2'h2;
+  assign \$548  = c_neg + \$547 ;
+  assign \$549  = $signed(tq) + $signed(2'h1);
+  assign \$551  = $signed(tq) + $signed(2'h1);
+  assign \$553  = align + sh;
+  assign \$554  = \$553  == 6'h25;
+  assign \$556  = align + 1'h1;
+  assign \$557  = $signed(tq) + $signed(2'h1);
+  assign \$559  = align + sh;
+  assign \$560  = \$559  == 6'h25;
+  assign \$562  = align + 1'h1;
+  assign \$563  = align + sh;
+  assign \$564  = \$563  == 6'h25;
+  assign \$566  = align + 1'h1;
+  assign \$567  = $signed(scratch) > $signed(72'h7ff090872000000000);
+  assign \$568  = $signed(scratch) < $signed(72'h800f6f78e000000000);
+  assign \$569  = \$568  ? 89'h1ffff800f6f78e000000000 : scratch;
+  assign \$570  = \$567  ? 89'h000007ff090872000000000 : \$569 ;
+  assign \$571  = align + sh;
+  assign \$572  = \$571  == 6'h25;
+  assign \$574  = align + 1'h1;
+  assign \$575  = $signed(scratch) > $signed(72'h7ff090872000000000);
+  assign \$576  = $signed(scratch) < $signed(72'h800f6f78e000000000);
+  assign \$577  = \$576  ? 89'h1ffff800f6f78e000000000 : scratch;
+  assign \$578  = \$575  ? 89'h000007ff090872000000000 : \$577 ;
+  assign \$579  = | left;
+  assign \$580  = ~ \$579 ;
+  assign \$581  = ~ \$signal$72 ;
+  assign \$582  = \$580  & \$581 ;
+  assign \$583  = ~ s1_valid;
+  assign \$584  = \$582  & \$583 ;
+  assign \$585  = \$584  & adv;
   always @(posedge clk)
-    o__valid <= \$585 ;
+    s0_x <= \$586 ;
   always @(posedge clk)
-    o__payload <= \$586 ;
+    s0_g <= \$587 ;
   always @(posedge clk)
-    sat <= \$587 ;
+    s0_mask <= \$588 ;
   always @(posedge clk)
-    left <= \$588 ;
+    \$signal$69  <= \$589 ;
   always @(posedge clk)
-    chan <= \$589 ;
+    o__valid <= \$590 ;
   always @(posedge clk)
-    sg <= \$590 ;
+    s1_valid <= \$591 ;
   always @(posedge clk)
-    sgx <= \$591 ;
+    \$signal$72  <= \$592 ;
   always @(posedge clk)
-    dgamma <= \$592 ;
+    s1_mask <= \$593 ;
   always @(posedge clk)
-    align <= \$593 ;
+    acc0 <= \$594 ;
   always @(posedge clk)
-    fsm_state <= \$594 ;
+    o__payload <= \$595 ;
   always @(posedge clk)
-    sx_neg <= \$595 ;
+    sat <= \$596 ;
   always @(posedge clk)
-    c_neg <= \$596 ;
+    left <= \$597 ;
   always @(posedge clk)
-    q <= \$597 ;
+    chan <= \$598 ;
   always @(posedge clk)
-    rz <= \$598 ;
+    sg <= \$599 ;
   always @(posedge clk)
-    nn <= \$599 ;
+    sgx <= \$600 ;
   always @(posedge clk)
-    sh <= \$600 ;
+    dgamma <= \$601 ;
   always @(posedge clk)
-    scratch <= \$601 ;
+    align <= \$602 ;
   always @(posedge clk)
-    qg <= \$602 ;
+    fsm_state <= \$603 ;
   always @(posedge clk)
-    tq <= \$603 ;
+    sx_neg <= \$604 ;
   always @(posedge clk)
-    m1 <= \$604 ;
+    c_neg <= \$605 ;
   always @(posedge clk)
-    lane_a <= \$605 ;
+    q <= \$606 ;
   always @(posedge clk)
-    c0w <= \$606 ;
+    rz <= \$607 ;
   always @(posedge clk)
-    m2 <= \$607 ;
+    nn <= \$608 ;
   always @(posedge clk)
-    \$signal$35  <= \$608 ;
+    sh <= \$609 ;
   always @(posedge clk)
-    wsum <= \$609 ;
+    scratch <= \$610 ;
   always @(posedge clk)
-    const0 <= \$610 ;
+    qg <= \$611 ;
   always @(posedge clk)
-    const1 <= \$611 ;
+    tq <= \$612 ;
+  always @(posedge clk)
+    m1 <= \$613 ;
+  always @(posedge clk)
+    lane_a <= \$614 ;
+  always @(posedge clk)
+    c0w <= \$615 ;
+  always @(posedge clk)
+    m2 <= \$616 ;
+  always @(posedge clk)
+    \$signal$78  <= \$617 ;
+  always @(posedge clk)
+    wsum <= \$618 ;
+  always @(posedge clk)
+    const0 <= \$619 ;
+  always @(posedge clk)
+    const1 <= \$620 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1087,26 +1134,27 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$277  = sh_lead + 1'h1;
   assign \$278  = \$277  + 3'h4;
   assign \$279  = \$276  ? \$278  : 9'h010;
-  assign \$280  = $signed(i__payload[15:8]) * $signed(lane_a);
-  assign \$281  = \$612  == 2'h2;
-  assign \$282  = \$281  ? const1 : const0;
-  assign \$283  = $signed(\$280 ) + $signed(\$282 );
-  assign \$284  = \$612  == 2'h2;
-  assign \$285  = $signed(i__payload[7:0]) * $signed(\$signal$35 );
-  assign \$286  = \$284  ? \$285  : 73'h0000000000000000000;
-  assign \$287  = $signed(\$283 ) - $signed(\$286 );
-  assign \$288  = $signed(\$287 ) + $signed(38'h1000000000);
-  assign \$289  = chan__payload[66] | chan__payload[67];
-  assign \$290  = \$289  | chan__payload[68];
-  assign \$291  = chan__payload[67] ? 6'h21 : 6'h20;
-  assign \$292  = chan__payload[68] ? 6'h22 : \$291 ;
-  assign \$293  = chan__payload[50] | chan__payload[51];
-  assign \$294  = chan__payload[52] | chan__payload[53];
-  assign \$295  = \$293  | \$294 ;
-  assign \$296  = chan__payload[54] | chan__payload[55];
-  assign \$297  = chan__payload[56] | chan__payload[57];
-  assign \$298  = \$296  | \$297 ;
-  assign \$299  = \$295  | \$298 ;
+  assign \$280  = ~ o__valid;
+  assign adv = \$280  | o__ready;
+  assign \$281  = chan__payload[66] | chan__payload[67];
+  assign \$282  = \$281  | chan__payload[68];
+  assign \$283  = chan__payload[67] ? 6'h21 : 6'h20;
+  assign \$284  = chan__payload[68] ? 6'h22 : \$283 ;
+  assign \$285  = chan__payload[50] | chan__payload[51];
+  assign \$286  = chan__payload[52] | chan__payload[53];
+  assign \$287  = \$285  | \$286 ;
+  assign \$288  = chan__payload[54] | chan__payload[55];
+  assign \$289  = chan__payload[56] | chan__payload[57];
+  assign \$290  = \$288  | \$289 ;
+  assign \$291  = \$287  | \$290 ;
+  assign \$292  = chan__payload[58] | chan__payload[59];
+  assign \$293  = chan__payload[60] | chan__payload[61];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = chan__payload[62] | chan__payload[63];
+  assign \$296  = chan__payload[64] | chan__payload[65];
+  assign \$297  = \$295  | \$296 ;
+  assign \$298  = \$294  | \$297 ;
+  assign \$299  = \$291  | \$298 ;
   assign \$300  = chan__payload[58] | chan__payload[59];
   assign \$301  = chan__payload[60] | chan__payload[61];
   assign \$302  = \$300  | \$301 ;
@@ -1114,91 +1162,81 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$304  = chan__payload[64] | chan__payload[65];
   assign \$305  = \$303  | \$304 ;
   assign \$306  = \$302  | \$305 ;
-  assign \$307  = \$299  | \$306 ;
-  assign \$308  = chan__payload[58] | chan__payload[59];
-  assign \$309  = chan__payload[60] | chan__payload[61];
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = chan__payload[62] | chan__payload[63];
-  assign \$312  = chan__payload[64] | chan__payload[65];
-  assign \$313  = \$311  | \$312 ;
-  assign \$314  = \$310  | \$313 ;
-  assign \$315  = chan__payload[62] | chan__payload[63];
-  assign \$316  = chan__payload[64] | chan__payload[65];
-  assign \$317  = \$315  | \$316 ;
-  assign \$318  = chan__payload[64] | chan__payload[65];
-  assign \$319  = chan__payload[65] ? 6'h1f : 6'h1e;
-  assign \$320  = chan__payload[63] ? 6'h1d : 6'h1c;
-  assign \$321  = \$318  ? \$319  : \$320 ;
-  assign \$322  = chan__payload[60] | chan__payload[61];
-  assign \$323  = chan__payload[61] ? 6'h1b : 6'h1a;
-  assign \$324  = chan__payload[59] ? 6'h19 : 6'h18;
+  assign \$307  = chan__payload[62] | chan__payload[63];
+  assign \$308  = chan__payload[64] | chan__payload[65];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = chan__payload[64] | chan__payload[65];
+  assign \$311  = chan__payload[65] ? 6'h1f : 6'h1e;
+  assign \$312  = chan__payload[63] ? 6'h1d : 6'h1c;
+  assign \$313  = \$310  ? \$311  : \$312 ;
+  assign \$314  = chan__payload[60] | chan__payload[61];
+  assign \$315  = chan__payload[61] ? 6'h1b : 6'h1a;
+  assign \$316  = chan__payload[59] ? 6'h19 : 6'h18;
+  assign \$317  = \$314  ? \$315  : \$316 ;
+  assign \$318  = \$309  ? \$313  : \$317 ;
+  assign \$319  = chan__payload[54] | chan__payload[55];
+  assign \$320  = chan__payload[56] | chan__payload[57];
+  assign \$321  = \$319  | \$320 ;
+  assign \$322  = chan__payload[56] | chan__payload[57];
+  assign \$323  = chan__payload[57] ? 6'h17 : 6'h16;
+  assign \$324  = chan__payload[55] ? 6'h15 : 6'h14;
   assign \$325  = \$322  ? \$323  : \$324 ;
-  assign \$326  = \$317  ? \$321  : \$325 ;
-  assign \$327  = chan__payload[54] | chan__payload[55];
-  assign \$328  = chan__payload[56] | chan__payload[57];
-  assign \$329  = \$327  | \$328 ;
-  assign \$330  = chan__payload[56] | chan__payload[57];
-  assign \$331  = chan__payload[57] ? 6'h17 : 6'h16;
-  assign \$332  = chan__payload[55] ? 6'h15 : 6'h14;
-  assign \$333  = \$330  ? \$331  : \$332 ;
-  assign \$334  = chan__payload[52] | chan__payload[53];
-  assign \$335  = chan__payload[53] ? 6'h13 : 6'h12;
-  assign \$336  = chan__payload[51] ? 6'h11 : 6'h10;
-  assign \$337  = \$334  ? \$335  : \$336 ;
-  assign \$338  = \$329  ? \$333  : \$337 ;
-  assign \$339  = \$314  ? \$326  : \$338 ;
-  assign \$340  = chan__payload[42] | chan__payload[43];
-  assign \$341  = chan__payload[44] | chan__payload[45];
-  assign \$342  = \$340  | \$341 ;
-  assign \$343  = chan__payload[46] | chan__payload[47];
-  assign \$344  = chan__payload[48] | chan__payload[49];
-  assign \$345  = \$343  | \$344 ;
-  assign \$346  = \$342  | \$345 ;
-  assign \$347  = chan__payload[46] | chan__payload[47];
-  assign \$348  = chan__payload[48] | chan__payload[49];
-  assign \$349  = \$347  | \$348 ;
-  assign \$350  = chan__payload[48] | chan__payload[49];
-  assign \$351  = chan__payload[49] ? 6'h0f : 6'h0e;
-  assign \$352  = chan__payload[47] ? 6'h0d : 6'h0c;
-  assign \$353  = \$350  ? \$351  : \$352 ;
-  assign \$354  = chan__payload[44] | chan__payload[45];
-  assign \$355  = chan__payload[45] ? 6'h0b : 6'h0a;
-  assign \$356  = chan__payload[43] ? 6'h09 : 6'h08;
+  assign \$326  = chan__payload[52] | chan__payload[53];
+  assign \$327  = chan__payload[53] ? 6'h13 : 6'h12;
+  assign \$328  = chan__payload[51] ? 6'h11 : 6'h10;
+  assign \$329  = \$326  ? \$327  : \$328 ;
+  assign \$330  = \$321  ? \$325  : \$329 ;
+  assign \$331  = \$306  ? \$318  : \$330 ;
+  assign \$332  = chan__payload[42] | chan__payload[43];
+  assign \$333  = chan__payload[44] | chan__payload[45];
+  assign \$334  = \$332  | \$333 ;
+  assign \$335  = chan__payload[46] | chan__payload[47];
+  assign \$336  = chan__payload[48] | chan__payload[49];
+  assign \$337  = \$335  | \$336 ;
+  assign \$338  = \$334  | \$337 ;
+  assign \$339  = chan__payload[46] | chan__payload[47];
+  assign \$340  = chan__payload[48] | chan__payload[49];
+  assign \$341  = \$339  | \$340 ;
+  assign \$342  = chan__payload[48] | chan__payload[49];
+  assign \$343  = chan__payload[49] ? 6'h0f : 6'h0e;
+  assign \$344  = chan__payload[47] ? 6'h0d : 6'h0c;
+  assign \$345  = \$342  ? \$343  : \$344 ;
+  assign \$346  = chan__payload[44] | chan__payload[45];
+  assign \$347  = chan__payload[45] ? 6'h0b : 6'h0a;
+  assign \$348  = chan__payload[43] ? 6'h09 : 6'h08;
+  assign \$349  = \$346  ? \$347  : \$348 ;
+  assign \$350  = \$341  ? \$345  : \$349 ;
+  assign \$351  = chan__payload[38] | chan__payload[39];
+  assign \$352  = chan__payload[40] | chan__payload[41];
+  assign \$353  = \$351  | \$352 ;
+  assign \$354  = chan__payload[40] | chan__payload[41];
+  assign \$355  = chan__payload[41] ? 6'h07 : 6'h06;
+  assign \$356  = chan__payload[39] ? 6'h05 : 6'h04;
   assign \$357  = \$354  ? \$355  : \$356 ;
-  assign \$358  = \$349  ? \$353  : \$357 ;
-  assign \$359  = chan__payload[38] | chan__payload[39];
-  assign \$360  = chan__payload[40] | chan__payload[41];
-  assign \$361  = \$359  | \$360 ;
-  assign \$362  = chan__payload[40] | chan__payload[41];
-  assign \$363  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$364  = chan__payload[39] ? 6'h05 : 6'h04;
-  assign \$365  = \$362  ? \$363  : \$364 ;
-  assign \$366  = chan__payload[36] | chan__payload[37];
-  assign \$367  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$368  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$369  = \$366  ? \$367  : \$368 ;
-  assign \$370  = \$361  ? \$365  : \$369 ;
-  assign \$371  = \$346  ? \$358  : \$370 ;
-  assign \$372  = \$307  ? \$339  : \$371 ;
-  assign den_lead = \$290  ? \$292  : \$372 ;
-  assign \$373  = chan__payload[8] | chan__payload[9];
-  assign \$374  = chan__payload[10] | chan__payload[11];
-  assign \$375  = \$373  | \$374 ;
-  assign \$376  = \$375  | chan__payload[12];
-  assign \$377  = chan__payload[10] | chan__payload[11];
-  assign \$378  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$379  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$380  = \$377  ? \$378  : \$379 ;
-  assign \$381  = chan__payload[12] ? 4'hc : \$380 ;
-  assign \$382  = chan__payload[4] | chan__payload[5];
-  assign \$383  = chan__payload[6] | chan__payload[7];
+  assign \$358  = chan__payload[36] | chan__payload[37];
+  assign \$359  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$360  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$361  = \$358  ? \$359  : \$360 ;
+  assign \$362  = \$353  ? \$357  : \$361 ;
+  assign \$363  = \$338  ? \$350  : \$362 ;
+  assign \$364  = \$299  ? \$331  : \$363 ;
+  assign den_lead = \$282  ? \$284  : \$364 ;
+  assign \$365  = chan__payload[8] | chan__payload[9];
+  assign \$366  = chan__payload[10] | chan__payload[11];
+  assign \$367  = \$365  | \$366 ;
+  assign \$368  = \$367  | chan__payload[12];
+  assign \$369  = chan__payload[10] | chan__payload[11];
+  assign \$370  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$371  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$372  = \$369  ? \$370  : \$371 ;
+  assign \$373  = chan__payload[12] ? 4'hc : \$372 ;
   \hwnorm_bwd_semidev_s8.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$73 ),
+    .q(\q$81 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1209,19 +1247,19 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$74 ),
-    .\neg$12 (\neg$54 ),
+    .done(\done$82 ),
+    .\neg$12 (\neg$49 ),
     .p(p),
     .rst(rst),
-    .start(\start$50 ),
-    .steps(\steps$55 )
+    .start(\start$45 ),
+    .steps(\steps$50 )
   );
-  \hwnorm_bwd_semidev_s8.sel$76  \sel$76  (
+  \hwnorm_bwd_semidev_s8.sel$84  \sel$84  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$706$0 (\$612 ),
+    .\port$710$0 (\$621 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -1516,7 +1554,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h00:
           /* empty */;
       6'h02:
-          lo_init = { \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406 [21], \$406  };
+          lo_init = { \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398 [21], \$398  };
       6'h03:
           /* empty */;
       6'h04:
@@ -1538,13 +1576,13 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0c:
           /* empty */;
       6'h0d:
-          lo_init = \$416 [126:0];
+          lo_init = \$408 [126:0];
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          lo_init = \$423 [126:0];
+          lo_init = \$415 [126:0];
       6'h11:
           /* empty */;
       6'h12:
@@ -1564,19 +1602,19 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h19:
           /* empty */;
       6'h1a:
-          lo_init = \$437 [126:0];
+          lo_init = \$429 [126:0];
       6'h1b:
           /* empty */;
       6'h1c:
-          lo_init = \$443 [126:0];
+          lo_init = \$435 [126:0];
       6'h1d:
           /* empty */;
       6'h1e:
-          lo_init = \$447 [126:0];
+          lo_init = \$439 [126:0];
       6'h1f:
           /* empty */;
       6'h20:
-          lo_init = \$451 [126:0];
+          lo_init = \$443 [126:0];
     endcase
   end
   always @* begin
@@ -1586,7 +1624,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h00:
           /* empty */;
       6'h02:
-          neg = \$407 ;
+          neg = \$399 ;
       6'h03:
           /* empty */;
       6'h04:
@@ -1608,13 +1646,13 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0c:
           /* empty */;
       6'h0d:
-          neg = \$419 ;
+          neg = \$411 ;
       6'h0e:
           /* empty */;
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$424 ;
+          neg = \$416 ;
       6'h11:
           /* empty */;
       6'h12:
@@ -1634,19 +1672,19 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h19:
           /* empty */;
       6'h1a:
-          neg = \$440 ;
+          neg = \$432 ;
       6'h1b:
           /* empty */;
       6'h1c:
-          neg = \$444 ;
+          neg = \$436 ;
       6'h1d:
           /* empty */;
       6'h1e:
-          neg = \$448 ;
+          neg = \$440 ;
       6'h1f:
           /* empty */;
       6'h20:
-          neg = \$452 ;
+          neg = \$444 ;
     endcase
   end
   always @* begin
@@ -1748,7 +1786,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0c:
           /* empty */;
       6'h0d:
-          steps = \$418 [6:0];
+          steps = \$410 [6:0];
       6'h0e:
           /* empty */;
       6'h0f:
@@ -1774,7 +1812,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h19:
           /* empty */;
       6'h1a:
-          steps = \$439 [6:0];
+          steps = \$431 [6:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1791,7 +1829,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$50  = 1'h0;
+    \start$45  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1800,21 +1838,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h03:
           /* empty */;
       6'h04:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1830,17 +1868,17 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h12:
           /* empty */;
       6'h13:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1862,21 +1900,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h22:
           /* empty */;
       6'h23:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h27:
           /* empty */;
       6'h28:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h29:
           /* empty */;
       6'h2a:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -1886,11 +1924,11 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2e:
           /* empty */;
       6'h2f:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
       6'h30:
           /* empty */;
       6'h31:
-          \start$50  = 1'h1;
+          \start$45  = 1'h1;
     endcase
   end
   always @* begin
@@ -2022,7 +2060,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0a:
           /* empty */;
       6'h0b:
-          b = { \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410 [21], \$410  };
+          b = { \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402 [21], \$402  };
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2044,11 +2082,11 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h15:
           /* empty */;
       6'h16:
-          b = { \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427 [21], \$427  };
+          b = { \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419 [21], \$419  };
       6'h17:
           /* empty */;
       6'h18:
-          b = { \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432 [8], \$432  };
+          b = { \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424  };
       6'h19:
           /* empty */;
       6'h1a:
@@ -2084,7 +2122,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h29:
           /* empty */;
       6'h2a:
-          b = \$455 [35:0];
+          b = \$447 [35:0];
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2094,7 +2132,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2e:
           /* empty */;
       6'h2f:
-          b = { \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459 [21], \$459  };
+          b = { \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451 [21], \$451  };
       6'h30:
           /* empty */;
       6'h31:
@@ -2207,7 +2245,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$54  = 1'h0;
+    \neg$49  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2216,21 +2254,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h03:
           /* empty */;
       6'h04:
-          \neg$54  = 1'h1;
+          \neg$49  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
       6'h0a:
           /* empty */;
       6'h0b:
-          \neg$54  = \$412 ;
+          \neg$49  = \$404 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2246,17 +2284,17 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h12:
           /* empty */;
       6'h13:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$54  = \$429 ;
+          \neg$49  = \$421 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$54  = \$433 ;
+          \neg$49  = \$425 ;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2278,21 +2316,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h22:
           /* empty */;
       6'h23:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
       6'h27:
           /* empty */;
       6'h28:
-          \neg$54  = 1'h1;
+          \neg$49  = 1'h1;
       6'h29:
           /* empty */;
       6'h2a:
-          \neg$54  = \$456 ;
+          \neg$49  = \$448 ;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2302,16 +2340,16 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2e:
           /* empty */;
       6'h2f:
-          \neg$54  = \$460 ;
+          \neg$49  = \$452 ;
       6'h30:
           /* empty */;
       6'h31:
-          \neg$54  = 1'h0;
+          \neg$49  = 1'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$55  = 6'h00;
+    \steps$50  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2320,21 +2358,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h03:
           /* empty */;
       6'h04:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h05:
           /* empty */;
       6'h06:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h07:
           /* empty */;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h0a:
           /* empty */;
       6'h0b:
-          \steps$55  = 6'h15;
+          \steps$50  = 6'h15;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2350,17 +2388,17 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h12:
           /* empty */;
       6'h13:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h14:
           /* empty */;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$55  = 6'h15;
+          \steps$50  = 6'h15;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$55  = 6'h08;
+          \steps$50  = 6'h08;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2382,21 +2420,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h22:
           /* empty */;
       6'h23:
-          \steps$55  = 6'h1a;
+          \steps$50  = 6'h1a;
       6'h24:
           /* empty */;
       6'h25:
           /* empty */;
       6'h26:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h27:
           /* empty */;
       6'h28:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
       6'h29:
           /* empty */;
       6'h2a:
-          \steps$55  = 6'h23;
+          \steps$50  = 6'h23;
       6'h2b:
           /* empty */;
       6'h2c:
@@ -2406,11 +2444,11 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2e:
           /* empty */;
       6'h2f:
-          \steps$55  = 6'h15;
+          \steps$50  = 6'h15;
       6'h30:
           /* empty */;
       6'h31:
-          \steps$55  = 6'h0d;
+          \steps$50  = 6'h0d;
     endcase
   end
   always @* begin
@@ -2522,7 +2560,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h34:
           /* empty */;
       6'h35:
-          i__ready = \$464 ;
+          i__ready = \$454 ;
     endcase
   end
   always @* begin
@@ -2768,7 +2806,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h34:
           /* empty */;
       6'h35:
-          take = \$465 ;
+          take = \$455 ;
     endcase
   end
   always @* begin
@@ -3001,22 +3039,9 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = o__valid;
-    if (o__ready) begin
-      \$585  = 1'h0;
-    end
+    \$586  = s0_x;
     if (take) begin
-      \$585  = 1'h1;
-    end
-    if (rst) begin
-      \$585  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = o__payload;
-    if (take) begin
-      \$586  = \$529 [7:0];
+      \$586  = i__payload[7:0];
     end
     if (rst) begin
       \$586  = 8'h00;
@@ -3024,544 +3049,106 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = sat;
+    \$587  = s0_g;
     if (take) begin
-      \$587  = \$536 [12:0];
+      \$587  = i__payload[15:8];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$587  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$587  = 13'h0000;
+      \$587  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = left;
-    if (beat) begin
-      \$588  = \$538 [12:0];
+    \$588  = s0_mask;
+    if (take) begin
+      \$588  = mask;
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$588  = chan__payload[12:0];
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            if (last) begin
-              \$588  = chan[12:0];
-            end
-          end
-    endcase
     if (rst) begin
-      \$588  = 13'h0000;
+      \$588  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = chan;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$589  = chan__payload;
-          end
-    endcase
+    \$589  = \$signal$69 ;
+    if (take) begin
+      \$589  = { 1'h0, \$621  };
+    end
     if (rst) begin
-      \$589  = 77'h00000000000000000000;
+      \$589  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = sg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$590  = 21'h000000;
-            if (refused) begin
-              \$590  = 21'h000000;
-            end
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$590  = \$541 [20:0];
-          end
-    endcase
+    \$590  = o__valid;
+    if (adv) begin
+      \$590  = s1_valid;
+    end
     if (rst) begin
-      \$590  = 21'h000000;
+      \$590  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = sgx;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$591  = 28'h0000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$591  = \$544 [27:0];
-          end
-    endcase
+    \$591  = s1_valid;
+    if (adv) begin
+      \$591  = \$signal$72 ;
+    end
     if (rst) begin
-      \$591  = 28'h0000000;
+      \$591  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = dgamma;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$592  = 35'h000000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          \$592  = \$553 [34:0];
-    endcase
+    \$592  = \$signal$72 ;
+    if (adv) begin
+      \$592  = take;
+    end
     if (rst) begin
-      \$592  = 35'h000000000;
+      \$592  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = align;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$593  = 6'h00;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          /* empty */;
-      6'h09:
-          /* empty */;
-      6'h0a:
-          /* empty */;
-      6'h0b:
-          /* empty */;
-      6'h0c:
-          /* empty */;
-      6'h0d:
-          /* empty */;
-      6'h0e:
-          /* empty */;
-      6'h0f:
-          /* empty */;
-      6'h10:
-          /* empty */;
-      6'h11:
-          /* empty */;
-      6'h12:
-          /* empty */;
-      6'h13:
-          /* empty */;
-      6'h14:
-          /* empty */;
-      6'h15:
-          (* full_case = 32'd1 *)
-          if (\$555 ) begin
-            \$593  = 6'h00;
-          end else begin
-            \$593  = \$557 [5:0];
-          end
-      6'h16:
-          /* empty */;
-      6'h17:
-          /* empty */;
-      6'h18:
-          /* empty */;
-      6'h19:
-          /* empty */;
-      6'h1a:
-          /* empty */;
-      6'h1b:
-          /* empty */;
-      6'h1c:
-          /* empty */;
-      6'h1d:
-          /* empty */;
-      6'h1e:
-          /* empty */;
-      6'h1f:
-          /* empty */;
-      6'h20:
-          /* empty */;
-      6'h21:
-          /* empty */;
-      6'h22:
-          /* empty */;
-      6'h23:
-          /* empty */;
-      6'h24:
-          /* empty */;
-      6'h25:
-          (* full_case = 32'd1 *)
-          if (\$561 ) begin
-            \$593  = 6'h00;
-          end else begin
-            \$593  = \$563 [5:0];
-          end
-      6'h26:
-          /* empty */;
-      6'h27:
-          /* empty */;
-      6'h28:
-          /* empty */;
-      6'h29:
-          /* empty */;
-      6'h2a:
-          /* empty */;
-      6'h2b:
-          /* empty */;
-      6'h2c:
-          /* empty */;
-      6'h2d:
-          (* full_case = 32'd1 *)
-          if (\$565 ) begin
-            \$593  = 6'h00;
-          end else begin
-            \$593  = \$567 [5:0];
-          end
-      6'h2e:
-          /* empty */;
-      6'h2f:
-          /* empty */;
-      6'h30:
-          /* empty */;
-      6'h31:
-          /* empty */;
-      6'h32:
-          /* empty */;
-      6'h33:
-          (* full_case = 32'd1 *)
-          if (\$573 ) begin
-            \$593  = 6'h00;
-          end else begin
-            \$593  = \$575 [5:0];
-          end
-    endcase
+    \$593  = s1_mask;
+    if (adv) begin
+      \$593  = s0_mask;
+    end
     if (rst) begin
-      \$593  = 6'h00;
+      \$593  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = fsm_state;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            (* full_case = 32'd1 *)
-            if (refused) begin
-              \$594  = 6'h01;
-            end else begin
-              \$594  = 6'h02;
-            end
-          end
-      6'h02:
-          \$594  = 6'h03;
-      6'h03:
-          if (done) begin
-            \$594  = 6'h04;
-          end
-      6'h04:
-          \$594  = 6'h05;
-      6'h05:
-          if (\done$74 ) begin
-            \$594  = 6'h06;
-          end
-      6'h06:
-          \$594  = 6'h07;
-      6'h07:
-          if (\done$74 ) begin
-            \$594  = 6'h08;
-          end
-      6'h08:
-          if (i__valid) begin
-            if (last) begin
-              \$594  = 6'h09;
-            end
-          end
-      6'h09:
-          \$594  = 6'h0a;
-      6'h0a:
-          if (\done$74 ) begin
-            \$594  = 6'h0b;
-          end
-      6'h0b:
-          \$594  = 6'h0c;
-      6'h0c:
-          if (\done$74 ) begin
-            \$594  = 6'h0d;
-          end
-      6'h0d:
-          \$594  = 6'h0e;
-      6'h0e:
-          if (done) begin
-            \$594  = 6'h0f;
-          end
-      6'h0f:
-          \$594  = 6'h10;
-      6'h10:
-          \$594  = 6'h11;
-      6'h11:
-          if (done) begin
-            \$594  = 6'h12;
-          end
-      6'h12:
-          \$594  = 6'h13;
-      6'h13:
-          \$594  = 6'h14;
-      6'h14:
-          if (\done$74 ) begin
-            \$594  = 6'h15;
-          end
-      6'h15:
-          if (\$555 ) begin
-            \$594  = 6'h16;
-          end
-      6'h16:
-          \$594  = 6'h17;
-      6'h17:
-          if (\done$74 ) begin
-            \$594  = 6'h18;
-          end
-      6'h18:
-          \$594  = 6'h19;
-      6'h19:
-          if (\done$74 ) begin
-            \$594  = 6'h1a;
-          end
-      6'h1a:
-          \$594  = 6'h1b;
-      6'h1b:
-          if (done) begin
-            \$594  = 6'h1c;
-          end
-      6'h1c:
-          \$594  = 6'h1d;
-      6'h1d:
-          if (done) begin
-            \$594  = 6'h1e;
-          end
-      6'h1e:
-          \$594  = 6'h1f;
-      6'h1f:
-          if (done) begin
-            \$594  = 6'h20;
-          end
-      6'h20:
-          \$594  = 6'h21;
-      6'h21:
-          if (done) begin
-            \$594  = 6'h22;
-          end
-      6'h22:
-          \$594  = 6'h23;
-      6'h23:
-          \$594  = 6'h24;
-      6'h24:
-          if (\done$74 ) begin
-            \$594  = 6'h25;
-          end
-      6'h25:
-          if (\$561 ) begin
-            \$594  = 6'h26;
-          end
-      6'h26:
-          \$594  = 6'h27;
-      6'h27:
-          if (\done$74 ) begin
-            \$594  = 6'h28;
-          end
-      6'h28:
-          \$594  = 6'h29;
-      6'h29:
-          if (\done$74 ) begin
-            \$594  = 6'h2a;
-          end
-      6'h2a:
-          \$594  = 6'h2b;
-      6'h2b:
-          if (\done$74 ) begin
-            \$594  = 6'h2c;
-          end
-      6'h2c:
-          \$594  = 6'h2d;
-      6'h2d:
-          if (\$565 ) begin
-            \$594  = 6'h2e;
-          end
-      6'h2e:
-          \$594  = 6'h2f;
-      6'h2f:
-          \$594  = 6'h30;
-      6'h30:
-          if (\done$74 ) begin
-            \$594  = 6'h31;
-          end
-      6'h31:
-          \$594  = 6'h32;
-      6'h32:
-          if (\done$74 ) begin
-            \$594  = 6'h33;
-          end
-      6'h33:
-          if (\$573 ) begin
-            \$594  = 6'h34;
-          end
-      6'h34:
-          \$594  = 6'h35;
-      6'h35:
-          if (\$584 ) begin
-            \$594  = 6'h36;
-          end
-      6'h36:
-          if (stats__ready) begin
-            \$594  = 6'h00;
-          end
-      6'h01:
-          if (stats__ready) begin
-            \$594  = 6'h00;
-          end
-    endcase
+    \$594  = acc0;
+    if (adv) begin
+      \$594  = \$519 [73:0];
+    end
     if (rst) begin
-      \$594  = 6'h00;
+      \$594  = 74'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = sx_neg;
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$595  = 21'h000000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$595  = \$547 [20:0];
-          end
-    endcase
+    \$595  = o__payload;
+    if (adv) begin
+      \$595  = \$528 [7:0];
+    end
     if (rst) begin
-      \$595  = 21'h000000;
+      \$595  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = c_neg;
+    \$596  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$596  = \$535 [12:0];
+      end
+    end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             \$596  = 13'h0000;
-          end
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          /* empty */;
-      6'h08:
-          if (i__valid) begin
-            \$596  = \$549 [12:0];
           end
     endcase
     if (rst) begin
@@ -3570,73 +3157,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = q;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          if (done) begin
-            \$597  = \q$73 [8:0];
-          end
-    endcase
-    if (rst) begin
-      \$597  = 9'h000;
+    \$597  = left;
+    if (beat) begin
+      \$597  = \$537 [12:0];
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = rz;
     casez (fsm_state)
       6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          if (\done$74 ) begin
-            \$598  = \$539 ;
+          if (chan__valid) begin
+            \$597  = chan__payload[12:0];
           end
-    endcase
-    if (rst) begin
-      \$598  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = nn;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
-      6'h02:
-          /* empty */;
-      6'h03:
-          /* empty */;
-      6'h04:
-          /* empty */;
-      6'h05:
-          /* empty */;
-      6'h06:
-          /* empty */;
-      6'h07:
-          if (\done$74 ) begin
-            \$599  = p[25:0];
-          end
-    endcase
-    if (rst) begin
-      \$599  = 26'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = sh;
-    casez (fsm_state)
-      6'h00:
-          /* empty */;
       6'h02:
           /* empty */;
       6'h03:
@@ -3650,18 +3179,98 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h07:
           /* empty */;
       6'h08:
-          \$600  = \$279 [5:0];
+          if (i__valid) begin
+            if (last) begin
+              \$597  = chan[12:0];
+            end
+          end
     endcase
     if (rst) begin
-      \$600  = 6'h00;
+      \$597  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = scratch;
+    \$598  = chan;
     casez (fsm_state)
       6'h00:
+          if (chan__valid) begin
+            \$598  = chan__payload;
+          end
+    endcase
+    if (rst) begin
+      \$598  = 77'h00000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$599  = sg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$599  = 21'h000000;
+            if (refused) begin
+              \$599  = 21'h000000;
+            end
+          end
+      6'h02:
           /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$599  = \$540 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$599  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$600  = sgx;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$600  = 28'h0000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$600  = \$543 [27:0];
+          end
+    endcase
+    if (rst) begin
+      \$600  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$601  = dgamma;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$601  = 35'h000000000;
+          end
       6'h02:
           /* empty */;
       6'h03:
@@ -3679,9 +3288,54 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$74 ) begin
-            \$601  = p;
+          /* empty */;
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          \$601  = \$552 [34:0];
+    endcase
+    if (rst) begin
+      \$601  = 35'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$602  = align;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$602  = 6'h00;
           end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          /* empty */;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -3703,7 +3357,12 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h14:
           /* empty */;
       6'h15:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$554 ) begin
+            \$602  = 6'h00;
+          end else begin
+            \$602  = \$556 [5:0];
+          end
       6'h16:
           /* empty */;
       6'h17:
@@ -3711,9 +3370,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$74 ) begin
-            \$601  = p;
-          end
+          /* empty */;
       6'h1a:
           /* empty */;
       6'h1b:
@@ -3737,7 +3394,12 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h24:
           /* empty */;
       6'h25:
-          /* empty */;
+          (* full_case = 32'd1 *)
+          if (\$560 ) begin
+            \$602  = 6'h00;
+          end else begin
+            \$602  = \$562 [5:0];
+          end
       6'h26:
           /* empty */;
       6'h27:
@@ -3751,41 +3413,496 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2b:
           /* empty */;
       6'h2c:
-          \$601  = c0w;
+          /* empty */;
       6'h2d:
           (* full_case = 32'd1 *)
-          if (\$565 ) begin
+          if (\$564 ) begin
+            \$602  = 6'h00;
           end else begin
-            \$601  = \$566 [88:0];
+            \$602  = \$566 [5:0];
           end
       6'h2e:
           /* empty */;
       6'h2f:
           /* empty */;
       6'h30:
-          if (\done$74 ) begin
-            \$601  = p;
-          end
+          /* empty */;
       6'h31:
           /* empty */;
       6'h32:
-          if (\done$74 ) begin
-            \$601  = p;
-          end
+          /* empty */;
       6'h33:
           (* full_case = 32'd1 *)
-          if (\$573 ) begin
+          if (\$572 ) begin
+            \$602  = 6'h00;
           end else begin
-            \$601  = \$574 [88:0];
+            \$602  = \$574 [5:0];
           end
     endcase
     if (rst) begin
-      \$601  = 89'h00000000000000000000000;
+      \$602  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = qg;
+    \$603  = fsm_state;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            (* full_case = 32'd1 *)
+            if (refused) begin
+              \$603  = 6'h01;
+            end else begin
+              \$603  = 6'h02;
+            end
+          end
+      6'h02:
+          \$603  = 6'h03;
+      6'h03:
+          if (done) begin
+            \$603  = 6'h04;
+          end
+      6'h04:
+          \$603  = 6'h05;
+      6'h05:
+          if (\done$82 ) begin
+            \$603  = 6'h06;
+          end
+      6'h06:
+          \$603  = 6'h07;
+      6'h07:
+          if (\done$82 ) begin
+            \$603  = 6'h08;
+          end
+      6'h08:
+          if (i__valid) begin
+            if (last) begin
+              \$603  = 6'h09;
+            end
+          end
+      6'h09:
+          \$603  = 6'h0a;
+      6'h0a:
+          if (\done$82 ) begin
+            \$603  = 6'h0b;
+          end
+      6'h0b:
+          \$603  = 6'h0c;
+      6'h0c:
+          if (\done$82 ) begin
+            \$603  = 6'h0d;
+          end
+      6'h0d:
+          \$603  = 6'h0e;
+      6'h0e:
+          if (done) begin
+            \$603  = 6'h0f;
+          end
+      6'h0f:
+          \$603  = 6'h10;
+      6'h10:
+          \$603  = 6'h11;
+      6'h11:
+          if (done) begin
+            \$603  = 6'h12;
+          end
+      6'h12:
+          \$603  = 6'h13;
+      6'h13:
+          \$603  = 6'h14;
+      6'h14:
+          if (\done$82 ) begin
+            \$603  = 6'h15;
+          end
+      6'h15:
+          if (\$554 ) begin
+            \$603  = 6'h16;
+          end
+      6'h16:
+          \$603  = 6'h17;
+      6'h17:
+          if (\done$82 ) begin
+            \$603  = 6'h18;
+          end
+      6'h18:
+          \$603  = 6'h19;
+      6'h19:
+          if (\done$82 ) begin
+            \$603  = 6'h1a;
+          end
+      6'h1a:
+          \$603  = 6'h1b;
+      6'h1b:
+          if (done) begin
+            \$603  = 6'h1c;
+          end
+      6'h1c:
+          \$603  = 6'h1d;
+      6'h1d:
+          if (done) begin
+            \$603  = 6'h1e;
+          end
+      6'h1e:
+          \$603  = 6'h1f;
+      6'h1f:
+          if (done) begin
+            \$603  = 6'h20;
+          end
+      6'h20:
+          \$603  = 6'h21;
+      6'h21:
+          if (done) begin
+            \$603  = 6'h22;
+          end
+      6'h22:
+          \$603  = 6'h23;
+      6'h23:
+          \$603  = 6'h24;
+      6'h24:
+          if (\done$82 ) begin
+            \$603  = 6'h25;
+          end
+      6'h25:
+          if (\$560 ) begin
+            \$603  = 6'h26;
+          end
+      6'h26:
+          \$603  = 6'h27;
+      6'h27:
+          if (\done$82 ) begin
+            \$603  = 6'h28;
+          end
+      6'h28:
+          \$603  = 6'h29;
+      6'h29:
+          if (\done$82 ) begin
+            \$603  = 6'h2a;
+          end
+      6'h2a:
+          \$603  = 6'h2b;
+      6'h2b:
+          if (\done$82 ) begin
+            \$603  = 6'h2c;
+          end
+      6'h2c:
+          \$603  = 6'h2d;
+      6'h2d:
+          if (\$564 ) begin
+            \$603  = 6'h2e;
+          end
+      6'h2e:
+          \$603  = 6'h2f;
+      6'h2f:
+          \$603  = 6'h30;
+      6'h30:
+          if (\done$82 ) begin
+            \$603  = 6'h31;
+          end
+      6'h31:
+          \$603  = 6'h32;
+      6'h32:
+          if (\done$82 ) begin
+            \$603  = 6'h33;
+          end
+      6'h33:
+          if (\$572 ) begin
+            \$603  = 6'h34;
+          end
+      6'h34:
+          \$603  = 6'h35;
+      6'h35:
+          if (\$585 ) begin
+            \$603  = 6'h36;
+          end
+      6'h36:
+          if (stats__ready) begin
+            \$603  = 6'h00;
+          end
+      6'h01:
+          if (stats__ready) begin
+            \$603  = 6'h00;
+          end
+    endcase
+    if (rst) begin
+      \$603  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$604  = sx_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$604  = 21'h000000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$604  = \$546 [20:0];
+          end
+    endcase
+    if (rst) begin
+      \$604  = 21'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$605  = c_neg;
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$605  = 13'h0000;
+          end
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          if (i__valid) begin
+            \$605  = \$548 [12:0];
+          end
+    endcase
+    if (rst) begin
+      \$605  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$606  = q;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          if (done) begin
+            \$606  = \q$81 [8:0];
+          end
+    endcase
+    if (rst) begin
+      \$606  = 9'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$607  = rz;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          if (\done$82 ) begin
+            \$607  = \$538 ;
+          end
+    endcase
+    if (rst) begin
+      \$607  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$608  = nn;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          if (\done$82 ) begin
+            \$608  = p[25:0];
+          end
+    endcase
+    if (rst) begin
+      \$608  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$609  = sh;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          \$609  = \$279 [5:0];
+    endcase
+    if (rst) begin
+      \$609  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$610  = scratch;
+    casez (fsm_state)
+      6'h00:
+          /* empty */;
+      6'h02:
+          /* empty */;
+      6'h03:
+          /* empty */;
+      6'h04:
+          /* empty */;
+      6'h05:
+          /* empty */;
+      6'h06:
+          /* empty */;
+      6'h07:
+          /* empty */;
+      6'h08:
+          /* empty */;
+      6'h09:
+          /* empty */;
+      6'h0a:
+          if (\done$82 ) begin
+            \$610  = p;
+          end
+      6'h0b:
+          /* empty */;
+      6'h0c:
+          /* empty */;
+      6'h0d:
+          /* empty */;
+      6'h0e:
+          /* empty */;
+      6'h0f:
+          /* empty */;
+      6'h10:
+          /* empty */;
+      6'h11:
+          /* empty */;
+      6'h12:
+          /* empty */;
+      6'h13:
+          /* empty */;
+      6'h14:
+          /* empty */;
+      6'h15:
+          /* empty */;
+      6'h16:
+          /* empty */;
+      6'h17:
+          /* empty */;
+      6'h18:
+          /* empty */;
+      6'h19:
+          if (\done$82 ) begin
+            \$610  = p;
+          end
+      6'h1a:
+          /* empty */;
+      6'h1b:
+          /* empty */;
+      6'h1c:
+          /* empty */;
+      6'h1d:
+          /* empty */;
+      6'h1e:
+          /* empty */;
+      6'h1f:
+          /* empty */;
+      6'h20:
+          /* empty */;
+      6'h21:
+          /* empty */;
+      6'h22:
+          /* empty */;
+      6'h23:
+          /* empty */;
+      6'h24:
+          /* empty */;
+      6'h25:
+          /* empty */;
+      6'h26:
+          /* empty */;
+      6'h27:
+          /* empty */;
+      6'h28:
+          /* empty */;
+      6'h29:
+          /* empty */;
+      6'h2a:
+          /* empty */;
+      6'h2b:
+          /* empty */;
+      6'h2c:
+          \$610  = c0w;
+      6'h2d:
+          (* full_case = 32'd1 *)
+          if (\$564 ) begin
+          end else begin
+            \$610  = \$565 [88:0];
+          end
+      6'h2e:
+          /* empty */;
+      6'h2f:
+          /* empty */;
+      6'h30:
+          if (\done$82 ) begin
+            \$610  = p;
+          end
+      6'h31:
+          /* empty */;
+      6'h32:
+          if (\done$82 ) begin
+            \$610  = p;
+          end
+      6'h33:
+          (* full_case = 32'd1 *)
+          if (\$572 ) begin
+          end else begin
+            \$610  = \$573 [88:0];
+          end
+    endcase
+    if (rst) begin
+      \$610  = 89'h00000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$611  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3810,17 +3927,17 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0b:
           /* empty */;
       6'h0c:
-          if (\done$74 ) begin
-            \$602  = p[39:0];
+          if (\done$82 ) begin
+            \$611  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$602  = 40'h0000000000;
+      \$611  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = tq;
+    \$612  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3850,7 +3967,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h0e:
           if (done) begin
-            \$603  = \q$73 ;
+            \$612  = \q$81 ;
           end
       6'h0f:
           /* empty */;
@@ -3858,7 +3975,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h11:
           if (done) begin
-            \$603  = \q$73 ;
+            \$612  = \q$81 ;
           end
       6'h12:
           /* empty */;
@@ -3880,34 +3997,34 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
           /* empty */;
       6'h1b:
           if (done) begin
-            \$603  = \q$73 ;
+            \$612  = \q$81 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$603  = \q$73 ;
+            \$612  = \q$81 ;
           end
       6'h1e:
           /* empty */;
       6'h1f:
           if (done) begin
-            \$603  = \q$73 ;
+            \$612  = \q$81 ;
           end
       6'h20:
           /* empty */;
       6'h21:
           if (done) begin
-            \$603  = \q$73 ;
+            \$612  = \q$81 ;
           end
     endcase
     if (rst) begin
-      \$603  = 129'h000000000000000000000000000000000;
+      \$612  = 129'h000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = m1;
+    \$613  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3938,15 +4055,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h0e:
           /* empty */;
       6'h0f:
-          \$604  = \$551 [48:0];
+          \$613  = \$550 [48:0];
     endcase
     if (rst) begin
-      \$604  = 49'h0000000000000;
+      \$613  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = lane_a;
+    \$614  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3987,23 +4104,23 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h13:
           /* empty */;
       6'h14:
-          if (\done$74 ) begin
-            \$605  = p[48:0];
+          if (\done$82 ) begin
+            \$614  = p[48:0];
           end
       6'h15:
           (* full_case = 32'd1 *)
-          if (\$555 ) begin
+          if (\$554 ) begin
           end else begin
-            \$605  = \$556 [48:0];
+            \$614  = \$555 [48:0];
           end
     endcase
     if (rst) begin
-      \$605  = 49'h0000000000000;
+      \$614  = 49'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = c0w;
+    \$615  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4050,8 +4167,8 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$74 ) begin
-            \$606  = p;
+          if (\done$82 ) begin
+            \$615  = p;
           end
       6'h18:
           /* empty */;
@@ -4092,17 +4209,17 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2a:
           /* empty */;
       6'h2b:
-          if (\done$74 ) begin
-            \$606  = p;
+          if (\done$82 ) begin
+            \$615  = p;
           end
     endcase
     if (rst) begin
-      \$606  = 89'h00000000000000000000000;
+      \$615  = 89'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = m2;
+    \$616  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4171,15 +4288,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h21:
           /* empty */;
       6'h22:
-          \$607  = \$559 [74:0];
+          \$616  = \$558 [74:0];
     endcase
     if (rst) begin
-      \$607  = 75'h0000000000000000000;
+      \$616  = 75'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = \$signal$35 ;
+    \$617  = \$signal$78 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4252,23 +4369,23 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$74 ) begin
-            \$608  = p[64:0];
+          if (\done$82 ) begin
+            \$617  = p[64:0];
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$561 ) begin
+          if (\$560 ) begin
           end else begin
-            \$608  = \$562 [64:0];
+            \$617  = \$561 [64:0];
           end
     endcase
     if (rst) begin
-      \$608  = 65'h00000000000000000;
+      \$617  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = wsum;
+    \$618  = wsum;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4347,23 +4464,23 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h26:
           /* empty */;
       6'h27:
-          if (\done$74 ) begin
-            \$609  = p;
+          if (\done$82 ) begin
+            \$618  = p;
           end
       6'h28:
           /* empty */;
       6'h29:
-          if (\done$74 ) begin
-            \$609  = p;
+          if (\done$82 ) begin
+            \$618  = p;
           end
     endcase
     if (rst) begin
-      \$609  = 89'h00000000000000000000000;
+      \$618  = 89'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = const0;
+    \$619  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4456,15 +4573,15 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h2d:
           /* empty */;
       6'h2e:
-          \$610  = \$571 [71:0];
+          \$619  = \$570 [71:0];
     endcase
     if (rst) begin
-      \$610  = 72'h000000000000000000;
+      \$619  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = const1;
+    \$620  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4569,10 +4686,10 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
       6'h33:
           /* empty */;
       6'h34:
-          \$611  = \$579 [71:0];
+          \$620  = \$578 [71:0];
     endcase
     if (rst) begin
-      \$611  = 72'h000000000000000000;
+      \$620  = 72'h000000000000000000;
     end
   end
   assign \$signal  = q;
@@ -4583,8 +4700,7 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign sh_new = \$279 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$288 [73:0];
-  assign sel = { 1'h0, \$612  };
+  assign sel = { 1'h0, \$621  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[68:34];
@@ -4604,7 +4720,10 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \chan.den  = chan[68:34];
   assign \chan.gamma  = chan[76:69];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$612  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal$69[0]  = \$signal$69 ;
+  assign \sel[0]  = { 1'h0, \$621  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { 7'h00, nn, 8'h00 };
   assign \$4  = 1'h0;
@@ -4773,21 +4892,21 @@ module hwnorm_bwd_semidev_s8(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$178  = \$177 ;
   assign \$192  = \$191 ;
   assign sh_lead = \$273 ;
-  assign \$416  = { \$415 [8], \$415 [8], \$415 [8], \$415 [8], \$415 [8], \$415 [8], \$415 [8], \$415 [8], \$415 , 119'h000000000000000000000000000000 };
-  assign \$423  = { \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 [40], \$422 , 87'h0000000000000000000000 };
-  assign \$437  = { \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 [89], \$436 , 80'h00000000000000000000 };
-  assign \$522  = { \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73:37] };
-  assign \$524  = { \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73:37] };
-  assign \$526  = { \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73:37] };
-  assign \$530  = { \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73:37] };
-  assign \$532  = { \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73], \$288 [73:37] };
-  assign \$551  = { \$550 [129], \$550 [129:1] };
-  assign \$553  = { \$552 [129], \$552 [129:1] };
-  assign \$556  = { lane_a, 1'h0 };
-  assign \$559  = { \$558 [129], \$558 [129:1] };
-  assign \$562  = { \$signal$35 , 1'h0 };
-  assign \$566  = { scratch, 1'h0 };
-  assign \$574  = { scratch, 1'h0 };
+  assign \$408  = { \$407 [8], \$407 [8], \$407 [8], \$407 [8], \$407 [8], \$407 [8], \$407 [8], \$407 [8], \$407 , 119'h000000000000000000000000000000 };
+  assign \$415  = { \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 [40], \$414 , 87'h0000000000000000000000 };
+  assign \$429  = { \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 [89], \$428 , 80'h00000000000000000000 };
+  assign \$521  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:37] };
+  assign \$523  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:37] };
+  assign \$525  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:37] };
+  assign \$529  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:37] };
+  assign \$531  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:37] };
+  assign \$550  = { \$549 [129], \$549 [129:1] };
+  assign \$552  = { \$551 [129], \$551 [129:1] };
+  assign \$555  = { lane_a, 1'h0 };
+  assign \$558  = { \$557 [129], \$557 [129:1] };
+  assign \$561  = { \$signal$78 , 1'h0 };
+  assign \$565  = { scratch, 1'h0 };
+  assign \$573  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_semidev_s8.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -5138,7 +5257,7 @@ module \hwnorm_bwd_semidev_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p
   assign \$6  = { 1'h0, b_sh[35:1] };
 endmodule
 
-module \hwnorm_bwd_semidev_s8.sel$76 (clk, rst, mask, \port$706$0 , clear, p1, q, rz, x);
+module \hwnorm_bwd_semidev_s8.sel$84 (clk, rst, mask, \port$710$0 , clear, p1, q, rz, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5164,8 +5283,8 @@ module \hwnorm_bwd_semidev_s8.sel$76 (clk, rst, mask, \port$706$0 , clear, p1, q
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$706$0 ;
-  wire [1:0] \port$706$0 ;
+  output [1:0] \port$710$0 ;
+  wire [1:0] \port$710$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -5208,7 +5327,7 @@ module \hwnorm_bwd_semidev_s8.sel$76 (clk, rst, mask, \port$706$0 , clear, p1, q
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$706$0  = \$7 ;
+  assign \port$710$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

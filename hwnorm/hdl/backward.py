@@ -347,40 +347,59 @@ class BackwardDatapath(wiring.Component):
                 draws.append(s[32 - SR_BITS:])
             lfsr_next = s
 
-        # -- the dx lanes: acc = g A' (- x B') + C[sel] + rnd, >> sh_max, saturate; one output register
+        # -- the dx lanes, three registers that stall together (adv: the output register is free or freed now):
+        # s0 holds the beat (x, g, its sel codes, mask, draws); s1 acc = g A' (- x B') + C[sel] + rnd; the output
+        # register dx = clamp(acc >> sh_max)
         dxf = gcfg.dx_fmt
         o_valid = Signal()
         o_data = Signal(lanes_of(fmt_shape(dxf), lanes))
         m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(o_data)]
-        take = Signal()                             # a pass-2 beat moves into the output register
-        dx_vals, sat_flags = [], []
+        take = Signal()                             # a pass-2 beat enters s0
+        adv = Signal()
+        m.d.comb += adv.eq(~o_valid | self.o.ready)
+        s0_valid, s1_valid = Signal(), Signal()
+        s0_x = Signal.like(xs, name="s0_x")
+        s0_g = Signal.like(gs, name="s0_g")
+        s0_mask = Signal(lanes)
+        s0_sel = Signal(lanes_of(3, lanes)) if sel is not None else None
+        s0_draw = Signal(lanes_of(SR_BITS, lanes)) if stoch else None
+        s1_mask = Signal(lanes)
+        s1_acc = [Signal(signed(w.acc), name=f"acc{j}") for j in range(lanes)]
+        with m.If(take):
+            m.d.sync += [s0_x.eq(xs), s0_g.eq(gs), s0_mask.eq(mask)]
+            if s0_sel is not None:
+                m.d.sync += s0_sel.eq(sel.sel)
+            if stoch:
+                m.d.sync += [s0_draw.eq(Cat(*draws)), state.eq(lfsr_next)]
+        accs = []
         for j in range(lanes):
+            sj = s0_sel[j] if s0_sel is not None else None
             if kind == "semidev":       # C1 where d < 0 (sel 2), C0 elsewhere
-                cj = Mux(sel.sel[j] == 2, consts[1], consts[0])
+                cj = Mux(sj == 2, consts[1], consts[0])
             else:
-                cj = consts[0] if nconst == 1 else Mux(sel.sel[j] == 0, consts[0], consts[1])
+                cj = consts[0] if nconst == 1 else Mux(sj == 0, consts[0], consts[1])
             if nconst > 1:
                 for i in range(2, nconst):
-                    cj = Mux(sel.sel[j] == i, consts[i], cj)
-            acc = Signal(signed(w.acc), name=f"acc{j}")
-            expr = gs[j] * lane_a + cj
+                    cj = Mux(sj == i, consts[i], cj)
+            expr = s0_g[j] * lane_a + cj
             if kind == "semidev":
-                expr = expr - Mux(sel.sel[j] == 2, xs[j] * lane_b, 0)
+                expr = expr - Mux(sj == 2, s0_x[j] * lane_b, 0)
             elif lane_b is not None:
-                expr = expr - xs[j] * lane_b
-            rnd = (draws[j] << (w.sh_max - SR_BITS)) if stoch else (1 << (w.sh_max - 1))
-            m.d.comb += acc.eq(expr + rnd)
-            v = acc >> w.sh_max
+                expr = expr - s0_x[j] * lane_b
+            rnd = (s0_draw[j] << (w.sh_max - SR_BITS)) if stoch else (1 << (w.sh_max - 1))
+            accs.append(expr + rnd)
+        dx_vals, sat_flags = [], []
+        for j in range(lanes):
+            v = s1_acc[j] >> w.sh_max
             over, under = v > dxf.max_int, v < dxf.min_int
-            dx_vals.append(Mux(~mask[j], 0, Mux(over, dxf.max_int, Mux(under, dxf.min_int, v[:dxf.bits]))))
-            sat_flags.append(mask[j] & (over | under))
-        with m.If(self.o.ready):
-            m.d.sync += o_valid.eq(0)
-        with m.If(take):
-            m.d.sync += [o_valid.eq(1), o_data.eq(Cat(*[d[:dxf.bits] for d in dx_vals])),
-                         sat.eq(sat + tree_sum(sat_flags))]
-            if stoch:
-                m.d.sync += state.eq(lfsr_next)
+            dx_vals.append(Mux(~s1_mask[j], 0, Mux(over, dxf.max_int, Mux(under, dxf.min_int, v[:dxf.bits]))))
+            sat_flags.append(s1_mask[j] & (over | under))
+        with m.If(adv):
+            m.d.sync += [o_valid.eq(s1_valid), s1_valid.eq(s0_valid), s0_valid.eq(take), s1_mask.eq(s0_mask)]
+            m.d.sync += [a.eq(e) for a, e in zip(s1_acc, accs)]
+            m.d.sync += o_data.eq(Cat(*[d[:dxf.bits] for d in dx_vals]))
+            with m.If(s1_valid):
+                m.d.sync += sat.eq(sat + tree_sum(sat_flags))
 
         # -- stats word
         m.d.comb += [self.stats.payload.dgamma.eq(dgamma), self.stats.payload.dbeta.eq(sg),
@@ -499,11 +518,10 @@ class BackwardDatapath(wiring.Component):
                         m.next = nxt
             with m.State("PASS2"):
                 more = left != 0
-                m.d.comb += [self.i.ready.eq(more & (~o_valid | self.o.ready)),
-                             take.eq(self.i.valid & self.i.ready), beat.eq(take)]
+                m.d.comb += [self.i.ready.eq(more & adv), take.eq(self.i.valid & self.i.ready), beat.eq(take)]
                 if sel is not None:
                     m.d.comb += sel.p2.eq(take)
-                with m.If(~more & (~o_valid | self.o.ready)):
+                with m.If(~more & ~s0_valid & ~s1_valid & adv):
                     m.next = "REPORT"
             with m.State("REPORT"):
                 m.d.comb += self.stats.valid.eq(1)
