@@ -24,8 +24,8 @@ multiplier) into Sg and sum(g x), and the kind's selection unit (bwd_select.py) 
 then one sequential program on a SeqMul and a SeqDiv (sequential.py) computes Qg = n sum(g x) - S Sg, SH, M1, dgamma,
 M2 (chained divisions by Den, never by Den^2 or Den^3) and the dx constants: A' = n M1 and (l2, semidev) B', and the
 kind's few constants C = -Sg M1 - coef M2, each shifted left by sh_max - SH (one bit a cycle) and clamped where every
-dx it gives saturates. Pass 2 per lane: g A' [- x B'] + C[sel] + rnd, >> sh_max (a constant), clamp, into one output
-register; rnd is 2**(sh_max-1) or the xorshift32 draw (dropout.py's xorshift_step) << (sh_max - 16). Bit-exact: the
+dx it gives saturates. Pass 2 per lane, three registers that stall together: the beat with its selection codes, then
+acc = g A' [- x B'] + C[sel] + rnd, then clamp(acc >> sh_max) (a constant shift) into the output register; rnd is 2**(sh_max-1) or the xorshift32 draw (dropout.py's xorshift_step) << (sh_max - 16). Bit-exact: the
 constants are the golden's, unrounded further (backward_widths says why every register holds its value).
 """
 from dataclasses import dataclass
