@@ -325,14 +325,14 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [7:0] \$385 ;
   wire [8:0] \$386 ;
   wire [8:0] \$387 ;
-  wire [72:0] \$388 ;
+  wire \$388 ;
   wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire [71:0] \$391 ;
-  wire [71:0] \$392 ;
-  wire [73:0] \$393 ;
-  wire [74:0] \$394 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
   wire \$395 ;
   wire \$396 ;
   wire \$397 ;
@@ -360,57 +360,57 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$416 ;
   wire \$417 ;
   wire \$418 ;
-  wire \$419 ;
+  wire [5:0] \$419 ;
   wire \$42 ;
-  wire \$420 ;
+  wire [5:0] \$420 ;
   wire \$421 ;
-  wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
+  wire [5:0] \$422 ;
+  wire [5:0] \$423 ;
+  wire [5:0] \$424 ;
   wire [5:0] \$425 ;
-  wire [5:0] \$426 ;
+  wire \$426 ;
   wire \$427 ;
-  wire [5:0] \$428 ;
-  wire [5:0] \$429 ;
+  wire \$428 ;
+  wire \$429 ;
   wire \$43 ;
-  wire [5:0] \$430 ;
-  wire [5:0] \$431 ;
+  wire \$430 ;
+  wire \$431 ;
   wire \$432 ;
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
   wire \$436 ;
-  wire \$437 ;
-  wire \$438 ;
-  wire \$439 ;
+  wire [5:0] \$437 ;
+  wire [5:0] \$438 ;
+  wire [5:0] \$439 ;
   wire \$44 ;
   wire \$440 ;
-  wire \$441 ;
-  wire \$442 ;
+  wire [5:0] \$441 ;
+  wire [5:0] \$442 ;
   wire [5:0] \$443 ;
   wire [5:0] \$444 ;
-  wire [5:0] \$445 ;
+  wire \$445 ;
   wire \$446 ;
-  wire [5:0] \$447 ;
-  wire [5:0] \$448 ;
+  wire \$447 ;
+  wire \$448 ;
   wire [5:0] \$449 ;
   wire \$45 ;
   wire [5:0] \$450 ;
-  wire \$451 ;
+  wire [5:0] \$451 ;
   wire \$452 ;
-  wire \$453 ;
-  wire \$454 ;
+  wire [5:0] \$453 ;
+  wire [5:0] \$454 ;
   wire [5:0] \$455 ;
   wire [5:0] \$456 ;
   wire [5:0] \$457 ;
-  wire \$458 ;
-  wire [5:0] \$459 ;
+  wire [5:0] \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [5:0] \$460 ;
-  wire [5:0] \$461 ;
-  wire [5:0] \$462 ;
-  wire [5:0] \$463 ;
-  wire [5:0] \$464 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
   wire \$465 ;
   wire \$466 ;
   wire \$467 ;
@@ -433,160 +433,160 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$482 ;
   wire \$483 ;
   wire \$484 ;
-  wire \$485 ;
-  wire \$486 ;
-  wire \$487 ;
+  wire [5:0] \$485 ;
+  wire [5:0] \$486 ;
+  wire [5:0] \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [5:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
+  wire [5:0] \$490 ;
   wire [5:0] \$491 ;
   wire [5:0] \$492 ;
-  wire [5:0] \$493 ;
+  wire \$493 ;
   wire \$494 ;
-  wire [5:0] \$495 ;
-  wire [5:0] \$496 ;
+  wire \$495 ;
+  wire \$496 ;
   wire [5:0] \$497 ;
   wire [5:0] \$498 ;
-  wire \$499 ;
+  wire [5:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
   wire \$500 ;
-  wire \$501 ;
-  wire \$502 ;
+  wire [5:0] \$501 ;
+  wire [5:0] \$502 ;
   wire [5:0] \$503 ;
   wire [5:0] \$504 ;
   wire [5:0] \$505 ;
   wire \$506 ;
-  wire [5:0] \$507 ;
-  wire [5:0] \$508 ;
-  wire [5:0] \$509 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
-  wire [5:0] \$510 ;
-  wire [5:0] \$511 ;
+  wire \$510 ;
+  wire \$511 ;
   wire \$512 ;
   wire \$513 ;
   wire \$514 ;
   wire \$515 ;
   wire \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  wire [5:0] \$517 ;
+  wire [5:0] \$518 ;
+  wire [5:0] \$519 ;
   wire \$52 ;
   wire \$520 ;
-  wire \$521 ;
-  wire \$522 ;
+  wire [5:0] \$521 ;
+  wire [5:0] \$522 ;
   wire [5:0] \$523 ;
   wire [5:0] \$524 ;
-  wire [5:0] \$525 ;
+  wire \$525 ;
   wire \$526 ;
-  wire [5:0] \$527 ;
-  wire [5:0] \$528 ;
+  wire \$527 ;
+  wire \$528 ;
   wire [5:0] \$529 ;
   wire \$53 ;
   wire [5:0] \$530 ;
-  wire \$531 ;
+  wire [5:0] \$531 ;
   wire \$532 ;
-  wire \$533 ;
-  wire \$534 ;
+  wire [5:0] \$533 ;
+  wire [5:0] \$534 ;
   wire [5:0] \$535 ;
   wire [5:0] \$536 ;
   wire [5:0] \$537 ;
-  wire \$538 ;
-  wire [5:0] \$539 ;
+  wire [5:0] \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [5:0] \$540 ;
-  wire [5:0] \$541 ;
-  wire [5:0] \$542 ;
-  wire [5:0] \$543 ;
-  wire [5:0] \$544 ;
-  wire \$545 ;
-  wire \$546 ;
-  wire \$547 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire [3:0] \$544 ;
+  wire [3:0] \$545 ;
+  wire [3:0] \$546 ;
+  wire [3:0] \$547 ;
   wire \$548 ;
   wire \$549 ;
   wire \$55 ;
-  wire [3:0] \$550 ;
-  wire [3:0] \$551 ;
+  wire \$550 ;
+  wire \$551 ;
   wire [3:0] \$552 ;
   wire [3:0] \$553 ;
-  wire \$554 ;
+  wire [3:0] \$554 ;
   wire \$555 ;
-  wire \$556 ;
-  wire \$557 ;
+  wire [3:0] \$556 ;
+  wire [3:0] \$557 ;
   wire [3:0] \$558 ;
   wire [3:0] \$559 ;
   wire \$56 ;
-  wire [3:0] \$560 ;
+  wire \$560 ;
   wire \$561 ;
-  wire [3:0] \$562 ;
-  wire [3:0] \$563 ;
-  wire [3:0] \$564 ;
-  wire [3:0] \$565 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
   wire \$566 ;
   wire \$567 ;
   wire \$568 ;
-  wire \$569 ;
+  wire [5:0] \$569 ;
   wire \$57 ;
   wire \$570 ;
-  wire \$571 ;
+  wire [5:0] \$571 ;
   wire \$572 ;
   wire \$573 ;
   wire \$574 ;
-  wire [5:0] \$575 ;
-  wire \$576 ;
-  wire [5:0] \$577 ;
+  wire \$575 ;
+  wire [29:0] \$576 ;
+  wire [29:0] \$577 ;
   wire \$578 ;
   wire \$579 ;
   wire \$58 ;
   wire \$580 ;
-  wire \$581 ;
-  wire [29:0] \$582 ;
-  wire [29:0] \$583 ;
-  wire \$584 ;
-  wire \$585 ;
+  wire [16:0] \$581 ;
+  wire [16:0] \$582 ;
+  wire [271:0] \$583 ;
+  wire [6:0] \$584 ;
+  wire [7:0] \$585 ;
   wire \$586 ;
-  wire [16:0] \$587 ;
-  wire [16:0] \$588 ;
-  wire [271:0] \$589 ;
+  wire \$587 ;
+  wire [56:0] \$588 ;
+  wire [56:0] \$589 ;
   wire \$59 ;
-  wire [6:0] \$590 ;
-  wire [7:0] \$591 ;
+  wire [183:0] \$590 ;
+  wire \$591 ;
   wire \$592 ;
-  wire \$593 ;
-  wire [56:0] \$594 ;
-  wire [56:0] \$595 ;
-  wire [183:0] \$596 ;
+  wire [29:0] \$593 ;
+  wire [29:0] \$594 ;
+  wire \$595 ;
+  wire \$596 ;
   wire \$597 ;
-  wire \$598 ;
-  wire [29:0] \$599 ;
+  wire [16:0] \$598 ;
+  wire [16:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [29:0] \$600 ;
+  wire \$600 ;
   wire \$601 ;
-  wire \$602 ;
-  wire \$603 ;
-  wire [16:0] \$604 ;
-  wire [16:0] \$605 ;
-  wire \$606 ;
+  wire [115:0] \$602 ;
+  wire [115:0] \$603 ;
+  wire [178:0] \$604 ;
+  wire [6:0] \$605 ;
+  wire [7:0] \$606 ;
   wire \$607 ;
-  wire [115:0] \$608 ;
-  wire [115:0] \$609 ;
+  wire \$608 ;
+  wire [159:0] \$609 ;
   wire \$61 ;
-  wire [178:0] \$610 ;
-  wire [6:0] \$611 ;
-  wire [7:0] \$612 ;
-  wire \$613 ;
+  wire [159:0] \$610 ;
+  wire \$611 ;
+  wire [14:0] \$612 ;
+  wire [14:0] \$613 ;
   wire \$614 ;
-  wire [159:0] \$615 ;
-  wire [159:0] \$616 ;
+  wire [14:0] \$615 ;
+  wire [14:0] \$616 ;
   wire \$617 ;
-  wire [14:0] \$618 ;
-  wire [14:0] \$619 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
   wire \$620 ;
-  wire [14:0] \$621 ;
-  wire [14:0] \$622 ;
+  wire \$621 ;
+  wire \$622 ;
   wire \$623 ;
   wire \$624 ;
   wire \$625 ;
@@ -630,110 +630,119 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$66 ;
   wire \$660 ;
   wire \$661 ;
-  wire \$662 ;
+  wire [72:0] \$662 ;
   wire \$663 ;
   wire \$664 ;
-  wire \$665 ;
-  wire \$666 ;
-  wire \$667 ;
-  wire \$668 ;
+  wire [71:0] \$665 ;
+  wire [71:0] \$666 ;
+  wire [73:0] \$667 ;
+  wire [74:0] \$668 ;
   wire \$669 ;
   wire \$67 ;
-  wire \$670 ;
-  wire [73:0] \$671 ;
-  wire \$672 ;
-  wire [73:0] \$673 ;
-  wire \$674 ;
-  wire [73:0] \$675 ;
+  wire [73:0] \$670 ;
+  wire \$671 ;
+  wire [73:0] \$672 ;
+  wire \$673 ;
+  wire [73:0] \$674 ;
+  wire [16:0] \$675 ;
   wire [16:0] \$676 ;
   wire [16:0] \$677 ;
-  wire [16:0] \$678 ;
-  wire [73:0] \$679 ;
+  wire [73:0] \$678 ;
+  wire \$679 ;
   wire \$68 ;
-  wire \$680 ;
-  wire [73:0] \$681 ;
+  wire [73:0] \$680 ;
+  wire \$681 ;
   wire \$682 ;
   wire \$683 ;
-  wire \$684 ;
+  wire [13:0] \$684 ;
   wire [13:0] \$685 ;
   wire [13:0] \$686 ;
-  wire [13:0] \$687 ;
-  wire [15:0] \$688 ;
-  wire [29:0] \$689 ;
+  wire [15:0] \$687 ;
+  wire [29:0] \$688 ;
+  wire [31:0] \$689 ;
   wire \$69 ;
   wire [31:0] \$690 ;
-  wire [31:0] \$691 ;
-  wire [44:0] \$692 ;
+  wire [44:0] \$691 ;
+  wire [159:0] \$692 ;
   wire [159:0] \$693 ;
   wire [159:0] \$694 ;
   wire [159:0] \$695 ;
-  wire [159:0] \$696 ;
-  wire [6:0] \$697 ;
-  wire \$698 ;
-  wire [57:0] \$699 ;
+  wire [6:0] \$696 ;
+  wire \$697 ;
+  wire [57:0] \$698 ;
+  wire [6:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire [6:0] \$700 ;
+  wire [159:0] \$700 ;
   wire [159:0] \$701 ;
-  wire [159:0] \$702 ;
-  wire [6:0] \$703 ;
-  wire \$704 ;
-  wire [115:0] \$705 ;
-  wire [6:0] \$706 ;
+  wire [6:0] \$702 ;
+  wire \$703 ;
+  wire [115:0] \$704 ;
+  wire [6:0] \$705 ;
+  wire \$706 ;
   wire \$707 ;
-  wire \$708 ;
+  wire [114:0] \$708 ;
   wire [114:0] \$709 ;
   wire \$71 ;
-  wire [114:0] \$710 ;
-  wire [6:0] \$711 ;
-  wire \$712 ;
-  wire [115:0] \$713 ;
-  wire [6:0] \$714 ;
+  wire [6:0] \$710 ;
+  wire \$711 ;
+  wire [115:0] \$712 ;
+  wire [6:0] \$713 ;
+  wire \$714 ;
   wire \$715 ;
-  wire \$716 ;
+  wire [114:0] \$716 ;
   wire [114:0] \$717 ;
-  wire [114:0] \$718 ;
-  wire [6:0] \$719 ;
+  wire [6:0] \$718 ;
+  wire \$719 ;
   wire \$72 ;
-  wire \$720 ;
-  wire [115:0] \$721 ;
-  wire [6:0] \$722 ;
+  wire [115:0] \$720 ;
+  wire [6:0] \$721 ;
+  wire \$722 ;
   wire \$723 ;
-  wire \$724 ;
+  wire [114:0] \$724 ;
   wire [114:0] \$725 ;
-  wire [114:0] \$726 ;
+  wire \$726 ;
   wire \$727 ;
   wire \$728 ;
   wire \$729 ;
   wire \$73 ;
   wire \$730 ;
   wire \$731 ;
-  reg \$732 ;
+  wire \$732 ;
   reg [15:0] \$733 ;
-  reg [12:0] \$734 ;
-  reg [12:0] \$735 ;
-  reg [145:0] \$736 ;
-  reg [28:0] \$737 ;
-  reg [43:0] \$738 ;
-  reg [54:0] \$739 ;
+  reg [15:0] \$734 ;
+  reg \$735 ;
+  reg [2:0] \$736 ;
+  reg \$737 ;
+  reg \$738 ;
+  reg \$739 ;
   wire [6:0] \$74 ;
-  reg [5:0] \$740 ;
-  reg [5:0] \$741 ;
-  reg [5:0] \$742 ;
-  reg [114:0] \$743 ;
-  reg [55:0] \$744 ;
-  reg [158:0] \$745 ;
-  reg [56:0] \$746 ;
-  reg [56:0] \$747 ;
-  reg [114:0] \$748 ;
-  reg [99:0] \$749 ;
+  reg \$740 ;
+  reg [73:0] \$741 ;
+  reg [15:0] \$742 ;
+  reg [12:0] \$743 ;
+  reg [12:0] \$744 ;
+  reg [145:0] \$745 ;
+  reg [28:0] \$746 ;
+  reg [43:0] \$747 ;
+  reg [54:0] \$748 ;
+  reg [5:0] \$749 ;
   wire [6:0] \$75 ;
-  reg [71:0] \$750 ;
-  reg [71:0] \$751 ;
-  reg [71:0] \$752 ;
-  wire [6:0] \$753 ;
-  wire [1:0] \$754 ;
+  reg [5:0] \$750 ;
+  reg [5:0] \$751 ;
+  reg [114:0] \$752 ;
+  reg [55:0] \$753 ;
+  reg [158:0] \$754 ;
+  reg [56:0] \$755 ;
+  reg [56:0] \$756 ;
+  reg [114:0] \$757 ;
+  reg [99:0] \$758 ;
+  reg [71:0] \$759 ;
   wire \$76 ;
+  reg [71:0] \$760 ;
+  reg [71:0] \$761 ;
+  wire [6:0] \$762 ;
+  wire [1:0] \$763 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
@@ -759,8 +768,12 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$97 ;
   wire \$98 ;
   wire [6:0] \$99 ;
+  reg [2:0] \$signal  = 3'h0;
+  reg \$signal$68  = 1'h0;
+  wire [2:0] \$signal[0] ;
   reg [114:0] a;
-  wire [73:0] acc0;
+  reg [73:0] acc0 = 74'h0000000000000000000;
+  wire adv;
   reg [5:0] align = 6'h00;
   reg [29:0] b;
   reg beat;
@@ -796,7 +809,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$70 ;
+  wire \done$78 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -819,7 +832,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \mask$22 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$57 ;
+  reg \neg$52 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -842,6 +855,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   input rst;
   wire rst;
   wire [28:0] s;
+  reg [15:0] s0_g = 16'h0000;
+  wire [15:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [15:0] s0_x = 16'h0000;
+  wire [15:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [114:0] scratch = 115'h00000000000000000000000000000;
   wire [2:0] sel;
@@ -853,7 +873,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$55 ;
+  reg \start$50 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -865,7 +885,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [7:0] \steps$53 ;
+  reg [7:0] \steps$48 ;
   reg take;
   reg [158:0] tq = 159'h0000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -980,380 +1000,398 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$385  = sh_lead + 1'h1;
   assign \$386  = \$385  + 3'h4;
   assign \$387  = \$384  ? \$386  : 9'h010;
-  assign \$388  = $signed(i__payload[31:16]) * $signed(lane_a);
-  assign \$389  = \$754  == 2'h2;
-  assign \$390  = ! \$754 ;
-  assign \$391  = \$390  ? const0 : const1;
-  assign \$392  = \$389  ? const2 : \$391 ;
-  assign \$393  = $signed(\$388 ) + $signed(\$392 );
-  assign \$394  = $signed(\$393 ) + $signed(34'h100000000);
-  assign \$395  = chan__payload[74] | chan__payload[75];
-  assign \$396  = chan__payload[76] | chan__payload[77];
-  assign \$397  = \$395  | \$396 ;
-  assign \$398  = chan__payload[78] | chan__payload[79];
-  assign \$399  = chan__payload[80] | chan__payload[81];
-  assign \$400  = \$398  | \$399 ;
-  assign \$401  = \$397  | \$400 ;
-  assign \$402  = chan__payload[82] | chan__payload[83];
-  assign \$403  = chan__payload[84] | chan__payload[85];
-  assign \$404  = \$402  | \$403 ;
-  assign \$405  = chan__payload[86] | chan__payload[87];
-  assign \$406  = chan__payload[88] | chan__payload[89];
-  assign \$407  = \$405  | \$406 ;
-  assign \$408  = \$404  | \$407 ;
-  assign \$409  = \$401  | \$408 ;
-  assign \$410  = chan__payload[90] | chan__payload[91];
-  assign \$411  = chan__payload[92] | chan__payload[93];
-  assign \$412  = \$410  | \$411 ;
-  assign \$413  = chan__payload[94] | chan__payload[95];
-  assign \$414  = \$413  | chan__payload[96];
-  assign \$415  = \$412  | \$414 ;
-  assign \$416  = \$409  | \$415 ;
-  assign \$417  = chan__payload[90] | chan__payload[91];
-  assign \$418  = chan__payload[92] | chan__payload[93];
-  assign \$419  = \$417  | \$418 ;
-  assign \$420  = chan__payload[94] | chan__payload[95];
-  assign \$421  = \$420  | chan__payload[96];
-  assign \$422  = \$419  | \$421 ;
-  assign \$423  = chan__payload[94] | chan__payload[95];
-  assign \$424  = \$423  | chan__payload[96];
-  assign \$425  = chan__payload[95] ? 6'h35 : 6'h34;
-  assign \$426  = chan__payload[96] ? 6'h36 : \$425 ;
-  assign \$427  = chan__payload[92] | chan__payload[93];
-  assign \$428  = chan__payload[93] ? 6'h33 : 6'h32;
-  assign \$429  = chan__payload[91] ? 6'h31 : 6'h30;
-  assign \$430  = \$427  ? \$428  : \$429 ;
-  assign \$431  = \$424  ? \$426  : \$430 ;
-  assign \$432  = chan__payload[82] | chan__payload[83];
-  assign \$433  = chan__payload[84] | chan__payload[85];
-  assign \$434  = \$432  | \$433 ;
-  assign \$435  = chan__payload[86] | chan__payload[87];
+  assign \$388  = ~ o__valid;
+  assign adv = \$388  | o__ready;
+  assign \$389  = chan__payload[74] | chan__payload[75];
+  assign \$390  = chan__payload[76] | chan__payload[77];
+  assign \$391  = \$389  | \$390 ;
+  assign \$392  = chan__payload[78] | chan__payload[79];
+  assign \$393  = chan__payload[80] | chan__payload[81];
+  assign \$394  = \$392  | \$393 ;
+  assign \$395  = \$391  | \$394 ;
+  assign \$396  = chan__payload[82] | chan__payload[83];
+  assign \$397  = chan__payload[84] | chan__payload[85];
+  assign \$398  = \$396  | \$397 ;
+  assign \$399  = chan__payload[86] | chan__payload[87];
+  assign \$400  = chan__payload[88] | chan__payload[89];
+  assign \$401  = \$399  | \$400 ;
+  assign \$402  = \$398  | \$401 ;
+  assign \$403  = \$395  | \$402 ;
+  assign \$404  = chan__payload[90] | chan__payload[91];
+  assign \$405  = chan__payload[92] | chan__payload[93];
+  assign \$406  = \$404  | \$405 ;
+  assign \$407  = chan__payload[94] | chan__payload[95];
+  assign \$408  = \$407  | chan__payload[96];
+  assign \$409  = \$406  | \$408 ;
+  assign \$410  = \$403  | \$409 ;
+  assign \$411  = chan__payload[90] | chan__payload[91];
+  assign \$412  = chan__payload[92] | chan__payload[93];
+  assign \$413  = \$411  | \$412 ;
+  assign \$414  = chan__payload[94] | chan__payload[95];
+  assign \$415  = \$414  | chan__payload[96];
+  assign \$416  = \$413  | \$415 ;
+  assign \$417  = chan__payload[94] | chan__payload[95];
+  assign \$418  = \$417  | chan__payload[96];
+  assign \$419  = chan__payload[95] ? 6'h35 : 6'h34;
+  assign \$420  = chan__payload[96] ? 6'h36 : \$419 ;
+  assign \$421  = chan__payload[92] | chan__payload[93];
+  assign \$422  = chan__payload[93] ? 6'h33 : 6'h32;
+  assign \$423  = chan__payload[91] ? 6'h31 : 6'h30;
+  assign \$424  = \$421  ? \$422  : \$423 ;
+  assign \$425  = \$418  ? \$420  : \$424 ;
+  assign \$426  = chan__payload[82] | chan__payload[83];
+  assign \$427  = chan__payload[84] | chan__payload[85];
+  assign \$428  = \$426  | \$427 ;
+  assign \$429  = chan__payload[86] | chan__payload[87];
+  assign \$430  = chan__payload[88] | chan__payload[89];
+  assign \$431  = \$429  | \$430 ;
+  assign \$432  = \$428  | \$431 ;
+  assign \$433  = chan__payload[86] | chan__payload[87];
+  assign \$434  = chan__payload[88] | chan__payload[89];
+  assign \$435  = \$433  | \$434 ;
   assign \$436  = chan__payload[88] | chan__payload[89];
-  assign \$437  = \$435  | \$436 ;
-  assign \$438  = \$434  | \$437 ;
-  assign \$439  = chan__payload[86] | chan__payload[87];
-  assign \$440  = chan__payload[88] | chan__payload[89];
-  assign \$441  = \$439  | \$440 ;
-  assign \$442  = chan__payload[88] | chan__payload[89];
-  assign \$443  = chan__payload[89] ? 6'h2f : 6'h2e;
-  assign \$444  = chan__payload[87] ? 6'h2d : 6'h2c;
-  assign \$445  = \$442  ? \$443  : \$444 ;
-  assign \$446  = chan__payload[84] | chan__payload[85];
-  assign \$447  = chan__payload[85] ? 6'h2b : 6'h2a;
-  assign \$448  = chan__payload[83] ? 6'h29 : 6'h28;
-  assign \$449  = \$446  ? \$447  : \$448 ;
-  assign \$450  = \$441  ? \$445  : \$449 ;
-  assign \$451  = chan__payload[78] | chan__payload[79];
-  assign \$452  = chan__payload[80] | chan__payload[81];
-  assign \$453  = \$451  | \$452 ;
-  assign \$454  = chan__payload[80] | chan__payload[81];
-  assign \$455  = chan__payload[81] ? 6'h27 : 6'h26;
-  assign \$456  = chan__payload[79] ? 6'h25 : 6'h24;
-  assign \$457  = \$454  ? \$455  : \$456 ;
-  assign \$458  = chan__payload[76] | chan__payload[77];
-  assign \$459  = chan__payload[77] ? 6'h23 : 6'h22;
-  assign \$460  = chan__payload[75] ? 6'h21 : 6'h20;
-  assign \$461  = \$458  ? \$459  : \$460 ;
-  assign \$462  = \$453  ? \$457  : \$461 ;
-  assign \$463  = \$438  ? \$450  : \$462 ;
-  assign \$464  = \$422  ? \$431  : \$463 ;
-  assign \$465  = chan__payload[58] | chan__payload[59];
-  assign \$466  = chan__payload[60] | chan__payload[61];
-  assign \$467  = \$465  | \$466 ;
-  assign \$468  = chan__payload[62] | chan__payload[63];
-  assign \$469  = chan__payload[64] | chan__payload[65];
-  assign \$470  = \$468  | \$469 ;
-  assign \$471  = \$467  | \$470 ;
-  assign \$472  = chan__payload[66] | chan__payload[67];
-  assign \$473  = chan__payload[68] | chan__payload[69];
-  assign \$474  = \$472  | \$473 ;
-  assign \$475  = chan__payload[70] | chan__payload[71];
-  assign \$476  = chan__payload[72] | chan__payload[73];
-  assign \$477  = \$475  | \$476 ;
-  assign \$478  = \$474  | \$477 ;
-  assign \$479  = \$471  | \$478 ;
-  assign \$480  = chan__payload[66] | chan__payload[67];
-  assign \$481  = chan__payload[68] | chan__payload[69];
-  assign \$482  = \$480  | \$481 ;
-  assign \$483  = chan__payload[70] | chan__payload[71];
+  assign \$437  = chan__payload[89] ? 6'h2f : 6'h2e;
+  assign \$438  = chan__payload[87] ? 6'h2d : 6'h2c;
+  assign \$439  = \$436  ? \$437  : \$438 ;
+  assign \$440  = chan__payload[84] | chan__payload[85];
+  assign \$441  = chan__payload[85] ? 6'h2b : 6'h2a;
+  assign \$442  = chan__payload[83] ? 6'h29 : 6'h28;
+  assign \$443  = \$440  ? \$441  : \$442 ;
+  assign \$444  = \$435  ? \$439  : \$443 ;
+  assign \$445  = chan__payload[78] | chan__payload[79];
+  assign \$446  = chan__payload[80] | chan__payload[81];
+  assign \$447  = \$445  | \$446 ;
+  assign \$448  = chan__payload[80] | chan__payload[81];
+  assign \$449  = chan__payload[81] ? 6'h27 : 6'h26;
+  assign \$450  = chan__payload[79] ? 6'h25 : 6'h24;
+  assign \$451  = \$448  ? \$449  : \$450 ;
+  assign \$452  = chan__payload[76] | chan__payload[77];
+  assign \$453  = chan__payload[77] ? 6'h23 : 6'h22;
+  assign \$454  = chan__payload[75] ? 6'h21 : 6'h20;
+  assign \$455  = \$452  ? \$453  : \$454 ;
+  assign \$456  = \$447  ? \$451  : \$455 ;
+  assign \$457  = \$432  ? \$444  : \$456 ;
+  assign \$458  = \$416  ? \$425  : \$457 ;
+  assign \$459  = chan__payload[58] | chan__payload[59];
+  assign \$460  = chan__payload[60] | chan__payload[61];
+  assign \$461  = \$459  | \$460 ;
+  assign \$462  = chan__payload[62] | chan__payload[63];
+  assign \$463  = chan__payload[64] | chan__payload[65];
+  assign \$464  = \$462  | \$463 ;
+  assign \$465  = \$461  | \$464 ;
+  assign \$466  = chan__payload[66] | chan__payload[67];
+  assign \$467  = chan__payload[68] | chan__payload[69];
+  assign \$468  = \$466  | \$467 ;
+  assign \$469  = chan__payload[70] | chan__payload[71];
+  assign \$470  = chan__payload[72] | chan__payload[73];
+  assign \$471  = \$469  | \$470 ;
+  assign \$472  = \$468  | \$471 ;
+  assign \$473  = \$465  | \$472 ;
+  assign \$474  = chan__payload[66] | chan__payload[67];
+  assign \$475  = chan__payload[68] | chan__payload[69];
+  assign \$476  = \$474  | \$475 ;
+  assign \$477  = chan__payload[70] | chan__payload[71];
+  assign \$478  = chan__payload[72] | chan__payload[73];
+  assign \$479  = \$477  | \$478 ;
+  assign \$480  = \$476  | \$479 ;
+  assign \$481  = chan__payload[70] | chan__payload[71];
+  assign \$482  = chan__payload[72] | chan__payload[73];
+  assign \$483  = \$481  | \$482 ;
   assign \$484  = chan__payload[72] | chan__payload[73];
-  assign \$485  = \$483  | \$484 ;
-  assign \$486  = \$482  | \$485 ;
-  assign \$487  = chan__payload[70] | chan__payload[71];
-  assign \$488  = chan__payload[72] | chan__payload[73];
-  assign \$489  = \$487  | \$488 ;
-  assign \$490  = chan__payload[72] | chan__payload[73];
-  assign \$491  = chan__payload[73] ? 6'h1f : 6'h1e;
-  assign \$492  = chan__payload[71] ? 6'h1d : 6'h1c;
-  assign \$493  = \$490  ? \$491  : \$492 ;
-  assign \$494  = chan__payload[68] | chan__payload[69];
-  assign \$495  = chan__payload[69] ? 6'h1b : 6'h1a;
-  assign \$496  = chan__payload[67] ? 6'h19 : 6'h18;
-  assign \$497  = \$494  ? \$495  : \$496 ;
-  assign \$498  = \$489  ? \$493  : \$497 ;
-  assign \$499  = chan__payload[62] | chan__payload[63];
-  assign \$500  = chan__payload[64] | chan__payload[65];
-  assign \$501  = \$499  | \$500 ;
-  assign \$502  = chan__payload[64] | chan__payload[65];
-  assign \$503  = chan__payload[65] ? 6'h17 : 6'h16;
-  assign \$504  = chan__payload[63] ? 6'h15 : 6'h14;
-  assign \$505  = \$502  ? \$503  : \$504 ;
-  assign \$506  = chan__payload[60] | chan__payload[61];
-  assign \$507  = chan__payload[61] ? 6'h13 : 6'h12;
-  assign \$508  = chan__payload[59] ? 6'h11 : 6'h10;
-  assign \$509  = \$506  ? \$507  : \$508 ;
-  assign \$510  = \$501  ? \$505  : \$509 ;
-  assign \$511  = \$486  ? \$498  : \$510 ;
-  assign \$512  = chan__payload[50] | chan__payload[51];
-  assign \$513  = chan__payload[52] | chan__payload[53];
-  assign \$514  = \$512  | \$513 ;
-  assign \$515  = chan__payload[54] | chan__payload[55];
+  assign \$485  = chan__payload[73] ? 6'h1f : 6'h1e;
+  assign \$486  = chan__payload[71] ? 6'h1d : 6'h1c;
+  assign \$487  = \$484  ? \$485  : \$486 ;
+  assign \$488  = chan__payload[68] | chan__payload[69];
+  assign \$489  = chan__payload[69] ? 6'h1b : 6'h1a;
+  assign \$490  = chan__payload[67] ? 6'h19 : 6'h18;
+  assign \$491  = \$488  ? \$489  : \$490 ;
+  assign \$492  = \$483  ? \$487  : \$491 ;
+  assign \$493  = chan__payload[62] | chan__payload[63];
+  assign \$494  = chan__payload[64] | chan__payload[65];
+  assign \$495  = \$493  | \$494 ;
+  assign \$496  = chan__payload[64] | chan__payload[65];
+  assign \$497  = chan__payload[65] ? 6'h17 : 6'h16;
+  assign \$498  = chan__payload[63] ? 6'h15 : 6'h14;
+  assign \$499  = \$496  ? \$497  : \$498 ;
+  assign \$500  = chan__payload[60] | chan__payload[61];
+  assign \$501  = chan__payload[61] ? 6'h13 : 6'h12;
+  assign \$502  = chan__payload[59] ? 6'h11 : 6'h10;
+  assign \$503  = \$500  ? \$501  : \$502 ;
+  assign \$504  = \$495  ? \$499  : \$503 ;
+  assign \$505  = \$480  ? \$492  : \$504 ;
+  assign \$506  = chan__payload[50] | chan__payload[51];
+  assign \$507  = chan__payload[52] | chan__payload[53];
+  assign \$508  = \$506  | \$507 ;
+  assign \$509  = chan__payload[54] | chan__payload[55];
+  assign \$510  = chan__payload[56] | chan__payload[57];
+  assign \$511  = \$509  | \$510 ;
+  assign \$512  = \$508  | \$511 ;
+  assign \$513  = chan__payload[54] | chan__payload[55];
+  assign \$514  = chan__payload[56] | chan__payload[57];
+  assign \$515  = \$513  | \$514 ;
   assign \$516  = chan__payload[56] | chan__payload[57];
-  assign \$517  = \$515  | \$516 ;
-  assign \$518  = \$514  | \$517 ;
-  assign \$519  = chan__payload[54] | chan__payload[55];
-  assign \$520  = chan__payload[56] | chan__payload[57];
-  assign \$521  = \$519  | \$520 ;
-  assign \$522  = chan__payload[56] | chan__payload[57];
-  assign \$523  = chan__payload[57] ? 6'h0f : 6'h0e;
-  assign \$524  = chan__payload[55] ? 6'h0d : 6'h0c;
-  assign \$525  = \$522  ? \$523  : \$524 ;
-  assign \$526  = chan__payload[52] | chan__payload[53];
-  assign \$527  = chan__payload[53] ? 6'h0b : 6'h0a;
-  assign \$528  = chan__payload[51] ? 6'h09 : 6'h08;
-  assign \$529  = \$526  ? \$527  : \$528 ;
-  assign \$530  = \$521  ? \$525  : \$529 ;
-  assign \$531  = chan__payload[46] | chan__payload[47];
-  assign \$532  = chan__payload[48] | chan__payload[49];
-  assign \$533  = \$531  | \$532 ;
-  assign \$534  = chan__payload[48] | chan__payload[49];
-  assign \$535  = chan__payload[49] ? 6'h07 : 6'h06;
-  assign \$536  = chan__payload[47] ? 6'h05 : 6'h04;
-  assign \$537  = \$534  ? \$535  : \$536 ;
-  assign \$538  = chan__payload[44] | chan__payload[45];
-  assign \$539  = chan__payload[45] ? 6'h03 : 6'h02;
-  assign \$540  = chan__payload[43] ? 6'h01 : 6'h00;
-  assign \$541  = \$538  ? \$539  : \$540 ;
-  assign \$542  = \$533  ? \$537  : \$541 ;
-  assign \$543  = \$518  ? \$530  : \$542 ;
-  assign \$544  = \$479  ? \$511  : \$543 ;
-  assign den_lead = \$416  ? \$464  : \$544 ;
-  assign \$545  = chan__payload[8] | chan__payload[9];
-  assign \$546  = chan__payload[10] | chan__payload[11];
-  assign \$547  = \$545  | \$546 ;
-  assign \$548  = \$547  | chan__payload[12];
-  assign \$549  = chan__payload[10] | chan__payload[11];
-  assign \$550  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$551  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$552  = \$549  ? \$550  : \$551 ;
-  assign \$553  = chan__payload[12] ? 4'hc : \$552 ;
-  assign \$554  = chan__payload[4] | chan__payload[5];
-  assign \$555  = chan__payload[6] | chan__payload[7];
-  assign \$556  = \$554  | \$555 ;
-  assign \$557  = chan__payload[6] | chan__payload[7];
-  assign \$558  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$559  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$560  = \$557  ? \$558  : \$559 ;
-  assign \$561  = chan__payload[2] | chan__payload[3];
-  assign \$562  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$563  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$564  = \$561  ? \$562  : \$563 ;
-  assign \$565  = \$556  ? \$560  : \$564 ;
-  assign count_lead = \$548  ? \$553  : \$565 ;
-  assign \$566  = ! chan__payload[12:0];
-  assign \$567  = chan__payload[12:0] > 13'h1000;
-  assign \$568  = \$566  | \$567 ;
-  assign \$569  = ! chan__payload[129:125];
-  assign \$570  = chan__payload[129:125] > 5'h15;
-  assign \$571  = \$569  | \$570 ;
-  assign \$572  = chan__payload[129:125] > chan__payload[12:0];
-  assign \$573  = \$571  | \$572 ;
-  assign \$574  = ! chan__payload[96:42];
-  assign \$575  = count_lead + 5'h11;
-  assign \$576  = \$575  > 1'h0;
-  assign \$577  = count_lead + 5'h11;
-  assign \$578  = den_lead < \$577 ;
-  assign \$579  = \$576  & \$578 ;
-  assign \$580  = \$574  | \$579 ;
-  assign refused = | { \$580 , \$573 , \$568  };
-  assign \$581  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$582  = - $signed(chan[41:13]);
-  assign \$583  = \$581  ? \$582  : { chan[41], chan[41:13] };
-  assign \$584  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$585  = ~ \$584 ;
+  assign \$517  = chan__payload[57] ? 6'h0f : 6'h0e;
+  assign \$518  = chan__payload[55] ? 6'h0d : 6'h0c;
+  assign \$519  = \$516  ? \$517  : \$518 ;
+  assign \$520  = chan__payload[52] | chan__payload[53];
+  assign \$521  = chan__payload[53] ? 6'h0b : 6'h0a;
+  assign \$522  = chan__payload[51] ? 6'h09 : 6'h08;
+  assign \$523  = \$520  ? \$521  : \$522 ;
+  assign \$524  = \$515  ? \$519  : \$523 ;
+  assign \$525  = chan__payload[46] | chan__payload[47];
+  assign \$526  = chan__payload[48] | chan__payload[49];
+  assign \$527  = \$525  | \$526 ;
+  assign \$528  = chan__payload[48] | chan__payload[49];
+  assign \$529  = chan__payload[49] ? 6'h07 : 6'h06;
+  assign \$530  = chan__payload[47] ? 6'h05 : 6'h04;
+  assign \$531  = \$528  ? \$529  : \$530 ;
+  assign \$532  = chan__payload[44] | chan__payload[45];
+  assign \$533  = chan__payload[45] ? 6'h03 : 6'h02;
+  assign \$534  = chan__payload[43] ? 6'h01 : 6'h00;
+  assign \$535  = \$532  ? \$533  : \$534 ;
+  assign \$536  = \$527  ? \$531  : \$535 ;
+  assign \$537  = \$512  ? \$524  : \$536 ;
+  assign \$538  = \$473  ? \$505  : \$537 ;
+  assign den_lead = \$410  ? \$458  : \$538 ;
+  assign \$539  = chan__payload[8] | chan__payload[9];
+  assign \$540  = chan__payload[10] | chan__payload[11];
+  assign \$541  = \$539  | \$540 ;
+  assign \$542  = \$541  | chan__payload[12];
+  assign \$543  = chan__payload[10] | chan__payload[11];
+  assign \$544  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$545  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$546  = \$543  ? \$544  : \$545 ;
+  assign \$547  = chan__payload[12] ? 4'hc : \$546 ;
+  assign \$548  = chan__payload[4] | chan__payload[5];
+  assign \$549  = chan__payload[6] | chan__payload[7];
+  assign \$550  = \$548  | \$549 ;
+  assign \$551  = chan__payload[6] | chan__payload[7];
+  assign \$552  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$553  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$554  = \$551  ? \$552  : \$553 ;
+  assign \$555  = chan__payload[2] | chan__payload[3];
+  assign \$556  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$557  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$558  = \$555  ? \$556  : \$557 ;
+  assign \$559  = \$550  ? \$554  : \$558 ;
+  assign count_lead = \$542  ? \$547  : \$559 ;
+  assign \$560  = ! chan__payload[12:0];
+  assign \$561  = chan__payload[12:0] > 13'h1000;
+  assign \$562  = \$560  | \$561 ;
+  assign \$563  = ! chan__payload[129:125];
+  assign \$564  = chan__payload[129:125] > 5'h15;
+  assign \$565  = \$563  | \$564 ;
+  assign \$566  = chan__payload[129:125] > chan__payload[12:0];
+  assign \$567  = \$565  | \$566 ;
+  assign \$568  = ! chan__payload[96:42];
+  assign \$569  = count_lead + 5'h11;
+  assign \$570  = \$569  > 1'h0;
+  assign \$571  = count_lead + 5'h11;
+  assign \$572  = den_lead < \$571 ;
+  assign \$573  = \$570  & \$572 ;
+  assign \$574  = \$568  | \$573 ;
+  assign refused = | { \$574 , \$567 , \$562  };
+  assign \$575  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$576  = - $signed(chan[41:13]);
+  assign \$577  = \$575  ? \$576  : { chan[41], chan[41:13] };
+  assign \$578  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$579  = ~ \$578 ;
+  assign \$580  = $signed(chan[145:130]) < $signed(1'h0);
+  assign \$581  = - $signed(chan[145:130]);
+  assign \$582  = \$580  ? \$581  : { chan[145], chan[145:130] };
+  assign \$584  = 5'h19 + sh;
+  assign \$585  = 5'h10 + \$584 ;
   assign \$586  = $signed(chan[145:130]) < $signed(1'h0);
-  assign \$587  = - $signed(chan[145:130]);
-  assign \$588  = \$586  ? \$587  : { chan[145], chan[145:130] };
-  assign \$590  = 5'h19 + sh;
-  assign \$591  = 5'h10 + \$590 ;
-  assign \$592  = $signed(chan[145:130]) < $signed(1'h0);
-  assign \$593  = $signed(qg) < $signed(1'h0);
-  assign \$594  = - $signed(qg);
-  assign \$595  = \$593  ? \$594  : { qg[55], qg };
-  assign \$597  = $signed(qg) < $signed(1'h0);
-  assign \$598  = $signed(sg) < $signed(1'h0);
-  assign \$599  = - $signed(sg);
-  assign \$600  = \$598  ? \$599  : { sg[28], sg };
-  assign \$601  = $signed(sg) < $signed(1'h0);
-  assign \$602  = ~ \$601 ;
-  assign \$603  = $signed(chan[145:130]) < $signed(1'h0);
-  assign \$604  = - $signed(chan[145:130]);
-  assign \$605  = \$603  ? \$604  : { chan[145], chan[145:130] };
-  assign \$606  = $signed(chan[145:130]) < $signed(1'h0);
+  assign \$587  = $signed(qg) < $signed(1'h0);
+  assign \$588  = - $signed(qg);
+  assign \$589  = \$587  ? \$588  : { qg[55], qg };
+  assign \$591  = $signed(qg) < $signed(1'h0);
+  assign \$592  = $signed(sg) < $signed(1'h0);
+  assign \$593  = - $signed(sg);
+  assign \$594  = \$592  ? \$593  : { sg[28], sg };
+  assign \$595  = $signed(sg) < $signed(1'h0);
+  assign \$596  = ~ \$595 ;
+  assign \$597  = $signed(chan[145:130]) < $signed(1'h0);
+  assign \$598  = - $signed(chan[145:130]);
+  assign \$599  = \$597  ? \$598  : { chan[145], chan[145:130] };
+  assign \$600  = $signed(chan[145:130]) < $signed(1'h0);
+  assign \$601  = $signed(scratch) < $signed(1'h0);
+  assign \$602  = - $signed(scratch);
+  assign \$603  = \$601  ? \$602  : { scratch[114], scratch };
+  assign \$605  = 5'h19 + sh;
+  assign \$606  = 7'h63 + \$605 ;
   assign \$607  = $signed(scratch) < $signed(1'h0);
-  assign \$608  = - $signed(scratch);
-  assign \$609  = \$607  ? \$608  : { scratch[114], scratch };
-  assign \$611  = 5'h19 + sh;
-  assign \$612  = 7'h63 + \$611 ;
-  assign \$613  = $signed(scratch) < $signed(1'h0);
-  assign \$614  = $signed(tq) < $signed(1'h0);
-  assign \$615  = - $signed(tq);
-  assign \$616  = \$614  ? \$615  : { tq[158], tq };
-  assign \$617  = $signed(tq) < $signed(1'h0);
-  assign \$618  = $signed({ 1'h0, chan[12:0] }) - $signed(\$753 );
-  assign \$619  = $signed({ 1'h0, chan[12:0] }) + $signed(\$753 );
-  assign \$620  = $signed(\$753 ) < $signed(1'h0);
-  assign \$621  = - $signed(\$753 );
-  assign \$622  = \$620  ? \$621  : { \$753 [6], \$753 [6], \$753 [6], \$753 [6], \$753 [6], \$753 [6], \$753 [6], \$753 [6], \$753  };
-  assign \$623  = $signed(\$753 ) < $signed(1'h0);
-  assign \$624  = | left;
-  assign \$625  = ~ o__valid;
-  assign \$626  = \$625  | o__ready;
-  assign \$627  = \$624  & \$626 ;
-  assign \$628  = i__valid & i__ready;
-  assign \$629  = ! fsm_state;
-  assign \$630  = fsm_state == 1'h1;
-  assign \$631  = fsm_state == 2'h2;
-  assign \$632  = fsm_state == 2'h3;
-  assign \$633  = fsm_state == 3'h4;
-  assign \$634  = fsm_state == 3'h5;
-  assign \$635  = fsm_state == 3'h6;
-  assign \$636  = fsm_state == 3'h7;
-  assign \$637  = fsm_state == 4'h8;
-  assign \$638  = fsm_state == 4'h9;
-  assign \$639  = fsm_state == 4'ha;
-  assign \$640  = fsm_state == 4'hb;
-  assign \$641  = fsm_state == 4'hc;
-  assign \$642  = fsm_state == 4'hd;
-  assign \$643  = fsm_state == 4'he;
-  assign \$644  = fsm_state == 4'hf;
-  assign \$645  = fsm_state == 5'h10;
-  assign \$646  = fsm_state == 5'h11;
-  assign \$647  = fsm_state == 5'h12;
-  assign \$648  = fsm_state == 5'h13;
-  assign \$649  = fsm_state == 5'h14;
-  assign \$650  = fsm_state == 5'h15;
-  assign \$651  = fsm_state == 5'h16;
-  assign \$652  = fsm_state == 5'h17;
-  assign \$653  = fsm_state == 5'h18;
-  assign \$654  = fsm_state == 5'h19;
-  assign \$655  = fsm_state == 5'h1a;
-  assign \$656  = fsm_state == 5'h1b;
-  assign \$657  = fsm_state == 5'h1c;
-  assign \$658  = fsm_state == 5'h1d;
-  assign \$659  = fsm_state == 5'h1e;
-  assign \$660  = fsm_state == 5'h1f;
-  assign \$661  = fsm_state == 6'h20;
-  assign \$662  = fsm_state == 6'h21;
-  assign \$663  = fsm_state == 6'h22;
-  assign \$664  = fsm_state == 6'h23;
-  assign \$665  = fsm_state == 6'h24;
-  assign \$666  = fsm_state == 6'h25;
-  assign \$667  = fsm_state == 6'h26;
-  assign \$668  = fsm_state == 6'h27;
-  assign \$669  = fsm_state == 6'h28;
-  assign \$670  = ~ mask;
-  assign \$672  = $signed(\$671 ) > $signed(16'h7fff);
-  assign \$674  = $signed(\$673 ) < $signed(16'h8000);
-  assign \$676  = \$674  ? 17'h18000 : { 1'h0, \$675 [15:0] };
-  assign \$677  = \$672  ? 17'h07fff : \$676 ;
-  assign \$678  = mask ? \$677  : 17'h00000;
-  assign \$680  = $signed(\$679 ) > $signed(16'h7fff);
-  assign \$682  = $signed(\$681 ) < $signed(16'h8000);
-  assign \$683  = \$680  | \$682 ;
-  assign \$684  = mask & \$683 ;
-  assign \$685  = sat + \$684 ;
-  assign \$686  = left - 1'h1;
-  assign \$687  = last ? 14'h0000 : \$686 ;
-  assign \$688  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$689  = $signed(sg) + $signed(\$688 );
-  assign \$690  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$691  = mask ? \$690  : 32'd0;
-  assign \$692  = $signed(sgx) + $signed(\$691 );
-  assign \$693  = $signed(tq) + $signed(2'h1);
-  assign \$695  = $signed(tq) + $signed(2'h1);
-  assign \$697  = align + sh;
-  assign \$698  = \$697  == 6'h21;
-  assign \$700  = align + 1'h1;
-  assign \$701  = $signed(tq) + $signed(2'h1);
-  assign \$703  = align + sh;
-  assign \$704  = \$703  == 6'h21;
-  assign \$706  = align + 1'h1;
-  assign \$707  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$708  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$709  = \$708  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$710  = \$707  ? 115'h000000000007ff801100100000000 : \$709 ;
-  assign \$711  = align + sh;
-  assign \$712  = \$711  == 6'h21;
-  assign \$714  = align + 1'h1;
-  assign \$715  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$716  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$717  = \$716  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$718  = \$715  ? 115'h000000000007ff801100100000000 : \$717 ;
-  assign \$719  = align + sh;
-  assign \$720  = \$719  == 6'h21;
-  assign \$722  = align + 1'h1;
-  assign \$723  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$724  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$725  = \$724  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$726  = \$723  ? 115'h000000000007ff801100100000000 : \$725 ;
-  assign \$727  = | left;
-  assign \$728  = ~ \$727 ;
-  assign \$729  = ~ o__valid;
-  assign \$730  = \$729  | o__ready;
-  assign \$731  = \$728  & \$730 ;
+  assign \$608  = $signed(tq) < $signed(1'h0);
+  assign \$609  = - $signed(tq);
+  assign \$610  = \$608  ? \$609  : { tq[158], tq };
+  assign \$611  = $signed(tq) < $signed(1'h0);
+  assign \$612  = $signed({ 1'h0, chan[12:0] }) - $signed(\$762 );
+  assign \$613  = $signed({ 1'h0, chan[12:0] }) + $signed(\$762 );
+  assign \$614  = $signed(\$762 ) < $signed(1'h0);
+  assign \$615  = - $signed(\$762 );
+  assign \$616  = \$614  ? \$615  : { \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762  };
+  assign \$617  = $signed(\$762 ) < $signed(1'h0);
+  assign \$618  = | left;
+  assign \$619  = \$618  & adv;
+  assign \$620  = i__valid & i__ready;
+  assign \$621  = ! fsm_state;
+  assign \$622  = fsm_state == 1'h1;
+  assign \$623  = fsm_state == 2'h2;
+  assign \$624  = fsm_state == 2'h3;
+  assign \$625  = fsm_state == 3'h4;
+  assign \$626  = fsm_state == 3'h5;
+  assign \$627  = fsm_state == 3'h6;
+  assign \$628  = fsm_state == 3'h7;
+  assign \$629  = fsm_state == 4'h8;
+  assign \$630  = fsm_state == 4'h9;
+  assign \$631  = fsm_state == 4'ha;
+  assign \$632  = fsm_state == 4'hb;
+  assign \$633  = fsm_state == 4'hc;
+  assign \$634  = fsm_state == 4'hd;
+  assign \$635  = fsm_state == 4'he;
+  assign \$636  = fsm_state == 4'hf;
+  assign \$637  = fsm_state == 5'h10;
+  assign \$638  = fsm_state == 5'h11;
+  assign \$639  = fsm_state == 5'h12;
+  assign \$640  = fsm_state == 5'h13;
+  assign \$641  = fsm_state == 5'h14;
+  assign \$642  = fsm_state == 5'h15;
+  assign \$643  = fsm_state == 5'h16;
+  assign \$644  = fsm_state == 5'h17;
+  assign \$645  = fsm_state == 5'h18;
+  assign \$646  = fsm_state == 5'h19;
+  assign \$647  = fsm_state == 5'h1a;
+  assign \$648  = fsm_state == 5'h1b;
+  assign \$649  = fsm_state == 5'h1c;
+  assign \$650  = fsm_state == 5'h1d;
+  assign \$651  = fsm_state == 5'h1e;
+  assign \$652  = fsm_state == 5'h1f;
+  assign \$653  = fsm_state == 6'h20;
+  assign \$654  = fsm_state == 6'h21;
+  assign \$655  = fsm_state == 6'h22;
+  assign \$656  = fsm_state == 6'h23;
+  assign \$657  = fsm_state == 6'h24;
+  assign \$658  = fsm_state == 6'h25;
+  assign \$659  = fsm_state == 6'h26;
+  assign \$660  = fsm_state == 6'h27;
+  assign \$661  = fsm_state == 6'h28;
+  assign \$662  = $signed(s0_g) * $signed(lane_a);
+  assign \$663  = \$signal  == 2'h2;
+  assign \$664  = ! \$signal ;
+  assign \$665  = \$664  ? const0 : const1;
+  assign \$666  = \$663  ? const2 : \$665 ;
+  assign \$667  = $signed(\$662 ) + $signed(\$666 );
+  assign \$668  = $signed(\$667 ) + $signed(34'h100000000);
+  assign \$669  = ~ s1_mask;
+  assign \$671  = $signed(\$670 ) > $signed(16'h7fff);
+  assign \$673  = $signed(\$672 ) < $signed(16'h8000);
+  assign \$675  = \$673  ? 17'h18000 : { 1'h0, \$674 [15:0] };
+  assign \$676  = \$671  ? 17'h07fff : \$675 ;
+  assign \$677  = s1_mask ? \$676  : 17'h00000;
+  assign \$679  = $signed(\$678 ) > $signed(16'h7fff);
+  assign \$681  = $signed(\$680 ) < $signed(16'h8000);
+  assign \$682  = \$679  | \$681 ;
+  assign \$683  = s1_mask & \$682 ;
+  assign \$684  = sat + \$683 ;
+  assign \$685  = left - 1'h1;
+  assign \$686  = last ? 14'h0000 : \$685 ;
+  assign \$687  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$688  = $signed(sg) + $signed(\$687 );
+  assign \$689  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$690  = mask ? \$689  : 32'd0;
+  assign \$691  = $signed(sgx) + $signed(\$690 );
+  assign \$692  = $signed(tq) + $signed(2'h1);
+  assign \$694  = $signed(tq) + $signed(2'h1);
+  assign \$696  = align + sh;
+  assign \$697  = \$696  == 6'h21;
+  assign \$699  = align + 1'h1;
+  assign \$700  = $signed(tq) + $signed(2'h1);
+  assign \$702  = align + sh;
+  assign \$703  = \$702  == 6'h21;
+  assign \$705  = align + 1'h1;
+  assign \$706  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$707  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$708  = \$707  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$709  = \$706  ? 115'h000000000007ff801100100000000 : \$708 ;
+  assign \$710  = align + sh;
+  assign \$711  = \$710  == 6'h21;
+  assign \$713  = align + 1'h1;
+  assign \$714  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$715  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$716  = \$715  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$717  = \$714  ? 115'h000000000007ff801100100000000 : \$716 ;
+  assign \$718  = align + sh;
+  assign \$719  = \$718  == 6'h21;
+  assign \$721  = align + 1'h1;
+  assign \$722  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$723  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$724  = \$723  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$725  = \$722  ? 115'h000000000007ff801100100000000 : \$724 ;
+  assign \$726  = | left;
+  assign \$727  = ~ \$726 ;
+  assign \$728  = ~ \$signal$68 ;
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ s1_valid;
+  assign \$731  = \$729  & \$730 ;
+  assign \$732  = \$731  & adv;
   always @(posedge clk)
-    o__valid <= \$732 ;
+    s0_x <= \$733 ;
   always @(posedge clk)
-    o__payload <= \$733 ;
+    s0_g <= \$734 ;
   always @(posedge clk)
-    sat <= \$734 ;
+    s0_mask <= \$735 ;
   always @(posedge clk)
-    left <= \$735 ;
+    \$signal  <= \$736 ;
   always @(posedge clk)
-    chan <= \$736 ;
+    o__valid <= \$737 ;
   always @(posedge clk)
-    sg <= \$737 ;
+    s1_valid <= \$738 ;
   always @(posedge clk)
-    sgx <= \$738 ;
+    \$signal$68  <= \$739 ;
   always @(posedge clk)
-    dgamma <= \$739 ;
+    s1_mask <= \$740 ;
   always @(posedge clk)
-    align <= \$740 ;
+    acc0 <= \$741 ;
   always @(posedge clk)
-    fsm_state <= \$741 ;
+    o__payload <= \$742 ;
   always @(posedge clk)
-    sh <= \$742 ;
+    sat <= \$743 ;
   always @(posedge clk)
-    scratch <= \$743 ;
+    left <= \$744 ;
   always @(posedge clk)
-    qg <= \$744 ;
+    chan <= \$745 ;
   always @(posedge clk)
-    tq <= \$745 ;
+    sg <= \$746 ;
   always @(posedge clk)
-    m1 <= \$746 ;
+    sgx <= \$747 ;
   always @(posedge clk)
-    lane_a <= \$747 ;
+    dgamma <= \$748 ;
   always @(posedge clk)
-    c0w <= \$748 ;
+    align <= \$749 ;
   always @(posedge clk)
-    m2 <= \$749 ;
+    fsm_state <= \$750 ;
   always @(posedge clk)
-    const1 <= \$750 ;
+    sh <= \$751 ;
   always @(posedge clk)
-    const2 <= \$751 ;
+    scratch <= \$752 ;
   always @(posedge clk)
-    const0 <= \$752 ;
+    qg <= \$753 ;
+  always @(posedge clk)
+    tq <= \$754 ;
+  always @(posedge clk)
+    m1 <= \$755 ;
+  always @(posedge clk)
+    lane_a <= \$756 ;
+  always @(posedge clk)
+    c0w <= \$757 ;
+  always @(posedge clk)
+    m2 <= \$758 ;
+  always @(posedge clk)
+    const1 <= \$759 ;
+  always @(posedge clk)
+    const2 <= \$760 ;
+  always @(posedge clk)
+    const0 <= \$761 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1372,14 +1410,14 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   \hwnorm_bwd_cvar_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$70 ),
+    .done(\done$78 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$57 ),
+    .\neg$15 (\neg$52 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$55 ),
-    .steps(\steps$53 )
+    .start(\start$50 ),
+    .steps(\steps$48 )
   );
   \hwnorm_bwd_cvar_s16.mul  mul (
     .a(a),
@@ -1393,16 +1431,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_cvar_s16.sel$72  \sel$72  (
+  \hwnorm_bwd_cvar_s16.sel$80  \sel$80  (
     .clear(clear),
     .clk(clk),
     .m(chan[129:125]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1743$0 (\$753 ),
-    .\port$1756$0 (\$754 ),
-    .\port$1838$0 (chan[41:0]),
+    .\port$1747$0 (\$762 ),
+    .\port$1760$0 (\$763 ),
+    .\port$1858$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -1601,7 +1639,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          i__ready = \$627 ;
+          i__ready = \$619 ;
     endcase
   end
   always @* begin
@@ -1863,7 +1901,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h04:
           /* empty */;
       6'h05:
-          b = \$583 ;
+          b = \$577 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1885,11 +1923,11 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$600 ;
+          b = \$594 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605 [16], \$605  };
+          b = { \$599 [16], \$599 [16], \$599 [16], \$599 [16], \$599 [16], \$599 [16], \$599 [16], \$599 [16], \$599 [16], \$599 [16], \$599 [16], \$599 [16], \$599 [16], \$599  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1907,7 +1945,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1a:
           /* empty */;
       6'h1b:
-          b = { \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618  };
+          b = { \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612 [14], \$612  };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1915,7 +1953,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619 [14], \$619  };
+          b = { \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613 [14], \$613  };
       6'h20:
           /* empty */;
       6'h21:
@@ -1923,7 +1961,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622 [14], \$622  };
+          b = { \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616 [14], \$616  };
     endcase
   end
   always @* begin
@@ -2015,7 +2053,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$585 ;
+          neg = \$579 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -2037,11 +2075,11 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$602 ;
+          neg = \$596 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$606 ;
+          neg = \$600 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -2075,7 +2113,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          neg = \$623 ;
+          neg = \$617 ;
     endcase
   end
   always @* begin
@@ -2171,13 +2209,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$589 [156:0];
+          lo_init = \$583 [156:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$596 [156:0];
+          lo_init = \$590 [156:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2201,16 +2239,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
+          lo_init = \$604 [156:0];
+      6'h17:
+          /* empty */;
+      6'h18:
           lo_init = \$610 [156:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$616 [156:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$53  = 8'h00;
+    \steps$48  = 8'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2225,13 +2263,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \steps$53  = \$591 ;
+          \steps$48  = \$585 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$53  = 8'h54;
+          \steps$48  = 8'h54;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2255,16 +2293,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \steps$53  = \$612 ;
+          \steps$48  = \$606 ;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$53  = 8'h9d;
+          \steps$48  = 8'h9d;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$55  = 1'h0;
+    \start$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2279,13 +2317,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2309,11 +2347,11 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
     endcase
   end
   always @* begin
@@ -2372,7 +2410,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$57  = 1'h0;
+    \neg$52  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2387,13 +2425,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \neg$57  = \$592 ;
+          \neg$52  = \$586 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$57  = \$597 ;
+          \neg$52  = \$591 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2417,11 +2455,11 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \neg$57  = \$613 ;
+          \neg$52  = \$607 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$57  = \$617 ;
+          \neg$52  = \$611 ;
     endcase
   end
   always @* begin
@@ -2559,7 +2597,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          take = \$628 ;
+          take = \$620 ;
     endcase
   end
   always @* begin
@@ -2736,22 +2774,9 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = o__valid;
-    if (o__ready) begin
-      \$732  = 1'h0;
-    end
+    \$733  = s0_x;
     if (take) begin
-      \$732  = 1'h1;
-    end
-    if (rst) begin
-      \$732  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = o__payload;
-    if (take) begin
-      \$733  = \$678 [15:0];
+      \$733  = i__payload[15:0];
     end
     if (rst) begin
       \$733  = 16'h0000;
@@ -2759,99 +2784,191 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = sat;
+    \$734  = s0_g;
     if (take) begin
-      \$734  = \$685 [12:0];
+      \$734  = i__payload[31:16];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$734  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$734  = 13'h0000;
+      \$734  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = left;
-    if (beat) begin
-      \$735  = \$687 [12:0];
+    \$735  = s0_mask;
+    if (take) begin
+      \$735  = mask;
+    end
+    if (rst) begin
+      \$735  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$736  = \$signal ;
+    if (take) begin
+      \$736  = { 1'h0, \$763  };
+    end
+    if (rst) begin
+      \$736  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$737  = o__valid;
+    if (adv) begin
+      \$737  = s1_valid;
+    end
+    if (rst) begin
+      \$737  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$738  = s1_valid;
+    if (adv) begin
+      \$738  = \$signal$68 ;
+    end
+    if (rst) begin
+      \$738  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$739  = \$signal$68 ;
+    if (adv) begin
+      \$739  = take;
+    end
+    if (rst) begin
+      \$739  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$740  = s1_mask;
+    if (adv) begin
+      \$740  = s0_mask;
+    end
+    if (rst) begin
+      \$740  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$741  = acc0;
+    if (adv) begin
+      \$741  = \$668 [73:0];
+    end
+    if (rst) begin
+      \$741  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$742  = o__payload;
+    if (adv) begin
+      \$742  = \$677 [15:0];
+    end
+    if (rst) begin
+      \$742  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$743  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$743  = \$684 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$735  = chan__payload[12:0];
+            \$743  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$743  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$744  = left;
+    if (beat) begin
+      \$744  = \$686 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$744  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$735  = chan[12:0];
+              \$744  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$735  = 13'h0000;
+      \$744  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = chan;
+    \$745  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$736  = chan__payload;
+            \$745  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$736  = 146'h0000000000000000000000000000000000000;
+      \$745  = 146'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = sg;
+    \$746  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$737  = 29'h00000000;
+            \$746  = 29'h00000000;
             if (refused) begin
-              \$737  = 29'h00000000;
+              \$746  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$737  = \$689 [28:0];
+            \$746  = \$688 [28:0];
           end
     endcase
     if (rst) begin
-      \$737  = 29'h00000000;
+      \$746  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = sgx;
+    \$747  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$738  = 44'h00000000000;
+            \$747  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$738  = \$692 [43:0];
+            \$747  = \$691 [43:0];
           end
     endcase
     if (rst) begin
-      \$738  = 44'h00000000000;
+      \$747  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = dgamma;
+    \$748  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$739  = 55'h00000000000000;
+            \$748  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -2874,19 +2991,19 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          \$739  = \$696 [54:0];
+          \$748  = \$695 [54:0];
     endcase
     if (rst) begin
-      \$739  = 55'h00000000000000;
+      \$748  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = align;
+    \$749  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$740  = 6'h00;
+            \$749  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -2916,10 +3033,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$698 ) begin
-            \$740  = 6'h00;
+          if (\$697 ) begin
+            \$749  = 6'h00;
           end else begin
-            \$740  = \$700 [5:0];
+            \$749  = \$699 [5:0];
           end
       6'h10:
           /* empty */;
@@ -2949,10 +3066,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$704 ) begin
-            \$740  = 6'h00;
+          if (\$703 ) begin
+            \$749  = 6'h00;
           end else begin
-            \$740  = \$706 [5:0];
+            \$749  = \$705 [5:0];
           end
       6'h1e:
           /* empty */;
@@ -2962,10 +3079,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$712 ) begin
-            \$740  = 6'h00;
+          if (\$711 ) begin
+            \$749  = 6'h00;
           end else begin
-            \$740  = \$714 [5:0];
+            \$749  = \$713 [5:0];
           end
       6'h22:
           /* empty */;
@@ -2975,174 +3092,174 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$720 ) begin
-            \$740  = 6'h00;
+          if (\$719 ) begin
+            \$749  = 6'h00;
           end else begin
-            \$740  = \$722 [5:0];
+            \$749  = \$721 [5:0];
           end
     endcase
     if (rst) begin
-      \$740  = 6'h00;
+      \$749  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = fsm_state;
+    \$750  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$741  = 6'h01;
+              \$750  = 6'h01;
             end else begin
-              \$741  = 6'h02;
+              \$750  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$741  = 6'h03;
+              \$750  = 6'h03;
             end
           end
       6'h03:
-          \$741  = 6'h04;
+          \$750  = 6'h04;
       6'h04:
           if (done) begin
-            \$741  = 6'h05;
+            \$750  = 6'h05;
           end
       6'h05:
-          \$741  = 6'h06;
+          \$750  = 6'h06;
       6'h06:
           if (done) begin
-            \$741  = 6'h07;
+            \$750  = 6'h07;
           end
       6'h07:
-          \$741  = 6'h08;
+          \$750  = 6'h08;
       6'h08:
-          if (\done$70 ) begin
-            \$741  = 6'h09;
+          if (\done$78 ) begin
+            \$750  = 6'h09;
           end
       6'h09:
-          \$741  = 6'h0a;
+          \$750  = 6'h0a;
       6'h0a:
-          \$741  = 6'h0b;
+          \$750  = 6'h0b;
       6'h0b:
-          if (\done$70 ) begin
-            \$741  = 6'h0c;
+          if (\done$78 ) begin
+            \$750  = 6'h0c;
           end
       6'h0c:
-          \$741  = 6'h0d;
+          \$750  = 6'h0d;
       6'h0d:
-          \$741  = 6'h0e;
+          \$750  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$741  = 6'h0f;
+            \$750  = 6'h0f;
           end
       6'h0f:
-          if (\$698 ) begin
-            \$741  = 6'h10;
+          if (\$697 ) begin
+            \$750  = 6'h10;
           end
       6'h10:
-          \$741  = 6'h11;
+          \$750  = 6'h11;
       6'h11:
           if (done) begin
-            \$741  = 6'h12;
+            \$750  = 6'h12;
           end
       6'h12:
-          \$741  = 6'h13;
+          \$750  = 6'h13;
       6'h13:
           if (done) begin
-            \$741  = 6'h14;
+            \$750  = 6'h14;
           end
       6'h14:
-          \$741  = 6'h15;
+          \$750  = 6'h15;
       6'h15:
           if (done) begin
-            \$741  = 6'h16;
+            \$750  = 6'h16;
           end
       6'h16:
-          \$741  = 6'h17;
+          \$750  = 6'h17;
       6'h17:
-          if (\done$70 ) begin
-            \$741  = 6'h18;
+          if (\done$78 ) begin
+            \$750  = 6'h18;
           end
       6'h18:
-          \$741  = 6'h19;
+          \$750  = 6'h19;
       6'h19:
-          if (\done$70 ) begin
-            \$741  = 6'h1a;
+          if (\done$78 ) begin
+            \$750  = 6'h1a;
           end
       6'h1a:
-          \$741  = 6'h1b;
+          \$750  = 6'h1b;
       6'h1b:
-          \$741  = 6'h1c;
+          \$750  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$741  = 6'h1d;
+            \$750  = 6'h1d;
           end
       6'h1d:
-          if (\$704 ) begin
-            \$741  = 6'h1e;
+          if (\$703 ) begin
+            \$750  = 6'h1e;
           end
       6'h1e:
-          \$741  = 6'h1f;
+          \$750  = 6'h1f;
       6'h1f:
-          \$741  = 6'h20;
+          \$750  = 6'h20;
       6'h20:
           if (done) begin
-            \$741  = 6'h21;
+            \$750  = 6'h21;
           end
       6'h21:
-          if (\$712 ) begin
-            \$741  = 6'h22;
+          if (\$711 ) begin
+            \$750  = 6'h22;
           end
       6'h22:
-          \$741  = 6'h23;
+          \$750  = 6'h23;
       6'h23:
-          \$741  = 6'h24;
+          \$750  = 6'h24;
       6'h24:
           if (done) begin
-            \$741  = 6'h25;
+            \$750  = 6'h25;
           end
       6'h25:
-          if (\$720 ) begin
-            \$741  = 6'h26;
+          if (\$719 ) begin
+            \$750  = 6'h26;
           end
       6'h26:
-          \$741  = 6'h27;
+          \$750  = 6'h27;
       6'h27:
-          if (\$731 ) begin
-            \$741  = 6'h28;
+          if (\$732 ) begin
+            \$750  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$741  = 6'h00;
+            \$750  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$741  = 6'h00;
+            \$750  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$741  = 6'h00;
+      \$750  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = sh;
+    \$751  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$742  = \$387 [5:0];
+          \$751  = \$387 [5:0];
     endcase
     if (rst) begin
-      \$742  = 6'h00;
+      \$751  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = scratch;
+    \$752  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3152,7 +3269,7 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h04:
           if (done) begin
-            \$743  = p;
+            \$752  = p;
           end
       6'h05:
           /* empty */;
@@ -3184,13 +3301,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           if (done) begin
-            \$743  = p;
+            \$752  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$743  = p;
+            \$752  = p;
           end
       6'h16:
           /* empty */;
@@ -3206,13 +3323,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1c:
           if (done) begin
-            \$743  = p;
+            \$752  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$704 ) begin
+          if (\$703 ) begin
           end else begin
-            \$743  = \$705 [114:0];
+            \$752  = \$704 [114:0];
           end
       6'h1e:
           /* empty */;
@@ -3220,13 +3337,13 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           if (done) begin
-            \$743  = p;
+            \$752  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$712 ) begin
+          if (\$711 ) begin
           end else begin
-            \$743  = \$713 [114:0];
+            \$752  = \$712 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3234,22 +3351,22 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           if (done) begin
-            \$743  = p;
+            \$752  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$720 ) begin
+          if (\$719 ) begin
           end else begin
-            \$743  = \$721 [114:0];
+            \$752  = \$720 [114:0];
           end
     endcase
     if (rst) begin
-      \$743  = 115'h00000000000000000000000000000;
+      \$752  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = qg;
+    \$753  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3263,16 +3380,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (done) begin
-            \$744  = p[55:0];
+            \$753  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$744  = 56'h00000000000000;
+      \$753  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = tq;
+    \$754  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3289,16 +3406,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$70 ) begin
-            \$745  = q;
+          if (\done$78 ) begin
+            \$754  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$70 ) begin
-            \$745  = q;
+          if (\done$78 ) begin
+            \$754  = q;
           end
       6'h0c:
           /* empty */;
@@ -3323,23 +3440,23 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$70 ) begin
-            \$745  = q;
+          if (\done$78 ) begin
+            \$754  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$70 ) begin
-            \$745  = q;
+          if (\done$78 ) begin
+            \$754  = q;
           end
     endcase
     if (rst) begin
-      \$745  = 159'h0000000000000000000000000000000000000000;
+      \$754  = 159'h0000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = m1;
+    \$755  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3358,15 +3475,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h08:
           /* empty */;
       6'h09:
-          \$746  = \$694 [56:0];
+          \$755  = \$693 [56:0];
     endcase
     if (rst) begin
-      \$746  = 57'h000000000000000;
+      \$755  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = lane_a;
+    \$756  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3396,22 +3513,22 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0e:
           if (done) begin
-            \$747  = p[56:0];
+            \$756  = p[56:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$698 ) begin
+          if (\$697 ) begin
           end else begin
-            \$747  = \$699 [56:0];
+            \$756  = \$698 [56:0];
           end
     endcase
     if (rst) begin
-      \$747  = 57'h000000000000000;
+      \$756  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = c0w;
+    \$757  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3447,16 +3564,16 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h11:
           if (done) begin
-            \$748  = p;
+            \$757  = p;
           end
     endcase
     if (rst) begin
-      \$748  = 115'h00000000000000000000000000000;
+      \$757  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = m2;
+    \$758  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3509,15 +3626,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$749  = \$702 [99:0];
+          \$758  = \$701 [99:0];
     endcase
     if (rst) begin
-      \$749  = 100'h0000000000000000000000000;
+      \$758  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = const1;
+    \$759  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3578,15 +3695,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$750  = \$710 [71:0];
+          \$759  = \$709 [71:0];
     endcase
     if (rst) begin
-      \$750  = 72'h000000000000000000;
+      \$759  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = const2;
+    \$760  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3655,15 +3772,15 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$751  = \$718 [71:0];
+          \$760  = \$717 [71:0];
     endcase
     if (rst) begin
-      \$751  = 72'h000000000000000000;
+      \$760  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = const0;
+    \$761  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3740,10 +3857,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$752  = \$726 [71:0];
+          \$761  = \$725 [71:0];
     endcase
     if (rst) begin
-      \$752  = 72'h000000000000000000;
+      \$761  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3755,9 +3872,8 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign sh_new = \$387 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$394 [73:0];
-  assign sel = { 1'h0, \$754  };
-  assign tsum = { \$753 [6], \$753 [6], \$753 [6], \$753 [6], \$753 [6], \$753 [6], \$753 [6], \$753  };
+  assign tsum = { \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762 [6], \$762  };
+  assign sel = { 1'h0, \$763  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[96:42];
@@ -3781,7 +3897,10 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \chan.gamma  = chan[145:130];
   assign \x[0]  = i__payload[15:0];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$754  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal[0]  = \$signal ;
+  assign \sel[0]  = { 1'h0, \$763  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4048,21 +4167,21 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$281  = 7'h2c;
   assign \$300  = \$299 ;
   assign sh_lead = \$381 ;
-  assign \$589  = { \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 , 141'h000000000000000000000000000000000000 };
-  assign \$596  = { \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 [56], \$595 , 101'h00000000000000000000000000 };
-  assign \$610  = { \$609 [115], \$609 [115], \$609 [115], \$609 [115], \$609 [115], \$609 , 58'h000000000000000 };
-  assign \$671  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$673  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$675  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$679  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$681  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$694  = { \$693 [159], \$693 [159:1] };
-  assign \$696  = { \$695 [159], \$695 [159:1] };
-  assign \$699  = { lane_a, 1'h0 };
-  assign \$702  = { \$701 [159], \$701 [159:1] };
-  assign \$705  = { scratch, 1'h0 };
-  assign \$713  = { scratch, 1'h0 };
-  assign \$721  = { scratch, 1'h0 };
+  assign \$583  = { \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 [16], \$582 , 141'h000000000000000000000000000000000000 };
+  assign \$590  = { \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 [56], \$589 , 101'h00000000000000000000000000 };
+  assign \$604  = { \$603 [115], \$603 [115], \$603 [115], \$603 [115], \$603 [115], \$603 , 58'h000000000000000 };
+  assign \$670  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$672  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$674  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$678  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$680  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$693  = { \$692 [159], \$692 [159:1] };
+  assign \$695  = { \$694 [159], \$694 [159:1] };
+  assign \$698  = { lane_a, 1'h0 };
+  assign \$701  = { \$700 [159], \$700 [159:1] };
+  assign \$704  = { scratch, 1'h0 };
+  assign \$712  = { scratch, 1'h0 };
+  assign \$720  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_cvar_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -4413,7 +4532,7 @@ module \hwnorm_bwd_cvar_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_cvar_s16.sel$72 (clk, rst, mask, \port$1743$0 , \port$1756$0 , clear, p1, p2, \port$1838$0 , m, x);
+module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 , clear, p1, p2, \port$1858$0 , m, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
@@ -5387,12 +5506,12 @@ module \hwnorm_bwd_cvar_s16.sel$72 (clk, rst, mask, \port$1743$0 , \port$1756$0 
   wire p1;
   input p2;
   wire p2;
-  output [6:0] \port$1743$0 ;
-  wire [6:0] \port$1743$0 ;
-  output [1:0] \port$1756$0 ;
-  wire [1:0] \port$1756$0 ;
-  input [41:0] \port$1838$0 ;
-  wire [41:0] \port$1838$0 ;
+  output [6:0] \port$1747$0 ;
+  wire [6:0] \port$1747$0 ;
+  output [1:0] \port$1760$0 ;
+  wire [1:0] \port$1760$0 ;
+  input [41:0] \port$1858$0 ;
+  wire [41:0] \port$1858$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -6442,8 +6561,8 @@ module \hwnorm_bwd_cvar_s16.sel$72 (clk, rst, mask, \port$1743$0 , \port$1756$0 
     treg20 <= \$913 ;
   always @(posedge clk)
     seen <= \$914 ;
-  assign \$1  = $signed({ 1'h0, \port$1838$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1838$0 [41:13]);
+  assign \$1  = $signed({ 1'h0, \port$1858$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1858$0 [41:13]);
   assign \$2  = ~ mask;
   assign \$3  = $signed(kreg0) >= $signed(d0);
   assign \$4  = valid0 & \$3 ;
@@ -7298,15 +7417,15 @@ module \hwnorm_bwd_cvar_s16.sel$72 (clk, rst, mask, \port$1743$0 , \port$1756$0 
       \$914  = 13'h0000;
     end
   end
-  assign n = \port$1838$0 [12:0];
-  assign s = \port$1838$0 [41:13];
+  assign n = \port$1858$0 [12:0];
+  assign s = \port$1858$0 [41:13];
   assign key0 = d0;
   assign t0 = 2'h1;
   assign budget = \$772 [4:0];
   assign tsum = { \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834  };
   assign sel = { 1'h0, \$847  };
-  assign \port$1743$0  = \$834 ;
-  assign \port$1756$0  = \$847 ;
+  assign \port$1747$0  = \$834 ;
+  assign \port$1760$0  = \$847 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$847  };
   assign \$9  = \$8 ;

@@ -214,31 +214,31 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [7:0] \$285 ;
   wire [8:0] \$286 ;
   wire [8:0] \$287 ;
-  wire [52:0] \$288 ;
+  wire \$288 ;
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire [51:0] \$291 ;
-  wire [51:0] \$292 ;
-  wire [53:0] \$293 ;
-  wire [54:0] \$294 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
   wire \$295 ;
   wire \$296 ;
-  wire \$297 ;
-  wire \$298 ;
+  wire [5:0] \$297 ;
+  wire [5:0] \$298 ;
   wire \$299 ;
   wire [28:0] \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire \$302 ;
+  wire [5:0] \$300 ;
+  wire [5:0] \$301 ;
+  wire [5:0] \$302 ;
   wire [5:0] \$303 ;
-  wire [5:0] \$304 ;
+  wire \$304 ;
   wire \$305 ;
-  wire [5:0] \$306 ;
-  wire [5:0] \$307 ;
-  wire [5:0] \$308 ;
-  wire [5:0] \$309 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
@@ -262,158 +262,158 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$328 ;
   wire \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire \$331 ;
-  wire \$332 ;
+  wire [5:0] \$330 ;
+  wire [5:0] \$331 ;
+  wire [5:0] \$332 ;
   wire \$333 ;
-  wire \$334 ;
-  wire \$335 ;
+  wire [5:0] \$334 ;
+  wire [5:0] \$335 ;
   wire [5:0] \$336 ;
   wire [5:0] \$337 ;
-  wire [5:0] \$338 ;
+  wire \$338 ;
   wire \$339 ;
   wire \$34 ;
-  wire [5:0] \$340 ;
-  wire [5:0] \$341 ;
+  wire \$340 ;
+  wire \$341 ;
   wire [5:0] \$342 ;
   wire [5:0] \$343 ;
-  wire \$344 ;
+  wire [5:0] \$344 ;
   wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
+  wire [5:0] \$346 ;
+  wire [5:0] \$347 ;
   wire [5:0] \$348 ;
   wire [5:0] \$349 ;
   wire \$35 ;
   wire [5:0] \$350 ;
   wire \$351 ;
-  wire [5:0] \$352 ;
-  wire [5:0] \$353 ;
-  wire [5:0] \$354 ;
-  wire [5:0] \$355 ;
-  wire [5:0] \$356 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
   wire \$357 ;
   wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
   wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire \$364 ;
+  wire [5:0] \$362 ;
+  wire [5:0] \$363 ;
+  wire [5:0] \$364 ;
   wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
+  wire [5:0] \$366 ;
+  wire [5:0] \$367 ;
   wire [5:0] \$368 ;
   wire [5:0] \$369 ;
   wire \$37 ;
-  wire [5:0] \$370 ;
+  wire \$370 ;
   wire \$371 ;
-  wire [5:0] \$372 ;
-  wire [5:0] \$373 ;
+  wire \$372 ;
+  wire \$373 ;
   wire [5:0] \$374 ;
   wire [5:0] \$375 ;
-  wire \$376 ;
+  wire [5:0] \$376 ;
   wire \$377 ;
-  wire \$378 ;
-  wire \$379 ;
+  wire [5:0] \$378 ;
+  wire [5:0] \$379 ;
   wire \$38 ;
   wire [5:0] \$380 ;
   wire [5:0] \$381 ;
   wire [5:0] \$382 ;
-  wire \$383 ;
-  wire [5:0] \$384 ;
-  wire [5:0] \$385 ;
-  wire [5:0] \$386 ;
-  wire [5:0] \$387 ;
-  wire [5:0] \$388 ;
-  wire [5:0] \$389 ;
+  wire [5:0] \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire [3:0] \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
+  wire [3:0] \$390 ;
+  wire [3:0] \$391 ;
+  wire [3:0] \$392 ;
   wire \$393 ;
   wire \$394 ;
-  wire [3:0] \$395 ;
-  wire [3:0] \$396 ;
+  wire \$395 ;
+  wire \$396 ;
   wire [3:0] \$397 ;
   wire [3:0] \$398 ;
-  wire \$399 ;
+  wire [3:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
   wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
+  wire [3:0] \$401 ;
+  wire [3:0] \$402 ;
   wire [3:0] \$403 ;
   wire [3:0] \$404 ;
-  wire [3:0] \$405 ;
+  wire \$405 ;
   wire \$406 ;
-  wire [3:0] \$407 ;
-  wire [3:0] \$408 ;
-  wire [3:0] \$409 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [3:0] \$410 ;
+  wire \$410 ;
   wire \$411 ;
   wire \$412 ;
   wire \$413 ;
-  wire \$414 ;
+  wire [4:0] \$414 ;
   wire \$415 ;
-  wire \$416 ;
+  wire [4:0] \$416 ;
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire [6:0] \$42 ;
-  wire [4:0] \$420 ;
-  wire \$421 ;
-  wire [4:0] \$422 ;
+  wire \$420 ;
+  wire [21:0] \$421 ;
+  wire [21:0] \$422 ;
   wire \$423 ;
   wire \$424 ;
   wire \$425 ;
-  wire \$426 ;
-  wire [21:0] \$427 ;
-  wire [21:0] \$428 ;
-  wire \$429 ;
+  wire [8:0] \$426 ;
+  wire [8:0] \$427 ;
+  wire [135:0] \$428 ;
+  wire [5:0] \$429 ;
   wire [6:0] \$43 ;
-  wire \$430 ;
+  wire [6:0] \$430 ;
   wire \$431 ;
-  wire [8:0] \$432 ;
-  wire [8:0] \$433 ;
-  wire [135:0] \$434 ;
-  wire [5:0] \$435 ;
-  wire [6:0] \$436 ;
+  wire \$432 ;
+  wire [40:0] \$433 ;
+  wire [40:0] \$434 ;
+  wire [167:0] \$435 ;
+  wire \$436 ;
   wire \$437 ;
-  wire \$438 ;
-  wire [40:0] \$439 ;
+  wire [21:0] \$438 ;
+  wire [21:0] \$439 ;
   wire \$44 ;
-  wire [40:0] \$440 ;
-  wire [167:0] \$441 ;
+  wire \$440 ;
+  wire \$441 ;
   wire \$442 ;
-  wire \$443 ;
-  wire [21:0] \$444 ;
-  wire [21:0] \$445 ;
+  wire [8:0] \$443 ;
+  wire [8:0] \$444 ;
+  wire \$445 ;
   wire \$446 ;
-  wire \$447 ;
-  wire \$448 ;
-  wire [8:0] \$449 ;
+  wire [91:0] \$447 ;
+  wire [91:0] \$448 ;
+  wire [154:0] \$449 ;
   wire \$45 ;
-  wire [8:0] \$450 ;
-  wire \$451 ;
+  wire [5:0] \$450 ;
+  wire [7:0] \$451 ;
   wire \$452 ;
-  wire [91:0] \$453 ;
-  wire [91:0] \$454 ;
-  wire [154:0] \$455 ;
-  wire [5:0] \$456 ;
-  wire [7:0] \$457 ;
-  wire \$458 ;
+  wire \$453 ;
+  wire [111:0] \$454 ;
+  wire [111:0] \$455 ;
+  wire \$456 ;
+  wire [14:0] \$457 ;
+  wire [14:0] \$458 ;
   wire \$459 ;
   wire \$46 ;
-  wire [111:0] \$460 ;
-  wire [111:0] \$461 ;
+  wire [14:0] \$460 ;
+  wire [14:0] \$461 ;
   wire \$462 ;
-  wire [14:0] \$463 ;
-  wire [14:0] \$464 ;
+  wire \$463 ;
+  wire \$464 ;
   wire \$465 ;
-  wire [14:0] \$466 ;
-  wire [14:0] \$467 ;
+  wire \$466 ;
+  wire \$467 ;
   wire \$468 ;
   wire \$469 ;
   wire \$47 ;
@@ -458,110 +458,119 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$504 ;
   wire \$505 ;
   wire \$506 ;
-  wire \$507 ;
+  wire [52:0] \$507 ;
   wire \$508 ;
   wire \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
-  wire \$512 ;
-  wire \$513 ;
+  wire [51:0] \$510 ;
+  wire [51:0] \$511 ;
+  wire [53:0] \$512 ;
+  wire [54:0] \$513 ;
   wire \$514 ;
-  wire \$515 ;
-  wire [53:0] \$516 ;
-  wire \$517 ;
-  wire [53:0] \$518 ;
-  wire \$519 ;
+  wire [53:0] \$515 ;
+  wire \$516 ;
+  wire [53:0] \$517 ;
+  wire \$518 ;
+  wire [53:0] \$519 ;
   wire [6:0] \$52 ;
-  wire [53:0] \$520 ;
+  wire [8:0] \$520 ;
   wire [8:0] \$521 ;
   wire [8:0] \$522 ;
-  wire [8:0] \$523 ;
-  wire [53:0] \$524 ;
-  wire \$525 ;
-  wire [53:0] \$526 ;
+  wire [53:0] \$523 ;
+  wire \$524 ;
+  wire [53:0] \$525 ;
+  wire \$526 ;
   wire \$527 ;
   wire \$528 ;
-  wire \$529 ;
+  wire [13:0] \$529 ;
   wire [6:0] \$53 ;
   wire [13:0] \$530 ;
   wire [13:0] \$531 ;
-  wire [13:0] \$532 ;
-  wire [7:0] \$533 ;
-  wire [21:0] \$534 ;
+  wire [7:0] \$532 ;
+  wire [21:0] \$533 ;
+  wire [15:0] \$534 ;
   wire [15:0] \$535 ;
-  wire [15:0] \$536 ;
-  wire [28:0] \$537 ;
+  wire [28:0] \$536 ;
+  wire [111:0] \$537 ;
   wire [111:0] \$538 ;
   wire [111:0] \$539 ;
   wire [6:0] \$54 ;
   wire [111:0] \$540 ;
-  wire [111:0] \$541 ;
-  wire [5:0] \$542 ;
-  wire \$543 ;
-  wire [45:0] \$544 ;
-  wire [5:0] \$545 ;
+  wire [5:0] \$541 ;
+  wire \$542 ;
+  wire [45:0] \$543 ;
+  wire [5:0] \$544 ;
+  wire [111:0] \$545 ;
   wire [111:0] \$546 ;
-  wire [111:0] \$547 ;
-  wire [5:0] \$548 ;
-  wire \$549 ;
+  wire [5:0] \$547 ;
+  wire \$548 ;
+  wire [91:0] \$549 ;
   wire [6:0] \$55 ;
-  wire [91:0] \$550 ;
-  wire [5:0] \$551 ;
+  wire [5:0] \$550 ;
+  wire \$551 ;
   wire \$552 ;
-  wire \$553 ;
+  wire [90:0] \$553 ;
   wire [90:0] \$554 ;
-  wire [90:0] \$555 ;
-  wire [5:0] \$556 ;
-  wire \$557 ;
-  wire [91:0] \$558 ;
-  wire [5:0] \$559 ;
+  wire [5:0] \$555 ;
+  wire \$556 ;
+  wire [91:0] \$557 ;
+  wire [5:0] \$558 ;
+  wire \$559 ;
   wire [6:0] \$56 ;
   wire \$560 ;
-  wire \$561 ;
+  wire [90:0] \$561 ;
   wire [90:0] \$562 ;
-  wire [90:0] \$563 ;
-  wire [5:0] \$564 ;
-  wire \$565 ;
-  wire [91:0] \$566 ;
-  wire [5:0] \$567 ;
+  wire [5:0] \$563 ;
+  wire \$564 ;
+  wire [91:0] \$565 ;
+  wire [5:0] \$566 ;
+  wire \$567 ;
   wire \$568 ;
-  wire \$569 ;
+  wire [90:0] \$569 ;
   wire \$57 ;
   wire [90:0] \$570 ;
-  wire [90:0] \$571 ;
+  wire \$571 ;
   wire \$572 ;
   wire \$573 ;
   wire \$574 ;
   wire \$575 ;
   wire \$576 ;
-  reg \$577 ;
+  wire \$577 ;
   reg [7:0] \$578 ;
-  reg [12:0] \$579 ;
+  reg [7:0] \$579 ;
   wire \$58 ;
-  reg [12:0] \$580 ;
-  reg [105:0] \$581 ;
-  reg [20:0] \$582 ;
-  reg [27:0] \$583 ;
-  reg [42:0] \$584 ;
-  reg [4:0] \$585 ;
-  reg [5:0] \$586 ;
-  reg [4:0] \$587 ;
-  reg [90:0] \$588 ;
-  reg [39:0] \$589 ;
+  reg \$580 ;
+  reg [2:0] \$581 ;
+  reg \$582 ;
+  reg \$583 ;
+  reg \$584 ;
+  reg \$585 ;
+  reg [53:0] \$586 ;
+  reg [7:0] \$587 ;
+  reg [12:0] \$588 ;
+  reg [12:0] \$589 ;
   wire \$59 ;
-  reg [110:0] \$590 ;
-  reg [44:0] \$591 ;
-  reg [44:0] \$592 ;
-  reg [90:0] \$593 ;
-  reg [75:0] \$594 ;
-  reg [51:0] \$595 ;
-  reg [51:0] \$596 ;
-  reg [51:0] \$597 ;
-  wire [6:0] \$598 ;
-  wire [1:0] \$599 ;
+  reg [105:0] \$590 ;
+  reg [20:0] \$591 ;
+  reg [27:0] \$592 ;
+  reg [42:0] \$593 ;
+  reg [4:0] \$594 ;
+  reg [5:0] \$595 ;
+  reg [4:0] \$596 ;
+  reg [90:0] \$597 ;
+  reg [39:0] \$598 ;
+  reg [110:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
+  reg [44:0] \$600 ;
+  reg [44:0] \$601 ;
+  reg [90:0] \$602 ;
+  reg [75:0] \$603 ;
+  reg [51:0] \$604 ;
+  reg [51:0] \$605 ;
+  reg [51:0] \$606 ;
+  wire [6:0] \$607 ;
+  wire [1:0] \$608 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
@@ -604,8 +613,12 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg [2:0] \$signal  = 3'h0;
+  reg \$signal$68  = 1'h0;
+  wire [2:0] \$signal[0] ;
   reg [90:0] a;
-  wire [53:0] acc0;
+  reg [53:0] acc0 = 54'h00000000000000;
+  wire adv;
   reg [4:0] align = 5'h00;
   reg [21:0] b;
   reg beat;
@@ -641,7 +654,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$70 ;
+  wire \done$78 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -664,7 +677,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \mask$22 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$57 ;
+  reg \neg$52 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -687,6 +700,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   input rst;
   wire rst;
   wire [20:0] s;
+  reg [7:0] s0_g = 8'h00;
+  wire [7:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [7:0] s0_x = 8'h00;
+  wire [7:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [90:0] scratch = 91'h00000000000000000000000;
   wire [2:0] sel;
@@ -698,7 +718,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$55 ;
+  reg \start$50 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -710,221 +730,248 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [6:0] \steps$53 ;
+  reg [6:0] \steps$48 ;
   reg take;
   reg [110:0] tq = 111'h0000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$397  = \$394  ? \$395  : \$396 ;
-  assign \$398  = chan__payload[12] ? 4'hc : \$397 ;
-  assign \$399  = chan__payload[4] | chan__payload[5];
-  assign \$400  = chan__payload[6] | chan__payload[7];
-  assign \$401  = \$399  | \$400 ;
-  assign \$402  = chan__payload[6] | chan__payload[7];
-  assign \$403  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$404  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$405  = \$402  ? \$403  : \$404 ;
-  assign \$406  = chan__payload[2] | chan__payload[3];
-  assign \$407  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$408  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$409  = \$406  ? \$407  : \$408 ;
-  assign \$410  = \$401  ? \$405  : \$409 ;
-  assign count_lead = \$393  ? \$398  : \$410 ;
-  assign \$411  = ! chan__payload[12:0];
-  assign \$412  = chan__payload[12:0] > 13'h1000;
-  assign \$413  = \$411  | \$412 ;
-  assign \$414  = ! chan__payload[97:93];
-  assign \$415  = chan__payload[97:93] > 5'h15;
-  assign \$416  = \$414  | \$415 ;
-  assign \$417  = chan__payload[97:93] > chan__payload[12:0];
-  assign \$418  = \$416  | \$417 ;
-  assign \$419  = ! chan__payload[72:34];
-  assign \$420  = count_lead + 3'h5;
-  assign \$421  = \$420  > 1'h0;
-  assign \$422  = count_lead + 3'h5;
-  assign \$423  = den_lead < \$422 ;
-  assign \$424  = \$421  & \$423 ;
-  assign \$425  = \$419  | \$424 ;
-  assign refused = | { \$425 , \$418 , \$413  };
-  assign \$426  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$427  = - $signed(chan[33:13]);
-  assign \$428  = \$426  ? \$427  : { chan[33], chan[33:13] };
-  assign \$429  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$430  = ~ \$429 ;
+  assign \$387  = \$386  | chan__payload[12];
+  assign \$388  = chan__payload[10] | chan__payload[11];
+  assign \$389  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$390  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$391  = \$388  ? \$389  : \$390 ;
+  assign \$392  = chan__payload[12] ? 4'hc : \$391 ;
+  assign \$393  = chan__payload[4] | chan__payload[5];
+  assign \$394  = chan__payload[6] | chan__payload[7];
+  assign \$395  = \$393  | \$394 ;
+  assign \$396  = chan__payload[6] | chan__payload[7];
+  assign \$397  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$398  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$399  = \$396  ? \$397  : \$398 ;
+  assign \$400  = chan__payload[2] | chan__payload[3];
+  assign \$401  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$402  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$403  = \$400  ? \$401  : \$402 ;
+  assign \$404  = \$395  ? \$399  : \$403 ;
+  assign count_lead = \$387  ? \$392  : \$404 ;
+  assign \$405  = ! chan__payload[12:0];
+  assign \$406  = chan__payload[12:0] > 13'h1000;
+  assign \$407  = \$405  | \$406 ;
+  assign \$408  = ! chan__payload[97:93];
+  assign \$409  = chan__payload[97:93] > 5'h15;
+  assign \$410  = \$408  | \$409 ;
+  assign \$411  = chan__payload[97:93] > chan__payload[12:0];
+  assign \$412  = \$410  | \$411 ;
+  assign \$413  = ! chan__payload[72:34];
+  assign \$414  = count_lead + 3'h5;
+  assign \$415  = \$414  > 1'h0;
+  assign \$416  = count_lead + 3'h5;
+  assign \$417  = den_lead < \$416 ;
+  assign \$418  = \$415  & \$417 ;
+  assign \$419  = \$413  | \$418 ;
+  assign refused = | { \$419 , \$412 , \$407  };
+  assign \$420  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$421  = - $signed(chan[33:13]);
+  assign \$422  = \$420  ? \$421  : { chan[33], chan[33:13] };
+  assign \$423  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$424  = ~ \$423 ;
+  assign \$425  = $signed(chan[105:98]) < $signed(1'h0);
+  assign \$426  = - $signed(chan[105:98]);
+  assign \$427  = \$425  ? \$426  : { chan[105], chan[105:98] };
+  assign \$429  = 5'h11 + sh;
+  assign \$430  = 4'h8 + \$429 ;
   assign \$431  = $signed(chan[105:98]) < $signed(1'h0);
-  assign \$432  = - $signed(chan[105:98]);
-  assign \$433  = \$431  ? \$432  : { chan[105], chan[105:98] };
-  assign \$435  = 5'h11 + sh;
-  assign \$436  = 4'h8 + \$435 ;
-  assign \$437  = $signed(chan[105:98]) < $signed(1'h0);
-  assign \$438  = $signed(qg) < $signed(1'h0);
-  assign \$439  = - $signed(qg);
-  assign \$440  = \$438  ? \$439  : { qg[39], qg };
-  assign \$442  = $signed(qg) < $signed(1'h0);
-  assign \$443  = $signed(sg) < $signed(1'h0);
-  assign \$444  = - $signed(sg);
-  assign \$445  = \$443  ? \$444  : { sg[20], sg };
-  assign \$446  = $signed(sg) < $signed(1'h0);
-  assign \$447  = ~ \$446 ;
-  assign \$448  = $signed(chan[105:98]) < $signed(1'h0);
-  assign \$449  = - $signed(chan[105:98]);
-  assign \$450  = \$448  ? \$449  : { chan[105], chan[105:98] };
-  assign \$451  = $signed(chan[105:98]) < $signed(1'h0);
+  assign \$432  = $signed(qg) < $signed(1'h0);
+  assign \$433  = - $signed(qg);
+  assign \$434  = \$432  ? \$433  : { qg[39], qg };
+  assign \$436  = $signed(qg) < $signed(1'h0);
+  assign \$437  = $signed(sg) < $signed(1'h0);
+  assign \$438  = - $signed(sg);
+  assign \$439  = \$437  ? \$438  : { sg[20], sg };
+  assign \$440  = $signed(sg) < $signed(1'h0);
+  assign \$441  = ~ \$440 ;
+  assign \$442  = $signed(chan[105:98]) < $signed(1'h0);
+  assign \$443  = - $signed(chan[105:98]);
+  assign \$444  = \$442  ? \$443  : { chan[105], chan[105:98] };
+  assign \$445  = $signed(chan[105:98]) < $signed(1'h0);
+  assign \$446  = $signed(scratch) < $signed(1'h0);
+  assign \$447  = - $signed(scratch);
+  assign \$448  = \$446  ? \$447  : { scratch[90], scratch };
+  assign \$450  = 5'h11 + sh;
+  assign \$451  = 7'h43 + \$450 ;
   assign \$452  = $signed(scratch) < $signed(1'h0);
-  assign \$453  = - $signed(scratch);
-  assign \$454  = \$452  ? \$453  : { scratch[90], scratch };
-  assign \$456  = 5'h11 + sh;
-  assign \$457  = 7'h43 + \$456 ;
-  assign \$458  = $signed(scratch) < $signed(1'h0);
-  assign \$459  = $signed(tq) < $signed(1'h0);
-  assign \$460  = - $signed(tq);
-  assign \$461  = \$459  ? \$460  : { tq[110], tq };
-  assign \$462  = $signed(tq) < $signed(1'h0);
-  assign \$463  = $signed({ 1'h0, chan[12:0] }) - $signed(\$598 );
-  assign \$464  = $signed({ 1'h0, chan[12:0] }) + $signed(\$598 );
-  assign \$465  = $signed(\$598 ) < $signed(1'h0);
-  assign \$466  = - $signed(\$598 );
-  assign \$467  = \$465  ? \$466  : { \$598 [6], \$598 [6], \$598 [6], \$598 [6], \$598 [6], \$598 [6], \$598 [6], \$598 [6], \$598  };
-  assign \$468  = $signed(\$598 ) < $signed(1'h0);
-  assign \$469  = | left;
-  assign \$470  = ~ o__valid;
-  assign \$471  = \$470  | o__ready;
-  assign \$472  = \$469  & \$471 ;
-  assign \$473  = i__valid & i__ready;
-  assign \$474  = ! fsm_state;
-  assign \$475  = fsm_state == 1'h1;
-  assign \$476  = fsm_state == 2'h2;
-  assign \$477  = fsm_state == 2'h3;
-  assign \$478  = fsm_state == 3'h4;
-  assign \$479  = fsm_state == 3'h5;
-  assign \$480  = fsm_state == 3'h6;
-  assign \$481  = fsm_state == 3'h7;
-  assign \$482  = fsm_state == 4'h8;
-  assign \$483  = fsm_state == 4'h9;
-  assign \$484  = fsm_state == 4'ha;
-  assign \$485  = fsm_state == 4'hb;
-  assign \$486  = fsm_state == 4'hc;
-  assign \$487  = fsm_state == 4'hd;
-  assign \$488  = fsm_state == 4'he;
-  assign \$489  = fsm_state == 4'hf;
-  assign \$490  = fsm_state == 5'h10;
-  assign \$491  = fsm_state == 5'h11;
-  assign \$492  = fsm_state == 5'h12;
-  assign \$493  = fsm_state == 5'h13;
-  assign \$494  = fsm_state == 5'h14;
-  assign \$495  = fsm_state == 5'h15;
-  assign \$496  = fsm_state == 5'h16;
-  assign \$497  = fsm_state == 5'h17;
-  assign \$498  = fsm_state == 5'h18;
-  assign \$499  = fsm_state == 5'h19;
-  assign \$500  = fsm_state == 5'h1a;
-  assign \$501  = fsm_state == 5'h1b;
-  assign \$502  = fsm_state == 5'h1c;
-  assign \$503  = fsm_state == 5'h1d;
-  assign \$504  = fsm_state == 5'h1e;
-  assign \$505  = fsm_state == 5'h1f;
-  assign \$506  = fsm_state == 6'h20;
-  assign \$507  = fsm_state == 6'h21;
-  assign \$508  = fsm_state == 6'h22;
-  assign \$509  = fsm_state == 6'h23;
-  assign \$510  = fsm_state == 6'h24;
-  assign \$511  = fsm_state == 6'h25;
-  assign \$512  = fsm_state == 6'h26;
-  assign \$513  = fsm_state == 6'h27;
-  assign \$514  = fsm_state == 6'h28;
-  assign \$515  = ~ mask;
-  assign \$517  = $signed(\$516 ) > $signed(8'h7f);
-  assign \$519  = $signed(\$518 ) < $signed(8'h80);
-  assign \$521  = \$519  ? 9'h180 : { 1'h0, \$520 [7:0] };
-  assign \$522  = \$517  ? 9'h07f : \$521 ;
-  assign \$523  = mask ? \$522  : 9'h000;
-  assign \$525  = $signed(\$524 ) > $signed(8'h7f);
-  assign \$527  = $signed(\$526 ) < $signed(8'h80);
-  assign \$528  = \$525  | \$527 ;
-  assign \$529  = mask & \$528 ;
-  assign \$530  = sat + \$529 ;
-  assign \$531  = left - 1'h1;
-  assign \$532  = last ? 14'h0000 : \$531 ;
-  assign \$533  = mask ? i__payload[15:8] : 8'h00;
-  assign \$534  = $signed(sg) + $signed(\$533 );
-  assign \$535  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$536  = mask ? \$535  : 16'h0000;
-  assign \$537  = $signed(sgx) + $signed(\$536 );
-  assign \$538  = $signed(tq) + $signed(2'h1);
-  assign \$540  = $signed(tq) + $signed(2'h1);
-  assign \$542  = align + sh;
-  assign \$543  = \$542  == 5'h19;
-  assign \$545  = align + 1'h1;
-  assign \$546  = $signed(tq) + $signed(2'h1);
-  assign \$548  = align + sh;
-  assign \$549  = \$548  == 5'h19;
-  assign \$551  = align + 1'h1;
-  assign \$552  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$553  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$554  = \$553  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$555  = \$552  ? 91'h00000000007ff8111ff0000 : \$554 ;
-  assign \$556  = align + sh;
-  assign \$557  = \$556  == 5'h19;
-  assign \$559  = align + 1'h1;
-  assign \$560  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$561  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$562  = \$561  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$563  = \$560  ? 91'h00000000007ff8111ff0000 : \$562 ;
-  assign \$564  = align + sh;
-  assign \$565  = \$564  == 5'h19;
-  assign \$567  = align + 1'h1;
-  assign \$568  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$569  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$570  = \$569  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$571  = \$568  ? 91'h00000000007ff8111ff0000 : \$570 ;
-  assign \$572  = | left;
-  assign \$573  = ~ \$572 ;
-  assign \$574  = ~ o__valid;
-  assign \$575  = \$574  | o__ready;
-  assign \$576  = \$573  & \$575 ;
+  assign \$453  = $signed(tq) < $signed(1'h0);
+  assign \$454  = - $signed(tq);
+  assign \$455  = \$453  ? \$454  : { tq[110], tq };
+  assign \$456  = $signed(tq) < $signed(1'h0);
+  assign \$457  = $signed({ 1'h0, chan[12:0] }) - $signed(\$607 );
+  assign \$458  = $signed({ 1'h0, chan[12:0] }) + $signed(\$607 );
+  assign \$459  = $signed(\$607 ) < $signed(1'h0);
+  assign \$460  = - $signed(\$607 );
+  assign \$461  = \$459  ? \$460  : { \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607  };
+  assign \$462  = $signed(\$607 ) < $signed(1'h0);
+  assign \$463  = | left;
+  assign \$464  = \$463  & adv;
+  assign \$465  = i__valid & i__ready;
+  assign \$466  = ! fsm_state;
+  assign \$467  = fsm_state == 1'h1;
+  assign \$468  = fsm_state == 2'h2;
+  assign \$469  = fsm_state == 2'h3;
+  assign \$470  = fsm_state == 3'h4;
+  assign \$471  = fsm_state == 3'h5;
+  assign \$472  = fsm_state == 3'h6;
+  assign \$473  = fsm_state == 3'h7;
+  assign \$474  = fsm_state == 4'h8;
+  assign \$475  = fsm_state == 4'h9;
+  assign \$476  = fsm_state == 4'ha;
+  assign \$477  = fsm_state == 4'hb;
+  assign \$478  = fsm_state == 4'hc;
+  assign \$479  = fsm_state == 4'hd;
+  assign \$480  = fsm_state == 4'he;
+  assign \$481  = fsm_state == 4'hf;
+  assign \$482  = fsm_state == 5'h10;
+  assign \$483  = fsm_state == 5'h11;
+  assign \$484  = fsm_state == 5'h12;
+  assign \$485  = fsm_state == 5'h13;
+  assign \$486  = fsm_state == 5'h14;
+  assign \$487  = fsm_state == 5'h15;
+  assign \$488  = fsm_state == 5'h16;
+  assign \$489  = fsm_state == 5'h17;
+  assign \$490  = fsm_state == 5'h18;
+  assign \$491  = fsm_state == 5'h19;
+  assign \$492  = fsm_state == 5'h1a;
+  assign \$493  = fsm_state == 5'h1b;
+  assign \$494  = fsm_state == 5'h1c;
+  assign \$495  = fsm_state == 5'h1d;
+  assign \$496  = fsm_state == 5'h1e;
+  assign \$497  = fsm_state == 5'h1f;
+  assign \$498  = fsm_state == 6'h20;
+  assign \$499  = fsm_state == 6'h21;
+  assign \$500  = fsm_state == 6'h22;
+  assign \$501  = fsm_state == 6'h23;
+  assign \$502  = fsm_state == 6'h24;
+  assign \$503  = fsm_state == 6'h25;
+  assign \$504  = fsm_state == 6'h26;
+  assign \$505  = fsm_state == 6'h27;
+  assign \$506  = fsm_state == 6'h28;
+  assign \$507  = $signed(s0_g) * $signed(lane_a);
+  assign \$508  = \$signal  == 2'h2;
+  assign \$509  = ! \$signal ;
+  assign \$510  = \$509  ? const0 : const1;
+  assign \$511  = \$508  ? const2 : \$510 ;
+  assign \$512  = $signed(\$507 ) + $signed(\$511 );
+  assign \$513  = $signed(\$512 ) + $signed(26'h1000000);
+  assign \$514  = ~ s1_mask;
+  assign \$516  = $signed(\$515 ) > $signed(8'h7f);
+  assign \$518  = $signed(\$517 ) < $signed(8'h80);
+  assign \$520  = \$518  ? 9'h180 : { 1'h0, \$519 [7:0] };
+  assign \$521  = \$516  ? 9'h07f : \$520 ;
+  assign \$522  = s1_mask ? \$521  : 9'h000;
+  assign \$524  = $signed(\$523 ) > $signed(8'h7f);
+  assign \$526  = $signed(\$525 ) < $signed(8'h80);
+  assign \$527  = \$524  | \$526 ;
+  assign \$528  = s1_mask & \$527 ;
+  assign \$529  = sat + \$528 ;
+  assign \$530  = left - 1'h1;
+  assign \$531  = last ? 14'h0000 : \$530 ;
+  assign \$532  = mask ? i__payload[15:8] : 8'h00;
+  assign \$533  = $signed(sg) + $signed(\$532 );
+  assign \$534  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$535  = mask ? \$534  : 16'h0000;
+  assign \$536  = $signed(sgx) + $signed(\$535 );
+  assign \$537  = $signed(tq) + $signed(2'h1);
+  assign \$539  = $signed(tq) + $signed(2'h1);
+  assign \$541  = align + sh;
+  assign \$542  = \$541  == 5'h19;
+  assign \$544  = align + 1'h1;
+  assign \$545  = $signed(tq) + $signed(2'h1);
+  assign \$547  = align + sh;
+  assign \$548  = \$547  == 5'h19;
+  assign \$550  = align + 1'h1;
+  assign \$551  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$552  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$553  = \$552  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$554  = \$551  ? 91'h00000000007ff8111ff0000 : \$553 ;
+  assign \$555  = align + sh;
+  assign \$556  = \$555  == 5'h19;
+  assign \$558  = align + 1'h1;
+  assign \$559  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$560  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$561  = \$560  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$562  = \$559  ? 91'h00000000007ff8111ff0000 : \$561 ;
+  assign \$563  = align + sh;
+  assign \$564  = \$563  == 5'h19;
+  assign \$566  = align + 1'h1;
+  assign \$567  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$568  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$569  = \$568  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$570  = \$567  ? 91'h00000000007ff8111ff0000 : \$569 ;
+  assign \$571  = | left;
+  assign \$572  = ~ \$571 ;
+  assign \$573  = ~ \$signal$68 ;
+  assign \$574  = \$572  & \$573 ;
+  assign \$575  = ~ s1_valid;
+  assign \$576  = \$574  & \$575 ;
+  assign \$577  = \$576  & adv;
   always @(posedge clk)
-    o__valid <= \$577 ;
+    s0_x <= \$578 ;
   always @(posedge clk)
-    o__payload <= \$578 ;
+    s0_g <= \$579 ;
   always @(posedge clk)
-    sat <= \$579 ;
+    s0_mask <= \$580 ;
   always @(posedge clk)
-    left <= \$580 ;
+    \$signal  <= \$581 ;
   always @(posedge clk)
-    chan <= \$581 ;
+    o__valid <= \$582 ;
   always @(posedge clk)
-    sg <= \$582 ;
+    s1_valid <= \$583 ;
   always @(posedge clk)
-    sgx <= \$583 ;
+    \$signal$68  <= \$584 ;
   always @(posedge clk)
-    dgamma <= \$584 ;
+    s1_mask <= \$585 ;
   always @(posedge clk)
-    align <= \$585 ;
+    acc0 <= \$586 ;
   always @(posedge clk)
-    fsm_state <= \$586 ;
+    o__payload <= \$587 ;
   always @(posedge clk)
-    sh <= \$587 ;
+    sat <= \$588 ;
   always @(posedge clk)
-    scratch <= \$588 ;
+    left <= \$589 ;
   always @(posedge clk)
-    qg <= \$589 ;
+    chan <= \$590 ;
   always @(posedge clk)
-    tq <= \$590 ;
+    sg <= \$591 ;
   always @(posedge clk)
-    m1 <= \$591 ;
+    sgx <= \$592 ;
   always @(posedge clk)
-    lane_a <= \$592 ;
+    dgamma <= \$593 ;
   always @(posedge clk)
-    c0w <= \$593 ;
+    align <= \$594 ;
   always @(posedge clk)
-    m2 <= \$594 ;
+    fsm_state <= \$595 ;
   always @(posedge clk)
-    const1 <= \$595 ;
+    sh <= \$596 ;
   always @(posedge clk)
-    const2 <= \$596 ;
+    scratch <= \$597 ;
   always @(posedge clk)
-    const0 <= \$597 ;
+    qg <= \$598 ;
+  always @(posedge clk)
+    tq <= \$599 ;
+  always @(posedge clk)
+    m1 <= \$600 ;
+  always @(posedge clk)
+    lane_a <= \$601 ;
+  always @(posedge clk)
+    c0w <= \$602 ;
+  always @(posedge clk)
+    m2 <= \$603 ;
+  always @(posedge clk)
+    const1 <= \$604 ;
+  always @(posedge clk)
+    const2 <= \$605 ;
+  always @(posedge clk)
+    const0 <= \$606 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1001,127 +1048,118 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$285  = sh_lead + 1'h1;
   assign \$286  = \$285  + 3'h4;
   assign \$287  = \$284  ? \$286  : 9'h010;
-  assign \$288  = $signed(i__payload[15:8]) * $signed(lane_a);
-  assign \$289  = \$599  == 2'h2;
-  assign \$290  = ! \$599 ;
-  assign \$291  = \$290  ? const0 : const1;
-  assign \$292  = \$289  ? const2 : \$291 ;
-  assign \$293  = $signed(\$288 ) + $signed(\$292 );
-  assign \$294  = $signed(\$293 ) + $signed(26'h1000000);
-  assign \$295  = chan__payload[66] | chan__payload[67];
-  assign \$296  = chan__payload[68] | chan__payload[69];
-  assign \$297  = \$295  | \$296 ;
-  assign \$298  = chan__payload[70] | chan__payload[71];
-  assign \$299  = \$298  | chan__payload[72];
-  assign \$300  = \$297  | \$299 ;
-  assign \$301  = chan__payload[70] | chan__payload[71];
-  assign \$302  = \$301  | chan__payload[72];
-  assign \$303  = chan__payload[71] ? 6'h25 : 6'h24;
-  assign \$304  = chan__payload[72] ? 6'h26 : \$303 ;
-  assign \$305  = chan__payload[68] | chan__payload[69];
-  assign \$306  = chan__payload[69] ? 6'h23 : 6'h22;
-  assign \$307  = chan__payload[67] ? 6'h21 : 6'h20;
-  assign \$308  = \$305  ? \$306  : \$307 ;
-  assign \$309  = \$302  ? \$304  : \$308 ;
-  assign \$310  = chan__payload[50] | chan__payload[51];
-  assign \$311  = chan__payload[52] | chan__payload[53];
-  assign \$312  = \$310  | \$311 ;
-  assign \$313  = chan__payload[54] | chan__payload[55];
-  assign \$314  = chan__payload[56] | chan__payload[57];
-  assign \$315  = \$313  | \$314 ;
-  assign \$316  = \$312  | \$315 ;
-  assign \$317  = chan__payload[58] | chan__payload[59];
-  assign \$318  = chan__payload[60] | chan__payload[61];
-  assign \$319  = \$317  | \$318 ;
-  assign \$320  = chan__payload[62] | chan__payload[63];
-  assign \$321  = chan__payload[64] | chan__payload[65];
-  assign \$322  = \$320  | \$321 ;
-  assign \$323  = \$319  | \$322 ;
-  assign \$324  = \$316  | \$323 ;
-  assign \$325  = chan__payload[58] | chan__payload[59];
-  assign \$326  = chan__payload[60] | chan__payload[61];
-  assign \$327  = \$325  | \$326 ;
-  assign \$328  = chan__payload[62] | chan__payload[63];
+  assign \$288  = ~ o__valid;
+  assign adv = \$288  | o__ready;
+  assign \$289  = chan__payload[66] | chan__payload[67];
+  assign \$290  = chan__payload[68] | chan__payload[69];
+  assign \$291  = \$289  | \$290 ;
+  assign \$292  = chan__payload[70] | chan__payload[71];
+  assign \$293  = \$292  | chan__payload[72];
+  assign \$294  = \$291  | \$293 ;
+  assign \$295  = chan__payload[70] | chan__payload[71];
+  assign \$296  = \$295  | chan__payload[72];
+  assign \$297  = chan__payload[71] ? 6'h25 : 6'h24;
+  assign \$298  = chan__payload[72] ? 6'h26 : \$297 ;
+  assign \$299  = chan__payload[68] | chan__payload[69];
+  assign \$300  = chan__payload[69] ? 6'h23 : 6'h22;
+  assign \$301  = chan__payload[67] ? 6'h21 : 6'h20;
+  assign \$302  = \$299  ? \$300  : \$301 ;
+  assign \$303  = \$296  ? \$298  : \$302 ;
+  assign \$304  = chan__payload[50] | chan__payload[51];
+  assign \$305  = chan__payload[52] | chan__payload[53];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = chan__payload[54] | chan__payload[55];
+  assign \$308  = chan__payload[56] | chan__payload[57];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = \$306  | \$309 ;
+  assign \$311  = chan__payload[58] | chan__payload[59];
+  assign \$312  = chan__payload[60] | chan__payload[61];
+  assign \$313  = \$311  | \$312 ;
+  assign \$314  = chan__payload[62] | chan__payload[63];
+  assign \$315  = chan__payload[64] | chan__payload[65];
+  assign \$316  = \$314  | \$315 ;
+  assign \$317  = \$313  | \$316 ;
+  assign \$318  = \$310  | \$317 ;
+  assign \$319  = chan__payload[58] | chan__payload[59];
+  assign \$320  = chan__payload[60] | chan__payload[61];
+  assign \$321  = \$319  | \$320 ;
+  assign \$322  = chan__payload[62] | chan__payload[63];
+  assign \$323  = chan__payload[64] | chan__payload[65];
+  assign \$324  = \$322  | \$323 ;
+  assign \$325  = \$321  | \$324 ;
+  assign \$326  = chan__payload[62] | chan__payload[63];
+  assign \$327  = chan__payload[64] | chan__payload[65];
+  assign \$328  = \$326  | \$327 ;
   assign \$329  = chan__payload[64] | chan__payload[65];
-  assign \$330  = \$328  | \$329 ;
-  assign \$331  = \$327  | \$330 ;
-  assign \$332  = chan__payload[62] | chan__payload[63];
-  assign \$333  = chan__payload[64] | chan__payload[65];
-  assign \$334  = \$332  | \$333 ;
-  assign \$335  = chan__payload[64] | chan__payload[65];
-  assign \$336  = chan__payload[65] ? 6'h1f : 6'h1e;
-  assign \$337  = chan__payload[63] ? 6'h1d : 6'h1c;
-  assign \$338  = \$335  ? \$336  : \$337 ;
-  assign \$339  = chan__payload[60] | chan__payload[61];
-  assign \$340  = chan__payload[61] ? 6'h1b : 6'h1a;
-  assign \$341  = chan__payload[59] ? 6'h19 : 6'h18;
-  assign \$342  = \$339  ? \$340  : \$341 ;
-  assign \$343  = \$334  ? \$338  : \$342 ;
-  assign \$344  = chan__payload[54] | chan__payload[55];
-  assign \$345  = chan__payload[56] | chan__payload[57];
-  assign \$346  = \$344  | \$345 ;
-  assign \$347  = chan__payload[56] | chan__payload[57];
-  assign \$348  = chan__payload[57] ? 6'h17 : 6'h16;
-  assign \$349  = chan__payload[55] ? 6'h15 : 6'h14;
-  assign \$350  = \$347  ? \$348  : \$349 ;
-  assign \$351  = chan__payload[52] | chan__payload[53];
-  assign \$352  = chan__payload[53] ? 6'h13 : 6'h12;
-  assign \$353  = chan__payload[51] ? 6'h11 : 6'h10;
-  assign \$354  = \$351  ? \$352  : \$353 ;
-  assign \$355  = \$346  ? \$350  : \$354 ;
-  assign \$356  = \$331  ? \$343  : \$355 ;
-  assign \$357  = chan__payload[42] | chan__payload[43];
-  assign \$358  = chan__payload[44] | chan__payload[45];
-  assign \$359  = \$357  | \$358 ;
-  assign \$360  = chan__payload[46] | chan__payload[47];
+  assign \$330  = chan__payload[65] ? 6'h1f : 6'h1e;
+  assign \$331  = chan__payload[63] ? 6'h1d : 6'h1c;
+  assign \$332  = \$329  ? \$330  : \$331 ;
+  assign \$333  = chan__payload[60] | chan__payload[61];
+  assign \$334  = chan__payload[61] ? 6'h1b : 6'h1a;
+  assign \$335  = chan__payload[59] ? 6'h19 : 6'h18;
+  assign \$336  = \$333  ? \$334  : \$335 ;
+  assign \$337  = \$328  ? \$332  : \$336 ;
+  assign \$338  = chan__payload[54] | chan__payload[55];
+  assign \$339  = chan__payload[56] | chan__payload[57];
+  assign \$340  = \$338  | \$339 ;
+  assign \$341  = chan__payload[56] | chan__payload[57];
+  assign \$342  = chan__payload[57] ? 6'h17 : 6'h16;
+  assign \$343  = chan__payload[55] ? 6'h15 : 6'h14;
+  assign \$344  = \$341  ? \$342  : \$343 ;
+  assign \$345  = chan__payload[52] | chan__payload[53];
+  assign \$346  = chan__payload[53] ? 6'h13 : 6'h12;
+  assign \$347  = chan__payload[51] ? 6'h11 : 6'h10;
+  assign \$348  = \$345  ? \$346  : \$347 ;
+  assign \$349  = \$340  ? \$344  : \$348 ;
+  assign \$350  = \$325  ? \$337  : \$349 ;
+  assign \$351  = chan__payload[42] | chan__payload[43];
+  assign \$352  = chan__payload[44] | chan__payload[45];
+  assign \$353  = \$351  | \$352 ;
+  assign \$354  = chan__payload[46] | chan__payload[47];
+  assign \$355  = chan__payload[48] | chan__payload[49];
+  assign \$356  = \$354  | \$355 ;
+  assign \$357  = \$353  | \$356 ;
+  assign \$358  = chan__payload[46] | chan__payload[47];
+  assign \$359  = chan__payload[48] | chan__payload[49];
+  assign \$360  = \$358  | \$359 ;
   assign \$361  = chan__payload[48] | chan__payload[49];
-  assign \$362  = \$360  | \$361 ;
-  assign \$363  = \$359  | \$362 ;
-  assign \$364  = chan__payload[46] | chan__payload[47];
-  assign \$365  = chan__payload[48] | chan__payload[49];
-  assign \$366  = \$364  | \$365 ;
-  assign \$367  = chan__payload[48] | chan__payload[49];
-  assign \$368  = chan__payload[49] ? 6'h0f : 6'h0e;
-  assign \$369  = chan__payload[47] ? 6'h0d : 6'h0c;
-  assign \$370  = \$367  ? \$368  : \$369 ;
-  assign \$371  = chan__payload[44] | chan__payload[45];
-  assign \$372  = chan__payload[45] ? 6'h0b : 6'h0a;
-  assign \$373  = chan__payload[43] ? 6'h09 : 6'h08;
-  assign \$374  = \$371  ? \$372  : \$373 ;
-  assign \$375  = \$366  ? \$370  : \$374 ;
-  assign \$376  = chan__payload[38] | chan__payload[39];
-  assign \$377  = chan__payload[40] | chan__payload[41];
-  assign \$378  = \$376  | \$377 ;
-  assign \$379  = chan__payload[40] | chan__payload[41];
-  assign \$380  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$381  = chan__payload[39] ? 6'h05 : 6'h04;
-  assign \$382  = \$379  ? \$380  : \$381 ;
-  assign \$383  = chan__payload[36] | chan__payload[37];
-  assign \$384  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$385  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$386  = \$383  ? \$384  : \$385 ;
-  assign \$387  = \$378  ? \$382  : \$386 ;
-  assign \$388  = \$363  ? \$375  : \$387 ;
-  assign \$389  = \$324  ? \$356  : \$388 ;
-  assign den_lead = \$300  ? \$309  : \$389 ;
-  assign \$390  = chan__payload[8] | chan__payload[9];
-  assign \$391  = chan__payload[10] | chan__payload[11];
-  assign \$392  = \$390  | \$391 ;
-  assign \$393  = \$392  | chan__payload[12];
-  assign \$394  = chan__payload[10] | chan__payload[11];
-  assign \$395  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$396  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$362  = chan__payload[49] ? 6'h0f : 6'h0e;
+  assign \$363  = chan__payload[47] ? 6'h0d : 6'h0c;
+  assign \$364  = \$361  ? \$362  : \$363 ;
+  assign \$365  = chan__payload[44] | chan__payload[45];
+  assign \$366  = chan__payload[45] ? 6'h0b : 6'h0a;
+  assign \$367  = chan__payload[43] ? 6'h09 : 6'h08;
+  assign \$368  = \$365  ? \$366  : \$367 ;
+  assign \$369  = \$360  ? \$364  : \$368 ;
+  assign \$370  = chan__payload[38] | chan__payload[39];
+  assign \$371  = chan__payload[40] | chan__payload[41];
+  assign \$372  = \$370  | \$371 ;
+  assign \$373  = chan__payload[40] | chan__payload[41];
+  assign \$374  = chan__payload[41] ? 6'h07 : 6'h06;
+  assign \$375  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$376  = \$373  ? \$374  : \$375 ;
+  assign \$377  = chan__payload[36] | chan__payload[37];
+  assign \$378  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$379  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$380  = \$377  ? \$378  : \$379 ;
+  assign \$381  = \$372  ? \$376  : \$380 ;
+  assign \$382  = \$357  ? \$369  : \$381 ;
+  assign \$383  = \$318  ? \$350  : \$382 ;
+  assign den_lead = \$294  ? \$303  : \$383 ;
+  assign \$384  = chan__payload[8] | chan__payload[9];
+  assign \$385  = chan__payload[10] | chan__payload[11];
+  assign \$386  = \$384  | \$385 ;
   \hwnorm_bwd_cvar_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$70 ),
+    .done(\done$78 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$57 ),
+    .\neg$15 (\neg$52 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$55 ),
-    .steps(\steps$53 )
+    .start(\start$50 ),
+    .steps(\steps$48 )
   );
   \hwnorm_bwd_cvar_s8.mul  mul (
     .a(a),
@@ -1135,16 +1173,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_cvar_s8.sel$72  \sel$72  (
+  \hwnorm_bwd_cvar_s8.sel$80  \sel$80  (
     .clear(clear),
     .clk(clk),
     .m(chan[97:93]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1588$0 (\$598 ),
-    .\port$1601$0 (\$599 ),
-    .\port$1683$0 (chan[33:0]),
+    .\port$1592$0 (\$607 ),
+    .\port$1605$0 (\$608 ),
+    .\port$1703$0 (chan[33:0]),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -1343,7 +1381,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          i__ready = \$472 ;
+          i__ready = \$464 ;
     endcase
   end
   always @* begin
@@ -1605,7 +1643,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h04:
           /* empty */;
       6'h05:
-          b = \$428 ;
+          b = \$422 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1627,11 +1665,11 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$445 ;
+          b = \$439 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$450 [8], \$450 [8], \$450 [8], \$450 [8], \$450 [8], \$450 [8], \$450 [8], \$450 [8], \$450 [8], \$450 [8], \$450 [8], \$450 [8], \$450 [8], \$450  };
+          b = { \$444 [8], \$444 [8], \$444 [8], \$444 [8], \$444 [8], \$444 [8], \$444 [8], \$444 [8], \$444 [8], \$444 [8], \$444 [8], \$444 [8], \$444 [8], \$444  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1649,7 +1687,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1a:
           /* empty */;
       6'h1b:
-          b = { \$463 [14], \$463 [14], \$463 [14], \$463 [14], \$463 [14], \$463 [14], \$463 [14], \$463  };
+          b = { \$457 [14], \$457 [14], \$457 [14], \$457 [14], \$457 [14], \$457 [14], \$457 [14], \$457  };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1657,7 +1695,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$464 [14], \$464 [14], \$464 [14], \$464 [14], \$464 [14], \$464 [14], \$464 [14], \$464  };
+          b = { \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458  };
       6'h20:
           /* empty */;
       6'h21:
@@ -1665,7 +1703,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$467 [14], \$467 [14], \$467 [14], \$467 [14], \$467 [14], \$467 [14], \$467 [14], \$467  };
+          b = { \$461 [14], \$461 [14], \$461 [14], \$461 [14], \$461 [14], \$461 [14], \$461 [14], \$461  };
     endcase
   end
   always @* begin
@@ -1757,7 +1795,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$430 ;
+          neg = \$424 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1779,11 +1817,11 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$447 ;
+          neg = \$441 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$451 ;
+          neg = \$445 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -1817,7 +1855,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          neg = \$468 ;
+          neg = \$462 ;
     endcase
   end
   always @* begin
@@ -1913,13 +1951,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$434 [108:0];
+          lo_init = \$428 [108:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$441 [108:0];
+          lo_init = \$435 [108:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1943,16 +1981,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
+          lo_init = \$449 [108:0];
+      6'h17:
+          /* empty */;
+      6'h18:
           lo_init = \$455 [108:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$461 [108:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$53  = 7'h00;
+    \steps$48  = 7'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1967,13 +2005,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \steps$53  = \$436 ;
+          \steps$48  = \$430 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$53  = 7'h3c;
+          \steps$48  = 7'h3c;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1997,16 +2035,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \steps$53  = \$457 [6:0];
+          \steps$48  = \$451 [6:0];
       6'h17:
           /* empty */;
       6'h18:
-          \steps$53  = 7'h6d;
+          \steps$48  = 7'h6d;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$55  = 1'h0;
+    \start$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2021,13 +2059,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2051,11 +2089,11 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
     endcase
   end
   always @* begin
@@ -2114,7 +2152,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$57  = 1'h0;
+    \neg$52  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2129,13 +2167,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \neg$57  = \$437 ;
+          \neg$52  = \$431 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$57  = \$442 ;
+          \neg$52  = \$436 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2159,11 +2197,11 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \neg$57  = \$458 ;
+          \neg$52  = \$452 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$57  = \$462 ;
+          \neg$52  = \$456 ;
     endcase
   end
   always @* begin
@@ -2301,7 +2339,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          take = \$473 ;
+          take = \$465 ;
     endcase
   end
   always @* begin
@@ -2478,22 +2516,9 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$577  = o__valid;
-    if (o__ready) begin
-      \$577  = 1'h0;
-    end
+    \$578  = s0_x;
     if (take) begin
-      \$577  = 1'h1;
-    end
-    if (rst) begin
-      \$577  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = o__payload;
-    if (take) begin
-      \$578  = \$523 [7:0];
+      \$578  = i__payload[7:0];
     end
     if (rst) begin
       \$578  = 8'h00;
@@ -2501,99 +2526,191 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = sat;
+    \$579  = s0_g;
     if (take) begin
-      \$579  = \$530 [12:0];
+      \$579  = i__payload[15:8];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$579  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$579  = 13'h0000;
+      \$579  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = left;
-    if (beat) begin
-      \$580  = \$532 [12:0];
+    \$580  = s0_mask;
+    if (take) begin
+      \$580  = mask;
+    end
+    if (rst) begin
+      \$580  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$581  = \$signal ;
+    if (take) begin
+      \$581  = { 1'h0, \$608  };
+    end
+    if (rst) begin
+      \$581  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$582  = o__valid;
+    if (adv) begin
+      \$582  = s1_valid;
+    end
+    if (rst) begin
+      \$582  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$583  = s1_valid;
+    if (adv) begin
+      \$583  = \$signal$68 ;
+    end
+    if (rst) begin
+      \$583  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$584  = \$signal$68 ;
+    if (adv) begin
+      \$584  = take;
+    end
+    if (rst) begin
+      \$584  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$585  = s1_mask;
+    if (adv) begin
+      \$585  = s0_mask;
+    end
+    if (rst) begin
+      \$585  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$586  = acc0;
+    if (adv) begin
+      \$586  = \$513 [53:0];
+    end
+    if (rst) begin
+      \$586  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$587  = o__payload;
+    if (adv) begin
+      \$587  = \$522 [7:0];
+    end
+    if (rst) begin
+      \$587  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$588  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$588  = \$529 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$580  = chan__payload[12:0];
+            \$588  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$588  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$589  = left;
+    if (beat) begin
+      \$589  = \$531 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$589  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$580  = chan[12:0];
+              \$589  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$580  = 13'h0000;
+      \$589  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = chan;
+    \$590  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$581  = chan__payload;
+            \$590  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$581  = 106'h000000000000000000000000000;
+      \$590  = 106'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = sg;
+    \$591  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$582  = 21'h000000;
+            \$591  = 21'h000000;
             if (refused) begin
-              \$582  = 21'h000000;
+              \$591  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$582  = \$534 [20:0];
+            \$591  = \$533 [20:0];
           end
     endcase
     if (rst) begin
-      \$582  = 21'h000000;
+      \$591  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = sgx;
+    \$592  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$583  = 28'h0000000;
+            \$592  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$583  = \$537 [27:0];
+            \$592  = \$536 [27:0];
           end
     endcase
     if (rst) begin
-      \$583  = 28'h0000000;
+      \$592  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = dgamma;
+    \$593  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$584  = 43'h00000000000;
+            \$593  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2616,19 +2733,19 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0b:
           /* empty */;
       6'h0c:
-          \$584  = \$541 [42:0];
+          \$593  = \$540 [42:0];
     endcase
     if (rst) begin
-      \$584  = 43'h00000000000;
+      \$593  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = align;
+    \$594  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$585  = 5'h00;
+            \$594  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2658,10 +2775,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$543 ) begin
-            \$585  = 5'h00;
+          if (\$542 ) begin
+            \$594  = 5'h00;
           end else begin
-            \$585  = \$545 [4:0];
+            \$594  = \$544 [4:0];
           end
       6'h10:
           /* empty */;
@@ -2691,10 +2808,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$549 ) begin
-            \$585  = 5'h00;
+          if (\$548 ) begin
+            \$594  = 5'h00;
           end else begin
-            \$585  = \$551 [4:0];
+            \$594  = \$550 [4:0];
           end
       6'h1e:
           /* empty */;
@@ -2704,10 +2821,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$557 ) begin
-            \$585  = 5'h00;
+          if (\$556 ) begin
+            \$594  = 5'h00;
           end else begin
-            \$585  = \$559 [4:0];
+            \$594  = \$558 [4:0];
           end
       6'h22:
           /* empty */;
@@ -2717,174 +2834,174 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$565 ) begin
-            \$585  = 5'h00;
+          if (\$564 ) begin
+            \$594  = 5'h00;
           end else begin
-            \$585  = \$567 [4:0];
+            \$594  = \$566 [4:0];
           end
     endcase
     if (rst) begin
-      \$585  = 5'h00;
+      \$594  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = fsm_state;
+    \$595  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$586  = 6'h01;
+              \$595  = 6'h01;
             end else begin
-              \$586  = 6'h02;
+              \$595  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$586  = 6'h03;
+              \$595  = 6'h03;
             end
           end
       6'h03:
-          \$586  = 6'h04;
+          \$595  = 6'h04;
       6'h04:
           if (done) begin
-            \$586  = 6'h05;
+            \$595  = 6'h05;
           end
       6'h05:
-          \$586  = 6'h06;
+          \$595  = 6'h06;
       6'h06:
           if (done) begin
-            \$586  = 6'h07;
+            \$595  = 6'h07;
           end
       6'h07:
-          \$586  = 6'h08;
+          \$595  = 6'h08;
       6'h08:
-          if (\done$70 ) begin
-            \$586  = 6'h09;
+          if (\done$78 ) begin
+            \$595  = 6'h09;
           end
       6'h09:
-          \$586  = 6'h0a;
+          \$595  = 6'h0a;
       6'h0a:
-          \$586  = 6'h0b;
+          \$595  = 6'h0b;
       6'h0b:
-          if (\done$70 ) begin
-            \$586  = 6'h0c;
+          if (\done$78 ) begin
+            \$595  = 6'h0c;
           end
       6'h0c:
-          \$586  = 6'h0d;
+          \$595  = 6'h0d;
       6'h0d:
-          \$586  = 6'h0e;
+          \$595  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$586  = 6'h0f;
+            \$595  = 6'h0f;
           end
       6'h0f:
-          if (\$543 ) begin
-            \$586  = 6'h10;
+          if (\$542 ) begin
+            \$595  = 6'h10;
           end
       6'h10:
-          \$586  = 6'h11;
+          \$595  = 6'h11;
       6'h11:
           if (done) begin
-            \$586  = 6'h12;
+            \$595  = 6'h12;
           end
       6'h12:
-          \$586  = 6'h13;
+          \$595  = 6'h13;
       6'h13:
           if (done) begin
-            \$586  = 6'h14;
+            \$595  = 6'h14;
           end
       6'h14:
-          \$586  = 6'h15;
+          \$595  = 6'h15;
       6'h15:
           if (done) begin
-            \$586  = 6'h16;
+            \$595  = 6'h16;
           end
       6'h16:
-          \$586  = 6'h17;
+          \$595  = 6'h17;
       6'h17:
-          if (\done$70 ) begin
-            \$586  = 6'h18;
+          if (\done$78 ) begin
+            \$595  = 6'h18;
           end
       6'h18:
-          \$586  = 6'h19;
+          \$595  = 6'h19;
       6'h19:
-          if (\done$70 ) begin
-            \$586  = 6'h1a;
+          if (\done$78 ) begin
+            \$595  = 6'h1a;
           end
       6'h1a:
-          \$586  = 6'h1b;
+          \$595  = 6'h1b;
       6'h1b:
-          \$586  = 6'h1c;
+          \$595  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$586  = 6'h1d;
+            \$595  = 6'h1d;
           end
       6'h1d:
-          if (\$549 ) begin
-            \$586  = 6'h1e;
+          if (\$548 ) begin
+            \$595  = 6'h1e;
           end
       6'h1e:
-          \$586  = 6'h1f;
+          \$595  = 6'h1f;
       6'h1f:
-          \$586  = 6'h20;
+          \$595  = 6'h20;
       6'h20:
           if (done) begin
-            \$586  = 6'h21;
+            \$595  = 6'h21;
           end
       6'h21:
-          if (\$557 ) begin
-            \$586  = 6'h22;
+          if (\$556 ) begin
+            \$595  = 6'h22;
           end
       6'h22:
-          \$586  = 6'h23;
+          \$595  = 6'h23;
       6'h23:
-          \$586  = 6'h24;
+          \$595  = 6'h24;
       6'h24:
           if (done) begin
-            \$586  = 6'h25;
+            \$595  = 6'h25;
           end
       6'h25:
-          if (\$565 ) begin
-            \$586  = 6'h26;
+          if (\$564 ) begin
+            \$595  = 6'h26;
           end
       6'h26:
-          \$586  = 6'h27;
+          \$595  = 6'h27;
       6'h27:
-          if (\$576 ) begin
-            \$586  = 6'h28;
+          if (\$577 ) begin
+            \$595  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$586  = 6'h00;
+            \$595  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$586  = 6'h00;
+            \$595  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$586  = 6'h00;
+      \$595  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = sh;
+    \$596  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$587  = \$287 [4:0];
+          \$596  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$587  = 5'h00;
+      \$596  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = scratch;
+    \$597  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2894,7 +3011,7 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h04:
           if (done) begin
-            \$588  = p;
+            \$597  = p;
           end
       6'h05:
           /* empty */;
@@ -2926,13 +3043,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           if (done) begin
-            \$588  = p;
+            \$597  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$588  = p;
+            \$597  = p;
           end
       6'h16:
           /* empty */;
@@ -2948,13 +3065,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1c:
           if (done) begin
-            \$588  = p;
+            \$597  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$549 ) begin
+          if (\$548 ) begin
           end else begin
-            \$588  = \$550 [90:0];
+            \$597  = \$549 [90:0];
           end
       6'h1e:
           /* empty */;
@@ -2962,13 +3079,13 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h20:
           if (done) begin
-            \$588  = p;
+            \$597  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$557 ) begin
+          if (\$556 ) begin
           end else begin
-            \$588  = \$558 [90:0];
+            \$597  = \$557 [90:0];
           end
       6'h22:
           /* empty */;
@@ -2976,22 +3093,22 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h24:
           if (done) begin
-            \$588  = p;
+            \$597  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$565 ) begin
+          if (\$564 ) begin
           end else begin
-            \$588  = \$566 [90:0];
+            \$597  = \$565 [90:0];
           end
     endcase
     if (rst) begin
-      \$588  = 91'h00000000000000000000000;
+      \$597  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = qg;
+    \$598  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3005,16 +3122,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (done) begin
-            \$589  = p[39:0];
+            \$598  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$589  = 40'h0000000000;
+      \$598  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = tq;
+    \$599  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3031,16 +3148,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$70 ) begin
-            \$590  = q;
+          if (\done$78 ) begin
+            \$599  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$70 ) begin
-            \$590  = q;
+          if (\done$78 ) begin
+            \$599  = q;
           end
       6'h0c:
           /* empty */;
@@ -3065,23 +3182,23 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$70 ) begin
-            \$590  = q;
+          if (\done$78 ) begin
+            \$599  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$70 ) begin
-            \$590  = q;
+          if (\done$78 ) begin
+            \$599  = q;
           end
     endcase
     if (rst) begin
-      \$590  = 111'h0000000000000000000000000000;
+      \$599  = 111'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = m1;
+    \$600  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3100,15 +3217,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h08:
           /* empty */;
       6'h09:
-          \$591  = \$539 [44:0];
+          \$600  = \$538 [44:0];
     endcase
     if (rst) begin
-      \$591  = 45'h000000000000;
+      \$600  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = lane_a;
+    \$601  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3138,22 +3255,22 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0e:
           if (done) begin
-            \$592  = p[44:0];
+            \$601  = p[44:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$543 ) begin
+          if (\$542 ) begin
           end else begin
-            \$592  = \$544 [44:0];
+            \$601  = \$543 [44:0];
           end
     endcase
     if (rst) begin
-      \$592  = 45'h000000000000;
+      \$601  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = c0w;
+    \$602  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3189,16 +3306,16 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h11:
           if (done) begin
-            \$593  = p;
+            \$602  = p;
           end
     endcase
     if (rst) begin
-      \$593  = 91'h00000000000000000000000;
+      \$602  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = m2;
+    \$603  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3251,15 +3368,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          \$594  = \$547 [75:0];
+          \$603  = \$546 [75:0];
     endcase
     if (rst) begin
-      \$594  = 76'h0000000000000000000;
+      \$603  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = const1;
+    \$604  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3320,15 +3437,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$595  = \$555 [51:0];
+          \$604  = \$554 [51:0];
     endcase
     if (rst) begin
-      \$595  = 52'h0000000000000;
+      \$604  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = const2;
+    \$605  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3397,15 +3514,15 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$596  = \$563 [51:0];
+          \$605  = \$562 [51:0];
     endcase
     if (rst) begin
-      \$596  = 52'h0000000000000;
+      \$605  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = const0;
+    \$606  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3482,10 +3599,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$597  = \$571 [51:0];
+          \$606  = \$570 [51:0];
     endcase
     if (rst) begin
-      \$597  = 52'h0000000000000;
+      \$606  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3497,9 +3614,8 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign sh_new = \$287 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$294 [53:0];
-  assign sel = { 1'h0, \$599  };
-  assign tsum = { \$598 [6], \$598 [6], \$598 [6], \$598 [6], \$598 [6], \$598 [6], \$598 [6], \$598  };
+  assign tsum = { \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607 [6], \$607  };
+  assign sel = { 1'h0, \$608  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[72:34];
@@ -3523,7 +3639,10 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \chan.gamma  = chan[105:98];
   assign \x[0]  = i__payload[7:0];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$599  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal[0]  = \$signal ;
+  assign \sel[0]  = { 1'h0, \$608  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -3738,21 +3857,21 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$229  = 7'h1c;
   assign \$281  = \$280 ;
   assign sh_lead = \$281 ;
-  assign \$434  = { \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 [8], \$433 , 101'h00000000000000000000000000 };
-  assign \$441  = { \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 [40], \$440 , 69'h000000000000000000 };
-  assign \$455  = { \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 [91], \$454 , 42'h00000000000 };
-  assign \$516  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$518  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$520  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$524  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$526  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$539  = { \$538 [111], \$538 [111:1] };
-  assign \$541  = { \$540 [111], \$540 [111:1] };
-  assign \$544  = { lane_a, 1'h0 };
-  assign \$547  = { \$546 [111], \$546 [111:1] };
-  assign \$550  = { scratch, 1'h0 };
-  assign \$558  = { scratch, 1'h0 };
-  assign \$566  = { scratch, 1'h0 };
+  assign \$428  = { \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 [8], \$427 , 101'h00000000000000000000000000 };
+  assign \$435  = { \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 [40], \$434 , 69'h000000000000000000 };
+  assign \$449  = { \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 [91], \$448 , 42'h00000000000 };
+  assign \$515  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$517  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$519  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$523  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$525  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$538  = { \$537 [111], \$537 [111:1] };
+  assign \$540  = { \$539 [111], \$539 [111:1] };
+  assign \$543  = { lane_a, 1'h0 };
+  assign \$546  = { \$545 [111], \$545 [111:1] };
+  assign \$549  = { scratch, 1'h0 };
+  assign \$557  = { scratch, 1'h0 };
+  assign \$565  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_cvar_s8.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -4103,7 +4222,7 @@ module \hwnorm_bwd_cvar_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_cvar_s8.sel$72 (clk, rst, mask, \port$1588$0 , \port$1601$0 , clear, p1, p2, \port$1683$0 , m, x);
+module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1592$0 , \port$1605$0 , clear, p1, p2, \port$1703$0 , m, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [20:0] \$1 ;
   wire \$10 ;
@@ -5077,12 +5196,12 @@ module \hwnorm_bwd_cvar_s8.sel$72 (clk, rst, mask, \port$1588$0 , \port$1601$0 ,
   wire p1;
   input p2;
   wire p2;
-  output [6:0] \port$1588$0 ;
-  wire [6:0] \port$1588$0 ;
-  output [1:0] \port$1601$0 ;
-  wire [1:0] \port$1601$0 ;
-  input [33:0] \port$1683$0 ;
-  wire [33:0] \port$1683$0 ;
+  output [6:0] \port$1592$0 ;
+  wire [6:0] \port$1592$0 ;
+  output [1:0] \port$1605$0 ;
+  wire [1:0] \port$1605$0 ;
+  input [33:0] \port$1703$0 ;
+  wire [33:0] \port$1703$0 ;
   input rst;
   wire rst;
   wire [20:0] s;
@@ -6132,8 +6251,8 @@ module \hwnorm_bwd_cvar_s8.sel$72 (clk, rst, mask, \port$1588$0 , \port$1601$0 ,
     treg20 <= \$913 ;
   always @(posedge clk)
     seen <= \$914 ;
-  assign \$1  = $signed({ 1'h0, \port$1683$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1683$0 [33:13]);
+  assign \$1  = $signed({ 1'h0, \port$1703$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1703$0 [33:13]);
   assign \$2  = ~ mask;
   assign \$3  = $signed(kreg0) >= $signed(d0);
   assign \$4  = valid0 & \$3 ;
@@ -6988,15 +7107,15 @@ module \hwnorm_bwd_cvar_s8.sel$72 (clk, rst, mask, \port$1588$0 , \port$1601$0 ,
       \$914  = 13'h0000;
     end
   end
-  assign n = \port$1683$0 [12:0];
-  assign s = \port$1683$0 [33:13];
+  assign n = \port$1703$0 [12:0];
+  assign s = \port$1703$0 [33:13];
   assign key0 = d0;
   assign t0 = 2'h1;
   assign budget = \$772 [4:0];
   assign tsum = { \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834  };
   assign sel = { 1'h0, \$847  };
-  assign \port$1588$0  = \$834 ;
-  assign \port$1601$0  = \$847 ;
+  assign \port$1592$0  = \$834 ;
+  assign \port$1605$0  = \$847 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$847  };
   assign \$9  = \$8 ;

@@ -325,14 +325,14 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [7:0] \$385 ;
   wire [8:0] \$386 ;
   wire [8:0] \$387 ;
-  wire [72:0] \$388 ;
+  wire \$388 ;
   wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire [71:0] \$391 ;
-  wire [71:0] \$392 ;
-  wire [73:0] \$393 ;
-  wire [74:0] \$394 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
   wire \$395 ;
   wire \$396 ;
   wire \$397 ;
@@ -341,29 +341,29 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$4 ;
   wire \$40 ;
   wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
+  wire [6:0] \$401 ;
+  wire [6:0] \$402 ;
   wire \$403 ;
   wire \$404 ;
   wire \$405 ;
   wire \$406 ;
   wire [6:0] \$407 ;
   wire [6:0] \$408 ;
-  wire \$409 ;
+  wire [6:0] \$409 ;
   wire \$41 ;
   wire \$410 ;
-  wire \$411 ;
-  wire \$412 ;
+  wire [6:0] \$411 ;
+  wire [6:0] \$412 ;
   wire [6:0] \$413 ;
   wire [6:0] \$414 ;
   wire [6:0] \$415 ;
   wire \$416 ;
-  wire [6:0] \$417 ;
-  wire [6:0] \$418 ;
-  wire [6:0] \$419 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
-  wire [6:0] \$420 ;
-  wire [6:0] \$421 ;
+  wire \$420 ;
+  wire \$421 ;
   wire \$422 ;
   wire \$423 ;
   wire \$424 ;
@@ -420,35 +420,35 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
-  wire \$473 ;
-  wire \$474 ;
-  wire \$475 ;
+  wire [6:0] \$473 ;
+  wire [6:0] \$474 ;
+  wire [6:0] \$475 ;
   wire \$476 ;
-  wire \$477 ;
-  wire \$478 ;
+  wire [6:0] \$477 ;
+  wire [6:0] \$478 ;
   wire [6:0] \$479 ;
   wire \$48 ;
   wire [6:0] \$480 ;
-  wire [6:0] \$481 ;
+  wire \$481 ;
   wire \$482 ;
-  wire [6:0] \$483 ;
-  wire [6:0] \$484 ;
+  wire \$483 ;
+  wire \$484 ;
   wire [6:0] \$485 ;
   wire [6:0] \$486 ;
-  wire \$487 ;
+  wire [6:0] \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [6:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
+  wire [6:0] \$490 ;
   wire [6:0] \$491 ;
   wire [6:0] \$492 ;
   wire [6:0] \$493 ;
   wire \$494 ;
-  wire [6:0] \$495 ;
-  wire [6:0] \$496 ;
-  wire [6:0] \$497 ;
-  wire [6:0] \$498 ;
-  wire [6:0] \$499 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
   wire \$500 ;
@@ -456,37 +456,37 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$502 ;
   wire \$503 ;
   wire \$504 ;
-  wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
+  wire [6:0] \$505 ;
+  wire [6:0] \$506 ;
+  wire [6:0] \$507 ;
   wire \$508 ;
-  wire \$509 ;
+  wire [6:0] \$509 ;
   wire \$51 ;
-  wire \$510 ;
+  wire [6:0] \$510 ;
   wire [6:0] \$511 ;
   wire [6:0] \$512 ;
-  wire [6:0] \$513 ;
+  wire \$513 ;
   wire \$514 ;
-  wire [6:0] \$515 ;
-  wire [6:0] \$516 ;
+  wire \$515 ;
+  wire \$516 ;
   wire [6:0] \$517 ;
   wire [6:0] \$518 ;
-  wire \$519 ;
+  wire [6:0] \$519 ;
   wire \$52 ;
   wire \$520 ;
-  wire \$521 ;
-  wire \$522 ;
+  wire [6:0] \$521 ;
+  wire [6:0] \$522 ;
   wire [6:0] \$523 ;
   wire [6:0] \$524 ;
   wire [6:0] \$525 ;
-  wire \$526 ;
-  wire [6:0] \$527 ;
-  wire [6:0] \$528 ;
-  wire [6:0] \$529 ;
+  wire [6:0] \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
-  wire [6:0] \$530 ;
-  wire [6:0] \$531 ;
-  wire [6:0] \$532 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
   wire \$533 ;
   wire \$534 ;
   wire \$535 ;
@@ -509,159 +509,159 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$550 ;
   wire \$551 ;
   wire \$552 ;
-  wire \$553 ;
-  wire \$554 ;
-  wire \$555 ;
+  wire [6:0] \$553 ;
+  wire [6:0] \$554 ;
+  wire [6:0] \$555 ;
   wire \$556 ;
-  wire \$557 ;
-  wire \$558 ;
+  wire [6:0] \$557 ;
+  wire [6:0] \$558 ;
   wire [6:0] \$559 ;
   wire \$56 ;
   wire [6:0] \$560 ;
-  wire [6:0] \$561 ;
+  wire \$561 ;
   wire \$562 ;
-  wire [6:0] \$563 ;
-  wire [6:0] \$564 ;
+  wire \$563 ;
+  wire \$564 ;
   wire [6:0] \$565 ;
   wire [6:0] \$566 ;
-  wire \$567 ;
+  wire [6:0] \$567 ;
   wire \$568 ;
-  wire \$569 ;
+  wire [6:0] \$569 ;
   wire \$57 ;
-  wire \$570 ;
+  wire [6:0] \$570 ;
   wire [6:0] \$571 ;
   wire [6:0] \$572 ;
   wire [6:0] \$573 ;
   wire \$574 ;
-  wire [6:0] \$575 ;
-  wire [6:0] \$576 ;
-  wire [6:0] \$577 ;
-  wire [6:0] \$578 ;
-  wire [6:0] \$579 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
   wire \$580 ;
   wire \$581 ;
   wire \$582 ;
   wire \$583 ;
   wire \$584 ;
-  wire \$585 ;
-  wire \$586 ;
-  wire \$587 ;
+  wire [6:0] \$585 ;
+  wire [6:0] \$586 ;
+  wire [6:0] \$587 ;
   wire \$588 ;
-  wire \$589 ;
+  wire [6:0] \$589 ;
   wire \$59 ;
-  wire \$590 ;
+  wire [6:0] \$590 ;
   wire [6:0] \$591 ;
   wire [6:0] \$592 ;
-  wire [6:0] \$593 ;
+  wire \$593 ;
   wire \$594 ;
-  wire [6:0] \$595 ;
-  wire [6:0] \$596 ;
+  wire \$595 ;
+  wire \$596 ;
   wire [6:0] \$597 ;
   wire [6:0] \$598 ;
-  wire \$599 ;
+  wire [6:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire \$600 ;
-  wire \$601 ;
-  wire \$602 ;
+  wire [6:0] \$601 ;
+  wire [6:0] \$602 ;
   wire [6:0] \$603 ;
   wire [6:0] \$604 ;
   wire [6:0] \$605 ;
-  wire \$606 ;
+  wire [6:0] \$606 ;
   wire [6:0] \$607 ;
-  wire [6:0] \$608 ;
-  wire [6:0] \$609 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
-  wire [6:0] \$610 ;
-  wire [6:0] \$611 ;
-  wire [6:0] \$612 ;
-  wire [6:0] \$613 ;
-  wire \$614 ;
-  wire \$615 ;
-  wire \$616 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire [3:0] \$613 ;
+  wire [3:0] \$614 ;
+  wire [3:0] \$615 ;
+  wire [3:0] \$616 ;
   wire \$617 ;
   wire \$618 ;
-  wire [3:0] \$619 ;
+  wire \$619 ;
   wire \$62 ;
-  wire [3:0] \$620 ;
+  wire \$620 ;
   wire [3:0] \$621 ;
   wire [3:0] \$622 ;
-  wire \$623 ;
+  wire [3:0] \$623 ;
   wire \$624 ;
-  wire \$625 ;
-  wire \$626 ;
+  wire [3:0] \$625 ;
+  wire [3:0] \$626 ;
   wire [3:0] \$627 ;
   wire [3:0] \$628 ;
-  wire [3:0] \$629 ;
+  wire \$629 ;
   wire \$63 ;
   wire \$630 ;
-  wire [3:0] \$631 ;
-  wire [3:0] \$632 ;
-  wire [3:0] \$633 ;
-  wire [3:0] \$634 ;
-  wire \$635 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire [5:0] \$633 ;
+  wire \$634 ;
+  wire [5:0] \$635 ;
   wire \$636 ;
   wire \$637 ;
   wire \$638 ;
-  wire [5:0] \$639 ;
+  wire \$639 ;
   wire \$64 ;
-  wire \$640 ;
-  wire [5:0] \$641 ;
+  wire [29:0] \$640 ;
+  wire [29:0] \$641 ;
   wire \$642 ;
   wire \$643 ;
-  wire \$644 ;
-  wire \$645 ;
-  wire [29:0] \$646 ;
-  wire [29:0] \$647 ;
+  wire [29:0] \$644 ;
+  wire [29:0] \$645 ;
+  wire \$646 ;
+  wire \$647 ;
   wire \$648 ;
-  wire \$649 ;
+  wire [16:0] \$649 ;
   wire \$65 ;
-  wire [29:0] \$650 ;
-  wire [29:0] \$651 ;
-  wire \$652 ;
-  wire \$653 ;
+  wire [16:0] \$650 ;
+  wire [271:0] \$651 ;
+  wire [6:0] \$652 ;
+  wire [7:0] \$653 ;
   wire \$654 ;
-  wire [16:0] \$655 ;
-  wire [16:0] \$656 ;
-  wire [271:0] \$657 ;
-  wire [6:0] \$658 ;
-  wire [7:0] \$659 ;
+  wire \$655 ;
+  wire [56:0] \$656 ;
+  wire [56:0] \$657 ;
+  wire [183:0] \$658 ;
+  wire \$659 ;
   wire \$66 ;
   wire \$660 ;
-  wire \$661 ;
-  wire [56:0] \$662 ;
-  wire [56:0] \$663 ;
-  wire [183:0] \$664 ;
+  wire [29:0] \$661 ;
+  wire [29:0] \$662 ;
+  wire \$663 ;
+  wire \$664 ;
   wire \$665 ;
-  wire \$666 ;
-  wire [29:0] \$667 ;
-  wire [29:0] \$668 ;
+  wire [16:0] \$666 ;
+  wire [16:0] \$667 ;
+  wire \$668 ;
   wire \$669 ;
   wire \$67 ;
-  wire \$670 ;
-  wire \$671 ;
-  wire [16:0] \$672 ;
-  wire [16:0] \$673 ;
-  wire \$674 ;
+  wire [115:0] \$670 ;
+  wire [115:0] \$671 ;
+  wire [242:0] \$672 ;
+  wire [6:0] \$673 ;
+  wire [7:0] \$674 ;
   wire \$675 ;
-  wire [115:0] \$676 ;
-  wire [115:0] \$677 ;
-  wire [242:0] \$678 ;
-  wire [6:0] \$679 ;
+  wire \$676 ;
+  wire [173:0] \$677 ;
+  wire [173:0] \$678 ;
+  wire \$679 ;
   wire \$68 ;
-  wire [7:0] \$680 ;
-  wire \$681 ;
+  wire [14:0] \$680 ;
+  wire [14:0] \$681 ;
   wire \$682 ;
-  wire [173:0] \$683 ;
-  wire [173:0] \$684 ;
+  wire [14:0] \$683 ;
+  wire [14:0] \$684 ;
   wire \$685 ;
-  wire [14:0] \$686 ;
-  wire [14:0] \$687 ;
+  wire \$686 ;
+  wire \$687 ;
   wire \$688 ;
-  wire [14:0] \$689 ;
+  wire \$689 ;
   wire \$69 ;
-  wire [14:0] \$690 ;
+  wire \$690 ;
   wire \$691 ;
   wire \$692 ;
   wire \$693 ;
@@ -710,78 +710,78 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$731 ;
   wire \$732 ;
   wire \$733 ;
-  wire \$734 ;
+  wire [72:0] \$734 ;
   wire \$735 ;
   wire \$736 ;
-  wire \$737 ;
-  wire \$738 ;
-  wire \$739 ;
+  wire [71:0] \$737 ;
+  wire [71:0] \$738 ;
+  wire [73:0] \$739 ;
   wire [6:0] \$74 ;
-  wire \$740 ;
+  wire [74:0] \$740 ;
   wire \$741 ;
-  wire \$742 ;
-  wire [73:0] \$743 ;
-  wire \$744 ;
-  wire [73:0] \$745 ;
-  wire \$746 ;
-  wire [73:0] \$747 ;
+  wire [73:0] \$742 ;
+  wire \$743 ;
+  wire [73:0] \$744 ;
+  wire \$745 ;
+  wire [73:0] \$746 ;
+  wire [16:0] \$747 ;
   wire [16:0] \$748 ;
   wire [16:0] \$749 ;
   wire [6:0] \$75 ;
-  wire [16:0] \$750 ;
-  wire [73:0] \$751 ;
-  wire \$752 ;
-  wire [73:0] \$753 ;
+  wire [73:0] \$750 ;
+  wire \$751 ;
+  wire [73:0] \$752 ;
+  wire \$753 ;
   wire \$754 ;
   wire \$755 ;
-  wire \$756 ;
+  wire [13:0] \$756 ;
   wire [13:0] \$757 ;
   wire [13:0] \$758 ;
-  wire [13:0] \$759 ;
+  wire \$759 ;
   wire \$76 ;
-  wire \$760 ;
-  wire [15:0] \$761 ;
-  wire [29:0] \$762 ;
+  wire [15:0] \$760 ;
+  wire [29:0] \$761 ;
+  wire [31:0] \$762 ;
   wire [31:0] \$763 ;
-  wire [31:0] \$764 ;
-  wire [44:0] \$765 ;
+  wire [44:0] \$764 ;
+  wire [173:0] \$765 ;
   wire [173:0] \$766 ;
   wire [173:0] \$767 ;
   wire [173:0] \$768 ;
-  wire [173:0] \$769 ;
+  wire [6:0] \$769 ;
   wire \$77 ;
-  wire [6:0] \$770 ;
-  wire \$771 ;
-  wire [57:0] \$772 ;
-  wire [6:0] \$773 ;
+  wire \$770 ;
+  wire [57:0] \$771 ;
+  wire [6:0] \$772 ;
+  wire [173:0] \$773 ;
   wire [173:0] \$774 ;
-  wire [173:0] \$775 ;
-  wire [6:0] \$776 ;
-  wire \$777 ;
-  wire [115:0] \$778 ;
-  wire [6:0] \$779 ;
+  wire [6:0] \$775 ;
+  wire \$776 ;
+  wire [115:0] \$777 ;
+  wire [6:0] \$778 ;
+  wire \$779 ;
   wire \$78 ;
   wire \$780 ;
-  wire \$781 ;
+  wire [114:0] \$781 ;
   wire [114:0] \$782 ;
-  wire [114:0] \$783 ;
-  wire [6:0] \$784 ;
-  wire \$785 ;
-  wire [115:0] \$786 ;
-  wire [6:0] \$787 ;
+  wire [6:0] \$783 ;
+  wire \$784 ;
+  wire [115:0] \$785 ;
+  wire [6:0] \$786 ;
+  wire \$787 ;
   wire \$788 ;
-  wire \$789 ;
+  wire [114:0] \$789 ;
   wire \$79 ;
   wire [114:0] \$790 ;
-  wire [114:0] \$791 ;
-  wire [6:0] \$792 ;
-  wire \$793 ;
-  wire [115:0] \$794 ;
-  wire [6:0] \$795 ;
+  wire [6:0] \$791 ;
+  wire \$792 ;
+  wire [115:0] \$793 ;
+  wire [6:0] \$794 ;
+  wire \$795 ;
   wire \$796 ;
-  wire \$797 ;
+  wire [114:0] \$797 ;
   wire [114:0] \$798 ;
-  wire [114:0] \$799 ;
+  wire \$799 ;
   wire \$8 ;
   wire \$80 ;
   wire \$800 ;
@@ -789,33 +789,42 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$802 ;
   wire \$803 ;
   wire \$804 ;
-  reg \$805 ;
+  wire \$805 ;
   reg [15:0] \$806 ;
-  reg [12:0] \$807 ;
-  reg [12:0] \$808 ;
-  reg [167:0] \$809 ;
+  reg [15:0] \$807 ;
+  reg \$808 ;
+  reg [2:0] \$809 ;
   wire \$81 ;
-  reg [28:0] \$810 ;
-  reg [43:0] \$811 ;
-  reg [54:0] \$812 ;
-  reg [5:0] \$813 ;
-  reg [5:0] \$814 ;
-  reg [16:0] \$815 ;
-  reg \$816 ;
-  reg [5:0] \$817 ;
-  reg [114:0] \$818 ;
-  reg [55:0] \$819 ;
+  reg \$810 ;
+  reg \$811 ;
+  reg \$812 ;
+  reg \$813 ;
+  reg [73:0] \$814 ;
+  reg [15:0] \$815 ;
+  reg [12:0] \$816 ;
+  reg [12:0] \$817 ;
+  reg [167:0] \$818 ;
+  reg [28:0] \$819 ;
   wire \$82 ;
-  reg [172:0] \$820 ;
-  reg [56:0] \$821 ;
-  reg [56:0] \$822 ;
-  reg [114:0] \$823 ;
-  reg [99:0] \$824 ;
-  reg [71:0] \$825 ;
-  reg [71:0] \$826 ;
-  reg [71:0] \$827 ;
-  wire [1:0] \$828 ;
+  reg [43:0] \$820 ;
+  reg [54:0] \$821 ;
+  reg [5:0] \$822 ;
+  reg [5:0] \$823 ;
+  reg [16:0] \$824 ;
+  reg \$825 ;
+  reg [5:0] \$826 ;
+  reg [114:0] \$827 ;
+  reg [55:0] \$828 ;
+  reg [172:0] \$829 ;
   wire \$83 ;
+  reg [56:0] \$830 ;
+  reg [56:0] \$831 ;
+  reg [114:0] \$832 ;
+  reg [99:0] \$833 ;
+  reg [71:0] \$834 ;
+  reg [71:0] \$835 ;
+  reg [71:0] \$836 ;
+  wire [1:0] \$837 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
@@ -835,8 +844,12 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [6:0] \$99 ;
   (* init = 17'h00000 *)
   wire [16:0] \$signal ;
+  reg [2:0] \$signal$66  = 3'h0;
+  wire [2:0] \$signal$66[0] ;
+  reg \$signal$69  = 1'h0;
   reg [114:0] a;
-  wire [73:0] acc0;
+  reg [73:0] acc0 = 74'h0000000000000000000;
+  wire adv;
   reg [5:0] align = 6'h00;
   reg [35:0] b;
   reg beat;
@@ -870,7 +883,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [6:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$71 ;
+  wire \done$79 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -891,7 +904,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire mask;
   wire \mask$22 ;
   reg neg;
-  reg \neg$53 ;
+  reg \neg$48 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -908,7 +921,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg p1;
   reg p2;
   reg [16:0] q = 17'h00000;
-  wire [172:0] \q$70 ;
+  wire [172:0] \q$78 ;
   reg [55:0] qg = 56'h00000000000000;
   wire refused;
   reg [74:0] rem_init;
@@ -917,6 +930,13 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg rz = 1'h0;
   (* init = 1'h0 *)
   wire \rz$20 ;
+  reg [15:0] s0_g = 16'h0000;
+  wire [15:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [15:0] s0_x = 16'h0000;
+  wire [15:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [114:0] scratch = 115'h00000000000000000000000000000;
   wire [2:0] sel;
@@ -928,7 +948,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$49 ;
+  reg \start$44 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -940,7 +960,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   output stats__valid;
   reg stats__valid;
   reg [7:0] steps;
-  reg [5:0] \steps$54 ;
+  reg [5:0] \steps$49 ;
   reg take;
   reg [172:0] tq = 173'h00000000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -1067,457 +1087,475 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$385  = sh_lead + 1'h1;
   assign \$386  = \$385  + 3'h4;
   assign \$387  = \$384  ? \$386  : 9'h010;
-  assign \$388  = $signed(i__payload[31:16]) * $signed(lane_a);
-  assign \$389  = \$828  == 2'h2;
-  assign \$390  = ! \$828 ;
-  assign \$391  = \$390  ? const0 : const1;
-  assign \$392  = \$389  ? const2 : \$391 ;
-  assign \$393  = $signed(\$388 ) + $signed(\$392 );
-  assign \$394  = $signed(\$393 ) + $signed(34'h100000000);
-  assign \$395  = chan__payload[106] | chan__payload[107];
-  assign \$396  = chan__payload[108] | chan__payload[109];
-  assign \$397  = \$395  | \$396 ;
-  assign \$398  = chan__payload[110] | chan__payload[111];
-  assign \$399  = chan__payload[112] | chan__payload[113];
-  assign \$400  = \$398  | \$399 ;
-  assign \$401  = \$397  | \$400 ;
-  assign \$402  = chan__payload[114] | chan__payload[115];
-  assign \$403  = \$402  | chan__payload[116];
-  assign \$404  = \$401  | \$403 ;
-  assign \$405  = chan__payload[114] | chan__payload[115];
-  assign \$406  = \$405  | chan__payload[116];
-  assign \$407  = chan__payload[115] ? 7'h49 : 7'h48;
-  assign \$408  = chan__payload[116] ? 7'h4a : \$407 ;
-  assign \$409  = chan__payload[110] | chan__payload[111];
-  assign \$410  = chan__payload[112] | chan__payload[113];
-  assign \$411  = \$409  | \$410 ;
-  assign \$412  = chan__payload[112] | chan__payload[113];
-  assign \$413  = chan__payload[113] ? 7'h47 : 7'h46;
-  assign \$414  = chan__payload[111] ? 7'h45 : 7'h44;
-  assign \$415  = \$412  ? \$413  : \$414 ;
-  assign \$416  = chan__payload[108] | chan__payload[109];
-  assign \$417  = chan__payload[109] ? 7'h43 : 7'h42;
-  assign \$418  = chan__payload[107] ? 7'h41 : 7'h40;
-  assign \$419  = \$416  ? \$417  : \$418 ;
-  assign \$420  = \$411  ? \$415  : \$419 ;
-  assign \$421  = \$406  ? \$408  : \$420 ;
-  assign \$422  = chan__payload[74] | chan__payload[75];
-  assign \$423  = chan__payload[76] | chan__payload[77];
-  assign \$424  = \$422  | \$423 ;
-  assign \$425  = chan__payload[78] | chan__payload[79];
-  assign \$426  = chan__payload[80] | chan__payload[81];
-  assign \$427  = \$425  | \$426 ;
-  assign \$428  = \$424  | \$427 ;
-  assign \$429  = chan__payload[82] | chan__payload[83];
-  assign \$430  = chan__payload[84] | chan__payload[85];
-  assign \$431  = \$429  | \$430 ;
-  assign \$432  = chan__payload[86] | chan__payload[87];
-  assign \$433  = chan__payload[88] | chan__payload[89];
-  assign \$434  = \$432  | \$433 ;
-  assign \$435  = \$431  | \$434 ;
-  assign \$436  = \$428  | \$435 ;
-  assign \$437  = chan__payload[90] | chan__payload[91];
-  assign \$438  = chan__payload[92] | chan__payload[93];
-  assign \$439  = \$437  | \$438 ;
-  assign \$440  = chan__payload[94] | chan__payload[95];
-  assign \$441  = chan__payload[96] | chan__payload[97];
-  assign \$442  = \$440  | \$441 ;
-  assign \$443  = \$439  | \$442 ;
-  assign \$444  = chan__payload[98] | chan__payload[99];
-  assign \$445  = chan__payload[100] | chan__payload[101];
-  assign \$446  = \$444  | \$445 ;
-  assign \$447  = chan__payload[102] | chan__payload[103];
-  assign \$448  = chan__payload[104] | chan__payload[105];
+  assign \$388  = ~ o__valid;
+  assign adv = \$388  | o__ready;
+  assign \$389  = chan__payload[106] | chan__payload[107];
+  assign \$390  = chan__payload[108] | chan__payload[109];
+  assign \$391  = \$389  | \$390 ;
+  assign \$392  = chan__payload[110] | chan__payload[111];
+  assign \$393  = chan__payload[112] | chan__payload[113];
+  assign \$394  = \$392  | \$393 ;
+  assign \$395  = \$391  | \$394 ;
+  assign \$396  = chan__payload[114] | chan__payload[115];
+  assign \$397  = \$396  | chan__payload[116];
+  assign \$398  = \$395  | \$397 ;
+  assign \$399  = chan__payload[114] | chan__payload[115];
+  assign \$400  = \$399  | chan__payload[116];
+  assign \$401  = chan__payload[115] ? 7'h49 : 7'h48;
+  assign \$402  = chan__payload[116] ? 7'h4a : \$401 ;
+  assign \$403  = chan__payload[110] | chan__payload[111];
+  assign \$404  = chan__payload[112] | chan__payload[113];
+  assign \$405  = \$403  | \$404 ;
+  assign \$406  = chan__payload[112] | chan__payload[113];
+  assign \$407  = chan__payload[113] ? 7'h47 : 7'h46;
+  assign \$408  = chan__payload[111] ? 7'h45 : 7'h44;
+  assign \$409  = \$406  ? \$407  : \$408 ;
+  assign \$410  = chan__payload[108] | chan__payload[109];
+  assign \$411  = chan__payload[109] ? 7'h43 : 7'h42;
+  assign \$412  = chan__payload[107] ? 7'h41 : 7'h40;
+  assign \$413  = \$410  ? \$411  : \$412 ;
+  assign \$414  = \$405  ? \$409  : \$413 ;
+  assign \$415  = \$400  ? \$402  : \$414 ;
+  assign \$416  = chan__payload[74] | chan__payload[75];
+  assign \$417  = chan__payload[76] | chan__payload[77];
+  assign \$418  = \$416  | \$417 ;
+  assign \$419  = chan__payload[78] | chan__payload[79];
+  assign \$420  = chan__payload[80] | chan__payload[81];
+  assign \$421  = \$419  | \$420 ;
+  assign \$422  = \$418  | \$421 ;
+  assign \$423  = chan__payload[82] | chan__payload[83];
+  assign \$424  = chan__payload[84] | chan__payload[85];
+  assign \$425  = \$423  | \$424 ;
+  assign \$426  = chan__payload[86] | chan__payload[87];
+  assign \$427  = chan__payload[88] | chan__payload[89];
+  assign \$428  = \$426  | \$427 ;
+  assign \$429  = \$425  | \$428 ;
+  assign \$430  = \$422  | \$429 ;
+  assign \$431  = chan__payload[90] | chan__payload[91];
+  assign \$432  = chan__payload[92] | chan__payload[93];
+  assign \$433  = \$431  | \$432 ;
+  assign \$434  = chan__payload[94] | chan__payload[95];
+  assign \$435  = chan__payload[96] | chan__payload[97];
+  assign \$436  = \$434  | \$435 ;
+  assign \$437  = \$433  | \$436 ;
+  assign \$438  = chan__payload[98] | chan__payload[99];
+  assign \$439  = chan__payload[100] | chan__payload[101];
+  assign \$440  = \$438  | \$439 ;
+  assign \$441  = chan__payload[102] | chan__payload[103];
+  assign \$442  = chan__payload[104] | chan__payload[105];
+  assign \$443  = \$441  | \$442 ;
+  assign \$444  = \$440  | \$443 ;
+  assign \$445  = \$437  | \$444 ;
+  assign \$446  = \$430  | \$445 ;
+  assign \$447  = chan__payload[90] | chan__payload[91];
+  assign \$448  = chan__payload[92] | chan__payload[93];
   assign \$449  = \$447  | \$448 ;
-  assign \$450  = \$446  | \$449 ;
-  assign \$451  = \$443  | \$450 ;
-  assign \$452  = \$436  | \$451 ;
-  assign \$453  = chan__payload[90] | chan__payload[91];
-  assign \$454  = chan__payload[92] | chan__payload[93];
-  assign \$455  = \$453  | \$454 ;
-  assign \$456  = chan__payload[94] | chan__payload[95];
-  assign \$457  = chan__payload[96] | chan__payload[97];
-  assign \$458  = \$456  | \$457 ;
-  assign \$459  = \$455  | \$458 ;
-  assign \$460  = chan__payload[98] | chan__payload[99];
-  assign \$461  = chan__payload[100] | chan__payload[101];
-  assign \$462  = \$460  | \$461 ;
-  assign \$463  = chan__payload[102] | chan__payload[103];
-  assign \$464  = chan__payload[104] | chan__payload[105];
-  assign \$465  = \$463  | \$464 ;
-  assign \$466  = \$462  | \$465 ;
-  assign \$467  = \$459  | \$466 ;
-  assign \$468  = chan__payload[98] | chan__payload[99];
-  assign \$469  = chan__payload[100] | chan__payload[101];
-  assign \$470  = \$468  | \$469 ;
-  assign \$471  = chan__payload[102] | chan__payload[103];
+  assign \$450  = chan__payload[94] | chan__payload[95];
+  assign \$451  = chan__payload[96] | chan__payload[97];
+  assign \$452  = \$450  | \$451 ;
+  assign \$453  = \$449  | \$452 ;
+  assign \$454  = chan__payload[98] | chan__payload[99];
+  assign \$455  = chan__payload[100] | chan__payload[101];
+  assign \$456  = \$454  | \$455 ;
+  assign \$457  = chan__payload[102] | chan__payload[103];
+  assign \$458  = chan__payload[104] | chan__payload[105];
+  assign \$459  = \$457  | \$458 ;
+  assign \$460  = \$456  | \$459 ;
+  assign \$461  = \$453  | \$460 ;
+  assign \$462  = chan__payload[98] | chan__payload[99];
+  assign \$463  = chan__payload[100] | chan__payload[101];
+  assign \$464  = \$462  | \$463 ;
+  assign \$465  = chan__payload[102] | chan__payload[103];
+  assign \$466  = chan__payload[104] | chan__payload[105];
+  assign \$467  = \$465  | \$466 ;
+  assign \$468  = \$464  | \$467 ;
+  assign \$469  = chan__payload[102] | chan__payload[103];
+  assign \$470  = chan__payload[104] | chan__payload[105];
+  assign \$471  = \$469  | \$470 ;
   assign \$472  = chan__payload[104] | chan__payload[105];
-  assign \$473  = \$471  | \$472 ;
-  assign \$474  = \$470  | \$473 ;
-  assign \$475  = chan__payload[102] | chan__payload[103];
-  assign \$476  = chan__payload[104] | chan__payload[105];
-  assign \$477  = \$475  | \$476 ;
-  assign \$478  = chan__payload[104] | chan__payload[105];
-  assign \$479  = chan__payload[105] ? 7'h3f : 7'h3e;
-  assign \$480  = chan__payload[103] ? 7'h3d : 7'h3c;
-  assign \$481  = \$478  ? \$479  : \$480 ;
-  assign \$482  = chan__payload[100] | chan__payload[101];
-  assign \$483  = chan__payload[101] ? 7'h3b : 7'h3a;
-  assign \$484  = chan__payload[99] ? 7'h39 : 7'h38;
-  assign \$485  = \$482  ? \$483  : \$484 ;
-  assign \$486  = \$477  ? \$481  : \$485 ;
-  assign \$487  = chan__payload[94] | chan__payload[95];
-  assign \$488  = chan__payload[96] | chan__payload[97];
-  assign \$489  = \$487  | \$488 ;
-  assign \$490  = chan__payload[96] | chan__payload[97];
-  assign \$491  = chan__payload[97] ? 7'h37 : 7'h36;
-  assign \$492  = chan__payload[95] ? 7'h35 : 7'h34;
-  assign \$493  = \$490  ? \$491  : \$492 ;
-  assign \$494  = chan__payload[92] | chan__payload[93];
-  assign \$495  = chan__payload[93] ? 7'h33 : 7'h32;
-  assign \$496  = chan__payload[91] ? 7'h31 : 7'h30;
-  assign \$497  = \$494  ? \$495  : \$496 ;
-  assign \$498  = \$489  ? \$493  : \$497 ;
-  assign \$499  = \$474  ? \$486  : \$498 ;
-  assign \$500  = chan__payload[82] | chan__payload[83];
-  assign \$501  = chan__payload[84] | chan__payload[85];
-  assign \$502  = \$500  | \$501 ;
-  assign \$503  = chan__payload[86] | chan__payload[87];
+  assign \$473  = chan__payload[105] ? 7'h3f : 7'h3e;
+  assign \$474  = chan__payload[103] ? 7'h3d : 7'h3c;
+  assign \$475  = \$472  ? \$473  : \$474 ;
+  assign \$476  = chan__payload[100] | chan__payload[101];
+  assign \$477  = chan__payload[101] ? 7'h3b : 7'h3a;
+  assign \$478  = chan__payload[99] ? 7'h39 : 7'h38;
+  assign \$479  = \$476  ? \$477  : \$478 ;
+  assign \$480  = \$471  ? \$475  : \$479 ;
+  assign \$481  = chan__payload[94] | chan__payload[95];
+  assign \$482  = chan__payload[96] | chan__payload[97];
+  assign \$483  = \$481  | \$482 ;
+  assign \$484  = chan__payload[96] | chan__payload[97];
+  assign \$485  = chan__payload[97] ? 7'h37 : 7'h36;
+  assign \$486  = chan__payload[95] ? 7'h35 : 7'h34;
+  assign \$487  = \$484  ? \$485  : \$486 ;
+  assign \$488  = chan__payload[92] | chan__payload[93];
+  assign \$489  = chan__payload[93] ? 7'h33 : 7'h32;
+  assign \$490  = chan__payload[91] ? 7'h31 : 7'h30;
+  assign \$491  = \$488  ? \$489  : \$490 ;
+  assign \$492  = \$483  ? \$487  : \$491 ;
+  assign \$493  = \$468  ? \$480  : \$492 ;
+  assign \$494  = chan__payload[82] | chan__payload[83];
+  assign \$495  = chan__payload[84] | chan__payload[85];
+  assign \$496  = \$494  | \$495 ;
+  assign \$497  = chan__payload[86] | chan__payload[87];
+  assign \$498  = chan__payload[88] | chan__payload[89];
+  assign \$499  = \$497  | \$498 ;
+  assign \$500  = \$496  | \$499 ;
+  assign \$501  = chan__payload[86] | chan__payload[87];
+  assign \$502  = chan__payload[88] | chan__payload[89];
+  assign \$503  = \$501  | \$502 ;
   assign \$504  = chan__payload[88] | chan__payload[89];
-  assign \$505  = \$503  | \$504 ;
-  assign \$506  = \$502  | \$505 ;
-  assign \$507  = chan__payload[86] | chan__payload[87];
-  assign \$508  = chan__payload[88] | chan__payload[89];
-  assign \$509  = \$507  | \$508 ;
-  assign \$510  = chan__payload[88] | chan__payload[89];
-  assign \$511  = chan__payload[89] ? 7'h2f : 7'h2e;
-  assign \$512  = chan__payload[87] ? 7'h2d : 7'h2c;
-  assign \$513  = \$510  ? \$511  : \$512 ;
-  assign \$514  = chan__payload[84] | chan__payload[85];
-  assign \$515  = chan__payload[85] ? 7'h2b : 7'h2a;
-  assign \$516  = chan__payload[83] ? 7'h29 : 7'h28;
-  assign \$517  = \$514  ? \$515  : \$516 ;
-  assign \$518  = \$509  ? \$513  : \$517 ;
-  assign \$519  = chan__payload[78] | chan__payload[79];
-  assign \$520  = chan__payload[80] | chan__payload[81];
-  assign \$521  = \$519  | \$520 ;
-  assign \$522  = chan__payload[80] | chan__payload[81];
-  assign \$523  = chan__payload[81] ? 7'h27 : 7'h26;
-  assign \$524  = chan__payload[79] ? 7'h25 : 7'h24;
-  assign \$525  = \$522  ? \$523  : \$524 ;
-  assign \$526  = chan__payload[76] | chan__payload[77];
-  assign \$527  = chan__payload[77] ? 7'h23 : 7'h22;
-  assign \$528  = chan__payload[75] ? 7'h21 : 7'h20;
-  assign \$529  = \$526  ? \$527  : \$528 ;
-  assign \$530  = \$521  ? \$525  : \$529 ;
-  assign \$531  = \$506  ? \$518  : \$530 ;
-  assign \$532  = \$467  ? \$499  : \$531 ;
-  assign \$533  = chan__payload[58] | chan__payload[59];
-  assign \$534  = chan__payload[60] | chan__payload[61];
-  assign \$535  = \$533  | \$534 ;
-  assign \$536  = chan__payload[62] | chan__payload[63];
-  assign \$537  = chan__payload[64] | chan__payload[65];
-  assign \$538  = \$536  | \$537 ;
-  assign \$539  = \$535  | \$538 ;
-  assign \$540  = chan__payload[66] | chan__payload[67];
-  assign \$541  = chan__payload[68] | chan__payload[69];
-  assign \$542  = \$540  | \$541 ;
-  assign \$543  = chan__payload[70] | chan__payload[71];
-  assign \$544  = chan__payload[72] | chan__payload[73];
-  assign \$545  = \$543  | \$544 ;
-  assign \$546  = \$542  | \$545 ;
-  assign \$547  = \$539  | \$546 ;
-  assign \$548  = chan__payload[66] | chan__payload[67];
-  assign \$549  = chan__payload[68] | chan__payload[69];
-  assign \$550  = \$548  | \$549 ;
-  assign \$551  = chan__payload[70] | chan__payload[71];
+  assign \$505  = chan__payload[89] ? 7'h2f : 7'h2e;
+  assign \$506  = chan__payload[87] ? 7'h2d : 7'h2c;
+  assign \$507  = \$504  ? \$505  : \$506 ;
+  assign \$508  = chan__payload[84] | chan__payload[85];
+  assign \$509  = chan__payload[85] ? 7'h2b : 7'h2a;
+  assign \$510  = chan__payload[83] ? 7'h29 : 7'h28;
+  assign \$511  = \$508  ? \$509  : \$510 ;
+  assign \$512  = \$503  ? \$507  : \$511 ;
+  assign \$513  = chan__payload[78] | chan__payload[79];
+  assign \$514  = chan__payload[80] | chan__payload[81];
+  assign \$515  = \$513  | \$514 ;
+  assign \$516  = chan__payload[80] | chan__payload[81];
+  assign \$517  = chan__payload[81] ? 7'h27 : 7'h26;
+  assign \$518  = chan__payload[79] ? 7'h25 : 7'h24;
+  assign \$519  = \$516  ? \$517  : \$518 ;
+  assign \$520  = chan__payload[76] | chan__payload[77];
+  assign \$521  = chan__payload[77] ? 7'h23 : 7'h22;
+  assign \$522  = chan__payload[75] ? 7'h21 : 7'h20;
+  assign \$523  = \$520  ? \$521  : \$522 ;
+  assign \$524  = \$515  ? \$519  : \$523 ;
+  assign \$525  = \$500  ? \$512  : \$524 ;
+  assign \$526  = \$461  ? \$493  : \$525 ;
+  assign \$527  = chan__payload[58] | chan__payload[59];
+  assign \$528  = chan__payload[60] | chan__payload[61];
+  assign \$529  = \$527  | \$528 ;
+  assign \$530  = chan__payload[62] | chan__payload[63];
+  assign \$531  = chan__payload[64] | chan__payload[65];
+  assign \$532  = \$530  | \$531 ;
+  assign \$533  = \$529  | \$532 ;
+  assign \$534  = chan__payload[66] | chan__payload[67];
+  assign \$535  = chan__payload[68] | chan__payload[69];
+  assign \$536  = \$534  | \$535 ;
+  assign \$537  = chan__payload[70] | chan__payload[71];
+  assign \$538  = chan__payload[72] | chan__payload[73];
+  assign \$539  = \$537  | \$538 ;
+  assign \$540  = \$536  | \$539 ;
+  assign \$541  = \$533  | \$540 ;
+  assign \$542  = chan__payload[66] | chan__payload[67];
+  assign \$543  = chan__payload[68] | chan__payload[69];
+  assign \$544  = \$542  | \$543 ;
+  assign \$545  = chan__payload[70] | chan__payload[71];
+  assign \$546  = chan__payload[72] | chan__payload[73];
+  assign \$547  = \$545  | \$546 ;
+  assign \$548  = \$544  | \$547 ;
+  assign \$549  = chan__payload[70] | chan__payload[71];
+  assign \$550  = chan__payload[72] | chan__payload[73];
+  assign \$551  = \$549  | \$550 ;
   assign \$552  = chan__payload[72] | chan__payload[73];
-  assign \$553  = \$551  | \$552 ;
-  assign \$554  = \$550  | \$553 ;
-  assign \$555  = chan__payload[70] | chan__payload[71];
-  assign \$556  = chan__payload[72] | chan__payload[73];
-  assign \$557  = \$555  | \$556 ;
-  assign \$558  = chan__payload[72] | chan__payload[73];
-  assign \$559  = chan__payload[73] ? 7'h1f : 7'h1e;
-  assign \$560  = chan__payload[71] ? 7'h1d : 7'h1c;
-  assign \$561  = \$558  ? \$559  : \$560 ;
-  assign \$562  = chan__payload[68] | chan__payload[69];
-  assign \$563  = chan__payload[69] ? 7'h1b : 7'h1a;
-  assign \$564  = chan__payload[67] ? 7'h19 : 7'h18;
-  assign \$565  = \$562  ? \$563  : \$564 ;
-  assign \$566  = \$557  ? \$561  : \$565 ;
-  assign \$567  = chan__payload[62] | chan__payload[63];
-  assign \$568  = chan__payload[64] | chan__payload[65];
-  assign \$569  = \$567  | \$568 ;
-  assign \$570  = chan__payload[64] | chan__payload[65];
-  assign \$571  = chan__payload[65] ? 7'h17 : 7'h16;
-  assign \$572  = chan__payload[63] ? 7'h15 : 7'h14;
-  assign \$573  = \$570  ? \$571  : \$572 ;
-  assign \$574  = chan__payload[60] | chan__payload[61];
-  assign \$575  = chan__payload[61] ? 7'h13 : 7'h12;
-  assign \$576  = chan__payload[59] ? 7'h11 : 7'h10;
-  assign \$577  = \$574  ? \$575  : \$576 ;
-  assign \$578  = \$569  ? \$573  : \$577 ;
-  assign \$579  = \$554  ? \$566  : \$578 ;
-  assign \$580  = chan__payload[50] | chan__payload[51];
-  assign \$581  = chan__payload[52] | chan__payload[53];
-  assign \$582  = \$580  | \$581 ;
-  assign \$583  = chan__payload[54] | chan__payload[55];
+  assign \$553  = chan__payload[73] ? 7'h1f : 7'h1e;
+  assign \$554  = chan__payload[71] ? 7'h1d : 7'h1c;
+  assign \$555  = \$552  ? \$553  : \$554 ;
+  assign \$556  = chan__payload[68] | chan__payload[69];
+  assign \$557  = chan__payload[69] ? 7'h1b : 7'h1a;
+  assign \$558  = chan__payload[67] ? 7'h19 : 7'h18;
+  assign \$559  = \$556  ? \$557  : \$558 ;
+  assign \$560  = \$551  ? \$555  : \$559 ;
+  assign \$561  = chan__payload[62] | chan__payload[63];
+  assign \$562  = chan__payload[64] | chan__payload[65];
+  assign \$563  = \$561  | \$562 ;
+  assign \$564  = chan__payload[64] | chan__payload[65];
+  assign \$565  = chan__payload[65] ? 7'h17 : 7'h16;
+  assign \$566  = chan__payload[63] ? 7'h15 : 7'h14;
+  assign \$567  = \$564  ? \$565  : \$566 ;
+  assign \$568  = chan__payload[60] | chan__payload[61];
+  assign \$569  = chan__payload[61] ? 7'h13 : 7'h12;
+  assign \$570  = chan__payload[59] ? 7'h11 : 7'h10;
+  assign \$571  = \$568  ? \$569  : \$570 ;
+  assign \$572  = \$563  ? \$567  : \$571 ;
+  assign \$573  = \$548  ? \$560  : \$572 ;
+  assign \$574  = chan__payload[50] | chan__payload[51];
+  assign \$575  = chan__payload[52] | chan__payload[53];
+  assign \$576  = \$574  | \$575 ;
+  assign \$577  = chan__payload[54] | chan__payload[55];
+  assign \$578  = chan__payload[56] | chan__payload[57];
+  assign \$579  = \$577  | \$578 ;
+  assign \$580  = \$576  | \$579 ;
+  assign \$581  = chan__payload[54] | chan__payload[55];
+  assign \$582  = chan__payload[56] | chan__payload[57];
+  assign \$583  = \$581  | \$582 ;
   assign \$584  = chan__payload[56] | chan__payload[57];
-  assign \$585  = \$583  | \$584 ;
-  assign \$586  = \$582  | \$585 ;
-  assign \$587  = chan__payload[54] | chan__payload[55];
-  assign \$588  = chan__payload[56] | chan__payload[57];
-  assign \$589  = \$587  | \$588 ;
-  assign \$590  = chan__payload[56] | chan__payload[57];
-  assign \$591  = chan__payload[57] ? 7'h0f : 7'h0e;
-  assign \$592  = chan__payload[55] ? 7'h0d : 7'h0c;
-  assign \$593  = \$590  ? \$591  : \$592 ;
-  assign \$594  = chan__payload[52] | chan__payload[53];
-  assign \$595  = chan__payload[53] ? 7'h0b : 7'h0a;
-  assign \$596  = chan__payload[51] ? 7'h09 : 7'h08;
-  assign \$597  = \$594  ? \$595  : \$596 ;
-  assign \$598  = \$589  ? \$593  : \$597 ;
-  assign \$599  = chan__payload[46] | chan__payload[47];
-  assign \$600  = chan__payload[48] | chan__payload[49];
-  assign \$601  = \$599  | \$600 ;
-  assign \$602  = chan__payload[48] | chan__payload[49];
-  assign \$603  = chan__payload[49] ? 7'h07 : 7'h06;
-  assign \$604  = chan__payload[47] ? 7'h05 : 7'h04;
-  assign \$605  = \$602  ? \$603  : \$604 ;
-  assign \$606  = chan__payload[44] | chan__payload[45];
-  assign \$607  = chan__payload[45] ? 7'h03 : 7'h02;
-  assign \$608  = chan__payload[43] ? 7'h01 : 7'h00;
-  assign \$609  = \$606  ? \$607  : \$608 ;
-  assign \$610  = \$601  ? \$605  : \$609 ;
-  assign \$611  = \$586  ? \$598  : \$610 ;
-  assign \$612  = \$547  ? \$579  : \$611 ;
-  assign \$613  = \$452  ? \$532  : \$612 ;
-  assign den_lead = \$404  ? \$421  : \$613 ;
-  assign \$614  = chan__payload[8] | chan__payload[9];
-  assign \$615  = chan__payload[10] | chan__payload[11];
-  assign \$616  = \$614  | \$615 ;
-  assign \$617  = \$616  | chan__payload[12];
-  assign \$618  = chan__payload[10] | chan__payload[11];
-  assign \$619  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$620  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$621  = \$618  ? \$619  : \$620 ;
-  assign \$622  = chan__payload[12] ? 4'hc : \$621 ;
-  assign \$623  = chan__payload[4] | chan__payload[5];
-  assign \$624  = chan__payload[6] | chan__payload[7];
-  assign \$625  = \$623  | \$624 ;
-  assign \$626  = chan__payload[6] | chan__payload[7];
-  assign \$627  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$628  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$629  = \$626  ? \$627  : \$628 ;
-  assign \$630  = chan__payload[2] | chan__payload[3];
-  assign \$631  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$632  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$633  = \$630  ? \$631  : \$632 ;
-  assign \$634  = \$625  ? \$629  : \$633 ;
-  assign count_lead = \$617  ? \$622  : \$634 ;
-  assign \$635  = ! chan__payload[12:0];
-  assign \$636  = chan__payload[12:0] > 13'h1000;
-  assign \$637  = \$635  | \$636 ;
-  assign \$638  = ! chan__payload[116:42];
-  assign \$639  = count_lead + 5'h18;
-  assign \$640  = \$639  > 1'h0;
-  assign \$641  = count_lead + 5'h18;
-  assign \$642  = den_lead < \$641 ;
-  assign \$643  = \$640  & \$642 ;
-  assign \$644  = \$638  | \$643 ;
-  assign refused = | { \$644 , \$637  };
-  assign \$645  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$646  = - $signed(chan[41:13]);
-  assign \$647  = \$645  ? \$646  : { chan[41], chan[41:13] };
-  assign \$648  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$649  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$650  = - $signed(chan[41:13]);
-  assign \$651  = \$649  ? \$650  : { chan[41], chan[41:13] };
-  assign \$652  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$653  = ~ \$652 ;
+  assign \$585  = chan__payload[57] ? 7'h0f : 7'h0e;
+  assign \$586  = chan__payload[55] ? 7'h0d : 7'h0c;
+  assign \$587  = \$584  ? \$585  : \$586 ;
+  assign \$588  = chan__payload[52] | chan__payload[53];
+  assign \$589  = chan__payload[53] ? 7'h0b : 7'h0a;
+  assign \$590  = chan__payload[51] ? 7'h09 : 7'h08;
+  assign \$591  = \$588  ? \$589  : \$590 ;
+  assign \$592  = \$583  ? \$587  : \$591 ;
+  assign \$593  = chan__payload[46] | chan__payload[47];
+  assign \$594  = chan__payload[48] | chan__payload[49];
+  assign \$595  = \$593  | \$594 ;
+  assign \$596  = chan__payload[48] | chan__payload[49];
+  assign \$597  = chan__payload[49] ? 7'h07 : 7'h06;
+  assign \$598  = chan__payload[47] ? 7'h05 : 7'h04;
+  assign \$599  = \$596  ? \$597  : \$598 ;
+  assign \$600  = chan__payload[44] | chan__payload[45];
+  assign \$601  = chan__payload[45] ? 7'h03 : 7'h02;
+  assign \$602  = chan__payload[43] ? 7'h01 : 7'h00;
+  assign \$603  = \$600  ? \$601  : \$602 ;
+  assign \$604  = \$595  ? \$599  : \$603 ;
+  assign \$605  = \$580  ? \$592  : \$604 ;
+  assign \$606  = \$541  ? \$573  : \$605 ;
+  assign \$607  = \$446  ? \$526  : \$606 ;
+  assign den_lead = \$398  ? \$415  : \$607 ;
+  assign \$608  = chan__payload[8] | chan__payload[9];
+  assign \$609  = chan__payload[10] | chan__payload[11];
+  assign \$610  = \$608  | \$609 ;
+  assign \$611  = \$610  | chan__payload[12];
+  assign \$612  = chan__payload[10] | chan__payload[11];
+  assign \$613  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$614  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$615  = \$612  ? \$613  : \$614 ;
+  assign \$616  = chan__payload[12] ? 4'hc : \$615 ;
+  assign \$617  = chan__payload[4] | chan__payload[5];
+  assign \$618  = chan__payload[6] | chan__payload[7];
+  assign \$619  = \$617  | \$618 ;
+  assign \$620  = chan__payload[6] | chan__payload[7];
+  assign \$621  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$622  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$623  = \$620  ? \$621  : \$622 ;
+  assign \$624  = chan__payload[2] | chan__payload[3];
+  assign \$625  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$626  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$627  = \$624  ? \$625  : \$626 ;
+  assign \$628  = \$619  ? \$623  : \$627 ;
+  assign count_lead = \$611  ? \$616  : \$628 ;
+  assign \$629  = ! chan__payload[12:0];
+  assign \$630  = chan__payload[12:0] > 13'h1000;
+  assign \$631  = \$629  | \$630 ;
+  assign \$632  = ! chan__payload[116:42];
+  assign \$633  = count_lead + 5'h18;
+  assign \$634  = \$633  > 1'h0;
+  assign \$635  = count_lead + 5'h18;
+  assign \$636  = den_lead < \$635 ;
+  assign \$637  = \$634  & \$636 ;
+  assign \$638  = \$632  | \$637 ;
+  assign refused = | { \$638 , \$631  };
+  assign \$639  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$640  = - $signed(chan[41:13]);
+  assign \$641  = \$639  ? \$640  : { chan[41], chan[41:13] };
+  assign \$642  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$643  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$644  = - $signed(chan[41:13]);
+  assign \$645  = \$643  ? \$644  : { chan[41], chan[41:13] };
+  assign \$646  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$647  = ~ \$646 ;
+  assign \$648  = $signed(chan[167:152]) < $signed(1'h0);
+  assign \$649  = - $signed(chan[167:152]);
+  assign \$650  = \$648  ? \$649  : { chan[167], chan[167:152] };
+  assign \$652  = 6'h20 + sh;
+  assign \$653  = 5'h10 + \$652 ;
   assign \$654  = $signed(chan[167:152]) < $signed(1'h0);
-  assign \$655  = - $signed(chan[167:152]);
-  assign \$656  = \$654  ? \$655  : { chan[167], chan[167:152] };
-  assign \$658  = 6'h20 + sh;
-  assign \$659  = 5'h10 + \$658 ;
-  assign \$660  = $signed(chan[167:152]) < $signed(1'h0);
-  assign \$661  = $signed(qg) < $signed(1'h0);
-  assign \$662  = - $signed(qg);
-  assign \$663  = \$661  ? \$662  : { qg[55], qg };
-  assign \$665  = $signed(qg) < $signed(1'h0);
-  assign \$666  = $signed(sg) < $signed(1'h0);
-  assign \$667  = - $signed(sg);
-  assign \$668  = \$666  ? \$667  : { sg[28], sg };
-  assign \$669  = $signed(sg) < $signed(1'h0);
-  assign \$670  = ~ \$669 ;
-  assign \$671  = $signed(chan[167:152]) < $signed(1'h0);
-  assign \$672  = - $signed(chan[167:152]);
-  assign \$673  = \$671  ? \$672  : { chan[167], chan[167:152] };
-  assign \$674  = $signed(chan[167:152]) < $signed(1'h0);
+  assign \$655  = $signed(qg) < $signed(1'h0);
+  assign \$656  = - $signed(qg);
+  assign \$657  = \$655  ? \$656  : { qg[55], qg };
+  assign \$659  = $signed(qg) < $signed(1'h0);
+  assign \$660  = $signed(sg) < $signed(1'h0);
+  assign \$661  = - $signed(sg);
+  assign \$662  = \$660  ? \$661  : { sg[28], sg };
+  assign \$663  = $signed(sg) < $signed(1'h0);
+  assign \$664  = ~ \$663 ;
+  assign \$665  = $signed(chan[167:152]) < $signed(1'h0);
+  assign \$666  = - $signed(chan[167:152]);
+  assign \$667  = \$665  ? \$666  : { chan[167], chan[167:152] };
+  assign \$668  = $signed(chan[167:152]) < $signed(1'h0);
+  assign \$669  = $signed(scratch) < $signed(1'h0);
+  assign \$670  = - $signed(scratch);
+  assign \$671  = \$669  ? \$670  : { scratch[114], scratch };
+  assign \$673  = 6'h20 + sh;
+  assign \$674  = 7'h6a + \$673 ;
   assign \$675  = $signed(scratch) < $signed(1'h0);
-  assign \$676  = - $signed(scratch);
-  assign \$677  = \$675  ? \$676  : { scratch[114], scratch };
-  assign \$679  = 6'h20 + sh;
-  assign \$680  = 7'h6a + \$679 ;
-  assign \$681  = $signed(scratch) < $signed(1'h0);
-  assign \$682  = $signed(tq) < $signed(1'h0);
-  assign \$683  = - $signed(tq);
-  assign \$684  = \$682  ? \$683  : { tq[172], tq };
-  assign \$685  = $signed(tq) < $signed(1'h0);
-  assign \$686  = $signed({ 1'h0, chan[12:0] }) - $signed(tsum);
-  assign \$687  = $signed({ 1'h0, chan[12:0] }) + $signed(tsum);
-  assign \$688  = $signed(tsum) < $signed(1'h0);
-  assign \$689  = - $signed(tsum);
-  assign \$690  = \$688  ? \$689  : { tsum[13], tsum };
-  assign \$691  = $signed(tsum) < $signed(1'h0);
-  assign \$692  = | left;
-  assign \$693  = ~ o__valid;
-  assign \$694  = \$693  | o__ready;
-  assign \$695  = \$692  & \$694 ;
-  assign \$696  = i__valid & i__ready;
-  assign \$697  = ! fsm_state;
-  assign \$698  = fsm_state == 1'h1;
-  assign \$699  = fsm_state == 2'h2;
-  assign \$700  = fsm_state == 2'h3;
-  assign \$701  = fsm_state == 3'h4;
-  assign \$702  = fsm_state == 3'h5;
-  assign \$703  = fsm_state == 3'h6;
-  assign \$704  = fsm_state == 3'h7;
-  assign \$705  = fsm_state == 4'h8;
-  assign \$706  = fsm_state == 4'h9;
-  assign \$707  = fsm_state == 4'ha;
-  assign \$708  = fsm_state == 4'hb;
-  assign \$709  = fsm_state == 4'hc;
-  assign \$710  = fsm_state == 4'hd;
-  assign \$711  = fsm_state == 4'he;
-  assign \$712  = fsm_state == 4'hf;
-  assign \$713  = fsm_state == 5'h10;
-  assign \$714  = fsm_state == 5'h11;
-  assign \$715  = fsm_state == 5'h12;
-  assign \$716  = fsm_state == 5'h13;
-  assign \$717  = fsm_state == 5'h14;
-  assign \$718  = fsm_state == 5'h15;
-  assign \$719  = fsm_state == 5'h16;
-  assign \$720  = fsm_state == 5'h17;
-  assign \$721  = fsm_state == 5'h18;
-  assign \$722  = fsm_state == 5'h19;
-  assign \$723  = fsm_state == 5'h1a;
-  assign \$724  = fsm_state == 5'h1b;
-  assign \$725  = fsm_state == 5'h1c;
-  assign \$726  = fsm_state == 5'h1d;
-  assign \$727  = fsm_state == 5'h1e;
-  assign \$728  = fsm_state == 5'h1f;
-  assign \$729  = fsm_state == 6'h20;
-  assign \$730  = fsm_state == 6'h21;
-  assign \$731  = fsm_state == 6'h22;
-  assign \$732  = fsm_state == 6'h23;
-  assign \$733  = fsm_state == 6'h24;
-  assign \$734  = fsm_state == 6'h25;
-  assign \$735  = fsm_state == 6'h26;
-  assign \$736  = fsm_state == 6'h27;
-  assign \$737  = fsm_state == 6'h28;
-  assign \$738  = fsm_state == 6'h29;
-  assign \$739  = fsm_state == 6'h2a;
-  assign \$740  = fsm_state == 6'h2b;
-  assign \$741  = fsm_state == 6'h2c;
-  assign \$742  = ~ mask;
-  assign \$744  = $signed(\$743 ) > $signed(16'h7fff);
-  assign \$746  = $signed(\$745 ) < $signed(16'h8000);
-  assign \$748  = \$746  ? 17'h18000 : { 1'h0, \$747 [15:0] };
-  assign \$749  = \$744  ? 17'h07fff : \$748 ;
-  assign \$750  = mask ? \$749  : 17'h00000;
-  assign \$752  = $signed(\$751 ) > $signed(16'h7fff);
-  assign \$754  = $signed(\$753 ) < $signed(16'h8000);
-  assign \$755  = \$752  | \$754 ;
-  assign \$756  = mask & \$755 ;
-  assign \$757  = sat + \$756 ;
-  assign \$758  = left - 1'h1;
-  assign \$759  = last ? 14'h0000 : \$758 ;
-  assign \$760  = ! p;
-  assign \$761  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$762  = $signed(sg) + $signed(\$761 );
-  assign \$763  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$764  = mask ? \$763  : 32'd0;
-  assign \$765  = $signed(sgx) + $signed(\$764 );
-  assign \$766  = $signed(tq) + $signed(2'h1);
-  assign \$768  = $signed(tq) + $signed(2'h1);
-  assign \$770  = align + sh;
-  assign \$771  = \$770  == 6'h21;
-  assign \$773  = align + 1'h1;
-  assign \$774  = $signed(tq) + $signed(2'h1);
-  assign \$776  = align + sh;
-  assign \$777  = \$776  == 6'h21;
-  assign \$779  = align + 1'h1;
-  assign \$780  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$781  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$782  = \$781  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$783  = \$780  ? 115'h000000000007ff801100100000000 : \$782 ;
-  assign \$784  = align + sh;
-  assign \$785  = \$784  == 6'h21;
-  assign \$787  = align + 1'h1;
-  assign \$788  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$789  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$790  = \$789  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$791  = \$788  ? 115'h000000000007ff801100100000000 : \$790 ;
-  assign \$792  = align + sh;
-  assign \$793  = \$792  == 6'h21;
-  assign \$795  = align + 1'h1;
-  assign \$796  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$797  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$798  = \$797  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$799  = \$796  ? 115'h000000000007ff801100100000000 : \$798 ;
-  assign \$800  = | left;
-  assign \$801  = ~ \$800 ;
-  assign \$802  = ~ o__valid;
-  assign \$803  = \$802  | o__ready;
-  assign \$804  = \$801  & \$803 ;
+  assign \$676  = $signed(tq) < $signed(1'h0);
+  assign \$677  = - $signed(tq);
+  assign \$678  = \$676  ? \$677  : { tq[172], tq };
+  assign \$679  = $signed(tq) < $signed(1'h0);
+  assign \$680  = $signed({ 1'h0, chan[12:0] }) - $signed(tsum);
+  assign \$681  = $signed({ 1'h0, chan[12:0] }) + $signed(tsum);
+  assign \$682  = $signed(tsum) < $signed(1'h0);
+  assign \$683  = - $signed(tsum);
+  assign \$684  = \$682  ? \$683  : { tsum[13], tsum };
+  assign \$685  = $signed(tsum) < $signed(1'h0);
+  assign \$686  = | left;
+  assign \$687  = \$686  & adv;
+  assign \$688  = i__valid & i__ready;
+  assign \$689  = ! fsm_state;
+  assign \$690  = fsm_state == 1'h1;
+  assign \$691  = fsm_state == 2'h2;
+  assign \$692  = fsm_state == 2'h3;
+  assign \$693  = fsm_state == 3'h4;
+  assign \$694  = fsm_state == 3'h5;
+  assign \$695  = fsm_state == 3'h6;
+  assign \$696  = fsm_state == 3'h7;
+  assign \$697  = fsm_state == 4'h8;
+  assign \$698  = fsm_state == 4'h9;
+  assign \$699  = fsm_state == 4'ha;
+  assign \$700  = fsm_state == 4'hb;
+  assign \$701  = fsm_state == 4'hc;
+  assign \$702  = fsm_state == 4'hd;
+  assign \$703  = fsm_state == 4'he;
+  assign \$704  = fsm_state == 4'hf;
+  assign \$705  = fsm_state == 5'h10;
+  assign \$706  = fsm_state == 5'h11;
+  assign \$707  = fsm_state == 5'h12;
+  assign \$708  = fsm_state == 5'h13;
+  assign \$709  = fsm_state == 5'h14;
+  assign \$710  = fsm_state == 5'h15;
+  assign \$711  = fsm_state == 5'h16;
+  assign \$712  = fsm_state == 5'h17;
+  assign \$713  = fsm_state == 5'h18;
+  assign \$714  = fsm_state == 5'h19;
+  assign \$715  = fsm_state == 5'h1a;
+  assign \$716  = fsm_state == 5'h1b;
+  assign \$717  = fsm_state == 5'h1c;
+  assign \$718  = fsm_state == 5'h1d;
+  assign \$719  = fsm_state == 5'h1e;
+  assign \$720  = fsm_state == 5'h1f;
+  assign \$721  = fsm_state == 6'h20;
+  assign \$722  = fsm_state == 6'h21;
+  assign \$723  = fsm_state == 6'h22;
+  assign \$724  = fsm_state == 6'h23;
+  assign \$725  = fsm_state == 6'h24;
+  assign \$726  = fsm_state == 6'h25;
+  assign \$727  = fsm_state == 6'h26;
+  assign \$728  = fsm_state == 6'h27;
+  assign \$729  = fsm_state == 6'h28;
+  assign \$730  = fsm_state == 6'h29;
+  assign \$731  = fsm_state == 6'h2a;
+  assign \$732  = fsm_state == 6'h2b;
+  assign \$733  = fsm_state == 6'h2c;
+  assign \$734  = $signed(s0_g) * $signed(lane_a);
+  assign \$735  = \$signal$66  == 2'h2;
+  assign \$736  = ! \$signal$66 ;
+  assign \$737  = \$736  ? const0 : const1;
+  assign \$738  = \$735  ? const2 : \$737 ;
+  assign \$739  = $signed(\$734 ) + $signed(\$738 );
+  assign \$740  = $signed(\$739 ) + $signed(34'h100000000);
+  assign \$741  = ~ s1_mask;
+  assign \$743  = $signed(\$742 ) > $signed(16'h7fff);
+  assign \$745  = $signed(\$744 ) < $signed(16'h8000);
+  assign \$747  = \$745  ? 17'h18000 : { 1'h0, \$746 [15:0] };
+  assign \$748  = \$743  ? 17'h07fff : \$747 ;
+  assign \$749  = s1_mask ? \$748  : 17'h00000;
+  assign \$751  = $signed(\$750 ) > $signed(16'h7fff);
+  assign \$753  = $signed(\$752 ) < $signed(16'h8000);
+  assign \$754  = \$751  | \$753 ;
+  assign \$755  = s1_mask & \$754 ;
+  assign \$756  = sat + \$755 ;
+  assign \$757  = left - 1'h1;
+  assign \$758  = last ? 14'h0000 : \$757 ;
+  assign \$759  = ! p;
+  assign \$760  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$761  = $signed(sg) + $signed(\$760 );
+  assign \$762  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$763  = mask ? \$762  : 32'd0;
+  assign \$764  = $signed(sgx) + $signed(\$763 );
+  assign \$765  = $signed(tq) + $signed(2'h1);
+  assign \$767  = $signed(tq) + $signed(2'h1);
+  assign \$769  = align + sh;
+  assign \$770  = \$769  == 6'h21;
+  assign \$772  = align + 1'h1;
+  assign \$773  = $signed(tq) + $signed(2'h1);
+  assign \$775  = align + sh;
+  assign \$776  = \$775  == 6'h21;
+  assign \$778  = align + 1'h1;
+  assign \$779  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$780  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$781  = \$780  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$782  = \$779  ? 115'h000000000007ff801100100000000 : \$781 ;
+  assign \$783  = align + sh;
+  assign \$784  = \$783  == 6'h21;
+  assign \$786  = align + 1'h1;
+  assign \$787  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$788  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$789  = \$788  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$790  = \$787  ? 115'h000000000007ff801100100000000 : \$789 ;
+  assign \$791  = align + sh;
+  assign \$792  = \$791  == 6'h21;
+  assign \$794  = align + 1'h1;
+  assign \$795  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$796  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$797  = \$796  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$798  = \$795  ? 115'h000000000007ff801100100000000 : \$797 ;
+  assign \$799  = | left;
+  assign \$800  = ~ \$799 ;
+  assign \$801  = ~ \$signal$69 ;
+  assign \$802  = \$800  & \$801 ;
+  assign \$803  = ~ s1_valid;
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$804  & adv;
   always @(posedge clk)
-    o__valid <= \$805 ;
+    s0_x <= \$806 ;
   always @(posedge clk)
-    o__payload <= \$806 ;
+    s0_g <= \$807 ;
   always @(posedge clk)
-    sat <= \$807 ;
+    s0_mask <= \$808 ;
   always @(posedge clk)
-    left <= \$808 ;
+    \$signal$66  <= \$809 ;
   always @(posedge clk)
-    chan <= \$809 ;
+    o__valid <= \$810 ;
   always @(posedge clk)
-    sg <= \$810 ;
+    s1_valid <= \$811 ;
   always @(posedge clk)
-    sgx <= \$811 ;
+    \$signal$69  <= \$812 ;
   always @(posedge clk)
-    dgamma <= \$812 ;
+    s1_mask <= \$813 ;
   always @(posedge clk)
-    align <= \$813 ;
+    acc0 <= \$814 ;
   always @(posedge clk)
-    fsm_state <= \$814 ;
+    o__payload <= \$815 ;
   always @(posedge clk)
-    q <= \$815 ;
+    sat <= \$816 ;
   always @(posedge clk)
-    rz <= \$816 ;
+    left <= \$817 ;
   always @(posedge clk)
-    sh <= \$817 ;
+    chan <= \$818 ;
   always @(posedge clk)
-    scratch <= \$818 ;
+    sg <= \$819 ;
   always @(posedge clk)
-    qg <= \$819 ;
+    sgx <= \$820 ;
   always @(posedge clk)
-    tq <= \$820 ;
+    dgamma <= \$821 ;
   always @(posedge clk)
-    m1 <= \$821 ;
+    align <= \$822 ;
   always @(posedge clk)
-    lane_a <= \$822 ;
+    fsm_state <= \$823 ;
   always @(posedge clk)
-    c0w <= \$823 ;
+    q <= \$824 ;
   always @(posedge clk)
-    m2 <= \$824 ;
+    rz <= \$825 ;
   always @(posedge clk)
-    const1 <= \$825 ;
+    sh <= \$826 ;
   always @(posedge clk)
-    const2 <= \$826 ;
+    scratch <= \$827 ;
   always @(posedge clk)
-    const0 <= \$827 ;
+    qg <= \$828 ;
+  always @(posedge clk)
+    tq <= \$829 ;
+  always @(posedge clk)
+    m1 <= \$830 ;
+  always @(posedge clk)
+    lane_a <= \$831 ;
+  always @(posedge clk)
+    c0w <= \$832 ;
+  always @(posedge clk)
+    m2 <= \$833 ;
+  always @(posedge clk)
+    const1 <= \$834 ;
+  always @(posedge clk)
+    const2 <= \$835 ;
+  always @(posedge clk)
+    const0 <= \$836 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1527,7 +1565,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$70 ),
+    .q(\q$78 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1538,19 +1576,19 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$71 ),
-    .\neg$12 (\neg$53 ),
+    .done(\done$79 ),
+    .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
-    .start(\start$49 ),
-    .steps(\steps$54 )
+    .start(\start$44 ),
+    .steps(\steps$49 )
   );
-  \hwnorm_bwd_l1_s16.sel$73  \sel$73  (
+  \hwnorm_bwd_l1_s16.sel$81  \sel$81  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$910$0 (\$828 ),
+    .\port$914$0 (\$837 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -1810,7 +1848,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h00:
           /* empty */;
       6'h02:
-          lo_init = { \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647 [29], \$647  };
+          lo_init = { \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641 [29], \$641  };
       6'h03:
           /* empty */;
       6'h04:
@@ -1828,13 +1866,13 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0a:
           /* empty */;
       6'h0b:
-          lo_init = \$657 [170:0];
+          lo_init = \$651 [170:0];
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          lo_init = \$664 [170:0];
+          lo_init = \$658 [170:0];
       6'h0f:
           /* empty */;
       6'h10:
@@ -1858,11 +1896,11 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h19:
           /* empty */;
       6'h1a:
-          lo_init = \$678 [170:0];
+          lo_init = \$672 [170:0];
       6'h1b:
           /* empty */;
       6'h1c:
-          lo_init = \$684 [170:0];
+          lo_init = \$678 [170:0];
     endcase
   end
   always @* begin
@@ -1872,7 +1910,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h00:
           /* empty */;
       6'h02:
-          neg = \$648 ;
+          neg = \$642 ;
       6'h03:
           /* empty */;
       6'h04:
@@ -1890,13 +1928,13 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0a:
           /* empty */;
       6'h0b:
-          neg = \$660 ;
+          neg = \$654 ;
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          neg = \$665 ;
+          neg = \$659 ;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1920,11 +1958,11 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h19:
           /* empty */;
       6'h1a:
-          neg = \$681 ;
+          neg = \$675 ;
       6'h1b:
           /* empty */;
       6'h1c:
-          neg = \$685 ;
+          neg = \$679 ;
     endcase
   end
   always @* begin
@@ -2014,7 +2052,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0a:
           /* empty */;
       6'h0b:
-          steps = \$659 ;
+          steps = \$653 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2044,7 +2082,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h19:
           /* empty */;
       6'h1a:
-          steps = \$680 ;
+          steps = \$674 ;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -2053,7 +2091,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$49  = 1'h0;
+    \start$44  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2062,17 +2100,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2088,21 +2126,21 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2116,7 +2154,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2124,7 +2162,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -2132,7 +2170,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
     endcase
   end
   always @* begin
@@ -2240,7 +2278,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h08:
           /* empty */;
       6'h09:
-          b = { \$651 [29], \$651 [29], \$651 [29], \$651 [29], \$651 [29], \$651 [29], \$651  };
+          b = { \$645 [29], \$645 [29], \$645 [29], \$645 [29], \$645 [29], \$645 [29], \$645  };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2262,11 +2300,11 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           /* empty */;
       6'h14:
-          b = { \$668 [29], \$668 [29], \$668 [29], \$668 [29], \$668 [29], \$668 [29], \$668  };
+          b = { \$662 [29], \$662 [29], \$662 [29], \$662 [29], \$662 [29], \$662 [29], \$662  };
       6'h15:
           /* empty */;
       6'h16:
-          b = { \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673 [16], \$673  };
+          b = { \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667 [16], \$667  };
       6'h17:
           /* empty */;
       6'h18:
@@ -2284,7 +2322,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686 [14], \$686  };
+          b = { \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680 [14], \$680  };
       6'h20:
           /* empty */;
       6'h21:
@@ -2292,7 +2330,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687  };
+          b = { \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681  };
       6'h24:
           /* empty */;
       6'h25:
@@ -2300,7 +2338,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          b = { \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690 [14], \$690  };
+          b = { \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684  };
     endcase
   end
   always @* begin
@@ -2389,7 +2427,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$53  = 1'h0;
+    \neg$48  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2398,17 +2436,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \neg$53  = 1'h1;
+          \neg$48  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$53  = \$653 ;
+          \neg$48  = \$647 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2424,21 +2462,21 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$53  = \$670 ;
+          \neg$48  = \$664 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$53  = \$674 ;
+          \neg$48  = \$668 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2452,7 +2490,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$53  = 1'h1;
+          \neg$48  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2460,7 +2498,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2468,12 +2506,12 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \neg$53  = \$691 ;
+          \neg$48  = \$685 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$54  = 6'h00;
+    \steps$49  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2482,17 +2520,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \steps$54  = 6'h0d;
+          \steps$49  = 6'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$54  = 6'h0d;
+          \steps$49  = 6'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$54  = 6'h1d;
+          \steps$49  = 6'h1d;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2508,21 +2546,21 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \steps$54  = 6'h0d;
+          \steps$49  = 6'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$54  = 6'h1d;
+          \steps$49  = 6'h1d;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$54  = 6'h10;
+          \steps$49  = 6'h10;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$54  = 6'h23;
+          \steps$49  = 6'h23;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2536,7 +2574,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$54  = 6'h0e;
+          \steps$49  = 6'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2544,7 +2582,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \steps$54  = 6'h0e;
+          \steps$49  = 6'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2552,7 +2590,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \steps$54  = 6'h0e;
+          \steps$49  = 6'h0e;
     endcase
   end
   always @* begin
@@ -2644,7 +2682,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h2a:
           /* empty */;
       6'h2b:
-          i__ready = \$695 ;
+          i__ready = \$687 ;
     endcase
   end
   always @* begin
@@ -2846,7 +2884,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h2a:
           /* empty */;
       6'h2b:
-          take = \$696 ;
+          take = \$688 ;
     endcase
   end
   always @* begin
@@ -3039,22 +3077,9 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$805  = o__valid;
-    if (o__ready) begin
-      \$805  = 1'h0;
-    end
+    \$806  = s0_x;
     if (take) begin
-      \$805  = 1'h1;
-    end
-    if (rst) begin
-      \$805  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$806  = o__payload;
-    if (take) begin
-      \$806  = \$750 [15:0];
+      \$806  = i__payload[15:0];
     end
     if (rst) begin
       \$806  = 16'h0000;
@@ -3062,30 +3087,122 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$807  = sat;
+    \$807  = s0_g;
     if (take) begin
-      \$807  = \$757 [12:0];
+      \$807  = i__payload[31:16];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$807  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$807  = 13'h0000;
+      \$807  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$808  = left;
-    if (beat) begin
-      \$808  = \$759 [12:0];
+    \$808  = s0_mask;
+    if (take) begin
+      \$808  = mask;
+    end
+    if (rst) begin
+      \$808  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$809  = \$signal$66 ;
+    if (take) begin
+      \$809  = { 1'h0, \$837  };
+    end
+    if (rst) begin
+      \$809  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$810  = o__valid;
+    if (adv) begin
+      \$810  = s1_valid;
+    end
+    if (rst) begin
+      \$810  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$811  = s1_valid;
+    if (adv) begin
+      \$811  = \$signal$69 ;
+    end
+    if (rst) begin
+      \$811  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$812  = \$signal$69 ;
+    if (adv) begin
+      \$812  = take;
+    end
+    if (rst) begin
+      \$812  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$813  = s1_mask;
+    if (adv) begin
+      \$813  = s0_mask;
+    end
+    if (rst) begin
+      \$813  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$814  = acc0;
+    if (adv) begin
+      \$814  = \$740 [73:0];
+    end
+    if (rst) begin
+      \$814  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$815  = o__payload;
+    if (adv) begin
+      \$815  = \$749 [15:0];
+    end
+    if (rst) begin
+      \$815  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$816  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$816  = \$756 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$808  = chan__payload[12:0];
+            \$816  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$816  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$817  = left;
+    if (beat) begin
+      \$817  = \$758 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$817  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3098,36 +3215,36 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$808  = chan[12:0];
+              \$817  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$808  = 13'h0000;
+      \$817  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$809  = chan;
+    \$818  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$809  = chan__payload;
+            \$818  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$809  = 168'h000000000000000000000000000000000000000000;
+      \$818  = 168'h000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$810  = sg;
+    \$819  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$810  = 29'h00000000;
+            \$819  = 29'h00000000;
             if (refused) begin
-              \$810  = 29'h00000000;
+              \$819  = 29'h00000000;
             end
           end
       6'h02:
@@ -3140,20 +3257,20 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$810  = \$762 [28:0];
+            \$819  = \$761 [28:0];
           end
     endcase
     if (rst) begin
-      \$810  = 29'h00000000;
+      \$819  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$811  = sgx;
+    \$820  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$811  = 44'h00000000000;
+            \$820  = 44'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3165,20 +3282,20 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$811  = \$765 [43:0];
+            \$820  = \$764 [43:0];
           end
     endcase
     if (rst) begin
-      \$811  = 44'h00000000000;
+      \$820  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$812  = dgamma;
+    \$821  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$812  = 55'h00000000000000;
+            \$821  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3209,19 +3326,19 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0f:
           /* empty */;
       6'h10:
-          \$812  = \$769 [54:0];
+          \$821  = \$768 [54:0];
     endcase
     if (rst) begin
-      \$812  = 55'h00000000000000;
+      \$821  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$813  = align;
+    \$822  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$813  = 6'h00;
+            \$822  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3259,10 +3376,10 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$771 ) begin
-            \$813  = 6'h00;
+          if (\$770 ) begin
+            \$822  = 6'h00;
           end else begin
-            \$813  = \$773 [5:0];
+            \$822  = \$772 [5:0];
           end
       6'h14:
           /* empty */;
@@ -3292,10 +3409,10 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$777 ) begin
-            \$813  = 6'h00;
+          if (\$776 ) begin
+            \$822  = 6'h00;
           end else begin
-            \$813  = \$779 [5:0];
+            \$822  = \$778 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3305,10 +3422,10 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$785 ) begin
-            \$813  = 6'h00;
+          if (\$784 ) begin
+            \$822  = 6'h00;
           end else begin
-            \$813  = \$787 [5:0];
+            \$822  = \$786 [5:0];
           end
       6'h26:
           /* empty */;
@@ -3318,173 +3435,173 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$793 ) begin
-            \$813  = 6'h00;
+          if (\$792 ) begin
+            \$822  = 6'h00;
           end else begin
-            \$813  = \$795 [5:0];
+            \$822  = \$794 [5:0];
           end
     endcase
     if (rst) begin
-      \$813  = 6'h00;
+      \$822  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$814  = fsm_state;
+    \$823  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$814  = 6'h01;
+              \$823  = 6'h01;
             end else begin
-              \$814  = 6'h02;
+              \$823  = 6'h02;
             end
           end
       6'h02:
-          \$814  = 6'h03;
+          \$823  = 6'h03;
       6'h03:
           if (done) begin
-            \$814  = 6'h04;
+            \$823  = 6'h04;
           end
       6'h04:
-          \$814  = 6'h05;
+          \$823  = 6'h05;
       6'h05:
-          if (\done$71 ) begin
-            \$814  = 6'h06;
+          if (\done$79 ) begin
+            \$823  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$814  = 6'h07;
+              \$823  = 6'h07;
             end
           end
       6'h07:
-          \$814  = 6'h08;
+          \$823  = 6'h08;
       6'h08:
-          if (\done$71 ) begin
-            \$814  = 6'h09;
+          if (\done$79 ) begin
+            \$823  = 6'h09;
           end
       6'h09:
-          \$814  = 6'h0a;
+          \$823  = 6'h0a;
       6'h0a:
-          if (\done$71 ) begin
-            \$814  = 6'h0b;
+          if (\done$79 ) begin
+            \$823  = 6'h0b;
           end
       6'h0b:
-          \$814  = 6'h0c;
+          \$823  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$814  = 6'h0d;
+            \$823  = 6'h0d;
           end
       6'h0d:
-          \$814  = 6'h0e;
+          \$823  = 6'h0e;
       6'h0e:
-          \$814  = 6'h0f;
+          \$823  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$814  = 6'h10;
+            \$823  = 6'h10;
           end
       6'h10:
-          \$814  = 6'h11;
+          \$823  = 6'h11;
       6'h11:
-          \$814  = 6'h12;
+          \$823  = 6'h12;
       6'h12:
-          if (\done$71 ) begin
-            \$814  = 6'h13;
+          if (\done$79 ) begin
+            \$823  = 6'h13;
           end
       6'h13:
-          if (\$771 ) begin
-            \$814  = 6'h14;
+          if (\$770 ) begin
+            \$823  = 6'h14;
           end
       6'h14:
-          \$814  = 6'h15;
+          \$823  = 6'h15;
       6'h15:
-          if (\done$71 ) begin
-            \$814  = 6'h16;
+          if (\done$79 ) begin
+            \$823  = 6'h16;
           end
       6'h16:
-          \$814  = 6'h17;
+          \$823  = 6'h17;
       6'h17:
-          if (\done$71 ) begin
-            \$814  = 6'h18;
+          if (\done$79 ) begin
+            \$823  = 6'h18;
           end
       6'h18:
-          \$814  = 6'h19;
+          \$823  = 6'h19;
       6'h19:
-          if (\done$71 ) begin
-            \$814  = 6'h1a;
+          if (\done$79 ) begin
+            \$823  = 6'h1a;
           end
       6'h1a:
-          \$814  = 6'h1b;
+          \$823  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$814  = 6'h1c;
+            \$823  = 6'h1c;
           end
       6'h1c:
-          \$814  = 6'h1d;
+          \$823  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$814  = 6'h1e;
+            \$823  = 6'h1e;
           end
       6'h1e:
-          \$814  = 6'h1f;
+          \$823  = 6'h1f;
       6'h1f:
-          \$814  = 6'h20;
+          \$823  = 6'h20;
       6'h20:
-          if (\done$71 ) begin
-            \$814  = 6'h21;
+          if (\done$79 ) begin
+            \$823  = 6'h21;
           end
       6'h21:
-          if (\$777 ) begin
-            \$814  = 6'h22;
+          if (\$776 ) begin
+            \$823  = 6'h22;
           end
       6'h22:
-          \$814  = 6'h23;
+          \$823  = 6'h23;
       6'h23:
-          \$814  = 6'h24;
+          \$823  = 6'h24;
       6'h24:
-          if (\done$71 ) begin
-            \$814  = 6'h25;
+          if (\done$79 ) begin
+            \$823  = 6'h25;
           end
       6'h25:
-          if (\$785 ) begin
-            \$814  = 6'h26;
+          if (\$784 ) begin
+            \$823  = 6'h26;
           end
       6'h26:
-          \$814  = 6'h27;
+          \$823  = 6'h27;
       6'h27:
-          \$814  = 6'h28;
+          \$823  = 6'h28;
       6'h28:
-          if (\done$71 ) begin
-            \$814  = 6'h29;
+          if (\done$79 ) begin
+            \$823  = 6'h29;
           end
       6'h29:
-          if (\$793 ) begin
-            \$814  = 6'h2a;
+          if (\$792 ) begin
+            \$823  = 6'h2a;
           end
       6'h2a:
-          \$814  = 6'h2b;
+          \$823  = 6'h2b;
       6'h2b:
-          if (\$804 ) begin
-            \$814  = 6'h2c;
+          if (\$805 ) begin
+            \$823  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$814  = 6'h00;
+            \$823  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$814  = 6'h00;
+            \$823  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$814  = 6'h00;
+      \$823  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$815  = q;
+    \$824  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3492,16 +3609,16 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h03:
           if (done) begin
-            \$815  = \q$70 [16:0];
+            \$824  = \q$78 [16:0];
           end
     endcase
     if (rst) begin
-      \$815  = 17'h00000;
+      \$824  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$816  = rz;
+    \$825  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3512,17 +3629,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$71 ) begin
-            \$816  = \$760 ;
+          if (\done$79 ) begin
+            \$825  = \$759 ;
           end
     endcase
     if (rst) begin
-      \$816  = 1'h0;
+      \$825  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$817  = sh;
+    \$826  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3535,15 +3652,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h05:
           /* empty */;
       6'h06:
-          \$817  = \$387 [5:0];
+          \$826  = \$387 [5:0];
     endcase
     if (rst) begin
-      \$817  = 6'h00;
+      \$826  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$818  = scratch;
+    \$827  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3560,8 +3677,8 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$71 ) begin
-            \$818  = p;
+          if (\done$79 ) begin
+            \$827  = p;
           end
       6'h09:
           /* empty */;
@@ -3592,14 +3709,14 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$71 ) begin
-            \$818  = p;
+          if (\done$79 ) begin
+            \$827  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$71 ) begin
-            \$818  = p;
+          if (\done$79 ) begin
+            \$827  = p;
           end
       6'h1a:
           /* empty */;
@@ -3614,51 +3731,51 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1f:
           /* empty */;
       6'h20:
-          if (\done$71 ) begin
-            \$818  = p;
+          if (\done$79 ) begin
+            \$827  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$777 ) begin
+          if (\$776 ) begin
           end else begin
-            \$818  = \$778 [114:0];
+            \$827  = \$777 [114:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$71 ) begin
-            \$818  = p;
+          if (\done$79 ) begin
+            \$827  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$785 ) begin
+          if (\$784 ) begin
           end else begin
-            \$818  = \$786 [114:0];
+            \$827  = \$785 [114:0];
           end
       6'h26:
           /* empty */;
       6'h27:
           /* empty */;
       6'h28:
-          if (\done$71 ) begin
-            \$818  = p;
+          if (\done$79 ) begin
+            \$827  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$793 ) begin
+          if (\$792 ) begin
           end else begin
-            \$818  = \$794 [114:0];
+            \$827  = \$793 [114:0];
           end
     endcase
     if (rst) begin
-      \$818  = 115'h00000000000000000000000000000;
+      \$827  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$819  = qg;
+    \$828  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3679,17 +3796,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$71 ) begin
-            \$819  = p[55:0];
+          if (\done$79 ) begin
+            \$828  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$819  = 56'h00000000000000;
+      \$828  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$820  = tq;
+    \$829  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3715,7 +3832,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0c:
           if (done) begin
-            \$820  = \q$70 ;
+            \$829  = \q$78 ;
           end
       6'h0d:
           /* empty */;
@@ -3723,7 +3840,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0f:
           if (done) begin
-            \$820  = \q$70 ;
+            \$829  = \q$78 ;
           end
       6'h10:
           /* empty */;
@@ -3749,22 +3866,22 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1b:
           if (done) begin
-            \$820  = \q$70 ;
+            \$829  = \q$78 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$820  = \q$70 ;
+            \$829  = \q$78 ;
           end
     endcase
     if (rst) begin
-      \$820  = 173'h00000000000000000000000000000000000000000000;
+      \$829  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$821  = m1;
+    \$830  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3791,15 +3908,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0c:
           /* empty */;
       6'h0d:
-          \$821  = \$767 [56:0];
+          \$830  = \$766 [56:0];
     endcase
     if (rst) begin
-      \$821  = 57'h000000000000000;
+      \$830  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$822  = lane_a;
+    \$831  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3836,23 +3953,23 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$71 ) begin
-            \$822  = p[56:0];
+          if (\done$79 ) begin
+            \$831  = p[56:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$771 ) begin
+          if (\$770 ) begin
           end else begin
-            \$822  = \$772 [56:0];
+            \$831  = \$771 [56:0];
           end
     endcase
     if (rst) begin
-      \$822  = 57'h000000000000000;
+      \$831  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$823  = c0w;
+    \$832  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3895,17 +4012,17 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$71 ) begin
-            \$823  = p;
+          if (\done$79 ) begin
+            \$832  = p;
           end
     endcase
     if (rst) begin
-      \$823  = 115'h00000000000000000000000000000;
+      \$832  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$824  = m2;
+    \$833  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3966,15 +4083,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1d:
           /* empty */;
       6'h1e:
-          \$824  = \$775 [99:0];
+          \$833  = \$774 [99:0];
     endcase
     if (rst) begin
-      \$824  = 100'h0000000000000000000000000;
+      \$833  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$825  = const1;
+    \$834  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4043,15 +4160,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h21:
           /* empty */;
       6'h22:
-          \$825  = \$783 [71:0];
+          \$834  = \$782 [71:0];
     endcase
     if (rst) begin
-      \$825  = 72'h000000000000000000;
+      \$834  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$826  = const2;
+    \$835  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4128,15 +4245,15 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h25:
           /* empty */;
       6'h26:
-          \$826  = \$791 [71:0];
+          \$835  = \$790 [71:0];
     endcase
     if (rst) begin
-      \$826  = 72'h000000000000000000;
+      \$835  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$827  = const0;
+    \$836  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4221,10 +4338,10 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h29:
           /* empty */;
       6'h2a:
-          \$827  = \$799 [71:0];
+          \$836  = \$798 [71:0];
     endcase
     if (rst) begin
-      \$827  = 72'h000000000000000000;
+      \$836  = 72'h000000000000000000;
     end
   end
   assign \$signal  = q;
@@ -4235,8 +4352,7 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign sh_new = \$387 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$394 [73:0];
-  assign sel = { 1'h0, \$828  };
+  assign sel = { 1'h0, \$837  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[116:42];
@@ -4258,7 +4374,10 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \chan.c  = chan[151:117];
   assign \chan.gamma  = chan[167:152];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$828  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal$66[0]  = \$signal$66 ;
+  assign \sel[0]  = { 1'h0, \$837  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4525,21 +4644,21 @@ module hwnorm_bwd_l1_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$281  = 7'h2c;
   assign \$300  = \$299 ;
   assign sh_lead = \$381 ;
-  assign \$657  = { \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 [16], \$656 , 155'h000000000000000000000000000000000000000 };
-  assign \$664  = { \$663 [56], \$663 [56], \$663 [56], \$663 [56], \$663 [56], \$663 [56], \$663 [56], \$663 [56], \$663 [56], \$663 [56], \$663 [56], \$663 [56], \$663 , 115'h00000000000000000000000000000 };
-  assign \$678  = { \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 [115], \$677 , 65'h00000000000000000 };
-  assign \$743  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$745  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$747  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$751  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$753  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$767  = { \$766 [173], \$766 [173:1] };
-  assign \$769  = { \$768 [173], \$768 [173:1] };
-  assign \$772  = { lane_a, 1'h0 };
-  assign \$775  = { \$774 [173], \$774 [173:1] };
-  assign \$778  = { scratch, 1'h0 };
-  assign \$786  = { scratch, 1'h0 };
-  assign \$794  = { scratch, 1'h0 };
+  assign \$651  = { \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 [16], \$650 , 155'h000000000000000000000000000000000000000 };
+  assign \$658  = { \$657 [56], \$657 [56], \$657 [56], \$657 [56], \$657 [56], \$657 [56], \$657 [56], \$657 [56], \$657 [56], \$657 [56], \$657 [56], \$657 [56], \$657 , 115'h00000000000000000000000000000 };
+  assign \$672  = { \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 [115], \$671 , 65'h00000000000000000 };
+  assign \$742  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$744  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$746  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$750  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$752  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$766  = { \$765 [173], \$765 [173:1] };
+  assign \$768  = { \$767 [173], \$767 [173:1] };
+  assign \$771  = { lane_a, 1'h0 };
+  assign \$774  = { \$773 [173], \$773 [173:1] };
+  assign \$777  = { scratch, 1'h0 };
+  assign \$785  = { scratch, 1'h0 };
+  assign \$793  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_l1_s16.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -4890,7 +5009,7 @@ module \hwnorm_bwd_l1_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, cl
   assign \$6  = { 1'h0, b_sh[35:1] };
 endmodule
 
-module \hwnorm_bwd_l1_s16.sel$73 (clk, rst, mask, \port$910$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_l1_s16.sel$81 (clk, rst, mask, \port$914$0 , clear, p1, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -4916,8 +5035,8 @@ module \hwnorm_bwd_l1_s16.sel$73 (clk, rst, mask, \port$910$0 , clear, p1, q, rz
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$910$0 ;
-  wire [1:0] \port$910$0 ;
+  output [1:0] \port$914$0 ;
+  wire [1:0] \port$914$0 ;
   input [16:0] q;
   wire [16:0] q;
   input rst;
@@ -4961,7 +5080,7 @@ module \hwnorm_bwd_l1_s16.sel$73 (clk, rst, mask, \port$910$0 , clear, p1, q, rz
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$910$0  = \$7 ;
+  assign \port$914$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -214,14 +214,14 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [7:0] \$285 ;
   wire [8:0] \$286 ;
   wire [8:0] \$287 ;
-  wire [52:0] \$288 ;
+  wire \$288 ;
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire [51:0] \$291 ;
-  wire [51:0] \$292 ;
-  wire [53:0] \$293 ;
-  wire [54:0] \$294 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
   wire \$295 ;
   wire \$296 ;
   wire \$297 ;
@@ -258,8 +258,8 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$324 ;
   wire \$325 ;
   wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
+  wire [5:0] \$327 ;
+  wire [5:0] \$328 ;
   wire \$329 ;
   wire \$33 ;
   wire \$330 ;
@@ -267,57 +267,57 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$332 ;
   wire [5:0] \$333 ;
   wire [5:0] \$334 ;
-  wire \$335 ;
+  wire [5:0] \$335 ;
   wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
+  wire [5:0] \$337 ;
+  wire [5:0] \$338 ;
   wire [5:0] \$339 ;
   wire \$34 ;
   wire [5:0] \$340 ;
   wire [5:0] \$341 ;
   wire \$342 ;
-  wire [5:0] \$343 ;
-  wire [5:0] \$344 ;
-  wire [5:0] \$345 ;
-  wire [5:0] \$346 ;
-  wire [5:0] \$347 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
   wire \$352 ;
-  wire \$353 ;
-  wire \$354 ;
-  wire \$355 ;
+  wire [5:0] \$353 ;
+  wire [5:0] \$354 ;
+  wire [5:0] \$355 ;
   wire \$356 ;
-  wire \$357 ;
-  wire \$358 ;
+  wire [5:0] \$357 ;
+  wire [5:0] \$358 ;
   wire [5:0] \$359 ;
   wire \$36 ;
   wire [5:0] \$360 ;
-  wire [5:0] \$361 ;
+  wire \$361 ;
   wire \$362 ;
-  wire [5:0] \$363 ;
-  wire [5:0] \$364 ;
+  wire \$363 ;
+  wire \$364 ;
   wire [5:0] \$365 ;
   wire [5:0] \$366 ;
-  wire \$367 ;
+  wire [5:0] \$367 ;
   wire \$368 ;
-  wire \$369 ;
+  wire [5:0] \$369 ;
   wire \$37 ;
-  wire \$370 ;
+  wire [5:0] \$370 ;
   wire [5:0] \$371 ;
   wire [5:0] \$372 ;
   wire [5:0] \$373 ;
-  wire \$374 ;
-  wire [5:0] \$375 ;
-  wire [5:0] \$376 ;
-  wire [5:0] \$377 ;
-  wire [5:0] \$378 ;
-  wire [5:0] \$379 ;
+  wire [5:0] \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  wire [5:0] \$380 ;
+  wire \$380 ;
   wire \$381 ;
   wire \$382 ;
   wire \$383 ;
@@ -341,157 +341,157 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$4 ;
   wire \$40 ;
   wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
-  wire \$403 ;
+  wire [5:0] \$401 ;
+  wire [5:0] \$402 ;
+  wire [5:0] \$403 ;
   wire \$404 ;
-  wire \$405 ;
-  wire \$406 ;
+  wire [5:0] \$405 ;
+  wire [5:0] \$406 ;
   wire [5:0] \$407 ;
   wire [5:0] \$408 ;
-  wire [5:0] \$409 ;
+  wire \$409 ;
   wire \$41 ;
   wire \$410 ;
-  wire [5:0] \$411 ;
-  wire [5:0] \$412 ;
+  wire \$411 ;
+  wire \$412 ;
   wire [5:0] \$413 ;
   wire [5:0] \$414 ;
-  wire \$415 ;
+  wire [5:0] \$415 ;
   wire \$416 ;
-  wire \$417 ;
-  wire \$418 ;
+  wire [5:0] \$417 ;
+  wire [5:0] \$418 ;
   wire [5:0] \$419 ;
   wire [6:0] \$42 ;
   wire [5:0] \$420 ;
   wire [5:0] \$421 ;
   wire \$422 ;
-  wire [5:0] \$423 ;
-  wire [5:0] \$424 ;
-  wire [5:0] \$425 ;
-  wire [5:0] \$426 ;
-  wire [5:0] \$427 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
   wire \$428 ;
   wire \$429 ;
   wire [6:0] \$43 ;
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
-  wire \$433 ;
-  wire \$434 ;
-  wire \$435 ;
+  wire [5:0] \$433 ;
+  wire [5:0] \$434 ;
+  wire [5:0] \$435 ;
   wire \$436 ;
-  wire \$437 ;
-  wire \$438 ;
+  wire [5:0] \$437 ;
+  wire [5:0] \$438 ;
   wire [5:0] \$439 ;
   wire \$44 ;
   wire [5:0] \$440 ;
-  wire [5:0] \$441 ;
+  wire \$441 ;
   wire \$442 ;
-  wire [5:0] \$443 ;
-  wire [5:0] \$444 ;
+  wire \$443 ;
+  wire \$444 ;
   wire [5:0] \$445 ;
   wire [5:0] \$446 ;
-  wire \$447 ;
+  wire [5:0] \$447 ;
   wire \$448 ;
-  wire \$449 ;
+  wire [5:0] \$449 ;
   wire \$45 ;
-  wire \$450 ;
+  wire [5:0] \$450 ;
   wire [5:0] \$451 ;
   wire [5:0] \$452 ;
   wire [5:0] \$453 ;
-  wire \$454 ;
-  wire [5:0] \$455 ;
-  wire [5:0] \$456 ;
-  wire [5:0] \$457 ;
-  wire [5:0] \$458 ;
-  wire [5:0] \$459 ;
+  wire [5:0] \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [5:0] \$460 ;
-  wire \$461 ;
-  wire \$462 ;
-  wire \$463 ;
+  wire [3:0] \$460 ;
+  wire [3:0] \$461 ;
+  wire [3:0] \$462 ;
+  wire [3:0] \$463 ;
   wire \$464 ;
   wire \$465 ;
-  wire [3:0] \$466 ;
-  wire [3:0] \$467 ;
+  wire \$466 ;
+  wire \$467 ;
   wire [3:0] \$468 ;
   wire [3:0] \$469 ;
   wire \$47 ;
-  wire \$470 ;
+  wire [3:0] \$470 ;
   wire \$471 ;
-  wire \$472 ;
-  wire \$473 ;
+  wire [3:0] \$472 ;
+  wire [3:0] \$473 ;
   wire [3:0] \$474 ;
   wire [3:0] \$475 ;
-  wire [3:0] \$476 ;
+  wire \$476 ;
   wire \$477 ;
-  wire [3:0] \$478 ;
-  wire [3:0] \$479 ;
+  wire \$478 ;
+  wire \$479 ;
   wire [6:0] \$48 ;
-  wire [3:0] \$480 ;
-  wire [3:0] \$481 ;
-  wire \$482 ;
+  wire [4:0] \$480 ;
+  wire \$481 ;
+  wire [4:0] \$482 ;
   wire \$483 ;
   wire \$484 ;
   wire \$485 ;
-  wire [4:0] \$486 ;
-  wire \$487 ;
-  wire [4:0] \$488 ;
+  wire \$486 ;
+  wire [21:0] \$487 ;
+  wire [21:0] \$488 ;
   wire \$489 ;
   wire [6:0] \$49 ;
   wire \$490 ;
-  wire \$491 ;
-  wire \$492 ;
-  wire [21:0] \$493 ;
-  wire [21:0] \$494 ;
+  wire [21:0] \$491 ;
+  wire [21:0] \$492 ;
+  wire \$493 ;
+  wire \$494 ;
   wire \$495 ;
-  wire \$496 ;
-  wire [21:0] \$497 ;
-  wire [21:0] \$498 ;
-  wire \$499 ;
+  wire [8:0] \$496 ;
+  wire [8:0] \$497 ;
+  wire [135:0] \$498 ;
+  wire [5:0] \$499 ;
   wire \$5 ;
   wire [6:0] \$50 ;
-  wire \$500 ;
+  wire [6:0] \$500 ;
   wire \$501 ;
-  wire [8:0] \$502 ;
-  wire [8:0] \$503 ;
-  wire [135:0] \$504 ;
-  wire [5:0] \$505 ;
-  wire [6:0] \$506 ;
+  wire \$502 ;
+  wire [40:0] \$503 ;
+  wire [40:0] \$504 ;
+  wire [167:0] \$505 ;
+  wire \$506 ;
   wire \$507 ;
-  wire \$508 ;
-  wire [40:0] \$509 ;
+  wire [21:0] \$508 ;
+  wire [21:0] \$509 ;
   wire \$51 ;
-  wire [40:0] \$510 ;
-  wire [167:0] \$511 ;
+  wire \$510 ;
+  wire \$511 ;
   wire \$512 ;
-  wire \$513 ;
-  wire [21:0] \$514 ;
-  wire [21:0] \$515 ;
+  wire [8:0] \$513 ;
+  wire [8:0] \$514 ;
+  wire \$515 ;
   wire \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire [8:0] \$519 ;
+  wire [91:0] \$517 ;
+  wire [91:0] \$518 ;
+  wire [154:0] \$519 ;
   wire [6:0] \$52 ;
-  wire [8:0] \$520 ;
-  wire \$521 ;
+  wire [5:0] \$520 ;
+  wire [7:0] \$521 ;
   wire \$522 ;
-  wire [91:0] \$523 ;
-  wire [91:0] \$524 ;
-  wire [154:0] \$525 ;
-  wire [5:0] \$526 ;
-  wire [7:0] \$527 ;
-  wire \$528 ;
+  wire \$523 ;
+  wire [125:0] \$524 ;
+  wire [125:0] \$525 ;
+  wire \$526 ;
+  wire [14:0] \$527 ;
+  wire [14:0] \$528 ;
   wire \$529 ;
   wire [6:0] \$53 ;
-  wire [125:0] \$530 ;
-  wire [125:0] \$531 ;
+  wire [14:0] \$530 ;
+  wire [14:0] \$531 ;
   wire \$532 ;
-  wire [14:0] \$533 ;
-  wire [14:0] \$534 ;
+  wire \$533 ;
+  wire \$534 ;
   wire \$535 ;
-  wire [14:0] \$536 ;
-  wire [14:0] \$537 ;
+  wire \$536 ;
+  wire \$537 ;
   wire \$538 ;
   wire \$539 ;
   wire [6:0] \$54 ;
@@ -540,112 +540,121 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$579 ;
   wire \$58 ;
   wire \$580 ;
-  wire \$581 ;
+  wire [52:0] \$581 ;
   wire \$582 ;
   wire \$583 ;
-  wire \$584 ;
-  wire \$585 ;
-  wire \$586 ;
-  wire \$587 ;
+  wire [51:0] \$584 ;
+  wire [51:0] \$585 ;
+  wire [53:0] \$586 ;
+  wire [54:0] \$587 ;
   wire \$588 ;
-  wire \$589 ;
+  wire [53:0] \$589 ;
   wire \$59 ;
-  wire [53:0] \$590 ;
-  wire \$591 ;
-  wire [53:0] \$592 ;
-  wire \$593 ;
-  wire [53:0] \$594 ;
+  wire \$590 ;
+  wire [53:0] \$591 ;
+  wire \$592 ;
+  wire [53:0] \$593 ;
+  wire [8:0] \$594 ;
   wire [8:0] \$595 ;
   wire [8:0] \$596 ;
-  wire [8:0] \$597 ;
-  wire [53:0] \$598 ;
-  wire \$599 ;
+  wire [53:0] \$597 ;
+  wire \$598 ;
+  wire [53:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [53:0] \$600 ;
+  wire \$600 ;
   wire \$601 ;
   wire \$602 ;
-  wire \$603 ;
+  wire [13:0] \$603 ;
   wire [13:0] \$604 ;
   wire [13:0] \$605 ;
-  wire [13:0] \$606 ;
-  wire \$607 ;
-  wire [7:0] \$608 ;
-  wire [21:0] \$609 ;
+  wire \$606 ;
+  wire [7:0] \$607 ;
+  wire [21:0] \$608 ;
+  wire [15:0] \$609 ;
   wire \$61 ;
   wire [15:0] \$610 ;
-  wire [15:0] \$611 ;
-  wire [28:0] \$612 ;
+  wire [28:0] \$611 ;
+  wire [125:0] \$612 ;
   wire [125:0] \$613 ;
   wire [125:0] \$614 ;
   wire [125:0] \$615 ;
-  wire [125:0] \$616 ;
-  wire [5:0] \$617 ;
-  wire \$618 ;
-  wire [45:0] \$619 ;
+  wire [5:0] \$616 ;
+  wire \$617 ;
+  wire [45:0] \$618 ;
+  wire [5:0] \$619 ;
   wire \$62 ;
-  wire [5:0] \$620 ;
+  wire [125:0] \$620 ;
   wire [125:0] \$621 ;
-  wire [125:0] \$622 ;
-  wire [5:0] \$623 ;
-  wire \$624 ;
-  wire [91:0] \$625 ;
-  wire [5:0] \$626 ;
+  wire [5:0] \$622 ;
+  wire \$623 ;
+  wire [91:0] \$624 ;
+  wire [5:0] \$625 ;
+  wire \$626 ;
   wire \$627 ;
-  wire \$628 ;
+  wire [90:0] \$628 ;
   wire [90:0] \$629 ;
   wire \$63 ;
-  wire [90:0] \$630 ;
-  wire [5:0] \$631 ;
-  wire \$632 ;
-  wire [91:0] \$633 ;
-  wire [5:0] \$634 ;
+  wire [5:0] \$630 ;
+  wire \$631 ;
+  wire [91:0] \$632 ;
+  wire [5:0] \$633 ;
+  wire \$634 ;
   wire \$635 ;
-  wire \$636 ;
+  wire [90:0] \$636 ;
   wire [90:0] \$637 ;
-  wire [90:0] \$638 ;
-  wire [5:0] \$639 ;
+  wire [5:0] \$638 ;
+  wire \$639 ;
   wire \$64 ;
-  wire \$640 ;
-  wire [91:0] \$641 ;
-  wire [5:0] \$642 ;
+  wire [91:0] \$640 ;
+  wire [5:0] \$641 ;
+  wire \$642 ;
   wire \$643 ;
-  wire \$644 ;
+  wire [90:0] \$644 ;
   wire [90:0] \$645 ;
-  wire [90:0] \$646 ;
+  wire \$646 ;
   wire \$647 ;
   wire \$648 ;
   wire \$649 ;
   wire \$65 ;
   wire \$650 ;
   wire \$651 ;
-  reg \$652 ;
+  wire \$652 ;
   reg [7:0] \$653 ;
-  reg [12:0] \$654 ;
-  reg [12:0] \$655 ;
-  reg [127:0] \$656 ;
-  reg [20:0] \$657 ;
-  reg [27:0] \$658 ;
-  reg [42:0] \$659 ;
+  reg [7:0] \$654 ;
+  reg \$655 ;
+  reg [2:0] \$656 ;
+  reg \$657 ;
+  reg \$658 ;
+  reg \$659 ;
   wire \$66 ;
-  reg [4:0] \$660 ;
-  reg [5:0] \$661 ;
-  reg [8:0] \$662 ;
-  reg \$663 ;
-  reg [4:0] \$664 ;
-  reg [90:0] \$665 ;
-  reg [39:0] \$666 ;
-  reg [124:0] \$667 ;
-  reg [44:0] \$668 ;
-  reg [44:0] \$669 ;
+  reg \$660 ;
+  reg [53:0] \$661 ;
+  reg [7:0] \$662 ;
+  reg [12:0] \$663 ;
+  reg [12:0] \$664 ;
+  reg [127:0] \$665 ;
+  reg [20:0] \$666 ;
+  reg [27:0] \$667 ;
+  reg [42:0] \$668 ;
+  reg [4:0] \$669 ;
   wire \$67 ;
-  reg [90:0] \$670 ;
-  reg [75:0] \$671 ;
-  reg [51:0] \$672 ;
-  reg [51:0] \$673 ;
-  reg [51:0] \$674 ;
-  wire [1:0] \$675 ;
+  reg [5:0] \$670 ;
+  reg [8:0] \$671 ;
+  reg \$672 ;
+  reg [4:0] \$673 ;
+  reg [90:0] \$674 ;
+  reg [39:0] \$675 ;
+  reg [124:0] \$676 ;
+  reg [44:0] \$677 ;
+  reg [44:0] \$678 ;
+  reg [90:0] \$679 ;
   wire [6:0] \$68 ;
+  reg [75:0] \$680 ;
+  reg [51:0] \$681 ;
+  reg [51:0] \$682 ;
+  reg [51:0] \$683 ;
+  wire [1:0] \$684 ;
   wire [6:0] \$69 ;
   wire \$7 ;
   wire [6:0] \$70 ;
@@ -682,8 +691,12 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$99 ;
   (* init = 9'h000 *)
   wire [8:0] \$signal ;
+  reg [2:0] \$signal$66  = 3'h0;
+  wire [2:0] \$signal$66[0] ;
+  reg \$signal$69  = 1'h0;
   reg [90:0] a;
-  wire [53:0] acc0;
+  reg [53:0] acc0 = 54'h00000000000000;
+  wire adv;
   reg [4:0] align = 5'h00;
   reg [27:0] b;
   reg beat;
@@ -717,7 +730,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$71 ;
+  wire \done$79 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -738,7 +751,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire mask;
   wire \mask$22 ;
   reg neg;
-  reg \neg$53 ;
+  reg \neg$48 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -755,7 +768,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg p1;
   reg p2;
   reg [8:0] q = 9'h000;
-  wire [124:0] \q$70 ;
+  wire [124:0] \q$78 ;
   reg [39:0] qg = 40'h0000000000;
   wire refused;
   reg [58:0] rem_init;
@@ -764,6 +777,13 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg rz = 1'h0;
   (* init = 1'h0 *)
   wire \rz$20 ;
+  reg [7:0] s0_g = 8'h00;
+  wire [7:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [7:0] s0_x = 8'h00;
+  wire [7:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [90:0] scratch = 91'h00000000000000000000000;
   wire [2:0] sel;
@@ -775,7 +795,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$49 ;
+  reg \start$44 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -787,376 +807,403 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   output stats__valid;
   reg stats__valid;
   reg [6:0] steps;
-  reg [4:0] \steps$54 ;
+  reg [4:0] \steps$49 ;
   reg take;
   reg [124:0] tq = 125'h00000000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$322  = chan__payload[84] | chan__payload[85];
-  assign \$323  = \$321  | \$322 ;
-  assign \$324  = chan__payload[86] | chan__payload[87];
-  assign \$325  = chan__payload[88] | chan__payload[89];
-  assign \$326  = \$324  | \$325 ;
-  assign \$327  = \$323  | \$326 ;
-  assign \$328  = chan__payload[90] | chan__payload[91];
-  assign \$329  = \$328  | chan__payload[92];
-  assign \$330  = \$327  | \$329 ;
-  assign \$331  = chan__payload[90] | chan__payload[91];
-  assign \$332  = \$331  | chan__payload[92];
-  assign \$333  = chan__payload[91] ? 6'h39 : 6'h38;
-  assign \$334  = chan__payload[92] ? 6'h3a : \$333 ;
-  assign \$335  = chan__payload[86] | chan__payload[87];
-  assign \$336  = chan__payload[88] | chan__payload[89];
-  assign \$337  = \$335  | \$336 ;
-  assign \$338  = chan__payload[88] | chan__payload[89];
-  assign \$339  = chan__payload[89] ? 6'h37 : 6'h36;
-  assign \$340  = chan__payload[87] ? 6'h35 : 6'h34;
-  assign \$341  = \$338  ? \$339  : \$340 ;
-  assign \$342  = chan__payload[84] | chan__payload[85];
-  assign \$343  = chan__payload[85] ? 6'h33 : 6'h32;
-  assign \$344  = chan__payload[83] ? 6'h31 : 6'h30;
-  assign \$345  = \$342  ? \$343  : \$344 ;
-  assign \$346  = \$337  ? \$341  : \$345 ;
-  assign \$347  = \$332  ? \$334  : \$346 ;
-  assign \$348  = chan__payload[74] | chan__payload[75];
-  assign \$349  = chan__payload[76] | chan__payload[77];
-  assign \$350  = \$348  | \$349 ;
-  assign \$351  = chan__payload[78] | chan__payload[79];
+  assign \$312  = \$311  | chan__payload[92];
+  assign \$313  = \$310  | \$312 ;
+  assign \$314  = \$303  | \$313 ;
+  assign \$315  = chan__payload[82] | chan__payload[83];
+  assign \$316  = chan__payload[84] | chan__payload[85];
+  assign \$317  = \$315  | \$316 ;
+  assign \$318  = chan__payload[86] | chan__payload[87];
+  assign \$319  = chan__payload[88] | chan__payload[89];
+  assign \$320  = \$318  | \$319 ;
+  assign \$321  = \$317  | \$320 ;
+  assign \$322  = chan__payload[90] | chan__payload[91];
+  assign \$323  = \$322  | chan__payload[92];
+  assign \$324  = \$321  | \$323 ;
+  assign \$325  = chan__payload[90] | chan__payload[91];
+  assign \$326  = \$325  | chan__payload[92];
+  assign \$327  = chan__payload[91] ? 6'h39 : 6'h38;
+  assign \$328  = chan__payload[92] ? 6'h3a : \$327 ;
+  assign \$329  = chan__payload[86] | chan__payload[87];
+  assign \$330  = chan__payload[88] | chan__payload[89];
+  assign \$331  = \$329  | \$330 ;
+  assign \$332  = chan__payload[88] | chan__payload[89];
+  assign \$333  = chan__payload[89] ? 6'h37 : 6'h36;
+  assign \$334  = chan__payload[87] ? 6'h35 : 6'h34;
+  assign \$335  = \$332  ? \$333  : \$334 ;
+  assign \$336  = chan__payload[84] | chan__payload[85];
+  assign \$337  = chan__payload[85] ? 6'h33 : 6'h32;
+  assign \$338  = chan__payload[83] ? 6'h31 : 6'h30;
+  assign \$339  = \$336  ? \$337  : \$338 ;
+  assign \$340  = \$331  ? \$335  : \$339 ;
+  assign \$341  = \$326  ? \$328  : \$340 ;
+  assign \$342  = chan__payload[74] | chan__payload[75];
+  assign \$343  = chan__payload[76] | chan__payload[77];
+  assign \$344  = \$342  | \$343 ;
+  assign \$345  = chan__payload[78] | chan__payload[79];
+  assign \$346  = chan__payload[80] | chan__payload[81];
+  assign \$347  = \$345  | \$346 ;
+  assign \$348  = \$344  | \$347 ;
+  assign \$349  = chan__payload[78] | chan__payload[79];
+  assign \$350  = chan__payload[80] | chan__payload[81];
+  assign \$351  = \$349  | \$350 ;
   assign \$352  = chan__payload[80] | chan__payload[81];
-  assign \$353  = \$351  | \$352 ;
-  assign \$354  = \$350  | \$353 ;
-  assign \$355  = chan__payload[78] | chan__payload[79];
-  assign \$356  = chan__payload[80] | chan__payload[81];
-  assign \$357  = \$355  | \$356 ;
-  assign \$358  = chan__payload[80] | chan__payload[81];
-  assign \$359  = chan__payload[81] ? 6'h2f : 6'h2e;
-  assign \$360  = chan__payload[79] ? 6'h2d : 6'h2c;
-  assign \$361  = \$358  ? \$359  : \$360 ;
-  assign \$362  = chan__payload[76] | chan__payload[77];
-  assign \$363  = chan__payload[77] ? 6'h2b : 6'h2a;
-  assign \$364  = chan__payload[75] ? 6'h29 : 6'h28;
-  assign \$365  = \$362  ? \$363  : \$364 ;
-  assign \$366  = \$357  ? \$361  : \$365 ;
-  assign \$367  = chan__payload[70] | chan__payload[71];
-  assign \$368  = chan__payload[72] | chan__payload[73];
-  assign \$369  = \$367  | \$368 ;
-  assign \$370  = chan__payload[72] | chan__payload[73];
-  assign \$371  = chan__payload[73] ? 6'h27 : 6'h26;
-  assign \$372  = chan__payload[71] ? 6'h25 : 6'h24;
-  assign \$373  = \$370  ? \$371  : \$372 ;
-  assign \$374  = chan__payload[68] | chan__payload[69];
-  assign \$375  = chan__payload[69] ? 6'h23 : 6'h22;
-  assign \$376  = chan__payload[67] ? 6'h21 : 6'h20;
-  assign \$377  = \$374  ? \$375  : \$376 ;
-  assign \$378  = \$369  ? \$373  : \$377 ;
-  assign \$379  = \$354  ? \$366  : \$378 ;
-  assign \$380  = \$330  ? \$347  : \$379 ;
-  assign \$381  = chan__payload[50] | chan__payload[51];
-  assign \$382  = chan__payload[52] | chan__payload[53];
-  assign \$383  = \$381  | \$382 ;
-  assign \$384  = chan__payload[54] | chan__payload[55];
-  assign \$385  = chan__payload[56] | chan__payload[57];
-  assign \$386  = \$384  | \$385 ;
-  assign \$387  = \$383  | \$386 ;
-  assign \$388  = chan__payload[58] | chan__payload[59];
-  assign \$389  = chan__payload[60] | chan__payload[61];
-  assign \$390  = \$388  | \$389 ;
-  assign \$391  = chan__payload[62] | chan__payload[63];
-  assign \$392  = chan__payload[64] | chan__payload[65];
-  assign \$393  = \$391  | \$392 ;
-  assign \$394  = \$390  | \$393 ;
-  assign \$395  = \$387  | \$394 ;
-  assign \$396  = chan__payload[58] | chan__payload[59];
-  assign \$397  = chan__payload[60] | chan__payload[61];
-  assign \$398  = \$396  | \$397 ;
-  assign \$399  = chan__payload[62] | chan__payload[63];
+  assign \$353  = chan__payload[81] ? 6'h2f : 6'h2e;
+  assign \$354  = chan__payload[79] ? 6'h2d : 6'h2c;
+  assign \$355  = \$352  ? \$353  : \$354 ;
+  assign \$356  = chan__payload[76] | chan__payload[77];
+  assign \$357  = chan__payload[77] ? 6'h2b : 6'h2a;
+  assign \$358  = chan__payload[75] ? 6'h29 : 6'h28;
+  assign \$359  = \$356  ? \$357  : \$358 ;
+  assign \$360  = \$351  ? \$355  : \$359 ;
+  assign \$361  = chan__payload[70] | chan__payload[71];
+  assign \$362  = chan__payload[72] | chan__payload[73];
+  assign \$363  = \$361  | \$362 ;
+  assign \$364  = chan__payload[72] | chan__payload[73];
+  assign \$365  = chan__payload[73] ? 6'h27 : 6'h26;
+  assign \$366  = chan__payload[71] ? 6'h25 : 6'h24;
+  assign \$367  = \$364  ? \$365  : \$366 ;
+  assign \$368  = chan__payload[68] | chan__payload[69];
+  assign \$369  = chan__payload[69] ? 6'h23 : 6'h22;
+  assign \$370  = chan__payload[67] ? 6'h21 : 6'h20;
+  assign \$371  = \$368  ? \$369  : \$370 ;
+  assign \$372  = \$363  ? \$367  : \$371 ;
+  assign \$373  = \$348  ? \$360  : \$372 ;
+  assign \$374  = \$324  ? \$341  : \$373 ;
+  assign \$375  = chan__payload[50] | chan__payload[51];
+  assign \$376  = chan__payload[52] | chan__payload[53];
+  assign \$377  = \$375  | \$376 ;
+  assign \$378  = chan__payload[54] | chan__payload[55];
+  assign \$379  = chan__payload[56] | chan__payload[57];
+  assign \$380  = \$378  | \$379 ;
+  assign \$381  = \$377  | \$380 ;
+  assign \$382  = chan__payload[58] | chan__payload[59];
+  assign \$383  = chan__payload[60] | chan__payload[61];
+  assign \$384  = \$382  | \$383 ;
+  assign \$385  = chan__payload[62] | chan__payload[63];
+  assign \$386  = chan__payload[64] | chan__payload[65];
+  assign \$387  = \$385  | \$386 ;
+  assign \$388  = \$384  | \$387 ;
+  assign \$389  = \$381  | \$388 ;
+  assign \$390  = chan__payload[58] | chan__payload[59];
+  assign \$391  = chan__payload[60] | chan__payload[61];
+  assign \$392  = \$390  | \$391 ;
+  assign \$393  = chan__payload[62] | chan__payload[63];
+  assign \$394  = chan__payload[64] | chan__payload[65];
+  assign \$395  = \$393  | \$394 ;
+  assign \$396  = \$392  | \$395 ;
+  assign \$397  = chan__payload[62] | chan__payload[63];
+  assign \$398  = chan__payload[64] | chan__payload[65];
+  assign \$399  = \$397  | \$398 ;
   assign \$400  = chan__payload[64] | chan__payload[65];
-  assign \$401  = \$399  | \$400 ;
-  assign \$402  = \$398  | \$401 ;
-  assign \$403  = chan__payload[62] | chan__payload[63];
-  assign \$404  = chan__payload[64] | chan__payload[65];
-  assign \$405  = \$403  | \$404 ;
-  assign \$406  = chan__payload[64] | chan__payload[65];
-  assign \$407  = chan__payload[65] ? 6'h1f : 6'h1e;
-  assign \$408  = chan__payload[63] ? 6'h1d : 6'h1c;
-  assign \$409  = \$406  ? \$407  : \$408 ;
-  assign \$410  = chan__payload[60] | chan__payload[61];
-  assign \$411  = chan__payload[61] ? 6'h1b : 6'h1a;
-  assign \$412  = chan__payload[59] ? 6'h19 : 6'h18;
-  assign \$413  = \$410  ? \$411  : \$412 ;
-  assign \$414  = \$405  ? \$409  : \$413 ;
-  assign \$415  = chan__payload[54] | chan__payload[55];
-  assign \$416  = chan__payload[56] | chan__payload[57];
-  assign \$417  = \$415  | \$416 ;
-  assign \$418  = chan__payload[56] | chan__payload[57];
-  assign \$419  = chan__payload[57] ? 6'h17 : 6'h16;
-  assign \$420  = chan__payload[55] ? 6'h15 : 6'h14;
-  assign \$421  = \$418  ? \$419  : \$420 ;
-  assign \$422  = chan__payload[52] | chan__payload[53];
-  assign \$423  = chan__payload[53] ? 6'h13 : 6'h12;
-  assign \$424  = chan__payload[51] ? 6'h11 : 6'h10;
-  assign \$425  = \$422  ? \$423  : \$424 ;
-  assign \$426  = \$417  ? \$421  : \$425 ;
-  assign \$427  = \$402  ? \$414  : \$426 ;
-  assign \$428  = chan__payload[42] | chan__payload[43];
-  assign \$429  = chan__payload[44] | chan__payload[45];
-  assign \$430  = \$428  | \$429 ;
-  assign \$431  = chan__payload[46] | chan__payload[47];
+  assign \$401  = chan__payload[65] ? 6'h1f : 6'h1e;
+  assign \$402  = chan__payload[63] ? 6'h1d : 6'h1c;
+  assign \$403  = \$400  ? \$401  : \$402 ;
+  assign \$404  = chan__payload[60] | chan__payload[61];
+  assign \$405  = chan__payload[61] ? 6'h1b : 6'h1a;
+  assign \$406  = chan__payload[59] ? 6'h19 : 6'h18;
+  assign \$407  = \$404  ? \$405  : \$406 ;
+  assign \$408  = \$399  ? \$403  : \$407 ;
+  assign \$409  = chan__payload[54] | chan__payload[55];
+  assign \$410  = chan__payload[56] | chan__payload[57];
+  assign \$411  = \$409  | \$410 ;
+  assign \$412  = chan__payload[56] | chan__payload[57];
+  assign \$413  = chan__payload[57] ? 6'h17 : 6'h16;
+  assign \$414  = chan__payload[55] ? 6'h15 : 6'h14;
+  assign \$415  = \$412  ? \$413  : \$414 ;
+  assign \$416  = chan__payload[52] | chan__payload[53];
+  assign \$417  = chan__payload[53] ? 6'h13 : 6'h12;
+  assign \$418  = chan__payload[51] ? 6'h11 : 6'h10;
+  assign \$419  = \$416  ? \$417  : \$418 ;
+  assign \$420  = \$411  ? \$415  : \$419 ;
+  assign \$421  = \$396  ? \$408  : \$420 ;
+  assign \$422  = chan__payload[42] | chan__payload[43];
+  assign \$423  = chan__payload[44] | chan__payload[45];
+  assign \$424  = \$422  | \$423 ;
+  assign \$425  = chan__payload[46] | chan__payload[47];
+  assign \$426  = chan__payload[48] | chan__payload[49];
+  assign \$427  = \$425  | \$426 ;
+  assign \$428  = \$424  | \$427 ;
+  assign \$429  = chan__payload[46] | chan__payload[47];
+  assign \$430  = chan__payload[48] | chan__payload[49];
+  assign \$431  = \$429  | \$430 ;
   assign \$432  = chan__payload[48] | chan__payload[49];
-  assign \$433  = \$431  | \$432 ;
-  assign \$434  = \$430  | \$433 ;
-  assign \$435  = chan__payload[46] | chan__payload[47];
-  assign \$436  = chan__payload[48] | chan__payload[49];
-  assign \$437  = \$435  | \$436 ;
-  assign \$438  = chan__payload[48] | chan__payload[49];
-  assign \$439  = chan__payload[49] ? 6'h0f : 6'h0e;
-  assign \$440  = chan__payload[47] ? 6'h0d : 6'h0c;
-  assign \$441  = \$438  ? \$439  : \$440 ;
-  assign \$442  = chan__payload[44] | chan__payload[45];
-  assign \$443  = chan__payload[45] ? 6'h0b : 6'h0a;
-  assign \$444  = chan__payload[43] ? 6'h09 : 6'h08;
-  assign \$445  = \$442  ? \$443  : \$444 ;
-  assign \$446  = \$437  ? \$441  : \$445 ;
-  assign \$447  = chan__payload[38] | chan__payload[39];
-  assign \$448  = chan__payload[40] | chan__payload[41];
-  assign \$449  = \$447  | \$448 ;
-  assign \$450  = chan__payload[40] | chan__payload[41];
-  assign \$451  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$452  = chan__payload[39] ? 6'h05 : 6'h04;
-  assign \$453  = \$450  ? \$451  : \$452 ;
-  assign \$454  = chan__payload[36] | chan__payload[37];
-  assign \$455  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$456  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$457  = \$454  ? \$455  : \$456 ;
-  assign \$458  = \$449  ? \$453  : \$457 ;
-  assign \$459  = \$434  ? \$446  : \$458 ;
-  assign \$460  = \$395  ? \$427  : \$459 ;
-  assign den_lead = \$320  ? \$380  : \$460 ;
-  assign \$461  = chan__payload[8] | chan__payload[9];
-  assign \$462  = chan__payload[10] | chan__payload[11];
-  assign \$463  = \$461  | \$462 ;
-  assign \$464  = \$463  | chan__payload[12];
-  assign \$465  = chan__payload[10] | chan__payload[11];
-  assign \$466  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$467  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$468  = \$465  ? \$466  : \$467 ;
-  assign \$469  = chan__payload[12] ? 4'hc : \$468 ;
-  assign \$470  = chan__payload[4] | chan__payload[5];
-  assign \$471  = chan__payload[6] | chan__payload[7];
-  assign \$472  = \$470  | \$471 ;
-  assign \$473  = chan__payload[6] | chan__payload[7];
-  assign \$474  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$475  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$476  = \$473  ? \$474  : \$475 ;
-  assign \$477  = chan__payload[2] | chan__payload[3];
-  assign \$478  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$479  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$480  = \$477  ? \$478  : \$479 ;
-  assign \$481  = \$472  ? \$476  : \$480 ;
-  assign count_lead = \$464  ? \$469  : \$481 ;
-  assign \$482  = ! chan__payload[12:0];
-  assign \$483  = chan__payload[12:0] > 13'h1000;
-  assign \$484  = \$482  | \$483 ;
-  assign \$485  = ! chan__payload[92:34];
-  assign \$486  = count_lead + 4'hc;
-  assign \$487  = \$486  > 1'h0;
-  assign \$488  = count_lead + 4'hc;
-  assign \$489  = den_lead < \$488 ;
-  assign \$490  = \$487  & \$489 ;
-  assign \$491  = \$485  | \$490 ;
-  assign refused = | { \$491 , \$484  };
-  assign \$492  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$493  = - $signed(chan[33:13]);
-  assign \$494  = \$492  ? \$493  : { chan[33], chan[33:13] };
-  assign \$495  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$496  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$497  = - $signed(chan[33:13]);
-  assign \$498  = \$496  ? \$497  : { chan[33], chan[33:13] };
-  assign \$499  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$500  = ~ \$499 ;
+  assign \$433  = chan__payload[49] ? 6'h0f : 6'h0e;
+  assign \$434  = chan__payload[47] ? 6'h0d : 6'h0c;
+  assign \$435  = \$432  ? \$433  : \$434 ;
+  assign \$436  = chan__payload[44] | chan__payload[45];
+  assign \$437  = chan__payload[45] ? 6'h0b : 6'h0a;
+  assign \$438  = chan__payload[43] ? 6'h09 : 6'h08;
+  assign \$439  = \$436  ? \$437  : \$438 ;
+  assign \$440  = \$431  ? \$435  : \$439 ;
+  assign \$441  = chan__payload[38] | chan__payload[39];
+  assign \$442  = chan__payload[40] | chan__payload[41];
+  assign \$443  = \$441  | \$442 ;
+  assign \$444  = chan__payload[40] | chan__payload[41];
+  assign \$445  = chan__payload[41] ? 6'h07 : 6'h06;
+  assign \$446  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$447  = \$444  ? \$445  : \$446 ;
+  assign \$448  = chan__payload[36] | chan__payload[37];
+  assign \$449  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$450  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$451  = \$448  ? \$449  : \$450 ;
+  assign \$452  = \$443  ? \$447  : \$451 ;
+  assign \$453  = \$428  ? \$440  : \$452 ;
+  assign \$454  = \$389  ? \$421  : \$453 ;
+  assign den_lead = \$314  ? \$374  : \$454 ;
+  assign \$455  = chan__payload[8] | chan__payload[9];
+  assign \$456  = chan__payload[10] | chan__payload[11];
+  assign \$457  = \$455  | \$456 ;
+  assign \$458  = \$457  | chan__payload[12];
+  assign \$459  = chan__payload[10] | chan__payload[11];
+  assign \$460  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$461  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$462  = \$459  ? \$460  : \$461 ;
+  assign \$463  = chan__payload[12] ? 4'hc : \$462 ;
+  assign \$464  = chan__payload[4] | chan__payload[5];
+  assign \$465  = chan__payload[6] | chan__payload[7];
+  assign \$466  = \$464  | \$465 ;
+  assign \$467  = chan__payload[6] | chan__payload[7];
+  assign \$468  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$469  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$470  = \$467  ? \$468  : \$469 ;
+  assign \$471  = chan__payload[2] | chan__payload[3];
+  assign \$472  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$473  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$474  = \$471  ? \$472  : \$473 ;
+  assign \$475  = \$466  ? \$470  : \$474 ;
+  assign count_lead = \$458  ? \$463  : \$475 ;
+  assign \$476  = ! chan__payload[12:0];
+  assign \$477  = chan__payload[12:0] > 13'h1000;
+  assign \$478  = \$476  | \$477 ;
+  assign \$479  = ! chan__payload[92:34];
+  assign \$480  = count_lead + 4'hc;
+  assign \$481  = \$480  > 1'h0;
+  assign \$482  = count_lead + 4'hc;
+  assign \$483  = den_lead < \$482 ;
+  assign \$484  = \$481  & \$483 ;
+  assign \$485  = \$479  | \$484 ;
+  assign refused = | { \$485 , \$478  };
+  assign \$486  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$487  = - $signed(chan[33:13]);
+  assign \$488  = \$486  ? \$487  : { chan[33], chan[33:13] };
+  assign \$489  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$490  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$491  = - $signed(chan[33:13]);
+  assign \$492  = \$490  ? \$491  : { chan[33], chan[33:13] };
+  assign \$493  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$494  = ~ \$493 ;
+  assign \$495  = $signed(chan[127:120]) < $signed(1'h0);
+  assign \$496  = - $signed(chan[127:120]);
+  assign \$497  = \$495  ? \$496  : { chan[127], chan[127:120] };
+  assign \$499  = 5'h18 + sh;
+  assign \$500  = 4'h8 + \$499 ;
   assign \$501  = $signed(chan[127:120]) < $signed(1'h0);
-  assign \$502  = - $signed(chan[127:120]);
-  assign \$503  = \$501  ? \$502  : { chan[127], chan[127:120] };
-  assign \$505  = 5'h18 + sh;
-  assign \$506  = 4'h8 + \$505 ;
-  assign \$507  = $signed(chan[127:120]) < $signed(1'h0);
-  assign \$508  = $signed(qg) < $signed(1'h0);
-  assign \$509  = - $signed(qg);
-  assign \$510  = \$508  ? \$509  : { qg[39], qg };
-  assign \$512  = $signed(qg) < $signed(1'h0);
-  assign \$513  = $signed(sg) < $signed(1'h0);
-  assign \$514  = - $signed(sg);
-  assign \$515  = \$513  ? \$514  : { sg[20], sg };
-  assign \$516  = $signed(sg) < $signed(1'h0);
-  assign \$517  = ~ \$516 ;
-  assign \$518  = $signed(chan[127:120]) < $signed(1'h0);
-  assign \$519  = - $signed(chan[127:120]);
-  assign \$520  = \$518  ? \$519  : { chan[127], chan[127:120] };
-  assign \$521  = $signed(chan[127:120]) < $signed(1'h0);
+  assign \$502  = $signed(qg) < $signed(1'h0);
+  assign \$503  = - $signed(qg);
+  assign \$504  = \$502  ? \$503  : { qg[39], qg };
+  assign \$506  = $signed(qg) < $signed(1'h0);
+  assign \$507  = $signed(sg) < $signed(1'h0);
+  assign \$508  = - $signed(sg);
+  assign \$509  = \$507  ? \$508  : { sg[20], sg };
+  assign \$510  = $signed(sg) < $signed(1'h0);
+  assign \$511  = ~ \$510 ;
+  assign \$512  = $signed(chan[127:120]) < $signed(1'h0);
+  assign \$513  = - $signed(chan[127:120]);
+  assign \$514  = \$512  ? \$513  : { chan[127], chan[127:120] };
+  assign \$515  = $signed(chan[127:120]) < $signed(1'h0);
+  assign \$516  = $signed(scratch) < $signed(1'h0);
+  assign \$517  = - $signed(scratch);
+  assign \$518  = \$516  ? \$517  : { scratch[90], scratch };
+  assign \$520  = 5'h18 + sh;
+  assign \$521  = 7'h4a + \$520 ;
   assign \$522  = $signed(scratch) < $signed(1'h0);
-  assign \$523  = - $signed(scratch);
-  assign \$524  = \$522  ? \$523  : { scratch[90], scratch };
-  assign \$526  = 5'h18 + sh;
-  assign \$527  = 7'h4a + \$526 ;
-  assign \$528  = $signed(scratch) < $signed(1'h0);
-  assign \$529  = $signed(tq) < $signed(1'h0);
-  assign \$530  = - $signed(tq);
-  assign \$531  = \$529  ? \$530  : { tq[124], tq };
-  assign \$532  = $signed(tq) < $signed(1'h0);
-  assign \$533  = $signed({ 1'h0, chan[12:0] }) - $signed(tsum);
-  assign \$534  = $signed({ 1'h0, chan[12:0] }) + $signed(tsum);
-  assign \$535  = $signed(tsum) < $signed(1'h0);
-  assign \$536  = - $signed(tsum);
-  assign \$537  = \$535  ? \$536  : { tsum[13], tsum };
-  assign \$538  = $signed(tsum) < $signed(1'h0);
-  assign \$539  = | left;
-  assign \$540  = ~ o__valid;
-  assign \$541  = \$540  | o__ready;
-  assign \$542  = \$539  & \$541 ;
-  assign \$543  = i__valid & i__ready;
-  assign \$544  = ! fsm_state;
-  assign \$545  = fsm_state == 1'h1;
-  assign \$546  = fsm_state == 2'h2;
-  assign \$547  = fsm_state == 2'h3;
-  assign \$548  = fsm_state == 3'h4;
-  assign \$549  = fsm_state == 3'h5;
-  assign \$550  = fsm_state == 3'h6;
-  assign \$551  = fsm_state == 3'h7;
-  assign \$552  = fsm_state == 4'h8;
-  assign \$553  = fsm_state == 4'h9;
-  assign \$554  = fsm_state == 4'ha;
-  assign \$555  = fsm_state == 4'hb;
-  assign \$556  = fsm_state == 4'hc;
-  assign \$557  = fsm_state == 4'hd;
-  assign \$558  = fsm_state == 4'he;
-  assign \$559  = fsm_state == 4'hf;
-  assign \$560  = fsm_state == 5'h10;
-  assign \$561  = fsm_state == 5'h11;
-  assign \$562  = fsm_state == 5'h12;
-  assign \$563  = fsm_state == 5'h13;
-  assign \$564  = fsm_state == 5'h14;
-  assign \$565  = fsm_state == 5'h15;
-  assign \$566  = fsm_state == 5'h16;
-  assign \$567  = fsm_state == 5'h17;
-  assign \$568  = fsm_state == 5'h18;
-  assign \$569  = fsm_state == 5'h19;
-  assign \$570  = fsm_state == 5'h1a;
-  assign \$571  = fsm_state == 5'h1b;
-  assign \$572  = fsm_state == 5'h1c;
-  assign \$573  = fsm_state == 5'h1d;
-  assign \$574  = fsm_state == 5'h1e;
-  assign \$575  = fsm_state == 5'h1f;
-  assign \$576  = fsm_state == 6'h20;
-  assign \$577  = fsm_state == 6'h21;
-  assign \$578  = fsm_state == 6'h22;
-  assign \$579  = fsm_state == 6'h23;
-  assign \$580  = fsm_state == 6'h24;
-  assign \$581  = fsm_state == 6'h25;
-  assign \$582  = fsm_state == 6'h26;
-  assign \$583  = fsm_state == 6'h27;
-  assign \$584  = fsm_state == 6'h28;
-  assign \$585  = fsm_state == 6'h29;
-  assign \$586  = fsm_state == 6'h2a;
-  assign \$587  = fsm_state == 6'h2b;
-  assign \$588  = fsm_state == 6'h2c;
-  assign \$589  = ~ mask;
-  assign \$591  = $signed(\$590 ) > $signed(8'h7f);
-  assign \$593  = $signed(\$592 ) < $signed(8'h80);
-  assign \$595  = \$593  ? 9'h180 : { 1'h0, \$594 [7:0] };
-  assign \$596  = \$591  ? 9'h07f : \$595 ;
-  assign \$597  = mask ? \$596  : 9'h000;
-  assign \$599  = $signed(\$598 ) > $signed(8'h7f);
-  assign \$601  = $signed(\$600 ) < $signed(8'h80);
-  assign \$602  = \$599  | \$601 ;
-  assign \$603  = mask & \$602 ;
-  assign \$604  = sat + \$603 ;
-  assign \$605  = left - 1'h1;
-  assign \$606  = last ? 14'h0000 : \$605 ;
-  assign \$607  = ! p;
-  assign \$608  = mask ? i__payload[15:8] : 8'h00;
-  assign \$609  = $signed(sg) + $signed(\$608 );
-  assign \$610  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$611  = mask ? \$610  : 16'h0000;
-  assign \$612  = $signed(sgx) + $signed(\$611 );
-  assign \$613  = $signed(tq) + $signed(2'h1);
-  assign \$615  = $signed(tq) + $signed(2'h1);
-  assign \$617  = align + sh;
-  assign \$618  = \$617  == 5'h19;
-  assign \$620  = align + 1'h1;
-  assign \$621  = $signed(tq) + $signed(2'h1);
-  assign \$623  = align + sh;
-  assign \$624  = \$623  == 5'h19;
-  assign \$626  = align + 1'h1;
-  assign \$627  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$628  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$629  = \$628  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$630  = \$627  ? 91'h00000000007ff8111ff0000 : \$629 ;
-  assign \$631  = align + sh;
-  assign \$632  = \$631  == 5'h19;
-  assign \$634  = align + 1'h1;
-  assign \$635  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$636  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$637  = \$636  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$638  = \$635  ? 91'h00000000007ff8111ff0000 : \$637 ;
-  assign \$639  = align + sh;
-  assign \$640  = \$639  == 5'h19;
-  assign \$642  = align + 1'h1;
-  assign \$643  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$644  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$645  = \$644  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$646  = \$643  ? 91'h00000000007ff8111ff0000 : \$645 ;
-  assign \$647  = | left;
-  assign \$648  = ~ \$647 ;
-  assign \$649  = ~ o__valid;
-  assign \$650  = \$649  | o__ready;
-  assign \$651  = \$648  & \$650 ;
+  assign \$523  = $signed(tq) < $signed(1'h0);
+  assign \$524  = - $signed(tq);
+  assign \$525  = \$523  ? \$524  : { tq[124], tq };
+  assign \$526  = $signed(tq) < $signed(1'h0);
+  assign \$527  = $signed({ 1'h0, chan[12:0] }) - $signed(tsum);
+  assign \$528  = $signed({ 1'h0, chan[12:0] }) + $signed(tsum);
+  assign \$529  = $signed(tsum) < $signed(1'h0);
+  assign \$530  = - $signed(tsum);
+  assign \$531  = \$529  ? \$530  : { tsum[13], tsum };
+  assign \$532  = $signed(tsum) < $signed(1'h0);
+  assign \$533  = | left;
+  assign \$534  = \$533  & adv;
+  assign \$535  = i__valid & i__ready;
+  assign \$536  = ! fsm_state;
+  assign \$537  = fsm_state == 1'h1;
+  assign \$538  = fsm_state == 2'h2;
+  assign \$539  = fsm_state == 2'h3;
+  assign \$540  = fsm_state == 3'h4;
+  assign \$541  = fsm_state == 3'h5;
+  assign \$542  = fsm_state == 3'h6;
+  assign \$543  = fsm_state == 3'h7;
+  assign \$544  = fsm_state == 4'h8;
+  assign \$545  = fsm_state == 4'h9;
+  assign \$546  = fsm_state == 4'ha;
+  assign \$547  = fsm_state == 4'hb;
+  assign \$548  = fsm_state == 4'hc;
+  assign \$549  = fsm_state == 4'hd;
+  assign \$550  = fsm_state == 4'he;
+  assign \$551  = fsm_state == 4'hf;
+  assign \$552  = fsm_state == 5'h10;
+  assign \$553  = fsm_state == 5'h11;
+  assign \$554  = fsm_state == 5'h12;
+  assign \$555  = fsm_state == 5'h13;
+  assign \$556  = fsm_state == 5'h14;
+  assign \$557  = fsm_state == 5'h15;
+  assign \$558  = fsm_state == 5'h16;
+  assign \$559  = fsm_state == 5'h17;
+  assign \$560  = fsm_state == 5'h18;
+  assign \$561  = fsm_state == 5'h19;
+  assign \$562  = fsm_state == 5'h1a;
+  assign \$563  = fsm_state == 5'h1b;
+  assign \$564  = fsm_state == 5'h1c;
+  assign \$565  = fsm_state == 5'h1d;
+  assign \$566  = fsm_state == 5'h1e;
+  assign \$567  = fsm_state == 5'h1f;
+  assign \$568  = fsm_state == 6'h20;
+  assign \$569  = fsm_state == 6'h21;
+  assign \$570  = fsm_state == 6'h22;
+  assign \$571  = fsm_state == 6'h23;
+  assign \$572  = fsm_state == 6'h24;
+  assign \$573  = fsm_state == 6'h25;
+  assign \$574  = fsm_state == 6'h26;
+  assign \$575  = fsm_state == 6'h27;
+  assign \$576  = fsm_state == 6'h28;
+  assign \$577  = fsm_state == 6'h29;
+  assign \$578  = fsm_state == 6'h2a;
+  assign \$579  = fsm_state == 6'h2b;
+  assign \$580  = fsm_state == 6'h2c;
+  assign \$581  = $signed(s0_g) * $signed(lane_a);
+  assign \$582  = \$signal$66  == 2'h2;
+  assign \$583  = ! \$signal$66 ;
+  assign \$584  = \$583  ? const0 : const1;
+  assign \$585  = \$582  ? const2 : \$584 ;
+  assign \$586  = $signed(\$581 ) + $signed(\$585 );
+  assign \$587  = $signed(\$586 ) + $signed(26'h1000000);
+  assign \$588  = ~ s1_mask;
+  assign \$590  = $signed(\$589 ) > $signed(8'h7f);
+  assign \$592  = $signed(\$591 ) < $signed(8'h80);
+  assign \$594  = \$592  ? 9'h180 : { 1'h0, \$593 [7:0] };
+  assign \$595  = \$590  ? 9'h07f : \$594 ;
+  assign \$596  = s1_mask ? \$595  : 9'h000;
+  assign \$598  = $signed(\$597 ) > $signed(8'h7f);
+  assign \$600  = $signed(\$599 ) < $signed(8'h80);
+  assign \$601  = \$598  | \$600 ;
+  assign \$602  = s1_mask & \$601 ;
+  assign \$603  = sat + \$602 ;
+  assign \$604  = left - 1'h1;
+  assign \$605  = last ? 14'h0000 : \$604 ;
+  assign \$606  = ! p;
+  assign \$607  = mask ? i__payload[15:8] : 8'h00;
+  assign \$608  = $signed(sg) + $signed(\$607 );
+  assign \$609  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$610  = mask ? \$609  : 16'h0000;
+  assign \$611  = $signed(sgx) + $signed(\$610 );
+  assign \$612  = $signed(tq) + $signed(2'h1);
+  assign \$614  = $signed(tq) + $signed(2'h1);
+  assign \$616  = align + sh;
+  assign \$617  = \$616  == 5'h19;
+  assign \$619  = align + 1'h1;
+  assign \$620  = $signed(tq) + $signed(2'h1);
+  assign \$622  = align + sh;
+  assign \$623  = \$622  == 5'h19;
+  assign \$625  = align + 1'h1;
+  assign \$626  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$627  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$628  = \$627  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$629  = \$626  ? 91'h00000000007ff8111ff0000 : \$628 ;
+  assign \$630  = align + sh;
+  assign \$631  = \$630  == 5'h19;
+  assign \$633  = align + 1'h1;
+  assign \$634  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$635  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$636  = \$635  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$637  = \$634  ? 91'h00000000007ff8111ff0000 : \$636 ;
+  assign \$638  = align + sh;
+  assign \$639  = \$638  == 5'h19;
+  assign \$641  = align + 1'h1;
+  assign \$642  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$643  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$644  = \$643  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$645  = \$642  ? 91'h00000000007ff8111ff0000 : \$644 ;
+  assign \$646  = | left;
+  assign \$647  = ~ \$646 ;
+  assign \$648  = ~ \$signal$69 ;
+  assign \$649  = \$647  & \$648 ;
+  assign \$650  = ~ s1_valid;
+  assign \$651  = \$649  & \$650 ;
+  assign \$652  = \$651  & adv;
   always @(posedge clk)
-    o__valid <= \$652 ;
+    s0_x <= \$653 ;
   always @(posedge clk)
-    o__payload <= \$653 ;
+    s0_g <= \$654 ;
   always @(posedge clk)
-    sat <= \$654 ;
+    s0_mask <= \$655 ;
   always @(posedge clk)
-    left <= \$655 ;
+    \$signal$66  <= \$656 ;
   always @(posedge clk)
-    chan <= \$656 ;
+    o__valid <= \$657 ;
   always @(posedge clk)
-    sg <= \$657 ;
+    s1_valid <= \$658 ;
   always @(posedge clk)
-    sgx <= \$658 ;
+    \$signal$69  <= \$659 ;
   always @(posedge clk)
-    dgamma <= \$659 ;
+    s1_mask <= \$660 ;
   always @(posedge clk)
-    align <= \$660 ;
+    acc0 <= \$661 ;
   always @(posedge clk)
-    fsm_state <= \$661 ;
+    o__payload <= \$662 ;
   always @(posedge clk)
-    q <= \$662 ;
+    sat <= \$663 ;
   always @(posedge clk)
-    rz <= \$663 ;
+    left <= \$664 ;
   always @(posedge clk)
-    sh <= \$664 ;
+    chan <= \$665 ;
   always @(posedge clk)
-    scratch <= \$665 ;
+    sg <= \$666 ;
   always @(posedge clk)
-    qg <= \$666 ;
+    sgx <= \$667 ;
   always @(posedge clk)
-    tq <= \$667 ;
+    dgamma <= \$668 ;
   always @(posedge clk)
-    m1 <= \$668 ;
+    align <= \$669 ;
   always @(posedge clk)
-    lane_a <= \$669 ;
+    fsm_state <= \$670 ;
   always @(posedge clk)
-    c0w <= \$670 ;
+    q <= \$671 ;
   always @(posedge clk)
-    m2 <= \$671 ;
+    rz <= \$672 ;
   always @(posedge clk)
-    const1 <= \$672 ;
+    sh <= \$673 ;
   always @(posedge clk)
-    const2 <= \$673 ;
+    scratch <= \$674 ;
   always @(posedge clk)
-    const0 <= \$674 ;
+    qg <= \$675 ;
+  always @(posedge clk)
+    tq <= \$676 ;
+  always @(posedge clk)
+    m1 <= \$677 ;
+  always @(posedge clk)
+    lane_a <= \$678 ;
+  always @(posedge clk)
+    c0w <= \$679 ;
+  always @(posedge clk)
+    m2 <= \$680 ;
+  always @(posedge clk)
+    const1 <= \$681 ;
+  always @(posedge clk)
+    const2 <= \$682 ;
+  always @(posedge clk)
+    const0 <= \$683 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1233,47 +1280,38 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$285  = sh_lead + 1'h1;
   assign \$286  = \$285  + 3'h4;
   assign \$287  = \$284  ? \$286  : 9'h010;
-  assign \$288  = $signed(i__payload[15:8]) * $signed(lane_a);
-  assign \$289  = \$675  == 2'h2;
-  assign \$290  = ! \$675 ;
-  assign \$291  = \$290  ? const0 : const1;
-  assign \$292  = \$289  ? const2 : \$291 ;
-  assign \$293  = $signed(\$288 ) + $signed(\$292 );
-  assign \$294  = $signed(\$293 ) + $signed(26'h1000000);
-  assign \$295  = chan__payload[66] | chan__payload[67];
-  assign \$296  = chan__payload[68] | chan__payload[69];
-  assign \$297  = \$295  | \$296 ;
-  assign \$298  = chan__payload[70] | chan__payload[71];
-  assign \$299  = chan__payload[72] | chan__payload[73];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$297  | \$300 ;
-  assign \$302  = chan__payload[74] | chan__payload[75];
-  assign \$303  = chan__payload[76] | chan__payload[77];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = chan__payload[78] | chan__payload[79];
-  assign \$306  = chan__payload[80] | chan__payload[81];
-  assign \$307  = \$305  | \$306 ;
-  assign \$308  = \$304  | \$307 ;
-  assign \$309  = \$301  | \$308 ;
-  assign \$310  = chan__payload[82] | chan__payload[83];
-  assign \$311  = chan__payload[84] | chan__payload[85];
-  assign \$312  = \$310  | \$311 ;
-  assign \$313  = chan__payload[86] | chan__payload[87];
-  assign \$314  = chan__payload[88] | chan__payload[89];
-  assign \$315  = \$313  | \$314 ;
-  assign \$316  = \$312  | \$315 ;
-  assign \$317  = chan__payload[90] | chan__payload[91];
-  assign \$318  = \$317  | chan__payload[92];
-  assign \$319  = \$316  | \$318 ;
-  assign \$320  = \$309  | \$319 ;
-  assign \$321  = chan__payload[82] | chan__payload[83];
+  assign \$288  = ~ o__valid;
+  assign adv = \$288  | o__ready;
+  assign \$289  = chan__payload[66] | chan__payload[67];
+  assign \$290  = chan__payload[68] | chan__payload[69];
+  assign \$291  = \$289  | \$290 ;
+  assign \$292  = chan__payload[70] | chan__payload[71];
+  assign \$293  = chan__payload[72] | chan__payload[73];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$291  | \$294 ;
+  assign \$296  = chan__payload[74] | chan__payload[75];
+  assign \$297  = chan__payload[76] | chan__payload[77];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = chan__payload[78] | chan__payload[79];
+  assign \$300  = chan__payload[80] | chan__payload[81];
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = \$298  | \$301 ;
+  assign \$303  = \$295  | \$302 ;
+  assign \$304  = chan__payload[82] | chan__payload[83];
+  assign \$305  = chan__payload[84] | chan__payload[85];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = chan__payload[86] | chan__payload[87];
+  assign \$308  = chan__payload[88] | chan__payload[89];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = \$306  | \$309 ;
+  assign \$311  = chan__payload[90] | chan__payload[91];
   \hwnorm_bwd_l1_s8.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$70 ),
+    .q(\q$78 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1284,19 +1322,19 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$71 ),
-    .\neg$12 (\neg$53 ),
+    .done(\done$79 ),
+    .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
-    .start(\start$49 ),
-    .steps(\steps$54 )
+    .start(\start$44 ),
+    .steps(\steps$49 )
   );
-  \hwnorm_bwd_l1_s8.sel$73  \sel$73  (
+  \hwnorm_bwd_l1_s8.sel$81  \sel$81  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$757$0 (\$675 ),
+    .\port$761$0 (\$684 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -1556,7 +1594,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h00:
           /* empty */;
       6'h02:
-          lo_init = { \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494  };
+          lo_init = { \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488  };
       6'h03:
           /* empty */;
       6'h04:
@@ -1574,13 +1612,13 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0a:
           /* empty */;
       6'h0b:
-          lo_init = \$504 [122:0];
+          lo_init = \$498 [122:0];
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          lo_init = \$511 [122:0];
+          lo_init = \$505 [122:0];
       6'h0f:
           /* empty */;
       6'h10:
@@ -1604,11 +1642,11 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h19:
           /* empty */;
       6'h1a:
-          lo_init = \$525 [122:0];
+          lo_init = \$519 [122:0];
       6'h1b:
           /* empty */;
       6'h1c:
-          lo_init = \$531 [122:0];
+          lo_init = \$525 [122:0];
     endcase
   end
   always @* begin
@@ -1618,7 +1656,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h00:
           /* empty */;
       6'h02:
-          neg = \$495 ;
+          neg = \$489 ;
       6'h03:
           /* empty */;
       6'h04:
@@ -1636,13 +1674,13 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0a:
           /* empty */;
       6'h0b:
-          neg = \$507 ;
+          neg = \$501 ;
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          neg = \$512 ;
+          neg = \$506 ;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1666,11 +1704,11 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h19:
           /* empty */;
       6'h1a:
-          neg = \$528 ;
+          neg = \$522 ;
       6'h1b:
           /* empty */;
       6'h1c:
-          neg = \$532 ;
+          neg = \$526 ;
     endcase
   end
   always @* begin
@@ -1760,7 +1798,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0a:
           /* empty */;
       6'h0b:
-          steps = \$506 ;
+          steps = \$500 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1790,7 +1828,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h19:
           /* empty */;
       6'h1a:
-          steps = \$527 [6:0];
+          steps = \$521 [6:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1799,7 +1837,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$49  = 1'h0;
+    \start$44  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1808,17 +1846,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h03:
           /* empty */;
       6'h04:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1834,21 +1872,21 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h10:
           /* empty */;
       6'h11:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1862,7 +1900,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -1870,7 +1908,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h22:
           /* empty */;
       6'h23:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -1878,7 +1916,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h26:
           /* empty */;
       6'h27:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
     endcase
   end
   always @* begin
@@ -1986,7 +2024,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h08:
           /* empty */;
       6'h09:
-          b = { \$498 [21], \$498 [21], \$498 [21], \$498 [21], \$498 [21], \$498 [21], \$498  };
+          b = { \$492 [21], \$492 [21], \$492 [21], \$492 [21], \$492 [21], \$492 [21], \$492  };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2008,11 +2046,11 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h13:
           /* empty */;
       6'h14:
-          b = { \$515 [21], \$515 [21], \$515 [21], \$515 [21], \$515 [21], \$515 [21], \$515  };
+          b = { \$509 [21], \$509 [21], \$509 [21], \$509 [21], \$509 [21], \$509 [21], \$509  };
       6'h15:
           /* empty */;
       6'h16:
-          b = { \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520 [8], \$520  };
+          b = { \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514  };
       6'h17:
           /* empty */;
       6'h18:
@@ -2030,7 +2068,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533  };
+          b = { \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527  };
       6'h20:
           /* empty */;
       6'h21:
@@ -2038,7 +2076,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$534 [14], \$534 [14], \$534 [14], \$534 [14], \$534 [14], \$534 [14], \$534 [14], \$534 [14], \$534 [14], \$534 [14], \$534 [14], \$534 [14], \$534 [14], \$534  };
+          b = { \$528 [14], \$528 [14], \$528 [14], \$528 [14], \$528 [14], \$528 [14], \$528 [14], \$528 [14], \$528 [14], \$528 [14], \$528 [14], \$528 [14], \$528 [14], \$528  };
       6'h24:
           /* empty */;
       6'h25:
@@ -2046,7 +2084,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h26:
           /* empty */;
       6'h27:
-          b = { \$537 [14], \$537 [14], \$537 [14], \$537 [14], \$537 [14], \$537 [14], \$537 [14], \$537 [14], \$537 [14], \$537 [14], \$537 [14], \$537 [14], \$537 [14], \$537  };
+          b = { \$531 [14], \$531 [14], \$531 [14], \$531 [14], \$531 [14], \$531 [14], \$531 [14], \$531 [14], \$531 [14], \$531 [14], \$531 [14], \$531 [14], \$531 [14], \$531  };
     endcase
   end
   always @* begin
@@ -2135,7 +2173,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$53  = 1'h0;
+    \neg$48  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2144,17 +2182,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h03:
           /* empty */;
       6'h04:
-          \neg$53  = 1'h1;
+          \neg$48  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$53  = \$500 ;
+          \neg$48  = \$494 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2170,21 +2208,21 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h10:
           /* empty */;
       6'h11:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$53  = \$517 ;
+          \neg$48  = \$511 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$53  = \$521 ;
+          \neg$48  = \$515 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2198,7 +2236,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$53  = 1'h1;
+          \neg$48  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2206,7 +2244,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h22:
           /* empty */;
       6'h23:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2214,12 +2252,12 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h26:
           /* empty */;
       6'h27:
-          \neg$53  = \$538 ;
+          \neg$48  = \$532 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$54  = 5'h00;
+    \steps$49  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2228,17 +2266,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h03:
           /* empty */;
       6'h04:
-          \steps$54  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$54  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$54  = 5'h15;
+          \steps$49  = 5'h15;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2254,21 +2292,21 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h10:
           /* empty */;
       6'h11:
-          \steps$54  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$54  = 5'h15;
+          \steps$49  = 5'h15;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$54  = 5'h08;
+          \steps$49  = 5'h08;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$54  = 5'h1b;
+          \steps$49  = 5'h1b;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2282,7 +2320,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$54  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2290,7 +2328,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h22:
           /* empty */;
       6'h23:
-          \steps$54  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2298,7 +2336,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h26:
           /* empty */;
       6'h27:
-          \steps$54  = 5'h0e;
+          \steps$49  = 5'h0e;
     endcase
   end
   always @* begin
@@ -2390,7 +2428,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h2a:
           /* empty */;
       6'h2b:
-          i__ready = \$542 ;
+          i__ready = \$534 ;
     endcase
   end
   always @* begin
@@ -2592,7 +2630,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h2a:
           /* empty */;
       6'h2b:
-          take = \$543 ;
+          take = \$535 ;
     endcase
   end
   always @* begin
@@ -2785,22 +2823,9 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = o__valid;
-    if (o__ready) begin
-      \$652  = 1'h0;
-    end
+    \$653  = s0_x;
     if (take) begin
-      \$652  = 1'h1;
-    end
-    if (rst) begin
-      \$652  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = o__payload;
-    if (take) begin
-      \$653  = \$597 [7:0];
+      \$653  = i__payload[7:0];
     end
     if (rst) begin
       \$653  = 8'h00;
@@ -2808,30 +2833,122 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = sat;
+    \$654  = s0_g;
     if (take) begin
-      \$654  = \$604 [12:0];
+      \$654  = i__payload[15:8];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$654  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$654  = 13'h0000;
+      \$654  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = left;
-    if (beat) begin
-      \$655  = \$606 [12:0];
+    \$655  = s0_mask;
+    if (take) begin
+      \$655  = mask;
+    end
+    if (rst) begin
+      \$655  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$656  = \$signal$66 ;
+    if (take) begin
+      \$656  = { 1'h0, \$684  };
+    end
+    if (rst) begin
+      \$656  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$657  = o__valid;
+    if (adv) begin
+      \$657  = s1_valid;
+    end
+    if (rst) begin
+      \$657  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$658  = s1_valid;
+    if (adv) begin
+      \$658  = \$signal$69 ;
+    end
+    if (rst) begin
+      \$658  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$659  = \$signal$69 ;
+    if (adv) begin
+      \$659  = take;
+    end
+    if (rst) begin
+      \$659  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$660  = s1_mask;
+    if (adv) begin
+      \$660  = s0_mask;
+    end
+    if (rst) begin
+      \$660  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$661  = acc0;
+    if (adv) begin
+      \$661  = \$587 [53:0];
+    end
+    if (rst) begin
+      \$661  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$662  = o__payload;
+    if (adv) begin
+      \$662  = \$596 [7:0];
+    end
+    if (rst) begin
+      \$662  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$663  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$663  = \$603 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$655  = chan__payload[12:0];
+            \$663  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$663  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$664  = left;
+    if (beat) begin
+      \$664  = \$605 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$664  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -2844,36 +2961,36 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$655  = chan[12:0];
+              \$664  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$655  = 13'h0000;
+      \$664  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = chan;
+    \$665  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$656  = chan__payload;
+            \$665  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$656  = 128'h00000000000000000000000000000000;
+      \$665  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = sg;
+    \$666  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$657  = 21'h000000;
+            \$666  = 21'h000000;
             if (refused) begin
-              \$657  = 21'h000000;
+              \$666  = 21'h000000;
             end
           end
       6'h02:
@@ -2886,20 +3003,20 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$657  = \$609 [20:0];
+            \$666  = \$608 [20:0];
           end
     endcase
     if (rst) begin
-      \$657  = 21'h000000;
+      \$666  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = sgx;
+    \$667  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$658  = 28'h0000000;
+            \$667  = 28'h0000000;
           end
       6'h02:
           /* empty */;
@@ -2911,20 +3028,20 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$658  = \$612 [27:0];
+            \$667  = \$611 [27:0];
           end
     endcase
     if (rst) begin
-      \$658  = 28'h0000000;
+      \$667  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = dgamma;
+    \$668  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$659  = 43'h00000000000;
+            \$668  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2955,19 +3072,19 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0f:
           /* empty */;
       6'h10:
-          \$659  = \$616 [42:0];
+          \$668  = \$615 [42:0];
     endcase
     if (rst) begin
-      \$659  = 43'h00000000000;
+      \$668  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = align;
+    \$669  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$660  = 5'h00;
+            \$669  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -3005,10 +3122,10 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$618 ) begin
-            \$660  = 5'h00;
+          if (\$617 ) begin
+            \$669  = 5'h00;
           end else begin
-            \$660  = \$620 [4:0];
+            \$669  = \$619 [4:0];
           end
       6'h14:
           /* empty */;
@@ -3038,10 +3155,10 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$624 ) begin
-            \$660  = 5'h00;
+          if (\$623 ) begin
+            \$669  = 5'h00;
           end else begin
-            \$660  = \$626 [4:0];
+            \$669  = \$625 [4:0];
           end
       6'h22:
           /* empty */;
@@ -3051,10 +3168,10 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$632 ) begin
-            \$660  = 5'h00;
+          if (\$631 ) begin
+            \$669  = 5'h00;
           end else begin
-            \$660  = \$634 [4:0];
+            \$669  = \$633 [4:0];
           end
       6'h26:
           /* empty */;
@@ -3064,173 +3181,173 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$640 ) begin
-            \$660  = 5'h00;
+          if (\$639 ) begin
+            \$669  = 5'h00;
           end else begin
-            \$660  = \$642 [4:0];
+            \$669  = \$641 [4:0];
           end
     endcase
     if (rst) begin
-      \$660  = 5'h00;
+      \$669  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = fsm_state;
+    \$670  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$661  = 6'h01;
+              \$670  = 6'h01;
             end else begin
-              \$661  = 6'h02;
+              \$670  = 6'h02;
             end
           end
       6'h02:
-          \$661  = 6'h03;
+          \$670  = 6'h03;
       6'h03:
           if (done) begin
-            \$661  = 6'h04;
+            \$670  = 6'h04;
           end
       6'h04:
-          \$661  = 6'h05;
+          \$670  = 6'h05;
       6'h05:
-          if (\done$71 ) begin
-            \$661  = 6'h06;
+          if (\done$79 ) begin
+            \$670  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$661  = 6'h07;
+              \$670  = 6'h07;
             end
           end
       6'h07:
-          \$661  = 6'h08;
+          \$670  = 6'h08;
       6'h08:
-          if (\done$71 ) begin
-            \$661  = 6'h09;
+          if (\done$79 ) begin
+            \$670  = 6'h09;
           end
       6'h09:
-          \$661  = 6'h0a;
+          \$670  = 6'h0a;
       6'h0a:
-          if (\done$71 ) begin
-            \$661  = 6'h0b;
+          if (\done$79 ) begin
+            \$670  = 6'h0b;
           end
       6'h0b:
-          \$661  = 6'h0c;
+          \$670  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$661  = 6'h0d;
+            \$670  = 6'h0d;
           end
       6'h0d:
-          \$661  = 6'h0e;
+          \$670  = 6'h0e;
       6'h0e:
-          \$661  = 6'h0f;
+          \$670  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$661  = 6'h10;
+            \$670  = 6'h10;
           end
       6'h10:
-          \$661  = 6'h11;
+          \$670  = 6'h11;
       6'h11:
-          \$661  = 6'h12;
+          \$670  = 6'h12;
       6'h12:
-          if (\done$71 ) begin
-            \$661  = 6'h13;
+          if (\done$79 ) begin
+            \$670  = 6'h13;
           end
       6'h13:
-          if (\$618 ) begin
-            \$661  = 6'h14;
+          if (\$617 ) begin
+            \$670  = 6'h14;
           end
       6'h14:
-          \$661  = 6'h15;
+          \$670  = 6'h15;
       6'h15:
-          if (\done$71 ) begin
-            \$661  = 6'h16;
+          if (\done$79 ) begin
+            \$670  = 6'h16;
           end
       6'h16:
-          \$661  = 6'h17;
+          \$670  = 6'h17;
       6'h17:
-          if (\done$71 ) begin
-            \$661  = 6'h18;
+          if (\done$79 ) begin
+            \$670  = 6'h18;
           end
       6'h18:
-          \$661  = 6'h19;
+          \$670  = 6'h19;
       6'h19:
-          if (\done$71 ) begin
-            \$661  = 6'h1a;
+          if (\done$79 ) begin
+            \$670  = 6'h1a;
           end
       6'h1a:
-          \$661  = 6'h1b;
+          \$670  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$661  = 6'h1c;
+            \$670  = 6'h1c;
           end
       6'h1c:
-          \$661  = 6'h1d;
+          \$670  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$661  = 6'h1e;
+            \$670  = 6'h1e;
           end
       6'h1e:
-          \$661  = 6'h1f;
+          \$670  = 6'h1f;
       6'h1f:
-          \$661  = 6'h20;
+          \$670  = 6'h20;
       6'h20:
-          if (\done$71 ) begin
-            \$661  = 6'h21;
+          if (\done$79 ) begin
+            \$670  = 6'h21;
           end
       6'h21:
-          if (\$624 ) begin
-            \$661  = 6'h22;
+          if (\$623 ) begin
+            \$670  = 6'h22;
           end
       6'h22:
-          \$661  = 6'h23;
+          \$670  = 6'h23;
       6'h23:
-          \$661  = 6'h24;
+          \$670  = 6'h24;
       6'h24:
-          if (\done$71 ) begin
-            \$661  = 6'h25;
+          if (\done$79 ) begin
+            \$670  = 6'h25;
           end
       6'h25:
-          if (\$632 ) begin
-            \$661  = 6'h26;
+          if (\$631 ) begin
+            \$670  = 6'h26;
           end
       6'h26:
-          \$661  = 6'h27;
+          \$670  = 6'h27;
       6'h27:
-          \$661  = 6'h28;
+          \$670  = 6'h28;
       6'h28:
-          if (\done$71 ) begin
-            \$661  = 6'h29;
+          if (\done$79 ) begin
+            \$670  = 6'h29;
           end
       6'h29:
-          if (\$640 ) begin
-            \$661  = 6'h2a;
+          if (\$639 ) begin
+            \$670  = 6'h2a;
           end
       6'h2a:
-          \$661  = 6'h2b;
+          \$670  = 6'h2b;
       6'h2b:
-          if (\$651 ) begin
-            \$661  = 6'h2c;
+          if (\$652 ) begin
+            \$670  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$661  = 6'h00;
+            \$670  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$661  = 6'h00;
+            \$670  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$661  = 6'h00;
+      \$670  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = q;
+    \$671  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3238,16 +3355,16 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h03:
           if (done) begin
-            \$662  = \q$70 [8:0];
+            \$671  = \q$78 [8:0];
           end
     endcase
     if (rst) begin
-      \$662  = 9'h000;
+      \$671  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = rz;
+    \$672  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3258,17 +3375,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$71 ) begin
-            \$663  = \$607 ;
+          if (\done$79 ) begin
+            \$672  = \$606 ;
           end
     endcase
     if (rst) begin
-      \$663  = 1'h0;
+      \$672  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = sh;
+    \$673  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3281,15 +3398,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h05:
           /* empty */;
       6'h06:
-          \$664  = \$287 [4:0];
+          \$673  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$664  = 5'h00;
+      \$673  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = scratch;
+    \$674  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3306,8 +3423,8 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$71 ) begin
-            \$665  = p;
+          if (\done$79 ) begin
+            \$674  = p;
           end
       6'h09:
           /* empty */;
@@ -3338,14 +3455,14 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$71 ) begin
-            \$665  = p;
+          if (\done$79 ) begin
+            \$674  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$71 ) begin
-            \$665  = p;
+          if (\done$79 ) begin
+            \$674  = p;
           end
       6'h1a:
           /* empty */;
@@ -3360,51 +3477,51 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1f:
           /* empty */;
       6'h20:
-          if (\done$71 ) begin
-            \$665  = p;
+          if (\done$79 ) begin
+            \$674  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$624 ) begin
+          if (\$623 ) begin
           end else begin
-            \$665  = \$625 [90:0];
+            \$674  = \$624 [90:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$71 ) begin
-            \$665  = p;
+          if (\done$79 ) begin
+            \$674  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$632 ) begin
+          if (\$631 ) begin
           end else begin
-            \$665  = \$633 [90:0];
+            \$674  = \$632 [90:0];
           end
       6'h26:
           /* empty */;
       6'h27:
           /* empty */;
       6'h28:
-          if (\done$71 ) begin
-            \$665  = p;
+          if (\done$79 ) begin
+            \$674  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$640 ) begin
+          if (\$639 ) begin
           end else begin
-            \$665  = \$641 [90:0];
+            \$674  = \$640 [90:0];
           end
     endcase
     if (rst) begin
-      \$665  = 91'h00000000000000000000000;
+      \$674  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = qg;
+    \$675  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3425,17 +3542,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$71 ) begin
-            \$666  = p[39:0];
+          if (\done$79 ) begin
+            \$675  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$666  = 40'h0000000000;
+      \$675  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = tq;
+    \$676  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3461,7 +3578,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0c:
           if (done) begin
-            \$667  = \q$70 ;
+            \$676  = \q$78 ;
           end
       6'h0d:
           /* empty */;
@@ -3469,7 +3586,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0f:
           if (done) begin
-            \$667  = \q$70 ;
+            \$676  = \q$78 ;
           end
       6'h10:
           /* empty */;
@@ -3495,22 +3612,22 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h1b:
           if (done) begin
-            \$667  = \q$70 ;
+            \$676  = \q$78 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$667  = \q$70 ;
+            \$676  = \q$78 ;
           end
     endcase
     if (rst) begin
-      \$667  = 125'h00000000000000000000000000000000;
+      \$676  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = m1;
+    \$677  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3537,15 +3654,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0c:
           /* empty */;
       6'h0d:
-          \$668  = \$614 [44:0];
+          \$677  = \$613 [44:0];
     endcase
     if (rst) begin
-      \$668  = 45'h000000000000;
+      \$677  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = lane_a;
+    \$678  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3582,23 +3699,23 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$71 ) begin
-            \$669  = p[44:0];
+          if (\done$79 ) begin
+            \$678  = p[44:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$618 ) begin
+          if (\$617 ) begin
           end else begin
-            \$669  = \$619 [44:0];
+            \$678  = \$618 [44:0];
           end
     endcase
     if (rst) begin
-      \$669  = 45'h000000000000;
+      \$678  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = c0w;
+    \$679  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3641,17 +3758,17 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$71 ) begin
-            \$670  = p;
+          if (\done$79 ) begin
+            \$679  = p;
           end
     endcase
     if (rst) begin
-      \$670  = 91'h00000000000000000000000;
+      \$679  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = m2;
+    \$680  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3712,15 +3829,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1d:
           /* empty */;
       6'h1e:
-          \$671  = \$622 [75:0];
+          \$680  = \$621 [75:0];
     endcase
     if (rst) begin
-      \$671  = 76'h0000000000000000000;
+      \$680  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = const1;
+    \$681  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3789,15 +3906,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h21:
           /* empty */;
       6'h22:
-          \$672  = \$630 [51:0];
+          \$681  = \$629 [51:0];
     endcase
     if (rst) begin
-      \$672  = 52'h0000000000000;
+      \$681  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = const2;
+    \$682  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3874,15 +3991,15 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h25:
           /* empty */;
       6'h26:
-          \$673  = \$638 [51:0];
+          \$682  = \$637 [51:0];
     endcase
     if (rst) begin
-      \$673  = 52'h0000000000000;
+      \$682  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = const0;
+    \$683  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3967,10 +4084,10 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h29:
           /* empty */;
       6'h2a:
-          \$674  = \$646 [51:0];
+          \$683  = \$645 [51:0];
     endcase
     if (rst) begin
-      \$674  = 52'h0000000000000;
+      \$683  = 52'h0000000000000;
     end
   end
   assign \$signal  = q;
@@ -3981,8 +4098,7 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign sh_new = \$287 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$294 [53:0];
-  assign sel = { 1'h0, \$675  };
+  assign sel = { 1'h0, \$684  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[92:34];
@@ -4004,7 +4120,10 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \chan.c  = chan[119:93];
   assign \chan.gamma  = chan[127:120];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$675  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal$66[0]  = \$signal$66 ;
+  assign \sel[0]  = { 1'h0, \$684  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4219,21 +4338,21 @@ module hwnorm_bwd_l1_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$229  = 7'h1c;
   assign \$281  = \$280 ;
   assign sh_lead = \$281 ;
-  assign \$504  = { \$503 [8], \$503 [8], \$503 [8], \$503 [8], \$503 [8], \$503 [8], \$503 [8], \$503 [8], \$503 [8], \$503 [8], \$503 [8], \$503 [8], \$503 , 115'h00000000000000000000000000000 };
-  assign \$511  = { \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 [40], \$510 , 83'h000000000000000000000 };
-  assign \$525  = { \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 [91], \$524 , 49'h0000000000000 };
-  assign \$590  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$592  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$594  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$598  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$600  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$614  = { \$613 [125], \$613 [125:1] };
-  assign \$616  = { \$615 [125], \$615 [125:1] };
-  assign \$619  = { lane_a, 1'h0 };
-  assign \$622  = { \$621 [125], \$621 [125:1] };
-  assign \$625  = { scratch, 1'h0 };
-  assign \$633  = { scratch, 1'h0 };
-  assign \$641  = { scratch, 1'h0 };
+  assign \$498  = { \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 , 115'h00000000000000000000000000000 };
+  assign \$505  = { \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 [40], \$504 , 83'h000000000000000000000 };
+  assign \$519  = { \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 [91], \$518 , 49'h0000000000000 };
+  assign \$589  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$591  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$593  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$597  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$599  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$613  = { \$612 [125], \$612 [125:1] };
+  assign \$615  = { \$614 [125], \$614 [125:1] };
+  assign \$618  = { lane_a, 1'h0 };
+  assign \$621  = { \$620 [125], \$620 [125:1] };
+  assign \$624  = { scratch, 1'h0 };
+  assign \$632  = { scratch, 1'h0 };
+  assign \$640  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_l1_s8.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -4584,7 +4703,7 @@ module \hwnorm_bwd_l1_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, clk
   assign \$6  = { 1'h0, b_sh[27:1] };
 endmodule
 
-module \hwnorm_bwd_l1_s8.sel$73 (clk, rst, mask, \port$757$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_l1_s8.sel$81 (clk, rst, mask, \port$761$0 , clear, p1, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -4610,8 +4729,8 @@ module \hwnorm_bwd_l1_s8.sel$73 (clk, rst, mask, \port$757$0 , clear, p1, q, rz,
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$757$0 ;
-  wire [1:0] \port$757$0 ;
+  output [1:0] \port$761$0 ;
+  wire [1:0] \port$761$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -4655,7 +4774,7 @@ module \hwnorm_bwd_l1_s8.sel$73 (clk, rst, mask, \port$757$0 , clear, p1, q, rz,
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$757$0  = \$7 ;
+  assign \port$761$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -277,11 +277,11 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [7:0] \$341 ;
   wire [8:0] \$342 ;
   wire [8:0] \$343 ;
-  wire [65:0] \$344 ;
-  wire [84:0] \$345 ;
-  wire [84:0] \$346 ;
-  wire [85:0] \$347 ;
-  wire [86:0] \$348 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
   wire \$349 ;
   wire \$35 ;
   wire \$350 ;
@@ -300,13 +300,13 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$362 ;
   wire \$363 ;
   wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
+  wire [5:0] \$365 ;
+  wire [5:0] \$366 ;
   wire \$367 ;
   wire \$368 ;
-  wire [5:0] \$369 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [5:0] \$370 ;
+  wire \$370 ;
   wire \$371 ;
   wire \$372 ;
   wire \$373 ;
@@ -314,36 +314,36 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$375 ;
   wire \$376 ;
   wire \$377 ;
-  wire \$378 ;
-  wire \$379 ;
+  wire [5:0] \$378 ;
+  wire [5:0] \$379 ;
   wire \$38 ;
-  wire \$380 ;
+  wire [5:0] \$380 ;
   wire \$381 ;
   wire [5:0] \$382 ;
   wire [5:0] \$383 ;
   wire [5:0] \$384 ;
-  wire \$385 ;
-  wire [5:0] \$386 ;
-  wire [5:0] \$387 ;
-  wire [5:0] \$388 ;
-  wire [5:0] \$389 ;
+  wire [5:0] \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
+  wire [5:0] \$390 ;
+  wire [5:0] \$391 ;
+  wire [5:0] \$392 ;
   wire \$393 ;
   wire [5:0] \$394 ;
   wire [5:0] \$395 ;
   wire [5:0] \$396 ;
-  wire \$397 ;
+  wire [5:0] \$397 ;
   wire [5:0] \$398 ;
   wire [5:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire [5:0] \$400 ;
-  wire [5:0] \$401 ;
-  wire [5:0] \$402 ;
-  wire [5:0] \$403 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
   wire \$404 ;
   wire \$405 ;
   wire \$406 ;
@@ -368,34 +368,34 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$423 ;
   wire \$424 ;
   wire \$425 ;
-  wire \$426 ;
-  wire \$427 ;
-  wire \$428 ;
+  wire [5:0] \$426 ;
+  wire [5:0] \$427 ;
+  wire [5:0] \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire [5:0] \$430 ;
   wire [5:0] \$431 ;
   wire [5:0] \$432 ;
-  wire \$433 ;
-  wire [5:0] \$434 ;
-  wire [5:0] \$435 ;
-  wire [5:0] \$436 ;
-  wire [5:0] \$437 ;
-  wire \$438 ;
-  wire \$439 ;
+  wire [5:0] \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire [5:0] \$438 ;
+  wire [5:0] \$439 ;
   wire \$44 ;
-  wire \$440 ;
+  wire [5:0] \$440 ;
   wire \$441 ;
   wire [5:0] \$442 ;
   wire [5:0] \$443 ;
   wire [5:0] \$444 ;
-  wire \$445 ;
+  wire [5:0] \$445 ;
   wire [5:0] \$446 ;
-  wire [5:0] \$447 ;
-  wire [5:0] \$448 ;
-  wire [5:0] \$449 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
-  wire [5:0] \$450 ;
+  wire \$450 ;
   wire \$451 ;
   wire \$452 ;
   wire \$453 ;
@@ -403,105 +403,105 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$455 ;
   wire \$456 ;
   wire \$457 ;
-  wire \$458 ;
-  wire \$459 ;
+  wire [5:0] \$458 ;
+  wire [5:0] \$459 ;
   wire \$46 ;
-  wire \$460 ;
+  wire [5:0] \$460 ;
   wire \$461 ;
   wire [5:0] \$462 ;
   wire [5:0] \$463 ;
   wire [5:0] \$464 ;
-  wire \$465 ;
-  wire [5:0] \$466 ;
-  wire [5:0] \$467 ;
-  wire [5:0] \$468 ;
-  wire [5:0] \$469 ;
+  wire [5:0] \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  wire \$470 ;
-  wire \$471 ;
-  wire \$472 ;
+  wire [5:0] \$470 ;
+  wire [5:0] \$471 ;
+  wire [5:0] \$472 ;
   wire \$473 ;
   wire [5:0] \$474 ;
   wire [5:0] \$475 ;
   wire [5:0] \$476 ;
-  wire \$477 ;
+  wire [5:0] \$477 ;
   wire [5:0] \$478 ;
   wire [5:0] \$479 ;
   wire \$48 ;
-  wire [5:0] \$480 ;
-  wire [5:0] \$481 ;
-  wire [5:0] \$482 ;
-  wire [5:0] \$483 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
   wire \$484 ;
-  wire \$485 ;
-  wire \$486 ;
-  wire \$487 ;
-  wire \$488 ;
-  wire [3:0] \$489 ;
+  wire [3:0] \$485 ;
+  wire [3:0] \$486 ;
+  wire [3:0] \$487 ;
+  wire [3:0] \$488 ;
+  wire \$489 ;
   wire \$49 ;
-  wire [3:0] \$490 ;
-  wire [3:0] \$491 ;
-  wire [3:0] \$492 ;
-  wire \$493 ;
-  wire \$494 ;
-  wire \$495 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire [3:0] \$493 ;
+  wire [3:0] \$494 ;
+  wire [3:0] \$495 ;
   wire \$496 ;
   wire [3:0] \$497 ;
   wire [3:0] \$498 ;
   wire [3:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$500 ;
-  wire [3:0] \$501 ;
-  wire [3:0] \$502 ;
-  wire [3:0] \$503 ;
-  wire [3:0] \$504 ;
-  wire \$505 ;
+  wire [3:0] \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire [5:0] \$505 ;
   wire \$506 ;
-  wire \$507 ;
+  wire [5:0] \$507 ;
   wire \$508 ;
-  wire [5:0] \$509 ;
+  wire \$509 ;
   wire \$51 ;
   wire \$510 ;
-  wire [5:0] \$511 ;
-  wire \$512 ;
-  wire \$513 ;
+  wire \$511 ;
+  wire [29:0] \$512 ;
+  wire [29:0] \$513 ;
   wire \$514 ;
   wire \$515 ;
-  wire [29:0] \$516 ;
-  wire [29:0] \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  wire \$516 ;
+  wire [16:0] \$517 ;
+  wire [16:0] \$518 ;
+  wire [271:0] \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  wire [16:0] \$521 ;
-  wire [16:0] \$522 ;
-  wire [271:0] \$523 ;
-  wire [6:0] \$524 ;
-  wire [7:0] \$525 ;
-  wire \$526 ;
+  wire [6:0] \$520 ;
+  wire [7:0] \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire [56:0] \$524 ;
+  wire [56:0] \$525 ;
+  wire [183:0] \$526 ;
   wire \$527 ;
-  wire [56:0] \$528 ;
-  wire [56:0] \$529 ;
+  wire \$528 ;
+  wire [29:0] \$529 ;
   wire \$53 ;
-  wire [183:0] \$530 ;
+  wire [29:0] \$530 ;
   wire \$531 ;
   wire \$532 ;
-  wire [29:0] \$533 ;
-  wire [29:0] \$534 ;
-  wire \$535 ;
+  wire \$533 ;
+  wire [16:0] \$534 ;
+  wire [16:0] \$535 ;
   wire \$536 ;
   wire \$537 ;
-  wire [16:0] \$538 ;
-  wire [16:0] \$539 ;
+  wire [105:0] \$538 ;
+  wire [105:0] \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
-  wire [105:0] \$542 ;
-  wire [105:0] \$543 ;
-  wire [232:0] \$544 ;
-  wire [7:0] \$545 ;
-  wire [8:0] \$546 ;
+  wire [232:0] \$540 ;
+  wire [7:0] \$541 ;
+  wire [8:0] \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire [174:0] \$545 ;
+  wire [174:0] \$546 ;
   wire \$547 ;
   wire \$548 ;
   wire [174:0] \$549 ;
@@ -509,12 +509,12 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [174:0] \$550 ;
   wire \$551 ;
   wire \$552 ;
-  wire [174:0] \$553 ;
-  wire [174:0] \$554 ;
+  wire [29:0] \$553 ;
+  wire [29:0] \$554 ;
   wire \$555 ;
   wire \$556 ;
-  wire [29:0] \$557 ;
-  wire [29:0] \$558 ;
+  wire \$557 ;
+  wire \$558 ;
   wire \$559 ;
   wire [6:0] \$56 ;
   wire \$560 ;
@@ -555,91 +555,99 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$592 ;
   wire \$593 ;
   wire \$594 ;
-  wire \$595 ;
-  wire \$596 ;
-  wire \$597 ;
-  wire \$598 ;
-  wire \$599 ;
+  wire [65:0] \$595 ;
+  wire [84:0] \$596 ;
+  wire [84:0] \$597 ;
+  wire [85:0] \$598 ;
+  wire [86:0] \$599 ;
   wire \$6 ;
   wire [6:0] \$60 ;
   wire \$600 ;
-  wire \$601 ;
-  wire [85:0] \$602 ;
-  wire \$603 ;
-  wire [85:0] \$604 ;
-  wire \$605 ;
-  wire [85:0] \$606 ;
+  wire [85:0] \$601 ;
+  wire \$602 ;
+  wire [85:0] \$603 ;
+  wire \$604 ;
+  wire [85:0] \$605 ;
+  wire [16:0] \$606 ;
   wire [16:0] \$607 ;
   wire [16:0] \$608 ;
-  wire [16:0] \$609 ;
+  wire [85:0] \$609 ;
   wire [6:0] \$61 ;
-  wire [85:0] \$610 ;
-  wire \$611 ;
-  wire [85:0] \$612 ;
+  wire \$610 ;
+  wire [85:0] \$611 ;
+  wire \$612 ;
   wire \$613 ;
   wire \$614 ;
-  wire \$615 ;
+  wire [13:0] \$615 ;
   wire [13:0] \$616 ;
   wire [13:0] \$617 ;
-  wire [13:0] \$618 ;
-  wire [15:0] \$619 ;
+  wire [15:0] \$618 ;
+  wire [29:0] \$619 ;
   wire [6:0] \$62 ;
-  wire [29:0] \$620 ;
+  wire [31:0] \$620 ;
   wire [31:0] \$621 ;
-  wire [31:0] \$622 ;
-  wire [44:0] \$623 ;
+  wire [44:0] \$622 ;
+  wire [174:0] \$623 ;
   wire [174:0] \$624 ;
   wire [174:0] \$625 ;
   wire [174:0] \$626 ;
-  wire [174:0] \$627 ;
-  wire [6:0] \$628 ;
-  wire \$629 ;
+  wire [6:0] \$627 ;
+  wire \$628 ;
+  wire [50:0] \$629 ;
   wire [6:0] \$63 ;
-  wire [50:0] \$630 ;
-  wire [6:0] \$631 ;
+  wire [6:0] \$630 ;
+  wire [174:0] \$631 ;
   wire [174:0] \$632 ;
-  wire [174:0] \$633 ;
-  wire [6:0] \$634 ;
-  wire \$635 ;
-  wire [69:0] \$636 ;
+  wire [6:0] \$633 ;
+  wire \$634 ;
+  wire [69:0] \$635 ;
+  wire [6:0] \$636 ;
   wire [6:0] \$637 ;
-  wire [6:0] \$638 ;
-  wire \$639 ;
+  wire \$638 ;
+  wire [105:0] \$639 ;
   wire [6:0] \$64 ;
-  wire [105:0] \$640 ;
-  wire [6:0] \$641 ;
+  wire [6:0] \$640 ;
+  wire \$641 ;
   wire \$642 ;
-  wire \$643 ;
+  wire [104:0] \$643 ;
   wire [104:0] \$644 ;
-  wire [104:0] \$645 ;
+  wire \$645 ;
   wire \$646 ;
   wire \$647 ;
   wire \$648 ;
   wire \$649 ;
   wire \$65 ;
   wire \$650 ;
-  reg \$651 ;
+  wire \$651 ;
   reg [15:0] \$652 ;
-  reg [12:0] \$653 ;
-  reg [12:0] \$654 ;
-  reg [108:0] \$655 ;
-  reg [28:0] \$656 ;
-  reg [43:0] \$657 ;
-  reg [46:0] \$658 ;
-  reg [5:0] \$659 ;
+  reg [15:0] \$653 ;
+  reg \$654 ;
+  reg \$655 ;
+  reg \$656 ;
+  reg \$657 ;
+  reg \$658 ;
+  reg [85:0] \$659 ;
   wire \$66 ;
-  reg [5:0] \$660 ;
-  reg [5:0] \$661 ;
-  reg [104:0] \$662 ;
-  reg [55:0] \$663 ;
-  reg [173:0] \$664 ;
-  reg [49:0] \$665 ;
-  reg [49:0] \$666 ;
-  reg [104:0] \$667 ;
-  reg [84:0] \$668 ;
-  reg [68:0] \$669 ;
+  reg [15:0] \$660 ;
+  reg [12:0] \$661 ;
+  reg [12:0] \$662 ;
+  reg [108:0] \$663 ;
+  reg [28:0] \$664 ;
+  reg [43:0] \$665 ;
+  reg [46:0] \$666 ;
+  reg [5:0] \$667 ;
+  reg [5:0] \$668 ;
+  reg [5:0] \$669 ;
   wire \$67 ;
-  reg [83:0] \$670 ;
+  reg [104:0] \$670 ;
+  reg [55:0] \$671 ;
+  reg [173:0] \$672 ;
+  reg [49:0] \$673 ;
+  reg [49:0] \$674 ;
+  reg [104:0] \$675 ;
+  reg [84:0] \$676 ;
+  reg [68:0] \$677 ;
+  reg [83:0] \$678 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
@@ -675,9 +683,11 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [6:0] \$97 ;
   wire [6:0] \$98 ;
   wire \$99 ;
-  reg [68:0] \$signal  = 69'h000000000000000000;
+  reg \$signal  = 1'h0;
+  reg [68:0] \$signal$62  = 69'h000000000000000000;
   reg [104:0] a;
-  wire [85:0] acc0;
+  reg [85:0] acc0 = 86'h0000000000000000000000;
+  wire adv;
   reg [5:0] align = 6'h00;
   reg [29:0] b;
   reg beat;
@@ -706,7 +716,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [5:0] den_lead;
   reg [46:0] dgamma = 47'h000000000000;
   wire done;
-  wire \done$59 ;
+  wire \done$66 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -726,7 +736,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg [84:0] m2 = 85'h0000000000000000000000;
   wire mask;
   reg neg;
-  reg \neg$48 ;
+  reg \neg$45 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -746,6 +756,13 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg [50:0] rem_init;
   input rst;
   wire rst;
+  reg [15:0] s0_g = 16'h0000;
+  wire [15:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [15:0] s0_x = 16'h0000;
+  wire [15:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [104:0] scratch = 105'h000000000000000000000000000;
   reg [28:0] sg = 29'h00000000;
@@ -755,7 +772,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [5:0] sh_new;
   wire [104:0] shv;
   reg start;
-  reg \start$46 ;
+  reg \start$43 ;
   output [89:0] stats__payload;
   reg [89:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -767,9 +784,17 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [7:0] \steps$44 ;
+  reg [7:0] \steps$41 ;
   reg take;
   reg [173:0] tq = 174'h00000000000000000000000000000000000000000000;
+  assign \$320  = \$3 [9] ? 7'h09 : 7'h08;
+  assign \$321  = \$318  ? \$319  : \$320 ;
+  assign \$322  = \$313  ? \$317  : \$321 ;
+  assign \$323  = \$3 [4] | \$3 [5];
+  assign \$324  = \$3 [6] | \$3 [7];
+  assign \$325  = \$323  | \$324 ;
+  assign \$326  = \$3 [6] | \$3 [7];
+  assign \$327  = \$3 [7] ? 7'h07 : 7'h06;
   assign \$328  = \$3 [5] ? 7'h05 : 7'h04;
   assign \$329  = \$326  ? \$327  : \$328 ;
   assign \$330  = \$3 [2] | \$3 [3];
@@ -786,342 +811,358 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$341  = sh_lead + 1'h1;
   assign \$342  = \$341  + 3'h4;
   assign \$343  = \$340  ? \$342  : 9'h010;
-  assign \$344  = $signed(i__payload[31:16]) * $signed(lane_a);
-  assign \$345  = $signed(\$344 ) + $signed(const0);
-  assign \$346  = $signed(i__payload[15:0]) * $signed(\$signal );
-  assign \$347  = $signed(\$345 ) - $signed(\$346 );
-  assign \$348  = $signed(\$347 ) + $signed(35'h200000000);
-  assign \$349  = chan__payload[74] | chan__payload[75];
-  assign \$350  = chan__payload[76] | chan__payload[77];
-  assign \$351  = \$349  | \$350 ;
-  assign \$352  = chan__payload[78] | chan__payload[79];
-  assign \$353  = chan__payload[80] | chan__payload[81];
+  assign \$344  = ~ o__valid;
+  assign adv = \$344  | o__ready;
+  assign \$345  = chan__payload[74] | chan__payload[75];
+  assign \$346  = chan__payload[76] | chan__payload[77];
+  assign \$347  = \$345  | \$346 ;
+  assign \$348  = chan__payload[78] | chan__payload[79];
+  assign \$349  = chan__payload[80] | chan__payload[81];
+  assign \$350  = \$348  | \$349 ;
+  assign \$351  = \$347  | \$350 ;
+  assign \$352  = chan__payload[82] | chan__payload[83];
+  assign \$353  = chan__payload[84] | chan__payload[85];
   assign \$354  = \$352  | \$353 ;
-  assign \$355  = \$351  | \$354 ;
-  assign \$356  = chan__payload[82] | chan__payload[83];
-  assign \$357  = chan__payload[84] | chan__payload[85];
-  assign \$358  = \$356  | \$357 ;
-  assign \$359  = chan__payload[86] | chan__payload[87];
-  assign \$360  = chan__payload[88] | chan__payload[89];
-  assign \$361  = \$359  | \$360 ;
-  assign \$362  = \$358  | \$361 ;
-  assign \$363  = \$355  | \$362 ;
-  assign \$364  = chan__payload[90] | chan__payload[91];
-  assign \$365  = \$364  | chan__payload[92];
-  assign \$366  = \$363  | \$365 ;
-  assign \$367  = chan__payload[90] | chan__payload[91];
-  assign \$368  = \$367  | chan__payload[92];
-  assign \$369  = chan__payload[91] ? 6'h31 : 6'h30;
-  assign \$370  = chan__payload[92] ? 6'h32 : \$369 ;
-  assign \$371  = chan__payload[82] | chan__payload[83];
-  assign \$372  = chan__payload[84] | chan__payload[85];
-  assign \$373  = \$371  | \$372 ;
+  assign \$355  = chan__payload[86] | chan__payload[87];
+  assign \$356  = chan__payload[88] | chan__payload[89];
+  assign \$357  = \$355  | \$356 ;
+  assign \$358  = \$354  | \$357 ;
+  assign \$359  = \$351  | \$358 ;
+  assign \$360  = chan__payload[90] | chan__payload[91];
+  assign \$361  = \$360  | chan__payload[92];
+  assign \$362  = \$359  | \$361 ;
+  assign \$363  = chan__payload[90] | chan__payload[91];
+  assign \$364  = \$363  | chan__payload[92];
+  assign \$365  = chan__payload[91] ? 6'h31 : 6'h30;
+  assign \$366  = chan__payload[92] ? 6'h32 : \$365 ;
+  assign \$367  = chan__payload[82] | chan__payload[83];
+  assign \$368  = chan__payload[84] | chan__payload[85];
+  assign \$369  = \$367  | \$368 ;
+  assign \$370  = chan__payload[86] | chan__payload[87];
+  assign \$371  = chan__payload[88] | chan__payload[89];
+  assign \$372  = \$370  | \$371 ;
+  assign \$373  = \$369  | \$372 ;
   assign \$374  = chan__payload[86] | chan__payload[87];
   assign \$375  = chan__payload[88] | chan__payload[89];
   assign \$376  = \$374  | \$375 ;
-  assign \$377  = \$373  | \$376 ;
-  assign \$378  = chan__payload[86] | chan__payload[87];
-  assign \$379  = chan__payload[88] | chan__payload[89];
-  assign \$380  = \$378  | \$379 ;
-  assign \$381  = chan__payload[88] | chan__payload[89];
-  assign \$382  = chan__payload[89] ? 6'h2f : 6'h2e;
-  assign \$383  = chan__payload[87] ? 6'h2d : 6'h2c;
+  assign \$377  = chan__payload[88] | chan__payload[89];
+  assign \$378  = chan__payload[89] ? 6'h2f : 6'h2e;
+  assign \$379  = chan__payload[87] ? 6'h2d : 6'h2c;
+  assign \$380  = \$377  ? \$378  : \$379 ;
+  assign \$381  = chan__payload[84] | chan__payload[85];
+  assign \$382  = chan__payload[85] ? 6'h2b : 6'h2a;
+  assign \$383  = chan__payload[83] ? 6'h29 : 6'h28;
   assign \$384  = \$381  ? \$382  : \$383 ;
-  assign \$385  = chan__payload[84] | chan__payload[85];
-  assign \$386  = chan__payload[85] ? 6'h2b : 6'h2a;
-  assign \$387  = chan__payload[83] ? 6'h29 : 6'h28;
-  assign \$388  = \$385  ? \$386  : \$387 ;
-  assign \$389  = \$380  ? \$384  : \$388 ;
-  assign \$390  = chan__payload[78] | chan__payload[79];
-  assign \$391  = chan__payload[80] | chan__payload[81];
-  assign \$392  = \$390  | \$391 ;
-  assign \$393  = chan__payload[80] | chan__payload[81];
-  assign \$394  = chan__payload[81] ? 6'h27 : 6'h26;
-  assign \$395  = chan__payload[79] ? 6'h25 : 6'h24;
+  assign \$385  = \$376  ? \$380  : \$384 ;
+  assign \$386  = chan__payload[78] | chan__payload[79];
+  assign \$387  = chan__payload[80] | chan__payload[81];
+  assign \$388  = \$386  | \$387 ;
+  assign \$389  = chan__payload[80] | chan__payload[81];
+  assign \$390  = chan__payload[81] ? 6'h27 : 6'h26;
+  assign \$391  = chan__payload[79] ? 6'h25 : 6'h24;
+  assign \$392  = \$389  ? \$390  : \$391 ;
+  assign \$393  = chan__payload[76] | chan__payload[77];
+  assign \$394  = chan__payload[77] ? 6'h23 : 6'h22;
+  assign \$395  = chan__payload[75] ? 6'h21 : 6'h20;
   assign \$396  = \$393  ? \$394  : \$395 ;
-  assign \$397  = chan__payload[76] | chan__payload[77];
-  assign \$398  = chan__payload[77] ? 6'h23 : 6'h22;
-  assign \$399  = chan__payload[75] ? 6'h21 : 6'h20;
-  assign \$400  = \$397  ? \$398  : \$399 ;
-  assign \$401  = \$392  ? \$396  : \$400 ;
-  assign \$402  = \$377  ? \$389  : \$401 ;
-  assign \$403  = \$368  ? \$370  : \$402 ;
-  assign \$404  = chan__payload[58] | chan__payload[59];
-  assign \$405  = chan__payload[60] | chan__payload[61];
-  assign \$406  = \$404  | \$405 ;
-  assign \$407  = chan__payload[62] | chan__payload[63];
-  assign \$408  = chan__payload[64] | chan__payload[65];
+  assign \$397  = \$388  ? \$392  : \$396 ;
+  assign \$398  = \$373  ? \$385  : \$397 ;
+  assign \$399  = \$364  ? \$366  : \$398 ;
+  assign \$400  = chan__payload[58] | chan__payload[59];
+  assign \$401  = chan__payload[60] | chan__payload[61];
+  assign \$402  = \$400  | \$401 ;
+  assign \$403  = chan__payload[62] | chan__payload[63];
+  assign \$404  = chan__payload[64] | chan__payload[65];
+  assign \$405  = \$403  | \$404 ;
+  assign \$406  = \$402  | \$405 ;
+  assign \$407  = chan__payload[66] | chan__payload[67];
+  assign \$408  = chan__payload[68] | chan__payload[69];
   assign \$409  = \$407  | \$408 ;
-  assign \$410  = \$406  | \$409 ;
-  assign \$411  = chan__payload[66] | chan__payload[67];
-  assign \$412  = chan__payload[68] | chan__payload[69];
-  assign \$413  = \$411  | \$412 ;
-  assign \$414  = chan__payload[70] | chan__payload[71];
-  assign \$415  = chan__payload[72] | chan__payload[73];
-  assign \$416  = \$414  | \$415 ;
-  assign \$417  = \$413  | \$416 ;
-  assign \$418  = \$410  | \$417 ;
-  assign \$419  = chan__payload[66] | chan__payload[67];
-  assign \$420  = chan__payload[68] | chan__payload[69];
-  assign \$421  = \$419  | \$420 ;
+  assign \$410  = chan__payload[70] | chan__payload[71];
+  assign \$411  = chan__payload[72] | chan__payload[73];
+  assign \$412  = \$410  | \$411 ;
+  assign \$413  = \$409  | \$412 ;
+  assign \$414  = \$406  | \$413 ;
+  assign \$415  = chan__payload[66] | chan__payload[67];
+  assign \$416  = chan__payload[68] | chan__payload[69];
+  assign \$417  = \$415  | \$416 ;
+  assign \$418  = chan__payload[70] | chan__payload[71];
+  assign \$419  = chan__payload[72] | chan__payload[73];
+  assign \$420  = \$418  | \$419 ;
+  assign \$421  = \$417  | \$420 ;
   assign \$422  = chan__payload[70] | chan__payload[71];
   assign \$423  = chan__payload[72] | chan__payload[73];
   assign \$424  = \$422  | \$423 ;
-  assign \$425  = \$421  | \$424 ;
-  assign \$426  = chan__payload[70] | chan__payload[71];
-  assign \$427  = chan__payload[72] | chan__payload[73];
-  assign \$428  = \$426  | \$427 ;
-  assign \$429  = chan__payload[72] | chan__payload[73];
-  assign \$430  = chan__payload[73] ? 6'h1f : 6'h1e;
-  assign \$431  = chan__payload[71] ? 6'h1d : 6'h1c;
+  assign \$425  = chan__payload[72] | chan__payload[73];
+  assign \$426  = chan__payload[73] ? 6'h1f : 6'h1e;
+  assign \$427  = chan__payload[71] ? 6'h1d : 6'h1c;
+  assign \$428  = \$425  ? \$426  : \$427 ;
+  assign \$429  = chan__payload[68] | chan__payload[69];
+  assign \$430  = chan__payload[69] ? 6'h1b : 6'h1a;
+  assign \$431  = chan__payload[67] ? 6'h19 : 6'h18;
   assign \$432  = \$429  ? \$430  : \$431 ;
-  assign \$433  = chan__payload[68] | chan__payload[69];
-  assign \$434  = chan__payload[69] ? 6'h1b : 6'h1a;
-  assign \$435  = chan__payload[67] ? 6'h19 : 6'h18;
-  assign \$436  = \$433  ? \$434  : \$435 ;
-  assign \$437  = \$428  ? \$432  : \$436 ;
-  assign \$438  = chan__payload[62] | chan__payload[63];
-  assign \$439  = chan__payload[64] | chan__payload[65];
-  assign \$440  = \$438  | \$439 ;
-  assign \$441  = chan__payload[64] | chan__payload[65];
-  assign \$442  = chan__payload[65] ? 6'h17 : 6'h16;
-  assign \$443  = chan__payload[63] ? 6'h15 : 6'h14;
+  assign \$433  = \$424  ? \$428  : \$432 ;
+  assign \$434  = chan__payload[62] | chan__payload[63];
+  assign \$435  = chan__payload[64] | chan__payload[65];
+  assign \$436  = \$434  | \$435 ;
+  assign \$437  = chan__payload[64] | chan__payload[65];
+  assign \$438  = chan__payload[65] ? 6'h17 : 6'h16;
+  assign \$439  = chan__payload[63] ? 6'h15 : 6'h14;
+  assign \$440  = \$437  ? \$438  : \$439 ;
+  assign \$441  = chan__payload[60] | chan__payload[61];
+  assign \$442  = chan__payload[61] ? 6'h13 : 6'h12;
+  assign \$443  = chan__payload[59] ? 6'h11 : 6'h10;
   assign \$444  = \$441  ? \$442  : \$443 ;
-  assign \$445  = chan__payload[60] | chan__payload[61];
-  assign \$446  = chan__payload[61] ? 6'h13 : 6'h12;
-  assign \$447  = chan__payload[59] ? 6'h11 : 6'h10;
-  assign \$448  = \$445  ? \$446  : \$447 ;
-  assign \$449  = \$440  ? \$444  : \$448 ;
-  assign \$450  = \$425  ? \$437  : \$449 ;
-  assign \$451  = chan__payload[50] | chan__payload[51];
-  assign \$452  = chan__payload[52] | chan__payload[53];
-  assign \$453  = \$451  | \$452 ;
+  assign \$445  = \$436  ? \$440  : \$444 ;
+  assign \$446  = \$421  ? \$433  : \$445 ;
+  assign \$447  = chan__payload[50] | chan__payload[51];
+  assign \$448  = chan__payload[52] | chan__payload[53];
+  assign \$449  = \$447  | \$448 ;
+  assign \$450  = chan__payload[54] | chan__payload[55];
+  assign \$451  = chan__payload[56] | chan__payload[57];
+  assign \$452  = \$450  | \$451 ;
+  assign \$453  = \$449  | \$452 ;
   assign \$454  = chan__payload[54] | chan__payload[55];
   assign \$455  = chan__payload[56] | chan__payload[57];
   assign \$456  = \$454  | \$455 ;
-  assign \$457  = \$453  | \$456 ;
-  assign \$458  = chan__payload[54] | chan__payload[55];
-  assign \$459  = chan__payload[56] | chan__payload[57];
-  assign \$460  = \$458  | \$459 ;
-  assign \$461  = chan__payload[56] | chan__payload[57];
-  assign \$462  = chan__payload[57] ? 6'h0f : 6'h0e;
-  assign \$463  = chan__payload[55] ? 6'h0d : 6'h0c;
+  assign \$457  = chan__payload[56] | chan__payload[57];
+  assign \$458  = chan__payload[57] ? 6'h0f : 6'h0e;
+  assign \$459  = chan__payload[55] ? 6'h0d : 6'h0c;
+  assign \$460  = \$457  ? \$458  : \$459 ;
+  assign \$461  = chan__payload[52] | chan__payload[53];
+  assign \$462  = chan__payload[53] ? 6'h0b : 6'h0a;
+  assign \$463  = chan__payload[51] ? 6'h09 : 6'h08;
   assign \$464  = \$461  ? \$462  : \$463 ;
-  assign \$465  = chan__payload[52] | chan__payload[53];
-  assign \$466  = chan__payload[53] ? 6'h0b : 6'h0a;
-  assign \$467  = chan__payload[51] ? 6'h09 : 6'h08;
-  assign \$468  = \$465  ? \$466  : \$467 ;
-  assign \$469  = \$460  ? \$464  : \$468 ;
-  assign \$470  = chan__payload[46] | chan__payload[47];
-  assign \$471  = chan__payload[48] | chan__payload[49];
-  assign \$472  = \$470  | \$471 ;
-  assign \$473  = chan__payload[48] | chan__payload[49];
-  assign \$474  = chan__payload[49] ? 6'h07 : 6'h06;
-  assign \$475  = chan__payload[47] ? 6'h05 : 6'h04;
+  assign \$465  = \$456  ? \$460  : \$464 ;
+  assign \$466  = chan__payload[46] | chan__payload[47];
+  assign \$467  = chan__payload[48] | chan__payload[49];
+  assign \$468  = \$466  | \$467 ;
+  assign \$469  = chan__payload[48] | chan__payload[49];
+  assign \$470  = chan__payload[49] ? 6'h07 : 6'h06;
+  assign \$471  = chan__payload[47] ? 6'h05 : 6'h04;
+  assign \$472  = \$469  ? \$470  : \$471 ;
+  assign \$473  = chan__payload[44] | chan__payload[45];
+  assign \$474  = chan__payload[45] ? 6'h03 : 6'h02;
+  assign \$475  = chan__payload[43] ? 6'h01 : 6'h00;
   assign \$476  = \$473  ? \$474  : \$475 ;
-  assign \$477  = chan__payload[44] | chan__payload[45];
-  assign \$478  = chan__payload[45] ? 6'h03 : 6'h02;
-  assign \$479  = chan__payload[43] ? 6'h01 : 6'h00;
-  assign \$480  = \$477  ? \$478  : \$479 ;
-  assign \$481  = \$472  ? \$476  : \$480 ;
-  assign \$482  = \$457  ? \$469  : \$481 ;
-  assign \$483  = \$418  ? \$450  : \$482 ;
-  assign den_lead = \$366  ? \$403  : \$483 ;
-  assign \$484  = chan__payload[8] | chan__payload[9];
-  assign \$485  = chan__payload[10] | chan__payload[11];
-  assign \$486  = \$484  | \$485 ;
-  assign \$487  = \$486  | chan__payload[12];
-  assign \$488  = chan__payload[10] | chan__payload[11];
-  assign \$489  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$490  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$491  = \$488  ? \$489  : \$490 ;
-  assign \$492  = chan__payload[12] ? 4'hc : \$491 ;
-  assign \$493  = chan__payload[4] | chan__payload[5];
-  assign \$494  = chan__payload[6] | chan__payload[7];
-  assign \$495  = \$493  | \$494 ;
-  assign \$496  = chan__payload[6] | chan__payload[7];
-  assign \$497  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$498  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$477  = \$468  ? \$472  : \$476 ;
+  assign \$478  = \$453  ? \$465  : \$477 ;
+  assign \$479  = \$414  ? \$446  : \$478 ;
+  assign den_lead = \$362  ? \$399  : \$479 ;
+  assign \$480  = chan__payload[8] | chan__payload[9];
+  assign \$481  = chan__payload[10] | chan__payload[11];
+  assign \$482  = \$480  | \$481 ;
+  assign \$483  = \$482  | chan__payload[12];
+  assign \$484  = chan__payload[10] | chan__payload[11];
+  assign \$485  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$486  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$487  = \$484  ? \$485  : \$486 ;
+  assign \$488  = chan__payload[12] ? 4'hc : \$487 ;
+  assign \$489  = chan__payload[4] | chan__payload[5];
+  assign \$490  = chan__payload[6] | chan__payload[7];
+  assign \$491  = \$489  | \$490 ;
+  assign \$492  = chan__payload[6] | chan__payload[7];
+  assign \$493  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$494  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$495  = \$492  ? \$493  : \$494 ;
+  assign \$496  = chan__payload[2] | chan__payload[3];
+  assign \$497  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$498  = chan__payload[1] ? 4'h1 : 4'h0;
   assign \$499  = \$496  ? \$497  : \$498 ;
-  assign \$500  = chan__payload[2] | chan__payload[3];
-  assign \$501  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$502  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$503  = \$500  ? \$501  : \$502 ;
-  assign \$504  = \$495  ? \$499  : \$503 ;
-  assign count_lead = \$487  ? \$492  : \$504 ;
-  assign \$505  = ! chan__payload[12:0];
-  assign \$506  = chan__payload[12:0] > 13'h1000;
-  assign \$507  = \$505  | \$506 ;
-  assign \$508  = ! chan__payload[92:42];
-  assign \$509  = count_lead + 5'h15;
-  assign \$510  = \$509  > 1'h0;
-  assign \$511  = count_lead + 5'h15;
-  assign \$512  = den_lead < \$511 ;
-  assign \$513  = \$510  & \$512 ;
-  assign \$514  = \$508  | \$513 ;
-  assign refused = | { \$514 , \$507  };
-  assign \$515  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$516  = - $signed(chan[41:13]);
-  assign \$517  = \$515  ? \$516  : { chan[41], chan[41:13] };
-  assign \$518  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$519  = ~ \$518 ;
-  assign \$520  = $signed(chan[108:93]) < $signed(1'h0);
-  assign \$521  = - $signed(chan[108:93]);
-  assign \$522  = \$520  ? \$521  : { chan[108], chan[108:93] };
-  assign \$524  = 5'h15 + sh;
-  assign \$525  = 5'h10 + \$524 ;
-  assign \$526  = $signed(chan[108:93]) < $signed(1'h0);
+  assign \$500  = \$491  ? \$495  : \$499 ;
+  assign count_lead = \$483  ? \$488  : \$500 ;
+  assign \$501  = ! chan__payload[12:0];
+  assign \$502  = chan__payload[12:0] > 13'h1000;
+  assign \$503  = \$501  | \$502 ;
+  assign \$504  = ! chan__payload[92:42];
+  assign \$505  = count_lead + 5'h15;
+  assign \$506  = \$505  > 1'h0;
+  assign \$507  = count_lead + 5'h15;
+  assign \$508  = den_lead < \$507 ;
+  assign \$509  = \$506  & \$508 ;
+  assign \$510  = \$504  | \$509 ;
+  assign refused = | { \$510 , \$503  };
+  assign \$511  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$512  = - $signed(chan[41:13]);
+  assign \$513  = \$511  ? \$512  : { chan[41], chan[41:13] };
+  assign \$514  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$515  = ~ \$514 ;
+  assign \$516  = $signed(chan[108:93]) < $signed(1'h0);
+  assign \$517  = - $signed(chan[108:93]);
+  assign \$518  = \$516  ? \$517  : { chan[108], chan[108:93] };
+  assign \$520  = 5'h15 + sh;
+  assign \$521  = 5'h10 + \$520 ;
+  assign \$522  = $signed(chan[108:93]) < $signed(1'h0);
+  assign \$523  = $signed(qg) < $signed(1'h0);
+  assign \$524  = - $signed(qg);
+  assign \$525  = \$523  ? \$524  : { qg[55], qg };
   assign \$527  = $signed(qg) < $signed(1'h0);
-  assign \$528  = - $signed(qg);
-  assign \$529  = \$527  ? \$528  : { qg[55], qg };
-  assign \$531  = $signed(qg) < $signed(1'h0);
-  assign \$532  = $signed(sg) < $signed(1'h0);
-  assign \$533  = - $signed(sg);
-  assign \$534  = \$532  ? \$533  : { sg[28], sg };
-  assign \$535  = $signed(sg) < $signed(1'h0);
-  assign \$536  = ~ \$535 ;
-  assign \$537  = $signed(chan[108:93]) < $signed(1'h0);
-  assign \$538  = - $signed(chan[108:93]);
-  assign \$539  = \$537  ? \$538  : { chan[108], chan[108:93] };
-  assign \$540  = $signed(chan[108:93]) < $signed(1'h0);
-  assign \$541  = $signed(scratch) < $signed(1'h0);
-  assign \$542  = - $signed(scratch);
-  assign \$543  = \$541  ? \$542  : { scratch[104], scratch };
-  assign \$545  = 7'h43 + sh;
-  assign \$546  = 7'h47 + \$545 ;
-  assign \$547  = $signed(scratch) < $signed(1'h0);
+  assign \$528  = $signed(sg) < $signed(1'h0);
+  assign \$529  = - $signed(sg);
+  assign \$530  = \$528  ? \$529  : { sg[28], sg };
+  assign \$531  = $signed(sg) < $signed(1'h0);
+  assign \$532  = ~ \$531 ;
+  assign \$533  = $signed(chan[108:93]) < $signed(1'h0);
+  assign \$534  = - $signed(chan[108:93]);
+  assign \$535  = \$533  ? \$534  : { chan[108], chan[108:93] };
+  assign \$536  = $signed(chan[108:93]) < $signed(1'h0);
+  assign \$537  = $signed(scratch) < $signed(1'h0);
+  assign \$538  = - $signed(scratch);
+  assign \$539  = \$537  ? \$538  : { scratch[104], scratch };
+  assign \$541  = 7'h43 + sh;
+  assign \$542  = 7'h47 + \$541 ;
+  assign \$543  = $signed(scratch) < $signed(1'h0);
+  assign \$544  = $signed(tq) < $signed(1'h0);
+  assign \$545  = - $signed(tq);
+  assign \$546  = \$544  ? \$545  : { tq[173], tq };
+  assign \$547  = $signed(tq) < $signed(1'h0);
   assign \$548  = $signed(tq) < $signed(1'h0);
   assign \$549  = - $signed(tq);
   assign \$550  = \$548  ? \$549  : { tq[173], tq };
   assign \$551  = $signed(tq) < $signed(1'h0);
-  assign \$552  = $signed(tq) < $signed(1'h0);
-  assign \$553  = - $signed(tq);
-  assign \$554  = \$552  ? \$553  : { tq[173], tq };
-  assign \$555  = $signed(tq) < $signed(1'h0);
-  assign \$556  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$557  = - $signed(chan[41:13]);
-  assign \$558  = \$556  ? \$557  : { chan[41], chan[41:13] };
-  assign \$559  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$560  = | left;
-  assign \$561  = ~ o__valid;
-  assign \$562  = \$561  | o__ready;
-  assign \$563  = \$560  & \$562 ;
-  assign \$564  = i__valid & i__ready;
-  assign \$565  = ! fsm_state;
-  assign \$566  = fsm_state == 1'h1;
-  assign \$567  = fsm_state == 2'h2;
-  assign \$568  = fsm_state == 2'h3;
-  assign \$569  = fsm_state == 3'h4;
-  assign \$570  = fsm_state == 3'h5;
-  assign \$571  = fsm_state == 3'h6;
-  assign \$572  = fsm_state == 3'h7;
-  assign \$573  = fsm_state == 4'h8;
-  assign \$574  = fsm_state == 4'h9;
-  assign \$575  = fsm_state == 4'ha;
-  assign \$576  = fsm_state == 4'hb;
-  assign \$577  = fsm_state == 4'hc;
-  assign \$578  = fsm_state == 4'hd;
-  assign \$579  = fsm_state == 4'he;
-  assign \$580  = fsm_state == 4'hf;
-  assign \$581  = fsm_state == 5'h10;
-  assign \$582  = fsm_state == 5'h11;
-  assign \$583  = fsm_state == 5'h12;
-  assign \$584  = fsm_state == 5'h13;
-  assign \$585  = fsm_state == 5'h14;
-  assign \$586  = fsm_state == 5'h15;
-  assign \$587  = fsm_state == 5'h16;
-  assign \$588  = fsm_state == 5'h17;
-  assign \$589  = fsm_state == 5'h18;
-  assign \$590  = fsm_state == 5'h19;
-  assign \$591  = fsm_state == 5'h1a;
-  assign \$592  = fsm_state == 5'h1b;
-  assign \$593  = fsm_state == 5'h1c;
-  assign \$594  = fsm_state == 5'h1d;
-  assign \$595  = fsm_state == 5'h1e;
-  assign \$596  = fsm_state == 5'h1f;
-  assign \$597  = fsm_state == 6'h20;
-  assign \$598  = fsm_state == 6'h21;
-  assign \$599  = fsm_state == 6'h22;
-  assign \$600  = fsm_state == 6'h23;
-  assign \$601  = ~ mask;
-  assign \$603  = $signed(\$602 ) > $signed(16'h7fff);
-  assign \$605  = $signed(\$604 ) < $signed(16'h8000);
-  assign \$607  = \$605  ? 17'h18000 : { 1'h0, \$606 [15:0] };
-  assign \$608  = \$603  ? 17'h07fff : \$607 ;
-  assign \$609  = mask ? \$608  : 17'h00000;
-  assign \$611  = $signed(\$610 ) > $signed(16'h7fff);
-  assign \$613  = $signed(\$612 ) < $signed(16'h8000);
-  assign \$614  = \$611  | \$613 ;
-  assign \$615  = mask & \$614 ;
-  assign \$616  = sat + \$615 ;
-  assign \$617  = left - 1'h1;
-  assign \$618  = last ? 14'h0000 : \$617 ;
-  assign \$619  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$620  = $signed(sg) + $signed(\$619 );
-  assign \$621  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$622  = mask ? \$621  : 32'd0;
-  assign \$623  = $signed(sgx) + $signed(\$622 );
-  assign \$624  = $signed(tq) + $signed(2'h1);
-  assign \$626  = $signed(tq) + $signed(2'h1);
-  assign \$628  = align + sh;
-  assign \$629  = \$628  == 6'h22;
-  assign \$631  = align + 1'h1;
-  assign \$632  = $signed(tq) + $signed(2'h1);
-  assign \$634  = align + sh;
-  assign \$635  = \$634  == 6'h22;
-  assign \$637  = align + 1'h1;
-  assign \$638  = align + sh;
-  assign \$639  = \$638  == 6'h22;
-  assign \$641  = align + 1'h1;
-  assign \$642  = $signed(scratch) > $signed(84'h7ff0107f2400000000000);
-  assign \$643  = $signed(scratch) < $signed(84'h800fef80dc00000000000);
-  assign \$644  = \$643  ? 105'h1fffff800fef80dc00000000000 : scratch;
-  assign \$645  = \$642  ? 105'h0000007ff0107f2400000000000 : \$644 ;
-  assign \$646  = | left;
-  assign \$647  = ~ \$646 ;
-  assign \$648  = ~ o__valid;
-  assign \$649  = \$648  | o__ready;
-  assign \$650  = \$647  & \$649 ;
+  assign \$552  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$553  = - $signed(chan[41:13]);
+  assign \$554  = \$552  ? \$553  : { chan[41], chan[41:13] };
+  assign \$555  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$556  = | left;
+  assign \$557  = \$556  & adv;
+  assign \$558  = i__valid & i__ready;
+  assign \$559  = ! fsm_state;
+  assign \$560  = fsm_state == 1'h1;
+  assign \$561  = fsm_state == 2'h2;
+  assign \$562  = fsm_state == 2'h3;
+  assign \$563  = fsm_state == 3'h4;
+  assign \$564  = fsm_state == 3'h5;
+  assign \$565  = fsm_state == 3'h6;
+  assign \$566  = fsm_state == 3'h7;
+  assign \$567  = fsm_state == 4'h8;
+  assign \$568  = fsm_state == 4'h9;
+  assign \$569  = fsm_state == 4'ha;
+  assign \$570  = fsm_state == 4'hb;
+  assign \$571  = fsm_state == 4'hc;
+  assign \$572  = fsm_state == 4'hd;
+  assign \$573  = fsm_state == 4'he;
+  assign \$574  = fsm_state == 4'hf;
+  assign \$575  = fsm_state == 5'h10;
+  assign \$576  = fsm_state == 5'h11;
+  assign \$577  = fsm_state == 5'h12;
+  assign \$578  = fsm_state == 5'h13;
+  assign \$579  = fsm_state == 5'h14;
+  assign \$580  = fsm_state == 5'h15;
+  assign \$581  = fsm_state == 5'h16;
+  assign \$582  = fsm_state == 5'h17;
+  assign \$583  = fsm_state == 5'h18;
+  assign \$584  = fsm_state == 5'h19;
+  assign \$585  = fsm_state == 5'h1a;
+  assign \$586  = fsm_state == 5'h1b;
+  assign \$587  = fsm_state == 5'h1c;
+  assign \$588  = fsm_state == 5'h1d;
+  assign \$589  = fsm_state == 5'h1e;
+  assign \$590  = fsm_state == 5'h1f;
+  assign \$591  = fsm_state == 6'h20;
+  assign \$592  = fsm_state == 6'h21;
+  assign \$593  = fsm_state == 6'h22;
+  assign \$594  = fsm_state == 6'h23;
+  assign \$595  = $signed(s0_g) * $signed(lane_a);
+  assign \$596  = $signed(\$595 ) + $signed(const0);
+  assign \$597  = $signed(s0_x) * $signed(\$signal$62 );
+  assign \$598  = $signed(\$596 ) - $signed(\$597 );
+  assign \$599  = $signed(\$598 ) + $signed(35'h200000000);
+  assign \$600  = ~ s1_mask;
+  assign \$602  = $signed(\$601 ) > $signed(16'h7fff);
+  assign \$604  = $signed(\$603 ) < $signed(16'h8000);
+  assign \$606  = \$604  ? 17'h18000 : { 1'h0, \$605 [15:0] };
+  assign \$607  = \$602  ? 17'h07fff : \$606 ;
+  assign \$608  = s1_mask ? \$607  : 17'h00000;
+  assign \$610  = $signed(\$609 ) > $signed(16'h7fff);
+  assign \$612  = $signed(\$611 ) < $signed(16'h8000);
+  assign \$613  = \$610  | \$612 ;
+  assign \$614  = s1_mask & \$613 ;
+  assign \$615  = sat + \$614 ;
+  assign \$616  = left - 1'h1;
+  assign \$617  = last ? 14'h0000 : \$616 ;
+  assign \$618  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$619  = $signed(sg) + $signed(\$618 );
+  assign \$620  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$621  = mask ? \$620  : 32'd0;
+  assign \$622  = $signed(sgx) + $signed(\$621 );
+  assign \$623  = $signed(tq) + $signed(2'h1);
+  assign \$625  = $signed(tq) + $signed(2'h1);
+  assign \$627  = align + sh;
+  assign \$628  = \$627  == 6'h22;
+  assign \$630  = align + 1'h1;
+  assign \$631  = $signed(tq) + $signed(2'h1);
+  assign \$633  = align + sh;
+  assign \$634  = \$633  == 6'h22;
+  assign \$636  = align + 1'h1;
+  assign \$637  = align + sh;
+  assign \$638  = \$637  == 6'h22;
+  assign \$640  = align + 1'h1;
+  assign \$641  = $signed(scratch) > $signed(84'h7ff0107f2400000000000);
+  assign \$642  = $signed(scratch) < $signed(84'h800fef80dc00000000000);
+  assign \$643  = \$642  ? 105'h1fffff800fef80dc00000000000 : scratch;
+  assign \$644  = \$641  ? 105'h0000007ff0107f2400000000000 : \$643 ;
+  assign \$645  = | left;
+  assign \$646  = ~ \$645 ;
+  assign \$647  = ~ \$signal ;
+  assign \$648  = \$646  & \$647 ;
+  assign \$649  = ~ s1_valid;
+  assign \$650  = \$648  & \$649 ;
+  assign \$651  = \$650  & adv;
   always @(posedge clk)
-    o__valid <= \$651 ;
+    s0_x <= \$652 ;
   always @(posedge clk)
-    o__payload <= \$652 ;
+    s0_g <= \$653 ;
   always @(posedge clk)
-    sat <= \$653 ;
+    s0_mask <= \$654 ;
   always @(posedge clk)
-    left <= \$654 ;
+    o__valid <= \$655 ;
   always @(posedge clk)
-    chan <= \$655 ;
+    s1_valid <= \$656 ;
   always @(posedge clk)
-    sg <= \$656 ;
+    \$signal  <= \$657 ;
   always @(posedge clk)
-    sgx <= \$657 ;
+    s1_mask <= \$658 ;
   always @(posedge clk)
-    dgamma <= \$658 ;
+    acc0 <= \$659 ;
   always @(posedge clk)
-    align <= \$659 ;
+    o__payload <= \$660 ;
   always @(posedge clk)
-    fsm_state <= \$660 ;
+    sat <= \$661 ;
   always @(posedge clk)
-    sh <= \$661 ;
+    left <= \$662 ;
   always @(posedge clk)
-    scratch <= \$662 ;
+    chan <= \$663 ;
   always @(posedge clk)
-    qg <= \$663 ;
+    sg <= \$664 ;
   always @(posedge clk)
-    tq <= \$664 ;
+    sgx <= \$665 ;
   always @(posedge clk)
-    m1 <= \$665 ;
+    dgamma <= \$666 ;
   always @(posedge clk)
-    lane_a <= \$666 ;
+    align <= \$667 ;
   always @(posedge clk)
-    c0w <= \$667 ;
+    fsm_state <= \$668 ;
   always @(posedge clk)
-    m2 <= \$668 ;
+    sh <= \$669 ;
   always @(posedge clk)
-    \$signal  <= \$669 ;
+    scratch <= \$670 ;
   always @(posedge clk)
-    const0 <= \$670 ;
+    qg <= \$671 ;
+  always @(posedge clk)
+    tq <= \$672 ;
+  always @(posedge clk)
+    m1 <= \$673 ;
+  always @(posedge clk)
+    lane_a <= \$674 ;
+  always @(posedge clk)
+    c0w <= \$675 ;
+  always @(posedge clk)
+    m2 <= \$676 ;
+  always @(posedge clk)
+    \$signal$62  <= \$677 ;
+  always @(posedge clk)
+    const0 <= \$678 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1222,25 +1263,17 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$317  = \$314  ? \$315  : \$316 ;
   assign \$318  = \$3 [10] | \$3 [11];
   assign \$319  = \$3 [11] ? 7'h0b : 7'h0a;
-  assign \$320  = \$3 [9] ? 7'h09 : 7'h08;
-  assign \$321  = \$318  ? \$319  : \$320 ;
-  assign \$322  = \$313  ? \$317  : \$321 ;
-  assign \$323  = \$3 [4] | \$3 [5];
-  assign \$324  = \$3 [6] | \$3 [7];
-  assign \$325  = \$323  | \$324 ;
-  assign \$326  = \$3 [6] | \$3 [7];
-  assign \$327  = \$3 [7] ? 7'h07 : 7'h06;
   \hwnorm_bwd_l2_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$59 ),
+    .done(\done$66 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$48 ),
+    .\neg$15 (\neg$45 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$46 ),
-    .steps(\steps$44 )
+    .start(\start$43 ),
+    .steps(\steps$41 )
   );
   \hwnorm_bwd_l2_s16.mul  mul (
     .a(a),
@@ -1419,7 +1452,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h21:
           /* empty */;
       6'h22:
-          i__ready = \$563 ;
+          i__ready = \$557 ;
     endcase
   end
   always @* begin
@@ -1641,7 +1674,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h04:
           /* empty */;
       6'h05:
-          b = \$517 ;
+          b = \$513 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1663,11 +1696,11 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$534 ;
+          b = \$530 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$539 [16], \$539 [16], \$539 [16], \$539 [16], \$539 [16], \$539 [16], \$539 [16], \$539 [16], \$539 [16], \$539 [16], \$539 [16], \$539 [16], \$539 [16], \$539  };
+          b = { \$535 [16], \$535 [16], \$535 [16], \$535 [16], \$535 [16], \$535 [16], \$535 [16], \$535 [16], \$535 [16], \$535 [16], \$535 [16], \$535 [16], \$535 [16], \$535  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1691,7 +1724,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1d:
           /* empty */;
       6'h1e:
-          b = \$558 ;
+          b = \$554 ;
     endcase
   end
   always @* begin
@@ -1773,7 +1806,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$519 ;
+          neg = \$515 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1795,11 +1828,11 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$536 ;
+          neg = \$532 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$540 ;
+          neg = \$536 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -1823,7 +1856,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1d:
           /* empty */;
       6'h1e:
-          neg = \$559 ;
+          neg = \$555 ;
     endcase
   end
   always @* begin
@@ -1909,13 +1942,13 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$523 [171:0];
+          lo_init = \$519 [171:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$530 [171:0];
+          lo_init = \$526 [171:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1935,20 +1968,20 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           /* empty */;
       6'h14:
-          lo_init = \$544 [171:0];
+          lo_init = \$540 [171:0];
       6'h15:
           /* empty */;
       6'h16:
+          lo_init = \$546 [171:0];
+      6'h17:
+          /* empty */;
+      6'h18:
           lo_init = \$550 [171:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$554 [171:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$44  = 8'h00;
+    \steps$41  = 8'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1963,13 +1996,13 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           /* empty */;
       6'h07:
-          \steps$44  = \$525 ;
+          \steps$41  = \$521 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$44  = 8'h50;
+          \steps$41  = 8'h50;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1989,20 +2022,20 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           /* empty */;
       6'h14:
-          \steps$44  = \$546 [7:0];
+          \steps$41  = \$542 [7:0];
       6'h15:
           /* empty */;
       6'h16:
-          \steps$44  = 8'hac;
+          \steps$41  = 8'hac;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$44  = 8'hac;
+          \steps$41  = 8'hac;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$46  = 1'h0;
+    \start$43  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2017,13 +2050,13 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           /* empty */;
       6'h07:
-          \start$46  = 1'h1;
+          \start$43  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$46  = 1'h1;
+          \start$43  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2043,15 +2076,15 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           /* empty */;
       6'h14:
-          \start$46  = 1'h1;
+          \start$43  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$46  = 1'h1;
+          \start$43  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$46  = 1'h1;
+          \start$43  = 1'h1;
     endcase
   end
   always @* begin
@@ -2110,7 +2143,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$48  = 1'h0;
+    \neg$45  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2125,13 +2158,13 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           /* empty */;
       6'h07:
-          \neg$48  = \$526 ;
+          \neg$45  = \$522 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$48  = \$531 ;
+          \neg$45  = \$527 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2151,15 +2184,15 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           /* empty */;
       6'h14:
-          \neg$48  = \$547 ;
+          \neg$45  = \$543 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$48  = \$551 ;
+          \neg$45  = \$547 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$48  = \$555 ;
+          \neg$45  = \$551 ;
     endcase
   end
   always @* begin
@@ -2287,7 +2320,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h21:
           /* empty */;
       6'h22:
-          take = \$564 ;
+          take = \$558 ;
     endcase
   end
   always @* begin
@@ -2370,22 +2403,9 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = o__valid;
-    if (o__ready) begin
-      \$651  = 1'h0;
-    end
+    \$652  = s0_x;
     if (take) begin
-      \$651  = 1'h1;
-    end
-    if (rst) begin
-      \$651  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = o__payload;
-    if (take) begin
-      \$652  = \$609 [15:0];
+      \$652  = i__payload[15:0];
     end
     if (rst) begin
       \$652  = 16'h0000;
@@ -2393,99 +2413,181 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = sat;
+    \$653  = s0_g;
     if (take) begin
-      \$653  = \$616 [12:0];
+      \$653  = i__payload[31:16];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$653  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$653  = 13'h0000;
+      \$653  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = left;
-    if (beat) begin
-      \$654  = \$618 [12:0];
+    \$654  = s0_mask;
+    if (take) begin
+      \$654  = mask;
+    end
+    if (rst) begin
+      \$654  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$655  = o__valid;
+    if (adv) begin
+      \$655  = s1_valid;
+    end
+    if (rst) begin
+      \$655  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$656  = s1_valid;
+    if (adv) begin
+      \$656  = \$signal ;
+    end
+    if (rst) begin
+      \$656  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$657  = \$signal ;
+    if (adv) begin
+      \$657  = take;
+    end
+    if (rst) begin
+      \$657  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$658  = s1_mask;
+    if (adv) begin
+      \$658  = s0_mask;
+    end
+    if (rst) begin
+      \$658  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$659  = acc0;
+    if (adv) begin
+      \$659  = \$599 [85:0];
+    end
+    if (rst) begin
+      \$659  = 86'h0000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$660  = o__payload;
+    if (adv) begin
+      \$660  = \$608 [15:0];
+    end
+    if (rst) begin
+      \$660  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$661  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$661  = \$615 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$654  = chan__payload[12:0];
+            \$661  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$661  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$662  = left;
+    if (beat) begin
+      \$662  = \$617 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$662  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$654  = chan[12:0];
+              \$662  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$654  = 13'h0000;
+      \$662  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = chan;
+    \$663  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$655  = chan__payload;
+            \$663  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$655  = 109'h0000000000000000000000000000;
+      \$663  = 109'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = sg;
+    \$664  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$656  = 29'h00000000;
+            \$664  = 29'h00000000;
             if (refused) begin
-              \$656  = 29'h00000000;
+              \$664  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$656  = \$620 [28:0];
+            \$664  = \$619 [28:0];
           end
     endcase
     if (rst) begin
-      \$656  = 29'h00000000;
+      \$664  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = sgx;
+    \$665  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$657  = 44'h00000000000;
+            \$665  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$657  = \$623 [43:0];
+            \$665  = \$622 [43:0];
           end
     endcase
     if (rst) begin
-      \$657  = 44'h00000000000;
+      \$665  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = dgamma;
+    \$666  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$658  = 47'h000000000000;
+            \$666  = 47'h000000000000;
           end
       6'h02:
           /* empty */;
@@ -2508,19 +2610,19 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0b:
           /* empty */;
       6'h0c:
-          \$658  = \$627 [46:0];
+          \$666  = \$626 [46:0];
     endcase
     if (rst) begin
-      \$658  = 47'h000000000000;
+      \$666  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = align;
+    \$667  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$659  = 6'h00;
+            \$667  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -2550,10 +2652,10 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$629 ) begin
-            \$659  = 6'h00;
+          if (\$628 ) begin
+            \$667  = 6'h00;
           end else begin
-            \$659  = \$631 [5:0];
+            \$667  = \$630 [5:0];
           end
       6'h10:
           /* empty */;
@@ -2583,10 +2685,10 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$635 ) begin
-            \$659  = 6'h00;
+          if (\$634 ) begin
+            \$667  = 6'h00;
           end else begin
-            \$659  = \$637 [5:0];
+            \$667  = \$636 [5:0];
           end
       6'h1e:
           /* empty */;
@@ -2594,160 +2696,160 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$639 ) begin
-            \$659  = 6'h00;
+          if (\$638 ) begin
+            \$667  = 6'h00;
           end else begin
-            \$659  = \$641 [5:0];
+            \$667  = \$640 [5:0];
           end
     endcase
     if (rst) begin
-      \$659  = 6'h00;
+      \$667  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = fsm_state;
+    \$668  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$660  = 6'h01;
+              \$668  = 6'h01;
             end else begin
-              \$660  = 6'h02;
+              \$668  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$660  = 6'h03;
+              \$668  = 6'h03;
             end
           end
       6'h03:
-          \$660  = 6'h04;
+          \$668  = 6'h04;
       6'h04:
           if (done) begin
-            \$660  = 6'h05;
+            \$668  = 6'h05;
           end
       6'h05:
-          \$660  = 6'h06;
+          \$668  = 6'h06;
       6'h06:
           if (done) begin
-            \$660  = 6'h07;
+            \$668  = 6'h07;
           end
       6'h07:
-          \$660  = 6'h08;
+          \$668  = 6'h08;
       6'h08:
-          if (\done$59 ) begin
-            \$660  = 6'h09;
+          if (\done$66 ) begin
+            \$668  = 6'h09;
           end
       6'h09:
-          \$660  = 6'h0a;
+          \$668  = 6'h0a;
       6'h0a:
-          \$660  = 6'h0b;
+          \$668  = 6'h0b;
       6'h0b:
-          if (\done$59 ) begin
-            \$660  = 6'h0c;
+          if (\done$66 ) begin
+            \$668  = 6'h0c;
           end
       6'h0c:
-          \$660  = 6'h0d;
+          \$668  = 6'h0d;
       6'h0d:
-          \$660  = 6'h0e;
+          \$668  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$660  = 6'h0f;
+            \$668  = 6'h0f;
           end
       6'h0f:
-          if (\$629 ) begin
-            \$660  = 6'h10;
+          if (\$628 ) begin
+            \$668  = 6'h10;
           end
       6'h10:
-          \$660  = 6'h11;
+          \$668  = 6'h11;
       6'h11:
           if (done) begin
-            \$660  = 6'h12;
+            \$668  = 6'h12;
           end
       6'h12:
-          \$660  = 6'h13;
+          \$668  = 6'h13;
       6'h13:
           if (done) begin
-            \$660  = 6'h14;
+            \$668  = 6'h14;
           end
       6'h14:
-          \$660  = 6'h15;
+          \$668  = 6'h15;
       6'h15:
-          if (\done$59 ) begin
-            \$660  = 6'h16;
+          if (\done$66 ) begin
+            \$668  = 6'h16;
           end
       6'h16:
-          \$660  = 6'h17;
+          \$668  = 6'h17;
       6'h17:
-          if (\done$59 ) begin
-            \$660  = 6'h18;
+          if (\done$66 ) begin
+            \$668  = 6'h18;
           end
       6'h18:
-          \$660  = 6'h19;
+          \$668  = 6'h19;
       6'h19:
-          if (\done$59 ) begin
-            \$660  = 6'h1a;
+          if (\done$66 ) begin
+            \$668  = 6'h1a;
           end
       6'h1a:
-          \$660  = 6'h1b;
+          \$668  = 6'h1b;
       6'h1b:
-          \$660  = 6'h1c;
+          \$668  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$660  = 6'h1d;
+            \$668  = 6'h1d;
           end
       6'h1d:
-          if (\$635 ) begin
-            \$660  = 6'h1e;
+          if (\$634 ) begin
+            \$668  = 6'h1e;
           end
       6'h1e:
-          \$660  = 6'h1f;
+          \$668  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$660  = 6'h20;
+            \$668  = 6'h20;
           end
       6'h20:
-          if (\$639 ) begin
-            \$660  = 6'h21;
+          if (\$638 ) begin
+            \$668  = 6'h21;
           end
       6'h21:
-          \$660  = 6'h22;
+          \$668  = 6'h22;
       6'h22:
-          if (\$650 ) begin
-            \$660  = 6'h23;
+          if (\$651 ) begin
+            \$668  = 6'h23;
           end
       6'h23:
           if (stats__ready) begin
-            \$660  = 6'h00;
+            \$668  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$660  = 6'h00;
+            \$668  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$660  = 6'h00;
+      \$668  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = sh;
+    \$669  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$661  = \$343 [5:0];
+          \$669  = \$343 [5:0];
     endcase
     if (rst) begin
-      \$661  = 6'h00;
+      \$669  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = scratch;
+    \$670  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2757,7 +2859,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h04:
           if (done) begin
-            \$662  = p;
+            \$670  = p;
           end
       6'h05:
           /* empty */;
@@ -2789,7 +2891,7 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h13:
           if (done) begin
-            \$662  = p;
+            \$670  = p;
           end
       6'h14:
           /* empty */;
@@ -2815,22 +2917,22 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1f:
           if (done) begin
-            \$662  = p;
+            \$670  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$639 ) begin
+          if (\$638 ) begin
           end else begin
-            \$662  = \$640 [104:0];
+            \$670  = \$639 [104:0];
           end
     endcase
     if (rst) begin
-      \$662  = 105'h000000000000000000000000000;
+      \$670  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = qg;
+    \$671  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2844,16 +2946,16 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (done) begin
-            \$663  = p[55:0];
+            \$671  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$663  = 56'h00000000000000;
+      \$671  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = tq;
+    \$672  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2870,16 +2972,16 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$59 ) begin
-            \$664  = q;
+          if (\done$66 ) begin
+            \$672  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$59 ) begin
-            \$664  = q;
+          if (\done$66 ) begin
+            \$672  = q;
           end
       6'h0c:
           /* empty */;
@@ -2900,29 +3002,29 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$59 ) begin
-            \$664  = q;
+          if (\done$66 ) begin
+            \$672  = q;
           end
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$59 ) begin
-            \$664  = q;
+          if (\done$66 ) begin
+            \$672  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$59 ) begin
-            \$664  = q;
+          if (\done$66 ) begin
+            \$672  = q;
           end
     endcase
     if (rst) begin
-      \$664  = 174'h00000000000000000000000000000000000000000000;
+      \$672  = 174'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = m1;
+    \$673  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2941,15 +3043,15 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h08:
           /* empty */;
       6'h09:
-          \$665  = \$625 [49:0];
+          \$673  = \$624 [49:0];
     endcase
     if (rst) begin
-      \$665  = 50'h0000000000000;
+      \$673  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = lane_a;
+    \$674  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2979,22 +3081,22 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0e:
           if (done) begin
-            \$666  = p[49:0];
+            \$674  = p[49:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$629 ) begin
+          if (\$628 ) begin
           end else begin
-            \$666  = \$630 [49:0];
+            \$674  = \$629 [49:0];
           end
     endcase
     if (rst) begin
-      \$666  = 50'h0000000000000;
+      \$674  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = c0w;
+    \$675  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3030,16 +3132,16 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h11:
           if (done) begin
-            \$667  = p;
+            \$675  = p;
           end
     endcase
     if (rst) begin
-      \$667  = 105'h000000000000000000000000000;
+      \$675  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = m2;
+    \$676  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3092,15 +3194,15 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h19:
           /* empty */;
       6'h1a:
-          \$668  = \$633 [84:0];
+          \$676  = \$632 [84:0];
     endcase
     if (rst) begin
-      \$668  = 85'h0000000000000000000000;
+      \$676  = 85'h0000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = \$signal ;
+    \$677  = \$signal$62 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3158,22 +3260,22 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1c:
           if (done) begin
-            \$669  = p[68:0];
+            \$677  = p[68:0];
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$635 ) begin
+          if (\$634 ) begin
           end else begin
-            \$669  = \$636 [68:0];
+            \$677  = \$635 [68:0];
           end
     endcase
     if (rst) begin
-      \$669  = 69'h000000000000000000;
+      \$677  = 69'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = const0;
+    \$678  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3240,17 +3342,16 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h20:
           /* empty */;
       6'h21:
-          \$670  = \$645 [83:0];
+          \$678  = \$644 [83:0];
     endcase
     if (rst) begin
-      \$670  = 84'h000000000000000000000;
+      \$678  = 84'h000000000000000000000;
     end
   end
   assign shv = { 60'h000000000000000, \$3  };
   assign sh_new = \$343 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$348 [85:0];
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[92:42];
@@ -3269,6 +3370,8 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \chan.den  = chan[92:42];
   assign \chan.gamma  = chan[108:93];
   assign \o_data[0]  = o__payload;
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$4  = 1'h0;
@@ -3491,20 +3594,20 @@ module hwnorm_bwd_l2_s16(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$237  = 7'h2c;
   assign \$256  = \$255 ;
   assign sh_lead = \$337 ;
-  assign \$523  = { \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 [16], \$522 , 156'h000000000000000000000000000000000000000 };
-  assign \$530  = { \$529 [56], \$529 [56], \$529 [56], \$529 [56], \$529 [56], \$529 [56], \$529 [56], \$529 [56], \$529 [56], \$529 [56], \$529 [56], \$529 , 116'h00000000000000000000000000000 };
-  assign \$544  = { \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 [105], \$543 , 101'h00000000000000000000000000 };
-  assign \$602  = { \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85:34] };
-  assign \$604  = { \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85:34] };
-  assign \$606  = { \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85:34] };
-  assign \$610  = { \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85:34] };
-  assign \$612  = { \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85], \$348 [85:34] };
-  assign \$625  = { \$624 [174], \$624 [174:1] };
-  assign \$627  = { \$626 [174], \$626 [174:1] };
-  assign \$630  = { lane_a, 1'h0 };
-  assign \$633  = { \$632 [174], \$632 [174:1] };
-  assign \$636  = { \$signal , 1'h0 };
-  assign \$640  = { scratch, 1'h0 };
+  assign \$519  = { \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 [16], \$518 , 156'h000000000000000000000000000000000000000 };
+  assign \$526  = { \$525 [56], \$525 [56], \$525 [56], \$525 [56], \$525 [56], \$525 [56], \$525 [56], \$525 [56], \$525 [56], \$525 [56], \$525 [56], \$525 , 116'h00000000000000000000000000000 };
+  assign \$540  = { \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 [105], \$539 , 101'h00000000000000000000000000 };
+  assign \$601  = { acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85:34] };
+  assign \$603  = { acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85:34] };
+  assign \$605  = { acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85:34] };
+  assign \$609  = { acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85:34] };
+  assign \$611  = { acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85], acc0[85:34] };
+  assign \$624  = { \$623 [174], \$623 [174:1] };
+  assign \$626  = { \$625 [174], \$625 [174:1] };
+  assign \$629  = { lane_a, 1'h0 };
+  assign \$632  = { \$631 [174], \$631 [174:1] };
+  assign \$635  = { \$signal$62 , 1'h0 };
+  assign \$639  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_l2_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);

@@ -157,16 +157,16 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [7:0] \$233 ;
   wire [8:0] \$234 ;
   wire [8:0] \$235 ;
-  wire [45:0] \$236 ;
-  wire [60:0] \$237 ;
-  wire [60:0] \$238 ;
-  wire [61:0] \$239 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire [5:0] \$239 ;
   wire [6:0] \$24 ;
-  wire [62:0] \$240 ;
+  wire [5:0] \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire [5:0] \$243 ;
-  wire [5:0] \$244 ;
+  wire \$243 ;
+  wire \$244 ;
   wire \$245 ;
   wire \$246 ;
   wire \$247 ;
@@ -191,34 +191,34 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$264 ;
   wire \$265 ;
   wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  wire [5:0] \$267 ;
+  wire [5:0] \$268 ;
+  wire [5:0] \$269 ;
   wire \$27 ;
   wire \$270 ;
   wire [5:0] \$271 ;
   wire [5:0] \$272 ;
   wire [5:0] \$273 ;
-  wire \$274 ;
-  wire [5:0] \$275 ;
-  wire [5:0] \$276 ;
-  wire [5:0] \$277 ;
-  wire [5:0] \$278 ;
-  wire \$279 ;
+  wire [5:0] \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire [5:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
+  wire [5:0] \$280 ;
+  wire [5:0] \$281 ;
   wire \$282 ;
   wire [5:0] \$283 ;
   wire [5:0] \$284 ;
   wire [5:0] \$285 ;
-  wire \$286 ;
+  wire [5:0] \$286 ;
   wire [5:0] \$287 ;
-  wire [5:0] \$288 ;
-  wire [5:0] \$289 ;
+  wire \$288 ;
+  wire \$289 ;
   wire [6:0] \$29 ;
-  wire [5:0] \$290 ;
-  wire [5:0] \$291 ;
+  wire \$290 ;
+  wire \$291 ;
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
@@ -226,105 +226,105 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$296 ;
   wire \$297 ;
   wire \$298 ;
-  wire \$299 ;
+  wire [5:0] \$299 ;
   wire [28:0] \$3 ;
   wire [6:0] \$30 ;
-  wire \$300 ;
-  wire \$301 ;
+  wire [5:0] \$300 ;
+  wire [5:0] \$301 ;
   wire \$302 ;
   wire [5:0] \$303 ;
   wire [5:0] \$304 ;
   wire [5:0] \$305 ;
-  wire \$306 ;
-  wire [5:0] \$307 ;
-  wire [5:0] \$308 ;
-  wire [5:0] \$309 ;
+  wire [5:0] \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire [6:0] \$31 ;
-  wire [5:0] \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
+  wire \$310 ;
+  wire [5:0] \$311 ;
+  wire [5:0] \$312 ;
+  wire [5:0] \$313 ;
   wire \$314 ;
   wire [5:0] \$315 ;
   wire [5:0] \$316 ;
   wire [5:0] \$317 ;
-  wire \$318 ;
+  wire [5:0] \$318 ;
   wire [5:0] \$319 ;
   wire \$32 ;
   wire [5:0] \$320 ;
-  wire [5:0] \$321 ;
-  wire [5:0] \$322 ;
-  wire [5:0] \$323 ;
-  wire [5:0] \$324 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
   wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
+  wire [3:0] \$326 ;
+  wire [3:0] \$327 ;
+  wire [3:0] \$328 ;
+  wire [3:0] \$329 ;
   wire [6:0] \$33 ;
-  wire [3:0] \$330 ;
-  wire [3:0] \$331 ;
-  wire [3:0] \$332 ;
-  wire [3:0] \$333 ;
-  wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire [3:0] \$334 ;
+  wire [3:0] \$335 ;
+  wire [3:0] \$336 ;
   wire \$337 ;
   wire [3:0] \$338 ;
   wire [3:0] \$339 ;
   wire [6:0] \$34 ;
   wire [3:0] \$340 ;
-  wire \$341 ;
-  wire [3:0] \$342 ;
-  wire [3:0] \$343 ;
-  wire [3:0] \$344 ;
-  wire [3:0] \$345 ;
-  wire \$346 ;
+  wire [3:0] \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire [4:0] \$346 ;
   wire \$347 ;
-  wire \$348 ;
+  wire [4:0] \$348 ;
   wire \$349 ;
   wire [6:0] \$35 ;
-  wire [4:0] \$350 ;
+  wire \$350 ;
   wire \$351 ;
-  wire [4:0] \$352 ;
-  wire \$353 ;
-  wire \$354 ;
+  wire \$352 ;
+  wire [21:0] \$353 ;
+  wire [21:0] \$354 ;
   wire \$355 ;
   wire \$356 ;
-  wire [21:0] \$357 ;
-  wire [21:0] \$358 ;
-  wire \$359 ;
+  wire \$357 ;
+  wire [8:0] \$358 ;
+  wire [8:0] \$359 ;
   wire [6:0] \$36 ;
-  wire \$360 ;
-  wire \$361 ;
-  wire [8:0] \$362 ;
-  wire [8:0] \$363 ;
-  wire [135:0] \$364 ;
-  wire [5:0] \$365 ;
-  wire [6:0] \$366 ;
-  wire \$367 ;
+  wire [135:0] \$360 ;
+  wire [5:0] \$361 ;
+  wire [6:0] \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire [40:0] \$365 ;
+  wire [40:0] \$366 ;
+  wire [167:0] \$367 ;
   wire \$368 ;
-  wire [40:0] \$369 ;
+  wire \$369 ;
   wire [6:0] \$37 ;
-  wire [40:0] \$370 ;
-  wire [167:0] \$371 ;
+  wire [21:0] \$370 ;
+  wire [21:0] \$371 ;
   wire \$372 ;
   wire \$373 ;
-  wire [21:0] \$374 ;
-  wire [21:0] \$375 ;
-  wire \$376 ;
+  wire \$374 ;
+  wire [8:0] \$375 ;
+  wire [8:0] \$376 ;
   wire \$377 ;
   wire \$378 ;
-  wire [8:0] \$379 ;
+  wire [77:0] \$379 ;
   wire \$38 ;
-  wire [8:0] \$380 ;
-  wire \$381 ;
-  wire \$382 ;
-  wire [77:0] \$383 ;
-  wire [77:0] \$384 ;
-  wire [204:0] \$385 ;
-  wire [6:0] \$386 ;
-  wire [7:0] \$387 ;
+  wire [77:0] \$380 ;
+  wire [204:0] \$381 ;
+  wire [6:0] \$382 ;
+  wire [7:0] \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire [118:0] \$386 ;
+  wire [118:0] \$387 ;
   wire \$388 ;
   wire \$389 ;
   wire \$39 ;
@@ -332,12 +332,12 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [118:0] \$391 ;
   wire \$392 ;
   wire \$393 ;
-  wire [118:0] \$394 ;
-  wire [118:0] \$395 ;
+  wire [21:0] \$394 ;
+  wire [21:0] \$395 ;
   wire \$396 ;
   wire \$397 ;
-  wire [21:0] \$398 ;
-  wire [21:0] \$399 ;
+  wire \$398 ;
+  wire \$399 ;
   wire \$4 ;
   wire \$40 ;
   wire \$400 ;
@@ -379,91 +379,99 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
-  wire \$436 ;
-  wire \$437 ;
-  wire \$438 ;
-  wire \$439 ;
+  wire [45:0] \$436 ;
+  wire [60:0] \$437 ;
+  wire [60:0] \$438 ;
+  wire [61:0] \$439 ;
   wire \$44 ;
-  wire \$440 ;
+  wire [62:0] \$440 ;
   wire \$441 ;
-  wire \$442 ;
-  wire [61:0] \$443 ;
-  wire \$444 ;
-  wire [61:0] \$445 ;
-  wire \$446 ;
-  wire [61:0] \$447 ;
+  wire [61:0] \$442 ;
+  wire \$443 ;
+  wire [61:0] \$444 ;
+  wire \$445 ;
+  wire [61:0] \$446 ;
+  wire [8:0] \$447 ;
   wire [8:0] \$448 ;
   wire [8:0] \$449 ;
   wire \$45 ;
-  wire [8:0] \$450 ;
-  wire [61:0] \$451 ;
-  wire \$452 ;
-  wire [61:0] \$453 ;
+  wire [61:0] \$450 ;
+  wire \$451 ;
+  wire [61:0] \$452 ;
+  wire \$453 ;
   wire \$454 ;
   wire \$455 ;
-  wire \$456 ;
+  wire [13:0] \$456 ;
   wire [13:0] \$457 ;
   wire [13:0] \$458 ;
-  wire [13:0] \$459 ;
+  wire [7:0] \$459 ;
   wire \$46 ;
-  wire [7:0] \$460 ;
-  wire [21:0] \$461 ;
+  wire [21:0] \$460 ;
+  wire [15:0] \$461 ;
   wire [15:0] \$462 ;
-  wire [15:0] \$463 ;
-  wire [28:0] \$464 ;
+  wire [28:0] \$463 ;
+  wire [118:0] \$464 ;
   wire [118:0] \$465 ;
   wire [118:0] \$466 ;
   wire [118:0] \$467 ;
-  wire [118:0] \$468 ;
-  wire [5:0] \$469 ;
+  wire [5:0] \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  wire \$470 ;
-  wire [38:0] \$471 ;
-  wire [5:0] \$472 ;
+  wire [38:0] \$470 ;
+  wire [5:0] \$471 ;
+  wire [118:0] \$472 ;
   wire [118:0] \$473 ;
-  wire [118:0] \$474 ;
-  wire [5:0] \$475 ;
-  wire \$476 ;
-  wire [53:0] \$477 ;
+  wire [5:0] \$474 ;
+  wire \$475 ;
+  wire [53:0] \$476 ;
+  wire [5:0] \$477 ;
   wire [5:0] \$478 ;
-  wire [5:0] \$479 ;
+  wire \$479 ;
   wire \$48 ;
-  wire \$480 ;
-  wire [77:0] \$481 ;
-  wire [5:0] \$482 ;
+  wire [77:0] \$480 ;
+  wire [5:0] \$481 ;
+  wire \$482 ;
   wire \$483 ;
-  wire \$484 ;
+  wire [76:0] \$484 ;
   wire [76:0] \$485 ;
-  wire [76:0] \$486 ;
+  wire \$486 ;
   wire \$487 ;
   wire \$488 ;
   wire \$489 ;
   wire \$49 ;
   wire \$490 ;
   wire \$491 ;
-  reg \$492 ;
+  wire \$492 ;
   reg [7:0] \$493 ;
-  reg [12:0] \$494 ;
-  reg [12:0] \$495 ;
-  reg [76:0] \$496 ;
-  reg [20:0] \$497 ;
-  reg [27:0] \$498 ;
-  reg [34:0] \$499 ;
+  reg [7:0] \$494 ;
+  reg \$495 ;
+  reg \$496 ;
+  reg \$497 ;
+  reg \$498 ;
+  reg \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [4:0] \$500 ;
-  reg [5:0] \$501 ;
-  reg [4:0] \$502 ;
-  reg [76:0] \$503 ;
-  reg [39:0] \$504 ;
-  reg [117:0] \$505 ;
-  reg [37:0] \$506 ;
-  reg [37:0] \$507 ;
-  reg [76:0] \$508 ;
-  reg [64:0] \$509 ;
+  reg [61:0] \$500 ;
+  reg [7:0] \$501 ;
+  reg [12:0] \$502 ;
+  reg [12:0] \$503 ;
+  reg [76:0] \$504 ;
+  reg [20:0] \$505 ;
+  reg [27:0] \$506 ;
+  reg [34:0] \$507 ;
+  reg [4:0] \$508 ;
+  reg [5:0] \$509 ;
   wire \$51 ;
-  reg [52:0] \$510 ;
-  reg [59:0] \$511 ;
+  reg [4:0] \$510 ;
+  reg [76:0] \$511 ;
+  reg [39:0] \$512 ;
+  reg [117:0] \$513 ;
+  reg [37:0] \$514 ;
+  reg [37:0] \$515 ;
+  reg [76:0] \$516 ;
+  reg [64:0] \$517 ;
+  reg [52:0] \$518 ;
+  reg [59:0] \$519 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -516,9 +524,11 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [6:0] \$97 ;
   wire \$98 ;
   wire [6:0] \$99 ;
-  reg [52:0] \$signal  = 53'h00000000000000;
+  reg \$signal  = 1'h0;
+  reg [52:0] \$signal$62  = 53'h00000000000000;
   reg [76:0] a;
-  wire [61:0] acc0;
+  reg [61:0] acc0 = 62'h0000000000000000;
+  wire adv;
   reg [4:0] align = 5'h00;
   reg [21:0] b;
   reg beat;
@@ -547,7 +557,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [5:0] den_lead;
   reg [34:0] dgamma = 35'h000000000;
   wire done;
-  wire \done$59 ;
+  wire \done$66 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -567,7 +577,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg [64:0] m2 = 65'h00000000000000000;
   wire mask;
   reg neg;
-  reg \neg$48 ;
+  reg \neg$45 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -587,6 +597,13 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   reg [34:0] rem_init;
   input rst;
   wire rst;
+  reg [7:0] s0_g = 8'h00;
+  wire [7:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [7:0] s0_x = 8'h00;
+  wire [7:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [76:0] scratch = 77'h00000000000000000000;
   reg [20:0] sg = 21'h000000;
@@ -596,7 +613,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   wire [5:0] sh_new;
   wire [76:0] shv;
   reg start;
-  reg \start$46 ;
+  reg \start$43 ;
   output [69:0] stats__payload;
   reg [69:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -608,58 +625,80 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [6:0] \steps$44 ;
+  reg [6:0] \steps$41 ;
   reg take;
   reg [117:0] tq = 118'h000000000000000000000000000000;
-  assign \$483  = $signed(scratch) > $signed(60'h7ff100943fc0000);
-  assign \$484  = $signed(scratch) < $signed(60'h800eff6bc040000);
-  assign \$485  = \$484  ? 77'h1ffff800eff6bc040000 : scratch;
-  assign \$486  = \$483  ? 77'h000007ff100943fc0000 : \$485 ;
-  assign \$487  = | left;
-  assign \$488  = ~ \$487 ;
-  assign \$489  = ~ o__valid;
-  assign \$490  = \$489  | o__ready;
-  assign \$491  = \$488  & \$490 ;
+  assign \$474  = align + sh;
+  assign \$475  = \$474  == 5'h1a;
+  assign \$477  = align + 1'h1;
+  assign \$478  = align + sh;
+  assign \$479  = \$478  == 5'h1a;
+  assign \$481  = align + 1'h1;
+  assign \$482  = $signed(scratch) > $signed(60'h7ff100943fc0000);
+  assign \$483  = $signed(scratch) < $signed(60'h800eff6bc040000);
+  assign \$484  = \$483  ? 77'h1ffff800eff6bc040000 : scratch;
+  assign \$485  = \$482  ? 77'h000007ff100943fc0000 : \$484 ;
+  assign \$486  = | left;
+  assign \$487  = ~ \$486 ;
+  assign \$488  = ~ \$signal ;
+  assign \$489  = \$487  & \$488 ;
+  assign \$490  = ~ s1_valid;
+  assign \$491  = \$489  & \$490 ;
+  assign \$492  = \$491  & adv;
   always @(posedge clk)
-    o__valid <= \$492 ;
+    s0_x <= \$493 ;
   always @(posedge clk)
-    o__payload <= \$493 ;
+    s0_g <= \$494 ;
   always @(posedge clk)
-    sat <= \$494 ;
+    s0_mask <= \$495 ;
   always @(posedge clk)
-    left <= \$495 ;
+    o__valid <= \$496 ;
   always @(posedge clk)
-    chan <= \$496 ;
+    s1_valid <= \$497 ;
   always @(posedge clk)
-    sg <= \$497 ;
+    \$signal  <= \$498 ;
   always @(posedge clk)
-    sgx <= \$498 ;
+    s1_mask <= \$499 ;
   always @(posedge clk)
-    dgamma <= \$499 ;
+    acc0 <= \$500 ;
   always @(posedge clk)
-    align <= \$500 ;
+    o__payload <= \$501 ;
   always @(posedge clk)
-    fsm_state <= \$501 ;
+    sat <= \$502 ;
   always @(posedge clk)
-    sh <= \$502 ;
+    left <= \$503 ;
   always @(posedge clk)
-    scratch <= \$503 ;
+    chan <= \$504 ;
   always @(posedge clk)
-    qg <= \$504 ;
+    sg <= \$505 ;
   always @(posedge clk)
-    tq <= \$505 ;
+    sgx <= \$506 ;
   always @(posedge clk)
-    m1 <= \$506 ;
+    dgamma <= \$507 ;
   always @(posedge clk)
-    lane_a <= \$507 ;
+    align <= \$508 ;
   always @(posedge clk)
-    c0w <= \$508 ;
+    fsm_state <= \$509 ;
   always @(posedge clk)
-    m2 <= \$509 ;
+    sh <= \$510 ;
   always @(posedge clk)
-    \$signal  <= \$510 ;
+    scratch <= \$511 ;
   always @(posedge clk)
-    const0 <= \$511 ;
+    qg <= \$512 ;
+  always @(posedge clk)
+    tq <= \$513 ;
+  always @(posedge clk)
+    m1 <= \$514 ;
+  always @(posedge clk)
+    lane_a <= \$515 ;
+  always @(posedge clk)
+    c0w <= \$516 ;
+  always @(posedge clk)
+    m2 <= \$517 ;
+  always @(posedge clk)
+    \$signal$62  <= \$518 ;
+  always @(posedge clk)
+    const0 <= \$519 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -736,253 +775,247 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$233  = sh_lead + 1'h1;
   assign \$234  = \$233  + 3'h4;
   assign \$235  = \$232  ? \$234  : 9'h010;
-  assign \$236  = $signed(i__payload[15:8]) * $signed(lane_a);
-  assign \$237  = $signed(\$236 ) + $signed(const0);
-  assign \$238  = $signed(i__payload[7:0]) * $signed(\$signal );
-  assign \$239  = $signed(\$237 ) - $signed(\$238 );
-  assign \$240  = $signed(\$239 ) + $signed(27'h2000000);
-  assign \$241  = chan__payload[66] | chan__payload[67];
-  assign \$242  = \$241  | chan__payload[68];
-  assign \$243  = chan__payload[67] ? 6'h21 : 6'h20;
-  assign \$244  = chan__payload[68] ? 6'h22 : \$243 ;
-  assign \$245  = chan__payload[50] | chan__payload[51];
-  assign \$246  = chan__payload[52] | chan__payload[53];
-  assign \$247  = \$245  | \$246 ;
-  assign \$248  = chan__payload[54] | chan__payload[55];
-  assign \$249  = chan__payload[56] | chan__payload[57];
+  assign \$236  = ~ o__valid;
+  assign adv = \$236  | o__ready;
+  assign \$237  = chan__payload[66] | chan__payload[67];
+  assign \$238  = \$237  | chan__payload[68];
+  assign \$239  = chan__payload[67] ? 6'h21 : 6'h20;
+  assign \$240  = chan__payload[68] ? 6'h22 : \$239 ;
+  assign \$241  = chan__payload[50] | chan__payload[51];
+  assign \$242  = chan__payload[52] | chan__payload[53];
+  assign \$243  = \$241  | \$242 ;
+  assign \$244  = chan__payload[54] | chan__payload[55];
+  assign \$245  = chan__payload[56] | chan__payload[57];
+  assign \$246  = \$244  | \$245 ;
+  assign \$247  = \$243  | \$246 ;
+  assign \$248  = chan__payload[58] | chan__payload[59];
+  assign \$249  = chan__payload[60] | chan__payload[61];
   assign \$250  = \$248  | \$249 ;
-  assign \$251  = \$247  | \$250 ;
-  assign \$252  = chan__payload[58] | chan__payload[59];
-  assign \$253  = chan__payload[60] | chan__payload[61];
-  assign \$254  = \$252  | \$253 ;
-  assign \$255  = chan__payload[62] | chan__payload[63];
-  assign \$256  = chan__payload[64] | chan__payload[65];
-  assign \$257  = \$255  | \$256 ;
-  assign \$258  = \$254  | \$257 ;
-  assign \$259  = \$251  | \$258 ;
-  assign \$260  = chan__payload[58] | chan__payload[59];
-  assign \$261  = chan__payload[60] | chan__payload[61];
-  assign \$262  = \$260  | \$261 ;
+  assign \$251  = chan__payload[62] | chan__payload[63];
+  assign \$252  = chan__payload[64] | chan__payload[65];
+  assign \$253  = \$251  | \$252 ;
+  assign \$254  = \$250  | \$253 ;
+  assign \$255  = \$247  | \$254 ;
+  assign \$256  = chan__payload[58] | chan__payload[59];
+  assign \$257  = chan__payload[60] | chan__payload[61];
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = chan__payload[62] | chan__payload[63];
+  assign \$260  = chan__payload[64] | chan__payload[65];
+  assign \$261  = \$259  | \$260 ;
+  assign \$262  = \$258  | \$261 ;
   assign \$263  = chan__payload[62] | chan__payload[63];
   assign \$264  = chan__payload[64] | chan__payload[65];
   assign \$265  = \$263  | \$264 ;
-  assign \$266  = \$262  | \$265 ;
-  assign \$267  = chan__payload[62] | chan__payload[63];
-  assign \$268  = chan__payload[64] | chan__payload[65];
-  assign \$269  = \$267  | \$268 ;
-  assign \$270  = chan__payload[64] | chan__payload[65];
-  assign \$271  = chan__payload[65] ? 6'h1f : 6'h1e;
-  assign \$272  = chan__payload[63] ? 6'h1d : 6'h1c;
+  assign \$266  = chan__payload[64] | chan__payload[65];
+  assign \$267  = chan__payload[65] ? 6'h1f : 6'h1e;
+  assign \$268  = chan__payload[63] ? 6'h1d : 6'h1c;
+  assign \$269  = \$266  ? \$267  : \$268 ;
+  assign \$270  = chan__payload[60] | chan__payload[61];
+  assign \$271  = chan__payload[61] ? 6'h1b : 6'h1a;
+  assign \$272  = chan__payload[59] ? 6'h19 : 6'h18;
   assign \$273  = \$270  ? \$271  : \$272 ;
-  assign \$274  = chan__payload[60] | chan__payload[61];
-  assign \$275  = chan__payload[61] ? 6'h1b : 6'h1a;
-  assign \$276  = chan__payload[59] ? 6'h19 : 6'h18;
-  assign \$277  = \$274  ? \$275  : \$276 ;
-  assign \$278  = \$269  ? \$273  : \$277 ;
-  assign \$279  = chan__payload[54] | chan__payload[55];
-  assign \$280  = chan__payload[56] | chan__payload[57];
-  assign \$281  = \$279  | \$280 ;
-  assign \$282  = chan__payload[56] | chan__payload[57];
-  assign \$283  = chan__payload[57] ? 6'h17 : 6'h16;
-  assign \$284  = chan__payload[55] ? 6'h15 : 6'h14;
+  assign \$274  = \$265  ? \$269  : \$273 ;
+  assign \$275  = chan__payload[54] | chan__payload[55];
+  assign \$276  = chan__payload[56] | chan__payload[57];
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = chan__payload[56] | chan__payload[57];
+  assign \$279  = chan__payload[57] ? 6'h17 : 6'h16;
+  assign \$280  = chan__payload[55] ? 6'h15 : 6'h14;
+  assign \$281  = \$278  ? \$279  : \$280 ;
+  assign \$282  = chan__payload[52] | chan__payload[53];
+  assign \$283  = chan__payload[53] ? 6'h13 : 6'h12;
+  assign \$284  = chan__payload[51] ? 6'h11 : 6'h10;
   assign \$285  = \$282  ? \$283  : \$284 ;
-  assign \$286  = chan__payload[52] | chan__payload[53];
-  assign \$287  = chan__payload[53] ? 6'h13 : 6'h12;
-  assign \$288  = chan__payload[51] ? 6'h11 : 6'h10;
-  assign \$289  = \$286  ? \$287  : \$288 ;
-  assign \$290  = \$281  ? \$285  : \$289 ;
-  assign \$291  = \$266  ? \$278  : \$290 ;
-  assign \$292  = chan__payload[42] | chan__payload[43];
-  assign \$293  = chan__payload[44] | chan__payload[45];
-  assign \$294  = \$292  | \$293 ;
+  assign \$286  = \$277  ? \$281  : \$285 ;
+  assign \$287  = \$262  ? \$274  : \$286 ;
+  assign \$288  = chan__payload[42] | chan__payload[43];
+  assign \$289  = chan__payload[44] | chan__payload[45];
+  assign \$290  = \$288  | \$289 ;
+  assign \$291  = chan__payload[46] | chan__payload[47];
+  assign \$292  = chan__payload[48] | chan__payload[49];
+  assign \$293  = \$291  | \$292 ;
+  assign \$294  = \$290  | \$293 ;
   assign \$295  = chan__payload[46] | chan__payload[47];
   assign \$296  = chan__payload[48] | chan__payload[49];
   assign \$297  = \$295  | \$296 ;
-  assign \$298  = \$294  | \$297 ;
-  assign \$299  = chan__payload[46] | chan__payload[47];
-  assign \$300  = chan__payload[48] | chan__payload[49];
-  assign \$301  = \$299  | \$300 ;
-  assign \$302  = chan__payload[48] | chan__payload[49];
-  assign \$303  = chan__payload[49] ? 6'h0f : 6'h0e;
-  assign \$304  = chan__payload[47] ? 6'h0d : 6'h0c;
+  assign \$298  = chan__payload[48] | chan__payload[49];
+  assign \$299  = chan__payload[49] ? 6'h0f : 6'h0e;
+  assign \$300  = chan__payload[47] ? 6'h0d : 6'h0c;
+  assign \$301  = \$298  ? \$299  : \$300 ;
+  assign \$302  = chan__payload[44] | chan__payload[45];
+  assign \$303  = chan__payload[45] ? 6'h0b : 6'h0a;
+  assign \$304  = chan__payload[43] ? 6'h09 : 6'h08;
   assign \$305  = \$302  ? \$303  : \$304 ;
-  assign \$306  = chan__payload[44] | chan__payload[45];
-  assign \$307  = chan__payload[45] ? 6'h0b : 6'h0a;
-  assign \$308  = chan__payload[43] ? 6'h09 : 6'h08;
-  assign \$309  = \$306  ? \$307  : \$308 ;
-  assign \$310  = \$301  ? \$305  : \$309 ;
-  assign \$311  = chan__payload[38] | chan__payload[39];
-  assign \$312  = chan__payload[40] | chan__payload[41];
-  assign \$313  = \$311  | \$312 ;
-  assign \$314  = chan__payload[40] | chan__payload[41];
-  assign \$315  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$316  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$306  = \$297  ? \$301  : \$305 ;
+  assign \$307  = chan__payload[38] | chan__payload[39];
+  assign \$308  = chan__payload[40] | chan__payload[41];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = chan__payload[40] | chan__payload[41];
+  assign \$311  = chan__payload[41] ? 6'h07 : 6'h06;
+  assign \$312  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$313  = \$310  ? \$311  : \$312 ;
+  assign \$314  = chan__payload[36] | chan__payload[37];
+  assign \$315  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$316  = chan__payload[35] ? 6'h01 : 6'h00;
   assign \$317  = \$314  ? \$315  : \$316 ;
-  assign \$318  = chan__payload[36] | chan__payload[37];
-  assign \$319  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$320  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$321  = \$318  ? \$319  : \$320 ;
-  assign \$322  = \$313  ? \$317  : \$321 ;
-  assign \$323  = \$298  ? \$310  : \$322 ;
-  assign \$324  = \$259  ? \$291  : \$323 ;
-  assign den_lead = \$242  ? \$244  : \$324 ;
-  assign \$325  = chan__payload[8] | chan__payload[9];
-  assign \$326  = chan__payload[10] | chan__payload[11];
-  assign \$327  = \$325  | \$326 ;
-  assign \$328  = \$327  | chan__payload[12];
-  assign \$329  = chan__payload[10] | chan__payload[11];
-  assign \$330  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$331  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$332  = \$329  ? \$330  : \$331 ;
-  assign \$333  = chan__payload[12] ? 4'hc : \$332 ;
-  assign \$334  = chan__payload[4] | chan__payload[5];
-  assign \$335  = chan__payload[6] | chan__payload[7];
-  assign \$336  = \$334  | \$335 ;
-  assign \$337  = chan__payload[6] | chan__payload[7];
-  assign \$338  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$339  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$318  = \$309  ? \$313  : \$317 ;
+  assign \$319  = \$294  ? \$306  : \$318 ;
+  assign \$320  = \$255  ? \$287  : \$319 ;
+  assign den_lead = \$238  ? \$240  : \$320 ;
+  assign \$321  = chan__payload[8] | chan__payload[9];
+  assign \$322  = chan__payload[10] | chan__payload[11];
+  assign \$323  = \$321  | \$322 ;
+  assign \$324  = \$323  | chan__payload[12];
+  assign \$325  = chan__payload[10] | chan__payload[11];
+  assign \$326  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$327  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$328  = \$325  ? \$326  : \$327 ;
+  assign \$329  = chan__payload[12] ? 4'hc : \$328 ;
+  assign \$330  = chan__payload[4] | chan__payload[5];
+  assign \$331  = chan__payload[6] | chan__payload[7];
+  assign \$332  = \$330  | \$331 ;
+  assign \$333  = chan__payload[6] | chan__payload[7];
+  assign \$334  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$335  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$336  = \$333  ? \$334  : \$335 ;
+  assign \$337  = chan__payload[2] | chan__payload[3];
+  assign \$338  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$339  = chan__payload[1] ? 4'h1 : 4'h0;
   assign \$340  = \$337  ? \$338  : \$339 ;
-  assign \$341  = chan__payload[2] | chan__payload[3];
-  assign \$342  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$343  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$344  = \$341  ? \$342  : \$343 ;
-  assign \$345  = \$336  ? \$340  : \$344 ;
-  assign count_lead = \$328  ? \$333  : \$345 ;
-  assign \$346  = ! chan__payload[12:0];
-  assign \$347  = chan__payload[12:0] > 13'h1000;
-  assign \$348  = \$346  | \$347 ;
-  assign \$349  = ! chan__payload[68:34];
-  assign \$350  = count_lead + 4'h9;
-  assign \$351  = \$350  > 1'h0;
-  assign \$352  = count_lead + 4'h9;
-  assign \$353  = den_lead < \$352 ;
-  assign \$354  = \$351  & \$353 ;
-  assign \$355  = \$349  | \$354 ;
-  assign refused = | { \$355 , \$348  };
-  assign \$356  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$357  = - $signed(chan[33:13]);
-  assign \$358  = \$356  ? \$357  : { chan[33], chan[33:13] };
-  assign \$359  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$360  = ~ \$359 ;
-  assign \$361  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$362  = - $signed(chan[76:69]);
-  assign \$363  = \$361  ? \$362  : { chan[76], chan[76:69] };
-  assign \$365  = 4'hd + sh;
-  assign \$366  = 4'h8 + \$365 ;
-  assign \$367  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$341  = \$332  ? \$336  : \$340 ;
+  assign count_lead = \$324  ? \$329  : \$341 ;
+  assign \$342  = ! chan__payload[12:0];
+  assign \$343  = chan__payload[12:0] > 13'h1000;
+  assign \$344  = \$342  | \$343 ;
+  assign \$345  = ! chan__payload[68:34];
+  assign \$346  = count_lead + 4'h9;
+  assign \$347  = \$346  > 1'h0;
+  assign \$348  = count_lead + 4'h9;
+  assign \$349  = den_lead < \$348 ;
+  assign \$350  = \$347  & \$349 ;
+  assign \$351  = \$345  | \$350 ;
+  assign refused = | { \$351 , \$344  };
+  assign \$352  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$353  = - $signed(chan[33:13]);
+  assign \$354  = \$352  ? \$353  : { chan[33], chan[33:13] };
+  assign \$355  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$356  = ~ \$355 ;
+  assign \$357  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$358  = - $signed(chan[76:69]);
+  assign \$359  = \$357  ? \$358  : { chan[76], chan[76:69] };
+  assign \$361  = 4'hd + sh;
+  assign \$362  = 4'h8 + \$361 ;
+  assign \$363  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$364  = $signed(qg) < $signed(1'h0);
+  assign \$365  = - $signed(qg);
+  assign \$366  = \$364  ? \$365  : { qg[39], qg };
   assign \$368  = $signed(qg) < $signed(1'h0);
-  assign \$369  = - $signed(qg);
-  assign \$370  = \$368  ? \$369  : { qg[39], qg };
-  assign \$372  = $signed(qg) < $signed(1'h0);
-  assign \$373  = $signed(sg) < $signed(1'h0);
-  assign \$374  = - $signed(sg);
-  assign \$375  = \$373  ? \$374  : { sg[20], sg };
-  assign \$376  = $signed(sg) < $signed(1'h0);
-  assign \$377  = ~ \$376 ;
-  assign \$378  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$379  = - $signed(chan[76:69]);
-  assign \$380  = \$378  ? \$379  : { chan[76], chan[76:69] };
-  assign \$381  = $signed(chan[76:69]) < $signed(1'h0);
-  assign \$382  = $signed(scratch) < $signed(1'h0);
-  assign \$383  = - $signed(scratch);
-  assign \$384  = \$382  ? \$383  : { scratch[76], scratch };
-  assign \$386  = 6'h2b + sh;
-  assign \$387  = 6'h2f + \$386 ;
-  assign \$388  = $signed(scratch) < $signed(1'h0);
+  assign \$369  = $signed(sg) < $signed(1'h0);
+  assign \$370  = - $signed(sg);
+  assign \$371  = \$369  ? \$370  : { sg[20], sg };
+  assign \$372  = $signed(sg) < $signed(1'h0);
+  assign \$373  = ~ \$372 ;
+  assign \$374  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$375  = - $signed(chan[76:69]);
+  assign \$376  = \$374  ? \$375  : { chan[76], chan[76:69] };
+  assign \$377  = $signed(chan[76:69]) < $signed(1'h0);
+  assign \$378  = $signed(scratch) < $signed(1'h0);
+  assign \$379  = - $signed(scratch);
+  assign \$380  = \$378  ? \$379  : { scratch[76], scratch };
+  assign \$382  = 6'h2b + sh;
+  assign \$383  = 6'h2f + \$382 ;
+  assign \$384  = $signed(scratch) < $signed(1'h0);
+  assign \$385  = $signed(tq) < $signed(1'h0);
+  assign \$386  = - $signed(tq);
+  assign \$387  = \$385  ? \$386  : { tq[117], tq };
+  assign \$388  = $signed(tq) < $signed(1'h0);
   assign \$389  = $signed(tq) < $signed(1'h0);
   assign \$390  = - $signed(tq);
   assign \$391  = \$389  ? \$390  : { tq[117], tq };
   assign \$392  = $signed(tq) < $signed(1'h0);
-  assign \$393  = $signed(tq) < $signed(1'h0);
-  assign \$394  = - $signed(tq);
-  assign \$395  = \$393  ? \$394  : { tq[117], tq };
-  assign \$396  = $signed(tq) < $signed(1'h0);
-  assign \$397  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$398  = - $signed(chan[33:13]);
-  assign \$399  = \$397  ? \$398  : { chan[33], chan[33:13] };
-  assign \$400  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$401  = | left;
-  assign \$402  = ~ o__valid;
-  assign \$403  = \$402  | o__ready;
-  assign \$404  = \$401  & \$403 ;
-  assign \$405  = i__valid & i__ready;
-  assign \$406  = ! fsm_state;
-  assign \$407  = fsm_state == 1'h1;
-  assign \$408  = fsm_state == 2'h2;
-  assign \$409  = fsm_state == 2'h3;
-  assign \$410  = fsm_state == 3'h4;
-  assign \$411  = fsm_state == 3'h5;
-  assign \$412  = fsm_state == 3'h6;
-  assign \$413  = fsm_state == 3'h7;
-  assign \$414  = fsm_state == 4'h8;
-  assign \$415  = fsm_state == 4'h9;
-  assign \$416  = fsm_state == 4'ha;
-  assign \$417  = fsm_state == 4'hb;
-  assign \$418  = fsm_state == 4'hc;
-  assign \$419  = fsm_state == 4'hd;
-  assign \$420  = fsm_state == 4'he;
-  assign \$421  = fsm_state == 4'hf;
-  assign \$422  = fsm_state == 5'h10;
-  assign \$423  = fsm_state == 5'h11;
-  assign \$424  = fsm_state == 5'h12;
-  assign \$425  = fsm_state == 5'h13;
-  assign \$426  = fsm_state == 5'h14;
-  assign \$427  = fsm_state == 5'h15;
-  assign \$428  = fsm_state == 5'h16;
-  assign \$429  = fsm_state == 5'h17;
-  assign \$430  = fsm_state == 5'h18;
-  assign \$431  = fsm_state == 5'h19;
-  assign \$432  = fsm_state == 5'h1a;
-  assign \$433  = fsm_state == 5'h1b;
-  assign \$434  = fsm_state == 5'h1c;
-  assign \$435  = fsm_state == 5'h1d;
-  assign \$436  = fsm_state == 5'h1e;
-  assign \$437  = fsm_state == 5'h1f;
-  assign \$438  = fsm_state == 6'h20;
-  assign \$439  = fsm_state == 6'h21;
-  assign \$440  = fsm_state == 6'h22;
-  assign \$441  = fsm_state == 6'h23;
-  assign \$442  = ~ mask;
-  assign \$444  = $signed(\$443 ) > $signed(8'h7f);
-  assign \$446  = $signed(\$445 ) < $signed(8'h80);
-  assign \$448  = \$446  ? 9'h180 : { 1'h0, \$447 [7:0] };
-  assign \$449  = \$444  ? 9'h07f : \$448 ;
-  assign \$450  = mask ? \$449  : 9'h000;
-  assign \$452  = $signed(\$451 ) > $signed(8'h7f);
-  assign \$454  = $signed(\$453 ) < $signed(8'h80);
-  assign \$455  = \$452  | \$454 ;
-  assign \$456  = mask & \$455 ;
-  assign \$457  = sat + \$456 ;
-  assign \$458  = left - 1'h1;
-  assign \$459  = last ? 14'h0000 : \$458 ;
-  assign \$460  = mask ? i__payload[15:8] : 8'h00;
-  assign \$461  = $signed(sg) + $signed(\$460 );
-  assign \$462  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$463  = mask ? \$462  : 16'h0000;
-  assign \$464  = $signed(sgx) + $signed(\$463 );
-  assign \$465  = $signed(tq) + $signed(2'h1);
-  assign \$467  = $signed(tq) + $signed(2'h1);
-  assign \$469  = align + sh;
-  assign \$470  = \$469  == 5'h1a;
-  assign \$472  = align + 1'h1;
-  assign \$473  = $signed(tq) + $signed(2'h1);
-  assign \$475  = align + sh;
-  assign \$476  = \$475  == 5'h1a;
-  assign \$478  = align + 1'h1;
-  assign \$479  = align + sh;
-  assign \$480  = \$479  == 5'h1a;
-  assign \$482  = align + 1'h1;
+  assign \$393  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$394  = - $signed(chan[33:13]);
+  assign \$395  = \$393  ? \$394  : { chan[33], chan[33:13] };
+  assign \$396  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$397  = | left;
+  assign \$398  = \$397  & adv;
+  assign \$399  = i__valid & i__ready;
+  assign \$400  = ! fsm_state;
+  assign \$401  = fsm_state == 1'h1;
+  assign \$402  = fsm_state == 2'h2;
+  assign \$403  = fsm_state == 2'h3;
+  assign \$404  = fsm_state == 3'h4;
+  assign \$405  = fsm_state == 3'h5;
+  assign \$406  = fsm_state == 3'h6;
+  assign \$407  = fsm_state == 3'h7;
+  assign \$408  = fsm_state == 4'h8;
+  assign \$409  = fsm_state == 4'h9;
+  assign \$410  = fsm_state == 4'ha;
+  assign \$411  = fsm_state == 4'hb;
+  assign \$412  = fsm_state == 4'hc;
+  assign \$413  = fsm_state == 4'hd;
+  assign \$414  = fsm_state == 4'he;
+  assign \$415  = fsm_state == 4'hf;
+  assign \$416  = fsm_state == 5'h10;
+  assign \$417  = fsm_state == 5'h11;
+  assign \$418  = fsm_state == 5'h12;
+  assign \$419  = fsm_state == 5'h13;
+  assign \$420  = fsm_state == 5'h14;
+  assign \$421  = fsm_state == 5'h15;
+  assign \$422  = fsm_state == 5'h16;
+  assign \$423  = fsm_state == 5'h17;
+  assign \$424  = fsm_state == 5'h18;
+  assign \$425  = fsm_state == 5'h19;
+  assign \$426  = fsm_state == 5'h1a;
+  assign \$427  = fsm_state == 5'h1b;
+  assign \$428  = fsm_state == 5'h1c;
+  assign \$429  = fsm_state == 5'h1d;
+  assign \$430  = fsm_state == 5'h1e;
+  assign \$431  = fsm_state == 5'h1f;
+  assign \$432  = fsm_state == 6'h20;
+  assign \$433  = fsm_state == 6'h21;
+  assign \$434  = fsm_state == 6'h22;
+  assign \$435  = fsm_state == 6'h23;
+  assign \$436  = $signed(s0_g) * $signed(lane_a);
+  assign \$437  = $signed(\$436 ) + $signed(const0);
+  assign \$438  = $signed(s0_x) * $signed(\$signal$62 );
+  assign \$439  = $signed(\$437 ) - $signed(\$438 );
+  assign \$440  = $signed(\$439 ) + $signed(27'h2000000);
+  assign \$441  = ~ s1_mask;
+  assign \$443  = $signed(\$442 ) > $signed(8'h7f);
+  assign \$445  = $signed(\$444 ) < $signed(8'h80);
+  assign \$447  = \$445  ? 9'h180 : { 1'h0, \$446 [7:0] };
+  assign \$448  = \$443  ? 9'h07f : \$447 ;
+  assign \$449  = s1_mask ? \$448  : 9'h000;
+  assign \$451  = $signed(\$450 ) > $signed(8'h7f);
+  assign \$453  = $signed(\$452 ) < $signed(8'h80);
+  assign \$454  = \$451  | \$453 ;
+  assign \$455  = s1_mask & \$454 ;
+  assign \$456  = sat + \$455 ;
+  assign \$457  = left - 1'h1;
+  assign \$458  = last ? 14'h0000 : \$457 ;
+  assign \$459  = mask ? i__payload[15:8] : 8'h00;
+  assign \$460  = $signed(sg) + $signed(\$459 );
+  assign \$461  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$462  = mask ? \$461  : 16'h0000;
+  assign \$463  = $signed(sgx) + $signed(\$462 );
+  assign \$464  = $signed(tq) + $signed(2'h1);
+  assign \$466  = $signed(tq) + $signed(2'h1);
+  assign \$468  = align + sh;
+  assign \$469  = \$468  == 5'h1a;
+  assign \$471  = align + 1'h1;
+  assign \$472  = $signed(tq) + $signed(2'h1);
   \hwnorm_bwd_l2_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$59 ),
+    .done(\done$66 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$48 ),
+    .\neg$15 (\neg$45 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$46 ),
-    .steps(\steps$44 )
+    .start(\start$43 ),
+    .steps(\steps$41 )
   );
   \hwnorm_bwd_l2_s8.mul  mul (
     .a(a),
@@ -1161,7 +1194,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h21:
           /* empty */;
       6'h22:
-          i__ready = \$404 ;
+          i__ready = \$398 ;
     endcase
   end
   always @* begin
@@ -1383,7 +1416,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h04:
           /* empty */;
       6'h05:
-          b = \$358 ;
+          b = \$354 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1405,11 +1438,11 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$375 ;
+          b = \$371 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$380 [8], \$380 [8], \$380 [8], \$380 [8], \$380 [8], \$380 [8], \$380 [8], \$380 [8], \$380 [8], \$380 [8], \$380 [8], \$380 [8], \$380 [8], \$380  };
+          b = { \$376 [8], \$376 [8], \$376 [8], \$376 [8], \$376 [8], \$376 [8], \$376 [8], \$376 [8], \$376 [8], \$376 [8], \$376 [8], \$376 [8], \$376 [8], \$376  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1433,7 +1466,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1d:
           /* empty */;
       6'h1e:
-          b = \$399 ;
+          b = \$395 ;
     endcase
   end
   always @* begin
@@ -1515,7 +1548,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$360 ;
+          neg = \$356 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1537,11 +1570,11 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$377 ;
+          neg = \$373 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$381 ;
+          neg = \$377 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -1565,7 +1598,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h1d:
           /* empty */;
       6'h1e:
-          neg = \$400 ;
+          neg = \$396 ;
     endcase
   end
   always @* begin
@@ -1651,13 +1684,13 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$364 [115:0];
+          lo_init = \$360 [115:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$371 [115:0];
+          lo_init = \$367 [115:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1677,20 +1710,20 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h13:
           /* empty */;
       6'h14:
-          lo_init = \$385 [115:0];
+          lo_init = \$381 [115:0];
       6'h15:
           /* empty */;
       6'h16:
+          lo_init = \$387 [115:0];
+      6'h17:
+          /* empty */;
+      6'h18:
           lo_init = \$391 [115:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$395 [115:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$44  = 7'h00;
+    \steps$41  = 7'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1705,13 +1738,13 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h06:
           /* empty */;
       6'h07:
-          \steps$44  = \$366 ;
+          \steps$41  = \$362 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$44  = 7'h38;
+          \steps$41  = 7'h38;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1731,20 +1764,20 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h13:
           /* empty */;
       6'h14:
-          \steps$44  = \$387 [6:0];
+          \steps$41  = \$383 [6:0];
       6'h15:
           /* empty */;
       6'h16:
-          \steps$44  = 7'h74;
+          \steps$41  = 7'h74;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$44  = 7'h74;
+          \steps$41  = 7'h74;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$46  = 1'h0;
+    \start$43  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1759,13 +1792,13 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h06:
           /* empty */;
       6'h07:
-          \start$46  = 1'h1;
+          \start$43  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$46  = 1'h1;
+          \start$43  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1785,15 +1818,15 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h13:
           /* empty */;
       6'h14:
-          \start$46  = 1'h1;
+          \start$43  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$46  = 1'h1;
+          \start$43  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$46  = 1'h1;
+          \start$43  = 1'h1;
     endcase
   end
   always @* begin
@@ -1852,7 +1885,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$48  = 1'h0;
+    \neg$45  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1867,13 +1900,13 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h06:
           /* empty */;
       6'h07:
-          \neg$48  = \$367 ;
+          \neg$45  = \$363 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$48  = \$372 ;
+          \neg$45  = \$368 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1893,15 +1926,15 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h13:
           /* empty */;
       6'h14:
-          \neg$48  = \$388 ;
+          \neg$45  = \$384 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$48  = \$392 ;
+          \neg$45  = \$388 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$48  = \$396 ;
+          \neg$45  = \$392 ;
     endcase
   end
   always @* begin
@@ -2029,7 +2062,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h21:
           /* empty */;
       6'h22:
-          take = \$405 ;
+          take = \$399 ;
     endcase
   end
   always @* begin
@@ -2112,22 +2145,9 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$492  = o__valid;
-    if (o__ready) begin
-      \$492  = 1'h0;
-    end
+    \$493  = s0_x;
     if (take) begin
-      \$492  = 1'h1;
-    end
-    if (rst) begin
-      \$492  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$493  = o__payload;
-    if (take) begin
-      \$493  = \$450 [7:0];
+      \$493  = i__payload[7:0];
     end
     if (rst) begin
       \$493  = 8'h00;
@@ -2135,99 +2155,181 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = sat;
+    \$494  = s0_g;
     if (take) begin
-      \$494  = \$457 [12:0];
+      \$494  = i__payload[15:8];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$494  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$494  = 13'h0000;
+      \$494  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = left;
-    if (beat) begin
-      \$495  = \$459 [12:0];
+    \$495  = s0_mask;
+    if (take) begin
+      \$495  = mask;
+    end
+    if (rst) begin
+      \$495  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$496  = o__valid;
+    if (adv) begin
+      \$496  = s1_valid;
+    end
+    if (rst) begin
+      \$496  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$497  = s1_valid;
+    if (adv) begin
+      \$497  = \$signal ;
+    end
+    if (rst) begin
+      \$497  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$498  = \$signal ;
+    if (adv) begin
+      \$498  = take;
+    end
+    if (rst) begin
+      \$498  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$499  = s1_mask;
+    if (adv) begin
+      \$499  = s0_mask;
+    end
+    if (rst) begin
+      \$499  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$500  = acc0;
+    if (adv) begin
+      \$500  = \$440 [61:0];
+    end
+    if (rst) begin
+      \$500  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$501  = o__payload;
+    if (adv) begin
+      \$501  = \$449 [7:0];
+    end
+    if (rst) begin
+      \$501  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$502  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$502  = \$456 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$495  = chan__payload[12:0];
+            \$502  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$502  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$503  = left;
+    if (beat) begin
+      \$503  = \$458 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$503  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$495  = chan[12:0];
+              \$503  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$495  = 13'h0000;
+      \$503  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = chan;
+    \$504  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$496  = chan__payload;
+            \$504  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$496  = 77'h00000000000000000000;
+      \$504  = 77'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = sg;
+    \$505  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$497  = 21'h000000;
+            \$505  = 21'h000000;
             if (refused) begin
-              \$497  = 21'h000000;
+              \$505  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$497  = \$461 [20:0];
+            \$505  = \$460 [20:0];
           end
     endcase
     if (rst) begin
-      \$497  = 21'h000000;
+      \$505  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = sgx;
+    \$506  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$498  = 28'h0000000;
+            \$506  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$498  = \$464 [27:0];
+            \$506  = \$463 [27:0];
           end
     endcase
     if (rst) begin
-      \$498  = 28'h0000000;
+      \$506  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = dgamma;
+    \$507  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$499  = 35'h000000000;
+            \$507  = 35'h000000000;
           end
       6'h02:
           /* empty */;
@@ -2250,19 +2352,19 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h0b:
           /* empty */;
       6'h0c:
-          \$499  = \$468 [34:0];
+          \$507  = \$467 [34:0];
     endcase
     if (rst) begin
-      \$499  = 35'h000000000;
+      \$507  = 35'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = align;
+    \$508  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$500  = 5'h00;
+            \$508  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2292,10 +2394,10 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$470 ) begin
-            \$500  = 5'h00;
+          if (\$469 ) begin
+            \$508  = 5'h00;
           end else begin
-            \$500  = \$472 [4:0];
+            \$508  = \$471 [4:0];
           end
       6'h10:
           /* empty */;
@@ -2325,10 +2427,10 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$476 ) begin
-            \$500  = 5'h00;
+          if (\$475 ) begin
+            \$508  = 5'h00;
           end else begin
-            \$500  = \$478 [4:0];
+            \$508  = \$477 [4:0];
           end
       6'h1e:
           /* empty */;
@@ -2336,160 +2438,160 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$480 ) begin
-            \$500  = 5'h00;
+          if (\$479 ) begin
+            \$508  = 5'h00;
           end else begin
-            \$500  = \$482 [4:0];
+            \$508  = \$481 [4:0];
           end
     endcase
     if (rst) begin
-      \$500  = 5'h00;
+      \$508  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = fsm_state;
+    \$509  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$501  = 6'h01;
+              \$509  = 6'h01;
             end else begin
-              \$501  = 6'h02;
+              \$509  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$501  = 6'h03;
+              \$509  = 6'h03;
             end
           end
       6'h03:
-          \$501  = 6'h04;
+          \$509  = 6'h04;
       6'h04:
           if (done) begin
-            \$501  = 6'h05;
+            \$509  = 6'h05;
           end
       6'h05:
-          \$501  = 6'h06;
+          \$509  = 6'h06;
       6'h06:
           if (done) begin
-            \$501  = 6'h07;
+            \$509  = 6'h07;
           end
       6'h07:
-          \$501  = 6'h08;
+          \$509  = 6'h08;
       6'h08:
-          if (\done$59 ) begin
-            \$501  = 6'h09;
+          if (\done$66 ) begin
+            \$509  = 6'h09;
           end
       6'h09:
-          \$501  = 6'h0a;
+          \$509  = 6'h0a;
       6'h0a:
-          \$501  = 6'h0b;
+          \$509  = 6'h0b;
       6'h0b:
-          if (\done$59 ) begin
-            \$501  = 6'h0c;
+          if (\done$66 ) begin
+            \$509  = 6'h0c;
           end
       6'h0c:
-          \$501  = 6'h0d;
+          \$509  = 6'h0d;
       6'h0d:
-          \$501  = 6'h0e;
+          \$509  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$501  = 6'h0f;
+            \$509  = 6'h0f;
           end
       6'h0f:
-          if (\$470 ) begin
-            \$501  = 6'h10;
+          if (\$469 ) begin
+            \$509  = 6'h10;
           end
       6'h10:
-          \$501  = 6'h11;
+          \$509  = 6'h11;
       6'h11:
           if (done) begin
-            \$501  = 6'h12;
+            \$509  = 6'h12;
           end
       6'h12:
-          \$501  = 6'h13;
+          \$509  = 6'h13;
       6'h13:
           if (done) begin
-            \$501  = 6'h14;
+            \$509  = 6'h14;
           end
       6'h14:
-          \$501  = 6'h15;
+          \$509  = 6'h15;
       6'h15:
-          if (\done$59 ) begin
-            \$501  = 6'h16;
+          if (\done$66 ) begin
+            \$509  = 6'h16;
           end
       6'h16:
-          \$501  = 6'h17;
+          \$509  = 6'h17;
       6'h17:
-          if (\done$59 ) begin
-            \$501  = 6'h18;
+          if (\done$66 ) begin
+            \$509  = 6'h18;
           end
       6'h18:
-          \$501  = 6'h19;
+          \$509  = 6'h19;
       6'h19:
-          if (\done$59 ) begin
-            \$501  = 6'h1a;
+          if (\done$66 ) begin
+            \$509  = 6'h1a;
           end
       6'h1a:
-          \$501  = 6'h1b;
+          \$509  = 6'h1b;
       6'h1b:
-          \$501  = 6'h1c;
+          \$509  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$501  = 6'h1d;
+            \$509  = 6'h1d;
           end
       6'h1d:
-          if (\$476 ) begin
-            \$501  = 6'h1e;
+          if (\$475 ) begin
+            \$509  = 6'h1e;
           end
       6'h1e:
-          \$501  = 6'h1f;
+          \$509  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$501  = 6'h20;
+            \$509  = 6'h20;
           end
       6'h20:
-          if (\$480 ) begin
-            \$501  = 6'h21;
+          if (\$479 ) begin
+            \$509  = 6'h21;
           end
       6'h21:
-          \$501  = 6'h22;
+          \$509  = 6'h22;
       6'h22:
-          if (\$491 ) begin
-            \$501  = 6'h23;
+          if (\$492 ) begin
+            \$509  = 6'h23;
           end
       6'h23:
           if (stats__ready) begin
-            \$501  = 6'h00;
+            \$509  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$501  = 6'h00;
+            \$509  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$501  = 6'h00;
+      \$509  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = sh;
+    \$510  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$502  = \$235 [4:0];
+          \$510  = \$235 [4:0];
     endcase
     if (rst) begin
-      \$502  = 5'h00;
+      \$510  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = scratch;
+    \$511  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2499,7 +2601,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h04:
           if (done) begin
-            \$503  = p;
+            \$511  = p;
           end
       6'h05:
           /* empty */;
@@ -2531,7 +2633,7 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h13:
           if (done) begin
-            \$503  = p;
+            \$511  = p;
           end
       6'h14:
           /* empty */;
@@ -2557,22 +2659,22 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h1f:
           if (done) begin
-            \$503  = p;
+            \$511  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$480 ) begin
+          if (\$479 ) begin
           end else begin
-            \$503  = \$481 [76:0];
+            \$511  = \$480 [76:0];
           end
     endcase
     if (rst) begin
-      \$503  = 77'h00000000000000000000;
+      \$511  = 77'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = qg;
+    \$512  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2586,16 +2688,16 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h06:
           if (done) begin
-            \$504  = p[39:0];
+            \$512  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$504  = 40'h0000000000;
+      \$512  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = tq;
+    \$513  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2612,16 +2714,16 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$59 ) begin
-            \$505  = q;
+          if (\done$66 ) begin
+            \$513  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$59 ) begin
-            \$505  = q;
+          if (\done$66 ) begin
+            \$513  = q;
           end
       6'h0c:
           /* empty */;
@@ -2642,29 +2744,29 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$59 ) begin
-            \$505  = q;
+          if (\done$66 ) begin
+            \$513  = q;
           end
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$59 ) begin
-            \$505  = q;
+          if (\done$66 ) begin
+            \$513  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$59 ) begin
-            \$505  = q;
+          if (\done$66 ) begin
+            \$513  = q;
           end
     endcase
     if (rst) begin
-      \$505  = 118'h000000000000000000000000000000;
+      \$513  = 118'h000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = m1;
+    \$514  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2683,15 +2785,15 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h08:
           /* empty */;
       6'h09:
-          \$506  = \$466 [37:0];
+          \$514  = \$465 [37:0];
     endcase
     if (rst) begin
-      \$506  = 38'h0000000000;
+      \$514  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = lane_a;
+    \$515  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2721,22 +2823,22 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h0e:
           if (done) begin
-            \$507  = p[37:0];
+            \$515  = p[37:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$470 ) begin
+          if (\$469 ) begin
           end else begin
-            \$507  = \$471 [37:0];
+            \$515  = \$470 [37:0];
           end
     endcase
     if (rst) begin
-      \$507  = 38'h0000000000;
+      \$515  = 38'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = c0w;
+    \$516  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2772,16 +2874,16 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h11:
           if (done) begin
-            \$508  = p;
+            \$516  = p;
           end
     endcase
     if (rst) begin
-      \$508  = 77'h00000000000000000000;
+      \$516  = 77'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = m2;
+    \$517  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2834,15 +2936,15 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h19:
           /* empty */;
       6'h1a:
-          \$509  = \$474 [64:0];
+          \$517  = \$473 [64:0];
     endcase
     if (rst) begin
-      \$509  = 65'h00000000000000000;
+      \$517  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = \$signal ;
+    \$518  = \$signal$62 ;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2900,22 +3002,22 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
           /* empty */;
       6'h1c:
           if (done) begin
-            \$510  = p[52:0];
+            \$518  = p[52:0];
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$476 ) begin
+          if (\$475 ) begin
           end else begin
-            \$510  = \$477 [52:0];
+            \$518  = \$476 [52:0];
           end
     endcase
     if (rst) begin
-      \$510  = 53'h00000000000000;
+      \$518  = 53'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = const0;
+    \$519  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2982,17 +3084,16 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
       6'h20:
           /* empty */;
       6'h21:
-          \$511  = \$486 [59:0];
+          \$519  = \$485 [59:0];
     endcase
     if (rst) begin
-      \$511  = 60'h000000000000000;
+      \$519  = 60'h000000000000000;
     end
   end
   assign shv = { 48'h000000000000, \$3  };
   assign sh_new = \$235 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$240 [61:0];
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[68:34];
@@ -3011,6 +3112,8 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \chan.den  = chan[68:34];
   assign \chan.gamma  = chan[76:69];
   assign \o_data[0]  = o__payload;
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { 7'h00, chan[12:0], 8'h00 };
   assign \$4  = 1'h0;
@@ -3173,20 +3276,20 @@ module hwnorm_bwd_l2_s8(chan__valid, i__payload, i__valid, o__ready, stats__read
   assign \$177  = 7'h1c;
   assign \$229  = \$228 ;
   assign sh_lead = \$229 ;
-  assign \$364  = { \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 [8], \$363 , 108'h000000000000000000000000000 };
-  assign \$371  = { \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 [40], \$370 , 76'h0000000000000000000 };
-  assign \$385  = { \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 [77], \$384 , 69'h000000000000000000 };
-  assign \$443  = { \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61:26] };
-  assign \$445  = { \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61:26] };
-  assign \$447  = { \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61:26] };
-  assign \$451  = { \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61:26] };
-  assign \$453  = { \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61], \$240 [61:26] };
-  assign \$466  = { \$465 [118], \$465 [118:1] };
-  assign \$468  = { \$467 [118], \$467 [118:1] };
-  assign \$471  = { lane_a, 1'h0 };
-  assign \$474  = { \$473 [118], \$473 [118:1] };
-  assign \$477  = { \$signal , 1'h0 };
-  assign \$481  = { scratch, 1'h0 };
+  assign \$360  = { \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 [8], \$359 , 108'h000000000000000000000000000 };
+  assign \$367  = { \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 [40], \$366 , 76'h0000000000000000000 };
+  assign \$381  = { \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 [77], \$380 , 69'h000000000000000000 };
+  assign \$442  = { acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61:26] };
+  assign \$444  = { acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61:26] };
+  assign \$446  = { acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61:26] };
+  assign \$450  = { acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61:26] };
+  assign \$452  = { acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61], acc0[61:26] };
+  assign \$465  = { \$464 [118], \$464 [118:1] };
+  assign \$467  = { \$466 [118], \$466 [118:1] };
+  assign \$470  = { lane_a, 1'h0 };
+  assign \$473  = { \$472 [118], \$472 [118:1] };
+  assign \$476  = { \$signal$62 , 1'h0 };
+  assign \$480  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_l2_s8.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);

@@ -328,13 +328,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [8:0] \$388 ;
   wire [8:0] \$389 ;
   wire \$39 ;
-  wire [72:0] \$390 ;
+  wire \$390 ;
   wire \$391 ;
   wire \$392 ;
-  wire [71:0] \$393 ;
-  wire [71:0] \$394 ;
-  wire [73:0] \$395 ;
-  wire [74:0] \$396 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
   wire \$397 ;
   wire \$398 ;
   wire \$399 ;
@@ -357,53 +357,53 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$413 ;
   wire \$414 ;
   wire \$415 ;
-  wire \$416 ;
-  wire \$417 ;
-  wire \$418 ;
-  wire \$419 ;
+  wire [5:0] \$416 ;
+  wire [5:0] \$417 ;
+  wire [5:0] \$418 ;
+  wire [5:0] \$419 ;
   wire \$42 ;
   wire \$420 ;
   wire \$421 ;
-  wire [5:0] \$422 ;
-  wire [5:0] \$423 ;
-  wire [5:0] \$424 ;
-  wire [5:0] \$425 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
   wire \$426 ;
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
   wire \$43 ;
   wire \$430 ;
-  wire \$431 ;
-  wire \$432 ;
-  wire \$433 ;
+  wire [5:0] \$431 ;
+  wire [5:0] \$432 ;
+  wire [5:0] \$433 ;
   wire \$434 ;
-  wire \$435 ;
-  wire \$436 ;
+  wire [5:0] \$435 ;
+  wire [5:0] \$436 ;
   wire [5:0] \$437 ;
   wire [5:0] \$438 ;
-  wire [5:0] \$439 ;
+  wire \$439 ;
   wire \$44 ;
   wire \$440 ;
-  wire [5:0] \$441 ;
-  wire [5:0] \$442 ;
+  wire \$441 ;
+  wire \$442 ;
   wire [5:0] \$443 ;
   wire [5:0] \$444 ;
-  wire \$445 ;
+  wire [5:0] \$445 ;
   wire \$446 ;
-  wire \$447 ;
-  wire \$448 ;
+  wire [5:0] \$447 ;
+  wire [5:0] \$448 ;
   wire [5:0] \$449 ;
   wire \$45 ;
   wire [5:0] \$450 ;
   wire [5:0] \$451 ;
-  wire \$452 ;
-  wire [5:0] \$453 ;
-  wire [5:0] \$454 ;
-  wire [5:0] \$455 ;
-  wire [5:0] \$456 ;
-  wire [5:0] \$457 ;
-  wire [5:0] \$458 ;
+  wire [5:0] \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
@@ -426,155 +426,155 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$476 ;
   wire \$477 ;
   wire \$478 ;
-  wire \$479 ;
+  wire [5:0] \$479 ;
   wire \$48 ;
-  wire \$480 ;
-  wire \$481 ;
+  wire [5:0] \$480 ;
+  wire [5:0] \$481 ;
   wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
+  wire [5:0] \$483 ;
+  wire [5:0] \$484 ;
   wire [5:0] \$485 ;
   wire [5:0] \$486 ;
-  wire [5:0] \$487 ;
+  wire \$487 ;
   wire \$488 ;
-  wire [5:0] \$489 ;
+  wire \$489 ;
   wire \$49 ;
-  wire [5:0] \$490 ;
+  wire \$490 ;
   wire [5:0] \$491 ;
   wire [5:0] \$492 ;
-  wire \$493 ;
+  wire [5:0] \$493 ;
   wire \$494 ;
-  wire \$495 ;
-  wire \$496 ;
+  wire [5:0] \$495 ;
+  wire [5:0] \$496 ;
   wire [5:0] \$497 ;
   wire [5:0] \$498 ;
   wire [5:0] \$499 ;
   wire [44:0] \$5 ;
   wire \$50 ;
   wire \$500 ;
-  wire [5:0] \$501 ;
-  wire [5:0] \$502 ;
-  wire [5:0] \$503 ;
-  wire [5:0] \$504 ;
-  wire [5:0] \$505 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
   wire \$506 ;
   wire \$507 ;
   wire \$508 ;
   wire \$509 ;
   wire \$51 ;
   wire \$510 ;
-  wire \$511 ;
-  wire \$512 ;
-  wire \$513 ;
+  wire [5:0] \$511 ;
+  wire [5:0] \$512 ;
+  wire [5:0] \$513 ;
   wire \$514 ;
-  wire \$515 ;
-  wire \$516 ;
+  wire [5:0] \$515 ;
+  wire [5:0] \$516 ;
   wire [5:0] \$517 ;
   wire [5:0] \$518 ;
-  wire [5:0] \$519 ;
+  wire \$519 ;
   wire \$52 ;
   wire \$520 ;
-  wire [5:0] \$521 ;
-  wire [5:0] \$522 ;
+  wire \$521 ;
+  wire \$522 ;
   wire [5:0] \$523 ;
   wire [5:0] \$524 ;
-  wire \$525 ;
+  wire [5:0] \$525 ;
   wire \$526 ;
-  wire \$527 ;
-  wire \$528 ;
+  wire [5:0] \$527 ;
+  wire [5:0] \$528 ;
   wire [5:0] \$529 ;
   wire \$53 ;
   wire [5:0] \$530 ;
   wire [5:0] \$531 ;
-  wire \$532 ;
-  wire [5:0] \$533 ;
-  wire [5:0] \$534 ;
-  wire [5:0] \$535 ;
-  wire [5:0] \$536 ;
-  wire [5:0] \$537 ;
-  wire [5:0] \$538 ;
-  wire \$539 ;
+  wire [5:0] \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire [3:0] \$538 ;
+  wire [3:0] \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
+  wire [3:0] \$540 ;
+  wire [3:0] \$541 ;
   wire \$542 ;
   wire \$543 ;
-  wire [3:0] \$544 ;
-  wire [3:0] \$545 ;
+  wire \$544 ;
+  wire \$545 ;
   wire [3:0] \$546 ;
   wire [3:0] \$547 ;
-  wire \$548 ;
+  wire [3:0] \$548 ;
   wire \$549 ;
   wire \$55 ;
-  wire \$550 ;
-  wire \$551 ;
+  wire [3:0] \$550 ;
+  wire [3:0] \$551 ;
   wire [3:0] \$552 ;
   wire [3:0] \$553 ;
-  wire [3:0] \$554 ;
+  wire \$554 ;
   wire \$555 ;
-  wire [3:0] \$556 ;
-  wire [3:0] \$557 ;
-  wire [3:0] \$558 ;
-  wire [3:0] \$559 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire [4:0] \$558 ;
+  wire \$559 ;
   wire \$56 ;
-  wire \$560 ;
+  wire [4:0] \$560 ;
   wire \$561 ;
   wire \$562 ;
   wire \$563 ;
-  wire [4:0] \$564 ;
-  wire \$565 ;
-  wire [4:0] \$566 ;
+  wire \$564 ;
+  wire [29:0] \$565 ;
+  wire [29:0] \$566 ;
   wire \$567 ;
   wire \$568 ;
   wire \$569 ;
   wire \$57 ;
-  wire \$570 ;
-  wire [29:0] \$571 ;
-  wire [29:0] \$572 ;
-  wire \$573 ;
-  wire \$574 ;
+  wire [16:0] \$570 ;
+  wire [16:0] \$571 ;
+  wire [271:0] \$572 ;
+  wire [6:0] \$573 ;
+  wire [7:0] \$574 ;
   wire \$575 ;
-  wire [16:0] \$576 ;
-  wire [16:0] \$577 ;
-  wire [271:0] \$578 ;
-  wire [6:0] \$579 ;
+  wire \$576 ;
+  wire [56:0] \$577 ;
+  wire [56:0] \$578 ;
+  wire [183:0] \$579 ;
   wire \$58 ;
-  wire [7:0] \$580 ;
+  wire \$580 ;
   wire \$581 ;
-  wire \$582 ;
-  wire [56:0] \$583 ;
-  wire [56:0] \$584 ;
-  wire [183:0] \$585 ;
+  wire [29:0] \$582 ;
+  wire [29:0] \$583 ;
+  wire \$584 ;
+  wire \$585 ;
   wire \$586 ;
-  wire \$587 ;
-  wire [29:0] \$588 ;
-  wire [29:0] \$589 ;
+  wire [16:0] \$587 ;
+  wire [16:0] \$588 ;
+  wire \$589 ;
   wire \$59 ;
   wire \$590 ;
-  wire \$591 ;
-  wire \$592 ;
-  wire [16:0] \$593 ;
-  wire [16:0] \$594 ;
-  wire \$595 ;
+  wire [115:0] \$591 ;
+  wire [115:0] \$592 ;
+  wire [178:0] \$593 ;
+  wire [6:0] \$594 ;
+  wire [7:0] \$595 ;
   wire \$596 ;
-  wire [115:0] \$597 ;
-  wire [115:0] \$598 ;
-  wire [178:0] \$599 ;
+  wire \$597 ;
+  wire [153:0] \$598 ;
+  wire [153:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [6:0] \$600 ;
-  wire [7:0] \$601 ;
-  wire \$602 ;
+  wire \$600 ;
+  wire [14:0] \$601 ;
+  wire [14:0] \$602 ;
   wire \$603 ;
-  wire [153:0] \$604 ;
-  wire [153:0] \$605 ;
+  wire [14:0] \$604 ;
+  wire [14:0] \$605 ;
   wire \$606 ;
-  wire [14:0] \$607 ;
-  wire [14:0] \$608 ;
+  wire \$607 ;
+  wire \$608 ;
   wire \$609 ;
   wire \$61 ;
-  wire [14:0] \$610 ;
-  wire [14:0] \$611 ;
+  wire \$610 ;
+  wire \$611 ;
   wire \$612 ;
   wire \$613 ;
   wire \$614 ;
@@ -618,110 +618,119 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$649 ;
   wire \$65 ;
   wire \$650 ;
-  wire \$651 ;
+  wire [72:0] \$651 ;
   wire \$652 ;
   wire \$653 ;
-  wire \$654 ;
-  wire \$655 ;
-  wire \$656 ;
-  wire \$657 ;
+  wire [71:0] \$654 ;
+  wire [71:0] \$655 ;
+  wire [73:0] \$656 ;
+  wire [74:0] \$657 ;
   wire \$658 ;
-  wire \$659 ;
+  wire [73:0] \$659 ;
   wire \$66 ;
-  wire [73:0] \$660 ;
-  wire \$661 ;
-  wire [73:0] \$662 ;
-  wire \$663 ;
-  wire [73:0] \$664 ;
+  wire \$660 ;
+  wire [73:0] \$661 ;
+  wire \$662 ;
+  wire [73:0] \$663 ;
+  wire [16:0] \$664 ;
   wire [16:0] \$665 ;
   wire [16:0] \$666 ;
-  wire [16:0] \$667 ;
-  wire [73:0] \$668 ;
-  wire \$669 ;
+  wire [73:0] \$667 ;
+  wire \$668 ;
+  wire [73:0] \$669 ;
   wire \$67 ;
-  wire [73:0] \$670 ;
+  wire \$670 ;
   wire \$671 ;
   wire \$672 ;
-  wire \$673 ;
+  wire [13:0] \$673 ;
   wire [13:0] \$674 ;
   wire [13:0] \$675 ;
-  wire [13:0] \$676 ;
-  wire [15:0] \$677 ;
-  wire [29:0] \$678 ;
+  wire [15:0] \$676 ;
+  wire [29:0] \$677 ;
+  wire [31:0] \$678 ;
   wire [31:0] \$679 ;
   wire \$68 ;
-  wire [31:0] \$680 ;
-  wire [44:0] \$681 ;
+  wire [44:0] \$680 ;
+  wire [153:0] \$681 ;
   wire [153:0] \$682 ;
   wire [153:0] \$683 ;
   wire [153:0] \$684 ;
-  wire [153:0] \$685 ;
-  wire [6:0] \$686 ;
-  wire \$687 ;
-  wire [57:0] \$688 ;
-  wire [6:0] \$689 ;
+  wire [6:0] \$685 ;
+  wire \$686 ;
+  wire [57:0] \$687 ;
+  wire [6:0] \$688 ;
+  wire [153:0] \$689 ;
   wire \$69 ;
   wire [153:0] \$690 ;
-  wire [153:0] \$691 ;
-  wire [6:0] \$692 ;
-  wire \$693 ;
-  wire [115:0] \$694 ;
-  wire [6:0] \$695 ;
+  wire [6:0] \$691 ;
+  wire \$692 ;
+  wire [115:0] \$693 ;
+  wire [6:0] \$694 ;
+  wire \$695 ;
   wire \$696 ;
-  wire \$697 ;
+  wire [114:0] \$697 ;
   wire [114:0] \$698 ;
-  wire [114:0] \$699 ;
+  wire [6:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire [6:0] \$700 ;
-  wire \$701 ;
-  wire [115:0] \$702 ;
-  wire [6:0] \$703 ;
+  wire \$700 ;
+  wire [115:0] \$701 ;
+  wire [6:0] \$702 ;
+  wire \$703 ;
   wire \$704 ;
-  wire \$705 ;
+  wire [114:0] \$705 ;
   wire [114:0] \$706 ;
-  wire [114:0] \$707 ;
-  wire [6:0] \$708 ;
-  wire \$709 ;
+  wire [6:0] \$707 ;
+  wire \$708 ;
+  wire [115:0] \$709 ;
   wire \$71 ;
-  wire [115:0] \$710 ;
-  wire [6:0] \$711 ;
+  wire [6:0] \$710 ;
+  wire \$711 ;
   wire \$712 ;
-  wire \$713 ;
+  wire [114:0] \$713 ;
   wire [114:0] \$714 ;
-  wire [114:0] \$715 ;
+  wire \$715 ;
   wire \$716 ;
   wire \$717 ;
   wire \$718 ;
   wire \$719 ;
   wire \$72 ;
   wire \$720 ;
-  reg \$721 ;
+  wire \$721 ;
   reg [15:0] \$722 ;
-  reg [12:0] \$723 ;
-  reg [12:0] \$724 ;
-  reg [135:0] \$725 ;
-  reg [28:0] \$726 ;
-  reg [43:0] \$727 ;
-  reg [54:0] \$728 ;
-  reg [5:0] \$729 ;
+  reg [15:0] \$723 ;
+  reg \$724 ;
+  reg [2:0] \$725 ;
+  reg \$726 ;
+  reg \$727 ;
+  reg \$728 ;
+  reg \$729 ;
   wire \$73 ;
-  reg [5:0] \$730 ;
-  reg [5:0] \$731 ;
-  reg [114:0] \$732 ;
-  reg [55:0] \$733 ;
-  reg [152:0] \$734 ;
-  reg [56:0] \$735 ;
-  reg [56:0] \$736 ;
-  reg [114:0] \$737 ;
-  reg [99:0] \$738 ;
-  reg [71:0] \$739 ;
+  reg [73:0] \$730 ;
+  reg [15:0] \$731 ;
+  reg [12:0] \$732 ;
+  reg [12:0] \$733 ;
+  reg [135:0] \$734 ;
+  reg [28:0] \$735 ;
+  reg [43:0] \$736 ;
+  reg [54:0] \$737 ;
+  reg [5:0] \$738 ;
+  reg [5:0] \$739 ;
   wire \$74 ;
-  reg [71:0] \$740 ;
-  reg [71:0] \$741 ;
-  wire [1:0] \$742 ;
-  wire [1:0] \$743 ;
+  reg [5:0] \$740 ;
+  reg [114:0] \$741 ;
+  reg [55:0] \$742 ;
+  reg [152:0] \$743 ;
+  reg [56:0] \$744 ;
+  reg [56:0] \$745 ;
+  reg [114:0] \$746 ;
+  reg [99:0] \$747 ;
+  reg [71:0] \$748 ;
+  reg [71:0] \$749 ;
   wire \$75 ;
+  reg [71:0] \$750 ;
+  wire [1:0] \$751 ;
+  wire [1:0] \$752 ;
   wire [6:0] \$76 ;
   wire [6:0] \$77 ;
   wire \$78 ;
@@ -748,8 +757,12 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg [2:0] \$signal  = 3'h0;
+  reg \$signal$68  = 1'h0;
+  wire [2:0] \$signal[0] ;
   reg [114:0] a;
-  wire [73:0] acc0;
+  reg [73:0] acc0 = 74'h0000000000000000000;
+  wire adv;
   reg [5:0] align = 6'h00;
   reg [29:0] b;
   reg beat;
@@ -783,7 +796,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$70 ;
+  wire \done$78 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -806,7 +819,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \mask$22 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$57 ;
+  reg \neg$52 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -829,6 +842,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   input rst;
   wire rst;
   wire [28:0] s;
+  reg [15:0] s0_g = 16'h0000;
+  wire [15:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [15:0] s0_x = 16'h0000;
+  wire [15:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [114:0] scratch = 115'h00000000000000000000000000000;
   wire [2:0] sel;
@@ -840,7 +860,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$55 ;
+  reg \start$50 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -852,7 +872,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [7:0] \steps$53 ;
+  reg [7:0] \steps$48 ;
   reg take;
   reg [152:0] tq = 153'h000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -967,367 +987,385 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$387  = sh_lead + 1'h1;
   assign \$388  = \$387  + 3'h4;
   assign \$389  = \$386  ? \$388  : 9'h010;
-  assign \$390  = $signed(i__payload[31:16]) * $signed(lane_a);
-  assign \$391  = \$743  == 2'h2;
-  assign \$392  = ! \$743 ;
-  assign \$393  = \$392  ? const0 : const1;
-  assign \$394  = \$391  ? const2 : \$393 ;
-  assign \$395  = $signed(\$390 ) + $signed(\$394 );
-  assign \$396  = $signed(\$395 ) + $signed(34'h100000000);
-  assign \$397  = chan__payload[74] | chan__payload[75];
-  assign \$398  = chan__payload[76] | chan__payload[77];
-  assign \$399  = \$397  | \$398 ;
-  assign \$400  = chan__payload[78] | chan__payload[79];
-  assign \$401  = chan__payload[80] | chan__payload[81];
-  assign \$402  = \$400  | \$401 ;
-  assign \$403  = \$399  | \$402 ;
-  assign \$404  = chan__payload[82] | chan__payload[83];
-  assign \$405  = chan__payload[84] | chan__payload[85];
-  assign \$406  = \$404  | \$405 ;
-  assign \$407  = chan__payload[86] | chan__payload[87];
-  assign \$408  = chan__payload[88] | chan__payload[89];
-  assign \$409  = \$407  | \$408 ;
-  assign \$410  = \$406  | \$409 ;
-  assign \$411  = \$403  | \$410 ;
-  assign \$412  = chan__payload[90] | chan__payload[91];
-  assign \$413  = chan__payload[92] | chan__payload[93];
-  assign \$414  = \$412  | \$413 ;
-  assign \$415  = \$414  | chan__payload[94];
-  assign \$416  = \$411  | \$415 ;
-  assign \$417  = chan__payload[90] | chan__payload[91];
-  assign \$418  = chan__payload[92] | chan__payload[93];
-  assign \$419  = \$417  | \$418 ;
-  assign \$420  = \$419  | chan__payload[94];
-  assign \$421  = chan__payload[92] | chan__payload[93];
-  assign \$422  = chan__payload[93] ? 6'h33 : 6'h32;
-  assign \$423  = chan__payload[91] ? 6'h31 : 6'h30;
-  assign \$424  = \$421  ? \$422  : \$423 ;
-  assign \$425  = chan__payload[94] ? 6'h34 : \$424 ;
-  assign \$426  = chan__payload[82] | chan__payload[83];
-  assign \$427  = chan__payload[84] | chan__payload[85];
-  assign \$428  = \$426  | \$427 ;
-  assign \$429  = chan__payload[86] | chan__payload[87];
+  assign \$390  = ~ o__valid;
+  assign adv = \$390  | o__ready;
+  assign \$391  = chan__payload[74] | chan__payload[75];
+  assign \$392  = chan__payload[76] | chan__payload[77];
+  assign \$393  = \$391  | \$392 ;
+  assign \$394  = chan__payload[78] | chan__payload[79];
+  assign \$395  = chan__payload[80] | chan__payload[81];
+  assign \$396  = \$394  | \$395 ;
+  assign \$397  = \$393  | \$396 ;
+  assign \$398  = chan__payload[82] | chan__payload[83];
+  assign \$399  = chan__payload[84] | chan__payload[85];
+  assign \$400  = \$398  | \$399 ;
+  assign \$401  = chan__payload[86] | chan__payload[87];
+  assign \$402  = chan__payload[88] | chan__payload[89];
+  assign \$403  = \$401  | \$402 ;
+  assign \$404  = \$400  | \$403 ;
+  assign \$405  = \$397  | \$404 ;
+  assign \$406  = chan__payload[90] | chan__payload[91];
+  assign \$407  = chan__payload[92] | chan__payload[93];
+  assign \$408  = \$406  | \$407 ;
+  assign \$409  = \$408  | chan__payload[94];
+  assign \$410  = \$405  | \$409 ;
+  assign \$411  = chan__payload[90] | chan__payload[91];
+  assign \$412  = chan__payload[92] | chan__payload[93];
+  assign \$413  = \$411  | \$412 ;
+  assign \$414  = \$413  | chan__payload[94];
+  assign \$415  = chan__payload[92] | chan__payload[93];
+  assign \$416  = chan__payload[93] ? 6'h33 : 6'h32;
+  assign \$417  = chan__payload[91] ? 6'h31 : 6'h30;
+  assign \$418  = \$415  ? \$416  : \$417 ;
+  assign \$419  = chan__payload[94] ? 6'h34 : \$418 ;
+  assign \$420  = chan__payload[82] | chan__payload[83];
+  assign \$421  = chan__payload[84] | chan__payload[85];
+  assign \$422  = \$420  | \$421 ;
+  assign \$423  = chan__payload[86] | chan__payload[87];
+  assign \$424  = chan__payload[88] | chan__payload[89];
+  assign \$425  = \$423  | \$424 ;
+  assign \$426  = \$422  | \$425 ;
+  assign \$427  = chan__payload[86] | chan__payload[87];
+  assign \$428  = chan__payload[88] | chan__payload[89];
+  assign \$429  = \$427  | \$428 ;
   assign \$430  = chan__payload[88] | chan__payload[89];
-  assign \$431  = \$429  | \$430 ;
-  assign \$432  = \$428  | \$431 ;
-  assign \$433  = chan__payload[86] | chan__payload[87];
-  assign \$434  = chan__payload[88] | chan__payload[89];
-  assign \$435  = \$433  | \$434 ;
-  assign \$436  = chan__payload[88] | chan__payload[89];
-  assign \$437  = chan__payload[89] ? 6'h2f : 6'h2e;
-  assign \$438  = chan__payload[87] ? 6'h2d : 6'h2c;
-  assign \$439  = \$436  ? \$437  : \$438 ;
-  assign \$440  = chan__payload[84] | chan__payload[85];
-  assign \$441  = chan__payload[85] ? 6'h2b : 6'h2a;
-  assign \$442  = chan__payload[83] ? 6'h29 : 6'h28;
-  assign \$443  = \$440  ? \$441  : \$442 ;
-  assign \$444  = \$435  ? \$439  : \$443 ;
-  assign \$445  = chan__payload[78] | chan__payload[79];
-  assign \$446  = chan__payload[80] | chan__payload[81];
-  assign \$447  = \$445  | \$446 ;
-  assign \$448  = chan__payload[80] | chan__payload[81];
-  assign \$449  = chan__payload[81] ? 6'h27 : 6'h26;
-  assign \$450  = chan__payload[79] ? 6'h25 : 6'h24;
-  assign \$451  = \$448  ? \$449  : \$450 ;
-  assign \$452  = chan__payload[76] | chan__payload[77];
-  assign \$453  = chan__payload[77] ? 6'h23 : 6'h22;
-  assign \$454  = chan__payload[75] ? 6'h21 : 6'h20;
-  assign \$455  = \$452  ? \$453  : \$454 ;
-  assign \$456  = \$447  ? \$451  : \$455 ;
-  assign \$457  = \$432  ? \$444  : \$456 ;
-  assign \$458  = \$420  ? \$425  : \$457 ;
-  assign \$459  = chan__payload[58] | chan__payload[59];
-  assign \$460  = chan__payload[60] | chan__payload[61];
-  assign \$461  = \$459  | \$460 ;
-  assign \$462  = chan__payload[62] | chan__payload[63];
-  assign \$463  = chan__payload[64] | chan__payload[65];
-  assign \$464  = \$462  | \$463 ;
-  assign \$465  = \$461  | \$464 ;
-  assign \$466  = chan__payload[66] | chan__payload[67];
-  assign \$467  = chan__payload[68] | chan__payload[69];
-  assign \$468  = \$466  | \$467 ;
-  assign \$469  = chan__payload[70] | chan__payload[71];
-  assign \$470  = chan__payload[72] | chan__payload[73];
-  assign \$471  = \$469  | \$470 ;
-  assign \$472  = \$468  | \$471 ;
-  assign \$473  = \$465  | \$472 ;
-  assign \$474  = chan__payload[66] | chan__payload[67];
-  assign \$475  = chan__payload[68] | chan__payload[69];
-  assign \$476  = \$474  | \$475 ;
-  assign \$477  = chan__payload[70] | chan__payload[71];
+  assign \$431  = chan__payload[89] ? 6'h2f : 6'h2e;
+  assign \$432  = chan__payload[87] ? 6'h2d : 6'h2c;
+  assign \$433  = \$430  ? \$431  : \$432 ;
+  assign \$434  = chan__payload[84] | chan__payload[85];
+  assign \$435  = chan__payload[85] ? 6'h2b : 6'h2a;
+  assign \$436  = chan__payload[83] ? 6'h29 : 6'h28;
+  assign \$437  = \$434  ? \$435  : \$436 ;
+  assign \$438  = \$429  ? \$433  : \$437 ;
+  assign \$439  = chan__payload[78] | chan__payload[79];
+  assign \$440  = chan__payload[80] | chan__payload[81];
+  assign \$441  = \$439  | \$440 ;
+  assign \$442  = chan__payload[80] | chan__payload[81];
+  assign \$443  = chan__payload[81] ? 6'h27 : 6'h26;
+  assign \$444  = chan__payload[79] ? 6'h25 : 6'h24;
+  assign \$445  = \$442  ? \$443  : \$444 ;
+  assign \$446  = chan__payload[76] | chan__payload[77];
+  assign \$447  = chan__payload[77] ? 6'h23 : 6'h22;
+  assign \$448  = chan__payload[75] ? 6'h21 : 6'h20;
+  assign \$449  = \$446  ? \$447  : \$448 ;
+  assign \$450  = \$441  ? \$445  : \$449 ;
+  assign \$451  = \$426  ? \$438  : \$450 ;
+  assign \$452  = \$414  ? \$419  : \$451 ;
+  assign \$453  = chan__payload[58] | chan__payload[59];
+  assign \$454  = chan__payload[60] | chan__payload[61];
+  assign \$455  = \$453  | \$454 ;
+  assign \$456  = chan__payload[62] | chan__payload[63];
+  assign \$457  = chan__payload[64] | chan__payload[65];
+  assign \$458  = \$456  | \$457 ;
+  assign \$459  = \$455  | \$458 ;
+  assign \$460  = chan__payload[66] | chan__payload[67];
+  assign \$461  = chan__payload[68] | chan__payload[69];
+  assign \$462  = \$460  | \$461 ;
+  assign \$463  = chan__payload[70] | chan__payload[71];
+  assign \$464  = chan__payload[72] | chan__payload[73];
+  assign \$465  = \$463  | \$464 ;
+  assign \$466  = \$462  | \$465 ;
+  assign \$467  = \$459  | \$466 ;
+  assign \$468  = chan__payload[66] | chan__payload[67];
+  assign \$469  = chan__payload[68] | chan__payload[69];
+  assign \$470  = \$468  | \$469 ;
+  assign \$471  = chan__payload[70] | chan__payload[71];
+  assign \$472  = chan__payload[72] | chan__payload[73];
+  assign \$473  = \$471  | \$472 ;
+  assign \$474  = \$470  | \$473 ;
+  assign \$475  = chan__payload[70] | chan__payload[71];
+  assign \$476  = chan__payload[72] | chan__payload[73];
+  assign \$477  = \$475  | \$476 ;
   assign \$478  = chan__payload[72] | chan__payload[73];
-  assign \$479  = \$477  | \$478 ;
-  assign \$480  = \$476  | \$479 ;
-  assign \$481  = chan__payload[70] | chan__payload[71];
-  assign \$482  = chan__payload[72] | chan__payload[73];
-  assign \$483  = \$481  | \$482 ;
-  assign \$484  = chan__payload[72] | chan__payload[73];
-  assign \$485  = chan__payload[73] ? 6'h1f : 6'h1e;
-  assign \$486  = chan__payload[71] ? 6'h1d : 6'h1c;
-  assign \$487  = \$484  ? \$485  : \$486 ;
-  assign \$488  = chan__payload[68] | chan__payload[69];
-  assign \$489  = chan__payload[69] ? 6'h1b : 6'h1a;
-  assign \$490  = chan__payload[67] ? 6'h19 : 6'h18;
-  assign \$491  = \$488  ? \$489  : \$490 ;
-  assign \$492  = \$483  ? \$487  : \$491 ;
-  assign \$493  = chan__payload[62] | chan__payload[63];
-  assign \$494  = chan__payload[64] | chan__payload[65];
-  assign \$495  = \$493  | \$494 ;
-  assign \$496  = chan__payload[64] | chan__payload[65];
-  assign \$497  = chan__payload[65] ? 6'h17 : 6'h16;
-  assign \$498  = chan__payload[63] ? 6'h15 : 6'h14;
-  assign \$499  = \$496  ? \$497  : \$498 ;
-  assign \$500  = chan__payload[60] | chan__payload[61];
-  assign \$501  = chan__payload[61] ? 6'h13 : 6'h12;
-  assign \$502  = chan__payload[59] ? 6'h11 : 6'h10;
-  assign \$503  = \$500  ? \$501  : \$502 ;
-  assign \$504  = \$495  ? \$499  : \$503 ;
-  assign \$505  = \$480  ? \$492  : \$504 ;
-  assign \$506  = chan__payload[50] | chan__payload[51];
-  assign \$507  = chan__payload[52] | chan__payload[53];
-  assign \$508  = \$506  | \$507 ;
-  assign \$509  = chan__payload[54] | chan__payload[55];
+  assign \$479  = chan__payload[73] ? 6'h1f : 6'h1e;
+  assign \$480  = chan__payload[71] ? 6'h1d : 6'h1c;
+  assign \$481  = \$478  ? \$479  : \$480 ;
+  assign \$482  = chan__payload[68] | chan__payload[69];
+  assign \$483  = chan__payload[69] ? 6'h1b : 6'h1a;
+  assign \$484  = chan__payload[67] ? 6'h19 : 6'h18;
+  assign \$485  = \$482  ? \$483  : \$484 ;
+  assign \$486  = \$477  ? \$481  : \$485 ;
+  assign \$487  = chan__payload[62] | chan__payload[63];
+  assign \$488  = chan__payload[64] | chan__payload[65];
+  assign \$489  = \$487  | \$488 ;
+  assign \$490  = chan__payload[64] | chan__payload[65];
+  assign \$491  = chan__payload[65] ? 6'h17 : 6'h16;
+  assign \$492  = chan__payload[63] ? 6'h15 : 6'h14;
+  assign \$493  = \$490  ? \$491  : \$492 ;
+  assign \$494  = chan__payload[60] | chan__payload[61];
+  assign \$495  = chan__payload[61] ? 6'h13 : 6'h12;
+  assign \$496  = chan__payload[59] ? 6'h11 : 6'h10;
+  assign \$497  = \$494  ? \$495  : \$496 ;
+  assign \$498  = \$489  ? \$493  : \$497 ;
+  assign \$499  = \$474  ? \$486  : \$498 ;
+  assign \$500  = chan__payload[50] | chan__payload[51];
+  assign \$501  = chan__payload[52] | chan__payload[53];
+  assign \$502  = \$500  | \$501 ;
+  assign \$503  = chan__payload[54] | chan__payload[55];
+  assign \$504  = chan__payload[56] | chan__payload[57];
+  assign \$505  = \$503  | \$504 ;
+  assign \$506  = \$502  | \$505 ;
+  assign \$507  = chan__payload[54] | chan__payload[55];
+  assign \$508  = chan__payload[56] | chan__payload[57];
+  assign \$509  = \$507  | \$508 ;
   assign \$510  = chan__payload[56] | chan__payload[57];
-  assign \$511  = \$509  | \$510 ;
-  assign \$512  = \$508  | \$511 ;
-  assign \$513  = chan__payload[54] | chan__payload[55];
-  assign \$514  = chan__payload[56] | chan__payload[57];
-  assign \$515  = \$513  | \$514 ;
-  assign \$516  = chan__payload[56] | chan__payload[57];
-  assign \$517  = chan__payload[57] ? 6'h0f : 6'h0e;
-  assign \$518  = chan__payload[55] ? 6'h0d : 6'h0c;
-  assign \$519  = \$516  ? \$517  : \$518 ;
-  assign \$520  = chan__payload[52] | chan__payload[53];
-  assign \$521  = chan__payload[53] ? 6'h0b : 6'h0a;
-  assign \$522  = chan__payload[51] ? 6'h09 : 6'h08;
-  assign \$523  = \$520  ? \$521  : \$522 ;
-  assign \$524  = \$515  ? \$519  : \$523 ;
-  assign \$525  = chan__payload[46] | chan__payload[47];
-  assign \$526  = chan__payload[48] | chan__payload[49];
-  assign \$527  = \$525  | \$526 ;
-  assign \$528  = chan__payload[48] | chan__payload[49];
-  assign \$529  = chan__payload[49] ? 6'h07 : 6'h06;
-  assign \$530  = chan__payload[47] ? 6'h05 : 6'h04;
-  assign \$531  = \$528  ? \$529  : \$530 ;
-  assign \$532  = chan__payload[44] | chan__payload[45];
-  assign \$533  = chan__payload[45] ? 6'h03 : 6'h02;
-  assign \$534  = chan__payload[43] ? 6'h01 : 6'h00;
-  assign \$535  = \$532  ? \$533  : \$534 ;
-  assign \$536  = \$527  ? \$531  : \$535 ;
-  assign \$537  = \$512  ? \$524  : \$536 ;
-  assign \$538  = \$473  ? \$505  : \$537 ;
-  assign den_lead = \$416  ? \$458  : \$538 ;
-  assign \$539  = chan__payload[8] | chan__payload[9];
-  assign \$540  = chan__payload[10] | chan__payload[11];
-  assign \$541  = \$539  | \$540 ;
-  assign \$542  = \$541  | chan__payload[12];
-  assign \$543  = chan__payload[10] | chan__payload[11];
-  assign \$544  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$545  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$546  = \$543  ? \$544  : \$545 ;
-  assign \$547  = chan__payload[12] ? 4'hc : \$546 ;
-  assign \$548  = chan__payload[4] | chan__payload[5];
-  assign \$549  = chan__payload[6] | chan__payload[7];
-  assign \$550  = \$548  | \$549 ;
-  assign \$551  = chan__payload[6] | chan__payload[7];
-  assign \$552  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$553  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$554  = \$551  ? \$552  : \$553 ;
-  assign \$555  = chan__payload[2] | chan__payload[3];
-  assign \$556  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$557  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$558  = \$555  ? \$556  : \$557 ;
-  assign \$559  = \$550  ? \$554  : \$558 ;
-  assign count_lead = \$542  ? \$547  : \$559 ;
-  assign \$560  = ! chan__payload[12:0];
-  assign \$561  = chan__payload[12:0] > 13'h1000;
-  assign \$562  = \$560  | \$561 ;
-  assign \$563  = ! chan__payload[94:42];
-  assign \$564  = count_lead + 4'he;
-  assign \$565  = \$564  > 1'h0;
-  assign \$566  = count_lead + 4'he;
-  assign \$567  = den_lead < \$566 ;
-  assign \$568  = \$565  & \$567 ;
-  assign \$569  = \$563  | \$568 ;
-  assign refused = | { \$569 , \$562  };
-  assign \$570  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$571  = - $signed(chan[41:13]);
-  assign \$572  = \$570  ? \$571  : { chan[41], chan[41:13] };
-  assign \$573  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$574  = ~ \$573 ;
+  assign \$511  = chan__payload[57] ? 6'h0f : 6'h0e;
+  assign \$512  = chan__payload[55] ? 6'h0d : 6'h0c;
+  assign \$513  = \$510  ? \$511  : \$512 ;
+  assign \$514  = chan__payload[52] | chan__payload[53];
+  assign \$515  = chan__payload[53] ? 6'h0b : 6'h0a;
+  assign \$516  = chan__payload[51] ? 6'h09 : 6'h08;
+  assign \$517  = \$514  ? \$515  : \$516 ;
+  assign \$518  = \$509  ? \$513  : \$517 ;
+  assign \$519  = chan__payload[46] | chan__payload[47];
+  assign \$520  = chan__payload[48] | chan__payload[49];
+  assign \$521  = \$519  | \$520 ;
+  assign \$522  = chan__payload[48] | chan__payload[49];
+  assign \$523  = chan__payload[49] ? 6'h07 : 6'h06;
+  assign \$524  = chan__payload[47] ? 6'h05 : 6'h04;
+  assign \$525  = \$522  ? \$523  : \$524 ;
+  assign \$526  = chan__payload[44] | chan__payload[45];
+  assign \$527  = chan__payload[45] ? 6'h03 : 6'h02;
+  assign \$528  = chan__payload[43] ? 6'h01 : 6'h00;
+  assign \$529  = \$526  ? \$527  : \$528 ;
+  assign \$530  = \$521  ? \$525  : \$529 ;
+  assign \$531  = \$506  ? \$518  : \$530 ;
+  assign \$532  = \$467  ? \$499  : \$531 ;
+  assign den_lead = \$410  ? \$452  : \$532 ;
+  assign \$533  = chan__payload[8] | chan__payload[9];
+  assign \$534  = chan__payload[10] | chan__payload[11];
+  assign \$535  = \$533  | \$534 ;
+  assign \$536  = \$535  | chan__payload[12];
+  assign \$537  = chan__payload[10] | chan__payload[11];
+  assign \$538  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$539  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$540  = \$537  ? \$538  : \$539 ;
+  assign \$541  = chan__payload[12] ? 4'hc : \$540 ;
+  assign \$542  = chan__payload[4] | chan__payload[5];
+  assign \$543  = chan__payload[6] | chan__payload[7];
+  assign \$544  = \$542  | \$543 ;
+  assign \$545  = chan__payload[6] | chan__payload[7];
+  assign \$546  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$547  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$548  = \$545  ? \$546  : \$547 ;
+  assign \$549  = chan__payload[2] | chan__payload[3];
+  assign \$550  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$551  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$552  = \$549  ? \$550  : \$551 ;
+  assign \$553  = \$544  ? \$548  : \$552 ;
+  assign count_lead = \$536  ? \$541  : \$553 ;
+  assign \$554  = ! chan__payload[12:0];
+  assign \$555  = chan__payload[12:0] > 13'h1000;
+  assign \$556  = \$554  | \$555 ;
+  assign \$557  = ! chan__payload[94:42];
+  assign \$558  = count_lead + 4'he;
+  assign \$559  = \$558  > 1'h0;
+  assign \$560  = count_lead + 4'he;
+  assign \$561  = den_lead < \$560 ;
+  assign \$562  = \$559  & \$561 ;
+  assign \$563  = \$557  | \$562 ;
+  assign refused = | { \$563 , \$556  };
+  assign \$564  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$565  = - $signed(chan[41:13]);
+  assign \$566  = \$564  ? \$565  : { chan[41], chan[41:13] };
+  assign \$567  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$568  = ~ \$567 ;
+  assign \$569  = $signed(chan[135:120]) < $signed(1'h0);
+  assign \$570  = - $signed(chan[135:120]);
+  assign \$571  = \$569  ? \$570  : { chan[135], chan[135:120] };
+  assign \$573  = 5'h16 + sh;
+  assign \$574  = 5'h10 + \$573 ;
   assign \$575  = $signed(chan[135:120]) < $signed(1'h0);
-  assign \$576  = - $signed(chan[135:120]);
-  assign \$577  = \$575  ? \$576  : { chan[135], chan[135:120] };
-  assign \$579  = 5'h16 + sh;
-  assign \$580  = 5'h10 + \$579 ;
-  assign \$581  = $signed(chan[135:120]) < $signed(1'h0);
-  assign \$582  = $signed(qg) < $signed(1'h0);
-  assign \$583  = - $signed(qg);
-  assign \$584  = \$582  ? \$583  : { qg[55], qg };
-  assign \$586  = $signed(qg) < $signed(1'h0);
-  assign \$587  = $signed(sg) < $signed(1'h0);
-  assign \$588  = - $signed(sg);
-  assign \$589  = \$587  ? \$588  : { sg[28], sg };
-  assign \$590  = $signed(sg) < $signed(1'h0);
-  assign \$591  = ~ \$590 ;
-  assign \$592  = $signed(chan[135:120]) < $signed(1'h0);
-  assign \$593  = - $signed(chan[135:120]);
-  assign \$594  = \$592  ? \$593  : { chan[135], chan[135:120] };
-  assign \$595  = $signed(chan[135:120]) < $signed(1'h0);
+  assign \$576  = $signed(qg) < $signed(1'h0);
+  assign \$577  = - $signed(qg);
+  assign \$578  = \$576  ? \$577  : { qg[55], qg };
+  assign \$580  = $signed(qg) < $signed(1'h0);
+  assign \$581  = $signed(sg) < $signed(1'h0);
+  assign \$582  = - $signed(sg);
+  assign \$583  = \$581  ? \$582  : { sg[28], sg };
+  assign \$584  = $signed(sg) < $signed(1'h0);
+  assign \$585  = ~ \$584 ;
+  assign \$586  = $signed(chan[135:120]) < $signed(1'h0);
+  assign \$587  = - $signed(chan[135:120]);
+  assign \$588  = \$586  ? \$587  : { chan[135], chan[135:120] };
+  assign \$589  = $signed(chan[135:120]) < $signed(1'h0);
+  assign \$590  = $signed(scratch) < $signed(1'h0);
+  assign \$591  = - $signed(scratch);
+  assign \$592  = \$590  ? \$591  : { scratch[114], scratch };
+  assign \$594  = 5'h16 + sh;
+  assign \$595  = 7'h60 + \$594 ;
   assign \$596  = $signed(scratch) < $signed(1'h0);
-  assign \$597  = - $signed(scratch);
-  assign \$598  = \$596  ? \$597  : { scratch[114], scratch };
-  assign \$600  = 5'h16 + sh;
-  assign \$601  = 7'h60 + \$600 ;
-  assign \$602  = $signed(scratch) < $signed(1'h0);
-  assign \$603  = $signed(tq) < $signed(1'h0);
-  assign \$604  = - $signed(tq);
-  assign \$605  = \$603  ? \$604  : { tq[152], tq };
-  assign \$606  = $signed(tq) < $signed(1'h0);
-  assign \$607  = $signed({ 1'h0, chan[12:0] }) - $signed(\$742 );
-  assign \$608  = $signed({ 1'h0, chan[12:0] }) + $signed(\$742 );
-  assign \$609  = $signed(\$742 ) < $signed(1'h0);
-  assign \$610  = - $signed(\$742 );
-  assign \$611  = \$609  ? \$610  : { \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742  };
-  assign \$612  = $signed(\$742 ) < $signed(1'h0);
-  assign \$613  = | left;
-  assign \$614  = ~ o__valid;
-  assign \$615  = \$614  | o__ready;
-  assign \$616  = \$613  & \$615 ;
-  assign \$617  = i__valid & i__ready;
-  assign \$618  = ! fsm_state;
-  assign \$619  = fsm_state == 1'h1;
-  assign \$620  = fsm_state == 2'h2;
-  assign \$621  = fsm_state == 2'h3;
-  assign \$622  = fsm_state == 3'h4;
-  assign \$623  = fsm_state == 3'h5;
-  assign \$624  = fsm_state == 3'h6;
-  assign \$625  = fsm_state == 3'h7;
-  assign \$626  = fsm_state == 4'h8;
-  assign \$627  = fsm_state == 4'h9;
-  assign \$628  = fsm_state == 4'ha;
-  assign \$629  = fsm_state == 4'hb;
-  assign \$630  = fsm_state == 4'hc;
-  assign \$631  = fsm_state == 4'hd;
-  assign \$632  = fsm_state == 4'he;
-  assign \$633  = fsm_state == 4'hf;
-  assign \$634  = fsm_state == 5'h10;
-  assign \$635  = fsm_state == 5'h11;
-  assign \$636  = fsm_state == 5'h12;
-  assign \$637  = fsm_state == 5'h13;
-  assign \$638  = fsm_state == 5'h14;
-  assign \$639  = fsm_state == 5'h15;
-  assign \$640  = fsm_state == 5'h16;
-  assign \$641  = fsm_state == 5'h17;
-  assign \$642  = fsm_state == 5'h18;
-  assign \$643  = fsm_state == 5'h19;
-  assign \$644  = fsm_state == 5'h1a;
-  assign \$645  = fsm_state == 5'h1b;
-  assign \$646  = fsm_state == 5'h1c;
-  assign \$647  = fsm_state == 5'h1d;
-  assign \$648  = fsm_state == 5'h1e;
-  assign \$649  = fsm_state == 5'h1f;
-  assign \$650  = fsm_state == 6'h20;
-  assign \$651  = fsm_state == 6'h21;
-  assign \$652  = fsm_state == 6'h22;
-  assign \$653  = fsm_state == 6'h23;
-  assign \$654  = fsm_state == 6'h24;
-  assign \$655  = fsm_state == 6'h25;
-  assign \$656  = fsm_state == 6'h26;
-  assign \$657  = fsm_state == 6'h27;
-  assign \$658  = fsm_state == 6'h28;
-  assign \$659  = ~ mask;
-  assign \$661  = $signed(\$660 ) > $signed(16'h7fff);
-  assign \$663  = $signed(\$662 ) < $signed(16'h8000);
-  assign \$665  = \$663  ? 17'h18000 : { 1'h0, \$664 [15:0] };
-  assign \$666  = \$661  ? 17'h07fff : \$665 ;
-  assign \$667  = mask ? \$666  : 17'h00000;
-  assign \$669  = $signed(\$668 ) > $signed(16'h7fff);
-  assign \$671  = $signed(\$670 ) < $signed(16'h8000);
-  assign \$672  = \$669  | \$671 ;
-  assign \$673  = mask & \$672 ;
-  assign \$674  = sat + \$673 ;
-  assign \$675  = left - 1'h1;
-  assign \$676  = last ? 14'h0000 : \$675 ;
-  assign \$677  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$678  = $signed(sg) + $signed(\$677 );
-  assign \$679  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$680  = mask ? \$679  : 32'd0;
-  assign \$681  = $signed(sgx) + $signed(\$680 );
-  assign \$682  = $signed(tq) + $signed(2'h1);
-  assign \$684  = $signed(tq) + $signed(2'h1);
-  assign \$686  = align + sh;
-  assign \$687  = \$686  == 6'h21;
-  assign \$689  = align + 1'h1;
-  assign \$690  = $signed(tq) + $signed(2'h1);
-  assign \$692  = align + sh;
-  assign \$693  = \$692  == 6'h21;
-  assign \$695  = align + 1'h1;
-  assign \$696  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$697  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$698  = \$697  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$699  = \$696  ? 115'h000000000007ff801100100000000 : \$698 ;
-  assign \$700  = align + sh;
-  assign \$701  = \$700  == 6'h21;
-  assign \$703  = align + 1'h1;
-  assign \$704  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$705  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$706  = \$705  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$707  = \$704  ? 115'h000000000007ff801100100000000 : \$706 ;
-  assign \$708  = align + sh;
-  assign \$709  = \$708  == 6'h21;
-  assign \$711  = align + 1'h1;
-  assign \$712  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$713  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$714  = \$713  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$715  = \$712  ? 115'h000000000007ff801100100000000 : \$714 ;
-  assign \$716  = | left;
-  assign \$717  = ~ \$716 ;
-  assign \$718  = ~ o__valid;
-  assign \$719  = \$718  | o__ready;
-  assign \$720  = \$717  & \$719 ;
+  assign \$597  = $signed(tq) < $signed(1'h0);
+  assign \$598  = - $signed(tq);
+  assign \$599  = \$597  ? \$598  : { tq[152], tq };
+  assign \$600  = $signed(tq) < $signed(1'h0);
+  assign \$601  = $signed({ 1'h0, chan[12:0] }) - $signed(\$751 );
+  assign \$602  = $signed({ 1'h0, chan[12:0] }) + $signed(\$751 );
+  assign \$603  = $signed(\$751 ) < $signed(1'h0);
+  assign \$604  = - $signed(\$751 );
+  assign \$605  = \$603  ? \$604  : { \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751  };
+  assign \$606  = $signed(\$751 ) < $signed(1'h0);
+  assign \$607  = | left;
+  assign \$608  = \$607  & adv;
+  assign \$609  = i__valid & i__ready;
+  assign \$610  = ! fsm_state;
+  assign \$611  = fsm_state == 1'h1;
+  assign \$612  = fsm_state == 2'h2;
+  assign \$613  = fsm_state == 2'h3;
+  assign \$614  = fsm_state == 3'h4;
+  assign \$615  = fsm_state == 3'h5;
+  assign \$616  = fsm_state == 3'h6;
+  assign \$617  = fsm_state == 3'h7;
+  assign \$618  = fsm_state == 4'h8;
+  assign \$619  = fsm_state == 4'h9;
+  assign \$620  = fsm_state == 4'ha;
+  assign \$621  = fsm_state == 4'hb;
+  assign \$622  = fsm_state == 4'hc;
+  assign \$623  = fsm_state == 4'hd;
+  assign \$624  = fsm_state == 4'he;
+  assign \$625  = fsm_state == 4'hf;
+  assign \$626  = fsm_state == 5'h10;
+  assign \$627  = fsm_state == 5'h11;
+  assign \$628  = fsm_state == 5'h12;
+  assign \$629  = fsm_state == 5'h13;
+  assign \$630  = fsm_state == 5'h14;
+  assign \$631  = fsm_state == 5'h15;
+  assign \$632  = fsm_state == 5'h16;
+  assign \$633  = fsm_state == 5'h17;
+  assign \$634  = fsm_state == 5'h18;
+  assign \$635  = fsm_state == 5'h19;
+  assign \$636  = fsm_state == 5'h1a;
+  assign \$637  = fsm_state == 5'h1b;
+  assign \$638  = fsm_state == 5'h1c;
+  assign \$639  = fsm_state == 5'h1d;
+  assign \$640  = fsm_state == 5'h1e;
+  assign \$641  = fsm_state == 5'h1f;
+  assign \$642  = fsm_state == 6'h20;
+  assign \$643  = fsm_state == 6'h21;
+  assign \$644  = fsm_state == 6'h22;
+  assign \$645  = fsm_state == 6'h23;
+  assign \$646  = fsm_state == 6'h24;
+  assign \$647  = fsm_state == 6'h25;
+  assign \$648  = fsm_state == 6'h26;
+  assign \$649  = fsm_state == 6'h27;
+  assign \$650  = fsm_state == 6'h28;
+  assign \$651  = $signed(s0_g) * $signed(lane_a);
+  assign \$652  = \$signal  == 2'h2;
+  assign \$653  = ! \$signal ;
+  assign \$654  = \$653  ? const0 : const1;
+  assign \$655  = \$652  ? const2 : \$654 ;
+  assign \$656  = $signed(\$651 ) + $signed(\$655 );
+  assign \$657  = $signed(\$656 ) + $signed(34'h100000000);
+  assign \$658  = ~ s1_mask;
+  assign \$660  = $signed(\$659 ) > $signed(16'h7fff);
+  assign \$662  = $signed(\$661 ) < $signed(16'h8000);
+  assign \$664  = \$662  ? 17'h18000 : { 1'h0, \$663 [15:0] };
+  assign \$665  = \$660  ? 17'h07fff : \$664 ;
+  assign \$666  = s1_mask ? \$665  : 17'h00000;
+  assign \$668  = $signed(\$667 ) > $signed(16'h7fff);
+  assign \$670  = $signed(\$669 ) < $signed(16'h8000);
+  assign \$671  = \$668  | \$670 ;
+  assign \$672  = s1_mask & \$671 ;
+  assign \$673  = sat + \$672 ;
+  assign \$674  = left - 1'h1;
+  assign \$675  = last ? 14'h0000 : \$674 ;
+  assign \$676  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$677  = $signed(sg) + $signed(\$676 );
+  assign \$678  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$679  = mask ? \$678  : 32'd0;
+  assign \$680  = $signed(sgx) + $signed(\$679 );
+  assign \$681  = $signed(tq) + $signed(2'h1);
+  assign \$683  = $signed(tq) + $signed(2'h1);
+  assign \$685  = align + sh;
+  assign \$686  = \$685  == 6'h21;
+  assign \$688  = align + 1'h1;
+  assign \$689  = $signed(tq) + $signed(2'h1);
+  assign \$691  = align + sh;
+  assign \$692  = \$691  == 6'h21;
+  assign \$694  = align + 1'h1;
+  assign \$695  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$696  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$697  = \$696  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$698  = \$695  ? 115'h000000000007ff801100100000000 : \$697 ;
+  assign \$699  = align + sh;
+  assign \$700  = \$699  == 6'h21;
+  assign \$702  = align + 1'h1;
+  assign \$703  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$704  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$705  = \$704  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$706  = \$703  ? 115'h000000000007ff801100100000000 : \$705 ;
+  assign \$707  = align + sh;
+  assign \$708  = \$707  == 6'h21;
+  assign \$710  = align + 1'h1;
+  assign \$711  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$712  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$713  = \$712  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$714  = \$711  ? 115'h000000000007ff801100100000000 : \$713 ;
+  assign \$715  = | left;
+  assign \$716  = ~ \$715 ;
+  assign \$717  = ~ \$signal$68 ;
+  assign \$718  = \$716  & \$717 ;
+  assign \$719  = ~ s1_valid;
+  assign \$720  = \$718  & \$719 ;
+  assign \$721  = \$720  & adv;
   always @(posedge clk)
-    o__valid <= \$721 ;
+    s0_x <= \$722 ;
   always @(posedge clk)
-    o__payload <= \$722 ;
+    s0_g <= \$723 ;
   always @(posedge clk)
-    sat <= \$723 ;
+    s0_mask <= \$724 ;
   always @(posedge clk)
-    left <= \$724 ;
+    \$signal  <= \$725 ;
   always @(posedge clk)
-    chan <= \$725 ;
+    o__valid <= \$726 ;
   always @(posedge clk)
-    sg <= \$726 ;
+    s1_valid <= \$727 ;
   always @(posedge clk)
-    sgx <= \$727 ;
+    \$signal$68  <= \$728 ;
   always @(posedge clk)
-    dgamma <= \$728 ;
+    s1_mask <= \$729 ;
   always @(posedge clk)
-    align <= \$729 ;
+    acc0 <= \$730 ;
   always @(posedge clk)
-    fsm_state <= \$730 ;
+    o__payload <= \$731 ;
   always @(posedge clk)
-    sh <= \$731 ;
+    sat <= \$732 ;
   always @(posedge clk)
-    scratch <= \$732 ;
+    left <= \$733 ;
   always @(posedge clk)
-    qg <= \$733 ;
+    chan <= \$734 ;
   always @(posedge clk)
-    tq <= \$734 ;
+    sg <= \$735 ;
   always @(posedge clk)
-    m1 <= \$735 ;
+    sgx <= \$736 ;
   always @(posedge clk)
-    lane_a <= \$736 ;
+    dgamma <= \$737 ;
   always @(posedge clk)
-    c0w <= \$737 ;
+    align <= \$738 ;
   always @(posedge clk)
-    m2 <= \$738 ;
+    fsm_state <= \$739 ;
   always @(posedge clk)
-    const1 <= \$739 ;
+    sh <= \$740 ;
   always @(posedge clk)
-    const2 <= \$740 ;
+    scratch <= \$741 ;
   always @(posedge clk)
-    const0 <= \$741 ;
+    qg <= \$742 ;
+  always @(posedge clk)
+    tq <= \$743 ;
+  always @(posedge clk)
+    m1 <= \$744 ;
+  always @(posedge clk)
+    lane_a <= \$745 ;
+  always @(posedge clk)
+    c0w <= \$746 ;
+  always @(posedge clk)
+    m2 <= \$747 ;
+  always @(posedge clk)
+    const1 <= \$748 ;
+  always @(posedge clk)
+    const2 <= \$749 ;
+  always @(posedge clk)
+    const0 <= \$750 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 1'h1;
@@ -1348,14 +1386,14 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   \hwnorm_bwd_linf_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$70 ),
+    .done(\done$78 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$57 ),
+    .\neg$15 (\neg$52 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$55 ),
-    .steps(\steps$53 )
+    .start(\start$50 ),
+    .steps(\steps$48 )
   );
   \hwnorm_bwd_linf_s16.mul  mul (
     .a(a),
@@ -1369,16 +1407,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_linf_s16.sel$72  \sel$72  (
+  \hwnorm_bwd_linf_s16.sel$80  \sel$80  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [0]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$859$0 (\$742 ),
-    .\port$872$0 (\$743 ),
-    .\port$954$0 (chan[41:0]),
+    .\port$863$0 (\$751 ),
+    .\port$876$0 (\$752 ),
+    .\port$974$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -1577,7 +1615,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          i__ready = \$616 ;
+          i__ready = \$608 ;
     endcase
   end
   always @* begin
@@ -1839,7 +1877,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h04:
           /* empty */;
       6'h05:
-          b = \$572 ;
+          b = \$566 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1861,11 +1899,11 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$589 ;
+          b = \$583 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$594 [16], \$594 [16], \$594 [16], \$594 [16], \$594 [16], \$594 [16], \$594 [16], \$594 [16], \$594 [16], \$594 [16], \$594 [16], \$594 [16], \$594 [16], \$594  };
+          b = { \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588 [16], \$588  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1883,7 +1921,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1a:
           /* empty */;
       6'h1b:
-          b = { \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607 [14], \$607  };
+          b = { \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601 [14], \$601  };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1891,7 +1929,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608 [14], \$608  };
+          b = { \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602 [14], \$602  };
       6'h20:
           /* empty */;
       6'h21:
@@ -1899,7 +1937,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611 [14], \$611  };
+          b = { \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605 [14], \$605  };
     endcase
   end
   always @* begin
@@ -1991,7 +2029,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$574 ;
+          neg = \$568 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -2013,11 +2051,11 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$591 ;
+          neg = \$585 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$595 ;
+          neg = \$589 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -2051,7 +2089,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          neg = \$612 ;
+          neg = \$606 ;
     endcase
   end
   always @* begin
@@ -2147,13 +2185,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$578 [150:0];
+          lo_init = \$572 [150:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$585 [150:0];
+          lo_init = \$579 [150:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2177,16 +2215,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
+          lo_init = \$593 [150:0];
+      6'h17:
+          /* empty */;
+      6'h18:
           lo_init = \$599 [150:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$605 [150:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$53  = 8'h00;
+    \steps$48  = 8'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2201,13 +2239,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \steps$53  = \$580 ;
+          \steps$48  = \$574 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$53  = 8'h51;
+          \steps$48  = 8'h51;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2231,16 +2269,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \steps$53  = \$601 ;
+          \steps$48  = \$595 ;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$53  = 8'h97;
+          \steps$48  = 8'h97;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$55  = 1'h0;
+    \start$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2255,13 +2293,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2285,11 +2323,11 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
     endcase
   end
   always @* begin
@@ -2348,7 +2386,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$57  = 1'h0;
+    \neg$52  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2363,13 +2401,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \neg$57  = \$581 ;
+          \neg$52  = \$575 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$57  = \$586 ;
+          \neg$52  = \$580 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2393,11 +2431,11 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \neg$57  = \$602 ;
+          \neg$52  = \$596 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$57  = \$606 ;
+          \neg$52  = \$600 ;
     endcase
   end
   always @* begin
@@ -2535,7 +2573,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          take = \$617 ;
+          take = \$609 ;
     endcase
   end
   always @* begin
@@ -2712,22 +2750,9 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$721  = o__valid;
-    if (o__ready) begin
-      \$721  = 1'h0;
-    end
+    \$722  = s0_x;
     if (take) begin
-      \$721  = 1'h1;
-    end
-    if (rst) begin
-      \$721  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$722  = o__payload;
-    if (take) begin
-      \$722  = \$667 [15:0];
+      \$722  = i__payload[15:0];
     end
     if (rst) begin
       \$722  = 16'h0000;
@@ -2735,99 +2760,191 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$723  = sat;
+    \$723  = s0_g;
     if (take) begin
-      \$723  = \$674 [12:0];
+      \$723  = i__payload[31:16];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$723  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$723  = 13'h0000;
+      \$723  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$724  = left;
-    if (beat) begin
-      \$724  = \$676 [12:0];
+    \$724  = s0_mask;
+    if (take) begin
+      \$724  = mask;
+    end
+    if (rst) begin
+      \$724  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$725  = \$signal ;
+    if (take) begin
+      \$725  = { 1'h0, \$752  };
+    end
+    if (rst) begin
+      \$725  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$726  = o__valid;
+    if (adv) begin
+      \$726  = s1_valid;
+    end
+    if (rst) begin
+      \$726  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$727  = s1_valid;
+    if (adv) begin
+      \$727  = \$signal$68 ;
+    end
+    if (rst) begin
+      \$727  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$728  = \$signal$68 ;
+    if (adv) begin
+      \$728  = take;
+    end
+    if (rst) begin
+      \$728  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$729  = s1_mask;
+    if (adv) begin
+      \$729  = s0_mask;
+    end
+    if (rst) begin
+      \$729  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$730  = acc0;
+    if (adv) begin
+      \$730  = \$657 [73:0];
+    end
+    if (rst) begin
+      \$730  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$731  = o__payload;
+    if (adv) begin
+      \$731  = \$666 [15:0];
+    end
+    if (rst) begin
+      \$731  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$732  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$732  = \$673 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$724  = chan__payload[12:0];
+            \$732  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$732  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$733  = left;
+    if (beat) begin
+      \$733  = \$675 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$733  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$724  = chan[12:0];
+              \$733  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$724  = 13'h0000;
+      \$733  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$725  = chan;
+    \$734  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$725  = chan__payload;
+            \$734  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$725  = 136'h0000000000000000000000000000000000;
+      \$734  = 136'h0000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$726  = sg;
+    \$735  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$726  = 29'h00000000;
+            \$735  = 29'h00000000;
             if (refused) begin
-              \$726  = 29'h00000000;
+              \$735  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$726  = \$678 [28:0];
+            \$735  = \$677 [28:0];
           end
     endcase
     if (rst) begin
-      \$726  = 29'h00000000;
+      \$735  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$727  = sgx;
+    \$736  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$727  = 44'h00000000000;
+            \$736  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$727  = \$681 [43:0];
+            \$736  = \$680 [43:0];
           end
     endcase
     if (rst) begin
-      \$727  = 44'h00000000000;
+      \$736  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$728  = dgamma;
+    \$737  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$728  = 55'h00000000000000;
+            \$737  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -2850,19 +2967,19 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          \$728  = \$685 [54:0];
+          \$737  = \$684 [54:0];
     endcase
     if (rst) begin
-      \$728  = 55'h00000000000000;
+      \$737  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$729  = align;
+    \$738  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$729  = 6'h00;
+            \$738  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -2892,10 +3009,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$687 ) begin
-            \$729  = 6'h00;
+          if (\$686 ) begin
+            \$738  = 6'h00;
           end else begin
-            \$729  = \$689 [5:0];
+            \$738  = \$688 [5:0];
           end
       6'h10:
           /* empty */;
@@ -2925,10 +3042,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$693 ) begin
-            \$729  = 6'h00;
+          if (\$692 ) begin
+            \$738  = 6'h00;
           end else begin
-            \$729  = \$695 [5:0];
+            \$738  = \$694 [5:0];
           end
       6'h1e:
           /* empty */;
@@ -2938,10 +3055,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$701 ) begin
-            \$729  = 6'h00;
+          if (\$700 ) begin
+            \$738  = 6'h00;
           end else begin
-            \$729  = \$703 [5:0];
+            \$738  = \$702 [5:0];
           end
       6'h22:
           /* empty */;
@@ -2951,174 +3068,174 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$709 ) begin
-            \$729  = 6'h00;
+          if (\$708 ) begin
+            \$738  = 6'h00;
           end else begin
-            \$729  = \$711 [5:0];
+            \$738  = \$710 [5:0];
           end
     endcase
     if (rst) begin
-      \$729  = 6'h00;
+      \$738  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$730  = fsm_state;
+    \$739  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$730  = 6'h01;
+              \$739  = 6'h01;
             end else begin
-              \$730  = 6'h02;
+              \$739  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$730  = 6'h03;
+              \$739  = 6'h03;
             end
           end
       6'h03:
-          \$730  = 6'h04;
+          \$739  = 6'h04;
       6'h04:
           if (done) begin
-            \$730  = 6'h05;
+            \$739  = 6'h05;
           end
       6'h05:
-          \$730  = 6'h06;
+          \$739  = 6'h06;
       6'h06:
           if (done) begin
-            \$730  = 6'h07;
+            \$739  = 6'h07;
           end
       6'h07:
-          \$730  = 6'h08;
+          \$739  = 6'h08;
       6'h08:
-          if (\done$70 ) begin
-            \$730  = 6'h09;
+          if (\done$78 ) begin
+            \$739  = 6'h09;
           end
       6'h09:
-          \$730  = 6'h0a;
+          \$739  = 6'h0a;
       6'h0a:
-          \$730  = 6'h0b;
+          \$739  = 6'h0b;
       6'h0b:
-          if (\done$70 ) begin
-            \$730  = 6'h0c;
+          if (\done$78 ) begin
+            \$739  = 6'h0c;
           end
       6'h0c:
-          \$730  = 6'h0d;
+          \$739  = 6'h0d;
       6'h0d:
-          \$730  = 6'h0e;
+          \$739  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$730  = 6'h0f;
+            \$739  = 6'h0f;
           end
       6'h0f:
-          if (\$687 ) begin
-            \$730  = 6'h10;
+          if (\$686 ) begin
+            \$739  = 6'h10;
           end
       6'h10:
-          \$730  = 6'h11;
+          \$739  = 6'h11;
       6'h11:
           if (done) begin
-            \$730  = 6'h12;
+            \$739  = 6'h12;
           end
       6'h12:
-          \$730  = 6'h13;
+          \$739  = 6'h13;
       6'h13:
           if (done) begin
-            \$730  = 6'h14;
+            \$739  = 6'h14;
           end
       6'h14:
-          \$730  = 6'h15;
+          \$739  = 6'h15;
       6'h15:
           if (done) begin
-            \$730  = 6'h16;
+            \$739  = 6'h16;
           end
       6'h16:
-          \$730  = 6'h17;
+          \$739  = 6'h17;
       6'h17:
-          if (\done$70 ) begin
-            \$730  = 6'h18;
+          if (\done$78 ) begin
+            \$739  = 6'h18;
           end
       6'h18:
-          \$730  = 6'h19;
+          \$739  = 6'h19;
       6'h19:
-          if (\done$70 ) begin
-            \$730  = 6'h1a;
+          if (\done$78 ) begin
+            \$739  = 6'h1a;
           end
       6'h1a:
-          \$730  = 6'h1b;
+          \$739  = 6'h1b;
       6'h1b:
-          \$730  = 6'h1c;
+          \$739  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$730  = 6'h1d;
+            \$739  = 6'h1d;
           end
       6'h1d:
-          if (\$693 ) begin
-            \$730  = 6'h1e;
+          if (\$692 ) begin
+            \$739  = 6'h1e;
           end
       6'h1e:
-          \$730  = 6'h1f;
+          \$739  = 6'h1f;
       6'h1f:
-          \$730  = 6'h20;
+          \$739  = 6'h20;
       6'h20:
           if (done) begin
-            \$730  = 6'h21;
+            \$739  = 6'h21;
           end
       6'h21:
-          if (\$701 ) begin
-            \$730  = 6'h22;
+          if (\$700 ) begin
+            \$739  = 6'h22;
           end
       6'h22:
-          \$730  = 6'h23;
+          \$739  = 6'h23;
       6'h23:
-          \$730  = 6'h24;
+          \$739  = 6'h24;
       6'h24:
           if (done) begin
-            \$730  = 6'h25;
+            \$739  = 6'h25;
           end
       6'h25:
-          if (\$709 ) begin
-            \$730  = 6'h26;
+          if (\$708 ) begin
+            \$739  = 6'h26;
           end
       6'h26:
-          \$730  = 6'h27;
+          \$739  = 6'h27;
       6'h27:
-          if (\$720 ) begin
-            \$730  = 6'h28;
+          if (\$721 ) begin
+            \$739  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$730  = 6'h00;
+            \$739  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$730  = 6'h00;
+            \$739  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$730  = 6'h00;
+      \$739  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$731  = sh;
+    \$740  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$731  = \$389 [5:0];
+          \$740  = \$389 [5:0];
     endcase
     if (rst) begin
-      \$731  = 6'h00;
+      \$740  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = scratch;
+    \$741  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3128,7 +3245,7 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h04:
           if (done) begin
-            \$732  = p;
+            \$741  = p;
           end
       6'h05:
           /* empty */;
@@ -3160,13 +3277,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           if (done) begin
-            \$732  = p;
+            \$741  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$732  = p;
+            \$741  = p;
           end
       6'h16:
           /* empty */;
@@ -3182,13 +3299,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1c:
           if (done) begin
-            \$732  = p;
+            \$741  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$693 ) begin
+          if (\$692 ) begin
           end else begin
-            \$732  = \$694 [114:0];
+            \$741  = \$693 [114:0];
           end
       6'h1e:
           /* empty */;
@@ -3196,13 +3313,13 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           if (done) begin
-            \$732  = p;
+            \$741  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$701 ) begin
+          if (\$700 ) begin
           end else begin
-            \$732  = \$702 [114:0];
+            \$741  = \$701 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3210,22 +3327,22 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           if (done) begin
-            \$732  = p;
+            \$741  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$709 ) begin
+          if (\$708 ) begin
           end else begin
-            \$732  = \$710 [114:0];
+            \$741  = \$709 [114:0];
           end
     endcase
     if (rst) begin
-      \$732  = 115'h00000000000000000000000000000;
+      \$741  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = qg;
+    \$742  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3239,16 +3356,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (done) begin
-            \$733  = p[55:0];
+            \$742  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$733  = 56'h00000000000000;
+      \$742  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = tq;
+    \$743  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3265,16 +3382,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$70 ) begin
-            \$734  = q;
+          if (\done$78 ) begin
+            \$743  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$70 ) begin
-            \$734  = q;
+          if (\done$78 ) begin
+            \$743  = q;
           end
       6'h0c:
           /* empty */;
@@ -3299,23 +3416,23 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$70 ) begin
-            \$734  = q;
+          if (\done$78 ) begin
+            \$743  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$70 ) begin
-            \$734  = q;
+          if (\done$78 ) begin
+            \$743  = q;
           end
     endcase
     if (rst) begin
-      \$734  = 153'h000000000000000000000000000000000000000;
+      \$743  = 153'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = m1;
+    \$744  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3334,15 +3451,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h08:
           /* empty */;
       6'h09:
-          \$735  = \$683 [56:0];
+          \$744  = \$682 [56:0];
     endcase
     if (rst) begin
-      \$735  = 57'h000000000000000;
+      \$744  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = lane_a;
+    \$745  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3372,22 +3489,22 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0e:
           if (done) begin
-            \$736  = p[56:0];
+            \$745  = p[56:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$687 ) begin
+          if (\$686 ) begin
           end else begin
-            \$736  = \$688 [56:0];
+            \$745  = \$687 [56:0];
           end
     endcase
     if (rst) begin
-      \$736  = 57'h000000000000000;
+      \$745  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = c0w;
+    \$746  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3423,16 +3540,16 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h11:
           if (done) begin
-            \$737  = p;
+            \$746  = p;
           end
     endcase
     if (rst) begin
-      \$737  = 115'h00000000000000000000000000000;
+      \$746  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = m2;
+    \$747  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3485,15 +3602,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$738  = \$691 [99:0];
+          \$747  = \$690 [99:0];
     endcase
     if (rst) begin
-      \$738  = 100'h0000000000000000000000000;
+      \$747  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = const1;
+    \$748  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3554,15 +3671,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$739  = \$699 [71:0];
+          \$748  = \$698 [71:0];
     endcase
     if (rst) begin
-      \$739  = 72'h000000000000000000;
+      \$748  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = const2;
+    \$749  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3631,15 +3748,15 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$740  = \$707 [71:0];
+          \$749  = \$706 [71:0];
     endcase
     if (rst) begin
-      \$740  = 72'h000000000000000000;
+      \$749  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = const0;
+    \$750  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3716,10 +3833,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$741  = \$715 [71:0];
+          \$750  = \$714 [71:0];
     endcase
     if (rst) begin
-      \$741  = 72'h000000000000000000;
+      \$750  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3731,9 +3848,8 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign sh_new = \$389 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$396 [73:0];
-  assign sel = { 1'h0, \$743  };
-  assign tsum = { \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742 [1], \$742  };
+  assign tsum = { \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751 [1], \$751  };
+  assign sel = { 1'h0, \$752  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[94:42];
@@ -3755,7 +3871,10 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \chan.gamma  = chan[135:120];
   assign \x[0]  = i__payload[15:0];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$743  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal[0]  = \$signal ;
+  assign \sel[0]  = { 1'h0, \$752  };
   assign \$3  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4022,21 +4141,21 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$283  = 7'h2c;
   assign \$302  = \$301 ;
   assign sh_lead = \$383 ;
-  assign \$578  = { \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 [16], \$577 , 135'h0000000000000000000000000000000000 };
-  assign \$585  = { \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 [56], \$584 , 95'h000000000000000000000000 };
-  assign \$599  = { \$598 [115], \$598 [115], \$598 [115], \$598 [115], \$598 [115], \$598 [115], \$598 [115], \$598 [115], \$598 , 55'h00000000000000 };
-  assign \$660  = { \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73:33] };
-  assign \$662  = { \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73:33] };
-  assign \$664  = { \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73:33] };
-  assign \$668  = { \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73:33] };
-  assign \$670  = { \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73:33] };
-  assign \$683  = { \$682 [153], \$682 [153:1] };
-  assign \$685  = { \$684 [153], \$684 [153:1] };
-  assign \$688  = { lane_a, 1'h0 };
-  assign \$691  = { \$690 [153], \$690 [153:1] };
-  assign \$694  = { scratch, 1'h0 };
-  assign \$702  = { scratch, 1'h0 };
-  assign \$710  = { scratch, 1'h0 };
+  assign \$572  = { \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 [16], \$571 , 135'h0000000000000000000000000000000000 };
+  assign \$579  = { \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 [56], \$578 , 95'h000000000000000000000000 };
+  assign \$593  = { \$592 [115], \$592 [115], \$592 [115], \$592 [115], \$592 [115], \$592 [115], \$592 [115], \$592 [115], \$592 , 55'h00000000000000 };
+  assign \$659  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$661  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$663  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$667  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$669  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$682  = { \$681 [153], \$681 [153:1] };
+  assign \$684  = { \$683 [153], \$683 [153:1] };
+  assign \$687  = { lane_a, 1'h0 };
+  assign \$690  = { \$689 [153], \$689 [153:1] };
+  assign \$693  = { scratch, 1'h0 };
+  assign \$701  = { scratch, 1'h0 };
+  assign \$709  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_linf_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -4387,7 +4506,7 @@ module \hwnorm_bwd_linf_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s16.sel$72 (clk, rst, mask, m, \port$859$0 , \port$872$0 , clear, p1, p2, \port$954$0 , x);
+module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$863$0 , \port$876$0 , clear, p1, p2, \port$974$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
@@ -4466,12 +4585,12 @@ module \hwnorm_bwd_linf_s16.sel$72 (clk, rst, mask, m, \port$859$0 , \port$872$0
   wire p1;
   input p2;
   wire p2;
-  output [1:0] \port$859$0 ;
-  wire [1:0] \port$859$0 ;
-  output [1:0] \port$872$0 ;
-  wire [1:0] \port$872$0 ;
-  input [41:0] \port$954$0 ;
-  wire [41:0] \port$954$0 ;
+  output [1:0] \port$863$0 ;
+  wire [1:0] \port$863$0 ;
+  output [1:0] \port$876$0 ;
+  wire [1:0] \port$876$0 ;
+  input [41:0] \port$974$0 ;
+  wire [41:0] \port$974$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -4517,8 +4636,8 @@ module \hwnorm_bwd_linf_s16.sel$72 (clk, rst, mask, m, \port$859$0 , \port$872$0
     treg0 <= \$58 ;
   always @(posedge clk)
     seen <= \$59 ;
-  assign \$1  = $signed({ 1'h0, \port$954$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$954$0 [41:13]);
+  assign \$1  = $signed({ 1'h0, \port$974$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$974$0 [41:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[29], d0 };
@@ -4608,13 +4727,13 @@ module \hwnorm_bwd_linf_s16.sel$72 (clk, rst, mask, m, \port$859$0 , \port$872$0
       \$59  = 13'h0000;
     end
   end
-  assign n = \port$954$0 [12:0];
-  assign s = \port$954$0 [41:13];
+  assign n = \port$974$0 [12:0];
+  assign s = \port$974$0 [41:13];
   assign key0 = \$4 [29:0];
   assign tsum = { \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39  };
   assign sel = { 1'h0, \$52  };
-  assign \port$859$0  = \$39 ;
-  assign \port$872$0  = \$52 ;
+  assign \port$863$0  = \$39 ;
+  assign \port$876$0  = \$52 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$52  };
   assign \$15  = \$14 ;

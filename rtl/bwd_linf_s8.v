@@ -217,24 +217,24 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [8:0] \$288 ;
   wire [8:0] \$289 ;
   wire \$29 ;
-  wire [52:0] \$290 ;
+  wire \$290 ;
   wire \$291 ;
   wire \$292 ;
-  wire [51:0] \$293 ;
-  wire [51:0] \$294 ;
-  wire [53:0] \$295 ;
-  wire [54:0] \$296 ;
-  wire \$297 ;
-  wire \$298 ;
-  wire \$299 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire [5:0] \$296 ;
+  wire [5:0] \$297 ;
+  wire [5:0] \$298 ;
+  wire [5:0] \$299 ;
   wire [27:0] \$3 ;
   wire \$30 ;
   wire \$300 ;
   wire \$301 ;
-  wire [5:0] \$302 ;
-  wire [5:0] \$303 ;
-  wire [5:0] \$304 ;
-  wire [5:0] \$305 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
@@ -257,153 +257,153 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$323 ;
   wire \$324 ;
   wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
+  wire [5:0] \$326 ;
+  wire [5:0] \$327 ;
+  wire [5:0] \$328 ;
   wire \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire \$331 ;
+  wire [5:0] \$330 ;
+  wire [5:0] \$331 ;
   wire [5:0] \$332 ;
   wire [5:0] \$333 ;
-  wire [5:0] \$334 ;
+  wire \$334 ;
   wire \$335 ;
-  wire [5:0] \$336 ;
-  wire [5:0] \$337 ;
+  wire \$336 ;
+  wire \$337 ;
   wire [5:0] \$338 ;
   wire [5:0] \$339 ;
   wire \$34 ;
-  wire \$340 ;
+  wire [5:0] \$340 ;
   wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
+  wire [5:0] \$342 ;
+  wire [5:0] \$343 ;
   wire [5:0] \$344 ;
   wire [5:0] \$345 ;
   wire [5:0] \$346 ;
   wire \$347 ;
-  wire [5:0] \$348 ;
-  wire [5:0] \$349 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  wire [5:0] \$350 ;
-  wire [5:0] \$351 ;
-  wire [5:0] \$352 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
   wire \$353 ;
   wire \$354 ;
   wire \$355 ;
   wire \$356 ;
   wire \$357 ;
-  wire \$358 ;
-  wire \$359 ;
+  wire [5:0] \$358 ;
+  wire [5:0] \$359 ;
   wire \$36 ;
-  wire \$360 ;
+  wire [5:0] \$360 ;
   wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
+  wire [5:0] \$362 ;
+  wire [5:0] \$363 ;
   wire [5:0] \$364 ;
   wire [5:0] \$365 ;
-  wire [5:0] \$366 ;
+  wire \$366 ;
   wire \$367 ;
-  wire [5:0] \$368 ;
-  wire [5:0] \$369 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
   wire [5:0] \$370 ;
   wire [5:0] \$371 ;
-  wire \$372 ;
+  wire [5:0] \$372 ;
   wire \$373 ;
-  wire \$374 ;
-  wire \$375 ;
+  wire [5:0] \$374 ;
+  wire [5:0] \$375 ;
   wire [5:0] \$376 ;
   wire [5:0] \$377 ;
   wire [5:0] \$378 ;
-  wire \$379 ;
+  wire [5:0] \$379 ;
   wire \$38 ;
-  wire [5:0] \$380 ;
-  wire [5:0] \$381 ;
-  wire [5:0] \$382 ;
-  wire [5:0] \$383 ;
-  wire [5:0] \$384 ;
-  wire [5:0] \$385 ;
-  wire \$386 ;
-  wire \$387 ;
-  wire \$388 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire [3:0] \$385 ;
+  wire [3:0] \$386 ;
+  wire [3:0] \$387 ;
+  wire [3:0] \$388 ;
   wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire [3:0] \$391 ;
-  wire [3:0] \$392 ;
+  wire \$391 ;
+  wire \$392 ;
   wire [3:0] \$393 ;
   wire [3:0] \$394 ;
-  wire \$395 ;
+  wire [3:0] \$395 ;
   wire \$396 ;
-  wire \$397 ;
-  wire \$398 ;
+  wire [3:0] \$397 ;
+  wire [3:0] \$398 ;
   wire [3:0] \$399 ;
   wire [13:0] \$4 ;
   wire \$40 ;
   wire [3:0] \$400 ;
-  wire [3:0] \$401 ;
+  wire \$401 ;
   wire \$402 ;
-  wire [3:0] \$403 ;
-  wire [3:0] \$404 ;
-  wire [3:0] \$405 ;
-  wire [3:0] \$406 ;
-  wire \$407 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire [4:0] \$405 ;
+  wire \$406 ;
+  wire [4:0] \$407 ;
   wire \$408 ;
   wire \$409 ;
   wire \$41 ;
   wire \$410 ;
-  wire [4:0] \$411 ;
-  wire \$412 ;
-  wire [4:0] \$413 ;
+  wire \$411 ;
+  wire [21:0] \$412 ;
+  wire [21:0] \$413 ;
   wire \$414 ;
   wire \$415 ;
   wire \$416 ;
-  wire \$417 ;
-  wire [21:0] \$418 ;
-  wire [21:0] \$419 ;
+  wire [8:0] \$417 ;
+  wire [8:0] \$418 ;
+  wire [135:0] \$419 ;
   wire \$42 ;
-  wire \$420 ;
-  wire \$421 ;
+  wire [5:0] \$420 ;
+  wire [6:0] \$421 ;
   wire \$422 ;
-  wire [8:0] \$423 ;
-  wire [8:0] \$424 ;
-  wire [135:0] \$425 ;
-  wire [5:0] \$426 ;
-  wire [6:0] \$427 ;
+  wire \$423 ;
+  wire [40:0] \$424 ;
+  wire [40:0] \$425 ;
+  wire [103:0] \$426 ;
+  wire \$427 ;
   wire \$428 ;
-  wire \$429 ;
+  wire [21:0] \$429 ;
   wire \$43 ;
-  wire [40:0] \$430 ;
-  wire [40:0] \$431 ;
-  wire [103:0] \$432 ;
+  wire [21:0] \$430 ;
+  wire \$431 ;
+  wire \$432 ;
   wire \$433 ;
-  wire \$434 ;
-  wire [21:0] \$435 ;
-  wire [21:0] \$436 ;
+  wire [8:0] \$434 ;
+  wire [8:0] \$435 ;
+  wire \$436 ;
   wire \$437 ;
-  wire \$438 ;
-  wire \$439 ;
+  wire [91:0] \$438 ;
+  wire [91:0] \$439 ;
   wire [6:0] \$44 ;
-  wire [8:0] \$440 ;
-  wire [8:0] \$441 ;
-  wire \$442 ;
+  wire [154:0] \$440 ;
+  wire [5:0] \$441 ;
+  wire [7:0] \$442 ;
   wire \$443 ;
-  wire [91:0] \$444 ;
-  wire [91:0] \$445 ;
-  wire [154:0] \$446 ;
-  wire [5:0] \$447 ;
-  wire [7:0] \$448 ;
-  wire \$449 ;
+  wire \$444 ;
+  wire [105:0] \$445 ;
+  wire [105:0] \$446 ;
+  wire \$447 ;
+  wire [14:0] \$448 ;
+  wire [14:0] \$449 ;
   wire [6:0] \$45 ;
   wire \$450 ;
-  wire [105:0] \$451 ;
-  wire [105:0] \$452 ;
+  wire [14:0] \$451 ;
+  wire [14:0] \$452 ;
   wire \$453 ;
-  wire [14:0] \$454 ;
-  wire [14:0] \$455 ;
+  wire \$454 ;
+  wire \$455 ;
   wire \$456 ;
-  wire [14:0] \$457 ;
-  wire [14:0] \$458 ;
+  wire \$457 ;
+  wire \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
@@ -447,110 +447,119 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$495 ;
   wire \$496 ;
   wire \$497 ;
-  wire \$498 ;
+  wire [52:0] \$498 ;
   wire \$499 ;
   wire [28:0] \$5 ;
   wire [6:0] \$50 ;
   wire \$500 ;
-  wire \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire \$504 ;
+  wire [51:0] \$501 ;
+  wire [51:0] \$502 ;
+  wire [53:0] \$503 ;
+  wire [54:0] \$504 ;
   wire \$505 ;
-  wire \$506 ;
-  wire [53:0] \$507 ;
-  wire \$508 ;
-  wire [53:0] \$509 ;
+  wire [53:0] \$506 ;
+  wire \$507 ;
+  wire [53:0] \$508 ;
+  wire \$509 ;
   wire [6:0] \$51 ;
-  wire \$510 ;
-  wire [53:0] \$511 ;
+  wire [53:0] \$510 ;
+  wire [8:0] \$511 ;
   wire [8:0] \$512 ;
   wire [8:0] \$513 ;
-  wire [8:0] \$514 ;
-  wire [53:0] \$515 ;
-  wire \$516 ;
-  wire [53:0] \$517 ;
+  wire [53:0] \$514 ;
+  wire \$515 ;
+  wire [53:0] \$516 ;
+  wire \$517 ;
   wire \$518 ;
   wire \$519 ;
   wire [6:0] \$52 ;
-  wire \$520 ;
+  wire [13:0] \$520 ;
   wire [13:0] \$521 ;
   wire [13:0] \$522 ;
-  wire [13:0] \$523 ;
-  wire [7:0] \$524 ;
-  wire [21:0] \$525 ;
+  wire [7:0] \$523 ;
+  wire [21:0] \$524 ;
+  wire [15:0] \$525 ;
   wire [15:0] \$526 ;
-  wire [15:0] \$527 ;
-  wire [28:0] \$528 ;
+  wire [28:0] \$527 ;
+  wire [105:0] \$528 ;
   wire [105:0] \$529 ;
   wire \$53 ;
   wire [105:0] \$530 ;
   wire [105:0] \$531 ;
-  wire [105:0] \$532 ;
-  wire [5:0] \$533 ;
-  wire \$534 ;
-  wire [45:0] \$535 ;
-  wire [5:0] \$536 ;
+  wire [5:0] \$532 ;
+  wire \$533 ;
+  wire [45:0] \$534 ;
+  wire [5:0] \$535 ;
+  wire [105:0] \$536 ;
   wire [105:0] \$537 ;
-  wire [105:0] \$538 ;
-  wire [5:0] \$539 ;
+  wire [5:0] \$538 ;
+  wire \$539 ;
   wire [6:0] \$54 ;
-  wire \$540 ;
-  wire [91:0] \$541 ;
-  wire [5:0] \$542 ;
+  wire [91:0] \$540 ;
+  wire [5:0] \$541 ;
+  wire \$542 ;
   wire \$543 ;
-  wire \$544 ;
+  wire [90:0] \$544 ;
   wire [90:0] \$545 ;
-  wire [90:0] \$546 ;
-  wire [5:0] \$547 ;
-  wire \$548 ;
-  wire [91:0] \$549 ;
+  wire [5:0] \$546 ;
+  wire \$547 ;
+  wire [91:0] \$548 ;
+  wire [5:0] \$549 ;
   wire [6:0] \$55 ;
-  wire [5:0] \$550 ;
+  wire \$550 ;
   wire \$551 ;
-  wire \$552 ;
+  wire [90:0] \$552 ;
   wire [90:0] \$553 ;
-  wire [90:0] \$554 ;
-  wire [5:0] \$555 ;
-  wire \$556 ;
-  wire [91:0] \$557 ;
-  wire [5:0] \$558 ;
+  wire [5:0] \$554 ;
+  wire \$555 ;
+  wire [91:0] \$556 ;
+  wire [5:0] \$557 ;
+  wire \$558 ;
   wire \$559 ;
   wire [6:0] \$56 ;
-  wire \$560 ;
+  wire [90:0] \$560 ;
   wire [90:0] \$561 ;
-  wire [90:0] \$562 ;
+  wire \$562 ;
   wire \$563 ;
   wire \$564 ;
   wire \$565 ;
   wire \$566 ;
   wire \$567 ;
-  reg \$568 ;
+  wire \$568 ;
   reg [7:0] \$569 ;
   wire [6:0] \$57 ;
-  reg [12:0] \$570 ;
-  reg [12:0] \$571 ;
-  reg [95:0] \$572 ;
-  reg [20:0] \$573 ;
-  reg [27:0] \$574 ;
-  reg [42:0] \$575 ;
-  reg [4:0] \$576 ;
-  reg [5:0] \$577 ;
-  reg [4:0] \$578 ;
-  reg [90:0] \$579 ;
+  reg [7:0] \$570 ;
+  reg \$571 ;
+  reg [2:0] \$572 ;
+  reg \$573 ;
+  reg \$574 ;
+  reg \$575 ;
+  reg \$576 ;
+  reg [53:0] \$577 ;
+  reg [7:0] \$578 ;
+  reg [12:0] \$579 ;
   wire [6:0] \$58 ;
-  reg [39:0] \$580 ;
-  reg [104:0] \$581 ;
-  reg [44:0] \$582 ;
-  reg [44:0] \$583 ;
-  reg [90:0] \$584 ;
-  reg [75:0] \$585 ;
-  reg [51:0] \$586 ;
-  reg [51:0] \$587 ;
-  reg [51:0] \$588 ;
-  wire [1:0] \$589 ;
+  reg [12:0] \$580 ;
+  reg [95:0] \$581 ;
+  reg [20:0] \$582 ;
+  reg [27:0] \$583 ;
+  reg [42:0] \$584 ;
+  reg [4:0] \$585 ;
+  reg [5:0] \$586 ;
+  reg [4:0] \$587 ;
+  reg [90:0] \$588 ;
+  reg [39:0] \$589 ;
   wire \$59 ;
-  wire [1:0] \$590 ;
+  reg [104:0] \$590 ;
+  reg [44:0] \$591 ;
+  reg [44:0] \$592 ;
+  reg [90:0] \$593 ;
+  reg [75:0] \$594 ;
+  reg [51:0] \$595 ;
+  reg [51:0] \$596 ;
+  reg [51:0] \$597 ;
+  wire [1:0] \$598 ;
+  wire [1:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
@@ -595,8 +604,12 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg [2:0] \$signal  = 3'h0;
+  reg \$signal$68  = 1'h0;
+  wire [2:0] \$signal[0] ;
   reg [90:0] a;
-  wire [53:0] acc0;
+  reg [53:0] acc0 = 54'h00000000000000;
+  wire adv;
   reg [4:0] align = 5'h00;
   reg [21:0] b;
   reg beat;
@@ -630,7 +643,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$70 ;
+  wire \done$78 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -653,7 +666,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \mask$22 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$57 ;
+  reg \neg$52 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -676,6 +689,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   input rst;
   wire rst;
   wire [20:0] s;
+  reg [7:0] s0_g = 8'h00;
+  wire [7:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [7:0] s0_x = 8'h00;
+  wire [7:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [90:0] scratch = 91'h00000000000000000000000;
   wire [2:0] sel;
@@ -687,7 +707,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$55 ;
+  reg \start$50 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -699,203 +719,230 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [6:0] \steps$53 ;
+  reg [6:0] \steps$48 ;
   reg take;
   reg [104:0] tq = 105'h000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$406  = \$397  ? \$401  : \$405 ;
-  assign count_lead = \$389  ? \$394  : \$406 ;
-  assign \$407  = ! chan__payload[12:0];
-  assign \$408  = chan__payload[12:0] > 13'h1000;
-  assign \$409  = \$407  | \$408 ;
-  assign \$410  = ! chan__payload[70:34];
-  assign \$411  = count_lead + 2'h2;
-  assign \$412  = \$411  > 1'h0;
-  assign \$413  = count_lead + 2'h2;
-  assign \$414  = den_lead < \$413 ;
-  assign \$415  = \$412  & \$414 ;
-  assign \$416  = \$410  | \$415 ;
-  assign refused = | { \$416 , \$409  };
-  assign \$417  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$418  = - $signed(chan[33:13]);
-  assign \$419  = \$417  ? \$418  : { chan[33], chan[33:13] };
-  assign \$420  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$421  = ~ \$420 ;
+  assign \$396  = chan__payload[2] | chan__payload[3];
+  assign \$397  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$398  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$399  = \$396  ? \$397  : \$398 ;
+  assign \$400  = \$391  ? \$395  : \$399 ;
+  assign count_lead = \$383  ? \$388  : \$400 ;
+  assign \$401  = ! chan__payload[12:0];
+  assign \$402  = chan__payload[12:0] > 13'h1000;
+  assign \$403  = \$401  | \$402 ;
+  assign \$404  = ! chan__payload[70:34];
+  assign \$405  = count_lead + 2'h2;
+  assign \$406  = \$405  > 1'h0;
+  assign \$407  = count_lead + 2'h2;
+  assign \$408  = den_lead < \$407 ;
+  assign \$409  = \$406  & \$408 ;
+  assign \$410  = \$404  | \$409 ;
+  assign refused = | { \$410 , \$403  };
+  assign \$411  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$412  = - $signed(chan[33:13]);
+  assign \$413  = \$411  ? \$412  : { chan[33], chan[33:13] };
+  assign \$414  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$415  = ~ \$414 ;
+  assign \$416  = $signed(chan[95:88]) < $signed(1'h0);
+  assign \$417  = - $signed(chan[95:88]);
+  assign \$418  = \$416  ? \$417  : { chan[95], chan[95:88] };
+  assign \$420  = 4'he + sh;
+  assign \$421  = 4'h8 + \$420 ;
   assign \$422  = $signed(chan[95:88]) < $signed(1'h0);
-  assign \$423  = - $signed(chan[95:88]);
-  assign \$424  = \$422  ? \$423  : { chan[95], chan[95:88] };
-  assign \$426  = 4'he + sh;
-  assign \$427  = 4'h8 + \$426 ;
-  assign \$428  = $signed(chan[95:88]) < $signed(1'h0);
-  assign \$429  = $signed(qg) < $signed(1'h0);
-  assign \$430  = - $signed(qg);
-  assign \$431  = \$429  ? \$430  : { qg[39], qg };
-  assign \$433  = $signed(qg) < $signed(1'h0);
-  assign \$434  = $signed(sg) < $signed(1'h0);
-  assign \$435  = - $signed(sg);
-  assign \$436  = \$434  ? \$435  : { sg[20], sg };
-  assign \$437  = $signed(sg) < $signed(1'h0);
-  assign \$438  = ~ \$437 ;
-  assign \$439  = $signed(chan[95:88]) < $signed(1'h0);
-  assign \$440  = - $signed(chan[95:88]);
-  assign \$441  = \$439  ? \$440  : { chan[95], chan[95:88] };
-  assign \$442  = $signed(chan[95:88]) < $signed(1'h0);
+  assign \$423  = $signed(qg) < $signed(1'h0);
+  assign \$424  = - $signed(qg);
+  assign \$425  = \$423  ? \$424  : { qg[39], qg };
+  assign \$427  = $signed(qg) < $signed(1'h0);
+  assign \$428  = $signed(sg) < $signed(1'h0);
+  assign \$429  = - $signed(sg);
+  assign \$430  = \$428  ? \$429  : { sg[20], sg };
+  assign \$431  = $signed(sg) < $signed(1'h0);
+  assign \$432  = ~ \$431 ;
+  assign \$433  = $signed(chan[95:88]) < $signed(1'h0);
+  assign \$434  = - $signed(chan[95:88]);
+  assign \$435  = \$433  ? \$434  : { chan[95], chan[95:88] };
+  assign \$436  = $signed(chan[95:88]) < $signed(1'h0);
+  assign \$437  = $signed(scratch) < $signed(1'h0);
+  assign \$438  = - $signed(scratch);
+  assign \$439  = \$437  ? \$438  : { scratch[90], scratch };
+  assign \$441  = 4'he + sh;
+  assign \$442  = 7'h40 + \$441 ;
   assign \$443  = $signed(scratch) < $signed(1'h0);
-  assign \$444  = - $signed(scratch);
-  assign \$445  = \$443  ? \$444  : { scratch[90], scratch };
-  assign \$447  = 4'he + sh;
-  assign \$448  = 7'h40 + \$447 ;
-  assign \$449  = $signed(scratch) < $signed(1'h0);
-  assign \$450  = $signed(tq) < $signed(1'h0);
-  assign \$451  = - $signed(tq);
-  assign \$452  = \$450  ? \$451  : { tq[104], tq };
-  assign \$453  = $signed(tq) < $signed(1'h0);
-  assign \$454  = $signed({ 1'h0, chan[12:0] }) - $signed(\$589 );
-  assign \$455  = $signed({ 1'h0, chan[12:0] }) + $signed(\$589 );
-  assign \$456  = $signed(\$589 ) < $signed(1'h0);
-  assign \$457  = - $signed(\$589 );
-  assign \$458  = \$456  ? \$457  : { \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589  };
-  assign \$459  = $signed(\$589 ) < $signed(1'h0);
-  assign \$460  = | left;
-  assign \$461  = ~ o__valid;
-  assign \$462  = \$461  | o__ready;
-  assign \$463  = \$460  & \$462 ;
-  assign \$464  = i__valid & i__ready;
-  assign \$465  = ! fsm_state;
-  assign \$466  = fsm_state == 1'h1;
-  assign \$467  = fsm_state == 2'h2;
-  assign \$468  = fsm_state == 2'h3;
-  assign \$469  = fsm_state == 3'h4;
-  assign \$470  = fsm_state == 3'h5;
-  assign \$471  = fsm_state == 3'h6;
-  assign \$472  = fsm_state == 3'h7;
-  assign \$473  = fsm_state == 4'h8;
-  assign \$474  = fsm_state == 4'h9;
-  assign \$475  = fsm_state == 4'ha;
-  assign \$476  = fsm_state == 4'hb;
-  assign \$477  = fsm_state == 4'hc;
-  assign \$478  = fsm_state == 4'hd;
-  assign \$479  = fsm_state == 4'he;
-  assign \$480  = fsm_state == 4'hf;
-  assign \$481  = fsm_state == 5'h10;
-  assign \$482  = fsm_state == 5'h11;
-  assign \$483  = fsm_state == 5'h12;
-  assign \$484  = fsm_state == 5'h13;
-  assign \$485  = fsm_state == 5'h14;
-  assign \$486  = fsm_state == 5'h15;
-  assign \$487  = fsm_state == 5'h16;
-  assign \$488  = fsm_state == 5'h17;
-  assign \$489  = fsm_state == 5'h18;
-  assign \$490  = fsm_state == 5'h19;
-  assign \$491  = fsm_state == 5'h1a;
-  assign \$492  = fsm_state == 5'h1b;
-  assign \$493  = fsm_state == 5'h1c;
-  assign \$494  = fsm_state == 5'h1d;
-  assign \$495  = fsm_state == 5'h1e;
-  assign \$496  = fsm_state == 5'h1f;
-  assign \$497  = fsm_state == 6'h20;
-  assign \$498  = fsm_state == 6'h21;
-  assign \$499  = fsm_state == 6'h22;
-  assign \$500  = fsm_state == 6'h23;
-  assign \$501  = fsm_state == 6'h24;
-  assign \$502  = fsm_state == 6'h25;
-  assign \$503  = fsm_state == 6'h26;
-  assign \$504  = fsm_state == 6'h27;
-  assign \$505  = fsm_state == 6'h28;
-  assign \$506  = ~ mask;
-  assign \$508  = $signed(\$507 ) > $signed(8'h7f);
-  assign \$510  = $signed(\$509 ) < $signed(8'h80);
-  assign \$512  = \$510  ? 9'h180 : { 1'h0, \$511 [7:0] };
-  assign \$513  = \$508  ? 9'h07f : \$512 ;
-  assign \$514  = mask ? \$513  : 9'h000;
-  assign \$516  = $signed(\$515 ) > $signed(8'h7f);
-  assign \$518  = $signed(\$517 ) < $signed(8'h80);
-  assign \$519  = \$516  | \$518 ;
-  assign \$520  = mask & \$519 ;
-  assign \$521  = sat + \$520 ;
-  assign \$522  = left - 1'h1;
-  assign \$523  = last ? 14'h0000 : \$522 ;
-  assign \$524  = mask ? i__payload[15:8] : 8'h00;
-  assign \$525  = $signed(sg) + $signed(\$524 );
-  assign \$526  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$527  = mask ? \$526  : 16'h0000;
-  assign \$528  = $signed(sgx) + $signed(\$527 );
-  assign \$529  = $signed(tq) + $signed(2'h1);
-  assign \$531  = $signed(tq) + $signed(2'h1);
-  assign \$533  = align + sh;
-  assign \$534  = \$533  == 5'h19;
-  assign \$536  = align + 1'h1;
-  assign \$537  = $signed(tq) + $signed(2'h1);
-  assign \$539  = align + sh;
-  assign \$540  = \$539  == 5'h19;
-  assign \$542  = align + 1'h1;
-  assign \$543  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$544  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$545  = \$544  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$546  = \$543  ? 91'h00000000007ff8111ff0000 : \$545 ;
-  assign \$547  = align + sh;
-  assign \$548  = \$547  == 5'h19;
-  assign \$550  = align + 1'h1;
-  assign \$551  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$552  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$553  = \$552  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$554  = \$551  ? 91'h00000000007ff8111ff0000 : \$553 ;
-  assign \$555  = align + sh;
-  assign \$556  = \$555  == 5'h19;
-  assign \$558  = align + 1'h1;
-  assign \$559  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$560  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$561  = \$560  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$562  = \$559  ? 91'h00000000007ff8111ff0000 : \$561 ;
-  assign \$563  = | left;
-  assign \$564  = ~ \$563 ;
-  assign \$565  = ~ o__valid;
-  assign \$566  = \$565  | o__ready;
-  assign \$567  = \$564  & \$566 ;
+  assign \$444  = $signed(tq) < $signed(1'h0);
+  assign \$445  = - $signed(tq);
+  assign \$446  = \$444  ? \$445  : { tq[104], tq };
+  assign \$447  = $signed(tq) < $signed(1'h0);
+  assign \$448  = $signed({ 1'h0, chan[12:0] }) - $signed(\$598 );
+  assign \$449  = $signed({ 1'h0, chan[12:0] }) + $signed(\$598 );
+  assign \$450  = $signed(\$598 ) < $signed(1'h0);
+  assign \$451  = - $signed(\$598 );
+  assign \$452  = \$450  ? \$451  : { \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598  };
+  assign \$453  = $signed(\$598 ) < $signed(1'h0);
+  assign \$454  = | left;
+  assign \$455  = \$454  & adv;
+  assign \$456  = i__valid & i__ready;
+  assign \$457  = ! fsm_state;
+  assign \$458  = fsm_state == 1'h1;
+  assign \$459  = fsm_state == 2'h2;
+  assign \$460  = fsm_state == 2'h3;
+  assign \$461  = fsm_state == 3'h4;
+  assign \$462  = fsm_state == 3'h5;
+  assign \$463  = fsm_state == 3'h6;
+  assign \$464  = fsm_state == 3'h7;
+  assign \$465  = fsm_state == 4'h8;
+  assign \$466  = fsm_state == 4'h9;
+  assign \$467  = fsm_state == 4'ha;
+  assign \$468  = fsm_state == 4'hb;
+  assign \$469  = fsm_state == 4'hc;
+  assign \$470  = fsm_state == 4'hd;
+  assign \$471  = fsm_state == 4'he;
+  assign \$472  = fsm_state == 4'hf;
+  assign \$473  = fsm_state == 5'h10;
+  assign \$474  = fsm_state == 5'h11;
+  assign \$475  = fsm_state == 5'h12;
+  assign \$476  = fsm_state == 5'h13;
+  assign \$477  = fsm_state == 5'h14;
+  assign \$478  = fsm_state == 5'h15;
+  assign \$479  = fsm_state == 5'h16;
+  assign \$480  = fsm_state == 5'h17;
+  assign \$481  = fsm_state == 5'h18;
+  assign \$482  = fsm_state == 5'h19;
+  assign \$483  = fsm_state == 5'h1a;
+  assign \$484  = fsm_state == 5'h1b;
+  assign \$485  = fsm_state == 5'h1c;
+  assign \$486  = fsm_state == 5'h1d;
+  assign \$487  = fsm_state == 5'h1e;
+  assign \$488  = fsm_state == 5'h1f;
+  assign \$489  = fsm_state == 6'h20;
+  assign \$490  = fsm_state == 6'h21;
+  assign \$491  = fsm_state == 6'h22;
+  assign \$492  = fsm_state == 6'h23;
+  assign \$493  = fsm_state == 6'h24;
+  assign \$494  = fsm_state == 6'h25;
+  assign \$495  = fsm_state == 6'h26;
+  assign \$496  = fsm_state == 6'h27;
+  assign \$497  = fsm_state == 6'h28;
+  assign \$498  = $signed(s0_g) * $signed(lane_a);
+  assign \$499  = \$signal  == 2'h2;
+  assign \$500  = ! \$signal ;
+  assign \$501  = \$500  ? const0 : const1;
+  assign \$502  = \$499  ? const2 : \$501 ;
+  assign \$503  = $signed(\$498 ) + $signed(\$502 );
+  assign \$504  = $signed(\$503 ) + $signed(26'h1000000);
+  assign \$505  = ~ s1_mask;
+  assign \$507  = $signed(\$506 ) > $signed(8'h7f);
+  assign \$509  = $signed(\$508 ) < $signed(8'h80);
+  assign \$511  = \$509  ? 9'h180 : { 1'h0, \$510 [7:0] };
+  assign \$512  = \$507  ? 9'h07f : \$511 ;
+  assign \$513  = s1_mask ? \$512  : 9'h000;
+  assign \$515  = $signed(\$514 ) > $signed(8'h7f);
+  assign \$517  = $signed(\$516 ) < $signed(8'h80);
+  assign \$518  = \$515  | \$517 ;
+  assign \$519  = s1_mask & \$518 ;
+  assign \$520  = sat + \$519 ;
+  assign \$521  = left - 1'h1;
+  assign \$522  = last ? 14'h0000 : \$521 ;
+  assign \$523  = mask ? i__payload[15:8] : 8'h00;
+  assign \$524  = $signed(sg) + $signed(\$523 );
+  assign \$525  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$526  = mask ? \$525  : 16'h0000;
+  assign \$527  = $signed(sgx) + $signed(\$526 );
+  assign \$528  = $signed(tq) + $signed(2'h1);
+  assign \$530  = $signed(tq) + $signed(2'h1);
+  assign \$532  = align + sh;
+  assign \$533  = \$532  == 5'h19;
+  assign \$535  = align + 1'h1;
+  assign \$536  = $signed(tq) + $signed(2'h1);
+  assign \$538  = align + sh;
+  assign \$539  = \$538  == 5'h19;
+  assign \$541  = align + 1'h1;
+  assign \$542  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$543  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$544  = \$543  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$545  = \$542  ? 91'h00000000007ff8111ff0000 : \$544 ;
+  assign \$546  = align + sh;
+  assign \$547  = \$546  == 5'h19;
+  assign \$549  = align + 1'h1;
+  assign \$550  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$551  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$552  = \$551  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$553  = \$550  ? 91'h00000000007ff8111ff0000 : \$552 ;
+  assign \$554  = align + sh;
+  assign \$555  = \$554  == 5'h19;
+  assign \$557  = align + 1'h1;
+  assign \$558  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$559  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$560  = \$559  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$561  = \$558  ? 91'h00000000007ff8111ff0000 : \$560 ;
+  assign \$562  = | left;
+  assign \$563  = ~ \$562 ;
+  assign \$564  = ~ \$signal$68 ;
+  assign \$565  = \$563  & \$564 ;
+  assign \$566  = ~ s1_valid;
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = \$567  & adv;
   always @(posedge clk)
-    o__valid <= \$568 ;
+    s0_x <= \$569 ;
   always @(posedge clk)
-    o__payload <= \$569 ;
+    s0_g <= \$570 ;
   always @(posedge clk)
-    sat <= \$570 ;
+    s0_mask <= \$571 ;
   always @(posedge clk)
-    left <= \$571 ;
+    \$signal  <= \$572 ;
   always @(posedge clk)
-    chan <= \$572 ;
+    o__valid <= \$573 ;
   always @(posedge clk)
-    sg <= \$573 ;
+    s1_valid <= \$574 ;
   always @(posedge clk)
-    sgx <= \$574 ;
+    \$signal$68  <= \$575 ;
   always @(posedge clk)
-    dgamma <= \$575 ;
+    s1_mask <= \$576 ;
   always @(posedge clk)
-    align <= \$576 ;
+    acc0 <= \$577 ;
   always @(posedge clk)
-    fsm_state <= \$577 ;
+    o__payload <= \$578 ;
   always @(posedge clk)
-    sh <= \$578 ;
+    sat <= \$579 ;
   always @(posedge clk)
-    scratch <= \$579 ;
+    left <= \$580 ;
   always @(posedge clk)
-    qg <= \$580 ;
+    chan <= \$581 ;
   always @(posedge clk)
-    tq <= \$581 ;
+    sg <= \$582 ;
   always @(posedge clk)
-    m1 <= \$582 ;
+    sgx <= \$583 ;
   always @(posedge clk)
-    lane_a <= \$583 ;
+    dgamma <= \$584 ;
   always @(posedge clk)
-    c0w <= \$584 ;
+    align <= \$585 ;
   always @(posedge clk)
-    m2 <= \$585 ;
+    fsm_state <= \$586 ;
   always @(posedge clk)
-    const1 <= \$586 ;
+    sh <= \$587 ;
   always @(posedge clk)
-    const2 <= \$587 ;
+    scratch <= \$588 ;
   always @(posedge clk)
-    const0 <= \$588 ;
+    qg <= \$589 ;
+  always @(posedge clk)
+    tq <= \$590 ;
+  always @(posedge clk)
+    m1 <= \$591 ;
+  always @(posedge clk)
+    lane_a <= \$592 ;
+  always @(posedge clk)
+    c0w <= \$593 ;
+  always @(posedge clk)
+    m2 <= \$594 ;
+  always @(posedge clk)
+    const1 <= \$595 ;
+  always @(posedge clk)
+    const2 <= \$596 ;
+  always @(posedge clk)
+    const0 <= \$597 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 1'h1;
@@ -974,134 +1021,125 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$287  = sh_lead + 1'h1;
   assign \$288  = \$287  + 3'h4;
   assign \$289  = \$286  ? \$288  : 9'h010;
-  assign \$290  = $signed(i__payload[15:8]) * $signed(lane_a);
-  assign \$291  = \$590  == 2'h2;
-  assign \$292  = ! \$590 ;
-  assign \$293  = \$292  ? const0 : const1;
-  assign \$294  = \$291  ? const2 : \$293 ;
-  assign \$295  = $signed(\$290 ) + $signed(\$294 );
-  assign \$296  = $signed(\$295 ) + $signed(26'h1000000);
-  assign \$297  = chan__payload[66] | chan__payload[67];
-  assign \$298  = chan__payload[68] | chan__payload[69];
-  assign \$299  = \$297  | \$298 ;
-  assign \$300  = \$299  | chan__payload[70];
-  assign \$301  = chan__payload[68] | chan__payload[69];
-  assign \$302  = chan__payload[69] ? 6'h23 : 6'h22;
-  assign \$303  = chan__payload[67] ? 6'h21 : 6'h20;
-  assign \$304  = \$301  ? \$302  : \$303 ;
-  assign \$305  = chan__payload[70] ? 6'h24 : \$304 ;
-  assign \$306  = chan__payload[50] | chan__payload[51];
-  assign \$307  = chan__payload[52] | chan__payload[53];
-  assign \$308  = \$306  | \$307 ;
-  assign \$309  = chan__payload[54] | chan__payload[55];
-  assign \$310  = chan__payload[56] | chan__payload[57];
-  assign \$311  = \$309  | \$310 ;
-  assign \$312  = \$308  | \$311 ;
-  assign \$313  = chan__payload[58] | chan__payload[59];
-  assign \$314  = chan__payload[60] | chan__payload[61];
-  assign \$315  = \$313  | \$314 ;
-  assign \$316  = chan__payload[62] | chan__payload[63];
-  assign \$317  = chan__payload[64] | chan__payload[65];
-  assign \$318  = \$316  | \$317 ;
-  assign \$319  = \$315  | \$318 ;
-  assign \$320  = \$312  | \$319 ;
-  assign \$321  = chan__payload[58] | chan__payload[59];
-  assign \$322  = chan__payload[60] | chan__payload[61];
-  assign \$323  = \$321  | \$322 ;
-  assign \$324  = chan__payload[62] | chan__payload[63];
+  assign \$290  = ~ o__valid;
+  assign adv = \$290  | o__ready;
+  assign \$291  = chan__payload[66] | chan__payload[67];
+  assign \$292  = chan__payload[68] | chan__payload[69];
+  assign \$293  = \$291  | \$292 ;
+  assign \$294  = \$293  | chan__payload[70];
+  assign \$295  = chan__payload[68] | chan__payload[69];
+  assign \$296  = chan__payload[69] ? 6'h23 : 6'h22;
+  assign \$297  = chan__payload[67] ? 6'h21 : 6'h20;
+  assign \$298  = \$295  ? \$296  : \$297 ;
+  assign \$299  = chan__payload[70] ? 6'h24 : \$298 ;
+  assign \$300  = chan__payload[50] | chan__payload[51];
+  assign \$301  = chan__payload[52] | chan__payload[53];
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = chan__payload[54] | chan__payload[55];
+  assign \$304  = chan__payload[56] | chan__payload[57];
+  assign \$305  = \$303  | \$304 ;
+  assign \$306  = \$302  | \$305 ;
+  assign \$307  = chan__payload[58] | chan__payload[59];
+  assign \$308  = chan__payload[60] | chan__payload[61];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = chan__payload[62] | chan__payload[63];
+  assign \$311  = chan__payload[64] | chan__payload[65];
+  assign \$312  = \$310  | \$311 ;
+  assign \$313  = \$309  | \$312 ;
+  assign \$314  = \$306  | \$313 ;
+  assign \$315  = chan__payload[58] | chan__payload[59];
+  assign \$316  = chan__payload[60] | chan__payload[61];
+  assign \$317  = \$315  | \$316 ;
+  assign \$318  = chan__payload[62] | chan__payload[63];
+  assign \$319  = chan__payload[64] | chan__payload[65];
+  assign \$320  = \$318  | \$319 ;
+  assign \$321  = \$317  | \$320 ;
+  assign \$322  = chan__payload[62] | chan__payload[63];
+  assign \$323  = chan__payload[64] | chan__payload[65];
+  assign \$324  = \$322  | \$323 ;
   assign \$325  = chan__payload[64] | chan__payload[65];
-  assign \$326  = \$324  | \$325 ;
-  assign \$327  = \$323  | \$326 ;
-  assign \$328  = chan__payload[62] | chan__payload[63];
-  assign \$329  = chan__payload[64] | chan__payload[65];
-  assign \$330  = \$328  | \$329 ;
-  assign \$331  = chan__payload[64] | chan__payload[65];
-  assign \$332  = chan__payload[65] ? 6'h1f : 6'h1e;
-  assign \$333  = chan__payload[63] ? 6'h1d : 6'h1c;
-  assign \$334  = \$331  ? \$332  : \$333 ;
-  assign \$335  = chan__payload[60] | chan__payload[61];
-  assign \$336  = chan__payload[61] ? 6'h1b : 6'h1a;
-  assign \$337  = chan__payload[59] ? 6'h19 : 6'h18;
-  assign \$338  = \$335  ? \$336  : \$337 ;
-  assign \$339  = \$330  ? \$334  : \$338 ;
-  assign \$340  = chan__payload[54] | chan__payload[55];
-  assign \$341  = chan__payload[56] | chan__payload[57];
-  assign \$342  = \$340  | \$341 ;
-  assign \$343  = chan__payload[56] | chan__payload[57];
-  assign \$344  = chan__payload[57] ? 6'h17 : 6'h16;
-  assign \$345  = chan__payload[55] ? 6'h15 : 6'h14;
-  assign \$346  = \$343  ? \$344  : \$345 ;
-  assign \$347  = chan__payload[52] | chan__payload[53];
-  assign \$348  = chan__payload[53] ? 6'h13 : 6'h12;
-  assign \$349  = chan__payload[51] ? 6'h11 : 6'h10;
-  assign \$350  = \$347  ? \$348  : \$349 ;
-  assign \$351  = \$342  ? \$346  : \$350 ;
-  assign \$352  = \$327  ? \$339  : \$351 ;
-  assign \$353  = chan__payload[42] | chan__payload[43];
-  assign \$354  = chan__payload[44] | chan__payload[45];
-  assign \$355  = \$353  | \$354 ;
-  assign \$356  = chan__payload[46] | chan__payload[47];
+  assign \$326  = chan__payload[65] ? 6'h1f : 6'h1e;
+  assign \$327  = chan__payload[63] ? 6'h1d : 6'h1c;
+  assign \$328  = \$325  ? \$326  : \$327 ;
+  assign \$329  = chan__payload[60] | chan__payload[61];
+  assign \$330  = chan__payload[61] ? 6'h1b : 6'h1a;
+  assign \$331  = chan__payload[59] ? 6'h19 : 6'h18;
+  assign \$332  = \$329  ? \$330  : \$331 ;
+  assign \$333  = \$324  ? \$328  : \$332 ;
+  assign \$334  = chan__payload[54] | chan__payload[55];
+  assign \$335  = chan__payload[56] | chan__payload[57];
+  assign \$336  = \$334  | \$335 ;
+  assign \$337  = chan__payload[56] | chan__payload[57];
+  assign \$338  = chan__payload[57] ? 6'h17 : 6'h16;
+  assign \$339  = chan__payload[55] ? 6'h15 : 6'h14;
+  assign \$340  = \$337  ? \$338  : \$339 ;
+  assign \$341  = chan__payload[52] | chan__payload[53];
+  assign \$342  = chan__payload[53] ? 6'h13 : 6'h12;
+  assign \$343  = chan__payload[51] ? 6'h11 : 6'h10;
+  assign \$344  = \$341  ? \$342  : \$343 ;
+  assign \$345  = \$336  ? \$340  : \$344 ;
+  assign \$346  = \$321  ? \$333  : \$345 ;
+  assign \$347  = chan__payload[42] | chan__payload[43];
+  assign \$348  = chan__payload[44] | chan__payload[45];
+  assign \$349  = \$347  | \$348 ;
+  assign \$350  = chan__payload[46] | chan__payload[47];
+  assign \$351  = chan__payload[48] | chan__payload[49];
+  assign \$352  = \$350  | \$351 ;
+  assign \$353  = \$349  | \$352 ;
+  assign \$354  = chan__payload[46] | chan__payload[47];
+  assign \$355  = chan__payload[48] | chan__payload[49];
+  assign \$356  = \$354  | \$355 ;
   assign \$357  = chan__payload[48] | chan__payload[49];
-  assign \$358  = \$356  | \$357 ;
-  assign \$359  = \$355  | \$358 ;
-  assign \$360  = chan__payload[46] | chan__payload[47];
-  assign \$361  = chan__payload[48] | chan__payload[49];
-  assign \$362  = \$360  | \$361 ;
-  assign \$363  = chan__payload[48] | chan__payload[49];
-  assign \$364  = chan__payload[49] ? 6'h0f : 6'h0e;
-  assign \$365  = chan__payload[47] ? 6'h0d : 6'h0c;
-  assign \$366  = \$363  ? \$364  : \$365 ;
-  assign \$367  = chan__payload[44] | chan__payload[45];
-  assign \$368  = chan__payload[45] ? 6'h0b : 6'h0a;
-  assign \$369  = chan__payload[43] ? 6'h09 : 6'h08;
-  assign \$370  = \$367  ? \$368  : \$369 ;
-  assign \$371  = \$362  ? \$366  : \$370 ;
-  assign \$372  = chan__payload[38] | chan__payload[39];
-  assign \$373  = chan__payload[40] | chan__payload[41];
-  assign \$374  = \$372  | \$373 ;
-  assign \$375  = chan__payload[40] | chan__payload[41];
-  assign \$376  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$377  = chan__payload[39] ? 6'h05 : 6'h04;
-  assign \$378  = \$375  ? \$376  : \$377 ;
-  assign \$379  = chan__payload[36] | chan__payload[37];
-  assign \$380  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$381  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$382  = \$379  ? \$380  : \$381 ;
-  assign \$383  = \$374  ? \$378  : \$382 ;
-  assign \$384  = \$359  ? \$371  : \$383 ;
-  assign \$385  = \$320  ? \$352  : \$384 ;
-  assign den_lead = \$300  ? \$305  : \$385 ;
-  assign \$386  = chan__payload[8] | chan__payload[9];
-  assign \$387  = chan__payload[10] | chan__payload[11];
-  assign \$388  = \$386  | \$387 ;
-  assign \$389  = \$388  | chan__payload[12];
-  assign \$390  = chan__payload[10] | chan__payload[11];
-  assign \$391  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$392  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$393  = \$390  ? \$391  : \$392 ;
-  assign \$394  = chan__payload[12] ? 4'hc : \$393 ;
-  assign \$395  = chan__payload[4] | chan__payload[5];
-  assign \$396  = chan__payload[6] | chan__payload[7];
-  assign \$397  = \$395  | \$396 ;
-  assign \$398  = chan__payload[6] | chan__payload[7];
-  assign \$399  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$400  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$401  = \$398  ? \$399  : \$400 ;
-  assign \$402  = chan__payload[2] | chan__payload[3];
-  assign \$403  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$404  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$405  = \$402  ? \$403  : \$404 ;
+  assign \$358  = chan__payload[49] ? 6'h0f : 6'h0e;
+  assign \$359  = chan__payload[47] ? 6'h0d : 6'h0c;
+  assign \$360  = \$357  ? \$358  : \$359 ;
+  assign \$361  = chan__payload[44] | chan__payload[45];
+  assign \$362  = chan__payload[45] ? 6'h0b : 6'h0a;
+  assign \$363  = chan__payload[43] ? 6'h09 : 6'h08;
+  assign \$364  = \$361  ? \$362  : \$363 ;
+  assign \$365  = \$356  ? \$360  : \$364 ;
+  assign \$366  = chan__payload[38] | chan__payload[39];
+  assign \$367  = chan__payload[40] | chan__payload[41];
+  assign \$368  = \$366  | \$367 ;
+  assign \$369  = chan__payload[40] | chan__payload[41];
+  assign \$370  = chan__payload[41] ? 6'h07 : 6'h06;
+  assign \$371  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$372  = \$369  ? \$370  : \$371 ;
+  assign \$373  = chan__payload[36] | chan__payload[37];
+  assign \$374  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$375  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$376  = \$373  ? \$374  : \$375 ;
+  assign \$377  = \$368  ? \$372  : \$376 ;
+  assign \$378  = \$353  ? \$365  : \$377 ;
+  assign \$379  = \$314  ? \$346  : \$378 ;
+  assign den_lead = \$294  ? \$299  : \$379 ;
+  assign \$380  = chan__payload[8] | chan__payload[9];
+  assign \$381  = chan__payload[10] | chan__payload[11];
+  assign \$382  = \$380  | \$381 ;
+  assign \$383  = \$382  | chan__payload[12];
+  assign \$384  = chan__payload[10] | chan__payload[11];
+  assign \$385  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$386  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$387  = \$384  ? \$385  : \$386 ;
+  assign \$388  = chan__payload[12] ? 4'hc : \$387 ;
+  assign \$389  = chan__payload[4] | chan__payload[5];
+  assign \$390  = chan__payload[6] | chan__payload[7];
+  assign \$391  = \$389  | \$390 ;
+  assign \$392  = chan__payload[6] | chan__payload[7];
+  assign \$393  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$394  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$395  = \$392  ? \$393  : \$394 ;
   \hwnorm_bwd_linf_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$70 ),
+    .done(\done$78 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$57 ),
+    .\neg$15 (\neg$52 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$55 ),
-    .steps(\steps$53 )
+    .start(\start$50 ),
+    .steps(\steps$48 )
   );
   \hwnorm_bwd_linf_s8.mul  mul (
     .a(a),
@@ -1115,16 +1153,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_linf_s8.sel$72  \sel$72  (
+  \hwnorm_bwd_linf_s8.sel$80  \sel$80  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [0]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$706$0 (\$589 ),
-    .\port$719$0 (\$590 ),
-    .\port$801$0 (chan[33:0]),
+    .\port$710$0 (\$598 ),
+    .\port$723$0 (\$599 ),
+    .\port$821$0 (chan[33:0]),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -1323,7 +1361,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          i__ready = \$463 ;
+          i__ready = \$455 ;
     endcase
   end
   always @* begin
@@ -1585,7 +1623,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h04:
           /* empty */;
       6'h05:
-          b = \$419 ;
+          b = \$413 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1607,11 +1645,11 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$436 ;
+          b = \$430 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$441 [8], \$441 [8], \$441 [8], \$441 [8], \$441 [8], \$441 [8], \$441 [8], \$441 [8], \$441 [8], \$441 [8], \$441 [8], \$441 [8], \$441 [8], \$441  };
+          b = { \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435 [8], \$435  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1629,7 +1667,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1a:
           /* empty */;
       6'h1b:
-          b = { \$454 [14], \$454 [14], \$454 [14], \$454 [14], \$454 [14], \$454 [14], \$454 [14], \$454  };
+          b = { \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448 [14], \$448  };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1637,7 +1675,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$455 [14], \$455 [14], \$455 [14], \$455 [14], \$455 [14], \$455 [14], \$455 [14], \$455  };
+          b = { \$449 [14], \$449 [14], \$449 [14], \$449 [14], \$449 [14], \$449 [14], \$449 [14], \$449  };
       6'h20:
           /* empty */;
       6'h21:
@@ -1645,7 +1683,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458  };
+          b = { \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452 [14], \$452  };
     endcase
   end
   always @* begin
@@ -1737,7 +1775,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$421 ;
+          neg = \$415 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1759,11 +1797,11 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$438 ;
+          neg = \$432 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$442 ;
+          neg = \$436 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -1797,7 +1835,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          neg = \$459 ;
+          neg = \$453 ;
     endcase
   end
   always @* begin
@@ -1893,13 +1931,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$425 [102:0];
+          lo_init = \$419 [102:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$432 [102:0];
+          lo_init = \$426 [102:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1923,16 +1961,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
+          lo_init = \$440 [102:0];
+      6'h17:
+          /* empty */;
+      6'h18:
           lo_init = \$446 [102:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$452 [102:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$53  = 7'h00;
+    \steps$48  = 7'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1947,13 +1985,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \steps$53  = \$427 ;
+          \steps$48  = \$421 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$53  = 7'h39;
+          \steps$48  = 7'h39;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1977,16 +2015,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \steps$53  = \$448 [6:0];
+          \steps$48  = \$442 [6:0];
       6'h17:
           /* empty */;
       6'h18:
-          \steps$53  = 7'h67;
+          \steps$48  = 7'h67;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$55  = 1'h0;
+    \start$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2001,13 +2039,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2031,11 +2069,11 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
     endcase
   end
   always @* begin
@@ -2094,7 +2132,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$57  = 1'h0;
+    \neg$52  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2109,13 +2147,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \neg$57  = \$428 ;
+          \neg$52  = \$422 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$57  = \$433 ;
+          \neg$52  = \$427 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2139,11 +2177,11 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \neg$57  = \$449 ;
+          \neg$52  = \$443 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$57  = \$453 ;
+          \neg$52  = \$447 ;
     endcase
   end
   always @* begin
@@ -2281,7 +2319,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          take = \$464 ;
+          take = \$456 ;
     endcase
   end
   always @* begin
@@ -2458,22 +2496,9 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$568  = o__valid;
-    if (o__ready) begin
-      \$568  = 1'h0;
-    end
+    \$569  = s0_x;
     if (take) begin
-      \$568  = 1'h1;
-    end
-    if (rst) begin
-      \$568  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$569  = o__payload;
-    if (take) begin
-      \$569  = \$514 [7:0];
+      \$569  = i__payload[7:0];
     end
     if (rst) begin
       \$569  = 8'h00;
@@ -2481,99 +2506,191 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$570  = sat;
+    \$570  = s0_g;
     if (take) begin
-      \$570  = \$521 [12:0];
+      \$570  = i__payload[15:8];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$570  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$570  = 13'h0000;
+      \$570  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$571  = left;
-    if (beat) begin
-      \$571  = \$523 [12:0];
+    \$571  = s0_mask;
+    if (take) begin
+      \$571  = mask;
+    end
+    if (rst) begin
+      \$571  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$572  = \$signal ;
+    if (take) begin
+      \$572  = { 1'h0, \$599  };
+    end
+    if (rst) begin
+      \$572  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$573  = o__valid;
+    if (adv) begin
+      \$573  = s1_valid;
+    end
+    if (rst) begin
+      \$573  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$574  = s1_valid;
+    if (adv) begin
+      \$574  = \$signal$68 ;
+    end
+    if (rst) begin
+      \$574  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$575  = \$signal$68 ;
+    if (adv) begin
+      \$575  = take;
+    end
+    if (rst) begin
+      \$575  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$576  = s1_mask;
+    if (adv) begin
+      \$576  = s0_mask;
+    end
+    if (rst) begin
+      \$576  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$577  = acc0;
+    if (adv) begin
+      \$577  = \$504 [53:0];
+    end
+    if (rst) begin
+      \$577  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$578  = o__payload;
+    if (adv) begin
+      \$578  = \$513 [7:0];
+    end
+    if (rst) begin
+      \$578  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$579  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$579  = \$520 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$571  = chan__payload[12:0];
+            \$579  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$579  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$580  = left;
+    if (beat) begin
+      \$580  = \$522 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$580  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$571  = chan[12:0];
+              \$580  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$571  = 13'h0000;
+      \$580  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$572  = chan;
+    \$581  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$572  = chan__payload;
+            \$581  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$572  = 96'h000000000000000000000000;
+      \$581  = 96'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$573  = sg;
+    \$582  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$573  = 21'h000000;
+            \$582  = 21'h000000;
             if (refused) begin
-              \$573  = 21'h000000;
+              \$582  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$573  = \$525 [20:0];
+            \$582  = \$524 [20:0];
           end
     endcase
     if (rst) begin
-      \$573  = 21'h000000;
+      \$582  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$574  = sgx;
+    \$583  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$574  = 28'h0000000;
+            \$583  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$574  = \$528 [27:0];
+            \$583  = \$527 [27:0];
           end
     endcase
     if (rst) begin
-      \$574  = 28'h0000000;
+      \$583  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$575  = dgamma;
+    \$584  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$575  = 43'h00000000000;
+            \$584  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2596,19 +2713,19 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0b:
           /* empty */;
       6'h0c:
-          \$575  = \$532 [42:0];
+          \$584  = \$531 [42:0];
     endcase
     if (rst) begin
-      \$575  = 43'h00000000000;
+      \$584  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$576  = align;
+    \$585  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$576  = 5'h00;
+            \$585  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2638,10 +2755,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$534 ) begin
-            \$576  = 5'h00;
+          if (\$533 ) begin
+            \$585  = 5'h00;
           end else begin
-            \$576  = \$536 [4:0];
+            \$585  = \$535 [4:0];
           end
       6'h10:
           /* empty */;
@@ -2671,10 +2788,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$540 ) begin
-            \$576  = 5'h00;
+          if (\$539 ) begin
+            \$585  = 5'h00;
           end else begin
-            \$576  = \$542 [4:0];
+            \$585  = \$541 [4:0];
           end
       6'h1e:
           /* empty */;
@@ -2684,10 +2801,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$548 ) begin
-            \$576  = 5'h00;
+          if (\$547 ) begin
+            \$585  = 5'h00;
           end else begin
-            \$576  = \$550 [4:0];
+            \$585  = \$549 [4:0];
           end
       6'h22:
           /* empty */;
@@ -2697,174 +2814,174 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$556 ) begin
-            \$576  = 5'h00;
+          if (\$555 ) begin
+            \$585  = 5'h00;
           end else begin
-            \$576  = \$558 [4:0];
+            \$585  = \$557 [4:0];
           end
     endcase
     if (rst) begin
-      \$576  = 5'h00;
+      \$585  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$577  = fsm_state;
+    \$586  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$577  = 6'h01;
+              \$586  = 6'h01;
             end else begin
-              \$577  = 6'h02;
+              \$586  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$577  = 6'h03;
+              \$586  = 6'h03;
             end
           end
       6'h03:
-          \$577  = 6'h04;
+          \$586  = 6'h04;
       6'h04:
           if (done) begin
-            \$577  = 6'h05;
+            \$586  = 6'h05;
           end
       6'h05:
-          \$577  = 6'h06;
+          \$586  = 6'h06;
       6'h06:
           if (done) begin
-            \$577  = 6'h07;
+            \$586  = 6'h07;
           end
       6'h07:
-          \$577  = 6'h08;
+          \$586  = 6'h08;
       6'h08:
-          if (\done$70 ) begin
-            \$577  = 6'h09;
+          if (\done$78 ) begin
+            \$586  = 6'h09;
           end
       6'h09:
-          \$577  = 6'h0a;
+          \$586  = 6'h0a;
       6'h0a:
-          \$577  = 6'h0b;
+          \$586  = 6'h0b;
       6'h0b:
-          if (\done$70 ) begin
-            \$577  = 6'h0c;
+          if (\done$78 ) begin
+            \$586  = 6'h0c;
           end
       6'h0c:
-          \$577  = 6'h0d;
+          \$586  = 6'h0d;
       6'h0d:
-          \$577  = 6'h0e;
+          \$586  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$577  = 6'h0f;
+            \$586  = 6'h0f;
           end
       6'h0f:
-          if (\$534 ) begin
-            \$577  = 6'h10;
+          if (\$533 ) begin
+            \$586  = 6'h10;
           end
       6'h10:
-          \$577  = 6'h11;
+          \$586  = 6'h11;
       6'h11:
           if (done) begin
-            \$577  = 6'h12;
+            \$586  = 6'h12;
           end
       6'h12:
-          \$577  = 6'h13;
+          \$586  = 6'h13;
       6'h13:
           if (done) begin
-            \$577  = 6'h14;
+            \$586  = 6'h14;
           end
       6'h14:
-          \$577  = 6'h15;
+          \$586  = 6'h15;
       6'h15:
           if (done) begin
-            \$577  = 6'h16;
+            \$586  = 6'h16;
           end
       6'h16:
-          \$577  = 6'h17;
+          \$586  = 6'h17;
       6'h17:
-          if (\done$70 ) begin
-            \$577  = 6'h18;
+          if (\done$78 ) begin
+            \$586  = 6'h18;
           end
       6'h18:
-          \$577  = 6'h19;
+          \$586  = 6'h19;
       6'h19:
-          if (\done$70 ) begin
-            \$577  = 6'h1a;
+          if (\done$78 ) begin
+            \$586  = 6'h1a;
           end
       6'h1a:
-          \$577  = 6'h1b;
+          \$586  = 6'h1b;
       6'h1b:
-          \$577  = 6'h1c;
+          \$586  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$577  = 6'h1d;
+            \$586  = 6'h1d;
           end
       6'h1d:
-          if (\$540 ) begin
-            \$577  = 6'h1e;
+          if (\$539 ) begin
+            \$586  = 6'h1e;
           end
       6'h1e:
-          \$577  = 6'h1f;
+          \$586  = 6'h1f;
       6'h1f:
-          \$577  = 6'h20;
+          \$586  = 6'h20;
       6'h20:
           if (done) begin
-            \$577  = 6'h21;
+            \$586  = 6'h21;
           end
       6'h21:
-          if (\$548 ) begin
-            \$577  = 6'h22;
+          if (\$547 ) begin
+            \$586  = 6'h22;
           end
       6'h22:
-          \$577  = 6'h23;
+          \$586  = 6'h23;
       6'h23:
-          \$577  = 6'h24;
+          \$586  = 6'h24;
       6'h24:
           if (done) begin
-            \$577  = 6'h25;
+            \$586  = 6'h25;
           end
       6'h25:
-          if (\$556 ) begin
-            \$577  = 6'h26;
+          if (\$555 ) begin
+            \$586  = 6'h26;
           end
       6'h26:
-          \$577  = 6'h27;
+          \$586  = 6'h27;
       6'h27:
-          if (\$567 ) begin
-            \$577  = 6'h28;
+          if (\$568 ) begin
+            \$586  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$577  = 6'h00;
+            \$586  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$577  = 6'h00;
+            \$586  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$577  = 6'h00;
+      \$586  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = sh;
+    \$587  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$578  = \$289 [4:0];
+          \$587  = \$289 [4:0];
     endcase
     if (rst) begin
-      \$578  = 5'h00;
+      \$587  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = scratch;
+    \$588  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2874,7 +2991,7 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h04:
           if (done) begin
-            \$579  = p;
+            \$588  = p;
           end
       6'h05:
           /* empty */;
@@ -2906,13 +3023,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           if (done) begin
-            \$579  = p;
+            \$588  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$579  = p;
+            \$588  = p;
           end
       6'h16:
           /* empty */;
@@ -2928,13 +3045,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1c:
           if (done) begin
-            \$579  = p;
+            \$588  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$540 ) begin
+          if (\$539 ) begin
           end else begin
-            \$579  = \$541 [90:0];
+            \$588  = \$540 [90:0];
           end
       6'h1e:
           /* empty */;
@@ -2942,13 +3059,13 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h20:
           if (done) begin
-            \$579  = p;
+            \$588  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$548 ) begin
+          if (\$547 ) begin
           end else begin
-            \$579  = \$549 [90:0];
+            \$588  = \$548 [90:0];
           end
       6'h22:
           /* empty */;
@@ -2956,22 +3073,22 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h24:
           if (done) begin
-            \$579  = p;
+            \$588  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$556 ) begin
+          if (\$555 ) begin
           end else begin
-            \$579  = \$557 [90:0];
+            \$588  = \$556 [90:0];
           end
     endcase
     if (rst) begin
-      \$579  = 91'h00000000000000000000000;
+      \$588  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = qg;
+    \$589  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2985,16 +3102,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (done) begin
-            \$580  = p[39:0];
+            \$589  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$580  = 40'h0000000000;
+      \$589  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = tq;
+    \$590  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3011,16 +3128,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$70 ) begin
-            \$581  = q;
+          if (\done$78 ) begin
+            \$590  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$70 ) begin
-            \$581  = q;
+          if (\done$78 ) begin
+            \$590  = q;
           end
       6'h0c:
           /* empty */;
@@ -3045,23 +3162,23 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$70 ) begin
-            \$581  = q;
+          if (\done$78 ) begin
+            \$590  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$70 ) begin
-            \$581  = q;
+          if (\done$78 ) begin
+            \$590  = q;
           end
     endcase
     if (rst) begin
-      \$581  = 105'h000000000000000000000000000;
+      \$590  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = m1;
+    \$591  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3080,15 +3197,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h08:
           /* empty */;
       6'h09:
-          \$582  = \$530 [44:0];
+          \$591  = \$529 [44:0];
     endcase
     if (rst) begin
-      \$582  = 45'h000000000000;
+      \$591  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = lane_a;
+    \$592  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3118,22 +3235,22 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0e:
           if (done) begin
-            \$583  = p[44:0];
+            \$592  = p[44:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$534 ) begin
+          if (\$533 ) begin
           end else begin
-            \$583  = \$535 [44:0];
+            \$592  = \$534 [44:0];
           end
     endcase
     if (rst) begin
-      \$583  = 45'h000000000000;
+      \$592  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = c0w;
+    \$593  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3169,16 +3286,16 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h11:
           if (done) begin
-            \$584  = p;
+            \$593  = p;
           end
     endcase
     if (rst) begin
-      \$584  = 91'h00000000000000000000000;
+      \$593  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = m2;
+    \$594  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3231,15 +3348,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          \$585  = \$538 [75:0];
+          \$594  = \$537 [75:0];
     endcase
     if (rst) begin
-      \$585  = 76'h0000000000000000000;
+      \$594  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = const1;
+    \$595  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3300,15 +3417,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$586  = \$546 [51:0];
+          \$595  = \$545 [51:0];
     endcase
     if (rst) begin
-      \$586  = 52'h0000000000000;
+      \$595  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = const2;
+    \$596  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3377,15 +3494,15 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$587  = \$554 [51:0];
+          \$596  = \$553 [51:0];
     endcase
     if (rst) begin
-      \$587  = 52'h0000000000000;
+      \$596  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = const0;
+    \$597  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3462,10 +3579,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$588  = \$562 [51:0];
+          \$597  = \$561 [51:0];
     endcase
     if (rst) begin
-      \$588  = 52'h0000000000000;
+      \$597  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3477,9 +3594,8 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign sh_new = \$289 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$296 [53:0];
-  assign sel = { 1'h0, \$590  };
-  assign tsum = { \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589 [1], \$589  };
+  assign tsum = { \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598 [1], \$598  };
+  assign sel = { 1'h0, \$599  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[70:34];
@@ -3501,7 +3617,10 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \chan.gamma  = chan[95:88];
   assign \x[0]  = i__payload[7:0];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$590  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal[0]  = \$signal ;
+  assign \sel[0]  = { 1'h0, \$599  };
   assign \$3  = { 7'h00, chan[12:0], 8'h00 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -3716,21 +3835,21 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$231  = 7'h1c;
   assign \$283  = \$282 ;
   assign sh_lead = \$283 ;
-  assign \$425  = { \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 [8], \$424 , 95'h000000000000000000000000 };
-  assign \$432  = { \$431 , 63'h0000000000000000 };
-  assign \$446  = { \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 [91], \$445 , 39'h0000000000 };
-  assign \$507  = { \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53:25] };
-  assign \$509  = { \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53:25] };
-  assign \$511  = { \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53:25] };
-  assign \$515  = { \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53:25] };
-  assign \$517  = { \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53:25] };
-  assign \$530  = { \$529 [105], \$529 [105:1] };
-  assign \$532  = { \$531 [105], \$531 [105:1] };
-  assign \$535  = { lane_a, 1'h0 };
-  assign \$538  = { \$537 [105], \$537 [105:1] };
-  assign \$541  = { scratch, 1'h0 };
-  assign \$549  = { scratch, 1'h0 };
-  assign \$557  = { scratch, 1'h0 };
+  assign \$419  = { \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 [8], \$418 , 95'h000000000000000000000000 };
+  assign \$426  = { \$425 , 63'h0000000000000000 };
+  assign \$440  = { \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 [91], \$439 , 39'h0000000000 };
+  assign \$506  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$508  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$510  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$514  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$516  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$529  = { \$528 [105], \$528 [105:1] };
+  assign \$531  = { \$530 [105], \$530 [105:1] };
+  assign \$534  = { lane_a, 1'h0 };
+  assign \$537  = { \$536 [105], \$536 [105:1] };
+  assign \$540  = { scratch, 1'h0 };
+  assign \$548  = { scratch, 1'h0 };
+  assign \$556  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_linf_s8.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -4081,7 +4200,7 @@ module \hwnorm_bwd_linf_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s8.sel$72 (clk, rst, mask, m, \port$706$0 , \port$719$0 , clear, p1, p2, \port$801$0 , x);
+module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$710$0 , \port$723$0 , clear, p1, p2, \port$821$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [20:0] \$1 ;
   wire \$10 ;
@@ -4160,12 +4279,12 @@ module \hwnorm_bwd_linf_s8.sel$72 (clk, rst, mask, m, \port$706$0 , \port$719$0 
   wire p1;
   input p2;
   wire p2;
-  output [1:0] \port$706$0 ;
-  wire [1:0] \port$706$0 ;
-  output [1:0] \port$719$0 ;
-  wire [1:0] \port$719$0 ;
-  input [33:0] \port$801$0 ;
-  wire [33:0] \port$801$0 ;
+  output [1:0] \port$710$0 ;
+  wire [1:0] \port$710$0 ;
+  output [1:0] \port$723$0 ;
+  wire [1:0] \port$723$0 ;
+  input [33:0] \port$821$0 ;
+  wire [33:0] \port$821$0 ;
   input rst;
   wire rst;
   wire [20:0] s;
@@ -4211,8 +4330,8 @@ module \hwnorm_bwd_linf_s8.sel$72 (clk, rst, mask, m, \port$706$0 , \port$719$0 
     treg0 <= \$58 ;
   always @(posedge clk)
     seen <= \$59 ;
-  assign \$1  = $signed({ 1'h0, \port$801$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$801$0 [33:13]);
+  assign \$1  = $signed({ 1'h0, \port$821$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$821$0 [33:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[21], d0 };
@@ -4302,13 +4421,13 @@ module \hwnorm_bwd_linf_s8.sel$72 (clk, rst, mask, m, \port$706$0 , \port$719$0 
       \$59  = 13'h0000;
     end
   end
-  assign n = \port$801$0 [12:0];
-  assign s = \port$801$0 [33:13];
+  assign n = \port$821$0 [12:0];
+  assign s = \port$821$0 [33:13];
   assign key0 = \$4 [21:0];
   assign tsum = { \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39  };
   assign sel = { 1'h0, \$52  };
-  assign \port$706$0  = \$39 ;
-  assign \port$719$0  = \$52 ;
+  assign \port$710$0  = \$39 ;
+  assign \port$723$0  = \$52 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$52  };
   assign \$15  = \$14 ;

@@ -325,41 +325,41 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [7:0] \$385 ;
   wire [8:0] \$386 ;
   wire [8:0] \$387 ;
-  wire [72:0] \$388 ;
+  wire \$388 ;
   wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire [71:0] \$391 ;
-  wire [71:0] \$392 ;
-  wire [73:0] \$393 ;
-  wire [74:0] \$394 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
   wire \$395 ;
   wire \$396 ;
   wire \$397 ;
   wire \$398 ;
-  wire \$399 ;
+  wire [6:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
   wire \$403 ;
-  wire \$404 ;
+  wire [6:0] \$404 ;
   wire [6:0] \$405 ;
-  wire \$406 ;
+  wire [6:0] \$406 ;
   wire \$407 ;
-  wire \$408 ;
-  wire \$409 ;
+  wire [6:0] \$408 ;
+  wire [6:0] \$409 ;
   wire \$41 ;
   wire [6:0] \$410 ;
   wire [6:0] \$411 ;
   wire [6:0] \$412 ;
   wire \$413 ;
-  wire [6:0] \$414 ;
-  wire [6:0] \$415 ;
-  wire [6:0] \$416 ;
-  wire [6:0] \$417 ;
-  wire [6:0] \$418 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
@@ -417,35 +417,35 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$468 ;
   wire \$469 ;
   wire \$47 ;
-  wire \$470 ;
-  wire \$471 ;
-  wire \$472 ;
+  wire [6:0] \$470 ;
+  wire [6:0] \$471 ;
+  wire [6:0] \$472 ;
   wire \$473 ;
-  wire \$474 ;
-  wire \$475 ;
+  wire [6:0] \$474 ;
+  wire [6:0] \$475 ;
   wire [6:0] \$476 ;
   wire [6:0] \$477 ;
-  wire [6:0] \$478 ;
+  wire \$478 ;
   wire \$479 ;
   wire \$48 ;
-  wire [6:0] \$480 ;
-  wire [6:0] \$481 ;
+  wire \$480 ;
+  wire \$481 ;
   wire [6:0] \$482 ;
   wire [6:0] \$483 ;
-  wire \$484 ;
+  wire [6:0] \$484 ;
   wire \$485 ;
-  wire \$486 ;
-  wire \$487 ;
+  wire [6:0] \$486 ;
+  wire [6:0] \$487 ;
   wire [6:0] \$488 ;
   wire [6:0] \$489 ;
   wire \$49 ;
   wire [6:0] \$490 ;
   wire \$491 ;
-  wire [6:0] \$492 ;
-  wire [6:0] \$493 ;
-  wire [6:0] \$494 ;
-  wire [6:0] \$495 ;
-  wire [6:0] \$496 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
   wire \$497 ;
   wire \$498 ;
   wire \$499 ;
@@ -453,36 +453,36 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$50 ;
   wire \$500 ;
   wire \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire \$504 ;
+  wire [6:0] \$502 ;
+  wire [6:0] \$503 ;
+  wire [6:0] \$504 ;
   wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
+  wire [6:0] \$506 ;
+  wire [6:0] \$507 ;
   wire [6:0] \$508 ;
   wire [6:0] \$509 ;
   wire \$51 ;
-  wire [6:0] \$510 ;
+  wire \$510 ;
   wire \$511 ;
-  wire [6:0] \$512 ;
-  wire [6:0] \$513 ;
+  wire \$512 ;
+  wire \$513 ;
   wire [6:0] \$514 ;
   wire [6:0] \$515 ;
-  wire \$516 ;
+  wire [6:0] \$516 ;
   wire \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  wire [6:0] \$518 ;
+  wire [6:0] \$519 ;
   wire \$52 ;
   wire [6:0] \$520 ;
   wire [6:0] \$521 ;
   wire [6:0] \$522 ;
-  wire \$523 ;
-  wire [6:0] \$524 ;
-  wire [6:0] \$525 ;
-  wire [6:0] \$526 ;
-  wire [6:0] \$527 ;
-  wire [6:0] \$528 ;
-  wire [6:0] \$529 ;
+  wire [6:0] \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
   wire \$530 ;
   wire \$531 ;
@@ -506,158 +506,158 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$548 ;
   wire \$549 ;
   wire \$55 ;
-  wire \$550 ;
-  wire \$551 ;
-  wire \$552 ;
+  wire [6:0] \$550 ;
+  wire [6:0] \$551 ;
+  wire [6:0] \$552 ;
   wire \$553 ;
-  wire \$554 ;
-  wire \$555 ;
+  wire [6:0] \$554 ;
+  wire [6:0] \$555 ;
   wire [6:0] \$556 ;
   wire [6:0] \$557 ;
-  wire [6:0] \$558 ;
+  wire \$558 ;
   wire \$559 ;
   wire \$56 ;
-  wire [6:0] \$560 ;
-  wire [6:0] \$561 ;
+  wire \$560 ;
+  wire \$561 ;
   wire [6:0] \$562 ;
   wire [6:0] \$563 ;
-  wire \$564 ;
+  wire [6:0] \$564 ;
   wire \$565 ;
-  wire \$566 ;
-  wire \$567 ;
+  wire [6:0] \$566 ;
+  wire [6:0] \$567 ;
   wire [6:0] \$568 ;
   wire [6:0] \$569 ;
   wire \$57 ;
   wire [6:0] \$570 ;
   wire \$571 ;
-  wire [6:0] \$572 ;
-  wire [6:0] \$573 ;
-  wire [6:0] \$574 ;
-  wire [6:0] \$575 ;
-  wire [6:0] \$576 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
   wire \$577 ;
   wire \$578 ;
   wire \$579 ;
   wire \$58 ;
   wire \$580 ;
   wire \$581 ;
-  wire \$582 ;
-  wire \$583 ;
-  wire \$584 ;
+  wire [6:0] \$582 ;
+  wire [6:0] \$583 ;
+  wire [6:0] \$584 ;
   wire \$585 ;
-  wire \$586 ;
-  wire \$587 ;
+  wire [6:0] \$586 ;
+  wire [6:0] \$587 ;
   wire [6:0] \$588 ;
   wire [6:0] \$589 ;
   wire \$59 ;
-  wire [6:0] \$590 ;
+  wire \$590 ;
   wire \$591 ;
-  wire [6:0] \$592 ;
-  wire [6:0] \$593 ;
+  wire \$592 ;
+  wire \$593 ;
   wire [6:0] \$594 ;
   wire [6:0] \$595 ;
-  wire \$596 ;
+  wire [6:0] \$596 ;
   wire \$597 ;
-  wire \$598 ;
-  wire \$599 ;
+  wire [6:0] \$598 ;
+  wire [6:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire [6:0] \$600 ;
   wire [6:0] \$601 ;
   wire [6:0] \$602 ;
-  wire \$603 ;
+  wire [6:0] \$603 ;
   wire [6:0] \$604 ;
-  wire [6:0] \$605 ;
-  wire [6:0] \$606 ;
-  wire [6:0] \$607 ;
-  wire [6:0] \$608 ;
-  wire [6:0] \$609 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
-  wire [6:0] \$610 ;
-  wire \$611 ;
-  wire \$612 ;
-  wire \$613 ;
+  wire [3:0] \$610 ;
+  wire [3:0] \$611 ;
+  wire [3:0] \$612 ;
+  wire [3:0] \$613 ;
   wire \$614 ;
   wire \$615 ;
-  wire [3:0] \$616 ;
-  wire [3:0] \$617 ;
+  wire \$616 ;
+  wire \$617 ;
   wire [3:0] \$618 ;
   wire [3:0] \$619 ;
   wire \$62 ;
-  wire \$620 ;
+  wire [3:0] \$620 ;
   wire \$621 ;
-  wire \$622 ;
-  wire \$623 ;
+  wire [3:0] \$622 ;
+  wire [3:0] \$623 ;
   wire [3:0] \$624 ;
   wire [3:0] \$625 ;
-  wire [3:0] \$626 ;
+  wire \$626 ;
   wire \$627 ;
-  wire [3:0] \$628 ;
-  wire [3:0] \$629 ;
+  wire \$628 ;
+  wire \$629 ;
   wire \$63 ;
-  wire [3:0] \$630 ;
-  wire [3:0] \$631 ;
-  wire \$632 ;
+  wire [5:0] \$630 ;
+  wire \$631 ;
+  wire [5:0] \$632 ;
   wire \$633 ;
   wire \$634 ;
   wire \$635 ;
-  wire [5:0] \$636 ;
-  wire \$637 ;
-  wire [5:0] \$638 ;
+  wire \$636 ;
+  wire [29:0] \$637 ;
+  wire [29:0] \$638 ;
   wire \$639 ;
   wire \$64 ;
   wire \$640 ;
-  wire \$641 ;
-  wire \$642 ;
-  wire [29:0] \$643 ;
-  wire [29:0] \$644 ;
+  wire [29:0] \$641 ;
+  wire [29:0] \$642 ;
+  wire \$643 ;
+  wire \$644 ;
   wire \$645 ;
-  wire \$646 ;
-  wire [29:0] \$647 ;
-  wire [29:0] \$648 ;
-  wire \$649 ;
+  wire [16:0] \$646 ;
+  wire [16:0] \$647 ;
+  wire [271:0] \$648 ;
+  wire [6:0] \$649 ;
   wire \$65 ;
-  wire \$650 ;
+  wire [7:0] \$650 ;
   wire \$651 ;
-  wire [16:0] \$652 ;
-  wire [16:0] \$653 ;
-  wire [271:0] \$654 ;
-  wire [6:0] \$655 ;
-  wire [7:0] \$656 ;
+  wire \$652 ;
+  wire [56:0] \$653 ;
+  wire [56:0] \$654 ;
+  wire [183:0] \$655 ;
+  wire \$656 ;
   wire \$657 ;
-  wire \$658 ;
-  wire [56:0] \$659 ;
+  wire [29:0] \$658 ;
+  wire [29:0] \$659 ;
   wire \$66 ;
-  wire [56:0] \$660 ;
-  wire [183:0] \$661 ;
+  wire \$660 ;
+  wire \$661 ;
   wire \$662 ;
-  wire \$663 ;
-  wire [29:0] \$664 ;
-  wire [29:0] \$665 ;
+  wire [16:0] \$663 ;
+  wire [16:0] \$664 ;
+  wire \$665 ;
   wire \$666 ;
-  wire \$667 ;
-  wire \$668 ;
-  wire [16:0] \$669 ;
+  wire [115:0] \$667 ;
+  wire [115:0] \$668 ;
+  wire [242:0] \$669 ;
   wire \$67 ;
-  wire [16:0] \$670 ;
-  wire \$671 ;
+  wire [6:0] \$670 ;
+  wire [7:0] \$671 ;
   wire \$672 ;
-  wire [115:0] \$673 ;
-  wire [115:0] \$674 ;
-  wire [242:0] \$675 ;
-  wire [6:0] \$676 ;
-  wire [7:0] \$677 ;
-  wire \$678 ;
+  wire \$673 ;
+  wire [173:0] \$674 ;
+  wire [173:0] \$675 ;
+  wire \$676 ;
+  wire [14:0] \$677 ;
+  wire [14:0] \$678 ;
   wire \$679 ;
   wire \$68 ;
-  wire [173:0] \$680 ;
-  wire [173:0] \$681 ;
+  wire [14:0] \$680 ;
+  wire [14:0] \$681 ;
   wire \$682 ;
-  wire [14:0] \$683 ;
-  wire [14:0] \$684 ;
+  wire \$683 ;
+  wire \$684 ;
   wire \$685 ;
-  wire [14:0] \$686 ;
-  wire [14:0] \$687 ;
+  wire \$686 ;
+  wire \$687 ;
   wire \$688 ;
   wire \$689 ;
   wire \$69 ;
@@ -707,78 +707,78 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$729 ;
   wire \$73 ;
   wire \$730 ;
-  wire \$731 ;
+  wire [72:0] \$731 ;
   wire \$732 ;
   wire \$733 ;
-  wire \$734 ;
-  wire \$735 ;
-  wire \$736 ;
-  wire \$737 ;
+  wire [71:0] \$734 ;
+  wire [71:0] \$735 ;
+  wire [73:0] \$736 ;
+  wire [74:0] \$737 ;
   wire \$738 ;
-  wire \$739 ;
+  wire [73:0] \$739 ;
   wire [6:0] \$74 ;
-  wire [73:0] \$740 ;
-  wire \$741 ;
-  wire [73:0] \$742 ;
-  wire \$743 ;
-  wire [73:0] \$744 ;
+  wire \$740 ;
+  wire [73:0] \$741 ;
+  wire \$742 ;
+  wire [73:0] \$743 ;
+  wire [16:0] \$744 ;
   wire [16:0] \$745 ;
   wire [16:0] \$746 ;
-  wire [16:0] \$747 ;
-  wire [73:0] \$748 ;
-  wire \$749 ;
+  wire [73:0] \$747 ;
+  wire \$748 ;
+  wire [73:0] \$749 ;
   wire [6:0] \$75 ;
-  wire [73:0] \$750 ;
+  wire \$750 ;
   wire \$751 ;
   wire \$752 ;
-  wire \$753 ;
+  wire [13:0] \$753 ;
   wire [13:0] \$754 ;
   wire [13:0] \$755 ;
-  wire [13:0] \$756 ;
-  wire \$757 ;
-  wire [15:0] \$758 ;
-  wire [29:0] \$759 ;
+  wire \$756 ;
+  wire [15:0] \$757 ;
+  wire [29:0] \$758 ;
+  wire [31:0] \$759 ;
   wire \$76 ;
   wire [31:0] \$760 ;
-  wire [31:0] \$761 ;
-  wire [44:0] \$762 ;
+  wire [44:0] \$761 ;
+  wire [173:0] \$762 ;
   wire [173:0] \$763 ;
   wire [173:0] \$764 ;
   wire [173:0] \$765 ;
-  wire [173:0] \$766 ;
-  wire [6:0] \$767 ;
-  wire \$768 ;
-  wire [57:0] \$769 ;
+  wire [6:0] \$766 ;
+  wire \$767 ;
+  wire [57:0] \$768 ;
+  wire [6:0] \$769 ;
   wire \$77 ;
-  wire [6:0] \$770 ;
+  wire [173:0] \$770 ;
   wire [173:0] \$771 ;
-  wire [173:0] \$772 ;
-  wire [6:0] \$773 ;
-  wire \$774 ;
-  wire [115:0] \$775 ;
-  wire [6:0] \$776 ;
+  wire [6:0] \$772 ;
+  wire \$773 ;
+  wire [115:0] \$774 ;
+  wire [6:0] \$775 ;
+  wire \$776 ;
   wire \$777 ;
-  wire \$778 ;
+  wire [114:0] \$778 ;
   wire [114:0] \$779 ;
   wire \$78 ;
-  wire [114:0] \$780 ;
-  wire [6:0] \$781 ;
-  wire \$782 ;
-  wire [115:0] \$783 ;
-  wire [6:0] \$784 ;
+  wire [6:0] \$780 ;
+  wire \$781 ;
+  wire [115:0] \$782 ;
+  wire [6:0] \$783 ;
+  wire \$784 ;
   wire \$785 ;
-  wire \$786 ;
+  wire [114:0] \$786 ;
   wire [114:0] \$787 ;
-  wire [114:0] \$788 ;
-  wire [6:0] \$789 ;
+  wire [6:0] \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire \$790 ;
-  wire [115:0] \$791 ;
-  wire [6:0] \$792 ;
+  wire [115:0] \$790 ;
+  wire [6:0] \$791 ;
+  wire \$792 ;
   wire \$793 ;
-  wire \$794 ;
+  wire [114:0] \$794 ;
   wire [114:0] \$795 ;
-  wire [114:0] \$796 ;
+  wire \$796 ;
   wire \$797 ;
   wire \$798 ;
   wire \$799 ;
@@ -786,33 +786,42 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$80 ;
   wire \$800 ;
   wire \$801 ;
-  reg \$802 ;
+  wire \$802 ;
   reg [15:0] \$803 ;
-  reg [12:0] \$804 ;
-  reg [12:0] \$805 ;
-  reg [166:0] \$806 ;
-  reg [28:0] \$807 ;
-  reg [43:0] \$808 ;
-  reg [54:0] \$809 ;
+  reg [15:0] \$804 ;
+  reg \$805 ;
+  reg [2:0] \$806 ;
+  reg \$807 ;
+  reg \$808 ;
+  reg \$809 ;
   wire \$81 ;
-  reg [5:0] \$810 ;
-  reg [5:0] \$811 ;
-  reg [16:0] \$812 ;
-  reg \$813 ;
-  reg [5:0] \$814 ;
-  reg [114:0] \$815 ;
-  reg [55:0] \$816 ;
-  reg [172:0] \$817 ;
-  reg [56:0] \$818 ;
-  reg [56:0] \$819 ;
+  reg \$810 ;
+  reg [73:0] \$811 ;
+  reg [15:0] \$812 ;
+  reg [12:0] \$813 ;
+  reg [12:0] \$814 ;
+  reg [166:0] \$815 ;
+  reg [28:0] \$816 ;
+  reg [43:0] \$817 ;
+  reg [54:0] \$818 ;
+  reg [5:0] \$819 ;
   wire \$82 ;
-  reg [114:0] \$820 ;
-  reg [99:0] \$821 ;
-  reg [71:0] \$822 ;
-  reg [71:0] \$823 ;
-  reg [71:0] \$824 ;
-  wire [1:0] \$825 ;
+  reg [5:0] \$820 ;
+  reg [16:0] \$821 ;
+  reg \$822 ;
+  reg [5:0] \$823 ;
+  reg [114:0] \$824 ;
+  reg [55:0] \$825 ;
+  reg [172:0] \$826 ;
+  reg [56:0] \$827 ;
+  reg [56:0] \$828 ;
+  reg [114:0] \$829 ;
   wire \$83 ;
+  reg [99:0] \$830 ;
+  reg [71:0] \$831 ;
+  reg [71:0] \$832 ;
+  reg [71:0] \$833 ;
+  wire [1:0] \$834 ;
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
@@ -832,8 +841,12 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [6:0] \$99 ;
   (* init = 17'h00000 *)
   wire [16:0] \$signal ;
+  reg [2:0] \$signal$66  = 3'h0;
+  wire [2:0] \$signal$66[0] ;
+  reg \$signal$69  = 1'h0;
   reg [114:0] a;
-  wire [73:0] acc0;
+  reg [73:0] acc0 = 74'h0000000000000000000;
+  wire adv;
   reg [5:0] align = 6'h00;
   reg [35:0] b;
   reg beat;
@@ -867,7 +880,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [6:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$71 ;
+  wire \done$79 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -888,7 +901,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire mask;
   wire \mask$22 ;
   reg neg;
-  reg \neg$53 ;
+  reg \neg$48 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -905,7 +918,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg p1;
   reg p2;
   reg [16:0] q = 17'h00000;
-  wire [172:0] \q$70 ;
+  wire [172:0] \q$78 ;
   reg [55:0] qg = 56'h00000000000000;
   wire refused;
   reg [73:0] rem_init;
@@ -914,6 +927,13 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   reg rz = 1'h0;
   (* init = 1'h0 *)
   wire \rz$20 ;
+  reg [15:0] s0_g = 16'h0000;
+  wire [15:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [15:0] s0_x = 16'h0000;
+  wire [15:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [114:0] scratch = 115'h00000000000000000000000000000;
   wire [2:0] sel;
@@ -925,7 +945,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$49 ;
+  reg \start$44 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -937,7 +957,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   output stats__valid;
   reg stats__valid;
   reg [7:0] steps;
-  reg [5:0] \steps$54 ;
+  reg [5:0] \steps$49 ;
   reg take;
   reg [172:0] tq = 173'h00000000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -1064,454 +1084,472 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$385  = sh_lead + 1'h1;
   assign \$386  = \$385  + 3'h4;
   assign \$387  = \$384  ? \$386  : 9'h010;
-  assign \$388  = $signed(i__payload[31:16]) * $signed(lane_a);
-  assign \$389  = \$825  == 2'h2;
-  assign \$390  = ! \$825 ;
-  assign \$391  = \$390  ? const0 : const1;
-  assign \$392  = \$389  ? const2 : \$391 ;
-  assign \$393  = $signed(\$388 ) + $signed(\$392 );
-  assign \$394  = $signed(\$393 ) + $signed(34'h100000000);
-  assign \$395  = chan__payload[106] | chan__payload[107];
-  assign \$396  = chan__payload[108] | chan__payload[109];
+  assign \$388  = ~ o__valid;
+  assign adv = \$388  | o__ready;
+  assign \$389  = chan__payload[106] | chan__payload[107];
+  assign \$390  = chan__payload[108] | chan__payload[109];
+  assign \$391  = \$389  | \$390 ;
+  assign \$392  = chan__payload[110] | chan__payload[111];
+  assign \$393  = chan__payload[112] | chan__payload[113];
+  assign \$394  = \$392  | \$393 ;
+  assign \$395  = \$391  | \$394 ;
+  assign \$396  = chan__payload[114] | chan__payload[115];
   assign \$397  = \$395  | \$396 ;
-  assign \$398  = chan__payload[110] | chan__payload[111];
-  assign \$399  = chan__payload[112] | chan__payload[113];
-  assign \$400  = \$398  | \$399 ;
-  assign \$401  = \$397  | \$400 ;
-  assign \$402  = chan__payload[114] | chan__payload[115];
-  assign \$403  = \$401  | \$402 ;
-  assign \$404  = chan__payload[114] | chan__payload[115];
-  assign \$405  = chan__payload[115] ? 7'h49 : 7'h48;
-  assign \$406  = chan__payload[110] | chan__payload[111];
-  assign \$407  = chan__payload[112] | chan__payload[113];
-  assign \$408  = \$406  | \$407 ;
-  assign \$409  = chan__payload[112] | chan__payload[113];
-  assign \$410  = chan__payload[113] ? 7'h47 : 7'h46;
-  assign \$411  = chan__payload[111] ? 7'h45 : 7'h44;
-  assign \$412  = \$409  ? \$410  : \$411 ;
-  assign \$413  = chan__payload[108] | chan__payload[109];
-  assign \$414  = chan__payload[109] ? 7'h43 : 7'h42;
-  assign \$415  = chan__payload[107] ? 7'h41 : 7'h40;
-  assign \$416  = \$413  ? \$414  : \$415 ;
-  assign \$417  = \$408  ? \$412  : \$416 ;
-  assign \$418  = \$404  ? \$405  : \$417 ;
-  assign \$419  = chan__payload[74] | chan__payload[75];
-  assign \$420  = chan__payload[76] | chan__payload[77];
-  assign \$421  = \$419  | \$420 ;
-  assign \$422  = chan__payload[78] | chan__payload[79];
-  assign \$423  = chan__payload[80] | chan__payload[81];
-  assign \$424  = \$422  | \$423 ;
-  assign \$425  = \$421  | \$424 ;
-  assign \$426  = chan__payload[82] | chan__payload[83];
-  assign \$427  = chan__payload[84] | chan__payload[85];
-  assign \$428  = \$426  | \$427 ;
-  assign \$429  = chan__payload[86] | chan__payload[87];
-  assign \$430  = chan__payload[88] | chan__payload[89];
-  assign \$431  = \$429  | \$430 ;
-  assign \$432  = \$428  | \$431 ;
-  assign \$433  = \$425  | \$432 ;
-  assign \$434  = chan__payload[90] | chan__payload[91];
-  assign \$435  = chan__payload[92] | chan__payload[93];
-  assign \$436  = \$434  | \$435 ;
-  assign \$437  = chan__payload[94] | chan__payload[95];
-  assign \$438  = chan__payload[96] | chan__payload[97];
-  assign \$439  = \$437  | \$438 ;
-  assign \$440  = \$436  | \$439 ;
-  assign \$441  = chan__payload[98] | chan__payload[99];
-  assign \$442  = chan__payload[100] | chan__payload[101];
-  assign \$443  = \$441  | \$442 ;
-  assign \$444  = chan__payload[102] | chan__payload[103];
-  assign \$445  = chan__payload[104] | chan__payload[105];
+  assign \$398  = chan__payload[114] | chan__payload[115];
+  assign \$399  = chan__payload[115] ? 7'h49 : 7'h48;
+  assign \$400  = chan__payload[110] | chan__payload[111];
+  assign \$401  = chan__payload[112] | chan__payload[113];
+  assign \$402  = \$400  | \$401 ;
+  assign \$403  = chan__payload[112] | chan__payload[113];
+  assign \$404  = chan__payload[113] ? 7'h47 : 7'h46;
+  assign \$405  = chan__payload[111] ? 7'h45 : 7'h44;
+  assign \$406  = \$403  ? \$404  : \$405 ;
+  assign \$407  = chan__payload[108] | chan__payload[109];
+  assign \$408  = chan__payload[109] ? 7'h43 : 7'h42;
+  assign \$409  = chan__payload[107] ? 7'h41 : 7'h40;
+  assign \$410  = \$407  ? \$408  : \$409 ;
+  assign \$411  = \$402  ? \$406  : \$410 ;
+  assign \$412  = \$398  ? \$399  : \$411 ;
+  assign \$413  = chan__payload[74] | chan__payload[75];
+  assign \$414  = chan__payload[76] | chan__payload[77];
+  assign \$415  = \$413  | \$414 ;
+  assign \$416  = chan__payload[78] | chan__payload[79];
+  assign \$417  = chan__payload[80] | chan__payload[81];
+  assign \$418  = \$416  | \$417 ;
+  assign \$419  = \$415  | \$418 ;
+  assign \$420  = chan__payload[82] | chan__payload[83];
+  assign \$421  = chan__payload[84] | chan__payload[85];
+  assign \$422  = \$420  | \$421 ;
+  assign \$423  = chan__payload[86] | chan__payload[87];
+  assign \$424  = chan__payload[88] | chan__payload[89];
+  assign \$425  = \$423  | \$424 ;
+  assign \$426  = \$422  | \$425 ;
+  assign \$427  = \$419  | \$426 ;
+  assign \$428  = chan__payload[90] | chan__payload[91];
+  assign \$429  = chan__payload[92] | chan__payload[93];
+  assign \$430  = \$428  | \$429 ;
+  assign \$431  = chan__payload[94] | chan__payload[95];
+  assign \$432  = chan__payload[96] | chan__payload[97];
+  assign \$433  = \$431  | \$432 ;
+  assign \$434  = \$430  | \$433 ;
+  assign \$435  = chan__payload[98] | chan__payload[99];
+  assign \$436  = chan__payload[100] | chan__payload[101];
+  assign \$437  = \$435  | \$436 ;
+  assign \$438  = chan__payload[102] | chan__payload[103];
+  assign \$439  = chan__payload[104] | chan__payload[105];
+  assign \$440  = \$438  | \$439 ;
+  assign \$441  = \$437  | \$440 ;
+  assign \$442  = \$434  | \$441 ;
+  assign \$443  = \$427  | \$442 ;
+  assign \$444  = chan__payload[90] | chan__payload[91];
+  assign \$445  = chan__payload[92] | chan__payload[93];
   assign \$446  = \$444  | \$445 ;
-  assign \$447  = \$443  | \$446 ;
-  assign \$448  = \$440  | \$447 ;
-  assign \$449  = \$433  | \$448 ;
-  assign \$450  = chan__payload[90] | chan__payload[91];
-  assign \$451  = chan__payload[92] | chan__payload[93];
-  assign \$452  = \$450  | \$451 ;
-  assign \$453  = chan__payload[94] | chan__payload[95];
-  assign \$454  = chan__payload[96] | chan__payload[97];
-  assign \$455  = \$453  | \$454 ;
-  assign \$456  = \$452  | \$455 ;
-  assign \$457  = chan__payload[98] | chan__payload[99];
-  assign \$458  = chan__payload[100] | chan__payload[101];
-  assign \$459  = \$457  | \$458 ;
-  assign \$460  = chan__payload[102] | chan__payload[103];
-  assign \$461  = chan__payload[104] | chan__payload[105];
-  assign \$462  = \$460  | \$461 ;
-  assign \$463  = \$459  | \$462 ;
-  assign \$464  = \$456  | \$463 ;
-  assign \$465  = chan__payload[98] | chan__payload[99];
-  assign \$466  = chan__payload[100] | chan__payload[101];
-  assign \$467  = \$465  | \$466 ;
-  assign \$468  = chan__payload[102] | chan__payload[103];
+  assign \$447  = chan__payload[94] | chan__payload[95];
+  assign \$448  = chan__payload[96] | chan__payload[97];
+  assign \$449  = \$447  | \$448 ;
+  assign \$450  = \$446  | \$449 ;
+  assign \$451  = chan__payload[98] | chan__payload[99];
+  assign \$452  = chan__payload[100] | chan__payload[101];
+  assign \$453  = \$451  | \$452 ;
+  assign \$454  = chan__payload[102] | chan__payload[103];
+  assign \$455  = chan__payload[104] | chan__payload[105];
+  assign \$456  = \$454  | \$455 ;
+  assign \$457  = \$453  | \$456 ;
+  assign \$458  = \$450  | \$457 ;
+  assign \$459  = chan__payload[98] | chan__payload[99];
+  assign \$460  = chan__payload[100] | chan__payload[101];
+  assign \$461  = \$459  | \$460 ;
+  assign \$462  = chan__payload[102] | chan__payload[103];
+  assign \$463  = chan__payload[104] | chan__payload[105];
+  assign \$464  = \$462  | \$463 ;
+  assign \$465  = \$461  | \$464 ;
+  assign \$466  = chan__payload[102] | chan__payload[103];
+  assign \$467  = chan__payload[104] | chan__payload[105];
+  assign \$468  = \$466  | \$467 ;
   assign \$469  = chan__payload[104] | chan__payload[105];
-  assign \$470  = \$468  | \$469 ;
-  assign \$471  = \$467  | \$470 ;
-  assign \$472  = chan__payload[102] | chan__payload[103];
-  assign \$473  = chan__payload[104] | chan__payload[105];
-  assign \$474  = \$472  | \$473 ;
-  assign \$475  = chan__payload[104] | chan__payload[105];
-  assign \$476  = chan__payload[105] ? 7'h3f : 7'h3e;
-  assign \$477  = chan__payload[103] ? 7'h3d : 7'h3c;
-  assign \$478  = \$475  ? \$476  : \$477 ;
-  assign \$479  = chan__payload[100] | chan__payload[101];
-  assign \$480  = chan__payload[101] ? 7'h3b : 7'h3a;
-  assign \$481  = chan__payload[99] ? 7'h39 : 7'h38;
-  assign \$482  = \$479  ? \$480  : \$481 ;
-  assign \$483  = \$474  ? \$478  : \$482 ;
-  assign \$484  = chan__payload[94] | chan__payload[95];
-  assign \$485  = chan__payload[96] | chan__payload[97];
-  assign \$486  = \$484  | \$485 ;
-  assign \$487  = chan__payload[96] | chan__payload[97];
-  assign \$488  = chan__payload[97] ? 7'h37 : 7'h36;
-  assign \$489  = chan__payload[95] ? 7'h35 : 7'h34;
-  assign \$490  = \$487  ? \$488  : \$489 ;
-  assign \$491  = chan__payload[92] | chan__payload[93];
-  assign \$492  = chan__payload[93] ? 7'h33 : 7'h32;
-  assign \$493  = chan__payload[91] ? 7'h31 : 7'h30;
-  assign \$494  = \$491  ? \$492  : \$493 ;
-  assign \$495  = \$486  ? \$490  : \$494 ;
-  assign \$496  = \$471  ? \$483  : \$495 ;
-  assign \$497  = chan__payload[82] | chan__payload[83];
-  assign \$498  = chan__payload[84] | chan__payload[85];
-  assign \$499  = \$497  | \$498 ;
-  assign \$500  = chan__payload[86] | chan__payload[87];
+  assign \$470  = chan__payload[105] ? 7'h3f : 7'h3e;
+  assign \$471  = chan__payload[103] ? 7'h3d : 7'h3c;
+  assign \$472  = \$469  ? \$470  : \$471 ;
+  assign \$473  = chan__payload[100] | chan__payload[101];
+  assign \$474  = chan__payload[101] ? 7'h3b : 7'h3a;
+  assign \$475  = chan__payload[99] ? 7'h39 : 7'h38;
+  assign \$476  = \$473  ? \$474  : \$475 ;
+  assign \$477  = \$468  ? \$472  : \$476 ;
+  assign \$478  = chan__payload[94] | chan__payload[95];
+  assign \$479  = chan__payload[96] | chan__payload[97];
+  assign \$480  = \$478  | \$479 ;
+  assign \$481  = chan__payload[96] | chan__payload[97];
+  assign \$482  = chan__payload[97] ? 7'h37 : 7'h36;
+  assign \$483  = chan__payload[95] ? 7'h35 : 7'h34;
+  assign \$484  = \$481  ? \$482  : \$483 ;
+  assign \$485  = chan__payload[92] | chan__payload[93];
+  assign \$486  = chan__payload[93] ? 7'h33 : 7'h32;
+  assign \$487  = chan__payload[91] ? 7'h31 : 7'h30;
+  assign \$488  = \$485  ? \$486  : \$487 ;
+  assign \$489  = \$480  ? \$484  : \$488 ;
+  assign \$490  = \$465  ? \$477  : \$489 ;
+  assign \$491  = chan__payload[82] | chan__payload[83];
+  assign \$492  = chan__payload[84] | chan__payload[85];
+  assign \$493  = \$491  | \$492 ;
+  assign \$494  = chan__payload[86] | chan__payload[87];
+  assign \$495  = chan__payload[88] | chan__payload[89];
+  assign \$496  = \$494  | \$495 ;
+  assign \$497  = \$493  | \$496 ;
+  assign \$498  = chan__payload[86] | chan__payload[87];
+  assign \$499  = chan__payload[88] | chan__payload[89];
+  assign \$500  = \$498  | \$499 ;
   assign \$501  = chan__payload[88] | chan__payload[89];
-  assign \$502  = \$500  | \$501 ;
-  assign \$503  = \$499  | \$502 ;
-  assign \$504  = chan__payload[86] | chan__payload[87];
-  assign \$505  = chan__payload[88] | chan__payload[89];
-  assign \$506  = \$504  | \$505 ;
-  assign \$507  = chan__payload[88] | chan__payload[89];
-  assign \$508  = chan__payload[89] ? 7'h2f : 7'h2e;
-  assign \$509  = chan__payload[87] ? 7'h2d : 7'h2c;
-  assign \$510  = \$507  ? \$508  : \$509 ;
-  assign \$511  = chan__payload[84] | chan__payload[85];
-  assign \$512  = chan__payload[85] ? 7'h2b : 7'h2a;
-  assign \$513  = chan__payload[83] ? 7'h29 : 7'h28;
-  assign \$514  = \$511  ? \$512  : \$513 ;
-  assign \$515  = \$506  ? \$510  : \$514 ;
-  assign \$516  = chan__payload[78] | chan__payload[79];
-  assign \$517  = chan__payload[80] | chan__payload[81];
-  assign \$518  = \$516  | \$517 ;
-  assign \$519  = chan__payload[80] | chan__payload[81];
-  assign \$520  = chan__payload[81] ? 7'h27 : 7'h26;
-  assign \$521  = chan__payload[79] ? 7'h25 : 7'h24;
-  assign \$522  = \$519  ? \$520  : \$521 ;
-  assign \$523  = chan__payload[76] | chan__payload[77];
-  assign \$524  = chan__payload[77] ? 7'h23 : 7'h22;
-  assign \$525  = chan__payload[75] ? 7'h21 : 7'h20;
-  assign \$526  = \$523  ? \$524  : \$525 ;
-  assign \$527  = \$518  ? \$522  : \$526 ;
-  assign \$528  = \$503  ? \$515  : \$527 ;
-  assign \$529  = \$464  ? \$496  : \$528 ;
-  assign \$530  = chan__payload[58] | chan__payload[59];
-  assign \$531  = chan__payload[60] | chan__payload[61];
-  assign \$532  = \$530  | \$531 ;
-  assign \$533  = chan__payload[62] | chan__payload[63];
-  assign \$534  = chan__payload[64] | chan__payload[65];
-  assign \$535  = \$533  | \$534 ;
-  assign \$536  = \$532  | \$535 ;
-  assign \$537  = chan__payload[66] | chan__payload[67];
-  assign \$538  = chan__payload[68] | chan__payload[69];
-  assign \$539  = \$537  | \$538 ;
-  assign \$540  = chan__payload[70] | chan__payload[71];
-  assign \$541  = chan__payload[72] | chan__payload[73];
-  assign \$542  = \$540  | \$541 ;
-  assign \$543  = \$539  | \$542 ;
-  assign \$544  = \$536  | \$543 ;
-  assign \$545  = chan__payload[66] | chan__payload[67];
-  assign \$546  = chan__payload[68] | chan__payload[69];
-  assign \$547  = \$545  | \$546 ;
-  assign \$548  = chan__payload[70] | chan__payload[71];
+  assign \$502  = chan__payload[89] ? 7'h2f : 7'h2e;
+  assign \$503  = chan__payload[87] ? 7'h2d : 7'h2c;
+  assign \$504  = \$501  ? \$502  : \$503 ;
+  assign \$505  = chan__payload[84] | chan__payload[85];
+  assign \$506  = chan__payload[85] ? 7'h2b : 7'h2a;
+  assign \$507  = chan__payload[83] ? 7'h29 : 7'h28;
+  assign \$508  = \$505  ? \$506  : \$507 ;
+  assign \$509  = \$500  ? \$504  : \$508 ;
+  assign \$510  = chan__payload[78] | chan__payload[79];
+  assign \$511  = chan__payload[80] | chan__payload[81];
+  assign \$512  = \$510  | \$511 ;
+  assign \$513  = chan__payload[80] | chan__payload[81];
+  assign \$514  = chan__payload[81] ? 7'h27 : 7'h26;
+  assign \$515  = chan__payload[79] ? 7'h25 : 7'h24;
+  assign \$516  = \$513  ? \$514  : \$515 ;
+  assign \$517  = chan__payload[76] | chan__payload[77];
+  assign \$518  = chan__payload[77] ? 7'h23 : 7'h22;
+  assign \$519  = chan__payload[75] ? 7'h21 : 7'h20;
+  assign \$520  = \$517  ? \$518  : \$519 ;
+  assign \$521  = \$512  ? \$516  : \$520 ;
+  assign \$522  = \$497  ? \$509  : \$521 ;
+  assign \$523  = \$458  ? \$490  : \$522 ;
+  assign \$524  = chan__payload[58] | chan__payload[59];
+  assign \$525  = chan__payload[60] | chan__payload[61];
+  assign \$526  = \$524  | \$525 ;
+  assign \$527  = chan__payload[62] | chan__payload[63];
+  assign \$528  = chan__payload[64] | chan__payload[65];
+  assign \$529  = \$527  | \$528 ;
+  assign \$530  = \$526  | \$529 ;
+  assign \$531  = chan__payload[66] | chan__payload[67];
+  assign \$532  = chan__payload[68] | chan__payload[69];
+  assign \$533  = \$531  | \$532 ;
+  assign \$534  = chan__payload[70] | chan__payload[71];
+  assign \$535  = chan__payload[72] | chan__payload[73];
+  assign \$536  = \$534  | \$535 ;
+  assign \$537  = \$533  | \$536 ;
+  assign \$538  = \$530  | \$537 ;
+  assign \$539  = chan__payload[66] | chan__payload[67];
+  assign \$540  = chan__payload[68] | chan__payload[69];
+  assign \$541  = \$539  | \$540 ;
+  assign \$542  = chan__payload[70] | chan__payload[71];
+  assign \$543  = chan__payload[72] | chan__payload[73];
+  assign \$544  = \$542  | \$543 ;
+  assign \$545  = \$541  | \$544 ;
+  assign \$546  = chan__payload[70] | chan__payload[71];
+  assign \$547  = chan__payload[72] | chan__payload[73];
+  assign \$548  = \$546  | \$547 ;
   assign \$549  = chan__payload[72] | chan__payload[73];
-  assign \$550  = \$548  | \$549 ;
-  assign \$551  = \$547  | \$550 ;
-  assign \$552  = chan__payload[70] | chan__payload[71];
-  assign \$553  = chan__payload[72] | chan__payload[73];
-  assign \$554  = \$552  | \$553 ;
-  assign \$555  = chan__payload[72] | chan__payload[73];
-  assign \$556  = chan__payload[73] ? 7'h1f : 7'h1e;
-  assign \$557  = chan__payload[71] ? 7'h1d : 7'h1c;
-  assign \$558  = \$555  ? \$556  : \$557 ;
-  assign \$559  = chan__payload[68] | chan__payload[69];
-  assign \$560  = chan__payload[69] ? 7'h1b : 7'h1a;
-  assign \$561  = chan__payload[67] ? 7'h19 : 7'h18;
-  assign \$562  = \$559  ? \$560  : \$561 ;
-  assign \$563  = \$554  ? \$558  : \$562 ;
-  assign \$564  = chan__payload[62] | chan__payload[63];
-  assign \$565  = chan__payload[64] | chan__payload[65];
-  assign \$566  = \$564  | \$565 ;
-  assign \$567  = chan__payload[64] | chan__payload[65];
-  assign \$568  = chan__payload[65] ? 7'h17 : 7'h16;
-  assign \$569  = chan__payload[63] ? 7'h15 : 7'h14;
-  assign \$570  = \$567  ? \$568  : \$569 ;
-  assign \$571  = chan__payload[60] | chan__payload[61];
-  assign \$572  = chan__payload[61] ? 7'h13 : 7'h12;
-  assign \$573  = chan__payload[59] ? 7'h11 : 7'h10;
-  assign \$574  = \$571  ? \$572  : \$573 ;
-  assign \$575  = \$566  ? \$570  : \$574 ;
-  assign \$576  = \$551  ? \$563  : \$575 ;
-  assign \$577  = chan__payload[50] | chan__payload[51];
-  assign \$578  = chan__payload[52] | chan__payload[53];
-  assign \$579  = \$577  | \$578 ;
-  assign \$580  = chan__payload[54] | chan__payload[55];
+  assign \$550  = chan__payload[73] ? 7'h1f : 7'h1e;
+  assign \$551  = chan__payload[71] ? 7'h1d : 7'h1c;
+  assign \$552  = \$549  ? \$550  : \$551 ;
+  assign \$553  = chan__payload[68] | chan__payload[69];
+  assign \$554  = chan__payload[69] ? 7'h1b : 7'h1a;
+  assign \$555  = chan__payload[67] ? 7'h19 : 7'h18;
+  assign \$556  = \$553  ? \$554  : \$555 ;
+  assign \$557  = \$548  ? \$552  : \$556 ;
+  assign \$558  = chan__payload[62] | chan__payload[63];
+  assign \$559  = chan__payload[64] | chan__payload[65];
+  assign \$560  = \$558  | \$559 ;
+  assign \$561  = chan__payload[64] | chan__payload[65];
+  assign \$562  = chan__payload[65] ? 7'h17 : 7'h16;
+  assign \$563  = chan__payload[63] ? 7'h15 : 7'h14;
+  assign \$564  = \$561  ? \$562  : \$563 ;
+  assign \$565  = chan__payload[60] | chan__payload[61];
+  assign \$566  = chan__payload[61] ? 7'h13 : 7'h12;
+  assign \$567  = chan__payload[59] ? 7'h11 : 7'h10;
+  assign \$568  = \$565  ? \$566  : \$567 ;
+  assign \$569  = \$560  ? \$564  : \$568 ;
+  assign \$570  = \$545  ? \$557  : \$569 ;
+  assign \$571  = chan__payload[50] | chan__payload[51];
+  assign \$572  = chan__payload[52] | chan__payload[53];
+  assign \$573  = \$571  | \$572 ;
+  assign \$574  = chan__payload[54] | chan__payload[55];
+  assign \$575  = chan__payload[56] | chan__payload[57];
+  assign \$576  = \$574  | \$575 ;
+  assign \$577  = \$573  | \$576 ;
+  assign \$578  = chan__payload[54] | chan__payload[55];
+  assign \$579  = chan__payload[56] | chan__payload[57];
+  assign \$580  = \$578  | \$579 ;
   assign \$581  = chan__payload[56] | chan__payload[57];
-  assign \$582  = \$580  | \$581 ;
-  assign \$583  = \$579  | \$582 ;
-  assign \$584  = chan__payload[54] | chan__payload[55];
-  assign \$585  = chan__payload[56] | chan__payload[57];
-  assign \$586  = \$584  | \$585 ;
-  assign \$587  = chan__payload[56] | chan__payload[57];
-  assign \$588  = chan__payload[57] ? 7'h0f : 7'h0e;
-  assign \$589  = chan__payload[55] ? 7'h0d : 7'h0c;
-  assign \$590  = \$587  ? \$588  : \$589 ;
-  assign \$591  = chan__payload[52] | chan__payload[53];
-  assign \$592  = chan__payload[53] ? 7'h0b : 7'h0a;
-  assign \$593  = chan__payload[51] ? 7'h09 : 7'h08;
-  assign \$594  = \$591  ? \$592  : \$593 ;
-  assign \$595  = \$586  ? \$590  : \$594 ;
-  assign \$596  = chan__payload[46] | chan__payload[47];
-  assign \$597  = chan__payload[48] | chan__payload[49];
-  assign \$598  = \$596  | \$597 ;
-  assign \$599  = chan__payload[48] | chan__payload[49];
-  assign \$600  = chan__payload[49] ? 7'h07 : 7'h06;
-  assign \$601  = chan__payload[47] ? 7'h05 : 7'h04;
-  assign \$602  = \$599  ? \$600  : \$601 ;
-  assign \$603  = chan__payload[44] | chan__payload[45];
-  assign \$604  = chan__payload[45] ? 7'h03 : 7'h02;
-  assign \$605  = chan__payload[43] ? 7'h01 : 7'h00;
-  assign \$606  = \$603  ? \$604  : \$605 ;
-  assign \$607  = \$598  ? \$602  : \$606 ;
-  assign \$608  = \$583  ? \$595  : \$607 ;
-  assign \$609  = \$544  ? \$576  : \$608 ;
-  assign \$610  = \$449  ? \$529  : \$609 ;
-  assign den_lead = \$403  ? \$418  : \$610 ;
-  assign \$611  = chan__payload[8] | chan__payload[9];
-  assign \$612  = chan__payload[10] | chan__payload[11];
-  assign \$613  = \$611  | \$612 ;
-  assign \$614  = \$613  | chan__payload[12];
-  assign \$615  = chan__payload[10] | chan__payload[11];
-  assign \$616  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$617  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$618  = \$615  ? \$616  : \$617 ;
-  assign \$619  = chan__payload[12] ? 4'hc : \$618 ;
-  assign \$620  = chan__payload[4] | chan__payload[5];
-  assign \$621  = chan__payload[6] | chan__payload[7];
-  assign \$622  = \$620  | \$621 ;
-  assign \$623  = chan__payload[6] | chan__payload[7];
-  assign \$624  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$625  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$626  = \$623  ? \$624  : \$625 ;
-  assign \$627  = chan__payload[2] | chan__payload[3];
-  assign \$628  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$629  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$630  = \$627  ? \$628  : \$629 ;
-  assign \$631  = \$622  ? \$626  : \$630 ;
-  assign count_lead = \$614  ? \$619  : \$631 ;
-  assign \$632  = ! chan__payload[12:0];
-  assign \$633  = chan__payload[12:0] > 13'h1000;
-  assign \$634  = \$632  | \$633 ;
-  assign \$635  = ! chan__payload[115:42];
-  assign \$636  = count_lead + 5'h18;
-  assign \$637  = \$636  > 1'h0;
-  assign \$638  = count_lead + 5'h18;
-  assign \$639  = den_lead < \$638 ;
-  assign \$640  = \$637  & \$639 ;
-  assign \$641  = \$635  | \$640 ;
-  assign refused = | { \$641 , \$634  };
-  assign \$642  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$643  = - $signed(chan[41:13]);
-  assign \$644  = \$642  ? \$643  : { chan[41], chan[41:13] };
-  assign \$645  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$646  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$647  = - $signed(chan[41:13]);
-  assign \$648  = \$646  ? \$647  : { chan[41], chan[41:13] };
-  assign \$649  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$650  = ~ \$649 ;
+  assign \$582  = chan__payload[57] ? 7'h0f : 7'h0e;
+  assign \$583  = chan__payload[55] ? 7'h0d : 7'h0c;
+  assign \$584  = \$581  ? \$582  : \$583 ;
+  assign \$585  = chan__payload[52] | chan__payload[53];
+  assign \$586  = chan__payload[53] ? 7'h0b : 7'h0a;
+  assign \$587  = chan__payload[51] ? 7'h09 : 7'h08;
+  assign \$588  = \$585  ? \$586  : \$587 ;
+  assign \$589  = \$580  ? \$584  : \$588 ;
+  assign \$590  = chan__payload[46] | chan__payload[47];
+  assign \$591  = chan__payload[48] | chan__payload[49];
+  assign \$592  = \$590  | \$591 ;
+  assign \$593  = chan__payload[48] | chan__payload[49];
+  assign \$594  = chan__payload[49] ? 7'h07 : 7'h06;
+  assign \$595  = chan__payload[47] ? 7'h05 : 7'h04;
+  assign \$596  = \$593  ? \$594  : \$595 ;
+  assign \$597  = chan__payload[44] | chan__payload[45];
+  assign \$598  = chan__payload[45] ? 7'h03 : 7'h02;
+  assign \$599  = chan__payload[43] ? 7'h01 : 7'h00;
+  assign \$600  = \$597  ? \$598  : \$599 ;
+  assign \$601  = \$592  ? \$596  : \$600 ;
+  assign \$602  = \$577  ? \$589  : \$601 ;
+  assign \$603  = \$538  ? \$570  : \$602 ;
+  assign \$604  = \$443  ? \$523  : \$603 ;
+  assign den_lead = \$397  ? \$412  : \$604 ;
+  assign \$605  = chan__payload[8] | chan__payload[9];
+  assign \$606  = chan__payload[10] | chan__payload[11];
+  assign \$607  = \$605  | \$606 ;
+  assign \$608  = \$607  | chan__payload[12];
+  assign \$609  = chan__payload[10] | chan__payload[11];
+  assign \$610  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$611  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$612  = \$609  ? \$610  : \$611 ;
+  assign \$613  = chan__payload[12] ? 4'hc : \$612 ;
+  assign \$614  = chan__payload[4] | chan__payload[5];
+  assign \$615  = chan__payload[6] | chan__payload[7];
+  assign \$616  = \$614  | \$615 ;
+  assign \$617  = chan__payload[6] | chan__payload[7];
+  assign \$618  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$619  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$620  = \$617  ? \$618  : \$619 ;
+  assign \$621  = chan__payload[2] | chan__payload[3];
+  assign \$622  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$623  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$624  = \$621  ? \$622  : \$623 ;
+  assign \$625  = \$616  ? \$620  : \$624 ;
+  assign count_lead = \$608  ? \$613  : \$625 ;
+  assign \$626  = ! chan__payload[12:0];
+  assign \$627  = chan__payload[12:0] > 13'h1000;
+  assign \$628  = \$626  | \$627 ;
+  assign \$629  = ! chan__payload[115:42];
+  assign \$630  = count_lead + 5'h18;
+  assign \$631  = \$630  > 1'h0;
+  assign \$632  = count_lead + 5'h18;
+  assign \$633  = den_lead < \$632 ;
+  assign \$634  = \$631  & \$633 ;
+  assign \$635  = \$629  | \$634 ;
+  assign refused = | { \$635 , \$628  };
+  assign \$636  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$637  = - $signed(chan[41:13]);
+  assign \$638  = \$636  ? \$637  : { chan[41], chan[41:13] };
+  assign \$639  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$640  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$641  = - $signed(chan[41:13]);
+  assign \$642  = \$640  ? \$641  : { chan[41], chan[41:13] };
+  assign \$643  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$644  = ~ \$643 ;
+  assign \$645  = $signed(chan[166:151]) < $signed(1'h0);
+  assign \$646  = - $signed(chan[166:151]);
+  assign \$647  = \$645  ? \$646  : { chan[166], chan[166:151] };
+  assign \$649  = 6'h20 + sh;
+  assign \$650  = 5'h10 + \$649 ;
   assign \$651  = $signed(chan[166:151]) < $signed(1'h0);
-  assign \$652  = - $signed(chan[166:151]);
-  assign \$653  = \$651  ? \$652  : { chan[166], chan[166:151] };
-  assign \$655  = 6'h20 + sh;
-  assign \$656  = 5'h10 + \$655 ;
-  assign \$657  = $signed(chan[166:151]) < $signed(1'h0);
-  assign \$658  = $signed(qg) < $signed(1'h0);
-  assign \$659  = - $signed(qg);
-  assign \$660  = \$658  ? \$659  : { qg[55], qg };
-  assign \$662  = $signed(qg) < $signed(1'h0);
-  assign \$663  = $signed(sg) < $signed(1'h0);
-  assign \$664  = - $signed(sg);
-  assign \$665  = \$663  ? \$664  : { sg[28], sg };
-  assign \$666  = $signed(sg) < $signed(1'h0);
-  assign \$667  = ~ \$666 ;
-  assign \$668  = $signed(chan[166:151]) < $signed(1'h0);
-  assign \$669  = - $signed(chan[166:151]);
-  assign \$670  = \$668  ? \$669  : { chan[166], chan[166:151] };
-  assign \$671  = $signed(chan[166:151]) < $signed(1'h0);
+  assign \$652  = $signed(qg) < $signed(1'h0);
+  assign \$653  = - $signed(qg);
+  assign \$654  = \$652  ? \$653  : { qg[55], qg };
+  assign \$656  = $signed(qg) < $signed(1'h0);
+  assign \$657  = $signed(sg) < $signed(1'h0);
+  assign \$658  = - $signed(sg);
+  assign \$659  = \$657  ? \$658  : { sg[28], sg };
+  assign \$660  = $signed(sg) < $signed(1'h0);
+  assign \$661  = ~ \$660 ;
+  assign \$662  = $signed(chan[166:151]) < $signed(1'h0);
+  assign \$663  = - $signed(chan[166:151]);
+  assign \$664  = \$662  ? \$663  : { chan[166], chan[166:151] };
+  assign \$665  = $signed(chan[166:151]) < $signed(1'h0);
+  assign \$666  = $signed(scratch) < $signed(1'h0);
+  assign \$667  = - $signed(scratch);
+  assign \$668  = \$666  ? \$667  : { scratch[114], scratch };
+  assign \$670  = 6'h20 + sh;
+  assign \$671  = 7'h6a + \$670 ;
   assign \$672  = $signed(scratch) < $signed(1'h0);
-  assign \$673  = - $signed(scratch);
-  assign \$674  = \$672  ? \$673  : { scratch[114], scratch };
-  assign \$676  = 6'h20 + sh;
-  assign \$677  = 7'h6a + \$676 ;
-  assign \$678  = $signed(scratch) < $signed(1'h0);
-  assign \$679  = $signed(tq) < $signed(1'h0);
-  assign \$680  = - $signed(tq);
-  assign \$681  = \$679  ? \$680  : { tq[172], tq };
-  assign \$682  = $signed(tq) < $signed(1'h0);
-  assign \$683  = $signed({ 1'h0, chan[12:0] }) - $signed(tsum);
-  assign \$684  = $signed({ 1'h0, chan[12:0] }) + $signed(tsum);
-  assign \$685  = $signed(tsum) < $signed(1'h0);
-  assign \$686  = - $signed(tsum);
-  assign \$687  = \$685  ? \$686  : { tsum[13], tsum };
-  assign \$688  = $signed(tsum) < $signed(1'h0);
-  assign \$689  = | left;
-  assign \$690  = ~ o__valid;
-  assign \$691  = \$690  | o__ready;
-  assign \$692  = \$689  & \$691 ;
-  assign \$693  = i__valid & i__ready;
-  assign \$694  = ! fsm_state;
-  assign \$695  = fsm_state == 1'h1;
-  assign \$696  = fsm_state == 2'h2;
-  assign \$697  = fsm_state == 2'h3;
-  assign \$698  = fsm_state == 3'h4;
-  assign \$699  = fsm_state == 3'h5;
-  assign \$700  = fsm_state == 3'h6;
-  assign \$701  = fsm_state == 3'h7;
-  assign \$702  = fsm_state == 4'h8;
-  assign \$703  = fsm_state == 4'h9;
-  assign \$704  = fsm_state == 4'ha;
-  assign \$705  = fsm_state == 4'hb;
-  assign \$706  = fsm_state == 4'hc;
-  assign \$707  = fsm_state == 4'hd;
-  assign \$708  = fsm_state == 4'he;
-  assign \$709  = fsm_state == 4'hf;
-  assign \$710  = fsm_state == 5'h10;
-  assign \$711  = fsm_state == 5'h11;
-  assign \$712  = fsm_state == 5'h12;
-  assign \$713  = fsm_state == 5'h13;
-  assign \$714  = fsm_state == 5'h14;
-  assign \$715  = fsm_state == 5'h15;
-  assign \$716  = fsm_state == 5'h16;
-  assign \$717  = fsm_state == 5'h17;
-  assign \$718  = fsm_state == 5'h18;
-  assign \$719  = fsm_state == 5'h19;
-  assign \$720  = fsm_state == 5'h1a;
-  assign \$721  = fsm_state == 5'h1b;
-  assign \$722  = fsm_state == 5'h1c;
-  assign \$723  = fsm_state == 5'h1d;
-  assign \$724  = fsm_state == 5'h1e;
-  assign \$725  = fsm_state == 5'h1f;
-  assign \$726  = fsm_state == 6'h20;
-  assign \$727  = fsm_state == 6'h21;
-  assign \$728  = fsm_state == 6'h22;
-  assign \$729  = fsm_state == 6'h23;
-  assign \$730  = fsm_state == 6'h24;
-  assign \$731  = fsm_state == 6'h25;
-  assign \$732  = fsm_state == 6'h26;
-  assign \$733  = fsm_state == 6'h27;
-  assign \$734  = fsm_state == 6'h28;
-  assign \$735  = fsm_state == 6'h29;
-  assign \$736  = fsm_state == 6'h2a;
-  assign \$737  = fsm_state == 6'h2b;
-  assign \$738  = fsm_state == 6'h2c;
-  assign \$739  = ~ mask;
-  assign \$741  = $signed(\$740 ) > $signed(16'h7fff);
-  assign \$743  = $signed(\$742 ) < $signed(16'h8000);
-  assign \$745  = \$743  ? 17'h18000 : { 1'h0, \$744 [15:0] };
-  assign \$746  = \$741  ? 17'h07fff : \$745 ;
-  assign \$747  = mask ? \$746  : 17'h00000;
-  assign \$749  = $signed(\$748 ) > $signed(16'h7fff);
-  assign \$751  = $signed(\$750 ) < $signed(16'h8000);
-  assign \$752  = \$749  | \$751 ;
-  assign \$753  = mask & \$752 ;
-  assign \$754  = sat + \$753 ;
-  assign \$755  = left - 1'h1;
-  assign \$756  = last ? 14'h0000 : \$755 ;
-  assign \$757  = ! p;
-  assign \$758  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$759  = $signed(sg) + $signed(\$758 );
-  assign \$760  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$761  = mask ? \$760  : 32'd0;
-  assign \$762  = $signed(sgx) + $signed(\$761 );
-  assign \$763  = $signed(tq) + $signed(2'h1);
-  assign \$765  = $signed(tq) + $signed(2'h1);
-  assign \$767  = align + sh;
-  assign \$768  = \$767  == 6'h21;
-  assign \$770  = align + 1'h1;
-  assign \$771  = $signed(tq) + $signed(2'h1);
-  assign \$773  = align + sh;
-  assign \$774  = \$773  == 6'h21;
-  assign \$776  = align + 1'h1;
-  assign \$777  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$778  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$779  = \$778  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$780  = \$777  ? 115'h000000000007ff801100100000000 : \$779 ;
-  assign \$781  = align + sh;
-  assign \$782  = \$781  == 6'h21;
-  assign \$784  = align + 1'h1;
-  assign \$785  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$786  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$787  = \$786  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$788  = \$785  ? 115'h000000000007ff801100100000000 : \$787 ;
-  assign \$789  = align + sh;
-  assign \$790  = \$789  == 6'h21;
-  assign \$792  = align + 1'h1;
-  assign \$793  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$794  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$795  = \$794  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$796  = \$793  ? 115'h000000000007ff801100100000000 : \$795 ;
-  assign \$797  = | left;
-  assign \$798  = ~ \$797 ;
-  assign \$799  = ~ o__valid;
-  assign \$800  = \$799  | o__ready;
-  assign \$801  = \$798  & \$800 ;
+  assign \$673  = $signed(tq) < $signed(1'h0);
+  assign \$674  = - $signed(tq);
+  assign \$675  = \$673  ? \$674  : { tq[172], tq };
+  assign \$676  = $signed(tq) < $signed(1'h0);
+  assign \$677  = $signed({ 1'h0, chan[12:0] }) - $signed(tsum);
+  assign \$678  = $signed({ 1'h0, chan[12:0] }) + $signed(tsum);
+  assign \$679  = $signed(tsum) < $signed(1'h0);
+  assign \$680  = - $signed(tsum);
+  assign \$681  = \$679  ? \$680  : { tsum[13], tsum };
+  assign \$682  = $signed(tsum) < $signed(1'h0);
+  assign \$683  = | left;
+  assign \$684  = \$683  & adv;
+  assign \$685  = i__valid & i__ready;
+  assign \$686  = ! fsm_state;
+  assign \$687  = fsm_state == 1'h1;
+  assign \$688  = fsm_state == 2'h2;
+  assign \$689  = fsm_state == 2'h3;
+  assign \$690  = fsm_state == 3'h4;
+  assign \$691  = fsm_state == 3'h5;
+  assign \$692  = fsm_state == 3'h6;
+  assign \$693  = fsm_state == 3'h7;
+  assign \$694  = fsm_state == 4'h8;
+  assign \$695  = fsm_state == 4'h9;
+  assign \$696  = fsm_state == 4'ha;
+  assign \$697  = fsm_state == 4'hb;
+  assign \$698  = fsm_state == 4'hc;
+  assign \$699  = fsm_state == 4'hd;
+  assign \$700  = fsm_state == 4'he;
+  assign \$701  = fsm_state == 4'hf;
+  assign \$702  = fsm_state == 5'h10;
+  assign \$703  = fsm_state == 5'h11;
+  assign \$704  = fsm_state == 5'h12;
+  assign \$705  = fsm_state == 5'h13;
+  assign \$706  = fsm_state == 5'h14;
+  assign \$707  = fsm_state == 5'h15;
+  assign \$708  = fsm_state == 5'h16;
+  assign \$709  = fsm_state == 5'h17;
+  assign \$710  = fsm_state == 5'h18;
+  assign \$711  = fsm_state == 5'h19;
+  assign \$712  = fsm_state == 5'h1a;
+  assign \$713  = fsm_state == 5'h1b;
+  assign \$714  = fsm_state == 5'h1c;
+  assign \$715  = fsm_state == 5'h1d;
+  assign \$716  = fsm_state == 5'h1e;
+  assign \$717  = fsm_state == 5'h1f;
+  assign \$718  = fsm_state == 6'h20;
+  assign \$719  = fsm_state == 6'h21;
+  assign \$720  = fsm_state == 6'h22;
+  assign \$721  = fsm_state == 6'h23;
+  assign \$722  = fsm_state == 6'h24;
+  assign \$723  = fsm_state == 6'h25;
+  assign \$724  = fsm_state == 6'h26;
+  assign \$725  = fsm_state == 6'h27;
+  assign \$726  = fsm_state == 6'h28;
+  assign \$727  = fsm_state == 6'h29;
+  assign \$728  = fsm_state == 6'h2a;
+  assign \$729  = fsm_state == 6'h2b;
+  assign \$730  = fsm_state == 6'h2c;
+  assign \$731  = $signed(s0_g) * $signed(lane_a);
+  assign \$732  = \$signal$66  == 2'h2;
+  assign \$733  = ! \$signal$66 ;
+  assign \$734  = \$733  ? const0 : const1;
+  assign \$735  = \$732  ? const2 : \$734 ;
+  assign \$736  = $signed(\$731 ) + $signed(\$735 );
+  assign \$737  = $signed(\$736 ) + $signed(34'h100000000);
+  assign \$738  = ~ s1_mask;
+  assign \$740  = $signed(\$739 ) > $signed(16'h7fff);
+  assign \$742  = $signed(\$741 ) < $signed(16'h8000);
+  assign \$744  = \$742  ? 17'h18000 : { 1'h0, \$743 [15:0] };
+  assign \$745  = \$740  ? 17'h07fff : \$744 ;
+  assign \$746  = s1_mask ? \$745  : 17'h00000;
+  assign \$748  = $signed(\$747 ) > $signed(16'h7fff);
+  assign \$750  = $signed(\$749 ) < $signed(16'h8000);
+  assign \$751  = \$748  | \$750 ;
+  assign \$752  = s1_mask & \$751 ;
+  assign \$753  = sat + \$752 ;
+  assign \$754  = left - 1'h1;
+  assign \$755  = last ? 14'h0000 : \$754 ;
+  assign \$756  = ! p;
+  assign \$757  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$758  = $signed(sg) + $signed(\$757 );
+  assign \$759  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$760  = mask ? \$759  : 32'd0;
+  assign \$761  = $signed(sgx) + $signed(\$760 );
+  assign \$762  = $signed(tq) + $signed(2'h1);
+  assign \$764  = $signed(tq) + $signed(2'h1);
+  assign \$766  = align + sh;
+  assign \$767  = \$766  == 6'h21;
+  assign \$769  = align + 1'h1;
+  assign \$770  = $signed(tq) + $signed(2'h1);
+  assign \$772  = align + sh;
+  assign \$773  = \$772  == 6'h21;
+  assign \$775  = align + 1'h1;
+  assign \$776  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$777  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$778  = \$777  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$779  = \$776  ? 115'h000000000007ff801100100000000 : \$778 ;
+  assign \$780  = align + sh;
+  assign \$781  = \$780  == 6'h21;
+  assign \$783  = align + 1'h1;
+  assign \$784  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$785  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$786  = \$785  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$787  = \$784  ? 115'h000000000007ff801100100000000 : \$786 ;
+  assign \$788  = align + sh;
+  assign \$789  = \$788  == 6'h21;
+  assign \$791  = align + 1'h1;
+  assign \$792  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$793  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$794  = \$793  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$795  = \$792  ? 115'h000000000007ff801100100000000 : \$794 ;
+  assign \$796  = | left;
+  assign \$797  = ~ \$796 ;
+  assign \$798  = ~ \$signal$69 ;
+  assign \$799  = \$797  & \$798 ;
+  assign \$800  = ~ s1_valid;
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = \$801  & adv;
   always @(posedge clk)
-    o__valid <= \$802 ;
+    s0_x <= \$803 ;
   always @(posedge clk)
-    o__payload <= \$803 ;
+    s0_g <= \$804 ;
   always @(posedge clk)
-    sat <= \$804 ;
+    s0_mask <= \$805 ;
   always @(posedge clk)
-    left <= \$805 ;
+    \$signal$66  <= \$806 ;
   always @(posedge clk)
-    chan <= \$806 ;
+    o__valid <= \$807 ;
   always @(posedge clk)
-    sg <= \$807 ;
+    s1_valid <= \$808 ;
   always @(posedge clk)
-    sgx <= \$808 ;
+    \$signal$69  <= \$809 ;
   always @(posedge clk)
-    dgamma <= \$809 ;
+    s1_mask <= \$810 ;
   always @(posedge clk)
-    align <= \$810 ;
+    acc0 <= \$811 ;
   always @(posedge clk)
-    fsm_state <= \$811 ;
+    o__payload <= \$812 ;
   always @(posedge clk)
-    q <= \$812 ;
+    sat <= \$813 ;
   always @(posedge clk)
-    rz <= \$813 ;
+    left <= \$814 ;
   always @(posedge clk)
-    sh <= \$814 ;
+    chan <= \$815 ;
   always @(posedge clk)
-    scratch <= \$815 ;
+    sg <= \$816 ;
   always @(posedge clk)
-    qg <= \$816 ;
+    sgx <= \$817 ;
   always @(posedge clk)
-    tq <= \$817 ;
+    dgamma <= \$818 ;
   always @(posedge clk)
-    m1 <= \$818 ;
+    align <= \$819 ;
   always @(posedge clk)
-    lane_a <= \$819 ;
+    fsm_state <= \$820 ;
   always @(posedge clk)
-    c0w <= \$820 ;
+    q <= \$821 ;
   always @(posedge clk)
-    m2 <= \$821 ;
+    rz <= \$822 ;
   always @(posedge clk)
-    const1 <= \$822 ;
+    sh <= \$823 ;
   always @(posedge clk)
-    const2 <= \$823 ;
+    scratch <= \$824 ;
   always @(posedge clk)
-    const0 <= \$824 ;
+    qg <= \$825 ;
+  always @(posedge clk)
+    tq <= \$826 ;
+  always @(posedge clk)
+    m1 <= \$827 ;
+  always @(posedge clk)
+    lane_a <= \$828 ;
+  always @(posedge clk)
+    c0w <= \$829 ;
+  always @(posedge clk)
+    m2 <= \$830 ;
+  always @(posedge clk)
+    const1 <= \$831 ;
+  always @(posedge clk)
+    const2 <= \$832 ;
+  always @(posedge clk)
+    const0 <= \$833 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1521,7 +1559,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$70 ),
+    .q(\q$78 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1532,19 +1570,19 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$71 ),
-    .\neg$12 (\neg$53 ),
+    .done(\done$79 ),
+    .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
-    .start(\start$49 ),
-    .steps(\steps$54 )
+    .start(\start$44 ),
+    .steps(\steps$49 )
   );
-  \hwnorm_bwd_mad_s16.sel$73  \sel$73  (
+  \hwnorm_bwd_mad_s16.sel$81  \sel$81  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$907$0 (\$825 ),
+    .\port$911$0 (\$834 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -1804,7 +1842,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h00:
           /* empty */;
       6'h02:
-          lo_init = { \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644 [29], \$644  };
+          lo_init = { \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638 [29], \$638  };
       6'h03:
           /* empty */;
       6'h04:
@@ -1822,13 +1860,13 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0a:
           /* empty */;
       6'h0b:
-          lo_init = \$654 [170:0];
+          lo_init = \$648 [170:0];
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          lo_init = \$661 [170:0];
+          lo_init = \$655 [170:0];
       6'h0f:
           /* empty */;
       6'h10:
@@ -1852,11 +1890,11 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          lo_init = \$675 [170:0];
+          lo_init = \$669 [170:0];
       6'h1b:
           /* empty */;
       6'h1c:
-          lo_init = \$681 [170:0];
+          lo_init = \$675 [170:0];
     endcase
   end
   always @* begin
@@ -1866,7 +1904,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h00:
           /* empty */;
       6'h02:
-          neg = \$645 ;
+          neg = \$639 ;
       6'h03:
           /* empty */;
       6'h04:
@@ -1884,13 +1922,13 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0a:
           /* empty */;
       6'h0b:
-          neg = \$657 ;
+          neg = \$651 ;
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          neg = \$662 ;
+          neg = \$656 ;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1914,11 +1952,11 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          neg = \$678 ;
+          neg = \$672 ;
       6'h1b:
           /* empty */;
       6'h1c:
-          neg = \$682 ;
+          neg = \$676 ;
     endcase
   end
   always @* begin
@@ -2008,7 +2046,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0a:
           /* empty */;
       6'h0b:
-          steps = \$656 ;
+          steps = \$650 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -2038,7 +2076,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          steps = \$677 ;
+          steps = \$671 ;
       6'h1b:
           /* empty */;
       6'h1c:
@@ -2047,7 +2085,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$49  = 1'h0;
+    \start$44  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2056,17 +2094,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2082,21 +2120,21 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2110,7 +2148,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2118,7 +2156,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -2126,7 +2164,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
     endcase
   end
   always @* begin
@@ -2234,7 +2272,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h08:
           /* empty */;
       6'h09:
-          b = { \$648 [29], \$648 [29], \$648 [29], \$648 [29], \$648 [29], \$648 [29], \$648  };
+          b = { \$642 [29], \$642 [29], \$642 [29], \$642 [29], \$642 [29], \$642 [29], \$642  };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2256,11 +2294,11 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h13:
           /* empty */;
       6'h14:
-          b = { \$665 [29], \$665 [29], \$665 [29], \$665 [29], \$665 [29], \$665 [29], \$665  };
+          b = { \$659 [29], \$659 [29], \$659 [29], \$659 [29], \$659 [29], \$659 [29], \$659  };
       6'h15:
           /* empty */;
       6'h16:
-          b = { \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670 [16], \$670  };
+          b = { \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664 [16], \$664  };
       6'h17:
           /* empty */;
       6'h18:
@@ -2278,7 +2316,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683 [14], \$683  };
+          b = { \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677 [14], \$677  };
       6'h20:
           /* empty */;
       6'h21:
@@ -2286,7 +2324,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684 [14], \$684  };
+          b = { \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678 [14], \$678  };
       6'h24:
           /* empty */;
       6'h25:
@@ -2294,7 +2332,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          b = { \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687 [14], \$687  };
+          b = { \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681 [14], \$681  };
     endcase
   end
   always @* begin
@@ -2383,7 +2421,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$53  = 1'h0;
+    \neg$48  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2392,17 +2430,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \neg$53  = 1'h1;
+          \neg$48  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$53  = \$650 ;
+          \neg$48  = \$644 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2418,21 +2456,21 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$53  = \$667 ;
+          \neg$48  = \$661 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$53  = \$671 ;
+          \neg$48  = \$665 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2446,7 +2484,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$53  = 1'h1;
+          \neg$48  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2454,7 +2492,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2462,12 +2500,12 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \neg$53  = \$688 ;
+          \neg$48  = \$682 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$54  = 6'h00;
+    \steps$49  = 6'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2476,17 +2514,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h03:
           /* empty */;
       6'h04:
-          \steps$54  = 6'h0d;
+          \steps$49  = 6'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$54  = 6'h0d;
+          \steps$49  = 6'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$54  = 6'h1d;
+          \steps$49  = 6'h1d;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2502,21 +2540,21 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h10:
           /* empty */;
       6'h11:
-          \steps$54  = 6'h0d;
+          \steps$49  = 6'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$54  = 6'h1d;
+          \steps$49  = 6'h1d;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$54  = 6'h10;
+          \steps$49  = 6'h10;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$54  = 6'h23;
+          \steps$49  = 6'h23;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2530,7 +2568,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$54  = 6'h0e;
+          \steps$49  = 6'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2538,7 +2576,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          \steps$54  = 6'h0e;
+          \steps$49  = 6'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2546,7 +2584,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          \steps$54  = 6'h0e;
+          \steps$49  = 6'h0e;
     endcase
   end
   always @* begin
@@ -2638,7 +2676,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h2a:
           /* empty */;
       6'h2b:
-          i__ready = \$692 ;
+          i__ready = \$684 ;
     endcase
   end
   always @* begin
@@ -2840,7 +2878,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h2a:
           /* empty */;
       6'h2b:
-          take = \$693 ;
+          take = \$685 ;
     endcase
   end
   always @* begin
@@ -3033,22 +3071,9 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$802  = o__valid;
-    if (o__ready) begin
-      \$802  = 1'h0;
-    end
+    \$803  = s0_x;
     if (take) begin
-      \$802  = 1'h1;
-    end
-    if (rst) begin
-      \$802  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$803  = o__payload;
-    if (take) begin
-      \$803  = \$747 [15:0];
+      \$803  = i__payload[15:0];
     end
     if (rst) begin
       \$803  = 16'h0000;
@@ -3056,30 +3081,122 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$804  = sat;
+    \$804  = s0_g;
     if (take) begin
-      \$804  = \$754 [12:0];
+      \$804  = i__payload[31:16];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$804  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$804  = 13'h0000;
+      \$804  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$805  = left;
-    if (beat) begin
-      \$805  = \$756 [12:0];
+    \$805  = s0_mask;
+    if (take) begin
+      \$805  = mask;
+    end
+    if (rst) begin
+      \$805  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$806  = \$signal$66 ;
+    if (take) begin
+      \$806  = { 1'h0, \$834  };
+    end
+    if (rst) begin
+      \$806  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$807  = o__valid;
+    if (adv) begin
+      \$807  = s1_valid;
+    end
+    if (rst) begin
+      \$807  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$808  = s1_valid;
+    if (adv) begin
+      \$808  = \$signal$69 ;
+    end
+    if (rst) begin
+      \$808  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$809  = \$signal$69 ;
+    if (adv) begin
+      \$809  = take;
+    end
+    if (rst) begin
+      \$809  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$810  = s1_mask;
+    if (adv) begin
+      \$810  = s0_mask;
+    end
+    if (rst) begin
+      \$810  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$811  = acc0;
+    if (adv) begin
+      \$811  = \$737 [73:0];
+    end
+    if (rst) begin
+      \$811  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$812  = o__payload;
+    if (adv) begin
+      \$812  = \$746 [15:0];
+    end
+    if (rst) begin
+      \$812  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$813  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$813  = \$753 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$805  = chan__payload[12:0];
+            \$813  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$813  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$814  = left;
+    if (beat) begin
+      \$814  = \$755 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$814  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -3092,36 +3209,36 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$805  = chan[12:0];
+              \$814  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$805  = 13'h0000;
+      \$814  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$806  = chan;
+    \$815  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$806  = chan__payload;
+            \$815  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$806  = 167'h000000000000000000000000000000000000000000;
+      \$815  = 167'h000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$807  = sg;
+    \$816  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$807  = 29'h00000000;
+            \$816  = 29'h00000000;
             if (refused) begin
-              \$807  = 29'h00000000;
+              \$816  = 29'h00000000;
             end
           end
       6'h02:
@@ -3134,20 +3251,20 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$807  = \$759 [28:0];
+            \$816  = \$758 [28:0];
           end
     endcase
     if (rst) begin
-      \$807  = 29'h00000000;
+      \$816  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$808  = sgx;
+    \$817  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$808  = 44'h00000000000;
+            \$817  = 44'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -3159,20 +3276,20 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$808  = \$762 [43:0];
+            \$817  = \$761 [43:0];
           end
     endcase
     if (rst) begin
-      \$808  = 44'h00000000000;
+      \$817  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$809  = dgamma;
+    \$818  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$809  = 55'h00000000000000;
+            \$818  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -3203,19 +3320,19 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          \$809  = \$766 [54:0];
+          \$818  = \$765 [54:0];
     endcase
     if (rst) begin
-      \$809  = 55'h00000000000000;
+      \$818  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$810  = align;
+    \$819  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$810  = 6'h00;
+            \$819  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3253,10 +3370,10 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$768 ) begin
-            \$810  = 6'h00;
+          if (\$767 ) begin
+            \$819  = 6'h00;
           end else begin
-            \$810  = \$770 [5:0];
+            \$819  = \$769 [5:0];
           end
       6'h14:
           /* empty */;
@@ -3286,10 +3403,10 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$774 ) begin
-            \$810  = 6'h00;
+          if (\$773 ) begin
+            \$819  = 6'h00;
           end else begin
-            \$810  = \$776 [5:0];
+            \$819  = \$775 [5:0];
           end
       6'h22:
           /* empty */;
@@ -3299,10 +3416,10 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$782 ) begin
-            \$810  = 6'h00;
+          if (\$781 ) begin
+            \$819  = 6'h00;
           end else begin
-            \$810  = \$784 [5:0];
+            \$819  = \$783 [5:0];
           end
       6'h26:
           /* empty */;
@@ -3312,173 +3429,173 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$790 ) begin
-            \$810  = 6'h00;
+          if (\$789 ) begin
+            \$819  = 6'h00;
           end else begin
-            \$810  = \$792 [5:0];
+            \$819  = \$791 [5:0];
           end
     endcase
     if (rst) begin
-      \$810  = 6'h00;
+      \$819  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$811  = fsm_state;
+    \$820  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$811  = 6'h01;
+              \$820  = 6'h01;
             end else begin
-              \$811  = 6'h02;
+              \$820  = 6'h02;
             end
           end
       6'h02:
-          \$811  = 6'h03;
+          \$820  = 6'h03;
       6'h03:
           if (done) begin
-            \$811  = 6'h04;
+            \$820  = 6'h04;
           end
       6'h04:
-          \$811  = 6'h05;
+          \$820  = 6'h05;
       6'h05:
-          if (\done$71 ) begin
-            \$811  = 6'h06;
+          if (\done$79 ) begin
+            \$820  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$811  = 6'h07;
+              \$820  = 6'h07;
             end
           end
       6'h07:
-          \$811  = 6'h08;
+          \$820  = 6'h08;
       6'h08:
-          if (\done$71 ) begin
-            \$811  = 6'h09;
+          if (\done$79 ) begin
+            \$820  = 6'h09;
           end
       6'h09:
-          \$811  = 6'h0a;
+          \$820  = 6'h0a;
       6'h0a:
-          if (\done$71 ) begin
-            \$811  = 6'h0b;
+          if (\done$79 ) begin
+            \$820  = 6'h0b;
           end
       6'h0b:
-          \$811  = 6'h0c;
+          \$820  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$811  = 6'h0d;
+            \$820  = 6'h0d;
           end
       6'h0d:
-          \$811  = 6'h0e;
+          \$820  = 6'h0e;
       6'h0e:
-          \$811  = 6'h0f;
+          \$820  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$811  = 6'h10;
+            \$820  = 6'h10;
           end
       6'h10:
-          \$811  = 6'h11;
+          \$820  = 6'h11;
       6'h11:
-          \$811  = 6'h12;
+          \$820  = 6'h12;
       6'h12:
-          if (\done$71 ) begin
-            \$811  = 6'h13;
+          if (\done$79 ) begin
+            \$820  = 6'h13;
           end
       6'h13:
-          if (\$768 ) begin
-            \$811  = 6'h14;
+          if (\$767 ) begin
+            \$820  = 6'h14;
           end
       6'h14:
-          \$811  = 6'h15;
+          \$820  = 6'h15;
       6'h15:
-          if (\done$71 ) begin
-            \$811  = 6'h16;
+          if (\done$79 ) begin
+            \$820  = 6'h16;
           end
       6'h16:
-          \$811  = 6'h17;
+          \$820  = 6'h17;
       6'h17:
-          if (\done$71 ) begin
-            \$811  = 6'h18;
+          if (\done$79 ) begin
+            \$820  = 6'h18;
           end
       6'h18:
-          \$811  = 6'h19;
+          \$820  = 6'h19;
       6'h19:
-          if (\done$71 ) begin
-            \$811  = 6'h1a;
+          if (\done$79 ) begin
+            \$820  = 6'h1a;
           end
       6'h1a:
-          \$811  = 6'h1b;
+          \$820  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$811  = 6'h1c;
+            \$820  = 6'h1c;
           end
       6'h1c:
-          \$811  = 6'h1d;
+          \$820  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$811  = 6'h1e;
+            \$820  = 6'h1e;
           end
       6'h1e:
-          \$811  = 6'h1f;
+          \$820  = 6'h1f;
       6'h1f:
-          \$811  = 6'h20;
+          \$820  = 6'h20;
       6'h20:
-          if (\done$71 ) begin
-            \$811  = 6'h21;
+          if (\done$79 ) begin
+            \$820  = 6'h21;
           end
       6'h21:
-          if (\$774 ) begin
-            \$811  = 6'h22;
+          if (\$773 ) begin
+            \$820  = 6'h22;
           end
       6'h22:
-          \$811  = 6'h23;
+          \$820  = 6'h23;
       6'h23:
-          \$811  = 6'h24;
+          \$820  = 6'h24;
       6'h24:
-          if (\done$71 ) begin
-            \$811  = 6'h25;
+          if (\done$79 ) begin
+            \$820  = 6'h25;
           end
       6'h25:
-          if (\$782 ) begin
-            \$811  = 6'h26;
+          if (\$781 ) begin
+            \$820  = 6'h26;
           end
       6'h26:
-          \$811  = 6'h27;
+          \$820  = 6'h27;
       6'h27:
-          \$811  = 6'h28;
+          \$820  = 6'h28;
       6'h28:
-          if (\done$71 ) begin
-            \$811  = 6'h29;
+          if (\done$79 ) begin
+            \$820  = 6'h29;
           end
       6'h29:
-          if (\$790 ) begin
-            \$811  = 6'h2a;
+          if (\$789 ) begin
+            \$820  = 6'h2a;
           end
       6'h2a:
-          \$811  = 6'h2b;
+          \$820  = 6'h2b;
       6'h2b:
-          if (\$801 ) begin
-            \$811  = 6'h2c;
+          if (\$802 ) begin
+            \$820  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$811  = 6'h00;
+            \$820  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$811  = 6'h00;
+            \$820  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$811  = 6'h00;
+      \$820  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$812  = q;
+    \$821  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3486,16 +3603,16 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h03:
           if (done) begin
-            \$812  = \q$70 [16:0];
+            \$821  = \q$78 [16:0];
           end
     endcase
     if (rst) begin
-      \$812  = 17'h00000;
+      \$821  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$813  = rz;
+    \$822  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3506,17 +3623,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$71 ) begin
-            \$813  = \$757 ;
+          if (\done$79 ) begin
+            \$822  = \$756 ;
           end
     endcase
     if (rst) begin
-      \$813  = 1'h0;
+      \$822  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$814  = sh;
+    \$823  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3529,15 +3646,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h05:
           /* empty */;
       6'h06:
-          \$814  = \$387 [5:0];
+          \$823  = \$387 [5:0];
     endcase
     if (rst) begin
-      \$814  = 6'h00;
+      \$823  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$815  = scratch;
+    \$824  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3554,8 +3671,8 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$71 ) begin
-            \$815  = p;
+          if (\done$79 ) begin
+            \$824  = p;
           end
       6'h09:
           /* empty */;
@@ -3586,14 +3703,14 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$71 ) begin
-            \$815  = p;
+          if (\done$79 ) begin
+            \$824  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$71 ) begin
-            \$815  = p;
+          if (\done$79 ) begin
+            \$824  = p;
           end
       6'h1a:
           /* empty */;
@@ -3608,51 +3725,51 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1f:
           /* empty */;
       6'h20:
-          if (\done$71 ) begin
-            \$815  = p;
+          if (\done$79 ) begin
+            \$824  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$774 ) begin
+          if (\$773 ) begin
           end else begin
-            \$815  = \$775 [114:0];
+            \$824  = \$774 [114:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$71 ) begin
-            \$815  = p;
+          if (\done$79 ) begin
+            \$824  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$782 ) begin
+          if (\$781 ) begin
           end else begin
-            \$815  = \$783 [114:0];
+            \$824  = \$782 [114:0];
           end
       6'h26:
           /* empty */;
       6'h27:
           /* empty */;
       6'h28:
-          if (\done$71 ) begin
-            \$815  = p;
+          if (\done$79 ) begin
+            \$824  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$790 ) begin
+          if (\$789 ) begin
           end else begin
-            \$815  = \$791 [114:0];
+            \$824  = \$790 [114:0];
           end
     endcase
     if (rst) begin
-      \$815  = 115'h00000000000000000000000000000;
+      \$824  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$816  = qg;
+    \$825  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3673,17 +3790,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$71 ) begin
-            \$816  = p[55:0];
+          if (\done$79 ) begin
+            \$825  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$816  = 56'h00000000000000;
+      \$825  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$817  = tq;
+    \$826  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3709,7 +3826,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0c:
           if (done) begin
-            \$817  = \q$70 ;
+            \$826  = \q$78 ;
           end
       6'h0d:
           /* empty */;
@@ -3717,7 +3834,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0f:
           if (done) begin
-            \$817  = \q$70 ;
+            \$826  = \q$78 ;
           end
       6'h10:
           /* empty */;
@@ -3743,22 +3860,22 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1b:
           if (done) begin
-            \$817  = \q$70 ;
+            \$826  = \q$78 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$817  = \q$70 ;
+            \$826  = \q$78 ;
           end
     endcase
     if (rst) begin
-      \$817  = 173'h00000000000000000000000000000000000000000000;
+      \$826  = 173'h00000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$818  = m1;
+    \$827  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3785,15 +3902,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0c:
           /* empty */;
       6'h0d:
-          \$818  = \$764 [56:0];
+          \$827  = \$763 [56:0];
     endcase
     if (rst) begin
-      \$818  = 57'h000000000000000;
+      \$827  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$819  = lane_a;
+    \$828  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3830,23 +3947,23 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$71 ) begin
-            \$819  = p[56:0];
+          if (\done$79 ) begin
+            \$828  = p[56:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$768 ) begin
+          if (\$767 ) begin
           end else begin
-            \$819  = \$769 [56:0];
+            \$828  = \$768 [56:0];
           end
     endcase
     if (rst) begin
-      \$819  = 57'h000000000000000;
+      \$828  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$820  = c0w;
+    \$829  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3889,17 +4006,17 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$71 ) begin
-            \$820  = p;
+          if (\done$79 ) begin
+            \$829  = p;
           end
     endcase
     if (rst) begin
-      \$820  = 115'h00000000000000000000000000000;
+      \$829  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$821  = m2;
+    \$830  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3960,15 +4077,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$821  = \$772 [99:0];
+          \$830  = \$771 [99:0];
     endcase
     if (rst) begin
-      \$821  = 100'h0000000000000000000000000;
+      \$830  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$822  = const1;
+    \$831  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4037,15 +4154,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$822  = \$780 [71:0];
+          \$831  = \$779 [71:0];
     endcase
     if (rst) begin
-      \$822  = 72'h000000000000000000;
+      \$831  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$823  = const2;
+    \$832  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4122,15 +4239,15 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$823  = \$788 [71:0];
+          \$832  = \$787 [71:0];
     endcase
     if (rst) begin
-      \$823  = 72'h000000000000000000;
+      \$832  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$824  = const0;
+    \$833  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4215,10 +4332,10 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h29:
           /* empty */;
       6'h2a:
-          \$824  = \$796 [71:0];
+          \$833  = \$795 [71:0];
     endcase
     if (rst) begin
-      \$824  = 72'h000000000000000000;
+      \$833  = 72'h000000000000000000;
     end
   end
   assign \$signal  = q;
@@ -4229,8 +4346,7 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign sh_new = \$387 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$394 [73:0];
-  assign sel = { 1'h0, \$825  };
+  assign sel = { 1'h0, \$834  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[115:42];
@@ -4252,7 +4368,10 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \chan.c  = chan[150:116];
   assign \chan.gamma  = chan[166:151];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$825  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal$66[0]  = \$signal$66 ;
+  assign \sel[0]  = { 1'h0, \$834  };
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4519,21 +4638,21 @@ module hwnorm_bwd_mad_s16(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$281  = 7'h2c;
   assign \$300  = \$299 ;
   assign sh_lead = \$381 ;
-  assign \$654  = { \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 [16], \$653 , 155'h000000000000000000000000000000000000000 };
-  assign \$661  = { \$660 [56], \$660 [56], \$660 [56], \$660 [56], \$660 [56], \$660 [56], \$660 [56], \$660 [56], \$660 [56], \$660 [56], \$660 [56], \$660 [56], \$660 , 115'h00000000000000000000000000000 };
-  assign \$675  = { \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 [115], \$674 , 65'h00000000000000000 };
-  assign \$740  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$742  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$744  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$748  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$750  = { \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73], \$394 [73:33] };
-  assign \$764  = { \$763 [173], \$763 [173:1] };
-  assign \$766  = { \$765 [173], \$765 [173:1] };
-  assign \$769  = { lane_a, 1'h0 };
-  assign \$772  = { \$771 [173], \$771 [173:1] };
-  assign \$775  = { scratch, 1'h0 };
-  assign \$783  = { scratch, 1'h0 };
-  assign \$791  = { scratch, 1'h0 };
+  assign \$648  = { \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 [16], \$647 , 155'h000000000000000000000000000000000000000 };
+  assign \$655  = { \$654 [56], \$654 [56], \$654 [56], \$654 [56], \$654 [56], \$654 [56], \$654 [56], \$654 [56], \$654 [56], \$654 [56], \$654 [56], \$654 [56], \$654 , 115'h00000000000000000000000000000 };
+  assign \$669  = { \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 [115], \$668 , 65'h00000000000000000 };
+  assign \$739  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$741  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$743  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$747  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$749  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$763  = { \$762 [173], \$762 [173:1] };
+  assign \$765  = { \$764 [173], \$764 [173:1] };
+  assign \$768  = { lane_a, 1'h0 };
+  assign \$771  = { \$770 [173], \$770 [173:1] };
+  assign \$774  = { scratch, 1'h0 };
+  assign \$782  = { scratch, 1'h0 };
+  assign \$790  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_mad_s16.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -4884,7 +5003,7 @@ module \hwnorm_bwd_mad_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[35:1] };
 endmodule
 
-module \hwnorm_bwd_mad_s16.sel$73 (clk, rst, mask, \port$907$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_mad_s16.sel$81 (clk, rst, mask, \port$911$0 , clear, p1, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -4910,8 +5029,8 @@ module \hwnorm_bwd_mad_s16.sel$73 (clk, rst, mask, \port$907$0 , clear, p1, q, r
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$907$0 ;
-  wire [1:0] \port$907$0 ;
+  output [1:0] \port$911$0 ;
+  wire [1:0] \port$911$0 ;
   input [16:0] q;
   wire [16:0] q;
   input rst;
@@ -4955,7 +5074,7 @@ module \hwnorm_bwd_mad_s16.sel$73 (clk, rst, mask, \port$907$0 , clear, p1, q, r
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$907$0  = \$7 ;
+  assign \port$911$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -214,14 +214,14 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [7:0] \$285 ;
   wire [8:0] \$286 ;
   wire [8:0] \$287 ;
-  wire [52:0] \$288 ;
+  wire \$288 ;
   wire \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire [51:0] \$291 ;
-  wire [51:0] \$292 ;
-  wire [53:0] \$293 ;
-  wire [54:0] \$294 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
   wire \$295 ;
   wire \$296 ;
   wire \$297 ;
@@ -255,64 +255,64 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$321 ;
   wire \$322 ;
   wire \$323 ;
-  wire \$324 ;
+  wire [5:0] \$324 ;
   wire \$325 ;
   wire \$326 ;
   wire \$327 ;
   wire \$328 ;
-  wire \$329 ;
+  wire [5:0] \$329 ;
   wire \$33 ;
   wire [5:0] \$330 ;
-  wire \$331 ;
+  wire [5:0] \$331 ;
   wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
+  wire [5:0] \$333 ;
+  wire [5:0] \$334 ;
   wire [5:0] \$335 ;
   wire [5:0] \$336 ;
   wire [5:0] \$337 ;
   wire \$338 ;
-  wire [5:0] \$339 ;
+  wire \$339 ;
   wire \$34 ;
-  wire [5:0] \$340 ;
-  wire [5:0] \$341 ;
-  wire [5:0] \$342 ;
-  wire [5:0] \$343 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
   wire \$344 ;
   wire \$345 ;
   wire \$346 ;
   wire \$347 ;
   wire \$348 ;
-  wire \$349 ;
+  wire [5:0] \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
+  wire [5:0] \$350 ;
+  wire [5:0] \$351 ;
   wire \$352 ;
-  wire \$353 ;
-  wire \$354 ;
+  wire [5:0] \$353 ;
+  wire [5:0] \$354 ;
   wire [5:0] \$355 ;
   wire [5:0] \$356 ;
-  wire [5:0] \$357 ;
+  wire \$357 ;
   wire \$358 ;
-  wire [5:0] \$359 ;
+  wire \$359 ;
   wire \$36 ;
-  wire [5:0] \$360 ;
+  wire \$360 ;
   wire [5:0] \$361 ;
   wire [5:0] \$362 ;
-  wire \$363 ;
+  wire [5:0] \$363 ;
   wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
+  wire [5:0] \$365 ;
+  wire [5:0] \$366 ;
   wire [5:0] \$367 ;
   wire [5:0] \$368 ;
   wire [5:0] \$369 ;
   wire \$37 ;
-  wire \$370 ;
-  wire [5:0] \$371 ;
-  wire [5:0] \$372 ;
-  wire [5:0] \$373 ;
-  wire [5:0] \$374 ;
-  wire [5:0] \$375 ;
-  wire [5:0] \$376 ;
+  wire [5:0] \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
@@ -335,159 +335,159 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$394 ;
   wire \$395 ;
   wire \$396 ;
-  wire \$397 ;
-  wire \$398 ;
-  wire \$399 ;
+  wire [5:0] \$397 ;
+  wire [5:0] \$398 ;
+  wire [5:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
   wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
+  wire [5:0] \$401 ;
+  wire [5:0] \$402 ;
   wire [5:0] \$403 ;
   wire [5:0] \$404 ;
-  wire [5:0] \$405 ;
+  wire \$405 ;
   wire \$406 ;
-  wire [5:0] \$407 ;
-  wire [5:0] \$408 ;
+  wire \$407 ;
+  wire \$408 ;
   wire [5:0] \$409 ;
   wire \$41 ;
   wire [5:0] \$410 ;
-  wire \$411 ;
+  wire [5:0] \$411 ;
   wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
+  wire [5:0] \$413 ;
+  wire [5:0] \$414 ;
   wire [5:0] \$415 ;
   wire [5:0] \$416 ;
   wire [5:0] \$417 ;
   wire \$418 ;
-  wire [5:0] \$419 ;
+  wire \$419 ;
   wire [6:0] \$42 ;
-  wire [5:0] \$420 ;
-  wire [5:0] \$421 ;
-  wire [5:0] \$422 ;
-  wire [5:0] \$423 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
   wire \$424 ;
   wire \$425 ;
   wire \$426 ;
   wire \$427 ;
   wire \$428 ;
-  wire \$429 ;
+  wire [5:0] \$429 ;
   wire [6:0] \$43 ;
-  wire \$430 ;
-  wire \$431 ;
+  wire [5:0] \$430 ;
+  wire [5:0] \$431 ;
   wire \$432 ;
-  wire \$433 ;
-  wire \$434 ;
+  wire [5:0] \$433 ;
+  wire [5:0] \$434 ;
   wire [5:0] \$435 ;
   wire [5:0] \$436 ;
-  wire [5:0] \$437 ;
+  wire \$437 ;
   wire \$438 ;
-  wire [5:0] \$439 ;
+  wire \$439 ;
   wire \$44 ;
-  wire [5:0] \$440 ;
+  wire \$440 ;
   wire [5:0] \$441 ;
   wire [5:0] \$442 ;
-  wire \$443 ;
+  wire [5:0] \$443 ;
   wire \$444 ;
-  wire \$445 ;
-  wire \$446 ;
+  wire [5:0] \$445 ;
+  wire [5:0] \$446 ;
   wire [5:0] \$447 ;
   wire [5:0] \$448 ;
   wire [5:0] \$449 ;
   wire \$45 ;
-  wire \$450 ;
-  wire [5:0] \$451 ;
-  wire [5:0] \$452 ;
-  wire [5:0] \$453 ;
-  wire [5:0] \$454 ;
-  wire [5:0] \$455 ;
-  wire [5:0] \$456 ;
-  wire \$457 ;
-  wire \$458 ;
-  wire \$459 ;
+  wire [5:0] \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire [3:0] \$456 ;
+  wire [3:0] \$457 ;
+  wire [3:0] \$458 ;
+  wire [3:0] \$459 ;
   wire \$46 ;
   wire \$460 ;
   wire \$461 ;
-  wire [3:0] \$462 ;
-  wire [3:0] \$463 ;
+  wire \$462 ;
+  wire \$463 ;
   wire [3:0] \$464 ;
   wire [3:0] \$465 ;
-  wire \$466 ;
+  wire [3:0] \$466 ;
   wire \$467 ;
-  wire \$468 ;
-  wire \$469 ;
+  wire [3:0] \$468 ;
+  wire [3:0] \$469 ;
   wire \$47 ;
   wire [3:0] \$470 ;
   wire [3:0] \$471 ;
-  wire [3:0] \$472 ;
+  wire \$472 ;
   wire \$473 ;
-  wire [3:0] \$474 ;
-  wire [3:0] \$475 ;
-  wire [3:0] \$476 ;
-  wire [3:0] \$477 ;
-  wire \$478 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire [4:0] \$476 ;
+  wire \$477 ;
+  wire [4:0] \$478 ;
   wire \$479 ;
   wire [6:0] \$48 ;
   wire \$480 ;
   wire \$481 ;
-  wire [4:0] \$482 ;
-  wire \$483 ;
-  wire [4:0] \$484 ;
+  wire \$482 ;
+  wire [21:0] \$483 ;
+  wire [21:0] \$484 ;
   wire \$485 ;
   wire \$486 ;
-  wire \$487 ;
-  wire \$488 ;
-  wire [21:0] \$489 ;
+  wire [21:0] \$487 ;
+  wire [21:0] \$488 ;
+  wire \$489 ;
   wire [6:0] \$49 ;
-  wire [21:0] \$490 ;
+  wire \$490 ;
   wire \$491 ;
-  wire \$492 ;
-  wire [21:0] \$493 ;
-  wire [21:0] \$494 ;
-  wire \$495 ;
-  wire \$496 ;
+  wire [8:0] \$492 ;
+  wire [8:0] \$493 ;
+  wire [135:0] \$494 ;
+  wire [5:0] \$495 ;
+  wire [6:0] \$496 ;
   wire \$497 ;
-  wire [8:0] \$498 ;
-  wire [8:0] \$499 ;
+  wire \$498 ;
+  wire [40:0] \$499 ;
   wire \$5 ;
   wire [6:0] \$50 ;
-  wire [135:0] \$500 ;
-  wire [5:0] \$501 ;
-  wire [6:0] \$502 ;
+  wire [40:0] \$500 ;
+  wire [167:0] \$501 ;
+  wire \$502 ;
   wire \$503 ;
-  wire \$504 ;
-  wire [40:0] \$505 ;
-  wire [40:0] \$506 ;
-  wire [167:0] \$507 ;
+  wire [21:0] \$504 ;
+  wire [21:0] \$505 ;
+  wire \$506 ;
+  wire \$507 ;
   wire \$508 ;
-  wire \$509 ;
+  wire [8:0] \$509 ;
   wire \$51 ;
-  wire [21:0] \$510 ;
-  wire [21:0] \$511 ;
+  wire [8:0] \$510 ;
+  wire \$511 ;
   wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
-  wire [8:0] \$515 ;
-  wire [8:0] \$516 ;
-  wire \$517 ;
+  wire [91:0] \$513 ;
+  wire [91:0] \$514 ;
+  wire [154:0] \$515 ;
+  wire [5:0] \$516 ;
+  wire [7:0] \$517 ;
   wire \$518 ;
-  wire [91:0] \$519 ;
+  wire \$519 ;
   wire [6:0] \$52 ;
-  wire [91:0] \$520 ;
-  wire [154:0] \$521 ;
-  wire [5:0] \$522 ;
-  wire [7:0] \$523 ;
-  wire \$524 ;
+  wire [125:0] \$520 ;
+  wire [125:0] \$521 ;
+  wire \$522 ;
+  wire [14:0] \$523 ;
+  wire [14:0] \$524 ;
   wire \$525 ;
-  wire [125:0] \$526 ;
-  wire [125:0] \$527 ;
+  wire [14:0] \$526 ;
+  wire [14:0] \$527 ;
   wire \$528 ;
-  wire [14:0] \$529 ;
+  wire \$529 ;
   wire [6:0] \$53 ;
-  wire [14:0] \$530 ;
+  wire \$530 ;
   wire \$531 ;
-  wire [14:0] \$532 ;
-  wire [14:0] \$533 ;
+  wire \$532 ;
+  wire \$533 ;
   wire \$534 ;
   wire \$535 ;
   wire \$536 ;
@@ -535,113 +535,122 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$574 ;
   wire \$575 ;
   wire \$576 ;
-  wire \$577 ;
+  wire [52:0] \$577 ;
   wire \$578 ;
   wire \$579 ;
   wire \$58 ;
-  wire \$580 ;
-  wire \$581 ;
-  wire \$582 ;
-  wire \$583 ;
+  wire [51:0] \$580 ;
+  wire [51:0] \$581 ;
+  wire [53:0] \$582 ;
+  wire [54:0] \$583 ;
   wire \$584 ;
-  wire \$585 ;
-  wire [53:0] \$586 ;
-  wire \$587 ;
-  wire [53:0] \$588 ;
-  wire \$589 ;
+  wire [53:0] \$585 ;
+  wire \$586 ;
+  wire [53:0] \$587 ;
+  wire \$588 ;
+  wire [53:0] \$589 ;
   wire \$59 ;
-  wire [53:0] \$590 ;
+  wire [8:0] \$590 ;
   wire [8:0] \$591 ;
   wire [8:0] \$592 ;
-  wire [8:0] \$593 ;
-  wire [53:0] \$594 ;
-  wire \$595 ;
-  wire [53:0] \$596 ;
+  wire [53:0] \$593 ;
+  wire \$594 ;
+  wire [53:0] \$595 ;
+  wire \$596 ;
   wire \$597 ;
   wire \$598 ;
-  wire \$599 ;
+  wire [13:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire [13:0] \$600 ;
   wire [13:0] \$601 ;
-  wire [13:0] \$602 ;
-  wire \$603 ;
-  wire [7:0] \$604 ;
-  wire [21:0] \$605 ;
+  wire \$602 ;
+  wire [7:0] \$603 ;
+  wire [21:0] \$604 ;
+  wire [15:0] \$605 ;
   wire [15:0] \$606 ;
-  wire [15:0] \$607 ;
-  wire [28:0] \$608 ;
+  wire [28:0] \$607 ;
+  wire [125:0] \$608 ;
   wire [125:0] \$609 ;
   wire \$61 ;
   wire [125:0] \$610 ;
   wire [125:0] \$611 ;
-  wire [125:0] \$612 ;
-  wire [5:0] \$613 ;
-  wire \$614 ;
-  wire [45:0] \$615 ;
-  wire [5:0] \$616 ;
+  wire [5:0] \$612 ;
+  wire \$613 ;
+  wire [45:0] \$614 ;
+  wire [5:0] \$615 ;
+  wire [125:0] \$616 ;
   wire [125:0] \$617 ;
-  wire [125:0] \$618 ;
-  wire [5:0] \$619 ;
+  wire [5:0] \$618 ;
+  wire \$619 ;
   wire \$62 ;
-  wire \$620 ;
-  wire [91:0] \$621 ;
-  wire [5:0] \$622 ;
+  wire [91:0] \$620 ;
+  wire [5:0] \$621 ;
+  wire \$622 ;
   wire \$623 ;
-  wire \$624 ;
+  wire [90:0] \$624 ;
   wire [90:0] \$625 ;
-  wire [90:0] \$626 ;
-  wire [5:0] \$627 ;
-  wire \$628 ;
-  wire [91:0] \$629 ;
+  wire [5:0] \$626 ;
+  wire \$627 ;
+  wire [91:0] \$628 ;
+  wire [5:0] \$629 ;
   wire \$63 ;
-  wire [5:0] \$630 ;
+  wire \$630 ;
   wire \$631 ;
-  wire \$632 ;
+  wire [90:0] \$632 ;
   wire [90:0] \$633 ;
-  wire [90:0] \$634 ;
-  wire [5:0] \$635 ;
-  wire \$636 ;
-  wire [91:0] \$637 ;
-  wire [5:0] \$638 ;
+  wire [5:0] \$634 ;
+  wire \$635 ;
+  wire [91:0] \$636 ;
+  wire [5:0] \$637 ;
+  wire \$638 ;
   wire \$639 ;
   wire \$64 ;
-  wire \$640 ;
+  wire [90:0] \$640 ;
   wire [90:0] \$641 ;
-  wire [90:0] \$642 ;
+  wire \$642 ;
   wire \$643 ;
   wire \$644 ;
   wire \$645 ;
   wire \$646 ;
   wire \$647 ;
-  reg \$648 ;
+  wire \$648 ;
   reg [7:0] \$649 ;
   wire \$65 ;
-  reg [12:0] \$650 ;
-  reg [12:0] \$651 ;
-  reg [126:0] \$652 ;
-  reg [20:0] \$653 ;
-  reg [27:0] \$654 ;
-  reg [42:0] \$655 ;
-  reg [4:0] \$656 ;
-  reg [5:0] \$657 ;
-  reg [8:0] \$658 ;
-  reg \$659 ;
+  reg [7:0] \$650 ;
+  reg \$651 ;
+  reg [2:0] \$652 ;
+  reg \$653 ;
+  reg \$654 ;
+  reg \$655 ;
+  reg \$656 ;
+  reg [53:0] \$657 ;
+  reg [7:0] \$658 ;
+  reg [12:0] \$659 ;
   wire \$66 ;
-  reg [4:0] \$660 ;
-  reg [90:0] \$661 ;
-  reg [39:0] \$662 ;
-  reg [124:0] \$663 ;
-  reg [44:0] \$664 ;
-  reg [44:0] \$665 ;
-  reg [90:0] \$666 ;
-  reg [75:0] \$667 ;
-  reg [51:0] \$668 ;
-  reg [51:0] \$669 ;
+  reg [12:0] \$660 ;
+  reg [126:0] \$661 ;
+  reg [20:0] \$662 ;
+  reg [27:0] \$663 ;
+  reg [42:0] \$664 ;
+  reg [4:0] \$665 ;
+  reg [5:0] \$666 ;
+  reg [8:0] \$667 ;
+  reg \$668 ;
+  reg [4:0] \$669 ;
   wire \$67 ;
-  reg [51:0] \$670 ;
-  wire [1:0] \$671 ;
+  reg [90:0] \$670 ;
+  reg [39:0] \$671 ;
+  reg [124:0] \$672 ;
+  reg [44:0] \$673 ;
+  reg [44:0] \$674 ;
+  reg [90:0] \$675 ;
+  reg [75:0] \$676 ;
+  reg [51:0] \$677 ;
+  reg [51:0] \$678 ;
+  reg [51:0] \$679 ;
   wire [6:0] \$68 ;
+  wire [1:0] \$680 ;
   wire [6:0] \$69 ;
   wire \$7 ;
   wire [6:0] \$70 ;
@@ -678,8 +687,12 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire \$99 ;
   (* init = 9'h000 *)
   wire [8:0] \$signal ;
+  reg [2:0] \$signal$66  = 3'h0;
+  wire [2:0] \$signal$66[0] ;
+  reg \$signal$69  = 1'h0;
   reg [90:0] a;
-  wire [53:0] acc0;
+  reg [53:0] acc0 = 54'h00000000000000;
+  wire adv;
   reg [4:0] align = 5'h00;
   reg [27:0] b;
   reg beat;
@@ -713,7 +726,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$71 ;
+  wire \done$79 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -734,7 +747,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire mask;
   wire \mask$22 ;
   reg neg;
-  reg \neg$53 ;
+  reg \neg$48 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -751,7 +764,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg p1;
   reg p2;
   reg [8:0] q = 9'h000;
-  wire [124:0] \q$70 ;
+  wire [124:0] \q$78 ;
   reg [39:0] qg = 40'h0000000000;
   wire refused;
   reg [57:0] rem_init;
@@ -760,6 +773,13 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   reg rz = 1'h0;
   (* init = 1'h0 *)
   wire \rz$20 ;
+  reg [7:0] s0_g = 8'h00;
+  wire [7:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [7:0] s0_x = 8'h00;
+  wire [7:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [90:0] scratch = 91'h00000000000000000000000;
   wire [2:0] sel;
@@ -771,7 +791,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$49 ;
+  reg \start$44 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -783,368 +803,395 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   output stats__valid;
   reg stats__valid;
   reg [6:0] steps;
-  reg [4:0] \steps$54 ;
+  reg [4:0] \steps$49 ;
   reg take;
   reg [124:0] tq = 125'h00000000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$326  = \$322  | \$325 ;
-  assign \$327  = chan__payload[90] | chan__payload[91];
-  assign \$328  = \$326  | \$327 ;
-  assign \$329  = chan__payload[90] | chan__payload[91];
-  assign \$330  = chan__payload[91] ? 6'h39 : 6'h38;
-  assign \$331  = chan__payload[86] | chan__payload[87];
-  assign \$332  = chan__payload[88] | chan__payload[89];
-  assign \$333  = \$331  | \$332 ;
-  assign \$334  = chan__payload[88] | chan__payload[89];
-  assign \$335  = chan__payload[89] ? 6'h37 : 6'h36;
-  assign \$336  = chan__payload[87] ? 6'h35 : 6'h34;
-  assign \$337  = \$334  ? \$335  : \$336 ;
-  assign \$338  = chan__payload[84] | chan__payload[85];
-  assign \$339  = chan__payload[85] ? 6'h33 : 6'h32;
-  assign \$340  = chan__payload[83] ? 6'h31 : 6'h30;
-  assign \$341  = \$338  ? \$339  : \$340 ;
-  assign \$342  = \$333  ? \$337  : \$341 ;
-  assign \$343  = \$329  ? \$330  : \$342 ;
-  assign \$344  = chan__payload[74] | chan__payload[75];
-  assign \$345  = chan__payload[76] | chan__payload[77];
-  assign \$346  = \$344  | \$345 ;
-  assign \$347  = chan__payload[78] | chan__payload[79];
+  assign \$316  = \$314  | \$315 ;
+  assign \$317  = chan__payload[86] | chan__payload[87];
+  assign \$318  = chan__payload[88] | chan__payload[89];
+  assign \$319  = \$317  | \$318 ;
+  assign \$320  = \$316  | \$319 ;
+  assign \$321  = chan__payload[90] | chan__payload[91];
+  assign \$322  = \$320  | \$321 ;
+  assign \$323  = chan__payload[90] | chan__payload[91];
+  assign \$324  = chan__payload[91] ? 6'h39 : 6'h38;
+  assign \$325  = chan__payload[86] | chan__payload[87];
+  assign \$326  = chan__payload[88] | chan__payload[89];
+  assign \$327  = \$325  | \$326 ;
+  assign \$328  = chan__payload[88] | chan__payload[89];
+  assign \$329  = chan__payload[89] ? 6'h37 : 6'h36;
+  assign \$330  = chan__payload[87] ? 6'h35 : 6'h34;
+  assign \$331  = \$328  ? \$329  : \$330 ;
+  assign \$332  = chan__payload[84] | chan__payload[85];
+  assign \$333  = chan__payload[85] ? 6'h33 : 6'h32;
+  assign \$334  = chan__payload[83] ? 6'h31 : 6'h30;
+  assign \$335  = \$332  ? \$333  : \$334 ;
+  assign \$336  = \$327  ? \$331  : \$335 ;
+  assign \$337  = \$323  ? \$324  : \$336 ;
+  assign \$338  = chan__payload[74] | chan__payload[75];
+  assign \$339  = chan__payload[76] | chan__payload[77];
+  assign \$340  = \$338  | \$339 ;
+  assign \$341  = chan__payload[78] | chan__payload[79];
+  assign \$342  = chan__payload[80] | chan__payload[81];
+  assign \$343  = \$341  | \$342 ;
+  assign \$344  = \$340  | \$343 ;
+  assign \$345  = chan__payload[78] | chan__payload[79];
+  assign \$346  = chan__payload[80] | chan__payload[81];
+  assign \$347  = \$345  | \$346 ;
   assign \$348  = chan__payload[80] | chan__payload[81];
-  assign \$349  = \$347  | \$348 ;
-  assign \$350  = \$346  | \$349 ;
-  assign \$351  = chan__payload[78] | chan__payload[79];
-  assign \$352  = chan__payload[80] | chan__payload[81];
-  assign \$353  = \$351  | \$352 ;
-  assign \$354  = chan__payload[80] | chan__payload[81];
-  assign \$355  = chan__payload[81] ? 6'h2f : 6'h2e;
-  assign \$356  = chan__payload[79] ? 6'h2d : 6'h2c;
-  assign \$357  = \$354  ? \$355  : \$356 ;
-  assign \$358  = chan__payload[76] | chan__payload[77];
-  assign \$359  = chan__payload[77] ? 6'h2b : 6'h2a;
-  assign \$360  = chan__payload[75] ? 6'h29 : 6'h28;
-  assign \$361  = \$358  ? \$359  : \$360 ;
-  assign \$362  = \$353  ? \$357  : \$361 ;
-  assign \$363  = chan__payload[70] | chan__payload[71];
-  assign \$364  = chan__payload[72] | chan__payload[73];
-  assign \$365  = \$363  | \$364 ;
-  assign \$366  = chan__payload[72] | chan__payload[73];
-  assign \$367  = chan__payload[73] ? 6'h27 : 6'h26;
-  assign \$368  = chan__payload[71] ? 6'h25 : 6'h24;
-  assign \$369  = \$366  ? \$367  : \$368 ;
-  assign \$370  = chan__payload[68] | chan__payload[69];
-  assign \$371  = chan__payload[69] ? 6'h23 : 6'h22;
-  assign \$372  = chan__payload[67] ? 6'h21 : 6'h20;
-  assign \$373  = \$370  ? \$371  : \$372 ;
-  assign \$374  = \$365  ? \$369  : \$373 ;
-  assign \$375  = \$350  ? \$362  : \$374 ;
-  assign \$376  = \$328  ? \$343  : \$375 ;
-  assign \$377  = chan__payload[50] | chan__payload[51];
-  assign \$378  = chan__payload[52] | chan__payload[53];
-  assign \$379  = \$377  | \$378 ;
-  assign \$380  = chan__payload[54] | chan__payload[55];
-  assign \$381  = chan__payload[56] | chan__payload[57];
-  assign \$382  = \$380  | \$381 ;
-  assign \$383  = \$379  | \$382 ;
-  assign \$384  = chan__payload[58] | chan__payload[59];
-  assign \$385  = chan__payload[60] | chan__payload[61];
-  assign \$386  = \$384  | \$385 ;
-  assign \$387  = chan__payload[62] | chan__payload[63];
-  assign \$388  = chan__payload[64] | chan__payload[65];
-  assign \$389  = \$387  | \$388 ;
-  assign \$390  = \$386  | \$389 ;
-  assign \$391  = \$383  | \$390 ;
-  assign \$392  = chan__payload[58] | chan__payload[59];
-  assign \$393  = chan__payload[60] | chan__payload[61];
-  assign \$394  = \$392  | \$393 ;
-  assign \$395  = chan__payload[62] | chan__payload[63];
+  assign \$349  = chan__payload[81] ? 6'h2f : 6'h2e;
+  assign \$350  = chan__payload[79] ? 6'h2d : 6'h2c;
+  assign \$351  = \$348  ? \$349  : \$350 ;
+  assign \$352  = chan__payload[76] | chan__payload[77];
+  assign \$353  = chan__payload[77] ? 6'h2b : 6'h2a;
+  assign \$354  = chan__payload[75] ? 6'h29 : 6'h28;
+  assign \$355  = \$352  ? \$353  : \$354 ;
+  assign \$356  = \$347  ? \$351  : \$355 ;
+  assign \$357  = chan__payload[70] | chan__payload[71];
+  assign \$358  = chan__payload[72] | chan__payload[73];
+  assign \$359  = \$357  | \$358 ;
+  assign \$360  = chan__payload[72] | chan__payload[73];
+  assign \$361  = chan__payload[73] ? 6'h27 : 6'h26;
+  assign \$362  = chan__payload[71] ? 6'h25 : 6'h24;
+  assign \$363  = \$360  ? \$361  : \$362 ;
+  assign \$364  = chan__payload[68] | chan__payload[69];
+  assign \$365  = chan__payload[69] ? 6'h23 : 6'h22;
+  assign \$366  = chan__payload[67] ? 6'h21 : 6'h20;
+  assign \$367  = \$364  ? \$365  : \$366 ;
+  assign \$368  = \$359  ? \$363  : \$367 ;
+  assign \$369  = \$344  ? \$356  : \$368 ;
+  assign \$370  = \$322  ? \$337  : \$369 ;
+  assign \$371  = chan__payload[50] | chan__payload[51];
+  assign \$372  = chan__payload[52] | chan__payload[53];
+  assign \$373  = \$371  | \$372 ;
+  assign \$374  = chan__payload[54] | chan__payload[55];
+  assign \$375  = chan__payload[56] | chan__payload[57];
+  assign \$376  = \$374  | \$375 ;
+  assign \$377  = \$373  | \$376 ;
+  assign \$378  = chan__payload[58] | chan__payload[59];
+  assign \$379  = chan__payload[60] | chan__payload[61];
+  assign \$380  = \$378  | \$379 ;
+  assign \$381  = chan__payload[62] | chan__payload[63];
+  assign \$382  = chan__payload[64] | chan__payload[65];
+  assign \$383  = \$381  | \$382 ;
+  assign \$384  = \$380  | \$383 ;
+  assign \$385  = \$377  | \$384 ;
+  assign \$386  = chan__payload[58] | chan__payload[59];
+  assign \$387  = chan__payload[60] | chan__payload[61];
+  assign \$388  = \$386  | \$387 ;
+  assign \$389  = chan__payload[62] | chan__payload[63];
+  assign \$390  = chan__payload[64] | chan__payload[65];
+  assign \$391  = \$389  | \$390 ;
+  assign \$392  = \$388  | \$391 ;
+  assign \$393  = chan__payload[62] | chan__payload[63];
+  assign \$394  = chan__payload[64] | chan__payload[65];
+  assign \$395  = \$393  | \$394 ;
   assign \$396  = chan__payload[64] | chan__payload[65];
-  assign \$397  = \$395  | \$396 ;
-  assign \$398  = \$394  | \$397 ;
-  assign \$399  = chan__payload[62] | chan__payload[63];
-  assign \$400  = chan__payload[64] | chan__payload[65];
-  assign \$401  = \$399  | \$400 ;
-  assign \$402  = chan__payload[64] | chan__payload[65];
-  assign \$403  = chan__payload[65] ? 6'h1f : 6'h1e;
-  assign \$404  = chan__payload[63] ? 6'h1d : 6'h1c;
-  assign \$405  = \$402  ? \$403  : \$404 ;
-  assign \$406  = chan__payload[60] | chan__payload[61];
-  assign \$407  = chan__payload[61] ? 6'h1b : 6'h1a;
-  assign \$408  = chan__payload[59] ? 6'h19 : 6'h18;
-  assign \$409  = \$406  ? \$407  : \$408 ;
-  assign \$410  = \$401  ? \$405  : \$409 ;
-  assign \$411  = chan__payload[54] | chan__payload[55];
-  assign \$412  = chan__payload[56] | chan__payload[57];
-  assign \$413  = \$411  | \$412 ;
-  assign \$414  = chan__payload[56] | chan__payload[57];
-  assign \$415  = chan__payload[57] ? 6'h17 : 6'h16;
-  assign \$416  = chan__payload[55] ? 6'h15 : 6'h14;
-  assign \$417  = \$414  ? \$415  : \$416 ;
-  assign \$418  = chan__payload[52] | chan__payload[53];
-  assign \$419  = chan__payload[53] ? 6'h13 : 6'h12;
-  assign \$420  = chan__payload[51] ? 6'h11 : 6'h10;
-  assign \$421  = \$418  ? \$419  : \$420 ;
-  assign \$422  = \$413  ? \$417  : \$421 ;
-  assign \$423  = \$398  ? \$410  : \$422 ;
-  assign \$424  = chan__payload[42] | chan__payload[43];
-  assign \$425  = chan__payload[44] | chan__payload[45];
-  assign \$426  = \$424  | \$425 ;
-  assign \$427  = chan__payload[46] | chan__payload[47];
+  assign \$397  = chan__payload[65] ? 6'h1f : 6'h1e;
+  assign \$398  = chan__payload[63] ? 6'h1d : 6'h1c;
+  assign \$399  = \$396  ? \$397  : \$398 ;
+  assign \$400  = chan__payload[60] | chan__payload[61];
+  assign \$401  = chan__payload[61] ? 6'h1b : 6'h1a;
+  assign \$402  = chan__payload[59] ? 6'h19 : 6'h18;
+  assign \$403  = \$400  ? \$401  : \$402 ;
+  assign \$404  = \$395  ? \$399  : \$403 ;
+  assign \$405  = chan__payload[54] | chan__payload[55];
+  assign \$406  = chan__payload[56] | chan__payload[57];
+  assign \$407  = \$405  | \$406 ;
+  assign \$408  = chan__payload[56] | chan__payload[57];
+  assign \$409  = chan__payload[57] ? 6'h17 : 6'h16;
+  assign \$410  = chan__payload[55] ? 6'h15 : 6'h14;
+  assign \$411  = \$408  ? \$409  : \$410 ;
+  assign \$412  = chan__payload[52] | chan__payload[53];
+  assign \$413  = chan__payload[53] ? 6'h13 : 6'h12;
+  assign \$414  = chan__payload[51] ? 6'h11 : 6'h10;
+  assign \$415  = \$412  ? \$413  : \$414 ;
+  assign \$416  = \$407  ? \$411  : \$415 ;
+  assign \$417  = \$392  ? \$404  : \$416 ;
+  assign \$418  = chan__payload[42] | chan__payload[43];
+  assign \$419  = chan__payload[44] | chan__payload[45];
+  assign \$420  = \$418  | \$419 ;
+  assign \$421  = chan__payload[46] | chan__payload[47];
+  assign \$422  = chan__payload[48] | chan__payload[49];
+  assign \$423  = \$421  | \$422 ;
+  assign \$424  = \$420  | \$423 ;
+  assign \$425  = chan__payload[46] | chan__payload[47];
+  assign \$426  = chan__payload[48] | chan__payload[49];
+  assign \$427  = \$425  | \$426 ;
   assign \$428  = chan__payload[48] | chan__payload[49];
-  assign \$429  = \$427  | \$428 ;
-  assign \$430  = \$426  | \$429 ;
-  assign \$431  = chan__payload[46] | chan__payload[47];
-  assign \$432  = chan__payload[48] | chan__payload[49];
-  assign \$433  = \$431  | \$432 ;
-  assign \$434  = chan__payload[48] | chan__payload[49];
-  assign \$435  = chan__payload[49] ? 6'h0f : 6'h0e;
-  assign \$436  = chan__payload[47] ? 6'h0d : 6'h0c;
-  assign \$437  = \$434  ? \$435  : \$436 ;
-  assign \$438  = chan__payload[44] | chan__payload[45];
-  assign \$439  = chan__payload[45] ? 6'h0b : 6'h0a;
-  assign \$440  = chan__payload[43] ? 6'h09 : 6'h08;
-  assign \$441  = \$438  ? \$439  : \$440 ;
-  assign \$442  = \$433  ? \$437  : \$441 ;
-  assign \$443  = chan__payload[38] | chan__payload[39];
-  assign \$444  = chan__payload[40] | chan__payload[41];
-  assign \$445  = \$443  | \$444 ;
-  assign \$446  = chan__payload[40] | chan__payload[41];
-  assign \$447  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$448  = chan__payload[39] ? 6'h05 : 6'h04;
-  assign \$449  = \$446  ? \$447  : \$448 ;
-  assign \$450  = chan__payload[36] | chan__payload[37];
-  assign \$451  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$452  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$453  = \$450  ? \$451  : \$452 ;
-  assign \$454  = \$445  ? \$449  : \$453 ;
-  assign \$455  = \$430  ? \$442  : \$454 ;
-  assign \$456  = \$391  ? \$423  : \$455 ;
-  assign den_lead = \$319  ? \$376  : \$456 ;
-  assign \$457  = chan__payload[8] | chan__payload[9];
-  assign \$458  = chan__payload[10] | chan__payload[11];
-  assign \$459  = \$457  | \$458 ;
-  assign \$460  = \$459  | chan__payload[12];
-  assign \$461  = chan__payload[10] | chan__payload[11];
-  assign \$462  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$463  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$464  = \$461  ? \$462  : \$463 ;
-  assign \$465  = chan__payload[12] ? 4'hc : \$464 ;
-  assign \$466  = chan__payload[4] | chan__payload[5];
-  assign \$467  = chan__payload[6] | chan__payload[7];
-  assign \$468  = \$466  | \$467 ;
-  assign \$469  = chan__payload[6] | chan__payload[7];
-  assign \$470  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$471  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$472  = \$469  ? \$470  : \$471 ;
-  assign \$473  = chan__payload[2] | chan__payload[3];
-  assign \$474  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$475  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$476  = \$473  ? \$474  : \$475 ;
-  assign \$477  = \$468  ? \$472  : \$476 ;
-  assign count_lead = \$460  ? \$465  : \$477 ;
-  assign \$478  = ! chan__payload[12:0];
-  assign \$479  = chan__payload[12:0] > 13'h1000;
-  assign \$480  = \$478  | \$479 ;
-  assign \$481  = ! chan__payload[91:34];
-  assign \$482  = count_lead + 4'hc;
-  assign \$483  = \$482  > 1'h0;
-  assign \$484  = count_lead + 4'hc;
-  assign \$485  = den_lead < \$484 ;
-  assign \$486  = \$483  & \$485 ;
-  assign \$487  = \$481  | \$486 ;
-  assign refused = | { \$487 , \$480  };
-  assign \$488  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$489  = - $signed(chan[33:13]);
-  assign \$490  = \$488  ? \$489  : { chan[33], chan[33:13] };
-  assign \$491  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$492  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$493  = - $signed(chan[33:13]);
-  assign \$494  = \$492  ? \$493  : { chan[33], chan[33:13] };
-  assign \$495  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$496  = ~ \$495 ;
+  assign \$429  = chan__payload[49] ? 6'h0f : 6'h0e;
+  assign \$430  = chan__payload[47] ? 6'h0d : 6'h0c;
+  assign \$431  = \$428  ? \$429  : \$430 ;
+  assign \$432  = chan__payload[44] | chan__payload[45];
+  assign \$433  = chan__payload[45] ? 6'h0b : 6'h0a;
+  assign \$434  = chan__payload[43] ? 6'h09 : 6'h08;
+  assign \$435  = \$432  ? \$433  : \$434 ;
+  assign \$436  = \$427  ? \$431  : \$435 ;
+  assign \$437  = chan__payload[38] | chan__payload[39];
+  assign \$438  = chan__payload[40] | chan__payload[41];
+  assign \$439  = \$437  | \$438 ;
+  assign \$440  = chan__payload[40] | chan__payload[41];
+  assign \$441  = chan__payload[41] ? 6'h07 : 6'h06;
+  assign \$442  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$443  = \$440  ? \$441  : \$442 ;
+  assign \$444  = chan__payload[36] | chan__payload[37];
+  assign \$445  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$446  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$447  = \$444  ? \$445  : \$446 ;
+  assign \$448  = \$439  ? \$443  : \$447 ;
+  assign \$449  = \$424  ? \$436  : \$448 ;
+  assign \$450  = \$385  ? \$417  : \$449 ;
+  assign den_lead = \$313  ? \$370  : \$450 ;
+  assign \$451  = chan__payload[8] | chan__payload[9];
+  assign \$452  = chan__payload[10] | chan__payload[11];
+  assign \$453  = \$451  | \$452 ;
+  assign \$454  = \$453  | chan__payload[12];
+  assign \$455  = chan__payload[10] | chan__payload[11];
+  assign \$456  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$457  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$458  = \$455  ? \$456  : \$457 ;
+  assign \$459  = chan__payload[12] ? 4'hc : \$458 ;
+  assign \$460  = chan__payload[4] | chan__payload[5];
+  assign \$461  = chan__payload[6] | chan__payload[7];
+  assign \$462  = \$460  | \$461 ;
+  assign \$463  = chan__payload[6] | chan__payload[7];
+  assign \$464  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$465  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$466  = \$463  ? \$464  : \$465 ;
+  assign \$467  = chan__payload[2] | chan__payload[3];
+  assign \$468  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$469  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$470  = \$467  ? \$468  : \$469 ;
+  assign \$471  = \$462  ? \$466  : \$470 ;
+  assign count_lead = \$454  ? \$459  : \$471 ;
+  assign \$472  = ! chan__payload[12:0];
+  assign \$473  = chan__payload[12:0] > 13'h1000;
+  assign \$474  = \$472  | \$473 ;
+  assign \$475  = ! chan__payload[91:34];
+  assign \$476  = count_lead + 4'hc;
+  assign \$477  = \$476  > 1'h0;
+  assign \$478  = count_lead + 4'hc;
+  assign \$479  = den_lead < \$478 ;
+  assign \$480  = \$477  & \$479 ;
+  assign \$481  = \$475  | \$480 ;
+  assign refused = | { \$481 , \$474  };
+  assign \$482  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$483  = - $signed(chan[33:13]);
+  assign \$484  = \$482  ? \$483  : { chan[33], chan[33:13] };
+  assign \$485  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$486  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$487  = - $signed(chan[33:13]);
+  assign \$488  = \$486  ? \$487  : { chan[33], chan[33:13] };
+  assign \$489  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$490  = ~ \$489 ;
+  assign \$491  = $signed(chan[126:119]) < $signed(1'h0);
+  assign \$492  = - $signed(chan[126:119]);
+  assign \$493  = \$491  ? \$492  : { chan[126], chan[126:119] };
+  assign \$495  = 5'h18 + sh;
+  assign \$496  = 4'h8 + \$495 ;
   assign \$497  = $signed(chan[126:119]) < $signed(1'h0);
-  assign \$498  = - $signed(chan[126:119]);
-  assign \$499  = \$497  ? \$498  : { chan[126], chan[126:119] };
-  assign \$501  = 5'h18 + sh;
-  assign \$502  = 4'h8 + \$501 ;
-  assign \$503  = $signed(chan[126:119]) < $signed(1'h0);
-  assign \$504  = $signed(qg) < $signed(1'h0);
-  assign \$505  = - $signed(qg);
-  assign \$506  = \$504  ? \$505  : { qg[39], qg };
-  assign \$508  = $signed(qg) < $signed(1'h0);
-  assign \$509  = $signed(sg) < $signed(1'h0);
-  assign \$510  = - $signed(sg);
-  assign \$511  = \$509  ? \$510  : { sg[20], sg };
-  assign \$512  = $signed(sg) < $signed(1'h0);
-  assign \$513  = ~ \$512 ;
-  assign \$514  = $signed(chan[126:119]) < $signed(1'h0);
-  assign \$515  = - $signed(chan[126:119]);
-  assign \$516  = \$514  ? \$515  : { chan[126], chan[126:119] };
-  assign \$517  = $signed(chan[126:119]) < $signed(1'h0);
+  assign \$498  = $signed(qg) < $signed(1'h0);
+  assign \$499  = - $signed(qg);
+  assign \$500  = \$498  ? \$499  : { qg[39], qg };
+  assign \$502  = $signed(qg) < $signed(1'h0);
+  assign \$503  = $signed(sg) < $signed(1'h0);
+  assign \$504  = - $signed(sg);
+  assign \$505  = \$503  ? \$504  : { sg[20], sg };
+  assign \$506  = $signed(sg) < $signed(1'h0);
+  assign \$507  = ~ \$506 ;
+  assign \$508  = $signed(chan[126:119]) < $signed(1'h0);
+  assign \$509  = - $signed(chan[126:119]);
+  assign \$510  = \$508  ? \$509  : { chan[126], chan[126:119] };
+  assign \$511  = $signed(chan[126:119]) < $signed(1'h0);
+  assign \$512  = $signed(scratch) < $signed(1'h0);
+  assign \$513  = - $signed(scratch);
+  assign \$514  = \$512  ? \$513  : { scratch[90], scratch };
+  assign \$516  = 5'h18 + sh;
+  assign \$517  = 7'h4a + \$516 ;
   assign \$518  = $signed(scratch) < $signed(1'h0);
-  assign \$519  = - $signed(scratch);
-  assign \$520  = \$518  ? \$519  : { scratch[90], scratch };
-  assign \$522  = 5'h18 + sh;
-  assign \$523  = 7'h4a + \$522 ;
-  assign \$524  = $signed(scratch) < $signed(1'h0);
-  assign \$525  = $signed(tq) < $signed(1'h0);
-  assign \$526  = - $signed(tq);
-  assign \$527  = \$525  ? \$526  : { tq[124], tq };
-  assign \$528  = $signed(tq) < $signed(1'h0);
-  assign \$529  = $signed({ 1'h0, chan[12:0] }) - $signed(tsum);
-  assign \$530  = $signed({ 1'h0, chan[12:0] }) + $signed(tsum);
-  assign \$531  = $signed(tsum) < $signed(1'h0);
-  assign \$532  = - $signed(tsum);
-  assign \$533  = \$531  ? \$532  : { tsum[13], tsum };
-  assign \$534  = $signed(tsum) < $signed(1'h0);
-  assign \$535  = | left;
-  assign \$536  = ~ o__valid;
-  assign \$537  = \$536  | o__ready;
-  assign \$538  = \$535  & \$537 ;
-  assign \$539  = i__valid & i__ready;
-  assign \$540  = ! fsm_state;
-  assign \$541  = fsm_state == 1'h1;
-  assign \$542  = fsm_state == 2'h2;
-  assign \$543  = fsm_state == 2'h3;
-  assign \$544  = fsm_state == 3'h4;
-  assign \$545  = fsm_state == 3'h5;
-  assign \$546  = fsm_state == 3'h6;
-  assign \$547  = fsm_state == 3'h7;
-  assign \$548  = fsm_state == 4'h8;
-  assign \$549  = fsm_state == 4'h9;
-  assign \$550  = fsm_state == 4'ha;
-  assign \$551  = fsm_state == 4'hb;
-  assign \$552  = fsm_state == 4'hc;
-  assign \$553  = fsm_state == 4'hd;
-  assign \$554  = fsm_state == 4'he;
-  assign \$555  = fsm_state == 4'hf;
-  assign \$556  = fsm_state == 5'h10;
-  assign \$557  = fsm_state == 5'h11;
-  assign \$558  = fsm_state == 5'h12;
-  assign \$559  = fsm_state == 5'h13;
-  assign \$560  = fsm_state == 5'h14;
-  assign \$561  = fsm_state == 5'h15;
-  assign \$562  = fsm_state == 5'h16;
-  assign \$563  = fsm_state == 5'h17;
-  assign \$564  = fsm_state == 5'h18;
-  assign \$565  = fsm_state == 5'h19;
-  assign \$566  = fsm_state == 5'h1a;
-  assign \$567  = fsm_state == 5'h1b;
-  assign \$568  = fsm_state == 5'h1c;
-  assign \$569  = fsm_state == 5'h1d;
-  assign \$570  = fsm_state == 5'h1e;
-  assign \$571  = fsm_state == 5'h1f;
-  assign \$572  = fsm_state == 6'h20;
-  assign \$573  = fsm_state == 6'h21;
-  assign \$574  = fsm_state == 6'h22;
-  assign \$575  = fsm_state == 6'h23;
-  assign \$576  = fsm_state == 6'h24;
-  assign \$577  = fsm_state == 6'h25;
-  assign \$578  = fsm_state == 6'h26;
-  assign \$579  = fsm_state == 6'h27;
-  assign \$580  = fsm_state == 6'h28;
-  assign \$581  = fsm_state == 6'h29;
-  assign \$582  = fsm_state == 6'h2a;
-  assign \$583  = fsm_state == 6'h2b;
-  assign \$584  = fsm_state == 6'h2c;
-  assign \$585  = ~ mask;
-  assign \$587  = $signed(\$586 ) > $signed(8'h7f);
-  assign \$589  = $signed(\$588 ) < $signed(8'h80);
-  assign \$591  = \$589  ? 9'h180 : { 1'h0, \$590 [7:0] };
-  assign \$592  = \$587  ? 9'h07f : \$591 ;
-  assign \$593  = mask ? \$592  : 9'h000;
-  assign \$595  = $signed(\$594 ) > $signed(8'h7f);
-  assign \$597  = $signed(\$596 ) < $signed(8'h80);
-  assign \$598  = \$595  | \$597 ;
-  assign \$599  = mask & \$598 ;
-  assign \$600  = sat + \$599 ;
-  assign \$601  = left - 1'h1;
-  assign \$602  = last ? 14'h0000 : \$601 ;
-  assign \$603  = ! p;
-  assign \$604  = mask ? i__payload[15:8] : 8'h00;
-  assign \$605  = $signed(sg) + $signed(\$604 );
-  assign \$606  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$607  = mask ? \$606  : 16'h0000;
-  assign \$608  = $signed(sgx) + $signed(\$607 );
-  assign \$609  = $signed(tq) + $signed(2'h1);
-  assign \$611  = $signed(tq) + $signed(2'h1);
-  assign \$613  = align + sh;
-  assign \$614  = \$613  == 5'h19;
-  assign \$616  = align + 1'h1;
-  assign \$617  = $signed(tq) + $signed(2'h1);
-  assign \$619  = align + sh;
-  assign \$620  = \$619  == 5'h19;
-  assign \$622  = align + 1'h1;
-  assign \$623  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$624  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$625  = \$624  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$626  = \$623  ? 91'h00000000007ff8111ff0000 : \$625 ;
-  assign \$627  = align + sh;
-  assign \$628  = \$627  == 5'h19;
-  assign \$630  = align + 1'h1;
-  assign \$631  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$632  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$633  = \$632  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$634  = \$631  ? 91'h00000000007ff8111ff0000 : \$633 ;
-  assign \$635  = align + sh;
-  assign \$636  = \$635  == 5'h19;
-  assign \$638  = align + 1'h1;
-  assign \$639  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$640  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$641  = \$640  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$642  = \$639  ? 91'h00000000007ff8111ff0000 : \$641 ;
-  assign \$643  = | left;
-  assign \$644  = ~ \$643 ;
-  assign \$645  = ~ o__valid;
-  assign \$646  = \$645  | o__ready;
-  assign \$647  = \$644  & \$646 ;
+  assign \$519  = $signed(tq) < $signed(1'h0);
+  assign \$520  = - $signed(tq);
+  assign \$521  = \$519  ? \$520  : { tq[124], tq };
+  assign \$522  = $signed(tq) < $signed(1'h0);
+  assign \$523  = $signed({ 1'h0, chan[12:0] }) - $signed(tsum);
+  assign \$524  = $signed({ 1'h0, chan[12:0] }) + $signed(tsum);
+  assign \$525  = $signed(tsum) < $signed(1'h0);
+  assign \$526  = - $signed(tsum);
+  assign \$527  = \$525  ? \$526  : { tsum[13], tsum };
+  assign \$528  = $signed(tsum) < $signed(1'h0);
+  assign \$529  = | left;
+  assign \$530  = \$529  & adv;
+  assign \$531  = i__valid & i__ready;
+  assign \$532  = ! fsm_state;
+  assign \$533  = fsm_state == 1'h1;
+  assign \$534  = fsm_state == 2'h2;
+  assign \$535  = fsm_state == 2'h3;
+  assign \$536  = fsm_state == 3'h4;
+  assign \$537  = fsm_state == 3'h5;
+  assign \$538  = fsm_state == 3'h6;
+  assign \$539  = fsm_state == 3'h7;
+  assign \$540  = fsm_state == 4'h8;
+  assign \$541  = fsm_state == 4'h9;
+  assign \$542  = fsm_state == 4'ha;
+  assign \$543  = fsm_state == 4'hb;
+  assign \$544  = fsm_state == 4'hc;
+  assign \$545  = fsm_state == 4'hd;
+  assign \$546  = fsm_state == 4'he;
+  assign \$547  = fsm_state == 4'hf;
+  assign \$548  = fsm_state == 5'h10;
+  assign \$549  = fsm_state == 5'h11;
+  assign \$550  = fsm_state == 5'h12;
+  assign \$551  = fsm_state == 5'h13;
+  assign \$552  = fsm_state == 5'h14;
+  assign \$553  = fsm_state == 5'h15;
+  assign \$554  = fsm_state == 5'h16;
+  assign \$555  = fsm_state == 5'h17;
+  assign \$556  = fsm_state == 5'h18;
+  assign \$557  = fsm_state == 5'h19;
+  assign \$558  = fsm_state == 5'h1a;
+  assign \$559  = fsm_state == 5'h1b;
+  assign \$560  = fsm_state == 5'h1c;
+  assign \$561  = fsm_state == 5'h1d;
+  assign \$562  = fsm_state == 5'h1e;
+  assign \$563  = fsm_state == 5'h1f;
+  assign \$564  = fsm_state == 6'h20;
+  assign \$565  = fsm_state == 6'h21;
+  assign \$566  = fsm_state == 6'h22;
+  assign \$567  = fsm_state == 6'h23;
+  assign \$568  = fsm_state == 6'h24;
+  assign \$569  = fsm_state == 6'h25;
+  assign \$570  = fsm_state == 6'h26;
+  assign \$571  = fsm_state == 6'h27;
+  assign \$572  = fsm_state == 6'h28;
+  assign \$573  = fsm_state == 6'h29;
+  assign \$574  = fsm_state == 6'h2a;
+  assign \$575  = fsm_state == 6'h2b;
+  assign \$576  = fsm_state == 6'h2c;
+  assign \$577  = $signed(s0_g) * $signed(lane_a);
+  assign \$578  = \$signal$66  == 2'h2;
+  assign \$579  = ! \$signal$66 ;
+  assign \$580  = \$579  ? const0 : const1;
+  assign \$581  = \$578  ? const2 : \$580 ;
+  assign \$582  = $signed(\$577 ) + $signed(\$581 );
+  assign \$583  = $signed(\$582 ) + $signed(26'h1000000);
+  assign \$584  = ~ s1_mask;
+  assign \$586  = $signed(\$585 ) > $signed(8'h7f);
+  assign \$588  = $signed(\$587 ) < $signed(8'h80);
+  assign \$590  = \$588  ? 9'h180 : { 1'h0, \$589 [7:0] };
+  assign \$591  = \$586  ? 9'h07f : \$590 ;
+  assign \$592  = s1_mask ? \$591  : 9'h000;
+  assign \$594  = $signed(\$593 ) > $signed(8'h7f);
+  assign \$596  = $signed(\$595 ) < $signed(8'h80);
+  assign \$597  = \$594  | \$596 ;
+  assign \$598  = s1_mask & \$597 ;
+  assign \$599  = sat + \$598 ;
+  assign \$600  = left - 1'h1;
+  assign \$601  = last ? 14'h0000 : \$600 ;
+  assign \$602  = ! p;
+  assign \$603  = mask ? i__payload[15:8] : 8'h00;
+  assign \$604  = $signed(sg) + $signed(\$603 );
+  assign \$605  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$606  = mask ? \$605  : 16'h0000;
+  assign \$607  = $signed(sgx) + $signed(\$606 );
+  assign \$608  = $signed(tq) + $signed(2'h1);
+  assign \$610  = $signed(tq) + $signed(2'h1);
+  assign \$612  = align + sh;
+  assign \$613  = \$612  == 5'h19;
+  assign \$615  = align + 1'h1;
+  assign \$616  = $signed(tq) + $signed(2'h1);
+  assign \$618  = align + sh;
+  assign \$619  = \$618  == 5'h19;
+  assign \$621  = align + 1'h1;
+  assign \$622  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$623  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$624  = \$623  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$625  = \$622  ? 91'h00000000007ff8111ff0000 : \$624 ;
+  assign \$626  = align + sh;
+  assign \$627  = \$626  == 5'h19;
+  assign \$629  = align + 1'h1;
+  assign \$630  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$631  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$632  = \$631  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$633  = \$630  ? 91'h00000000007ff8111ff0000 : \$632 ;
+  assign \$634  = align + sh;
+  assign \$635  = \$634  == 5'h19;
+  assign \$637  = align + 1'h1;
+  assign \$638  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$639  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$640  = \$639  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$641  = \$638  ? 91'h00000000007ff8111ff0000 : \$640 ;
+  assign \$642  = | left;
+  assign \$643  = ~ \$642 ;
+  assign \$644  = ~ \$signal$69 ;
+  assign \$645  = \$643  & \$644 ;
+  assign \$646  = ~ s1_valid;
+  assign \$647  = \$645  & \$646 ;
+  assign \$648  = \$647  & adv;
   always @(posedge clk)
-    o__valid <= \$648 ;
+    s0_x <= \$649 ;
   always @(posedge clk)
-    o__payload <= \$649 ;
+    s0_g <= \$650 ;
   always @(posedge clk)
-    sat <= \$650 ;
+    s0_mask <= \$651 ;
   always @(posedge clk)
-    left <= \$651 ;
+    \$signal$66  <= \$652 ;
   always @(posedge clk)
-    chan <= \$652 ;
+    o__valid <= \$653 ;
   always @(posedge clk)
-    sg <= \$653 ;
+    s1_valid <= \$654 ;
   always @(posedge clk)
-    sgx <= \$654 ;
+    \$signal$69  <= \$655 ;
   always @(posedge clk)
-    dgamma <= \$655 ;
+    s1_mask <= \$656 ;
   always @(posedge clk)
-    align <= \$656 ;
+    acc0 <= \$657 ;
   always @(posedge clk)
-    fsm_state <= \$657 ;
+    o__payload <= \$658 ;
   always @(posedge clk)
-    q <= \$658 ;
+    sat <= \$659 ;
   always @(posedge clk)
-    rz <= \$659 ;
+    left <= \$660 ;
   always @(posedge clk)
-    sh <= \$660 ;
+    chan <= \$661 ;
   always @(posedge clk)
-    scratch <= \$661 ;
+    sg <= \$662 ;
   always @(posedge clk)
-    qg <= \$662 ;
+    sgx <= \$663 ;
   always @(posedge clk)
-    tq <= \$663 ;
+    dgamma <= \$664 ;
   always @(posedge clk)
-    m1 <= \$664 ;
+    align <= \$665 ;
   always @(posedge clk)
-    lane_a <= \$665 ;
+    fsm_state <= \$666 ;
   always @(posedge clk)
-    c0w <= \$666 ;
+    q <= \$667 ;
   always @(posedge clk)
-    m2 <= \$667 ;
+    rz <= \$668 ;
   always @(posedge clk)
-    const1 <= \$668 ;
+    sh <= \$669 ;
   always @(posedge clk)
-    const2 <= \$669 ;
+    scratch <= \$670 ;
   always @(posedge clk)
-    const0 <= \$670 ;
+    qg <= \$671 ;
+  always @(posedge clk)
+    tq <= \$672 ;
+  always @(posedge clk)
+    m1 <= \$673 ;
+  always @(posedge clk)
+    lane_a <= \$674 ;
+  always @(posedge clk)
+    c0w <= \$675 ;
+  always @(posedge clk)
+    m2 <= \$676 ;
+  always @(posedge clk)
+    const1 <= \$677 ;
+  always @(posedge clk)
+    const2 <= \$678 ;
+  always @(posedge clk)
+    const0 <= \$679 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$3  = \$1  + \$2 ;
@@ -1221,51 +1268,42 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$285  = sh_lead + 1'h1;
   assign \$286  = \$285  + 3'h4;
   assign \$287  = \$284  ? \$286  : 9'h010;
-  assign \$288  = $signed(i__payload[15:8]) * $signed(lane_a);
-  assign \$289  = \$671  == 2'h2;
-  assign \$290  = ! \$671 ;
-  assign \$291  = \$290  ? const0 : const1;
-  assign \$292  = \$289  ? const2 : \$291 ;
-  assign \$293  = $signed(\$288 ) + $signed(\$292 );
-  assign \$294  = $signed(\$293 ) + $signed(26'h1000000);
-  assign \$295  = chan__payload[66] | chan__payload[67];
-  assign \$296  = chan__payload[68] | chan__payload[69];
-  assign \$297  = \$295  | \$296 ;
-  assign \$298  = chan__payload[70] | chan__payload[71];
-  assign \$299  = chan__payload[72] | chan__payload[73];
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \$297  | \$300 ;
-  assign \$302  = chan__payload[74] | chan__payload[75];
-  assign \$303  = chan__payload[76] | chan__payload[77];
-  assign \$304  = \$302  | \$303 ;
-  assign \$305  = chan__payload[78] | chan__payload[79];
-  assign \$306  = chan__payload[80] | chan__payload[81];
-  assign \$307  = \$305  | \$306 ;
-  assign \$308  = \$304  | \$307 ;
-  assign \$309  = \$301  | \$308 ;
-  assign \$310  = chan__payload[82] | chan__payload[83];
-  assign \$311  = chan__payload[84] | chan__payload[85];
+  assign \$288  = ~ o__valid;
+  assign adv = \$288  | o__ready;
+  assign \$289  = chan__payload[66] | chan__payload[67];
+  assign \$290  = chan__payload[68] | chan__payload[69];
+  assign \$291  = \$289  | \$290 ;
+  assign \$292  = chan__payload[70] | chan__payload[71];
+  assign \$293  = chan__payload[72] | chan__payload[73];
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = \$291  | \$294 ;
+  assign \$296  = chan__payload[74] | chan__payload[75];
+  assign \$297  = chan__payload[76] | chan__payload[77];
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = chan__payload[78] | chan__payload[79];
+  assign \$300  = chan__payload[80] | chan__payload[81];
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = \$298  | \$301 ;
+  assign \$303  = \$295  | \$302 ;
+  assign \$304  = chan__payload[82] | chan__payload[83];
+  assign \$305  = chan__payload[84] | chan__payload[85];
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = chan__payload[86] | chan__payload[87];
+  assign \$308  = chan__payload[88] | chan__payload[89];
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = \$306  | \$309 ;
+  assign \$311  = chan__payload[90] | chan__payload[91];
   assign \$312  = \$310  | \$311 ;
-  assign \$313  = chan__payload[86] | chan__payload[87];
-  assign \$314  = chan__payload[88] | chan__payload[89];
-  assign \$315  = \$313  | \$314 ;
-  assign \$316  = \$312  | \$315 ;
-  assign \$317  = chan__payload[90] | chan__payload[91];
-  assign \$318  = \$316  | \$317 ;
-  assign \$319  = \$309  | \$318 ;
-  assign \$320  = chan__payload[82] | chan__payload[83];
-  assign \$321  = chan__payload[84] | chan__payload[85];
-  assign \$322  = \$320  | \$321 ;
-  assign \$323  = chan__payload[86] | chan__payload[87];
-  assign \$324  = chan__payload[88] | chan__payload[89];
-  assign \$325  = \$323  | \$324 ;
+  assign \$313  = \$303  | \$312 ;
+  assign \$314  = chan__payload[82] | chan__payload[83];
+  assign \$315  = chan__payload[84] | chan__payload[85];
   \hwnorm_bwd_mad_s8.div  div (
     .clk(clk),
     .\den$13 (den),
     .done(done),
     .lo_init(lo_init),
     .\neg$15 (neg),
-    .q(\q$70 ),
+    .q(\q$78 ),
     .rem_init(rem_init),
     .rst(rst),
     .start(start),
@@ -1276,19 +1314,19 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
     .b(b),
     .c(c),
     .clk(clk),
-    .done(\done$71 ),
-    .\neg$12 (\neg$53 ),
+    .done(\done$79 ),
+    .\neg$12 (\neg$48 ),
     .p(p),
     .rst(rst),
-    .start(\start$49 ),
-    .steps(\steps$54 )
+    .start(\start$44 ),
+    .steps(\steps$49 )
   );
-  \hwnorm_bwd_mad_s8.sel$73  \sel$73  (
+  \hwnorm_bwd_mad_s8.sel$81  \sel$81  (
     .clear(clear),
     .clk(clk),
     .mask(mask),
     .p1(p1),
-    .\port$753$0 (\$671 ),
+    .\port$757$0 (\$680 ),
     .q(q),
     .rst(rst),
     .rz(rz),
@@ -1548,7 +1586,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h00:
           /* empty */;
       6'h02:
-          lo_init = { \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490 [21], \$490  };
+          lo_init = { \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484 [21], \$484  };
       6'h03:
           /* empty */;
       6'h04:
@@ -1566,13 +1604,13 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0a:
           /* empty */;
       6'h0b:
-          lo_init = \$500 [122:0];
+          lo_init = \$494 [122:0];
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          lo_init = \$507 [122:0];
+          lo_init = \$501 [122:0];
       6'h0f:
           /* empty */;
       6'h10:
@@ -1596,11 +1634,11 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h19:
           /* empty */;
       6'h1a:
-          lo_init = \$521 [122:0];
+          lo_init = \$515 [122:0];
       6'h1b:
           /* empty */;
       6'h1c:
-          lo_init = \$527 [122:0];
+          lo_init = \$521 [122:0];
     endcase
   end
   always @* begin
@@ -1610,7 +1648,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h00:
           /* empty */;
       6'h02:
-          neg = \$491 ;
+          neg = \$485 ;
       6'h03:
           /* empty */;
       6'h04:
@@ -1628,13 +1666,13 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0a:
           /* empty */;
       6'h0b:
-          neg = \$503 ;
+          neg = \$497 ;
       6'h0c:
           /* empty */;
       6'h0d:
           /* empty */;
       6'h0e:
-          neg = \$508 ;
+          neg = \$502 ;
       6'h0f:
           /* empty */;
       6'h10:
@@ -1658,11 +1696,11 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h19:
           /* empty */;
       6'h1a:
-          neg = \$524 ;
+          neg = \$518 ;
       6'h1b:
           /* empty */;
       6'h1c:
-          neg = \$528 ;
+          neg = \$522 ;
     endcase
   end
   always @* begin
@@ -1752,7 +1790,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0a:
           /* empty */;
       6'h0b:
-          steps = \$502 ;
+          steps = \$496 ;
       6'h0c:
           /* empty */;
       6'h0d:
@@ -1782,7 +1820,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h19:
           /* empty */;
       6'h1a:
-          steps = \$523 [6:0];
+          steps = \$517 [6:0];
       6'h1b:
           /* empty */;
       6'h1c:
@@ -1791,7 +1829,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$49  = 1'h0;
+    \start$44  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1800,17 +1838,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -1826,21 +1864,21 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h15:
           /* empty */;
       6'h16:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h19:
           /* empty */;
       6'h1a:
@@ -1854,7 +1892,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -1862,7 +1900,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
       6'h24:
           /* empty */;
       6'h25:
@@ -1870,7 +1908,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \start$49  = 1'h1;
+          \start$44  = 1'h1;
     endcase
   end
   always @* begin
@@ -1978,7 +2016,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h08:
           /* empty */;
       6'h09:
-          b = { \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494 [21], \$494  };
+          b = { \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488 [21], \$488  };
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2000,11 +2038,11 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h13:
           /* empty */;
       6'h14:
-          b = { \$511 [21], \$511 [21], \$511 [21], \$511 [21], \$511 [21], \$511 [21], \$511  };
+          b = { \$505 [21], \$505 [21], \$505 [21], \$505 [21], \$505 [21], \$505 [21], \$505  };
       6'h15:
           /* empty */;
       6'h16:
-          b = { \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516 [8], \$516  };
+          b = { \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510 [8], \$510  };
       6'h17:
           /* empty */;
       6'h18:
@@ -2022,7 +2060,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$529 [14], \$529 [14], \$529 [14], \$529 [14], \$529 [14], \$529 [14], \$529 [14], \$529 [14], \$529 [14], \$529 [14], \$529 [14], \$529 [14], \$529 [14], \$529  };
+          b = { \$523 [14], \$523 [14], \$523 [14], \$523 [14], \$523 [14], \$523 [14], \$523 [14], \$523 [14], \$523 [14], \$523 [14], \$523 [14], \$523 [14], \$523 [14], \$523  };
       6'h20:
           /* empty */;
       6'h21:
@@ -2030,7 +2068,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$530 [14], \$530 [14], \$530 [14], \$530 [14], \$530 [14], \$530 [14], \$530 [14], \$530 [14], \$530 [14], \$530 [14], \$530 [14], \$530 [14], \$530 [14], \$530  };
+          b = { \$524 [14], \$524 [14], \$524 [14], \$524 [14], \$524 [14], \$524 [14], \$524 [14], \$524 [14], \$524 [14], \$524 [14], \$524 [14], \$524 [14], \$524 [14], \$524  };
       6'h24:
           /* empty */;
       6'h25:
@@ -2038,7 +2076,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          b = { \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533 [14], \$533  };
+          b = { \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527 [14], \$527  };
     endcase
   end
   always @* begin
@@ -2127,7 +2165,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$53  = 1'h0;
+    \neg$48  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2136,17 +2174,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \neg$53  = 1'h1;
+          \neg$48  = 1'h1;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h08:
           /* empty */;
       6'h09:
-          \neg$53  = \$496 ;
+          \neg$48  = \$490 ;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2162,21 +2200,21 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \neg$53  = \$513 ;
+          \neg$48  = \$507 ;
       6'h15:
           /* empty */;
       6'h16:
-          \neg$53  = \$517 ;
+          \neg$48  = \$511 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2190,7 +2228,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \neg$53  = 1'h1;
+          \neg$48  = 1'h1;
       6'h20:
           /* empty */;
       6'h21:
@@ -2198,7 +2236,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \neg$53  = 1'h0;
+          \neg$48  = 1'h0;
       6'h24:
           /* empty */;
       6'h25:
@@ -2206,12 +2244,12 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \neg$53  = \$534 ;
+          \neg$48  = \$528 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$54  = 5'h00;
+    \steps$49  = 5'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2220,17 +2258,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h03:
           /* empty */;
       6'h04:
-          \steps$54  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h05:
           /* empty */;
       6'h06:
           /* empty */;
       6'h07:
-          \steps$54  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h08:
           /* empty */;
       6'h09:
-          \steps$54  = 5'h15;
+          \steps$49  = 5'h15;
       6'h0a:
           /* empty */;
       6'h0b:
@@ -2246,21 +2284,21 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h10:
           /* empty */;
       6'h11:
-          \steps$54  = 5'h0d;
+          \steps$49  = 5'h0d;
       6'h12:
           /* empty */;
       6'h13:
           /* empty */;
       6'h14:
-          \steps$54  = 5'h15;
+          \steps$49  = 5'h15;
       6'h15:
           /* empty */;
       6'h16:
-          \steps$54  = 5'h08;
+          \steps$49  = 5'h08;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$54  = 5'h1b;
+          \steps$49  = 5'h1b;
       6'h19:
           /* empty */;
       6'h1a:
@@ -2274,7 +2312,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1e:
           /* empty */;
       6'h1f:
-          \steps$54  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h20:
           /* empty */;
       6'h21:
@@ -2282,7 +2320,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h22:
           /* empty */;
       6'h23:
-          \steps$54  = 5'h0e;
+          \steps$49  = 5'h0e;
       6'h24:
           /* empty */;
       6'h25:
@@ -2290,7 +2328,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h26:
           /* empty */;
       6'h27:
-          \steps$54  = 5'h0e;
+          \steps$49  = 5'h0e;
     endcase
   end
   always @* begin
@@ -2382,7 +2420,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h2a:
           /* empty */;
       6'h2b:
-          i__ready = \$538 ;
+          i__ready = \$530 ;
     endcase
   end
   always @* begin
@@ -2584,7 +2622,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h2a:
           /* empty */;
       6'h2b:
-          take = \$539 ;
+          take = \$531 ;
     endcase
   end
   always @* begin
@@ -2777,22 +2815,9 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$648  = o__valid;
-    if (o__ready) begin
-      \$648  = 1'h0;
-    end
+    \$649  = s0_x;
     if (take) begin
-      \$648  = 1'h1;
-    end
-    if (rst) begin
-      \$648  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$649  = o__payload;
-    if (take) begin
-      \$649  = \$593 [7:0];
+      \$649  = i__payload[7:0];
     end
     if (rst) begin
       \$649  = 8'h00;
@@ -2800,30 +2825,122 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$650  = sat;
+    \$650  = s0_g;
     if (take) begin
-      \$650  = \$600 [12:0];
+      \$650  = i__payload[15:8];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$650  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$650  = 13'h0000;
+      \$650  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = left;
-    if (beat) begin
-      \$651  = \$602 [12:0];
+    \$651  = s0_mask;
+    if (take) begin
+      \$651  = mask;
+    end
+    if (rst) begin
+      \$651  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$652  = \$signal$66 ;
+    if (take) begin
+      \$652  = { 1'h0, \$680  };
+    end
+    if (rst) begin
+      \$652  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$653  = o__valid;
+    if (adv) begin
+      \$653  = s1_valid;
+    end
+    if (rst) begin
+      \$653  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$654  = s1_valid;
+    if (adv) begin
+      \$654  = \$signal$69 ;
+    end
+    if (rst) begin
+      \$654  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$655  = \$signal$69 ;
+    if (adv) begin
+      \$655  = take;
+    end
+    if (rst) begin
+      \$655  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$656  = s1_mask;
+    if (adv) begin
+      \$656  = s0_mask;
+    end
+    if (rst) begin
+      \$656  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$657  = acc0;
+    if (adv) begin
+      \$657  = \$583 [53:0];
+    end
+    if (rst) begin
+      \$657  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$658  = o__payload;
+    if (adv) begin
+      \$658  = \$592 [7:0];
+    end
+    if (rst) begin
+      \$658  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$659  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$659  = \$599 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$651  = chan__payload[12:0];
+            \$659  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$659  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$660  = left;
+    if (beat) begin
+      \$660  = \$601 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$660  = chan__payload[12:0];
           end
       6'h02:
           /* empty */;
@@ -2836,36 +2953,36 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$651  = chan[12:0];
+              \$660  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$651  = 13'h0000;
+      \$660  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = chan;
+    \$661  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$652  = chan__payload;
+            \$661  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$652  = 127'h00000000000000000000000000000000;
+      \$661  = 127'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = sg;
+    \$662  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$653  = 21'h000000;
+            \$662  = 21'h000000;
             if (refused) begin
-              \$653  = 21'h000000;
+              \$662  = 21'h000000;
             end
           end
       6'h02:
@@ -2878,20 +2995,20 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$653  = \$605 [20:0];
+            \$662  = \$604 [20:0];
           end
     endcase
     if (rst) begin
-      \$653  = 21'h000000;
+      \$662  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = sgx;
+    \$663  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$654  = 28'h0000000;
+            \$663  = 28'h0000000;
           end
       6'h02:
           /* empty */;
@@ -2903,20 +3020,20 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h06:
           if (i__valid) begin
-            \$654  = \$608 [27:0];
+            \$663  = \$607 [27:0];
           end
     endcase
     if (rst) begin
-      \$654  = 28'h0000000;
+      \$663  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = dgamma;
+    \$664  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$655  = 43'h00000000000;
+            \$664  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2947,19 +3064,19 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0f:
           /* empty */;
       6'h10:
-          \$655  = \$612 [42:0];
+          \$664  = \$611 [42:0];
     endcase
     if (rst) begin
-      \$655  = 43'h00000000000;
+      \$664  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = align;
+    \$665  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$656  = 5'h00;
+            \$665  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2997,10 +3114,10 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$614 ) begin
-            \$656  = 5'h00;
+          if (\$613 ) begin
+            \$665  = 5'h00;
           end else begin
-            \$656  = \$616 [4:0];
+            \$665  = \$615 [4:0];
           end
       6'h14:
           /* empty */;
@@ -3030,10 +3147,10 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$620 ) begin
-            \$656  = 5'h00;
+          if (\$619 ) begin
+            \$665  = 5'h00;
           end else begin
-            \$656  = \$622 [4:0];
+            \$665  = \$621 [4:0];
           end
       6'h22:
           /* empty */;
@@ -3043,10 +3160,10 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$628 ) begin
-            \$656  = 5'h00;
+          if (\$627 ) begin
+            \$665  = 5'h00;
           end else begin
-            \$656  = \$630 [4:0];
+            \$665  = \$629 [4:0];
           end
       6'h26:
           /* empty */;
@@ -3056,173 +3173,173 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$636 ) begin
-            \$656  = 5'h00;
+          if (\$635 ) begin
+            \$665  = 5'h00;
           end else begin
-            \$656  = \$638 [4:0];
+            \$665  = \$637 [4:0];
           end
     endcase
     if (rst) begin
-      \$656  = 5'h00;
+      \$665  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = fsm_state;
+    \$666  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$657  = 6'h01;
+              \$666  = 6'h01;
             end else begin
-              \$657  = 6'h02;
+              \$666  = 6'h02;
             end
           end
       6'h02:
-          \$657  = 6'h03;
+          \$666  = 6'h03;
       6'h03:
           if (done) begin
-            \$657  = 6'h04;
+            \$666  = 6'h04;
           end
       6'h04:
-          \$657  = 6'h05;
+          \$666  = 6'h05;
       6'h05:
-          if (\done$71 ) begin
-            \$657  = 6'h06;
+          if (\done$79 ) begin
+            \$666  = 6'h06;
           end
       6'h06:
           if (i__valid) begin
             if (last) begin
-              \$657  = 6'h07;
+              \$666  = 6'h07;
             end
           end
       6'h07:
-          \$657  = 6'h08;
+          \$666  = 6'h08;
       6'h08:
-          if (\done$71 ) begin
-            \$657  = 6'h09;
+          if (\done$79 ) begin
+            \$666  = 6'h09;
           end
       6'h09:
-          \$657  = 6'h0a;
+          \$666  = 6'h0a;
       6'h0a:
-          if (\done$71 ) begin
-            \$657  = 6'h0b;
+          if (\done$79 ) begin
+            \$666  = 6'h0b;
           end
       6'h0b:
-          \$657  = 6'h0c;
+          \$666  = 6'h0c;
       6'h0c:
           if (done) begin
-            \$657  = 6'h0d;
+            \$666  = 6'h0d;
           end
       6'h0d:
-          \$657  = 6'h0e;
+          \$666  = 6'h0e;
       6'h0e:
-          \$657  = 6'h0f;
+          \$666  = 6'h0f;
       6'h0f:
           if (done) begin
-            \$657  = 6'h10;
+            \$666  = 6'h10;
           end
       6'h10:
-          \$657  = 6'h11;
+          \$666  = 6'h11;
       6'h11:
-          \$657  = 6'h12;
+          \$666  = 6'h12;
       6'h12:
-          if (\done$71 ) begin
-            \$657  = 6'h13;
+          if (\done$79 ) begin
+            \$666  = 6'h13;
           end
       6'h13:
-          if (\$614 ) begin
-            \$657  = 6'h14;
+          if (\$613 ) begin
+            \$666  = 6'h14;
           end
       6'h14:
-          \$657  = 6'h15;
+          \$666  = 6'h15;
       6'h15:
-          if (\done$71 ) begin
-            \$657  = 6'h16;
+          if (\done$79 ) begin
+            \$666  = 6'h16;
           end
       6'h16:
-          \$657  = 6'h17;
+          \$666  = 6'h17;
       6'h17:
-          if (\done$71 ) begin
-            \$657  = 6'h18;
+          if (\done$79 ) begin
+            \$666  = 6'h18;
           end
       6'h18:
-          \$657  = 6'h19;
+          \$666  = 6'h19;
       6'h19:
-          if (\done$71 ) begin
-            \$657  = 6'h1a;
+          if (\done$79 ) begin
+            \$666  = 6'h1a;
           end
       6'h1a:
-          \$657  = 6'h1b;
+          \$666  = 6'h1b;
       6'h1b:
           if (done) begin
-            \$657  = 6'h1c;
+            \$666  = 6'h1c;
           end
       6'h1c:
-          \$657  = 6'h1d;
+          \$666  = 6'h1d;
       6'h1d:
           if (done) begin
-            \$657  = 6'h1e;
+            \$666  = 6'h1e;
           end
       6'h1e:
-          \$657  = 6'h1f;
+          \$666  = 6'h1f;
       6'h1f:
-          \$657  = 6'h20;
+          \$666  = 6'h20;
       6'h20:
-          if (\done$71 ) begin
-            \$657  = 6'h21;
+          if (\done$79 ) begin
+            \$666  = 6'h21;
           end
       6'h21:
-          if (\$620 ) begin
-            \$657  = 6'h22;
+          if (\$619 ) begin
+            \$666  = 6'h22;
           end
       6'h22:
-          \$657  = 6'h23;
+          \$666  = 6'h23;
       6'h23:
-          \$657  = 6'h24;
+          \$666  = 6'h24;
       6'h24:
-          if (\done$71 ) begin
-            \$657  = 6'h25;
+          if (\done$79 ) begin
+            \$666  = 6'h25;
           end
       6'h25:
-          if (\$628 ) begin
-            \$657  = 6'h26;
+          if (\$627 ) begin
+            \$666  = 6'h26;
           end
       6'h26:
-          \$657  = 6'h27;
+          \$666  = 6'h27;
       6'h27:
-          \$657  = 6'h28;
+          \$666  = 6'h28;
       6'h28:
-          if (\done$71 ) begin
-            \$657  = 6'h29;
+          if (\done$79 ) begin
+            \$666  = 6'h29;
           end
       6'h29:
-          if (\$636 ) begin
-            \$657  = 6'h2a;
+          if (\$635 ) begin
+            \$666  = 6'h2a;
           end
       6'h2a:
-          \$657  = 6'h2b;
+          \$666  = 6'h2b;
       6'h2b:
-          if (\$647 ) begin
-            \$657  = 6'h2c;
+          if (\$648 ) begin
+            \$666  = 6'h2c;
           end
       6'h2c:
           if (stats__ready) begin
-            \$657  = 6'h00;
+            \$666  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$657  = 6'h00;
+            \$666  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$657  = 6'h00;
+      \$666  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = q;
+    \$667  = q;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3230,16 +3347,16 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h03:
           if (done) begin
-            \$658  = \q$70 [8:0];
+            \$667  = \q$78 [8:0];
           end
     endcase
     if (rst) begin
-      \$658  = 9'h000;
+      \$667  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = rz;
+    \$668  = rz;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3250,17 +3367,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h04:
           /* empty */;
       6'h05:
-          if (\done$71 ) begin
-            \$659  = \$603 ;
+          if (\done$79 ) begin
+            \$668  = \$602 ;
           end
     endcase
     if (rst) begin
-      \$659  = 1'h0;
+      \$668  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = sh;
+    \$669  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3273,15 +3390,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h05:
           /* empty */;
       6'h06:
-          \$660  = \$287 [4:0];
+          \$669  = \$287 [4:0];
     endcase
     if (rst) begin
-      \$660  = 5'h00;
+      \$669  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = scratch;
+    \$670  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3298,8 +3415,8 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$71 ) begin
-            \$661  = p;
+          if (\done$79 ) begin
+            \$670  = p;
           end
       6'h09:
           /* empty */;
@@ -3330,14 +3447,14 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$71 ) begin
-            \$661  = p;
+          if (\done$79 ) begin
+            \$670  = p;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$71 ) begin
-            \$661  = p;
+          if (\done$79 ) begin
+            \$670  = p;
           end
       6'h1a:
           /* empty */;
@@ -3352,51 +3469,51 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1f:
           /* empty */;
       6'h20:
-          if (\done$71 ) begin
-            \$661  = p;
+          if (\done$79 ) begin
+            \$670  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$620 ) begin
+          if (\$619 ) begin
           end else begin
-            \$661  = \$621 [90:0];
+            \$670  = \$620 [90:0];
           end
       6'h22:
           /* empty */;
       6'h23:
           /* empty */;
       6'h24:
-          if (\done$71 ) begin
-            \$661  = p;
+          if (\done$79 ) begin
+            \$670  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$628 ) begin
+          if (\$627 ) begin
           end else begin
-            \$661  = \$629 [90:0];
+            \$670  = \$628 [90:0];
           end
       6'h26:
           /* empty */;
       6'h27:
           /* empty */;
       6'h28:
-          if (\done$71 ) begin
-            \$661  = p;
+          if (\done$79 ) begin
+            \$670  = p;
           end
       6'h29:
           (* full_case = 32'd1 *)
-          if (\$636 ) begin
+          if (\$635 ) begin
           end else begin
-            \$661  = \$637 [90:0];
+            \$670  = \$636 [90:0];
           end
     endcase
     if (rst) begin
-      \$661  = 91'h00000000000000000000000;
+      \$670  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = qg;
+    \$671  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3417,17 +3534,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h09:
           /* empty */;
       6'h0a:
-          if (\done$71 ) begin
-            \$662  = p[39:0];
+          if (\done$79 ) begin
+            \$671  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$662  = 40'h0000000000;
+      \$671  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = tq;
+    \$672  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3453,7 +3570,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0c:
           if (done) begin
-            \$663  = \q$70 ;
+            \$672  = \q$78 ;
           end
       6'h0d:
           /* empty */;
@@ -3461,7 +3578,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h0f:
           if (done) begin
-            \$663  = \q$70 ;
+            \$672  = \q$78 ;
           end
       6'h10:
           /* empty */;
@@ -3487,22 +3604,22 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
           /* empty */;
       6'h1b:
           if (done) begin
-            \$663  = \q$70 ;
+            \$672  = \q$78 ;
           end
       6'h1c:
           /* empty */;
       6'h1d:
           if (done) begin
-            \$663  = \q$70 ;
+            \$672  = \q$78 ;
           end
     endcase
     if (rst) begin
-      \$663  = 125'h00000000000000000000000000000000;
+      \$672  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = m1;
+    \$673  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3529,15 +3646,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h0c:
           /* empty */;
       6'h0d:
-          \$664  = \$610 [44:0];
+          \$673  = \$609 [44:0];
     endcase
     if (rst) begin
-      \$664  = 45'h000000000000;
+      \$673  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = lane_a;
+    \$674  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3574,23 +3691,23 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h11:
           /* empty */;
       6'h12:
-          if (\done$71 ) begin
-            \$665  = p[44:0];
+          if (\done$79 ) begin
+            \$674  = p[44:0];
           end
       6'h13:
           (* full_case = 32'd1 *)
-          if (\$614 ) begin
+          if (\$613 ) begin
           end else begin
-            \$665  = \$615 [44:0];
+            \$674  = \$614 [44:0];
           end
     endcase
     if (rst) begin
-      \$665  = 45'h000000000000;
+      \$674  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = c0w;
+    \$675  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3633,17 +3750,17 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h14:
           /* empty */;
       6'h15:
-          if (\done$71 ) begin
-            \$666  = p;
+          if (\done$79 ) begin
+            \$675  = p;
           end
     endcase
     if (rst) begin
-      \$666  = 91'h00000000000000000000000;
+      \$675  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = m2;
+    \$676  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3704,15 +3821,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h1d:
           /* empty */;
       6'h1e:
-          \$667  = \$618 [75:0];
+          \$676  = \$617 [75:0];
     endcase
     if (rst) begin
-      \$667  = 76'h0000000000000000000;
+      \$676  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = const1;
+    \$677  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3781,15 +3898,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h21:
           /* empty */;
       6'h22:
-          \$668  = \$626 [51:0];
+          \$677  = \$625 [51:0];
     endcase
     if (rst) begin
-      \$668  = 52'h0000000000000;
+      \$677  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = const2;
+    \$678  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3866,15 +3983,15 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h25:
           /* empty */;
       6'h26:
-          \$669  = \$634 [51:0];
+          \$678  = \$633 [51:0];
     endcase
     if (rst) begin
-      \$669  = 52'h0000000000000;
+      \$678  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = const0;
+    \$679  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3959,10 +4076,10 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
       6'h29:
           /* empty */;
       6'h2a:
-          \$670  = \$642 [51:0];
+          \$679  = \$641 [51:0];
     endcase
     if (rst) begin
-      \$670  = 52'h0000000000000;
+      \$679  = 52'h0000000000000;
     end
   end
   assign \$signal  = q;
@@ -3973,8 +4090,7 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign sh_new = \$287 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$294 [53:0];
-  assign sel = { 1'h0, \$671  };
+  assign sel = { 1'h0, \$680  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[91:34];
@@ -3996,7 +4112,10 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \chan.c  = chan[118:92];
   assign \chan.gamma  = chan[126:119];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$671  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal$66[0]  = \$signal$66 ;
+  assign \sel[0]  = { 1'h0, \$680  };
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$2  = { chan[12:0], 1'h0 };
   assign \$4  = 1'h0;
@@ -4211,21 +4330,21 @@ module hwnorm_bwd_mad_s8(chan__valid, i__payload, i__valid, o__ready, stats__rea
   assign \$229  = 7'h1c;
   assign \$281  = \$280 ;
   assign sh_lead = \$281 ;
-  assign \$500  = { \$499 [8], \$499 [8], \$499 [8], \$499 [8], \$499 [8], \$499 [8], \$499 [8], \$499 [8], \$499 [8], \$499 [8], \$499 [8], \$499 [8], \$499 , 115'h00000000000000000000000000000 };
-  assign \$507  = { \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 [40], \$506 , 83'h000000000000000000000 };
-  assign \$521  = { \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 [91], \$520 , 49'h0000000000000 };
-  assign \$586  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$588  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$590  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$594  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$596  = { \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53], \$294 [53:25] };
-  assign \$610  = { \$609 [125], \$609 [125:1] };
-  assign \$612  = { \$611 [125], \$611 [125:1] };
-  assign \$615  = { lane_a, 1'h0 };
-  assign \$618  = { \$617 [125], \$617 [125:1] };
-  assign \$621  = { scratch, 1'h0 };
-  assign \$629  = { scratch, 1'h0 };
-  assign \$637  = { scratch, 1'h0 };
+  assign \$494  = { \$493 [8], \$493 [8], \$493 [8], \$493 [8], \$493 [8], \$493 [8], \$493 [8], \$493 [8], \$493 [8], \$493 [8], \$493 [8], \$493 [8], \$493 , 115'h00000000000000000000000000000 };
+  assign \$501  = { \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 [40], \$500 , 83'h000000000000000000000 };
+  assign \$515  = { \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 [91], \$514 , 49'h0000000000000 };
+  assign \$585  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$587  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$589  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$593  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$595  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$609  = { \$608 [125], \$608 [125:1] };
+  assign \$611  = { \$610 [125], \$610 [125:1] };
+  assign \$614  = { lane_a, 1'h0 };
+  assign \$617  = { \$616 [125], \$616 [125:1] };
+  assign \$620  = { scratch, 1'h0 };
+  assign \$628  = { scratch, 1'h0 };
+  assign \$636  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_mad_s8.div (rst, start, rem_init, lo_init, \neg$15 , \den$13 , steps, done, q, clk);
@@ -4576,7 +4695,7 @@ module \hwnorm_bwd_mad_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, cl
   assign \$6  = { 1'h0, b_sh[27:1] };
 endmodule
 
-module \hwnorm_bwd_mad_s8.sel$73 (clk, rst, mask, \port$753$0 , clear, p1, q, rz, tsum, x);
+module \hwnorm_bwd_mad_s8.sel$81 (clk, rst, mask, \port$757$0 , clear, p1, q, rz, tsum, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -4602,8 +4721,8 @@ module \hwnorm_bwd_mad_s8.sel$73 (clk, rst, mask, \port$753$0 , clear, p1, q, rz
   wire mask;
   input p1;
   wire p1;
-  output [1:0] \port$753$0 ;
-  wire [1:0] \port$753$0 ;
+  output [1:0] \port$757$0 ;
+  wire [1:0] \port$757$0 ;
   input [8:0] q;
   wire [8:0] q;
   input rst;
@@ -4647,7 +4766,7 @@ module \hwnorm_bwd_mad_s8.sel$73 (clk, rst, mask, \port$753$0 , clear, p1, q, rz
     end
   end
   assign sel = { 1'h0, \$7  };
-  assign \port$753$0  = \$7 ;
+  assign \port$757$0  = \$7 ;
   assign \sel[0]  = { 1'h0, \$7  };
   assign \x[0]  = x;
 endmodule

@@ -382,18 +382,18 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [7:0] \$436 ;
   wire [8:0] \$437 ;
   wire [8:0] \$438 ;
-  wire [79:0] \$439 ;
+  wire \$439 ;
   wire \$44 ;
   wire \$440 ;
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
-  wire [78:0] \$444 ;
-  wire [78:0] \$445 ;
-  wire [78:0] \$446 ;
-  wire [78:0] \$447 ;
-  wire [80:0] \$448 ;
-  wire [81:0] \$449 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
   wire \$450 ;
   wire \$451 ;
@@ -430,72 +430,72 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
-  wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
+  wire [5:0] \$482 ;
+  wire [5:0] \$483 ;
+  wire [5:0] \$484 ;
   wire \$485 ;
   wire \$486 ;
   wire \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [5:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire \$491 ;
-  wire [5:0] \$492 ;
+  wire [5:0] \$490 ;
+  wire [5:0] \$491 ;
+  wire \$492 ;
   wire [5:0] \$493 ;
   wire [5:0] \$494 ;
-  wire \$495 ;
-  wire \$496 ;
-  wire \$497 ;
+  wire [5:0] \$495 ;
+  wire [5:0] \$496 ;
+  wire [5:0] \$497 ;
   wire \$498 ;
-  wire [5:0] \$499 ;
+  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [5:0] \$500 ;
-  wire [5:0] \$501 ;
+  wire \$500 ;
+  wire \$501 ;
   wire \$502 ;
-  wire [5:0] \$503 ;
-  wire [5:0] \$504 ;
-  wire [5:0] \$505 ;
-  wire [5:0] \$506 ;
-  wire [5:0] \$507 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
   wire \$508 ;
-  wire \$509 ;
+  wire [5:0] \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
+  wire [5:0] \$510 ;
+  wire [5:0] \$511 ;
   wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire \$516 ;
+  wire [5:0] \$513 ;
+  wire [5:0] \$514 ;
+  wire [5:0] \$515 ;
+  wire [5:0] \$516 ;
   wire \$517 ;
   wire \$518 ;
-  wire [5:0] \$519 ;
+  wire \$519 ;
   wire \$52 ;
-  wire [5:0] \$520 ;
+  wire \$520 ;
   wire [5:0] \$521 ;
-  wire \$522 ;
+  wire [5:0] \$522 ;
   wire [5:0] \$523 ;
-  wire [5:0] \$524 ;
+  wire \$524 ;
   wire [5:0] \$525 ;
   wire [5:0] \$526 ;
-  wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
+  wire [5:0] \$527 ;
+  wire [5:0] \$528 ;
+  wire [5:0] \$529 ;
   wire \$53 ;
-  wire \$530 ;
-  wire [5:0] \$531 ;
-  wire [5:0] \$532 ;
-  wire [5:0] \$533 ;
+  wire [5:0] \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
   wire \$534 ;
-  wire [5:0] \$535 ;
-  wire [5:0] \$536 ;
-  wire [5:0] \$537 ;
-  wire [5:0] \$538 ;
-  wire [5:0] \$539 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [5:0] \$540 ;
+  wire \$540 ;
   wire \$541 ;
   wire \$542 ;
   wire \$543 ;
@@ -513,160 +513,160 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$554 ;
   wire \$555 ;
   wire \$556 ;
-  wire \$557 ;
-  wire \$558 ;
-  wire \$559 ;
+  wire [5:0] \$557 ;
+  wire [5:0] \$558 ;
+  wire [5:0] \$559 ;
   wire \$56 ;
   wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire \$563 ;
-  wire \$564 ;
+  wire [5:0] \$561 ;
+  wire [5:0] \$562 ;
+  wire [5:0] \$563 ;
+  wire [5:0] \$564 ;
   wire \$565 ;
   wire \$566 ;
-  wire [5:0] \$567 ;
-  wire [5:0] \$568 ;
+  wire \$567 ;
+  wire \$568 ;
   wire [5:0] \$569 ;
   wire \$57 ;
-  wire \$570 ;
+  wire [5:0] \$570 ;
   wire [5:0] \$571 ;
-  wire [5:0] \$572 ;
+  wire \$572 ;
   wire [5:0] \$573 ;
   wire [5:0] \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire \$577 ;
+  wire [5:0] \$575 ;
+  wire [5:0] \$576 ;
+  wire [5:0] \$577 ;
   wire \$578 ;
-  wire [5:0] \$579 ;
+  wire \$579 ;
   wire \$58 ;
-  wire [5:0] \$580 ;
-  wire [5:0] \$581 ;
+  wire \$580 ;
+  wire \$581 ;
   wire \$582 ;
-  wire [5:0] \$583 ;
-  wire [5:0] \$584 ;
-  wire [5:0] \$585 ;
-  wire [5:0] \$586 ;
-  wire [5:0] \$587 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
   wire \$588 ;
-  wire \$589 ;
+  wire [5:0] \$589 ;
   wire \$59 ;
-  wire \$590 ;
-  wire \$591 ;
+  wire [5:0] \$590 ;
+  wire [5:0] \$591 ;
   wire \$592 ;
-  wire \$593 ;
-  wire \$594 ;
-  wire \$595 ;
-  wire \$596 ;
+  wire [5:0] \$593 ;
+  wire [5:0] \$594 ;
+  wire [5:0] \$595 ;
+  wire [5:0] \$596 ;
   wire \$597 ;
   wire \$598 ;
-  wire [5:0] \$599 ;
+  wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [5:0] \$600 ;
+  wire \$600 ;
   wire [5:0] \$601 ;
-  wire \$602 ;
+  wire [5:0] \$602 ;
   wire [5:0] \$603 ;
-  wire [5:0] \$604 ;
+  wire \$604 ;
   wire [5:0] \$605 ;
   wire [5:0] \$606 ;
-  wire \$607 ;
-  wire \$608 ;
-  wire \$609 ;
+  wire [5:0] \$607 ;
+  wire [5:0] \$608 ;
+  wire [5:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
-  wire [5:0] \$611 ;
-  wire [5:0] \$612 ;
-  wire [5:0] \$613 ;
+  wire [5:0] \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
   wire \$614 ;
-  wire [5:0] \$615 ;
-  wire [5:0] \$616 ;
-  wire [5:0] \$617 ;
-  wire [5:0] \$618 ;
-  wire [5:0] \$619 ;
+  wire \$615 ;
+  wire [3:0] \$616 ;
+  wire [3:0] \$617 ;
+  wire [3:0] \$618 ;
+  wire [3:0] \$619 ;
   wire \$62 ;
-  wire [5:0] \$620 ;
+  wire \$620 ;
   wire \$621 ;
   wire \$622 ;
   wire \$623 ;
-  wire \$624 ;
-  wire \$625 ;
+  wire [3:0] \$624 ;
+  wire [3:0] \$625 ;
   wire [3:0] \$626 ;
-  wire [3:0] \$627 ;
+  wire \$627 ;
   wire [3:0] \$628 ;
   wire [3:0] \$629 ;
   wire \$63 ;
-  wire \$630 ;
-  wire \$631 ;
+  wire [3:0] \$630 ;
+  wire [3:0] \$631 ;
   wire \$632 ;
   wire \$633 ;
-  wire [3:0] \$634 ;
-  wire [3:0] \$635 ;
-  wire [3:0] \$636 ;
-  wire \$637 ;
-  wire [3:0] \$638 ;
-  wire [3:0] \$639 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire [13:0] \$636 ;
+  wire [14:0] \$637 ;
+  wire [15:0] \$638 ;
+  wire [16:0] \$639 ;
   wire \$64 ;
-  wire [3:0] \$640 ;
-  wire [3:0] \$641 ;
+  wire \$640 ;
+  wire \$641 ;
   wire \$642 ;
-  wire \$643 ;
+  wire [4:0] \$643 ;
   wire \$644 ;
-  wire \$645 ;
-  wire [13:0] \$646 ;
-  wire [14:0] \$647 ;
-  wire [15:0] \$648 ;
-  wire [16:0] \$649 ;
+  wire [4:0] \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
   wire \$650 ;
-  wire \$651 ;
-  wire \$652 ;
-  wire [4:0] \$653 ;
+  wire [29:0] \$651 ;
+  wire [29:0] \$652 ;
+  wire \$653 ;
   wire \$654 ;
-  wire [4:0] \$655 ;
-  wire \$656 ;
-  wire \$657 ;
-  wire \$658 ;
-  wire \$659 ;
+  wire \$655 ;
+  wire [16:0] \$656 ;
+  wire [16:0] \$657 ;
+  wire [143:0] \$658 ;
+  wire [6:0] \$659 ;
   wire \$66 ;
-  wire \$660 ;
-  wire [29:0] \$661 ;
-  wire [29:0] \$662 ;
-  wire \$663 ;
-  wire \$664 ;
-  wire \$665 ;
-  wire [16:0] \$666 ;
-  wire [16:0] \$667 ;
-  wire [143:0] \$668 ;
-  wire [6:0] \$669 ;
+  wire [7:0] \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire [56:0] \$663 ;
+  wire [56:0] \$664 ;
+  wire [183:0] \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire [29:0] \$668 ;
+  wire [29:0] \$669 ;
   wire \$67 ;
-  wire [7:0] \$670 ;
+  wire \$670 ;
   wire \$671 ;
   wire \$672 ;
-  wire [56:0] \$673 ;
-  wire [56:0] \$674 ;
-  wire [183:0] \$675 ;
+  wire [16:0] \$673 ;
+  wire [16:0] \$674 ;
+  wire \$675 ;
   wire \$676 ;
-  wire \$677 ;
-  wire [29:0] \$678 ;
-  wire [29:0] \$679 ;
+  wire [125:0] \$677 ;
+  wire [125:0] \$678 ;
+  wire [188:0] \$679 ;
   wire \$68 ;
-  wire \$680 ;
-  wire \$681 ;
+  wire [6:0] \$680 ;
+  wire [7:0] \$681 ;
   wire \$682 ;
-  wire [16:0] \$683 ;
-  wire [16:0] \$684 ;
-  wire \$685 ;
+  wire \$683 ;
+  wire [145:0] \$684 ;
+  wire [145:0] \$685 ;
   wire \$686 ;
-  wire [125:0] \$687 ;
-  wire [125:0] \$688 ;
-  wire [188:0] \$689 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
   wire \$69 ;
-  wire [6:0] \$690 ;
-  wire [7:0] \$691 ;
+  wire \$690 ;
+  wire \$691 ;
   wire \$692 ;
   wire \$693 ;
-  wire [145:0] \$694 ;
-  wire [145:0] \$695 ;
+  wire \$694 ;
+  wire \$695 ;
   wire \$696 ;
   wire \$697 ;
   wire \$698 ;
@@ -714,132 +714,141 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$735 ;
   wire \$736 ;
   wire \$737 ;
-  wire \$738 ;
+  wire [79:0] \$738 ;
   wire \$739 ;
   wire \$74 ;
   wire \$740 ;
   wire \$741 ;
   wire \$742 ;
-  wire \$743 ;
-  wire \$744 ;
-  wire \$745 ;
-  wire \$746 ;
-  wire \$747 ;
-  wire \$748 ;
+  wire [78:0] \$743 ;
+  wire [78:0] \$744 ;
+  wire [78:0] \$745 ;
+  wire [78:0] \$746 ;
+  wire [80:0] \$747 ;
+  wire [81:0] \$748 ;
   wire \$749 ;
   wire \$75 ;
-  wire \$750 ;
-  wire [80:0] \$751 ;
-  wire \$752 ;
-  wire [80:0] \$753 ;
-  wire \$754 ;
-  wire [80:0] \$755 ;
+  wire [80:0] \$750 ;
+  wire \$751 ;
+  wire [80:0] \$752 ;
+  wire \$753 ;
+  wire [80:0] \$754 ;
+  wire [16:0] \$755 ;
   wire [16:0] \$756 ;
   wire [16:0] \$757 ;
-  wire [16:0] \$758 ;
-  wire [80:0] \$759 ;
+  wire [80:0] \$758 ;
+  wire \$759 ;
   wire \$76 ;
-  wire \$760 ;
-  wire [80:0] \$761 ;
+  wire [80:0] \$760 ;
+  wire \$761 ;
   wire \$762 ;
   wire \$763 ;
-  wire \$764 ;
+  wire [13:0] \$764 ;
   wire [13:0] \$765 ;
   wire [13:0] \$766 ;
-  wire [13:0] \$767 ;
-  wire [15:0] \$768 ;
-  wire [29:0] \$769 ;
+  wire [15:0] \$767 ;
+  wire [29:0] \$768 ;
+  wire [31:0] \$769 ;
   wire \$77 ;
   wire [31:0] \$770 ;
-  wire [31:0] \$771 ;
-  wire [44:0] \$772 ;
+  wire [44:0] \$771 ;
+  wire [145:0] \$772 ;
   wire [145:0] \$773 ;
   wire [145:0] \$774 ;
   wire [145:0] \$775 ;
-  wire [145:0] \$776 ;
-  wire [6:0] \$777 ;
-  wire \$778 ;
-  wire [64:0] \$779 ;
+  wire [6:0] \$776 ;
+  wire \$777 ;
+  wire [64:0] \$778 ;
+  wire [6:0] \$779 ;
   wire \$78 ;
-  wire [6:0] \$780 ;
+  wire [145:0] \$780 ;
   wire [145:0] \$781 ;
-  wire [145:0] \$782 ;
-  wire [6:0] \$783 ;
-  wire \$784 ;
-  wire [125:0] \$785 ;
-  wire [6:0] \$786 ;
+  wire [6:0] \$782 ;
+  wire \$783 ;
+  wire [125:0] \$784 ;
+  wire [6:0] \$785 ;
+  wire \$786 ;
   wire \$787 ;
-  wire \$788 ;
+  wire [124:0] \$788 ;
   wire [124:0] \$789 ;
   wire \$79 ;
-  wire [124:0] \$790 ;
-  wire [6:0] \$791 ;
-  wire \$792 ;
-  wire [125:0] \$793 ;
-  wire [6:0] \$794 ;
+  wire [6:0] \$790 ;
+  wire \$791 ;
+  wire [125:0] \$792 ;
+  wire [6:0] \$793 ;
+  wire \$794 ;
   wire \$795 ;
-  wire \$796 ;
+  wire [124:0] \$796 ;
   wire [124:0] \$797 ;
-  wire [124:0] \$798 ;
-  wire [6:0] \$799 ;
+  wire [6:0] \$798 ;
+  wire \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire \$800 ;
-  wire [125:0] \$801 ;
-  wire [6:0] \$802 ;
+  wire [125:0] \$800 ;
+  wire [6:0] \$801 ;
+  wire \$802 ;
   wire \$803 ;
-  wire \$804 ;
+  wire [124:0] \$804 ;
   wire [124:0] \$805 ;
-  wire [124:0] \$806 ;
-  wire [6:0] \$807 ;
-  wire \$808 ;
-  wire [125:0] \$809 ;
+  wire [6:0] \$806 ;
+  wire \$807 ;
+  wire [125:0] \$808 ;
+  wire [6:0] \$809 ;
   wire \$81 ;
-  wire [6:0] \$810 ;
+  wire \$810 ;
   wire \$811 ;
-  wire \$812 ;
+  wire [124:0] \$812 ;
   wire [124:0] \$813 ;
-  wire [124:0] \$814 ;
-  wire [6:0] \$815 ;
-  wire \$816 ;
-  wire [125:0] \$817 ;
-  wire [6:0] \$818 ;
+  wire [6:0] \$814 ;
+  wire \$815 ;
+  wire [125:0] \$816 ;
+  wire [6:0] \$817 ;
+  wire \$818 ;
   wire \$819 ;
   wire \$82 ;
-  wire \$820 ;
+  wire [124:0] \$820 ;
   wire [124:0] \$821 ;
-  wire [124:0] \$822 ;
+  wire \$822 ;
   wire \$823 ;
   wire \$824 ;
   wire \$825 ;
   wire \$826 ;
   wire \$827 ;
-  reg \$828 ;
+  wire \$828 ;
   reg [15:0] \$829 ;
   wire \$83 ;
-  reg [12:0] \$830 ;
-  reg [12:0] \$831 ;
-  reg [186:0] \$832 ;
-  reg [28:0] \$833 ;
-  reg [43:0] \$834 ;
-  reg [61:0] \$835 ;
-  reg [5:0] \$836 ;
-  reg [5:0] \$837 ;
-  reg [5:0] \$838 ;
-  reg [124:0] \$839 ;
+  reg [15:0] \$830 ;
+  reg \$831 ;
+  reg [2:0] \$832 ;
+  reg \$833 ;
+  reg \$834 ;
+  reg \$835 ;
+  reg \$836 ;
+  reg [80:0] \$837 ;
+  reg [15:0] \$838 ;
+  reg [12:0] \$839 ;
   wire \$84 ;
-  reg [55:0] \$840 ;
-  reg [144:0] \$841 ;
-  reg [63:0] \$842 ;
-  reg [63:0] \$843 ;
-  reg [124:0] \$844 ;
-  reg [95:0] \$845 ;
-  reg [78:0] \$846 ;
-  reg [78:0] \$847 ;
-  reg [78:0] \$848 ;
-  reg [78:0] \$849 ;
+  reg [12:0] \$840 ;
+  reg [186:0] \$841 ;
+  reg [28:0] \$842 ;
+  reg [43:0] \$843 ;
+  reg [61:0] \$844 ;
+  reg [5:0] \$845 ;
+  reg [5:0] \$846 ;
+  reg [5:0] \$847 ;
+  reg [124:0] \$848 ;
+  reg [55:0] \$849 ;
   wire \$85 ;
-  reg [78:0] \$850 ;
+  reg [144:0] \$850 ;
+  reg [63:0] \$851 ;
+  reg [63:0] \$852 ;
+  reg [124:0] \$853 ;
+  reg [95:0] \$854 ;
+  reg [78:0] \$855 ;
+  reg [78:0] \$856 ;
+  reg [78:0] \$857 ;
+  reg [78:0] \$858 ;
+  reg [78:0] \$859 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -855,8 +864,12 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg [2:0] \$signal  = 3'h0;
+  reg \$signal$66  = 1'h0;
+  wire [2:0] \$signal[0] ;
   reg [124:0] a;
-  wire [80:0] acc0;
+  reg [80:0] acc0 = 81'h000000000000000000000;
+  wire adv;
   reg [5:0] align = 6'h00;
   reg [29:0] b;
   reg beat;
@@ -897,7 +910,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [5:0] den_lead;
   reg [61:0] dgamma = 62'h0000000000000000;
   wire done;
-  wire \done$70 ;
+  wire \done$78 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -918,7 +931,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire mask;
   wire \mask$20 ;
   reg neg;
-  reg \neg$58 ;
+  reg \neg$51 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -941,6 +954,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   reg rewind;
   input rst;
   wire rst;
+  reg [15:0] s0_g = 16'h0000;
+  wire [15:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [15:0] s0_x = 16'h0000;
+  wire [15:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [124:0] scratch = 125'h00000000000000000000000000000000;
   wire [2:0] sel;
@@ -952,7 +972,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   wire [5:0] sh_new;
   wire [124:0] shv;
   reg start;
-  reg \start$56 ;
+  reg \start$49 ;
   output [104:0] stats__payload;
   reg [104:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -964,7 +984,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [7:0] \steps$54 ;
+  reg [7:0] \steps$47 ;
   reg take;
   reg [144:0] tq = 145'h0000000000000000000000000000000000000;
   wire [15:0] x;
@@ -1090,425 +1110,443 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \$436  = sh_lead + 1'h1;
   assign \$437  = \$436  + 3'h4;
   assign \$438  = \$435  ? \$437  : 9'h010;
-  assign \$439  = $signed(i__payload[31:16]) * $signed(lane_a);
-  assign \$440  = sel == 3'h4;
-  assign \$441  = sel == 2'h3;
-  assign \$442  = sel == 2'h2;
-  assign \$443  = ! sel;
-  assign \$444  = \$443  ? const0 : const1;
-  assign \$445  = \$442  ? const2 : \$444 ;
-  assign \$446  = \$441  ? const3 : \$445 ;
-  assign \$447  = \$440  ? const4 : \$446 ;
-  assign \$448  = $signed(\$439 ) + $signed(\$447 );
-  assign \$449  = $signed(\$448 ) + $signed(34'h100000000);
-  assign \$450  = chan__payload[74] | chan__payload[75];
-  assign \$451  = chan__payload[76] | chan__payload[77];
+  assign \$439  = ~ o__valid;
+  assign adv = \$439  | o__ready;
+  assign \$440  = chan__payload[74] | chan__payload[75];
+  assign \$441  = chan__payload[76] | chan__payload[77];
+  assign \$442  = \$440  | \$441 ;
+  assign \$443  = chan__payload[78] | chan__payload[79];
+  assign \$444  = chan__payload[80] | chan__payload[81];
+  assign \$445  = \$443  | \$444 ;
+  assign \$446  = \$442  | \$445 ;
+  assign \$447  = chan__payload[82] | chan__payload[83];
+  assign \$448  = chan__payload[84] | chan__payload[85];
+  assign \$449  = \$447  | \$448 ;
+  assign \$450  = chan__payload[86] | chan__payload[87];
+  assign \$451  = chan__payload[88] | chan__payload[89];
   assign \$452  = \$450  | \$451 ;
-  assign \$453  = chan__payload[78] | chan__payload[79];
-  assign \$454  = chan__payload[80] | chan__payload[81];
-  assign \$455  = \$453  | \$454 ;
-  assign \$456  = \$452  | \$455 ;
-  assign \$457  = chan__payload[82] | chan__payload[83];
-  assign \$458  = chan__payload[84] | chan__payload[85];
-  assign \$459  = \$457  | \$458 ;
-  assign \$460  = chan__payload[86] | chan__payload[87];
-  assign \$461  = chan__payload[88] | chan__payload[89];
-  assign \$462  = \$460  | \$461 ;
-  assign \$463  = \$459  | \$462 ;
-  assign \$464  = \$456  | \$463 ;
-  assign \$465  = chan__payload[90] | chan__payload[91];
-  assign \$466  = chan__payload[92] | chan__payload[93];
-  assign \$467  = \$465  | \$466 ;
-  assign \$468  = chan__payload[94] | chan__payload[95];
-  assign \$469  = chan__payload[96] | chan__payload[97];
-  assign \$470  = \$468  | \$469 ;
-  assign \$471  = \$467  | \$470 ;
-  assign \$472  = chan__payload[98] | chan__payload[99];
-  assign \$473  = chan__payload[100] | chan__payload[101];
-  assign \$474  = \$472  | \$473 ;
-  assign \$475  = \$471  | \$474 ;
-  assign \$476  = \$464  | \$475 ;
-  assign \$477  = chan__payload[90] | chan__payload[91];
-  assign \$478  = chan__payload[92] | chan__payload[93];
-  assign \$479  = \$477  | \$478 ;
-  assign \$480  = chan__payload[94] | chan__payload[95];
-  assign \$481  = chan__payload[96] | chan__payload[97];
-  assign \$482  = \$480  | \$481 ;
-  assign \$483  = \$479  | \$482 ;
-  assign \$484  = chan__payload[98] | chan__payload[99];
-  assign \$485  = chan__payload[100] | chan__payload[101];
-  assign \$486  = \$484  | \$485 ;
-  assign \$487  = \$483  | \$486 ;
-  assign \$488  = chan__payload[98] | chan__payload[99];
-  assign \$489  = chan__payload[100] | chan__payload[101];
-  assign \$490  = \$488  | \$489 ;
-  assign \$491  = chan__payload[100] | chan__payload[101];
-  assign \$492  = chan__payload[101] ? 6'h3b : 6'h3a;
-  assign \$493  = chan__payload[99] ? 6'h39 : 6'h38;
-  assign \$494  = \$491  ? \$492  : \$493 ;
-  assign \$495  = chan__payload[94] | chan__payload[95];
-  assign \$496  = chan__payload[96] | chan__payload[97];
-  assign \$497  = \$495  | \$496 ;
-  assign \$498  = chan__payload[96] | chan__payload[97];
-  assign \$499  = chan__payload[97] ? 6'h37 : 6'h36;
-  assign \$500  = chan__payload[95] ? 6'h35 : 6'h34;
-  assign \$501  = \$498  ? \$499  : \$500 ;
-  assign \$502  = chan__payload[92] | chan__payload[93];
-  assign \$503  = chan__payload[93] ? 6'h33 : 6'h32;
-  assign \$504  = chan__payload[91] ? 6'h31 : 6'h30;
-  assign \$505  = \$502  ? \$503  : \$504 ;
-  assign \$506  = \$497  ? \$501  : \$505 ;
-  assign \$507  = \$490  ? \$494  : \$506 ;
-  assign \$508  = chan__payload[82] | chan__payload[83];
-  assign \$509  = chan__payload[84] | chan__payload[85];
-  assign \$510  = \$508  | \$509 ;
-  assign \$511  = chan__payload[86] | chan__payload[87];
-  assign \$512  = chan__payload[88] | chan__payload[89];
-  assign \$513  = \$511  | \$512 ;
-  assign \$514  = \$510  | \$513 ;
-  assign \$515  = chan__payload[86] | chan__payload[87];
-  assign \$516  = chan__payload[88] | chan__payload[89];
-  assign \$517  = \$515  | \$516 ;
-  assign \$518  = chan__payload[88] | chan__payload[89];
-  assign \$519  = chan__payload[89] ? 6'h2f : 6'h2e;
-  assign \$520  = chan__payload[87] ? 6'h2d : 6'h2c;
-  assign \$521  = \$518  ? \$519  : \$520 ;
-  assign \$522  = chan__payload[84] | chan__payload[85];
-  assign \$523  = chan__payload[85] ? 6'h2b : 6'h2a;
-  assign \$524  = chan__payload[83] ? 6'h29 : 6'h28;
-  assign \$525  = \$522  ? \$523  : \$524 ;
-  assign \$526  = \$517  ? \$521  : \$525 ;
-  assign \$527  = chan__payload[78] | chan__payload[79];
-  assign \$528  = chan__payload[80] | chan__payload[81];
-  assign \$529  = \$527  | \$528 ;
-  assign \$530  = chan__payload[80] | chan__payload[81];
-  assign \$531  = chan__payload[81] ? 6'h27 : 6'h26;
-  assign \$532  = chan__payload[79] ? 6'h25 : 6'h24;
-  assign \$533  = \$530  ? \$531  : \$532 ;
-  assign \$534  = chan__payload[76] | chan__payload[77];
-  assign \$535  = chan__payload[77] ? 6'h23 : 6'h22;
-  assign \$536  = chan__payload[75] ? 6'h21 : 6'h20;
-  assign \$537  = \$534  ? \$535  : \$536 ;
-  assign \$538  = \$529  ? \$533  : \$537 ;
-  assign \$539  = \$514  ? \$526  : \$538 ;
-  assign \$540  = \$487  ? \$507  : \$539 ;
-  assign \$541  = chan__payload[58] | chan__payload[59];
-  assign \$542  = chan__payload[60] | chan__payload[61];
+  assign \$453  = \$449  | \$452 ;
+  assign \$454  = \$446  | \$453 ;
+  assign \$455  = chan__payload[90] | chan__payload[91];
+  assign \$456  = chan__payload[92] | chan__payload[93];
+  assign \$457  = \$455  | \$456 ;
+  assign \$458  = chan__payload[94] | chan__payload[95];
+  assign \$459  = chan__payload[96] | chan__payload[97];
+  assign \$460  = \$458  | \$459 ;
+  assign \$461  = \$457  | \$460 ;
+  assign \$462  = chan__payload[98] | chan__payload[99];
+  assign \$463  = chan__payload[100] | chan__payload[101];
+  assign \$464  = \$462  | \$463 ;
+  assign \$465  = \$461  | \$464 ;
+  assign \$466  = \$454  | \$465 ;
+  assign \$467  = chan__payload[90] | chan__payload[91];
+  assign \$468  = chan__payload[92] | chan__payload[93];
+  assign \$469  = \$467  | \$468 ;
+  assign \$470  = chan__payload[94] | chan__payload[95];
+  assign \$471  = chan__payload[96] | chan__payload[97];
+  assign \$472  = \$470  | \$471 ;
+  assign \$473  = \$469  | \$472 ;
+  assign \$474  = chan__payload[98] | chan__payload[99];
+  assign \$475  = chan__payload[100] | chan__payload[101];
+  assign \$476  = \$474  | \$475 ;
+  assign \$477  = \$473  | \$476 ;
+  assign \$478  = chan__payload[98] | chan__payload[99];
+  assign \$479  = chan__payload[100] | chan__payload[101];
+  assign \$480  = \$478  | \$479 ;
+  assign \$481  = chan__payload[100] | chan__payload[101];
+  assign \$482  = chan__payload[101] ? 6'h3b : 6'h3a;
+  assign \$483  = chan__payload[99] ? 6'h39 : 6'h38;
+  assign \$484  = \$481  ? \$482  : \$483 ;
+  assign \$485  = chan__payload[94] | chan__payload[95];
+  assign \$486  = chan__payload[96] | chan__payload[97];
+  assign \$487  = \$485  | \$486 ;
+  assign \$488  = chan__payload[96] | chan__payload[97];
+  assign \$489  = chan__payload[97] ? 6'h37 : 6'h36;
+  assign \$490  = chan__payload[95] ? 6'h35 : 6'h34;
+  assign \$491  = \$488  ? \$489  : \$490 ;
+  assign \$492  = chan__payload[92] | chan__payload[93];
+  assign \$493  = chan__payload[93] ? 6'h33 : 6'h32;
+  assign \$494  = chan__payload[91] ? 6'h31 : 6'h30;
+  assign \$495  = \$492  ? \$493  : \$494 ;
+  assign \$496  = \$487  ? \$491  : \$495 ;
+  assign \$497  = \$480  ? \$484  : \$496 ;
+  assign \$498  = chan__payload[82] | chan__payload[83];
+  assign \$499  = chan__payload[84] | chan__payload[85];
+  assign \$500  = \$498  | \$499 ;
+  assign \$501  = chan__payload[86] | chan__payload[87];
+  assign \$502  = chan__payload[88] | chan__payload[89];
+  assign \$503  = \$501  | \$502 ;
+  assign \$504  = \$500  | \$503 ;
+  assign \$505  = chan__payload[86] | chan__payload[87];
+  assign \$506  = chan__payload[88] | chan__payload[89];
+  assign \$507  = \$505  | \$506 ;
+  assign \$508  = chan__payload[88] | chan__payload[89];
+  assign \$509  = chan__payload[89] ? 6'h2f : 6'h2e;
+  assign \$510  = chan__payload[87] ? 6'h2d : 6'h2c;
+  assign \$511  = \$508  ? \$509  : \$510 ;
+  assign \$512  = chan__payload[84] | chan__payload[85];
+  assign \$513  = chan__payload[85] ? 6'h2b : 6'h2a;
+  assign \$514  = chan__payload[83] ? 6'h29 : 6'h28;
+  assign \$515  = \$512  ? \$513  : \$514 ;
+  assign \$516  = \$507  ? \$511  : \$515 ;
+  assign \$517  = chan__payload[78] | chan__payload[79];
+  assign \$518  = chan__payload[80] | chan__payload[81];
+  assign \$519  = \$517  | \$518 ;
+  assign \$520  = chan__payload[80] | chan__payload[81];
+  assign \$521  = chan__payload[81] ? 6'h27 : 6'h26;
+  assign \$522  = chan__payload[79] ? 6'h25 : 6'h24;
+  assign \$523  = \$520  ? \$521  : \$522 ;
+  assign \$524  = chan__payload[76] | chan__payload[77];
+  assign \$525  = chan__payload[77] ? 6'h23 : 6'h22;
+  assign \$526  = chan__payload[75] ? 6'h21 : 6'h20;
+  assign \$527  = \$524  ? \$525  : \$526 ;
+  assign \$528  = \$519  ? \$523  : \$527 ;
+  assign \$529  = \$504  ? \$516  : \$528 ;
+  assign \$530  = \$477  ? \$497  : \$529 ;
+  assign \$531  = chan__payload[58] | chan__payload[59];
+  assign \$532  = chan__payload[60] | chan__payload[61];
+  assign \$533  = \$531  | \$532 ;
+  assign \$534  = chan__payload[62] | chan__payload[63];
+  assign \$535  = chan__payload[64] | chan__payload[65];
+  assign \$536  = \$534  | \$535 ;
+  assign \$537  = \$533  | \$536 ;
+  assign \$538  = chan__payload[66] | chan__payload[67];
+  assign \$539  = chan__payload[68] | chan__payload[69];
+  assign \$540  = \$538  | \$539 ;
+  assign \$541  = chan__payload[70] | chan__payload[71];
+  assign \$542  = chan__payload[72] | chan__payload[73];
   assign \$543  = \$541  | \$542 ;
-  assign \$544  = chan__payload[62] | chan__payload[63];
-  assign \$545  = chan__payload[64] | chan__payload[65];
-  assign \$546  = \$544  | \$545 ;
-  assign \$547  = \$543  | \$546 ;
-  assign \$548  = chan__payload[66] | chan__payload[67];
-  assign \$549  = chan__payload[68] | chan__payload[69];
-  assign \$550  = \$548  | \$549 ;
-  assign \$551  = chan__payload[70] | chan__payload[71];
-  assign \$552  = chan__payload[72] | chan__payload[73];
-  assign \$553  = \$551  | \$552 ;
-  assign \$554  = \$550  | \$553 ;
-  assign \$555  = \$547  | \$554 ;
-  assign \$556  = chan__payload[66] | chan__payload[67];
-  assign \$557  = chan__payload[68] | chan__payload[69];
-  assign \$558  = \$556  | \$557 ;
-  assign \$559  = chan__payload[70] | chan__payload[71];
-  assign \$560  = chan__payload[72] | chan__payload[73];
-  assign \$561  = \$559  | \$560 ;
-  assign \$562  = \$558  | \$561 ;
-  assign \$563  = chan__payload[70] | chan__payload[71];
-  assign \$564  = chan__payload[72] | chan__payload[73];
-  assign \$565  = \$563  | \$564 ;
-  assign \$566  = chan__payload[72] | chan__payload[73];
-  assign \$567  = chan__payload[73] ? 6'h1f : 6'h1e;
-  assign \$568  = chan__payload[71] ? 6'h1d : 6'h1c;
-  assign \$569  = \$566  ? \$567  : \$568 ;
-  assign \$570  = chan__payload[68] | chan__payload[69];
-  assign \$571  = chan__payload[69] ? 6'h1b : 6'h1a;
-  assign \$572  = chan__payload[67] ? 6'h19 : 6'h18;
-  assign \$573  = \$570  ? \$571  : \$572 ;
-  assign \$574  = \$565  ? \$569  : \$573 ;
-  assign \$575  = chan__payload[62] | chan__payload[63];
-  assign \$576  = chan__payload[64] | chan__payload[65];
-  assign \$577  = \$575  | \$576 ;
-  assign \$578  = chan__payload[64] | chan__payload[65];
-  assign \$579  = chan__payload[65] ? 6'h17 : 6'h16;
-  assign \$580  = chan__payload[63] ? 6'h15 : 6'h14;
-  assign \$581  = \$578  ? \$579  : \$580 ;
-  assign \$582  = chan__payload[60] | chan__payload[61];
-  assign \$583  = chan__payload[61] ? 6'h13 : 6'h12;
-  assign \$584  = chan__payload[59] ? 6'h11 : 6'h10;
-  assign \$585  = \$582  ? \$583  : \$584 ;
-  assign \$586  = \$577  ? \$581  : \$585 ;
-  assign \$587  = \$562  ? \$574  : \$586 ;
-  assign \$588  = chan__payload[50] | chan__payload[51];
-  assign \$589  = chan__payload[52] | chan__payload[53];
-  assign \$590  = \$588  | \$589 ;
-  assign \$591  = chan__payload[54] | chan__payload[55];
-  assign \$592  = chan__payload[56] | chan__payload[57];
-  assign \$593  = \$591  | \$592 ;
-  assign \$594  = \$590  | \$593 ;
-  assign \$595  = chan__payload[54] | chan__payload[55];
-  assign \$596  = chan__payload[56] | chan__payload[57];
-  assign \$597  = \$595  | \$596 ;
-  assign \$598  = chan__payload[56] | chan__payload[57];
-  assign \$599  = chan__payload[57] ? 6'h0f : 6'h0e;
-  assign \$600  = chan__payload[55] ? 6'h0d : 6'h0c;
-  assign \$601  = \$598  ? \$599  : \$600 ;
-  assign \$602  = chan__payload[52] | chan__payload[53];
-  assign \$603  = chan__payload[53] ? 6'h0b : 6'h0a;
-  assign \$604  = chan__payload[51] ? 6'h09 : 6'h08;
-  assign \$605  = \$602  ? \$603  : \$604 ;
-  assign \$606  = \$597  ? \$601  : \$605 ;
-  assign \$607  = chan__payload[46] | chan__payload[47];
-  assign \$608  = chan__payload[48] | chan__payload[49];
-  assign \$609  = \$607  | \$608 ;
-  assign \$610  = chan__payload[48] | chan__payload[49];
-  assign \$611  = chan__payload[49] ? 6'h07 : 6'h06;
-  assign \$612  = chan__payload[47] ? 6'h05 : 6'h04;
-  assign \$613  = \$610  ? \$611  : \$612 ;
-  assign \$614  = chan__payload[44] | chan__payload[45];
-  assign \$615  = chan__payload[45] ? 6'h03 : 6'h02;
-  assign \$616  = chan__payload[43] ? 6'h01 : 6'h00;
-  assign \$617  = \$614  ? \$615  : \$616 ;
-  assign \$618  = \$609  ? \$613  : \$617 ;
-  assign \$619  = \$594  ? \$606  : \$618 ;
-  assign \$620  = \$555  ? \$587  : \$619 ;
-  assign den_lead = \$476  ? \$540  : \$620 ;
-  assign \$621  = chan__payload[8] | chan__payload[9];
-  assign \$622  = chan__payload[10] | chan__payload[11];
-  assign \$623  = \$621  | \$622 ;
-  assign \$624  = \$623  | chan__payload[12];
-  assign \$625  = chan__payload[10] | chan__payload[11];
-  assign \$626  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$627  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$628  = \$625  ? \$626  : \$627 ;
-  assign \$629  = chan__payload[12] ? 4'hc : \$628 ;
-  assign \$630  = chan__payload[4] | chan__payload[5];
-  assign \$631  = chan__payload[6] | chan__payload[7];
-  assign \$632  = \$630  | \$631 ;
-  assign \$633  = chan__payload[6] | chan__payload[7];
-  assign \$634  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$635  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$636  = \$633  ? \$634  : \$635 ;
-  assign \$637  = chan__payload[2] | chan__payload[3];
-  assign \$638  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$639  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$640  = \$637  ? \$638  : \$639 ;
-  assign \$641  = \$632  ? \$636  : \$640 ;
-  assign count_lead = \$624  ? \$629  : \$641 ;
-  assign \$642  = ! chan__payload[12:0];
-  assign \$643  = chan__payload[12:0] > 13'h1000;
-  assign \$644  = \$642  | \$643 ;
-  assign \$645  = ! chan__payload[114:102];
-  assign \$647  = 1'h0 + \$646 ;
-  assign \$649  = \$647  + \$648 ;
-  assign \$650  = \$649  < chan__payload[12:0];
-  assign \$651  = \$645  | \$650 ;
-  assign \$652  = ! chan__payload[101:42];
-  assign \$653  = count_lead + 4'hc;
-  assign \$654  = \$653  > 1'h0;
-  assign \$655  = count_lead + 4'hc;
-  assign \$656  = den_lead < \$655 ;
-  assign \$657  = \$654  & \$656 ;
-  assign \$658  = \$652  | \$657 ;
-  assign refused = | { \$658 , \$651 , \$644  };
-  assign \$659  = i__valid & last;
-  assign \$660  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$661  = - $signed(chan[41:13]);
-  assign \$662  = \$660  ? \$661  : { chan[41], chan[41:13] };
-  assign \$663  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$664  = ~ \$663 ;
-  assign \$665  = $signed(chan[186:171]) < $signed(1'h0);
-  assign \$666  = - $signed(chan[186:171]);
-  assign \$667  = \$665  ? \$666  : { chan[186], chan[186:171] };
-  assign \$669  = 5'h1b + sh;
-  assign \$670  = 5'h10 + \$669 ;
-  assign \$671  = $signed(chan[186:171]) < $signed(1'h0);
-  assign \$672  = $signed(qg) < $signed(1'h0);
-  assign \$673  = - $signed(qg);
-  assign \$674  = \$672  ? \$673  : { qg[55], qg };
-  assign \$676  = $signed(qg) < $signed(1'h0);
-  assign \$677  = $signed(sg) < $signed(1'h0);
-  assign \$678  = - $signed(sg);
-  assign \$679  = \$677  ? \$678  : { sg[28], sg };
-  assign \$680  = $signed(sg) < $signed(1'h0);
-  assign \$681  = ~ \$680 ;
-  assign \$682  = $signed(chan[186:171]) < $signed(1'h0);
-  assign \$683  = - $signed(chan[186:171]);
-  assign \$684  = \$682  ? \$683  : { chan[186], chan[186:171] };
-  assign \$685  = $signed(chan[186:171]) < $signed(1'h0);
-  assign \$686  = $signed(scratch) < $signed(1'h0);
-  assign \$687  = - $signed(scratch);
-  assign \$688  = \$686  ? \$687  : { scratch[124], scratch };
-  assign \$690  = 5'h1b + sh;
-  assign \$691  = 7'h53 + \$690 ;
-  assign \$692  = $signed(scratch) < $signed(1'h0);
-  assign \$693  = $signed(tq) < $signed(1'h0);
-  assign \$694  = - $signed(tq);
-  assign \$695  = \$693  ? \$694  : { tq[144], tq };
-  assign \$696  = $signed(tq) < $signed(1'h0);
-  assign \$697  = | left;
-  assign \$698  = ~ o__valid;
-  assign \$699  = \$698  | o__ready;
-  assign \$700  = \$697  & \$699 ;
-  assign \$701  = i__valid & i__ready;
-  assign \$702  = ! fsm_state;
-  assign \$703  = fsm_state == 1'h1;
-  assign \$704  = fsm_state == 2'h2;
-  assign \$705  = fsm_state == 2'h3;
-  assign \$706  = fsm_state == 3'h4;
-  assign \$707  = fsm_state == 3'h5;
-  assign \$708  = fsm_state == 3'h6;
-  assign \$709  = fsm_state == 3'h7;
-  assign \$710  = fsm_state == 4'h8;
-  assign \$711  = fsm_state == 4'h9;
-  assign \$712  = fsm_state == 4'ha;
-  assign \$713  = fsm_state == 4'hb;
-  assign \$714  = fsm_state == 4'hc;
-  assign \$715  = fsm_state == 4'hd;
-  assign \$716  = fsm_state == 4'he;
-  assign \$717  = fsm_state == 4'hf;
-  assign \$718  = fsm_state == 5'h10;
-  assign \$719  = fsm_state == 5'h11;
-  assign \$720  = fsm_state == 5'h12;
-  assign \$721  = fsm_state == 5'h13;
-  assign \$722  = fsm_state == 5'h14;
-  assign \$723  = fsm_state == 5'h15;
-  assign \$724  = fsm_state == 5'h16;
-  assign \$725  = fsm_state == 5'h17;
-  assign \$726  = fsm_state == 5'h18;
-  assign \$727  = fsm_state == 5'h19;
-  assign \$728  = fsm_state == 5'h1a;
-  assign \$729  = fsm_state == 5'h1b;
-  assign \$730  = fsm_state == 5'h1c;
-  assign \$731  = fsm_state == 5'h1d;
-  assign \$732  = fsm_state == 5'h1e;
-  assign \$733  = fsm_state == 5'h1f;
-  assign \$734  = fsm_state == 6'h20;
-  assign \$735  = fsm_state == 6'h21;
-  assign \$736  = fsm_state == 6'h22;
-  assign \$737  = fsm_state == 6'h23;
-  assign \$738  = fsm_state == 6'h24;
-  assign \$739  = fsm_state == 6'h25;
-  assign \$740  = fsm_state == 6'h26;
-  assign \$741  = fsm_state == 6'h27;
-  assign \$742  = fsm_state == 6'h28;
-  assign \$743  = fsm_state == 6'h29;
-  assign \$744  = fsm_state == 6'h2a;
-  assign \$745  = fsm_state == 6'h2b;
-  assign \$746  = fsm_state == 6'h2c;
-  assign \$747  = fsm_state == 6'h2d;
-  assign \$748  = fsm_state == 6'h2e;
-  assign \$749  = fsm_state == 6'h2f;
-  assign \$750  = ~ mask;
-  assign \$752  = $signed(\$751 ) > $signed(16'h7fff);
-  assign \$754  = $signed(\$753 ) < $signed(16'h8000);
-  assign \$756  = \$754  ? 17'h18000 : { 1'h0, \$755 [15:0] };
-  assign \$757  = \$752  ? 17'h07fff : \$756 ;
-  assign \$758  = mask ? \$757  : 17'h00000;
-  assign \$760  = $signed(\$759 ) > $signed(16'h7fff);
-  assign \$762  = $signed(\$761 ) < $signed(16'h8000);
-  assign \$763  = \$760  | \$762 ;
-  assign \$764  = mask & \$763 ;
-  assign \$765  = sat + \$764 ;
-  assign \$766  = left - 1'h1;
-  assign \$767  = last ? 14'h0000 : \$766 ;
-  assign \$768  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$769  = $signed(sg) + $signed(\$768 );
-  assign \$770  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$771  = mask ? \$770  : 32'd0;
-  assign \$772  = $signed(sgx) + $signed(\$771 );
-  assign \$773  = $signed(tq) + $signed(2'h1);
-  assign \$775  = $signed(tq) + $signed(2'h1);
-  assign \$777  = align + sh;
-  assign \$778  = \$777  == 6'h21;
-  assign \$780  = align + 1'h1;
-  assign \$781  = $signed(tq) + $signed(2'h1);
-  assign \$783  = align + sh;
-  assign \$784  = \$783  == 6'h21;
-  assign \$786  = align + 1'h1;
-  assign \$787  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$788  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$789  = \$788  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$790  = \$787  ? 125'h0000000000003ffc0001100100000000 : \$789 ;
-  assign \$791  = align + sh;
-  assign \$792  = \$791  == 6'h21;
-  assign \$794  = align + 1'h1;
-  assign \$795  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$796  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$797  = \$796  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$798  = \$795  ? 125'h0000000000003ffc0001100100000000 : \$797 ;
-  assign \$799  = align + sh;
-  assign \$800  = \$799  == 6'h21;
-  assign \$802  = align + 1'h1;
-  assign \$803  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$804  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$805  = \$804  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$806  = \$803  ? 125'h0000000000003ffc0001100100000000 : \$805 ;
-  assign \$807  = align + sh;
-  assign \$808  = \$807  == 6'h21;
-  assign \$810  = align + 1'h1;
-  assign \$811  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$812  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$813  = \$812  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$814  = \$811  ? 125'h0000000000003ffc0001100100000000 : \$813 ;
-  assign \$815  = align + sh;
-  assign \$816  = \$815  == 6'h21;
-  assign \$818  = align + 1'h1;
-  assign \$819  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
-  assign \$820  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
-  assign \$821  = \$820  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
-  assign \$822  = \$819  ? 125'h0000000000003ffc0001100100000000 : \$821 ;
-  assign \$823  = | left;
-  assign \$824  = ~ \$823 ;
-  assign \$825  = ~ o__valid;
-  assign \$826  = \$825  | o__ready;
-  assign \$827  = \$824  & \$826 ;
+  assign \$544  = \$540  | \$543 ;
+  assign \$545  = \$537  | \$544 ;
+  assign \$546  = chan__payload[66] | chan__payload[67];
+  assign \$547  = chan__payload[68] | chan__payload[69];
+  assign \$548  = \$546  | \$547 ;
+  assign \$549  = chan__payload[70] | chan__payload[71];
+  assign \$550  = chan__payload[72] | chan__payload[73];
+  assign \$551  = \$549  | \$550 ;
+  assign \$552  = \$548  | \$551 ;
+  assign \$553  = chan__payload[70] | chan__payload[71];
+  assign \$554  = chan__payload[72] | chan__payload[73];
+  assign \$555  = \$553  | \$554 ;
+  assign \$556  = chan__payload[72] | chan__payload[73];
+  assign \$557  = chan__payload[73] ? 6'h1f : 6'h1e;
+  assign \$558  = chan__payload[71] ? 6'h1d : 6'h1c;
+  assign \$559  = \$556  ? \$557  : \$558 ;
+  assign \$560  = chan__payload[68] | chan__payload[69];
+  assign \$561  = chan__payload[69] ? 6'h1b : 6'h1a;
+  assign \$562  = chan__payload[67] ? 6'h19 : 6'h18;
+  assign \$563  = \$560  ? \$561  : \$562 ;
+  assign \$564  = \$555  ? \$559  : \$563 ;
+  assign \$565  = chan__payload[62] | chan__payload[63];
+  assign \$566  = chan__payload[64] | chan__payload[65];
+  assign \$567  = \$565  | \$566 ;
+  assign \$568  = chan__payload[64] | chan__payload[65];
+  assign \$569  = chan__payload[65] ? 6'h17 : 6'h16;
+  assign \$570  = chan__payload[63] ? 6'h15 : 6'h14;
+  assign \$571  = \$568  ? \$569  : \$570 ;
+  assign \$572  = chan__payload[60] | chan__payload[61];
+  assign \$573  = chan__payload[61] ? 6'h13 : 6'h12;
+  assign \$574  = chan__payload[59] ? 6'h11 : 6'h10;
+  assign \$575  = \$572  ? \$573  : \$574 ;
+  assign \$576  = \$567  ? \$571  : \$575 ;
+  assign \$577  = \$552  ? \$564  : \$576 ;
+  assign \$578  = chan__payload[50] | chan__payload[51];
+  assign \$579  = chan__payload[52] | chan__payload[53];
+  assign \$580  = \$578  | \$579 ;
+  assign \$581  = chan__payload[54] | chan__payload[55];
+  assign \$582  = chan__payload[56] | chan__payload[57];
+  assign \$583  = \$581  | \$582 ;
+  assign \$584  = \$580  | \$583 ;
+  assign \$585  = chan__payload[54] | chan__payload[55];
+  assign \$586  = chan__payload[56] | chan__payload[57];
+  assign \$587  = \$585  | \$586 ;
+  assign \$588  = chan__payload[56] | chan__payload[57];
+  assign \$589  = chan__payload[57] ? 6'h0f : 6'h0e;
+  assign \$590  = chan__payload[55] ? 6'h0d : 6'h0c;
+  assign \$591  = \$588  ? \$589  : \$590 ;
+  assign \$592  = chan__payload[52] | chan__payload[53];
+  assign \$593  = chan__payload[53] ? 6'h0b : 6'h0a;
+  assign \$594  = chan__payload[51] ? 6'h09 : 6'h08;
+  assign \$595  = \$592  ? \$593  : \$594 ;
+  assign \$596  = \$587  ? \$591  : \$595 ;
+  assign \$597  = chan__payload[46] | chan__payload[47];
+  assign \$598  = chan__payload[48] | chan__payload[49];
+  assign \$599  = \$597  | \$598 ;
+  assign \$600  = chan__payload[48] | chan__payload[49];
+  assign \$601  = chan__payload[49] ? 6'h07 : 6'h06;
+  assign \$602  = chan__payload[47] ? 6'h05 : 6'h04;
+  assign \$603  = \$600  ? \$601  : \$602 ;
+  assign \$604  = chan__payload[44] | chan__payload[45];
+  assign \$605  = chan__payload[45] ? 6'h03 : 6'h02;
+  assign \$606  = chan__payload[43] ? 6'h01 : 6'h00;
+  assign \$607  = \$604  ? \$605  : \$606 ;
+  assign \$608  = \$599  ? \$603  : \$607 ;
+  assign \$609  = \$584  ? \$596  : \$608 ;
+  assign \$610  = \$545  ? \$577  : \$609 ;
+  assign den_lead = \$466  ? \$530  : \$610 ;
+  assign \$611  = chan__payload[8] | chan__payload[9];
+  assign \$612  = chan__payload[10] | chan__payload[11];
+  assign \$613  = \$611  | \$612 ;
+  assign \$614  = \$613  | chan__payload[12];
+  assign \$615  = chan__payload[10] | chan__payload[11];
+  assign \$616  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$617  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$618  = \$615  ? \$616  : \$617 ;
+  assign \$619  = chan__payload[12] ? 4'hc : \$618 ;
+  assign \$620  = chan__payload[4] | chan__payload[5];
+  assign \$621  = chan__payload[6] | chan__payload[7];
+  assign \$622  = \$620  | \$621 ;
+  assign \$623  = chan__payload[6] | chan__payload[7];
+  assign \$624  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$625  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$626  = \$623  ? \$624  : \$625 ;
+  assign \$627  = chan__payload[2] | chan__payload[3];
+  assign \$628  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$629  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$630  = \$627  ? \$628  : \$629 ;
+  assign \$631  = \$622  ? \$626  : \$630 ;
+  assign count_lead = \$614  ? \$619  : \$631 ;
+  assign \$632  = ! chan__payload[12:0];
+  assign \$633  = chan__payload[12:0] > 13'h1000;
+  assign \$634  = \$632  | \$633 ;
+  assign \$635  = ! chan__payload[114:102];
+  assign \$637  = 1'h0 + \$636 ;
+  assign \$639  = \$637  + \$638 ;
+  assign \$640  = \$639  < chan__payload[12:0];
+  assign \$641  = \$635  | \$640 ;
+  assign \$642  = ! chan__payload[101:42];
+  assign \$643  = count_lead + 4'hc;
+  assign \$644  = \$643  > 1'h0;
+  assign \$645  = count_lead + 4'hc;
+  assign \$646  = den_lead < \$645 ;
+  assign \$647  = \$644  & \$646 ;
+  assign \$648  = \$642  | \$647 ;
+  assign refused = | { \$648 , \$641 , \$634  };
+  assign \$649  = i__valid & last;
+  assign \$650  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$651  = - $signed(chan[41:13]);
+  assign \$652  = \$650  ? \$651  : { chan[41], chan[41:13] };
+  assign \$653  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$654  = ~ \$653 ;
+  assign \$655  = $signed(chan[186:171]) < $signed(1'h0);
+  assign \$656  = - $signed(chan[186:171]);
+  assign \$657  = \$655  ? \$656  : { chan[186], chan[186:171] };
+  assign \$659  = 5'h1b + sh;
+  assign \$660  = 5'h10 + \$659 ;
+  assign \$661  = $signed(chan[186:171]) < $signed(1'h0);
+  assign \$662  = $signed(qg) < $signed(1'h0);
+  assign \$663  = - $signed(qg);
+  assign \$664  = \$662  ? \$663  : { qg[55], qg };
+  assign \$666  = $signed(qg) < $signed(1'h0);
+  assign \$667  = $signed(sg) < $signed(1'h0);
+  assign \$668  = - $signed(sg);
+  assign \$669  = \$667  ? \$668  : { sg[28], sg };
+  assign \$670  = $signed(sg) < $signed(1'h0);
+  assign \$671  = ~ \$670 ;
+  assign \$672  = $signed(chan[186:171]) < $signed(1'h0);
+  assign \$673  = - $signed(chan[186:171]);
+  assign \$674  = \$672  ? \$673  : { chan[186], chan[186:171] };
+  assign \$675  = $signed(chan[186:171]) < $signed(1'h0);
+  assign \$676  = $signed(scratch) < $signed(1'h0);
+  assign \$677  = - $signed(scratch);
+  assign \$678  = \$676  ? \$677  : { scratch[124], scratch };
+  assign \$680  = 5'h1b + sh;
+  assign \$681  = 7'h53 + \$680 ;
+  assign \$682  = $signed(scratch) < $signed(1'h0);
+  assign \$683  = $signed(tq) < $signed(1'h0);
+  assign \$684  = - $signed(tq);
+  assign \$685  = \$683  ? \$684  : { tq[144], tq };
+  assign \$686  = $signed(tq) < $signed(1'h0);
+  assign \$687  = | left;
+  assign \$688  = \$687  & adv;
+  assign \$689  = i__valid & i__ready;
+  assign \$690  = ! fsm_state;
+  assign \$691  = fsm_state == 1'h1;
+  assign \$692  = fsm_state == 2'h2;
+  assign \$693  = fsm_state == 2'h3;
+  assign \$694  = fsm_state == 3'h4;
+  assign \$695  = fsm_state == 3'h5;
+  assign \$696  = fsm_state == 3'h6;
+  assign \$697  = fsm_state == 3'h7;
+  assign \$698  = fsm_state == 4'h8;
+  assign \$699  = fsm_state == 4'h9;
+  assign \$700  = fsm_state == 4'ha;
+  assign \$701  = fsm_state == 4'hb;
+  assign \$702  = fsm_state == 4'hc;
+  assign \$703  = fsm_state == 4'hd;
+  assign \$704  = fsm_state == 4'he;
+  assign \$705  = fsm_state == 4'hf;
+  assign \$706  = fsm_state == 5'h10;
+  assign \$707  = fsm_state == 5'h11;
+  assign \$708  = fsm_state == 5'h12;
+  assign \$709  = fsm_state == 5'h13;
+  assign \$710  = fsm_state == 5'h14;
+  assign \$711  = fsm_state == 5'h15;
+  assign \$712  = fsm_state == 5'h16;
+  assign \$713  = fsm_state == 5'h17;
+  assign \$714  = fsm_state == 5'h18;
+  assign \$715  = fsm_state == 5'h19;
+  assign \$716  = fsm_state == 5'h1a;
+  assign \$717  = fsm_state == 5'h1b;
+  assign \$718  = fsm_state == 5'h1c;
+  assign \$719  = fsm_state == 5'h1d;
+  assign \$720  = fsm_state == 5'h1e;
+  assign \$721  = fsm_state == 5'h1f;
+  assign \$722  = fsm_state == 6'h20;
+  assign \$723  = fsm_state == 6'h21;
+  assign \$724  = fsm_state == 6'h22;
+  assign \$725  = fsm_state == 6'h23;
+  assign \$726  = fsm_state == 6'h24;
+  assign \$727  = fsm_state == 6'h25;
+  assign \$728  = fsm_state == 6'h26;
+  assign \$729  = fsm_state == 6'h27;
+  assign \$730  = fsm_state == 6'h28;
+  assign \$731  = fsm_state == 6'h29;
+  assign \$732  = fsm_state == 6'h2a;
+  assign \$733  = fsm_state == 6'h2b;
+  assign \$734  = fsm_state == 6'h2c;
+  assign \$735  = fsm_state == 6'h2d;
+  assign \$736  = fsm_state == 6'h2e;
+  assign \$737  = fsm_state == 6'h2f;
+  assign \$738  = $signed(s0_g) * $signed(lane_a);
+  assign \$739  = \$signal  == 3'h4;
+  assign \$740  = \$signal  == 2'h3;
+  assign \$741  = \$signal  == 2'h2;
+  assign \$742  = ! \$signal ;
+  assign \$743  = \$742  ? const0 : const1;
+  assign \$744  = \$741  ? const2 : \$743 ;
+  assign \$745  = \$740  ? const3 : \$744 ;
+  assign \$746  = \$739  ? const4 : \$745 ;
+  assign \$747  = $signed(\$738 ) + $signed(\$746 );
+  assign \$748  = $signed(\$747 ) + $signed(34'h100000000);
+  assign \$749  = ~ s1_mask;
+  assign \$751  = $signed(\$750 ) > $signed(16'h7fff);
+  assign \$753  = $signed(\$752 ) < $signed(16'h8000);
+  assign \$755  = \$753  ? 17'h18000 : { 1'h0, \$754 [15:0] };
+  assign \$756  = \$751  ? 17'h07fff : \$755 ;
+  assign \$757  = s1_mask ? \$756  : 17'h00000;
+  assign \$759  = $signed(\$758 ) > $signed(16'h7fff);
+  assign \$761  = $signed(\$760 ) < $signed(16'h8000);
+  assign \$762  = \$759  | \$761 ;
+  assign \$763  = s1_mask & \$762 ;
+  assign \$764  = sat + \$763 ;
+  assign \$765  = left - 1'h1;
+  assign \$766  = last ? 14'h0000 : \$765 ;
+  assign \$767  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$768  = $signed(sg) + $signed(\$767 );
+  assign \$769  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$770  = mask ? \$769  : 32'd0;
+  assign \$771  = $signed(sgx) + $signed(\$770 );
+  assign \$772  = $signed(tq) + $signed(2'h1);
+  assign \$774  = $signed(tq) + $signed(2'h1);
+  assign \$776  = align + sh;
+  assign \$777  = \$776  == 6'h21;
+  assign \$779  = align + 1'h1;
+  assign \$780  = $signed(tq) + $signed(2'h1);
+  assign \$782  = align + sh;
+  assign \$783  = \$782  == 6'h21;
+  assign \$785  = align + 1'h1;
+  assign \$786  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$787  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$788  = \$787  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$789  = \$786  ? 125'h0000000000003ffc0001100100000000 : \$788 ;
+  assign \$790  = align + sh;
+  assign \$791  = \$790  == 6'h21;
+  assign \$793  = align + 1'h1;
+  assign \$794  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$795  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$796  = \$795  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$797  = \$794  ? 125'h0000000000003ffc0001100100000000 : \$796 ;
+  assign \$798  = align + sh;
+  assign \$799  = \$798  == 6'h21;
+  assign \$801  = align + 1'h1;
+  assign \$802  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$803  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$804  = \$803  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$805  = \$802  ? 125'h0000000000003ffc0001100100000000 : \$804 ;
+  assign \$806  = align + sh;
+  assign \$807  = \$806  == 6'h21;
+  assign \$809  = align + 1'h1;
+  assign \$810  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$811  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$812  = \$811  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$813  = \$810  ? 125'h0000000000003ffc0001100100000000 : \$812 ;
+  assign \$814  = align + sh;
+  assign \$815  = \$814  == 6'h21;
+  assign \$817  = align + 1'h1;
+  assign \$818  = $signed(scratch) > $signed(79'h3ffc0001100100000000);
+  assign \$819  = $signed(scratch) < $signed(79'h4003fffeefff00000000);
+  assign \$820  = \$819  ? 125'h1fffffffffffc003fffeefff00000000 : scratch;
+  assign \$821  = \$818  ? 125'h0000000000003ffc0001100100000000 : \$820 ;
+  assign \$822  = | left;
+  assign \$823  = ~ \$822 ;
+  assign \$824  = ~ \$signal$66 ;
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = ~ s1_valid;
+  assign \$827  = \$825  & \$826 ;
+  assign \$828  = \$827  & adv;
   always @(posedge clk)
-    o__valid <= \$828 ;
+    s0_x <= \$829 ;
   always @(posedge clk)
-    o__payload <= \$829 ;
+    s0_g <= \$830 ;
   always @(posedge clk)
-    sat <= \$830 ;
+    s0_mask <= \$831 ;
   always @(posedge clk)
-    left <= \$831 ;
+    \$signal  <= \$832 ;
   always @(posedge clk)
-    chan <= \$832 ;
+    o__valid <= \$833 ;
   always @(posedge clk)
-    sg <= \$833 ;
+    s1_valid <= \$834 ;
   always @(posedge clk)
-    sgx <= \$834 ;
+    \$signal$66  <= \$835 ;
   always @(posedge clk)
-    dgamma <= \$835 ;
+    s1_mask <= \$836 ;
   always @(posedge clk)
-    align <= \$836 ;
+    acc0 <= \$837 ;
   always @(posedge clk)
-    fsm_state <= \$837 ;
+    o__payload <= \$838 ;
   always @(posedge clk)
-    sh <= \$838 ;
+    sat <= \$839 ;
   always @(posedge clk)
-    scratch <= \$839 ;
+    left <= \$840 ;
   always @(posedge clk)
-    qg <= \$840 ;
+    chan <= \$841 ;
   always @(posedge clk)
-    tq <= \$841 ;
+    sg <= \$842 ;
   always @(posedge clk)
-    m1 <= \$842 ;
+    sgx <= \$843 ;
   always @(posedge clk)
-    lane_a <= \$843 ;
+    dgamma <= \$844 ;
   always @(posedge clk)
-    c0w <= \$844 ;
+    align <= \$845 ;
   always @(posedge clk)
-    m2 <= \$845 ;
+    fsm_state <= \$846 ;
   always @(posedge clk)
-    const0 <= \$846 ;
+    sh <= \$847 ;
   always @(posedge clk)
-    const1 <= \$847 ;
+    scratch <= \$848 ;
   always @(posedge clk)
-    const2 <= \$848 ;
+    qg <= \$849 ;
   always @(posedge clk)
-    const3 <= \$849 ;
+    tq <= \$850 ;
   always @(posedge clk)
-    const4 <= \$850 ;
+    m1 <= \$851 ;
+  always @(posedge clk)
+    lane_a <= \$852 ;
+  always @(posedge clk)
+    c0w <= \$853 ;
+  always @(posedge clk)
+    m2 <= \$854 ;
+  always @(posedge clk)
+    const0 <= \$855 ;
+  always @(posedge clk)
+    const1 <= \$856 ;
+  always @(posedge clk)
+    const2 <= \$857 ;
+  always @(posedge clk)
+    const3 <= \$858 ;
+  always @(posedge clk)
+    const4 <= \$859 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$2  = chan[142:115] > chan[170:143];
@@ -1517,14 +1555,14 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   \hwnorm_bwd_range_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$70 ),
+    .done(\done$78 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$58 ),
+    .\neg$15 (\neg$51 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$56 ),
-    .steps(\steps$54 )
+    .start(\start$49 ),
+    .steps(\steps$47 )
   );
   \hwnorm_bwd_range_s16.mul  mul (
     .a(a),
@@ -1538,7 +1576,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_range_s16.sel$72  \sel$72  (
+  \hwnorm_bwd_range_s16.sel$80  \sel$80  (
     .chunk_size(chan[114:102]),
     .clear(clear),
     .clk(clk),
@@ -1773,7 +1811,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h2d:
           /* empty */;
       6'h2e:
-          i__ready = \$700 ;
+          i__ready = \$688 ;
     endcase
   end
   always @* begin
@@ -1881,7 +1919,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h00:
           /* empty */;
       6'h02:
-          rewind = \$659 ;
+          rewind = \$649 ;
     endcase
   end
   always @* begin
@@ -2087,7 +2125,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h04:
           /* empty */;
       6'h05:
-          b = \$662 ;
+          b = \$652 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -2109,11 +2147,11 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$679 ;
+          b = \$669 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684 [16], \$684  };
+          b = { \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674 [16], \$674  };
       6'h13:
           /* empty */;
       6'h14:
@@ -2267,7 +2305,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$664 ;
+          neg = \$654 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -2289,11 +2327,11 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$681 ;
+          neg = \$671 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$685 ;
+          neg = \$675 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -2451,13 +2489,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$668 [142:0];
+          lo_init = \$658 [142:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$675 [142:0];
+          lo_init = \$665 [142:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2481,16 +2519,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          lo_init = \$689 [142:0];
+          lo_init = \$679 [142:0];
       6'h17:
           /* empty */;
       6'h18:
-          lo_init = \$695 [142:0];
+          lo_init = \$685 [142:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$54  = 8'h00;
+    \steps$47  = 8'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2505,13 +2543,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          \steps$54  = \$670 ;
+          \steps$47  = \$660 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$54  = 8'h56;
+          \steps$47  = 8'h56;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2535,16 +2573,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          \steps$54  = \$691 ;
+          \steps$47  = \$681 ;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$54  = 8'h8f;
+          \steps$47  = 8'h8f;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$56  = 1'h0;
+    \start$49  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2559,13 +2597,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2589,11 +2627,11 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
     endcase
   end
   always @* begin
@@ -2652,7 +2690,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$58  = 1'h0;
+    \neg$51  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2667,13 +2705,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h06:
           /* empty */;
       6'h07:
-          \neg$58  = \$671 ;
+          \neg$51  = \$661 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$58  = \$676 ;
+          \neg$51  = \$666 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2697,11 +2735,11 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h15:
           /* empty */;
       6'h16:
-          \neg$58  = \$692 ;
+          \neg$51  = \$682 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$58  = \$696 ;
+          \neg$51  = \$686 ;
     endcase
   end
   always @* begin
@@ -2853,7 +2891,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h2d:
           /* empty */;
       6'h2e:
-          take = \$701 ;
+          take = \$689 ;
     endcase
   end
   always @* begin
@@ -3058,22 +3096,9 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$828  = o__valid;
-    if (o__ready) begin
-      \$828  = 1'h0;
-    end
+    \$829  = s0_x;
     if (take) begin
-      \$828  = 1'h1;
-    end
-    if (rst) begin
-      \$828  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$829  = o__payload;
-    if (take) begin
-      \$829  = \$758 [15:0];
+      \$829  = i__payload[15:0];
     end
     if (rst) begin
       \$829  = 16'h0000;
@@ -3081,99 +3106,191 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$830  = sat;
+    \$830  = s0_g;
     if (take) begin
-      \$830  = \$765 [12:0];
+      \$830  = i__payload[31:16];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$830  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$830  = 13'h0000;
+      \$830  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = left;
-    if (beat) begin
-      \$831  = \$767 [12:0];
+    \$831  = s0_mask;
+    if (take) begin
+      \$831  = mask;
+    end
+    if (rst) begin
+      \$831  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$832  = \$signal ;
+    if (take) begin
+      \$832  = sel;
+    end
+    if (rst) begin
+      \$832  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$833  = o__valid;
+    if (adv) begin
+      \$833  = s1_valid;
+    end
+    if (rst) begin
+      \$833  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$834  = s1_valid;
+    if (adv) begin
+      \$834  = \$signal$66 ;
+    end
+    if (rst) begin
+      \$834  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$835  = \$signal$66 ;
+    if (adv) begin
+      \$835  = take;
+    end
+    if (rst) begin
+      \$835  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$836  = s1_mask;
+    if (adv) begin
+      \$836  = s0_mask;
+    end
+    if (rst) begin
+      \$836  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$837  = acc0;
+    if (adv) begin
+      \$837  = \$748 [80:0];
+    end
+    if (rst) begin
+      \$837  = 81'h000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$838  = o__payload;
+    if (adv) begin
+      \$838  = \$757 [15:0];
+    end
+    if (rst) begin
+      \$838  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$839  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$839  = \$764 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$831  = chan__payload[12:0];
+            \$839  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$839  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$840  = left;
+    if (beat) begin
+      \$840  = \$766 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$840  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$831  = chan[12:0];
+              \$840  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$831  = 13'h0000;
+      \$840  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = chan;
+    \$841  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$832  = chan__payload;
+            \$841  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$832  = 187'h00000000000000000000000000000000000000000000000;
+      \$841  = 187'h00000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = sg;
+    \$842  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$833  = 29'h00000000;
+            \$842  = 29'h00000000;
             if (refused) begin
-              \$833  = 29'h00000000;
+              \$842  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$833  = \$769 [28:0];
+            \$842  = \$768 [28:0];
           end
     endcase
     if (rst) begin
-      \$833  = 29'h00000000;
+      \$842  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$834  = sgx;
+    \$843  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$834  = 44'h00000000000;
+            \$843  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$834  = \$772 [43:0];
+            \$843  = \$771 [43:0];
           end
     endcase
     if (rst) begin
-      \$834  = 44'h00000000000;
+      \$843  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$835  = dgamma;
+    \$844  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$835  = 62'h0000000000000000;
+            \$844  = 62'h0000000000000000;
           end
       6'h02:
           /* empty */;
@@ -3196,19 +3313,19 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h0b:
           /* empty */;
       6'h0c:
-          \$835  = \$776 [61:0];
+          \$844  = \$775 [61:0];
     endcase
     if (rst) begin
-      \$835  = 62'h0000000000000000;
+      \$844  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$836  = align;
+    \$845  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$836  = 6'h00;
+            \$845  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -3238,10 +3355,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$778 ) begin
-            \$836  = 6'h00;
+          if (\$777 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$780 [5:0];
+            \$845  = \$779 [5:0];
           end
       6'h10:
           /* empty */;
@@ -3269,10 +3386,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h1c:
           (* full_case = 32'd1 *)
-          if (\$784 ) begin
-            \$836  = 6'h00;
+          if (\$783 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$786 [5:0];
+            \$845  = \$785 [5:0];
           end
       6'h1d:
           /* empty */;
@@ -3282,10 +3399,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$792 ) begin
-            \$836  = 6'h00;
+          if (\$791 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$794 [5:0];
+            \$845  = \$793 [5:0];
           end
       6'h21:
           /* empty */;
@@ -3295,10 +3412,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h24:
           (* full_case = 32'd1 *)
-          if (\$800 ) begin
-            \$836  = 6'h00;
+          if (\$799 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$802 [5:0];
+            \$845  = \$801 [5:0];
           end
       6'h25:
           /* empty */;
@@ -3308,10 +3425,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h28:
           (* full_case = 32'd1 *)
-          if (\$808 ) begin
-            \$836  = 6'h00;
+          if (\$807 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$810 [5:0];
+            \$845  = \$809 [5:0];
           end
       6'h29:
           /* empty */;
@@ -3321,194 +3438,194 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$816 ) begin
-            \$836  = 6'h00;
+          if (\$815 ) begin
+            \$845  = 6'h00;
           end else begin
-            \$836  = \$818 [5:0];
+            \$845  = \$817 [5:0];
           end
     endcase
     if (rst) begin
-      \$836  = 6'h00;
+      \$845  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$837  = fsm_state;
+    \$846  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$837  = 6'h01;
+              \$846  = 6'h01;
             end else begin
-              \$837  = 6'h02;
+              \$846  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$837  = 6'h03;
+              \$846  = 6'h03;
             end
           end
       6'h03:
-          \$837  = 6'h04;
+          \$846  = 6'h04;
       6'h04:
           if (done) begin
-            \$837  = 6'h05;
+            \$846  = 6'h05;
           end
       6'h05:
-          \$837  = 6'h06;
+          \$846  = 6'h06;
       6'h06:
           if (done) begin
-            \$837  = 6'h07;
+            \$846  = 6'h07;
           end
       6'h07:
-          \$837  = 6'h08;
+          \$846  = 6'h08;
       6'h08:
-          if (\done$70 ) begin
-            \$837  = 6'h09;
+          if (\done$78 ) begin
+            \$846  = 6'h09;
           end
       6'h09:
-          \$837  = 6'h0a;
+          \$846  = 6'h0a;
       6'h0a:
-          \$837  = 6'h0b;
+          \$846  = 6'h0b;
       6'h0b:
-          if (\done$70 ) begin
-            \$837  = 6'h0c;
+          if (\done$78 ) begin
+            \$846  = 6'h0c;
           end
       6'h0c:
-          \$837  = 6'h0d;
+          \$846  = 6'h0d;
       6'h0d:
-          \$837  = 6'h0e;
+          \$846  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$837  = 6'h0f;
+            \$846  = 6'h0f;
           end
       6'h0f:
-          if (\$778 ) begin
-            \$837  = 6'h10;
+          if (\$777 ) begin
+            \$846  = 6'h10;
           end
       6'h10:
-          \$837  = 6'h11;
+          \$846  = 6'h11;
       6'h11:
           if (done) begin
-            \$837  = 6'h12;
+            \$846  = 6'h12;
           end
       6'h12:
-          \$837  = 6'h13;
+          \$846  = 6'h13;
       6'h13:
           if (done) begin
-            \$837  = 6'h14;
+            \$846  = 6'h14;
           end
       6'h14:
-          \$837  = 6'h15;
+          \$846  = 6'h15;
       6'h15:
           if (done) begin
-            \$837  = 6'h16;
+            \$846  = 6'h16;
           end
       6'h16:
-          \$837  = 6'h17;
+          \$846  = 6'h17;
       6'h17:
-          if (\done$70 ) begin
-            \$837  = 6'h18;
+          if (\done$78 ) begin
+            \$846  = 6'h18;
           end
       6'h18:
-          \$837  = 6'h19;
+          \$846  = 6'h19;
       6'h19:
-          if (\done$70 ) begin
-            \$837  = 6'h1a;
+          if (\done$78 ) begin
+            \$846  = 6'h1a;
           end
       6'h1a:
-          \$837  = 6'h1b;
+          \$846  = 6'h1b;
       6'h1b:
-          \$837  = 6'h1c;
+          \$846  = 6'h1c;
       6'h1c:
-          if (\$784 ) begin
-            \$837  = 6'h1d;
+          if (\$783 ) begin
+            \$846  = 6'h1d;
           end
       6'h1d:
-          \$837  = 6'h1e;
+          \$846  = 6'h1e;
       6'h1e:
-          \$837  = 6'h1f;
+          \$846  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$837  = 6'h20;
+            \$846  = 6'h20;
           end
       6'h20:
-          if (\$792 ) begin
-            \$837  = 6'h21;
+          if (\$791 ) begin
+            \$846  = 6'h21;
           end
       6'h21:
-          \$837  = 6'h22;
+          \$846  = 6'h22;
       6'h22:
-          \$837  = 6'h23;
+          \$846  = 6'h23;
       6'h23:
           if (done) begin
-            \$837  = 6'h24;
+            \$846  = 6'h24;
           end
       6'h24:
-          if (\$800 ) begin
-            \$837  = 6'h25;
+          if (\$799 ) begin
+            \$846  = 6'h25;
           end
       6'h25:
-          \$837  = 6'h26;
+          \$846  = 6'h26;
       6'h26:
-          \$837  = 6'h27;
+          \$846  = 6'h27;
       6'h27:
           if (done) begin
-            \$837  = 6'h28;
+            \$846  = 6'h28;
           end
       6'h28:
-          if (\$808 ) begin
-            \$837  = 6'h29;
+          if (\$807 ) begin
+            \$846  = 6'h29;
           end
       6'h29:
-          \$837  = 6'h2a;
+          \$846  = 6'h2a;
       6'h2a:
-          \$837  = 6'h2b;
+          \$846  = 6'h2b;
       6'h2b:
           if (done) begin
-            \$837  = 6'h2c;
+            \$846  = 6'h2c;
           end
       6'h2c:
-          if (\$816 ) begin
-            \$837  = 6'h2d;
+          if (\$815 ) begin
+            \$846  = 6'h2d;
           end
       6'h2d:
-          \$837  = 6'h2e;
+          \$846  = 6'h2e;
       6'h2e:
-          if (\$827 ) begin
-            \$837  = 6'h2f;
+          if (\$828 ) begin
+            \$846  = 6'h2f;
           end
       6'h2f:
           if (stats__ready) begin
-            \$837  = 6'h00;
+            \$846  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$837  = 6'h00;
+            \$846  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$837  = 6'h00;
+      \$846  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$838  = sh;
+    \$847  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$838  = \$438 [5:0];
+          \$847  = \$438 [5:0];
     endcase
     if (rst) begin
-      \$838  = 6'h00;
+      \$847  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$839  = scratch;
+    \$848  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3518,7 +3635,7 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h04:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h05:
           /* empty */;
@@ -3550,13 +3667,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h13:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h16:
           /* empty */;
@@ -3569,12 +3686,12 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h1a:
           /* empty */;
       6'h1b:
-          \$839  = c0w;
+          \$848  = c0w;
       6'h1c:
           (* full_case = 32'd1 *)
-          if (\$784 ) begin
+          if (\$783 ) begin
           end else begin
-            \$839  = \$785 [124:0];
+            \$848  = \$784 [124:0];
           end
       6'h1d:
           /* empty */;
@@ -3582,13 +3699,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h1f:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$792 ) begin
+          if (\$791 ) begin
           end else begin
-            \$839  = \$793 [124:0];
+            \$848  = \$792 [124:0];
           end
       6'h21:
           /* empty */;
@@ -3596,13 +3713,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h23:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h24:
           (* full_case = 32'd1 *)
-          if (\$800 ) begin
+          if (\$799 ) begin
           end else begin
-            \$839  = \$801 [124:0];
+            \$848  = \$800 [124:0];
           end
       6'h25:
           /* empty */;
@@ -3610,13 +3727,13 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h27:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h28:
           (* full_case = 32'd1 *)
-          if (\$808 ) begin
+          if (\$807 ) begin
           end else begin
-            \$839  = \$809 [124:0];
+            \$848  = \$808 [124:0];
           end
       6'h29:
           /* empty */;
@@ -3624,22 +3741,22 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h2b:
           if (done) begin
-            \$839  = p;
+            \$848  = p;
           end
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$816 ) begin
+          if (\$815 ) begin
           end else begin
-            \$839  = \$817 [124:0];
+            \$848  = \$816 [124:0];
           end
     endcase
     if (rst) begin
-      \$839  = 125'h00000000000000000000000000000000;
+      \$848  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$840  = qg;
+    \$849  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3653,16 +3770,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h06:
           if (done) begin
-            \$840  = p[55:0];
+            \$849  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$840  = 56'h00000000000000;
+      \$849  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$841  = tq;
+    \$850  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3679,16 +3796,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$70 ) begin
-            \$841  = q;
+          if (\done$78 ) begin
+            \$850  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$70 ) begin
-            \$841  = q;
+          if (\done$78 ) begin
+            \$850  = q;
           end
       6'h0c:
           /* empty */;
@@ -3713,23 +3830,23 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$70 ) begin
-            \$841  = q;
+          if (\done$78 ) begin
+            \$850  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$70 ) begin
-            \$841  = q;
+          if (\done$78 ) begin
+            \$850  = q;
           end
     endcase
     if (rst) begin
-      \$841  = 145'h0000000000000000000000000000000000000;
+      \$850  = 145'h0000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$842  = m1;
+    \$851  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3748,15 +3865,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h08:
           /* empty */;
       6'h09:
-          \$842  = \$774 [63:0];
+          \$851  = \$773 [63:0];
     endcase
     if (rst) begin
-      \$842  = 64'h0000000000000000;
+      \$851  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$843  = lane_a;
+    \$852  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3786,22 +3903,22 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h0e:
           if (done) begin
-            \$843  = p[63:0];
+            \$852  = p[63:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$778 ) begin
+          if (\$777 ) begin
           end else begin
-            \$843  = \$779 [63:0];
+            \$852  = \$778 [63:0];
           end
     endcase
     if (rst) begin
-      \$843  = 64'h0000000000000000;
+      \$852  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$844  = c0w;
+    \$853  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3837,16 +3954,16 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
           /* empty */;
       6'h11:
           if (done) begin
-            \$844  = p;
+            \$853  = p;
           end
     endcase
     if (rst) begin
-      \$844  = 125'h00000000000000000000000000000000;
+      \$853  = 125'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$845  = m2;
+    \$854  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3899,15 +4016,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h19:
           /* empty */;
       6'h1a:
-          \$845  = \$782 [95:0];
+          \$854  = \$781 [95:0];
     endcase
     if (rst) begin
-      \$845  = 96'h000000000000000000000000;
+      \$854  = 96'h000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$846  = const0;
+    \$855  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3966,15 +4083,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h1c:
           /* empty */;
       6'h1d:
-          \$846  = \$790 [78:0];
+          \$855  = \$789 [78:0];
     endcase
     if (rst) begin
-      \$846  = 79'h00000000000000000000;
+      \$855  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$847  = const1;
+    \$856  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4041,15 +4158,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h20:
           /* empty */;
       6'h21:
-          \$847  = \$798 [78:0];
+          \$856  = \$797 [78:0];
     endcase
     if (rst) begin
-      \$847  = 79'h00000000000000000000;
+      \$856  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$848  = const2;
+    \$857  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4124,15 +4241,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h24:
           /* empty */;
       6'h25:
-          \$848  = \$806 [78:0];
+          \$857  = \$805 [78:0];
     endcase
     if (rst) begin
-      \$848  = 79'h00000000000000000000;
+      \$857  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$849  = const3;
+    \$858  = const3;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4215,15 +4332,15 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h28:
           /* empty */;
       6'h29:
-          \$849  = \$814 [78:0];
+          \$858  = \$813 [78:0];
     endcase
     if (rst) begin
-      \$849  = 79'h00000000000000000000;
+      \$858  = 79'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$850  = const4;
+    \$859  = const4;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4314,10 +4431,10 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
       6'h2c:
           /* empty */;
       6'h2d:
-          \$850  = \$822 [78:0];
+          \$859  = \$821 [78:0];
     endcase
     if (rst) begin
-      \$850  = 79'h00000000000000000000;
+      \$859  = 79'h00000000000000000000;
     end
   end
   assign chunk_size = chan[114:102];
@@ -4327,7 +4444,6 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign sh_new = \$438 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$449 [80:0];
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[101:42];
@@ -4353,6 +4469,9 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \chan.gamma  = chan[186:171];
   assign \x[0]  = i__payload[15:0];
   assign \o_data[0]  = o__payload;
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal[0]  = \$signal ;
   assign \sel[0]  = sel;
   assign \$1  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$5  = 1'h0;
@@ -4669,25 +4788,25 @@ module hwnorm_bwd_range_s16(chan__valid, i__payload, i__valid, o__ready, stats__
   assign \$332  = 7'h2c;
   assign \$351  = \$350 ;
   assign sh_lead = \$432 ;
-  assign \$646  = { chan__payload[114:102], 1'h0 };
-  assign \$648  = { chan__payload[114:102], 3'h0 };
-  assign \$668  = { \$667 , 127'h00000000000000000000000000000000 };
-  assign \$675  = { \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 [56], \$674 , 87'h0000000000000000000000 };
-  assign \$689  = { \$688 [125], \$688 [125], \$688 [125], \$688 , 60'h000000000000000 };
-  assign \$751  = { \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80:33] };
-  assign \$753  = { \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80:33] };
-  assign \$755  = { \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80:33] };
-  assign \$759  = { \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80:33] };
-  assign \$761  = { \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80], \$449 [80:33] };
-  assign \$774  = { \$773 [145], \$773 [145:1] };
-  assign \$776  = { \$775 [145], \$775 [145:1] };
-  assign \$779  = { lane_a, 1'h0 };
-  assign \$782  = { \$781 [145], \$781 [145:1] };
-  assign \$785  = { scratch, 1'h0 };
-  assign \$793  = { scratch, 1'h0 };
-  assign \$801  = { scratch, 1'h0 };
-  assign \$809  = { scratch, 1'h0 };
-  assign \$817  = { scratch, 1'h0 };
+  assign \$636  = { chan__payload[114:102], 1'h0 };
+  assign \$638  = { chan__payload[114:102], 3'h0 };
+  assign \$658  = { \$657 , 127'h00000000000000000000000000000000 };
+  assign \$665  = { \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 [56], \$664 , 87'h0000000000000000000000 };
+  assign \$679  = { \$678 [125], \$678 [125], \$678 [125], \$678 , 60'h000000000000000 };
+  assign \$750  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
+  assign \$752  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
+  assign \$754  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
+  assign \$758  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
+  assign \$760  = { acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80], acc0[80:33] };
+  assign \$773  = { \$772 [145], \$772 [145:1] };
+  assign \$775  = { \$774 [145], \$774 [145:1] };
+  assign \$778  = { lane_a, 1'h0 };
+  assign \$781  = { \$780 [145], \$780 [145:1] };
+  assign \$784  = { scratch, 1'h0 };
+  assign \$792  = { scratch, 1'h0 };
+  assign \$800  = { scratch, 1'h0 };
+  assign \$808  = { scratch, 1'h0 };
+  assign \$816  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_range_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -5038,352 +5157,116 @@ module \hwnorm_bwd_range_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p,
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_range_s16.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, chunk_size, x);
+module \hwnorm_bwd_range_s16.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, chunk_size, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [13:0] \$1 ;
-  wire [3:0] \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire [14:0] \$102 ;
-  wire [12:0] \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire [15:0] \$109 ;
-  reg [12:0] \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire [14:0] \$115 ;
-  wire [12:0] \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire [14:0] \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire [15:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [14:0] \$128 ;
-  wire [12:0] \$129 ;
+  wire \$10 ;
+  reg [15:0] \$100 ;
+  reg [15:0] \$101 ;
+  reg [15:0] \$102 ;
+  reg [15:0] \$103 ;
+  reg [3:0] \$104 ;
+  wire [15:0] \$11 ;
+  wire \$12 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire [15:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [14:0] \$141 ;
-  wire [12:0] \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire [15:0] \$148 ;
-  wire \$149 ;
-  wire [3:0] \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire [14:0] \$154 ;
-  wire [12:0] \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  reg [12:0] \$16 ;
-  wire \$160 ;
-  wire [15:0] \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire [14:0] \$167 ;
-  wire [12:0] \$168 ;
-  wire \$169 ;
-  wire [14:0] \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire [15:0] \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
-  wire \$18 ;
-  wire [14:0] \$180 ;
-  wire [12:0] \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire [15:0] \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [15:0] \$15 ;
+  wire \$16 ;
+  wire [3:0] \$17 ;
+  reg [15:0] \$18 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire [14:0] \$193 ;
-  wire [12:0] \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
   wire [14:0] \$2 ;
   wire \$20 ;
-  wire [15:0] \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire [14:0] \$206 ;
-  wire [12:0] \$207 ;
-  wire \$208 ;
-  wire \$209 ;
-  wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire [15:0] \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire [14:0] \$219 ;
-  wire [3:0] \$22 ;
-  wire [12:0] \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire [15:0] \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
-  reg [12:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire [14:0] \$232 ;
-  wire [12:0] \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire [15:0] \$239 ;
-  wire [14:0] \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire [14:0] \$245 ;
-  wire [12:0] \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  wire [3:0] \$21 ;
+  reg [15:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire [15:0] \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire [14:0] \$258 ;
-  wire [12:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire [15:0] \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
-  wire [1:0] \$27 ;
-  wire \$270 ;
-  wire [14:0] \$271 ;
-  wire [12:0] \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire [15:0] \$278 ;
-  wire \$279 ;
+  wire \$27 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire [14:0] \$284 ;
-  wire [12:0] \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
-  wire [2:0] \$29 ;
-  wire \$290 ;
-  wire [15:0] \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire [14:0] \$297 ;
-  wire [12:0] \$298 ;
-  wire [3:0] \$299 ;
+  wire \$29 ;
   wire [4:0] \$3 ;
-  wire [2:0] \$30 ;
-  reg [12:0] \$300 ;
-  reg [3:0] \$301 ;
-  reg [13:0] \$302 ;
-  reg [15:0] \$303 ;
-  reg [12:0] \$304 ;
-  reg [15:0] \$305 ;
-  reg [12:0] \$306 ;
-  reg [15:0] \$307 ;
-  reg [12:0] \$308 ;
-  reg [15:0] \$309 ;
+  wire \$30 ;
   wire \$31 ;
-  reg [12:0] \$310 ;
-  reg [15:0] \$311 ;
-  reg [12:0] \$312 ;
-  reg [15:0] \$313 ;
-  reg [12:0] \$314 ;
-  reg [15:0] \$315 ;
-  reg [12:0] \$316 ;
-  reg [15:0] \$317 ;
-  reg [12:0] \$318 ;
-  reg [15:0] \$319 ;
   wire \$32 ;
-  reg [12:0] \$320 ;
-  reg [15:0] \$321 ;
-  reg [12:0] \$322 ;
-  reg [15:0] \$323 ;
-  reg [12:0] \$324 ;
-  reg [15:0] \$325 ;
-  reg [12:0] \$326 ;
-  reg [15:0] \$327 ;
-  reg [12:0] \$328 ;
-  reg [15:0] \$329 ;
-  wire [13:0] \$33 ;
-  reg [12:0] \$330 ;
-  reg [15:0] \$331 ;
-  reg [12:0] \$332 ;
-  reg [15:0] \$333 ;
-  reg [12:0] \$334 ;
-  reg [15:0] \$335 ;
-  reg [12:0] \$336 ;
-  reg [15:0] \$337 ;
-  reg [12:0] \$338 ;
-  reg [15:0] \$339 ;
-  wire [17:0] \$34 ;
-  reg [12:0] \$340 ;
-  reg [15:0] \$341 ;
-  reg [12:0] \$342 ;
-  reg [3:0] \$343 ;
-  wire [13:0] \$35 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
   wire \$36 ;
-  wire [4:0] \$37 ;
-  wire [14:0] \$38 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
   wire [13:0] \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
-  wire \$42 ;
-  wire \$43 ;
-  wire [15:0] \$44 ;
+  wire [2:0] \$42 ;
+  wire [2:0] \$43 ;
+  wire \$44 ;
   wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [13:0] \$46 ;
+  wire [17:0] \$47 ;
+  wire [13:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [14:0] \$50 ;
-  wire [12:0] \$51 ;
+  wire [4:0] \$50 ;
+  wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [15:0] \$57 ;
+  wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire [13:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [14:0] \$63 ;
-  wire [12:0] \$64 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire [15:0] \$70 ;
-  wire \$71 ;
+  wire \$70 ;
+  wire [3:0] \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire [14:0] \$76 ;
-  wire [12:0] \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire \$76 ;
+  wire \$77 ;
+  reg [12:0] \$78 ;
+  reg [3:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire [15:0] \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [14:0] \$89 ;
+  reg \$80 ;
+  reg \$81 ;
+  reg [15:0] \$82 ;
+  reg [15:0] \$83 ;
+  reg [15:0] \$84 ;
+  reg [15:0] \$85 ;
+  reg [15:0] \$86 ;
+  reg [15:0] \$87 ;
+  reg [15:0] \$88 ;
+  reg [15:0] \$89 ;
   wire \$9 ;
-  wire [12:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire [15:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
-  reg [13:0] base = 14'h0000;
+  reg [15:0] \$90 ;
+  reg [15:0] \$91 ;
+  reg [15:0] \$92 ;
+  reg [15:0] \$93 ;
+  reg [15:0] \$94 ;
+  reg [15:0] \$95 ;
+  reg [15:0] \$96 ;
+  reg [15:0] \$97 ;
+  reg [15:0] \$98 ;
+  reg [15:0] \$99 ;
+  reg [15:0] \$signal  = 16'h0000;
+  reg \$signal$38  = 1'h0;
+  wire before_hi0;
+  wire before_lo0;
   wire [3:0] chunk0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
@@ -5395,16 +5278,9 @@ module \hwnorm_bwd_range_s16.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2,
   reg [12:0] cpos = 13'h0000;
   wire [16:0] cs_x0;
   wire [16:0] cs_x1;
-  reg [12:0] hi_i0 = 13'h0000;
-  reg [12:0] hi_i1 = 13'h0000;
-  reg [12:0] hi_i2 = 13'h0000;
-  reg [12:0] hi_i3 = 13'h0000;
-  reg [12:0] hi_i4 = 13'h0000;
-  reg [12:0] hi_i5 = 13'h0000;
-  reg [12:0] hi_i6 = 13'h0000;
-  reg [12:0] hi_i7 = 13'h0000;
-  reg [12:0] hi_i8 = 13'h0000;
-  reg [12:0] hi_i9 = 13'h0000;
+  wire eq_hi0;
+  wire eq_lo0;
+  reg found_lo = 1'h0;
   reg [15:0] hi_v0 = 16'h0000;
   reg [15:0] hi_v1 = 16'h0000;
   reg [15:0] hi_v2 = 16'h0000;
@@ -5416,16 +5292,6 @@ module \hwnorm_bwd_range_s16.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2,
   reg [15:0] hi_v8 = 16'h0000;
   reg [15:0] hi_v9 = 16'h0000;
   reg [3:0] last = 4'h0;
-  reg [12:0] lo_i0 = 13'h0000;
-  reg [12:0] lo_i1 = 13'h0000;
-  reg [12:0] lo_i2 = 13'h0000;
-  reg [12:0] lo_i3 = 13'h0000;
-  reg [12:0] lo_i4 = 13'h0000;
-  reg [12:0] lo_i5 = 13'h0000;
-  reg [12:0] lo_i6 = 13'h0000;
-  reg [12:0] lo_i7 = 13'h0000;
-  reg [12:0] lo_i8 = 13'h0000;
-  reg [12:0] lo_i9 = 13'h0000;
   reg [15:0] lo_v0 = 16'h0000;
   reg [15:0] lo_v1 = 16'h0000;
   reg [15:0] lo_v2 = 16'h0000;
@@ -5438,6 +5304,7 @@ module \hwnorm_bwd_range_s16.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2,
   reg [15:0] lo_v9 = 16'h0000;
   input mask;
   wire mask;
+  reg [15:0] open_lo = 16'h0000;
   input p1;
   wire p1;
   input p2;
@@ -5446,6 +5313,9 @@ module \hwnorm_bwd_range_s16.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2,
   wire rewind;
   input rst;
   wire rst;
+  wire [15:0] run_hi0;
+  wire [15:0] run_lo0;
+  wire [-1:0] seg0;
   output [2:0] sel;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
@@ -5461,383 +5331,130 @@ module \hwnorm_bwd_range_s16.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2,
   assign \$6  = cpos + 1'h1;
   assign \$7  = \$6  >= \$2 ;
   assign \$8  = ~ mask;
-  assign \$9  = \$3 [3:0] < 4'ha;
-  assign \$10  = \$9  ? \$3 [3:0] : 4'h0;
-  assign \$12  = base + 1'h0;
-  assign \$13  = \$11  == \$12 [12:0];
-  assign \$14  = \$3 [3:0] < 4'ha;
-  assign \$15  = \$14  ? \$3 [3:0] : 4'h0;
-  assign \$17  = base + 1'h0;
-  assign \$18  = \$16  == \$17 [12:0];
-  assign \$19  = \$13  == \$18 ;
-  assign \$20  = \$8  | \$19 ;
-  assign \$21  = \$3 [3:0] < 4'ha;
-  assign \$22  = \$21  ? \$3 [3:0] : 4'h0;
-  assign \$24  = base + 1'h0;
-  assign \$25  = \$23  == \$24 [12:0];
-  assign \$26  = \$3 [3:0] == last;
-  assign \$27  = \$26  ? 2'h3 : 2'h1;
-  assign \$28  = \$3 [3:0] == last;
-  assign \$29  = \$28  ? 3'h4 : 3'h2;
-  assign \$30  = \$25  ? { 1'h0, \$27  } : \$29 ;
-  assign sel = \$20  ? 3'h0 : \$30 ;
-  assign \$31  = clear | rewind;
-  assign \$32  = p1 | p2;
-  assign \$33  = cpos + 1'h1;
-  assign \$34  = \$33  - step;
-  assign \$35  = cpos + 1'h1;
-  assign \$36  = \$35  >= \$2 ;
-  assign \$37  = cidx + \$36 ;
-  assign \$38  = base + 1'h1;
-  assign \$39  = ! \$3 [3:0];
-  assign \$40  = mask & \$39 ;
-  assign \$41  = $signed(x) > $signed(hi_v0);
-  assign \$42  = start0 | \$41 ;
-  assign \$43  = \$40  & \$42 ;
-  assign \$44  = \$43  ? x : hi_v0;
-  assign \$45  = ! \$3 [3:0];
-  assign \$46  = mask & \$45 ;
-  assign \$47  = $signed(x) > $signed(hi_v0);
-  assign \$48  = start0 | \$47 ;
-  assign \$49  = \$46  & \$48 ;
-  assign \$50  = base + 1'h0;
-  assign \$51  = \$49  ? \$50 [12:0] : hi_i0;
-  assign \$52  = ! \$3 [3:0];
-  assign \$53  = mask & \$52 ;
-  assign \$54  = $signed(x) < $signed(lo_v0);
-  assign \$55  = start0 | \$54 ;
-  assign \$56  = \$53  & \$55 ;
-  assign \$57  = \$56  ? x : lo_v0;
-  assign \$58  = ! \$3 [3:0];
-  assign \$59  = mask & \$58 ;
-  assign \$60  = $signed(x) < $signed(lo_v0);
-  assign \$61  = start0 | \$60 ;
-  assign \$62  = \$59  & \$61 ;
-  assign \$63  = base + 1'h0;
-  assign \$64  = \$62  ? \$63 [12:0] : lo_i0;
-  assign \$65  = \$3 [3:0] == 1'h1;
+  assign \$9  = $signed(x) > $signed(\$signal );
+  assign \$10  = start0 | \$9 ;
+  assign \$11  = \$10  ? x : \$signal ;
+  assign run_hi0 = mask ? \$11  : \$signal ;
+  assign \$12  = ~ mask;
+  assign \$13  = $signed(x) < $signed(open_lo);
+  assign \$14  = start0 | \$13 ;
+  assign \$15  = \$14  ? x : open_lo;
+  assign run_lo0 = mask ? \$15  : open_lo;
+  assign \$16  = \$3 [3:0] < 4'ha;
+  assign \$17  = \$16  ? \$3 [3:0] : 4'h0;
+  assign \$19  = \$18  == x;
+  assign eq_hi0 = mask & \$19 ;
+  assign \$20  = \$3 [3:0] < 4'ha;
+  assign \$21  = \$20  ? \$3 [3:0] : 4'h0;
+  assign \$23  = \$22  == x;
+  assign eq_lo0 = mask & \$23 ;
+  assign \$25  = | cpos;
+  assign \$26  = \$signal$38  & \$25 ;
+  assign \$28  = | cpos;
+  assign \$29  = found_lo & \$28 ;
+  assign \$30  = ~ mask;
+  assign \$31  = ~ before_hi0;
+  assign \$32  = eq_hi0 & \$31 ;
+  assign \$33  = ~ before_lo0;
+  assign \$34  = eq_lo0 & \$33 ;
+  assign \$35  = \$32  == \$34 ;
+  assign \$36  = \$30  | \$35 ;
+  assign \$37  = ~ before_hi0;
+  assign \$38  = eq_hi0 & \$37 ;
+  assign \$39  = \$3 [3:0] == last;
+  assign \$40  = \$39  ? 2'h3 : 2'h1;
+  assign \$41  = \$3 [3:0] == last;
+  assign \$42  = \$41  ? 3'h4 : 3'h2;
+  assign \$43  = \$38  ? { 1'h0, \$40  } : \$42 ;
+  assign sel = \$36  ? 3'h0 : \$43 ;
+  assign \$44  = clear | rewind;
+  assign \$45  = p1 | p2;
+  assign \$46  = cpos + 1'h1;
+  assign \$47  = \$46  - step;
+  assign \$48  = cpos + 1'h1;
+  assign \$49  = \$48  >= \$2 ;
+  assign \$50  = cidx + \$49 ;
+  assign \$51  = ! \$3 [3:0];
+  assign \$52  = mask & \$51 ;
+  assign \$53  = \$3 [3:0] == 1'h1;
+  assign \$54  = mask & \$53 ;
+  assign \$55  = \$3 [3:0] == 2'h2;
+  assign \$56  = mask & \$55 ;
+  assign \$57  = \$3 [3:0] == 2'h3;
+  assign \$58  = mask & \$57 ;
+  assign \$59  = \$3 [3:0] == 3'h4;
+  assign \$60  = mask & \$59 ;
+  assign \$61  = \$3 [3:0] == 3'h5;
+  assign \$62  = mask & \$61 ;
+  assign \$63  = \$3 [3:0] == 3'h6;
+  assign \$64  = mask & \$63 ;
+  assign \$65  = \$3 [3:0] == 3'h7;
   assign \$66  = mask & \$65 ;
-  assign \$67  = $signed(x) > $signed(hi_v1);
-  assign \$68  = start0 | \$67 ;
-  assign \$69  = \$66  & \$68 ;
-  assign \$70  = \$69  ? x : hi_v1;
-  assign \$71  = \$3 [3:0] == 1'h1;
-  assign \$72  = mask & \$71 ;
-  assign \$73  = $signed(x) > $signed(hi_v1);
-  assign \$74  = start0 | \$73 ;
-  assign \$75  = \$72  & \$74 ;
-  assign \$76  = base + 1'h0;
-  assign \$77  = \$75  ? \$76 [12:0] : hi_i1;
-  assign \$78  = \$3 [3:0] == 1'h1;
-  assign \$79  = mask & \$78 ;
-  assign \$80  = $signed(x) < $signed(lo_v1);
-  assign \$81  = start0 | \$80 ;
-  assign \$82  = \$79  & \$81 ;
-  assign \$83  = \$82  ? x : lo_v1;
-  assign \$84  = \$3 [3:0] == 1'h1;
-  assign \$85  = mask & \$84 ;
-  assign \$86  = $signed(x) < $signed(lo_v1);
-  assign \$87  = start0 | \$86 ;
-  assign \$88  = \$85  & \$87 ;
-  assign \$89  = base + 1'h0;
-  assign \$90  = \$88  ? \$89 [12:0] : lo_i1;
-  assign \$91  = \$3 [3:0] == 2'h2;
-  assign \$92  = mask & \$91 ;
-  assign \$93  = $signed(x) > $signed(hi_v2);
-  assign \$94  = start0 | \$93 ;
-  assign \$95  = \$92  & \$94 ;
-  assign \$96  = \$95  ? x : hi_v2;
-  assign \$97  = \$3 [3:0] == 2'h2;
-  assign \$98  = mask & \$97 ;
-  assign \$99  = $signed(x) > $signed(hi_v2);
-  assign \$100  = start0 | \$99 ;
-  assign \$101  = \$98  & \$100 ;
-  assign \$102  = base + 1'h0;
-  assign \$103  = \$101  ? \$102 [12:0] : hi_i2;
-  assign \$104  = \$3 [3:0] == 2'h2;
-  assign \$105  = mask & \$104 ;
-  assign \$106  = $signed(x) < $signed(lo_v2);
-  assign \$107  = start0 | \$106 ;
-  assign \$108  = \$105  & \$107 ;
-  assign \$109  = \$108  ? x : lo_v2;
-  assign \$110  = \$3 [3:0] == 2'h2;
-  assign \$111  = mask & \$110 ;
-  assign \$112  = $signed(x) < $signed(lo_v2);
-  assign \$113  = start0 | \$112 ;
-  assign \$114  = \$111  & \$113 ;
-  assign \$115  = base + 1'h0;
-  assign \$116  = \$114  ? \$115 [12:0] : lo_i2;
-  assign \$117  = \$3 [3:0] == 2'h3;
-  assign \$118  = mask & \$117 ;
-  assign \$119  = $signed(x) > $signed(hi_v3);
-  assign \$120  = start0 | \$119 ;
-  assign \$121  = \$118  & \$120 ;
-  assign \$122  = \$121  ? x : hi_v3;
-  assign \$123  = \$3 [3:0] == 2'h3;
-  assign \$124  = mask & \$123 ;
-  assign \$125  = $signed(x) > $signed(hi_v3);
-  assign \$126  = start0 | \$125 ;
-  assign \$127  = \$124  & \$126 ;
-  assign \$128  = base + 1'h0;
-  assign \$129  = \$127  ? \$128 [12:0] : hi_i3;
-  assign \$130  = \$3 [3:0] == 2'h3;
-  assign \$131  = mask & \$130 ;
-  assign \$132  = $signed(x) < $signed(lo_v3);
-  assign \$133  = start0 | \$132 ;
-  assign \$134  = \$131  & \$133 ;
-  assign \$135  = \$134  ? x : lo_v3;
-  assign \$136  = \$3 [3:0] == 2'h3;
-  assign \$137  = mask & \$136 ;
-  assign \$138  = $signed(x) < $signed(lo_v3);
-  assign \$139  = start0 | \$138 ;
-  assign \$140  = \$137  & \$139 ;
-  assign \$141  = base + 1'h0;
-  assign \$142  = \$140  ? \$141 [12:0] : lo_i3;
-  assign \$143  = \$3 [3:0] == 3'h4;
-  assign \$144  = mask & \$143 ;
-  assign \$145  = $signed(x) > $signed(hi_v4);
-  assign \$146  = start0 | \$145 ;
-  assign \$147  = \$144  & \$146 ;
-  assign \$148  = \$147  ? x : hi_v4;
-  assign \$149  = \$3 [3:0] == 3'h4;
-  assign \$150  = mask & \$149 ;
-  assign \$151  = $signed(x) > $signed(hi_v4);
-  assign \$152  = start0 | \$151 ;
-  assign \$153  = \$150  & \$152 ;
-  assign \$154  = base + 1'h0;
-  assign \$155  = \$153  ? \$154 [12:0] : hi_i4;
-  assign \$156  = \$3 [3:0] == 3'h4;
-  assign \$157  = mask & \$156 ;
-  assign \$158  = $signed(x) < $signed(lo_v4);
-  assign \$159  = start0 | \$158 ;
-  assign \$160  = \$157  & \$159 ;
-  assign \$161  = \$160  ? x : lo_v4;
-  assign \$162  = \$3 [3:0] == 3'h4;
-  assign \$163  = mask & \$162 ;
-  assign \$164  = $signed(x) < $signed(lo_v4);
-  assign \$165  = start0 | \$164 ;
-  assign \$166  = \$163  & \$165 ;
-  assign \$167  = base + 1'h0;
-  assign \$168  = \$166  ? \$167 [12:0] : lo_i4;
-  assign \$169  = \$3 [3:0] == 3'h5;
-  assign \$170  = mask & \$169 ;
-  assign \$171  = $signed(x) > $signed(hi_v5);
-  assign \$172  = start0 | \$171 ;
-  assign \$173  = \$170  & \$172 ;
-  assign \$174  = \$173  ? x : hi_v5;
-  assign \$175  = \$3 [3:0] == 3'h5;
-  assign \$176  = mask & \$175 ;
-  assign \$177  = $signed(x) > $signed(hi_v5);
-  assign \$178  = start0 | \$177 ;
-  assign \$179  = \$176  & \$178 ;
-  assign \$180  = base + 1'h0;
-  assign \$181  = \$179  ? \$180 [12:0] : hi_i5;
-  assign \$182  = \$3 [3:0] == 3'h5;
-  assign \$183  = mask & \$182 ;
-  assign \$184  = $signed(x) < $signed(lo_v5);
-  assign \$185  = start0 | \$184 ;
-  assign \$186  = \$183  & \$185 ;
-  assign \$187  = \$186  ? x : lo_v5;
-  assign \$188  = \$3 [3:0] == 3'h5;
-  assign \$189  = mask & \$188 ;
-  assign \$190  = $signed(x) < $signed(lo_v5);
-  assign \$191  = start0 | \$190 ;
-  assign \$192  = \$189  & \$191 ;
-  assign \$193  = base + 1'h0;
-  assign \$194  = \$192  ? \$193 [12:0] : lo_i5;
-  assign \$195  = \$3 [3:0] == 3'h6;
-  assign \$196  = mask & \$195 ;
-  assign \$197  = $signed(x) > $signed(hi_v6);
-  assign \$198  = start0 | \$197 ;
-  assign \$199  = \$196  & \$198 ;
-  assign \$200  = \$199  ? x : hi_v6;
-  assign \$201  = \$3 [3:0] == 3'h6;
-  assign \$202  = mask & \$201 ;
-  assign \$203  = $signed(x) > $signed(hi_v6);
-  assign \$204  = start0 | \$203 ;
-  assign \$205  = \$202  & \$204 ;
-  assign \$206  = base + 1'h0;
-  assign \$207  = \$205  ? \$206 [12:0] : hi_i6;
-  assign \$208  = \$3 [3:0] == 3'h6;
-  assign \$209  = mask & \$208 ;
-  assign \$210  = $signed(x) < $signed(lo_v6);
-  assign \$211  = start0 | \$210 ;
-  assign \$212  = \$209  & \$211 ;
-  assign \$213  = \$212  ? x : lo_v6;
-  assign \$214  = \$3 [3:0] == 3'h6;
-  assign \$215  = mask & \$214 ;
-  assign \$216  = $signed(x) < $signed(lo_v6);
-  assign \$217  = start0 | \$216 ;
-  assign \$218  = \$215  & \$217 ;
-  assign \$219  = base + 1'h0;
-  assign \$220  = \$218  ? \$219 [12:0] : lo_i6;
-  assign \$221  = \$3 [3:0] == 3'h7;
-  assign \$222  = mask & \$221 ;
-  assign \$223  = $signed(x) > $signed(hi_v7);
-  assign \$224  = start0 | \$223 ;
-  assign \$225  = \$222  & \$224 ;
-  assign \$226  = \$225  ? x : hi_v7;
-  assign \$227  = \$3 [3:0] == 3'h7;
-  assign \$228  = mask & \$227 ;
-  assign \$229  = $signed(x) > $signed(hi_v7);
-  assign \$230  = start0 | \$229 ;
-  assign \$231  = \$228  & \$230 ;
-  assign \$232  = base + 1'h0;
-  assign \$233  = \$231  ? \$232 [12:0] : hi_i7;
-  assign \$234  = \$3 [3:0] == 3'h7;
-  assign \$235  = mask & \$234 ;
-  assign \$236  = $signed(x) < $signed(lo_v7);
-  assign \$237  = start0 | \$236 ;
-  assign \$238  = \$235  & \$237 ;
-  assign \$239  = \$238  ? x : lo_v7;
-  assign \$240  = \$3 [3:0] == 3'h7;
-  assign \$241  = mask & \$240 ;
-  assign \$242  = $signed(x) < $signed(lo_v7);
-  assign \$243  = start0 | \$242 ;
-  assign \$244  = \$241  & \$243 ;
-  assign \$245  = base + 1'h0;
-  assign \$246  = \$244  ? \$245 [12:0] : lo_i7;
-  assign \$247  = \$3 [3:0] == 4'h8;
-  assign \$248  = mask & \$247 ;
-  assign \$249  = $signed(x) > $signed(hi_v8);
-  assign \$250  = start0 | \$249 ;
-  assign \$251  = \$248  & \$250 ;
-  assign \$252  = \$251  ? x : hi_v8;
-  assign \$253  = \$3 [3:0] == 4'h8;
-  assign \$254  = mask & \$253 ;
-  assign \$255  = $signed(x) > $signed(hi_v8);
-  assign \$256  = start0 | \$255 ;
-  assign \$257  = \$254  & \$256 ;
-  assign \$258  = base + 1'h0;
-  assign \$259  = \$257  ? \$258 [12:0] : hi_i8;
-  assign \$260  = \$3 [3:0] == 4'h8;
-  assign \$261  = mask & \$260 ;
-  assign \$262  = $signed(x) < $signed(lo_v8);
-  assign \$263  = start0 | \$262 ;
-  assign \$264  = \$261  & \$263 ;
-  assign \$265  = \$264  ? x : lo_v8;
-  assign \$266  = \$3 [3:0] == 4'h8;
-  assign \$267  = mask & \$266 ;
-  assign \$268  = $signed(x) < $signed(lo_v8);
-  assign \$269  = start0 | \$268 ;
-  assign \$270  = \$267  & \$269 ;
-  assign \$271  = base + 1'h0;
-  assign \$272  = \$270  ? \$271 [12:0] : lo_i8;
-  assign \$273  = \$3 [3:0] == 4'h9;
-  assign \$274  = mask & \$273 ;
-  assign \$275  = $signed(x) > $signed(hi_v9);
-  assign \$276  = start0 | \$275 ;
-  assign \$277  = \$274  & \$276 ;
-  assign \$278  = \$277  ? x : hi_v9;
-  assign \$279  = \$3 [3:0] == 4'h9;
-  assign \$280  = mask & \$279 ;
-  assign \$281  = $signed(x) > $signed(hi_v9);
-  assign \$282  = start0 | \$281 ;
-  assign \$283  = \$280  & \$282 ;
-  assign \$284  = base + 1'h0;
-  assign \$285  = \$283  ? \$284 [12:0] : hi_i9;
-  assign \$286  = \$3 [3:0] == 4'h9;
-  assign \$287  = mask & \$286 ;
-  assign \$288  = $signed(x) < $signed(lo_v9);
-  assign \$289  = start0 | \$288 ;
-  assign \$290  = \$287  & \$289 ;
-  assign \$291  = \$290  ? x : lo_v9;
-  assign \$292  = \$3 [3:0] == 4'h9;
-  assign \$293  = mask & \$292 ;
-  assign \$294  = $signed(x) < $signed(lo_v9);
-  assign \$295  = start0 | \$294 ;
-  assign \$296  = \$293  & \$295 ;
-  assign \$297  = base + 1'h0;
-  assign \$298  = \$296  ? \$297 [12:0] : lo_i9;
-  assign \$299  = mask ? \$3 [3:0] : last;
+  assign \$67  = \$3 [3:0] == 4'h8;
+  assign \$68  = mask & \$67 ;
+  assign \$69  = \$3 [3:0] == 4'h9;
+  assign \$70  = mask & \$69 ;
+  assign \$71  = mask ? \$3 [3:0] : last;
+  assign \$72  = ~ rewind;
+  assign \$73  = p2 & \$72 ;
+  assign \$74  = ~ clear;
+  assign \$75  = \$73  & \$74 ;
+  assign \$76  = before_hi0 | eq_hi0;
+  assign \$77  = before_lo0 | eq_lo0;
   always @(posedge clk)
-    cpos <= \$300 ;
+    cpos <= \$78 ;
   always @(posedge clk)
-    cidx <= \$301 ;
+    cidx <= \$79 ;
   always @(posedge clk)
-    base <= \$302 ;
+    \$signal$38  <= \$80 ;
   always @(posedge clk)
-    hi_v0 <= \$303 ;
+    found_lo <= \$81 ;
   always @(posedge clk)
-    hi_i0 <= \$304 ;
+    \$signal  <= \$82 ;
   always @(posedge clk)
-    lo_v0 <= \$305 ;
+    open_lo <= \$83 ;
   always @(posedge clk)
-    lo_i0 <= \$306 ;
+    hi_v0 <= \$84 ;
   always @(posedge clk)
-    hi_v1 <= \$307 ;
+    lo_v0 <= \$85 ;
   always @(posedge clk)
-    hi_i1 <= \$308 ;
+    hi_v1 <= \$86 ;
   always @(posedge clk)
-    lo_v1 <= \$309 ;
+    lo_v1 <= \$87 ;
   always @(posedge clk)
-    lo_i1 <= \$310 ;
+    hi_v2 <= \$88 ;
   always @(posedge clk)
-    hi_v2 <= \$311 ;
+    lo_v2 <= \$89 ;
   always @(posedge clk)
-    hi_i2 <= \$312 ;
+    hi_v3 <= \$90 ;
   always @(posedge clk)
-    lo_v2 <= \$313 ;
+    lo_v3 <= \$91 ;
   always @(posedge clk)
-    lo_i2 <= \$314 ;
+    hi_v4 <= \$92 ;
   always @(posedge clk)
-    hi_v3 <= \$315 ;
+    lo_v4 <= \$93 ;
   always @(posedge clk)
-    hi_i3 <= \$316 ;
+    hi_v5 <= \$94 ;
   always @(posedge clk)
-    lo_v3 <= \$317 ;
+    lo_v5 <= \$95 ;
   always @(posedge clk)
-    lo_i3 <= \$318 ;
+    hi_v6 <= \$96 ;
   always @(posedge clk)
-    hi_v4 <= \$319 ;
+    lo_v6 <= \$97 ;
   always @(posedge clk)
-    hi_i4 <= \$320 ;
+    hi_v7 <= \$98 ;
   always @(posedge clk)
-    lo_v4 <= \$321 ;
+    lo_v7 <= \$99 ;
   always @(posedge clk)
-    lo_i4 <= \$322 ;
+    hi_v8 <= \$100 ;
   always @(posedge clk)
-    hi_v5 <= \$323 ;
+    lo_v8 <= \$101 ;
   always @(posedge clk)
-    hi_i5 <= \$324 ;
+    hi_v9 <= \$102 ;
   always @(posedge clk)
-    lo_v5 <= \$325 ;
+    lo_v9 <= \$103 ;
   always @(posedge clk)
-    lo_i5 <= \$326 ;
-  always @(posedge clk)
-    hi_v6 <= \$327 ;
-  always @(posedge clk)
-    hi_i6 <= \$328 ;
-  always @(posedge clk)
-    lo_v6 <= \$329 ;
-  always @(posedge clk)
-    lo_i6 <= \$330 ;
-  always @(posedge clk)
-    hi_v7 <= \$331 ;
-  always @(posedge clk)
-    hi_i7 <= \$332 ;
-  always @(posedge clk)
-    lo_v7 <= \$333 ;
-  always @(posedge clk)
-    lo_i7 <= \$334 ;
-  always @(posedge clk)
-    hi_v8 <= \$335 ;
-  always @(posedge clk)
-    hi_i8 <= \$336 ;
-  always @(posedge clk)
-    lo_v8 <= \$337 ;
-  always @(posedge clk)
-    lo_i8 <= \$338 ;
-  always @(posedge clk)
-    hi_v9 <= \$339 ;
-  always @(posedge clk)
-    hi_i9 <= \$340 ;
-  always @(posedge clk)
-    lo_v9 <= \$341 ;
-  always @(posedge clk)
-    lo_i9 <= \$342 ;
-  always @(posedge clk)
-    last <= \$343 ;
+    last <= \$104 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
@@ -5850,533 +5467,385 @@ module \hwnorm_bwd_range_s16.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = 13'h0000;
-    casez (\$10 )
+    \$18  = 16'h0000;
+    casez (\$17 )
       4'h0:
-          \$11  = hi_i0;
+          \$18  = hi_v0;
       4'h1:
-          \$11  = hi_i1;
+          \$18  = hi_v1;
       4'h2:
-          \$11  = hi_i2;
+          \$18  = hi_v2;
       4'h3:
-          \$11  = hi_i3;
+          \$18  = hi_v3;
       4'h4:
-          \$11  = hi_i4;
+          \$18  = hi_v4;
       4'h5:
-          \$11  = hi_i5;
+          \$18  = hi_v5;
       4'h6:
-          \$11  = hi_i6;
+          \$18  = hi_v6;
       4'h7:
-          \$11  = hi_i7;
+          \$18  = hi_v7;
       4'h8:
-          \$11  = hi_i8;
+          \$18  = hi_v8;
       4'h9:
-          \$11  = hi_i9;
+          \$18  = hi_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$16  = 13'h0000;
-    casez (\$15 )
+    \$22  = 16'h0000;
+    casez (\$21 )
       4'h0:
-          \$16  = lo_i0;
+          \$22  = lo_v0;
       4'h1:
-          \$16  = lo_i1;
+          \$22  = lo_v1;
       4'h2:
-          \$16  = lo_i2;
+          \$22  = lo_v2;
       4'h3:
-          \$16  = lo_i3;
+          \$22  = lo_v3;
       4'h4:
-          \$16  = lo_i4;
+          \$22  = lo_v4;
       4'h5:
-          \$16  = lo_i5;
+          \$22  = lo_v5;
       4'h6:
-          \$16  = lo_i6;
+          \$22  = lo_v6;
       4'h7:
-          \$16  = lo_i7;
+          \$22  = lo_v7;
       4'h8:
-          \$16  = lo_i8;
+          \$22  = lo_v8;
       4'h9:
-          \$16  = lo_i9;
+          \$22  = lo_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$23  = 13'h0000;
-    casez (\$22 )
-      4'h0:
-          \$23  = hi_i0;
-      4'h1:
-          \$23  = hi_i1;
-      4'h2:
-          \$23  = hi_i2;
-      4'h3:
-          \$23  = hi_i3;
-      4'h4:
-          \$23  = hi_i4;
-      4'h5:
-          \$23  = hi_i5;
-      4'h6:
-          \$23  = hi_i6;
-      4'h7:
-          \$23  = hi_i7;
-      4'h8:
-          \$23  = hi_i8;
-      4'h9:
-          \$23  = hi_i9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$300  = cpos;
-    if (\$31 ) begin
-      \$300  = 13'h0000;
-    end else if (\$32 ) begin
-      \$300  = \$34 [12:0];
+    \$78  = cpos;
+    if (\$44 ) begin
+      \$78  = 13'h0000;
+    end else if (\$45 ) begin
+      \$78  = \$47 [12:0];
     end
     if (rst) begin
-      \$300  = 13'h0000;
+      \$78  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$301  = cidx;
-    if (\$31 ) begin
-      \$301  = 4'h0;
-    end else if (\$32 ) begin
-      \$301  = \$37 [3:0];
+    \$79  = cidx;
+    if (\$44 ) begin
+      \$79  = 4'h0;
+    end else if (\$45 ) begin
+      \$79  = \$50 [3:0];
     end
     if (rst) begin
-      \$301  = 4'h0;
+      \$79  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$302  = base;
-    if (\$31 ) begin
-      \$302  = 14'h0000;
-    end else if (\$32 ) begin
-      \$302  = \$38 [13:0];
+    \$80  = \$signal$38 ;
+    if (\$44 ) begin
+      \$80  = 1'h0;
+    end
+    if (\$75 ) begin
+      \$80  = \$76 ;
     end
     if (rst) begin
-      \$302  = 14'h0000;
+      \$80  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$303  = hi_v0;
+    \$81  = found_lo;
+    if (\$44 ) begin
+      \$81  = 1'h0;
+    end
+    if (\$75 ) begin
+      \$81  = \$77 ;
+    end
+    if (rst) begin
+      \$81  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$82  = \$signal ;
     if (p1) begin
-      \$303  = \$44 ;
+      \$82  = run_hi0;
     end
     if (rst) begin
-      \$303  = 16'h0000;
+      \$82  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$304  = hi_i0;
+    \$83  = open_lo;
     if (p1) begin
-      \$304  = \$51 ;
+      \$83  = run_lo0;
     end
     if (rst) begin
-      \$304  = 13'h0000;
+      \$83  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$305  = lo_v0;
+    \$84  = hi_v0;
     if (p1) begin
-      \$305  = \$57 ;
+      if (\$52 ) begin
+        \$84  = run_hi0;
+      end
     end
     if (rst) begin
-      \$305  = 16'h0000;
+      \$84  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$306  = lo_i0;
+    \$85  = lo_v0;
     if (p1) begin
-      \$306  = \$64 ;
+      if (\$52 ) begin
+        \$85  = run_lo0;
+      end
     end
     if (rst) begin
-      \$306  = 13'h0000;
+      \$85  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$307  = hi_v1;
+    \$86  = hi_v1;
     if (p1) begin
-      \$307  = \$70 ;
+      if (\$54 ) begin
+        \$86  = run_hi0;
+      end
     end
     if (rst) begin
-      \$307  = 16'h0000;
+      \$86  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$308  = hi_i1;
+    \$87  = lo_v1;
     if (p1) begin
-      \$308  = \$77 ;
+      if (\$54 ) begin
+        \$87  = run_lo0;
+      end
     end
     if (rst) begin
-      \$308  = 13'h0000;
+      \$87  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$309  = lo_v1;
+    \$88  = hi_v2;
     if (p1) begin
-      \$309  = \$83 ;
+      if (\$56 ) begin
+        \$88  = run_hi0;
+      end
     end
     if (rst) begin
-      \$309  = 16'h0000;
+      \$88  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$310  = lo_i1;
+    \$89  = lo_v2;
     if (p1) begin
-      \$310  = \$90 ;
+      if (\$56 ) begin
+        \$89  = run_lo0;
+      end
     end
     if (rst) begin
-      \$310  = 13'h0000;
+      \$89  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$311  = hi_v2;
+    \$90  = hi_v3;
     if (p1) begin
-      \$311  = \$96 ;
+      if (\$58 ) begin
+        \$90  = run_hi0;
+      end
     end
     if (rst) begin
-      \$311  = 16'h0000;
+      \$90  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$312  = hi_i2;
+    \$91  = lo_v3;
     if (p1) begin
-      \$312  = \$103 ;
+      if (\$58 ) begin
+        \$91  = run_lo0;
+      end
     end
     if (rst) begin
-      \$312  = 13'h0000;
+      \$91  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$313  = lo_v2;
+    \$92  = hi_v4;
     if (p1) begin
-      \$313  = \$109 ;
+      if (\$60 ) begin
+        \$92  = run_hi0;
+      end
     end
     if (rst) begin
-      \$313  = 16'h0000;
+      \$92  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$314  = lo_i2;
+    \$93  = lo_v4;
     if (p1) begin
-      \$314  = \$116 ;
+      if (\$60 ) begin
+        \$93  = run_lo0;
+      end
     end
     if (rst) begin
-      \$314  = 13'h0000;
+      \$93  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$315  = hi_v3;
+    \$94  = hi_v5;
     if (p1) begin
-      \$315  = \$122 ;
+      if (\$62 ) begin
+        \$94  = run_hi0;
+      end
     end
     if (rst) begin
-      \$315  = 16'h0000;
+      \$94  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$316  = hi_i3;
+    \$95  = lo_v5;
     if (p1) begin
-      \$316  = \$129 ;
+      if (\$62 ) begin
+        \$95  = run_lo0;
+      end
     end
     if (rst) begin
-      \$316  = 13'h0000;
+      \$95  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$317  = lo_v3;
+    \$96  = hi_v6;
     if (p1) begin
-      \$317  = \$135 ;
+      if (\$64 ) begin
+        \$96  = run_hi0;
+      end
     end
     if (rst) begin
-      \$317  = 16'h0000;
+      \$96  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$318  = lo_i3;
+    \$97  = lo_v6;
     if (p1) begin
-      \$318  = \$142 ;
+      if (\$64 ) begin
+        \$97  = run_lo0;
+      end
     end
     if (rst) begin
-      \$318  = 13'h0000;
+      \$97  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$319  = hi_v4;
+    \$98  = hi_v7;
     if (p1) begin
-      \$319  = \$148 ;
+      if (\$66 ) begin
+        \$98  = run_hi0;
+      end
     end
     if (rst) begin
-      \$319  = 16'h0000;
+      \$98  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$320  = hi_i4;
+    \$99  = lo_v7;
     if (p1) begin
-      \$320  = \$155 ;
+      if (\$66 ) begin
+        \$99  = run_lo0;
+      end
     end
     if (rst) begin
-      \$320  = 13'h0000;
+      \$99  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$321  = lo_v4;
+    \$100  = hi_v8;
     if (p1) begin
-      \$321  = \$161 ;
+      if (\$68 ) begin
+        \$100  = run_hi0;
+      end
     end
     if (rst) begin
-      \$321  = 16'h0000;
+      \$100  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$322  = lo_i4;
+    \$101  = lo_v8;
     if (p1) begin
-      \$322  = \$168 ;
+      if (\$68 ) begin
+        \$101  = run_lo0;
+      end
     end
     if (rst) begin
-      \$322  = 13'h0000;
+      \$101  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$323  = hi_v5;
+    \$102  = hi_v9;
     if (p1) begin
-      \$323  = \$174 ;
+      if (\$70 ) begin
+        \$102  = run_hi0;
+      end
     end
     if (rst) begin
-      \$323  = 16'h0000;
+      \$102  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$324  = hi_i5;
+    \$103  = lo_v9;
     if (p1) begin
-      \$324  = \$181 ;
+      if (\$70 ) begin
+        \$103  = run_lo0;
+      end
     end
     if (rst) begin
-      \$324  = 13'h0000;
+      \$103  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$325  = lo_v5;
+    \$104  = last;
     if (p1) begin
-      \$325  = \$187 ;
+      \$104  = \$71 ;
     end
     if (rst) begin
-      \$325  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$326  = lo_i5;
-    if (p1) begin
-      \$326  = \$194 ;
-    end
-    if (rst) begin
-      \$326  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$327  = hi_v6;
-    if (p1) begin
-      \$327  = \$200 ;
-    end
-    if (rst) begin
-      \$327  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$328  = hi_i6;
-    if (p1) begin
-      \$328  = \$207 ;
-    end
-    if (rst) begin
-      \$328  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$329  = lo_v6;
-    if (p1) begin
-      \$329  = \$213 ;
-    end
-    if (rst) begin
-      \$329  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$330  = lo_i6;
-    if (p1) begin
-      \$330  = \$220 ;
-    end
-    if (rst) begin
-      \$330  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$331  = hi_v7;
-    if (p1) begin
-      \$331  = \$226 ;
-    end
-    if (rst) begin
-      \$331  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$332  = hi_i7;
-    if (p1) begin
-      \$332  = \$233 ;
-    end
-    if (rst) begin
-      \$332  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$333  = lo_v7;
-    if (p1) begin
-      \$333  = \$239 ;
-    end
-    if (rst) begin
-      \$333  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$334  = lo_i7;
-    if (p1) begin
-      \$334  = \$246 ;
-    end
-    if (rst) begin
-      \$334  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$335  = hi_v8;
-    if (p1) begin
-      \$335  = \$252 ;
-    end
-    if (rst) begin
-      \$335  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$336  = hi_i8;
-    if (p1) begin
-      \$336  = \$259 ;
-    end
-    if (rst) begin
-      \$336  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$337  = lo_v8;
-    if (p1) begin
-      \$337  = \$265 ;
-    end
-    if (rst) begin
-      \$337  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$338  = lo_i8;
-    if (p1) begin
-      \$338  = \$272 ;
-    end
-    if (rst) begin
-      \$338  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$339  = hi_v9;
-    if (p1) begin
-      \$339  = \$278 ;
-    end
-    if (rst) begin
-      \$339  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$340  = hi_i9;
-    if (p1) begin
-      \$340  = \$285 ;
-    end
-    if (rst) begin
-      \$340  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$341  = lo_v9;
-    if (p1) begin
-      \$341  = \$291 ;
-    end
-    if (rst) begin
-      \$341  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$342  = lo_i9;
-    if (p1) begin
-      \$342  = \$298 ;
-    end
-    if (rst) begin
-      \$342  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$343  = last;
-    if (p1) begin
-      \$343  = \$299 ;
-    end
-    if (rst) begin
-      \$343  = 4'h0;
+      \$104  = 4'h0;
     end
   end
   assign cs_x0 = 17'h00000;
   assign cs_x1 = { 2'h0, \$2  };
   assign chunk0 = \$3 [3:0];
-  assign \sel[0]  = sel;
   assign \x[0]  = x;
+  assign \sel[0]  = sel;
   assign \$1  = { 1'h0, chunk_size };
   assign start0 = \$5 ;
+  assign \$24  = 1'h1;
+  assign before_hi0 = \$26 ;
+  assign \$27  = 1'h1;
+  assign before_lo0 = \$29 ;
 endmodule

@@ -260,53 +260,53 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [7:0] \$326 ;
   wire [8:0] \$327 ;
   wire [8:0] \$328 ;
-  wire [59:0] \$329 ;
+  wire \$329 ;
   wire \$33 ;
   wire \$330 ;
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
-  wire [58:0] \$334 ;
-  wire [58:0] \$335 ;
-  wire [58:0] \$336 ;
-  wire [58:0] \$337 ;
-  wire [60:0] \$338 ;
-  wire [61:0] \$339 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire \$34 ;
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
   wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
+  wire [5:0] \$345 ;
+  wire [5:0] \$346 ;
+  wire [5:0] \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire \$354 ;
-  wire [5:0] \$355 ;
+  wire [5:0] \$352 ;
+  wire [5:0] \$353 ;
+  wire [5:0] \$354 ;
+  wire \$355 ;
   wire [5:0] \$356 ;
   wire [5:0] \$357 ;
-  wire \$358 ;
-  wire \$359 ;
+  wire [5:0] \$358 ;
+  wire [5:0] \$359 ;
   wire \$36 ;
-  wire \$360 ;
+  wire [5:0] \$360 ;
   wire \$361 ;
-  wire [5:0] \$362 ;
-  wire [5:0] \$363 ;
-  wire [5:0] \$364 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
   wire \$365 ;
-  wire [5:0] \$366 ;
-  wire [5:0] \$367 ;
-  wire [5:0] \$368 ;
-  wire [5:0] \$369 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [5:0] \$370 ;
+  wire \$370 ;
   wire \$371 ;
   wire \$372 ;
   wire \$373 ;
@@ -324,161 +324,161 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$384 ;
   wire \$385 ;
   wire \$386 ;
-  wire \$387 ;
-  wire \$388 ;
-  wire \$389 ;
+  wire [5:0] \$387 ;
+  wire [5:0] \$388 ;
+  wire [5:0] \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
-  wire \$393 ;
-  wire \$394 ;
+  wire [5:0] \$391 ;
+  wire [5:0] \$392 ;
+  wire [5:0] \$393 ;
+  wire [5:0] \$394 ;
   wire \$395 ;
   wire \$396 ;
-  wire [5:0] \$397 ;
-  wire [5:0] \$398 ;
+  wire \$397 ;
+  wire \$398 ;
   wire [5:0] \$399 ;
   wire [28:0] \$4 ;
   wire \$40 ;
-  wire \$400 ;
+  wire [5:0] \$400 ;
   wire [5:0] \$401 ;
-  wire [5:0] \$402 ;
+  wire \$402 ;
   wire [5:0] \$403 ;
   wire [5:0] \$404 ;
-  wire \$405 ;
-  wire \$406 ;
-  wire \$407 ;
+  wire [5:0] \$405 ;
+  wire [5:0] \$406 ;
+  wire [5:0] \$407 ;
   wire \$408 ;
-  wire [5:0] \$409 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [5:0] \$410 ;
-  wire [5:0] \$411 ;
+  wire \$410 ;
+  wire \$411 ;
   wire \$412 ;
-  wire [5:0] \$413 ;
-  wire [5:0] \$414 ;
-  wire [5:0] \$415 ;
-  wire [5:0] \$416 ;
-  wire [5:0] \$417 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
   wire \$418 ;
-  wire \$419 ;
+  wire [5:0] \$419 ;
   wire \$42 ;
-  wire \$420 ;
-  wire \$421 ;
+  wire [5:0] \$420 ;
+  wire [5:0] \$421 ;
   wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
-  wire \$425 ;
-  wire \$426 ;
+  wire [5:0] \$423 ;
+  wire [5:0] \$424 ;
+  wire [5:0] \$425 ;
+  wire [5:0] \$426 ;
   wire \$427 ;
   wire \$428 ;
-  wire [5:0] \$429 ;
+  wire \$429 ;
   wire \$43 ;
-  wire [5:0] \$430 ;
+  wire \$430 ;
   wire [5:0] \$431 ;
-  wire \$432 ;
+  wire [5:0] \$432 ;
   wire [5:0] \$433 ;
-  wire [5:0] \$434 ;
+  wire \$434 ;
   wire [5:0] \$435 ;
   wire [5:0] \$436 ;
-  wire \$437 ;
-  wire \$438 ;
-  wire \$439 ;
+  wire [5:0] \$437 ;
+  wire [5:0] \$438 ;
+  wire [5:0] \$439 ;
   wire \$44 ;
-  wire \$440 ;
-  wire [5:0] \$441 ;
-  wire [5:0] \$442 ;
-  wire [5:0] \$443 ;
+  wire [5:0] \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
   wire \$444 ;
-  wire [5:0] \$445 ;
-  wire [5:0] \$446 ;
-  wire [5:0] \$447 ;
-  wire [5:0] \$448 ;
-  wire [5:0] \$449 ;
+  wire \$445 ;
+  wire [3:0] \$446 ;
+  wire [3:0] \$447 ;
+  wire [3:0] \$448 ;
+  wire [3:0] \$449 ;
   wire \$45 ;
-  wire [5:0] \$450 ;
+  wire \$450 ;
   wire \$451 ;
   wire \$452 ;
   wire \$453 ;
-  wire \$454 ;
-  wire \$455 ;
+  wire [3:0] \$454 ;
+  wire [3:0] \$455 ;
   wire [3:0] \$456 ;
-  wire [3:0] \$457 ;
+  wire \$457 ;
   wire [3:0] \$458 ;
   wire [3:0] \$459 ;
   wire [6:0] \$46 ;
-  wire \$460 ;
-  wire \$461 ;
+  wire [3:0] \$460 ;
+  wire [3:0] \$461 ;
   wire \$462 ;
   wire \$463 ;
-  wire [3:0] \$464 ;
-  wire [3:0] \$465 ;
-  wire [3:0] \$466 ;
-  wire \$467 ;
-  wire [3:0] \$468 ;
-  wire [3:0] \$469 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire [13:0] \$466 ;
+  wire [14:0] \$467 ;
+  wire [15:0] \$468 ;
+  wire [16:0] \$469 ;
   wire [6:0] \$47 ;
-  wire [3:0] \$470 ;
-  wire [3:0] \$471 ;
+  wire \$470 ;
+  wire \$471 ;
   wire \$472 ;
-  wire \$473 ;
+  wire [4:0] \$473 ;
   wire \$474 ;
-  wire \$475 ;
-  wire [13:0] \$476 ;
-  wire [14:0] \$477 ;
-  wire [15:0] \$478 ;
-  wire [16:0] \$479 ;
+  wire [4:0] \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire [6:0] \$48 ;
   wire \$480 ;
-  wire \$481 ;
-  wire \$482 ;
-  wire [4:0] \$483 ;
+  wire [21:0] \$481 ;
+  wire [21:0] \$482 ;
+  wire \$483 ;
   wire \$484 ;
-  wire [4:0] \$485 ;
-  wire \$486 ;
-  wire \$487 ;
-  wire \$488 ;
-  wire \$489 ;
+  wire \$485 ;
+  wire [8:0] \$486 ;
+  wire [8:0] \$487 ;
+  wire [135:0] \$488 ;
+  wire [5:0] \$489 ;
   wire [6:0] \$49 ;
-  wire \$490 ;
-  wire [21:0] \$491 ;
-  wire [21:0] \$492 ;
-  wire \$493 ;
-  wire \$494 ;
-  wire \$495 ;
-  wire [8:0] \$496 ;
-  wire [8:0] \$497 ;
-  wire [135:0] \$498 ;
-  wire [5:0] \$499 ;
+  wire [6:0] \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire [40:0] \$493 ;
+  wire [40:0] \$494 ;
+  wire [103:0] \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire [21:0] \$498 ;
+  wire [21:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire [6:0] \$500 ;
+  wire \$500 ;
   wire \$501 ;
   wire \$502 ;
-  wire [40:0] \$503 ;
-  wire [40:0] \$504 ;
-  wire [103:0] \$505 ;
+  wire [8:0] \$503 ;
+  wire [8:0] \$504 ;
+  wire \$505 ;
   wire \$506 ;
-  wire \$507 ;
-  wire [21:0] \$508 ;
-  wire [21:0] \$509 ;
+  wire [101:0] \$507 ;
+  wire [101:0] \$508 ;
+  wire [164:0] \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
+  wire [5:0] \$510 ;
+  wire [6:0] \$511 ;
   wire \$512 ;
-  wire [8:0] \$513 ;
-  wire [8:0] \$514 ;
-  wire \$515 ;
+  wire \$513 ;
+  wire [105:0] \$514 ;
+  wire [105:0] \$515 ;
   wire \$516 ;
-  wire [101:0] \$517 ;
-  wire [101:0] \$518 ;
-  wire [164:0] \$519 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
-  wire [5:0] \$520 ;
-  wire [6:0] \$521 ;
+  wire \$520 ;
+  wire \$521 ;
   wire \$522 ;
   wire \$523 ;
-  wire [105:0] \$524 ;
-  wire [105:0] \$525 ;
+  wire \$524 ;
+  wire \$525 ;
   wire \$526 ;
   wire \$527 ;
   wire \$528 ;
@@ -525,132 +525,141 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$565 ;
   wire \$566 ;
   wire \$567 ;
-  wire \$568 ;
+  wire [59:0] \$568 ;
   wire \$569 ;
   wire \$57 ;
   wire \$570 ;
   wire \$571 ;
   wire \$572 ;
-  wire \$573 ;
-  wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire \$577 ;
-  wire \$578 ;
+  wire [58:0] \$573 ;
+  wire [58:0] \$574 ;
+  wire [58:0] \$575 ;
+  wire [58:0] \$576 ;
+  wire [60:0] \$577 ;
+  wire [61:0] \$578 ;
   wire \$579 ;
   wire \$58 ;
-  wire \$580 ;
-  wire [60:0] \$581 ;
-  wire \$582 ;
-  wire [60:0] \$583 ;
-  wire \$584 ;
-  wire [60:0] \$585 ;
+  wire [60:0] \$580 ;
+  wire \$581 ;
+  wire [60:0] \$582 ;
+  wire \$583 ;
+  wire [60:0] \$584 ;
+  wire [8:0] \$585 ;
   wire [8:0] \$586 ;
   wire [8:0] \$587 ;
-  wire [8:0] \$588 ;
-  wire [60:0] \$589 ;
+  wire [60:0] \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire \$590 ;
-  wire [60:0] \$591 ;
+  wire [60:0] \$590 ;
+  wire \$591 ;
   wire \$592 ;
   wire \$593 ;
-  wire \$594 ;
+  wire [13:0] \$594 ;
   wire [13:0] \$595 ;
   wire [13:0] \$596 ;
-  wire [13:0] \$597 ;
-  wire [7:0] \$598 ;
-  wire [21:0] \$599 ;
+  wire [7:0] \$597 ;
+  wire [21:0] \$598 ;
+  wire [15:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
   wire [15:0] \$600 ;
-  wire [15:0] \$601 ;
-  wire [28:0] \$602 ;
+  wire [28:0] \$601 ;
+  wire [105:0] \$602 ;
   wire [105:0] \$603 ;
   wire [105:0] \$604 ;
   wire [105:0] \$605 ;
-  wire [105:0] \$606 ;
-  wire [5:0] \$607 ;
-  wire \$608 ;
-  wire [52:0] \$609 ;
+  wire [5:0] \$606 ;
+  wire \$607 ;
+  wire [52:0] \$608 ;
+  wire [5:0] \$609 ;
   wire \$61 ;
-  wire [5:0] \$610 ;
+  wire [105:0] \$610 ;
   wire [105:0] \$611 ;
-  wire [105:0] \$612 ;
-  wire [5:0] \$613 ;
-  wire \$614 ;
-  wire [101:0] \$615 ;
-  wire [5:0] \$616 ;
+  wire [5:0] \$612 ;
+  wire \$613 ;
+  wire [101:0] \$614 ;
+  wire [5:0] \$615 ;
+  wire \$616 ;
   wire \$617 ;
-  wire \$618 ;
+  wire [100:0] \$618 ;
   wire [100:0] \$619 ;
   wire \$62 ;
-  wire [100:0] \$620 ;
-  wire [5:0] \$621 ;
-  wire \$622 ;
-  wire [101:0] \$623 ;
-  wire [5:0] \$624 ;
+  wire [5:0] \$620 ;
+  wire \$621 ;
+  wire [101:0] \$622 ;
+  wire [5:0] \$623 ;
+  wire \$624 ;
   wire \$625 ;
-  wire \$626 ;
+  wire [100:0] \$626 ;
   wire [100:0] \$627 ;
-  wire [100:0] \$628 ;
-  wire [5:0] \$629 ;
+  wire [5:0] \$628 ;
+  wire \$629 ;
   wire \$63 ;
-  wire \$630 ;
-  wire [101:0] \$631 ;
-  wire [5:0] \$632 ;
+  wire [101:0] \$630 ;
+  wire [5:0] \$631 ;
+  wire \$632 ;
   wire \$633 ;
-  wire \$634 ;
+  wire [100:0] \$634 ;
   wire [100:0] \$635 ;
-  wire [100:0] \$636 ;
-  wire [5:0] \$637 ;
-  wire \$638 ;
-  wire [101:0] \$639 ;
+  wire [5:0] \$636 ;
+  wire \$637 ;
+  wire [101:0] \$638 ;
+  wire [5:0] \$639 ;
   wire \$64 ;
-  wire [5:0] \$640 ;
+  wire \$640 ;
   wire \$641 ;
-  wire \$642 ;
+  wire [100:0] \$642 ;
   wire [100:0] \$643 ;
-  wire [100:0] \$644 ;
-  wire [5:0] \$645 ;
-  wire \$646 ;
-  wire [101:0] \$647 ;
-  wire [5:0] \$648 ;
+  wire [5:0] \$644 ;
+  wire \$645 ;
+  wire [101:0] \$646 ;
+  wire [5:0] \$647 ;
+  wire \$648 ;
   wire \$649 ;
   wire \$65 ;
-  wire \$650 ;
+  wire [100:0] \$650 ;
   wire [100:0] \$651 ;
-  wire [100:0] \$652 ;
+  wire \$652 ;
   wire \$653 ;
   wire \$654 ;
   wire \$655 ;
   wire \$656 ;
   wire \$657 ;
-  reg \$658 ;
+  wire \$658 ;
   reg [7:0] \$659 ;
   wire \$66 ;
-  reg [12:0] \$660 ;
-  reg [12:0] \$661 ;
-  reg [138:0] \$662 ;
-  reg [20:0] \$663 ;
-  reg [27:0] \$664 ;
-  reg [49:0] \$665 ;
-  reg [4:0] \$666 ;
-  reg [5:0] \$667 ;
-  reg [4:0] \$668 ;
-  reg [100:0] \$669 ;
+  reg [7:0] \$660 ;
+  reg \$661 ;
+  reg [2:0] \$662 ;
+  reg \$663 ;
+  reg \$664 ;
+  reg \$665 ;
+  reg \$666 ;
+  reg [60:0] \$667 ;
+  reg [7:0] \$668 ;
+  reg [12:0] \$669 ;
   wire \$67 ;
-  reg [39:0] \$670 ;
-  reg [104:0] \$671 ;
-  reg [51:0] \$672 ;
-  reg [51:0] \$673 ;
-  reg [100:0] \$674 ;
-  reg [79:0] \$675 ;
-  reg [58:0] \$676 ;
-  reg [58:0] \$677 ;
-  reg [58:0] \$678 ;
-  reg [58:0] \$679 ;
+  reg [12:0] \$670 ;
+  reg [138:0] \$671 ;
+  reg [20:0] \$672 ;
+  reg [27:0] \$673 ;
+  reg [49:0] \$674 ;
+  reg [4:0] \$675 ;
+  reg [5:0] \$676 ;
+  reg [4:0] \$677 ;
+  reg [100:0] \$678 ;
+  reg [39:0] \$679 ;
   wire \$68 ;
-  reg [58:0] \$680 ;
+  reg [104:0] \$680 ;
+  reg [51:0] \$681 ;
+  reg [51:0] \$682 ;
+  reg [100:0] \$683 ;
+  reg [79:0] \$684 ;
+  reg [58:0] \$685 ;
+  reg [58:0] \$686 ;
+  reg [58:0] \$687 ;
+  reg [58:0] \$688 ;
+  reg [58:0] \$689 ;
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
@@ -685,8 +694,12 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg [2:0] \$signal  = 3'h0;
+  reg \$signal$66  = 1'h0;
+  wire [2:0] \$signal[0] ;
   reg [100:0] a;
-  wire [60:0] acc0;
+  reg [60:0] acc0 = 61'h0000000000000000;
+  wire adv;
   reg [4:0] align = 5'h00;
   reg [21:0] b;
   reg beat;
@@ -727,7 +740,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [49:0] dgamma = 50'h0000000000000;
   wire done;
-  wire \done$70 ;
+  wire \done$78 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -748,7 +761,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire mask;
   wire \mask$20 ;
   reg neg;
-  reg \neg$58 ;
+  reg \neg$51 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -771,6 +784,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg rewind;
   input rst;
   wire rst;
+  reg [7:0] s0_g = 8'h00;
+  wire [7:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [7:0] s0_x = 8'h00;
+  wire [7:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [100:0] scratch = 101'h00000000000000000000000000;
   wire [2:0] sel;
@@ -782,7 +802,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [100:0] shv;
   reg start;
-  reg \start$56 ;
+  reg \start$49 ;
   output [84:0] stats__payload;
   reg [84:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -794,11 +814,20 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [6:0] \steps$54 ;
+  reg [6:0] \steps$47 ;
   reg take;
   reg [104:0] tq = 105'h000000000000000000000000000;
   wire [7:0] x;
   wire [7:0] \x[0] ;
+  assign \$309  = \$4 [6] | \$4 [7];
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = \$4 [6] | \$4 [7];
+  assign \$312  = \$4 [7] ? 7'h07 : 7'h06;
+  assign \$313  = \$4 [5] ? 7'h05 : 7'h04;
+  assign \$314  = \$311  ? \$312  : \$313 ;
+  assign \$315  = \$4 [2] | \$4 [3];
+  assign \$316  = \$4 [3] ? 7'h03 : 7'h02;
+  assign \$317  = \$4 [1] ? 7'h01 : 7'h00;
   assign \$318  = \$315  ? \$316  : \$317 ;
   assign \$319  = \$310  ? \$314  : \$318 ;
   assign \$320  = \$295  ? \$307  : \$319 ;
@@ -809,365 +838,383 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$326  = sh_lead + 1'h1;
   assign \$327  = \$326  + 3'h4;
   assign \$328  = \$325  ? \$327  : 9'h010;
-  assign \$329  = $signed(i__payload[15:8]) * $signed(lane_a);
-  assign \$330  = sel == 3'h4;
-  assign \$331  = sel == 2'h3;
-  assign \$332  = sel == 2'h2;
-  assign \$333  = ! sel;
-  assign \$334  = \$333  ? const0 : const1;
-  assign \$335  = \$332  ? const2 : \$334 ;
-  assign \$336  = \$331  ? const3 : \$335 ;
-  assign \$337  = \$330  ? const4 : \$336 ;
-  assign \$338  = $signed(\$329 ) + $signed(\$337 );
-  assign \$339  = $signed(\$338 ) + $signed(26'h1000000);
-  assign \$340  = chan__payload[66] | chan__payload[67];
-  assign \$341  = chan__payload[68] | chan__payload[69];
-  assign \$342  = \$340  | \$341 ;
-  assign \$343  = chan__payload[70] | chan__payload[71];
-  assign \$344  = chan__payload[72] | chan__payload[73];
-  assign \$345  = \$343  | \$344 ;
-  assign \$346  = \$342  | \$345 ;
-  assign \$347  = chan__payload[74] | chan__payload[75];
-  assign \$348  = chan__payload[76] | chan__payload[77];
-  assign \$349  = \$347  | \$348 ;
-  assign \$350  = \$346  | \$349 ;
-  assign \$351  = chan__payload[74] | chan__payload[75];
-  assign \$352  = chan__payload[76] | chan__payload[77];
-  assign \$353  = \$351  | \$352 ;
-  assign \$354  = chan__payload[76] | chan__payload[77];
-  assign \$355  = chan__payload[77] ? 6'h2b : 6'h2a;
-  assign \$356  = chan__payload[75] ? 6'h29 : 6'h28;
-  assign \$357  = \$354  ? \$355  : \$356 ;
-  assign \$358  = chan__payload[70] | chan__payload[71];
-  assign \$359  = chan__payload[72] | chan__payload[73];
-  assign \$360  = \$358  | \$359 ;
-  assign \$361  = chan__payload[72] | chan__payload[73];
-  assign \$362  = chan__payload[73] ? 6'h27 : 6'h26;
-  assign \$363  = chan__payload[71] ? 6'h25 : 6'h24;
-  assign \$364  = \$361  ? \$362  : \$363 ;
-  assign \$365  = chan__payload[68] | chan__payload[69];
-  assign \$366  = chan__payload[69] ? 6'h23 : 6'h22;
-  assign \$367  = chan__payload[67] ? 6'h21 : 6'h20;
-  assign \$368  = \$365  ? \$366  : \$367 ;
-  assign \$369  = \$360  ? \$364  : \$368 ;
-  assign \$370  = \$353  ? \$357  : \$369 ;
-  assign \$371  = chan__payload[50] | chan__payload[51];
-  assign \$372  = chan__payload[52] | chan__payload[53];
+  assign \$329  = ~ o__valid;
+  assign adv = \$329  | o__ready;
+  assign \$330  = chan__payload[66] | chan__payload[67];
+  assign \$331  = chan__payload[68] | chan__payload[69];
+  assign \$332  = \$330  | \$331 ;
+  assign \$333  = chan__payload[70] | chan__payload[71];
+  assign \$334  = chan__payload[72] | chan__payload[73];
+  assign \$335  = \$333  | \$334 ;
+  assign \$336  = \$332  | \$335 ;
+  assign \$337  = chan__payload[74] | chan__payload[75];
+  assign \$338  = chan__payload[76] | chan__payload[77];
+  assign \$339  = \$337  | \$338 ;
+  assign \$340  = \$336  | \$339 ;
+  assign \$341  = chan__payload[74] | chan__payload[75];
+  assign \$342  = chan__payload[76] | chan__payload[77];
+  assign \$343  = \$341  | \$342 ;
+  assign \$344  = chan__payload[76] | chan__payload[77];
+  assign \$345  = chan__payload[77] ? 6'h2b : 6'h2a;
+  assign \$346  = chan__payload[75] ? 6'h29 : 6'h28;
+  assign \$347  = \$344  ? \$345  : \$346 ;
+  assign \$348  = chan__payload[70] | chan__payload[71];
+  assign \$349  = chan__payload[72] | chan__payload[73];
+  assign \$350  = \$348  | \$349 ;
+  assign \$351  = chan__payload[72] | chan__payload[73];
+  assign \$352  = chan__payload[73] ? 6'h27 : 6'h26;
+  assign \$353  = chan__payload[71] ? 6'h25 : 6'h24;
+  assign \$354  = \$351  ? \$352  : \$353 ;
+  assign \$355  = chan__payload[68] | chan__payload[69];
+  assign \$356  = chan__payload[69] ? 6'h23 : 6'h22;
+  assign \$357  = chan__payload[67] ? 6'h21 : 6'h20;
+  assign \$358  = \$355  ? \$356  : \$357 ;
+  assign \$359  = \$350  ? \$354  : \$358 ;
+  assign \$360  = \$343  ? \$347  : \$359 ;
+  assign \$361  = chan__payload[50] | chan__payload[51];
+  assign \$362  = chan__payload[52] | chan__payload[53];
+  assign \$363  = \$361  | \$362 ;
+  assign \$364  = chan__payload[54] | chan__payload[55];
+  assign \$365  = chan__payload[56] | chan__payload[57];
+  assign \$366  = \$364  | \$365 ;
+  assign \$367  = \$363  | \$366 ;
+  assign \$368  = chan__payload[58] | chan__payload[59];
+  assign \$369  = chan__payload[60] | chan__payload[61];
+  assign \$370  = \$368  | \$369 ;
+  assign \$371  = chan__payload[62] | chan__payload[63];
+  assign \$372  = chan__payload[64] | chan__payload[65];
   assign \$373  = \$371  | \$372 ;
-  assign \$374  = chan__payload[54] | chan__payload[55];
-  assign \$375  = chan__payload[56] | chan__payload[57];
-  assign \$376  = \$374  | \$375 ;
-  assign \$377  = \$373  | \$376 ;
-  assign \$378  = chan__payload[58] | chan__payload[59];
-  assign \$379  = chan__payload[60] | chan__payload[61];
-  assign \$380  = \$378  | \$379 ;
-  assign \$381  = chan__payload[62] | chan__payload[63];
-  assign \$382  = chan__payload[64] | chan__payload[65];
-  assign \$383  = \$381  | \$382 ;
-  assign \$384  = \$380  | \$383 ;
-  assign \$385  = \$377  | \$384 ;
-  assign \$386  = chan__payload[58] | chan__payload[59];
-  assign \$387  = chan__payload[60] | chan__payload[61];
-  assign \$388  = \$386  | \$387 ;
-  assign \$389  = chan__payload[62] | chan__payload[63];
-  assign \$390  = chan__payload[64] | chan__payload[65];
-  assign \$391  = \$389  | \$390 ;
-  assign \$392  = \$388  | \$391 ;
-  assign \$393  = chan__payload[62] | chan__payload[63];
-  assign \$394  = chan__payload[64] | chan__payload[65];
-  assign \$395  = \$393  | \$394 ;
-  assign \$396  = chan__payload[64] | chan__payload[65];
-  assign \$397  = chan__payload[65] ? 6'h1f : 6'h1e;
-  assign \$398  = chan__payload[63] ? 6'h1d : 6'h1c;
-  assign \$399  = \$396  ? \$397  : \$398 ;
-  assign \$400  = chan__payload[60] | chan__payload[61];
-  assign \$401  = chan__payload[61] ? 6'h1b : 6'h1a;
-  assign \$402  = chan__payload[59] ? 6'h19 : 6'h18;
-  assign \$403  = \$400  ? \$401  : \$402 ;
-  assign \$404  = \$395  ? \$399  : \$403 ;
-  assign \$405  = chan__payload[54] | chan__payload[55];
-  assign \$406  = chan__payload[56] | chan__payload[57];
-  assign \$407  = \$405  | \$406 ;
-  assign \$408  = chan__payload[56] | chan__payload[57];
-  assign \$409  = chan__payload[57] ? 6'h17 : 6'h16;
-  assign \$410  = chan__payload[55] ? 6'h15 : 6'h14;
-  assign \$411  = \$408  ? \$409  : \$410 ;
-  assign \$412  = chan__payload[52] | chan__payload[53];
-  assign \$413  = chan__payload[53] ? 6'h13 : 6'h12;
-  assign \$414  = chan__payload[51] ? 6'h11 : 6'h10;
-  assign \$415  = \$412  ? \$413  : \$414 ;
-  assign \$416  = \$407  ? \$411  : \$415 ;
-  assign \$417  = \$392  ? \$404  : \$416 ;
-  assign \$418  = chan__payload[42] | chan__payload[43];
-  assign \$419  = chan__payload[44] | chan__payload[45];
-  assign \$420  = \$418  | \$419 ;
-  assign \$421  = chan__payload[46] | chan__payload[47];
-  assign \$422  = chan__payload[48] | chan__payload[49];
-  assign \$423  = \$421  | \$422 ;
-  assign \$424  = \$420  | \$423 ;
-  assign \$425  = chan__payload[46] | chan__payload[47];
-  assign \$426  = chan__payload[48] | chan__payload[49];
-  assign \$427  = \$425  | \$426 ;
-  assign \$428  = chan__payload[48] | chan__payload[49];
-  assign \$429  = chan__payload[49] ? 6'h0f : 6'h0e;
-  assign \$430  = chan__payload[47] ? 6'h0d : 6'h0c;
-  assign \$431  = \$428  ? \$429  : \$430 ;
-  assign \$432  = chan__payload[44] | chan__payload[45];
-  assign \$433  = chan__payload[45] ? 6'h0b : 6'h0a;
-  assign \$434  = chan__payload[43] ? 6'h09 : 6'h08;
-  assign \$435  = \$432  ? \$433  : \$434 ;
-  assign \$436  = \$427  ? \$431  : \$435 ;
-  assign \$437  = chan__payload[38] | chan__payload[39];
-  assign \$438  = chan__payload[40] | chan__payload[41];
-  assign \$439  = \$437  | \$438 ;
-  assign \$440  = chan__payload[40] | chan__payload[41];
-  assign \$441  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$442  = chan__payload[39] ? 6'h05 : 6'h04;
-  assign \$443  = \$440  ? \$441  : \$442 ;
-  assign \$444  = chan__payload[36] | chan__payload[37];
-  assign \$445  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$446  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$447  = \$444  ? \$445  : \$446 ;
-  assign \$448  = \$439  ? \$443  : \$447 ;
-  assign \$449  = \$424  ? \$436  : \$448 ;
-  assign \$450  = \$385  ? \$417  : \$449 ;
-  assign den_lead = \$350  ? \$370  : \$450 ;
-  assign \$451  = chan__payload[8] | chan__payload[9];
-  assign \$452  = chan__payload[10] | chan__payload[11];
-  assign \$453  = \$451  | \$452 ;
-  assign \$454  = \$453  | chan__payload[12];
-  assign \$455  = chan__payload[10] | chan__payload[11];
-  assign \$456  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$457  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$458  = \$455  ? \$456  : \$457 ;
-  assign \$459  = chan__payload[12] ? 4'hc : \$458 ;
-  assign \$460  = chan__payload[4] | chan__payload[5];
-  assign \$461  = chan__payload[6] | chan__payload[7];
-  assign \$462  = \$460  | \$461 ;
-  assign \$463  = chan__payload[6] | chan__payload[7];
-  assign \$464  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$465  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$466  = \$463  ? \$464  : \$465 ;
-  assign \$467  = chan__payload[2] | chan__payload[3];
-  assign \$468  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$469  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$470  = \$467  ? \$468  : \$469 ;
-  assign \$471  = \$462  ? \$466  : \$470 ;
-  assign count_lead = \$454  ? \$459  : \$471 ;
-  assign \$472  = ! chan__payload[12:0];
-  assign \$473  = chan__payload[12:0] > 13'h1000;
-  assign \$474  = \$472  | \$473 ;
-  assign \$475  = ! chan__payload[90:78];
-  assign \$477  = 1'h0 + \$476 ;
-  assign \$479  = \$477  + \$478 ;
-  assign \$480  = \$479  < chan__payload[12:0];
-  assign \$481  = \$475  | \$480 ;
-  assign \$482  = ! chan__payload[77:34];
-  assign \$483  = count_lead + 1'h0;
-  assign \$484  = \$483  > 1'h0;
-  assign \$485  = count_lead + 1'h0;
-  assign \$486  = den_lead < \$485 ;
-  assign \$487  = \$484  & \$486 ;
-  assign \$488  = \$482  | \$487 ;
-  assign refused = | { \$488 , \$481 , \$474  };
-  assign \$489  = i__valid & last;
-  assign \$490  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$491  = - $signed(chan[33:13]);
-  assign \$492  = \$490  ? \$491  : { chan[33], chan[33:13] };
-  assign \$493  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$494  = ~ \$493 ;
-  assign \$495  = $signed(chan[138:131]) < $signed(1'h0);
-  assign \$496  = - $signed(chan[138:131]);
-  assign \$497  = \$495  ? \$496  : { chan[138], chan[138:131] };
-  assign \$499  = 5'h13 + sh;
-  assign \$500  = 4'h8 + \$499 ;
-  assign \$501  = $signed(chan[138:131]) < $signed(1'h0);
-  assign \$502  = $signed(qg) < $signed(1'h0);
-  assign \$503  = - $signed(qg);
-  assign \$504  = \$502  ? \$503  : { qg[39], qg };
-  assign \$506  = $signed(qg) < $signed(1'h0);
-  assign \$507  = $signed(sg) < $signed(1'h0);
-  assign \$508  = - $signed(sg);
-  assign \$509  = \$507  ? \$508  : { sg[20], sg };
-  assign \$510  = $signed(sg) < $signed(1'h0);
-  assign \$511  = ~ \$510 ;
-  assign \$512  = $signed(chan[138:131]) < $signed(1'h0);
-  assign \$513  = - $signed(chan[138:131]);
-  assign \$514  = \$512  ? \$513  : { chan[138], chan[138:131] };
-  assign \$515  = $signed(chan[138:131]) < $signed(1'h0);
-  assign \$516  = $signed(scratch) < $signed(1'h0);
-  assign \$517  = - $signed(scratch);
-  assign \$518  = \$516  ? \$517  : { scratch[100], scratch };
-  assign \$520  = 5'h13 + sh;
-  assign \$521  = 6'h3b + \$520 ;
-  assign \$522  = $signed(scratch) < $signed(1'h0);
-  assign \$523  = $signed(tq) < $signed(1'h0);
-  assign \$524  = - $signed(tq);
-  assign \$525  = \$523  ? \$524  : { tq[104], tq };
-  assign \$526  = $signed(tq) < $signed(1'h0);
-  assign \$527  = | left;
-  assign \$528  = ~ o__valid;
-  assign \$529  = \$528  | o__ready;
-  assign \$530  = \$527  & \$529 ;
-  assign \$531  = i__valid & i__ready;
-  assign \$532  = ! fsm_state;
-  assign \$533  = fsm_state == 1'h1;
-  assign \$534  = fsm_state == 2'h2;
-  assign \$535  = fsm_state == 2'h3;
-  assign \$536  = fsm_state == 3'h4;
-  assign \$537  = fsm_state == 3'h5;
-  assign \$538  = fsm_state == 3'h6;
-  assign \$539  = fsm_state == 3'h7;
-  assign \$540  = fsm_state == 4'h8;
-  assign \$541  = fsm_state == 4'h9;
-  assign \$542  = fsm_state == 4'ha;
-  assign \$543  = fsm_state == 4'hb;
-  assign \$544  = fsm_state == 4'hc;
-  assign \$545  = fsm_state == 4'hd;
-  assign \$546  = fsm_state == 4'he;
-  assign \$547  = fsm_state == 4'hf;
-  assign \$548  = fsm_state == 5'h10;
-  assign \$549  = fsm_state == 5'h11;
-  assign \$550  = fsm_state == 5'h12;
-  assign \$551  = fsm_state == 5'h13;
-  assign \$552  = fsm_state == 5'h14;
-  assign \$553  = fsm_state == 5'h15;
-  assign \$554  = fsm_state == 5'h16;
-  assign \$555  = fsm_state == 5'h17;
-  assign \$556  = fsm_state == 5'h18;
-  assign \$557  = fsm_state == 5'h19;
-  assign \$558  = fsm_state == 5'h1a;
-  assign \$559  = fsm_state == 5'h1b;
-  assign \$560  = fsm_state == 5'h1c;
-  assign \$561  = fsm_state == 5'h1d;
-  assign \$562  = fsm_state == 5'h1e;
-  assign \$563  = fsm_state == 5'h1f;
-  assign \$564  = fsm_state == 6'h20;
-  assign \$565  = fsm_state == 6'h21;
-  assign \$566  = fsm_state == 6'h22;
-  assign \$567  = fsm_state == 6'h23;
-  assign \$568  = fsm_state == 6'h24;
-  assign \$569  = fsm_state == 6'h25;
-  assign \$570  = fsm_state == 6'h26;
-  assign \$571  = fsm_state == 6'h27;
-  assign \$572  = fsm_state == 6'h28;
-  assign \$573  = fsm_state == 6'h29;
-  assign \$574  = fsm_state == 6'h2a;
-  assign \$575  = fsm_state == 6'h2b;
-  assign \$576  = fsm_state == 6'h2c;
-  assign \$577  = fsm_state == 6'h2d;
-  assign \$578  = fsm_state == 6'h2e;
-  assign \$579  = fsm_state == 6'h2f;
-  assign \$580  = ~ mask;
-  assign \$582  = $signed(\$581 ) > $signed(8'h7f);
-  assign \$584  = $signed(\$583 ) < $signed(8'h80);
-  assign \$586  = \$584  ? 9'h180 : { 1'h0, \$585 [7:0] };
-  assign \$587  = \$582  ? 9'h07f : \$586 ;
-  assign \$588  = mask ? \$587  : 9'h000;
-  assign \$590  = $signed(\$589 ) > $signed(8'h7f);
-  assign \$592  = $signed(\$591 ) < $signed(8'h80);
-  assign \$593  = \$590  | \$592 ;
-  assign \$594  = mask & \$593 ;
-  assign \$595  = sat + \$594 ;
-  assign \$596  = left - 1'h1;
-  assign \$597  = last ? 14'h0000 : \$596 ;
-  assign \$598  = mask ? i__payload[15:8] : 8'h00;
-  assign \$599  = $signed(sg) + $signed(\$598 );
-  assign \$600  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$601  = mask ? \$600  : 16'h0000;
-  assign \$602  = $signed(sgx) + $signed(\$601 );
-  assign \$603  = $signed(tq) + $signed(2'h1);
-  assign \$605  = $signed(tq) + $signed(2'h1);
-  assign \$607  = align + sh;
-  assign \$608  = \$607  == 5'h19;
-  assign \$610  = align + 1'h1;
-  assign \$611  = $signed(tq) + $signed(2'h1);
-  assign \$613  = align + sh;
-  assign \$614  = \$613  == 5'h19;
-  assign \$616  = align + 1'h1;
-  assign \$617  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
-  assign \$618  = $signed(scratch) < $signed(59'h4003ffeee010000);
-  assign \$619  = \$618  ? 101'h1ffffffffffc003ffeee010000 : scratch;
-  assign \$620  = \$617  ? 101'h000000000003ffc00111ff0000 : \$619 ;
-  assign \$621  = align + sh;
-  assign \$622  = \$621  == 5'h19;
-  assign \$624  = align + 1'h1;
-  assign \$625  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
-  assign \$626  = $signed(scratch) < $signed(59'h4003ffeee010000);
-  assign \$627  = \$626  ? 101'h1ffffffffffc003ffeee010000 : scratch;
-  assign \$628  = \$625  ? 101'h000000000003ffc00111ff0000 : \$627 ;
-  assign \$629  = align + sh;
-  assign \$630  = \$629  == 5'h19;
-  assign \$632  = align + 1'h1;
-  assign \$633  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
-  assign \$634  = $signed(scratch) < $signed(59'h4003ffeee010000);
-  assign \$635  = \$634  ? 101'h1ffffffffffc003ffeee010000 : scratch;
-  assign \$636  = \$633  ? 101'h000000000003ffc00111ff0000 : \$635 ;
-  assign \$637  = align + sh;
-  assign \$638  = \$637  == 5'h19;
-  assign \$640  = align + 1'h1;
-  assign \$641  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
-  assign \$642  = $signed(scratch) < $signed(59'h4003ffeee010000);
-  assign \$643  = \$642  ? 101'h1ffffffffffc003ffeee010000 : scratch;
-  assign \$644  = \$641  ? 101'h000000000003ffc00111ff0000 : \$643 ;
-  assign \$645  = align + sh;
-  assign \$646  = \$645  == 5'h19;
-  assign \$648  = align + 1'h1;
-  assign \$649  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
-  assign \$650  = $signed(scratch) < $signed(59'h4003ffeee010000);
-  assign \$651  = \$650  ? 101'h1ffffffffffc003ffeee010000 : scratch;
-  assign \$652  = \$649  ? 101'h000000000003ffc00111ff0000 : \$651 ;
-  assign \$653  = | left;
-  assign \$654  = ~ \$653 ;
-  assign \$655  = ~ o__valid;
-  assign \$656  = \$655  | o__ready;
-  assign \$657  = \$654  & \$656 ;
+  assign \$374  = \$370  | \$373 ;
+  assign \$375  = \$367  | \$374 ;
+  assign \$376  = chan__payload[58] | chan__payload[59];
+  assign \$377  = chan__payload[60] | chan__payload[61];
+  assign \$378  = \$376  | \$377 ;
+  assign \$379  = chan__payload[62] | chan__payload[63];
+  assign \$380  = chan__payload[64] | chan__payload[65];
+  assign \$381  = \$379  | \$380 ;
+  assign \$382  = \$378  | \$381 ;
+  assign \$383  = chan__payload[62] | chan__payload[63];
+  assign \$384  = chan__payload[64] | chan__payload[65];
+  assign \$385  = \$383  | \$384 ;
+  assign \$386  = chan__payload[64] | chan__payload[65];
+  assign \$387  = chan__payload[65] ? 6'h1f : 6'h1e;
+  assign \$388  = chan__payload[63] ? 6'h1d : 6'h1c;
+  assign \$389  = \$386  ? \$387  : \$388 ;
+  assign \$390  = chan__payload[60] | chan__payload[61];
+  assign \$391  = chan__payload[61] ? 6'h1b : 6'h1a;
+  assign \$392  = chan__payload[59] ? 6'h19 : 6'h18;
+  assign \$393  = \$390  ? \$391  : \$392 ;
+  assign \$394  = \$385  ? \$389  : \$393 ;
+  assign \$395  = chan__payload[54] | chan__payload[55];
+  assign \$396  = chan__payload[56] | chan__payload[57];
+  assign \$397  = \$395  | \$396 ;
+  assign \$398  = chan__payload[56] | chan__payload[57];
+  assign \$399  = chan__payload[57] ? 6'h17 : 6'h16;
+  assign \$400  = chan__payload[55] ? 6'h15 : 6'h14;
+  assign \$401  = \$398  ? \$399  : \$400 ;
+  assign \$402  = chan__payload[52] | chan__payload[53];
+  assign \$403  = chan__payload[53] ? 6'h13 : 6'h12;
+  assign \$404  = chan__payload[51] ? 6'h11 : 6'h10;
+  assign \$405  = \$402  ? \$403  : \$404 ;
+  assign \$406  = \$397  ? \$401  : \$405 ;
+  assign \$407  = \$382  ? \$394  : \$406 ;
+  assign \$408  = chan__payload[42] | chan__payload[43];
+  assign \$409  = chan__payload[44] | chan__payload[45];
+  assign \$410  = \$408  | \$409 ;
+  assign \$411  = chan__payload[46] | chan__payload[47];
+  assign \$412  = chan__payload[48] | chan__payload[49];
+  assign \$413  = \$411  | \$412 ;
+  assign \$414  = \$410  | \$413 ;
+  assign \$415  = chan__payload[46] | chan__payload[47];
+  assign \$416  = chan__payload[48] | chan__payload[49];
+  assign \$417  = \$415  | \$416 ;
+  assign \$418  = chan__payload[48] | chan__payload[49];
+  assign \$419  = chan__payload[49] ? 6'h0f : 6'h0e;
+  assign \$420  = chan__payload[47] ? 6'h0d : 6'h0c;
+  assign \$421  = \$418  ? \$419  : \$420 ;
+  assign \$422  = chan__payload[44] | chan__payload[45];
+  assign \$423  = chan__payload[45] ? 6'h0b : 6'h0a;
+  assign \$424  = chan__payload[43] ? 6'h09 : 6'h08;
+  assign \$425  = \$422  ? \$423  : \$424 ;
+  assign \$426  = \$417  ? \$421  : \$425 ;
+  assign \$427  = chan__payload[38] | chan__payload[39];
+  assign \$428  = chan__payload[40] | chan__payload[41];
+  assign \$429  = \$427  | \$428 ;
+  assign \$430  = chan__payload[40] | chan__payload[41];
+  assign \$431  = chan__payload[41] ? 6'h07 : 6'h06;
+  assign \$432  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$433  = \$430  ? \$431  : \$432 ;
+  assign \$434  = chan__payload[36] | chan__payload[37];
+  assign \$435  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$436  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$437  = \$434  ? \$435  : \$436 ;
+  assign \$438  = \$429  ? \$433  : \$437 ;
+  assign \$439  = \$414  ? \$426  : \$438 ;
+  assign \$440  = \$375  ? \$407  : \$439 ;
+  assign den_lead = \$340  ? \$360  : \$440 ;
+  assign \$441  = chan__payload[8] | chan__payload[9];
+  assign \$442  = chan__payload[10] | chan__payload[11];
+  assign \$443  = \$441  | \$442 ;
+  assign \$444  = \$443  | chan__payload[12];
+  assign \$445  = chan__payload[10] | chan__payload[11];
+  assign \$446  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$447  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$448  = \$445  ? \$446  : \$447 ;
+  assign \$449  = chan__payload[12] ? 4'hc : \$448 ;
+  assign \$450  = chan__payload[4] | chan__payload[5];
+  assign \$451  = chan__payload[6] | chan__payload[7];
+  assign \$452  = \$450  | \$451 ;
+  assign \$453  = chan__payload[6] | chan__payload[7];
+  assign \$454  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$455  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$456  = \$453  ? \$454  : \$455 ;
+  assign \$457  = chan__payload[2] | chan__payload[3];
+  assign \$458  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$459  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$460  = \$457  ? \$458  : \$459 ;
+  assign \$461  = \$452  ? \$456  : \$460 ;
+  assign count_lead = \$444  ? \$449  : \$461 ;
+  assign \$462  = ! chan__payload[12:0];
+  assign \$463  = chan__payload[12:0] > 13'h1000;
+  assign \$464  = \$462  | \$463 ;
+  assign \$465  = ! chan__payload[90:78];
+  assign \$467  = 1'h0 + \$466 ;
+  assign \$469  = \$467  + \$468 ;
+  assign \$470  = \$469  < chan__payload[12:0];
+  assign \$471  = \$465  | \$470 ;
+  assign \$472  = ! chan__payload[77:34];
+  assign \$473  = count_lead + 1'h0;
+  assign \$474  = \$473  > 1'h0;
+  assign \$475  = count_lead + 1'h0;
+  assign \$476  = den_lead < \$475 ;
+  assign \$477  = \$474  & \$476 ;
+  assign \$478  = \$472  | \$477 ;
+  assign refused = | { \$478 , \$471 , \$464  };
+  assign \$479  = i__valid & last;
+  assign \$480  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$481  = - $signed(chan[33:13]);
+  assign \$482  = \$480  ? \$481  : { chan[33], chan[33:13] };
+  assign \$483  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$484  = ~ \$483 ;
+  assign \$485  = $signed(chan[138:131]) < $signed(1'h0);
+  assign \$486  = - $signed(chan[138:131]);
+  assign \$487  = \$485  ? \$486  : { chan[138], chan[138:131] };
+  assign \$489  = 5'h13 + sh;
+  assign \$490  = 4'h8 + \$489 ;
+  assign \$491  = $signed(chan[138:131]) < $signed(1'h0);
+  assign \$492  = $signed(qg) < $signed(1'h0);
+  assign \$493  = - $signed(qg);
+  assign \$494  = \$492  ? \$493  : { qg[39], qg };
+  assign \$496  = $signed(qg) < $signed(1'h0);
+  assign \$497  = $signed(sg) < $signed(1'h0);
+  assign \$498  = - $signed(sg);
+  assign \$499  = \$497  ? \$498  : { sg[20], sg };
+  assign \$500  = $signed(sg) < $signed(1'h0);
+  assign \$501  = ~ \$500 ;
+  assign \$502  = $signed(chan[138:131]) < $signed(1'h0);
+  assign \$503  = - $signed(chan[138:131]);
+  assign \$504  = \$502  ? \$503  : { chan[138], chan[138:131] };
+  assign \$505  = $signed(chan[138:131]) < $signed(1'h0);
+  assign \$506  = $signed(scratch) < $signed(1'h0);
+  assign \$507  = - $signed(scratch);
+  assign \$508  = \$506  ? \$507  : { scratch[100], scratch };
+  assign \$510  = 5'h13 + sh;
+  assign \$511  = 6'h3b + \$510 ;
+  assign \$512  = $signed(scratch) < $signed(1'h0);
+  assign \$513  = $signed(tq) < $signed(1'h0);
+  assign \$514  = - $signed(tq);
+  assign \$515  = \$513  ? \$514  : { tq[104], tq };
+  assign \$516  = $signed(tq) < $signed(1'h0);
+  assign \$517  = | left;
+  assign \$518  = \$517  & adv;
+  assign \$519  = i__valid & i__ready;
+  assign \$520  = ! fsm_state;
+  assign \$521  = fsm_state == 1'h1;
+  assign \$522  = fsm_state == 2'h2;
+  assign \$523  = fsm_state == 2'h3;
+  assign \$524  = fsm_state == 3'h4;
+  assign \$525  = fsm_state == 3'h5;
+  assign \$526  = fsm_state == 3'h6;
+  assign \$527  = fsm_state == 3'h7;
+  assign \$528  = fsm_state == 4'h8;
+  assign \$529  = fsm_state == 4'h9;
+  assign \$530  = fsm_state == 4'ha;
+  assign \$531  = fsm_state == 4'hb;
+  assign \$532  = fsm_state == 4'hc;
+  assign \$533  = fsm_state == 4'hd;
+  assign \$534  = fsm_state == 4'he;
+  assign \$535  = fsm_state == 4'hf;
+  assign \$536  = fsm_state == 5'h10;
+  assign \$537  = fsm_state == 5'h11;
+  assign \$538  = fsm_state == 5'h12;
+  assign \$539  = fsm_state == 5'h13;
+  assign \$540  = fsm_state == 5'h14;
+  assign \$541  = fsm_state == 5'h15;
+  assign \$542  = fsm_state == 5'h16;
+  assign \$543  = fsm_state == 5'h17;
+  assign \$544  = fsm_state == 5'h18;
+  assign \$545  = fsm_state == 5'h19;
+  assign \$546  = fsm_state == 5'h1a;
+  assign \$547  = fsm_state == 5'h1b;
+  assign \$548  = fsm_state == 5'h1c;
+  assign \$549  = fsm_state == 5'h1d;
+  assign \$550  = fsm_state == 5'h1e;
+  assign \$551  = fsm_state == 5'h1f;
+  assign \$552  = fsm_state == 6'h20;
+  assign \$553  = fsm_state == 6'h21;
+  assign \$554  = fsm_state == 6'h22;
+  assign \$555  = fsm_state == 6'h23;
+  assign \$556  = fsm_state == 6'h24;
+  assign \$557  = fsm_state == 6'h25;
+  assign \$558  = fsm_state == 6'h26;
+  assign \$559  = fsm_state == 6'h27;
+  assign \$560  = fsm_state == 6'h28;
+  assign \$561  = fsm_state == 6'h29;
+  assign \$562  = fsm_state == 6'h2a;
+  assign \$563  = fsm_state == 6'h2b;
+  assign \$564  = fsm_state == 6'h2c;
+  assign \$565  = fsm_state == 6'h2d;
+  assign \$566  = fsm_state == 6'h2e;
+  assign \$567  = fsm_state == 6'h2f;
+  assign \$568  = $signed(s0_g) * $signed(lane_a);
+  assign \$569  = \$signal  == 3'h4;
+  assign \$570  = \$signal  == 2'h3;
+  assign \$571  = \$signal  == 2'h2;
+  assign \$572  = ! \$signal ;
+  assign \$573  = \$572  ? const0 : const1;
+  assign \$574  = \$571  ? const2 : \$573 ;
+  assign \$575  = \$570  ? const3 : \$574 ;
+  assign \$576  = \$569  ? const4 : \$575 ;
+  assign \$577  = $signed(\$568 ) + $signed(\$576 );
+  assign \$578  = $signed(\$577 ) + $signed(26'h1000000);
+  assign \$579  = ~ s1_mask;
+  assign \$581  = $signed(\$580 ) > $signed(8'h7f);
+  assign \$583  = $signed(\$582 ) < $signed(8'h80);
+  assign \$585  = \$583  ? 9'h180 : { 1'h0, \$584 [7:0] };
+  assign \$586  = \$581  ? 9'h07f : \$585 ;
+  assign \$587  = s1_mask ? \$586  : 9'h000;
+  assign \$589  = $signed(\$588 ) > $signed(8'h7f);
+  assign \$591  = $signed(\$590 ) < $signed(8'h80);
+  assign \$592  = \$589  | \$591 ;
+  assign \$593  = s1_mask & \$592 ;
+  assign \$594  = sat + \$593 ;
+  assign \$595  = left - 1'h1;
+  assign \$596  = last ? 14'h0000 : \$595 ;
+  assign \$597  = mask ? i__payload[15:8] : 8'h00;
+  assign \$598  = $signed(sg) + $signed(\$597 );
+  assign \$599  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$600  = mask ? \$599  : 16'h0000;
+  assign \$601  = $signed(sgx) + $signed(\$600 );
+  assign \$602  = $signed(tq) + $signed(2'h1);
+  assign \$604  = $signed(tq) + $signed(2'h1);
+  assign \$606  = align + sh;
+  assign \$607  = \$606  == 5'h19;
+  assign \$609  = align + 1'h1;
+  assign \$610  = $signed(tq) + $signed(2'h1);
+  assign \$612  = align + sh;
+  assign \$613  = \$612  == 5'h19;
+  assign \$615  = align + 1'h1;
+  assign \$616  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
+  assign \$617  = $signed(scratch) < $signed(59'h4003ffeee010000);
+  assign \$618  = \$617  ? 101'h1ffffffffffc003ffeee010000 : scratch;
+  assign \$619  = \$616  ? 101'h000000000003ffc00111ff0000 : \$618 ;
+  assign \$620  = align + sh;
+  assign \$621  = \$620  == 5'h19;
+  assign \$623  = align + 1'h1;
+  assign \$624  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
+  assign \$625  = $signed(scratch) < $signed(59'h4003ffeee010000);
+  assign \$626  = \$625  ? 101'h1ffffffffffc003ffeee010000 : scratch;
+  assign \$627  = \$624  ? 101'h000000000003ffc00111ff0000 : \$626 ;
+  assign \$628  = align + sh;
+  assign \$629  = \$628  == 5'h19;
+  assign \$631  = align + 1'h1;
+  assign \$632  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
+  assign \$633  = $signed(scratch) < $signed(59'h4003ffeee010000);
+  assign \$634  = \$633  ? 101'h1ffffffffffc003ffeee010000 : scratch;
+  assign \$635  = \$632  ? 101'h000000000003ffc00111ff0000 : \$634 ;
+  assign \$636  = align + sh;
+  assign \$637  = \$636  == 5'h19;
+  assign \$639  = align + 1'h1;
+  assign \$640  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
+  assign \$641  = $signed(scratch) < $signed(59'h4003ffeee010000);
+  assign \$642  = \$641  ? 101'h1ffffffffffc003ffeee010000 : scratch;
+  assign \$643  = \$640  ? 101'h000000000003ffc00111ff0000 : \$642 ;
+  assign \$644  = align + sh;
+  assign \$645  = \$644  == 5'h19;
+  assign \$647  = align + 1'h1;
+  assign \$648  = $signed(scratch) > $signed(59'h3ffc00111ff0000);
+  assign \$649  = $signed(scratch) < $signed(59'h4003ffeee010000);
+  assign \$650  = \$649  ? 101'h1ffffffffffc003ffeee010000 : scratch;
+  assign \$651  = \$648  ? 101'h000000000003ffc00111ff0000 : \$650 ;
+  assign \$652  = | left;
+  assign \$653  = ~ \$652 ;
+  assign \$654  = ~ \$signal$66 ;
+  assign \$655  = \$653  & \$654 ;
+  assign \$656  = ~ s1_valid;
+  assign \$657  = \$655  & \$656 ;
+  assign \$658  = \$657  & adv;
   always @(posedge clk)
-    o__valid <= \$658 ;
+    s0_x <= \$659 ;
   always @(posedge clk)
-    o__payload <= \$659 ;
+    s0_g <= \$660 ;
   always @(posedge clk)
-    sat <= \$660 ;
+    s0_mask <= \$661 ;
   always @(posedge clk)
-    left <= \$661 ;
+    \$signal  <= \$662 ;
   always @(posedge clk)
-    chan <= \$662 ;
+    o__valid <= \$663 ;
   always @(posedge clk)
-    sg <= \$663 ;
+    s1_valid <= \$664 ;
   always @(posedge clk)
-    sgx <= \$664 ;
+    \$signal$66  <= \$665 ;
   always @(posedge clk)
-    dgamma <= \$665 ;
+    s1_mask <= \$666 ;
   always @(posedge clk)
-    align <= \$666 ;
+    acc0 <= \$667 ;
   always @(posedge clk)
-    fsm_state <= \$667 ;
+    o__payload <= \$668 ;
   always @(posedge clk)
-    sh <= \$668 ;
+    sat <= \$669 ;
   always @(posedge clk)
-    scratch <= \$669 ;
+    left <= \$670 ;
   always @(posedge clk)
-    qg <= \$670 ;
+    chan <= \$671 ;
   always @(posedge clk)
-    tq <= \$671 ;
+    sg <= \$672 ;
   always @(posedge clk)
-    m1 <= \$672 ;
+    sgx <= \$673 ;
   always @(posedge clk)
-    lane_a <= \$673 ;
+    dgamma <= \$674 ;
   always @(posedge clk)
-    c0w <= \$674 ;
+    align <= \$675 ;
   always @(posedge clk)
-    m2 <= \$675 ;
+    fsm_state <= \$676 ;
   always @(posedge clk)
-    const0 <= \$676 ;
+    sh <= \$677 ;
   always @(posedge clk)
-    const1 <= \$677 ;
+    scratch <= \$678 ;
   always @(posedge clk)
-    const2 <= \$678 ;
+    qg <= \$679 ;
   always @(posedge clk)
-    const3 <= \$679 ;
+    tq <= \$680 ;
   always @(posedge clk)
-    const4 <= \$680 ;
+    m1 <= \$681 ;
+  always @(posedge clk)
+    lane_a <= \$682 ;
+  always @(posedge clk)
+    c0w <= \$683 ;
+  always @(posedge clk)
+    m2 <= \$684 ;
+  always @(posedge clk)
+    const0 <= \$685 ;
+  always @(posedge clk)
+    const1 <= \$686 ;
+  always @(posedge clk)
+    const2 <= \$687 ;
+  always @(posedge clk)
+    const3 <= \$688 ;
+  always @(posedge clk)
+    const4 <= \$689 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$2  = chan[110:91] > chan[130:111];
@@ -1227,26 +1274,17 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$306  = \$303  ? \$304  : \$305 ;
   assign \$307  = \$298  ? \$302  : \$306 ;
   assign \$308  = \$4 [4] | \$4 [5];
-  assign \$309  = \$4 [6] | \$4 [7];
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = \$4 [6] | \$4 [7];
-  assign \$312  = \$4 [7] ? 7'h07 : 7'h06;
-  assign \$313  = \$4 [5] ? 7'h05 : 7'h04;
-  assign \$314  = \$311  ? \$312  : \$313 ;
-  assign \$315  = \$4 [2] | \$4 [3];
-  assign \$316  = \$4 [3] ? 7'h03 : 7'h02;
-  assign \$317  = \$4 [1] ? 7'h01 : 7'h00;
   \hwnorm_bwd_range_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$70 ),
+    .done(\done$78 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$58 ),
+    .\neg$15 (\neg$51 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$56 ),
-    .steps(\steps$54 )
+    .start(\start$49 ),
+    .steps(\steps$47 )
   );
   \hwnorm_bwd_range_s8.mul  mul (
     .a(a),
@@ -1260,7 +1298,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_range_s8.sel$72  \sel$72  (
+  \hwnorm_bwd_range_s8.sel$80  \sel$80  (
     .chunk_size(chan[90:78]),
     .clear(clear),
     .clk(clk),
@@ -1495,7 +1533,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h2d:
           /* empty */;
       6'h2e:
-          i__ready = \$530 ;
+          i__ready = \$518 ;
     endcase
   end
   always @* begin
@@ -1603,7 +1641,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h00:
           /* empty */;
       6'h02:
-          rewind = \$489 ;
+          rewind = \$479 ;
     endcase
   end
   always @* begin
@@ -1809,7 +1847,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h04:
           /* empty */;
       6'h05:
-          b = \$492 ;
+          b = \$482 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1831,11 +1869,11 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$509 ;
+          b = \$499 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514 [8], \$514  };
+          b = { \$504 [8], \$504 [8], \$504 [8], \$504 [8], \$504 [8], \$504 [8], \$504 [8], \$504 [8], \$504 [8], \$504 [8], \$504 [8], \$504 [8], \$504 [8], \$504  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1989,7 +2027,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$494 ;
+          neg = \$484 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -2011,11 +2049,11 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$511 ;
+          neg = \$501 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$515 ;
+          neg = \$505 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -2173,13 +2211,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$498 [102:0];
+          lo_init = \$488 [102:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$505 [102:0];
+          lo_init = \$495 [102:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2203,16 +2241,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          lo_init = \$519 [102:0];
+          lo_init = \$509 [102:0];
       6'h17:
           /* empty */;
       6'h18:
-          lo_init = \$525 [102:0];
+          lo_init = \$515 [102:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$54  = 7'h00;
+    \steps$47  = 7'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2227,13 +2265,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \steps$54  = \$500 ;
+          \steps$47  = \$490 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$54  = 7'h3e;
+          \steps$47  = 7'h3e;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2257,16 +2295,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \steps$54  = \$521 ;
+          \steps$47  = \$511 ;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$54  = 7'h67;
+          \steps$47  = 7'h67;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$56  = 1'h0;
+    \start$49  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2281,13 +2319,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2311,11 +2349,11 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$56  = 1'h1;
+          \start$49  = 1'h1;
     endcase
   end
   always @* begin
@@ -2374,7 +2412,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$58  = 1'h0;
+    \neg$51  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2389,13 +2427,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \neg$58  = \$501 ;
+          \neg$51  = \$491 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$58  = \$506 ;
+          \neg$51  = \$496 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2419,11 +2457,11 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \neg$58  = \$522 ;
+          \neg$51  = \$512 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$58  = \$526 ;
+          \neg$51  = \$516 ;
     endcase
   end
   always @* begin
@@ -2575,7 +2613,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h2d:
           /* empty */;
       6'h2e:
-          take = \$531 ;
+          take = \$519 ;
     endcase
   end
   always @* begin
@@ -2780,22 +2818,9 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = o__valid;
-    if (o__ready) begin
-      \$658  = 1'h0;
-    end
+    \$659  = s0_x;
     if (take) begin
-      \$658  = 1'h1;
-    end
-    if (rst) begin
-      \$658  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = o__payload;
-    if (take) begin
-      \$659  = \$588 [7:0];
+      \$659  = i__payload[7:0];
     end
     if (rst) begin
       \$659  = 8'h00;
@@ -2803,99 +2828,191 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = sat;
+    \$660  = s0_g;
     if (take) begin
-      \$660  = \$595 [12:0];
+      \$660  = i__payload[15:8];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$660  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$660  = 13'h0000;
+      \$660  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = left;
-    if (beat) begin
-      \$661  = \$597 [12:0];
+    \$661  = s0_mask;
+    if (take) begin
+      \$661  = mask;
+    end
+    if (rst) begin
+      \$661  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$662  = \$signal ;
+    if (take) begin
+      \$662  = sel;
+    end
+    if (rst) begin
+      \$662  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$663  = o__valid;
+    if (adv) begin
+      \$663  = s1_valid;
+    end
+    if (rst) begin
+      \$663  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$664  = s1_valid;
+    if (adv) begin
+      \$664  = \$signal$66 ;
+    end
+    if (rst) begin
+      \$664  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$665  = \$signal$66 ;
+    if (adv) begin
+      \$665  = take;
+    end
+    if (rst) begin
+      \$665  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$666  = s1_mask;
+    if (adv) begin
+      \$666  = s0_mask;
+    end
+    if (rst) begin
+      \$666  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$667  = acc0;
+    if (adv) begin
+      \$667  = \$578 [60:0];
+    end
+    if (rst) begin
+      \$667  = 61'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$668  = o__payload;
+    if (adv) begin
+      \$668  = \$587 [7:0];
+    end
+    if (rst) begin
+      \$668  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$669  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$669  = \$594 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$661  = chan__payload[12:0];
+            \$669  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$669  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$670  = left;
+    if (beat) begin
+      \$670  = \$596 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$670  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$661  = chan[12:0];
+              \$670  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$661  = 13'h0000;
+      \$670  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = chan;
+    \$671  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$662  = chan__payload;
+            \$671  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$662  = 139'h00000000000000000000000000000000000;
+      \$671  = 139'h00000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = sg;
+    \$672  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$663  = 21'h000000;
+            \$672  = 21'h000000;
             if (refused) begin
-              \$663  = 21'h000000;
+              \$672  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$663  = \$599 [20:0];
+            \$672  = \$598 [20:0];
           end
     endcase
     if (rst) begin
-      \$663  = 21'h000000;
+      \$672  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = sgx;
+    \$673  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$664  = 28'h0000000;
+            \$673  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$664  = \$602 [27:0];
+            \$673  = \$601 [27:0];
           end
     endcase
     if (rst) begin
-      \$664  = 28'h0000000;
+      \$673  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = dgamma;
+    \$674  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$665  = 50'h0000000000000;
+            \$674  = 50'h0000000000000;
           end
       6'h02:
           /* empty */;
@@ -2918,19 +3035,19 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          \$665  = \$606 [49:0];
+          \$674  = \$605 [49:0];
     endcase
     if (rst) begin
-      \$665  = 50'h0000000000000;
+      \$674  = 50'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = align;
+    \$675  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$666  = 5'h00;
+            \$675  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2960,10 +3077,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$608 ) begin
-            \$666  = 5'h00;
+          if (\$607 ) begin
+            \$675  = 5'h00;
           end else begin
-            \$666  = \$610 [4:0];
+            \$675  = \$609 [4:0];
           end
       6'h10:
           /* empty */;
@@ -2991,10 +3108,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1c:
           (* full_case = 32'd1 *)
-          if (\$614 ) begin
-            \$666  = 5'h00;
+          if (\$613 ) begin
+            \$675  = 5'h00;
           end else begin
-            \$666  = \$616 [4:0];
+            \$675  = \$615 [4:0];
           end
       6'h1d:
           /* empty */;
@@ -3004,10 +3121,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$622 ) begin
-            \$666  = 5'h00;
+          if (\$621 ) begin
+            \$675  = 5'h00;
           end else begin
-            \$666  = \$624 [4:0];
+            \$675  = \$623 [4:0];
           end
       6'h21:
           /* empty */;
@@ -3017,10 +3134,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           (* full_case = 32'd1 *)
-          if (\$630 ) begin
-            \$666  = 5'h00;
+          if (\$629 ) begin
+            \$675  = 5'h00;
           end else begin
-            \$666  = \$632 [4:0];
+            \$675  = \$631 [4:0];
           end
       6'h25:
           /* empty */;
@@ -3030,10 +3147,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h28:
           (* full_case = 32'd1 *)
-          if (\$638 ) begin
-            \$666  = 5'h00;
+          if (\$637 ) begin
+            \$675  = 5'h00;
           end else begin
-            \$666  = \$640 [4:0];
+            \$675  = \$639 [4:0];
           end
       6'h29:
           /* empty */;
@@ -3043,194 +3160,194 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$646 ) begin
-            \$666  = 5'h00;
+          if (\$645 ) begin
+            \$675  = 5'h00;
           end else begin
-            \$666  = \$648 [4:0];
+            \$675  = \$647 [4:0];
           end
     endcase
     if (rst) begin
-      \$666  = 5'h00;
+      \$675  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = fsm_state;
+    \$676  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$667  = 6'h01;
+              \$676  = 6'h01;
             end else begin
-              \$667  = 6'h02;
+              \$676  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$667  = 6'h03;
+              \$676  = 6'h03;
             end
           end
       6'h03:
-          \$667  = 6'h04;
+          \$676  = 6'h04;
       6'h04:
           if (done) begin
-            \$667  = 6'h05;
+            \$676  = 6'h05;
           end
       6'h05:
-          \$667  = 6'h06;
+          \$676  = 6'h06;
       6'h06:
           if (done) begin
-            \$667  = 6'h07;
+            \$676  = 6'h07;
           end
       6'h07:
-          \$667  = 6'h08;
+          \$676  = 6'h08;
       6'h08:
-          if (\done$70 ) begin
-            \$667  = 6'h09;
+          if (\done$78 ) begin
+            \$676  = 6'h09;
           end
       6'h09:
-          \$667  = 6'h0a;
+          \$676  = 6'h0a;
       6'h0a:
-          \$667  = 6'h0b;
+          \$676  = 6'h0b;
       6'h0b:
-          if (\done$70 ) begin
-            \$667  = 6'h0c;
+          if (\done$78 ) begin
+            \$676  = 6'h0c;
           end
       6'h0c:
-          \$667  = 6'h0d;
+          \$676  = 6'h0d;
       6'h0d:
-          \$667  = 6'h0e;
+          \$676  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$667  = 6'h0f;
+            \$676  = 6'h0f;
           end
       6'h0f:
-          if (\$608 ) begin
-            \$667  = 6'h10;
+          if (\$607 ) begin
+            \$676  = 6'h10;
           end
       6'h10:
-          \$667  = 6'h11;
+          \$676  = 6'h11;
       6'h11:
           if (done) begin
-            \$667  = 6'h12;
+            \$676  = 6'h12;
           end
       6'h12:
-          \$667  = 6'h13;
+          \$676  = 6'h13;
       6'h13:
           if (done) begin
-            \$667  = 6'h14;
+            \$676  = 6'h14;
           end
       6'h14:
-          \$667  = 6'h15;
+          \$676  = 6'h15;
       6'h15:
           if (done) begin
-            \$667  = 6'h16;
+            \$676  = 6'h16;
           end
       6'h16:
-          \$667  = 6'h17;
+          \$676  = 6'h17;
       6'h17:
-          if (\done$70 ) begin
-            \$667  = 6'h18;
+          if (\done$78 ) begin
+            \$676  = 6'h18;
           end
       6'h18:
-          \$667  = 6'h19;
+          \$676  = 6'h19;
       6'h19:
-          if (\done$70 ) begin
-            \$667  = 6'h1a;
+          if (\done$78 ) begin
+            \$676  = 6'h1a;
           end
       6'h1a:
-          \$667  = 6'h1b;
+          \$676  = 6'h1b;
       6'h1b:
-          \$667  = 6'h1c;
+          \$676  = 6'h1c;
       6'h1c:
-          if (\$614 ) begin
-            \$667  = 6'h1d;
+          if (\$613 ) begin
+            \$676  = 6'h1d;
           end
       6'h1d:
-          \$667  = 6'h1e;
+          \$676  = 6'h1e;
       6'h1e:
-          \$667  = 6'h1f;
+          \$676  = 6'h1f;
       6'h1f:
           if (done) begin
-            \$667  = 6'h20;
+            \$676  = 6'h20;
           end
       6'h20:
-          if (\$622 ) begin
-            \$667  = 6'h21;
+          if (\$621 ) begin
+            \$676  = 6'h21;
           end
       6'h21:
-          \$667  = 6'h22;
+          \$676  = 6'h22;
       6'h22:
-          \$667  = 6'h23;
+          \$676  = 6'h23;
       6'h23:
           if (done) begin
-            \$667  = 6'h24;
+            \$676  = 6'h24;
           end
       6'h24:
-          if (\$630 ) begin
-            \$667  = 6'h25;
+          if (\$629 ) begin
+            \$676  = 6'h25;
           end
       6'h25:
-          \$667  = 6'h26;
+          \$676  = 6'h26;
       6'h26:
-          \$667  = 6'h27;
+          \$676  = 6'h27;
       6'h27:
           if (done) begin
-            \$667  = 6'h28;
+            \$676  = 6'h28;
           end
       6'h28:
-          if (\$638 ) begin
-            \$667  = 6'h29;
+          if (\$637 ) begin
+            \$676  = 6'h29;
           end
       6'h29:
-          \$667  = 6'h2a;
+          \$676  = 6'h2a;
       6'h2a:
-          \$667  = 6'h2b;
+          \$676  = 6'h2b;
       6'h2b:
           if (done) begin
-            \$667  = 6'h2c;
+            \$676  = 6'h2c;
           end
       6'h2c:
-          if (\$646 ) begin
-            \$667  = 6'h2d;
+          if (\$645 ) begin
+            \$676  = 6'h2d;
           end
       6'h2d:
-          \$667  = 6'h2e;
+          \$676  = 6'h2e;
       6'h2e:
-          if (\$657 ) begin
-            \$667  = 6'h2f;
+          if (\$658 ) begin
+            \$676  = 6'h2f;
           end
       6'h2f:
           if (stats__ready) begin
-            \$667  = 6'h00;
+            \$676  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$667  = 6'h00;
+            \$676  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$667  = 6'h00;
+      \$676  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = sh;
+    \$677  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$668  = \$328 [4:0];
+          \$677  = \$328 [4:0];
     endcase
     if (rst) begin
-      \$668  = 5'h00;
+      \$677  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = scratch;
+    \$678  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3240,7 +3357,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h04:
           if (done) begin
-            \$669  = p;
+            \$678  = p;
           end
       6'h05:
           /* empty */;
@@ -3272,13 +3389,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           if (done) begin
-            \$669  = p;
+            \$678  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$669  = p;
+            \$678  = p;
           end
       6'h16:
           /* empty */;
@@ -3291,12 +3408,12 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1a:
           /* empty */;
       6'h1b:
-          \$669  = c0w;
+          \$678  = c0w;
       6'h1c:
           (* full_case = 32'd1 *)
-          if (\$614 ) begin
+          if (\$613 ) begin
           end else begin
-            \$669  = \$615 [100:0];
+            \$678  = \$614 [100:0];
           end
       6'h1d:
           /* empty */;
@@ -3304,13 +3421,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1f:
           if (done) begin
-            \$669  = p;
+            \$678  = p;
           end
       6'h20:
           (* full_case = 32'd1 *)
-          if (\$622 ) begin
+          if (\$621 ) begin
           end else begin
-            \$669  = \$623 [100:0];
+            \$678  = \$622 [100:0];
           end
       6'h21:
           /* empty */;
@@ -3318,13 +3435,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h23:
           if (done) begin
-            \$669  = p;
+            \$678  = p;
           end
       6'h24:
           (* full_case = 32'd1 *)
-          if (\$630 ) begin
+          if (\$629 ) begin
           end else begin
-            \$669  = \$631 [100:0];
+            \$678  = \$630 [100:0];
           end
       6'h25:
           /* empty */;
@@ -3332,13 +3449,13 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h27:
           if (done) begin
-            \$669  = p;
+            \$678  = p;
           end
       6'h28:
           (* full_case = 32'd1 *)
-          if (\$638 ) begin
+          if (\$637 ) begin
           end else begin
-            \$669  = \$639 [100:0];
+            \$678  = \$638 [100:0];
           end
       6'h29:
           /* empty */;
@@ -3346,22 +3463,22 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h2b:
           if (done) begin
-            \$669  = p;
+            \$678  = p;
           end
       6'h2c:
           (* full_case = 32'd1 *)
-          if (\$646 ) begin
+          if (\$645 ) begin
           end else begin
-            \$669  = \$647 [100:0];
+            \$678  = \$646 [100:0];
           end
     endcase
     if (rst) begin
-      \$669  = 101'h00000000000000000000000000;
+      \$678  = 101'h00000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = qg;
+    \$679  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3375,16 +3492,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (done) begin
-            \$670  = p[39:0];
+            \$679  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$670  = 40'h0000000000;
+      \$679  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = tq;
+    \$680  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3401,16 +3518,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$70 ) begin
-            \$671  = q;
+          if (\done$78 ) begin
+            \$680  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$70 ) begin
-            \$671  = q;
+          if (\done$78 ) begin
+            \$680  = q;
           end
       6'h0c:
           /* empty */;
@@ -3435,23 +3552,23 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$70 ) begin
-            \$671  = q;
+          if (\done$78 ) begin
+            \$680  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$70 ) begin
-            \$671  = q;
+          if (\done$78 ) begin
+            \$680  = q;
           end
     endcase
     if (rst) begin
-      \$671  = 105'h000000000000000000000000000;
+      \$680  = 105'h000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = m1;
+    \$681  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3470,15 +3587,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h08:
           /* empty */;
       6'h09:
-          \$672  = \$604 [51:0];
+          \$681  = \$603 [51:0];
     endcase
     if (rst) begin
-      \$672  = 52'h0000000000000;
+      \$681  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = lane_a;
+    \$682  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3508,22 +3625,22 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0e:
           if (done) begin
-            \$673  = p[51:0];
+            \$682  = p[51:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$608 ) begin
+          if (\$607 ) begin
           end else begin
-            \$673  = \$609 [51:0];
+            \$682  = \$608 [51:0];
           end
     endcase
     if (rst) begin
-      \$673  = 52'h0000000000000;
+      \$682  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = c0w;
+    \$683  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3559,16 +3676,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h11:
           if (done) begin
-            \$674  = p;
+            \$683  = p;
           end
     endcase
     if (rst) begin
-      \$674  = 101'h00000000000000000000000000;
+      \$683  = 101'h00000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = m2;
+    \$684  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3621,15 +3738,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$675  = \$612 [79:0];
+          \$684  = \$611 [79:0];
     endcase
     if (rst) begin
-      \$675  = 80'h00000000000000000000;
+      \$684  = 80'h00000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = const0;
+    \$685  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3688,15 +3805,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1c:
           /* empty */;
       6'h1d:
-          \$676  = \$620 [58:0];
+          \$685  = \$619 [58:0];
     endcase
     if (rst) begin
-      \$676  = 59'h000000000000000;
+      \$685  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = const1;
+    \$686  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3763,15 +3880,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h20:
           /* empty */;
       6'h21:
-          \$677  = \$628 [58:0];
+          \$686  = \$627 [58:0];
     endcase
     if (rst) begin
-      \$677  = 59'h000000000000000;
+      \$686  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = const2;
+    \$687  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3846,15 +3963,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h24:
           /* empty */;
       6'h25:
-          \$678  = \$636 [58:0];
+          \$687  = \$635 [58:0];
     endcase
     if (rst) begin
-      \$678  = 59'h000000000000000;
+      \$687  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = const3;
+    \$688  = const3;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3937,15 +4054,15 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h28:
           /* empty */;
       6'h29:
-          \$679  = \$644 [58:0];
+          \$688  = \$643 [58:0];
     endcase
     if (rst) begin
-      \$679  = 59'h000000000000000;
+      \$688  = 59'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = const4;
+    \$689  = const4;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -4036,10 +4153,10 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h2c:
           /* empty */;
       6'h2d:
-          \$680  = \$652 [58:0];
+          \$689  = \$651 [58:0];
     endcase
     if (rst) begin
-      \$680  = 59'h000000000000000;
+      \$689  = 59'h000000000000000;
     end
   end
   assign chunk_size = chan[90:78];
@@ -4049,7 +4166,6 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign sh_new = \$328 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$339 [60:0];
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[77:34];
@@ -4075,6 +4191,9 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \chan.gamma  = chan[138:131];
   assign \x[0]  = i__payload[7:0];
   assign \o_data[0]  = o__payload;
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal[0]  = \$signal ;
   assign \sel[0]  = sel;
   assign \$1  = { 7'h00, chan[12:0], 8'h00 };
   assign \$5  = 1'h0;
@@ -4329,25 +4448,25 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$270  = 7'h1c;
   assign \$322  = \$321 ;
   assign sh_lead = \$322 ;
-  assign \$476  = { chan__payload[90:78], 1'h0 };
-  assign \$478  = { chan__payload[90:78], 3'h0 };
-  assign \$498  = { \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 [8], \$497 , 95'h000000000000000000000000 };
-  assign \$505  = { \$504 , 63'h0000000000000000 };
-  assign \$519  = { \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 [101], \$518 , 44'h00000000000 };
-  assign \$581  = { \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60:25] };
-  assign \$583  = { \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60:25] };
-  assign \$585  = { \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60:25] };
-  assign \$589  = { \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60:25] };
-  assign \$591  = { \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60], \$339 [60:25] };
-  assign \$604  = { \$603 [105], \$603 [105:1] };
-  assign \$606  = { \$605 [105], \$605 [105:1] };
-  assign \$609  = { lane_a, 1'h0 };
-  assign \$612  = { \$611 [105], \$611 [105:1] };
-  assign \$615  = { scratch, 1'h0 };
-  assign \$623  = { scratch, 1'h0 };
-  assign \$631  = { scratch, 1'h0 };
-  assign \$639  = { scratch, 1'h0 };
-  assign \$647  = { scratch, 1'h0 };
+  assign \$466  = { chan__payload[90:78], 1'h0 };
+  assign \$468  = { chan__payload[90:78], 3'h0 };
+  assign \$488  = { \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 [8], \$487 , 95'h000000000000000000000000 };
+  assign \$495  = { \$494 , 63'h0000000000000000 };
+  assign \$509  = { \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 [101], \$508 , 44'h00000000000 };
+  assign \$580  = { acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60:25] };
+  assign \$582  = { acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60:25] };
+  assign \$584  = { acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60:25] };
+  assign \$588  = { acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60:25] };
+  assign \$590  = { acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60], acc0[60:25] };
+  assign \$603  = { \$602 [105], \$602 [105:1] };
+  assign \$605  = { \$604 [105], \$604 [105:1] };
+  assign \$608  = { lane_a, 1'h0 };
+  assign \$611  = { \$610 [105], \$610 [105:1] };
+  assign \$614  = { scratch, 1'h0 };
+  assign \$622  = { scratch, 1'h0 };
+  assign \$630  = { scratch, 1'h0 };
+  assign \$638  = { scratch, 1'h0 };
+  assign \$646  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_range_s8.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -4698,352 +4817,116 @@ module \hwnorm_bwd_range_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, chunk_size, x);
+module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, chunk_size, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [13:0] \$1 ;
-  wire [3:0] \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire [14:0] \$102 ;
-  wire [12:0] \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire [7:0] \$109 ;
-  reg [12:0] \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire [14:0] \$115 ;
-  wire [12:0] \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire [14:0] \$12 ;
-  wire \$120 ;
-  wire \$121 ;
-  wire [7:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire [14:0] \$128 ;
-  wire [12:0] \$129 ;
+  wire \$10 ;
+  reg [7:0] \$100 ;
+  reg [7:0] \$101 ;
+  reg [7:0] \$102 ;
+  reg [7:0] \$103 ;
+  reg [3:0] \$104 ;
+  wire [7:0] \$11 ;
+  wire \$12 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire [7:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire [14:0] \$141 ;
-  wire [12:0] \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire [7:0] \$148 ;
-  wire \$149 ;
-  wire [3:0] \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire [14:0] \$154 ;
-  wire [12:0] \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  reg [12:0] \$16 ;
-  wire \$160 ;
-  wire [7:0] \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire [14:0] \$167 ;
-  wire [12:0] \$168 ;
-  wire \$169 ;
-  wire [14:0] \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire [7:0] \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
-  wire \$18 ;
-  wire [14:0] \$180 ;
-  wire [12:0] \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire [7:0] \$187 ;
-  wire \$188 ;
-  wire \$189 ;
+  wire [7:0] \$15 ;
+  wire \$16 ;
+  wire [3:0] \$17 ;
+  reg [7:0] \$18 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire [14:0] \$193 ;
-  wire [12:0] \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
   wire [14:0] \$2 ;
   wire \$20 ;
-  wire [7:0] \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire [14:0] \$206 ;
-  wire [12:0] \$207 ;
-  wire \$208 ;
-  wire \$209 ;
-  wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire [7:0] \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire [14:0] \$219 ;
-  wire [3:0] \$22 ;
-  wire [12:0] \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire [7:0] \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
-  reg [12:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire [14:0] \$232 ;
-  wire [12:0] \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire [7:0] \$239 ;
-  wire [14:0] \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire [14:0] \$245 ;
-  wire [12:0] \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  wire [3:0] \$21 ;
+  reg [7:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire [7:0] \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire [14:0] \$258 ;
-  wire [12:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire [7:0] \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
-  wire [1:0] \$27 ;
-  wire \$270 ;
-  wire [14:0] \$271 ;
-  wire [12:0] \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire [7:0] \$278 ;
-  wire \$279 ;
+  wire \$27 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire [14:0] \$284 ;
-  wire [12:0] \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
-  wire [2:0] \$29 ;
-  wire \$290 ;
-  wire [7:0] \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire [14:0] \$297 ;
-  wire [12:0] \$298 ;
-  wire [3:0] \$299 ;
+  wire \$29 ;
   wire [4:0] \$3 ;
-  wire [2:0] \$30 ;
-  reg [12:0] \$300 ;
-  reg [3:0] \$301 ;
-  reg [13:0] \$302 ;
-  reg [7:0] \$303 ;
-  reg [12:0] \$304 ;
-  reg [7:0] \$305 ;
-  reg [12:0] \$306 ;
-  reg [7:0] \$307 ;
-  reg [12:0] \$308 ;
-  reg [7:0] \$309 ;
+  wire \$30 ;
   wire \$31 ;
-  reg [12:0] \$310 ;
-  reg [7:0] \$311 ;
-  reg [12:0] \$312 ;
-  reg [7:0] \$313 ;
-  reg [12:0] \$314 ;
-  reg [7:0] \$315 ;
-  reg [12:0] \$316 ;
-  reg [7:0] \$317 ;
-  reg [12:0] \$318 ;
-  reg [7:0] \$319 ;
   wire \$32 ;
-  reg [12:0] \$320 ;
-  reg [7:0] \$321 ;
-  reg [12:0] \$322 ;
-  reg [7:0] \$323 ;
-  reg [12:0] \$324 ;
-  reg [7:0] \$325 ;
-  reg [12:0] \$326 ;
-  reg [7:0] \$327 ;
-  reg [12:0] \$328 ;
-  reg [7:0] \$329 ;
-  wire [13:0] \$33 ;
-  reg [12:0] \$330 ;
-  reg [7:0] \$331 ;
-  reg [12:0] \$332 ;
-  reg [7:0] \$333 ;
-  reg [12:0] \$334 ;
-  reg [7:0] \$335 ;
-  reg [12:0] \$336 ;
-  reg [7:0] \$337 ;
-  reg [12:0] \$338 ;
-  reg [7:0] \$339 ;
-  wire [17:0] \$34 ;
-  reg [12:0] \$340 ;
-  reg [7:0] \$341 ;
-  reg [12:0] \$342 ;
-  reg [3:0] \$343 ;
-  wire [13:0] \$35 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
   wire \$36 ;
-  wire [4:0] \$37 ;
-  wire [14:0] \$38 ;
+  wire \$37 ;
+  wire \$38 ;
   wire \$39 ;
   wire [13:0] \$4 ;
-  wire \$40 ;
+  wire [1:0] \$40 ;
   wire \$41 ;
-  wire \$42 ;
-  wire \$43 ;
-  wire [7:0] \$44 ;
+  wire [2:0] \$42 ;
+  wire [2:0] \$43 ;
+  wire \$44 ;
   wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [13:0] \$46 ;
+  wire [17:0] \$47 ;
+  wire [13:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [14:0] \$50 ;
-  wire [12:0] \$51 ;
+  wire [4:0] \$50 ;
+  wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [7:0] \$57 ;
+  wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire [13:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [14:0] \$63 ;
-  wire [12:0] \$64 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire [7:0] \$70 ;
-  wire \$71 ;
+  wire \$70 ;
+  wire [3:0] \$71 ;
   wire \$72 ;
   wire \$73 ;
   wire \$74 ;
   wire \$75 ;
-  wire [14:0] \$76 ;
-  wire [12:0] \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire \$76 ;
+  wire \$77 ;
+  reg [12:0] \$78 ;
+  reg [3:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire [7:0] \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [14:0] \$89 ;
+  reg \$80 ;
+  reg \$81 ;
+  reg [7:0] \$82 ;
+  reg [7:0] \$83 ;
+  reg [7:0] \$84 ;
+  reg [7:0] \$85 ;
+  reg [7:0] \$86 ;
+  reg [7:0] \$87 ;
+  reg [7:0] \$88 ;
+  reg [7:0] \$89 ;
   wire \$9 ;
-  wire [12:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire [7:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
-  reg [13:0] base = 14'h0000;
+  reg [7:0] \$90 ;
+  reg [7:0] \$91 ;
+  reg [7:0] \$92 ;
+  reg [7:0] \$93 ;
+  reg [7:0] \$94 ;
+  reg [7:0] \$95 ;
+  reg [7:0] \$96 ;
+  reg [7:0] \$97 ;
+  reg [7:0] \$98 ;
+  reg [7:0] \$99 ;
+  reg [7:0] \$signal  = 8'h00;
+  reg \$signal$38  = 1'h0;
+  wire before_hi0;
+  wire before_lo0;
   wire [3:0] chunk0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
@@ -5055,16 +4938,9 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   reg [12:0] cpos = 13'h0000;
   wire [16:0] cs_x0;
   wire [16:0] cs_x1;
-  reg [12:0] hi_i0 = 13'h0000;
-  reg [12:0] hi_i1 = 13'h0000;
-  reg [12:0] hi_i2 = 13'h0000;
-  reg [12:0] hi_i3 = 13'h0000;
-  reg [12:0] hi_i4 = 13'h0000;
-  reg [12:0] hi_i5 = 13'h0000;
-  reg [12:0] hi_i6 = 13'h0000;
-  reg [12:0] hi_i7 = 13'h0000;
-  reg [12:0] hi_i8 = 13'h0000;
-  reg [12:0] hi_i9 = 13'h0000;
+  wire eq_hi0;
+  wire eq_lo0;
+  reg found_lo = 1'h0;
   reg [7:0] hi_v0 = 8'h00;
   reg [7:0] hi_v1 = 8'h00;
   reg [7:0] hi_v2 = 8'h00;
@@ -5076,16 +4952,6 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   reg [7:0] hi_v8 = 8'h00;
   reg [7:0] hi_v9 = 8'h00;
   reg [3:0] last = 4'h0;
-  reg [12:0] lo_i0 = 13'h0000;
-  reg [12:0] lo_i1 = 13'h0000;
-  reg [12:0] lo_i2 = 13'h0000;
-  reg [12:0] lo_i3 = 13'h0000;
-  reg [12:0] lo_i4 = 13'h0000;
-  reg [12:0] lo_i5 = 13'h0000;
-  reg [12:0] lo_i6 = 13'h0000;
-  reg [12:0] lo_i7 = 13'h0000;
-  reg [12:0] lo_i8 = 13'h0000;
-  reg [12:0] lo_i9 = 13'h0000;
   reg [7:0] lo_v0 = 8'h00;
   reg [7:0] lo_v1 = 8'h00;
   reg [7:0] lo_v2 = 8'h00;
@@ -5098,6 +4964,7 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   reg [7:0] lo_v9 = 8'h00;
   input mask;
   wire mask;
+  reg [7:0] open_lo = 8'h00;
   input p1;
   wire p1;
   input p2;
@@ -5106,6 +4973,9 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   wire rewind;
   input rst;
   wire rst;
+  wire [7:0] run_hi0;
+  wire [7:0] run_lo0;
+  wire [-1:0] seg0;
   output [2:0] sel;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
@@ -5121,383 +4991,130 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   assign \$6  = cpos + 1'h1;
   assign \$7  = \$6  >= \$2 ;
   assign \$8  = ~ mask;
-  assign \$9  = \$3 [3:0] < 4'ha;
-  assign \$10  = \$9  ? \$3 [3:0] : 4'h0;
-  assign \$12  = base + 1'h0;
-  assign \$13  = \$11  == \$12 [12:0];
-  assign \$14  = \$3 [3:0] < 4'ha;
-  assign \$15  = \$14  ? \$3 [3:0] : 4'h0;
-  assign \$17  = base + 1'h0;
-  assign \$18  = \$16  == \$17 [12:0];
-  assign \$19  = \$13  == \$18 ;
-  assign \$20  = \$8  | \$19 ;
-  assign \$21  = \$3 [3:0] < 4'ha;
-  assign \$22  = \$21  ? \$3 [3:0] : 4'h0;
-  assign \$24  = base + 1'h0;
-  assign \$25  = \$23  == \$24 [12:0];
-  assign \$26  = \$3 [3:0] == last;
-  assign \$27  = \$26  ? 2'h3 : 2'h1;
-  assign \$28  = \$3 [3:0] == last;
-  assign \$29  = \$28  ? 3'h4 : 3'h2;
-  assign \$30  = \$25  ? { 1'h0, \$27  } : \$29 ;
-  assign sel = \$20  ? 3'h0 : \$30 ;
-  assign \$31  = clear | rewind;
-  assign \$32  = p1 | p2;
-  assign \$33  = cpos + 1'h1;
-  assign \$34  = \$33  - step;
-  assign \$35  = cpos + 1'h1;
-  assign \$36  = \$35  >= \$2 ;
-  assign \$37  = cidx + \$36 ;
-  assign \$38  = base + 1'h1;
-  assign \$39  = ! \$3 [3:0];
-  assign \$40  = mask & \$39 ;
-  assign \$41  = $signed(x) > $signed(hi_v0);
-  assign \$42  = start0 | \$41 ;
-  assign \$43  = \$40  & \$42 ;
-  assign \$44  = \$43  ? x : hi_v0;
-  assign \$45  = ! \$3 [3:0];
-  assign \$46  = mask & \$45 ;
-  assign \$47  = $signed(x) > $signed(hi_v0);
-  assign \$48  = start0 | \$47 ;
-  assign \$49  = \$46  & \$48 ;
-  assign \$50  = base + 1'h0;
-  assign \$51  = \$49  ? \$50 [12:0] : hi_i0;
-  assign \$52  = ! \$3 [3:0];
-  assign \$53  = mask & \$52 ;
-  assign \$54  = $signed(x) < $signed(lo_v0);
-  assign \$55  = start0 | \$54 ;
-  assign \$56  = \$53  & \$55 ;
-  assign \$57  = \$56  ? x : lo_v0;
-  assign \$58  = ! \$3 [3:0];
-  assign \$59  = mask & \$58 ;
-  assign \$60  = $signed(x) < $signed(lo_v0);
-  assign \$61  = start0 | \$60 ;
-  assign \$62  = \$59  & \$61 ;
-  assign \$63  = base + 1'h0;
-  assign \$64  = \$62  ? \$63 [12:0] : lo_i0;
-  assign \$65  = \$3 [3:0] == 1'h1;
+  assign \$9  = $signed(x) > $signed(\$signal );
+  assign \$10  = start0 | \$9 ;
+  assign \$11  = \$10  ? x : \$signal ;
+  assign run_hi0 = mask ? \$11  : \$signal ;
+  assign \$12  = ~ mask;
+  assign \$13  = $signed(x) < $signed(open_lo);
+  assign \$14  = start0 | \$13 ;
+  assign \$15  = \$14  ? x : open_lo;
+  assign run_lo0 = mask ? \$15  : open_lo;
+  assign \$16  = \$3 [3:0] < 4'ha;
+  assign \$17  = \$16  ? \$3 [3:0] : 4'h0;
+  assign \$19  = \$18  == x;
+  assign eq_hi0 = mask & \$19 ;
+  assign \$20  = \$3 [3:0] < 4'ha;
+  assign \$21  = \$20  ? \$3 [3:0] : 4'h0;
+  assign \$23  = \$22  == x;
+  assign eq_lo0 = mask & \$23 ;
+  assign \$25  = | cpos;
+  assign \$26  = \$signal$38  & \$25 ;
+  assign \$28  = | cpos;
+  assign \$29  = found_lo & \$28 ;
+  assign \$30  = ~ mask;
+  assign \$31  = ~ before_hi0;
+  assign \$32  = eq_hi0 & \$31 ;
+  assign \$33  = ~ before_lo0;
+  assign \$34  = eq_lo0 & \$33 ;
+  assign \$35  = \$32  == \$34 ;
+  assign \$36  = \$30  | \$35 ;
+  assign \$37  = ~ before_hi0;
+  assign \$38  = eq_hi0 & \$37 ;
+  assign \$39  = \$3 [3:0] == last;
+  assign \$40  = \$39  ? 2'h3 : 2'h1;
+  assign \$41  = \$3 [3:0] == last;
+  assign \$42  = \$41  ? 3'h4 : 3'h2;
+  assign \$43  = \$38  ? { 1'h0, \$40  } : \$42 ;
+  assign sel = \$36  ? 3'h0 : \$43 ;
+  assign \$44  = clear | rewind;
+  assign \$45  = p1 | p2;
+  assign \$46  = cpos + 1'h1;
+  assign \$47  = \$46  - step;
+  assign \$48  = cpos + 1'h1;
+  assign \$49  = \$48  >= \$2 ;
+  assign \$50  = cidx + \$49 ;
+  assign \$51  = ! \$3 [3:0];
+  assign \$52  = mask & \$51 ;
+  assign \$53  = \$3 [3:0] == 1'h1;
+  assign \$54  = mask & \$53 ;
+  assign \$55  = \$3 [3:0] == 2'h2;
+  assign \$56  = mask & \$55 ;
+  assign \$57  = \$3 [3:0] == 2'h3;
+  assign \$58  = mask & \$57 ;
+  assign \$59  = \$3 [3:0] == 3'h4;
+  assign \$60  = mask & \$59 ;
+  assign \$61  = \$3 [3:0] == 3'h5;
+  assign \$62  = mask & \$61 ;
+  assign \$63  = \$3 [3:0] == 3'h6;
+  assign \$64  = mask & \$63 ;
+  assign \$65  = \$3 [3:0] == 3'h7;
   assign \$66  = mask & \$65 ;
-  assign \$67  = $signed(x) > $signed(hi_v1);
-  assign \$68  = start0 | \$67 ;
-  assign \$69  = \$66  & \$68 ;
-  assign \$70  = \$69  ? x : hi_v1;
-  assign \$71  = \$3 [3:0] == 1'h1;
-  assign \$72  = mask & \$71 ;
-  assign \$73  = $signed(x) > $signed(hi_v1);
-  assign \$74  = start0 | \$73 ;
-  assign \$75  = \$72  & \$74 ;
-  assign \$76  = base + 1'h0;
-  assign \$77  = \$75  ? \$76 [12:0] : hi_i1;
-  assign \$78  = \$3 [3:0] == 1'h1;
-  assign \$79  = mask & \$78 ;
-  assign \$80  = $signed(x) < $signed(lo_v1);
-  assign \$81  = start0 | \$80 ;
-  assign \$82  = \$79  & \$81 ;
-  assign \$83  = \$82  ? x : lo_v1;
-  assign \$84  = \$3 [3:0] == 1'h1;
-  assign \$85  = mask & \$84 ;
-  assign \$86  = $signed(x) < $signed(lo_v1);
-  assign \$87  = start0 | \$86 ;
-  assign \$88  = \$85  & \$87 ;
-  assign \$89  = base + 1'h0;
-  assign \$90  = \$88  ? \$89 [12:0] : lo_i1;
-  assign \$91  = \$3 [3:0] == 2'h2;
-  assign \$92  = mask & \$91 ;
-  assign \$93  = $signed(x) > $signed(hi_v2);
-  assign \$94  = start0 | \$93 ;
-  assign \$95  = \$92  & \$94 ;
-  assign \$96  = \$95  ? x : hi_v2;
-  assign \$97  = \$3 [3:0] == 2'h2;
-  assign \$98  = mask & \$97 ;
-  assign \$99  = $signed(x) > $signed(hi_v2);
-  assign \$100  = start0 | \$99 ;
-  assign \$101  = \$98  & \$100 ;
-  assign \$102  = base + 1'h0;
-  assign \$103  = \$101  ? \$102 [12:0] : hi_i2;
-  assign \$104  = \$3 [3:0] == 2'h2;
-  assign \$105  = mask & \$104 ;
-  assign \$106  = $signed(x) < $signed(lo_v2);
-  assign \$107  = start0 | \$106 ;
-  assign \$108  = \$105  & \$107 ;
-  assign \$109  = \$108  ? x : lo_v2;
-  assign \$110  = \$3 [3:0] == 2'h2;
-  assign \$111  = mask & \$110 ;
-  assign \$112  = $signed(x) < $signed(lo_v2);
-  assign \$113  = start0 | \$112 ;
-  assign \$114  = \$111  & \$113 ;
-  assign \$115  = base + 1'h0;
-  assign \$116  = \$114  ? \$115 [12:0] : lo_i2;
-  assign \$117  = \$3 [3:0] == 2'h3;
-  assign \$118  = mask & \$117 ;
-  assign \$119  = $signed(x) > $signed(hi_v3);
-  assign \$120  = start0 | \$119 ;
-  assign \$121  = \$118  & \$120 ;
-  assign \$122  = \$121  ? x : hi_v3;
-  assign \$123  = \$3 [3:0] == 2'h3;
-  assign \$124  = mask & \$123 ;
-  assign \$125  = $signed(x) > $signed(hi_v3);
-  assign \$126  = start0 | \$125 ;
-  assign \$127  = \$124  & \$126 ;
-  assign \$128  = base + 1'h0;
-  assign \$129  = \$127  ? \$128 [12:0] : hi_i3;
-  assign \$130  = \$3 [3:0] == 2'h3;
-  assign \$131  = mask & \$130 ;
-  assign \$132  = $signed(x) < $signed(lo_v3);
-  assign \$133  = start0 | \$132 ;
-  assign \$134  = \$131  & \$133 ;
-  assign \$135  = \$134  ? x : lo_v3;
-  assign \$136  = \$3 [3:0] == 2'h3;
-  assign \$137  = mask & \$136 ;
-  assign \$138  = $signed(x) < $signed(lo_v3);
-  assign \$139  = start0 | \$138 ;
-  assign \$140  = \$137  & \$139 ;
-  assign \$141  = base + 1'h0;
-  assign \$142  = \$140  ? \$141 [12:0] : lo_i3;
-  assign \$143  = \$3 [3:0] == 3'h4;
-  assign \$144  = mask & \$143 ;
-  assign \$145  = $signed(x) > $signed(hi_v4);
-  assign \$146  = start0 | \$145 ;
-  assign \$147  = \$144  & \$146 ;
-  assign \$148  = \$147  ? x : hi_v4;
-  assign \$149  = \$3 [3:0] == 3'h4;
-  assign \$150  = mask & \$149 ;
-  assign \$151  = $signed(x) > $signed(hi_v4);
-  assign \$152  = start0 | \$151 ;
-  assign \$153  = \$150  & \$152 ;
-  assign \$154  = base + 1'h0;
-  assign \$155  = \$153  ? \$154 [12:0] : hi_i4;
-  assign \$156  = \$3 [3:0] == 3'h4;
-  assign \$157  = mask & \$156 ;
-  assign \$158  = $signed(x) < $signed(lo_v4);
-  assign \$159  = start0 | \$158 ;
-  assign \$160  = \$157  & \$159 ;
-  assign \$161  = \$160  ? x : lo_v4;
-  assign \$162  = \$3 [3:0] == 3'h4;
-  assign \$163  = mask & \$162 ;
-  assign \$164  = $signed(x) < $signed(lo_v4);
-  assign \$165  = start0 | \$164 ;
-  assign \$166  = \$163  & \$165 ;
-  assign \$167  = base + 1'h0;
-  assign \$168  = \$166  ? \$167 [12:0] : lo_i4;
-  assign \$169  = \$3 [3:0] == 3'h5;
-  assign \$170  = mask & \$169 ;
-  assign \$171  = $signed(x) > $signed(hi_v5);
-  assign \$172  = start0 | \$171 ;
-  assign \$173  = \$170  & \$172 ;
-  assign \$174  = \$173  ? x : hi_v5;
-  assign \$175  = \$3 [3:0] == 3'h5;
-  assign \$176  = mask & \$175 ;
-  assign \$177  = $signed(x) > $signed(hi_v5);
-  assign \$178  = start0 | \$177 ;
-  assign \$179  = \$176  & \$178 ;
-  assign \$180  = base + 1'h0;
-  assign \$181  = \$179  ? \$180 [12:0] : hi_i5;
-  assign \$182  = \$3 [3:0] == 3'h5;
-  assign \$183  = mask & \$182 ;
-  assign \$184  = $signed(x) < $signed(lo_v5);
-  assign \$185  = start0 | \$184 ;
-  assign \$186  = \$183  & \$185 ;
-  assign \$187  = \$186  ? x : lo_v5;
-  assign \$188  = \$3 [3:0] == 3'h5;
-  assign \$189  = mask & \$188 ;
-  assign \$190  = $signed(x) < $signed(lo_v5);
-  assign \$191  = start0 | \$190 ;
-  assign \$192  = \$189  & \$191 ;
-  assign \$193  = base + 1'h0;
-  assign \$194  = \$192  ? \$193 [12:0] : lo_i5;
-  assign \$195  = \$3 [3:0] == 3'h6;
-  assign \$196  = mask & \$195 ;
-  assign \$197  = $signed(x) > $signed(hi_v6);
-  assign \$198  = start0 | \$197 ;
-  assign \$199  = \$196  & \$198 ;
-  assign \$200  = \$199  ? x : hi_v6;
-  assign \$201  = \$3 [3:0] == 3'h6;
-  assign \$202  = mask & \$201 ;
-  assign \$203  = $signed(x) > $signed(hi_v6);
-  assign \$204  = start0 | \$203 ;
-  assign \$205  = \$202  & \$204 ;
-  assign \$206  = base + 1'h0;
-  assign \$207  = \$205  ? \$206 [12:0] : hi_i6;
-  assign \$208  = \$3 [3:0] == 3'h6;
-  assign \$209  = mask & \$208 ;
-  assign \$210  = $signed(x) < $signed(lo_v6);
-  assign \$211  = start0 | \$210 ;
-  assign \$212  = \$209  & \$211 ;
-  assign \$213  = \$212  ? x : lo_v6;
-  assign \$214  = \$3 [3:0] == 3'h6;
-  assign \$215  = mask & \$214 ;
-  assign \$216  = $signed(x) < $signed(lo_v6);
-  assign \$217  = start0 | \$216 ;
-  assign \$218  = \$215  & \$217 ;
-  assign \$219  = base + 1'h0;
-  assign \$220  = \$218  ? \$219 [12:0] : lo_i6;
-  assign \$221  = \$3 [3:0] == 3'h7;
-  assign \$222  = mask & \$221 ;
-  assign \$223  = $signed(x) > $signed(hi_v7);
-  assign \$224  = start0 | \$223 ;
-  assign \$225  = \$222  & \$224 ;
-  assign \$226  = \$225  ? x : hi_v7;
-  assign \$227  = \$3 [3:0] == 3'h7;
-  assign \$228  = mask & \$227 ;
-  assign \$229  = $signed(x) > $signed(hi_v7);
-  assign \$230  = start0 | \$229 ;
-  assign \$231  = \$228  & \$230 ;
-  assign \$232  = base + 1'h0;
-  assign \$233  = \$231  ? \$232 [12:0] : hi_i7;
-  assign \$234  = \$3 [3:0] == 3'h7;
-  assign \$235  = mask & \$234 ;
-  assign \$236  = $signed(x) < $signed(lo_v7);
-  assign \$237  = start0 | \$236 ;
-  assign \$238  = \$235  & \$237 ;
-  assign \$239  = \$238  ? x : lo_v7;
-  assign \$240  = \$3 [3:0] == 3'h7;
-  assign \$241  = mask & \$240 ;
-  assign \$242  = $signed(x) < $signed(lo_v7);
-  assign \$243  = start0 | \$242 ;
-  assign \$244  = \$241  & \$243 ;
-  assign \$245  = base + 1'h0;
-  assign \$246  = \$244  ? \$245 [12:0] : lo_i7;
-  assign \$247  = \$3 [3:0] == 4'h8;
-  assign \$248  = mask & \$247 ;
-  assign \$249  = $signed(x) > $signed(hi_v8);
-  assign \$250  = start0 | \$249 ;
-  assign \$251  = \$248  & \$250 ;
-  assign \$252  = \$251  ? x : hi_v8;
-  assign \$253  = \$3 [3:0] == 4'h8;
-  assign \$254  = mask & \$253 ;
-  assign \$255  = $signed(x) > $signed(hi_v8);
-  assign \$256  = start0 | \$255 ;
-  assign \$257  = \$254  & \$256 ;
-  assign \$258  = base + 1'h0;
-  assign \$259  = \$257  ? \$258 [12:0] : hi_i8;
-  assign \$260  = \$3 [3:0] == 4'h8;
-  assign \$261  = mask & \$260 ;
-  assign \$262  = $signed(x) < $signed(lo_v8);
-  assign \$263  = start0 | \$262 ;
-  assign \$264  = \$261  & \$263 ;
-  assign \$265  = \$264  ? x : lo_v8;
-  assign \$266  = \$3 [3:0] == 4'h8;
-  assign \$267  = mask & \$266 ;
-  assign \$268  = $signed(x) < $signed(lo_v8);
-  assign \$269  = start0 | \$268 ;
-  assign \$270  = \$267  & \$269 ;
-  assign \$271  = base + 1'h0;
-  assign \$272  = \$270  ? \$271 [12:0] : lo_i8;
-  assign \$273  = \$3 [3:0] == 4'h9;
-  assign \$274  = mask & \$273 ;
-  assign \$275  = $signed(x) > $signed(hi_v9);
-  assign \$276  = start0 | \$275 ;
-  assign \$277  = \$274  & \$276 ;
-  assign \$278  = \$277  ? x : hi_v9;
-  assign \$279  = \$3 [3:0] == 4'h9;
-  assign \$280  = mask & \$279 ;
-  assign \$281  = $signed(x) > $signed(hi_v9);
-  assign \$282  = start0 | \$281 ;
-  assign \$283  = \$280  & \$282 ;
-  assign \$284  = base + 1'h0;
-  assign \$285  = \$283  ? \$284 [12:0] : hi_i9;
-  assign \$286  = \$3 [3:0] == 4'h9;
-  assign \$287  = mask & \$286 ;
-  assign \$288  = $signed(x) < $signed(lo_v9);
-  assign \$289  = start0 | \$288 ;
-  assign \$290  = \$287  & \$289 ;
-  assign \$291  = \$290  ? x : lo_v9;
-  assign \$292  = \$3 [3:0] == 4'h9;
-  assign \$293  = mask & \$292 ;
-  assign \$294  = $signed(x) < $signed(lo_v9);
-  assign \$295  = start0 | \$294 ;
-  assign \$296  = \$293  & \$295 ;
-  assign \$297  = base + 1'h0;
-  assign \$298  = \$296  ? \$297 [12:0] : lo_i9;
-  assign \$299  = mask ? \$3 [3:0] : last;
+  assign \$67  = \$3 [3:0] == 4'h8;
+  assign \$68  = mask & \$67 ;
+  assign \$69  = \$3 [3:0] == 4'h9;
+  assign \$70  = mask & \$69 ;
+  assign \$71  = mask ? \$3 [3:0] : last;
+  assign \$72  = ~ rewind;
+  assign \$73  = p2 & \$72 ;
+  assign \$74  = ~ clear;
+  assign \$75  = \$73  & \$74 ;
+  assign \$76  = before_hi0 | eq_hi0;
+  assign \$77  = before_lo0 | eq_lo0;
   always @(posedge clk)
-    cpos <= \$300 ;
+    cpos <= \$78 ;
   always @(posedge clk)
-    cidx <= \$301 ;
+    cidx <= \$79 ;
   always @(posedge clk)
-    base <= \$302 ;
+    \$signal$38  <= \$80 ;
   always @(posedge clk)
-    hi_v0 <= \$303 ;
+    found_lo <= \$81 ;
   always @(posedge clk)
-    hi_i0 <= \$304 ;
+    \$signal  <= \$82 ;
   always @(posedge clk)
-    lo_v0 <= \$305 ;
+    open_lo <= \$83 ;
   always @(posedge clk)
-    lo_i0 <= \$306 ;
+    hi_v0 <= \$84 ;
   always @(posedge clk)
-    hi_v1 <= \$307 ;
+    lo_v0 <= \$85 ;
   always @(posedge clk)
-    hi_i1 <= \$308 ;
+    hi_v1 <= \$86 ;
   always @(posedge clk)
-    lo_v1 <= \$309 ;
+    lo_v1 <= \$87 ;
   always @(posedge clk)
-    lo_i1 <= \$310 ;
+    hi_v2 <= \$88 ;
   always @(posedge clk)
-    hi_v2 <= \$311 ;
+    lo_v2 <= \$89 ;
   always @(posedge clk)
-    hi_i2 <= \$312 ;
+    hi_v3 <= \$90 ;
   always @(posedge clk)
-    lo_v2 <= \$313 ;
+    lo_v3 <= \$91 ;
   always @(posedge clk)
-    lo_i2 <= \$314 ;
+    hi_v4 <= \$92 ;
   always @(posedge clk)
-    hi_v3 <= \$315 ;
+    lo_v4 <= \$93 ;
   always @(posedge clk)
-    hi_i3 <= \$316 ;
+    hi_v5 <= \$94 ;
   always @(posedge clk)
-    lo_v3 <= \$317 ;
+    lo_v5 <= \$95 ;
   always @(posedge clk)
-    lo_i3 <= \$318 ;
+    hi_v6 <= \$96 ;
   always @(posedge clk)
-    hi_v4 <= \$319 ;
+    lo_v6 <= \$97 ;
   always @(posedge clk)
-    hi_i4 <= \$320 ;
+    hi_v7 <= \$98 ;
   always @(posedge clk)
-    lo_v4 <= \$321 ;
+    lo_v7 <= \$99 ;
   always @(posedge clk)
-    lo_i4 <= \$322 ;
+    hi_v8 <= \$100 ;
   always @(posedge clk)
-    hi_v5 <= \$323 ;
+    lo_v8 <= \$101 ;
   always @(posedge clk)
-    hi_i5 <= \$324 ;
+    hi_v9 <= \$102 ;
   always @(posedge clk)
-    lo_v5 <= \$325 ;
+    lo_v9 <= \$103 ;
   always @(posedge clk)
-    lo_i5 <= \$326 ;
-  always @(posedge clk)
-    hi_v6 <= \$327 ;
-  always @(posedge clk)
-    hi_i6 <= \$328 ;
-  always @(posedge clk)
-    lo_v6 <= \$329 ;
-  always @(posedge clk)
-    lo_i6 <= \$330 ;
-  always @(posedge clk)
-    hi_v7 <= \$331 ;
-  always @(posedge clk)
-    hi_i7 <= \$332 ;
-  always @(posedge clk)
-    lo_v7 <= \$333 ;
-  always @(posedge clk)
-    lo_i7 <= \$334 ;
-  always @(posedge clk)
-    hi_v8 <= \$335 ;
-  always @(posedge clk)
-    hi_i8 <= \$336 ;
-  always @(posedge clk)
-    lo_v8 <= \$337 ;
-  always @(posedge clk)
-    lo_i8 <= \$338 ;
-  always @(posedge clk)
-    hi_v9 <= \$339 ;
-  always @(posedge clk)
-    hi_i9 <= \$340 ;
-  always @(posedge clk)
-    lo_v9 <= \$341 ;
-  always @(posedge clk)
-    lo_i9 <= \$342 ;
-  always @(posedge clk)
-    last <= \$343 ;
+    last <= \$104 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
@@ -5510,533 +5127,385 @@ module \hwnorm_bwd_range_s8.sel$72 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = 13'h0000;
-    casez (\$10 )
+    \$18  = 8'h00;
+    casez (\$17 )
       4'h0:
-          \$11  = hi_i0;
+          \$18  = hi_v0;
       4'h1:
-          \$11  = hi_i1;
+          \$18  = hi_v1;
       4'h2:
-          \$11  = hi_i2;
+          \$18  = hi_v2;
       4'h3:
-          \$11  = hi_i3;
+          \$18  = hi_v3;
       4'h4:
-          \$11  = hi_i4;
+          \$18  = hi_v4;
       4'h5:
-          \$11  = hi_i5;
+          \$18  = hi_v5;
       4'h6:
-          \$11  = hi_i6;
+          \$18  = hi_v6;
       4'h7:
-          \$11  = hi_i7;
+          \$18  = hi_v7;
       4'h8:
-          \$11  = hi_i8;
+          \$18  = hi_v8;
       4'h9:
-          \$11  = hi_i9;
+          \$18  = hi_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$16  = 13'h0000;
-    casez (\$15 )
+    \$22  = 8'h00;
+    casez (\$21 )
       4'h0:
-          \$16  = lo_i0;
+          \$22  = lo_v0;
       4'h1:
-          \$16  = lo_i1;
+          \$22  = lo_v1;
       4'h2:
-          \$16  = lo_i2;
+          \$22  = lo_v2;
       4'h3:
-          \$16  = lo_i3;
+          \$22  = lo_v3;
       4'h4:
-          \$16  = lo_i4;
+          \$22  = lo_v4;
       4'h5:
-          \$16  = lo_i5;
+          \$22  = lo_v5;
       4'h6:
-          \$16  = lo_i6;
+          \$22  = lo_v6;
       4'h7:
-          \$16  = lo_i7;
+          \$22  = lo_v7;
       4'h8:
-          \$16  = lo_i8;
+          \$22  = lo_v8;
       4'h9:
-          \$16  = lo_i9;
+          \$22  = lo_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$23  = 13'h0000;
-    casez (\$22 )
-      4'h0:
-          \$23  = hi_i0;
-      4'h1:
-          \$23  = hi_i1;
-      4'h2:
-          \$23  = hi_i2;
-      4'h3:
-          \$23  = hi_i3;
-      4'h4:
-          \$23  = hi_i4;
-      4'h5:
-          \$23  = hi_i5;
-      4'h6:
-          \$23  = hi_i6;
-      4'h7:
-          \$23  = hi_i7;
-      4'h8:
-          \$23  = hi_i8;
-      4'h9:
-          \$23  = hi_i9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$300  = cpos;
-    if (\$31 ) begin
-      \$300  = 13'h0000;
-    end else if (\$32 ) begin
-      \$300  = \$34 [12:0];
+    \$78  = cpos;
+    if (\$44 ) begin
+      \$78  = 13'h0000;
+    end else if (\$45 ) begin
+      \$78  = \$47 [12:0];
     end
     if (rst) begin
-      \$300  = 13'h0000;
+      \$78  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$301  = cidx;
-    if (\$31 ) begin
-      \$301  = 4'h0;
-    end else if (\$32 ) begin
-      \$301  = \$37 [3:0];
+    \$79  = cidx;
+    if (\$44 ) begin
+      \$79  = 4'h0;
+    end else if (\$45 ) begin
+      \$79  = \$50 [3:0];
     end
     if (rst) begin
-      \$301  = 4'h0;
+      \$79  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$302  = base;
-    if (\$31 ) begin
-      \$302  = 14'h0000;
-    end else if (\$32 ) begin
-      \$302  = \$38 [13:0];
+    \$80  = \$signal$38 ;
+    if (\$44 ) begin
+      \$80  = 1'h0;
+    end
+    if (\$75 ) begin
+      \$80  = \$76 ;
     end
     if (rst) begin
-      \$302  = 14'h0000;
+      \$80  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$303  = hi_v0;
+    \$81  = found_lo;
+    if (\$44 ) begin
+      \$81  = 1'h0;
+    end
+    if (\$75 ) begin
+      \$81  = \$77 ;
+    end
+    if (rst) begin
+      \$81  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$82  = \$signal ;
     if (p1) begin
-      \$303  = \$44 ;
+      \$82  = run_hi0;
     end
     if (rst) begin
-      \$303  = 8'h00;
+      \$82  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$304  = hi_i0;
+    \$83  = open_lo;
     if (p1) begin
-      \$304  = \$51 ;
+      \$83  = run_lo0;
     end
     if (rst) begin
-      \$304  = 13'h0000;
+      \$83  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$305  = lo_v0;
+    \$84  = hi_v0;
     if (p1) begin
-      \$305  = \$57 ;
+      if (\$52 ) begin
+        \$84  = run_hi0;
+      end
     end
     if (rst) begin
-      \$305  = 8'h00;
+      \$84  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$306  = lo_i0;
+    \$85  = lo_v0;
     if (p1) begin
-      \$306  = \$64 ;
+      if (\$52 ) begin
+        \$85  = run_lo0;
+      end
     end
     if (rst) begin
-      \$306  = 13'h0000;
+      \$85  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$307  = hi_v1;
+    \$86  = hi_v1;
     if (p1) begin
-      \$307  = \$70 ;
+      if (\$54 ) begin
+        \$86  = run_hi0;
+      end
     end
     if (rst) begin
-      \$307  = 8'h00;
+      \$86  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$308  = hi_i1;
+    \$87  = lo_v1;
     if (p1) begin
-      \$308  = \$77 ;
+      if (\$54 ) begin
+        \$87  = run_lo0;
+      end
     end
     if (rst) begin
-      \$308  = 13'h0000;
+      \$87  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$309  = lo_v1;
+    \$88  = hi_v2;
     if (p1) begin
-      \$309  = \$83 ;
+      if (\$56 ) begin
+        \$88  = run_hi0;
+      end
     end
     if (rst) begin
-      \$309  = 8'h00;
+      \$88  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$310  = lo_i1;
+    \$89  = lo_v2;
     if (p1) begin
-      \$310  = \$90 ;
+      if (\$56 ) begin
+        \$89  = run_lo0;
+      end
     end
     if (rst) begin
-      \$310  = 13'h0000;
+      \$89  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$311  = hi_v2;
+    \$90  = hi_v3;
     if (p1) begin
-      \$311  = \$96 ;
+      if (\$58 ) begin
+        \$90  = run_hi0;
+      end
     end
     if (rst) begin
-      \$311  = 8'h00;
+      \$90  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$312  = hi_i2;
+    \$91  = lo_v3;
     if (p1) begin
-      \$312  = \$103 ;
+      if (\$58 ) begin
+        \$91  = run_lo0;
+      end
     end
     if (rst) begin
-      \$312  = 13'h0000;
+      \$91  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$313  = lo_v2;
+    \$92  = hi_v4;
     if (p1) begin
-      \$313  = \$109 ;
+      if (\$60 ) begin
+        \$92  = run_hi0;
+      end
     end
     if (rst) begin
-      \$313  = 8'h00;
+      \$92  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$314  = lo_i2;
+    \$93  = lo_v4;
     if (p1) begin
-      \$314  = \$116 ;
+      if (\$60 ) begin
+        \$93  = run_lo0;
+      end
     end
     if (rst) begin
-      \$314  = 13'h0000;
+      \$93  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$315  = hi_v3;
+    \$94  = hi_v5;
     if (p1) begin
-      \$315  = \$122 ;
+      if (\$62 ) begin
+        \$94  = run_hi0;
+      end
     end
     if (rst) begin
-      \$315  = 8'h00;
+      \$94  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$316  = hi_i3;
+    \$95  = lo_v5;
     if (p1) begin
-      \$316  = \$129 ;
+      if (\$62 ) begin
+        \$95  = run_lo0;
+      end
     end
     if (rst) begin
-      \$316  = 13'h0000;
+      \$95  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$317  = lo_v3;
+    \$96  = hi_v6;
     if (p1) begin
-      \$317  = \$135 ;
+      if (\$64 ) begin
+        \$96  = run_hi0;
+      end
     end
     if (rst) begin
-      \$317  = 8'h00;
+      \$96  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$318  = lo_i3;
+    \$97  = lo_v6;
     if (p1) begin
-      \$318  = \$142 ;
+      if (\$64 ) begin
+        \$97  = run_lo0;
+      end
     end
     if (rst) begin
-      \$318  = 13'h0000;
+      \$97  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$319  = hi_v4;
+    \$98  = hi_v7;
     if (p1) begin
-      \$319  = \$148 ;
+      if (\$66 ) begin
+        \$98  = run_hi0;
+      end
     end
     if (rst) begin
-      \$319  = 8'h00;
+      \$98  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$320  = hi_i4;
+    \$99  = lo_v7;
     if (p1) begin
-      \$320  = \$155 ;
+      if (\$66 ) begin
+        \$99  = run_lo0;
+      end
     end
     if (rst) begin
-      \$320  = 13'h0000;
+      \$99  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$321  = lo_v4;
+    \$100  = hi_v8;
     if (p1) begin
-      \$321  = \$161 ;
+      if (\$68 ) begin
+        \$100  = run_hi0;
+      end
     end
     if (rst) begin
-      \$321  = 8'h00;
+      \$100  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$322  = lo_i4;
+    \$101  = lo_v8;
     if (p1) begin
-      \$322  = \$168 ;
+      if (\$68 ) begin
+        \$101  = run_lo0;
+      end
     end
     if (rst) begin
-      \$322  = 13'h0000;
+      \$101  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$323  = hi_v5;
+    \$102  = hi_v9;
     if (p1) begin
-      \$323  = \$174 ;
+      if (\$70 ) begin
+        \$102  = run_hi0;
+      end
     end
     if (rst) begin
-      \$323  = 8'h00;
+      \$102  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$324  = hi_i5;
+    \$103  = lo_v9;
     if (p1) begin
-      \$324  = \$181 ;
+      if (\$70 ) begin
+        \$103  = run_lo0;
+      end
     end
     if (rst) begin
-      \$324  = 13'h0000;
+      \$103  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$325  = lo_v5;
+    \$104  = last;
     if (p1) begin
-      \$325  = \$187 ;
+      \$104  = \$71 ;
     end
     if (rst) begin
-      \$325  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$326  = lo_i5;
-    if (p1) begin
-      \$326  = \$194 ;
-    end
-    if (rst) begin
-      \$326  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$327  = hi_v6;
-    if (p1) begin
-      \$327  = \$200 ;
-    end
-    if (rst) begin
-      \$327  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$328  = hi_i6;
-    if (p1) begin
-      \$328  = \$207 ;
-    end
-    if (rst) begin
-      \$328  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$329  = lo_v6;
-    if (p1) begin
-      \$329  = \$213 ;
-    end
-    if (rst) begin
-      \$329  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$330  = lo_i6;
-    if (p1) begin
-      \$330  = \$220 ;
-    end
-    if (rst) begin
-      \$330  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$331  = hi_v7;
-    if (p1) begin
-      \$331  = \$226 ;
-    end
-    if (rst) begin
-      \$331  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$332  = hi_i7;
-    if (p1) begin
-      \$332  = \$233 ;
-    end
-    if (rst) begin
-      \$332  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$333  = lo_v7;
-    if (p1) begin
-      \$333  = \$239 ;
-    end
-    if (rst) begin
-      \$333  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$334  = lo_i7;
-    if (p1) begin
-      \$334  = \$246 ;
-    end
-    if (rst) begin
-      \$334  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$335  = hi_v8;
-    if (p1) begin
-      \$335  = \$252 ;
-    end
-    if (rst) begin
-      \$335  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$336  = hi_i8;
-    if (p1) begin
-      \$336  = \$259 ;
-    end
-    if (rst) begin
-      \$336  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$337  = lo_v8;
-    if (p1) begin
-      \$337  = \$265 ;
-    end
-    if (rst) begin
-      \$337  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$338  = lo_i8;
-    if (p1) begin
-      \$338  = \$272 ;
-    end
-    if (rst) begin
-      \$338  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$339  = hi_v9;
-    if (p1) begin
-      \$339  = \$278 ;
-    end
-    if (rst) begin
-      \$339  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$340  = hi_i9;
-    if (p1) begin
-      \$340  = \$285 ;
-    end
-    if (rst) begin
-      \$340  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$341  = lo_v9;
-    if (p1) begin
-      \$341  = \$291 ;
-    end
-    if (rst) begin
-      \$341  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$342  = lo_i9;
-    if (p1) begin
-      \$342  = \$298 ;
-    end
-    if (rst) begin
-      \$342  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$343  = last;
-    if (p1) begin
-      \$343  = \$299 ;
-    end
-    if (rst) begin
-      \$343  = 4'h0;
+      \$104  = 4'h0;
     end
   end
   assign cs_x0 = 17'h00000;
   assign cs_x1 = { 2'h0, \$2  };
   assign chunk0 = \$3 [3:0];
-  assign \sel[0]  = sel;
   assign \x[0]  = x;
+  assign \sel[0]  = sel;
   assign \$1  = { 1'h0, chunk_size };
   assign start0 = \$5 ;
+  assign \$24  = 1'h1;
+  assign before_hi0 = \$26 ;
+  assign \$27  = 1'h1;
+  assign before_lo0 = \$29 ;
 endmodule

@@ -328,13 +328,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [8:0] \$388 ;
   wire [8:0] \$389 ;
   wire \$39 ;
-  wire [72:0] \$390 ;
+  wire \$390 ;
   wire \$391 ;
   wire \$392 ;
-  wire [71:0] \$393 ;
-  wire [71:0] \$394 ;
-  wire [73:0] \$395 ;
-  wire [74:0] \$396 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
   wire \$397 ;
   wire \$398 ;
   wire \$399 ;
@@ -367,58 +367,58 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$422 ;
   wire \$423 ;
   wire \$424 ;
-  wire \$425 ;
-  wire \$426 ;
-  wire \$427 ;
+  wire [5:0] \$425 ;
+  wire [5:0] \$426 ;
+  wire [5:0] \$427 ;
   wire \$428 ;
-  wire \$429 ;
+  wire [5:0] \$429 ;
   wire \$43 ;
-  wire \$430 ;
+  wire [5:0] \$430 ;
   wire [5:0] \$431 ;
   wire [5:0] \$432 ;
-  wire [5:0] \$433 ;
+  wire \$433 ;
   wire \$434 ;
-  wire [5:0] \$435 ;
-  wire [5:0] \$436 ;
-  wire [5:0] \$437 ;
-  wire [5:0] \$438 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
   wire \$439 ;
   wire \$44 ;
   wire \$440 ;
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
-  wire \$444 ;
-  wire \$445 ;
-  wire \$446 ;
+  wire [5:0] \$444 ;
+  wire [5:0] \$445 ;
+  wire [5:0] \$446 ;
   wire \$447 ;
-  wire \$448 ;
-  wire \$449 ;
+  wire [5:0] \$448 ;
+  wire [5:0] \$449 ;
   wire \$45 ;
   wire [5:0] \$450 ;
   wire [5:0] \$451 ;
-  wire [5:0] \$452 ;
+  wire \$452 ;
   wire \$453 ;
-  wire [5:0] \$454 ;
-  wire [5:0] \$455 ;
+  wire \$454 ;
+  wire \$455 ;
   wire [5:0] \$456 ;
   wire [5:0] \$457 ;
-  wire \$458 ;
+  wire [5:0] \$458 ;
   wire \$459 ;
   wire \$46 ;
-  wire \$460 ;
-  wire \$461 ;
+  wire [5:0] \$460 ;
+  wire [5:0] \$461 ;
   wire [5:0] \$462 ;
   wire [5:0] \$463 ;
   wire [5:0] \$464 ;
-  wire \$465 ;
-  wire [5:0] \$466 ;
-  wire [5:0] \$467 ;
-  wire [5:0] \$468 ;
-  wire [5:0] \$469 ;
+  wire [5:0] \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  wire [5:0] \$470 ;
-  wire [5:0] \$471 ;
+  wire \$470 ;
+  wire \$471 ;
   wire \$472 ;
   wire \$473 ;
   wire \$474 ;
@@ -441,154 +441,154 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$49 ;
   wire \$490 ;
   wire \$491 ;
-  wire \$492 ;
-  wire \$493 ;
-  wire \$494 ;
+  wire [5:0] \$492 ;
+  wire [5:0] \$493 ;
+  wire [5:0] \$494 ;
   wire \$495 ;
-  wire \$496 ;
-  wire \$497 ;
+  wire [5:0] \$496 ;
+  wire [5:0] \$497 ;
   wire [5:0] \$498 ;
   wire [5:0] \$499 ;
   wire [44:0] \$5 ;
   wire \$50 ;
-  wire [5:0] \$500 ;
+  wire \$500 ;
   wire \$501 ;
-  wire [5:0] \$502 ;
-  wire [5:0] \$503 ;
+  wire \$502 ;
+  wire \$503 ;
   wire [5:0] \$504 ;
   wire [5:0] \$505 ;
-  wire \$506 ;
+  wire [5:0] \$506 ;
   wire \$507 ;
-  wire \$508 ;
-  wire \$509 ;
+  wire [5:0] \$508 ;
+  wire [5:0] \$509 ;
   wire \$51 ;
   wire [5:0] \$510 ;
   wire [5:0] \$511 ;
   wire [5:0] \$512 ;
   wire \$513 ;
-  wire [5:0] \$514 ;
-  wire [5:0] \$515 ;
-  wire [5:0] \$516 ;
-  wire [5:0] \$517 ;
-  wire [5:0] \$518 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
   wire \$519 ;
   wire \$52 ;
   wire \$520 ;
   wire \$521 ;
   wire \$522 ;
   wire \$523 ;
-  wire \$524 ;
-  wire \$525 ;
-  wire \$526 ;
+  wire [5:0] \$524 ;
+  wire [5:0] \$525 ;
+  wire [5:0] \$526 ;
   wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
+  wire [5:0] \$528 ;
+  wire [5:0] \$529 ;
   wire \$53 ;
   wire [5:0] \$530 ;
   wire [5:0] \$531 ;
-  wire [5:0] \$532 ;
+  wire \$532 ;
   wire \$533 ;
-  wire [5:0] \$534 ;
-  wire [5:0] \$535 ;
+  wire \$534 ;
+  wire \$535 ;
   wire [5:0] \$536 ;
   wire [5:0] \$537 ;
-  wire \$538 ;
+  wire [5:0] \$538 ;
   wire \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
+  wire [5:0] \$540 ;
+  wire [5:0] \$541 ;
   wire [5:0] \$542 ;
   wire [5:0] \$543 ;
   wire [5:0] \$544 ;
-  wire \$545 ;
-  wire [5:0] \$546 ;
-  wire [5:0] \$547 ;
-  wire [5:0] \$548 ;
-  wire [5:0] \$549 ;
+  wire [5:0] \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
-  wire [5:0] \$550 ;
-  wire [5:0] \$551 ;
-  wire \$552 ;
-  wire \$553 ;
-  wire \$554 ;
+  wire \$550 ;
+  wire [3:0] \$551 ;
+  wire [3:0] \$552 ;
+  wire [3:0] \$553 ;
+  wire [3:0] \$554 ;
   wire \$555 ;
   wire \$556 ;
-  wire [3:0] \$557 ;
-  wire [3:0] \$558 ;
+  wire \$557 ;
+  wire \$558 ;
   wire [3:0] \$559 ;
   wire \$56 ;
   wire [3:0] \$560 ;
-  wire \$561 ;
+  wire [3:0] \$561 ;
   wire \$562 ;
-  wire \$563 ;
-  wire \$564 ;
+  wire [3:0] \$563 ;
+  wire [3:0] \$564 ;
   wire [3:0] \$565 ;
   wire [3:0] \$566 ;
-  wire [3:0] \$567 ;
+  wire \$567 ;
   wire \$568 ;
-  wire [3:0] \$569 ;
+  wire \$569 ;
   wire \$57 ;
-  wire [3:0] \$570 ;
-  wire [3:0] \$571 ;
-  wire [3:0] \$572 ;
-  wire \$573 ;
+  wire \$570 ;
+  wire [5:0] \$571 ;
+  wire \$572 ;
+  wire [5:0] \$573 ;
   wire \$574 ;
   wire \$575 ;
   wire \$576 ;
-  wire [5:0] \$577 ;
-  wire \$578 ;
-  wire [5:0] \$579 ;
+  wire \$577 ;
+  wire [29:0] \$578 ;
+  wire [29:0] \$579 ;
   wire \$58 ;
   wire \$580 ;
   wire \$581 ;
   wire \$582 ;
-  wire \$583 ;
-  wire [29:0] \$584 ;
-  wire [29:0] \$585 ;
-  wire \$586 ;
-  wire \$587 ;
+  wire [16:0] \$583 ;
+  wire [16:0] \$584 ;
+  wire [271:0] \$585 ;
+  wire [6:0] \$586 ;
+  wire [7:0] \$587 ;
   wire \$588 ;
-  wire [16:0] \$589 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [16:0] \$590 ;
-  wire [271:0] \$591 ;
-  wire [6:0] \$592 ;
-  wire [7:0] \$593 ;
+  wire [56:0] \$590 ;
+  wire [56:0] \$591 ;
+  wire [183:0] \$592 ;
+  wire \$593 ;
   wire \$594 ;
-  wire \$595 ;
-  wire [56:0] \$596 ;
-  wire [56:0] \$597 ;
-  wire [183:0] \$598 ;
+  wire [29:0] \$595 ;
+  wire [29:0] \$596 ;
+  wire \$597 ;
+  wire \$598 ;
   wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$600 ;
-  wire [29:0] \$601 ;
-  wire [29:0] \$602 ;
+  wire [16:0] \$600 ;
+  wire [16:0] \$601 ;
+  wire \$602 ;
   wire \$603 ;
-  wire \$604 ;
-  wire \$605 ;
-  wire [16:0] \$606 ;
-  wire [16:0] \$607 ;
-  wire \$608 ;
+  wire [115:0] \$604 ;
+  wire [115:0] \$605 ;
+  wire [178:0] \$606 ;
+  wire [6:0] \$607 ;
+  wire [7:0] \$608 ;
   wire \$609 ;
   wire \$61 ;
-  wire [115:0] \$610 ;
-  wire [115:0] \$611 ;
-  wire [178:0] \$612 ;
-  wire [6:0] \$613 ;
-  wire [7:0] \$614 ;
-  wire \$615 ;
+  wire \$610 ;
+  wire [159:0] \$611 ;
+  wire [159:0] \$612 ;
+  wire \$613 ;
+  wire [14:0] \$614 ;
+  wire [14:0] \$615 ;
   wire \$616 ;
-  wire [159:0] \$617 ;
-  wire [159:0] \$618 ;
+  wire [14:0] \$617 ;
+  wire [14:0] \$618 ;
   wire \$619 ;
   wire \$62 ;
-  wire [14:0] \$620 ;
-  wire [14:0] \$621 ;
+  wire \$620 ;
+  wire \$621 ;
   wire \$622 ;
-  wire [14:0] \$623 ;
-  wire [14:0] \$624 ;
+  wire \$623 ;
+  wire \$624 ;
   wire \$625 ;
   wire \$626 ;
   wire \$627 ;
@@ -632,110 +632,119 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$661 ;
   wire \$662 ;
   wire \$663 ;
-  wire \$664 ;
+  wire [72:0] \$664 ;
   wire \$665 ;
   wire \$666 ;
-  wire \$667 ;
-  wire \$668 ;
-  wire \$669 ;
+  wire [71:0] \$667 ;
+  wire [71:0] \$668 ;
+  wire [73:0] \$669 ;
   wire \$67 ;
-  wire \$670 ;
+  wire [74:0] \$670 ;
   wire \$671 ;
-  wire \$672 ;
-  wire [73:0] \$673 ;
-  wire \$674 ;
-  wire [73:0] \$675 ;
-  wire \$676 ;
-  wire [73:0] \$677 ;
+  wire [73:0] \$672 ;
+  wire \$673 ;
+  wire [73:0] \$674 ;
+  wire \$675 ;
+  wire [73:0] \$676 ;
+  wire [16:0] \$677 ;
   wire [16:0] \$678 ;
   wire [16:0] \$679 ;
   wire \$68 ;
-  wire [16:0] \$680 ;
-  wire [73:0] \$681 ;
-  wire \$682 ;
-  wire [73:0] \$683 ;
+  wire [73:0] \$680 ;
+  wire \$681 ;
+  wire [73:0] \$682 ;
+  wire \$683 ;
   wire \$684 ;
   wire \$685 ;
-  wire \$686 ;
+  wire [13:0] \$686 ;
   wire [13:0] \$687 ;
   wire [13:0] \$688 ;
-  wire [13:0] \$689 ;
+  wire [15:0] \$689 ;
   wire \$69 ;
-  wire [15:0] \$690 ;
-  wire [29:0] \$691 ;
+  wire [29:0] \$690 ;
+  wire [31:0] \$691 ;
   wire [31:0] \$692 ;
-  wire [31:0] \$693 ;
-  wire [44:0] \$694 ;
+  wire [44:0] \$693 ;
+  wire [159:0] \$694 ;
   wire [159:0] \$695 ;
   wire [159:0] \$696 ;
   wire [159:0] \$697 ;
-  wire [159:0] \$698 ;
-  wire [6:0] \$699 ;
+  wire [6:0] \$698 ;
+  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$700 ;
-  wire [57:0] \$701 ;
-  wire [6:0] \$702 ;
+  wire [57:0] \$700 ;
+  wire [6:0] \$701 ;
+  wire [159:0] \$702 ;
   wire [159:0] \$703 ;
-  wire [159:0] \$704 ;
-  wire [6:0] \$705 ;
-  wire \$706 ;
-  wire [115:0] \$707 ;
-  wire [6:0] \$708 ;
+  wire [6:0] \$704 ;
+  wire \$705 ;
+  wire [115:0] \$706 ;
+  wire [6:0] \$707 ;
+  wire \$708 ;
   wire \$709 ;
   wire \$71 ;
-  wire \$710 ;
+  wire [114:0] \$710 ;
   wire [114:0] \$711 ;
-  wire [114:0] \$712 ;
-  wire [6:0] \$713 ;
-  wire \$714 ;
-  wire [115:0] \$715 ;
-  wire [6:0] \$716 ;
+  wire [6:0] \$712 ;
+  wire \$713 ;
+  wire [115:0] \$714 ;
+  wire [6:0] \$715 ;
+  wire \$716 ;
   wire \$717 ;
-  wire \$718 ;
+  wire [114:0] \$718 ;
   wire [114:0] \$719 ;
   wire \$72 ;
-  wire [114:0] \$720 ;
-  wire [6:0] \$721 ;
-  wire \$722 ;
-  wire [115:0] \$723 ;
-  wire [6:0] \$724 ;
+  wire [6:0] \$720 ;
+  wire \$721 ;
+  wire [115:0] \$722 ;
+  wire [6:0] \$723 ;
+  wire \$724 ;
   wire \$725 ;
-  wire \$726 ;
+  wire [114:0] \$726 ;
   wire [114:0] \$727 ;
-  wire [114:0] \$728 ;
+  wire \$728 ;
   wire \$729 ;
   wire \$73 ;
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
   wire \$733 ;
-  reg \$734 ;
+  wire \$734 ;
   reg [15:0] \$735 ;
-  reg [12:0] \$736 ;
-  reg [12:0] \$737 ;
-  reg [141:0] \$738 ;
-  reg [28:0] \$739 ;
+  reg [15:0] \$736 ;
+  reg \$737 ;
+  reg [2:0] \$738 ;
+  reg \$739 ;
   wire \$74 ;
-  reg [43:0] \$740 ;
-  reg [54:0] \$741 ;
-  reg [5:0] \$742 ;
-  reg [5:0] \$743 ;
-  reg [5:0] \$744 ;
-  reg [114:0] \$745 ;
-  reg [55:0] \$746 ;
-  reg [158:0] \$747 ;
-  reg [56:0] \$748 ;
-  reg [56:0] \$749 ;
+  reg \$740 ;
+  reg \$741 ;
+  reg \$742 ;
+  reg [73:0] \$743 ;
+  reg [15:0] \$744 ;
+  reg [12:0] \$745 ;
+  reg [12:0] \$746 ;
+  reg [141:0] \$747 ;
+  reg [28:0] \$748 ;
+  reg [43:0] \$749 ;
   wire \$75 ;
-  reg [114:0] \$750 ;
-  reg [99:0] \$751 ;
-  reg [71:0] \$752 ;
-  reg [71:0] \$753 ;
-  reg [71:0] \$754 ;
-  wire [5:0] \$755 ;
-  wire [1:0] \$756 ;
+  reg [54:0] \$750 ;
+  reg [5:0] \$751 ;
+  reg [5:0] \$752 ;
+  reg [5:0] \$753 ;
+  reg [114:0] \$754 ;
+  reg [55:0] \$755 ;
+  reg [158:0] \$756 ;
+  reg [56:0] \$757 ;
+  reg [56:0] \$758 ;
+  reg [114:0] \$759 ;
   wire [6:0] \$76 ;
+  reg [99:0] \$760 ;
+  reg [71:0] \$761 ;
+  reg [71:0] \$762 ;
+  reg [71:0] \$763 ;
+  wire [5:0] \$764 ;
+  wire [1:0] \$765 ;
   wire [6:0] \$77 ;
   wire \$78 ;
   wire \$79 ;
@@ -761,8 +770,12 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg [2:0] \$signal  = 3'h0;
+  reg \$signal$68  = 1'h0;
+  wire [2:0] \$signal[0] ;
   reg [114:0] a;
-  wire [73:0] acc0;
+  reg [73:0] acc0 = 74'h0000000000000000000;
+  wire adv;
   reg [5:0] align = 6'h00;
   reg [29:0] b;
   reg beat;
@@ -796,7 +809,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] den_lead;
   reg [54:0] dgamma = 55'h00000000000000;
   wire done;
-  wire \done$70 ;
+  wire \done$78 ;
   reg [5:0] fsm_state = 6'h00;
   input [31:0] i__payload;
   wire [31:0] i__payload;
@@ -819,7 +832,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire \mask$22 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$57 ;
+  reg \neg$52 ;
   output [15:0] o__payload;
   reg [15:0] o__payload = 16'h0000;
   wire [15:0] \o__payload[0] ;
@@ -842,6 +855,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   input rst;
   wire rst;
   wire [28:0] s;
+  reg [15:0] s0_g = 16'h0000;
+  wire [15:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [15:0] s0_x = 16'h0000;
+  wire [15:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [114:0] scratch = 115'h00000000000000000000000000000;
   wire [2:0] sel;
@@ -853,7 +873,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   wire [5:0] sh_new;
   wire [114:0] shv;
   reg start;
-  reg \start$55 ;
+  reg \start$50 ;
   output [97:0] stats__payload;
   reg [97:0] stats__payload;
   wire [28:0] \stats__payload.dbeta ;
@@ -865,7 +885,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [7:0] \steps$53 ;
+  reg [7:0] \steps$48 ;
   reg take;
   reg [158:0] tq = 159'h0000000000000000000000000000000000000000;
   wire [13:0] tsum;
@@ -980,380 +1000,398 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$387  = sh_lead + 1'h1;
   assign \$388  = \$387  + 3'h4;
   assign \$389  = \$386  ? \$388  : 9'h010;
-  assign \$390  = $signed(i__payload[31:16]) * $signed(lane_a);
-  assign \$391  = \$756  == 2'h2;
-  assign \$392  = ! \$756 ;
-  assign \$393  = \$392  ? const0 : const1;
-  assign \$394  = \$391  ? const2 : \$393 ;
-  assign \$395  = $signed(\$390 ) + $signed(\$394 );
-  assign \$396  = $signed(\$395 ) + $signed(34'h100000000);
-  assign \$397  = chan__payload[74] | chan__payload[75];
-  assign \$398  = chan__payload[76] | chan__payload[77];
-  assign \$399  = \$397  | \$398 ;
-  assign \$400  = chan__payload[78] | chan__payload[79];
-  assign \$401  = chan__payload[80] | chan__payload[81];
-  assign \$402  = \$400  | \$401 ;
-  assign \$403  = \$399  | \$402 ;
-  assign \$404  = chan__payload[82] | chan__payload[83];
-  assign \$405  = chan__payload[84] | chan__payload[85];
-  assign \$406  = \$404  | \$405 ;
-  assign \$407  = chan__payload[86] | chan__payload[87];
-  assign \$408  = chan__payload[88] | chan__payload[89];
-  assign \$409  = \$407  | \$408 ;
-  assign \$410  = \$406  | \$409 ;
-  assign \$411  = \$403  | \$410 ;
-  assign \$412  = chan__payload[90] | chan__payload[91];
-  assign \$413  = chan__payload[92] | chan__payload[93];
-  assign \$414  = \$412  | \$413 ;
-  assign \$415  = chan__payload[94] | chan__payload[95];
-  assign \$416  = chan__payload[96] | chan__payload[97];
-  assign \$417  = \$415  | \$416 ;
-  assign \$418  = \$414  | \$417 ;
-  assign \$419  = \$411  | \$418 ;
-  assign \$420  = chan__payload[90] | chan__payload[91];
-  assign \$421  = chan__payload[92] | chan__payload[93];
-  assign \$422  = \$420  | \$421 ;
-  assign \$423  = chan__payload[94] | chan__payload[95];
+  assign \$390  = ~ o__valid;
+  assign adv = \$390  | o__ready;
+  assign \$391  = chan__payload[74] | chan__payload[75];
+  assign \$392  = chan__payload[76] | chan__payload[77];
+  assign \$393  = \$391  | \$392 ;
+  assign \$394  = chan__payload[78] | chan__payload[79];
+  assign \$395  = chan__payload[80] | chan__payload[81];
+  assign \$396  = \$394  | \$395 ;
+  assign \$397  = \$393  | \$396 ;
+  assign \$398  = chan__payload[82] | chan__payload[83];
+  assign \$399  = chan__payload[84] | chan__payload[85];
+  assign \$400  = \$398  | \$399 ;
+  assign \$401  = chan__payload[86] | chan__payload[87];
+  assign \$402  = chan__payload[88] | chan__payload[89];
+  assign \$403  = \$401  | \$402 ;
+  assign \$404  = \$400  | \$403 ;
+  assign \$405  = \$397  | \$404 ;
+  assign \$406  = chan__payload[90] | chan__payload[91];
+  assign \$407  = chan__payload[92] | chan__payload[93];
+  assign \$408  = \$406  | \$407 ;
+  assign \$409  = chan__payload[94] | chan__payload[95];
+  assign \$410  = chan__payload[96] | chan__payload[97];
+  assign \$411  = \$409  | \$410 ;
+  assign \$412  = \$408  | \$411 ;
+  assign \$413  = \$405  | \$412 ;
+  assign \$414  = chan__payload[90] | chan__payload[91];
+  assign \$415  = chan__payload[92] | chan__payload[93];
+  assign \$416  = \$414  | \$415 ;
+  assign \$417  = chan__payload[94] | chan__payload[95];
+  assign \$418  = chan__payload[96] | chan__payload[97];
+  assign \$419  = \$417  | \$418 ;
+  assign \$420  = \$416  | \$419 ;
+  assign \$421  = chan__payload[94] | chan__payload[95];
+  assign \$422  = chan__payload[96] | chan__payload[97];
+  assign \$423  = \$421  | \$422 ;
   assign \$424  = chan__payload[96] | chan__payload[97];
-  assign \$425  = \$423  | \$424 ;
-  assign \$426  = \$422  | \$425 ;
-  assign \$427  = chan__payload[94] | chan__payload[95];
-  assign \$428  = chan__payload[96] | chan__payload[97];
-  assign \$429  = \$427  | \$428 ;
-  assign \$430  = chan__payload[96] | chan__payload[97];
-  assign \$431  = chan__payload[97] ? 6'h37 : 6'h36;
-  assign \$432  = chan__payload[95] ? 6'h35 : 6'h34;
-  assign \$433  = \$430  ? \$431  : \$432 ;
-  assign \$434  = chan__payload[92] | chan__payload[93];
-  assign \$435  = chan__payload[93] ? 6'h33 : 6'h32;
-  assign \$436  = chan__payload[91] ? 6'h31 : 6'h30;
-  assign \$437  = \$434  ? \$435  : \$436 ;
-  assign \$438  = \$429  ? \$433  : \$437 ;
-  assign \$439  = chan__payload[82] | chan__payload[83];
-  assign \$440  = chan__payload[84] | chan__payload[85];
-  assign \$441  = \$439  | \$440 ;
-  assign \$442  = chan__payload[86] | chan__payload[87];
+  assign \$425  = chan__payload[97] ? 6'h37 : 6'h36;
+  assign \$426  = chan__payload[95] ? 6'h35 : 6'h34;
+  assign \$427  = \$424  ? \$425  : \$426 ;
+  assign \$428  = chan__payload[92] | chan__payload[93];
+  assign \$429  = chan__payload[93] ? 6'h33 : 6'h32;
+  assign \$430  = chan__payload[91] ? 6'h31 : 6'h30;
+  assign \$431  = \$428  ? \$429  : \$430 ;
+  assign \$432  = \$423  ? \$427  : \$431 ;
+  assign \$433  = chan__payload[82] | chan__payload[83];
+  assign \$434  = chan__payload[84] | chan__payload[85];
+  assign \$435  = \$433  | \$434 ;
+  assign \$436  = chan__payload[86] | chan__payload[87];
+  assign \$437  = chan__payload[88] | chan__payload[89];
+  assign \$438  = \$436  | \$437 ;
+  assign \$439  = \$435  | \$438 ;
+  assign \$440  = chan__payload[86] | chan__payload[87];
+  assign \$441  = chan__payload[88] | chan__payload[89];
+  assign \$442  = \$440  | \$441 ;
   assign \$443  = chan__payload[88] | chan__payload[89];
-  assign \$444  = \$442  | \$443 ;
-  assign \$445  = \$441  | \$444 ;
-  assign \$446  = chan__payload[86] | chan__payload[87];
-  assign \$447  = chan__payload[88] | chan__payload[89];
-  assign \$448  = \$446  | \$447 ;
-  assign \$449  = chan__payload[88] | chan__payload[89];
-  assign \$450  = chan__payload[89] ? 6'h2f : 6'h2e;
-  assign \$451  = chan__payload[87] ? 6'h2d : 6'h2c;
-  assign \$452  = \$449  ? \$450  : \$451 ;
-  assign \$453  = chan__payload[84] | chan__payload[85];
-  assign \$454  = chan__payload[85] ? 6'h2b : 6'h2a;
-  assign \$455  = chan__payload[83] ? 6'h29 : 6'h28;
-  assign \$456  = \$453  ? \$454  : \$455 ;
-  assign \$457  = \$448  ? \$452  : \$456 ;
-  assign \$458  = chan__payload[78] | chan__payload[79];
-  assign \$459  = chan__payload[80] | chan__payload[81];
-  assign \$460  = \$458  | \$459 ;
-  assign \$461  = chan__payload[80] | chan__payload[81];
-  assign \$462  = chan__payload[81] ? 6'h27 : 6'h26;
-  assign \$463  = chan__payload[79] ? 6'h25 : 6'h24;
-  assign \$464  = \$461  ? \$462  : \$463 ;
-  assign \$465  = chan__payload[76] | chan__payload[77];
-  assign \$466  = chan__payload[77] ? 6'h23 : 6'h22;
-  assign \$467  = chan__payload[75] ? 6'h21 : 6'h20;
-  assign \$468  = \$465  ? \$466  : \$467 ;
-  assign \$469  = \$460  ? \$464  : \$468 ;
-  assign \$470  = \$445  ? \$457  : \$469 ;
-  assign \$471  = \$426  ? \$438  : \$470 ;
-  assign \$472  = chan__payload[58] | chan__payload[59];
-  assign \$473  = chan__payload[60] | chan__payload[61];
-  assign \$474  = \$472  | \$473 ;
-  assign \$475  = chan__payload[62] | chan__payload[63];
-  assign \$476  = chan__payload[64] | chan__payload[65];
-  assign \$477  = \$475  | \$476 ;
-  assign \$478  = \$474  | \$477 ;
-  assign \$479  = chan__payload[66] | chan__payload[67];
-  assign \$480  = chan__payload[68] | chan__payload[69];
-  assign \$481  = \$479  | \$480 ;
-  assign \$482  = chan__payload[70] | chan__payload[71];
-  assign \$483  = chan__payload[72] | chan__payload[73];
-  assign \$484  = \$482  | \$483 ;
-  assign \$485  = \$481  | \$484 ;
-  assign \$486  = \$478  | \$485 ;
-  assign \$487  = chan__payload[66] | chan__payload[67];
-  assign \$488  = chan__payload[68] | chan__payload[69];
-  assign \$489  = \$487  | \$488 ;
-  assign \$490  = chan__payload[70] | chan__payload[71];
+  assign \$444  = chan__payload[89] ? 6'h2f : 6'h2e;
+  assign \$445  = chan__payload[87] ? 6'h2d : 6'h2c;
+  assign \$446  = \$443  ? \$444  : \$445 ;
+  assign \$447  = chan__payload[84] | chan__payload[85];
+  assign \$448  = chan__payload[85] ? 6'h2b : 6'h2a;
+  assign \$449  = chan__payload[83] ? 6'h29 : 6'h28;
+  assign \$450  = \$447  ? \$448  : \$449 ;
+  assign \$451  = \$442  ? \$446  : \$450 ;
+  assign \$452  = chan__payload[78] | chan__payload[79];
+  assign \$453  = chan__payload[80] | chan__payload[81];
+  assign \$454  = \$452  | \$453 ;
+  assign \$455  = chan__payload[80] | chan__payload[81];
+  assign \$456  = chan__payload[81] ? 6'h27 : 6'h26;
+  assign \$457  = chan__payload[79] ? 6'h25 : 6'h24;
+  assign \$458  = \$455  ? \$456  : \$457 ;
+  assign \$459  = chan__payload[76] | chan__payload[77];
+  assign \$460  = chan__payload[77] ? 6'h23 : 6'h22;
+  assign \$461  = chan__payload[75] ? 6'h21 : 6'h20;
+  assign \$462  = \$459  ? \$460  : \$461 ;
+  assign \$463  = \$454  ? \$458  : \$462 ;
+  assign \$464  = \$439  ? \$451  : \$463 ;
+  assign \$465  = \$420  ? \$432  : \$464 ;
+  assign \$466  = chan__payload[58] | chan__payload[59];
+  assign \$467  = chan__payload[60] | chan__payload[61];
+  assign \$468  = \$466  | \$467 ;
+  assign \$469  = chan__payload[62] | chan__payload[63];
+  assign \$470  = chan__payload[64] | chan__payload[65];
+  assign \$471  = \$469  | \$470 ;
+  assign \$472  = \$468  | \$471 ;
+  assign \$473  = chan__payload[66] | chan__payload[67];
+  assign \$474  = chan__payload[68] | chan__payload[69];
+  assign \$475  = \$473  | \$474 ;
+  assign \$476  = chan__payload[70] | chan__payload[71];
+  assign \$477  = chan__payload[72] | chan__payload[73];
+  assign \$478  = \$476  | \$477 ;
+  assign \$479  = \$475  | \$478 ;
+  assign \$480  = \$472  | \$479 ;
+  assign \$481  = chan__payload[66] | chan__payload[67];
+  assign \$482  = chan__payload[68] | chan__payload[69];
+  assign \$483  = \$481  | \$482 ;
+  assign \$484  = chan__payload[70] | chan__payload[71];
+  assign \$485  = chan__payload[72] | chan__payload[73];
+  assign \$486  = \$484  | \$485 ;
+  assign \$487  = \$483  | \$486 ;
+  assign \$488  = chan__payload[70] | chan__payload[71];
+  assign \$489  = chan__payload[72] | chan__payload[73];
+  assign \$490  = \$488  | \$489 ;
   assign \$491  = chan__payload[72] | chan__payload[73];
-  assign \$492  = \$490  | \$491 ;
-  assign \$493  = \$489  | \$492 ;
-  assign \$494  = chan__payload[70] | chan__payload[71];
-  assign \$495  = chan__payload[72] | chan__payload[73];
-  assign \$496  = \$494  | \$495 ;
-  assign \$497  = chan__payload[72] | chan__payload[73];
-  assign \$498  = chan__payload[73] ? 6'h1f : 6'h1e;
-  assign \$499  = chan__payload[71] ? 6'h1d : 6'h1c;
-  assign \$500  = \$497  ? \$498  : \$499 ;
-  assign \$501  = chan__payload[68] | chan__payload[69];
-  assign \$502  = chan__payload[69] ? 6'h1b : 6'h1a;
-  assign \$503  = chan__payload[67] ? 6'h19 : 6'h18;
-  assign \$504  = \$501  ? \$502  : \$503 ;
-  assign \$505  = \$496  ? \$500  : \$504 ;
-  assign \$506  = chan__payload[62] | chan__payload[63];
-  assign \$507  = chan__payload[64] | chan__payload[65];
-  assign \$508  = \$506  | \$507 ;
-  assign \$509  = chan__payload[64] | chan__payload[65];
-  assign \$510  = chan__payload[65] ? 6'h17 : 6'h16;
-  assign \$511  = chan__payload[63] ? 6'h15 : 6'h14;
-  assign \$512  = \$509  ? \$510  : \$511 ;
-  assign \$513  = chan__payload[60] | chan__payload[61];
-  assign \$514  = chan__payload[61] ? 6'h13 : 6'h12;
-  assign \$515  = chan__payload[59] ? 6'h11 : 6'h10;
-  assign \$516  = \$513  ? \$514  : \$515 ;
-  assign \$517  = \$508  ? \$512  : \$516 ;
-  assign \$518  = \$493  ? \$505  : \$517 ;
-  assign \$519  = chan__payload[50] | chan__payload[51];
-  assign \$520  = chan__payload[52] | chan__payload[53];
-  assign \$521  = \$519  | \$520 ;
-  assign \$522  = chan__payload[54] | chan__payload[55];
+  assign \$492  = chan__payload[73] ? 6'h1f : 6'h1e;
+  assign \$493  = chan__payload[71] ? 6'h1d : 6'h1c;
+  assign \$494  = \$491  ? \$492  : \$493 ;
+  assign \$495  = chan__payload[68] | chan__payload[69];
+  assign \$496  = chan__payload[69] ? 6'h1b : 6'h1a;
+  assign \$497  = chan__payload[67] ? 6'h19 : 6'h18;
+  assign \$498  = \$495  ? \$496  : \$497 ;
+  assign \$499  = \$490  ? \$494  : \$498 ;
+  assign \$500  = chan__payload[62] | chan__payload[63];
+  assign \$501  = chan__payload[64] | chan__payload[65];
+  assign \$502  = \$500  | \$501 ;
+  assign \$503  = chan__payload[64] | chan__payload[65];
+  assign \$504  = chan__payload[65] ? 6'h17 : 6'h16;
+  assign \$505  = chan__payload[63] ? 6'h15 : 6'h14;
+  assign \$506  = \$503  ? \$504  : \$505 ;
+  assign \$507  = chan__payload[60] | chan__payload[61];
+  assign \$508  = chan__payload[61] ? 6'h13 : 6'h12;
+  assign \$509  = chan__payload[59] ? 6'h11 : 6'h10;
+  assign \$510  = \$507  ? \$508  : \$509 ;
+  assign \$511  = \$502  ? \$506  : \$510 ;
+  assign \$512  = \$487  ? \$499  : \$511 ;
+  assign \$513  = chan__payload[50] | chan__payload[51];
+  assign \$514  = chan__payload[52] | chan__payload[53];
+  assign \$515  = \$513  | \$514 ;
+  assign \$516  = chan__payload[54] | chan__payload[55];
+  assign \$517  = chan__payload[56] | chan__payload[57];
+  assign \$518  = \$516  | \$517 ;
+  assign \$519  = \$515  | \$518 ;
+  assign \$520  = chan__payload[54] | chan__payload[55];
+  assign \$521  = chan__payload[56] | chan__payload[57];
+  assign \$522  = \$520  | \$521 ;
   assign \$523  = chan__payload[56] | chan__payload[57];
-  assign \$524  = \$522  | \$523 ;
-  assign \$525  = \$521  | \$524 ;
-  assign \$526  = chan__payload[54] | chan__payload[55];
-  assign \$527  = chan__payload[56] | chan__payload[57];
-  assign \$528  = \$526  | \$527 ;
-  assign \$529  = chan__payload[56] | chan__payload[57];
-  assign \$530  = chan__payload[57] ? 6'h0f : 6'h0e;
-  assign \$531  = chan__payload[55] ? 6'h0d : 6'h0c;
-  assign \$532  = \$529  ? \$530  : \$531 ;
-  assign \$533  = chan__payload[52] | chan__payload[53];
-  assign \$534  = chan__payload[53] ? 6'h0b : 6'h0a;
-  assign \$535  = chan__payload[51] ? 6'h09 : 6'h08;
-  assign \$536  = \$533  ? \$534  : \$535 ;
-  assign \$537  = \$528  ? \$532  : \$536 ;
-  assign \$538  = chan__payload[46] | chan__payload[47];
-  assign \$539  = chan__payload[48] | chan__payload[49];
-  assign \$540  = \$538  | \$539 ;
-  assign \$541  = chan__payload[48] | chan__payload[49];
-  assign \$542  = chan__payload[49] ? 6'h07 : 6'h06;
-  assign \$543  = chan__payload[47] ? 6'h05 : 6'h04;
-  assign \$544  = \$541  ? \$542  : \$543 ;
-  assign \$545  = chan__payload[44] | chan__payload[45];
-  assign \$546  = chan__payload[45] ? 6'h03 : 6'h02;
-  assign \$547  = chan__payload[43] ? 6'h01 : 6'h00;
-  assign \$548  = \$545  ? \$546  : \$547 ;
-  assign \$549  = \$540  ? \$544  : \$548 ;
-  assign \$550  = \$525  ? \$537  : \$549 ;
-  assign \$551  = \$486  ? \$518  : \$550 ;
-  assign den_lead = \$419  ? \$471  : \$551 ;
-  assign \$552  = chan__payload[8] | chan__payload[9];
-  assign \$553  = chan__payload[10] | chan__payload[11];
-  assign \$554  = \$552  | \$553 ;
-  assign \$555  = \$554  | chan__payload[12];
-  assign \$556  = chan__payload[10] | chan__payload[11];
-  assign \$557  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$558  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$559  = \$556  ? \$557  : \$558 ;
-  assign \$560  = chan__payload[12] ? 4'hc : \$559 ;
-  assign \$561  = chan__payload[4] | chan__payload[5];
-  assign \$562  = chan__payload[6] | chan__payload[7];
-  assign \$563  = \$561  | \$562 ;
-  assign \$564  = chan__payload[6] | chan__payload[7];
-  assign \$565  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$566  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$567  = \$564  ? \$565  : \$566 ;
-  assign \$568  = chan__payload[2] | chan__payload[3];
-  assign \$569  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$570  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$571  = \$568  ? \$569  : \$570 ;
-  assign \$572  = \$563  ? \$567  : \$571 ;
-  assign count_lead = \$555  ? \$560  : \$572 ;
-  assign \$573  = ! chan__payload[12:0];
-  assign \$574  = chan__payload[12:0] > 13'h1000;
-  assign \$575  = \$573  | \$574 ;
-  assign \$576  = ! chan__payload[97:42];
-  assign \$577  = count_lead + 5'h11;
-  assign \$578  = \$577  > 1'h0;
-  assign \$579  = count_lead + 5'h11;
-  assign \$580  = den_lead < \$579 ;
-  assign \$581  = \$578  & \$580 ;
-  assign \$582  = \$576  | \$581 ;
-  assign refused = | { \$582 , \$575  };
-  assign \$583  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$584  = - $signed(chan[41:13]);
-  assign \$585  = \$583  ? \$584  : { chan[41], chan[41:13] };
-  assign \$586  = $signed(chan[41:13]) < $signed(1'h0);
-  assign \$587  = ~ \$586 ;
+  assign \$524  = chan__payload[57] ? 6'h0f : 6'h0e;
+  assign \$525  = chan__payload[55] ? 6'h0d : 6'h0c;
+  assign \$526  = \$523  ? \$524  : \$525 ;
+  assign \$527  = chan__payload[52] | chan__payload[53];
+  assign \$528  = chan__payload[53] ? 6'h0b : 6'h0a;
+  assign \$529  = chan__payload[51] ? 6'h09 : 6'h08;
+  assign \$530  = \$527  ? \$528  : \$529 ;
+  assign \$531  = \$522  ? \$526  : \$530 ;
+  assign \$532  = chan__payload[46] | chan__payload[47];
+  assign \$533  = chan__payload[48] | chan__payload[49];
+  assign \$534  = \$532  | \$533 ;
+  assign \$535  = chan__payload[48] | chan__payload[49];
+  assign \$536  = chan__payload[49] ? 6'h07 : 6'h06;
+  assign \$537  = chan__payload[47] ? 6'h05 : 6'h04;
+  assign \$538  = \$535  ? \$536  : \$537 ;
+  assign \$539  = chan__payload[44] | chan__payload[45];
+  assign \$540  = chan__payload[45] ? 6'h03 : 6'h02;
+  assign \$541  = chan__payload[43] ? 6'h01 : 6'h00;
+  assign \$542  = \$539  ? \$540  : \$541 ;
+  assign \$543  = \$534  ? \$538  : \$542 ;
+  assign \$544  = \$519  ? \$531  : \$543 ;
+  assign \$545  = \$480  ? \$512  : \$544 ;
+  assign den_lead = \$413  ? \$465  : \$545 ;
+  assign \$546  = chan__payload[8] | chan__payload[9];
+  assign \$547  = chan__payload[10] | chan__payload[11];
+  assign \$548  = \$546  | \$547 ;
+  assign \$549  = \$548  | chan__payload[12];
+  assign \$550  = chan__payload[10] | chan__payload[11];
+  assign \$551  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$552  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$553  = \$550  ? \$551  : \$552 ;
+  assign \$554  = chan__payload[12] ? 4'hc : \$553 ;
+  assign \$555  = chan__payload[4] | chan__payload[5];
+  assign \$556  = chan__payload[6] | chan__payload[7];
+  assign \$557  = \$555  | \$556 ;
+  assign \$558  = chan__payload[6] | chan__payload[7];
+  assign \$559  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$560  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$561  = \$558  ? \$559  : \$560 ;
+  assign \$562  = chan__payload[2] | chan__payload[3];
+  assign \$563  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$564  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$565  = \$562  ? \$563  : \$564 ;
+  assign \$566  = \$557  ? \$561  : \$565 ;
+  assign count_lead = \$549  ? \$554  : \$566 ;
+  assign \$567  = ! chan__payload[12:0];
+  assign \$568  = chan__payload[12:0] > 13'h1000;
+  assign \$569  = \$567  | \$568 ;
+  assign \$570  = ! chan__payload[97:42];
+  assign \$571  = count_lead + 5'h11;
+  assign \$572  = \$571  > 1'h0;
+  assign \$573  = count_lead + 5'h11;
+  assign \$574  = den_lead < \$573 ;
+  assign \$575  = \$572  & \$574 ;
+  assign \$576  = \$570  | \$575 ;
+  assign refused = | { \$576 , \$569  };
+  assign \$577  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$578  = - $signed(chan[41:13]);
+  assign \$579  = \$577  ? \$578  : { chan[41], chan[41:13] };
+  assign \$580  = $signed(chan[41:13]) < $signed(1'h0);
+  assign \$581  = ~ \$580 ;
+  assign \$582  = $signed(chan[141:126]) < $signed(1'h0);
+  assign \$583  = - $signed(chan[141:126]);
+  assign \$584  = \$582  ? \$583  : { chan[141], chan[141:126] };
+  assign \$586  = 5'h19 + sh;
+  assign \$587  = 5'h10 + \$586 ;
   assign \$588  = $signed(chan[141:126]) < $signed(1'h0);
-  assign \$589  = - $signed(chan[141:126]);
-  assign \$590  = \$588  ? \$589  : { chan[141], chan[141:126] };
-  assign \$592  = 5'h19 + sh;
-  assign \$593  = 5'h10 + \$592 ;
-  assign \$594  = $signed(chan[141:126]) < $signed(1'h0);
-  assign \$595  = $signed(qg) < $signed(1'h0);
-  assign \$596  = - $signed(qg);
-  assign \$597  = \$595  ? \$596  : { qg[55], qg };
-  assign \$599  = $signed(qg) < $signed(1'h0);
-  assign \$600  = $signed(sg) < $signed(1'h0);
-  assign \$601  = - $signed(sg);
-  assign \$602  = \$600  ? \$601  : { sg[28], sg };
-  assign \$603  = $signed(sg) < $signed(1'h0);
-  assign \$604  = ~ \$603 ;
-  assign \$605  = $signed(chan[141:126]) < $signed(1'h0);
-  assign \$606  = - $signed(chan[141:126]);
-  assign \$607  = \$605  ? \$606  : { chan[141], chan[141:126] };
-  assign \$608  = $signed(chan[141:126]) < $signed(1'h0);
+  assign \$589  = $signed(qg) < $signed(1'h0);
+  assign \$590  = - $signed(qg);
+  assign \$591  = \$589  ? \$590  : { qg[55], qg };
+  assign \$593  = $signed(qg) < $signed(1'h0);
+  assign \$594  = $signed(sg) < $signed(1'h0);
+  assign \$595  = - $signed(sg);
+  assign \$596  = \$594  ? \$595  : { sg[28], sg };
+  assign \$597  = $signed(sg) < $signed(1'h0);
+  assign \$598  = ~ \$597 ;
+  assign \$599  = $signed(chan[141:126]) < $signed(1'h0);
+  assign \$600  = - $signed(chan[141:126]);
+  assign \$601  = \$599  ? \$600  : { chan[141], chan[141:126] };
+  assign \$602  = $signed(chan[141:126]) < $signed(1'h0);
+  assign \$603  = $signed(scratch) < $signed(1'h0);
+  assign \$604  = - $signed(scratch);
+  assign \$605  = \$603  ? \$604  : { scratch[114], scratch };
+  assign \$607  = 5'h19 + sh;
+  assign \$608  = 7'h63 + \$607 ;
   assign \$609  = $signed(scratch) < $signed(1'h0);
-  assign \$610  = - $signed(scratch);
-  assign \$611  = \$609  ? \$610  : { scratch[114], scratch };
-  assign \$613  = 5'h19 + sh;
-  assign \$614  = 7'h63 + \$613 ;
-  assign \$615  = $signed(scratch) < $signed(1'h0);
-  assign \$616  = $signed(tq) < $signed(1'h0);
-  assign \$617  = - $signed(tq);
-  assign \$618  = \$616  ? \$617  : { tq[158], tq };
-  assign \$619  = $signed(tq) < $signed(1'h0);
-  assign \$620  = $signed({ 1'h0, chan[12:0] }) - $signed(\$755 );
-  assign \$621  = $signed({ 1'h0, chan[12:0] }) + $signed(\$755 );
-  assign \$622  = $signed(\$755 ) < $signed(1'h0);
-  assign \$623  = - $signed(\$755 );
-  assign \$624  = \$622  ? \$623  : { \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755  };
-  assign \$625  = $signed(\$755 ) < $signed(1'h0);
-  assign \$626  = | left;
-  assign \$627  = ~ o__valid;
-  assign \$628  = \$627  | o__ready;
-  assign \$629  = \$626  & \$628 ;
-  assign \$630  = i__valid & i__ready;
-  assign \$631  = ! fsm_state;
-  assign \$632  = fsm_state == 1'h1;
-  assign \$633  = fsm_state == 2'h2;
-  assign \$634  = fsm_state == 2'h3;
-  assign \$635  = fsm_state == 3'h4;
-  assign \$636  = fsm_state == 3'h5;
-  assign \$637  = fsm_state == 3'h6;
-  assign \$638  = fsm_state == 3'h7;
-  assign \$639  = fsm_state == 4'h8;
-  assign \$640  = fsm_state == 4'h9;
-  assign \$641  = fsm_state == 4'ha;
-  assign \$642  = fsm_state == 4'hb;
-  assign \$643  = fsm_state == 4'hc;
-  assign \$644  = fsm_state == 4'hd;
-  assign \$645  = fsm_state == 4'he;
-  assign \$646  = fsm_state == 4'hf;
-  assign \$647  = fsm_state == 5'h10;
-  assign \$648  = fsm_state == 5'h11;
-  assign \$649  = fsm_state == 5'h12;
-  assign \$650  = fsm_state == 5'h13;
-  assign \$651  = fsm_state == 5'h14;
-  assign \$652  = fsm_state == 5'h15;
-  assign \$653  = fsm_state == 5'h16;
-  assign \$654  = fsm_state == 5'h17;
-  assign \$655  = fsm_state == 5'h18;
-  assign \$656  = fsm_state == 5'h19;
-  assign \$657  = fsm_state == 5'h1a;
-  assign \$658  = fsm_state == 5'h1b;
-  assign \$659  = fsm_state == 5'h1c;
-  assign \$660  = fsm_state == 5'h1d;
-  assign \$661  = fsm_state == 5'h1e;
-  assign \$662  = fsm_state == 5'h1f;
-  assign \$663  = fsm_state == 6'h20;
-  assign \$664  = fsm_state == 6'h21;
-  assign \$665  = fsm_state == 6'h22;
-  assign \$666  = fsm_state == 6'h23;
-  assign \$667  = fsm_state == 6'h24;
-  assign \$668  = fsm_state == 6'h25;
-  assign \$669  = fsm_state == 6'h26;
-  assign \$670  = fsm_state == 6'h27;
-  assign \$671  = fsm_state == 6'h28;
-  assign \$672  = ~ mask;
-  assign \$674  = $signed(\$673 ) > $signed(16'h7fff);
-  assign \$676  = $signed(\$675 ) < $signed(16'h8000);
-  assign \$678  = \$676  ? 17'h18000 : { 1'h0, \$677 [15:0] };
-  assign \$679  = \$674  ? 17'h07fff : \$678 ;
-  assign \$680  = mask ? \$679  : 17'h00000;
-  assign \$682  = $signed(\$681 ) > $signed(16'h7fff);
-  assign \$684  = $signed(\$683 ) < $signed(16'h8000);
-  assign \$685  = \$682  | \$684 ;
-  assign \$686  = mask & \$685 ;
-  assign \$687  = sat + \$686 ;
-  assign \$688  = left - 1'h1;
-  assign \$689  = last ? 14'h0000 : \$688 ;
-  assign \$690  = mask ? i__payload[31:16] : 16'h0000;
-  assign \$691  = $signed(sg) + $signed(\$690 );
-  assign \$692  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
-  assign \$693  = mask ? \$692  : 32'd0;
-  assign \$694  = $signed(sgx) + $signed(\$693 );
-  assign \$695  = $signed(tq) + $signed(2'h1);
-  assign \$697  = $signed(tq) + $signed(2'h1);
-  assign \$699  = align + sh;
-  assign \$700  = \$699  == 6'h21;
-  assign \$702  = align + 1'h1;
-  assign \$703  = $signed(tq) + $signed(2'h1);
-  assign \$705  = align + sh;
-  assign \$706  = \$705  == 6'h21;
-  assign \$708  = align + 1'h1;
-  assign \$709  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$710  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$711  = \$710  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$712  = \$709  ? 115'h000000000007ff801100100000000 : \$711 ;
-  assign \$713  = align + sh;
-  assign \$714  = \$713  == 6'h21;
-  assign \$716  = align + 1'h1;
-  assign \$717  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$718  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$719  = \$718  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$720  = \$717  ? 115'h000000000007ff801100100000000 : \$719 ;
-  assign \$721  = align + sh;
-  assign \$722  = \$721  == 6'h21;
-  assign \$724  = align + 1'h1;
-  assign \$725  = $signed(scratch) > $signed(72'h7ff801100100000000);
-  assign \$726  = $signed(scratch) < $signed(72'h8007feefff00000000);
-  assign \$727  = \$726  ? 115'h7ffffffffff8007feefff00000000 : scratch;
-  assign \$728  = \$725  ? 115'h000000000007ff801100100000000 : \$727 ;
-  assign \$729  = | left;
-  assign \$730  = ~ \$729 ;
-  assign \$731  = ~ o__valid;
-  assign \$732  = \$731  | o__ready;
-  assign \$733  = \$730  & \$732 ;
+  assign \$610  = $signed(tq) < $signed(1'h0);
+  assign \$611  = - $signed(tq);
+  assign \$612  = \$610  ? \$611  : { tq[158], tq };
+  assign \$613  = $signed(tq) < $signed(1'h0);
+  assign \$614  = $signed({ 1'h0, chan[12:0] }) - $signed(\$764 );
+  assign \$615  = $signed({ 1'h0, chan[12:0] }) + $signed(\$764 );
+  assign \$616  = $signed(\$764 ) < $signed(1'h0);
+  assign \$617  = - $signed(\$764 );
+  assign \$618  = \$616  ? \$617  : { \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764  };
+  assign \$619  = $signed(\$764 ) < $signed(1'h0);
+  assign \$620  = | left;
+  assign \$621  = \$620  & adv;
+  assign \$622  = i__valid & i__ready;
+  assign \$623  = ! fsm_state;
+  assign \$624  = fsm_state == 1'h1;
+  assign \$625  = fsm_state == 2'h2;
+  assign \$626  = fsm_state == 2'h3;
+  assign \$627  = fsm_state == 3'h4;
+  assign \$628  = fsm_state == 3'h5;
+  assign \$629  = fsm_state == 3'h6;
+  assign \$630  = fsm_state == 3'h7;
+  assign \$631  = fsm_state == 4'h8;
+  assign \$632  = fsm_state == 4'h9;
+  assign \$633  = fsm_state == 4'ha;
+  assign \$634  = fsm_state == 4'hb;
+  assign \$635  = fsm_state == 4'hc;
+  assign \$636  = fsm_state == 4'hd;
+  assign \$637  = fsm_state == 4'he;
+  assign \$638  = fsm_state == 4'hf;
+  assign \$639  = fsm_state == 5'h10;
+  assign \$640  = fsm_state == 5'h11;
+  assign \$641  = fsm_state == 5'h12;
+  assign \$642  = fsm_state == 5'h13;
+  assign \$643  = fsm_state == 5'h14;
+  assign \$644  = fsm_state == 5'h15;
+  assign \$645  = fsm_state == 5'h16;
+  assign \$646  = fsm_state == 5'h17;
+  assign \$647  = fsm_state == 5'h18;
+  assign \$648  = fsm_state == 5'h19;
+  assign \$649  = fsm_state == 5'h1a;
+  assign \$650  = fsm_state == 5'h1b;
+  assign \$651  = fsm_state == 5'h1c;
+  assign \$652  = fsm_state == 5'h1d;
+  assign \$653  = fsm_state == 5'h1e;
+  assign \$654  = fsm_state == 5'h1f;
+  assign \$655  = fsm_state == 6'h20;
+  assign \$656  = fsm_state == 6'h21;
+  assign \$657  = fsm_state == 6'h22;
+  assign \$658  = fsm_state == 6'h23;
+  assign \$659  = fsm_state == 6'h24;
+  assign \$660  = fsm_state == 6'h25;
+  assign \$661  = fsm_state == 6'h26;
+  assign \$662  = fsm_state == 6'h27;
+  assign \$663  = fsm_state == 6'h28;
+  assign \$664  = $signed(s0_g) * $signed(lane_a);
+  assign \$665  = \$signal  == 2'h2;
+  assign \$666  = ! \$signal ;
+  assign \$667  = \$666  ? const0 : const1;
+  assign \$668  = \$665  ? const2 : \$667 ;
+  assign \$669  = $signed(\$664 ) + $signed(\$668 );
+  assign \$670  = $signed(\$669 ) + $signed(34'h100000000);
+  assign \$671  = ~ s1_mask;
+  assign \$673  = $signed(\$672 ) > $signed(16'h7fff);
+  assign \$675  = $signed(\$674 ) < $signed(16'h8000);
+  assign \$677  = \$675  ? 17'h18000 : { 1'h0, \$676 [15:0] };
+  assign \$678  = \$673  ? 17'h07fff : \$677 ;
+  assign \$679  = s1_mask ? \$678  : 17'h00000;
+  assign \$681  = $signed(\$680 ) > $signed(16'h7fff);
+  assign \$683  = $signed(\$682 ) < $signed(16'h8000);
+  assign \$684  = \$681  | \$683 ;
+  assign \$685  = s1_mask & \$684 ;
+  assign \$686  = sat + \$685 ;
+  assign \$687  = left - 1'h1;
+  assign \$688  = last ? 14'h0000 : \$687 ;
+  assign \$689  = mask ? i__payload[31:16] : 16'h0000;
+  assign \$690  = $signed(sg) + $signed(\$689 );
+  assign \$691  = $signed(i__payload[31:16]) * $signed(i__payload[15:0]);
+  assign \$692  = mask ? \$691  : 32'd0;
+  assign \$693  = $signed(sgx) + $signed(\$692 );
+  assign \$694  = $signed(tq) + $signed(2'h1);
+  assign \$696  = $signed(tq) + $signed(2'h1);
+  assign \$698  = align + sh;
+  assign \$699  = \$698  == 6'h21;
+  assign \$701  = align + 1'h1;
+  assign \$702  = $signed(tq) + $signed(2'h1);
+  assign \$704  = align + sh;
+  assign \$705  = \$704  == 6'h21;
+  assign \$707  = align + 1'h1;
+  assign \$708  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$709  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$710  = \$709  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$711  = \$708  ? 115'h000000000007ff801100100000000 : \$710 ;
+  assign \$712  = align + sh;
+  assign \$713  = \$712  == 6'h21;
+  assign \$715  = align + 1'h1;
+  assign \$716  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$717  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$718  = \$717  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$719  = \$716  ? 115'h000000000007ff801100100000000 : \$718 ;
+  assign \$720  = align + sh;
+  assign \$721  = \$720  == 6'h21;
+  assign \$723  = align + 1'h1;
+  assign \$724  = $signed(scratch) > $signed(72'h7ff801100100000000);
+  assign \$725  = $signed(scratch) < $signed(72'h8007feefff00000000);
+  assign \$726  = \$725  ? 115'h7ffffffffff8007feefff00000000 : scratch;
+  assign \$727  = \$724  ? 115'h000000000007ff801100100000000 : \$726 ;
+  assign \$728  = | left;
+  assign \$729  = ~ \$728 ;
+  assign \$730  = ~ \$signal$68 ;
+  assign \$731  = \$729  & \$730 ;
+  assign \$732  = ~ s1_valid;
+  assign \$733  = \$731  & \$732 ;
+  assign \$734  = \$733  & adv;
   always @(posedge clk)
-    o__valid <= \$734 ;
+    s0_x <= \$735 ;
   always @(posedge clk)
-    o__payload <= \$735 ;
+    s0_g <= \$736 ;
   always @(posedge clk)
-    sat <= \$736 ;
+    s0_mask <= \$737 ;
   always @(posedge clk)
-    left <= \$737 ;
+    \$signal  <= \$738 ;
   always @(posedge clk)
-    chan <= \$738 ;
+    o__valid <= \$739 ;
   always @(posedge clk)
-    sg <= \$739 ;
+    s1_valid <= \$740 ;
   always @(posedge clk)
-    sgx <= \$740 ;
+    \$signal$68  <= \$741 ;
   always @(posedge clk)
-    dgamma <= \$741 ;
+    s1_mask <= \$742 ;
   always @(posedge clk)
-    align <= \$742 ;
+    acc0 <= \$743 ;
   always @(posedge clk)
-    fsm_state <= \$743 ;
+    o__payload <= \$744 ;
   always @(posedge clk)
-    sh <= \$744 ;
+    sat <= \$745 ;
   always @(posedge clk)
-    scratch <= \$745 ;
+    left <= \$746 ;
   always @(posedge clk)
-    qg <= \$746 ;
+    chan <= \$747 ;
   always @(posedge clk)
-    tq <= \$747 ;
+    sg <= \$748 ;
   always @(posedge clk)
-    m1 <= \$748 ;
+    sgx <= \$749 ;
   always @(posedge clk)
-    lane_a <= \$749 ;
+    dgamma <= \$750 ;
   always @(posedge clk)
-    c0w <= \$750 ;
+    align <= \$751 ;
   always @(posedge clk)
-    m2 <= \$751 ;
+    fsm_state <= \$752 ;
   always @(posedge clk)
-    const1 <= \$752 ;
+    sh <= \$753 ;
   always @(posedge clk)
-    const2 <= \$753 ;
+    scratch <= \$754 ;
   always @(posedge clk)
-    const0 <= \$754 ;
+    qg <= \$755 ;
+  always @(posedge clk)
+    tq <= \$756 ;
+  always @(posedge clk)
+    m1 <= \$757 ;
+  always @(posedge clk)
+    lane_a <= \$758 ;
+  always @(posedge clk)
+    c0w <= \$759 ;
+  always @(posedge clk)
+    m2 <= \$760 ;
+  always @(posedge clk)
+    const1 <= \$761 ;
+  always @(posedge clk)
+    const2 <= \$762 ;
+  always @(posedge clk)
+    const0 <= \$763 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 4'ha;
@@ -1374,14 +1412,14 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   \hwnorm_bwd_topk_s16.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$70 ),
+    .done(\done$78 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$57 ),
+    .\neg$15 (\neg$52 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$55 ),
-    .steps(\steps$53 )
+    .start(\start$50 ),
+    .steps(\steps$48 )
   );
   \hwnorm_bwd_topk_s16.mul  mul (
     .a(a),
@@ -1395,16 +1433,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_topk_s16.sel$72  \sel$72  (
+  \hwnorm_bwd_topk_s16.sel$80  \sel$80  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [3:0]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1268$0 (\$755 ),
-    .\port$1281$0 (\$756 ),
-    .\port$1363$0 (chan[41:0]),
+    .\port$1272$0 (\$764 ),
+    .\port$1285$0 (\$765 ),
+    .\port$1383$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -1603,7 +1641,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          i__ready = \$629 ;
+          i__ready = \$621 ;
     endcase
   end
   always @* begin
@@ -1865,7 +1903,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h04:
           /* empty */;
       6'h05:
-          b = \$585 ;
+          b = \$579 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1887,11 +1925,11 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$602 ;
+          b = \$596 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$607 [16], \$607 [16], \$607 [16], \$607 [16], \$607 [16], \$607 [16], \$607 [16], \$607 [16], \$607 [16], \$607 [16], \$607 [16], \$607 [16], \$607 [16], \$607  };
+          b = { \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601 [16], \$601  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1909,7 +1947,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1a:
           /* empty */;
       6'h1b:
-          b = { \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620 [14], \$620  };
+          b = { \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614 [14], \$614  };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1917,7 +1955,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621 [14], \$621  };
+          b = { \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615 [14], \$615  };
       6'h20:
           /* empty */;
       6'h21:
@@ -1925,7 +1963,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624 [14], \$624  };
+          b = { \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618 [14], \$618  };
     endcase
   end
   always @* begin
@@ -2017,7 +2055,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$587 ;
+          neg = \$581 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -2039,11 +2077,11 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$604 ;
+          neg = \$598 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$608 ;
+          neg = \$602 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -2077,7 +2115,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h22:
           /* empty */;
       6'h23:
-          neg = \$625 ;
+          neg = \$619 ;
     endcase
   end
   always @* begin
@@ -2173,13 +2211,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$591 [156:0];
+          lo_init = \$585 [156:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$598 [156:0];
+          lo_init = \$592 [156:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2203,16 +2241,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
+          lo_init = \$606 [156:0];
+      6'h17:
+          /* empty */;
+      6'h18:
           lo_init = \$612 [156:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$618 [156:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$53  = 8'h00;
+    \steps$48  = 8'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2227,13 +2265,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \steps$53  = \$593 ;
+          \steps$48  = \$587 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$53  = 8'h54;
+          \steps$48  = 8'h54;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2257,16 +2295,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \steps$53  = \$614 ;
+          \steps$48  = \$608 ;
       6'h17:
           /* empty */;
       6'h18:
-          \steps$53  = 8'h9d;
+          \steps$48  = 8'h9d;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$55  = 1'h0;
+    \start$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2281,13 +2319,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2311,11 +2349,11 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
     endcase
   end
   always @* begin
@@ -2374,7 +2412,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$57  = 1'h0;
+    \neg$52  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2389,13 +2427,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h06:
           /* empty */;
       6'h07:
-          \neg$57  = \$594 ;
+          \neg$52  = \$588 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$57  = \$599 ;
+          \neg$52  = \$593 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2419,11 +2457,11 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h15:
           /* empty */;
       6'h16:
-          \neg$57  = \$615 ;
+          \neg$52  = \$609 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$57  = \$619 ;
+          \neg$52  = \$613 ;
     endcase
   end
   always @* begin
@@ -2561,7 +2599,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h26:
           /* empty */;
       6'h27:
-          take = \$630 ;
+          take = \$622 ;
     endcase
   end
   always @* begin
@@ -2738,22 +2776,9 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = o__valid;
-    if (o__ready) begin
-      \$734  = 1'h0;
-    end
+    \$735  = s0_x;
     if (take) begin
-      \$734  = 1'h1;
-    end
-    if (rst) begin
-      \$734  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = o__payload;
-    if (take) begin
-      \$735  = \$680 [15:0];
+      \$735  = i__payload[15:0];
     end
     if (rst) begin
       \$735  = 16'h0000;
@@ -2761,99 +2786,191 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = sat;
+    \$736  = s0_g;
     if (take) begin
-      \$736  = \$687 [12:0];
+      \$736  = i__payload[31:16];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$736  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$736  = 13'h0000;
+      \$736  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = left;
-    if (beat) begin
-      \$737  = \$689 [12:0];
+    \$737  = s0_mask;
+    if (take) begin
+      \$737  = mask;
+    end
+    if (rst) begin
+      \$737  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$738  = \$signal ;
+    if (take) begin
+      \$738  = { 1'h0, \$765  };
+    end
+    if (rst) begin
+      \$738  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$739  = o__valid;
+    if (adv) begin
+      \$739  = s1_valid;
+    end
+    if (rst) begin
+      \$739  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$740  = s1_valid;
+    if (adv) begin
+      \$740  = \$signal$68 ;
+    end
+    if (rst) begin
+      \$740  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$741  = \$signal$68 ;
+    if (adv) begin
+      \$741  = take;
+    end
+    if (rst) begin
+      \$741  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$742  = s1_mask;
+    if (adv) begin
+      \$742  = s0_mask;
+    end
+    if (rst) begin
+      \$742  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$743  = acc0;
+    if (adv) begin
+      \$743  = \$670 [73:0];
+    end
+    if (rst) begin
+      \$743  = 74'h0000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$744  = o__payload;
+    if (adv) begin
+      \$744  = \$679 [15:0];
+    end
+    if (rst) begin
+      \$744  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$745  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$745  = \$686 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$737  = chan__payload[12:0];
+            \$745  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$745  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$746  = left;
+    if (beat) begin
+      \$746  = \$688 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$746  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$737  = chan[12:0];
+              \$746  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$737  = 13'h0000;
+      \$746  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = chan;
+    \$747  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$738  = chan__payload;
+            \$747  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$738  = 142'h000000000000000000000000000000000000;
+      \$747  = 142'h000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = sg;
+    \$748  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$739  = 29'h00000000;
+            \$748  = 29'h00000000;
             if (refused) begin
-              \$739  = 29'h00000000;
+              \$748  = 29'h00000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$739  = \$691 [28:0];
+            \$748  = \$690 [28:0];
           end
     endcase
     if (rst) begin
-      \$739  = 29'h00000000;
+      \$748  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = sgx;
+    \$749  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$740  = 44'h00000000000;
+            \$749  = 44'h00000000000;
           end
       6'h02:
           if (i__valid) begin
-            \$740  = \$694 [43:0];
+            \$749  = \$693 [43:0];
           end
     endcase
     if (rst) begin
-      \$740  = 44'h00000000000;
+      \$749  = 44'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = dgamma;
+    \$750  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$741  = 55'h00000000000000;
+            \$750  = 55'h00000000000000;
           end
       6'h02:
           /* empty */;
@@ -2876,19 +2993,19 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h0b:
           /* empty */;
       6'h0c:
-          \$741  = \$698 [54:0];
+          \$750  = \$697 [54:0];
     endcase
     if (rst) begin
-      \$741  = 55'h00000000000000;
+      \$750  = 55'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = align;
+    \$751  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$742  = 6'h00;
+            \$751  = 6'h00;
           end
       6'h02:
           /* empty */;
@@ -2918,10 +3035,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$700 ) begin
-            \$742  = 6'h00;
+          if (\$699 ) begin
+            \$751  = 6'h00;
           end else begin
-            \$742  = \$702 [5:0];
+            \$751  = \$701 [5:0];
           end
       6'h10:
           /* empty */;
@@ -2951,10 +3068,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$706 ) begin
-            \$742  = 6'h00;
+          if (\$705 ) begin
+            \$751  = 6'h00;
           end else begin
-            \$742  = \$708 [5:0];
+            \$751  = \$707 [5:0];
           end
       6'h1e:
           /* empty */;
@@ -2964,10 +3081,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$714 ) begin
-            \$742  = 6'h00;
+          if (\$713 ) begin
+            \$751  = 6'h00;
           end else begin
-            \$742  = \$716 [5:0];
+            \$751  = \$715 [5:0];
           end
       6'h22:
           /* empty */;
@@ -2977,174 +3094,174 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$722 ) begin
-            \$742  = 6'h00;
+          if (\$721 ) begin
+            \$751  = 6'h00;
           end else begin
-            \$742  = \$724 [5:0];
+            \$751  = \$723 [5:0];
           end
     endcase
     if (rst) begin
-      \$742  = 6'h00;
+      \$751  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = fsm_state;
+    \$752  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$743  = 6'h01;
+              \$752  = 6'h01;
             end else begin
-              \$743  = 6'h02;
+              \$752  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$743  = 6'h03;
+              \$752  = 6'h03;
             end
           end
       6'h03:
-          \$743  = 6'h04;
+          \$752  = 6'h04;
       6'h04:
           if (done) begin
-            \$743  = 6'h05;
+            \$752  = 6'h05;
           end
       6'h05:
-          \$743  = 6'h06;
+          \$752  = 6'h06;
       6'h06:
           if (done) begin
-            \$743  = 6'h07;
+            \$752  = 6'h07;
           end
       6'h07:
-          \$743  = 6'h08;
+          \$752  = 6'h08;
       6'h08:
-          if (\done$70 ) begin
-            \$743  = 6'h09;
+          if (\done$78 ) begin
+            \$752  = 6'h09;
           end
       6'h09:
-          \$743  = 6'h0a;
+          \$752  = 6'h0a;
       6'h0a:
-          \$743  = 6'h0b;
+          \$752  = 6'h0b;
       6'h0b:
-          if (\done$70 ) begin
-            \$743  = 6'h0c;
+          if (\done$78 ) begin
+            \$752  = 6'h0c;
           end
       6'h0c:
-          \$743  = 6'h0d;
+          \$752  = 6'h0d;
       6'h0d:
-          \$743  = 6'h0e;
+          \$752  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$743  = 6'h0f;
+            \$752  = 6'h0f;
           end
       6'h0f:
-          if (\$700 ) begin
-            \$743  = 6'h10;
+          if (\$699 ) begin
+            \$752  = 6'h10;
           end
       6'h10:
-          \$743  = 6'h11;
+          \$752  = 6'h11;
       6'h11:
           if (done) begin
-            \$743  = 6'h12;
+            \$752  = 6'h12;
           end
       6'h12:
-          \$743  = 6'h13;
+          \$752  = 6'h13;
       6'h13:
           if (done) begin
-            \$743  = 6'h14;
+            \$752  = 6'h14;
           end
       6'h14:
-          \$743  = 6'h15;
+          \$752  = 6'h15;
       6'h15:
           if (done) begin
-            \$743  = 6'h16;
+            \$752  = 6'h16;
           end
       6'h16:
-          \$743  = 6'h17;
+          \$752  = 6'h17;
       6'h17:
-          if (\done$70 ) begin
-            \$743  = 6'h18;
+          if (\done$78 ) begin
+            \$752  = 6'h18;
           end
       6'h18:
-          \$743  = 6'h19;
+          \$752  = 6'h19;
       6'h19:
-          if (\done$70 ) begin
-            \$743  = 6'h1a;
+          if (\done$78 ) begin
+            \$752  = 6'h1a;
           end
       6'h1a:
-          \$743  = 6'h1b;
+          \$752  = 6'h1b;
       6'h1b:
-          \$743  = 6'h1c;
+          \$752  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$743  = 6'h1d;
+            \$752  = 6'h1d;
           end
       6'h1d:
-          if (\$706 ) begin
-            \$743  = 6'h1e;
+          if (\$705 ) begin
+            \$752  = 6'h1e;
           end
       6'h1e:
-          \$743  = 6'h1f;
+          \$752  = 6'h1f;
       6'h1f:
-          \$743  = 6'h20;
+          \$752  = 6'h20;
       6'h20:
           if (done) begin
-            \$743  = 6'h21;
+            \$752  = 6'h21;
           end
       6'h21:
-          if (\$714 ) begin
-            \$743  = 6'h22;
+          if (\$713 ) begin
+            \$752  = 6'h22;
           end
       6'h22:
-          \$743  = 6'h23;
+          \$752  = 6'h23;
       6'h23:
-          \$743  = 6'h24;
+          \$752  = 6'h24;
       6'h24:
           if (done) begin
-            \$743  = 6'h25;
+            \$752  = 6'h25;
           end
       6'h25:
-          if (\$722 ) begin
-            \$743  = 6'h26;
+          if (\$721 ) begin
+            \$752  = 6'h26;
           end
       6'h26:
-          \$743  = 6'h27;
+          \$752  = 6'h27;
       6'h27:
-          if (\$733 ) begin
-            \$743  = 6'h28;
+          if (\$734 ) begin
+            \$752  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$743  = 6'h00;
+            \$752  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$743  = 6'h00;
+            \$752  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$743  = 6'h00;
+      \$752  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = sh;
+    \$753  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$744  = \$389 [5:0];
+          \$753  = \$389 [5:0];
     endcase
     if (rst) begin
-      \$744  = 6'h00;
+      \$753  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = scratch;
+    \$754  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3154,7 +3271,7 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h04:
           if (done) begin
-            \$745  = p;
+            \$754  = p;
           end
       6'h05:
           /* empty */;
@@ -3186,13 +3303,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h13:
           if (done) begin
-            \$745  = p;
+            \$754  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$745  = p;
+            \$754  = p;
           end
       6'h16:
           /* empty */;
@@ -3208,13 +3325,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h1c:
           if (done) begin
-            \$745  = p;
+            \$754  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$706 ) begin
+          if (\$705 ) begin
           end else begin
-            \$745  = \$707 [114:0];
+            \$754  = \$706 [114:0];
           end
       6'h1e:
           /* empty */;
@@ -3222,13 +3339,13 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h20:
           if (done) begin
-            \$745  = p;
+            \$754  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$714 ) begin
+          if (\$713 ) begin
           end else begin
-            \$745  = \$715 [114:0];
+            \$754  = \$714 [114:0];
           end
       6'h22:
           /* empty */;
@@ -3236,22 +3353,22 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h24:
           if (done) begin
-            \$745  = p;
+            \$754  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$722 ) begin
+          if (\$721 ) begin
           end else begin
-            \$745  = \$723 [114:0];
+            \$754  = \$722 [114:0];
           end
     endcase
     if (rst) begin
-      \$745  = 115'h00000000000000000000000000000;
+      \$754  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = qg;
+    \$755  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3265,16 +3382,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h06:
           if (done) begin
-            \$746  = p[55:0];
+            \$755  = p[55:0];
           end
     endcase
     if (rst) begin
-      \$746  = 56'h00000000000000;
+      \$755  = 56'h00000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = tq;
+    \$756  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3291,16 +3408,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$70 ) begin
-            \$747  = q;
+          if (\done$78 ) begin
+            \$756  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$70 ) begin
-            \$747  = q;
+          if (\done$78 ) begin
+            \$756  = q;
           end
       6'h0c:
           /* empty */;
@@ -3325,23 +3442,23 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$70 ) begin
-            \$747  = q;
+          if (\done$78 ) begin
+            \$756  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$70 ) begin
-            \$747  = q;
+          if (\done$78 ) begin
+            \$756  = q;
           end
     endcase
     if (rst) begin
-      \$747  = 159'h0000000000000000000000000000000000000000;
+      \$756  = 159'h0000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = m1;
+    \$757  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3360,15 +3477,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h08:
           /* empty */;
       6'h09:
-          \$748  = \$696 [56:0];
+          \$757  = \$695 [56:0];
     endcase
     if (rst) begin
-      \$748  = 57'h000000000000000;
+      \$757  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = lane_a;
+    \$758  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3398,22 +3515,22 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h0e:
           if (done) begin
-            \$749  = p[56:0];
+            \$758  = p[56:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$700 ) begin
+          if (\$699 ) begin
           end else begin
-            \$749  = \$701 [56:0];
+            \$758  = \$700 [56:0];
           end
     endcase
     if (rst) begin
-      \$749  = 57'h000000000000000;
+      \$758  = 57'h000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = c0w;
+    \$759  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3449,16 +3566,16 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
           /* empty */;
       6'h11:
           if (done) begin
-            \$750  = p;
+            \$759  = p;
           end
     endcase
     if (rst) begin
-      \$750  = 115'h00000000000000000000000000000;
+      \$759  = 115'h00000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = m2;
+    \$760  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3511,15 +3628,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h19:
           /* empty */;
       6'h1a:
-          \$751  = \$704 [99:0];
+          \$760  = \$703 [99:0];
     endcase
     if (rst) begin
-      \$751  = 100'h0000000000000000000000000;
+      \$760  = 100'h0000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = const1;
+    \$761  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3580,15 +3697,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h1d:
           /* empty */;
       6'h1e:
-          \$752  = \$712 [71:0];
+          \$761  = \$711 [71:0];
     endcase
     if (rst) begin
-      \$752  = 72'h000000000000000000;
+      \$761  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = const2;
+    \$762  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3657,15 +3774,15 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h21:
           /* empty */;
       6'h22:
-          \$753  = \$720 [71:0];
+          \$762  = \$719 [71:0];
     endcase
     if (rst) begin
-      \$753  = 72'h000000000000000000;
+      \$762  = 72'h000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = const0;
+    \$763  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3742,10 +3859,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
       6'h25:
           /* empty */;
       6'h26:
-          \$754  = \$728 [71:0];
+          \$763  = \$727 [71:0];
     endcase
     if (rst) begin
-      \$754  = 72'h000000000000000000;
+      \$763  = 72'h000000000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3757,9 +3874,8 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign sh_new = \$389 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$396 [73:0];
-  assign sel = { 1'h0, \$756  };
-  assign tsum = { \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755 [5], \$755  };
+  assign tsum = { \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764 [5], \$764  };
+  assign sel = { 1'h0, \$765  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[41:13];
   assign \chan__payload.den  = chan__payload[97:42];
@@ -3781,7 +3897,10 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \chan.gamma  = chan[141:126];
   assign \x[0]  = i__payload[15:0];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$756  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal[0]  = \$signal ;
+  assign \sel[0]  = { 1'h0, \$765  };
   assign \$3  = { 15'h0000, chan[12:0], 16'h0000 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -4048,21 +4167,21 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
   assign \$283  = 7'h2c;
   assign \$302  = \$301 ;
   assign sh_lead = \$383 ;
-  assign \$591  = { \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 , 141'h000000000000000000000000000000000000 };
-  assign \$598  = { \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 [56], \$597 , 101'h00000000000000000000000000 };
-  assign \$612  = { \$611 [115], \$611 [115], \$611 [115], \$611 [115], \$611 [115], \$611 , 58'h000000000000000 };
-  assign \$673  = { \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73:33] };
-  assign \$675  = { \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73:33] };
-  assign \$677  = { \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73:33] };
-  assign \$681  = { \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73:33] };
-  assign \$683  = { \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73], \$396 [73:33] };
-  assign \$696  = { \$695 [159], \$695 [159:1] };
-  assign \$698  = { \$697 [159], \$697 [159:1] };
-  assign \$701  = { lane_a, 1'h0 };
-  assign \$704  = { \$703 [159], \$703 [159:1] };
-  assign \$707  = { scratch, 1'h0 };
-  assign \$715  = { scratch, 1'h0 };
-  assign \$723  = { scratch, 1'h0 };
+  assign \$585  = { \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 [16], \$584 , 141'h000000000000000000000000000000000000 };
+  assign \$592  = { \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 [56], \$591 , 101'h00000000000000000000000000 };
+  assign \$606  = { \$605 [115], \$605 [115], \$605 [115], \$605 [115], \$605 [115], \$605 , 58'h000000000000000 };
+  assign \$672  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$674  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$676  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$680  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$682  = { acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73], acc0[73:33] };
+  assign \$695  = { \$694 [159], \$694 [159:1] };
+  assign \$697  = { \$696 [159], \$696 [159:1] };
+  assign \$700  = { lane_a, 1'h0 };
+  assign \$703  = { \$702 [159], \$702 [159:1] };
+  assign \$706  = { scratch, 1'h0 };
+  assign \$714  = { scratch, 1'h0 };
+  assign \$722  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_topk_s16.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -4413,7 +4532,7 @@ module \hwnorm_bwd_topk_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s16.sel$72 (clk, rst, mask, m, \port$1268$0 , \port$1281$0 , clear, p1, p2, \port$1363$0 , x);
+module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285$0 , clear, p1, p2, \port$1383$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
@@ -4898,12 +5017,12 @@ module \hwnorm_bwd_topk_s16.sel$72 (clk, rst, mask, m, \port$1268$0 , \port$1281
   wire p1;
   input p2;
   wire p2;
-  output [5:0] \port$1268$0 ;
-  wire [5:0] \port$1268$0 ;
-  output [1:0] \port$1281$0 ;
-  wire [1:0] \port$1281$0 ;
-  input [41:0] \port$1363$0 ;
-  wire [41:0] \port$1363$0 ;
+  output [5:0] \port$1272$0 ;
+  wire [5:0] \port$1272$0 ;
+  output [1:0] \port$1285$0 ;
+  wire [1:0] \port$1285$0 ;
+  input [41:0] \port$1383$0 ;
+  wire [41:0] \port$1383$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -4956,8 +5075,8 @@ module \hwnorm_bwd_topk_s16.sel$72 (clk, rst, mask, m, \port$1268$0 , \port$1281
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = $signed({ 1'h0, \port$1363$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1363$0 [41:13]);
+  assign \$1  = $signed({ 1'h0, \port$1383$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1383$0 [41:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[29], d0 };
@@ -5841,14 +5960,14 @@ module \hwnorm_bwd_topk_s16.sel$72 (clk, rst, mask, m, \port$1268$0 , \port$1281
       \$447  = 13'h0000;
     end
   end
-  assign n = \port$1363$0 [12:0];
-  assign s = \port$1363$0 [41:13];
+  assign n = \port$1383$0 [12:0];
+  assign s = \port$1383$0 [41:13];
   assign key0 = \$4 [29:0];
   assign budget = \$371 [3:0];
   assign tsum = { \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400  };
   assign sel = { 1'h0, \$413  };
-  assign \port$1268$0  = \$400 ;
-  assign \port$1281$0  = \$413 ;
+  assign \port$1272$0  = \$400 ;
+  assign \port$1285$0  = \$413 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$413  };
   assign \$15  = \$14 ;

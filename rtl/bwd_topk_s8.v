@@ -217,13 +217,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [8:0] \$288 ;
   wire [8:0] \$289 ;
   wire \$29 ;
-  wire [52:0] \$290 ;
+  wire \$290 ;
   wire \$291 ;
   wire \$292 ;
-  wire [51:0] \$293 ;
-  wire [51:0] \$294 ;
-  wire [53:0] \$295 ;
-  wire [54:0] \$296 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
   wire \$297 ;
   wire \$298 ;
   wire \$299 ;
@@ -231,21 +231,21 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$30 ;
   wire \$300 ;
   wire \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire \$304 ;
+  wire [5:0] \$302 ;
+  wire [5:0] \$303 ;
+  wire [5:0] \$304 ;
   wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
+  wire [5:0] \$306 ;
+  wire [5:0] \$307 ;
   wire [5:0] \$308 ;
   wire [5:0] \$309 ;
   wire \$31 ;
-  wire [5:0] \$310 ;
+  wire \$310 ;
   wire \$311 ;
-  wire [5:0] \$312 ;
-  wire [5:0] \$313 ;
-  wire [5:0] \$314 ;
-  wire [5:0] \$315 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
   wire \$316 ;
   wire \$317 ;
   wire \$318 ;
@@ -268,153 +268,153 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$333 ;
   wire \$334 ;
   wire \$335 ;
-  wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
+  wire [5:0] \$336 ;
+  wire [5:0] \$337 ;
+  wire [5:0] \$338 ;
   wire \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
+  wire [5:0] \$340 ;
+  wire [5:0] \$341 ;
   wire [5:0] \$342 ;
   wire [5:0] \$343 ;
-  wire [5:0] \$344 ;
+  wire \$344 ;
   wire \$345 ;
-  wire [5:0] \$346 ;
-  wire [5:0] \$347 ;
+  wire \$346 ;
+  wire \$347 ;
   wire [5:0] \$348 ;
   wire [5:0] \$349 ;
   wire \$35 ;
-  wire \$350 ;
+  wire [5:0] \$350 ;
   wire \$351 ;
-  wire \$352 ;
-  wire \$353 ;
+  wire [5:0] \$352 ;
+  wire [5:0] \$353 ;
   wire [5:0] \$354 ;
   wire [5:0] \$355 ;
   wire [5:0] \$356 ;
   wire \$357 ;
-  wire [5:0] \$358 ;
-  wire [5:0] \$359 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
-  wire [5:0] \$360 ;
-  wire [5:0] \$361 ;
-  wire [5:0] \$362 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
   wire \$363 ;
   wire \$364 ;
   wire \$365 ;
   wire \$366 ;
   wire \$367 ;
-  wire \$368 ;
-  wire \$369 ;
+  wire [5:0] \$368 ;
+  wire [5:0] \$369 ;
   wire \$37 ;
-  wire \$370 ;
+  wire [5:0] \$370 ;
   wire \$371 ;
-  wire \$372 ;
-  wire \$373 ;
+  wire [5:0] \$372 ;
+  wire [5:0] \$373 ;
   wire [5:0] \$374 ;
   wire [5:0] \$375 ;
-  wire [5:0] \$376 ;
+  wire \$376 ;
   wire \$377 ;
-  wire [5:0] \$378 ;
-  wire [5:0] \$379 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
   wire [5:0] \$380 ;
   wire [5:0] \$381 ;
-  wire \$382 ;
+  wire [5:0] \$382 ;
   wire \$383 ;
-  wire \$384 ;
-  wire \$385 ;
+  wire [5:0] \$384 ;
+  wire [5:0] \$385 ;
   wire [5:0] \$386 ;
   wire [5:0] \$387 ;
   wire [5:0] \$388 ;
-  wire \$389 ;
+  wire [5:0] \$389 ;
   wire \$39 ;
-  wire [5:0] \$390 ;
-  wire [5:0] \$391 ;
-  wire [5:0] \$392 ;
-  wire [5:0] \$393 ;
-  wire [5:0] \$394 ;
-  wire [5:0] \$395 ;
-  wire \$396 ;
-  wire \$397 ;
-  wire \$398 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire [3:0] \$395 ;
+  wire [3:0] \$396 ;
+  wire [3:0] \$397 ;
+  wire [3:0] \$398 ;
   wire \$399 ;
   wire [13:0] \$4 ;
   wire \$40 ;
   wire \$400 ;
-  wire [3:0] \$401 ;
-  wire [3:0] \$402 ;
+  wire \$401 ;
+  wire \$402 ;
   wire [3:0] \$403 ;
   wire [3:0] \$404 ;
-  wire \$405 ;
+  wire [3:0] \$405 ;
   wire \$406 ;
-  wire \$407 ;
-  wire \$408 ;
+  wire [3:0] \$407 ;
+  wire [3:0] \$408 ;
   wire [3:0] \$409 ;
   wire \$41 ;
   wire [3:0] \$410 ;
-  wire [3:0] \$411 ;
+  wire \$411 ;
   wire \$412 ;
-  wire [3:0] \$413 ;
-  wire [3:0] \$414 ;
-  wire [3:0] \$415 ;
-  wire [3:0] \$416 ;
-  wire \$417 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire [4:0] \$415 ;
+  wire \$416 ;
+  wire [4:0] \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
   wire \$420 ;
-  wire [4:0] \$421 ;
-  wire \$422 ;
-  wire [4:0] \$423 ;
+  wire \$421 ;
+  wire [21:0] \$422 ;
+  wire [21:0] \$423 ;
   wire \$424 ;
   wire \$425 ;
   wire \$426 ;
-  wire \$427 ;
-  wire [21:0] \$428 ;
-  wire [21:0] \$429 ;
+  wire [8:0] \$427 ;
+  wire [8:0] \$428 ;
+  wire [135:0] \$429 ;
   wire \$43 ;
-  wire \$430 ;
-  wire \$431 ;
+  wire [5:0] \$430 ;
+  wire [6:0] \$431 ;
   wire \$432 ;
-  wire [8:0] \$433 ;
-  wire [8:0] \$434 ;
-  wire [135:0] \$435 ;
-  wire [5:0] \$436 ;
-  wire [6:0] \$437 ;
+  wire \$433 ;
+  wire [40:0] \$434 ;
+  wire [40:0] \$435 ;
+  wire [167:0] \$436 ;
+  wire \$437 ;
   wire \$438 ;
-  wire \$439 ;
+  wire [21:0] \$439 ;
   wire [6:0] \$44 ;
-  wire [40:0] \$440 ;
-  wire [40:0] \$441 ;
-  wire [167:0] \$442 ;
+  wire [21:0] \$440 ;
+  wire \$441 ;
+  wire \$442 ;
   wire \$443 ;
-  wire \$444 ;
-  wire [21:0] \$445 ;
-  wire [21:0] \$446 ;
+  wire [8:0] \$444 ;
+  wire [8:0] \$445 ;
+  wire \$446 ;
   wire \$447 ;
-  wire \$448 ;
-  wire \$449 ;
+  wire [91:0] \$448 ;
+  wire [91:0] \$449 ;
   wire [6:0] \$45 ;
-  wire [8:0] \$450 ;
-  wire [8:0] \$451 ;
-  wire \$452 ;
+  wire [154:0] \$450 ;
+  wire [5:0] \$451 ;
+  wire [7:0] \$452 ;
   wire \$453 ;
-  wire [91:0] \$454 ;
-  wire [91:0] \$455 ;
-  wire [154:0] \$456 ;
-  wire [5:0] \$457 ;
-  wire [7:0] \$458 ;
-  wire \$459 ;
+  wire \$454 ;
+  wire [111:0] \$455 ;
+  wire [111:0] \$456 ;
+  wire \$457 ;
+  wire [14:0] \$458 ;
+  wire [14:0] \$459 ;
   wire \$46 ;
   wire \$460 ;
-  wire [111:0] \$461 ;
-  wire [111:0] \$462 ;
+  wire [14:0] \$461 ;
+  wire [14:0] \$462 ;
   wire \$463 ;
-  wire [14:0] \$464 ;
-  wire [14:0] \$465 ;
+  wire \$464 ;
+  wire \$465 ;
   wire \$466 ;
-  wire [14:0] \$467 ;
-  wire [14:0] \$468 ;
+  wire \$467 ;
+  wire \$468 ;
   wire \$469 ;
   wire \$47 ;
   wire \$470 ;
@@ -459,110 +459,119 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$505 ;
   wire \$506 ;
   wire \$507 ;
-  wire \$508 ;
+  wire [52:0] \$508 ;
   wire \$509 ;
   wire [6:0] \$51 ;
   wire \$510 ;
-  wire \$511 ;
-  wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
+  wire [51:0] \$511 ;
+  wire [51:0] \$512 ;
+  wire [53:0] \$513 ;
+  wire [54:0] \$514 ;
   wire \$515 ;
-  wire \$516 ;
-  wire [53:0] \$517 ;
-  wire \$518 ;
-  wire [53:0] \$519 ;
+  wire [53:0] \$516 ;
+  wire \$517 ;
+  wire [53:0] \$518 ;
+  wire \$519 ;
   wire [6:0] \$52 ;
-  wire \$520 ;
-  wire [53:0] \$521 ;
+  wire [53:0] \$520 ;
+  wire [8:0] \$521 ;
   wire [8:0] \$522 ;
   wire [8:0] \$523 ;
-  wire [8:0] \$524 ;
-  wire [53:0] \$525 ;
-  wire \$526 ;
-  wire [53:0] \$527 ;
+  wire [53:0] \$524 ;
+  wire \$525 ;
+  wire [53:0] \$526 ;
+  wire \$527 ;
   wire \$528 ;
   wire \$529 ;
   wire \$53 ;
-  wire \$530 ;
+  wire [13:0] \$530 ;
   wire [13:0] \$531 ;
   wire [13:0] \$532 ;
-  wire [13:0] \$533 ;
-  wire [7:0] \$534 ;
-  wire [21:0] \$535 ;
+  wire [7:0] \$533 ;
+  wire [21:0] \$534 ;
+  wire [15:0] \$535 ;
   wire [15:0] \$536 ;
-  wire [15:0] \$537 ;
-  wire [28:0] \$538 ;
+  wire [28:0] \$537 ;
+  wire [111:0] \$538 ;
   wire [111:0] \$539 ;
   wire [6:0] \$54 ;
   wire [111:0] \$540 ;
   wire [111:0] \$541 ;
-  wire [111:0] \$542 ;
-  wire [5:0] \$543 ;
-  wire \$544 ;
-  wire [45:0] \$545 ;
-  wire [5:0] \$546 ;
+  wire [5:0] \$542 ;
+  wire \$543 ;
+  wire [45:0] \$544 ;
+  wire [5:0] \$545 ;
+  wire [111:0] \$546 ;
   wire [111:0] \$547 ;
-  wire [111:0] \$548 ;
-  wire [5:0] \$549 ;
+  wire [5:0] \$548 ;
+  wire \$549 ;
   wire [6:0] \$55 ;
-  wire \$550 ;
-  wire [91:0] \$551 ;
-  wire [5:0] \$552 ;
+  wire [91:0] \$550 ;
+  wire [5:0] \$551 ;
+  wire \$552 ;
   wire \$553 ;
-  wire \$554 ;
+  wire [90:0] \$554 ;
   wire [90:0] \$555 ;
-  wire [90:0] \$556 ;
-  wire [5:0] \$557 ;
-  wire \$558 ;
-  wire [91:0] \$559 ;
+  wire [5:0] \$556 ;
+  wire \$557 ;
+  wire [91:0] \$558 ;
+  wire [5:0] \$559 ;
   wire [6:0] \$56 ;
-  wire [5:0] \$560 ;
+  wire \$560 ;
   wire \$561 ;
-  wire \$562 ;
+  wire [90:0] \$562 ;
   wire [90:0] \$563 ;
-  wire [90:0] \$564 ;
-  wire [5:0] \$565 ;
-  wire \$566 ;
-  wire [91:0] \$567 ;
-  wire [5:0] \$568 ;
+  wire [5:0] \$564 ;
+  wire \$565 ;
+  wire [91:0] \$566 ;
+  wire [5:0] \$567 ;
+  wire \$568 ;
   wire \$569 ;
   wire [6:0] \$57 ;
-  wire \$570 ;
+  wire [90:0] \$570 ;
   wire [90:0] \$571 ;
-  wire [90:0] \$572 ;
+  wire \$572 ;
   wire \$573 ;
   wire \$574 ;
   wire \$575 ;
   wire \$576 ;
   wire \$577 ;
-  reg \$578 ;
+  wire \$578 ;
   reg [7:0] \$579 ;
   wire [6:0] \$58 ;
-  reg [12:0] \$580 ;
-  reg [12:0] \$581 ;
-  reg [101:0] \$582 ;
-  reg [20:0] \$583 ;
-  reg [27:0] \$584 ;
-  reg [42:0] \$585 ;
-  reg [4:0] \$586 ;
-  reg [5:0] \$587 ;
-  reg [4:0] \$588 ;
-  reg [90:0] \$589 ;
+  reg [7:0] \$580 ;
+  reg \$581 ;
+  reg [2:0] \$582 ;
+  reg \$583 ;
+  reg \$584 ;
+  reg \$585 ;
+  reg \$586 ;
+  reg [53:0] \$587 ;
+  reg [7:0] \$588 ;
+  reg [12:0] \$589 ;
   wire \$59 ;
-  reg [39:0] \$590 ;
-  reg [110:0] \$591 ;
-  reg [44:0] \$592 ;
-  reg [44:0] \$593 ;
-  reg [90:0] \$594 ;
-  reg [75:0] \$595 ;
-  reg [51:0] \$596 ;
-  reg [51:0] \$597 ;
-  reg [51:0] \$598 ;
-  wire [5:0] \$599 ;
+  reg [12:0] \$590 ;
+  reg [101:0] \$591 ;
+  reg [20:0] \$592 ;
+  reg [27:0] \$593 ;
+  reg [42:0] \$594 ;
+  reg [4:0] \$595 ;
+  reg [5:0] \$596 ;
+  reg [4:0] \$597 ;
+  reg [90:0] \$598 ;
+  reg [39:0] \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire [1:0] \$600 ;
+  reg [110:0] \$600 ;
+  reg [44:0] \$601 ;
+  reg [44:0] \$602 ;
+  reg [90:0] \$603 ;
+  reg [75:0] \$604 ;
+  reg [51:0] \$605 ;
+  reg [51:0] \$606 ;
+  reg [51:0] \$607 ;
+  wire [5:0] \$608 ;
+  wire [1:0] \$609 ;
   wire \$61 ;
   wire \$62 ;
   wire \$63 ;
@@ -605,8 +614,12 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  reg [2:0] \$signal  = 3'h0;
+  reg \$signal$68  = 1'h0;
+  wire [2:0] \$signal[0] ;
   reg [90:0] a;
-  wire [53:0] acc0;
+  reg [53:0] acc0 = 54'h00000000000000;
+  wire adv;
   reg [4:0] align = 5'h00;
   reg [21:0] b;
   reg beat;
@@ -640,7 +653,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] den_lead;
   reg [42:0] dgamma = 43'h00000000000;
   wire done;
-  wire \done$70 ;
+  wire \done$78 ;
   reg [5:0] fsm_state = 6'h00;
   input [15:0] i__payload;
   wire [15:0] i__payload;
@@ -663,7 +676,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire \mask$22 ;
   wire [12:0] n;
   reg neg;
-  reg \neg$57 ;
+  reg \neg$52 ;
   output [7:0] o__payload;
   reg [7:0] o__payload = 8'h00;
   wire [7:0] \o__payload[0] ;
@@ -686,6 +699,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   input rst;
   wire rst;
   wire [20:0] s;
+  reg [7:0] s0_g = 8'h00;
+  wire [7:0] \s0_g[0] ;
+  reg s0_mask = 1'h0;
+  reg [7:0] s0_x = 8'h00;
+  wire [7:0] \s0_x[0] ;
+  reg s1_mask = 1'h0;
+  reg s1_valid = 1'h0;
   reg [12:0] sat = 13'h0000;
   reg [90:0] scratch = 91'h00000000000000000000000;
   wire [2:0] sel;
@@ -697,7 +717,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   wire [5:0] sh_new;
   wire [90:0] shv;
   reg start;
-  reg \start$55 ;
+  reg \start$50 ;
   output [77:0] stats__payload;
   reg [77:0] stats__payload;
   wire [20:0] \stats__payload.dbeta ;
@@ -709,223 +729,250 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   output stats__valid;
   reg stats__valid;
   reg [4:0] steps;
-  reg [6:0] \steps$53 ;
+  reg [6:0] \steps$48 ;
   reg take;
   reg [110:0] tq = 111'h0000000000000000000000000000;
   wire [13:0] tsum;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$396  = chan__payload[8] | chan__payload[9];
-  assign \$397  = chan__payload[10] | chan__payload[11];
-  assign \$398  = \$396  | \$397 ;
-  assign \$399  = \$398  | chan__payload[12];
-  assign \$400  = chan__payload[10] | chan__payload[11];
-  assign \$401  = chan__payload[11] ? 4'hb : 4'ha;
-  assign \$402  = chan__payload[9] ? 4'h9 : 4'h8;
-  assign \$403  = \$400  ? \$401  : \$402 ;
-  assign \$404  = chan__payload[12] ? 4'hc : \$403 ;
-  assign \$405  = chan__payload[4] | chan__payload[5];
-  assign \$406  = chan__payload[6] | chan__payload[7];
-  assign \$407  = \$405  | \$406 ;
-  assign \$408  = chan__payload[6] | chan__payload[7];
-  assign \$409  = chan__payload[7] ? 4'h7 : 4'h6;
-  assign \$410  = chan__payload[5] ? 4'h5 : 4'h4;
-  assign \$411  = \$408  ? \$409  : \$410 ;
-  assign \$412  = chan__payload[2] | chan__payload[3];
-  assign \$413  = chan__payload[3] ? 4'h3 : 4'h2;
-  assign \$414  = chan__payload[1] ? 4'h1 : 4'h0;
-  assign \$415  = \$412  ? \$413  : \$414 ;
-  assign \$416  = \$407  ? \$411  : \$415 ;
-  assign count_lead = \$399  ? \$404  : \$416 ;
-  assign \$417  = ! chan__payload[12:0];
-  assign \$418  = chan__payload[12:0] > 13'h1000;
-  assign \$419  = \$417  | \$418 ;
-  assign \$420  = ! chan__payload[73:34];
-  assign \$421  = count_lead + 3'h5;
-  assign \$422  = \$421  > 1'h0;
-  assign \$423  = count_lead + 3'h5;
-  assign \$424  = den_lead < \$423 ;
-  assign \$425  = \$422  & \$424 ;
-  assign \$426  = \$420  | \$425 ;
-  assign refused = | { \$426 , \$419  };
-  assign \$427  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$428  = - $signed(chan[33:13]);
-  assign \$429  = \$427  ? \$428  : { chan[33], chan[33:13] };
-  assign \$430  = $signed(chan[33:13]) < $signed(1'h0);
-  assign \$431  = ~ \$430 ;
+  assign \$387  = \$378  ? \$382  : \$386 ;
+  assign \$388  = \$363  ? \$375  : \$387 ;
+  assign \$389  = \$324  ? \$356  : \$388 ;
+  assign den_lead = \$297  ? \$309  : \$389 ;
+  assign \$390  = chan__payload[8] | chan__payload[9];
+  assign \$391  = chan__payload[10] | chan__payload[11];
+  assign \$392  = \$390  | \$391 ;
+  assign \$393  = \$392  | chan__payload[12];
+  assign \$394  = chan__payload[10] | chan__payload[11];
+  assign \$395  = chan__payload[11] ? 4'hb : 4'ha;
+  assign \$396  = chan__payload[9] ? 4'h9 : 4'h8;
+  assign \$397  = \$394  ? \$395  : \$396 ;
+  assign \$398  = chan__payload[12] ? 4'hc : \$397 ;
+  assign \$399  = chan__payload[4] | chan__payload[5];
+  assign \$400  = chan__payload[6] | chan__payload[7];
+  assign \$401  = \$399  | \$400 ;
+  assign \$402  = chan__payload[6] | chan__payload[7];
+  assign \$403  = chan__payload[7] ? 4'h7 : 4'h6;
+  assign \$404  = chan__payload[5] ? 4'h5 : 4'h4;
+  assign \$405  = \$402  ? \$403  : \$404 ;
+  assign \$406  = chan__payload[2] | chan__payload[3];
+  assign \$407  = chan__payload[3] ? 4'h3 : 4'h2;
+  assign \$408  = chan__payload[1] ? 4'h1 : 4'h0;
+  assign \$409  = \$406  ? \$407  : \$408 ;
+  assign \$410  = \$401  ? \$405  : \$409 ;
+  assign count_lead = \$393  ? \$398  : \$410 ;
+  assign \$411  = ! chan__payload[12:0];
+  assign \$412  = chan__payload[12:0] > 13'h1000;
+  assign \$413  = \$411  | \$412 ;
+  assign \$414  = ! chan__payload[73:34];
+  assign \$415  = count_lead + 3'h5;
+  assign \$416  = \$415  > 1'h0;
+  assign \$417  = count_lead + 3'h5;
+  assign \$418  = den_lead < \$417 ;
+  assign \$419  = \$416  & \$418 ;
+  assign \$420  = \$414  | \$419 ;
+  assign refused = | { \$420 , \$413  };
+  assign \$421  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$422  = - $signed(chan[33:13]);
+  assign \$423  = \$421  ? \$422  : { chan[33], chan[33:13] };
+  assign \$424  = $signed(chan[33:13]) < $signed(1'h0);
+  assign \$425  = ~ \$424 ;
+  assign \$426  = $signed(chan[101:94]) < $signed(1'h0);
+  assign \$427  = - $signed(chan[101:94]);
+  assign \$428  = \$426  ? \$427  : { chan[101], chan[101:94] };
+  assign \$430  = 5'h11 + sh;
+  assign \$431  = 4'h8 + \$430 ;
   assign \$432  = $signed(chan[101:94]) < $signed(1'h0);
-  assign \$433  = - $signed(chan[101:94]);
-  assign \$434  = \$432  ? \$433  : { chan[101], chan[101:94] };
-  assign \$436  = 5'h11 + sh;
-  assign \$437  = 4'h8 + \$436 ;
-  assign \$438  = $signed(chan[101:94]) < $signed(1'h0);
-  assign \$439  = $signed(qg) < $signed(1'h0);
-  assign \$440  = - $signed(qg);
-  assign \$441  = \$439  ? \$440  : { qg[39], qg };
-  assign \$443  = $signed(qg) < $signed(1'h0);
-  assign \$444  = $signed(sg) < $signed(1'h0);
-  assign \$445  = - $signed(sg);
-  assign \$446  = \$444  ? \$445  : { sg[20], sg };
-  assign \$447  = $signed(sg) < $signed(1'h0);
-  assign \$448  = ~ \$447 ;
-  assign \$449  = $signed(chan[101:94]) < $signed(1'h0);
-  assign \$450  = - $signed(chan[101:94]);
-  assign \$451  = \$449  ? \$450  : { chan[101], chan[101:94] };
-  assign \$452  = $signed(chan[101:94]) < $signed(1'h0);
+  assign \$433  = $signed(qg) < $signed(1'h0);
+  assign \$434  = - $signed(qg);
+  assign \$435  = \$433  ? \$434  : { qg[39], qg };
+  assign \$437  = $signed(qg) < $signed(1'h0);
+  assign \$438  = $signed(sg) < $signed(1'h0);
+  assign \$439  = - $signed(sg);
+  assign \$440  = \$438  ? \$439  : { sg[20], sg };
+  assign \$441  = $signed(sg) < $signed(1'h0);
+  assign \$442  = ~ \$441 ;
+  assign \$443  = $signed(chan[101:94]) < $signed(1'h0);
+  assign \$444  = - $signed(chan[101:94]);
+  assign \$445  = \$443  ? \$444  : { chan[101], chan[101:94] };
+  assign \$446  = $signed(chan[101:94]) < $signed(1'h0);
+  assign \$447  = $signed(scratch) < $signed(1'h0);
+  assign \$448  = - $signed(scratch);
+  assign \$449  = \$447  ? \$448  : { scratch[90], scratch };
+  assign \$451  = 5'h11 + sh;
+  assign \$452  = 7'h43 + \$451 ;
   assign \$453  = $signed(scratch) < $signed(1'h0);
-  assign \$454  = - $signed(scratch);
-  assign \$455  = \$453  ? \$454  : { scratch[90], scratch };
-  assign \$457  = 5'h11 + sh;
-  assign \$458  = 7'h43 + \$457 ;
-  assign \$459  = $signed(scratch) < $signed(1'h0);
-  assign \$460  = $signed(tq) < $signed(1'h0);
-  assign \$461  = - $signed(tq);
-  assign \$462  = \$460  ? \$461  : { tq[110], tq };
-  assign \$463  = $signed(tq) < $signed(1'h0);
-  assign \$464  = $signed({ 1'h0, chan[12:0] }) - $signed(\$599 );
-  assign \$465  = $signed({ 1'h0, chan[12:0] }) + $signed(\$599 );
-  assign \$466  = $signed(\$599 ) < $signed(1'h0);
-  assign \$467  = - $signed(\$599 );
-  assign \$468  = \$466  ? \$467  : { \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599  };
-  assign \$469  = $signed(\$599 ) < $signed(1'h0);
-  assign \$470  = | left;
-  assign \$471  = ~ o__valid;
-  assign \$472  = \$471  | o__ready;
-  assign \$473  = \$470  & \$472 ;
-  assign \$474  = i__valid & i__ready;
-  assign \$475  = ! fsm_state;
-  assign \$476  = fsm_state == 1'h1;
-  assign \$477  = fsm_state == 2'h2;
-  assign \$478  = fsm_state == 2'h3;
-  assign \$479  = fsm_state == 3'h4;
-  assign \$480  = fsm_state == 3'h5;
-  assign \$481  = fsm_state == 3'h6;
-  assign \$482  = fsm_state == 3'h7;
-  assign \$483  = fsm_state == 4'h8;
-  assign \$484  = fsm_state == 4'h9;
-  assign \$485  = fsm_state == 4'ha;
-  assign \$486  = fsm_state == 4'hb;
-  assign \$487  = fsm_state == 4'hc;
-  assign \$488  = fsm_state == 4'hd;
-  assign \$489  = fsm_state == 4'he;
-  assign \$490  = fsm_state == 4'hf;
-  assign \$491  = fsm_state == 5'h10;
-  assign \$492  = fsm_state == 5'h11;
-  assign \$493  = fsm_state == 5'h12;
-  assign \$494  = fsm_state == 5'h13;
-  assign \$495  = fsm_state == 5'h14;
-  assign \$496  = fsm_state == 5'h15;
-  assign \$497  = fsm_state == 5'h16;
-  assign \$498  = fsm_state == 5'h17;
-  assign \$499  = fsm_state == 5'h18;
-  assign \$500  = fsm_state == 5'h19;
-  assign \$501  = fsm_state == 5'h1a;
-  assign \$502  = fsm_state == 5'h1b;
-  assign \$503  = fsm_state == 5'h1c;
-  assign \$504  = fsm_state == 5'h1d;
-  assign \$505  = fsm_state == 5'h1e;
-  assign \$506  = fsm_state == 5'h1f;
-  assign \$507  = fsm_state == 6'h20;
-  assign \$508  = fsm_state == 6'h21;
-  assign \$509  = fsm_state == 6'h22;
-  assign \$510  = fsm_state == 6'h23;
-  assign \$511  = fsm_state == 6'h24;
-  assign \$512  = fsm_state == 6'h25;
-  assign \$513  = fsm_state == 6'h26;
-  assign \$514  = fsm_state == 6'h27;
-  assign \$515  = fsm_state == 6'h28;
-  assign \$516  = ~ mask;
-  assign \$518  = $signed(\$517 ) > $signed(8'h7f);
-  assign \$520  = $signed(\$519 ) < $signed(8'h80);
-  assign \$522  = \$520  ? 9'h180 : { 1'h0, \$521 [7:0] };
-  assign \$523  = \$518  ? 9'h07f : \$522 ;
-  assign \$524  = mask ? \$523  : 9'h000;
-  assign \$526  = $signed(\$525 ) > $signed(8'h7f);
-  assign \$528  = $signed(\$527 ) < $signed(8'h80);
-  assign \$529  = \$526  | \$528 ;
-  assign \$530  = mask & \$529 ;
-  assign \$531  = sat + \$530 ;
-  assign \$532  = left - 1'h1;
-  assign \$533  = last ? 14'h0000 : \$532 ;
-  assign \$534  = mask ? i__payload[15:8] : 8'h00;
-  assign \$535  = $signed(sg) + $signed(\$534 );
-  assign \$536  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
-  assign \$537  = mask ? \$536  : 16'h0000;
-  assign \$538  = $signed(sgx) + $signed(\$537 );
-  assign \$539  = $signed(tq) + $signed(2'h1);
-  assign \$541  = $signed(tq) + $signed(2'h1);
-  assign \$543  = align + sh;
-  assign \$544  = \$543  == 5'h19;
-  assign \$546  = align + 1'h1;
-  assign \$547  = $signed(tq) + $signed(2'h1);
-  assign \$549  = align + sh;
-  assign \$550  = \$549  == 5'h19;
-  assign \$552  = align + 1'h1;
-  assign \$553  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$554  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$555  = \$554  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$556  = \$553  ? 91'h00000000007ff8111ff0000 : \$555 ;
-  assign \$557  = align + sh;
-  assign \$558  = \$557  == 5'h19;
-  assign \$560  = align + 1'h1;
-  assign \$561  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$562  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$563  = \$562  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$564  = \$561  ? 91'h00000000007ff8111ff0000 : \$563 ;
-  assign \$565  = align + sh;
-  assign \$566  = \$565  == 5'h19;
-  assign \$568  = align + 1'h1;
-  assign \$569  = $signed(scratch) > $signed(52'h7ff8111ff0000);
-  assign \$570  = $signed(scratch) < $signed(52'h8007eee010000);
-  assign \$571  = \$570  ? 91'h7fffffffff8007eee010000 : scratch;
-  assign \$572  = \$569  ? 91'h00000000007ff8111ff0000 : \$571 ;
-  assign \$573  = | left;
-  assign \$574  = ~ \$573 ;
-  assign \$575  = ~ o__valid;
-  assign \$576  = \$575  | o__ready;
-  assign \$577  = \$574  & \$576 ;
+  assign \$454  = $signed(tq) < $signed(1'h0);
+  assign \$455  = - $signed(tq);
+  assign \$456  = \$454  ? \$455  : { tq[110], tq };
+  assign \$457  = $signed(tq) < $signed(1'h0);
+  assign \$458  = $signed({ 1'h0, chan[12:0] }) - $signed(\$608 );
+  assign \$459  = $signed({ 1'h0, chan[12:0] }) + $signed(\$608 );
+  assign \$460  = $signed(\$608 ) < $signed(1'h0);
+  assign \$461  = - $signed(\$608 );
+  assign \$462  = \$460  ? \$461  : { \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608  };
+  assign \$463  = $signed(\$608 ) < $signed(1'h0);
+  assign \$464  = | left;
+  assign \$465  = \$464  & adv;
+  assign \$466  = i__valid & i__ready;
+  assign \$467  = ! fsm_state;
+  assign \$468  = fsm_state == 1'h1;
+  assign \$469  = fsm_state == 2'h2;
+  assign \$470  = fsm_state == 2'h3;
+  assign \$471  = fsm_state == 3'h4;
+  assign \$472  = fsm_state == 3'h5;
+  assign \$473  = fsm_state == 3'h6;
+  assign \$474  = fsm_state == 3'h7;
+  assign \$475  = fsm_state == 4'h8;
+  assign \$476  = fsm_state == 4'h9;
+  assign \$477  = fsm_state == 4'ha;
+  assign \$478  = fsm_state == 4'hb;
+  assign \$479  = fsm_state == 4'hc;
+  assign \$480  = fsm_state == 4'hd;
+  assign \$481  = fsm_state == 4'he;
+  assign \$482  = fsm_state == 4'hf;
+  assign \$483  = fsm_state == 5'h10;
+  assign \$484  = fsm_state == 5'h11;
+  assign \$485  = fsm_state == 5'h12;
+  assign \$486  = fsm_state == 5'h13;
+  assign \$487  = fsm_state == 5'h14;
+  assign \$488  = fsm_state == 5'h15;
+  assign \$489  = fsm_state == 5'h16;
+  assign \$490  = fsm_state == 5'h17;
+  assign \$491  = fsm_state == 5'h18;
+  assign \$492  = fsm_state == 5'h19;
+  assign \$493  = fsm_state == 5'h1a;
+  assign \$494  = fsm_state == 5'h1b;
+  assign \$495  = fsm_state == 5'h1c;
+  assign \$496  = fsm_state == 5'h1d;
+  assign \$497  = fsm_state == 5'h1e;
+  assign \$498  = fsm_state == 5'h1f;
+  assign \$499  = fsm_state == 6'h20;
+  assign \$500  = fsm_state == 6'h21;
+  assign \$501  = fsm_state == 6'h22;
+  assign \$502  = fsm_state == 6'h23;
+  assign \$503  = fsm_state == 6'h24;
+  assign \$504  = fsm_state == 6'h25;
+  assign \$505  = fsm_state == 6'h26;
+  assign \$506  = fsm_state == 6'h27;
+  assign \$507  = fsm_state == 6'h28;
+  assign \$508  = $signed(s0_g) * $signed(lane_a);
+  assign \$509  = \$signal  == 2'h2;
+  assign \$510  = ! \$signal ;
+  assign \$511  = \$510  ? const0 : const1;
+  assign \$512  = \$509  ? const2 : \$511 ;
+  assign \$513  = $signed(\$508 ) + $signed(\$512 );
+  assign \$514  = $signed(\$513 ) + $signed(26'h1000000);
+  assign \$515  = ~ s1_mask;
+  assign \$517  = $signed(\$516 ) > $signed(8'h7f);
+  assign \$519  = $signed(\$518 ) < $signed(8'h80);
+  assign \$521  = \$519  ? 9'h180 : { 1'h0, \$520 [7:0] };
+  assign \$522  = \$517  ? 9'h07f : \$521 ;
+  assign \$523  = s1_mask ? \$522  : 9'h000;
+  assign \$525  = $signed(\$524 ) > $signed(8'h7f);
+  assign \$527  = $signed(\$526 ) < $signed(8'h80);
+  assign \$528  = \$525  | \$527 ;
+  assign \$529  = s1_mask & \$528 ;
+  assign \$530  = sat + \$529 ;
+  assign \$531  = left - 1'h1;
+  assign \$532  = last ? 14'h0000 : \$531 ;
+  assign \$533  = mask ? i__payload[15:8] : 8'h00;
+  assign \$534  = $signed(sg) + $signed(\$533 );
+  assign \$535  = $signed(i__payload[15:8]) * $signed(i__payload[7:0]);
+  assign \$536  = mask ? \$535  : 16'h0000;
+  assign \$537  = $signed(sgx) + $signed(\$536 );
+  assign \$538  = $signed(tq) + $signed(2'h1);
+  assign \$540  = $signed(tq) + $signed(2'h1);
+  assign \$542  = align + sh;
+  assign \$543  = \$542  == 5'h19;
+  assign \$545  = align + 1'h1;
+  assign \$546  = $signed(tq) + $signed(2'h1);
+  assign \$548  = align + sh;
+  assign \$549  = \$548  == 5'h19;
+  assign \$551  = align + 1'h1;
+  assign \$552  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$553  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$554  = \$553  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$555  = \$552  ? 91'h00000000007ff8111ff0000 : \$554 ;
+  assign \$556  = align + sh;
+  assign \$557  = \$556  == 5'h19;
+  assign \$559  = align + 1'h1;
+  assign \$560  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$561  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$562  = \$561  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$563  = \$560  ? 91'h00000000007ff8111ff0000 : \$562 ;
+  assign \$564  = align + sh;
+  assign \$565  = \$564  == 5'h19;
+  assign \$567  = align + 1'h1;
+  assign \$568  = $signed(scratch) > $signed(52'h7ff8111ff0000);
+  assign \$569  = $signed(scratch) < $signed(52'h8007eee010000);
+  assign \$570  = \$569  ? 91'h7fffffffff8007eee010000 : scratch;
+  assign \$571  = \$568  ? 91'h00000000007ff8111ff0000 : \$570 ;
+  assign \$572  = | left;
+  assign \$573  = ~ \$572 ;
+  assign \$574  = ~ \$signal$68 ;
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = ~ s1_valid;
+  assign \$577  = \$575  & \$576 ;
+  assign \$578  = \$577  & adv;
   always @(posedge clk)
-    o__valid <= \$578 ;
+    s0_x <= \$579 ;
   always @(posedge clk)
-    o__payload <= \$579 ;
+    s0_g <= \$580 ;
   always @(posedge clk)
-    sat <= \$580 ;
+    s0_mask <= \$581 ;
   always @(posedge clk)
-    left <= \$581 ;
+    \$signal  <= \$582 ;
   always @(posedge clk)
-    chan <= \$582 ;
+    o__valid <= \$583 ;
   always @(posedge clk)
-    sg <= \$583 ;
+    s1_valid <= \$584 ;
   always @(posedge clk)
-    sgx <= \$584 ;
+    \$signal$68  <= \$585 ;
   always @(posedge clk)
-    dgamma <= \$585 ;
+    s1_mask <= \$586 ;
   always @(posedge clk)
-    align <= \$586 ;
+    acc0 <= \$587 ;
   always @(posedge clk)
-    fsm_state <= \$587 ;
+    o__payload <= \$588 ;
   always @(posedge clk)
-    sh <= \$588 ;
+    sat <= \$589 ;
   always @(posedge clk)
-    scratch <= \$589 ;
+    left <= \$590 ;
   always @(posedge clk)
-    qg <= \$590 ;
+    chan <= \$591 ;
   always @(posedge clk)
-    tq <= \$591 ;
+    sg <= \$592 ;
   always @(posedge clk)
-    m1 <= \$592 ;
+    sgx <= \$593 ;
   always @(posedge clk)
-    lane_a <= \$593 ;
+    dgamma <= \$594 ;
   always @(posedge clk)
-    c0w <= \$594 ;
+    align <= \$595 ;
   always @(posedge clk)
-    m2 <= \$595 ;
+    fsm_state <= \$596 ;
   always @(posedge clk)
-    const1 <= \$596 ;
+    sh <= \$597 ;
   always @(posedge clk)
-    const2 <= \$597 ;
+    scratch <= \$598 ;
   always @(posedge clk)
-    const0 <= \$598 ;
+    qg <= \$599 ;
+  always @(posedge clk)
+    tq <= \$600 ;
+  always @(posedge clk)
+    m1 <= \$601 ;
+  always @(posedge clk)
+    lane_a <= \$602 ;
+  always @(posedge clk)
+    c0w <= \$603 ;
+  always @(posedge clk)
+    m2 <= \$604 ;
+  always @(posedge clk)
+    const1 <= \$605 ;
+  always @(posedge clk)
+    const2 <= \$606 ;
+  always @(posedge clk)
+    const0 <= \$607 ;
   assign mask = left > 1'h0;
   assign last = left <= 1'h1;
   assign \$1  = chan[12:0] < 4'ha;
@@ -1004,124 +1051,115 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$287  = sh_lead + 1'h1;
   assign \$288  = \$287  + 3'h4;
   assign \$289  = \$286  ? \$288  : 9'h010;
-  assign \$290  = $signed(i__payload[15:8]) * $signed(lane_a);
-  assign \$291  = \$600  == 2'h2;
-  assign \$292  = ! \$600 ;
-  assign \$293  = \$292  ? const0 : const1;
-  assign \$294  = \$291  ? const2 : \$293 ;
-  assign \$295  = $signed(\$290 ) + $signed(\$294 );
-  assign \$296  = $signed(\$295 ) + $signed(26'h1000000);
-  assign \$297  = chan__payload[66] | chan__payload[67];
-  assign \$298  = chan__payload[68] | chan__payload[69];
-  assign \$299  = \$297  | \$298 ;
-  assign \$300  = chan__payload[70] | chan__payload[71];
+  assign \$290  = ~ o__valid;
+  assign adv = \$290  | o__ready;
+  assign \$291  = chan__payload[66] | chan__payload[67];
+  assign \$292  = chan__payload[68] | chan__payload[69];
+  assign \$293  = \$291  | \$292 ;
+  assign \$294  = chan__payload[70] | chan__payload[71];
+  assign \$295  = chan__payload[72] | chan__payload[73];
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = \$293  | \$296 ;
+  assign \$298  = chan__payload[70] | chan__payload[71];
+  assign \$299  = chan__payload[72] | chan__payload[73];
+  assign \$300  = \$298  | \$299 ;
   assign \$301  = chan__payload[72] | chan__payload[73];
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = \$299  | \$302 ;
-  assign \$304  = chan__payload[70] | chan__payload[71];
-  assign \$305  = chan__payload[72] | chan__payload[73];
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = chan__payload[72] | chan__payload[73];
-  assign \$308  = chan__payload[73] ? 6'h27 : 6'h26;
-  assign \$309  = chan__payload[71] ? 6'h25 : 6'h24;
-  assign \$310  = \$307  ? \$308  : \$309 ;
-  assign \$311  = chan__payload[68] | chan__payload[69];
-  assign \$312  = chan__payload[69] ? 6'h23 : 6'h22;
-  assign \$313  = chan__payload[67] ? 6'h21 : 6'h20;
-  assign \$314  = \$311  ? \$312  : \$313 ;
-  assign \$315  = \$306  ? \$310  : \$314 ;
-  assign \$316  = chan__payload[50] | chan__payload[51];
-  assign \$317  = chan__payload[52] | chan__payload[53];
-  assign \$318  = \$316  | \$317 ;
-  assign \$319  = chan__payload[54] | chan__payload[55];
-  assign \$320  = chan__payload[56] | chan__payload[57];
-  assign \$321  = \$319  | \$320 ;
-  assign \$322  = \$318  | \$321 ;
-  assign \$323  = chan__payload[58] | chan__payload[59];
-  assign \$324  = chan__payload[60] | chan__payload[61];
-  assign \$325  = \$323  | \$324 ;
-  assign \$326  = chan__payload[62] | chan__payload[63];
-  assign \$327  = chan__payload[64] | chan__payload[65];
-  assign \$328  = \$326  | \$327 ;
-  assign \$329  = \$325  | \$328 ;
-  assign \$330  = \$322  | \$329 ;
-  assign \$331  = chan__payload[58] | chan__payload[59];
-  assign \$332  = chan__payload[60] | chan__payload[61];
-  assign \$333  = \$331  | \$332 ;
-  assign \$334  = chan__payload[62] | chan__payload[63];
+  assign \$302  = chan__payload[73] ? 6'h27 : 6'h26;
+  assign \$303  = chan__payload[71] ? 6'h25 : 6'h24;
+  assign \$304  = \$301  ? \$302  : \$303 ;
+  assign \$305  = chan__payload[68] | chan__payload[69];
+  assign \$306  = chan__payload[69] ? 6'h23 : 6'h22;
+  assign \$307  = chan__payload[67] ? 6'h21 : 6'h20;
+  assign \$308  = \$305  ? \$306  : \$307 ;
+  assign \$309  = \$300  ? \$304  : \$308 ;
+  assign \$310  = chan__payload[50] | chan__payload[51];
+  assign \$311  = chan__payload[52] | chan__payload[53];
+  assign \$312  = \$310  | \$311 ;
+  assign \$313  = chan__payload[54] | chan__payload[55];
+  assign \$314  = chan__payload[56] | chan__payload[57];
+  assign \$315  = \$313  | \$314 ;
+  assign \$316  = \$312  | \$315 ;
+  assign \$317  = chan__payload[58] | chan__payload[59];
+  assign \$318  = chan__payload[60] | chan__payload[61];
+  assign \$319  = \$317  | \$318 ;
+  assign \$320  = chan__payload[62] | chan__payload[63];
+  assign \$321  = chan__payload[64] | chan__payload[65];
+  assign \$322  = \$320  | \$321 ;
+  assign \$323  = \$319  | \$322 ;
+  assign \$324  = \$316  | \$323 ;
+  assign \$325  = chan__payload[58] | chan__payload[59];
+  assign \$326  = chan__payload[60] | chan__payload[61];
+  assign \$327  = \$325  | \$326 ;
+  assign \$328  = chan__payload[62] | chan__payload[63];
+  assign \$329  = chan__payload[64] | chan__payload[65];
+  assign \$330  = \$328  | \$329 ;
+  assign \$331  = \$327  | \$330 ;
+  assign \$332  = chan__payload[62] | chan__payload[63];
+  assign \$333  = chan__payload[64] | chan__payload[65];
+  assign \$334  = \$332  | \$333 ;
   assign \$335  = chan__payload[64] | chan__payload[65];
-  assign \$336  = \$334  | \$335 ;
-  assign \$337  = \$333  | \$336 ;
-  assign \$338  = chan__payload[62] | chan__payload[63];
-  assign \$339  = chan__payload[64] | chan__payload[65];
-  assign \$340  = \$338  | \$339 ;
-  assign \$341  = chan__payload[64] | chan__payload[65];
-  assign \$342  = chan__payload[65] ? 6'h1f : 6'h1e;
-  assign \$343  = chan__payload[63] ? 6'h1d : 6'h1c;
-  assign \$344  = \$341  ? \$342  : \$343 ;
-  assign \$345  = chan__payload[60] | chan__payload[61];
-  assign \$346  = chan__payload[61] ? 6'h1b : 6'h1a;
-  assign \$347  = chan__payload[59] ? 6'h19 : 6'h18;
-  assign \$348  = \$345  ? \$346  : \$347 ;
-  assign \$349  = \$340  ? \$344  : \$348 ;
-  assign \$350  = chan__payload[54] | chan__payload[55];
-  assign \$351  = chan__payload[56] | chan__payload[57];
-  assign \$352  = \$350  | \$351 ;
-  assign \$353  = chan__payload[56] | chan__payload[57];
-  assign \$354  = chan__payload[57] ? 6'h17 : 6'h16;
-  assign \$355  = chan__payload[55] ? 6'h15 : 6'h14;
-  assign \$356  = \$353  ? \$354  : \$355 ;
-  assign \$357  = chan__payload[52] | chan__payload[53];
-  assign \$358  = chan__payload[53] ? 6'h13 : 6'h12;
-  assign \$359  = chan__payload[51] ? 6'h11 : 6'h10;
-  assign \$360  = \$357  ? \$358  : \$359 ;
-  assign \$361  = \$352  ? \$356  : \$360 ;
-  assign \$362  = \$337  ? \$349  : \$361 ;
-  assign \$363  = chan__payload[42] | chan__payload[43];
-  assign \$364  = chan__payload[44] | chan__payload[45];
-  assign \$365  = \$363  | \$364 ;
-  assign \$366  = chan__payload[46] | chan__payload[47];
+  assign \$336  = chan__payload[65] ? 6'h1f : 6'h1e;
+  assign \$337  = chan__payload[63] ? 6'h1d : 6'h1c;
+  assign \$338  = \$335  ? \$336  : \$337 ;
+  assign \$339  = chan__payload[60] | chan__payload[61];
+  assign \$340  = chan__payload[61] ? 6'h1b : 6'h1a;
+  assign \$341  = chan__payload[59] ? 6'h19 : 6'h18;
+  assign \$342  = \$339  ? \$340  : \$341 ;
+  assign \$343  = \$334  ? \$338  : \$342 ;
+  assign \$344  = chan__payload[54] | chan__payload[55];
+  assign \$345  = chan__payload[56] | chan__payload[57];
+  assign \$346  = \$344  | \$345 ;
+  assign \$347  = chan__payload[56] | chan__payload[57];
+  assign \$348  = chan__payload[57] ? 6'h17 : 6'h16;
+  assign \$349  = chan__payload[55] ? 6'h15 : 6'h14;
+  assign \$350  = \$347  ? \$348  : \$349 ;
+  assign \$351  = chan__payload[52] | chan__payload[53];
+  assign \$352  = chan__payload[53] ? 6'h13 : 6'h12;
+  assign \$353  = chan__payload[51] ? 6'h11 : 6'h10;
+  assign \$354  = \$351  ? \$352  : \$353 ;
+  assign \$355  = \$346  ? \$350  : \$354 ;
+  assign \$356  = \$331  ? \$343  : \$355 ;
+  assign \$357  = chan__payload[42] | chan__payload[43];
+  assign \$358  = chan__payload[44] | chan__payload[45];
+  assign \$359  = \$357  | \$358 ;
+  assign \$360  = chan__payload[46] | chan__payload[47];
+  assign \$361  = chan__payload[48] | chan__payload[49];
+  assign \$362  = \$360  | \$361 ;
+  assign \$363  = \$359  | \$362 ;
+  assign \$364  = chan__payload[46] | chan__payload[47];
+  assign \$365  = chan__payload[48] | chan__payload[49];
+  assign \$366  = \$364  | \$365 ;
   assign \$367  = chan__payload[48] | chan__payload[49];
-  assign \$368  = \$366  | \$367 ;
-  assign \$369  = \$365  | \$368 ;
-  assign \$370  = chan__payload[46] | chan__payload[47];
-  assign \$371  = chan__payload[48] | chan__payload[49];
-  assign \$372  = \$370  | \$371 ;
-  assign \$373  = chan__payload[48] | chan__payload[49];
-  assign \$374  = chan__payload[49] ? 6'h0f : 6'h0e;
-  assign \$375  = chan__payload[47] ? 6'h0d : 6'h0c;
-  assign \$376  = \$373  ? \$374  : \$375 ;
-  assign \$377  = chan__payload[44] | chan__payload[45];
-  assign \$378  = chan__payload[45] ? 6'h0b : 6'h0a;
-  assign \$379  = chan__payload[43] ? 6'h09 : 6'h08;
-  assign \$380  = \$377  ? \$378  : \$379 ;
-  assign \$381  = \$372  ? \$376  : \$380 ;
-  assign \$382  = chan__payload[38] | chan__payload[39];
-  assign \$383  = chan__payload[40] | chan__payload[41];
-  assign \$384  = \$382  | \$383 ;
-  assign \$385  = chan__payload[40] | chan__payload[41];
-  assign \$386  = chan__payload[41] ? 6'h07 : 6'h06;
-  assign \$387  = chan__payload[39] ? 6'h05 : 6'h04;
-  assign \$388  = \$385  ? \$386  : \$387 ;
-  assign \$389  = chan__payload[36] | chan__payload[37];
-  assign \$390  = chan__payload[37] ? 6'h03 : 6'h02;
-  assign \$391  = chan__payload[35] ? 6'h01 : 6'h00;
-  assign \$392  = \$389  ? \$390  : \$391 ;
-  assign \$393  = \$384  ? \$388  : \$392 ;
-  assign \$394  = \$369  ? \$381  : \$393 ;
-  assign \$395  = \$330  ? \$362  : \$394 ;
-  assign den_lead = \$303  ? \$315  : \$395 ;
+  assign \$368  = chan__payload[49] ? 6'h0f : 6'h0e;
+  assign \$369  = chan__payload[47] ? 6'h0d : 6'h0c;
+  assign \$370  = \$367  ? \$368  : \$369 ;
+  assign \$371  = chan__payload[44] | chan__payload[45];
+  assign \$372  = chan__payload[45] ? 6'h0b : 6'h0a;
+  assign \$373  = chan__payload[43] ? 6'h09 : 6'h08;
+  assign \$374  = \$371  ? \$372  : \$373 ;
+  assign \$375  = \$366  ? \$370  : \$374 ;
+  assign \$376  = chan__payload[38] | chan__payload[39];
+  assign \$377  = chan__payload[40] | chan__payload[41];
+  assign \$378  = \$376  | \$377 ;
+  assign \$379  = chan__payload[40] | chan__payload[41];
+  assign \$380  = chan__payload[41] ? 6'h07 : 6'h06;
+  assign \$381  = chan__payload[39] ? 6'h05 : 6'h04;
+  assign \$382  = \$379  ? \$380  : \$381 ;
+  assign \$383  = chan__payload[36] | chan__payload[37];
+  assign \$384  = chan__payload[37] ? 6'h03 : 6'h02;
+  assign \$385  = chan__payload[35] ? 6'h01 : 6'h00;
+  assign \$386  = \$383  ? \$384  : \$385 ;
   \hwnorm_bwd_topk_s8.div  div (
     .clk(clk),
     .\den$13 (den),
-    .done(\done$70 ),
+    .done(\done$78 ),
     .lo_init(lo_init),
-    .\neg$15 (\neg$57 ),
+    .\neg$15 (\neg$52 ),
     .q(q),
     .rem_init(rem_init),
     .rst(rst),
-    .start(\start$55 ),
-    .steps(\steps$53 )
+    .start(\start$50 ),
+    .steps(\steps$48 )
   );
   \hwnorm_bwd_topk_s8.mul  mul (
     .a(a),
@@ -1135,16 +1173,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .start(start),
     .steps(steps)
   );
-  \hwnorm_bwd_topk_s8.sel$72  \sel$72  (
+  \hwnorm_bwd_topk_s8.sel$80  \sel$80  (
     .clear(clear),
     .clk(clk),
     .m(\$2 [3:0]),
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1112$0 (\$599 ),
-    .\port$1125$0 (\$600 ),
-    .\port$1207$0 (chan[33:0]),
+    .\port$1116$0 (\$608 ),
+    .\port$1129$0 (\$609 ),
+    .\port$1227$0 (chan[33:0]),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -1343,7 +1381,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          i__ready = \$473 ;
+          i__ready = \$465 ;
     endcase
   end
   always @* begin
@@ -1605,7 +1643,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h04:
           /* empty */;
       6'h05:
-          b = \$429 ;
+          b = \$423 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1627,11 +1665,11 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          b = \$446 ;
+          b = \$440 ;
       6'h11:
           /* empty */;
       6'h12:
-          b = { \$451 [8], \$451 [8], \$451 [8], \$451 [8], \$451 [8], \$451 [8], \$451 [8], \$451 [8], \$451 [8], \$451 [8], \$451 [8], \$451 [8], \$451 [8], \$451  };
+          b = { \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445 [8], \$445  };
       6'h13:
           /* empty */;
       6'h14:
@@ -1649,7 +1687,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1a:
           /* empty */;
       6'h1b:
-          b = { \$464 [14], \$464 [14], \$464 [14], \$464 [14], \$464 [14], \$464 [14], \$464 [14], \$464  };
+          b = { \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458 [14], \$458  };
       6'h1c:
           /* empty */;
       6'h1d:
@@ -1657,7 +1695,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1e:
           /* empty */;
       6'h1f:
-          b = { \$465 [14], \$465 [14], \$465 [14], \$465 [14], \$465 [14], \$465 [14], \$465 [14], \$465  };
+          b = { \$459 [14], \$459 [14], \$459 [14], \$459 [14], \$459 [14], \$459 [14], \$459 [14], \$459  };
       6'h20:
           /* empty */;
       6'h21:
@@ -1665,7 +1703,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          b = { \$468 [14], \$468 [14], \$468 [14], \$468 [14], \$468 [14], \$468 [14], \$468 [14], \$468  };
+          b = { \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462 [14], \$462  };
     endcase
   end
   always @* begin
@@ -1757,7 +1795,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h04:
           /* empty */;
       6'h05:
-          neg = \$431 ;
+          neg = \$425 ;
       6'h06:
           /* empty */;
       6'h07:
@@ -1779,11 +1817,11 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0f:
           /* empty */;
       6'h10:
-          neg = \$448 ;
+          neg = \$442 ;
       6'h11:
           /* empty */;
       6'h12:
-          neg = \$452 ;
+          neg = \$446 ;
       6'h13:
           /* empty */;
       6'h14:
@@ -1817,7 +1855,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h22:
           /* empty */;
       6'h23:
-          neg = \$469 ;
+          neg = \$463 ;
     endcase
   end
   always @* begin
@@ -1913,13 +1951,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          lo_init = \$435 [108:0];
+          lo_init = \$429 [108:0];
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          lo_init = \$442 [108:0];
+          lo_init = \$436 [108:0];
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1943,16 +1981,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
+          lo_init = \$450 [108:0];
+      6'h17:
+          /* empty */;
+      6'h18:
           lo_init = \$456 [108:0];
-      6'h17:
-          /* empty */;
-      6'h18:
-          lo_init = \$462 [108:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \steps$53  = 7'h00;
+    \steps$48  = 7'h00;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -1967,13 +2005,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \steps$53  = \$437 ;
+          \steps$48  = \$431 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \steps$53  = 7'h3c;
+          \steps$48  = 7'h3c;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -1997,16 +2035,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \steps$53  = \$458 [6:0];
+          \steps$48  = \$452 [6:0];
       6'h17:
           /* empty */;
       6'h18:
-          \steps$53  = 7'h6d;
+          \steps$48  = 7'h6d;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \start$55  = 1'h0;
+    \start$50  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2021,13 +2059,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2051,11 +2089,11 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
       6'h17:
           /* empty */;
       6'h18:
-          \start$55  = 1'h1;
+          \start$50  = 1'h1;
     endcase
   end
   always @* begin
@@ -2114,7 +2152,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \neg$57  = 1'h0;
+    \neg$52  = 1'h0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2129,13 +2167,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h06:
           /* empty */;
       6'h07:
-          \neg$57  = \$438 ;
+          \neg$52  = \$432 ;
       6'h08:
           /* empty */;
       6'h09:
           /* empty */;
       6'h0a:
-          \neg$57  = \$443 ;
+          \neg$52  = \$437 ;
       6'h0b:
           /* empty */;
       6'h0c:
@@ -2159,11 +2197,11 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h15:
           /* empty */;
       6'h16:
-          \neg$57  = \$459 ;
+          \neg$52  = \$453 ;
       6'h17:
           /* empty */;
       6'h18:
-          \neg$57  = \$463 ;
+          \neg$52  = \$457 ;
     endcase
   end
   always @* begin
@@ -2301,7 +2339,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h26:
           /* empty */;
       6'h27:
-          take = \$474 ;
+          take = \$466 ;
     endcase
   end
   always @* begin
@@ -2478,22 +2516,9 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = o__valid;
-    if (o__ready) begin
-      \$578  = 1'h0;
-    end
+    \$579  = s0_x;
     if (take) begin
-      \$578  = 1'h1;
-    end
-    if (rst) begin
-      \$578  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = o__payload;
-    if (take) begin
-      \$579  = \$524 [7:0];
+      \$579  = i__payload[7:0];
     end
     if (rst) begin
       \$579  = 8'h00;
@@ -2501,99 +2526,191 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = sat;
+    \$580  = s0_g;
     if (take) begin
-      \$580  = \$531 [12:0];
+      \$580  = i__payload[15:8];
     end
-    casez (fsm_state)
-      6'h00:
-          if (chan__valid) begin
-            \$580  = 13'h0000;
-          end
-    endcase
     if (rst) begin
-      \$580  = 13'h0000;
+      \$580  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = left;
-    if (beat) begin
-      \$581  = \$533 [12:0];
+    \$581  = s0_mask;
+    if (take) begin
+      \$581  = mask;
+    end
+    if (rst) begin
+      \$581  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$582  = \$signal ;
+    if (take) begin
+      \$582  = { 1'h0, \$609  };
+    end
+    if (rst) begin
+      \$582  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$583  = o__valid;
+    if (adv) begin
+      \$583  = s1_valid;
+    end
+    if (rst) begin
+      \$583  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$584  = s1_valid;
+    if (adv) begin
+      \$584  = \$signal$68 ;
+    end
+    if (rst) begin
+      \$584  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$585  = \$signal$68 ;
+    if (adv) begin
+      \$585  = take;
+    end
+    if (rst) begin
+      \$585  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$586  = s1_mask;
+    if (adv) begin
+      \$586  = s0_mask;
+    end
+    if (rst) begin
+      \$586  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$587  = acc0;
+    if (adv) begin
+      \$587  = \$514 [53:0];
+    end
+    if (rst) begin
+      \$587  = 54'h00000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$588  = o__payload;
+    if (adv) begin
+      \$588  = \$523 [7:0];
+    end
+    if (rst) begin
+      \$588  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$589  = sat;
+    if (adv) begin
+      if (s1_valid) begin
+        \$589  = \$530 [12:0];
+      end
     end
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$581  = chan__payload[12:0];
+            \$589  = 13'h0000;
+          end
+    endcase
+    if (rst) begin
+      \$589  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$590  = left;
+    if (beat) begin
+      \$590  = \$532 [12:0];
+    end
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            \$590  = chan__payload[12:0];
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$581  = chan[12:0];
+              \$590  = chan[12:0];
             end
           end
     endcase
     if (rst) begin
-      \$581  = 13'h0000;
+      \$590  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = chan;
+    \$591  = chan;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$582  = chan__payload;
+            \$591  = chan__payload;
           end
     endcase
     if (rst) begin
-      \$582  = 102'h00000000000000000000000000;
+      \$591  = 102'h00000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = sg;
+    \$592  = sg;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$583  = 21'h000000;
+            \$592  = 21'h000000;
             if (refused) begin
-              \$583  = 21'h000000;
+              \$592  = 21'h000000;
             end
           end
       6'h02:
           if (i__valid) begin
-            \$583  = \$535 [20:0];
+            \$592  = \$534 [20:0];
           end
     endcase
     if (rst) begin
-      \$583  = 21'h000000;
+      \$592  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = sgx;
+    \$593  = sgx;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$584  = 28'h0000000;
+            \$593  = 28'h0000000;
           end
       6'h02:
           if (i__valid) begin
-            \$584  = \$538 [27:0];
+            \$593  = \$537 [27:0];
           end
     endcase
     if (rst) begin
-      \$584  = 28'h0000000;
+      \$593  = 28'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = dgamma;
+    \$594  = dgamma;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$585  = 43'h00000000000;
+            \$594  = 43'h00000000000;
           end
       6'h02:
           /* empty */;
@@ -2616,19 +2733,19 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h0b:
           /* empty */;
       6'h0c:
-          \$585  = \$542 [42:0];
+          \$594  = \$541 [42:0];
     endcase
     if (rst) begin
-      \$585  = 43'h00000000000;
+      \$594  = 43'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = align;
+    \$595  = align;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
-            \$586  = 5'h00;
+            \$595  = 5'h00;
           end
       6'h02:
           /* empty */;
@@ -2658,10 +2775,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$544 ) begin
-            \$586  = 5'h00;
+          if (\$543 ) begin
+            \$595  = 5'h00;
           end else begin
-            \$586  = \$546 [4:0];
+            \$595  = \$545 [4:0];
           end
       6'h10:
           /* empty */;
@@ -2691,10 +2808,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$550 ) begin
-            \$586  = 5'h00;
+          if (\$549 ) begin
+            \$595  = 5'h00;
           end else begin
-            \$586  = \$552 [4:0];
+            \$595  = \$551 [4:0];
           end
       6'h1e:
           /* empty */;
@@ -2704,10 +2821,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$558 ) begin
-            \$586  = 5'h00;
+          if (\$557 ) begin
+            \$595  = 5'h00;
           end else begin
-            \$586  = \$560 [4:0];
+            \$595  = \$559 [4:0];
           end
       6'h22:
           /* empty */;
@@ -2717,174 +2834,174 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$566 ) begin
-            \$586  = 5'h00;
+          if (\$565 ) begin
+            \$595  = 5'h00;
           end else begin
-            \$586  = \$568 [4:0];
+            \$595  = \$567 [4:0];
           end
     endcase
     if (rst) begin
-      \$586  = 5'h00;
+      \$595  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = fsm_state;
+    \$596  = fsm_state;
     casez (fsm_state)
       6'h00:
           if (chan__valid) begin
             (* full_case = 32'd1 *)
             if (refused) begin
-              \$587  = 6'h01;
+              \$596  = 6'h01;
             end else begin
-              \$587  = 6'h02;
+              \$596  = 6'h02;
             end
           end
       6'h02:
           if (i__valid) begin
             if (last) begin
-              \$587  = 6'h03;
+              \$596  = 6'h03;
             end
           end
       6'h03:
-          \$587  = 6'h04;
+          \$596  = 6'h04;
       6'h04:
           if (done) begin
-            \$587  = 6'h05;
+            \$596  = 6'h05;
           end
       6'h05:
-          \$587  = 6'h06;
+          \$596  = 6'h06;
       6'h06:
           if (done) begin
-            \$587  = 6'h07;
+            \$596  = 6'h07;
           end
       6'h07:
-          \$587  = 6'h08;
+          \$596  = 6'h08;
       6'h08:
-          if (\done$70 ) begin
-            \$587  = 6'h09;
+          if (\done$78 ) begin
+            \$596  = 6'h09;
           end
       6'h09:
-          \$587  = 6'h0a;
+          \$596  = 6'h0a;
       6'h0a:
-          \$587  = 6'h0b;
+          \$596  = 6'h0b;
       6'h0b:
-          if (\done$70 ) begin
-            \$587  = 6'h0c;
+          if (\done$78 ) begin
+            \$596  = 6'h0c;
           end
       6'h0c:
-          \$587  = 6'h0d;
+          \$596  = 6'h0d;
       6'h0d:
-          \$587  = 6'h0e;
+          \$596  = 6'h0e;
       6'h0e:
           if (done) begin
-            \$587  = 6'h0f;
+            \$596  = 6'h0f;
           end
       6'h0f:
-          if (\$544 ) begin
-            \$587  = 6'h10;
+          if (\$543 ) begin
+            \$596  = 6'h10;
           end
       6'h10:
-          \$587  = 6'h11;
+          \$596  = 6'h11;
       6'h11:
           if (done) begin
-            \$587  = 6'h12;
+            \$596  = 6'h12;
           end
       6'h12:
-          \$587  = 6'h13;
+          \$596  = 6'h13;
       6'h13:
           if (done) begin
-            \$587  = 6'h14;
+            \$596  = 6'h14;
           end
       6'h14:
-          \$587  = 6'h15;
+          \$596  = 6'h15;
       6'h15:
           if (done) begin
-            \$587  = 6'h16;
+            \$596  = 6'h16;
           end
       6'h16:
-          \$587  = 6'h17;
+          \$596  = 6'h17;
       6'h17:
-          if (\done$70 ) begin
-            \$587  = 6'h18;
+          if (\done$78 ) begin
+            \$596  = 6'h18;
           end
       6'h18:
-          \$587  = 6'h19;
+          \$596  = 6'h19;
       6'h19:
-          if (\done$70 ) begin
-            \$587  = 6'h1a;
+          if (\done$78 ) begin
+            \$596  = 6'h1a;
           end
       6'h1a:
-          \$587  = 6'h1b;
+          \$596  = 6'h1b;
       6'h1b:
-          \$587  = 6'h1c;
+          \$596  = 6'h1c;
       6'h1c:
           if (done) begin
-            \$587  = 6'h1d;
+            \$596  = 6'h1d;
           end
       6'h1d:
-          if (\$550 ) begin
-            \$587  = 6'h1e;
+          if (\$549 ) begin
+            \$596  = 6'h1e;
           end
       6'h1e:
-          \$587  = 6'h1f;
+          \$596  = 6'h1f;
       6'h1f:
-          \$587  = 6'h20;
+          \$596  = 6'h20;
       6'h20:
           if (done) begin
-            \$587  = 6'h21;
+            \$596  = 6'h21;
           end
       6'h21:
-          if (\$558 ) begin
-            \$587  = 6'h22;
+          if (\$557 ) begin
+            \$596  = 6'h22;
           end
       6'h22:
-          \$587  = 6'h23;
+          \$596  = 6'h23;
       6'h23:
-          \$587  = 6'h24;
+          \$596  = 6'h24;
       6'h24:
           if (done) begin
-            \$587  = 6'h25;
+            \$596  = 6'h25;
           end
       6'h25:
-          if (\$566 ) begin
-            \$587  = 6'h26;
+          if (\$565 ) begin
+            \$596  = 6'h26;
           end
       6'h26:
-          \$587  = 6'h27;
+          \$596  = 6'h27;
       6'h27:
-          if (\$577 ) begin
-            \$587  = 6'h28;
+          if (\$578 ) begin
+            \$596  = 6'h28;
           end
       6'h28:
           if (stats__ready) begin
-            \$587  = 6'h00;
+            \$596  = 6'h00;
           end
       6'h01:
           if (stats__ready) begin
-            \$587  = 6'h00;
+            \$596  = 6'h00;
           end
     endcase
     if (rst) begin
-      \$587  = 6'h00;
+      \$596  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = sh;
+    \$597  = sh;
     casez (fsm_state)
       6'h00:
           /* empty */;
       6'h02:
-          \$588  = \$289 [4:0];
+          \$597  = \$289 [4:0];
     endcase
     if (rst) begin
-      \$588  = 5'h00;
+      \$597  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = scratch;
+    \$598  = scratch;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -2894,7 +3011,7 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h04:
           if (done) begin
-            \$589  = p;
+            \$598  = p;
           end
       6'h05:
           /* empty */;
@@ -2926,13 +3043,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h13:
           if (done) begin
-            \$589  = p;
+            \$598  = p;
           end
       6'h14:
           /* empty */;
       6'h15:
           if (done) begin
-            \$589  = p;
+            \$598  = p;
           end
       6'h16:
           /* empty */;
@@ -2948,13 +3065,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h1c:
           if (done) begin
-            \$589  = p;
+            \$598  = p;
           end
       6'h1d:
           (* full_case = 32'd1 *)
-          if (\$550 ) begin
+          if (\$549 ) begin
           end else begin
-            \$589  = \$551 [90:0];
+            \$598  = \$550 [90:0];
           end
       6'h1e:
           /* empty */;
@@ -2962,13 +3079,13 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h20:
           if (done) begin
-            \$589  = p;
+            \$598  = p;
           end
       6'h21:
           (* full_case = 32'd1 *)
-          if (\$558 ) begin
+          if (\$557 ) begin
           end else begin
-            \$589  = \$559 [90:0];
+            \$598  = \$558 [90:0];
           end
       6'h22:
           /* empty */;
@@ -2976,22 +3093,22 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h24:
           if (done) begin
-            \$589  = p;
+            \$598  = p;
           end
       6'h25:
           (* full_case = 32'd1 *)
-          if (\$566 ) begin
+          if (\$565 ) begin
           end else begin
-            \$589  = \$567 [90:0];
+            \$598  = \$566 [90:0];
           end
     endcase
     if (rst) begin
-      \$589  = 91'h00000000000000000000000;
+      \$598  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = qg;
+    \$599  = qg;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3005,16 +3122,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h06:
           if (done) begin
-            \$590  = p[39:0];
+            \$599  = p[39:0];
           end
     endcase
     if (rst) begin
-      \$590  = 40'h0000000000;
+      \$599  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = tq;
+    \$600  = tq;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3031,16 +3148,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h07:
           /* empty */;
       6'h08:
-          if (\done$70 ) begin
-            \$591  = q;
+          if (\done$78 ) begin
+            \$600  = q;
           end
       6'h09:
           /* empty */;
       6'h0a:
           /* empty */;
       6'h0b:
-          if (\done$70 ) begin
-            \$591  = q;
+          if (\done$78 ) begin
+            \$600  = q;
           end
       6'h0c:
           /* empty */;
@@ -3065,23 +3182,23 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h16:
           /* empty */;
       6'h17:
-          if (\done$70 ) begin
-            \$591  = q;
+          if (\done$78 ) begin
+            \$600  = q;
           end
       6'h18:
           /* empty */;
       6'h19:
-          if (\done$70 ) begin
-            \$591  = q;
+          if (\done$78 ) begin
+            \$600  = q;
           end
     endcase
     if (rst) begin
-      \$591  = 111'h0000000000000000000000000000;
+      \$600  = 111'h0000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = m1;
+    \$601  = m1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3100,15 +3217,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h08:
           /* empty */;
       6'h09:
-          \$592  = \$540 [44:0];
+          \$601  = \$539 [44:0];
     endcase
     if (rst) begin
-      \$592  = 45'h000000000000;
+      \$601  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = lane_a;
+    \$602  = lane_a;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3138,22 +3255,22 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h0e:
           if (done) begin
-            \$593  = p[44:0];
+            \$602  = p[44:0];
           end
       6'h0f:
           (* full_case = 32'd1 *)
-          if (\$544 ) begin
+          if (\$543 ) begin
           end else begin
-            \$593  = \$545 [44:0];
+            \$602  = \$544 [44:0];
           end
     endcase
     if (rst) begin
-      \$593  = 45'h000000000000;
+      \$602  = 45'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = c0w;
+    \$603  = c0w;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3189,16 +3306,16 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
           /* empty */;
       6'h11:
           if (done) begin
-            \$594  = p;
+            \$603  = p;
           end
     endcase
     if (rst) begin
-      \$594  = 91'h00000000000000000000000;
+      \$603  = 91'h00000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = m2;
+    \$604  = m2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3251,15 +3368,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h19:
           /* empty */;
       6'h1a:
-          \$595  = \$548 [75:0];
+          \$604  = \$547 [75:0];
     endcase
     if (rst) begin
-      \$595  = 76'h0000000000000000000;
+      \$604  = 76'h0000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = const1;
+    \$605  = const1;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3320,15 +3437,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h1d:
           /* empty */;
       6'h1e:
-          \$596  = \$556 [51:0];
+          \$605  = \$555 [51:0];
     endcase
     if (rst) begin
-      \$596  = 52'h0000000000000;
+      \$605  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = const2;
+    \$606  = const2;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3397,15 +3514,15 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h21:
           /* empty */;
       6'h22:
-          \$597  = \$564 [51:0];
+          \$606  = \$563 [51:0];
     endcase
     if (rst) begin
-      \$597  = 52'h0000000000000;
+      \$606  = 52'h0000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = const0;
+    \$607  = const0;
     casez (fsm_state)
       6'h00:
           /* empty */;
@@ -3482,10 +3599,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
       6'h25:
           /* empty */;
       6'h26:
-          \$598  = \$572 [51:0];
+          \$607  = \$571 [51:0];
     endcase
     if (rst) begin
-      \$598  = 52'h0000000000000;
+      \$607  = 52'h0000000000000;
     end
   end
   assign n = chan[12:0];
@@ -3497,9 +3614,8 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign sh_new = \$289 [5:0];
   assign o_valid = o__valid;
   assign o_data = o__payload;
-  assign acc0 = \$296 [53:0];
-  assign sel = { 1'h0, \$600  };
-  assign tsum = { \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599 [5], \$599  };
+  assign tsum = { \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608 [5], \$608  };
+  assign sel = { 1'h0, \$609  };
   assign \chan__payload.count  = chan__payload[12:0];
   assign \chan__payload.sum  = chan__payload[33:13];
   assign \chan__payload.den  = chan__payload[73:34];
@@ -3521,7 +3637,10 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \chan.gamma  = chan[101:94];
   assign \x[0]  = i__payload[7:0];
   assign \o_data[0]  = o__payload;
-  assign \sel[0]  = { 1'h0, \$600  };
+  assign \s0_x[0]  = s0_x;
+  assign \s0_g[0]  = s0_g;
+  assign \$signal[0]  = \$signal ;
+  assign \sel[0]  = { 1'h0, \$609  };
   assign \$3  = { 7'h00, chan[12:0], 8'h00 };
   assign \$4  = { chan[12:0], 1'h0 };
   assign \$6  = 1'h0;
@@ -3736,21 +3855,21 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
   assign \$231  = 7'h1c;
   assign \$283  = \$282 ;
   assign sh_lead = \$283 ;
-  assign \$435  = { \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 [8], \$434 , 101'h00000000000000000000000000 };
-  assign \$442  = { \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 [40], \$441 , 69'h000000000000000000 };
-  assign \$456  = { \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 [91], \$455 , 42'h00000000000 };
-  assign \$517  = { \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53:25] };
-  assign \$519  = { \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53:25] };
-  assign \$521  = { \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53:25] };
-  assign \$525  = { \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53:25] };
-  assign \$527  = { \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53], \$296 [53:25] };
-  assign \$540  = { \$539 [111], \$539 [111:1] };
-  assign \$542  = { \$541 [111], \$541 [111:1] };
-  assign \$545  = { lane_a, 1'h0 };
-  assign \$548  = { \$547 [111], \$547 [111:1] };
-  assign \$551  = { scratch, 1'h0 };
-  assign \$559  = { scratch, 1'h0 };
-  assign \$567  = { scratch, 1'h0 };
+  assign \$429  = { \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 [8], \$428 , 101'h00000000000000000000000000 };
+  assign \$436  = { \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 [40], \$435 , 69'h000000000000000000 };
+  assign \$450  = { \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 [91], \$449 , 42'h00000000000 };
+  assign \$516  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$518  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$520  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$524  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$526  = { acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53], acc0[53:25] };
+  assign \$539  = { \$538 [111], \$538 [111:1] };
+  assign \$541  = { \$540 [111], \$540 [111:1] };
+  assign \$544  = { lane_a, 1'h0 };
+  assign \$547  = { \$546 [111], \$546 [111:1] };
+  assign \$550  = { scratch, 1'h0 };
+  assign \$558  = { scratch, 1'h0 };
+  assign \$566  = { scratch, 1'h0 };
 endmodule
 
 module \hwnorm_bwd_topk_s8.div (rst, lo_init, steps, start, rem_init, \neg$15 , \den$13 , done, q, clk);
@@ -4101,7 +4220,7 @@ module \hwnorm_bwd_topk_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s8.sel$72 (clk, rst, mask, m, \port$1112$0 , \port$1125$0 , clear, p1, p2, \port$1207$0 , x);
+module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$1116$0 , \port$1129$0 , clear, p1, p2, \port$1227$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [20:0] \$1 ;
   wire \$10 ;
@@ -4586,12 +4705,12 @@ module \hwnorm_bwd_topk_s8.sel$72 (clk, rst, mask, m, \port$1112$0 , \port$1125$
   wire p1;
   input p2;
   wire p2;
-  output [5:0] \port$1112$0 ;
-  wire [5:0] \port$1112$0 ;
-  output [1:0] \port$1125$0 ;
-  wire [1:0] \port$1125$0 ;
-  input [33:0] \port$1207$0 ;
-  wire [33:0] \port$1207$0 ;
+  output [5:0] \port$1116$0 ;
+  wire [5:0] \port$1116$0 ;
+  output [1:0] \port$1129$0 ;
+  wire [1:0] \port$1129$0 ;
+  input [33:0] \port$1227$0 ;
+  wire [33:0] \port$1227$0 ;
   input rst;
   wire rst;
   wire [20:0] s;
@@ -4644,8 +4763,8 @@ module \hwnorm_bwd_topk_s8.sel$72 (clk, rst, mask, m, \port$1112$0 , \port$1125$
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$1  = $signed({ 1'h0, \port$1207$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1207$0 [33:13]);
+  assign \$1  = $signed({ 1'h0, \port$1227$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1227$0 [33:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[21], d0 };
@@ -5529,14 +5648,14 @@ module \hwnorm_bwd_topk_s8.sel$72 (clk, rst, mask, m, \port$1112$0 , \port$1125$
       \$447  = 13'h0000;
     end
   end
-  assign n = \port$1207$0 [12:0];
-  assign s = \port$1207$0 [33:13];
+  assign n = \port$1227$0 [12:0];
+  assign s = \port$1227$0 [33:13];
   assign key0 = \$4 [21:0];
   assign budget = \$371 [3:0];
   assign tsum = { \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400  };
   assign sel = { 1'h0, \$413  };
-  assign \port$1112$0  = \$400 ;
-  assign \port$1125$0  = \$413 ;
+  assign \port$1116$0  = \$400 ;
+  assign \port$1129$0  = \$413 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$413  };
   assign \$15  = \$14 ;

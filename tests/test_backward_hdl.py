@@ -135,12 +135,16 @@ def run_dut(cfg, gcfg, channels, rnd, bad=()):
 
     async def collector(ctx):
         cycles = 0
+        waiting, bound = 0, BackwardDatapath.gap_bound(cfg, gcfg) + 64   # i.valid high and i.ready low in a row
         want = len(descs)
         dx_now = []
         while len(results["stats"]) < want:
             ctx.set(dut.stats.ready, rnd.random() < 0.8)
-            _, _, ov, ordy, op, sv, srdy, sp = await ctx.tick().sample(
-                dut.o.valid, dut.o.ready, dut.o.payload, dut.stats.valid, dut.stats.ready, dut.stats.payload)
+            _, _, ov, ordy, op, sv, srdy, sp, iv, ir = await ctx.tick().sample(
+                dut.o.valid, dut.o.ready, dut.o.payload, dut.stats.valid, dut.stats.ready, dut.stats.payload,
+                dut.i.valid, dut.i.ready)
+            waiting = waiting + 1 if iv and not ir else 0
+            assert waiting < bound, f"i.ready low for more than gap_bound = {bound - 64} cycles"
             if ov and ordy:
                 dx_now.extend(int(op[j]) for j in range(lanes))
             if sv and srdy:
@@ -193,7 +197,8 @@ def test_backward_bit_exact(kind, width, lanes):
     rounding = "stochastic" if (lanes == 1) == (width == 8) else "half_up"
     cfg = small_cfg(kind, width, lanes)
     gcfg = GradConfig.for_width(f"s{width}", rounding)
-    check(cfg, gcfg, zlib.crc32(f"{kind}{width}{lanes}{rounding}".encode()))
+    sats = check(cfg, gcfg, zlib.crc32(f"{kind}{width}{lanes}{rounding}".encode()))
+    assert sats > 0, "some dx saturate (the extreme gradients' channel)"
 
 
 def _bad_descriptors(cfg, gcfg):
@@ -223,7 +228,8 @@ def test_refused_descriptors(kind):
     check(cfg, gcfg, 5, bad=bad)
 
 
-@pytest.mark.parametrize("name", ["range_s8", "l1_s16", "linf_s8", "topk_s16", "cvar_s8", "l2_s8", "l2_s16", "mad_s8"])
+@pytest.mark.parametrize("name", ["range_s8", "l1_s16", "linf_s8", "topk_s16", "cvar_s8", "l2_s8", "l2_s16", "mad_s8",
+                                  "semidev_s8", "semidev_s16"])
 def test_den_floor_takes_every_forward_channel(name):
     """The refusal rule Den >= backward_den_floor(count) never refuses a channel the forward reports: constant data
     (the least Den) and two-valued data at counts 1 .. max_count."""
@@ -240,7 +246,7 @@ def test_den_floor_takes_every_forward_channel(name):
 
 
 @pytest.mark.parametrize("change, param", [
-    (dict(kind="frn"), "kind"), (dict(kind="semidev"), "kind"), (dict(dropout=0.25), "dropout"),
+    (dict(kind="frn"), "kind"), (dict(kind="frn_range"), "kind"), (dict(dropout=0.25), "dropout"),
     (dict(elementwise=True), "elementwise"), (dict(inference_only=True), "inference_only"),
     (dict(overlap=True), "overlap")])
 def test_refused_builds(change, param):
@@ -343,3 +349,83 @@ def test_backward_unsigned_input_and_other_lanes(kind, lanes, rounding):
     from hwnorm.config import FixedFormat
     cfg = dataclasses.replace(small_cfg(kind, 8, lanes), in_fmt=FixedFormat(8, 4, signed=False))
     check(cfg, GradConfig.for_width("s8", rounding), zlib.crc32(f"u{kind}{lanes}".encode()))
+
+
+@pytest.mark.parametrize("kind, width", [(k, 8 if i % 2 else 16) for i, k in enumerate(BACKWARD_HDL_KINDS)])
+def test_backward_default_configs(kind, width):
+    """The committed rtl's configurations (max_count 4096, the widths they imply) at 4 lanes, each kind at one width
+    (the other's is tested at small max_count above): a longer channel of wide values and one of small integers, the
+    extreme gammas; half up at 8 bits, stochastic at 16."""
+    cfg = dataclasses.replace(default_configs()[f"{kind}_s{width}"], lanes=4)
+    gcfg = GradConfig.for_width(f"s{width}", "half_up" if width == 8 else "stochastic")
+    rnd = random.Random(zlib.crc32(f"default{kind}{width}".encode()))
+    fi, fg = cfg.in_fmt, gcfg.grad_fmt
+    chans = []
+    for n, lo, hi, gam in ((250, fi.min_int, fi.max_int, cfg.gamma_fmt.min_int), (61, -2, 2, cfg.gamma_fmt.max_int)):
+        x = [rnd.randint(lo, hi) for _ in range(n)]
+        g = [rnd.randint(fg.min_int, fg.max_int) for _ in range(n)]
+        chans.append((x, g, gam, rnd.getrandbits(32)))
+    got = run_dut(cfg, gcfg, chans, rnd)
+    for (x, g, gamma, s), (st, dx) in zip(chans, got):
+        ref_dx, ref_dg, ref_db, ref_sat = golden(cfg, gcfg, x, g, gamma, s)
+        assert dx[:len(x)] == ref_dx and (st["dgamma"], st["dbeta"], st["sat"], st["error"]) == \
+            (ref_dg, ref_db, ref_sat, 0), (kind, width, len(x))
+
+
+def _extreme_channels(cfg, gcfg, n):
+    """(x, g, gamma) at the edges of what the widths must hold: constant, two-valued, one outlier, constant chunks at
+    different levels; gradients all at one extreme or alternating; gamma at both extremes."""
+    fi, fg, fgam = cfg.in_fmt, gcfg.grad_fmt, cfg.gamma_fmt
+    idx = np.arange(n)
+    xs = [np.full(n, fi.max_int), np.where(idx % 2, fi.max_int, fi.min_int), np.where(idx == 0, fi.max_int, fi.min_int),
+          np.where(idx == n - 1, fi.min_int + 1, fi.min_int), (idx // max(1, -(-n // cfg.chunks))) % 2 * fi.max_int]
+    gs = [np.full(n, fg.max_int), np.full(n, fg.min_int), np.where(idx % 2, fg.max_int, fg.min_int),
+          np.where(idx == 0, fg.min_int, fg.max_int)]
+    return [(x.astype(np.int64), g.astype(np.int64), gam) for x in xs for g in gs for gam in (fgam.min_int, fgam.max_int)]
+
+
+@pytest.mark.parametrize("kind", BACKWARD_HDL_KINDS)
+def test_backward_widths_hold_the_extremes(kind):
+    """backward_widths against the constants of extreme channels (the golden's formulas, in Python integers), at the
+    default configurations (max_count 4096) and 8 and 16 bits: M1, M2, A', B', every constant C before its clamp, the
+    numerator of M2, Qg, dgamma fit their registers."""
+    from hwnorm.golden.backward import _m2, _selection, rdiv, scaled
+    from hwnorm.hdl.backward import backward_widths
+
+    def fits(v, bits):
+        return -(1 << (bits - 1)) <= int(v) < (1 << (bits - 1))
+
+    for width in (8, 16):
+        cfg = default_configs()[f"{kind}_s{width}"]
+        gcfg = GradConfig.for_width(f"s{width}")
+        w = backward_widths(cfg, gcfg)
+        dg_bits = dict((f, b) for f, b, _ in cfg.backward_stats_fields(gcfg))["dgamma"]
+        for n in (1, 2, 3, 10, 11, 100, 4095, 4096):
+            hp = channel_params(cfg, n)
+            for x, g, gam in _extreme_channels(cfg, gcfg, n):
+                xa = x.reshape(1, n)
+                s = int(x.sum())
+                den = int(deviation_den(cfg, xa, np.asarray([s], dtype=object), hp)[0])
+                d = n * x.astype(object) - s
+                sg, qg = int(g.sum()), int((g.astype(object) * d).sum())
+                coef, coef_max = _selection(cfg, xa, d.reshape(1, n), n)
+                coef = [int(c) for c in coef[0]]
+                sh = max(16, 4 + ((n << gcfg.grad_fmt.bits) + int(coef_max)).bit_length())
+                k = w.sh_max - sh
+                m1 = scaled(gam, w.e + sh, den)
+                m2 = _m2(cfg, hp, n, gam * qg, den, w.e + sh)
+                a = n * m1 << k
+                consts = {-sg * m1 * 1 - c * m2 for c in coef} if kind not in ("l2", "semidev") else set()
+                if kind == "l2":
+                    b = n * m2 << k
+                    consts = {-sg * m1 + s * m2}
+                elif kind == "semidev":
+                    b = n * n * m2 << k
+                    neg = d < 0
+                    wsum = int(d[neg].sum()) if neg.any() else 0
+                    consts = {-sg * m1 + wsum * m2, -sg * m1 + wsum * m2 + n * s * m2}
+                else:
+                    b = 0
+                assert fits(m1, w.m1) and fits(m2, w.m2) and fits(a, w.lane_a) and fits(b, w.lane_b), (kind, n)
+                assert all(fits(c << k, w.p - 1) for c in consts), (kind, n)
+                assert fits(qg, w.qg) and fits(rdiv(qg << cfg.const_frac_bits, den), dg_bits), (kind, n)
