@@ -191,9 +191,9 @@ def test_eval_mode_backward_runs_on_the_running_statistics(make):
 def test_rtl_backward_refuses_what_its_hardware_lacks():
     """backend='rtl' runs the backward datapath for the kinds it has (tests/test_backward_rtl.py) and refuses the
     others up front, naming the layer, the kind and what is allowed."""
-    with pytest.raises(ValueError, match=r"layer '1' \(SemidevBatchNorm1d\): backward=True on backend='rtl': kind='semidev' has "
-                                         r"no backward datapath in hardware: allowed .*; use backend='golden'"):
-        to_hardware(mlp("semidev"), backend="rtl", backward=True)
+    with pytest.raises(ValueError, match=r"layer '1' \(LayerNorm\): backward=True on backend='rtl': the backward datapath "
+                                         r"has no gamma per value .*; use backend='golden'"):
+        to_hardware(nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8)), backend="rtl", backward=True)
 
 
 @pytest.mark.parametrize("model, kw, message", [

@@ -19,7 +19,7 @@ from ..golden.bitexact import deviation_den
 
 # the kinds whose backward datapath is built and matches the golden backward bit for bit (tests/test_backward_rtl.py,
 # hwnorm sim's bwd_* configurations); a subset of hwnorm.hdl.backward.BACKWARD_HDL_KINDS
-RTL_BACKWARD_KINDS: tuple[str, ...] = ("range", "l1", "mad", "linf", "topk", "l2", "cvar")
+RTL_BACKWARD_KINDS: tuple[str, ...] = ("range", "l1", "mad", "linf", "topk", "l2", "cvar", "semidev")
 RTL_BACKWARD_ROUNDING = ("half_up", "stochastic")
 
 NOT_IN_HARDWARE = "use backend='golden' (the bit-exact golden backward) or backward=False (the float gradient)"
