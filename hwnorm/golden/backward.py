@@ -14,10 +14,11 @@ constants (docs/numerics.md "Dropout in the backward").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
-from ..config import SR_BITS, GradConfig, NormConfig
+from ..config import LEAN_GUARD, SR_BITS, GradConfig, NormConfig
 from ..constants import channel_params, chunk_sizes, cvar_count, topk_eff
 from ..fixed import check_int_array
 from .backward_ref import BACKWARD_KINDS, check_kind, top_first
@@ -36,6 +37,7 @@ class BackwardResult:
     sat: np.ndarray                # (C,) dx values saturated
     shift: np.ndarray              # (C,) SH of the dx pass
     unrounded: np.ndarray | None   # (C, n) float64: (u M1 - coef M2) / 2**SH in dx LSBs, before rounding
+    lean: list | None = None       # the lean form (gcfg.mantissa_bits): per channel its LeanChannel constants
 
 
 def rdiv(num: int, den: int) -> int:
@@ -102,16 +104,151 @@ def _selection(cfg: NormConfig, x, d, n: int):
     return n * t - (0 if cfg.frn else t.sum(axis=1).reshape(-1, 1)), 2 * n
 
 
-def _m2(cfg: NormConfig, hp, n: int, gq: int, den: int, e: int) -> int:
-    """M2 = round(K 2**SH) with K the kind's factor of coef_i (gq = gamma * Qg, e = E + SH)."""
+def _k_parts(cfg: NormConfig, hp, n: int, gq: int, den: int, e: int) -> tuple[int, int, int]:
+    """K 2**SH = num 2**exp / dd with K the kind's factor of coef_i (gq = gamma * Qg, e = E + SH): (num, exp, dd)."""
     cf, kind = cfg.const_frac_bits, cfg.stat_kind
     if kind == "l2":
-        return scaled(gq, 2 * cf + e, den ** 3)
+        return gq, 2 * cf + e, den ** 3
     if kind == "semidev":
-        return scaled(gq, 2 * cf + e, n * den ** 3)
+        return gq, 2 * cf + e, n * den ** 3
     if kind == "range":
-        return scaled(n * gq, e, den * den)
-    return scaled(gq * hp["c"], e, den * den)
+        return n * gq, e, den * den
+    return gq * hp["c"], e, den * den
+
+
+def _m2(cfg: NormConfig, hp, n: int, gq: int, den: int, e: int) -> int:
+    """M2 = round(K 2**SH) with K the kind's factor of coef_i (gq = gamma * Qg, e = E + SH)."""
+    return scaled(*_k_parts(cfg, hp, n, gq, den, e))
+
+
+LEAN_LINEAR = ("l2", "semidev")   # coef_i per value, affine in x: the lean lane's second multiply (by x)
+
+
+@dataclass
+class LeanChannel:
+    """One channel's constants of the lean backward (docs/numerics.md "The lean backward"): the lane computes
+    acc_i = X v_i - Z_i and dx_i = sat((acc_i + rnd_i) >> SH). Class kinds: Z_i = z[coef_i] (one per selection value);
+    linear kinds (LEAN_LINEAR): Z_i = zref + ((Y w_i) >> SY) on the linear values (w_i = x_i - xref), z[coef_i] else."""
+
+    regime: str          # "regular", "special" (|gain| >= 2**dx_bits per dy LSB), "tiny" (SH clamped), "zero" (gamma 0)
+    shift: int           # SH
+    am: int              # the m-bit mantissa Am of |A| (A = dx LSBs per dy LSB), 2**(m-2) <= Am < 2**(m-1)
+    x: int               # X, signed: Am (regular), Am << k (special), Am >> j (tiny)
+    z: dict              # selection value (coef) -> Z (clamped to +-zmax)
+    q: dict              # selection value -> floor(z_t), the zero crossing in dy LSBs (special regime's comparators)
+    zmax: int            # the clamp of every Z: beyond it every dx of the class saturates
+    zref: int = 0        # linear kinds: Z at x = xref
+    y: int = 0           # linear kinds: the signed m-bit mantissa of the slope of Z per x LSB
+    sy: int = 0          # its shift
+    xref: int = 0        # floor(S / n) (FRN: 0)
+
+
+def _frac(num: int, exp: int, den: int) -> Fraction:
+    """num 2**exp / den as an exact Fraction."""
+    return Fraction(num << exp, den) if exp >= 0 else Fraction(num, den << -exp)
+
+
+def _floor(fr: Fraction) -> int:
+    return fr.numerator // fr.denominator
+
+
+def normalize(fr: Fraction, m: int) -> tuple[int, int]:
+    """(M, S) with M = floor(fr 2**S) and 2**(m-2) <= M < 2**(m-1), for fr > 0: one m-bit quotient, normalized."""
+    p, q = fr.numerator, fr.denominator
+    sh = m - 2 - (p.bit_length() - q.bit_length())
+    while True:
+        mm = (p << sh) // q if sh >= 0 else p // (q << -sh)
+        if mm >= 1 << (m - 1):
+            sh -= 1
+        elif mm < 1 << (m - 2):
+            sh += 1
+        else:
+            return mm, sh
+
+
+def lean_shift_max(vb: int) -> int:
+    """SH_max of the lean backward for dy (or gamma dy) codes of vb bits: beyond it the gain is tiny and its mantissa
+    loses bits, costing at most 2**(vb - 1 - SH_max) = 2**-(LEAN_GUARD + 2) dx LSB per value."""
+    return vb + LEAN_GUARD + 1
+
+
+def _lean_channel(m: int, vb: int, dx_bits: int, in_bits: int, a_dn: Fraction, a: Fraction, rho: Fraction,
+                  c0: int, n: int, v, coef, lin=None):
+    """One channel of the lean dx pass -> (acc (n,) object, LeanChannel). a: the exact gain A (dx LSBs per dy LSB),
+    a_dn: A with Den truncated to m + 2 bits (the narrow divider), rho = K / (A / n) so that the zero crossing of
+    value i is z_i = (c0 + rho coef_i) / n and dx_i = A (v_i - z_i). lin = (mask, w, kappa, xref): the linear kinds'
+    values whose coef_i = kappa w_i + coef_ref."""
+    sh_lo, sh_max = LEAN_GUARD, lean_shift_max(vb)
+    if a == 0:                                          # gamma 0: K is 0 too, every dx is 0
+        return np.zeros(len(v), dtype=object), LeanChannel("zero", sh_lo, 0, 0, {}, {}, 0)
+    am, sh = normalize(abs(a_dn), m)
+    sgn = 1 if a > 0 else -1
+    if sh > sh_max:                                     # tiny gain: Am's low bits go, Z from the exact A
+        regime, xv, sh = "tiny", sgn * (am >> (sh - sh_max)), sh_max
+        aq = a * (1 << sh)
+    elif sh < sh_lo:                                    # a gain of 2**dx_bits or more per dy LSB
+        regime, xv, sh = "special", sgn * (am << (sh_lo - sh)), sh_lo
+        aq = Fraction(xv)
+    else:
+        regime, xv = "regular", sgn * am
+        aq = Fraction(xv)
+    zmax = (abs(xv) << (vb - 1)) + (1 << (dx_bits + 1 + sh))
+    clamp = lambda t: max(-zmax, min(zmax, t))          # noqa: E731
+    zc, qc = {}, {}
+    for t in set(coef.tolist()):                        # the class constants (linear kinds: only the non-linear ones
+        zt = (c0 + rho * int(t)) / n                    # are used; computed for every value for the comparators)
+        zc[t], qc[t] = clamp(_floor(aq * zt)), _floor(zt)
+    ch = LeanChannel(regime, sh, am, xv, zc, qc, zmax)
+    z = np.array([zc[t] for t in coef.tolist()], dtype=object)
+    if lin is not None:
+        mask, w, kappa, xref = lin
+        if mask.any():
+            i0 = int(np.flatnonzero(mask)[0])
+            coef_ref = int(coef[i0]) - kappa * int(w[i0])
+            slope = aq * rho * kappa / n                # Z per x LSB
+            if slope == 0:
+                y, sy = 0, 0
+            else:
+                y, sy = normalize(abs(slope), m)
+                cap = in_bits + m                       # beyond it Y w < 1 anyway
+                if sy > cap:
+                    y, sy = y >> (sy - cap), cap
+                y = y if slope > 0 else -y
+            zref = _floor(aq * (c0 + rho * coef_ref) / n)
+            prod = y * w[mask]
+            zl = zref + ((prod >> sy) if sy >= 0 else (prod << -sy))
+            z[mask] = np.array([clamp(int(t)) for t in zl], dtype=object)
+            ch.zref, ch.y, ch.sy, ch.xref = zref, y, sy, xref
+    return xv * v - z, ch
+
+
+def _lean_dx(cfg: NormConfig, gcfg: GradConfig, hp, n: int, v, vb: int, c0, coef, x, m1_num, q, den, e: int,
+             sc: int, sf: int):
+    """The lean dx pass's accumulators per channel: (acc (C, n) object, SH (C,), [LeanChannel])."""
+    m, dxb = gcfg.mantissa_bits, gcfg.dx_fmt.bits
+    kind = cfg.stat_kind
+    accs, shs, chans = [], [], []
+    for c in range(v.shape[0]):
+        dd = int(den[c])
+        sd = max(0, dd.bit_length() - (m + 2))          # Dn: Den's top m + 2 bits
+        p = n * int(m1_num[c]) * sc
+        a, a_dn = _frac(p, e - sf, dd), _frac(p, e - sf - sd, dd >> sd)
+        rho = Fraction(0) if a == 0 else _frac(*_k_parts(cfg, hp, n, int(q[c]) * sc, dd, e - sf)) * n / a
+        lin = None
+        if kind in LEAN_LINEAR:
+            xo = x[c].astype(object)
+            sx = 0 if cfg.frn else int(xo.sum())
+            xref = sx // n                              # floor(S / n) (FRN: 0)
+            w = xo - xref
+            if kind == "l2":                            # coef = n x - S = n w + (n xref - S)
+                lin = (np.ones(n, dtype=bool), w, n, xref)
+            else:                                       # semidev: the values below the mean, coef = n^2 w + ...
+                lin = (np.array([int(t) < 0 for t in n * xo - sx]), w, n * n, xref)
+        acc, ch = _lean_channel(m, vb, dxb, cfg.in_fmt.bits, a_dn, a, rho, int(c0[c]), n, v[c], coef[c], lin)
+        accs.append(acc)
+        shs.append(ch.shift)
+        chans.append(ch)
+    return np.array(accs, dtype=object).reshape(v.shape), np.array(shs, dtype=np.int64), chans
 
 
 def tlu_keep(cfg: NormConfig, x, gamma, beta, tau, eps=None) -> np.ndarray:
@@ -178,12 +315,24 @@ def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats
         u, q, m1_num = n * go - centre(cfg, sg).reshape(-1, 1), [int(gi) * int(v) for gi, v in zip(gam, qg)], \
             [int(gi) for gi in gam]
         u_bits = gcfg.grad_fmt.bits
-    sh = max(SR_BITS, BWD_GUARD + ((n << u_bits) + coef_max).bit_length())
-    m1 = [scaled(a * sc, e + sh - sf, int(dd)) for a, dd in zip(m1_num, den)]
-    m2 = [_m2(cfg, hp, n, int(qi) * sc, int(dd), e + sh - sf) for qi, dd in zip(q, den)]
-    acc = u * np.asarray(m1, dtype=object).reshape(-1, 1) - coef * np.asarray(m2, dtype=object).reshape(-1, 1)   # dx pass
-    rnd = (rnd_draws << (sh - SR_BITS)) if gcfg.rounding == "stochastic" else 1 << (sh - 1)
-    dx = (acc + rnd) >> sh
+    lean = None
+    if gcfg.lean:                       # the block-floating form: dx_i = A (v_i - z_i), per channel X, SH and Z's
+        v = h if per_value else go
+        acc, shv, lean = _lean_dx(cfg, gcfg, hp, n, v, u_bits, centre(cfg, v.sum(axis=1)), coef, x, m1_num, q, den,
+                                  e, sc, sf)
+        sh = shv.reshape(-1, 1).astype(object)
+        if gcfg.rounding == "stochastic":
+            rnd = np.where(sh >= SR_BITS, rnd_draws << np.maximum(sh - SR_BITS, 0),
+                           rnd_draws >> np.maximum(SR_BITS - sh, 0))
+        else:
+            rnd = np.ones_like(sh) << (sh - 1)
+    else:
+        sh = max(SR_BITS, BWD_GUARD + ((n << u_bits) + coef_max).bit_length())
+        m1 = [scaled(a * sc, e + sh - sf, int(dd)) for a, dd in zip(m1_num, den)]
+        m2 = [_m2(cfg, hp, n, int(qi) * sc, int(dd), e + sh - sf) for qi, dd in zip(q, den)]
+        acc = u * np.asarray(m1, dtype=object).reshape(-1, 1) - coef * np.asarray(m2, dtype=object).reshape(-1, 1)
+        rnd = (rnd_draws << (sh - SR_BITS)) if gcfg.rounding == "stochastic" else 1 << (sh - 1)
+    dx = (acc + rnd) >> sh                                          # the dx pass
     lo, hi = gcfg.dx_fmt.min_int, gcfg.dx_fmt.max_int
     sat = ((dx < lo) | (dx > hi)).sum(axis=1).astype(np.int64)
     dcol = den.reshape(-1, 1) << sf
@@ -193,9 +342,14 @@ def backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, stats: ChannelStats
     else:
         dgamma = np.asarray([rdiv(sc * int(v) << cf, int(dd) << sf) for v, dd in zip(qg, den)], dtype=object)
         dbeta = sg if sc == 1 else np.asarray([rdiv(sc * int(v), 1 << sf) for v in sg], dtype=object)
-    unr = np.ldexp(acc.astype(np.float64), -sh) if unrounded else None
+    if lean is None:
+        unr = np.ldexp(acc.astype(np.float64), -sh) if unrounded else None
+        shift = np.full(channels, sh, dtype=np.int64)
+    else:
+        shift = shv
+        unr = np.ldexp(acc.astype(np.float64), -shv.reshape(-1, 1)) if unrounded else None
     return BackwardResult(dx=np.clip(dx, lo, hi).astype(np.int64), dgamma=dgamma, dbeta=dbeta, sat=sat,
-                          shift=np.full(channels, sh, dtype=np.int64), unrounded=unr)
+                          shift=shift, unrounded=unr, lean=lean)
 
 
 def infer_backward(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, mean, scale_m, scale_exp, seed=None) -> BackwardResult:
