@@ -152,6 +152,12 @@ def _floor(fr: Fraction) -> int:
     return fr.numerator // fr.denominator
 
 
+def _log2_floor(fr: Fraction) -> int:
+    """floor(log2 fr) for fr > 0."""
+    lg = fr.numerator.bit_length() - fr.denominator.bit_length()
+    return lg if fr >= _frac(1, lg, 1) else lg - 1
+
+
 def normalize(fr: Fraction, m: int) -> tuple[int, int]:
     """(M, S) with M = floor(fr 2**S) and 2**(m-2) <= M < 2**(m-1), for fr > 0: one m-bit quotient, normalized."""
     p, q = fr.numerator, fr.denominator
@@ -170,6 +176,29 @@ def lean_shift_max(vb: int) -> int:
     """SH_max of the lean backward for dy (or gamma dy) codes of vb bits: beyond it the gain is tiny and its mantissa
     loses bits, costing at most 2**(vb - 1 - SH_max) = 2**-(LEAN_GUARD + 2) dx LSB per value."""
     return vb + LEAN_GUARD + 1
+
+
+def lean_gain_log2_max(cfg: NormConfig, gcfg: GradConfig, per_value: bool = False) -> int:
+    """ceil(log2) of the largest gain A = n gamma 2**E / Den (dx LSBs per dy LSB; per-value gamma: without gamma) over
+    every count and every Den a forward channel reports (Den >= 2**(floor(log2 n) + den_per_count_log2_min))."""
+    e = cfg.const_frac_bits + cfg.in_fmt.frac + gcfg.dx_fmt.frac - gcfg.grad_fmt.frac - cfg.gamma_fmt.frac
+    gnum = 1 if per_value else max(-cfg.gamma_fmt.min_int, cfg.gamma_fmt.max_int)
+    sc, sf = (cfg.dropout_scale, cfg.dropout_scale_frac) if cfg.dropout_active else (1, 0)
+    top = Fraction(0)
+    for b in range(cfg.count_bits):
+        n = min(cfg.max_count, (2 << b) - 1)
+        floor_den = 1 << max(0, b + cfg.den_per_count_log2_min)
+        top = max(top, _frac(n * gnum * sc, e - sf, floor_den))
+    return -_log2_floor(1 / top)                         # ceil(log2 top)
+
+
+def lean_slope_bits(cfg: NormConfig, gcfg: GradConfig, vb: int) -> int:
+    """The linear kinds' (l2, semidev, frn) second mantissa Y: enough bits that its relative error times the largest
+    |A (v - z0)| < 2**(P), P = log2 of the largest gain the X mantissa holds (regular or special) + vb, stays below
+    2**-LEAN_GUARD dx LSB (docs/numerics.md "The lean backward"; vb: bits of v = dy, or gamma dy per value)."""
+    m = gcfg.mantissa_bits
+    top = max(m - 1 - LEAN_GUARD, lean_gain_log2_max(cfg, gcfg, vb > gcfg.grad_fmt.bits))
+    return top + vb + LEAN_GUARD + 2
 
 
 def _lean_channel(m: int, vb: int, dx_bits: int, in_bits: int, a_dn: Fraction, a: Fraction, rho: Fraction,
@@ -201,20 +230,18 @@ def _lean_channel(m: int, vb: int, dx_bits: int, in_bits: int, a_dn: Fraction, a
     ch = LeanChannel(regime, sh, am, xv, zc, qc, zmax)
     z = np.array([zc[t] for t in coef.tolist()], dtype=object)
     if lin is not None:
-        mask, w, kappa, xref = lin
+        mask, w, kappa, coef0, xref, r, my = lin
         if mask.any():
-            i0 = int(np.flatnonzero(mask)[0])
-            coef_ref = int(coef[i0]) - kappa * int(w[i0])
-            slope = aq * rho * kappa / n                # Z per x LSB
+            slope = aq * rho * kappa                    # Z per x LSB on the linear values
             if slope == 0:
                 y, sy = 0, 0
             else:
-                y, sy = normalize(abs(slope), m)
-                cap = in_bits + m                       # beyond it Y w < 1 anyway
-                if sy > cap:
-                    y, sy = y >> (sy - cap), cap
+                y, sy = normalize(abs(slope), my)
+                if sy > in_bits + 2:                    # a tiny slope: Y w loses less than 1/4 of an acc unit
+                    y, sy = y >> (sy - in_bits - 2), in_bits + 2
                 y = y if slope > 0 else -y
-            zref = _floor(aq * (c0 + rho * coef_ref) / n)
+            zref = _floor(aq * (c0 + rho * coef0) / n - Fraction(y * r, n << sy) if sy >= 0 else
+                          aq * (c0 + rho * coef0) / n - Fraction((y * r) << -sy, n))
             prod = y * w[mask]
             zl = zref + ((prod >> sy) if sy >= 0 else (prod << -sy))
             z[mask] = np.array([clamp(int(t)) for t in zl], dtype=object)
@@ -227,6 +254,7 @@ def _lean_dx(cfg: NormConfig, gcfg: GradConfig, hp, n: int, v, vb: int, c0, coef
     """The lean dx pass's accumulators per channel: (acc (C, n) object, SH (C,), [LeanChannel])."""
     m, dxb = gcfg.mantissa_bits, gcfg.dx_fmt.bits
     kind = cfg.stat_kind
+    my = lean_slope_bits(cfg, gcfg, vb) if kind in LEAN_LINEAR else 0
     accs, shs, chans = [], [], []
     for c in range(v.shape[0]):
         dd = int(den[c])
@@ -235,15 +263,17 @@ def _lean_dx(cfg: NormConfig, gcfg: GradConfig, hp, n: int, v, vb: int, c0, coef
         a, a_dn = _frac(p, e - sf, dd), _frac(p, e - sf - sd, dd >> sd)
         rho = Fraction(0) if a == 0 else _frac(*_k_parts(cfg, hp, n, int(q[c]) * sc, dd, e - sf)) * n / a
         lin = None
-        if kind in LEAN_LINEAR:
+        if kind in LEAN_LINEAR:                         # coef = kappa (n w - r) + coef0 on the linear values
             xo = x[c].astype(object)
             sx = 0 if cfg.frn else int(xo.sum())
             xref = sx // n                              # floor(S / n) (FRN: 0)
-            w = xo - xref
-            if kind == "l2":                            # coef = n x - S = n w + (n xref - S)
-                lin = (np.ones(n, dtype=bool), w, n, xref)
-            else:                                       # semidev: the values below the mean, coef = n^2 w + ...
-                lin = (np.array([int(t) < 0 for t in n * xo - sx]), w, n * n, xref)
+            dc = n * xo - sx
+            if kind == "l2":                            # coef = d
+                lin = (np.ones(n, dtype=bool), xo - xref, 1, 0, xref, sx - n * xref, my)
+            else:                                       # semidev: below the mean, coef = n d - W
+                below = np.array([int(t) < 0 for t in dc])
+                wsum = sum(int(t) for t in dc[below])
+                lin = (below, xo - xref, n, -wsum, xref, sx - n * xref, my)
         acc, ch = _lean_channel(m, vb, dxb, cfg.in_fmt.bits, a_dn, a, rho, int(c0[c]), n, v[c], coef[c], lin)
         accs.append(acc)
         shs.append(ch.shift)
