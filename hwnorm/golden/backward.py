@@ -201,6 +201,39 @@ def lean_slope_bits(cfg: NormConfig, gcfg: GradConfig, vb: int) -> int:
     return top + vb + LEAN_GUARD + 2
 
 
+LEAN_CLASSES = {"range": 5, "cvar": 2, "l2": 0, "semidev": 1}   # Z constants per lane (the rest: 3 sign classes)
+
+
+def lean_widths(cfg: NormConfig, gcfg: GradConfig, per_value: bool = False) -> dict:
+    """Bounds of the lean backward's registers (docs/numerics.md "The lean backward"), signed widths unless said:
+    per lane the multiplier(s), the Z constants, the accumulator, the special regime's comparators; per channel the
+    mantissa quotient, the zero-crossing numerators N_t and the Z quotient's operands. Every value the golden model
+    computes fits them (tests/test_backward_lean.py)."""
+    m, gb, dxb, g = gcfg.mantissa_bits, gcfg.grad_fmt.bits, gcfg.dx_fmt.bits, LEAN_GUARD
+    vb = gb + (cfg.gamma_fmt.bits if per_value else 0)
+    sh_max, kind, n = lean_shift_max(vb), cfg.stat_kind, cfg.max_count
+    amax = lean_gain_log2_max(cfg, gcfg, per_value)
+    k_max = max(0, g - (m - 2 - amax))                 # special regime: X' = Am << k, k = SH_lo - SH
+    zmax = (1 << (m - 2 + vb)) + (1 << (dxb + 1 + sh_max))
+    linear = kind in LEAN_LINEAR
+    xmax = (1 << cfg.in_fmt.bits) - 1
+    qmax = n * n * xmax << (vb - 1)                    # |Q| = |sum v d|, |d| <= n xmax
+    cmax = n * ((1 << cfg.const_bits) - 1) if kind == "range" else 2 * n * ((1 << cfg.const_bits) - 1)
+    nmax = (n * cfg.den_max << (vb - 1)) + qmax * cmax  # |N_t| = |c0 Den + (c or n) Q coef_t|
+    sc_bits = cfg.dropout_scale.bit_length() if cfg.dropout_active else 0
+    out = dict(m=m, sh_lo=g, sh_max=sh_max, gain_log2_max=amax, k_max=k_max,
+               lane_mul=(vb, m), lane_z=(LEAN_CLASSES.get(kind, 3), zmax.bit_length() + 1),
+               lane_acc=((1 << (m - 2 + vb)) + zmax + (1 << sh_max)).bit_length() + 1,
+               lane_shift=(g, sh_max), special_q=vb + 2, special_acc=dxb + g + 2,
+               ch_dn=m + 2, ch_am_num=cfg.count_bits + (0 if per_value else cfg.gamma_fmt.bits) + sc_bits,
+               ch_x_special=m + k_max, ch_den=cfg.den_bits, ch_n=nmax.bit_length() + 1,
+               ch_zdiv=(m + k_max + nmax.bit_length() + 1, cfg.count_bits + cfg.den_bits))
+    if linear:
+        my = lean_slope_bits(cfg, gcfg, vb)
+        out.update(lane_mul2=(cfg.in_fmt.bits + 1, my), slope_bits=my, slope_shift_max=cfg.in_fmt.bits + 2)
+    return out
+
+
 def _lean_channel(m: int, vb: int, dx_bits: int, in_bits: int, a_dn: Fraction, a: Fraction, rho: Fraction,
                   c0: int, n: int, v, coef, lin=None):
     """One channel of the lean dx pass -> (acc (n,) object, LeanChannel). a: the exact gain A (dx LSBs per dy LSB),
