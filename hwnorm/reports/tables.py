@@ -181,6 +181,40 @@ def backward_table(seed: int = 0, trials: int = 2) -> str:
     return "\n".join(out)
 
 
+LEAN_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar", "l2", "semidev")   # the batch-norm backward kinds
+
+
+def lean_mantissa(spec, gcfg: GradConfig) -> int:
+    """--grad-mantissa-bits: an int M, 'min' (gcfg.mantissa_min, the default lean width) or '+K' (mantissa_min + K)."""
+    text = str(spec).strip()
+    try:
+        if text == "min":
+            return gcfg.mantissa_min
+        if text.startswith("+"):
+            return gcfg.mantissa_min + int(text[1:])
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--grad-mantissa-bits={spec!r} is not supported: allowed an integer M, min or +K") from None
+
+
+def backward_lean_table(spec, seed: int = 0, trials: int = 2) -> str:
+    """The lean backward (GradConfig(mantissa_bits)) on every batch-norm backward kind's default configurations at 8
+    and 16 bits: dx against the exact golden (after and before rounding) and against the float gradients."""
+    out = ["| config | m | dx max err vs exact golden | dx differing from exact golden | before rounding vs exact golden "
+           "| dx max err vs float | off by one vs float | before rounding vs float | vs the float module | saturated |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, (cfg, gcfg) in backward_configs().items():
+        if cfg.kind not in LEAN_KINDS:
+            continue
+        g = dataclasses.replace(gcfg, mantissa_bits=lean_mantissa(spec, gcfg))
+        e = measure_backward(cfg, g, seed=seed, trials=trials)
+        out.append(f"| {key} | {g.mantissa_bits} | {e.exact_max_err:.0f} | {e.exact_differ} "
+                   f"({100.0 * e.exact_differ / e.values:.3f}%) | {e.exact_max_unrounded:.4f} | {e.max_err:.0f} | "
+                   f"{e.off_by_one} ({100.0 * e.off_by_one / e.values:.2f}%) | {e.max_unrounded:.4f} | "
+                   f"{e.max_float:.0f} | {e.saturated} |")
+    return "\n".join(out)
+
+
 def doc_table_builders() -> dict:
     """(doc file, block name) -> the function that generates its text (cheap: nothing is computed)."""
     return {("numerics.md", "numerics"): numerics_table, ("numerics.md", "backward"): backward_table,
