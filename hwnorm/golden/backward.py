@@ -201,6 +201,21 @@ def lean_slope_bits(cfg: NormConfig, gcfg: GradConfig, vb: int) -> int:
     return top + vb + LEAN_GUARD + 2
 
 
+def lean_bound(cfg: NormConfig, gcfg: GradConfig) -> float:
+    """beta: the lean dx before rounding is within beta dx LSB of the exact gradient wherever that lies within
+    dx_fmt +- 1 LSB (docs/numerics.md "The lean backward", the proof): class kinds 2**-(m-2) D + 2**-G; the linear
+    kinds (l2, frn; semidev measured, not proven) add 2**-(m_Y-2) D (1 + 2**-(m+1)) + 2**-G (1 + 2**-(m+1)) + 2.25
+    2**-G. D = 2**(dx_bits-1) + 1, G = LEAN_GUARD, m_Y = lean_slope_bits (per-value gamma: the wider of the two)."""
+    m, g = gcfg.mantissa_bits, LEAN_GUARD
+    dd = 2.0 ** (gcfg.dx_fmt.bits - 1) + 1
+    beta = 2.0 ** -(m - 2) * dd + 2.0 ** -g
+    if cfg.stat_kind in LEAN_LINEAR:
+        my = min(lean_slope_bits(cfg, gcfg, gcfg.grad_fmt.bits),
+                 lean_slope_bits(cfg, gcfg, gcfg.grad_fmt.bits + cfg.gamma_fmt.bits))
+        beta += (2.0 ** -(my - 2) * dd + 2.0 ** -g) * (1 + 2.0 ** -(m + 1)) + 2.25 * 2.0 ** -g
+    return beta
+
+
 LEAN_CLASSES = {"range": 5, "cvar": 2, "l2": 0, "semidev": 1}   # Z constants per lane (the rest: 3 sign classes)
 
 
