@@ -182,7 +182,8 @@ def _numerics_backward(args) -> int:
             raise ValueError("--write with --grad-mantissa-bits: docs/numerics.md's backward table is the exact form's; "
                              "allowed --write without --grad-mantissa-bits")
         _refuse_config_options(args, "allowed only with --custom (the table covers the default configurations)")
-        from .reports.tables import backward_lean_table
+        from .reports.tables import backward_lean_table, lean_widths_table
+        print(lean_widths_table(spec) + "\n")
         print(backward_lean_table(spec, seed=args.seed, trials=trials))
         return 0
     if _numerics_table(args, "backward", backward_table, trials):

@@ -216,7 +216,7 @@ def lean_bound(cfg: NormConfig, gcfg: GradConfig) -> float:
     return beta
 
 
-LEAN_CLASSES = {"range": 5, "cvar": 2, "l2": 0, "semidev": 1}   # Z constants per lane (the rest: 3 sign classes)
+LEAN_CLASSES = {"range": 5, "cvar": 2, "l2": 1, "semidev": 2}   # Z constants per lane (l2: zref; the rest: 3 signs)
 
 
 def lean_widths(cfg: NormConfig, gcfg: GradConfig, per_value: bool = False) -> dict:
@@ -243,9 +243,11 @@ def lean_widths(cfg: NormConfig, gcfg: GradConfig, per_value: bool = False) -> d
                ch_dn=m + 2, ch_am_num=cfg.count_bits + (0 if per_value else cfg.gamma_fmt.bits) + sc_bits,
                ch_x_special=m + k_max, ch_den=cfg.den_bits, ch_n=nmax.bit_length() + 1,
                ch_zdiv=(m + k_max + nmax.bit_length() + 1, cfg.count_bits + cfg.den_bits))
-    if linear:
+    if linear:                                          # no N_t: Q, and Y = X Q 2**(2 CF) / Den**2 (a quotient of m_Y bits)
         my = lean_slope_bits(cfg, gcfg, vb)
-        out.update(lane_mul2=(cfg.in_fmt.bits + 1, my), slope_bits=my, slope_shift_max=cfg.in_fmt.bits + 2)
+        out.update(lane_mul2=(cfg.in_fmt.bits + 1, my), slope_bits=my, slope_shift_max=cfg.in_fmt.bits + 2,
+                   ch_n=qmax.bit_length() + 1,
+                   ch_zdiv=(m + k_max + qmax.bit_length() + 1 + 2 * cfg.const_frac_bits, 2 * cfg.den_bits))
     return out
 
 

@@ -197,6 +197,27 @@ def lean_mantissa(spec, gcfg: GradConfig) -> int:
         raise ValueError(f"--grad-mantissa-bits={spec!r} is not supported: allowed an integer M, min or +K") from None
 
 
+def lean_widths_table(spec) -> str:
+    """The lean backward's register widths (golden.backward.lean_widths) for every batch-norm backward kind's default
+    configurations at 8 and 16 bits: per lane and per channel (docs/numerics.md "The lean backward")."""
+    from ..golden.backward import lean_widths
+    out = ["| config | m | lane: dy x X | lane: x x Y (l2, semidev) | lane: Z constants | lane: accumulator | lane: SH "
+           "| special (class kinds): q_t, acc0/acc1 per class | channel: Dn, Am numerator | channel: X' (special) "
+           "| channel: N_t (l2, semidev: Q) | channel: Z = X N_t / (n Den) (l2, semidev: Y = X Q 2^2CF / Den^2), "
+           "dividend / divisor |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, (cfg, gcfg) in backward_configs().items():
+        if cfg.kind not in LEAN_KINDS:
+            continue
+        w = lean_widths(cfg, dataclasses.replace(gcfg, mantissa_bits=lean_mantissa(spec, gcfg)))
+        mul2 = f"{w['lane_mul2'][0]} x {w['lane_mul2'][1]}" if "lane_mul2" in w else "-"
+        nz, zb = w["lane_z"]
+        out.append(f"| {key} | {w['m']} | {w['lane_mul'][0]} x {w['lane_mul'][1]} | {mul2} | {nz} x {zb} | "
+                   f"{w['lane_acc']} | {w['lane_shift'][0]}..{w['lane_shift'][1]} | {w['special_q']}, "
+                   f"{w['special_acc']} | {w['ch_dn']}, {w['ch_am_num']} | {w['ch_x_special']} | {w['ch_n']} | "
+                   f"{w['ch_zdiv'][0]} / {w['ch_zdiv'][1]} |")
+    return "\n".join(out)
+
+
 def backward_lean_table(spec, seed: int = 0, trials: int = 2) -> str:
     """The lean backward (GradConfig(mantissa_bits)) on every batch-norm backward kind's default configurations at 8
     and 16 bits: dx against the exact golden (after and before rounding) and against the float gradients."""
