@@ -157,6 +157,8 @@ def cmd_numerics(args) -> int:
     from .reports import numerics_table
     if args.backward:
         return _numerics_backward(args)
+    if args.grad_mantissa_bits is not None:
+        raise ValueError(f"--grad-mantissa-bits={args.grad_mantissa_bits} applies to the backward: allowed with --backward")
     if _numerics_table(args, "numerics", numerics_table, args.trials or 4):
         return 0
     cfg = _config(args)
