@@ -9,7 +9,9 @@ value (a grouped layer's per-element affine): h_i = gamma_i g_i takes g's place,
 value (docs/numerics.md "Per-element gamma"). An FRN kind (no centring: S = 0, no mean share in u or coef) takes g as
 dL/dy, after its TLU: `tlu_keep` says where the gradient passes (y >= tau). A dropout build: g passes where the
 forward kept the value (its LFSR mask again, from the same seeds: nothing stored) and the scale S / 2**F joins the
-constants (docs/numerics.md "Dropout in the backward").
+constants (docs/numerics.md "Dropout in the backward"). GradConfig(mantissa_bits=m): the lean block-floating form of
+the dx pass for a narrow datapath, dx_i = A (v_i - z_i) with A an m-bit mantissa and the zero crossings z_i exact per
+channel (docs/numerics.md "The lean backward"; `lean_widths`, `lean_bound`).
 """
 from __future__ import annotations
 
@@ -274,11 +276,12 @@ def _lean_channel(m: int, vb: int, dx_bits: int, in_bits: int, a_dn: Fraction, a
     zmax = (abs(xv) << (vb - 1)) + (1 << (dx_bits + 1 + sh))
     clamp = lambda t: max(-zmax, min(zmax, t))          # noqa: E731
     zc, qc = {}, {}
-    for t in set(coef.tolist()):                        # the class constants (linear kinds: only the non-linear ones
-        zt = (c0 + rho * int(t)) / n                    # are used; computed for every value for the comparators)
+    classed = np.ones(len(coef), dtype=bool) if lin is None else ~lin[0]
+    for t in set(coef[classed].tolist()):              # the class constants (linear kinds: their non-linear values)
+        zt = (c0 + rho * int(t)) / n
         zc[t], qc[t] = clamp(_floor(aq * zt)), _floor(zt)
     ch = LeanChannel(regime, sh, am, xv, zc, qc, zmax)
-    z = np.array([zc[t] for t in coef.tolist()], dtype=object)
+    z = np.array([zc[t] if k else 0 for t, k in zip(coef.tolist(), classed)], dtype=object)
     if lin is not None:
         mask, w, kappa, coef0, xref, r, my = lin
         if mask.any():
