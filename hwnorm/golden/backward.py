@@ -224,7 +224,8 @@ LEAN_CLASSES = {"range": 5, "cvar": 2, "l2": 1, "semidev": 2}   # Z constants pe
 def lean_widths(cfg: NormConfig, gcfg: GradConfig, per_value: bool = False) -> dict:
     """Bounds of the lean backward's registers (docs/numerics.md "The lean backward"), signed widths unless said:
     per lane the multiplier(s), the Z constants, the accumulator, the special regime's comparators; per channel the
-    mantissa quotient, the zero-crossing numerators N_t and the Z quotient's operands. Every value the golden model
+    mantissa quotient, the zero-crossing numerators N_t and the Z (linear kinds: Y) quotient's operands, exact, in the
+    regular and special regimes and in the tiny one (the exact gain: a divisor of Den^2, Den^3 for Y). Every value the golden model
     computes fits them (tests/test_backward_lean.py)."""
     m, gb, dxb, g = gcfg.mantissa_bits, gcfg.grad_fmt.bits, gcfg.dx_fmt.bits, LEAN_GUARD
     vb = gb + (cfg.gamma_fmt.bits if per_value else 0)
@@ -238,18 +239,24 @@ def lean_widths(cfg: NormConfig, gcfg: GradConfig, per_value: bool = False) -> d
     cmax = n * ((1 << cfg.const_bits) - 1) if kind == "range" else 2 * n * ((1 << cfg.const_bits) - 1)
     nmax = (n * cfg.den_max << (vb - 1)) + qmax * cmax  # |N_t| = |c0 Den + (c or n) Q coef_t|
     sc_bits = cfg.dropout_scale.bit_length() if cfg.dropout_active else 0
+    gbits = 0 if per_value else cfg.gamma_fmt.bits
+    e = (cfg.const_frac_bits + cfg.in_fmt.frac + gcfg.dx_fmt.frac - gcfg.grad_fmt.frac - cfg.gamma_fmt.frac
+         - (cfg.dropout_scale_frac if cfg.dropout_active else 0))
     out = dict(m=m, sh_lo=g, sh_max=sh_max, gain_log2_max=amax, k_max=k_max,
                lane_mul=(vb, m), lane_z=(LEAN_CLASSES.get(kind, 3), zmax.bit_length() + 1),
                lane_acc=((1 << (m - 2 + vb)) + zmax + (1 << sh_max)).bit_length() + 1,
                lane_shift=(g, sh_max), special_q=vb + 2, special_acc=dxb + g + 2,
                ch_dn=m + 2, ch_am_num=cfg.count_bits + (0 if per_value else cfg.gamma_fmt.bits) + sc_bits,
                ch_x_special=m + k_max, ch_den=cfg.den_bits, ch_n=nmax.bit_length() + 1,
-               ch_zdiv=(m + k_max + nmax.bit_length() + 1, cfg.count_bits + cfg.den_bits))
+               ch_zdiv=(m + k_max + nmax.bit_length() + 1, cfg.count_bits + cfg.den_bits),
+               ch_zdiv_tiny=(gbits + sc_bits + nmax.bit_length() + 1 + max(0, e + sh_max), 2 * cfg.den_bits))
     if linear:                                          # no N_t: Q, and Y = X Q 2**(2 CF) / Den**2 (a quotient of m_Y bits)
         my = lean_slope_bits(cfg, gcfg, vb)
         out.update(lane_mul2=(cfg.in_fmt.bits + 1, my), slope_bits=my, slope_shift_max=cfg.in_fmt.bits + 2,
                    ch_n=qmax.bit_length() + 1,
-                   ch_zdiv=(m + k_max + qmax.bit_length() + 1 + 2 * cfg.const_frac_bits, 2 * cfg.den_bits))
+                   ch_zdiv=(m + k_max + qmax.bit_length() + 1 + 2 * cfg.const_frac_bits, 2 * cfg.den_bits),
+                   ch_zdiv_tiny=(gbits + sc_bits + cfg.count_bits + qmax.bit_length() + 1 + 2 * cfg.const_frac_bits
+                                 + max(0, e + sh_max), 3 * cfg.den_bits))
     return out
 
 

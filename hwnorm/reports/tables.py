@@ -199,12 +199,15 @@ def lean_mantissa(spec, gcfg: GradConfig) -> int:
 
 def lean_widths_table(spec) -> str:
     """The lean backward's register widths (golden.backward.lean_widths) for every batch-norm backward kind's default
-    configurations at 8 and 16 bits: per lane and per channel (docs/numerics.md "The lean backward")."""
+    configurations at 8 and 16 bits: per lane and per channel (docs/numerics.md "The lean backward"). The divisions by
+    n Den, Den^2, Den^3 chain exact divisions by n and Den (floor(floor(a / b) / c) = floor(a / (b c))): one divisor
+    of Den's width, as the exact form's chained divisions."""
     from ..golden.backward import lean_widths
     out = ["| config | m | lane: dy x X | lane: x x Y (l2, semidev) | lane: Z constants | lane: accumulator | lane: SH "
            "| special (class kinds): q_t, acc0/acc1 per class | channel: Dn, Am numerator | channel: X' (special) "
-           "| channel: N_t (l2, semidev: Q) | channel: Z = X N_t / (n Den) (l2, semidev: Y = X Q 2^2CF / Den^2), "
-           "dividend / divisor |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| channel: N_t (l2, semidev: Q) | channel: Den | channel: Z = X N_t / (n Den) (l2, semidev: Y = X Q 2^2CF "
+           "/ Den^2), dividend | channel, tiny regime: Z = A 2^SH N_t / (n Den) (Y), dividend |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, (cfg, gcfg) in backward_configs().items():
         if cfg.kind not in LEAN_KINDS:
             continue
@@ -214,7 +217,7 @@ def lean_widths_table(spec) -> str:
         out.append(f"| {key} | {w['m']} | {w['lane_mul'][0]} x {w['lane_mul'][1]} | {mul2} | {nz} x {zb} | "
                    f"{w['lane_acc']} | {w['lane_shift'][0]}..{w['lane_shift'][1]} | {w['special_q']}, "
                    f"{w['special_acc']} | {w['ch_dn']}, {w['ch_am_num']} | {w['ch_x_special']} | {w['ch_n']} | "
-                   f"{w['ch_zdiv'][0]} / {w['ch_zdiv'][1]} |")
+                   f"{w['ch_den']} | {w['ch_zdiv'][0]} | {w['ch_zdiv_tiny'][0]} |")
     return "\n".join(out)
 
 
