@@ -206,7 +206,7 @@ def lean_slope_bits(cfg: NormConfig, gcfg: GradConfig, vb: int) -> int:
 def lean_bound(cfg: NormConfig, gcfg: GradConfig) -> float:
     """beta: the lean dx before rounding is within beta dx LSB of the exact gradient wherever that lies within
     dx_fmt +- 1 LSB (docs/numerics.md "The lean backward", the proof): class kinds 2**-(m-2) D + 2**-G; the linear
-    kinds (l2, frn; semidev measured, not proven) add 2**-(m_Y-2) D (1 + 2**-(m+1)) + 2**-G (1 + 2**-(m+1)) + 2.25
+    kinds (l2, frn, semidev) add 2**-(m_Y-2) D (1 + 2**-(m+1)) + 2**-G (1 + 2**-(m+1)) + 2.25
     2**-G. D = 2**(dx_bits-1) + 1, G = LEAN_GUARD, m_Y = lean_slope_bits (per-value gamma: the wider of the two)."""
     m, g = gcfg.mantissa_bits, LEAN_GUARD
     dd = 2.0 ** (gcfg.dx_fmt.bits - 1) + 1
@@ -300,8 +300,10 @@ def _lean_channel(m: int, vb: int, dx_bits: int, in_bits: int, a_dn: Fraction, a
                 if sy > in_bits + 2:                    # a tiny slope: Y w loses less than 1/4 of an acc unit
                     y, sy = y >> (sy - in_bits - 2), in_bits + 2
                 y = y if slope > 0 else -y
-            zref = _floor(aq * (c0 + rho * coef0) / n - Fraction(y * r, n << sy) if sy >= 0 else
-                          aq * (c0 + rho * coef0) / n - Fraction((y * r) << -sy, n))
+            # z_i = c0 / n + lambda (d_i / n + coef0 / (kappa n)): referenced at the mean of v, Y's error multiplies
+            # z_i - c0 / n, which |dx_i| + |A| 2**vb bounds (docs/numerics.md "The lean backward", step 6)
+            off = y * (coef0 - kappa * r)
+            zref = _floor(aq * c0 / n + (Fraction(off, kappa * n << sy) if sy >= 0 else Fraction(off << -sy, kappa * n)))
             prod = y * w[mask]
             zl = zref + ((prod >> sy) if sy >= 0 else (prod << -sy))
             z[mask] = np.array([clamp(int(t)) for t in zl], dtype=object)
