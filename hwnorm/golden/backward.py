@@ -140,7 +140,7 @@ class LeanChannel:
     q: dict              # selection value -> floor(z_t), the zero crossing in dy LSBs (special regime's comparators)
     zmax: int            # the clamp of every Z: beyond it every dx of the class saturates
     zref: int = 0        # linear kinds: Z at x = xref
-    y: int = 0           # linear kinds: the signed m-bit mantissa of the slope of Z per x LSB
+    y: int = 0           # linear kinds: the signed m_Y-bit mantissa of the slope of Z per x LSB (lean_slope_bits)
     sy: int = 0          # its shift
     xref: int = 0        # floor(S / n) (FRN: 0)
 
@@ -151,6 +151,7 @@ def _frac(num: int, exp: int, den: int) -> Fraction:
 
 
 def _floor(fr: Fraction) -> int:
+    """floor(fr), exact."""
     return fr.numerator // fr.denominator
 
 
@@ -196,7 +197,7 @@ def lean_gain_log2_max(cfg: NormConfig, gcfg: GradConfig, per_value: bool = Fals
 
 def lean_slope_bits(cfg: NormConfig, gcfg: GradConfig, vb: int) -> int:
     """The linear kinds' (l2, semidev, frn) second mantissa Y: enough bits that its relative error times the largest
-    |A (v - z0)| < 2**(P), P = log2 of the largest gain the X mantissa holds (regular or special) + vb, stays below
+    |A (v - mean v)| < 2**P, P = log2 of the largest gain the X mantissa holds (regular or special) + vb, stays below
     2**-LEAN_GUARD dx LSB (docs/numerics.md "The lean backward"; vb: bits of v = dy, or gamma dy per value)."""
     m = gcfg.mantissa_bits
     top = max(m - 1 - LEAN_GUARD, lean_gain_log2_max(cfg, gcfg, vb > gcfg.grad_fmt.bits))
@@ -207,7 +208,8 @@ def lean_bound(cfg: NormConfig, gcfg: GradConfig) -> float:
     """beta: the lean dx before rounding is within beta dx LSB of the exact gradient wherever that lies within
     dx_fmt +- 1 LSB (docs/numerics.md "The lean backward", the proof): class kinds 2**-(m-2) D + 2**-G; the linear
     kinds (l2, frn, semidev) add 2**-(m_Y-2) D (1 + 2**-(m+1)) + 2**-G (1 + 2**-(m+1)) + 2.25
-    2**-G. D = 2**(dx_bits-1) + 1, G = LEAN_GUARD, m_Y = lean_slope_bits (per-value gamma: the wider of the two)."""
+    2**-G. D = 2**(dx_bits-1) + 1, G = LEAN_GUARD, m_Y = lean_slope_bits (the narrower of per-channel and per-value
+    gamma's, the larger term)."""
     m, g = gcfg.mantissa_bits, LEAN_GUARD
     dd = 2.0 ** (gcfg.dx_fmt.bits - 1) + 1
     beta = 2.0 ** -(m - 2) * dd + 2.0 ** -g
