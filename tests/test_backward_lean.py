@@ -61,6 +61,7 @@ def check(cfg, lean, x, g, gamma, seed=None):
 
 
 def random_codes(rng, cfg, gcfg, c, n, g_share=1.0):
+    """Random x over in_fmt, dy over g_share of grad_fmt and gamma over all of gamma_fmt (0 and negatives included)."""
     x = rng.integers(cfg.in_fmt.min_int, cfg.in_fmt.max_int + 1, (c, n))
     top = int(gcfg.grad_fmt.max_int * g_share)
     g = rng.integers(-top, top + 1, (c, n))
