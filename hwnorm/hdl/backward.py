@@ -543,6 +543,9 @@ def check_backward(cfg, gcfg):
     """A ValueError naming the parameter, its value and what is allowed, for a build the backward does not cover."""
     if not isinstance(gcfg, GradConfig):
         raise ValueError(f"gcfg={gcfg!r} is not supported: allowed a GradConfig")
+    if getattr(gcfg, "mantissa_bits", None) is not None:
+        raise ValueError(f"mantissa_bits={gcfg.mantissa_bits!r} is not supported by the backward datapath (the lean "
+                         f"form is not built): allowed mantissa_bits=None (the exact constants)")
     if cfg.kind not in BACKWARD_HDL_KINDS:
         raise ValueError(f"kind={cfg.kind!r} is not supported by the backward datapath: allowed "
                          f"{', '.join(BACKWARD_HDL_KINDS)}")
