@@ -161,6 +161,8 @@ def cmd_numerics(args) -> int:
     from .reports import numerics_table
     if args.backward:
         return _numerics_backward(args)
+    if args.grad_mantissa_bits is not None:
+        raise ValueError(f"--grad-mantissa-bits={args.grad_mantissa_bits} applies to the backward: allowed with --backward")
     if _numerics_table(args, "numerics", numerics_table, args.trials or 4):
         return 0
     cfg = _config(args)
@@ -180,14 +182,31 @@ def _numerics_backward(args) -> int:
     from .numerics import measure_backward
     from .reports.tables import backward_table
     trials = args.trials or 2
+    spec = args.grad_mantissa_bits
+    if spec is not None and not args.custom:
+        if args.write:
+            raise ValueError("--write with --grad-mantissa-bits: docs/numerics.md's backward table is the exact form's; "
+                             "allowed --write without --grad-mantissa-bits")
+        _refuse_config_options(args, "allowed only with --custom (the table covers the default configurations)")
+        from .reports.tables import backward_lean_table, lean_widths_table
+        print(lean_widths_table(spec) + "\n")
+        print(backward_lean_table(spec, seed=args.seed, trials=trials))
+        return 0
     if _numerics_table(args, "backward", backward_table, trials):
         return 0
     cfg = _config(args)
     gcfg = GradConfig.for_width({"in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt})
+    if spec is not None:
+        from dataclasses import replace
+        from .reports.tables import lean_mantissa
+        gcfg = replace(gcfg, mantissa_bits=lean_mantissa(spec, gcfg))
     e = measure_backward(cfg, gcfg, seed=args.seed, trials=trials)
     print(f"backward  {e.values} values, dy {gcfg.grad_fmt} -> dx {gcfg.dx_fmt}: max err {e.max_err:.0f} LSB "
           f"({e.off_by_one} off by one), before rounding {e.max_unrounded:.4f} LSB, vs the float module "
           f"{e.max_float:.0f} LSB, {e.saturated} saturated  {cfg.describe()}")
+    if gcfg.lean:
+        print(f"lean m={gcfg.mantissa_bits}: vs the exact golden max {e.exact_max_err:.0f} LSB ({e.exact_differ} differ), "
+              f"before rounding {e.exact_max_unrounded:.4f} LSB")
     return 0
 
 
@@ -496,6 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--custom", action="store_true", help="measure the configuration given by the options below")
     p.add_argument("--backward", action="store_true",
                    help="the golden backward's dx instead (docs/numerics.md \"Backward\"; --trials defaults to 2)")
+    p.add_argument("--grad-mantissa-bits", metavar="M", default=None,
+                   help="with --backward: the lean backward (GradConfig(mantissa_bits)): M bits, or min (each width's "
+                        "mantissa_min, the default lean width), or +K (mantissa_min + K); measured against the exact "
+                        "golden too (docs/numerics.md \"The lean backward\")")
     _add_config_args(p)
     p.set_defaults(func=cmd_numerics)
 

@@ -726,7 +726,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
   reg chan__ready;
   input chan__valid;
   wire chan__valid;
-  wire [12:0] chunk_size;
+  reg [12:0] chunk_size;
   reg clear;
   input clk;
   wire clk;
@@ -1299,7 +1299,7 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
     .steps(steps)
   );
   \hwnorm_bwd_range_s8.sel$80  \sel$80  (
-    .chunk_size(chan[90:78]),
+    .chunk_size(chunk_size),
     .clear(clear),
     .clk(clk),
     .mask(mask),
@@ -1310,6 +1310,16 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
     .sel(sel),
     .x(i__payload[7:0])
   );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    chunk_size = chan[90:78];
+    casez (fsm_state)
+      6'h00:
+          if (chan__valid) begin
+            chunk_size = chan__payload[90:78];
+          end
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     stats__payload[84] = 1'h0;
@@ -4159,7 +4169,6 @@ module hwnorm_bwd_range_s8(chan__valid, i__payload, i__valid, o__ready, stats__r
       \$689  = 59'h000000000000000;
     end
   end
-  assign chunk_size = chan[90:78];
   assign x = i__payload[7:0];
   assign \mask$20  = mask;
   assign shv = { 72'h000000000000000000, \$4  };
@@ -4817,28 +4826,33 @@ module \hwnorm_bwd_range_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, chunk_size, x);
+module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [13:0] \$1 ;
-  wire \$10 ;
+  wire [7:0] \$10 ;
   reg [7:0] \$100 ;
   reg [7:0] \$101 ;
   reg [7:0] \$102 ;
   reg [7:0] \$103 ;
-  reg [3:0] \$104 ;
-  wire [7:0] \$11 ;
+  reg [7:0] \$104 ;
+  reg [7:0] \$105 ;
+  reg [7:0] \$106 ;
+  reg [7:0] \$107 ;
+  reg [7:0] \$108 ;
+  reg [3:0] \$109 ;
+  wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire [7:0] \$15 ;
-  wire \$16 ;
-  wire [3:0] \$17 ;
-  reg [7:0] \$18 ;
+  wire [7:0] \$14 ;
+  wire \$15 ;
+  wire [3:0] \$16 ;
+  reg [7:0] \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire [14:0] \$2 ;
-  wire \$20 ;
-  wire [3:0] \$21 ;
-  reg [7:0] \$22 ;
+  wire [3:0] \$20 ;
+  reg [7:0] \$21 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -4846,7 +4860,7 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
-  wire [4:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
@@ -4856,21 +4870,21 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [1:0] \$39 ;
   wire [13:0] \$4 ;
-  wire [1:0] \$40 ;
-  wire \$41 ;
+  wire \$40 ;
+  wire [2:0] \$41 ;
   wire [2:0] \$42 ;
-  wire [2:0] \$43 ;
+  wire \$43 ;
   wire \$44 ;
   wire \$45 ;
   wire [13:0] \$46 ;
-  wire [17:0] \$47 ;
+  wire \$47 ;
   wire [13:0] \$48 ;
   wire \$49 ;
-  wire \$5 ;
-  wire [4:0] \$50 ;
-  wire \$51 ;
+  wire [17:0] \$5 ;
+  wire \$50 ;
+  wire [4:0] \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -4879,7 +4893,7 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [13:0] \$6 ;
+  wire [4:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -4892,23 +4906,23 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   wire \$69 ;
   wire \$7 ;
   wire \$70 ;
-  wire [3:0] \$71 ;
+  wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
+  wire [3:0] \$73 ;
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
-  reg [12:0] \$78 ;
-  reg [3:0] \$79 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
-  reg \$80 ;
-  reg \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [7:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
+  reg [12:0] \$80 ;
+  reg [3:0] \$81 ;
+  reg \$82 ;
+  reg \$83 ;
+  reg [3:0] \$84 ;
+  reg \$85 ;
+  reg \$86 ;
   reg [7:0] \$87 ;
   reg [7:0] \$88 ;
   reg [7:0] \$89 ;
@@ -4924,10 +4938,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   reg [7:0] \$98 ;
   reg [7:0] \$99 ;
   reg [7:0] \$signal  = 8'h00;
-  reg \$signal$38  = 1'h0;
+  reg \$signal$43  = 1'h0;
   wire before_hi0;
   wire before_lo0;
-  wire [3:0] chunk0;
+  reg [3:0] chunk0 = 4'h0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
   reg [3:0] cidx = 4'h0;
@@ -4936,6 +4950,7 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   input clk;
   wire clk;
   reg [12:0] cpos = 13'h0000;
+  reg cross_l = 1'h0;
   wire [16:0] cs_x0;
   wire [16:0] cs_x1;
   wire eq_hi0;
@@ -4964,6 +4979,8 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   reg [7:0] lo_v9 = 8'h00;
   input mask;
   wire mask;
+  reg [3:0] nxt_idx;
+  reg [12:0] nxt_pos;
   reg [7:0] open_lo = 8'h00;
   input p1;
   wire p1;
@@ -4979,146 +4996,153 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   output [2:0] sel;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
-  wire start0;
+  reg start0 = 1'h0;
   reg [16:0] step;
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
   assign \$2  = 1'h0 + \$1 ;
-  assign \$3  = cidx + 1'h0;
-  assign \$4  = cpos + 1'h0;
-  assign \$5  = ! \$4 ;
-  assign \$6  = cpos + 1'h1;
-  assign \$7  = \$6  >= \$2 ;
-  assign \$8  = ~ mask;
-  assign \$9  = $signed(x) > $signed(\$signal );
-  assign \$10  = start0 | \$9 ;
-  assign \$11  = \$10  ? x : \$signal ;
-  assign run_hi0 = mask ? \$11  : \$signal ;
-  assign \$12  = ~ mask;
-  assign \$13  = $signed(x) < $signed(open_lo);
-  assign \$14  = start0 | \$13 ;
-  assign \$15  = \$14  ? x : open_lo;
-  assign run_lo0 = mask ? \$15  : open_lo;
-  assign \$16  = \$3 [3:0] < 4'ha;
-  assign \$17  = \$16  ? \$3 [3:0] : 4'h0;
-  assign \$19  = \$18  == x;
-  assign eq_hi0 = mask & \$19 ;
-  assign \$20  = \$3 [3:0] < 4'ha;
-  assign \$21  = \$20  ? \$3 [3:0] : 4'h0;
-  assign \$23  = \$22  == x;
-  assign eq_lo0 = mask & \$23 ;
-  assign \$25  = | cpos;
-  assign \$26  = \$signal$38  & \$25 ;
-  assign \$28  = | cpos;
-  assign \$29  = found_lo & \$28 ;
-  assign \$30  = ~ mask;
-  assign \$31  = ~ before_hi0;
-  assign \$32  = eq_hi0 & \$31 ;
-  assign \$33  = ~ before_lo0;
-  assign \$34  = eq_lo0 & \$33 ;
-  assign \$35  = \$32  == \$34 ;
-  assign \$36  = \$30  | \$35 ;
-  assign \$37  = ~ before_hi0;
-  assign \$38  = eq_hi0 & \$37 ;
-  assign \$39  = \$3 [3:0] == last;
-  assign \$40  = \$39  ? 2'h3 : 2'h1;
-  assign \$41  = \$3 [3:0] == last;
-  assign \$42  = \$41  ? 3'h4 : 3'h2;
-  assign \$43  = \$38  ? { 1'h0, \$40  } : \$42 ;
-  assign sel = \$36  ? 3'h0 : \$43 ;
-  assign \$44  = clear | rewind;
-  assign \$45  = p1 | p2;
-  assign \$46  = cpos + 1'h1;
-  assign \$47  = \$46  - step;
-  assign \$48  = cpos + 1'h1;
-  assign \$49  = \$48  >= \$2 ;
-  assign \$50  = cidx + \$49 ;
-  assign \$51  = ! \$3 [3:0];
-  assign \$52  = mask & \$51 ;
-  assign \$53  = \$3 [3:0] == 1'h1;
+  assign \$3  = clear | rewind;
+  assign \$4  = cpos + 1'h1;
+  assign \$5  = \$4  - step;
+  assign \$6  = cidx + cross_l;
+  assign \$7  = ~ mask;
+  assign \$8  = $signed(x) > $signed(\$signal );
+  assign \$9  = start0 | \$8 ;
+  assign \$10  = \$9  ? x : \$signal ;
+  assign run_hi0 = mask ? \$10  : \$signal ;
+  assign \$11  = ~ mask;
+  assign \$12  = $signed(x) < $signed(open_lo);
+  assign \$13  = start0 | \$12 ;
+  assign \$14  = \$13  ? x : open_lo;
+  assign run_lo0 = mask ? \$14  : open_lo;
+  assign \$15  = chunk0 < 4'ha;
+  assign \$16  = \$15  ? chunk0 : 4'h0;
+  assign \$18  = \$17  == x;
+  assign eq_hi0 = mask & \$18 ;
+  assign \$19  = chunk0 < 4'ha;
+  assign \$20  = \$19  ? chunk0 : 4'h0;
+  assign \$22  = \$21  == x;
+  assign eq_lo0 = mask & \$22 ;
+  assign \$24  = | cpos;
+  assign \$25  = \$signal$43  & \$24 ;
+  assign \$27  = | cpos;
+  assign \$28  = found_lo & \$27 ;
+  assign \$29  = ~ mask;
+  assign \$30  = ~ before_hi0;
+  assign \$31  = eq_hi0 & \$30 ;
+  assign \$32  = ~ before_lo0;
+  assign \$33  = eq_lo0 & \$32 ;
+  assign \$34  = \$31  == \$33 ;
+  assign \$35  = \$29  | \$34 ;
+  assign \$36  = ~ before_hi0;
+  assign \$37  = eq_hi0 & \$36 ;
+  assign \$38  = chunk0 == last;
+  assign \$39  = \$38  ? 2'h3 : 2'h1;
+  assign \$40  = chunk0 == last;
+  assign \$41  = \$40  ? 3'h4 : 3'h2;
+  assign \$42  = \$37  ? { 1'h0, \$39  } : \$41 ;
+  assign sel = \$35  ? 3'h0 : \$42 ;
+  assign \$43  = clear | rewind;
+  assign \$44  = \$43  | p1;
+  assign \$45  = \$44  | p2;
+  assign \$46  = nxt_pos + 1'h1;
+  assign \$47  = \$46  >= \$2 ;
+  assign \$48  = nxt_pos + 1'h0;
+  assign \$49  = ! \$48 ;
+  assign \$51  = nxt_idx + 1'h0;
+  assign \$52  = clear | rewind;
+  assign \$53  = ! chunk0;
   assign \$54  = mask & \$53 ;
-  assign \$55  = \$3 [3:0] == 2'h2;
+  assign \$55  = chunk0 == 1'h1;
   assign \$56  = mask & \$55 ;
-  assign \$57  = \$3 [3:0] == 2'h3;
+  assign \$57  = chunk0 == 2'h2;
   assign \$58  = mask & \$57 ;
-  assign \$59  = \$3 [3:0] == 3'h4;
+  assign \$59  = chunk0 == 2'h3;
   assign \$60  = mask & \$59 ;
-  assign \$61  = \$3 [3:0] == 3'h5;
+  assign \$61  = chunk0 == 3'h4;
   assign \$62  = mask & \$61 ;
-  assign \$63  = \$3 [3:0] == 3'h6;
+  assign \$63  = chunk0 == 3'h5;
   assign \$64  = mask & \$63 ;
-  assign \$65  = \$3 [3:0] == 3'h7;
+  assign \$65  = chunk0 == 3'h6;
   assign \$66  = mask & \$65 ;
-  assign \$67  = \$3 [3:0] == 4'h8;
+  assign \$67  = chunk0 == 3'h7;
   assign \$68  = mask & \$67 ;
-  assign \$69  = \$3 [3:0] == 4'h9;
+  assign \$69  = chunk0 == 4'h8;
   assign \$70  = mask & \$69 ;
-  assign \$71  = mask ? \$3 [3:0] : last;
-  assign \$72  = ~ rewind;
-  assign \$73  = p2 & \$72 ;
-  assign \$74  = ~ clear;
-  assign \$75  = \$73  & \$74 ;
-  assign \$76  = before_hi0 | eq_hi0;
-  assign \$77  = before_lo0 | eq_lo0;
+  assign \$71  = chunk0 == 4'h9;
+  assign \$72  = mask & \$71 ;
+  assign \$73  = mask ? chunk0 : last;
+  assign \$74  = ~ rewind;
+  assign \$75  = p2 & \$74 ;
+  assign \$76  = ~ clear;
+  assign \$77  = \$75  & \$76 ;
+  assign \$78  = before_hi0 | eq_hi0;
+  assign \$79  = before_lo0 | eq_lo0;
   always @(posedge clk)
-    cpos <= \$78 ;
+    cpos <= \$80 ;
   always @(posedge clk)
-    cidx <= \$79 ;
+    cidx <= \$81 ;
   always @(posedge clk)
-    \$signal$38  <= \$80 ;
+    cross_l <= \$82 ;
   always @(posedge clk)
-    found_lo <= \$81 ;
+    start0 <= \$83 ;
   always @(posedge clk)
-    \$signal  <= \$82 ;
+    chunk0 <= \$84 ;
   always @(posedge clk)
-    open_lo <= \$83 ;
+    \$signal$43  <= \$85 ;
   always @(posedge clk)
-    hi_v0 <= \$84 ;
+    found_lo <= \$86 ;
   always @(posedge clk)
-    lo_v0 <= \$85 ;
+    \$signal  <= \$87 ;
   always @(posedge clk)
-    hi_v1 <= \$86 ;
+    open_lo <= \$88 ;
   always @(posedge clk)
-    lo_v1 <= \$87 ;
+    hi_v0 <= \$89 ;
   always @(posedge clk)
-    hi_v2 <= \$88 ;
+    lo_v0 <= \$90 ;
   always @(posedge clk)
-    lo_v2 <= \$89 ;
+    hi_v1 <= \$91 ;
   always @(posedge clk)
-    hi_v3 <= \$90 ;
+    lo_v1 <= \$92 ;
   always @(posedge clk)
-    lo_v3 <= \$91 ;
+    hi_v2 <= \$93 ;
   always @(posedge clk)
-    hi_v4 <= \$92 ;
+    lo_v2 <= \$94 ;
   always @(posedge clk)
-    lo_v4 <= \$93 ;
+    hi_v3 <= \$95 ;
   always @(posedge clk)
-    hi_v5 <= \$94 ;
+    lo_v3 <= \$96 ;
   always @(posedge clk)
-    lo_v5 <= \$95 ;
+    hi_v4 <= \$97 ;
   always @(posedge clk)
-    hi_v6 <= \$96 ;
+    lo_v4 <= \$98 ;
   always @(posedge clk)
-    lo_v6 <= \$97 ;
+    hi_v5 <= \$99 ;
   always @(posedge clk)
-    hi_v7 <= \$98 ;
+    lo_v5 <= \$100 ;
   always @(posedge clk)
-    lo_v7 <= \$99 ;
+    hi_v6 <= \$101 ;
   always @(posedge clk)
-    hi_v8 <= \$100 ;
+    lo_v6 <= \$102 ;
   always @(posedge clk)
-    lo_v8 <= \$101 ;
+    hi_v7 <= \$103 ;
   always @(posedge clk)
-    hi_v9 <= \$102 ;
+    lo_v7 <= \$104 ;
   always @(posedge clk)
-    lo_v9 <= \$103 ;
+    hi_v8 <= \$105 ;
   always @(posedge clk)
-    last <= \$104 ;
+    lo_v8 <= \$106 ;
+  always @(posedge clk)
+    hi_v9 <= \$107 ;
+  always @(posedge clk)
+    lo_v9 <= \$108 ;
+  always @(posedge clk)
+    last <= \$109 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
-    casez (\$7 )
+    casez (cross_l)
       1'h0:
           step = 17'h00000;
       1'h1:
@@ -5127,169 +5151,155 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$18  = 8'h00;
-    casez (\$17 )
+    \$17  = 8'h00;
+    casez (\$16 )
       4'h0:
-          \$18  = hi_v0;
+          \$17  = hi_v0;
       4'h1:
-          \$18  = hi_v1;
+          \$17  = hi_v1;
       4'h2:
-          \$18  = hi_v2;
+          \$17  = hi_v2;
       4'h3:
-          \$18  = hi_v3;
+          \$17  = hi_v3;
       4'h4:
-          \$18  = hi_v4;
+          \$17  = hi_v4;
       4'h5:
-          \$18  = hi_v5;
+          \$17  = hi_v5;
       4'h6:
-          \$18  = hi_v6;
+          \$17  = hi_v6;
       4'h7:
-          \$18  = hi_v7;
+          \$17  = hi_v7;
       4'h8:
-          \$18  = hi_v8;
+          \$17  = hi_v8;
       4'h9:
-          \$18  = hi_v9;
+          \$17  = hi_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$22  = 8'h00;
-    casez (\$21 )
+    \$21  = 8'h00;
+    casez (\$20 )
       4'h0:
-          \$22  = lo_v0;
+          \$21  = lo_v0;
       4'h1:
-          \$22  = lo_v1;
+          \$21  = lo_v1;
       4'h2:
-          \$22  = lo_v2;
+          \$21  = lo_v2;
       4'h3:
-          \$22  = lo_v3;
+          \$21  = lo_v3;
       4'h4:
-          \$22  = lo_v4;
+          \$21  = lo_v4;
       4'h5:
-          \$22  = lo_v5;
+          \$21  = lo_v5;
       4'h6:
-          \$22  = lo_v6;
+          \$21  = lo_v6;
       4'h7:
-          \$22  = lo_v7;
+          \$21  = lo_v7;
       4'h8:
-          \$22  = lo_v8;
+          \$21  = lo_v8;
       4'h9:
-          \$22  = lo_v9;
+          \$21  = lo_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$78  = cpos;
-    if (\$44 ) begin
-      \$78  = 13'h0000;
-    end else if (\$45 ) begin
-      \$78  = \$47 [12:0];
-    end
-    if (rst) begin
-      \$78  = 13'h0000;
+    (* full_case = 32'd1 *)
+    if (\$3 ) begin
+      nxt_pos = 13'h0000;
+    end else begin
+      nxt_pos = \$5 [12:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$79  = cidx;
-    if (\$44 ) begin
-      \$79  = 4'h0;
-    end else if (\$45 ) begin
-      \$79  = \$50 [3:0];
-    end
-    if (rst) begin
-      \$79  = 4'h0;
+    (* full_case = 32'd1 *)
+    if (\$3 ) begin
+      nxt_idx = 4'h0;
+    end else begin
+      nxt_idx = \$6 [3:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$80  = \$signal$38 ;
-    if (\$44 ) begin
-      \$80  = 1'h0;
-    end
-    if (\$75 ) begin
-      \$80  = \$76 ;
+    \$80  = cpos;
+    if (\$45 ) begin
+      \$80  = nxt_pos;
     end
     if (rst) begin
-      \$80  = 1'h0;
+      \$80  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$81  = found_lo;
-    if (\$44 ) begin
-      \$81  = 1'h0;
-    end
-    if (\$75 ) begin
-      \$81  = \$77 ;
+    \$81  = cidx;
+    if (\$45 ) begin
+      \$81  = nxt_idx;
     end
     if (rst) begin
-      \$81  = 1'h0;
+      \$81  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$82  = \$signal ;
+    \$82  = cross_l;
+    if (\$45 ) begin
+      \$82  = \$47 ;
+    end
+    if (rst) begin
+      \$82  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$83  = start0;
+    if (\$45 ) begin
+      \$83  = \$50 ;
+    end
+    if (rst) begin
+      \$83  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$84  = chunk0;
+    if (\$45 ) begin
+      \$84  = \$51 [3:0];
+    end
+    if (rst) begin
+      \$84  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$85  = \$signal$43 ;
+    if (\$52 ) begin
+      \$85  = 1'h0;
+    end
+    if (\$77 ) begin
+      \$85  = \$78 ;
+    end
+    if (rst) begin
+      \$85  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$86  = found_lo;
+    if (\$52 ) begin
+      \$86  = 1'h0;
+    end
+    if (\$77 ) begin
+      \$86  = \$79 ;
+    end
+    if (rst) begin
+      \$86  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$87  = \$signal ;
     if (p1) begin
-      \$82  = run_hi0;
-    end
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$83  = open_lo;
-    if (p1) begin
-      \$83  = run_lo0;
-    end
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$84  = hi_v0;
-    if (p1) begin
-      if (\$52 ) begin
-        \$84  = run_hi0;
-      end
-    end
-    if (rst) begin
-      \$84  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$85  = lo_v0;
-    if (p1) begin
-      if (\$52 ) begin
-        \$85  = run_lo0;
-      end
-    end
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$86  = hi_v1;
-    if (p1) begin
-      if (\$54 ) begin
-        \$86  = run_hi0;
-      end
-    end
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$87  = lo_v1;
-    if (p1) begin
-      if (\$54 ) begin
-        \$87  = run_lo0;
-      end
+      \$87  = run_hi0;
     end
     if (rst) begin
       \$87  = 8'h00;
@@ -5297,11 +5307,9 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$88  = hi_v2;
+    \$88  = open_lo;
     if (p1) begin
-      if (\$56 ) begin
-        \$88  = run_hi0;
-      end
+      \$88  = run_lo0;
     end
     if (rst) begin
       \$88  = 8'h00;
@@ -5309,10 +5317,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$89  = lo_v2;
+    \$89  = hi_v0;
     if (p1) begin
-      if (\$56 ) begin
-        \$89  = run_lo0;
+      if (\$54 ) begin
+        \$89  = run_hi0;
       end
     end
     if (rst) begin
@@ -5321,10 +5329,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$90  = hi_v3;
+    \$90  = lo_v0;
     if (p1) begin
-      if (\$58 ) begin
-        \$90  = run_hi0;
+      if (\$54 ) begin
+        \$90  = run_lo0;
       end
     end
     if (rst) begin
@@ -5333,10 +5341,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$91  = lo_v3;
+    \$91  = hi_v1;
     if (p1) begin
-      if (\$58 ) begin
-        \$91  = run_lo0;
+      if (\$56 ) begin
+        \$91  = run_hi0;
       end
     end
     if (rst) begin
@@ -5345,10 +5353,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$92  = hi_v4;
+    \$92  = lo_v1;
     if (p1) begin
-      if (\$60 ) begin
-        \$92  = run_hi0;
+      if (\$56 ) begin
+        \$92  = run_lo0;
       end
     end
     if (rst) begin
@@ -5357,10 +5365,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$93  = lo_v4;
+    \$93  = hi_v2;
     if (p1) begin
-      if (\$60 ) begin
-        \$93  = run_lo0;
+      if (\$58 ) begin
+        \$93  = run_hi0;
       end
     end
     if (rst) begin
@@ -5369,10 +5377,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$94  = hi_v5;
+    \$94  = lo_v2;
     if (p1) begin
-      if (\$62 ) begin
-        \$94  = run_hi0;
+      if (\$58 ) begin
+        \$94  = run_lo0;
       end
     end
     if (rst) begin
@@ -5381,10 +5389,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$95  = lo_v5;
+    \$95  = hi_v3;
     if (p1) begin
-      if (\$62 ) begin
-        \$95  = run_lo0;
+      if (\$60 ) begin
+        \$95  = run_hi0;
       end
     end
     if (rst) begin
@@ -5393,10 +5401,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$96  = hi_v6;
+    \$96  = lo_v3;
     if (p1) begin
-      if (\$64 ) begin
-        \$96  = run_hi0;
+      if (\$60 ) begin
+        \$96  = run_lo0;
       end
     end
     if (rst) begin
@@ -5405,10 +5413,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$97  = lo_v6;
+    \$97  = hi_v4;
     if (p1) begin
-      if (\$64 ) begin
-        \$97  = run_lo0;
+      if (\$62 ) begin
+        \$97  = run_hi0;
       end
     end
     if (rst) begin
@@ -5417,10 +5425,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$98  = hi_v7;
+    \$98  = lo_v4;
     if (p1) begin
-      if (\$66 ) begin
-        \$98  = run_hi0;
+      if (\$62 ) begin
+        \$98  = run_lo0;
       end
     end
     if (rst) begin
@@ -5429,10 +5437,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$99  = lo_v7;
+    \$99  = hi_v5;
     if (p1) begin
-      if (\$66 ) begin
-        \$99  = run_lo0;
+      if (\$64 ) begin
+        \$99  = run_hi0;
       end
     end
     if (rst) begin
@@ -5441,10 +5449,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$100  = hi_v8;
+    \$100  = lo_v5;
     if (p1) begin
-      if (\$68 ) begin
-        \$100  = run_hi0;
+      if (\$64 ) begin
+        \$100  = run_lo0;
       end
     end
     if (rst) begin
@@ -5453,10 +5461,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$101  = lo_v8;
+    \$101  = hi_v6;
     if (p1) begin
-      if (\$68 ) begin
-        \$101  = run_lo0;
+      if (\$66 ) begin
+        \$101  = run_hi0;
       end
     end
     if (rst) begin
@@ -5465,10 +5473,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$102  = hi_v9;
+    \$102  = lo_v6;
     if (p1) begin
-      if (\$70 ) begin
-        \$102  = run_hi0;
+      if (\$66 ) begin
+        \$102  = run_lo0;
       end
     end
     if (rst) begin
@@ -5477,10 +5485,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$103  = lo_v9;
+    \$103  = hi_v7;
     if (p1) begin
-      if (\$70 ) begin
-        \$103  = run_lo0;
+      if (\$68 ) begin
+        \$103  = run_hi0;
       end
     end
     if (rst) begin
@@ -5489,23 +5497,82 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, clear, rewind, p1, p2, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$104  = last;
+    \$104  = lo_v7;
     if (p1) begin
-      \$104  = \$71 ;
+      if (\$68 ) begin
+        \$104  = run_lo0;
+      end
     end
     if (rst) begin
-      \$104  = 4'h0;
+      \$104  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$105  = hi_v8;
+    if (p1) begin
+      if (\$70 ) begin
+        \$105  = run_hi0;
+      end
+    end
+    if (rst) begin
+      \$105  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$106  = lo_v8;
+    if (p1) begin
+      if (\$70 ) begin
+        \$106  = run_lo0;
+      end
+    end
+    if (rst) begin
+      \$106  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$107  = hi_v9;
+    if (p1) begin
+      if (\$72 ) begin
+        \$107  = run_hi0;
+      end
+    end
+    if (rst) begin
+      \$107  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$108  = lo_v9;
+    if (p1) begin
+      if (\$72 ) begin
+        \$108  = run_lo0;
+      end
+    end
+    if (rst) begin
+      \$108  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$109  = last;
+    if (p1) begin
+      \$109  = \$73 ;
+    end
+    if (rst) begin
+      \$109  = 4'h0;
     end
   end
   assign cs_x0 = 17'h00000;
   assign cs_x1 = { 2'h0, \$2  };
-  assign chunk0 = \$3 [3:0];
   assign \x[0]  = x;
   assign \sel[0]  = sel;
   assign \$1  = { 1'h0, chunk_size };
-  assign start0 = \$5 ;
-  assign \$24  = 1'h1;
-  assign before_hi0 = \$26 ;
-  assign \$27  = 1'h1;
-  assign before_lo0 = \$29 ;
+  assign \$23  = 1'h1;
+  assign before_hi0 = \$25 ;
+  assign \$26  = 1'h1;
+  assign before_lo0 = \$28 ;
+  assign \$50  = \$49 ;
 endmodule

@@ -25,3 +25,13 @@ def test_backward_rtl_is_not_stale(key):
     have = (RTL_DIR / f"{key}.v").read_text()
     assert have == want, f"rtl/{key}.v is stale: run `make verilog`"
     assert f"module hwnorm_{key}(" in have
+
+
+def test_per_channel_sequencer_is_marked_one_hot_for_synthesis():
+    """ChannelMath's FSM carries fsm_encoding = "one-hot" (its binary decode was the 16-bit critical path), so yosys
+    recodes it; without the attribute its FSM pass keeps the register binary."""
+    text = (RTL_DIR / "range_s16.v").read_text()
+    lines = text.splitlines()
+    marked = [i for i, line in enumerate(lines) if 'fsm_encoding = "one-hot"' in line]
+    assert marked, "no FSM state register is marked one-hot"
+    assert any("fsm_state" in lines[i + 1] for i in marked)

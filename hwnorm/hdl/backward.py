@@ -25,8 +25,9 @@ then one sequential program on a SeqMul and a SeqDiv (sequential.py) computes Qg
 M2 (chained divisions by Den, never by Den^2 or Den^3) and the dx constants: A' = n M1 and (l2, semidev) B', and the
 kind's few constants C = -Sg M1 - coef M2, each shifted left by sh_max - SH (one bit a cycle) and clamped where every
 dx it gives saturates. Pass 2 per lane, three registers that stall together: the beat with its selection codes, then
-acc = g A' [- x B'] + C[sel] + rnd, then clamp(acc >> sh_max) (a constant shift) into the output register; rnd is 2**(sh_max-1) or the xorshift32 draw (dropout.py's xorshift_step) << (sh_max - 16). Bit-exact: the
-constants are the golden's, unrounded further (backward_widths says why every register holds its value).
+acc = g A' [- x B'] + C[sel] + rnd, then clamp(acc >> sh_max) (a constant shift) into the output register; rnd is
+2**(sh_max-1) or the xorshift32 draw (dropout.py's xorshift_step) << (sh_max - 16). Bit-exact: the constants are the
+golden's, unrounded further (backward_widths says why every register holds its value).
 """
 from dataclasses import dataclass
 
@@ -421,6 +422,8 @@ class BackwardDatapath(wiring.Component):
                         m.d.sync += state.eq(Mux(p.seed == 0, SEED_ZERO, p.seed))
                     if sel is not None:
                         m.d.comb += sel.clear.eq(1)
+                    if kind == "range":     # ChunkExtremes registers its first beat's chunk starts now
+                        m.d.comb += sel.chunk_size.eq(p.chunk_size)
                     with m.If(refused):
                         m.d.sync += sg.eq(0)
                         m.next = "REFUSED"
@@ -540,6 +543,9 @@ def check_backward(cfg, gcfg):
     """A ValueError naming the parameter, its value and what is allowed, for a build the backward does not cover."""
     if not isinstance(gcfg, GradConfig):
         raise ValueError(f"gcfg={gcfg!r} is not supported: allowed a GradConfig")
+    if getattr(gcfg, "mantissa_bits", None) is not None:
+        raise ValueError(f"mantissa_bits={gcfg.mantissa_bits!r} is not supported by the backward datapath (the lean "
+                         f"form is not built): allowed mantissa_bits=None (the exact constants)")
     if cfg.kind not in BACKWARD_HDL_KINDS:
         raise ValueError(f"kind={cfg.kind!r} is not supported by the backward datapath: allowed "
                          f"{', '.join(BACKWARD_HDL_KINDS)}")

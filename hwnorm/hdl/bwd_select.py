@@ -51,7 +51,8 @@ class SignSelect(_Select):
 class ChunkExtremes(_Select):
     """range: each chunk's max and min value (pass 1), then in pass 2 the first value equal to each (the chunk's first
     max / first min position: ties to the lowest index). Lane j's chunk is the beat's first chunk plus the chunk starts
-    it passed: compares of cpos + j with t * chunk_size (t < lanes, constant multiples). Pass 1 carries the open
+    it passed: compares of cpos + j with t * chunk_size (t < lanes, constant multiples), registered a beat ahead
+    (`chunk_size` must hold from `clear` on: the top gives the descriptor's on that cycle). Pass 1 carries the open
     chunk's running max / min through the lanes and writes each chunk's value when the beat leaves it; pass 2 looks
     up the lane's chunk and keeps, for the open chunk, whether its max / min came already. No indices are stored.
     `rewind` returns to the channel's first value between the passes."""
@@ -76,22 +77,33 @@ class ChunkExtremes(_Select):
         found_hi, found_lo = Signal(), Signal()            # pass 2: the open chunk's max / min came already
         last = Signal.like(cidx)               # the channel's last chunk
 
-        chunk, start, seg = [], [], []
-        for j in range(lanes):
-            off = cpos + j
-            cross = tree_sum([off >= mult[t] for t in range(1, lanes)]) if lanes > 1 else 0
-            cj, sj, gj = Signal.like(cidx, name=f"chunk{j}"), Signal(name=f"start{j}"), Signal(range(lanes), name=f"seg{j}")
-            m.d.comb += [gj.eq(cross), cj.eq(cidx + cross), sj.eq(Cat(*[off == mult[t] for t in range(lanes)]).any())]
-            chunk.append(cj)
-            start.append(sj)
-            seg.append(gj)
-        cross_l = tree_sum([(cpos + lanes) >= mult[t] for t in range(1, lanes + 1)])
+        def flags(pos):
+            """(per lane: chunk starts passed, starts here; the beat's chunk starts; the offset step) at offset pos."""
+            segs = [tree_sum([(pos + j) >= mult[t] for t in range(1, lanes)]) if lanes > 1 else 0 for j in range(lanes)]
+            starts = [Cat(*[(pos + j) == mult[t] for t in range(lanes)]).any() for j in range(lanes)]
+            cl = tree_sum([(pos + lanes) >= mult[t] for t in range(1, lanes + 1)])
+            return segs, starts, cl
+
+        # lane j's chunk and start flags are registered a beat ahead, from the next offset (one adder, then compares)
+        chunk = [Signal.like(cidx, name=f"chunk{j}") for j in range(lanes)]
+        start = [Signal(name=f"start{j}") for j in range(lanes)]
+        seg = [Signal(range(lanes), name=f"seg{j}") for j in range(lanes)]
+        cross_l = Signal(range(lanes + 1))
         step = Signal(cb + 4)
         m.d.comb += step.eq(Array(mult)[cross_l])
+        nxt_pos = Signal(cb)
+        nxt_idx = Signal.like(cidx)
         with m.If(self.clear | self.rewind):
-            m.d.sync += [cpos.eq(0), cidx.eq(0), found_hi.eq(0), found_lo.eq(0)]
-        with m.Elif(self.p1 | self.p2):
-            m.d.sync += [cpos.eq(cpos + lanes - step), cidx.eq(cidx + cross_l)]
+            m.d.comb += [nxt_pos.eq(0), nxt_idx.eq(0)]
+        with m.Else():
+            m.d.comb += [nxt_pos.eq(cpos + lanes - step), nxt_idx.eq(cidx + cross_l)]
+        segs, starts, cl = flags(nxt_pos)
+        with m.If(self.clear | self.rewind | self.p1 | self.p2):
+            m.d.sync += [cpos.eq(nxt_pos), cidx.eq(nxt_idx), cross_l.eq(cl)]
+            m.d.sync += [r.eq(v) for r, v in zip(seg, segs)] + [r.eq(v) for r, v in zip(start, starts)]
+            m.d.sync += [r.eq(nxt_idx + v) for r, v in zip(chunk, segs)]
+        with m.If(self.clear | self.rewind):
+            m.d.sync += [found_hi.eq(0), found_lo.eq(0)]
 
         # pass 1: running max / min through the lanes (a start restarts them); a lane whose successor starts a chunk
         # (or the beat's last lane) writes its chunk's entry

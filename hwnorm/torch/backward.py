@@ -11,12 +11,12 @@ import torch
 
 from ..config import GradConfig
 
-GRAD_KEYS = ("grad_fmt", "dx_fmt", "rounding")
+GRAD_KEYS = ("grad_fmt", "dx_fmt", "rounding", "mantissa_bits")
 
 
 def grad_config(grad, cfg) -> GradConfig:
     """The layer's GradConfig: `grad` None (the defaults for cfg's width, half up), a GradConfig, or a dict of
-    grad_fmt / dx_fmt / rounding (the others from the defaults)."""
+    grad_fmt / dx_fmt / rounding / mantissa_bits (the lean backward; the others from the defaults)."""
     base = GradConfig.for_width({"in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt})
     if grad is None or isinstance(grad, GradConfig):
         return grad or base
