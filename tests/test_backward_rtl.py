@@ -109,6 +109,9 @@ def test_refusal_names_what_the_hardware_lacks():
         assert "inference-mode backward (eval()" in refusal(cfg, running=True)
         assert "dropout" in refusal(NormConfig(kind=cfg.kind, dropout=0.25))
         assert "overlap" in refusal(NormConfig(kind=cfg.kind, overlap=True))
+        lean = GradConfig(mantissa_bits=GradConfig().mantissa_min)
+        assert refusal(cfg, lean).startswith(f"mantissa_bits={lean.mantissa_bits}: the lean backward")
+        assert grad_from_json(grad_json(lean)) == lean
 
 
 def test_the_rtl_backend_refuses_what_the_hardware_lacks_by_name():

@@ -43,6 +43,9 @@ def refusal(cfg: NormConfig, gcfg: GradConfig | None = None, per_value: bool = F
     if lacks:
         return (f"the backward datapath has no {lacks[0]}: allowed training-mode batch-norms of kind "
                 f"{', '.join(RTL_BACKWARD_KINDS)} with gamma per channel; {NOT_IN_HARDWARE}")
+    if gcfg is not None and getattr(gcfg, "mantissa_bits", None) is not None:
+        return (f"mantissa_bits={gcfg.mantissa_bits!r}: the lean backward (block-floating constants) is not built in "
+                f"the backward datapath: allowed mantissa_bits=None (the exact constants); {NOT_IN_HARDWARE}")
     if gcfg is not None and gcfg.rounding not in RTL_BACKWARD_ROUNDING:
         return f"rounding={gcfg.rounding!r}: allowed {', '.join(RTL_BACKWARD_ROUNDING)}"
     return None
@@ -92,8 +95,10 @@ def expected(cfg: NormConfig, gcfg: GradConfig, x, g, gamma, seeds=None):
 def grad_json(gcfg: GradConfig) -> str:
     """A GradConfig as JSON (its formats spelled as FixedFormat.parse reads them), sorted keys: a stable cache key."""
     import json
-    return json.dumps({"grad_fmt": str(gcfg.grad_fmt), "dx_fmt": str(gcfg.dx_fmt), "rounding": gcfg.rounding},
-                      sort_keys=True)
+    d = {"grad_fmt": str(gcfg.grad_fmt), "dx_fmt": str(gcfg.dx_fmt), "rounding": gcfg.rounding}
+    if getattr(gcfg, "mantissa_bits", None) is not None:         # the lean form only: the exact one's key unchanged
+        d["mantissa_bits"] = gcfg.mantissa_bits
+    return json.dumps(d, sort_keys=True)
 
 
 def grad_from_json(text: str) -> GradConfig:
