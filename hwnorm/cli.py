@@ -133,7 +133,8 @@ def add_sim_args(p: argparse.ArgumentParser):
     """The options of `hwnorm sim` (run by hwnorm/verify/regression.py)."""
     p.add_argument("--full", action="store_true", help="run the full configuration matrix and longer random tests")
     p.add_argument("--config", action="append", help="only these regression configurations (names as listed by --list)")
-    p.add_argument("--test", help="only this cocotb test of hwnorm/verify/cocotb_tests/test_norm.py")
+    p.add_argument("--test", help="only this cocotb test of hwnorm/verify/cocotb_tests/test_norm.py (or test_backward.py: "
+                                  "the backward datapaths)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--jobs", type=int_in(1), default=os.cpu_count() or 1, help="parallel simulators")
     p.add_argument("--list", action="store_true", help="list the regression configurations and exit")
@@ -152,6 +153,9 @@ def add_sim_args(p: argparse.ArgumentParser):
                            "(default 25000)")
     soak.add_argument("--soak-cocotb-configs", type=int_in(0), metavar="J",
                       help="how many of the configurations also run the cocotb protocol soak (default 2)")
+    soak.add_argument("--soak-backward-configs", type=int_in(0), metavar="B",
+                      help="random backward datapath configurations, rtl vs the golden backward, on N/8 values more "
+                           "(default 4; their seeds start at 1000000)")
 
 
 def _numerics_table(args, block: str, make_table, trials: int) -> bool:
@@ -177,6 +181,8 @@ def cmd_numerics(args) -> int:
     from .reports import numerics_table
     if args.backward:
         return _numerics_backward(args)
+    if args.grad_mantissa_bits is not None:
+        raise ValueError(f"--grad-mantissa-bits={args.grad_mantissa_bits} applies to the backward: allowed with --backward")
     if _numerics_table(args, "numerics", numerics_table, args.trials or 4):
         return 0
     cfg = _config(args)
@@ -196,14 +202,31 @@ def _numerics_backward(args) -> int:
     from .numerics import measure_backward
     from .reports.tables import backward_table
     trials = args.trials or 2
+    spec = args.grad_mantissa_bits
+    if spec is not None and not args.custom:
+        if args.write:
+            raise ValueError("--write with --grad-mantissa-bits: docs/numerics.md's backward table is the exact form's; "
+                             "allowed --write without --grad-mantissa-bits")
+        _refuse_config_options(args, "allowed only with --custom (the table covers the default configurations)")
+        from .reports.tables import backward_lean_table, lean_widths_table
+        print(lean_widths_table(spec) + "\n")
+        print(backward_lean_table(spec, seed=args.seed, trials=trials))
+        return 0
     if _numerics_table(args, "backward", backward_table, trials):
         return 0
     cfg = _config(args)
     gcfg = GradConfig.for_width({"in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt})
+    if spec is not None:
+        from dataclasses import replace
+        from .reports.tables import lean_mantissa
+        gcfg = replace(gcfg, mantissa_bits=lean_mantissa(spec, gcfg))
     e = measure_backward(cfg, gcfg, seed=args.seed, trials=trials)
     print(f"backward  {e.values} values, dy {gcfg.grad_fmt} -> dx {gcfg.dx_fmt}: max err {e.max_err:.0f} LSB "
           f"({e.off_by_one} off by one), before rounding {e.max_unrounded:.4f} LSB, vs the float module "
           f"{e.max_float:.0f} LSB, {e.saturated} saturated  {cfg.describe()}")
+    if gcfg.lean:
+        print(f"lean m={gcfg.mantissa_bits}: vs the exact golden max {e.exact_max_err:.0f} LSB ({e.exact_differ} differ), "
+              f"before rounding {e.exact_max_unrounded:.4f} LSB")
     return 0
 
 
@@ -568,6 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--custom", action="store_true", help="measure the configuration given by the options below")
     p.add_argument("--backward", action="store_true",
                    help="the golden backward's dx instead (docs/numerics.md \"Backward\"; --trials defaults to 2)")
+    p.add_argument("--grad-mantissa-bits", metavar="M", default=None,
+                   help="with --backward: the lean backward (GradConfig(mantissa_bits)): M bits, or min (each width's "
+                        "mantissa_min, the default lean width), or +K (mantissa_min + K); measured against the exact "
+                        "golden too (docs/numerics.md \"The lean backward\")")
     _add_config_args(p)
     p.set_defaults(func=cmd_numerics)
 

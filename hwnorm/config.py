@@ -917,6 +917,7 @@ def formats_from(spec: str) -> dict:
 
 
 GRAD_ROUNDING = ("half_up", "stochastic")
+LEAN_GUARD = 4                 # the lean backward's least dx-pass shift: its floors cost at most 2**-LEAN_GUARD dx LSB
 SR_BITS = DROPOUT_BITS         # stochastic rounding: the dropout LFSR's 16-bit draw (its top bits), added below the LSB
 GRAD_FORMATS = {"s8": dict(grad_fmt=FixedFormat(8, 6), dx_fmt=FixedFormat(8, 5)),
                 "s16": dict(grad_fmt=FixedFormat(16, 14), dx_fmt=FixedFormat(16, 15))}
@@ -931,6 +932,8 @@ class GradConfig:
     grad_fmt: FixedFormat = GRAD_FORMATS["s8"]["grad_fmt"]
     dx_fmt: FixedFormat = GRAD_FORMATS["s8"]["dx_fmt"]
     rounding: str = "half_up"
+    mantissa_bits: int | None = None    # None: the exact per-channel constants; an int m: the lean block-floating
+                                        # form (docs/numerics.md "The lean backward"), m in [mantissa_min, 64]
 
     def __post_init__(self):
         for name in ("grad_fmt", "dx_fmt"):
@@ -943,6 +946,22 @@ class GradConfig:
         if self.rounding not in GRAD_ROUNDING:
             raise ValueError(f"rounding={self.rounding!r} is not supported for gradients: allowed "
                              f"{', '.join(GRAD_ROUNDING)}")
+        m = self.mantissa_bits
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or not self.mantissa_min <= m <= 64):
+            raise ValueError(f"mantissa_bits={m!r} is out of range: allowed None (the exact constants) or an integer "
+                             f"{self.mantissa_min} .. 64 (mantissa_min = dx_fmt.bits + LEAN_GUARD + 1 = "
+                             f"{self.dx_fmt.bits} + {LEAN_GUARD} + 1 for dx_fmt={self.dx_fmt})")
+
+    @property
+    def mantissa_min(self) -> int:
+        """The least mantissa of the lean backward: dx_fmt.bits + LEAN_GUARD + 1, so a gain past the mantissa's top
+        (the special regime) moves dx by more than its whole range per dy LSB (docs/numerics.md "The lean backward")."""
+        return self.dx_fmt.bits + LEAN_GUARD + 1
+
+    @property
+    def lean(self) -> bool:
+        """True for the lean block-floating backward (mantissa_bits an int), False for the exact constants."""
+        return self.mantissa_bits is not None
 
     @classmethod
     def for_width(cls, fmt, rounding: str = "half_up") -> "GradConfig":

@@ -192,7 +192,9 @@ def lint(name: str) -> dict:
 def port_doc(name: str) -> str:
     """What a top-level port carries (native or AXI4-Stream naming)."""
     if name in ("clk", "rst"):
-        return "clock (rising edge)" if name == "clk" else "synchronous reset, active high"
+        return "clock (rising edge)" if name == "clk" else ("synchronous reset, active high; assert it once after "
+                                                             "power-up (synthesis recodes the per-channel unit's "
+                                                             "sequencer one-hot, without an init value)")
     for docs in (AXI_DOC, STREAM_DOC):
         for prefix in sorted(docs, key=len, reverse=True):
             for sep in ("__", "_"):

@@ -231,14 +231,18 @@ class BackwardErrors:
     max_unrounded: float
     max_float: float
     saturated: int
+    exact_max_err: float = 0.0          # the lean form (gcfg.mantissa_bits): max |dx - dx of the exact golden|
+    exact_differ: int = 0               # how many dx differ from the exact golden's
+    exact_max_unrounded: float = 0.0    # max |unrounded - exact golden's unrounded| where the latter is within dx_fmt +- 1
 
 
 def measure_backward(cfg: NormConfig, gcfg: GradConfig | None = None, seed: int = 0, trials: int = 2) -> BackwardErrors:
     """The golden backward against the float references on train_cases' x and gamma, dy uniform over grad_fmt and
-    over an eighth of it (rounding half up: the stochastic draws are checked in tests/test_backward.py)."""
+    over an eighth of it (rounding half up: the stochastic draws are checked in tests/test_backward.py). A lean gcfg
+    (mantissa_bits set) is also measured against the exact golden (mantissa_bits=None) on the same cases."""
     gcfg = gcfg or GradConfig.for_width({"in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt})
     rng = np.random.default_rng(seed)
-    out = dict(values=0, max_err=0.0, off=0, unr=0.0, flt=0.0, sat=0)
+    out = dict(values=0, max_err=0.0, off=0, unr=0.0, flt=0.0, sat=0, ex=0.0, exd=0, exu=0.0)
     lo, hi = gcfg.dx_fmt.min_int, gcfg.dx_fmt.max_int
     for i, (x, gamma, _) in enumerate(train_cases(cfg, rng, trials)):
         top = gcfg.grad_fmt.max_int >> (3 * (i % 2))
@@ -251,6 +255,13 @@ def measure_backward(cfg: NormConfig, gcfg: GradConfig | None = None, seed: int 
         out["max_err"] = max(out["max_err"], float(err.max()))
         out["off"] += int(np.count_nonzero(err))
         out["sat"] += int(r.sat.sum())
+        if gcfg.lean:
+            r0 = backward(cfg, replace(gcfg, mantissa_bits=None), x, g, gamma, unrounded=True)
+            diff = np.abs(r.dx - r0.dx)
+            out["ex"], out["exd"] = max(out["ex"], float(diff.max())), out["exd"] + int(np.count_nonzero(diff))
+            near = (r0.unrounded >= lo - 1) & (r0.unrounded <= hi + 1)
+            if near.any():
+                out["exu"] = max(out["exu"], float(np.abs(r.unrounded - r0.unrounded)[near].max()))
         if inside.any():
             out["unr"] = max(out["unr"], float(np.abs(r.unrounded - ref)[inside].max()))
             flt = _backward_float(cfg, gcfg, x, g, gamma, hardware=False)[0]
@@ -258,4 +269,5 @@ def measure_backward(cfg: NormConfig, gcfg: GradConfig | None = None, seed: int 
             if use.any():
                 out["flt"] = max(out["flt"], float(np.abs(r.dx - np.floor(flt + 0.5))[use].max()))
     return BackwardErrors(values=out["values"], max_err=out["max_err"], off_by_one=out["off"], max_unrounded=out["unr"],
-                          max_float=out["flt"], saturated=out["sat"])
+                          max_float=out["flt"], saturated=out["sat"], exact_max_err=out["ex"], exact_differ=out["exd"],
+                          exact_max_unrounded=out["exu"])

@@ -929,6 +929,7 @@ module \hwnorm_cvar_s16.math (rst, \start$35 , entry, chan, sum, top, done, pop_
   input [1:0] entry;
   wire [1:0] entry;
   reg [17:0] floor_q = 18'h00000;
+  (* fsm_encoding = "one-hot" *)
   reg [6:0] fsm_state = 7'h00;
   reg [39:0] gain_num = 40'h0000000000;
   reg [49:0] gain_p = 50'h0000000000000;

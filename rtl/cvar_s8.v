@@ -929,6 +929,7 @@ module \hwnorm_cvar_s8.math (rst, \start$35 , entry, chan, sum, top, done, pop_t
   input [1:0] entry;
   wire [1:0] entry;
   reg [9:0] floor_q = 10'h000;
+  (* fsm_encoding = "one-hot" *)
   reg [6:0] fsm_state = 7'h00;
   reg [23:0] gain_num = 24'h000000;
   reg [41:0] gain_p = 42'h00000000000;

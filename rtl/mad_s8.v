@@ -1017,6 +1017,7 @@ module \hwnorm_mad_s8.math (rst, \start$36 , entry, chan, sum, s_hi, c_hi, done,
   output [8:0] floor_mean;
   reg [8:0] floor_mean = 9'h000;
   reg [9:0] floor_q = 10'h000;
+  (* fsm_encoding = "one-hot" *)
   reg [6:0] fsm_state = 7'h00;
   reg [23:0] gain_num = 24'h000000;
   reg [41:0] gain_p = 42'h00000000000;

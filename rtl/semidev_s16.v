@@ -1050,6 +1050,7 @@ module \hwnorm_semidev_s16.math (rst, \start$42 , entry, chan, sum, s_lo, c_lo, 
   output [16:0] floor_mean;
   reg [16:0] floor_mean = 17'h00000;
   reg [17:0] floor_q = 18'h00000;
+  (* fsm_encoding = "one-hot" *)
   reg [6:0] fsm_state = 7'h00;
   reg [39:0] gain_num = 40'h0000000000;
   reg [49:0] gain_p = 50'h0000000000000;

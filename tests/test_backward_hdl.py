@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hwnorm.config import GradConfig, NormConfig, default_configs
+from hwnorm.config import GradConfig, default_configs
 from hwnorm.constants import channel_params
 from hwnorm.golden.backward import backward
-from hwnorm.golden.bitexact import centre, deviation_den
+from hwnorm.golden.bitexact import deviation_den
 from hwnorm.hdl.backward import BACKWARD_HDL_KINDS, BackwardDatapath
 
 MAX_COUNT = 24
@@ -50,14 +50,17 @@ def descriptor(cfg, gcfg, x, gamma, seed):
 def make_channels(cfg, gcfg, rnd):
     """(x, g, gamma, seed) per channel: count 1; lanes + 1 small integers (ties at every extreme); max_count over the
     whole input range; a random count of small integers whose deviations tie with both signs (x and -x); zero
-    gradients; small integers with the extreme gradients and gamma (dx saturates)."""
+    gradients; small integers with the extreme gradients and gamma (dx saturates); constant chunks at different
+    levels (range's Den is eps alone: huge constants, clamped)."""
     fi, fg, fgam = cfg.in_fmt, gcfg.grad_fmt, cfg.gamma_fmt
 
     def wide(n):
         return [rnd.randint(fi.min_int, fi.max_int) for _ in range(n)]
 
+    mid = 0 if fi.signed else 3                   # small integers around 0, or around 3 for an unsigned in_fmt
+
     def small(n):
-        return [rnd.randint(-2, 2) for _ in range(n)]
+        return [mid + rnd.randint(-2, 2) for _ in range(n)]
 
     def grads(n):
         return [rnd.randint(fg.min_int, fg.max_int) for _ in range(n)]
@@ -67,15 +70,19 @@ def make_channels(cfg, gcfg, rnd):
 
     n_odd = cfg.lanes + 1 if cfg.lanes > 1 else 3
     half = rnd.randint(1, cfg.max_count // 2)
-    sym = [v for a in small(half) for v in (a, -a)]
+    sym = [mid + v for a in small(half) for v in (a - mid, mid - a)]
     rnd.shuffle(sym)
     n5 = rnd.randint(2, cfg.max_count)
+    # constant chunks at different levels: range's Den is eps alone, its constants far beyond the clamp
+    size = -(-cfg.max_count // cfg.chunks)
+    steps = [lvl for lvl in wide(cfg.chunks) for _ in range(size)][:cfg.max_count]
     chans = [(wide(1), grads(1), gam()),
              (small(n_odd), grads(n_odd), gam()),
              (wide(cfg.max_count), grads(cfg.max_count), fgam.max_int),
              (sym, grads(len(sym)), gam()),
              (wide(n5), [0] * n5, gam()),
-             (small(n5), [rnd.choice((fg.min_int, fg.max_int)) for _ in range(n5)], fgam.min_int)]
+             (small(n5), [rnd.choice((fg.min_int, fg.max_int)) for _ in range(n5)], fgam.min_int),
+             (steps, grads(len(steps)), gam())]
     return [(x, g, gm, rnd.getrandbits(32) if c % 3 else 0) for c, (x, g, gm) in enumerate(chans)]
 
 
@@ -128,12 +135,16 @@ def run_dut(cfg, gcfg, channels, rnd, bad=()):
 
     async def collector(ctx):
         cycles = 0
+        waiting, bound = 0, BackwardDatapath.gap_bound(cfg, gcfg) + 64   # i.valid high and i.ready low in a row
         want = len(descs)
         dx_now = []
         while len(results["stats"]) < want:
             ctx.set(dut.stats.ready, rnd.random() < 0.8)
-            _, _, ov, ordy, op, sv, srdy, sp = await ctx.tick().sample(
-                dut.o.valid, dut.o.ready, dut.o.payload, dut.stats.valid, dut.stats.ready, dut.stats.payload)
+            _, _, ov, ordy, op, sv, srdy, sp, iv, ir = await ctx.tick().sample(
+                dut.o.valid, dut.o.ready, dut.o.payload, dut.stats.valid, dut.stats.ready, dut.stats.payload,
+                dut.i.valid, dut.i.ready)
+            waiting = waiting + 1 if iv and not ir else 0
+            assert waiting < bound, f"i.ready low for more than gap_bound = {bound - 64} cycles"
             if ov and ordy:
                 dx_now.extend(int(op[j]) for j in range(lanes))
             if sv and srdy:
@@ -186,7 +197,8 @@ def test_backward_bit_exact(kind, width, lanes):
     rounding = "stochastic" if (lanes == 1) == (width == 8) else "half_up"
     cfg = small_cfg(kind, width, lanes)
     gcfg = GradConfig.for_width(f"s{width}", rounding)
-    check(cfg, gcfg, zlib.crc32(f"{kind}{width}{lanes}{rounding}".encode()))
+    sats = check(cfg, gcfg, zlib.crc32(f"{kind}{width}{lanes}{rounding}".encode()))
+    assert sats > 0, "some dx saturate (the extreme gradients' channel)"
 
 
 def _bad_descriptors(cfg, gcfg):
@@ -216,7 +228,8 @@ def test_refused_descriptors(kind):
     check(cfg, gcfg, 5, bad=bad)
 
 
-@pytest.mark.parametrize("name", ["range_s8", "l1_s16", "linf_s8", "topk_s16", "cvar_s8", "l2_s8", "l2_s16", "mad_s8"])
+@pytest.mark.parametrize("name", ["range_s8", "l1_s16", "linf_s8", "topk_s16", "cvar_s8", "l2_s8", "l2_s16", "mad_s8",
+                                  "semidev_s8", "semidev_s16"])
 def test_den_floor_takes_every_forward_channel(name):
     """The refusal rule Den >= backward_den_floor(count) never refuses a channel the forward reports: constant data
     (the least Den) and two-valued data at counts 1 .. max_count."""
@@ -233,7 +246,7 @@ def test_den_floor_takes_every_forward_channel(name):
 
 
 @pytest.mark.parametrize("change, param", [
-    (dict(kind="frn"), "kind"), (dict(kind="semidev"), "kind"), (dict(dropout=0.25), "dropout"),
+    (dict(kind="frn"), "kind"), (dict(kind="frn_range"), "kind"), (dict(dropout=0.25), "dropout"),
     (dict(elementwise=True), "elementwise"), (dict(inference_only=True), "inference_only"),
     (dict(overlap=True), "overlap")])
 def test_refused_builds(change, param):
@@ -243,3 +256,180 @@ def test_refused_builds(change, param):
         BackwardDatapath(cfg, GradConfig())
     with pytest.raises(ValueError, match="gcfg=.*allowed"):
         BackwardDatapath(default_configs()["l2_s8"], "s8")
+    lean = GradConfig(mantissa_bits=GradConfig().mantissa_min) if hasattr(GradConfig(), "mantissa_min") else None
+    if lean is not None:
+        with pytest.raises(ValueError, match="mantissa_bits=.*allowed"):
+            BackwardDatapath(default_configs()["l2_s8"], lean)
+
+
+# -- the selection units alone (hwnorm/hdl/bwd_select.py) against a few lines of NumPy ---------------------------
+
+def ref_select(cfg, x, m=None):
+    """Per value: the sel code the dx pass takes (0 none; sign kinds 1: t = +1, 2: t = -1; range 1 / 2 the chunk's
+    first max / min, 3 / 4 in the last chunk) and sum(t)."""
+    x = np.asarray(x, dtype=np.int64)
+    n, s = len(x), int(x.sum())
+    d = n * x - s
+    if cfg.kind == "range":
+        cs = -(-n // cfg.chunks)
+        code = np.zeros(n, dtype=np.int64)
+        starts = list(range(0, n, cs))
+        for a in starts:
+            part = x[a:a + cs]
+            hi, lo = a + int(part.argmax()), a + int(part.argmin())
+            if hi != lo:
+                code[hi], code[lo] = (3, 4) if a == starts[-1] else (1, 2)
+        return code, 0
+    if cfg.kind in ("l1", "mad"):
+        t = np.sign(d)
+    else:
+        order = np.argsort(-(d if cfg.kind == "cvar" else np.abs(d)), kind="stable")[:m]
+        t = np.zeros(n, dtype=np.int64)
+        t[order] = 1 if cfg.kind == "cvar" else np.sign(d[order])
+    return np.where(t > 0, 1, np.where(t < 0, 2, 0)), int(t.sum())
+
+
+@pytest.mark.parametrize("kind", ["l1", "range", "linf", "topk", "cvar"])
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_select_units(kind, lanes):
+    """SignSelect, ChunkExtremes, TopSelect: pass 1, then pass 2's per-lane codes and sum(t) against ref_select, on
+    small integers (ties everywhere) and wide ones, counts 1 .. max_count."""
+    from hwnorm.hdl.bwd_select import ChunkExtremes, SignSelect, TopSelect
+    cfg = small_cfg(kind, 8, lanes)
+    unit = {"l1": SignSelect, "range": ChunkExtremes}.get(kind, TopSelect)(cfg)
+    rnd = random.Random(lanes * 7 + len(kind))
+    chans = []
+    for c in range(10):
+        n = [1, 2, lanes + 1, cfg.max_count][c] if c < 4 else rnd.randint(1, cfg.max_count)
+        lo, hi = (-2, 2) if c % 2 else (cfg.in_fmt.min_int, cfg.in_fmt.max_int)
+        chans.append([rnd.randint(lo, hi) for _ in range(n)])
+
+    async def bench(ctx):
+        for x in chans:
+            n, s = len(x), sum(x)
+            m = {"topk": min(cfg.k, n), "linf": 1, "cvar": rnd.randint(1, min(cfg.k, n))}.get(kind)
+            want, want_t = ref_select(cfg, x, m)
+            if kind == "l1":
+                ctx.set(unit.q, s // n)
+                ctx.set(unit.rz, s % n == 0)
+            elif kind == "range":
+                ctx.set(unit.chunk_size, -(-n // cfg.chunks))
+            else:
+                ctx.set(unit.n, n)
+                ctx.set(unit.s, s)
+                ctx.set(unit.m, m)
+            ctx.set(unit.clear, 1)
+            await ctx.tick()
+            ctx.set(unit.clear, 0)
+            for p in (1, 2):
+                for b in range(0, n, lanes):
+                    for j in range(lanes):
+                        ctx.set(unit.x[j], x[b + j] if b + j < n else rnd.randint(-3, 3))
+                    ctx.set(unit.mask, sum(1 << j for j in range(lanes) if b + j < n))
+                    if p == 2:
+                        got = [ctx.get(unit.sel[j]) for j in range(min(lanes, n - b))]
+                        assert got == list(want[b:b + lanes]), (kind, x, b, got, want)
+                    ctx.set(unit.p1 if p == 1 else unit.p2, 1)
+                    if kind == "range" and p == 1 and b + lanes >= n:
+                        ctx.set(unit.rewind, 1)
+                    await ctx.tick()
+                    ctx.set(unit.p1, 0)
+                    ctx.set(unit.p2, 0)
+                    if kind == "range":
+                        ctx.set(unit.rewind, 0)
+                if p == 1 and kind != "range":
+                    assert ctx.get(unit.tsum) == want_t, (kind, x, ctx.get(unit.tsum), want_t)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("kind, lanes, rounding", [("range", 2, "half_up"), ("l1", 8, "stochastic"),
+                                                   ("topk", 8, "half_up"), ("l2", 2, "stochastic")])
+def test_backward_unsigned_input_and_other_lanes(kind, lanes, rounding):
+    """An unsigned in_fmt (u8.4), lanes 2 and 8: the same bits as the golden backward."""
+    from hwnorm.config import FixedFormat
+    cfg = dataclasses.replace(small_cfg(kind, 8, lanes), in_fmt=FixedFormat(8, 4, signed=False))
+    check(cfg, GradConfig.for_width("s8", rounding), zlib.crc32(f"u{kind}{lanes}".encode()))
+
+
+@pytest.mark.parametrize("kind, width", [(k, 8 if i % 2 else 16) for i, k in enumerate(BACKWARD_HDL_KINDS)])
+def test_backward_default_configs(kind, width):
+    """The committed rtl's configurations (max_count 4096, the widths they imply) at 4 lanes, each kind at one width
+    (the other's is tested at small max_count above): a longer channel of wide values and one of small integers, the
+    extreme gammas; half up at 8 bits, stochastic at 16."""
+    cfg = dataclasses.replace(default_configs()[f"{kind}_s{width}"], lanes=4)
+    gcfg = GradConfig.for_width(f"s{width}", "half_up" if width == 8 else "stochastic")
+    rnd = random.Random(zlib.crc32(f"default{kind}{width}".encode()))
+    fi, fg = cfg.in_fmt, gcfg.grad_fmt
+    chans = []
+    for n, lo, hi, gam in ((250, fi.min_int, fi.max_int, cfg.gamma_fmt.min_int), (61, -2, 2, cfg.gamma_fmt.max_int)):
+        x = [rnd.randint(lo, hi) for _ in range(n)]
+        g = [rnd.randint(fg.min_int, fg.max_int) for _ in range(n)]
+        chans.append((x, g, gam, rnd.getrandbits(32)))
+    got = run_dut(cfg, gcfg, chans, rnd)
+    for (x, g, gamma, s), (st, dx) in zip(chans, got):
+        ref_dx, ref_dg, ref_db, ref_sat = golden(cfg, gcfg, x, g, gamma, s)
+        assert dx[:len(x)] == ref_dx and (st["dgamma"], st["dbeta"], st["sat"], st["error"]) == \
+            (ref_dg, ref_db, ref_sat, 0), (kind, width, len(x))
+
+
+def _extreme_channels(cfg, gcfg, n):
+    """(x, g, gamma) at the edges of what the widths must hold: constant, two-valued, one outlier, constant chunks at
+    different levels; gradients all at one extreme or alternating; gamma at both extremes."""
+    fi, fg, fgam = cfg.in_fmt, gcfg.grad_fmt, cfg.gamma_fmt
+    idx = np.arange(n)
+    xs = [np.full(n, fi.max_int), np.where(idx % 2, fi.max_int, fi.min_int), np.where(idx == 0, fi.max_int, fi.min_int),
+          np.where(idx == n - 1, fi.min_int + 1, fi.min_int), (idx // max(1, -(-n // cfg.chunks))) % 2 * fi.max_int]
+    gs = [np.full(n, fg.max_int), np.full(n, fg.min_int), np.where(idx % 2, fg.max_int, fg.min_int),
+          np.where(idx == 0, fg.min_int, fg.max_int)]
+    return [(x.astype(np.int64), g.astype(np.int64), gam) for x in xs for g in gs for gam in (fgam.min_int, fgam.max_int)]
+
+
+@pytest.mark.parametrize("kind", BACKWARD_HDL_KINDS)
+def test_backward_widths_hold_the_extremes(kind):
+    """backward_widths against the constants of extreme channels (the golden's formulas, in Python integers), at the
+    default configurations (max_count 4096) and 8 and 16 bits: M1, M2, A', B', every constant C before its clamp, the
+    numerator of M2, Qg, dgamma fit their registers."""
+    from hwnorm.golden.backward import _m2, _selection, rdiv, scaled
+    from hwnorm.hdl.backward import backward_widths
+
+    def fits(v, bits):
+        return -(1 << (bits - 1)) <= int(v) < (1 << (bits - 1))
+
+    for width in (8, 16):
+        cfg = default_configs()[f"{kind}_s{width}"]
+        gcfg = GradConfig.for_width(f"s{width}")
+        w = backward_widths(cfg, gcfg)
+        dg_bits = dict((f, b) for f, b, _ in cfg.backward_stats_fields(gcfg))["dgamma"]
+        for n in (1, 2, 3, 10, 11, 100, 4095, 4096):
+            hp = channel_params(cfg, n)
+            for x, g, gam in _extreme_channels(cfg, gcfg, n):
+                xa = x.reshape(1, n)
+                s = int(x.sum())
+                den = int(deviation_den(cfg, xa, np.asarray([s], dtype=object), hp)[0])
+                d = n * x.astype(object) - s
+                sg, qg = int(g.sum()), int((g.astype(object) * d).sum())
+                coef, coef_max = _selection(cfg, xa, d.reshape(1, n), n)
+                coef = [int(c) for c in coef[0]]
+                sh = max(16, 4 + ((n << gcfg.grad_fmt.bits) + int(coef_max)).bit_length())
+                k = w.sh_max - sh
+                m1 = scaled(gam, w.e + sh, den)
+                m2 = _m2(cfg, hp, n, gam * qg, den, w.e + sh)
+                a = n * m1 << k
+                consts = {-sg * m1 * 1 - c * m2 for c in coef} if kind not in ("l2", "semidev") else set()
+                if kind == "l2":
+                    b = n * m2 << k
+                    consts = {-sg * m1 + s * m2}
+                elif kind == "semidev":
+                    b = n * n * m2 << k
+                    neg = d < 0
+                    wsum = int(d[neg].sum()) if neg.any() else 0
+                    consts = {-sg * m1 + wsum * m2, -sg * m1 + wsum * m2 + n * s * m2}
+                else:
+                    b = 0
+                assert fits(m1, w.m1) and fits(m2, w.m2) and fits(a, w.lane_a) and fits(b, w.lane_b), (kind, n)
+                assert all(fits(c << k, w.p - 1) for c in consts), (kind, n)
+                assert fits(qg, w.qg) and fits(rdiv(qg << cfg.const_frac_bits, den), dg_bits), (kind, n)

@@ -188,10 +188,12 @@ def test_eval_mode_backward_runs_on_the_running_statistics(make):
     assert np.abs(want.dx - ref.dx).max() <= 0.01 * np.abs(ref.dx).max()
 
 
-def test_rtl_backward_is_refused_until_it_is_built():
-    with pytest.raises(ValueError, match=r"backward=True on backend='rtl': the backward datapath is not built in hardware "
-                                         r"yet \(issue 21\): use backend='golden'"):
-        to_hardware(mlp("range"), backend="rtl", backward=True)
+def test_rtl_backward_refuses_what_its_hardware_lacks():
+    """backend='rtl' runs the backward datapath for the kinds it has (tests/test_backward_rtl.py) and refuses the
+    others up front, naming the layer, the kind and what is allowed."""
+    with pytest.raises(ValueError, match=r"layer '1' \(LayerNorm\): backward=True on backend='rtl': the backward datapath "
+                                         r"has no gamma per value .*; use backend='golden'"):
+        to_hardware(nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8)), backend="rtl", backward=True)
 
 
 @pytest.mark.parametrize("model, kw, message", [

@@ -5,7 +5,7 @@ from hwnorm.config import FRN_KINDS
 from hwnorm.hdl import NormDatapath
 from hwnorm.reports.tables import channel_cycles
 from hwnorm.verify.funcov import summarize
-from hwnorm.verify.runner import axi_configs, cocotb_tests, regression_configs, run
+from hwnorm.verify.runner import BACKWARD_TEST_MODULE, axi_configs, backward_configs, cocotb_tests, regression_configs, run
 
 # make test (the fast tier, <= 6 min on a fresh clone): one cocotb build per distinct block and stage, each kind's
 # whole 8/16-bit x 1/4-lane matrix in make sim (the main job; test_make_sim_matrix_* check it is there)
@@ -132,3 +132,36 @@ def test_a_cold_regression_says_what_its_builds_cost_before_the_first_one(monkey
     regression.run_args(args, error=lambda m: pytest.fail(m))
     assert "hwnorm sim: 2 of 3 configurations need a Verilator build first" in order[0]
     assert "at --jobs 2 roughly 10 s of builds" in order[0]
+
+
+# the backward datapath (hwnorm/verify/cocotb_tests/test_backward.py): make test runs one; make sim every bwd_* one
+BACKWARD_MAKE_TEST = {"bwd_range_s8_p1": "the backward datapath: range, 8 bits x 1 lane, both passes"}
+
+
+def test_the_backward_testbench_has_its_tests():
+    assert cocotb_tests(BACKWARD_TEST_MODULE) == ["random_counts", "zero_gradients", "ties_at_extremes", "saturating_dx",
+                                                  "extremes", "back_to_back", "reset_every_state", "refused_descriptors"]
+    assert set(BACKWARD_MAKE_TEST) <= set(backward_configs())
+
+
+@pytest.mark.parametrize("key", sorted(BACKWARD_MAKE_TEST))
+def test_backward_cocotb_regression_is_bit_exact(key):
+    """Every cocotb test of the backward on one configuration: dx, dgamma, dbeta and the saturation count bit for bit
+    against the golden backward, with gaps and back-pressure in both passes; every bwd_* coverage bin hit."""
+    r = run(backward_configs()[key], seed=11)
+    logs = [rec["log"] for rec in r.records if "log" in rec]
+    assert r.tests == len(cocotb_tests(BACKWARD_TEST_MODULE)) and r.failed == 0, f"cocotb tests failed, see {logs}"
+    assert r.mismatches == 0 and r.values > 3000 and r.stats > 40
+    hit, total, _, missed = summarize(r.coverage)
+    assert total >= 20 and not missed, missed
+
+
+def test_the_backward_scoreboard_sees_a_wrong_dx(monkeypatch):
+    """The testbench's golden side told another dx format than the hardware's (one fraction bit fewer): the
+    scoreboard reports mismatches and the test fails (it is not blind)."""
+    from hwnorm.backends.rtl_backward import grad_json
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")       # else cocotb's runner raises on the failure instead of counting it
+    sim = backward_configs()["bwd_range_s8_p1"]
+    wrong = grad_json(type(sim.gcfg)(grad_fmt=sim.gcfg.grad_fmt, dx_fmt="s8.4", rounding=sim.gcfg.rounding))
+    r = run(sim, "random_counts", seed=3, env={"HWNORM_GRAD": wrong})
+    assert r.tests == 1 and r.failed == 1 and r.mismatches > 0

@@ -124,3 +124,31 @@ def test_inference_draws_are_accepted():
     assert exps == sorted(exps) and len(exps) > 5
     p = soak.draw_inference(np.random.default_rng(0), cfg, 200, exps)
     assert len(set(p["scale_exp"].tolist())) > 5
+
+
+def test_backward_configurations_are_valid_varied_and_soak_bit_exact(monkeypatch):
+    """The backward soak (seeds from BWD_SEED_BASE): configurations the backward datapath builds, varied; one soaked
+    through the Verilated backward datapath bit for bit, and a golden off by one LSB seen with its repro command."""
+    from hwnorm.backends import rtl_backward
+    from hwnorm.hdl.backward import check_backward
+    drawn = [soak.draw_backward(soak.BWD_SEED_BASE + s) for s in range(1000, 1030)]
+    for cfg, gcfg in drawn:
+        check_backward(cfg, gcfg)
+    assert len({c.kind for c, _ in drawn}) >= 5 and {g.rounding for _, g in drawn} == {"half_up", "stochastic"}
+    assert {c.lanes for c, _ in drawn} >= {1, 2, 4} and any(not c.in_fmt.signed for c, _ in drawn)
+    seed = soak.BWD_SEED_BASE + 1003                    # linf, 4 lanes, max_count 44, stochastic rounding
+    out = io.StringIO()
+    assert soak.main(3_000, only_seed=seed, cocotb_configs=0, jobs=1, out=out) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "0 mismatches" in text and "backward of linf" in text and f"hwnorm sim --soak 3000 --soak-seed {seed}" in text
+    real = rtl_backward.expected
+
+    def broken(*a, **k):
+        dx, stats = real(*a, **k)
+        dx[0, 0] += 1
+        return dx, stats
+    monkeypatch.setattr(rtl_backward, "expected", broken)
+    out = io.StringIO()
+    assert soak.main(1_000, only_seed=seed, cocotb_configs=0, jobs=1, out=out) == 1
+    assert f"FAILED, reproduce with: hwnorm sim --soak 1000 --soak-seed {seed}" in out.getvalue()
+    assert "dx differs at [0]" in out.getvalue()

@@ -2,7 +2,8 @@
 
 golden maps x to codes as the forward did (one LSB = in_scale) and dy to grad_fmt codes scaled per call (one LSB =
 max|dy| / grad_fmt.max_int), runs hwnorm.golden.backward and maps dx (dx_fmt), dgamma and dbeta back; float runs the
-float formulas (hwnorm.golden.backward_ref) unquantized; rtl refuses: its backward datapath is not built yet.
+float formulas (hwnorm.golden.backward_ref) unquantized; rtl maps the same way and runs the codes through the Verilated
+backward datapath instead of the golden model (`core=`; hwnorm/backends/rtl_backward.py), for what that hardware has.
 """
 from __future__ import annotations
 
@@ -17,10 +18,6 @@ from ..fixed import quantize
 from ..golden.backward import backward as golden_backward, infer_backward, quantize_grad, tlu_keep
 from ..golden.backward_ref import frn_backward, norm_backward
 from ..golden.dropout import check_seeds, keep_mask
-
-NOT_BUILT = ("the backward datapath is not built in hardware yet (issue 21): use backend='golden' (the bit-exact "
-             "golden backward) or backward=False (the float gradient)")
-
 
 @dataclass
 class BackwardResult:
@@ -98,11 +95,13 @@ def running_stats(mean, sigma, channels: int):
 
 
 def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_scale: float, seed=None, beta=None,
-                         tau=None, eps=None, dropout_seed=None, mean=None, sigma=None) -> BackwardResult:
+                         tau=None, eps=None, dropout_seed=None, mean=None, sigma=None, core=None) -> BackwardResult:
     """The golden backward on float tensors (see the module's docstring). An FRN kind: `eps` its descriptor eps in input
     units; with tau (C,) its TLU: dy passes where the forward's y >= tau (tlu_keep, y from gamma and beta), the rest
     sums into dtau. A dropout build: dropout_seed, the forward's per-channel seeds (its mask and scale). mean, sigma
-    (C,): the running statistics of an inference-mode forward (their descriptors as the forward made them; infer_backward)."""
+    (C,): the running statistics of an inference-mode forward (their descriptors as the forward made them; infer_backward).
+    `core`: what runs the training backward on the codes, called as hwnorm.golden.backward.backward(cfg, gcfg, x, g,
+    gamma, seed=, eps=, dropout_seed=) is (None: that golden function; the rtl backend: its Verilated datapath)."""
     x, dy, gamma = check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed)
     mean, sigma = running_stats(mean, sigma, x.shape[0])
     beta, tau = _check_frn(cfg, beta, tau, x.shape[0])
@@ -129,7 +128,7 @@ def fixed_point_backward(cfg: NormConfig, gcfg: GradConfig, x, dy, gamma, in_sca
         r = infer_backward(cfg, gcfg, xq, g, g_code, *([q[k] for q in p] for k in ("mean", "scale_m", "scale_exp")),
                            seed=dx_seeds)
     else:
-        r = golden_backward(cfg, gcfg, xq, g, g_code, seed=dx_seeds, eps=eps, dropout_seed=dropout_seed)
+        r = (core or golden_backward)(cfg, gcfg, xq, g, g_code, seed=dx_seeds, eps=eps, dropout_seed=dropout_seed)
     unit_x = in_scale * 2.0 ** cfg.in_fmt.frac
     dx = r.dx * gcfg.dx_fmt.lsb * unit_g / unit_x
     per = np.asarray(r.dgamma).astype(np.float64), np.asarray(r.dbeta).astype(np.float64)   # (C,) or (C, n)

@@ -19,7 +19,7 @@ from ..constants import inference_params
 from ..fixed import quantize
 from ..golden import norm_infer, norm_train
 from ..golden.dropout import check_seeds, keep_mask
-from .backward import NOT_BUILT, BackwardResult, fixed_point_backward, float_backward
+from .backward import BackwardResult, fixed_point_backward, float_backward
 
 
 @dataclass
@@ -122,7 +122,10 @@ class Backend:
 
     name = "?"
     cycles = 0
-    backward_built = True            # Backend.backward runs (False: its backward datapath is not built, it refuses)
+    def backward_refusal(self, cfg, gcfg, per_value=False, frn_tlu=False, dropout=False, running=False):
+        """None if Backend.backward runs this layer's backward, else why not (the hook refuses the layer up front):
+        per_value gamma per value, frn_tlu an FRN layer, dropout a dropout layer, running eval()'s backward."""
+        return None
 
     def backward(self, cfg: NormConfig, gcfg, x, dy, gamma, *, in_scale: float = 1.0, seed=None, beta=None,
                  tau=None, dropout_seed=None, mean=None, sigma=None) -> BackwardResult:
@@ -183,8 +186,8 @@ class FixedPointBackend(Backend):
 
     def backward(self, cfg, gcfg, x, dy, gamma, *, in_scale=1.0, seed=None, beta=None, tau=None, dropout_seed=None,
                  mean=None, sigma=None):
-        """The golden backward (Python integers whatever `exact`): the rtl backend refuses before it gets here. An
-        FRN kind's eps goes in the input units, as in the forward (frn_eps_units)."""
+        """The golden backward (Python integers whatever `exact`). An FRN kind's eps goes in the input units, as in the
+        forward (frn_eps_units)."""
         eps = frn_eps_units(cfg, in_scale) if cfg.frn else None
         return fixed_point_backward(cfg, gcfg, x, dy, gamma, in_scale, seed, beta, tau, eps, dropout_seed, mean, sigma)
 
@@ -245,17 +248,46 @@ class GoldenBackend(FixedPointBackend):
 
 
 class RtlBackend(FixedPointBackend):
-    """The generated Verilog in Verilator, cycle-accurate, in-process (one model per configuration)."""
+    """The generated Verilog in Verilator, cycle-accurate, in-process (one model per configuration); its backward runs
+    the Verilated backward datapath for what it has (hwnorm/backends/rtl_backward.py `refusal`) and refuses the rest."""
 
     name = "rtl"
-    backward_built = False
 
     def __init__(self):
         self.models = {}
+        self.backward_models = {}
+
+    def backward_refusal(self, cfg, gcfg, per_value=False, frn_tlu=False, dropout=False, running=False):
+        from .rtl_backward import refusal
+        return refusal(cfg, gcfg, per_value=per_value, frn_tlu=frn_tlu, dropout=dropout, running=running)
 
     def backward(self, cfg, gcfg, x, dy, gamma, *, in_scale=1.0, seed=None, beta=None, tau=None, dropout_seed=None,
                  mean=None, sigma=None):
-        raise ValueError(f"backend='rtl': {NOT_BUILT}")
+        """The float <-> code mapping of the golden backend (fixed_point_backward), the codes through the Verilated
+        backward datapath; refused, naming what it lacks and what is allowed, where it has no hardware."""
+        from .backward import check_backward_args
+        check_backward_args(cfg, gcfg, x, dy, gamma, in_scale, seed)        # bad arguments first, as golden's
+        why = self.backward_refusal(cfg, gcfg, per_value=np.ndim(gamma) == 2, frn_tlu=tau is not None or cfg.frn,
+                                    dropout=dropout_seed is not None, running=mean is not None or sigma is not None)
+        if why is not None:
+            raise ValueError(f"backend='rtl': {why}")
+
+        def core(cfg, gcfg, x, g, gamma, seed=None, eps=None, dropout_seed=None):
+            from ..golden.backward import BackwardResult as Codes
+            dx, stats = self.backward_model(cfg, gcfg).run(x, g, gamma, seed)
+            if any(st["error"] for st in stats):
+                raise RuntimeError(f"the backward datapath refused a descriptor of {cfg.describe()}: {stats}")
+            return Codes(dx=dx.astype(np.int64), dgamma=np.array([st["dgamma"] for st in stats], dtype=object),
+                         dbeta=np.array([st["dbeta"] for st in stats], dtype=object),
+                         sat=np.array([st["sat"] for st in stats], dtype=np.int64), shift=None, unrounded=None)
+        return fixed_point_backward(cfg, gcfg, x, dy, gamma, in_scale, seed, beta, tau, None, dropout_seed, mean,
+                                    sigma, core=core)
+
+    def backward_model(self, cfg, gcfg):
+        if (cfg, gcfg) not in self.backward_models:
+            from .verilator import VerilatedBackward
+            self.backward_models[(cfg, gcfg)] = VerilatedBackward(cfg, gcfg)
+        return self.backward_models[(cfg, gcfg)]
 
     def model(self, cfg):
         if cfg not in self.models:
@@ -265,7 +297,7 @@ class RtlBackend(FixedPointBackend):
 
     @property
     def cycles(self) -> int:
-        return sum(m.cycles for m in self.models.values())
+        return sum(m.cycles for m in (*self.models.values(), *self.backward_models.values()))
 
     def train_codes(self, cfg, x, g, b, seed=None, tau=None, eps=None):
         y, stats = self.model(cfg).train(x, g, b, seed, tau, eps)

@@ -22,7 +22,7 @@ import numpy as np
 from ..cache import BUILD_ROOT, build_once
 from ..config import NormConfig
 from ..constants import channel_params
-from ..emit import verilog_text
+from ..emit import backward_verilog_text, verilog_text
 from ..fields import from_words, pack, to_words, unpack, width
 from ..toolchain import VERILATOR_WARNINGS, setup_verilator_env, verilator_root
 
@@ -49,14 +49,19 @@ def _run(cmd, cwd, env, what):
 
 def library_path(cfg: NormConfig) -> Path:
     """Build (once) and return the shared library of cfg's Verilated datapath."""
-    text = verilog_text(cfg)
+    return build_library(cfg.name, verilog_text(cfg), cfg.describe())
+
+
+def build_library(top: str, text: str, what: str) -> Path:
+    """Build (once) and return the shared library of the Verilog `text` (top module `top`) with the harness; `what`
+    names it in the messages. Cached under build/rtl/ by the text, the harness, the compiler and the flags."""
     cxx = os.environ.get("CXX", "g++")
     key = hashlib.sha256("\n".join([text, HARNESS.read_text(), cxx, *VERILATOR_FLAGS, *CXXFLAGS]).encode()).hexdigest()[:12]
-    out_dir = BUILD_ROOT / "rtl" / f"{cfg.name}-{key}"
+    out_dir = BUILD_ROOT / "rtl" / f"{top}-{key}"
     lib = out_dir / "libhwnorm.so"
 
     def make(lib: Path):
-        print(f"hwnorm: first use of this rtl configuration: building its Verilator model ({cfg.describe()})",
+        print(f"hwnorm: first use of this rtl configuration: building its Verilator model ({what})",
               file=sys.stderr, flush=True)
         t0 = time.monotonic()
         env = setup_verilator_env(dict(os.environ))
@@ -64,12 +69,12 @@ def library_path(cfg: NormConfig) -> Path:
         work = Path(tempfile.mkdtemp(prefix="build-", dir=out_dir.parent))
         try:
             (work / "top.v").write_text(text)
-            cmd = ["verilator", "--cc", "top.v", "--top-module", cfg.name, "--prefix", "Vtop", "-Mdir", "obj",
+            cmd = ["verilator", "--cc", "top.v", "--top-module", top, "--prefix", "Vtop", "-Mdir", "obj",
                    *VERILATOR_FLAGS, "-CFLAGS", " ".join(CXXFLAGS), "--build", "-j", str(os.cpu_count() or 1)]
-            _run(cmd, work, env, f"Verilator build of {cfg.describe()}")
+            _run(cmd, work, env, f"Verilator build of {what}")
             _run([cxx, "-shared", *CXXFLAGS, "-I", "obj", "-I", str(root / "include"),
                   "-I", str(root / "include" / "vltstd"), str(HARNESS), "obj/Vtop__ALL.a", "obj/libverilated.a",
-                  "-o", "libhwnorm.so", "-pthread"], work, env, f"C++ build of the harness for {cfg.describe()}")
+                  "-o", "libhwnorm.so", "-pthread"], work, env, f"C++ build of the harness for {what}")
             out_dir.mkdir(exist_ok=True)
             tmp = out_dir / f".libhwnorm.so.{os.getpid()}"
             shutil.copy2(work / "libhwnorm.so", tmp)
@@ -198,3 +203,65 @@ class VerilatedDatapath:
                                 cfg.out_fmt.bits, int(cfg.out_fmt.signed), self.in_nw, self.out_nw, self.stats_nw,
                                 ctypes.byref(cps))
         return vps, cps.value
+
+
+class VerilatedBackward:
+    """One Verilated instance of the backward datapath of (cfg, gcfg) (hwnorm.hdl.backward.BackwardDatapath), running
+    whole channels per call through harness.cpp's hw_run: the descriptor, then the (x, g) beats twice (the reduction
+    pass, the dx pass), dx beats and one statistics word back (hwnorm/backends/rtl_backward.py)."""
+
+    def __init__(self, cfg: NormConfig, gcfg):
+        from .rtl_backward import backward_top, describe       # the generator refuses what it cannot build
+        self.cfg, self.gcfg = cfg, gcfg
+        top = backward_top(cfg, gcfg)
+        self.lib = _load(build_library(top, backward_verilog_text(cfg, gcfg, top), describe(cfg, gcfg)))
+        self.handle = self.lib.hw_new()
+        self.desc_fields = cfg.backward_channel_fields(gcfg)
+        self.stats_fields = cfg.backward_stats_fields(gcfg)
+        self.desc_nw = len(to_words(0, width(self.desc_fields)))
+        self.stats_nw = len(to_words(0, width(self.stats_fields)))
+        beat_bits = (cfg.in_fmt.bits + gcfg.grad_fmt.bits) * cfg.lanes
+        # one word more than the beat needs: hw_run packs its (absent, 0-bit) beta lanes at the beat's top bit
+        self.in_nw = len(to_words(0, beat_bits)) + 1
+        self.out_nw = len(to_words(0, gcfg.dx_fmt.bits * cfg.lanes))
+
+    def __del__(self):
+        if getattr(self, "handle", None):
+            self.lib.hw_free(self.handle)
+            self.handle = None
+
+    @property
+    def cycles(self) -> int:
+        return int(self.lib.hw_cycles(self.handle))
+
+    def run(self, x, g, gamma, seeds=None):
+        """x (C, n) in_fmt codes, g (C, n) grad_fmt codes, gamma (C,) gamma_fmt codes, seeds the dx pass's per-channel
+        LFSR seeds (None: 0) -> (dx codes (C, n), statistics dicts per channel)."""
+        from .rtl_backward import channel_stats, descriptor, pack_fields
+        cfg, gcfg = self.cfg, self.gcfg
+        x = np.ascontiguousarray(x, dtype=np.int32)
+        g = np.ascontiguousarray(g, dtype=np.int32)
+        nch, n = x.shape
+        if not 1 <= n <= cfg.max_count:
+            raise ValueError(f"count={n} is out of range: allowed [1, max_count={cfg.max_count}]")
+        seeds = [0] * nch if seeds is None else [int(s) for s in seeds]
+        s, den = channel_stats(cfg, x)
+        descs = [descriptor(cfg, n, s[c], den[c], gamma[c], seeds[c]) for c in range(nch)]
+        for c, d in enumerate(descs):         # the core would answer with an error word and take no value: refuse here
+            err = cfg.backward_descriptor_error(gcfg, d)
+            if err is not None:
+                raise ValueError(f"channel {c}: {err} (the backward core refuses this descriptor)")
+        words = [to_words(pack_fields(self.desc_fields, d, "backward descriptor"), width(self.desc_fields))
+                 for d in descs]
+        desc = np.ascontiguousarray(np.array(words, dtype=np.uint32).reshape(nch, self.desc_nw))
+        dx = np.zeros_like(x)
+        stats = np.zeros((nch, self.stats_nw), dtype=np.uint32)
+        failed = ctypes.c_int(-1)
+        limit = 4 * (2 * n + 4000) + 100_000          # two passes and the per-channel arithmetic, with room to spare
+        rc = self.lib.hw_run(self.handle, nch, n, 2, desc, self.desc_nw, x, dx, stats, self.stats_nw, cfg.lanes,
+                             cfg.in_fmt.bits, gcfg.dx_fmt.bits, 1, self.in_nw, self.out_nw, limit,
+                             ctypes.byref(failed), g.ctypes.data, g.ctypes.data, gcfg.grad_fmt.bits, 0)
+        if rc != 0:
+            raise RuntimeError(f"the Verilated backward datapath hung on channel {failed.value} "
+                               f"({self.cfg.describe()})")
+        return dx, [unpack(self.stats_fields, from_words(row)) for row in stats]

@@ -14,8 +14,20 @@ Ports (stable; the host packs them from hwnorm.config):
                        values saturated), error (a refused descriptor, NormConfig.backward_descriptor_error: no beat
                        taken on `i`, none given on `o`, every other field 0)
 
-Built: range, l1, mad, linf, topk, cvar, l2, per-channel gamma, rounding half_up and stochastic. Refused in the
-constructor: the FRN kinds, semidev, dropout builds, elementwise (per-value gamma) and inference-only builds.
+Built: range, l1, mad, linf, topk, cvar, l2, semidev, per-channel gamma, rounding half_up and stochastic. Refused in
+the constructor: the FRN kinds, dropout builds, elementwise (per-value gamma), inference-only and overlap builds.
+(Changes since the first commit of these ports: none to the ports or the descriptor / stats fields; semidev added,
+its descriptor has no kind constant, as l2's.)
+
+Architecture (docs/architecture.md "BackwardDatapath"): pass 1 sums g and g x per lane (an in_bits x grad_bits
+multiplier) into Sg and sum(g x), and the kind's selection unit (bwd_select.py) finds what coef needs from x alone;
+then one sequential program on a SeqMul and a SeqDiv (sequential.py) computes Qg = n sum(g x) - S Sg, SH, M1, dgamma,
+M2 (chained divisions by Den, never by Den^2 or Den^3) and the dx constants: A' = n M1 and (l2, semidev) B', and the
+kind's few constants C = -Sg M1 - coef M2, each shifted left by sh_max - SH (one bit a cycle) and clamped where every
+dx it gives saturates. Pass 2 per lane, three registers that stall together: the beat with its selection codes, then
+acc = g A' [- x B'] + C[sel] + rnd, then clamp(acc >> sh_max) (a constant shift) into the output register; rnd is
+2**(sh_max-1) or the xorshift32 draw (dropout.py's xorshift_step) << (sh_max - 16). Bit-exact: the constants are the
+golden's, unrounded further (backward_widths says why every register holds its value).
 """
 from dataclasses import dataclass
 
@@ -23,14 +35,14 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import DROPOUT_SEED_BITS, SR_BITS, GradConfig
+from ..config import SR_BITS, GradConfig
 from ..constants import MASK32, SEED_ZERO
 from .bwd_select import ChunkExtremes, SignSelect, TopSelect
 from .common import fmt_shape, lanes_of, leading_one, tree_sum
 from .dropout import xorshift_step
 from .sequential import SeqDiv, SeqMul
 
-BACKWARD_HDL_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar", "l2")
+BACKWARD_HDL_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar", "l2", "semidev")
 SIGN_KINDS = ("l1", "mad", "linf", "topk", "cvar")
 BWD_GUARD = 4                  # SH = max(SR_BITS, BWD_GUARD + bitlen(n 2**grad_bits + coef_max)), as the golden's
 
@@ -47,7 +59,9 @@ def _sbits(v: int) -> int:
 @dataclass(frozen=True)
 class BackwardWidths:
     """The widths of the backward's registers, from bounds over every count and every Den the descriptor rules let
-    through (Den >= NormConfig.backward_den_floor(count)): exact arithmetic, nothing clamps."""
+    through (Den >= NormConfig.backward_den_floor(count)); the sequential unit's are exact for any such Den, the
+    lanes' are exact for the forward's Den of the channel's x (l2's B': |Qg| <= n 2**(grad_bits-1) (Den + 1) 2**-CF,
+    Cauchy-Schwarz), and the constants C are clamped to +-clamp, beyond which every dx they give saturates anyway."""
     e: int          # E = CF + F_in + F_dx - F_gr - F_gamma
     sh_max: int     # the largest SH; the dx pass shifts every constant left by sh_max - SH and then right by sh_max
     sg: int
@@ -57,7 +71,9 @@ class BackwardWidths:
     m2: int
     lane_a: int     # A' = n M1 2**(sh_max - SH)
     lane_b: int     # l2: B' = n M2 2**(sh_max - SH)
-    lane_c: int     # the per-channel constants of the dx sum, aligned
+    clamp: int      # the constants C of the dx sum, aligned, are clamped to [-clamp, clamp]
+    lane_c: int     # their width
+    wide_c: int     # C before the clamp (the sequential unit's registers)
     acc: int        # a lane's sum g A' (- x B') + C + rnd
     x: int          # G Qg (times c or n): the numerator of M2
     p: int          # SeqMul's product register
@@ -68,6 +84,8 @@ def coef_max_bound(cfg, gcfg, n: int) -> int:
     kind = cfg.stat_kind
     if kind == "l2":
         return n << cfg.in_fmt.bits
+    if kind == "semidev":
+        return (n * n) << cfg.in_fmt.bits
     if kind == "range":
         return (1 << cfg.const_bits) - 1
     return 2 * n
@@ -88,7 +106,7 @@ def backward_widths(cfg, gcfg) -> BackwardWidths:
     sh_max = sh_of(gcfg, nmax, coef_max_bound(cfg, gcfg, nmax))
     kind = cfg.stat_kind
     cmax = (1 << cfg.const_bits) - 1
-    top = dict(m1=0, m2=0, a=0, b=0, c=0, acc=0, x=0)
+    top = dict(m1=0, m2=0, a=0, b=0, c=0, x=0)
     for b in range(cfg.count_bits):
         n = min(nmax, (2 << b) - 1)
         dlo = cfg.backward_den_floor(1 << b)
@@ -98,29 +116,37 @@ def backward_widths(cfg, gcfg) -> BackwardWidths:
         if kind == "l2":
             m2 = ((gmag * qg) << (2 * cf + e + sh_max)) // dlo ** 3 + slack
             x = gmag * qg
+            bl = ((2 * gmag * n * n * gh) << (cf + e + sh_max)) // dlo ** 2 + n * slack     # Cauchy-Schwarz
+        elif kind == "semidev":     # sum|d| = 2 sum_neg|d| <= 2 sqrt(n T), sqrt(T / n) 2**CF < Den + 1
+            m2 = ((gmag * qg) << (2 * cf + e + sh_max)) // ((1 << b) * dlo ** 3) + slack
+            x = gmag * qg
+            bl = ((4 * gmag * gh * n * n) << (cf + e + sh_max)) // dlo ** 2 + n * n * slack
         elif kind == "range":
             m2 = ((n * gmag * qg) << (e + sh_max)) // dlo ** 2 + slack
-            x = n * gmag * qg
+            x, bl = n * gmag * qg, 0
         else:
             m2 = ((gmag * qg * cmax) << (e + sh_max)) // dlo ** 2 + slack
-            x = gmag * qg * cmax
+            x, bl = gmag * qg * cmax, 0
         a = n * m1
-        bl = n * m2 if kind == "l2" else 0
-        coef = coef_max_bound(cfg, gcfg, n) + (n * xmag if kind == "l2" else 0)
+        coef = coef_max_bound(cfg, gcfg, n) + (n * xmag if kind == "l2" else n * n * xmag if kind == "semidev" else 0)
         c = n * gh * m1 + coef * m2 + (n + 1) * m2
-        acc = gh * a + xmag * bl + c + (1 << sh_max)
-        for key, v in (("m1", m1), ("m2", m2), ("a", a), ("b", bl), ("c", c), ("acc", acc), ("x", x)):
+        for key, v in (("m1", m1), ("m2", m2), ("a", a), ("b", bl), ("c", c), ("x", x)):
             top[key] = max(top[key], v)
+    # a constant C beyond +-clamp saturates every dx of its lanes: g A' + x B' + rnd moves the sum by less than
+    # clamp - 2**(sh_max + dx_bits - 1)
+    clamp = gh * top["a"] + xmag * top["b"] + (1 << sh_max) + (1 << (sh_max + gcfg.dx_fmt.bits - 1))
     sg = cfg.backward_sg_bits(gcfg)
     sgx = _sbits(nmax * gh * xmag)
     qg = _sbits(cfg.backward_qg_max(gcfg, nmax))
     m1, m2 = _sbits(top["m1"]), _sbits(top["m2"])
-    lane_a, lane_b, lane_c = _sbits(top["a"]), _sbits(top["b"]), _sbits(top["c"])
-    p = max(lane_a, lane_b, lane_c, _sbits(top["x"]), qg + cfg.count_bits, sgx + cfg.count_bits) + 1
-    shifts = (2 * cf if kind == "l2" else 0) + e + sh_max + 1
+    lane_a, lane_b, wide_c = _sbits(top["a"]), _sbits(top["b"]), _sbits(top["c"])
+    p = max(lane_a, lane_b, wide_c, _sbits(top["x"]), qg + cfg.count_bits, sgx + cfg.count_bits) + 1
+    shifts = (2 * cf if kind in ("l2", "semidev") else 0) + e + sh_max + 1
     q = max(_sbits(top["x"]) + shifts, cfg.gamma_fmt.bits + e + sh_max + 1, qg + cf + 1, cfg.sum_bits)
+    acc = gh * top["a"] + xmag * top["b"] + clamp + (1 << sh_max)
     return BackwardWidths(e=e, sh_max=sh_max, sg=sg, sgx=sgx, qg=qg, m1=m1, m2=m2, lane_a=lane_a, lane_b=lane_b,
-                          lane_c=lane_c, acc=_sbits(top["acc"]) + 1, x=_sbits(top["x"]), p=p, q=q)
+                          clamp=clamp, lane_c=_sbits(clamp), wide_c=wide_c, acc=_sbits(acc) + 1, x=_sbits(top["x"]),
+                          p=p, q=q)
 
 
 class BackwardDatapath(wiring.Component):
@@ -142,6 +168,16 @@ class BackwardDatapath(wiring.Component):
             "o": Out(stream.Signature(lanes_of(fmt_shape(gcfg.dx_fmt), lanes))),
             "stats": Out(stream.Signature(_layout(cfg.backward_stats_fields(gcfg)))),
         })
+
+    @staticmethod
+    def gap_bound(cfg, gcfg) -> int:
+        """An upper bound of the cycles `i.ready` stays low before pass 1 plus between the passes of one channel (a
+        testbench's timeout): at most 7 divisions of at most `q` steps, 16 multiplications, 6 alignments and 20 single
+        steps (measured at 8 bits: 490 to 610 cycles between the passes, semidev 900; docs/architecture.md)."""
+        w = backward_widths(cfg, gcfg)
+        b_bits = max(cfg.count_bits, cfg.sum_bits, w.sg, cfg.const_bits, cfg.gamma_fmt.bits,
+                     2 * cfg.count_bits + cfg.in_fmt.bits + 1) + 1
+        return 7 * (w.q + 5) + 16 * (b_bits + 3) + 6 * (w.sh_max - SR_BITS + 2) + 20
 
     # -- the descriptor check ----------------------------------------------------------------------------------
 
@@ -188,11 +224,11 @@ class BackwardDatapath(wiring.Component):
             m.submodules.sel = sel = ChunkExtremes(cfg)
             m.d.comb += sel.chunk_size.eq(chan.chunk_size)
             nconst = 5
-        elif kind in ("l1", "mad"):
+        elif kind in ("l1", "mad", "semidev"):
             m.submodules.sel = sel = SignSelect(cfg)
             q_mean, rz = Signal(signed(cfg.in_fmt.bits + 1)), Signal()
             m.d.comb += [sel.q.eq(q_mean), sel.rz.eq(rz)]
-            nconst = 3
+            nconst = 2 if kind == "semidev" else 3
         elif kind in SIGN_KINDS:
             m.submodules.sel = sel = TopSelect(cfg)
             mm = chan.m if cfg.kind == "cvar" else Mux(n < cfg.k, n, cfg.k)
@@ -215,13 +251,18 @@ class BackwardDatapath(wiring.Component):
         tq = Signal(signed(w.q + 2))              # a quotient on its way (a chained division's numerator)
         dgamma = Signal(signed(len(self.stats.payload.dgamma)))
         lane_a = Signal(signed(w.lane_a))
-        lane_b = Signal(signed(w.lane_b)) if kind == "l2" else None
+        lane_b = Signal(signed(w.lane_b)) if kind in ("l2", "semidev") else None
+        if kind == "semidev":       # the negative deviations: sum of their x, their count, W = sum min(d, 0); n^2
+            sx_neg = Signal(signed(cfg.sum_bits))
+            c_neg = Signal(cb)
+            wsum = Signal(signed(w.p))
+            nn = Signal(2 * cb)
         consts = [Signal(signed(w.lane_c), name=f"const{i}") for i in range(nconst)]
         scratch = Signal(signed(w.p))             # a product on its way
         sat = Signal(cb)
 
         # SH = max(16, 4 + bitlen(n 2**gb + coef_max)) from the descriptor
-        coef_max = {"l2": n << cfg.in_fmt.bits,
+        coef_max = {"l2": n << cfg.in_fmt.bits, "semidev": (nn << cfg.in_fmt.bits) if kind == "semidev" else 0,
                     "range": Mux(chan.c_full > chan.c_last, chan.c_full, chan.c_last) if kind == "range" else 0,
                     }.get(kind, n << 1)
         shv = Signal(w.p)
@@ -230,15 +271,17 @@ class BackwardDatapath(wiring.Component):
         sh_new = Signal(range(w.sh_max + 8))
         m.d.comb += sh_new.eq(Mux(lead + 1 + BWD_GUARD > SR_BITS, lead + 1 + BWD_GUARD, SR_BITS))
 
-        m.submodules.mul = mul = SeqMul(w.p, max(cb, cfg.sum_bits, w.sg, cfg.const_bits, cfg.gamma_fmt.bits) + 1, w.p)
+        wn_bits = 2 * cb + cfg.in_fmt.bits + 1      # |W| <= n^2 2**in_bits (semidev)
+        m.submodules.mul = mul = SeqMul(w.p, max(cb, cfg.sum_bits, w.sg, cfg.const_bits, cfg.gamma_fmt.bits,
+                                                 wn_bits if kind == "semidev" else 0) + 1, w.p)
         m.submodules.div = div = SeqDiv(cfg.den_bits, w.q)
 
         # -- the program: (kind of step, operands, destination)
         def mul_op(dst, a, b, b_bits, c=0, neg=0):
             return ("mul", dst, a, b, b_bits, c, neg)
 
-        def div_shift(dst, v, v_bits, shift):     # dst = floor(v 2**shift / Den), v signed, v_bits its width
-            return ("div", dst, v, v_bits, shift)
+        def div_shift(dst, v, v_bits, shift, den=None):   # dst = floor(v 2**shift / Den), v signed, v_bits its width
+            return ("div", dst, v, v_bits, shift, chan.den if den is None else den)
 
         def absv(v):
             return Mux(v < 0, -v, v)
@@ -248,6 +291,7 @@ class BackwardDatapath(wiring.Component):
 
         e = w.e
         gam = chan.gamma
+        c0w = Signal(signed(w.p))                  # C0 before its alignment and clamp
         prog = [
             mul_op(scratch, sgx, n, cb),                                   # n sum(g x)
             mul_op(qg, sg, absv(chan.sum), cfg.sum_bits, c=scratch, neg=~sgn(chan.sum)),  # Qg = n sum(gx) - S Sg
@@ -256,29 +300,43 @@ class BackwardDatapath(wiring.Component):
             div_shift(tq, qg, w.qg, cf + 1),                               # dgamma = round(Qg 2**CF / Den)
             ("half", dgamma, tq),
             mul_op(lane_a, m1, n, cb),                                     # A = n M1
-            mul_op(consts[0], m1, absv(sg), w.sg, neg=~sgn(sg)),           # C0 = -Sg M1
+            ("shl", lane_a),                                               # A' = A 2**(sh_max - SH)
+            mul_op(c0w, m1, absv(sg), w.sg, neg=~sgn(sg)),                 # C0 = -Sg M1
             mul_op(scratch, qg, absv(gam), cfg.gamma_fmt.bits, neg=sgn(gam)),   # G Qg
         ]
-        if kind == "l2":
-            prog += [div_shift(tq, scratch, w.x, 2 * cf + e + 1 + sh), ("div", tq, tq, w.q + 2, 0),
-                     ("div", tq, tq, w.q + 2, 0), ("half", m2, tq),
-                     mul_op(lane_b, m2, n, cb),                                        # B = n M2
-                     mul_op(consts[0], m2, absv(chan.sum), cfg.sum_bits, c=consts[0], neg=sgn(chan.sum))]  # + S M2
+
+        def const_op(i, mul=None):          # consts[i] = clamp((C0 +- M2 b) 2**(sh_max - SH))
+            return ([mul] if mul is not None else [("set", scratch, c0w)]) + [("shl", scratch), ("clamp", consts[i])]
+
+        if kind == "semidev":       # M2 = round(G Qg 2**(2CF+E+SH) / (n Den^3)); B'' = n^2 M2; W = n sum_neg x - S c_neg
+            prog += [div_shift(tq, scratch, w.x, 2 * cf + e + 1 + sh), div_shift(tq, tq, w.q + 2, 0),
+                     div_shift(tq, tq, w.q + 2, 0), div_shift(tq, tq, w.q + 2, 0, den=n), ("half", m2, tq),
+                     mul_op(lane_b, m2, nn, 2 * cb), ("shl", lane_b),
+                     mul_op(wsum, sx_neg, n, cb),
+                     mul_op(wsum, chan.sum, c_neg, cb, c=wsum, neg=1),
+                     mul_op(c0w, m2, absv(wsum), wn_bits, c=c0w, neg=sgn(wsum))]          # C0 = -Sg M1 + W M2
+            prog += const_op(0)
+            prog += [mul_op(scratch, m2, absv(chan.sum), cfg.sum_bits, neg=sgn(chan.sum)),  # C1 = C0 + n S M2
+                     mul_op(scratch, scratch, n, cb, c=c0w), ("shl", scratch), ("clamp", consts[1])]
+        elif kind == "l2":
+            prog += [div_shift(tq, scratch, w.x, 2 * cf + e + 1 + sh), div_shift(tq, tq, w.q + 2, 0),
+                     div_shift(tq, tq, w.q + 2, 0), ("half", m2, tq),
+                     mul_op(lane_b, m2, n, cb), ("shl", lane_b)]                       # B' = n M2 2**(sh_max - SH)
+            prog += const_op(0, mul_op(scratch, m2, absv(chan.sum), cfg.sum_bits, c=c0w, neg=sgn(chan.sum)))  # + S M2
         else:
             factor, fbits = (n, cb) if kind == "range" else (chan.c, cfg.const_bits)
             prog += [mul_op(scratch, scratch, factor, fbits), div_shift(tq, scratch, w.x, e + 1 + sh),
-                     ("div", tq, tq, w.q + 2, 0), ("half", m2, tq)]
+                     div_shift(tq, tq, w.q + 2, 0), ("half", m2, tq)]
             if kind == "range":     # coef +c: C0 - c M2; -c: C0 + c M2
-                prog += [mul_op(consts[i], m2, c, cfg.const_bits, c=consts[0], neg=ng)
-                         for i, c, ng in ((1, chan.c_full, 1), (2, chan.c_full, 0), (3, chan.c_last, 1),
-                                          (4, chan.c_last, 0))]
+                prog += const_op(0)
+                for i, c, ng in ((1, chan.c_full, 1), (2, chan.c_full, 0), (3, chan.c_last, 1), (4, chan.c_last, 0)):
+                    prog += const_op(i, mul_op(scratch, m2, c, cfg.const_bits, c=c0w, neg=ng))
             else:                   # coef n t - T: t = +1: C0 - (n - T) M2, t = -1: C0 + (n + T) M2, 0: C0 + T M2
                 tsum = sel.tsum
-                prog += [mul_op(consts[1], m2, n - tsum, cb + 1, c=consts[0], neg=1),
-                         mul_op(consts[2], m2, n + tsum, cb + 1, c=consts[0], neg=0),
-                         mul_op(consts[0], m2, absv(tsum), cb + 1, c=consts[0], neg=sgn(tsum))]
+                prog += const_op(1, mul_op(scratch, m2, n - tsum, cb + 1, c=c0w, neg=1))
+                prog += const_op(2, mul_op(scratch, m2, n + tsum, cb + 1, c=c0w, neg=0))
+                prog += const_op(0, mul_op(scratch, m2, absv(tsum), cb + 1, c=c0w, neg=sgn(tsum)))
 
-        lane_regs = [lane_a] + ([lane_b] if lane_b is not None else []) + consts
         align = Signal(range(w.sh_max + 1))
 
         # LFSR of the stochastic rounding
@@ -290,35 +348,59 @@ class BackwardDatapath(wiring.Component):
                 draws.append(s[32 - SR_BITS:])
             lfsr_next = s
 
-        # -- the dx lanes: acc = g A' (- x B') + C[sel] + rnd, >> sh_max, saturate; one output register
+        # -- the dx lanes, three registers that stall together (adv: the output register is free or freed now):
+        # s0 holds the beat (x, g, its sel codes, mask, draws); s1 acc = g A' (- x B') + C[sel] + rnd; the output
+        # register dx = clamp(acc >> sh_max)
         dxf = gcfg.dx_fmt
         o_valid = Signal()
         o_data = Signal(lanes_of(fmt_shape(dxf), lanes))
         m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(o_data)]
-        take = Signal()                             # a pass-2 beat moves into the output register
-        dx_vals, sat_flags = [], []
+        take = Signal()                             # a pass-2 beat enters s0
+        adv = Signal()
+        m.d.comb += adv.eq(~o_valid | self.o.ready)
+        s0_valid, s1_valid = Signal(), Signal()
+        s0_x = Signal.like(xs, name="s0_x")
+        s0_g = Signal.like(gs, name="s0_g")
+        s0_mask = Signal(lanes)
+        s0_sel = Signal(lanes_of(3, lanes)) if sel is not None else None
+        s0_draw = Signal(lanes_of(SR_BITS, lanes)) if stoch else None
+        s1_mask = Signal(lanes)
+        s1_acc = [Signal(signed(w.acc), name=f"acc{j}") for j in range(lanes)]
+        with m.If(take):
+            m.d.sync += [s0_x.eq(xs), s0_g.eq(gs), s0_mask.eq(mask)]
+            if s0_sel is not None:
+                m.d.sync += s0_sel.eq(sel.sel)
+            if stoch:
+                m.d.sync += [s0_draw.eq(Cat(*draws)), state.eq(lfsr_next)]
+        accs = []
         for j in range(lanes):
-            cj = consts[0] if nconst == 1 else Mux(sel.sel[j] == 0, consts[0], consts[1])
+            sj = s0_sel[j] if s0_sel is not None else None
+            if kind == "semidev":       # C1 where d < 0 (sel 2), C0 elsewhere
+                cj = Mux(sj == 2, consts[1], consts[0])
+            else:
+                cj = consts[0] if nconst == 1 else Mux(sj == 0, consts[0], consts[1])
             if nconst > 1:
                 for i in range(2, nconst):
-                    cj = Mux(sel.sel[j] == i, consts[i], cj)
-            acc = Signal(signed(w.acc), name=f"acc{j}")
-            expr = gs[j] * lane_a + cj
-            if lane_b is not None:
-                expr = expr - xs[j] * lane_b
-            rnd = (draws[j] << (w.sh_max - SR_BITS)) if stoch else (1 << (w.sh_max - 1))
-            m.d.comb += acc.eq(expr + rnd)
-            v = acc >> w.sh_max
+                    cj = Mux(sj == i, consts[i], cj)
+            expr = s0_g[j] * lane_a + cj
+            if kind == "semidev":
+                expr = expr - Mux(sj == 2, s0_x[j] * lane_b, 0)
+            elif lane_b is not None:
+                expr = expr - s0_x[j] * lane_b
+            rnd = (s0_draw[j] << (w.sh_max - SR_BITS)) if stoch else (1 << (w.sh_max - 1))
+            accs.append(expr + rnd)
+        dx_vals, sat_flags = [], []
+        for j in range(lanes):
+            v = s1_acc[j] >> w.sh_max
             over, under = v > dxf.max_int, v < dxf.min_int
-            dx_vals.append(Mux(~mask[j], 0, Mux(over, dxf.max_int, Mux(under, dxf.min_int, v[:dxf.bits]))))
-            sat_flags.append(mask[j] & (over | under))
-        with m.If(self.o.ready):
-            m.d.sync += o_valid.eq(0)
-        with m.If(take):
-            m.d.sync += [o_valid.eq(1), o_data.eq(Cat(*[d[:dxf.bits] for d in dx_vals])),
-                         sat.eq(sat + tree_sum(sat_flags))]
-            if stoch:
-                m.d.sync += state.eq(lfsr_next)
+            dx_vals.append(Mux(~s1_mask[j], 0, Mux(over, dxf.max_int, Mux(under, dxf.min_int, v[:dxf.bits]))))
+            sat_flags.append(s1_mask[j] & (over | under))
+        with m.If(adv):
+            m.d.sync += [o_valid.eq(s1_valid), s1_valid.eq(s0_valid), s0_valid.eq(take), s1_mask.eq(s0_mask)]
+            m.d.sync += [a.eq(e) for a, e in zip(s1_acc, accs)]
+            m.d.sync += o_data.eq(Cat(*[d[:dxf.bits] for d in dx_vals]))
+            with m.If(s1_valid):
+                m.d.sync += sat.eq(sat + tree_sum(sat_flags))
 
         # -- stats word
         m.d.comb += [self.stats.payload.dgamma.eq(dgamma), self.stats.payload.dbeta.eq(sg),
@@ -340,12 +422,16 @@ class BackwardDatapath(wiring.Component):
                         m.d.sync += state.eq(Mux(p.seed == 0, SEED_ZERO, p.seed))
                     if sel is not None:
                         m.d.comb += sel.clear.eq(1)
+                    if kind == "range":     # ChunkExtremes registers its first beat's chunk starts now
+                        m.d.comb += sel.chunk_size.eq(p.chunk_size)
                     with m.If(refused):
                         m.d.sync += sg.eq(0)
                         m.next = "REFUSED"
                     with m.Else():
-                        m.next = "PRE" if kind in ("l1", "mad") else "PASS1"
-            if kind in ("l1", "mad"):
+                        m.next = "PRE" if kind in ("l1", "mad", "semidev") else "PASS1"
+                    if kind == "semidev":
+                        m.d.sync += [sx_neg.eq(0), c_neg.eq(0)]
+            if kind in ("l1", "mad", "semidev"):
                 # q = floor(S / n), then rz: S - q n == 0
                 with m.State("PRE"):
                     s = chan.sum
@@ -363,7 +449,16 @@ class BackwardDatapath(wiring.Component):
                 with m.State("PRE_WAIT"):
                     with m.If(mul.done):
                         m.d.sync += rz.eq(mul.p == 0)
-                        m.next = "PASS1"
+                        m.next = "PRE_NN" if kind == "semidev" else "PASS1"
+                if kind == "semidev":   # n^2, for SH (coef_max = n^2 2**in_bits) and B''
+                    with m.State("PRE_NN"):
+                        m.d.comb += [mul.start.eq(1), mul.a.eq(n), mul.b.eq(n), mul.c.eq(0), mul.neg.eq(0),
+                                     mul.steps.eq(cb)]
+                        m.next = "PRE_NN_WAIT"
+                    with m.State("PRE_NN_WAIT"):
+                        with m.If(mul.done):
+                            m.d.sync += nn.eq(mul.p)
+                            m.next = "PASS1"
             with m.State("PASS1"):
                 m.d.comb += [self.i.ready.eq(1), beat.eq(self.i.valid)]
                 m.d.sync += sh.eq(sh_new)
@@ -375,16 +470,32 @@ class BackwardDatapath(wiring.Component):
                 terms_gx = [Mux(mask[j], gs[j] * xs[j], 0) for j in range(lanes)]
                 with m.If(self.i.valid):
                     m.d.sync += [sg.eq(sg + tree_sum(terms_g)), sgx.eq(sgx + tree_sum(terms_gx))]
+                    if kind == "semidev":
+                        negs = [sel.sel[j] == 2 for j in range(lanes)]
+                        m.d.sync += [sx_neg.eq(sx_neg + tree_sum([Mux(negs[j], xs[j], 0) for j in range(lanes)])),
+                                     c_neg.eq(c_neg + tree_sum(negs))]
                     with m.If(last):
                         m.d.sync += left.eq(n)
                         m.next = "S0"
             for idx, op in enumerate(prog):
-                nxt = f"S{idx + 1}" if idx + 1 < len(prog) else "ALIGN"
-                if op[0] == "half":
-                    _, dst, src = op
+                nxt = f"S{idx + 1}" if idx + 1 < len(prog) else "PASS2"
+                if op[0] in ("half", "set", "clamp", "shl"):
                     with m.State(f"S{idx}"):
-                        m.d.sync += dst.eq((src + 1) >> 1)
-                        m.next = nxt
+                        if op[0] == "half":
+                            m.d.sync += op[1].eq((op[2] + 1) >> 1)
+                        elif op[0] == "set":
+                            m.d.sync += op[1].eq(op[2])
+                        elif op[0] == "clamp":
+                            t = w.clamp
+                            m.d.sync += op[1].eq(Mux(scratch > t, t, Mux(scratch < -t, -t, scratch)))
+                        else:                              # << (sh_max - SH), one bit a cycle
+                            with m.If(align + sh == w.sh_max):
+                                m.d.sync += align.eq(0)
+                                m.next = nxt
+                            with m.Else():
+                                m.d.sync += [op[1].eq(op[1] << 1), align.eq(align + 1)]
+                        if op[0] != "shl":
+                            m.next = nxt
                     continue
                 with m.State(f"S{idx}"):
                     if op[0] == "mul":
@@ -392,7 +503,7 @@ class BackwardDatapath(wiring.Component):
                         m.d.comb += [mul.start.eq(1), mul.a.eq(a), mul.b.eq(b), mul.c.eq(c), mul.neg.eq(neg),
                                      mul.steps.eq(b_bits)]
                     else:
-                        _, dst, v, v_bits, shift = op
+                        _, dst, v, v_bits, shift, divisor = op
                         # |v| 2**shift: |v| at the top of the quotient register, v_bits + shift steps
                         mag = absv(v)
                         if isinstance(shift, int) and shift == 0:
@@ -401,26 +512,19 @@ class BackwardDatapath(wiring.Component):
                         else:
                             m.d.comb += div.lo_init.eq(mag << (w.q - v_bits))
                             m.d.comb += div.steps.eq(v_bits + shift)
-                        m.d.comb += [div.start.eq(1), div.rem_init.eq(0), div.neg.eq(sgn(v)), div.den.eq(chan.den)]
+                        m.d.comb += [div.start.eq(1), div.rem_init.eq(0), div.neg.eq(sgn(v)), div.den.eq(divisor)]
                     m.next = f"W{idx}"
                 with m.State(f"W{idx}"):
                     eng = mul if op[0] == "mul" else div
                     with m.If(eng.done):
                         m.d.sync += dst.eq(mul.p if op[0] == "mul" else div.q)
                         m.next = nxt
-            with m.State("ALIGN"):                 # every lane constant << (sh_max - SH), one bit a cycle
-                with m.If(align + sh == w.sh_max):
-                    m.next = "PASS2"
-                with m.Else():
-                    m.d.sync += [r.eq(r << 1) for r in lane_regs]
-                    m.d.sync += align.eq(align + 1)
             with m.State("PASS2"):
                 more = left != 0
-                m.d.comb += [self.i.ready.eq(more & (~o_valid | self.o.ready)),
-                             take.eq(self.i.valid & self.i.ready), beat.eq(take)]
+                m.d.comb += [self.i.ready.eq(more & adv), take.eq(self.i.valid & self.i.ready), beat.eq(take)]
                 if sel is not None:
                     m.d.comb += sel.p2.eq(take)
-                with m.If(~more & (~o_valid | self.o.ready)):
+                with m.If(~more & ~s0_valid & ~s1_valid & adv):
                     m.next = "REPORT"
             with m.State("REPORT"):
                 m.d.comb += self.stats.valid.eq(1)
@@ -439,6 +543,9 @@ def check_backward(cfg, gcfg):
     """A ValueError naming the parameter, its value and what is allowed, for a build the backward does not cover."""
     if not isinstance(gcfg, GradConfig):
         raise ValueError(f"gcfg={gcfg!r} is not supported: allowed a GradConfig")
+    if getattr(gcfg, "mantissa_bits", None) is not None:
+        raise ValueError(f"mantissa_bits={gcfg.mantissa_bits!r} is not supported by the backward datapath (the lean "
+                         f"form is not built): allowed mantissa_bits=None (the exact constants)")
     if cfg.kind not in BACKWARD_HDL_KINDS:
         raise ValueError(f"kind={cfg.kind!r} is not supported by the backward datapath: allowed "
                          f"{', '.join(BACKWARD_HDL_KINDS)}")

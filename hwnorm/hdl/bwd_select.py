@@ -49,9 +49,13 @@ class SignSelect(_Select):
 
 
 class ChunkExtremes(_Select):
-    """range: each chunk's first max and first min position (pass 1), matched against each lane's index (pass 2).
-    Lane j's chunk is the beat's first chunk plus the chunk starts it passed: compares of cpos + j with t * chunk_size
-    (t < lanes, constant multiples); `rewind` returns to the channel's first value between the passes."""
+    """range: each chunk's max and min value (pass 1), then in pass 2 the first value equal to each (the chunk's first
+    max / first min position: ties to the lowest index). Lane j's chunk is the beat's first chunk plus the chunk starts
+    it passed: compares of cpos + j with t * chunk_size (t < lanes, constant multiples), registered a beat ahead
+    (`chunk_size` must hold from `clear` on: the top gives the descriptor's on that cycle). Pass 1 carries the open
+    chunk's running max / min through the lanes and writes each chunk's value when the beat leaves it; pass 2 looks
+    up the lane's chunk and keeps, for the open chunk, whether its max / min came already. No indices are stored.
+    `rewind` returns to the channel's first value between the passes."""
 
     def __init__(self, cfg):
         super().__init__(cfg, {"chunk_size": In(cfg.count_bits), "rewind": In(1)})
@@ -67,53 +71,92 @@ class ChunkExtremes(_Select):
                      for t in range(lanes + 1)]
         cpos = Signal(cb)                      # lane 0's offset in its chunk
         cidx = Signal(range(nch + lanes + 1))  # lane 0's chunk
-        base = Signal(cb + 1)                  # lane 0's index in the channel
         hi_v = Array(Signal(shape, name=f"hi_v{c}") for c in range(nch))
         lo_v = Array(Signal(shape, name=f"lo_v{c}") for c in range(nch))
-        hi_i = Array(Signal(cb, name=f"hi_i{c}") for c in range(nch))
-        lo_i = Array(Signal(cb, name=f"lo_i{c}") for c in range(nch))
+        open_hi, open_lo = Signal(shape), Signal(shape)   # pass 1: the open chunk's running max / min
+        found_hi, found_lo = Signal(), Signal()            # pass 2: the open chunk's max / min came already
         last = Signal.like(cidx)               # the channel's last chunk
 
-        chunk, start, idx = [], [], []
-        for j in range(lanes):
-            off = cpos + j
-            cross = tree_sum([off >= mult[t] for t in range(1, lanes)]) if lanes > 1 else 0
-            cj = Signal.like(cidx, name=f"chunk{j}")
-            sj = Signal(name=f"start{j}")
-            m.d.comb += [cj.eq(cidx + cross), sj.eq(Cat(*[off == mult[t] for t in range(lanes)]).any())]
-            chunk.append(cj)
-            start.append(sj)
-            idx.append((base + j)[:cb])
-        cross_l = tree_sum([(cpos + lanes) >= mult[t] for t in range(1, lanes + 1)])
+        def flags(pos):
+            """(per lane: chunk starts passed, starts here; the beat's chunk starts; the offset step) at offset pos."""
+            segs = [tree_sum([(pos + j) >= mult[t] for t in range(1, lanes)]) if lanes > 1 else 0 for j in range(lanes)]
+            starts = [Cat(*[(pos + j) == mult[t] for t in range(lanes)]).any() for j in range(lanes)]
+            cl = tree_sum([(pos + lanes) >= mult[t] for t in range(1, lanes + 1)])
+            return segs, starts, cl
+
+        # lane j's chunk and start flags are registered a beat ahead, from the next offset (one adder, then compares)
+        chunk = [Signal.like(cidx, name=f"chunk{j}") for j in range(lanes)]
+        start = [Signal(name=f"start{j}") for j in range(lanes)]
+        seg = [Signal(range(lanes), name=f"seg{j}") for j in range(lanes)]
+        cross_l = Signal(range(lanes + 1))
         step = Signal(cb + 4)
         m.d.comb += step.eq(Array(mult)[cross_l])
+        nxt_pos = Signal(cb)
+        nxt_idx = Signal.like(cidx)
         with m.If(self.clear | self.rewind):
-            m.d.sync += [cpos.eq(0), cidx.eq(0), base.eq(0)]
-        with m.Elif(self.p1 | self.p2):
-            m.d.sync += [cpos.eq(cpos + lanes - step), cidx.eq(cidx + cross_l), base.eq(base + lanes)]
+            m.d.comb += [nxt_pos.eq(0), nxt_idx.eq(0)]
+        with m.Else():
+            m.d.comb += [nxt_pos.eq(cpos + lanes - step), nxt_idx.eq(cidx + cross_l)]
+        segs, starts, cl = flags(nxt_pos)
+        with m.If(self.clear | self.rewind | self.p1 | self.p2):
+            m.d.sync += [cpos.eq(nxt_pos), cidx.eq(nxt_idx), cross_l.eq(cl)]
+            m.d.sync += [r.eq(v) for r, v in zip(seg, segs)] + [r.eq(v) for r, v in zip(start, starts)]
+            m.d.sync += [r.eq(nxt_idx + v) for r, v in zip(chunk, segs)]
+        with m.If(self.clear | self.rewind):
+            m.d.sync += [found_hi.eq(0), found_lo.eq(0)]
 
-        with m.If(self.p1):                    # the chunk registers: lanes in order, strict compares (first wins)
+        # pass 1: running max / min through the lanes (a start restarts them); a lane whose successor starts a chunk
+        # (or the beat's last lane) writes its chunk's entry
+        hi, lo = open_hi, open_lo
+        runs = []
+        for j in range(lanes):
+            rh, rl = Signal(shape, name=f"run_hi{j}"), Signal(shape, name=f"run_lo{j}")
+            m.d.comb += [rh.eq(Mux(~self.mask[j], hi, Mux(start[j] | (self.x[j] > hi), self.x[j], hi))),
+                         rl.eq(Mux(~self.mask[j], lo, Mux(start[j] | (self.x[j] < lo), self.x[j], lo)))]
+            runs.append((rh, rl))
+            hi, lo = rh, rl
+        ends = [self.mask[j] & (start[j + 1] | ~self.mask[j + 1]) if j + 1 < lanes else self.mask[j]
+                for j in range(lanes)]
+        with m.If(self.p1):
+            m.d.sync += [open_hi.eq(hi), open_lo.eq(lo)]
             for c in range(nch):
-                hv, hix, lv, lix = hi_v[c], hi_i[c], lo_v[c], lo_i[c]
                 for j in range(lanes):
-                    here = self.mask[j] & (chunk[j] == c)
-                    th = here & (start[j] | (self.x[j] > hv))
-                    tl = here & (start[j] | (self.x[j] < lv))
-                    hv, hix = Mux(th, self.x[j], hv), Mux(th, idx[j], hix)
-                    lv, lix = Mux(tl, self.x[j], lv), Mux(tl, idx[j], lix)
-                m.d.sync += [hi_v[c].eq(hv), hi_i[c].eq(hix), lo_v[c].eq(lv), lo_i[c].eq(lix)]
+                    with m.If(ends[j] & (chunk[j] == c)):
+                        m.d.sync += [hi_v[c].eq(runs[j][0]), lo_v[c].eq(runs[j][1])]
             lc = last
             for j in range(lanes):
                 lc = Mux(self.mask[j], chunk[j], lc)
             m.d.sync += last.eq(lc)
 
-        for j in range(lanes):                 # pass 2: the lane's index against its chunk's extremes
+        # pass 2: the first value of its chunk equal to the chunk's max (min)
+        fh_prev = found_hi & (cpos != 0)       # lane 0 continues the open chunk
+        fl_prev = found_lo & (cpos != 0)
+        eq_h, eq_l, hit_h, hit_l = [], [], [], []
+        for j in range(lanes):
             cj = Mux(chunk[j] < nch, chunk[j], 0)
-            hmax = hi_i[cj] == idx[j]
-            hmin = lo_i[cj] == idx[j]
+            eh = Signal(name=f"eq_hi{j}")
+            el = Signal(name=f"eq_lo{j}")
+            m.d.comb += [eh.eq(self.mask[j] & (self.x[j] == hi_v[cj])), el.eq(self.mask[j] & (self.x[j] == lo_v[cj]))]
+            eq_h.append(eh)
+            eq_l.append(el)
+        fbs = []
+        for j in range(lanes):
+            before_h, before_l = Mux(seg[j] == 0, fh_prev, 0), Mux(seg[j] == 0, fl_prev, 0)
+            for i in range(j):                 # an earlier lane of the same chunk: no start in lanes i+1 .. j
+                same = ~Cat(*start[i + 1:j + 1]).any()
+                before_h = before_h | (same & eq_h[i])
+                before_l = before_l | (same & eq_l[i])
+            fh, fl = Signal(name=f"before_hi{j}"), Signal(name=f"before_lo{j}")
+            m.d.comb += [fh.eq(before_h), fl.eq(before_l)]
+            fbs.append((fh, fl))
+            hit_h.append(eq_h[j] & ~fh)
+            hit_l.append(eq_l[j] & ~fl)
+        with m.If(self.p2 & ~self.rewind & ~self.clear):
+            m.d.sync += [found_hi.eq(fbs[-1][0] | eq_h[-1]), found_lo.eq(fbs[-1][1] | eq_l[-1])]
+        for j in range(lanes):
             lst = chunk[j] == last
-            m.d.comb += self.sel[j].eq(Mux(~self.mask[j] | (hmax == hmin), 0,
-                                           Mux(hmax, Mux(lst, 3, 1), Mux(lst, 4, 2))))
+            m.d.comb += self.sel[j].eq(Mux(~self.mask[j] | (hit_h[j] == hit_l[j]), 0,
+                                           Mux(hit_h[j], Mux(lst, 3, 1), Mux(lst, 4, 2))))
         return m
 
 

@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import MEAN_ABS_KINDS
-from .common import channel_layout
+from .common import channel_layout, one_hot
 from .sequential import ISqrt, SeqDiv, SeqMul
 from .statistics import ExtremeK, StatisticsUnit
 
@@ -423,7 +423,7 @@ class ChannelMath(wiring.Component):
         loop_n = Signal(range(max(loops + [1]) + 1), name="loop_n")
         k = cfg.k
         m.d.sync += [self.pop_top.eq(0), self.pop_bottom.eq(0)]     # high for one cycle, set by a pick's first state
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     if cfg.overlap:         # the inference program never reads the statistics unit
@@ -514,6 +514,7 @@ class ChannelMath(wiring.Component):
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
+        one_hot(fsm)
         return m
 
     def _top_sum_states(self, m, st, here, nxt, tag, wait):

@@ -181,6 +181,64 @@ def backward_table(seed: int = 0, trials: int = 2) -> str:
     return "\n".join(out)
 
 
+LEAN_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar", "l2", "semidev")   # the batch-norm backward kinds
+
+
+def lean_mantissa(spec, gcfg: GradConfig) -> int:
+    """--grad-mantissa-bits: an int M, 'min' (gcfg.mantissa_min, the default lean width) or '+K' (mantissa_min + K)."""
+    text = str(spec).strip()
+    try:
+        if text == "min":
+            return gcfg.mantissa_min
+        if text.startswith("+"):
+            return gcfg.mantissa_min + int(text[1:])
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--grad-mantissa-bits={spec!r} is not supported: allowed an integer M, min or +K") from None
+
+
+def lean_widths_table(spec) -> str:
+    """The lean backward's register widths (golden.backward.lean_widths) for every batch-norm backward kind's default
+    configurations at 8 and 16 bits: per lane and per channel (docs/numerics.md "The lean backward"). The divisions by
+    n Den, Den^2, Den^3 chain exact divisions by n and Den (floor(floor(a / b) / c) = floor(a / (b c))): one divisor
+    of Den's width, as the exact form's chained divisions."""
+    from ..golden.backward import lean_widths
+    out = ["| config | m | lane: dy x X | lane: x x Y (l2, semidev) | lane: Z constants | lane: accumulator | lane: SH "
+           "| special (class kinds): q_t, acc0/acc1 per class | channel: Dn, Am numerator | channel: X' (special) "
+           "| channel: N_t (l2, semidev: Q) | channel: Den | channel: Z = X N_t / (n Den) (l2, semidev: Y = X Q 2^2CF "
+           "/ Den^2), dividend | channel, tiny regime: Z = A 2^SH N_t / (n Den) (Y), dividend |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, (cfg, gcfg) in backward_configs().items():
+        if cfg.kind not in LEAN_KINDS:
+            continue
+        w = lean_widths(cfg, dataclasses.replace(gcfg, mantissa_bits=lean_mantissa(spec, gcfg)))
+        mul2 = f"{w['lane_mul2'][0]} x {w['lane_mul2'][1]}" if "lane_mul2" in w else "-"
+        nz, zb = w["lane_z"]
+        out.append(f"| {key} | {w['m']} | {w['lane_mul'][0]} x {w['lane_mul'][1]} | {mul2} | {nz} x {zb} | "
+                   f"{w['lane_acc']} | {w['lane_shift'][0]}..{w['lane_shift'][1]} | {w['special_q']}, "
+                   f"{w['special_acc']} | {w['ch_dn']}, {w['ch_am_num']} | {w['ch_x_special']} | {w['ch_n']} | "
+                   f"{w['ch_den']} | {w['ch_zdiv'][0]} | {w['ch_zdiv_tiny'][0]} |")
+    return "\n".join(out)
+
+
+def backward_lean_table(spec, seed: int = 0, trials: int = 2) -> str:
+    """The lean backward (GradConfig(mantissa_bits)) on every batch-norm backward kind's default configurations at 8
+    and 16 bits: dx against the exact golden (after and before rounding) and against the float gradients."""
+    out = ["| config | m | dx max err vs exact golden | dx differing from exact golden | before rounding vs exact golden "
+           "| dx max err vs float | off by one vs float | before rounding vs float | vs the float module | saturated |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, (cfg, gcfg) in backward_configs().items():
+        if cfg.kind not in LEAN_KINDS:
+            continue
+        g = dataclasses.replace(gcfg, mantissa_bits=lean_mantissa(spec, gcfg))
+        e = measure_backward(cfg, g, seed=seed, trials=trials)
+        out.append(f"| {key} | {g.mantissa_bits} | {e.exact_max_err:.0f} | {e.exact_differ} "
+                   f"({100.0 * e.exact_differ / e.values:.3f}%) | {e.exact_max_unrounded:.4f} | {e.max_err:.0f} | "
+                   f"{e.off_by_one} ({100.0 * e.off_by_one / e.values:.2f}%) | {e.max_unrounded:.4f} | "
+                   f"{e.max_float:.0f} | {e.saturated} |")
+    return "\n".join(out)
+
+
 def doc_table_builders() -> dict:
     """(doc file, block name) -> the function that generates its text (cheap: nothing is computed)."""
     return {("numerics.md", "numerics"): numerics_table, ("numerics.md", "backward"): backward_table,

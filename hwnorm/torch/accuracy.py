@@ -417,14 +417,15 @@ class Job:
     seed: int = 0
     norm: str = DEFAULT_NORM          # the module family (NORMS): batchnorm, layernorm, groupnorm, frn, ...
     # None: forward only (the float gradient straight through); half_up / stochastic: the backward on the hardware
-    # too (to_hardware(..., backward=True) with grad_formats(bits) and this rounding; golden only)
+    # too (to_hardware(..., backward=True) with grad_formats(bits) and this rounding; golden only: rtl's same bits, slower)
     grad_rounding: str | None = None
 
     def __post_init__(self):
         if check_grad_rounding(self.grad_rounding) is not None and (self.backend != "golden" or self.bits is None
                                                                     or self.stats):
             raise ValueError(f"grad_rounding={self.grad_rounding!r} with backend={self.backend!r}, bits={self.bits!r}: "
-                             f"the backward on the hardware is built on golden only (rtl's is not built yet): allowed "
+                             f"the sweep runs the backward on the hardware on golden only (rtl gives the same bits for the "
+                             f"kinds its backward datapath has, tests/test_backward_rtl.py, far slower): allowed "
                              f"backend='golden' with a width")
 
     @property
@@ -723,7 +724,8 @@ def plan(datasets=("digits", "mnist1d"), kinds=KINDS, backends=("golden",), bits
         check_grad_rounding(g)
     if grad_roundings and any(b != "golden" for b in backends):
         raise ValueError(f"backends={list(backends)} with the backward on the hardware: allowed golden only (the rtl "
-                         f"backward datapath is not built yet; float is the baseline, run without the backward)")
+                         f"backward datapath gives the same bits where it is built, far slower; float is the baseline, "
+                         f"run without the backward)")
     pairs = [(n, k) for n, ks in norm_kinds(norms, kinds).items() for k in ks]
     _check_names("backends", backends, BACKENDS)
     _check_names("stats", stats, STATS_DTYPES)

@@ -11,12 +11,12 @@ import torch
 
 from ..config import GradConfig
 
-GRAD_KEYS = ("grad_fmt", "dx_fmt", "rounding")
+GRAD_KEYS = ("grad_fmt", "dx_fmt", "rounding", "mantissa_bits")
 
 
 def grad_config(grad, cfg) -> GradConfig:
     """The layer's GradConfig: `grad` None (the defaults for cfg's width, half up), a GradConfig, or a dict of
-    grad_fmt / dx_fmt / rounding (the others from the defaults)."""
+    grad_fmt / dx_fmt / rounding / mantissa_bits (the lean backward; the others from the defaults)."""
     base = GradConfig.for_width({"in_fmt": cfg.in_fmt, "out_fmt": cfg.out_fmt})
     if grad is None or isinstance(grad, GradConfig):
         return grad or base
@@ -27,14 +27,19 @@ def grad_config(grad, cfg) -> GradConfig:
 
 
 def check_backward(backward, backend) -> bool:
-    """`backward` must be a bool, and True only on a backend whose backward is built (not rtl yet)."""
+    """`backward` must be a bool (whether the backend has a layer's backward is asked per layer: check_layer)."""
     if not isinstance(backward, bool):
         raise ValueError(f"backward={backward!r} is not a bool: allowed True (loss.backward() runs the backend's "
                          f"fixed-point backward) or False (the float gradient of the reference, straight through)")
-    if backward and not backend.backward_built:
-        from ..backends.backward import NOT_BUILT
-        raise ValueError(f"backward=True on backend={backend.name!r}: {NOT_BUILT}")
     return backward
+
+
+def check_layer(backend, cfg, gcfg, per_value: bool = False, frn_tlu: bool = False):
+    """Refuse backward=True up front for a layer whose backward the backend lacks (rtl: the kinds and stages its
+    backward datapath has; Backend.backward_refusal), with the backend's reason."""
+    why = backend.backward_refusal(cfg, gcfg, per_value=per_value, frn_tlu=frn_tlu, dropout=cfg.dropout_active)
+    if why is not None:
+        raise ValueError(f"backward=True on backend={backend.name!r}: {why}")
 
 
 def call_seed(gcfg: GradConfig):

@@ -40,7 +40,7 @@ from ..config import DROPOUT_BITS, FMT_SPELLINGS, NormConfig, formats_from
 from ..constants import channel_seeds
 from ..fixed import quantize
 from ..golden.dropout import keep_mask
-from .backward import attach, check_backward, grad_config
+from .backward import attach, check_backward, check_layer, grad_config
 from .group_hook import grouped_forward
 from .frn import INSTANCE, frn_kind
 from .group_nn import grouped_kind
@@ -523,7 +523,8 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
     turns PyTorch's fused fast path off while the session lasts (it would skip the layer). Returns a HardwareSession;
     use it as a context manager to restore the model afterwards.
     `backward=True`: loss.backward() through every routed batch-norm and grouped layer runs the backend's fixed-point
-    backward (golden; rtl's is not built yet and refuses; eval(): the inference one, on the running statistics),
+    backward (golden; rtl: the Verilated backward datapath for the batch-norm kinds it has, refusing the other layers
+    by name; eval(): the inference one, on the running statistics; golden only),
     dgamma / dbeta included, in the formats of `grad`
     (None: the defaults for fmt's width; a GradConfig or a dict of grad_fmt, dx_fmt, rounding='half_up' /
     'stochastic'); report() counts its values and saturation. FRN layers too (their TLU's tau gets its gradient), and
@@ -561,7 +562,10 @@ def to_hardware(model: nn.Module, backend="rtl", fmt="s8", max_count: int = 4096
         if backward:
             try:
                 gcfg = grad_config(grad, cfg)
+                check_layer(session.backend, cfg, gcfg, per_value=grouped_kind(module) is not None,
+                            frn_tlu=frn_kind(module) is not None)
             except ValueError as e:
+                session.restore()               # the layers routed before this one get their forward back
                 raise ValueError(f"layer {name!r} ({type(module).__name__}): {e}") from None
         session.layers[name] = LayerStats(name=name, config=cfg, grad=gcfg if backward else None)
         session._saved[name] = module

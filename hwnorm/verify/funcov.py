@@ -290,7 +290,7 @@ def format_report(per_config: dict[str, dict]) -> str:
     hit, total, points, missed = summarize(per_config)
     lines = [f"functional coverage over {len(per_config)} configurations (bins hit / applicable bins):"]
     for point in ("count", "last_beat", "chunk_start", "topk", "data", "gain", "stall", "reset", "sequence", "refused", "dropout",
-                  "tlu"):
+                  "tlu", "bwd_count", "bwd_data", "bwd_stall", "bwd_reset", "bwd_refused", "bwd_sequence"):
         if point in points:
             h, t = points[point]
             lines.append(f"  {point:12s} {h:5d} / {t:5d}")
@@ -300,3 +300,96 @@ def format_report(per_config: dict[str, dict]) -> str:
         lines.append(f"  ... and {len(missed) - 40} more bins never hit")
     lines.append(f"hwnorm sim coverage: {hit}/{total} bins hit, {len(missed)} never hit")
     return "\n".join(lines)
+
+
+# -- the backward datapath (hwnorm/hdl/backward.py; hwnorm/verify/tb_backward.py) -----------------------------------
+#
+# Cover points of their own (hwnorm.bwd_<name>), sampled from the stimulus, the golden backward and the stream
+# handshakes:
+#   bwd_count    1, 2, <lanes, =lanes, max_count; masked:<v> (the last beat of each pass carries v < lanes values)
+#   bwd_data     tie_extreme (the selection the dx pass corrects ties: range a chunk's max or min twice, linf / topk
+#                the k-th and (k+1)-th largest |d| equal, cvar the m-th and (m+1)-th largest d, l1 / mad a value at the
+#                mean (sign 0), l2 two equal d), zero_grad (every g of the channel 0), zero_deviation (every x equal),
+#                grad_extreme (g at grad_fmt's min and max), dx_sat_high, dx_sat_low (dx clamped at dx_fmt)
+#   bwd_stall    p1 / p2: input_gap (the source idles mid-pass); p2: o_backpressure (o.valid & !o.ready), i_held
+#                (i.valid & !i.ready mid-pass 2: the output's back-pressure reaches the input); p1: o_ready_low (the
+#                sink not ready during the reduction pass, which must not matter); stats_backpressure
+#   bwd_reset    the state at a reset: idle, setup, p1, gap (between the passes), p2, drain, stats
+#   bwd_refused  a refused descriptor answered by its error word, per rule (NormConfig.backward_descriptor_rules)
+#   bwd_sequence back_to_back (a channel's descriptor taken the cycle after the one before it ended, no idle between)
+
+BWD_PASSES = ("p1", "p2")
+
+
+def backward_tie_labels(cfg: NormConfig, x: np.ndarray) -> set:
+    """tie_extreme if the channel's selection (what coef_i picks) has a tie the lowest index must break."""
+    x = np.asarray(x, dtype=np.int64)
+    n = len(x)
+    d = n * x.astype(object) - int(x.sum())
+    kind = cfg.stat_kind
+    if kind == "range":
+        start = 0
+        for m in chunk_sizes(n, cfg.chunks):
+            part = x[start:start + m]
+            start += m
+            if m >= 2 and (np.count_nonzero(part == part.max()) > 1 or np.count_nonzero(part == part.min()) > 1):
+                return {"tie_extreme"}
+        return set()
+    if kind in ("l1", "mad"):
+        return {"tie_extreme"} if any(v == 0 for v in d) else set()
+    if kind in ("linf", "topk", "cvar"):
+        k = {"linf": 1, "topk": cfg.k}.get(kind) or 0
+        if kind == "cvar":
+            from hwnorm.constants import cvar_count
+            k, v = cvar_count(n, cfg.alpha), sorted(d, reverse=True)
+        else:
+            v = sorted((abs(e) for e in d), reverse=True)
+        return {"tie_extreme"} if n > k >= 1 and v[k - 1] == v[k] else set()
+    return {"tie_extreme"} if len(set(d)) < n else set()
+
+
+def backward_bins(cfg: NormConfig, gcfg) -> dict[str, list[str]]:
+    """Every applicable bin of the backward's cover points for (cfg, gcfg)."""
+    count = [b for b, ok in (("1", True), ("2", cfg.max_count >= 2), ("<lanes", cfg.lanes > 1),
+                             ("=lanes", cfg.lanes > 1 and cfg.max_count >= cfg.lanes), ("max_count", True)) if ok]
+    count += [f"masked:{r}" for r in range(1, cfg.lanes) if cfg.max_count > r]
+    data = ["tie_extreme", "zero_grad", "zero_deviation", "grad_extreme", "dx_sat_high", "dx_sat_low"]
+    stall = ["p1:input_gap", "p2:input_gap", "p1:o_ready_low", "p2:o_backpressure", "p2:i_held", "stats_backpressure"]
+    beats_max = -(-cfg.max_count // cfg.lanes)
+    reset = ["idle", "setup"] + (["p1"] if beats_max >= 2 else []) + ["gap"] + (["p2"] if beats_max >= 2 else []) + \
+        ["drain", "stats"]
+    refused = [name for name, _ in cfg.backward_descriptor_rules(gcfg)]
+    return {"bwd_count": count, "bwd_data": data, "bwd_stall": stall, "bwd_reset": reset, "bwd_refused": refused,
+            "bwd_sequence": ["back_to_back"]}
+
+
+class BackwardCoverage(Coverage):
+    """The backward's cover points (backward_bins); channel() samples a checked channel."""
+
+    def __init__(self, cfg: NormConfig, gcfg):
+        self.cfg, self.gcfg = cfg, gcfg
+        self.bins = backward_bins(cfg, gcfg)
+        self._sample = {name: self._point(name, b) for name, b in self.bins.items()}
+        self.previous = None
+
+    def channel(self, x, g, unrounded_sat: tuple[bool, bool]):
+        """A channel the scoreboard checked: its x and g codes; (some dx clamped high, some clamped low)."""
+        cfg, gf = self.cfg, self.gcfg.grad_fmt
+        n = len(x)
+        count = {lab for lab, ok in (("1", n == 1), ("2", n == 2), ("<lanes", n < cfg.lanes),
+                                     ("=lanes", n == cfg.lanes), ("max_count", n == cfg.max_count)) if ok}
+        if n % cfg.lanes:
+            count.add(f"masked:{n % cfg.lanes}")
+        self.hit("bwd_count", count)
+        x, g = np.asarray(x), np.asarray(g)
+        data = backward_tie_labels(cfg, x)
+        data |= {lab for lab, ok in (("zero_grad", not g.any()), ("zero_deviation", bool(np.all(x == x[0]))),
+                                     ("grad_extreme", bool((g == gf.min_int).any() and (g == gf.max_int).any())),
+                                     ("dx_sat_high", unrounded_sat[0]), ("dx_sat_low", unrounded_sat[1])) if ok}
+        self.hit("bwd_data", data)
+
+    def reset(self, state: str):
+        self.hit("bwd_reset", {state})
+
+    def stall(self, events):
+        self.hit("bwd_stall", events)

@@ -11,7 +11,8 @@ from hwnorm.verify.funcov import format_report, summarize
 from hwnorm.cache import BUILD_ROOT
 from hwnorm.config import NormConfig
 from hwnorm.explore.engine import Task, make_engine
-from hwnorm.verify.runner import RunResult, axi_configs, cocotb_tests, is_built, regression_configs, run
+from hwnorm.verify.runner import (BACKWARD_TEST_MODULE, BackwardSim, RunResult, axi_configs, backward_configs, cocotb_tests,
+                                  is_built, regression_configs, run)
 
 BUILD_SECONDS = (4, 15)         # one configuration's Verilator build through ccache, two at once on this project's 2-core
                                 # machines (a fresh clone's cold make sim, 2026-12-07: 4-14 s, the first one ~30 s)
@@ -31,23 +32,26 @@ def run_args(args, error) -> int:
         pick = lambda v, default: default if v is None else v     # noqa: E731
         return soak_main(args.soak, configs=pick(args.soak_configs, 16), master_seed=args.seed, only_seed=args.soak_seed,
                          cocotb_configs=pick(args.soak_cocotb_configs, 2), cocotb_values=pick(args.soak_cocotb, 25_000),
-                         jobs=args.jobs)
-    soak_only = [o for o in ("soak_configs", "soak_cocotb", "soak_cocotb_configs")
-                 if getattr(args, o) is not None]
+                         jobs=args.jobs, backward_configs=pick(getattr(args, "soak_backward_configs", None), 4))
+    soak_only = [o for o in ("soak_configs", "soak_cocotb", "soak_cocotb_configs", "soak_backward_configs")
+                 if getattr(args, o, None) is not None]
     if soak_only:
         error(f"--{soak_only[0].replace('_', '-')} applies to --soak N only: allowed with --soak")
     if getattr(args, "address", None) and getattr(args, "engine", "threads") not in ("ray", "auto"):
         error(f"--address {args.address} would be ignored by --engine {args.engine}: allowed with --engine ray (or auto)")
-    cfgs = {**regression_configs(args.full), **axi_configs()}
+    cfgs = {**regression_configs(args.full), **axi_configs(), **backward_configs(args.full)}
     axi = set(axi_configs())
     if args.list:
         for k, c in cfgs.items():
             print(f"{k:28s} {c.describe()}{'  (AXI4-Stream wrapper)' if k in axi else ''}")
         return 0
-    if args.test is not None and args.test not in cocotb_tests():
-        error(f"--test {args.test} unknown: allowed {', '.join(cocotb_tests())}")
-    if args.test is not None:           # a test of cocotb_tests/test_norm.py: the AXI configurations run test_axi.py
-        cfgs = {k: c for k, c in cfgs.items() if k not in axi}
+    forward_tests, backward_tests = cocotb_tests(), cocotb_tests(BACKWARD_TEST_MODULE)
+    if args.test is not None and args.test not in forward_tests + backward_tests:
+        error(f"--test {args.test} unknown: allowed {', '.join(forward_tests)} (the forward datapaths), "
+              f"{', '.join(backward_tests)} (the backward datapaths)")
+    if args.test is not None:           # a test of test_norm.py or of test_backward.py: the configurations that run it
+        runs = {False: args.test in forward_tests, True: args.test in backward_tests}
+        cfgs = {k: c for k, c in cfgs.items() if k not in axi and runs[isinstance(c, BackwardSim)]}
     if args.config:
         unknown = [c for c in args.config if c not in cfgs]
         if unknown:

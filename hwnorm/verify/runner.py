@@ -17,14 +17,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hwnorm.cache import BUILD_ROOT, build_once
-from hwnorm.config import FORMATS_16, FixedFormat, NormConfig, default_configs
-from hwnorm.emit import verilog_text
+from hwnorm.config import FORMATS_16, FixedFormat, GradConfig, NormConfig, default_configs
+from hwnorm.emit import backward_verilog_text, verilog_text
 from hwnorm.toolchain import VERILATOR_WARNINGS, setup_verilator_env
 
 COCOTB_DIR = Path(__file__).resolve().parent / "cocotb_tests"    # the cocotb test modules, shipped in the package
 COCOTB_PACKAGE = "hwnorm.verify.cocotb_tests"
 TEST_MODULE = "test_norm"
 AXI_TEST_MODULE = "test_axi"
+BACKWARD_TEST_MODULE = "test_backward"
 BUILD_ARGS = VERILATOR_WARNINGS
 
 
@@ -34,14 +35,38 @@ def _runner():
     return get_runner("verilator")
 
 
-def top_name(cfg: NormConfig, axi: bool = False) -> str:
+@dataclass(frozen=True)
+class BackwardSim:
+    """A backward datapath in the matrix: the forward configuration it differentiates and its gradient formats
+    (hwnorm.hdl.backward.BackwardDatapath(cfg, gcfg)); run() takes it where it takes a NormConfig."""
+
+    cfg: NormConfig
+    gcfg: GradConfig
+
+    @property
+    def name(self) -> str:
+        from hwnorm.backends.rtl_backward import backward_top
+        return backward_top(self.cfg, self.gcfg)
+
+    def describe(self) -> str:
+        from hwnorm.backends.rtl_backward import describe
+        return describe(self.cfg, self.gcfg)
+
+    def to_json(self) -> str:
+        from hwnorm.backends.rtl_backward import grad_json
+        return json.dumps({"config": self.cfg.to_json(), "grad": grad_json(self.gcfg)}, sort_keys=True)
+
+
+def top_name(cfg, axi: bool = False) -> str:
     """The top module of a simulated configuration (the AXI4-Stream wrapper has its own)."""
     return f"{cfg.name}_axi" if axi else cfg.name
 
 
 @functools.lru_cache(maxsize=None)
-def _verilog(cfg: NormConfig, axi: bool) -> str:
+def _verilog(cfg, axi: bool) -> str:
     """`cfg`'s Verilog, elaborated once per process (the regression asks is_built() of every configuration first)."""
+    if isinstance(cfg, BackwardSim):
+        return backward_verilog_text(cfg.cfg, cfg.gcfg, cfg.name)
     return verilog_text(cfg, name=top_name(cfg, axi), axi=axi)
 
 
@@ -116,15 +141,20 @@ def run(cfg: NormConfig, testcase=None, seed: int = 1, full: bool = False, modul
     from cocotb_tools.check_results import get_results
 
     t0 = time.monotonic()
-    module = module or (AXI_TEST_MODULE if axi else TEST_MODULE)
+    backward = isinstance(cfg, BackwardSim)
+    module = module or (BACKWARD_TEST_MODULE if backward else AXI_TEST_MODULE if axi else TEST_MODULE)
     build_dir = build(cfg, axi)
     runs = BUILD_ROOT / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     test_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-", dir=runs))
     results_json = test_dir / "hwnorm_results.jsonl"
     coverage_json = test_dir / "hwnorm_coverage.json"
-    env = {"HWNORM_CONFIG": cfg.to_json(), "HWNORM_RESULTS": str(results_json), "HWNORM_COVERAGE": str(coverage_json),
-           "HWNORM_FULL": "1" if full else "0", **(env or {})}
+    grad = {}
+    if backward:
+        from hwnorm.backends.rtl_backward import grad_json
+        grad = {"HWNORM_GRAD": grad_json(cfg.gcfg)}
+    env = {"HWNORM_CONFIG": cfg.cfg.to_json() if backward else cfg.to_json(), **grad, "HWNORM_RESULTS": str(results_json),
+           "HWNORM_COVERAGE": str(coverage_json), "HWNORM_FULL": "1" if full else "0", **(env or {})}
     xml = _runner().test(test_module=f"{COCOTB_PACKAGE}.{module}", hdl_toplevel=top_name(cfg, axi), build_dir=build_dir,
                          hdl_toplevel_lang="verilog", test_dir=test_dir, testcase=testcase, seed=seed, extra_env=env,
                          log_file=test_dir / "sim.log")
@@ -203,3 +233,23 @@ def axi_configs() -> dict[str, NormConfig]:
     return {"axi_range_s8_p4": NormConfig(lanes=4, max_count=1024),
             "axi_l1_s12_p2": NormConfig(kind="l1", in_fmt=FixedFormat(12, 6), out_fmt=FixedFormat(12, 8),
                                         max_count=1024, lanes=2)}
+
+
+def backward_configs(full: bool = False) -> dict[str, BackwardSim]:
+    """The backward datapaths of `make sim`: every kind whose backward is built (hwnorm.backends.rtl_backward
+    RTL_BACKWARD_KINDS) x 8/16-bit formats (the width's default GradConfig) x lanes 1 and 4, and stochastic rounding at
+    8 bits (range, l1 and l2 at 4 lanes) and range with plain chunks; FULL=1 adds lanes 2 and 8 and stochastic rounding
+    for every kind."""
+    from hwnorm.backends.rtl_backward import RTL_BACKWARD_KINDS
+    out = {}
+    for kind in RTL_BACKWARD_KINDS:
+        for width, fmts in ((8, {}), (16, FORMATS_16)):
+            gcfg = GradConfig.for_width(f"s{width}")
+            for lanes in ((1, 2, 4, 8) if full else (1, 4)):
+                out[f"bwd_{kind}_s{width}_p{lanes}"] = BackwardSim(NormConfig(kind=kind, lanes=lanes, **fmts), gcfg)
+            for lanes in ((1, 4) if full else (4,) if kind in ("range", "l1", "l2") else ()):
+                out[f"bwd_{kind}_s{width}_sr_p{lanes}"] = BackwardSim(NormConfig(kind=kind, lanes=lanes, **fmts),
+                                                                      GradConfig.for_width(f"s{width}", "stochastic"))
+    if "range" in RTL_BACKWARD_KINDS:
+        out["bwd_range_plain_small_p2"] = BackwardSim(NormConfig(chunks=1, max_count=300, lanes=2), GradConfig())
+    return out

@@ -6,6 +6,9 @@ for each configuration ends with the one command that reruns exactly that config
 through the in-process rtl backend (hwnorm/backends: harness.cpp drives whole channels in C++);
 protocol goes through the cocotb testbench (hwnorm/verify/tb.py) with random input gaps, output back-pressure
 and resets (`soak_protocol` in hwnorm/verify/cocotb_tests/soak_norm.py), on the first `cocotb_configs` configurations.
+Backward configurations too (`draw_backward`: a kind the backward datapath has, random formats, lanes, counts, gradient
+formats and rounding; seeds from BWD_SEED_BASE on): the Verilated backward datapath against the golden backward, dx,
+dgamma, dbeta and the saturation count bit for bit, on 1/BWD_SHARE of the values.
 
 Only public interfaces are used: NormConfig (fields, `passes`), constants.inference_params, the
 `rtl` backend's train_codes/infer_codes and hwnorm.golden.train/infer.
@@ -93,6 +96,48 @@ def draw_config(seed: int) -> NormConfig:
             and cfg.gamma_fmt.max_int >= 1 << cfg.gamma_fmt.frac:
         cfg = NormConfig(**kw, elementwise=True)
     return cfg
+
+
+BWD_SEED_BASE = 1_000_000          # a configuration seed from here on is a backward configuration (draw_backward)
+BWD_SHARE = 8                      # the backward configurations soak values / BWD_SHARE between them
+BWD_MAX_COUNT = 1024               # largest max_count a backward configuration draws
+BWD_BATCH_VALUES = 8_000
+
+
+def is_backward_seed(seed: int) -> bool:
+    return seed >= BWD_SEED_BASE
+
+
+def draw_backward(seed: int):
+    """A random backward configuration (NormConfig, GradConfig) the backward datapath builds: a kind of
+    RTL_BACKWARD_KINDS, signed or unsigned 4-12 bit x and gamma formats, signed 4-12 bit dy and dx formats, half-up or
+    stochastic rounding, lanes (top-k and cvar 1 or 2: their wider selection takes minutes to elaborate), chunks, k,
+    alpha, max_count 1..1024; redrawn (from the same seed's stream) until hwnorm.hdl.backward.check_backward takes it."""
+    from hwnorm.backends.rtl_backward import RTL_BACKWARD_KINDS
+    from hwnorm.config import GRAD_ROUNDING, GradConfig
+    from hwnorm.hdl.backward import check_backward
+    rng = np.random.default_rng([seed, 11])
+    for _ in range(100):
+        kind = str(rng.choice(RTL_BACKWARD_KINDS))
+        kw = dict(kind=kind, in_fmt=_fmt(rng), out_fmt=_fmt(rng), gamma_fmt=_fmt(rng, signed=bool(rng.random() < 0.85)),
+                  beta_fmt=_fmt(rng), lanes=int(rng.choice((1, 2) if kind in ("topk", "cvar") else LANES)),
+                  max_count=_log_int(rng, 1, BWD_MAX_COUNT))
+        if kind == "range":
+            kw["chunks"] = int(rng.choice([1, 10, int(rng.integers(2, 65))]))
+        if kind == "topk":
+            kw["k"] = int(rng.choice([10, int(rng.integers(1, 33))]))
+        if kind == "cvar":
+            top = kw["max_count"]
+            kw["alpha"] = float(1 - int(rng.integers(1, 33)) / top) if top > 32 else float(rng.uniform(0.05, 0.95))
+        gcfg = GradConfig(grad_fmt=_fmt(rng, signed=True), dx_fmt=_fmt(rng, signed=True),
+                          rounding=str(rng.choice(GRAD_ROUNDING)))
+        try:
+            cfg = NormConfig(**kw)
+            check_backward(cfg, gcfg)
+        except ValueError:
+            continue
+        return cfg, gcfg
+    raise ValueError(f"seed={seed}: no backward configuration the datapath builds in 100 draws")
 
 
 # -- stimulus -------------------------------------------------------------------------------------
@@ -344,6 +389,58 @@ def soak_config(seed: int, values: int, dump_dir: str | None = None) -> SoakResu
     return res
 
 
+def backward_batches(cfg: NormConfig, gcfg, seed: int, values: int):
+    """(index, n, x, g, gamma, seeds) batches of a backward configuration: about `values` values, reproducible from
+    `seed`; x and g from DISTRIBUTIONS, a twentieth of the channels with g = 0, gamma as the forward soak's."""
+    rng = np.random.default_rng([seed, 12])
+    specials = special_counts(cfg)
+    done, index = 0, 0
+    while done < values:
+        n = draw_count(rng, cfg, specials)
+        c = int(max(1, min(BWD_BATCH_VALUES // n, 256, -(-(values - done) // n))))
+        x = draw_data(rng, cfg.in_fmt, [str(d) for d in rng.choice(DISTRIBUTIONS, size=c)], n)
+        g = draw_data(rng, gcfg.grad_fmt, [str(d) for d in rng.choice(DISTRIBUTIONS, size=c)], n)
+        g[rng.random(c) < 0.05] = 0
+        gamma = draw_affine(rng, cfg.gamma_fmt, c, True)
+        seeds = [int(v) for v in rng.integers(0, 1 << 32, size=c)] if gcfg.rounding == "stochastic" else None
+        yield index, n, x, g, gamma, seeds
+        done += c * n
+        index += 1
+
+
+def soak_backward(seed: int, values: int) -> SoakResult:
+    """Draw backward configuration `seed`, build it (cached), run ~`values` values through the Verilated backward
+    datapath and the golden backward (dx, dgamma, dbeta, sat, error bit for bit)."""
+    from hwnorm.backends import get_backend
+    from hwnorm.backends.rtl_backward import describe, expected
+    cfg, gcfg = draw_backward(seed)
+    res = SoakResult(seed=seed, config=describe(cfg, gcfg))
+    try:
+        t0 = time.monotonic()
+        model = get_backend("rtl").backward_model(cfg, gcfg)
+        res.build_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        for index, n, x, g, gamma, seeds in backward_batches(cfg, gcfg, seed, values):
+            dx, stats = model.run(x, g, gamma, seeds)
+            want_dx, want = expected(cfg, gcfg, x, g, gamma, seeds)
+            bad = (dx != want_dx).sum() + sum(a != b for a, b in zip(stats, want))
+            res.values += x.size
+            res.train_values += x.size
+            res.channels += x.shape[0]
+            res.batches += 1
+            if bad:
+                res.mismatches += int(bad)
+                row = next(r for r in range(x.shape[0]) if (dx[r] != want_dx[r]).any() or stats[r] != want[r])
+                if len(res.reports) < 5:
+                    res.reports.append(f"batch {index} (count {n}) channel {row}: dx differs at "
+                                       f"{np.flatnonzero(dx[row] != want_dx[row])[:5].tolist()}; stats rtl {stats[row]} "
+                                       f"golden {want[row]}")
+        res.run_s = time.monotonic() - t0
+    except Exception:  # noqa: BLE001 - reported as a failed configuration with its seed
+        res.error = traceback.format_exc(limit=6)
+    return res
+
+
 def soak_cocotb(seed: int, values: int) -> dict:
     """The cocotb testbench's `soak_protocol` test on configuration `seed` (random gaps, stalls, resets)."""
     from hwnorm.verify.runner import run
@@ -362,6 +459,8 @@ def _repro(seed: int, values: int, cocotb_values: int) -> str:
 
 
 def _job(seed, values, cocotb_values):
+    if is_backward_seed(seed):
+        return soak_backward(seed, values)
     res = soak_config(seed, values)
     if cocotb_values and res.error is None:
         try:
@@ -372,10 +471,12 @@ def _job(seed, values, cocotb_values):
 
 
 def main(values: int, configs: int = 16, master_seed: int = 1, only_seed: int | None = None,
-         cocotb_configs: int = 2, cocotb_values: int = 25_000, jobs: int | None = None, out=sys.stdout) -> int:
+         cocotb_configs: int = 2, cocotb_values: int = 25_000, jobs: int | None = None, out=sys.stdout,
+         backward_configs: int = 4) -> int:
     """Soak `values` values over `configs` configurations (or only configuration `only_seed` with all of
     them); the first `cocotb_configs` configurations also run `cocotb_values` values through the cocotb
-    testbench. Prints one line per configuration (with the command that reproduces it) and a summary;
+    testbench; `backward_configs` backward configurations (seeds from BWD_SEED_BASE) soak values / BWD_SHARE more
+    between them. Prints one line per configuration (with the command that reproduces it) and a summary;
     returns 0 only if nothing mismatched and nothing failed."""
     if isinstance(values, bool) or not isinstance(values, int) or values < 1:
         raise ValueError(f"--soak={values!r} is out of range: allowed an integer >= 1 (values to soak)")
@@ -385,15 +486,21 @@ def main(values: int, configs: int = 16, master_seed: int = 1, only_seed: int | 
     else:
         if not 1 <= configs <= 10_000:
             raise ValueError(f"--soak-configs={configs!r} is out of range: allowed [1, 10000]")
+        if isinstance(backward_configs, bool) or not isinstance(backward_configs, int) or not 0 <= backward_configs <= 1000:
+            raise ValueError(f"--soak-backward-configs={backward_configs!r} is out of range: allowed [0, 1000]")
         seeds = [config_seed(master_seed, i) for i in range(configs)]
         w = {s: weight(draw_config(s)) for s in seeds}
         quota = {s: -(-values * int(4 * w[s]) // int(4 * sum(w.values()))) for s in seeds}
+        bwd = [BWD_SEED_BASE + config_seed(master_seed, i) for i in range(backward_configs)]
+        quota.update({s: max(1, -(-values // (BWD_SHARE * len(bwd)))) for s in bwd})
+        seeds += bwd
     jobs = jobs or os.cpu_count() or 1
     t0 = time.monotonic()
-    total = dict(values=0, channels=0, mismatches=0, failed=0, train=0, infer=0)
+    total = dict(values=0, channels=0, mismatches=0, failed=0, train=0, infer=0, bwd=0)
     cot = dict(configs=0, values=0, cycles=0, mismatches=0, failed=0)
-    print(f"hwnorm soak: {values} values over {len(seeds)} configuration(s) ({min(quota.values())}..{max(quota.values())} "
-          f"each), master seed {master_seed}, "
+    nb = sum(map(is_backward_seed, seeds))
+    print(f"hwnorm soak: {values} values over {len(seeds) - nb} configuration(s) ({min(quota.values())}..{max(quota.values())} "
+          f"each), {nb} backward configuration(s), master seed {master_seed}, "
           f"{jobs} jobs; cocotb protocol soak on {min(cocotb_configs, len(seeds))} of them ({cocotb_values} values each)",
           file=out, flush=True)
     ctx = multiprocessing.get_context("fork")
@@ -406,11 +513,15 @@ def main(values: int, configs: int = 16, master_seed: int = 1, only_seed: int | 
             total["values"] += r.values
             total["channels"] += r.channels
             total["mismatches"] += r.mismatches
-            total["train"] += r.train_values
+            bwd_run = is_backward_seed(s)
+            total["train"] += 0 if bwd_run else r.train_values
+            total["bwd"] += r.values if bwd_run else 0
             total["infer"] += r.infer_values
             ok = r.error is None and r.mismatches == 0
             line = (f"[{i + 1:3d}/{len(seeds)}] seed {s:6d} {r.values:8d} values {r.channels:6d} channels "
                     f"{r.mismatches} mismatches, build {r.build_s:5.1f} s run {r.run_s:5.1f} s | {r.config}")
+            if bwd_run:
+                cv = 0
             if r.cocotb:
                 c = r.cocotb
                 cot["configs"] += 1
@@ -431,7 +542,8 @@ def main(values: int, configs: int = 16, master_seed: int = 1, only_seed: int | 
             print(line, file=out, flush=True)
     wall = time.monotonic() - t0
     print(f"hwnorm soak: {len(seeds)} configurations, {total['values']} values ({total['train']} training, "
-          f"{total['infer']} inference) in {total['channels']} channels, {total['mismatches']} mismatches; "
+          f"{total['infer']} inference, {total['bwd']} backward) in {total['channels']} channels, "
+          f"{total['mismatches']} mismatches; "
           f"cocotb: {cot['configs']} configurations, {cot['values']} values, {cot['cycles']} cycles, "
           f"{cot['mismatches']} mismatches; {total['failed']} configurations failed; {wall:.1f} s", file=out, flush=True)
     print(f"reproduce one configuration: {_repro(seeds[0], quota[seeds[0]], cocotb_values if cocotb_configs else 0)} "
