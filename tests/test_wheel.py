@@ -12,6 +12,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from hwnorm.cache import BUILD_ROOT
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = "l1_ew_floor_small_p2"        # the smallest of make test's configurations
 
@@ -29,6 +31,7 @@ def test_a_built_wheel_verifies_and_writes_a_core_without_the_checkout(tmp_path)
     python = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HWNORM_BUILD_DIR", "VIRTUAL_ENV")}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")          # an installed hwnorm builds under ~/.cache/hwnorm
+    env.setdefault("CCACHE_DIR", str(BUILD_ROOT / "ccache"))  # with the suite's compiler cache (same objects)
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env=env,
                           capture_output=True, text=True, check=True).stdout.strip()
     (Path(site) / "hwnorm_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")

@@ -28,7 +28,8 @@ from ..toolchain import VERILATOR_WARNINGS, setup_verilator_env, verilator_root
 
 HARNESS = Path(__file__).resolve().parent / "harness.cpp"
 VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", *VERILATOR_WARNINGS]
-CXXFLAGS = ["-O2", "-fPIC"]
+# -O1: a third less compile time per build than -O2 (topk 16-bit x 4: 11 s of CPU against 18), the model 5-10 % slower
+CXXFLAGS = ["-O1", "-fPIC"]
 
 
 class BuildError(RuntimeError):
