@@ -163,12 +163,18 @@ class ChunkExtremes(_Select):
 class TopSelect(_Select):
     """linf, topk (key |d|, t = sgn d) and cvar (key d, t = 1): the m largest keys, ties to the lowest index, d_i =
     n x_i - S (a count x input multiplier per lane). Pass 1 keeps the k largest (key, t) in a sorted register, a new
-    value going after equal ones; then thr = the m-th key, `budget` = how many of the first m equal it and tsum =
-    their t. Pass 2 selects key > thr, and key = thr while fewer than `budget` such values came before."""
+    value going after equal ones (each beat merged in one level, `_merge`); then thr = the m-th key, `budget` = how
+    many of the first m equal it and tsum = their t. Pass 2 selects key > thr, and key = thr while fewer than `budget`
+    such values came before."""
 
     def __init__(self, cfg):
         super().__init__(cfg, {"n": In(cfg.count_bits), "s": In(signed(cfg.sum_bits)),
                                "m": In(range(cfg.k + 1))})
+        kb = cfg.dev_bits + 2
+        # the sorted register (not ports; the tests read it): entry p's valid bit, key and t
+        self.valid = [Signal(name=f"valid{p}") for p in range(cfg.k)]
+        self.kreg = [Signal(signed(kb), name=f"kreg{p}") for p in range(cfg.k)]
+        self.treg = [Signal(signed(2), name=f"treg{p}") for p in range(cfg.k)]
 
     def elaborate(self, platform):
         m = Module()
@@ -188,27 +194,13 @@ class TopSelect(_Select):
                 m.d.comb += [key.eq(Mux(d < 0, -d, d)), t.eq(Mux(d > 0, 1, Mux(d < 0, -1, 0)))]
             keys.append(key)
             ts.append(t)
-        valid = [Signal(name=f"valid{p}") for p in range(k)]
-        kreg = [Signal(signed(kb), name=f"kreg{p}") for p in range(k)]
-        treg = [Signal(signed(2), name=f"treg{p}") for p in range(k)]
-        cur = list(zip(valid, kreg, treg))
-        for j in range(lanes):                 # insert lane j after the entries with key >= its own
-            ge = [v & (kk >= keys[j]) for v, kk, _ in cur]
-            nxt = []
-            for p in range(k):
-                prev = cur[p - 1] if p else None
-                here_new = ~ge[p] & (ge[p - 1] if p else 1)
-                shifted = prev if prev is not None else cur[p]
-                ent = (Signal(name=f"v{j}_{p}"), Signal(signed(kb), name=f"k{j}_{p}"), Signal(signed(2), name=f"t{j}_{p}"))
-                m.d.comb += [e.eq(Mux(~self.mask[j] | ge[p], a, Mux(here_new, b, c)))
-                             for e, a, b, c in zip(ent, cur[p], (1, keys[j], ts[j]), shifted)]
-                nxt.append(ent)
-            cur = nxt
+        valid, kreg, treg = self.valid, self.kreg, self.treg
+        nxt = self._merge(m, valid, kreg, treg, keys, ts)
         with m.If(self.clear):
             m.d.sync += [v.eq(0) for v in valid]
         with m.Elif(self.p1):
             for p in range(k):
-                m.d.sync += [valid[p].eq(cur[p][0]), kreg[p].eq(cur[p][1]), treg[p].eq(cur[p][2])]
+                m.d.sync += [valid[p].eq(nxt[p][0]), kreg[p].eq(nxt[p][1]), treg[p].eq(nxt[p][2])]
 
         thr = Signal(signed(kb))
         budget = Signal(range(k + 1))
@@ -228,3 +220,63 @@ class TopSelect(_Select):
         with m.Elif(self.p2):
             m.d.sync += seen.eq(seen + tree_sum(eqs))
         return m
+
+    def _merge(self, m, valid, kreg, treg, keys, ts):
+        """The k-register after one beat, in one level (no lane-after-lane chain: that chain's depth was lanes x k
+        and its Verilator build ran past 20 minutes for cvar at 4 lanes). The result is the stable merge of the
+        register (earlier values, ahead on ties) and the beat's lanes (in lane order), cut to k: each value's rank
+        comes from compares, lane j's = entries with key >= its own + lanes before it with key >= + lanes after it
+        with key >; entry p's = p + lanes with key > its own. Output q takes the value whose rank is q."""
+        lanes, k = self.cfg.lanes, self.cfg.k
+        mask = self.mask
+        kb = len(kreg[0])
+        # ge[p][j]: entry p stays ahead of lane j; the register is sorted, so over p a prefix (a thermometer code)
+        ge = [[Signal(name=f"ge{p}_{j}") for j in range(lanes)] for p in range(k)]
+        for p in range(k):
+            m.d.comb += [ge[p][j].eq(valid[p] & (kreg[p] >= keys[j])) for j in range(lanes)]
+        # lane i ahead of lane j: i < j and key_i >= key_j, or i > j and key_i > key_j (one compare per pair)
+        lge = {}
+        for i in range(lanes):
+            for j in range(i + 1, lanes):
+                lge[i, j] = Signal(name=f"lge{i}_{j}")
+                m.d.comb += lge[i, j].eq(keys[i] >= keys[j])
+        lane_at = [[None] * k for _ in range(lanes)]       # lane j's rank is q
+        for j in range(lanes):
+            ahead = [mask[i] & (lge[i, j] if i < j else ~lge[j, i]) for i in range(lanes) if i != j]
+            lc = Signal(range(lanes), name=f"lc{j}")        # lanes ahead of lane j
+            m.d.comb += lc.eq(tree_sum(ahead) if ahead else 0)
+            lc_is = [Signal(name=f"lc{j}_is{b}") for b in range(lanes)]
+            m.d.comb += [lc_is[b].eq(lc == b) for b in range(lanes)]
+            # exactly a entries ahead of lane j (the thermometer's edge)
+            at = [Signal(name=f"at{j}_{a}") for a in range(k)]
+            m.d.comb += [at[a].eq((ge[a - 1][j] if a else 1) & ~ge[a][j]) for a in range(k)]
+            for q in range(k):
+                terms = [at[q - b] & lc_is[b] for b in range(min(lanes - 1, q) + 1)]
+                lane_at[j][q] = Signal(name=f"lane{j}_at{q}")
+                m.d.comb += lane_at[j][q].eq(mask[j] & Cat(*terms).any())
+        keep_at = [dict() for _ in range(k)]                # entry p moves to p + (lanes passing it)
+        for p in range(k):
+            cp = Signal(range(lanes + 1), name=f"pass{p}")
+            m.d.comb += cp.eq(tree_sum([mask[j] & ~ge[p][j] for j in range(lanes)]))
+            for b in range(lanes + 1):
+                if p + b < k:
+                    keep_at[p][p + b] = Signal(name=f"keep{p}_at{p + b}")
+                    m.d.comb += keep_at[p][p + b].eq(valid[p] & (cp == b))
+        out = []
+        for q in range(k):
+            srcs = [(lane_at[j][q], keys[j], ts[j]) for j in range(lanes)]
+            srcs += [(keep_at[p][q], kreg[p], treg[p]) for p in range(max(0, q - lanes), q + 1)]
+            ent = (Signal(name=f"nv{q}"), Signal(signed(kb), name=f"nk{q}"), Signal(signed(2), name=f"nt{q}"))
+            m.d.comb += [ent[0].eq(Cat(*[s for s, _, _ in srcs]).any()),
+                         ent[1].eq(_or_select([(s, v) for s, v, _ in srcs])),
+                         ent[2].eq(_or_select([(s, t) for s, _, t in srcs]))]
+            out.append(ent)
+        return out
+
+
+def _or_select(pairs):
+    """OR of the values whose one-hot select is set (0 if none): a shallow mux."""
+    terms = [Mux(s, v, 0).as_unsigned() for s, v in pairs]
+    while len(terms) > 1:
+        terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
