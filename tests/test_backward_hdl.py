@@ -479,3 +479,47 @@ def test_top_select_register(kind, lanes):
     sim.add_testbench(bench)
     sim.run()
 
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8])
+@pytest.mark.parametrize("chunks", [3, 8])
+def test_chunk_extremes_codes(lanes, chunks):
+    """ChunkExtremes against ref_select over many counts and chunk sizes: chunks starting anywhere in a beat and
+    crossing beats, several chunks in one beat, one-value chunks, the last chunk's codes 3 / 4, ties at every extreme
+    (few distinct values) and wide values."""
+    from hwnorm.hdl.bwd_select import ChunkExtremes
+    cfg = dataclasses.replace(default_configs()["range_s8"], max_count=64, lanes=lanes, chunks=chunks)
+    unit = ChunkExtremes(cfg)
+    rnd = random.Random(lanes * 31 + chunks)
+    counts = [1, 2, chunks, chunks + 1, lanes + 1, 2 * lanes + 3, cfg.max_count] + [rnd.randint(1, cfg.max_count)
+                                                                                       for _ in range(12)]
+    chans = [[rnd.randint(*((-1, 1) if c % 3 == 1 else (-3, 3) if c % 3 == 2 else (cfg.in_fmt.min_int,
+                                                                                   cfg.in_fmt.max_int)))
+              for _ in range(n)] for c, n in enumerate(counts)]
+
+    async def bench(ctx):
+        for x in chans:
+            n = len(x)
+            want, _ = ref_select(cfg, x)
+            ctx.set(unit.chunk_size, -(-n // cfg.chunks))
+            ctx.set(unit.clear, 1)
+            await ctx.tick()
+            ctx.set(unit.clear, 0)
+            for p in (1, 2):
+                for b in range(0, n, lanes):
+                    for j in range(lanes):
+                        ctx.set(unit.x[j], x[b + j] if b + j < n else rnd.randint(cfg.in_fmt.min_int, cfg.in_fmt.max_int))
+                    ctx.set(unit.mask, sum(1 << j for j in range(lanes) if b + j < n))
+                    if p == 2:
+                        got = [ctx.get(unit.sel[j]) for j in range(min(lanes, n - b))]
+                        assert got == list(want[b:b + lanes]), (x, b, got, want)
+                    ctx.set(unit.p1 if p == 1 else unit.p2, 1)
+                    ctx.set(unit.rewind, p == 1 and b + lanes >= n)
+                    await ctx.tick()
+                    ctx.set(unit.p1, 0)
+                    ctx.set(unit.p2, 0)
+                    ctx.set(unit.rewind, 0)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()

@@ -52,9 +52,9 @@ class ChunkExtremes(_Select):
     """range: each chunk's max and min value (pass 1), then in pass 2 the first value equal to each (the chunk's first
     max / first min position: ties to the lowest index). Lane j's chunk is the beat's first chunk plus the chunk starts
     it passed: compares of cpos + j with t * chunk_size (t < lanes, constant multiples), registered a beat ahead
-    (`chunk_size` must hold from `clear` on: the top gives the descriptor's on that cycle). Pass 1 carries the open
-    chunk's running max / min through the lanes and writes each chunk's value when the beat leaves it; pass 2 looks
-    up the lane's chunk and keeps, for the open chunk, whether its max / min came already. No indices are stored.
+    (`chunk_size` must hold from `clear` on: the top gives the descriptor's on that cycle). Pass 1 finds each lane's
+    running max / min of its chunk in one level (`_runs`) and writes each chunk's value when the beat leaves it; pass 2
+    looks up the lane's chunk and keeps, for the open chunk, whether its max / min came already. No indices are stored.
     `rewind` returns to the channel's first value between the passes."""
 
     def __init__(self, cfg):
@@ -105,24 +105,22 @@ class ChunkExtremes(_Select):
         with m.If(self.clear | self.rewind):
             m.d.sync += [found_hi.eq(0), found_lo.eq(0)]
 
-        # pass 1: running max / min through the lanes (a start restarts them); a lane whose successor starts a chunk
-        # (or the beat's last lane) writes its chunk's entry
-        hi, lo = open_hi, open_lo
-        runs = []
-        for j in range(lanes):
-            rh, rl = Signal(shape, name=f"run_hi{j}"), Signal(shape, name=f"run_lo{j}")
-            m.d.comb += [rh.eq(Mux(~self.mask[j], hi, Mux(start[j] | (self.x[j] > hi), self.x[j], hi))),
-                         rl.eq(Mux(~self.mask[j], lo, Mux(start[j] | (self.x[j] < lo), self.x[j], lo)))]
-            runs.append((rh, rl))
-            hi, lo = rh, rl
+        # pass 1: lane j's run = the max / min of its chunk so far (the open chunk's value and the masked lanes since
+        # the chunk's start in this beat), every lane in one level (no lane-after-lane chain); a lane whose successor
+        # starts a chunk (or the beat's last lane) writes its chunk's entry
+        runs = self._runs(m, open_hi, open_lo, start)
+        hi, lo = runs[-1]
         ends = [self.mask[j] & (start[j + 1] | ~self.mask[j + 1]) if j + 1 < lanes else self.mask[j]
                 for j in range(lanes)]
         with m.If(self.p1):
             m.d.sync += [open_hi.eq(hi), open_lo.eq(lo)]
             for c in range(nch):
-                for j in range(lanes):
-                    with m.If(ends[j] & (chunk[j] == c)):
-                        m.d.sync += [hi_v[c].eq(runs[j][0]), lo_v[c].eq(runs[j][1])]
+                wr = [Signal(name=f"wr{c}_{j}") for j in range(lanes)]     # the last lane that ends chunk c
+                m.d.comb += [wr[j].eq(ends[j] & (chunk[j] == c)) for j in range(lanes)]
+                pick = [wr[j] & ~Cat(*wr[j + 1:]).any() if j + 1 < lanes else wr[j] for j in range(lanes)]
+                with m.If(Cat(*wr).any()):
+                    m.d.sync += [hi_v[c].eq(_or_select([(pick[j], runs[j][0]) for j in range(lanes)])),
+                                 lo_v[c].eq(_or_select([(pick[j], runs[j][1]) for j in range(lanes)]))]
             lc = last
             for j in range(lanes):
                 lc = Mux(self.mask[j], chunk[j], lc)
@@ -158,6 +156,44 @@ class ChunkExtremes(_Select):
             m.d.comb += self.sel[j].eq(Mux(~self.mask[j] | (hit_h[j] == hit_l[j]), 0,
                                            Mux(hit_h[j], Mux(lst, 3, 1), Mux(lst, 4, 2))))
         return m
+
+    def _runs(self, m, open_hi, open_lo, start):
+        """Per lane (max, min) of the values of its chunk up to it: the candidates are the open chunk's running value
+        (when no masked lane up to j starts a chunk) and the masked lanes i <= j with no masked start in i+1 .. j. All
+        pairwise compares at once, then each lane takes the one candidate that beats every other (ties to the lower
+        index: the value is the same): depth one compare and two AND-OR levels instead of a chain of lanes compares."""
+        lanes = self.cfg.lanes
+        mask = self.mask
+        vals = [open_hi] + [self.x[j] for j in range(lanes)], [open_lo] + [self.x[j] for j in range(lanes)]
+        rstart = [Signal(name=f"rstart{j}") for j in range(lanes)]             # a masked lane that starts a chunk
+        m.d.comb += [rstart[j].eq(mask[j] & start[j]) for j in range(lanes)]
+        # candidate a (0: open, 1 + i: lane i) beats candidate b > a on the max (a >= b) / on the min (a <= b)
+        beats = []
+        for side, vs in enumerate(vals):
+            bt = {}
+            for a in range(lanes + 1):
+                for b in range(a + 1, lanes + 1):
+                    bt[a, b] = Signal(name=f"{'hl'[side]}ge{a}_{b}")
+                    m.d.comb += bt[a, b].eq(vs[a] >= vs[b] if side == 0 else vs[a] <= vs[b])
+            beats.append(bt)
+        runs = []
+        for j in range(lanes):
+            ok = [Signal(name=f"cand{j}_{a}") for a in range(j + 2)]            # candidate a counts for lane j
+            m.d.comb += ok[0].eq(~Cat(*rstart[:j + 1]).any())
+            m.d.comb += [ok[i + 1].eq(mask[i] & ~Cat(*rstart[i + 1:j + 1]).any()) for i in range(j + 1)]
+            run = []
+            for side, vs in enumerate(vals):
+                win = []
+                for a in range(j + 2):
+                    w = Signal(name=f"{'hl'[side]}win{j}_{a}")
+                    others = [~ok[b] | (beats[side][a, b] if a < b else ~beats[side][b, a]) for b in range(j + 2) if b != a]
+                    m.d.comb += w.eq(ok[a] & Cat(*others).all())
+                    win.append(w)
+                r = Signal.like(vs[0], name=f"run_{'hl'[side]}{j}")
+                m.d.comb += r.eq(_or_select(list(zip(win, vs[:j + 2]))))
+                run.append(r)
+            runs.append(tuple(run))
+        return runs
 
 
 class TopSelect(_Select):
