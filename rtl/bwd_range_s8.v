@@ -4829,35 +4829,78 @@ endmodule
 module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [13:0] \$1 ;
-  wire [7:0] \$10 ;
-  reg [7:0] \$100 ;
-  reg [7:0] \$101 ;
-  reg [7:0] \$102 ;
-  reg [7:0] \$103 ;
-  reg [7:0] \$104 ;
-  reg [7:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg [7:0] \$107 ;
-  reg [7:0] \$108 ;
-  reg [3:0] \$109 ;
+  wire \$10 ;
+  wire [7:0] \$100 ;
+  wire \$101 ;
+  wire [7:0] \$102 ;
+  wire [7:0] \$103 ;
+  wire \$104 ;
+  wire [7:0] \$105 ;
+  wire [7:0] \$106 ;
+  wire \$107 ;
+  wire [7:0] \$108 ;
+  wire [7:0] \$109 ;
   wire \$11 ;
+  wire \$110 ;
+  wire [7:0] \$111 ;
+  wire [7:0] \$112 ;
+  wire \$113 ;
+  wire [7:0] \$114 ;
+  wire [7:0] \$115 ;
+  wire [3:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  reg [12:0] \$123 ;
+  reg [3:0] \$124 ;
+  reg \$125 ;
+  reg \$126 ;
+  reg [3:0] \$127 ;
+  reg \$128 ;
+  reg \$129 ;
   wire \$13 ;
-  wire [7:0] \$14 ;
+  reg [7:0] \$130 ;
+  reg [7:0] \$131 ;
+  reg [7:0] \$132 ;
+  reg [7:0] \$133 ;
+  reg [7:0] \$134 ;
+  reg [7:0] \$135 ;
+  reg [7:0] \$136 ;
+  reg [7:0] \$137 ;
+  reg [7:0] \$138 ;
+  reg [7:0] \$139 ;
+  wire \$14 ;
+  reg [7:0] \$140 ;
+  reg [7:0] \$141 ;
+  reg [7:0] \$142 ;
+  reg [7:0] \$143 ;
+  reg [7:0] \$144 ;
+  reg [7:0] \$145 ;
+  reg [7:0] \$146 ;
+  reg [7:0] \$147 ;
+  reg [7:0] \$148 ;
+  reg [7:0] \$149 ;
   wire \$15 ;
-  wire [3:0] \$16 ;
-  reg [7:0] \$17 ;
-  wire \$18 ;
+  reg [7:0] \$150 ;
+  reg [7:0] \$151 ;
+  reg [3:0] \$152 ;
+  wire \$16 ;
+  wire [7:0] \$17 ;
+  wire [7:0] \$18 ;
   wire \$19 ;
   wire [14:0] \$2 ;
-  wire [3:0] \$20 ;
-  reg [7:0] \$21 ;
+  wire \$20 ;
+  wire \$21 ;
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire \$26 ;
-  wire \$27 ;
+  wire [7:0] \$26 ;
+  wire [7:0] \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
@@ -4870,24 +4913,24 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
+  wire \$39 ;
   wire [13:0] \$4 ;
   wire \$40 ;
-  wire [2:0] \$41 ;
-  wire [2:0] \$42 ;
+  wire \$41 ;
+  wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [13:0] \$46 ;
+  wire \$46 ;
   wire \$47 ;
-  wire [13:0] \$48 ;
-  wire \$49 ;
+  wire \$48 ;
+  wire [3:0] \$49 ;
   wire [17:0] \$5 ;
-  wire \$50 ;
-  wire [4:0] \$51 ;
+  reg [7:0] \$50 ;
+  wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
+  wire [3:0] \$53 ;
+  reg [7:0] \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
@@ -4907,40 +4950,42 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire \$7 ;
   wire \$70 ;
   wire \$71 ;
-  wire \$72 ;
-  wire [3:0] \$73 ;
-  wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$72 ;
+  wire \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire \$79 ;
+  wire [13:0] \$79 ;
   wire \$8 ;
-  reg [12:0] \$80 ;
-  reg [3:0] \$81 ;
-  reg \$82 ;
-  reg \$83 ;
-  reg [3:0] \$84 ;
-  reg \$85 ;
-  reg \$86 ;
-  reg [7:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
+  wire \$80 ;
+  wire [13:0] \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire [4:0] \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire [7:0] \$87 ;
+  wire [7:0] \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  reg [7:0] \$90 ;
-  reg [7:0] \$91 ;
-  reg [7:0] \$92 ;
-  reg [7:0] \$93 ;
-  reg [7:0] \$94 ;
-  reg [7:0] \$95 ;
-  reg [7:0] \$96 ;
-  reg [7:0] \$97 ;
-  reg [7:0] \$98 ;
-  reg [7:0] \$99 ;
+  wire [7:0] \$90 ;
+  wire [7:0] \$91 ;
+  wire \$92 ;
+  wire [7:0] \$93 ;
+  wire [7:0] \$94 ;
+  wire \$95 ;
+  wire [7:0] \$96 ;
+  wire [7:0] \$97 ;
+  wire \$98 ;
+  wire [7:0] \$99 ;
   reg [7:0] \$signal  = 8'h00;
-  reg \$signal$43  = 1'h0;
+  reg \$signal$63  = 1'h0;
   wire before_hi0;
   wire before_lo0;
+  wire cand0_0;
+  wire cand0_1;
   reg [3:0] chunk0 = 4'h0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
@@ -4956,6 +5001,7 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire eq_hi0;
   wire eq_lo0;
   reg found_lo = 1'h0;
+  wire hge0_1;
   reg [7:0] hi_v0 = 8'h00;
   reg [7:0] hi_v1 = 8'h00;
   reg [7:0] hi_v2 = 8'h00;
@@ -4966,7 +5012,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   reg [7:0] hi_v7 = 8'h00;
   reg [7:0] hi_v8 = 8'h00;
   reg [7:0] hi_v9 = 8'h00;
+  wire hwin0_0;
+  wire hwin0_1;
   reg [3:0] last = 4'h0;
+  wire lge0_1;
   reg [7:0] lo_v0 = 8'h00;
   reg [7:0] lo_v1 = 8'h00;
   reg [7:0] lo_v2 = 8'h00;
@@ -4977,6 +5026,8 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   reg [7:0] lo_v7 = 8'h00;
   reg [7:0] lo_v8 = 8'h00;
   reg [7:0] lo_v9 = 8'h00;
+  wire lwin0_0;
+  wire lwin0_1;
   input mask;
   wire mask;
   reg [3:0] nxt_idx;
@@ -4990,14 +5041,25 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire rewind;
   input rst;
   wire rst;
-  wire [7:0] run_hi0;
-  wire [7:0] run_lo0;
+  wire rstart0;
+  wire [7:0] run_h0;
+  wire [7:0] run_l0;
   wire [-1:0] seg0;
   output [2:0] sel;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   reg start0 = 1'h0;
   reg [16:0] step;
+  reg wr0_0;
+  reg wr1_0;
+  reg wr2_0;
+  reg wr3_0;
+  reg wr4_0;
+  reg wr5_0;
+  reg wr6_0;
+  reg wr7_0;
+  reg wr8_0;
+  reg wr9_0;
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
@@ -5006,139 +5068,171 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   assign \$4  = cpos + 1'h1;
   assign \$5  = \$4  - step;
   assign \$6  = cidx + cross_l;
-  assign \$7  = ~ mask;
-  assign \$8  = $signed(x) > $signed(\$signal );
-  assign \$9  = start0 | \$8 ;
-  assign \$10  = \$9  ? x : \$signal ;
-  assign run_hi0 = mask ? \$10  : \$signal ;
-  assign \$11  = ~ mask;
-  assign \$12  = $signed(x) < $signed(open_lo);
-  assign \$13  = start0 | \$12 ;
-  assign \$14  = \$13  ? x : open_lo;
-  assign run_lo0 = mask ? \$14  : open_lo;
-  assign \$15  = chunk0 < 4'ha;
-  assign \$16  = \$15  ? chunk0 : 4'h0;
-  assign \$18  = \$17  == x;
-  assign eq_hi0 = mask & \$18 ;
-  assign \$19  = chunk0 < 4'ha;
-  assign \$20  = \$19  ? chunk0 : 4'h0;
-  assign \$22  = \$21  == x;
-  assign eq_lo0 = mask & \$22 ;
-  assign \$24  = | cpos;
-  assign \$25  = \$signal$43  & \$24 ;
-  assign \$27  = | cpos;
-  assign \$28  = found_lo & \$27 ;
-  assign \$29  = ~ mask;
-  assign \$30  = ~ before_hi0;
-  assign \$31  = eq_hi0 & \$30 ;
-  assign \$32  = ~ before_lo0;
-  assign \$33  = eq_lo0 & \$32 ;
-  assign \$34  = \$31  == \$33 ;
-  assign \$35  = \$29  | \$34 ;
-  assign \$36  = ~ before_hi0;
-  assign \$37  = eq_hi0 & \$36 ;
-  assign \$38  = chunk0 == last;
-  assign \$39  = \$38  ? 2'h3 : 2'h1;
-  assign \$40  = chunk0 == last;
-  assign \$41  = \$40  ? 3'h4 : 3'h2;
-  assign \$42  = \$37  ? { 1'h0, \$39  } : \$41 ;
-  assign sel = \$35  ? 3'h0 : \$42 ;
-  assign \$43  = clear | rewind;
-  assign \$44  = \$43  | p1;
-  assign \$45  = \$44  | p2;
-  assign \$46  = nxt_pos + 1'h1;
-  assign \$47  = \$46  >= \$2 ;
-  assign \$48  = nxt_pos + 1'h0;
-  assign \$49  = ! \$48 ;
-  assign \$51  = nxt_idx + 1'h0;
-  assign \$52  = clear | rewind;
-  assign \$53  = ! chunk0;
-  assign \$54  = mask & \$53 ;
-  assign \$55  = chunk0 == 1'h1;
-  assign \$56  = mask & \$55 ;
-  assign \$57  = chunk0 == 2'h2;
-  assign \$58  = mask & \$57 ;
-  assign \$59  = chunk0 == 2'h3;
-  assign \$60  = mask & \$59 ;
-  assign \$61  = chunk0 == 3'h4;
-  assign \$62  = mask & \$61 ;
-  assign \$63  = chunk0 == 3'h5;
-  assign \$64  = mask & \$63 ;
-  assign \$65  = chunk0 == 3'h6;
-  assign \$66  = mask & \$65 ;
-  assign \$67  = chunk0 == 3'h7;
-  assign \$68  = mask & \$67 ;
-  assign \$69  = chunk0 == 4'h8;
-  assign \$70  = mask & \$69 ;
-  assign \$71  = chunk0 == 4'h9;
-  assign \$72  = mask & \$71 ;
-  assign \$73  = mask ? chunk0 : last;
-  assign \$74  = ~ rewind;
-  assign \$75  = p2 & \$74 ;
-  assign \$76  = ~ clear;
-  assign \$77  = \$75  & \$76 ;
-  assign \$78  = before_hi0 | eq_hi0;
-  assign \$79  = before_lo0 | eq_lo0;
+  assign rstart0 = mask & start0;
+  assign hge0_1 = $signed(\$signal ) >= $signed(x);
+  assign lge0_1 = $signed(open_lo) <= $signed(x);
+  assign cand0_0 = ~ \$7 ;
+  assign \$10  = ~ cand0_1;
+  assign \$11  = \$10  | hge0_1;
+  assign hwin0_0 = cand0_0 & \$12 ;
+  assign \$14  = ~ hge0_1;
+  assign \$15  = \$13  | \$14 ;
+  assign hwin0_1 = cand0_1 & \$16 ;
+  assign \$17  = hwin0_0 ? \$signal  : 8'h00;
+  assign \$18  = hwin0_1 ? x : 8'h00;
+  assign run_h0 = \$17  | \$18 ;
+  assign \$19  = ~ cand0_1;
+  assign \$20  = \$19  | lge0_1;
+  assign lwin0_0 = cand0_0 & \$21 ;
+  assign \$23  = ~ lge0_1;
+  assign \$24  = \$22  | \$23 ;
+  assign lwin0_1 = cand0_1 & \$25 ;
+  assign \$26  = lwin0_0 ? open_lo : 8'h00;
+  assign \$27  = lwin0_1 ? x : 8'h00;
+  assign run_l0 = \$26  | \$27 ;
+  assign \$28  = ! chunk0;
+  assign \$29  = mask & \$28 ;
+  assign \$30  = chunk0 == 1'h1;
+  assign \$31  = mask & \$30 ;
+  assign \$32  = chunk0 == 2'h2;
+  assign \$33  = mask & \$32 ;
+  assign \$34  = chunk0 == 2'h3;
+  assign \$35  = mask & \$34 ;
+  assign \$36  = chunk0 == 3'h4;
+  assign \$37  = mask & \$36 ;
+  assign \$38  = chunk0 == 3'h5;
+  assign \$39  = mask & \$38 ;
+  assign \$40  = chunk0 == 3'h6;
+  assign \$41  = mask & \$40 ;
+  assign \$42  = chunk0 == 3'h7;
+  assign \$43  = mask & \$42 ;
+  assign \$44  = chunk0 == 4'h8;
+  assign \$45  = mask & \$44 ;
+  assign \$46  = chunk0 == 4'h9;
+  assign \$47  = mask & \$46 ;
+  assign \$48  = chunk0 < 4'ha;
+  assign \$49  = \$48  ? chunk0 : 4'h0;
+  assign \$51  = \$50  == x;
+  assign eq_hi0 = mask & \$51 ;
+  assign \$52  = chunk0 < 4'ha;
+  assign \$53  = \$52  ? chunk0 : 4'h0;
+  assign \$55  = \$54  == x;
+  assign eq_lo0 = mask & \$55 ;
+  assign \$57  = | cpos;
+  assign \$58  = \$signal$63  & \$57 ;
+  assign \$60  = | cpos;
+  assign \$61  = found_lo & \$60 ;
+  assign \$62  = ~ mask;
+  assign \$63  = ~ before_hi0;
+  assign \$64  = eq_hi0 & \$63 ;
+  assign \$65  = ~ before_lo0;
+  assign \$66  = eq_lo0 & \$65 ;
+  assign \$67  = \$64  == \$66 ;
+  assign \$68  = \$62  | \$67 ;
+  assign \$69  = ~ before_hi0;
+  assign \$70  = eq_hi0 & \$69 ;
+  assign \$71  = chunk0 == last;
+  assign \$72  = \$71  ? 2'h3 : 2'h1;
+  assign \$73  = chunk0 == last;
+  assign \$74  = \$73  ? 3'h4 : 3'h2;
+  assign \$75  = \$70  ? { 1'h0, \$72  } : \$74 ;
+  assign sel = \$68  ? 3'h0 : \$75 ;
+  assign \$76  = clear | rewind;
+  assign \$77  = \$76  | p1;
+  assign \$78  = \$77  | p2;
+  assign \$79  = nxt_pos + 1'h1;
+  assign \$80  = \$79  >= \$2 ;
+  assign \$81  = nxt_pos + 1'h0;
+  assign \$82  = ! \$81 ;
+  assign \$84  = nxt_idx + 1'h0;
+  assign \$85  = clear | rewind;
+  assign \$87  = wr0_0 ? run_h0 : 8'h00;
+  assign \$88  = wr0_0 ? run_l0 : 8'h00;
+  assign \$90  = wr1_0 ? run_h0 : 8'h00;
+  assign \$91  = wr1_0 ? run_l0 : 8'h00;
+  assign \$93  = wr2_0 ? run_h0 : 8'h00;
+  assign \$94  = wr2_0 ? run_l0 : 8'h00;
+  assign \$96  = wr3_0 ? run_h0 : 8'h00;
+  assign \$97  = wr3_0 ? run_l0 : 8'h00;
+  assign \$99  = wr4_0 ? run_h0 : 8'h00;
+  assign \$100  = wr4_0 ? run_l0 : 8'h00;
+  assign \$102  = wr5_0 ? run_h0 : 8'h00;
+  assign \$103  = wr5_0 ? run_l0 : 8'h00;
+  assign \$105  = wr6_0 ? run_h0 : 8'h00;
+  assign \$106  = wr6_0 ? run_l0 : 8'h00;
+  assign \$108  = wr7_0 ? run_h0 : 8'h00;
+  assign \$109  = wr7_0 ? run_l0 : 8'h00;
+  assign \$111  = wr8_0 ? run_h0 : 8'h00;
+  assign \$112  = wr8_0 ? run_l0 : 8'h00;
+  assign \$114  = wr9_0 ? run_h0 : 8'h00;
+  assign \$115  = wr9_0 ? run_l0 : 8'h00;
+  assign \$116  = mask ? chunk0 : last;
+  assign \$117  = ~ rewind;
+  assign \$118  = p2 & \$117 ;
+  assign \$119  = ~ clear;
+  assign \$120  = \$118  & \$119 ;
+  assign \$121  = before_hi0 | eq_hi0;
+  assign \$122  = before_lo0 | eq_lo0;
   always @(posedge clk)
-    cpos <= \$80 ;
+    cpos <= \$123 ;
   always @(posedge clk)
-    cidx <= \$81 ;
+    cidx <= \$124 ;
   always @(posedge clk)
-    cross_l <= \$82 ;
+    cross_l <= \$125 ;
   always @(posedge clk)
-    start0 <= \$83 ;
+    start0 <= \$126 ;
   always @(posedge clk)
-    chunk0 <= \$84 ;
+    chunk0 <= \$127 ;
   always @(posedge clk)
-    \$signal$43  <= \$85 ;
+    \$signal$63  <= \$128 ;
   always @(posedge clk)
-    found_lo <= \$86 ;
+    found_lo <= \$129 ;
   always @(posedge clk)
-    \$signal  <= \$87 ;
+    \$signal  <= \$130 ;
   always @(posedge clk)
-    open_lo <= \$88 ;
+    open_lo <= \$131 ;
   always @(posedge clk)
-    hi_v0 <= \$89 ;
+    hi_v0 <= \$132 ;
   always @(posedge clk)
-    lo_v0 <= \$90 ;
+    lo_v0 <= \$133 ;
   always @(posedge clk)
-    hi_v1 <= \$91 ;
+    hi_v1 <= \$134 ;
   always @(posedge clk)
-    lo_v1 <= \$92 ;
+    lo_v1 <= \$135 ;
   always @(posedge clk)
-    hi_v2 <= \$93 ;
+    hi_v2 <= \$136 ;
   always @(posedge clk)
-    lo_v2 <= \$94 ;
+    lo_v2 <= \$137 ;
   always @(posedge clk)
-    hi_v3 <= \$95 ;
+    hi_v3 <= \$138 ;
   always @(posedge clk)
-    lo_v3 <= \$96 ;
+    lo_v3 <= \$139 ;
   always @(posedge clk)
-    hi_v4 <= \$97 ;
+    hi_v4 <= \$140 ;
   always @(posedge clk)
-    lo_v4 <= \$98 ;
+    lo_v4 <= \$141 ;
   always @(posedge clk)
-    hi_v5 <= \$99 ;
+    hi_v5 <= \$142 ;
   always @(posedge clk)
-    lo_v5 <= \$100 ;
+    lo_v5 <= \$143 ;
   always @(posedge clk)
-    hi_v6 <= \$101 ;
+    hi_v6 <= \$144 ;
   always @(posedge clk)
-    lo_v6 <= \$102 ;
+    lo_v6 <= \$145 ;
   always @(posedge clk)
-    hi_v7 <= \$103 ;
+    hi_v7 <= \$146 ;
   always @(posedge clk)
-    lo_v7 <= \$104 ;
+    lo_v7 <= \$147 ;
   always @(posedge clk)
-    hi_v8 <= \$105 ;
+    hi_v8 <= \$148 ;
   always @(posedge clk)
-    lo_v8 <= \$106 ;
+    lo_v8 <= \$149 ;
   always @(posedge clk)
-    hi_v9 <= \$107 ;
+    hi_v9 <= \$150 ;
   always @(posedge clk)
-    lo_v9 <= \$108 ;
+    lo_v9 <= \$151 ;
   always @(posedge clk)
-    last <= \$109 ;
+    last <= \$152 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
@@ -5151,54 +5245,54 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$17  = 8'h00;
-    casez (\$16 )
+    \$50  = 8'h00;
+    casez (\$49 )
       4'h0:
-          \$17  = hi_v0;
+          \$50  = hi_v0;
       4'h1:
-          \$17  = hi_v1;
+          \$50  = hi_v1;
       4'h2:
-          \$17  = hi_v2;
+          \$50  = hi_v2;
       4'h3:
-          \$17  = hi_v3;
+          \$50  = hi_v3;
       4'h4:
-          \$17  = hi_v4;
+          \$50  = hi_v4;
       4'h5:
-          \$17  = hi_v5;
+          \$50  = hi_v5;
       4'h6:
-          \$17  = hi_v6;
+          \$50  = hi_v6;
       4'h7:
-          \$17  = hi_v7;
+          \$50  = hi_v7;
       4'h8:
-          \$17  = hi_v8;
+          \$50  = hi_v8;
       4'h9:
-          \$17  = hi_v9;
+          \$50  = hi_v9;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$21  = 8'h00;
-    casez (\$20 )
+    \$54  = 8'h00;
+    casez (\$53 )
       4'h0:
-          \$21  = lo_v0;
+          \$54  = lo_v0;
       4'h1:
-          \$21  = lo_v1;
+          \$54  = lo_v1;
       4'h2:
-          \$21  = lo_v2;
+          \$54  = lo_v2;
       4'h3:
-          \$21  = lo_v3;
+          \$54  = lo_v3;
       4'h4:
-          \$21  = lo_v4;
+          \$54  = lo_v4;
       4'h5:
-          \$21  = lo_v5;
+          \$54  = lo_v5;
       4'h6:
-          \$21  = lo_v6;
+          \$54  = lo_v6;
       4'h7:
-          \$21  = lo_v7;
+          \$54  = lo_v7;
       4'h8:
-          \$21  = lo_v8;
+          \$54  = lo_v8;
       4'h9:
-          \$21  = lo_v9;
+          \$54  = lo_v9;
     endcase
   end
   always @* begin
@@ -5221,348 +5315,418 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$80  = cpos;
-    if (\$45 ) begin
-      \$80  = nxt_pos;
-    end
-    if (rst) begin
-      \$80  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$81  = cidx;
-    if (\$45 ) begin
-      \$81  = nxt_idx;
-    end
-    if (rst) begin
-      \$81  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$82  = cross_l;
-    if (\$45 ) begin
-      \$82  = \$47 ;
-    end
-    if (rst) begin
-      \$82  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$83  = start0;
-    if (\$45 ) begin
-      \$83  = \$50 ;
-    end
-    if (rst) begin
-      \$83  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$84  = chunk0;
-    if (\$45 ) begin
-      \$84  = \$51 [3:0];
-    end
-    if (rst) begin
-      \$84  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$85  = \$signal$43 ;
-    if (\$52 ) begin
-      \$85  = 1'h0;
-    end
-    if (\$77 ) begin
-      \$85  = \$78 ;
-    end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$86  = found_lo;
-    if (\$52 ) begin
-      \$86  = 1'h0;
-    end
-    if (\$77 ) begin
-      \$86  = \$79 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$87  = \$signal ;
+    wr0_0 = 1'h0;
     if (p1) begin
-      \$87  = run_hi0;
-    end
-    if (rst) begin
-      \$87  = 8'h00;
+      wr0_0 = \$29 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$88  = open_lo;
+    wr1_0 = 1'h0;
     if (p1) begin
-      \$88  = run_lo0;
-    end
-    if (rst) begin
-      \$88  = 8'h00;
+      wr1_0 = \$31 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$89  = hi_v0;
+    wr2_0 = 1'h0;
     if (p1) begin
-      if (\$54 ) begin
-        \$89  = run_hi0;
+      wr2_0 = \$33 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr3_0 = 1'h0;
+    if (p1) begin
+      wr3_0 = \$35 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr4_0 = 1'h0;
+    if (p1) begin
+      wr4_0 = \$37 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr5_0 = 1'h0;
+    if (p1) begin
+      wr5_0 = \$39 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr6_0 = 1'h0;
+    if (p1) begin
+      wr6_0 = \$41 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr7_0 = 1'h0;
+    if (p1) begin
+      wr7_0 = \$43 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr8_0 = 1'h0;
+    if (p1) begin
+      wr8_0 = \$45 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr9_0 = 1'h0;
+    if (p1) begin
+      wr9_0 = \$47 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$123  = cpos;
+    if (\$78 ) begin
+      \$123  = nxt_pos;
+    end
+    if (rst) begin
+      \$123  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$124  = cidx;
+    if (\$78 ) begin
+      \$124  = nxt_idx;
+    end
+    if (rst) begin
+      \$124  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$125  = cross_l;
+    if (\$78 ) begin
+      \$125  = \$80 ;
+    end
+    if (rst) begin
+      \$125  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$126  = start0;
+    if (\$78 ) begin
+      \$126  = \$83 ;
+    end
+    if (rst) begin
+      \$126  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$127  = chunk0;
+    if (\$78 ) begin
+      \$127  = \$84 [3:0];
+    end
+    if (rst) begin
+      \$127  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$128  = \$signal$63 ;
+    if (\$85 ) begin
+      \$128  = 1'h0;
+    end
+    if (\$120 ) begin
+      \$128  = \$121 ;
+    end
+    if (rst) begin
+      \$128  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$129  = found_lo;
+    if (\$85 ) begin
+      \$129  = 1'h0;
+    end
+    if (\$120 ) begin
+      \$129  = \$122 ;
+    end
+    if (rst) begin
+      \$129  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$130  = \$signal ;
+    if (p1) begin
+      \$130  = run_h0;
+    end
+    if (rst) begin
+      \$130  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$131  = open_lo;
+    if (p1) begin
+      \$131  = run_l0;
+    end
+    if (rst) begin
+      \$131  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$132  = hi_v0;
+    if (p1) begin
+      if (\$86 ) begin
+        \$132  = \$87 ;
       end
     end
     if (rst) begin
-      \$89  = 8'h00;
+      \$132  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$90  = lo_v0;
+    \$133  = lo_v0;
     if (p1) begin
-      if (\$54 ) begin
-        \$90  = run_lo0;
+      if (\$86 ) begin
+        \$133  = \$88 ;
       end
     end
     if (rst) begin
-      \$90  = 8'h00;
+      \$133  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$91  = hi_v1;
+    \$134  = hi_v1;
     if (p1) begin
-      if (\$56 ) begin
-        \$91  = run_hi0;
+      if (\$89 ) begin
+        \$134  = \$90 ;
       end
     end
     if (rst) begin
-      \$91  = 8'h00;
+      \$134  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$92  = lo_v1;
+    \$135  = lo_v1;
     if (p1) begin
-      if (\$56 ) begin
-        \$92  = run_lo0;
+      if (\$89 ) begin
+        \$135  = \$91 ;
       end
     end
     if (rst) begin
-      \$92  = 8'h00;
+      \$135  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$93  = hi_v2;
+    \$136  = hi_v2;
     if (p1) begin
-      if (\$58 ) begin
-        \$93  = run_hi0;
+      if (\$92 ) begin
+        \$136  = \$93 ;
       end
     end
     if (rst) begin
-      \$93  = 8'h00;
+      \$136  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$94  = lo_v2;
+    \$137  = lo_v2;
     if (p1) begin
-      if (\$58 ) begin
-        \$94  = run_lo0;
+      if (\$92 ) begin
+        \$137  = \$94 ;
       end
     end
     if (rst) begin
-      \$94  = 8'h00;
+      \$137  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$95  = hi_v3;
+    \$138  = hi_v3;
     if (p1) begin
-      if (\$60 ) begin
-        \$95  = run_hi0;
+      if (\$95 ) begin
+        \$138  = \$96 ;
       end
     end
     if (rst) begin
-      \$95  = 8'h00;
+      \$138  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$96  = lo_v3;
+    \$139  = lo_v3;
     if (p1) begin
-      if (\$60 ) begin
-        \$96  = run_lo0;
+      if (\$95 ) begin
+        \$139  = \$97 ;
       end
     end
     if (rst) begin
-      \$96  = 8'h00;
+      \$139  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$97  = hi_v4;
+    \$140  = hi_v4;
     if (p1) begin
-      if (\$62 ) begin
-        \$97  = run_hi0;
+      if (\$98 ) begin
+        \$140  = \$99 ;
       end
     end
     if (rst) begin
-      \$97  = 8'h00;
+      \$140  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$98  = lo_v4;
+    \$141  = lo_v4;
     if (p1) begin
-      if (\$62 ) begin
-        \$98  = run_lo0;
+      if (\$98 ) begin
+        \$141  = \$100 ;
       end
     end
     if (rst) begin
-      \$98  = 8'h00;
+      \$141  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$99  = hi_v5;
+    \$142  = hi_v5;
     if (p1) begin
-      if (\$64 ) begin
-        \$99  = run_hi0;
+      if (\$101 ) begin
+        \$142  = \$102 ;
       end
     end
     if (rst) begin
-      \$99  = 8'h00;
+      \$142  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$100  = lo_v5;
+    \$143  = lo_v5;
     if (p1) begin
-      if (\$64 ) begin
-        \$100  = run_lo0;
+      if (\$101 ) begin
+        \$143  = \$103 ;
       end
     end
     if (rst) begin
-      \$100  = 8'h00;
+      \$143  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$101  = hi_v6;
+    \$144  = hi_v6;
     if (p1) begin
-      if (\$66 ) begin
-        \$101  = run_hi0;
+      if (\$104 ) begin
+        \$144  = \$105 ;
       end
     end
     if (rst) begin
-      \$101  = 8'h00;
+      \$144  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$102  = lo_v6;
+    \$145  = lo_v6;
     if (p1) begin
-      if (\$66 ) begin
-        \$102  = run_lo0;
+      if (\$104 ) begin
+        \$145  = \$106 ;
       end
     end
     if (rst) begin
-      \$102  = 8'h00;
+      \$145  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$103  = hi_v7;
+    \$146  = hi_v7;
     if (p1) begin
-      if (\$68 ) begin
-        \$103  = run_hi0;
+      if (\$107 ) begin
+        \$146  = \$108 ;
       end
     end
     if (rst) begin
-      \$103  = 8'h00;
+      \$146  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$104  = lo_v7;
+    \$147  = lo_v7;
     if (p1) begin
-      if (\$68 ) begin
-        \$104  = run_lo0;
+      if (\$107 ) begin
+        \$147  = \$109 ;
       end
     end
     if (rst) begin
-      \$104  = 8'h00;
+      \$147  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$105  = hi_v8;
+    \$148  = hi_v8;
     if (p1) begin
-      if (\$70 ) begin
-        \$105  = run_hi0;
+      if (\$110 ) begin
+        \$148  = \$111 ;
       end
     end
     if (rst) begin
-      \$105  = 8'h00;
+      \$148  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$106  = lo_v8;
+    \$149  = lo_v8;
     if (p1) begin
-      if (\$70 ) begin
-        \$106  = run_lo0;
+      if (\$110 ) begin
+        \$149  = \$112 ;
       end
     end
     if (rst) begin
-      \$106  = 8'h00;
+      \$149  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$107  = hi_v9;
+    \$150  = hi_v9;
     if (p1) begin
-      if (\$72 ) begin
-        \$107  = run_hi0;
+      if (\$113 ) begin
+        \$150  = \$114 ;
       end
     end
     if (rst) begin
-      \$107  = 8'h00;
+      \$150  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$108  = lo_v9;
+    \$151  = lo_v9;
     if (p1) begin
-      if (\$72 ) begin
-        \$108  = run_lo0;
+      if (\$113 ) begin
+        \$151  = \$115 ;
       end
     end
     if (rst) begin
-      \$108  = 8'h00;
+      \$151  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$109  = last;
+    \$152  = last;
     if (p1) begin
-      \$109  = \$73 ;
+      \$152  = \$116 ;
     end
     if (rst) begin
-      \$109  = 4'h0;
+      \$152  = 4'h0;
     end
   end
   assign cs_x0 = 17'h00000;
@@ -5570,9 +5734,29 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   assign \x[0]  = x;
   assign \sel[0]  = sel;
   assign \$1  = { 1'h0, chunk_size };
-  assign \$23  = 1'h1;
-  assign before_hi0 = \$25 ;
-  assign \$26  = 1'h1;
-  assign before_lo0 = \$28 ;
-  assign \$50  = \$49 ;
+  assign \$7  = rstart0;
+  assign \$8  = 1'h0;
+  assign \$9  = 1'h1;
+  assign cand0_1 = mask;
+  assign \$12  = \$11 ;
+  assign \$13  = \$7 ;
+  assign \$16  = \$15 ;
+  assign \$21  = \$20 ;
+  assign \$22  = \$7 ;
+  assign \$25  = \$24 ;
+  assign \$56  = 1'h1;
+  assign before_hi0 = \$58 ;
+  assign \$59  = 1'h1;
+  assign before_lo0 = \$61 ;
+  assign \$83  = \$82 ;
+  assign \$86  = wr0_0;
+  assign \$89  = wr1_0;
+  assign \$92  = wr2_0;
+  assign \$95  = wr3_0;
+  assign \$98  = wr4_0;
+  assign \$101  = wr5_0;
+  assign \$104  = wr6_0;
+  assign \$107  = wr7_0;
+  assign \$110  = wr8_0;
+  assign \$113  = wr9_0;
 endmodule
