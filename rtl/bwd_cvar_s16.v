@@ -1438,9 +1438,9 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1496$0 (\$762 ),
-    .\port$1509$0 (\$763 ),
-    .\port$1607$0 (chan[41:0]),
+    .\port$1495$0 (\$762 ),
+    .\port$1508$0 (\$763 ),
+    .\port$1606$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -4532,7 +4532,7 @@ module \hwnorm_bwd_cvar_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1496$0 , \port$1509$0 , clear, p1, p2, \port$1607$0 , m, x);
+module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1495$0 , \port$1508$0 , clear, p1, p2, \port$1606$0 , m, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
@@ -5203,7 +5203,6 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1496$0 , \port$1509$0 
   wire lane0_at7;
   wire lane0_at8;
   wire lane0_at9;
-  wire [-1:0] lc0;
   wire lc0_is0;
   input [4:0] m;
   wire [4:0] m;
@@ -5298,12 +5297,12 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1496$0 , \port$1509$0 
   wire pass7;
   wire pass8;
   wire pass9;
-  output [6:0] \port$1496$0 ;
-  wire [6:0] \port$1496$0 ;
-  output [1:0] \port$1509$0 ;
-  wire [1:0] \port$1509$0 ;
-  input [41:0] \port$1607$0 ;
-  wire [41:0] \port$1607$0 ;
+  output [6:0] \port$1495$0 ;
+  wire [6:0] \port$1495$0 ;
+  output [1:0] \port$1508$0 ;
+  wire [1:0] \port$1508$0 ;
+  input [41:0] \port$1606$0 ;
+  wire [41:0] \port$1606$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -5358,7 +5357,6 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1496$0 , \port$1509$0 
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign nk17 = \$282  | \$283 ;
   assign \$284  = lane0_at17 ? 2'h1 : 2'h0;
   assign \$285  = keep16_at17 ? treg16 : 2'h0;
   assign \$286  = \$284  | \$285 ;
@@ -5683,8 +5681,8 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1496$0 , \port$1509$0 
     treg20 <= \$536 ;
   always @(posedge clk)
     seen <= \$537 ;
-  assign \$1  = $signed({ 1'h0, \port$1607$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1607$0 [41:13]);
+  assign \$1  = $signed({ 1'h0, \port$1606$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1606$0 [41:13]);
   assign \$2  = $signed(kreg0) >= $signed(d0);
   assign ge0_0 = valid0 & \$2 ;
   assign \$3  = $signed(kreg1) >= $signed(d0);
@@ -6081,6 +6079,7 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1496$0 , \port$1509$0 
   assign \$281  = keep16_at17 ? kreg16 : 30'h00000000;
   assign \$282  = \$280  | \$281 ;
   assign \$283  = keep17_at17 ? kreg17 : 30'h00000000;
+  assign nk17 = \$282  | \$283 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     thr = 30'h00000000;
@@ -6855,18 +6854,18 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1496$0 , \port$1509$0 
       \$537  = 13'h0000;
     end
   end
-  assign n = \port$1607$0 [12:0];
-  assign s = \port$1607$0 [41:13];
+  assign n = \port$1606$0 [12:0];
+  assign s = \port$1606$0 [41:13];
   assign key0 = d0;
   assign t0 = 2'h1;
+  assign lc0_is0 = 1'h1;
   assign budget = \$395 [4:0];
   assign tsum = { \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457  };
   assign sel = { 1'h0, \$470  };
-  assign \port$1496$0  = \$457 ;
-  assign \port$1509$0  = \$470 ;
+  assign \port$1495$0  = \$457 ;
+  assign \port$1508$0  = \$470 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$470  };
-  assign lc0_is0 = 1'h1;
   assign at0_0 = \$23 ;
   assign \$44  = \$23 ;
   assign \$45  = \$23 ;

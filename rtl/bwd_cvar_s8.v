@@ -1180,9 +1180,9 @@ module hwnorm_bwd_cvar_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1341$0 (\$607 ),
-    .\port$1354$0 (\$608 ),
-    .\port$1452$0 (chan[33:0]),
+    .\port$1340$0 (\$607 ),
+    .\port$1353$0 (\$608 ),
+    .\port$1451$0 (chan[33:0]),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -4222,7 +4222,7 @@ module \hwnorm_bwd_cvar_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1341$0 , \port$1354$0 , clear, p1, p2, \port$1452$0 , m, x);
+module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1340$0 , \port$1353$0 , clear, p1, p2, \port$1451$0 , m, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [20:0] \$1 ;
   wire \$10 ;
@@ -4893,7 +4893,6 @@ module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1341$0 , \port$1354$0 ,
   wire lane0_at7;
   wire lane0_at8;
   wire lane0_at9;
-  wire [-1:0] lc0;
   wire lc0_is0;
   input [4:0] m;
   wire [4:0] m;
@@ -4988,12 +4987,12 @@ module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1341$0 , \port$1354$0 ,
   wire pass7;
   wire pass8;
   wire pass9;
-  output [6:0] \port$1341$0 ;
-  wire [6:0] \port$1341$0 ;
-  output [1:0] \port$1354$0 ;
-  wire [1:0] \port$1354$0 ;
-  input [33:0] \port$1452$0 ;
-  wire [33:0] \port$1452$0 ;
+  output [6:0] \port$1340$0 ;
+  wire [6:0] \port$1340$0 ;
+  output [1:0] \port$1353$0 ;
+  wire [1:0] \port$1353$0 ;
+  input [33:0] \port$1451$0 ;
+  wire [33:0] \port$1451$0 ;
   input rst;
   wire rst;
   wire [20:0] s;
@@ -5048,7 +5047,6 @@ module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1341$0 , \port$1354$0 ,
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign nk17 = \$282  | \$283 ;
   assign \$284  = lane0_at17 ? 2'h1 : 2'h0;
   assign \$285  = keep16_at17 ? treg16 : 2'h0;
   assign \$286  = \$284  | \$285 ;
@@ -5373,8 +5371,8 @@ module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1341$0 , \port$1354$0 ,
     treg20 <= \$536 ;
   always @(posedge clk)
     seen <= \$537 ;
-  assign \$1  = $signed({ 1'h0, \port$1452$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1452$0 [33:13]);
+  assign \$1  = $signed({ 1'h0, \port$1451$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1451$0 [33:13]);
   assign \$2  = $signed(kreg0) >= $signed(d0);
   assign ge0_0 = valid0 & \$2 ;
   assign \$3  = $signed(kreg1) >= $signed(d0);
@@ -5771,6 +5769,7 @@ module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1341$0 , \port$1354$0 ,
   assign \$281  = keep16_at17 ? kreg16 : 22'h000000;
   assign \$282  = \$280  | \$281 ;
   assign \$283  = keep17_at17 ? kreg17 : 22'h000000;
+  assign nk17 = \$282  | \$283 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     thr = 22'h000000;
@@ -6545,18 +6544,18 @@ module \hwnorm_bwd_cvar_s8.sel$80 (clk, rst, mask, \port$1341$0 , \port$1354$0 ,
       \$537  = 13'h0000;
     end
   end
-  assign n = \port$1452$0 [12:0];
-  assign s = \port$1452$0 [33:13];
+  assign n = \port$1451$0 [12:0];
+  assign s = \port$1451$0 [33:13];
   assign key0 = d0;
   assign t0 = 2'h1;
+  assign lc0_is0 = 1'h1;
   assign budget = \$395 [4:0];
   assign tsum = { \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457  };
   assign sel = { 1'h0, \$470  };
-  assign \port$1341$0  = \$457 ;
-  assign \port$1354$0  = \$470 ;
+  assign \port$1340$0  = \$457 ;
+  assign \port$1353$0  = \$470 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$470  };
-  assign lc0_is0 = 1'h1;
   assign at0_0 = \$23 ;
   assign \$44  = \$23 ;
   assign \$45  = \$23 ;

@@ -1414,9 +1414,9 @@ module hwnorm_bwd_linf_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$852$0 (\$751 ),
-    .\port$865$0 (\$752 ),
-    .\port$963$0 (chan[41:0]),
+    .\port$851$0 (\$751 ),
+    .\port$864$0 (\$752 ),
+    .\port$962$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -4506,7 +4506,7 @@ module \hwnorm_bwd_linf_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$852$0 , \port$865$0 , clear, p1, p2, \port$963$0 , x);
+module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$851$0 , \port$864$0 , clear, p1, p2, \port$962$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
@@ -4562,7 +4562,6 @@ module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$852$0 , \port$865$0
   wire [29:0] key0;
   reg [29:0] kreg0 = 30'h00000000;
   wire lane0_at0;
-  wire [-1:0] lc0;
   wire lc0_is0;
   input m;
   wire m;
@@ -4577,12 +4576,12 @@ module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$852$0 , \port$865$0
   input p2;
   wire p2;
   wire pass0;
-  output [1:0] \port$852$0 ;
-  wire [1:0] \port$852$0 ;
-  output [1:0] \port$865$0 ;
-  wire [1:0] \port$865$0 ;
-  input [41:0] \port$963$0 ;
-  wire [41:0] \port$963$0 ;
+  output [1:0] \port$851$0 ;
+  wire [1:0] \port$851$0 ;
+  output [1:0] \port$864$0 ;
+  wire [1:0] \port$864$0 ;
+  input [41:0] \port$962$0 ;
+  wire [41:0] \port$962$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -4599,8 +4598,8 @@ module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$852$0 , \port$865$0
   wire [15:0] \x[0] ;
   always @(posedge clk)
     seen <= \$42 ;
-  assign \$1  = $signed({ 1'h0, \port$963$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$963$0 [41:13]);
+  assign \$1  = $signed({ 1'h0, \port$962$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$962$0 [41:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[29], d0 };
@@ -4653,18 +4652,6 @@ module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$852$0 , \port$865$0
     treg0 <= \$41 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$42  = seen;
-    if (clear) begin
-      \$42  = 13'h0000;
-    end else if (p2) begin
-      \$42  = \$38 [12:0];
-    end
-    if (rst) begin
-      \$42  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     thr = 30'h00000000;
     casez (\$18 )
       2'h0:
@@ -4705,16 +4692,28 @@ module \hwnorm_bwd_linf_s16.sel$80 (clk, rst, mask, m, \port$852$0 , \port$865$0
       \$41  = 2'h0;
     end
   end
-  assign n = \port$963$0 [12:0];
-  assign s = \port$963$0 [41:13];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$42  = seen;
+    if (clear) begin
+      \$42  = 13'h0000;
+    end else if (p2) begin
+      \$42  = \$38 [12:0];
+    end
+    if (rst) begin
+      \$42  = 13'h0000;
+    end
+  end
+  assign n = \port$962$0 [12:0];
+  assign s = \port$962$0 [41:13];
   assign key0 = \$4 [29:0];
+  assign lc0_is0 = 1'h1;
   assign tsum = { \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22  };
   assign sel = { 1'h0, \$35  };
-  assign \port$852$0  = \$22 ;
-  assign \port$865$0  = \$35 ;
+  assign \port$851$0  = \$22 ;
+  assign \port$864$0  = \$35 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$35  };
-  assign lc0_is0 = 1'h1;
   assign at0_0 = \$9 ;
   assign \$10  = \$9 ;
   assign \$11  = \$9 ;

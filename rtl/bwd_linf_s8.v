@@ -1160,9 +1160,9 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$699$0 (\$598 ),
-    .\port$712$0 (\$599 ),
-    .\port$810$0 (chan[33:0]),
+    .\port$698$0 (\$598 ),
+    .\port$711$0 (\$599 ),
+    .\port$809$0 (chan[33:0]),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -4200,7 +4200,7 @@ module \hwnorm_bwd_linf_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$699$0 , \port$712$0 , clear, p1, p2, \port$810$0 , x);
+module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$698$0 , \port$711$0 , clear, p1, p2, \port$809$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [20:0] \$1 ;
   wire \$10 ;
@@ -4256,7 +4256,6 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$699$0 , \port$712$0 
   wire [21:0] key0;
   reg [21:0] kreg0 = 22'h000000;
   wire lane0_at0;
-  wire [-1:0] lc0;
   wire lc0_is0;
   input m;
   wire m;
@@ -4271,12 +4270,12 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$699$0 , \port$712$0 
   input p2;
   wire p2;
   wire pass0;
-  output [1:0] \port$699$0 ;
-  wire [1:0] \port$699$0 ;
-  output [1:0] \port$712$0 ;
-  wire [1:0] \port$712$0 ;
-  input [33:0] \port$810$0 ;
-  wire [33:0] \port$810$0 ;
+  output [1:0] \port$698$0 ;
+  wire [1:0] \port$698$0 ;
+  output [1:0] \port$711$0 ;
+  wire [1:0] \port$711$0 ;
+  input [33:0] \port$809$0 ;
+  wire [33:0] \port$809$0 ;
   input rst;
   wire rst;
   wire [20:0] s;
@@ -4293,8 +4292,8 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$699$0 , \port$712$0 
   wire [7:0] \x[0] ;
   always @(posedge clk)
     seen <= \$42 ;
-  assign \$1  = $signed({ 1'h0, \port$810$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$810$0 [33:13]);
+  assign \$1  = $signed({ 1'h0, \port$809$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$809$0 [33:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[21], d0 };
@@ -4347,18 +4346,6 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$699$0 , \port$712$0 
     treg0 <= \$41 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$42  = seen;
-    if (clear) begin
-      \$42  = 13'h0000;
-    end else if (p2) begin
-      \$42  = \$38 [12:0];
-    end
-    if (rst) begin
-      \$42  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     thr = 22'h000000;
     casez (\$18 )
       2'h0:
@@ -4399,16 +4386,28 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$699$0 , \port$712$0 
       \$41  = 2'h0;
     end
   end
-  assign n = \port$810$0 [12:0];
-  assign s = \port$810$0 [33:13];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$42  = seen;
+    if (clear) begin
+      \$42  = 13'h0000;
+    end else if (p2) begin
+      \$42  = \$38 [12:0];
+    end
+    if (rst) begin
+      \$42  = 13'h0000;
+    end
+  end
+  assign n = \port$809$0 [12:0];
+  assign s = \port$809$0 [33:13];
   assign key0 = \$4 [21:0];
+  assign lc0_is0 = 1'h1;
   assign tsum = { \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22  };
   assign sel = { 1'h0, \$35  };
-  assign \port$699$0  = \$22 ;
-  assign \port$712$0  = \$35 ;
+  assign \port$698$0  = \$22 ;
+  assign \port$711$0  = \$35 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$35  };
-  assign lc0_is0 = 1'h1;
   assign at0_0 = \$9 ;
   assign \$10  = \$9 ;
   assign \$11  = \$9 ;

@@ -1440,9 +1440,9 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1153$0 (\$764 ),
-    .\port$1166$0 (\$765 ),
-    .\port$1264$0 (chan[41:0]),
+    .\port$1152$0 (\$764 ),
+    .\port$1165$0 (\$765 ),
+    .\port$1263$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -4532,7 +4532,7 @@ module \hwnorm_bwd_topk_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1153$0 , \port$1166$0 , clear, p1, p2, \port$1264$0 , x);
+module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1152$0 , \port$1165$0 , clear, p1, p2, \port$1263$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
@@ -4868,7 +4868,6 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1153$0 , \port$1166
   wire lane0_at7;
   wire lane0_at8;
   wire lane0_at9;
-  wire [-1:0] lc0;
   wire lc0_is0;
   input [3:0] m;
   wire [3:0] m;
@@ -4919,12 +4918,12 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1153$0 , \port$1166
   wire pass7;
   wire pass8;
   wire pass9;
-  output [5:0] \port$1153$0 ;
-  wire [5:0] \port$1153$0 ;
-  output [1:0] \port$1166$0 ;
-  wire [1:0] \port$1166$0 ;
-  input [41:0] \port$1264$0 ;
-  wire [41:0] \port$1264$0 ;
+  output [5:0] \port$1152$0 ;
+  wire [5:0] \port$1152$0 ;
+  output [1:0] \port$1165$0 ;
+  wire [1:0] \port$1165$0 ;
+  input [41:0] \port$1263$0 ;
+  wire [41:0] \port$1263$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -4957,8 +4956,8 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1153$0 , \port$1166
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = $signed({ 1'h0, \port$1264$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1264$0 [41:13]);
+  assign \$1  = $signed({ 1'h0, \port$1263$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1263$0 [41:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[29], d0 };
@@ -5695,17 +5694,17 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1153$0 , \port$1166
       \$268  = 13'h0000;
     end
   end
-  assign n = \port$1264$0 [12:0];
-  assign s = \port$1264$0 [41:13];
+  assign n = \port$1263$0 [12:0];
+  assign s = \port$1263$0 [41:13];
   assign key0 = \$4 [29:0];
+  assign lc0_is0 = 1'h1;
   assign budget = \$192 [3:0];
   assign tsum = { \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221  };
   assign sel = { 1'h0, \$234  };
-  assign \port$1153$0  = \$221 ;
-  assign \port$1166$0  = \$234 ;
+  assign \port$1152$0  = \$221 ;
+  assign \port$1165$0  = \$234 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$234  };
-  assign lc0_is0 = 1'h1;
   assign at0_0 = \$18 ;
   assign \$28  = \$18 ;
   assign \$29  = \$18 ;

@@ -1180,9 +1180,9 @@ module hwnorm_bwd_topk_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1010$0 (\$609 ),
-    .\port$1108$0 (chan[33:0]),
-    .\port$997$0 (\$608 ),
+    .\port$1009$0 (\$609 ),
+    .\port$1107$0 (chan[33:0]),
+    .\port$996$0 (\$608 ),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -4220,7 +4220,7 @@ module \hwnorm_bwd_topk_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$997$0 , \port$1010$0 , clear, p1, p2, \port$1108$0 , x);
+module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$996$0 , \port$1009$0 , clear, p1, p2, \port$1107$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [20:0] \$1 ;
   wire \$10 ;
@@ -4556,7 +4556,6 @@ module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$997$0 , \port$1010$0
   wire lane0_at7;
   wire lane0_at8;
   wire lane0_at9;
-  wire [-1:0] lc0;
   wire lc0_is0;
   input [3:0] m;
   wire [3:0] m;
@@ -4607,12 +4606,12 @@ module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$997$0 , \port$1010$0
   wire pass7;
   wire pass8;
   wire pass9;
-  output [1:0] \port$1010$0 ;
-  wire [1:0] \port$1010$0 ;
-  input [33:0] \port$1108$0 ;
-  wire [33:0] \port$1108$0 ;
-  output [5:0] \port$997$0 ;
-  wire [5:0] \port$997$0 ;
+  output [1:0] \port$1009$0 ;
+  wire [1:0] \port$1009$0 ;
+  input [33:0] \port$1107$0 ;
+  wire [33:0] \port$1107$0 ;
+  output [5:0] \port$996$0 ;
+  wire [5:0] \port$996$0 ;
   input rst;
   wire rst;
   wire [20:0] s;
@@ -4645,8 +4644,8 @@ module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$997$0 , \port$1010$0
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$1  = $signed({ 1'h0, \port$1108$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1108$0 [33:13]);
+  assign \$1  = $signed({ 1'h0, \port$1107$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1107$0 [33:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[21], d0 };
@@ -5383,17 +5382,17 @@ module \hwnorm_bwd_topk_s8.sel$80 (clk, rst, mask, m, \port$997$0 , \port$1010$0
       \$268  = 13'h0000;
     end
   end
-  assign n = \port$1108$0 [12:0];
-  assign s = \port$1108$0 [33:13];
+  assign n = \port$1107$0 [12:0];
+  assign s = \port$1107$0 [33:13];
   assign key0 = \$4 [21:0];
+  assign lc0_is0 = 1'h1;
   assign budget = \$192 [3:0];
   assign tsum = { \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221  };
   assign sel = { 1'h0, \$234  };
-  assign \port$997$0  = \$221 ;
-  assign \port$1010$0  = \$234 ;
+  assign \port$996$0  = \$221 ;
+  assign \port$1009$0  = \$234 ;
   assign \x[0]  = x;
   assign \sel[0]  = { 1'h0, \$234  };
-  assign lc0_is0 = 1'h1;
   assign at0_0 = \$18 ;
   assign \$28  = \$18 ;
   assign \$29  = \$18 ;

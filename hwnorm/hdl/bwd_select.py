@@ -279,10 +279,13 @@ class TopSelect(_Select):
         lane_at = [[None] * k for _ in range(lanes)]       # lane j's rank is q
         for j in range(lanes):
             ahead = [mask[i] & (lge[i, j] if i < j else ~lge[j, i]) for i in range(lanes) if i != j]
-            lc = Signal(range(lanes), name=f"lc{j}")        # lanes ahead of lane j
-            m.d.comb += lc.eq(tree_sum(ahead) if ahead else 0)
-            lc_is = [Signal(name=f"lc{j}_is{b}") for b in range(lanes)]
-            m.d.comb += [lc_is[b].eq(lc == b) for b in range(lanes)]
+            lc_is = [Signal(name=f"lc{j}_is{b}") for b in range(lanes)]    # b lanes ahead of lane j
+            if ahead:
+                lc = Signal(range(lanes), name=f"lc{j}")
+                m.d.comb += lc.eq(tree_sum(ahead))
+                m.d.comb += [lc_is[b].eq(lc == b) for b in range(lanes)]
+            else:
+                m.d.comb += lc_is[0].eq(1)
             # exactly a entries ahead of lane j (the thermometer's edge)
             at = [Signal(name=f"at{j}_{a}") for a in range(k)]
             m.d.comb += [at[a].eq((ge[a - 1][j] if a else 1) & ~ge[a][j]) for a in range(k)]
