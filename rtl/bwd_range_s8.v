@@ -4831,47 +4831,47 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire [13:0] \$1 ;
   wire \$10 ;
   wire [7:0] \$100 ;
-  wire \$101 ;
-  wire [7:0] \$102 ;
+  wire [7:0] \$101 ;
+  wire \$102 ;
   wire [7:0] \$103 ;
-  wire \$104 ;
-  wire [7:0] \$105 ;
+  wire [7:0] \$104 ;
+  wire \$105 ;
   wire [7:0] \$106 ;
-  wire \$107 ;
-  wire [7:0] \$108 ;
+  wire [7:0] \$107 ;
+  wire \$108 ;
   wire [7:0] \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire [7:0] \$111 ;
+  wire [7:0] \$110 ;
+  wire \$111 ;
   wire [7:0] \$112 ;
-  wire \$113 ;
-  wire [7:0] \$114 ;
+  wire [7:0] \$113 ;
+  wire \$114 ;
   wire [7:0] \$115 ;
-  wire [3:0] \$116 ;
+  wire [7:0] \$116 ;
   wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire \$12 ;
+  wire [7:0] \$118 ;
+  wire [7:0] \$119 ;
+  wire [7:0] \$12 ;
   wire \$120 ;
-  wire \$121 ;
-  wire \$122 ;
-  reg [12:0] \$123 ;
-  reg [3:0] \$124 ;
-  reg \$125 ;
-  reg \$126 ;
-  reg [3:0] \$127 ;
-  reg \$128 ;
-  reg \$129 ;
-  wire \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg [7:0] \$132 ;
-  reg [7:0] \$133 ;
-  reg [7:0] \$134 ;
-  reg [7:0] \$135 ;
-  reg [7:0] \$136 ;
-  reg [7:0] \$137 ;
-  reg [7:0] \$138 ;
+  wire [7:0] \$121 ;
+  wire [7:0] \$122 ;
+  wire [3:0] \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [7:0] \$13 ;
+  reg [14:0] \$130 ;
+  reg [14:0] \$131 ;
+  reg [12:0] \$132 ;
+  reg [3:0] \$133 ;
+  reg \$134 ;
+  reg \$135 ;
+  reg [3:0] \$136 ;
+  reg \$137 ;
+  reg \$138 ;
   reg [7:0] \$139 ;
   wire \$14 ;
   reg [7:0] \$140 ;
@@ -4887,20 +4887,29 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire \$15 ;
   reg [7:0] \$150 ;
   reg [7:0] \$151 ;
-  reg [3:0] \$152 ;
+  reg [7:0] \$152 ;
+  reg [7:0] \$153 ;
+  reg [7:0] \$154 ;
+  reg [7:0] \$155 ;
+  reg [7:0] \$156 ;
+  reg [7:0] \$157 ;
+  reg [7:0] \$158 ;
+  reg [7:0] \$159 ;
   wire \$16 ;
-  wire [7:0] \$17 ;
-  wire [7:0] \$18 ;
+  reg [7:0] \$160 ;
+  reg [3:0] \$161 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
-  wire [14:0] \$2 ;
+  wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
+  wire [7:0] \$21 ;
+  wire [7:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire [7:0] \$26 ;
-  wire [7:0] \$27 ;
+  wire \$26 ;
+  wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
@@ -4914,29 +4923,29 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
-  wire [13:0] \$4 ;
+  wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
+  wire [3:0] \$44 ;
+  reg [7:0] \$45 ;
   wire \$46 ;
   wire \$47 ;
-  wire \$48 ;
-  wire [3:0] \$49 ;
-  wire [17:0] \$5 ;
-  reg [7:0] \$50 ;
+  wire [3:0] \$48 ;
+  reg [7:0] \$49 ;
+  wire \$5 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [3:0] \$53 ;
-  reg [7:0] \$54 ;
+  wire \$53 ;
+  wire \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [4:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -4944,44 +4953,44 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [1:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [2:0] \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire [1:0] \$72 ;
-  wire \$73 ;
-  wire [2:0] \$74 ;
-  wire [2:0] \$75 ;
+  wire [2:0] \$70 ;
+  wire [13:0] \$71 ;
+  wire [14:0] \$72 ;
+  wire [13:0] \$73 ;
+  wire [14:0] \$74 ;
+  wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
-  wire [13:0] \$79 ;
+  wire \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire [13:0] \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire [4:0] \$84 ;
+  wire [13:0] \$80 ;
+  wire [15:0] \$81 ;
+  wire [4:0] \$82 ;
+  wire [13:0] \$83 ;
+  wire [14:0] \$84 ;
   wire \$85 ;
-  wire \$86 ;
-  wire [7:0] \$87 ;
-  wire [7:0] \$88 ;
+  wire [13:0] \$86 ;
+  wire [14:0] \$87 ;
+  wire \$88 ;
   wire \$89 ;
   wire \$9 ;
-  wire [7:0] \$90 ;
-  wire [7:0] \$91 ;
+  wire [4:0] \$90 ;
+  wire [5:0] \$91 ;
   wire \$92 ;
-  wire [7:0] \$93 ;
+  wire \$93 ;
   wire [7:0] \$94 ;
-  wire \$95 ;
-  wire [7:0] \$96 ;
+  wire [7:0] \$95 ;
+  wire \$96 ;
   wire [7:0] \$97 ;
-  wire \$98 ;
-  wire [7:0] \$99 ;
+  wire [7:0] \$98 ;
+  wire \$99 ;
   reg [7:0] \$signal  = 8'h00;
-  reg \$signal$63  = 1'h0;
+  reg \$signal$60  = 1'h0;
   wire before_hi0;
   wire before_lo0;
   wire cand0_0;
@@ -4996,8 +5005,12 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire clk;
   reg [12:0] cpos = 13'h0000;
   reg cross_l = 1'h0;
-  wire [16:0] cs_x0;
-  wire [16:0] cs_x1;
+  reg [14:0] cs_next0;
+  reg [14:0] cs_next1;
+  reg [14:0] cs_r1 = 15'h0000;
+  reg [14:0] cs_r2 = 15'h0000;
+  wire [14:0] cs_x0;
+  wire [14:0] cs_x1;
   wire eq_hi0;
   wire eq_lo0;
   reg found_lo = 1'h0;
@@ -5030,8 +5043,6 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire lwin0_1;
   input mask;
   wire mask;
-  reg [3:0] nxt_idx;
-  reg [12:0] nxt_pos;
   reg [7:0] open_lo = 8'h00;
   input p1;
   wire p1;
@@ -5049,7 +5060,6 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   reg start0 = 1'h0;
-  reg [16:0] step;
   reg wr0_0;
   reg wr1_0;
   reg wr2_0;
@@ -5063,513 +5073,431 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$2  = 1'h0 + \$1 ;
-  assign \$3  = clear | rewind;
-  assign \$4  = cpos + 1'h1;
-  assign \$5  = \$4  - step;
-  assign \$6  = cidx + cross_l;
+  assign cs_x1 = 1'h0 + \$1 ;
   assign rstart0 = mask & start0;
   assign hge0_1 = $signed(\$signal ) >= $signed(x);
   assign lge0_1 = $signed(open_lo) <= $signed(x);
-  assign cand0_0 = ~ \$7 ;
-  assign \$10  = ~ cand0_1;
-  assign \$11  = \$10  | hge0_1;
-  assign hwin0_0 = cand0_0 & \$12 ;
-  assign \$14  = ~ hge0_1;
-  assign \$15  = \$13  | \$14 ;
-  assign hwin0_1 = cand0_1 & \$16 ;
-  assign \$17  = hwin0_0 ? \$signal  : 8'h00;
-  assign \$18  = hwin0_1 ? x : 8'h00;
-  assign run_h0 = \$17  | \$18 ;
-  assign \$19  = ~ cand0_1;
-  assign \$20  = \$19  | lge0_1;
-  assign lwin0_0 = cand0_0 & \$21 ;
-  assign \$23  = ~ lge0_1;
-  assign \$24  = \$22  | \$23 ;
-  assign lwin0_1 = cand0_1 & \$25 ;
-  assign \$26  = lwin0_0 ? open_lo : 8'h00;
-  assign \$27  = lwin0_1 ? x : 8'h00;
-  assign run_l0 = \$26  | \$27 ;
-  assign \$28  = ! chunk0;
-  assign \$29  = mask & \$28 ;
-  assign \$30  = chunk0 == 1'h1;
-  assign \$31  = mask & \$30 ;
-  assign \$32  = chunk0 == 2'h2;
-  assign \$33  = mask & \$32 ;
-  assign \$34  = chunk0 == 2'h3;
-  assign \$35  = mask & \$34 ;
-  assign \$36  = chunk0 == 3'h4;
-  assign \$37  = mask & \$36 ;
-  assign \$38  = chunk0 == 3'h5;
-  assign \$39  = mask & \$38 ;
-  assign \$40  = chunk0 == 3'h6;
-  assign \$41  = mask & \$40 ;
-  assign \$42  = chunk0 == 3'h7;
-  assign \$43  = mask & \$42 ;
-  assign \$44  = chunk0 == 4'h8;
-  assign \$45  = mask & \$44 ;
-  assign \$46  = chunk0 == 4'h9;
-  assign \$47  = mask & \$46 ;
-  assign \$48  = chunk0 < 4'ha;
-  assign \$49  = \$48  ? chunk0 : 4'h0;
-  assign \$51  = \$50  == x;
-  assign eq_hi0 = mask & \$51 ;
-  assign \$52  = chunk0 < 4'ha;
-  assign \$53  = \$52  ? chunk0 : 4'h0;
-  assign \$55  = \$54  == x;
-  assign eq_lo0 = mask & \$55 ;
-  assign \$57  = | cpos;
-  assign \$58  = \$signal$63  & \$57 ;
-  assign \$60  = | cpos;
-  assign \$61  = found_lo & \$60 ;
-  assign \$62  = ~ mask;
-  assign \$63  = ~ before_hi0;
-  assign \$64  = eq_hi0 & \$63 ;
-  assign \$65  = ~ before_lo0;
-  assign \$66  = eq_lo0 & \$65 ;
-  assign \$67  = \$64  == \$66 ;
-  assign \$68  = \$62  | \$67 ;
-  assign \$69  = ~ before_hi0;
-  assign \$70  = eq_hi0 & \$69 ;
-  assign \$71  = chunk0 == last;
-  assign \$72  = \$71  ? 2'h3 : 2'h1;
-  assign \$73  = chunk0 == last;
-  assign \$74  = \$73  ? 3'h4 : 3'h2;
-  assign \$75  = \$70  ? { 1'h0, \$72  } : \$74 ;
-  assign sel = \$68  ? 3'h0 : \$75 ;
-  assign \$76  = clear | rewind;
-  assign \$77  = \$76  | p1;
-  assign \$78  = \$77  | p2;
-  assign \$79  = nxt_pos + 1'h1;
-  assign \$80  = \$79  >= \$2 ;
-  assign \$81  = nxt_pos + 1'h0;
-  assign \$82  = ! \$81 ;
-  assign \$84  = nxt_idx + 1'h0;
-  assign \$85  = clear | rewind;
-  assign \$87  = wr0_0 ? run_h0 : 8'h00;
-  assign \$88  = wr0_0 ? run_l0 : 8'h00;
-  assign \$90  = wr1_0 ? run_h0 : 8'h00;
-  assign \$91  = wr1_0 ? run_l0 : 8'h00;
-  assign \$93  = wr2_0 ? run_h0 : 8'h00;
-  assign \$94  = wr2_0 ? run_l0 : 8'h00;
-  assign \$96  = wr3_0 ? run_h0 : 8'h00;
-  assign \$97  = wr3_0 ? run_l0 : 8'h00;
-  assign \$99  = wr4_0 ? run_h0 : 8'h00;
-  assign \$100  = wr4_0 ? run_l0 : 8'h00;
-  assign \$102  = wr5_0 ? run_h0 : 8'h00;
-  assign \$103  = wr5_0 ? run_l0 : 8'h00;
-  assign \$105  = wr6_0 ? run_h0 : 8'h00;
-  assign \$106  = wr6_0 ? run_l0 : 8'h00;
-  assign \$108  = wr7_0 ? run_h0 : 8'h00;
-  assign \$109  = wr7_0 ? run_l0 : 8'h00;
-  assign \$111  = wr8_0 ? run_h0 : 8'h00;
-  assign \$112  = wr8_0 ? run_l0 : 8'h00;
-  assign \$114  = wr9_0 ? run_h0 : 8'h00;
-  assign \$115  = wr9_0 ? run_l0 : 8'h00;
-  assign \$116  = mask ? chunk0 : last;
-  assign \$117  = ~ rewind;
-  assign \$118  = p2 & \$117 ;
-  assign \$119  = ~ clear;
-  assign \$120  = \$118  & \$119 ;
-  assign \$121  = before_hi0 | eq_hi0;
-  assign \$122  = before_lo0 | eq_lo0;
+  assign cand0_0 = ~ \$2 ;
+  assign \$5  = ~ cand0_1;
+  assign \$6  = \$5  | hge0_1;
+  assign hwin0_0 = cand0_0 & \$7 ;
+  assign \$9  = ~ hge0_1;
+  assign \$10  = \$8  | \$9 ;
+  assign hwin0_1 = cand0_1 & \$11 ;
+  assign \$12  = hwin0_0 ? \$signal  : 8'h00;
+  assign \$13  = hwin0_1 ? x : 8'h00;
+  assign run_h0 = \$12  | \$13 ;
+  assign \$14  = ~ cand0_1;
+  assign \$15  = \$14  | lge0_1;
+  assign lwin0_0 = cand0_0 & \$16 ;
+  assign \$18  = ~ lge0_1;
+  assign \$19  = \$17  | \$18 ;
+  assign lwin0_1 = cand0_1 & \$20 ;
+  assign \$21  = lwin0_0 ? open_lo : 8'h00;
+  assign \$22  = lwin0_1 ? x : 8'h00;
+  assign run_l0 = \$21  | \$22 ;
+  assign \$23  = ! chunk0;
+  assign \$24  = mask & \$23 ;
+  assign \$25  = chunk0 == 1'h1;
+  assign \$26  = mask & \$25 ;
+  assign \$27  = chunk0 == 2'h2;
+  assign \$28  = mask & \$27 ;
+  assign \$29  = chunk0 == 2'h3;
+  assign \$30  = mask & \$29 ;
+  assign \$31  = chunk0 == 3'h4;
+  assign \$32  = mask & \$31 ;
+  assign \$33  = chunk0 == 3'h5;
+  assign \$34  = mask & \$33 ;
+  assign \$35  = chunk0 == 3'h6;
+  assign \$36  = mask & \$35 ;
+  assign \$37  = chunk0 == 3'h7;
+  assign \$38  = mask & \$37 ;
+  assign \$39  = chunk0 == 4'h8;
+  assign \$40  = mask & \$39 ;
+  assign \$41  = chunk0 == 4'h9;
+  assign \$42  = mask & \$41 ;
+  assign \$43  = chunk0 < 4'ha;
+  assign \$44  = \$43  ? chunk0 : 4'h0;
+  assign \$46  = \$45  == x;
+  assign eq_hi0 = mask & \$46 ;
+  assign \$47  = chunk0 < 4'ha;
+  assign \$48  = \$47  ? chunk0 : 4'h0;
+  assign \$50  = \$49  == x;
+  assign eq_lo0 = mask & \$50 ;
+  assign \$52  = | cpos;
+  assign \$53  = \$signal$60  & \$52 ;
+  assign \$55  = | cpos;
+  assign \$56  = found_lo & \$55 ;
+  assign \$57  = ~ mask;
+  assign \$58  = ~ before_hi0;
+  assign \$59  = eq_hi0 & \$58 ;
+  assign \$60  = ~ before_lo0;
+  assign \$61  = eq_lo0 & \$60 ;
+  assign \$62  = \$59  == \$61 ;
+  assign \$63  = \$57  | \$62 ;
+  assign \$64  = ~ before_hi0;
+  assign \$65  = eq_hi0 & \$64 ;
+  assign \$66  = chunk0 == last;
+  assign \$67  = \$66  ? 2'h3 : 2'h1;
+  assign \$68  = chunk0 == last;
+  assign \$69  = \$68  ? 3'h4 : 3'h2;
+  assign \$70  = \$65  ? { 1'h0, \$67  } : \$69 ;
+  assign sel = \$63  ? 3'h0 : \$70 ;
+  assign \$72  = 1'h0 + \$71 ;
+  assign \$74  = 1'h0 + \$73 ;
+  assign \$75  = clear | rewind;
+  assign \$76  = p1 | p2;
+  assign \$77  = cs_x1 <= 1'h1;
+  assign \$80  = cpos + 1'h1;
+  assign \$81  = \$80  - cs_next0;
+  assign \$82  = cidx + cross_l;
+  assign \$83  = cpos + 1'h1;
+  assign \$84  = \$83  + 1'h1;
+  assign \$85  = \$84  >= cs_next1;
+  assign \$86  = cpos + 1'h1;
+  assign \$87  = \$86  + 1'h0;
+  assign \$88  = \$87  == cs_next0;
+  assign \$90  = cidx + cross_l;
+  assign \$91  = \$90  + 1'h0;
+  assign \$92  = clear | rewind;
+  assign \$94  = wr0_0 ? run_h0 : 8'h00;
+  assign \$95  = wr0_0 ? run_l0 : 8'h00;
+  assign \$97  = wr1_0 ? run_h0 : 8'h00;
+  assign \$98  = wr1_0 ? run_l0 : 8'h00;
+  assign \$100  = wr2_0 ? run_h0 : 8'h00;
+  assign \$101  = wr2_0 ? run_l0 : 8'h00;
+  assign \$103  = wr3_0 ? run_h0 : 8'h00;
+  assign \$104  = wr3_0 ? run_l0 : 8'h00;
+  assign \$106  = wr4_0 ? run_h0 : 8'h00;
+  assign \$107  = wr4_0 ? run_l0 : 8'h00;
+  assign \$109  = wr5_0 ? run_h0 : 8'h00;
+  assign \$110  = wr5_0 ? run_l0 : 8'h00;
+  assign \$112  = wr6_0 ? run_h0 : 8'h00;
+  assign \$113  = wr6_0 ? run_l0 : 8'h00;
+  assign \$115  = wr7_0 ? run_h0 : 8'h00;
+  assign \$116  = wr7_0 ? run_l0 : 8'h00;
+  assign \$118  = wr8_0 ? run_h0 : 8'h00;
+  assign \$119  = wr8_0 ? run_l0 : 8'h00;
+  assign \$121  = wr9_0 ? run_h0 : 8'h00;
+  assign \$122  = wr9_0 ? run_l0 : 8'h00;
+  assign \$123  = mask ? chunk0 : last;
+  assign \$124  = ~ rewind;
+  assign \$125  = p2 & \$124 ;
+  assign \$126  = ~ clear;
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = before_hi0 | eq_hi0;
+  assign \$129  = before_lo0 | eq_lo0;
   always @(posedge clk)
-    cpos <= \$123 ;
+    cs_r1 <= \$130 ;
   always @(posedge clk)
-    cidx <= \$124 ;
+    cs_r2 <= \$131 ;
   always @(posedge clk)
-    cross_l <= \$125 ;
+    cpos <= \$132 ;
   always @(posedge clk)
-    start0 <= \$126 ;
+    cidx <= \$133 ;
   always @(posedge clk)
-    chunk0 <= \$127 ;
+    cross_l <= \$134 ;
   always @(posedge clk)
-    \$signal$63  <= \$128 ;
+    start0 <= \$135 ;
   always @(posedge clk)
-    found_lo <= \$129 ;
+    chunk0 <= \$136 ;
   always @(posedge clk)
-    \$signal  <= \$130 ;
+    \$signal$60  <= \$137 ;
   always @(posedge clk)
-    open_lo <= \$131 ;
+    found_lo <= \$138 ;
   always @(posedge clk)
-    hi_v0 <= \$132 ;
+    \$signal  <= \$139 ;
   always @(posedge clk)
-    lo_v0 <= \$133 ;
+    open_lo <= \$140 ;
   always @(posedge clk)
-    hi_v1 <= \$134 ;
+    hi_v0 <= \$141 ;
   always @(posedge clk)
-    lo_v1 <= \$135 ;
+    lo_v0 <= \$142 ;
   always @(posedge clk)
-    hi_v2 <= \$136 ;
+    hi_v1 <= \$143 ;
   always @(posedge clk)
-    lo_v2 <= \$137 ;
+    lo_v1 <= \$144 ;
   always @(posedge clk)
-    hi_v3 <= \$138 ;
+    hi_v2 <= \$145 ;
   always @(posedge clk)
-    lo_v3 <= \$139 ;
+    lo_v2 <= \$146 ;
   always @(posedge clk)
-    hi_v4 <= \$140 ;
+    hi_v3 <= \$147 ;
   always @(posedge clk)
-    lo_v4 <= \$141 ;
+    lo_v3 <= \$148 ;
   always @(posedge clk)
-    hi_v5 <= \$142 ;
+    hi_v4 <= \$149 ;
   always @(posedge clk)
-    lo_v5 <= \$143 ;
+    lo_v4 <= \$150 ;
   always @(posedge clk)
-    hi_v6 <= \$144 ;
+    hi_v5 <= \$151 ;
   always @(posedge clk)
-    lo_v6 <= \$145 ;
+    lo_v5 <= \$152 ;
   always @(posedge clk)
-    hi_v7 <= \$146 ;
+    hi_v6 <= \$153 ;
   always @(posedge clk)
-    lo_v7 <= \$147 ;
+    lo_v6 <= \$154 ;
   always @(posedge clk)
-    hi_v8 <= \$148 ;
+    hi_v7 <= \$155 ;
   always @(posedge clk)
-    lo_v8 <= \$149 ;
+    lo_v7 <= \$156 ;
   always @(posedge clk)
-    hi_v9 <= \$150 ;
+    hi_v8 <= \$157 ;
   always @(posedge clk)
-    lo_v9 <= \$151 ;
+    lo_v8 <= \$158 ;
   always @(posedge clk)
-    last <= \$152 ;
+    hi_v9 <= \$159 ;
+  always @(posedge clk)
+    lo_v9 <= \$160 ;
+  always @(posedge clk)
+    last <= \$161 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
     casez (cross_l)
       1'h0:
-          step = 17'h00000;
+          cs_next0 = 15'h0000;
       1'h1:
-          step = { 2'h0, \$2  };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$50  = 8'h00;
-    casez (\$49 )
-      4'h0:
-          \$50  = hi_v0;
-      4'h1:
-          \$50  = hi_v1;
-      4'h2:
-          \$50  = hi_v2;
-      4'h3:
-          \$50  = hi_v3;
-      4'h4:
-          \$50  = hi_v4;
-      4'h5:
-          \$50  = hi_v5;
-      4'h6:
-          \$50  = hi_v6;
-      4'h7:
-          \$50  = hi_v7;
-      4'h8:
-          \$50  = hi_v8;
-      4'h9:
-          \$50  = hi_v9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$54  = 8'h00;
-    casez (\$53 )
-      4'h0:
-          \$54  = lo_v0;
-      4'h1:
-          \$54  = lo_v1;
-      4'h2:
-          \$54  = lo_v2;
-      4'h3:
-          \$54  = lo_v3;
-      4'h4:
-          \$54  = lo_v4;
-      4'h5:
-          \$54  = lo_v5;
-      4'h6:
-          \$54  = lo_v6;
-      4'h7:
-          \$54  = lo_v7;
-      4'h8:
-          \$54  = lo_v8;
-      4'h9:
-          \$54  = lo_v9;
+          cs_next0 = cs_r1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
-    if (\$3 ) begin
-      nxt_pos = 13'h0000;
-    end else begin
-      nxt_pos = \$5 [12:0];
-    end
+    casez (cross_l)
+      1'h0:
+          cs_next1 = cs_r1;
+      1'h1:
+          cs_next1 = cs_r2;
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$3 ) begin
-      nxt_idx = 4'h0;
-    end else begin
-      nxt_idx = \$6 [3:0];
-    end
+    \$45  = 8'h00;
+    casez (\$44 )
+      4'h0:
+          \$45  = hi_v0;
+      4'h1:
+          \$45  = hi_v1;
+      4'h2:
+          \$45  = hi_v2;
+      4'h3:
+          \$45  = hi_v3;
+      4'h4:
+          \$45  = hi_v4;
+      4'h5:
+          \$45  = hi_v5;
+      4'h6:
+          \$45  = hi_v6;
+      4'h7:
+          \$45  = hi_v7;
+      4'h8:
+          \$45  = hi_v8;
+      4'h9:
+          \$45  = hi_v9;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$49  = 8'h00;
+    casez (\$48 )
+      4'h0:
+          \$49  = lo_v0;
+      4'h1:
+          \$49  = lo_v1;
+      4'h2:
+          \$49  = lo_v2;
+      4'h3:
+          \$49  = lo_v3;
+      4'h4:
+          \$49  = lo_v4;
+      4'h5:
+          \$49  = lo_v5;
+      4'h6:
+          \$49  = lo_v6;
+      4'h7:
+          \$49  = lo_v7;
+      4'h8:
+          \$49  = lo_v8;
+      4'h9:
+          \$49  = lo_v9;
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr0_0 = 1'h0;
     if (p1) begin
-      wr0_0 = \$29 ;
+      wr0_0 = \$24 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr1_0 = 1'h0;
     if (p1) begin
-      wr1_0 = \$31 ;
+      wr1_0 = \$26 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr2_0 = 1'h0;
     if (p1) begin
-      wr2_0 = \$33 ;
+      wr2_0 = \$28 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr3_0 = 1'h0;
     if (p1) begin
-      wr3_0 = \$35 ;
+      wr3_0 = \$30 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr4_0 = 1'h0;
     if (p1) begin
-      wr4_0 = \$37 ;
+      wr4_0 = \$32 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr5_0 = 1'h0;
     if (p1) begin
-      wr5_0 = \$39 ;
+      wr5_0 = \$34 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr6_0 = 1'h0;
     if (p1) begin
-      wr6_0 = \$41 ;
+      wr6_0 = \$36 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr7_0 = 1'h0;
     if (p1) begin
-      wr7_0 = \$43 ;
+      wr7_0 = \$38 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr8_0 = 1'h0;
     if (p1) begin
-      wr8_0 = \$45 ;
+      wr8_0 = \$40 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     wr9_0 = 1'h0;
     if (p1) begin
-      wr9_0 = \$47 ;
+      wr9_0 = \$42 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$123  = cpos;
-    if (\$78 ) begin
-      \$123  = nxt_pos;
+    \$130  = \$72 ;
+    if (rst) begin
+      \$130  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$131  = \$74 ;
+    if (rst) begin
+      \$131  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$132  = cpos;
+    if (\$75 ) begin
+      \$132  = 13'h0000;
+    end else if (\$76 ) begin
+      \$132  = \$81 [12:0];
     end
     if (rst) begin
-      \$123  = 13'h0000;
+      \$132  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$124  = cidx;
-    if (\$78 ) begin
-      \$124  = nxt_idx;
+    \$133  = cidx;
+    if (\$75 ) begin
+      \$133  = 4'h0;
+    end else if (\$76 ) begin
+      \$133  = \$82 [3:0];
     end
     if (rst) begin
-      \$124  = 4'h0;
+      \$133  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$125  = cross_l;
-    if (\$78 ) begin
-      \$125  = \$80 ;
+    \$134  = cross_l;
+    if (\$75 ) begin
+      \$134  = \$77 ;
+    end else if (\$76 ) begin
+      \$134  = \$85 ;
     end
     if (rst) begin
-      \$125  = 1'h0;
+      \$134  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$126  = start0;
-    if (\$78 ) begin
-      \$126  = \$83 ;
+    \$135  = start0;
+    if (\$75 ) begin
+      \$135  = \$79 ;
+    end else if (\$76 ) begin
+      \$135  = \$89 ;
     end
     if (rst) begin
-      \$126  = 1'h0;
+      \$135  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$127  = chunk0;
-    if (\$78 ) begin
-      \$127  = \$84 [3:0];
+    \$136  = chunk0;
+    if (\$75 ) begin
+      \$136  = 4'h0;
+    end else if (\$76 ) begin
+      \$136  = \$91 [3:0];
     end
     if (rst) begin
-      \$127  = 4'h0;
+      \$136  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$128  = \$signal$63 ;
-    if (\$85 ) begin
-      \$128  = 1'h0;
+    \$137  = \$signal$60 ;
+    if (\$92 ) begin
+      \$137  = 1'h0;
     end
-    if (\$120 ) begin
-      \$128  = \$121 ;
+    if (\$127 ) begin
+      \$137  = \$128 ;
     end
     if (rst) begin
-      \$128  = 1'h0;
+      \$137  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$129  = found_lo;
-    if (\$85 ) begin
-      \$129  = 1'h0;
+    \$138  = found_lo;
+    if (\$92 ) begin
+      \$138  = 1'h0;
     end
-    if (\$120 ) begin
-      \$129  = \$122 ;
+    if (\$127 ) begin
+      \$138  = \$129 ;
     end
     if (rst) begin
-      \$129  = 1'h0;
+      \$138  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$130  = \$signal ;
+    \$139  = \$signal ;
     if (p1) begin
-      \$130  = run_h0;
-    end
-    if (rst) begin
-      \$130  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$131  = open_lo;
-    if (p1) begin
-      \$131  = run_l0;
-    end
-    if (rst) begin
-      \$131  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$132  = hi_v0;
-    if (p1) begin
-      if (\$86 ) begin
-        \$132  = \$87 ;
-      end
-    end
-    if (rst) begin
-      \$132  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$133  = lo_v0;
-    if (p1) begin
-      if (\$86 ) begin
-        \$133  = \$88 ;
-      end
-    end
-    if (rst) begin
-      \$133  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$134  = hi_v1;
-    if (p1) begin
-      if (\$89 ) begin
-        \$134  = \$90 ;
-      end
-    end
-    if (rst) begin
-      \$134  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$135  = lo_v1;
-    if (p1) begin
-      if (\$89 ) begin
-        \$135  = \$91 ;
-      end
-    end
-    if (rst) begin
-      \$135  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$136  = hi_v2;
-    if (p1) begin
-      if (\$92 ) begin
-        \$136  = \$93 ;
-      end
-    end
-    if (rst) begin
-      \$136  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$137  = lo_v2;
-    if (p1) begin
-      if (\$92 ) begin
-        \$137  = \$94 ;
-      end
-    end
-    if (rst) begin
-      \$137  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$138  = hi_v3;
-    if (p1) begin
-      if (\$95 ) begin
-        \$138  = \$96 ;
-      end
-    end
-    if (rst) begin
-      \$138  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$139  = lo_v3;
-    if (p1) begin
-      if (\$95 ) begin
-        \$139  = \$97 ;
-      end
+      \$139  = run_h0;
     end
     if (rst) begin
       \$139  = 8'h00;
@@ -5577,11 +5505,9 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$140  = hi_v4;
+    \$140  = open_lo;
     if (p1) begin
-      if (\$98 ) begin
-        \$140  = \$99 ;
-      end
+      \$140  = run_l0;
     end
     if (rst) begin
       \$140  = 8'h00;
@@ -5589,10 +5515,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$141  = lo_v4;
+    \$141  = hi_v0;
     if (p1) begin
-      if (\$98 ) begin
-        \$141  = \$100 ;
+      if (\$93 ) begin
+        \$141  = \$94 ;
       end
     end
     if (rst) begin
@@ -5601,10 +5527,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$142  = hi_v5;
+    \$142  = lo_v0;
     if (p1) begin
-      if (\$101 ) begin
-        \$142  = \$102 ;
+      if (\$93 ) begin
+        \$142  = \$95 ;
       end
     end
     if (rst) begin
@@ -5613,10 +5539,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$143  = lo_v5;
+    \$143  = hi_v1;
     if (p1) begin
-      if (\$101 ) begin
-        \$143  = \$103 ;
+      if (\$96 ) begin
+        \$143  = \$97 ;
       end
     end
     if (rst) begin
@@ -5625,10 +5551,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$144  = hi_v6;
+    \$144  = lo_v1;
     if (p1) begin
-      if (\$104 ) begin
-        \$144  = \$105 ;
+      if (\$96 ) begin
+        \$144  = \$98 ;
       end
     end
     if (rst) begin
@@ -5637,10 +5563,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$145  = lo_v6;
+    \$145  = hi_v2;
     if (p1) begin
-      if (\$104 ) begin
-        \$145  = \$106 ;
+      if (\$99 ) begin
+        \$145  = \$100 ;
       end
     end
     if (rst) begin
@@ -5649,10 +5575,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$146  = hi_v7;
+    \$146  = lo_v2;
     if (p1) begin
-      if (\$107 ) begin
-        \$146  = \$108 ;
+      if (\$99 ) begin
+        \$146  = \$101 ;
       end
     end
     if (rst) begin
@@ -5661,10 +5587,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$147  = lo_v7;
+    \$147  = hi_v3;
     if (p1) begin
-      if (\$107 ) begin
-        \$147  = \$109 ;
+      if (\$102 ) begin
+        \$147  = \$103 ;
       end
     end
     if (rst) begin
@@ -5673,10 +5599,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$148  = hi_v8;
+    \$148  = lo_v3;
     if (p1) begin
-      if (\$110 ) begin
-        \$148  = \$111 ;
+      if (\$102 ) begin
+        \$148  = \$104 ;
       end
     end
     if (rst) begin
@@ -5685,10 +5611,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$149  = lo_v8;
+    \$149  = hi_v4;
     if (p1) begin
-      if (\$110 ) begin
-        \$149  = \$112 ;
+      if (\$105 ) begin
+        \$149  = \$106 ;
       end
     end
     if (rst) begin
@@ -5697,10 +5623,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$150  = hi_v9;
+    \$150  = lo_v4;
     if (p1) begin
-      if (\$113 ) begin
-        \$150  = \$114 ;
+      if (\$105 ) begin
+        \$150  = \$107 ;
       end
     end
     if (rst) begin
@@ -5709,10 +5635,10 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$151  = lo_v9;
+    \$151  = hi_v5;
     if (p1) begin
-      if (\$113 ) begin
-        \$151  = \$115 ;
+      if (\$108 ) begin
+        \$151  = \$109 ;
       end
     end
     if (rst) begin
@@ -5721,42 +5647,153 @@ module \hwnorm_bwd_range_s8.sel$80 (clk, rst, mask, sel, chunk_size, clear, rewi
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$152  = last;
+    \$152  = lo_v5;
     if (p1) begin
-      \$152  = \$116 ;
+      if (\$108 ) begin
+        \$152  = \$110 ;
+      end
     end
     if (rst) begin
-      \$152  = 4'h0;
+      \$152  = 8'h00;
     end
   end
-  assign cs_x0 = 17'h00000;
-  assign cs_x1 = { 2'h0, \$2  };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$153  = hi_v6;
+    if (p1) begin
+      if (\$111 ) begin
+        \$153  = \$112 ;
+      end
+    end
+    if (rst) begin
+      \$153  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$154  = lo_v6;
+    if (p1) begin
+      if (\$111 ) begin
+        \$154  = \$113 ;
+      end
+    end
+    if (rst) begin
+      \$154  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$155  = hi_v7;
+    if (p1) begin
+      if (\$114 ) begin
+        \$155  = \$115 ;
+      end
+    end
+    if (rst) begin
+      \$155  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$156  = lo_v7;
+    if (p1) begin
+      if (\$114 ) begin
+        \$156  = \$116 ;
+      end
+    end
+    if (rst) begin
+      \$156  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$157  = hi_v8;
+    if (p1) begin
+      if (\$117 ) begin
+        \$157  = \$118 ;
+      end
+    end
+    if (rst) begin
+      \$157  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$158  = lo_v8;
+    if (p1) begin
+      if (\$117 ) begin
+        \$158  = \$119 ;
+      end
+    end
+    if (rst) begin
+      \$158  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$159  = hi_v9;
+    if (p1) begin
+      if (\$120 ) begin
+        \$159  = \$121 ;
+      end
+    end
+    if (rst) begin
+      \$159  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$160  = lo_v9;
+    if (p1) begin
+      if (\$120 ) begin
+        \$160  = \$122 ;
+      end
+    end
+    if (rst) begin
+      \$160  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$161  = last;
+    if (p1) begin
+      \$161  = \$123 ;
+    end
+    if (rst) begin
+      \$161  = 4'h0;
+    end
+  end
+  assign cs_x0 = 15'h0000;
   assign \x[0]  = x;
   assign \sel[0]  = sel;
   assign \$1  = { 1'h0, chunk_size };
-  assign \$7  = rstart0;
-  assign \$8  = 1'h0;
-  assign \$9  = 1'h1;
+  assign \$2  = rstart0;
+  assign \$3  = 1'h0;
+  assign \$4  = 1'h1;
   assign cand0_1 = mask;
-  assign \$12  = \$11 ;
-  assign \$13  = \$7 ;
+  assign \$7  = \$6 ;
+  assign \$8  = \$2 ;
+  assign \$11  = \$10 ;
   assign \$16  = \$15 ;
-  assign \$21  = \$20 ;
-  assign \$22  = \$7 ;
-  assign \$25  = \$24 ;
-  assign \$56  = 1'h1;
-  assign before_hi0 = \$58 ;
-  assign \$59  = 1'h1;
-  assign before_lo0 = \$61 ;
-  assign \$83  = \$82 ;
-  assign \$86  = wr0_0;
-  assign \$89  = wr1_0;
-  assign \$92  = wr2_0;
-  assign \$95  = wr3_0;
-  assign \$98  = wr4_0;
-  assign \$101  = wr5_0;
-  assign \$104  = wr6_0;
-  assign \$107  = wr7_0;
-  assign \$110  = wr8_0;
-  assign \$113  = wr9_0;
+  assign \$17  = \$2 ;
+  assign \$20  = \$19 ;
+  assign \$51  = 1'h1;
+  assign before_hi0 = \$53 ;
+  assign \$54  = 1'h1;
+  assign before_lo0 = \$56 ;
+  assign \$71  = { 1'h0, chunk_size };
+  assign \$73  = { chunk_size, 1'h0 };
+  assign \$78  = 1'h1;
+  assign \$79  = 1'h1;
+  assign \$89  = \$88 ;
+  assign \$93  = wr0_0;
+  assign \$96  = wr1_0;
+  assign \$99  = wr2_0;
+  assign \$102  = wr3_0;
+  assign \$105  = wr4_0;
+  assign \$108  = wr5_0;
+  assign \$111  = wr6_0;
+  assign \$114  = wr7_0;
+  assign \$117  = wr8_0;
+  assign \$120  = wr9_0;
 endmodule

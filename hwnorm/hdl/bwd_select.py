@@ -6,7 +6,7 @@ codes are 1 (t = +1) and 2 (t = -1), with `tsum` = sum(t) after pass 1; range's 
 chunk's first max / first min) and 3 / 4 (the same in the last chunk, c_last). Ties go to the lowest index, as in the
 golden backward (hwnorm/golden/backward.py `_selection`).
 """
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -66,9 +66,14 @@ class ChunkExtremes(_Select):
         lanes, nch, cb = cfg.lanes, cfg.chunks, cfg.count_bits
         shape = fmt_shape(cfg.in_fmt)
         cs = self.chunk_size
-        mult = [Signal(cb + 4, name=f"cs_x{t}") for t in range(lanes + 1)]
-        m.d.comb += [mult[t].eq(sum((cs << b) for b in range(t.bit_length()) if t >> b & 1) if t else 0)
-                     for t in range(lanes + 1)]
+        mb = cb + (2 * lanes).bit_length()
+
+        def times(t):
+            return sum((cs << b) for b in range(t.bit_length()) if t >> b & 1) if t else 0
+        mult = [Signal(mb, name=f"cs_x{t}") for t in range(lanes + 1)]        # t chunk_size now (clear, rewind)
+        m.d.comb += [mult[t].eq(times(t)) for t in range(lanes + 1)]
+        mult_r = [Const(0, mb)] + [Signal(mb, name=f"cs_r{t}") for t in range(1, 2 * lanes + 1)]   # a cycle late
+        m.d.sync += [mult_r[t].eq(times(t)) for t in range(1, 2 * lanes + 1)]
         cpos = Signal(cb)                      # lane 0's offset in its chunk
         cidx = Signal(range(nch + lanes + 1))  # lane 0's chunk
         hi_v = Array(Signal(shape, name=f"hi_v{c}") for c in range(nch))
@@ -77,31 +82,35 @@ class ChunkExtremes(_Select):
         found_hi, found_lo = Signal(), Signal()            # pass 2: the open chunk's max / min came already
         last = Signal.like(cidx)               # the channel's last chunk
 
-        def flags(pos):
-            """(per lane: chunk starts passed, starts here; the beat's chunk starts; the offset step) at offset pos."""
-            segs = [tree_sum([(pos + j) >= mult[t] for t in range(1, lanes)]) if lanes > 1 else 0 for j in range(lanes)]
-            starts = [Cat(*[(pos + j) == mult[t] for t in range(lanes)]).any() for j in range(lanes)]
-            cl = tree_sum([(pos + lanes) >= mult[t] for t in range(1, lanes + 1)])
-            return segs, starts, cl
-
-        # lane j's chunk and start flags are registered a beat ahead, from the next offset (one adder, then compares)
+        # lane j's chunk and start flags are registered a beat ahead, for the next offset: 0 after clear / rewind
+        # (compares of j with t chunk_size), else cpos + lanes - step with step = cross_l chunk_size, so lane j's
+        # pos + j >= t chunk_size is cpos + lanes + j >= (t + cross_l) chunk_size: compares of cpos plus a constant with
+        # registered multiples (chunk_size holds from clear on: a cycle late is in time), no adder chain before them
         chunk = [Signal.like(cidx, name=f"chunk{j}") for j in range(lanes)]
         start = [Signal(name=f"start{j}") for j in range(lanes)]
         seg = [Signal(range(lanes), name=f"seg{j}") for j in range(lanes)]
         cross_l = Signal(range(lanes + 1))
-        step = Signal(cb + 4)
-        m.d.comb += step.eq(Array(mult)[cross_l])
-        nxt_pos = Signal(cb)
-        nxt_idx = Signal.like(cidx)
+        sm = [Signal(mb, name=f"cs_next{u}") for u in range(lanes + 1)]       # (u + cross_l) chunk_size
+        m.d.comb += [sm[u].eq(Array(mult_r[u:u + lanes + 1])[cross_l]) for u in range(lanes + 1)]
+
+        def flags(pos, mults):
+            """(per lane: chunk starts passed, starts here; the beat's chunk starts) with lane j at pos + j, against
+            the multiples t chunk_size in `mults`."""
+            segs = [tree_sum([(pos + j) >= mults[t] for t in range(1, lanes)]) if lanes > 1 else 0 for j in range(lanes)]
+            starts = [Cat(*[(pos + j) == mults[t] for t in range(lanes)]).any() for j in range(lanes)]
+            cl = tree_sum([(pos + lanes) >= mults[t] for t in range(1, lanes + 1)])
+            return segs, starts, cl
+
         with m.If(self.clear | self.rewind):
-            m.d.comb += [nxt_pos.eq(0), nxt_idx.eq(0)]
-        with m.Else():
-            m.d.comb += [nxt_pos.eq(cpos + lanes - step), nxt_idx.eq(cidx + cross_l)]
-        segs, starts, cl = flags(nxt_pos)
-        with m.If(self.clear | self.rewind | self.p1 | self.p2):
-            m.d.sync += [cpos.eq(nxt_pos), cidx.eq(nxt_idx), cross_l.eq(cl)]
+            segs, starts, cl = flags(0, mult)
+            m.d.sync += [cpos.eq(0), cidx.eq(0), cross_l.eq(cl)]
             m.d.sync += [r.eq(v) for r, v in zip(seg, segs)] + [r.eq(v) for r, v in zip(start, starts)]
-            m.d.sync += [r.eq(nxt_idx + v) for r, v in zip(chunk, segs)]
+            m.d.sync += [r.eq(v) for r, v in zip(chunk, segs)]
+        with m.Elif(self.p1 | self.p2):
+            segs, starts, cl = flags(cpos + lanes, sm)
+            m.d.sync += [cpos.eq(cpos + lanes - sm[0]), cidx.eq(cidx + cross_l), cross_l.eq(cl)]
+            m.d.sync += [r.eq(v) for r, v in zip(seg, segs)] + [r.eq(v) for r, v in zip(start, starts)]
+            m.d.sync += [r.eq(cidx + cross_l + v) for r, v in zip(chunk, segs)]
         with m.If(self.clear | self.rewind):
             m.d.sync += [found_hi.eq(0), found_lo.eq(0)]
 
