@@ -267,11 +267,11 @@ class TopSelect(_Select):
         return m
 
     def _merge(self, m, valid, kreg, treg, keys, ts):
-        """The k-register after one beat, in one level (no lane-after-lane chain: that chain's depth was lanes x k
-        and its Verilator build ran past 20 minutes for cvar at 4 lanes). The result is the stable merge of the
-        register (earlier values, ahead on ties) and the beat's lanes (in lane order), cut to k: each value's rank
-        comes from compares, lane j's = entries with key >= its own + lanes before it with key >= + lanes after it
-        with key >; entry p's = p + lanes with key > its own. Output q takes the value whose rank is q."""
+        """The k-register after one beat, in one level (not a lane-after-lane chain: lanes x k muxes deep, and its
+        many wires, public in the cocotb build, gave cvar a symbol table that gcc -Os takes minutes on). It is the
+        stable merge of the register (earlier values, ahead on ties) and the beat's lanes (in lane order), cut to k:
+        lane j's rank = entries with key >= its own + lanes before it with key >= + lanes after it with key >; entry
+        p's = p + lanes with key > its own. Output q takes the value whose rank is q."""
         lanes, k = self.cfg.lanes, self.cfg.k
         mask = self.mask
         kb = len(kreg[0])
