@@ -1438,9 +1438,9 @@ module hwnorm_bwd_cvar_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1747$0 (\$762 ),
-    .\port$1760$0 (\$763 ),
-    .\port$1858$0 (chan[41:0]),
+    .\port$1495$0 (\$762 ),
+    .\port$1508$0 (\$763 ),
+    .\port$1606$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -4532,7 +4532,7 @@ module \hwnorm_bwd_cvar_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 , clear, p1, p2, \port$1858$0 , m, x);
+module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1495$0 , \port$1508$0 , clear, p1, p2, \port$1606$0 , m, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
@@ -4553,7 +4553,7 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   wire \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire [29:0] \$116 ;
+  wire \$116 ;
   wire \$117 ;
   wire \$118 ;
   wire \$119 ;
@@ -4565,7 +4565,7 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
-  wire [1:0] \$127 ;
+  wire \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
@@ -4588,206 +4588,206 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   wire \$145 ;
   wire \$146 ;
   wire \$147 ;
-  wire \$148 ;
+  wire [29:0] \$148 ;
   wire [29:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [1:0] \$150 ;
+  wire [1:0] \$151 ;
+  wire [29:0] \$152 ;
+  wire [29:0] \$153 ;
+  wire [29:0] \$154 ;
+  wire [29:0] \$155 ;
+  wire [1:0] \$156 ;
+  wire [1:0] \$157 ;
+  wire [1:0] \$158 ;
+  wire [1:0] \$159 ;
   wire \$16 ;
-  wire [1:0] \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [29:0] \$160 ;
+  wire [29:0] \$161 ;
+  wire [29:0] \$162 ;
+  wire [29:0] \$163 ;
+  wire [1:0] \$164 ;
+  wire [1:0] \$165 ;
+  wire [1:0] \$166 ;
+  wire [1:0] \$167 ;
+  wire [29:0] \$168 ;
+  wire [29:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [29:0] \$170 ;
+  wire [29:0] \$171 ;
+  wire [1:0] \$172 ;
+  wire [1:0] \$173 ;
+  wire [1:0] \$174 ;
+  wire [1:0] \$175 ;
+  wire [29:0] \$176 ;
+  wire [29:0] \$177 ;
+  wire [29:0] \$178 ;
+  wire [29:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire [29:0] \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
-  wire [29:0] \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire [1:0] \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
+  wire [1:0] \$180 ;
+  wire [1:0] \$181 ;
+  wire [1:0] \$182 ;
+  wire [1:0] \$183 ;
+  wire [29:0] \$184 ;
+  wire [29:0] \$185 ;
+  wire [29:0] \$186 ;
+  wire [29:0] \$187 ;
+  wire [1:0] \$188 ;
+  wire [1:0] \$189 ;
+  wire \$19 ;
+  wire [1:0] \$190 ;
+  wire [1:0] \$191 ;
+  wire [29:0] \$192 ;
+  wire [29:0] \$193 ;
+  wire [29:0] \$194 ;
+  wire [29:0] \$195 ;
+  wire [1:0] \$196 ;
+  wire [1:0] \$197 ;
+  wire [1:0] \$198 ;
+  wire [1:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire [29:0] \$200 ;
+  wire [29:0] \$201 ;
+  wire [29:0] \$202 ;
+  wire [29:0] \$203 ;
+  wire [1:0] \$204 ;
+  wire [1:0] \$205 ;
+  wire [1:0] \$206 ;
+  wire [1:0] \$207 ;
+  wire [29:0] \$208 ;
+  wire [29:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire [29:0] \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
+  wire [29:0] \$210 ;
+  wire [29:0] \$211 ;
+  wire [1:0] \$212 ;
+  wire [1:0] \$213 ;
+  wire [1:0] \$214 ;
+  wire [1:0] \$215 ;
+  wire [29:0] \$216 ;
+  wire [29:0] \$217 ;
+  wire [29:0] \$218 ;
+  wire [29:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire [1:0] \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
+  wire [1:0] \$220 ;
+  wire [1:0] \$221 ;
+  wire [1:0] \$222 ;
+  wire [1:0] \$223 ;
+  wire [29:0] \$224 ;
+  wire [29:0] \$225 ;
+  wire [29:0] \$226 ;
+  wire [29:0] \$227 ;
+  wire [1:0] \$228 ;
+  wire [1:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [1:0] \$230 ;
+  wire [1:0] \$231 ;
+  wire [29:0] \$232 ;
+  wire [29:0] \$233 ;
+  wire [29:0] \$234 ;
+  wire [29:0] \$235 ;
+  wire [1:0] \$236 ;
+  wire [1:0] \$237 ;
+  wire [1:0] \$238 ;
+  wire [1:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
+  wire [29:0] \$240 ;
+  wire [29:0] \$241 ;
+  wire [29:0] \$242 ;
+  wire [29:0] \$243 ;
+  wire [1:0] \$244 ;
+  wire [1:0] \$245 ;
+  wire [1:0] \$246 ;
+  wire [1:0] \$247 ;
   wire [29:0] \$248 ;
-  wire \$249 ;
+  wire [29:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire [1:0] \$259 ;
+  wire [29:0] \$250 ;
+  wire [29:0] \$251 ;
+  wire [1:0] \$252 ;
+  wire [1:0] \$253 ;
+  wire [1:0] \$254 ;
+  wire [1:0] \$255 ;
+  wire [29:0] \$256 ;
+  wire [29:0] \$257 ;
+  wire [29:0] \$258 ;
+  wire [29:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  wire [1:0] \$260 ;
+  wire [1:0] \$261 ;
+  wire [1:0] \$262 ;
+  wire [1:0] \$263 ;
+  wire [29:0] \$264 ;
+  wire [29:0] \$265 ;
+  wire [29:0] \$266 ;
+  wire [29:0] \$267 ;
+  wire [1:0] \$268 ;
+  wire [1:0] \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
-  wire [1:0] \$28 ;
-  wire \$280 ;
+  wire [1:0] \$270 ;
+  wire [1:0] \$271 ;
+  wire [29:0] \$272 ;
+  wire [29:0] \$273 ;
+  wire [29:0] \$274 ;
+  wire [29:0] \$275 ;
+  wire [1:0] \$276 ;
+  wire [1:0] \$277 ;
+  wire [1:0] \$278 ;
+  wire [1:0] \$279 ;
+  wire \$28 ;
+  wire [29:0] \$280 ;
   wire [29:0] \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
+  wire [29:0] \$282 ;
+  wire [29:0] \$283 ;
+  wire [1:0] \$284 ;
+  wire [1:0] \$285 ;
+  wire [1:0] \$286 ;
+  wire [1:0] \$287 ;
+  wire [29:0] \$288 ;
+  wire [29:0] \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire \$291 ;
+  wire [29:0] \$290 ;
+  wire [29:0] \$291 ;
   wire [1:0] \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire \$297 ;
-  wire \$298 ;
-  wire \$299 ;
+  wire [1:0] \$293 ;
+  wire [1:0] \$294 ;
+  wire [1:0] \$295 ;
+  wire [29:0] \$296 ;
+  wire [29:0] \$297 ;
+  wire [29:0] \$298 ;
+  wire [29:0] \$299 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
+  wire [1:0] \$300 ;
+  wire [1:0] \$301 ;
+  wire [1:0] \$302 ;
+  wire [1:0] \$303 ;
+  wire [29:0] \$304 ;
+  wire [29:0] \$305 ;
+  wire [29:0] \$306 ;
+  wire [29:0] \$307 ;
+  wire [1:0] \$308 ;
+  wire [1:0] \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
+  wire [1:0] \$310 ;
+  wire [1:0] \$311 ;
+  wire [5:0] \$312 ;
   wire \$313 ;
-  wire [29:0] \$314 ;
+  wire \$314 ;
   wire \$315 ;
   wire \$316 ;
   wire \$317 ;
   wire \$318 ;
-  wire \$319 ;
+  wire [1:0] \$319 ;
   wire \$32 ;
   wire \$320 ;
   wire \$321 ;
   wire \$322 ;
   wire \$323 ;
   wire \$324 ;
-  wire [1:0] \$325 ;
-  wire \$326 ;
-  wire \$327 ;
+  wire \$325 ;
+  wire [1:0] \$326 ;
+  wire [2:0] \$327 ;
   wire \$328 ;
   wire \$329 ;
   wire \$33 ;
@@ -4795,7 +4795,7 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   wire \$331 ;
   wire \$332 ;
   wire \$333 ;
-  wire \$334 ;
+  wire [1:0] \$334 ;
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
@@ -4803,25 +4803,25 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   wire \$339 ;
   wire \$34 ;
   wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
+  wire [1:0] \$341 ;
+  wire [2:0] \$342 ;
+  wire [3:0] \$343 ;
   wire \$344 ;
   wire \$345 ;
   wire \$346 ;
-  wire [29:0] \$347 ;
+  wire \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire \$35 ;
-  wire \$350 ;
+  wire [1:0] \$350 ;
   wire \$351 ;
   wire \$352 ;
   wire \$353 ;
   wire \$354 ;
   wire \$355 ;
   wire \$356 ;
-  wire \$357 ;
-  wire [1:0] \$358 ;
+  wire [1:0] \$357 ;
+  wire [2:0] \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
@@ -4829,7 +4829,7 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   wire \$362 ;
   wire \$363 ;
   wire \$364 ;
-  wire \$365 ;
+  wire [1:0] \$365 ;
   wire \$366 ;
   wire \$367 ;
   wire \$368 ;
@@ -4837,106 +4837,106 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   wire \$37 ;
   wire \$370 ;
   wire \$371 ;
-  wire \$372 ;
-  wire \$373 ;
-  wire \$374 ;
-  wire \$375 ;
+  wire [1:0] \$372 ;
+  wire [2:0] \$373 ;
+  wire [3:0] \$374 ;
+  wire [4:0] \$375 ;
   wire \$376 ;
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
   wire \$38 ;
-  wire [29:0] \$380 ;
+  wire \$380 ;
   wire \$381 ;
-  wire \$382 ;
+  wire [1:0] \$382 ;
   wire \$383 ;
   wire \$384 ;
   wire \$385 ;
   wire \$386 ;
   wire \$387 ;
   wire \$388 ;
-  wire \$389 ;
+  wire [1:0] \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire [1:0] \$391 ;
+  wire [2:0] \$390 ;
+  wire \$391 ;
   wire \$392 ;
   wire \$393 ;
-  wire \$394 ;
-  wire \$395 ;
+  wire [3:0] \$394 ;
+  wire [5:0] \$395 ;
   wire \$396 ;
-  wire \$397 ;
+  wire [1:0] \$397 ;
   wire \$398 ;
-  wire \$399 ;
+  wire [1:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
+  wire [2:0] \$400 ;
   wire \$401 ;
-  wire \$402 ;
+  wire [1:0] \$402 ;
   wire \$403 ;
-  wire \$404 ;
-  wire \$405 ;
-  wire \$406 ;
+  wire [1:0] \$404 ;
+  wire [2:0] \$405 ;
+  wire [3:0] \$406 ;
   wire \$407 ;
-  wire \$408 ;
+  wire [1:0] \$408 ;
   wire \$409 ;
   wire \$41 ;
-  wire \$410 ;
-  wire \$411 ;
+  wire [1:0] \$410 ;
+  wire [2:0] \$411 ;
   wire \$412 ;
-  wire [29:0] \$413 ;
+  wire [1:0] \$413 ;
   wire \$414 ;
-  wire \$415 ;
-  wire \$416 ;
-  wire \$417 ;
-  wire \$418 ;
+  wire [1:0] \$415 ;
+  wire [2:0] \$416 ;
+  wire [3:0] \$417 ;
+  wire [4:0] \$418 ;
   wire \$419 ;
   wire \$42 ;
-  wire \$420 ;
+  wire [1:0] \$420 ;
   wire \$421 ;
-  wire \$422 ;
-  wire \$423 ;
-  wire [1:0] \$424 ;
-  wire \$425 ;
+  wire [1:0] \$422 ;
+  wire [2:0] \$423 ;
+  wire \$424 ;
+  wire [1:0] \$425 ;
   wire \$426 ;
-  wire \$427 ;
-  wire \$428 ;
-  wire \$429 ;
+  wire [1:0] \$427 ;
+  wire [2:0] \$428 ;
+  wire [3:0] \$429 ;
   wire \$43 ;
   wire \$430 ;
-  wire \$431 ;
+  wire [1:0] \$431 ;
   wire \$432 ;
-  wire \$433 ;
-  wire \$434 ;
+  wire [1:0] \$433 ;
+  wire [2:0] \$434 ;
   wire \$435 ;
-  wire \$436 ;
+  wire [1:0] \$436 ;
   wire \$437 ;
-  wire \$438 ;
-  wire \$439 ;
+  wire [1:0] \$438 ;
+  wire [2:0] \$439 ;
   wire \$44 ;
-  wire \$440 ;
-  wire \$441 ;
-  wire \$442 ;
+  wire [3:0] \$440 ;
+  wire [4:0] \$441 ;
+  wire [5:0] \$442 ;
   wire \$443 ;
-  wire \$444 ;
+  wire [1:0] \$444 ;
   wire \$445 ;
-  wire [29:0] \$446 ;
-  wire \$447 ;
+  wire [1:0] \$446 ;
+  wire [2:0] \$447 ;
   wire \$448 ;
-  wire \$449 ;
+  wire [1:0] \$449 ;
   wire \$45 ;
   wire \$450 ;
-  wire \$451 ;
-  wire \$452 ;
-  wire \$453 ;
+  wire [1:0] \$451 ;
+  wire [2:0] \$452 ;
+  wire [3:0] \$453 ;
   wire \$454 ;
-  wire \$455 ;
-  wire \$456 ;
-  wire [1:0] \$457 ;
+  wire [1:0] \$455 ;
+  wire [4:0] \$456 ;
+  wire [6:0] \$457 ;
   wire \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
-  wire \$461 ;
+  wire [13:0] \$461 ;
   wire \$462 ;
   wire \$463 ;
   wire \$464 ;
@@ -4944,537 +4944,222 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   wire \$466 ;
   wire \$467 ;
   wire \$468 ;
-  wire \$469 ;
+  wire [1:0] \$469 ;
   wire \$47 ;
-  wire \$470 ;
+  wire [1:0] \$470 ;
   wire \$471 ;
   wire \$472 ;
-  wire \$473 ;
-  wire \$474 ;
-  wire \$475 ;
-  wire \$476 ;
-  wire \$477 ;
-  wire \$478 ;
-  wire [29:0] \$479 ;
+  wire [13:0] \$473 ;
+  reg \$474 ;
+  reg \$475 ;
+  reg \$476 ;
+  reg \$477 ;
+  reg \$478 ;
+  reg \$479 ;
   wire \$48 ;
-  wire \$480 ;
-  wire \$481 ;
-  wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
-  wire \$485 ;
-  wire \$486 ;
-  wire \$487 ;
-  wire \$488 ;
-  wire \$489 ;
+  reg \$480 ;
+  reg \$481 ;
+  reg \$482 ;
+  reg \$483 ;
+  reg \$484 ;
+  reg \$485 ;
+  reg \$486 ;
+  reg \$487 ;
+  reg \$488 ;
+  reg \$489 ;
   wire \$49 ;
-  wire [1:0] \$490 ;
-  wire \$491 ;
-  wire \$492 ;
-  wire \$493 ;
-  wire \$494 ;
-  wire \$495 ;
-  wire \$496 ;
-  wire \$497 ;
-  wire \$498 ;
-  wire \$499 ;
+  reg \$490 ;
+  reg \$491 ;
+  reg \$492 ;
+  reg \$493 ;
+  reg \$494 ;
+  reg [29:0] \$495 ;
+  reg [1:0] \$496 ;
+  reg [29:0] \$497 ;
+  reg [1:0] \$498 ;
+  reg [29:0] \$499 ;
   wire \$5 ;
-  wire [29:0] \$50 ;
-  wire \$500 ;
-  wire \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire \$504 ;
-  wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
-  wire \$508 ;
-  wire \$509 ;
+  wire \$50 ;
+  reg [1:0] \$500 ;
+  reg [29:0] \$501 ;
+  reg [1:0] \$502 ;
+  reg [29:0] \$503 ;
+  reg [1:0] \$504 ;
+  reg [29:0] \$505 ;
+  reg [1:0] \$506 ;
+  reg [29:0] \$507 ;
+  reg [1:0] \$508 ;
+  reg [29:0] \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
-  wire [29:0] \$512 ;
-  wire \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire \$519 ;
+  reg [1:0] \$510 ;
+  reg [29:0] \$511 ;
+  reg [1:0] \$512 ;
+  reg [29:0] \$513 ;
+  reg [1:0] \$514 ;
+  reg [29:0] \$515 ;
+  reg [1:0] \$516 ;
+  reg [29:0] \$517 ;
+  reg [1:0] \$518 ;
+  reg [29:0] \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  wire \$521 ;
-  wire \$522 ;
-  wire [1:0] \$523 ;
-  wire \$524 ;
-  wire \$525 ;
-  wire \$526 ;
-  wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
+  reg [1:0] \$520 ;
+  reg [29:0] \$521 ;
+  reg [1:0] \$522 ;
+  reg [29:0] \$523 ;
+  reg [1:0] \$524 ;
+  reg [29:0] \$525 ;
+  reg [1:0] \$526 ;
+  reg [29:0] \$527 ;
+  reg [1:0] \$528 ;
+  reg [29:0] \$529 ;
   wire \$53 ;
-  wire \$530 ;
-  wire \$531 ;
-  wire \$532 ;
-  wire \$533 ;
-  wire \$534 ;
-  wire \$535 ;
-  wire \$536 ;
-  wire \$537 ;
-  wire \$538 ;
-  wire \$539 ;
+  reg [1:0] \$530 ;
+  reg [29:0] \$531 ;
+  reg [1:0] \$532 ;
+  reg [29:0] \$533 ;
+  reg [1:0] \$534 ;
+  reg [29:0] \$535 ;
+  reg [1:0] \$536 ;
+  reg [12:0] \$537 ;
   wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
-  wire \$542 ;
-  wire \$543 ;
-  wire \$544 ;
-  wire [29:0] \$545 ;
-  wire \$546 ;
-  wire \$547 ;
-  wire \$548 ;
-  wire \$549 ;
   wire \$55 ;
-  wire \$550 ;
-  wire \$551 ;
-  wire \$552 ;
-  wire \$553 ;
-  wire \$554 ;
-  wire \$555 ;
-  wire [1:0] \$556 ;
-  wire \$557 ;
-  wire \$558 ;
-  wire \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire \$563 ;
-  wire \$564 ;
-  wire \$565 ;
-  wire \$566 ;
-  wire \$567 ;
-  wire \$568 ;
-  wire \$569 ;
   wire \$57 ;
-  wire \$570 ;
-  wire \$571 ;
-  wire \$572 ;
-  wire \$573 ;
-  wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire \$577 ;
-  wire [29:0] \$578 ;
-  wire \$579 ;
   wire \$58 ;
-  wire \$580 ;
-  wire \$581 ;
-  wire \$582 ;
-  wire \$583 ;
-  wire \$584 ;
-  wire \$585 ;
-  wire \$586 ;
-  wire \$587 ;
-  wire \$588 ;
-  wire [1:0] \$589 ;
   wire \$59 ;
-  wire \$590 ;
-  wire \$591 ;
-  wire \$592 ;
-  wire \$593 ;
-  wire \$594 ;
-  wire \$595 ;
-  wire \$596 ;
-  wire \$597 ;
-  wire \$598 ;
-  wire \$599 ;
   wire \$6 ;
   wire \$60 ;
-  wire \$600 ;
-  wire \$601 ;
-  wire \$602 ;
-  wire \$603 ;
-  wire \$604 ;
-  wire \$605 ;
-  wire \$606 ;
-  wire \$607 ;
-  wire \$608 ;
-  wire \$609 ;
-  wire [1:0] \$61 ;
-  wire \$610 ;
-  wire [29:0] \$611 ;
-  wire \$612 ;
-  wire \$613 ;
-  wire \$614 ;
-  wire \$615 ;
-  wire \$616 ;
-  wire \$617 ;
-  wire \$618 ;
-  wire \$619 ;
+  wire \$61 ;
   wire \$62 ;
-  wire \$620 ;
-  wire \$621 ;
-  wire [1:0] \$622 ;
-  wire \$623 ;
-  wire \$624 ;
-  wire \$625 ;
-  wire \$626 ;
-  wire \$627 ;
-  wire \$628 ;
-  wire \$629 ;
   wire \$63 ;
-  wire \$630 ;
-  wire \$631 ;
-  wire \$632 ;
-  wire \$633 ;
-  wire \$634 ;
-  wire \$635 ;
-  wire \$636 ;
-  wire \$637 ;
-  wire \$638 ;
-  wire \$639 ;
   wire \$64 ;
-  wire \$640 ;
-  wire \$641 ;
-  wire \$642 ;
-  wire \$643 ;
-  wire [29:0] \$644 ;
-  wire \$645 ;
-  wire \$646 ;
-  wire \$647 ;
-  wire \$648 ;
-  wire \$649 ;
   wire \$65 ;
-  wire \$650 ;
-  wire \$651 ;
-  wire \$652 ;
-  wire \$653 ;
-  wire \$654 ;
-  wire [1:0] \$655 ;
-  wire \$656 ;
-  wire \$657 ;
-  wire \$658 ;
-  wire \$659 ;
   wire \$66 ;
-  wire \$660 ;
-  wire \$661 ;
-  wire \$662 ;
-  wire \$663 ;
-  wire \$664 ;
-  wire \$665 ;
-  wire \$666 ;
-  wire \$667 ;
-  wire \$668 ;
-  wire \$669 ;
   wire \$67 ;
-  wire \$670 ;
-  wire \$671 ;
-  wire \$672 ;
-  wire \$673 ;
-  wire \$674 ;
-  wire \$675 ;
-  wire \$676 ;
-  wire [29:0] \$677 ;
-  wire \$678 ;
-  wire \$679 ;
   wire \$68 ;
-  wire \$680 ;
-  wire \$681 ;
-  wire \$682 ;
-  wire \$683 ;
-  wire \$684 ;
-  wire \$685 ;
-  wire \$686 ;
-  wire \$687 ;
-  wire [1:0] \$688 ;
-  wire [5:0] \$689 ;
   wire \$69 ;
-  wire \$690 ;
-  wire \$691 ;
-  wire \$692 ;
-  wire \$693 ;
-  wire \$694 ;
-  wire \$695 ;
-  wire [1:0] \$696 ;
-  wire \$697 ;
-  wire \$698 ;
-  wire \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$700 ;
-  wire \$701 ;
-  wire \$702 ;
-  wire [1:0] \$703 ;
-  wire [2:0] \$704 ;
-  wire \$705 ;
-  wire \$706 ;
-  wire \$707 ;
-  wire \$708 ;
-  wire \$709 ;
   wire \$71 ;
-  wire \$710 ;
-  wire [1:0] \$711 ;
-  wire \$712 ;
-  wire \$713 ;
-  wire \$714 ;
-  wire \$715 ;
-  wire \$716 ;
-  wire \$717 ;
-  wire [1:0] \$718 ;
-  wire [2:0] \$719 ;
   wire \$72 ;
-  wire [3:0] \$720 ;
-  wire \$721 ;
-  wire \$722 ;
-  wire \$723 ;
-  wire \$724 ;
-  wire \$725 ;
-  wire \$726 ;
-  wire [1:0] \$727 ;
-  wire \$728 ;
-  wire \$729 ;
   wire \$73 ;
-  wire \$730 ;
-  wire \$731 ;
-  wire \$732 ;
-  wire \$733 ;
-  wire [1:0] \$734 ;
-  wire [2:0] \$735 ;
-  wire \$736 ;
-  wire \$737 ;
-  wire \$738 ;
-  wire \$739 ;
   wire \$74 ;
-  wire \$740 ;
-  wire \$741 ;
-  wire [1:0] \$742 ;
-  wire \$743 ;
-  wire \$744 ;
-  wire \$745 ;
-  wire \$746 ;
-  wire \$747 ;
-  wire \$748 ;
-  wire [1:0] \$749 ;
   wire \$75 ;
-  wire [2:0] \$750 ;
-  wire [3:0] \$751 ;
-  wire [4:0] \$752 ;
-  wire \$753 ;
-  wire \$754 ;
-  wire \$755 ;
-  wire \$756 ;
-  wire \$757 ;
-  wire \$758 ;
-  wire [1:0] \$759 ;
   wire \$76 ;
-  wire \$760 ;
-  wire \$761 ;
-  wire \$762 ;
-  wire \$763 ;
-  wire \$764 ;
-  wire \$765 ;
-  wire [1:0] \$766 ;
-  wire [2:0] \$767 ;
-  wire \$768 ;
-  wire \$769 ;
   wire \$77 ;
-  wire \$770 ;
-  wire [3:0] \$771 ;
-  wire [5:0] \$772 ;
-  wire \$773 ;
-  wire [1:0] \$774 ;
-  wire \$775 ;
-  wire [1:0] \$776 ;
-  wire [2:0] \$777 ;
-  wire \$778 ;
-  wire [1:0] \$779 ;
   wire \$78 ;
-  wire \$780 ;
-  wire [1:0] \$781 ;
-  wire [2:0] \$782 ;
-  wire [3:0] \$783 ;
-  wire \$784 ;
-  wire [1:0] \$785 ;
-  wire \$786 ;
-  wire [1:0] \$787 ;
-  wire [2:0] \$788 ;
-  wire \$789 ;
   wire \$79 ;
-  wire [1:0] \$790 ;
-  wire \$791 ;
-  wire [1:0] \$792 ;
-  wire [2:0] \$793 ;
-  wire [3:0] \$794 ;
-  wire [4:0] \$795 ;
-  wire \$796 ;
-  wire [1:0] \$797 ;
-  wire \$798 ;
-  wire [1:0] \$799 ;
   wire \$8 ;
   wire \$80 ;
-  wire [2:0] \$800 ;
-  wire \$801 ;
-  wire [1:0] \$802 ;
-  wire \$803 ;
-  wire [1:0] \$804 ;
-  wire [2:0] \$805 ;
-  wire [3:0] \$806 ;
-  wire \$807 ;
-  wire [1:0] \$808 ;
-  wire \$809 ;
   wire \$81 ;
-  wire [1:0] \$810 ;
-  wire [2:0] \$811 ;
-  wire \$812 ;
-  wire [1:0] \$813 ;
-  wire \$814 ;
-  wire [1:0] \$815 ;
-  wire [2:0] \$816 ;
-  wire [3:0] \$817 ;
-  wire [4:0] \$818 ;
-  wire [5:0] \$819 ;
   wire \$82 ;
-  wire \$820 ;
-  wire [1:0] \$821 ;
-  wire \$822 ;
-  wire [1:0] \$823 ;
-  wire [2:0] \$824 ;
-  wire \$825 ;
-  wire [1:0] \$826 ;
-  wire \$827 ;
-  wire [1:0] \$828 ;
-  wire [2:0] \$829 ;
-  wire [29:0] \$83 ;
-  wire [3:0] \$830 ;
-  wire \$831 ;
-  wire [1:0] \$832 ;
-  wire [4:0] \$833 ;
-  wire [6:0] \$834 ;
-  wire \$835 ;
-  wire \$836 ;
-  wire \$837 ;
-  wire [13:0] \$838 ;
-  wire \$839 ;
+  wire \$83 ;
   wire \$84 ;
-  wire \$840 ;
-  wire \$841 ;
-  wire \$842 ;
-  wire \$843 ;
-  wire \$844 ;
-  wire \$845 ;
-  wire [1:0] \$846 ;
-  wire [1:0] \$847 ;
-  wire \$848 ;
-  wire \$849 ;
   wire \$85 ;
-  wire [13:0] \$850 ;
-  reg \$851 ;
-  reg \$852 ;
-  reg \$853 ;
-  reg \$854 ;
-  reg \$855 ;
-  reg \$856 ;
-  reg \$857 ;
-  reg \$858 ;
-  reg \$859 ;
   wire \$86 ;
-  reg \$860 ;
-  reg \$861 ;
-  reg \$862 ;
-  reg \$863 ;
-  reg \$864 ;
-  reg \$865 ;
-  reg \$866 ;
-  reg \$867 ;
-  reg \$868 ;
-  reg \$869 ;
   wire \$87 ;
-  reg \$870 ;
-  reg \$871 ;
-  reg [29:0] \$872 ;
-  reg [1:0] \$873 ;
-  reg [29:0] \$874 ;
-  reg [1:0] \$875 ;
-  reg [29:0] \$876 ;
-  reg [1:0] \$877 ;
-  reg [29:0] \$878 ;
-  reg [1:0] \$879 ;
   wire \$88 ;
-  reg [29:0] \$880 ;
-  reg [1:0] \$881 ;
-  reg [29:0] \$882 ;
-  reg [1:0] \$883 ;
-  reg [29:0] \$884 ;
-  reg [1:0] \$885 ;
-  reg [29:0] \$886 ;
-  reg [1:0] \$887 ;
-  reg [29:0] \$888 ;
-  reg [1:0] \$889 ;
   wire \$89 ;
-  reg [29:0] \$890 ;
-  reg [1:0] \$891 ;
-  reg [29:0] \$892 ;
-  reg [1:0] \$893 ;
-  reg [29:0] \$894 ;
-  reg [1:0] \$895 ;
-  reg [29:0] \$896 ;
-  reg [1:0] \$897 ;
-  reg [29:0] \$898 ;
-  reg [1:0] \$899 ;
   wire \$9 ;
   wire \$90 ;
-  reg [29:0] \$900 ;
-  reg [1:0] \$901 ;
-  reg [29:0] \$902 ;
-  reg [1:0] \$903 ;
-  reg [29:0] \$904 ;
-  reg [1:0] \$905 ;
-  reg [29:0] \$906 ;
-  reg [1:0] \$907 ;
-  reg [29:0] \$908 ;
-  reg [1:0] \$909 ;
   wire \$91 ;
-  reg [29:0] \$910 ;
-  reg [1:0] \$911 ;
-  reg [29:0] \$912 ;
-  reg [1:0] \$913 ;
-  reg [12:0] \$914 ;
   wire \$92 ;
   wire \$93 ;
-  wire [1:0] \$94 ;
+  wire \$94 ;
   wire \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
+  wire at0_0;
+  wire at0_1;
+  wire at0_10;
+  wire at0_11;
+  wire at0_12;
+  wire at0_13;
+  wire at0_14;
+  wire at0_15;
+  wire at0_16;
+  wire at0_17;
+  wire at0_18;
+  wire at0_19;
+  wire at0_2;
+  wire at0_20;
+  wire at0_3;
+  wire at0_4;
+  wire at0_5;
+  wire at0_6;
+  wire at0_7;
+  wire at0_8;
+  wire at0_9;
   wire [4:0] budget;
   input clear;
   wire clear;
   input clk;
   wire clk;
   wire [29:0] d0;
-  wire [29:0] k0_0;
-  wire [29:0] k0_1;
-  wire [29:0] k0_10;
-  wire [29:0] k0_11;
-  wire [29:0] k0_12;
-  wire [29:0] k0_13;
-  wire [29:0] k0_14;
-  wire [29:0] k0_15;
-  wire [29:0] k0_16;
-  wire [29:0] k0_17;
-  wire [29:0] k0_18;
-  wire [29:0] k0_19;
-  wire [29:0] k0_2;
-  wire [29:0] k0_20;
-  wire [29:0] k0_3;
-  wire [29:0] k0_4;
-  wire [29:0] k0_5;
-  wire [29:0] k0_6;
-  wire [29:0] k0_7;
-  wire [29:0] k0_8;
-  wire [29:0] k0_9;
+  wire ge0_0;
+  wire ge10_0;
+  wire ge11_0;
+  wire ge12_0;
+  wire ge13_0;
+  wire ge14_0;
+  wire ge15_0;
+  wire ge16_0;
+  wire ge17_0;
+  wire ge18_0;
+  wire ge19_0;
+  wire ge1_0;
+  wire ge20_0;
+  wire ge2_0;
+  wire ge3_0;
+  wire ge4_0;
+  wire ge5_0;
+  wire ge6_0;
+  wire ge7_0;
+  wire ge8_0;
+  wire ge9_0;
+  wire keep0_at0;
+  wire keep0_at1;
+  wire keep10_at10;
+  wire keep10_at11;
+  wire keep11_at11;
+  wire keep11_at12;
+  wire keep12_at12;
+  wire keep12_at13;
+  wire keep13_at13;
+  wire keep13_at14;
+  wire keep14_at14;
+  wire keep14_at15;
+  wire keep15_at15;
+  wire keep15_at16;
+  wire keep16_at16;
+  wire keep16_at17;
+  wire keep17_at17;
+  wire keep17_at18;
+  wire keep18_at18;
+  wire keep18_at19;
+  wire keep19_at19;
+  wire keep19_at20;
+  wire keep1_at1;
+  wire keep1_at2;
+  wire keep20_at20;
+  wire keep2_at2;
+  wire keep2_at3;
+  wire keep3_at3;
+  wire keep3_at4;
+  wire keep4_at4;
+  wire keep4_at5;
+  wire keep5_at5;
+  wire keep5_at6;
+  wire keep6_at6;
+  wire keep6_at7;
+  wire keep7_at7;
+  wire keep7_at8;
+  wire keep8_at8;
+  wire keep8_at9;
+  wire keep9_at10;
+  wire keep9_at9;
   wire [29:0] key0;
   reg [29:0] kreg0 = 30'h00000000;
   reg [29:0] kreg1 = 30'h00000000;
@@ -5497,21 +5182,127 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   reg [29:0] kreg7 = 30'h00000000;
   reg [29:0] kreg8 = 30'h00000000;
   reg [29:0] kreg9 = 30'h00000000;
+  wire lane0_at0;
+  wire lane0_at1;
+  wire lane0_at10;
+  wire lane0_at11;
+  wire lane0_at12;
+  wire lane0_at13;
+  wire lane0_at14;
+  wire lane0_at15;
+  wire lane0_at16;
+  wire lane0_at17;
+  wire lane0_at18;
+  wire lane0_at19;
+  wire lane0_at2;
+  wire lane0_at20;
+  wire lane0_at3;
+  wire lane0_at4;
+  wire lane0_at5;
+  wire lane0_at6;
+  wire lane0_at7;
+  wire lane0_at8;
+  wire lane0_at9;
+  wire lc0_is0;
   input [4:0] m;
   wire [4:0] m;
   input mask;
   wire mask;
   wire [12:0] n;
+  wire [29:0] nk0;
+  wire [29:0] nk1;
+  wire [29:0] nk10;
+  wire [29:0] nk11;
+  wire [29:0] nk12;
+  wire [29:0] nk13;
+  wire [29:0] nk14;
+  wire [29:0] nk15;
+  wire [29:0] nk16;
+  wire [29:0] nk17;
+  wire [29:0] nk18;
+  wire [29:0] nk19;
+  wire [29:0] nk2;
+  wire [29:0] nk20;
+  wire [29:0] nk3;
+  wire [29:0] nk4;
+  wire [29:0] nk5;
+  wire [29:0] nk6;
+  wire [29:0] nk7;
+  wire [29:0] nk8;
+  wire [29:0] nk9;
+  wire [1:0] nt0;
+  wire [1:0] nt1;
+  wire [1:0] nt10;
+  wire [1:0] nt11;
+  wire [1:0] nt12;
+  wire [1:0] nt13;
+  wire [1:0] nt14;
+  wire [1:0] nt15;
+  wire [1:0] nt16;
+  wire [1:0] nt17;
+  wire [1:0] nt18;
+  wire [1:0] nt19;
+  wire [1:0] nt2;
+  wire [1:0] nt20;
+  wire [1:0] nt3;
+  wire [1:0] nt4;
+  wire [1:0] nt5;
+  wire [1:0] nt6;
+  wire [1:0] nt7;
+  wire [1:0] nt8;
+  wire [1:0] nt9;
+  wire nv0;
+  wire nv1;
+  wire nv10;
+  wire nv11;
+  wire nv12;
+  wire nv13;
+  wire nv14;
+  wire nv15;
+  wire nv16;
+  wire nv17;
+  wire nv18;
+  wire nv19;
+  wire nv2;
+  wire nv20;
+  wire nv3;
+  wire nv4;
+  wire nv5;
+  wire nv6;
+  wire nv7;
+  wire nv8;
+  wire nv9;
   input p1;
   wire p1;
   input p2;
   wire p2;
-  output [6:0] \port$1747$0 ;
-  wire [6:0] \port$1747$0 ;
-  output [1:0] \port$1760$0 ;
-  wire [1:0] \port$1760$0 ;
-  input [41:0] \port$1858$0 ;
-  wire [41:0] \port$1858$0 ;
+  wire pass0;
+  wire pass1;
+  wire pass10;
+  wire pass11;
+  wire pass12;
+  wire pass13;
+  wire pass14;
+  wire pass15;
+  wire pass16;
+  wire pass17;
+  wire pass18;
+  wire pass19;
+  wire pass2;
+  wire pass20;
+  wire pass3;
+  wire pass4;
+  wire pass5;
+  wire pass6;
+  wire pass7;
+  wire pass8;
+  wire pass9;
+  output [6:0] \port$1495$0 ;
+  wire [6:0] \port$1495$0 ;
+  output [1:0] \port$1508$0 ;
+  wire [1:0] \port$1508$0 ;
+  input [41:0] \port$1606$0 ;
+  wire [41:0] \port$1606$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -5519,27 +5310,6 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
-  wire [1:0] t0_0;
-  wire [1:0] t0_1;
-  wire [1:0] t0_10;
-  wire [1:0] t0_11;
-  wire [1:0] t0_12;
-  wire [1:0] t0_13;
-  wire [1:0] t0_14;
-  wire [1:0] t0_15;
-  wire [1:0] t0_16;
-  wire [1:0] t0_17;
-  wire [1:0] t0_18;
-  wire [1:0] t0_19;
-  wire [1:0] t0_2;
-  wire [1:0] t0_20;
-  wire [1:0] t0_3;
-  wire [1:0] t0_4;
-  wire [1:0] t0_5;
-  wire [1:0] t0_6;
-  wire [1:0] t0_7;
-  wire [1:0] t0_8;
-  wire [1:0] t0_9;
   reg [29:0] thr;
   reg [1:0] treg0 = 2'h0;
   reg [1:0] treg1 = 2'h0;
@@ -5563,27 +5333,6 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   reg [1:0] treg8 = 2'h0;
   reg [1:0] treg9 = 2'h0;
   wire [13:0] tsum;
-  wire v0_0;
-  wire v0_1;
-  wire v0_10;
-  wire v0_11;
-  wire v0_12;
-  wire v0_13;
-  wire v0_14;
-  wire v0_15;
-  wire v0_16;
-  wire v0_17;
-  wire v0_18;
-  wire v0_19;
-  wire v0_2;
-  wire v0_20;
-  wire v0_3;
-  wire v0_4;
-  wire v0_5;
-  wire v0_6;
-  wire v0_7;
-  wire v0_8;
-  wire v0_9;
   reg valid0 = 1'h0;
   reg valid1 = 1'h0;
   reg valid10 = 1'h0;
@@ -5608,1045 +5357,733 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$78  = valid2 & \$77 ;
-  assign \$79  = ~ \$78 ;
-  assign \$80  = $signed(kreg1) >= $signed(d0);
-  assign \$81  = valid1 & \$80 ;
-  assign \$82  = \$79  & \$81 ;
-  assign \$83  = \$82  ? d0 : kreg1;
-  assign k0_2 = \$76  ? kreg2 : \$83 ;
-  assign \$84  = ~ mask;
-  assign \$85  = $signed(kreg2) >= $signed(d0);
-  assign \$86  = valid2 & \$85 ;
-  assign \$87  = \$84  | \$86 ;
-  assign \$88  = $signed(kreg2) >= $signed(d0);
-  assign \$89  = valid2 & \$88 ;
-  assign \$90  = ~ \$89 ;
-  assign \$91  = $signed(kreg1) >= $signed(d0);
-  assign \$92  = valid1 & \$91 ;
-  assign \$93  = \$90  & \$92 ;
-  assign \$94  = \$93  ? 2'h1 : treg1;
-  assign t0_2 = \$87  ? treg2 : \$94 ;
-  assign \$95  = ~ mask;
-  assign \$96  = $signed(kreg3) >= $signed(d0);
-  assign \$97  = valid3 & \$96 ;
-  assign \$98  = \$95  | \$97 ;
-  assign \$99  = $signed(kreg3) >= $signed(d0);
-  assign \$100  = valid3 & \$99 ;
-  assign \$101  = ~ \$100 ;
-  assign \$102  = $signed(kreg2) >= $signed(d0);
-  assign \$103  = valid2 & \$102 ;
-  assign \$104  = \$101  & \$103 ;
-  assign \$105  = \$104  ? 1'h1 : valid2;
-  assign v0_3 = \$98  ? valid3 : \$105 ;
-  assign \$106  = ~ mask;
-  assign \$107  = $signed(kreg3) >= $signed(d0);
-  assign \$108  = valid3 & \$107 ;
-  assign \$109  = \$106  | \$108 ;
-  assign \$110  = $signed(kreg3) >= $signed(d0);
-  assign \$111  = valid3 & \$110 ;
-  assign \$112  = ~ \$111 ;
-  assign \$113  = $signed(kreg2) >= $signed(d0);
-  assign \$114  = valid2 & \$113 ;
-  assign \$115  = \$112  & \$114 ;
-  assign \$116  = \$115  ? d0 : kreg2;
-  assign k0_3 = \$109  ? kreg3 : \$116 ;
-  assign \$117  = ~ mask;
-  assign \$118  = $signed(kreg3) >= $signed(d0);
-  assign \$119  = valid3 & \$118 ;
-  assign \$120  = \$117  | \$119 ;
-  assign \$121  = $signed(kreg3) >= $signed(d0);
-  assign \$122  = valid3 & \$121 ;
-  assign \$123  = ~ \$122 ;
-  assign \$124  = $signed(kreg2) >= $signed(d0);
-  assign \$125  = valid2 & \$124 ;
-  assign \$126  = \$123  & \$125 ;
-  assign \$127  = \$126  ? 2'h1 : treg2;
-  assign t0_3 = \$120  ? treg3 : \$127 ;
-  assign \$128  = ~ mask;
-  assign \$129  = $signed(kreg4) >= $signed(d0);
-  assign \$130  = valid4 & \$129 ;
-  assign \$131  = \$128  | \$130 ;
-  assign \$132  = $signed(kreg4) >= $signed(d0);
-  assign \$133  = valid4 & \$132 ;
-  assign \$134  = ~ \$133 ;
-  assign \$135  = $signed(kreg3) >= $signed(d0);
-  assign \$136  = valid3 & \$135 ;
-  assign \$137  = \$134  & \$136 ;
-  assign \$138  = \$137  ? 1'h1 : valid3;
-  assign v0_4 = \$131  ? valid4 : \$138 ;
-  assign \$139  = ~ mask;
-  assign \$140  = $signed(kreg4) >= $signed(d0);
-  assign \$141  = valid4 & \$140 ;
-  assign \$142  = \$139  | \$141 ;
-  assign \$143  = $signed(kreg4) >= $signed(d0);
-  assign \$144  = valid4 & \$143 ;
-  assign \$145  = ~ \$144 ;
-  assign \$146  = $signed(kreg3) >= $signed(d0);
-  assign \$147  = valid3 & \$146 ;
-  assign \$148  = \$145  & \$147 ;
-  assign \$149  = \$148  ? d0 : kreg3;
-  assign k0_4 = \$142  ? kreg4 : \$149 ;
-  assign \$150  = ~ mask;
-  assign \$151  = $signed(kreg4) >= $signed(d0);
-  assign \$152  = valid4 & \$151 ;
-  assign \$153  = \$150  | \$152 ;
-  assign \$154  = $signed(kreg4) >= $signed(d0);
-  assign \$155  = valid4 & \$154 ;
-  assign \$156  = ~ \$155 ;
-  assign \$157  = $signed(kreg3) >= $signed(d0);
-  assign \$158  = valid3 & \$157 ;
-  assign \$159  = \$156  & \$158 ;
-  assign \$160  = \$159  ? 2'h1 : treg3;
-  assign t0_4 = \$153  ? treg4 : \$160 ;
-  assign \$161  = ~ mask;
-  assign \$162  = $signed(kreg5) >= $signed(d0);
-  assign \$163  = valid5 & \$162 ;
-  assign \$164  = \$161  | \$163 ;
-  assign \$165  = $signed(kreg5) >= $signed(d0);
-  assign \$166  = valid5 & \$165 ;
-  assign \$167  = ~ \$166 ;
-  assign \$168  = $signed(kreg4) >= $signed(d0);
-  assign \$169  = valid4 & \$168 ;
-  assign \$170  = \$167  & \$169 ;
-  assign \$171  = \$170  ? 1'h1 : valid4;
-  assign v0_5 = \$164  ? valid5 : \$171 ;
-  assign \$172  = ~ mask;
-  assign \$173  = $signed(kreg5) >= $signed(d0);
-  assign \$174  = valid5 & \$173 ;
-  assign \$175  = \$172  | \$174 ;
-  assign \$176  = $signed(kreg5) >= $signed(d0);
-  assign \$177  = valid5 & \$176 ;
-  assign \$178  = ~ \$177 ;
-  assign \$179  = $signed(kreg4) >= $signed(d0);
-  assign \$180  = valid4 & \$179 ;
-  assign \$181  = \$178  & \$180 ;
-  assign \$182  = \$181  ? d0 : kreg4;
-  assign k0_5 = \$175  ? kreg5 : \$182 ;
-  assign \$183  = ~ mask;
-  assign \$184  = $signed(kreg5) >= $signed(d0);
-  assign \$185  = valid5 & \$184 ;
-  assign \$186  = \$183  | \$185 ;
-  assign \$187  = $signed(kreg5) >= $signed(d0);
-  assign \$188  = valid5 & \$187 ;
-  assign \$189  = ~ \$188 ;
-  assign \$190  = $signed(kreg4) >= $signed(d0);
-  assign \$191  = valid4 & \$190 ;
-  assign \$192  = \$189  & \$191 ;
-  assign \$193  = \$192  ? 2'h1 : treg4;
-  assign t0_5 = \$186  ? treg5 : \$193 ;
-  assign \$194  = ~ mask;
-  assign \$195  = $signed(kreg6) >= $signed(d0);
-  assign \$196  = valid6 & \$195 ;
-  assign \$197  = \$194  | \$196 ;
-  assign \$198  = $signed(kreg6) >= $signed(d0);
-  assign \$199  = valid6 & \$198 ;
-  assign \$200  = ~ \$199 ;
-  assign \$201  = $signed(kreg5) >= $signed(d0);
-  assign \$202  = valid5 & \$201 ;
-  assign \$203  = \$200  & \$202 ;
-  assign \$204  = \$203  ? 1'h1 : valid5;
-  assign v0_6 = \$197  ? valid6 : \$204 ;
-  assign \$205  = ~ mask;
-  assign \$206  = $signed(kreg6) >= $signed(d0);
-  assign \$207  = valid6 & \$206 ;
-  assign \$208  = \$205  | \$207 ;
-  assign \$209  = $signed(kreg6) >= $signed(d0);
-  assign \$210  = valid6 & \$209 ;
-  assign \$211  = ~ \$210 ;
-  assign \$212  = $signed(kreg5) >= $signed(d0);
-  assign \$213  = valid5 & \$212 ;
-  assign \$214  = \$211  & \$213 ;
-  assign \$215  = \$214  ? d0 : kreg5;
-  assign k0_6 = \$208  ? kreg6 : \$215 ;
-  assign \$216  = ~ mask;
-  assign \$217  = $signed(kreg6) >= $signed(d0);
-  assign \$218  = valid6 & \$217 ;
-  assign \$219  = \$216  | \$218 ;
-  assign \$220  = $signed(kreg6) >= $signed(d0);
-  assign \$221  = valid6 & \$220 ;
-  assign \$222  = ~ \$221 ;
-  assign \$223  = $signed(kreg5) >= $signed(d0);
-  assign \$224  = valid5 & \$223 ;
-  assign \$225  = \$222  & \$224 ;
-  assign \$226  = \$225  ? 2'h1 : treg5;
-  assign t0_6 = \$219  ? treg6 : \$226 ;
-  assign \$227  = ~ mask;
-  assign \$228  = $signed(kreg7) >= $signed(d0);
-  assign \$229  = valid7 & \$228 ;
-  assign \$230  = \$227  | \$229 ;
-  assign \$231  = $signed(kreg7) >= $signed(d0);
-  assign \$232  = valid7 & \$231 ;
-  assign \$233  = ~ \$232 ;
-  assign \$234  = $signed(kreg6) >= $signed(d0);
-  assign \$235  = valid6 & \$234 ;
-  assign \$236  = \$233  & \$235 ;
-  assign \$237  = \$236  ? 1'h1 : valid6;
-  assign v0_7 = \$230  ? valid7 : \$237 ;
-  assign \$238  = ~ mask;
-  assign \$239  = $signed(kreg7) >= $signed(d0);
-  assign \$240  = valid7 & \$239 ;
-  assign \$241  = \$238  | \$240 ;
-  assign \$242  = $signed(kreg7) >= $signed(d0);
-  assign \$243  = valid7 & \$242 ;
-  assign \$244  = ~ \$243 ;
-  assign \$245  = $signed(kreg6) >= $signed(d0);
-  assign \$246  = valid6 & \$245 ;
-  assign \$247  = \$244  & \$246 ;
-  assign \$248  = \$247  ? d0 : kreg6;
-  assign k0_7 = \$241  ? kreg7 : \$248 ;
-  assign \$249  = ~ mask;
-  assign \$250  = $signed(kreg7) >= $signed(d0);
-  assign \$251  = valid7 & \$250 ;
-  assign \$252  = \$249  | \$251 ;
-  assign \$253  = $signed(kreg7) >= $signed(d0);
-  assign \$254  = valid7 & \$253 ;
-  assign \$255  = ~ \$254 ;
-  assign \$256  = $signed(kreg6) >= $signed(d0);
-  assign \$257  = valid6 & \$256 ;
-  assign \$258  = \$255  & \$257 ;
-  assign \$259  = \$258  ? 2'h1 : treg6;
-  assign t0_7 = \$252  ? treg7 : \$259 ;
-  assign \$260  = ~ mask;
-  assign \$261  = $signed(kreg8) >= $signed(d0);
-  assign \$262  = valid8 & \$261 ;
-  assign \$263  = \$260  | \$262 ;
-  assign \$264  = $signed(kreg8) >= $signed(d0);
-  assign \$265  = valid8 & \$264 ;
-  assign \$266  = ~ \$265 ;
-  assign \$267  = $signed(kreg7) >= $signed(d0);
-  assign \$268  = valid7 & \$267 ;
-  assign \$269  = \$266  & \$268 ;
-  assign \$270  = \$269  ? 1'h1 : valid7;
-  assign v0_8 = \$263  ? valid8 : \$270 ;
-  assign \$271  = ~ mask;
-  assign \$272  = $signed(kreg8) >= $signed(d0);
-  assign \$273  = valid8 & \$272 ;
-  assign \$274  = \$271  | \$273 ;
-  assign \$275  = $signed(kreg8) >= $signed(d0);
-  assign \$276  = valid8 & \$275 ;
-  assign \$277  = ~ \$276 ;
-  assign \$278  = $signed(kreg7) >= $signed(d0);
-  assign \$279  = valid7 & \$278 ;
-  assign \$280  = \$277  & \$279 ;
-  assign \$281  = \$280  ? d0 : kreg7;
-  assign k0_8 = \$274  ? kreg8 : \$281 ;
-  assign \$282  = ~ mask;
-  assign \$283  = $signed(kreg8) >= $signed(d0);
-  assign \$284  = valid8 & \$283 ;
-  assign \$285  = \$282  | \$284 ;
-  assign \$286  = $signed(kreg8) >= $signed(d0);
-  assign \$287  = valid8 & \$286 ;
-  assign \$288  = ~ \$287 ;
-  assign \$289  = $signed(kreg7) >= $signed(d0);
-  assign \$290  = valid7 & \$289 ;
-  assign \$291  = \$288  & \$290 ;
-  assign \$292  = \$291  ? 2'h1 : treg7;
-  assign t0_8 = \$285  ? treg8 : \$292 ;
-  assign \$293  = ~ mask;
-  assign \$294  = $signed(kreg9) >= $signed(d0);
-  assign \$295  = valid9 & \$294 ;
-  assign \$296  = \$293  | \$295 ;
-  assign \$297  = $signed(kreg9) >= $signed(d0);
-  assign \$298  = valid9 & \$297 ;
-  assign \$299  = ~ \$298 ;
-  assign \$300  = $signed(kreg8) >= $signed(d0);
-  assign \$301  = valid8 & \$300 ;
-  assign \$302  = \$299  & \$301 ;
-  assign \$303  = \$302  ? 1'h1 : valid8;
-  assign v0_9 = \$296  ? valid9 : \$303 ;
-  assign \$304  = ~ mask;
-  assign \$305  = $signed(kreg9) >= $signed(d0);
-  assign \$306  = valid9 & \$305 ;
-  assign \$307  = \$304  | \$306 ;
-  assign \$308  = $signed(kreg9) >= $signed(d0);
-  assign \$309  = valid9 & \$308 ;
-  assign \$310  = ~ \$309 ;
-  assign \$311  = $signed(kreg8) >= $signed(d0);
-  assign \$312  = valid8 & \$311 ;
-  assign \$313  = \$310  & \$312 ;
-  assign \$314  = \$313  ? d0 : kreg8;
-  assign k0_9 = \$307  ? kreg9 : \$314 ;
-  assign \$315  = ~ mask;
-  assign \$316  = $signed(kreg9) >= $signed(d0);
-  assign \$317  = valid9 & \$316 ;
-  assign \$318  = \$315  | \$317 ;
-  assign \$319  = $signed(kreg9) >= $signed(d0);
-  assign \$320  = valid9 & \$319 ;
-  assign \$321  = ~ \$320 ;
-  assign \$322  = $signed(kreg8) >= $signed(d0);
-  assign \$323  = valid8 & \$322 ;
-  assign \$324  = \$321  & \$323 ;
-  assign \$325  = \$324  ? 2'h1 : treg8;
-  assign t0_9 = \$318  ? treg9 : \$325 ;
-  assign \$326  = ~ mask;
-  assign \$327  = $signed(kreg10) >= $signed(d0);
-  assign \$328  = valid10 & \$327 ;
-  assign \$329  = \$326  | \$328 ;
-  assign \$330  = $signed(kreg10) >= $signed(d0);
-  assign \$331  = valid10 & \$330 ;
-  assign \$332  = ~ \$331 ;
-  assign \$333  = $signed(kreg9) >= $signed(d0);
-  assign \$334  = valid9 & \$333 ;
-  assign \$335  = \$332  & \$334 ;
-  assign \$336  = \$335  ? 1'h1 : valid9;
-  assign v0_10 = \$329  ? valid10 : \$336 ;
-  assign \$337  = ~ mask;
-  assign \$338  = $signed(kreg10) >= $signed(d0);
-  assign \$339  = valid10 & \$338 ;
-  assign \$340  = \$337  | \$339 ;
-  assign \$341  = $signed(kreg10) >= $signed(d0);
-  assign \$342  = valid10 & \$341 ;
-  assign \$343  = ~ \$342 ;
-  assign \$344  = $signed(kreg9) >= $signed(d0);
-  assign \$345  = valid9 & \$344 ;
-  assign \$346  = \$343  & \$345 ;
-  assign \$347  = \$346  ? d0 : kreg9;
-  assign k0_10 = \$340  ? kreg10 : \$347 ;
-  assign \$348  = ~ mask;
-  assign \$349  = $signed(kreg10) >= $signed(d0);
-  assign \$350  = valid10 & \$349 ;
-  assign \$351  = \$348  | \$350 ;
-  assign \$352  = $signed(kreg10) >= $signed(d0);
-  assign \$353  = valid10 & \$352 ;
-  assign \$354  = ~ \$353 ;
-  assign \$355  = $signed(kreg9) >= $signed(d0);
-  assign \$356  = valid9 & \$355 ;
-  assign \$357  = \$354  & \$356 ;
-  assign \$358  = \$357  ? 2'h1 : treg9;
-  assign t0_10 = \$351  ? treg10 : \$358 ;
-  assign \$359  = ~ mask;
-  assign \$360  = $signed(kreg11) >= $signed(d0);
-  assign \$361  = valid11 & \$360 ;
-  assign \$362  = \$359  | \$361 ;
-  assign \$363  = $signed(kreg11) >= $signed(d0);
-  assign \$364  = valid11 & \$363 ;
-  assign \$365  = ~ \$364 ;
-  assign \$366  = $signed(kreg10) >= $signed(d0);
-  assign \$367  = valid10 & \$366 ;
-  assign \$368  = \$365  & \$367 ;
-  assign \$369  = \$368  ? 1'h1 : valid10;
-  assign v0_11 = \$362  ? valid11 : \$369 ;
-  assign \$370  = ~ mask;
-  assign \$371  = $signed(kreg11) >= $signed(d0);
-  assign \$372  = valid11 & \$371 ;
-  assign \$373  = \$370  | \$372 ;
-  assign \$374  = $signed(kreg11) >= $signed(d0);
-  assign \$375  = valid11 & \$374 ;
-  assign \$376  = ~ \$375 ;
-  assign \$377  = $signed(kreg10) >= $signed(d0);
-  assign \$378  = valid10 & \$377 ;
-  assign \$379  = \$376  & \$378 ;
-  assign \$380  = \$379  ? d0 : kreg10;
-  assign k0_11 = \$373  ? kreg11 : \$380 ;
-  assign \$381  = ~ mask;
-  assign \$382  = $signed(kreg11) >= $signed(d0);
-  assign \$383  = valid11 & \$382 ;
-  assign \$384  = \$381  | \$383 ;
-  assign \$385  = $signed(kreg11) >= $signed(d0);
-  assign \$386  = valid11 & \$385 ;
-  assign \$387  = ~ \$386 ;
-  assign \$388  = $signed(kreg10) >= $signed(d0);
-  assign \$389  = valid10 & \$388 ;
-  assign \$390  = \$387  & \$389 ;
-  assign \$391  = \$390  ? 2'h1 : treg10;
-  assign t0_11 = \$384  ? treg11 : \$391 ;
-  assign \$392  = ~ mask;
-  assign \$393  = $signed(kreg12) >= $signed(d0);
-  assign \$394  = valid12 & \$393 ;
-  assign \$395  = \$392  | \$394 ;
-  assign \$396  = $signed(kreg12) >= $signed(d0);
-  assign \$397  = valid12 & \$396 ;
-  assign \$398  = ~ \$397 ;
-  assign \$399  = $signed(kreg11) >= $signed(d0);
-  assign \$400  = valid11 & \$399 ;
-  assign \$401  = \$398  & \$400 ;
-  assign \$402  = \$401  ? 1'h1 : valid11;
-  assign v0_12 = \$395  ? valid12 : \$402 ;
-  assign \$403  = ~ mask;
-  assign \$404  = $signed(kreg12) >= $signed(d0);
-  assign \$405  = valid12 & \$404 ;
-  assign \$406  = \$403  | \$405 ;
-  assign \$407  = $signed(kreg12) >= $signed(d0);
-  assign \$408  = valid12 & \$407 ;
-  assign \$409  = ~ \$408 ;
-  assign \$410  = $signed(kreg11) >= $signed(d0);
-  assign \$411  = valid11 & \$410 ;
-  assign \$412  = \$409  & \$411 ;
-  assign \$413  = \$412  ? d0 : kreg11;
-  assign k0_12 = \$406  ? kreg12 : \$413 ;
-  assign \$414  = ~ mask;
-  assign \$415  = $signed(kreg12) >= $signed(d0);
-  assign \$416  = valid12 & \$415 ;
-  assign \$417  = \$414  | \$416 ;
-  assign \$418  = $signed(kreg12) >= $signed(d0);
-  assign \$419  = valid12 & \$418 ;
-  assign \$420  = ~ \$419 ;
-  assign \$421  = $signed(kreg11) >= $signed(d0);
-  assign \$422  = valid11 & \$421 ;
-  assign \$423  = \$420  & \$422 ;
-  assign \$424  = \$423  ? 2'h1 : treg11;
-  assign t0_12 = \$417  ? treg12 : \$424 ;
-  assign \$425  = ~ mask;
-  assign \$426  = $signed(kreg13) >= $signed(d0);
-  assign \$427  = valid13 & \$426 ;
-  assign \$428  = \$425  | \$427 ;
-  assign \$429  = $signed(kreg13) >= $signed(d0);
-  assign \$430  = valid13 & \$429 ;
-  assign \$431  = ~ \$430 ;
-  assign \$432  = $signed(kreg12) >= $signed(d0);
-  assign \$433  = valid12 & \$432 ;
-  assign \$434  = \$431  & \$433 ;
-  assign \$435  = \$434  ? 1'h1 : valid12;
-  assign v0_13 = \$428  ? valid13 : \$435 ;
-  assign \$436  = ~ mask;
-  assign \$437  = $signed(kreg13) >= $signed(d0);
-  assign \$438  = valid13 & \$437 ;
-  assign \$439  = \$436  | \$438 ;
-  assign \$440  = $signed(kreg13) >= $signed(d0);
-  assign \$441  = valid13 & \$440 ;
-  assign \$442  = ~ \$441 ;
-  assign \$443  = $signed(kreg12) >= $signed(d0);
-  assign \$444  = valid12 & \$443 ;
-  assign \$445  = \$442  & \$444 ;
-  assign \$446  = \$445  ? d0 : kreg12;
-  assign k0_13 = \$439  ? kreg13 : \$446 ;
-  assign \$447  = ~ mask;
-  assign \$448  = $signed(kreg13) >= $signed(d0);
-  assign \$449  = valid13 & \$448 ;
-  assign \$450  = \$447  | \$449 ;
-  assign \$451  = $signed(kreg13) >= $signed(d0);
-  assign \$452  = valid13 & \$451 ;
-  assign \$453  = ~ \$452 ;
-  assign \$454  = $signed(kreg12) >= $signed(d0);
-  assign \$455  = valid12 & \$454 ;
-  assign \$456  = \$453  & \$455 ;
-  assign \$457  = \$456  ? 2'h1 : treg12;
-  assign t0_13 = \$450  ? treg13 : \$457 ;
-  assign \$458  = ~ mask;
-  assign \$459  = $signed(kreg14) >= $signed(d0);
-  assign \$460  = valid14 & \$459 ;
-  assign \$461  = \$458  | \$460 ;
-  assign \$462  = $signed(kreg14) >= $signed(d0);
-  assign \$463  = valid14 & \$462 ;
-  assign \$464  = ~ \$463 ;
-  assign \$465  = $signed(kreg13) >= $signed(d0);
-  assign \$466  = valid13 & \$465 ;
-  assign \$467  = \$464  & \$466 ;
-  assign \$468  = \$467  ? 1'h1 : valid13;
-  assign v0_14 = \$461  ? valid14 : \$468 ;
-  assign \$469  = ~ mask;
-  assign \$470  = $signed(kreg14) >= $signed(d0);
-  assign \$471  = valid14 & \$470 ;
-  assign \$472  = \$469  | \$471 ;
-  assign \$473  = $signed(kreg14) >= $signed(d0);
-  assign \$474  = valid14 & \$473 ;
-  assign \$475  = ~ \$474 ;
-  assign \$476  = $signed(kreg13) >= $signed(d0);
-  assign \$477  = valid13 & \$476 ;
-  assign \$478  = \$475  & \$477 ;
-  assign \$479  = \$478  ? d0 : kreg13;
-  assign k0_14 = \$472  ? kreg14 : \$479 ;
-  assign \$480  = ~ mask;
-  assign \$481  = $signed(kreg14) >= $signed(d0);
-  assign \$482  = valid14 & \$481 ;
-  assign \$483  = \$480  | \$482 ;
-  assign \$484  = $signed(kreg14) >= $signed(d0);
-  assign \$485  = valid14 & \$484 ;
-  assign \$486  = ~ \$485 ;
-  assign \$487  = $signed(kreg13) >= $signed(d0);
-  assign \$488  = valid13 & \$487 ;
-  assign \$489  = \$486  & \$488 ;
-  assign \$490  = \$489  ? 2'h1 : treg13;
-  assign t0_14 = \$483  ? treg14 : \$490 ;
-  assign \$491  = ~ mask;
-  assign \$492  = $signed(kreg15) >= $signed(d0);
-  assign \$493  = valid15 & \$492 ;
-  assign \$494  = \$491  | \$493 ;
-  assign \$495  = $signed(kreg15) >= $signed(d0);
-  assign \$496  = valid15 & \$495 ;
-  assign \$497  = ~ \$496 ;
-  assign \$498  = $signed(kreg14) >= $signed(d0);
-  assign \$499  = valid14 & \$498 ;
-  assign \$500  = \$497  & \$499 ;
-  assign \$501  = \$500  ? 1'h1 : valid14;
-  assign v0_15 = \$494  ? valid15 : \$501 ;
-  assign \$502  = ~ mask;
-  assign \$503  = $signed(kreg15) >= $signed(d0);
-  assign \$504  = valid15 & \$503 ;
-  assign \$505  = \$502  | \$504 ;
-  assign \$506  = $signed(kreg15) >= $signed(d0);
-  assign \$507  = valid15 & \$506 ;
-  assign \$508  = ~ \$507 ;
-  assign \$509  = $signed(kreg14) >= $signed(d0);
-  assign \$510  = valid14 & \$509 ;
-  assign \$511  = \$508  & \$510 ;
-  assign \$512  = \$511  ? d0 : kreg14;
-  assign k0_15 = \$505  ? kreg15 : \$512 ;
-  assign \$513  = ~ mask;
-  assign \$514  = $signed(kreg15) >= $signed(d0);
-  assign \$515  = valid15 & \$514 ;
-  assign \$516  = \$513  | \$515 ;
-  assign \$517  = $signed(kreg15) >= $signed(d0);
-  assign \$518  = valid15 & \$517 ;
-  assign \$519  = ~ \$518 ;
-  assign \$520  = $signed(kreg14) >= $signed(d0);
-  assign \$521  = valid14 & \$520 ;
-  assign \$522  = \$519  & \$521 ;
-  assign \$523  = \$522  ? 2'h1 : treg14;
-  assign t0_15 = \$516  ? treg15 : \$523 ;
-  assign \$524  = ~ mask;
-  assign \$525  = $signed(kreg16) >= $signed(d0);
-  assign \$526  = valid16 & \$525 ;
-  assign \$527  = \$524  | \$526 ;
-  assign \$528  = $signed(kreg16) >= $signed(d0);
-  assign \$529  = valid16 & \$528 ;
-  assign \$530  = ~ \$529 ;
-  assign \$531  = $signed(kreg15) >= $signed(d0);
-  assign \$532  = valid15 & \$531 ;
-  assign \$533  = \$530  & \$532 ;
-  assign \$534  = \$533  ? 1'h1 : valid15;
-  assign v0_16 = \$527  ? valid16 : \$534 ;
-  assign \$535  = ~ mask;
-  assign \$536  = $signed(kreg16) >= $signed(d0);
-  assign \$537  = valid16 & \$536 ;
-  assign \$538  = \$535  | \$537 ;
-  assign \$539  = $signed(kreg16) >= $signed(d0);
-  assign \$540  = valid16 & \$539 ;
-  assign \$541  = ~ \$540 ;
-  assign \$542  = $signed(kreg15) >= $signed(d0);
-  assign \$543  = valid15 & \$542 ;
-  assign \$544  = \$541  & \$543 ;
-  assign \$545  = \$544  ? d0 : kreg15;
-  assign k0_16 = \$538  ? kreg16 : \$545 ;
-  assign \$546  = ~ mask;
-  assign \$547  = $signed(kreg16) >= $signed(d0);
-  assign \$548  = valid16 & \$547 ;
-  assign \$549  = \$546  | \$548 ;
-  assign \$550  = $signed(kreg16) >= $signed(d0);
-  assign \$551  = valid16 & \$550 ;
-  assign \$552  = ~ \$551 ;
-  assign \$553  = $signed(kreg15) >= $signed(d0);
-  assign \$554  = valid15 & \$553 ;
-  assign \$555  = \$552  & \$554 ;
-  assign \$556  = \$555  ? 2'h1 : treg15;
-  assign t0_16 = \$549  ? treg16 : \$556 ;
-  assign \$557  = ~ mask;
-  assign \$558  = $signed(kreg17) >= $signed(d0);
-  assign \$559  = valid17 & \$558 ;
-  assign \$560  = \$557  | \$559 ;
-  assign \$561  = $signed(kreg17) >= $signed(d0);
-  assign \$562  = valid17 & \$561 ;
-  assign \$563  = ~ \$562 ;
-  assign \$564  = $signed(kreg16) >= $signed(d0);
-  assign \$565  = valid16 & \$564 ;
-  assign \$566  = \$563  & \$565 ;
-  assign \$567  = \$566  ? 1'h1 : valid16;
-  assign v0_17 = \$560  ? valid17 : \$567 ;
-  assign \$568  = ~ mask;
-  assign \$569  = $signed(kreg17) >= $signed(d0);
-  assign \$570  = valid17 & \$569 ;
-  assign \$571  = \$568  | \$570 ;
-  assign \$572  = $signed(kreg17) >= $signed(d0);
-  assign \$573  = valid17 & \$572 ;
-  assign \$574  = ~ \$573 ;
-  assign \$575  = $signed(kreg16) >= $signed(d0);
-  assign \$576  = valid16 & \$575 ;
-  assign \$577  = \$574  & \$576 ;
-  assign \$578  = \$577  ? d0 : kreg16;
-  assign k0_17 = \$571  ? kreg17 : \$578 ;
-  assign \$579  = ~ mask;
-  assign \$580  = $signed(kreg17) >= $signed(d0);
-  assign \$581  = valid17 & \$580 ;
-  assign \$582  = \$579  | \$581 ;
-  assign \$583  = $signed(kreg17) >= $signed(d0);
-  assign \$584  = valid17 & \$583 ;
-  assign \$585  = ~ \$584 ;
-  assign \$586  = $signed(kreg16) >= $signed(d0);
-  assign \$587  = valid16 & \$586 ;
-  assign \$588  = \$585  & \$587 ;
-  assign \$589  = \$588  ? 2'h1 : treg16;
-  assign t0_17 = \$582  ? treg17 : \$589 ;
-  assign \$590  = ~ mask;
-  assign \$591  = $signed(kreg18) >= $signed(d0);
-  assign \$592  = valid18 & \$591 ;
-  assign \$593  = \$590  | \$592 ;
-  assign \$594  = $signed(kreg18) >= $signed(d0);
-  assign \$595  = valid18 & \$594 ;
-  assign \$596  = ~ \$595 ;
-  assign \$597  = $signed(kreg17) >= $signed(d0);
-  assign \$598  = valid17 & \$597 ;
-  assign \$599  = \$596  & \$598 ;
-  assign \$600  = \$599  ? 1'h1 : valid17;
-  assign v0_18 = \$593  ? valid18 : \$600 ;
-  assign \$601  = ~ mask;
-  assign \$602  = $signed(kreg18) >= $signed(d0);
-  assign \$603  = valid18 & \$602 ;
-  assign \$604  = \$601  | \$603 ;
-  assign \$605  = $signed(kreg18) >= $signed(d0);
-  assign \$606  = valid18 & \$605 ;
-  assign \$607  = ~ \$606 ;
-  assign \$608  = $signed(kreg17) >= $signed(d0);
-  assign \$609  = valid17 & \$608 ;
-  assign \$610  = \$607  & \$609 ;
-  assign \$611  = \$610  ? d0 : kreg17;
-  assign k0_18 = \$604  ? kreg18 : \$611 ;
-  assign \$612  = ~ mask;
-  assign \$613  = $signed(kreg18) >= $signed(d0);
-  assign \$614  = valid18 & \$613 ;
-  assign \$615  = \$612  | \$614 ;
-  assign \$616  = $signed(kreg18) >= $signed(d0);
-  assign \$617  = valid18 & \$616 ;
-  assign \$618  = ~ \$617 ;
-  assign \$619  = $signed(kreg17) >= $signed(d0);
-  assign \$620  = valid17 & \$619 ;
-  assign \$621  = \$618  & \$620 ;
-  assign \$622  = \$621  ? 2'h1 : treg17;
-  assign t0_18 = \$615  ? treg18 : \$622 ;
-  assign \$623  = ~ mask;
-  assign \$624  = $signed(kreg19) >= $signed(d0);
-  assign \$625  = valid19 & \$624 ;
-  assign \$626  = \$623  | \$625 ;
-  assign \$627  = $signed(kreg19) >= $signed(d0);
-  assign \$628  = valid19 & \$627 ;
-  assign \$629  = ~ \$628 ;
-  assign \$630  = $signed(kreg18) >= $signed(d0);
-  assign \$631  = valid18 & \$630 ;
-  assign \$632  = \$629  & \$631 ;
-  assign \$633  = \$632  ? 1'h1 : valid18;
-  assign v0_19 = \$626  ? valid19 : \$633 ;
-  assign \$634  = ~ mask;
-  assign \$635  = $signed(kreg19) >= $signed(d0);
-  assign \$636  = valid19 & \$635 ;
-  assign \$637  = \$634  | \$636 ;
-  assign \$638  = $signed(kreg19) >= $signed(d0);
-  assign \$639  = valid19 & \$638 ;
-  assign \$640  = ~ \$639 ;
-  assign \$641  = $signed(kreg18) >= $signed(d0);
-  assign \$642  = valid18 & \$641 ;
-  assign \$643  = \$640  & \$642 ;
-  assign \$644  = \$643  ? d0 : kreg18;
-  assign k0_19 = \$637  ? kreg19 : \$644 ;
-  assign \$645  = ~ mask;
-  assign \$646  = $signed(kreg19) >= $signed(d0);
-  assign \$647  = valid19 & \$646 ;
-  assign \$648  = \$645  | \$647 ;
-  assign \$649  = $signed(kreg19) >= $signed(d0);
-  assign \$650  = valid19 & \$649 ;
-  assign \$651  = ~ \$650 ;
-  assign \$652  = $signed(kreg18) >= $signed(d0);
-  assign \$653  = valid18 & \$652 ;
-  assign \$654  = \$651  & \$653 ;
-  assign \$655  = \$654  ? 2'h1 : treg18;
-  assign t0_19 = \$648  ? treg19 : \$655 ;
-  assign \$656  = ~ mask;
-  assign \$657  = $signed(kreg20) >= $signed(d0);
-  assign \$658  = valid20 & \$657 ;
-  assign \$659  = \$656  | \$658 ;
-  assign \$660  = $signed(kreg20) >= $signed(d0);
-  assign \$661  = valid20 & \$660 ;
-  assign \$662  = ~ \$661 ;
-  assign \$663  = $signed(kreg19) >= $signed(d0);
-  assign \$664  = valid19 & \$663 ;
-  assign \$665  = \$662  & \$664 ;
-  assign \$666  = \$665  ? 1'h1 : valid19;
-  assign v0_20 = \$659  ? valid20 : \$666 ;
-  assign \$667  = ~ mask;
-  assign \$668  = $signed(kreg20) >= $signed(d0);
-  assign \$669  = valid20 & \$668 ;
-  assign \$670  = \$667  | \$669 ;
-  assign \$671  = $signed(kreg20) >= $signed(d0);
-  assign \$672  = valid20 & \$671 ;
-  assign \$673  = ~ \$672 ;
-  assign \$674  = $signed(kreg19) >= $signed(d0);
-  assign \$675  = valid19 & \$674 ;
-  assign \$676  = \$673  & \$675 ;
-  assign \$677  = \$676  ? d0 : kreg19;
-  assign k0_20 = \$670  ? kreg20 : \$677 ;
-  assign \$678  = ~ mask;
-  assign \$679  = $signed(kreg20) >= $signed(d0);
-  assign \$680  = valid20 & \$679 ;
-  assign \$681  = \$678  | \$680 ;
-  assign \$682  = $signed(kreg20) >= $signed(d0);
-  assign \$683  = valid20 & \$682 ;
-  assign \$684  = ~ \$683 ;
-  assign \$685  = $signed(kreg19) >= $signed(d0);
-  assign \$686  = valid19 & \$685 ;
-  assign \$687  = \$684  & \$686 ;
-  assign \$688  = \$687  ? 2'h1 : treg19;
-  assign t0_20 = \$681  ? treg20 : \$688 ;
-  assign \$689  = m - 1'h1;
-  assign \$690  = m > 1'h0;
-  assign \$691  = kreg0 == thr;
-  assign \$692  = \$690  & \$691 ;
-  assign \$693  = m > 1'h1;
-  assign \$694  = kreg1 == thr;
-  assign \$695  = \$693  & \$694 ;
-  assign \$696  = \$692  + \$695 ;
-  assign \$697  = m > 2'h2;
-  assign \$698  = kreg2 == thr;
-  assign \$699  = \$697  & \$698 ;
-  assign \$700  = m > 2'h3;
-  assign \$701  = kreg3 == thr;
-  assign \$702  = \$700  & \$701 ;
-  assign \$703  = \$699  + \$702 ;
-  assign \$704  = \$696  + \$703 ;
-  assign \$705  = m > 3'h4;
-  assign \$706  = kreg4 == thr;
-  assign \$707  = \$705  & \$706 ;
-  assign \$708  = m > 3'h5;
-  assign \$709  = kreg5 == thr;
-  assign \$710  = \$708  & \$709 ;
-  assign \$711  = \$707  + \$710 ;
-  assign \$712  = m > 3'h6;
-  assign \$713  = kreg6 == thr;
-  assign \$714  = \$712  & \$713 ;
-  assign \$715  = m > 3'h7;
-  assign \$716  = kreg7 == thr;
-  assign \$717  = \$715  & \$716 ;
-  assign \$718  = \$714  + \$717 ;
-  assign \$719  = \$711  + \$718 ;
-  assign \$720  = \$704  + \$719 ;
-  assign \$721  = m > 4'h8;
-  assign \$722  = kreg8 == thr;
-  assign \$723  = \$721  & \$722 ;
-  assign \$724  = m > 4'h9;
-  assign \$725  = kreg9 == thr;
-  assign \$726  = \$724  & \$725 ;
-  assign \$727  = \$723  + \$726 ;
-  assign \$728  = m > 4'ha;
-  assign \$729  = kreg10 == thr;
-  assign \$730  = \$728  & \$729 ;
-  assign \$731  = m > 4'hb;
-  assign \$732  = kreg11 == thr;
-  assign \$733  = \$731  & \$732 ;
-  assign \$734  = \$730  + \$733 ;
-  assign \$735  = \$727  + \$734 ;
-  assign \$736  = m > 4'hc;
-  assign \$737  = kreg12 == thr;
-  assign \$738  = \$736  & \$737 ;
-  assign \$739  = m > 4'hd;
-  assign \$740  = kreg13 == thr;
-  assign \$741  = \$739  & \$740 ;
-  assign \$742  = \$738  + \$741 ;
-  assign \$743  = m > 4'he;
-  assign \$744  = kreg14 == thr;
-  assign \$745  = \$743  & \$744 ;
-  assign \$746  = m > 4'hf;
-  assign \$747  = kreg15 == thr;
-  assign \$748  = \$746  & \$747 ;
-  assign \$749  = \$745  + \$748 ;
-  assign \$750  = \$742  + \$749 ;
-  assign \$751  = \$735  + \$750 ;
-  assign \$752  = \$720  + \$751 ;
-  assign \$753  = m > 5'h10;
-  assign \$754  = kreg16 == thr;
-  assign \$755  = \$753  & \$754 ;
-  assign \$756  = m > 5'h11;
-  assign \$757  = kreg17 == thr;
-  assign \$758  = \$756  & \$757 ;
-  assign \$759  = \$755  + \$758 ;
-  assign \$760  = m > 5'h12;
-  assign \$761  = kreg18 == thr;
-  assign \$762  = \$760  & \$761 ;
-  assign \$763  = m > 5'h13;
-  assign \$764  = kreg19 == thr;
-  assign \$765  = \$763  & \$764 ;
-  assign \$766  = \$762  + \$765 ;
-  assign \$767  = \$759  + \$766 ;
-  assign \$768  = m > 5'h14;
-  assign \$769  = kreg20 == thr;
-  assign \$770  = \$768  & \$769 ;
-  assign \$771  = \$767  + \$770 ;
-  assign \$772  = \$752  + \$771 ;
-  assign \$773  = m > 1'h0;
-  assign \$774  = \$773  ? treg0 : 2'h0;
-  assign \$775  = m > 1'h1;
-  assign \$776  = \$775  ? treg1 : 2'h0;
-  assign \$777  = $signed(\$774 ) + $signed(\$776 );
-  assign \$778  = m > 2'h2;
-  assign \$779  = \$778  ? treg2 : 2'h0;
-  assign \$780  = m > 2'h3;
-  assign \$781  = \$780  ? treg3 : 2'h0;
-  assign \$782  = $signed(\$779 ) + $signed(\$781 );
-  assign \$783  = $signed(\$777 ) + $signed(\$782 );
-  assign \$784  = m > 3'h4;
-  assign \$785  = \$784  ? treg4 : 2'h0;
-  assign \$786  = m > 3'h5;
-  assign \$787  = \$786  ? treg5 : 2'h0;
-  assign \$788  = $signed(\$785 ) + $signed(\$787 );
-  assign \$789  = m > 3'h6;
-  assign \$790  = \$789  ? treg6 : 2'h0;
-  assign \$791  = m > 3'h7;
-  assign \$792  = \$791  ? treg7 : 2'h0;
-  assign \$793  = $signed(\$790 ) + $signed(\$792 );
-  assign \$794  = $signed(\$788 ) + $signed(\$793 );
-  assign \$795  = $signed(\$783 ) + $signed(\$794 );
-  assign \$796  = m > 4'h8;
-  assign \$797  = \$796  ? treg8 : 2'h0;
-  assign \$798  = m > 4'h9;
-  assign \$799  = \$798  ? treg9 : 2'h0;
-  assign \$800  = $signed(\$797 ) + $signed(\$799 );
-  assign \$801  = m > 4'ha;
-  assign \$802  = \$801  ? treg10 : 2'h0;
-  assign \$803  = m > 4'hb;
-  assign \$804  = \$803  ? treg11 : 2'h0;
-  assign \$805  = $signed(\$802 ) + $signed(\$804 );
-  assign \$806  = $signed(\$800 ) + $signed(\$805 );
-  assign \$807  = m > 4'hc;
-  assign \$808  = \$807  ? treg12 : 2'h0;
-  assign \$809  = m > 4'hd;
-  assign \$810  = \$809  ? treg13 : 2'h0;
-  assign \$811  = $signed(\$808 ) + $signed(\$810 );
-  assign \$812  = m > 4'he;
-  assign \$813  = \$812  ? treg14 : 2'h0;
-  assign \$814  = m > 4'hf;
-  assign \$815  = \$814  ? treg15 : 2'h0;
-  assign \$816  = $signed(\$813 ) + $signed(\$815 );
-  assign \$817  = $signed(\$811 ) + $signed(\$816 );
-  assign \$818  = $signed(\$806 ) + $signed(\$817 );
-  assign \$819  = $signed(\$795 ) + $signed(\$818 );
-  assign \$820  = m > 5'h10;
-  assign \$821  = \$820  ? treg16 : 2'h0;
-  assign \$822  = m > 5'h11;
-  assign \$823  = \$822  ? treg17 : 2'h0;
-  assign \$824  = $signed(\$821 ) + $signed(\$823 );
-  assign \$825  = m > 5'h12;
-  assign \$826  = \$825  ? treg18 : 2'h0;
-  assign \$827  = m > 5'h13;
-  assign \$828  = \$827  ? treg19 : 2'h0;
-  assign \$829  = $signed(\$826 ) + $signed(\$828 );
-  assign \$830  = $signed(\$824 ) + $signed(\$829 );
-  assign \$831  = m > 5'h14;
-  assign \$832  = \$831  ? treg20 : 2'h0;
-  assign \$833  = $signed(\$830 ) + $signed(\$832 );
-  assign \$834  = $signed(\$819 ) + $signed(\$833 );
-  assign \$835  = $signed(d0) > $signed(thr);
-  assign \$836  = d0 == thr;
-  assign \$837  = mask & \$836 ;
-  assign \$838  = seen + 1'h0;
-  assign \$839  = \$838  < \$772 [4:0];
-  assign \$840  = \$837  & \$839 ;
-  assign \$841  = \$835  | \$840 ;
-  assign \$842  = mask & \$841 ;
-  assign \$847  = \$844  ? 2'h1 : 2'h0;
-  assign \$848  = d0 == thr;
-  assign \$849  = mask & \$848 ;
-  assign \$850  = seen + \$849 ;
-  always @(posedge clk)
-    valid0 <= \$851 ;
-  always @(posedge clk)
-    valid1 <= \$852 ;
-  always @(posedge clk)
-    valid2 <= \$853 ;
-  always @(posedge clk)
-    valid3 <= \$854 ;
-  always @(posedge clk)
-    valid4 <= \$855 ;
-  always @(posedge clk)
-    valid5 <= \$856 ;
-  always @(posedge clk)
-    valid6 <= \$857 ;
-  always @(posedge clk)
-    valid7 <= \$858 ;
-  always @(posedge clk)
-    valid8 <= \$859 ;
-  always @(posedge clk)
-    valid9 <= \$860 ;
-  always @(posedge clk)
-    valid10 <= \$861 ;
-  always @(posedge clk)
-    valid11 <= \$862 ;
-  always @(posedge clk)
-    valid12 <= \$863 ;
-  always @(posedge clk)
-    valid13 <= \$864 ;
-  always @(posedge clk)
-    valid14 <= \$865 ;
-  always @(posedge clk)
-    valid15 <= \$866 ;
-  always @(posedge clk)
-    valid16 <= \$867 ;
-  always @(posedge clk)
-    valid17 <= \$868 ;
-  always @(posedge clk)
-    valid18 <= \$869 ;
-  always @(posedge clk)
-    valid19 <= \$870 ;
-  always @(posedge clk)
-    valid20 <= \$871 ;
-  always @(posedge clk)
-    kreg0 <= \$872 ;
-  always @(posedge clk)
-    treg0 <= \$873 ;
-  always @(posedge clk)
-    kreg1 <= \$874 ;
-  always @(posedge clk)
-    treg1 <= \$875 ;
-  always @(posedge clk)
-    kreg2 <= \$876 ;
-  always @(posedge clk)
-    treg2 <= \$877 ;
-  always @(posedge clk)
-    kreg3 <= \$878 ;
-  always @(posedge clk)
-    treg3 <= \$879 ;
-  always @(posedge clk)
-    kreg4 <= \$880 ;
-  always @(posedge clk)
-    treg4 <= \$881 ;
-  always @(posedge clk)
-    kreg5 <= \$882 ;
-  always @(posedge clk)
-    treg5 <= \$883 ;
-  always @(posedge clk)
-    kreg6 <= \$884 ;
-  always @(posedge clk)
-    treg6 <= \$885 ;
-  always @(posedge clk)
-    kreg7 <= \$886 ;
-  always @(posedge clk)
-    treg7 <= \$887 ;
-  always @(posedge clk)
-    kreg8 <= \$888 ;
-  always @(posedge clk)
-    treg8 <= \$889 ;
-  always @(posedge clk)
-    kreg9 <= \$890 ;
-  always @(posedge clk)
-    treg9 <= \$891 ;
-  always @(posedge clk)
-    kreg10 <= \$892 ;
-  always @(posedge clk)
-    treg10 <= \$893 ;
-  always @(posedge clk)
-    kreg11 <= \$894 ;
-  always @(posedge clk)
-    treg11 <= \$895 ;
-  always @(posedge clk)
-    kreg12 <= \$896 ;
-  always @(posedge clk)
-    treg12 <= \$897 ;
-  always @(posedge clk)
-    kreg13 <= \$898 ;
-  always @(posedge clk)
-    treg13 <= \$899 ;
-  always @(posedge clk)
-    kreg14 <= \$900 ;
-  always @(posedge clk)
-    treg14 <= \$901 ;
-  always @(posedge clk)
-    kreg15 <= \$902 ;
-  always @(posedge clk)
-    treg15 <= \$903 ;
-  always @(posedge clk)
-    kreg16 <= \$904 ;
-  always @(posedge clk)
-    treg16 <= \$905 ;
-  always @(posedge clk)
-    kreg17 <= \$906 ;
-  always @(posedge clk)
-    treg17 <= \$907 ;
-  always @(posedge clk)
-    kreg18 <= \$908 ;
-  always @(posedge clk)
-    treg18 <= \$909 ;
-  always @(posedge clk)
-    kreg19 <= \$910 ;
-  always @(posedge clk)
-    treg19 <= \$911 ;
-  always @(posedge clk)
-    kreg20 <= \$912 ;
-  always @(posedge clk)
-    treg20 <= \$913 ;
-  always @(posedge clk)
-    seen <= \$914 ;
-  assign \$1  = $signed({ 1'h0, \port$1858$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1858$0 [41:13]);
-  assign \$2  = ~ mask;
-  assign \$3  = $signed(kreg0) >= $signed(d0);
-  assign \$4  = valid0 & \$3 ;
-  assign \$5  = \$2  | \$4 ;
-  assign \$6  = $signed(kreg0) >= $signed(d0);
-  assign \$7  = valid0 & \$6 ;
-  assign \$8  = ~ \$7 ;
-  assign \$10  = \$7  ? valid0 : 1'h1;
-  assign v0_0 = \$5  ? valid0 : \$10 ;
-  assign \$11  = ~ mask;
-  assign \$12  = $signed(kreg0) >= $signed(d0);
-  assign \$13  = valid0 & \$12 ;
-  assign \$14  = \$11  | \$13 ;
-  assign \$15  = $signed(kreg0) >= $signed(d0);
-  assign \$16  = valid0 & \$15 ;
-  assign \$17  = ~ \$16 ;
-  assign \$19  = \$16  ? kreg0 : d0;
-  assign k0_0 = \$14  ? kreg0 : \$19 ;
-  assign \$20  = ~ mask;
-  assign \$21  = $signed(kreg0) >= $signed(d0);
-  assign \$22  = valid0 & \$21 ;
-  assign \$23  = \$20  | \$22 ;
-  assign \$24  = $signed(kreg0) >= $signed(d0);
-  assign \$25  = valid0 & \$24 ;
-  assign \$26  = ~ \$25 ;
-  assign \$28  = \$25  ? treg0 : 2'h1;
-  assign t0_0 = \$23  ? treg0 : \$28 ;
-  assign \$29  = ~ mask;
-  assign \$30  = $signed(kreg1) >= $signed(d0);
-  assign \$31  = valid1 & \$30 ;
-  assign \$32  = \$29  | \$31 ;
-  assign \$33  = $signed(kreg1) >= $signed(d0);
-  assign \$34  = valid1 & \$33 ;
-  assign \$35  = ~ \$34 ;
-  assign \$36  = $signed(kreg0) >= $signed(d0);
-  assign \$37  = valid0 & \$36 ;
-  assign \$38  = \$35  & \$37 ;
-  assign \$39  = \$38  ? 1'h1 : valid0;
-  assign v0_1 = \$32  ? valid1 : \$39 ;
-  assign \$40  = ~ mask;
-  assign \$41  = $signed(kreg1) >= $signed(d0);
-  assign \$42  = valid1 & \$41 ;
-  assign \$43  = \$40  | \$42 ;
-  assign \$44  = $signed(kreg1) >= $signed(d0);
-  assign \$45  = valid1 & \$44 ;
-  assign \$46  = ~ \$45 ;
-  assign \$47  = $signed(kreg0) >= $signed(d0);
-  assign \$48  = valid0 & \$47 ;
-  assign \$49  = \$46  & \$48 ;
-  assign \$50  = \$49  ? d0 : kreg0;
-  assign k0_1 = \$43  ? kreg1 : \$50 ;
-  assign \$51  = ~ mask;
-  assign \$52  = $signed(kreg1) >= $signed(d0);
-  assign \$53  = valid1 & \$52 ;
-  assign \$54  = \$51  | \$53 ;
-  assign \$55  = $signed(kreg1) >= $signed(d0);
-  assign \$56  = valid1 & \$55 ;
-  assign \$57  = ~ \$56 ;
-  assign \$58  = $signed(kreg0) >= $signed(d0);
-  assign \$59  = valid0 & \$58 ;
-  assign \$60  = \$57  & \$59 ;
-  assign \$61  = \$60  ? 2'h1 : treg0;
-  assign t0_1 = \$54  ? treg1 : \$61 ;
-  assign \$62  = ~ mask;
-  assign \$63  = $signed(kreg2) >= $signed(d0);
-  assign \$64  = valid2 & \$63 ;
-  assign \$65  = \$62  | \$64 ;
-  assign \$66  = $signed(kreg2) >= $signed(d0);
-  assign \$67  = valid2 & \$66 ;
-  assign \$68  = ~ \$67 ;
-  assign \$69  = $signed(kreg1) >= $signed(d0);
-  assign \$70  = valid1 & \$69 ;
-  assign \$71  = \$68  & \$70 ;
-  assign \$72  = \$71  ? 1'h1 : valid1;
-  assign v0_2 = \$65  ? valid2 : \$72 ;
-  assign \$73  = ~ mask;
-  assign \$74  = $signed(kreg2) >= $signed(d0);
-  assign \$75  = valid2 & \$74 ;
-  assign \$76  = \$73  | \$75 ;
-  assign \$77  = $signed(kreg2) >= $signed(d0);
+  assign \$284  = lane0_at17 ? 2'h1 : 2'h0;
+  assign \$285  = keep16_at17 ? treg16 : 2'h0;
+  assign \$286  = \$284  | \$285 ;
+  assign \$287  = keep17_at17 ? treg17 : 2'h0;
+  assign nt17 = \$286  | \$287 ;
+  assign nv18 = | { keep18_at18, keep17_at18, lane0_at18 };
+  assign \$288  = lane0_at18 ? d0 : 30'h00000000;
+  assign \$289  = keep17_at18 ? kreg17 : 30'h00000000;
+  assign \$290  = \$288  | \$289 ;
+  assign \$291  = keep18_at18 ? kreg18 : 30'h00000000;
+  assign nk18 = \$290  | \$291 ;
+  assign \$292  = lane0_at18 ? 2'h1 : 2'h0;
+  assign \$293  = keep17_at18 ? treg17 : 2'h0;
+  assign \$294  = \$292  | \$293 ;
+  assign \$295  = keep18_at18 ? treg18 : 2'h0;
+  assign nt18 = \$294  | \$295 ;
+  assign nv19 = | { keep19_at19, keep18_at19, lane0_at19 };
+  assign \$296  = lane0_at19 ? d0 : 30'h00000000;
+  assign \$297  = keep18_at19 ? kreg18 : 30'h00000000;
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = keep19_at19 ? kreg19 : 30'h00000000;
+  assign nk19 = \$298  | \$299 ;
+  assign \$300  = lane0_at19 ? 2'h1 : 2'h0;
+  assign \$301  = keep18_at19 ? treg18 : 2'h0;
+  assign \$302  = \$300  | \$301 ;
+  assign \$303  = keep19_at19 ? treg19 : 2'h0;
+  assign nt19 = \$302  | \$303 ;
+  assign nv20 = | { keep20_at20, keep19_at20, lane0_at20 };
+  assign \$304  = lane0_at20 ? d0 : 30'h00000000;
+  assign \$305  = keep19_at20 ? kreg19 : 30'h00000000;
+  assign \$306  = \$304  | \$305 ;
+  assign \$307  = keep20_at20 ? kreg20 : 30'h00000000;
+  assign nk20 = \$306  | \$307 ;
+  assign \$308  = lane0_at20 ? 2'h1 : 2'h0;
+  assign \$309  = keep19_at20 ? treg19 : 2'h0;
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = keep20_at20 ? treg20 : 2'h0;
+  assign nt20 = \$310  | \$311 ;
+  assign \$312  = m - 1'h1;
+  assign \$313  = m > 1'h0;
+  assign \$314  = kreg0 == thr;
+  assign \$315  = \$313  & \$314 ;
+  assign \$316  = m > 1'h1;
+  assign \$317  = kreg1 == thr;
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = \$315  + \$318 ;
+  assign \$320  = m > 2'h2;
+  assign \$321  = kreg2 == thr;
+  assign \$322  = \$320  & \$321 ;
+  assign \$323  = m > 2'h3;
+  assign \$324  = kreg3 == thr;
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = \$322  + \$325 ;
+  assign \$327  = \$319  + \$326 ;
+  assign \$328  = m > 3'h4;
+  assign \$329  = kreg4 == thr;
+  assign \$330  = \$328  & \$329 ;
+  assign \$331  = m > 3'h5;
+  assign \$332  = kreg5 == thr;
+  assign \$333  = \$331  & \$332 ;
+  assign \$334  = \$330  + \$333 ;
+  assign \$335  = m > 3'h6;
+  assign \$336  = kreg6 == thr;
+  assign \$337  = \$335  & \$336 ;
+  assign \$338  = m > 3'h7;
+  assign \$339  = kreg7 == thr;
+  assign \$340  = \$338  & \$339 ;
+  assign \$341  = \$337  + \$340 ;
+  assign \$342  = \$334  + \$341 ;
+  assign \$343  = \$327  + \$342 ;
+  assign \$344  = m > 4'h8;
+  assign \$345  = kreg8 == thr;
+  assign \$346  = \$344  & \$345 ;
+  assign \$347  = m > 4'h9;
+  assign \$348  = kreg9 == thr;
+  assign \$349  = \$347  & \$348 ;
+  assign \$350  = \$346  + \$349 ;
+  assign \$351  = m > 4'ha;
+  assign \$352  = kreg10 == thr;
+  assign \$353  = \$351  & \$352 ;
+  assign \$354  = m > 4'hb;
+  assign \$355  = kreg11 == thr;
+  assign \$356  = \$354  & \$355 ;
+  assign \$357  = \$353  + \$356 ;
+  assign \$358  = \$350  + \$357 ;
+  assign \$359  = m > 4'hc;
+  assign \$360  = kreg12 == thr;
+  assign \$361  = \$359  & \$360 ;
+  assign \$362  = m > 4'hd;
+  assign \$363  = kreg13 == thr;
+  assign \$364  = \$362  & \$363 ;
+  assign \$365  = \$361  + \$364 ;
+  assign \$366  = m > 4'he;
+  assign \$367  = kreg14 == thr;
+  assign \$368  = \$366  & \$367 ;
+  assign \$369  = m > 4'hf;
+  assign \$370  = kreg15 == thr;
+  assign \$371  = \$369  & \$370 ;
+  assign \$372  = \$368  + \$371 ;
+  assign \$373  = \$365  + \$372 ;
+  assign \$374  = \$358  + \$373 ;
+  assign \$375  = \$343  + \$374 ;
+  assign \$376  = m > 5'h10;
+  assign \$377  = kreg16 == thr;
+  assign \$378  = \$376  & \$377 ;
+  assign \$379  = m > 5'h11;
+  assign \$380  = kreg17 == thr;
+  assign \$381  = \$379  & \$380 ;
+  assign \$382  = \$378  + \$381 ;
+  assign \$383  = m > 5'h12;
+  assign \$384  = kreg18 == thr;
+  assign \$385  = \$383  & \$384 ;
+  assign \$386  = m > 5'h13;
+  assign \$387  = kreg19 == thr;
+  assign \$388  = \$386  & \$387 ;
+  assign \$389  = \$385  + \$388 ;
+  assign \$390  = \$382  + \$389 ;
+  assign \$391  = m > 5'h14;
+  assign \$392  = kreg20 == thr;
+  assign \$393  = \$391  & \$392 ;
+  assign \$394  = \$390  + \$393 ;
+  assign \$395  = \$375  + \$394 ;
+  assign \$396  = m > 1'h0;
+  assign \$397  = \$396  ? treg0 : 2'h0;
+  assign \$398  = m > 1'h1;
+  assign \$399  = \$398  ? treg1 : 2'h0;
+  assign \$400  = $signed(\$397 ) + $signed(\$399 );
+  assign \$401  = m > 2'h2;
+  assign \$402  = \$401  ? treg2 : 2'h0;
+  assign \$403  = m > 2'h3;
+  assign \$404  = \$403  ? treg3 : 2'h0;
+  assign \$405  = $signed(\$402 ) + $signed(\$404 );
+  assign \$406  = $signed(\$400 ) + $signed(\$405 );
+  assign \$407  = m > 3'h4;
+  assign \$408  = \$407  ? treg4 : 2'h0;
+  assign \$409  = m > 3'h5;
+  assign \$410  = \$409  ? treg5 : 2'h0;
+  assign \$411  = $signed(\$408 ) + $signed(\$410 );
+  assign \$412  = m > 3'h6;
+  assign \$413  = \$412  ? treg6 : 2'h0;
+  assign \$414  = m > 3'h7;
+  assign \$415  = \$414  ? treg7 : 2'h0;
+  assign \$416  = $signed(\$413 ) + $signed(\$415 );
+  assign \$417  = $signed(\$411 ) + $signed(\$416 );
+  assign \$418  = $signed(\$406 ) + $signed(\$417 );
+  assign \$419  = m > 4'h8;
+  assign \$420  = \$419  ? treg8 : 2'h0;
+  assign \$421  = m > 4'h9;
+  assign \$422  = \$421  ? treg9 : 2'h0;
+  assign \$423  = $signed(\$420 ) + $signed(\$422 );
+  assign \$424  = m > 4'ha;
+  assign \$425  = \$424  ? treg10 : 2'h0;
+  assign \$426  = m > 4'hb;
+  assign \$427  = \$426  ? treg11 : 2'h0;
+  assign \$428  = $signed(\$425 ) + $signed(\$427 );
+  assign \$429  = $signed(\$423 ) + $signed(\$428 );
+  assign \$430  = m > 4'hc;
+  assign \$431  = \$430  ? treg12 : 2'h0;
+  assign \$432  = m > 4'hd;
+  assign \$433  = \$432  ? treg13 : 2'h0;
+  assign \$434  = $signed(\$431 ) + $signed(\$433 );
+  assign \$435  = m > 4'he;
+  assign \$436  = \$435  ? treg14 : 2'h0;
+  assign \$437  = m > 4'hf;
+  assign \$438  = \$437  ? treg15 : 2'h0;
+  assign \$439  = $signed(\$436 ) + $signed(\$438 );
+  assign \$440  = $signed(\$434 ) + $signed(\$439 );
+  assign \$441  = $signed(\$429 ) + $signed(\$440 );
+  assign \$442  = $signed(\$418 ) + $signed(\$441 );
+  assign \$443  = m > 5'h10;
+  assign \$444  = \$443  ? treg16 : 2'h0;
+  assign \$445  = m > 5'h11;
+  assign \$446  = \$445  ? treg17 : 2'h0;
+  assign \$447  = $signed(\$444 ) + $signed(\$446 );
+  assign \$448  = m > 5'h12;
+  assign \$449  = \$448  ? treg18 : 2'h0;
+  assign \$450  = m > 5'h13;
+  assign \$451  = \$450  ? treg19 : 2'h0;
+  assign \$452  = $signed(\$449 ) + $signed(\$451 );
+  assign \$453  = $signed(\$447 ) + $signed(\$452 );
+  assign \$454  = m > 5'h14;
+  assign \$455  = \$454  ? treg20 : 2'h0;
+  assign \$456  = $signed(\$453 ) + $signed(\$455 );
+  assign \$457  = $signed(\$442 ) + $signed(\$456 );
+  assign \$458  = $signed(d0) > $signed(thr);
+  assign \$459  = d0 == thr;
+  assign \$460  = mask & \$459 ;
+  assign \$461  = seen + 1'h0;
+  assign \$462  = \$461  < \$395 [4:0];
+  assign \$463  = \$460  & \$462 ;
+  assign \$464  = \$458  | \$463 ;
+  assign \$465  = mask & \$464 ;
+  assign \$470  = \$467  ? 2'h1 : 2'h0;
+  assign \$471  = d0 == thr;
+  assign \$472  = mask & \$471 ;
+  assign \$473  = seen + \$472 ;
+  always @(posedge clk)
+    valid0 <= \$474 ;
+  always @(posedge clk)
+    valid1 <= \$475 ;
+  always @(posedge clk)
+    valid2 <= \$476 ;
+  always @(posedge clk)
+    valid3 <= \$477 ;
+  always @(posedge clk)
+    valid4 <= \$478 ;
+  always @(posedge clk)
+    valid5 <= \$479 ;
+  always @(posedge clk)
+    valid6 <= \$480 ;
+  always @(posedge clk)
+    valid7 <= \$481 ;
+  always @(posedge clk)
+    valid8 <= \$482 ;
+  always @(posedge clk)
+    valid9 <= \$483 ;
+  always @(posedge clk)
+    valid10 <= \$484 ;
+  always @(posedge clk)
+    valid11 <= \$485 ;
+  always @(posedge clk)
+    valid12 <= \$486 ;
+  always @(posedge clk)
+    valid13 <= \$487 ;
+  always @(posedge clk)
+    valid14 <= \$488 ;
+  always @(posedge clk)
+    valid15 <= \$489 ;
+  always @(posedge clk)
+    valid16 <= \$490 ;
+  always @(posedge clk)
+    valid17 <= \$491 ;
+  always @(posedge clk)
+    valid18 <= \$492 ;
+  always @(posedge clk)
+    valid19 <= \$493 ;
+  always @(posedge clk)
+    valid20 <= \$494 ;
+  always @(posedge clk)
+    kreg0 <= \$495 ;
+  always @(posedge clk)
+    treg0 <= \$496 ;
+  always @(posedge clk)
+    kreg1 <= \$497 ;
+  always @(posedge clk)
+    treg1 <= \$498 ;
+  always @(posedge clk)
+    kreg2 <= \$499 ;
+  always @(posedge clk)
+    treg2 <= \$500 ;
+  always @(posedge clk)
+    kreg3 <= \$501 ;
+  always @(posedge clk)
+    treg3 <= \$502 ;
+  always @(posedge clk)
+    kreg4 <= \$503 ;
+  always @(posedge clk)
+    treg4 <= \$504 ;
+  always @(posedge clk)
+    kreg5 <= \$505 ;
+  always @(posedge clk)
+    treg5 <= \$506 ;
+  always @(posedge clk)
+    kreg6 <= \$507 ;
+  always @(posedge clk)
+    treg6 <= \$508 ;
+  always @(posedge clk)
+    kreg7 <= \$509 ;
+  always @(posedge clk)
+    treg7 <= \$510 ;
+  always @(posedge clk)
+    kreg8 <= \$511 ;
+  always @(posedge clk)
+    treg8 <= \$512 ;
+  always @(posedge clk)
+    kreg9 <= \$513 ;
+  always @(posedge clk)
+    treg9 <= \$514 ;
+  always @(posedge clk)
+    kreg10 <= \$515 ;
+  always @(posedge clk)
+    treg10 <= \$516 ;
+  always @(posedge clk)
+    kreg11 <= \$517 ;
+  always @(posedge clk)
+    treg11 <= \$518 ;
+  always @(posedge clk)
+    kreg12 <= \$519 ;
+  always @(posedge clk)
+    treg12 <= \$520 ;
+  always @(posedge clk)
+    kreg13 <= \$521 ;
+  always @(posedge clk)
+    treg13 <= \$522 ;
+  always @(posedge clk)
+    kreg14 <= \$523 ;
+  always @(posedge clk)
+    treg14 <= \$524 ;
+  always @(posedge clk)
+    kreg15 <= \$525 ;
+  always @(posedge clk)
+    treg15 <= \$526 ;
+  always @(posedge clk)
+    kreg16 <= \$527 ;
+  always @(posedge clk)
+    treg16 <= \$528 ;
+  always @(posedge clk)
+    kreg17 <= \$529 ;
+  always @(posedge clk)
+    treg17 <= \$530 ;
+  always @(posedge clk)
+    kreg18 <= \$531 ;
+  always @(posedge clk)
+    treg18 <= \$532 ;
+  always @(posedge clk)
+    kreg19 <= \$533 ;
+  always @(posedge clk)
+    treg19 <= \$534 ;
+  always @(posedge clk)
+    kreg20 <= \$535 ;
+  always @(posedge clk)
+    treg20 <= \$536 ;
+  always @(posedge clk)
+    seen <= \$537 ;
+  assign \$1  = $signed({ 1'h0, \port$1606$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1606$0 [41:13]);
+  assign \$2  = $signed(kreg0) >= $signed(d0);
+  assign ge0_0 = valid0 & \$2 ;
+  assign \$3  = $signed(kreg1) >= $signed(d0);
+  assign ge1_0 = valid1 & \$3 ;
+  assign \$4  = $signed(kreg2) >= $signed(d0);
+  assign ge2_0 = valid2 & \$4 ;
+  assign \$5  = $signed(kreg3) >= $signed(d0);
+  assign ge3_0 = valid3 & \$5 ;
+  assign \$6  = $signed(kreg4) >= $signed(d0);
+  assign ge4_0 = valid4 & \$6 ;
+  assign \$7  = $signed(kreg5) >= $signed(d0);
+  assign ge5_0 = valid5 & \$7 ;
+  assign \$8  = $signed(kreg6) >= $signed(d0);
+  assign ge6_0 = valid6 & \$8 ;
+  assign \$9  = $signed(kreg7) >= $signed(d0);
+  assign ge7_0 = valid7 & \$9 ;
+  assign \$10  = $signed(kreg8) >= $signed(d0);
+  assign ge8_0 = valid8 & \$10 ;
+  assign \$11  = $signed(kreg9) >= $signed(d0);
+  assign ge9_0 = valid9 & \$11 ;
+  assign \$12  = $signed(kreg10) >= $signed(d0);
+  assign ge10_0 = valid10 & \$12 ;
+  assign \$13  = $signed(kreg11) >= $signed(d0);
+  assign ge11_0 = valid11 & \$13 ;
+  assign \$14  = $signed(kreg12) >= $signed(d0);
+  assign ge12_0 = valid12 & \$14 ;
+  assign \$15  = $signed(kreg13) >= $signed(d0);
+  assign ge13_0 = valid13 & \$15 ;
+  assign \$16  = $signed(kreg14) >= $signed(d0);
+  assign ge14_0 = valid14 & \$16 ;
+  assign \$17  = $signed(kreg15) >= $signed(d0);
+  assign ge15_0 = valid15 & \$17 ;
+  assign \$18  = $signed(kreg16) >= $signed(d0);
+  assign ge16_0 = valid16 & \$18 ;
+  assign \$19  = $signed(kreg17) >= $signed(d0);
+  assign ge17_0 = valid17 & \$19 ;
+  assign \$20  = $signed(kreg18) >= $signed(d0);
+  assign ge18_0 = valid18 & \$20 ;
+  assign \$21  = $signed(kreg19) >= $signed(d0);
+  assign ge19_0 = valid19 & \$21 ;
+  assign \$22  = $signed(kreg20) >= $signed(d0);
+  assign ge20_0 = valid20 & \$22 ;
+  assign \$23  = ~ ge0_0;
+  assign \$24  = ~ ge1_0;
+  assign at0_1 = ge0_0 & \$24 ;
+  assign \$25  = ~ ge2_0;
+  assign at0_2 = ge1_0 & \$25 ;
+  assign \$26  = ~ ge3_0;
+  assign at0_3 = ge2_0 & \$26 ;
+  assign \$27  = ~ ge4_0;
+  assign at0_4 = ge3_0 & \$27 ;
+  assign \$28  = ~ ge5_0;
+  assign at0_5 = ge4_0 & \$28 ;
+  assign \$29  = ~ ge6_0;
+  assign at0_6 = ge5_0 & \$29 ;
+  assign \$30  = ~ ge7_0;
+  assign at0_7 = ge6_0 & \$30 ;
+  assign \$31  = ~ ge8_0;
+  assign at0_8 = ge7_0 & \$31 ;
+  assign \$32  = ~ ge9_0;
+  assign at0_9 = ge8_0 & \$32 ;
+  assign \$33  = ~ ge10_0;
+  assign at0_10 = ge9_0 & \$33 ;
+  assign \$34  = ~ ge11_0;
+  assign at0_11 = ge10_0 & \$34 ;
+  assign \$35  = ~ ge12_0;
+  assign at0_12 = ge11_0 & \$35 ;
+  assign \$36  = ~ ge13_0;
+  assign at0_13 = ge12_0 & \$36 ;
+  assign \$37  = ~ ge14_0;
+  assign at0_14 = ge13_0 & \$37 ;
+  assign \$38  = ~ ge15_0;
+  assign at0_15 = ge14_0 & \$38 ;
+  assign \$39  = ~ ge16_0;
+  assign at0_16 = ge15_0 & \$39 ;
+  assign \$40  = ~ ge17_0;
+  assign at0_17 = ge16_0 & \$40 ;
+  assign \$41  = ~ ge18_0;
+  assign at0_18 = ge17_0 & \$41 ;
+  assign \$42  = ~ ge19_0;
+  assign at0_19 = ge18_0 & \$42 ;
+  assign \$43  = ~ ge20_0;
+  assign at0_20 = ge19_0 & \$43 ;
+  assign lane0_at0 = mask & \$45 ;
+  assign lane0_at1 = mask & \$47 ;
+  assign lane0_at2 = mask & \$49 ;
+  assign lane0_at3 = mask & \$51 ;
+  assign lane0_at4 = mask & \$53 ;
+  assign lane0_at5 = mask & \$55 ;
+  assign lane0_at6 = mask & \$57 ;
+  assign lane0_at7 = mask & \$59 ;
+  assign lane0_at8 = mask & \$61 ;
+  assign lane0_at9 = mask & \$63 ;
+  assign lane0_at10 = mask & \$65 ;
+  assign lane0_at11 = mask & \$67 ;
+  assign lane0_at12 = mask & \$69 ;
+  assign lane0_at13 = mask & \$71 ;
+  assign lane0_at14 = mask & \$73 ;
+  assign lane0_at15 = mask & \$75 ;
+  assign lane0_at16 = mask & \$77 ;
+  assign lane0_at17 = mask & \$79 ;
+  assign lane0_at18 = mask & \$81 ;
+  assign lane0_at19 = mask & \$83 ;
+  assign lane0_at20 = mask & \$85 ;
+  assign \$86  = ~ ge0_0;
+  assign pass0 = mask & \$86 ;
+  assign \$87  = ! pass0;
+  assign keep0_at0 = valid0 & \$87 ;
+  assign keep0_at1 = valid0 & \$88 ;
+  assign \$89  = ~ ge1_0;
+  assign pass1 = mask & \$89 ;
+  assign \$90  = ! pass1;
+  assign keep1_at1 = valid1 & \$90 ;
+  assign keep1_at2 = valid1 & \$91 ;
+  assign \$92  = ~ ge2_0;
+  assign pass2 = mask & \$92 ;
+  assign \$93  = ! pass2;
+  assign keep2_at2 = valid2 & \$93 ;
+  assign keep2_at3 = valid2 & \$94 ;
+  assign \$95  = ~ ge3_0;
+  assign pass3 = mask & \$95 ;
+  assign \$96  = ! pass3;
+  assign keep3_at3 = valid3 & \$96 ;
+  assign keep3_at4 = valid3 & \$97 ;
+  assign \$98  = ~ ge4_0;
+  assign pass4 = mask & \$98 ;
+  assign \$99  = ! pass4;
+  assign keep4_at4 = valid4 & \$99 ;
+  assign keep4_at5 = valid4 & \$100 ;
+  assign \$101  = ~ ge5_0;
+  assign pass5 = mask & \$101 ;
+  assign \$102  = ! pass5;
+  assign keep5_at5 = valid5 & \$102 ;
+  assign keep5_at6 = valid5 & \$103 ;
+  assign \$104  = ~ ge6_0;
+  assign pass6 = mask & \$104 ;
+  assign \$105  = ! pass6;
+  assign keep6_at6 = valid6 & \$105 ;
+  assign keep6_at7 = valid6 & \$106 ;
+  assign \$107  = ~ ge7_0;
+  assign pass7 = mask & \$107 ;
+  assign \$108  = ! pass7;
+  assign keep7_at7 = valid7 & \$108 ;
+  assign keep7_at8 = valid7 & \$109 ;
+  assign \$110  = ~ ge8_0;
+  assign pass8 = mask & \$110 ;
+  assign \$111  = ! pass8;
+  assign keep8_at8 = valid8 & \$111 ;
+  assign keep8_at9 = valid8 & \$112 ;
+  assign \$113  = ~ ge9_0;
+  assign pass9 = mask & \$113 ;
+  assign \$114  = ! pass9;
+  assign keep9_at9 = valid9 & \$114 ;
+  assign keep9_at10 = valid9 & \$115 ;
+  assign \$116  = ~ ge10_0;
+  assign pass10 = mask & \$116 ;
+  assign \$117  = ! pass10;
+  assign keep10_at10 = valid10 & \$117 ;
+  assign keep10_at11 = valid10 & \$118 ;
+  assign \$119  = ~ ge11_0;
+  assign pass11 = mask & \$119 ;
+  assign \$120  = ! pass11;
+  assign keep11_at11 = valid11 & \$120 ;
+  assign keep11_at12 = valid11 & \$121 ;
+  assign \$122  = ~ ge12_0;
+  assign pass12 = mask & \$122 ;
+  assign \$123  = ! pass12;
+  assign keep12_at12 = valid12 & \$123 ;
+  assign keep12_at13 = valid12 & \$124 ;
+  assign \$125  = ~ ge13_0;
+  assign pass13 = mask & \$125 ;
+  assign \$126  = ! pass13;
+  assign keep13_at13 = valid13 & \$126 ;
+  assign keep13_at14 = valid13 & \$127 ;
+  assign \$128  = ~ ge14_0;
+  assign pass14 = mask & \$128 ;
+  assign \$129  = ! pass14;
+  assign keep14_at14 = valid14 & \$129 ;
+  assign keep14_at15 = valid14 & \$130 ;
+  assign \$131  = ~ ge15_0;
+  assign pass15 = mask & \$131 ;
+  assign \$132  = ! pass15;
+  assign keep15_at15 = valid15 & \$132 ;
+  assign keep15_at16 = valid15 & \$133 ;
+  assign \$134  = ~ ge16_0;
+  assign pass16 = mask & \$134 ;
+  assign \$135  = ! pass16;
+  assign keep16_at16 = valid16 & \$135 ;
+  assign keep16_at17 = valid16 & \$136 ;
+  assign \$137  = ~ ge17_0;
+  assign pass17 = mask & \$137 ;
+  assign \$138  = ! pass17;
+  assign keep17_at17 = valid17 & \$138 ;
+  assign keep17_at18 = valid17 & \$139 ;
+  assign \$140  = ~ ge18_0;
+  assign pass18 = mask & \$140 ;
+  assign \$141  = ! pass18;
+  assign keep18_at18 = valid18 & \$141 ;
+  assign keep18_at19 = valid18 & \$142 ;
+  assign \$143  = ~ ge19_0;
+  assign pass19 = mask & \$143 ;
+  assign \$144  = ! pass19;
+  assign keep19_at19 = valid19 & \$144 ;
+  assign keep19_at20 = valid19 & \$145 ;
+  assign \$146  = ~ ge20_0;
+  assign pass20 = mask & \$146 ;
+  assign \$147  = ! pass20;
+  assign keep20_at20 = valid20 & \$147 ;
+  assign nv0 = | { keep0_at0, lane0_at0 };
+  assign \$148  = lane0_at0 ? d0 : 30'h00000000;
+  assign \$149  = keep0_at0 ? kreg0 : 30'h00000000;
+  assign nk0 = \$148  | \$149 ;
+  assign \$150  = lane0_at0 ? 2'h1 : 2'h0;
+  assign \$151  = keep0_at0 ? treg0 : 2'h0;
+  assign nt0 = \$150  | \$151 ;
+  assign nv1 = | { keep1_at1, keep0_at1, lane0_at1 };
+  assign \$152  = lane0_at1 ? d0 : 30'h00000000;
+  assign \$153  = keep0_at1 ? kreg0 : 30'h00000000;
+  assign \$154  = \$152  | \$153 ;
+  assign \$155  = keep1_at1 ? kreg1 : 30'h00000000;
+  assign nk1 = \$154  | \$155 ;
+  assign \$156  = lane0_at1 ? 2'h1 : 2'h0;
+  assign \$157  = keep0_at1 ? treg0 : 2'h0;
+  assign \$158  = \$156  | \$157 ;
+  assign \$159  = keep1_at1 ? treg1 : 2'h0;
+  assign nt1 = \$158  | \$159 ;
+  assign nv2 = | { keep2_at2, keep1_at2, lane0_at2 };
+  assign \$160  = lane0_at2 ? d0 : 30'h00000000;
+  assign \$161  = keep1_at2 ? kreg1 : 30'h00000000;
+  assign \$162  = \$160  | \$161 ;
+  assign \$163  = keep2_at2 ? kreg2 : 30'h00000000;
+  assign nk2 = \$162  | \$163 ;
+  assign \$164  = lane0_at2 ? 2'h1 : 2'h0;
+  assign \$165  = keep1_at2 ? treg1 : 2'h0;
+  assign \$166  = \$164  | \$165 ;
+  assign \$167  = keep2_at2 ? treg2 : 2'h0;
+  assign nt2 = \$166  | \$167 ;
+  assign nv3 = | { keep3_at3, keep2_at3, lane0_at3 };
+  assign \$168  = lane0_at3 ? d0 : 30'h00000000;
+  assign \$169  = keep2_at3 ? kreg2 : 30'h00000000;
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = keep3_at3 ? kreg3 : 30'h00000000;
+  assign nk3 = \$170  | \$171 ;
+  assign \$172  = lane0_at3 ? 2'h1 : 2'h0;
+  assign \$173  = keep2_at3 ? treg2 : 2'h0;
+  assign \$174  = \$172  | \$173 ;
+  assign \$175  = keep3_at3 ? treg3 : 2'h0;
+  assign nt3 = \$174  | \$175 ;
+  assign nv4 = | { keep4_at4, keep3_at4, lane0_at4 };
+  assign \$176  = lane0_at4 ? d0 : 30'h00000000;
+  assign \$177  = keep3_at4 ? kreg3 : 30'h00000000;
+  assign \$178  = \$176  | \$177 ;
+  assign \$179  = keep4_at4 ? kreg4 : 30'h00000000;
+  assign nk4 = \$178  | \$179 ;
+  assign \$180  = lane0_at4 ? 2'h1 : 2'h0;
+  assign \$181  = keep3_at4 ? treg3 : 2'h0;
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = keep4_at4 ? treg4 : 2'h0;
+  assign nt4 = \$182  | \$183 ;
+  assign nv5 = | { keep5_at5, keep4_at5, lane0_at5 };
+  assign \$184  = lane0_at5 ? d0 : 30'h00000000;
+  assign \$185  = keep4_at5 ? kreg4 : 30'h00000000;
+  assign \$186  = \$184  | \$185 ;
+  assign \$187  = keep5_at5 ? kreg5 : 30'h00000000;
+  assign nk5 = \$186  | \$187 ;
+  assign \$188  = lane0_at5 ? 2'h1 : 2'h0;
+  assign \$189  = keep4_at5 ? treg4 : 2'h0;
+  assign \$190  = \$188  | \$189 ;
+  assign \$191  = keep5_at5 ? treg5 : 2'h0;
+  assign nt5 = \$190  | \$191 ;
+  assign nv6 = | { keep6_at6, keep5_at6, lane0_at6 };
+  assign \$192  = lane0_at6 ? d0 : 30'h00000000;
+  assign \$193  = keep5_at6 ? kreg5 : 30'h00000000;
+  assign \$194  = \$192  | \$193 ;
+  assign \$195  = keep6_at6 ? kreg6 : 30'h00000000;
+  assign nk6 = \$194  | \$195 ;
+  assign \$196  = lane0_at6 ? 2'h1 : 2'h0;
+  assign \$197  = keep5_at6 ? treg5 : 2'h0;
+  assign \$198  = \$196  | \$197 ;
+  assign \$199  = keep6_at6 ? treg6 : 2'h0;
+  assign nt6 = \$198  | \$199 ;
+  assign nv7 = | { keep7_at7, keep6_at7, lane0_at7 };
+  assign \$200  = lane0_at7 ? d0 : 30'h00000000;
+  assign \$201  = keep6_at7 ? kreg6 : 30'h00000000;
+  assign \$202  = \$200  | \$201 ;
+  assign \$203  = keep7_at7 ? kreg7 : 30'h00000000;
+  assign nk7 = \$202  | \$203 ;
+  assign \$204  = lane0_at7 ? 2'h1 : 2'h0;
+  assign \$205  = keep6_at7 ? treg6 : 2'h0;
+  assign \$206  = \$204  | \$205 ;
+  assign \$207  = keep7_at7 ? treg7 : 2'h0;
+  assign nt7 = \$206  | \$207 ;
+  assign nv8 = | { keep8_at8, keep7_at8, lane0_at8 };
+  assign \$208  = lane0_at8 ? d0 : 30'h00000000;
+  assign \$209  = keep7_at8 ? kreg7 : 30'h00000000;
+  assign \$210  = \$208  | \$209 ;
+  assign \$211  = keep8_at8 ? kreg8 : 30'h00000000;
+  assign nk8 = \$210  | \$211 ;
+  assign \$212  = lane0_at8 ? 2'h1 : 2'h0;
+  assign \$213  = keep7_at8 ? treg7 : 2'h0;
+  assign \$214  = \$212  | \$213 ;
+  assign \$215  = keep8_at8 ? treg8 : 2'h0;
+  assign nt8 = \$214  | \$215 ;
+  assign nv9 = | { keep9_at9, keep8_at9, lane0_at9 };
+  assign \$216  = lane0_at9 ? d0 : 30'h00000000;
+  assign \$217  = keep8_at9 ? kreg8 : 30'h00000000;
+  assign \$218  = \$216  | \$217 ;
+  assign \$219  = keep9_at9 ? kreg9 : 30'h00000000;
+  assign nk9 = \$218  | \$219 ;
+  assign \$220  = lane0_at9 ? 2'h1 : 2'h0;
+  assign \$221  = keep8_at9 ? treg8 : 2'h0;
+  assign \$222  = \$220  | \$221 ;
+  assign \$223  = keep9_at9 ? treg9 : 2'h0;
+  assign nt9 = \$222  | \$223 ;
+  assign nv10 = | { keep10_at10, keep9_at10, lane0_at10 };
+  assign \$224  = lane0_at10 ? d0 : 30'h00000000;
+  assign \$225  = keep9_at10 ? kreg9 : 30'h00000000;
+  assign \$226  = \$224  | \$225 ;
+  assign \$227  = keep10_at10 ? kreg10 : 30'h00000000;
+  assign nk10 = \$226  | \$227 ;
+  assign \$228  = lane0_at10 ? 2'h1 : 2'h0;
+  assign \$229  = keep9_at10 ? treg9 : 2'h0;
+  assign \$230  = \$228  | \$229 ;
+  assign \$231  = keep10_at10 ? treg10 : 2'h0;
+  assign nt10 = \$230  | \$231 ;
+  assign nv11 = | { keep11_at11, keep10_at11, lane0_at11 };
+  assign \$232  = lane0_at11 ? d0 : 30'h00000000;
+  assign \$233  = keep10_at11 ? kreg10 : 30'h00000000;
+  assign \$234  = \$232  | \$233 ;
+  assign \$235  = keep11_at11 ? kreg11 : 30'h00000000;
+  assign nk11 = \$234  | \$235 ;
+  assign \$236  = lane0_at11 ? 2'h1 : 2'h0;
+  assign \$237  = keep10_at11 ? treg10 : 2'h0;
+  assign \$238  = \$236  | \$237 ;
+  assign \$239  = keep11_at11 ? treg11 : 2'h0;
+  assign nt11 = \$238  | \$239 ;
+  assign nv12 = | { keep12_at12, keep11_at12, lane0_at12 };
+  assign \$240  = lane0_at12 ? d0 : 30'h00000000;
+  assign \$241  = keep11_at12 ? kreg11 : 30'h00000000;
+  assign \$242  = \$240  | \$241 ;
+  assign \$243  = keep12_at12 ? kreg12 : 30'h00000000;
+  assign nk12 = \$242  | \$243 ;
+  assign \$244  = lane0_at12 ? 2'h1 : 2'h0;
+  assign \$245  = keep11_at12 ? treg11 : 2'h0;
+  assign \$246  = \$244  | \$245 ;
+  assign \$247  = keep12_at12 ? treg12 : 2'h0;
+  assign nt12 = \$246  | \$247 ;
+  assign nv13 = | { keep13_at13, keep12_at13, lane0_at13 };
+  assign \$248  = lane0_at13 ? d0 : 30'h00000000;
+  assign \$249  = keep12_at13 ? kreg12 : 30'h00000000;
+  assign \$250  = \$248  | \$249 ;
+  assign \$251  = keep13_at13 ? kreg13 : 30'h00000000;
+  assign nk13 = \$250  | \$251 ;
+  assign \$252  = lane0_at13 ? 2'h1 : 2'h0;
+  assign \$253  = keep12_at13 ? treg12 : 2'h0;
+  assign \$254  = \$252  | \$253 ;
+  assign \$255  = keep13_at13 ? treg13 : 2'h0;
+  assign nt13 = \$254  | \$255 ;
+  assign nv14 = | { keep14_at14, keep13_at14, lane0_at14 };
+  assign \$256  = lane0_at14 ? d0 : 30'h00000000;
+  assign \$257  = keep13_at14 ? kreg13 : 30'h00000000;
+  assign \$258  = \$256  | \$257 ;
+  assign \$259  = keep14_at14 ? kreg14 : 30'h00000000;
+  assign nk14 = \$258  | \$259 ;
+  assign \$260  = lane0_at14 ? 2'h1 : 2'h0;
+  assign \$261  = keep13_at14 ? treg13 : 2'h0;
+  assign \$262  = \$260  | \$261 ;
+  assign \$263  = keep14_at14 ? treg14 : 2'h0;
+  assign nt14 = \$262  | \$263 ;
+  assign nv15 = | { keep15_at15, keep14_at15, lane0_at15 };
+  assign \$264  = lane0_at15 ? d0 : 30'h00000000;
+  assign \$265  = keep14_at15 ? kreg14 : 30'h00000000;
+  assign \$266  = \$264  | \$265 ;
+  assign \$267  = keep15_at15 ? kreg15 : 30'h00000000;
+  assign nk15 = \$266  | \$267 ;
+  assign \$268  = lane0_at15 ? 2'h1 : 2'h0;
+  assign \$269  = keep14_at15 ? treg14 : 2'h0;
+  assign \$270  = \$268  | \$269 ;
+  assign \$271  = keep15_at15 ? treg15 : 2'h0;
+  assign nt15 = \$270  | \$271 ;
+  assign nv16 = | { keep16_at16, keep15_at16, lane0_at16 };
+  assign \$272  = lane0_at16 ? d0 : 30'h00000000;
+  assign \$273  = keep15_at16 ? kreg15 : 30'h00000000;
+  assign \$274  = \$272  | \$273 ;
+  assign \$275  = keep16_at16 ? kreg16 : 30'h00000000;
+  assign nk16 = \$274  | \$275 ;
+  assign \$276  = lane0_at16 ? 2'h1 : 2'h0;
+  assign \$277  = keep15_at16 ? treg15 : 2'h0;
+  assign \$278  = \$276  | \$277 ;
+  assign \$279  = keep16_at16 ? treg16 : 2'h0;
+  assign nt16 = \$278  | \$279 ;
+  assign nv17 = | { keep17_at17, keep16_at17, lane0_at17 };
+  assign \$280  = lane0_at17 ? d0 : 30'h00000000;
+  assign \$281  = keep16_at17 ? kreg16 : 30'h00000000;
+  assign \$282  = \$280  | \$281 ;
+  assign \$283  = keep17_at17 ? kreg17 : 30'h00000000;
+  assign nk17 = \$282  | \$283 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     thr = 30'h00000000;
-    casez (\$689 )
+    casez (\$312 )
       6'h00:
           thr = kreg0;
       6'h01:
@@ -6693,746 +6130,807 @@ module \hwnorm_bwd_cvar_s16.sel$80 (clk, rst, mask, \port$1747$0 , \port$1760$0 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$851  = valid0;
+    \$474  = valid0;
     if (clear) begin
-      \$851  = 1'h0;
+      \$474  = 1'h0;
     end else if (p1) begin
-      \$851  = v0_0;
+      \$474  = nv0;
     end
     if (rst) begin
-      \$851  = 1'h0;
+      \$474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$852  = valid1;
+    \$475  = valid1;
     if (clear) begin
-      \$852  = 1'h0;
+      \$475  = 1'h0;
     end else if (p1) begin
-      \$852  = v0_1;
+      \$475  = nv1;
     end
     if (rst) begin
-      \$852  = 1'h0;
+      \$475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$853  = valid2;
+    \$476  = valid2;
     if (clear) begin
-      \$853  = 1'h0;
+      \$476  = 1'h0;
     end else if (p1) begin
-      \$853  = v0_2;
+      \$476  = nv2;
     end
     if (rst) begin
-      \$853  = 1'h0;
+      \$476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$854  = valid3;
+    \$477  = valid3;
     if (clear) begin
-      \$854  = 1'h0;
+      \$477  = 1'h0;
     end else if (p1) begin
-      \$854  = v0_3;
+      \$477  = nv3;
     end
     if (rst) begin
-      \$854  = 1'h0;
+      \$477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$855  = valid4;
+    \$478  = valid4;
     if (clear) begin
-      \$855  = 1'h0;
+      \$478  = 1'h0;
     end else if (p1) begin
-      \$855  = v0_4;
+      \$478  = nv4;
     end
     if (rst) begin
-      \$855  = 1'h0;
+      \$478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$856  = valid5;
+    \$479  = valid5;
     if (clear) begin
-      \$856  = 1'h0;
+      \$479  = 1'h0;
     end else if (p1) begin
-      \$856  = v0_5;
+      \$479  = nv5;
     end
     if (rst) begin
-      \$856  = 1'h0;
+      \$479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$857  = valid6;
+    \$480  = valid6;
     if (clear) begin
-      \$857  = 1'h0;
+      \$480  = 1'h0;
     end else if (p1) begin
-      \$857  = v0_6;
+      \$480  = nv6;
     end
     if (rst) begin
-      \$857  = 1'h0;
+      \$480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$858  = valid7;
+    \$481  = valid7;
     if (clear) begin
-      \$858  = 1'h0;
+      \$481  = 1'h0;
     end else if (p1) begin
-      \$858  = v0_7;
+      \$481  = nv7;
     end
     if (rst) begin
-      \$858  = 1'h0;
+      \$481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$859  = valid8;
+    \$482  = valid8;
     if (clear) begin
-      \$859  = 1'h0;
+      \$482  = 1'h0;
     end else if (p1) begin
-      \$859  = v0_8;
+      \$482  = nv8;
     end
     if (rst) begin
-      \$859  = 1'h0;
+      \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$860  = valid9;
+    \$483  = valid9;
     if (clear) begin
-      \$860  = 1'h0;
+      \$483  = 1'h0;
     end else if (p1) begin
-      \$860  = v0_9;
+      \$483  = nv9;
     end
     if (rst) begin
-      \$860  = 1'h0;
+      \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$861  = valid10;
+    \$484  = valid10;
     if (clear) begin
-      \$861  = 1'h0;
+      \$484  = 1'h0;
     end else if (p1) begin
-      \$861  = v0_10;
+      \$484  = nv10;
     end
     if (rst) begin
-      \$861  = 1'h0;
+      \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$862  = valid11;
+    \$485  = valid11;
     if (clear) begin
-      \$862  = 1'h0;
+      \$485  = 1'h0;
     end else if (p1) begin
-      \$862  = v0_11;
+      \$485  = nv11;
     end
     if (rst) begin
-      \$862  = 1'h0;
+      \$485  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$863  = valid12;
+    \$486  = valid12;
     if (clear) begin
-      \$863  = 1'h0;
+      \$486  = 1'h0;
     end else if (p1) begin
-      \$863  = v0_12;
+      \$486  = nv12;
     end
     if (rst) begin
-      \$863  = 1'h0;
+      \$486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$864  = valid13;
+    \$487  = valid13;
     if (clear) begin
-      \$864  = 1'h0;
+      \$487  = 1'h0;
     end else if (p1) begin
-      \$864  = v0_13;
+      \$487  = nv13;
     end
     if (rst) begin
-      \$864  = 1'h0;
+      \$487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$865  = valid14;
+    \$488  = valid14;
     if (clear) begin
-      \$865  = 1'h0;
+      \$488  = 1'h0;
     end else if (p1) begin
-      \$865  = v0_14;
+      \$488  = nv14;
     end
     if (rst) begin
-      \$865  = 1'h0;
+      \$488  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$866  = valid15;
+    \$489  = valid15;
     if (clear) begin
-      \$866  = 1'h0;
+      \$489  = 1'h0;
     end else if (p1) begin
-      \$866  = v0_15;
+      \$489  = nv15;
     end
     if (rst) begin
-      \$866  = 1'h0;
+      \$489  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$867  = valid16;
+    \$490  = valid16;
     if (clear) begin
-      \$867  = 1'h0;
+      \$490  = 1'h0;
     end else if (p1) begin
-      \$867  = v0_16;
+      \$490  = nv16;
     end
     if (rst) begin
-      \$867  = 1'h0;
+      \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$868  = valid17;
+    \$491  = valid17;
     if (clear) begin
-      \$868  = 1'h0;
+      \$491  = 1'h0;
     end else if (p1) begin
-      \$868  = v0_17;
+      \$491  = nv17;
     end
     if (rst) begin
-      \$868  = 1'h0;
+      \$491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$869  = valid18;
+    \$492  = valid18;
     if (clear) begin
-      \$869  = 1'h0;
+      \$492  = 1'h0;
     end else if (p1) begin
-      \$869  = v0_18;
+      \$492  = nv18;
     end
     if (rst) begin
-      \$869  = 1'h0;
+      \$492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$870  = valid19;
+    \$493  = valid19;
     if (clear) begin
-      \$870  = 1'h0;
+      \$493  = 1'h0;
     end else if (p1) begin
-      \$870  = v0_19;
+      \$493  = nv19;
     end
     if (rst) begin
-      \$870  = 1'h0;
+      \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$871  = valid20;
+    \$494  = valid20;
     if (clear) begin
-      \$871  = 1'h0;
+      \$494  = 1'h0;
     end else if (p1) begin
-      \$871  = v0_20;
+      \$494  = nv20;
     end
     if (rst) begin
-      \$871  = 1'h0;
+      \$494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$872  = kreg0;
+    \$495  = kreg0;
     if (clear) begin
     end else if (p1) begin
-      \$872  = k0_0;
+      \$495  = nk0;
     end
     if (rst) begin
-      \$872  = 30'h00000000;
+      \$495  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$873  = treg0;
+    \$496  = treg0;
     if (clear) begin
     end else if (p1) begin
-      \$873  = t0_0;
+      \$496  = nt0;
     end
     if (rst) begin
-      \$873  = 2'h0;
+      \$496  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$874  = kreg1;
+    \$497  = kreg1;
     if (clear) begin
     end else if (p1) begin
-      \$874  = k0_1;
+      \$497  = nk1;
     end
     if (rst) begin
-      \$874  = 30'h00000000;
+      \$497  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$875  = treg1;
+    \$498  = treg1;
     if (clear) begin
     end else if (p1) begin
-      \$875  = t0_1;
+      \$498  = nt1;
     end
     if (rst) begin
-      \$875  = 2'h0;
+      \$498  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$876  = kreg2;
+    \$499  = kreg2;
     if (clear) begin
     end else if (p1) begin
-      \$876  = k0_2;
+      \$499  = nk2;
     end
     if (rst) begin
-      \$876  = 30'h00000000;
+      \$499  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$877  = treg2;
+    \$500  = treg2;
     if (clear) begin
     end else if (p1) begin
-      \$877  = t0_2;
+      \$500  = nt2;
     end
     if (rst) begin
-      \$877  = 2'h0;
+      \$500  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$878  = kreg3;
+    \$501  = kreg3;
     if (clear) begin
     end else if (p1) begin
-      \$878  = k0_3;
+      \$501  = nk3;
     end
     if (rst) begin
-      \$878  = 30'h00000000;
+      \$501  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$879  = treg3;
+    \$502  = treg3;
     if (clear) begin
     end else if (p1) begin
-      \$879  = t0_3;
+      \$502  = nt3;
     end
     if (rst) begin
-      \$879  = 2'h0;
+      \$502  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$880  = kreg4;
+    \$503  = kreg4;
     if (clear) begin
     end else if (p1) begin
-      \$880  = k0_4;
+      \$503  = nk4;
     end
     if (rst) begin
-      \$880  = 30'h00000000;
+      \$503  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$881  = treg4;
+    \$504  = treg4;
     if (clear) begin
     end else if (p1) begin
-      \$881  = t0_4;
+      \$504  = nt4;
     end
     if (rst) begin
-      \$881  = 2'h0;
+      \$504  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$882  = kreg5;
+    \$505  = kreg5;
     if (clear) begin
     end else if (p1) begin
-      \$882  = k0_5;
+      \$505  = nk5;
     end
     if (rst) begin
-      \$882  = 30'h00000000;
+      \$505  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$883  = treg5;
+    \$506  = treg5;
     if (clear) begin
     end else if (p1) begin
-      \$883  = t0_5;
+      \$506  = nt5;
     end
     if (rst) begin
-      \$883  = 2'h0;
+      \$506  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$884  = kreg6;
+    \$507  = kreg6;
     if (clear) begin
     end else if (p1) begin
-      \$884  = k0_6;
+      \$507  = nk6;
     end
     if (rst) begin
-      \$884  = 30'h00000000;
+      \$507  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$885  = treg6;
+    \$508  = treg6;
     if (clear) begin
     end else if (p1) begin
-      \$885  = t0_6;
+      \$508  = nt6;
     end
     if (rst) begin
-      \$885  = 2'h0;
+      \$508  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$886  = kreg7;
+    \$509  = kreg7;
     if (clear) begin
     end else if (p1) begin
-      \$886  = k0_7;
+      \$509  = nk7;
     end
     if (rst) begin
-      \$886  = 30'h00000000;
+      \$509  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$887  = treg7;
+    \$510  = treg7;
     if (clear) begin
     end else if (p1) begin
-      \$887  = t0_7;
+      \$510  = nt7;
     end
     if (rst) begin
-      \$887  = 2'h0;
+      \$510  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$888  = kreg8;
+    \$511  = kreg8;
     if (clear) begin
     end else if (p1) begin
-      \$888  = k0_8;
+      \$511  = nk8;
     end
     if (rst) begin
-      \$888  = 30'h00000000;
+      \$511  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$889  = treg8;
+    \$512  = treg8;
     if (clear) begin
     end else if (p1) begin
-      \$889  = t0_8;
+      \$512  = nt8;
     end
     if (rst) begin
-      \$889  = 2'h0;
+      \$512  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$890  = kreg9;
+    \$513  = kreg9;
     if (clear) begin
     end else if (p1) begin
-      \$890  = k0_9;
+      \$513  = nk9;
     end
     if (rst) begin
-      \$890  = 30'h00000000;
+      \$513  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$891  = treg9;
+    \$514  = treg9;
     if (clear) begin
     end else if (p1) begin
-      \$891  = t0_9;
+      \$514  = nt9;
     end
     if (rst) begin
-      \$891  = 2'h0;
+      \$514  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$892  = kreg10;
+    \$515  = kreg10;
     if (clear) begin
     end else if (p1) begin
-      \$892  = k0_10;
+      \$515  = nk10;
     end
     if (rst) begin
-      \$892  = 30'h00000000;
+      \$515  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$893  = treg10;
+    \$516  = treg10;
     if (clear) begin
     end else if (p1) begin
-      \$893  = t0_10;
+      \$516  = nt10;
     end
     if (rst) begin
-      \$893  = 2'h0;
+      \$516  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$894  = kreg11;
+    \$517  = kreg11;
     if (clear) begin
     end else if (p1) begin
-      \$894  = k0_11;
+      \$517  = nk11;
     end
     if (rst) begin
-      \$894  = 30'h00000000;
+      \$517  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$895  = treg11;
+    \$518  = treg11;
     if (clear) begin
     end else if (p1) begin
-      \$895  = t0_11;
+      \$518  = nt11;
     end
     if (rst) begin
-      \$895  = 2'h0;
+      \$518  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$896  = kreg12;
+    \$519  = kreg12;
     if (clear) begin
     end else if (p1) begin
-      \$896  = k0_12;
+      \$519  = nk12;
     end
     if (rst) begin
-      \$896  = 30'h00000000;
+      \$519  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$897  = treg12;
+    \$520  = treg12;
     if (clear) begin
     end else if (p1) begin
-      \$897  = t0_12;
+      \$520  = nt12;
     end
     if (rst) begin
-      \$897  = 2'h0;
+      \$520  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$898  = kreg13;
+    \$521  = kreg13;
     if (clear) begin
     end else if (p1) begin
-      \$898  = k0_13;
+      \$521  = nk13;
     end
     if (rst) begin
-      \$898  = 30'h00000000;
+      \$521  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$899  = treg13;
+    \$522  = treg13;
     if (clear) begin
     end else if (p1) begin
-      \$899  = t0_13;
+      \$522  = nt13;
     end
     if (rst) begin
-      \$899  = 2'h0;
+      \$522  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$900  = kreg14;
+    \$523  = kreg14;
     if (clear) begin
     end else if (p1) begin
-      \$900  = k0_14;
+      \$523  = nk14;
     end
     if (rst) begin
-      \$900  = 30'h00000000;
+      \$523  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$901  = treg14;
+    \$524  = treg14;
     if (clear) begin
     end else if (p1) begin
-      \$901  = t0_14;
+      \$524  = nt14;
     end
     if (rst) begin
-      \$901  = 2'h0;
+      \$524  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$902  = kreg15;
+    \$525  = kreg15;
     if (clear) begin
     end else if (p1) begin
-      \$902  = k0_15;
+      \$525  = nk15;
     end
     if (rst) begin
-      \$902  = 30'h00000000;
+      \$525  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$903  = treg15;
+    \$526  = treg15;
     if (clear) begin
     end else if (p1) begin
-      \$903  = t0_15;
+      \$526  = nt15;
     end
     if (rst) begin
-      \$903  = 2'h0;
+      \$526  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$904  = kreg16;
+    \$527  = kreg16;
     if (clear) begin
     end else if (p1) begin
-      \$904  = k0_16;
+      \$527  = nk16;
     end
     if (rst) begin
-      \$904  = 30'h00000000;
+      \$527  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$905  = treg16;
+    \$528  = treg16;
     if (clear) begin
     end else if (p1) begin
-      \$905  = t0_16;
+      \$528  = nt16;
     end
     if (rst) begin
-      \$905  = 2'h0;
+      \$528  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$906  = kreg17;
+    \$529  = kreg17;
     if (clear) begin
     end else if (p1) begin
-      \$906  = k0_17;
+      \$529  = nk17;
     end
     if (rst) begin
-      \$906  = 30'h00000000;
+      \$529  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$907  = treg17;
+    \$530  = treg17;
     if (clear) begin
     end else if (p1) begin
-      \$907  = t0_17;
+      \$530  = nt17;
     end
     if (rst) begin
-      \$907  = 2'h0;
+      \$530  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$908  = kreg18;
+    \$531  = kreg18;
     if (clear) begin
     end else if (p1) begin
-      \$908  = k0_18;
+      \$531  = nk18;
     end
     if (rst) begin
-      \$908  = 30'h00000000;
+      \$531  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$909  = treg18;
+    \$532  = treg18;
     if (clear) begin
     end else if (p1) begin
-      \$909  = t0_18;
+      \$532  = nt18;
     end
     if (rst) begin
-      \$909  = 2'h0;
+      \$532  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$910  = kreg19;
+    \$533  = kreg19;
     if (clear) begin
     end else if (p1) begin
-      \$910  = k0_19;
+      \$533  = nk19;
     end
     if (rst) begin
-      \$910  = 30'h00000000;
+      \$533  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$911  = treg19;
+    \$534  = treg19;
     if (clear) begin
     end else if (p1) begin
-      \$911  = t0_19;
+      \$534  = nt19;
     end
     if (rst) begin
-      \$911  = 2'h0;
+      \$534  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$912  = kreg20;
+    \$535  = kreg20;
     if (clear) begin
     end else if (p1) begin
-      \$912  = k0_20;
+      \$535  = nk20;
     end
     if (rst) begin
-      \$912  = 30'h00000000;
+      \$535  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$913  = treg20;
+    \$536  = treg20;
     if (clear) begin
     end else if (p1) begin
-      \$913  = t0_20;
+      \$536  = nt20;
     end
     if (rst) begin
-      \$913  = 2'h0;
+      \$536  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$914  = seen;
+    \$537  = seen;
     if (clear) begin
-      \$914  = 13'h0000;
+      \$537  = 13'h0000;
     end else if (p2) begin
-      \$914  = \$850 [12:0];
+      \$537  = \$473 [12:0];
     end
     if (rst) begin
-      \$914  = 13'h0000;
+      \$537  = 13'h0000;
     end
   end
-  assign n = \port$1858$0 [12:0];
-  assign s = \port$1858$0 [41:13];
+  assign n = \port$1606$0 [12:0];
+  assign s = \port$1606$0 [41:13];
   assign key0 = d0;
   assign t0 = 2'h1;
-  assign budget = \$772 [4:0];
-  assign tsum = { \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834 [6], \$834  };
-  assign sel = { 1'h0, \$847  };
-  assign \port$1747$0  = \$834 ;
-  assign \port$1760$0  = \$847 ;
+  assign lc0_is0 = 1'h1;
+  assign budget = \$395 [4:0];
+  assign tsum = { \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457 [6], \$457  };
+  assign sel = { 1'h0, \$470  };
+  assign \port$1495$0  = \$457 ;
+  assign \port$1508$0  = \$470 ;
   assign \x[0]  = x;
-  assign \sel[0]  = { 1'h0, \$847  };
-  assign \$9  = \$8 ;
-  assign \$18  = \$17 ;
-  assign \$27  = \$26 ;
-  assign \$843  = 1'h1;
-  assign \$844  = \$842 ;
-  assign \$845  = 1'h1;
-  assign \$846  = 2'h1;
+  assign \sel[0]  = { 1'h0, \$470  };
+  assign at0_0 = \$23 ;
+  assign \$44  = \$23 ;
+  assign \$45  = \$23 ;
+  assign \$46  = at0_1;
+  assign \$47  = at0_1;
+  assign \$48  = at0_2;
+  assign \$49  = at0_2;
+  assign \$50  = at0_3;
+  assign \$51  = at0_3;
+  assign \$52  = at0_4;
+  assign \$53  = at0_4;
+  assign \$54  = at0_5;
+  assign \$55  = at0_5;
+  assign \$56  = at0_6;
+  assign \$57  = at0_6;
+  assign \$58  = at0_7;
+  assign \$59  = at0_7;
+  assign \$60  = at0_8;
+  assign \$61  = at0_8;
+  assign \$62  = at0_9;
+  assign \$63  = at0_9;
+  assign \$64  = at0_10;
+  assign \$65  = at0_10;
+  assign \$66  = at0_11;
+  assign \$67  = at0_11;
+  assign \$68  = at0_12;
+  assign \$69  = at0_12;
+  assign \$70  = at0_13;
+  assign \$71  = at0_13;
+  assign \$72  = at0_14;
+  assign \$73  = at0_14;
+  assign \$74  = at0_15;
+  assign \$75  = at0_15;
+  assign \$76  = at0_16;
+  assign \$77  = at0_16;
+  assign \$78  = at0_17;
+  assign \$79  = at0_17;
+  assign \$80  = at0_18;
+  assign \$81  = at0_18;
+  assign \$82  = at0_19;
+  assign \$83  = at0_19;
+  assign \$84  = at0_20;
+  assign \$85  = at0_20;
+  assign \$88  = pass0;
+  assign \$91  = pass1;
+  assign \$94  = pass2;
+  assign \$97  = pass3;
+  assign \$100  = pass4;
+  assign \$103  = pass5;
+  assign \$106  = pass6;
+  assign \$109  = pass7;
+  assign \$112  = pass8;
+  assign \$115  = pass9;
+  assign \$118  = pass10;
+  assign \$121  = pass11;
+  assign \$124  = pass12;
+  assign \$127  = pass13;
+  assign \$130  = pass14;
+  assign \$133  = pass15;
+  assign \$136  = pass16;
+  assign \$139  = pass17;
+  assign \$142  = pass18;
+  assign \$145  = pass19;
+  assign \$466  = 1'h1;
+  assign \$467  = \$465 ;
+  assign \$468  = 1'h1;
+  assign \$469  = 2'h1;
 endmodule

@@ -1160,9 +1160,9 @@ module hwnorm_bwd_linf_s8(chan__valid, i__payload, i__valid, o__ready, stats__re
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$710$0 (\$598 ),
-    .\port$723$0 (\$599 ),
-    .\port$821$0 (chan[33:0]),
+    .\port$698$0 (\$598 ),
+    .\port$711$0 (\$599 ),
+    .\port$809$0 (chan[33:0]),
     .rst(rst),
     .x(i__payload[7:0])
   );
@@ -4200,27 +4200,27 @@ module \hwnorm_bwd_linf_s8.mul (rst, start, a, b, c, \neg$12 , steps, done, p, c
   assign \$6  = { 1'h0, b_sh[21:1] };
 endmodule
 
-module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$710$0 , \port$723$0 , clear, p1, p2, \port$821$0 , x);
+module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$698$0 , \port$711$0 , clear, p1, p2, \port$809$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [20:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
+  wire [21:0] \$14 ;
+  wire [21:0] \$15 ;
+  wire [1:0] \$16 ;
+  wire [1:0] \$17 ;
+  wire [1:0] \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire \$22 ;
+  wire [1:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire [21:0] \$25 ;
-  wire \$26 ;
+  wire \$25 ;
+  wire [13:0] \$26 ;
   wire \$27 ;
   wire \$28 ;
   wire \$29 ;
@@ -4233,58 +4233,49 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$710$0 , \port$723$0 
   wire [1:0] \$35 ;
   wire \$36 ;
   wire \$37 ;
-  wire \$38 ;
-  wire [1:0] \$39 ;
+  wire [13:0] \$38 ;
+  reg \$39 ;
   wire [22:0] \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [13:0] \$43 ;
-  wire \$44 ;
-  wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire \$49 ;
+  reg [21:0] \$40 ;
+  reg [1:0] \$41 ;
+  reg [12:0] \$42 ;
   wire \$5 ;
-  wire \$50 ;
-  wire [1:0] \$51 ;
-  wire [1:0] \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [13:0] \$55 ;
-  reg \$56 ;
-  reg [21:0] \$57 ;
-  reg [1:0] \$58 ;
-  reg [12:0] \$59 ;
   wire \$6 ;
   wire [1:0] \$7 ;
   wire \$8 ;
   wire \$9 ;
+  wire at0_0;
   wire budget;
   input clear;
   wire clear;
   input clk;
   wire clk;
   wire [21:0] d0;
-  wire [21:0] k0_0;
+  wire ge0_0;
+  wire keep0_at0;
   wire [21:0] key0;
   reg [21:0] kreg0 = 22'h000000;
+  wire lane0_at0;
+  wire lc0_is0;
   input m;
   wire m;
   input mask;
   wire mask;
   wire [12:0] n;
+  wire [21:0] nk0;
+  wire [1:0] nt0;
+  wire nv0;
   input p1;
   wire p1;
   input p2;
   wire p2;
-  output [1:0] \port$710$0 ;
-  wire [1:0] \port$710$0 ;
-  output [1:0] \port$723$0 ;
-  wire [1:0] \port$723$0 ;
-  input [33:0] \port$821$0 ;
-  wire [33:0] \port$821$0 ;
+  wire pass0;
+  output [1:0] \port$698$0 ;
+  wire [1:0] \port$698$0 ;
+  output [1:0] \port$711$0 ;
+  wire [1:0] \port$711$0 ;
+  input [33:0] \port$809$0 ;
+  wire [33:0] \port$809$0 ;
   input rst;
   wire rst;
   wire [20:0] s;
@@ -4292,46 +4283,17 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$710$0 , \port$723$0 
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
-  wire [1:0] t0_0;
   reg [21:0] thr;
   reg [1:0] treg0 = 2'h0;
   wire [13:0] tsum;
-  wire v0_0;
   reg valid0 = 1'h0;
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$36  = m > 1'h0;
-  assign \$37  = kreg0 == thr;
-  assign budget = \$36  & \$37 ;
-  assign \$38  = m > 1'h0;
-  assign \$39  = \$38  ? treg0 : 2'h0;
-  assign \$40  = $signed(\$4 [21:0]) > $signed(thr);
-  assign \$41  = \$4 [21:0] == thr;
-  assign \$42  = mask & \$41 ;
-  assign \$43  = seen + 1'h0;
-  assign \$44  = \$43  < budget;
-  assign \$45  = \$42  & \$44 ;
-  assign \$46  = \$40  | \$45 ;
-  assign \$47  = mask & \$46 ;
-  assign \$48  = | t0;
-  assign \$49  = \$47  & \$48 ;
-  assign \$50  = $signed(t0) > $signed(1'h0);
-  assign \$51  = \$50  ? 2'h1 : 2'h2;
-  assign \$52  = \$49  ? \$51  : 2'h0;
-  assign \$53  = \$4 [21:0] == thr;
-  assign \$54  = mask & \$53 ;
-  assign \$55  = seen + \$54 ;
   always @(posedge clk)
-    valid0 <= \$56 ;
-  always @(posedge clk)
-    kreg0 <= \$57 ;
-  always @(posedge clk)
-    treg0 <= \$58 ;
-  always @(posedge clk)
-    seen <= \$59 ;
-  assign \$1  = $signed({ 1'h0, \port$821$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$821$0 [33:13]);
+    seen <= \$42 ;
+  assign \$1  = $signed({ 1'h0, \port$809$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$809$0 [33:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[21], d0 };
@@ -4339,98 +4301,114 @@ module \hwnorm_bwd_linf_s8.sel$80 (clk, rst, mask, m, \port$710$0 , \port$723$0 
   assign \$6  = $signed(d0) < $signed(1'h0);
   assign \$7  = \$6  ? 2'h3 : 2'h0;
   assign t0 = \$5  ? 2'h1 : \$7 ;
-  assign \$8  = ~ mask;
-  assign \$9  = $signed(kreg0) >= $signed(\$4 [21:0]);
-  assign \$10  = valid0 & \$9 ;
-  assign \$11  = \$8  | \$10 ;
-  assign \$12  = $signed(kreg0) >= $signed(\$4 [21:0]);
-  assign \$13  = valid0 & \$12 ;
-  assign \$14  = ~ \$13 ;
-  assign \$16  = \$13  ? valid0 : 1'h1;
-  assign v0_0 = \$11  ? valid0 : \$16 ;
-  assign \$17  = ~ mask;
-  assign \$18  = $signed(kreg0) >= $signed(\$4 [21:0]);
-  assign \$19  = valid0 & \$18 ;
-  assign \$20  = \$17  | \$19 ;
-  assign \$21  = $signed(kreg0) >= $signed(\$4 [21:0]);
-  assign \$22  = valid0 & \$21 ;
-  assign \$23  = ~ \$22 ;
-  assign \$25  = \$22  ? kreg0 : \$4 [21:0];
-  assign k0_0 = \$20  ? kreg0 : \$25 ;
-  assign \$26  = ~ mask;
-  assign \$27  = $signed(kreg0) >= $signed(\$4 [21:0]);
-  assign \$28  = valid0 & \$27 ;
-  assign \$29  = \$26  | \$28 ;
-  assign \$30  = $signed(kreg0) >= $signed(\$4 [21:0]);
-  assign \$31  = valid0 & \$30 ;
-  assign \$32  = ~ \$31 ;
-  assign \$34  = \$31  ? treg0 : t0;
-  assign t0_0 = \$29  ? treg0 : \$34 ;
-  assign \$35  = m - 1'h1;
+  assign \$8  = $signed(kreg0) >= $signed(\$4 [21:0]);
+  assign ge0_0 = valid0 & \$8 ;
+  assign \$9  = ~ ge0_0;
+  assign lane0_at0 = mask & \$11 ;
+  assign \$12  = ~ ge0_0;
+  assign pass0 = mask & \$12 ;
+  assign \$13  = ! pass0;
+  assign keep0_at0 = valid0 & \$13 ;
+  assign nv0 = | { keep0_at0, lane0_at0 };
+  assign \$14  = lane0_at0 ? \$4 [21:0] : 22'h000000;
+  assign \$15  = keep0_at0 ? kreg0 : 22'h000000;
+  assign nk0 = \$14  | \$15 ;
+  assign \$16  = lane0_at0 ? t0 : 2'h0;
+  assign \$17  = keep0_at0 ? treg0 : 2'h0;
+  assign nt0 = \$16  | \$17 ;
+  assign \$18  = m - 1'h1;
+  assign \$19  = m > 1'h0;
+  assign \$20  = kreg0 == thr;
+  assign budget = \$19  & \$20 ;
+  assign \$21  = m > 1'h0;
+  assign \$22  = \$21  ? treg0 : 2'h0;
+  assign \$23  = $signed(\$4 [21:0]) > $signed(thr);
+  assign \$24  = \$4 [21:0] == thr;
+  assign \$25  = mask & \$24 ;
+  assign \$26  = seen + 1'h0;
+  assign \$27  = \$26  < budget;
+  assign \$28  = \$25  & \$27 ;
+  assign \$29  = \$23  | \$28 ;
+  assign \$30  = mask & \$29 ;
+  assign \$31  = | t0;
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = $signed(t0) > $signed(1'h0);
+  assign \$34  = \$33  ? 2'h1 : 2'h2;
+  assign \$35  = \$32  ? \$34  : 2'h0;
+  assign \$36  = \$4 [21:0] == thr;
+  assign \$37  = mask & \$36 ;
+  assign \$38  = seen + \$37 ;
+  always @(posedge clk)
+    valid0 <= \$39 ;
+  always @(posedge clk)
+    kreg0 <= \$40 ;
+  always @(posedge clk)
+    treg0 <= \$41 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     thr = 22'h000000;
-    casez (\$35 )
+    casez (\$18 )
       2'h0:
           thr = kreg0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$56  = valid0;
+    \$39  = valid0;
     if (clear) begin
-      \$56  = 1'h0;
+      \$39  = 1'h0;
     end else if (p1) begin
-      \$56  = v0_0;
+      \$39  = nv0;
     end
     if (rst) begin
-      \$56  = 1'h0;
+      \$39  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$57  = kreg0;
+    \$40  = kreg0;
     if (clear) begin
     end else if (p1) begin
-      \$57  = k0_0;
+      \$40  = nk0;
     end
     if (rst) begin
-      \$57  = 22'h000000;
+      \$40  = 22'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$58  = treg0;
+    \$41  = treg0;
     if (clear) begin
     end else if (p1) begin
-      \$58  = t0_0;
+      \$41  = nt0;
     end
     if (rst) begin
-      \$58  = 2'h0;
+      \$41  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$59  = seen;
+    \$42  = seen;
     if (clear) begin
-      \$59  = 13'h0000;
+      \$42  = 13'h0000;
     end else if (p2) begin
-      \$59  = \$55 [12:0];
+      \$42  = \$38 [12:0];
     end
     if (rst) begin
-      \$59  = 13'h0000;
+      \$42  = 13'h0000;
     end
   end
-  assign n = \port$821$0 [12:0];
-  assign s = \port$821$0 [33:13];
+  assign n = \port$809$0 [12:0];
+  assign s = \port$809$0 [33:13];
   assign key0 = \$4 [21:0];
-  assign tsum = { \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39 [1], \$39  };
-  assign sel = { 1'h0, \$52  };
-  assign \port$710$0  = \$39 ;
-  assign \port$723$0  = \$52 ;
+  assign lc0_is0 = 1'h1;
+  assign tsum = { \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22 [1], \$22  };
+  assign sel = { 1'h0, \$35  };
+  assign \port$698$0  = \$22 ;
+  assign \port$711$0  = \$35 ;
   assign \x[0]  = x;
-  assign \sel[0]  = { 1'h0, \$52  };
-  assign \$15  = \$14 ;
-  assign \$24  = \$23 ;
-  assign \$33  = \$32 ;
+  assign \sel[0]  = { 1'h0, \$35  };
+  assign at0_0 = \$9 ;
+  assign \$10  = \$9 ;
+  assign \$11  = \$9 ;
 endmodule

@@ -1440,9 +1440,9 @@ module hwnorm_bwd_topk_s16(chan__valid, i__payload, i__valid, o__ready, stats__r
     .mask(mask),
     .p1(p1),
     .p2(p2),
-    .\port$1272$0 (\$764 ),
-    .\port$1285$0 (\$765 ),
-    .\port$1383$0 (chan[41:0]),
+    .\port$1152$0 (\$764 ),
+    .\port$1165$0 (\$765 ),
+    .\port$1263$0 (chan[41:0]),
     .rst(rst),
     .x(i__payload[15:0])
   );
@@ -4532,85 +4532,85 @@ module \hwnorm_bwd_topk_s16.mul (rst, start, a, b, c, \neg$12 , steps, done, p, 
   assign \$6  = { 1'h0, b_sh[29:1] };
 endmodule
 
-module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285$0 , clear, p1, p2, \port$1383$0 , x);
+module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1152$0 , \port$1165$0 , clear, p1, p2, \port$1263$0 , x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [28:0] \$1 ;
   wire \$10 ;
-  wire [1:0] \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire \$109 ;
+  wire [29:0] \$100 ;
+  wire [1:0] \$101 ;
+  wire [1:0] \$102 ;
+  wire [1:0] \$103 ;
+  wire [1:0] \$104 ;
+  wire [29:0] \$105 ;
+  wire [29:0] \$106 ;
+  wire [29:0] \$107 ;
+  wire [29:0] \$108 ;
+  wire [1:0] \$109 ;
   wire \$11 ;
-  wire \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
+  wire [1:0] \$110 ;
+  wire [1:0] \$111 ;
+  wire [1:0] \$112 ;
+  wire [29:0] \$113 ;
+  wire [29:0] \$114 ;
+  wire [29:0] \$115 ;
+  wire [29:0] \$116 ;
+  wire [1:0] \$117 ;
+  wire [1:0] \$118 ;
+  wire [1:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
+  wire [1:0] \$120 ;
+  wire [29:0] \$121 ;
   wire [29:0] \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire [29:0] \$123 ;
+  wire [29:0] \$124 ;
+  wire [1:0] \$125 ;
+  wire [1:0] \$126 ;
+  wire [1:0] \$127 ;
+  wire [1:0] \$128 ;
+  wire [29:0] \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
+  wire [29:0] \$130 ;
+  wire [29:0] \$131 ;
+  wire [29:0] \$132 ;
   wire [1:0] \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
+  wire [1:0] \$134 ;
+  wire [1:0] \$135 ;
+  wire [1:0] \$136 ;
+  wire [29:0] \$137 ;
+  wire [29:0] \$138 ;
+  wire [29:0] \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [29:0] \$140 ;
+  wire [1:0] \$141 ;
+  wire [1:0] \$142 ;
+  wire [1:0] \$143 ;
+  wire [1:0] \$144 ;
+  wire [29:0] \$145 ;
+  wire [29:0] \$146 ;
+  wire [29:0] \$147 ;
+  wire [29:0] \$148 ;
+  wire [1:0] \$149 ;
   wire \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
+  wire [1:0] \$150 ;
+  wire [1:0] \$151 ;
+  wire [1:0] \$152 ;
+  wire [4:0] \$153 ;
   wire \$154 ;
-  wire [29:0] \$155 ;
+  wire \$155 ;
   wire \$156 ;
   wire \$157 ;
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire \$160 ;
+  wire [1:0] \$160 ;
   wire \$161 ;
   wire \$162 ;
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [1:0] \$166 ;
-  wire \$167 ;
-  wire \$168 ;
+  wire \$166 ;
+  wire [1:0] \$167 ;
+  wire [2:0] \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
@@ -4618,7 +4618,7 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   wire \$172 ;
   wire \$173 ;
   wire \$174 ;
-  wire \$175 ;
+  wire [1:0] \$175 ;
   wire \$176 ;
   wire \$177 ;
   wire \$178 ;
@@ -4626,55 +4626,55 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   wire \$18 ;
   wire \$180 ;
   wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
+  wire [1:0] \$182 ;
+  wire [2:0] \$183 ;
+  wire [3:0] \$184 ;
   wire \$185 ;
   wire \$186 ;
   wire \$187 ;
-  wire [29:0] \$188 ;
+  wire \$188 ;
   wire \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
+  wire [1:0] \$191 ;
+  wire [4:0] \$192 ;
   wire \$193 ;
-  wire \$194 ;
+  wire [1:0] \$194 ;
   wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
+  wire [1:0] \$196 ;
+  wire [2:0] \$197 ;
   wire \$198 ;
   wire [1:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
+  wire [1:0] \$201 ;
+  wire [2:0] \$202 ;
+  wire [3:0] \$203 ;
   wire \$204 ;
-  wire \$205 ;
+  wire [1:0] \$205 ;
   wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
+  wire [1:0] \$207 ;
+  wire [2:0] \$208 ;
   wire \$209 ;
   wire \$21 ;
-  wire \$210 ;
+  wire [1:0] \$210 ;
   wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
+  wire [1:0] \$212 ;
+  wire [2:0] \$213 ;
+  wire [3:0] \$214 ;
+  wire [4:0] \$215 ;
   wire \$216 ;
-  wire \$217 ;
+  wire [1:0] \$217 ;
   wire \$218 ;
-  wire \$219 ;
+  wire [1:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire [29:0] \$221 ;
+  wire [2:0] \$220 ;
+  wire [5:0] \$221 ;
   wire \$222 ;
   wire \$223 ;
   wire \$224 ;
-  wire \$225 ;
+  wire [13:0] \$225 ;
   wire \$226 ;
   wire \$227 ;
   wire \$228 ;
@@ -4682,245 +4682,66 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   wire \$23 ;
   wire \$230 ;
   wire \$231 ;
-  wire [1:0] \$232 ;
-  wire \$233 ;
-  wire \$234 ;
+  wire \$232 ;
+  wire [1:0] \$233 ;
+  wire [1:0] \$234 ;
   wire \$235 ;
   wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [13:0] \$237 ;
+  reg \$238 ;
+  reg \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
-  wire [29:0] \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire [29:0] \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
+  reg \$240 ;
+  reg \$241 ;
+  reg \$242 ;
+  reg \$243 ;
+  reg \$244 ;
+  reg \$245 ;
+  reg \$246 ;
+  reg \$247 ;
+  reg [29:0] \$248 ;
+  reg [1:0] \$249 ;
+  wire \$25 ;
+  reg [29:0] \$250 ;
+  reg [1:0] \$251 ;
+  reg [29:0] \$252 ;
+  reg [1:0] \$253 ;
+  reg [29:0] \$254 ;
+  reg [1:0] \$255 ;
+  reg [29:0] \$256 ;
+  reg [1:0] \$257 ;
+  reg [29:0] \$258 ;
+  reg [1:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire [1:0] \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
+  reg [29:0] \$260 ;
+  reg [1:0] \$261 ;
+  reg [29:0] \$262 ;
+  reg [1:0] \$263 ;
+  reg [29:0] \$264 ;
+  reg [1:0] \$265 ;
+  reg [29:0] \$266 ;
+  reg [1:0] \$267 ;
+  reg [12:0] \$268 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire [29:0] \$287 ;
-  wire \$288 ;
-  wire \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire \$297 ;
-  wire [1:0] \$298 ;
-  wire \$299 ;
   wire [30:0] \$3 ;
   wire \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
   wire \$32 ;
-  wire [29:0] \$320 ;
-  wire \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire [1:0] \$331 ;
-  wire [4:0] \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire [1:0] \$339 ;
-  wire [1:0] \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire [1:0] \$346 ;
-  wire [2:0] \$347 ;
-  wire \$348 ;
-  wire \$349 ;
+  wire \$34 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire [1:0] \$354 ;
-  wire \$355 ;
-  wire \$356 ;
-  wire \$357 ;
-  wire \$358 ;
-  wire \$359 ;
   wire \$36 ;
-  wire \$360 ;
-  wire [1:0] \$361 ;
-  wire [2:0] \$362 ;
-  wire [3:0] \$363 ;
-  wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
-  wire \$369 ;
   wire \$37 ;
-  wire [1:0] \$370 ;
-  wire [4:0] \$371 ;
-  wire \$372 ;
-  wire [1:0] \$373 ;
-  wire \$374 ;
-  wire [1:0] \$375 ;
-  wire [2:0] \$376 ;
-  wire \$377 ;
-  wire [1:0] \$378 ;
-  wire \$379 ;
   wire \$38 ;
-  wire [1:0] \$380 ;
-  wire [2:0] \$381 ;
-  wire [3:0] \$382 ;
-  wire \$383 ;
-  wire [1:0] \$384 ;
-  wire \$385 ;
-  wire [1:0] \$386 ;
-  wire [2:0] \$387 ;
-  wire \$388 ;
-  wire [1:0] \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire [1:0] \$391 ;
-  wire [2:0] \$392 ;
-  wire [3:0] \$393 ;
-  wire [4:0] \$394 ;
-  wire \$395 ;
-  wire [1:0] \$396 ;
-  wire \$397 ;
-  wire [1:0] \$398 ;
-  wire [2:0] \$399 ;
   wire [30:0] \$4 ;
   wire \$40 ;
-  wire [5:0] \$400 ;
-  wire \$401 ;
-  wire \$402 ;
-  wire \$403 ;
-  wire [13:0] \$404 ;
-  wire \$405 ;
-  wire \$406 ;
-  wire \$407 ;
-  wire \$408 ;
-  wire \$409 ;
   wire \$41 ;
-  wire \$410 ;
-  wire \$411 ;
-  wire [1:0] \$412 ;
-  wire [1:0] \$413 ;
-  wire \$414 ;
-  wire \$415 ;
-  wire [13:0] \$416 ;
-  reg \$417 ;
-  reg \$418 ;
-  reg \$419 ;
   wire \$42 ;
-  reg \$420 ;
-  reg \$421 ;
-  reg \$422 ;
-  reg \$423 ;
-  reg \$424 ;
-  reg \$425 ;
-  reg \$426 ;
-  reg [29:0] \$427 ;
-  reg [1:0] \$428 ;
-  reg [29:0] \$429 ;
   wire \$43 ;
-  reg [1:0] \$430 ;
-  reg [29:0] \$431 ;
-  reg [1:0] \$432 ;
-  reg [29:0] \$433 ;
-  reg [1:0] \$434 ;
-  reg [29:0] \$435 ;
-  reg [1:0] \$436 ;
-  reg [29:0] \$437 ;
-  reg [1:0] \$438 ;
-  reg [29:0] \$439 ;
   wire \$44 ;
-  reg [1:0] \$440 ;
-  reg [29:0] \$441 ;
-  reg [1:0] \$442 ;
-  reg [29:0] \$443 ;
-  reg [1:0] \$444 ;
-  reg [29:0] \$445 ;
-  reg [1:0] \$446 ;
-  reg [12:0] \$447 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -4933,7 +4754,7 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
-  wire [29:0] \$56 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
@@ -4945,7 +4766,7 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire [1:0] \$67 ;
+  wire \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire [1:0] \$7 ;
@@ -4956,47 +4777,76 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   wire \$74 ;
   wire \$75 ;
   wire \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [29:0] \$77 ;
+  wire [29:0] \$78 ;
+  wire [1:0] \$79 ;
   wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
+  wire [1:0] \$80 ;
+  wire [29:0] \$81 ;
+  wire [29:0] \$82 ;
+  wire [29:0] \$83 ;
+  wire [29:0] \$84 ;
+  wire [1:0] \$85 ;
+  wire [1:0] \$86 ;
+  wire [1:0] \$87 ;
+  wire [1:0] \$88 ;
   wire [29:0] \$89 ;
   wire \$9 ;
-  wire \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
+  wire [29:0] \$90 ;
+  wire [29:0] \$91 ;
+  wire [29:0] \$92 ;
+  wire [1:0] \$93 ;
+  wire [1:0] \$94 ;
+  wire [1:0] \$95 ;
+  wire [1:0] \$96 ;
+  wire [29:0] \$97 ;
+  wire [29:0] \$98 ;
+  wire [29:0] \$99 ;
+  wire at0_0;
+  wire at0_1;
+  wire at0_2;
+  wire at0_3;
+  wire at0_4;
+  wire at0_5;
+  wire at0_6;
+  wire at0_7;
+  wire at0_8;
+  wire at0_9;
   wire [3:0] budget;
   input clear;
   wire clear;
   input clk;
   wire clk;
   wire [29:0] d0;
-  wire [29:0] k0_0;
-  wire [29:0] k0_1;
-  wire [29:0] k0_2;
-  wire [29:0] k0_3;
-  wire [29:0] k0_4;
-  wire [29:0] k0_5;
-  wire [29:0] k0_6;
-  wire [29:0] k0_7;
-  wire [29:0] k0_8;
-  wire [29:0] k0_9;
+  wire ge0_0;
+  wire ge1_0;
+  wire ge2_0;
+  wire ge3_0;
+  wire ge4_0;
+  wire ge5_0;
+  wire ge6_0;
+  wire ge7_0;
+  wire ge8_0;
+  wire ge9_0;
+  wire keep0_at0;
+  wire keep0_at1;
+  wire keep1_at1;
+  wire keep1_at2;
+  wire keep2_at2;
+  wire keep2_at3;
+  wire keep3_at3;
+  wire keep3_at4;
+  wire keep4_at4;
+  wire keep4_at5;
+  wire keep5_at5;
+  wire keep5_at6;
+  wire keep6_at6;
+  wire keep6_at7;
+  wire keep7_at7;
+  wire keep7_at8;
+  wire keep8_at8;
+  wire keep8_at9;
+  wire keep9_at9;
   wire [29:0] key0;
   reg [29:0] kreg0 = 30'h00000000;
   reg [29:0] kreg1 = 30'h00000000;
@@ -5008,21 +4858,72 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   reg [29:0] kreg7 = 30'h00000000;
   reg [29:0] kreg8 = 30'h00000000;
   reg [29:0] kreg9 = 30'h00000000;
+  wire lane0_at0;
+  wire lane0_at1;
+  wire lane0_at2;
+  wire lane0_at3;
+  wire lane0_at4;
+  wire lane0_at5;
+  wire lane0_at6;
+  wire lane0_at7;
+  wire lane0_at8;
+  wire lane0_at9;
+  wire lc0_is0;
   input [3:0] m;
   wire [3:0] m;
   input mask;
   wire mask;
   wire [12:0] n;
+  wire [29:0] nk0;
+  wire [29:0] nk1;
+  wire [29:0] nk2;
+  wire [29:0] nk3;
+  wire [29:0] nk4;
+  wire [29:0] nk5;
+  wire [29:0] nk6;
+  wire [29:0] nk7;
+  wire [29:0] nk8;
+  wire [29:0] nk9;
+  wire [1:0] nt0;
+  wire [1:0] nt1;
+  wire [1:0] nt2;
+  wire [1:0] nt3;
+  wire [1:0] nt4;
+  wire [1:0] nt5;
+  wire [1:0] nt6;
+  wire [1:0] nt7;
+  wire [1:0] nt8;
+  wire [1:0] nt9;
+  wire nv0;
+  wire nv1;
+  wire nv2;
+  wire nv3;
+  wire nv4;
+  wire nv5;
+  wire nv6;
+  wire nv7;
+  wire nv8;
+  wire nv9;
   input p1;
   wire p1;
   input p2;
   wire p2;
-  output [5:0] \port$1272$0 ;
-  wire [5:0] \port$1272$0 ;
-  output [1:0] \port$1285$0 ;
-  wire [1:0] \port$1285$0 ;
-  input [41:0] \port$1383$0 ;
-  wire [41:0] \port$1383$0 ;
+  wire pass0;
+  wire pass1;
+  wire pass2;
+  wire pass3;
+  wire pass4;
+  wire pass5;
+  wire pass6;
+  wire pass7;
+  wire pass8;
+  wire pass9;
+  output [5:0] \port$1152$0 ;
+  wire [5:0] \port$1152$0 ;
+  output [1:0] \port$1165$0 ;
+  wire [1:0] \port$1165$0 ;
+  input [41:0] \port$1263$0 ;
+  wire [41:0] \port$1263$0 ;
   input rst;
   wire rst;
   wire [28:0] s;
@@ -5030,16 +4931,6 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   wire [1:0] t0;
-  wire [1:0] t0_0;
-  wire [1:0] t0_1;
-  wire [1:0] t0_2;
-  wire [1:0] t0_3;
-  wire [1:0] t0_4;
-  wire [1:0] t0_5;
-  wire [1:0] t0_6;
-  wire [1:0] t0_7;
-  wire [1:0] t0_8;
-  wire [1:0] t0_9;
   reg [29:0] thr;
   reg [1:0] treg0 = 2'h0;
   reg [1:0] treg1 = 2'h0;
@@ -5052,16 +4943,6 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   reg [1:0] treg8 = 2'h0;
   reg [1:0] treg9 = 2'h0;
   wire [13:0] tsum;
-  wire v0_0;
-  wire v0_1;
-  wire v0_2;
-  wire v0_3;
-  wire v0_4;
-  wire v0_5;
-  wire v0_6;
-  wire v0_7;
-  wire v0_8;
-  wire v0_9;
   reg valid0 = 1'h0;
   reg valid1 = 1'h0;
   reg valid2 = 1'h0;
@@ -5075,8 +4956,8 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   input [15:0] x;
   wire [15:0] x;
   wire [15:0] \x[0] ;
-  assign \$1  = $signed({ 1'h0, \port$1383$0 [12:0] }) * $signed(x);
-  assign d0 = $signed(\$1 ) - $signed(\port$1383$0 [41:13]);
+  assign \$1  = $signed({ 1'h0, \port$1263$0 [12:0] }) * $signed(x);
+  assign d0 = $signed(\$1 ) - $signed(\port$1263$0 [41:13]);
   assign \$2  = $signed(d0) < $signed(1'h0);
   assign \$3  = - $signed(d0);
   assign \$4  = \$2  ? \$3  : { d0[29], d0 };
@@ -5084,508 +4965,361 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   assign \$6  = $signed(d0) < $signed(1'h0);
   assign \$7  = \$6  ? 2'h3 : 2'h0;
   assign t0 = \$5  ? 2'h1 : \$7 ;
-  assign \$8  = ~ mask;
-  assign \$9  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign \$10  = valid0 & \$9 ;
-  assign \$11  = \$8  | \$10 ;
-  assign \$12  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign \$13  = valid0 & \$12 ;
-  assign \$14  = ~ \$13 ;
-  assign \$16  = \$13  ? valid0 : 1'h1;
-  assign v0_0 = \$11  ? valid0 : \$16 ;
-  assign \$17  = ~ mask;
-  assign \$18  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign \$19  = valid0 & \$18 ;
-  assign \$20  = \$17  | \$19 ;
-  assign \$21  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign \$22  = valid0 & \$21 ;
-  assign \$23  = ~ \$22 ;
-  assign \$25  = \$22  ? kreg0 : \$4 [29:0];
-  assign k0_0 = \$20  ? kreg0 : \$25 ;
-  assign \$26  = ~ mask;
-  assign \$27  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign \$28  = valid0 & \$27 ;
-  assign \$29  = \$26  | \$28 ;
-  assign \$30  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign \$31  = valid0 & \$30 ;
-  assign \$32  = ~ \$31 ;
-  assign \$34  = \$31  ? treg0 : t0;
-  assign t0_0 = \$29  ? treg0 : \$34 ;
-  assign \$35  = ~ mask;
-  assign \$36  = $signed(kreg1) >= $signed(\$4 [29:0]);
-  assign \$37  = valid1 & \$36 ;
-  assign \$38  = \$35  | \$37 ;
-  assign \$39  = $signed(kreg1) >= $signed(\$4 [29:0]);
-  assign \$40  = valid1 & \$39 ;
-  assign \$41  = ~ \$40 ;
-  assign \$42  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign \$43  = valid0 & \$42 ;
-  assign \$44  = \$41  & \$43 ;
-  assign \$45  = \$44  ? 1'h1 : valid0;
-  assign v0_1 = \$38  ? valid1 : \$45 ;
-  assign \$46  = ~ mask;
-  assign \$47  = $signed(kreg1) >= $signed(\$4 [29:0]);
-  assign \$48  = valid1 & \$47 ;
-  assign \$49  = \$46  | \$48 ;
-  assign \$50  = $signed(kreg1) >= $signed(\$4 [29:0]);
-  assign \$51  = valid1 & \$50 ;
-  assign \$52  = ~ \$51 ;
-  assign \$53  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign \$54  = valid0 & \$53 ;
-  assign \$55  = \$52  & \$54 ;
-  assign \$56  = \$55  ? \$4 [29:0] : kreg0;
-  assign k0_1 = \$49  ? kreg1 : \$56 ;
-  assign \$57  = ~ mask;
-  assign \$58  = $signed(kreg1) >= $signed(\$4 [29:0]);
-  assign \$59  = valid1 & \$58 ;
-  assign \$60  = \$57  | \$59 ;
-  assign \$61  = $signed(kreg1) >= $signed(\$4 [29:0]);
-  assign \$62  = valid1 & \$61 ;
-  assign \$63  = ~ \$62 ;
-  assign \$64  = $signed(kreg0) >= $signed(\$4 [29:0]);
-  assign \$65  = valid0 & \$64 ;
-  assign \$66  = \$63  & \$65 ;
-  assign \$67  = \$66  ? t0 : treg0;
-  assign t0_1 = \$60  ? treg1 : \$67 ;
-  assign \$68  = ~ mask;
-  assign \$69  = $signed(kreg2) >= $signed(\$4 [29:0]);
-  assign \$70  = valid2 & \$69 ;
-  assign \$71  = \$68  | \$70 ;
-  assign \$72  = $signed(kreg2) >= $signed(\$4 [29:0]);
-  assign \$73  = valid2 & \$72 ;
-  assign \$74  = ~ \$73 ;
-  assign \$75  = $signed(kreg1) >= $signed(\$4 [29:0]);
-  assign \$76  = valid1 & \$75 ;
-  assign \$77  = \$74  & \$76 ;
-  assign \$78  = \$77  ? 1'h1 : valid1;
-  assign v0_2 = \$71  ? valid2 : \$78 ;
-  assign \$79  = ~ mask;
-  assign \$80  = $signed(kreg2) >= $signed(\$4 [29:0]);
-  assign \$81  = valid2 & \$80 ;
-  assign \$82  = \$79  | \$81 ;
-  assign \$83  = $signed(kreg2) >= $signed(\$4 [29:0]);
-  assign \$84  = valid2 & \$83 ;
-  assign \$85  = ~ \$84 ;
-  assign \$86  = $signed(kreg1) >= $signed(\$4 [29:0]);
-  assign \$87  = valid1 & \$86 ;
-  assign \$88  = \$85  & \$87 ;
-  assign \$89  = \$88  ? \$4 [29:0] : kreg1;
-  assign k0_2 = \$82  ? kreg2 : \$89 ;
-  assign \$90  = ~ mask;
-  assign \$91  = $signed(kreg2) >= $signed(\$4 [29:0]);
-  assign \$92  = valid2 & \$91 ;
-  assign \$93  = \$90  | \$92 ;
-  assign \$94  = $signed(kreg2) >= $signed(\$4 [29:0]);
-  assign \$95  = valid2 & \$94 ;
-  assign \$96  = ~ \$95 ;
-  assign \$97  = $signed(kreg1) >= $signed(\$4 [29:0]);
-  assign \$98  = valid1 & \$97 ;
-  assign \$99  = \$96  & \$98 ;
-  assign \$100  = \$99  ? t0 : treg1;
-  assign t0_2 = \$93  ? treg2 : \$100 ;
-  assign \$101  = ~ mask;
-  assign \$102  = $signed(kreg3) >= $signed(\$4 [29:0]);
-  assign \$103  = valid3 & \$102 ;
-  assign \$104  = \$101  | \$103 ;
-  assign \$105  = $signed(kreg3) >= $signed(\$4 [29:0]);
-  assign \$106  = valid3 & \$105 ;
-  assign \$107  = ~ \$106 ;
-  assign \$108  = $signed(kreg2) >= $signed(\$4 [29:0]);
-  assign \$109  = valid2 & \$108 ;
-  assign \$110  = \$107  & \$109 ;
-  assign \$111  = \$110  ? 1'h1 : valid2;
-  assign v0_3 = \$104  ? valid3 : \$111 ;
-  assign \$112  = ~ mask;
-  assign \$113  = $signed(kreg3) >= $signed(\$4 [29:0]);
-  assign \$114  = valid3 & \$113 ;
-  assign \$115  = \$112  | \$114 ;
-  assign \$116  = $signed(kreg3) >= $signed(\$4 [29:0]);
-  assign \$117  = valid3 & \$116 ;
-  assign \$118  = ~ \$117 ;
-  assign \$119  = $signed(kreg2) >= $signed(\$4 [29:0]);
-  assign \$120  = valid2 & \$119 ;
-  assign \$121  = \$118  & \$120 ;
-  assign \$122  = \$121  ? \$4 [29:0] : kreg2;
-  assign k0_3 = \$115  ? kreg3 : \$122 ;
-  assign \$123  = ~ mask;
-  assign \$124  = $signed(kreg3) >= $signed(\$4 [29:0]);
-  assign \$125  = valid3 & \$124 ;
-  assign \$126  = \$123  | \$125 ;
-  assign \$127  = $signed(kreg3) >= $signed(\$4 [29:0]);
-  assign \$128  = valid3 & \$127 ;
-  assign \$129  = ~ \$128 ;
-  assign \$130  = $signed(kreg2) >= $signed(\$4 [29:0]);
-  assign \$131  = valid2 & \$130 ;
-  assign \$132  = \$129  & \$131 ;
-  assign \$133  = \$132  ? t0 : treg2;
-  assign t0_3 = \$126  ? treg3 : \$133 ;
-  assign \$134  = ~ mask;
-  assign \$135  = $signed(kreg4) >= $signed(\$4 [29:0]);
-  assign \$136  = valid4 & \$135 ;
-  assign \$137  = \$134  | \$136 ;
-  assign \$138  = $signed(kreg4) >= $signed(\$4 [29:0]);
-  assign \$139  = valid4 & \$138 ;
-  assign \$140  = ~ \$139 ;
-  assign \$141  = $signed(kreg3) >= $signed(\$4 [29:0]);
-  assign \$142  = valid3 & \$141 ;
-  assign \$143  = \$140  & \$142 ;
-  assign \$144  = \$143  ? 1'h1 : valid3;
-  assign v0_4 = \$137  ? valid4 : \$144 ;
-  assign \$145  = ~ mask;
-  assign \$146  = $signed(kreg4) >= $signed(\$4 [29:0]);
-  assign \$147  = valid4 & \$146 ;
-  assign \$148  = \$145  | \$147 ;
-  assign \$149  = $signed(kreg4) >= $signed(\$4 [29:0]);
-  assign \$150  = valid4 & \$149 ;
-  assign \$151  = ~ \$150 ;
-  assign \$152  = $signed(kreg3) >= $signed(\$4 [29:0]);
-  assign \$153  = valid3 & \$152 ;
-  assign \$154  = \$151  & \$153 ;
-  assign \$155  = \$154  ? \$4 [29:0] : kreg3;
-  assign k0_4 = \$148  ? kreg4 : \$155 ;
-  assign \$156  = ~ mask;
-  assign \$157  = $signed(kreg4) >= $signed(\$4 [29:0]);
-  assign \$158  = valid4 & \$157 ;
-  assign \$159  = \$156  | \$158 ;
-  assign \$160  = $signed(kreg4) >= $signed(\$4 [29:0]);
-  assign \$161  = valid4 & \$160 ;
-  assign \$162  = ~ \$161 ;
-  assign \$163  = $signed(kreg3) >= $signed(\$4 [29:0]);
-  assign \$164  = valid3 & \$163 ;
-  assign \$165  = \$162  & \$164 ;
-  assign \$166  = \$165  ? t0 : treg3;
-  assign t0_4 = \$159  ? treg4 : \$166 ;
-  assign \$167  = ~ mask;
-  assign \$168  = $signed(kreg5) >= $signed(\$4 [29:0]);
-  assign \$169  = valid5 & \$168 ;
-  assign \$170  = \$167  | \$169 ;
-  assign \$171  = $signed(kreg5) >= $signed(\$4 [29:0]);
-  assign \$172  = valid5 & \$171 ;
-  assign \$173  = ~ \$172 ;
-  assign \$174  = $signed(kreg4) >= $signed(\$4 [29:0]);
-  assign \$175  = valid4 & \$174 ;
-  assign \$176  = \$173  & \$175 ;
-  assign \$177  = \$176  ? 1'h1 : valid4;
-  assign v0_5 = \$170  ? valid5 : \$177 ;
-  assign \$178  = ~ mask;
-  assign \$179  = $signed(kreg5) >= $signed(\$4 [29:0]);
-  assign \$180  = valid5 & \$179 ;
-  assign \$181  = \$178  | \$180 ;
-  assign \$182  = $signed(kreg5) >= $signed(\$4 [29:0]);
-  assign \$183  = valid5 & \$182 ;
-  assign \$184  = ~ \$183 ;
-  assign \$185  = $signed(kreg4) >= $signed(\$4 [29:0]);
-  assign \$186  = valid4 & \$185 ;
-  assign \$187  = \$184  & \$186 ;
-  assign \$188  = \$187  ? \$4 [29:0] : kreg4;
-  assign k0_5 = \$181  ? kreg5 : \$188 ;
-  assign \$189  = ~ mask;
-  assign \$190  = $signed(kreg5) >= $signed(\$4 [29:0]);
-  assign \$191  = valid5 & \$190 ;
-  assign \$192  = \$189  | \$191 ;
-  assign \$193  = $signed(kreg5) >= $signed(\$4 [29:0]);
-  assign \$194  = valid5 & \$193 ;
-  assign \$195  = ~ \$194 ;
-  assign \$196  = $signed(kreg4) >= $signed(\$4 [29:0]);
-  assign \$197  = valid4 & \$196 ;
-  assign \$198  = \$195  & \$197 ;
-  assign \$199  = \$198  ? t0 : treg4;
-  assign t0_5 = \$192  ? treg5 : \$199 ;
-  assign \$200  = ~ mask;
-  assign \$201  = $signed(kreg6) >= $signed(\$4 [29:0]);
-  assign \$202  = valid6 & \$201 ;
-  assign \$203  = \$200  | \$202 ;
-  assign \$204  = $signed(kreg6) >= $signed(\$4 [29:0]);
-  assign \$205  = valid6 & \$204 ;
-  assign \$206  = ~ \$205 ;
-  assign \$207  = $signed(kreg5) >= $signed(\$4 [29:0]);
-  assign \$208  = valid5 & \$207 ;
-  assign \$209  = \$206  & \$208 ;
-  assign \$210  = \$209  ? 1'h1 : valid5;
-  assign v0_6 = \$203  ? valid6 : \$210 ;
-  assign \$211  = ~ mask;
-  assign \$212  = $signed(kreg6) >= $signed(\$4 [29:0]);
-  assign \$213  = valid6 & \$212 ;
-  assign \$214  = \$211  | \$213 ;
-  assign \$215  = $signed(kreg6) >= $signed(\$4 [29:0]);
-  assign \$216  = valid6 & \$215 ;
-  assign \$217  = ~ \$216 ;
-  assign \$218  = $signed(kreg5) >= $signed(\$4 [29:0]);
-  assign \$219  = valid5 & \$218 ;
-  assign \$220  = \$217  & \$219 ;
-  assign \$221  = \$220  ? \$4 [29:0] : kreg5;
-  assign k0_6 = \$214  ? kreg6 : \$221 ;
-  assign \$222  = ~ mask;
-  assign \$223  = $signed(kreg6) >= $signed(\$4 [29:0]);
-  assign \$224  = valid6 & \$223 ;
-  assign \$225  = \$222  | \$224 ;
-  assign \$226  = $signed(kreg6) >= $signed(\$4 [29:0]);
-  assign \$227  = valid6 & \$226 ;
-  assign \$228  = ~ \$227 ;
-  assign \$229  = $signed(kreg5) >= $signed(\$4 [29:0]);
-  assign \$230  = valid5 & \$229 ;
-  assign \$231  = \$228  & \$230 ;
-  assign \$232  = \$231  ? t0 : treg5;
-  assign t0_6 = \$225  ? treg6 : \$232 ;
-  assign \$233  = ~ mask;
-  assign \$234  = $signed(kreg7) >= $signed(\$4 [29:0]);
-  assign \$235  = valid7 & \$234 ;
-  assign \$236  = \$233  | \$235 ;
-  assign \$237  = $signed(kreg7) >= $signed(\$4 [29:0]);
-  assign \$238  = valid7 & \$237 ;
-  assign \$239  = ~ \$238 ;
-  assign \$240  = $signed(kreg6) >= $signed(\$4 [29:0]);
-  assign \$241  = valid6 & \$240 ;
-  assign \$242  = \$239  & \$241 ;
-  assign \$243  = \$242  ? 1'h1 : valid6;
-  assign v0_7 = \$236  ? valid7 : \$243 ;
-  assign \$244  = ~ mask;
-  assign \$245  = $signed(kreg7) >= $signed(\$4 [29:0]);
-  assign \$246  = valid7 & \$245 ;
-  assign \$247  = \$244  | \$246 ;
-  assign \$248  = $signed(kreg7) >= $signed(\$4 [29:0]);
-  assign \$249  = valid7 & \$248 ;
-  assign \$250  = ~ \$249 ;
-  assign \$251  = $signed(kreg6) >= $signed(\$4 [29:0]);
-  assign \$252  = valid6 & \$251 ;
-  assign \$253  = \$250  & \$252 ;
-  assign \$254  = \$253  ? \$4 [29:0] : kreg6;
-  assign k0_7 = \$247  ? kreg7 : \$254 ;
-  assign \$255  = ~ mask;
-  assign \$256  = $signed(kreg7) >= $signed(\$4 [29:0]);
-  assign \$257  = valid7 & \$256 ;
-  assign \$258  = \$255  | \$257 ;
-  assign \$259  = $signed(kreg7) >= $signed(\$4 [29:0]);
-  assign \$260  = valid7 & \$259 ;
-  assign \$261  = ~ \$260 ;
-  assign \$262  = $signed(kreg6) >= $signed(\$4 [29:0]);
-  assign \$263  = valid6 & \$262 ;
-  assign \$264  = \$261  & \$263 ;
-  assign \$265  = \$264  ? t0 : treg6;
-  assign t0_7 = \$258  ? treg7 : \$265 ;
-  assign \$266  = ~ mask;
-  assign \$267  = $signed(kreg8) >= $signed(\$4 [29:0]);
-  assign \$268  = valid8 & \$267 ;
-  assign \$269  = \$266  | \$268 ;
-  assign \$270  = $signed(kreg8) >= $signed(\$4 [29:0]);
-  assign \$271  = valid8 & \$270 ;
-  assign \$272  = ~ \$271 ;
-  assign \$273  = $signed(kreg7) >= $signed(\$4 [29:0]);
-  assign \$274  = valid7 & \$273 ;
-  assign \$275  = \$272  & \$274 ;
-  assign \$276  = \$275  ? 1'h1 : valid7;
-  assign v0_8 = \$269  ? valid8 : \$276 ;
-  assign \$277  = ~ mask;
-  assign \$278  = $signed(kreg8) >= $signed(\$4 [29:0]);
-  assign \$279  = valid8 & \$278 ;
-  assign \$280  = \$277  | \$279 ;
-  assign \$281  = $signed(kreg8) >= $signed(\$4 [29:0]);
-  assign \$282  = valid8 & \$281 ;
-  assign \$283  = ~ \$282 ;
-  assign \$284  = $signed(kreg7) >= $signed(\$4 [29:0]);
-  assign \$285  = valid7 & \$284 ;
-  assign \$286  = \$283  & \$285 ;
-  assign \$287  = \$286  ? \$4 [29:0] : kreg7;
-  assign k0_8 = \$280  ? kreg8 : \$287 ;
-  assign \$288  = ~ mask;
-  assign \$289  = $signed(kreg8) >= $signed(\$4 [29:0]);
-  assign \$290  = valid8 & \$289 ;
-  assign \$291  = \$288  | \$290 ;
-  assign \$292  = $signed(kreg8) >= $signed(\$4 [29:0]);
-  assign \$293  = valid8 & \$292 ;
-  assign \$294  = ~ \$293 ;
-  assign \$295  = $signed(kreg7) >= $signed(\$4 [29:0]);
-  assign \$296  = valid7 & \$295 ;
-  assign \$297  = \$294  & \$296 ;
-  assign \$298  = \$297  ? t0 : treg7;
-  assign t0_8 = \$291  ? treg8 : \$298 ;
-  assign \$299  = ~ mask;
-  assign \$300  = $signed(kreg9) >= $signed(\$4 [29:0]);
-  assign \$301  = valid9 & \$300 ;
-  assign \$302  = \$299  | \$301 ;
-  assign \$303  = $signed(kreg9) >= $signed(\$4 [29:0]);
-  assign \$304  = valid9 & \$303 ;
-  assign \$305  = ~ \$304 ;
-  assign \$306  = $signed(kreg8) >= $signed(\$4 [29:0]);
-  assign \$307  = valid8 & \$306 ;
-  assign \$308  = \$305  & \$307 ;
-  assign \$309  = \$308  ? 1'h1 : valid8;
-  assign v0_9 = \$302  ? valid9 : \$309 ;
-  assign \$310  = ~ mask;
-  assign \$311  = $signed(kreg9) >= $signed(\$4 [29:0]);
-  assign \$312  = valid9 & \$311 ;
-  assign \$313  = \$310  | \$312 ;
-  assign \$314  = $signed(kreg9) >= $signed(\$4 [29:0]);
-  assign \$315  = valid9 & \$314 ;
-  assign \$316  = ~ \$315 ;
-  assign \$317  = $signed(kreg8) >= $signed(\$4 [29:0]);
-  assign \$318  = valid8 & \$317 ;
-  assign \$319  = \$316  & \$318 ;
-  assign \$320  = \$319  ? \$4 [29:0] : kreg8;
-  assign k0_9 = \$313  ? kreg9 : \$320 ;
-  assign \$321  = ~ mask;
-  assign \$322  = $signed(kreg9) >= $signed(\$4 [29:0]);
-  assign \$323  = valid9 & \$322 ;
-  assign \$324  = \$321  | \$323 ;
-  assign \$325  = $signed(kreg9) >= $signed(\$4 [29:0]);
-  assign \$326  = valid9 & \$325 ;
-  assign \$327  = ~ \$326 ;
-  assign \$328  = $signed(kreg8) >= $signed(\$4 [29:0]);
-  assign \$329  = valid8 & \$328 ;
-  assign \$330  = \$327  & \$329 ;
-  assign \$331  = \$330  ? t0 : treg8;
-  assign t0_9 = \$324  ? treg9 : \$331 ;
-  assign \$332  = m - 1'h1;
-  assign \$333  = m > 1'h0;
-  assign \$334  = kreg0 == thr;
-  assign \$335  = \$333  & \$334 ;
-  assign \$336  = m > 1'h1;
-  assign \$337  = kreg1 == thr;
-  assign \$338  = \$336  & \$337 ;
-  assign \$339  = \$335  + \$338 ;
-  assign \$340  = m > 2'h2;
-  assign \$341  = kreg2 == thr;
-  assign \$342  = \$340  & \$341 ;
-  assign \$343  = m > 2'h3;
-  assign \$344  = kreg3 == thr;
-  assign \$345  = \$343  & \$344 ;
-  assign \$346  = \$342  + \$345 ;
-  assign \$347  = \$339  + \$346 ;
-  assign \$348  = m > 3'h4;
-  assign \$349  = kreg4 == thr;
-  assign \$350  = \$348  & \$349 ;
-  assign \$351  = m > 3'h5;
-  assign \$352  = kreg5 == thr;
-  assign \$353  = \$351  & \$352 ;
-  assign \$354  = \$350  + \$353 ;
-  assign \$355  = m > 3'h6;
-  assign \$356  = kreg6 == thr;
-  assign \$357  = \$355  & \$356 ;
-  assign \$358  = m > 3'h7;
-  assign \$359  = kreg7 == thr;
-  assign \$360  = \$358  & \$359 ;
-  assign \$361  = \$357  + \$360 ;
-  assign \$362  = \$354  + \$361 ;
-  assign \$363  = \$347  + \$362 ;
-  assign \$364  = m > 4'h8;
-  assign \$365  = kreg8 == thr;
-  assign \$366  = \$364  & \$365 ;
-  assign \$367  = m > 4'h9;
-  assign \$368  = kreg9 == thr;
-  assign \$369  = \$367  & \$368 ;
-  assign \$370  = \$366  + \$369 ;
-  assign \$371  = \$363  + \$370 ;
-  assign \$372  = m > 1'h0;
-  assign \$373  = \$372  ? treg0 : 2'h0;
-  assign \$374  = m > 1'h1;
-  assign \$375  = \$374  ? treg1 : 2'h0;
-  assign \$376  = $signed(\$373 ) + $signed(\$375 );
-  assign \$377  = m > 2'h2;
-  assign \$378  = \$377  ? treg2 : 2'h0;
-  assign \$379  = m > 2'h3;
-  assign \$380  = \$379  ? treg3 : 2'h0;
-  assign \$381  = $signed(\$378 ) + $signed(\$380 );
-  assign \$382  = $signed(\$376 ) + $signed(\$381 );
-  assign \$383  = m > 3'h4;
-  assign \$384  = \$383  ? treg4 : 2'h0;
-  assign \$385  = m > 3'h5;
-  assign \$386  = \$385  ? treg5 : 2'h0;
-  assign \$387  = $signed(\$384 ) + $signed(\$386 );
-  assign \$388  = m > 3'h6;
-  assign \$389  = \$388  ? treg6 : 2'h0;
-  assign \$390  = m > 3'h7;
-  assign \$391  = \$390  ? treg7 : 2'h0;
-  assign \$392  = $signed(\$389 ) + $signed(\$391 );
-  assign \$393  = $signed(\$387 ) + $signed(\$392 );
-  assign \$394  = $signed(\$382 ) + $signed(\$393 );
-  assign \$395  = m > 4'h8;
-  assign \$396  = \$395  ? treg8 : 2'h0;
-  assign \$397  = m > 4'h9;
-  assign \$398  = \$397  ? treg9 : 2'h0;
-  assign \$399  = $signed(\$396 ) + $signed(\$398 );
-  assign \$400  = $signed(\$394 ) + $signed(\$399 );
-  assign \$401  = $signed(\$4 [29:0]) > $signed(thr);
-  assign \$402  = \$4 [29:0] == thr;
-  assign \$403  = mask & \$402 ;
-  assign \$404  = seen + 1'h0;
-  assign \$405  = \$404  < \$371 [3:0];
-  assign \$406  = \$403  & \$405 ;
-  assign \$407  = \$401  | \$406 ;
-  assign \$408  = mask & \$407 ;
-  assign \$409  = | t0;
-  assign \$410  = \$408  & \$409 ;
-  assign \$411  = $signed(t0) > $signed(1'h0);
-  assign \$412  = \$411  ? 2'h1 : 2'h2;
-  assign \$413  = \$410  ? \$412  : 2'h0;
-  assign \$414  = \$4 [29:0] == thr;
-  assign \$415  = mask & \$414 ;
-  assign \$416  = seen + \$415 ;
+  assign \$8  = $signed(kreg0) >= $signed(\$4 [29:0]);
+  assign ge0_0 = valid0 & \$8 ;
+  assign \$9  = $signed(kreg1) >= $signed(\$4 [29:0]);
+  assign ge1_0 = valid1 & \$9 ;
+  assign \$10  = $signed(kreg2) >= $signed(\$4 [29:0]);
+  assign ge2_0 = valid2 & \$10 ;
+  assign \$11  = $signed(kreg3) >= $signed(\$4 [29:0]);
+  assign ge3_0 = valid3 & \$11 ;
+  assign \$12  = $signed(kreg4) >= $signed(\$4 [29:0]);
+  assign ge4_0 = valid4 & \$12 ;
+  assign \$13  = $signed(kreg5) >= $signed(\$4 [29:0]);
+  assign ge5_0 = valid5 & \$13 ;
+  assign \$14  = $signed(kreg6) >= $signed(\$4 [29:0]);
+  assign ge6_0 = valid6 & \$14 ;
+  assign \$15  = $signed(kreg7) >= $signed(\$4 [29:0]);
+  assign ge7_0 = valid7 & \$15 ;
+  assign \$16  = $signed(kreg8) >= $signed(\$4 [29:0]);
+  assign ge8_0 = valid8 & \$16 ;
+  assign \$17  = $signed(kreg9) >= $signed(\$4 [29:0]);
+  assign ge9_0 = valid9 & \$17 ;
+  assign \$18  = ~ ge0_0;
+  assign \$19  = ~ ge1_0;
+  assign at0_1 = ge0_0 & \$19 ;
+  assign \$20  = ~ ge2_0;
+  assign at0_2 = ge1_0 & \$20 ;
+  assign \$21  = ~ ge3_0;
+  assign at0_3 = ge2_0 & \$21 ;
+  assign \$22  = ~ ge4_0;
+  assign at0_4 = ge3_0 & \$22 ;
+  assign \$23  = ~ ge5_0;
+  assign at0_5 = ge4_0 & \$23 ;
+  assign \$24  = ~ ge6_0;
+  assign at0_6 = ge5_0 & \$24 ;
+  assign \$25  = ~ ge7_0;
+  assign at0_7 = ge6_0 & \$25 ;
+  assign \$26  = ~ ge8_0;
+  assign at0_8 = ge7_0 & \$26 ;
+  assign \$27  = ~ ge9_0;
+  assign at0_9 = ge8_0 & \$27 ;
+  assign lane0_at0 = mask & \$29 ;
+  assign lane0_at1 = mask & \$31 ;
+  assign lane0_at2 = mask & \$33 ;
+  assign lane0_at3 = mask & \$35 ;
+  assign lane0_at4 = mask & \$37 ;
+  assign lane0_at5 = mask & \$39 ;
+  assign lane0_at6 = mask & \$41 ;
+  assign lane0_at7 = mask & \$43 ;
+  assign lane0_at8 = mask & \$45 ;
+  assign lane0_at9 = mask & \$47 ;
+  assign \$48  = ~ ge0_0;
+  assign pass0 = mask & \$48 ;
+  assign \$49  = ! pass0;
+  assign keep0_at0 = valid0 & \$49 ;
+  assign keep0_at1 = valid0 & \$50 ;
+  assign \$51  = ~ ge1_0;
+  assign pass1 = mask & \$51 ;
+  assign \$52  = ! pass1;
+  assign keep1_at1 = valid1 & \$52 ;
+  assign keep1_at2 = valid1 & \$53 ;
+  assign \$54  = ~ ge2_0;
+  assign pass2 = mask & \$54 ;
+  assign \$55  = ! pass2;
+  assign keep2_at2 = valid2 & \$55 ;
+  assign keep2_at3 = valid2 & \$56 ;
+  assign \$57  = ~ ge3_0;
+  assign pass3 = mask & \$57 ;
+  assign \$58  = ! pass3;
+  assign keep3_at3 = valid3 & \$58 ;
+  assign keep3_at4 = valid3 & \$59 ;
+  assign \$60  = ~ ge4_0;
+  assign pass4 = mask & \$60 ;
+  assign \$61  = ! pass4;
+  assign keep4_at4 = valid4 & \$61 ;
+  assign keep4_at5 = valid4 & \$62 ;
+  assign \$63  = ~ ge5_0;
+  assign pass5 = mask & \$63 ;
+  assign \$64  = ! pass5;
+  assign keep5_at5 = valid5 & \$64 ;
+  assign keep5_at6 = valid5 & \$65 ;
+  assign \$66  = ~ ge6_0;
+  assign pass6 = mask & \$66 ;
+  assign \$67  = ! pass6;
+  assign keep6_at6 = valid6 & \$67 ;
+  assign keep6_at7 = valid6 & \$68 ;
+  assign \$69  = ~ ge7_0;
+  assign pass7 = mask & \$69 ;
+  assign \$70  = ! pass7;
+  assign keep7_at7 = valid7 & \$70 ;
+  assign keep7_at8 = valid7 & \$71 ;
+  assign \$72  = ~ ge8_0;
+  assign pass8 = mask & \$72 ;
+  assign \$73  = ! pass8;
+  assign keep8_at8 = valid8 & \$73 ;
+  assign keep8_at9 = valid8 & \$74 ;
+  assign \$75  = ~ ge9_0;
+  assign pass9 = mask & \$75 ;
+  assign \$76  = ! pass9;
+  assign keep9_at9 = valid9 & \$76 ;
+  assign nv0 = | { keep0_at0, lane0_at0 };
+  assign \$77  = lane0_at0 ? \$4 [29:0] : 30'h00000000;
+  assign \$78  = keep0_at0 ? kreg0 : 30'h00000000;
+  assign nk0 = \$77  | \$78 ;
+  assign \$79  = lane0_at0 ? t0 : 2'h0;
+  assign \$80  = keep0_at0 ? treg0 : 2'h0;
+  assign nt0 = \$79  | \$80 ;
+  assign nv1 = | { keep1_at1, keep0_at1, lane0_at1 };
+  assign \$81  = lane0_at1 ? \$4 [29:0] : 30'h00000000;
+  assign \$82  = keep0_at1 ? kreg0 : 30'h00000000;
+  assign \$83  = \$81  | \$82 ;
+  assign \$84  = keep1_at1 ? kreg1 : 30'h00000000;
+  assign nk1 = \$83  | \$84 ;
+  assign \$85  = lane0_at1 ? t0 : 2'h0;
+  assign \$86  = keep0_at1 ? treg0 : 2'h0;
+  assign \$87  = \$85  | \$86 ;
+  assign \$88  = keep1_at1 ? treg1 : 2'h0;
+  assign nt1 = \$87  | \$88 ;
+  assign nv2 = | { keep2_at2, keep1_at2, lane0_at2 };
+  assign \$89  = lane0_at2 ? \$4 [29:0] : 30'h00000000;
+  assign \$90  = keep1_at2 ? kreg1 : 30'h00000000;
+  assign \$91  = \$89  | \$90 ;
+  assign \$92  = keep2_at2 ? kreg2 : 30'h00000000;
+  assign nk2 = \$91  | \$92 ;
+  assign \$93  = lane0_at2 ? t0 : 2'h0;
+  assign \$94  = keep1_at2 ? treg1 : 2'h0;
+  assign \$95  = \$93  | \$94 ;
+  assign \$96  = keep2_at2 ? treg2 : 2'h0;
+  assign nt2 = \$95  | \$96 ;
+  assign nv3 = | { keep3_at3, keep2_at3, lane0_at3 };
+  assign \$97  = lane0_at3 ? \$4 [29:0] : 30'h00000000;
+  assign \$98  = keep2_at3 ? kreg2 : 30'h00000000;
+  assign \$99  = \$97  | \$98 ;
+  assign \$100  = keep3_at3 ? kreg3 : 30'h00000000;
+  assign nk3 = \$99  | \$100 ;
+  assign \$101  = lane0_at3 ? t0 : 2'h0;
+  assign \$102  = keep2_at3 ? treg2 : 2'h0;
+  assign \$103  = \$101  | \$102 ;
+  assign \$104  = keep3_at3 ? treg3 : 2'h0;
+  assign nt3 = \$103  | \$104 ;
+  assign nv4 = | { keep4_at4, keep3_at4, lane0_at4 };
+  assign \$105  = lane0_at4 ? \$4 [29:0] : 30'h00000000;
+  assign \$106  = keep3_at4 ? kreg3 : 30'h00000000;
+  assign \$107  = \$105  | \$106 ;
+  assign \$108  = keep4_at4 ? kreg4 : 30'h00000000;
+  assign nk4 = \$107  | \$108 ;
+  assign \$109  = lane0_at4 ? t0 : 2'h0;
+  assign \$110  = keep3_at4 ? treg3 : 2'h0;
+  assign \$111  = \$109  | \$110 ;
+  assign \$112  = keep4_at4 ? treg4 : 2'h0;
+  assign nt4 = \$111  | \$112 ;
+  assign nv5 = | { keep5_at5, keep4_at5, lane0_at5 };
+  assign \$113  = lane0_at5 ? \$4 [29:0] : 30'h00000000;
+  assign \$114  = keep4_at5 ? kreg4 : 30'h00000000;
+  assign \$115  = \$113  | \$114 ;
+  assign \$116  = keep5_at5 ? kreg5 : 30'h00000000;
+  assign nk5 = \$115  | \$116 ;
+  assign \$117  = lane0_at5 ? t0 : 2'h0;
+  assign \$118  = keep4_at5 ? treg4 : 2'h0;
+  assign \$119  = \$117  | \$118 ;
+  assign \$120  = keep5_at5 ? treg5 : 2'h0;
+  assign nt5 = \$119  | \$120 ;
+  assign nv6 = | { keep6_at6, keep5_at6, lane0_at6 };
+  assign \$121  = lane0_at6 ? \$4 [29:0] : 30'h00000000;
+  assign \$122  = keep5_at6 ? kreg5 : 30'h00000000;
+  assign \$123  = \$121  | \$122 ;
+  assign \$124  = keep6_at6 ? kreg6 : 30'h00000000;
+  assign nk6 = \$123  | \$124 ;
+  assign \$125  = lane0_at6 ? t0 : 2'h0;
+  assign \$126  = keep5_at6 ? treg5 : 2'h0;
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = keep6_at6 ? treg6 : 2'h0;
+  assign nt6 = \$127  | \$128 ;
+  assign nv7 = | { keep7_at7, keep6_at7, lane0_at7 };
+  assign \$129  = lane0_at7 ? \$4 [29:0] : 30'h00000000;
+  assign \$130  = keep6_at7 ? kreg6 : 30'h00000000;
+  assign \$131  = \$129  | \$130 ;
+  assign \$132  = keep7_at7 ? kreg7 : 30'h00000000;
+  assign nk7 = \$131  | \$132 ;
+  assign \$133  = lane0_at7 ? t0 : 2'h0;
+  assign \$134  = keep6_at7 ? treg6 : 2'h0;
+  assign \$135  = \$133  | \$134 ;
+  assign \$136  = keep7_at7 ? treg7 : 2'h0;
+  assign nt7 = \$135  | \$136 ;
+  assign nv8 = | { keep8_at8, keep7_at8, lane0_at8 };
+  assign \$137  = lane0_at8 ? \$4 [29:0] : 30'h00000000;
+  assign \$138  = keep7_at8 ? kreg7 : 30'h00000000;
+  assign \$139  = \$137  | \$138 ;
+  assign \$140  = keep8_at8 ? kreg8 : 30'h00000000;
+  assign nk8 = \$139  | \$140 ;
+  assign \$141  = lane0_at8 ? t0 : 2'h0;
+  assign \$142  = keep7_at8 ? treg7 : 2'h0;
+  assign \$143  = \$141  | \$142 ;
+  assign \$144  = keep8_at8 ? treg8 : 2'h0;
+  assign nt8 = \$143  | \$144 ;
+  assign nv9 = | { keep9_at9, keep8_at9, lane0_at9 };
+  assign \$145  = lane0_at9 ? \$4 [29:0] : 30'h00000000;
+  assign \$146  = keep8_at9 ? kreg8 : 30'h00000000;
+  assign \$147  = \$145  | \$146 ;
+  assign \$148  = keep9_at9 ? kreg9 : 30'h00000000;
+  assign nk9 = \$147  | \$148 ;
+  assign \$149  = lane0_at9 ? t0 : 2'h0;
+  assign \$150  = keep8_at9 ? treg8 : 2'h0;
+  assign \$151  = \$149  | \$150 ;
+  assign \$152  = keep9_at9 ? treg9 : 2'h0;
+  assign nt9 = \$151  | \$152 ;
+  assign \$153  = m - 1'h1;
+  assign \$154  = m > 1'h0;
+  assign \$155  = kreg0 == thr;
+  assign \$156  = \$154  & \$155 ;
+  assign \$157  = m > 1'h1;
+  assign \$158  = kreg1 == thr;
+  assign \$159  = \$157  & \$158 ;
+  assign \$160  = \$156  + \$159 ;
+  assign \$161  = m > 2'h2;
+  assign \$162  = kreg2 == thr;
+  assign \$163  = \$161  & \$162 ;
+  assign \$164  = m > 2'h3;
+  assign \$165  = kreg3 == thr;
+  assign \$166  = \$164  & \$165 ;
+  assign \$167  = \$163  + \$166 ;
+  assign \$168  = \$160  + \$167 ;
+  assign \$169  = m > 3'h4;
+  assign \$170  = kreg4 == thr;
+  assign \$171  = \$169  & \$170 ;
+  assign \$172  = m > 3'h5;
+  assign \$173  = kreg5 == thr;
+  assign \$174  = \$172  & \$173 ;
+  assign \$175  = \$171  + \$174 ;
+  assign \$176  = m > 3'h6;
+  assign \$177  = kreg6 == thr;
+  assign \$178  = \$176  & \$177 ;
+  assign \$179  = m > 3'h7;
+  assign \$180  = kreg7 == thr;
+  assign \$181  = \$179  & \$180 ;
+  assign \$182  = \$178  + \$181 ;
+  assign \$183  = \$175  + \$182 ;
+  assign \$184  = \$168  + \$183 ;
+  assign \$185  = m > 4'h8;
+  assign \$186  = kreg8 == thr;
+  assign \$187  = \$185  & \$186 ;
+  assign \$188  = m > 4'h9;
+  assign \$189  = kreg9 == thr;
+  assign \$190  = \$188  & \$189 ;
+  assign \$191  = \$187  + \$190 ;
+  assign \$192  = \$184  + \$191 ;
+  assign \$193  = m > 1'h0;
+  assign \$194  = \$193  ? treg0 : 2'h0;
+  assign \$195  = m > 1'h1;
+  assign \$196  = \$195  ? treg1 : 2'h0;
+  assign \$197  = $signed(\$194 ) + $signed(\$196 );
+  assign \$198  = m > 2'h2;
+  assign \$199  = \$198  ? treg2 : 2'h0;
+  assign \$200  = m > 2'h3;
+  assign \$201  = \$200  ? treg3 : 2'h0;
+  assign \$202  = $signed(\$199 ) + $signed(\$201 );
+  assign \$203  = $signed(\$197 ) + $signed(\$202 );
+  assign \$204  = m > 3'h4;
+  assign \$205  = \$204  ? treg4 : 2'h0;
+  assign \$206  = m > 3'h5;
+  assign \$207  = \$206  ? treg5 : 2'h0;
+  assign \$208  = $signed(\$205 ) + $signed(\$207 );
+  assign \$209  = m > 3'h6;
+  assign \$210  = \$209  ? treg6 : 2'h0;
+  assign \$211  = m > 3'h7;
+  assign \$212  = \$211  ? treg7 : 2'h0;
+  assign \$213  = $signed(\$210 ) + $signed(\$212 );
+  assign \$214  = $signed(\$208 ) + $signed(\$213 );
+  assign \$215  = $signed(\$203 ) + $signed(\$214 );
+  assign \$216  = m > 4'h8;
+  assign \$217  = \$216  ? treg8 : 2'h0;
+  assign \$218  = m > 4'h9;
+  assign \$219  = \$218  ? treg9 : 2'h0;
+  assign \$220  = $signed(\$217 ) + $signed(\$219 );
+  assign \$221  = $signed(\$215 ) + $signed(\$220 );
+  assign \$222  = $signed(\$4 [29:0]) > $signed(thr);
+  assign \$223  = \$4 [29:0] == thr;
+  assign \$224  = mask & \$223 ;
+  assign \$225  = seen + 1'h0;
+  assign \$226  = \$225  < \$192 [3:0];
+  assign \$227  = \$224  & \$226 ;
+  assign \$228  = \$222  | \$227 ;
+  assign \$229  = mask & \$228 ;
+  assign \$230  = | t0;
+  assign \$231  = \$229  & \$230 ;
+  assign \$232  = $signed(t0) > $signed(1'h0);
+  assign \$233  = \$232  ? 2'h1 : 2'h2;
+  assign \$234  = \$231  ? \$233  : 2'h0;
+  assign \$235  = \$4 [29:0] == thr;
+  assign \$236  = mask & \$235 ;
+  assign \$237  = seen + \$236 ;
   always @(posedge clk)
-    valid0 <= \$417 ;
+    valid0 <= \$238 ;
   always @(posedge clk)
-    valid1 <= \$418 ;
+    valid1 <= \$239 ;
   always @(posedge clk)
-    valid2 <= \$419 ;
+    valid2 <= \$240 ;
   always @(posedge clk)
-    valid3 <= \$420 ;
+    valid3 <= \$241 ;
   always @(posedge clk)
-    valid4 <= \$421 ;
+    valid4 <= \$242 ;
   always @(posedge clk)
-    valid5 <= \$422 ;
+    valid5 <= \$243 ;
   always @(posedge clk)
-    valid6 <= \$423 ;
+    valid6 <= \$244 ;
   always @(posedge clk)
-    valid7 <= \$424 ;
+    valid7 <= \$245 ;
   always @(posedge clk)
-    valid8 <= \$425 ;
+    valid8 <= \$246 ;
   always @(posedge clk)
-    valid9 <= \$426 ;
+    valid9 <= \$247 ;
   always @(posedge clk)
-    kreg0 <= \$427 ;
+    kreg0 <= \$248 ;
   always @(posedge clk)
-    treg0 <= \$428 ;
+    treg0 <= \$249 ;
   always @(posedge clk)
-    kreg1 <= \$429 ;
+    kreg1 <= \$250 ;
   always @(posedge clk)
-    treg1 <= \$430 ;
+    treg1 <= \$251 ;
   always @(posedge clk)
-    kreg2 <= \$431 ;
+    kreg2 <= \$252 ;
   always @(posedge clk)
-    treg2 <= \$432 ;
+    treg2 <= \$253 ;
   always @(posedge clk)
-    kreg3 <= \$433 ;
+    kreg3 <= \$254 ;
   always @(posedge clk)
-    treg3 <= \$434 ;
+    treg3 <= \$255 ;
   always @(posedge clk)
-    kreg4 <= \$435 ;
+    kreg4 <= \$256 ;
   always @(posedge clk)
-    treg4 <= \$436 ;
+    treg4 <= \$257 ;
   always @(posedge clk)
-    kreg5 <= \$437 ;
+    kreg5 <= \$258 ;
   always @(posedge clk)
-    treg5 <= \$438 ;
+    treg5 <= \$259 ;
   always @(posedge clk)
-    kreg6 <= \$439 ;
+    kreg6 <= \$260 ;
   always @(posedge clk)
-    treg6 <= \$440 ;
+    treg6 <= \$261 ;
   always @(posedge clk)
-    kreg7 <= \$441 ;
+    kreg7 <= \$262 ;
   always @(posedge clk)
-    treg7 <= \$442 ;
+    treg7 <= \$263 ;
   always @(posedge clk)
-    kreg8 <= \$443 ;
+    kreg8 <= \$264 ;
   always @(posedge clk)
-    treg8 <= \$444 ;
+    treg8 <= \$265 ;
   always @(posedge clk)
-    kreg9 <= \$445 ;
+    kreg9 <= \$266 ;
   always @(posedge clk)
-    treg9 <= \$446 ;
+    treg9 <= \$267 ;
   always @(posedge clk)
-    seen <= \$447 ;
+    seen <= \$268 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     thr = 30'h00000000;
-    casez (\$332 )
+    casez (\$153 )
       5'h00:
           thr = kreg0;
       5'h01:
@@ -5610,367 +5344,395 @@ module \hwnorm_bwd_topk_s16.sel$80 (clk, rst, mask, m, \port$1272$0 , \port$1285
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$417  = valid0;
+    \$238  = valid0;
     if (clear) begin
-      \$417  = 1'h0;
+      \$238  = 1'h0;
     end else if (p1) begin
-      \$417  = v0_0;
+      \$238  = nv0;
     end
     if (rst) begin
-      \$417  = 1'h0;
+      \$238  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$418  = valid1;
+    \$239  = valid1;
     if (clear) begin
-      \$418  = 1'h0;
+      \$239  = 1'h0;
     end else if (p1) begin
-      \$418  = v0_1;
+      \$239  = nv1;
     end
     if (rst) begin
-      \$418  = 1'h0;
+      \$239  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$419  = valid2;
+    \$240  = valid2;
     if (clear) begin
-      \$419  = 1'h0;
+      \$240  = 1'h0;
     end else if (p1) begin
-      \$419  = v0_2;
+      \$240  = nv2;
     end
     if (rst) begin
-      \$419  = 1'h0;
+      \$240  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$420  = valid3;
+    \$241  = valid3;
     if (clear) begin
-      \$420  = 1'h0;
+      \$241  = 1'h0;
     end else if (p1) begin
-      \$420  = v0_3;
+      \$241  = nv3;
     end
     if (rst) begin
-      \$420  = 1'h0;
+      \$241  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$421  = valid4;
+    \$242  = valid4;
     if (clear) begin
-      \$421  = 1'h0;
+      \$242  = 1'h0;
     end else if (p1) begin
-      \$421  = v0_4;
+      \$242  = nv4;
     end
     if (rst) begin
-      \$421  = 1'h0;
+      \$242  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$422  = valid5;
+    \$243  = valid5;
     if (clear) begin
-      \$422  = 1'h0;
+      \$243  = 1'h0;
     end else if (p1) begin
-      \$422  = v0_5;
+      \$243  = nv5;
     end
     if (rst) begin
-      \$422  = 1'h0;
+      \$243  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$423  = valid6;
+    \$244  = valid6;
     if (clear) begin
-      \$423  = 1'h0;
+      \$244  = 1'h0;
     end else if (p1) begin
-      \$423  = v0_6;
+      \$244  = nv6;
     end
     if (rst) begin
-      \$423  = 1'h0;
+      \$244  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$424  = valid7;
+    \$245  = valid7;
     if (clear) begin
-      \$424  = 1'h0;
+      \$245  = 1'h0;
     end else if (p1) begin
-      \$424  = v0_7;
+      \$245  = nv7;
     end
     if (rst) begin
-      \$424  = 1'h0;
+      \$245  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$425  = valid8;
+    \$246  = valid8;
     if (clear) begin
-      \$425  = 1'h0;
+      \$246  = 1'h0;
     end else if (p1) begin
-      \$425  = v0_8;
+      \$246  = nv8;
     end
     if (rst) begin
-      \$425  = 1'h0;
+      \$246  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$426  = valid9;
+    \$247  = valid9;
     if (clear) begin
-      \$426  = 1'h0;
+      \$247  = 1'h0;
     end else if (p1) begin
-      \$426  = v0_9;
+      \$247  = nv9;
     end
     if (rst) begin
-      \$426  = 1'h0;
+      \$247  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$427  = kreg0;
+    \$248  = kreg0;
     if (clear) begin
     end else if (p1) begin
-      \$427  = k0_0;
+      \$248  = nk0;
     end
     if (rst) begin
-      \$427  = 30'h00000000;
+      \$248  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$428  = treg0;
+    \$249  = treg0;
     if (clear) begin
     end else if (p1) begin
-      \$428  = t0_0;
+      \$249  = nt0;
     end
     if (rst) begin
-      \$428  = 2'h0;
+      \$249  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$429  = kreg1;
+    \$250  = kreg1;
     if (clear) begin
     end else if (p1) begin
-      \$429  = k0_1;
+      \$250  = nk1;
     end
     if (rst) begin
-      \$429  = 30'h00000000;
+      \$250  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$430  = treg1;
+    \$251  = treg1;
     if (clear) begin
     end else if (p1) begin
-      \$430  = t0_1;
+      \$251  = nt1;
     end
     if (rst) begin
-      \$430  = 2'h0;
+      \$251  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$431  = kreg2;
+    \$252  = kreg2;
     if (clear) begin
     end else if (p1) begin
-      \$431  = k0_2;
+      \$252  = nk2;
     end
     if (rst) begin
-      \$431  = 30'h00000000;
+      \$252  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$432  = treg2;
+    \$253  = treg2;
     if (clear) begin
     end else if (p1) begin
-      \$432  = t0_2;
+      \$253  = nt2;
     end
     if (rst) begin
-      \$432  = 2'h0;
+      \$253  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$433  = kreg3;
+    \$254  = kreg3;
     if (clear) begin
     end else if (p1) begin
-      \$433  = k0_3;
+      \$254  = nk3;
     end
     if (rst) begin
-      \$433  = 30'h00000000;
+      \$254  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$434  = treg3;
+    \$255  = treg3;
     if (clear) begin
     end else if (p1) begin
-      \$434  = t0_3;
+      \$255  = nt3;
     end
     if (rst) begin
-      \$434  = 2'h0;
+      \$255  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$435  = kreg4;
+    \$256  = kreg4;
     if (clear) begin
     end else if (p1) begin
-      \$435  = k0_4;
+      \$256  = nk4;
     end
     if (rst) begin
-      \$435  = 30'h00000000;
+      \$256  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$436  = treg4;
+    \$257  = treg4;
     if (clear) begin
     end else if (p1) begin
-      \$436  = t0_4;
+      \$257  = nt4;
     end
     if (rst) begin
-      \$436  = 2'h0;
+      \$257  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$437  = kreg5;
+    \$258  = kreg5;
     if (clear) begin
     end else if (p1) begin
-      \$437  = k0_5;
+      \$258  = nk5;
     end
     if (rst) begin
-      \$437  = 30'h00000000;
+      \$258  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$438  = treg5;
+    \$259  = treg5;
     if (clear) begin
     end else if (p1) begin
-      \$438  = t0_5;
+      \$259  = nt5;
     end
     if (rst) begin
-      \$438  = 2'h0;
+      \$259  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$439  = kreg6;
+    \$260  = kreg6;
     if (clear) begin
     end else if (p1) begin
-      \$439  = k0_6;
+      \$260  = nk6;
     end
     if (rst) begin
-      \$439  = 30'h00000000;
+      \$260  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$440  = treg6;
+    \$261  = treg6;
     if (clear) begin
     end else if (p1) begin
-      \$440  = t0_6;
+      \$261  = nt6;
     end
     if (rst) begin
-      \$440  = 2'h0;
+      \$261  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$441  = kreg7;
+    \$262  = kreg7;
     if (clear) begin
     end else if (p1) begin
-      \$441  = k0_7;
+      \$262  = nk7;
     end
     if (rst) begin
-      \$441  = 30'h00000000;
+      \$262  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$442  = treg7;
+    \$263  = treg7;
     if (clear) begin
     end else if (p1) begin
-      \$442  = t0_7;
+      \$263  = nt7;
     end
     if (rst) begin
-      \$442  = 2'h0;
+      \$263  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$443  = kreg8;
+    \$264  = kreg8;
     if (clear) begin
     end else if (p1) begin
-      \$443  = k0_8;
+      \$264  = nk8;
     end
     if (rst) begin
-      \$443  = 30'h00000000;
+      \$264  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$444  = treg8;
+    \$265  = treg8;
     if (clear) begin
     end else if (p1) begin
-      \$444  = t0_8;
+      \$265  = nt8;
     end
     if (rst) begin
-      \$444  = 2'h0;
+      \$265  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$445  = kreg9;
+    \$266  = kreg9;
     if (clear) begin
     end else if (p1) begin
-      \$445  = k0_9;
+      \$266  = nk9;
     end
     if (rst) begin
-      \$445  = 30'h00000000;
+      \$266  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$446  = treg9;
+    \$267  = treg9;
     if (clear) begin
     end else if (p1) begin
-      \$446  = t0_9;
+      \$267  = nt9;
     end
     if (rst) begin
-      \$446  = 2'h0;
+      \$267  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$447  = seen;
+    \$268  = seen;
     if (clear) begin
-      \$447  = 13'h0000;
+      \$268  = 13'h0000;
     end else if (p2) begin
-      \$447  = \$416 [12:0];
+      \$268  = \$237 [12:0];
     end
     if (rst) begin
-      \$447  = 13'h0000;
+      \$268  = 13'h0000;
     end
   end
-  assign n = \port$1383$0 [12:0];
-  assign s = \port$1383$0 [41:13];
+  assign n = \port$1263$0 [12:0];
+  assign s = \port$1263$0 [41:13];
   assign key0 = \$4 [29:0];
-  assign budget = \$371 [3:0];
-  assign tsum = { \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400 [5], \$400  };
-  assign sel = { 1'h0, \$413  };
-  assign \port$1272$0  = \$400 ;
-  assign \port$1285$0  = \$413 ;
+  assign lc0_is0 = 1'h1;
+  assign budget = \$192 [3:0];
+  assign tsum = { \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221 [5], \$221  };
+  assign sel = { 1'h0, \$234  };
+  assign \port$1152$0  = \$221 ;
+  assign \port$1165$0  = \$234 ;
   assign \x[0]  = x;
-  assign \sel[0]  = { 1'h0, \$413  };
-  assign \$15  = \$14 ;
-  assign \$24  = \$23 ;
-  assign \$33  = \$32 ;
+  assign \sel[0]  = { 1'h0, \$234  };
+  assign at0_0 = \$18 ;
+  assign \$28  = \$18 ;
+  assign \$29  = \$18 ;
+  assign \$30  = at0_1;
+  assign \$31  = at0_1;
+  assign \$32  = at0_2;
+  assign \$33  = at0_2;
+  assign \$34  = at0_3;
+  assign \$35  = at0_3;
+  assign \$36  = at0_4;
+  assign \$37  = at0_4;
+  assign \$38  = at0_5;
+  assign \$39  = at0_5;
+  assign \$40  = at0_6;
+  assign \$41  = at0_6;
+  assign \$42  = at0_7;
+  assign \$43  = at0_7;
+  assign \$44  = at0_8;
+  assign \$45  = at0_8;
+  assign \$46  = at0_9;
+  assign \$47  = at0_9;
+  assign \$50  = pass0;
+  assign \$53  = pass1;
+  assign \$56  = pass2;
+  assign \$59  = pass3;
+  assign \$62  = pass4;
+  assign \$65  = pass5;
+  assign \$68  = pass6;
+  assign \$71  = pass7;
+  assign \$74  = pass8;
 endmodule

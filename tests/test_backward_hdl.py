@@ -433,3 +433,93 @@ def test_backward_widths_hold_the_extremes(kind):
                 assert fits(m1, w.m1) and fits(m2, w.m2) and fits(a, w.lane_a) and fits(b, w.lane_b), (kind, n)
                 assert all(fits(c << k, w.p - 1) for c in consts), (kind, n)
                 assert fits(qg, w.qg) and fits(rdiv(qg << cfg.const_frac_bits, den), dg_bits), (kind, n)
+
+
+@pytest.mark.parametrize("kind, lanes", [("topk", 1), ("topk", 2), ("topk", 4), ("topk", 8), ("cvar", 1), ("cvar", 2),
+                                         ("cvar", 4), ("linf", 4)])
+def test_top_select_register(kind, lanes):
+    """TopSelect's sorted register after every beat of pass 1 is the stable top k of the keys so far (ties: the earlier
+    value first), for k up to 20 with few distinct keys (ties across the register and inside a beat) and wide ones."""
+    from hwnorm.hdl.bwd_select import TopSelect
+    base = default_configs()[f"{kind}_s8"]
+    extra = {"k": None, "alpha": 0.7} if kind == "cvar" else {"k": 7} if kind == "topk" else {}
+    cfg = dataclasses.replace(base, max_count=64, lanes=lanes, **extra)
+    unit = TopSelect(cfg)
+    rnd = random.Random(zlib.crc32(f"{kind}{lanes}".encode()))
+    chans = [[rnd.randint(*((-2, 2) if c % 2 else (cfg.in_fmt.min_int, cfg.in_fmt.max_int))) for _ in range(n)]
+             for c, n in enumerate([1, lanes + 1, cfg.max_count, cfg.k + 1] + [rnd.randint(1, cfg.max_count) for _ in range(6)])]
+
+    async def bench(ctx):
+        for x in chans:
+            n, s = len(x), sum(x)
+            d = [n * v - s for v in x]
+            key = d if kind == "cvar" else [abs(v) for v in d]
+            t = [1 if kind == "cvar" else (v > 0) - (v < 0) for v in d]
+            ctx.set(unit.n, n)
+            ctx.set(unit.s, s)
+            ctx.set(unit.clear, 1)
+            await ctx.tick()
+            ctx.set(unit.clear, 0)
+            for b in range(0, n, lanes):
+                for j in range(lanes):
+                    ctx.set(unit.x[j], x[b + j] if b + j < n else rnd.randint(-3, 3))
+                ctx.set(unit.mask, sum(1 << j for j in range(lanes) if b + j < n))
+                ctx.set(unit.p1, 1)
+                await ctx.tick()
+                ctx.set(unit.p1, 0)
+                seen = min(n, b + lanes)
+                order = sorted(range(seen), key=lambda i: (-key[i], i))[:cfg.k]
+                got_v = [ctx.get(v) for v in unit.valid]
+                assert got_v == [1] * len(order) + [0] * (cfg.k - len(order)), (x, b, got_v)
+                got = [(ctx.get(unit.kreg[p]), ctx.get(unit.treg[p])) for p in range(len(order))]
+                assert got == [(key[i], t[i]) for i in order], (x, b, got)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8])
+@pytest.mark.parametrize("chunks", [3, 8])
+def test_chunk_extremes_codes(lanes, chunks):
+    """ChunkExtremes against ref_select over many counts and chunk sizes: chunks starting anywhere in a beat and
+    crossing beats, several chunks in one beat, one-value chunks, the last chunk's codes 3 / 4, ties at every extreme
+    (few distinct values) and wide values."""
+    from hwnorm.hdl.bwd_select import ChunkExtremes
+    cfg = dataclasses.replace(default_configs()["range_s8"], max_count=64, lanes=lanes, chunks=chunks)
+    unit = ChunkExtremes(cfg)
+    rnd = random.Random(lanes * 31 + chunks)
+    counts = [1, 2, chunks, chunks + 1, lanes + 1, 2 * lanes + 3, cfg.max_count] + [rnd.randint(1, cfg.max_count)
+                                                                                       for _ in range(12)]
+    chans = [[rnd.randint(*((-1, 1) if c % 3 == 1 else (-3, 3) if c % 3 == 2 else (cfg.in_fmt.min_int,
+                                                                                   cfg.in_fmt.max_int)))
+              for _ in range(n)] for c, n in enumerate(counts)]
+
+    async def bench(ctx):
+        for x in chans:
+            n = len(x)
+            want, _ = ref_select(cfg, x)
+            ctx.set(unit.chunk_size, -(-n // cfg.chunks))
+            ctx.set(unit.clear, 1)
+            await ctx.tick()
+            ctx.set(unit.clear, 0)
+            for p in (1, 2):
+                for b in range(0, n, lanes):
+                    for j in range(lanes):
+                        ctx.set(unit.x[j], x[b + j] if b + j < n else rnd.randint(cfg.in_fmt.min_int, cfg.in_fmt.max_int))
+                    ctx.set(unit.mask, sum(1 << j for j in range(lanes) if b + j < n))
+                    if p == 2:
+                        got = [ctx.get(unit.sel[j]) for j in range(min(lanes, n - b))]
+                        assert got == list(want[b:b + lanes]), (x, b, got, want)
+                    ctx.set(unit.p1 if p == 1 else unit.p2, 1)
+                    ctx.set(unit.rewind, p == 1 and b + lanes >= n)
+                    await ctx.tick()
+                    ctx.set(unit.p1, 0)
+                    ctx.set(unit.p2, 0)
+                    ctx.set(unit.rewind, 0)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()

@@ -6,7 +6,7 @@ codes are 1 (t = +1) and 2 (t = -1), with `tsum` = sum(t) after pass 1; range's 
 chunk's first max / first min) and 3 / 4 (the same in the last chunk, c_last). Ties go to the lowest index, as in the
 golden backward (hwnorm/golden/backward.py `_selection`).
 """
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,9 +52,9 @@ class ChunkExtremes(_Select):
     """range: each chunk's max and min value (pass 1), then in pass 2 the first value equal to each (the chunk's first
     max / first min position: ties to the lowest index). Lane j's chunk is the beat's first chunk plus the chunk starts
     it passed: compares of cpos + j with t * chunk_size (t < lanes, constant multiples), registered a beat ahead
-    (`chunk_size` must hold from `clear` on: the top gives the descriptor's on that cycle). Pass 1 carries the open
-    chunk's running max / min through the lanes and writes each chunk's value when the beat leaves it; pass 2 looks
-    up the lane's chunk and keeps, for the open chunk, whether its max / min came already. No indices are stored.
+    (`chunk_size` must hold from `clear` on: the top gives the descriptor's on that cycle). Pass 1 finds each lane's
+    running max / min of its chunk in one level (`_runs`) and writes each chunk's value when the beat leaves it; pass 2
+    looks up the lane's chunk and keeps, for the open chunk, whether its max / min came already. No indices are stored.
     `rewind` returns to the channel's first value between the passes."""
 
     def __init__(self, cfg):
@@ -66,9 +66,14 @@ class ChunkExtremes(_Select):
         lanes, nch, cb = cfg.lanes, cfg.chunks, cfg.count_bits
         shape = fmt_shape(cfg.in_fmt)
         cs = self.chunk_size
-        mult = [Signal(cb + 4, name=f"cs_x{t}") for t in range(lanes + 1)]
-        m.d.comb += [mult[t].eq(sum((cs << b) for b in range(t.bit_length()) if t >> b & 1) if t else 0)
-                     for t in range(lanes + 1)]
+        mb = cb + (2 * lanes).bit_length()
+
+        def times(t):
+            return sum((cs << b) for b in range(t.bit_length()) if t >> b & 1) if t else 0
+        mult = [Signal(mb, name=f"cs_x{t}") for t in range(lanes + 1)]        # t chunk_size now (clear, rewind)
+        m.d.comb += [mult[t].eq(times(t)) for t in range(lanes + 1)]
+        mult_r = [Const(0, mb)] + [Signal(mb, name=f"cs_r{t}") for t in range(1, 2 * lanes + 1)]   # a cycle late
+        m.d.sync += [mult_r[t].eq(times(t)) for t in range(1, 2 * lanes + 1)]
         cpos = Signal(cb)                      # lane 0's offset in its chunk
         cidx = Signal(range(nch + lanes + 1))  # lane 0's chunk
         hi_v = Array(Signal(shape, name=f"hi_v{c}") for c in range(nch))
@@ -77,52 +82,54 @@ class ChunkExtremes(_Select):
         found_hi, found_lo = Signal(), Signal()            # pass 2: the open chunk's max / min came already
         last = Signal.like(cidx)               # the channel's last chunk
 
-        def flags(pos):
-            """(per lane: chunk starts passed, starts here; the beat's chunk starts; the offset step) at offset pos."""
-            segs = [tree_sum([(pos + j) >= mult[t] for t in range(1, lanes)]) if lanes > 1 else 0 for j in range(lanes)]
-            starts = [Cat(*[(pos + j) == mult[t] for t in range(lanes)]).any() for j in range(lanes)]
-            cl = tree_sum([(pos + lanes) >= mult[t] for t in range(1, lanes + 1)])
-            return segs, starts, cl
-
-        # lane j's chunk and start flags are registered a beat ahead, from the next offset (one adder, then compares)
+        # lane j's chunk and start flags are registered a beat ahead, for the next offset: 0 after clear / rewind
+        # (compares of j with t chunk_size), else cpos + lanes - step with step = cross_l chunk_size, so lane j's
+        # pos + j >= t chunk_size is cpos + lanes + j >= (t + cross_l) chunk_size: compares of cpos plus a constant with
+        # registered multiples (chunk_size holds from clear on: a cycle late is in time), no adder chain before them
         chunk = [Signal.like(cidx, name=f"chunk{j}") for j in range(lanes)]
         start = [Signal(name=f"start{j}") for j in range(lanes)]
         seg = [Signal(range(lanes), name=f"seg{j}") for j in range(lanes)]
         cross_l = Signal(range(lanes + 1))
-        step = Signal(cb + 4)
-        m.d.comb += step.eq(Array(mult)[cross_l])
-        nxt_pos = Signal(cb)
-        nxt_idx = Signal.like(cidx)
+        sm = [Signal(mb, name=f"cs_next{u}") for u in range(lanes + 1)]       # (u + cross_l) chunk_size
+        m.d.comb += [sm[u].eq(Array(mult_r[u:u + lanes + 1])[cross_l]) for u in range(lanes + 1)]
+
+        def flags(pos, mults):
+            """(per lane: chunk starts passed, starts here; the beat's chunk starts) with lane j at pos + j, against
+            the multiples t chunk_size in `mults`."""
+            segs = [tree_sum([(pos + j) >= mults[t] for t in range(1, lanes)]) if lanes > 1 else 0 for j in range(lanes)]
+            starts = [Cat(*[(pos + j) == mults[t] for t in range(lanes)]).any() for j in range(lanes)]
+            cl = tree_sum([(pos + lanes) >= mults[t] for t in range(1, lanes + 1)])
+            return segs, starts, cl
+
         with m.If(self.clear | self.rewind):
-            m.d.comb += [nxt_pos.eq(0), nxt_idx.eq(0)]
-        with m.Else():
-            m.d.comb += [nxt_pos.eq(cpos + lanes - step), nxt_idx.eq(cidx + cross_l)]
-        segs, starts, cl = flags(nxt_pos)
-        with m.If(self.clear | self.rewind | self.p1 | self.p2):
-            m.d.sync += [cpos.eq(nxt_pos), cidx.eq(nxt_idx), cross_l.eq(cl)]
+            segs, starts, cl = flags(0, mult)
+            m.d.sync += [cpos.eq(0), cidx.eq(0), cross_l.eq(cl)]
             m.d.sync += [r.eq(v) for r, v in zip(seg, segs)] + [r.eq(v) for r, v in zip(start, starts)]
-            m.d.sync += [r.eq(nxt_idx + v) for r, v in zip(chunk, segs)]
+            m.d.sync += [r.eq(v) for r, v in zip(chunk, segs)]
+        with m.Elif(self.p1 | self.p2):
+            segs, starts, cl = flags(cpos + lanes, sm)
+            m.d.sync += [cpos.eq(cpos + lanes - sm[0]), cidx.eq(cidx + cross_l), cross_l.eq(cl)]
+            m.d.sync += [r.eq(v) for r, v in zip(seg, segs)] + [r.eq(v) for r, v in zip(start, starts)]
+            m.d.sync += [r.eq(cidx + cross_l + v) for r, v in zip(chunk, segs)]
         with m.If(self.clear | self.rewind):
             m.d.sync += [found_hi.eq(0), found_lo.eq(0)]
 
-        # pass 1: running max / min through the lanes (a start restarts them); a lane whose successor starts a chunk
-        # (or the beat's last lane) writes its chunk's entry
-        hi, lo = open_hi, open_lo
-        runs = []
-        for j in range(lanes):
-            rh, rl = Signal(shape, name=f"run_hi{j}"), Signal(shape, name=f"run_lo{j}")
-            m.d.comb += [rh.eq(Mux(~self.mask[j], hi, Mux(start[j] | (self.x[j] > hi), self.x[j], hi))),
-                         rl.eq(Mux(~self.mask[j], lo, Mux(start[j] | (self.x[j] < lo), self.x[j], lo)))]
-            runs.append((rh, rl))
-            hi, lo = rh, rl
+        # pass 1: lane j's run = the max / min of its chunk so far (the open chunk's value and the masked lanes since
+        # the chunk's start in this beat), every lane in one level (no lane-after-lane chain); a lane whose successor
+        # starts a chunk (or the beat's last lane) writes its chunk's entry
+        runs = self._runs(m, open_hi, open_lo, start)
+        hi, lo = runs[-1]
         ends = [self.mask[j] & (start[j + 1] | ~self.mask[j + 1]) if j + 1 < lanes else self.mask[j]
                 for j in range(lanes)]
         with m.If(self.p1):
             m.d.sync += [open_hi.eq(hi), open_lo.eq(lo)]
             for c in range(nch):
-                for j in range(lanes):
-                    with m.If(ends[j] & (chunk[j] == c)):
-                        m.d.sync += [hi_v[c].eq(runs[j][0]), lo_v[c].eq(runs[j][1])]
+                wr = [Signal(name=f"wr{c}_{j}") for j in range(lanes)]     # the last lane that ends chunk c
+                m.d.comb += [wr[j].eq(ends[j] & (chunk[j] == c)) for j in range(lanes)]
+                pick = [wr[j] & ~Cat(*wr[j + 1:]).any() if j + 1 < lanes else wr[j] for j in range(lanes)]
+                with m.If(Cat(*wr).any()):
+                    m.d.sync += [hi_v[c].eq(_or_select([(pick[j], runs[j][0]) for j in range(lanes)])),
+                                 lo_v[c].eq(_or_select([(pick[j], runs[j][1]) for j in range(lanes)]))]
             lc = last
             for j in range(lanes):
                 lc = Mux(self.mask[j], chunk[j], lc)
@@ -159,16 +166,60 @@ class ChunkExtremes(_Select):
                                            Mux(hit_h[j], Mux(lst, 3, 1), Mux(lst, 4, 2))))
         return m
 
+    def _runs(self, m, open_hi, open_lo, start):
+        """Per lane (max, min) of the values of its chunk up to it: the candidates are the open chunk's running value
+        (when no masked lane up to j starts a chunk) and the masked lanes i <= j with no masked start in i+1 .. j. All
+        pairwise compares at once, then each lane takes the one candidate that beats every other (ties to the lower
+        index: the value is the same): depth one compare and two AND-OR levels instead of a chain of lanes compares."""
+        lanes = self.cfg.lanes
+        mask = self.mask
+        vals = [open_hi] + [self.x[j] for j in range(lanes)], [open_lo] + [self.x[j] for j in range(lanes)]
+        rstart = [Signal(name=f"rstart{j}") for j in range(lanes)]             # a masked lane that starts a chunk
+        m.d.comb += [rstart[j].eq(mask[j] & start[j]) for j in range(lanes)]
+        # candidate a (0: open, 1 + i: lane i) beats candidate b > a on the max (a >= b) / on the min (a <= b)
+        beats = []
+        for side, vs in enumerate(vals):
+            bt = {}
+            for a in range(lanes + 1):
+                for b in range(a + 1, lanes + 1):
+                    bt[a, b] = Signal(name=f"{'hl'[side]}ge{a}_{b}")
+                    m.d.comb += bt[a, b].eq(vs[a] >= vs[b] if side == 0 else vs[a] <= vs[b])
+            beats.append(bt)
+        runs = []
+        for j in range(lanes):
+            ok = [Signal(name=f"cand{j}_{a}") for a in range(j + 2)]            # candidate a counts for lane j
+            m.d.comb += ok[0].eq(~Cat(*rstart[:j + 1]).any())
+            m.d.comb += [ok[i + 1].eq(mask[i] & ~Cat(*rstart[i + 1:j + 1]).any()) for i in range(j + 1)]
+            run = []
+            for side, vs in enumerate(vals):
+                win = []
+                for a in range(j + 2):
+                    w = Signal(name=f"{'hl'[side]}win{j}_{a}")
+                    others = [~ok[b] | (beats[side][a, b] if a < b else ~beats[side][b, a]) for b in range(j + 2) if b != a]
+                    m.d.comb += w.eq(ok[a] & Cat(*others).all())
+                    win.append(w)
+                r = Signal.like(vs[0], name=f"run_{'hl'[side]}{j}")
+                m.d.comb += r.eq(_or_select(list(zip(win, vs[:j + 2]))))
+                run.append(r)
+            runs.append(tuple(run))
+        return runs
+
 
 class TopSelect(_Select):
     """linf, topk (key |d|, t = sgn d) and cvar (key d, t = 1): the m largest keys, ties to the lowest index, d_i =
     n x_i - S (a count x input multiplier per lane). Pass 1 keeps the k largest (key, t) in a sorted register, a new
-    value going after equal ones; then thr = the m-th key, `budget` = how many of the first m equal it and tsum =
-    their t. Pass 2 selects key > thr, and key = thr while fewer than `budget` such values came before."""
+    value going after equal ones (each beat merged in one level, `_merge`); then thr = the m-th key, `budget` = how
+    many of the first m equal it and tsum = their t. Pass 2 selects key > thr, and key = thr while fewer than `budget`
+    such values came before."""
 
     def __init__(self, cfg):
         super().__init__(cfg, {"n": In(cfg.count_bits), "s": In(signed(cfg.sum_bits)),
                                "m": In(range(cfg.k + 1))})
+        kb = cfg.dev_bits + 2
+        # the sorted register (not ports; the tests read it): entry p's valid bit, key and t
+        self.valid = [Signal(name=f"valid{p}") for p in range(cfg.k)]
+        self.kreg = [Signal(signed(kb), name=f"kreg{p}") for p in range(cfg.k)]
+        self.treg = [Signal(signed(2), name=f"treg{p}") for p in range(cfg.k)]
 
     def elaborate(self, platform):
         m = Module()
@@ -188,27 +239,13 @@ class TopSelect(_Select):
                 m.d.comb += [key.eq(Mux(d < 0, -d, d)), t.eq(Mux(d > 0, 1, Mux(d < 0, -1, 0)))]
             keys.append(key)
             ts.append(t)
-        valid = [Signal(name=f"valid{p}") for p in range(k)]
-        kreg = [Signal(signed(kb), name=f"kreg{p}") for p in range(k)]
-        treg = [Signal(signed(2), name=f"treg{p}") for p in range(k)]
-        cur = list(zip(valid, kreg, treg))
-        for j in range(lanes):                 # insert lane j after the entries with key >= its own
-            ge = [v & (kk >= keys[j]) for v, kk, _ in cur]
-            nxt = []
-            for p in range(k):
-                prev = cur[p - 1] if p else None
-                here_new = ~ge[p] & (ge[p - 1] if p else 1)
-                shifted = prev if prev is not None else cur[p]
-                ent = (Signal(name=f"v{j}_{p}"), Signal(signed(kb), name=f"k{j}_{p}"), Signal(signed(2), name=f"t{j}_{p}"))
-                m.d.comb += [e.eq(Mux(~self.mask[j] | ge[p], a, Mux(here_new, b, c)))
-                             for e, a, b, c in zip(ent, cur[p], (1, keys[j], ts[j]), shifted)]
-                nxt.append(ent)
-            cur = nxt
+        valid, kreg, treg = self.valid, self.kreg, self.treg
+        nxt = self._merge(m, valid, kreg, treg, keys, ts)
         with m.If(self.clear):
             m.d.sync += [v.eq(0) for v in valid]
         with m.Elif(self.p1):
             for p in range(k):
-                m.d.sync += [valid[p].eq(cur[p][0]), kreg[p].eq(cur[p][1]), treg[p].eq(cur[p][2])]
+                m.d.sync += [valid[p].eq(nxt[p][0]), kreg[p].eq(nxt[p][1]), treg[p].eq(nxt[p][2])]
 
         thr = Signal(signed(kb))
         budget = Signal(range(k + 1))
@@ -228,3 +265,66 @@ class TopSelect(_Select):
         with m.Elif(self.p2):
             m.d.sync += seen.eq(seen + tree_sum(eqs))
         return m
+
+    def _merge(self, m, valid, kreg, treg, keys, ts):
+        """The k-register after one beat, in one level (not a lane-after-lane chain: lanes x k muxes deep, and its
+        many wires, public in the cocotb build, gave cvar a symbol table that gcc -Os takes minutes on). It is the
+        stable merge of the register (earlier values, ahead on ties) and the beat's lanes (in lane order), cut to k:
+        lane j's rank = entries with key >= its own + lanes before it with key >= + lanes after it with key >; entry
+        p's = p + lanes with key > its own. Output q takes the value whose rank is q."""
+        lanes, k = self.cfg.lanes, self.cfg.k
+        mask = self.mask
+        kb = len(kreg[0])
+        # ge[p][j]: entry p stays ahead of lane j; the register is sorted, so over p a prefix (a thermometer code)
+        ge = [[Signal(name=f"ge{p}_{j}") for j in range(lanes)] for p in range(k)]
+        for p in range(k):
+            m.d.comb += [ge[p][j].eq(valid[p] & (kreg[p] >= keys[j])) for j in range(lanes)]
+        # lane i ahead of lane j: i < j and key_i >= key_j, or i > j and key_i > key_j (one compare per pair)
+        lge = {}
+        for i in range(lanes):
+            for j in range(i + 1, lanes):
+                lge[i, j] = Signal(name=f"lge{i}_{j}")
+                m.d.comb += lge[i, j].eq(keys[i] >= keys[j])
+        lane_at = [[None] * k for _ in range(lanes)]       # lane j's rank is q
+        for j in range(lanes):
+            ahead = [mask[i] & (lge[i, j] if i < j else ~lge[j, i]) for i in range(lanes) if i != j]
+            lc_is = [Signal(name=f"lc{j}_is{b}") for b in range(lanes)]    # b lanes ahead of lane j
+            if ahead:
+                lc = Signal(range(lanes), name=f"lc{j}")
+                m.d.comb += lc.eq(tree_sum(ahead))
+                m.d.comb += [lc_is[b].eq(lc == b) for b in range(lanes)]
+            else:
+                m.d.comb += lc_is[0].eq(1)
+            # exactly a entries ahead of lane j (the thermometer's edge)
+            at = [Signal(name=f"at{j}_{a}") for a in range(k)]
+            m.d.comb += [at[a].eq((ge[a - 1][j] if a else 1) & ~ge[a][j]) for a in range(k)]
+            for q in range(k):
+                terms = [at[q - b] & lc_is[b] for b in range(min(lanes - 1, q) + 1)]
+                lane_at[j][q] = Signal(name=f"lane{j}_at{q}")
+                m.d.comb += lane_at[j][q].eq(mask[j] & Cat(*terms).any())
+        keep_at = [dict() for _ in range(k)]                # entry p moves to p + (lanes passing it)
+        for p in range(k):
+            cp = Signal(range(lanes + 1), name=f"pass{p}")
+            m.d.comb += cp.eq(tree_sum([mask[j] & ~ge[p][j] for j in range(lanes)]))
+            for b in range(lanes + 1):
+                if p + b < k:
+                    keep_at[p][p + b] = Signal(name=f"keep{p}_at{p + b}")
+                    m.d.comb += keep_at[p][p + b].eq(valid[p] & (cp == b))
+        out = []
+        for q in range(k):
+            srcs = [(lane_at[j][q], keys[j], ts[j]) for j in range(lanes)]
+            srcs += [(keep_at[p][q], kreg[p], treg[p]) for p in range(max(0, q - lanes), q + 1)]
+            ent = (Signal(name=f"nv{q}"), Signal(signed(kb), name=f"nk{q}"), Signal(signed(2), name=f"nt{q}"))
+            m.d.comb += [ent[0].eq(Cat(*[s for s, _, _ in srcs]).any()),
+                         ent[1].eq(_or_select([(s, v) for s, v, _ in srcs])),
+                         ent[2].eq(_or_select([(s, t) for s, _, t in srcs]))]
+            out.append(ent)
+        return out
+
+
+def _or_select(pairs):
+    """OR of the values whose one-hot select is set (0 if none): a shallow mux."""
+    terms = [Mux(s, v, 0).as_unsigned() for s, v in pairs]
+    while len(terms) > 1:
+        terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
