@@ -296,6 +296,20 @@ def test_backward_sweep_names_every_built_kind_width_and_lane_count():
     assert len(keys) == len(cfgs)             # each build cached apart (the stochastic one too)
 
 
+def test_backward_rows_skip_the_ice40_flow(tmp_path, monkeypatch):
+    """The backward's row is generic gates and the ECP5 only (issue 21's targets): the iCE40 synthesis, whose ABC9
+    exits without a message on the 4-lane backward, is not run, and the row says so."""
+    from hwnorm.config import GradConfig
+    from hwnorm.reports.synth_backward import synth_backward
+    monkeypatch.setattr(synth_mod, "BUILD_ROOT", tmp_path)
+    monkeypatch.setattr(synth_mod, "generic_gates", lambda work, top, who, times: {"gates": 10, "gate_ffs": 1})
+    monkeypatch.setattr(synth_mod, "_ecp5_synth", lambda work, top, who, times, json_out: {"ecp5_luts": 5})
+    monkeypatch.setattr(synth_mod, "_ice40_synth", lambda *a: pytest.fail("the iCE40 flow ran"))
+    row = synth_backward(NormConfig(kind="l1", max_count=64), GradConfig(), pnr=False)
+    assert row["gates"] == 10 and row["ecp5_luts"] == 5 and row["fmax_ice40"] is None
+    assert "not synthesized for iCE40" in row["ice40_timing"]
+
+
 def test_backward_goals_and_table_from_rows():
     from hwnorm.reports.results import backward_cost_section
     from hwnorm.reports.synth_backward import backward_goals

@@ -269,24 +269,28 @@ def synth(cfg: NormConfig, pnr: bool = True) -> dict:
                       {"kind": cfg.kind, "in_bits": cfg.in_fmt.bits, "lanes": cfg.lanes}, pnr)
 
 
-def synth_text(key: str, text: str, who: str, fields: dict, pnr: bool = True) -> dict:
+def synth_text(key: str, text: str, who: str, fields: dict, pnr: bool = True, ice40: bool = True) -> dict:
     """synth()'s flows on any Verilog whose top is TOP (a forward or a backward datapath), cached under `key`;
-    `fields` start the row."""
+    `fields` start the row. ice40=False: no iCE40 synthesis (its fields None, ice40_timing says why)."""
     def build(work: Path) -> dict:
         times: dict = {}
         (work / "top.v").write_text(text)
         row = {"config": who, **fields}
         row.update(generic_gates(work, TOP, who, times))
         row.update(_ecp5_synth(work, TOP, who, times, json_out=pnr))
-        row.update(_ice40_synth(work, TOP, who, times))
+        if ice40:
+            row.update(_ice40_synth(work, TOP, who, times))
         row["fmax_ecp5"] = None
         if pnr:
             row.update(_ecp5_pnr(work, who, times))
         row["seconds"] = times
         return row
 
-    row = _cached(key, f"{FLOW_VERSION}\n{int(pnr)}\n{text}", build)
+    row = _cached(key, f"{FLOW_VERSION}\n{int(pnr)}\n{'' if ice40 else 'no ice40'}\n{text}", build)
     row.setdefault("_cached", False)
+    if not ice40:
+        row.update(fmax_ice40=None, ice40_timing="not synthesized for iCE40 (ice40=False)")
+        return row
     row.update(fmax_ice40=None, ice40_timing=_hx8k_rule(row["ice40_luts_nodsp"]) or
                "may fit the HX8K: place-and-route with --ice40-pnr")
     return row
