@@ -45,7 +45,8 @@ from .sequential import SeqDiv, SeqMul
 
 BACKWARD_HDL_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar", "l2", "semidev")
 SIGN_KINDS = ("l1", "mad", "linf", "topk", "cvar")
-LEAN_HDL_KINDS = ("range", "l1", "mad", "linf", "topk", "cvar")      # GradConfig(mantissa_bits=m) built for these
+LEAN_HDL_KINDS = BACKWARD_HDL_KINDS           # GradConfig(mantissa_bits=m) built for these
+LEAN_LINEAR_HDL = ("l2", "semidev")           # coef per value, affine in x: the lane's second multiply (by x - xref)
 BWD_GUARD = 4                  # SH = max(SR_BITS, BWD_GUARD + bitlen(n 2**grad_bits + coef_max)), as the golden's
 
 
@@ -180,6 +181,11 @@ class LeanWidths:
     p: int          # SeqMul's product register
     q: int          # SeqDiv's quotient bits
     mul_b: int      # SeqMul's multiplier operand bits
+    my: int = 0     # l2, semidev: the slope mantissa's bits (golden lean_slope_bits)
+    sl: int = 0     # ... the most SY goes below 0 (the lane shifts Y (x - xref) left by sl, then right by SY + sl)
+    cap: int = 0    # ... SY's largest value, in_bits + 2
+    wr: int = 0     # ... Wt + kappa r (l2: r; semidev: W + n r), signed
+    zref: int = 0   # ... Z at x = xref, signed
 
 
 def lean_hw_widths(cfg, gcfg) -> LeanWidths:
@@ -217,10 +223,43 @@ def lean_hw_widths(cfg, gcfg) -> LeanWidths:
     q = max(qg + cf + 1, cfg.sum_bits, qw, zdiv, nt) + 1
     p = max(zdiv, nt, qg + cb, sgx + cb, cfg.den_bits + sg, _sbits(fqmax), pbits + 1) + 3
     mul_b = max(cb + 1, cfg.sum_bits, sg, cfg.const_bits, cfg.gamma_fmt.bits, xbits, gb + 2) + 1
+    lin = {}
+    if cfg.stat_kind in LEAN_LINEAR_HDL:            # X holds the special regime's Am << k in the lane too
+        semi = cfg.stat_kind == "semidev"
+        gbits, db, esh = cfg.gamma_fmt.bits, cfg.den_bits, max(0, e + sh_max)
+        cap = fi.bits + 2
+        my = max(m - 1 - g, _ceil_log2(top)) + gb + g + 2
+        lam = max(Fraction(cfg.backward_qg_max(gcfg, min(nmax, (2 << b) - 1)) << (2 * cf),
+                           cfg.backward_den_floor(1 << b) ** 2) for b in range(cb))
+        slope = (1 << (xbits - 1)) * lam            # |aq lambda| per x LSB, in accumulator units
+        sl = max(0, _ceil_log2(slope) - my + 3)
+        wr = (2 * cb + fi.bits + 2 if semi else cb) + 1
+        zbound = (1 << (xbits - 2 + gb)) + (1 << (dxf.bits + 1 + sh_max))
+        lane_z = zbound.bit_length() + 1
+        acc = ((1 << (xbits - 2 + gb)) + zbound + (1 << sh_max)).bit_length() + 1
+        zref = ((1 << (xbits - 2 + gb)) + int(slope) * ((1 << fi.bits) + 2)).bit_length() + 2
+        nt = max(sg + cb + 2 * db, qg + 2 * cf + wr) + 2                  # semidev: Sg n Den**2 - Qg W 2**2CF
+        d_slope = max(xbits + qg, cb + gbits + qg + esh) + 2 * cf + cap
+        d_ref = max(xbits + sg + cb + cap + sl, 2 * cb + gbits + sg + esh + cap + sl, my + sl + wr + db) + 2
+        d_up = nt + max(xbits, gbits) + esh
+        p = max(p, d_ref, d_up, nt, my + sl + wr) + 3
+        q = max(q, d_slope, p, d_up) + 2
+        mul_b = max(mul_b, db + 1, wr)
+        lin = dict(my=my, sl=sl, cap=cap, wr=wr, zref=zref)
     return LeanWidths(e=e, m=m, sh_lo=g, sh_max=sh_max, sg=sg, sgx=sgx, qg=qg, pbits=pbits, xbits=xbits,
                       fq=_sbits(fqmax), nt=nt, zdiv=zdiv, zbound=zbound, lane_z=lane_z, q_special=gb + 2,
                       acc_lo=(dxf.min_int - 2) << g, acc_hi=(dxf.max_int + 2) << g, acc=acc, shc=shc, am=am, p=p, q=q,
-                      mul_b=mul_b)
+                      mul_b=mul_b, **lin)
+
+
+def _ceil_log2(fr: Fraction) -> int:
+    """The least k with 2**k >= fr (fr > 0)."""
+    k = fr.numerator.bit_length() - fr.denominator.bit_length()
+    while Fraction(2) ** k < fr:
+        k += 1
+    while Fraction(2) ** (k - 1) >= fr:
+        k -= 1
+    return k
 
 
 class BackwardDatapath(wiring.Component):
@@ -282,7 +321,8 @@ class BackwardDatapath(wiring.Component):
 
     # -- the lean form's per-channel program and lane (GradConfig(mantissa_bits=m)) ----------------------------
 
-    def _lean_program(self, m, chan, sel, sg, qg, tq, scratch, sh, mul_op, div_shift):
+    def _lean_program(self, m, chan, sel, sg, qg, tq, scratch, sh, mul_op, div_shift, q_mean=None, r_mean=None,
+                      wsum=None):
         """The lean constants (docs/numerics.md "The lean backward"), after Qg and dgamma: Dn = Den's top m + 2 bits,
         the m-bit mantissa Am of the gain A = n gamma 2**E / Den by one division and a normalize (one shift a cycle),
         its regime (regular, special, tiny, zero), X and SH; then per class t the exact zero crossing's numerator N_t =
@@ -292,6 +332,7 @@ class BackwardDatapath(wiring.Component):
         cfg, gcfg, w = self.cfg, self.gcfg, self.lw
         kind, cb = cfg.stat_kind, cfg.count_bits
         mm, g_lo = w.m, w.sh_lo
+        self._qg, self._sg = qg, sg
         n, gam, den = chan.count, chan.gamma, chan.den
 
         def absv(v):
@@ -308,7 +349,8 @@ class BackwardDatapath(wiring.Component):
         zero = Signal()
         tiny = Signal()
         xs = Signal(signed(w.xbits))                # X, signed
-        xl = Signal(signed(w.m))                    # the lanes' X: 0 in the special and zero regimes
+        linear = kind in LEAN_LINEAR_HDL
+        xl = Signal(signed(w.xbits if linear else w.m))   # the lanes' X: 0 if zero (class kinds: and special)
         rnd_h = Signal(w.sh_max)                    # 2**(SH - 1): half up
         nbase = Signal(signed(w.p))                 # Sg Den
         fq = Signal(signed(w.fq))                   # F Qg
@@ -326,9 +368,13 @@ class BackwardDatapath(wiring.Component):
             ("norm", am, shc, special, top, w.sh_max, g_lo),
             ("sets", [(special, special & ~zero), (tiny, ~special & ~zero & (am < (top >> 1))),
                       (xs, Mux(gam < 0, -am, am)), (sh, shc)]),
-            ("sets", [(xl, Mux(special | zero, 0, xs)), (rnd_h, (Const(1, w.sh_max + 1) << sh) >> 1)]),
+            ("sets", [(xl, Mux((special & (0 if linear else 1)) | zero, 0, xs)),
+                      (rnd_h, (Const(1, w.sh_max + 1) << sh) >> 1)]),
             mul_op(nbase, den, absv(sg), w.sg, neg=sg < 0),                              # Sg Den
         ]
+        if linear:
+            return self._lean_linear(prog, chan, tq, scratch, sh, mul_op, div_shift, xs, xl, tiny, rnd_h, nbase, nt,
+                                     q_mean, r_mean, wsum)
         if kind == "range":                         # coef 0, +c_full, -c_full, +c_last, -c_last (sel 0 .. 4)
             prog.append(mul_op(fq, qg, n, cb))
             coefs = [(0, 0, 1), (chan.c_full, 0, cfg.const_bits), (chan.c_full, 1, cfg.const_bits),
@@ -374,7 +420,7 @@ class BackwardDatapath(wiring.Component):
 
         stoch = gcfg.rounding == "stochastic"
 
-        def lane(j, g, code, draw):
+        def lane(j, g, code, draw, x):
             """acc = X g - Z[code] + rnd; the special regime: acc0 / acc1 at g = q, q + 1, else forced saturation."""
             q = pick(qs, code)
             eq1, below, above = g == q + 1, g < q, g > q + 1
@@ -382,6 +428,94 @@ class BackwardDatapath(wiring.Component):
             rnd = ((draw << sh) >> SR_BITS) if stoch else rnd_h
             force = special & (below | above)
             return g * xl - z + rnd, force, Mux(xs < 0, below, above)
+
+        return prog, lane
+
+    def _lean_linear(self, prog, chan, tq, scratch, sh, mul_op, div_shift, xs, xl, tiny, rnd_h, nbase, nt, xref,
+                     r, wsum):
+        """l2, semidev: the slope Y (an m_Y-bit mantissa of aq lambda, lambda = Qg 2**(2CF) / Den**2 per x LSB, SY <=
+        in_bits + 2; aq = X, tiny: the exact gain 2**SH_max) by one chain of divisions and a normalize; zref = Z at x =
+        xref = floor(S / n) (exact, one chain); semidev: the upper class's Z. Lane: Z = clamp(zref + ((Y (x - xref)) >>
+        SY)) (semidev: the upper Z where d >= 0), acc = X g - Z + rnd."""
+        cfg, gcfg, w = self.cfg, self.gcfg, self.lw
+        kind, cb, cf = cfg.stat_kind, cfg.count_bits, cfg.const_frac_bits
+        n, gam, den = chan.count, chan.gamma, chan.den
+        semi = kind == "semidev"
+        gbits, db = cfg.gamma_fmt.bits, cfg.den_bits
+        esh = w.e + w.sh_max
+
+        def absv(v):
+            return Mux(v < 0, -v, v)
+
+        def clamp(v, lo, hi):
+            return Mux(v > hi, hi, Mux(v < lo, lo, v))
+
+        yw = Signal(w.q + 2)                        # |slope| 2**SY on its way
+        ysgn = Signal()
+        ys = Signal(signed(w.my))                   # Y
+        syl = Signal(range(w.cap + w.sl + 1))       # SY + L, L = w.sl: SY may be as low as -L
+        cnt = Signal(range(w.cap + w.sl + max(0, esh) + 2))
+        wr = Signal(signed(w.wr))                   # Wt + kappa r: l2 r, semidev W + n r
+        t2 = Signal(signed(w.p))
+        zref = Signal(signed(w.zref))
+        zup = Signal(signed(w.lane_z))
+        cap, sl = w.cap, w.sl
+        qg_sig = self._qg
+
+        def shl(reg, amount):                        # reg <<= amount, one bit a cycle
+            return [("sets", [(cnt, amount)]), ("loop", cnt != 0, [(reg, reg << 1), (cnt, cnt - 1)])]
+
+        reg_slope = [mul_op(scratch, absv(qg_sig), absv(xs), w.xbits),              # |X Qg|
+                     div_shift(tq, scratch, w.xbits + w.qg, 2 * cf + cap), div_shift(tq, tq, w.q + 2, 0)]
+        tiny_slope = [mul_op(scratch, absv(qg_sig), absv(gam), gbits),                          # |n gamma Qg|
+                      mul_op(scratch, scratch, n, cb),
+                      div_shift(tq, scratch, cb + gbits + w.qg, esh + 2 * cf + cap),
+                      div_shift(tq, tq, w.q + 2, 0), div_shift(tq, tq, w.q + 2, 0)]
+        prog += [("skip", tiny, len(reg_slope) + 1)] + reg_slope + [("skip", Const(1), len(tiny_slope))] + tiny_slope
+        prog += [("sets", [(yw, tq), (ysgn, Mux(tiny, gam < 0, xs < 0) ^ (qg_sig < 0)), (syl, cap + sl)]),
+                 ("loop", yw >= (1 << (w.my - 1)), [(yw, yw >> 1), (syl, syl - 1)]),                # normalize
+                 ("sets", [(ys, Mux(ysgn, -yw, yw))])]
+        # zref = floor((aq Sg kappa 2**S' - Y 2**L (Wt + kappa r)) / (kappa n 2**S')), S' = SY + L
+        if semi:
+            prog.append(mul_op(wr, r, n, cb, c=wsum))                                          # W + n r
+        else:
+            prog.append(("sets", [(wr, r)]))
+        ysl = ys << sl
+        reg_zref = [mul_op(scratch, xs, absv(self._sg), w.sg, neg=self._sg < 0)]                 # X Sg
+        reg_zref += [mul_op(scratch, scratch, n, cb)] if semi else []
+        reg_zref += shl(scratch, syl)
+        reg_zref += [mul_op(scratch, ysl, absv(wr), w.wr, c=scratch, neg=~(wr < 0)),
+                     div_shift(tq, scratch, w.p, 0, den=n)]
+        tiny_zref = [mul_op(scratch, self._sg, absv(gam), gbits, neg=gam < 0), mul_op(scratch, scratch, n, cb)]
+        tiny_zref += [mul_op(scratch, scratch, n, cb)] if semi else []
+        tiny_zref += shl(scratch, syl + esh)
+        tiny_zref += [mul_op(t2, ysl, absv(wr), w.wr, neg=wr < 0),                               # Y 2**L (Wt + k r)
+                      mul_op(scratch, t2, den, db, c=scratch, neg=1),
+                      div_shift(tq, scratch, w.p, 0), div_shift(tq, tq, w.q + 2, 0, den=n)]
+        prog += [("skip", tiny, len(reg_zref) + 1)] + reg_zref + [("skip", Const(1), len(tiny_zref))] + tiny_zref
+        if semi:
+            prog.append(div_shift(tq, tq, w.q + 2, 0, den=n))
+        prog += [("sets", [(cnt, syl)]), ("loop", cnt != 0, [(tq, tq >> 1), (cnt, cnt - 1)]),  # floor(/ 2**S')
+                 ("sets", [(zref, tq)])]
+        if semi:        # the upper class: Z = floor(aq (Sg n Den**2 - Qg W 2**2CF) / (n**2 Den**2)), tiny: aq exact
+            prog += [mul_op(scratch, nbase, n, cb), mul_op(scratch, scratch, den, db),
+                     mul_op(nt, self._qg << (2 * cf), absv(wsum), w.wr, c=scratch, neg=~(wsum < 0)),
+                     mul_op(scratch, nt, Mux(tiny, absv(gam), absv(xs)), w.xbits, neg=Mux(tiny, gam < 0, xs < 0)),
+                     div_shift(tq, scratch, w.nt + w.xbits, Mux(tiny, esh, 0), den=Mux(tiny, den, n)),
+                     div_shift(tq, tq, w.q + 2, 0, den=Mux(tiny, den, n)),
+                     div_shift(tq, tq, w.q + 2, 0),
+                     div_shift(tq, tq, w.q + 2, 0, den=Mux(tiny, n, den)),
+                     ("sets", [(zup, clamp(tq, -w.zbound, w.zbound))])]
+        stoch = gcfg.rounding == "stochastic"
+
+        def lane(j, g, code, draw, x):
+            """acc = X g - clamp(zref + ((Y (x - xref)) >> SY)) + rnd (semidev: the upper Z where d >= 0)."""
+            t = ((ys * (x - xref)) << sl) >> syl
+            z = zref + t
+            if semi:
+                z = Mux(code == 2, z, zup)
+            rnd = ((draw << sh) >> SR_BITS) if stoch else rnd_h
+            return g * xl - clamp(z, -w.zbound, w.zbound) + rnd, Const(0), Const(0)
 
         return prog, lane
 
@@ -394,6 +528,7 @@ class BackwardDatapath(wiring.Component):
         gb, cb, cf = gcfg.grad_fmt.bits, cfg.count_bits, cfg.const_frac_bits
         stoch = gcfg.rounding == "stochastic"
         lean = gcfg.lean
+        pre_kinds = ("l1", "mad", "semidev") + (("l2",) if lean else ())
         xs, gs = self.i.payload.x, self.i.payload.g
 
         chan = Signal.like(self.chan.payload)
@@ -422,6 +557,8 @@ class BackwardDatapath(wiring.Component):
         else:
             sel = None
             nconst = 1
+            q_mean, rz = Signal(signed(cfg.in_fmt.bits + 1)), Signal()     # lean l2: xref = floor(S / n)
+        r_mean = Signal(cb)                         # lean l2, semidev: r = S - n xref
         if sel is not None:
             m.d.comb += [sel.x.eq(xs), sel.mask.eq(mask)]
 
@@ -468,7 +605,12 @@ class BackwardDatapath(wiring.Component):
         ]
         if lean:
             prog += [div_shift(tq, qg, w.qg, cf + 1), ("half", dgamma, tq)]    # dgamma = round(Qg 2**CF / Den)
-            lean_prog, lane_expr = self._lean_program(m, chan, sel, sg, qg, tq, scratch, sh, mul_op, div_shift)
+            extra = dict(q_mean=q_mean, r_mean=r_mean, wsum=wsum if kind == "semidev" else None) \
+                if kind in ("l2", "semidev") else {}
+            if kind == "semidev":                   # W = n sum_neg x - S c_neg
+                prog += [mul_op(wsum, sx_neg, n, cb), mul_op(wsum, chan.sum, c_neg, cb, c=wsum, neg=1)]
+            lean_prog, lane_expr = self._lean_program(m, chan, sel, sg, qg, tq, scratch, sh, mul_op, div_shift,
+                                                      **extra)
             prog += lean_prog
         else:
             m1 = Signal(signed(w.m1))
@@ -570,7 +712,7 @@ class BackwardDatapath(wiring.Component):
         for j in range(lanes):
             sj = s0_sel[j] if s0_sel is not None else None
             if lean:
-                acc, force, high = lane_expr(j, s0_g[j], sj, s0_draw[j] if stoch else None)
+                acc, force, high = lane_expr(j, s0_g[j], sj, s0_draw[j] if stoch else None, s0_x[j])
                 accs.append(acc)
                 forces.append(force)
                 highs.append(high)
@@ -632,10 +774,10 @@ class BackwardDatapath(wiring.Component):
                         m.d.sync += sg.eq(0)
                         m.next = "REFUSED"
                     with m.Else():
-                        m.next = "PRE" if kind in ("l1", "mad", "semidev") else "PASS1"
+                        m.next = "PRE" if kind in pre_kinds else "PASS1"
                     if kind == "semidev":
                         m.d.sync += [sx_neg.eq(0), c_neg.eq(0)]
-            if kind in ("l1", "mad", "semidev"):
+            if kind in pre_kinds:
                 # q = floor(S / n), then rz: S - q n == 0
                 with m.State("PRE"):
                     s = chan.sum
@@ -652,7 +794,7 @@ class BackwardDatapath(wiring.Component):
                     m.next = "PRE_WAIT"
                 with m.State("PRE_WAIT"):
                     with m.If(mul.done):
-                        m.d.sync += rz.eq(mul.p == 0)
+                        m.d.sync += [rz.eq(mul.p == 0), r_mean.eq(mul.p)]
                         m.next = "PRE_NN" if kind == "semidev" else "PASS1"
                 if kind == "semidev":   # n^2, for SH (coef_max = n^2 2**in_bits) and B''
                     with m.State("PRE_NN"):
