@@ -32,7 +32,7 @@ golden's, unrounded further (backward_widths says why every register holds its v
 from dataclasses import dataclass
 from fractions import Fraction
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -209,7 +209,7 @@ def lean_hw_widths(cfg, gcfg) -> LeanWidths:
     coefmax = cmax if cfg.stat_kind == "range" else 2 * nmax
     ntmax = (nmax << (gb - 1)) * ((1 << cfg.den_bits) - 1) + fqmax * coefmax
     nt = ntmax.bit_length() + 1
-    zdiv = max(xbits, cfg.gamma_fmt.bits) + nt + max(0, e + sh_max)
+    zdiv = max(xbits + nt, cfg.gamma_fmt.bits + nt + max(0, e + sh_max))     # |X| N_t; tiny: |gamma| N_t 2**(E+SH_max)
     dxf = gcfg.dx_fmt
     zbound = (1 << (m - 2 + gb)) + (1 << (dxf.bits + 1 + sh_max))
     lane_z = zbound.bit_length() + 1
@@ -388,29 +388,34 @@ class BackwardDatapath(wiring.Component):
         nc = len(coefs)
         zs = [Signal(signed(w.lane_z), name=f"z{i}") for i in range(nc)]
         qs = [Signal(signed(w.q_special), name=f"q{i}") for i in range(nc)]
-        a1s = [Signal(signed(w.lane_z), name=f"na1_{i}") for i in range(nc)]
+        a1s = [Signal(signed(_sbits(max(-w.acc_lo, w.acc_hi))), name=f"na1_{i}") for i in range(nc)]
         glo, ghi = gcfg.grad_fmt.min_int - 1, gcfg.grad_fmt.max_int + 1
         zb = w.zbound
-        for i, (cabs, cneg, cbits) in enumerate(coefs):
-            regular = [
-                mul_op(scratch, nt, Mux(tiny, absv(gam), absv(xs)), w.mul_b - 1, neg=Mux(tiny, gam < 0, xs < 0)),
-                div_shift(tq, scratch, w.zdiv - (w.e + w.sh_max if w.e + w.sh_max > 0 else 0),
-                          Mux(tiny, w.e + w.sh_max, 0), den=Mux(tiny, den, n)),
+        # one class a round (ci), its Z_t unclamped first: floor(floor(X N_t / n) / Den), tiny floor(floor(|gamma| N_t
+        # 2**(E + SH_max) / Den) / Den)
+        ci = Signal(range(nc + 1))
+        cabs, cneg = Array([c[0] for c in coefs]), Array([c[1] for c in coefs])
+        cbits = max(c[2] for c in coefs)
+        zsa, qsa, a1sa = Array(zs), Array(qs), Array(a1s)
+        gbits = cfg.gamma_fmt.bits
+        body = [mul_op(nt, fq, cabs[ci], cbits, c=nbase, neg=cneg[ci]),                      # N_t = Sg Den + F Qg coef_t
+                ("skip", tiny, 3),
+                mul_op(scratch, nt, absv(xs), w.xbits, neg=xs < 0),                           # X N_t
+                div_shift(tq, scratch, w.xbits + w.nt, 0, den=n),
+                ("skip", Const(1), 2),
+                mul_op(scratch, nt, absv(gam), gbits, neg=gam < 0),                           # gamma N_t
+                div_shift(tq, scratch, gbits + w.nt, w.e + w.sh_max),
                 div_shift(tq, tq, w.q + 2, 0),
-                ("sets", [(zs[i], clamp(tq, -zb, zb))]),
-            ]
-            spec = [
-                mul_op(scratch, nt, absv(xs), w.mul_b - 1, neg=xs < 0),                  # X N_t
-                div_shift(tq, scratch, w.zdiv, 0, den=n), div_shift(tq, tq, w.q + 2, 0),
-                ("sets", [(zt, tq)]),
-                div_shift(tq, nt, w.nt, 0, den=n), div_shift(tq, tq, w.q + 2, 0),          # q_t = floor(N_t / (n Den))
-                ("sets", [(qs[i], clamp(tq, glo, ghi))]),
-                mul_op(scratch, xs, absv(qs[i]), w.q_special, c=-zt, neg=qs[i] < 0),     # acc0 = X q_t - Z_t
-                ("sets", [(zs[i], -clamp(scratch, w.acc_lo, w.acc_hi)),
-                          (a1s[i], -clamp(scratch + xs, w.acc_lo, w.acc_hi))]),           # acc1 = acc0 + X
-            ]
-            prog += [mul_op(nt, fq, cabs, cbits, c=nbase, neg=cneg),                     # N_t = Sg Den + F Qg coef_t
-                     ("skip", special, len(regular) + 1)] + regular + [("skip", Const(1), len(spec))] + spec
+                ("skip", special, 2),
+                ("sets", [(zsa[ci], clamp(tq, -zb, zb))]),
+                ("skip", Const(1), 6),
+                ("sets", [(zt, tq)]),                                                            # special regime:
+                div_shift(tq, nt, w.nt, 0, den=n), div_shift(tq, tq, w.q + 2, 0),              # q_t = floor(N_t / (n Den))
+                ("sets", [(qsa[ci], clamp(tq, glo, ghi))]),
+                mul_op(scratch, xs, absv(qsa[ci]), w.q_special, c=-zt, neg=qsa[ci] < 0),      # acc0 = X q_t - Z_t
+                ("sets", [(zsa[ci], -clamp(scratch, w.acc_lo, w.acc_hi)),
+                          (a1sa[ci], -clamp(scratch + xs, w.acc_lo, w.acc_hi))])]            # acc1 = acc0 + X
+        prog += [("sets", [(ci, 0)])] + body + [("sets", [(ci, ci + 1)]), ("skip", ci != nc, -(len(body) + 2))]
 
         def pick(regs, code):
             v = regs[0]
