@@ -799,7 +799,9 @@ class BackwardDatapath(wiring.Component):
                     m.next = "PRE_WAIT"
                 with m.State("PRE_WAIT"):
                     with m.If(mul.done):
-                        m.d.sync += [rz.eq(mul.p == 0), r_mean.eq(mul.p)]
+                        m.d.sync += rz.eq(mul.p == 0)
+                        if lean:
+                            m.d.sync += r_mean.eq(mul.p)
                         m.next = "PRE_NN" if kind == "semidev" else "PASS1"
                 if kind == "semidev":   # n^2, for SH (coef_max = n^2 2**in_bits) and B''
                     with m.State("PRE_NN"):
