@@ -173,8 +173,7 @@ class LeanWidths:
     zbound: int     # regular / tiny Z are clamped to +-zbound (>= every channel's zmax)
     lane_z: int     # signed width of a lane's Z constant
     q_special: int  # the special regime's q_t, clamped to the dy range +- 1, signed
-    acc_lo: int     # the special regime's acc0 / acc1 clamp: (dx_min - 2) 2**G .. (dx_max + 2) 2**G
-    acc_hi: int
+    acc_sat: int    # the special regime's acc0 / acc1 saturate to this many signed bits (beyond dx_fmt +- 2 LSBs)
     acc: int        # a lane's X g - Z + rnd, signed
     shc: int        # the exponent counter of the normalize, signed
     am: int         # the normalize register (the m-bit quotient on its way)
@@ -212,7 +211,7 @@ def lean_hw_widths(cfg, gcfg) -> LeanWidths:
     zdiv = max(xbits + nt, cfg.gamma_fmt.bits + nt + max(0, e + sh_max))     # |X| N_t; tiny: |gamma| N_t 2**(E+SH_max)
     dxf = gcfg.dx_fmt
     zbound = (1 << (m - 2 + gb)) + (1 << (dxf.bits + 1 + sh_max))
-    lane_z = zbound.bit_length() + 1
+    lane_z = zbound.bit_length() + 2                # Z saturated to 2**(lane_z - 2) > zbound, minus 2**(SH-1) (half up)
     acc = ((1 << (m - 2 + gb)) + zbound + (1 << sh_max)).bit_length() + 1
     sg = cfg.backward_sg_bits(gcfg)
     sgx = _sbits(nmax * (1 << (gb - 1)) * max(-fi.min_int, fi.max_int))
@@ -221,7 +220,8 @@ def lean_hw_widths(cfg, gcfg) -> LeanWidths:
     am = max(qw, xbits) + 1
     shc = _sbits(2 * m + cfg.den_bits + abs(e) + am + sh_max) + 1
     q = max(qg + cf + 1, cfg.sum_bits, qw, zdiv, nt) + 1
-    p = max(zdiv, nt, qg + cb, sgx + cb, cfg.den_bits + sg, _sbits(fqmax), pbits + 1) + 3
+    zprod = max(xbits, cfg.gamma_fmt.bits) + nt    # the Z division's dividend before its shift
+    p = max(zprod, nt, qg + cb, sgx + cb, cfg.den_bits + sg, _sbits(fqmax), pbits + 1) + 3
     mul_b = max(cb + 1, cfg.sum_bits, sg, cfg.const_bits, cfg.gamma_fmt.bits, xbits, gb + 2) + 1
     lin = {}
     if cfg.stat_kind in LEAN_LINEAR_HDL:            # X holds the special regime's Am << k in the lane too
@@ -247,9 +247,15 @@ def lean_hw_widths(cfg, gcfg) -> LeanWidths:
         mul_b = max(mul_b, db + 1, wr)
         lin = dict(my=my, sl=sl, cap=cap, wr=wr, zref=zref)
     return LeanWidths(e=e, m=m, sh_lo=g, sh_max=sh_max, sg=sg, sgx=sgx, qg=qg, pbits=pbits, xbits=xbits,
-                      fq=_sbits(fqmax), nt=nt, zdiv=zdiv, zbound=zbound, lane_z=lane_z, q_special=gb + 2,
-                      acc_lo=(dxf.min_int - 2) << g, acc_hi=(dxf.max_int + 2) << g, acc=acc, shc=shc, am=am, p=p, q=q,
+                      fq=_sbits(fqmax), nt=nt, zdiv=zdiv, zbound=zbound, lane_z=lane_z, q_special=gb + 1,
+                      acc_sat=dxf.bits + g + 1, acc=acc, shc=shc, am=am, p=p, q=q,
                       mul_b=mul_b, **lin)
+
+
+def _sat(v, bits):
+    """v saturated to `bits` signed bits: a look at its top bits, no compare of the whole value."""
+    top = v[bits - 1:]
+    return Mux(top.all() | ~top.any(), v[:bits].as_signed(), Mux(v < 0, -(1 << (bits - 1)), (1 << (bits - 1)) - 1))
 
 
 def _ceil_log2(fr: Fraction) -> int:
@@ -338,9 +344,7 @@ class BackwardDatapath(wiring.Component):
         def absv(v):
             return Mux(v < 0, -v, v)
 
-        def clamp(v, lo, hi):
-            return Mux(v > hi, hi, Mux(v < lo, lo, v))
-
+        sat = _sat
         dn = Signal(cfg.den_bits)                   # Den's top m + 2 bits, Den >> sd
         sd = Signal(range(cfg.den_bits + 1))
         am = Signal(w.am)                           # the quotient, normalized to Am (special: Am << k)
@@ -352,10 +356,12 @@ class BackwardDatapath(wiring.Component):
         linear = kind in LEAN_LINEAR_HDL
         xl = Signal(signed(w.xbits if linear else w.m))   # the lanes' X: 0 if zero (class kinds: and special)
         rnd_h = Signal(w.sh_max)                    # 2**(SH - 1): half up
-        nbase = Signal(signed(w.p))                 # Sg Den
+        nbase = Signal(signed(cfg.den_bits + w.sg + 1))   # Sg Den
         fq = Signal(signed(w.fq))                   # F Qg
         nt = Signal(signed(w.nt))                   # N_t
-        zt = Signal(signed(w.q + 2))                # special: Z_t unclamped
+        # special: Z_t, saturated where X q - Z_t and X (q + 1) - Z_t saturate either way
+        zt_bits = ((1 << (w.xbits - 1 + gcfg.grad_fmt.bits)) + (1 << (gcfg.dx_fmt.bits + g_lo + 1))).bit_length() + 1
+        zt = Signal(signed(zt_bits))
         top = 1 << (mm - 1)
         prog = [
             ("sets", [(dn, den), (sd, 0)]),
@@ -388,9 +394,7 @@ class BackwardDatapath(wiring.Component):
         nc = len(coefs)
         zs = [Signal(signed(w.lane_z), name=f"z{i}") for i in range(nc)]
         qs = [Signal(signed(w.q_special), name=f"q{i}") for i in range(nc)]
-        a1s = [Signal(signed(_sbits(max(-w.acc_lo, w.acc_hi))), name=f"na1_{i}") for i in range(nc)]
-        glo, ghi = gcfg.grad_fmt.min_int - 1, gcfg.grad_fmt.max_int + 1
-        zb = w.zbound
+        a1s = [Signal(signed(w.acc_sat + 1), name=f"na1_{i}") for i in range(nc)]
         # one class a round (ci), its Z_t unclamped first: floor(floor(X N_t / n) / Den), tiny floor(floor(|gamma| N_t
         # 2**(E + SH_max) / Den) / Den)
         ci = Signal(range(nc + 1))
@@ -398,6 +402,8 @@ class BackwardDatapath(wiring.Component):
         cbits = max(c[2] for c in coefs)
         zsa, qsa, a1sa = Array(zs), Array(qs), Array(a1s)
         gbits = cfg.gamma_fmt.bits
+        stoch = gcfg.rounding == "stochastic"
+        rfold = 0 if stoch else rnd_h               # half up: the lanes' + 2**(SH-1) folded into every Z
         body = [mul_op(nt, fq, cabs[ci], cbits, c=nbase, neg=cneg[ci]),                      # N_t = Sg Den + F Qg coef_t
                 ("skip", tiny, 3),
                 mul_op(scratch, nt, absv(xs), w.xbits, neg=xs < 0),                           # X N_t
@@ -407,14 +413,15 @@ class BackwardDatapath(wiring.Component):
                 div_shift(tq, scratch, gbits + w.nt, w.e + w.sh_max),
                 div_shift(tq, tq, w.q + 2, 0),
                 ("skip", special, 2),
-                ("sets", [(zsa[ci], clamp(tq, -zb, zb))]),
-                ("skip", Const(1), 6),
-                ("sets", [(zt, tq)]),                                                            # special regime:
+                ("sets", [(zsa[ci], sat(tq, w.lane_z - 1) - rfold)]),
+                ("skip", Const(1), 8),
+                ("sets", [(zt, sat(tq, zt_bits))]),                                              # special regime:
                 div_shift(tq, nt, w.nt, 0, den=n), div_shift(tq, tq, w.q + 2, 0),              # q_t = floor(N_t / (n Den))
-                ("sets", [(qsa[ci], clamp(tq, glo, ghi))]),
+                ("sets", [(qsa[ci], sat(tq, w.q_special))]),      # beyond the dy range +- 1 every dx is forced alike
                 mul_op(scratch, xs, absv(qsa[ci]), w.q_special, c=-zt, neg=qsa[ci] < 0),      # acc0 = X q_t - Z_t
-                ("sets", [(zsa[ci], -clamp(scratch, w.acc_lo, w.acc_hi)),
-                          (a1sa[ci], -clamp(scratch + xs, w.acc_lo, w.acc_hi))])]            # acc1 = acc0 + X
+                ("sets", [(zsa[ci], -sat(scratch, w.acc_sat) - rfold)]),
+                mul_op(scratch, xs, 1, 1, c=scratch),                                            # acc1 = acc0 + X
+                ("sets", [(a1sa[ci], -sat(scratch, w.acc_sat) - rfold)])]
         prog += [("sets", [(ci, 0)])] + body + [("sets", [(ci, ci + 1)]), ("skip", ci != nc, -(len(body) + 2))]
 
         def pick(regs, code):
@@ -427,12 +434,12 @@ class BackwardDatapath(wiring.Component):
 
         def lane(j, g, code, draw, x):
             """acc = X g - Z[code] + rnd; the special regime: acc0 / acc1 at g = q, q + 1, else forced saturation."""
-            q = pick(qs, code)
-            eq1, below, above = g == q + 1, g < q, g > q + 1
+            d = g - pick(qs, code)
+            eq1, below, above = d == 1, d < 0, d > 1
             z = Mux(special & eq1, pick(a1s, code), pick(zs, code))
-            rnd = ((draw << sh) >> SR_BITS) if stoch else rnd_h
             force = special & (below | above)
-            return g * xl - z + rnd, force, Mux(xs < 0, below, above)
+            acc = g * xl - z
+            return (acc + ((draw << sh) >> SR_BITS) if stoch else acc), force, Mux(xs < 0, below, above)
 
         return prog, lane
 
@@ -451,9 +458,6 @@ class BackwardDatapath(wiring.Component):
 
         def absv(v):
             return Mux(v < 0, -v, v)
-
-        def clamp(v, lo, hi):
-            return Mux(v > hi, hi, Mux(v < lo, lo, v))
 
         yw = Signal(w.q + 2)                        # |slope| 2**SY on its way
         ysgn = Signal()
@@ -510,7 +514,7 @@ class BackwardDatapath(wiring.Component):
                      div_shift(tq, tq, w.q + 2, 0, den=Mux(tiny, den, n)),
                      div_shift(tq, tq, w.q + 2, 0),
                      div_shift(tq, tq, w.q + 2, 0, den=Mux(tiny, n, den)),
-                     ("sets", [(zup, clamp(tq, -w.zbound, w.zbound))])]
+                     ("sets", [(zup, _sat(tq, w.lane_z - 1))])]
         stoch = gcfg.rounding == "stochastic"
 
         def lane(j, g, code, draw, x):
@@ -520,7 +524,7 @@ class BackwardDatapath(wiring.Component):
             if semi:
                 z = Mux(code == 2, z, zup)
             rnd = ((draw << sh) >> SR_BITS) if stoch else rnd_h
-            return g * xl - clamp(z, -w.zbound, w.zbound) + rnd, Const(0), Const(0)
+            return g * xl - _sat(z, w.lane_z - 1) + rnd, Const(0), Const(0)
 
         return prog, lane
 
