@@ -293,11 +293,12 @@ class BackwardDatapath(wiring.Component):
         """An upper bound of the cycles `i.ready` stays low before pass 1 plus between the passes of one channel (a
         testbench's timeout): at most 7 divisions of at most `q` steps, 16 multiplications, 6 alignments and 20 single
         steps (measured at 8 bits: 490 to 610 cycles between the passes, semidev 900; docs/architecture.md)."""
-        if gcfg.lean:       # 3 + 4 per class divisions, 6 + 2 per class multiplications, the two shift loops
+        if gcfg.lean:       # per class 4 divisions and 4 multiplications; l2 / semidev at most 12 and 10 in all
             lw = lean_hw_widths(cfg, gcfg)
             nc = 5 if cfg.stat_kind == "range" else 2 if cfg.kind == "cvar" else 3
-            loops = cfg.den_bits + lw.am + lw.xbits + 2 * lw.m + abs(lw.e) + cfg.den_bits + lw.sh_max
-            return (3 + 4 * nc) * (lw.q + 5) + (6 + 2 * nc) * (lw.mul_b + 3) + loops + 8 * nc + 40
+            loops = 2 * cfg.den_bits + lw.am + lw.xbits + 2 * lw.m + abs(lw.e) + lw.sh_max + 2 * lw.q + 3 * (
+                lw.cap + lw.sl + max(0, lw.e + lw.sh_max) + 2)         # Dn, the normalize; Y's, the shifts by SY
+            return (15 + 4 * nc) * (lw.q + 5) + (17 + 4 * nc) * (lw.mul_b + 3) + loops + 12 * nc + 60
         w = backward_widths(cfg, gcfg)
         b_bits = max(cfg.count_bits, cfg.sum_bits, w.sg, cfg.const_bits, cfg.gamma_fmt.bits,
                      2 * cfg.count_bits + cfg.in_fmt.bits + 1) + 1
