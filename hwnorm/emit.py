@@ -28,12 +28,20 @@ def verilog_text(cfg: NormConfig, name: str | None = None, axi: bool = False) ->
 
 def backward_default_configs() -> dict:
     """{name: (NormConfig, GradConfig)} of the backward Verilog committed under rtl/: every kind the backward
-    generator builds (hdl/backward.py), at 8 and 16 bits, the default configuration and GradConfig.for_width."""
+    generator builds (hdl/backward.py), at 8 and 16 bits, the default configuration and GradConfig.for_width; and the
+    lean form (GradConfig(mantissa_bits=mantissa_min), docs/numerics.md "The lean backward") of issue 21's goal kinds
+    range and l1 and of l2 at 8 bits: bwd_<kind>_s8_lean."""
+    from dataclasses import replace
+
     from .config import GradConfig
     from .hdl.backward import BACKWARD_HDL_KINDS
     fwd = default_configs()
-    return {f"bwd_{kind}_s{w}": (fwd[f"{kind}_s{w}"], GradConfig.for_width(f"s{w}"))
-            for kind in BACKWARD_HDL_KINDS for w in (8, 16)}
+    out = {f"bwd_{kind}_s{w}": (fwd[f"{kind}_s{w}"], GradConfig.for_width(f"s{w}"))
+           for kind in BACKWARD_HDL_KINDS for w in (8, 16)}
+    g8 = GradConfig.for_width("s8")
+    for kind in ("range", "l1", "l2"):
+        out[f"bwd_{kind}_s8_lean"] = (fwd[f"{kind}_s8"], replace(g8, mantissa_bits=g8.mantissa_min))
+    return out
 
 
 def backward_verilog_text(cfg: NormConfig, gcfg, name: str) -> str:
@@ -56,7 +64,7 @@ def top_ports(verilog_src: str, top: str) -> list[tuple[str, int, str]]:
 
 def write_defaults(out_dir: Path = RTL_DIR) -> list[Path]:
     """Write the Verilog of every default configuration to out_dir (one file per config), and of the backward's
-    (backward_default_configs: bwd_<kind>_s8.v, bwd_<kind>_s16.v)."""
+    (backward_default_configs: bwd_<kind>_s8.v, bwd_<kind>_s16.v, bwd_<kind>_s8_lean.v)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for key, cfg in default_configs().items():
