@@ -321,23 +321,23 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [24:0] \$381 ;
   wire [25:0] \$382 ;
   wire \$383 ;
-  wire [23:0] \$384 ;
+  wire [24:0] \$384 ;
   wire \$385 ;
   wire \$386 ;
   wire \$387 ;
-  wire [23:0] \$388 ;
+  wire [24:0] \$388 ;
   wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire [23:0] \$391 ;
+  wire [24:0] \$391 ;
   wire [8:0] \$392 ;
   wire [8:0] \$393 ;
   wire [8:0] \$394 ;
-  wire [23:0] \$395 ;
+  wire [24:0] \$395 ;
   wire \$396 ;
   wire \$397 ;
   wire \$398 ;
-  wire [23:0] \$399 ;
+  wire [24:0] \$399 ;
   wire \$4 ;
   wire [5:0] \$40 ;
   wire \$400 ;
@@ -455,7 +455,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   reg \$501 ;
   reg \$502 ;
   reg \$503 ;
-  reg [23:0] \$504 ;
+  reg [24:0] \$504 ;
   reg [7:0] \$505 ;
   reg [12:0] \$506 ;
   reg [12:0] \$507 ;
@@ -556,7 +556,7 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [2:0] \$signal$69[0] ;
   reg \$signal$72  = 1'h0;
   reg [109:0] a;
-  reg [23:0] acc0 = 24'h000000;
+  reg [24:0] acc0 = 25'h0000000;
   wire adv;
   reg [3:0] align = 4'h0;
   reg [47:0] am = 48'h000000000000;
@@ -3545,10 +3545,10 @@ module hwnorm_bwd_l1_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$504  = acc0;
     if (adv) begin
-      \$504  = \$382 [23:0];
+      \$504  = \$382 [24:0];
     end
     if (rst) begin
-      \$504  = 24'h000000;
+      \$504  = 25'h0000000;
     end
   end
   always @* begin

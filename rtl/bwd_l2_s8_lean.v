@@ -244,8 +244,8 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   wire [65:0] \$311 ;
   wire [66:0] \$312 ;
   wire \$313 ;
-  wire [24:0] \$314 ;
-  wire [24:0] \$315 ;
+  wire [25:0] \$314 ;
+  wire [25:0] \$315 ;
   wire [26:0] \$316 ;
   wire [27:0] \$317 ;
   wire \$318 ;
@@ -867,12 +867,12 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$290  = $signed(ys) * $signed(\$289 );
   assign \$292  = $signed(\$291 ) >>> syl;
   assign \$293  = $signed(zref) + $signed(\$292 );
-  assign \$294  = & \$293 [66:24];
+  assign \$294  = & \$293 [66:25];
   assign \$295  = $signed(s0_x) - $signed(\$signal );
   assign \$296  = $signed(ys) * $signed(\$295 );
   assign \$298  = $signed(\$297 ) >>> syl;
   assign \$299  = $signed(zref) + $signed(\$298 );
-  assign \$300  = | \$299 [66:24];
+  assign \$300  = | \$299 [66:25];
   assign \$301  = ~ \$300 ;
   assign \$302  = \$294  | \$301 ;
   assign \$303  = $signed(s0_x) - $signed(\$signal );
@@ -884,8 +884,8 @@ module hwnorm_bwd_l2_s8_lean(chan__valid, i__payload, i__valid, o__ready, stats_
   assign \$311  = $signed(\$310 ) >>> syl;
   assign \$312  = $signed(zref) + $signed(\$311 );
   assign \$313  = $signed(\$312 ) < $signed(1'h0);
-  assign \$314  = \$313  ? 25'h1000000 : 25'h0ffffff;
-  assign \$315  = \$302  ? \$307 [24:0] : \$314 ;
+  assign \$314  = \$313  ? 26'h2000000 : 26'h1ffffff;
+  assign \$315  = \$302  ? \$307 [25:0] : \$314 ;
   assign \$316  = $signed(\$288 ) - $signed(\$315 );
   assign \$317  = $signed(\$316 ) + $signed({ 1'h0, rnd_h });
   assign \$318  = ~ s1_mask;

@@ -284,23 +284,23 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   wire [25:0] \$348 ;
   wire \$349 ;
   wire \$35 ;
-  wire [23:0] \$350 ;
+  wire [24:0] \$350 ;
   wire \$351 ;
   wire \$352 ;
   wire \$353 ;
-  wire [23:0] \$354 ;
+  wire [24:0] \$354 ;
   wire \$355 ;
   wire \$356 ;
-  wire [23:0] \$357 ;
+  wire [24:0] \$357 ;
   wire [8:0] \$358 ;
   wire [8:0] \$359 ;
   wire \$36 ;
   wire [8:0] \$360 ;
-  wire [23:0] \$361 ;
+  wire [24:0] \$361 ;
   wire \$362 ;
   wire \$363 ;
   wire \$364 ;
-  wire [23:0] \$365 ;
+  wire [24:0] \$365 ;
   wire \$366 ;
   wire \$367 ;
   wire \$368 ;
@@ -415,7 +415,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   reg \$466 ;
   reg \$467 ;
   reg \$468 ;
-  reg [23:0] \$469 ;
+  reg [24:0] \$469 ;
   wire \$47 ;
   reg [7:0] \$470 ;
   reg [12:0] \$471 ;
@@ -521,7 +521,7 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
   reg \$signal$71  = 1'h0;
   wire [2:0] \$signal[0] ;
   reg [107:0] a;
-  reg [23:0] acc0 = 24'h000000;
+  reg [24:0] acc0 = 25'h0000000;
   wire adv;
   reg [3:0] align = 4'h0;
   reg [47:0] am = 48'h000000000000;
@@ -1357,10 +1357,10 @@ module hwnorm_bwd_range_s8_lean(chan__valid, i__payload, i__valid, o__ready, sta
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$469  = acc0;
     if (adv) begin
-      \$469  = \$348 [23:0];
+      \$469  = \$348 [24:0];
     end
     if (rst) begin
-      \$469  = 24'h000000;
+      \$469  = 25'h0000000;
     end
   end
   always @* begin

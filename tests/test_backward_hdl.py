@@ -477,10 +477,11 @@ def test_backward_lean_bit_exact(kind, width, lanes):
     assert k != 3 or r.sat[0] > 0, "the extreme gradients' channel saturates"
 
 
-@pytest.mark.parametrize("kind, width", [("range", 8), ("l2", 8), ("semidev", 16)])
+@pytest.mark.parametrize("kind, width", [("range", 8), ("cvar", 8), ("l2", 8), ("semidev", 16)])
 def test_backward_lean_default_configs(kind, width):
-    """The lean form at the default configurations' widths (max_count 4096) and 4 lanes: a channel of wide values and
-    one of small integers with the extreme gammas, against the golden bit for bit."""
+    """The lean form at the default configurations' widths (max_count 4096) and 4 lanes: a channel of wide values, one
+    of small integers with the extreme gammas, and x at the top but one value at the bottom with extreme gradients (a Z
+    far beyond its clamp against the largest X g: the accumulator's width), against the golden bit for bit."""
     cfg = dataclasses.replace(default_configs()[f"{kind}_s{width}"], lanes=4)
     gcfg = lean_grad(width, "half_up" if width == 8 else "stochastic")
     rnd = random.Random(zlib.crc32(f"leandefault{kind}{width}".encode()))
@@ -489,6 +490,11 @@ def test_backward_lean_default_configs(kind, width):
     for n, lo, hi, gam in ((90, fi.min_int, fi.max_int, cfg.gamma_fmt.min_int), (33, -2, 2, cfg.gamma_fmt.max_int)):
         chans.append(([rnd.randint(lo, hi) for _ in range(n)], [rnd.randint(fg.min_int, fg.max_int) for _ in range(n)],
                       gam, rnd.getrandbits(32)))
+    top = [fi.max_int] * 50
+    top[25] = fi.min_int
+    signs = "10111000111110100000100001001001101001011101001110"        # cvar_s8: class t = 1's Z far below -zmax
+    chans.append((top, [fg.max_int if c == "1" else fg.min_int for c in signs], cfg.gamma_fmt.max_int,
+                  rnd.getrandbits(32)))
     got = run_dut(cfg, gcfg, chans, rnd)
     for (x, g, gamma, s), (st, dx) in zip(chans, got):
         ref_dx, ref_dg, ref_db, ref_sat = golden(cfg, gcfg, x, g, gamma, s)

@@ -212,7 +212,7 @@ def lean_hw_widths(cfg, gcfg) -> LeanWidths:
     dxf = gcfg.dx_fmt
     zbound = (1 << (m - 2 + gb)) + (1 << (dxf.bits + 1 + sh_max))
     lane_z = zbound.bit_length() + 2                # Z saturated to 2**(lane_z - 2) > zbound, minus 2**(SH-1) (half up)
-    acc = ((1 << (m - 2 + gb)) + zbound + (1 << sh_max)).bit_length() + 1
+    acc = ((1 << (m - 2 + gb)) + (1 << (lane_z - 2)) + (1 << sh_max)).bit_length() + 1     # |X g| + |Z| + rnd
     sg = cfg.backward_sg_bits(gcfg)
     sgx = _sbits(nmax * (1 << (gb - 1)) * max(-fi.min_int, fi.max_int))
     qg = _sbits(qgmax)
@@ -235,8 +235,8 @@ def lean_hw_widths(cfg, gcfg) -> LeanWidths:
         sl = max(0, _ceil_log2(slope) - my + 3)
         wr = (2 * cb + fi.bits + 2 if semi else cb) + 1
         zbound = (1 << (xbits - 2 + gb)) + (1 << (dxf.bits + 1 + sh_max))
-        lane_z = zbound.bit_length() + 1
-        acc = ((1 << (xbits - 2 + gb)) + zbound + (1 << sh_max)).bit_length() + 1
+        lane_z = zbound.bit_length() + 2            # Z saturated to 2**(lane_z - 2) > zbound
+        acc = ((1 << (xbits - 2 + gb)) + (1 << (lane_z - 2)) + (1 << sh_max)).bit_length() + 1
         zref = ((1 << (xbits - 2 + gb)) + int(slope) * ((1 << fi.bits) + 2)).bit_length() + 2
         nt = max(sg + cb + 2 * db, qg + 2 * cf + wr) + 2                  # semidev: Sg n Den**2 - Qg W 2**2CF
         d_slope = max(xbits + qg, cb + gbits + qg + esh) + 2 * cf + cap
