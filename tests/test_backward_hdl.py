@@ -256,10 +256,8 @@ def test_refused_builds(change, param):
         BackwardDatapath(cfg, GradConfig())
     with pytest.raises(ValueError, match="gcfg=.*allowed"):
         BackwardDatapath(default_configs()["l2_s8"], "s8")
-    lean = GradConfig(mantissa_bits=GradConfig().mantissa_min) if hasattr(GradConfig(), "mantissa_min") else None
-    if lean is not None:
-        with pytest.raises(ValueError, match="mantissa_bits=.*allowed"):
-            BackwardDatapath(default_configs()["l2_s8"], lean)
+    lean = GradConfig(mantissa_bits=GradConfig().mantissa_min)          # the lean form is built: no refusal
+    BackwardDatapath(default_configs()["l2_s8"], lean)
 
 
 # -- the selection units alone (hwnorm/hdl/bwd_select.py) against a few lines of NumPy ---------------------------
@@ -523,3 +521,99 @@ def test_chunk_extremes_codes(lanes, chunks):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+
+
+# -- the lean form (GradConfig(mantissa_bits=m), docs/numerics.md "The lean backward") --------------------------
+
+def lean_grad(width, rounding="half_up"):
+    """The width's GradConfig in the lean form at its least mantissa (mantissa_min)."""
+    g = GradConfig.for_width(f"s{width}", rounding)
+    return dataclasses.replace(g, mantissa_bits=g.mantissa_min)
+
+
+LEAN_CASES = [(k, w, n) for k in BACKWARD_HDL_KINDS for w in (8, 16) for n in (1, 4)]
+
+
+@pytest.mark.parametrize("kind, width, lanes", LEAN_CASES)
+def test_backward_lean_bit_exact(kind, width, lanes):
+    """The lean form against the golden's lean backward, bit for bit (dx, dgamma, dbeta, sat), every kind at 8 and 16
+    bits, lanes 1 and 4; stochastic rounding where the exact form's test takes it. Two channels per configuration (the
+    sequential unit's few thousand cycles per channel dominate the runtime), rotating over a kind's four configurations:
+    ties, constant chunks, zero gradients, max_count, saturation (make_channels), and one aimed at each regime the
+    golden reaches (count 1 with the largest gamma: special, where the kind's gain reaches it; gamma 1 over wide values:
+    tiny; gamma 0: zero); random stalls and back-pressure throughout."""
+    rounding = "stochastic" if (lanes == 1) == (width == 8) else "half_up"
+    cfg = small_cfg(kind, width, lanes)
+    gcfg = lean_grad(width, rounding)
+    rnd = random.Random(zlib.crc32(f"lean{kind}{width}{lanes}".encode()))
+    fi, fg = cfg.in_fmt, gcfg.grad_fmt
+    chans = make_channels(cfg, gcfg, rnd)
+    k = LEAN_CASES.index((kind, width, lanes)) % 4
+    wide = [rnd.randint(fi.min_int, fi.max_int) for _ in range(cfg.max_count - 1)]
+    aimed = [([rnd.randint(fi.min_int, fi.max_int)], [rnd.randint(fg.min_int, fg.max_int)], cfg.gamma_fmt.max_int),
+             (wide, [rnd.randint(fg.min_int, fg.max_int) for _ in wide], 1),
+             (chans[3][0], chans[3][1], 0), chans[5][:3]][k]
+    pick = [chans[(1, 6, 4, 2)[k]], (*aimed[:3], rnd.getrandbits(32))]
+    got = run_dut(cfg, gcfg, pick, rnd)
+    for (x, g, gamma, s), (st, dx) in zip(pick, got):
+        ref_dx, ref_dg, ref_db, ref_sat = golden(cfg, gcfg, x, g, gamma, s)
+        assert dx[:len(x)] == ref_dx and all(v == 0 for v in dx[len(x):]), (kind, len(x), dx, ref_dx)
+        assert (st["dgamma"], st["dbeta"], st["sat"], st["error"]) == (ref_dg, ref_db, ref_sat, 0), (kind, st)
+    x, g, gamma, s = pick[1]
+    r = backward(cfg, gcfg, np.asarray([x]), np.asarray([g]), np.asarray([gamma]),
+                 seed=[s] if rounding == "stochastic" else None)
+    want = ("special" if kind not in ("l2", "semidev") or width == 8 else "regular", "tiny", "zero", None)[k]
+    assert want is None or r.lean[0].regime == want, (kind, width, lanes, r.lean[0].regime)
+    assert k != 3 or r.sat[0] > 0, "the extreme gradients' channel saturates"
+
+
+@pytest.mark.parametrize("kind, width", [("range", 8), ("cvar", 8), ("l2", 8), ("semidev", 16)])
+def test_backward_lean_default_configs(kind, width):
+    """The lean form at the default configurations' widths (max_count 4096) and 4 lanes: a channel of wide values, one
+    of small integers with the extreme gammas, and x at the top but one value at the bottom with extreme gradients (a Z
+    far beyond its clamp against the largest X g: the accumulator's width), against the golden bit for bit."""
+    cfg = dataclasses.replace(default_configs()[f"{kind}_s{width}"], lanes=4)
+    gcfg = lean_grad(width, "half_up" if width == 8 else "stochastic")
+    rnd = random.Random(zlib.crc32(f"leandefault{kind}{width}".encode()))
+    fi, fg = cfg.in_fmt, gcfg.grad_fmt
+    chans = []
+    for n, lo, hi, gam in ((90, fi.min_int, fi.max_int, cfg.gamma_fmt.min_int), (33, -2, 2, cfg.gamma_fmt.max_int)):
+        chans.append(([rnd.randint(lo, hi) for _ in range(n)], [rnd.randint(fg.min_int, fg.max_int) for _ in range(n)],
+                      gam, rnd.getrandbits(32)))
+    top = [fi.max_int] * 50
+    top[25] = fi.min_int
+    signs = "10111000111110100000100001001001101001011101001110"        # cvar_s8: class t = 1's Z far below -zmax
+    chans.append((top, [fg.max_int if c == "1" else fg.min_int for c in signs], cfg.gamma_fmt.max_int,
+                  rnd.getrandbits(32)))
+    got = run_dut(cfg, gcfg, chans, rnd)
+    for (x, g, gamma, s), (st, dx) in zip(chans, got):
+        ref_dx, ref_dg, ref_db, ref_sat = golden(cfg, gcfg, x, g, gamma, s)
+        assert dx[:len(x)] == ref_dx and (st["dgamma"], st["dbeta"], st["sat"], st["error"]) == \
+            (ref_dg, ref_db, ref_sat, 0), (kind, width, len(x))
+
+
+@pytest.mark.parametrize("kind", BACKWARD_HDL_KINDS)
+def test_lean_widths_hold_the_golden_constants(kind):
+    """lean_hw_widths against the golden's lean constants of extreme channels at the default configurations (max_count
+    4096), 8 and 16 bits: the slope mantissa's bits are the golden's lean_slope_bits, and X (every regime), Y, SY
+    (>= -sl), zref and the unclamped Z constants of the regular and tiny regimes fit the registers."""
+    from hwnorm.golden.backward import lean_slope_bits
+    from hwnorm.hdl.backward import LEAN_LINEAR_HDL, lean_hw_widths
+
+    def fits(v, bits):
+        return -(1 << (bits - 1)) <= int(v) < (1 << (bits - 1))
+
+    for width in (8, 16):
+        cfg = default_configs()[f"{kind}_s{width}"]
+        gcfg = lean_grad(width)
+        w = lean_hw_widths(cfg, gcfg)
+        linear = cfg.stat_kind in LEAN_LINEAR_HDL
+        if linear:
+            assert w.my == lean_slope_bits(cfg, gcfg, gcfg.grad_fmt.bits)
+        for n in (1, 3, 100, 4096):
+            for x, g, gam in _extreme_channels(cfg, gcfg, n):
+                r = backward(cfg, gcfg, x.reshape(1, n), g.reshape(1, n), np.asarray([gam]))
+                ch = r.lean[0]
+                assert fits(ch.x, w.xbits) and (linear or ch.regime == "special" or fits(ch.x, w.m)), (kind, n, ch)
+                if linear:
+                    assert fits(ch.y, w.my) and -w.sl <= ch.sy <= w.cap and fits(ch.zref, w.zref), (kind, n, ch)

@@ -110,7 +110,7 @@ def test_refusal_names_what_the_hardware_lacks():
         assert "dropout" in refusal(NormConfig(kind=cfg.kind, dropout=0.25))
         assert "overlap" in refusal(NormConfig(kind=cfg.kind, overlap=True))
         lean = GradConfig(mantissa_bits=GradConfig().mantissa_min)
-        assert refusal(cfg, lean).startswith(f"mantissa_bits={lean.mantissa_bits}: the lean backward")
+        assert refusal(cfg, lean) is None                   # the lean form is built (hwnorm.hdl.backward)
         assert grad_from_json(grad_json(lean)) == lean
 
 
@@ -169,6 +169,14 @@ def test_make_sim_has_every_built_kind_at_8_and_16_bits_and_lanes_1_and_4():
         assert any(r == "stochastic" for *_, r in seen)
 
 
+def test_make_sim_has_the_lean_form():
+    """make sim: the lean form of range, l1, l2 at 8 bits x 4 lanes; FULL=1: of every kind at 8 / 16 bits x lanes 1 / 4."""
+    lean = {n: s for n, s in backward_configs().items() if s.gcfg.lean}
+    assert sorted(lean) == [f"bwd_{k}_s8_lean_p4" for k in ("l1", "l2", "range")]
+    full = {(s.cfg.kind, s.cfg.in_fmt.bits, s.cfg.lanes) for s in backward_configs(full=True).values() if s.gcfg.lean}
+    assert full == {(k, b, n) for k in RTL_BACKWARD_KINDS for b in (8, 16) for n in (1, 4)}
+
+
 # -- the hardware: golden == rtl bit for bit -------------------------------------------------------------------------
 
 # make test: one Verilator build per selection unit and dx form (cached under build/rtl/), spread over widths, lanes and
@@ -190,7 +198,20 @@ def test_the_verilated_backward_is_the_golden_backward_on_codes(kind):
     """Codes in, codes out: random channels, ties (two values, a repeated extreme), a constant channel, zero gradients,
     narrow data with extreme g and gamma (dx saturates), counts 1, 2, a masked last beat; dx, dgamma, dbeta, sat and
     error as the golden backward says, bit for bit."""
-    cfg, gcfg = hw_case(kind)
+    _codes_are_golden(*hw_case(kind))
+
+
+def test_the_verilated_lean_backward_is_the_golden_lean_backward():
+    """The lean form (GradConfig(mantissa_bits=mantissa_min), range at 8 bits, 4 lanes): the same cases as above, and
+    Backend.backward on float tensors, rtl == golden bit for bit."""
+    cfg = NormConfig(kind="range", lanes=4)
+    g8 = GradConfig.for_width("s8")
+    gcfg = GradConfig(grad_fmt=g8.grad_fmt, dx_fmt=g8.dx_fmt, mantissa_bits=g8.mantissa_min)
+    _codes_are_golden(cfg, gcfg)
+    _floats_are_golden(cfg, gcfg)
+
+
+def _codes_are_golden(cfg, gcfg):
     model = get_backend("rtl").backward_model(cfg, gcfg)
     rng = np.random.default_rng(7)
     fi, fg, fgam = cfg.in_fmt, gcfg.grad_fmt, cfg.gamma_fmt
@@ -217,7 +238,10 @@ def test_the_verilated_backward_is_the_golden_backward_on_codes(kind):
 @pytest.mark.parametrize("kind", HW_KINDS)
 def test_the_rtl_backend_backward_is_golden_bit_for_bit(kind):
     """Backend.backward on float tensors: rtl and golden give the same dx, dgamma, dbeta and saturation counts."""
-    cfg, gcfg = hw_case(kind)
+    _floats_are_golden(*hw_case(kind))
+
+
+def _floats_are_golden(cfg, gcfg):
     rng = np.random.default_rng(11)
     x, dy = rng.normal(0.3, 1.5, size=(3, 50)), rng.normal(0.0, 1.0, size=(3, 50))
     gamma = rng.uniform(0.5, 1.5, size=3)

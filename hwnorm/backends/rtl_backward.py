@@ -43,9 +43,6 @@ def refusal(cfg: NormConfig, gcfg: GradConfig | None = None, per_value: bool = F
     if lacks:
         return (f"the backward datapath has no {lacks[0]}: allowed training-mode batch-norms of kind "
                 f"{', '.join(RTL_BACKWARD_KINDS)} with gamma per channel; {NOT_IN_HARDWARE}")
-    if gcfg is not None and getattr(gcfg, "mantissa_bits", None) is not None:
-        return (f"mantissa_bits={gcfg.mantissa_bits!r}: the lean backward (block-floating constants) is not built in "
-                f"the backward datapath: allowed mantissa_bits=None (the exact constants); {NOT_IN_HARDWARE}")
     if gcfg is not None and gcfg.rounding not in RTL_BACKWARD_ROUNDING:
         return f"rounding={gcfg.rounding!r}: allowed {', '.join(RTL_BACKWARD_ROUNDING)}"
     return None
@@ -114,4 +111,5 @@ def backward_top(cfg: NormConfig, gcfg: GradConfig) -> str:
 
 
 def describe(cfg: NormConfig, gcfg: GradConfig) -> str:
-    return f"backward of {cfg.describe()} grad={gcfg.grad_fmt} dx={gcfg.dx_fmt} grad_rounding={gcfg.rounding}"
+    lean = f" mantissa_bits={gcfg.mantissa_bits}" if getattr(gcfg, "mantissa_bits", None) is not None else ""
+    return f"backward of {cfg.describe()} grad={gcfg.grad_fmt} dx={gcfg.dx_fmt} grad_rounding={gcfg.rounding}{lean}"

@@ -24,14 +24,17 @@ def built_kinds() -> tuple[str, ...]:
 
 def backward_key(cfg: NormConfig, gcfg: GradConfig) -> str:
     """The cache key of a backward build: the forward configuration's hash and the gradient formats'."""
-    g = hashlib.sha256(f"{gcfg.grad_fmt}|{gcfg.dx_fmt}|{gcfg.rounding}".encode()).hexdigest()[:8]
+    lean = f"|m{gcfg.mantissa_bits}" if gcfg.lean else ""             # the exact form's keys are unchanged
+    g = hashlib.sha256(f"{gcfg.grad_fmt}|{gcfg.dx_fmt}|{gcfg.rounding}{lean}".encode()).hexdigest()[:8]
     return f"bwd_{cfg.kind}_{cfg.hash}_{g}"
 
 
 def backward_sweep_configs(kinds=None) -> dict[str, tuple[NormConfig, GradConfig]]:
     """bwd_<kind>_s<w>_p<lanes>: every built kind's default configuration at 8 and 16 bits, lanes 1 and 4, with its
     width's default gradient formats rounded half up; and bwd_<kind>_s8_p4_sr, stochastic rounding (the LFSR's
-    price), for the goal kinds and L2."""
+    price), for the goal kinds and L2; and bwd_<kind>_s8_p4_lean, the lean form (GradConfig(mantissa_bits=
+    mantissa_min), docs/numerics.md "The lean backward") of those kinds where it is built."""
+    from ..hdl.backward import LEAN_HDL_KINDS
     defaults = default_configs()
     kinds = built_kinds() if kinds is None else tuple(kinds)
     out = {}
@@ -43,6 +46,10 @@ def backward_sweep_configs(kinds=None) -> dict[str, tuple[NormConfig, GradConfig
     for k in kinds:
         if k in GOAL_KINDS + ("l2",):
             out[f"bwd_{k}_s8_p4_sr"] = (replace(defaults[f"{k}_s8"], lanes=4), GradConfig.for_width("s8", "stochastic"))
+    for k in kinds:
+        if k in GOAL_KINDS + ("l2",) and k in LEAN_HDL_KINDS:
+            g8 = GradConfig.for_width("s8")
+            out[f"bwd_{k}_s8_p4_lean"] = (replace(defaults[f"{k}_s8"], lanes=4), replace(g8, mantissa_bits=g8.mantissa_min))
     return out
 
 

@@ -264,8 +264,10 @@ def axi_configs() -> dict[str, NormConfig]:
 def backward_configs(full: bool = False) -> dict[str, BackwardSim]:
     """The backward datapaths of `make sim`: every kind whose backward is built (hwnorm.backends.rtl_backward
     RTL_BACKWARD_KINDS) x 8/16-bit formats (the width's default GradConfig) x lanes 1 and 4, and stochastic rounding at
-    8 bits (range, l1 and l2 at 4 lanes) and range with plain chunks; FULL=1 adds lanes 2 and 8 and stochastic rounding
-    for every kind."""
+    8 bits (range, l1 and l2 at 4 lanes) and range with plain chunks, and the lean form (GradConfig(mantissa_bits=
+    mantissa_min), docs/numerics.md "The lean backward") of range, l1 and l2 at 8 bits x 4 lanes (bwd_<kind>_s8_lean_p4);
+    FULL=1 adds lanes 2 and 8, stochastic rounding for every kind and the lean form of every kind at 8 and 16 bits x
+    lanes 1 and 4 (stochastic at 16 bits)."""
     from hwnorm.backends.rtl_backward import RTL_BACKWARD_KINDS
     out = {}
     for kind in RTL_BACKWARD_KINDS:
@@ -276,6 +278,14 @@ def backward_configs(full: bool = False) -> dict[str, BackwardSim]:
             for lanes in ((1, 4) if full else (4,) if kind in ("range", "l1", "l2") else ()):
                 out[f"bwd_{kind}_s{width}_sr_p{lanes}"] = BackwardSim(NormConfig(kind=kind, lanes=lanes, **fmts),
                                                                       GradConfig.for_width(f"s{width}", "stochastic"))
+    for kind in RTL_BACKWARD_KINDS:
+        for width, fmts in ((8, {}), (16, FORMATS_16)):
+            if not full and (width != 8 or kind not in ("range", "l1", "l2")):
+                continue
+            g = GradConfig.for_width(f"s{width}", "stochastic" if width == 16 else "half_up")
+            lean = replace(g, mantissa_bits=g.mantissa_min)
+            for lanes in ((1, 4) if full else (4,)):
+                out[f"bwd_{kind}_s{width}_lean_p{lanes}"] = BackwardSim(NormConfig(kind=kind, lanes=lanes, **fmts), lean)
     if "range" in RTL_BACKWARD_KINDS:
         out["bwd_range_plain_small_p2"] = BackwardSim(NormConfig(chunks=1, max_count=300, lanes=2), GradConfig())
     return out
