@@ -7093,30 +7093,82 @@ endmodule
 module \hwnorm_bwd_range_s8_lean.sel$100 (clk, rst, mask, sel, chunk_size, clear, rewind, p1, p2, x);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [13:0] \$1 ;
-  wire [7:0] \$10 ;
-  reg [7:0] \$100 ;
-  reg [7:0] \$101 ;
-  reg [7:0] \$102 ;
-  reg [7:0] \$103 ;
-  reg [7:0] \$104 ;
-  reg [7:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg [7:0] \$107 ;
-  reg [7:0] \$108 ;
-  reg [3:0] \$109 ;
+  wire \$10 ;
+  wire [7:0] \$100 ;
+  wire [7:0] \$101 ;
+  wire \$102 ;
+  wire [7:0] \$103 ;
+  wire [7:0] \$104 ;
+  wire \$105 ;
+  wire [7:0] \$106 ;
+  wire [7:0] \$107 ;
+  wire \$108 ;
+  wire [7:0] \$109 ;
   wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [7:0] \$14 ;
+  wire [7:0] \$110 ;
+  wire \$111 ;
+  wire [7:0] \$112 ;
+  wire [7:0] \$113 ;
+  wire \$114 ;
+  wire [7:0] \$115 ;
+  wire [7:0] \$116 ;
+  wire \$117 ;
+  wire [7:0] \$118 ;
+  wire [7:0] \$119 ;
+  wire [7:0] \$12 ;
+  wire \$120 ;
+  wire [7:0] \$121 ;
+  wire [7:0] \$122 ;
+  wire [3:0] \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
+  wire [7:0] \$13 ;
+  reg [14:0] \$130 ;
+  reg [14:0] \$131 ;
+  reg [12:0] \$132 ;
+  reg [3:0] \$133 ;
+  reg \$134 ;
+  reg \$135 ;
+  reg [3:0] \$136 ;
+  reg \$137 ;
+  reg \$138 ;
+  reg [7:0] \$139 ;
+  wire \$14 ;
+  reg [7:0] \$140 ;
+  reg [7:0] \$141 ;
+  reg [7:0] \$142 ;
+  reg [7:0] \$143 ;
+  reg [7:0] \$144 ;
+  reg [7:0] \$145 ;
+  reg [7:0] \$146 ;
+  reg [7:0] \$147 ;
+  reg [7:0] \$148 ;
+  reg [7:0] \$149 ;
   wire \$15 ;
-  wire [3:0] \$16 ;
-  reg [7:0] \$17 ;
+  reg [7:0] \$150 ;
+  reg [7:0] \$151 ;
+  reg [7:0] \$152 ;
+  reg [7:0] \$153 ;
+  reg [7:0] \$154 ;
+  reg [7:0] \$155 ;
+  reg [7:0] \$156 ;
+  reg [7:0] \$157 ;
+  reg [7:0] \$158 ;
+  reg [7:0] \$159 ;
+  wire \$16 ;
+  reg [7:0] \$160 ;
+  reg [3:0] \$161 ;
+  wire \$17 ;
   wire \$18 ;
   wire \$19 ;
-  wire [14:0] \$2 ;
-  wire [3:0] \$20 ;
-  reg [7:0] \$21 ;
-  wire \$22 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire [7:0] \$21 ;
+  wire [7:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -7134,21 +7186,21 @@ module \hwnorm_bwd_range_s8_lean.sel$100 (clk, rst, mask, sel, chunk_size, clear
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire [1:0] \$39 ;
-  wire [13:0] \$4 ;
+  wire \$39 ;
+  wire \$4 ;
   wire \$40 ;
-  wire [2:0] \$41 ;
-  wire [2:0] \$42 ;
+  wire \$41 ;
+  wire \$42 ;
   wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
-  wire [13:0] \$46 ;
+  wire [3:0] \$44 ;
+  reg [7:0] \$45 ;
+  wire \$46 ;
   wire \$47 ;
-  wire [13:0] \$48 ;
-  wire \$49 ;
-  wire [17:0] \$5 ;
+  wire [3:0] \$48 ;
+  reg [7:0] \$49 ;
+  wire \$5 ;
   wire \$50 ;
-  wire [4:0] \$51 ;
+  wire \$51 ;
   wire \$52 ;
   wire \$53 ;
   wire \$54 ;
@@ -7157,7 +7209,7 @@ module \hwnorm_bwd_range_s8_lean.sel$100 (clk, rst, mask, sel, chunk_size, clear
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [4:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -7165,46 +7217,48 @@ module \hwnorm_bwd_range_s8_lean.sel$100 (clk, rst, mask, sel, chunk_size, clear
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
-  wire \$67 ;
+  wire [1:0] \$67 ;
   wire \$68 ;
-  wire \$69 ;
+  wire [2:0] \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire [3:0] \$73 ;
-  wire \$74 ;
+  wire [2:0] \$70 ;
+  wire [13:0] \$71 ;
+  wire [14:0] \$72 ;
+  wire [13:0] \$73 ;
+  wire [14:0] \$74 ;
   wire \$75 ;
   wire \$76 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire \$8 ;
-  reg [12:0] \$80 ;
-  reg [3:0] \$81 ;
-  reg \$82 ;
-  reg \$83 ;
-  reg [3:0] \$84 ;
-  reg \$85 ;
-  reg \$86 ;
-  reg [7:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
+  wire [13:0] \$80 ;
+  wire [15:0] \$81 ;
+  wire [4:0] \$82 ;
+  wire [13:0] \$83 ;
+  wire [14:0] \$84 ;
+  wire \$85 ;
+  wire [13:0] \$86 ;
+  wire [14:0] \$87 ;
+  wire \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  reg [7:0] \$90 ;
-  reg [7:0] \$91 ;
-  reg [7:0] \$92 ;
-  reg [7:0] \$93 ;
-  reg [7:0] \$94 ;
-  reg [7:0] \$95 ;
-  reg [7:0] \$96 ;
-  reg [7:0] \$97 ;
-  reg [7:0] \$98 ;
-  reg [7:0] \$99 ;
+  wire [4:0] \$90 ;
+  wire [5:0] \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire [7:0] \$94 ;
+  wire [7:0] \$95 ;
+  wire \$96 ;
+  wire [7:0] \$97 ;
+  wire [7:0] \$98 ;
+  wire \$99 ;
   reg [7:0] \$signal  = 8'h00;
-  reg \$signal$43  = 1'h0;
+  reg \$signal$60  = 1'h0;
   wire before_hi0;
   wire before_lo0;
+  wire cand0_0;
+  wire cand0_1;
   reg [3:0] chunk0 = 4'h0;
   input [12:0] chunk_size;
   wire [12:0] chunk_size;
@@ -7215,11 +7269,16 @@ module \hwnorm_bwd_range_s8_lean.sel$100 (clk, rst, mask, sel, chunk_size, clear
   wire clk;
   reg [12:0] cpos = 13'h0000;
   reg cross_l = 1'h0;
-  wire [16:0] cs_x0;
-  wire [16:0] cs_x1;
+  reg [14:0] cs_next0;
+  reg [14:0] cs_next1;
+  reg [14:0] cs_r1 = 15'h0000;
+  reg [14:0] cs_r2 = 15'h0000;
+  wire [14:0] cs_x0;
+  wire [14:0] cs_x1;
   wire eq_hi0;
   wire eq_lo0;
   reg found_lo = 1'h0;
+  wire hge0_1;
   reg [7:0] hi_v0 = 8'h00;
   reg [7:0] hi_v1 = 8'h00;
   reg [7:0] hi_v2 = 8'h00;
@@ -7230,7 +7289,10 @@ module \hwnorm_bwd_range_s8_lean.sel$100 (clk, rst, mask, sel, chunk_size, clear
   reg [7:0] hi_v7 = 8'h00;
   reg [7:0] hi_v8 = 8'h00;
   reg [7:0] hi_v9 = 8'h00;
+  wire hwin0_0;
+  wire hwin0_1;
   reg [3:0] last = 4'h0;
+  wire lge0_1;
   reg [7:0] lo_v0 = 8'h00;
   reg [7:0] lo_v1 = 8'h00;
   reg [7:0] lo_v2 = 8'h00;
@@ -7241,10 +7303,10 @@ module \hwnorm_bwd_range_s8_lean.sel$100 (clk, rst, mask, sel, chunk_size, clear
   reg [7:0] lo_v7 = 8'h00;
   reg [7:0] lo_v8 = 8'h00;
   reg [7:0] lo_v9 = 8'h00;
+  wire lwin0_0;
+  wire lwin0_1;
   input mask;
   wire mask;
-  reg [3:0] nxt_idx;
-  reg [12:0] nxt_pos;
   reg [7:0] open_lo = 8'h00;
   input p1;
   wire p1;
@@ -7254,589 +7316,748 @@ module \hwnorm_bwd_range_s8_lean.sel$100 (clk, rst, mask, sel, chunk_size, clear
   wire rewind;
   input rst;
   wire rst;
-  wire [7:0] run_hi0;
-  wire [7:0] run_lo0;
+  wire rstart0;
+  wire [7:0] run_h0;
+  wire [7:0] run_l0;
   wire [-1:0] seg0;
   output [2:0] sel;
   wire [2:0] sel;
   wire [2:0] \sel[0] ;
   reg start0 = 1'h0;
-  reg [16:0] step;
+  reg wr0_0;
+  reg wr1_0;
+  reg wr2_0;
+  reg wr3_0;
+  reg wr4_0;
+  reg wr5_0;
+  reg wr6_0;
+  reg wr7_0;
+  reg wr8_0;
+  reg wr9_0;
   input [7:0] x;
   wire [7:0] x;
   wire [7:0] \x[0] ;
-  assign \$2  = 1'h0 + \$1 ;
-  assign \$3  = clear | rewind;
-  assign \$4  = cpos + 1'h1;
-  assign \$5  = \$4  - step;
-  assign \$6  = cidx + cross_l;
-  assign \$7  = ~ mask;
-  assign \$8  = $signed(x) > $signed(\$signal );
-  assign \$9  = start0 | \$8 ;
-  assign \$10  = \$9  ? x : \$signal ;
-  assign run_hi0 = mask ? \$10  : \$signal ;
-  assign \$11  = ~ mask;
-  assign \$12  = $signed(x) < $signed(open_lo);
-  assign \$13  = start0 | \$12 ;
-  assign \$14  = \$13  ? x : open_lo;
-  assign run_lo0 = mask ? \$14  : open_lo;
-  assign \$15  = chunk0 < 4'ha;
-  assign \$16  = \$15  ? chunk0 : 4'h0;
-  assign \$18  = \$17  == x;
-  assign eq_hi0 = mask & \$18 ;
-  assign \$19  = chunk0 < 4'ha;
-  assign \$20  = \$19  ? chunk0 : 4'h0;
-  assign \$22  = \$21  == x;
-  assign eq_lo0 = mask & \$22 ;
-  assign \$24  = | cpos;
-  assign \$25  = \$signal$43  & \$24 ;
-  assign \$27  = | cpos;
-  assign \$28  = found_lo & \$27 ;
-  assign \$29  = ~ mask;
-  assign \$30  = ~ before_hi0;
-  assign \$31  = eq_hi0 & \$30 ;
-  assign \$32  = ~ before_lo0;
-  assign \$33  = eq_lo0 & \$32 ;
-  assign \$34  = \$31  == \$33 ;
-  assign \$35  = \$29  | \$34 ;
-  assign \$36  = ~ before_hi0;
-  assign \$37  = eq_hi0 & \$36 ;
-  assign \$38  = chunk0 == last;
-  assign \$39  = \$38  ? 2'h3 : 2'h1;
-  assign \$40  = chunk0 == last;
-  assign \$41  = \$40  ? 3'h4 : 3'h2;
-  assign \$42  = \$37  ? { 1'h0, \$39  } : \$41 ;
-  assign sel = \$35  ? 3'h0 : \$42 ;
-  assign \$43  = clear | rewind;
-  assign \$44  = \$43  | p1;
-  assign \$45  = \$44  | p2;
-  assign \$46  = nxt_pos + 1'h1;
-  assign \$47  = \$46  >= \$2 ;
-  assign \$48  = nxt_pos + 1'h0;
-  assign \$49  = ! \$48 ;
-  assign \$51  = nxt_idx + 1'h0;
-  assign \$52  = clear | rewind;
-  assign \$53  = ! chunk0;
-  assign \$54  = mask & \$53 ;
-  assign \$55  = chunk0 == 1'h1;
-  assign \$56  = mask & \$55 ;
-  assign \$57  = chunk0 == 2'h2;
-  assign \$58  = mask & \$57 ;
-  assign \$59  = chunk0 == 2'h3;
-  assign \$60  = mask & \$59 ;
-  assign \$61  = chunk0 == 3'h4;
-  assign \$62  = mask & \$61 ;
-  assign \$63  = chunk0 == 3'h5;
-  assign \$64  = mask & \$63 ;
-  assign \$65  = chunk0 == 3'h6;
-  assign \$66  = mask & \$65 ;
-  assign \$67  = chunk0 == 3'h7;
-  assign \$68  = mask & \$67 ;
-  assign \$69  = chunk0 == 4'h8;
-  assign \$70  = mask & \$69 ;
-  assign \$71  = chunk0 == 4'h9;
-  assign \$72  = mask & \$71 ;
-  assign \$73  = mask ? chunk0 : last;
-  assign \$74  = ~ rewind;
-  assign \$75  = p2 & \$74 ;
-  assign \$76  = ~ clear;
-  assign \$77  = \$75  & \$76 ;
-  assign \$78  = before_hi0 | eq_hi0;
-  assign \$79  = before_lo0 | eq_lo0;
+  assign cs_x1 = 1'h0 + \$1 ;
+  assign rstart0 = mask & start0;
+  assign hge0_1 = $signed(\$signal ) >= $signed(x);
+  assign lge0_1 = $signed(open_lo) <= $signed(x);
+  assign cand0_0 = ~ \$2 ;
+  assign \$5  = ~ cand0_1;
+  assign \$6  = \$5  | hge0_1;
+  assign hwin0_0 = cand0_0 & \$7 ;
+  assign \$9  = ~ hge0_1;
+  assign \$10  = \$8  | \$9 ;
+  assign hwin0_1 = cand0_1 & \$11 ;
+  assign \$12  = hwin0_0 ? \$signal  : 8'h00;
+  assign \$13  = hwin0_1 ? x : 8'h00;
+  assign run_h0 = \$12  | \$13 ;
+  assign \$14  = ~ cand0_1;
+  assign \$15  = \$14  | lge0_1;
+  assign lwin0_0 = cand0_0 & \$16 ;
+  assign \$18  = ~ lge0_1;
+  assign \$19  = \$17  | \$18 ;
+  assign lwin0_1 = cand0_1 & \$20 ;
+  assign \$21  = lwin0_0 ? open_lo : 8'h00;
+  assign \$22  = lwin0_1 ? x : 8'h00;
+  assign run_l0 = \$21  | \$22 ;
+  assign \$23  = ! chunk0;
+  assign \$24  = mask & \$23 ;
+  assign \$25  = chunk0 == 1'h1;
+  assign \$26  = mask & \$25 ;
+  assign \$27  = chunk0 == 2'h2;
+  assign \$28  = mask & \$27 ;
+  assign \$29  = chunk0 == 2'h3;
+  assign \$30  = mask & \$29 ;
+  assign \$31  = chunk0 == 3'h4;
+  assign \$32  = mask & \$31 ;
+  assign \$33  = chunk0 == 3'h5;
+  assign \$34  = mask & \$33 ;
+  assign \$35  = chunk0 == 3'h6;
+  assign \$36  = mask & \$35 ;
+  assign \$37  = chunk0 == 3'h7;
+  assign \$38  = mask & \$37 ;
+  assign \$39  = chunk0 == 4'h8;
+  assign \$40  = mask & \$39 ;
+  assign \$41  = chunk0 == 4'h9;
+  assign \$42  = mask & \$41 ;
+  assign \$43  = chunk0 < 4'ha;
+  assign \$44  = \$43  ? chunk0 : 4'h0;
+  assign \$46  = \$45  == x;
+  assign eq_hi0 = mask & \$46 ;
+  assign \$47  = chunk0 < 4'ha;
+  assign \$48  = \$47  ? chunk0 : 4'h0;
+  assign \$50  = \$49  == x;
+  assign eq_lo0 = mask & \$50 ;
+  assign \$52  = | cpos;
+  assign \$53  = \$signal$60  & \$52 ;
+  assign \$55  = | cpos;
+  assign \$56  = found_lo & \$55 ;
+  assign \$57  = ~ mask;
+  assign \$58  = ~ before_hi0;
+  assign \$59  = eq_hi0 & \$58 ;
+  assign \$60  = ~ before_lo0;
+  assign \$61  = eq_lo0 & \$60 ;
+  assign \$62  = \$59  == \$61 ;
+  assign \$63  = \$57  | \$62 ;
+  assign \$64  = ~ before_hi0;
+  assign \$65  = eq_hi0 & \$64 ;
+  assign \$66  = chunk0 == last;
+  assign \$67  = \$66  ? 2'h3 : 2'h1;
+  assign \$68  = chunk0 == last;
+  assign \$69  = \$68  ? 3'h4 : 3'h2;
+  assign \$70  = \$65  ? { 1'h0, \$67  } : \$69 ;
+  assign sel = \$63  ? 3'h0 : \$70 ;
+  assign \$72  = 1'h0 + \$71 ;
+  assign \$74  = 1'h0 + \$73 ;
+  assign \$75  = clear | rewind;
+  assign \$76  = p1 | p2;
+  assign \$77  = cs_x1 <= 1'h1;
+  assign \$80  = cpos + 1'h1;
+  assign \$81  = \$80  - cs_next0;
+  assign \$82  = cidx + cross_l;
+  assign \$83  = cpos + 1'h1;
+  assign \$84  = \$83  + 1'h1;
+  assign \$85  = \$84  >= cs_next1;
+  assign \$86  = cpos + 1'h1;
+  assign \$87  = \$86  + 1'h0;
+  assign \$88  = \$87  == cs_next0;
+  assign \$90  = cidx + cross_l;
+  assign \$91  = \$90  + 1'h0;
+  assign \$92  = clear | rewind;
+  assign \$94  = wr0_0 ? run_h0 : 8'h00;
+  assign \$95  = wr0_0 ? run_l0 : 8'h00;
+  assign \$97  = wr1_0 ? run_h0 : 8'h00;
+  assign \$98  = wr1_0 ? run_l0 : 8'h00;
+  assign \$100  = wr2_0 ? run_h0 : 8'h00;
+  assign \$101  = wr2_0 ? run_l0 : 8'h00;
+  assign \$103  = wr3_0 ? run_h0 : 8'h00;
+  assign \$104  = wr3_0 ? run_l0 : 8'h00;
+  assign \$106  = wr4_0 ? run_h0 : 8'h00;
+  assign \$107  = wr4_0 ? run_l0 : 8'h00;
+  assign \$109  = wr5_0 ? run_h0 : 8'h00;
+  assign \$110  = wr5_0 ? run_l0 : 8'h00;
+  assign \$112  = wr6_0 ? run_h0 : 8'h00;
+  assign \$113  = wr6_0 ? run_l0 : 8'h00;
+  assign \$115  = wr7_0 ? run_h0 : 8'h00;
+  assign \$116  = wr7_0 ? run_l0 : 8'h00;
+  assign \$118  = wr8_0 ? run_h0 : 8'h00;
+  assign \$119  = wr8_0 ? run_l0 : 8'h00;
+  assign \$121  = wr9_0 ? run_h0 : 8'h00;
+  assign \$122  = wr9_0 ? run_l0 : 8'h00;
+  assign \$123  = mask ? chunk0 : last;
+  assign \$124  = ~ rewind;
+  assign \$125  = p2 & \$124 ;
+  assign \$126  = ~ clear;
+  assign \$127  = \$125  & \$126 ;
+  assign \$128  = before_hi0 | eq_hi0;
+  assign \$129  = before_lo0 | eq_lo0;
   always @(posedge clk)
-    cpos <= \$80 ;
+    cs_r1 <= \$130 ;
   always @(posedge clk)
-    cidx <= \$81 ;
+    cs_r2 <= \$131 ;
   always @(posedge clk)
-    cross_l <= \$82 ;
+    cpos <= \$132 ;
   always @(posedge clk)
-    start0 <= \$83 ;
+    cidx <= \$133 ;
   always @(posedge clk)
-    chunk0 <= \$84 ;
+    cross_l <= \$134 ;
   always @(posedge clk)
-    \$signal$43  <= \$85 ;
+    start0 <= \$135 ;
   always @(posedge clk)
-    found_lo <= \$86 ;
+    chunk0 <= \$136 ;
   always @(posedge clk)
-    \$signal  <= \$87 ;
+    \$signal$60  <= \$137 ;
   always @(posedge clk)
-    open_lo <= \$88 ;
+    found_lo <= \$138 ;
   always @(posedge clk)
-    hi_v0 <= \$89 ;
+    \$signal  <= \$139 ;
   always @(posedge clk)
-    lo_v0 <= \$90 ;
+    open_lo <= \$140 ;
   always @(posedge clk)
-    hi_v1 <= \$91 ;
+    hi_v0 <= \$141 ;
   always @(posedge clk)
-    lo_v1 <= \$92 ;
+    lo_v0 <= \$142 ;
   always @(posedge clk)
-    hi_v2 <= \$93 ;
+    hi_v1 <= \$143 ;
   always @(posedge clk)
-    lo_v2 <= \$94 ;
+    lo_v1 <= \$144 ;
   always @(posedge clk)
-    hi_v3 <= \$95 ;
+    hi_v2 <= \$145 ;
   always @(posedge clk)
-    lo_v3 <= \$96 ;
+    lo_v2 <= \$146 ;
   always @(posedge clk)
-    hi_v4 <= \$97 ;
+    hi_v3 <= \$147 ;
   always @(posedge clk)
-    lo_v4 <= \$98 ;
+    lo_v3 <= \$148 ;
   always @(posedge clk)
-    hi_v5 <= \$99 ;
+    hi_v4 <= \$149 ;
   always @(posedge clk)
-    lo_v5 <= \$100 ;
+    lo_v4 <= \$150 ;
   always @(posedge clk)
-    hi_v6 <= \$101 ;
+    hi_v5 <= \$151 ;
   always @(posedge clk)
-    lo_v6 <= \$102 ;
+    lo_v5 <= \$152 ;
   always @(posedge clk)
-    hi_v7 <= \$103 ;
+    hi_v6 <= \$153 ;
   always @(posedge clk)
-    lo_v7 <= \$104 ;
+    lo_v6 <= \$154 ;
   always @(posedge clk)
-    hi_v8 <= \$105 ;
+    hi_v7 <= \$155 ;
   always @(posedge clk)
-    lo_v8 <= \$106 ;
+    lo_v7 <= \$156 ;
   always @(posedge clk)
-    hi_v9 <= \$107 ;
+    hi_v8 <= \$157 ;
   always @(posedge clk)
-    lo_v9 <= \$108 ;
+    lo_v8 <= \$158 ;
   always @(posedge clk)
-    last <= \$109 ;
+    hi_v9 <= \$159 ;
+  always @(posedge clk)
+    lo_v9 <= \$160 ;
+  always @(posedge clk)
+    last <= \$161 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
     casez (cross_l)
       1'h0:
-          step = 17'h00000;
+          cs_next0 = 15'h0000;
       1'h1:
-          step = { 2'h0, \$2  };
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$17  = 8'h00;
-    casez (\$16 )
-      4'h0:
-          \$17  = hi_v0;
-      4'h1:
-          \$17  = hi_v1;
-      4'h2:
-          \$17  = hi_v2;
-      4'h3:
-          \$17  = hi_v3;
-      4'h4:
-          \$17  = hi_v4;
-      4'h5:
-          \$17  = hi_v5;
-      4'h6:
-          \$17  = hi_v6;
-      4'h7:
-          \$17  = hi_v7;
-      4'h8:
-          \$17  = hi_v8;
-      4'h9:
-          \$17  = hi_v9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$21  = 8'h00;
-    casez (\$20 )
-      4'h0:
-          \$21  = lo_v0;
-      4'h1:
-          \$21  = lo_v1;
-      4'h2:
-          \$21  = lo_v2;
-      4'h3:
-          \$21  = lo_v3;
-      4'h4:
-          \$21  = lo_v4;
-      4'h5:
-          \$21  = lo_v5;
-      4'h6:
-          \$21  = lo_v6;
-      4'h7:
-          \$21  = lo_v7;
-      4'h8:
-          \$21  = lo_v8;
-      4'h9:
-          \$21  = lo_v9;
+          cs_next0 = cs_r1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
-    if (\$3 ) begin
-      nxt_pos = 13'h0000;
-    end else begin
-      nxt_pos = \$5 [12:0];
-    end
+    casez (cross_l)
+      1'h0:
+          cs_next1 = cs_r1;
+      1'h1:
+          cs_next1 = cs_r2;
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$3 ) begin
-      nxt_idx = 4'h0;
-    end else begin
-      nxt_idx = \$6 [3:0];
-    end
+    \$45  = 8'h00;
+    casez (\$44 )
+      4'h0:
+          \$45  = hi_v0;
+      4'h1:
+          \$45  = hi_v1;
+      4'h2:
+          \$45  = hi_v2;
+      4'h3:
+          \$45  = hi_v3;
+      4'h4:
+          \$45  = hi_v4;
+      4'h5:
+          \$45  = hi_v5;
+      4'h6:
+          \$45  = hi_v6;
+      4'h7:
+          \$45  = hi_v7;
+      4'h8:
+          \$45  = hi_v8;
+      4'h9:
+          \$45  = hi_v9;
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$80  = cpos;
-    if (\$45 ) begin
-      \$80  = nxt_pos;
-    end
-    if (rst) begin
-      \$80  = 13'h0000;
-    end
+    \$49  = 8'h00;
+    casez (\$48 )
+      4'h0:
+          \$49  = lo_v0;
+      4'h1:
+          \$49  = lo_v1;
+      4'h2:
+          \$49  = lo_v2;
+      4'h3:
+          \$49  = lo_v3;
+      4'h4:
+          \$49  = lo_v4;
+      4'h5:
+          \$49  = lo_v5;
+      4'h6:
+          \$49  = lo_v6;
+      4'h7:
+          \$49  = lo_v7;
+      4'h8:
+          \$49  = lo_v8;
+      4'h9:
+          \$49  = lo_v9;
+    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$81  = cidx;
-    if (\$45 ) begin
-      \$81  = nxt_idx;
-    end
-    if (rst) begin
-      \$81  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$82  = cross_l;
-    if (\$45 ) begin
-      \$82  = \$47 ;
-    end
-    if (rst) begin
-      \$82  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$83  = start0;
-    if (\$45 ) begin
-      \$83  = \$50 ;
-    end
-    if (rst) begin
-      \$83  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$84  = chunk0;
-    if (\$45 ) begin
-      \$84  = \$51 [3:0];
-    end
-    if (rst) begin
-      \$84  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$85  = \$signal$43 ;
-    if (\$52 ) begin
-      \$85  = 1'h0;
-    end
-    if (\$77 ) begin
-      \$85  = \$78 ;
-    end
-    if (rst) begin
-      \$85  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$86  = found_lo;
-    if (\$52 ) begin
-      \$86  = 1'h0;
-    end
-    if (\$77 ) begin
-      \$86  = \$79 ;
-    end
-    if (rst) begin
-      \$86  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$87  = \$signal ;
+    wr0_0 = 1'h0;
     if (p1) begin
-      \$87  = run_hi0;
-    end
-    if (rst) begin
-      \$87  = 8'h00;
+      wr0_0 = \$24 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$88  = open_lo;
+    wr1_0 = 1'h0;
     if (p1) begin
-      \$88  = run_lo0;
-    end
-    if (rst) begin
-      \$88  = 8'h00;
+      wr1_0 = \$26 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$89  = hi_v0;
+    wr2_0 = 1'h0;
     if (p1) begin
-      if (\$54 ) begin
-        \$89  = run_hi0;
+      wr2_0 = \$28 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr3_0 = 1'h0;
+    if (p1) begin
+      wr3_0 = \$30 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr4_0 = 1'h0;
+    if (p1) begin
+      wr4_0 = \$32 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr5_0 = 1'h0;
+    if (p1) begin
+      wr5_0 = \$34 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr6_0 = 1'h0;
+    if (p1) begin
+      wr6_0 = \$36 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr7_0 = 1'h0;
+    if (p1) begin
+      wr7_0 = \$38 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr8_0 = 1'h0;
+    if (p1) begin
+      wr8_0 = \$40 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    wr9_0 = 1'h0;
+    if (p1) begin
+      wr9_0 = \$42 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$130  = \$72 ;
+    if (rst) begin
+      \$130  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$131  = \$74 ;
+    if (rst) begin
+      \$131  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$132  = cpos;
+    if (\$75 ) begin
+      \$132  = 13'h0000;
+    end else if (\$76 ) begin
+      \$132  = \$81 [12:0];
+    end
+    if (rst) begin
+      \$132  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$133  = cidx;
+    if (\$75 ) begin
+      \$133  = 4'h0;
+    end else if (\$76 ) begin
+      \$133  = \$82 [3:0];
+    end
+    if (rst) begin
+      \$133  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$134  = cross_l;
+    if (\$75 ) begin
+      \$134  = \$77 ;
+    end else if (\$76 ) begin
+      \$134  = \$85 ;
+    end
+    if (rst) begin
+      \$134  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$135  = start0;
+    if (\$75 ) begin
+      \$135  = \$79 ;
+    end else if (\$76 ) begin
+      \$135  = \$89 ;
+    end
+    if (rst) begin
+      \$135  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$136  = chunk0;
+    if (\$75 ) begin
+      \$136  = 4'h0;
+    end else if (\$76 ) begin
+      \$136  = \$91 [3:0];
+    end
+    if (rst) begin
+      \$136  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$137  = \$signal$60 ;
+    if (\$92 ) begin
+      \$137  = 1'h0;
+    end
+    if (\$127 ) begin
+      \$137  = \$128 ;
+    end
+    if (rst) begin
+      \$137  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$138  = found_lo;
+    if (\$92 ) begin
+      \$138  = 1'h0;
+    end
+    if (\$127 ) begin
+      \$138  = \$129 ;
+    end
+    if (rst) begin
+      \$138  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$139  = \$signal ;
+    if (p1) begin
+      \$139  = run_h0;
+    end
+    if (rst) begin
+      \$139  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$140  = open_lo;
+    if (p1) begin
+      \$140  = run_l0;
+    end
+    if (rst) begin
+      \$140  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$141  = hi_v0;
+    if (p1) begin
+      if (\$93 ) begin
+        \$141  = \$94 ;
       end
     end
     if (rst) begin
-      \$89  = 8'h00;
+      \$141  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$90  = lo_v0;
+    \$142  = lo_v0;
     if (p1) begin
-      if (\$54 ) begin
-        \$90  = run_lo0;
+      if (\$93 ) begin
+        \$142  = \$95 ;
       end
     end
     if (rst) begin
-      \$90  = 8'h00;
+      \$142  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$91  = hi_v1;
+    \$143  = hi_v1;
     if (p1) begin
-      if (\$56 ) begin
-        \$91  = run_hi0;
+      if (\$96 ) begin
+        \$143  = \$97 ;
       end
     end
     if (rst) begin
-      \$91  = 8'h00;
+      \$143  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$92  = lo_v1;
+    \$144  = lo_v1;
     if (p1) begin
-      if (\$56 ) begin
-        \$92  = run_lo0;
+      if (\$96 ) begin
+        \$144  = \$98 ;
       end
     end
     if (rst) begin
-      \$92  = 8'h00;
+      \$144  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$93  = hi_v2;
+    \$145  = hi_v2;
     if (p1) begin
-      if (\$58 ) begin
-        \$93  = run_hi0;
+      if (\$99 ) begin
+        \$145  = \$100 ;
       end
     end
     if (rst) begin
-      \$93  = 8'h00;
+      \$145  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$94  = lo_v2;
+    \$146  = lo_v2;
     if (p1) begin
-      if (\$58 ) begin
-        \$94  = run_lo0;
+      if (\$99 ) begin
+        \$146  = \$101 ;
       end
     end
     if (rst) begin
-      \$94  = 8'h00;
+      \$146  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$95  = hi_v3;
+    \$147  = hi_v3;
     if (p1) begin
-      if (\$60 ) begin
-        \$95  = run_hi0;
+      if (\$102 ) begin
+        \$147  = \$103 ;
       end
     end
     if (rst) begin
-      \$95  = 8'h00;
+      \$147  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$96  = lo_v3;
+    \$148  = lo_v3;
     if (p1) begin
-      if (\$60 ) begin
-        \$96  = run_lo0;
+      if (\$102 ) begin
+        \$148  = \$104 ;
       end
     end
     if (rst) begin
-      \$96  = 8'h00;
+      \$148  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$97  = hi_v4;
+    \$149  = hi_v4;
     if (p1) begin
-      if (\$62 ) begin
-        \$97  = run_hi0;
+      if (\$105 ) begin
+        \$149  = \$106 ;
       end
     end
     if (rst) begin
-      \$97  = 8'h00;
+      \$149  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$98  = lo_v4;
+    \$150  = lo_v4;
     if (p1) begin
-      if (\$62 ) begin
-        \$98  = run_lo0;
+      if (\$105 ) begin
+        \$150  = \$107 ;
       end
     end
     if (rst) begin
-      \$98  = 8'h00;
+      \$150  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$99  = hi_v5;
+    \$151  = hi_v5;
     if (p1) begin
-      if (\$64 ) begin
-        \$99  = run_hi0;
+      if (\$108 ) begin
+        \$151  = \$109 ;
       end
     end
     if (rst) begin
-      \$99  = 8'h00;
+      \$151  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$100  = lo_v5;
+    \$152  = lo_v5;
     if (p1) begin
-      if (\$64 ) begin
-        \$100  = run_lo0;
+      if (\$108 ) begin
+        \$152  = \$110 ;
       end
     end
     if (rst) begin
-      \$100  = 8'h00;
+      \$152  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$101  = hi_v6;
+    \$153  = hi_v6;
     if (p1) begin
-      if (\$66 ) begin
-        \$101  = run_hi0;
+      if (\$111 ) begin
+        \$153  = \$112 ;
       end
     end
     if (rst) begin
-      \$101  = 8'h00;
+      \$153  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$102  = lo_v6;
+    \$154  = lo_v6;
     if (p1) begin
-      if (\$66 ) begin
-        \$102  = run_lo0;
+      if (\$111 ) begin
+        \$154  = \$113 ;
       end
     end
     if (rst) begin
-      \$102  = 8'h00;
+      \$154  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$103  = hi_v7;
+    \$155  = hi_v7;
     if (p1) begin
-      if (\$68 ) begin
-        \$103  = run_hi0;
+      if (\$114 ) begin
+        \$155  = \$115 ;
       end
     end
     if (rst) begin
-      \$103  = 8'h00;
+      \$155  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$104  = lo_v7;
+    \$156  = lo_v7;
     if (p1) begin
-      if (\$68 ) begin
-        \$104  = run_lo0;
+      if (\$114 ) begin
+        \$156  = \$116 ;
       end
     end
     if (rst) begin
-      \$104  = 8'h00;
+      \$156  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$105  = hi_v8;
+    \$157  = hi_v8;
     if (p1) begin
-      if (\$70 ) begin
-        \$105  = run_hi0;
+      if (\$117 ) begin
+        \$157  = \$118 ;
       end
     end
     if (rst) begin
-      \$105  = 8'h00;
+      \$157  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$106  = lo_v8;
+    \$158  = lo_v8;
     if (p1) begin
-      if (\$70 ) begin
-        \$106  = run_lo0;
+      if (\$117 ) begin
+        \$158  = \$119 ;
       end
     end
     if (rst) begin
-      \$106  = 8'h00;
+      \$158  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$107  = hi_v9;
+    \$159  = hi_v9;
     if (p1) begin
-      if (\$72 ) begin
-        \$107  = run_hi0;
+      if (\$120 ) begin
+        \$159  = \$121 ;
       end
     end
     if (rst) begin
-      \$107  = 8'h00;
+      \$159  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$108  = lo_v9;
+    \$160  = lo_v9;
     if (p1) begin
-      if (\$72 ) begin
-        \$108  = run_lo0;
+      if (\$120 ) begin
+        \$160  = \$122 ;
       end
     end
     if (rst) begin
-      \$108  = 8'h00;
+      \$160  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$109  = last;
+    \$161  = last;
     if (p1) begin
-      \$109  = \$73 ;
+      \$161  = \$123 ;
     end
     if (rst) begin
-      \$109  = 4'h0;
+      \$161  = 4'h0;
     end
   end
-  assign cs_x0 = 17'h00000;
-  assign cs_x1 = { 2'h0, \$2  };
+  assign cs_x0 = 15'h0000;
   assign \x[0]  = x;
   assign \sel[0]  = sel;
   assign \$1  = { 1'h0, chunk_size };
-  assign \$23  = 1'h1;
-  assign before_hi0 = \$25 ;
-  assign \$26  = 1'h1;
-  assign before_lo0 = \$28 ;
-  assign \$50  = \$49 ;
+  assign \$2  = rstart0;
+  assign \$3  = 1'h0;
+  assign \$4  = 1'h1;
+  assign cand0_1 = mask;
+  assign \$7  = \$6 ;
+  assign \$8  = \$2 ;
+  assign \$11  = \$10 ;
+  assign \$16  = \$15 ;
+  assign \$17  = \$2 ;
+  assign \$20  = \$19 ;
+  assign \$51  = 1'h1;
+  assign before_hi0 = \$53 ;
+  assign \$54  = 1'h1;
+  assign before_lo0 = \$56 ;
+  assign \$71  = { 1'h0, chunk_size };
+  assign \$73  = { chunk_size, 1'h0 };
+  assign \$78  = 1'h1;
+  assign \$79  = 1'h1;
+  assign \$89  = \$88 ;
+  assign \$93  = wr0_0;
+  assign \$96  = wr1_0;
+  assign \$99  = wr2_0;
+  assign \$102  = wr3_0;
+  assign \$105  = wr4_0;
+  assign \$108  = wr5_0;
+  assign \$111  = wr6_0;
+  assign \$114  = wr7_0;
+  assign \$117  = wr8_0;
+  assign \$120  = wr9_0;
 endmodule
