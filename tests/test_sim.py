@@ -170,9 +170,9 @@ def test_the_backward_scoreboard_sees_a_wrong_dx(monkeypatch):
 def test_only_the_tops_ports_are_public_to_the_testbench():
     """The cocotb builds make only the top's ports VPI-visible (ports.vlt): every port of the forward, AXI and
     backward tops is listed, no internal signal is, and a Verilog without the top is refused by name."""
-    from hwnorm.verify.runner import _verilog, public_ports_config, top_name, top_ports
+    from hwnorm.verify.runner import _verilog, port_names, public_ports_config, top_name
     cfg = regression_configs()["range_s8_p1"]
-    ports = top_ports(_verilog(cfg, False), top_name(cfg))
+    ports = port_names(_verilog(cfg, False), top_name(cfg))
     assert {"clk", "rst", "i__valid", "i__ready", "i__payload", "o__valid", "o__ready", "o__payload"} <= set(ports)
     assert not [p for p in ports if "math" in p or "stats" == p]
     for c, axi in ((axi_configs()["axi_range_s8_p4"], True), (backward_configs()["bwd_range_s8_p1"], False)):
@@ -180,4 +180,4 @@ def test_only_the_tops_ports_are_public_to_the_testbench():
         vlt = public_ports_config(text, top_name(c, axi))
         assert vlt.startswith("`verilator_config\n") and f'-module "{top_name(c, axi)}" -var "clk"' in vlt
     with pytest.raises(ValueError, match="module 'nope' is not in the Verilog"):
-        top_ports("module other(a);\n  input a;\nendmodule\n", "nope")
+        port_names("module other(a);\n  input a;\nendmodule\n", "nope")

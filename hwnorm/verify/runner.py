@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from hwnorm.cache import BUILD_ROOT, build_once
 from hwnorm.config import FORMATS_16, FixedFormat, GradConfig, NormConfig, default_configs
-from hwnorm.emit import backward_verilog_text, verilog_text
+from hwnorm.emit import backward_verilog_text, top_ports, verilog_text
 from hwnorm.toolchain import VERILATOR_WARNINGS, setup_verilator_env
 
 COCOTB_DIR = Path(__file__).resolve().parent / "cocotb_tests"    # the cocotb test modules, shipped in the package
@@ -33,14 +32,11 @@ BUILD_ARGS = VERILATOR_WARNINGS
 PORTS_ONLY = "--no-public-flat-rw"
 
 
-def top_ports(text: str, top: str) -> list[str]:
-    """The port names of module `top` in the Verilog `text` (Amaranth's one-declaration-a-line output)."""
-    start = text.find(f"module {top}(")
-    if start < 0:
+def port_names(text: str, top: str) -> list[str]:
+    """The port names of module `top` in the Verilog `text` (emit.top_ports), refused by name when it is not there."""
+    if f"module {top}(" not in text:
         raise ValueError(f"module {top!r} is not in the Verilog to build")
-    body = text[start:text.index("endmodule", start)]
-    ports = re.findall(r"^\s*(?:input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[[^\]]*\]\s*)?(\S+?)\s*;",
-                       body, re.M)
+    ports = [name for _, _, name in top_ports(text, top)]
     if not ports:
         raise ValueError(f"module {top!r} declares no ports the testbench could drive")
     return ports
@@ -48,7 +44,7 @@ def top_ports(text: str, top: str) -> list[str]:
 
 def public_ports_config(text: str, top: str) -> str:
     """A Verilator configuration file making only `top`'s ports readable and writable through VPI."""
-    lines = [f'public_flat_rw -module "{top}" -var "{p.lstrip(chr(92))}"' for p in top_ports(text, top)]
+    lines = [f'public_flat_rw -module "{top}" -var "{p}"' for p in port_names(text, top)]
     return "`verilator_config\n" + "\n".join(lines) + "\n"
 
 
