@@ -963,6 +963,11 @@ class GradConfig:
         """True for the lean block-floating backward (mantissa_bits an int), False for the exact constants."""
         return self.mantissa_bits is not None
 
+    def least_lean(self) -> "GradConfig":
+        """These formats and rounding in the lean form at its least mantissa (mantissa_min): the lean builds of rtl/,
+        make sim and the cost sweep."""
+        return dataclasses.replace(self, mantissa_bits=self.mantissa_min)
+
     @classmethod
     def for_width(cls, fmt, rounding: str = "half_up") -> "GradConfig":
         """The default gradient formats for a forward format spelling (8 bits or less: s8.6 / s8.5, else s16.14 /

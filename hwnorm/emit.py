@@ -31,16 +31,13 @@ def backward_default_configs() -> dict:
     generator builds (hdl/backward.py), at 8 and 16 bits, the default configuration and GradConfig.for_width; and the
     lean form (GradConfig(mantissa_bits=mantissa_min), docs/numerics.md "The lean backward") of issue 21's goal kinds
     range and l1 and of l2 at 8 bits: bwd_<kind>_s8_lean."""
-    from dataclasses import replace
-
     from .config import GradConfig
     from .hdl.backward import BACKWARD_HDL_KINDS
     fwd = default_configs()
     out = {f"bwd_{kind}_s{w}": (fwd[f"{kind}_s{w}"], GradConfig.for_width(f"s{w}"))
            for kind in BACKWARD_HDL_KINDS for w in (8, 16)}
-    g8 = GradConfig.for_width("s8")
     for kind in ("range", "l1", "l2"):
-        out[f"bwd_{kind}_s8_lean"] = (fwd[f"{kind}_s8"], replace(g8, mantissa_bits=g8.mantissa_min))
+        out[f"bwd_{kind}_s8_lean"] = (fwd[f"{kind}_s8"], GradConfig.for_width("s8").least_lean())
     return out
 
 

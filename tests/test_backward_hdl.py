@@ -527,8 +527,7 @@ def test_chunk_extremes_codes(lanes, chunks):
 
 def lean_grad(width, rounding="half_up"):
     """The width's GradConfig in the lean form at its least mantissa (mantissa_min)."""
-    g = GradConfig.for_width(f"s{width}", rounding)
-    return dataclasses.replace(g, mantissa_bits=g.mantissa_min)
+    return GradConfig.for_width(f"s{width}", rounding).least_lean()
 
 
 LEAN_CASES = [(k, w, n) for k in BACKWARD_HDL_KINDS for w in (8, 16) for n in (1, 4)]

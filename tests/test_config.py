@@ -167,3 +167,11 @@ def test_the_gain_mantissa_is_a_field_with_a_floor_and_the_default_spelled_out_i
             NormConfig(mantissa_bits=bad)
     ew = NormConfig(elementwise=True, mantissa_bits=30)         # the core's x_hat is wider: its floor is too
     assert ew.core.gain_bits == 30 and ew.mantissa_min == ew.core.mantissa_min > cfg.mantissa_min
+
+
+def test_least_lean_keeps_the_formats_and_takes_the_least_mantissa():
+    from hwnorm.config import GradConfig
+    g = GradConfig.for_width("s16", "stochastic")
+    lean = g.least_lean()
+    assert lean.lean and lean.mantissa_bits == g.mantissa_min and (lean.grad_fmt, lean.dx_fmt, lean.rounding) == \
+        (g.grad_fmt, g.dx_fmt, g.rounding)

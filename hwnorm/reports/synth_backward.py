@@ -48,8 +48,7 @@ def backward_sweep_configs(kinds=None) -> dict[str, tuple[NormConfig, GradConfig
             out[f"bwd_{k}_s8_p4_sr"] = (replace(defaults[f"{k}_s8"], lanes=4), GradConfig.for_width("s8", "stochastic"))
     for k in kinds:
         if k in GOAL_KINDS + ("l2",) and k in LEAN_HDL_KINDS:
-            g8 = GradConfig.for_width("s8")
-            out[f"bwd_{k}_s8_p4_lean"] = (replace(defaults[f"{k}_s8"], lanes=4), replace(g8, mantissa_bits=g8.mantissa_min))
+            out[f"bwd_{k}_s8_p4_lean"] = (replace(defaults[f"{k}_s8"], lanes=4), GradConfig.for_width("s8").least_lean())
     return out
 
 

@@ -278,8 +278,7 @@ def backward_configs(full: bool = False) -> dict[str, BackwardSim]:
         for width, fmts in ((8, {}), (16, FORMATS_16)):
             if not full and (width != 8 or kind not in ("range", "l1", "l2")):
                 continue
-            g = GradConfig.for_width(f"s{width}", "stochastic" if width == 16 else "half_up")
-            lean = replace(g, mantissa_bits=g.mantissa_min)
+            lean = GradConfig.for_width(f"s{width}", "stochastic" if width == 16 else "half_up").least_lean()
             for lanes in ((1, 4) if full else (4,)):
                 out[f"bwd_{kind}_s{width}_lean_p{lanes}"] = BackwardSim(NormConfig(kind=kind, lanes=lanes, **fmts), lean)
     if "range" in RTL_BACKWARD_KINDS:
