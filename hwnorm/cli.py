@@ -398,6 +398,7 @@ def _synth_backward(args) -> int:
 
     from .reports import DOCS, replace_block
     from .reports.results import BACKWARD_COST_JSON, backward_cost_section, load_json
+    from .reports.synth import warn_fallbacks
     from .reports.synth_backward import (LANE_COUNTS, backward_lane_cost, backward_sweep, backward_sweep_configs,
                                          built_kinds)
     if args.core or args.custom or args.ice40_pnr:
@@ -423,11 +424,12 @@ def _synth_backward(args) -> int:
         with tqdm(total=len(cfgs), desc="synth --backward", disable=True if args.quiet else None) as bar:
             rows, errors = backward_sweep(cfgs, jobs=args.jobs, pnr=not args.no_pnr, progress=bar)
         keep = ("config", "kind", "in_bits", "lanes", "rounding", "gates", "ecp5_luts", "ecp5_luts_nodsp", "ecp5_ffs",
-                "ecp5_mult18", "fmax_ecp5")
+                "ecp5_mult18", "fmax_ecp5", "ecp5_map")
         data["rows"] = {**data.get("rows", {}), **{n: {k: r.get(k) for k in keep} for n, r in rows.items()}}
         data["errors"] = {n: e for n, e in {**data.get("errors", {}), **errors}.items() if n not in rows}
         for name, err in errors.items():
             print(f"{name}: synthesis failed, no row written:\n{err}", file=sys.stderr)
+        warn_fallbacks(rows)
     _dump_json(BACKWARD_COST_JSON, data)
     text = backward_cost_section(data)
     print(text)
@@ -444,7 +446,7 @@ def cmd_synth(args) -> int:
 
     from tqdm import tqdm
 
-    from .reports.synth import sweep, sweep_configs, timing_summary
+    from .reports.synth import sweep, sweep_configs, timing_summary, warn_fallbacks
     if args.ice40_pnr and args.no_pnr:
         raise ValueError("--ice40-pnr would be ignored with --no-pnr (no place-and-route at all): allowed one of them")
     if args.backward:
@@ -499,6 +501,7 @@ def cmd_synth(args) -> int:
             paths = write_core(cfg, name, out_dir, axi=axi, resources=resources_of(rows[name]))
             print(f"wrote {', '.join(str(p) for p in paths)} (Resources from this synthesis)")
     print(timing_summary(rows, wall))
+    warn_fallbacks(rows)
     print(f"hwnorm synth: {len(rows)} configurations ok, {len(errors)} failed, {wall:.1f} s")
     return 1 if errors else 0
 
@@ -511,7 +514,7 @@ def cmd_report(args) -> int:
     from .bench import run as bench_run
     from .reports import DOCS, replace_block
     from .reports.results import load_json, readme_headline, write
-    from .reports.synth import sweep, sweep_configs, timing_summary
+    from .reports.synth import sweep, sweep_configs, timing_summary, warn_fallbacks
     from .reports.tables import numerics_rows, numerics_table
     from .torch.accuracy import run as accuracy_run
     t0 = time.monotonic()
@@ -525,6 +528,7 @@ def cmd_report(args) -> int:
             print(f"{name}: not synthesized yet (run `hwnorm synth`)", file=sys.stderr)
         else:
             print(f"{name}: synthesis failed, no row written:\n{err}", file=sys.stderr)
+    warn_fallbacks(rows)
     nrows = numerics_rows()
     numeric = {k: dataclasses.asdict(t) for k, (t, _) in nrows.items()}
     bench = load_json(DOCS / "bench.json") if args.reuse else None

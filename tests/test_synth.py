@@ -153,6 +153,67 @@ def test_generic_gate_count_of_a_tiny_statistics_unit(tmp_path):
     assert times["yosys generic"] > 0
 
 
+ABC9_LOG = """2.46.14.4. Executing ABC9_EXE pass (technology mapping using ABC9).
+
+2.46.14.5. Executing ABC9.
+Running ABC command: "/yosys-abc" -s -f <abc-temp-dir>/abc.script 2>&1
+"""
+
+
+def test_abc9_exit_is_told_from_other_yosys_failures():
+    assert synth_mod.abc9_exited(ABC9_LOG)
+    assert not synth_mod.abc9_exited(ABC9_LOG + "ABC: netlist written\nERROR: Assert failed\n")
+    assert not synth_mod.abc9_exited("ERROR: Module `top' not found\n") and not synth_mod.abc9_exited("")
+
+
+def _abc9_fails_first(monkeypatch, log: str):
+    """synth_mod._run with the first yosys run failing as yowasp's ABC9 does (exit 1, `log` in its -l file)."""
+    real, calls = synth_mod._run, []
+
+    def run(cmd, cwd, who, step, out, times):
+        calls.append(step)
+        if len(calls) == 1:
+            (cwd / cmd[cmd.index("-l") + 1]).write_text(log)
+            raise synth_mod.SynthError(f"{step} failed for {who} (exit 1); log tail:\n")
+        return real(cmd, cwd, who, step, out, times)
+    monkeypatch.setattr(synth_mod, "_run", run)
+    return calls
+
+
+@YOSYS
+def test_ecp5_synthesis_falls_back_to_classic_abc_where_abc9_exits_and_says_so(tmp_path, monkeypatch):
+    """Where ABC9 exits (YoWASP/yosys#29), synth_ecp5 maps with classic ABC instead: the row carries ecp5_map, the
+    tables mark its ECP5 cells and the CLI warns naming the row; any other failure is still an error."""
+    (tmp_path / "top.v").write_text(statistics_verilog(TINY, name="tiny_stats"))
+    calls = _abc9_fails_first(monkeypatch, ABC9_LOG)
+    e = synth_mod._ecp5_synth(tmp_path, "tiny_stats", "tiny", {}, json_out=False)
+    assert calls == ["yosys synth_ecp5", "yosys synth_ecp5 (classic ABC)"]
+    assert e["ecp5_map"] == synth_mod.ECP5_CLASSIC_ABC and e["ecp5_luts"] > 0 and e["ecp5_luts_nodsp"] > 0
+    assert "abc -lut 4" in (tmp_path / "ecp5_classic.ys").read_text()
+    _abc9_fails_first(monkeypatch, "ERROR: Module `tiny_stats' not found\n")
+    with pytest.raises(synth_mod.SynthError, match="yosys synth_ecp5 failed for tiny"):
+        synth_mod._ecp5_synth(tmp_path, "tiny_stats", "tiny", {}, json_out=False)
+
+
+def test_classic_abc_rows_are_marked_in_every_table_and_warned(monkeypatch, capsys):
+    from hwnorm.reports.results import area_table, backward_cost_section
+    classic = {**_row("range", 8, 1, 6000, 1000), "ecp5_map": synth_mod.ECP5_CLASSIC_ABC}
+    rows = {"range_s8_p1": classic, "l2_s8_p1": _row("l2", 8, 1, 10000, 3000)}
+    mark = synth_mod.CLASSIC_MARK
+    for text in (area_table(rows), before_after_table(rows, BEFORE)):
+        lines = {line.split(" | ")[0]: line for line in text.splitlines()}
+        assert mark in lines["| range_s8_p1"] and mark not in lines["| l2_s8_p1"]
+        assert "YoWASP/yosys#29" in text.splitlines()[-1]
+    assert mark not in area_table({"l2_s8_p1": rows["l2_s8_p1"]})
+    bwd = backward_cost_section({"rows": {"bwd_l2_s8_p4": rows["l2_s8_p1"], "bwd_l1_s8_p4": classic}})
+    assert f"900 {mark}" in bwd and "YoWASP/yosys#29" in bwd
+    msgs = synth_mod.fallback_warnings(rows)
+    assert len(msgs) == 1 and msgs[0].startswith("range_s8_p1: ") and "classic ABC" in msgs[0]
+    monkeypatch.setattr("hwnorm.reports.synth.sweep", lambda cfgs, **kw: ({"range_s8_p1": classic}, {}))
+    with pytest.warns(synth_mod.SynthFallbackWarning, match="range_s8_p1: synth_ecp5's ABC9 exited"):
+        assert main(["synth", "--only", "range_s8_p1", "--quiet"]) == 0
+
+
 def _row(kind, bits, lanes, gates, stats_gates, fmax=110.0, luts=900):
     return dict(config=f"{kind} {bits} {lanes}", kind=kind, in_bits=bits, lanes=lanes, gates=gates, gate_ffs=1,
                 transistors=10 * gates, ecp5_luts=luts, ecp5_luts_nodsp=3 * luts, ecp5_ccu2c=50, ecp5_ccu2c_nodsp=60,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .synth import CLASSIC_MARK, classic_abc, classic_note
 from .tables import DOCS, latency_table
 
 KIND_ORDER = ("l2", "range", "l1", "linf", "topk", "mad", "semidev", "cvar", "frn", "frn_range", "frn_l1", "frn_linf")
@@ -223,11 +224,24 @@ def area_table(rows: dict) -> str:
         stats = (f"{r['stats_gates']} / {r['stats_luts']} / {r['stats_luts_nodsp']} / {r['stats_mult18']}"
                  if "stats_gates" in r else "-")
         ice = _mhz(r["fmax_ice40"]) if r["fmax_ice40"] else f"- ({r['ice40_timing']})"
-        out.append(f"| {name} | {r['gates']} | {r['transistors']} | {r['ecp5_luts']} | {r['ecp5_luts_nodsp']} | "
+        mk = _mark(r)
+        if classic_abc(r, "stats_ecp5_map"):
+            stats += f" {CLASSIC_MARK}"
+        out.append(f"| {name} | {r['gates']} | {r['transistors']} | {r['ecp5_luts']}{mk} | {r['ecp5_luts_nodsp']}{mk} | "
                    f"{r['ecp5_ccu2c']} ({r['ecp5_ccu2c_nodsp']}) | {r['ecp5_ffs']} | {r['ecp5_mult18']} | "
-                   f"{_mhz(r['fmax_ecp5'])} | {r['ice40_luts']} | {r['ice40_luts_nodsp']} | {r['ice40_dsps']} | {ice} | "
+                   f"{_mhz(r['fmax_ecp5'])}{mk} | {r['ice40_luts']} | {r['ice40_luts_nodsp']} | {r['ice40_dsps']} | {ice} | "
                    f"{stats} |")
-    return "\n".join(out)
+    return _with_note(out, rows.values())
+
+
+def _mark(row: dict) -> str:
+    """CLASSIC_MARK after a cell whose ECP5 figure is classic ABC's (hwnorm.reports.synth.fallback_warnings)."""
+    return f" {CLASSIC_MARK}" if classic_abc(row) else ""
+
+
+def _with_note(lines: list, rows) -> str:
+    note = classic_note(rows)
+    return "\n".join(lines + (["", note] if note else []))
 
 
 def before_after_table(rows: dict, before: dict) -> str:
@@ -247,9 +261,10 @@ def before_after_table(rows: dict, before: dict) -> str:
                    f"{r['ice40_luts']} + {r['ice40_dsps']}")
         ecp = pair(f"{b['ecp5_luts']} + {b['ecp5_mult18']}" if "ecp5_luts" in b else None,
                    f"{r['ecp5_luts']} + {r['ecp5_mult18']}")
-        out.append(f"| {name} | {b.get('gates', '-')} | {r['gates']} | {g} | {sg} | {ice} | {ecp} | "
-                   f"{pair(b.get('fmax_ecp5'), r['fmax_ecp5'], _mhz)} | {pair(b.get('fmax_ice40'), r['fmax_ice40'], _mhz)} |")
-    return "\n".join(out)
+        out.append(f"| {name} | {b.get('gates', '-')} | {r['gates']} | {g} | {sg} | {ice} | {ecp}{_mark(r)} | "
+                   f"{pair(b.get('fmax_ecp5'), r['fmax_ecp5'], _mhz)}{_mark(r)} | "
+                   f"{pair(b.get('fmax_ice40'), r['fmax_ice40'], _mhz)} |")
+    return _with_note(out, rows.values())
 
 
 def relative_table(rows: dict) -> str:
@@ -789,8 +804,13 @@ def backward_cost_section(data: dict | None) -> str:
             r = rows[name]
             base = rows.get(f"bwd_l2_s{r['in_bits']}_p{r['lanes']}" + ("_sr" if name.endswith("_sr") else ""))
             rel = f"{r['gates'] / base['gates']:.2f}" if base else "-"
-            out.append(f"| {name} | {r.get('rounding', '-')} | {r['gates']} | {r['ecp5_luts']} | {r['ecp5_luts_nodsp']} | "
-                       f"{r['ecp5_ffs']} | {r['ecp5_mult18']} | {_mhz(r['fmax_ecp5'])} | {rel} |")
+            mk = _mark(r)
+            out.append(f"| {name} | {r.get('rounding', '-')} | {r['gates']} | {r['ecp5_luts']}{mk} | "
+                       f"{r['ecp5_luts_nodsp']}{mk} | {r['ecp5_ffs']} | {r['ecp5_mult18']} | {_mhz(r['fmax_ecp5'])}{mk} | "
+                       f"{rel} |")
+        note = classic_note(rows.values())
+        if note:
+            out += ["", note]
     errors = data.get("errors") or {}
     if errors:
         out += ["", "Failed (no row written): " + ", ".join(sorted(errors))]

